@@ -1,0 +1,11 @@
+//! skycanary: self-driving canary releases on Istio, judged by Apache SkyWalking metrics.
+//!
+//! The crate is a pure core (resources, analysis, conditions) with thin I/O edges
+//! (the SkyWalking provider, the simulator, the CLI). See DESIGN.md §8 for the layout.
+
+pub mod analysis;
+pub mod cli;
+pub mod provider;
+pub mod resources;
+pub mod sim;
+pub mod telemetry;
