@@ -7,5 +7,6 @@ pub mod analysis;
 pub mod cli;
 pub mod provider;
 pub mod resources;
+pub mod runner;
 pub mod sim;
 pub mod telemetry;

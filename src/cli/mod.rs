@@ -1,1 +1,46 @@
-//! cli
+//! The command line: one file per command; `main.rs` only parses and dispatches.
+
+pub mod analyze;
+pub mod validate;
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// skycanary: self-driving canary releases on Istio, judged by Apache SkyWalking metrics.
+#[derive(Debug, Parser)]
+#[command(name = "skycanary", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format (logs go to stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+    /// Log level filter (RUST_LOG syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "warn", global = true)]
+    pub log_level: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one analysis now; exit 0 Successful, 1 Failed, 2 Inconclusive, 3 Error, 4 invalid input.
+    Analyze(analyze::AnalyzeArgs),
+    /// Check resource files; exit 0 valid, 1 invalid (every error listed with file:line).
+    Validate(validate::ValidateArgs),
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let code = match &cli.command {
+        Command::Analyze(a) => analyze::run(a, &mut stdout, &mut stderr).await?,
+        Command::Validate(v) => validate::run(v, &mut stdout)?,
+    };
+    stdout.flush()?;
+    Ok(code)
+}

@@ -1,1 +1,10 @@
-//! resources
+//! Resources: serde types of the YAML/CRD objects and their validation (pure).
+
+pub mod args;
+pub mod duration;
+pub mod load;
+pub mod template;
+pub mod yaml;
+
+pub use load::{ConfigError, ConfigErrors, LoadResult, LoadedTemplate, Origin, load_paths, load_str};
+pub use template::*;

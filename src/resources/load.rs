@@ -1,0 +1,695 @@
+//! Loading and validating resource files.
+//!
+//! Every problem of a file is reported, each with file, line and field path: typed
+//! deserialization is repeated after removing the offending node, and semantic checks
+//! (durations, regexes, conditions, args, queries) run on whatever parsed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::args;
+use super::duration::parse_duration;
+use super::template::*;
+use super::yaml::{self, LineIndex, child_path, index_path, parent_path};
+
+/// One configuration problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `<arg>` / `<stdin>`).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Field path inside the document (`spec.metrics[0].interval`), `.` for the document.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: ", self.file, l)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if self.path == "." || self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// A list of problems; the error type of loading.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a document came from; used to locate later (semantic) errors.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// File name as given.
+    pub file: String,
+    /// Lines of the document's nodes.
+    pub lines: LineIndex,
+}
+
+impl Origin {
+    /// An error at `path` of this document.
+    pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: self.lines.line_of(path),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A parsed, validated analysis template.
+#[derive(Debug, Clone)]
+pub struct LoadedTemplate {
+    /// The resource.
+    pub doc: AnalysisTemplateDoc,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl LoadedTemplate {
+    /// True for ClusterAnalysisTemplate.
+    pub fn cluster_scoped(&self) -> bool {
+        self.doc.kind == "ClusterAnalysisTemplate"
+    }
+}
+
+/// Everything loaded from a set of paths.
+#[derive(Debug, Clone, Default)]
+pub struct LoadResult {
+    /// Valid templates.
+    pub templates: Vec<LoadedTemplate>,
+    /// Every problem found.
+    pub errors: Vec<ConfigError>,
+    /// Documents of other API groups that were skipped (file, line, kind).
+    pub skipped: Vec<String>,
+    /// Number of files read.
+    pub files: usize,
+}
+
+/// Loads every `.yaml`/`.yml` file under `paths` (recursively for directories).
+pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
+    let mut result = LoadResult::default();
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files, &mut result.errors);
+    }
+    files.sort();
+    files.dedup();
+    for f in files {
+        let name = f.display().to_string();
+        match std::fs::read_to_string(&f) {
+            Ok(src) => {
+                result.files += 1;
+                load_str_into(&name, &src, &mut result);
+            }
+            Err(e) => result.errors.push(ConfigError {
+                file: name,
+                line: None,
+                path: ".".into(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    check_duplicates(&mut result);
+    result
+}
+
+fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>) {
+    let file_err = |m: String| ConfigError {
+        file: p.display().to_string(),
+        line: None,
+        path: ".".into(),
+        message: m,
+    };
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
+            Ok(entries) => {
+                let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                children.sort();
+                for c in children {
+                    let hidden = c.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+                    if hidden {
+                        continue;
+                    }
+                    if c.is_dir() {
+                        collect_files(&c, out, errors);
+                    } else if matches!(c.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                        out.push(c);
+                    }
+                }
+            }
+            Err(e) => errors.push(file_err(format!("cannot list directory: {e}"))),
+        },
+        Ok(_) => out.push(p.to_path_buf()),
+        Err(e) => errors.push(file_err(format!("cannot read: {e}"))),
+    }
+}
+
+/// Loads all documents of one file's text.
+pub fn load_str(file: &str, src: &str) -> LoadResult {
+    let mut result = LoadResult { files: 1, ..Default::default() };
+    load_str_into(file, src, &mut result);
+    check_duplicates(&mut result);
+    result
+}
+
+fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
+    let docs = match yaml::parse_documents(src) {
+        Ok(d) => d,
+        Err(e) => {
+            result.errors.push(ConfigError {
+                file: file.into(),
+                line: Some(e.line),
+                path: ".".into(),
+                message: format!("YAML syntax error: {}", e.message),
+            });
+            return;
+        }
+    };
+    for doc in docs {
+        let origin = Origin { file: file.to_string(), lines: doc.lines.clone() };
+        let api_version = doc.value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = doc.value.get("kind").and_then(Value::as_str).unwrap_or("");
+        if !doc.value.is_object() {
+            result.errors.push(origin.error(".", "a document must be a mapping with apiVersion and kind"));
+            continue;
+        }
+        match (api_version, kind) {
+            (API_VERSION | ARGO_API_VERSION, "AnalysisTemplate" | "ClusterAnalysisTemplate") => {
+                let (parsed, mut errs) = deserialize_all::<AnalysisTemplateDoc>(&doc.value, &origin);
+                if let Some(t) = parsed {
+                    errs.extend(validate_template(&t, &origin));
+                    if errs.is_empty() {
+                        result.templates.push(LoadedTemplate { doc: t, origin });
+                    }
+                }
+                result.errors.extend(errs);
+            }
+            (API_VERSION, "Canary" | "ScheduledAnalysis") => result.errors.push(origin.error(
+                "kind",
+                format!("kind {kind} is not supported by this version of skycanary yet"),
+            )),
+            (API_VERSION, other) => result.errors.push(origin.error(
+                "kind",
+                format!("unknown kind {other:?} in {API_VERSION} (expected AnalysisTemplate or ClusterAnalysisTemplate)"),
+            )),
+            ("", _) => result.errors.push(origin.error(".", "missing apiVersion")),
+            (_, "") => result.errors.push(origin.error(".", "missing kind")),
+            (ARGO_API_VERSION, other) => result.skipped.push(format!(
+                "{}:{}: {ARGO_API_VERSION} {other} (only AnalysisTemplates are read)",
+                file, doc.line
+            )),
+            (other_api, other) => result.skipped.push(format!("{}:{}: {other_api} {other}", file, doc.line)),
+        }
+    }
+}
+
+fn check_duplicates(result: &mut LoadResult) {
+    let mut seen: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    for t in &result.templates {
+        let key = (
+            t.doc.kind.clone(),
+            t.doc.metadata.namespace.clone().unwrap_or_default(),
+            t.doc.metadata.name.clone(),
+        );
+        let here = format!("{}:{}", t.origin.file, t.origin.lines.line_of(".").unwrap_or(1));
+        if let Some(first) = seen.get(&key) {
+            result.errors.push(t.origin.error(
+                "metadata.name",
+                format!("duplicate {} {:?} (first defined at {first})", key.0, key.2),
+            ));
+        } else {
+            seen.insert(key, here);
+        }
+    }
+}
+
+/// Deserializes `value`, collecting as many errors as possible: after each error the offending
+/// node is removed and deserialization is retried.
+pub fn deserialize_all<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    origin: &Origin,
+) -> (Option<T>, Vec<ConfigError>) {
+    let mut v = value.clone();
+    let mut errors = Vec::new();
+    for _ in 0..64 {
+        match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+            Ok(t) => return (errors.is_empty().then_some(t), errors),
+            Err(e) => {
+                let path = e.path().to_string();
+                let message = e.inner().to_string();
+                errors.push(origin.error(&path, message.clone()));
+                let removable = !message.starts_with("missing field") && path != ".";
+                if !(removable && remove_path(&mut v, &path)) {
+                    return (None, errors);
+                }
+            }
+        }
+    }
+    (None, errors)
+}
+
+/// Removes the node at a `serde_path_to_error` path; false if it does not exist.
+fn remove_path(v: &mut Value, path: &str) -> bool {
+    let Some(parent) = parent_path(path) else { return false };
+    let last = &path[if parent == "." { 0 } else { parent.len() }..];
+    let Some(target) = lookup_mut(v, &parent) else { return false };
+    if let Some(idx) = last.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        match (target, idx.parse::<usize>()) {
+            (Value::Array(a), Ok(i)) if i < a.len() => {
+                // Replace rather than shift, so later indices keep their lines.
+                a[i] = Value::Null;
+                true
+            }
+            _ => false,
+        }
+    } else {
+        let key = last.strip_prefix('.').unwrap_or(last);
+        target.as_object_mut().and_then(|o| o.remove(key)).is_some()
+    }
+}
+
+fn lookup_mut<'a>(v: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    if path == "." {
+        return Some(v);
+    }
+    let mut cur = v;
+    for seg in split_path(path) {
+        cur = match seg {
+            Seg::Key(k) => cur.as_object_mut()?.get_mut(&k)?,
+            Seg::Index(i) => cur.as_array_mut()?.get_mut(i)?,
+        };
+    }
+    Some(cur)
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn split_path(path: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Seg::Key(key.to_string()));
+        }
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            if let Ok(i) = idx.trim_end_matches(']').parse() {
+                out.push(Seg::Index(i));
+            }
+        }
+    }
+    out
+}
+
+/// Semantic checks of a template; every problem is returned.
+pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError> {
+    let mut errs = Vec::new();
+    if t.metadata.name.is_empty() {
+        errs.push(o.error("metadata.name", "missing name"));
+    } else if !is_dns_subdomain(&t.metadata.name) {
+        errs.push(o.error("metadata.name", format!("{:?} is not a valid name (lowercase letters, digits, '-' and '.')", t.metadata.name)));
+    }
+    if t.kind == "ClusterAnalysisTemplate" && t.metadata.namespace.is_some() {
+        errs.push(o.error("metadata.namespace", "a ClusterAnalysisTemplate is cluster-scoped and has no namespace"));
+    }
+    let spec = &t.spec;
+    let mut declared = BTreeSet::new();
+    for (i, a) in spec.args.iter().enumerate() {
+        let p = index_path("spec.args", i);
+        if a.name.is_empty() {
+            errs.push(o.error(&child_path(&p, "name"), "missing arg name"));
+        } else if !declared.insert(a.name.clone()) {
+            errs.push(o.error(&child_path(&p, "name"), format!("duplicate arg {:?}", a.name)));
+        }
+        if a.value.is_some() && a.value_from.is_some() {
+            errs.push(o.error(&p, "set either value or valueFrom, not both"));
+        }
+    }
+    if spec.metrics.is_empty() {
+        errs.push(o.error("spec.metrics", "no metrics specified"));
+    }
+    let mut names = BTreeSet::new();
+    for (i, m) in spec.metrics.iter().enumerate() {
+        let p = index_path("spec.metrics", i);
+        if m.name.is_empty() {
+            errs.push(o.error(&child_path(&p, "name"), "missing metric name"));
+        } else if !names.insert(m.name.clone()) {
+            errs.push(o.error(&child_path(&p, "name"), format!("two metrics have the same name {:?}", m.name)));
+        }
+        validate_metric(m, &p, &declared, t.api_version == ARGO_API_VERSION, o, &mut errs);
+    }
+    for (i, r) in spec.dry_run.iter().enumerate() {
+        check_name_rule(&r.metric_name, &index_path("spec.dryRun", i), &names, o, &mut errs);
+    }
+    for (i, r) in spec.measurement_retention.iter().enumerate() {
+        let p = index_path("spec.measurementRetention", i);
+        check_name_rule(&r.metric_name, &p, &names, o, &mut errs);
+        if r.limit == 0 {
+            errs.push(o.error(&child_path(&p, "limit"), "limit must be at least 1"));
+        }
+    }
+    errs
+}
+
+fn check_name_rule(rule: &str, p: &str, names: &BTreeSet<String>, o: &Origin, errs: &mut Vec<ConfigError>) {
+    let fp = child_path(p, "metricName");
+    match regex::Regex::new(rule) {
+        Ok(re) => {
+            if !names.iter().any(|n| re.is_match(n)) {
+                errs.push(o.error(&fp, format!("rule {rule:?} didn't match any metric name")));
+            }
+        }
+        Err(e) => errs.push(o.error(&fp, format!("invalid regex: {e}"))),
+    }
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+fn check_args_in(
+    text: &str,
+    path: &str,
+    declared: &BTreeSet<String>,
+    o: &Origin,
+    errs: &mut Vec<ConfigError>,
+) {
+    for a in args::referenced_args(text) {
+        if !declared.contains(&a) {
+            errs.push(o.error(path, format!("{{{{args.{a}}}}} refers to an undeclared arg (declare it under spec.args)")));
+        }
+    }
+    for t in args::unsupported_templates(text) {
+        errs.push(o.error(path, format!("unsupported template {t}: only {{{{args.NAME}}}} is supported")));
+    }
+}
+
+fn check_int(
+    v: &Option<IntOrString>,
+    path: &str,
+    min: i64,
+    declared: &BTreeSet<String>,
+    o: &Origin,
+    errs: &mut Vec<ConfigError>,
+) -> Option<i64> {
+    match v {
+        None => None,
+        Some(IntOrString::Int(i)) => {
+            if *i < min {
+                errs.push(o.error(path, format!("must be >= {min}, got {i}")));
+            }
+            Some(*i)
+        }
+        Some(IntOrString::String(s)) => {
+            if let Ok(i) = s.trim().parse::<i64>() {
+                if i < min {
+                    errs.push(o.error(path, format!("must be >= {min}, got {i}")));
+                }
+                Some(i)
+            } else if args::referenced_args(s).is_empty() {
+                errs.push(o.error(path, format!("{s:?} is not an integer")));
+                None
+            } else {
+                check_args_in(s, path, declared, o, errs);
+                None
+            }
+        }
+    }
+}
+
+fn check_duration(v: &Option<String>, path: &str, o: &Origin, errs: &mut Vec<ConfigError>) -> Option<std::time::Duration> {
+    let s = v.as_ref()?;
+    match parse_duration(s) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errs.push(o.error(path, e));
+            None
+        }
+    }
+}
+
+fn validate_metric(
+    m: &MetricDef,
+    p: &str,
+    declared: &BTreeSet<String>,
+    argo: bool,
+    o: &Origin,
+    errs: &mut Vec<ConfigError>,
+) {
+    let f = |name: &str| child_path(p, name);
+    let interval = check_duration(&m.interval, &f("interval"), o, errs);
+    check_duration(&m.initial_delay, &f("initialDelay"), o, errs);
+    if let Some(d) = check_duration(&m.error_retry_interval, &f("errorRetryInterval"), o, errs) {
+        if d.is_zero() {
+            errs.push(o.error(&f("errorRetryInterval"), "must be greater than 0"));
+        }
+    }
+    if interval.is_some_and(|d| d.is_zero()) {
+        errs.push(o.error(&f("interval"), "must be greater than 0"));
+    }
+    let count = check_int(&m.count, &f("count"), 0, declared, o, errs);
+    let failure = check_int(&m.failure_limit, &f("failureLimit"), -1, declared, o, errs);
+    let inconclusive = check_int(&m.inconclusive_limit, &f("inconclusiveLimit"), 0, declared, o, errs);
+    check_int(&m.consecutive_error_limit, &f("consecutiveErrorLimit"), 0, declared, o, errs);
+    let csl = check_int(&m.consecutive_success_limit, &f("consecutiveSuccessLimit"), 0, declared, o, errs);
+    if count.is_some_and(|c| c > 1) && m.interval.is_none() {
+        errs.push(o.error(&f("count"), "count > 1 requires an interval"));
+    }
+    if failure == Some(-1) && csl.unwrap_or(0) == 0 && m.consecutive_success_limit.is_none() {
+        errs.push(o.error(&f("failureLimit"), "failureLimit -1 disables failures; then consecutiveSuccessLimit must be set or the metric can never end"));
+    }
+    if let Some(c) = count.filter(|c| *c > 0) {
+        let fl = failure.unwrap_or(0).max(0);
+        let sl = csl.unwrap_or(0);
+        if failure.unwrap_or(0) >= 0 && c < fl + sl {
+            errs.push(o.error(&f("count"), format!("count ({c}) must be >= failureLimit ({fl}) + consecutiveSuccessLimit ({sl})")));
+        }
+        if let Some(il) = inconclusive {
+            if c < il {
+                errs.push(o.error(&f("count"), format!("count ({c}) must be >= inconclusiveLimit ({il})")));
+            }
+        }
+    }
+
+    // Provider.
+    let pp = f("provider");
+    let Some(sw) = &m.provider.skywalking else {
+        errs.push(o.error(&pp, "no provider specified: skycanary supports provider.skywalking"));
+        return;
+    };
+    let sp = child_path(&pp, "skywalking");
+    let g = |name: &str| child_path(&sp, name);
+    let mut aliases: Vec<String> = Vec::new();
+    let modes = [sw.metric.is_some(), sw.expression.is_some(), sw.query.is_some()];
+    match modes.iter().filter(|b| **b).count() {
+        0 => errs.push(o.error(&sp, "set exactly one of metric, expression or query")),
+        1 => {}
+        _ => errs.push(o.error(&sp, "set only one of metric, expression or query")),
+    }
+    if argo && sw.query.is_none() && sw.window.is_none() && sw.interval.is_none() {
+        errs.push(o.error(&g("interval"), "Argo templates need provider.skywalking.interval (the query window)"));
+    }
+    if sw.window.is_some() && sw.interval.is_some() {
+        errs.push(o.error(&g("interval"), "interval is Argo's name for window: set only one"));
+    }
+    let window_path = if sw.window.is_some() { g("window") } else { g("interval") };
+    let window = check_duration(if sw.window.is_some() { &sw.window } else { &sw.interval }, &window_path, o, errs);
+    let step = sw.step.unwrap_or_default();
+    if let Some(w) = window {
+        let step_secs = match step {
+            StepDef::Second => 1,
+            StepDef::Minute => 60,
+            StepDef::Hour => 3600,
+            StepDef::Day => 86400,
+        };
+        let points = w.as_secs() / step_secs;
+        if points < 1 {
+            errs.push(o.error(&window_path, format!("window is shorter than one {step:?} step")));
+        } else if points > 500 {
+            errs.push(o.error(&window_path, format!("window covers {points} points; SkyWalking allows at most 500")));
+        }
+    }
+    if let Some(t) = check_duration(&sw.timeout, &g("timeout"), o, errs) {
+        if t.is_zero() {
+            errs.push(o.error(&g("timeout"), "must be greater than 0"));
+        }
+    }
+    if let Some(a) = &sw.address {
+        check_args_in(a, &g("address"), declared, o, errs);
+        let probe = args::substitute(a, &declared.iter().map(|n| (n.clone(), "x".to_string())).collect(), args::ArgContext::Address);
+        match probe {
+            Ok(url) if url.starts_with("http://") || url.starts_with("https://") => {}
+            Ok(_) => errs.push(o.error(&g("address"), "address must start with http:// or https://")),
+            Err(_) => {}
+        }
+    }
+    if let Some(metric) = &sw.metric {
+        check_args_in(metric, &g("metric"), declared, o, errs);
+        if args::referenced_args(metric).is_empty() && !metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            errs.push(o.error(&g("metric"), format!("{metric:?} is not a metric name (letters, digits, '_'); use expression for MQE")));
+        }
+    }
+    if let Some(e) = &sw.expression {
+        check_args_in(e, &g("expression"), declared, o, errs);
+        if e.trim().is_empty() {
+            errs.push(o.error(&g("expression"), "empty expression"));
+        }
+    }
+    if let Some(q) = &sw.query {
+        check_args_in(q, &g("query"), declared, o, errs);
+        let probe_args = declared.iter().map(|n| (n.clone(), "x".to_string())).collect();
+        if let Ok(text) = args::substitute(q, &probe_args, args::ArgContext::GraphQl) {
+            match raw_query_aliases(&text) {
+                Ok(a) => aliases = a,
+                Err(e) => errs.push(o.error(&g("query"), e)),
+            }
+        }
+        if sw.entity.is_some() || sw.instances.is_some() {
+            errs.push(o.error(&g("entity"), "entity and instances apply to metric/expression; a raw query names its entity itself"));
+        }
+    } else {
+        match &sw.entity {
+            None if sw.metric.is_some() || sw.expression.is_some() => {
+                errs.push(o.error(&g("entity"), "missing entity (e.g. {scope: Service, serviceName: \"{{args.service}}\"})"))
+            }
+            None => {}
+            Some(e) => {
+                let ep = g("entity");
+                let need = |field: &Option<String>, name: &str, errs: &mut Vec<ConfigError>| match field {
+                    None => errs.push(o.error(&ep, format!("scope {:?} needs {name}", e.scope))),
+                    Some(v) => check_args_in(v, &child_path(&ep, name), declared, o, errs),
+                };
+                need(&e.service_name, "serviceName", errs);
+                match e.scope {
+                    ScopeDef::Service => {}
+                    ScopeDef::ServiceInstance => need(&e.service_instance_name, "serviceInstanceName", errs),
+                    ScopeDef::Endpoint => need(&e.endpoint_name, "endpointName", errs),
+                }
+                if e.scope != ScopeDef::ServiceInstance && e.service_instance_name.is_some() {
+                    errs.push(o.error(&child_path(&ep, "serviceInstanceName"), "only used with scope ServiceInstance"));
+                }
+                if e.scope != ScopeDef::Endpoint && e.endpoint_name.is_some() {
+                    errs.push(o.error(&child_path(&ep, "endpointName"), "only used with scope Endpoint"));
+                }
+                if e.normal == Some(false) {
+                    // Allowed (conjectured peers), but it is almost always a mistake for a canary.
+                }
+            }
+        }
+        if let Some(inst) = &sw.instances {
+            let ip = child_path(&g("instances"), "namePattern");
+            check_args_in(&inst.name_pattern, &ip, declared, o, errs);
+            if args::referenced_args(&inst.name_pattern).is_empty() {
+                if let Err(e) = regex::Regex::new(&inst.name_pattern) {
+                    errs.push(o.error(&ip, format!("invalid regex: {e}")));
+                }
+            }
+            if sw.entity.as_ref().is_some_and(|e| e.scope != ScopeDef::Service) {
+                errs.push(o.error(&g("instances"), "instances aggregates over a Service's instances: entity.scope must be Service"));
+            }
+        }
+    }
+    if let Some(a) = &sw.auth {
+        if a.basic.is_some() == a.bearer.is_some() {
+            errs.push(o.error(&g("auth"), "set exactly one of basic or bearer"));
+        }
+    }
+    for (i, h) in sw.headers.iter().enumerate() {
+        let hp = index_path(&g("headers"), i);
+        if reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            errs.push(o.error(&child_path(&hp, "name"), format!("{:?} is not a valid header name", h.name)));
+        }
+        check_args_in(&h.value, &child_path(&hp, "value"), declared, o, errs);
+    }
+
+    // Conditions compile now, not at the first measurement.
+    let alias_refs: Vec<&str> = aliases.iter().map(String::as_str).collect();
+    for (field, cond) in [("successCondition", &m.success_condition), ("failureCondition", &m.failure_condition)] {
+        let Some(src) = cond else { continue };
+        match crate::analysis::Condition::compile_with_names(src, &alias_refs) {
+            Ok(c) => {
+                for a in c.arg_names() {
+                    let known = declared.iter().any(|d| d == &a || d.replace('-', "_") == a);
+                    if !known {
+                        errs.push(o.error(&f(field), format!("args.{a} is not a declared arg")));
+                    }
+                }
+            }
+            Err(e) => errs.push(o.error(&f(field), format!("condition does not compile: {e}"))),
+        }
+    }
+}
+
+/// Parses a raw GraphQL query and returns its top-level response keys (aliases or field names).
+/// Only a single `query` operation is allowed.
+pub fn raw_query_aliases(text: &str) -> Result<Vec<String>, String> {
+    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+    let doc = async_graphql::parser::parse_query(text).map_err(|e| format!("GraphQL syntax error: {e}"))?;
+    let op = match &doc.operations {
+        DocumentOperations::Single(op) => op,
+        DocumentOperations::Multiple(ops) => {
+            if ops.len() != 1 {
+                return Err("the query must contain exactly one operation".into());
+            }
+            match ops.values().next() {
+                Some(op) => op,
+                None => return Err("the query contains no operation".into()),
+            }
+        }
+    };
+    if op.node.ty != OperationType::Query {
+        return Err("only query operations are allowed (no mutation or subscription)".into());
+    }
+    let mut keys = Vec::new();
+    for sel in &op.node.selection_set.node.items {
+        match &sel.node {
+            Selection::Field(f) => {
+                let key = f.node.alias.as_ref().unwrap_or(&f.node.name);
+                keys.push(key.node.to_string());
+            }
+            _ => return Err("fragments at the top level of a raw query are not supported; select fields directly".into()),
+        }
+    }
+    if keys.is_empty() {
+        return Err("the query selects nothing".into());
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

@@ -1,0 +1,169 @@
+use super::*;
+
+const GOOD: &str = r#"apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: apdex}
+spec:
+  args:
+  - name: service
+  - name: min-apdex
+    value: "9900"
+  metrics:
+  - name: apdex
+    interval: 1m
+    count: 5
+    successCondition: "min(result) >= args.min_apdex"
+    provider:
+      skywalking:
+        window: 5m
+        metric: service_apdex
+        entity: {scope: Service, serviceName: "{{args.service}}"}
+"#;
+
+#[test]
+fn valid_template_loads() {
+    let r = load_str("good.yaml", GOOD);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.templates.len(), 1);
+    assert_eq!(r.templates[0].doc.spec.metrics[0].name, "apdex");
+}
+
+#[test]
+fn unknown_field_names_file_line_and_path() {
+    let src = GOOD.replace("    interval: 1m", "    intervall: 1m");
+    let r = load_str("t.yaml", &src);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    let e = &r.errors[0];
+    assert_eq!(e.line, Some(11));
+    assert_eq!(e.path, "spec.metrics[0].intervall");
+    assert!(e.message.contains("unknown field `intervall`"), "{}", e.message);
+    assert!(e.to_string().starts_with("t.yaml:11: spec.metrics[0].intervall: "));
+}
+
+#[test]
+fn all_errors_of_a_file_are_reported() {
+    let src = GOOD
+        .replace("    interval: 1m", "    intervall: 1m")
+        .replace("        window: 5m", "        window: 5 minutes")
+        .replace("    count: 5", "    count: 5\n    colour: red");
+    let r = load_str("t.yaml", &src);
+    let paths: Vec<_> = r.errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"spec.metrics[0].intervall"), "{paths:?}");
+    assert!(paths.contains(&"spec.metrics[0].colour"), "{paths:?}");
+}
+
+#[test]
+fn semantic_errors_are_all_reported_with_lines() {
+    let src = GOOD
+        .replace("        window: 5m", "        window: 5 minutes")
+        .replace("{{args.service}}", "{{args.svc}}");
+    let r = load_str("t.yaml", &src);
+    assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+    assert!(r.errors.iter().any(|e| e.path.ends_with("skywalking.window") && e.line == Some(16)));
+    assert!(r.errors.iter().any(|e| e.message.contains("undeclared arg")));
+}
+
+#[test]
+fn yaml_syntax_error_has_line() {
+    let r = load_str("t.yaml", "apiVersion: [\nkind: x\n");
+    assert_eq!(r.errors.len(), 1);
+    assert!(r.errors[0].line.is_some());
+    assert!(r.errors[0].message.starts_with("YAML syntax error"));
+}
+
+#[test]
+fn argo_template_with_skywalking_is_accepted() {
+    let src = r#"apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: apdex
+spec:
+  args:
+  - name: service-name
+  metrics:
+  - name: apdex
+    interval: 5m
+    successCondition: "all(result.service_apdex.values.values, {asFloat(.value) >= 9900})"
+    failureLimit: 3
+    provider:
+      skywalking:
+        interval: 3m
+        address: http://skywalking-oap.istio-system:12800
+        query: |
+          query queryData($duration: Duration!) {
+            service_apdex: readMetricsValues(
+              condition: { name: "service_apdex", entity: { scope: Service, serviceName: "{{ args.service-name }}", normal: true } },
+              duration: $duration) { label values { values { value } } } }
+"#;
+    let r = load_str("argo.yaml", src);
+    // The Argo expr condition is not our language: it must be reported at load time.
+    assert!(r.errors.iter().all(|e| e.path.ends_with("successCondition")), "{:?}", r.errors);
+    let fixed = src.replace(
+        "all(result.service_apdex.values.values, {asFloat(.value) >= 9900})",
+        "min(service_apdex) >= 9900",
+    );
+    let r = load_str("argo.yaml", &fixed);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+}
+
+#[test]
+fn other_providers_are_rejected() {
+    let src = GOOD.replace("      skywalking:\n", "      prometheus:\n");
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.iter().any(|e| e.message.contains("prometheus")), "{:?}", r.errors);
+}
+
+#[test]
+fn exactly_one_query_mode() {
+    let src = GOOD.replace("        metric: service_apdex", "        metric: service_apdex\n        expression: avg(service_sla)");
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.iter().any(|e| e.message.contains("only one of metric")), "{:?}", r.errors);
+}
+
+#[test]
+fn window_limits() {
+    let src = GOOD.replace("window: 5m", "window: 10h");
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.iter().any(|e| e.message.contains("at most 500")), "{:?}", r.errors);
+    let src = GOOD.replace("window: 5m", "window: 30s");
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.iter().any(|e| e.message.contains("shorter than one")), "{:?}", r.errors);
+}
+
+#[test]
+fn argo_metric_rules() {
+    let src = GOOD.replace("    count: 5", "    count: 2\n    failureLimit: 3");
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.iter().any(|e| e.message.contains("must be >= failureLimit")), "{:?}", r.errors);
+    let src = GOOD.replace("    interval: 1m\n", "");
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.iter().any(|e| e.message.contains("requires an interval")), "{:?}", r.errors);
+}
+
+#[test]
+fn raw_query_must_be_one_query_operation() {
+    assert_eq!(raw_query_aliases("query q($duration: Duration!) { a: version b: version }").unwrap(), vec!["a", "b"]);
+    assert!(raw_query_aliases("mutation { x }").is_err());
+    assert!(raw_query_aliases("query { a(").is_err());
+}
+
+#[test]
+fn dry_run_rule_must_match() {
+    let src = GOOD.replace("  metrics:\n", "  dryRun: [{metricName: nothing}]\n  metrics:\n");
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.iter().any(|e| e.message.contains("didn't match")), "{:?}", r.errors);
+}
+
+#[test]
+fn duplicate_templates_are_errors() {
+    let src = format!("{GOOD}---\n{GOOD}");
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.iter().any(|e| e.message.contains("duplicate AnalysisTemplate")), "{:?}", r.errors);
+}
+
+#[test]
+fn other_api_groups_are_skipped() {
+    let r = load_str("t.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+    assert!(r.errors.is_empty());
+    assert_eq!(r.skipped.len(), 1);
+}

@@ -1,0 +1,139 @@
+//! The analysis loop (I/O): measure what is due, judge, record, sleep until the next due time.
+//!
+//! Metrics due at the same moment for the same OAP go in one request; the loop sleeps exactly
+//! until the next due time computed by the pure state machine (no polling, no drift: intervals
+//! are measured from each measurement's `finishedAt`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::clock::Clock;
+use super::observe::observation_from;
+use super::plan::RunPlan;
+use crate::analysis::{self, Measurement, Phase, RunState};
+use crate::provider::skywalking::{MetricQuery, ProviderError, SkyWalkingClient};
+
+/// Something that happened during a run, for live output.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// One measurement was judged and recorded.
+    Measured {
+        /// Metric name.
+        metric: &'a str,
+        /// 1-based number of this metric's measurement.
+        number: usize,
+        /// The measurement.
+        measurement: &'a Measurement,
+        /// The metric's phase after recording it.
+        metric_phase: Phase,
+    },
+    /// The run ended.
+    Finished(&'a RunState),
+}
+
+/// Builds one client per planned connection.
+pub fn connect(plan: &RunPlan) -> Result<Vec<Arc<SkyWalkingClient>>, ProviderError> {
+    plan.clients
+        .iter()
+        .map(|o| SkyWalkingClient::new(o.clone()).map(Arc::new))
+        .collect()
+}
+
+/// Runs the plan to completion and returns the final state.
+pub async fn run_analysis(
+    plan: &RunPlan,
+    clients: &[Arc<SkyWalkingClient>],
+    clock: &dyn Clock,
+    on_event: &mut (dyn FnMut(RunEvent<'_>) + Send),
+) -> RunState {
+    let mut state = RunState::new(&plan.spec, clock.now());
+    loop {
+        let now = clock.now();
+        let due = analysis::due_metrics(&plan.spec, &state, now);
+        if !due.is_empty() {
+            let results = measure_due(plan, clients, &due, now).await;
+            let finished = clock.now();
+            for (idx, result) in due.iter().zip(results) {
+                let spec = &plan.spec.metrics[*idx];
+                let obs = observation_from(&result);
+                let m = analysis::measure(spec, &obs, &plan.args, now, finished);
+                log_measurement(&spec.name, &m);
+                if analysis::record(&plan.spec, &mut state, *idx, m.clone(), finished).is_ok() {
+                    let mr = &state.metric_results[*idx];
+                    let number = (mr.count + mr.error) as usize;
+                    on_event(RunEvent::Measured {
+                        metric: &spec.name,
+                        number,
+                        measurement: &m,
+                        metric_phase: mr.phase,
+                    });
+                }
+            }
+        }
+        if state.phase.is_completed() {
+            break;
+        }
+        match analysis::next_due(&plan.spec, &state, clock.now()) {
+            Some(t) => clock.sleep_until(t).await,
+            None => break,
+        }
+    }
+    on_event(RunEvent::Finished(&state));
+    state
+}
+
+fn log_measurement(metric: &str, m: &Measurement) {
+    let value = m.value.as_deref().unwrap_or("-");
+    let message = m.message.as_deref().unwrap_or("");
+    match m.phase {
+        Phase::Successful => tracing::info!(metric, phase = ?m.phase, value, "{message}"),
+        _ => tracing::warn!(metric, phase = ?m.phase, value, "{message}"),
+    }
+}
+
+/// Measures the due metrics: one batched call per client, clients in parallel.
+async fn measure_due(
+    plan: &RunPlan,
+    clients: &[Arc<SkyWalkingClient>],
+    due: &[usize],
+    now: DateTime<Utc>,
+) -> Vec<Result<crate::provider::skywalking::Sample, ProviderError>> {
+    let mut by_client: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &idx in due {
+        let c = plan.metrics[idx].client;
+        match by_client.iter_mut().find(|(k, _)| *k == c) {
+            Some((_, v)) => v.push(idx),
+            None => by_client.push((c, vec![idx])),
+        }
+    }
+    let calls = by_client.iter().map(|(c, idxs)| {
+        let queries: Vec<MetricQuery> = idxs.iter().map(|i| plan.metrics[*i].query.clone()).collect();
+        let client = clients.get(*c).cloned();
+        async move {
+            match client {
+                Some(client) => client.measure(&queries, now).await,
+                None => queries
+                    .iter()
+                    .map(|_| Err(ProviderError::Internal("no client for this metric".into())))
+                    .collect(),
+            }
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let mut out: Vec<Option<Result<_, ProviderError>>> = due.iter().map(|_| None).collect();
+    for ((_, idxs), results) in by_client.iter().zip(answers) {
+        let mut results = results.into_iter();
+        for idx in idxs {
+            let pos = due.iter().position(|d| d == idx).unwrap_or(0);
+            out[pos] = Some(
+                results
+                    .next()
+                    .unwrap_or_else(|| Err(ProviderError::Internal("provider returned too few results".into()))),
+            );
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ProviderError::Internal("metric was not measured".into()))))
+        .collect()
+}
