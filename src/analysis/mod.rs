@@ -1,1 +1,22 @@
-//! analysis
+//! The analysis engine: conditions, verdicts and the run state machine (pure; no I/O, no clock).
+//!
+//! Flow for a driver: [`RunState::new`] at start; each tick, [`due_metrics`] names the metrics
+//! to measure; the provider turns each into an [`Observation`]; [`measure`] (or [`judge`])
+//! turns that into a [`Measurement`]; [`record`] stores it and reassesses; sleep until
+//! [`next_due`]. [`terminate`] stops a run from outside.
+
+pub mod expr;
+mod judge;
+mod run;
+mod spec;
+
+pub use expr::{Bindings, Condition, ExprError, ResultValue, fmt_num, normalize_arg_name};
+pub use judge::{Observation, judge};
+pub use run::{
+    Measurement, MetricResult, RecordError, RunState, due_metrics, measure, next_due, record,
+    terminate,
+};
+pub use spec::{
+    DEFAULT_CONSECUTIVE_ERROR_LIMIT, DEFAULT_ERROR_RETRY_INTERVAL, DEFAULT_RETENTION_LIMIT,
+    MetricSpec, NoDataPolicy, Phase, RunSpec, validate_metric, validate_run,
+};

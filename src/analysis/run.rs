@@ -1,0 +1,498 @@
+//! The analysis run as a pure state machine: scheduling, recording, assessment.
+//!
+//! The status types serialize like Argo's `AnalysisRun.status` (camelCase). Time is always
+//! passed in (`now`); nothing here reads a clock or does I/O.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::judge::{Observation, judge};
+use super::spec::{MetricSpec, Phase, RunSpec};
+
+/// One measurement as kept in status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Measurement {
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub started_at: DateTime<Utc>,
+    /// `None` while in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Measurement {
+    fn in_flight(&self) -> bool {
+        !self.phase.is_completed()
+    }
+}
+
+/// Judges an observation into a finished measurement (value = the observation's display).
+pub fn measure(
+    spec: &MetricSpec,
+    obs: &Observation,
+    args: &BTreeMap<String, String>,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+) -> Measurement {
+    let (phase, message) = judge(spec, obs, args);
+    Measurement {
+        phase,
+        value: obs.display(),
+        message: Some(message),
+        started_at,
+        finished_at: Some(finished_at),
+    }
+}
+
+/// Per-metric status (Argo's `MetricResult`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricResult {
+    pub name: String,
+    pub phase: Phase,
+    /// Newest last, at most the metric's retention limit.
+    #[serde(default)]
+    pub measurements: Vec<Measurement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// successful + failed + inconclusive: errors are not counted.
+    #[serde(default)]
+    pub count: u32,
+    #[serde(default)]
+    pub successful: u32,
+    #[serde(default)]
+    pub failed: u32,
+    #[serde(default)]
+    pub inconclusive: u32,
+    #[serde(default)]
+    pub error: u32,
+    #[serde(default)]
+    pub consecutive_error: u32,
+    #[serde(default)]
+    pub consecutive_success: u32,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl MetricResult {
+    fn new(spec: &MetricSpec) -> Self {
+        MetricResult {
+            name: spec.name.clone(),
+            phase: Phase::Pending,
+            measurements: Vec::new(),
+            message: None,
+            count: 0,
+            successful: 0,
+            failed: 0,
+            inconclusive: 0,
+            error: 0,
+            consecutive_error: 0,
+            consecutive_success: 0,
+            dry_run: spec.dry_run,
+        }
+    }
+
+    fn last_in_flight(&self) -> bool {
+        self.measurements.last().is_some_and(Measurement::in_flight)
+    }
+}
+
+/// Run status (Argo's `AnalysisRun.status` plus what resuming needs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunState {
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub metric_results: Vec<MetricResult>,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// No new measurements: set by [`terminate`] or by the first non-dry-run metric that
+    /// ends Failed, Error or Inconclusive.
+    #[serde(default)]
+    pub terminated: bool,
+    /// Why [`terminate`] was called (external termination only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminate_reason: Option<String>,
+}
+
+/// Misuse of [`record`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("no metric with index {0}")]
+    UnknownMetric(usize),
+    #[error("the run is already completed")]
+    RunCompleted,
+    #[error("metric {0:?} is already completed")]
+    MetricCompleted(String),
+}
+
+impl RunState {
+    /// A fresh run started at `now`. A run without metrics is an Error right away.
+    pub fn new(spec: &RunSpec, now: DateTime<Utc>) -> Self {
+        let mut state = RunState {
+            phase: Phase::Running,
+            message: None,
+            metric_results: spec.metrics.iter().map(MetricResult::new).collect(),
+            started_at: now,
+            completed_at: None,
+            terminated: false,
+            terminate_reason: None,
+        };
+        if spec.metrics.is_empty() {
+            state.phase = Phase::Error;
+            state.message = Some("no metrics specified".into());
+            state.completed_at = Some(now);
+        }
+        state
+    }
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// When metric `m` may next be measured; `None` when it never will by time alone
+/// (completed, in flight, or its count reached).
+fn due_at(m: &MetricSpec, r: &MetricResult, run_started: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if r.phase.is_completed() || r.last_in_flight() {
+        return None;
+    }
+    let Some(last) = r.measurements.last() else {
+        return run_started.checked_add_signed(delta(m.initial_delay.unwrap_or_default()));
+    };
+    if m.effective_count().is_some_and(|c| r.count >= c) {
+        return None;
+    }
+    let gap = if last.phase == Phase::Error {
+        m.error_retry_interval
+    } else {
+        m.interval.unwrap_or_default()
+    };
+    last.finished_at
+        .unwrap_or(last.started_at)
+        .checked_add_signed(delta(gap))
+}
+
+fn schedulable(spec: &RunSpec, state: &RunState) -> bool {
+    !state.terminated
+        && !state.phase.is_completed()
+        && spec.metrics.len() == state.metric_results.len()
+}
+
+/// Indices of the metrics to measure now (due time ≤ `now`). Empty once the run is
+/// completed or terminating.
+pub fn due_metrics(spec: &RunSpec, state: &RunState, now: DateTime<Utc>) -> Vec<usize> {
+    if !schedulable(spec, state) {
+        return Vec::new();
+    }
+    spec.metrics
+        .iter()
+        .zip(&state.metric_results)
+        .enumerate()
+        .filter(|(_, (m, r))| due_at(m, r, state.started_at).is_some_and(|t| t <= now))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The earliest time at which [`due_metrics`] becomes non-empty by time alone: `now` if
+/// something is due already. `None` when the run is completed or terminating, or when
+/// every unfinished metric has a measurement in flight (its [`record`] comes first).
+pub fn next_due(spec: &RunSpec, state: &RunState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if !schedulable(spec, state) {
+        return None;
+    }
+    spec.metrics
+        .iter()
+        .zip(&state.metric_results)
+        .filter_map(|(m, r)| due_at(m, r, state.started_at))
+        .min()
+        .map(|t| t.max(now))
+}
+
+/// Records a measurement of metric `index` and reassesses metric and run.
+///
+/// A measurement whose phase is Pending/Running marks the metric in flight (not counted);
+/// the next measurement recorded for that metric replaces it. A completed measurement
+/// without `finished_at` gets `now`.
+pub fn record(
+    spec: &RunSpec,
+    state: &mut RunState,
+    index: usize,
+    mut measurement: Measurement,
+    now: DateTime<Utc>,
+) -> Result<(), RecordError> {
+    let (Some(m), Some(r)) = (spec.metrics.get(index), state.metric_results.get(index)) else {
+        return Err(RecordError::UnknownMetric(index));
+    };
+    if state.phase.is_completed() || state.terminated {
+        return Err(RecordError::RunCompleted);
+    }
+    if r.phase.is_completed() {
+        return Err(RecordError::MetricCompleted(r.name.clone()));
+    }
+    let r = &mut state.metric_results[index];
+    if r.last_in_flight() {
+        r.measurements.pop();
+    }
+    if measurement.phase.is_completed() {
+        measurement.finished_at.get_or_insert(now);
+        count(r, measurement.phase);
+    } else {
+        measurement.finished_at = None;
+    }
+    r.measurements.push(measurement);
+    let keep = m.retention_limit.max(1);
+    if r.measurements.len() > keep {
+        let excess = r.measurements.len() - keep;
+        r.measurements.drain(..excess);
+    }
+    reassess(spec, state, now);
+    Ok(())
+}
+
+/// Stops the run from outside (e.g. background analysis when the canary completes): no new
+/// measurements, in-flight ones are dropped (they never produced evidence), and every
+/// unfinished metric is assessed as terminated. Returns false if the run was already completed.
+pub fn terminate(
+    spec: &RunSpec,
+    state: &mut RunState,
+    reason: impl Into<String>,
+    now: DateTime<Utc>,
+) -> bool {
+    if state.phase.is_completed() {
+        return false;
+    }
+    state.terminated = true;
+    state.terminate_reason = Some(reason.into());
+    reassess(spec, state, now);
+    true
+}
+
+/// Counters for one completed measurement (Argo's semantics; an Error breaks a success streak).
+fn count(r: &mut MetricResult, phase: Phase) {
+    match phase {
+        Phase::Successful => {
+            r.successful += 1;
+            r.count += 1;
+            r.consecutive_success += 1;
+            r.consecutive_error = 0;
+        }
+        Phase::Failed | Phase::Inconclusive => {
+            if phase == Phase::Failed {
+                r.failed += 1;
+            } else {
+                r.inconclusive += 1;
+            }
+            r.count += 1;
+            r.consecutive_success = 0;
+            r.consecutive_error = 0;
+        }
+        Phase::Error => {
+            r.error += 1;
+            r.consecutive_error += 1;
+            r.consecutive_success = 0;
+        }
+        Phase::Pending | Phase::Running => {}
+    }
+}
+
+fn reassess(spec: &RunSpec, state: &mut RunState, now: DateTime<Utc>) {
+    assess_open_metrics(spec, state);
+    if !state.terminated {
+        let tripped = spec
+            .metrics
+            .iter()
+            .zip(&state.metric_results)
+            .any(|(m, r)| !m.dry_run && r.phase.is_unsuccessful_end());
+        if tripped {
+            state.terminated = true;
+            assess_open_metrics(spec, state);
+        }
+    }
+    assess_run(spec, state, now);
+}
+
+fn assess_open_metrics(spec: &RunSpec, state: &mut RunState) {
+    let terminating = state.terminated;
+    for (m, r) in spec.metrics.iter().zip(state.metric_results.iter_mut()) {
+        if r.phase.is_completed() {
+            continue;
+        }
+        if terminating && r.last_in_flight() {
+            r.measurements.pop();
+        }
+        let (phase, message) = assess_metric(m, r, terminating);
+        r.phase = phase;
+        r.message = message;
+    }
+}
+
+/// Argo's `assessMetricStatus` with the #4479 fix (see step 6).
+fn assess_metric(m: &MetricSpec, r: &MetricResult, terminating: bool) -> (Phase, Option<String>) {
+    let name = &m.name;
+    let said = |phase: Phase, why: String| {
+        (
+            phase,
+            Some(format!("Metric {name:?} assessed {phase} {why}")),
+        )
+    };
+
+    // 1. Nothing measured.
+    if r.measurements.is_empty() {
+        return if terminating {
+            said(
+                Phase::Inconclusive,
+                "because the run was terminated before any measurement".into(),
+            )
+        } else {
+            (Phase::Pending, None)
+        };
+    }
+    // 2. In flight.
+    if r.last_in_flight() {
+        return (Phase::Running, None);
+    }
+    // 3. Limits; later overrides earlier, so Error > Inconclusive > Failed.
+    let mut tripped = None;
+    if m.failure_limit >= 0 && i64::from(r.failed) > i64::from(m.failure_limit) {
+        tripped = Some(said(
+            Phase::Failed,
+            format!(
+                "due to failed ({}) > failureLimit ({})",
+                r.failed, m.failure_limit
+            ),
+        ));
+    }
+    if i64::from(r.inconclusive) > i64::from(m.inconclusive_limit) {
+        tripped = Some(said(
+            Phase::Inconclusive,
+            format!(
+                "due to inconclusive ({}) > inconclusiveLimit ({})",
+                r.inconclusive, m.inconclusive_limit
+            ),
+        ));
+    }
+    if i64::from(r.consecutive_error) > i64::from(m.consecutive_error_limit) {
+        let last = r
+            .measurements
+            .last()
+            .and_then(|x| x.message.as_deref())
+            .unwrap_or("");
+        tripped = Some(said(
+            Phase::Error,
+            format!(
+                "due to consecutiveError ({}) > consecutiveErrorLimit ({}): \"Error Message: {last}\"",
+                r.consecutive_error, m.consecutive_error_limit
+            ),
+        ));
+    }
+    if let Some(out) = tripped {
+        return out;
+    }
+    // 4. Early success.
+    let csl = m.consecutive_success_limit;
+    if csl > 0 && i64::from(r.consecutive_success) >= i64::from(csl) {
+        return said(
+            Phase::Successful,
+            format!(
+                "due to consecutiveSuccess ({}) >= consecutiveSuccessLimit ({csl})",
+                r.consecutive_success
+            ),
+        );
+    }
+    // 5. Effective count reached.
+    let effective = m.effective_count();
+    if let Some(c) = effective.filter(|c| r.count >= *c) {
+        return if m.failure_limit >= 0 && csl > 0 {
+            said(
+                Phase::Inconclusive,
+                format!(
+                    "due to count ({c}) reached with neither failureLimit ({}) nor consecutiveSuccessLimit ({csl}) reached",
+                    m.failure_limit
+                ),
+            )
+        } else if csl > 0 {
+            said(
+                Phase::Failed,
+                format!("due to count ({c}) reached without consecutiveSuccessLimit ({csl})"),
+            )
+        } else {
+            said(
+                Phase::Successful,
+                format!(
+                    "after count ({c}) reached: successful ({}), failed ({}), inconclusive ({}), error ({})",
+                    r.successful, r.failed, r.inconclusive, r.error
+                ),
+            )
+        };
+    }
+    // 6. Not done. Argo reports every terminated metric Successful here (#4479); we only do
+    //    so for indefinite metrics with counted measurements. A bounded metric that never
+    //    reached its count has not shown what it was asked to show: Inconclusive.
+    if !terminating {
+        return (Phase::Running, None);
+    }
+    match effective {
+        None if r.count > 0 => said(
+            Phase::Successful,
+            format!("when the run was terminated after {} measurements", r.count),
+        ),
+        None => said(
+            Phase::Inconclusive,
+            "because the run was terminated before any counted measurement".into(),
+        ),
+        Some(c) => said(
+            Phase::Inconclusive,
+            format!(
+                "because the run was terminated before count was reached ({}/{c})",
+                r.count
+            ),
+        ),
+    }
+}
+
+/// Run phase: Running until every metric is completed (or the run terminates), then the
+/// worst of the non-dry-run metrics (Successful if there are none).
+fn assess_run(spec: &RunSpec, state: &mut RunState, now: DateTime<Utc>) {
+    let all_done = state.metric_results.iter().all(|r| r.phase.is_completed());
+    if !all_done {
+        state.phase = Phase::Running;
+        return;
+    }
+    let worst = spec
+        .metrics
+        .iter()
+        .zip(&state.metric_results)
+        .filter(|(m, _)| !m.dry_run)
+        .map(|(_, r)| r)
+        .fold(None::<&MetricResult>, |acc, r| match acc {
+            Some(a) if a.phase.worst(r.phase) == a.phase => Some(a),
+            _ => Some(r),
+        });
+    let phase = worst.map_or(Phase::Successful, |r| r.phase);
+    let metric_message = worst
+        .filter(|r| r.phase != Phase::Successful)
+        .and_then(|r| r.message.clone());
+    let prefix = state
+        .terminate_reason
+        .as_ref()
+        .map(|reason| format!("Run Terminated: {reason}"));
+    state.phase = phase;
+    state.message = match (prefix, metric_message) {
+        (Some(p), Some(m)) => Some(format!("{p}; {m}")),
+        (p, m) => p.or(m),
+    };
+    state.completed_at.get_or_insert(now);
+}
+
+#[cfg(test)]
+mod tests;

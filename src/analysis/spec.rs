@@ -1,0 +1,358 @@
+//! Validated metric specs, phases and Argo's `ValidateMetric` rules.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::expr::Condition;
+
+/// Phase of a measurement, a metric or a run (Argo's `AnalysisPhase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    Pending,
+    Running,
+    Successful,
+    Failed,
+    Error,
+    Inconclusive,
+}
+
+impl Phase {
+    /// Completed phases are final: nothing measures or reassesses them again.
+    pub fn is_completed(self) -> bool {
+        matches!(
+            self,
+            Phase::Successful | Phase::Failed | Phase::Error | Phase::Inconclusive
+        )
+    }
+
+    /// Rank in the worst-of order `Successful < Running < Pending < Inconclusive < Error < Failed`.
+    pub fn severity(self) -> u8 {
+        match self {
+            Phase::Successful => 0,
+            Phase::Running => 1,
+            Phase::Pending => 2,
+            Phase::Inconclusive => 3,
+            Phase::Error => 4,
+            Phase::Failed => 5,
+        }
+    }
+
+    /// The worse of two phases.
+    pub fn worst(self, other: Phase) -> Phase {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// A completed phase other than Successful stops the run.
+    pub fn is_unsuccessful_end(self) -> bool {
+        matches!(self, Phase::Failed | Phase::Error | Phase::Inconclusive)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Successful => "Successful",
+            Phase::Failed => "Failed",
+            Phase::Error => "Error",
+            Phase::Inconclusive => "Inconclusive",
+        })
+    }
+}
+
+/// What a measurement without data becomes. Default Inconclusive: no data is never healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NoDataPolicy {
+    #[default]
+    Inconclusive,
+    Failed,
+    Successful,
+    Error,
+}
+
+impl NoDataPolicy {
+    pub fn phase(self) -> Phase {
+        match self {
+            NoDataPolicy::Inconclusive => Phase::Inconclusive,
+            NoDataPolicy::Failed => Phase::Failed,
+            NoDataPolicy::Successful => Phase::Successful,
+            NoDataPolicy::Error => Phase::Error,
+        }
+    }
+}
+
+/// One metric of a run, already parsed (durations resolved, conditions compiled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    pub name: String,
+    /// Time between measurements, from the previous `finishedAt`.
+    pub interval: Option<Duration>,
+    /// `None` or `Some(0)`: see [`MetricSpec::effective_count`].
+    pub count: Option<u32>,
+    /// Wait from the run's start before the first measurement.
+    pub initial_delay: Option<Duration>,
+    /// Failed when `failed > failure_limit`; `-1` disables.
+    pub failure_limit: i32,
+    pub inconclusive_limit: i32,
+    pub consecutive_error_limit: i32,
+    /// `0` = off.
+    pub consecutive_success_limit: i32,
+    pub success_condition: Option<Condition>,
+    pub failure_condition: Option<Condition>,
+    pub no_data: NoDataPolicy,
+    pub dry_run: bool,
+    /// Measurements kept in status (counters still count trimmed ones).
+    pub retention_limit: usize,
+    /// Delay before retrying after an Error measurement, instead of `interval`.
+    pub error_retry_interval: Duration,
+}
+
+/// Argo's `DefaultConsecutiveErrorLimit`.
+pub const DEFAULT_CONSECUTIVE_ERROR_LIMIT: i32 = 4;
+/// Argo's `DefaultMeasurementHistoryLimit`.
+pub const DEFAULT_RETENTION_LIMIT: usize = 10;
+/// Argo's `DefaultErrorRetryInterval`.
+pub const DEFAULT_ERROR_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+
+impl MetricSpec {
+    /// A metric with Argo's defaults: one measurement, no conditions.
+    pub fn new(name: impl Into<String>) -> Self {
+        MetricSpec {
+            name: name.into(),
+            interval: None,
+            count: None,
+            initial_delay: None,
+            failure_limit: 0,
+            inconclusive_limit: 0,
+            consecutive_error_limit: DEFAULT_CONSECUTIVE_ERROR_LIMIT,
+            consecutive_success_limit: 0,
+            success_condition: None,
+            failure_condition: None,
+            no_data: NoDataPolicy::default(),
+            dry_run: false,
+            retention_limit: DEFAULT_RETENTION_LIMIT,
+            error_retry_interval: DEFAULT_ERROR_RETRY_INTERVAL,
+        }
+    }
+
+    /// Argo's `EffectiveCount`: `count` when > 0; otherwise 1 without interval, and
+    /// `None` (indefinite) with an interval.
+    pub fn effective_count(&self) -> Option<u32> {
+        match (self.count, self.interval) {
+            (Some(c), _) if c > 0 => Some(c),
+            (_, None) => Some(1),
+            (_, Some(_)) => None,
+        }
+    }
+}
+
+/// The metrics of one run, in order; indices into it name metrics in the run API.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunSpec {
+    pub metrics: Vec<MetricSpec>,
+}
+
+/// Argo's `ValidateMetric` rules plus three of ours (positive `interval`,
+/// positive `error_retry_interval`, `retention_limit >= 1`: zero would busy-loop or lose the
+/// measurement that scheduling needs). Returns every problem, not just the first.
+pub fn validate_metric(m: &MetricSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    let name = &m.name;
+    let mut bad = |msg: String| problems.push(format!("metric {name:?}: {msg}"));
+    if name.is_empty() {
+        bad("name must not be empty".into());
+    }
+    if m.consecutive_success_limit < 0 {
+        bad(format!(
+            "consecutiveSuccessLimit must be >= 0, got {}",
+            m.consecutive_success_limit
+        ));
+    }
+    if m.failure_limit < -1 {
+        bad(format!(
+            "failureLimit must be >= -1, got {}",
+            m.failure_limit
+        ));
+    }
+    if m.failure_limit == -1 && m.consecutive_success_limit == 0 {
+        bad("failureLimit (-1) and consecutiveSuccessLimit (0) cannot both be disabled".into());
+    }
+    if m.inconclusive_limit < 0 {
+        bad(format!(
+            "inconclusiveLimit must be >= 0, got {}",
+            m.inconclusive_limit
+        ));
+    }
+    if m.consecutive_error_limit < 0 {
+        bad(format!(
+            "consecutiveErrorLimit must be >= 0, got {}",
+            m.consecutive_error_limit
+        ));
+    }
+    if let Some(count) = m.count.filter(|c| *c > 0) {
+        let count = i64::from(count);
+        if count > 1 && m.interval.is_none() {
+            bad("more than one measurement requested, but no interval specified".into());
+        }
+        let (fl, csl) = (
+            i64::from(m.failure_limit),
+            i64::from(m.consecutive_success_limit),
+        );
+        if fl >= 0 && csl >= 0 && count < fl + csl {
+            bad(format!(
+                "count ({count}) must be >= failureLimit ({fl}) + consecutiveSuccessLimit ({csl})"
+            ));
+        }
+        if count < i64::from(m.inconclusive_limit) {
+            bad(format!(
+                "count ({count}) must be >= inconclusiveLimit ({})",
+                m.inconclusive_limit
+            ));
+        }
+    }
+    if m.interval.is_some_and(|d| d.is_zero()) {
+        bad("interval must be > 0".into());
+    }
+    if m.error_retry_interval.is_zero() {
+        bad("errorRetryInterval must be > 0".into());
+    }
+    if m.retention_limit == 0 {
+        bad("measurement retention limit must be >= 1".into());
+    }
+    problems
+}
+
+/// Run-level checks (at least one metric, unique names) plus every metric's.
+pub fn validate_run(spec: &RunSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    if spec.metrics.is_empty() {
+        problems.push("no metrics specified".to_string());
+    }
+    let mut seen = BTreeSet::new();
+    for m in &spec.metrics {
+        if !seen.insert(m.name.as_str()) {
+            problems.push(format!("metric {:?}: duplicate name", m.name));
+        }
+        problems.extend(validate_metric(m));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_of_order() {
+        use Phase::*;
+        let order = [Successful, Running, Pending, Inconclusive, Error, Failed];
+        for (i, a) in order.iter().enumerate() {
+            for b in &order[i..] {
+                assert_eq!(a.worst(*b), *b);
+                assert_eq!(b.worst(*a), *b);
+            }
+        }
+        assert!(!Pending.is_completed() && !Running.is_completed());
+        assert!(Successful.is_completed() && Inconclusive.is_completed());
+    }
+
+    #[test]
+    fn phase_serializes_as_argo_strings() {
+        let s = serde_json::to_string(&Phase::Inconclusive).unwrap_or_default();
+        assert_eq!(s, "\"Inconclusive\"");
+    }
+
+    #[test]
+    fn effective_count_rules() {
+        let mut m = MetricSpec::new("m");
+        assert_eq!(m.effective_count(), Some(1));
+        m.count = Some(0);
+        assert_eq!(m.effective_count(), Some(1));
+        m.interval = Some(Duration::from_secs(60));
+        assert_eq!(m.effective_count(), None);
+        m.count = Some(5);
+        assert_eq!(m.effective_count(), Some(5));
+    }
+
+    #[test]
+    fn validate_metric_accepts_defaults() {
+        assert!(validate_metric(&MetricSpec::new("m")).is_empty());
+    }
+
+    #[test]
+    fn validate_metric_reports_every_problem() {
+        let mut m = MetricSpec::new("m");
+        m.consecutive_success_limit = -1;
+        m.failure_limit = -2;
+        m.inconclusive_limit = -1;
+        m.consecutive_error_limit = -1;
+        m.count = Some(3);
+        let p = validate_metric(&m);
+        assert!(
+            p.iter()
+                .any(|p| p.contains("consecutiveSuccessLimit must be >= 0"))
+        );
+        assert!(p.iter().any(|p| p.contains("failureLimit must be >= -1")));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("inconclusiveLimit must be >= 0"))
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("consecutiveErrorLimit must be >= 0"))
+        );
+        assert!(p.iter().any(|p| p.contains("no interval specified")));
+    }
+
+    #[test]
+    fn validate_metric_failure_and_success_limits_not_both_disabled() {
+        let mut m = MetricSpec::new("m");
+        m.failure_limit = -1;
+        assert_eq!(validate_metric(&m).len(), 1);
+        m.consecutive_success_limit = 1;
+        assert!(validate_metric(&m).is_empty());
+    }
+
+    #[test]
+    fn validate_metric_count_covers_limits() {
+        let mut m = MetricSpec::new("m");
+        m.interval = Some(Duration::from_secs(1));
+        m.count = Some(3);
+        m.failure_limit = 2;
+        m.consecutive_success_limit = 2;
+        assert!(validate_metric(&m)[0].contains("count (3) must be >= failureLimit (2)"));
+        m.failure_limit = 1;
+        assert!(validate_metric(&m).is_empty());
+        m.inconclusive_limit = 4;
+        assert!(validate_metric(&m)[0].contains("inconclusiveLimit (4)"));
+    }
+
+    #[test]
+    fn validate_metric_our_extra_rules() {
+        let mut m = MetricSpec::new("m");
+        m.interval = Some(Duration::ZERO);
+        m.error_retry_interval = Duration::ZERO;
+        m.retention_limit = 0;
+        assert_eq!(validate_metric(&m).len(), 3);
+    }
+
+    #[test]
+    fn validate_run_rules() {
+        assert_eq!(
+            validate_run(&RunSpec::default()),
+            vec!["no metrics specified"]
+        );
+        let spec = RunSpec {
+            metrics: vec![MetricSpec::new("a"), MetricSpec::new("a")],
+        };
+        assert!(validate_run(&spec)[0].contains("duplicate name"));
+    }
+}
