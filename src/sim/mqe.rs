@@ -179,7 +179,11 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, String> {
 struct Parser {
     toks: Vec<(usize, Tok)>,
     pos: usize,
+    /// Nesting depth, capped so hostile input cannot overflow the stack.
+    depth: usize,
 }
+
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn peek(&self) -> &Tok {
@@ -261,11 +265,18 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
-        if *self.peek() == Tok::Sym("-") {
-            self.bump();
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("line 1:{} expression nested too deeply", self.at()));
         }
-        self.primary()
+        let out = if *self.peek() == Tok::Sym("-") {
+            self.bump();
+            self.unary().map(|e| Expr::Neg(Box::new(e)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        out
     }
 
     fn primary(&mut self) -> Result<Expr, String> {
@@ -371,7 +382,11 @@ impl Parser {
 
 fn parse(src: &str) -> Result<Expr, String> {
     let toks = lex(src)?;
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let e = p.expr()?;
     if *p.peek() != Tok::Eof {
         return Err(format!(
@@ -713,6 +728,12 @@ mod tests {
         );
         let r = execute("nope", &Fixed, false);
         assert_eq!(r["error"], "Metric: [nope] does not exist.");
+        let deep = format!("{}m{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(
+            execute(&deep, &Fixed, false)["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("too deeply"))
+        );
         let r = execute("m $", &Fixed, false);
         assert_eq!(r["error"], "line 1:2 token recognition error at: '$'");
     }
