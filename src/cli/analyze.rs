@@ -154,11 +154,7 @@ pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn
             Err(e) => return invalid(err, &e.0),
         };
         let sim_clock = clock.clone();
-        let sim = Simulator::new(SimConfig {
-            profile,
-            clock: Arc::new(move || sim_clock.now()),
-            ..SimConfig::default()
-        });
+        let sim = Simulator::new(SimConfig::new(profile).with_clock(move || sim_clock.now()));
         scenario.install_services(&sim, &services_of(&plan_for_sim), profile);
         let running = match sim.serve("127.0.0.1:0".parse().expect("static address")).await {
             Ok(r) => r,

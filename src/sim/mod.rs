@@ -11,6 +11,7 @@ mod resolvers;
 mod schema;
 mod sdl;
 mod server;
+pub mod scenario;
 mod store;
 
 #[cfg(test)]

@@ -1,1 +1,7 @@
-mod placeholder {}
+//! Integration tests: the analysis engine, the SkyWalking provider and the CLI against the
+//! SkyWalking simulator over real HTTP on 127.0.0.1.
+
+mod analyze_cli;
+mod bundled_templates;
+mod provider_sim;
+mod support;
