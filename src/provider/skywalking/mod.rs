@@ -1,1 +1,288 @@
-//! skywalking
+//! SkyWalking OAP provider: the async I/O edge that turns metric queries into
+//! GraphQL requests against an OAP and returns per-bucket samples.
+//!
+//! Everything version-dependent (MQE vs `readMetricsValues`, `isEmptyValue`,
+//! the OAP's timezone) is detected once per client and cached, because the
+//! server's schema decides which fields may be selected and which input fields
+//! may be sent (see the protocol reference, §0 and §6).
+
+mod client;
+mod duration;
+mod queries;
+mod response;
+mod version;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+pub use client::SkyWalkingClient;
+pub use duration::{MAX_POINTS, Window, parse_timezone, window};
+pub use version::{Features, OapVersion, ServerInfo};
+
+/// Bucket size of a query; also decides the `Duration` string format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Step {
+    /// Bucket length in seconds (a fixed offset zone has no DST, so a day is 86400 s).
+    pub fn seconds(self) -> i64 {
+        match self {
+            Step::Second => 1,
+            Step::Minute => 60,
+            Step::Hour => 3600,
+            Step::Day => 86_400,
+        }
+    }
+
+    /// The GraphQL enum value.
+    pub fn as_graphql(self) -> &'static str {
+        match self {
+            Step::Second => "SECOND",
+            Step::Minute => "MINUTE",
+            Step::Hour => "HOUR",
+            Step::Day => "DAY",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_graphql())
+    }
+}
+
+/// Entity scope. Always sent: it is required on OAP 8.0–9.3 and harmless later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Service,
+    ServiceInstance,
+    Endpoint,
+}
+
+/// Which entity a metric is read for.
+#[derive(Debug, Clone)]
+pub struct EntitySpec {
+    pub scope: Scope,
+    pub service_name: String,
+    /// `true` for agent and mesh services; without it the OAP silently returns no data.
+    pub normal: bool,
+    pub service_instance_name: Option<String>,
+    pub endpoint_name: Option<String>,
+    /// Aggregate over the service's instances whose name matches. Canary and
+    /// stable pods are one SkyWalking service by default (same canonical name),
+    /// so the canary can only be told apart by its instances (pod names).
+    pub instance_pattern: Option<regex::Regex>,
+}
+
+impl EntitySpec {
+    /// A service-scoped entity with `normal: true`.
+    pub fn service(name: impl Into<String>) -> Self {
+        EntitySpec {
+            scope: Scope::Service,
+            service_name: name.into(),
+            normal: true,
+            service_instance_name: None,
+            endpoint_name: None,
+            instance_pattern: None,
+        }
+    }
+}
+
+/// What to ask the OAP.
+#[derive(Debug, Clone)]
+pub enum QueryKind {
+    /// A stored metric by name (e.g. `service_apdex`): MQE on OAP >= 9.5, `readMetricsValues` before.
+    Metric(String),
+    /// An MQE expression; needs OAP >= 9.5.
+    Expression(String),
+    /// A user GraphQL document sent verbatim with only `$duration` injected.
+    /// The caller has already substituted its args (see [`escape_graphql_string`]).
+    Raw { query: String },
+}
+
+/// One metric to measure.
+#[derive(Debug, Clone)]
+pub struct MetricQuery {
+    /// Metric name in the analysis; unique within one `measure` call.
+    pub key: String,
+    pub kind: QueryKind,
+    /// `None` only for raw queries.
+    pub entity: Option<EntitySpec>,
+    /// Length of the look-back window (rounded up to whole steps).
+    pub window: Duration,
+    pub step: Step,
+}
+
+/// Gateway credentials (OAP itself has no auth).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    Basic { user: String, pass: String },
+    Bearer(String),
+}
+
+impl fmt::Debug for Auth {
+    // Never print secrets in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
+            Auth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+/// Connection settings for one OAP address.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `http(s)://host:12800`; requests go to `{address}/graphql`.
+    pub address: String,
+    pub timeout: Duration,
+    pub auth: Option<Auth>,
+    pub headers: Vec<(String, String)>,
+    /// Extra trusted root certificate(s), PEM.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Overrides the OAP timezone from `getTimeInfo`.
+    pub timezone: Option<chrono::FixedOffset>,
+    /// Skips version detection and introspection.
+    pub version_override: Option<OapVersion>,
+}
+
+impl ClientOptions {
+    /// Defaults: 10 s timeout, no auth, detected version and timezone.
+    pub fn new(address: impl Into<String>) -> Self {
+        ClientOptions {
+            address: address.into(),
+            timeout: Duration::from_secs(10),
+            auth: None,
+            headers: Vec::new(),
+            ca_pem: None,
+            timezone: None,
+            version_override: None,
+        }
+    }
+}
+
+/// A measured value: one point per bucket (`None` = no data) or a single value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SampleValue {
+    Series(Vec<Option<f64>>),
+    Single(Option<f64>),
+}
+
+impl SampleValue {
+    /// True when there is no data point at all (all buckets empty).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            SampleValue::Series(points) => points.iter().all(Option::is_none),
+            SampleValue::Single(v) => v.is_none(),
+        }
+    }
+}
+
+/// The result of one [`MetricQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The main value (for raw queries: the first top-level alias of `data`).
+    pub value: SampleValue,
+    /// Raw queries: every top-level alias of `data`. MQE labeled results: every
+    /// label set keyed like `p=99` (`value` then holds the first label set).
+    pub named: BTreeMap<String, SampleValue>,
+    /// The GraphQL document sent, for explanations.
+    pub query: String,
+    /// `Duration.start` and `Duration.end` as sent.
+    pub window: (String, String),
+}
+
+/// Everything that can go wrong talking to an OAP. Display gives the server's message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("request timed out")]
+    Timeout,
+    #[error("HTTP {status}: {body_excerpt}")]
+    Http { status: u16, body_excerpt: String },
+    #[error("GraphQL error: {}", .0.join("; "))]
+    GraphQl(Vec<String>),
+    #[error("response has no data for the query")]
+    NoDataField,
+    #[error("MQE error: {0}")]
+    Mqe(String),
+    #[error("cannot decode response: {0}")]
+    Decode(String),
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error("no instance of service {service:?} matches /{pattern}/")]
+    NoMatchingInstances { service: String, pattern: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Escapes `value` as the content of a GraphQL string literal (without the
+/// quotes), for callers that substitute args into raw queries. Control
+/// characters are rejected rather than escaped: no legitimate service name or
+/// arg contains them, and refusing is safer than guessing.
+pub fn escape_graphql_string(value: &str) -> Result<String, ProviderError> {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                return Err(ProviderError::Config(format!(
+                    "control character U+{:04X} is not allowed in a GraphQL argument",
+                    u32::from(c)
+                )));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::*;
+
+    #[test]
+    fn escapes_quotes_and_backslashes() {
+        assert_eq!(
+            escape_graphql_string(r#"a"b\c"#).ok(),
+            Some(r#"a\"b\\c"#.to_string())
+        );
+        assert_eq!(
+            escape_graphql_string("canary|reviews|bookinfo|c-1|-").ok(),
+            Some("canary|reviews|bookinfo|c-1|-".to_string())
+        );
+        assert_eq!(
+            escape_graphql_string("mesh-svr::réviews").ok(),
+            Some("mesh-svr::réviews".to_string())
+        );
+    }
+
+    #[test]
+    fn rejects_control_characters() {
+        for bad in ["a\nb", "a\tb", "\u{0}", "x\u{7f}", "\u{85}"] {
+            assert!(matches!(
+                escape_graphql_string(bad),
+                Err(ProviderError::Config(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn error_display_carries_server_message() {
+        let e = ProviderError::GraphQl(vec!["a".into(), "b".into()]);
+        assert_eq!(e.to_string(), "GraphQL error: a; b");
+        let e = ProviderError::Mqe("Metric: [x] does not exist.".into());
+        assert!(e.to_string().contains("Metric: [x] does not exist."));
+    }
+}

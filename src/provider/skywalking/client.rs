@@ -1,0 +1,771 @@
+//! The HTTP client: one per OAP address, caching the detected server info.
+
+use std::collections::BTreeMap;
+use std::error::Error as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, FixedOffset, Utc};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::duration::{Window, parse_timezone, window};
+use super::queries::{
+    Batch, exec_expression, get_service_instances, list_instances, read_metrics_values,
+    read_metrics_values_empty, server_info_query, templates,
+};
+use super::response::{Envelope, decode, parse_mqe, parse_raw_value, parse_v2, parse_v2_empty};
+use super::version::{Features, Introspected, ServerInfo};
+use super::{
+    Auth, ClientOptions, EntitySpec, MetricQuery, OapVersion, ProviderError, QueryKind, Sample,
+    SampleValue, Scope,
+};
+
+/// Operation name of batched metric requests (shows up in OAP logs).
+const BATCH_OPERATION: &str = "SkycanaryMetrics";
+/// Operation name of the instance-listing batch.
+const INSTANCES_OPERATION: &str = "SkycanaryInstances";
+
+/// Feature probe; run once per client. Absent types come back as `null`.
+const INTROSPECTION: &str = "query SkycanaryIntrospection { \
+q: __type(name: \"Query\") { fields { name } } \
+kv: __type(name: \"KVInt\") { fields { name } } \
+mqe: __type(name: \"MQEValue\") { fields { name } } \
+dur: __type(name: \"Duration\") { inputFields { name } } }";
+
+/// Fallback when `version` itself is rejected (very old OAP).
+const TIME_INFO_ONLY: &str =
+    "query SkycanaryTimeInfo { getTimeInfo { timezone currentTimestamp } }";
+
+/// Async client for one OAP.
+#[derive(Debug)]
+pub struct SkyWalkingClient {
+    http: reqwest::Client,
+    url: String,
+    timezone: Option<FixedOffset>,
+    version_override: Option<OapVersion>,
+    /// Detected once; a failed detection is not cached, so the next call retries.
+    info: Mutex<Option<ServerInfo>>,
+}
+
+/// How metrics are read on this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Mqe,
+    V2,
+    V2Empty,
+}
+
+impl Mode {
+    fn of(f: &Features) -> Self {
+        if f.mqe {
+            Mode::Mqe
+        } else if f.is_empty_value {
+            Mode::V2Empty
+        } else {
+            Mode::V2
+        }
+    }
+}
+
+/// Per-query plan inside one `measure` call.
+enum Plan {
+    Done(Result<Sample, ProviderError>),
+    Raw(String, Window),
+    /// A batched metric; `instances` is set when aggregating over instances.
+    Batched {
+        window: Window,
+        instances: Option<Vec<String>>,
+    },
+}
+
+fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), ProviderError> {
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|e| ProviderError::Config(format!("invalid header name {name:?}: {e}")))?;
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|e| ProviderError::Config(format!("invalid value for header {name:?}: {e}")))?;
+    if n == AUTHORIZATION {
+        v.set_sensitive(true);
+    }
+    Ok((n, v))
+}
+
+/// Flattens a reqwest error and its causes ("connection refused" sits deep in the chain).
+fn map_reqwest(e: reqwest::Error) -> ProviderError {
+    if e.is_timeout() {
+        return ProviderError::Timeout;
+    }
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    if e.is_body() || e.is_decode() {
+        ProviderError::Decode(msg)
+    } else {
+        ProviderError::Transport(msg)
+    }
+}
+
+/// SkyWalking service id: `base64(name)` + `.1` (normal) or `.0`.
+pub(crate) fn service_id(name: &str, normal: bool) -> String {
+    format!(
+        "{}.{}",
+        BASE64.encode(name.as_bytes()),
+        if normal { 1 } else { 0 }
+    )
+}
+
+/// The instance-level counterpart of a service metric (`service_cpm` →
+/// `service_instance_cpm`). On OAP >= 9.4 the entity's scope is derived from the
+/// metric name, so querying `service_cpm` with an instance entity would silently
+/// return the whole service.
+pub(crate) fn instance_metric(name: &str) -> String {
+    match name.strip_prefix("service_") {
+        Some(rest) if !rest.starts_with("instance_") && !rest.starts_with("relation_") => {
+            format!("service_instance_{rest}")
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// Per-point mean over the instances that have data at that point.
+pub(crate) fn mean_combine(values: &[SampleValue]) -> SampleValue {
+    let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+    if values.iter().all(|v| matches!(v, SampleValue::Single(_))) {
+        let xs = values
+            .iter()
+            .filter_map(|v| match v {
+                SampleValue::Single(x) => *x,
+                SampleValue::Series(_) => None,
+            })
+            .collect();
+        return SampleValue::Single(mean(xs));
+    }
+    let len = values
+        .iter()
+        .map(|v| match v {
+            SampleValue::Series(p) => p.len(),
+            SampleValue::Single(_) => 1,
+        })
+        .max()
+        .unwrap_or(0);
+    let points = (0..len)
+        .map(|i| {
+            mean(
+                values
+                    .iter()
+                    .filter_map(|v| match v {
+                        SampleValue::Series(p) => p.get(i).copied().flatten(),
+                        SampleValue::Single(x) if i == 0 => *x,
+                        SampleValue::Single(_) => None,
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    SampleValue::Series(points)
+}
+
+fn check_entity(e: &EntitySpec) -> Result<(), ProviderError> {
+    if e.service_name.is_empty() {
+        return Err(ProviderError::Config("entity needs a service name".into()));
+    }
+    match e.scope {
+        Scope::ServiceInstance if e.service_instance_name.is_none() => Err(ProviderError::Config(
+            "ServiceInstance scope needs a service instance name".into(),
+        )),
+        Scope::Endpoint if e.endpoint_name.is_none() => Err(ProviderError::Config(
+            "Endpoint scope needs an endpoint name".into(),
+        )),
+        _ if e.instance_pattern.is_some() && e.scope != Scope::Service => Err(
+            ProviderError::Config("instance_pattern only applies to Service-scoped metrics".into()),
+        ),
+        _ => Ok(()),
+    }
+}
+
+impl SkyWalkingClient {
+    /// Builds the HTTP client; no request is made yet.
+    pub fn new(opts: ClientOptions) -> Result<Self, ProviderError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let address = opts.address.trim().trim_end_matches('/');
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(ProviderError::Config(format!(
+                "OAP address {address:?} must start with http:// or https://"
+            )));
+        }
+        let url = format!("{address}/graphql");
+        reqwest::Url::parse(&url)
+            .map_err(|e| ProviderError::Config(format!("invalid OAP address {address:?}: {e}")))?;
+        if opts.timeout.is_zero() {
+            return Err(ProviderError::Config("timeout must be positive".into()));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(auth) = &opts.auth {
+            let value = match auth {
+                Auth::Basic { user, pass } => {
+                    format!("Basic {}", BASE64.encode(format!("{user}:{pass}")))
+                }
+                Auth::Bearer(token) => format!("Bearer {token}"),
+            };
+            let (n, v) = header("authorization", &value)?;
+            headers.insert(n, v);
+        }
+        for (name, value) in &opts.headers {
+            let (n, v) = header(name, value)?;
+            headers.insert(n, v);
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout)
+            .default_headers(headers);
+        if let Some(pem) = &opts.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ProviderError::Config(format!("invalid CA PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(ProviderError::Config("CA PEM holds no certificate".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ProviderError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(SkyWalkingClient {
+            http,
+            url,
+            timezone: opts.timezone,
+            version_override: opts.version_override,
+            info: Mutex::new(None),
+        })
+    }
+
+    /// The `/graphql` URL requests go to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn post(&self, body: &Value) -> Result<Envelope, ProviderError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| ProviderError::Internal(format!("serialize request: {e}")))?;
+        let resp = self
+            .http
+            .post(&self.url)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(map_reqwest)?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.map_err(map_reqwest)?;
+        decode(status, content_type.as_deref(), &body)
+    }
+
+    /// Server version, features and timezone; detected once and cached.
+    pub async fn server_info(&self) -> Result<ServerInfo, ProviderError> {
+        let mut guard = self.info.lock().await;
+        if let Some(info) = guard.as_ref() {
+            return Ok(info.clone());
+        }
+        let info = self.detect().await?;
+        tracing::debug!(url = %self.url, version = %info.version_label(), features = ?info.features,
+            timezone = %info.timezone, "detected SkyWalking OAP");
+        *guard = Some(info.clone());
+        Ok(info)
+    }
+
+    async fn detect(&self) -> Result<ServerInfo, ProviderError> {
+        let (version, time) = if self.version_override.is_some() && self.timezone.is_some() {
+            (None, None)
+        } else {
+            let body = json!({"query": server_info_query::QUERY, "operationName": server_info_query::OPERATION_NAME});
+            match self.post(&body).await.and_then(|e| e.into_data()) {
+                Ok(data) => {
+                    let obj: serde_json::Map<String, Value> = data.into_iter().collect();
+                    let typed: server_info_query::ResponseData =
+                        serde_json::from_value(Value::Object(obj))
+                            .map_err(|e| ProviderError::Decode(format!("server info: {e}")))?;
+                    (typed.version, typed.get_time_info)
+                }
+                Err(ProviderError::GraphQl(msgs)) => {
+                    tracing::debug!(?msgs, "version query rejected; assuming an old OAP");
+                    let data = self
+                        .post(&json!({"query": TIME_INFO_ONLY}))
+                        .await?
+                        .into_data()?;
+                    let t = data
+                        .into_iter()
+                        .find(|(k, _)| k == "getTimeInfo")
+                        .map(|(_, v)| v)
+                        .unwrap_or(Value::Null);
+                    let t: Option<server_info_query::ServerInfoQueryGetTimeInfo> =
+                        serde_json::from_value(t)
+                            .map_err(|e| ProviderError::Decode(format!("getTimeInfo: {e}")))?;
+                    (None, t)
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let parsed = match self.version_override {
+            Some(v) => Some(v),
+            None => version.as_deref().and_then(OapVersion::parse),
+        };
+        let mut features = Features::from_version(parsed);
+        if self.version_override.is_none() {
+            match self.introspect().await {
+                Ok(seen) => features = features.refine(&seen),
+                Err(e) => tracing::debug!(error = %e, "introspection unavailable; using version"),
+            }
+        }
+        let server_tz = time.as_ref().and_then(|t| t.timezone.as_deref());
+        let timezone = match (self.timezone, server_tz) {
+            (Some(tz), _) => tz,
+            (None, Some(s)) => parse_timezone(s).unwrap_or_else(|| {
+                tracing::warn!(timezone = s, "unparsable OAP timezone; assuming UTC");
+                FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("zero offset"))
+            }),
+            (None, None) => FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("zero offset")),
+        };
+        Ok(ServerInfo {
+            version: version.or_else(|| self.version_override.map(|v| v.to_string())),
+            parsed,
+            features,
+            timezone,
+            server_time_ms: time.and_then(|t| t.current_timestamp),
+        })
+    }
+
+    async fn introspect(&self) -> Result<Introspected, ProviderError> {
+        let data = self
+            .post(&json!({"query": INTROSPECTION}))
+            .await?
+            .into_data()?;
+        let names = |alias: &str, list: &str| -> Option<Vec<String>> {
+            let (_, v) = data.iter().find(|(k, _)| k == alias)?;
+            let items = v.get(list)?.as_array()?;
+            Some(
+                items
+                    .iter()
+                    .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_string))
+                    .collect(),
+            )
+        };
+        Ok(Introspected {
+            query_fields: names("q", "fields"),
+            kvint_fields: names("kv", "fields"),
+            mqe_value_fields: names("mqe", "fields"),
+            duration_fields: names("dur", "inputFields"),
+        })
+    }
+
+    /// Measures all `queries` at `now`: one GraphQL request for every metric
+    /// and expression (aliases `m0`, `m1`, …; `m3_0`, `m3_1`, … for the
+    /// instances of an aggregated query), preceded by one instance-listing
+    /// request when a query aggregates over instances. Raw queries are sent as
+    /// their own requests. Results are in input order.
+    pub async fn measure(
+        &self,
+        queries: &[MetricQuery],
+        now: DateTime<Utc>,
+    ) -> Vec<Result<Sample, ProviderError>> {
+        let info = match self.server_info().await {
+            Ok(i) => i,
+            Err(e) => return queries.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mode = Mode::of(&info.features);
+        let mut plans: Vec<Plan> = queries
+            .iter()
+            .map(|q| self.plan(q, &info, mode, now))
+            .collect();
+        self.resolve_instances(queries, &mut plans).await;
+        let batched = self.run_batch(queries, &plans, mode).await;
+        let mut out = Vec::with_capacity(queries.len());
+        for (i, plan) in plans.into_iter().enumerate() {
+            let r = match plan {
+                Plan::Done(r) => r,
+                Plan::Raw(text, w) => self.run_raw(text, &w).await,
+                Plan::Batched { .. } => batched.get(&i).cloned().unwrap_or_else(|| {
+                    Err(ProviderError::Internal("query missing from batch".into()))
+                }),
+            };
+            out.push(r);
+        }
+        out
+    }
+
+    fn plan(&self, q: &MetricQuery, info: &ServerInfo, mode: Mode, now: DateTime<Utc>) -> Plan {
+        let w = match window(now, info.timezone, q.window, q.step) {
+            Ok(w) => w,
+            Err(e) => return Plan::Done(Err(e)),
+        };
+        if w.clamped {
+            tracing::debug!(key = %q.key, start = %w.start, "window clamped to 500 points");
+        }
+        match (&q.kind, &q.entity) {
+            (QueryKind::Raw { query }, _) => Plan::Raw(query.clone(), w),
+            (_, None) => Plan::Done(Err(ProviderError::Config(format!(
+                "metric {:?} needs an entity",
+                q.key
+            )))),
+            (kind, Some(e)) => {
+                if let Err(err) = check_entity(e) {
+                    return Plan::Done(Err(err));
+                }
+                if matches!(kind, QueryKind::Expression(_)) && mode != Mode::Mqe {
+                    return Plan::Done(Err(ProviderError::Config(format!(
+                        "MQE needs OAP >= 9.5, server is {}",
+                        info.version_label()
+                    ))));
+                }
+                Plan::Batched {
+                    window: w,
+                    instances: None,
+                }
+            }
+        }
+    }
+
+    /// Lists the instances of every service aggregated by a pattern (one
+    /// request), keeping the matching names. Canary and stable pods are one
+    /// SkyWalking service by default, so the pod (instance) name is what
+    /// tells them apart.
+    async fn resolve_instances(&self, queries: &[MetricQuery], plans: &mut [Plan]) {
+        let info = match self.server_info().await {
+            Ok(i) => i,
+            Err(_) => return,
+        };
+        let t = match templates() {
+            Ok(t) => t,
+            Err(e) => {
+                fail_aggregated(queries, plans, &e);
+                return;
+            }
+        };
+        let mut batch = Batch::default();
+        let mut keys: Vec<(String, &Window)> = Vec::new();
+        let mut alias_of: BTreeMap<usize, String> = BTreeMap::new();
+        for (i, (q, plan)) in queries.iter().zip(plans.iter()).enumerate() {
+            let (Plan::Batched { window, .. }, Some(e)) = (plan, &q.entity) else {
+                continue;
+            };
+            if e.instance_pattern.is_none() {
+                continue;
+            }
+            let sid = service_id(&e.service_name, e.normal);
+            let key = format!("{sid}|{}|{}|{}", window.start, window.end, window.step);
+            if let Some(k) = keys.iter().position(|(k, _)| *k == key) {
+                alias_of.insert(i, format!("i{k}"));
+                continue;
+            }
+            let alias = format!("i{}", keys.len());
+            let added = if info.features.list_instances {
+                batch.add(
+                    &alias,
+                    &t.list_instances,
+                    &list_instances::Variables {
+                        duration: list_instances::Duration::from_window(window),
+                        service_id: sid,
+                    },
+                )
+            } else {
+                batch.add(
+                    &alias,
+                    &t.get_service_instances,
+                    &get_service_instances::Variables {
+                        duration: get_service_instances::Duration::from_window(window),
+                        service_id: sid,
+                    },
+                )
+            };
+            if let Err(e) = added {
+                fail_aggregated(queries, plans, &e);
+                return;
+            }
+            keys.push((key, window));
+            alias_of.insert(i, alias);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let (doc, vars) = batch.finish(INSTANCES_OPERATION);
+        let env = self
+            .post(&json!({"query": doc, "variables": vars, "operationName": INSTANCES_OPERATION}))
+            .await;
+        for (i, alias) in alias_of {
+            let (Some(q), Some(plan)) = (queries.get(i), plans.get_mut(i)) else {
+                continue;
+            };
+            let Some(e) = &q.entity else { continue };
+            let Some(pattern) = &e.instance_pattern else {
+                continue;
+            };
+            let names = env.as_ref().map_err(Clone::clone).and_then(|env| {
+                let v = env.field(&alias)?;
+                // listInstances and getServiceInstances select the same `{ id name }`.
+                let list: Vec<list_instances::ListInstancesResult> = serde_json::from_value(v)
+                    .map_err(|e| ProviderError::Decode(format!("instance list: {e}")))?;
+                Ok(list.into_iter().map(|i| i.name).collect::<Vec<_>>())
+            });
+            let result = names.and_then(|names| {
+                let matching: Vec<String> =
+                    names.into_iter().filter(|n| pattern.is_match(n)).collect();
+                if matching.is_empty() {
+                    Err(ProviderError::NoMatchingInstances {
+                        service: e.service_name.clone(),
+                        pattern: pattern.as_str().to_string(),
+                    })
+                } else {
+                    Ok(matching)
+                }
+            });
+            match (result, plan) {
+                (Ok(m), Plan::Batched { instances, .. }) => *instances = Some(m),
+                (Err(err), plan) => *plan = Plan::Done(Err(err)),
+                (Ok(_), _) => {}
+            }
+        }
+    }
+
+    /// Adds one metric read to the batch under `alias`.
+    fn add_metric(
+        batch: &mut Batch,
+        mode: Mode,
+        alias: &str,
+        q: &MetricQuery,
+        e: &EntitySpec,
+        instance: Option<&str>,
+        w: &Window,
+    ) -> Result<(), ProviderError> {
+        let t = templates()?;
+        let scope = if instance.is_some() {
+            Scope::ServiceInstance
+        } else {
+            e.scope
+        };
+        let name = match (&q.kind, instance) {
+            (QueryKind::Metric(m), Some(_)) => instance_metric(m),
+            (QueryKind::Metric(m), None) | (QueryKind::Expression(m), _) => m.clone(),
+            (QueryKind::Raw { .. }, _) => {
+                return Err(ProviderError::Internal("raw query in batch".into()));
+            }
+        };
+        match mode {
+            Mode::Mqe => batch.add(
+                alias,
+                &t.mqe,
+                &exec_expression::Variables {
+                    expression: name,
+                    entity: exec_expression::Entity::from_spec(e, scope, instance),
+                    duration: exec_expression::Duration::from_window(w),
+                },
+            ),
+            Mode::V2 => batch.add(
+                alias,
+                &t.v2,
+                &read_metrics_values::Variables {
+                    condition: read_metrics_values::MetricsCondition {
+                        name,
+                        entity: read_metrics_values::Entity::from_spec(e, scope, instance),
+                    },
+                    duration: read_metrics_values::Duration::from_window(w),
+                },
+            ),
+            Mode::V2Empty => batch.add(
+                alias,
+                &t.v2_empty,
+                &read_metrics_values_empty::Variables {
+                    condition: read_metrics_values_empty::MetricsCondition {
+                        name,
+                        entity: read_metrics_values_empty::Entity::from_spec(e, scope, instance),
+                    },
+                    duration: read_metrics_values_empty::Duration::from_window(w),
+                },
+            ),
+        }
+    }
+
+    /// Sends every batched query in one request; returns results by query index.
+    async fn run_batch(
+        &self,
+        queries: &[MetricQuery],
+        plans: &[Plan],
+        mode: Mode,
+    ) -> BTreeMap<usize, Result<Sample, ProviderError>> {
+        let mut out = BTreeMap::new();
+        let mut batch = Batch::default();
+        // (query index, aliases, aggregated?, window)
+        let mut members: Vec<(usize, Vec<String>, bool, &Window)> = Vec::new();
+        for (i, (q, plan)) in queries.iter().zip(plans).enumerate() {
+            let (Plan::Batched { window, instances }, Some(e)) = (plan, &q.entity) else {
+                continue;
+            };
+            let added: Result<Vec<String>, ProviderError> = match instances {
+                None => {
+                    let alias = format!("m{i}");
+                    Self::add_metric(&mut batch, mode, &alias, q, e, None, window)
+                        .map(|()| vec![alias])
+                }
+                Some(names) => names
+                    .iter()
+                    .enumerate()
+                    .map(|(j, n)| {
+                        let alias = format!("m{i}_{j}");
+                        Self::add_metric(&mut batch, mode, &alias, q, e, Some(n), window)
+                            .map(|()| alias)
+                    })
+                    .collect(),
+            };
+            match added {
+                Ok(aliases) => members.push((i, aliases, instances.is_some(), window)),
+                Err(err) => {
+                    out.insert(i, Err(err));
+                }
+            }
+        }
+        if batch.is_empty() {
+            return out;
+        }
+        let (doc, vars) = batch.finish(BATCH_OPERATION);
+        tracing::debug!(url = %self.url, query = %doc, "SkyWalking batch");
+        let env = self
+            .post(&json!({"query": doc, "variables": vars, "operationName": BATCH_OPERATION}))
+            .await;
+        for (i, aliases, aggregated, w) in members {
+            let r = env.as_ref().map_err(Clone::clone).and_then(|env| {
+                let mut parts = Vec::with_capacity(aliases.len());
+                let mut named = BTreeMap::new();
+                for alias in &aliases {
+                    let (v, n) = parse_alias(env, alias, mode)?;
+                    parts.push(v);
+                    named = n;
+                }
+                let value = if aggregated {
+                    named.clear();
+                    mean_combine(&parts)
+                } else {
+                    parts.pop().unwrap_or(SampleValue::Series(Vec::new()))
+                };
+                Ok(Sample {
+                    value,
+                    named,
+                    query: doc.clone(),
+                    window: (w.start.clone(), w.end.clone()),
+                })
+            });
+            out.insert(i, r);
+        }
+        out
+    }
+
+    /// Sends a user query verbatim with only `$duration` injected.
+    async fn run_raw(&self, text: String, w: &Window) -> Result<Sample, ProviderError> {
+        let duration = serde_json::to_value(exec_expression::Duration::from_window(w))
+            .map_err(|e| ProviderError::Internal(format!("serialize duration: {e}")))?;
+        let data = self
+            .post(&json!({"query": text, "variables": {"duration": duration}}))
+            .await?
+            .into_data()?;
+        let mut named = BTreeMap::new();
+        let mut main = None;
+        for (alias, v) in &data {
+            let value = parse_raw_value(v)?;
+            if main.is_none() {
+                main = Some(value.clone());
+            }
+            named.insert(alias.clone(), value);
+        }
+        Ok(Sample {
+            value: main.ok_or(ProviderError::NoDataField)?,
+            named,
+            query: text,
+            window: (w.start.clone(), w.end.clone()),
+        })
+    }
+}
+
+fn fail_aggregated(queries: &[MetricQuery], plans: &mut [Plan], e: &ProviderError) {
+    for (q, plan) in queries.iter().zip(plans.iter_mut()) {
+        if q.entity
+            .as_ref()
+            .is_some_and(|e| e.instance_pattern.is_some())
+            && matches!(plan, Plan::Batched { .. })
+        {
+            *plan = Plan::Done(Err(e.clone()));
+        }
+    }
+}
+
+/// Decodes one alias with the generated response type of `mode`.
+fn parse_alias(
+    env: &Envelope,
+    alias: &str,
+    mode: Mode,
+) -> Result<(SampleValue, BTreeMap<String, SampleValue>), ProviderError> {
+    let v = env.field(alias)?;
+    let bad = |e: serde_json::Error| ProviderError::Decode(format!("{alias}: {e}"));
+    match mode {
+        Mode::Mqe => {
+            let r: exec_expression::ExecExpressionResult =
+                serde_json::from_value(v).map_err(bad)?;
+            parse_mqe(&r)
+        }
+        Mode::V2 => {
+            let r: read_metrics_values::ReadMetricsValuesResult =
+                serde_json::from_value(v).map_err(bad)?;
+            Ok((parse_v2(&r), BTreeMap::new()))
+        }
+        Mode::V2Empty => {
+            let r: read_metrics_values_empty::ReadMetricsValuesEmptyResult =
+                serde_json::from_value(v).map_err(bad)?;
+            Ok((parse_v2_empty(&r), BTreeMap::new()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_ids() {
+        assert_eq!(
+            service_id("reviews.bookinfo", true),
+            "cmV2aWV3cy5ib29raW5mbw==.1"
+        );
+        assert!(service_id("x", false).ends_with(".0"));
+    }
+
+    #[test]
+    fn instance_metric_names() {
+        assert_eq!(instance_metric("service_cpm"), "service_instance_cpm");
+        assert_eq!(
+            instance_metric("service_instance_sla"),
+            "service_instance_sla"
+        );
+        assert_eq!(
+            instance_metric("service_relation_server_cpm"),
+            "service_relation_server_cpm"
+        );
+        assert_eq!(instance_metric("meter_x"), "meter_x");
+    }
+
+    #[test]
+    fn mean_of_instances_with_data() {
+        let v = mean_combine(&[
+            SampleValue::Series(vec![Some(10.0), None, None]),
+            SampleValue::Series(vec![Some(20.0), Some(4.0), None]),
+        ]);
+        assert_eq!(v, SampleValue::Series(vec![Some(15.0), Some(4.0), None]));
+        let v = mean_combine(&[SampleValue::Single(Some(1.0)), SampleValue::Single(None)]);
+        assert_eq!(v, SampleValue::Single(Some(1.0)));
+    }
+}

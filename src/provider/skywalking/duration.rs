@@ -1,0 +1,243 @@
+//! The `Duration` window sent to the OAP, computed as a pure function of `now`.
+//!
+//! Buckets are wall-clock times in the OAP JVM's timezone, so the strings are
+//! formatted in that zone (half-hour offsets included: swctl drops the minutes
+//! of `+0530`, we do not). Both ends are inclusive.
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+use super::{ProviderError, Step};
+
+/// The OAP rejects windows with more than this many points.
+pub const MAX_POINTS: u32 = 500;
+
+/// A window as sent in `Duration { start end step }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub start: String,
+    pub end: String,
+    pub step: Step,
+    /// Number of buckets (inclusive on both ends).
+    pub points: u32,
+    /// The requested span exceeded [`MAX_POINTS`] and the start was moved forward.
+    pub clamped: bool,
+}
+
+/// Computes the window ending at the last *closed* bucket before `now`.
+///
+/// - end = floor(now, step) − 1 step: the current bucket is still filling up
+///   (metrics are persisted every ~25 s) and would read as a partial value.
+/// - start = end − span + 1 step, with the span rounded up to whole steps.
+/// - At least 2 buckets: `start == end` fails on OAP < 9.4.
+/// - At most [`MAX_POINTS`] buckets: the start is clamped (the newest data is kept).
+pub fn window(
+    now: DateTime<Utc>,
+    tz: FixedOffset,
+    span: std::time::Duration,
+    step: Step,
+) -> Result<Window, ProviderError> {
+    let step_secs = step.seconds();
+    // Wall-clock seconds in the OAP zone, as if it were UTC; flooring this
+    // floors the local bucket (midnight for DAY).
+    let local = now.timestamp() + i64::from(tz.local_minus_utc());
+    let floor = local.div_euclid(step_secs) * step_secs;
+    let end = floor - step_secs;
+    let step_ms = u128::from(step_secs.unsigned_abs()) * 1000;
+    let wanted = span.as_millis().div_ceil(step_ms);
+    let points = wanted.clamp(2, u128::from(MAX_POINTS));
+    let clamped = wanted > u128::from(MAX_POINTS);
+    let points = u32::try_from(points).unwrap_or(MAX_POINTS);
+    let start = end - (i64::from(points) - 1) * step_secs;
+    Ok(Window {
+        start: format_bucket(start, step)?,
+        end: format_bucket(end, step)?,
+        step,
+        points,
+        clamped,
+    })
+}
+
+/// Formats local wall-clock seconds with the OAP pattern for `step`.
+fn format_bucket(local_secs: i64, step: Step) -> Result<String, ProviderError> {
+    let t = DateTime::from_timestamp(local_secs, 0)
+        .ok_or_else(|| ProviderError::Config(format!("time {local_secs} is out of range")))?
+        .naive_utc();
+    let pattern = match step {
+        Step::Second => "%Y-%m-%d %H%M%S",
+        Step::Minute => "%Y-%m-%d %H%M",
+        Step::Hour => "%Y-%m-%d %H",
+        Step::Day => "%Y-%m-%d",
+    };
+    Ok(t.format(pattern).to_string())
+}
+
+/// Parses `getTimeInfo.timezone` (`"+0800"`, `"-0330"`, also `"+05:30"`, `"+08"`, `"Z"`).
+/// Minutes are kept.
+pub fn parse_timezone(s: &str) -> Option<FixedOffset> {
+    let s = s.trim();
+    if s == "Z" || s.eq_ignore_ascii_case("UTC") || s.eq_ignore_ascii_case("GMT") {
+        return FixedOffset::east_opt(0);
+    }
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m) = match digits.len() {
+        2 => (digits.parse::<i32>().ok()?, 0),
+        4 => (
+            digits[..2].parse::<i32>().ok()?,
+            digits[2..].parse::<i32>().ok()?,
+        ),
+        _ => return None,
+    };
+    if h > 18 || m > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid test time")
+    }
+
+    fn tz(s: &str) -> FixedOffset {
+        parse_timezone(s).expect("valid test zone")
+    }
+
+    fn w(now: DateTime<Utc>, zone: &str, span_secs: u64, step: Step) -> Window {
+        window(now, tz(zone), Duration::from_secs(span_secs), step).expect("window")
+    }
+
+    #[test]
+    fn minute_window_utc_excludes_open_bucket() {
+        let x = w(at(2024, 7, 1, 12, 5, 42), "+0000", 300, Step::Minute);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-07-01 1200", "2024-07-01 1204")
+        );
+        assert_eq!(x.points, 5);
+        assert!(!x.clamped);
+    }
+
+    #[test]
+    fn formats_in_server_zone_with_half_hours() {
+        let now = at(2024, 7, 1, 12, 5, 42);
+        let x = w(now, "+0800", 300, Step::Minute);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-07-01 2000", "2024-07-01 2004")
+        );
+        let x = w(now, "+0530", 300, Step::Minute);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-07-01 1730", "2024-07-01 1734")
+        );
+        let x = w(now, "-0330", 300, Step::Minute);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-07-01 0830", "2024-07-01 0834")
+        );
+        // Crossing midnight backwards.
+        let x = w(at(2024, 7, 1, 2, 0, 10), "-0330", 120, Step::Minute);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-06-30 2228", "2024-06-30 2229")
+        );
+    }
+
+    #[test]
+    fn every_step_format() {
+        let now = at(2024, 7, 1, 12, 5, 42);
+        let x = w(now, "+0000", 10, Step::Second);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-07-01 120532", "2024-07-01 120541")
+        );
+        let x = w(now, "+0000", 3 * 3600, Step::Hour);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-07-01 09", "2024-07-01 11")
+        );
+        let x = w(now, "+0000", 3 * 86_400, Step::Day);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-06-28", "2024-06-30")
+        );
+        // DAY floors at the OAP's local midnight: 12:05 UTC is 02:05 on July 2 in +1400.
+        let x = w(now, "+1400", 2 * 86_400, Step::Day);
+        assert_eq!(
+            (x.start.as_str(), x.end.as_str()),
+            ("2024-06-30", "2024-07-01")
+        );
+    }
+
+    #[test]
+    fn never_a_single_bucket() {
+        let now = at(2024, 7, 1, 12, 5, 0);
+        for span in [0, 1, 59, 60] {
+            let x = w(now, "+0000", span, Step::Minute);
+            assert_eq!(x.points, 2, "span {span}");
+            assert_ne!(x.start, x.end);
+            assert_eq!(
+                (x.start.as_str(), x.end.as_str()),
+                ("2024-07-01 1203", "2024-07-01 1204")
+            );
+        }
+    }
+
+    #[test]
+    fn partial_steps_round_up() {
+        let x = w(at(2024, 7, 1, 12, 5, 0), "+0000", 150, Step::Minute);
+        assert_eq!(x.points, 3);
+        assert_eq!(x.start, "2024-07-01 1202");
+    }
+
+    #[test]
+    fn clamps_to_500_points() {
+        let x = w(at(2024, 7, 1, 12, 5, 0), "+0000", 1000 * 60, Step::Minute);
+        assert_eq!(x.points, MAX_POINTS);
+        assert!(x.clamped);
+        assert_eq!(x.end, "2024-07-01 1204");
+        // 499 minutes before 12:04 = 03:45.
+        assert_eq!(x.start, "2024-07-01 0345");
+        let x = w(at(2024, 7, 1, 12, 5, 0), "+0000", 500 * 60, Step::Minute);
+        assert_eq!(x.points, MAX_POINTS);
+        assert!(!x.clamped);
+    }
+
+    #[test]
+    fn parses_timezones() {
+        assert_eq!(tz("+0800").local_minus_utc(), 8 * 3600);
+        assert_eq!(tz("+0530").local_minus_utc(), 5 * 3600 + 1800);
+        assert_eq!(tz("-0330").local_minus_utc(), -(3 * 3600 + 1800));
+        assert_eq!(tz("+05:45").local_minus_utc(), 5 * 3600 + 2700);
+        assert_eq!(tz("+0000").local_minus_utc(), 0);
+        assert_eq!(tz("-08").local_minus_utc(), -8 * 3600);
+        assert_eq!(tz("Z").local_minus_utc(), 0);
+        for bad in [
+            "",
+            "0800",
+            "+8",
+            "+08000",
+            "+ab00",
+            "+2500",
+            "+0860",
+            "Asia/Shanghai",
+        ] {
+            assert!(parse_timezone(bad).is_none(), "{bad}");
+        }
+    }
+}
