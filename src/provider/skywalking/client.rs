@@ -5,7 +5,7 @@ use std::error::Error as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset, Offset as _, Utc};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -331,9 +331,9 @@ impl SkyWalkingClient {
             (Some(tz), _) => tz,
             (None, Some(s)) => parse_timezone(s).unwrap_or_else(|| {
                 tracing::warn!(timezone = s, "unparsable OAP timezone; assuming UTC");
-                FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("zero offset"))
+                Utc.fix()
             }),
-            (None, None) => FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("zero offset")),
+            (None, None) => Utc.fix(),
         };
         Ok(ServerInfo {
             version: version.or_else(|| self.version_override.map(|v| v.to_string())),
@@ -386,7 +386,7 @@ impl SkyWalkingClient {
             .iter()
             .map(|q| self.plan(q, &info, mode, now))
             .collect();
-        self.resolve_instances(queries, &mut plans).await;
+        self.resolve_instances(queries, &mut plans, &info).await;
         let batched = self.run_batch(queries, &plans, mode).await;
         let mut out = Vec::with_capacity(queries.len());
         for (i, plan) in plans.into_iter().enumerate() {
@@ -438,11 +438,12 @@ impl SkyWalkingClient {
     /// request), keeping the matching names. Canary and stable pods are one
     /// SkyWalking service by default, so the pod (instance) name is what
     /// tells them apart.
-    async fn resolve_instances(&self, queries: &[MetricQuery], plans: &mut [Plan]) {
-        let info = match self.server_info().await {
-            Ok(i) => i,
-            Err(_) => return,
-        };
+    async fn resolve_instances(
+        &self,
+        queries: &[MetricQuery],
+        plans: &mut [Plan],
+        info: &ServerInfo,
+    ) {
         let t = match templates() {
             Ok(t) => t,
             Err(e) => {

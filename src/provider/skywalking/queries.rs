@@ -85,7 +85,6 @@ pub struct ServerInfoQuery;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::duration::Window;
@@ -152,13 +151,6 @@ pub(crate) struct FieldTemplate {
     pub field: String,
 }
 
-fn var_ref_re() -> &'static Regex {
-    static RE: OnceLock<Option<Regex>> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"\$([A-Za-z_][A-Za-z0-9_]*)").ok())
-        .as_ref()
-        .unwrap_or_else(|| unreachable!("constant regex"))
-}
-
 impl FieldTemplate {
     /// Splits `query Name($a: T!, ...) { alias: field(...) { ... } }`.
     pub fn parse(query: &str) -> Result<Self, ProviderError> {
@@ -206,23 +198,23 @@ impl FieldTemplate {
         alias: &str,
         rename: &BTreeMap<String, String>,
     ) -> Result<String, ProviderError> {
-        let mut missing = None;
-        let out = var_ref_re().replace_all(&self.field, |c: &regex::Captures<'_>| {
-            let name = c.get(1).map_or("", |m| m.as_str());
-            match rename.get(name) {
-                Some(new) => format!("${new}"),
-                None => {
-                    missing = Some(name.to_string());
-                    String::new()
-                }
-            }
-        });
-        match missing {
-            Some(name) => Err(ProviderError::Internal(format!(
-                "template variable ${name} not bound"
-            ))),
-            None => Ok(format!("{alias}: {out}")),
+        let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut out = format!("{alias}: ");
+        let mut rest = self.field.as_str();
+        while let Some(pos) = rest.find('$') {
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 1..];
+            let len = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+            let name = &after[..len];
+            let new = rename.get(name).ok_or_else(|| {
+                ProviderError::Internal(format!("template variable ${name} not bound"))
+            })?;
+            out.push('$');
+            out.push_str(new);
+            rest = &after[len..];
         }
+        out.push_str(rest);
+        Ok(out)
     }
 }
 
@@ -361,6 +353,26 @@ mod tests {
         for f in [&t.mqe, &t.v2, &t.v2_empty] {
             assert!(!f.field.contains("owner") && !f.field.contains("debuggingTrace"));
         }
+    }
+
+    #[test]
+    fn render_renames_every_variable() {
+        let t = FieldTemplate::parse(
+            "query Q($a: String!, $ab: Duration!) { x: f(a: $a, b: $ab) { y } }",
+        )
+        .expect("parse");
+        let mut rename = BTreeMap::new();
+        rename.insert("a".to_string(), "a7".to_string());
+        rename.insert("ab".to_string(), "d0".to_string());
+        assert_eq!(
+            t.render("m7", &rename),
+            Ok("m7: f(a: $a7, b: $d0) { y }".to_string())
+        );
+        rename.remove("ab");
+        assert!(matches!(
+            t.render("m7", &rename),
+            Err(ProviderError::Internal(_))
+        ));
     }
 
     #[test]
