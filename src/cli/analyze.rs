@@ -74,7 +74,11 @@ pub fn exit_code(phase: Phase) -> u8 {
 pub const EXIT_INVALID: u8 = 4;
 
 /// Runs `analyze`; returns the exit code.
-pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn Write) -> std::io::Result<u8> {
+pub async fn run(
+    args: &AnalyzeArgs,
+    out: &mut (dyn Write + Send),
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
     let invalid = |err: &mut dyn Write, errors: &[ConfigError]| -> std::io::Result<u8> {
         for e in errors {
             writeln!(err, "error: {e}")?;
@@ -87,19 +91,36 @@ pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn
     }
     let template = match (&args.name, loaded.templates.len()) {
         (_, 0) => {
-            writeln!(err, "error: {}: no AnalysisTemplate found", args.template.display())?;
+            writeln!(
+                err,
+                "error: {}: no AnalysisTemplate found",
+                args.template.display()
+            )?;
             return Ok(EXIT_INVALID);
         }
         (None, 1) => &loaded.templates[0],
         (None, _) => {
-            let names: Vec<_> = loaded.templates.iter().map(|t| t.doc.metadata.name.as_str()).collect();
-            writeln!(err, "error: {} holds several templates ({}); pick one with --name", args.template.display(), names.join(", "))?;
+            let names: Vec<_> = loaded
+                .templates
+                .iter()
+                .map(|t| t.doc.metadata.name.as_str())
+                .collect();
+            writeln!(
+                err,
+                "error: {} holds several templates ({}); pick one with --name",
+                args.template.display(),
+                names.join(", ")
+            )?;
             return Ok(EXIT_INVALID);
         }
         (Some(n), _) => match loaded.templates.iter().find(|t| &t.doc.metadata.name == n) {
             Some(t) => t,
             None => {
-                writeln!(err, "error: {}: no template named {n:?}", args.template.display())?;
+                writeln!(
+                    err,
+                    "error: {}: no template named {n:?}",
+                    args.template.display()
+                )?;
                 return Ok(EXIT_INVALID);
             }
         },
@@ -121,7 +142,10 @@ pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn
         Some(s) => match crate::provider::skywalking::parse_timezone(s) {
             Some(tz) => Some(tz),
             None => {
-                writeln!(err, "error: --timezone {s:?}: expected an offset like +0800 or -0330")?;
+                writeln!(
+                    err,
+                    "error: --timezone {s:?}: expected an offset like +0800 or -0330"
+                )?;
                 return Ok(EXIT_INVALID);
             }
         },
@@ -129,14 +153,21 @@ pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn
 
     // The simulator, when asked for, becomes the default OAP and shares the (scaled) clock.
     let clock: Arc<dyn Clock> = match args.simulator {
-        Some(_) if !(args.time_scale.is_finite() && args.time_scale > 0.0 && args.time_scale <= 3600.0) => {
+        Some(_)
+            if !(args.time_scale.is_finite()
+                && args.time_scale > 0.0
+                && args.time_scale <= 3600.0) =>
+        {
             writeln!(err, "error: --time-scale must be in (0, 3600]")?;
             return Ok(EXIT_INVALID);
         }
         Some(_) => Arc::new(ScaledClock::new(Utc::now(), args.time_scale)),
         None => Arc::new(SystemClock),
     };
-    let mut defaults = Defaults { skywalking: args.skywalking.clone(), timezone };
+    let mut defaults = Defaults {
+        skywalking: args.skywalking.clone(),
+        timezone,
+    };
     let mut _sim_guard = None;
     let plan_for_sim;
     if let Some(scenario) = args.simulator {
@@ -148,7 +179,10 @@ pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn
             }
         };
         // Plan once with a placeholder address to learn which entities to serve.
-        let probe = Defaults { skywalking: Some("http://127.0.0.1:1".into()), timezone };
+        let probe = Defaults {
+            skywalking: Some("http://127.0.0.1:1".into()),
+            timezone,
+        };
         plan_for_sim = match runner::plan(template, &given, &probe) {
             Ok(p) => p,
             Err(e) => return invalid(err, &e.0),
@@ -156,7 +190,10 @@ pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn
         let sim_clock = clock.clone();
         let sim = Simulator::new(SimConfig::new(profile).with_clock(move || sim_clock.now()));
         scenario.install_services(&sim, &services_of(&plan_for_sim), profile);
-        let running = match sim.serve("127.0.0.1:0".parse().expect("static address")).await {
+        let running = match sim
+            .serve("127.0.0.1:0".parse().expect("static address"))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 writeln!(err, "error: cannot start the simulator: {e}")?;
@@ -200,7 +237,8 @@ pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn
     match args.output {
         Output::Text => {}
         Output::Json => {
-            serde_json::to_writer_pretty(&mut *out, &JsonReport::from(&state)).map_err(std::io::Error::other)?;
+            serde_json::to_writer_pretty(&mut *out, &JsonReport::from(&state))
+                .map_err(std::io::Error::other)?;
             writeln!(out)?;
         }
     }
@@ -210,15 +248,29 @@ pub async fn run(args: &AnalyzeArgs, out: &mut (dyn Write + Send), err: &mut dyn
 fn header(out: &mut dyn Write, plan: &RunPlan, args: &AnalyzeArgs) -> std::io::Result<()> {
     let addrs: Vec<&str> = plan.clients.iter().map(|c| c.address.as_str()).collect();
     let sim = match args.simulator {
-        Some(s) => format!(" (simulator: {s:?}, OAP {}, time x{})", args.sim_version, args.time_scale),
+        Some(s) => format!(
+            " (simulator: {s:?}, OAP {}, time x{})",
+            args.sim_version, args.time_scale
+        ),
         None => String::new(),
     };
-    writeln!(out, "analysis {}: {} metric(s) against {}{sim}", plan.name, plan.spec.metrics.len(), addrs.join(", "))
+    writeln!(
+        out,
+        "analysis {}: {} metric(s) against {}{sim}",
+        plan.name,
+        plan.spec.metrics.len(),
+        addrs.join(", ")
+    )
 }
 
 fn print_event(out: &mut dyn Write, ev: &RunEvent<'_>) -> std::io::Result<()> {
     match ev {
-        RunEvent::Measured { metric, number, measurement, metric_phase } => {
+        RunEvent::Measured {
+            metric,
+            number,
+            measurement,
+            metric_phase,
+        } => {
             let t = measurement.finished_at.unwrap_or(measurement.started_at);
             writeln!(
                 out,
@@ -227,7 +279,11 @@ fn print_event(out: &mut dyn Write, ev: &RunEvent<'_>) -> std::io::Result<()> {
                 measurement.phase,
                 measurement.value.as_deref().unwrap_or("-"),
                 measurement.message.as_deref().unwrap_or(""),
-                if metric_phase.is_completed() { format!("  [metric {metric_phase:?}]") } else { String::new() }
+                if metric_phase.is_completed() {
+                    format!("  [metric {metric_phase:?}]")
+                } else {
+                    String::new()
+                }
             )
         }
         RunEvent::Finished(state) => {
@@ -240,7 +296,11 @@ fn print_event(out: &mut dyn Write, ev: &RunEvent<'_>) -> std::io::Result<()> {
                 out,
                 "{:?}{}",
                 state.phase,
-                state.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                state
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
             )
         }
     }
@@ -301,7 +361,6 @@ impl From<&RunState> for JsonReport {
         }
     }
 }
-
 
 /// Service names a plan queries: typed entities, and `serviceName: "..."` in raw queries.
 fn services_of(plan: &RunPlan) -> std::collections::BTreeSet<String> {

@@ -12,9 +12,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\{\{\s*args\.([A-Za-z0-9_.\-]+)\s*\}\}").expect("static regex")
-});
+static PLACEHOLDER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{\{\s*args\.([A-Za-z0-9_.\-]+)\s*\}\}").expect("static regex"));
 static ANY_TEMPLATE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\{\{[^}]*\}\}").expect("static regex"));
 static NAME_TOKEN: LazyLock<Regex> =
@@ -112,7 +111,9 @@ pub fn substitute(
             ArgContext::Mqe => match quote_state(text, whole.start(), &['\'']) {
                 Some(_) => {
                     if value.contains(['\'', '"', '\\']) {
-                        return Err(unsafe_value("quotes and backslashes cannot appear inside an MQE string"));
+                        return Err(unsafe_value(
+                            "quotes and backslashes cannot appear inside an MQE string",
+                        ));
                     }
                     value.clone()
                 }
@@ -122,7 +123,9 @@ pub fn substitute(
                 GqlState::String => escape_graphql_string(value),
                 GqlState::BlockString => {
                     if value.contains(['"', '\\']) {
-                        return Err(unsafe_value("quotes and backslashes cannot appear inside a block string"));
+                        return Err(unsafe_value(
+                            "quotes and backslashes cannot appear inside a block string",
+                        ));
                     }
                     value.clone()
                 }
@@ -139,7 +142,9 @@ pub fn substitute(
 /// Outside string literals a value must be one number or one name, so it cannot add syntax.
 fn token_only(value: &str) -> Result<String, String> {
     let v = value.trim();
-    if v.parse::<f64>().is_ok_and(f64::is_finite) && !v.contains(['e', 'E']) || NAME_TOKEN.is_match(v) {
+    if v.parse::<f64>().is_ok_and(f64::is_finite) && !v.contains(['e', 'E'])
+        || NAME_TOKEN.is_match(v)
+    {
         Ok(v.to_string())
     } else {
         Err("outside a string literal only a single number or name is allowed".into())
@@ -188,7 +193,7 @@ enum GqlState {
 }
 
 fn graphql_string_state(text: &str, pos: usize) -> GqlState {
-    let b = text[..pos].as_bytes();
+    let b = &text.as_bytes()[..pos];
     let mut i = 0;
     let mut state = GqlState::Code;
     while i < b.len() {
@@ -235,14 +240,23 @@ mod tests {
     use super::*;
 
     fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn plain_substitution_trims_tag_whitespace() {
         let a = args(&[("service", "reviews.bookinfo")]);
-        assert_eq!(substitute("{{ args.service }}", &a, ArgContext::Plain).unwrap(), "reviews.bookinfo");
-        assert_eq!(substitute("x-{{args.service}}-y", &a, ArgContext::Plain).unwrap(), "x-reviews.bookinfo-y");
+        assert_eq!(
+            substitute("{{ args.service }}", &a, ArgContext::Plain).unwrap(),
+            "reviews.bookinfo"
+        );
+        assert_eq!(
+            substitute("x-{{args.service}}-y", &a, ArgContext::Plain).unwrap(),
+            "x-reviews.bookinfo-y"
+        );
     }
 
     #[test]
@@ -256,8 +270,16 @@ mod tests {
     #[test]
     fn control_characters_are_rejected_everywhere() {
         let a = args(&[("s", "a\nb")]);
-        for ctx in [ArgContext::Plain, ArgContext::Address, ArgContext::Mqe, ArgContext::GraphQl] {
-            assert!(matches!(substitute("{{args.s}}", &a, ctx), Err(ArgError::Unsafe { .. })));
+        for ctx in [
+            ArgContext::Plain,
+            ArgContext::Address,
+            ArgContext::Mqe,
+            ArgContext::GraphQl,
+        ] {
+            assert!(matches!(
+                substitute("{{args.s}}", &a, ctx),
+                Err(ArgError::Unsafe { .. })
+            ));
         }
     }
 
@@ -266,13 +288,19 @@ mod tests {
         let a = args(&[("service", r#"x", normal: false) { evil } #"#)]);
         let q = r#"query { a(name: "{{args.service}}") }"#;
         let out = substitute(q, &a, ArgContext::GraphQl).unwrap();
-        assert_eq!(out, r#"query { a(name: "x\", normal: false) { evil } #") }"#);
+        assert_eq!(
+            out,
+            r#"query { a(name: "x\", normal: false) { evil } #") }"#
+        );
     }
 
     #[test]
     fn graphql_code_position_accepts_only_tokens() {
         let q = "query { a(first: {{args.n}}) }";
-        assert_eq!(substitute(q, &args(&[("n", "5")]), ArgContext::GraphQl).unwrap(), "query { a(first: 5) }");
+        assert_eq!(
+            substitute(q, &args(&[("n", "5")]), ArgContext::GraphQl).unwrap(),
+            "query { a(first: 5) }"
+        );
         assert!(substitute(q, &args(&[("n", "5) { x")]), ArgContext::GraphQl).is_err());
     }
 
@@ -281,8 +309,22 @@ mod tests {
         let e = "service_percentile{p='{{args.p}}'} > {{args.max}}";
         let ok = substitute(e, &args(&[("p", "99"), ("max", "300")]), ArgContext::Mqe).unwrap();
         assert_eq!(ok, "service_percentile{p='99'} > 300");
-        assert!(substitute(e, &args(&[("p", "99'} or x{a='"), ("max", "1")]), ArgContext::Mqe).is_err());
-        assert!(substitute(e, &args(&[("p", "99"), ("max", "1 + service_sla")]), ArgContext::Mqe).is_err());
+        assert!(
+            substitute(
+                e,
+                &args(&[("p", "99'} or x{a='"), ("max", "1")]),
+                ArgContext::Mqe
+            )
+            .is_err()
+        );
+        assert!(
+            substitute(
+                e,
+                &args(&[("p", "99"), ("max", "1 + service_sla")]),
+                ArgContext::Mqe
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -295,7 +337,10 @@ mod tests {
 
     #[test]
     fn unsupported_templates_are_reported() {
-        assert_eq!(unsupported_templates("{{workflow.x}} {{args.y}}"), vec!["{{workflow.x}}"]);
+        assert_eq!(
+            unsupported_templates("{{workflow.x}} {{args.y}}"),
+            vec!["{{workflow.x}}"]
+        );
         assert!(matches!(
             substitute("{{ secrets.x }}", &args(&[]), ArgContext::Plain),
             Err(ArgError::Unsupported(_))
@@ -304,6 +349,9 @@ mod tests {
 
     #[test]
     fn referenced_args_found() {
-        assert_eq!(referenced_args("{{args.a}} {{ args.b-c }}"), vec!["a", "b-c"]);
+        assert_eq!(
+            referenced_args("{{args.a}} {{ args.b-c }}"),
+            vec!["a", "b-c"]
+        );
     }
 }

@@ -25,7 +25,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             i += 1;
         }
         if start == i {
-            return Err(format!("invalid duration {s:?}: expected a number at {:?}", &t[start..]));
+            return Err(format!(
+                "invalid duration {s:?}: expected a number at {:?}",
+                &t[start..]
+            ));
         }
         let num: f64 = t[start..i]
             .parse()
@@ -42,7 +45,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ns, us, ms, s, m, h)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ns, us, ms, s, m, h)"
+                ));
+            }
             other => return Err(format!("invalid duration {s:?}: unknown unit {other:?}")),
         };
         total += num * factor;
@@ -59,7 +66,7 @@ pub fn format_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 && ms < 60_000 {
+    if !ms.is_multiple_of(1000) && ms < 60_000 {
         return if ms < 1000 {
             format!("{ms}ms")
         } else {

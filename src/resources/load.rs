@@ -146,16 +146,21 @@ fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>
     match std::fs::metadata(p) {
         Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
             Ok(entries) => {
-                let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                let mut children: Vec<PathBuf> =
+                    entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
                 children.sort();
                 for c in children {
-                    let hidden = c.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+                    let hidden = c
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'));
                     if hidden {
                         continue;
                     }
                     if c.is_dir() {
                         collect_files(&c, out, errors);
-                    } else if matches!(c.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                    } else if matches!(c.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                    {
                         out.push(c);
                     }
                 }
@@ -169,7 +174,10 @@ fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>
 
 /// Loads all documents of one file's text.
 pub fn load_str(file: &str, src: &str) -> LoadResult {
-    let mut result = LoadResult { files: 1, ..Default::default() };
+    let mut result = LoadResult {
+        files: 1,
+        ..Default::default()
+    };
     load_str_into(file, src, &mut result);
     check_duplicates(&mut result);
     result
@@ -189,11 +197,20 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
         }
     };
     for doc in docs {
-        let origin = Origin { file: file.to_string(), lines: doc.lines.clone() };
-        let api_version = doc.value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let origin = Origin {
+            file: file.to_string(),
+            lines: doc.lines.clone(),
+        };
+        let api_version = doc
+            .value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let kind = doc.value.get("kind").and_then(Value::as_str).unwrap_or("");
         if !doc.value.is_object() {
-            result.errors.push(origin.error(".", "a document must be a mapping with apiVersion and kind"));
+            result
+                .errors
+                .push(origin.error(".", "a document must be a mapping with apiVersion and kind"));
             continue;
         }
         match (api_version, kind) {
@@ -234,7 +251,11 @@ fn check_duplicates(result: &mut LoadResult) {
             t.doc.metadata.namespace.clone().unwrap_or_default(),
             t.doc.metadata.name.clone(),
         );
-        let here = format!("{}:{}", t.origin.file, t.origin.lines.line_of(".").unwrap_or(1));
+        let here = format!(
+            "{}:{}",
+            t.origin.file,
+            t.origin.lines.line_of(".").unwrap_or(1)
+        );
         if let Some(first) = seen.get(&key) {
             result.errors.push(t.origin.error(
                 "metadata.name",
@@ -273,9 +294,13 @@ pub fn deserialize_all<T: serde::de::DeserializeOwned>(
 
 /// Removes the node at a `serde_path_to_error` path; false if it does not exist.
 fn remove_path(v: &mut Value, path: &str) -> bool {
-    let Some(parent) = parent_path(path) else { return false };
+    let Some(parent) = parent_path(path) else {
+        return false;
+    };
     let last = &path[if parent == "." { 0 } else { parent.len() }..];
-    let Some(target) = lookup_mut(v, &parent) else { return false };
+    let Some(target) = lookup_mut(v, &parent) else {
+        return false;
+    };
     if let Some(idx) = last.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
         match (target, idx.parse::<usize>()) {
             (Value::Array(a), Ok(i)) if i < a.len() => {
@@ -335,10 +360,19 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
     if t.metadata.name.is_empty() {
         errs.push(o.error("metadata.name", "missing name"));
     } else if !is_dns_subdomain(&t.metadata.name) {
-        errs.push(o.error("metadata.name", format!("{:?} is not a valid name (lowercase letters, digits, '-' and '.')", t.metadata.name)));
+        errs.push(o.error(
+            "metadata.name",
+            format!(
+                "{:?} is not a valid name (lowercase letters, digits, '-' and '.')",
+                t.metadata.name
+            ),
+        ));
     }
     if t.kind == "ClusterAnalysisTemplate" && t.metadata.namespace.is_some() {
-        errs.push(o.error("metadata.namespace", "a ClusterAnalysisTemplate is cluster-scoped and has no namespace"));
+        errs.push(o.error(
+            "metadata.namespace",
+            "a ClusterAnalysisTemplate is cluster-scoped and has no namespace",
+        ));
     }
     let spec = &t.spec;
     let mut declared = BTreeSet::new();
@@ -347,7 +381,10 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
         if a.name.is_empty() {
             errs.push(o.error(&child_path(&p, "name"), "missing arg name"));
         } else if !declared.insert(a.name.clone()) {
-            errs.push(o.error(&child_path(&p, "name"), format!("duplicate arg {:?}", a.name)));
+            errs.push(o.error(
+                &child_path(&p, "name"),
+                format!("duplicate arg {:?}", a.name),
+            ));
         }
         if a.value.is_some() && a.value_from.is_some() {
             errs.push(o.error(&p, "set either value or valueFrom, not both"));
@@ -362,12 +399,28 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
         if m.name.is_empty() {
             errs.push(o.error(&child_path(&p, "name"), "missing metric name"));
         } else if !names.insert(m.name.clone()) {
-            errs.push(o.error(&child_path(&p, "name"), format!("two metrics have the same name {:?}", m.name)));
+            errs.push(o.error(
+                &child_path(&p, "name"),
+                format!("two metrics have the same name {:?}", m.name),
+            ));
         }
-        validate_metric(m, &p, &declared, t.api_version == ARGO_API_VERSION, o, &mut errs);
+        validate_metric(
+            m,
+            &p,
+            &declared,
+            t.api_version == ARGO_API_VERSION,
+            o,
+            &mut errs,
+        );
     }
     for (i, r) in spec.dry_run.iter().enumerate() {
-        check_name_rule(&r.metric_name, &index_path("spec.dryRun", i), &names, o, &mut errs);
+        check_name_rule(
+            &r.metric_name,
+            &index_path("spec.dryRun", i),
+            &names,
+            o,
+            &mut errs,
+        );
     }
     for (i, r) in spec.measurement_retention.iter().enumerate() {
         let p = index_path("spec.measurementRetention", i);
@@ -379,7 +432,13 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
     errs
 }
 
-fn check_name_rule(rule: &str, p: &str, names: &BTreeSet<String>, o: &Origin, errs: &mut Vec<ConfigError>) {
+fn check_name_rule(
+    rule: &str,
+    p: &str,
+    names: &BTreeSet<String>,
+    o: &Origin,
+    errs: &mut Vec<ConfigError>,
+) {
     let fp = child_path(p, "metricName");
     match regex::Regex::new(rule) {
         Ok(re) => {
@@ -395,7 +454,9 @@ fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
@@ -410,11 +471,19 @@ fn check_args_in(
 ) {
     for a in args::referenced_args(text) {
         if !declared.contains(&a) {
-            errs.push(o.error(path, format!("{{{{args.{a}}}}} refers to an undeclared arg (declare it under spec.args)")));
+            errs.push(o.error(
+                path,
+                format!(
+                    "{{{{args.{a}}}}} refers to an undeclared arg (declare it under spec.args)"
+                ),
+            ));
         }
     }
     for t in args::unsupported_templates(text) {
-        errs.push(o.error(path, format!("unsupported template {t}: only {{{{args.NAME}}}} is supported")));
+        errs.push(o.error(
+            path,
+            format!("unsupported template {t}: only {{{{args.NAME}}}} is supported"),
+        ));
     }
 }
 
@@ -451,7 +520,12 @@ fn check_int(
     }
 }
 
-fn check_duration(v: &Option<String>, path: &str, o: &Origin, errs: &mut Vec<ConfigError>) -> Option<std::time::Duration> {
+fn check_duration(
+    v: &Option<String>,
+    path: &str,
+    o: &Origin,
+    errs: &mut Vec<ConfigError>,
+) -> Option<std::time::Duration> {
     let s = v.as_ref()?;
     match parse_duration(s) {
         Ok(d) => Some(d),
@@ -473,19 +547,40 @@ fn validate_metric(
     let f = |name: &str| child_path(p, name);
     let interval = check_duration(&m.interval, &f("interval"), o, errs);
     check_duration(&m.initial_delay, &f("initialDelay"), o, errs);
-    if let Some(d) = check_duration(&m.error_retry_interval, &f("errorRetryInterval"), o, errs) {
-        if d.is_zero() {
-            errs.push(o.error(&f("errorRetryInterval"), "must be greater than 0"));
-        }
+    if let Some(d) = check_duration(&m.error_retry_interval, &f("errorRetryInterval"), o, errs)
+        && d.is_zero()
+    {
+        errs.push(o.error(&f("errorRetryInterval"), "must be greater than 0"));
     }
     if interval.is_some_and(|d| d.is_zero()) {
         errs.push(o.error(&f("interval"), "must be greater than 0"));
     }
     let count = check_int(&m.count, &f("count"), 0, declared, o, errs);
     let failure = check_int(&m.failure_limit, &f("failureLimit"), -1, declared, o, errs);
-    let inconclusive = check_int(&m.inconclusive_limit, &f("inconclusiveLimit"), 0, declared, o, errs);
-    check_int(&m.consecutive_error_limit, &f("consecutiveErrorLimit"), 0, declared, o, errs);
-    let csl = check_int(&m.consecutive_success_limit, &f("consecutiveSuccessLimit"), 0, declared, o, errs);
+    let inconclusive = check_int(
+        &m.inconclusive_limit,
+        &f("inconclusiveLimit"),
+        0,
+        declared,
+        o,
+        errs,
+    );
+    check_int(
+        &m.consecutive_error_limit,
+        &f("consecutiveErrorLimit"),
+        0,
+        declared,
+        o,
+        errs,
+    );
+    let csl = check_int(
+        &m.consecutive_success_limit,
+        &f("consecutiveSuccessLimit"),
+        0,
+        declared,
+        o,
+        errs,
+    );
     if count.is_some_and(|c| c > 1) && m.interval.is_none() {
         errs.push(o.error(&f("count"), "count > 1 requires an interval"));
     }
@@ -496,38 +591,72 @@ fn validate_metric(
         let fl = failure.unwrap_or(0).max(0);
         let sl = csl.unwrap_or(0);
         if failure.unwrap_or(0) >= 0 && c < fl + sl {
-            errs.push(o.error(&f("count"), format!("count ({c}) must be >= failureLimit ({fl}) + consecutiveSuccessLimit ({sl})")));
+            errs.push(o.error(
+                &f("count"),
+                format!(
+                    "count ({c}) must be >= failureLimit ({fl}) + consecutiveSuccessLimit ({sl})"
+                ),
+            ));
         }
-        if let Some(il) = inconclusive {
-            if c < il {
-                errs.push(o.error(&f("count"), format!("count ({c}) must be >= inconclusiveLimit ({il})")));
-            }
+        if let Some(il) = inconclusive
+            && c < il
+        {
+            errs.push(o.error(
+                &f("count"),
+                format!("count ({c}) must be >= inconclusiveLimit ({il})"),
+            ));
         }
     }
 
     // Provider.
     let pp = f("provider");
     let Some(sw) = &m.provider.skywalking else {
-        errs.push(o.error(&pp, "no provider specified: skycanary supports provider.skywalking"));
+        errs.push(o.error(
+            &pp,
+            "no provider specified: skycanary supports provider.skywalking",
+        ));
         return;
     };
     let sp = child_path(&pp, "skywalking");
     let g = |name: &str| child_path(&sp, name);
     let mut aliases: Vec<String> = Vec::new();
-    let modes = [sw.metric.is_some(), sw.expression.is_some(), sw.query.is_some()];
+    let modes = [
+        sw.metric.is_some(),
+        sw.expression.is_some(),
+        sw.query.is_some(),
+    ];
     match modes.iter().filter(|b| **b).count() {
         0 => errs.push(o.error(&sp, "set exactly one of metric, expression or query")),
         1 => {}
         _ => errs.push(o.error(&sp, "set only one of metric, expression or query")),
     }
     if argo && sw.query.is_none() && sw.window.is_none() && sw.interval.is_none() {
-        errs.push(o.error(&g("interval"), "Argo templates need provider.skywalking.interval (the query window)"));
+        errs.push(o.error(
+            &g("interval"),
+            "Argo templates need provider.skywalking.interval (the query window)",
+        ));
     }
     if sw.window.is_some() && sw.interval.is_some() {
-        errs.push(o.error(&g("interval"), "interval is Argo's name for window: set only one"));
+        errs.push(o.error(
+            &g("interval"),
+            "interval is Argo's name for window: set only one",
+        ));
     }
-    let window_path = if sw.window.is_some() { g("window") } else { g("interval") };
-    let window = check_duration(if sw.window.is_some() { &sw.window } else { &sw.interval }, &window_path, o, errs);
+    let window_path = if sw.window.is_some() {
+        g("window")
+    } else {
+        g("interval")
+    };
+    let window = check_duration(
+        if sw.window.is_some() {
+            &sw.window
+        } else {
+            &sw.interval
+        },
+        &window_path,
+        o,
+        errs,
+    );
     let step = sw.step.unwrap_or_default();
     if let Some(w) = window {
         let step_secs = match step {
@@ -538,29 +667,53 @@ fn validate_metric(
         };
         let points = w.as_secs() / step_secs;
         if points < 1 {
-            errs.push(o.error(&window_path, format!("window is shorter than one {step:?} step")));
+            errs.push(o.error(
+                &window_path,
+                format!("window is shorter than one {step:?} step"),
+            ));
         } else if points > 500 {
-            errs.push(o.error(&window_path, format!("window covers {points} points; SkyWalking allows at most 500")));
+            errs.push(o.error(
+                &window_path,
+                format!("window covers {points} points; SkyWalking allows at most 500"),
+            ));
         }
     }
-    if let Some(t) = check_duration(&sw.timeout, &g("timeout"), o, errs) {
-        if t.is_zero() {
-            errs.push(o.error(&g("timeout"), "must be greater than 0"));
-        }
+    if let Some(t) = check_duration(&sw.timeout, &g("timeout"), o, errs)
+        && t.is_zero()
+    {
+        errs.push(o.error(&g("timeout"), "must be greater than 0"));
     }
     if let Some(a) = &sw.address {
         check_args_in(a, &g("address"), declared, o, errs);
-        let probe = args::substitute(a, &declared.iter().map(|n| (n.clone(), "x".to_string())).collect(), args::ArgContext::Address);
+        let probe = args::substitute(
+            a,
+            &declared
+                .iter()
+                .map(|n| (n.clone(), "x".to_string()))
+                .collect(),
+            args::ArgContext::Address,
+        );
         match probe {
             Ok(url) if url.starts_with("http://") || url.starts_with("https://") => {}
-            Ok(_) => errs.push(o.error(&g("address"), "address must start with http:// or https://")),
+            Ok(_) => {
+                errs.push(o.error(&g("address"), "address must start with http:// or https://"))
+            }
             Err(_) => {}
         }
     }
     if let Some(metric) = &sw.metric {
         check_args_in(metric, &g("metric"), declared, o, errs);
-        if args::referenced_args(metric).is_empty() && !metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            errs.push(o.error(&g("metric"), format!("{metric:?} is not a metric name (letters, digits, '_'); use expression for MQE")));
+        if args::referenced_args(metric).is_empty()
+            && !metric
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            errs.push(o.error(
+                &g("metric"),
+                format!(
+                    "{metric:?} is not a metric name (letters, digits, '_'); use expression for MQE"
+                ),
+            ));
         }
     }
     if let Some(e) = &sw.expression {
@@ -571,7 +724,10 @@ fn validate_metric(
     }
     if let Some(q) = &sw.query {
         check_args_in(q, &g("query"), declared, o, errs);
-        let probe_args = declared.iter().map(|n| (n.clone(), "x".to_string())).collect();
+        let probe_args = declared
+            .iter()
+            .map(|n| (n.clone(), "x".to_string()))
+            .collect();
         if let Ok(text) = args::substitute(q, &probe_args, args::ArgContext::GraphQl) {
             match raw_query_aliases(&text) {
                 Ok(a) => aliases = a,
@@ -583,27 +739,39 @@ fn validate_metric(
         }
     } else {
         match &sw.entity {
-            None if sw.metric.is_some() || sw.expression.is_some() => {
-                errs.push(o.error(&g("entity"), "missing entity (e.g. {scope: Service, serviceName: \"{{args.service}}\"})"))
-            }
+            None if sw.metric.is_some() || sw.expression.is_some() => errs.push(o.error(
+                &g("entity"),
+                "missing entity (e.g. {scope: Service, serviceName: \"{{args.service}}\"})",
+            )),
             None => {}
             Some(e) => {
                 let ep = g("entity");
-                let need = |field: &Option<String>, name: &str, errs: &mut Vec<ConfigError>| match field {
-                    None => errs.push(o.error(&ep, format!("scope {:?} needs {name}", e.scope))),
-                    Some(v) => check_args_in(v, &child_path(&ep, name), declared, o, errs),
-                };
+                let need =
+                    |field: &Option<String>, name: &str, errs: &mut Vec<ConfigError>| match field {
+                        None => {
+                            errs.push(o.error(&ep, format!("scope {:?} needs {name}", e.scope)))
+                        }
+                        Some(v) => check_args_in(v, &child_path(&ep, name), declared, o, errs),
+                    };
                 need(&e.service_name, "serviceName", errs);
                 match e.scope {
                     ScopeDef::Service => {}
-                    ScopeDef::ServiceInstance => need(&e.service_instance_name, "serviceInstanceName", errs),
+                    ScopeDef::ServiceInstance => {
+                        need(&e.service_instance_name, "serviceInstanceName", errs)
+                    }
                     ScopeDef::Endpoint => need(&e.endpoint_name, "endpointName", errs),
                 }
                 if e.scope != ScopeDef::ServiceInstance && e.service_instance_name.is_some() {
-                    errs.push(o.error(&child_path(&ep, "serviceInstanceName"), "only used with scope ServiceInstance"));
+                    errs.push(o.error(
+                        &child_path(&ep, "serviceInstanceName"),
+                        "only used with scope ServiceInstance",
+                    ));
                 }
                 if e.scope != ScopeDef::Endpoint && e.endpoint_name.is_some() {
-                    errs.push(o.error(&child_path(&ep, "endpointName"), "only used with scope Endpoint"));
+                    errs.push(o.error(
+                        &child_path(&ep, "endpointName"),
+                        "only used with scope Endpoint",
+                    ));
                 }
                 if e.normal == Some(false) {
                     // Allowed (conjectured peers), but it is almost always a mistake for a canary.
@@ -613,32 +781,45 @@ fn validate_metric(
         if let Some(inst) = &sw.instances {
             let ip = child_path(&g("instances"), "namePattern");
             check_args_in(&inst.name_pattern, &ip, declared, o, errs);
-            if args::referenced_args(&inst.name_pattern).is_empty() {
-                if let Err(e) = regex::Regex::new(&inst.name_pattern) {
-                    errs.push(o.error(&ip, format!("invalid regex: {e}")));
-                }
+            if args::referenced_args(&inst.name_pattern).is_empty()
+                && let Err(e) = regex::Regex::new(&inst.name_pattern)
+            {
+                errs.push(o.error(&ip, format!("invalid regex: {e}")));
             }
-            if sw.entity.as_ref().is_some_and(|e| e.scope != ScopeDef::Service) {
-                errs.push(o.error(&g("instances"), "instances aggregates over a Service's instances: entity.scope must be Service"));
+            if sw
+                .entity
+                .as_ref()
+                .is_some_and(|e| e.scope != ScopeDef::Service)
+            {
+                errs.push(o.error(
+                    &g("instances"),
+                    "instances aggregates over a Service's instances: entity.scope must be Service",
+                ));
             }
         }
     }
-    if let Some(a) = &sw.auth {
-        if a.basic.is_some() == a.bearer.is_some() {
-            errs.push(o.error(&g("auth"), "set exactly one of basic or bearer"));
-        }
+    if let Some(a) = &sw.auth
+        && a.basic.is_some() == a.bearer.is_some()
+    {
+        errs.push(o.error(&g("auth"), "set exactly one of basic or bearer"));
     }
     for (i, h) in sw.headers.iter().enumerate() {
         let hp = index_path(&g("headers"), i);
         if reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
-            errs.push(o.error(&child_path(&hp, "name"), format!("{:?} is not a valid header name", h.name)));
+            errs.push(o.error(
+                &child_path(&hp, "name"),
+                format!("{:?} is not a valid header name", h.name),
+            ));
         }
         check_args_in(&h.value, &child_path(&hp, "value"), declared, o, errs);
     }
 
     // Conditions compile now, not at the first measurement.
     let alias_refs: Vec<&str> = aliases.iter().map(String::as_str).collect();
-    for (field, cond) in [("successCondition", &m.success_condition), ("failureCondition", &m.failure_condition)] {
+    for (field, cond) in [
+        ("successCondition", &m.success_condition),
+        ("failureCondition", &m.failure_condition),
+    ] {
         let Some(src) = cond else { continue };
         match crate::analysis::Condition::compile_with_names(src, &alias_refs) {
             Ok(c) => {
@@ -658,7 +839,8 @@ fn validate_metric(
 /// Only a single `query` operation is allowed.
 pub fn raw_query_aliases(text: &str) -> Result<Vec<String>, String> {
     use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
-    let doc = async_graphql::parser::parse_query(text).map_err(|e| format!("GraphQL syntax error: {e}"))?;
+    let doc = async_graphql::parser::parse_query(text)
+        .map_err(|e| format!("GraphQL syntax error: {e}"))?;
     let op = match &doc.operations {
         DocumentOperations::Single(op) => op,
         DocumentOperations::Multiple(ops) => {

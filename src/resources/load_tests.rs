@@ -36,8 +36,15 @@ fn unknown_field_names_file_line_and_path() {
     let e = &r.errors[0];
     assert_eq!(e.line, Some(11));
     assert_eq!(e.path, "spec.metrics[0].intervall");
-    assert!(e.message.contains("unknown field `intervall`"), "{}", e.message);
-    assert!(e.to_string().starts_with("t.yaml:11: spec.metrics[0].intervall: "));
+    assert!(
+        e.message.contains("unknown field `intervall`"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.to_string()
+            .starts_with("t.yaml:11: spec.metrics[0].intervall: ")
+    );
 }
 
 #[test]
@@ -59,8 +66,16 @@ fn semantic_errors_are_all_reported_with_lines() {
         .replace("{{args.service}}", "{{args.svc}}");
     let r = load_str("t.yaml", &src);
     assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
-    assert!(r.errors.iter().any(|e| e.path.ends_with("skywalking.window") && e.line == Some(16)));
-    assert!(r.errors.iter().any(|e| e.message.contains("undeclared arg")));
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.path.ends_with("skywalking.window") && e.line == Some(16))
+    );
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("undeclared arg"))
+    );
 }
 
 #[test]
@@ -97,7 +112,13 @@ spec:
 "#;
     let r = load_str("argo.yaml", src);
     // The Argo expr condition is not our language: it must be reported at load time.
-    assert!(r.errors.iter().all(|e| e.path.ends_with("successCondition")), "{:?}", r.errors);
+    assert!(
+        r.errors
+            .iter()
+            .all(|e| e.path.ends_with("successCondition")),
+        "{:?}",
+        r.errors
+    );
     let fixed = src.replace(
         "all(result.service_apdex.values.values, {asFloat(.value) >= 9900})",
         "min(service_apdex) >= 9900",
@@ -110,60 +131,114 @@ spec:
 fn other_providers_are_rejected() {
     let src = GOOD.replace("      skywalking:\n", "      prometheus:\n");
     let r = load_str("t.yaml", &src);
-    assert!(r.errors.iter().any(|e| e.message.contains("prometheus")), "{:?}", r.errors);
+    assert!(
+        r.errors.iter().any(|e| e.message.contains("prometheus")),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[test]
 fn exactly_one_query_mode() {
-    let src = GOOD.replace("        metric: service_apdex", "        metric: service_apdex\n        expression: avg(service_sla)");
+    let src = GOOD.replace(
+        "        metric: service_apdex",
+        "        metric: service_apdex\n        expression: avg(service_sla)",
+    );
     let r = load_str("t.yaml", &src);
-    assert!(r.errors.iter().any(|e| e.message.contains("only one of metric")), "{:?}", r.errors);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("only one of metric")),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[test]
 fn window_limits() {
     let src = GOOD.replace("window: 5m", "window: 10h");
     let r = load_str("t.yaml", &src);
-    assert!(r.errors.iter().any(|e| e.message.contains("at most 500")), "{:?}", r.errors);
+    assert!(
+        r.errors.iter().any(|e| e.message.contains("at most 500")),
+        "{:?}",
+        r.errors
+    );
     let src = GOOD.replace("window: 5m", "window: 30s");
     let r = load_str("t.yaml", &src);
-    assert!(r.errors.iter().any(|e| e.message.contains("shorter than one")), "{:?}", r.errors);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("shorter than one")),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[test]
 fn argo_metric_rules() {
     let src = GOOD.replace("    count: 5", "    count: 2\n    failureLimit: 3");
     let r = load_str("t.yaml", &src);
-    assert!(r.errors.iter().any(|e| e.message.contains("must be >= failureLimit")), "{:?}", r.errors);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("must be >= failureLimit")),
+        "{:?}",
+        r.errors
+    );
     let src = GOOD.replace("    interval: 1m\n", "");
     let r = load_str("t.yaml", &src);
-    assert!(r.errors.iter().any(|e| e.message.contains("requires an interval")), "{:?}", r.errors);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("requires an interval")),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[test]
 fn raw_query_must_be_one_query_operation() {
-    assert_eq!(raw_query_aliases("query q($duration: Duration!) { a: version b: version }").unwrap(), vec!["a", "b"]);
+    assert_eq!(
+        raw_query_aliases("query q($duration: Duration!) { a: version b: version }").unwrap(),
+        vec!["a", "b"]
+    );
     assert!(raw_query_aliases("mutation { x }").is_err());
     assert!(raw_query_aliases("query { a(").is_err());
 }
 
 #[test]
 fn dry_run_rule_must_match() {
-    let src = GOOD.replace("  metrics:\n", "  dryRun: [{metricName: nothing}]\n  metrics:\n");
+    let src = GOOD.replace(
+        "  metrics:\n",
+        "  dryRun: [{metricName: nothing}]\n  metrics:\n",
+    );
     let r = load_str("t.yaml", &src);
-    assert!(r.errors.iter().any(|e| e.message.contains("didn't match")), "{:?}", r.errors);
+    assert!(
+        r.errors.iter().any(|e| e.message.contains("didn't match")),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[test]
 fn duplicate_templates_are_errors() {
     let src = format!("{GOOD}---\n{GOOD}");
     let r = load_str("t.yaml", &src);
-    assert!(r.errors.iter().any(|e| e.message.contains("duplicate AnalysisTemplate")), "{:?}", r.errors);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("duplicate AnalysisTemplate")),
+        "{:?}",
+        r.errors
+    );
 }
 
 #[test]
 fn other_api_groups_are_skipped() {
-    let r = load_str("t.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+    let r = load_str(
+        "t.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+    );
     assert!(r.errors.is_empty());
     assert_eq!(r.skipped.len(), 1);
 }

@@ -6,5 +6,7 @@ pub mod load;
 pub mod template;
 pub mod yaml;
 
-pub use load::{ConfigError, ConfigErrors, LoadResult, LoadedTemplate, Origin, load_paths, load_str};
+pub use load::{
+    ConfigError, ConfigErrors, LoadResult, LoadedTemplate, Origin, load_paths, load_str,
+};
 pub use template::*;

@@ -44,7 +44,11 @@ impl ScaledClock {
         ScaledClock {
             origin_real: tokio::time::Instant::now(),
             origin,
-            factor: if factor.is_finite() && factor > 0.0 { factor } else { 1.0 },
+            factor: if factor.is_finite() && factor > 0.0 {
+                factor
+            } else {
+                1.0
+            },
         }
     }
 }

@@ -15,12 +15,19 @@ const DISPLAY_LIMIT: usize = 12;
 pub fn observation_from(result: &Result<Sample, ProviderError>) -> Observation {
     let sample = match result {
         Ok(s) => s,
-        Err(e) => return Observation::Error { message: e.to_string() },
+        Err(e) => {
+            return Observation::Error {
+                message: e.to_string(),
+            };
+        }
     };
     let window = format!("[{} .. {}]", sample.window.0, sample.window.1);
     let Some(result) = to_result(&sample.value) else {
         return Observation::NoData {
-            reason: format!("no data points in window {window} ({})", describe_empty(&sample.value)),
+            reason: format!(
+                "no data points in window {window} ({})",
+                describe_empty(&sample.value)
+            ),
         };
     };
     let mut named = BTreeMap::new();
@@ -31,18 +38,27 @@ pub fn observation_from(result: &Result<Sample, ProviderError>) -> Observation {
             }
             None if is_identifier(k) => {
                 return Observation::NoData {
-                    reason: format!("{k} has no data points in window {window} ({})", describe_empty(v)),
+                    reason: format!(
+                        "{k} has no data points in window {window} ({})",
+                        describe_empty(v)
+                    ),
                 };
             }
             None => {}
         }
     }
     let display = display(&sample.value, &result);
-    Observation::Value { result, named, display }
+    Observation::Value {
+        result,
+        named,
+        display,
+    }
 }
 
 fn is_identifier(k: &str) -> bool {
-    k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    k.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -51,7 +67,12 @@ fn to_result(v: &SampleValue) -> Option<ResultValue> {
         SampleValue::Single(Some(x)) if !x.is_nan() => Some(ResultValue::Scalar(*x)),
         SampleValue::Single(_) => None,
         SampleValue::Series(points) => {
-            let vals: Vec<f64> = points.iter().flatten().copied().filter(|x| !x.is_nan()).collect();
+            let vals: Vec<f64> = points
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|x| !x.is_nan())
+                .collect();
             (!vals.is_empty()).then_some(ResultValue::Series(vals))
         }
     }
@@ -73,7 +94,10 @@ fn display(v: &SampleValue, r: &ResultValue) -> String {
                 .rev()
                 .take(DISPLAY_LIMIT)
                 .rev()
-                .map(|p| p.map(crate::analysis::fmt_num).unwrap_or_else(|| "—".into()))
+                .map(|p| {
+                    p.map(crate::analysis::fmt_num)
+                        .unwrap_or_else(|| "—".into())
+                })
                 .collect();
             let more = points.len().saturating_sub(DISPLAY_LIMIT);
             if more > 0 {
@@ -102,14 +126,22 @@ mod tests {
     #[test]
     fn all_empty_points_are_no_data() {
         let o = observation_from(&Ok(sample(SampleValue::Series(vec![None, None]))));
-        assert!(matches!(o, Observation::NoData { ref reason } if reason.contains("2 bucket(s), all empty")));
+        assert!(
+            matches!(o, Observation::NoData { ref reason } if reason.contains("2 bucket(s), all empty"))
+        );
     }
 
     #[test]
     fn partial_nulls_are_removed_but_shown() {
-        let o = observation_from(&Ok(sample(SampleValue::Series(vec![Some(9950.0), None, Some(9900.0)]))));
+        let o = observation_from(&Ok(sample(SampleValue::Series(vec![
+            Some(9950.0),
+            None,
+            Some(9900.0),
+        ]))));
         match o {
-            Observation::Value { result, display, .. } => {
+            Observation::Value {
+                result, display, ..
+            } => {
                 assert_eq!(result, ResultValue::Series(vec![9950.0, 9900.0]));
                 assert_eq!(display, "[9950, —, 9900]");
             }
@@ -132,8 +164,11 @@ mod tests {
     #[test]
     fn empty_alias_is_no_data() {
         let mut s = sample(SampleValue::Series(vec![Some(1.0)]));
-        s.named.insert("a".into(), SampleValue::Series(vec![Some(1.0)]));
+        s.named
+            .insert("a".into(), SampleValue::Series(vec![Some(1.0)]));
         s.named.insert("b".into(), SampleValue::Series(vec![None]));
-        assert!(matches!(observation_from(&Ok(s)), Observation::NoData { ref reason } if reason.starts_with("b ")));
+        assert!(
+            matches!(observation_from(&Ok(s)), Observation::NoData { ref reason } if reason.starts_with("b "))
+        );
     }
 }

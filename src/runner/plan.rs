@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::analysis::{self, Condition, MetricSpec, NoDataPolicy, RunSpec};
-use crate::provider::skywalking::{Auth, ClientOptions, EntitySpec, MetricQuery, QueryKind, Scope, Step};
+use crate::provider::skywalking::{
+    Auth, ClientOptions, EntitySpec, MetricQuery, QueryKind, Scope, Step,
+};
 use crate::resources::args::{ArgContext, substitute};
 use crate::resources::duration::parse_duration;
 use crate::resources::load::raw_query_aliases;
 use crate::resources::yaml::{child_path, index_path};
-use crate::resources::{ConfigError, ConfigErrors, IntOrString, LoadedTemplate, NoData, ScopeDef, StepDef};
+use crate::resources::{
+    ConfigError, ConfigErrors, IntOrString, LoadedTemplate, NoData, ScopeDef, StepDef,
+};
 
 /// Settings that templates may leave out.
 #[derive(Debug, Clone, Default)]
@@ -58,8 +62,14 @@ pub fn plan(
 
     // Args: declared defaults, overridden by given values; every one must end with a value.
     let mut args = BTreeMap::new();
-    for (name, _) in given.iter().filter(|(n, _)| !spec.args.iter().any(|a| &a.name == *n)) {
-        errs.push(o.error("spec.args", format!("--arg {name}: the template declares no arg {name:?}")));
+    for (name, _) in given
+        .iter()
+        .filter(|(n, _)| !spec.args.iter().any(|a| &a.name == *n))
+    {
+        errs.push(o.error(
+            "spec.args",
+            format!("--arg {name}: the template declares no arg {name:?}"),
+        ));
     }
     for (i, a) in spec.args.iter().enumerate() {
         let value = given.get(&a.name).cloned().or_else(|| a.value.clone());
@@ -93,14 +103,21 @@ pub fn plan(
         let f = |name: &str| child_path(&p, name);
         let mut err = |path: String, msg: String| errs.push(o.error(&path, msg));
 
-        let int = |v: &Option<IntOrString>, field: &str, default: i64, err: &mut dyn FnMut(String, String)| -> i64 {
+        let int = |v: &Option<IntOrString>,
+                   field: &str,
+                   default: i64,
+                   err: &mut dyn FnMut(String, String)|
+         -> i64 {
             match v {
                 None => default,
                 Some(IntOrString::Int(i)) => *i,
                 Some(IntOrString::String(s)) => match substitute(s, &args, ArgContext::Plain)
                     .map_err(|e| e.to_string())
-                    .and_then(|s| s.trim().parse::<i64>().map_err(|_| format!("{s:?} is not an integer")))
-                {
+                    .and_then(|s| {
+                        s.trim()
+                            .parse::<i64>()
+                            .map_err(|_| format!("{s:?} is not an integer"))
+                    }) {
                     Ok(i) => i,
                     Err(e) => {
                         err(f(field), e);
@@ -109,7 +126,10 @@ pub fn plan(
                 },
             }
         };
-        let dur = |v: &Option<String>, field: &str, err: &mut dyn FnMut(String, String)| -> Option<Duration> {
+        let dur = |v: &Option<String>,
+                   field: &str,
+                   err: &mut dyn FnMut(String, String)|
+         -> Option<Duration> {
             v.as_ref().and_then(|s| match parse_duration(s) {
                 Ok(d) => Some(d),
                 Err(e) => {
@@ -127,8 +147,10 @@ pub fn plan(
         }
         let count = int(&m.count, "count", 0, &mut err);
         ms.count = (count > 0).then_some(count.clamp(0, u32::MAX as i64) as u32);
-        ms.failure_limit = int(&m.failure_limit, "failureLimit", 0, &mut err).clamp(-1, i32::MAX as i64) as i32;
-        ms.inconclusive_limit = int(&m.inconclusive_limit, "inconclusiveLimit", 0, &mut err).clamp(0, i32::MAX as i64) as i32;
+        ms.failure_limit =
+            int(&m.failure_limit, "failureLimit", 0, &mut err).clamp(-1, i32::MAX as i64) as i32;
+        ms.inconclusive_limit = int(&m.inconclusive_limit, "inconclusiveLimit", 0, &mut err)
+            .clamp(0, i32::MAX as i64) as i32;
         ms.consecutive_error_limit = int(
             &m.consecutive_error_limit,
             "consecutiveErrorLimit",
@@ -136,15 +158,23 @@ pub fn plan(
             &mut err,
         )
         .clamp(0, i32::MAX as i64) as i32;
-        ms.consecutive_success_limit =
-            int(&m.consecutive_success_limit, "consecutiveSuccessLimit", 0, &mut err).clamp(0, i32::MAX as i64) as i32;
+        ms.consecutive_success_limit = int(
+            &m.consecutive_success_limit,
+            "consecutiveSuccessLimit",
+            0,
+            &mut err,
+        )
+        .clamp(0, i32::MAX as i64) as i32;
         ms.no_data = match m.no_data.unwrap_or_default() {
             NoData::Inconclusive => NoDataPolicy::Inconclusive,
             NoData::Failed => NoDataPolicy::Failed,
             NoData::Successful => NoDataPolicy::Successful,
             NoData::Error => NoDataPolicy::Error,
         };
-        ms.dry_run = spec.dry_run.iter().any(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(&m.name)));
+        ms.dry_run = spec
+            .dry_run
+            .iter()
+            .any(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(&m.name)));
         if let Some(r) = spec
             .measurement_retention
             .iter()
@@ -166,8 +196,16 @@ pub fn plan(
                 String::new()
             })
         };
-        let window = dur(if sw.window.is_some() { &sw.window } else { &sw.interval }, "provider.skywalking.window", &mut err)
-            .unwrap_or(Duration::from_secs(300));
+        let window = dur(
+            if sw.window.is_some() {
+                &sw.window
+            } else {
+                &sw.interval
+            },
+            "provider.skywalking.window",
+            &mut err,
+        )
+        .unwrap_or(Duration::from_secs(300));
         let step = match sw.step.unwrap_or_default() {
             StepDef::Second => Step::Second,
             StepDef::Minute => Step::Minute,
@@ -200,7 +238,10 @@ pub fn plan(
                 }
             }
         } else {
-            err(sp.clone(), "set exactly one of metric, expression or query".into());
+            err(
+                sp.clone(),
+                "set exactly one of metric, expression or query".into(),
+            );
             continue;
         };
         let entity = sw.entity.as_ref().map(|e| {
@@ -216,7 +257,11 @@ pub fn plan(
                 },
                 service_name: opt(&e.service_name, "serviceName", &mut err).unwrap_or_default(),
                 normal: e.normal.unwrap_or(true),
-                service_instance_name: opt(&e.service_instance_name, "serviceInstanceName", &mut err),
+                service_instance_name: opt(
+                    &e.service_instance_name,
+                    "serviceInstanceName",
+                    &mut err,
+                ),
                 endpoint_name: opt(&e.endpoint_name, "endpointName", &mut err),
                 instance_pattern: sw.instances.as_ref().and_then(|inst| {
                     let ip = child_path(&g("instances"), "namePattern");
@@ -234,14 +279,18 @@ pub fn plan(
 
         // Conditions: compiled with this query's aliases.
         let alias_refs: Vec<&str> = aliases.iter().map(String::as_str).collect();
-        let compile = |src: &Option<String>, field: &str, err: &mut dyn FnMut(String, String)| -> Option<Condition> {
-            src.as_ref().and_then(|s| match Condition::compile_with_names(s, &alias_refs) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    err(f(field), format!("condition does not compile: {e}"));
-                    None
-                }
-            })
+        let compile = |src: &Option<String>,
+                       field: &str,
+                       err: &mut dyn FnMut(String, String)|
+         -> Option<Condition> {
+            src.as_ref()
+                .and_then(|s| match Condition::compile_with_names(s, &alias_refs) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        err(f(field), format!("condition does not compile: {e}"));
+                        None
+                    }
+                })
         };
         ms.success_condition = compile(&m.success_condition, "successCondition", &mut err);
         ms.failure_condition = compile(&m.failure_condition, "failureCondition", &mut err);
@@ -260,7 +309,11 @@ pub fn plan(
             },
             (None, Some(d)) => d.clone(),
             (None, None) => {
-                err(g("address"), "no OAP address: set provider.skywalking.address or pass --skywalking URL".into());
+                err(
+                    g("address"),
+                    "no OAP address: set provider.skywalking.address or pass --skywalking URL"
+                        .into(),
+                );
                 continue;
             }
         };
@@ -283,7 +336,11 @@ pub fn plan(
             };
         }
         for (hi, h) in sw.headers.iter().enumerate() {
-            let v = plain(&h.value, child_path(&index_path(&g("headers"), hi), "value"), &mut err);
+            let v = plain(
+                &h.value,
+                child_path(&index_path(&g("headers"), hi), "value"),
+                &mut err,
+            );
             opts.headers.push((h.name.clone(), v));
         }
         if let Some(ca) = &sw.ca_file {
@@ -301,7 +358,13 @@ pub fn plan(
             }
         };
         planned.push(PlannedMetric {
-            query: MetricQuery { key: m.name.clone(), kind, entity, window, step },
+            query: MetricQuery {
+                key: m.name.clone(),
+                kind,
+                entity,
+                window,
+                step,
+            },
             client,
         });
         metrics.push(ms);
@@ -327,9 +390,6 @@ fn client_key(o: &ClientOptions) -> String {
     };
     format!(
         "{}|{:?}|{auth}|{:?}|{:?}",
-        o.address,
-        o.timeout,
-        o.headers,
-        o.ca_pem
+        o.address, o.timeout, o.headers, o.ca_pem
     )
 }

@@ -108,7 +108,10 @@ async fn measure_due(
         }
     }
     let calls = by_client.iter().map(|(c, idxs)| {
-        let queries: Vec<MetricQuery> = idxs.iter().map(|i| plan.metrics[*i].query.clone()).collect();
+        let queries: Vec<MetricQuery> = idxs
+            .iter()
+            .map(|i| plan.metrics[*i].query.clone())
+            .collect();
         let client = clients.get(*c).cloned();
         async move {
             match client {
@@ -126,14 +129,16 @@ async fn measure_due(
         let mut results = results.into_iter();
         for idx in idxs {
             let pos = due.iter().position(|d| d == idx).unwrap_or(0);
-            out[pos] = Some(
-                results
-                    .next()
-                    .unwrap_or_else(|| Err(ProviderError::Internal("provider returned too few results".into()))),
-            );
+            out[pos] = Some(results.next().unwrap_or_else(|| {
+                Err(ProviderError::Internal(
+                    "provider returned too few results".into(),
+                ))
+            }));
         }
     }
     out.into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(ProviderError::Internal("metric was not measured".into()))))
+        .map(|r| {
+            r.unwrap_or_else(|| Err(ProviderError::Internal("metric was not measured".into())))
+        })
         .collect()
 }

@@ -8,10 +8,10 @@ mod faults;
 mod mqe;
 mod profile;
 mod resolvers;
+pub mod scenario;
 mod schema;
 mod sdl;
 mod server;
-pub mod scenario;
 mod store;
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ fn wobble(t: DateTime<Utc>, amplitude: f64) -> f64 {
 fn value_at(scenario: Scenario, base: f64, t: DateTime<Utc>, cap: Option<f64>) -> Option<f64> {
     match scenario {
         Scenario::NoTraffic => None,
-        Scenario::Partial if t.minute() % 3 == 0 => None,
+        Scenario::Partial if t.minute().is_multiple_of(3) => None,
         _ => {
             let v = (base + wobble(t, base * 0.002)).round();
             Some(cap.map_or(v, |c| v.min(c)))
@@ -64,19 +64,35 @@ fn value_at(scenario: Scenario, base: f64, t: DateTime<Utc>, cap: Option<f64>) -
 
 impl Scenario {
     /// Serves this scenario for every entity in `services` (service names).
-    pub fn install_services(self, sim: &Simulator, services: &BTreeSet<String>, profile: OapProfile) {
-        const METRICS: [&str; 5] = ["service_apdex", "service_sla", "service_cpm", "service_resp_time", "service_percentile"];
+    pub fn install_services(
+        self,
+        sim: &Simulator,
+        services: &BTreeSet<String>,
+        profile: OapProfile,
+    ) {
+        const METRICS: [&str; 5] = [
+            "service_apdex",
+            "service_sla",
+            "service_cpm",
+            "service_resp_time",
+            "service_percentile",
+        ];
         for svc in services {
             for metric in METRICS {
                 let entity = SimEntity::service(svc.clone());
                 if metric == "service_percentile" {
                     let labels: Vec<String> = match profile.percentile_label_key() {
-                        "p" => ["50", "75", "90", "95", "99"].iter().map(|p| format!("p={p}")).collect(),
+                        "p" => ["50", "75", "90", "95", "99"]
+                            .iter()
+                            .map(|p| format!("p={p}"))
+                            .collect(),
                         key => (0..5).map(|i| format!("{key}={i}")).collect(),
                     };
                     for (i, label) in labels.iter().enumerate() {
                         let b = percentiles(self)[i];
-                        sim.set_labeled_series(metric, entity.clone(), label, move |t| value_at(self, b, t, None));
+                        sim.set_labeled_series(metric, entity.clone(), label, move |t| {
+                            value_at(self, b, t, None)
+                        });
                     }
                 } else if let Some(b) = base(self, metric) {
                     let cap = matches!(metric, "service_apdex" | "service_sla").then_some(10000.0);

@@ -37,21 +37,64 @@ spec:
 fn quick_template_runs_three_measurements_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let t = write_template(&dir, "quick.yaml", QUICK);
-    let out = skycanary(&["analyze", &t, "--arg", "service=reviews.bookinfo", "--simulator", "healthy"]);
+    let out = skycanary(&[
+        "analyze",
+        &t,
+        "--arg",
+        "service=reviews.bookinfo",
+        "--simulator",
+        "healthy",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.matches("apdex #").count(), 3, "{stdout}");
-    assert!(stdout.lines().last().unwrap_or_default().starts_with("Successful"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("Successful"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn degraded_exits_1_and_no_traffic_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let t = write_template(&dir, "quick.yaml", QUICK);
-    let out = skycanary(&["analyze", &t, "--arg", "service=reviews.bookinfo", "--simulator", "degraded"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
-    let out = skycanary(&["analyze", &t, "--arg", "service=reviews.bookinfo", "--simulator", "no-traffic"]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = skycanary(&[
+        "analyze",
+        &t,
+        "--arg",
+        "service=reviews.bookinfo",
+        "--simulator",
+        "degraded",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = skycanary(&[
+        "analyze",
+        &t,
+        "--arg",
+        "service=reviews.bookinfo",
+        "--simulator",
+        "no-traffic",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -59,8 +102,20 @@ fn unreachable_oap_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let body = QUICK.replace("count: 3", "count: 1\n    consecutiveErrorLimit: 0");
     let t = write_template(&dir, "quick.yaml", &body);
-    let out = skycanary(&["analyze", &t, "--arg", "service=x", "--skywalking", "http://127.0.0.1:9"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = skycanary(&[
+        "analyze",
+        &t,
+        "--arg",
+        "service=x",
+        "--skywalking",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -68,7 +123,16 @@ fn json_output_has_the_documented_shape() {
     let dir = tempfile::tempdir().unwrap();
     let body = QUICK.replace("count: 3", "count: 1");
     let t = write_template(&dir, "quick.yaml", &body);
-    let out = skycanary(&["analyze", &t, "--arg", "service=reviews.bookinfo", "--simulator", "healthy", "--output", "json"]);
+    let out = skycanary(&[
+        "analyze",
+        &t,
+        "--arg",
+        "service=reviews.bookinfo",
+        "--simulator",
+        "healthy",
+        "--output",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["phase"], "Successful");
@@ -83,11 +147,25 @@ fn json_output_has_the_documented_shape() {
 #[test]
 fn typo_in_a_field_exits_4_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let t = write_template(&dir, "typo.yaml", &QUICK.replace("    interval: 1s", "    intreval: 1s"));
-    let out = skycanary(&["analyze", &t, "--arg", "service=x", "--simulator", "healthy"]);
+    let t = write_template(
+        &dir,
+        "typo.yaml",
+        &QUICK.replace("    interval: 1s", "    intreval: 1s"),
+    );
+    let out = skycanary(&[
+        "analyze",
+        &t,
+        "--arg",
+        "service=x",
+        "--simulator",
+        "healthy",
+    ]);
     assert_eq!(out.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("typo.yaml:8:") && stderr.contains("intreval"), "{stderr}");
+    assert!(
+        stderr.contains("typo.yaml:8:") && stderr.contains("intreval"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -102,16 +180,32 @@ fn missing_required_arg_exits_4() {
 #[test]
 fn validate_lists_every_error_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    write_template(&dir, "a.yaml", &QUICK.replace("    interval: 1s", "    intreval: 1s"));
-    write_template(&dir, "b.yaml", &QUICK.replace("min(result) >= 9900", "min(result) >="));
+    write_template(
+        &dir,
+        "a.yaml",
+        &QUICK.replace("    interval: 1s", "    intreval: 1s"),
+    );
+    write_template(
+        &dir,
+        "b.yaml",
+        &QUICK.replace("min(result) >= 9900", "min(result) >="),
+    );
     let out = skycanary(&["validate", &dir.path().display().to_string()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("a.yaml:8:") && stdout.contains("b.yaml:10:"), "{stdout}");
+    assert!(
+        stdout.contains("a.yaml:8:") && stdout.contains("b.yaml:10:"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn validate_accepts_the_bundled_templates() {
     let out = skycanary(&["validate", "analysis-templates"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

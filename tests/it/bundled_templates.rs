@@ -16,10 +16,17 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(dir().join(name)).expect("template file")
 }
 
-/// Runs a bundled template once per metric (count forced to 1) so tests stay short.
+/// Runs a bundled template once per metric (one measurement, no tolerated failures) so tests
+/// stay short and the single verdict decides.
 fn single_shot(yaml: &str) -> String {
+    const DROP: [&str; 4] = [
+        "interval: 1m",
+        "count:",
+        "failureLimit:",
+        "inconclusiveLimit:",
+    ];
     yaml.lines()
-        .filter(|l| !l.trim_start().starts_with("interval: 1m") && !l.trim_start().starts_with("count:"))
+        .filter(|l| !DROP.iter().any(|d| l.trim_start().starts_with(d)))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -37,8 +44,19 @@ async fn healthy_sim() -> Sim {
     s.constant("service_apdex", svc, 9950.0);
     s.constant("service_sla", svc, 9990.0);
     s.constant("service_cpm", svc, 120.0);
-    for (p, v) in [("50", 40.0), ("75", 60.0), ("90", 90.0), ("95", 120.0), ("99", 180.0)] {
-        s.sim.set_labeled_series("service_percentile", SimEntity::service(svc), &format!("p={p}"), move |_| Some(v));
+    for (p, v) in [
+        ("50", 40.0),
+        ("75", 60.0),
+        ("90", 90.0),
+        ("95", 120.0),
+        ("99", 180.0),
+    ] {
+        s.sim.set_labeled_series(
+            "service_percentile",
+            SimEntity::service(svc),
+            &format!("p={p}"),
+            move |_| Some(v),
+        );
     }
     s
 }
@@ -46,27 +64,50 @@ async fn healthy_sim() -> Sim {
 #[tokio::test]
 async fn apdex_template() {
     let s = healthy_sim().await;
-    let r = s.analyze(&single_shot(&read("apdex.yaml")), &[("service", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("apdex.yaml")),
+            &[("service", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Successful, "{r:?}");
 }
 
 #[tokio::test]
 async fn sla_template() {
     let s = healthy_sim().await;
-    let r = s.analyze(&single_shot(&read("sla.yaml")), &[("service", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("sla.yaml")),
+            &[("service", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Successful, "{r:?}");
     s.constant("service_sla", "reviews.bookinfo", 9700.0);
-    let r = s.analyze(&single_shot(&read("sla.yaml")), &[("service", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("sla.yaml")),
+            &[("service", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Failed, "{r:?}");
 }
 
 #[tokio::test]
 async fn p99_template() {
     let s = healthy_sim().await;
-    let r = s.analyze(&single_shot(&read("p99-latency.yaml")), &[("service", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("p99-latency.yaml")),
+            &[("service", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Successful, "{r:?}");
     let r = s
-        .analyze(&single_shot(&read("p99-latency.yaml")), &[("service", "reviews.bookinfo"), ("max-p99-ms", "100")])
+        .analyze(
+            &single_shot(&read("p99-latency.yaml")),
+            &[("service", "reviews.bookinfo"), ("max-p99-ms", "100")],
+        )
         .await;
     assert_eq!(r.phase, Phase::Failed, "{r:?}");
 }
@@ -74,26 +115,51 @@ async fn p99_template() {
 #[tokio::test]
 async fn error_rate_template() {
     let s = healthy_sim().await;
-    let r = s.analyze(&single_shot(&read("error-rate.yaml")), &[("service", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("error-rate.yaml")),
+            &[("service", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Successful, "{r:?}");
     s.constant("service_sla", "reviews.bookinfo", 9500.0);
-    let r = s.analyze(&single_shot(&read("error-rate.yaml")), &[("service", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("error-rate.yaml")),
+            &[("service", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Failed, "{r:?}");
 }
 
 #[tokio::test]
 async fn min_traffic_template_is_never_failed() {
     let s = healthy_sim().await;
-    let r = s.analyze(&single_shot(&read("min-traffic.yaml")), &[("service", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("min-traffic.yaml")),
+            &[("service", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Successful, "{r:?}");
     s.constant("service_cpm", "reviews.bookinfo", 2.0);
-    let r = s.analyze(&single_shot(&read("min-traffic.yaml")), &[("service", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("min-traffic.yaml")),
+            &[("service", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Inconclusive, "{r:?}");
 }
 
 #[tokio::test]
 async fn argo_template() {
     let s = healthy_sim().await;
-    let r = s.analyze(&single_shot(&read("argo-apdex.yaml")), &[("service-name", "reviews.bookinfo")]).await;
+    let r = s
+        .analyze(
+            &single_shot(&read("argo-apdex.yaml")),
+            &[("service-name", "reviews.bookinfo")],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Successful, "{r:?}");
 }

@@ -18,7 +18,10 @@ async fn healthy_apdex_is_successful() {
     let r = s.analyze(&apdex(MIN_9900), &[]).await;
     assert_eq!(r.phase, Phase::Successful, "{r:?}");
     let msg = last_message(&r);
-    assert!(msg.contains("9950") && msg.contains("min(result) >= 9900"), "{msg}");
+    assert!(
+        msg.contains("9950") && msg.contains("min(result) >= 9900"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -34,7 +37,10 @@ async fn failing_apdex_is_failed_and_explained() {
 async fn boundary_exactly_9900_passes_ge_and_fails_gt() {
     let s = Sim::start(OapProfile::V10_4).await;
     s.constant("service_apdex", "reviews.bookinfo", 9900.0);
-    assert_eq!(s.analyze(&apdex(MIN_9900), &[]).await.phase, Phase::Successful);
+    assert_eq!(
+        s.analyze(&apdex(MIN_9900), &[]).await.phase,
+        Phase::Successful
+    );
     let gt = apdex(r#"successCondition: "min(result) > 9900""#);
     assert_eq!(s.analyze(&gt, &[]).await.phase, Phase::Failed);
 }
@@ -42,7 +48,11 @@ async fn boundary_exactly_9900_passes_ge_and_fails_gt() {
 #[tokio::test]
 async fn no_traffic_is_inconclusive_never_successful() {
     let s = Sim::start(OapProfile::V10_4).await;
-    s.sim.set_series("service_apdex", SimEntity::service("reviews.bookinfo"), |_| None);
+    s.sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        |_| None,
+    );
     let r = s.analyze(&apdex(MIN_9900), &[]).await;
     assert_eq!(r.phase, Phase::Inconclusive);
     assert!(last_message(&r).contains("no data"), "{}", last_message(&r));
@@ -50,7 +60,12 @@ async fn no_traffic_is_inconclusive_never_successful() {
     let r = s.analyze(&apdex(r#"successCondition: "true""#), &[]).await;
     assert_eq!(r.phase, Phase::Inconclusive);
     // Only an explicit opt-in makes no data pass.
-    let r = s.analyze(&apdex("noData: Successful\n    successCondition: \"false\""), &[]).await;
+    let r = s
+        .analyze(
+            &apdex("noData: Successful\n    successCondition: \"false\""),
+            &[],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Successful);
     let r = s.analyze(&apdex("noData: Failed"), &[]).await;
     assert_eq!(r.phase, Phase::Failed);
@@ -60,20 +75,29 @@ async fn no_traffic_is_inconclusive_never_successful() {
 async fn unknown_service_is_no_data() {
     let s = Sim::start(OapProfile::V10_4).await;
     s.constant("service_apdex", "reviews.bookinfo", 9950.0);
-    let r = s.analyze(&apdex(MIN_9900), &[("service", "ratings.bookinfo")]).await;
+    let r = s
+        .analyze(&apdex(MIN_9900), &[("service", "ratings.bookinfo")])
+        .await;
     assert_eq!(r.phase, Phase::Inconclusive);
 }
 
 #[tokio::test]
 async fn partial_nulls_are_ignored_by_aggregations() {
     let s = Sim::start(OapProfile::V10_4).await;
-    s.sim.set_series("service_apdex", SimEntity::service("reviews.bookinfo"), |t| {
-        use chrono::Timelike;
-        (t.minute() % 2 == 0).then_some(9950.0)
-    });
+    s.sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        |t| {
+            use chrono::Timelike;
+            (t.minute() % 2 == 0).then_some(9950.0)
+        },
+    );
     let r = s.analyze(&apdex(MIN_9900), &[]).await;
     assert_eq!(r.phase, Phase::Successful, "{}", last_message(&r));
-    let value = r.metric_results[0].measurements[0].value.clone().unwrap_or_default();
+    let value = r.metric_results[0].measurements[0]
+        .value
+        .clone()
+        .unwrap_or_default();
     assert!(value.contains('—') && value.contains("9950"), "{value}");
 }
 
@@ -126,7 +150,10 @@ async fn graphql_error_is_error_with_server_message() {
 
 #[tokio::test]
 async fn mqe_error_is_error_with_server_message() {
-    let (p, m) = fault_gives_error(Fault::MqeError("Internal IO exception, query metrics error.".into())).await;
+    let (p, m) = fault_gives_error(Fault::MqeError(
+        "Internal IO exception, query metrics error.".into(),
+    ))
+    .await;
     assert_eq!(p, Phase::Error);
     assert!(m.contains("Internal IO exception"), "{m}");
 }
@@ -137,7 +164,14 @@ async fn provider_outage_never_succeeds() {
     let s = Sim::start(OapProfile::V10_4).await;
     let yaml = apdex("successCondition: \"true\"\n    consecutiveErrorLimit: 0");
     let r = s
-        .analyze_with(&yaml, &[], skycanary::runner::Defaults { skywalking: Some("http://127.0.0.1:9".into()), timezone: None })
+        .analyze_with(
+            &yaml,
+            &[],
+            skycanary::runner::Defaults {
+                skywalking: Some("http://127.0.0.1:9".into()),
+                timezone: None,
+            },
+        )
         .await;
     assert_eq!(r.phase, Phase::Error);
 }
@@ -146,10 +180,17 @@ async fn provider_outage_never_succeeds() {
 async fn unknown_metric_is_error_with_server_message() {
     let s = Sim::start(OapProfile::V10_4).await;
     let yaml = apdex(MIN_9900).replace("metric: service_apdex", "metric: service_apdexx");
-    let yaml = yaml.replace("    successCondition", "    consecutiveErrorLimit: 0\n    successCondition");
+    let yaml = yaml.replace(
+        "    successCondition",
+        "    consecutiveErrorLimit: 0\n    successCondition",
+    );
     let r = s.analyze(&yaml, &[]).await;
     assert_eq!(r.phase, Phase::Error);
-    assert!(last_message(&r).contains("does not exist"), "{}", last_message(&r));
+    assert!(
+        last_message(&r).contains("does not exist"),
+        "{}",
+        last_message(&r)
+    );
 }
 
 #[tokio::test]
@@ -167,29 +208,54 @@ async fn wrong_timezone_override_finds_no_data() {
     // Data exists only for the last ten minutes; a client formatting buckets 8 h off misses it.
     let s = Sim::start_with(OapProfile::V10_4, FixedOffset::east_opt(8 * 3600).unwrap()).await;
     let clock = s.clock.clone();
-    s.sim.set_series("service_apdex", SimEntity::service("reviews.bookinfo"), move |t| {
-        (clock.now() - t < chrono::Duration::minutes(10)).then_some(9950.0)
-    });
-    let defaults = skycanary::runner::Defaults { skywalking: Some(s.url()), timezone: FixedOffset::east_opt(0) };
+    s.sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        move |t| (clock.now() - t < chrono::Duration::minutes(10)).then_some(9950.0),
+    );
+    let defaults = skycanary::runner::Defaults {
+        skywalking: Some(s.url()),
+        timezone: FixedOffset::east_opt(0),
+    };
     let r = s.analyze_with(&apdex(MIN_9900), &[], defaults).await;
     assert_eq!(r.phase, Phase::Inconclusive, "{}", last_message(&r));
 }
 
 #[tokio::test]
 async fn every_oap_profile_measures_without_validation_errors() {
-    for profile in [OapProfile::V8_9, OapProfile::V9_4, OapProfile::V9_7, OapProfile::V10_2, OapProfile::V10_4] {
+    for profile in [
+        OapProfile::V8_9,
+        OapProfile::V9_4,
+        OapProfile::V9_7,
+        OapProfile::V10_2,
+        OapProfile::V10_4,
+    ] {
         let s = Sim::start(profile).await;
         s.constant("service_apdex", "reviews.bookinfo", 9950.0);
         let r = s.analyze(&apdex(MIN_9900), &[]).await;
-        assert_eq!(r.phase, Phase::Successful, "{profile:?}: {}", last_message(&r));
+        assert_eq!(
+            r.phase,
+            Phase::Successful,
+            "{profile:?}: {}",
+            last_message(&r)
+        );
         for req in s.sim.requests() {
             let body = req.raw_body.clone();
-            assert!(!body.contains("coldStage") && !body.contains("processName"), "{profile:?} sent {body}");
+            assert!(
+                !body.contains("coldStage") && !body.contains("processName"),
+                "{profile:?} sent {body}"
+            );
             if !profile.has_empty_flag() {
-                assert!(!body.contains("isEmptyValue"), "{profile:?} selected isEmptyValue: {body}");
+                assert!(
+                    !body.contains("isEmptyValue"),
+                    "{profile:?} selected isEmptyValue: {body}"
+                );
             }
             if !profile.has_mqe() {
-                assert!(!body.contains("execExpression"), "{profile:?} sent MQE: {body}");
+                assert!(
+                    !body.contains("execExpression"),
+                    "{profile:?} sent MQE: {body}"
+                );
             }
         }
     }
@@ -219,11 +285,24 @@ async fn injection_through_an_arg_reaches_oap_as_data() {
     s.constant("service_apdex", evil, 9950.0);
     let r = s.analyze(&apdex(MIN_9900), &[("service", evil)]).await;
     assert_eq!(r.phase, Phase::Successful, "{}", last_message(&r));
-    let req = s.sim.requests().into_iter().rev().find(|r| r.raw_body.contains("entity")).expect("a metrics request");
+    let req = s
+        .sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.raw_body.contains("entity"))
+        .expect("a metrics request");
     // The value travels as a variable; the document never contains it.
     let query = req.query().unwrap_or_default().to_string();
     assert!(!query.contains("reviews.bookinfo"), "{query}");
-    assert!(req.variables().map(|v| v.to_string()).unwrap_or_default().contains("normal: false"), "{}", req.raw_body);
+    assert!(
+        req.variables()
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+            .contains("normal: false"),
+        "{}",
+        req.raw_body
+    );
 }
 
 #[tokio::test]
@@ -249,10 +328,18 @@ spec:
 "#;
     let r = s.analyze(yaml, &[("service-name", evil)]).await;
     assert_eq!(r.phase, Phase::Successful, "{}", last_message(&r));
-    let req = s.sim.requests().into_iter().rev().find(|r| r.raw_body.contains("readMetricsValues")).expect("request");
+    let req = s
+        .sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.raw_body.contains("readMetricsValues"))
+        .expect("request");
     let query = req.query().unwrap_or_default().to_string();
     // Still exactly one root field: the injected alias `y` is string content, not syntax.
-    assert_eq!(query.matches("readMetricsValues(").count(), 1, "{query}");
+    let roots =
+        skycanary::resources::load::raw_query_aliases(&query).expect("the sent query parses");
+    assert_eq!(roots, vec!["service_apdex".to_string()], "{query}");
 }
 
 #[tokio::test]
@@ -288,14 +375,22 @@ spec:
 async fn interval_and_count_take_the_configured_number_of_measurements() {
     let s = Sim::start(OapProfile::V10_4).await;
     s.constant("service_apdex", "reviews.bookinfo", 9950.0);
-    let r = s.analyze(&apdex("interval: 1m\n    count: 3\n    successCondition: \"min(result) >= 9900\""), &[]).await;
+    let r = s
+        .analyze(
+            &apdex("interval: 1m\n    count: 3\n    successCondition: \"min(result) >= 9900\""),
+            &[],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Successful);
     let ms = &r.metric_results[0].measurements;
     assert_eq!(ms.len(), 3);
     // One simulated minute apart (from the previous measurement's end).
     for w in ms.windows(2) {
         let gap = w[1].started_at - w[0].finished_at.unwrap();
-        assert!(gap >= chrono::Duration::seconds(59) && gap < chrono::Duration::seconds(75), "{gap:?}");
+        assert!(
+            gap >= chrono::Duration::seconds(59) && gap < chrono::Duration::seconds(75),
+            "{gap:?}"
+        );
     }
 }
 
@@ -305,10 +400,23 @@ async fn failure_mid_run_fails_at_once() {
     let clock = s.clock.clone();
     let start = clock.now();
     // Healthy for the first simulated minutes, then a regression.
-    s.sim.set_series("service_apdex", SimEntity::service("reviews.bookinfo"), move |t| {
-        Some(if t < start + chrono::Duration::seconds(60) { 9950.0 } else { 7000.0 })
-    });
-    let r = s.analyze(&apdex("interval: 1m\n    count: 5\n    successCondition: \"min(result) >= 9900\""), &[]).await;
+    s.sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        move |t| {
+            Some(if t < start + chrono::Duration::seconds(60) {
+                9950.0
+            } else {
+                7000.0
+            })
+        },
+    );
+    let r = s
+        .analyze(
+            &apdex("interval: 1m\n    count: 5\n    successCondition: \"min(result) >= 9900\""),
+            &[],
+        )
+        .await;
     assert_eq!(r.phase, Phase::Failed);
     assert!(r.metric_results[0].measurements.len() < 5);
 }

@@ -25,9 +25,20 @@ impl Sim {
     pub async fn start_with(profile: OapProfile, tz: FixedOffset) -> Sim {
         let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(Utc::now(), 60.0));
         let c = clock.clone();
-        let sim = Simulator::new(SimConfig::new(profile).with_tz(tz).with_clock(move || c.now()));
-        let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.expect("simulator starts");
-        Sim { sim, running, clock }
+        let sim = Simulator::new(
+            SimConfig::new(profile)
+                .with_tz(tz)
+                .with_clock(move || c.now()),
+        );
+        let running = sim
+            .serve("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("simulator starts");
+        Sim {
+            sim,
+            running,
+            clock,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -36,18 +47,39 @@ impl Sim {
 
     /// A constant series for a service metric.
     pub fn constant(&self, metric: &str, service: &str, v: f64) {
-        self.sim.set_series(metric, SimEntity::service(service), move |_| Some(v));
+        self.sim
+            .set_series(metric, SimEntity::service(service), move |_| Some(v));
     }
 
     /// Runs the first template of `yaml` with `args` against this simulator.
     pub async fn analyze(&self, yaml: &str, args: &[(&str, &str)]) -> RunState {
-        self.analyze_with(yaml, args, Defaults { skywalking: Some(self.url()), timezone: None }).await
+        self.analyze_with(
+            yaml,
+            args,
+            Defaults {
+                skywalking: Some(self.url()),
+                timezone: None,
+            },
+        )
+        .await
     }
 
-    pub async fn analyze_with(&self, yaml: &str, args: &[(&str, &str)], defaults: Defaults) -> RunState {
+    pub async fn analyze_with(
+        &self,
+        yaml: &str,
+        args: &[(&str, &str)],
+        defaults: Defaults,
+    ) -> RunState {
         let loaded = load_str("test.yaml", yaml);
-        assert!(loaded.errors.is_empty(), "template errors: {:?}", loaded.errors);
-        let given: BTreeMap<String, String> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(
+            loaded.errors.is_empty(),
+            "template errors: {:?}",
+            loaded.errors
+        );
+        let given: BTreeMap<String, String> = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let plan = runner::plan(&loaded.templates[0], &given, &defaults).expect("plan");
         let clients = runner::connect(&plan).expect("clients");
         runner::run_analysis(&plan, &clients, self.clock.as_ref(), &mut |_| {}).await
