@@ -272,13 +272,17 @@ fn print_event(out: &mut dyn Write, ev: &RunEvent<'_>) -> std::io::Result<()> {
             metric_phase,
         } => {
             let t = measurement.finished_at.unwrap_or(measurement.started_at);
+            let message = measurement.message.as_deref().unwrap_or("");
+            // The judge's message already quotes the values; show them separately otherwise.
+            let value = match measurement.value.as_deref() {
+                Some(v) if !message.contains(v) => format!("value={v}  "),
+                _ => String::new(),
+            };
             writeln!(
                 out,
-                "{}  {metric} #{number}  {:?}  value={}  {}{}",
+                "{}  {metric} #{number}  {:?}  {value}{message}{}",
                 t.to_rfc3339_opts(SecondsFormat::Secs, true),
                 measurement.phase,
-                measurement.value.as_deref().unwrap_or("-"),
-                measurement.message.as_deref().unwrap_or(""),
                 if metric_phase.is_completed() {
                     format!("  [metric {metric_phase:?}]")
                 } else {

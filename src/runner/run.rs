@@ -86,10 +86,7 @@ pub async fn run_analysis(
 fn log_measurement(metric: &str, m: &Measurement) {
     let value = m.value.as_deref().unwrap_or("-");
     let message = m.message.as_deref().unwrap_or("");
-    match m.phase {
-        Phase::Successful => tracing::info!(metric, phase = ?m.phase, value, "{message}"),
-        _ => tracing::warn!(metric, phase = ?m.phase, value, "{message}"),
-    }
+    tracing::info!(metric, phase = ?m.phase, value, "{message}");
 }
 
 /// Measures the due metrics: one batched call per client, clients in parallel.

@@ -420,3 +420,51 @@ async fn failure_mid_run_fails_at_once() {
     assert_eq!(r.phase, Phase::Failed);
     assert!(r.metric_results[0].measurements.len() < 5);
 }
+
+#[tokio::test]
+async fn bearer_auth_reaches_a_gateway_and_its_absence_is_an_error() {
+    use skycanary::sim::{SimConfig, Simulator};
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4).with_bearer("s3cret"));
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        |_| Some(9950.0),
+    );
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let s = Sim::start(OapProfile::V10_4).await;
+    let defaults = || skycanary::runner::Defaults {
+        skywalking: Some(running.url()),
+        timezone: None,
+    };
+    let with_auth =
+        apdex(MIN_9900).replace("window: 5m", "window: 5m\n        auth: {bearer: s3cret}");
+    let r = s.analyze_with(&with_auth, &[], defaults()).await;
+    assert_eq!(r.phase, Phase::Successful, "{}", last_message(&r));
+    assert!(
+        sim.requests()
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer s3cret"))
+    );
+    let without = apdex("successCondition: \"true\"\n    consecutiveErrorLimit: 0");
+    let r = s.analyze_with(&without, &[], defaults()).await;
+    assert_eq!(r.phase, Phase::Error);
+    assert!(last_message(&r).contains("401"), "{}", last_message(&r));
+}
+
+#[tokio::test]
+async fn extra_headers_are_sent() {
+    let s = Sim::start(OapProfile::V10_4).await;
+    s.constant("service_apdex", "reviews.bookinfo", 9950.0);
+    let yaml = apdex(MIN_9900).replace(
+        "window: 5m",
+        "window: 5m\n        headers: [{name: X-Tenant, value: blue}]",
+    );
+    let r = s.analyze(&yaml, &[]).await;
+    assert_eq!(r.phase, Phase::Successful);
+    assert!(
+        s.sim
+            .requests()
+            .iter()
+            .all(|r| r.header("x-tenant") == Some("blue"))
+    );
+}
