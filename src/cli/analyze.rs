@@ -208,6 +208,24 @@ pub async fn run(
         Ok(p) => p,
         Err(e) => return invalid(err, &e.0),
     };
+    // A one-off analysis must end: refuse metrics that would measure forever (Argo rejects
+    // them in step analyses for the same reason).
+    let indefinite: Vec<&str> = plan
+        .spec
+        .metrics
+        .iter()
+        .filter(|m| m.effective_count().is_none())
+        .map(|m| m.name.as_str())
+        .collect();
+    if !indefinite.is_empty() {
+        writeln!(
+            err,
+            "error: {}: metric(s) {} run indefinitely (interval without count); set count to analyze them",
+            args.template.display(),
+            indefinite.join(", ")
+        )?;
+        return Ok(EXIT_INVALID);
+    }
     let clients = match runner::connect(&plan) {
         Ok(c) => c,
         Err(e) => {

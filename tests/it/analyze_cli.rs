@@ -209,3 +209,19 @@ fn validate_accepts_the_bundled_templates() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn indefinite_metric_is_refused_with_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = write_template(&dir, "forever.yaml", &QUICK.replace("    count: 3\n", ""));
+    let out = skycanary(&[
+        "analyze",
+        &t,
+        "--arg",
+        "service=x",
+        "--simulator",
+        "healthy",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run indefinitely"));
+}

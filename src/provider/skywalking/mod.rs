@@ -105,7 +105,7 @@ pub enum QueryKind {
     /// An MQE expression; needs OAP >= 9.5.
     Expression(String),
     /// A user GraphQL document sent verbatim with only `$duration` injected.
-    /// The caller has already substituted its args (see [`escape_graphql_string`]).
+    /// The caller has already substituted its args (see `resources::args`, which escapes values inside string literals).
     Raw { query: String },
 }
 
@@ -226,57 +226,9 @@ pub enum ProviderError {
     Internal(String),
 }
 
-/// Escapes `value` as the content of a GraphQL string literal (without the
-/// quotes), for callers that substitute args into raw queries. Control
-/// characters are rejected rather than escaped: no legitimate service name or
-/// arg contains them, and refusing is safer than guessing.
-pub fn escape_graphql_string(value: &str) -> Result<String, ProviderError> {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                return Err(ProviderError::Config(format!(
-                    "control character U+{:04X} is not allowed in a GraphQL argument",
-                    u32::from(c)
-                )));
-            }
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
-mod escape_tests {
+mod error_tests {
     use super::*;
-
-    #[test]
-    fn escapes_quotes_and_backslashes() {
-        assert_eq!(
-            escape_graphql_string(r#"a"b\c"#).ok(),
-            Some(r#"a\"b\\c"#.to_string())
-        );
-        assert_eq!(
-            escape_graphql_string("canary|reviews|bookinfo|c-1|-").ok(),
-            Some("canary|reviews|bookinfo|c-1|-".to_string())
-        );
-        assert_eq!(
-            escape_graphql_string("mesh-svr::réviews").ok(),
-            Some("mesh-svr::réviews".to_string())
-        );
-    }
-
-    #[test]
-    fn rejects_control_characters() {
-        for bad in ["a\nb", "a\tb", "\u{0}", "x\u{7f}", "\u{85}"] {
-            assert!(matches!(
-                escape_graphql_string(bad),
-                Err(ProviderError::Config(_))
-            ));
-        }
-    }
 
     #[test]
     fn error_display_carries_server_message() {
