@@ -5,3 +5,4 @@ mod analyze_cli;
 mod bundled_templates;
 mod provider_sim;
 mod support;
+mod tls;

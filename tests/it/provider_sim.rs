@@ -468,3 +468,68 @@ async fn extra_headers_are_sent() {
             .all(|r| r.header("x-tenant") == Some("blue"))
     );
 }
+
+#[tokio::test]
+async fn instances_matching_a_pattern_are_averaged_per_minute() {
+    let s = Sim::start(OapProfile::V10_4).await;
+    let svc = "reviews.bookinfo";
+    for (pod, sla) in [
+        ("reviews-v1-aaa", 10000.0),
+        ("reviews-v2-bbb", 9000.0),
+        ("reviews-v2-ccc", 9400.0),
+    ] {
+        s.sim.add_instance(svc, pod);
+        s.sim.set_series(
+            "service_instance_sla",
+            SimEntity::instance(svc, pod),
+            move |_| Some(sla),
+        );
+    }
+    let yaml = template(
+        r#"    successCondition: "max(result) <= 9200 && min(result) >= 9200"
+    provider:
+      skywalking:
+        window: 3m
+        metric: service_instance_sla
+        entity: {serviceName: "{{args.service}}"}
+        instances: {namePattern: "^reviews-v2-"}"#,
+    );
+    let r = s.analyze(&yaml, &[]).await;
+    // Only the two v2 pods count: (9000 + 9400) / 2 = 9200; the v1 pod's 10000 is left out.
+    assert_eq!(r.phase, Phase::Successful, "{}", last_message(&r));
+    let none = yaml.replace("^reviews-v2-", "^reviews-v3-");
+    let r = s
+        .analyze(
+            &none.replace(
+                "    successCondition",
+                "    consecutiveErrorLimit: 0\n    successCondition",
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(r.phase, Phase::Error);
+    assert!(
+        last_message(&r).contains("reviews-v3"),
+        "{}",
+        last_message(&r)
+    );
+}
+
+#[tokio::test]
+async fn infinite_and_nan_mqe_values_are_no_data() {
+    let s = Sim::start(OapProfile::V10_4).await;
+    s.constant("service_cpm", "reviews.bookinfo", 120.0);
+    s.constant("service_sla", "reviews.bookinfo", 0.0);
+    for expr in ["service_cpm / 0", "service_sla / 0"] {
+        let yaml = template(&format!(
+            r#"    successCondition: "true"
+    provider:
+      skywalking:
+        window: 3m
+        expression: "{expr}"
+        entity: {{serviceName: "{{{{args.service}}}}"}}"#
+        ));
+        let r = s.analyze(&yaml, &[]).await;
+        assert_eq!(r.phase, Phase::Inconclusive, "{expr}: {}", last_message(&r));
+    }
+}
