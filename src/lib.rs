@@ -10,3 +10,4 @@ pub mod resources;
 pub mod runner;
 pub mod sim;
 pub mod telemetry;
+pub mod traffic;
