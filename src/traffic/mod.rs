@@ -3,5 +3,6 @@
 //! (`router.rs`), and the stores: Kubernetes (`kube.rs`) and a directory of YAML files (`file.rs`).
 
 pub mod model;
+pub mod store;
 
 pub use model::*;

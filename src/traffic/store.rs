@@ -1,0 +1,122 @@
+//! Where VirtualServices and DestinationRules live: a Kubernetes API server or a directory of
+//! manifests. Both offer the same optimistic-concurrency contract, so the router's
+//! read → plan → write-with-version → retry-on-conflict logic is written once.
+
+use std::fmt;
+use std::future::Future;
+
+use serde_json::Value;
+
+/// The Istio kinds the traffic layer touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// `networking.istio.io` VirtualService.
+    VirtualService,
+    /// `networking.istio.io` DestinationRule.
+    DestinationRule,
+}
+
+impl ObjectKind {
+    /// The Kubernetes kind name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::VirtualService => "VirtualService",
+            ObjectKind::DestinationRule => "DestinationRule",
+        }
+    }
+}
+
+/// Identifies one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Kind.
+    pub kind: ObjectKind,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A VirtualService key.
+    pub fn virtual_service(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            kind: ObjectKind::VirtualService,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// A DestinationRule key.
+    pub fn destination_rule(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            kind: ObjectKind::DestinationRule,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+/// An object and the version it was read at (`metadata.resourceVersion` in Kubernetes; a
+/// content hash for files).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    /// The whole object as JSON (apiVersion, kind, metadata, spec, ...).
+    pub object: Value,
+    /// Opaque version to pass back to [`ManifestStore::replace`].
+    pub version: String,
+}
+
+/// Store failures. `Conflict` is the one the router retries.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("{0} not found")]
+    NotFound(ObjectKey),
+    /// The object changed since it was read.
+    #[error("{0} was modified concurrently (version conflict)")]
+    Conflict(ObjectKey),
+    /// The object is defined more than once (file store).
+    #[error("{key} is defined more than once: {locations}")]
+    Duplicate {
+        /// The object.
+        key: ObjectKey,
+        /// Where (files and lines).
+        locations: String,
+    },
+    /// The server or the file rejected the content.
+    #[error("{key} rejected: {message}")]
+    Invalid {
+        /// The object.
+        key: ObjectKey,
+        /// Why.
+        message: String,
+    },
+    /// Transport, permission or file-system failure.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// Read and optimistically replace Istio objects.
+pub trait ManifestStore: Send + Sync {
+    /// Short description for messages (`kube (networking.istio.io/v1)`, `manifests ./deploy`).
+    fn describe(&self) -> String;
+
+    /// Reads one object.
+    fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Versioned, StoreError>> + Send;
+
+    /// Replaces the object if it is still at `expected_version`; returns the new version.
+    /// A concurrent change yields [`StoreError::Conflict`] and writes nothing.
+    fn replace(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
