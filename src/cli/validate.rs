@@ -22,12 +22,16 @@ pub fn run(args: &ValidateArgs, out: &mut dyn Write) -> std::io::Result<u8> {
     for s in &result.skipped {
         writeln!(out, "skipped: {s}")?;
     }
+    for n in &result.notes {
+        writeln!(out, "note: {n}")?;
+    }
     if result.errors.is_empty() {
         writeln!(
             out,
-            "ok: {} file(s), {} template(s) valid",
+            "ok: {} file(s), {} template(s), {} canary(ies) valid",
             result.files,
-            result.templates.len()
+            result.templates.len(),
+            result.canaries.len()
         )?;
         Ok(0)
     } else {

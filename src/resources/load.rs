@@ -95,11 +95,31 @@ impl LoadedTemplate {
     }
 }
 
+/// A parsed, validated Canary.
+#[derive(Debug, Clone)]
+pub struct LoadedCanary {
+    /// The resource.
+    pub doc: super::canary::CanaryDoc,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl LoadedCanary {
+    /// Namespace, `default` when unset (file mode).
+    pub fn namespace(&self) -> &str {
+        self.doc.metadata.namespace.as_deref().unwrap_or("default")
+    }
+}
+
 /// Everything loaded from a set of paths.
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
     /// Valid templates.
     pub templates: Vec<LoadedTemplate>,
+    /// Valid canaries.
+    pub canaries: Vec<LoadedCanary>,
+    /// Notes that are not errors (e.g. checks that could not run).
+    pub notes: Vec<String>,
     /// Every problem found.
     pub errors: Vec<ConfigError>,
     /// Documents of other API groups that were skipped (file, line, kind).
@@ -224,7 +244,17 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
                 }
                 result.errors.extend(errs);
             }
-            (API_VERSION, "Canary" | "ScheduledAnalysis") => result.errors.push(origin.error(
+            (API_VERSION, "Canary") => {
+                let (parsed, mut errs) = deserialize_all::<super::canary::CanaryDoc>(&doc.value, &origin);
+                if let Some(c) = parsed {
+                    errs.extend(super::canary_validate::validate_canary(&c, &origin));
+                    if errs.is_empty() {
+                        result.canaries.push(LoadedCanary { doc: c, origin });
+                    }
+                }
+                result.errors.extend(errs);
+            }
+            (API_VERSION, "ScheduledAnalysis") => result.errors.push(origin.error(
                 "kind",
                 format!("kind {kind} is not supported by this version of skycanary yet"),
             )),
@@ -244,6 +274,27 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
 }
 
 fn check_duplicates(result: &mut LoadResult) {
+    let mut canaries: BTreeMap<(String, String), String> = BTreeMap::new();
+    for c in &result.canaries {
+        let key = (c.namespace().to_string(), c.doc.metadata.name.clone());
+        let here = format!(
+            "{}:{}",
+            c.origin.file,
+            c.origin.lines.line_of(".").unwrap_or(1)
+        );
+        if let Some(first) = canaries.get(&key) {
+            result.errors.push(c.origin.error(
+                "metadata.name",
+                format!(
+                    "duplicate Canary {}/{} (first defined at {first})",
+                    key.0, key.1
+                ),
+            ));
+        } else {
+            canaries.insert(key, here);
+        }
+    }
+    check_template_references(result);
     let mut seen: BTreeMap<(String, String, String), String> = BTreeMap::new();
     for t in &result.templates {
         let key = (
@@ -265,6 +316,91 @@ fn check_duplicates(result: &mut LoadResult) {
             seen.insert(key, here);
         }
     }
+}
+
+/// Every template a Canary names must be among the loaded ones, and every arg a template
+/// requires must be supplied. Skipped (with a note) when no template was loaded at all, e.g.
+/// when only Canary files are validated for a cluster that holds the templates.
+fn check_template_references(result: &mut LoadResult) {
+    use super::canary::{ArgValue, CanaryStep, TemplateRef};
+    if result.canaries.is_empty() {
+        return;
+    }
+    if result.templates.is_empty() {
+        result.notes.push(
+            "no AnalysisTemplate was loaded: template references of Canaries were not checked"
+                .into(),
+        );
+        return;
+    }
+    let mut errors = Vec::new();
+    for c in &result.canaries {
+        let ns = c.namespace();
+        let mut groups: Vec<(String, &[TemplateRef], Vec<&ArgValue>)> = Vec::new();
+        let bg_args: Vec<&ArgValue> = c
+            .doc
+            .spec
+            .analysis
+            .iter()
+            .flat_map(|a| a.args.iter())
+            .collect();
+        if let Some(bg) = &c.doc.spec.analysis {
+            groups.push(("spec.analysis".into(), &bg.templates, bg_args.clone()));
+        }
+        for (i, s) in c.doc.spec.steps.iter().enumerate() {
+            if let CanaryStep::Analysis(a) = s {
+                groups.push((
+                    format!("spec.steps[{i}].analysis"),
+                    &a.templates,
+                    a.args.iter().collect(),
+                ));
+            }
+        }
+        for (path, refs, args) in groups {
+            for (i, r) in refs.iter().enumerate() {
+                let p = format!("{path}.templates[{i}].templateName");
+                let found = result.templates.iter().find(|t| {
+                    t.doc.metadata.name == r.template_name
+                        && if r.cluster_scope {
+                            t.cluster_scoped()
+                        } else {
+                            !t.cluster_scoped()
+                                && t.doc.metadata.namespace.as_deref().unwrap_or("default") == ns
+                        }
+                });
+                let Some(t) = found else {
+                    let kind = if r.cluster_scope {
+                        "ClusterAnalysisTemplate"
+                    } else {
+                        "AnalysisTemplate"
+                    };
+                    let scope = if r.cluster_scope {
+                        String::new()
+                    } else {
+                        format!(" in namespace {ns}")
+                    };
+                    errors.push(
+                        c.origin
+                            .error(&p, format!("{kind} {:?} not found{scope}", r.template_name)),
+                    );
+                    continue;
+                };
+                for a in &t.doc.spec.args {
+                    let supplied = args.iter().any(|v| v.name == a.name);
+                    if !supplied && a.value.is_none() && a.value_from.is_none() {
+                        errors.push(c.origin.error(
+                            &format!("{path}.args"),
+                            format!(
+                                "template {:?} requires arg {:?}, which is not supplied",
+                                r.template_name, a.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    result.errors.extend(errors);
 }
 
 /// Deserializes `value`, collecting as many errors as possible: after each error the offending

@@ -1,6 +1,8 @@
 //! Resources: serde types of the YAML/CRD objects and their validation (pure).
 
 pub mod args;
+pub mod canary;
+pub mod canary_validate;
 pub mod duration;
 pub mod load;
 pub mod template;

@@ -3,6 +3,7 @@
 //! (`router.rs`), and the stores: Kubernetes (`kube.rs`) and a directory of YAML files (`file.rs`).
 
 pub mod model;
+pub mod spec;
 pub mod store;
 
 pub use model::*;

@@ -1,0 +1,350 @@
+//! Canary: the serde shape of the resource (DESIGN §2). Rust types are the single source;
+//! unknown fields are errors so a typo never silently changes a release.
+
+use serde::{Deserialize, Serialize};
+
+use super::template::{IntOrString, ObjectMeta};
+
+/// A whole Canary document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryDoc {
+    /// `skycanary.io/v1alpha1`.
+    pub api_version: String,
+    /// `Canary`.
+    pub kind: String,
+    /// Name and namespace.
+    pub metadata: ObjectMeta,
+    /// Desired behaviour.
+    pub spec: CanarySpec,
+    /// Status written by the daemon is ignored when reading files.
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_json::Value>,
+}
+
+/// What a Canary wants.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanarySpec {
+    /// The release; a change starts a new run from step 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Where traffic is shifted.
+    pub traffic_routing: TrafficRoutingSpec,
+    /// Background analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<BackgroundAnalysis>,
+    /// The release steps.
+    #[serde(default)]
+    pub steps: Vec<CanaryStep>,
+    /// Alarms that roll the canary back at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_on: Option<RollbackOn>,
+    /// What an analysis Error does.
+    #[serde(default)]
+    pub on_analysis_error: OnAnalysisError,
+    /// What happens to routes after promotion.
+    #[serde(default)]
+    pub on_success: OnSuccess,
+    /// Keep watching after promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion: Option<PostPromotion>,
+}
+
+/// `spec.trafficRouting`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficRoutingSpec {
+    /// Total weight of a route (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_traffic_weight: Option<i64>,
+    /// Routes skycanary creates and removes (header/mirror), in precedence order.
+    #[serde(default)]
+    pub managed_routes: Vec<ManagedRoute>,
+    /// Istio settings.
+    pub istio: IstioSpec,
+}
+
+/// A managed route name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManagedRoute {
+    /// Route name.
+    pub name: String,
+}
+
+/// `spec.trafficRouting.istio`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioSpec {
+    /// One VirtualService (Argo's single form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<VirtualServiceSpec>,
+    /// Several VirtualServices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_services: Vec<VirtualServiceSpec>,
+    /// Stable Service (host-level split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_service: Option<String>,
+    /// Canary Service (host-level split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_service: Option<String>,
+    /// Subset-level split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_rule: Option<DestinationRuleSpec>,
+    /// Other destinations that share managed routes and keep their weight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_destinations: Vec<AdditionalDestinationSpec>,
+}
+
+/// A VirtualService and the routes that carry the split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceSpec {
+    /// `name` or `name.namespace`.
+    pub name: String,
+    /// Named HTTP routes; optional when there is exactly one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// TLS routes by port and SNI hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_routes: Vec<TlsRouteSpec>,
+    /// TCP routes by port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_routes: Vec<TcpRouteSpec>,
+}
+
+/// TLS route selector.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRouteSpec {
+    /// Port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// SNI hosts (as a set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+}
+
+/// TCP route selector.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRouteSpec {
+    /// Port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+}
+
+/// Subset-level split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationRuleSpec {
+    /// `name` or `name.namespace`.
+    pub name: String,
+    /// Subset of the stable version.
+    pub stable_subset_name: String,
+    /// Subset of the canary version.
+    pub canary_subset_name: String,
+}
+
+/// A destination that keeps its weight.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdditionalDestinationSpec {
+    /// Host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Subset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+}
+
+/// A reference to an analysis template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateRef {
+    /// Template name.
+    pub template_name: String,
+    /// A ClusterAnalysisTemplate instead of a namespaced one.
+    #[serde(default)]
+    pub cluster_scope: bool,
+}
+
+/// An arg passed to templates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgValue {
+    /// Arg name.
+    pub name: String,
+    /// Value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// From a Secret (cluster mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<super::template::ArgValueFrom>,
+}
+
+/// Background analysis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackgroundAnalysis {
+    /// Templates run together as one analysis run.
+    pub templates: Vec<TemplateRef>,
+    /// First step (index) at which it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_step: Option<u32>,
+    /// Args for the templates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<ArgValue>,
+}
+
+/// One step of a release (exactly one key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CanaryStep {
+    /// Canary weight on every managed route.
+    SetWeight(i64),
+    /// Wait: a duration, or until promoted when empty.
+    Pause(PauseStep),
+    /// A blocking analysis.
+    Analysis(StepAnalysis),
+    /// Route requests with matching headers to the canary.
+    SetHeaderRoute(SetHeaderRouteStep),
+    /// Mirror matching requests to the canary.
+    SetMirrorRoute(SetMirrorRouteStep),
+}
+
+/// `pause`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PauseStep {
+    /// Seconds (int) or a duration string; absent = until promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<IntOrString>,
+}
+
+/// `analysis` step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepAnalysis {
+    /// Templates.
+    pub templates: Vec<TemplateRef>,
+    /// Args.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<ArgValue>,
+}
+
+/// Istio string match (exactly one of the three).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StringMatchSpec {
+    /// Exact value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// RE2 regex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// `setHeaderRoute`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetHeaderRouteStep {
+    /// Managed route name.
+    pub name: String,
+    /// Header matches; empty removes the route.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<HeaderMatchSpec>,
+}
+
+/// One header match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatchSpec {
+    /// Header name.
+    pub header_name: String,
+    /// How the value matches.
+    pub header_value: StringMatchSpec,
+}
+
+/// `setMirrorRoute`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetMirrorRouteStep {
+    /// Managed route name.
+    pub name: String,
+    /// Percentage mirrored (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    /// Match entries; empty removes the route.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<RouteMatchSpec>,
+}
+
+/// A mirror route match entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteMatchSpec {
+    /// HTTP method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatchSpec>,
+    /// Path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatchSpec>,
+    /// Headers.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, StringMatchSpec>,
+}
+
+/// `rollbackOn`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackOn {
+    /// Alarm matchers (regexes on rule name and entity name).
+    #[serde(default)]
+    pub alarms: Vec<AlarmMatcher>,
+}
+
+/// One alarm matcher; every given regex must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlarmMatcher {
+    /// Regex on the alarm rule name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+    /// Regex on the alarm's entity name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What an analysis Error does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnAnalysisError {
+    /// Roll back (Argo).
+    #[default]
+    Abort,
+    /// Keep the weight, pause, alert.
+    Hold,
+}
+
+/// What happens after promotion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnSuccess {
+    /// The canary stays at maxTrafficWeight.
+    #[default]
+    Keep,
+    /// The original routes are written back.
+    Restore,
+}
+
+/// `postPromotion`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostPromotion {
+    /// How long alarms and background analysis still roll back after promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
+}

@@ -1,0 +1,168 @@
+use crate::resources::{LoadResult, load_str};
+
+const CANARY: &str = r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  revision: v2
+  trafficRouting:
+    managedRoutes: [{name: canary-header}, {name: mirror}]
+    istio:
+      virtualService: {name: reviews, routes: [primary]}
+      destinationRule: {name: reviews, stableSubsetName: v1, canarySubsetName: v2}
+  analysis:
+    templates: [{templateName: apdex}]
+    startingStep: 1
+    args: [{name: service, value: reviews.bookinfo}]
+  steps:
+  - setWeight: 10
+  - pause: {duration: 5m}
+  - analysis: {templates: [{templateName: apdex}], args: [{name: service, value: reviews.bookinfo}]}
+  - setHeaderRoute: {name: canary-header, match: [{headerName: end-user, headerValue: {exact: jason}}]}
+  - setMirrorRoute: {name: mirror, percentage: 20, match: [{method: {exact: GET}}]}
+  - setWeight: 50
+  - pause: {}
+  rollbackOn:
+    alarms: [{ruleName: "service_(sla|resp_time)_rule", name: "reviews.*"}]
+  onAnalysisError: Hold
+  onSuccess: Restore
+  postPromotion: {watch: 30m}
+"#;
+
+const TEMPLATE: &str = r#"apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: apdex, namespace: bookinfo}
+spec:
+  args: [{name: service}]
+  metrics:
+  - name: apdex
+    successCondition: "min(result) >= 9900"
+    provider: {skywalking: {window: 5m, metric: service_apdex, entity: {serviceName: "{{args.service}}"}}}
+"#;
+
+fn both(canary: &str) -> LoadResult {
+    load_str("c.yaml", &format!("{canary}---\n{TEMPLATE}"))
+}
+
+#[test]
+fn full_canary_loads() {
+    let r = both(CANARY);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.canaries.len(), 1);
+    assert_eq!(r.canaries[0].doc.spec.steps.len(), 7);
+}
+
+#[test]
+fn unknown_step_kind_is_an_error_with_line() {
+    let r = both(&CANARY.replace("  - setWeight: 50", "  - setWieght: 50"));
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("setWieght") && e.line == Some(21)),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn weights_outside_max_are_errors() {
+    let r = both(&CANARY.replace("  - setWeight: 50", "  - setWeight: 150"));
+    assert!(
+        r.errors.iter().any(|e| e.path == "spec.steps[5].setWeight"),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn header_route_must_be_managed() {
+    let r = both(&CANARY.replace(
+        "setHeaderRoute: {name: canary-header",
+        "setHeaderRoute: {name: other",
+    ));
+    assert!(
+        r.errors.iter().any(|e| e
+            .message
+            .contains("not listed in spec.trafficRouting.managedRoutes")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn routing_mode_must_be_one() {
+    let r = both(&CANARY.replace(
+        "      destinationRule: {name: reviews, stableSubsetName: v1, canarySubsetName: v2}",
+        "      stableService: reviews-stable",
+    ));
+    assert!(
+        r.errors.iter().any(|e| e
+            .message
+            .contains("set both stableService and canaryService")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn missing_template_reference_is_an_error() {
+    let r = both(&CANARY.replace(
+        "templates: [{templateName: apdex}], args",
+        "templates: [{templateName: p99}], args",
+    ));
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("AnalysisTemplate \"p99\" not found")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn required_template_arg_must_be_supplied() {
+    let r = both(&CANARY.replace(
+        "  - analysis: {templates: [{templateName: apdex}], args: [{name: service, value: reviews.bookinfo}]}",
+        "  - analysis: {templates: [{templateName: apdex}]}",
+    ));
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("requires arg \"service\"")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn references_are_not_checked_without_templates() {
+    let r = load_str("c.yaml", CANARY);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.notes.len(), 1);
+}
+
+#[test]
+fn bad_regexes_and_durations_are_errors() {
+    let r = both(
+        &CANARY
+            .replace(
+                "ruleName: \"service_(sla|resp_time)_rule\"",
+                "ruleName: \"service_(sla\"",
+            )
+            .replace("watch: 30m", "watch: soon"),
+    );
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.path.ends_with("alarms[0].ruleName")),
+        "{:?}",
+        r.errors
+    );
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.path == "spec.postPromotion.watch"),
+        "{:?}",
+        r.errors
+    );
+}

@@ -1,0 +1,293 @@
+//! Semantic checks of a Canary: every problem, located by file, line and field.
+
+use std::collections::BTreeSet;
+
+use super::canary::*;
+use super::duration::parse_duration;
+use super::load::{ConfigError, Origin};
+use super::template::IntOrString;
+use super::yaml::{child_path, index_path};
+
+/// Default `maxTrafficWeight`.
+pub const DEFAULT_MAX_WEIGHT: i64 = 100;
+
+/// Checks one Canary on its own (references to templates are checked by the loader).
+pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
+    let mut errs = Vec::new();
+    if c.metadata.name.is_empty() {
+        errs.push(o.error("metadata.name", "missing name"));
+    }
+    let tr = &c.spec.traffic_routing;
+    let max = tr.max_traffic_weight.unwrap_or(DEFAULT_MAX_WEIGHT);
+    if max <= 0 {
+        errs.push(o.error(
+            "spec.trafficRouting.maxTrafficWeight",
+            format!("must be greater than 0, got {max}"),
+        ));
+    }
+    let mut managed = Vec::new();
+    for (i, r) in tr.managed_routes.iter().enumerate() {
+        let p = child_path(&index_path("spec.trafficRouting.managedRoutes", i), "name");
+        if r.name.is_empty() {
+            errs.push(o.error(&p, "missing route name"));
+        } else if managed.contains(&r.name) {
+            errs.push(o.error(&p, format!("duplicate managed route {:?}", r.name)));
+        } else {
+            managed.push(r.name.clone());
+        }
+    }
+    let ip = "spec.trafficRouting.istio";
+    let istio = &tr.istio;
+    let vss: Vec<(String, &VirtualServiceSpec)> =
+        match (&istio.virtual_service, istio.virtual_services.is_empty()) {
+            (Some(vs), true) => vec![(child_path(ip, "virtualService"), vs)],
+            (None, false) => istio
+                .virtual_services
+                .iter()
+                .enumerate()
+                .map(|(i, vs)| (index_path(&child_path(ip, "virtualServices"), i), vs))
+                .collect(),
+            (Some(_), false) => {
+                errs.push(o.error(ip, "set either virtualService or virtualServices, not both"));
+                Vec::new()
+            }
+            (None, true) => {
+                errs.push(o.error(
+                    ip,
+                    "no VirtualService: set virtualService or virtualServices",
+                ));
+                Vec::new()
+            }
+        };
+    let mut seen = BTreeSet::new();
+    for (p, vs) in &vss {
+        if vs.name.is_empty() {
+            errs.push(o.error(&child_path(p, "name"), "missing VirtualService name"));
+        } else if !seen.insert(vs.name.clone()) {
+            errs.push(o.error(
+                &child_path(p, "name"),
+                format!("VirtualService {:?} is listed twice", vs.name),
+            ));
+        }
+        for (i, r) in vs.routes.iter().enumerate() {
+            if managed.contains(r) {
+                errs.push(o.error(
+                    &index_path(&child_path(p, "routes"), i),
+                    format!("route {r:?} is a managed route; managed routes cannot carry the weighted split"),
+                ));
+            }
+        }
+    }
+    match (&istio.stable_service, &istio.canary_service, &istio.destination_rule) {
+        (Some(s), Some(c), None) => {
+            if s == c {
+                errs.push(o.error(&child_path(ip, "canaryService"), "canaryService must differ from stableService"));
+            }
+        }
+        (None, None, Some(dr)) => {
+            let dp = child_path(ip, "destinationRule");
+            if dr.name.is_empty() {
+                errs.push(o.error(&child_path(&dp, "name"), "missing DestinationRule name"));
+            }
+            if dr.stable_subset_name.is_empty() || dr.canary_subset_name.is_empty() {
+                errs.push(o.error(&dp, "stableSubsetName and canarySubsetName are required"));
+            } else if dr.stable_subset_name == dr.canary_subset_name {
+                errs.push(o.error(&child_path(&dp, "canarySubsetName"), "canary and stable subsets must differ"));
+            }
+        }
+        (_, _, Some(_)) => errs.push(o.error(
+            ip,
+            "use either stableService/canaryService (host-level) or destinationRule (subset-level), not both",
+        )),
+        _ => errs.push(o.error(
+            ip,
+            "set both stableService and canaryService (host-level split) or destinationRule (subset-level split)",
+        )),
+    }
+    for (i, a) in istio.additional_destinations.iter().enumerate() {
+        if a.host.is_none() && a.subset.is_none() {
+            errs.push(o.error(
+                &index_path(&child_path(ip, "additionalDestinations"), i),
+                "set host and/or subset",
+            ));
+        }
+    }
+
+    // Steps.
+    if let Some(bg) = &c.spec.analysis {
+        check_templates(&bg.templates, "spec.analysis.templates", o, &mut errs);
+        check_args(&bg.args, "spec.analysis.args", o, &mut errs);
+        if let Some(s) = bg.starting_step
+            && s as usize > c.spec.steps.len()
+        {
+            errs.push(o.error(
+                "spec.analysis.startingStep",
+                format!(
+                    "step {s} does not exist (there are {} steps)",
+                    c.spec.steps.len()
+                ),
+            ));
+        }
+    }
+    for (i, step) in c.spec.steps.iter().enumerate() {
+        let sp = index_path("spec.steps", i);
+        match step {
+            CanaryStep::SetWeight(w) => {
+                if *w < 0 || *w > max {
+                    errs.push(o.error(
+                        &child_path(&sp, "setWeight"),
+                        format!("weight {w} is outside 0..={max}"),
+                    ));
+                }
+            }
+            CanaryStep::Pause(p) => match &p.duration {
+                None => {}
+                Some(IntOrString::Int(s)) if *s < 0 => {
+                    errs.push(o.error(&child_path(&sp, "pause.duration"), "must not be negative"))
+                }
+                Some(IntOrString::Int(_)) => {}
+                Some(IntOrString::String(s)) => {
+                    if let Err(e) = parse_duration(s) {
+                        errs.push(o.error(&child_path(&sp, "pause.duration"), e));
+                    }
+                }
+            },
+            CanaryStep::Analysis(a) => {
+                let ap = child_path(&sp, "analysis");
+                if a.templates.is_empty() {
+                    errs.push(o.error(
+                        &child_path(&ap, "templates"),
+                        "an analysis step needs at least one template",
+                    ));
+                }
+                check_templates(&a.templates, &child_path(&ap, "templates"), o, &mut errs);
+                check_args(&a.args, &child_path(&ap, "args"), o, &mut errs);
+            }
+            CanaryStep::SetHeaderRoute(h) => {
+                let hp = child_path(&sp, "setHeaderRoute");
+                check_managed(&h.name, &managed, &child_path(&hp, "name"), o, &mut errs);
+                for (j, m) in h.matches.iter().enumerate() {
+                    let mp = index_path(&child_path(&hp, "match"), j);
+                    if m.header_name.is_empty() {
+                        errs.push(o.error(&child_path(&mp, "headerName"), "missing header name"));
+                    }
+                    check_string_match(
+                        &m.header_value,
+                        &child_path(&mp, "headerValue"),
+                        o,
+                        &mut errs,
+                    );
+                }
+            }
+            CanaryStep::SetMirrorRoute(m) => {
+                let mp = child_path(&sp, "setMirrorRoute");
+                check_managed(&m.name, &managed, &child_path(&mp, "name"), o, &mut errs);
+                if let Some(p) = m.percentage
+                    && !(0.0..=100.0).contains(&p)
+                {
+                    errs.push(o.error(
+                        &child_path(&mp, "percentage"),
+                        format!("{p} is outside 0..=100"),
+                    ));
+                }
+                for (j, rm) in m.matches.iter().enumerate() {
+                    let rp = index_path(&child_path(&mp, "match"), j);
+                    if let Some(s) = &rm.method {
+                        check_string_match(s, &child_path(&rp, "method"), o, &mut errs);
+                    }
+                    if let Some(s) = &rm.path {
+                        check_string_match(s, &child_path(&rp, "path"), o, &mut errs);
+                    }
+                    for (h, s) in &rm.headers {
+                        check_string_match(
+                            s,
+                            &child_path(&child_path(&rp, "headers"), h),
+                            o,
+                            &mut errs,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if let Some(rb) = &c.spec.rollback_on {
+        for (i, a) in rb.alarms.iter().enumerate() {
+            let ap = index_path("spec.rollbackOn.alarms", i);
+            if a.rule_name.is_none() && a.name.is_none() {
+                errs.push(o.error(&ap, "set ruleName and/or name"));
+            }
+            for (field, re) in [("ruleName", &a.rule_name), ("name", &a.name)] {
+                if let Some(re) = re
+                    && let Err(e) = regex::Regex::new(re)
+                {
+                    errs.push(o.error(&child_path(&ap, field), format!("invalid regex: {e}")));
+                }
+            }
+        }
+    }
+    if let Some(w) = c
+        .spec
+        .post_promotion
+        .as_ref()
+        .and_then(|p| p.watch.as_ref())
+        && let Err(e) = parse_duration(w)
+    {
+        errs.push(o.error("spec.postPromotion.watch", e));
+    }
+    errs
+}
+
+fn check_templates(ts: &[TemplateRef], p: &str, o: &Origin, errs: &mut Vec<ConfigError>) {
+    for (i, t) in ts.iter().enumerate() {
+        if t.template_name.is_empty() {
+            errs.push(o.error(
+                &child_path(&index_path(p, i), "templateName"),
+                "missing templateName",
+            ));
+        }
+    }
+}
+
+fn check_args(args: &[ArgValue], p: &str, o: &Origin, errs: &mut Vec<ConfigError>) {
+    let mut seen = BTreeSet::new();
+    for (i, a) in args.iter().enumerate() {
+        let ap = index_path(p, i);
+        if !seen.insert(a.name.clone()) {
+            errs.push(o.error(
+                &child_path(&ap, "name"),
+                format!("duplicate arg {:?}", a.name),
+            ));
+        }
+        if a.value.is_some() == a.value_from.is_some() {
+            errs.push(o.error(&ap, "set exactly one of value or valueFrom"));
+        }
+    }
+}
+
+fn check_managed(name: &str, managed: &[String], p: &str, o: &Origin, errs: &mut Vec<ConfigError>) {
+    if !managed.iter().any(|m| m == name) {
+        errs.push(o.error(
+            p,
+            format!("route {name:?} is not listed in spec.trafficRouting.managedRoutes"),
+        ));
+    }
+}
+
+fn check_string_match(s: &StringMatchSpec, p: &str, o: &Origin, errs: &mut Vec<ConfigError>) {
+    let n = [s.exact.is_some(), s.prefix.is_some(), s.regex.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if n != 1 {
+        errs.push(o.error(p, "set exactly one of exact, prefix or regex"));
+    }
+    if let Some(re) = &s.regex
+        && let Err(e) = regex::Regex::new(re)
+    {
+        errs.push(o.error(&child_path(p, "regex"), format!("invalid regex: {e}")));
+    }
+}
+
+#[cfg(test)]
+#[path = "canary_tests.rs"]
+mod tests;
