@@ -109,8 +109,8 @@ pub enum RouterError {
     Read {
         /// Object.
         key: ObjectKey,
-        /// Store error.
-        source: StoreError,
+        /// Store error (boxed: keeps `Result`s small).
+        source: Box<StoreError>,
     },
     /// The planner refused the VirtualService.
     #[error("{key}: {message}")]
@@ -133,8 +133,8 @@ pub enum RouterError {
     Write {
         /// Object.
         key: ObjectKey,
-        /// Store error.
-        source: StoreError,
+        /// Store error (boxed: keeps `Result`s small).
+        source: Box<StoreError>,
     },
     /// Version conflicts on every attempt.
     #[error("{key}: still modified concurrently after {attempts} attempts")]
@@ -330,7 +330,7 @@ impl<S: ManifestStore> Router<S> {
             .await
             .map_err(|source| RouterError::Read {
                 key: key.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -375,7 +375,7 @@ impl<S: ManifestStore> Router<S> {
                 Err(source) => {
                     return Err(RouterError::Write {
                         key: key.clone(),
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }
@@ -677,7 +677,7 @@ mod tests {
             e,
             RouterError::Read {
                 key: missing.clone(),
-                source: StoreError::NotFound(missing)
+                source: Box::new(StoreError::NotFound(missing))
             }
         );
 
@@ -697,7 +697,11 @@ mod tests {
         // The DestinationRule is missing.
         let no_dr = ObjectKey::destination_rule("ns", "nope");
         let e = r
-            .apply(&[a.clone()], Some(&no_dr), &WeightPlanner::new(10))
+            .apply(
+                std::slice::from_ref(&a),
+                Some(&no_dr),
+                &WeightPlanner::new(10),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, RouterError::Read { key, .. } if key == no_dr));
