@@ -2,7 +2,10 @@
 //! (`istio.rs`), a generic router with optimistic concurrency over a manifest store
 //! (`router.rs`), and the stores: Kubernetes (`kube.rs`) and a directory of YAML files (`file.rs`).
 
+pub mod file;
+pub mod memory;
 pub mod model;
+pub mod router;
 pub mod spec;
 pub mod store;
 

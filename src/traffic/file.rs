@@ -1,0 +1,876 @@
+//! A [`ManifestStore`] over a directory of YAML manifests (GitOps repos, `demo`, end-to-end
+//! tests). The version of an object is a hash of its document's text, so an edit by any other
+//! tool is a conflict; a replace rewrites only that document and renames a temp file over the
+//! original, so readers never see a half-written file and other documents keep their exact
+//! bytes, comments included.
+//!
+//! Limits: comments *inside* the replaced document's body are lost (its leading comments and
+//! `---` line are kept); keys keep their original order, new keys come after. The directory is
+//! re-scanned on every call so edits by other tools are always seen.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::fs;
+use std::future::Future;
+use std::io::Write as _;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use saphyr::{LoadableYamlNode, Mapping, Scalar, Yaml, YamlEmitter};
+use serde_json::Value;
+
+use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
+use crate::resources::yaml::parse_documents;
+
+/// Serializes replaces within this process (different stores may share a directory).
+static WRITE_LOCK: Mutex<()> = Mutex::new(());
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Istio objects in a directory of YAML files.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+/// One indexed Istio document.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: ObjectKey,
+    file: PathBuf,
+    /// Byte range of the document's text (from its `---` line to the next one).
+    chunk: Range<usize>,
+    /// Line where the document's content starts.
+    line: usize,
+    value: Value,
+}
+
+struct Scan {
+    entries: Vec<Entry>,
+    texts: Vec<(PathBuf, String)>,
+}
+
+impl Scan {
+    fn find(&self, key: &ObjectKey) -> Result<&Entry, StoreError> {
+        let found: Vec<&Entry> = self.entries.iter().filter(|e| &e.key == key).collect();
+        match found.as_slice() {
+            [] => Err(StoreError::NotFound(key.clone())),
+            [one] => Ok(one),
+            many => Err(StoreError::Duplicate {
+                key: key.clone(),
+                locations: many
+                    .iter()
+                    .map(|e| format!("{}:{}", e.file.display(), e.line))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    fn text(&self, file: &Path) -> Result<&str, StoreError> {
+        self.texts
+            .iter()
+            .find(|(p, _)| p == file)
+            .map(|(_, t)| t.as_str())
+            .ok_or_else(|| StoreError::Backend(format!("{}: vanished", file.display())))
+    }
+}
+
+impl FileStore {
+    /// Opens a directory and scans it once, so a broken manifest is reported at start.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = dir.into();
+        if !root.is_dir() {
+            return Err(StoreError::Backend(format!(
+                "{}: not a directory",
+                root.display()
+            )));
+        }
+        let store = FileStore { root };
+        store.scan()?;
+        Ok(store)
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every VirtualService/DestinationRule key defined in the directory (duplicates once).
+    pub fn keys(&self) -> Result<Vec<ObjectKey>, StoreError> {
+        let mut keys: Vec<ObjectKey> = self.scan()?.entries.into_iter().map(|e| e.key).collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    fn scan(&self) -> Result<Scan, StoreError> {
+        let mut files = Vec::new();
+        collect_files(&self.root, &mut files)?;
+        let mut scan = Scan {
+            entries: Vec::new(),
+            texts: Vec::new(),
+        };
+        for file in files {
+            let text = fs::read_to_string(&file)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", file.display())))?;
+            index_file(&file, &text, &mut scan.entries)?;
+            scan.texts.push((file, text));
+        }
+        Ok(scan)
+    }
+
+    fn get_blocking(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
+        let scan = self.scan()?;
+        let entry = scan.find(key)?;
+        let text = scan.text(&entry.file)?;
+        Ok(Versioned {
+            object: entry.value.clone(),
+            version: fnv1a_hex(&text[entry.chunk.clone()]),
+        })
+    }
+
+    fn replace_blocking(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+    ) -> Result<String, StoreError> {
+        check_identity(key, object)?;
+        let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let scan = self.scan()?;
+        let entry = scan.find(key)?;
+        let text = scan.text(&entry.file)?;
+        let old_chunk = &text[entry.chunk.clone()];
+        if fnv1a_hex(old_chunk) != expected_version {
+            return Err(StoreError::Conflict(key.clone()));
+        }
+        let new_chunk = render_chunk(key, old_chunk, object)?;
+        let new_text = format!(
+            "{}{}{}",
+            &text[..entry.chunk.start],
+            new_chunk,
+            &text[entry.chunk.end..]
+        );
+        if split_documents(&new_text).len() != split_documents(text).len() {
+            return Err(StoreError::Invalid {
+                key: key.clone(),
+                message: "the rendered document would change the file's document structure".into(),
+            });
+        }
+        write_atomically(&entry.file, text, &new_text, key)?;
+        Ok(fnv1a_hex(&new_chunk))
+    }
+}
+
+impl ManifestStore for FileStore {
+    fn describe(&self) -> String {
+        format!("manifests {}", self.root.display())
+    }
+
+    fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Versioned, StoreError>> + Send {
+        let this = self.clone();
+        let key = key.clone();
+        async move {
+            tokio::task::spawn_blocking(move || this.get_blocking(&key))
+                .await
+                .map_err(|e| StoreError::Backend(format!("file store task failed: {e}")))?
+        }
+    }
+
+    fn replace(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send {
+        let this = self.clone();
+        let (key, object, expected) = (key.clone(), object.clone(), expected_version.to_string());
+        async move {
+            tokio::task::spawn_blocking(move || this.replace_blocking(&key, &object, &expected))
+                .await
+                .map_err(|e| StoreError::Backend(format!("file store task failed: {e}")))?
+        }
+    }
+}
+
+/// `*.yaml`/`*.yml` under `dir`, recursively, sorted, skipping hidden entries. Symlinked
+/// directories are not followed (no loops).
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", dir.display()));
+    let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(io)?;
+        if file_type.is_dir() {
+            collect_files(&path, out)?;
+        } else if (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Byte ranges of the documents of a YAML stream, with their first line (1-based). A document
+/// starts at a `---` line and ends after a `...` line; both markers are forbidden inside
+/// scalars at column 0 (YAML 1.2), so this split is exact without parsing.
+fn split_documents(text: &str) -> Vec<(Range<usize>, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let line_no = i + 1;
+        if is_marker(line, "---") && offset > start {
+            out.push((start..offset, start_line));
+            start = offset;
+            start_line = line_no;
+        }
+        offset += line.len();
+        if is_marker(line, "...") {
+            out.push((start..offset, start_line));
+            start = offset;
+            start_line = line_no + 1;
+        }
+    }
+    if offset > start {
+        out.push((start..offset, start_line));
+    }
+    out
+}
+
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
+}
+
+fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>) -> Result<(), StoreError> {
+    for (chunk, first_line) in split_documents(text) {
+        let src = &text[chunk.clone()];
+        // Only Istio documents are parsed: a broken unrelated manifest does not block routing.
+        if !src.contains("networking.istio.io") {
+            continue;
+        }
+        let docs = parse_documents(src).map_err(|e| {
+            StoreError::Backend(format!(
+                "{}:{}: {}",
+                file.display(),
+                first_line + e.line.saturating_sub(1),
+                e.message
+            ))
+        })?;
+        let doc = match docs.as_slice() {
+            [] => continue,
+            [doc] => doc,
+            _ => {
+                return Err(StoreError::Backend(format!(
+                    "{}:{first_line}: cannot delimit the YAML documents",
+                    file.display()
+                )));
+            }
+        };
+        let Some(key) = istio_key(&doc.value) else {
+            continue;
+        };
+        out.push(Entry {
+            key,
+            file: file.to_path_buf(),
+            chunk,
+            line: first_line + doc.line.saturating_sub(1),
+            value: doc.value.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The key of a VirtualService/DestinationRule of `networking.istio.io/*`; `None` otherwise.
+fn istio_key(v: &Value) -> Option<ObjectKey> {
+    let api = v.get("apiVersion")?.as_str()?;
+    if !api.starts_with("networking.istio.io/") {
+        return None;
+    }
+    let kind = match v.get("kind")?.as_str()? {
+        "VirtualService" => ObjectKind::VirtualService,
+        "DestinationRule" => ObjectKind::DestinationRule,
+        _ => return None,
+    };
+    let meta = v.get("metadata")?;
+    let name = meta.get("name")?.as_str()?;
+    let namespace = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    Some(ObjectKey {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// The new content must still be the same object, or the write would move or duplicate it.
+fn check_identity(key: &ObjectKey, object: &Value) -> Result<(), StoreError> {
+    if istio_key(object).as_ref() == Some(key) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid {
+            key: key.clone(),
+            message: "the new content must keep apiVersion networking.istio.io/*, kind, \
+                      metadata.name and metadata.namespace"
+                .into(),
+        })
+    }
+}
+
+/// The replacement text of one document: its `---` line and leading comments, the new body,
+/// then its trailing comments and `...` line. Verified by parsing it back.
+fn render_chunk(key: &ObjectKey, old: &str, object: &Value) -> Result<String, StoreError> {
+    let invalid = |message: String| StoreError::Invalid {
+        key: key.clone(),
+        message,
+    };
+    let lines: Vec<&str> = old.split_inclusive('\n').collect();
+    let mut head = 0;
+    let mut header = String::new();
+    if let Some(first) = lines.first()
+        && is_marker(first, "---")
+    {
+        let rest = first[3..].trim();
+        if rest.is_empty() || rest.starts_with('#') {
+            header.push_str(first);
+        } else {
+            header.push_str("---\n");
+        }
+        head = 1;
+    }
+    while head < lines.len() && is_comment_or_blank(lines[head]) {
+        header.push_str(lines[head]);
+        head += 1;
+    }
+    let mut tail = lines.len();
+    while tail > head && (is_comment_or_blank(lines[tail - 1]) || is_marker(lines[tail - 1], "..."))
+    {
+        tail -= 1;
+    }
+    let trailer: String = lines[tail..].concat();
+
+    let hint = Yaml::load_from_str(old)
+        .ok()
+        .and_then(|docs| docs.into_iter().find(|d| !d.is_null()));
+    let yaml = to_yaml(object, hint.as_ref()).map_err(invalid)?;
+    let mut emitted = String::new();
+    let mut emitter = YamlEmitter::new(&mut emitted);
+    emitter.multiline(true);
+    emitter
+        .dump(&yaml)
+        .map_err(|e| invalid(format!("cannot emit YAML: {e}")))?;
+    let body = emitted.strip_prefix("---\n").unwrap_or(&emitted);
+    let mut body = body.to_string();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    if old.contains("\r\n") {
+        body = body.replace('\n', "\r\n");
+    }
+    let chunk = format!("{header}{body}{trailer}");
+
+    let parsed = parse_documents(&chunk).map_err(|e| invalid(format!("rendered YAML: {e}")))?;
+    match parsed.as_slice() {
+        [doc] if doc.value == *object => Ok(chunk),
+        _ => Err(invalid(
+            "the rendered YAML does not read back as the same object".into(),
+        )),
+    }
+}
+
+fn is_comment_or_blank(line: &str) -> bool {
+    let t = line.trim();
+    t.is_empty() || line.starts_with('#')
+}
+
+/// JSON → YAML, keeping the key order of `hint` (the old document); new keys follow, sorted.
+fn to_yaml(v: &Value, hint: Option<&Yaml<'_>>) -> Result<Yaml<'static>, String> {
+    Ok(match v {
+        Value::Null => Yaml::Value(Scalar::Null),
+        Value::Bool(b) => Yaml::Value(Scalar::Boolean(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Yaml::Value(Scalar::Integer(i)),
+            (None, Some(_)) if n.is_u64() => {
+                return Err(format!("integer {n} is too large for YAML output"));
+            }
+            (None, Some(f)) => Yaml::Value(Scalar::FloatingPoint(f.into())),
+            (None, None) => return Err(format!("number {n} cannot be written")),
+        },
+        Value::String(s) => Yaml::Value(Scalar::String(Cow::Owned(s.clone()))),
+        Value::Array(items) => {
+            let hints = hint.and_then(|h| h.as_vec());
+            let mut seq = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                seq.push(to_yaml(item, hints.and_then(|h| h.get(i)))?);
+            }
+            Yaml::Sequence(seq)
+        }
+        Value::Object(map) => {
+            let hinted: Vec<(String, &Yaml<'_>)> = hint
+                .and_then(|h| h.as_mapping())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| yaml_key(k).map(|k| (k, v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut out = Mapping::new();
+            let mut push = |k: &str, hint: Option<&Yaml<'_>>| -> Result<(), String> {
+                if let Some(value) = map.get(k) {
+                    out.insert(
+                        Yaml::Value(Scalar::String(Cow::Owned(k.to_string()))),
+                        to_yaml(value, hint)?,
+                    );
+                }
+                Ok(())
+            };
+            for (k, h) in &hinted {
+                push(k, Some(h))?;
+            }
+            for k in map.keys() {
+                if !hinted.iter().any(|(hk, _)| hk == k) {
+                    push(k, None)?;
+                }
+            }
+            Yaml::Mapping(out)
+        }
+    })
+}
+
+/// A mapping key as the JSON conversion spells it.
+fn yaml_key(k: &Yaml<'_>) -> Option<String> {
+    match k {
+        Yaml::Value(Scalar::String(s)) => Some(s.to_string()),
+        Yaml::Value(Scalar::Integer(i)) => Some(i.to_string()),
+        Yaml::Value(Scalar::Boolean(b)) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Temp file in the same directory, fsync, re-check nobody changed the original meanwhile,
+/// rename over it, fsync the directory. Symlinks are resolved so the link itself survives.
+fn write_atomically(
+    file: &Path,
+    old_text: &str,
+    new_text: &str,
+    key: &ObjectKey,
+) -> Result<(), StoreError> {
+    let real = fs::canonicalize(file).map_err(|e| backend(file, e))?;
+    let dir = real
+        .parent()
+        .ok_or_else(|| StoreError::Backend(format!("{}: no parent directory", real.display())))?;
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(
+        ".{name}.skycanary-{}-{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let permissions = fs::metadata(&real)
+            .map_err(|e| backend(&real, e))?
+            .permissions();
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| backend(&temp, e))?;
+        f.write_all(new_text.as_bytes())
+            .map_err(|e| backend(&temp, e))?;
+        f.sync_all().map_err(|e| backend(&temp, e))?;
+        drop(f);
+        fs::set_permissions(&temp, permissions).map_err(|e| backend(&temp, e))?;
+        // Narrow the window for another tool's edit to the rename itself.
+        let now = fs::read_to_string(&real).map_err(|e| backend(&real, e))?;
+        if now != old_text {
+            return Err(StoreError::Conflict(key.clone()));
+        }
+        fs::rename(&temp, &real).map_err(|e| backend(&real, e))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| backend(dir, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+fn backend(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Backend(format!("{}: {e}", path.display()))
+}
+
+/// FNV-1a 64 of the text, hex: cheap, stable across runs and platforms.
+fn fnv1a_hex(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut s = String::with_capacity(16);
+    let _ = write!(s, "{h:016x}");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MULTI: &str = "\
+# Bookinfo routing. Top comment stays.
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}   # flow style stays too
+spec:
+  ports: [{port: 9080}]
+---
+# The VirtualService we manage.
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: bookinfo
+spec:
+  hosts: [reviews]   # comment inside: may be lost
+  http:
+  - name: primary
+    route:
+    - destination: {host: reviews-stable}
+      weight: 100
+    - destination: {host: reviews-canary}
+      weight: 0
+  gateways: [mesh]
+  exportTo: [\".\"]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}   # untouched
+  subsets: [{name: v1, labels: {version: \"9900\"}}]
+...
+# trailing comment of the file
+";
+
+    fn vs_key() -> ObjectKey {
+        ObjectKey::virtual_service("bookinfo", "reviews")
+    }
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    fn set_canary(object: &mut Value, weight: i64) {
+        object["spec"]["http"][0]["route"][0]["weight"] = json!(100 - weight);
+        object["spec"]["http"][0]["route"][1]["weight"] = json!(weight);
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn replaces_only_its_document() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        assert_eq!(got.object["spec"]["hosts"], json!(["reviews"]));
+        let mut object = got.object.clone();
+        set_canary(&mut object, 20);
+        let version = store
+            .replace(&vs_key(), &object, &got.version)
+            .await
+            .unwrap();
+
+        let after = fs::read_to_string(dir.path().join("app.yaml")).unwrap();
+        let vs_start = MULTI.find("---\n# The VirtualService").unwrap();
+        let vs_end = MULTI
+            .find("---\napiVersion: networking.istio.io/v1\nkind: DestinationRule")
+            .unwrap();
+        assert!(after.starts_with(&MULTI[..vs_start]));
+        assert!(after.ends_with(&MULTI[vs_end..]), "{after}");
+        let new_doc = &after[vs_start..after.len() - (MULTI.len() - vs_end)];
+        assert!(
+            new_doc.starts_with("---\n# The VirtualService we manage.\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n"),
+            "{new_doc}"
+        );
+        // Original key order: hosts, http, gateways, exportTo.
+        let pos = |k: &str| new_doc.find(k).unwrap();
+        assert!(pos("hosts:") < pos("http:") && pos("http:") < pos("gateways:"));
+        assert!(pos("gateways:") < pos("exportTo:"), "{new_doc}");
+
+        let again = store.get(&vs_key()).await.unwrap();
+        assert_eq!(again.object, object);
+        assert_eq!(again.version, version);
+        let dr = store
+            .get(&ObjectKey::destination_rule("bookinfo", "reviews"))
+            .await
+            .unwrap();
+        assert_eq!(
+            dr.object["spec"]["subsets"][0]["labels"]["version"],
+            json!("9900")
+        );
+        assert_eq!(listing(dir.path()), vec!["app.yaml"]);
+    }
+
+    #[tokio::test]
+    async fn no_temp_files_left_and_other_files_untouched() {
+        let other = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings}\nspec: {hosts: [ratings]}\n";
+        let dir = dir_with(&[("app.yaml", MULTI), ("sub/other.yml", other)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        for w in [10, 20, 30] {
+            let got = store.get(&vs_key()).await.unwrap();
+            let mut o = got.object;
+            set_canary(&mut o, w);
+            store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        }
+        assert_eq!(listing(dir.path()), vec!["app.yaml", "sub"]);
+        assert_eq!(listing(&dir.path().join("sub")), vec!["other.yml"]);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("sub/other.yml")).unwrap(),
+            other
+        );
+        let got = store.get(&vs_key()).await.unwrap();
+        assert_eq!(
+            got.object["spec"]["http"][0]["route"][1]["weight"],
+            json!(30)
+        );
+    }
+
+    #[tokio::test]
+    async fn namespace_defaults_and_recursive_scan_skips_hidden() {
+        let doc = "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata:\n  name: ratings\nspec: {}\n";
+        let dir = dir_with(&[
+            ("a/b/ratings.yml", doc),
+            (".hidden/dup.yaml", doc),
+            ("a/.dup.yaml", doc),
+            ("notes.txt", doc),
+        ]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let key = ObjectKey::virtual_service("default", "ratings");
+        let got = store.get(&key).await.unwrap();
+        assert_eq!(got.object["metadata"]["name"], json!("ratings"));
+        assert_eq!(store.keys().unwrap(), vec![key.clone()]);
+        // Writing keeps the namespace absent.
+        let mut o = got.object.clone();
+        o["spec"]["hosts"] = json!(["ratings"]);
+        store.replace(&key, &o, &got.version).await.unwrap();
+        let text = fs::read_to_string(dir.path().join("a/b/ratings.yml")).unwrap();
+        assert!(!text.contains("namespace"), "{text}");
+        assert_eq!(store.get(&key).await.unwrap().object, o);
+    }
+
+    #[tokio::test]
+    async fn duplicate_names_both_locations() {
+        let doc = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: bookinfo}\nspec: {}\n";
+        let dir = dir_with(&[("one.yaml", MULTI), ("two.yaml", doc)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let e = store.get(&vs_key()).await.unwrap_err();
+        match e {
+            StoreError::Duplicate { key, locations } => {
+                assert_eq!(key, vs_key());
+                assert!(locations.contains("one.yaml:9"), "{locations}");
+                assert!(locations.contains("two.yaml:1"), "{locations}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Other objects still work.
+        assert!(
+            store
+                .get(&ObjectKey::destination_rule("bookinfo", "reviews"))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_is_not_found() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let key = ObjectKey::virtual_service("other", "reviews");
+        assert_eq!(
+            store.get(&key).await,
+            Err(StoreError::NotFound(key.clone()))
+        );
+        let o = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                       "metadata": {"name": "reviews", "namespace": "other"}});
+        assert_eq!(
+            store.replace(&key, &o, "0").await,
+            Err(StoreError::NotFound(key))
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_edit_of_the_document_is_a_conflict() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let path = dir.path().join("app.yaml");
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let edited = MULTI.replace("weight: 0", "weight: 5");
+        fs::write(&path, &edited).unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 50);
+        assert_eq!(
+            store.replace(&vs_key(), &o, &got.version).await,
+            Err(StoreError::Conflict(vs_key()))
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), edited);
+    }
+
+    #[tokio::test]
+    async fn edit_of_another_document_is_kept() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let path = dir.path().join("app.yaml");
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        fs::write(&path, MULTI.replace("ROUND_ROBIN", "LEAST_REQUEST")).unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 50);
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}   # untouched")
+        );
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+    }
+
+    #[tokio::test]
+    async fn identity_change_is_refused() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        o["metadata"]["name"] = json!("renamed");
+        assert!(matches!(
+            store.replace(&vs_key(), &o, &got.version).await,
+            Err(StoreError::Invalid { .. })
+        ));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("app.yaml")).unwrap(),
+            MULTI
+        );
+    }
+
+    #[tokio::test]
+    async fn tricky_values_round_trip() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        o["metadata"]["annotations"] = json!({
+            "skycanary.io/original-routes": "{\"http\":[{\"name\":\"primary\"}]}",
+            "multi": "line one\nline two\n",
+            "numeric": "9900", "boolish": "true", "empty": "", "marker": "--- x",
+        });
+        o["spec"]["ratio"] = json!(0.25);
+        o["spec"]["nothing"] = Value::Null;
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+    }
+
+    #[tokio::test]
+    async fn broken_unrelated_manifest_does_not_block_but_broken_istio_one_does() {
+        let dir = dir_with(&[("app.yaml", MULTI), ("junk.yaml", "a: [1\n")]);
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&vs_key()).await.is_ok());
+        fs::write(
+            dir.path().join("broken.yaml"),
+            "---\napiVersion: networking.istio.io/v1\nkind: [\n",
+        )
+        .unwrap();
+        let e = store.get(&vs_key()).await.unwrap_err();
+        assert!(e.to_string().contains("broken.yaml:"), "{e}");
+    }
+
+    /// The router over files: conflicts from another tool are re-planned, not lost.
+    #[tokio::test]
+    async fn router_over_files() {
+        use crate::traffic::router::{Planner, Router};
+        struct Canary(i64);
+        impl Planner for Canary {
+            fn plan_virtual_service(&self, _: usize, current: &Value) -> Result<Value, String> {
+                let mut o = current.clone();
+                set_canary(&mut o, self.0);
+                Ok(o)
+            }
+            fn check_destination_rule(&self, current: &Value) -> Result<(), String> {
+                current["spec"]["subsets"]
+                    .as_array()
+                    .map(|_| ())
+                    .ok_or_else(|| "no subsets".to_string())
+            }
+        }
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let router = Router::new(FileStore::open(dir.path()).unwrap()).with_jitter_seed(1);
+        let dr = ObjectKey::destination_rule("bookinfo", "reviews");
+        let report = router
+            .apply(&[vs_key()], Some(&dr), &Canary(40))
+            .await
+            .unwrap();
+        assert_eq!(report.changed, vec![vs_key()]);
+        let report = router
+            .apply(&[vs_key()], Some(&dr), &Canary(40))
+            .await
+            .unwrap();
+        assert_eq!(report.unchanged, vec![vs_key()]);
+        let got = router.read(&[vs_key()]).await.unwrap();
+        assert_eq!(
+            got[0].object["spec"]["http"][0]["route"][1]["weight"],
+            json!(40)
+        );
+    }
+
+    #[test]
+    fn splits_documents_on_markers_only() {
+        let text = "a: 1\n---\nb: |\n  --- not a marker\n...\n# c\n--- # x\nd: 2";
+        let docs: Vec<&str> = split_documents(text)
+            .into_iter()
+            .map(|(r, _)| &text[r])
+            .collect();
+        assert_eq!(
+            docs,
+            vec![
+                "a: 1\n",
+                "---\nb: |\n  --- not a marker\n...\n",
+                "# c\n",
+                "--- # x\nd: 2"
+            ]
+        );
+        assert_eq!(split_documents(text)[3].1, 7);
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv1a_hex(""), "cbf29ce484222325");
+        assert_eq!(fnv1a_hex("a"), "af63dc4c8601ec8c");
+    }
+}
