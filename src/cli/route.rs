@@ -1,0 +1,283 @@
+//! `skycanary route show|set-weight`: manual traffic control with the same router the
+//! controller uses, against Kubernetes (`--kube`) or a directory of manifests (`--manifests`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::resources::{LoadedCanary, load_paths};
+use crate::traffic::istio;
+use crate::traffic::kube::{IstioApiVersion, KubeStore};
+use crate::traffic::router::{Planner, Router, RouterError};
+use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
+use crate::traffic::store::{ManifestStore, ObjectKey};
+use crate::traffic::{DesiredRouting, IstioRouting, RouteKind, RouteWeights};
+use crate::traffic::file::FileStore;
+
+/// Where the Istio objects live.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct BackendArgs {
+    /// A directory of YAML manifests (multi-document files; written atomically).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// The Kubernetes cluster of the current kubeconfig (or in-cluster config).
+    #[arg(long)]
+    pub kube: bool,
+}
+
+/// Options shared by the route commands.
+#[derive(Debug, clap::Args)]
+pub struct CanaryArgs {
+    /// File (or directory) holding the Canary.
+    #[arg(long, value_name = "FILE")]
+    pub canary: PathBuf,
+    /// Canary name, when the file holds several.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Namespace of the Canary when its metadata has none (default: `default`).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Istio API version used with --kube.
+    #[arg(long, value_enum, default_value_t = IstioApiVersion::V1)]
+    pub istio_api_version: IstioApiVersion,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// `route` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum RouteCommand {
+    /// Print stable/canary/other weights of every managed route.
+    Show {
+        #[command(flatten)]
+        canary: CanaryArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ShowOutput::Text)]
+        output: ShowOutput,
+    },
+    /// Move the canary to WEIGHT on every route the Canary names; 0 sends all traffic to
+    /// stable and also removes header and mirror routes.
+    SetWeight {
+        #[command(flatten)]
+        canary: CanaryArgs,
+        /// Canary weight (0..=maxTrafficWeight).
+        weight: i64,
+    },
+}
+
+/// Output of `route show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowOutput {
+    /// A table.
+    Text,
+    /// JSON array of routes.
+    Json,
+}
+
+/// Exit codes: 0 ok, 1 routing error (nothing or everything written), 4 invalid input.
+pub async fn run(cmd: &RouteCommand, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<u8> {
+    let args = match cmd {
+        RouteCommand::Show { canary, .. } | RouteCommand::SetWeight { canary, .. } => canary,
+    };
+    let Some((canary, namespace)) = load_canary(args, err)? else {
+        return Ok(4);
+    };
+    let routing = routing_of(&canary.doc, &namespace);
+    let targets = virtual_service_keys(&routing, &namespace);
+    let dr = destination_rule_key(&routing, &namespace);
+    match (&args.backend.manifests, args.backend.kube) {
+        (Some(dir), _) => match FileStore::open(dir) {
+            Ok(store) => execute(cmd, Router::new(store), &routing, &targets, dr.as_ref(), out, err).await,
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                Ok(4)
+            }
+        },
+        (None, true) => match KubeStore::from_default_config(args.istio_api_version).await {
+            Ok(store) => execute(cmd, Router::new(store), &routing, &targets, dr.as_ref(), out, err).await,
+            Err(e) => {
+                writeln!(err, "error: cannot connect to Kubernetes: {e}")?;
+                Ok(1)
+            }
+        },
+        (None, false) => {
+            writeln!(err, "error: pass --manifests DIR or --kube")?;
+            Ok(4)
+        }
+    }
+}
+
+fn load_canary(args: &CanaryArgs, err: &mut dyn Write) -> std::io::Result<Option<(LoadedCanary, String)>> {
+    let loaded = load_paths(std::slice::from_ref(&args.canary));
+    if !loaded.errors.is_empty() {
+        for e in &loaded.errors {
+            writeln!(err, "error: {e}")?;
+        }
+        return Ok(None);
+    }
+    let pick = match &args.name {
+        Some(n) => loaded.canaries.iter().find(|c| &c.doc.metadata.name == n),
+        None if loaded.canaries.len() == 1 => loaded.canaries.first(),
+        None => {
+            let names: Vec<_> = loaded.canaries.iter().map(|c| c.doc.metadata.name.as_str()).collect();
+            writeln!(
+                err,
+                "error: {}: {} Canaries found ({}); pick one with --name",
+                args.canary.display(),
+                names.len(),
+                names.join(", ")
+            )?;
+            return Ok(None);
+        }
+    };
+    let Some(c) = pick else {
+        writeln!(err, "error: {}: no such Canary", args.canary.display())?;
+        return Ok(None);
+    };
+    let ns = c
+        .doc
+        .metadata
+        .namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    Ok(Some((c.clone(), ns)))
+}
+
+async fn execute<S: ManifestStore>(
+    cmd: &RouteCommand,
+    router: Router<S>,
+    routing: &IstioRouting,
+    targets: &[ObjectKey],
+    dr: Option<&ObjectKey>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
+    if let RouteCommand::SetWeight { weight, .. } = cmd {
+        if *weight < 0 || *weight > routing.max_weight {
+            writeln!(err, "error: weight {weight} is outside 0..={}", routing.max_weight)?;
+            return Ok(4);
+        }
+        let planner = ManualPlanner { routing, weight: *weight };
+        match router.apply(targets, dr, &planner).await {
+            Ok(report) => {
+                for k in &report.changed {
+                    writeln!(out, "{k}: canary weight set to {weight}")?;
+                }
+                for k in &report.unchanged {
+                    writeln!(out, "{k}: already at canary weight {weight} (not written)")?;
+                }
+                if report.conflicts_retried > 0 {
+                    writeln!(out, "({} concurrent change(s) re-read and re-applied)", report.conflicts_retried)?;
+                }
+            }
+            Err(e) => return report_error(e, err),
+        }
+    }
+    let objects = match router.read(targets).await {
+        Ok(o) => o,
+        Err(e) => return report_error(e, err),
+    };
+    let mut rows: Vec<RouteWeights> = Vec::new();
+    for (i, v) in objects.iter().enumerate() {
+        match istio::read_weights(&v.object, &routing.virtual_services[i], routing) {
+            Ok(mut w) => rows.append(&mut w),
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(1);
+            }
+        }
+    }
+    match cmd {
+        RouteCommand::Show { output: ShowOutput::Json, .. } => {
+            serde_json::to_writer_pretty(&mut *out, &rows.iter().map(JsonRow::from).collect::<Vec<_>>())
+                .map_err(std::io::Error::other)?;
+            writeln!(out)?;
+        }
+        _ => print_table(out, &rows)?,
+    }
+    Ok(0)
+}
+
+fn report_error(e: RouterError, err: &mut dyn Write) -> std::io::Result<u8> {
+    writeln!(err, "error: {e}")?;
+    Ok(1)
+}
+
+/// `set-weight`: weights only; existing header/mirror routes are kept (mirror routes are
+/// re-weighted with their weighted route) unless the weight is 0, which removes them so that
+/// no request reaches the canary.
+struct ManualPlanner<'a> {
+    routing: &'a IstioRouting,
+    weight: i64,
+}
+
+impl Planner for ManualPlanner<'_> {
+    fn plan_virtual_service(&self, index: usize, current: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let vs_ref = &self.routing.virtual_services[index];
+        let desired = if self.weight == 0 {
+            DesiredRouting::weight(0)
+        } else {
+            istio::current_managed_routes(current, self.routing, self.weight).map_err(|e| e.to_string())?
+        };
+        istio::apply(current, vs_ref, self.routing, &desired).map_err(|e| e.to_string())
+    }
+
+    fn check_destination_rule(&self, current: &serde_json::Value) -> Result<(), String> {
+        istio::check_destination_rule(current, self.routing).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRow<'a> {
+    virtual_service: &'a str,
+    kind: RouteKind,
+    route: &'a str,
+    stable: i64,
+    canary: i64,
+    others: &'a [(String, i64)],
+}
+
+impl<'a> From<&'a RouteWeights> for JsonRow<'a> {
+    fn from(r: &'a RouteWeights) -> Self {
+        JsonRow {
+            virtual_service: &r.virtual_service,
+            kind: r.kind,
+            route: &r.route,
+            stable: r.stable,
+            canary: r.canary,
+            others: &r.others,
+        }
+    }
+}
+
+fn print_table(out: &mut dyn Write, rows: &[RouteWeights]) -> std::io::Result<()> {
+    let kind = |k: RouteKind| match k {
+        RouteKind::Http => "http",
+        RouteKind::Tls => "tls",
+        RouteKind::Tcp => "tcp",
+    };
+    let vs_w = rows.iter().map(|r| r.virtual_service.len()).max().unwrap_or(0).max("VIRTUALSERVICE".len());
+    let route_w = rows.iter().map(|r| r.route.len()).max().unwrap_or(0).max("ROUTE".len());
+    writeln!(out, "{:vs_w$}  KIND  {:route_w$}  STABLE  CANARY  OTHERS", "VIRTUALSERVICE", "ROUTE")?;
+    for r in rows {
+        let others = if r.others.is_empty() {
+            "-".to_string()
+        } else {
+            r.others.iter().map(|(d, w)| format!("{d}={w}")).collect::<Vec<_>>().join(",")
+        };
+        writeln!(
+            out,
+            "{:vs_w$}  {:4}  {:route_w$}  {:>6}  {:>6}  {others}",
+            r.virtual_service,
+            kind(r.kind),
+            r.route,
+            r.stable,
+            r.canary
+        )?;
+    }
+    Ok(())
+}
