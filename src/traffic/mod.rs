@@ -3,6 +3,7 @@
 //! (`router.rs`), and the stores: Kubernetes (`kube.rs`) and a directory of YAML files (`file.rs`).
 
 pub mod file;
+pub mod istio;
 pub mod memory;
 pub mod model;
 pub mod router;
