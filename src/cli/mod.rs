@@ -1,6 +1,7 @@
 //! The command line: one file per command; `main.rs` only parses and dispatches.
 
 pub mod analyze;
+pub mod route;
 pub mod validate;
 
 use std::io::Write;
@@ -31,6 +32,12 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Check resource files; exit 0 valid, 1 invalid (every error listed with file:line).
     Validate(validate::ValidateArgs),
+    /// Manual traffic control on the VirtualServices of a Canary.
+    Route {
+        /// What to do.
+        #[command(subcommand)]
+        command: route::RouteCommand,
+    },
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -40,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let code = match &cli.command {
         Command::Analyze(a) => analyze::run(a, &mut stdout, &mut stderr).await?,
         Command::Validate(v) => validate::run(v, &mut stdout)?,
+        Command::Route { command } => route::run(command, &mut stdout, &mut stderr).await?,
     };
     stdout.flush()?;
     Ok(code)

@@ -4,5 +4,6 @@
 mod analyze_cli;
 mod bundled_templates;
 mod provider_sim;
+mod route_cli;
 mod support;
 mod tls;
