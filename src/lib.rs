@@ -10,4 +10,6 @@ pub mod resources;
 pub mod runner;
 pub mod sim;
 pub mod telemetry;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod traffic;

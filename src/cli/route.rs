@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::resources::{LoadedCanary, load_paths};
+use crate::traffic::file::FileStore;
 use crate::traffic::istio;
 use crate::traffic::kube::{IstioApiVersion, KubeStore};
 use crate::traffic::router::{Planner, Router, RouterError};
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
 use crate::traffic::store::{ManifestStore, ObjectKey};
 use crate::traffic::{DesiredRouting, IstioRouting, RouteKind, RouteWeights};
-use crate::traffic::file::FileStore;
 
 /// Where the Istio objects live.
 #[derive(Debug, clap::Args)]
@@ -40,7 +40,7 @@ pub struct CanaryArgs {
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
     /// Istio API version used with --kube.
-    #[arg(long, value_enum, default_value_t = IstioApiVersion::V1)]
+    #[arg(long, default_value = "v1", value_name = "VERSION")]
     pub istio_api_version: IstioApiVersion,
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -77,7 +77,11 @@ pub enum ShowOutput {
 }
 
 /// Exit codes: 0 ok, 1 routing error (nothing or everything written), 4 invalid input.
-pub async fn run(cmd: &RouteCommand, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<u8> {
+pub async fn run(
+    cmd: &RouteCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
     let args = match cmd {
         RouteCommand::Show { canary, .. } | RouteCommand::SetWeight { canary, .. } => canary,
     };
@@ -89,14 +93,36 @@ pub async fn run(cmd: &RouteCommand, out: &mut dyn Write, err: &mut dyn Write) -
     let dr = destination_rule_key(&routing, &namespace);
     match (&args.backend.manifests, args.backend.kube) {
         (Some(dir), _) => match FileStore::open(dir) {
-            Ok(store) => execute(cmd, Router::new(store), &routing, &targets, dr.as_ref(), out, err).await,
+            Ok(store) => {
+                execute(
+                    cmd,
+                    Router::new(store),
+                    &routing,
+                    &targets,
+                    dr.as_ref(),
+                    out,
+                    err,
+                )
+                .await
+            }
             Err(e) => {
                 writeln!(err, "error: {e}")?;
                 Ok(4)
             }
         },
         (None, true) => match KubeStore::from_default_config(args.istio_api_version).await {
-            Ok(store) => execute(cmd, Router::new(store), &routing, &targets, dr.as_ref(), out, err).await,
+            Ok(store) => {
+                execute(
+                    cmd,
+                    Router::new(store),
+                    &routing,
+                    &targets,
+                    dr.as_ref(),
+                    out,
+                    err,
+                )
+                .await
+            }
             Err(e) => {
                 writeln!(err, "error: cannot connect to Kubernetes: {e}")?;
                 Ok(1)
@@ -109,7 +135,10 @@ pub async fn run(cmd: &RouteCommand, out: &mut dyn Write, err: &mut dyn Write) -
     }
 }
 
-fn load_canary(args: &CanaryArgs, err: &mut dyn Write) -> std::io::Result<Option<(LoadedCanary, String)>> {
+fn load_canary(
+    args: &CanaryArgs,
+    err: &mut dyn Write,
+) -> std::io::Result<Option<(LoadedCanary, String)>> {
     let loaded = load_paths(std::slice::from_ref(&args.canary));
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
@@ -121,7 +150,11 @@ fn load_canary(args: &CanaryArgs, err: &mut dyn Write) -> std::io::Result<Option
         Some(n) => loaded.canaries.iter().find(|c| &c.doc.metadata.name == n),
         None if loaded.canaries.len() == 1 => loaded.canaries.first(),
         None => {
-            let names: Vec<_> = loaded.canaries.iter().map(|c| c.doc.metadata.name.as_str()).collect();
+            let names: Vec<_> = loaded
+                .canaries
+                .iter()
+                .map(|c| c.doc.metadata.name.as_str())
+                .collect();
             writeln!(
                 err,
                 "error: {}: {} Canaries found ({}); pick one with --name",
@@ -157,10 +190,17 @@ async fn execute<S: ManifestStore>(
 ) -> std::io::Result<u8> {
     if let RouteCommand::SetWeight { weight, .. } = cmd {
         if *weight < 0 || *weight > routing.max_weight {
-            writeln!(err, "error: weight {weight} is outside 0..={}", routing.max_weight)?;
+            writeln!(
+                err,
+                "error: weight {weight} is outside 0..={}",
+                routing.max_weight
+            )?;
             return Ok(4);
         }
-        let planner = ManualPlanner { routing, weight: *weight };
+        let planner = ManualPlanner {
+            routing,
+            weight: *weight,
+        };
         match router.apply(targets, dr, &planner).await {
             Ok(report) => {
                 for k in &report.changed {
@@ -170,7 +210,11 @@ async fn execute<S: ManifestStore>(
                     writeln!(out, "{k}: already at canary weight {weight} (not written)")?;
                 }
                 if report.conflicts_retried > 0 {
-                    writeln!(out, "({} concurrent change(s) re-read and re-applied)", report.conflicts_retried)?;
+                    writeln!(
+                        out,
+                        "({} concurrent change(s) re-read and re-applied)",
+                        report.conflicts_retried
+                    )?;
                 }
             }
             Err(e) => return report_error(e, err),
@@ -191,9 +235,15 @@ async fn execute<S: ManifestStore>(
         }
     }
     match cmd {
-        RouteCommand::Show { output: ShowOutput::Json, .. } => {
-            serde_json::to_writer_pretty(&mut *out, &rows.iter().map(JsonRow::from).collect::<Vec<_>>())
-                .map_err(std::io::Error::other)?;
+        RouteCommand::Show {
+            output: ShowOutput::Json,
+            ..
+        } => {
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &rows.iter().map(JsonRow::from).collect::<Vec<_>>(),
+            )
+            .map_err(std::io::Error::other)?;
             writeln!(out)?;
         }
         _ => print_table(out, &rows)?,
@@ -215,12 +265,17 @@ struct ManualPlanner<'a> {
 }
 
 impl Planner for ManualPlanner<'_> {
-    fn plan_virtual_service(&self, index: usize, current: &serde_json::Value) -> Result<serde_json::Value, String> {
+    fn plan_virtual_service(
+        &self,
+        index: usize,
+        current: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
         let vs_ref = &self.routing.virtual_services[index];
         let desired = if self.weight == 0 {
             DesiredRouting::weight(0)
         } else {
-            istio::current_managed_routes(current, self.routing, self.weight).map_err(|e| e.to_string())?
+            istio::current_managed_routes(current, self.routing, self.weight)
+                .map_err(|e| e.to_string())?
         };
         istio::apply(current, vs_ref, self.routing, &desired).map_err(|e| e.to_string())
     }
@@ -260,14 +315,32 @@ fn print_table(out: &mut dyn Write, rows: &[RouteWeights]) -> std::io::Result<()
         RouteKind::Tls => "tls",
         RouteKind::Tcp => "tcp",
     };
-    let vs_w = rows.iter().map(|r| r.virtual_service.len()).max().unwrap_or(0).max("VIRTUALSERVICE".len());
-    let route_w = rows.iter().map(|r| r.route.len()).max().unwrap_or(0).max("ROUTE".len());
-    writeln!(out, "{:vs_w$}  KIND  {:route_w$}  STABLE  CANARY  OTHERS", "VIRTUALSERVICE", "ROUTE")?;
+    let vs_w = rows
+        .iter()
+        .map(|r| r.virtual_service.len())
+        .max()
+        .unwrap_or(0)
+        .max("VIRTUALSERVICE".len());
+    let route_w = rows
+        .iter()
+        .map(|r| r.route.len())
+        .max()
+        .unwrap_or(0)
+        .max("ROUTE".len());
+    writeln!(
+        out,
+        "{:vs_w$}  KIND  {:route_w$}  STABLE  CANARY  OTHERS",
+        "VIRTUALSERVICE", "ROUTE"
+    )?;
     for r in rows {
         let others = if r.others.is_empty() {
             "-".to_string()
         } else {
-            r.others.iter().map(|(d, w)| format!("{d}={w}")).collect::<Vec<_>>().join(",")
+            r.others
+                .iter()
+                .map(|(d, w)| format!("{d}={w}"))
+                .collect::<Vec<_>>()
+                .join(",")
         };
         writeln!(
             out,

@@ -9,6 +9,7 @@ pub mod template;
 pub mod yaml;
 
 pub use load::{
-    ConfigError, ConfigErrors, LoadResult, LoadedTemplate, Origin, load_paths, load_str,
+    ConfigError, ConfigErrors, LoadResult, LoadedCanary, LoadedTemplate, Origin, load_paths,
+    load_str,
 };
 pub use template::*;

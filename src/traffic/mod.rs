@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod istio;
+pub mod kube;
 pub mod memory;
 pub mod model;
 pub mod router;

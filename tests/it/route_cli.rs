@@ -12,18 +12,28 @@ fn skycanary(args: &[&str]) -> Output {
 }
 
 fn example(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/bookinfo").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/examples/bookinfo")
+        .join(rel)
 }
 
 /// A copy of the example Istio manifests in a temp dir.
 fn manifests() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(example("istio/reviews.yaml"), dir.path().join("reviews.yaml")).unwrap();
+    std::fs::copy(
+        example("istio/reviews.yaml"),
+        dir.path().join("reviews.yaml"),
+    )
+    .unwrap();
     dir
 }
 
 fn docs(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap().split("\n---\n").map(str::to_string).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .split("\n---\n")
+        .map(str::to_string)
+        .collect()
 }
 
 fn canary() -> String {
@@ -35,15 +45,38 @@ fn set_weight_moves_only_weights() {
     let dir = manifests();
     let d = dir.path().display().to_string();
     let before = docs(&dir.path().join("reviews.yaml"));
-    let out = skycanary(&["route", "set-weight", "--canary", &canary(), "20", "--manifests", &d]);
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &canary(),
+        "20",
+        "--manifests",
+        &d,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("VirtualService bookinfo/reviews: canary weight set to 20"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.contains("primary") && l.contains("80") && l.contains("20")), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("VirtualService bookinfo/reviews: canary weight set to 20"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("primary") && l.contains("80") && l.contains("20")),
+        "{stdout}"
+    );
     let after = docs(&dir.path().join("reviews.yaml"));
     // The DestinationRule document is byte-for-byte untouched.
     assert_eq!(before[1], after[1]);
-    let vs: serde_json::Value = skycanary::resources::yaml::parse_documents(&after[0]).unwrap()[0].value.clone();
+    let vs: serde_json::Value = skycanary::resources::yaml::parse_documents(&after[0]).unwrap()[0]
+        .value
+        .clone();
     let route = &vs["spec"]["http"][0];
     assert_eq!(route["route"][0]["weight"], 80);
     assert_eq!(route["route"][1]["weight"], 20);
@@ -55,22 +88,90 @@ fn set_weight_moves_only_weights() {
 fn same_weight_twice_writes_nothing() {
     let dir = manifests();
     let d = dir.path().display().to_string();
-    assert_eq!(skycanary(&["route", "set-weight", "--canary", &canary(), "30", "--manifests", &d]).status.code(), Some(0));
+    assert_eq!(
+        skycanary(&[
+            "route",
+            "set-weight",
+            "--canary",
+            &canary(),
+            "30",
+            "--manifests",
+            &d
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
     let first = std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap();
-    let mtime = std::fs::metadata(dir.path().join("reviews.yaml")).unwrap().modified().unwrap();
-    let out = skycanary(&["route", "set-weight", "--canary", &canary(), "30", "--manifests", &d]);
+    let mtime = std::fs::metadata(dir.path().join("reviews.yaml"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &canary(),
+        "30",
+        "--manifests",
+        &d,
+    ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("not written"));
-    assert_eq!(std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap(), first);
-    assert_eq!(std::fs::metadata(dir.path().join("reviews.yaml")).unwrap().modified().unwrap(), mtime);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap(),
+        first
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("reviews.yaml"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime
+    );
 }
 
 #[test]
 fn set_weight_zero_restores_stable_and_show_prints_json() {
     let dir = manifests();
     let d = dir.path().display().to_string();
-    assert_eq!(skycanary(&["route", "set-weight", "--canary", &canary(), "60", "--manifests", &d]).status.code(), Some(0));
-    assert_eq!(skycanary(&["route", "set-weight", "--canary", &canary(), "0", "--manifests", &d]).status.code(), Some(0));
-    let out = skycanary(&["route", "show", "--canary", &canary(), "--manifests", &d, "--output", "json"]);
+    assert_eq!(
+        skycanary(&[
+            "route",
+            "set-weight",
+            "--canary",
+            &canary(),
+            "60",
+            "--manifests",
+            &d
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    assert_eq!(
+        skycanary(&[
+            "route",
+            "set-weight",
+            "--canary",
+            &canary(),
+            "0",
+            "--manifests",
+            &d
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    let out = skycanary(&[
+        "route",
+        "show",
+        "--canary",
+        &canary(),
+        "--manifests",
+        &d,
+        "--output",
+        "json",
+    ]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(rows[0]["stable"], 100);
     assert_eq!(rows[0]["canary"], 0);
@@ -82,21 +183,46 @@ fn out_of_range_weight_is_invalid_input() {
     let dir = manifests();
     let d = dir.path().display().to_string();
     let before = std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap();
-    let out = skycanary(&["route", "set-weight", "--canary", &canary(), "101", "--manifests", &d]);
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &canary(),
+        "101",
+        "--manifests",
+        &d,
+    ]);
     assert_eq!(out.status.code(), Some(4));
-    assert_eq!(std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap(),
+        before
+    );
 }
 
 #[test]
 fn missing_subset_is_refused_before_any_write() {
     let dir = manifests();
     let p = dir.path().join("reviews.yaml");
-    let text = std::fs::read_to_string(&p).unwrap().replace("  - name: v2\n    labels: {version: v2}\n", "");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("  - name: v2\n    labels: {version: v2}\n", "");
     std::fs::write(&p, &text).unwrap();
     let d = dir.path().display().to_string();
-    let out = skycanary(&["route", "set-weight", "--canary", &canary(), "10", "--manifests", &d]);
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &canary(),
+        "10",
+        "--manifests",
+        &d,
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("v2"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("v2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
 }
 
@@ -130,8 +256,24 @@ spec:
     std::fs::write(&cpath, canary_text).unwrap();
     let before = std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap();
     let d = dir.path().display().to_string();
-    let out = skycanary(&["route", "set-weight", "--canary", &cpath.display().to_string(), "10", "--manifests", &d]);
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &cpath.display().to_string(),
+        "10",
+        "--manifests",
+        &d,
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("legacy"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap(), before, "first VS untouched");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("legacy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap(),
+        before,
+        "first VS untouched"
+    );
 }

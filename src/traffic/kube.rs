@@ -1,0 +1,307 @@
+//! The Kubernetes [`ManifestStore`]: Istio objects through `Api<DynamicObject>`, so unknown
+//! fields survive a GET → PUT round trip, with `metadata.resourceVersion` as the version.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::Value;
+
+use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
+
+/// The Istio networking API group.
+pub const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
+
+/// Which `networking.istio.io` version to talk: older Istio installs serve only the betas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IstioApiVersion {
+    /// `v1` (Istio 1.22+).
+    #[default]
+    V1,
+    /// `v1beta1`.
+    V1beta1,
+    /// `v1alpha3`.
+    V1alpha3,
+}
+
+impl IstioApiVersion {
+    /// The version string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IstioApiVersion::V1 => "v1",
+            IstioApiVersion::V1beta1 => "v1beta1",
+            IstioApiVersion::V1alpha3 => "v1alpha3",
+        }
+    }
+}
+
+impl fmt::Display for IstioApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown Istio API version string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown networking.istio.io version {0:?} (expected v1, v1beta1 or v1alpha3)")]
+pub struct UnknownIstioVersion(pub String);
+
+impl FromStr for IstioApiVersion {
+    type Err = UnknownIstioVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "v1" => Ok(IstioApiVersion::V1),
+            "v1beta1" => Ok(IstioApiVersion::V1beta1),
+            "v1alpha3" => Ok(IstioApiVersion::V1alpha3),
+            other => Err(UnknownIstioVersion(other.to_string())),
+        }
+    }
+}
+
+/// VirtualServices and DestinationRules in a Kubernetes cluster.
+#[derive(Clone)]
+pub struct KubeStore {
+    client: Client,
+    version: IstioApiVersion,
+}
+
+impl fmt::Debug for KubeStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeStore")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl KubeStore {
+    /// A store over an existing client (tests pass the fake API server's in-process client).
+    pub fn new(client: Client, version: IstioApiVersion) -> Self {
+        KubeStore { client, version }
+    }
+
+    /// A store from the ambient configuration: `KUBECONFIG`/`~/.kube/config`, else in-cluster.
+    pub async fn from_default_config(version: IstioApiVersion) -> Result<Self, StoreError> {
+        // kube's TLS stack needs a process-wide rustls provider; ring is the one we build.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::try_default().await.map_err(|e| {
+            StoreError::Backend(format!("cannot configure the Kubernetes client: {e}"))
+        })?;
+        Ok(KubeStore::new(client, version))
+    }
+
+    /// The client, for other kube calls (events, leases).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The Istio version in use.
+    pub fn version(&self) -> IstioApiVersion {
+        self.version
+    }
+
+    fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk(
+            ISTIO_NETWORKING_GROUP,
+            self.version.as_str(),
+            key.kind.as_str(),
+        );
+        let plural = match key.kind {
+            ObjectKind::VirtualService => "virtualservices",
+            ObjectKind::DestinationRule => "destinationrules",
+        };
+        let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+        Api::namespaced_with(self.client.clone(), &key.namespace, &resource)
+    }
+}
+
+/// Maps kube errors to store errors; 409 is the one the router retries.
+fn map_error(key: &ObjectKey, err: kube::Error) -> StoreError {
+    match err {
+        kube::Error::Api(status) => match status.code {
+            409 => StoreError::Conflict(key.clone()),
+            404 => StoreError::NotFound(key.clone()),
+            422 => StoreError::Invalid {
+                key: key.clone(),
+                message: status.message.clone(),
+            },
+            code => StoreError::Backend(format!(
+                "{key}: Kubernetes API answered {code} {}: {}",
+                status.reason, status.message
+            )),
+        },
+        other => StoreError::Backend(format!("{key}: {other}")),
+    }
+}
+
+fn resource_version(key: &ObjectKey, obj: &DynamicObject) -> Result<String, StoreError> {
+    obj.metadata
+        .resource_version
+        .clone()
+        .filter(|rv| !rv.is_empty())
+        .ok_or_else(|| {
+            StoreError::Backend(format!("{key}: the server returned no resourceVersion"))
+        })
+}
+
+impl ManifestStore for KubeStore {
+    fn describe(&self) -> String {
+        format!("kube ({ISTIO_NETWORKING_GROUP}/{})", self.version)
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
+        let obj = self
+            .api(key)
+            .get(&key.name)
+            .await
+            .map_err(|e| map_error(key, e))?;
+        let version = resource_version(key, &obj)?;
+        let object = serde_json::to_value(&obj)
+            .map_err(|e| StoreError::Backend(format!("{key}: cannot encode the object: {e}")))?;
+        Ok(Versioned { object, version })
+    }
+
+    async fn replace(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+    ) -> Result<String, StoreError> {
+        let invalid = |message: String| StoreError::Invalid {
+            key: key.clone(),
+            message,
+        };
+        if expected_version.is_empty() {
+            return Err(invalid(
+                "no resourceVersion to replace at: read the object first".into(),
+            ));
+        }
+        let mut obj: DynamicObject = serde_json::from_value(object.clone())
+            .map_err(|e| invalid(format!("not a Kubernetes object: {e}")))?;
+        match obj.metadata.name.as_deref() {
+            Some(n) if n != key.name => {
+                return Err(invalid(format!(
+                    "metadata.name is {n:?}, expected {:?}",
+                    key.name
+                )));
+            }
+            _ => obj.metadata.name = Some(key.name.clone()),
+        }
+        match obj.metadata.namespace.as_deref() {
+            Some(ns) if ns != key.namespace => {
+                return Err(invalid(format!(
+                    "metadata.namespace is {ns:?}, expected {:?}",
+                    key.namespace
+                )));
+            }
+            _ => obj.metadata.namespace = Some(key.namespace.clone()),
+        }
+        // Never a blind write: the server checks this version and answers 409 if it moved.
+        obj.metadata.resource_version = Some(expected_version.to_string());
+        let written = self
+            .api(key)
+            .replace(&key.name, &PostParams::default(), &obj)
+            .await
+            .map_err(|e| map_error(key, e))?;
+        resource_version(key, &written)
+    }
+}
+
+/// `type` of a Kubernetes Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Routine progress.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// Failure to record an Event.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot record event {reason} on {object}: {source}")]
+pub struct EventError {
+    /// The event reason.
+    pub reason: String,
+    /// `kind namespace/name` of the involved object.
+    pub object: String,
+    /// The API error.
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Reporting controller name written into Events.
+pub const REPORTING_CONTROLLER: &str = "skycanary.io/skycanary";
+
+/// Distinguishes events created in the same nanosecond.
+static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Records an `events.k8s.io/v1` Event about `involved` (reasons such as
+/// `TrafficWeightUpdated`, `TrafficRoutingError`), so `kubectl describe` shows what we did.
+pub async fn emit_event(
+    client: &Client,
+    namespace: &str,
+    involved: &ObjectReference,
+    reason: &str,
+    message: &str,
+    event_type: EventType,
+) -> Result<Event, EventError> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let base = involved.name.as_deref().unwrap_or("skycanary");
+    let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!(".{:x}{:x}", now.as_nanosecond(), seq);
+    // Names are at most 253 characters; keep the suffix whole.
+    let keep = 253usize.saturating_sub(suffix.len());
+    let name = format!("{}{suffix}", base.chars().take(keep).collect::<String>());
+    let instance = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skycanary".to_string());
+    // The API caps the note at 1 KiB.
+    let note: String = message.chars().take(1024).collect();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.to_string()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(now)),
+        action: Some(reason.to_string()),
+        reason: Some(reason.to_string()),
+        note: Some(note),
+        type_: Some(event_type.as_str().to_string()),
+        regarding: Some(involved.clone()),
+        reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
+        reporting_instance: Some(instance),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    api.create(&PostParams::default(), &event)
+        .await
+        .map_err(|source| EventError {
+            reason: reason.to_string(),
+            object: format!(
+                "{} {}/{}",
+                involved.kind.as_deref().unwrap_or_default(),
+                involved.namespace.as_deref().unwrap_or_default(),
+                base
+            ),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests;
