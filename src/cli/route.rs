@@ -10,10 +10,11 @@ use crate::resources::{LoadedCanary, load_paths};
 use crate::traffic::file::FileStore;
 use crate::traffic::istio;
 use crate::traffic::kube::{IstioApiVersion, KubeStore};
-use crate::traffic::router::{Planner, Router, RouterError};
+use crate::traffic::planner::WeightPlanner;
+use crate::traffic::router::{Router, RouterError};
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
 use crate::traffic::store::{ManifestStore, ObjectKey};
-use crate::traffic::{DesiredRouting, IstioRouting, RouteKind, RouteWeights};
+use crate::traffic::{IstioRouting, RouteKind, RouteWeights};
 
 /// Where the Istio objects live.
 #[derive(Debug, clap::Args)]
@@ -112,16 +113,16 @@ pub async fn run(
         },
         (None, true) => match KubeStore::from_default_config(args.istio_api_version).await {
             Ok(store) => {
-                execute(
-                    cmd,
-                    Router::new(store),
-                    &routing,
-                    &targets,
-                    dr.as_ref(),
-                    out,
-                    err,
-                )
-                .await
+                let client = store.client().clone();
+                let version = store.version();
+                let router = Router::new(store);
+                let (code, outcome) =
+                    execute_reporting(cmd, router, &routing, &targets, dr.as_ref(), out, err)
+                        .await?;
+                if let Some(outcome) = outcome {
+                    record_events(&client, version, &outcome).await;
+                }
+                Ok(code)
             }
             Err(e) => {
                 writeln!(err, "error: cannot connect to Kubernetes: {e}")?;
@@ -179,6 +180,14 @@ fn load_canary(
     Ok(Some((c.clone(), ns)))
 }
 
+/// What a `set-weight` did, for Kubernetes Events.
+enum Outcome {
+    /// These VirtualServices were written.
+    Changed(Vec<ObjectKey>, i64),
+    /// The change failed.
+    Failed(ObjectKey, String),
+}
+
 async fn execute<S: ManifestStore>(
     cmd: &RouteCommand,
     router: Router<S>,
@@ -188,6 +197,23 @@ async fn execute<S: ManifestStore>(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
+    Ok(
+        execute_reporting(cmd, router, routing, targets, dr, out, err)
+            .await?
+            .0,
+    )
+}
+
+async fn execute_reporting<S: ManifestStore>(
+    cmd: &RouteCommand,
+    router: Router<S>,
+    routing: &IstioRouting,
+    targets: &[ObjectKey],
+    dr: Option<&ObjectKey>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<(u8, Option<Outcome>)> {
+    let mut outcome = None;
     if let RouteCommand::SetWeight { weight, .. } = cmd {
         if *weight < 0 || *weight > routing.max_weight {
             writeln!(
@@ -195,14 +221,15 @@ async fn execute<S: ManifestStore>(
                 "error: weight {weight} is outside 0..={}",
                 routing.max_weight
             )?;
-            return Ok(4);
+            return Ok((4, None));
         }
-        let planner = ManualPlanner {
+        let planner = WeightPlanner {
             routing,
             weight: *weight,
         };
         match router.apply(targets, dr, &planner).await {
             Ok(report) => {
+                outcome = Some(Outcome::Changed(report.changed.clone(), *weight));
                 for k in &report.changed {
                     writeln!(out, "{k}: canary weight set to {weight}")?;
                 }
@@ -217,12 +244,17 @@ async fn execute<S: ManifestStore>(
                     )?;
                 }
             }
-            Err(e) => return report_error(e, err),
+            Err(e) => {
+                let first = targets.first().cloned();
+                let message = e.to_string();
+                let code = report_error(e, err)?;
+                return Ok((code, first.map(|k| Outcome::Failed(k, message))));
+            }
         }
     }
     let objects = match router.read(targets).await {
         Ok(o) => o,
-        Err(e) => return report_error(e, err),
+        Err(e) => return Ok((report_error(e, err)?, outcome)),
     };
     let mut rows: Vec<RouteWeights> = Vec::new();
     for (i, v) in objects.iter().enumerate() {
@@ -230,7 +262,7 @@ async fn execute<S: ManifestStore>(
             Ok(mut w) => rows.append(&mut w),
             Err(e) => {
                 writeln!(err, "error: {e}")?;
-                return Ok(1);
+                return Ok((1, outcome));
             }
         }
     }
@@ -248,41 +280,58 @@ async fn execute<S: ManifestStore>(
         }
         _ => print_table(out, &rows)?,
     }
-    Ok(0)
+    Ok((0, outcome))
+}
+
+/// Kubernetes Events on the VirtualServices, so `kubectl describe` shows manual changes.
+/// Best effort: a failure to record an event never changes the command's result.
+async fn record_events(client: &kube::Client, version: IstioApiVersion, outcome: &Outcome) {
+    use crate::traffic::kube::{EventType, emit_event};
+    let reference = |k: &ObjectKey| k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(format!("networking.istio.io/{version}")),
+        kind: Some(k.kind.as_str().to_string()),
+        name: Some(k.name.clone()),
+        namespace: Some(k.namespace.clone()),
+        ..Default::default()
+    };
+    let events: Vec<(ObjectKey, &str, String, EventType)> = match outcome {
+        Outcome::Changed(keys, w) => keys
+            .iter()
+            .map(|k| {
+                (
+                    k.clone(),
+                    "TrafficWeightUpdated",
+                    format!("canary weight set to {w} by skycanary route set-weight"),
+                    EventType::Normal,
+                )
+            })
+            .collect(),
+        Outcome::Failed(k, m) => vec![(
+            k.clone(),
+            "TrafficRoutingError",
+            m.clone(),
+            EventType::Warning,
+        )],
+    };
+    for (key, reason, message, kind) in events {
+        if let Err(e) = emit_event(
+            client,
+            &key.namespace,
+            &reference(&key),
+            reason,
+            &message,
+            kind,
+        )
+        .await
+        {
+            tracing::warn!(object = %key, "could not record event {reason}: {e}");
+        }
+    }
 }
 
 fn report_error(e: RouterError, err: &mut dyn Write) -> std::io::Result<u8> {
     writeln!(err, "error: {e}")?;
     Ok(1)
-}
-
-/// `set-weight`: weights only; existing header/mirror routes are kept (mirror routes are
-/// re-weighted with their weighted route) unless the weight is 0, which removes them so that
-/// no request reaches the canary.
-struct ManualPlanner<'a> {
-    routing: &'a IstioRouting,
-    weight: i64,
-}
-
-impl Planner for ManualPlanner<'_> {
-    fn plan_virtual_service(
-        &self,
-        index: usize,
-        current: &serde_json::Value,
-    ) -> Result<serde_json::Value, String> {
-        let vs_ref = &self.routing.virtual_services[index];
-        let desired = if self.weight == 0 {
-            DesiredRouting::weight(0)
-        } else {
-            istio::current_managed_routes(current, self.routing, self.weight)
-                .map_err(|e| e.to_string())?
-        };
-        istio::apply(current, vs_ref, self.routing, &desired).map_err(|e| e.to_string())
-    }
-
-    fn check_destination_rule(&self, current: &serde_json::Value) -> Result<(), String> {
-        istio::check_destination_rule(current, self.routing).map_err(|e| e.to_string())
-    }
 }
 
 #[derive(Serialize)]

@@ -7,6 +7,7 @@ pub mod istio;
 pub mod kube;
 pub mod memory;
 pub mod model;
+pub mod planner;
 pub mod router;
 pub mod spec;
 pub mod store;

@@ -6,5 +6,6 @@ mod bundled_templates;
 mod kube_fake;
 mod provider_sim;
 mod route_cli;
+mod route_kube;
 mod support;
 mod tls;

@@ -1,0 +1,301 @@
+//! Traffic routing against the fake Kubernetes API server over loopback: conflicts, concurrent
+//! writers, all-or-nothing multi-VirtualService writes, Events, and kubectl.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skycanary::testkit::{FakeApiServer, http_client, write_kubeconfig};
+use skycanary::traffic::kube::{IstioApiVersion, KubeStore};
+use skycanary::traffic::planner::DesiredPlanner;
+use skycanary::traffic::router::{Router, RouterError};
+use skycanary::traffic::store::ObjectKey;
+use skycanary::traffic::*;
+
+fn vs(name: &str) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": "bookinfo"},
+        "spec": {
+            "hosts": [name],
+            "http": [{"name": "primary", "timeout": "3s", "route": [
+                {"destination": {"host": "reviews-stable", "port": {"number": 9080}}, "weight": 100},
+                {"destination": {"host": "reviews-canary", "port": {"number": 9080}}, "weight": 0}
+            ]}]
+        }
+    })
+}
+
+fn routing(names: &[&str]) -> IstioRouting {
+    IstioRouting {
+        max_weight: 100,
+        managed_routes: vec![],
+        virtual_services: names
+            .iter()
+            .map(|n| VirtualServiceRef {
+                name: n.to_string(),
+                namespace: Some("bookinfo".into()),
+                http_routes: vec!["primary".into()],
+                tls_routes: vec![],
+                tcp_routes: vec![],
+            })
+            .collect(),
+        backend: Backend::Host {
+            stable: "reviews-stable".into(),
+            canary: "reviews-canary".into(),
+        },
+        additional_destinations: vec![],
+    }
+}
+
+fn weights(v: &Value) -> (i64, i64) {
+    let r = &v["spec"]["http"][0]["route"];
+    (
+        r[0]["weight"].as_i64().unwrap(),
+        r[1]["weight"].as_i64().unwrap(),
+    )
+}
+
+async fn served(
+    names: &[&str],
+) -> (
+    FakeApiServer,
+    Router<KubeStore>,
+    skycanary::testkit::ServerHandle,
+) {
+    let fake = FakeApiServer::new();
+    for n in names {
+        fake.seed(vs(n)).unwrap();
+    }
+    let (addr, handle) = fake.serve().await.unwrap();
+    let store = KubeStore::new(http_client(addr).unwrap(), IstioApiVersion::V1);
+    (fake, Router::new(store), handle)
+}
+
+#[tokio::test]
+async fn conflict_burst_is_retried_and_weights_sum_to_max() {
+    let (fake, router, _h) = served(&["reviews"]).await;
+    fake.fail_next(Some("PUT"), "virtualservices/reviews", 3, 409);
+    let r = routing(&["reviews"]);
+    let desired = DesiredRouting::weight(30);
+    let keys = [ObjectKey::virtual_service("bookinfo", "reviews")];
+    let report = router
+        .apply(
+            &keys,
+            None,
+            &DesiredPlanner {
+                routing: &r,
+                desired: &desired,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.conflicts_retried, 3);
+    let stored = fake.virtual_service("bookinfo", "reviews").unwrap();
+    assert_eq!(weights(&stored), (70, 30));
+    assert_eq!(stored["spec"]["http"][0]["timeout"], "3s");
+}
+
+#[tokio::test]
+async fn a_concurrent_writer_is_never_lost() {
+    let (fake, router, _h) = served(&["reviews"]).await;
+    // Our PUT is held back while another writer changes the object: the PUT must conflict,
+    // and the retry must keep the other writer's change.
+    fake.delay_next(
+        Some("PUT"),
+        "virtualservices/reviews",
+        1,
+        Duration::from_millis(600),
+    );
+    let r = routing(&["reviews"]);
+    let desired = DesiredRouting::weight(20);
+    let keys = [ObjectKey::virtual_service("bookinfo", "reviews")];
+    let apply = async {
+        router
+            .apply(
+                &keys,
+                None,
+                &DesiredPlanner {
+                    routing: &r,
+                    desired: &desired,
+                },
+            )
+            .await
+    };
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fake.update(
+            "networking.istio.io",
+            "virtualservices",
+            "bookinfo",
+            "reviews",
+            |o| {
+                o["spec"]["gateways"] = json!(["mesh", "bookinfo-gateway"]);
+            },
+        )
+        .unwrap();
+    };
+    let (report, ()) = tokio::join!(apply, other);
+    let report = report.unwrap();
+    assert!(report.conflicts_retried >= 1, "{report:?}");
+    let stored = fake.virtual_service("bookinfo", "reviews").unwrap();
+    assert_eq!(
+        stored["spec"]["gateways"],
+        json!(["mesh", "bookinfo-gateway"]),
+        "the other change survived"
+    );
+    assert_eq!(weights(&stored), (80, 20));
+}
+
+#[tokio::test]
+async fn failure_on_a_later_virtual_service_undoes_earlier_writes() {
+    let (fake, router, _h) = served(&["reviews", "reviews-edge"]).await;
+    fake.fail_next(Some("PUT"), "virtualservices/reviews-edge", 1, 500);
+    let r = routing(&["reviews", "reviews-edge"]);
+    let desired = DesiredRouting::weight(50);
+    let keys = [
+        ObjectKey::virtual_service("bookinfo", "reviews"),
+        ObjectKey::virtual_service("bookinfo", "reviews-edge"),
+    ];
+    let err = router
+        .apply(
+            &keys,
+            None,
+            &DesiredPlanner {
+                routing: &r,
+                desired: &desired,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RouterError::PartialWrite { .. }), "{err}");
+    assert!(!err.left_partial_state(), "{err}");
+    for n in ["reviews", "reviews-edge"] {
+        assert_eq!(
+            weights(&fake.virtual_service("bookinfo", n).unwrap()),
+            (100, 0),
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_change_means_no_write() {
+    let (fake, router, _h) = served(&["reviews"]).await;
+    let r = routing(&["reviews"]);
+    let desired = DesiredRouting::weight(0);
+    let keys = [ObjectKey::virtual_service("bookinfo", "reviews")];
+    fake.clear_requests();
+    let report = router
+        .apply(
+            &keys,
+            None,
+            &DesiredPlanner {
+                routing: &r,
+                desired: &desired,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.unchanged, keys.to_vec());
+    assert!(
+        fake.requests().iter().all(|r| r.method == "GET"),
+        "{:?}",
+        fake.requests()
+    );
+}
+
+fn bookinfo_canary(dir: &std::path::Path) -> String {
+    let p = dir.join("canary.yaml");
+    std::fs::write(
+        &p,
+        r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  trafficRouting:
+    istio:
+      virtualService: {name: reviews, routes: [primary]}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+"#,
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+#[tokio::test]
+async fn set_weight_with_kube_is_visible_to_kubectl_and_recorded_as_events() {
+    let (fake, _router, _h) = served(&["reviews"]).await;
+    let (addr, _h2) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(addr, &kubeconfig).unwrap();
+    let canary = bookinfo_canary(dir.path());
+    let kc = kubeconfig.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_skycanary"))
+            .args(["route", "set-weight", "--canary", &canary, "25", "--kube"])
+            .env("KUBECONFIG", &kc)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        weights(&fake.virtual_service("bookinfo", "reviews").unwrap()),
+        (75, 25)
+    );
+    let events = fake.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "TrafficWeightUpdated" && e["regarding"]["name"] == "reviews"),
+        "{events:?}"
+    );
+
+    let kubectl = std::path::Path::new("/usr/bin/kubectl");
+    if !kubectl.exists() {
+        eprintln!("kubectl not installed: skipping the kubectl half of this test");
+        return;
+    }
+    let cache = dir.path().join("kube-cache");
+    let k = tokio::task::spawn_blocking(move || {
+        Command::new(kubectl)
+            .args([
+                "get",
+                "virtualservice",
+                "reviews",
+                "-n",
+                "bookinfo",
+                "-o",
+                "yaml",
+                "--cache-dir",
+            ])
+            .arg(&cache)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let yaml = String::from_utf8_lossy(&k.stdout);
+    assert!(
+        k.status.success(),
+        "{yaml}{}",
+        String::from_utf8_lossy(&k.stderr)
+    );
+    assert!(
+        yaml.contains("weight: 75") && yaml.contains("weight: 25"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("skycanary.io/original-routes"), "{yaml}");
+}
