@@ -4,6 +4,7 @@
 //! (the SkyWalking provider, the simulator, the CLI). See DESIGN.md §8 for the layout.
 
 pub mod analysis;
+pub mod canary;
 pub mod cli;
 pub mod provider;
 pub mod resources;

@@ -1,0 +1,209 @@
+//! Canary status (the `.status` of the resource, Argo-like) and the inputs and effects of the
+//! pure state machine. Shared by the state machine, the driver, the HTTP API and the CLI.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::RunState;
+use crate::traffic::{DesiredRouting, RouteWeights};
+
+/// Lifecycle phase of a Canary (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CanaryPhase {
+    /// Not started yet (no run for the current revision).
+    #[default]
+    Pending,
+    /// Walking its steps.
+    Progressing,
+    /// Waiting: a pause step, an Inconclusive analysis, an analysis error (Hold), a manual
+    /// pause, or repeated drift.
+    Paused,
+    /// All steps done; the canary carries maxTrafficWeight (or the original routes are back).
+    Promoted,
+    /// Rolled back to stable.
+    Aborted,
+    /// Traffic routing failed; weights may not be what the canary wants.
+    Degraded,
+}
+
+/// Why a canary is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PauseReason {
+    /// A `pause` step.
+    Step,
+    /// An analysis ended Inconclusive.
+    Inconclusive,
+    /// An analysis ended in Error with `onAnalysisError: Hold`.
+    AnalysisError,
+    /// Paused by a user.
+    Manual,
+    /// Someone else keeps changing the weights.
+    Drift,
+}
+
+/// Pause details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStatus {
+    /// Why.
+    pub reason: PauseReason,
+    /// Since when.
+    pub since: DateTime<Utc>,
+    /// When a timed pause ends; `None` waits for promote/resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// Explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Why a canary was rolled back: the evidence, not just the verdict.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortStatus {
+    /// Human-readable reason.
+    pub reason: String,
+    /// Metric that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// Measured value(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The condition that judged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The alarm that triggered the rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Which analysis a run is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum AnalysisRunKind {
+    /// The blocking analysis of step `index`.
+    Step {
+        /// Step index.
+        index: u32,
+    },
+    /// Background analysis (from `startingStep` until the end, and during `postPromotion.watch`).
+    Background,
+}
+
+/// One analysis run of the current release (Argo `AnalysisRun.status` inside).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunStatus {
+    /// Unique name: `<canary>-<revision>-<step|bg>[-<n>]`.
+    pub name: String,
+    /// Step or background.
+    pub kind: AnalysisRunKind,
+    /// Template names, as referenced.
+    pub templates: Vec<String>,
+    /// The run's state (phase, metricResults with measurements, ...).
+    pub status: RunState,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCondition {
+    /// Condition type (`Progressing`, `Healthy`, `Paused`, ...).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True` / `False` / `Unknown`.
+    pub status: String,
+    /// Machine-readable reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When the status last changed.
+    pub last_transition_time: DateTime<Utc>,
+}
+
+/// `.status` of a Canary.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// Phase.
+    pub phase: CanaryPhase,
+    /// The revision this run is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Index of the step being executed (== steps.len() when all are done).
+    pub current_step_index: u32,
+    /// When the current step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<DateTime<Utc>>,
+    /// The canary weight the controller wants now.
+    pub desired_weight: i64,
+    /// The routing last written successfully (what is in the VirtualServices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<DesiredRouting>,
+    /// Weights read back per VirtualService and route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<RouteWeights>,
+    /// Pause details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStatus>,
+    /// Abort details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<AbortStatus>,
+    /// Analysis runs of this release, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis_runs: Vec<AnalysisRunStatus>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<StatusCondition>,
+    /// Generation of the spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it was promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<DateTime<Utc>>,
+    /// Background analysis and alarm rollback stay armed until then (postPromotion.watch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_until: Option<DateTime<Utc>>,
+    /// Last human-readable message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A user action (CLI / API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Command {
+    /// Go to the next step (skipping a running step analysis); `full` skips all remaining steps.
+    Promote {
+        /// Skip every remaining step.
+        full: bool,
+    },
+    /// Roll back to stable.
+    Abort {
+        /// Why (shown in status).
+        reason: String,
+    },
+    /// After an abort: start again from step 0 with new analysis runs.
+    Retry,
+    /// Pause (reason Manual).
+    Pause,
+    /// Resume a paused canary.
+    Resume,
+}
+
+/// An event to record (Kubernetes Event with an Argo-compatible reason, log line, metric).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryEvent {
+    /// `Normal` or `Warning`.
+    pub warning: bool,
+    /// Argo-compatible reason: `RolloutStepCompleted`, `TrafficWeightUpdated`, `AnalysisRunFailed`,
+    /// `RolloutAborted`, `RolloutCompleted`, `RolloutPaused`, `RolloutResumed`, ...
+    pub reason: String,
+    /// Message.
+    pub message: String,
+}
