@@ -8,5 +8,5 @@ pub mod run;
 
 pub use clock::{Clock, ScaledClock, SystemClock};
 pub use observe::observation_from;
-pub use plan::{Defaults, PlannedMetric, RunPlan, plan};
-pub use run::{RunEvent, connect, run_analysis};
+pub use plan::{Defaults, PlannedMetric, RunPlan, plan, plan_many};
+pub use run::{RunEvent, connect, run_analysis, run_analysis_from};

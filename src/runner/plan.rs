@@ -33,6 +33,8 @@ pub struct PlannedMetric {
     pub query: MetricQuery,
     /// Index into [`RunPlan::clients`].
     pub client: usize,
+    /// Resolved args of the metric's template (bound as `args.*` in its conditions).
+    pub args: BTreeMap<String, String>,
 }
 
 /// Everything needed to run one analysis.
@@ -48,6 +50,65 @@ pub struct RunPlan {
     pub clients: Vec<ClientOptions>,
     /// Resolved args (template defaults overridden by given values).
     pub args: BTreeMap<String, String>,
+}
+
+/// Builds one plan for several templates run together (a Canary's analysis): metrics are
+/// merged in order, each keeps its template's args; `given` args may name args that only some
+/// templates declare. Metric names must be unique across the templates.
+pub fn plan_many(
+    templates: &[&LoadedTemplate],
+    given: &BTreeMap<String, String>,
+    defaults: &Defaults,
+) -> Result<RunPlan, ConfigErrors> {
+    let mut errs = Vec::new();
+    let mut merged: Option<RunPlan> = None;
+    for t in templates {
+        let own: BTreeMap<String, String> = given
+            .iter()
+            .filter(|(k, _)| t.doc.spec.args.iter().any(|a| &a.name == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        match plan(t, &own, defaults) {
+            Err(e) => errs.extend(e.0),
+            Ok(p) => match &mut merged {
+                None => merged = Some(p),
+                Some(m) => {
+                    for (ms, pm) in p.spec.metrics.into_iter().zip(p.metrics) {
+                        if m.spec.metrics.iter().any(|x| x.name == ms.name) {
+                            errs.push(t.origin.error(
+                                "spec.metrics",
+                                format!("two metrics have the same name {:?} across the templates of one analysis", ms.name),
+                            ));
+                            continue;
+                        }
+                        let opts = &p.clients[pm.client];
+                        let key = client_key(opts);
+                        let client = match m.clients.iter().position(|c| client_key(c) == key) {
+                            Some(i) => i,
+                            None => {
+                                m.clients.push(opts.clone());
+                                m.clients.len() - 1
+                            }
+                        };
+                        m.spec.metrics.push(ms);
+                        m.metrics.push(PlannedMetric { client, ..pm });
+                    }
+                    m.name = format!("{}+{}", m.name, p.name);
+                }
+            },
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    merged.ok_or_else(|| {
+        ConfigErrors(vec![ConfigError {
+            file: "<analysis>".into(),
+            line: None,
+            path: "templates".into(),
+            message: "no templates".into(),
+        }])
+    })
 }
 
 /// Builds the plan for `t` with `given` args.
@@ -358,6 +419,7 @@ pub fn plan(
             }
         };
         planned.push(PlannedMetric {
+            args: args.clone(),
             query: MetricQuery {
                 key: m.name.clone(),
                 kind,

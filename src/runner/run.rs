@@ -47,8 +47,27 @@ pub async fn run_analysis(
     clock: &dyn Clock,
     on_event: &mut (dyn FnMut(RunEvent<'_>) + Send),
 ) -> RunState {
-    let mut state = RunState::new(&plan.spec, clock.now());
+    let state = RunState::new(&plan.spec, clock.now());
+    let (_keep, mut stop) = tokio::sync::watch::channel(None);
+    run_analysis_from(plan, clients, clock, state, on_event, &mut stop).await
+}
+
+/// Continues a run from `state` (a fresh one, or one persisted before a restart) until it
+/// completes, or until `stop` carries a reason: then the run is terminated with that reason
+/// (terminated bounded metrics are never reported Successful).
+pub async fn run_analysis_from(
+    plan: &RunPlan,
+    clients: &[Arc<SkyWalkingClient>],
+    clock: &dyn Clock,
+    mut state: RunState,
+    on_event: &mut (dyn FnMut(RunEvent<'_>) + Send),
+    stop: &mut tokio::sync::watch::Receiver<Option<String>>,
+) -> RunState {
     loop {
+        if let Some(reason) = stop.borrow_and_update().clone() {
+            analysis::terminate(&plan.spec, &mut state, &reason, clock.now());
+            break;
+        }
         let now = clock.now();
         let due = analysis::due_metrics(&plan.spec, &state, now);
         if !due.is_empty() {
@@ -57,7 +76,7 @@ pub async fn run_analysis(
             for (idx, result) in due.iter().zip(results) {
                 let spec = &plan.spec.metrics[*idx];
                 let obs = observation_from(&result);
-                let m = analysis::measure(spec, &obs, &plan.args, now, finished);
+                let m = analysis::measure(spec, &obs, &plan.metrics[*idx].args, now, finished);
                 log_measurement(&spec.name, &m);
                 if analysis::record(&plan.spec, &mut state, *idx, m.clone(), finished).is_ok() {
                     let mr = &state.metric_results[*idx];
@@ -75,7 +94,17 @@ pub async fn run_analysis(
             break;
         }
         match analysis::next_due(&plan.spec, &state, clock.now()) {
-            Some(t) => clock.sleep_until(t).await,
+            Some(t) => {
+                tokio::select! {
+                    () = clock.sleep_until(t) => {}
+                    changed = stop.changed() => {
+                        if changed.is_err() {
+                            // The stopper is gone: nobody can stop us any more; keep running.
+                            clock.sleep_until(t).await;
+                        }
+                    }
+                }
+            }
             None => break,
         }
     }

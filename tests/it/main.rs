@@ -7,5 +7,6 @@ mod kube_fake;
 mod provider_sim;
 mod route_cli;
 mod route_kube;
+mod runner;
 mod support;
 mod tls;
