@@ -10,6 +10,7 @@ pub mod provider;
 pub mod resources;
 pub mod runner;
 pub mod sim;
+pub mod state;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

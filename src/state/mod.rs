@@ -1,0 +1,6 @@
+//! Persistence of controller state: file mode writes one JSON document per object in
+//! `--state-dir`, atomically, so a restarted daemon resumes where it stopped.
+
+pub mod file;
+
+pub use file::{FileStateStore, StateError};
