@@ -9,6 +9,7 @@ pub mod cli;
 pub mod provider;
 pub mod resources;
 pub mod runner;
+pub mod server;
 pub mod sim;
 pub mod state;
 pub mod telemetry;

@@ -1,0 +1,197 @@
+//! Bearer-token authentication for everything except the probe and scrape endpoints.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::{Choice, ConstantTimeEq};
+
+use super::routes::ApiError;
+
+/// Environment variable holding the API token when no `--token-file` is given.
+pub const TOKEN_ENV: &str = "SKYCANARY_TOKEN";
+
+/// Paths reachable without a token: kubelet probes and Prometheus scrapes carry none.
+const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// A token could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token file is unreadable.
+    #[error("cannot read token file {path}: {source}")]
+    Read {
+        /// File asked for.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Nothing left after trimming: almost certainly a deployment mistake, never "no auth".
+    #[error("token from {origin} is empty")]
+    Empty {
+        /// File path or variable name.
+        origin: String,
+    },
+    /// Characters that cannot travel in an `Authorization` header.
+    #[error("token from {origin} contains whitespace or non-printable characters")]
+    Invalid {
+        /// File path or variable name.
+        origin: String,
+    },
+}
+
+/// The shared API secret. Never printed: `Debug` is redacted.
+#[derive(Clone)]
+pub struct Token(Arc<[u8]>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl Token {
+    /// A token from a string; surrounding whitespace (a trailing newline in a file) is trimmed.
+    pub fn new(value: &str, origin: &str) -> Result<Self, TokenError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(TokenError::Empty {
+                origin: origin.to_string(),
+            });
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::Invalid {
+                origin: origin.to_string(),
+            });
+        }
+        Ok(Token(Arc::from(value.as_bytes())))
+    }
+
+    /// Reads `--token-file` (typically a mounted Secret).
+    pub fn from_file(path: &Path) -> Result<Self, TokenError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Token::new(&text, &path.display().to_string())
+    }
+
+    /// Reads the variable `var`; `None` when unset, an error when set but empty.
+    pub fn from_env(var: &str) -> Result<Option<Self>, TokenError> {
+        match std::env::var(var) {
+            Ok(value) => Token::new(&value, var).map(Some),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(TokenError::Invalid {
+                origin: var.to_string(),
+            }),
+        }
+    }
+
+    /// The CLI's rule: `--token-file` wins, else [`TOKEN_ENV`], else none.
+    pub fn load(file: Option<&Path>) -> Result<Option<Self>, TokenError> {
+        match file {
+            Some(path) => Token::from_file(path).map(Some),
+            None => Token::from_env(TOKEN_ENV),
+        }
+    }
+
+    /// Constant-time comparison with a presented credential.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        constant_time_matches(&self.0, presented)
+    }
+}
+
+/// Compares without leaking, through timing, how much of `presented` is right. The work depends
+/// only on the presented length (which the caller knows anyway), not on the secret's length or
+/// content, so lengths are compared in constant time too instead of returning early.
+pub(crate) fn constant_time_matches(expected: &[u8], presented: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
+    let mut same: Choice = presented.len().ct_eq(&expected.len());
+    for (i, byte) in presented.iter().enumerate() {
+        let want = expected.get(i % expected.len()).copied().unwrap_or(0);
+        same &= byte.ct_eq(&want);
+    }
+    same.into()
+}
+
+/// No token configured and no explicit opt-out.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Refusing to expose the control API unauthenticated by accident.
+    #[error(
+        "no API token configured: pass --token-file or set {TOKEN_ENV}, or explicitly allow an unauthenticated API"
+    )]
+    NoToken,
+}
+
+/// How the API authenticates. An unauthenticated API exists only as [`Auth::Insecure`], which a
+/// caller has to name; a missing token otherwise is an error ([`Auth::from_config`]).
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>` required under `/api` and `/webhooks`.
+    Bearer(Token),
+    /// Anyone may call the API (local development only).
+    Insecure,
+}
+
+impl Auth {
+    /// From CLI settings: a token if there is one; otherwise insecure only when asked for.
+    pub fn from_config(token: Option<Token>, allow_insecure: bool) -> Result<Self, AuthError> {
+        match (token, allow_insecure) {
+            (Some(token), _) => Ok(Auth::Bearer(token)),
+            (None, true) => Ok(Auth::Insecure),
+            (None, false) => Err(AuthError::NoToken),
+        }
+    }
+}
+
+/// Middleware: everything but [`PUBLIC_PATHS`] needs the token, including unknown paths, so a
+/// route added later is protected by default.
+pub(crate) async fn require_token(State(auth): State<Auth>, req: Request, next: Next) -> Response {
+    let token = match &auth {
+        Auth::Insecure => return next.run(req).await,
+        Auth::Bearer(token) => token,
+    };
+    if PUBLIC_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| bearer_credential(value.as_bytes()));
+    match presented {
+        None => unauthorized("missing bearer token", None),
+        Some(credential) if token.matches(credential) => next.run(req).await,
+        Some(_) => unauthorized("invalid bearer token", Some("invalid_token")),
+    }
+}
+
+/// The credential of `Bearer <credential>`; the scheme is case-insensitive (RFC 7235).
+fn bearer_credential(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    let scheme = value.get(..SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let credential = value.get(SCHEME.len()..)?.trim_ascii();
+    (!credential.is_empty()).then_some(credential)
+}
+
+fn unauthorized(message: &str, error_code: Option<&str>) -> Response {
+    let challenge = match error_code {
+        Some(code) => format!("Bearer realm=\"skycanary\", error=\"{code}\""),
+        None => "Bearer realm=\"skycanary\"".to_string(),
+    };
+    let mut response = ApiError::unauthorized(message).into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}

@@ -1,0 +1,473 @@
+//! The daemon's OpenMetrics (`skycanary_*`). Typed methods keep label names and values in one
+//! place, so the daemon cannot emit the same metric with two label spellings.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::AlarmSource;
+use crate::analysis::Phase;
+use crate::canary::CanaryPhase;
+use crate::traffic::RouteWeights;
+
+/// Content type of `GET /metrics`.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every canary phase, so setting one phase can zero the others (a state-set gauge).
+const CANARY_PHASES: [CanaryPhase; 6] = [
+    CanaryPhase::Pending,
+    CanaryPhase::Progressing,
+    CanaryPhase::Paused,
+    CanaryPhase::Promoted,
+    CanaryPhase::Aborted,
+    CanaryPhase::Degraded,
+];
+
+/// SkyWalking queries are usually tens of milliseconds; the tail matters up to the timeout.
+const PROVIDER_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// From alarm receipt to rollback written: 1 ms to 10 s.
+const ROLLBACK_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn canary_phase_name(phase: CanaryPhase) -> &'static str {
+    match phase {
+        CanaryPhase::Pending => "Pending",
+        CanaryPhase::Progressing => "Progressing",
+        CanaryPhase::Paused => "Paused",
+        CanaryPhase::Promoted => "Promoted",
+        CanaryPhase::Aborted => "Aborted",
+        CanaryPhase::Degraded => "Degraded",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CanaryLabels {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CanaryPhaseLabels {
+    namespace: String,
+    name: String,
+    phase: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WeightLabels {
+    namespace: String,
+    name: String,
+    virtual_service: String,
+    route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MeasurementLabels {
+    namespace: String,
+    name: String,
+    run: String,
+    metric: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MeasurementPhaseLabels {
+    namespace: String,
+    name: String,
+    metric: String,
+    phase: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DecisionLabels {
+    namespace: String,
+    name: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProviderLabels {
+    address: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn provider_histogram() -> Histogram {
+    Histogram::new(PROVIDER_BUCKETS)
+}
+
+/// Per-canary gauge series with free-form labels, remembered so they can be dropped when the
+/// canary goes away (a gauge left behind would keep reporting a weight that no longer exists).
+#[derive(Default)]
+struct CanarySeries {
+    weights: HashSet<WeightLabels>,
+    values: HashSet<MeasurementLabels>,
+}
+
+struct Inner {
+    registry: Registry,
+    canary_phase: Family<CanaryPhaseLabels, Gauge>,
+    canary_weight: Family<WeightLabels, Gauge>,
+    measurement_value: Family<MeasurementLabels, F64Gauge>,
+    measurements: Family<MeasurementPhaseLabels, Counter>,
+    analysis_runs: Family<CanaryPhaseLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    provider_latency: HistogramFamily<ProviderLabels>,
+    provider_errors: Family<ProviderLabels, Counter>,
+    kube_conflicts: Family<KindLabels, Counter>,
+    alarms_received: Family<SourceLabels, Counter>,
+    alarms_matched: Family<CanaryLabels, Counter>,
+    alarm_rollback_latency: Histogram,
+    series: Mutex<HashMap<(String, String), CanarySeries>>,
+}
+
+/// Handle to the daemon's metrics; clones share one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every `skycanary_` metric registered (families start empty).
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("skycanary");
+        let canary_phase = Family::<CanaryPhaseLabels, Gauge>::default();
+        registry.register(
+            "canary_phase",
+            "1 for the canary's current phase, 0 for the others",
+            canary_phase.clone(),
+        );
+        let canary_weight = Family::<WeightLabels, Gauge>::default();
+        registry.register(
+            "canary_weight",
+            "Canary weight (percent) read back per VirtualService route",
+            canary_weight.clone(),
+        );
+        let measurement_value = Family::<MeasurementLabels, F64Gauge>::default();
+        registry.register(
+            "measurement_value",
+            "Last measured value per analysis run and metric",
+            measurement_value.clone(),
+        );
+        let measurements = Family::<MeasurementPhaseLabels, Counter>::default();
+        registry.register(
+            "measurements",
+            "Measurements taken, by resulting phase",
+            measurements.clone(),
+        );
+        let analysis_runs = Family::<CanaryPhaseLabels, Counter>::default();
+        registry.register(
+            "analysis_runs",
+            "Analysis runs completed, by phase",
+            analysis_runs.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Controller decisions, by reason",
+            decisions.clone(),
+        );
+        let provider_latency: HistogramFamily<ProviderLabels> =
+            Family::new_with_constructor(provider_histogram);
+        registry.register_with_unit(
+            "provider_request_duration",
+            "Metric provider request latency",
+            Unit::Seconds,
+            provider_latency.clone(),
+        );
+        let provider_errors = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "provider_errors",
+            "Metric provider request failures, by error kind",
+            provider_errors.clone(),
+        );
+        let kube_conflicts = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "kube_write_conflicts",
+            "Kubernetes writes refused with 409 Conflict, by resource kind",
+            kube_conflicts.clone(),
+        );
+        let alarms_received = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "alarms_received",
+            "Alarm messages received, by source",
+            alarms_received.clone(),
+        );
+        let alarms_matched = Family::<CanaryLabels, Counter>::default();
+        registry.register(
+            "alarms_matched",
+            "Alarm messages that matched a canary",
+            alarms_matched.clone(),
+        );
+        let alarm_rollback_latency = Histogram::new(ROLLBACK_BUCKETS);
+        registry.register_with_unit(
+            "alarm_rollback_duration",
+            "Time from alarm receipt to the rollback being written",
+            Unit::Seconds,
+            alarm_rollback_latency.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                canary_phase,
+                canary_weight,
+                measurement_value,
+                measurements,
+                analysis_runs,
+                decisions,
+                provider_latency,
+                provider_errors,
+                kube_conflicts,
+                alarms_received,
+                alarms_matched,
+                alarm_rollback_latency,
+                series: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The OpenMetrics exposition, ending in `# EOF`.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)?;
+        Ok(out)
+    }
+
+    fn series(&self) -> MutexGuard<'_, HashMap<(String, String), CanarySeries>> {
+        // The map only caches label sets; a panic elsewhere cannot leave it inconsistent.
+        self.inner
+            .series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `skycanary_canary_phase`: 1 for `phase`, 0 for every other phase of this canary.
+    pub fn set_canary_phase(&self, namespace: &str, name: &str, phase: CanaryPhase) {
+        for candidate in CANARY_PHASES {
+            let labels = CanaryPhaseLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                phase: canary_phase_name(candidate).to_string(),
+            };
+            let value = i64::from(candidate == phase);
+            self.inner.canary_phase.get_or_create(&labels).set(value);
+        }
+    }
+
+    /// `skycanary_canary_weight`: the canary weight per VirtualService route, replacing this
+    /// canary's previous set (routes no longer selected disappear).
+    pub fn set_canary_weights(&self, namespace: &str, name: &str, weights: &[RouteWeights]) {
+        let mut series = self.series();
+        let entry = series
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        let mut current = HashSet::new();
+        for weight in weights {
+            let labels = WeightLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                virtual_service: weight.virtual_service.clone(),
+                route: weight.route.clone(),
+            };
+            self.inner
+                .canary_weight
+                .get_or_create(&labels)
+                .set(weight.canary);
+            current.insert(labels);
+        }
+        for stale in entry.weights.difference(&current) {
+            self.inner.canary_weight.remove(stale);
+        }
+        entry.weights = current;
+    }
+
+    /// One measurement: counts it in `skycanary_measurements_total{phase}` and, when it has a
+    /// value, sets `skycanary_measurement_value` for the run and metric.
+    pub fn record_measurement(
+        &self,
+        namespace: &str,
+        name: &str,
+        run: &str,
+        metric: &str,
+        phase: Phase,
+        value: Option<f64>,
+    ) {
+        let counted = MeasurementPhaseLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            metric: metric.to_string(),
+            phase: phase.to_string(),
+        };
+        self.inner.measurements.get_or_create(&counted).inc();
+        if let Some(value) = value {
+            let labels = MeasurementLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                run: run.to_string(),
+                metric: metric.to_string(),
+            };
+            self.inner
+                .measurement_value
+                .get_or_create(&labels)
+                .set(value);
+            self.series()
+                .entry((namespace.to_string(), name.to_string()))
+                .or_default()
+                .values
+                .insert(labels);
+        }
+    }
+
+    /// Drops the measurement values of a finished run once it is no longer interesting, so
+    /// series do not pile up one run after another.
+    pub fn forget_run(&self, namespace: &str, name: &str, run: &str) {
+        let mut series = self.series();
+        if let Some(entry) = series.get_mut(&(namespace.to_string(), name.to_string())) {
+            entry.values.retain(|labels| {
+                let keep = labels.run != run;
+                if !keep {
+                    self.inner.measurement_value.remove(labels);
+                }
+                keep
+            });
+        }
+    }
+
+    /// `skycanary_analysis_runs_total`: a run of this canary ended in `phase`.
+    pub fn analysis_run(&self, namespace: &str, name: &str, phase: Phase) {
+        let labels = CanaryPhaseLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            phase: phase.to_string(),
+        };
+        self.inner.analysis_runs.get_or_create(&labels).inc();
+    }
+
+    /// `skycanary_decisions_total`: the controller acted, for `reason` (the Argo-compatible
+    /// event reason, e.g. `RolloutAborted`, keeps cardinality bounded).
+    pub fn decision(&self, namespace: &str, name: &str, reason: &str) {
+        let labels = DecisionLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        self.inner.decisions.get_or_create(&labels).inc();
+    }
+
+    /// `skycanary_provider_request_duration_seconds`: one request to `address` of `kind`
+    /// (e.g. `execExpression`, `readMetricsValues`), success or not.
+    pub fn provider_request(&self, address: &str, kind: &str, elapsed: Duration) {
+        let labels = ProviderLabels {
+            address: address.to_string(),
+            kind: kind.to_string(),
+        };
+        self.inner
+            .provider_latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// `skycanary_provider_errors_total`: a failed request to `address`; `kind` is the error
+    /// kind (e.g. `timeout`, `http`, `graphql`, `decode`).
+    pub fn provider_error(&self, address: &str, kind: &str) {
+        let labels = ProviderLabels {
+            address: address.to_string(),
+            kind: kind.to_string(),
+        };
+        self.inner.provider_errors.get_or_create(&labels).inc();
+    }
+
+    /// `skycanary_kube_write_conflicts_total`: a write to a `kind` object got 409 Conflict.
+    pub fn kube_write_conflict(&self, kind: &str) {
+        let labels = KindLabels {
+            kind: kind.to_string(),
+        };
+        self.inner.kube_conflicts.get_or_create(&labels).inc();
+    }
+
+    /// `skycanary_alarms_received_total`: `count` alarm messages parsed from one payload.
+    pub fn alarms_received(&self, source: AlarmSource, count: u64) {
+        let labels = SourceLabels {
+            source: source.as_str().to_string(),
+        };
+        self.inner
+            .alarms_received
+            .get_or_create(&labels)
+            .inc_by(count);
+    }
+
+    /// `skycanary_alarms_matched_total`: an alarm matched this canary's rollback rules.
+    pub fn alarm_matched(&self, namespace: &str, name: &str) {
+        let labels = CanaryLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.inner.alarms_matched.get_or_create(&labels).inc();
+    }
+
+    /// `skycanary_alarm_rollback_duration_seconds`: alarm receipt to rollback written.
+    pub fn alarm_rollback_latency(&self, elapsed: Duration) {
+        self.inner
+            .alarm_rollback_latency
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Drops every gauge series of a deleted canary (counters stay: they are cumulative).
+    pub fn remove_canary(&self, namespace: &str, name: &str) {
+        for phase in CANARY_PHASES {
+            self.inner.canary_phase.remove(&CanaryPhaseLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                phase: canary_phase_name(phase).to_string(),
+            });
+        }
+        let removed = self
+            .series()
+            .remove(&(namespace.to_string(), name.to_string()));
+        if let Some(entry) = removed {
+            for labels in &entry.weights {
+                self.inner.canary_weight.remove(labels);
+            }
+            for labels in &entry.values {
+                self.inner.measurement_value.remove(labels);
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The daemon's HTTP edge (DESIGN §6): health, readiness, OpenMetrics, the control API and the
+//! alarm webhooks. The server owns no canary state: it authenticates, bounds and translates
+//! requests into calls on [`Control`], which the daemon implements.
+
+mod auth;
+mod metrics;
+mod routes;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::canary::{CanaryStatus, Command};
+
+pub use auth::{Auth, AuthError, TOKEN_ENV, Token, TokenError};
+pub use metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
+pub use routes::{MAX_BODY_BYTES, router};
+
+/// What the API shows of a canary: enough for `skycanary status` without the full resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySummary {
+    /// Namespace (`default` in file mode unless the manifest says otherwise).
+    pub namespace: String,
+    /// Canary name.
+    pub name: String,
+    /// Number of steps in the spec, so clients can show `step 2/5`.
+    pub steps: usize,
+    /// The canary's `.status`.
+    pub status: CanaryStatus,
+}
+
+/// Where an alarm payload came from; the payload shapes differ, the intake path does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AlarmSource {
+    /// `POST /webhooks/skywalking`: a JSON array of SkyWalking `AlarmMessage`.
+    Skywalking,
+    /// `POST /webhooks/alertmanager`: a Prometheus Alertmanager webhook payload.
+    Alertmanager,
+}
+
+impl AlarmSource {
+    /// Label value used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmSource::Skywalking => "skywalking",
+            AlarmSource::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// Why the daemon refused or could not carry out a request; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No such canary or scheduled analysis (404).
+    #[error("not found")]
+    NotFound,
+    /// The command does not apply in the current state, e.g. retry while progressing (409).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// This replica cannot act now, typically because it is not the leader (503).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The request content is invalid, e.g. an alarm payload that does not parse (400).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Anything else (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The daemon as the server sees it. Reads are synchronous snapshots of in-memory state;
+/// actions are futures because they may wait for the canary's driver task or the cluster.
+pub trait Control: Send + Sync + 'static {
+    /// Every known canary.
+    fn canaries(&self) -> Vec<CanarySummary>;
+    /// One canary, `None` when unknown.
+    fn canary(&self, namespace: &str, name: &str) -> Option<CanarySummary>;
+    /// Applies a user command; resolves to the canary after the command was accepted.
+    fn command(
+        &self,
+        namespace: &str,
+        name: &str,
+        cmd: Command,
+    ) -> BoxFuture<'static, Result<CanarySummary, ControlError>>;
+    /// Scheduled analyses (shape owned by the daemon; an empty list until schedules exist).
+    fn scheduled_analyses(&self) -> Vec<serde_json::Value>;
+    /// Starts a scheduled analysis now.
+    fn run_scheduled(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>>;
+    /// True once sources are loaded and (in cluster mode) the leader is known.
+    fn ready(&self) -> bool;
+    /// Alarm intake. The server has checked auth, the size limit and that the body is JSON;
+    /// parsing the payload is the daemon's job.
+    fn alarm_webhook(
+        &self,
+        source: AlarmSource,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>>;
+}
+
+/// Failure to run the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The accept loop failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Binds `addr` and serves `app` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    addr: SocketAddr,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    serve_on(listener, app, shutdown).await
+}
+
+/// Like [`serve`] on an already bound listener (tests bind port 0 and read the address).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(addr = %local, "HTTP server listening");
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)
+}

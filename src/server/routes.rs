@@ -1,0 +1,321 @@
+//! Routes and handlers. Every failure is JSON `{"error": "..."}`, including extractor
+//! rejections, unknown routes and wrong methods, so clients parse one shape.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::{Value, json};
+
+use super::auth::{Auth, require_token};
+use super::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
+use super::{AlarmSource, CanarySummary, Control, ControlError};
+use crate::canary::Command;
+
+/// Largest request body accepted (DESIGN §6).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Reason recorded when `abort` comes without one.
+const DEFAULT_ABORT_REASON: &str = "aborted via API";
+
+/// An HTTP error with a JSON body.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn unauthorized(message: &str) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+        )
+    }
+
+    /// `what` names the object for 404s, which [`ControlError::NotFound`] does not carry.
+    fn from_control(err: ControlError, what: &str) -> Self {
+        match err {
+            ControlError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+            }
+            ControlError::Rejected(reason) => ApiError::new(StatusCode::CONFLICT, reason),
+            ControlError::Unavailable(reason) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason)
+            }
+            ControlError::Invalid(reason) => ApiError::bad_request(reason),
+            ControlError::Internal(reason) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, reason)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, error = %self.message, "API request failed");
+        }
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::too_large();
+        }
+        ApiError::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::new(rejection.status(), rejection.body_text())
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    control: Arc<dyn Control>,
+    metrics: Metrics,
+}
+
+/// The whole HTTP surface. Auth applies to everything except `/healthz`, `/readyz` and
+/// `/metrics`; take [`Auth::Insecure`] only on purpose.
+pub fn router(control: Arc<dyn Control>, metrics: Metrics, auth: Auth) -> Router {
+    if matches!(auth, Auth::Insecure) {
+        tracing::warn!("the control API is unauthenticated (insecure mode)");
+    }
+    let state = AppState { control, metrics };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/canaries", get(list_canaries))
+        .route("/api/v1/canaries/{namespace}/{name}", get(get_canary))
+        .route(
+            "/api/v1/canaries/{namespace}/{name}/{action}",
+            post(canary_command),
+        )
+        .route("/api/v1/scheduled-analyses", get(list_scheduled))
+        .route(
+            "/api/v1/scheduled-analyses/{namespace}/{name}/run",
+            post(run_scheduled),
+        )
+        .route("/webhooks/skywalking", post(skywalking_webhook))
+        .route("/webhooks/alertmanager", post(alertmanager_webhook))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(reject_declared_oversize))
+        .layer(middleware::from_fn_with_state(auth, require_token))
+}
+
+/// Refuses a declared oversize body before any handler runs, including handlers that never
+/// read their body (a streamed body is still cut by [`DefaultBodyLimit`] when read).
+async fn reject_declared_oversize(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > MAX_BODY_BYTES as u64 => ApiError::too_large().into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} not allowed on {}", uri.path()),
+    )
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.control.ready() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response(),
+        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics")
+            .into_response(),
+    }
+}
+
+async fn list_canaries(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "items": state.control.canaries() }))
+}
+
+async fn get_canary(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<CanarySummary>, ApiError> {
+    let Path((namespace, name)) = path?;
+    state
+        .control
+        .canary(&namespace, &name)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::from_control(
+                ControlError::NotFound,
+                &format!("canary {namespace}/{name}"),
+            )
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct PromoteQuery {
+    #[serde(default)]
+    full: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AbortBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The abort reason from an optional JSON body; an empty body means "no reason given".
+fn abort_reason(body: &[u8]) -> Result<String, ApiError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(DEFAULT_ABORT_REASON.to_string());
+    }
+    let parsed: AbortBody = serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("invalid abort body: {err}")))?;
+    Ok(parsed
+        .reason
+        .map(|reason| reason.trim().to_string())
+        .filter(|reason| !reason.is_empty())
+        .unwrap_or_else(|| DEFAULT_ABORT_REASON.to_string()))
+}
+
+async fn canary_command(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    query: Result<Query<PromoteQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CanarySummary>, ApiError> {
+    let Path((namespace, name, action)) = path?;
+    let body = body?;
+    let cmd = match action.as_str() {
+        "promote" => Command::Promote { full: query?.full },
+        "abort" => Command::Abort {
+            reason: abort_reason(&body)?,
+        },
+        "retry" => Command::Retry,
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown action {other:?}: expected promote, abort, retry, pause or resume"
+                ),
+            ));
+        }
+    };
+    tracing::info!(%namespace, %name, command = ?cmd, "API command");
+    state
+        .control
+        .command(&namespace, &name, cmd)
+        .await
+        .map(Json)
+        .map_err(|err| ApiError::from_control(err, &format!("canary {namespace}/{name}")))
+}
+
+async fn list_scheduled(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "items": state.control.scheduled_analyses() }))
+}
+
+async fn run_scheduled(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((namespace, name)) = path?;
+    state
+        .control
+        .run_scheduled(&namespace, &name)
+        .await
+        .map(Json)
+        .map_err(|err| {
+            ApiError::from_control(err, &format!("scheduled analysis {namespace}/{name}"))
+        })
+}
+
+async fn skywalking_webhook(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    alarm(state, AlarmSource::Skywalking, body?).await
+}
+
+async fn alertmanager_webhook(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    alarm(state, AlarmSource::Alertmanager, body?).await
+}
+
+/// Checks only that the body is JSON (one clear 400 for both sources), then hands the raw
+/// bytes to the daemon, which owns the payload schemas.
+async fn alarm(state: AppState, source: AlarmSource, body: Bytes) -> Result<Json<Value>, ApiError> {
+    serde_json::from_slice::<IgnoredAny>(&body).map_err(|err| {
+        ApiError::bad_request(format!("invalid {} payload: {err}", source.as_str()))
+    })?;
+    state
+        .control
+        .alarm_webhook(source, body)
+        .await
+        .map(Json)
+        .map_err(|err| ApiError::from_control(err, "alarm target"))
+}

@@ -1,0 +1,1031 @@
+//! Server tests over real HTTP on 127.0.0.1:0 against a fake [`Control`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, ready};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::auth::constant_time_matches;
+use super::*;
+use crate::analysis::Phase;
+use crate::canary::{AbortStatus, CanaryPhase, CanaryStatus, Command};
+use crate::traffic::{RouteKind, RouteWeights};
+
+const TOKEN: &str = "s3cret-token_value";
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// In-memory daemon: two canaries, one scheduled analysis, switchable readiness/leadership.
+struct Fake {
+    canaries: Mutex<Vec<CanarySummary>>,
+    ready: AtomicBool,
+    leader: AtomicBool,
+    commands: Mutex<Vec<(String, String, Command)>>,
+    alarms: Mutex<Vec<(AlarmSource, Bytes)>>,
+}
+
+fn summary(namespace: &str, name: &str, phase: CanaryPhase) -> CanarySummary {
+    CanarySummary {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        steps: 4,
+        status: CanaryStatus {
+            phase,
+            current_step_index: 1,
+            desired_weight: 20,
+            ..CanaryStatus::default()
+        },
+    }
+}
+
+impl Fake {
+    fn new() -> Self {
+        Fake {
+            canaries: Mutex::new(vec![
+                summary("prod", "web", CanaryPhase::Progressing),
+                summary("prod", "api", CanaryPhase::Aborted),
+            ]),
+            ready: AtomicBool::new(false),
+            leader: AtomicBool::new(true),
+            commands: Mutex::new(Vec::new()),
+            alarms: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn apply(
+        &self,
+        namespace: &str,
+        name: &str,
+        cmd: Command,
+    ) -> Result<CanarySummary, ControlError> {
+        if !self.leader.load(Ordering::SeqCst) {
+            return Err(ControlError::Unavailable("not the leader".into()));
+        }
+        let mut canaries = lock(&self.canaries);
+        let canary = canaries
+            .iter_mut()
+            .find(|c| c.namespace == namespace && c.name == name)
+            .ok_or(ControlError::NotFound)?;
+        match &cmd {
+            Command::Retry if canary.status.phase != CanaryPhase::Aborted => {
+                return Err(ControlError::Rejected(
+                    "retry needs an aborted canary".into(),
+                ));
+            }
+            Command::Retry | Command::Resume => canary.status.phase = CanaryPhase::Progressing,
+            Command::Pause => canary.status.phase = CanaryPhase::Paused,
+            Command::Promote { full: true } => canary.status.phase = CanaryPhase::Promoted,
+            Command::Promote { full: false } => canary.status.current_step_index += 1,
+            Command::Abort { reason } => {
+                canary.status.phase = CanaryPhase::Aborted;
+                canary.status.abort = Some(AbortStatus {
+                    reason: reason.clone(),
+                    ..AbortStatus::default()
+                });
+            }
+        }
+        lock(&self.commands).push((namespace.to_string(), name.to_string(), cmd));
+        Ok(canary.clone())
+    }
+}
+
+impl Control for Fake {
+    fn canaries(&self) -> Vec<CanarySummary> {
+        lock(&self.canaries).clone()
+    }
+
+    fn canary(&self, namespace: &str, name: &str) -> Option<CanarySummary> {
+        lock(&self.canaries)
+            .iter()
+            .find(|c| c.namespace == namespace && c.name == name)
+            .cloned()
+    }
+
+    fn command(
+        &self,
+        namespace: &str,
+        name: &str,
+        cmd: Command,
+    ) -> BoxFuture<'static, Result<CanarySummary, ControlError>> {
+        ready(self.apply(namespace, name, cmd)).boxed()
+    }
+
+    fn scheduled_analyses(&self) -> Vec<Value> {
+        vec![json!({"namespace": "prod", "name": "nightly"})]
+    }
+
+    fn run_scheduled(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Result<Value, ControlError>> {
+        let result = if (namespace, name) == ("prod", "nightly") {
+            Ok(json!({"run": "nightly-1"}))
+        } else {
+            Err(ControlError::NotFound)
+        };
+        ready(result).boxed()
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn alarm_webhook(
+        &self,
+        source: AlarmSource,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Value, ControlError>> {
+        // SkyWalking posts an array; anything else is the daemon's 400 to give.
+        let parsed: Result<Value, _> = serde_json::from_slice(&body);
+        let result = match (source, parsed) {
+            (AlarmSource::Skywalking, Ok(Value::Array(items))) => {
+                Ok(json!({"received": items.len()}))
+            }
+            (AlarmSource::Skywalking, _) => Err(ControlError::Invalid(
+                "expected an array of AlarmMessage".into(),
+            )),
+            (AlarmSource::Alertmanager, _) => Ok(json!({"received": 1})),
+        };
+        lock(&self.alarms).push((source, body));
+        ready(result).boxed()
+    }
+}
+
+struct Harness {
+    base: String,
+    client: reqwest::Client,
+    fake: Arc<Fake>,
+    metrics: Metrics,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Harness {
+    async fn start(auth: Auth) -> Harness {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let fake = Arc::new(Fake::new());
+        let metrics = Metrics::new();
+        let app = router(fake.clone(), metrics.clone(), auth);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(serve_on(listener, app, async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        Harness {
+            base: format!("http://{addr}"),
+            client,
+            fake,
+            metrics,
+            _shutdown: tx,
+        }
+    }
+
+    async fn secured() -> Harness {
+        Harness::start(Auth::Bearer(Token::new(TOKEN, "test").expect("token"))).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json::<Value>().await.expect("JSON body")
+}
+
+async fn error_of(response: reqwest::Response) -> String {
+    let body = json_of(response).await;
+    body.get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no error field in {body}"))
+}
+
+#[tokio::test]
+async fn healthz_is_public_and_always_ok() {
+    let h = Harness::secured().await;
+    let response = h.client.get(h.url("/healthz")).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn readyz_follows_control() {
+    let h = Harness::secured().await;
+    let response = h.client.get(h.url("/readyz")).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_of(response).await, "not ready");
+
+    h.fake.ready.store(true, Ordering::SeqCst);
+    let response = h.client.get(h.url("/readyz")).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn api_without_token_is_401_with_challenge() {
+    let h = Harness::secured().await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/canaries"),
+        (reqwest::Method::GET, "/api/v1/canaries/prod/web"),
+        (reqwest::Method::POST, "/api/v1/canaries/prod/web/abort"),
+        (reqwest::Method::GET, "/api/v1/scheduled-analyses"),
+        (
+            reqwest::Method::POST,
+            "/api/v1/scheduled-analyses/prod/nightly/run",
+        ),
+        (reqwest::Method::POST, "/webhooks/skywalking"),
+        (reqwest::Method::POST, "/webhooks/alertmanager"),
+        // Unknown paths are protected too: no route discovery without a token.
+        (reqwest::Method::GET, "/api/v2/nothing"),
+    ] {
+        let response = h
+            .client
+            .request(method.clone(), h.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+        assert_eq!(error_of(response).await, "missing bearer token");
+    }
+    assert!(lock(&h.fake.commands).is_empty());
+    assert!(lock(&h.fake.alarms).is_empty());
+}
+
+#[tokio::test]
+async fn wrong_tokens_are_401_and_right_token_passes() {
+    let h = Harness::secured().await;
+    let longer = format!("{TOKEN}x");
+    let prefix = &TOKEN[..TOKEN.len() - 1];
+    for header in [
+        format!("Bearer {longer}"),
+        format!("Bearer {prefix}"),
+        "Bearer wrong".to_string(),
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        "Bearer ".to_string(),
+    ] {
+        let response = h
+            .client
+            .get(h.url("/api/v1/canaries"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{header}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        assert!(error_of(response).await.contains("bearer token"));
+    }
+    for header in [format!("Bearer {TOKEN}"), format!("bearer  {TOKEN} ")] {
+        let response = h
+            .client
+            .get(h.url("/api/v1/canaries"))
+            .header("authorization", &header)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), StatusCode::OK, "{header}");
+    }
+}
+
+#[test]
+fn token_compare_is_constant_time_shaped() {
+    let secret = b"abcdef";
+    assert!(constant_time_matches(secret, b"abcdef"));
+    assert!(!constant_time_matches(secret, b"abcdeg"));
+    assert!(!constant_time_matches(secret, b"abcde"));
+    assert!(!constant_time_matches(secret, b"abcdefabcdef"));
+    assert!(!constant_time_matches(secret, b""));
+    assert!(!constant_time_matches(b"", b""));
+    let token = Token::new(" abcdef\n", "test").expect("token");
+    assert!(token.matches(b"abcdef"));
+    assert!(!token.matches(b" abcdef"));
+    assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+}
+
+#[test]
+fn token_loading_trims_and_refuses_empty_or_odd_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("token");
+    std::fs::write(&path, "  from-file\n").expect("write");
+    let token = Token::from_file(&path).expect("load");
+    assert!(token.matches(b"from-file"));
+    let loaded = Token::load(Some(&path)).expect("load").expect("some");
+    assert!(loaded.matches(b"from-file"));
+
+    std::fs::write(&path, "\n \n").expect("write");
+    assert!(matches!(
+        Token::from_file(&path),
+        Err(TokenError::Empty { .. })
+    ));
+    std::fs::write(&path, "two words").expect("write");
+    assert!(matches!(
+        Token::from_file(&path),
+        Err(TokenError::Invalid { .. })
+    ));
+    assert!(matches!(
+        Token::from_file(&dir.path().join("missing")),
+        Err(TokenError::Read { .. })
+    ));
+    assert!(matches!(
+        Token::from_env("SKYCANARY_TEST_VARIABLE_THAT_IS_NEVER_SET"),
+        Ok(None)
+    ));
+}
+
+#[test]
+fn unauthenticated_api_must_be_asked_for() {
+    assert!(matches!(
+        Auth::from_config(None, false),
+        Err(AuthError::NoToken)
+    ));
+    assert!(matches!(Auth::from_config(None, true), Ok(Auth::Insecure)));
+    let token = Token::new("t", "test").expect("token");
+    assert!(matches!(
+        Auth::from_config(Some(token), true),
+        Ok(Auth::Bearer(_))
+    ));
+}
+
+#[tokio::test]
+async fn insecure_mode_serves_api_without_token() {
+    let h = Harness::start(Auth::Insecure).await;
+    let response = h
+        .client
+        .get(h.url("/api/v1/canaries"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn lists_and_gets_canaries() {
+    let h = Harness::secured().await;
+    let response = h.get("/api/v1/canaries").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    let items = body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["namespace"], "prod");
+    assert_eq!(items[0]["name"], "web");
+    assert_eq!(items[0]["steps"], 4);
+    assert_eq!(items[0]["status"]["phase"], "Progressing");
+    assert_eq!(items[0]["status"]["currentStepIndex"], 1);
+
+    let response = h.get("/api/v1/canaries/prod/api").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let one: CanarySummary = response.json().await.expect("summary");
+    assert_eq!(one.status.phase, CanaryPhase::Aborted);
+
+    let response = h.get("/api/v1/canaries/prod/nope").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_of(response).await, "canary prod/nope not found");
+}
+
+#[tokio::test]
+async fn promote_reads_full_from_the_query() {
+    let h = Harness::secured().await;
+    let response = h.post("/api/v1/canaries/prod/web/promote", "").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    assert_eq!(body["status"]["currentStepIndex"], 2);
+
+    let response = h
+        .post("/api/v1/canaries/prod/web/promote?full=true", "")
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await["status"]["phase"], "Promoted");
+
+    let response = h
+        .post("/api/v1/canaries/prod/web/promote?full=maybe", "")
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(!error_of(response).await.is_empty());
+
+    let commands = lock(&h.fake.commands).clone();
+    assert_eq!(
+        commands.iter().map(|c| c.2.clone()).collect::<Vec<_>>(),
+        vec![
+            Command::Promote { full: false },
+            Command::Promote { full: true }
+        ]
+    );
+}
+
+#[tokio::test]
+async fn abort_takes_an_optional_reason() {
+    let h = Harness::secured().await;
+    let response = h
+        .post(
+            "/api/v1/canaries/prod/web/abort",
+            r#"{"reason": "p99 too high"}"#,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    assert_eq!(body["status"]["phase"], "Aborted");
+    assert_eq!(body["status"]["abort"]["reason"], "p99 too high");
+
+    let response = h.post("/api/v1/canaries/prod/api/abort", "").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        lock(&h.fake.commands).last().map(|c| c.2.clone()),
+        Some(Command::Abort {
+            reason: "aborted via API".into()
+        })
+    );
+
+    let response = h
+        .post("/api/v1/canaries/prod/web/abort", "{\"reason\": ")
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(error_of(response).await.starts_with("invalid abort body"));
+
+    let response = h
+        .post("/api/v1/canaries/prod/web/abort", r#"{"reson": "typo"}"#)
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(error_of(response).await.contains("reson"));
+    assert_eq!(lock(&h.fake.commands).len(), 2);
+}
+
+#[tokio::test]
+async fn retry_pause_resume_and_command_errors() {
+    let h = Harness::secured().await;
+    let response = h.post("/api/v1/canaries/prod/web/retry", "").await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(error_of(response).await, "retry needs an aborted canary");
+
+    let response = h.post("/api/v1/canaries/prod/api/retry", "").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = h.post("/api/v1/canaries/prod/web/pause", "").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await["status"]["phase"], "Paused");
+    let response = h.post("/api/v1/canaries/prod/web/resume", "").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await["status"]["phase"], "Progressing");
+
+    let response = h.post("/api/v1/canaries/prod/web/explode", "").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(error_of(response).await.contains("unknown action"));
+
+    let response = h.post("/api/v1/canaries/prod/ghost/pause", "").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_of(response).await, "canary prod/ghost not found");
+
+    h.fake.leader.store(false, Ordering::SeqCst);
+    let response = h.post("/api/v1/canaries/prod/web/pause", "").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_of(response).await, "not the leader");
+
+    let response = h.get("/api/v1/canaries/prod/web/pause").await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(error_of(response).await.contains("not allowed"));
+    assert_eq!(lock(&h.fake.commands).len(), 3);
+}
+
+#[tokio::test]
+async fn scheduled_analyses_list_and_run() {
+    let h = Harness::secured().await;
+    let response = h.get("/api/v1/scheduled-analyses").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        json_of(response).await,
+        json!({"items": [{"namespace": "prod", "name": "nightly"}]})
+    );
+
+    let response = h
+        .post("/api/v1/scheduled-analyses/prod/nightly/run", "")
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await, json!({"run": "nightly-1"}));
+
+    let response = h
+        .post("/api/v1/scheduled-analyses/prod/other/run", "")
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        error_of(response).await,
+        "scheduled analysis prod/other not found"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_pass_the_body_through() {
+    let h = Harness::secured().await;
+    let payload = r#"[{"scopeId":1,"name":"web","alarmMessage":"p99 > 1s","startTime":1}]"#;
+    let response = h.post("/webhooks/skywalking", payload).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await, json!({"received": 1}));
+
+    let response = h
+        .post("/webhooks/alertmanager", r#"{"version":"4","alerts":[]}"#)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Valid JSON the daemon refuses: its reason comes back as a 400.
+    let response = h
+        .post("/webhooks/skywalking", r#"{"not": "an array"}"#)
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error_of(response).await,
+        "expected an array of AlarmMessage"
+    );
+
+    // Malformed JSON never reaches the daemon.
+    let response = h.post("/webhooks/skywalking", "[{").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        error_of(response)
+            .await
+            .starts_with("invalid skywalking payload")
+    );
+
+    let alarms = lock(&h.fake.alarms).clone();
+    assert_eq!(alarms.len(), 3);
+    assert_eq!(alarms[0], (AlarmSource::Skywalking, Bytes::from(payload)));
+    assert_eq!(alarms[1].0, AlarmSource::Alertmanager);
+}
+
+#[tokio::test]
+async fn bodies_over_one_mebibyte_are_413() {
+    let h = Harness::secured().await;
+    // Exactly at the limit is accepted.
+    let mut at_limit = vec![b' '; MAX_BODY_BYTES];
+    at_limit[0] = b'[';
+    at_limit[MAX_BODY_BYTES - 1] = b']';
+    let response = h.post("/webhooks/skywalking", at_limit).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let mut over = vec![b' '; MAX_BODY_BYTES + 1];
+    over[0] = b'[';
+    over[MAX_BODY_BYTES] = b']';
+    for path in [
+        "/webhooks/skywalking",
+        "/webhooks/alertmanager",
+        "/api/v1/canaries/prod/web/abort",
+        "/api/v1/canaries/prod/web/promote",
+    ] {
+        let response = h.post(path, over.clone()).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert!(error_of(response).await.contains("exceeds"));
+    }
+    assert_eq!(lock(&h.fake.alarms).len(), 1);
+    assert!(lock(&h.fake.commands).is_empty());
+}
+
+/// A chunked body declares no length; the extractor limit must still cut it. Driven in-process
+/// because a server that stops reading mid-upload may reset a raw TCP client before it reads.
+#[tokio::test]
+async fn streamed_bodies_over_the_limit_are_413() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    let fake = Arc::new(Fake::new());
+    let app = router(fake.clone(), Metrics::new(), Auth::Insecure);
+    let chunks = (0..20).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 64 * 1024])));
+    let request = axum::http::Request::post("/webhooks/skywalking")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .expect("request");
+    let response = app.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(lock(&fake.alarms).is_empty());
+}
+
+#[tokio::test]
+async fn unknown_routes_are_json_404() {
+    let h = Harness::secured().await;
+    let response = h.get("/api/v1/nothing").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_of(response).await, "no route for GET /api/v1/nothing");
+}
+
+/// One parsed sample line: `name{labels} value`.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Minimal OpenMetrics text parser: enough to check names, labels, values and `# EOF`.
+fn parse_openmetrics(text: &str) -> (Vec<Sample>, BTreeMap<String, String>) {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.last().copied(),
+        Some("# EOF"),
+        "exposition must end in # EOF"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    let mut samples = Vec::new();
+    let mut types = BTreeMap::new();
+    for line in &lines[..lines.len() - 1] {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE line");
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment {line}");
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let labels = body
+                    .split("\",")
+                    .filter(|pair| !pair.is_empty())
+                    .map(|pair| {
+                        let (key, value) = pair.split_once("=\"").expect("label pair");
+                        (key.to_string(), value.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (name, labels)
+            }
+            None => (series, BTreeMap::new()),
+        };
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            other => other.parse().expect("numeric value"),
+        };
+        assert!(name.starts_with("skycanary_"), "{name}");
+        samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    (samples, types)
+}
+
+fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
+    samples.iter().find(|s| {
+        s.name == name
+            && labels.len() == s.labels.len()
+            && labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+    })
+}
+
+fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    find(samples, name, labels)
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+        .value
+}
+
+fn route_weights(vs: &str, route: &str, canary: i64) -> RouteWeights {
+    RouteWeights {
+        virtual_service: vs.to_string(),
+        kind: RouteKind::Http,
+        route: route.to_string(),
+        stable: 100 - canary,
+        canary,
+        others: Vec::new(),
+    }
+}
+
+fn record_everything(metrics: &Metrics) {
+    metrics.set_canary_phase("prod", "web", CanaryPhase::Paused);
+    metrics.set_canary_phase("prod", "web", CanaryPhase::Progressing);
+    metrics.set_canary_weights(
+        "prod",
+        "web",
+        &[
+            route_weights("web-vs", "primary", 20),
+            route_weights("web-vs", "#1", 20),
+        ],
+    );
+    metrics.record_measurement(
+        "prod",
+        "web",
+        "web-abc-0",
+        "p99",
+        Phase::Successful,
+        Some(0.42),
+    );
+    metrics.record_measurement(
+        "prod",
+        "web",
+        "web-abc-0",
+        "p99",
+        Phase::Successful,
+        Some(0.5),
+    );
+    metrics.record_measurement("prod", "web", "web-abc-0", "sla", Phase::Inconclusive, None);
+    metrics.analysis_run("prod", "web", Phase::Successful);
+    metrics.decision("prod", "web", "TrafficWeightUpdated");
+    metrics.provider_request(
+        "http://oap:12800",
+        "execExpression",
+        Duration::from_millis(30),
+    );
+    metrics.provider_error("http://oap:12800", "timeout");
+    metrics.kube_write_conflict("VirtualService");
+    metrics.alarms_received(AlarmSource::Skywalking, 3);
+    metrics.alarm_matched("prod", "web");
+    metrics.alarm_rollback_latency(Duration::from_millis(120));
+}
+
+#[tokio::test]
+async fn metrics_scrape_is_openmetrics() {
+    let h = Harness::secured().await;
+    record_everything(&h.metrics);
+    // Public: Prometheus scrapes without a token.
+    let response = h.client.get(h.url("/metrics")).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = response.text().await.expect("text");
+    let (samples, types) = parse_openmetrics(&text);
+
+    let expected_types = [
+        ("skycanary_canary_phase", "gauge"),
+        ("skycanary_canary_weight", "gauge"),
+        ("skycanary_measurement_value", "gauge"),
+        ("skycanary_measurements", "counter"),
+        ("skycanary_analysis_runs", "counter"),
+        ("skycanary_decisions", "counter"),
+        ("skycanary_provider_request_duration_seconds", "histogram"),
+        ("skycanary_provider_errors", "counter"),
+        ("skycanary_kube_write_conflicts", "counter"),
+        ("skycanary_alarms_received", "counter"),
+        ("skycanary_alarms_matched", "counter"),
+        ("skycanary_alarm_rollback_duration_seconds", "histogram"),
+    ];
+    for (name, kind) in expected_types {
+        assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+
+    let web = [("namespace", "prod"), ("name", "web")];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        web.iter().chain(extra).copied().collect::<Vec<_>>()
+    };
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_canary_phase",
+            &with(&[("phase", "Progressing")])
+        ),
+        1.0
+    );
+    for phase in ["Pending", "Paused", "Promoted", "Aborted", "Degraded"] {
+        let labels = [("namespace", "prod"), ("name", "web"), ("phase", phase)];
+        assert_eq!(value_of(&samples, "skycanary_canary_phase", &labels), 0.0);
+    }
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_canary_weight",
+            &with(&[("virtual_service", "web-vs"), ("route", "primary")])
+        ),
+        20.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_measurement_value",
+            &with(&[("run", "web-abc-0"), ("metric", "p99")])
+        ),
+        0.5
+    );
+    assert!(
+        find(
+            &samples,
+            "skycanary_measurement_value",
+            &with(&[("run", "web-abc-0"), ("metric", "sla")])
+        )
+        .is_none()
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_measurements_total",
+            &with(&[("metric", "p99"), ("phase", "Successful")])
+        ),
+        2.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_measurements_total",
+            &with(&[("metric", "sla"), ("phase", "Inconclusive")])
+        ),
+        1.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_analysis_runs_total",
+            &with(&[("phase", "Successful")])
+        ),
+        1.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_decisions_total",
+            &with(&[("reason", "TrafficWeightUpdated")])
+        ),
+        1.0
+    );
+    let provider = [("address", "http://oap:12800"), ("kind", "execExpression")];
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_provider_request_duration_seconds_count",
+            &provider
+        ),
+        1.0
+    );
+    let provider_le = |le: &'static str| {
+        provider
+            .iter()
+            .copied()
+            .chain([("le", le)])
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_provider_request_duration_seconds_bucket",
+            &provider_le("0.025")
+        ),
+        0.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_provider_request_duration_seconds_bucket",
+            &provider_le("0.05")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_provider_errors_total",
+            &[("address", "http://oap:12800"), ("kind", "timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_kube_write_conflicts_total",
+            &[("kind", "VirtualService")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_alarms_received_total",
+            &[("source", "skywalking")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value_of(&samples, "skycanary_alarms_matched_total", &web),
+        1.0
+    );
+
+    // alarm→rollback buckets span 1 ms .. 10 s, then +Inf.
+    let buckets: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.name == "skycanary_alarm_rollback_duration_seconds_bucket")
+        .map(|s| s.labels["le"].parse::<f64>().unwrap_or(f64::INFINITY))
+        .collect();
+    assert_eq!(buckets.first().copied(), Some(0.001));
+    assert_eq!(buckets.get(buckets.len() - 2).copied(), Some(10.0));
+    assert_eq!(buckets.last().copied(), Some(f64::INFINITY));
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_alarm_rollback_duration_seconds_bucket",
+            &[("le", "0.1")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_alarm_rollback_duration_seconds_bucket",
+            &[("le", "0.25")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_alarm_rollback_duration_seconds_sum",
+            &[]
+        ),
+        0.12
+    );
+}
+
+#[test]
+fn canary_gauges_are_replaced_and_removed() {
+    let metrics = Metrics::new();
+    record_everything(&metrics);
+    metrics.set_canary_weights("prod", "web", &[route_weights("web-vs", "primary", 50)]);
+    let (samples, _) = parse_openmetrics(&metrics.encode().expect("encode"));
+    let weights: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == "skycanary_canary_weight")
+        .collect();
+    assert_eq!(weights.len(), 1);
+    assert_eq!(weights[0].labels["route"], "primary");
+    assert_eq!(weights[0].value, 50.0);
+
+    metrics.forget_run("prod", "web", "web-abc-0");
+    let (samples, _) = parse_openmetrics(&metrics.encode().expect("encode"));
+    assert!(
+        !samples
+            .iter()
+            .any(|s| s.name == "skycanary_measurement_value")
+    );
+
+    metrics.record_measurement("prod", "web", "web-abc-1", "p99", Phase::Failed, Some(2.0));
+    metrics.remove_canary("prod", "web");
+    let (samples, _) = parse_openmetrics(&metrics.encode().expect("encode"));
+    for gauge in [
+        "skycanary_canary_phase",
+        "skycanary_canary_weight",
+        "skycanary_measurement_value",
+    ] {
+        assert!(
+            !samples.iter().any(|s| s.name == gauge),
+            "{gauge} left behind"
+        );
+    }
+    // Counters are cumulative and survive.
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "skycanary_decisions_total")
+    );
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let metrics = Metrics::new();
+    metrics.decision("prod", "web", "quote\"and\\slash");
+    let text = metrics.encode().expect("encode");
+    assert!(text.contains(r#"reason="quote\"and\\slash""#), "{text}");
+}
