@@ -3,6 +3,7 @@
 //! The crate is a pure core (resources, analysis, conditions) with thin I/O edges
 //! (the SkyWalking provider, the simulator, the CLI). See DESIGN.md §8 for the layout.
 
+pub mod alarm;
 pub mod analysis;
 pub mod canary;
 pub mod cli;

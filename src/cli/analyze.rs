@@ -288,6 +288,7 @@ fn print_event(out: &mut dyn Write, ev: &RunEvent<'_>) -> std::io::Result<()> {
             number,
             measurement,
             metric_phase,
+            ..
         } => {
             let t = measurement.finished_at.unwrap_or(measurement.started_at);
             let message = measurement.message.as_deref().unwrap_or("");

@@ -27,6 +27,8 @@ pub enum RunEvent<'a> {
         measurement: &'a Measurement,
         /// The metric's phase after recording it.
         metric_phase: Phase,
+        /// The whole run after recording it (for persistence).
+        state: &'a RunState,
     },
     /// The run ended.
     Finished(&'a RunState),
@@ -81,11 +83,13 @@ pub async fn run_analysis_from(
                 if analysis::record(&plan.spec, &mut state, *idx, m.clone(), finished).is_ok() {
                     let mr = &state.metric_results[*idx];
                     let number = (mr.count + mr.error) as usize;
+                    let metric_phase = mr.phase;
                     on_event(RunEvent::Measured {
                         metric: &spec.name,
                         number,
                         measurement: &m,
-                        metric_phase: mr.phase,
+                        metric_phase,
+                        state: &state,
                     });
                 }
             }

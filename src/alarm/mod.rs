@@ -1,0 +1,6 @@
+//! Alarm intake: SkyWalking webhook payloads, matching against a Canary's `rollbackOn`, and
+//! de-duplication of repeated deliveries.
+
+pub mod skywalking;
+
+pub use skywalking::{AlarmMessage, Deduper, ParseError, matches, parse_payload};

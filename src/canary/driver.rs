@@ -1,0 +1,478 @@
+//! The canary driver (I/O): one task per Canary that feeds the pure state machine and performs
+//! its effects — routing writes through the router, analysis runs against SkyWalking, status
+//! persistence, events and metrics.
+//!
+//! The iteration that receives a failing measurement runs the machine and performs the abort
+//! write before it waits for anything else, so a rollback never waits for a "next reconcile".
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::machine::{self, Effect, Input};
+use super::model::{AnalysisRunKind, CanaryEvent, CanaryStatus, Command};
+use crate::analysis::{Phase, RunSpec, RunState};
+use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
+use crate::resources::{LoadedCanary, LoadedTemplate};
+use crate::runner::{self, Clock, Defaults, RunEvent};
+use crate::server::Metrics;
+use crate::state::FileStateStore;
+use crate::traffic::istio::{self, Restore};
+use crate::traffic::planner::DesiredPlanner;
+use crate::traffic::router::Router;
+use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
+use crate::traffic::store::{ManifestStore, ObjectKey};
+use crate::traffic::{DesiredRouting, IstioRouting, RouteWeights};
+
+/// State-file kind of Canary statuses.
+pub const STATE_KIND: &str = "canary";
+
+/// Messages to a canary task.
+#[derive(Debug)]
+pub enum Msg {
+    /// A user command; the reply is the status after it was handled, or why it was refused.
+    Command(Command, oneshot::Sender<Result<CanaryStatus, String>>),
+    /// A matching alarm.
+    Alarm {
+        /// Rule name.
+        rule: String,
+        /// Entity name.
+        entity: String,
+        /// Message.
+        message: String,
+        /// When skycanary received it (for the alarm→rollback latency).
+        received: std::time::Instant,
+    },
+    /// Progress of one of this canary's analysis runs.
+    Analysis {
+        /// Run name.
+        name: String,
+        /// Its state.
+        state: Box<RunState>,
+        /// The metric just measured, if this update is a measurement.
+        measured: Option<String>,
+    },
+    /// Stop the task (daemon shutdown).
+    Stop,
+}
+
+/// Handle on a running canary task.
+#[derive(Debug, Clone)]
+pub struct CanaryHandle {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Number of steps.
+    pub steps: usize,
+    /// The Canary as loaded.
+    pub doc: Arc<CanaryDoc>,
+    /// Send messages.
+    pub tx: mpsc::UnboundedSender<Msg>,
+    /// Latest status.
+    pub status: watch::Receiver<CanaryStatus>,
+}
+
+/// Everything a canary task needs besides its Canary.
+pub struct DriverContext<S: ManifestStore + 'static> {
+    /// Routing writes.
+    pub router: Arc<Router<S>>,
+    /// Templates by namespace/name.
+    pub templates: Arc<Vec<LoadedTemplate>>,
+    /// Status persistence.
+    pub state: FileStateStore,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Default OAP and timezone.
+    pub defaults: Defaults,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
+    fn clone(&self) -> Self {
+        DriverContext {
+            router: self.router.clone(),
+            templates: self.templates.clone(),
+            state: self.state.clone(),
+            clock: self.clock.clone(),
+            defaults: self.defaults.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Starts the task of one Canary; it resumes from its persisted status.
+pub fn spawn<S: ManifestStore + 'static>(canary: &LoadedCanary, ctx: DriverContext<S>) -> CanaryHandle {
+    let namespace = canary.namespace().to_string();
+    let name = canary.doc.metadata.name.clone();
+    let persisted: Option<CanaryStatus> = match ctx.state.load(STATE_KIND, &namespace, &name) {
+        Ok(s) => s,
+        Err(e) => {
+            // Never silently restart a release from scratch: keep the task alive but paused on
+            // an explicit error, and say why.
+            tracing::error!(canary = %format!("{namespace}/{name}"), "cannot read persisted status: {e}");
+            None
+        }
+    };
+    let status = persisted.unwrap_or_default();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(status.clone());
+    let doc = Arc::new(canary.doc.clone());
+    let task = CanaryTask {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        routing: routing_of(&canary.doc, &namespace),
+        doc: doc.clone(),
+        ctx,
+        tx: tx.clone(),
+        status,
+        status_tx,
+        stops: HashMap::new(),
+        wake: None,
+    };
+    tokio::spawn(task.run(rx));
+    CanaryHandle {
+        namespace,
+        name,
+        steps: canary.doc.spec.steps.len(),
+        doc,
+        tx,
+        status: status_rx,
+    }
+}
+
+struct CanaryTask<S: ManifestStore + 'static> {
+    namespace: String,
+    name: String,
+    doc: Arc<CanaryDoc>,
+    routing: IstioRouting,
+    ctx: DriverContext<S>,
+    tx: mpsc::UnboundedSender<Msg>,
+    status: CanaryStatus,
+    status_tx: watch::Sender<CanaryStatus>,
+    /// Stop switches of running analysis runs.
+    stops: HashMap<String, watch::Sender<Option<String>>>,
+    wake: Option<DateTime<Utc>>,
+}
+
+impl<S: ManifestStore + 'static> CanaryTask<S> {
+    fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        self.resume_analyses();
+        let mut queue = VecDeque::from([Input::Spec, Input::Tick]);
+        loop {
+            let mut replies: Vec<oneshot::Sender<Result<CanaryStatus, String>>> = Vec::new();
+            self.process(&mut queue).await;
+            self.wake = machine::next_wake(&self.status).into_iter().chain(self.wake).min();
+            let sleep_until = self.wake;
+            let clock = self.ctx.clock.clone();
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                () = async {
+                    match sleep_until {
+                        Some(t) => clock.sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.wake = None;
+                    queue.push_back(Input::Tick);
+                    continue;
+                }
+            };
+            match msg {
+                None | Some(Msg::Stop) => break,
+                Some(Msg::Command(cmd, reply)) => {
+                    queue.push_back(Input::Command(cmd));
+                    replies.push(reply);
+                }
+                Some(Msg::Analysis { name, state, measured }) => {
+                    if let Some(metric) = measured {
+                        self.observe_measurement(&name, &metric, &state);
+                    }
+                    queue.push_back(Input::Analysis { name, status: *state });
+                }
+                Some(Msg::Alarm { rule, entity, message, received }) => {
+                    self.ctx.metrics.alarm_matched(&self.namespace, &self.name);
+                    queue.push_back(Input::Alarm { rule, entity, message });
+                    self.process(&mut queue).await;
+                    self.ctx.metrics.alarm_rollback_latency(received.elapsed());
+                }
+            }
+            self.process(&mut queue).await;
+            for r in replies {
+                let _ = r.send(Ok(self.status.clone()));
+            }
+        }
+        for (_, stop) in self.stops.drain() {
+            let _ = stop.send(Some("daemon stopping".into()));
+        }
+    }
+
+    /// Runs the machine over queued inputs, performing effects as they come (a routing
+    /// result is fed back at once).
+    async fn process(&mut self, queue: &mut VecDeque<Input>) {
+        while let Some(input) = queue.pop_front() {
+            let now = self.ctx.clock.now();
+            let (next, effects) = machine::step(&self.doc.spec, &self.status, &input, now);
+            if next != self.status {
+                self.status = next;
+                self.publish();
+            }
+            for effect in effects {
+                match effect {
+                    Effect::ApplyRouting(desired) => {
+                        let result = self.apply_routing(&desired).await;
+                        queue.push_back(Input::Routing(result));
+                    }
+                    Effect::RestoreRoutes => self.restore_routes().await,
+                    Effect::StartAnalysis { name, kind, templates, args } => {
+                        self.start_analysis(name, kind, &templates, &args, None)
+                    }
+                    Effect::TerminateAnalysis { name, reason } => {
+                        if let Some(stop) = self.stops.remove(&name) {
+                            let _ = stop.send(Some(reason));
+                        }
+                    }
+                    Effect::Event(ev) => self.event(&ev),
+                    Effect::WakeAt(t) => self.wake = Some(self.wake.map_or(t, |w| w.min(t))),
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        if let Err(e) = self.ctx.state.save(STATE_KIND, &self.namespace, &self.name, &self.status) {
+            tracing::error!(canary = %self.id(), "cannot persist status: {e}");
+        }
+        self.ctx.metrics.set_canary_phase(&self.namespace, &self.name, self.status.phase);
+        self.ctx.metrics.set_canary_weights(&self.namespace, &self.name, &self.status.weights);
+        let _ = self.status_tx.send(self.status.clone());
+    }
+
+    fn event(&self, ev: &CanaryEvent) {
+        if ev.warning {
+            tracing::warn!(canary = %self.id(), reason = %ev.reason, "{}", ev.message);
+        } else {
+            tracing::info!(canary = %self.id(), reason = %ev.reason, "{}", ev.message);
+        }
+        self.ctx.metrics.decision(&self.namespace, &self.name, &ev.reason);
+    }
+
+    fn targets(&self) -> (Vec<ObjectKey>, Option<ObjectKey>) {
+        (
+            virtual_service_keys(&self.routing, &self.namespace),
+            destination_rule_key(&self.routing, &self.namespace),
+        )
+    }
+
+    async fn apply_routing(&self, desired: &DesiredRouting) -> Result<(DesiredRouting, Vec<RouteWeights>), String> {
+        let (targets, dr) = self.targets();
+        let planner = DesiredPlanner { routing: &self.routing, desired };
+        let report = self
+            .ctx
+            .router
+            .apply(&targets, dr.as_ref(), &planner)
+            .await
+            .map_err(|e| e.to_string())?;
+        for _ in 0..report.conflicts_retried {
+            self.ctx.metrics.kube_write_conflict("VirtualService");
+        }
+        let objects = self.ctx.router.read(&targets).await.map_err(|e| e.to_string())?;
+        let mut weights = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            let mut w = istio::read_weights(&o.object, &self.routing.virtual_services[i], &self.routing)
+                .map_err(|e| e.to_string())?;
+            weights.append(&mut w);
+        }
+        Ok((desired.clone(), weights))
+    }
+
+    /// onSuccess: Restore. A VirtualService a user edited since our last write is kept and
+    /// reported (drift), never overwritten.
+    async fn restore_routes(&self) {
+        let (targets, _) = self.targets();
+        for key in targets {
+            let restored = async {
+                let current = self.ctx.router.store().get(&key).await.map_err(|e| e.to_string())?;
+                match istio::restore(&current.object).map_err(|e| e.to_string())? {
+                    Restore::Restored(v) => {
+                        self.ctx
+                            .router
+                            .store()
+                            .replace(&key, &v, &current.version)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok::<_, String>("original routes restored".to_string())
+                    }
+                    Restore::NothingRecorded => Ok("nothing to restore".to_string()),
+                    Restore::Drift { reason } => Err(format!("not restored, edited since: {reason}")),
+                }
+            }
+            .await;
+            let ev = match restored {
+                Ok(m) => CanaryEvent { warning: false, reason: "TrafficRoutingRestored".into(), message: format!("{key}: {m}") },
+                Err(m) => CanaryEvent { warning: true, reason: "TrafficRoutingDrift".into(), message: format!("{key}: {m}") },
+            };
+            self.event(&ev);
+        }
+    }
+
+    /// Restarts the runs that were in flight when the daemon stopped, from their persisted
+    /// state (same counts, same measurements).
+    fn resume_analyses(&mut self) {
+        let runs: Vec<_> = self
+            .status
+            .analysis_runs
+            .iter()
+            .filter(|r| !r.status.phase.is_completed())
+            .filter(|r| {
+                Some(&r.name) == self.status.step_analysis_run.as_ref()
+                    || Some(&r.name) == self.status.background_analysis_run.as_ref()
+            })
+            .map(|r| (r.name.clone(), r.kind.clone(), r.status.clone()))
+            .collect();
+        for (name, kind, state) in runs {
+            let (templates, args) = self.analysis_spec(&kind);
+            self.start_analysis(name, kind, &templates, &args, Some(state));
+        }
+    }
+
+    fn analysis_spec(&self, kind: &AnalysisRunKind) -> (Vec<TemplateRef>, Vec<ArgValue>) {
+        use crate::resources::canary::CanaryStep;
+        match kind {
+            AnalysisRunKind::Background => self
+                .doc
+                .spec
+                .analysis
+                .as_ref()
+                .map(|a| (a.templates.clone(), a.args.clone()))
+                .unwrap_or_default(),
+            AnalysisRunKind::Step { index } => match self.doc.spec.steps.get(*index as usize) {
+                Some(CanaryStep::Analysis(a)) => (a.templates.clone(), a.args.clone()),
+                _ => (Vec::new(), Vec::new()),
+            },
+        }
+    }
+
+    fn start_analysis(
+        &mut self,
+        name: String,
+        kind: AnalysisRunKind,
+        templates: &[TemplateRef],
+        args: &[ArgValue],
+        resume: Option<RunState>,
+    ) {
+        let now = self.ctx.clock.now();
+        let plan = self.plan_analysis(templates, args);
+        let plan = match plan {
+            Ok(p) => p,
+            Err(message) => {
+                // The machine must hear about it: an analysis that cannot run is an Error.
+                let mut failed = RunState::new(&RunSpec::default(), now);
+                failed.phase = Phase::Error;
+                failed.message = Some(message);
+                let _ = self.tx.send(Msg::Analysis { name, state: Box::new(failed), measured: None });
+                return;
+            }
+        };
+        let clients = match runner::connect(&plan) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut failed = RunState::new(&RunSpec::default(), now);
+                failed.phase = Phase::Error;
+                failed.message = Some(e.to_string());
+                let _ = self.tx.send(Msg::Analysis { name, state: Box::new(failed), measured: None });
+                return;
+            }
+        };
+        let (stop_tx, mut stop_rx) = watch::channel(None);
+        self.stops.insert(name.clone(), stop_tx);
+        let tx = self.tx.clone();
+        let clock = self.ctx.clock.clone();
+        let id = self.id();
+        let kind_label = match kind {
+            AnalysisRunKind::Background => "background".to_string(),
+            AnalysisRunKind::Step { index } => format!("step {index}"),
+        };
+        tracing::info!(canary = %id, run = %name, "starting {kind_label} analysis ({} metric(s))", plan.spec.metrics.len());
+        tokio::spawn(async move {
+            let state = resume.unwrap_or_else(|| RunState::new(&plan.spec, clock.now()));
+            let mut on_event = |ev: RunEvent<'_>| {
+                if let RunEvent::Measured { state, metric, .. } = ev {
+                    let _ = tx.send(Msg::Analysis {
+                        name: name.clone(),
+                        state: Box::new(state.clone()),
+                        measured: Some(metric.to_string()),
+                    });
+                }
+            };
+            let done = runner::run_analysis_from(&plan, &clients, clock.as_ref(), state, &mut on_event, &mut stop_rx).await;
+            let _ = tx.send(Msg::Analysis { name, state: Box::new(done), measured: None });
+        });
+    }
+
+    fn plan_analysis(&self, templates: &[TemplateRef], args: &[ArgValue]) -> Result<runner::RunPlan, String> {
+        let mut found: Vec<&LoadedTemplate> = Vec::new();
+        for r in templates {
+            let t = self.ctx.templates.iter().find(|t| {
+                t.doc.metadata.name == r.template_name
+                    && if r.cluster_scope {
+                        t.cluster_scoped()
+                    } else {
+                        !t.cluster_scoped() && t.doc.metadata.namespace.as_deref().unwrap_or("default") == self.namespace
+                    }
+            });
+            match t {
+                Some(t) => found.push(t),
+                None => return Err(format!("analysis template {:?} not found", r.template_name)),
+            }
+        }
+        let mut given = BTreeMap::new();
+        for a in args {
+            match (&a.value, &a.value_from) {
+                (Some(v), _) => {
+                    given.insert(a.name.clone(), v.clone());
+                }
+                (None, Some(_)) => {
+                    return Err(format!("arg {:?}: valueFrom.secretKeyRef needs cluster mode", a.name));
+                }
+                (None, None) => {}
+            }
+        }
+        runner::plan_many(&found, &given, &self.ctx.defaults).map_err(|e| e.to_string())
+    }
+
+    fn observe_measurement(&self, run: &str, metric: &str, state: &RunState) {
+        let last = state.metric_results.iter().find(|m| m.name == metric).and_then(|m| m.measurements.last());
+        if let Some(m) = last {
+            let value = m.value.as_deref().and_then(last_number);
+            self.ctx.metrics.record_measurement(&self.namespace, &self.name, run, metric, m.phase, value);
+        }
+    }
+}
+
+/// The last number of a measurement's display value (`[9950, 9930]` → 9930).
+fn last_number(v: &str) -> Option<f64> {
+    v.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(|p| p.trim().parse::<f64>().ok())
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_number;
+
+    #[test]
+    fn last_number_of_values() {
+        assert_eq!(last_number("[9950, —, 9930]"), Some(9930.0));
+        assert_eq!(last_number("42.5"), Some(42.5));
+        assert_eq!(last_number("-"), None);
+    }
+}
