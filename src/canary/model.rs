@@ -172,6 +172,45 @@ pub struct CanaryStatus {
     /// Last human-readable message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The routing write asked for and not yet seen succeed (in flight, or failed and waiting
+    /// for its retry); persisted so a restarted driver neither loses nor repeats it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_write: Option<RoutingWrite>,
+    /// Name of the current step's analysis run; `None` once the step moved on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_analysis_run: Option<String>,
+    /// Name of the background analysis run whose verdicts still count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_analysis_run: Option<String>,
+    /// Drift reports during the current step (3 pause the canary with reason Drift).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub step_drifts: u32,
+    /// Drift reports during this run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drifts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A routing write the state machine asked the driver for (`Effect::ApplyRouting`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingWrite {
+    /// What was asked for.
+    pub routing: DesiredRouting,
+    /// When it was (last) asked for.
+    pub requested_at: DateTime<Utc>,
+    /// Set after a failure: the write is asked for again at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failures so far.
+    #[serde(default)]
+    pub failures: u32,
 }
 
 /// A user action (CLI / API).

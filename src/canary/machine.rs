@@ -1,0 +1,1088 @@
+//! The Canary state machine (DESIGN §2, §3 "Canary reaction", §5, §6), pure: [`step`] takes
+//! the spec, the persisted status, one [`Input`] and the time, and returns the next status and
+//! the [`Effect`]s the driver performs. No I/O, no clock, no panics.
+//!
+//! Every decision is derived from the status, so the machine is idempotent: feeding the same
+//! input twice emits nothing the second time, and a restarted driver that feeds `Spec` + `Tick`
+//! to a persisted status resumes at the same step. Writes in flight are remembered in
+//! `status.routing_write`, runs in `status.analysis_runs`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::analysis::{Phase, RunState};
+use crate::resources::canary::{
+    ArgValue, CanaryDoc, CanarySpec, CanaryStep, OnAnalysisError, OnSuccess, TemplateRef,
+};
+use crate::resources::canary_validate::DEFAULT_MAX_WEIGHT;
+use crate::resources::duration::{format_duration, parse_duration};
+use crate::resources::template::{IntOrString, ObjectMeta};
+use crate::traffic::spec::desired_after_steps;
+use crate::traffic::{DesiredRouting, RouteWeights};
+
+use super::model::*;
+
+/// A failed routing write is asked for again after this long (DESIGN: never skip the step).
+pub const ROUTING_RETRY: Duration = Duration::from_secs(10);
+/// A write whose result never came (the driver restarted mid-write) is asked for again after
+/// this long.
+pub const ROUTING_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Drift reports within one step that pause the canary (reason Drift) instead of fighting.
+pub const DRIFT_PAUSE_THRESHOLD: u32 = 3;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Time passed (ends timed pauses, ends the post-promotion watch, retries writes).
+    Tick,
+    /// The spec was (re)read: a changed `revision` (or first sight) starts a new run from step 0.
+    Spec,
+    /// An analysis run progressed; `name` is an `AnalysisRunStatus.name` the machine created.
+    Analysis {
+        /// Run name.
+        name: String,
+        /// Its state as the driver now knows it.
+        status: RunState,
+    },
+    /// The routing effect finished: Ok(applied routing + weights read back) or Err(message).
+    Routing(Result<(DesiredRouting, Vec<RouteWeights>), String>),
+    /// Someone else changed our weights (the driver noticed); the routing will be re-applied.
+    Drift {
+        /// What differed.
+        detail: String,
+    },
+    /// A matching SkyWalking alarm arrived (already matched against rollbackOn by the caller).
+    Alarm {
+        /// Alarm rule name.
+        rule: String,
+        /// Entity name.
+        entity: String,
+        /// Alarm message.
+        message: String,
+    },
+    /// A user command.
+    Command(Command),
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Write this routing state to every VirtualService (idempotent); report `Input::Routing`.
+    ApplyRouting(DesiredRouting),
+    /// Put the original routes back (onSuccess: Restore).
+    RestoreRoutes,
+    /// Start an analysis run and report its progress with `Input::Analysis`. `name` is unique
+    /// within the canary (it does not contain the canary's name).
+    StartAnalysis {
+        /// Run name.
+        name: String,
+        /// Step or background.
+        kind: AnalysisRunKind,
+        /// Templates, as referenced.
+        templates: Vec<TemplateRef>,
+        /// Args for the templates.
+        args: Vec<ArgValue>,
+    },
+    /// Stop a run (reported as terminated, never Successful unless it earned it).
+    TerminateAnalysis {
+        /// Run name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Record an event (Kubernetes Event with an Argo-compatible reason, log, metric).
+    Event(CanaryEvent),
+    /// Wake me at this time even if nothing else happens.
+    WakeAt(DateTime<Utc>),
+}
+
+/// One transition: the next status and the effects to perform.
+pub fn step(
+    spec: &CanarySpec,
+    status: &CanaryStatus,
+    input: &Input,
+    now: DateTime<Utc>,
+) -> (CanaryStatus, Vec<Effect>) {
+    let mut m = Machine {
+        spec,
+        st: status.clone(),
+        fx: Vec::new(),
+        now,
+    };
+    match input {
+        Input::Tick => m.on_tick(),
+        Input::Spec => m.on_spec(),
+        Input::Analysis { name, status } => m.on_analysis(name, status),
+        Input::Routing(Ok((routing, weights))) => m.on_routing_ok(routing, weights),
+        Input::Routing(Err(message)) => m.on_routing_err(message),
+        Input::Drift { detail } => m.on_drift(detail),
+        Input::Alarm {
+            rule,
+            entity,
+            message,
+        } => m.on_alarm(rule, entity, message),
+        Input::Command(c) => m.on_command(c),
+    }
+    (m.st, m.fx)
+}
+
+/// The earliest time the machine has something to do on its own (timed pause end, write
+/// retry or result timeout, watch end). A restarted driver sleeps until this, since the
+/// `WakeAt` effects of before the restart are gone.
+pub fn next_wake(status: &CanaryStatus) -> Option<DateTime<Utc>> {
+    let pause = status
+        .pause
+        .as_ref()
+        .filter(|p| status.phase == CanaryPhase::Paused && p.reason == PauseReason::Step)
+        .and_then(|p| p.until);
+    let write = status.routing_write.as_ref().map(|w| {
+        w.retry_at
+            .unwrap_or_else(|| add(w.requested_at, ROUTING_RESULT_TIMEOUT))
+    });
+    let watch = status
+        .watch_until
+        .filter(|_| status.phase == CanaryPhase::Promoted)
+        .filter(|_| status.background_analysis_run.is_some());
+    [pause, write, watch].into_iter().flatten().min()
+}
+
+/// Why an analysis run failed, taken from its failing metric's last verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// The metric that decided the run.
+    pub metric: Option<String>,
+    /// The measured value(s) of its last decisive measurement.
+    pub value: Option<String>,
+    /// The condition that judged it (expression only), when the verdict came from one.
+    pub condition: Option<String>,
+    /// The measurement's full message (condition, values, outcome), or the metric's.
+    pub message: Option<String>,
+}
+
+/// Extracts the evidence of a run that ended Failed, Error or Inconclusive: the first
+/// non-dry-run metric in the run's phase, and its last measurement in that phase.
+pub fn evidence(run: &RunState) -> Evidence {
+    let metric = run
+        .metric_results
+        .iter()
+        .filter(|r| !r.dry_run)
+        .find(|r| r.phase == run.phase)
+        .or_else(|| {
+            run.metric_results
+                .iter()
+                .filter(|r| !r.dry_run)
+                .find(|r| r.phase.is_unsuccessful_end())
+        });
+    let Some(metric) = metric else {
+        return Evidence {
+            message: run.message.clone(),
+            ..Evidence::default()
+        };
+    };
+    let measurement = metric
+        .measurements
+        .iter()
+        .rev()
+        .find(|m| m.phase == metric.phase)
+        .or_else(|| metric.measurements.last());
+    let message = measurement
+        .and_then(|m| m.message.clone())
+        .or_else(|| metric.message.clone());
+    Evidence {
+        metric: Some(metric.name.clone()),
+        value: measurement.and_then(|m| m.value.clone()),
+        condition: measurement
+            .and_then(|m| Some((m.message.as_deref()?, m.phase)))
+            .and_then(|(msg, phase)| condition_of(msg, phase)),
+        message,
+    }
+}
+
+/// The deciding condition in a judge message such as
+/// `S with result=[…] → false; F with result=[…] → true: Failed` (here `F`). `None` when the
+/// verdict did not come from a condition (no data, provider error).
+fn condition_of(message: &str, phase: Phase) -> Option<String> {
+    let suffix = format!(": {phase}");
+    let body = message.strip_suffix(suffix.as_str()).unwrap_or(message);
+    let clauses: Vec<&str> = body.split("; ").collect();
+    if clauses.is_empty() || !clauses.iter().all(|c| c.contains(" → ")) {
+        return None;
+    }
+    let expression = |c: &str| -> String {
+        let end = c
+            .find(" with ")
+            .or_else(|| c.rfind(" → "))
+            .unwrap_or(c.len());
+        c[..end].trim().to_string()
+    };
+    // A failureCondition that held decides alone; otherwise every clause took part.
+    let decisive: Vec<&str> = match clauses.iter().find(|c| c.ends_with("→ true")) {
+        Some(c) if phase == Phase::Failed && clauses.len() > 1 => vec![*c],
+        _ => clauses,
+    };
+    let exprs: Vec<String> = decisive.into_iter().map(expression).collect();
+    Some(exprs.join("; "))
+}
+
+/// Adds a std duration, saturating instead of panicking.
+fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|td| t.checked_add_signed(td))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A pause step's duration (int seconds or a duration string).
+fn pause_duration(d: &IntOrString) -> Result<Duration, String> {
+    match d {
+        IntOrString::Int(s) => u64::try_from(*s)
+            .map(Duration::from_secs)
+            .map_err(|_| format!("negative pause duration {s}")),
+        IntOrString::String(s) => parse_duration(s),
+    }
+}
+
+/// Argo-style short description of a step for events.
+fn describe(step: &CanaryStep) -> String {
+    match step {
+        CanaryStep::SetWeight(w) => format!("setWeight: {w}"),
+        CanaryStep::Pause(p) => match &p.duration {
+            None => "pause".into(),
+            Some(IntOrString::Int(s)) => format!("pause: {s}s"),
+            Some(IntOrString::String(s)) => format!("pause: {s}"),
+        },
+        CanaryStep::Analysis(a) => {
+            let names: Vec<&str> = a
+                .templates
+                .iter()
+                .map(|t| t.template_name.as_str())
+                .collect();
+            format!("analysis: {}", names.join(", "))
+        }
+        CanaryStep::SetHeaderRoute(h) => format!("setHeaderRoute: {}", h.name),
+        CanaryStep::SetMirrorRoute(m) => format!("setMirrorRoute: {}", m.name),
+    }
+}
+
+struct Machine<'a> {
+    spec: &'a CanarySpec,
+    st: CanaryStatus,
+    fx: Vec<Effect>,
+    now: DateTime<Utc>,
+}
+
+impl Machine<'_> {
+    // ---- helpers -------------------------------------------------------------------------
+
+    fn event(&mut self, warning: bool, reason: &str, message: impl Into<String>) {
+        self.fx.push(Effect::Event(CanaryEvent {
+            warning,
+            reason: reason.into(),
+            message: message.into(),
+        }));
+    }
+
+    fn reject(&mut self, message: impl Into<String>) {
+        self.event(true, "CommandRejected", message);
+    }
+
+    fn max_weight(&self) -> i64 {
+        self.spec
+            .traffic_routing
+            .max_traffic_weight
+            .unwrap_or(DEFAULT_MAX_WEIGHT)
+    }
+
+    fn steps_len(&self) -> u32 {
+        u32::try_from(self.spec.steps.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Routing after steps `0..=i`; `desired_after_steps` reads only the steps of the doc.
+    fn desired(&self, i: usize) -> DesiredRouting {
+        let doc = CanaryDoc {
+            api_version: String::new(),
+            kind: String::new(),
+            metadata: ObjectMeta::default(),
+            spec: self.spec.clone(),
+            status: None,
+        };
+        desired_after_steps(&doc, i)
+    }
+
+    fn in_watch(&self) -> bool {
+        self.st.phase == CanaryPhase::Promoted && self.st.watch_until.is_some_and(|w| self.now < w)
+    }
+
+    /// A run is under way and its verdicts move the canary.
+    fn is_active(&self) -> bool {
+        matches!(
+            self.st.phase,
+            CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded
+        )
+    }
+
+    /// `<revision>-step-<i>` / `<revision>-bg`, then `-2`, `-3`… when taken (retries, reruns).
+    fn run_name(&self, kind: &AnalysisRunKind) -> String {
+        let rev = self.st.revision.as_deref().unwrap_or("rev");
+        let base = match kind {
+            AnalysisRunKind::Step { index } => format!("{rev}-step-{index}"),
+            AnalysisRunKind::Background => format!("{rev}-bg"),
+        };
+        let taken = |n: &str| self.st.analysis_runs.iter().any(|r| r.name == n);
+        if !taken(&base) {
+            return base;
+        }
+        (2u32..)
+            .map(|n| format!("{base}-{n}"))
+            .find(|n| !taken(n))
+            .unwrap_or(base)
+    }
+
+    fn start_analysis(
+        &mut self,
+        kind: AnalysisRunKind,
+        templates: &[TemplateRef],
+        args: &[ArgValue],
+    ) -> String {
+        let name = self.run_name(&kind);
+        self.st.analysis_runs.push(AnalysisRunStatus {
+            name: name.clone(),
+            kind: kind.clone(),
+            templates: templates.iter().map(|t| t.template_name.clone()).collect(),
+            status: RunState {
+                phase: Phase::Pending,
+                message: None,
+                metric_results: Vec::new(),
+                started_at: self.now,
+                completed_at: None,
+                terminated: false,
+                terminate_reason: None,
+            },
+        });
+        self.fx.push(Effect::StartAnalysis {
+            name: name.clone(),
+            kind,
+            templates: templates.to_vec(),
+            args: args.to_vec(),
+        });
+        name
+    }
+
+    /// Terminates a run once: marked in its stored state so no second TerminateAnalysis.
+    fn terminate_run(&mut self, name: &str, reason: &str) {
+        let Some(run) = self.st.analysis_runs.iter_mut().find(|r| r.name == name) else {
+            return;
+        };
+        if run.status.phase.is_completed() || run.status.terminated {
+            return;
+        }
+        run.status.terminated = true;
+        run.status.terminate_reason = Some(reason.to_string());
+        self.fx.push(Effect::TerminateAnalysis {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
+    fn terminate_all(&mut self, reason: &str) {
+        let names: Vec<String> = self
+            .st
+            .analysis_runs
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        for name in names {
+            self.terminate_run(&name, reason);
+        }
+        self.st.step_analysis_run = None;
+        self.st.background_analysis_run = None;
+    }
+
+    fn run(&self, name: &str) -> Option<&AnalysisRunStatus> {
+        self.st.analysis_runs.iter().find(|r| r.name == name)
+    }
+
+    fn emit_write(&mut self, target: DesiredRouting) {
+        self.st.desired_weight = target.canary_weight;
+        self.st.routing_write = Some(RoutingWrite {
+            routing: target.clone(),
+            requested_at: self.now,
+            retry_at: None,
+            error: None,
+            failures: 0,
+        });
+        self.fx.push(Effect::ApplyRouting(target));
+    }
+
+    /// Asks for `target` unless that exact write is already in flight or awaiting its retry.
+    fn request_routing(&mut self, target: DesiredRouting) {
+        if self
+            .st
+            .routing_write
+            .as_ref()
+            .is_some_and(|w| w.routing == target)
+        {
+            return;
+        }
+        self.emit_write(target);
+    }
+
+    /// `target` is what the VirtualServices hold, and no write of ours can still change that
+    /// (a write in flight, even of the same routing, is waited for).
+    fn confirmed(&self, target: &DesiredRouting) -> bool {
+        self.st.applied.as_ref() == Some(target) && self.st.routing_write.is_none()
+    }
+
+    /// What the canary wants written now (re-applied after drift).
+    fn current_target(&self) -> Option<DesiredRouting> {
+        self.st
+            .routing_write
+            .as_ref()
+            .map(|w| w.routing.clone())
+            .or_else(|| self.st.applied.clone())
+    }
+
+    fn set_pause(&mut self, reason: PauseReason, message: String) {
+        self.st.pause = Some(PauseStatus {
+            reason,
+            since: self.now,
+            until: None,
+            message: Some(message.clone()),
+        });
+        self.st.phase = CanaryPhase::Paused;
+        self.st.message = Some(message.clone());
+        self.event(false, "RolloutPaused", message);
+    }
+
+    // ---- the walk over the steps ---------------------------------------------------------
+
+    /// Executes steps from `current_step_index` until one has to wait. Idempotent: it only
+    /// emits what the status says has not been asked for yet.
+    fn advance(&mut self) {
+        let mut budget = self.spec.steps.len() + 2;
+        while budget > 0 {
+            budget -= 1;
+            let on_pause_step = matches!(
+                self.spec.steps.get(self.st.current_step_index as usize),
+                Some(CanaryStep::Pause(_))
+            );
+            let step_pause = self
+                .st
+                .pause
+                .as_ref()
+                .is_some_and(|p| p.reason == PauseReason::Step);
+            match self.st.phase {
+                CanaryPhase::Progressing => {}
+                // A pause step re-checks its timer; a stale step pause (spec edited) ends.
+                CanaryPhase::Paused if step_pause => {
+                    if !on_pause_step {
+                        self.st.pause = None;
+                        self.st.phase = CanaryPhase::Progressing;
+                    }
+                }
+                _ => return,
+            }
+            let i = self.st.current_step_index as usize;
+            self.ensure_background(i);
+            let Some(step) = self.spec.steps.get(i).cloned() else {
+                self.complete_run();
+                return;
+            };
+            let done = match &step {
+                CanaryStep::SetWeight(_)
+                | CanaryStep::SetHeaderRoute(_)
+                | CanaryStep::SetMirrorRoute(_) => self.routing_step(i),
+                CanaryStep::Pause(p) => self.pause_step(p.duration.as_ref()),
+                CanaryStep::Analysis(a) => self.analysis_step(i, &a.templates, &a.args),
+            };
+            if !done {
+                return;
+            }
+            self.complete_step();
+        }
+    }
+
+    fn routing_step(&mut self, i: usize) -> bool {
+        let target = self.desired(i);
+        if self.confirmed(&target) {
+            self.st.desired_weight = target.canary_weight;
+            return true;
+        }
+        self.request_routing(target);
+        false
+    }
+
+    fn pause_step(&mut self, duration: Option<&IntOrString>) -> bool {
+        let since = self.st.step_started_at.unwrap_or(self.now);
+        let (until, message) = match duration.map(pause_duration) {
+            None => (None, "Paused at a pause step until promoted".to_string()),
+            Some(Ok(d)) => (
+                Some(add(since, d)),
+                format!("Paused at a pause step for {}", format_duration(d)),
+            ),
+            // Never continue on an ambiguous duration: wait for a human instead.
+            Some(Err(e)) => (None, format!("Paused until promoted: {e}")),
+        };
+        if until.is_some_and(|u| self.now >= u) {
+            return true;
+        }
+        let already = self
+            .st
+            .pause
+            .as_ref()
+            .is_some_and(|p| p.reason == PauseReason::Step);
+        if !already {
+            self.st.pause = Some(PauseStatus {
+                reason: PauseReason::Step,
+                since,
+                until,
+                message: Some(message.clone()),
+            });
+            self.st.phase = CanaryPhase::Paused;
+            self.st.message = Some(message.clone());
+            if let Some(u) = until {
+                self.fx.push(Effect::WakeAt(u));
+            }
+            self.event(false, "RolloutPaused", message);
+        }
+        false
+    }
+
+    fn analysis_step(&mut self, i: usize, templates: &[TemplateRef], args: &[ArgValue]) -> bool {
+        let current = self.st.step_analysis_run.clone();
+        match current.as_deref().and_then(|n| self.run(n)) {
+            Some(run) => run.status.phase == Phase::Successful,
+            None => {
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                let name = self.start_analysis(AnalysisRunKind::Step { index }, templates, args);
+                self.st.step_analysis_run = Some(name);
+                false
+            }
+        }
+    }
+
+    fn ensure_background(&mut self, i: usize) {
+        let Some(bg) = &self.spec.analysis else {
+            return;
+        };
+        let starting = bg.starting_step.unwrap_or(0) as usize;
+        if self.st.background_analysis_run.is_some() || i < starting || i >= self.spec.steps.len() {
+            return;
+        }
+        let name = self.start_analysis(AnalysisRunKind::Background, &bg.templates, &bg.args);
+        self.st.background_analysis_run = Some(name);
+    }
+
+    fn complete_step(&mut self) {
+        let i = self.st.current_step_index;
+        if let Some(run) = self.st.step_analysis_run.take() {
+            self.terminate_run(&run, "step completed");
+        }
+        let what = self
+            .spec
+            .steps
+            .get(i as usize)
+            .map(describe)
+            .unwrap_or_default();
+        let total = self.steps_len();
+        self.event(
+            false,
+            "RolloutStepCompleted",
+            format!("Rollout step {}/{total} completed ({what})", i + 1),
+        );
+        self.st.current_step_index = i.saturating_add(1);
+        self.st.step_started_at = Some(self.now);
+        self.st.step_drifts = 0;
+        self.st.pause = None;
+        if self.st.phase == CanaryPhase::Paused {
+            self.st.phase = CanaryPhase::Progressing;
+        }
+    }
+
+    /// Past the last step: the canary takes maxTrafficWeight, managed routes go; promoted
+    /// only once that write is confirmed (never promote on missing evidence).
+    fn complete_run(&mut self) {
+        let target = DesiredRouting::weight(self.max_weight());
+        if !self.confirmed(&target) {
+            self.request_routing(target);
+            return;
+        }
+        self.st.phase = CanaryPhase::Promoted;
+        self.st.promoted_at = Some(self.now);
+        self.st.pause = None;
+        self.st.desired_weight = target.canary_weight;
+        self.st.current_step_index = self.steps_len();
+        if let Some(run) = self.st.step_analysis_run.take() {
+            self.terminate_run(&run, "promoted");
+        }
+        let watch = self
+            .spec
+            .post_promotion
+            .as_ref()
+            .and_then(|p| p.watch.as_deref())
+            .and_then(|w| parse_duration(w).ok())
+            .filter(|d| !d.is_zero());
+        self.st.watch_until = watch.map(|d| add(self.now, d));
+        if self.st.watch_until.is_none()
+            && let Some(bg) = self.st.background_analysis_run.take()
+        {
+            self.terminate_run(&bg, "promoted");
+        }
+        if self.spec.on_success == OnSuccess::Restore {
+            self.fx.push(Effect::RestoreRoutes);
+        }
+        let message = match watch {
+            Some(d) => format!(
+                "Rollout completed: canary at weight {}; watching for {}",
+                target.canary_weight,
+                format_duration(d)
+            ),
+            None => format!(
+                "Rollout completed: canary at weight {}",
+                target.canary_weight
+            ),
+        };
+        self.st.message = Some(message.clone());
+        self.event(false, "RolloutCompleted", message);
+        if let Some(w) = self.st.watch_until {
+            self.fx.push(Effect::WakeAt(w));
+        }
+    }
+
+    /// Rolls back: one weight-0 write (managed routes removed), every run terminated.
+    fn abort(&mut self, abort: AbortStatus) {
+        if self.st.phase == CanaryPhase::Aborted {
+            return;
+        }
+        self.terminate_all("rollout aborted");
+        self.st.pause = None;
+        self.emit_write(DesiredRouting::weight(0));
+        self.st.phase = CanaryPhase::Aborted;
+        self.st.message = Some(abort.reason.clone());
+        let reason = abort.reason.clone();
+        self.st.abort = Some(abort);
+        self.event(true, "RolloutAborted", reason);
+    }
+
+    /// Starts a new run from step 0 (new revision or retry).
+    fn begin_run(&mut self) {
+        self.st.phase = CanaryPhase::Progressing;
+        self.st.current_step_index = 0;
+        self.st.step_started_at = Some(self.now);
+        self.st.started_at = Some(self.now);
+        self.st.desired_weight = 0;
+        self.st.pause = None;
+        self.st.abort = None;
+        self.st.promoted_at = None;
+        self.st.watch_until = None;
+        self.st.step_analysis_run = None;
+        self.st.background_analysis_run = None;
+        self.st.step_drifts = 0;
+        self.st.drifts = 0;
+    }
+
+    // ---- inputs --------------------------------------------------------------------------
+
+    fn on_spec(&mut self) {
+        let first = self.st.started_at.is_none() && self.st.phase == CanaryPhase::Pending;
+        if !first && self.st.revision == self.spec.revision {
+            self.advance();
+            return;
+        }
+        let rev = self.spec.revision.clone().unwrap_or_default();
+        self.terminate_all(&format!("superseded by revision {rev:?}"));
+        self.st.analysis_runs.clear();
+        self.st.routing_write = None;
+        self.st.revision = self.spec.revision.clone();
+        self.begin_run();
+        let message = format!("Rollout of revision {rev:?} started");
+        self.st.message = Some(message.clone());
+        self.event(false, "RolloutUpdated", message);
+        self.advance();
+    }
+
+    fn on_tick(&mut self) {
+        if self.st.phase == CanaryPhase::Pending {
+            return;
+        }
+        if self.st.phase == CanaryPhase::Promoted
+            && self.st.watch_until.is_some_and(|w| self.now >= w)
+            && let Some(bg) = self.st.background_analysis_run.take()
+        {
+            self.terminate_run(&bg, "post-promotion watch ended");
+            self.event(
+                false,
+                "PostPromotionWatchEnded",
+                "Post-promotion watch ended; background analysis stopped",
+            );
+        }
+        if let Some(w) = self.st.routing_write.as_mut() {
+            let due = match w.retry_at {
+                Some(t) => self.now >= t,
+                None => self.now >= add(w.requested_at, ROUTING_RESULT_TIMEOUT),
+            };
+            if due {
+                w.retry_at = None;
+                w.requested_at = self.now;
+                let routing = w.routing.clone();
+                self.fx.push(Effect::ApplyRouting(routing));
+            }
+        }
+        self.advance();
+    }
+
+    fn on_routing_ok(&mut self, routing: &DesiredRouting, weights: &[RouteWeights]) {
+        let from = self.st.applied.as_ref().map_or(0, |a| a.canary_weight);
+        let matched = self
+            .st
+            .routing_write
+            .as_ref()
+            .is_some_and(|w| &w.routing == routing);
+        if matched {
+            self.st.routing_write = None;
+        }
+        self.st.weights = weights.to_vec();
+        self.st.applied = Some(routing.clone());
+        if from != routing.canary_weight {
+            self.event(
+                false,
+                "TrafficWeightUpdated",
+                format!(
+                    "Traffic weight updated from {from} to {}",
+                    routing.canary_weight
+                ),
+            );
+        }
+        if matched && self.st.phase == CanaryPhase::Degraded {
+            self.st.phase = CanaryPhase::Progressing;
+            self.st.message = None;
+        }
+        self.advance();
+    }
+
+    fn on_routing_err(&mut self, message: &str) {
+        let retry_at = add(self.now, ROUTING_RETRY);
+        let Some(w) = self.st.routing_write.as_mut() else {
+            // Nothing of ours in flight (e.g. RestoreRoutes failed): report, change nothing.
+            self.event(true, "TrafficRoutingError", message.to_string());
+            return;
+        };
+        if w.retry_at.is_some() {
+            return; // already failed; the retry is scheduled
+        }
+        w.retry_at = Some(retry_at);
+        w.error = Some(message.to_string());
+        w.failures = w.failures.saturating_add(1);
+        let failures = w.failures;
+        self.fx.push(Effect::WakeAt(retry_at));
+        self.event(
+            true,
+            "TrafficRoutingError",
+            format!("Traffic routing failed (attempt {failures}), retrying in 10s: {message}"),
+        );
+        if self.st.phase == CanaryPhase::Progressing {
+            self.st.phase = CanaryPhase::Degraded;
+        }
+        if self.st.phase != CanaryPhase::Aborted {
+            self.st.message = Some(format!("Traffic routing failed: {message}"));
+        }
+    }
+
+    fn on_drift(&mut self, detail: &str) {
+        if self.st.phase == CanaryPhase::Pending {
+            return;
+        }
+        self.st.drifts = self.st.drifts.saturating_add(1);
+        self.event(
+            true,
+            "TrafficDrift",
+            format!("Weights changed by someone else: {detail}"),
+        );
+        let in_run = self.is_active();
+        if in_run {
+            self.st.step_drifts = self.st.step_drifts.saturating_add(1);
+            let drift_paused = self
+                .st
+                .pause
+                .as_ref()
+                .is_some_and(|p| p.reason == PauseReason::Drift);
+            if drift_paused {
+                return; // not fighting any more; a human decides
+            }
+            if self.st.step_drifts >= DRIFT_PAUSE_THRESHOLD {
+                let n = self.st.step_drifts;
+                self.set_pause(
+                    PauseReason::Drift,
+                    format!("Paused: weights were changed by someone else {n} times in this step ({detail})"),
+                );
+                return;
+            }
+        }
+        if self.st.phase == CanaryPhase::Promoted && self.spec.on_success == OnSuccess::Restore {
+            return; // the original routes are back; nothing of ours to defend
+        }
+        if let Some(target) = self.current_target() {
+            self.emit_write(target);
+        }
+    }
+
+    fn on_alarm(&mut self, rule: &str, entity: &str, message: &str) {
+        let armed = self.is_active() || self.in_watch();
+        if self.st.phase == CanaryPhase::Aborted {
+            return;
+        }
+        if !armed {
+            self.event(
+                false,
+                "AlarmIgnored",
+                format!(
+                    "Alarm {rule} on {entity} ignored: the canary is {:?}",
+                    self.st.phase
+                ),
+            );
+            return;
+        }
+        self.abort(AbortStatus {
+            reason: format!("SkyWalking alarm {rule} on {entity}: {message}"),
+            metric: None,
+            value: None,
+            condition: None,
+            alarm: Some(format!("{rule} ({entity})")),
+            at: self.now,
+        });
+    }
+
+    fn on_analysis(&mut self, name: &str, reported: &RunState) {
+        let Some(run) = self.st.analysis_runs.iter_mut().find(|r| r.name == name) else {
+            return; // not ours, or of a previous revision
+        };
+        if run.status.phase.is_completed() {
+            return; // a verdict is final; late or repeated reports change nothing
+        }
+        let mut state = reported.clone();
+        state.terminated |= run.status.terminated;
+        if state.terminate_reason.is_none() {
+            state.terminate_reason = run.status.terminate_reason.clone();
+        }
+        run.status = state;
+        let is_step = self.st.step_analysis_run.as_deref() == Some(name);
+        let is_bg = self.st.background_analysis_run.as_deref() == Some(name);
+        let phase = reported.phase;
+        if !phase.is_completed() || !(is_step || is_bg) {
+            return;
+        }
+        let label = if is_step { "Step-based" } else { "Background" };
+        let detail = reported.message.clone().unwrap_or_default();
+        let summary = format!("{label} analysis run {name} {phase}: {detail}");
+        let (warning, reason) = match phase {
+            Phase::Failed => (true, "AnalysisRunFailed"),
+            Phase::Error => (true, "AnalysisRunError"),
+            Phase::Inconclusive => (true, "AnalysisRunInconclusive"),
+            _ => (false, "AnalysisRunSuccessful"),
+        };
+        self.event(warning, reason, summary.clone());
+        // Verdicts count during a run, and for the background run during the watch.
+        let counts = self.is_active() || (is_bg && self.in_watch());
+        if !counts {
+            return;
+        }
+        let hold = self.spec.on_analysis_error == OnAnalysisError::Hold;
+        match phase {
+            Phase::Failed => self.abort_on(reported, summary),
+            Phase::Error if !hold => self.abort_on(reported, summary),
+            Phase::Error | Phase::Inconclusive if self.is_active() => {
+                let reason = if phase == Phase::Error {
+                    PauseReason::AnalysisError
+                } else {
+                    PauseReason::Inconclusive
+                };
+                self.set_pause(reason, summary);
+            }
+            _ => {}
+        }
+        self.advance();
+    }
+
+    fn abort_on(&mut self, run: &RunState, summary: String) {
+        let ev = evidence(run);
+        self.abort(AbortStatus {
+            reason: summary,
+            metric: ev.metric,
+            value: ev.value,
+            condition: ev.condition,
+            alarm: None,
+            at: self.now,
+        });
+    }
+
+    fn on_command(&mut self, c: &Command) {
+        match c {
+            Command::Promote { full } => self.promote(*full),
+            Command::Abort { reason } => {
+                if !(self.is_active() || self.in_watch()) {
+                    let why = format!("cannot abort: the canary is {:?}", self.st.phase);
+                    self.reject(why);
+                    return;
+                }
+                let reason = if reason.trim().is_empty() {
+                    "Rollout aborted by user".to_string()
+                } else {
+                    format!("Rollout aborted by user: {reason}")
+                };
+                self.abort(AbortStatus {
+                    reason,
+                    at: self.now,
+                    ..AbortStatus::default()
+                });
+            }
+            Command::Retry => {
+                if self.st.phase != CanaryPhase::Aborted {
+                    let why = format!(
+                        "cannot retry: the canary is {:?} (retry restarts an aborted canary)",
+                        self.st.phase
+                    );
+                    self.reject(why);
+                    return;
+                }
+                self.begin_run();
+                let message = "Rollout retried from step 1 with new analysis runs".to_string();
+                self.st.message = Some(message.clone());
+                self.event(false, "RolloutRetried", message);
+                self.advance();
+            }
+            Command::Pause => {
+                // A timed pause step may be held too; its timer still counts from the step's start.
+                let step_pause = self.st.phase == CanaryPhase::Paused
+                    && self
+                        .st
+                        .pause
+                        .as_ref()
+                        .is_some_and(|p| p.reason == PauseReason::Step);
+                if !step_pause
+                    && !matches!(
+                        self.st.phase,
+                        CanaryPhase::Progressing | CanaryPhase::Degraded
+                    )
+                {
+                    let why = format!("cannot pause: the canary is {:?}", self.st.phase);
+                    self.reject(why);
+                    return;
+                }
+                self.set_pause(PauseReason::Manual, "Paused by user".into());
+            }
+            Command::Resume => {
+                let Some(pause) = self
+                    .st
+                    .pause
+                    .clone()
+                    .filter(|_| self.st.phase == CanaryPhase::Paused)
+                else {
+                    let why = format!("cannot resume: the canary is {:?}", self.st.phase);
+                    self.reject(why);
+                    return;
+                };
+                self.unpause(false);
+                self.event(
+                    false,
+                    "RolloutResumed",
+                    format!("Resumed by user (was paused: {:?})", pause.reason),
+                );
+                if pause.reason == PauseReason::Step {
+                    self.complete_step();
+                }
+                self.advance();
+            }
+        }
+    }
+
+    /// Ends a pause. A step run that ended Inconclusive counts as passed (Argo's promote);
+    /// one that ended in Error is run again unless `pass_errors`; a background run that ended
+    /// Inconclusive or Error is started again so the canary stays protected.
+    fn unpause(&mut self, pass_errors: bool) {
+        let reason = self.st.pause.take().map(|p| p.reason);
+        if self.st.phase == CanaryPhase::Paused {
+            self.st.phase = CanaryPhase::Progressing;
+        }
+        self.st.message = None;
+        let step_phase = self
+            .st
+            .step_analysis_run
+            .as_deref()
+            .and_then(|n| self.run(n))
+            .map(|r| r.status.phase);
+        match step_phase {
+            Some(Phase::Inconclusive) => self.complete_step(),
+            Some(Phase::Error) if pass_errors => self.complete_step(),
+            Some(Phase::Error) => self.st.step_analysis_run = None,
+            _ => {}
+        }
+        let bg_phase = self
+            .st
+            .background_analysis_run
+            .as_deref()
+            .and_then(|n| self.run(n))
+            .map(|r| r.status.phase);
+        if matches!(bg_phase, Some(Phase::Inconclusive | Phase::Error)) {
+            self.st.background_analysis_run = None;
+        }
+        if reason == Some(PauseReason::Drift) {
+            self.st.step_drifts = 0;
+            if let Some(target) = self.current_target() {
+                self.emit_write(target);
+            }
+        }
+    }
+
+    /// Promote: finish the current step now (a running step analysis is terminated, a pause
+    /// ends) or, with `full`, skip to completion. A routing step is never skipped: it
+    /// completes as soon as its write is confirmed.
+    fn promote(&mut self, full: bool) {
+        if !self.is_active() {
+            let why = format!("cannot promote: the canary is {:?}", self.st.phase);
+            self.reject(why);
+            return;
+        }
+        let before = self.st.current_step_index;
+        // An Inconclusive/Error step analysis counts as passed (Argo's promote).
+        self.unpause(true);
+        if full {
+            if let Some(run) = self.st.step_analysis_run.take() {
+                self.terminate_run(&run, "promoted (full)");
+            }
+            self.st.current_step_index = self.steps_len();
+            self.st.step_started_at = Some(self.now);
+            self.event(
+                false,
+                "RolloutPromoted",
+                "Promoted by user: skipping all remaining steps",
+            );
+            self.advance();
+            return;
+        }
+        let i = self.st.current_step_index;
+        let message = if i != before {
+            format!("Promoted by user: step {} passed", before + 1)
+        } else {
+            match self.spec.steps.get(i as usize) {
+                Some(CanaryStep::Analysis(_) | CanaryStep::Pause(_)) => {
+                    if let Some(run) = self.st.step_analysis_run.take() {
+                        self.terminate_run(&run, "promoted");
+                    }
+                    self.complete_step();
+                    format!("Promoted by user: step {} skipped", i + 1)
+                }
+                Some(_) => format!(
+                    "Promoted by user: step {} completes when its routing is applied",
+                    i + 1
+                ),
+                None => "Promoted by user".to_string(),
+            }
+        };
+        self.event(false, "RolloutPromoted", message);
+        self.advance();
+    }
+}
+
+#[cfg(test)]
+mod tests;

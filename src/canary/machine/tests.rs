@@ -1,0 +1,1182 @@
+//! One test per transition, then invariants over generated input sequences.
+
+use super::*;
+use crate::analysis::{Measurement, MetricResult};
+use crate::resources::canary::{
+    BackgroundAnalysis, HeaderMatchSpec, PauseStep, PostPromotion, RouteMatchSpec,
+    SetHeaderRouteStep, SetMirrorRouteStep, StepAnalysis, StringMatchSpec,
+};
+
+// ---- fixtures --------------------------------------------------------------------------
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default()
+}
+
+fn tpl(name: &str) -> TemplateRef {
+    TemplateRef {
+        template_name: name.into(),
+        cluster_scope: false,
+    }
+}
+
+fn w(n: i64) -> CanaryStep {
+    CanaryStep::SetWeight(n)
+}
+
+fn pause(secs: Option<i64>) -> CanaryStep {
+    CanaryStep::Pause(PauseStep {
+        duration: secs.map(IntOrString::Int),
+    })
+}
+
+fn analysis(name: &str) -> CanaryStep {
+    CanaryStep::Analysis(StepAnalysis {
+        templates: vec![tpl(name)],
+        args: vec![],
+    })
+}
+
+fn spec(steps: Vec<CanaryStep>) -> CanarySpec {
+    CanarySpec {
+        revision: Some("v2".into()),
+        steps,
+        ..CanarySpec::default()
+    }
+}
+
+fn with_bg(mut s: CanarySpec, starting: Option<u32>) -> CanarySpec {
+    s.analysis = Some(BackgroundAnalysis {
+        templates: vec![tpl("apdex")],
+        starting_step: starting,
+        args: vec![],
+    });
+    s
+}
+
+fn with_watch(mut s: CanarySpec, watch: &str) -> CanarySpec {
+    s.post_promotion = Some(PostPromotion {
+        watch: Some(watch.into()),
+    });
+    s
+}
+
+const FAILED_MSG: &str = "min(result) >= 9900 with result=[9000, 8800] → false; \
+                          min(result) < 9500 with result=[9000, 8800] → true: Failed";
+
+/// A completed run whose only metric `apdex` ended in `phase`.
+fn run_state(phase: Phase) -> RunState {
+    let message = match phase {
+        Phase::Failed => FAILED_MSG.to_string(),
+        Phase::Error => "measurement error: connection refused: Error".to_string(),
+        p => format!("min(result) >= 9900 with result=[9950] → true: {p}"),
+    };
+    let metric_message = match phase {
+        Phase::Successful | Phase::Running | Phase::Pending => None,
+        p => Some(format!(
+            "Metric \"apdex\" assessed {p} due to failed (1) > failureLimit (0)"
+        )),
+    };
+    RunState {
+        phase,
+        message: metric_message.clone(),
+        metric_results: vec![MetricResult {
+            name: "apdex".into(),
+            phase,
+            measurements: vec![Measurement {
+                phase: if phase.is_completed() {
+                    phase
+                } else {
+                    Phase::Successful
+                },
+                value: Some("[9000, 8800]".into()),
+                message: Some(message),
+                started_at: t(0),
+                finished_at: Some(t(1)),
+            }],
+            message: metric_message,
+            count: 1,
+            successful: 0,
+            failed: 1,
+            inconclusive: 0,
+            error: 0,
+            consecutive_error: 0,
+            consecutive_success: 0,
+            dry_run: false,
+        }],
+        started_at: t(0),
+        completed_at: phase.is_completed().then(|| t(1)),
+        terminated: false,
+        terminate_reason: None,
+    }
+}
+
+/// A driver stand-in: holds the status, feeds inputs, keeps every effect.
+struct Sim {
+    spec: CanarySpec,
+    st: CanaryStatus,
+    now: DateTime<Utc>,
+}
+
+impl Sim {
+    fn new(spec: CanarySpec) -> Self {
+        Sim {
+            spec,
+            st: CanaryStatus::default(),
+            now: t(0),
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Effect> {
+        let (st, fx) = step(&self.spec, &self.st, &input, self.now);
+        self.st = st;
+        fx
+    }
+
+    fn start(&mut self) -> Vec<Effect> {
+        self.feed(Input::Spec)
+    }
+
+    /// Confirms the routing write in flight.
+    fn ok(&mut self) -> Vec<Effect> {
+        let routing = self
+            .st
+            .routing_write
+            .as_ref()
+            .map(|w| w.routing.clone())
+            .unwrap_or_else(|| DesiredRouting::weight(-1));
+        self.feed(Input::Routing(Ok((routing, vec![]))))
+    }
+
+    fn tick_at(&mut self, secs: i64) -> Vec<Effect> {
+        self.now = t(secs);
+        self.feed(Input::Tick)
+    }
+
+    fn report(&mut self, name: &str, phase: Phase) -> Vec<Effect> {
+        self.feed(Input::Analysis {
+            name: name.into(),
+            status: run_state(phase),
+        })
+    }
+
+    fn cmd(&mut self, c: Command) -> Vec<Effect> {
+        self.feed(Input::Command(c))
+    }
+
+    fn step_run(&self) -> String {
+        self.st.step_analysis_run.clone().unwrap_or_default()
+    }
+
+    fn bg_run(&self) -> String {
+        self.st.background_analysis_run.clone().unwrap_or_default()
+    }
+}
+
+fn writes(fx: &[Effect]) -> Vec<DesiredRouting> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::ApplyRouting(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reasons(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Event(ev) => Some(ev.reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn event<'a>(fx: &'a [Effect], reason: &str) -> Option<&'a CanaryEvent> {
+    fx.iter().find_map(|e| match e {
+        Effect::Event(ev) if ev.reason == reason => Some(ev),
+        _ => None,
+    })
+}
+
+fn started(fx: &[Effect]) -> Vec<(String, AnalysisRunKind)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::StartAnalysis { name, kind, .. } => Some((name.clone(), kind.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn terminated(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::TerminateAnalysis { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wakes(fx: &[Effect]) -> Vec<DateTime<Utc>> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::WakeAt(t) => Some(*t),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- Spec ------------------------------------------------------------------------------
+
+#[test]
+fn spec_first_sight_starts_run_from_step_0() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    let fx = s.start();
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+    assert_eq!(s.st.revision.as_deref(), Some("v2"));
+    assert_eq!(s.st.current_step_index, 0);
+    assert_eq!(s.st.started_at, Some(t(0)));
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+    assert!(event(&fx, "RolloutUpdated").is_some());
+}
+
+#[test]
+fn spec_new_revision_restarts_from_step_0_and_terminates_old_runs() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10), analysis("p99")]), None));
+    s.start();
+    s.ok();
+    let old_step = s.step_run();
+    let old_bg = s.bg_run();
+    s.cmd(Command::Pause);
+    s.spec.revision = Some("v3".into());
+    s.now = t(50);
+    let fx = s.feed(Input::Spec);
+    let mut stopped = terminated(&fx);
+    stopped.sort();
+    let mut expected = vec![old_step, old_bg];
+    expected.sort();
+    assert_eq!(stopped, expected);
+    assert_eq!(s.st.revision.as_deref(), Some("v3"));
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+    assert_eq!(s.st.pause, None);
+    assert_eq!(s.st.started_at, Some(t(50)));
+    assert_eq!(
+        s.st.analysis_runs
+            .iter()
+            .map(|r| &r.name)
+            .collect::<Vec<_>>(),
+        vec!["v3-bg", "v3-step-1"],
+        "only the new revision's runs"
+    );
+    // Weight 10 is still applied, so step 0 completes at once and the analysis starts.
+    assert_eq!(s.st.current_step_index, 1);
+    assert_eq!(s.step_run(), "v3-step-1");
+}
+
+#[test]
+fn spec_same_revision_is_a_no_op() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    let before = s.st.clone();
+    let fx = s.feed(Input::Spec);
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(s.st, before);
+}
+
+// ---- steps -----------------------------------------------------------------------------
+
+#[test]
+fn set_weight_completes_when_routing_is_applied() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    assert_eq!(s.st.current_step_index, 0, "waits for the write");
+    assert_eq!(s.st.desired_weight, 10);
+    let fx = s.ok();
+    assert_eq!(
+        event(&fx, "TrafficWeightUpdated").map(|e| e.message.as_str()),
+        Some("Traffic weight updated from 0 to 10")
+    );
+    assert_eq!(
+        event(&fx, "RolloutStepCompleted").map(|e| e.message.as_str()),
+        Some("Rollout step 1/2 completed (setWeight: 10)")
+    );
+    assert_eq!(s.st.current_step_index, 1);
+    assert_eq!(s.st.applied, Some(DesiredRouting::weight(10)));
+    assert_eq!(s.st.routing_write, None);
+}
+
+#[test]
+fn set_weight_already_applied_completes_without_write() {
+    let mut s = Sim::new(spec(vec![w(10), w(10), pause(Some(60)), w(20)]));
+    s.start();
+    let fx = s.ok();
+    // Steps 0 and 1 complete in the same call; the pause starts.
+    let completed = reasons(&fx)
+        .iter()
+        .filter(|r| *r == "RolloutStepCompleted")
+        .count();
+    assert_eq!(completed, 2);
+    assert!(writes(&fx).is_empty());
+    assert_eq!(s.st.current_step_index, 2);
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+}
+
+#[test]
+fn header_and_mirror_routes_complete_on_routing_ok() {
+    let header = CanaryStep::SetHeaderRoute(SetHeaderRouteStep {
+        name: "hdr".into(),
+        matches: vec![HeaderMatchSpec {
+            header_name: "end-user".into(),
+            header_value: StringMatchSpec {
+                exact: Some("jason".into()),
+                ..StringMatchSpec::default()
+            },
+        }],
+    });
+    let mirror = CanaryStep::SetMirrorRoute(SetMirrorRouteStep {
+        name: "mirror".into(),
+        percentage: Some(20.0),
+        matches: vec![RouteMatchSpec::default()],
+    });
+    let mut s = Sim::new(spec(vec![w(10), header, mirror, pause(None)]));
+    s.start();
+    s.ok();
+    assert_eq!(s.st.current_step_index, 1);
+    let want = s.st.routing_write.clone().map(|w| w.routing);
+    assert_eq!(want.as_ref().map(|r| r.header_routes.len()), Some(1));
+    let fx = s.ok();
+    assert!(event(&fx, "RolloutStepCompleted").is_some());
+    assert!(
+        event(&fx, "TrafficWeightUpdated").is_none(),
+        "weight unchanged"
+    );
+    assert_eq!(s.st.current_step_index, 2);
+    let want = s.st.routing_write.clone().map(|w| w.routing);
+    assert_eq!(want.as_ref().map(|r| r.mirror_routes.len()), Some(1));
+    s.ok();
+    assert_eq!(s.st.current_step_index, 3);
+}
+
+#[test]
+fn timed_pause_waits_until_since_plus_duration_then_tick_continues() {
+    let mut s = Sim::new(spec(vec![w(10), pause(Some(300)), w(20)]));
+    s.start();
+    s.now = t(5);
+    let fx = s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    let p = s.st.pause.clone();
+    assert_eq!(p.as_ref().map(|p| p.reason), Some(PauseReason::Step));
+    assert_eq!(p.as_ref().and_then(|p| p.until), Some(t(305)));
+    assert_eq!(wakes(&fx), vec![t(305)]);
+    assert!(s.tick_at(304).is_empty());
+    let fx = s.tick_at(305);
+    assert!(event(&fx, "RolloutStepCompleted").is_some());
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+    assert_eq!(s.st.current_step_index, 2);
+}
+
+#[test]
+fn indefinite_pause_waits_for_promote() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None), w(20)]));
+    s.start();
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    assert!(s.tick_at(100_000).is_empty(), "time does not end it");
+    let fx = s.cmd(Command::Promote { full: false });
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+    assert_eq!(s.st.current_step_index, 2);
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+}
+
+#[test]
+fn indefinite_pause_ends_on_resume() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None), w(20)]));
+    s.start();
+    s.ok();
+    let fx = s.cmd(Command::Resume);
+    assert!(event(&fx, "RolloutResumed").is_some());
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+    assert_eq!(s.st.current_step_index, 2);
+}
+
+#[test]
+fn step_analysis_starts_and_successful_completes_the_step() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99"), w(20)]));
+    s.start();
+    let fx = s.ok();
+    assert_eq!(
+        started(&fx),
+        vec![("v2-step-1".to_string(), AnalysisRunKind::Step { index: 1 })]
+    );
+    assert!(s.report("v2-step-1", Phase::Running).is_empty());
+    let fx = s.report("v2-step-1", Phase::Successful);
+    assert!(event(&fx, "AnalysisRunSuccessful").is_some());
+    assert!(event(&fx, "RolloutStepCompleted").is_some());
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+    assert_eq!(s.st.step_analysis_run, None);
+}
+
+#[test]
+fn step_analysis_inconclusive_pauses() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99"), w(20)]));
+    s.start();
+    s.ok();
+    let fx = s.report("v2-step-1", Phase::Inconclusive);
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    assert_eq!(
+        s.st.pause.as_ref().map(|p| p.reason),
+        Some(PauseReason::Inconclusive)
+    );
+    assert!(writes(&fx).is_empty(), "weights kept");
+    assert!(s.tick_at(10_000).is_empty());
+}
+
+#[test]
+fn step_analysis_failed_aborts_with_evidence() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99"), w(20)]));
+    s.start();
+    s.ok();
+    s.now = t(30);
+    let fx = s.report("v2-step-1", Phase::Failed);
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    assert!(event(&fx, "AnalysisRunFailed").is_some_and(|e| e.warning));
+    let aborted = event(&fx, "RolloutAborted");
+    assert!(aborted.is_some_and(|e| e.warning && e.message.contains("v2-step-1 Failed")));
+    let abort = s.st.abort.clone().unwrap_or_default();
+    assert_eq!(abort.metric.as_deref(), Some("apdex"));
+    assert_eq!(abort.value.as_deref(), Some("[9000, 8800]"));
+    assert_eq!(abort.condition.as_deref(), Some("min(result) < 9500"));
+    assert_eq!(abort.at, t(30));
+    assert_eq!(s.st.desired_weight, 0);
+}
+
+#[test]
+fn step_analysis_error_with_abort_policy_aborts() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99")]));
+    s.start();
+    s.ok();
+    let fx = s.report("v2-step-1", Phase::Error);
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert!(event(&fx, "AnalysisRunError").is_some());
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    assert_eq!(
+        s.st.abort.as_ref().and_then(|a| a.metric.as_deref()),
+        Some("apdex")
+    );
+}
+
+#[test]
+fn step_analysis_error_with_hold_policy_pauses_and_keeps_weights() {
+    let mut sp = spec(vec![w(10), analysis("p99")]);
+    sp.on_analysis_error = OnAnalysisError::Hold;
+    let mut s = Sim::new(sp);
+    s.start();
+    s.ok();
+    let fx = s.report("v2-step-1", Phase::Error);
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    assert_eq!(
+        s.st.pause.as_ref().map(|p| p.reason),
+        Some(PauseReason::AnalysisError)
+    );
+    assert!(writes(&fx).is_empty());
+    assert_eq!(s.st.applied, Some(DesiredRouting::weight(10)));
+}
+
+// ---- background analysis ---------------------------------------------------------------
+
+#[test]
+fn background_analysis_starts_at_starting_step() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10), pause(None), w(20)]), Some(1)));
+    let fx = s.start();
+    assert!(started(&fx).is_empty(), "not before step 1");
+    let fx = s.ok();
+    assert_eq!(
+        started(&fx),
+        vec![("v2-bg".to_string(), AnalysisRunKind::Background)]
+    );
+    // It keeps running across steps; never started twice.
+    let fx = s.cmd(Command::Promote { full: false });
+    assert!(started(&fx).is_empty());
+    assert_eq!(s.bg_run(), "v2-bg");
+}
+
+#[test]
+fn background_analysis_is_terminated_on_promotion() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10)]), None));
+    s.start();
+    s.ok();
+    let fx = s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    assert_eq!(terminated(&fx), vec!["v2-bg".to_string()]);
+    assert_eq!(s.st.background_analysis_run, None);
+}
+
+#[test]
+fn background_analysis_runs_through_the_watch_then_is_terminated() {
+    let mut s = Sim::new(with_watch(with_bg(spec(vec![w(10)]), None), "30m"));
+    s.start();
+    s.ok();
+    s.now = t(100);
+    let fx = s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    assert!(terminated(&fx).is_empty());
+    assert_eq!(s.st.watch_until, Some(t(1900)));
+    assert_eq!(wakes(&fx), vec![t(1900)]);
+    assert!(s.tick_at(1899).is_empty());
+    let fx = s.tick_at(1900);
+    assert_eq!(terminated(&fx), vec!["v2-bg".to_string()]);
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    assert!(s.tick_at(1901).is_empty());
+}
+
+#[test]
+fn background_analysis_failing_during_the_watch_aborts() {
+    let mut s = Sim::new(with_watch(with_bg(spec(vec![w(10)]), None), "30m"));
+    s.start();
+    s.ok();
+    s.ok();
+    s.now = t(60);
+    let fx = s.report("v2-bg", Phase::Failed);
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+}
+
+#[test]
+fn background_analysis_successful_early_changes_nothing() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10), pause(None), w(20)]), None));
+    s.start();
+    s.ok();
+    let before = s.st.phase;
+    let fx = s.report("v2-bg", Phase::Successful);
+    assert_eq!(reasons(&fx), vec!["AnalysisRunSuccessful".to_string()]);
+    assert_eq!(s.st.phase, before);
+    assert_eq!(s.st.current_step_index, 1);
+}
+
+#[test]
+fn background_analysis_failed_aborts() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10), pause(None), w(20)]), None));
+    s.start();
+    s.ok();
+    let fx = s.report("v2-bg", Phase::Failed);
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert!(
+        s.st.abort
+            .as_ref()
+            .is_some_and(|a| a.reason.starts_with("Background analysis run v2-bg Failed"))
+    );
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+}
+
+#[test]
+fn background_analysis_inconclusive_pauses() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10), w(20)]), None));
+    s.start();
+    s.report("v2-bg", Phase::Inconclusive);
+    assert_eq!(
+        s.st.pause.as_ref().map(|p| p.reason),
+        Some(PauseReason::Inconclusive)
+    );
+    // Resuming starts a fresh background run so the canary stays protected.
+    let fx = s.cmd(Command::Resume);
+    assert_eq!(
+        started(&fx),
+        vec![("v2-bg-2".to_string(), AnalysisRunKind::Background)]
+    );
+}
+
+// ---- abort -----------------------------------------------------------------------------
+
+#[test]
+fn alarm_during_the_run_aborts() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    s.ok();
+    let fx = s.feed(Input::Alarm {
+        rule: "service_sla_rule".into(),
+        entity: "reviews".into(),
+        message: "SLA below 99%".into(),
+    });
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    let abort = s.st.abort.clone().unwrap_or_default();
+    assert!(abort.reason.contains("service_sla_rule"));
+    assert_eq!(abort.alarm.as_deref(), Some("service_sla_rule (reviews)"));
+    assert_eq!(s.st.pause, None);
+}
+
+#[test]
+fn alarm_within_the_watch_aborts() {
+    let mut s = Sim::new(with_watch(spec(vec![w(10)]), "10m"));
+    s.start();
+    s.ok();
+    s.ok();
+    s.now = t(599);
+    let fx = s.feed(Input::Alarm {
+        rule: "r".into(),
+        entity: "e".into(),
+        message: "m".into(),
+    });
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+}
+
+#[test]
+fn alarm_after_the_watch_is_ignored() {
+    let mut s = Sim::new(with_watch(spec(vec![w(10)]), "10m"));
+    s.start();
+    s.ok();
+    s.ok();
+    s.now = t(600);
+    let fx = s.feed(Input::Alarm {
+        rule: "r".into(),
+        entity: "e".into(),
+        message: "m".into(),
+    });
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    assert_eq!(reasons(&fx), vec!["AlarmIgnored".to_string()]);
+}
+
+#[test]
+fn alarm_while_aborted_has_no_effect() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    s.ok();
+    s.cmd(Command::Abort {
+        reason: "bad".into(),
+    });
+    let before = s.st.clone();
+    let fx = s.feed(Input::Alarm {
+        rule: "r".into(),
+        entity: "e".into(),
+        message: "m".into(),
+    });
+    assert!(fx.is_empty());
+    assert_eq!(s.st, before);
+}
+
+#[test]
+fn abort_command_aborts_with_one_write() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10), analysis("p99")]), None));
+    s.start();
+    s.ok();
+    let fx = s.cmd(Command::Abort {
+        reason: "looks wrong".into(),
+    });
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    let mut stopped = terminated(&fx);
+    stopped.sort();
+    assert_eq!(stopped, vec!["v2-bg".to_string(), "v2-step-1".to_string()]);
+    assert_eq!(
+        s.st.abort.as_ref().map(|a| a.reason.as_str()),
+        Some("Rollout aborted by user: looks wrong")
+    );
+    let fx = s.ok();
+    assert_eq!(
+        event(&fx, "TrafficWeightUpdated").map(|e| e.message.as_str()),
+        Some("Traffic weight updated from 10 to 0")
+    );
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+}
+
+// ---- completion ------------------------------------------------------------------------
+
+#[test]
+fn completion_applies_max_weight_then_promotes() {
+    let mut sp = spec(vec![w(10), w(50)]);
+    sp.traffic_routing.max_traffic_weight = Some(1000);
+    let mut s = Sim::new(sp);
+    s.start();
+    s.ok();
+    let fx = s.ok();
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(1000)]);
+    assert_eq!(
+        s.st.phase,
+        CanaryPhase::Progressing,
+        "not before it is written"
+    );
+    s.now = t(42);
+    let fx = s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    assert_eq!(s.st.promoted_at, Some(t(42)));
+    assert_eq!(s.st.current_step_index, 2);
+    assert_eq!(s.st.watch_until, None);
+    assert!(event(&fx, "RolloutCompleted").is_some());
+    assert!(!fx.contains(&Effect::RestoreRoutes));
+}
+
+#[test]
+fn completion_with_restore_puts_original_routes_back() {
+    let mut sp = spec(vec![w(10)]);
+    sp.on_success = OnSuccess::Restore;
+    let mut s = Sim::new(sp);
+    s.start();
+    s.ok();
+    let fx = s.ok();
+    assert!(fx.contains(&Effect::RestoreRoutes));
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+}
+
+// ---- commands --------------------------------------------------------------------------
+
+#[test]
+fn promote_terminates_a_running_step_analysis_and_moves_on() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99"), w(20)]));
+    s.start();
+    s.ok();
+    let fx = s.cmd(Command::Promote { full: false });
+    assert_eq!(terminated(&fx), vec!["v2-step-1".to_string()]);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+    assert_eq!(s.st.current_step_index, 2);
+    // The run's late verdict no longer counts.
+    let fx = s.report("v2-step-1", Phase::Failed);
+    assert!(fx.is_empty());
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+}
+
+#[test]
+fn promote_does_not_skip_a_routing_step() {
+    let mut s = Sim::new(spec(vec![w(10), w(20)]));
+    s.start();
+    let fx = s.cmd(Command::Promote { full: false });
+    assert!(writes(&fx).is_empty(), "the write is already in flight");
+    assert_eq!(s.st.current_step_index, 0);
+}
+
+#[test]
+fn promote_full_skips_to_completion() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10), analysis("p99"), w(20)]), None));
+    s.start();
+    s.ok();
+    let fx = s.cmd(Command::Promote { full: true });
+    assert_eq!(terminated(&fx), vec!["v2-step-1".to_string()]);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(100)]);
+    let fx = s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    assert_eq!(terminated(&fx), vec!["v2-bg".to_string()]);
+}
+
+#[test]
+fn retry_after_abort_restarts_with_new_run_names() {
+    let mut s = Sim::new(with_bg(spec(vec![w(10), analysis("p99")]), None));
+    s.start();
+    s.ok();
+    s.report("v2-step-1", Phase::Failed);
+    s.ok();
+    s.now = t(500);
+    let fx = s.cmd(Command::Retry);
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+    assert_eq!(s.st.abort, None);
+    assert_eq!(s.st.started_at, Some(t(500)));
+    assert_eq!(s.st.current_step_index, 0);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+    assert_eq!(
+        started(&fx),
+        vec![("v2-bg-2".to_string(), AnalysisRunKind::Background)]
+    );
+    let fx = s.ok();
+    assert_eq!(
+        started(&fx),
+        vec![(
+            "v2-step-1-2".to_string(),
+            AnalysisRunKind::Step { index: 1 }
+        )]
+    );
+    s.report("v2-step-1-2", Phase::Failed);
+    s.ok();
+    s.cmd(Command::Retry);
+    s.ok();
+    assert_eq!(s.step_run(), "v2-step-1-3");
+}
+
+#[test]
+fn retry_while_progressing_is_rejected() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    let before = s.st.clone();
+    let fx = s.cmd(Command::Retry);
+    assert_eq!(s.st, before);
+    let ev = event(&fx, "CommandRejected");
+    assert!(ev.is_some_and(|e| e.warning && e.message.contains("Progressing")));
+    assert_eq!(fx.len(), 1);
+}
+
+#[test]
+fn invalid_commands_are_rejected_without_change() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    for c in [
+        Command::Promote { full: false },
+        Command::Abort { reason: "x".into() },
+        Command::Pause,
+        Command::Resume,
+    ] {
+        let fx = s.cmd(c);
+        assert_eq!(reasons(&fx), vec!["CommandRejected".to_string()]);
+        assert_eq!(s.st, CanaryStatus::default());
+    }
+    s.start();
+    s.ok();
+    s.cmd(Command::Pause);
+    let before = s.st.clone();
+    let fx = s.cmd(Command::Pause);
+    assert_eq!(
+        reasons(&fx),
+        vec!["CommandRejected".to_string()],
+        "already paused"
+    );
+    assert_eq!(s.st, before);
+}
+
+#[test]
+fn pause_command_pauses_manually_and_keeps_weights() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99"), w(20)]));
+    s.start();
+    s.ok();
+    let fx = s.cmd(Command::Pause);
+    assert!(writes(&fx).is_empty());
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    assert_eq!(
+        s.st.pause.as_ref().map(|p| p.reason),
+        Some(PauseReason::Manual)
+    );
+    // A verdict arriving meanwhile is kept; the step waits for resume.
+    let fx = s.report("v2-step-1", Phase::Successful);
+    assert!(writes(&fx).is_empty());
+    assert_eq!(s.st.current_step_index, 1);
+    let fx = s.cmd(Command::Resume);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+}
+
+#[test]
+fn resume_continues_a_timed_pause_where_it_was() {
+    let mut s = Sim::new(spec(vec![w(10), pause(Some(100)), w(20)]));
+    s.start();
+    s.ok();
+    s.now = t(10);
+    s.cmd(Command::Pause);
+    s.now = t(50);
+    let fx = s.cmd(Command::Resume);
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    assert_eq!(s.st.pause.as_ref().and_then(|p| p.until), Some(t(100)));
+    assert_eq!(wakes(&fx), vec![t(100)]);
+    let fx = s.tick_at(100);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+}
+
+#[test]
+fn resume_passes_an_inconclusive_step_analysis() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99"), w(20)]));
+    s.start();
+    s.ok();
+    s.report("v2-step-1", Phase::Inconclusive);
+    let fx = s.cmd(Command::Resume);
+    assert!(event(&fx, "RolloutStepCompleted").is_some());
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+}
+
+#[test]
+fn resume_reruns_an_errored_step_analysis_on_hold() {
+    let mut sp = spec(vec![w(10), analysis("p99"), w(20)]);
+    sp.on_analysis_error = OnAnalysisError::Hold;
+    let mut s = Sim::new(sp);
+    s.start();
+    s.ok();
+    s.report("v2-step-1", Phase::Error);
+    let fx = s.cmd(Command::Resume);
+    assert_eq!(
+        started(&fx),
+        vec![(
+            "v2-step-1-2".to_string(),
+            AnalysisRunKind::Step { index: 1 }
+        )]
+    );
+    assert_eq!(s.st.current_step_index, 1);
+}
+
+// ---- routing failures and drift --------------------------------------------------------
+
+#[test]
+fn routing_error_degrades_and_retries_the_same_write_on_tick() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    s.now = t(5);
+    let fx = s.feed(Input::Routing(Err("409 conflict".into())));
+    assert_eq!(s.st.phase, CanaryPhase::Degraded);
+    assert!(s.st.message.as_deref().is_some_and(|m| m.contains("409")));
+    assert_eq!(wakes(&fx), vec![t(15)]);
+    assert!(event(&fx, "TrafficRoutingError").is_some_and(|e| e.warning));
+    assert!(s.tick_at(14).is_empty());
+    let fx = s.tick_at(15);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+    assert_eq!(s.st.current_step_index, 0, "never skipped");
+    assert!(s.tick_at(16).is_empty(), "one retry per failure");
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    assert_eq!(s.st.current_step_index, 1);
+}
+
+#[test]
+fn drift_is_counted_and_the_routing_re_applied() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    s.ok();
+    let fx = s.feed(Input::Drift {
+        detail: "canary weight 0, want 10".into(),
+    });
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+    assert_eq!(s.st.step_drifts, 1);
+    assert_eq!(s.st.drifts, 1);
+    assert!(event(&fx, "TrafficDrift").is_some());
+}
+
+#[test]
+fn three_drifts_in_one_step_pause_with_reason_drift() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99")]));
+    s.start();
+    s.ok();
+    for _ in 0..2 {
+        s.feed(Input::Drift { detail: "x".into() });
+        s.ok();
+    }
+    let fx = s.feed(Input::Drift { detail: "x".into() });
+    assert!(writes(&fx).is_empty(), "stops fighting");
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    assert_eq!(
+        s.st.pause.as_ref().map(|p| p.reason),
+        Some(PauseReason::Drift)
+    );
+    let fx = s.cmd(Command::Resume);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+    assert_eq!(s.st.step_drifts, 0);
+}
+
+// ---- helpers ---------------------------------------------------------------------------
+
+#[test]
+fn evidence_names_metric_value_and_condition() {
+    let ev = evidence(&run_state(Phase::Failed));
+    assert_eq!(ev.metric.as_deref(), Some("apdex"));
+    assert_eq!(ev.value.as_deref(), Some("[9000, 8800]"));
+    assert_eq!(ev.condition.as_deref(), Some("min(result) < 9500"));
+    assert_eq!(ev.message.as_deref(), Some(FAILED_MSG));
+    assert_eq!(
+        condition_of(
+            "min(result) >= 9900 with result=[9000] → false: Failed",
+            Phase::Failed
+        )
+        .as_deref(),
+        Some("min(result) >= 9900")
+    );
+    assert_eq!(
+        condition_of(
+            "no data: empty window; noData policy: Failed",
+            Phase::Failed
+        ),
+        None
+    );
+    let ev = evidence(&run_state(Phase::Error));
+    assert_eq!(ev.condition, None);
+    assert!(ev.message.is_some_and(|m| m.contains("connection refused")));
+}
+
+#[test]
+fn next_wake_covers_pause_retry_and_watch() {
+    let mut s = Sim::new(spec(vec![w(10), pause(Some(60))]));
+    s.start();
+    assert_eq!(next_wake(&s.st), Some(t(60)), "result timeout of the write");
+    s.now = t(1);
+    s.ok();
+    assert_eq!(next_wake(&s.st), Some(t(61)));
+}
+
+// ---- invariants ------------------------------------------------------------------------
+
+#[test]
+fn restarted_driver_continues_at_the_same_step() {
+    let mut s = Sim::new(with_bg(
+        spec(vec![w(10), analysis("p99"), w(30), pause(Some(600)), w(60)]),
+        None,
+    ));
+    s.start();
+    s.ok();
+    s.report("v2-step-1", Phase::Successful);
+    s.now = t(20);
+    s.ok();
+    assert_eq!(s.st.current_step_index, 3);
+    // Persist and reload, as the driver does.
+    let json = serde_json::to_string(&s.st).unwrap_or_default();
+    let persisted: CanaryStatus = serde_json::from_str(&json).unwrap_or_default();
+    assert_eq!(persisted, s.st);
+    let mut r = Sim {
+        spec: s.spec.clone(),
+        st: persisted,
+        now: t(300),
+    };
+    let mut fx = r.feed(Input::Spec);
+    fx.extend(r.feed(Input::Tick));
+    assert!(fx.is_empty(), "nothing repeated: {fx:?}");
+    assert_eq!(r.st.current_step_index, 3);
+    assert_eq!(next_wake(&r.st), Some(t(620)));
+    let fx = r.tick_at(620);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(60)]);
+    assert!(started(&fx).is_empty());
+}
+
+#[test]
+fn restarted_driver_re_asks_for_a_write_that_never_reported() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    let mut r = Sim {
+        spec: s.spec.clone(),
+        st: s.st.clone(),
+        now: t(30),
+    };
+    assert!(r.feed(Input::Spec).is_empty());
+    assert!(r.feed(Input::Tick).is_empty());
+    let fx = r.tick_at(60);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+}
+
+/// Small deterministic generator (no extra dependency; reproducible failures).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn random_input(rng: &mut Rng, st: &CanaryStatus) -> Input {
+    let runs: Vec<String> = st.analysis_runs.iter().map(|r| r.name.clone()).collect();
+    let phases = [
+        Phase::Running,
+        Phase::Successful,
+        Phase::Successful,
+        Phase::Inconclusive,
+        Phase::Failed,
+        Phase::Error,
+    ];
+    match rng.below(14) {
+        0..=2 => Input::Tick,
+        // The driver reports results of the writes it was asked for.
+        3..=6 => match &st.routing_write {
+            Some(w) if rng.below(4) == 0 => Input::Routing(Err("boom".into())),
+            Some(w) => Input::Routing(Ok((w.routing.clone(), vec![]))),
+            None => Input::Tick,
+        },
+        7 | 8 if !runs.is_empty() => Input::Analysis {
+            name: runs[rng.below(runs.len() as u64) as usize].clone(),
+            status: run_state(phases[rng.below(phases.len() as u64) as usize]),
+        },
+        9 => Input::Drift { detail: "d".into() },
+        10 if rng.below(4) == 0 => Input::Alarm {
+            rule: "r".into(),
+            entity: "e".into(),
+            message: "m".into(),
+        },
+        11 => Input::Spec,
+        _ => Input::Command(match rng.below(7) {
+            0 => Command::Promote { full: false },
+            1 => Command::Promote {
+                full: rng.below(3) == 0,
+            },
+            2 if rng.below(3) == 0 => Command::Abort { reason: "x".into() },
+            3 => Command::Retry,
+            4 => Command::Pause,
+            _ => Command::Resume,
+        }),
+    }
+}
+
+fn specs() -> Vec<CanarySpec> {
+    let mut hold = with_bg(
+        spec(vec![w(10), pause(Some(30)), analysis("a"), w(40), w(80)]),
+        Some(1),
+    );
+    hold.on_analysis_error = OnAnalysisError::Hold;
+    vec![
+        spec(vec![w(10), pause(Some(60)), w(20), analysis("p99"), w(50)]),
+        with_watch(
+            with_bg(spec(vec![w(5), analysis("a"), pause(None), w(25)]), None),
+            "5m",
+        ),
+        hold,
+        spec(vec![pause(Some(10)), w(30), w(30), analysis("x")]),
+    ]
+}
+
+#[test]
+fn invariants_hold_over_random_input_sequences() {
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, sp) in specs().into_iter().enumerate() {
+        for seed in 1..=60u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (k as u64 + 1));
+            let mut s = Sim::new(sp.clone());
+            s.start();
+            for _ in 0..120 {
+                s.now += TimeDelta::seconds(rng.below(40) as i64);
+                let input = random_input(&mut rng, &s.st);
+                let prev = s.st.clone();
+                let fx = s.feed(input.clone());
+                seen.insert(format!("{:?}", s.st.phase));
+                let ctx = format!("spec {k} seed {seed} input {input:?}\nprev {prev:?}\nfx {fx:?}");
+
+                // The desired weight never decreases during a run except by abort.
+                let same_run = prev.started_at == s.st.started_at;
+                if same_run && s.st.phase != CanaryPhase::Aborted {
+                    assert!(s.st.desired_weight >= prev.desired_weight, "{ctx}");
+                }
+                // Exactly one abort write, in the call that aborts.
+                if prev.phase != CanaryPhase::Aborted && s.st.phase == CanaryPhase::Aborted {
+                    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)], "{ctx}");
+                    assert!(s.st.abort.is_some(), "{ctx}");
+                }
+                if s.st.phase == CanaryPhase::Aborted {
+                    assert!(writes(&fx).iter().all(|r| r.canary_weight == 0), "{ctx}");
+                }
+                // Promoted only with the final routing confirmed.
+                if s.st.phase == CanaryPhase::Promoted && prev.phase != CanaryPhase::Promoted {
+                    assert_eq!(s.st.applied, Some(DesiredRouting::weight(100)), "{ctx}");
+                }
+                // Idempotent: the same input again emits nothing (drift and commands are
+                // new occurrences each time, so they are not repeated here).
+                let ignored_alarm =
+                    matches!(input, Input::Alarm { .. }) && s.st.phase != CanaryPhase::Aborted;
+                if !matches!(input, Input::Drift { .. } | Input::Command(_)) && !ignored_alarm {
+                    let (again, fx2) = step(&s.spec, &s.st, &input, s.now);
+                    assert!(fx2.is_empty(), "repeat emitted {fx2:?}\n{ctx}");
+                    assert_eq!(again, s.st, "{ctx}");
+                }
+                // A restart (persist + Spec + Tick) of a settled status repeats nothing.
+                if input != Input::Tick {
+                    continue;
+                }
+                let json = serde_json::to_string(&s.st).unwrap_or_default();
+                let persisted: CanaryStatus = serde_json::from_str(&json).unwrap_or_default();
+                assert_eq!(persisted, s.st, "{ctx}");
+                let (st2, fx_spec) = step(&s.spec, &persisted, &Input::Spec, s.now);
+                assert!(
+                    fx_spec.is_empty(),
+                    "restart Spec emitted {fx_spec:?}\n{ctx}"
+                );
+                let (_, fx_tick) = step(&s.spec, &st2, &Input::Tick, s.now);
+                assert!(
+                    fx_tick.is_empty(),
+                    "restart Tick emitted {fx_tick:?}\n{ctx}"
+                );
+            }
+        }
+    }
+    for phase in ["Progressing", "Paused", "Degraded", "Promoted", "Aborted"] {
+        assert!(seen.contains(phase), "never reached {phase}: {seen:?}");
+    }
+}
