@@ -91,7 +91,7 @@ pub struct IstioRouting {
 }
 
 /// How a header value is matched (Istio `StringMatch`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     /// Exact value.
@@ -103,7 +103,7 @@ pub enum StringMatch {
 }
 
 /// A header route: requests whose headers match go 100 % to the canary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HeaderRoute {
     /// Route name; must be listed in `managed_routes`.
     pub name: String,
@@ -112,7 +112,7 @@ pub struct HeaderRoute {
 }
 
 /// One match entry of a mirror route (Argo `RouteMatch`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MirrorMatch {
     /// HTTP method.
     pub method: Option<StringMatch>,
@@ -124,7 +124,7 @@ pub struct MirrorMatch {
 
 /// A mirror route: matching requests follow the weighted route and are also mirrored to the
 /// canary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MirrorRoute {
     /// Route name; must be listed in `managed_routes`.
     pub name: String,
@@ -136,7 +136,7 @@ pub struct MirrorRoute {
 
 /// The complete routing state a Canary wants. Applying it is idempotent: managed routes not
 /// listed here are removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DesiredRouting {
     /// Canary weight on every selected route (0..=max_weight).
     pub canary_weight: i64,
@@ -158,7 +158,7 @@ impl DesiredRouting {
 }
 
 /// Kind of a route in a VirtualService.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum RouteKind {
     /// `spec.http[]`
     Http,
@@ -169,7 +169,7 @@ pub enum RouteKind {
 }
 
 /// Weights read from one selected route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RouteWeights {
     /// VirtualService name.
     pub virtual_service: String,
