@@ -58,7 +58,8 @@ pub struct AlarmMessage {
 impl AlarmMessage {
     /// When the alarm started.
     pub fn started(&self) -> Option<DateTime<Utc>> {
-        self.start_time.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        self.start_time
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
     }
 
     /// A recovery notice, which never triggers a rollback.
@@ -97,9 +98,11 @@ pub fn matches(matchers: &[AlarmMatcher], msg: &AlarmMessage) -> bool {
         None => true,
         Some(r) => regex::Regex::new(r).is_ok_and(|re| re.is_match(text)),
     };
-    matchers
-        .iter()
-        .any(|m| (m.rule_name.is_some() || m.name.is_some()) && re_ok(&m.rule_name, &msg.rule_name) && re_ok(&m.name, &msg.name))
+    matchers.iter().any(|m| {
+        (m.rule_name.is_some() || m.name.is_some())
+            && re_ok(&m.rule_name, &msg.rule_name)
+            && re_ok(&m.name, &msg.name)
+    })
 }
 
 /// Remembers the last `capacity` alarm identities, so a re-delivered alarm is handled once.
@@ -113,7 +116,11 @@ pub struct Deduper {
 impl Deduper {
     /// Keeps up to `capacity` identities.
     pub fn new(capacity: usize) -> Self {
-        Deduper { seen: HashSet::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        Deduper {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// True the first time an identity is seen.
@@ -142,7 +149,10 @@ mod tests {
       {"scopeId":1,"scope":"SERVICE","name":"ratings.bookinfo","id0":"x","ruleName":"service_sla_rule","startTime":1719835380000}]"#;
 
     fn matcher(rule: Option<&str>, name: Option<&str>) -> AlarmMatcher {
-        AlarmMatcher { rule_name: rule.map(str::to_string), name: name.map(str::to_string) }
+        AlarmMatcher {
+            rule_name: rule.map(str::to_string),
+            name: name.map(str::to_string),
+        }
     }
 
     #[test]
@@ -159,17 +169,26 @@ mod tests {
     #[test]
     fn malformed_bodies_are_errors() {
         assert!(parse_payload(b"{}").is_err());
-        assert!(parse_payload(b"[{\"name\": \"x\"}]").is_err(), "ruleName is required");
+        assert!(
+            parse_payload(b"[{\"name\": \"x\"}]").is_err(),
+            "ruleName is required"
+        );
         assert!(parse_payload(b"not json").is_err());
     }
 
     #[test]
     fn matching_uses_rule_and_entity_regexes() {
         let b = parse_payload(V10_4.as_bytes()).unwrap();
-        let m = [matcher(Some("service_(sla|resp_time)_rule"), Some("^reviews\\."))];
+        let m = [matcher(
+            Some("service_(sla|resp_time)_rule"),
+            Some("^reviews\\."),
+        )];
         assert!(matches(&m, &b[0]));
         assert!(!matches(&m, &b[1]), "other service");
-        assert!(!matches(&[matcher(None, None)], &b[0]), "an empty matcher matches nothing");
+        assert!(
+            !matches(&[matcher(None, None)], &b[0]),
+            "an empty matcher matches nothing"
+        );
     }
 
     #[test]
@@ -186,7 +205,10 @@ mod tests {
 
     #[test]
     fn recovery_messages_are_recognised() {
-        let body = V8_0.replace("\"startTime\"", "\"recoveryTime\":1719835500000,\"startTime\"");
+        let body = V8_0.replace(
+            "\"startTime\"",
+            "\"recoveryTime\":1719835500000,\"startTime\"",
+        );
         assert!(parse_payload(body.as_bytes()).unwrap()[0].is_recovery());
     }
 }

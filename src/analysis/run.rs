@@ -13,7 +13,7 @@ use super::judge::{Observation, judge};
 use super::spec::{MetricSpec, Phase, RunSpec};
 
 /// One measurement as kept in status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Measurement {
     pub phase: Phase,
@@ -52,7 +52,7 @@ pub fn measure(
 }
 
 /// Per-metric status (Argo's `MetricResult`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricResult {
     pub name: String,
@@ -105,7 +105,7 @@ impl MetricResult {
 }
 
 /// Run status (Argo's `AnalysisRun.status` plus what resuming needs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunState {
     pub phase: Phase,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::expr::Condition;
 
 /// Phase of a measurement, a metric or a run (Argo's `AnalysisPhase`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Phase {
     Pending,
     Running,

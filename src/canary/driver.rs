@@ -105,7 +105,10 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
 }
 
 /// Starts the task of one Canary; it resumes from its persisted status.
-pub fn spawn<S: ManifestStore + 'static>(canary: &LoadedCanary, ctx: DriverContext<S>) -> CanaryHandle {
+pub fn spawn<S: ManifestStore + 'static>(
+    canary: &LoadedCanary,
+    ctx: DriverContext<S>,
+) -> CanaryHandle {
     let namespace = canary.namespace().to_string();
     let name = canary.doc.metadata.name.clone();
     let persisted: Option<CanaryStatus> = match ctx.state.load(STATE_KIND, &namespace, &name) {
@@ -169,7 +172,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         loop {
             let mut replies: Vec<oneshot::Sender<Result<CanaryStatus, String>>> = Vec::new();
             self.process(&mut queue).await;
-            self.wake = machine::next_wake(&self.status).into_iter().chain(self.wake).min();
+            self.wake = machine::next_wake(&self.status)
+                .into_iter()
+                .chain(self.wake)
+                .min();
             let sleep_until = self.wake;
             let clock = self.ctx.clock.clone();
             let msg = tokio::select! {
@@ -191,15 +197,31 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     queue.push_back(Input::Command(cmd));
                     replies.push(reply);
                 }
-                Some(Msg::Analysis { name, state, measured }) => {
+                Some(Msg::Analysis {
+                    name,
+                    state,
+                    measured,
+                }) => {
                     if let Some(metric) = measured {
                         self.observe_measurement(&name, &metric, &state);
                     }
-                    queue.push_back(Input::Analysis { name, status: *state });
+                    queue.push_back(Input::Analysis {
+                        name,
+                        status: *state,
+                    });
                 }
-                Some(Msg::Alarm { rule, entity, message, received }) => {
+                Some(Msg::Alarm {
+                    rule,
+                    entity,
+                    message,
+                    received,
+                }) => {
                     self.ctx.metrics.alarm_matched(&self.namespace, &self.name);
-                    queue.push_back(Input::Alarm { rule, entity, message });
+                    queue.push_back(Input::Alarm {
+                        rule,
+                        entity,
+                        message,
+                    });
                     self.process(&mut queue).await;
                     self.ctx.metrics.alarm_rollback_latency(received.elapsed());
                 }
@@ -231,9 +253,12 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         queue.push_back(Input::Routing(result));
                     }
                     Effect::RestoreRoutes => self.restore_routes().await,
-                    Effect::StartAnalysis { name, kind, templates, args } => {
-                        self.start_analysis(name, kind, &templates, &args, None)
-                    }
+                    Effect::StartAnalysis {
+                        name,
+                        kind,
+                        templates,
+                        args,
+                    } => self.start_analysis(name, kind, &templates, &args, None),
                     Effect::TerminateAnalysis { name, reason } => {
                         if let Some(stop) = self.stops.remove(&name) {
                             let _ = stop.send(Some(reason));
@@ -247,11 +272,19 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 
     fn publish(&mut self) {
-        if let Err(e) = self.ctx.state.save(STATE_KIND, &self.namespace, &self.name, &self.status) {
+        if let Err(e) = self
+            .ctx
+            .state
+            .save(STATE_KIND, &self.namespace, &self.name, &self.status)
+        {
             tracing::error!(canary = %self.id(), "cannot persist status: {e}");
         }
-        self.ctx.metrics.set_canary_phase(&self.namespace, &self.name, self.status.phase);
-        self.ctx.metrics.set_canary_weights(&self.namespace, &self.name, &self.status.weights);
+        self.ctx
+            .metrics
+            .set_canary_phase(&self.namespace, &self.name, self.status.phase);
+        self.ctx
+            .metrics
+            .set_canary_weights(&self.namespace, &self.name, &self.status.weights);
         let _ = self.status_tx.send(self.status.clone());
     }
 
@@ -261,7 +294,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         } else {
             tracing::info!(canary = %self.id(), reason = %ev.reason, "{}", ev.message);
         }
-        self.ctx.metrics.decision(&self.namespace, &self.name, &ev.reason);
+        self.ctx
+            .metrics
+            .decision(&self.namespace, &self.name, &ev.reason);
     }
 
     fn targets(&self) -> (Vec<ObjectKey>, Option<ObjectKey>) {
@@ -271,9 +306,15 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         )
     }
 
-    async fn apply_routing(&self, desired: &DesiredRouting) -> Result<(DesiredRouting, Vec<RouteWeights>), String> {
+    async fn apply_routing(
+        &self,
+        desired: &DesiredRouting,
+    ) -> Result<(DesiredRouting, Vec<RouteWeights>), String> {
         let (targets, dr) = self.targets();
-        let planner = DesiredPlanner { routing: &self.routing, desired };
+        let planner = DesiredPlanner {
+            routing: &self.routing,
+            desired,
+        };
         let report = self
             .ctx
             .router
@@ -283,11 +324,17 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         for _ in 0..report.conflicts_retried {
             self.ctx.metrics.kube_write_conflict("VirtualService");
         }
-        let objects = self.ctx.router.read(&targets).await.map_err(|e| e.to_string())?;
+        let objects = self
+            .ctx
+            .router
+            .read(&targets)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut weights = Vec::new();
         for (i, o) in objects.iter().enumerate() {
-            let mut w = istio::read_weights(&o.object, &self.routing.virtual_services[i], &self.routing)
-                .map_err(|e| e.to_string())?;
+            let mut w =
+                istio::read_weights(&o.object, &self.routing.virtual_services[i], &self.routing)
+                    .map_err(|e| e.to_string())?;
             weights.append(&mut w);
         }
         Ok((desired.clone(), weights))
@@ -299,7 +346,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let (targets, _) = self.targets();
         for key in targets {
             let restored = async {
-                let current = self.ctx.router.store().get(&key).await.map_err(|e| e.to_string())?;
+                let current = self
+                    .ctx
+                    .router
+                    .store()
+                    .get(&key)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 match istio::restore(&current.object).map_err(|e| e.to_string())? {
                     Restore::Restored(v) => {
                         self.ctx
@@ -311,13 +364,23 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         Ok::<_, String>("original routes restored".to_string())
                     }
                     Restore::NothingRecorded => Ok("nothing to restore".to_string()),
-                    Restore::Drift { reason } => Err(format!("not restored, edited since: {reason}")),
+                    Restore::Drift { reason } => {
+                        Err(format!("not restored, edited since: {reason}"))
+                    }
                 }
             }
             .await;
             let ev = match restored {
-                Ok(m) => CanaryEvent { warning: false, reason: "TrafficRoutingRestored".into(), message: format!("{key}: {m}") },
-                Err(m) => CanaryEvent { warning: true, reason: "TrafficRoutingDrift".into(), message: format!("{key}: {m}") },
+                Ok(m) => CanaryEvent {
+                    warning: false,
+                    reason: "TrafficRoutingRestored".into(),
+                    message: format!("{key}: {m}"),
+                },
+                Err(m) => CanaryEvent {
+                    warning: true,
+                    reason: "TrafficRoutingDrift".into(),
+                    message: format!("{key}: {m}"),
+                },
             };
             self.event(&ev);
         }
@@ -377,7 +440,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 let mut failed = RunState::new(&RunSpec::default(), now);
                 failed.phase = Phase::Error;
                 failed.message = Some(message);
-                let _ = self.tx.send(Msg::Analysis { name, state: Box::new(failed), measured: None });
+                let _ = self.tx.send(Msg::Analysis {
+                    name,
+                    state: Box::new(failed),
+                    measured: None,
+                });
                 return;
             }
         };
@@ -387,7 +454,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 let mut failed = RunState::new(&RunSpec::default(), now);
                 failed.phase = Phase::Error;
                 failed.message = Some(e.to_string());
-                let _ = self.tx.send(Msg::Analysis { name, state: Box::new(failed), measured: None });
+                let _ = self.tx.send(Msg::Analysis {
+                    name,
+                    state: Box::new(failed),
+                    measured: None,
+                });
                 return;
             }
         };
@@ -412,12 +483,28 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     });
                 }
             };
-            let done = runner::run_analysis_from(&plan, &clients, clock.as_ref(), state, &mut on_event, &mut stop_rx).await;
-            let _ = tx.send(Msg::Analysis { name, state: Box::new(done), measured: None });
+            let done = runner::run_analysis_from(
+                &plan,
+                &clients,
+                clock.as_ref(),
+                state,
+                &mut on_event,
+                &mut stop_rx,
+            )
+            .await;
+            let _ = tx.send(Msg::Analysis {
+                name,
+                state: Box::new(done),
+                measured: None,
+            });
         });
     }
 
-    fn plan_analysis(&self, templates: &[TemplateRef], args: &[ArgValue]) -> Result<runner::RunPlan, String> {
+    fn plan_analysis(
+        &self,
+        templates: &[TemplateRef],
+        args: &[ArgValue],
+    ) -> Result<runner::RunPlan, String> {
         let mut found: Vec<&LoadedTemplate> = Vec::new();
         for r in templates {
             let t = self.ctx.templates.iter().find(|t| {
@@ -425,7 +512,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     && if r.cluster_scope {
                         t.cluster_scoped()
                     } else {
-                        !t.cluster_scoped() && t.doc.metadata.namespace.as_deref().unwrap_or("default") == self.namespace
+                        !t.cluster_scoped()
+                            && t.doc.metadata.namespace.as_deref().unwrap_or("default")
+                                == self.namespace
                     }
             });
             match t {
@@ -440,7 +529,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     given.insert(a.name.clone(), v.clone());
                 }
                 (None, Some(_)) => {
-                    return Err(format!("arg {:?}: valueFrom.secretKeyRef needs cluster mode", a.name));
+                    return Err(format!(
+                        "arg {:?}: valueFrom.secretKeyRef needs cluster mode",
+                        a.name
+                    ));
                 }
                 (None, None) => {}
             }
@@ -449,10 +541,21 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 
     fn observe_measurement(&self, run: &str, metric: &str, state: &RunState) {
-        let last = state.metric_results.iter().find(|m| m.name == metric).and_then(|m| m.measurements.last());
+        let last = state
+            .metric_results
+            .iter()
+            .find(|m| m.name == metric)
+            .and_then(|m| m.measurements.last());
         if let Some(m) = last {
             let value = m.value.as_deref().and_then(last_number);
-            self.ctx.metrics.record_measurement(&self.namespace, &self.name, run, metric, m.phase, value);
+            self.ctx.metrics.record_measurement(
+                &self.namespace,
+                &self.name,
+                run,
+                metric,
+                m.phase,
+                value,
+            );
         }
     }
 }

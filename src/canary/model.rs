@@ -8,7 +8,9 @@ use crate::analysis::RunState;
 use crate::traffic::{DesiredRouting, RouteWeights};
 
 /// Lifecycle phase of a Canary (DESIGN §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum CanaryPhase {
     /// Not started yet (no run for the current revision).
     #[default]
@@ -27,7 +29,7 @@ pub enum CanaryPhase {
 }
 
 /// Why a canary is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum PauseReason {
     /// A `pause` step.
     Step,
@@ -42,7 +44,7 @@ pub enum PauseReason {
 }
 
 /// Pause details.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PauseStatus {
     /// Why.
@@ -58,7 +60,7 @@ pub struct PauseStatus {
 }
 
 /// Why a canary was rolled back: the evidence, not just the verdict.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AbortStatus {
     /// Human-readable reason.
@@ -80,7 +82,7 @@ pub struct AbortStatus {
 }
 
 /// Which analysis a run is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum AnalysisRunKind {
     /// The blocking analysis of step `index`.
@@ -93,7 +95,7 @@ pub enum AnalysisRunKind {
 }
 
 /// One analysis run of the current release (Argo `AnalysisRun.status` inside).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRunStatus {
     /// Unique name: `<canary>-<revision>-<step|bg>[-<n>]`.
@@ -107,7 +109,7 @@ pub struct AnalysisRunStatus {
 }
 
 /// A Kubernetes-style condition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusCondition {
     /// Condition type (`Progressing`, `Healthy`, `Paused`, ...).
@@ -124,7 +126,7 @@ pub struct StatusCondition {
 }
 
 /// `.status` of a Canary.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
     /// Phase.
@@ -195,7 +197,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// A routing write the state machine asked the driver for (`Effect::ApplyRouting`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoutingWrite {
     /// What was asked for.

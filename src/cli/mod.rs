@@ -1,6 +1,7 @@
 //! The command line: one file per command; `main.rs` only parses and dispatches.
 
 pub mod analyze;
+pub mod crds;
 pub mod route;
 pub mod validate;
 
@@ -38,6 +39,8 @@ pub enum Command {
         #[command(subcommand)]
         command: route::RouteCommand,
     },
+    /// Print the CRDs generated from the Rust types (or write/check `deploy/crds`).
+    Crds(crds::CrdsArgs),
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -48,6 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Analyze(a) => analyze::run(a, &mut stdout, &mut stderr).await?,
         Command::Validate(v) => validate::run(v, &mut stdout)?,
         Command::Route { command } => route::run(command, &mut stdout, &mut stderr).await?,
+        Command::Crds(c) => crds::run(c, &mut stdout)?,
     };
     stdout.flush()?;
     Ok(code)

@@ -23,7 +23,7 @@ pub struct CanaryDoc {
 }
 
 /// What a Canary wants.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanarySpec {
     /// The release; a change starts a new run from step 0.
@@ -52,7 +52,7 @@ pub struct CanarySpec {
 }
 
 /// `spec.trafficRouting`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficRoutingSpec {
     /// Total weight of a route (default 100).
@@ -66,7 +66,7 @@ pub struct TrafficRoutingSpec {
 }
 
 /// A managed route name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ManagedRoute {
     /// Route name.
@@ -74,7 +74,7 @@ pub struct ManagedRoute {
 }
 
 /// `spec.trafficRouting.istio`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioSpec {
     /// One VirtualService (Argo's single form).
@@ -98,7 +98,7 @@ pub struct IstioSpec {
 }
 
 /// A VirtualService and the routes that carry the split.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
     /// `name` or `name.namespace`.
@@ -115,7 +115,7 @@ pub struct VirtualServiceSpec {
 }
 
 /// TLS route selector.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRouteSpec {
     /// Port.
@@ -127,7 +127,7 @@ pub struct TlsRouteSpec {
 }
 
 /// TCP route selector.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRouteSpec {
     /// Port.
@@ -136,7 +136,7 @@ pub struct TcpRouteSpec {
 }
 
 /// Subset-level split.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRuleSpec {
     /// `name` or `name.namespace`.
@@ -148,7 +148,7 @@ pub struct DestinationRuleSpec {
 }
 
 /// A destination that keeps its weight.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdditionalDestinationSpec {
     /// Host.
@@ -160,7 +160,7 @@ pub struct AdditionalDestinationSpec {
 }
 
 /// A reference to an analysis template.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateRef {
     /// Template name.
@@ -171,7 +171,7 @@ pub struct TemplateRef {
 }
 
 /// An arg passed to templates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArgValue {
     /// Arg name.
@@ -185,7 +185,7 @@ pub struct ArgValue {
 }
 
 /// Background analysis.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackgroundAnalysis {
     /// Templates run together as one analysis run.
@@ -199,7 +199,7 @@ pub struct BackgroundAnalysis {
 }
 
 /// One step of a release (exactly one key).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CanaryStep {
     /// Canary weight on every managed route.
@@ -215,7 +215,7 @@ pub enum CanaryStep {
 }
 
 /// `pause`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PauseStep {
     /// Seconds (int) or a duration string; absent = until promoted.
@@ -224,7 +224,7 @@ pub struct PauseStep {
 }
 
 /// `analysis` step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StepAnalysis {
     /// Templates.
@@ -235,8 +235,9 @@ pub struct StepAnalysis {
 }
 
 /// Istio string match (exactly one of the three).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct StringMatchSpec {
     /// Exact value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,7 +251,7 @@ pub struct StringMatchSpec {
 }
 
 /// `setHeaderRoute`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetHeaderRouteStep {
     /// Managed route name.
@@ -261,7 +262,7 @@ pub struct SetHeaderRouteStep {
 }
 
 /// One header match.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatchSpec {
     /// Header name.
@@ -271,7 +272,7 @@ pub struct HeaderMatchSpec {
 }
 
 /// `setMirrorRoute`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetMirrorRouteStep {
     /// Managed route name.
@@ -285,7 +286,7 @@ pub struct SetMirrorRouteStep {
 }
 
 /// A mirror route match entry.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteMatchSpec {
     /// HTTP method.
@@ -300,7 +301,7 @@ pub struct RouteMatchSpec {
 }
 
 /// `rollbackOn`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RollbackOn {
     /// Alarm matchers (regexes on rule name and entity name).
@@ -309,7 +310,7 @@ pub struct RollbackOn {
 }
 
 /// One alarm matcher; every given regex must match.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlarmMatcher {
     /// Regex on the alarm rule name.
@@ -321,7 +322,9 @@ pub struct AlarmMatcher {
 }
 
 /// What an analysis Error does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum OnAnalysisError {
     /// Roll back (Argo).
     #[default]
@@ -331,7 +334,9 @@ pub enum OnAnalysisError {
 }
 
 /// What happens after promotion.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum OnSuccess {
     /// The canary stays at maxTrafficWeight.
     #[default]
@@ -341,7 +346,7 @@ pub enum OnSuccess {
 }
 
 /// `postPromotion`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostPromotion {
     /// How long alarms and background analysis still roll back after promotion.

@@ -13,3 +13,4 @@ pub use load::{
     load_str,
 };
 pub use template::*;
+pub mod crd;

@@ -50,7 +50,7 @@ pub struct AnalysisTemplateDoc {
 }
 
 /// The analysis template body (Argo `AnalysisTemplateSpec`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnalysisTemplateSpec {
     /// Declared arguments, with optional defaults.
@@ -68,7 +68,7 @@ pub struct AnalysisTemplateSpec {
 }
 
 /// A template argument.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArgSpec {
     /// Argument name, referenced as `{{args.name}}` or `args.name` in conditions.
@@ -82,7 +82,7 @@ pub struct ArgSpec {
 }
 
 /// Where an argument's value comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArgValueFrom {
     /// A key of a Secret in the template's namespace.
@@ -90,7 +90,7 @@ pub struct ArgValueFrom {
 }
 
 /// Reference to a key in a Secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     /// Secret name.
@@ -100,7 +100,7 @@ pub struct SecretKeyRef {
 }
 
 /// `dryRun` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricNameRule {
     /// Unanchored regex on metric names (Argo semantics).
@@ -108,7 +108,7 @@ pub struct MetricNameRule {
 }
 
 /// `measurementRetention` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetentionRule {
     /// Unanchored regex on metric names.
@@ -129,7 +129,9 @@ pub enum IntOrString {
 }
 
 /// What a measurement with no data counts as. Never silently "healthy" unless asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum NoData {
     /// Default: the measurement is Inconclusive.
     #[default]
@@ -143,7 +145,7 @@ pub enum NoData {
 }
 
 /// One metric of a template.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricDef {
     /// Unique metric name.
@@ -186,7 +188,7 @@ pub struct MetricDef {
 }
 
 /// Metric provider; only SkyWalking is supported.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderDef {
     /// Apache SkyWalking OAP GraphQL.
@@ -195,7 +197,9 @@ pub struct ProviderDef {
 }
 
 /// Time bucket size of a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum StepDef {
     /// Per second (OAL metrics are not stored per second: always empty on real OAPs).
@@ -210,7 +214,7 @@ pub enum StepDef {
 }
 
 /// `provider.skywalking`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SkyWalkingDef {
     /// OAP base URL (`http://oap:12800`); defaults to the CLI/daemon `--skywalking`.
@@ -255,7 +259,7 @@ pub struct SkyWalkingDef {
 }
 
 /// The entity of a typed query.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntityDef {
     /// Scope; defaults to Service.
@@ -276,7 +280,9 @@ pub struct EntityDef {
 }
 
 /// Entity scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ScopeDef {
     /// A service.
     #[default]
@@ -288,7 +294,7 @@ pub enum ScopeDef {
 }
 
 /// Instance aggregation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstancesDef {
     /// Regex on instance (pod) names, e.g. `reviews-v2-.*`.
@@ -296,7 +302,7 @@ pub struct InstancesDef {
 }
 
 /// Authentication for an OAP behind a gateway.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthDef {
     /// HTTP basic auth.
@@ -308,7 +314,7 @@ pub struct AuthDef {
 }
 
 /// Basic auth credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BasicAuthDef {
     /// User name.
@@ -318,7 +324,7 @@ pub struct BasicAuthDef {
 }
 
 /// An extra header.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderDef {
     /// Header name.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A VirtualService a Canary manages, and which of its routes carry the split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VirtualServiceRef {
     /// Object name.
     pub name: String,
@@ -21,6 +22,7 @@ pub struct VirtualServiceRef {
 /// Selects TLS routes: every `match` entry uses this port (when set) and the route's SNI host
 /// set equals `sni_hosts` (order-insensitive; empty = not constrained).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TlsRouteRef {
     /// Port of the match entries.
     pub port: Option<u32>,
@@ -30,6 +32,7 @@ pub struct TlsRouteRef {
 
 /// Selects TCP routes by the port of their match entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TcpRouteRef {
     /// Port of the match entries.
     pub port: Option<u32>,
@@ -58,6 +61,7 @@ pub enum Backend {
 
 /// A DestinationRule by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DestinationRuleRef {
     /// Object name.
     pub name: String,
@@ -68,6 +72,7 @@ pub struct DestinationRuleRef {
 /// A destination that is neither stable nor canary but may share a managed route; it keeps
 /// its weight. Matches by host (Kubernetes name equivalence) and/or subset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AdditionalDestination {
     /// Host, if constrained.
     pub host: Option<String>,
@@ -77,6 +82,7 @@ pub struct AdditionalDestination {
 
 /// Everything a Canary says about Istio routing, resolved from its spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct IstioRouting {
     /// Total weight of a route (default 100).
     pub max_weight: i64,
@@ -91,7 +97,7 @@ pub struct IstioRouting {
 }
 
 /// How a header value is matched (Istio `StringMatch`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     /// Exact value.
@@ -103,7 +109,8 @@ pub enum StringMatch {
 }
 
 /// A header route: requests whose headers match go 100 % to the canary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct HeaderRoute {
     /// Route name; must be listed in `managed_routes`.
     pub name: String,
@@ -112,7 +119,8 @@ pub struct HeaderRoute {
 }
 
 /// One match entry of a mirror route (Argo `RouteMatch`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MirrorMatch {
     /// HTTP method.
     pub method: Option<StringMatch>,
@@ -124,7 +132,8 @@ pub struct MirrorMatch {
 
 /// A mirror route: matching requests follow the weighted route and are also mirrored to the
 /// canary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MirrorRoute {
     /// Route name; must be listed in `managed_routes`.
     pub name: String,
@@ -136,7 +145,8 @@ pub struct MirrorRoute {
 
 /// The complete routing state a Canary wants. Applying it is idempotent: managed routes not
 /// listed here are removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct DesiredRouting {
     /// Canary weight on every selected route (0..=max_weight).
     pub canary_weight: i64,
@@ -158,7 +168,7 @@ impl DesiredRouting {
 }
 
 /// Kind of a route in a VirtualService.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum RouteKind {
     /// `spec.http[]`
     Http,
@@ -169,7 +179,8 @@ pub enum RouteKind {
 }
 
 /// Weights read from one selected route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RouteWeights {
     /// VirtualService name.
     pub virtual_service: String,

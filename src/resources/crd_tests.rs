@@ -1,0 +1,625 @@
+use std::path::PathBuf;
+
+use chrono::{TimeZone, Utc};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::analysis::{Measurement, MetricResult, Phase, RunState};
+use crate::canary::model::{
+    AbortStatus, AnalysisRunKind, AnalysisRunStatus, CanaryPhase, PauseReason, PauseStatus,
+    StatusCondition,
+};
+use crate::resources::yaml::parse_documents;
+use crate::traffic::{
+    DesiredRouting, HeaderRoute, MirrorMatch, MirrorRoute, RouteKind, RouteWeights, StringMatch,
+};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn crds() -> Vec<GeneratedCrd> {
+    match generate() {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn crd(kind: &str) -> GeneratedCrd {
+    crds()
+        .into_iter()
+        .find(|c| c.value["spec"]["names"]["kind"] == kind)
+        .unwrap_or_else(|| panic!("no CRD for {kind}"))
+}
+
+fn root_schema(kind: &str) -> Value {
+    crd(kind).value["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    parse_documents(text)
+        .expect("valid YAML")
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+const REGENERATE: &str = "run `cargo run -- crds --write deploy/crds` and commit the result";
+
+#[test]
+fn deploy_crds_match_the_rust_types() {
+    let dir = repo().join(CRD_DIR);
+    let generated = crds();
+    for c in &generated {
+        let path = dir.join(&c.file_name);
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == c.yaml,
+            "{CRD_DIR}/{} is missing or differs from the CRD generated from the Rust types: {REGENERATE}",
+            c.file_name
+        );
+    }
+    let mut stale: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".yaml") && !generated.iter().any(|c| &c.file_name == n))
+                .collect()
+        })
+        .unwrap_or_default();
+    stale.sort();
+    assert!(
+        stale.is_empty(),
+        "stale files in {CRD_DIR}: {stale:?}; delete them and {REGENERATE}"
+    );
+}
+
+#[test]
+fn names_scope_and_files() {
+    let names: Vec<(String, String, Value)> = crds()
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.file_name.clone(),
+                c.value["spec"]["scope"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            (
+                "analysistemplates.skycanary.io".to_string(),
+                "skycanary.io_analysistemplates.yaml".to_string(),
+                json!("Namespaced")
+            ),
+            (
+                "canaries.skycanary.io".to_string(),
+                "skycanary.io_canaries.yaml".to_string(),
+                json!("Namespaced")
+            ),
+            (
+                "clusteranalysistemplates.skycanary.io".to_string(),
+                "skycanary.io_clusteranalysistemplates.yaml".to_string(),
+                json!("Cluster")
+            ),
+        ]
+    );
+    // Sorted by file name, so `cat deploy/crds/*.yaml` is the `skycanary crds` output.
+    let mut sorted = names.clone();
+    sorted.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(sorted, names);
+    let c = crd("Canary");
+    assert_eq!(c.value["spec"]["names"]["shortNames"], json!(["skc"]));
+    assert_eq!(c.value["spec"]["names"]["categories"], json!(["skycanary"]));
+    assert_eq!(
+        c.value["spec"]["versions"][0]["subresources"],
+        json!({"status": {}})
+    );
+    for kind in ["AnalysisTemplate", "ClusterAnalysisTemplate"] {
+        let v = &crd(kind).value["spec"]["versions"][0];
+        assert!(v.get("subresources").is_none(), "{kind}");
+        assert!(
+            v["schema"]["openAPIV3Schema"]["properties"]
+                .get("status")
+                .is_none()
+        );
+    }
+}
+
+#[test]
+fn canary_printer_columns() {
+    let c = crd("Canary");
+    let cols = c.value["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let shown: Vec<(&str, &str, &str)> = cols
+        .iter()
+        .filter(|c| c.get("priority").is_none())
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default(),
+                c["type"].as_str().unwrap_or_default(),
+                c["jsonPath"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("Phase", "string", ".status.phase"),
+            ("Step", "integer", ".status.currentStepIndex"),
+            ("Weight", "integer", ".status.desiredWeight"),
+            ("Age", "date", ".metadata.creationTimestamp"),
+        ]
+    );
+    // Every status path a column reads exists in the schema.
+    let status = &root_schema("Canary")["properties"]["status"]["properties"];
+    for col in &cols {
+        if let Some(field) = col["jsonPath"]
+            .as_str()
+            .and_then(|p| p.strip_prefix(".status."))
+        {
+            assert!(
+                status.get(field).is_some(),
+                "column reads missing .status.{field}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_schema_is_structural() {
+    for c in crds() {
+        let schema = &c.value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let v = structural_violations(schema);
+        assert!(v.is_empty(), "{}: {v:#?}", c.name);
+        let text = c.value.to_string();
+        for banned in [
+            "\"$ref\"",
+            "\"$defs\"",
+            "\"definitions\"",
+            "\"anyOf\"",
+            "\"oneOf\"",
+            "\"allOf\"",
+            "\"const\"",
+            "\"default\"",
+            "x-skycanary",
+        ] {
+            assert!(!text.contains(banned), "{} contains {banned}", c.name);
+        }
+    }
+}
+
+#[test]
+fn the_checker_finds_non_structural_nodes() {
+    let bad = json!({"type": "object", "properties": {
+        "a": {"description": "no type"},
+        "b": {"$ref": "#/$defs/X"},
+        "c": {"type": "array"},
+        "d": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+    }, "required": ["e"]});
+    let v = structural_violations(&bad);
+    for needle in [
+        ".a: no type",
+        ".b: keyword \"$ref\"",
+        ".c: array without items",
+        ".d: keyword \"anyOf\"",
+        "required \"e\"",
+    ] {
+        assert!(
+            v.iter().any(|m| m.contains(needle)),
+            "{needle} not in {v:#?}"
+        );
+    }
+}
+
+#[test]
+fn crds_are_valid_apiextensions_objects() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    for c in crds() {
+        // Unknown or misspelt keywords would be dropped by the typed round trip.
+        let typed: CustomResourceDefinition =
+            serde_json::from_value(c.value.clone()).expect("deserializes as a CRD");
+        let back = serde_json::to_value(&typed).expect("serializes");
+        // k8s-openapi keeps `minimum` as f64; compare numbers by value.
+        assert_eq!(
+            floats(back),
+            floats(c.value.clone()),
+            "{} does not survive the k8s-openapi round trip",
+            c.name
+        );
+    }
+}
+
+fn floats(v: Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(a) => Value::Array(a.into_iter().map(floats).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, floats(v))).collect()),
+        other => other,
+    }
+}
+
+#[test]
+fn yaml_round_trips() {
+    let all = crds();
+    for c in &all {
+        assert!(c.yaml.starts_with("---\n"));
+        assert_eq!(yaml_docs(&c.yaml), vec![c.value.clone()], "{}", c.name);
+    }
+    let stream = yaml_docs(&render_all(&all));
+    assert_eq!(
+        stream,
+        all.iter().map(|c| c.value.clone()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn yaml_scalars_quote_what_is_ambiguous() {
+    let v = json!({
+        "plain": "Canary weight on every route (default 100).",
+        "path": ".status.phase",
+        "bool": "true",
+        "yes": "Yes",
+        "num": "1.5",
+        "empty": "",
+        "colon": "a: b",
+        "hash": "a #b",
+        "dash": "-x",
+        "multi": "a\nb",
+        "unicode": "µs",
+        "list": [1, "two", {"k": [true, null]}, [], {}],
+        "nested": [[1, 2], [{"a": 1, "b": 2}]],
+    });
+    let text = to_yaml(&v);
+    assert_eq!(yaml_docs(&text), vec![v], "{text}");
+    assert!(text.contains("plain: Canary weight on every route (default 100).\n"));
+    assert!(text.contains("bool: \"true\"\n"));
+    assert!(text.contains("path: .status.phase\n"));
+}
+
+#[test]
+fn enums_and_int_or_string_have_kubernetes_shapes() {
+    let spec = &root_schema("Canary")["properties"]["spec"];
+    let step = &spec["properties"]["steps"]["items"];
+    assert_eq!(step["type"], "object");
+    assert_eq!(step["minProperties"], 1);
+    assert_eq!(step["maxProperties"], 1);
+    let keys: Vec<&String> = step["properties"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert!(step.get("required").is_none());
+    assert_eq!(
+        step["properties"]["pause"]["properties"]["duration"],
+        json!({"x-kubernetes-int-or-string": true,
+               "description": "Seconds (int) or a duration string; absent = until promoted."})
+    );
+    assert_eq!(
+        spec["properties"]["onAnalysisError"]["enum"],
+        json!(["Abort", "Hold"])
+    );
+    let d = spec["properties"]["onAnalysisError"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(d.contains("`Hold`: Keep the weight"), "{d}");
+
+    let status = &root_schema("Canary")["properties"]["status"];
+    let kind = &status["properties"]["analysisRuns"]["items"]["properties"]["kind"];
+    assert_eq!(
+        kind["properties"]["type"]["enum"],
+        json!(["step", "background"])
+    );
+    assert_eq!(kind["required"], json!(["type"]));
+    assert!(kind.get("maxProperties").is_none());
+
+    let metric =
+        &root_schema("AnalysisTemplate")["properties"]["spec"]["properties"]["metrics"]["items"];
+    assert_eq!(
+        metric["properties"]["count"]["x-kubernetes-int-or-string"],
+        true
+    );
+    assert_eq!(metric["required"], json!(["name", "provider"]));
+}
+
+#[test]
+fn preserve_unknown_fields_only_for_tuples() {
+    fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if o.contains_key("x-kubernetes-preserve-unknown-fields") {
+                    out.push(path.to_string());
+                }
+                for (k, c) in o {
+                    walk(c, &format!("{path}/{k}"), out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    walk(c, &format!("{path}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for c in crds() {
+        walk(&c.value, &c.name, &mut found);
+    }
+    assert!(!found.is_empty());
+    for p in &found {
+        assert!(
+            p.ends_with("/items"),
+            "unexpected preserve-unknown-fields at {p}"
+        );
+    }
+}
+
+/// Every skycanary.io resource in the repository validates against its CRD.
+#[test]
+fn examples_and_bundled_templates_validate() {
+    let mut files = vec![
+        repo().join("deploy/examples/bookinfo/canary.yaml"),
+        repo().join("deploy/examples/bookinfo/apdex.yaml"),
+    ];
+    let mut templates: Vec<PathBuf> = std::fs::read_dir(repo().join("analysis-templates"))
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    templates.sort();
+    files.extend(templates);
+    let mut checked = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for doc in yaml_docs(&text) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            if doc["apiVersion"] != "skycanary.io/v1alpha1" {
+                // Argo's own CRD validates argoproj.io objects; the spec shape is the same.
+                let errs = validate(&root_schema(&kind)["properties"]["spec"], &doc["spec"]);
+                assert!(errs.is_empty(), "{}: {errs:#?}", f.display());
+                continue;
+            }
+            let errs = validate(&root_schema(&kind), &doc);
+            assert!(errs.is_empty(), "{}: {errs:#?}", f.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "only {checked} documents checked");
+}
+
+#[test]
+fn validator_reports_what_the_api_server_would() {
+    let schema = root_schema("Canary");
+    let text = std::fs::read_to_string(repo().join("deploy/examples/bookinfo/canary.yaml"))
+        .expect("example");
+    let good = yaml_docs(&text).remove(0);
+
+    let mut no_routing = good.clone();
+    if let Some(spec) = no_routing["spec"].as_object_mut() {
+        spec.remove("trafficRouting");
+    }
+    let e = validate(&schema, &no_routing);
+    assert_eq!(
+        e,
+        vec![".spec: missing required field \"trafficRouting\"".to_string()]
+    );
+
+    let mut no_spec = good.clone();
+    if let Some(o) = no_spec.as_object_mut() {
+        o.remove("spec");
+    }
+    assert_eq!(
+        validate(&schema, &no_spec),
+        vec!["(root): missing required field \"spec\"".to_string()]
+    );
+
+    let mut two_keys = good.clone();
+    two_keys["spec"]["steps"][1] = json!({"setWeight": 10, "pause": {}});
+    let e = validate(&schema, &two_keys);
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with(".spec.steps[1]: has 2 fields")),
+        "{e:?}"
+    );
+
+    let mut bad_types = good.clone();
+    bad_types["spec"]["steps"][1] = json!({"setWeight": "ten"});
+    bad_types["spec"]["steps"][2] = json!({"pause": {"duration": true}});
+    bad_types["spec"]["onSuccess"] = json!("Forget");
+    bad_types["spec"]["trafficRouting"]["istio"]["typo"] = json!(1);
+    let e = validate(&schema, &bad_types);
+    for needle in [
+        ".spec.steps[1].setWeight: expected integer",
+        ".spec.steps[2].pause.duration: expected an integer or a string",
+        ".spec.onSuccess: \"Forget\" is not one of",
+        ".spec.trafficRouting.istio.typo: unknown field",
+    ] {
+        assert!(
+            e.iter().any(|m| m.starts_with(needle)),
+            "{needle} not in {e:#?}"
+        );
+    }
+
+    let mut int_pause = good;
+    int_pause["spec"]["steps"][2] = json!({"pause": {"duration": 120}});
+    if let Some(steps) = int_pause["spec"]["steps"].as_array_mut() {
+        steps.push(json!({"pause": {}}));
+    }
+    assert_eq!(validate(&schema, &int_pause), Vec::<String>::new());
+}
+
+#[test]
+fn serialized_spec_validates() {
+    let text = std::fs::read_to_string(repo().join("deploy/examples/bookinfo/canary.yaml"))
+        .expect("example");
+    let doc = yaml_docs(&text).remove(0);
+    let spec: crate::resources::canary::CanarySpec =
+        serde_json::from_value(doc["spec"].clone()).expect("typed spec");
+    let back = serde_json::to_value(&spec).expect("serializes");
+    let schema = &root_schema("Canary")["properties"]["spec"];
+    assert_eq!(validate(schema, &back), Vec::<String>::new());
+}
+
+fn t(s: i64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_opt(1_790_000_000 + s, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn full_status() -> CanaryStatus {
+    let exact = StringMatch::Exact("jason".into());
+    CanaryStatus {
+        phase: CanaryPhase::Paused,
+        revision: Some("v2".into()),
+        current_step_index: 3,
+        step_started_at: Some(t(10)),
+        desired_weight: 30,
+        applied: Some(DesiredRouting {
+            canary_weight: 30,
+            header_routes: vec![HeaderRoute {
+                name: "canary-header".into(),
+                headers: vec![("end-user".into(), exact.clone())],
+            }],
+            mirror_routes: vec![MirrorRoute {
+                name: "mirror".into(),
+                percentage: None,
+                matches: vec![
+                    MirrorMatch {
+                        method: Some(StringMatch::Prefix("GE".into())),
+                        path: None,
+                        headers: vec![("x".into(), StringMatch::Regex(".*".into()))],
+                    },
+                    MirrorMatch::default(),
+                ],
+            }],
+        }),
+        weights: vec![RouteWeights {
+            virtual_service: "reviews".into(),
+            kind: RouteKind::Http,
+            route: "primary".into(),
+            stable: 70,
+            canary: 30,
+            others: vec![("other/v3".into(), 0)],
+        }],
+        pause: Some(PauseStatus {
+            reason: PauseReason::Inconclusive,
+            since: t(20),
+            until: None,
+            message: Some("apdex inconclusive".into()),
+        }),
+        abort: Some(AbortStatus {
+            reason: "apdex failed".into(),
+            metric: Some("apdex".into()),
+            value: Some("[8000, 8100]".into()),
+            condition: Some("min(result) >= 9000".into()),
+            alarm: None,
+            at: t(30),
+        }),
+        analysis_runs: vec![
+            AnalysisRunStatus {
+                name: "reviews-v2-step-4".into(),
+                kind: AnalysisRunKind::Step { index: 4 },
+                templates: vec!["apdex".into()],
+                status: RunState {
+                    phase: Phase::Inconclusive,
+                    message: None,
+                    metric_results: vec![MetricResult {
+                        name: "apdex".into(),
+                        phase: Phase::Inconclusive,
+                        measurements: vec![
+                            Measurement {
+                                phase: Phase::Inconclusive,
+                                value: None,
+                                message: Some("no data".into()),
+                                started_at: t(40),
+                                finished_at: Some(t(41)),
+                            },
+                            Measurement {
+                                phase: Phase::Running,
+                                value: None,
+                                message: None,
+                                started_at: t(50),
+                                finished_at: None,
+                            },
+                        ],
+                        message: None,
+                        count: 1,
+                        successful: 0,
+                        failed: 0,
+                        inconclusive: 1,
+                        error: 0,
+                        consecutive_error: 0,
+                        consecutive_success: 0,
+                        dry_run: false,
+                    }],
+                    started_at: t(40),
+                    completed_at: Some(t(60)),
+                    terminated: true,
+                    terminate_reason: None,
+                },
+            },
+            AnalysisRunStatus {
+                name: "reviews-v2-bg".into(),
+                kind: AnalysisRunKind::Background,
+                templates: vec![],
+                status: RunState {
+                    phase: Phase::Running,
+                    message: Some("m".into()),
+                    metric_results: vec![],
+                    started_at: t(5),
+                    completed_at: None,
+                    terminated: false,
+                    terminate_reason: Some("r".into()),
+                },
+            },
+        ],
+        conditions: vec![StatusCondition {
+            type_: "Progressing".into(),
+            status: "True".into(),
+            reason: "RolloutPaused".into(),
+            message: "paused".into(),
+            last_transition_time: t(20),
+        }],
+        observed_generation: Some(7),
+        started_at: Some(t(0)),
+        promoted_at: None,
+        watch_until: Some(t(3600)),
+        message: Some("waiting".into()),
+        routing_write: Some(crate::canary::RoutingWrite {
+            routing: DesiredRouting::weight(10),
+            requested_at: t(10),
+            retry_at: Some(t(20)),
+            error: Some("conflict".into()),
+            failures: 1,
+        }),
+        step_analysis_run: Some("v2-step-2".into()),
+        background_analysis_run: Some("v2-bg".into()),
+        step_drifts: 1,
+        drifts: 2,
+    }
+}
+
+/// What the daemon writes to `.status` is accepted by the status schema.
+#[test]
+fn serialized_status_validates() {
+    let schema = &root_schema("Canary")["properties"]["status"];
+    for status in [full_status(), CanaryStatus::default()] {
+        let v = serde_json::to_value(&status).expect("serializes");
+        assert_eq!(validate(schema, &v), Vec::<String>::new(), "{v:#}");
+    }
+}
+
+#[test]
+fn rewrite_errors_name_the_path() {
+    let recursive = json!({"$defs": {"N": {"type": "object", "properties": {"next": {"$ref": "#/$defs/N"}}}},
+                           "$ref": "#/$defs/N"});
+    let e = structural(&recursive).expect_err("recursive");
+    assert_eq!(e.0, ".next");
+    assert!(e.1.contains("recursive type N"), "{}", e.1);
+    let mixed = json!({"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}, {"type": "object"}]}}});
+    let e = structural(&mixed).expect_err("mixed");
+    assert_eq!(e.0, ".x");
+}
