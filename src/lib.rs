@@ -7,6 +7,7 @@ pub mod alarm;
 pub mod analysis;
 pub mod canary;
 pub mod cli;
+pub mod daemon;
 pub mod provider;
 pub mod resources;
 pub mod runner;

@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod crds;
 pub mod route;
+pub mod run;
 pub mod validate;
 
 use std::io::Write;
@@ -33,6 +34,8 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Check resource files; exit 0 valid, 1 invalid (every error listed with file:line).
     Validate(validate::ValidateArgs),
+    /// The daemon: drive every Canary on its own (file mode: --config, --manifests, --state-dir).
+    Run(run::RunArgs),
     /// Manual traffic control on the VirtualServices of a Canary.
     Route {
         /// What to do.
@@ -50,6 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let code = match &cli.command {
         Command::Analyze(a) => analyze::run(a, &mut stdout, &mut stderr).await?,
         Command::Validate(v) => validate::run(v, &mut stdout)?,
+        Command::Run(r) => run::run(r, &mut stdout, &mut stderr).await?,
         Command::Route { command } => route::run(command, &mut stdout, &mut stderr).await?,
         Command::Crds(c) => crds::run(c, &mut stdout)?,
     };

@@ -3,6 +3,7 @@
 
 mod analyze_cli;
 mod bundled_templates;
+mod daemon;
 mod kube_fake;
 mod provider_sim;
 mod route_cli;

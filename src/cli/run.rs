@@ -1,0 +1,178 @@
+//! `skycanary run`: the daemon. Canaries walk their steps on their own; the HTTP API serves
+//! status, commands, metrics and alarm webhooks.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::canary::driver::{self, DriverContext};
+use crate::daemon::DaemonControl;
+use crate::resources::load_paths;
+use crate::runner::{Clock, Defaults, SystemClock};
+use crate::server::{self, Auth, Metrics, Token};
+use crate::state::FileStateStore;
+use crate::traffic::file::FileStore;
+use crate::traffic::router::Router;
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Directories (or files) with Canaries and AnalysisTemplates (recursive, multi-document).
+    #[arg(long = "config", value_name = "DIR", required = true)]
+    pub config: Vec<PathBuf>,
+    /// Directory of Istio manifests the canaries route traffic in (file backend).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// Where canary state is kept (one JSON file per canary).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// SkyWalking OAP for templates without `provider.skywalking.address`.
+    #[arg(long, env = "SKYCANARY_SKYWALKING", value_name = "URL")]
+    pub skywalking: Option<String>,
+    /// OAP timezone (`+0800`); by default read from the OAP.
+    #[arg(long, value_name = "OFFSET")]
+    pub timezone: Option<String>,
+    /// HTTP listen address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// File holding the API bearer token (else SKYCANARY_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve /api and /webhooks without authentication (only for local experiments).
+    #[arg(long)]
+    pub insecure_api: bool,
+}
+
+/// Runs until SIGINT/SIGTERM. Exit 0 on a clean stop, 4 on invalid configuration.
+pub async fn run(
+    args: &RunArgs,
+    out: &mut (dyn Write + Send),
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let loaded = load_paths(&args.config);
+    if !loaded.errors.is_empty() {
+        for e in &loaded.errors {
+            writeln!(err, "error: {e}")?;
+        }
+        return Ok(4);
+    }
+    let timezone = match &args.timezone {
+        None => None,
+        Some(s) => match crate::provider::skywalking::parse_timezone(s) {
+            Some(tz) => Some(tz),
+            None => {
+                writeln!(
+                    err,
+                    "error: --timezone {s:?}: expected an offset like +0800"
+                )?;
+                return Ok(4);
+            }
+        },
+    };
+    let token = match Token::load(args.token_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(4);
+        }
+    };
+    let auth = match Auth::from_config(token, args.insecure_api) {
+        Ok(a) => a,
+        Err(e) => {
+            writeln!(
+                err,
+                "error: {e} (pass --token-file FILE, set SKYCANARY_TOKEN, or --insecure-api)"
+            )?;
+            return Ok(4);
+        }
+    };
+    let store = match FileStore::open(&args.manifests) {
+        Ok(s) => s,
+        Err(e) => {
+            writeln!(err, "error: --manifests {}: {e}", args.manifests.display())?;
+            return Ok(4);
+        }
+    };
+    let state = match FileStateStore::open(&args.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            writeln!(err, "error: --state-dir: {e}")?;
+            return Ok(4);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            writeln!(err, "error: cannot listen on {}: {e}", args.listen)?;
+            return Ok(4);
+        }
+    };
+    let local = listener.local_addr()?;
+
+    let metrics = Metrics::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ctx = DriverContext {
+        router: Arc::new(Router::new(store)),
+        templates: Arc::new(loaded.templates.clone()),
+        state,
+        clock,
+        defaults: Defaults {
+            skywalking: args.skywalking.clone(),
+            timezone,
+        },
+        metrics: metrics.clone(),
+    };
+    let handles: Vec<_> = loaded
+        .canaries
+        .iter()
+        .map(|c| driver::spawn(c, ctx.clone()))
+        .collect();
+    let control = Arc::new(DaemonControl::new(handles, metrics.clone()));
+    control.set_ready(true);
+    writeln!(
+        out,
+        "skycanary running: {} canary(ies), {} template(s); listening on http://{local}",
+        loaded.canaries.len(),
+        loaded.templates.len()
+    )?;
+    out.flush()?;
+
+    let app = server::router(control.clone(), metrics, auth);
+    let served = server::serve_on(listener, app, shutdown_signal()).await;
+    control.set_ready(false);
+    control.stop_all();
+    // Give tasks a moment to persist their last state.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    match served {
+        Ok(()) => {
+            writeln!(out, "skycanary stopped")?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,189 @@
+//! The daemon side of the HTTP API: canary handles, commands, alarm intake.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::alarm::{Deduper, matches, parse_payload};
+use crate::canary::Command;
+use crate::canary::driver::{CanaryHandle, Msg};
+use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
+
+/// Canaries the daemon drives, keyed by namespace/name.
+pub struct DaemonControl {
+    canaries: BTreeMap<(String, String), CanaryHandle>,
+    ready: AtomicBool,
+    dedupe: Mutex<Deduper>,
+    metrics: Metrics,
+}
+
+impl DaemonControl {
+    /// Wraps the running canary tasks.
+    pub fn new(handles: Vec<CanaryHandle>, metrics: Metrics) -> Self {
+        DaemonControl {
+            canaries: handles
+                .into_iter()
+                .map(|h| ((h.namespace.clone(), h.name.clone()), h))
+                .collect(),
+            ready: AtomicBool::new(false),
+            dedupe: Mutex::new(Deduper::new(4096)),
+            metrics,
+        }
+    }
+
+    /// Marks the daemon ready (sources loaded, tasks started).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Asks every canary task to stop.
+    pub fn stop_all(&self) {
+        for h in self.canaries.values() {
+            let _ = h.tx.send(Msg::Stop);
+        }
+    }
+
+    fn summary(h: &CanaryHandle) -> CanarySummary {
+        CanarySummary {
+            namespace: h.namespace.clone(),
+            name: h.name.clone(),
+            steps: h.steps,
+            status: h.status.borrow().clone(),
+        }
+    }
+
+    /// Routes a SkyWalking webhook body to every canary whose `rollbackOn` matches.
+    fn take_skywalking(&self, body: &[u8]) -> Result<serde_json::Value, ControlError> {
+        let alarms = parse_payload(body).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let received = std::time::Instant::now();
+        self.metrics
+            .alarms_received(AlarmSource::Skywalking, alarms.len() as u64);
+        let mut matched = Vec::new();
+        let (mut duplicates, mut recoveries, mut stale) = (0, 0, 0);
+        for a in &alarms {
+            if a.is_recovery() {
+                recoveries += 1;
+                continue;
+            }
+            let first = self
+                .dedupe
+                .lock()
+                .map(|mut d| d.first_time(a))
+                .unwrap_or(true);
+            if !first {
+                duplicates += 1;
+                continue;
+            }
+            for h in self.canaries.values() {
+                let Some(rb) = &h.doc.spec.rollback_on else {
+                    continue;
+                };
+                if !matches(&rb.alarms, a) {
+                    continue;
+                }
+                // Alarms older than this canary's run are about an earlier release.
+                let started = h.status.borrow().started_at;
+                if let (Some(run), Some(at)) = (started, a.started())
+                    && at < run
+                {
+                    stale += 1;
+                    continue;
+                }
+                let _ = h.tx.send(Msg::Alarm {
+                    rule: a.rule_name.clone(),
+                    entity: a.name.clone(),
+                    message: a.alarm_message.clone().unwrap_or_default(),
+                    received,
+                });
+                matched.push(format!("{}/{}", h.namespace, h.name));
+            }
+        }
+        Ok(json!({
+            "received": alarms.len(),
+            "matched": matched,
+            "duplicates": duplicates,
+            "recoveries": recoveries,
+            "olderThanRun": stale,
+        }))
+    }
+}
+
+impl Control for DaemonControl {
+    fn canaries(&self) -> Vec<CanarySummary> {
+        self.canaries.values().map(Self::summary).collect()
+    }
+
+    fn canary(&self, namespace: &str, name: &str) -> Option<CanarySummary> {
+        self.canaries
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(Self::summary)
+    }
+
+    fn command(
+        &self,
+        namespace: &str,
+        name: &str,
+        cmd: Command,
+    ) -> BoxFuture<'static, Result<CanarySummary, ControlError>> {
+        let handle = self
+            .canaries
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned();
+        Box::pin(async move {
+            let h = handle.ok_or(ControlError::NotFound)?;
+            let (tx, rx) = oneshot::channel();
+            h.tx.send(Msg::Command(cmd, tx))
+                .map_err(|_| ControlError::Unavailable("the canary task has stopped".into()))?;
+            let status = rx
+                .await
+                .map_err(|_| ControlError::Unavailable("the canary task has stopped".into()))?
+                .map_err(ControlError::Rejected)?;
+            Ok(CanarySummary {
+                namespace: h.namespace.clone(),
+                name: h.name.clone(),
+                steps: h.steps,
+                status,
+            })
+        })
+    }
+
+    fn scheduled_analyses(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+
+    /// No scheduled analyses exist in this version: every name is unknown.
+    fn run_scheduled(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
+        Box::pin(async move { Err(ControlError::NotFound) })
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn alarm_webhook(
+        &self,
+        source: AlarmSource,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
+        let result = match source {
+            AlarmSource::Skywalking => self.take_skywalking(&body),
+            AlarmSource::Alertmanager => Err(ControlError::Invalid(
+                "Alertmanager payloads are not supported by this version; use /webhooks/skywalking"
+                    .into(),
+            )),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// Shared handle type used by the server.
+pub type SharedControl = Arc<DaemonControl>;

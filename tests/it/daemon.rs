@@ -1,0 +1,411 @@
+//! `skycanary run` end to end: the real binary, the SkyWalking simulator and a directory of
+//! Istio manifests, over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skycanary::sim::{OapProfile, SimConfig, SimEntity, Simulator};
+
+const TOKEN: &str = "test-token-123";
+
+const VS: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - name: primary
+    timeout: 5s
+    route:
+    - destination: {host: reviews-stable}
+      weight: 100
+    - destination: {host: reviews-canary}
+      weight: 0
+"#;
+
+fn canary(on_error: &str) -> String {
+    format!(
+        r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {{name: reviews, namespace: bookinfo}}
+spec:
+  revision: v2
+  onAnalysisError: {on_error}
+  trafficRouting:
+    istio:
+      virtualService: {{name: reviews, routes: [primary]}}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+  steps:
+  - setWeight: 10
+  - analysis: {{templates: [{{templateName: apdex}}], args: [{{name: service, value: reviews.bookinfo}}]}}
+  - setWeight: 30
+  - pause: {{duration: 1s}}
+  - setWeight: 60
+  - analysis: {{templates: [{{templateName: apdex}}], args: [{{name: service, value: reviews.bookinfo}}]}}
+---
+apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: apdex, namespace: bookinfo}}
+spec:
+  args: [{{name: service}}]
+  metrics:
+  - name: apdex
+    interval: 1s
+    count: 2
+    consecutiveErrorLimit: 0
+    errorRetryInterval: 1s
+    successCondition: "min(result) >= 9900"
+    provider:
+      skywalking:
+        window: 3m
+        timeout: 2s
+        metric: service_apdex
+        entity: {{serviceName: "{{{{args.service}}}}"}}
+"#
+    )
+}
+
+struct Daemon {
+    child: Child,
+    url: String,
+    dirs: Option<tempfile::TempDir>,
+    manifests: PathBuf,
+    state: PathBuf,
+    config: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
+    let root = dirs.path().to_path_buf();
+    let (config, manifests, state) = (root.join("config"), root.join("istio"), root.join("state"));
+    let token_file = root.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skycanary"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--manifests")
+        .arg(&manifests)
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "--skywalking",
+            sim_url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .env("RUST_LOG", "skycanary=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon");
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(first.contains("listening on"), "{first}");
+    Daemon {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        dirs: Some(dirs),
+        manifests,
+        state,
+        config,
+    }
+}
+
+fn setup(canary_yaml: &str) -> tempfile::TempDir {
+    let dirs = tempfile::tempdir().unwrap();
+    for d in ["config", "istio", "state"] {
+        std::fs::create_dir_all(dirs.path().join(d)).unwrap();
+    }
+    std::fs::write(dirs.path().join("config/canary.yaml"), canary_yaml).unwrap();
+    std::fs::write(dirs.path().join("istio/reviews.yaml"), VS).unwrap();
+    dirs
+}
+
+async fn sim_with_apdex(
+    f: impl Fn(chrono::DateTime<chrono::Utc>) -> Option<f64> + Send + Sync + 'static,
+) -> (Simulator, skycanary::sim::RunningSim) {
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series("service_apdex", SimEntity::service("reviews.bookinfo"), f);
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (sim, running)
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn status(d: &Daemon) -> Value {
+    http()
+        .get(format!("{}/api/v1/canaries/bookinfo/reviews", d.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls until `pred` holds on the canary's status (bounded).
+async fn wait_for(d: &Daemon, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let s = status(d).await;
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {what}; last status: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn vs_weights(manifests: &Path) -> (i64, i64) {
+    let text = std::fs::read_to_string(manifests.join("reviews.yaml")).unwrap();
+    let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
+    let r = &v["spec"]["http"][0]["route"];
+    (
+        r[0]["weight"].as_i64().unwrap(),
+        r[1]["weight"].as_i64().unwrap(),
+    )
+}
+
+fn phase(s: &Value) -> &str {
+    s["status"]["phase"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_promoted_on_its_own() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let d = start(setup(&canary("Abort")), &running.url());
+    let s = wait_for(&d, "Promoted", Duration::from_secs(40), |s| {
+        phase(s) == "Promoted"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (0, 100));
+    assert_eq!(s["status"]["desiredWeight"], 100);
+    let runs = s["status"]["analysisRuns"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter().all(|r| r["status"]["phase"] == "Successful"),
+        "{runs:#?}"
+    );
+    // The state file and the metrics agree with the API.
+    let persisted: Value = serde_json::from_slice(
+        &std::fs::read(d.state.join("canary/bookinfo/reviews.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(persisted["phase"], "Promoted");
+    let metrics = http()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"skycanary_canary_phase{namespace="bookinfo",name="reviews",phase="Promoted"} 1"#
+        ),
+        "{metrics}"
+    );
+    let _ = &d.config;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_analysis_rolls_back_to_stable_with_evidence() {
+    let (_sim, running) = sim_with_apdex(|_| Some(7000.0)).await;
+    let d = start(setup(&canary("Abort")), &running.url());
+    let s = wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
+        phase(s) == "Aborted"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let abort = &s["status"]["abort"];
+    assert_eq!(abort["metric"], "apdex", "{abort:#}");
+    assert!(
+        abort["value"].as_str().unwrap_or("").contains("7000"),
+        "{abort:#}"
+    );
+    assert!(
+        abort["condition"]
+            .as_str()
+            .unwrap_or("")
+            .contains("min(result) >= 9900"),
+        "{abort:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_traffic_pauses_inconclusive_and_keeps_the_weight() {
+    let (_sim, running) = sim_with_apdex(|_| None).await;
+    let d = start(setup(&canary("Abort")), &running.url());
+    let s = wait_for(&d, "Paused", Duration::from_secs(30), |s| {
+        phase(s) == "Paused"
+    })
+    .await;
+    assert_eq!(s["status"]["pause"]["reason"], "Inconclusive", "{s:#}");
+    assert_eq!(
+        vs_weights(&d.manifests),
+        (90, 10),
+        "not promoted, not aborted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oap_outage_holds_or_aborts_as_configured() {
+    // Nothing listens on port 9: every measurement is an Error.
+    let d = start(setup(&canary("Hold")), "http://127.0.0.1:9");
+    let s = wait_for(&d, "Paused", Duration::from_secs(30), |s| {
+        phase(s) == "Paused"
+    })
+    .await;
+    assert_eq!(s["status"]["pause"]["reason"], "AnalysisError", "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (90, 10), "weight frozen");
+
+    let d = start(setup(&canary("Abort")), "http://127.0.0.1:9");
+    wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
+        phase(s) == "Aborted"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_need_the_token_and_work() {
+    let (_sim, running) = sim_with_apdex(|_| None).await;
+    let d = start(setup(&canary("Abort")), &running.url());
+    wait_for(&d, "Paused", Duration::from_secs(30), |s| {
+        phase(s) == "Paused"
+    })
+    .await;
+    let c = http();
+    let abort = format!("{}/api/v1/canaries/bookinfo/reviews/abort", d.url);
+    assert_eq!(c.post(&abort).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.post(&abort)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = c
+        .post(&abort)
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"reason": "manual test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = wait_for(&d, "Aborted", Duration::from_secs(10), |s| {
+        phase(s) == "Aborted"
+    })
+    .await;
+    assert!(
+        s["status"]["abort"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("manual test"),
+        "{s:#}"
+    );
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let retry = format!("{}/api/v1/canaries/bookinfo/reviews/retry", d.url);
+    assert_eq!(
+        c.post(&retry)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    wait_for(&d, "Progressing again", Duration::from_secs(10), |s| {
+        phase(s) != "Aborted"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_resume_the_same_step_without_lowering_weights() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {duration: 4s}");
+    let mut d = start(setup(&yaml), &running.url());
+    let before = wait_for(&d, "the pause step", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    let runs_before = before["status"]["analysisRuns"].as_array().unwrap().len();
+    // SIGKILL: no chance to clean up.
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+
+    let dirs = d.dirs.take().expect("dirs");
+    drop(d);
+    let d = start(dirs, &running.url());
+    let after = status(&d).await;
+    assert_eq!(after["status"]["currentStepIndex"], 3, "{after:#}");
+    assert_eq!(
+        after["status"]["analysisRuns"].as_array().unwrap().len(),
+        runs_before,
+        "completed runs are not repeated"
+    );
+    assert_eq!(
+        vs_weights(&d.manifests),
+        (70, 30),
+        "weights never go down on restart"
+    );
+    let mut last = 30;
+    let done = {
+        let start = Instant::now();
+        loop {
+            let (_, canary_w) = vs_weights(&d.manifests);
+            assert!(
+                canary_w >= last,
+                "weight went down from {last} to {canary_w}"
+            );
+            last = canary_w;
+            let s = status(&d).await;
+            if phase(&s) == "Promoted" {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "not promoted after restart: {s:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert_eq!(done["status"]["analysisRuns"].as_array().unwrap().len(), 2);
+}
