@@ -1,6 +1,7 @@
 //! The command line: one file per command; `main.rs` only parses and dispatches.
 
 pub mod analyze;
+pub mod control;
 pub mod crds;
 pub mod route;
 pub mod run;
@@ -34,6 +35,18 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Check resource files; exit 0 valid, 1 invalid (every error listed with file:line).
     Validate(validate::ValidateArgs),
+    /// Canaries of a running daemon: phase, step, weight, last verdict.
+    Status(control::StatusArgs),
+    /// Go to the next step (`--full`: skip all remaining steps).
+    Promote(control::ActionArgs),
+    /// Roll a canary back to stable.
+    Abort(control::ActionArgs),
+    /// Start an aborted canary again from step 0.
+    Retry(control::ActionArgs),
+    /// Pause a canary (weights kept).
+    Pause(control::ActionArgs),
+    /// Resume a paused canary.
+    Resume(control::ActionArgs),
     /// The daemon: drive every Canary on its own (file mode: --config, --manifests, --state-dir).
     Run(run::RunArgs),
     /// Manual traffic control on the VirtualServices of a Canary.
@@ -53,6 +66,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let code = match &cli.command {
         Command::Analyze(a) => analyze::run(a, &mut stdout, &mut stderr).await?,
         Command::Validate(v) => validate::run(v, &mut stdout)?,
+        Command::Status(a) => control::status(a, &mut stdout, &mut stderr).await?,
+        Command::Promote(a) => {
+            control::action(control::Action::Promote, a, &mut stdout, &mut stderr).await?
+        }
+        Command::Abort(a) => {
+            control::action(control::Action::Abort, a, &mut stdout, &mut stderr).await?
+        }
+        Command::Retry(a) => {
+            control::action(control::Action::Retry, a, &mut stdout, &mut stderr).await?
+        }
+        Command::Pause(a) => {
+            control::action(control::Action::Pause, a, &mut stdout, &mut stderr).await?
+        }
+        Command::Resume(a) => {
+            control::action(control::Action::Resume, a, &mut stdout, &mut stderr).await?
+        }
         Command::Run(r) => run::run(r, &mut stdout, &mut stderr).await?,
         Command::Route { command } => route::run(command, &mut stdout, &mut stderr).await?,
         Command::Crds(c) => crds::run(c, &mut stdout)?,

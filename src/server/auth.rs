@@ -90,6 +90,12 @@ impl Token {
         }
     }
 
+    /// The secret, for a client sending it (`Authorization: Bearer ...`). Only ASCII graphic
+    /// characters are accepted at construction, so this is always valid UTF-8.
+    pub fn expose(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
     /// The CLI's rule: `--token-file` wins, else [`TOKEN_ENV`], else none.
     pub fn load(file: Option<&Path>) -> Result<Option<Self>, TokenError> {
         match file {

@@ -409,3 +409,149 @@ async fn sigkill_and_restart_resume_the_same_step_without_lowering_weights() {
     };
     assert_eq!(done["status"]["analysisRuns"].as_array().unwrap().len(), 2);
 }
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_skycanary"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_and_promote_talk_to_the_daemon() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    // A pause that waits for promote.
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {}");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the indefinite pause", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    let token_file = d
+        .dirs
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("token")
+        .display()
+        .to_string();
+    let server = d.url.clone();
+    let out = tokio::task::spawn_blocking({
+        let (server, token_file) = (server.clone(), token_file.clone());
+        move || cli(&["status", "--server", &server, "--token-file", &token_file])
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(
+        table.contains("bookinfo/reviews")
+            && table.contains("Paused")
+            && table.contains("3/6")
+            && table.contains(" 30%"),
+        "{table}"
+    );
+    let out = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || cli(&["promote", "bookinfo/reviews", "--server", &server])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "no token: refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "promote",
+            "bookinfo/reviews",
+            "--server",
+            &server,
+            "--token-file",
+            &token_file,
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(&d, "Promoted", Duration::from_secs(30), |s| {
+        phase(s) == "Promoted"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matching_skywalking_alarm_rolls_back_at_once() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alarms: [{ruleName: \"service_resp_time_rule\", name: \"^reviews\\\\.bookinfo$\"}]\n");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    let now = chrono::Utc::now().timestamp_millis();
+    let payload = serde_json::json!([
+        {"scopeId": 1, "scope": "SERVICE", "name": "ratings.bookinfo", "id0": "x", "id1": "", "ruleName": "service_resp_time_rule", "alarmMessage": "other", "startTime": now},
+        {"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo", "id0": "cmV2aWV3cy5ib29raW5mbw==.1", "id1": "", "ruleName": "service_resp_time_rule",
+         "alarmMessage": "Response time of service reviews.bookinfo is more than 1000ms", "startTime": now, "uuid": "u-1"}
+    ]);
+    let c = http();
+    let hook = format!("{}/webhooks/skywalking", d.url);
+    assert_eq!(
+        c.post(&hook).json(&payload).send().await.unwrap().status(),
+        401
+    );
+    let r = c
+        .post(&hook)
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["matched"],
+        serde_json::json!(["bookinfo/reviews"]),
+        "{body}"
+    );
+    // The rollback happened while the webhook was handled: no polling interval involved.
+    let s = status(&d).await;
+    assert_eq!(phase(&s), "Aborted", "{s:#}");
+    assert!(
+        s["status"]["abort"]["alarm"]
+            .as_str()
+            .unwrap_or("")
+            .contains("service_resp_time_rule"),
+        "{s:#}"
+    );
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    // Re-delivery is handled once; a malformed body changes nothing.
+    let again: Value = c
+        .post(&hook)
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["duplicates"], 2, "{again}");
+    assert_eq!(again["matched"], serde_json::json!([]), "{again}");
+    let bad = c
+        .post(&hook)
+        .bearer_auth(TOKEN)
+        .body("{\"not\": \"an array\"}")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
