@@ -507,16 +507,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     ) -> Result<runner::RunPlan, String> {
         let mut found: Vec<&LoadedTemplate> = Vec::new();
         for r in templates {
-            let t = self.ctx.templates.iter().find(|t| {
-                t.doc.metadata.name == r.template_name
-                    && if r.cluster_scope {
-                        t.cluster_scoped()
-                    } else {
-                        !t.cluster_scoped()
-                            && t.doc.metadata.namespace.as_deref().unwrap_or("default")
-                                == self.namespace
-                    }
-            });
+            let t = self
+                .ctx
+                .templates
+                .iter()
+                .find(|t| t.answers(r, &self.namespace));
             match t {
                 Some(t) => found.push(t),
                 None => return Err(format!("analysis template {:?} not found", r.template_name)),

@@ -44,8 +44,8 @@ pub struct AnalyzeArgs {
     #[arg(long, env = "SKYCANARY_SKYWALKING", value_name = "URL")]
     pub skywalking: Option<String>,
     /// OAP timezone (`+0800`); by default it is read from the OAP (`getTimeInfo`).
-    #[arg(long, value_name = "OFFSET")]
-    pub timezone: Option<String>,
+    #[arg(long, value_name = "OFFSET", value_parser = super::parse_timezone_arg)]
+    pub timezone: Option<chrono::FixedOffset>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -137,19 +137,7 @@ pub async fn run(
             }
         }
     }
-    let timezone = match &args.timezone {
-        None => None,
-        Some(s) => match crate::provider::skywalking::parse_timezone(s) {
-            Some(tz) => Some(tz),
-            None => {
-                writeln!(
-                    err,
-                    "error: --timezone {s:?}: expected an offset like +0800 or -0330"
-                )?;
-                return Ok(EXIT_INVALID);
-            }
-        },
-    };
+    let timezone = args.timezone;
 
     // The simulator, when asked for, becomes the default OAP and shares the (scaled) clock.
     let clock: Arc<dyn Clock> = match args.simulator {

@@ -59,6 +59,12 @@ pub enum Command {
     Crds(crds::CrdsArgs),
 }
 
+/// `--timezone` values: `+0800`, `-03:30`, `UTC`.
+pub fn parse_timezone_arg(s: &str) -> Result<chrono::FixedOffset, String> {
+    crate::provider::skywalking::parse_timezone(s)
+        .ok_or_else(|| format!("{s:?}: expected an offset like +0800 or -0330"))
+}
+
 /// Runs a parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut stdout = std::io::stdout();

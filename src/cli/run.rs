@@ -31,8 +31,8 @@ pub struct RunArgs {
     #[arg(long, env = "SKYCANARY_SKYWALKING", value_name = "URL")]
     pub skywalking: Option<String>,
     /// OAP timezone (`+0800`); by default read from the OAP.
-    #[arg(long, value_name = "OFFSET")]
-    pub timezone: Option<String>,
+    #[arg(long, value_name = "OFFSET", value_parser = super::parse_timezone_arg)]
+    pub timezone: Option<chrono::FixedOffset>,
     /// HTTP listen address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -57,19 +57,7 @@ pub async fn run(
         }
         return Ok(4);
     }
-    let timezone = match &args.timezone {
-        None => None,
-        Some(s) => match crate::provider::skywalking::parse_timezone(s) {
-            Some(tz) => Some(tz),
-            None => {
-                writeln!(
-                    err,
-                    "error: --timezone {s:?}: expected an offset like +0800"
-                )?;
-                return Ok(4);
-            }
-        },
-    };
+    let timezone = args.timezone;
     let token = match Token::load(args.token_file.as_deref()) {
         Ok(t) => t,
         Err(e) => {

@@ -93,6 +93,19 @@ impl LoadedTemplate {
     pub fn cluster_scoped(&self) -> bool {
         self.doc.kind == "ClusterAnalysisTemplate"
     }
+
+    /// True when this template is the one `r` names for a Canary in `namespace`: a
+    /// ClusterAnalysisTemplate for `clusterScope: true`, else an AnalysisTemplate of that
+    /// namespace (`default` when a file sets none).
+    pub fn answers(&self, r: &super::canary::TemplateRef, namespace: &str) -> bool {
+        self.doc.metadata.name == r.template_name
+            && if r.cluster_scope {
+                self.cluster_scoped()
+            } else {
+                !self.cluster_scoped()
+                    && self.doc.metadata.namespace.as_deref().unwrap_or("default") == namespace
+            }
+    }
 }
 
 /// A parsed, validated Canary.
@@ -359,15 +372,7 @@ fn check_template_references(result: &mut LoadResult) {
         for (path, refs, args) in groups {
             for (i, r) in refs.iter().enumerate() {
                 let p = format!("{path}.templates[{i}].templateName");
-                let found = result.templates.iter().find(|t| {
-                    t.doc.metadata.name == r.template_name
-                        && if r.cluster_scope {
-                            t.cluster_scoped()
-                        } else {
-                            !t.cluster_scoped()
-                                && t.doc.metadata.namespace.as_deref().unwrap_or("default") == ns
-                        }
-                });
+                let found = result.templates.iter().find(|t| t.answers(r, ns));
                 let Some(t) = found else {
                     let kind = if r.cluster_scope {
                         "ClusterAnalysisTemplate"

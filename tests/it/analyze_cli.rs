@@ -225,3 +225,22 @@ fn indefinite_metric_is_refused_with_exit_4() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("run indefinitely"));
 }
+
+#[test]
+fn usage_errors_exit_4_not_2() {
+    let out = skycanary(&[
+        "analyze",
+        "analysis-templates/apdex.yaml",
+        "--output",
+        "yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "2 would read as Inconclusive");
+    let out = skycanary(&[
+        "analyze",
+        "analysis-templates/apdex.yaml",
+        "--timezone",
+        "+99",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(skycanary(&["--help"]).status.code(), Some(0));
+}
