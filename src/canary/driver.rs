@@ -18,16 +18,13 @@ use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
 use crate::runner::{self, Clock, Defaults, RunEvent};
 use crate::server::Metrics;
-use crate::state::FileStateStore;
+use crate::state::StatusStore;
 use crate::traffic::istio::{self, Restore};
 use crate::traffic::planner::DesiredPlanner;
 use crate::traffic::router::Router;
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
 use crate::traffic::store::{ManifestStore, ObjectKey};
 use crate::traffic::{DesiredRouting, IstioRouting, RouteWeights};
-
-/// State-file kind of Canary statuses.
-pub const STATE_KIND: &str = "canary";
 
 /// Messages to a canary task.
 #[derive(Debug)]
@@ -82,7 +79,9 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     /// Templates by namespace/name.
     pub templates: Arc<Vec<LoadedTemplate>>,
     /// Status persistence.
-    pub state: FileStateStore,
+    pub state: StatusStore,
+    /// Kubernetes Events on the Canary (cluster mode).
+    pub events: Option<kube::Client>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.
@@ -97,6 +96,7 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
             router: self.router.clone(),
             templates: self.templates.clone(),
             state: self.state.clone(),
+            events: self.events.clone(),
             clock: self.clock.clone(),
             defaults: self.defaults.clone(),
             metrics: self.metrics.clone(),
@@ -111,18 +111,8 @@ pub fn spawn<S: ManifestStore + 'static>(
 ) -> CanaryHandle {
     let namespace = canary.namespace().to_string();
     let name = canary.doc.metadata.name.clone();
-    let persisted: Option<CanaryStatus> = match ctx.state.load(STATE_KIND, &namespace, &name) {
-        Ok(s) => s,
-        Err(e) => {
-            // Never silently restart a release from scratch: keep the task alive but paused on
-            // an explicit error, and say why.
-            tracing::error!(canary = %format!("{namespace}/{name}"), "cannot read persisted status: {e}");
-            None
-        }
-    };
-    let status = persisted.unwrap_or_default();
     let (tx, rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(status.clone());
+    let (status_tx, status_rx) = watch::channel(CanaryStatus::default());
     let doc = Arc::new(canary.doc.clone());
     let task = CanaryTask {
         namespace: namespace.clone(),
@@ -131,12 +121,31 @@ pub fn spawn<S: ManifestStore + 'static>(
         doc: doc.clone(),
         ctx,
         tx: tx.clone(),
-        status,
+        status: CanaryStatus::default(),
         status_tx,
         stops: HashMap::new(),
         wake: None,
     };
-    tokio::spawn(task.run(rx));
+    tokio::spawn(async move {
+        let mut task = task;
+        match task.ctx.state.load(&task.namespace, &task.name).await {
+            Ok(persisted) => {
+                task.status = persisted.unwrap_or_default();
+                let _ = task.status_tx.send(task.status.clone());
+                task.run(rx).await;
+            }
+            Err(e) => {
+                // Never restart a release from scratch because its state is unreadable: the
+                // task stays idle and says why; a human decides (fix or delete the state).
+                tracing::error!(canary = %task.id(), "cannot read persisted status, not driving this canary: {e}");
+                let s = CanaryStatus {
+                    message: Some(format!("cannot read persisted status: {e}")),
+                    ..Default::default()
+                };
+                let _ = task.status_tx.send(s);
+            }
+        }
+    });
     CanaryHandle {
         namespace,
         name,
@@ -244,7 +253,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             let (next, effects) = machine::step(&self.doc.spec, &self.status, &input, now);
             if next != self.status {
                 self.status = next;
-                self.publish();
+                self.publish().await;
             }
             for effect in effects {
                 match effect {
@@ -264,18 +273,19 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             let _ = stop.send(Some(reason));
                         }
                     }
-                    Effect::Event(ev) => self.event(&ev),
+                    Effect::Event(ev) => self.event(&ev).await,
                     Effect::WakeAt(t) => self.wake = Some(self.wake.map_or(t, |w| w.min(t))),
                 }
             }
         }
     }
 
-    fn publish(&mut self) {
+    async fn publish(&mut self) {
         if let Err(e) = self
             .ctx
             .state
-            .save(STATE_KIND, &self.namespace, &self.name, &self.status)
+            .save(&self.namespace, &self.name, &self.status)
+            .await
         {
             tracing::error!(canary = %self.id(), "cannot persist status: {e}");
         }
@@ -288,7 +298,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let _ = self.status_tx.send(self.status.clone());
     }
 
-    fn event(&self, ev: &CanaryEvent) {
+    async fn event(&self, ev: &CanaryEvent) {
         if ev.warning {
             tracing::warn!(canary = %self.id(), reason = %ev.reason, "{}", ev.message);
         } else {
@@ -297,6 +307,33 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         self.ctx
             .metrics
             .decision(&self.namespace, &self.name, &ev.reason);
+        if let Some(client) = &self.ctx.events {
+            use crate::traffic::kube::{EventType, emit_event};
+            let involved = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(crate::resources::API_VERSION.to_string()),
+                kind: Some("Canary".into()),
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            };
+            let kind = if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            if let Err(e) = emit_event(
+                client,
+                &self.namespace,
+                &involved,
+                &ev.reason,
+                &ev.message,
+                kind,
+            )
+            .await
+            {
+                tracing::warn!(canary = %self.id(), "could not record event {}: {e}", ev.reason);
+            }
+        }
     }
 
     fn targets(&self) -> (Vec<ObjectKey>, Option<ObjectKey>) {
@@ -382,7 +419,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     message: format!("{key}: {m}"),
                 },
             };
-            self.event(&ev);
+            self.event(&ev).await;
         }
     }
 

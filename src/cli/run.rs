@@ -11,7 +11,7 @@ use crate::daemon::DaemonControl;
 use crate::resources::load_paths;
 use crate::runner::{Clock, Defaults, SystemClock};
 use crate::server::{self, Auth, Metrics, Token};
-use crate::state::FileStateStore;
+use crate::state::{FileStateStore, StatusStore};
 use crate::traffic::file::FileStore;
 use crate::traffic::router::Router;
 
@@ -103,7 +103,8 @@ pub async fn run(
     let ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
-        state,
+        state: StatusStore::File(state),
+        events: None,
         clock,
         defaults: Defaults {
             skywalking: args.skywalking.clone(),
