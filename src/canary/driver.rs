@@ -41,6 +41,8 @@ pub enum Msg {
         message: String,
         /// When skycanary received it (for the alarm→rollback latency).
         received: std::time::Instant,
+        /// Told once the alarm was handled (the rollback write included).
+        done: Option<oneshot::Sender<CanaryStatus>>,
     },
     /// Progress of one of this canary's analysis runs.
     Analysis {
@@ -224,6 +226,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     entity,
                     message,
                     received,
+                    done,
                 }) => {
                     self.ctx.metrics.alarm_matched(&self.namespace, &self.name);
                     queue.push_back(Input::Alarm {
@@ -233,6 +236,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     });
                     self.process(&mut queue).await;
                     self.ctx.metrics.alarm_rollback_latency(received.elapsed());
+                    if let Some(done) = done {
+                        let _ = done.send(self.status.clone());
+                    }
                 }
             }
             self.process(&mut queue).await;

@@ -57,13 +57,25 @@ impl DaemonControl {
         }
     }
 
-    /// Routes a SkyWalking webhook body to every canary whose `rollbackOn` matches.
-    fn take_skywalking(&self, body: &[u8]) -> Result<serde_json::Value, ControlError> {
+    /// Routes a SkyWalking webhook body to every canary whose `rollbackOn` matches. The answer
+    /// comes once every matched canary has handled the alarm (its rollback written), so the
+    /// sender knows the rollback happened.
+    fn take_skywalking(
+        &self,
+        body: &[u8],
+    ) -> Result<
+        (
+            serde_json::Value,
+            Vec<oneshot::Receiver<crate::canary::CanaryStatus>>,
+        ),
+        ControlError,
+    > {
         let alarms = parse_payload(body).map_err(|e| ControlError::Invalid(e.to_string()))?;
         let received = std::time::Instant::now();
         self.metrics
             .alarms_received(AlarmSource::Skywalking, alarms.len() as u64);
         let mut matched = Vec::new();
+        let mut handled = Vec::new();
         let (mut duplicates, mut recoveries, mut stale) = (0, 0, 0);
         for a in &alarms {
             if a.is_recovery() {
@@ -94,7 +106,10 @@ impl DaemonControl {
                     stale += 1;
                     continue;
                 }
+                let (done, wait) = oneshot::channel();
+                handled.push(wait);
                 let _ = h.tx.send(Msg::Alarm {
+                    done: Some(done),
                     rule: a.rule_name.clone(),
                     entity: a.name.clone(),
                     message: a.alarm_message.clone().unwrap_or_default(),
@@ -103,13 +118,14 @@ impl DaemonControl {
                 matched.push(format!("{}/{}", h.namespace, h.name));
             }
         }
-        Ok(json!({
+        let summary = json!({
             "received": alarms.len(),
             "matched": matched,
             "duplicates": duplicates,
             "recoveries": recoveries,
             "olderThanRun": stale,
-        }))
+        });
+        Ok((summary, handled))
     }
 }
 
@@ -174,14 +190,21 @@ impl Control for DaemonControl {
         source: AlarmSource,
         body: Bytes,
     ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
-        let result = match source {
+        let taken = match source {
             AlarmSource::Skywalking => self.take_skywalking(&body),
             AlarmSource::Alertmanager => Err(ControlError::Invalid(
                 "Alertmanager payloads are not supported by this version; use /webhooks/skywalking"
                     .into(),
             )),
         };
-        Box::pin(async move { result })
+        Box::pin(async move {
+            let (summary, handled) = taken?;
+            for wait in handled {
+                // Bounded: a stuck routing write must not hold the sender (OAP times out at 12 s).
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
+            }
+            Ok(summary)
+        })
     }
 }
 
