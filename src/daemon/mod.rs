@@ -5,5 +5,6 @@
 //! a `--manifests` directory, state in `--state-dir`.
 
 pub mod control;
+pub mod kube_source;
 
 pub use control::DaemonControl;

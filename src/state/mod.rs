@@ -2,6 +2,7 @@
 //! `--state-dir`, atomically, so a restarted daemon resumes where it stopped.
 
 pub mod file;
+pub mod kube_status;
 pub mod status;
 
 pub use file::{FileStateStore, StateError};

@@ -4,6 +4,7 @@
 use crate::canary::CanaryStatus;
 
 use super::file::FileStateStore;
+use super::kube_status::KubeStatusStore;
 
 /// State-file kind of Canary statuses.
 pub const CANARY_KIND: &str = "canary";
@@ -13,6 +14,8 @@ pub const CANARY_KIND: &str = "canary";
 pub enum StatusStore {
     /// `--state-dir`: one JSON file per Canary.
     File(FileStateStore),
+    /// Cluster mode: the Canary's `.status` subresource.
+    Kube(KubeStatusStore),
 }
 
 impl StatusStore {

@@ -1,0 +1,635 @@
+//! Cluster-mode resource source: Canaries, AnalysisTemplates and ClusterAnalysisTemplates read
+//! from `skycanary.io/v1alpha1` CRDs, validated exactly like files.
+//!
+//! Each object is checked on its own and its problems are reported with its id
+//! (`kube:<kind>/<ns>/<name>`) instead of failing the whole load, so one bad object never stops
+//! the others. [`KubeSource::watch`] lists each kind, watches from the list's resourceVersion,
+//! resumes from the last seen version when a watch ends, relists on 410 Expired, and backs off
+//! (bounded, exponential) on errors. It emits a new [`Snapshot`] only when something the
+//! drivers act on changed: status-only writes (the daemon's own) are ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
+};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::canary::CanaryStatus;
+use crate::resources::canary::CanaryDoc;
+use crate::resources::canary_validate::validate_canary;
+use crate::resources::load::{
+    ConfigError, LoadedCanary, LoadedTemplate, Origin, deserialize_all, validate_template,
+};
+use crate::resources::template::AnalysisTemplateDoc;
+use crate::resources::yaml::LineIndex;
+use crate::state::kube_status::{GROUP, VERSION, parse_status};
+
+/// Page size of LIST requests (kube's watcher uses the same).
+const LIST_PAGE: u32 = 500;
+
+/// The kinds this source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    /// `Canary` (namespaced).
+    Canary,
+    /// `AnalysisTemplate` (namespaced).
+    AnalysisTemplate,
+    /// `ClusterAnalysisTemplate` (cluster-scoped).
+    ClusterAnalysisTemplate,
+}
+
+impl SourceKind {
+    /// All kinds, in listing order.
+    pub const ALL: [SourceKind; 3] = [
+        SourceKind::Canary,
+        SourceKind::AnalysisTemplate,
+        SourceKind::ClusterAnalysisTemplate,
+    ];
+
+    /// The kind name.
+    pub fn kind(self) -> &'static str {
+        match self {
+            SourceKind::Canary => "Canary",
+            SourceKind::AnalysisTemplate => "AnalysisTemplate",
+            SourceKind::ClusterAnalysisTemplate => "ClusterAnalysisTemplate",
+        }
+    }
+
+    /// The REST collection name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            SourceKind::Canary => "canaries",
+            SourceKind::AnalysisTemplate => "analysistemplates",
+            SourceKind::ClusterAnalysisTemplate => "clusteranalysistemplates",
+        }
+    }
+
+    /// False for cluster-scoped kinds, which are read cluster-wide even in namespace mode.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, SourceKind::ClusterAnalysisTemplate)
+    }
+
+    fn resource(self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(GROUP, VERSION, self.kind()),
+            self.plural(),
+        )
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+/// Identity of one object: kind, namespace (None when cluster-scoped), name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    /// Kind.
+    pub kind: SourceKind,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{ns}/{}", self.kind, self.name),
+            None => write!(f, "{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// A valid Canary as read from the cluster, with what files do not have.
+#[derive(Debug, Clone)]
+pub struct KubeCanary {
+    /// The Canary; `doc.status` holds the raw `.status` as listed.
+    pub canary: LoadedCanary,
+    /// `metadata.generation`, to record as `status.observedGeneration`.
+    pub generation: Option<i64>,
+    /// `metadata.uid`: a deleted and recreated Canary is a different object.
+    pub uid: Option<String>,
+}
+
+impl KubeCanary {
+    /// The parsed `.status` as of this snapshot (absent/empty → None; invalid → error). The
+    /// daemon should read fresh state with `KubeStatusStore::load` before resuming.
+    pub fn status(&self) -> Result<Option<CanaryStatus>, String> {
+        parse_status(self.canary.doc.status.as_ref())
+    }
+}
+
+/// resourceVersions the snapshot reflects, one per collection (they are opaque and per-list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceVersions {
+    /// Of the Canary list.
+    pub canaries: String,
+    /// Of the AnalysisTemplate list.
+    pub templates: String,
+    /// Of the ClusterAnalysisTemplate list.
+    pub cluster_templates: String,
+}
+
+impl ResourceVersions {
+    fn set(&mut self, kind: SourceKind, rv: String) {
+        match kind {
+            SourceKind::Canary => self.canaries = rv,
+            SourceKind::AnalysisTemplate => self.templates = rv,
+            SourceKind::ClusterAnalysisTemplate => self.cluster_templates = rv,
+        }
+    }
+}
+
+/// Every object of the three kinds, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Valid Canaries, ordered by namespace and name.
+    pub canaries: Vec<KubeCanary>,
+    /// Valid templates (namespaced and cluster-scoped).
+    pub templates: Vec<LoadedTemplate>,
+    /// Objects that failed validation, with all their problems.
+    pub errors: Vec<(ObjectId, Vec<ConfigError>)>,
+    /// Where the lists were taken.
+    pub resource_version: ResourceVersions,
+}
+
+/// What [`KubeSource::watch`] reports.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    /// The first complete view, and every later one whose specs changed.
+    Changed(Snapshot),
+    /// A list or watch failed; the source retries by itself.
+    Error(String),
+}
+
+/// Failures of [`KubeSource::snapshot`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    /// Listing a collection failed.
+    #[error("listing {kind} objects: {message}")]
+    List {
+        /// The collection.
+        kind: SourceKind,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// Reads skycanary resources from the Kubernetes API.
+#[derive(Clone)]
+pub struct KubeSource {
+    client: Client,
+    namespace: Option<String>,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    watch_timeout_secs: u32,
+}
+
+impl fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeSource {
+    /// A source over `client`: Canaries and AnalysisTemplates of `namespace` (None = all
+    /// namespaces); ClusterAnalysisTemplates always.
+    pub fn new(client: Client, namespace: Option<String>) -> Self {
+        KubeSource {
+            client,
+            namespace,
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            watch_timeout_secs: 290,
+        }
+    }
+
+    /// Retry delays after errors: doubling from `min`, capped at `max`.
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+
+    /// Server-side duration of one watch request (it is then resumed).
+    pub fn with_watch_timeout(mut self, secs: u32) -> Self {
+        self.watch_timeout_secs = secs.max(1);
+        self
+    }
+
+    fn api(&self, kind: SourceKind) -> Api<DynamicObject> {
+        match (&self.namespace, kind.namespaced()) {
+            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &kind.resource()),
+            _ => Api::all_with(self.client.clone(), &kind.resource()),
+        }
+    }
+
+    /// Lists the three kinds once and validates every object.
+    pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        let mut objects = BTreeMap::new();
+        let mut rvs = ResourceVersions::default();
+        for kind in SourceKind::ALL {
+            let (listed, rv) = list_kind(&self.api(kind), kind)
+                .await
+                .map_err(|message| SourceError::List { kind, message })?;
+            objects.extend(listed);
+            rvs.set(kind, rv);
+        }
+        Ok(build_snapshot(&objects, rvs))
+    }
+
+    /// Starts watching (needs a tokio runtime). The first event is the initial snapshot; the
+    /// background tasks stop when the receiver is dropped.
+    pub fn watch(self) -> mpsc::Receiver<SourceEvent> {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(self.run(tx));
+        rx
+    }
+
+    async fn run(self, tx: mpsc::Sender<SourceEvent>) {
+        let (itx, mut irx) = mpsc::channel::<KindMsg>(256);
+        // Dropping the set (when this task ends) aborts the per-kind watchers.
+        let mut watchers = JoinSet::new();
+        for kind in SourceKind::ALL {
+            watchers.spawn(watch_kind(
+                self.api(kind),
+                kind,
+                itx.clone(),
+                WatchConfig {
+                    backoff_min: self.backoff_min,
+                    backoff_max: self.backoff_max,
+                    timeout_secs: self.watch_timeout_secs,
+                },
+            ));
+        }
+        drop(itx);
+        let mut objects: BTreeMap<ObjectId, Value> = BTreeMap::new();
+        let mut listed: BTreeSet<SourceKind> = BTreeSet::new();
+        let mut rvs = ResourceVersions::default();
+        let mut last: Option<Vec<(ObjectId, Value)>> = None;
+        loop {
+            let msg = tokio::select! {
+                m = irx.recv() => m,
+                _ = tx.closed() => return,
+            };
+            let Some(msg) = msg else { return };
+            let mut batch = vec![msg];
+            // Coalesce what is already queued into one snapshot.
+            while let Ok(m) = irx.try_recv() {
+                batch.push(m);
+            }
+            for m in batch {
+                match m {
+                    KindMsg::Listed(kind, items, rv) => {
+                        objects.retain(|id, _| id.kind != kind);
+                        objects.extend(items);
+                        listed.insert(kind);
+                        rvs.set(kind, rv);
+                    }
+                    KindMsg::Applied(id, obj, rv) => {
+                        rvs.set(id.kind, rv);
+                        objects.insert(id, obj);
+                    }
+                    KindMsg::Deleted(id, rv) => {
+                        rvs.set(id.kind, rv);
+                        objects.remove(&id);
+                    }
+                    KindMsg::Error(e) => {
+                        if tx.send(SourceEvent::Error(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if listed.len() < SourceKind::ALL.len() {
+                continue;
+            }
+            let print = fingerprint(&objects);
+            if last.as_ref() == Some(&print) {
+                continue;
+            }
+            last = Some(print);
+            let snapshot = build_snapshot(&objects, rvs.clone());
+            if tx.send(SourceEvent::Changed(snapshot)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Per-kind updates sent by the watcher tasks to the merging task.
+enum KindMsg {
+    Listed(SourceKind, BTreeMap<ObjectId, Value>, String),
+    Applied(ObjectId, Value, String),
+    Deleted(ObjectId, String),
+    Error(String),
+}
+
+#[derive(Clone, Copy)]
+struct WatchConfig {
+    backoff_min: Duration,
+    backoff_max: Duration,
+    timeout_secs: u32,
+}
+
+/// Doubling retry delay, capped; reset after progress.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Why a watch session ended.
+enum WatchEnd {
+    /// The server closed it (timeout, dropped connection): resume from the last version.
+    Closed { events: bool },
+    /// 410 Expired: the version is gone, relist.
+    Gone,
+    /// An error: report, back off, resume.
+    Failed(String),
+    /// Nobody listens any more.
+    Stop,
+}
+
+/// List, then watch from the list's version; resume on a closed watch, relist on 410.
+async fn watch_kind(
+    api: Api<DynamicObject>,
+    kind: SourceKind,
+    tx: mpsc::Sender<KindMsg>,
+    cfg: WatchConfig,
+) {
+    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    loop {
+        let (items, mut rv) = match list_kind(&api, kind).await {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("listing {kind} objects: {e}");
+                tracing::warn!(%kind, error = %e, "list failed; retrying");
+                if tx.send(KindMsg::Error(msg)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        if tx
+            .send(KindMsg::Listed(kind, items, rv.clone()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        backoff.reset();
+        loop {
+            let started = Instant::now();
+            match watch_once(&api, kind, &mut rv, &tx, cfg.timeout_secs).await {
+                WatchEnd::Stop => return,
+                WatchEnd::Gone => {
+                    tracing::info!(%kind, "resourceVersion expired; relisting");
+                    break;
+                }
+                WatchEnd::Closed { events } => {
+                    if events {
+                        backoff.reset();
+                    } else if started.elapsed() < Duration::from_secs(1) {
+                        // A server that closes at once must not make us spin.
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+                WatchEnd::Failed(e) => {
+                    tracing::warn!(%kind, error = %e, "watch failed; retrying");
+                    if tx
+                        .send(KindMsg::Error(format!("watching {kind} objects: {e}")))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
+
+/// One watch request from `rv`, advancing `rv` with every event and bookmark.
+async fn watch_once(
+    api: &Api<DynamicObject>,
+    kind: SourceKind,
+    rv: &mut String,
+    tx: &mpsc::Sender<KindMsg>,
+    timeout_secs: u32,
+) -> WatchEnd {
+    let wp = WatchParams::default().timeout(timeout_secs);
+    let stream = match api.watch(&wp, rv).await {
+        Ok(s) => s,
+        Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Gone,
+        Err(e) => return WatchEnd::Failed(e.to_string()),
+    };
+    let mut stream = std::pin::pin!(stream);
+    let mut events = false;
+    while let Some(item) = stream.next().await {
+        let msg = match item {
+            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
+                let (id, obj) = raw_object(kind, o);
+                advance(rv, &obj);
+                KindMsg::Applied(id, obj, rv.clone())
+            }
+            Ok(WatchEvent::Deleted(o)) => {
+                let (id, obj) = raw_object(kind, o);
+                advance(rv, &obj);
+                KindMsg::Deleted(id, rv.clone())
+            }
+            Ok(WatchEvent::Bookmark(b)) => {
+                if !b.metadata.resource_version.is_empty() {
+                    *rv = b.metadata.resource_version;
+                }
+                continue;
+            }
+            Ok(WatchEvent::Error(s)) if s.code == 410 => return WatchEnd::Gone,
+            Ok(WatchEvent::Error(s)) => {
+                return WatchEnd::Failed(format!("{} {}: {}", s.code, s.reason, s.message));
+            }
+            Err(e) => return WatchEnd::Failed(e.to_string()),
+        };
+        events = true;
+        if tx.send(msg).await.is_err() {
+            return WatchEnd::Stop;
+        }
+    }
+    WatchEnd::Closed { events }
+}
+
+fn advance(rv: &mut String, obj: &Value) {
+    if let Some(v) = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+    {
+        *rv = v.to_string();
+    }
+}
+
+/// All objects of one kind (following `continue` pages) and the list's resourceVersion.
+async fn list_kind(
+    api: &Api<DynamicObject>,
+    kind: SourceKind,
+) -> Result<(BTreeMap<ObjectId, Value>, String), String> {
+    let mut out = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(LIST_PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await.map_err(describe_error)?;
+        let rv = page.metadata.resource_version.clone().unwrap_or_default();
+        for o in page.items {
+            let (id, obj) = raw_object(kind, o);
+            out.insert(id, obj);
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => token = Some(next),
+            None => return Ok((out, rv)),
+        }
+    }
+}
+
+fn describe_error(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!(
+            "Kubernetes API answered {} {}: {}",
+            s.code, s.reason, s.message
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The object as JSON with `apiVersion` and `kind` set (list items omit them).
+fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
+    let id = ObjectId {
+        kind,
+        namespace: if kind.namespaced() {
+            o.metadata.namespace.clone()
+        } else {
+            None
+        },
+        name: o.metadata.name.clone().unwrap_or_default(),
+    };
+    let mut v = serde_json::to_value(&o).unwrap_or_else(|_| json!({}));
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), json!(format!("{GROUP}/{VERSION}")));
+        m.insert("kind".into(), json!(kind.kind()));
+    }
+    (id, v)
+}
+
+/// What decides whether drivers must hear about an object: everything but `.status` and the
+/// server's bookkeeping (resourceVersion, managedFields, ...).
+fn fingerprint(objects: &BTreeMap<ObjectId, Value>) -> Vec<(ObjectId, Value)> {
+    objects
+        .iter()
+        .map(|(id, obj)| {
+            let mut v = obj.clone();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("status");
+                let meta = m.get("metadata").cloned().unwrap_or_else(|| json!({}));
+                let mut kept = Map::new();
+                for field in ["uid", "generation", "labels", "annotations"] {
+                    if let Some(x) = meta.get(field) {
+                        kept.insert(field.into(), x.clone());
+                    }
+                }
+                m.insert("metadata".into(), Value::Object(kept));
+            }
+            (id.clone(), v)
+        })
+        .collect()
+}
+
+/// Validates every object like the file loader does, collecting errors per object.
+fn build_snapshot(objects: &BTreeMap<ObjectId, Value>, rvs: ResourceVersions) -> Snapshot {
+    let mut snap = Snapshot {
+        resource_version: rvs,
+        ..Snapshot::default()
+    };
+    for (id, obj) in objects {
+        let origin = Origin {
+            file: format!("kube:{id}"),
+            lines: LineIndex::default(),
+        };
+        match id.kind {
+            SourceKind::Canary => {
+                let (parsed, mut errs) = deserialize_all::<CanaryDoc>(obj, &origin);
+                if let Some(doc) = parsed {
+                    errs.extend(validate_canary(&doc, &origin));
+                    if errs.is_empty() {
+                        let meta = obj.get("metadata");
+                        snap.canaries.push(KubeCanary {
+                            canary: LoadedCanary { doc, origin },
+                            generation: meta
+                                .and_then(|m| m.get("generation"))
+                                .and_then(Value::as_i64),
+                            uid: meta
+                                .and_then(|m| m.get("uid"))
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
+                        });
+                    }
+                }
+                if !errs.is_empty() {
+                    snap.errors.push((id.clone(), errs));
+                }
+            }
+            SourceKind::AnalysisTemplate | SourceKind::ClusterAnalysisTemplate => {
+                let (parsed, mut errs) = deserialize_all::<AnalysisTemplateDoc>(obj, &origin);
+                if let Some(doc) = parsed {
+                    errs.extend(validate_template(&doc, &origin));
+                    if errs.is_empty() {
+                        snap.templates.push(LoadedTemplate { doc, origin });
+                    }
+                }
+                if !errs.is_empty() {
+                    snap.errors.push((id.clone(), errs));
+                }
+            }
+        }
+    }
+    snap
+}
+
+#[cfg(test)]
+#[path = "kube_source_tests.rs"]
+mod tests;

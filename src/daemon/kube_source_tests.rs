@@ -1,0 +1,392 @@
+//! KubeSource against the in-process fake API server.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc::Receiver;
+
+use super::*;
+use crate::canary::CanaryPhase;
+use crate::state::kube_status::KubeStatusStore;
+use crate::testkit::FakeApiServer;
+
+const WAIT: Duration = Duration::from_secs(5);
+/// Long enough for a suppressed event to have shown up if it were sent.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn canary(ns: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "skycanary.io/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": "reviews"}},
+        "spec": {
+            "revision": "v2",
+            "trafficRouting": {"istio": {
+                "virtualService": {"name": "reviews", "routes": ["primary"]},
+                "destinationRule": {"name": "reviews", "stableSubsetName": "v1", "canarySubsetName": "v2"},
+            }},
+            "analysis": {"templates": [{"templateName": "apdex"}], "args": [{"name": "service", "value": "reviews"}]},
+            "steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}],
+        },
+    })
+}
+
+fn template(kind: &str, ns: Option<&str>, name: &str) -> Value {
+    let mut metadata = json!({"name": name});
+    if let Some(ns) = ns {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({
+        "apiVersion": "skycanary.io/v1alpha1",
+        "kind": kind,
+        "metadata": metadata,
+        "spec": {
+            "args": [{"name": "service"}],
+            "metrics": [{
+                "name": "apdex",
+                "successCondition": "min(result) >= 9900",
+                "provider": {"skywalking": {"window": "5m", "metric": "service_apdex",
+                    "entity": {"serviceName": "{{args.service}}"}}},
+            }],
+        },
+    })
+}
+
+/// Two namespaces, both template kinds, and one Canary with an unknown field.
+fn seeded() -> FakeApiServer {
+    let fake = FakeApiServer::new();
+    fake.seed(canary("bookinfo", "reviews")).expect("seed");
+    fake.seed(canary("shop", "cart")).expect("seed");
+    let mut bad = canary("bookinfo", "broken");
+    bad["spec"]["trafficRouting"]["bogus"] = json!(true);
+    fake.seed(bad).expect("seed");
+    fake.seed(template("AnalysisTemplate", Some("bookinfo"), "apdex"))
+        .expect("seed");
+    fake.seed(template("AnalysisTemplate", Some("shop"), "apdex"))
+        .expect("seed");
+    fake.seed(template("ClusterAnalysisTemplate", None, "sla"))
+        .expect("seed");
+    fake
+}
+
+fn names(s: &Snapshot) -> Vec<String> {
+    s.canaries
+        .iter()
+        .map(|c| format!("{}/{}", c.canary.namespace(), c.canary.doc.metadata.name))
+        .collect()
+}
+
+fn template_names(s: &Snapshot) -> Vec<String> {
+    s.templates
+        .iter()
+        .map(|t| {
+            format!(
+                "{}:{}/{}",
+                t.doc.kind,
+                t.doc.metadata.namespace.as_deref().unwrap_or("-"),
+                t.doc.metadata.name
+            )
+        })
+        .collect()
+}
+
+fn source(fake: &FakeApiServer, ns: Option<&str>) -> KubeSource {
+    KubeSource::new(fake.client(), ns.map(str::to_string))
+        .with_backoff(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+/// The next Changed snapshot; Error events are returned as Err.
+async fn next(rx: &mut Receiver<SourceEvent>) -> Result<Snapshot, String> {
+    match tokio::time::timeout(WAIT, rx.recv()).await {
+        Ok(Some(SourceEvent::Changed(s))) => Ok(s),
+        Ok(Some(SourceEvent::Error(e))) => Err(e),
+        Ok(None) => Err("channel closed".into()),
+        Err(_) => Err("no event within the deadline".into()),
+    }
+}
+
+/// Skips Error events (retries in progress) until a snapshot arrives.
+async fn next_snapshot(rx: &mut Receiver<SourceEvent>) -> Snapshot {
+    for _ in 0..20 {
+        match next(rx).await {
+            Ok(s) => return s,
+            Err(e) if e.contains("deadline") || e.contains("closed") => panic!("{e}"),
+            Err(_) => continue,
+        }
+    }
+    panic!("only errors");
+}
+
+async fn assert_quiet(rx: &mut Receiver<SourceEvent>) {
+    if let Ok(Some(ev)) = tokio::time::timeout(QUIET, rx.recv()).await {
+        panic!("unexpected event {ev:?}");
+    }
+}
+
+fn canary_lists(fake: &FakeApiServer) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.path.ends_with("/canaries")
+                && !r.query.as_deref().unwrap_or_default().contains("watch=")
+        })
+        .count()
+}
+
+fn set_weight(fake: &FakeApiServer, ns: &str, name: &str, w: i64) {
+    fake.update("skycanary.io", "canaries", ns, name, |o| {
+        o["spec"]["steps"][0]["setWeight"] = json!(w);
+    })
+    .expect("spec edit");
+}
+
+fn first_weight(s: &Snapshot, name: &str) -> Option<(i64, Option<i64>)> {
+    let c = s
+        .canaries
+        .iter()
+        .find(|c| c.canary.doc.metadata.name == name)?;
+    let v = serde_json::to_value(&c.canary.doc.spec.steps).ok()?;
+    Some((v[0]["setWeight"].as_i64()?, c.generation))
+}
+
+#[tokio::test]
+async fn snapshot_returns_valid_objects_and_reports_invalid_ones() {
+    let fake = seeded();
+    let snap = source(&fake, None).snapshot().await.expect("snapshot");
+    assert_eq!(names(&snap), ["bookinfo/reviews", "shop/cart"]);
+    assert_eq!(
+        template_names(&snap),
+        [
+            "AnalysisTemplate:bookinfo/apdex",
+            "AnalysisTemplate:shop/apdex",
+            "ClusterAnalysisTemplate:-/sla"
+        ]
+    );
+    let reviews = &snap.canaries[0];
+    assert_eq!(reviews.generation, Some(1));
+    assert!(reviews.uid.is_some());
+    assert_eq!(reviews.canary.origin.file, "kube:Canary/bookinfo/reviews");
+    assert!(snap.templates.iter().any(|t| t.cluster_scoped()));
+
+    assert_eq!(snap.errors.len(), 1, "{:?}", snap.errors);
+    let (id, errs) = &snap.errors[0];
+    assert_eq!(id.to_string(), "Canary/bookinfo/broken");
+    assert!(
+        errs.iter().any(|e| e.path.contains("trafficRouting")
+            && e.message.contains("bogus")
+            && e.file == "kube:Canary/bookinfo/broken"
+            && e.line.is_none()),
+        "{errs:?}"
+    );
+    let rv = fake.resource_version().to_string();
+    assert_eq!(snap.resource_version.canaries, rv);
+    assert_eq!(snap.resource_version.cluster_templates, rv);
+}
+
+#[tokio::test]
+async fn snapshot_carries_the_canary_status() {
+    let fake = seeded();
+    let store = KubeStatusStore::new(fake.client());
+    let status = crate::canary::CanaryStatus {
+        phase: CanaryPhase::Progressing,
+        current_step_index: 1,
+        desired_weight: 10,
+        observed_generation: Some(1),
+        ..Default::default()
+    };
+    store
+        .save("bookinfo", "reviews", &status)
+        .await
+        .expect("save");
+    let snap = source(&fake, None).snapshot().await.expect("snapshot");
+    assert_eq!(snap.canaries[0].status(), Ok(Some(status)));
+    assert_eq!(snap.canaries[1].status(), Ok(None));
+}
+
+#[tokio::test]
+async fn namespace_scoped_source_lists_one_namespace_and_cluster_templates() {
+    let fake = seeded();
+    fake.clear_requests();
+    let snap = source(&fake, Some("bookinfo"))
+        .snapshot()
+        .await
+        .expect("snapshot");
+    assert_eq!(names(&snap), ["bookinfo/reviews"]);
+    assert_eq!(
+        template_names(&snap),
+        [
+            "AnalysisTemplate:bookinfo/apdex",
+            "ClusterAnalysisTemplate:-/sla"
+        ]
+    );
+    assert_eq!(snap.errors.len(), 1);
+    let paths: Vec<String> = fake.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/apis/skycanary.io/v1alpha1/namespaces/bookinfo/canaries",
+            "/apis/skycanary.io/v1alpha1/namespaces/bookinfo/analysistemplates",
+            "/apis/skycanary.io/v1alpha1/clusteranalysistemplates",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn snapshot_list_failure_is_an_error() {
+    let fake = seeded();
+    fake.fail_next(Some("GET"), "analysistemplates", 1, 500);
+    match source(&fake, None).snapshot().await {
+        Err(SourceError::List { kind, message }) => {
+            assert_eq!(kind, SourceKind::AnalysisTemplate);
+            assert!(message.contains("500"), "{message}");
+        }
+        other => panic!("expected a list error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_reports_spec_changes_and_new_canaries_but_not_status_writes() {
+    let fake = seeded();
+    let mut rx = source(&fake, None).watch();
+    let first = next_snapshot(&mut rx).await;
+    assert_eq!(names(&first), ["bookinfo/reviews", "shop/cart"]);
+    assert_eq!(first.errors.len(), 1);
+
+    set_weight(&fake, "bookinfo", "reviews", 20);
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(first_weight(&s, "reviews"), Some((20, Some(2))));
+
+    fake.seed(canary("bookinfo", "ratings")).expect("seed");
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(
+        names(&s),
+        ["bookinfo/ratings", "bookinfo/reviews", "shop/cart"]
+    );
+
+    // The daemon's own status write: no event.
+    let store = KubeStatusStore::new(fake.client());
+    let status = crate::canary::CanaryStatus {
+        phase: CanaryPhase::Paused,
+        current_step_index: 1,
+        desired_weight: 20,
+        observed_generation: Some(2),
+        ..Default::default()
+    };
+    store
+        .save("bookinfo", "reviews", &status)
+        .await
+        .expect("status");
+    assert_quiet(&mut rx).await;
+
+    // The next event is the next spec change, and it carries the latest status.
+    set_weight(&fake, "bookinfo", "reviews", 30);
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(first_weight(&s, "reviews"), Some((30, Some(3))));
+    let reviews = s
+        .canaries
+        .iter()
+        .find(|c| c.canary.doc.metadata.name == "reviews");
+    assert_eq!(reviews.map(KubeCanary::status), Some(Ok(Some(status))));
+
+    // Deleting a Canary and fixing the broken one.
+    fake.delete("skycanary.io", "canaries", "shop", "cart")
+        .expect("delete");
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(names(&s), ["bookinfo/ratings", "bookinfo/reviews"]);
+    fake.update("skycanary.io", "canaries", "bookinfo", "broken", |o| {
+        if let Some(tr) = o
+            .pointer_mut("/spec/trafficRouting")
+            .and_then(Value::as_object_mut)
+        {
+            tr.remove("bogus");
+        }
+    })
+    .expect("fix");
+    let s = next_snapshot(&mut rx).await;
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(s.canaries.len(), 3);
+}
+
+#[tokio::test]
+async fn watch_sees_template_changes() {
+    let fake = seeded();
+    let mut rx = source(&fake, Some("bookinfo")).watch();
+    let first = next_snapshot(&mut rx).await;
+    assert_eq!(first.templates.len(), 2);
+    fake.seed(template("ClusterAnalysisTemplate", None, "latency"))
+        .expect("seed");
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(s.templates.len(), 3);
+    // Another namespace is not watched.
+    fake.seed(template("AnalysisTemplate", Some("shop"), "other"))
+        .expect("seed");
+    assert_quiet(&mut rx).await;
+}
+
+#[tokio::test]
+async fn watch_resumes_after_a_dropped_watch_without_relisting() {
+    let fake = seeded();
+    let mut rx = source(&fake, None).watch();
+    next_snapshot(&mut rx).await;
+    let lists = canary_lists(&fake);
+    // Hold the re-watches so the change lands while no watch is open.
+    fake.delay_next(Some("GET"), "watch=", 3, Duration::from_millis(200));
+    fake.drop_watches();
+    set_weight(&fake, "bookinfo", "reviews", 40);
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(first_weight(&s, "reviews"), Some((40, Some(2))));
+    assert_eq!(canary_lists(&fake), lists, "a dropped watch resumes");
+}
+
+#[tokio::test]
+async fn watch_relists_after_compaction() {
+    let fake = seeded();
+    let mut rx = source(&fake, None).watch();
+    next_snapshot(&mut rx).await;
+    let lists = canary_lists(&fake);
+    fake.delay_next(Some("GET"), "watch=", 3, Duration::from_millis(200));
+    fake.drop_watches();
+    set_weight(&fake, "bookinfo", "reviews", 60);
+    fake.seed(canary("bookinfo", "ratings")).expect("seed");
+    fake.compact();
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(first_weight(&s, "reviews"), Some((60, Some(2))));
+    assert_eq!(
+        names(&s),
+        ["bookinfo/ratings", "bookinfo/reviews", "shop/cart"]
+    );
+    assert!(canary_lists(&fake) > lists, "410 must relist");
+    // Still watching after the relist.
+    set_weight(&fake, "bookinfo", "reviews", 70);
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(first_weight(&s, "reviews"), Some((70, Some(3))));
+}
+
+#[tokio::test]
+async fn watch_reports_errors_and_retries() {
+    let fake = seeded();
+    fake.fail_next(Some("GET"), "/canaries", 2, 500);
+    let mut rx = source(&fake, None).watch();
+    let err = next(&mut rx).await.err().unwrap_or_default();
+    assert!(err.contains("listing Canary objects"), "{err}");
+    let s = next_snapshot(&mut rx).await;
+    assert_eq!(names(&s), ["bookinfo/reviews", "shop/cart"]);
+}
+
+#[tokio::test]
+async fn watch_stops_when_the_receiver_is_dropped() {
+    let fake = seeded();
+    let mut rx = source(&fake, None).watch();
+    next_snapshot(&mut rx).await;
+    drop(rx);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = fake.requests().len();
+    fake.drop_watches();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "no re-watch after the receiver is gone"
+    );
+}

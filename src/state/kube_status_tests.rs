@@ -1,0 +1,256 @@
+//! KubeStatusStore against the in-process fake API server.
+
+use chrono::{TimeZone, Utc};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::canary::{CanaryPhase, PauseReason, PauseStatus};
+use crate::testkit::FakeApiServer;
+
+fn canary(ns: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "skycanary.io/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"revision": "v2", "steps": [{"setWeight": 10}]},
+    })
+}
+
+fn setup() -> (FakeApiServer, KubeStatusStore) {
+    let fake = FakeApiServer::new();
+    fake.seed(canary("bookinfo", "reviews")).expect("seed");
+    let store = KubeStatusStore::new(fake.client());
+    (fake, store)
+}
+
+fn paused(generation: Option<i64>) -> CanaryStatus {
+    let since = Utc
+        .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+        .single()
+        .unwrap_or_default();
+    CanaryStatus {
+        phase: CanaryPhase::Paused,
+        revision: Some("v2".into()),
+        current_step_index: 1,
+        desired_weight: 10,
+        pause: Some(PauseStatus {
+            reason: PauseReason::Step,
+            since,
+            until: None,
+            message: Some("waiting".into()),
+        }),
+        observed_generation: generation,
+        ..CanaryStatus::default()
+    }
+}
+
+fn stored_status(fake: &FakeApiServer) -> Value {
+    fake.get("skycanary.io", "canaries", "bookinfo", "reviews")
+        .and_then(|o| o.get("status").cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn absent_and_empty_status_load_as_none() {
+    let (fake, store) = setup();
+    assert_eq!(store.load("bookinfo", "reviews").await, Ok(None));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(fake.client(), "bookinfo", &canary_resource());
+    api.patch_status(
+        "reviews",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {}})),
+    )
+    .await
+    .expect("empty status");
+    assert_eq!(store.load("bookinfo", "reviews").await, Ok(None));
+}
+
+#[tokio::test]
+async fn save_then_load_round_trips_through_the_status_subresource() {
+    let (fake, store) = setup();
+    fake.clear_requests();
+    let status = paused(Some(1));
+    store
+        .save("bookinfo", "reviews", &status)
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load("bookinfo", "reviews").await,
+        Ok(Some(status.clone()))
+    );
+    assert_eq!(stored_status(&fake)["observedGeneration"], json!(1));
+
+    let patches: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert_eq!(
+        patches[0].path,
+        "/apis/skycanary.io/v1alpha1/namespaces/bookinfo/canaries/reviews/status"
+    );
+    assert_eq!(
+        patches[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    let body: Value = serde_json::from_str(&patches[0].body).expect("json body");
+    assert!(body["metadata"]["resourceVersion"].is_string(), "{body}");
+    assert_eq!(body["status"]["phase"], json!("Paused"));
+}
+
+#[tokio::test]
+async fn main_resource_write_keeps_status_and_bumps_generation() {
+    let (fake, store) = setup();
+    let status = paused(Some(1));
+    store
+        .save("bookinfo", "reviews", &status)
+        .await
+        .expect("save");
+    let updated = fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            o["spec"]["revision"] = json!("v3");
+            if let Some(m) = o.as_object_mut() {
+                m.remove("status");
+            }
+        })
+        .expect("spec edit");
+    assert_eq!(updated["metadata"]["generation"], json!(2));
+    assert_eq!(store.load("bookinfo", "reviews").await, Ok(Some(status)));
+}
+
+#[tokio::test]
+async fn cleared_fields_are_removed_and_observed_generation_kept_when_absent() {
+    let (fake, store) = setup();
+    store
+        .save("bookinfo", "reviews", &paused(Some(1)))
+        .await
+        .expect("save paused");
+    let resumed = CanaryStatus {
+        phase: CanaryPhase::Progressing,
+        pause: None,
+        observed_generation: None,
+        ..paused(None)
+    };
+    store
+        .save("bookinfo", "reviews", &resumed)
+        .await
+        .expect("save resumed");
+    let raw = stored_status(&fake);
+    assert!(raw.get("pause").is_none(), "pause must be gone: {raw}");
+    assert_eq!(raw["observedGeneration"], json!(1));
+    assert_eq!(
+        store.load("bookinfo", "reviews").await,
+        Ok(Some(CanaryStatus {
+            observed_generation: Some(1),
+            ..resumed
+        }))
+    );
+}
+
+#[test]
+fn merge_patch_nulls_nested_removals_and_replaces_arrays() {
+    let stored = json!({
+        "phase": "Paused",
+        "pause": {"reason": "Step", "since": "t", "until": "u"},
+        "weights": [1, 2, 3],
+        "observedGeneration": 4,
+    });
+    let desired =
+        json!({"phase": "Paused", "pause": {"reason": "Step", "since": "t"}, "weights": [9]});
+    assert_eq!(
+        status_merge_patch(Some(&stored), &desired),
+        json!({"phase": "Paused", "pause": {"reason": "Step", "since": "t", "until": null}, "weights": [9]})
+    );
+    assert_eq!(status_merge_patch(None, &desired), desired);
+}
+
+#[tokio::test]
+async fn unparsable_status_is_an_error_not_a_reset() {
+    let (fake, store) = setup();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(fake.client(), "bookinfo", &canary_resource());
+    api.patch_status(
+        "reviews",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Exploded", "currentStepIndex": 2, "desiredWeight": 5}}),
+        ),
+    )
+    .await
+    .expect("foreign status");
+    match store.load("bookinfo", "reviews").await {
+        Err(StatusError::Corrupt { message, .. }) => {
+            assert!(message.contains("phase"), "{message}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn missing_canary_is_not_found() {
+    let (fake, store) = setup();
+    fake.delete("skycanary.io", "canaries", "bookinfo", "reviews")
+        .expect("delete");
+    let not_found = StatusError::NotFound {
+        namespace: "bookinfo".into(),
+        name: "reviews".into(),
+    };
+    assert_eq!(
+        store.save("bookinfo", "reviews", &paused(None)).await,
+        Err(not_found.clone())
+    );
+    assert_eq!(store.load("bookinfo", "reviews").await, Err(not_found));
+    assert!(
+        StatusError::NotFound {
+            namespace: "a".into(),
+            name: "b".into()
+        }
+        .to_string()
+        .contains("deleted")
+    );
+}
+
+#[tokio::test]
+async fn conflicts_are_retried_with_a_fresh_read_then_reported() {
+    let (fake, store) = setup();
+    fake.fail_next(Some("PATCH"), "/status", 2, 409);
+    store
+        .save("bookinfo", "reviews", &paused(Some(1)))
+        .await
+        .expect("retried");
+    assert_eq!(stored_status(&fake)["phase"], json!("Paused"));
+
+    fake.fail_next(Some("PATCH"), "/status", 100, 409);
+    assert_eq!(
+        store.save("bookinfo", "reviews", &paused(Some(1))).await,
+        Err(StatusError::Conflict {
+            namespace: "bookinfo".into(),
+            name: "reviews".into(),
+            attempts: MAX_WRITE_ATTEMPTS,
+        })
+    );
+}
+
+#[tokio::test]
+async fn stale_resource_version_is_refused_by_the_server() {
+    // The guard is real: a patch carrying an old resourceVersion conflicts.
+    let (fake, _store) = setup();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(fake.client(), "bookinfo", &canary_resource());
+    let err = api
+        .patch_status(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": "1"}, "status": {"phase": "Paused"}}),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(err, Err(kube::Error::Api(ref s)) if s.is_conflict()),
+        "{err:?}"
+    );
+}
