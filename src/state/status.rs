@@ -26,6 +26,7 @@ impl StatusStore {
             StatusStore::File(f) => f
                 .load(CANARY_KIND, namespace, name)
                 .map_err(|e| e.to_string()),
+            StatusStore::Kube(k) => k.load(namespace, name).await.map_err(|e| e.to_string()),
         }
     }
 
@@ -39,6 +40,10 @@ impl StatusStore {
         match self {
             StatusStore::File(f) => f
                 .save(CANARY_KIND, namespace, name, status)
+                .map_err(|e| e.to_string()),
+            StatusStore::Kube(k) => k
+                .save(namespace, name, status)
+                .await
                 .map_err(|e| e.to_string()),
         }
     }
