@@ -2,5 +2,6 @@
 //! `--state-dir`, atomically, so a restarted daemon resumes where it stopped.
 
 pub mod file;
+pub mod lease;
 
 pub use file::{FileStateStore, StateError};
