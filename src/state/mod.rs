@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod kube_status;
+pub mod lease;
 pub mod status;
 
 pub use file::{FileStateStore, StateError};
