@@ -72,6 +72,19 @@ pub struct CanaryHandle {
     pub tx: mpsc::UnboundedSender<Msg>,
     /// Latest status.
     pub status: watch::Receiver<CanaryStatus>,
+    /// Becomes true when the task has ended (after `Msg::Stop`).
+    pub finished: watch::Receiver<bool>,
+}
+
+impl CanaryHandle {
+    /// Asks the task to stop and waits (bounded) until it has, so a replacement task never
+    /// overlaps with it.
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        let mut fin = self.finished.clone();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(15), fin.wait_for(|f| *f)).await;
+    }
 }
 
 /// Everything a canary task needs besides its Canary.
@@ -115,6 +128,7 @@ pub fn spawn<S: ManifestStore + 'static>(
     let name = canary.doc.metadata.name.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(CanaryStatus::default());
+    let (fin_tx, fin_rx) = watch::channel(false);
     let doc = Arc::new(canary.doc.clone());
     let task = CanaryTask {
         namespace: namespace.clone(),
@@ -147,6 +161,7 @@ pub fn spawn<S: ManifestStore + 'static>(
                 let _ = task.status_tx.send(s);
             }
         }
+        let _ = fin_tx.send(true);
     });
     CanaryHandle {
         namespace,
@@ -155,6 +170,7 @@ pub fn spawn<S: ManifestStore + 'static>(
         doc,
         tx,
         status: status_rx,
+        finished: fin_rx,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod control;
 pub mod crds;
 pub mod route;
 pub mod run;
+pub mod run_cluster;
 pub mod validate;
 
 use std::io::Write;

@@ -19,14 +19,48 @@ use crate::traffic::router::Router;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Directories (or files) with Canaries and AnalysisTemplates (recursive, multi-document).
-    #[arg(long = "config", value_name = "DIR", required = true)]
+    #[arg(
+        long = "config",
+        value_name = "DIR",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
     pub config: Vec<PathBuf>,
     /// Directory of Istio manifests the canaries route traffic in (file backend).
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    pub manifests: Option<PathBuf>,
     /// Where canary state is kept (one JSON file per canary).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    pub state_dir: Option<PathBuf>,
+    /// Cluster mode: Canaries and templates from CRDs, routing through the API server,
+    /// state in `.status`, one leader among replicas (Lease).
+    #[arg(long)]
+    pub kube: bool,
+    /// Cluster mode: watch this namespace only (default: all).
+    #[arg(long, value_name = "NS", requires = "kube")]
+    pub namespace: Option<String>,
+    /// Cluster mode: this replica's identity in the Lease (default: HOSTNAME).
+    #[arg(long, requires = "kube")]
+    pub identity: Option<String>,
+    /// Cluster mode: the Lease, `namespace/name`.
+    #[arg(long, default_value = "skycanary/skycanary-leader", requires = "kube")]
+    pub lease: String,
+    /// Cluster mode: Lease duration in seconds (a standby takes over within it).
+    #[arg(long, default_value_t = 15, requires = "kube")]
+    pub lease_duration: u64,
+    /// Cluster mode: Istio API version.
+    #[arg(long, default_value = "v1", value_name = "VERSION")]
+    pub istio_api_version: crate::traffic::kube::IstioApiVersion,
     /// SkyWalking OAP for templates without `provider.skywalking.address`.
     #[arg(long, env = "SKYCANARY_SKYWALKING", value_name = "URL")]
     pub skywalking: Option<String>,
@@ -50,6 +84,16 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
+    if args.kube {
+        return super::run_cluster::run(args, out, err).await;
+    }
+    let (Some(manifests), Some(state_dir)) = (&args.manifests, &args.state_dir) else {
+        writeln!(
+            err,
+            "error: file mode needs --manifests and --state-dir (or use --kube)"
+        )?;
+        return Ok(4);
+    };
     let loaded = load_paths(&args.config);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
@@ -75,14 +119,14 @@ pub async fn run(
             return Ok(4);
         }
     };
-    let store = match FileStore::open(&args.manifests) {
+    let store = match FileStore::open(manifests) {
         Ok(s) => s,
         Err(e) => {
-            writeln!(err, "error: --manifests {}: {e}", args.manifests.display())?;
+            writeln!(err, "error: --manifests {}: {e}", manifests.display())?;
             return Ok(4);
         }
     };
-    let state = match FileStateStore::open(&args.state_dir) {
+    let state = match FileStateStore::open(state_dir) {
         Ok(s) => s,
         Err(e) => {
             writeln!(err, "error: --state-dir: {e}")?;
@@ -145,7 +189,8 @@ pub async fn run(
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -16,7 +16,9 @@ use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
 
 /// Canaries the daemon drives, keyed by namespace/name.
 pub struct DaemonControl {
-    canaries: BTreeMap<(String, String), CanaryHandle>,
+    canaries: RwLock<BTreeMap<(String, String), CanaryHandle>>,
+    /// Why commands are refused now (a standby replica is not the leader).
+    standby: RwLock<Option<String>>,
     ready: AtomicBool,
     dedupe: Mutex<Deduper>,
     metrics: Metrics,
@@ -26,10 +28,13 @@ impl DaemonControl {
     /// Wraps the running canary tasks.
     pub fn new(handles: Vec<CanaryHandle>, metrics: Metrics) -> Self {
         DaemonControl {
-            canaries: handles
-                .into_iter()
-                .map(|h| ((h.namespace.clone(), h.name.clone()), h))
-                .collect(),
+            canaries: RwLock::new(
+                handles
+                    .into_iter()
+                    .map(|h| ((h.namespace.clone(), h.name.clone()), h))
+                    .collect(),
+            ),
+            standby: RwLock::new(None),
             ready: AtomicBool::new(false),
             dedupe: Mutex::new(Deduper::new(4096)),
             metrics,
@@ -43,9 +48,45 @@ impl DaemonControl {
 
     /// Asks every canary task to stop.
     pub fn stop_all(&self) {
-        for h in self.canaries.values() {
+        for h in self.handles() {
             let _ = h.tx.send(Msg::Stop);
         }
+    }
+
+    /// The running canary tasks.
+    pub fn handles(&self) -> Vec<CanaryHandle> {
+        self.canaries
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the set of running tasks (cluster mode: after a source change or a leadership
+    /// change); returns the previous handles so the caller can stop them.
+    pub fn replace_handles(&self, handles: Vec<CanaryHandle>) -> Vec<CanaryHandle> {
+        let new: BTreeMap<_, _> = handles
+            .into_iter()
+            .map(|h| ((h.namespace.clone(), h.name.clone()), h))
+            .collect();
+        match self.canaries.write() {
+            Ok(mut m) => std::mem::replace(&mut *m, new).into_values().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Commands are refused with this reason while set (not the leader).
+    pub fn set_standby(&self, reason: Option<String>) {
+        if let Ok(mut s) = self.standby.write() {
+            *s = reason;
+        }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<CanaryHandle> {
+        self.canaries
+            .read()
+            .ok()?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     fn summary(h: &CanaryHandle) -> CanarySummary {
@@ -91,7 +132,7 @@ impl DaemonControl {
                 duplicates += 1;
                 continue;
             }
-            for h in self.canaries.values() {
+            for h in self.handles() {
                 let Some(rb) = &h.doc.spec.rollback_on else {
                     continue;
                 };
@@ -131,13 +172,11 @@ impl DaemonControl {
 
 impl Control for DaemonControl {
     fn canaries(&self) -> Vec<CanarySummary> {
-        self.canaries.values().map(Self::summary).collect()
+        self.handles().iter().map(Self::summary).collect()
     }
 
     fn canary(&self, namespace: &str, name: &str) -> Option<CanarySummary> {
-        self.canaries
-            .get(&(namespace.to_string(), name.to_string()))
-            .map(Self::summary)
+        self.get(namespace, name).as_ref().map(Self::summary)
     }
 
     fn command(
@@ -146,11 +185,12 @@ impl Control for DaemonControl {
         name: &str,
         cmd: Command,
     ) -> BoxFuture<'static, Result<CanarySummary, ControlError>> {
-        let handle = self
-            .canaries
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned();
+        let standby = self.standby.read().ok().and_then(|s| s.clone());
+        let handle = self.get(namespace, name);
         Box::pin(async move {
+            if let Some(why) = standby {
+                return Err(ControlError::Unavailable(why));
+            }
             let h = handle.ok_or(ControlError::NotFound)?;
             let (tx, rx) = oneshot::channel();
             h.tx.send(Msg::Command(cmd, tx))
