@@ -172,11 +172,60 @@ pub async fn run(
     out.flush()?;
 
     let app = server::router(control.clone(), metrics, auth);
-    let served = server::serve_on(listener, app, shutdown_signal()).await;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server_task = tokio::spawn(server::serve_on(listener, app, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+
+    // Reload on change: the config files are checked every 2 s; a valid new set replaces the
+    // running tasks (each stopped, with its state persisted, before the new one starts); an
+    // invalid one is reported and the running set is kept.
+    let mut seen = config_fingerprint(&args.config);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+        let now = config_fingerprint(&args.config);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let reloaded = load_paths(&args.config);
+        if !reloaded.errors.is_empty() {
+            for e in &reloaded.errors {
+                tracing::error!("config reload refused, keeping the running canaries: {e}");
+            }
+            continue;
+        }
+        tracing::info!(
+            canaries = reloaded.canaries.len(),
+            templates = reloaded.templates.len(),
+            "configuration changed; restarting canary tasks"
+        );
+        for h in control.replace_handles(Vec::new()) {
+            h.stop().await;
+        }
+        let ctx = DriverContext {
+            templates: Arc::new(reloaded.templates.clone()),
+            ..ctx.clone()
+        };
+        control.replace_handles(
+            reloaded
+                .canaries
+                .iter()
+                .map(|c| driver::spawn(c, ctx.clone()))
+                .collect(),
+        );
+    }
     control.set_ready(false);
-    control.stop_all();
-    // Give tasks a moment to persist their last state.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for h in control.replace_handles(Vec::new()) {
+        h.stop().await;
+    }
+    let _ = stop_tx.send(true);
+    let served = server_task.await.unwrap_or(Ok(()));
     match served {
         Ok(()) => {
             writeln!(out, "skycanary stopped")?;
@@ -209,4 +258,28 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
+}
+
+/// Paths, sizes and modification times of the config files: cheap change detection.
+fn config_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    fn walk(p: &std::path::Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(p) {
+                for e in entries.flatten() {
+                    walk(&e.path(), out);
+                }
+            }
+        } else {
+            out.push((p.to_path_buf(), meta.len(), meta.modified().ok()));
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out.sort();
+    out
 }

@@ -555,3 +555,27 @@ async fn a_matching_skywalking_alarm_rolls_back_at_once() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_changes_are_picked_up_and_invalid_ones_refused() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {}");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the indefinite pause", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    let file = d.config.join("canary.yaml");
+    // A typo is refused: the running canary keeps its state.
+    std::fs::write(&file, yaml.replace("  revision: v2", "  revison: v3")).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = status(&d).await;
+    assert_eq!(s["status"]["revision"], "v2", "{s:#}");
+    assert_eq!(s["status"]["currentStepIndex"], 3);
+    // A new revision starts a new run from step 0.
+    std::fs::write(&file, yaml.replace("  revision: v2", "  revision: v3")).unwrap();
+    wait_for(&d, "the v3 run", Duration::from_secs(20), |s| {
+        s["status"]["revision"] == "v3"
+    })
+    .await;
+}
