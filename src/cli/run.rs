@@ -102,22 +102,8 @@ pub async fn run(
         return Ok(4);
     }
     let timezone = args.timezone;
-    let token = match Token::load(args.token_file.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            writeln!(err, "error: {e}")?;
-            return Ok(4);
-        }
-    };
-    let auth = match Auth::from_config(token, args.insecure_api) {
-        Ok(a) => a,
-        Err(e) => {
-            writeln!(
-                err,
-                "error: {e} (pass --token-file FILE, set SKYCANARY_TOKEN, or --insecure-api)"
-            )?;
-            return Ok(4);
-        }
+    let Some(auth) = api_auth(args, err)? else {
+        return Ok(4);
     };
     let store = match FileStore::open(manifests) {
         Ok(s) => s,
@@ -133,12 +119,8 @@ pub async fn run(
             return Ok(4);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            writeln!(err, "error: cannot listen on {}: {e}", args.listen)?;
-            return Ok(4);
-        }
+    let Some(listener) = bind(args, err).await? else {
+        return Ok(4);
     };
     let local = listener.local_addr()?;
 
@@ -205,9 +187,7 @@ pub async fn run(
             templates = reloaded.templates.len(),
             "configuration changed; restarting canary tasks"
         );
-        for h in control.replace_handles(Vec::new()) {
-            h.stop().await;
-        }
+        control.stop_tasks().await;
         let ctx = DriverContext {
             templates: Arc::new(reloaded.templates.clone()),
             ..ctx.clone()
@@ -221,9 +201,7 @@ pub async fn run(
         );
     }
     control.set_ready(false);
-    for h in control.replace_handles(Vec::new()) {
-        h.stop().await;
-    }
+    control.stop_tasks().await;
     let _ = stop_tx.send(true);
     let served = server_task.await.unwrap_or(Ok(()));
     match served {
@@ -234,6 +212,42 @@ pub async fn run(
         Err(e) => {
             writeln!(err, "error: {e}")?;
             Ok(1)
+        }
+    }
+}
+
+/// The API's authentication from `--token-file` / `SKYCANARY_TOKEN` / `--insecure-api`;
+/// `None` after printing why it is invalid.
+pub fn api_auth(args: &RunArgs, err: &mut dyn Write) -> std::io::Result<Option<Auth>> {
+    let token = match Token::load(args.token_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(None);
+        }
+    };
+    match Auth::from_config(token, args.insecure_api) {
+        Ok(a) => Ok(Some(a)),
+        Err(e) => {
+            writeln!(
+                err,
+                "error: {e} (pass --token-file FILE, set SKYCANARY_TOKEN, or --insecure-api)"
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+/// Binds `--listen`; `None` after printing why it failed.
+pub async fn bind(
+    args: &RunArgs,
+    err: &mut dyn Write,
+) -> std::io::Result<Option<tokio::net::TcpListener>> {
+    match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) => {
+            writeln!(err, "error: cannot listen on {}: {e}", args.listen)?;
+            Ok(None)
         }
     }
 }

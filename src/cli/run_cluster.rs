@@ -5,12 +5,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{RunArgs, shutdown_signal};
+use super::run::{RunArgs, api_auth, bind, shutdown_signal};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
 use crate::runner::{Clock, Defaults, SystemClock};
-use crate::server::{self, Auth, Metrics, Token};
+use crate::server::{self, Metrics};
 use crate::state::StatusStore;
 use crate::state::kube_status::KubeStatusStore;
 use crate::state::lease::{LeaderElector, LeaseLock, LeaseTiming};
@@ -23,22 +23,8 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    let token = match Token::load(args.token_file.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            writeln!(err, "error: {e}")?;
-            return Ok(4);
-        }
-    };
-    let auth = match Auth::from_config(token, args.insecure_api) {
-        Ok(a) => a,
-        Err(e) => {
-            writeln!(
-                err,
-                "error: {e} (pass --token-file FILE, set SKYCANARY_TOKEN, or --insecure-api)"
-            )?;
-            return Ok(4);
-        }
+    let Some(auth) = api_auth(args, err)? else {
+        return Ok(4);
     };
     let Some((lease_ns, lease_name)) = args.lease.split_once('/') else {
         writeln!(
@@ -76,12 +62,8 @@ pub async fn run(
             return Ok(4);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            writeln!(err, "error: cannot listen on {}: {e}", args.listen)?;
-            return Ok(4);
-        }
+    let Some(listener) = bind(args, err).await? else {
+        return Ok(4);
     };
     let local = listener.local_addr()?;
     let metrics = Metrics::new();
@@ -156,9 +138,7 @@ pub async fn run(
             continue;
         }
         // Stop the current tasks before starting new ones, so two never drive one canary.
-        for h in control.replace_handles(Vec::new()) {
-            h.stop().await;
-        }
+        control.stop_tasks().await;
         if leading {
             if let Some(s) = &snapshot {
                 let ctx = DriverContext {
@@ -181,9 +161,7 @@ pub async fn run(
     }
     control.set_ready(false);
     control.set_standby(Some("shutting down".into()));
-    for h in control.replace_handles(Vec::new()) {
-        h.stop().await;
-    }
+    control.stop_tasks().await;
     let _ = stop_tx.send(true);
     let _ = elector_task.await;
     let _ = server_task.await;

@@ -46,10 +46,10 @@ impl DaemonControl {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Asks every canary task to stop.
-    pub fn stop_all(&self) {
-        for h in self.handles() {
-            let _ = h.tx.send(Msg::Stop);
+    /// Stops every running canary task and waits until each has ended (its state saved).
+    pub async fn stop_tasks(&self) {
+        for h in self.replace_handles(Vec::new()) {
+            h.stop().await;
         }
     }
 
