@@ -127,8 +127,12 @@ pub async fn run(
                             tracing::error!(object = ?id, "invalid resource, ignored: {e}");
                         }
                     }
+                    // Only command requests changed: the drivers keep running and hear them.
+                    restart = s.specs_changed || snapshot.is_none();
+                    if !restart && leading {
+                        control.deliver_requests(s.command_requests());
+                    }
                     snapshot = Some(s);
-                    restart = true;
                 }
                 Some(SourceEvent::Error(e)) => tracing::warn!("resource watch: {e}"),
                 None => break,
@@ -153,6 +157,9 @@ pub async fn run(
                 control.replace_handles(handles);
                 control.set_standby(None);
                 control.set_ready(true);
+                // Requests written while no driver ran (or before this restart); a driver
+                // ignores one it already handled (`lastCommand.id`).
+                control.deliver_requests(s.command_requests());
             }
         } else {
             control.set_standby(Some("this replica is not the leader".into()));

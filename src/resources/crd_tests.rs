@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::analysis::{Measurement, MetricResult, Phase, RunState};
 use crate::canary::model::{
-    AbortStatus, AnalysisRunKind, AnalysisRunStatus, CanaryPhase, PauseReason, PauseStatus,
-    StatusCondition,
+    AbortStatus, AnalysisRunKind, AnalysisRunStatus, CanaryPhase, CommandAction, CommandOutcome,
+    CommandRequest, PauseReason, PauseStatus, StatusCondition,
 };
 use crate::resources::yaml::parse_documents;
 use crate::traffic::{
@@ -599,7 +599,32 @@ fn full_status() -> CanaryStatus {
         background_analysis_run: Some("v2-bg".into()),
         step_drifts: 1,
         drifts: 2,
+        command: Some(CommandRequest {
+            id: "17a-1".into(),
+            action: CommandAction::Abort,
+            full: false,
+            reason: Some("latency".into()),
+            requested_at: Some(t(40)),
+            requested_by: Some("ops@laptop".into()),
+        }),
+        last_command: Some(CommandOutcome {
+            id: "17a-0".into(),
+            action: CommandAction::Promote,
+            accepted: false,
+            message: Some("cannot promote".into()),
+            at: t(41),
+        }),
     }
+}
+
+/// The request `skycanary <action> --kube` writes is accepted by the status schema (a real API
+/// server would prune it otherwise).
+#[test]
+fn command_request_validates() {
+    let schema = &root_schema("Canary")["properties"]["status"];
+    let req = full_status().command.expect("set");
+    let v = json!({ "command": req });
+    assert_eq!(validate(schema, &v), Vec::<String>::new(), "{v:#}");
 }
 
 /// What the daemon writes to `.status` is accepted by the status schema.

@@ -43,9 +43,9 @@ fn seed(fake: &FakeApiServer) {
     .unwrap();
 }
 
-struct Replica {
+pub(crate) struct Replica {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Replica {
@@ -55,7 +55,7 @@ impl Drop for Replica {
     }
 }
 
-fn replica(
+pub(crate) fn replica(
     identity: &str,
     kubeconfig: &std::path::Path,
     token: &std::path::Path,
@@ -111,7 +111,7 @@ fn holder(fake: &FakeApiServer) -> Option<String> {
     .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
 }
 
-async fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
