@@ -5,6 +5,7 @@ mod analyze_cli;
 mod bundled_templates;
 mod daemon;
 mod daemon_kube;
+mod deploy;
 mod kube_fake;
 mod provider_sim;
 mod route_cli;
