@@ -76,6 +76,11 @@ pub struct RunArgs {
     /// Serve /api and /webhooks without authentication (only for local experiments).
     #[arg(long)]
     pub insecure_api: bool,
+    /// Seconds a client has to send a request's headers, and then as long for its body; slower
+    /// clients are disconnected or answered 408 (slowloris guard).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: u64,
 }
 
 /// Runs until SIGINT/SIGTERM. Exit 0 on a clean stop, 4 on invalid configuration.
@@ -155,9 +160,14 @@ pub async fn run(
 
     let app = server::router(control.clone(), metrics, auth);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server_task = tokio::spawn(server::serve_on(listener, app, async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
+    let server_task = tokio::spawn(server::serve_on_with(
+        listener,
+        app,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+        read_timeouts(args),
+    ));
 
     // Reload on change: the config files are checked every 2 s; a valid new set replaces the
     // running tasks (each stopped, with its state persisted, before the new one starts); an
@@ -236,6 +246,11 @@ pub fn api_auth(args: &RunArgs, err: &mut dyn Write) -> std::io::Result<Option<A
             Ok(None)
         }
     }
+}
+
+/// `--read-timeout` for the HTTP server.
+pub fn read_timeouts(args: &RunArgs) -> server::ReadTimeouts {
+    server::ReadTimeouts::both(std::time::Duration::from_secs(args.read_timeout))
 }
 
 /// Binds `--listen`; `None` after printing why it failed.

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{RunArgs, api_auth, bind, shutdown_signal};
+use super::run::{RunArgs, api_auth, bind, read_timeouts, shutdown_signal};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
@@ -99,9 +99,14 @@ pub async fn run(
 
     let app = server::router(control.clone(), metrics, auth);
     let mut stop_server = stop_rx.clone();
-    let server_task = tokio::spawn(server::serve_on(listener, app, async move {
-        let _ = stop_server.wait_for(|s| *s).await;
-    }));
+    let server_task = tokio::spawn(server::serve_on_with(
+        listener,
+        app,
+        async move {
+            let _ = stop_server.wait_for(|s| *s).await;
+        },
+        read_timeouts(args),
+    ));
 
     let mut snapshot: Option<Snapshot> = None;
     let mut leading = false;

@@ -6,6 +6,8 @@ mod bundled_templates;
 mod control_kube;
 mod daemon;
 mod daemon_kube;
+mod deploy;
+mod hostile_http;
 mod kube_fake;
 mod provider_sim;
 mod route_cli;
