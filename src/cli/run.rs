@@ -19,12 +19,9 @@ use crate::traffic::router::Router;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Directories (or files) with Canaries and AnalysisTemplates (recursive, multi-document).
-    #[arg(
-        long = "config",
-        value_name = "DIR",
-        required_unless_present = "kube",
-        conflicts_with = "kube"
-    )]
+    /// With --kube: templates only (e.g. the bundled ones), read at start; CRDs of the same
+    /// kind/namespace/name override them.
+    #[arg(long = "config", value_name = "DIR", required_unless_present = "kube")]
     pub config: Vec<PathBuf>,
     /// Directory of Istio manifests the canaries route traffic in (file backend).
     #[arg(

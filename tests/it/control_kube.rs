@@ -13,6 +13,11 @@ use skycanary::testkit::{FakeApiServer, write_kubeconfig};
 use super::daemon_kube::{replica, wait};
 
 fn seed(fake: &FakeApiServer) {
+    seed_vs(fake);
+    seed_canary(fake);
+}
+
+fn seed_vs(fake: &FakeApiServer) {
     fake.seed(json!({
         "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
         "metadata": {"name": "reviews", "namespace": "bookinfo"},
@@ -21,6 +26,9 @@ fn seed(fake: &FakeApiServer) {
             {"destination": {"host": "reviews-canary"}, "weight": 0}]}]}
     }))
     .unwrap();
+}
+
+fn seed_canary(fake: &FakeApiServer) {
     fake.seed(json!({
         "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
         "metadata": {"name": "reviews", "namespace": "bookinfo"},
@@ -205,4 +213,64 @@ async fn kube_actions_go_through_status_command_and_survive_daemon_absence() {
     let s = status(&fake);
     assert_eq!(s["lastCommand"]["at"], handled_at, "{ready:#}\n{s:#}");
     assert_eq!(s["lastCommand"]["accepted"], true);
+}
+
+/// `run --kube --config DIR`: a namespace-less AnalysisTemplate file serves a Canary CRD in
+/// another namespace; the Canary is promoted through its analysis step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_templates_serve_crd_canaries_in_cluster_mode() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series(
+        "service_apdex",
+        skycanary::sim::SimEntity::service("reviews.bookinfo"),
+        |_| Some(9950.0),
+    );
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let fake = FakeApiServer::new();
+    seed_vs(&fake);
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "reviews", "namespace": "bookinfo"},
+        "spec": {"revision": "v2",
+            "trafficRouting": {"istio": {"virtualService": {"name": "reviews", "routes": ["primary"]},
+                "stableService": "reviews-stable", "canaryService": "reviews-canary"}},
+            "steps": [{"setWeight": 20},
+                      {"analysis": {"templates": [{"templateName": "file-apdex"}],
+                                    "args": [{"name": "service", "value": "reviews.bookinfo"}]}},
+                      {"setWeight": 60}]}
+    }))
+    .unwrap();
+    let (addr, _h) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(addr, &kubeconfig).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "control-kube-token").unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("apdex.yaml"),
+        "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: file-apdex}\nspec:\n  args: [{name: service}]\n  metrics:\n  - name: apdex\n    interval: 1s\n    count: 2\n    successCondition: min(result) >= 9900\n    provider: {skywalking: {window: 3m, metric: service_apdex, entity: {serviceName: \"{{args.service}}\"}}}\n",
+    )
+    .unwrap();
+    let _daemon = super::daemon_kube::replica_with(
+        "replica-f",
+        &kubeconfig,
+        &token,
+        &running.url(),
+        &["--config", templates.to_str().unwrap()],
+    );
+    let s = wait("promotion", Duration::from_secs(30), || {
+        let s = status(&fake);
+        (s["phase"] == "Promoted" || s["phase"] == "Aborted").then_some(s)
+    })
+    .await;
+    assert_eq!(s["phase"], "Promoted", "{s:#}");
+    assert!(
+        s["analysisRuns"]
+            .as_array()
+            .is_some_and(|runs| runs.iter().any(|r| r["templates"][0] == "file-apdex")),
+        "{s:#}"
+    );
 }

@@ -61,6 +61,17 @@ pub(crate) fn replica(
     token: &std::path::Path,
     sim: &str,
 ) -> Replica {
+    replica_with(identity, kubeconfig, token, sim, &[])
+}
+
+/// A replica with extra `run` arguments.
+pub(crate) fn replica_with(
+    identity: &str,
+    kubeconfig: &std::path::Path,
+    token: &std::path::Path,
+    sim: &str,
+    extra: &[&str],
+) -> Replica {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -85,6 +96,7 @@ pub(crate) fn replica(
             "--token-file",
         ])
         .arg(token)
+        .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
