@@ -53,6 +53,9 @@ pub enum Msg {
         /// The metric just measured, if this update is a measurement.
         measured: Option<String>,
     },
+    /// Weights to stable now on a scheduled analysis' verdict (Aborted, or RolledBack when
+    /// promoted); answered once handled, the rollback write included.
+    Rollback(super::model::AbortStatus, oneshot::Sender<CanaryStatus>),
     /// Stop the task (daemon shutdown).
     Stop,
 }
@@ -236,6 +239,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         name,
                         status: *state,
                     });
+                }
+                Some(Msg::Rollback(why, done)) => {
+                    queue.push_back(Input::Rollback(why));
+                    self.process(&mut queue).await;
+                    let _ = done.send(self.status.clone());
                 }
                 Some(Msg::Alarm {
                     rule,
