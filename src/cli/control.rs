@@ -79,14 +79,14 @@ impl Action {
     }
 }
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     token: Option<Token>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Api {
-    fn new(args: &ServerArgs) -> Result<Self, String> {
+    pub(crate) fn new(args: &ServerArgs) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let token = Token::load(args.token_file.as_deref()).map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
@@ -100,7 +100,7 @@ impl Api {
         })
     }
 
-    async fn call(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
+    pub(crate) async fn call(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,
@@ -147,7 +147,7 @@ impl Api {
     }
 }
 
-fn check_name(c: &str) -> Result<(), String> {
+pub(crate) fn check_name(c: &str) -> Result<(), String> {
     match c.split_once('/') {
         Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => Ok(()),
         _ => Err(format!("{c:?}: expected NAMESPACE/NAME")),
