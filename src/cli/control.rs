@@ -100,7 +100,10 @@ impl Api {
         })
     }
 
-    pub(crate) async fn call(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
+    pub(crate) async fn call(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, String> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,

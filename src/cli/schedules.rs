@@ -63,7 +63,11 @@ pub async fn run(
     }
 }
 
-async fn list(args: &SchedulesArgs, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<u8> {
+async fn list(
+    args: &SchedulesArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
     let api = match Api::new(&args.server) {
         Ok(a) => a,
         Err(e) => {
@@ -307,10 +311,16 @@ mod tests {
         };
         let table = render_table(&[summary], now);
         assert!(table.contains("bookinfo/nightly"), "{table}");
-        assert!(table.contains("0 2 * * 1-5") && table.contains("Asia/Shanghai"), "{table}");
+        assert!(
+            table.contains("0 2 * * 1-5") && table.contains("Asia/Shanghai"),
+            "{table}"
+        );
         assert!(table.contains("2024-01-07 18:00:00 (in 2d6h)"), "{table}");
         assert!(table.contains("(18h0m ago)"), "{table}");
-        assert!(table.contains("finished nightly-1704420000 Failed (apdex failed)"), "{table}");
+        assert!(
+            table.contains("finished nightly-1704420000 Failed (apdex failed)"),
+            "{table}"
+        );
     }
 
     #[test]

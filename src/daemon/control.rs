@@ -260,8 +260,9 @@ impl Control for DaemonControl {
             }
             let h = handle.ok_or(ControlError::NotFound)?;
             match h.run_now().await {
-                Ok(started) => serde_json::to_value(started)
-                    .map_err(|e| ControlError::Internal(e.to_string())),
+                Ok(started) => {
+                    serde_json::to_value(started).map_err(|e| ControlError::Internal(e.to_string()))
+                }
                 Err(e @ RunNowError::Busy(_)) => Err(ControlError::Rejected(e.to_string())),
                 Err(e @ RunNowError::Stopped) => Err(ControlError::Unavailable(e.to_string())),
             }

@@ -403,7 +403,13 @@ fn scheduled_analysis_crd_has_a_status_subresource_and_a_status_schema() {
     assert_eq!(v["subresources"]["status"], json!({}));
     assert_eq!(c.value["spec"]["names"]["shortNames"], json!(["sksa"]));
     let status = &root_schema("ScheduledAnalysis")["properties"]["status"]["properties"];
-    for field in ["lastScheduleTime", "nextScheduleTime", "lastSuccessfulTime", "active", "history"] {
+    for field in [
+        "lastScheduleTime",
+        "nextScheduleTime",
+        "lastSuccessfulTime",
+        "active",
+        "history",
+    ] {
         assert!(status.get(field).is_some(), "{field}");
     }
     let spec = &root_schema("ScheduledAnalysis")["properties"]["spec"];

@@ -392,8 +392,7 @@ fn check_template_references(result: &mut LoadResult) {
         );
         return;
     }
-    let mut users: Vec<(&Origin, &str, Vec<(String, &[TemplateRef], Vec<&ArgValue>)>)> =
-        Vec::new();
+    let mut users: Vec<(&Origin, &str, Vec<(String, &[TemplateRef], Vec<&ArgValue>)>)> = Vec::new();
     for s in &result.scheduled {
         let spec = &s.doc.spec;
         users.push((

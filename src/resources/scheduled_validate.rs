@@ -91,7 +91,10 @@ fn check_actions(a: &ActionsSpec, p: &str, o: &Origin, errs: &mut Vec<ConfigErro
         if r.canary.is_empty() || parts.len() > 2 || parts.iter().any(|s| s.is_empty()) {
             errs.push(o.error(
                 &rp,
-                format!("{:?}: expected NAME or NAMESPACE/NAME of a Canary", r.canary),
+                format!(
+                    "{:?}: expected NAME or NAMESPACE/NAME of a Canary",
+                    r.canary
+                ),
             ));
         }
     }

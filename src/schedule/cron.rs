@@ -141,10 +141,7 @@ fn value(s: &str, def: &FieldDef) -> Result<u32, String> {
             format!("{s:?} is not a number")
         } else {
             let names: Vec<&str> = def.names.iter().map(|(n, _)| *n).collect();
-            format!(
-                "{s:?} is neither a number nor one of {}",
-                names.join(", ")
-            )
+            format!("{s:?} is neither a number nor one of {}", names.join(", "))
         }
     })?;
     if v < def.min || v > def.max {
@@ -267,9 +264,7 @@ impl CronSchedule {
         let text = match source.split_whitespace().next() {
             Some(first) if first.starts_with('@') => {
                 if source.split_whitespace().count() > 1 {
-                    return Err(CronError(format!(
-                        "a macro stands alone; got {source:?}"
-                    )));
+                    return Err(CronError(format!("a macro stands alone; got {source:?}")));
                 }
                 expand_macro(first)?
             }
@@ -286,7 +281,8 @@ impl CronSchedule {
             }
         };
         let at = |def: &FieldDef, text: &str| {
-            parse_field(text, def).map_err(|e| CronError(format!("{} field {text:?}: {e}", def.name)))
+            parse_field(text, def)
+                .map_err(|e| CronError(format!("{} field {text:?}: {e}", def.name)))
         };
         let second = at(&SECOND, sec)?;
         let minute = at(&MINUTE, rest[0])?;
@@ -430,11 +426,7 @@ impl CronSchedule {
     }
 
     /// The last fire time at or before `at` and strictly after `floor`.
-    pub fn latest_between(
-        &self,
-        floor: DateTime<Utc>,
-        at: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
+    pub fn latest_between(&self, floor: DateTime<Utc>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let at = floor_second(at);
         if at <= floor {
             return None;

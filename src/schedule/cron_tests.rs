@@ -324,11 +324,19 @@ fn invalid_schedules_say_why() {
         ("", None, "empty"),
         ("* * * *", None, "expected 5 fields"),
         ("* * * * * * *", None, "got 7"),
-        ("60 * * * *", None, "minute field \"60\": 60 is outside 0-59"),
+        (
+            "60 * * * *",
+            None,
+            "minute field \"60\": 60 is outside 0-59",
+        ),
         ("* 24 * * *", None, "hour field"),
         ("* * 0 * *", None, "day-of-month field"),
         ("* * * 13 *", None, "month field"),
-        ("* * * * 8", None, "day-of-week field \"8\": 8 is outside 0-7"),
+        (
+            "* * * * 8",
+            None,
+            "day-of-week field \"8\": 8 is outside 0-7",
+        ),
         ("* * * * foo", None, "neither a number nor one of sun"),
         ("5-1 * * * *", None, "starts after it ends"),
         ("*/0 * * * *", None, "step must be at least 1"),
@@ -344,7 +352,10 @@ fn invalid_schedules_say_why() {
     ];
     for (expr, tz, want) in cases {
         let err = CronSchedule::parse(expr, *tz).expect_err(expr).to_string();
-        assert!(err.contains(want), "{expr}: {err:?} should contain {want:?}");
+        assert!(
+            err.contains(want),
+            "{expr}: {err:?} should contain {want:?}"
+        );
     }
 }
 

@@ -381,8 +381,7 @@ impl Task {
     fn run_now(&mut self) -> Result<RunStarted, RunNowError> {
         let now = self.ctx.clock.now();
         let run = policy::run_name(&self.name, RunTrigger::Manual, now, &self.status);
-        let replaced = match policy::admit(self.doc.spec.concurrency_policy, &self.status.active)
-        {
+        let replaced = match policy::admit(self.doc.spec.concurrency_policy, &self.status.active) {
             Admission::Skip(running) => return Err(RunNowError::Busy(running)),
             Admission::Replace(running) => {
                 self.stop_runs(&running, &run);
@@ -453,8 +452,12 @@ impl Task {
                 done: true,
             });
         };
-        let plan = match plan(&self.doc, &self.namespace, &self.ctx.templates, &self.ctx.defaults)
-        {
+        let plan = match plan(
+            &self.doc,
+            &self.namespace,
+            &self.ctx.templates,
+            &self.ctx.defaults,
+        ) {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
@@ -529,7 +532,8 @@ impl Task {
         if let Some(rb) = &actions.rollback {
             let (ns, name) = canary_ref(&rb.canary, &self.namespace);
             let target = format!("{ns}/{name}");
-            let why = policy::rollback_abort(&self.namespace, &self.name, run, self.ctx.clock.now());
+            let why =
+                policy::rollback_abort(&self.namespace, &self.name, run, self.ctx.clock.now());
             tracing::warn!(scheduled = %self.id(), canary = %target, "rolling back: {}", why.reason);
             let answer = tokio::time::timeout(
                 Duration::from_secs(15),
@@ -538,10 +542,9 @@ impl Task {
             .await
             .unwrap_or_else(|_| Err("the canary did not answer within 15 s".into()));
             let (outcome, message) = match answer {
-                Ok(s) if matches!(s.phase, CanaryPhase::Aborted | CanaryPhase::RolledBack) => (
-                    ActionOutcome::Succeeded,
-                    format!("canary is {:?}", s.phase),
-                ),
+                Ok(s) if matches!(s.phase, CanaryPhase::Aborted | CanaryPhase::RolledBack) => {
+                    (ActionOutcome::Succeeded, format!("canary is {:?}", s.phase))
+                }
                 Ok(s) => (
                     ActionOutcome::Failed,
                     format!("canary not rolled back: it is {:?}", s.phase),
@@ -620,7 +623,8 @@ impl Task {
                     Some(delay) => {
                         tracing::warn!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook failed ({message}); retrying in {delay:?}");
                         let at = clock.now()
-                            + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::zero());
+                            + chrono::TimeDelta::from_std(delay)
+                                .unwrap_or(chrono::TimeDelta::zero());
                         clock.sleep_until(at).await;
                     }
                     None => break (ActionOutcome::Failed, message),

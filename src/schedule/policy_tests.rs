@@ -71,7 +71,11 @@ fn the_fire_time_is_due_at_and_after_it() {
         tracking_since: Some(t("2024-01-01T10:30:00Z")),
         ..Default::default()
     };
-    for now in ["2024-01-01T11:00:00Z", "2024-01-01T11:00:00.300Z", "2024-01-01T11:59:59Z"] {
+    for now in [
+        "2024-01-01T11:00:00Z",
+        "2024-01-01T11:00:00.300Z",
+        "2024-01-01T11:59:59Z",
+    ] {
         assert_eq!(
             due(&sched(&s), &s, &st, t(now)),
             Due::Run {
@@ -230,8 +234,10 @@ fn run_names_are_stable_per_fire_time_and_unique_for_manual_runs() {
         run_name("nightly", RunTrigger::Manual, at, &st),
         "nightly-manual-1704067210"
     );
-    st.history.push(run("nightly-manual-1704067210", Phase::Successful));
-    st.active.push(run("nightly-manual-1704067210-2", Phase::Running));
+    st.history
+        .push(run("nightly-manual-1704067210", Phase::Successful));
+    st.active
+        .push(run("nightly-manual-1704067210-2", Phase::Running));
     assert_eq!(
         run_name("nightly", RunTrigger::Manual, at, &st),
         "nightly-manual-1704067210-3"
@@ -352,7 +358,12 @@ fn failed_run() -> ScheduledRun {
 
 #[test]
 fn the_rollback_reason_names_analysis_metric_value_and_condition() {
-    let a = rollback_abort("bookinfo", "nightly", &failed_run(), t("2024-01-01T00:02:00Z"));
+    let a = rollback_abort(
+        "bookinfo",
+        "nightly",
+        &failed_run(),
+        t("2024-01-01T00:02:00Z"),
+    );
     assert_eq!(
         a.reason,
         "ScheduledAnalysis bookinfo/nightly run nightly-1 ended Failed: metric apdex value [7000] condition min(result) >= 9900"
@@ -366,7 +377,12 @@ fn the_rollback_reason_names_analysis_metric_value_and_condition() {
     r.status.phase = Phase::Error;
     r.status.message = Some("analysis template \"x\" not found".into());
     let a = rollback_abort("ns", "n", &r, t("2024-01-01T00:02:00Z"));
-    assert!(a.reason.ends_with("ended Error: analysis template \"x\" not found"), "{}", a.reason);
+    assert!(
+        a.reason
+            .ends_with("ended Error: analysis template \"x\" not found"),
+        "{}",
+        a.reason
+    );
 }
 
 #[test]
@@ -386,10 +402,19 @@ fn webhook_retries_are_bounded_and_only_for_transient_failures() {
     let net = Delivery::Network("connection refused".into());
     assert_eq!(webhook_retry(1, &net), Some(Duration::from_secs(1)));
     assert_eq!(webhook_retry(2, &net), Some(Duration::from_secs(2)));
-    assert_eq!(webhook_retry(3, &Delivery::Status(503)), Some(Duration::from_secs(4)));
+    assert_eq!(
+        webhook_retry(3, &Delivery::Status(503)),
+        Some(Duration::from_secs(4))
+    );
     assert_eq!(webhook_retry(WEBHOOK_ATTEMPTS, &net), None);
-    assert_eq!(webhook_retry(1, &Delivery::Status(429)), Some(Duration::from_secs(1)));
-    assert_eq!(webhook_retry(1, &Delivery::Status(408)), Some(Duration::from_secs(1)));
+    assert_eq!(
+        webhook_retry(1, &Delivery::Status(429)),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(
+        webhook_retry(1, &Delivery::Status(408)),
+        Some(Duration::from_secs(1))
+    );
     assert_eq!(webhook_retry(1, &Delivery::Status(400)), None);
     assert_eq!(webhook_retry(1, &Delivery::Status(401)), None);
     assert_eq!(webhook_retry(1, &Delivery::Status(200)), None);

@@ -102,10 +102,13 @@ impl ScheduleStore {
             ScheduleStore::Kube(client) => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(client.clone(), namespace, &scheduled_resource());
-                let obj = api.get_status(name).await.map_err(|e| ScheduleStoreError::Io {
-                    id: id.clone(),
-                    message: describe(e),
-                })?;
+                let obj = api
+                    .get_status(name)
+                    .await
+                    .map_err(|e| ScheduleStoreError::Io {
+                        id: id.clone(),
+                        message: describe(e),
+                    })?;
                 parse_scheduled_status(obj.data.get("status"))
                     .map_err(|message| ScheduleStoreError::Corrupt { id, message })
             }
@@ -134,9 +137,12 @@ impl ScheduleStore {
                 let desired = serde_json::to_value(status).map_err(|e| io(e.to_string()))?;
                 for _ in 0..MAX_WRITE_ATTEMPTS {
                     let current = api.get_status(name).await.map_err(|e| io(describe(e)))?;
-                    let rv = current.metadata.resource_version.clone().unwrap_or_default();
-                    let mut patch =
-                        json!({ "status": status_merge_patch(current.data.get("status"), &desired) });
+                    let rv = current
+                        .metadata
+                        .resource_version
+                        .clone()
+                        .unwrap_or_default();
+                    let mut patch = json!({ "status": status_merge_patch(current.data.get("status"), &desired) });
                     if !rv.is_empty() {
                         patch["metadata"] = json!({ "resourceVersion": rv });
                     }

@@ -10,5 +10,6 @@ mod provider_sim;
 mod route_cli;
 mod route_kube;
 mod runner;
+mod scheduled;
 mod support;
 mod tls;

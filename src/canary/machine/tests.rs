@@ -1277,9 +1277,7 @@ fn a_rolled_back_canary_ignores_alarms_and_can_be_retried() {
     });
     assert!(fx.is_empty());
     assert_eq!(s.st, before);
-    let fx = s.cmd(Command::Abort {
-        reason: "x".into(),
-    });
+    let fx = s.cmd(Command::Abort { reason: "x".into() });
     assert_eq!(reasons(&fx), vec!["CommandRejected".to_string()]);
     let fx = s.cmd(Command::Retry);
     assert_eq!(s.st.phase, CanaryPhase::Progressing);
