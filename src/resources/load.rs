@@ -392,7 +392,9 @@ fn check_template_references(result: &mut LoadResult) {
         );
         return;
     }
-    let mut users: Vec<(&Origin, &str, Vec<(String, &[TemplateRef], Vec<&ArgValue>)>)> = Vec::new();
+    /// Where templates are referenced: (field path, references, args given there).
+    type Group<'a> = (String, &'a [TemplateRef], Vec<&'a ArgValue>);
+    let mut users: Vec<(&Origin, &str, Vec<Group<'_>>)> = Vec::new();
     for s in &result.scheduled {
         let spec = &s.doc.spec;
         users.push((

@@ -84,10 +84,13 @@ fn history_phases(s: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Webhook calls received: (X-Test header, body).
+type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 /// A loopback webhook receiver: every POST body (with its X-Test header) is kept.
-async fn receiver() -> (String, Arc<Mutex<Vec<(Option<String>, Value)>>>) {
+async fn receiver() -> (String, Received) {
     use axum::routing::post;
-    let got: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+    let got: Received = Arc::default();
     let keep = got.clone();
     let app = axum::Router::new().route(
         "/hook",
