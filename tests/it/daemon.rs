@@ -198,6 +198,11 @@ pub(crate) fn vs_weights(manifests: &Path) -> (i64, i64) {
     )
 }
 
+/// Aborted, and the rollback write confirmed (the phase is published before the write ends).
+fn aborted_and_written(s: &Value) -> bool {
+    phase(s) == "Aborted" && s["status"].get("routingWrite").is_none()
+}
+
 fn phase(s: &Value) -> &str {
     s["status"]["phase"].as_str().unwrap_or("")
 }
@@ -246,7 +251,7 @@ async fn failing_analysis_rolls_back_to_stable_with_evidence() {
     let (_sim, running) = sim_with_apdex(|_| Some(7000.0)).await;
     let d = start(setup(&canary("Abort")), &running.url());
     let s = wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert_eq!(vs_weights(&d.manifests), (100, 0));
@@ -294,7 +299,7 @@ async fn oap_outage_holds_or_aborts_as_configured() {
 
     let d = start(setup(&canary("Abort")), "http://127.0.0.1:9");
     wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert_eq!(vs_weights(&d.manifests), (100, 0));
@@ -329,7 +334,7 @@ async fn commands_need_the_token_and_work() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let s = wait_for(&d, "Aborted", Duration::from_secs(10), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert!(
