@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod provider;
 pub mod resources;
 pub mod runner;
+pub mod schedule;
 pub mod server;
 pub mod sim;
 pub mod state;

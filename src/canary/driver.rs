@@ -58,6 +58,9 @@ pub enum Msg {
     /// A command request read from `status.command` (`skycanary <action> --kube`); handled
     /// once per id, its outcome recorded in `status.lastCommand`.
     Request(CommandRequest),
+    /// Weights to stable now on a scheduled analysis' verdict (Aborted, or RolledBack when
+    /// promoted); answered once handled, the rollback write included.
+    Rollback(super::model::AbortStatus, oneshot::Sender<CanaryStatus>),
     /// Stop the task (daemon shutdown).
     Stop,
 }
@@ -253,6 +256,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         name,
                         status: *state,
                     });
+                }
+                Some(Msg::Rollback(why, done)) => {
+                    queue.push_back(Input::Rollback(why));
+                    self.process(&mut queue).await;
+                    let _ = done.send(self.status.clone());
                 }
                 Some(Msg::Alarm {
                     rule,

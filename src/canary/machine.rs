@@ -66,6 +66,9 @@ pub enum Input {
     },
     /// A user command.
     Command(Command),
+    /// Weights to stable now, on someone else's verdict (a scheduled analysis): an active
+    /// canary is Aborted, a promoted one RolledBack. `at` is replaced by the machine's time.
+    Rollback(AbortStatus),
 }
 
 /// What the driver must do, in order.
@@ -126,6 +129,7 @@ pub fn step(
             message,
         } => m.on_alarm(rule, entity, message),
         Input::Command(c) => m.on_command(c),
+        Input::Rollback(why) => m.on_rollback(why),
     }
     (m.st, m.fx)
 }
@@ -668,6 +672,45 @@ impl Machine<'_> {
         self.event(true, "RolloutAborted", reason);
     }
 
+    /// Rollback on a scheduled analysis' verdict: an active canary (or one in its watch) is
+    /// aborted; a promoted one goes back to stable as RolledBack; one already at stable or
+    /// not started changes nothing.
+    fn on_rollback(&mut self, why: &AbortStatus) {
+        let abort = AbortStatus {
+            at: self.now,
+            ..why.clone()
+        };
+        match self.st.phase {
+            CanaryPhase::Aborted | CanaryPhase::RolledBack => {
+                let message = format!(
+                    "Rollback ignored: the canary is already {:?} ({})",
+                    self.st.phase, abort.reason
+                );
+                self.event(false, "RollbackIgnored", message);
+            }
+            CanaryPhase::Pending => {
+                self.reject(format!(
+                    "cannot roll back: the canary has not started ({})",
+                    abort.reason
+                ));
+            }
+            CanaryPhase::Promoted => {
+                self.terminate_all("rolled back");
+                self.st.pause = None;
+                self.st.watch_until = None;
+                self.emit_write(DesiredRouting::weight(0));
+                self.st.phase = CanaryPhase::RolledBack;
+                self.st.message = Some(abort.reason.clone());
+                let reason = abort.reason.clone();
+                self.st.abort = Some(abort);
+                self.event(true, "RolloutRolledBack", reason);
+            }
+            CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded => {
+                self.abort(abort)
+            }
+        }
+    }
+
     /// Starts a new run from step 0 (new revision or retry).
     fn begin_run(&mut self) {
         self.st.phase = CanaryPhase::Progressing;
@@ -787,7 +830,10 @@ impl Machine<'_> {
         if self.st.phase == CanaryPhase::Progressing {
             self.st.phase = CanaryPhase::Degraded;
         }
-        if self.st.phase != CanaryPhase::Aborted {
+        if !matches!(
+            self.st.phase,
+            CanaryPhase::Aborted | CanaryPhase::RolledBack
+        ) {
             self.st.message = Some(format!("Traffic routing failed: {message}"));
         }
     }
@@ -832,7 +878,10 @@ impl Machine<'_> {
 
     fn on_alarm(&mut self, rule: &str, entity: &str, message: &str) {
         let armed = self.is_active() || self.in_watch();
-        if self.st.phase == CanaryPhase::Aborted {
+        if matches!(
+            self.st.phase,
+            CanaryPhase::Aborted | CanaryPhase::RolledBack
+        ) {
             return;
         }
         if !armed {
@@ -940,7 +989,10 @@ impl Machine<'_> {
                 });
             }
             Command::Retry => {
-                if self.st.phase != CanaryPhase::Aborted {
+                if !matches!(
+                    self.st.phase,
+                    CanaryPhase::Aborted | CanaryPhase::RolledBack
+                ) {
                     let why = format!(
                         "cannot retry: the canary is {:?} (retry restarts an aborted canary)",
                         self.st.phase

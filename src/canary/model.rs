@@ -24,6 +24,8 @@ pub enum CanaryPhase {
     Promoted,
     /// Rolled back to stable.
     Aborted,
+    /// Rolled back to stable after it had been promoted (a scheduled analysis failed).
+    RolledBack,
     /// Traffic routing failed; weights may not be what the canary wants.
     Degraded,
 }

@@ -116,14 +116,14 @@ impl Source {
     }
 }
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     token: Option<Token>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Api {
-    fn new(args: &ServerArgs) -> Result<Self, String> {
+    pub(crate) fn new(args: &ServerArgs) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let token = Token::load(args.token_file.as_deref()).map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
@@ -137,7 +137,10 @@ impl Api {
         })
     }
 
-    async fn call(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
+    pub(crate) async fn call(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, String> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,
@@ -184,7 +187,7 @@ impl Api {
     }
 }
 
-fn check_name(c: &str) -> Result<(), String> {
+pub(crate) fn check_name(c: &str) -> Result<(), String> {
     match c.split_once('/') {
         Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => Ok(()),
         _ => Err(format!("{c:?}: expected NAMESPACE/NAME")),
@@ -392,7 +395,7 @@ pub fn weight_bar(weight: i64, max: i64) -> String {
 fn phase_colour(p: CanaryPhase) -> &'static str {
     match p {
         CanaryPhase::Promoted => "\x1b[32m",
-        CanaryPhase::Aborted | CanaryPhase::Degraded => "\x1b[31m",
+        CanaryPhase::Aborted | CanaryPhase::RolledBack | CanaryPhase::Degraded => "\x1b[31m",
         CanaryPhase::Paused => "\x1b[33m",
         CanaryPhase::Progressing | CanaryPhase::Pending => "\x1b[36m",
     }

@@ -118,6 +118,6 @@ mod tests {
         };
         assert_eq!(run(&args, &mut printed).ok(), Some(0));
         let text = String::from_utf8_lossy(&printed);
-        assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 3);
+        assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 4);
     }
 }

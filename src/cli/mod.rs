@@ -7,6 +7,7 @@ pub mod crds;
 pub mod route;
 pub mod run;
 pub mod run_cluster;
+pub mod schedules;
 pub mod validate;
 
 use std::io::Write;
@@ -59,6 +60,9 @@ pub enum Command {
     },
     /// Print the CRDs generated from the Rust types (or write/check `deploy/crds`).
     Crds(crds::CrdsArgs),
+    /// Scheduled analyses of a running daemon: next fire time, recent results; `run NS/NAME`
+    /// starts one now.
+    Schedules(schedules::SchedulesArgs),
 }
 
 /// `--timezone` values: `+0800`, `-03:30`, `UTC`.
@@ -93,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(r) => run::run(r, &mut stdout, &mut stderr).await?,
         Command::Route { command } => route::run(command, &mut stdout, &mut stderr).await?,
         Command::Crds(c) => crds::run(c, &mut stdout)?,
+        Command::Schedules(s) => schedules::run(s, &mut stdout, &mut stderr).await?,
     };
     stdout.flush()?;
     Ok(code)

@@ -10,6 +10,8 @@ use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::resources::load_paths;
 use crate::runner::{Clock, Defaults, SystemClock};
+use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
+use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Auth, Metrics, Token};
 use crate::state::{FileStateStore, StatusStore};
 use crate::traffic::file::FileStore;
@@ -18,9 +20,9 @@ use crate::traffic::router::Router;
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Directories (or files) with Canaries and AnalysisTemplates (recursive, multi-document).
-    /// With --kube: templates only (e.g. the bundled ones), read at start; CRDs of the same
-    /// kind/namespace/name override them.
+    /// Directories (or files) with Canaries, ScheduledAnalyses and AnalysisTemplates (recursive,
+    /// multi-document). With --kube: templates only (e.g. the bundled ones), read at start; CRDs
+    /// of the same kind/namespace/name override them.
     #[arg(long = "config", value_name = "DIR", required_unless_present = "kube")]
     pub config: Vec<PathBuf>,
     /// Directory of Istio manifests the canaries route traffic in (file backend).
@@ -31,7 +33,7 @@ pub struct RunArgs {
         conflicts_with = "kube"
     )]
     pub manifests: Option<PathBuf>,
-    /// Where canary state is kept (one JSON file per canary).
+    /// Where state is kept (one JSON file per Canary and per ScheduledAnalysis).
     #[arg(
         long,
         value_name = "DIR",
@@ -128,6 +130,7 @@ pub async fn run(
 
     let metrics = Metrics::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let schedule_state = ScheduleStore::File(state.clone());
     let ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
@@ -146,11 +149,28 @@ pub async fn run(
         .map(|c| driver::spawn(c, ctx.clone()))
         .collect();
     let control = Arc::new(DaemonControl::new(handles, metrics.clone()));
+    let sched_ctx = SchedulerContext {
+        templates: ctx.templates.clone(),
+        state: schedule_state,
+        clock: ctx.clock.clone(),
+        defaults: ctx.defaults.clone(),
+        metrics: metrics.clone(),
+        canaries: control.clone(),
+        http: SchedulerContext::webhook_client(),
+    };
+    control.replace_schedules(
+        loaded
+            .scheduled
+            .iter()
+            .map(|s| schedule_driver::spawn(s, sched_ctx.clone()))
+            .collect(),
+    );
     control.set_ready(true);
     writeln!(
         out,
-        "skycanary running: {} canary(ies), {} template(s); listening on http://{local}",
+        "skycanary running: {} canary(ies), {} scheduled analysis(es), {} template(s); listening on http://{local}",
         loaded.canaries.len(),
+        loaded.scheduled.len(),
         loaded.templates.len()
     )?;
     out.flush()?;
@@ -191,8 +211,9 @@ pub async fn run(
         }
         tracing::info!(
             canaries = reloaded.canaries.len(),
+            scheduled = reloaded.scheduled.len(),
             templates = reloaded.templates.len(),
-            "configuration changed; restarting canary tasks"
+            "configuration changed; restarting canary and schedule tasks"
         );
         control.stop_tasks().await;
         let ctx = DriverContext {
@@ -204,6 +225,17 @@ pub async fn run(
                 .canaries
                 .iter()
                 .map(|c| driver::spawn(c, ctx.clone()))
+                .collect(),
+        );
+        let sched_ctx = SchedulerContext {
+            templates: ctx.templates.clone(),
+            ..sched_ctx.clone()
+        };
+        control.replace_schedules(
+            reloaded
+                .scheduled
+                .iter()
+                .map(|s| schedule_driver::spawn(s, sched_ctx.clone()))
                 .collect(),
         );
     }

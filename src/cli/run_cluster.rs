@@ -11,6 +11,8 @@ use crate::daemon::DaemonControl;
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
 use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
+use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
+use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Metrics};
 use crate::state::StatusStore;
 use crate::state::kube_status::KubeStatusStore;
@@ -92,6 +94,15 @@ pub async fn run(
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
+    let sched_ctx = SchedulerContext {
+        templates: Arc::new(Vec::new()),
+        state: ScheduleStore::Kube(client.clone()),
+        clock: clock.clone(),
+        defaults: ctx.defaults.clone(),
+        metrics: metrics.clone(),
+        canaries: control.clone(),
+        http: SchedulerContext::webhook_client(),
+    };
     writeln!(
         out,
         "skycanary running in cluster mode as {identity}; listening on http://{local}"
@@ -179,6 +190,17 @@ pub async fn run(
                     .map(|c| driver::spawn(&c.canary, ctx.clone()))
                     .collect();
                 control.replace_handles(handles);
+                // Only the leader runs schedules.
+                let sched_ctx = SchedulerContext {
+                    templates: ctx.templates.clone(),
+                    ..sched_ctx.clone()
+                };
+                control.replace_schedules(
+                    s.scheduled
+                        .iter()
+                        .map(|x| schedule_driver::spawn(x, sched_ctx.clone()))
+                        .collect(),
+                );
                 control.set_standby(None);
                 control.set_ready(true);
                 // Requests written while no driver ran (or before this restart); a driver

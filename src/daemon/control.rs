@@ -11,12 +11,14 @@ use tokio::sync::oneshot;
 
 use crate::alarm::{Deduper, matches, parse_payload};
 use crate::canary::driver::{CanaryHandle, Msg};
-use crate::canary::{Command, CommandRequest};
+use crate::canary::{AbortStatus, CanaryStatus, Command, CommandRequest};
+use crate::schedule::driver::{CanaryRollback, RunNowError, ScheduleHandle};
 use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
 
 /// Canaries the daemon drives, keyed by namespace/name.
 pub struct DaemonControl {
     canaries: RwLock<BTreeMap<(String, String), CanaryHandle>>,
+    schedules: RwLock<BTreeMap<(String, String), ScheduleHandle>>,
     /// Why commands are refused now (a standby replica is not the leader).
     standby: RwLock<Option<String>>,
     ready: AtomicBool,
@@ -34,6 +36,7 @@ impl DaemonControl {
                     .map(|h| ((h.namespace.clone(), h.name.clone()), h))
                     .collect(),
             ),
+            schedules: RwLock::new(BTreeMap::new()),
             standby: RwLock::new(None),
             ready: AtomicBool::new(false),
             dedupe: Mutex::new(Deduper::new(4096)),
@@ -46,11 +49,35 @@ impl DaemonControl {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Stops every running canary task and waits until each has ended (its state saved).
+    /// Stops every running schedule and canary task and waits until each has ended (its
+    /// state saved). Schedules first: they may still be rolling a canary back.
     pub async fn stop_tasks(&self) {
+        for h in self.replace_schedules(Vec::new()) {
+            h.stop().await;
+        }
         for h in self.replace_handles(Vec::new()) {
             h.stop().await;
         }
+    }
+
+    /// Replaces the set of running schedule tasks; returns the previous ones to stop.
+    pub fn replace_schedules(&self, handles: Vec<ScheduleHandle>) -> Vec<ScheduleHandle> {
+        let new: BTreeMap<_, _> = handles
+            .into_iter()
+            .map(|h| ((h.namespace.clone(), h.name.clone()), h))
+            .collect();
+        match self.schedules.write() {
+            Ok(mut m) => std::mem::replace(&mut *m, new).into_values().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The running schedule tasks.
+    pub fn schedules(&self) -> Vec<ScheduleHandle> {
+        self.schedules
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The running canary tasks.
@@ -226,16 +253,37 @@ impl Control for DaemonControl {
     }
 
     fn scheduled_analyses(&self) -> Vec<serde_json::Value> {
-        Vec::new()
+        self.schedules()
+            .iter()
+            .filter_map(|h| serde_json::to_value(h.summary()).ok())
+            .collect()
     }
 
-    /// No scheduled analyses exist in this version: every name is unknown.
+    /// Starts a run now, as concurrencyPolicy allows (Forbid with a run going → 409).
     fn run_scheduled(
         &self,
-        _namespace: &str,
-        _name: &str,
+        namespace: &str,
+        name: &str,
     ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
-        Box::pin(async move { Err(ControlError::NotFound) })
+        let standby = self.standby.read().ok().and_then(|s| s.clone());
+        let handle = self
+            .schedules
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(namespace.to_string(), name.to_string())).cloned());
+        Box::pin(async move {
+            if let Some(why) = standby {
+                return Err(ControlError::Unavailable(why));
+            }
+            let h = handle.ok_or(ControlError::NotFound)?;
+            match h.run_now().await {
+                Ok(started) => {
+                    serde_json::to_value(started).map_err(|e| ControlError::Internal(e.to_string()))
+                }
+                Err(e @ RunNowError::Busy(_)) => Err(ControlError::Rejected(e.to_string())),
+                Err(e @ RunNowError::Stopped) => Err(ControlError::Unavailable(e.to_string())),
+            }
+        })
     }
 
     fn ready(&self) -> bool {
@@ -261,6 +309,26 @@ impl Control for DaemonControl {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
             }
             Ok(summary)
+        })
+    }
+}
+
+impl CanaryRollback for DaemonControl {
+    fn rollback(
+        &self,
+        namespace: &str,
+        name: &str,
+        why: AbortStatus,
+    ) -> BoxFuture<'static, Result<CanaryStatus, String>> {
+        let id = format!("{namespace}/{name}");
+        let handle = self.get(namespace, name);
+        Box::pin(async move {
+            let h = handle.ok_or_else(|| format!("canary {id} is not running here"))?;
+            let (tx, rx) = oneshot::channel();
+            h.tx.send(Msg::Rollback(why, tx))
+                .map_err(|_| format!("canary {id}: its task has stopped"))?;
+            rx.await
+                .map_err(|_| format!("canary {id}: its task has stopped"))
         })
     }
 }

@@ -1,4 +1,5 @@
-//! Cluster-mode resource source: Canaries, AnalysisTemplates and ClusterAnalysisTemplates read
+//! Cluster-mode resource source: Canaries, ScheduledAnalyses, AnalysisTemplates and
+//! ClusterAnalysisTemplates read
 //! from `skycanary.io/v1alpha1` CRDs, validated exactly like files.
 //!
 //! Each object is checked on its own and its problems are reported with its id
@@ -25,8 +26,11 @@ use crate::canary::{CanaryStatus, CommandRequest};
 use crate::resources::canary::CanaryDoc;
 use crate::resources::canary_validate::validate_canary;
 use crate::resources::load::{
-    ConfigError, LoadedCanary, LoadedTemplate, Origin, deserialize_all, validate_template,
+    ConfigError, LoadedCanary, LoadedScheduled, LoadedTemplate, Origin, deserialize_all,
+    validate_template,
 };
+use crate::resources::scheduled::ScheduledAnalysisDoc;
+use crate::resources::scheduled_validate::validate_scheduled;
 use crate::resources::template::AnalysisTemplateDoc;
 use crate::resources::yaml::LineIndex;
 use crate::state::kube_status::{GROUP, VERSION, parse_status};
@@ -43,14 +47,17 @@ pub enum SourceKind {
     AnalysisTemplate,
     /// `ClusterAnalysisTemplate` (cluster-scoped).
     ClusterAnalysisTemplate,
+    /// `ScheduledAnalysis` (namespaced).
+    ScheduledAnalysis,
 }
 
 impl SourceKind {
     /// All kinds, in listing order.
-    pub const ALL: [SourceKind; 3] = [
+    pub const ALL: [SourceKind; 4] = [
         SourceKind::Canary,
         SourceKind::AnalysisTemplate,
         SourceKind::ClusterAnalysisTemplate,
+        SourceKind::ScheduledAnalysis,
     ];
 
     /// The kind name.
@@ -59,6 +66,7 @@ impl SourceKind {
             SourceKind::Canary => "Canary",
             SourceKind::AnalysisTemplate => "AnalysisTemplate",
             SourceKind::ClusterAnalysisTemplate => "ClusterAnalysisTemplate",
+            SourceKind::ScheduledAnalysis => "ScheduledAnalysis",
         }
     }
 
@@ -68,6 +76,7 @@ impl SourceKind {
             SourceKind::Canary => "canaries",
             SourceKind::AnalysisTemplate => "analysistemplates",
             SourceKind::ClusterAnalysisTemplate => "clusteranalysistemplates",
+            SourceKind::ScheduledAnalysis => "scheduledanalyses",
         }
     }
 
@@ -138,6 +147,8 @@ pub struct ResourceVersions {
     pub templates: String,
     /// Of the ClusterAnalysisTemplate list.
     pub cluster_templates: String,
+    /// Of the ScheduledAnalysis list.
+    pub scheduled: String,
 }
 
 impl ResourceVersions {
@@ -146,6 +157,7 @@ impl ResourceVersions {
             SourceKind::Canary => self.canaries = rv,
             SourceKind::AnalysisTemplate => self.templates = rv,
             SourceKind::ClusterAnalysisTemplate => self.cluster_templates = rv,
+            SourceKind::ScheduledAnalysis => self.scheduled = rv,
         }
     }
 }
@@ -157,6 +169,8 @@ pub struct Snapshot {
     pub canaries: Vec<KubeCanary>,
     /// Valid templates (namespaced and cluster-scoped).
     pub templates: Vec<LoadedTemplate>,
+    /// Valid ScheduledAnalyses, ordered by namespace and name.
+    pub scheduled: Vec<LoadedScheduled>,
     /// Objects that failed validation, with all their problems.
     pub errors: Vec<(ObjectId, Vec<ConfigError>)>,
     /// Where the lists were taken.
@@ -642,6 +656,18 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, Value>, rvs: ResourceVersions) ->
                                 .and_then(Value::as_str)
                                 .map(str::to_string),
                         });
+                    }
+                }
+                if !errs.is_empty() {
+                    snap.errors.push((id.clone(), errs));
+                }
+            }
+            SourceKind::ScheduledAnalysis => {
+                let (parsed, mut errs) = deserialize_all::<ScheduledAnalysisDoc>(obj, &origin);
+                if let Some(doc) = parsed {
+                    errs.extend(validate_scheduled(&doc, &origin));
+                    if errs.is_empty() {
+                        snap.scheduled.push(LoadedScheduled { doc, origin });
                     }
                 }
                 if !errs.is_empty() {

@@ -21,8 +21,10 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value, json};
 
 use super::canary::CanarySpec;
+use super::scheduled::ScheduledAnalysisSpec;
 use super::template::{AnalysisTemplateSpec, IntOrString};
 use crate::canary::model::CanaryStatus;
+use crate::schedule::model::ScheduledAnalysisStatus;
 
 /// API group of every skycanary resource.
 pub const GROUP: &str = "skycanary.io";
@@ -161,6 +163,58 @@ const CANARY_COLUMNS: &[PrinterColumn] = &[
     },
 ];
 
+const SCHEDULED_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn {
+        name: "Schedule",
+        type_: "string",
+        json_path: ".spec.schedule",
+        priority: 0,
+        description: "Cron schedule",
+    },
+    PrinterColumn {
+        name: "Zone",
+        type_: "string",
+        json_path: ".spec.timeZone",
+        priority: 1,
+        description: "IANA time zone of the schedule",
+    },
+    PrinterColumn {
+        name: "Suspend",
+        type_: "boolean",
+        json_path: ".spec.suspend",
+        priority: 0,
+        description: "Scheduled runs are off",
+    },
+    PrinterColumn {
+        name: "Last",
+        type_: "date",
+        json_path: ".status.lastScheduleTime",
+        priority: 0,
+        description: "Latest fire time dealt with",
+    },
+    PrinterColumn {
+        name: "Next",
+        type_: "string",
+        json_path: ".status.nextScheduleTime",
+        priority: 0,
+        description: "Next fire time",
+    },
+    PrinterColumn {
+        name: "Message",
+        type_: "string",
+        json_path: ".status.message",
+        priority: 1,
+        description: "Last human-readable message",
+    },
+    PrinterColumn {
+        name: "Age",
+        type_: "date",
+        json_path: ".metadata.creationTimestamp",
+        priority: 0,
+        description: "",
+    },
+];
+
 /// Every resource that has a CRD, in file-name order (so `cat deploy/crds/*.yaml` equals
 /// `skycanary crds`).
 pub fn sources() -> Vec<CrdSource> {
@@ -195,6 +249,16 @@ pub fn sources() -> Vec<CrdSource> {
             spec: template_spec,
             status: None,
             columns: &[],
+        },
+        CrdSource {
+            kind: "ScheduledAnalysis",
+            plural: "scheduledanalyses",
+            short_names: &["sksa"],
+            namespaced: true,
+            description: "ScheduledAnalysis: analysis templates run on a cron schedule, with rollback and webhook actions on the result.",
+            spec: raw_schema::<ScheduledAnalysisSpec>(),
+            status: Some(raw_schema::<ScheduledAnalysisStatus>()),
+            columns: SCHEDULED_COLUMNS,
         },
     ]
 }

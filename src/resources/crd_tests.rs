@@ -113,6 +113,11 @@ fn names_scope_and_files() {
                 "skycanary.io_clusteranalysistemplates.yaml".to_string(),
                 json!("Cluster")
             ),
+            (
+                "scheduledanalyses.skycanary.io".to_string(),
+                "skycanary.io_scheduledanalyses.yaml".to_string(),
+                json!("Namespaced")
+            ),
         ]
     );
     // Sorted by file name, so `cat deploy/crds/*.yaml` is the `skycanary crds` output.
@@ -374,6 +379,7 @@ fn examples_and_bundled_templates_validate() {
     let mut files = vec![
         repo().join("deploy/examples/bookinfo/canary.yaml"),
         repo().join("deploy/examples/bookinfo/apdex.yaml"),
+        repo().join("deploy/examples/bookinfo/scheduled.yaml"),
     ];
     let mut templates: Vec<PathBuf> = std::fs::read_dir(repo().join("analysis-templates"))
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -397,6 +403,29 @@ fn examples_and_bundled_templates_validate() {
         }
     }
     assert!(checked >= 2, "only {checked} documents checked");
+}
+
+#[test]
+fn scheduled_analysis_crd_has_a_status_subresource_and_a_status_schema() {
+    let c = crd("ScheduledAnalysis");
+    let v = &c.value["spec"]["versions"][0];
+    assert_eq!(v["subresources"]["status"], json!({}));
+    assert_eq!(c.value["spec"]["names"]["shortNames"], json!(["sksa"]));
+    let status = &root_schema("ScheduledAnalysis")["properties"]["status"]["properties"];
+    for field in [
+        "lastScheduleTime",
+        "nextScheduleTime",
+        "lastSuccessfulTime",
+        "active",
+        "history",
+    ] {
+        assert!(status.get(field).is_some(), "{field}");
+    }
+    let spec = &root_schema("ScheduledAnalysis")["properties"]["spec"];
+    assert_eq!(
+        spec["properties"]["concurrencyPolicy"]["enum"],
+        json!(["Forbid", "Replace", "Allow"])
+    );
 }
 
 #[test]

@@ -24,12 +24,13 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every canary phase, so setting one phase can zero the others (a state-set gauge).
-const CANARY_PHASES: [CanaryPhase; 6] = [
+const CANARY_PHASES: [CanaryPhase; 7] = [
     CanaryPhase::Pending,
     CanaryPhase::Progressing,
     CanaryPhase::Paused,
     CanaryPhase::Promoted,
     CanaryPhase::Aborted,
+    CanaryPhase::RolledBack,
     CanaryPhase::Degraded,
 ];
 
@@ -50,6 +51,7 @@ fn canary_phase_name(phase: CanaryPhase) -> &'static str {
         CanaryPhase::Paused => "Paused",
         CanaryPhase::Promoted => "Promoted",
         CanaryPhase::Aborted => "Aborted",
+        CanaryPhase::RolledBack => "RolledBack",
         CanaryPhase::Degraded => "Degraded",
     }
 }
@@ -114,6 +116,14 @@ struct SourceLabels {
     source: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ScheduledActionLabels {
+    namespace: String,
+    name: String,
+    action: String,
+    outcome: String,
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -143,6 +153,8 @@ struct Inner {
     alarms_received: Family<SourceLabels, Counter>,
     alarms_matched: Family<CanaryLabels, Counter>,
     alarm_rollback_latency: Histogram,
+    scheduled_runs: Family<CanaryPhaseLabels, Counter>,
+    scheduled_actions: Family<ScheduledActionLabels, Counter>,
     series: Mutex<HashMap<(String, String), CanarySeries>>,
 }
 
@@ -243,6 +255,18 @@ impl Metrics {
             Unit::Seconds,
             alarm_rollback_latency.clone(),
         );
+        let scheduled_runs = Family::<CanaryPhaseLabels, Counter>::default();
+        registry.register(
+            "scheduled_runs",
+            "Scheduled analysis fire times, by outcome: the run's phase, Skipped (Forbid) or Missed",
+            scheduled_runs.clone(),
+        );
+        let scheduled_actions = Family::<ScheduledActionLabels, Counter>::default();
+        registry.register(
+            "scheduled_actions",
+            "Actions on scheduled analysis results (rollback, webhook), by outcome",
+            scheduled_actions.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -258,6 +282,8 @@ impl Metrics {
                 alarms_received,
                 alarms_matched,
                 alarm_rollback_latency,
+                scheduled_runs,
+                scheduled_actions,
                 series: Mutex::new(HashMap::new()),
             }),
         }
@@ -447,6 +473,29 @@ impl Metrics {
         self.inner
             .alarm_rollback_latency
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// `skycanary_scheduled_runs_total`: a fire time of scheduled analysis `namespace/name`
+    /// ended as `outcome` (a run phase, `Skipped` or `Missed`).
+    pub fn scheduled_run(&self, namespace: &str, name: &str, outcome: &str) {
+        let labels = CanaryPhaseLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            phase: outcome.to_string(),
+        };
+        self.inner.scheduled_runs.get_or_create(&labels).inc();
+    }
+
+    /// `skycanary_scheduled_actions_total`: an `action` (`rollback`, `webhook`) on a scheduled
+    /// analysis' result ended `outcome` (`Succeeded`, `Failed`).
+    pub fn scheduled_action(&self, namespace: &str, name: &str, action: &str, outcome: &str) {
+        let labels = ScheduledActionLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            action: action.to_string(),
+            outcome: outcome.to_string(),
+        };
+        self.inner.scheduled_actions.get_or_create(&labels).inc();
     }
 
     /// Drops every gauge series of a deleted canary (counters stay: they are cumulative).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skycanary::sim::{OapProfile, SimConfig, SimEntity, Simulator};
 
-const TOKEN: &str = "test-token-123";
+pub(crate) const TOKEN: &str = "test-token-123";
 
 const VS: &str = r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -69,13 +69,13 @@ spec:
     )
 }
 
-struct Daemon {
-    child: Child,
-    url: String,
-    dirs: Option<tempfile::TempDir>,
-    manifests: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) dirs: Option<tempfile::TempDir>,
+    pub(crate) manifests: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -93,7 +93,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
+pub(crate) fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
     let root = dirs.path().to_path_buf();
     let (config, manifests, state) = (root.join("config"), root.join("istio"), root.join("state"));
     let token_file = root.join("token");
@@ -133,7 +133,7 @@ fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
     }
 }
 
-fn setup(canary_yaml: &str) -> tempfile::TempDir {
+pub(crate) fn setup(canary_yaml: &str) -> tempfile::TempDir {
     let dirs = tempfile::tempdir().unwrap();
     for d in ["config", "istio", "state"] {
         std::fs::create_dir_all(dirs.path().join(d)).unwrap();
@@ -143,7 +143,7 @@ fn setup(canary_yaml: &str) -> tempfile::TempDir {
     dirs
 }
 
-async fn sim_with_apdex(
+pub(crate) async fn sim_with_apdex(
     f: impl Fn(chrono::DateTime<chrono::Utc>) -> Option<f64> + Send + Sync + 'static,
 ) -> (Simulator, skycanary::sim::RunningSim) {
     let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
@@ -152,7 +152,7 @@ async fn sim_with_apdex(
     (sim, running)
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -188,7 +188,7 @@ async fn wait_for(d: &Daemon, what: &str, limit: Duration, pred: impl Fn(&Value)
     }
 }
 
-fn vs_weights(manifests: &Path) -> (i64, i64) {
+pub(crate) fn vs_weights(manifests: &Path) -> (i64, i64) {
     let text = std::fs::read_to_string(manifests.join("reviews.yaml")).unwrap();
     let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
     let r = &v["spec"]["http"][0]["route"];
@@ -196,6 +196,11 @@ fn vs_weights(manifests: &Path) -> (i64, i64) {
         r[0]["weight"].as_i64().unwrap(),
         r[1]["weight"].as_i64().unwrap(),
     )
+}
+
+/// Aborted, and the rollback write confirmed (the phase is published before the write ends).
+fn aborted_and_written(s: &Value) -> bool {
+    phase(s) == "Aborted" && s["status"].get("routingWrite").is_none()
 }
 
 fn phase(s: &Value) -> &str {
@@ -246,7 +251,7 @@ async fn failing_analysis_rolls_back_to_stable_with_evidence() {
     let (_sim, running) = sim_with_apdex(|_| Some(7000.0)).await;
     let d = start(setup(&canary("Abort")), &running.url());
     let s = wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert_eq!(vs_weights(&d.manifests), (100, 0));
@@ -294,7 +299,7 @@ async fn oap_outage_holds_or_aborts_as_configured() {
 
     let d = start(setup(&canary("Abort")), "http://127.0.0.1:9");
     wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert_eq!(vs_weights(&d.manifests), (100, 0));
@@ -329,7 +334,7 @@ async fn commands_need_the_token_and_work() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let s = wait_for(&d, "Aborted", Duration::from_secs(10), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert!(
@@ -421,7 +426,7 @@ async fn sigkill_and_restart_resume_the_same_step_without_lowering_weights() {
     assert_eq!(done["status"]["analysisRuns"].as_array().unwrap().len(), 2);
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
+pub(crate) fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_skycanary"))
         .args(args)
         .output()

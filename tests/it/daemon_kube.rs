@@ -234,3 +234,96 @@ async fn one_leader_drives_the_canary_and_the_standby_takes_over() {
     );
     drop(standby_r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_analysis_from_its_crd_keeps_status_and_rolls_back_the_promoted_canary() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        move |_| {
+            Some(if h.load(Ordering::SeqCst) {
+                9950.0
+            } else {
+                7000.0
+            })
+        },
+    );
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let fake = FakeApiServer::new();
+    seed(&fake);
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "ScheduledAnalysis",
+        "metadata": {"name": "apdex-check", "namespace": "bookinfo"},
+        "spec": {"schedule": "*/2 * * * * *",
+            "templates": [{"templateName": "apdex"}],
+            "args": [{"name": "service", "value": "reviews.bookinfo"}],
+            "onFailure": {"rollback": {"canary": "reviews"}}}
+    }))
+    .unwrap();
+    let (addr, _h) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(addr, &kubeconfig).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let _a = replica("replica-a", &kubeconfig, &token, &running.url());
+    let canary = |fake: &FakeApiServer| {
+        fake.get("skycanary.io", "canaries", "bookinfo", "reviews")
+            .map(|c| c["status"].clone())
+    };
+    let scheduled = |fake: &FakeApiServer| {
+        fake.get(
+            "skycanary.io",
+            "scheduledanalyses",
+            "bookinfo",
+            "apdex-check",
+        )
+        .map(|c| c["status"].clone())
+    };
+    wait("promotion", Duration::from_secs(40), || {
+        canary(&fake).filter(|s| s["phase"] == "Promoted")
+    })
+    .await;
+    // The schedule's history lands in its .status.
+    let st = wait(
+        "a successful scheduled run",
+        Duration::from_secs(40),
+        || scheduled(&fake).filter(|s| s["lastSuccessfulTime"].is_string()),
+    )
+    .await;
+    assert_eq!(st["history"][0]["status"]["phase"], "Successful", "{st:#}");
+    assert!(st["nextScheduleTime"].is_string(), "{st:#}");
+
+    healthy.store(false, Ordering::SeqCst);
+    let c = wait("rollback", Duration::from_secs(40), || {
+        canary(&fake).filter(|s| s["phase"] == "RolledBack" && s.get("routingWrite").is_none())
+    })
+    .await;
+    assert!(
+        c["abort"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ScheduledAnalysis bookinfo/apdex-check"),
+        "{c:#}"
+    );
+    let vs = fake.virtual_service("bookinfo", "reviews").unwrap();
+    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 100);
+    assert_eq!(vs["spec"]["http"][0]["route"][1]["weight"], 0);
+    let st = wait("the failed run in .status", Duration::from_secs(20), || {
+        scheduled(&fake).filter(|s| {
+            s["history"].as_array().is_some_and(|h| {
+                h.iter().any(|r| {
+                    r["status"]["phase"] == "Failed" && r["actions"][0]["outcome"] == "Succeeded"
+                })
+            })
+        })
+    })
+    .await;
+    assert!(st["lastScheduleTime"].is_string(), "{st:#}");
+}

@@ -24,7 +24,7 @@ const TOKEN: &str = "skc-tok-7f3e9a1c5b2d4e6f8091a2b3c4d5e6f7-do-not-log";
 /// cluster-wide (ClusterRole); `Some` a Role in the Lease's namespace. Leases are limited to the
 /// Lease named by the Deployment's `--lease` (`create` cannot be limited by name).
 const NEEDED: &[(&str, &str, &str, Need)] = &[
-    // src/daemon/kube_source.rs: list + watch of the three kinds, all namespaces.
+    // src/daemon/kube_source.rs: list + watch of the four kinds, all namespaces.
     ("skycanary.io", "canaries", "list", Need::Cluster),
     ("skycanary.io", "canaries", "watch", Need::Cluster),
     ("skycanary.io", "analysistemplates", "list", Need::Cluster),
@@ -41,9 +41,24 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
         "watch",
         Need::Cluster,
     ),
+    ("skycanary.io", "scheduledanalyses", "list", Need::Cluster),
+    ("skycanary.io", "scheduledanalyses", "watch", Need::Cluster),
     // src/state/kube_status.rs: the status subresource, read then merge-patched.
     ("skycanary.io", "canaries/status", "get", Need::Cluster),
     ("skycanary.io", "canaries/status", "patch", Need::Cluster),
+    // src/schedule/store.rs: the same for ScheduledAnalysis history.
+    (
+        "skycanary.io",
+        "scheduledanalyses/status",
+        "get",
+        Need::Cluster,
+    ),
+    (
+        "skycanary.io",
+        "scheduledanalyses/status",
+        "patch",
+        Need::Cluster,
+    ),
     // src/traffic/kube.rs: VirtualServices read and replaced (PUT with resourceVersion);
     // DestinationRules only read (subset mode checks the subsets).
     (

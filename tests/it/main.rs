@@ -13,5 +13,6 @@ mod provider_sim;
 mod route_cli;
 mod route_kube;
 mod runner;
+mod scheduled;
 mod support;
 mod tls;
