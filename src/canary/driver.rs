@@ -33,6 +33,8 @@ pub enum Msg {
     Command(Command, oneshot::Sender<Result<CanaryStatus, String>>),
     /// A matching alarm.
     Alarm {
+        /// Where it came from.
+        source: crate::server::AlarmSource,
         /// Rule name.
         rule: String,
         /// Entity name.
@@ -238,14 +240,22 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     });
                 }
                 Some(Msg::Alarm {
+                    source,
                     rule,
                     entity,
                     message,
                     received,
                     done,
                 }) => {
-                    self.ctx.metrics.alarm_matched(&self.namespace, &self.name);
+                    self.ctx.metrics.alarm_matched(
+                        &self.namespace,
+                        &self.name,
+                        source,
+                        &rule,
+                        &entity,
+                    );
                     queue.push_back(Input::Alarm {
+                        source: source.display_name().to_string(),
                         rule,
                         entity,
                         message,

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{RunArgs, api_auth, bind, shutdown_signal};
+use super::run::{PollSetup, RunArgs, alarm_poller, api_auth, bind, shutdown_signal};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
@@ -82,6 +82,13 @@ pub async fn run(
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
+    // Every replica runs the poller; it polls only while this replica leads (a standby has
+    // no canary to roll back and `poll_since` is `None`).
+    let poller = match alarm_poller(args, control.clone(), clock.clone(), err)? {
+        PollSetup::Invalid => return Ok(4),
+        PollSetup::Off => None,
+        PollSetup::On(p) => Some(p),
+    };
     writeln!(
         out,
         "skycanary running in cluster mode as {identity}; listening on http://{local}"
@@ -102,6 +109,12 @@ pub async fn run(
     let server_task = tokio::spawn(server::serve_on(listener, app, async move {
         let _ = stop_server.wait_for(|s| *s).await;
     }));
+    let poll_task = poller.map(|p| {
+        let mut stop_poll = stop_rx.clone();
+        tokio::spawn(p.run(async move {
+            let _ = stop_poll.wait_for(|s| *s).await;
+        }))
+    });
 
     let mut snapshot: Option<Snapshot> = None;
     let mut leading = false;
@@ -163,6 +176,9 @@ pub async fn run(
     control.set_standby(Some("shutting down".into()));
     control.stop_tasks().await;
     let _ = stop_tx.send(true);
+    if let Some(t) = poll_task {
+        let _ = t.await;
+    }
     let _ = elector_task.await;
     let _ = server_task.await;
     writeln!(out, "skycanary stopped")?;
