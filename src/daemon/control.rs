@@ -330,3 +330,197 @@ impl Control for DaemonControl {
 
 /// Shared handle type used by the server.
 pub type SharedControl = Arc<DaemonControl>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canary::{CanaryPhase, CanaryStatus};
+    use crate::resources::canary::{AlarmMatcher, CanaryDoc, CanarySpec, RollbackOn};
+    use crate::resources::template::ObjectMeta;
+    use chrono::TimeZone;
+    use tokio::sync::{mpsc, watch};
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_719_835_000 + secs, 0).single().unwrap()
+    }
+
+    /// A canary task stand-in: its handle, status sender and inbox.
+    struct Fake {
+        handle: CanaryHandle,
+        status: watch::Sender<CanaryStatus>,
+        rx: mpsc::UnboundedReceiver<Msg>,
+    }
+
+    fn fake(name: &str, rollback: Option<RollbackOn>, st: CanaryStatus) -> Fake {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status, status_rx) = watch::channel(st);
+        let (_fin, finished) = watch::channel(false);
+        let doc = CanaryDoc {
+            api_version: "skycanary.io/v1alpha1".into(),
+            kind: "Canary".into(),
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: Some("bookinfo".into()),
+                ..ObjectMeta::default()
+            },
+            spec: CanarySpec {
+                rollback_on: rollback,
+                ..CanarySpec::default()
+            },
+            status: None,
+        };
+        Fake {
+            handle: CanaryHandle {
+                namespace: "bookinfo".into(),
+                name: name.into(),
+                steps: 1,
+                doc: Arc::new(doc),
+                tx,
+                status: status_rx,
+                finished,
+            },
+            status,
+            rx,
+        }
+    }
+
+    fn reviews_rule() -> Option<RollbackOn> {
+        Some(RollbackOn {
+            alarms: vec![AlarmMatcher {
+                name: Some("reviews\\.bookinfo".into()),
+                ..AlarmMatcher::default()
+            }],
+            alerts: Vec::new(),
+        })
+    }
+
+    fn running(started: i64) -> CanaryStatus {
+        CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            started_at: Some(t(started)),
+            ..CanaryStatus::default()
+        }
+    }
+
+    fn alarm(start: i64, msg: &str) -> Alarm {
+        Alarm {
+            name: Some("reviews.bookinfo".into()),
+            id0: Some("cmV2aWV3cy5ib29raW5mbw==.1".into()),
+            message: Some(msg.into()),
+            start_time: Some(t(start).timestamp_millis()),
+            ..Alarm::default()
+        }
+    }
+
+    #[test]
+    fn only_a_leader_with_armed_alarm_canaries_polls() {
+        let a = fake("reviews", reviews_rule(), running(100));
+        let b = fake("ratings", reviews_rule(), running(50));
+        let c = fake("details", None, running(10));
+        let control = DaemonControl::new(
+            vec![a.handle.clone(), b.handle.clone(), c.handle.clone()],
+            Metrics::new(),
+        );
+        assert_eq!(
+            control.poll_since(t(200)),
+            Some(t(50)),
+            "earliest armed run"
+        );
+        b.status.send_replace(CanaryStatus {
+            phase: CanaryPhase::Aborted,
+            ..running(50)
+        });
+        assert_eq!(control.poll_since(t(200)), Some(t(100)));
+        a.status.send_replace(CanaryStatus {
+            phase: CanaryPhase::Promoted,
+            watch_until: Some(t(300)),
+            ..running(100)
+        });
+        assert_eq!(control.poll_since(t(200)), Some(t(100)), "within the watch");
+        assert_eq!(control.poll_since(t(300)), None, "watch over");
+        control.set_standby(Some("not the leader".into()));
+        assert_eq!(control.poll_since(t(200)), None);
+    }
+
+    #[tokio::test]
+    async fn polled_alarms_share_matching_and_dedupe_with_webhooks() {
+        let Fake {
+            handle,
+            status: _status,
+            mut rx,
+        } = fake("reviews", reviews_rule(), running(100));
+        let control = Arc::new(DaemonControl::new(vec![handle], Metrics::new()));
+        // The task ends when the control drops the last sender.
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(msg) = rx.recv().await {
+                if let Msg::Alarm {
+                    source,
+                    rule,
+                    entity,
+                    done,
+                    ..
+                } = msg
+                {
+                    seen.push((source, rule, entity));
+                    if let Some(d) = done {
+                        let _ = d.send(CanaryStatus::default());
+                    }
+                }
+            }
+            seen
+        });
+        let webhook = Alarm {
+            rule_name: Some("service_resp_time_rule".into()),
+            uuid: Some("u-1".into()),
+            ..alarm(150, "slow")
+        };
+        let summary = control
+            .deliver(AlarmSource::Skywalking, vec![Incoming::Alarm(webhook)])
+            .await;
+        assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
+        // The same alarm polled later, plus one older than the run and a recovered one.
+        let mut recovered = alarm(160, "recovered");
+        recovered.recovery_time = Some(1);
+        let summary = control
+            .deliver_polled(vec![alarm(150, "slow"), alarm(90, "old"), recovered])
+            .await;
+        assert_eq!(summary["duplicates"], 1, "{summary}");
+        assert_eq!(summary["olderThanRun"], 1, "{summary}");
+        assert_eq!(summary["recoveries"], 1, "{summary}");
+        assert_eq!(summary["matched"], json!([]), "{summary}");
+        let summary = control.deliver_polled(vec![alarm(170, "new")]).await;
+        assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
+        control.replace_handles(Vec::new());
+        let seen = task.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    AlarmSource::Skywalking,
+                    "service_resp_time_rule".to_string(),
+                    "reviews.bookinfo".to_string()
+                ),
+                (
+                    AlarmSource::SkywalkingPoll,
+                    "new".to_string(),
+                    "reviews.bookinfo".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_refused_while_standby_and_when_malformed() {
+        let a = fake("reviews", reviews_rule(), running(100));
+        let control = DaemonControl::new(vec![a.handle.clone()], Metrics::new());
+        let bad = control
+            .alarm_webhook(AlarmSource::Alertmanager, Bytes::from_static(b"[]"))
+            .await;
+        assert!(matches!(bad, Err(ControlError::Invalid(_))), "{bad:?}");
+        control.set_standby(Some("this replica is not the leader".into()));
+        let body = Bytes::from_static(br#"[{"ruleName": "r", "name": "reviews.bookinfo"}]"#);
+        let r = control.alarm_webhook(AlarmSource::Skywalking, body).await;
+        assert!(matches!(r, Err(ControlError::Unavailable(_))), "{r:?}");
+    }
+}
