@@ -35,6 +35,8 @@ pub enum Msg {
     Command(Command, oneshot::Sender<Result<CanaryStatus, String>>),
     /// A matching alarm.
     Alarm {
+        /// Where it came from.
+        source: crate::server::AlarmSource,
         /// Rule name.
         rule: String,
         /// Entity name.
@@ -263,14 +265,22 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     let _ = done.send(self.status.clone());
                 }
                 Some(Msg::Alarm {
+                    source,
                     rule,
                     entity,
                     message,
                     received,
                     done,
                 }) => {
-                    self.ctx.metrics.alarm_matched(&self.namespace, &self.name);
+                    self.ctx.metrics.alarm_matched(
+                        &self.namespace,
+                        &self.name,
+                        source,
+                        &rule,
+                        &entity,
+                    );
                     queue.push_back(Input::Alarm {
+                        source: source.display_name().to_string(),
                         rule,
                         entity,
                         message,

@@ -55,8 +55,10 @@ pub enum Input {
         /// What differed.
         detail: String,
     },
-    /// A matching SkyWalking alarm arrived (already matched against rollbackOn by the caller).
+    /// A matching alarm arrived (already matched against rollbackOn by the caller).
     Alarm {
+        /// Where it came from (`SkyWalking`, `Alertmanager`), for the reason.
+        source: String,
         /// Alarm rule name.
         rule: String,
         /// Entity name.
@@ -124,14 +126,24 @@ pub fn step(
         Input::Routing(Err(message)) => m.on_routing_err(message),
         Input::Drift { detail } => m.on_drift(detail),
         Input::Alarm {
+            source,
             rule,
             entity,
             message,
-        } => m.on_alarm(rule, entity, message),
+        } => m.on_alarm(source, rule, entity, message),
         Input::Command(c) => m.on_command(c),
         Input::Rollback(why) => m.on_rollback(why),
     }
     (m.st, m.fx)
+}
+
+/// True while a matching alarm rolls the canary back: a run is under way (Progressing,
+/// Paused, Degraded) or the post-promotion watch lasts.
+pub fn alarm_armed(st: &CanaryStatus, now: DateTime<Utc>) -> bool {
+    matches!(
+        st.phase,
+        CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded
+    ) || (st.phase == CanaryPhase::Promoted && st.watch_until.is_some_and(|w| now < w))
 }
 
 /// The earliest time the machine has something to do on its own (timed pause end, write
@@ -876,8 +888,8 @@ impl Machine<'_> {
         }
     }
 
-    fn on_alarm(&mut self, rule: &str, entity: &str, message: &str) {
-        let armed = self.is_active() || self.in_watch();
+    fn on_alarm(&mut self, source: &str, rule: &str, entity: &str, message: &str) {
+        let armed = alarm_armed(&self.st, self.now);
         if matches!(
             self.st.phase,
             CanaryPhase::Aborted | CanaryPhase::RolledBack
@@ -896,7 +908,7 @@ impl Machine<'_> {
             return;
         }
         self.abort(AbortStatus {
-            reason: format!("SkyWalking alarm {rule} on {entity}: {message}"),
+            reason: format!("{source} alarm {rule} on {entity}: {message}"),
             metric: None,
             value: None,
             condition: None,

@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
+use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
 use crate::resources::load_paths;
 use crate::runner::{Clock, Defaults, SystemClock};
 use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
@@ -80,6 +82,61 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub read_timeout: u64,
+    /// Also poll the `--skywalking` OAP's `getAlarm` at this interval (e.g. `30s`), for
+    /// when OAP's alarm webhook cannot reach the daemon. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
+    pub alarm_poll_interval: Option<std::time::Duration>,
+}
+
+fn parse_poll_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::resources::duration::parse_duration(s)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s:?} is too short (at least 100ms)"));
+    }
+    Ok(d)
+}
+
+/// The `getAlarm` poller asked for by `--alarm-poll-interval`.
+pub enum PollSetup {
+    /// Not asked for.
+    Off,
+    /// Ready to run.
+    On(Poller),
+    /// Misconfigured (already reported).
+    Invalid,
+}
+
+/// Builds the poller of `--alarm-poll-interval` against `--skywalking`.
+pub fn alarm_poller(
+    args: &RunArgs,
+    sink: Arc<dyn AlarmSink>,
+    clock: Arc<dyn Clock>,
+    err: &mut dyn Write,
+) -> std::io::Result<PollSetup> {
+    let Some(interval) = args.alarm_poll_interval else {
+        return Ok(PollSetup::Off);
+    };
+    let Some(address) = &args.skywalking else {
+        writeln!(
+            err,
+            "error: --alarm-poll-interval needs --skywalking (the OAP to poll)"
+        )?;
+        return Ok(PollSetup::Invalid);
+    };
+    let mut opts = ClientOptions::new(address.clone());
+    opts.timezone = args.timezone;
+    match SkyWalkingClient::new(opts) {
+        Ok(client) => Ok(PollSetup::On(Poller::new(
+            Arc::new(client),
+            sink,
+            clock,
+            PollConfig::new(interval),
+        ))),
+        Err(e) => {
+            writeln!(err, "error: --skywalking: {e}")?;
+            Ok(PollSetup::Invalid)
+        }
+    }
 }
 
 /// Runs until SIGINT/SIGTERM. Exit 0 on a clean stop, 4 on invalid configuration.
@@ -149,6 +206,11 @@ pub async fn run(
         .map(|c| driver::spawn(c, ctx.clone()))
         .collect();
     let control = Arc::new(DaemonControl::new(handles, metrics.clone()));
+    let poller = match alarm_poller(args, control.clone(), ctx.clock.clone(), err)? {
+        PollSetup::Invalid => return Ok(4),
+        PollSetup::Off => None,
+        PollSetup::On(p) => Some(p),
+    };
     let sched_ctx = SchedulerContext {
         templates: ctx.templates.clone(),
         state: schedule_state,
@@ -177,6 +239,7 @@ pub async fn run(
 
     let app = server::router(control.clone(), metrics, auth);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_poll = stop_rx.clone();
     let server_task = tokio::spawn(server::serve_on_with(
         listener,
         app,
@@ -185,6 +248,11 @@ pub async fn run(
         },
         read_timeouts(args),
     ));
+    let poll_task = poller.map(|p| {
+        tokio::spawn(p.run(async move {
+            let _ = stop_poll.wait_for(|s| *s).await;
+        }))
+    });
 
     // Reload on change: the config files are checked every 2 s; a valid new set replaces the
     // running tasks (each stopped, with its state persisted, before the new one starts); an
@@ -242,6 +310,9 @@ pub async fn run(
     control.set_ready(false);
     control.stop_tasks().await;
     let _ = stop_tx.send(true);
+    if let Some(t) = poll_task {
+        let _ = t.await;
+    }
     let served = server_task.await.unwrap_or(Ok(()));
     match served {
         Ok(()) => {

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{RunArgs, api_auth, bind, read_timeouts, shutdown_signal};
+use super::run::{
+    PollSetup, RunArgs, alarm_poller, api_auth, bind, read_timeouts, shutdown_signal,
+};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
@@ -103,6 +105,13 @@ pub async fn run(
         canaries: control.clone(),
         http: SchedulerContext::webhook_client(),
     };
+    // Every replica runs the poller; it polls only while this replica leads (a standby has
+    // no canary to roll back and `poll_since` is `None`).
+    let poller = match alarm_poller(args, control.clone(), clock.clone(), err)? {
+        PollSetup::Invalid => return Ok(4),
+        PollSetup::Off => None,
+        PollSetup::On(p) => Some(p),
+    };
     writeln!(
         out,
         "skycanary running in cluster mode as {identity}; listening on http://{local}"
@@ -128,6 +137,12 @@ pub async fn run(
         },
         read_timeouts(args),
     ));
+    let poll_task = poller.map(|p| {
+        let mut stop_poll = stop_rx.clone();
+        tokio::spawn(p.run(async move {
+            let _ = stop_poll.wait_for(|s| *s).await;
+        }))
+    });
 
     let mut snapshot: Option<Snapshot> = None;
     let mut leading = false;
@@ -216,6 +231,9 @@ pub async fn run(
     control.set_standby(Some("shutting down".into()));
     control.stop_tasks().await;
     let _ = stop_tx.send(true);
+    if let Some(t) = poll_task {
+        let _ = t.await;
+    }
     let _ = elector_task.await;
     let _ = server_task.await;
     writeln!(out, "skycanary stopped")?;

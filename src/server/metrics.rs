@@ -57,12 +57,6 @@ fn canary_phase_name(phase: CanaryPhase) -> &'static str {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct CanaryLabels {
-    namespace: String,
-    name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CanaryPhaseLabels {
     namespace: String,
     name: String,
@@ -112,6 +106,15 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AlarmMatchLabels {
+    namespace: String,
+    name: String,
+    source: String,
+    rule: String,
+    entity: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SourceLabels {
     source: String,
 }
@@ -151,7 +154,7 @@ struct Inner {
     provider_errors: Family<ProviderLabels, Counter>,
     kube_conflicts: Family<KindLabels, Counter>,
     alarms_received: Family<SourceLabels, Counter>,
-    alarms_matched: Family<CanaryLabels, Counter>,
+    alarms_matched: Family<AlarmMatchLabels, Counter>,
     alarm_rollback_latency: Histogram,
     scheduled_runs: Family<CanaryPhaseLabels, Counter>,
     scheduled_actions: Family<ScheduledActionLabels, Counter>,
@@ -242,7 +245,7 @@ impl Metrics {
             "Alarm messages received, by source",
             alarms_received.clone(),
         );
-        let alarms_matched = Family::<CanaryLabels, Counter>::default();
+        let alarms_matched = Family::<AlarmMatchLabels, Counter>::default();
         registry.register(
             "alarms_matched",
             "Alarm messages that matched a canary",
@@ -459,11 +462,22 @@ impl Metrics {
             .inc_by(count);
     }
 
-    /// `skycanary_alarms_matched_total`: an alarm matched this canary's rollback rules.
-    pub fn alarm_matched(&self, namespace: &str, name: &str) {
-        let labels = CanaryLabels {
+    /// `skycanary_alarms_matched_total`: an alarm from `source` (rule, entity) matched this
+    /// canary's rollback rules.
+    pub fn alarm_matched(
+        &self,
+        namespace: &str,
+        name: &str,
+        source: AlarmSource,
+        rule: &str,
+        entity: &str,
+    ) {
+        let labels = AlarmMatchLabels {
             namespace: namespace.to_string(),
             name: name.to_string(),
+            source: source.as_str().to_string(),
+            rule: rule.to_string(),
+            entity: entity.to_string(),
         };
         self.inner.alarms_matched.get_or_create(&labels).inc();
     }

@@ -45,6 +45,8 @@ pub enum AlarmSource {
     Skywalking,
     /// `POST /webhooks/alertmanager`: a Prometheus Alertmanager webhook payload.
     Alertmanager,
+    /// SkyWalking alarms polled through `getAlarm` (`run --alarm-poll-interval`).
+    SkywalkingPoll,
 }
 
 impl AlarmSource {
@@ -53,6 +55,15 @@ impl AlarmSource {
         match self {
             AlarmSource::Skywalking => "skywalking",
             AlarmSource::Alertmanager => "alertmanager",
+            AlarmSource::SkywalkingPoll => "skywalking-poll",
+        }
+    }
+
+    /// How status and events name the sender.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            AlarmSource::Skywalking | AlarmSource::SkywalkingPoll => "SkyWalking",
+            AlarmSource::Alertmanager => "Alertmanager",
         }
     }
 }

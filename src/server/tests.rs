@@ -151,9 +151,9 @@ impl Control for Fake {
             (AlarmSource::Skywalking, Ok(Value::Array(items))) => {
                 Ok(json!({"received": items.len()}))
             }
-            (AlarmSource::Skywalking, _) => Err(ControlError::Invalid(
-                "expected an array of AlarmMessage".into(),
-            )),
+            (AlarmSource::Skywalking | AlarmSource::SkywalkingPoll, _) => Err(
+                ControlError::Invalid("expected an array of AlarmMessage".into()),
+            ),
             (AlarmSource::Alertmanager, _) => Ok(json!({"received": 1})),
         };
         lock(&self.alarms).push((source, body));
@@ -781,7 +781,13 @@ fn record_everything(metrics: &Metrics) {
     metrics.provider_error("http://oap:12800", "timeout");
     metrics.kube_write_conflict("VirtualService");
     metrics.alarms_received(AlarmSource::Skywalking, 3);
-    metrics.alarm_matched("prod", "web");
+    metrics.alarm_matched(
+        "prod",
+        "web",
+        AlarmSource::Skywalking,
+        "service_sla_rule",
+        "web.prod",
+    );
     metrics.alarm_rollback_latency(Duration::from_millis(120));
 }
 
@@ -949,7 +955,15 @@ async fn metrics_scrape_is_openmetrics() {
         3.0
     );
     assert_eq!(
-        value_of(&samples, "skycanary_alarms_matched_total", &web),
+        value_of(
+            &samples,
+            "skycanary_alarms_matched_total",
+            &with(&[
+                ("source", "skywalking"),
+                ("rule", "service_sla_rule"),
+                ("entity", "web.prod")
+            ])
+        ),
         1.0
     );
 

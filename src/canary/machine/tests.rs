@@ -594,6 +594,7 @@ fn alarm_during_the_run_aborts() {
     s.start();
     s.ok();
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "service_sla_rule".into(),
         entity: "reviews".into(),
         message: "SLA below 99%".into(),
@@ -614,6 +615,7 @@ fn alarm_within_the_watch_aborts() {
     s.ok();
     s.now = t(599);
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "r".into(),
         entity: "e".into(),
         message: "m".into(),
@@ -630,6 +632,7 @@ fn alarm_after_the_watch_is_ignored() {
     s.ok();
     s.now = t(600);
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "r".into(),
         entity: "e".into(),
         message: "m".into(),
@@ -648,6 +651,7 @@ fn alarm_while_aborted_has_no_effect() {
     });
     let before = s.st.clone();
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "r".into(),
         entity: "e".into(),
         message: "m".into(),
@@ -1079,6 +1083,7 @@ fn random_input(rng: &mut Rng, st: &CanaryStatus) -> Input {
         },
         9 => Input::Drift { detail: "d".into() },
         10 if rng.below(4) == 0 => Input::Alarm {
+            source: "SkyWalking".into(),
             rule: "r".into(),
             entity: "e".into(),
             message: "m".into(),
@@ -1271,6 +1276,7 @@ fn a_rolled_back_canary_ignores_alarms_and_can_be_retried() {
     s.ok();
     let before = s.st.clone();
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "r".into(),
         entity: "e".into(),
         message: "m".into(),
@@ -1282,4 +1288,52 @@ fn a_rolled_back_canary_ignores_alarms_and_can_be_retried() {
     let fx = s.cmd(Command::Retry);
     assert_eq!(s.st.phase, CanaryPhase::Progressing);
     assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+}
+
+#[test]
+#[test]
+fn alarm_while_paused_aborts_and_names_its_source() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None), w(50)]));
+    s.start();
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    let fx = s.feed(Input::Alarm {
+        source: "Alertmanager".into(),
+        rule: "HighErrorRate".into(),
+        entity: "{service=\"reviews\"}".into(),
+        message: "5xx above 5%".into(),
+    });
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    let abort = s.st.abort.clone().unwrap_or_default();
+    assert!(
+        abort.reason.starts_with("Alertmanager alarm HighErrorRate"),
+        "{}",
+        abort.reason
+    );
+}
+
+#[test]
+fn alarms_are_armed_only_while_running_or_watching() {
+    let st = |phase, watch_until| CanaryStatus {
+        phase,
+        watch_until,
+        ..CanaryStatus::default()
+    };
+    for phase in [
+        CanaryPhase::Progressing,
+        CanaryPhase::Paused,
+        CanaryPhase::Degraded,
+    ] {
+        assert!(alarm_armed(&st(phase, None), t(0)), "{phase:?}");
+    }
+    for phase in [CanaryPhase::Pending, CanaryPhase::Aborted, CanaryPhase::RolledBack] {
+        assert!(!alarm_armed(&st(phase, Some(t(100))), t(0)), "{phase:?}");
+    }
+    assert!(alarm_armed(&st(CanaryPhase::Promoted, Some(t(100))), t(99)));
+    assert!(!alarm_armed(
+        &st(CanaryPhase::Promoted, Some(t(100))),
+        t(100)
+    ));
+    assert!(!alarm_armed(&st(CanaryPhase::Promoted, None), t(0)));
 }

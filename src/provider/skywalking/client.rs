@@ -10,6 +10,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::alarms::{
+    ALARMS_OPERATION, AlarmPage, alarm_query, alarm_variables, alarm_window, decode_alarms,
+};
 use super::duration::{Window, parse_timezone, window};
 use super::queries::{
     Batch, exec_expression, get_service_instances, list_instances, read_metrics_values,
@@ -32,7 +35,8 @@ const INTROSPECTION: &str = "query SkycanaryIntrospection { \
 q: __type(name: \"Query\") { fields { name } } \
 kv: __type(name: \"KVInt\") { fields { name } } \
 mqe: __type(name: \"MQEValue\") { fields { name } } \
-dur: __type(name: \"Duration\") { inputFields { name } } }";
+dur: __type(name: \"Duration\") { inputFields { name } } \
+al: __type(name: \"AlarmMessage\") { fields { name } } }";
 
 /// Fallback when `version` itself is rejected (very old OAP).
 const TIME_INFO_ONLY: &str =
@@ -364,7 +368,44 @@ impl SkyWalkingClient {
             kvint_fields: names("kv", "fields"),
             mqe_value_fields: names("mqe", "fields"),
             duration_fields: names("dur", "inputFields"),
+            alarm_fields: names("al", "fields"),
         })
+    }
+
+    /// The alarms that started in `[from, to]` (minute precision in the OAP zone), with the
+    /// fields the server's version has, fetched `page_size` at a time until a page comes back
+    /// short or `max_pages` pages were read.
+    pub async fn alarms(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page_size: u32,
+        max_pages: u32,
+    ) -> Result<AlarmPage, ProviderError> {
+        let info = self.server_info().await?;
+        let query = alarm_query(&info.features);
+        let window = alarm_window(from, to, info.timezone);
+        let page_size = page_size.max(1);
+        let mut out = AlarmPage {
+            window: window.clone(),
+            ..AlarmPage::default()
+        };
+        for page in 1..=max_pages.max(1) {
+            let body = json!({
+                "query": query,
+                "variables": alarm_variables(&window, page, page_size),
+                "operationName": ALARMS_OPERATION,
+            });
+            let env = self.post(&body).await?;
+            let records = decode_alarms(env.field("getAlarm")?)?;
+            let full = records.len() >= page_size as usize;
+            out.records.extend(records);
+            if !full {
+                return Ok(out);
+            }
+        }
+        out.truncated = true;
+        Ok(out)
     }
 
     /// Measures all `queries` at `now`: one GraphQL request for every metric

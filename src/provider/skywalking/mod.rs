@@ -6,6 +6,7 @@
 //! server's schema decides which fields may be selected and which input fields
 //! may be sent (see the protocol reference, §0 and §6).
 
+mod alarms;
 mod client;
 mod duration;
 mod queries;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub use alarms::{AlarmPage, AlarmRecord};
 pub use client::SkyWalkingClient;
 pub use duration::{MAX_POINTS, Window, parse_timezone, window};
 pub use version::{Features, OapVersion, ServerInfo};
