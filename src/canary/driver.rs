@@ -348,8 +348,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             });
         }
         if next != self.status {
+            let verdicts = newly_completed(&self.status, &next);
             self.status = next;
             self.publish().await;
+            for phase in verdicts {
+                self.ctx
+                    .metrics
+                    .analysis_run(&self.namespace, &self.name, phase);
+            }
         }
         {
             for effect in effects {
@@ -690,6 +696,24 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 }
 
+/// Phases of the runs that reached a verdict between two statuses. Counted when the verdict
+/// is persisted, so `skycanary_analysis_runs_total` sees each run once, also across restarts
+/// (a resumed daemon reads completed runs back as completed).
+fn newly_completed(before: &CanaryStatus, after: &CanaryStatus) -> Vec<Phase> {
+    after
+        .analysis_runs
+        .iter()
+        .filter(|r| r.status.phase.is_completed())
+        .filter(|r| {
+            !before
+                .analysis_runs
+                .iter()
+                .any(|b| b.name == r.name && b.status.phase.is_completed())
+        })
+        .map(|r| r.status.phase)
+        .collect()
+}
+
 /// The last number of a measurement's display value (`[9950, 9930]` → 9930).
 fn last_number(v: &str) -> Option<f64> {
     v.trim_matches(|c| c == '[' || c == ']')
@@ -700,7 +724,44 @@ fn last_number(v: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::last_number;
+    use super::{CanaryStatus, Phase, last_number, newly_completed};
+    use crate::analysis::{RunSpec, RunState};
+    use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
+
+    fn with_runs(runs: &[(&str, Phase)]) -> CanaryStatus {
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        CanaryStatus {
+            analysis_runs: runs
+                .iter()
+                .map(|(name, phase)| {
+                    let mut status = RunState::new(&RunSpec::default(), now);
+                    status.phase = *phase;
+                    AnalysisRunStatus {
+                        name: name.to_string(),
+                        kind: AnalysisRunKind::Background,
+                        templates: vec!["apdex".into()],
+                        status,
+                    }
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_is_counted_once_when_its_verdict_appears() {
+        let running = with_runs(&[("a", Phase::Successful), ("b", Phase::Running)]);
+        let failed = with_runs(&[("a", Phase::Successful), ("b", Phase::Failed)]);
+        assert_eq!(newly_completed(&running, &failed), vec![Phase::Failed]);
+        // Later writes (or a restarted daemon reading it back) do not count it again.
+        assert_eq!(newly_completed(&failed, &failed), Vec::<Phase>::new());
+        // A measurement that does not end the run is no verdict.
+        assert_eq!(newly_completed(&running, &running), Vec::<Phase>::new());
+        // A run that appears already decided (e.g. it could not start) counts.
+        let none = with_runs(&[]);
+        let error = with_runs(&[("c", Phase::Error)]);
+        assert_eq!(newly_completed(&none, &error), vec![Phase::Error]);
+    }
 
     #[test]
     fn last_number_of_values() {

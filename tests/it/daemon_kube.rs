@@ -44,7 +44,7 @@ fn seed(fake: &FakeApiServer) {
 }
 
 pub(crate) struct Replica {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) url: String,
 }
 

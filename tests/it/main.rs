@@ -7,6 +7,7 @@ mod bundled_templates;
 mod control_kube;
 mod daemon;
 mod daemon_kube;
+mod daemon_kube_e2e;
 mod deploy;
 mod hostile_http;
 mod kube_fake;
