@@ -9,6 +9,7 @@ pub mod canary;
 pub mod cli;
 pub mod daemon;
 pub mod provider;
+pub mod report;
 pub mod resources;
 pub mod runner;
 pub mod server;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::resources::load_paths;
-use crate::runner::{Clock, Defaults, SystemClock};
+use crate::runner::{Clock, Defaults, SystemClock, WallScaledClock};
 use crate::server::{self, Auth, Metrics, Token};
 use crate::state::{FileStateStore, StatusStore};
 use crate::traffic::file::FileStore;
@@ -76,6 +76,29 @@ pub struct RunArgs {
     /// Serve /api and /webhooks without authentication (only for local experiments).
     #[arg(long)]
     pub insecure_api: bool,
+    /// Demos and tests: run the daemon's clock this many times faster than real time.
+    #[arg(long, hide = true, default_value_t = 1.0, value_parser = parse_time_scale)]
+    pub time_scale: f64,
+    /// Demos and tests: the wall-clock instant (RFC 3339) where the scaled clock starts; a
+    /// simulator given the same origin and scale agrees on the time (default: now).
+    #[arg(long, hide = true, value_name = "RFC3339")]
+    pub clock_origin: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn parse_time_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 3600.0 => Ok(f),
+        _ => Err(format!("{s:?}: expected a number in (0, 3600]")),
+    }
+}
+
+/// The daemon's clock: real time, or wall-scaled time for demos and tests.
+pub fn daemon_clock(args: &RunArgs) -> Arc<dyn Clock> {
+    if args.time_scale == 1.0 && args.clock_origin.is_none() {
+        return Arc::new(SystemClock);
+    }
+    let origin = args.clock_origin.unwrap_or_else(chrono::Utc::now);
+    Arc::new(WallScaledClock::new(origin, args.time_scale))
 }
 
 /// Runs until SIGINT/SIGTERM. Exit 0 on a clean stop, 4 on invalid configuration.
@@ -125,7 +148,7 @@ pub async fn run(
     let local = listener.local_addr()?;
 
     let metrics = Metrics::new();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = daemon_clock(args);
     let ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
