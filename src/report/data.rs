@@ -6,9 +6,9 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use super::{MetricPoint, MetricSeries, Threshold, ThresholdKind, Verdict};
-use crate::analysis::RunState;
+use super::{Event, MetricPoint, MetricSeries, Section, Threshold, ThresholdKind, Tone, Verdict};
 use crate::analysis::expr::normalize_arg_name;
+use crate::analysis::{Phase, RunState};
 
 /// What a report needs to know about a metric besides its measurements.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -19,6 +19,68 @@ pub struct MetricInfo {
     pub failure: Option<String>,
     /// Resolved args of its template (declared names).
     pub args: BTreeMap<String, String>,
+}
+
+impl MetricInfo {
+    /// The conditions and args of every metric of a plan, by metric name.
+    pub fn of_plan(plan: &crate::runner::RunPlan) -> BTreeMap<String, MetricInfo> {
+        plan.spec
+            .metrics
+            .iter()
+            .zip(&plan.metrics)
+            .map(|(spec, planned)| {
+                (
+                    spec.name.clone(),
+                    MetricInfo {
+                        success: spec
+                            .success_condition
+                            .as_ref()
+                            .map(|c| c.source().to_string()),
+                        failure: spec
+                            .failure_condition
+                            .as_ref()
+                            .map(|c| c.source().to_string()),
+                        args: planned.args.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// A section for one analysis run: its metrics, verdicts, and start/end events.
+pub fn run_section(title: &str, run: &RunState, info: &BTreeMap<String, MetricInfo>) -> Section {
+    let mut events = vec![Event {
+        at: run.started_at,
+        kind: "AnalysisRunStarted".into(),
+        message: format!("{} metric(s)", run.metric_results.len()),
+        warning: false,
+    }];
+    if run.phase.is_completed() {
+        events.push(Event {
+            at: run.completed_at.unwrap_or(run.started_at),
+            kind: format!("AnalysisRun{:?}", run.phase),
+            message: run
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", run.phase)),
+            warning: run.phase != Phase::Successful,
+        });
+    }
+    Section {
+        title: title.to_string(),
+        outcome: format!("{:?}", run.phase),
+        tone: match run.phase {
+            Phase::Successful => Tone::Good,
+            Phase::Failed | Phase::Error => Tone::Bad,
+            _ => Tone::Neutral,
+        },
+        description: None,
+        weights: Vec::new(),
+        metrics: metric_series(run, info, None),
+        verdicts: verdicts_of_run(title, run),
+        events,
+    }
 }
 
 /// A threshold operand: `{{args.x}}`, `args.x` or a number.

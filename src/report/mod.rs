@@ -15,9 +15,38 @@ mod tests;
 use chrono::{DateTime, Utc};
 
 pub use data::{
-    MetricInfo, metric_series, parse_values, summary_value, thresholds_of, verdicts_of_run,
+    MetricInfo, metric_series, parse_values, run_section, summary_value, thresholds_of,
+    verdicts_of_run,
 };
 pub use html::render;
+
+/// Fails early (before anything is measured) when `path` cannot be a report file: its
+/// directory is missing or it is a directory.
+pub fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "directory {} does not exist",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Renders `report` and writes it to `path` (through a temporary file and a rename, so a
+/// reader never sees half a report).
+pub fn write(path: &std::path::Path, report: &Report) -> std::io::Result<()> {
+    let html = render(report);
+    let tmp = path.with_extension("html.tmp");
+    std::fs::write(&tmp, html)?;
+    std::fs::rename(&tmp, path)
+}
 
 /// A whole report: one section per canary (demo) or per analysis (analyze).
 #[derive(Debug, Clone, PartialEq, Default)]
