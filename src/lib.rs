@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod canary;
 pub mod cli;
 pub mod daemon;
+pub mod demo;
 pub mod provider;
 pub mod report;
 pub mod resources;

@@ -34,6 +34,8 @@ impl Span {
         let first = it.next()?;
         let (start, end) = it.fold((first, first), |(a, b), t| (a.min(t), b.max(t)));
         let end = end.max(start + chrono::Duration::minutes(1));
+        // A little room after the last change, so a final state (a rollback) is visible.
+        let end = end + (end - start) / 20;
         Some(Span { start, end })
     }
 
