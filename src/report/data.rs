@@ -171,11 +171,11 @@ pub fn parse_values(display: &str) -> Vec<f64> {
 /// The value the conditions judge: the minimum against a lower bound, the maximum against
 /// an upper bound, else the last finite value. `None` when no value is finite.
 pub fn summary_value(values: &[f64], thresholds: &[Threshold]) -> Option<f64> {
-    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let mut finite = values.iter().copied().filter(|v| v.is_finite());
     match thresholds.first() {
         Some(t) if t.is_lower_bound() => finite.reduce(f64::min),
         Some(_) => finite.reduce(f64::max),
-        None => finite.last(),
+        None => finite.next_back(),
     }
 }
 

@@ -618,7 +618,7 @@ mod tests {
         s.record(t(0, 0), w(&[("v1", 1.0)]));
         for m in 0..8 {
             let v = s.service_value(BlendMetric::Apdex, t(m, 0)).unwrap();
-            assert!(v <= 10000.0 && v >= 9990.0, "{v}");
+            assert!((9990.0..=10000.0).contains(&v), "{v}");
         }
     }
 
