@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{self, Effect, Input};
-use super::model::{AnalysisRunKind, CanaryEvent, CanaryStatus, Command};
+use super::model::{
+    AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandOutcome, CommandRequest,
+};
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
@@ -53,6 +55,9 @@ pub enum Msg {
         /// The metric just measured, if this update is a measurement.
         measured: Option<String>,
     },
+    /// A command request read from `status.command` (`skycanary <action> --kube`); handled
+    /// once per id, its outcome recorded in `status.lastCommand`.
+    Request(CommandRequest),
     /// Stop the task (daemon shutdown).
     Stop,
 }
@@ -197,7 +202,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         self.resume_analyses();
         let mut queue = VecDeque::from([Input::Spec, Input::Tick]);
         loop {
-            let mut replies: Vec<oneshot::Sender<Result<CanaryStatus, String>>> = Vec::new();
             self.process(&mut queue).await;
             self.wake = machine::next_wake(&self.status)
                 .into_iter()
@@ -221,8 +225,21 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             match msg {
                 None | Some(Msg::Stop) => break,
                 Some(Msg::Command(cmd, reply)) => {
-                    queue.push_back(Input::Command(cmd));
-                    replies.push(reply);
+                    let result = self.command(cmd, None, &mut queue).await;
+                    let _ = reply.send(result);
+                }
+                Some(Msg::Request(req)) => {
+                    let handled = self.status.last_command.as_ref().map(|c| &c.id) == Some(&req.id);
+                    if !handled {
+                        match self.command(req.command(), Some(&req), &mut queue).await {
+                            Ok(_) => {
+                                tracing::info!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request carried out")
+                            }
+                            Err(why) => {
+                                tracing::warn!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request refused: {why}")
+                            }
+                        }
+                    }
                 }
                 Some(Msg::Analysis {
                     name,
@@ -258,9 +275,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 }
             }
             self.process(&mut queue).await;
-            for r in replies {
-                let _ = r.send(Ok(self.status.clone()));
-            }
         }
         for (_, stop) in self.stops.drain() {
             let _ = stop.send(Some("daemon stopping".into()));
@@ -271,12 +285,55 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// result is fed back at once).
     async fn process(&mut self, queue: &mut VecDeque<Input>) {
         while let Some(input) = queue.pop_front() {
-            let now = self.ctx.clock.now();
-            let (next, effects) = machine::step(&self.doc.spec, &self.status, &input, now);
-            if next != self.status {
-                self.status = next;
-                self.publish().await;
-            }
+            self.handle(&input, None, queue).await;
+        }
+    }
+
+    /// A user command, handled before anything queued so its reply reflects it; Err(why) when
+    /// the machine refused it in the canary's current state. A `request` from
+    /// `status.command` is handled once: its outcome is stored with the same status write.
+    async fn command(
+        &mut self,
+        cmd: Command,
+        request: Option<&CommandRequest>,
+        queue: &mut VecDeque<Input>,
+    ) -> Result<CanaryStatus, String> {
+        let refused = self.handle(&Input::Command(cmd), request, queue).await;
+        self.process(queue).await;
+        match refused {
+            Some(why) => Err(why),
+            None => Ok(self.status.clone()),
+        }
+    }
+
+    /// One machine step with its effects (routing results are queued). Returns the refusal
+    /// message when the input was a command the machine refused.
+    async fn handle(
+        &mut self,
+        input: &Input,
+        request: Option<&CommandRequest>,
+        queue: &mut VecDeque<Input>,
+    ) -> Option<String> {
+        let now = self.ctx.clock.now();
+        let (mut next, effects) = machine::step(&self.doc.spec, &self.status, input, now);
+        let refused = effects.iter().find_map(|e| match e {
+            Effect::Event(ev) if ev.reason == machine::COMMAND_REJECTED => Some(ev.message.clone()),
+            _ => None,
+        });
+        if let Some(req) = request {
+            next.last_command = Some(CommandOutcome {
+                id: req.id.clone(),
+                action: req.action,
+                accepted: refused.is_none(),
+                message: refused.clone(),
+                at: now,
+            });
+        }
+        if next != self.status {
+            self.status = next;
+            self.publish().await;
+        }
+        {
             for effect in effects {
                 match effect {
                     Effect::ApplyRouting(desired) => {
@@ -300,6 +357,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 }
             }
         }
+        refused
     }
 
     async fn publish(&mut self) {

@@ -31,6 +31,9 @@ pub const ROUTING_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Drift reports within one step that pause the canary (reason Drift) instead of fighting.
 pub const DRIFT_PAUSE_THRESHOLD: u32 = 3;
 
+/// Event reason of a refused user command; the driver turns it into the command's error reply.
+pub const COMMAND_REJECTED: &str = "CommandRejected";
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -284,7 +287,7 @@ impl Machine<'_> {
     }
 
     fn reject(&mut self, message: impl Into<String>) {
-        self.event(true, "CommandRejected", message);
+        self.event(true, COMMAND_REJECTED, message);
     }
 
     fn max_weight(&self) -> i64 {

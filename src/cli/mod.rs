@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod control;
+pub mod control_kube;
 pub mod crds;
 pub mod demo;
 pub mod route;

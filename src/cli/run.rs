@@ -19,12 +19,9 @@ use crate::traffic::router::Router;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Directories (or files) with Canaries and AnalysisTemplates (recursive, multi-document).
-    #[arg(
-        long = "config",
-        value_name = "DIR",
-        required_unless_present = "kube",
-        conflicts_with = "kube"
-    )]
+    /// With --kube: templates only (e.g. the bundled ones), read at start; CRDs of the same
+    /// kind/namespace/name override them.
+    #[arg(long = "config", value_name = "DIR", required_unless_present = "kube")]
     pub config: Vec<PathBuf>,
     /// Directory of Istio manifests the canaries route traffic in (file backend).
     #[arg(
@@ -83,6 +80,11 @@ pub struct RunArgs {
     /// simulator given the same origin and scale agrees on the time (default: now).
     #[arg(long, hide = true, value_name = "RFC3339")]
     pub clock_origin: Option<chrono::DateTime<chrono::Utc>>,
+    /// Seconds a client has to send a request's headers, and then as long for its body; slower
+    /// clients are disconnected or answered 408 (slowloris guard).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: u64,
 }
 
 fn parse_time_scale(s: &str) -> Result<f64, String> {
@@ -178,9 +180,14 @@ pub async fn run(
 
     let app = server::router(control.clone(), metrics, auth);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server_task = tokio::spawn(server::serve_on(listener, app, async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
+    let server_task = tokio::spawn(server::serve_on_with(
+        listener,
+        app,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+        read_timeouts(args),
+    ));
 
     // Reload on change: the config files are checked every 2 s; a valid new set replaces the
     // running tasks (each stopped, with its state persisted, before the new one starts); an
@@ -259,6 +266,11 @@ pub fn api_auth(args: &RunArgs, err: &mut dyn Write) -> std::io::Result<Option<A
             Ok(None)
         }
     }
+}
+
+/// `--read-timeout` for the HTTP server.
+pub fn read_timeouts(args: &RunArgs) -> server::ReadTimeouts {
+    server::ReadTimeouts::both(std::time::Duration::from_secs(args.read_timeout))
 }
 
 /// Binds `--listen`; `None` after printing why it failed.

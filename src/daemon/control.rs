@@ -10,8 +10,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::alarm::{Deduper, matches, parse_payload};
-use crate::canary::Command;
 use crate::canary::driver::{CanaryHandle, Msg};
+use crate::canary::{Command, CommandRequest};
 use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
 
 /// Canaries the daemon drives, keyed by namespace/name.
@@ -71,6 +71,23 @@ impl DaemonControl {
         match self.canaries.write() {
             Ok(mut m) => std::mem::replace(&mut *m, new).into_values().collect(),
             Err(_) => Vec::new(),
+        }
+    }
+
+    /// Hands `status.command` requests (namespace, name, request) to their canaries' drivers;
+    /// a request for a canary without a running driver waits in the status for the next start.
+    pub fn deliver_requests(&self, requests: Vec<(String, String, CommandRequest)>) {
+        for (namespace, name, req) in requests {
+            match self.get(&namespace, &name) {
+                Some(h) => {
+                    if h.tx.send(Msg::Request(req)).is_err() {
+                        tracing::warn!(canary = %format!("{namespace}/{name}"), "command request not delivered: the canary task has stopped");
+                    }
+                }
+                None => {
+                    tracing::debug!(canary = %format!("{namespace}/{name}"), "command request for a canary without a driver")
+                }
+            }
         }
     }
 

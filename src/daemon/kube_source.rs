@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::canary::CanaryStatus;
+use crate::canary::{CanaryStatus, CommandRequest};
 use crate::resources::canary::CanaryDoc;
 use crate::resources::canary_validate::validate_canary;
 use crate::resources::load::{
@@ -161,6 +161,23 @@ pub struct Snapshot {
     pub errors: Vec<(ObjectId, Vec<ConfigError>)>,
     /// Where the lists were taken.
     pub resource_version: ResourceVersions,
+    /// False when only `status.command` requests changed since the previous snapshot: the
+    /// drivers keep running and just hear the requests.
+    pub specs_changed: bool,
+}
+
+impl Snapshot {
+    /// The pending `status.command` requests, per canary (namespace, name).
+    pub fn command_requests(&self) -> Vec<(String, String, CommandRequest)> {
+        self.canaries
+            .iter()
+            .filter_map(|c| {
+                let req = c.status().ok().flatten()?.command?;
+                let name = c.canary.doc.metadata.name.clone();
+                Some((c.canary.namespace().to_string(), name, req))
+            })
+            .collect()
+    }
 }
 
 /// What [`KubeSource::watch`] reports.
@@ -279,6 +296,7 @@ impl KubeSource {
         let mut listed: BTreeSet<SourceKind> = BTreeSet::new();
         let mut rvs = ResourceVersions::default();
         let mut last: Option<Vec<(ObjectId, Value)>> = None;
+        let mut last_commands: Option<Vec<(ObjectId, Value)>> = None;
         loop {
             let msg = tokio::select! {
                 m = irx.recv() => m,
@@ -317,11 +335,15 @@ impl KubeSource {
                 continue;
             }
             let print = fingerprint(&objects);
-            if last.as_ref() == Some(&print) {
+            let commands = command_fingerprint(&objects);
+            if last.as_ref() == Some(&print) && last_commands.as_ref() == Some(&commands) {
                 continue;
             }
+            let specs_changed = last.as_ref() != Some(&print);
             last = Some(print);
-            let snapshot = build_snapshot(&objects, rvs.clone());
+            last_commands = Some(commands);
+            let mut snapshot = build_snapshot(&objects, rvs.clone());
+            snapshot.specs_changed = specs_changed;
             if tx.send(SourceEvent::Changed(snapshot)).await.is_err() {
                 return;
             }
@@ -575,6 +597,19 @@ fn fingerprint(objects: &BTreeMap<ObjectId, Value>) -> Vec<(ObjectId, Value)> {
                 m.insert("metadata".into(), Value::Object(kept));
             }
             (id.clone(), v)
+        })
+        .collect()
+}
+
+/// The `status.command` of every Canary that has one: a new request must reach its driver
+/// although the daemon ignores status changes otherwise.
+fn command_fingerprint(objects: &BTreeMap<ObjectId, Value>) -> Vec<(ObjectId, Value)> {
+    objects
+        .iter()
+        .filter(|(id, _)| id.kind == SourceKind::Canary)
+        .filter_map(|(id, obj)| {
+            let cmd = obj.get("status")?.get("command")?;
+            (!cmd.is_null()).then(|| (id.clone(), cmd.clone()))
         })
         .collect()
 }

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::analysis::{Measurement, MetricResult, Phase, RunState};
 use crate::canary::model::{
-    AbortStatus, AnalysisRunKind, AnalysisRunStatus, CanaryPhase, PauseReason, PauseStatus,
-    StatusCondition,
+    AbortStatus, AnalysisRunKind, AnalysisRunStatus, CanaryPhase, CommandAction, CommandOutcome,
+    CommandRequest, PauseReason, PauseStatus, StatusCondition,
 };
 use crate::resources::yaml::parse_documents;
 use crate::traffic::{
@@ -63,11 +63,20 @@ fn deploy_crds_match_the_rust_types() {
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".yaml") && !generated.iter().any(|c| &c.file_name == n))
+                .filter(|n| {
+                    n.ends_with(".yaml")
+                        && n != KUSTOMIZATION_FILE
+                        && !generated.iter().any(|c| &c.file_name == n)
+                })
                 .collect()
         })
         .unwrap_or_default();
     stale.sort();
+    let on_disk = std::fs::read_to_string(dir.join(KUSTOMIZATION_FILE)).unwrap_or_default();
+    assert!(
+        on_disk == kustomization(&generated),
+        "{CRD_DIR}/{KUSTOMIZATION_FILE} does not list exactly the generated CRDs: {REGENERATE}"
+    );
     assert!(
         stale.is_empty(),
         "stale files in {CRD_DIR}: {stale:?}; delete them and {REGENERATE}"
@@ -599,7 +608,32 @@ fn full_status() -> CanaryStatus {
         background_analysis_run: Some("v2-bg".into()),
         step_drifts: 1,
         drifts: 2,
+        command: Some(CommandRequest {
+            id: "17a-1".into(),
+            action: CommandAction::Abort,
+            full: false,
+            reason: Some("latency".into()),
+            requested_at: Some(t(40)),
+            requested_by: Some("ops@laptop".into()),
+        }),
+        last_command: Some(CommandOutcome {
+            id: "17a-0".into(),
+            action: CommandAction::Promote,
+            accepted: false,
+            message: Some("cannot promote".into()),
+            at: t(41),
+        }),
     }
+}
+
+/// The request `skycanary <action> --kube` writes is accepted by the status schema (a real API
+/// server would prune it otherwise).
+#[test]
+fn command_request_validates() {
+    let schema = &root_schema("Canary")["properties"]["status"];
+    let req = full_status().command.expect("set");
+    let v = json!({ "command": req });
+    assert_eq!(validate(schema, &v), Vec::<String>::new(), "{v:#}");
 }
 
 /// What the daemon writes to `.status` is accepted by the status schema.

@@ -340,6 +340,17 @@ async fn commands_need_the_token_and_work() {
         "{s:#}"
     );
     assert_eq!(vs_weights(&d.manifests), (100, 0));
+    // A command the canary's state refuses is a 409 with the machine's reason, not a 200.
+    let pause = format!("{}/api/v1/canaries/bookinfo/reviews/pause", d.url);
+    let r = c.post(&pause).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot pause")),
+        "{body}"
+    );
     let retry = format!("{}/api/v1/canaries/bookinfo/reviews/retry", d.url);
     assert_eq!(
         c.post(&retry)

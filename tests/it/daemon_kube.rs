@@ -43,9 +43,9 @@ fn seed(fake: &FakeApiServer) {
     .unwrap();
 }
 
-struct Replica {
+pub(crate) struct Replica {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Replica {
@@ -55,11 +55,22 @@ impl Drop for Replica {
     }
 }
 
-fn replica(
+pub(crate) fn replica(
     identity: &str,
     kubeconfig: &std::path::Path,
     token: &std::path::Path,
     sim: &str,
+) -> Replica {
+    replica_with(identity, kubeconfig, token, sim, &[])
+}
+
+/// A replica with extra `run` arguments.
+pub(crate) fn replica_with(
+    identity: &str,
+    kubeconfig: &std::path::Path,
+    token: &std::path::Path,
+    sim: &str,
+    extra: &[&str],
 ) -> Replica {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -85,6 +96,7 @@ fn replica(
             "--token-file",
         ])
         .arg(token)
+        .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -111,7 +123,7 @@ fn holder(fake: &FakeApiServer) -> Option<String> {
     .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
 }
 
-async fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {

@@ -3,9 +3,12 @@
 
 mod analyze_cli;
 mod bundled_templates;
+mod control_kube;
 mod daemon;
 mod daemon_kube;
 mod demo;
+mod deploy;
+mod hostile_http;
 mod kube_fake;
 mod provider_sim;
 mod report_browser;
