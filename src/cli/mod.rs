@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod control;
 pub mod control_kube;
 pub mod crds;
+pub mod demo;
 pub mod route;
 pub mod run;
 pub mod run_cluster;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Scheduled analyses of a running daemon: next fire time, recent results; `run NS/NAME`
     /// starts one now.
     Schedules(schedules::SchedulesArgs),
+    /// Canary releases of Bookinfo's reviews on loopback (simulator, file routing, the real
+    /// daemon), narrated live; exit 0 when every scenario ends as expected.
+    Demo(demo::DemoArgs),
 }
 
 /// `--timezone` values: `+0800`, `-03:30`, `UTC`.
@@ -98,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Route { command } => route::run(command, &mut stdout, &mut stderr).await?,
         Command::Crds(c) => crds::run(c, &mut stdout)?,
         Command::Schedules(s) => schedules::run(s, &mut stdout, &mut stderr).await?,
+        Command::Demo(d) => demo::run(d, &mut stdout, &mut stderr).await?,
     };
     stdout.flush()?;
     Ok(code)

@@ -11,7 +11,7 @@ use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
 use crate::resources::load_paths;
-use crate::runner::{Clock, Defaults, SystemClock};
+use crate::runner::{Clock, Defaults, SystemClock, WallScaledClock};
 use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
 use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Auth, Metrics, Token};
@@ -77,6 +77,13 @@ pub struct RunArgs {
     /// Serve /api and /webhooks without authentication (only for local experiments).
     #[arg(long)]
     pub insecure_api: bool,
+    /// Demos and tests: run the daemon's clock this many times faster than real time.
+    #[arg(long, hide = true, default_value_t = 1.0, value_parser = parse_time_scale)]
+    pub time_scale: f64,
+    /// Demos and tests: the wall-clock instant (RFC 3339) where the scaled clock starts; a
+    /// simulator given the same origin and scale agrees on the time (default: now).
+    #[arg(long, hide = true, value_name = "RFC3339")]
+    pub clock_origin: Option<chrono::DateTime<chrono::Utc>>,
     /// Seconds a client has to send a request's headers, and then as long for its body; slower
     /// clients are disconnected or answered 408 (slowloris guard).
     #[arg(long, default_value_t = 10, value_name = "SECONDS",
@@ -139,6 +146,22 @@ pub fn alarm_poller(
     }
 }
 
+fn parse_time_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 3600.0 => Ok(f),
+        _ => Err(format!("{s:?}: expected a number in (0, 3600]")),
+    }
+}
+
+/// The daemon's clock: real time, or wall-scaled time for demos and tests.
+pub fn daemon_clock(args: &RunArgs) -> Arc<dyn Clock> {
+    if args.time_scale == 1.0 && args.clock_origin.is_none() {
+        return Arc::new(SystemClock);
+    }
+    let origin = args.clock_origin.unwrap_or_else(chrono::Utc::now);
+    Arc::new(WallScaledClock::new(origin, args.time_scale))
+}
+
 /// Runs until SIGINT/SIGTERM. Exit 0 on a clean stop, 4 on invalid configuration.
 pub async fn run(
     args: &RunArgs,
@@ -186,7 +209,7 @@ pub async fn run(
     let local = listener.local_addr()?;
 
     let metrics = Metrics::new();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = daemon_clock(args);
     let schedule_state = ScheduleStore::File(state.clone());
     let ctx = DriverContext {
         router: Arc::new(Router::new(store)),

@@ -6,7 +6,7 @@ pub mod observe;
 pub mod plan;
 pub mod run;
 
-pub use clock::{Clock, ScaledClock, SystemClock};
+pub use clock::{Clock, ScaledClock, SystemClock, WallScaledClock};
 pub use observe::observation_from;
 pub use plan::{Defaults, PlannedMetric, RunPlan, plan, plan_many};
 pub use run::{RunEvent, connect, run_analysis, run_analysis_from};

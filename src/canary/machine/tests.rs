@@ -1291,7 +1291,6 @@ fn a_rolled_back_canary_ignores_alarms_and_can_be_retried() {
 }
 
 #[test]
-#[test]
 fn alarm_while_paused_aborts_and_names_its_source() {
     let mut s = Sim::new(spec(vec![w(10), pause(None), w(50)]));
     s.start();
@@ -1327,7 +1326,11 @@ fn alarms_are_armed_only_while_running_or_watching() {
     ] {
         assert!(alarm_armed(&st(phase, None), t(0)), "{phase:?}");
     }
-    for phase in [CanaryPhase::Pending, CanaryPhase::Aborted, CanaryPhase::RolledBack] {
+    for phase in [
+        CanaryPhase::Pending,
+        CanaryPhase::Aborted,
+        CanaryPhase::RolledBack,
+    ] {
         assert!(!alarm_armed(&st(phase, Some(t(100))), t(0)), "{phase:?}");
     }
     assert!(alarm_armed(&st(CanaryPhase::Promoted, Some(t(100))), t(99)));
