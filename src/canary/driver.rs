@@ -158,6 +158,10 @@ pub fn spawn<S: ManifestStore + 'static>(
             Ok(persisted) => {
                 task.status = persisted.unwrap_or_default();
                 let _ = task.status_tx.send(task.status.clone());
+                // /metrics shows the resumed state before anything changes.
+                let m = &task.ctx.metrics;
+                m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
+                m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
                 task.run(rx).await;
             }
             Err(e) => {
@@ -349,12 +353,20 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         }
         if next != self.status {
             let verdicts = newly_completed(&self.status, &next);
+            let dropped = dropped_runs(&self.status, &next);
             self.status = next;
             self.publish().await;
             for phase in verdicts {
                 self.ctx
                     .metrics
                     .analysis_run(&self.namespace, &self.name, phase);
+            }
+            // A run the status no longer keeps (new revision, retry) leaves /metrics too, so
+            // measurement series do not pile up release after release.
+            for run in dropped {
+                self.ctx
+                    .metrics
+                    .forget_run(&self.namespace, &self.name, &run);
             }
         }
         {
@@ -589,7 +601,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 return;
             }
         };
-        let clients = match runner::connect(&plan) {
+        let clients = match runner::connect_observed(&plan, Arc::new(self.ctx.metrics.clone())) {
             Ok(c) => c,
             Err(e) => {
                 let mut failed = RunState::new(&RunSpec::default(), now);
@@ -714,6 +726,16 @@ fn newly_completed(before: &CanaryStatus, after: &CanaryStatus) -> Vec<Phase> {
         .collect()
 }
 
+/// Names of the runs `before` kept that `after` no longer has.
+fn dropped_runs(before: &CanaryStatus, after: &CanaryStatus) -> Vec<String> {
+    before
+        .analysis_runs
+        .iter()
+        .filter(|b| !after.analysis_runs.iter().any(|a| a.name == b.name))
+        .map(|b| b.name.clone())
+        .collect()
+}
+
 /// The last number of a measurement's display value (`[9950, 9930]` → 9930).
 fn last_number(v: &str) -> Option<f64> {
     v.trim_matches(|c| c == '[' || c == ']')
@@ -724,7 +746,7 @@ fn last_number(v: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CanaryStatus, Phase, last_number, newly_completed};
+    use super::{CanaryStatus, Phase, dropped_runs, last_number, newly_completed};
     use crate::analysis::{RunSpec, RunState};
     use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
 
@@ -761,6 +783,15 @@ mod tests {
         let none = with_runs(&[]);
         let error = with_runs(&[("c", Phase::Error)]);
         assert_eq!(newly_completed(&none, &error), vec![Phase::Error]);
+    }
+
+    #[test]
+    fn runs_the_status_no_longer_keeps_are_dropped() {
+        let old = with_runs(&[("v1-bg", Phase::Failed), ("v1-step-1", Phase::Successful)]);
+        let new = with_runs(&[("v2-bg", Phase::Running)]);
+        assert_eq!(dropped_runs(&old, &new), vec!["v1-bg", "v1-step-1"]);
+        assert!(dropped_runs(&new, &new).is_empty());
+        assert!(dropped_runs(&with_runs(&[]), &new).is_empty());
     }
 
     #[test]

@@ -260,6 +260,7 @@ pub async fn run(
     )?;
     out.flush()?;
 
+    let metrics_of = metrics.clone();
     let app = server::router(control.clone(), metrics, auth);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_poll = stop_rx.clone();
@@ -318,6 +319,12 @@ pub async fn run(
                 .map(|c| driver::spawn(c, ctx.clone()))
                 .collect(),
         );
+        metrics_of.retain_canaries(|ns, n| {
+            reloaded
+                .canaries
+                .iter()
+                .any(|c| c.namespace() == ns && c.doc.metadata.name == n)
+        });
         let sched_ctx = SchedulerContext {
             templates: ctx.templates.clone(),
             ..sched_ctx.clone()

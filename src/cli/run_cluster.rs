@@ -127,6 +127,7 @@ pub async fn run(
     }));
     let mut source = KubeSource::new(client, args.namespace.clone()).watch();
 
+    let metrics_of = metrics.clone();
     let app = server::router(control.clone(), metrics, auth);
     let mut stop_server = stop_rx.clone();
     let server_task = tokio::spawn(server::serve_on_with(
@@ -205,6 +206,11 @@ pub async fn run(
                     .map(|c| driver::spawn(&c.canary, ctx.clone()))
                     .collect();
                 control.replace_handles(handles);
+                metrics_of.retain_canaries(|ns, n| {
+                    s.canaries
+                        .iter()
+                        .any(|c| c.canary.namespace() == ns && c.canary.doc.metadata.name == n)
+                });
                 // Only the leader runs schedules.
                 let sched_ctx = SchedulerContext {
                     templates: ctx.templates.clone(),

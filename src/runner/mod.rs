@@ -9,4 +9,4 @@ pub mod run;
 pub use clock::{Clock, ScaledClock, SystemClock, WallScaledClock};
 pub use observe::observation_from;
 pub use plan::{Defaults, PlannedMetric, RunPlan, plan, plan_many};
-pub use run::{RunEvent, connect, run_analysis, run_analysis_from};
+pub use run::{RunEvent, connect, connect_observed, run_analysis, run_analysis_from};

@@ -461,7 +461,7 @@ impl Task {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
-        let clients = match runner::connect(&plan) {
+        let clients = match runner::connect_observed(&plan, Arc::new(self.ctx.metrics.clone())) {
             Ok(c) => c,
             Err(e) => return fail(e.to_string()),
         };

@@ -318,6 +318,24 @@ impl Metrics {
             let value = i64::from(candidate == phase);
             self.inner.canary_phase.get_or_create(&labels).set(value);
         }
+        // Known from now on, so `retain_canaries` can drop it when it is no longer declared.
+        self.series()
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+    }
+
+    /// Drops every series of canaries for which `keep(namespace, name)` is false (deleted
+    /// or no longer declared), so /metrics does not report canaries that are gone.
+    pub fn retain_canaries(&self, keep: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<(String, String)> = self
+            .series()
+            .keys()
+            .filter(|(ns, n)| !keep(ns, n))
+            .cloned()
+            .collect();
+        for (ns, n) in gone {
+            self.remove_canary(&ns, &n);
+        }
     }
 
     /// `skycanary_canary_weight`: the canary weight per VirtualService route, replacing this
@@ -531,6 +549,21 @@ impl Metrics {
             for labels in &entry.values {
                 self.inner.measurement_value.remove(labels);
             }
+        }
+    }
+}
+
+impl crate::provider::skywalking::RequestObserver for Metrics {
+    fn observe(
+        &self,
+        address: &str,
+        kind: &str,
+        elapsed: Duration,
+        error: Option<&crate::provider::skywalking::ProviderError>,
+    ) {
+        self.provider_request(address, kind, elapsed);
+        if let Some(e) = error {
+            self.provider_error(address, e.kind());
         }
     }
 }

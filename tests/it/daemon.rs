@@ -248,6 +248,16 @@ async fn healthy_canary_is_promoted_on_its_own() {
         ),
         "{metrics}"
     );
+    // Every OAP request is timed, by kind.
+    let measured = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("skycanary_provider_request_duration_seconds_count{")
+                && l.contains(r#"kind="metrics""#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(measured.is_some_and(|n| n > 0), "{metrics}");
     let _ = &d.config;
 }
 
@@ -301,6 +311,21 @@ async fn oap_outage_holds_or_aborts_as_configured() {
     .await;
     assert_eq!(s["status"]["pause"]["reason"], "AnalysisError", "{s:#}");
     assert_eq!(vs_weights(&d.manifests), (90, 10), "weight frozen");
+    // The failed requests are in /metrics, by address and error kind.
+    let metrics = http()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            r#"skycanary_provider_errors_total{address="http://127.0.0.1:9",kind="transport"}"#
+        )),
+        "{metrics}"
+    );
 
     let d = start(setup(&canary("Abort")), "http://127.0.0.1:9");
     wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
@@ -599,6 +624,36 @@ async fn config_changes_are_picked_up_and_invalid_ones_refused() {
         s["status"]["revision"] == "v3"
     })
     .await;
+    // A canary that is no longer declared leaves /metrics; the new one appears.
+    assert!(yaml.contains("{name: reviews, "), "{yaml}");
+    std::fs::write(&file, yaml.replace("{name: reviews, ", "{name: ratings, ")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let m = http()
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // Gauges describe the present and go; counters keep their history (Prometheus style).
+        let gauge_of_reviews = m.lines().any(|l| {
+            (l.starts_with("skycanary_canary_phase{")
+                || l.starts_with("skycanary_canary_weight{")
+                || l.starts_with("skycanary_measurement_value{"))
+                && l.contains(r#"name="reviews""#)
+        });
+        if m.contains(r#"name="ratings""#) && !gauge_of_reviews {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        metrics.contains(r#"skycanary_canary_phase{namespace="bookinfo",name="ratings""#),
+        "{metrics}"
+    );
 }
 
 fn alertmanager_payload(status: &str, service: &str, starts_at: &str, fingerprint: &str) -> Value {

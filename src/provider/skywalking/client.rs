@@ -51,6 +51,8 @@ pub struct SkyWalkingClient {
     version_override: Option<OapVersion>,
     /// Detected once; a failed detection is not cached, so the next call retries.
     info: Mutex<Option<ServerInfo>>,
+    address: String,
+    observer: Option<std::sync::Arc<dyn super::RequestObserver>>,
 }
 
 /// How metrics are read on this server.
@@ -246,6 +248,8 @@ impl SkyWalkingClient {
             timezone: opts.timezone,
             version_override: opts.version_override,
             info: Mutex::new(None),
+            address: opts.address.clone(),
+            observer: opts.observer.clone(),
         })
     }
 
@@ -254,7 +258,21 @@ impl SkyWalkingClient {
         &self.url
     }
 
-    async fn post(&self, body: &Value) -> Result<Envelope, ProviderError> {
+    async fn post(&self, kind: &str, body: &Value) -> Result<Envelope, ProviderError> {
+        let started = std::time::Instant::now();
+        let result = self.send(body).await;
+        if let Some(o) = &self.observer {
+            o.observe(
+                &self.address,
+                kind,
+                started.elapsed(),
+                result.as_ref().err(),
+            );
+        }
+        result
+    }
+
+    async fn send(&self, body: &Value) -> Result<Envelope, ProviderError> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ProviderError::Internal(format!("serialize request: {e}")))?;
         let resp = self
@@ -292,7 +310,7 @@ impl SkyWalkingClient {
             (None, None)
         } else {
             let body = json!({"query": server_info_query::QUERY, "operationName": server_info_query::OPERATION_NAME});
-            match self.post(&body).await.and_then(|e| e.into_data()) {
+            match self.post("info", &body).await.and_then(|e| e.into_data()) {
                 Ok(data) => {
                     let obj: serde_json::Map<String, Value> = data.into_iter().collect();
                     let typed: server_info_query::ResponseData =
@@ -303,7 +321,7 @@ impl SkyWalkingClient {
                 Err(ProviderError::GraphQl(msgs)) => {
                     tracing::debug!(?msgs, "version query rejected; assuming an old OAP");
                     let data = self
-                        .post(&json!({"query": TIME_INFO_ONLY}))
+                        .post("info", &json!({"query": TIME_INFO_ONLY}))
                         .await?
                         .into_data()?;
                     let t = data
@@ -350,7 +368,7 @@ impl SkyWalkingClient {
 
     async fn introspect(&self) -> Result<Introspected, ProviderError> {
         let data = self
-            .post(&json!({"query": INTROSPECTION}))
+            .post("introspection", &json!({"query": INTROSPECTION}))
             .await?
             .into_data()?;
         let names = |alias: &str, list: &str| -> Option<Vec<String>> {
@@ -396,7 +414,7 @@ impl SkyWalkingClient {
                 "variables": alarm_variables(&window, page, page_size),
                 "operationName": ALARMS_OPERATION,
             });
-            let env = self.post(&body).await?;
+            let env = self.post("alarms", &body).await?;
             let records = decode_alarms(env.field("getAlarm")?)?;
             let full = records.len() >= page_size as usize;
             out.records.extend(records);
@@ -540,7 +558,10 @@ impl SkyWalkingClient {
         }
         let (doc, vars) = batch.finish(INSTANCES_OPERATION);
         let env = self
-            .post(&json!({"query": doc, "variables": vars, "operationName": INSTANCES_OPERATION}))
+            .post(
+                "instances",
+                &json!({"query": doc, "variables": vars, "operationName": INSTANCES_OPERATION}),
+            )
             .await;
         for (i, alias) in alias_of {
             let (Some(q), Some(plan)) = (queries.get(i), plans.get_mut(i)) else {
@@ -679,7 +700,10 @@ impl SkyWalkingClient {
         let (doc, vars) = batch.finish(BATCH_OPERATION);
         tracing::debug!(url = %self.url, query = %doc, "SkyWalking batch");
         let env = self
-            .post(&json!({"query": doc, "variables": vars, "operationName": BATCH_OPERATION}))
+            .post(
+                "metrics",
+                &json!({"query": doc, "variables": vars, "operationName": BATCH_OPERATION}),
+            )
             .await;
         for (i, aliases, aggregated, w) in members {
             let r = env.as_ref().map_err(Clone::clone).and_then(|env| {
@@ -713,7 +737,10 @@ impl SkyWalkingClient {
         let duration = serde_json::to_value(exec_expression::Duration::from_window(w))
             .map_err(|e| ProviderError::Internal(format!("serialize duration: {e}")))?;
         let data = self
-            .post(&json!({"query": text, "variables": {"duration": duration}}))
+            .post(
+                "metrics",
+                &json!({"query": text, "variables": {"duration": duration}}),
+            )
             .await?
             .into_data()?;
         let mut named = BTreeMap::new();
