@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{self, Effect, Input};
 use super::model::{
-    AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandOutcome, CommandRequest,
+    AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
+    CommandRequest,
 };
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
@@ -234,13 +235,32 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             match msg {
                 None | Some(Msg::Stop) => break,
                 Some(Msg::Command(cmd, reply)) => {
-                    let result = self.command(cmd, None, &mut queue).await;
+                    let result = self.command(Input::Command(cmd), None, &mut queue).await;
                     let _ = reply.send(result);
                 }
                 Some(Msg::Request(req)) => {
                     let handled = self.status.last_command.as_ref().map(|c| &c.id) == Some(&req.id);
-                    if !handled {
-                        match self.command(req.command(), Some(&req), &mut queue).await {
+                    if !handled && let Some(why) = stale_forwarded_alarm(&self.status, &req) {
+                        tracing::info!(canary = %self.id(), id = %req.id, "forwarded alarm ignored: {why}");
+                        self.status.last_command = Some(CommandOutcome {
+                            id: req.id.clone(),
+                            action: req.action,
+                            accepted: false,
+                            message: Some(why),
+                            at: self.ctx.clock.now(),
+                        });
+                        self.publish().await;
+                    } else if !handled {
+                        let input = match &req.alarm {
+                            Some(a) if req.action == CommandAction::Alarm => Input::Alarm {
+                                source: a.source.clone(),
+                                rule: a.rule.clone(),
+                                entity: a.entity.clone(),
+                                message: a.message.clone(),
+                            },
+                            _ => Input::Command(req.command()),
+                        };
+                        match self.command(input, Some(&req), &mut queue).await {
                             Ok(_) => {
                                 tracing::info!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request carried out")
                             }
@@ -316,11 +336,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// `status.command` is handled once: its outcome is stored with the same status write.
     async fn command(
         &mut self,
-        cmd: Command,
+        input: Input,
         request: Option<&CommandRequest>,
         queue: &mut VecDeque<Input>,
     ) -> Result<CanaryStatus, String> {
-        let refused = self.handle(&Input::Command(cmd), request, queue).await;
+        let refused = self.handle(&input, request, queue).await;
         self.process(queue).await;
         match refused {
             Some(why) => Err(why),
@@ -724,6 +744,22 @@ fn newly_completed(before: &CanaryStatus, after: &CanaryStatus) -> Vec<Phase> {
         })
         .map(|r| r.status.phase)
         .collect()
+}
+
+/// Why a forwarded alarm must not act: it started before the canary's current run (an alarm
+/// about the previous release). None for every other request.
+fn stale_forwarded_alarm(status: &CanaryStatus, req: &CommandRequest) -> Option<String> {
+    let alarm = req
+        .alarm
+        .as_ref()
+        .filter(|_| req.action == CommandAction::Alarm)?;
+    match (alarm.started_at, status.started_at) {
+        (Some(at), Some(run)) if at < run => Some(format!(
+            "alarm {} started at {at}, before this run ({run})",
+            alarm.rule
+        )),
+        _ => None,
+    }
 }
 
 /// Names of the runs `before` kept that `after` no longer has.

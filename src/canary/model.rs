@@ -265,6 +265,8 @@ pub enum CommandAction {
     Pause,
     /// Resume a paused canary.
     Resume,
+    /// A matching alarm received by a standby replica, forwarded to the leader (`alarm`).
+    Alarm,
 }
 
 impl CommandAction {
@@ -276,6 +278,7 @@ impl CommandAction {
             CommandAction::Retry => "retry",
             CommandAction::Pause => "pause",
             CommandAction::Resume => "resume",
+            CommandAction::Alarm => "alarm",
         }
     }
 }
@@ -301,9 +304,42 @@ pub struct CommandRequest {
     /// Who asked (user and host, for the audit trail).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// action alarm: the alarm, as the standby that received it matched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<ForwardedAlarm>,
+}
+
+/// An alarm a standby replica matched against the canary's `rollbackOn` and handed to the
+/// leader through `status.command` (a webhook delivery is never retried by OAP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardedAlarm {
+    /// `SkyWalking` or `Alertmanager`.
+    pub source: String,
+    /// Rule name (alertname).
+    pub rule: String,
+    /// Entity name (labels).
+    pub entity: String,
+    /// Alarm message.
+    pub message: String,
+    /// When the alarm started; one older than the canary's run is ignored by the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl CommandRequest {
+    /// A request id unique across clients and replicas: time, process and a per-process counter.
+    pub fn new_id() -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        format!(
+            "{nanos:x}-{:x}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     /// The state-machine command this request asks for.
     pub fn command(&self) -> Command {
         match self.action {
@@ -314,6 +350,10 @@ impl CommandRequest {
             CommandAction::Retry => Command::Retry,
             CommandAction::Pause => Command::Pause,
             CommandAction::Resume => Command::Resume,
+            // Never written without its alarm; if it were, rolling back is the safe reading.
+            CommandAction::Alarm => Command::Abort {
+                reason: "forwarded alarm without details".into(),
+            },
         }
     }
 }

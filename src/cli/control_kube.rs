@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
-use serde_json::{Value, json};
+use kube::api::{Api, DynamicObject, ListParams};
+use serde_json::Value;
 
 use crate::canary::{CommandAction, CommandOutcome, CommandRequest};
 use crate::server::CanarySummary;
-use crate::state::kube_status::{canary_resource, parse_status};
+use crate::state::kube_status::{canary_resource, parse_status, write_request};
 
 /// A client from the kubeconfig / in-cluster configuration, like `run --kube`.
 pub async fn client() -> Result<Client, String> {
@@ -91,16 +91,9 @@ pub async fn canaries(
     Ok(out)
 }
 
-/// A request id unique across clients: time, process and a per-process counter.
+/// A request id unique across clients (see [`CommandRequest::new_id`]).
 pub fn request_id() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    format!(
-        "{nanos:x}-{:x}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    CommandRequest::new_id()
 }
 
 /// Who is asking, for the audit trail in the status (`user@host`).
@@ -149,9 +142,9 @@ pub async fn request(
         reason,
         requested_at: Some(Utc::now()),
         requested_by: Some(requester()),
+        alarm: None,
     };
-    let patch = json!({ "status": { "command": req } });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+    write_request(client, namespace, name, &req)
         .await
         .map_err(|e| describe(e, &what))?;
     let deadline = tokio::time::Instant::now() + wait;
@@ -182,6 +175,7 @@ pub fn answered<'a>(s: &'a CanarySummary, id: &str) -> Option<&'a CommandOutcome
 mod tests {
     use super::*;
     use crate::canary::CanaryPhase;
+    use serde_json::json;
 
     #[test]
     fn request_ids_differ() {

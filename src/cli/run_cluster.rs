@@ -10,6 +10,7 @@ use super::run::{
 };
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
+use crate::daemon::control::Forwarder;
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
 use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
@@ -67,6 +68,7 @@ pub async fn run(
         }
     };
     let client = store.client().clone();
+    let forward_client = client.clone();
     let lock = match LeaseLock::new(client.clone(), lease_ns, lease_name, identity.clone())
         .with_timing(timing)
     {
@@ -223,6 +225,7 @@ pub async fn run(
                         .collect(),
                 );
                 control.set_standby(None);
+                control.set_forwarder(None);
                 control.set_ready(true);
                 // Requests written while no driver ran (or before this restart); a driver
                 // ignores one it already handled (`lastCommand.id`).
@@ -230,9 +233,24 @@ pub async fn run(
             }
         } else {
             control.set_standby(Some("this replica is not the leader".into()));
+            // Alarms that reach this standby are handed to the leader, not refused.
+            control.set_forwarder(snapshot.as_ref().map(|s| {
+                Forwarder::new(
+                    forward_client.clone(),
+                    identity.clone(),
+                    s.canaries.iter().map(|c| {
+                        (
+                            c.canary.namespace().to_string(),
+                            c.canary.doc.metadata.name.clone(),
+                            c.canary.doc.spec.rollback_on.clone(),
+                        )
+                    }),
+                )
+            }));
             control.set_ready(snapshot.is_some());
         }
     }
+    control.set_forwarder(None);
     control.set_ready(false);
     control.set_standby(Some("shutting down".into()));
     control.stop_tasks().await;

@@ -15,11 +15,15 @@ use crate::alarm::poll::AlarmSink;
 use crate::alarm::{Alarm, Deduper, Incoming, RollbackRules, Verdict, verdict};
 use crate::canary::driver::{CanaryHandle, Msg};
 use crate::canary::machine::alarm_armed;
-use crate::canary::{AbortStatus, CanaryStatus, Command, CommandRequest};
+use crate::canary::{
+    AbortStatus, CanaryStatus, Command, CommandAction, CommandRequest, ForwardedAlarm,
+};
 use crate::schedule::driver::{CanaryRollback, RunNowError, ScheduleHandle};
 use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
+use crate::state::kube_status::write_request;
 
-type Key = (String, String);
+/// A canary or schedule: (namespace, name).
+pub type Key = (String, String);
 type Waiter = oneshot::Receiver<crate::canary::CanaryStatus>;
 
 /// Each canary's `rollbackOn`, compiled once per (re)load.
@@ -35,8 +39,43 @@ fn compile_rules(handles: &[CanaryHandle]) -> BTreeMap<Key, Arc<RollbackRules>> 
         .collect()
 }
 
+/// What a standby replica needs to hand matching alarms to the leader: OAP and Alertmanager do
+/// not retry a webhook, so an alarm that reaches a standby must not be lost.
+pub struct Forwarder {
+    /// Writes the requests (`status.command` of the Canary).
+    pub client: kube::Client,
+    /// This replica, named in `requestedBy`.
+    pub identity: String,
+    /// Every valid Canary with its compiled `rollbackOn`.
+    pub targets: Vec<(Key, Arc<RollbackRules>)>,
+}
+
+impl Forwarder {
+    /// Targets from the canaries a standby sees in its snapshot.
+    pub fn new(
+        client: kube::Client,
+        identity: String,
+        canaries: impl IntoIterator<
+            Item = (String, String, Option<crate::resources::canary::RollbackOn>),
+        >,
+    ) -> Self {
+        let targets = canaries
+            .into_iter()
+            .map(|(ns, name, rb)| ((ns, name), Arc::new(RollbackRules::compile(rb.as_ref()))))
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        Forwarder {
+            client,
+            identity,
+            targets,
+        }
+    }
+}
+
 /// Canaries the daemon drives, keyed by namespace/name.
 pub struct DaemonControl {
+    /// Set on a standby in cluster mode: matching alarms become `status.command` requests.
+    forwarder: RwLock<Option<Arc<Forwarder>>>,
     canaries: RwLock<BTreeMap<Key, CanaryHandle>>,
     rules: RwLock<BTreeMap<Key, Arc<RollbackRules>>>,
     schedules: RwLock<BTreeMap<Key, ScheduleHandle>>,
@@ -51,6 +90,7 @@ impl DaemonControl {
     /// Wraps the running canary tasks.
     pub fn new(handles: Vec<CanaryHandle>, metrics: Metrics) -> Self {
         DaemonControl {
+            forwarder: RwLock::new(None),
             rules: RwLock::new(compile_rules(&handles)),
             canaries: RwLock::new(
                 handles
@@ -235,6 +275,75 @@ impl DaemonControl {
         (summary, handled)
     }
 
+    /// Sets (standby) or clears (leader, file mode) alarm forwarding.
+    pub fn set_forwarder(&self, f: Option<Forwarder>) {
+        if let Ok(mut w) = self.forwarder.write() {
+            *w = f.map(Arc::new);
+        }
+    }
+
+    /// On a standby: matches alarms like the leader would (rules, recovery, duplicates) and
+    /// turns each match into a request for the leader; the run-start and armed checks are the
+    /// leader's, which knows the current status.
+    fn forward_take(
+        &self,
+        source: AlarmSource,
+        items: Vec<Incoming>,
+        f: &Forwarder,
+    ) -> (serde_json::Value, Vec<(Key, CommandRequest)>) {
+        self.metrics.alarms_received(source, items.len() as u64);
+        let mut requests: Vec<(Key, CommandRequest)> = Vec::new();
+        let (mut duplicates, mut recoveries) = (0, 0);
+        for item in &items {
+            if item.is_recovery() {
+                recoveries += 1;
+                continue;
+            }
+            let first = self
+                .dedupe
+                .lock()
+                .map(|mut d| d.first_time(&item.dedupe_keys()))
+                .unwrap_or(true);
+            if !first {
+                duplicates += 1;
+                continue;
+            }
+            for (key, rules) in &f.targets {
+                if verdict(item, rules, None) != Verdict::Trigger
+                    || requests.iter().any(|(k, _)| k == key)
+                {
+                    continue;
+                }
+                requests.push((
+                    key.clone(),
+                    CommandRequest {
+                        id: CommandRequest::new_id(),
+                        action: CommandAction::Alarm,
+                        full: false,
+                        reason: None,
+                        requested_at: Some(Utc::now()),
+                        requested_by: Some(format!("standby replica {}", f.identity)),
+                        alarm: Some(ForwardedAlarm {
+                            source: source.display_name().to_string(),
+                            rule: item.rule(),
+                            entity: item.entity(),
+                            message: item.message(),
+                            started_at: item.started(),
+                        }),
+                    },
+                ));
+            }
+        }
+        let summary = json!({
+            "received": items.len(),
+            "forwarded": requests.iter().map(|((ns, n), _)| format!("{ns}/{n}")).collect::<Vec<_>>(),
+            "duplicates": duplicates,
+            "recoveries": recoveries,
+            "replica": "standby: matches are handed to the leader through the Canary's status.command",
+        });
+        (summary, requests)
+    }
+
     /// Delivers alarms and waits (bounded) until every matched canary wrote its rollback.
     pub fn deliver(
         &self,
@@ -385,11 +494,34 @@ impl Control for DaemonControl {
         body: Bytes,
     ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
         let standby = self.standby.read().ok().and_then(|s| s.clone());
-        let delivered = Self::parse(source, &body).and_then(|items| match standby {
-            Some(why) => Err(ControlError::Unavailable(why)),
-            None => Ok(self.deliver(source, items)),
-        });
-        Box::pin(async move { Ok(delivered?.await) })
+        let forwarder = self.forwarder.read().ok().and_then(|f| f.clone());
+        let items = match Self::parse(source, &body) {
+            Ok(items) => items,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        match (standby, forwarder) {
+            (None, _) => {
+                let delivered = self.deliver(source, items);
+                Box::pin(async move { Ok(delivered.await) })
+            }
+            (Some(why), None) => Box::pin(async move { Err(ControlError::Unavailable(why)) }),
+            (Some(_), Some(f)) => {
+                let (summary, requests) = self.forward_take(source, items, &f);
+                Box::pin(async move {
+                    for ((ns, name), req) in requests {
+                        if let Err(e) = write_request(&f.client, &ns, &name, &req).await {
+                            // Not written: the sender must learn it (a 503 it may retry).
+                            tracing::error!(canary = %format!("{ns}/{name}"), "cannot forward alarm to the leader: {e}");
+                            return Err(ControlError::Unavailable(format!(
+                                "cannot hand the alarm for {ns}/{name} to the leader: {e}"
+                            )));
+                        }
+                        tracing::info!(canary = %format!("{ns}/{name}"), id = %req.id, "alarm forwarded to the leader");
+                    }
+                    Ok(summary)
+                })
+            }
+        }
     }
 }
 

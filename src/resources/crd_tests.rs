@@ -644,6 +644,7 @@ fn full_status() -> CanaryStatus {
             reason: Some("latency".into()),
             requested_at: Some(t(40)),
             requested_by: Some("ops@laptop".into()),
+            alarm: None,
         }),
         last_command: Some(CommandOutcome {
             id: "17a-0".into(),

@@ -177,6 +177,22 @@ impl KubeStatusStore {
     }
 }
 
+/// Writes `req` into the Canary's `status.command`: a merge patch of that one key through the
+/// status subresource, so it never races the daemon's own status writes (which keep the key).
+pub async fn write_request(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    req: &crate::canary::CommandRequest,
+) -> Result<(), kube::Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &canary_resource());
+    let patch = serde_json::json!({ "status": { "command": req } });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
 /// The merge patch that turns `stored` into `desired`: `desired` itself, plus `null` for every
 /// key (at any object depth) that `stored` has and `desired` lacks, except the top-level keys
 /// of [`KEPT_UNLESS_SET`], which are kept unless the new status sets them.

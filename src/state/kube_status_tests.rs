@@ -186,6 +186,7 @@ fn merge_patch_never_touches_the_command_request() {
             reason: None,
             requested_at: None,
             requested_by: None,
+            alarm: None,
         }),
         ..CanaryStatus::default()
     };

@@ -274,3 +274,109 @@ async fn file_templates_serve_crd_canaries_in_cluster_mode() {
         "{s:#}"
     );
 }
+
+/// Two replicas: an alarm webhook that reaches the standby is handed to the leader through the
+/// Canary's `status.command` and rolls the canary back (OAP never retries a webhook).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_that_reaches_the_standby_rolls_back_through_the_leader() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let fake = FakeApiServer::new();
+    seed_vs(&fake);
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "reviews", "namespace": "bookinfo"},
+        "spec": {"revision": "v2",
+            "trafficRouting": {"istio": {"virtualService": {"name": "reviews", "routes": ["primary"]},
+                "stableService": "reviews-stable", "canaryService": "reviews-canary"}},
+            "rollbackOn": {"alarms": [{"ruleName": "service_sla_rule", "name": "reviews\\.bookinfo"}]},
+            "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}]}
+    }))
+    .unwrap();
+    let (addr, _h) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(addr, &kubeconfig).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "control-kube-token").unwrap();
+    let a = replica("replica-a", &kubeconfig, &token, &running.url());
+    let b = replica("replica-b", &kubeconfig, &token, &running.url());
+    wait("the pause step", Duration::from_secs(20), || {
+        let s = status(&fake);
+        (s["phase"] == "Paused" && s["currentStepIndex"] == 1).then_some(())
+    })
+    .await;
+    assert_eq!(canary_weight(&fake), 20);
+    let leader = fake
+        .get(
+            "coordination.k8s.io",
+            "leases",
+            "bookinfo",
+            "skycanary-leader",
+        )
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .unwrap();
+    let standby = if leader == "replica-a" { &b } else { &a };
+    // The standby has read the Canaries (ready) before it can match alarms for them.
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        let ready = http
+            .get(format!("{}/readyz", standby.url))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let alarm = json!([{"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo",
+        "id0": "cmV2aWV3cy5ib29raW5mbw==.1", "id1": "", "ruleName": "service_sla_rule",
+        "alarmMessage": "Successful rate of service reviews.bookinfo is lower than 99%",
+        "startTime": now_ms, "uuid": "forwarded-1"}]);
+    let r = http
+        .post(format!("{}/webhooks/skywalking", standby.url))
+        .bearer_auth("control-kube-token")
+        .json(&alarm)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["forwarded"], json!(["bookinfo/reviews"]), "{body}");
+    let s = wait("the rollback", Duration::from_secs(20), || {
+        let s = status(&fake);
+        (s["phase"] == "Aborted").then_some(s)
+    })
+    .await;
+    assert!(
+        s["abort"]["alarm"]
+            .as_str()
+            .is_some_and(|a| a.contains("service_sla_rule")),
+        "{s:#}"
+    );
+    assert_eq!(s["lastCommand"]["action"], "alarm");
+    assert_eq!(s["lastCommand"]["accepted"], true);
+    wait("stable at 100 %", Duration::from_secs(10), || {
+        (canary_weight(&fake) == 0).then_some(())
+    })
+    .await;
+    // Nothing matches: the standby forwards nothing and nothing changes.
+    let other = json!([{"scopeId": 1, "scope": "SERVICE", "name": "ratings.bookinfo",
+        "id0": "x", "ruleName": "service_sla_rule", "alarmMessage": "m",
+        "startTime": now_ms, "uuid": "forwarded-2"}]);
+    let r = http
+        .post(format!("{}/webhooks/skywalking", standby.url))
+        .bearer_auth("control-kube-token")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["forwarded"], json!([]), "{body}");
+}
