@@ -32,8 +32,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use store::{
-    ApiError, CommittedWrite, DEFAULT_EVENT_LOG, FaultAction, RecordedRequest, ResourceRef, kind_for_plural,
-    plural_for_kind,
+    ApiError, CommittedWrite, DEFAULT_EVENT_LOG, FaultAction, RecordedRequest, ResourceRef,
+    kind_for_plural, plural_for_kind,
 };
 use store::{Fault, Signal, Store};
 
@@ -282,6 +282,12 @@ impl FakeApiServer {
             remaining: count,
             action,
         });
+    }
+
+    /// Forgets every injected fault not yet used up (latency stays; see
+    /// [`FakeApiServer::set_latency`]).
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
     }
 
     /// Latency added to every request.

@@ -391,10 +391,7 @@ impl Store {
                 .to_string();
             let before = match event_type {
                 "ADDED" => None,
-                _ => self
-                    .objects
-                    .get(&Self::key(res, namespace, &name))
-                    .cloned(),
+                _ => self.objects.get(&Self::key(res, namespace, &name)).cloned(),
             };
             writes.push(CommittedWrite {
                 rv,

@@ -750,12 +750,20 @@ async fn write_log_keeps_every_committed_change_with_the_version_it_replaced() {
     api.replace("reviews", &PostParams::default(), &created)
         .await
         .unwrap();
-    fake.update("networking.istio.io", "virtualservices", "bookinfo", "reviews", |o| {
-        o["spec"]["http"][0]["route"][1]["weight"] = json!(30);
-        o["spec"]["http"][0]["route"][0]["weight"] = json!(70);
-    })
+    fake.update(
+        "networking.istio.io",
+        "virtualservices",
+        "bookinfo",
+        "reviews",
+        |o| {
+            o["spec"]["http"][0]["route"][1]["weight"] = json!(30);
+            o["spec"]["http"][0]["route"][0]["weight"] = json!(70);
+        },
+    )
     .unwrap();
-    api.delete("reviews", &DeleteParams::default()).await.unwrap();
+    api.delete("reviews", &DeleteParams::default())
+        .await
+        .unwrap();
 
     let writes = fake.writes();
     let kinds: Vec<_> = writes.iter().map(|w| w.event_type).collect();
@@ -783,4 +791,18 @@ fn write_log_is_off_by_default() {
     let fake = FakeApiServer::new();
     fake.seed(vs("reviews", 0)).unwrap();
     assert!(fake.writes().is_empty());
+}
+
+#[tokio::test]
+async fn clear_faults_forgets_pending_faults() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("reviews", 0)).expect("seed");
+    let api = vs_api(fake.client(), "v1");
+    fake.fail_next(None, "reviews", 5, 500);
+    assert_eq!(
+        status_code(api.get("reviews").await.expect_err("500")).0,
+        500
+    );
+    fake.clear_faults();
+    api.get("reviews").await.expect("no fault left");
 }

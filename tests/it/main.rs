@@ -3,6 +3,7 @@
 
 mod analyze_cli;
 mod bundled_templates;
+mod chaos;
 mod control_kube;
 mod daemon;
 mod daemon_kube;

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-pub use client::SkyWalkingClient;
+pub use client::{SkyWalkingClient, decode_response};
 pub use duration::{MAX_POINTS, Window, parse_timezone, window};
 pub use version::{Features, OapVersion, ServerInfo};
 
