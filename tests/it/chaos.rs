@@ -343,9 +343,10 @@ fn api_fault(fake: &FakeApiServer, rng: &mut Rng, tally: &mut Tally) {
     let n = rng.range(1, 8) as usize;
     tally.api_faults += 1;
     tally.api_faulted_requests += n as u64;
-    match rng.below(6) {
+    match rng.below(7) {
         // A 409 storm on VirtualService writes.
         0 | 1 => fake.fail_next(Some("PUT"), "/virtualservices/", n * 2, 409),
+        6 => fake.fail_next(Some("GET"), "/canaries/", n, 500),
         2 => fake.fail_next(Some("PATCH"), "/canaries/", n, 500),
         3 => fake.fail_next(None, "/virtualservices/", n, 500),
         4 => fake.fail_next(Some("PATCH"), "/canaries/", n, 409),
@@ -783,6 +784,54 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
         phases.get("Promoted").copied().unwrap_or(0) > 0,
         "seed {seed}: no canary was promoted: {phases:?}"
     );
+}
+
+/// Found while auditing failure modes for the chaos test: an API error while a canary task reads its persisted status at
+/// start (here three 500s) made the task give up and leave the canary undriven until the next
+/// restart. A transient error is retried; only an unparseable status keeps a canary idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_error_reading_the_status_at_start_is_retried() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let fake = FakeApiServer::new();
+    let plan = Plan {
+        steps: vec![Step::Weight(30)],
+        background: false,
+        hold_on_error: false,
+    };
+    seed_objects(&fake, &[plan]);
+    fake.fail_next(Some("GET"), "/canaries/c0/status", 3, 500);
+    let (addr, _server) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(addr, &kubeconfig).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "chaos-token").unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = Daemon::start(&kubeconfig, &token, &running.url(), &log);
+    let started = Instant::now();
+    let phase = loop {
+        let phase = fake
+            .get("skycanary.io", "canaries", NS, "c0")
+            .and_then(|c| c["status"]["phase"].as_str().map(str::to_string));
+        if phase.as_deref() == Some("Promoted") || started.elapsed() > Duration::from_secs(30) {
+            break phase;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    daemon.kill();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(phase.as_deref(), Some("Promoted"), "{stderr}");
+    assert!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/canaries/c0/status"))
+            .count()
+            >= 4,
+        "the status read was retried"
+    );
+    assert!(panics(&[log]).is_empty());
 }
 
 /// The checker itself: each invariant it guards is caught when a synthetic write log breaks it.
