@@ -305,7 +305,7 @@ fn foreign_write(fake: &FakeApiServer, rng: &mut Rng, tally: &mut Tally) {
             let canary = (rng.below(11) * 10) as i64;
             o["spec"]["http"][0]["route"][0]["weight"] = json!(MAX - canary);
             o["spec"]["http"][0]["route"][1]["weight"] = json!(canary);
-        } else if n % 2 == 0 {
+        } else if n.is_multiple_of(2) {
             o["metadata"]["labels"][FOREIGN_LABEL] = json!(n.to_string());
         } else {
             o["spec"]["http"][0]["timeout"] = json!(format!("{}ms", n % 5000 + 1));
@@ -642,7 +642,7 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
         let h = h.clone();
         sim.set_series(
             "service_apdex",
-            SimEntity::service(&service(i)),
+            SimEntity::service(service(i)),
             move |_| match h.load(Ordering::Relaxed) {
                 0 => Some(9950.0),
                 1 => Some(5000.0),

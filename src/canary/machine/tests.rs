@@ -1228,7 +1228,7 @@ mod safety {
         match kind % 8 {
             0 | 1 => Input::Tick,
             2 | 3 => match &st.routing_write {
-                Some(_) if pick % 4 == 0 => Input::Routing(Err("injected".into())),
+                Some(_) if pick.is_multiple_of(4) => Input::Routing(Err("injected".into())),
                 Some(w) => Input::Routing(Ok((w.routing.clone(), vec![]))),
                 None => Input::Tick,
             },
@@ -1241,7 +1241,7 @@ mod safety {
             6 => Input::Drift {
                 detail: "foreign weights".into(),
             },
-            7 if pick % 8 == 0 => Input::Command(Command::Abort {
+            7 if pick.is_multiple_of(8) => Input::Command(Command::Abort {
                 reason: "user".into(),
             }),
             _ => Input::Spec,
