@@ -22,12 +22,19 @@ use crate::resources::{LoadedCanary, LoadedTemplate};
 use crate::runner::{self, Clock, Defaults, RunEvent};
 use crate::server::Metrics;
 use crate::state::StatusStore;
+use crate::state::status::LoadError;
 use crate::traffic::istio::{self, Restore};
 use crate::traffic::planner::DesiredPlanner;
 use crate::traffic::router::Router;
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
 use crate::traffic::store::{ManifestStore, ObjectKey};
 use crate::traffic::{DesiredRouting, IstioRouting, RouteWeights};
+
+/// First wait before reading a persisted status again after a transient error; doubles up to
+/// [`LOAD_RETRY_MAX`].
+const LOAD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest wait between two tries to read a persisted status.
+const LOAD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Messages to a canary task.
 #[derive(Debug)]
@@ -155,25 +162,54 @@ pub fn spawn<S: ManifestStore + 'static>(
     };
     tokio::spawn(async move {
         let mut task = task;
-        match task.ctx.state.load(&task.namespace, &task.name).await {
-            Ok(persisted) => {
-                task.status = persisted.unwrap_or_default();
-                let _ = task.status_tx.send(task.status.clone());
-                // /metrics shows the resumed state before anything changes.
-                let m = &task.ctx.metrics;
-                m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
-                m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
-                task.run(rx).await;
-            }
-            Err(e) => {
-                // Never restart a release from scratch because its state is unreadable: the
-                // task stays idle and says why; a human decides (fix or delete the state).
-                tracing::error!(canary = %task.id(), "cannot read persisted status, not driving this canary: {e}");
-                let s = CanaryStatus {
-                    message: Some(format!("cannot read persisted status: {e}")),
-                    ..Default::default()
-                };
-                let _ = task.status_tx.send(s);
+        let mut rx = rx;
+        let mut delay = LOAD_RETRY_FIRST;
+        loop {
+            match task.ctx.state.load(&task.namespace, &task.name).await {
+                Ok(persisted) => {
+                    task.status = persisted.unwrap_or_default();
+                    let _ = task.status_tx.send(task.status.clone());
+                    // /metrics shows the resumed state before anything changes.
+                    let m = &task.ctx.metrics;
+                    m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
+                    m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
+                    task.run(rx).await;
+                    break;
+                }
+                Err(LoadError::Corrupt(e)) => {
+                    // Never restart a release from scratch because its state is unreadable:
+                    // the task stays idle and says why; a human decides (fix or delete it).
+                    tracing::error!(canary = %task.id(), "cannot read persisted status, not driving this canary: {e}");
+                    let s = CanaryStatus {
+                        message: Some(format!("cannot read persisted status: {e}")),
+                        ..Default::default()
+                    };
+                    let _ = task.status_tx.send(s);
+                    break;
+                }
+                Err(LoadError::Unavailable(e)) => {
+                    // Nothing is known yet, so nothing may be driven: wait and read again.
+                    // Messages meanwhile go back in the queue, except Stop, which ends the task.
+                    tracing::warn!(canary = %task.id(), "cannot read persisted status, retrying in {delay:?}: {e}");
+                    let deadline = tokio::time::Instant::now() + delay;
+                    let mut held = Vec::new();
+                    let stopped = loop {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(deadline) => break false,
+                            m = rx.recv() => match m {
+                                None | Some(Msg::Stop) => break true,
+                                Some(m) => held.push(m),
+                            },
+                        }
+                    };
+                    if stopped {
+                        break;
+                    }
+                    for m in held {
+                        let _ = task.tx.send(m);
+                    }
+                    delay = (delay * 2).min(LOAD_RETRY_MAX);
+                }
             }
         }
         let _ = fin_tx.send(true);

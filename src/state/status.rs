@@ -3,11 +3,42 @@
 
 use crate::canary::CanaryStatus;
 
-use super::file::FileStateStore;
-use super::kube_status::KubeStatusStore;
+use super::file::{FileStateStore, StateError};
+use super::kube_status::{KubeStatusStore, StatusError};
 
 /// State-file kind of Canary statuses.
 pub const CANARY_KIND: &str = "canary";
+
+/// Why a persisted status could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The stored status does not parse: resetting it would restart a release, so the canary
+    /// is not driven until a human fixes or deletes it.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The store could not be reached or answered an error (API 5xx, timeout, I/O): worth
+    /// trying again, since nothing is known about the status yet.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl LoadError {
+    fn from_file(e: StateError) -> Self {
+        match e {
+            StateError::Corrupt { .. } | StateError::InvalidName(_) => {
+                LoadError::Corrupt(e.to_string())
+            }
+            other => LoadError::Unavailable(other.to_string()),
+        }
+    }
+
+    fn from_kube(e: StatusError) -> Self {
+        match e {
+            StatusError::Corrupt { .. } => LoadError::Corrupt(e.to_string()),
+            other => LoadError::Unavailable(other.to_string()),
+        }
+    }
+}
 
 /// Status persistence backends.
 #[derive(Debug, Clone)]
@@ -21,12 +52,16 @@ pub enum StatusStore {
 impl StatusStore {
     /// The persisted status, `None` before the first run. A status that cannot be read is an
     /// error, never a silent restart from scratch.
-    pub async fn load(&self, namespace: &str, name: &str) -> Result<Option<CanaryStatus>, String> {
+    pub async fn load(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<CanaryStatus>, LoadError> {
         match self {
             StatusStore::File(f) => f
                 .load(CANARY_KIND, namespace, name)
-                .map_err(|e| e.to_string()),
-            StatusStore::Kube(k) => k.load(namespace, name).await.map_err(|e| e.to_string()),
+                .map_err(LoadError::from_file),
+            StatusStore::Kube(k) => k.load(namespace, name).await.map_err(LoadError::from_kube),
         }
     }
 
@@ -46,5 +81,49 @@ impl StatusStore {
                 .await
                 .map_err(|e| e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unparseable_file_is_corrupt_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StatusStore::File(FileStateStore::open(dir.path()).unwrap());
+        assert_eq!(store.load("ns", "c").await, Ok(None));
+        store
+            .save("ns", "c", &CanaryStatus::default())
+            .await
+            .unwrap();
+        let file = dir.path().join(CANARY_KIND).join("ns").join("c.json");
+        std::fs::write(&file, b"{not json").unwrap();
+        assert!(matches!(
+            store.load("ns", "c").await,
+            Err(LoadError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn api_errors_are_unavailable_and_a_bad_status_is_corrupt() {
+        let fake = crate::testkit::FakeApiServer::new();
+        fake.seed(serde_json::json!({
+            "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {"steps": []},
+            "status": {"phase": "NoSuchPhase"}
+        }))
+        .unwrap();
+        let store = StatusStore::Kube(KubeStatusStore::new(fake.client()));
+        fake.fail_next(Some("GET"), "/canaries/c/status", 1, 500);
+        assert!(matches!(
+            store.load("ns", "c").await,
+            Err(LoadError::Unavailable(m)) if m.contains("500")
+        ));
+        assert!(matches!(
+            store.load("ns", "c").await,
+            Err(LoadError::Corrupt(m)) if m.contains("NoSuchPhase")
+        ));
     }
 }

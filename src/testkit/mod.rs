@@ -32,8 +32,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use store::{
-    ApiError, DEFAULT_EVENT_LOG, FaultAction, RecordedRequest, ResourceRef, kind_for_plural,
-    plural_for_kind,
+    ApiError, CommittedWrite, DEFAULT_EVENT_LOG, FaultAction, RecordedRequest, ResourceRef,
+    kind_for_plural, plural_for_kind,
 };
 use store::{Fault, Signal, Store};
 
@@ -228,6 +228,22 @@ impl FakeApiServer {
         self.lock().requests.clone()
     }
 
+    /// Starts keeping every committed change (create, update, patch, status write, delete,
+    /// including [`FakeApiServer::update`]) with the version it replaced; see
+    /// [`FakeApiServer::writes`].
+    pub fn record_writes(&self) {
+        let mut store = self.lock();
+        if store.writes.is_none() {
+            store.writes = Some(Vec::new());
+        }
+    }
+
+    /// The committed changes since [`FakeApiServer::record_writes`], oldest first (empty when
+    /// recording is off).
+    pub fn writes(&self) -> Vec<CommittedWrite> {
+        self.lock().writes.clone().unwrap_or_default()
+    }
+
     /// Forgets recorded requests.
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
@@ -266,6 +282,12 @@ impl FakeApiServer {
             remaining: count,
             action,
         });
+    }
+
+    /// Forgets every injected fault not yet used up (latency stays; see
+    /// [`FakeApiServer::set_latency`]).
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
     }
 
     /// Latency added to every request.

@@ -271,6 +271,28 @@ pub(crate) struct WatchRecord {
     pub object: Value,
 }
 
+/// One committed change, as kept by the opt-in write log ([`crate::testkit::FakeApiServer::record_writes`]):
+/// invariant checkers compare every stored version with the one it replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedWrite {
+    /// The resourceVersion the change got.
+    pub rv: u64,
+    /// API group (`""` for core).
+    pub group: String,
+    /// Plural resource name.
+    pub plural: String,
+    /// Namespace (`""` for cluster-scoped objects).
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub event_type: &'static str,
+    /// The stored object this change replaced (None for a creation or a deletion).
+    pub before: Option<Value>,
+    /// The stored object after the change (the deleted object for a deletion).
+    pub after: Value,
+}
+
 /// What live watchers receive.
 #[derive(Debug, Clone)]
 pub(crate) enum Signal {
@@ -294,6 +316,8 @@ pub(crate) struct Store {
     pub faults: Vec<Fault>,
     pub latency: Duration,
     pub tx: broadcast::Sender<Signal>,
+    /// Every committed change, when enabled (unbounded: for tests that inspect all writes).
+    pub writes: Option<Vec<CommittedWrite>>,
 }
 
 /// Parsed list/watch query parameters.
@@ -319,6 +343,7 @@ impl Store {
             faults: Vec::new(),
             latency: Duration::ZERO,
             tx,
+            writes: None,
         }
     }
 
@@ -358,6 +383,27 @@ impl Store {
         object: &Value,
         rv: u64,
     ) {
+        if let Some(writes) = self.writes.as_mut() {
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let before = match event_type {
+                "ADDED" => None,
+                _ => self.objects.get(&Self::key(res, namespace, &name)).cloned(),
+            };
+            writes.push(CommittedWrite {
+                rv,
+                group: res.group.clone(),
+                plural: res.plural.clone(),
+                namespace: namespace.to_string(),
+                name,
+                event_type,
+                before,
+                after: object.clone(),
+            });
+        }
         let rec = WatchRecord {
             rv,
             group: res.group.clone(),

@@ -728,3 +728,81 @@ async fn kubectl_get_and_patch() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn write_log_keeps_every_committed_change_with_the_version_it_replaced() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("before-recording", 0)).unwrap();
+    fake.record_writes();
+    let api = vs_api(fake.client(), "v1");
+    let created = api
+        .create(&PostParams::default(), &to_dynamic(vs("reviews", 0)))
+        .await
+        .unwrap();
+    // A refused write (stale RV) and a no-op write are not changes.
+    let mut stale = created.clone();
+    stale.metadata.resource_version = Some("1".into());
+    assert!(
+        api.replace("reviews", &PostParams::default(), &stale)
+            .await
+            .is_err()
+    );
+    api.replace("reviews", &PostParams::default(), &created)
+        .await
+        .unwrap();
+    fake.update(
+        "networking.istio.io",
+        "virtualservices",
+        "bookinfo",
+        "reviews",
+        |o| {
+            o["spec"]["http"][0]["route"][1]["weight"] = json!(30);
+            o["spec"]["http"][0]["route"][0]["weight"] = json!(70);
+        },
+    )
+    .unwrap();
+    api.delete("reviews", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let writes = fake.writes();
+    let kinds: Vec<_> = writes.iter().map(|w| w.event_type).collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"], "{writes:#?}");
+    assert!(writes.iter().all(|w| w.name == "reviews"
+        && w.plural == "virtualservices"
+        && w.namespace == "bookinfo"));
+    assert_eq!(writes[0].before, None);
+    let modified = &writes[1];
+    assert_eq!(
+        modified.before.as_ref().unwrap()["spec"]["http"][0]["route"][1]["weight"],
+        0
+    );
+    assert_eq!(modified.after["spec"]["http"][0]["route"][1]["weight"], 30);
+    assert_eq!(
+        modified.after["metadata"]["resourceVersion"],
+        modified.rv.to_string()
+    );
+    assert!(writes.windows(2).all(|w| w[0].rv < w[1].rv));
+    assert_eq!(writes[2].before, None);
+}
+
+#[test]
+fn write_log_is_off_by_default() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("reviews", 0)).unwrap();
+    assert!(fake.writes().is_empty());
+}
+
+#[tokio::test]
+async fn clear_faults_forgets_pending_faults() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("reviews", 0)).expect("seed");
+    let api = vs_api(fake.client(), "v1");
+    fake.fail_next(None, "reviews", 5, 500);
+    assert_eq!(
+        status_code(api.get("reviews").await.expect_err("500")).0,
+        500
+    );
+    fake.clear_faults();
+    api.get("reviews").await.expect("no fault left");
+}

@@ -4,6 +4,7 @@
 mod alarm_poll;
 mod analyze_cli;
 mod bundled_templates;
+mod chaos;
 mod control_kube;
 mod daemon;
 mod daemon_kube;

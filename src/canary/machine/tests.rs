@@ -1340,3 +1340,142 @@ fn alarms_are_armed_only_while_running_or_watching() {
     ));
     assert!(!alarm_armed(&st(CanaryPhase::Promoted, None), t(0)));
 }
+
+// ---- proptest: safety over generated plans and input sequences ------------------------------
+
+mod safety {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A generated step: weight (0..=max), timed pause, or analysis.
+    fn gen_step() -> impl Strategy<Value = CanaryStep> {
+        prop_oneof![
+            (0i64..=100).prop_map(w),
+            (1i64..60).prop_map(|s| pause(Some(s))),
+            Just(analysis("a")),
+        ]
+    }
+
+    fn gen_spec() -> impl Strategy<Value = CanarySpec> {
+        (
+            prop::collection::vec(gen_step(), 1..7),
+            any::<bool>(),
+            prop::option::of(0u32..4),
+        )
+            .prop_map(|(steps, hold, bg)| {
+                let mut s = spec(steps);
+                if hold {
+                    s.on_analysis_error = OnAnalysisError::Hold;
+                }
+                match bg {
+                    Some(start) => with_bg(s, Some(start)),
+                    None => s,
+                }
+            })
+    }
+
+    /// One input chosen by `(kind, pick, phase)`; commands that force progress (promote,
+    /// resume) are left out so every advance must be earned by the analysis.
+    fn input(st: &CanaryStatus, kind: u8, pick: u8, phase: u8) -> Input {
+        let phases = [
+            Phase::Running,
+            Phase::Successful,
+            Phase::Inconclusive,
+            Phase::Failed,
+            Phase::Error,
+        ];
+        match kind % 8 {
+            0 | 1 => Input::Tick,
+            2 | 3 => match &st.routing_write {
+                Some(_) if pick.is_multiple_of(4) => Input::Routing(Err("injected".into())),
+                Some(w) => Input::Routing(Ok((w.routing.clone(), vec![]))),
+                None => Input::Tick,
+            },
+            4 | 5 if !st.analysis_runs.is_empty() => Input::Analysis {
+                name: st.analysis_runs[usize::from(pick) % st.analysis_runs.len()]
+                    .name
+                    .clone(),
+                status: run_state(phases[usize::from(phase) % phases.len()]),
+            },
+            6 => Input::Drift {
+                detail: "foreign weights".into(),
+            },
+            7 if pick.is_multiple_of(8) => Input::Command(Command::Abort {
+                reason: "user".into(),
+            }),
+            _ => Input::Spec,
+        }
+    }
+
+    fn analysis_steps(spec: &CanarySpec) -> Vec<u32> {
+        spec.steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, CanaryStep::Analysis(_)))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    fn last_step_run(st: &CanaryStatus, k: u32) -> Option<&AnalysisRunStatus> {
+        st.analysis_runs
+            .iter()
+            .rev()
+            .find(|r| r.kind == AnalysisRunKind::Step { index: k })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn weights_stay_in_range_advances_are_earned_and_abort_ends_at_zero(
+            sp in gen_spec(),
+            inputs in prop::collection::vec((any::<u8>(), any::<u8>(), any::<u8>(), 0i64..90), 1..80),
+        ) {
+            let max = DEFAULT_MAX_WEIGHT;
+            let mut s = Sim::new(sp);
+            s.start();
+            for (kind, pick, phase, secs) in inputs {
+                s.now += TimeDelta::seconds(secs);
+                let input = input(&s.st, kind, pick, phase);
+                let prev = s.st.clone();
+                let fx = s.feed(input.clone());
+                let ctx = format!("input {input:?}\nprev {prev:?}\nnow {:?}\nfx {fx:?}", s.st);
+                for r in writes(&fx) {
+                    prop_assert!((0..=max).contains(&r.canary_weight), "{}", ctx);
+                }
+                prop_assert!((0..=max).contains(&s.st.desired_weight), "{}", ctx);
+                // Past an analysis step only with that step's run Successful.
+                for k in analysis_steps(&s.spec) {
+                    if prev.current_step_index <= k && s.st.current_step_index > k {
+                        let run = last_step_run(&s.st, k);
+                        prop_assert!(
+                            run.is_some_and(|r| r.status.phase == Phase::Successful),
+                            "advanced past analysis step {} on {:?}\n{}",
+                            k,
+                            run.map(|r| r.status.phase),
+                            ctx
+                        );
+                    }
+                }
+                // Max weight only when every step is done or a passed step set it.
+                if s.st.desired_weight == max && prev.desired_weight != max {
+                    let done = s.st.current_step_index as usize >= s.spec.steps.len();
+                    let set = s.spec.steps.iter().take(s.st.current_step_index as usize + 1)
+                        .any(|st| matches!(st, CanaryStep::SetWeight(w) if *w == max));
+                    prop_assert!(done || set, "{}", ctx);
+                }
+                // An abort asks for weight 0 and nothing else, and stays at 0.
+                if s.st.phase == CanaryPhase::Aborted {
+                    prop_assert_eq!(s.st.desired_weight, 0, "{}", ctx);
+                    prop_assert!(writes(&fx).iter().all(|r| r.canary_weight == 0), "{}", ctx);
+                }
+                if prev.phase == CanaryPhase::Aborted {
+                    prop_assert_eq!(s.st.phase, CanaryPhase::Aborted, "{}", ctx);
+                }
+                // Never rewound within a run.
+                prop_assert!(s.st.current_step_index >= prev.current_step_index, "{}", ctx);
+            }
+        }
+    }
+}

@@ -773,6 +773,42 @@ fn fail_aggregated(queries: &[MetricQuery], plans: &mut [Plan], e: &ProviderErro
     }
 }
 
+/// Reads one OAP response every way the client can: the envelope (status, content type,
+/// body), then each top-level alias of `data` as an MQE, a v2 and a v2-with-`isEmptyValue`
+/// result, and the whole `data` as a raw query's. Each path ends in a value or a
+/// [`ProviderError`]: the entry point of the response-decoding fuzz target.
+pub fn decode_response(
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Vec<Result<SampleValue, ProviderError>> {
+    let env = match decode(status, content_type, body) {
+        Ok(env) => env,
+        Err(e) => return vec![Err(e)],
+    };
+    let mut aliases: Vec<String> = env
+        .data
+        .as_ref()
+        .map(|d| d.0.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    aliases.push("m0".into());
+    let mut out = Vec::new();
+    for alias in &aliases {
+        for mode in [Mode::Mqe, Mode::V2, Mode::V2Empty] {
+            out.push(parse_alias(&env, alias, mode).map(|(v, _)| v));
+        }
+    }
+    out.push(env.into_data().and_then(|data| {
+        let mut first = None;
+        for (_, v) in &data {
+            let value = parse_raw_value(v)?;
+            first.get_or_insert(value);
+        }
+        first.ok_or(ProviderError::NoDataField)
+    }));
+    out
+}
+
 /// Decodes one alias with the generated response type of `mode`.
 fn parse_alias(
     env: &Envelope,
@@ -803,6 +839,33 @@ fn parse_alias(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_response_turns_every_shape_into_a_value_or_an_error() {
+        let html = decode_response(502, Some("text/html"), b"<html>bad gateway</html>");
+        assert!(matches!(
+            html.as_slice(),
+            [Err(ProviderError::Http { status: 502, .. })]
+        ));
+        let mqe = br#"{"data":{"m0":{"type":"TIME_SERIES_VALUES","error":null,
+            "results":[{"metric":{"labels":[]},"values":[{"id":"1","value":"9950"},{"id":"2","value":null}]}]}}}"#;
+        let got = decode_response(200, Some("application/json"), mqe);
+        assert_eq!(
+            got[0],
+            Ok(SampleValue::Series(vec![Some(9950.0), None])),
+            "{got:?}"
+        );
+        // A v2 reading of an MQE body finds no point (no data), never an invented value.
+        assert!(
+            got[1].as_ref().is_ok_and(SampleValue::is_empty) || got[1].is_err(),
+            "{got:?}"
+        );
+        let garbage = decode_response(200, None, b"{\"data\": {\"m0\": [1, {}]");
+        assert!(matches!(
+            garbage.as_slice(),
+            [Err(ProviderError::Decode(_))]
+        ));
+    }
 
     #[test]
     fn service_ids() {
