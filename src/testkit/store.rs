@@ -294,6 +294,7 @@ pub(crate) struct Store {
     pub faults: Vec<Fault>,
     pub latency: Duration,
     pub tx: broadcast::Sender<Signal>,
+    pub observer: Option<super::RequestObserver>,
 }
 
 /// Parsed list/watch query parameters.
@@ -319,6 +320,7 @@ impl Store {
             faults: Vec::new(),
             latency: Duration::ZERO,
             tx,
+            observer: None,
         }
     }
 
