@@ -6,6 +6,7 @@ use std::collections::{HashSet, VecDeque};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
+use super::matcher::AlarmMatchers;
 use crate::resources::canary::AlarmMatcher;
 
 /// One alarm as OAP sends it.
@@ -92,17 +93,10 @@ pub fn parse_payload(body: &[u8]) -> Result<Vec<AlarmMessage>, ParseError> {
 }
 
 /// True when `msg` matches one of the matchers (every regex a matcher sets must match; an
-/// invalid regex matches nothing — validation refuses them at load time).
+/// invalid regex matches nothing — validation refuses them at load time). Compiles the
+/// regexes on every call: the daemon keeps an [`AlarmMatchers`] per canary instead.
 pub fn matches(matchers: &[AlarmMatcher], msg: &AlarmMessage) -> bool {
-    let re_ok = |re: &Option<String>, text: &str| match re {
-        None => true,
-        Some(r) => regex::Regex::new(r).is_ok_and(|re| re.is_match(text)),
-    };
-    matchers.iter().any(|m| {
-        (m.rule_name.is_some() || m.name.is_some())
-            && re_ok(&m.rule_name, &msg.rule_name)
-            && re_ok(&m.name, &msg.name)
-    })
+    AlarmMatchers::compile(matchers).matches(msg)
 }
 
 /// Remembers the last `capacity` alarm identities, so a re-delivered alarm is handled once.

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{self, Effect, Input};
 use super::model::{AnalysisRunKind, CanaryEvent, CanaryStatus, Command};
+use crate::alarm::AlarmMatchers;
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
@@ -68,6 +69,8 @@ pub struct CanaryHandle {
     pub steps: usize,
     /// The Canary as loaded.
     pub doc: Arc<CanaryDoc>,
+    /// Its `rollbackOn.alarms`, compiled once (the webhook matches every alarm against them).
+    pub alarms: Arc<AlarmMatchers>,
     /// Send messages.
     pub tx: mpsc::UnboundedSender<Msg>,
     /// Latest status.
@@ -103,6 +106,8 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub defaults: Defaults,
     /// Metrics.
     pub metrics: Metrics,
+    /// SkyWalking clients shared by every analysis run.
+    pub clients: runner::ClientCache,
 }
 
 impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
@@ -115,6 +120,7 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
             clock: self.clock.clone(),
             defaults: self.defaults.clone(),
             metrics: self.metrics.clone(),
+            clients: self.clients.clone(),
         }
     }
 }
@@ -163,11 +169,19 @@ pub fn spawn<S: ManifestStore + 'static>(
         }
         let _ = fin_tx.send(true);
     });
+    let alarms = canary
+        .doc
+        .spec
+        .rollback_on
+        .as_ref()
+        .map(|rb| AlarmMatchers::compile(&rb.alarms))
+        .unwrap_or_default();
     CanaryHandle {
         namespace,
         name,
         steps: canary.doc.spec.steps.len(),
         doc,
+        alarms: Arc::new(alarms),
         tx,
         status: status_rx,
         finished: fin_rx,
@@ -507,7 +521,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 return;
             }
         };
-        let clients = match runner::connect(&plan) {
+        let clients = match self.ctx.clients.connect(&plan) {
             Ok(c) => c,
             Err(e) => {
                 let mut failed = RunState::new(&RunSpec::default(), now);

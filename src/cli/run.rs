@@ -137,6 +137,7 @@ pub async fn run(
             timezone,
         },
         metrics: metrics.clone(),
+        clients: crate::runner::ClientCache::new(),
     };
     let handles: Vec<_> = loaded
         .canaries

@@ -79,6 +79,7 @@ pub async fn run(
             timezone: args.timezone,
         },
         metrics: metrics.clone(),
+        clients: crate::runner::ClientCache::new(),
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));

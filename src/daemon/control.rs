@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::alarm::{Deduper, matches, parse_payload};
+use crate::alarm::{Deduper, parse_payload};
 use crate::canary::Command;
 use crate::canary::driver::{CanaryHandle, Msg};
 use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
@@ -133,10 +133,7 @@ impl DaemonControl {
                 continue;
             }
             for h in self.handles() {
-                let Some(rb) = &h.doc.spec.rollback_on else {
-                    continue;
-                };
-                if !matches(&rb.alarms, a) {
+                if !h.alarms.matches(a) {
                     continue;
                 }
                 // Alarms older than this canary's run are about an earlier release.
