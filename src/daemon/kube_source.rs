@@ -278,7 +278,11 @@ impl KubeSource {
         let mut objects: BTreeMap<ObjectId, Value> = BTreeMap::new();
         let mut listed: BTreeSet<SourceKind> = BTreeSet::new();
         let mut rvs = ResourceVersions::default();
-        let mut last: Option<Vec<(ObjectId, Value)>> = None;
+        // What drivers act on, per object, as of the last snapshot sent (None: none sent yet),
+        // and the objects touched since: only those are compared, so a status-only write costs
+        // one object's fingerprint, not the whole set's.
+        let mut sent: Option<BTreeMap<ObjectId, Value>> = None;
+        let mut touched: BTreeSet<ObjectId> = BTreeSet::new();
         loop {
             let msg = tokio::select! {
                 m = irx.recv() => m,
@@ -293,6 +297,8 @@ impl KubeSource {
             for m in batch {
                 match m {
                     KindMsg::Listed(kind, items, rv) => {
+                        touched.extend(objects.keys().filter(|id| id.kind == kind).cloned());
+                        touched.extend(items.keys().cloned());
                         objects.retain(|id, _| id.kind != kind);
                         objects.extend(items);
                         listed.insert(kind);
@@ -300,10 +306,12 @@ impl KubeSource {
                     }
                     KindMsg::Applied(id, obj, rv) => {
                         rvs.set(id.kind, rv);
+                        touched.insert(id.clone());
                         objects.insert(id, obj);
                     }
                     KindMsg::Deleted(id, rv) => {
                         rvs.set(id.kind, rv);
+                        touched.insert(id.clone());
                         objects.remove(&id);
                     }
                     KindMsg::Error(e) => {
@@ -316,11 +324,35 @@ impl KubeSource {
             if listed.len() < SourceKind::ALL.len() {
                 continue;
             }
-            let print = fingerprint(&objects);
-            if last.as_ref() == Some(&print) {
+            let changed = match &mut sent {
+                None => {
+                    sent = Some(
+                        objects
+                            .iter()
+                            .map(|(id, o)| (id.clone(), fingerprint(o)))
+                            .collect(),
+                    );
+                    true
+                }
+                Some(prints) => {
+                    let mut changed = false;
+                    for id in &touched {
+                        let now = objects.get(id).map(fingerprint);
+                        if now.as_ref() != prints.get(id) {
+                            changed = true;
+                            match now {
+                                Some(p) => prints.insert(id.clone(), p),
+                                None => prints.remove(id),
+                            };
+                        }
+                    }
+                    changed
+                }
+            };
+            touched.clear();
+            if !changed {
                 continue;
             }
-            last = Some(print);
             let snapshot = build_snapshot(&objects, rvs.clone());
             if tx.send(SourceEvent::Changed(snapshot)).await.is_err() {
                 return;
@@ -557,26 +589,34 @@ fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
 }
 
 /// What decides whether drivers must hear about an object: everything but `.status` and the
-/// server's bookkeeping (resourceVersion, managedFields, ...).
-fn fingerprint(objects: &BTreeMap<ObjectId, Value>) -> Vec<(ObjectId, Value)> {
-    objects
-        .iter()
-        .map(|(id, obj)| {
-            let mut v = obj.clone();
-            if let Some(m) = v.as_object_mut() {
-                m.remove("status");
-                let meta = m.get("metadata").cloned().unwrap_or_else(|| json!({}));
+/// server's bookkeeping (resourceVersion, managedFields, ...). Built without copying `.status`,
+/// which is most of a Canary and changes with every measurement.
+fn fingerprint(obj: &Value) -> Value {
+    let Some(m) = obj.as_object() else {
+        return obj.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        match k.as_str() {
+            "status" => {}
+            "metadata" => {
                 let mut kept = Map::new();
                 for field in ["uid", "generation", "labels", "annotations"] {
-                    if let Some(x) = meta.get(field) {
+                    if let Some(x) = v.get(field) {
                         kept.insert(field.into(), x.clone());
                     }
                 }
-                m.insert("metadata".into(), Value::Object(kept));
+                out.insert(k.clone(), Value::Object(kept));
             }
-            (id.clone(), v)
-        })
-        .collect()
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if !out.contains_key("metadata") {
+        out.insert("metadata".into(), json!({}));
+    }
+    Value::Object(out)
 }
 
 /// Validates every object like the file loader does, collecting errors per object.
