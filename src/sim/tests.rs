@@ -683,7 +683,8 @@ async fn faults() {
 #[tokio::test]
 async fn observer_sees_every_answered_request() {
     let (sim, run) = start(cfg(OapProfile::V10_4)).await;
-    let seen: Arc<Mutex<Vec<(String, String, u16, bool)>>> = Arc::default();
+    type Seen = (String, String, u16, bool);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let sink = seen.clone();
     sim.set_observer(move |x| {
         sink.lock().expect("lock").push((

@@ -98,8 +98,11 @@ pub struct KubeStatusStore {
     /// Per Canary: the resourceVersion and `.status` our last write left, so the next write
     /// needs no read first (one request per status change instead of two). Anyone else's
     /// write changes the resourceVersion: ours then gets a 409 and re-reads.
-    written: Arc<Mutex<HashMap<(String, String), (String, Value)>>>,
+    written: Arc<Mutex<HashMap<(String, String), Written>>>,
 }
+
+/// resourceVersion and `.status` after one of our writes.
+type Written = (String, Value);
 
 impl fmt::Debug for KubeStatusStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
