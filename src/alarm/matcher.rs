@@ -1,55 +1,172 @@
-//! A Canary's `rollbackOn.alarms`, compiled once: the webhook matches every alarm against every
-//! canary, so compiling the regexes per alarm would cost milliseconds per thousand canaries
-//! (see BENCHMARKS.md, `alarm` micro-benchmarks).
+//! `rollbackOn` matchers compiled once per Canary, and the pure decision whether an alarm or
+//! alert matches them. Regexes are fully anchored, like Prometheus label matchers, so
+//! `reviews` never matches `reviews-v2`.
+
+use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use super::skywalking::AlarmMessage;
-use crate::resources::canary::AlarmMatcher;
+use super::alertmanager::Alert;
+use super::skywalking::Alarm;
+use crate::resources::canary::{AlarmMatcher, AlertMatcher, RollbackOn};
 
-/// One matcher with its regexes compiled; `None` = not constrained.
-#[derive(Debug, Clone)]
-struct Compiled {
-    rule_name: Option<Regex>,
-    name: Option<Regex>,
+/// Compiles `re` so it must match the whole text.
+pub fn anchored(re: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{re})$"))
 }
 
-/// The compiled `rollbackOn.alarms` of one canary.
+/// A regex that is either compiled or known to be invalid (validation refuses invalid ones at
+/// load time; one that slipped through matches nothing rather than everything).
+#[derive(Debug, Clone)]
+struct Pattern(Option<Regex>);
+
+impl Pattern {
+    fn new(re: &str) -> Self {
+        Pattern(anchored(re).ok())
+    }
+
+    fn is_match(&self, text: &str) -> bool {
+        self.0.as_ref().is_some_and(|r| r.is_match(text))
+    }
+}
+
+/// One compiled [`AlarmMatcher`].
+#[derive(Debug, Clone)]
+struct CompiledAlarm {
+    rule_name: Option<Pattern>,
+    name: Option<Pattern>,
+    scope: Option<Pattern>,
+    message: Option<Pattern>,
+    tags: Vec<(String, Pattern)>,
+}
+
+impl CompiledAlarm {
+    fn is_empty(&self) -> bool {
+        self.rule_name.is_none()
+            && self.name.is_none()
+            && self.scope.is_none()
+            && self.message.is_none()
+            && self.tags.is_empty()
+    }
+
+    fn matches(&self, a: &Alarm) -> bool {
+        // A criterion on a field the alarm does not carry cannot be satisfied.
+        let field = |p: &Option<Pattern>, v: Option<&str>| match p {
+            None => true,
+            Some(p) => v.is_some_and(|v| p.is_match(v)),
+        };
+        !self.is_empty()
+            && field(&self.rule_name, a.rule_name.as_deref())
+            && field(&self.name, a.name.as_deref())
+            && field(&self.message, a.message.as_deref())
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|p| a.scope_spellings().iter().any(|s| p.is_match(s)))
+            && self.tags.iter().all(|(k, p)| {
+                let mut values = a.tags.iter().filter(|(tk, _)| tk == k).peekable();
+                if values.peek().is_none() {
+                    p.is_match("")
+                } else {
+                    values.any(|(_, v)| p.is_match(v))
+                }
+            })
+    }
+}
+
+/// The compiled `rollbackOn.alarms` of one Canary.
 #[derive(Debug, Clone, Default)]
-pub struct AlarmMatchers(Vec<Compiled>);
+pub struct AlarmMatchers(Vec<CompiledAlarm>);
 
 impl AlarmMatchers {
-    /// Compiles the matchers. A matcher that sets neither regex, or whose regex does not
-    /// compile, matches nothing (validation refuses invalid regexes at load time).
+    /// Compiles the matchers (an invalid regex matches nothing).
     pub fn compile(matchers: &[AlarmMatcher]) -> Self {
-        let re = |r: &Option<String>| -> Result<Option<Regex>, regex::Error> {
-            r.as_deref().map(Regex::new).transpose()
-        };
+        let opt = |r: &Option<String>| r.as_deref().map(Pattern::new);
         AlarmMatchers(
             matchers
                 .iter()
-                .filter(|m| m.rule_name.is_some() || m.name.is_some())
-                .filter_map(|m| {
-                    Some(Compiled {
-                        rule_name: re(&m.rule_name).ok()?,
-                        name: re(&m.name).ok()?,
-                    })
+                .map(|m| CompiledAlarm {
+                    rule_name: opt(&m.rule_name),
+                    name: opt(&m.name),
+                    scope: opt(&m.scope),
+                    message: opt(&m.message),
+                    tags: m
+                        .tags
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Pattern::new(v)))
+                        .collect(),
                 })
                 .collect(),
         )
     }
 
-    /// True when no matcher can ever match (the canary does not roll back on alarms).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// True when any matcher matches the alarm (an empty matcher matches nothing).
+    pub fn matches(&self, alarm: &Alarm) -> bool {
+        self.0.iter().any(|m| m.matches(alarm))
+    }
+}
+
+/// The compiled `rollbackOn.alerts` of one Canary.
+#[derive(Debug, Clone, Default)]
+pub struct AlertMatchers(Vec<Vec<(String, Pattern)>>);
+
+impl AlertMatchers {
+    /// Compiles the matchers (an invalid regex matches nothing).
+    pub fn compile(matchers: &[AlertMatcher]) -> Self {
+        AlertMatchers(
+            matchers
+                .iter()
+                .map(|m| {
+                    m.labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Pattern::new(v)))
+                        .collect()
+                })
+                .collect(),
+        )
     }
 
-    /// True when one of the matchers matches: every regex it sets must match.
-    pub fn matches(&self, msg: &AlarmMessage) -> bool {
-        let ok = |re: &Option<Regex>, text: &str| re.as_ref().is_none_or(|r| r.is_match(text));
+    /// True when every label regex of some matcher matches (a missing label reads as "").
+    pub fn matches(&self, alert: &Alert) -> bool {
         self.0
             .iter()
-            .any(|m| ok(&m.rule_name, &msg.rule_name) && ok(&m.name, &msg.name))
+            .any(|m| !m.is_empty() && m.iter().all(|(k, p)| p.is_match(label(&alert.labels, k))))
+    }
+}
+
+fn label<'a>(labels: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    labels.get(key).map_or("", String::as_str)
+}
+
+/// Everything in a Canary's `rollbackOn`, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRules {
+    /// SkyWalking alarm matchers.
+    pub alarms: AlarmMatchers,
+    /// Alertmanager alert matchers.
+    pub alerts: AlertMatchers,
+}
+
+impl RollbackRules {
+    /// Compiles a Canary's `rollbackOn` (none: nothing matches).
+    pub fn compile(rb: Option<&RollbackOn>) -> Self {
+        match rb {
+            None => RollbackRules::default(),
+            Some(rb) => RollbackRules {
+                alarms: AlarmMatchers::compile(&rb.alarms),
+                alerts: AlertMatchers::compile(&rb.alerts),
+            },
+        }
+    }
+
+    /// True when there is nothing to match (polling can skip such a canary).
+    pub fn is_empty(&self) -> bool {
+        self.alarms.0.is_empty() && self.alerts.0.is_empty()
+    }
+
+    /// True when some SkyWalking alarm matcher is set.
+    pub fn has_alarms(&self) -> bool {
+        !self.alarms.0.is_empty()
     }
 }
 
@@ -57,39 +174,172 @@ impl AlarmMatchers {
 mod tests {
     use super::*;
 
-    fn msg(rule: &str, name: &str) -> AlarmMessage {
-        serde_json::from_value(serde_json::json!({"ruleName": rule, "name": name}))
-            .expect("valid message")
-    }
-
-    fn m(rule: Option<&str>, name: Option<&str>) -> AlarmMatcher {
-        AlarmMatcher {
-            rule_name: rule.map(str::to_string),
-            name: name.map(str::to_string),
+    fn alarm() -> Alarm {
+        Alarm {
+            rule_name: Some("service_resp_time_rule".into()),
+            name: Some("reviews.bookinfo".into()),
+            scope: Some("SERVICE".into()),
+            scope_id: Some(1),
+            message: Some("Response time of service reviews.bookinfo is more than 1000ms".into()),
+            tags: vec![("level".into(), "WARNING".into())],
+            ..Alarm::default()
         }
     }
 
-    #[test]
-    fn every_set_regex_must_match() {
-        let c = AlarmMatchers::compile(&[m(Some("service_sla_rule"), Some("^reviews\\."))]);
-        assert!(c.matches(&msg("service_sla_rule", "reviews.bookinfo")));
-        assert!(!c.matches(&msg("service_sla_rule", "ratings.bookinfo")));
-        assert!(!c.matches(&msg("service_resp_time_rule", "reviews.bookinfo")));
+    fn m(f: impl FnOnce(&mut AlarmMatcher)) -> AlarmMatchers {
+        let mut a = AlarmMatcher::default();
+        f(&mut a);
+        AlarmMatchers::compile(&[a])
     }
 
     #[test]
-    fn any_matcher_suffices_and_one_regex_is_enough() {
-        let c = AlarmMatchers::compile(&[m(None, Some("^ratings")), m(Some("_sla_"), None)]);
-        assert!(c.matches(&msg("x", "ratings.bookinfo")));
-        assert!(c.matches(&msg("service_sla_rule", "anything")));
-        assert!(!c.matches(&msg("service_resp_time_rule", "reviews")));
+    fn regexes_are_fully_anchored() {
+        assert!(m(|a| a.name = Some("reviews.*".into())).matches(&alarm()));
+        assert!(m(|a| a.name = Some("reviews\\.bookinfo".into())).matches(&alarm()));
+        assert!(!m(|a| a.name = Some("reviews".into())).matches(&alarm()));
+        assert!(!m(|a| a.name = Some("bookinfo".into())).matches(&alarm()));
+        assert!(
+            !m(|a| a.name = Some("a|reviews".into())).matches(&Alarm {
+                name: Some("xreviews".into()),
+                ..alarm()
+            }),
+            "alternation stays inside the anchors"
+        );
+    }
+
+    #[test]
+    fn every_criterion_must_match() {
+        let both = m(|a| {
+            a.rule_name = Some("service_(sla|resp_time)_rule".into());
+            a.name = Some("reviews\\..*".into());
+        });
+        assert!(both.matches(&alarm()));
+        assert!(!both.matches(&Alarm {
+            rule_name: Some("endpoint_sla_rule".into()),
+            ..alarm()
+        }));
+        assert!(!both.matches(&Alarm {
+            name: Some("ratings.bookinfo".into()),
+            ..alarm()
+        }));
+    }
+
+    #[test]
+    fn scope_matches_either_spelling() {
+        assert!(m(|a| a.scope = Some("SERVICE".into())).matches(&alarm()));
+        assert!(m(|a| a.scope = Some("Service".into())).matches(&alarm()));
+        assert!(!m(|a| a.scope = Some("Endpoint".into())).matches(&alarm()));
+        let polled = Alarm {
+            scope: Some("ServiceInstance".into()),
+            scope_id: None,
+            ..alarm()
+        };
+        assert!(m(|a| a.scope = Some("SERVICE_INSTANCE".into())).matches(&polled));
+        assert!(!m(|a| a.scope = Some("Service".into())).matches(&polled));
+        let only_id = Alarm {
+            scope: None,
+            scope_id: Some(3),
+            ..alarm()
+        };
+        assert!(m(|a| a.scope = Some("Endpoint".into())).matches(&only_id));
+    }
+
+    #[test]
+    fn tags_match_by_key_and_missing_tags_read_as_empty() {
+        let mut tags = BTreeMap::new();
+        tags.insert("level".to_string(), "WARNING|CRITICAL".to_string());
+        let by_tag = m(|a| a.tags = tags.clone());
+        assert!(by_tag.matches(&alarm()));
+        assert!(!by_tag.matches(&Alarm {
+            tags: vec![("level".into(), "INFO".into())],
+            ..alarm()
+        }));
+        assert!(!by_tag.matches(&Alarm {
+            tags: Vec::new(),
+            ..alarm()
+        }));
+        let mut optional = BTreeMap::new();
+        optional.insert("team".to_string(), "|reviews".to_string());
+        assert!(m(|a| a.tags = optional.clone()).matches(&alarm()));
+        assert!(
+            m(|a| a.tags = tags.clone()).matches(&Alarm {
+                tags: vec![
+                    ("level".into(), "INFO".into()),
+                    ("level".into(), "CRITICAL".into())
+                ],
+                ..alarm()
+            }),
+            "any value of a repeated key"
+        );
+    }
+
+    #[test]
+    fn absent_fields_do_not_match_criteria_on_them() {
+        let polled = Alarm {
+            rule_name: None,
+            ..alarm()
+        };
+        assert!(!m(|a| a.rule_name = Some(".*".into())).matches(&polled));
+        assert!(m(|a| a.message = Some("Response time .*".into())).matches(&polled));
+        let unnamed = Alarm {
+            name: None,
+            ..alarm()
+        };
+        assert!(!m(|a| a.name = Some(".*".into())).matches(&unnamed));
     }
 
     #[test]
     fn empty_and_invalid_matchers_match_nothing() {
-        let c = AlarmMatchers::compile(&[m(None, None), m(Some("("), None)]);
-        assert!(c.is_empty());
-        assert!(!c.matches(&msg("(", "x")));
-        assert!(!AlarmMatchers::compile(&[]).matches(&msg("r", "n")));
+        assert!(!m(|_| {}).matches(&alarm()));
+        assert!(!m(|a| a.name = Some("(".into())).matches(&alarm()));
+        assert!(!AlarmMatchers::default().matches(&alarm()));
+        assert!(!AlertMatchers::compile(&[AlertMatcher::default()]).matches(&Alert::default()));
+    }
+
+    #[test]
+    fn alert_labels_follow_prometheus_rules() {
+        let alert = Alert {
+            labels: [
+                ("alertname", "HighErrorRate"),
+                ("service", "reviews-v2"),
+                ("severity", "page"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..Alert::default()
+        };
+        let matcher = |pairs: &[(&str, &str)]| {
+            AlertMatchers::compile(&[AlertMatcher {
+                labels: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }])
+        };
+        assert!(
+            matcher(&[("alertname", "HighErrorRate"), ("service", "reviews.*")]).matches(&alert)
+        );
+        assert!(
+            !matcher(&[("alertname", "HighErrorRate"), ("service", "reviews")]).matches(&alert)
+        );
+        assert!(!matcher(&[("alertname", "HighLatency")]).matches(&alert));
+        assert!(matcher(&[("alertname", "HighErrorRate"), ("team", "")]).matches(&alert));
+        assert!(!matcher(&[("team", ".+")]).matches(&alert));
+    }
+
+    #[test]
+    fn rollback_rules_compile_both_kinds() {
+        let rb = RollbackOn {
+            alarms: vec![AlarmMatcher {
+                name: Some("reviews.*".into()),
+                ..AlarmMatcher::default()
+            }],
+            alerts: Vec::new(),
+        };
+        let r = RollbackRules::compile(Some(&rb));
+        assert!(r.has_alarms() && !r.is_empty());
+        assert!(r.alarms.matches(&alarm()));
+        assert!(RollbackRules::compile(None).is_empty());
     }
 }

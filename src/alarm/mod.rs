@@ -1,9 +1,13 @@
-//! Alarm intake: SkyWalking webhook payloads, matching against a Canary's `rollbackOn`, and
-//! de-duplication of repeated deliveries.
+//! Alarm intake: SkyWalking webhook payloads and `getAlarm` polling, Alertmanager webhook
+//! payloads, matching against a Canary's `rollbackOn`, and de-duplication of repeated
+//! deliveries.
 
-mod matcher;
+pub mod alertmanager;
+pub mod intake;
+pub mod matcher;
+pub mod poll;
 pub mod skywalking;
 
-pub use matcher::AlarmMatchers;
-
-pub use skywalking::{AlarmMessage, Deduper, ParseError, matches, parse_payload};
+pub use intake::{Deduper, Incoming, Verdict, verdict};
+pub use matcher::{AlarmMatchers, AlertMatchers, RollbackRules, anchored};
+pub use skywalking::{Alarm, AlarmMessage, ParseError, parse_payload};

@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{self, Effect, Input};
-use super::model::{AnalysisRunKind, CanaryEvent, CanaryStatus, Command};
-use crate::alarm::AlarmMatchers;
+use super::model::{
+    AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandOutcome, CommandRequest,
+};
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
@@ -34,6 +35,8 @@ pub enum Msg {
     Command(Command, oneshot::Sender<Result<CanaryStatus, String>>),
     /// A matching alarm.
     Alarm {
+        /// Where it came from.
+        source: crate::server::AlarmSource,
         /// Rule name.
         rule: String,
         /// Entity name.
@@ -54,6 +57,12 @@ pub enum Msg {
         /// The metric just measured, if this update is a measurement.
         measured: Option<String>,
     },
+    /// A command request read from `status.command` (`skycanary <action> --kube`); handled
+    /// once per id, its outcome recorded in `status.lastCommand`.
+    Request(CommandRequest),
+    /// Weights to stable now on a scheduled analysis' verdict (Aborted, or RolledBack when
+    /// promoted); answered once handled, the rollback write included.
+    Rollback(super::model::AbortStatus, oneshot::Sender<CanaryStatus>),
     /// Stop the task (daemon shutdown).
     Stop,
 }
@@ -69,8 +78,6 @@ pub struct CanaryHandle {
     pub steps: usize,
     /// The Canary as loaded.
     pub doc: Arc<CanaryDoc>,
-    /// Its `rollbackOn.alarms`, compiled once (the webhook matches every alarm against them).
-    pub alarms: Arc<AlarmMatchers>,
     /// Send messages.
     pub tx: mpsc::UnboundedSender<Msg>,
     /// Latest status.
@@ -106,7 +113,8 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub defaults: Defaults,
     /// Metrics.
     pub metrics: Metrics,
-    /// SkyWalking clients shared by every analysis run.
+    /// SkyWalking clients shared by every analysis run; build it with
+    /// [`runner::ClientCache::observed`] so their requests reach `/metrics`.
     pub clients: runner::ClientCache,
 }
 
@@ -154,6 +162,10 @@ pub fn spawn<S: ManifestStore + 'static>(
             Ok(persisted) => {
                 task.status = persisted.unwrap_or_default();
                 let _ = task.status_tx.send(task.status.clone());
+                // /metrics shows the resumed state before anything changes.
+                let m = &task.ctx.metrics;
+                m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
+                m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
                 task.run(rx).await;
             }
             Err(e) => {
@@ -169,19 +181,11 @@ pub fn spawn<S: ManifestStore + 'static>(
         }
         let _ = fin_tx.send(true);
     });
-    let alarms = canary
-        .doc
-        .spec
-        .rollback_on
-        .as_ref()
-        .map(|rb| AlarmMatchers::compile(&rb.alarms))
-        .unwrap_or_default();
     CanaryHandle {
         namespace,
         name,
         steps: canary.doc.spec.steps.len(),
         doc,
-        alarms: Arc::new(alarms),
         tx,
         status: status_rx,
         finished: fin_rx,
@@ -211,7 +215,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         self.resume_analyses();
         let mut queue = VecDeque::from([Input::Spec, Input::Tick]);
         loop {
-            let mut replies: Vec<oneshot::Sender<Result<CanaryStatus, String>>> = Vec::new();
             self.process(&mut queue).await;
             self.wake = machine::next_wake(&self.status)
                 .into_iter()
@@ -235,8 +238,21 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             match msg {
                 None | Some(Msg::Stop) => break,
                 Some(Msg::Command(cmd, reply)) => {
-                    queue.push_back(Input::Command(cmd));
-                    replies.push(reply);
+                    let result = self.command(cmd, None, &mut queue).await;
+                    let _ = reply.send(result);
+                }
+                Some(Msg::Request(req)) => {
+                    let handled = self.status.last_command.as_ref().map(|c| &c.id) == Some(&req.id);
+                    if !handled {
+                        match self.command(req.command(), Some(&req), &mut queue).await {
+                            Ok(_) => {
+                                tracing::info!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request carried out")
+                            }
+                            Err(why) => {
+                                tracing::warn!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request refused: {why}")
+                            }
+                        }
+                    }
                 }
                 Some(Msg::Analysis {
                     name,
@@ -251,15 +267,28 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         status: *state,
                     });
                 }
+                Some(Msg::Rollback(why, done)) => {
+                    queue.push_back(Input::Rollback(why));
+                    self.process(&mut queue).await;
+                    let _ = done.send(self.status.clone());
+                }
                 Some(Msg::Alarm {
+                    source,
                     rule,
                     entity,
                     message,
                     received,
                     done,
                 }) => {
-                    self.ctx.metrics.alarm_matched(&self.namespace, &self.name);
+                    self.ctx.metrics.alarm_matched(
+                        &self.namespace,
+                        &self.name,
+                        source,
+                        &rule,
+                        &entity,
+                    );
                     queue.push_back(Input::Alarm {
+                        source: source.display_name().to_string(),
                         rule,
                         entity,
                         message,
@@ -272,9 +301,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 }
             }
             self.process(&mut queue).await;
-            for r in replies {
-                let _ = r.send(Ok(self.status.clone()));
-            }
         }
         for (_, stop) in self.stops.drain() {
             let _ = stop.send(Some("daemon stopping".into()));
@@ -285,12 +311,69 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// result is fed back at once).
     async fn process(&mut self, queue: &mut VecDeque<Input>) {
         while let Some(input) = queue.pop_front() {
-            let now = self.ctx.clock.now();
-            let (next, effects) = machine::step(&self.doc.spec, &self.status, &input, now);
-            if next != self.status {
-                self.status = next;
-                self.publish().await;
+            self.handle(&input, None, queue).await;
+        }
+    }
+
+    /// A user command, handled before anything queued so its reply reflects it; Err(why) when
+    /// the machine refused it in the canary's current state. A `request` from
+    /// `status.command` is handled once: its outcome is stored with the same status write.
+    async fn command(
+        &mut self,
+        cmd: Command,
+        request: Option<&CommandRequest>,
+        queue: &mut VecDeque<Input>,
+    ) -> Result<CanaryStatus, String> {
+        let refused = self.handle(&Input::Command(cmd), request, queue).await;
+        self.process(queue).await;
+        match refused {
+            Some(why) => Err(why),
+            None => Ok(self.status.clone()),
+        }
+    }
+
+    /// One machine step with its effects (routing results are queued). Returns the refusal
+    /// message when the input was a command the machine refused.
+    async fn handle(
+        &mut self,
+        input: &Input,
+        request: Option<&CommandRequest>,
+        queue: &mut VecDeque<Input>,
+    ) -> Option<String> {
+        let now = self.ctx.clock.now();
+        let (mut next, effects) = machine::step(&self.doc.spec, &self.status, input, now);
+        let refused = effects.iter().find_map(|e| match e {
+            Effect::Event(ev) if ev.reason == machine::COMMAND_REJECTED => Some(ev.message.clone()),
+            _ => None,
+        });
+        if let Some(req) = request {
+            next.last_command = Some(CommandOutcome {
+                id: req.id.clone(),
+                action: req.action,
+                accepted: refused.is_none(),
+                message: refused.clone(),
+                at: now,
+            });
+        }
+        if next != self.status {
+            let verdicts = newly_completed(&self.status, &next);
+            let dropped = dropped_runs(&self.status, &next);
+            self.status = next;
+            self.publish().await;
+            for phase in verdicts {
+                self.ctx
+                    .metrics
+                    .analysis_run(&self.namespace, &self.name, phase);
             }
+            // A run the status no longer keeps (new revision, retry) leaves /metrics too, so
+            // measurement series do not pile up release after release.
+            for run in dropped {
+                self.ctx
+                    .metrics
+                    .forget_run(&self.namespace, &self.name, &run);
+            }
+        }
+        {
             for effect in effects {
                 match effect {
                     Effect::ApplyRouting(desired) => {
@@ -314,6 +397,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 }
             }
         }
+        refused
     }
 
     async fn publish(&mut self) {
@@ -628,6 +712,34 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 }
 
+/// Phases of the runs that reached a verdict between two statuses. Counted when the verdict
+/// is persisted, so `skycanary_analysis_runs_total` sees each run once, also across restarts
+/// (a resumed daemon reads completed runs back as completed).
+fn newly_completed(before: &CanaryStatus, after: &CanaryStatus) -> Vec<Phase> {
+    after
+        .analysis_runs
+        .iter()
+        .filter(|r| r.status.phase.is_completed())
+        .filter(|r| {
+            !before
+                .analysis_runs
+                .iter()
+                .any(|b| b.name == r.name && b.status.phase.is_completed())
+        })
+        .map(|r| r.status.phase)
+        .collect()
+}
+
+/// Names of the runs `before` kept that `after` no longer has.
+fn dropped_runs(before: &CanaryStatus, after: &CanaryStatus) -> Vec<String> {
+    before
+        .analysis_runs
+        .iter()
+        .filter(|b| !after.analysis_runs.iter().any(|a| a.name == b.name))
+        .map(|b| b.name.clone())
+        .collect()
+}
+
 /// The last number of a measurement's display value (`[9950, 9930]` → 9930).
 fn last_number(v: &str) -> Option<f64> {
     v.trim_matches(|c| c == '[' || c == ']')
@@ -638,7 +750,53 @@ fn last_number(v: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::last_number;
+    use super::{CanaryStatus, Phase, dropped_runs, last_number, newly_completed};
+    use crate::analysis::{RunSpec, RunState};
+    use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
+
+    fn with_runs(runs: &[(&str, Phase)]) -> CanaryStatus {
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        CanaryStatus {
+            analysis_runs: runs
+                .iter()
+                .map(|(name, phase)| {
+                    let mut status = RunState::new(&RunSpec::default(), now);
+                    status.phase = *phase;
+                    AnalysisRunStatus {
+                        name: name.to_string(),
+                        kind: AnalysisRunKind::Background,
+                        templates: vec!["apdex".into()],
+                        status,
+                    }
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_is_counted_once_when_its_verdict_appears() {
+        let running = with_runs(&[("a", Phase::Successful), ("b", Phase::Running)]);
+        let failed = with_runs(&[("a", Phase::Successful), ("b", Phase::Failed)]);
+        assert_eq!(newly_completed(&running, &failed), vec![Phase::Failed]);
+        // Later writes (or a restarted daemon reading it back) do not count it again.
+        assert_eq!(newly_completed(&failed, &failed), Vec::<Phase>::new());
+        // A measurement that does not end the run is no verdict.
+        assert_eq!(newly_completed(&running, &running), Vec::<Phase>::new());
+        // A run that appears already decided (e.g. it could not start) counts.
+        let none = with_runs(&[]);
+        let error = with_runs(&[("c", Phase::Error)]);
+        assert_eq!(newly_completed(&none, &error), vec![Phase::Error]);
+    }
+
+    #[test]
+    fn runs_the_status_no_longer_keeps_are_dropped() {
+        let old = with_runs(&[("v1-bg", Phase::Failed), ("v1-step-1", Phase::Successful)]);
+        let new = with_runs(&[("v2-bg", Phase::Running)]);
+        assert_eq!(dropped_runs(&old, &new), vec!["v1-bg", "v1-step-1"]);
+        assert!(dropped_runs(&new, &new).is_empty());
+        assert!(dropped_runs(&with_runs(&[]), &new).is_empty());
+    }
 
     #[test]
     fn last_number_of_values() {

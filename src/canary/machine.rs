@@ -31,6 +31,9 @@ pub const ROUTING_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Drift reports within one step that pause the canary (reason Drift) instead of fighting.
 pub const DRIFT_PAUSE_THRESHOLD: u32 = 3;
 
+/// Event reason of a refused user command; the driver turns it into the command's error reply.
+pub const COMMAND_REJECTED: &str = "CommandRejected";
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -52,8 +55,10 @@ pub enum Input {
         /// What differed.
         detail: String,
     },
-    /// A matching SkyWalking alarm arrived (already matched against rollbackOn by the caller).
+    /// A matching alarm arrived (already matched against rollbackOn by the caller).
     Alarm {
+        /// Where it came from (`SkyWalking`, `Alertmanager`), for the reason.
+        source: String,
         /// Alarm rule name.
         rule: String,
         /// Entity name.
@@ -63,6 +68,9 @@ pub enum Input {
     },
     /// A user command.
     Command(Command),
+    /// Weights to stable now, on someone else's verdict (a scheduled analysis): an active
+    /// canary is Aborted, a promoted one RolledBack. `at` is replaced by the machine's time.
+    Rollback(AbortStatus),
 }
 
 /// What the driver must do, in order.
@@ -118,13 +126,24 @@ pub fn step(
         Input::Routing(Err(message)) => m.on_routing_err(message),
         Input::Drift { detail } => m.on_drift(detail),
         Input::Alarm {
+            source,
             rule,
             entity,
             message,
-        } => m.on_alarm(rule, entity, message),
+        } => m.on_alarm(source, rule, entity, message),
         Input::Command(c) => m.on_command(c),
+        Input::Rollback(why) => m.on_rollback(why),
     }
     (m.st, m.fx)
+}
+
+/// True while a matching alarm rolls the canary back: a run is under way (Progressing,
+/// Paused, Degraded) or the post-promotion watch lasts.
+pub fn alarm_armed(st: &CanaryStatus, now: DateTime<Utc>) -> bool {
+    matches!(
+        st.phase,
+        CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded
+    ) || (st.phase == CanaryPhase::Promoted && st.watch_until.is_some_and(|w| now < w))
 }
 
 /// The earliest time the machine has something to do on its own (timed pause end, write
@@ -284,7 +303,7 @@ impl Machine<'_> {
     }
 
     fn reject(&mut self, message: impl Into<String>) {
-        self.event(true, "CommandRejected", message);
+        self.event(true, COMMAND_REJECTED, message);
     }
 
     fn max_weight(&self) -> i64 {
@@ -665,6 +684,45 @@ impl Machine<'_> {
         self.event(true, "RolloutAborted", reason);
     }
 
+    /// Rollback on a scheduled analysis' verdict: an active canary (or one in its watch) is
+    /// aborted; a promoted one goes back to stable as RolledBack; one already at stable or
+    /// not started changes nothing.
+    fn on_rollback(&mut self, why: &AbortStatus) {
+        let abort = AbortStatus {
+            at: self.now,
+            ..why.clone()
+        };
+        match self.st.phase {
+            CanaryPhase::Aborted | CanaryPhase::RolledBack => {
+                let message = format!(
+                    "Rollback ignored: the canary is already {:?} ({})",
+                    self.st.phase, abort.reason
+                );
+                self.event(false, "RollbackIgnored", message);
+            }
+            CanaryPhase::Pending => {
+                self.reject(format!(
+                    "cannot roll back: the canary has not started ({})",
+                    abort.reason
+                ));
+            }
+            CanaryPhase::Promoted => {
+                self.terminate_all("rolled back");
+                self.st.pause = None;
+                self.st.watch_until = None;
+                self.emit_write(DesiredRouting::weight(0));
+                self.st.phase = CanaryPhase::RolledBack;
+                self.st.message = Some(abort.reason.clone());
+                let reason = abort.reason.clone();
+                self.st.abort = Some(abort);
+                self.event(true, "RolloutRolledBack", reason);
+            }
+            CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded => {
+                self.abort(abort)
+            }
+        }
+    }
+
     /// Starts a new run from step 0 (new revision or retry).
     fn begin_run(&mut self) {
         self.st.phase = CanaryPhase::Progressing;
@@ -784,7 +842,10 @@ impl Machine<'_> {
         if self.st.phase == CanaryPhase::Progressing {
             self.st.phase = CanaryPhase::Degraded;
         }
-        if self.st.phase != CanaryPhase::Aborted {
+        if !matches!(
+            self.st.phase,
+            CanaryPhase::Aborted | CanaryPhase::RolledBack
+        ) {
             self.st.message = Some(format!("Traffic routing failed: {message}"));
         }
     }
@@ -827,9 +888,12 @@ impl Machine<'_> {
         }
     }
 
-    fn on_alarm(&mut self, rule: &str, entity: &str, message: &str) {
-        let armed = self.is_active() || self.in_watch();
-        if self.st.phase == CanaryPhase::Aborted {
+    fn on_alarm(&mut self, source: &str, rule: &str, entity: &str, message: &str) {
+        let armed = alarm_armed(&self.st, self.now);
+        if matches!(
+            self.st.phase,
+            CanaryPhase::Aborted | CanaryPhase::RolledBack
+        ) {
             return;
         }
         if !armed {
@@ -844,7 +908,7 @@ impl Machine<'_> {
             return;
         }
         self.abort(AbortStatus {
-            reason: format!("SkyWalking alarm {rule} on {entity}: {message}"),
+            reason: format!("{source} alarm {rule} on {entity}: {message}"),
             metric: None,
             value: None,
             condition: None,
@@ -937,7 +1001,10 @@ impl Machine<'_> {
                 });
             }
             Command::Retry => {
-                if self.st.phase != CanaryPhase::Aborted {
+                if !matches!(
+                    self.st.phase,
+                    CanaryPhase::Aborted | CanaryPhase::RolledBack
+                ) {
                     let why = format!(
                         "cannot retry: the canary is {:?} (retry restarts an aborted canary)",
                         self.st.phase

@@ -24,6 +24,8 @@ pub enum CanaryPhase {
     Promoted,
     /// Rolled back to stable.
     Aborted,
+    /// Rolled back to stable after it had been promoted (a scheduled analysis failed).
+    RolledBack,
     /// Traffic routing failed; weights may not be what the canary wants.
     Degraded,
 }
@@ -129,17 +131,21 @@ pub struct StatusCondition {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
-    /// Phase.
+    /// Phase. (Every field has a default so a status holding only a `command` request, written
+    /// before the daemon first saw the Canary, is valid.)
+    #[serde(default)]
     pub phase: CanaryPhase,
     /// The revision this run is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     /// Index of the step being executed (== steps.len() when all are done).
+    #[serde(default)]
     pub current_step_index: u32,
     /// When the current step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<DateTime<Utc>>,
     /// The canary weight the controller wants now.
+    #[serde(default)]
     pub desired_weight: i64,
     /// The routing last written successfully (what is in the VirtualServices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +196,14 @@ pub struct CanaryStatus {
     /// Drift reports during this run.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub drifts: u32,
+    /// A command requested by `skycanary <action> --kube`, which patches only this key. The
+    /// daemon never writes it (it is read, never serialised), so a request cannot be lost to a
+    /// concurrent status write; `lastCommand` says whether it was carried out.
+    #[serde(default, skip_serializing)]
+    pub command: Option<CommandRequest>,
+    /// The last command request the daemon handled (by id), so none is applied twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<CommandOutcome>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -235,6 +249,90 @@ pub enum Command {
     Pause,
     /// Resume a paused canary.
     Resume,
+}
+
+/// Which user action a [`CommandRequest`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CommandAction {
+    /// Next step (all remaining with `full`).
+    Promote,
+    /// Roll back to stable.
+    Abort,
+    /// Start again after an abort.
+    Retry,
+    /// Pause (reason Manual).
+    Pause,
+    /// Resume a paused canary.
+    Resume,
+}
+
+impl CommandAction {
+    /// The lower-case name used by the CLI and the API paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandAction::Promote => "promote",
+            CommandAction::Abort => "abort",
+            CommandAction::Retry => "retry",
+            CommandAction::Pause => "pause",
+            CommandAction::Resume => "resume",
+        }
+    }
+}
+
+/// `status.command`: a user action written into the Canary's status by the CLI (`--kube`), for
+/// the leading daemon to carry out. `id` is unique per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandRequest {
+    /// Unique request id; a request whose id is `lastCommand.id` was already handled.
+    pub id: String,
+    /// The action.
+    pub action: CommandAction,
+    /// promote: skip every remaining step.
+    #[serde(default)]
+    pub full: bool,
+    /// abort: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<DateTime<Utc>>,
+    /// Who asked (user and host, for the audit trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+impl CommandRequest {
+    /// The state-machine command this request asks for.
+    pub fn command(&self) -> Command {
+        match self.action {
+            CommandAction::Promote => Command::Promote { full: self.full },
+            CommandAction::Abort => Command::Abort {
+                reason: self.reason.clone().unwrap_or_default(),
+            },
+            CommandAction::Retry => Command::Retry,
+            CommandAction::Pause => Command::Pause,
+            CommandAction::Resume => Command::Resume,
+        }
+    }
+}
+
+/// `status.lastCommand`: what became of the last [`CommandRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandOutcome {
+    /// The request's id.
+    pub id: String,
+    /// The action.
+    pub action: CommandAction,
+    /// Carried out (false: refused in the canary's state; `message` says why).
+    pub accepted: bool,
+    /// Why it was refused, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the daemon handled it.
+    pub at: DateTime<Utc>,
 }
 
 /// An event to record (Kubernetes Event with an Argo-compatible reason, log line, metric).

@@ -58,6 +58,10 @@ pub struct AnalyzeArgs {
     /// With --simulator: run simulated time this many times faster than real time.
     #[arg(long, default_value_t = 1.0, requires = "simulator")]
     pub time_scale: f64,
+    /// Also write a self-contained HTML report (charts of every metric against its
+    /// thresholds, verdicts with reasons) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 /// Exit code for a run phase.
@@ -136,6 +140,12 @@ pub async fn run(
                 return Ok(EXIT_INVALID);
             }
         }
+    }
+    if let Some(path) = &args.report
+        && let Err(e) = crate::report::check_writable(path)
+    {
+        writeln!(err, "error: --report {}: {e}", path.display())?;
+        return Ok(EXIT_INVALID);
     }
     let timezone = args.timezone;
 
@@ -239,6 +249,32 @@ pub async fn run(
     };
     if let Some(e) = write_error {
         return Err(e);
+    }
+    if let Some(path) = &args.report {
+        let title = format!("analysis {}", plan.name);
+        let section =
+            crate::report::run_section(&title, &state, &crate::report::MetricInfo::of_plan(&plan));
+        let report = crate::report::Report {
+            title: format!("skycanary analyze: {}", plan.name),
+            subtitle: Some(format!(
+                "{} against {}, {}",
+                args.template.display(),
+                plan.clients
+                    .iter()
+                    .map(|c| c.address.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+            )),
+            sections: vec![section],
+        };
+        if let Err(e) = crate::report::write(path, &report) {
+            writeln!(err, "error: --report {}: {e}", path.display())?;
+            return Ok(3);
+        }
+        if args.output == Output::Text {
+            writeln!(out, "report written to {}", path.display())?;
+        }
     }
     match args.output {
         Output::Text => {}

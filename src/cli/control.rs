@@ -4,7 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::canary::{CanaryPhase, CanaryStatus};
+use super::control_kube;
+use crate::canary::{CanaryPhase, CanaryStatus, CommandAction};
 use crate::server::{CanarySummary, Token};
 
 /// How to reach the daemon.
@@ -33,6 +34,12 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Read the Canaries from the cluster (kubeconfig or in-cluster) instead of the daemon's API.
+    #[arg(long)]
+    pub kube: bool,
+    /// With --kube and no canary: only this namespace (default: all namespaces).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -48,6 +55,13 @@ pub struct ActionArgs {
     /// abort: why (shown in status).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Write the request into the Canary's `status.command` in the cluster (kubeconfig or
+    /// in-cluster) instead of calling the daemon's API; the leading daemon carries it out.
+    #[arg(long)]
+    pub kube: bool,
+    /// With --kube: how long to wait for the daemon's answer (`0s`: do not wait).
+    #[arg(long, default_value = "30s", value_parser = crate::resources::duration::parse_duration)]
+    pub wait: Duration,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -69,24 +83,47 @@ pub enum Action {
 
 impl Action {
     fn path(self) -> &'static str {
+        self.command_action().as_str()
+    }
+
+    fn command_action(self) -> CommandAction {
         match self {
-            Action::Promote => "promote",
-            Action::Abort => "abort",
-            Action::Retry => "retry",
-            Action::Pause => "pause",
-            Action::Resume => "resume",
+            Action::Promote => CommandAction::Promote,
+            Action::Abort => CommandAction::Abort,
+            Action::Retry => CommandAction::Retry,
+            Action::Pause => CommandAction::Pause,
+            Action::Resume => CommandAction::Resume,
         }
     }
 }
 
-struct Api {
-    base: String,
+/// Where `status` reads from.
+enum Source {
+    Api(Api),
+    Kube(kube::Client),
+}
+
+impl Source {
+    async fn canaries(
+        &self,
+        one: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<Vec<CanarySummary>, String> {
+        match self {
+            Source::Api(api) => api.canaries(one).await,
+            Source::Kube(client) => control_kube::canaries(client, one, namespace).await,
+        }
+    }
+}
+
+pub(crate) struct Api {
+    pub(crate) base: String,
     token: Option<Token>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Api {
-    fn new(args: &ServerArgs) -> Result<Self, String> {
+    pub(crate) fn new(args: &ServerArgs) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let token = Token::load(args.token_file.as_deref()).map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
@@ -100,7 +137,10 @@ impl Api {
         })
     }
 
-    async fn call(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
+    pub(crate) async fn call(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, String> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,
@@ -147,7 +187,7 @@ impl Api {
     }
 }
 
-fn check_name(c: &str) -> Result<(), String> {
+pub(crate) fn check_name(c: &str) -> Result<(), String> {
     match c.split_once('/') {
         Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => Ok(()),
         _ => Err(format!("{c:?}: expected NAMESPACE/NAME")),
@@ -166,16 +206,36 @@ pub async fn status(
         writeln!(err, "error: {e}")?;
         return Ok(4);
     }
-    let api = match Api::new(&args.server) {
-        Ok(a) => a,
-        Err(e) => {
-            writeln!(err, "error: {e}")?;
-            return Ok(4);
+    if args.namespace.is_some() && !args.kube {
+        writeln!(
+            err,
+            "error: --namespace applies to --kube; the daemon's API lists every canary"
+        )?;
+        return Ok(4);
+    }
+    let source = if args.kube {
+        match control_kube::client().await {
+            Ok(c) => Source::Kube(c),
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(1);
+            }
+        }
+    } else {
+        match Api::new(&args.server) {
+            Ok(a) => Source::Api(a),
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(4);
+            }
         }
     };
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     loop {
-        match api.canaries(args.canary.as_deref()).await {
+        match source
+            .canaries(args.canary.as_deref(), args.namespace.as_deref())
+            .await
+        {
             Ok(list) => {
                 if args.watch && colour {
                     write!(out, "\x1b[2J\x1b[H")?;
@@ -217,6 +277,9 @@ pub async fn action(
         writeln!(err, "error: {e}")?;
         return Ok(4);
     }
+    if args.kube {
+        return action_kube(action, args, out, err).await;
+    }
     let api = match Api::new(&args.server) {
         Ok(a) => a,
         Err(e) => {
@@ -255,6 +318,68 @@ pub async fn action(
     }
 }
 
+/// `<action> --kube`: exit 0 carried out (or written, with `--wait 0s`), 1 refused, not found,
+/// unreachable or not answered within `--wait`.
+async fn action_kube(
+    action: Action,
+    args: &ActionArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let (ns, name) = args.canary.split_once('/').unwrap_or_default();
+    let client = match control_kube::client().await {
+        Ok(c) => c,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(1);
+        }
+    };
+    let result = control_kube::request(
+        &client,
+        ns,
+        name,
+        action.command_action(),
+        args.full,
+        args.reason.clone(),
+        args.wait,
+    )
+    .await;
+    match result {
+        Ok(control_kube::RequestResult::Done(s)) => {
+            write!(out, "{}", render_table(&[s], false))?;
+            Ok(0)
+        }
+        Ok(control_kube::RequestResult::Refused(why, _)) => {
+            writeln!(err, "error: refused: {why}")?;
+            Ok(1)
+        }
+        Ok(control_kube::RequestResult::Pending(id)) if args.wait.is_zero() => {
+            writeln!(
+                out,
+                "requested {} of {} (request {id}); the leading skycanary daemon carries it out",
+                action.path(),
+                args.canary
+            )?;
+            Ok(0)
+        }
+        Ok(control_kube::RequestResult::Pending(id)) => {
+            writeln!(
+                err,
+                "error: no skycanary daemon answered request {id} ({} of {}) within {}; it stays in \
+                 status.command and is carried out when a daemon leads (is one running?)",
+                action.path(),
+                args.canary,
+                crate::resources::duration::format_duration(args.wait)
+            )?;
+            Ok(1)
+        }
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(1)
+        }
+    }
+}
+
 /// `[███░░░░░░░]  30%`
 pub fn weight_bar(weight: i64, max: i64) -> String {
     let max = max.max(1);
@@ -270,7 +395,7 @@ pub fn weight_bar(weight: i64, max: i64) -> String {
 fn phase_colour(p: CanaryPhase) -> &'static str {
     match p {
         CanaryPhase::Promoted => "\x1b[32m",
-        CanaryPhase::Aborted | CanaryPhase::Degraded => "\x1b[31m",
+        CanaryPhase::Aborted | CanaryPhase::RolledBack | CanaryPhase::Degraded => "\x1b[31m",
         CanaryPhase::Paused => "\x1b[33m",
         CanaryPhase::Progressing | CanaryPhase::Pending => "\x1b[36m",
     }

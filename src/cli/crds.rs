@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::resources::crd::{GeneratedCrd, generate, render_all};
+use crate::resources::crd::{
+    GeneratedCrd, KUSTOMIZATION_FILE, generate, kustomization, render_all,
+};
 
 /// Arguments of `crds`.
 #[derive(Debug, clap::Args)]
@@ -30,6 +32,10 @@ pub fn run(args: &CrdsArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
                 .with_context(|| format!("writing {}", path.display()))?;
             writeln!(out, "wrote {}", path.display())?;
         }
+        let path = dir.join(KUSTOMIZATION_FILE);
+        std::fs::write(&path, kustomization(&crds))
+            .with_context(|| format!("writing {}", path.display()))?;
+        writeln!(out, "wrote {}", path.display())?;
         return Ok(0);
     }
     if let Some(dir) = &args.check {
@@ -48,16 +54,18 @@ pub fn run(args: &CrdsArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Files in `dir` that are missing or differ from the generated text.
+/// Files in `dir` (the CRDs and their kustomization) that are missing or differ from the
+/// generated text.
 pub fn stale_files(dir: &Path, crds: &[GeneratedCrd]) -> Vec<String> {
-    crds.iter()
-        .filter(|c| {
-            std::fs::read_to_string(dir.join(&c.file_name))
-                .ok()
-                .as_deref()
-                != Some(c.yaml.as_str())
+    let expected = crds
+        .iter()
+        .map(|c| (c.file_name.clone(), c.yaml.clone()))
+        .chain([(KUSTOMIZATION_FILE.to_string(), kustomization(crds))]);
+    expected
+        .filter(|(file, text)| {
+            std::fs::read_to_string(dir.join(file)).ok().as_deref() != Some(text.as_str())
         })
-        .map(|c| dir.join(&c.file_name).display().to_string())
+        .map(|(file, _)| dir.join(file).display().to_string())
         .collect()
 }
 
@@ -79,6 +87,17 @@ mod tests {
             check: Some(dir.path().to_path_buf()),
         };
         assert_eq!(run(&args, &mut Vec::new()).ok(), Some(0));
+        let listed =
+            std::fs::read_to_string(dir.path().join(KUSTOMIZATION_FILE)).unwrap_or_default();
+        assert!(
+            listed.contains("- skycanary.io_canaries.yaml\n"),
+            "{listed}"
+        );
+        std::fs::write(dir.path().join(KUSTOMIZATION_FILE), "resources: []\n").expect("overwrite");
+        let mut report = Vec::new();
+        assert_eq!(run(&args, &mut report).ok(), Some(1));
+        assert!(String::from_utf8_lossy(&report).contains(KUSTOMIZATION_FILE));
+        std::fs::write(dir.path().join(KUSTOMIZATION_FILE), listed).expect("restore");
 
         let first = std::fs::read_dir(dir.path())
             .ok()
@@ -99,6 +118,6 @@ mod tests {
         };
         assert_eq!(run(&args, &mut printed).ok(), Some(0));
         let text = String::from_utf8_lossy(&printed);
-        assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 3);
+        assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 4);
     }
 }

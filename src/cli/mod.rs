@@ -2,10 +2,13 @@
 
 pub mod analyze;
 pub mod control;
+pub mod control_kube;
 pub mod crds;
+pub mod demo;
 pub mod route;
 pub mod run;
 pub mod run_cluster;
+pub mod schedules;
 pub mod validate;
 
 use std::io::Write;
@@ -58,6 +61,12 @@ pub enum Command {
     },
     /// Print the CRDs generated from the Rust types (or write/check `deploy/crds`).
     Crds(crds::CrdsArgs),
+    /// Scheduled analyses of a running daemon: next fire time, recent results; `run NS/NAME`
+    /// starts one now.
+    Schedules(schedules::SchedulesArgs),
+    /// Canary releases of Bookinfo's reviews on loopback (simulator, file routing, the real
+    /// daemon), narrated live; exit 0 when every scenario ends as expected.
+    Demo(demo::DemoArgs),
 }
 
 /// `--timezone` values: `+0800`, `-03:30`, `UTC`.
@@ -92,6 +101,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(r) => run::run(r, &mut stdout, &mut stderr).await?,
         Command::Route { command } => route::run(command, &mut stdout, &mut stderr).await?,
         Command::Crds(c) => crds::run(c, &mut stdout)?,
+        Command::Schedules(s) => schedules::run(s, &mut stdout, &mut stderr).await?,
+        Command::Demo(d) => demo::run(d, &mut stdout, &mut stderr).await?,
     };
     stdout.flush()?;
     Ok(code)

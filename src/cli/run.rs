@@ -6,10 +6,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
+use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
 use crate::resources::load_paths;
-use crate::runner::{Clock, Defaults, SystemClock};
+use crate::runner::{Clock, Defaults, SystemClock, WallScaledClock};
+use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
+use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Auth, Metrics, Token};
 use crate::state::{FileStateStore, StatusStore};
 use crate::traffic::file::FileStore;
@@ -18,13 +22,10 @@ use crate::traffic::router::Router;
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Directories (or files) with Canaries and AnalysisTemplates (recursive, multi-document).
-    #[arg(
-        long = "config",
-        value_name = "DIR",
-        required_unless_present = "kube",
-        conflicts_with = "kube"
-    )]
+    /// Directories (or files) with Canaries, ScheduledAnalyses and AnalysisTemplates (recursive,
+    /// multi-document). With --kube: templates only (e.g. the bundled ones), read at start; CRDs
+    /// of the same kind/namespace/name override them.
+    #[arg(long = "config", value_name = "DIR", required_unless_present = "kube")]
     pub config: Vec<PathBuf>,
     /// Directory of Istio manifests the canaries route traffic in (file backend).
     #[arg(
@@ -34,7 +35,7 @@ pub struct RunArgs {
         conflicts_with = "kube"
     )]
     pub manifests: Option<PathBuf>,
-    /// Where canary state is kept (one JSON file per canary).
+    /// Where state is kept (one JSON file per Canary and per ScheduledAnalysis).
     #[arg(
         long,
         value_name = "DIR",
@@ -76,6 +77,89 @@ pub struct RunArgs {
     /// Serve /api and /webhooks without authentication (only for local experiments).
     #[arg(long)]
     pub insecure_api: bool,
+    /// Demos and tests: run the daemon's clock this many times faster than real time.
+    #[arg(long, hide = true, default_value_t = 1.0, value_parser = parse_time_scale)]
+    pub time_scale: f64,
+    /// Demos and tests: the wall-clock instant (RFC 3339) where the scaled clock starts; a
+    /// simulator given the same origin and scale agrees on the time (default: now).
+    #[arg(long, hide = true, value_name = "RFC3339")]
+    pub clock_origin: Option<chrono::DateTime<chrono::Utc>>,
+    /// Seconds a client has to send a request's headers, and then as long for its body; slower
+    /// clients are disconnected or answered 408 (slowloris guard).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub read_timeout: u64,
+    /// Also poll the `--skywalking` OAP's `getAlarm` at this interval (e.g. `30s`), for
+    /// when OAP's alarm webhook cannot reach the daemon. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
+    pub alarm_poll_interval: Option<std::time::Duration>,
+}
+
+fn parse_poll_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::resources::duration::parse_duration(s)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s:?} is too short (at least 100ms)"));
+    }
+    Ok(d)
+}
+
+/// The `getAlarm` poller asked for by `--alarm-poll-interval`.
+pub enum PollSetup {
+    /// Not asked for.
+    Off,
+    /// Ready to run.
+    On(Poller),
+    /// Misconfigured (already reported).
+    Invalid,
+}
+
+/// Builds the poller of `--alarm-poll-interval` against `--skywalking`.
+pub fn alarm_poller(
+    args: &RunArgs,
+    sink: Arc<dyn AlarmSink>,
+    clock: Arc<dyn Clock>,
+    err: &mut dyn Write,
+) -> std::io::Result<PollSetup> {
+    let Some(interval) = args.alarm_poll_interval else {
+        return Ok(PollSetup::Off);
+    };
+    let Some(address) = &args.skywalking else {
+        writeln!(
+            err,
+            "error: --alarm-poll-interval needs --skywalking (the OAP to poll)"
+        )?;
+        return Ok(PollSetup::Invalid);
+    };
+    let mut opts = ClientOptions::new(address.clone());
+    opts.timezone = args.timezone;
+    match SkyWalkingClient::new(opts) {
+        Ok(client) => Ok(PollSetup::On(Poller::new(
+            Arc::new(client),
+            sink,
+            clock,
+            PollConfig::new(interval),
+        ))),
+        Err(e) => {
+            writeln!(err, "error: --skywalking: {e}")?;
+            Ok(PollSetup::Invalid)
+        }
+    }
+}
+
+fn parse_time_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 3600.0 => Ok(f),
+        _ => Err(format!("{s:?}: expected a number in (0, 3600]")),
+    }
+}
+
+/// The daemon's clock: real time, or wall-scaled time for demos and tests.
+pub fn daemon_clock(args: &RunArgs) -> Arc<dyn Clock> {
+    if args.time_scale == 1.0 && args.clock_origin.is_none() {
+        return Arc::new(SystemClock);
+    }
+    let origin = args.clock_origin.unwrap_or_else(chrono::Utc::now);
+    Arc::new(WallScaledClock::new(origin, args.time_scale))
 }
 
 /// Runs until SIGINT/SIGTERM. Exit 0 on a clean stop, 4 on invalid configuration.
@@ -125,7 +209,8 @@ pub async fn run(
     let local = listener.local_addr()?;
 
     let metrics = Metrics::new();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = daemon_clock(args);
+    let schedule_state = ScheduleStore::File(state.clone());
     let ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
@@ -137,7 +222,7 @@ pub async fn run(
             timezone,
         },
         metrics: metrics.clone(),
-        clients: crate::runner::ClientCache::new(),
+        clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
     };
     let handles: Vec<_> = loaded
         .canaries
@@ -145,20 +230,55 @@ pub async fn run(
         .map(|c| driver::spawn(c, ctx.clone()))
         .collect();
     let control = Arc::new(DaemonControl::new(handles, metrics.clone()));
+    let poller = match alarm_poller(args, control.clone(), ctx.clock.clone(), err)? {
+        PollSetup::Invalid => return Ok(4),
+        PollSetup::Off => None,
+        PollSetup::On(p) => Some(p),
+    };
+    let sched_ctx = SchedulerContext {
+        templates: ctx.templates.clone(),
+        state: schedule_state,
+        clock: ctx.clock.clone(),
+        defaults: ctx.defaults.clone(),
+        metrics: metrics.clone(),
+        canaries: control.clone(),
+        http: SchedulerContext::webhook_client(),
+        clients: ctx.clients.clone(),
+    };
+    control.replace_schedules(
+        loaded
+            .scheduled
+            .iter()
+            .map(|s| schedule_driver::spawn(s, sched_ctx.clone()))
+            .collect(),
+    );
     control.set_ready(true);
     writeln!(
         out,
-        "skycanary running: {} canary(ies), {} template(s); listening on http://{local}",
+        "skycanary running: {} canary(ies), {} scheduled analysis(es), {} template(s); listening on http://{local}",
         loaded.canaries.len(),
+        loaded.scheduled.len(),
         loaded.templates.len()
     )?;
     out.flush()?;
 
+    let metrics_of = metrics.clone();
     let app = server::router(control.clone(), metrics, auth);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server_task = tokio::spawn(server::serve_on(listener, app, async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
+    let mut stop_poll = stop_rx.clone();
+    let server_task = tokio::spawn(server::serve_on_with(
+        listener,
+        app,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+        read_timeouts(args),
+    ));
+    let poll_task = poller.map(|p| {
+        tokio::spawn(p.run(async move {
+            let _ = stop_poll.wait_for(|s| *s).await;
+        }))
+    });
 
     // Reload on change: the config files are checked every 2 s; a valid new set replaces the
     // running tasks (each stopped, with its state persisted, before the new one starts); an
@@ -185,8 +305,9 @@ pub async fn run(
         }
         tracing::info!(
             canaries = reloaded.canaries.len(),
+            scheduled = reloaded.scheduled.len(),
             templates = reloaded.templates.len(),
-            "configuration changed; restarting canary tasks"
+            "configuration changed; restarting canary and schedule tasks"
         );
         control.stop_tasks().await;
         let ctx = DriverContext {
@@ -200,10 +321,30 @@ pub async fn run(
                 .map(|c| driver::spawn(c, ctx.clone()))
                 .collect(),
         );
+        metrics_of.retain_canaries(|ns, n| {
+            reloaded
+                .canaries
+                .iter()
+                .any(|c| c.namespace() == ns && c.doc.metadata.name == n)
+        });
+        let sched_ctx = SchedulerContext {
+            templates: ctx.templates.clone(),
+            ..sched_ctx.clone()
+        };
+        control.replace_schedules(
+            reloaded
+                .scheduled
+                .iter()
+                .map(|s| schedule_driver::spawn(s, sched_ctx.clone()))
+                .collect(),
+        );
     }
     control.set_ready(false);
     control.stop_tasks().await;
     let _ = stop_tx.send(true);
+    if let Some(t) = poll_task {
+        let _ = t.await;
+    }
     let served = server_task.await.unwrap_or(Ok(()));
     match served {
         Ok(()) => {
@@ -237,6 +378,11 @@ pub fn api_auth(args: &RunArgs, err: &mut dyn Write) -> std::io::Result<Option<A
             Ok(None)
         }
     }
+}
+
+/// `--read-timeout` for the HTTP server.
+pub fn read_timeouts(args: &RunArgs) -> server::ReadTimeouts {
+    server::ReadTimeouts::both(std::time::Duration::from_secs(args.read_timeout))
 }
 
 /// Binds `--listen`; `None` after printing why it failed.

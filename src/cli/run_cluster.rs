@@ -5,11 +5,16 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{RunArgs, api_auth, bind, shutdown_signal};
+use super::run::{
+    PollSetup, RunArgs, alarm_poller, api_auth, bind, read_timeouts, shutdown_signal,
+};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
+use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
+use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
+use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Metrics};
 use crate::state::StatusStore;
 use crate::state::kube_status::KubeStatusStore;
@@ -25,6 +30,15 @@ pub async fn run(
 ) -> std::io::Result<u8> {
     let Some(auth) = api_auth(args, err)? else {
         return Ok(4);
+    };
+    let file_templates = match config_templates(&args.config) {
+        Ok(t) => t,
+        Err(errors) => {
+            for e in errors {
+                writeln!(err, "error: {e}")?;
+            }
+            return Ok(4);
+        }
     };
     let Some((lease_ns, lease_name)) = args.lease.split_once('/') else {
         writeln!(
@@ -79,10 +93,27 @@ pub async fn run(
             timezone: args.timezone,
         },
         metrics: metrics.clone(),
-        clients: crate::runner::ClientCache::new(),
+        clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
+    let sched_ctx = SchedulerContext {
+        templates: Arc::new(Vec::new()),
+        state: ScheduleStore::Kube(client.clone()),
+        clock: clock.clone(),
+        defaults: ctx.defaults.clone(),
+        metrics: metrics.clone(),
+        canaries: control.clone(),
+        http: SchedulerContext::webhook_client(),
+        clients: ctx.clients.clone(),
+    };
+    // Every replica runs the poller; it polls only while this replica leads (a standby has
+    // no canary to roll back and `poll_since` is `None`).
+    let poller = match alarm_poller(args, control.clone(), clock.clone(), err)? {
+        PollSetup::Invalid => return Ok(4),
+        PollSetup::Off => None,
+        PollSetup::On(p) => Some(p),
+    };
     writeln!(
         out,
         "skycanary running in cluster mode as {identity}; listening on http://{local}"
@@ -98,11 +129,23 @@ pub async fn run(
     }));
     let mut source = KubeSource::new(client, args.namespace.clone()).watch();
 
+    let metrics_of = metrics.clone();
     let app = server::router(control.clone(), metrics, auth);
     let mut stop_server = stop_rx.clone();
-    let server_task = tokio::spawn(server::serve_on(listener, app, async move {
-        let _ = stop_server.wait_for(|s| *s).await;
-    }));
+    let server_task = tokio::spawn(server::serve_on_with(
+        listener,
+        app,
+        async move {
+            let _ = stop_server.wait_for(|s| *s).await;
+        },
+        read_timeouts(args),
+    ));
+    let poll_task = poller.map(|p| {
+        let mut stop_poll = stop_rx.clone();
+        tokio::spawn(p.run(async move {
+            let _ = stop_poll.wait_for(|s| *s).await;
+        }))
+    });
 
     let mut snapshot: Option<Snapshot> = None;
     let mut leading = false;
@@ -128,8 +171,12 @@ pub async fn run(
                             tracing::error!(object = ?id, "invalid resource, ignored: {e}");
                         }
                     }
+                    // Only command requests changed: the drivers keep running and hear them.
+                    restart = s.specs_changed || snapshot.is_none();
+                    if !restart && leading {
+                        control.deliver_requests(s.command_requests());
+                    }
                     snapshot = Some(s);
-                    restart = true;
                 }
                 Some(SourceEvent::Error(e)) => tracing::warn!("resource watch: {e}"),
                 None => break,
@@ -142,8 +189,17 @@ pub async fn run(
         control.stop_tasks().await;
         if leading {
             if let Some(s) = &snapshot {
+                let namespaces = s
+                    .canaries
+                    .iter()
+                    .map(|c| c.canary.namespace().to_string())
+                    .collect();
                 let ctx = DriverContext {
-                    templates: Arc::new(s.templates.clone()),
+                    templates: Arc::new(merge_templates(
+                        &file_templates,
+                        &s.templates,
+                        &namespaces,
+                    )),
                     ..ctx.clone()
                 };
                 let handles = s
@@ -152,8 +208,27 @@ pub async fn run(
                     .map(|c| driver::spawn(&c.canary, ctx.clone()))
                     .collect();
                 control.replace_handles(handles);
+                metrics_of.retain_canaries(|ns, n| {
+                    s.canaries
+                        .iter()
+                        .any(|c| c.canary.namespace() == ns && c.canary.doc.metadata.name == n)
+                });
+                // Only the leader runs schedules.
+                let sched_ctx = SchedulerContext {
+                    templates: ctx.templates.clone(),
+                    ..sched_ctx.clone()
+                };
+                control.replace_schedules(
+                    s.scheduled
+                        .iter()
+                        .map(|x| schedule_driver::spawn(x, sched_ctx.clone()))
+                        .collect(),
+                );
                 control.set_standby(None);
                 control.set_ready(true);
+                // Requests written while no driver ran (or before this restart); a driver
+                // ignores one it already handled (`lastCommand.id`).
+                control.deliver_requests(s.command_requests());
             }
         } else {
             control.set_standby(Some("this replica is not the leader".into()));
@@ -164,8 +239,163 @@ pub async fn run(
     control.set_standby(Some("shutting down".into()));
     control.stop_tasks().await;
     let _ = stop_tx.send(true);
+    if let Some(t) = poll_task {
+        let _ = t.await;
+    }
     let _ = elector_task.await;
     let _ = server_task.await;
     writeln!(out, "skycanary stopped")?;
     Ok(0)
+}
+
+/// `--config` in cluster mode: templates shipped as files (e.g. the bundled
+/// `analysis-templates/` in the image), read once at start. Canaries come only from the CRD, so
+/// a Canary in these files is an error rather than silently ignored.
+fn config_templates(paths: &[std::path::PathBuf]) -> Result<Vec<LoadedTemplate>, Vec<String>> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let loaded = load_paths(paths);
+    let mut errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+    for c in &loaded.canaries {
+        errors.push(format!(
+            "{}: Canary {:?}: in cluster mode Canaries come from the Canary CRD (kubectl apply); \
+             --config supplies AnalysisTemplates and ClusterAnalysisTemplates only",
+            c.origin.file, c.doc.metadata.name
+        ));
+    }
+    if errors.is_empty() {
+        Ok(loaded.templates)
+    } else {
+        Err(errors)
+    }
+}
+
+/// File templates plus the cluster's for canaries in `namespaces`. A file AnalysisTemplate
+/// without a namespace serves every namespace (files have no namespace of their own); a cluster
+/// object of the same kind, namespace and name replaces the file's, so a team can override a
+/// bundled template without a restart.
+pub fn merge_templates(
+    files: &[LoadedTemplate],
+    cluster: &[LoadedTemplate],
+    namespaces: &std::collections::BTreeSet<String>,
+) -> Vec<LoadedTemplate> {
+    let key = |t: &LoadedTemplate| {
+        (
+            t.doc.kind.clone(),
+            if t.cluster_scoped() {
+                None
+            } else {
+                Some(
+                    t.doc
+                        .metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                )
+            },
+            t.doc.metadata.name.clone(),
+        )
+    };
+    let expanded = files.iter().flat_map(|t| {
+        if t.cluster_scoped() || t.doc.metadata.namespace.is_some() {
+            vec![t.clone()]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| {
+                    let mut t = t.clone();
+                    t.doc.metadata.namespace = Some(ns.clone());
+                    t
+                })
+                .collect()
+        }
+    });
+    let overridden: std::collections::BTreeSet<_> = cluster.iter().map(key).collect();
+    expanded
+        .filter(|t| !overridden.contains(&key(t)))
+        .chain(cluster.iter().cloned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::load_str;
+
+    fn templates(src: &str) -> Vec<LoadedTemplate> {
+        let r = load_str("t.yaml", src);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r.templates
+    }
+
+    const METRIC: &str = "  metrics:\n  - name: m\n    successCondition: result >= 1\n    provider: {skywalking: {metric: service_apdex, entity: {serviceName: s}}}\n";
+
+    #[test]
+    fn cluster_objects_override_files_of_the_same_identity_only() {
+        let files = templates(&format!(
+            "apiVersion: skycanary.io/v1alpha1\nkind: ClusterAnalysisTemplate\nmetadata: {{name: apdex}}\nspec:\n{METRIC}---\napiVersion: skycanary.io/v1alpha1\nkind: ClusterAnalysisTemplate\nmetadata: {{name: sla}}\nspec:\n{METRIC}---\napiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: apdex, namespace: bookinfo}}\nspec:\n{METRIC}"
+        ));
+        let cluster = templates(&format!(
+            "apiVersion: skycanary.io/v1alpha1\nkind: ClusterAnalysisTemplate\nmetadata: {{name: apdex}}\nspec:\n{}",
+            METRIC.replace(">= 1", ">= 2")
+        ));
+        let merged = merge_templates(&files, &cluster, &Default::default());
+        assert_eq!(merged.len(), 3);
+        let apdex: Vec<_> = merged
+            .iter()
+            .filter(|t| t.cluster_scoped() && t.doc.metadata.name == "apdex")
+            .collect();
+        assert_eq!(apdex.len(), 1);
+        assert_eq!(
+            apdex[0].doc.spec.metrics[0].success_condition.as_deref(),
+            Some("result >= 2")
+        );
+        assert!(
+            merged
+                .iter()
+                .any(|t| !t.cluster_scoped() && t.doc.metadata.name == "apdex")
+        );
+    }
+
+    #[test]
+    fn namespaceless_file_templates_serve_every_canary_namespace_unless_overridden() {
+        let files = templates(&format!(
+            "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: apdex}}\nspec:\n{METRIC}"
+        ));
+        let cluster = templates(&format!(
+            "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: apdex, namespace: shop}}\nspec:\n{}",
+            METRIC.replace(">= 1", ">= 2")
+        ));
+        let namespaces = ["bookinfo", "shop"].map(String::from).into_iter().collect();
+        let merged = merge_templates(&files, &cluster, &namespaces);
+        let r = crate::resources::canary::TemplateRef {
+            template_name: "apdex".into(),
+            ..Default::default()
+        };
+        let cond = |ns: &str| {
+            let t: Vec<_> = merged.iter().filter(|t| t.answers(&r, ns)).collect();
+            assert_eq!(t.len(), 1, "{ns}");
+            t[0].doc.spec.metrics[0].success_condition.clone()
+        };
+        assert_eq!(cond("bookinfo").as_deref(), Some("result >= 1"));
+        assert_eq!(cond("shop").as_deref(), Some("result >= 2"));
+        assert!(!merged.iter().any(|t| t.answers(&r, "default")));
+    }
+
+    #[test]
+    fn canaries_in_config_files_are_refused_in_cluster_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("c.yaml"),
+            "apiVersion: skycanary.io/v1alpha1\nkind: Canary\nmetadata: {name: reviews}\nspec:\n  trafficRouting: {istio: {virtualService: {name: reviews}, stableService: a, canaryService: b}}\n  steps: [{setWeight: 10}]\n",
+        )
+        .unwrap();
+        let e = config_templates(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(
+            e[0].contains("c.yaml") && e[0].contains("Canary CRD"),
+            "{e:?}"
+        );
+        assert!(config_templates(&[]).unwrap().is_empty());
+    }
 }

@@ -28,10 +28,15 @@ pub fn run(args: &ValidateArgs, out: &mut dyn Write) -> std::io::Result<u8> {
     if result.errors.is_empty() {
         writeln!(
             out,
-            "ok: {} file(s), {} template(s), {} canary(ies) valid",
+            "ok: {} file(s), {} template(s), {} canary(ies){} valid",
             result.files,
             result.templates.len(),
-            result.canaries.len()
+            result.canaries.len(),
+            if result.scheduled.is_empty() {
+                String::new()
+            } else {
+                format!(", {} scheduled analysis(es)", result.scheduled.len())
+            }
         )?;
         Ok(0)
     } else {

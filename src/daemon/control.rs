@@ -9,14 +9,37 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::alarm::{Deduper, parse_payload};
-use crate::canary::Command;
+use chrono::{DateTime, Utc};
+
+use crate::alarm::poll::AlarmSink;
+use crate::alarm::{Alarm, Deduper, Incoming, RollbackRules, Verdict, verdict};
 use crate::canary::driver::{CanaryHandle, Msg};
+use crate::canary::machine::alarm_armed;
+use crate::canary::{AbortStatus, CanaryStatus, Command, CommandRequest};
+use crate::schedule::driver::{CanaryRollback, RunNowError, ScheduleHandle};
 use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
+
+type Key = (String, String);
+type Waiter = oneshot::Receiver<crate::canary::CanaryStatus>;
+
+/// Each canary's `rollbackOn`, compiled once per (re)load.
+fn compile_rules(handles: &[CanaryHandle]) -> BTreeMap<Key, Arc<RollbackRules>> {
+    handles
+        .iter()
+        .map(|h| {
+            (
+                (h.namespace.clone(), h.name.clone()),
+                Arc::new(RollbackRules::compile(h.doc.spec.rollback_on.as_ref())),
+            )
+        })
+        .collect()
+}
 
 /// Canaries the daemon drives, keyed by namespace/name.
 pub struct DaemonControl {
-    canaries: RwLock<BTreeMap<(String, String), CanaryHandle>>,
+    canaries: RwLock<BTreeMap<Key, CanaryHandle>>,
+    rules: RwLock<BTreeMap<Key, Arc<RollbackRules>>>,
+    schedules: RwLock<BTreeMap<Key, ScheduleHandle>>,
     /// Why commands are refused now (a standby replica is not the leader).
     standby: RwLock<Option<String>>,
     ready: AtomicBool,
@@ -28,15 +51,17 @@ impl DaemonControl {
     /// Wraps the running canary tasks.
     pub fn new(handles: Vec<CanaryHandle>, metrics: Metrics) -> Self {
         DaemonControl {
+            rules: RwLock::new(compile_rules(&handles)),
             canaries: RwLock::new(
                 handles
                     .into_iter()
                     .map(|h| ((h.namespace.clone(), h.name.clone()), h))
                     .collect(),
             ),
+            schedules: RwLock::new(BTreeMap::new()),
             standby: RwLock::new(None),
             ready: AtomicBool::new(false),
-            dedupe: Mutex::new(Deduper::new(4096)),
+            dedupe: Mutex::new(Deduper::new(16_384)),
             metrics,
         }
     }
@@ -46,11 +71,35 @@ impl DaemonControl {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Stops every running canary task and waits until each has ended (its state saved).
+    /// Stops every running schedule and canary task and waits until each has ended (its
+    /// state saved). Schedules first: they may still be rolling a canary back.
     pub async fn stop_tasks(&self) {
+        for h in self.replace_schedules(Vec::new()) {
+            h.stop().await;
+        }
         for h in self.replace_handles(Vec::new()) {
             h.stop().await;
         }
+    }
+
+    /// Replaces the set of running schedule tasks; returns the previous ones to stop.
+    pub fn replace_schedules(&self, handles: Vec<ScheduleHandle>) -> Vec<ScheduleHandle> {
+        let new: BTreeMap<_, _> = handles
+            .into_iter()
+            .map(|h| ((h.namespace.clone(), h.name.clone()), h))
+            .collect();
+        match self.schedules.write() {
+            Ok(mut m) => std::mem::replace(&mut *m, new).into_values().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The running schedule tasks.
+    pub fn schedules(&self) -> Vec<ScheduleHandle> {
+        self.schedules
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The running canary tasks.
@@ -64,6 +113,9 @@ impl DaemonControl {
     /// Replaces the set of running tasks (cluster mode: after a source change or a leadership
     /// change); returns the previous handles so the caller can stop them.
     pub fn replace_handles(&self, handles: Vec<CanaryHandle>) -> Vec<CanaryHandle> {
+        if let Ok(mut r) = self.rules.write() {
+            *r = compile_rules(&handles);
+        }
         let new: BTreeMap<_, _> = handles
             .into_iter()
             .map(|h| ((h.namespace.clone(), h.name.clone()), h))
@@ -71,6 +123,23 @@ impl DaemonControl {
         match self.canaries.write() {
             Ok(mut m) => std::mem::replace(&mut *m, new).into_values().collect(),
             Err(_) => Vec::new(),
+        }
+    }
+
+    /// Hands `status.command` requests (namespace, name, request) to their canaries' drivers;
+    /// a request for a canary without a running driver waits in the status for the next start.
+    pub fn deliver_requests(&self, requests: Vec<(String, String, CommandRequest)>) {
+        for (namespace, name, req) in requests {
+            match self.get(&namespace, &name) {
+                Some(h) => {
+                    if h.tx.send(Msg::Request(req)).is_err() {
+                        tracing::warn!(canary = %format!("{namespace}/{name}"), "command request not delivered: the canary task has stopped");
+                    }
+                }
+                None => {
+                    tracing::debug!(canary = %format!("{namespace}/{name}"), "command request for a canary without a driver")
+                }
+            }
         }
     }
 
@@ -98,72 +167,136 @@ impl DaemonControl {
         }
     }
 
-    /// Routes a SkyWalking webhook body to every canary whose `rollbackOn` matches. The answer
-    /// comes once every matched canary has handled the alarm (its rollback written), so the
-    /// sender knows the rollback happened.
-    fn take_skywalking(
-        &self,
-        body: &[u8],
-    ) -> Result<
-        (
-            serde_json::Value,
-            Vec<oneshot::Receiver<crate::canary::CanaryStatus>>,
-        ),
-        ControlError,
-    > {
-        let alarms = parse_payload(body).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    /// Hands `items` to every canary whose `rollbackOn` matches them. The receivers resolve
+    /// once each matched canary has handled its alarm (the rollback written), so the sender
+    /// can be told the rollback happened.
+    fn take(&self, source: AlarmSource, items: Vec<Incoming>) -> (serde_json::Value, Vec<Waiter>) {
         let received = std::time::Instant::now();
-        self.metrics
-            .alarms_received(AlarmSource::Skywalking, alarms.len() as u64);
+        self.metrics.alarms_received(source, items.len() as u64);
+        let rules = self.rules.read().map(|r| r.clone()).unwrap_or_default();
+        let handles = self.handles();
         let mut matched = Vec::new();
         let mut handled = Vec::new();
         let (mut duplicates, mut recoveries, mut stale) = (0, 0, 0);
-        for a in &alarms {
-            if a.is_recovery() {
+        for item in &items {
+            if item.is_recovery() {
                 recoveries += 1;
                 continue;
             }
             let first = self
                 .dedupe
                 .lock()
-                .map(|mut d| d.first_time(a))
+                .map(|mut d| d.first_time(&item.dedupe_keys()))
                 .unwrap_or(true);
             if !first {
                 duplicates += 1;
                 continue;
             }
-            for h in self.handles() {
-                if !h.alarms.matches(a) {
+            for h in &handles {
+                let Some(r) = rules.get(&(h.namespace.clone(), h.name.clone())) else {
                     continue;
-                }
-                // Alarms older than this canary's run are about an earlier release.
+                };
                 let started = h.status.borrow().started_at;
-                if let (Some(run), Some(at)) = (started, a.started())
-                    && at < run
-                {
-                    stale += 1;
-                    continue;
+                match verdict(item, r, started) {
+                    Verdict::Trigger => {}
+                    Verdict::OlderThanRun => {
+                        stale += 1;
+                        continue;
+                    }
+                    Verdict::NoMatch | Verdict::Recovered => continue,
                 }
+                let (rule, entity) = (item.rule(), item.entity());
+                tracing::info!(canary = %format!("{}/{}", h.namespace, h.name), source = source.as_str(),
+                    %rule, %entity, message = %item.message(), "alarm matched rollbackOn");
                 let (done, wait) = oneshot::channel();
                 handled.push(wait);
                 let _ = h.tx.send(Msg::Alarm {
-                    done: Some(done),
-                    rule: a.rule_name.clone(),
-                    entity: a.name.clone(),
-                    message: a.alarm_message.clone().unwrap_or_default(),
+                    source,
+                    rule,
+                    entity,
+                    message: item.message(),
                     received,
+                    done: Some(done),
                 });
                 matched.push(format!("{}/{}", h.namespace, h.name));
             }
         }
-        let summary = json!({
-            "received": alarms.len(),
+        let recovered_key = match source {
+            AlarmSource::Alertmanager => "resolved",
+            AlarmSource::Skywalking | AlarmSource::SkywalkingPoll => "recoveries",
+        };
+        let mut summary = json!({
+            "received": items.len(),
             "matched": matched,
             "duplicates": duplicates,
-            "recoveries": recoveries,
             "olderThanRun": stale,
         });
-        Ok((summary, handled))
+        summary[recovered_key] = json!(recoveries);
+        (summary, handled)
+    }
+
+    /// Delivers alarms and waits (bounded) until every matched canary wrote its rollback.
+    pub fn deliver(
+        &self,
+        source: AlarmSource,
+        items: Vec<Incoming>,
+    ) -> BoxFuture<'static, serde_json::Value> {
+        let (summary, handled) = self.take(source, items);
+        Box::pin(async move {
+            for wait in handled {
+                // Bounded: a stuck routing write must not hold the sender (OAP times out at 12 s).
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
+            }
+            summary
+        })
+    }
+
+    fn parse(source: AlarmSource, body: &[u8]) -> Result<Vec<Incoming>, ControlError> {
+        let invalid = |e: &dyn std::fmt::Display| ControlError::Invalid(e.to_string());
+        match source {
+            AlarmSource::Skywalking => Ok(crate::alarm::parse_payload(body)
+                .map_err(|e| invalid(&e))?
+                .into_iter()
+                .map(Incoming::Alarm)
+                .collect()),
+            AlarmSource::Alertmanager => Ok(crate::alarm::alertmanager::parse_payload(body)
+                .map_err(|e| invalid(&e))?
+                .alerts
+                .into_iter()
+                .map(Incoming::Alert)
+                .collect()),
+            AlarmSource::SkywalkingPoll => {
+                Err(ControlError::Invalid("polled alarms are not posted".into()))
+            }
+        }
+    }
+}
+
+impl AlarmSink for DaemonControl {
+    fn poll_since(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.standby.read().ok().is_none_or(|s| s.is_some()) {
+            return None;
+        }
+        let rules = self.rules.read().ok()?;
+        self.handles()
+            .iter()
+            .filter(|h| {
+                rules
+                    .get(&(h.namespace.clone(), h.name.clone()))
+                    .is_some_and(|r| r.has_alarms())
+            })
+            .filter_map(|h| {
+                let st = h.status.borrow();
+                alarm_armed(&st, now).then(|| st.started_at.unwrap_or(now))
+            })
+            .min()
+    }
+
+    fn deliver_polled(&self, alarms: Vec<Alarm>) -> BoxFuture<'static, serde_json::Value> {
+        self.deliver(
+            AlarmSource::SkywalkingPoll,
+            alarms.into_iter().map(Incoming::Alarm).collect(),
+        )
     }
 }
 
@@ -206,44 +339,273 @@ impl Control for DaemonControl {
     }
 
     fn scheduled_analyses(&self) -> Vec<serde_json::Value> {
-        Vec::new()
+        self.schedules()
+            .iter()
+            .filter_map(|h| serde_json::to_value(h.summary()).ok())
+            .collect()
     }
 
-    /// No scheduled analyses exist in this version: every name is unknown.
+    /// Starts a run now, as concurrencyPolicy allows (Forbid with a run going → 409).
     fn run_scheduled(
         &self,
-        _namespace: &str,
-        _name: &str,
+        namespace: &str,
+        name: &str,
     ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
-        Box::pin(async move { Err(ControlError::NotFound) })
+        let standby = self.standby.read().ok().and_then(|s| s.clone());
+        let handle = self
+            .schedules
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(namespace.to_string(), name.to_string())).cloned());
+        Box::pin(async move {
+            if let Some(why) = standby {
+                return Err(ControlError::Unavailable(why));
+            }
+            let h = handle.ok_or(ControlError::NotFound)?;
+            match h.run_now().await {
+                Ok(started) => {
+                    serde_json::to_value(started).map_err(|e| ControlError::Internal(e.to_string()))
+                }
+                Err(e @ RunNowError::Busy(_)) => Err(ControlError::Rejected(e.to_string())),
+                Err(e @ RunNowError::Stopped) => Err(ControlError::Unavailable(e.to_string())),
+            }
+        })
     }
 
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// Parses the body (400 with the reason, nothing changed, when it does not parse), then
+    /// rolls back every matched canary before answering. A standby replica drives no canary,
+    /// so it answers 503 and the sender sees the alarm was not acted on.
     fn alarm_webhook(
         &self,
         source: AlarmSource,
         body: Bytes,
     ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
-        let taken = match source {
-            AlarmSource::Skywalking => self.take_skywalking(&body),
-            AlarmSource::Alertmanager => Err(ControlError::Invalid(
-                "Alertmanager payloads are not supported by this version; use /webhooks/skywalking"
-                    .into(),
-            )),
-        };
+        let standby = self.standby.read().ok().and_then(|s| s.clone());
+        let delivered = Self::parse(source, &body).and_then(|items| match standby {
+            Some(why) => Err(ControlError::Unavailable(why)),
+            None => Ok(self.deliver(source, items)),
+        });
+        Box::pin(async move { Ok(delivered?.await) })
+    }
+}
+
+impl CanaryRollback for DaemonControl {
+    fn rollback(
+        &self,
+        namespace: &str,
+        name: &str,
+        why: AbortStatus,
+    ) -> BoxFuture<'static, Result<CanaryStatus, String>> {
+        let id = format!("{namespace}/{name}");
+        let handle = self.get(namespace, name);
         Box::pin(async move {
-            let (summary, handled) = taken?;
-            for wait in handled {
-                // Bounded: a stuck routing write must not hold the sender (OAP times out at 12 s).
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
-            }
-            Ok(summary)
+            let h = handle.ok_or_else(|| format!("canary {id} is not running here"))?;
+            let (tx, rx) = oneshot::channel();
+            h.tx.send(Msg::Rollback(why, tx))
+                .map_err(|_| format!("canary {id}: its task has stopped"))?;
+            rx.await
+                .map_err(|_| format!("canary {id}: its task has stopped"))
         })
     }
 }
 
 /// Shared handle type used by the server.
 pub type SharedControl = Arc<DaemonControl>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canary::{CanaryPhase, CanaryStatus};
+    use crate::resources::canary::{AlarmMatcher, CanaryDoc, CanarySpec, RollbackOn};
+    use crate::resources::template::ObjectMeta;
+    use chrono::TimeZone;
+    use tokio::sync::{mpsc, watch};
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_719_835_000 + secs, 0).single().unwrap()
+    }
+
+    /// A canary task stand-in: its handle, status sender and inbox.
+    struct Fake {
+        handle: CanaryHandle,
+        status: watch::Sender<CanaryStatus>,
+        rx: mpsc::UnboundedReceiver<Msg>,
+    }
+
+    fn fake(name: &str, rollback: Option<RollbackOn>, st: CanaryStatus) -> Fake {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status, status_rx) = watch::channel(st);
+        let (_fin, finished) = watch::channel(false);
+        let doc = CanaryDoc {
+            api_version: "skycanary.io/v1alpha1".into(),
+            kind: "Canary".into(),
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: Some("bookinfo".into()),
+                ..ObjectMeta::default()
+            },
+            spec: CanarySpec {
+                rollback_on: rollback,
+                ..CanarySpec::default()
+            },
+            status: None,
+        };
+        Fake {
+            handle: CanaryHandle {
+                namespace: "bookinfo".into(),
+                name: name.into(),
+                steps: 1,
+                doc: Arc::new(doc),
+                tx,
+                status: status_rx,
+                finished,
+            },
+            status,
+            rx,
+        }
+    }
+
+    fn reviews_rule() -> Option<RollbackOn> {
+        Some(RollbackOn {
+            alarms: vec![AlarmMatcher {
+                name: Some("reviews\\.bookinfo".into()),
+                ..AlarmMatcher::default()
+            }],
+            alerts: Vec::new(),
+        })
+    }
+
+    fn running(started: i64) -> CanaryStatus {
+        CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            started_at: Some(t(started)),
+            ..CanaryStatus::default()
+        }
+    }
+
+    fn alarm(start: i64, msg: &str) -> Alarm {
+        Alarm {
+            name: Some("reviews.bookinfo".into()),
+            id0: Some("cmV2aWV3cy5ib29raW5mbw==.1".into()),
+            message: Some(msg.into()),
+            start_time: Some(t(start).timestamp_millis()),
+            ..Alarm::default()
+        }
+    }
+
+    #[test]
+    fn only_a_leader_with_armed_alarm_canaries_polls() {
+        let a = fake("reviews", reviews_rule(), running(100));
+        let b = fake("ratings", reviews_rule(), running(50));
+        let c = fake("details", None, running(10));
+        let control = DaemonControl::new(
+            vec![a.handle.clone(), b.handle.clone(), c.handle.clone()],
+            Metrics::new(),
+        );
+        assert_eq!(
+            control.poll_since(t(200)),
+            Some(t(50)),
+            "earliest armed run"
+        );
+        b.status.send_replace(CanaryStatus {
+            phase: CanaryPhase::Aborted,
+            ..running(50)
+        });
+        assert_eq!(control.poll_since(t(200)), Some(t(100)));
+        a.status.send_replace(CanaryStatus {
+            phase: CanaryPhase::Promoted,
+            watch_until: Some(t(300)),
+            ..running(100)
+        });
+        assert_eq!(control.poll_since(t(200)), Some(t(100)), "within the watch");
+        assert_eq!(control.poll_since(t(300)), None, "watch over");
+        control.set_standby(Some("not the leader".into()));
+        assert_eq!(control.poll_since(t(200)), None);
+    }
+
+    #[tokio::test]
+    async fn polled_alarms_share_matching_and_dedupe_with_webhooks() {
+        let Fake {
+            handle,
+            status: _status,
+            mut rx,
+        } = fake("reviews", reviews_rule(), running(100));
+        let control = Arc::new(DaemonControl::new(vec![handle], Metrics::new()));
+        // The task ends when the control drops the last sender.
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(msg) = rx.recv().await {
+                if let Msg::Alarm {
+                    source,
+                    rule,
+                    entity,
+                    done,
+                    ..
+                } = msg
+                {
+                    seen.push((source, rule, entity));
+                    if let Some(d) = done {
+                        let _ = d.send(CanaryStatus::default());
+                    }
+                }
+            }
+            seen
+        });
+        let webhook = Alarm {
+            rule_name: Some("service_resp_time_rule".into()),
+            uuid: Some("u-1".into()),
+            ..alarm(150, "slow")
+        };
+        let summary = control
+            .deliver(AlarmSource::Skywalking, vec![Incoming::Alarm(webhook)])
+            .await;
+        assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
+        // The same alarm polled later, plus one older than the run and a recovered one.
+        let mut recovered = alarm(160, "recovered");
+        recovered.recovery_time = Some(1);
+        let summary = control
+            .deliver_polled(vec![alarm(150, "slow"), alarm(90, "old"), recovered])
+            .await;
+        assert_eq!(summary["duplicates"], 1, "{summary}");
+        assert_eq!(summary["olderThanRun"], 1, "{summary}");
+        assert_eq!(summary["recoveries"], 1, "{summary}");
+        assert_eq!(summary["matched"], json!([]), "{summary}");
+        let summary = control.deliver_polled(vec![alarm(170, "new")]).await;
+        assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
+        control.replace_handles(Vec::new());
+        let seen = task.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    AlarmSource::Skywalking,
+                    "service_resp_time_rule".to_string(),
+                    "reviews.bookinfo".to_string()
+                ),
+                (
+                    AlarmSource::SkywalkingPoll,
+                    "new".to_string(),
+                    "reviews.bookinfo".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_refused_while_standby_and_when_malformed() {
+        let a = fake("reviews", reviews_rule(), running(100));
+        let control = DaemonControl::new(vec![a.handle.clone()], Metrics::new());
+        let bad = control
+            .alarm_webhook(AlarmSource::Alertmanager, Bytes::from_static(b"[]"))
+            .await;
+        assert!(matches!(bad, Err(ControlError::Invalid(_))), "{bad:?}");
+        control.set_standby(Some("this replica is not the leader".into()));
+        let body = Bytes::from_static(br#"[{"ruleName": "r", "name": "reviews.bookinfo"}]"#);
+        let r = control.alarm_webhook(AlarmSource::Skywalking, body).await;
+        assert!(matches!(r, Err(ControlError::Unavailable(_))), "{r:?}");
+    }
+}

@@ -1,4 +1,5 @@
-//! Cluster-mode resource source: Canaries, AnalysisTemplates and ClusterAnalysisTemplates read
+//! Cluster-mode resource source: Canaries, ScheduledAnalyses, AnalysisTemplates and
+//! ClusterAnalysisTemplates read
 //! from `skycanary.io/v1alpha1` CRDs, validated exactly like files.
 //!
 //! Each object is checked on its own and its problems are reported with its id
@@ -21,12 +22,15 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::canary::CanaryStatus;
+use crate::canary::{CanaryStatus, CommandRequest};
 use crate::resources::canary::CanaryDoc;
 use crate::resources::canary_validate::validate_canary;
 use crate::resources::load::{
-    ConfigError, LoadedCanary, LoadedTemplate, Origin, deserialize_all, validate_template,
+    ConfigError, LoadedCanary, LoadedScheduled, LoadedTemplate, Origin, deserialize_all,
+    validate_template,
 };
+use crate::resources::scheduled::ScheduledAnalysisDoc;
+use crate::resources::scheduled_validate::validate_scheduled;
 use crate::resources::template::AnalysisTemplateDoc;
 use crate::resources::yaml::LineIndex;
 use crate::state::kube_status::{GROUP, VERSION, parse_status};
@@ -43,14 +47,17 @@ pub enum SourceKind {
     AnalysisTemplate,
     /// `ClusterAnalysisTemplate` (cluster-scoped).
     ClusterAnalysisTemplate,
+    /// `ScheduledAnalysis` (namespaced).
+    ScheduledAnalysis,
 }
 
 impl SourceKind {
     /// All kinds, in listing order.
-    pub const ALL: [SourceKind; 3] = [
+    pub const ALL: [SourceKind; 4] = [
         SourceKind::Canary,
         SourceKind::AnalysisTemplate,
         SourceKind::ClusterAnalysisTemplate,
+        SourceKind::ScheduledAnalysis,
     ];
 
     /// The kind name.
@@ -59,6 +66,7 @@ impl SourceKind {
             SourceKind::Canary => "Canary",
             SourceKind::AnalysisTemplate => "AnalysisTemplate",
             SourceKind::ClusterAnalysisTemplate => "ClusterAnalysisTemplate",
+            SourceKind::ScheduledAnalysis => "ScheduledAnalysis",
         }
     }
 
@@ -68,6 +76,7 @@ impl SourceKind {
             SourceKind::Canary => "canaries",
             SourceKind::AnalysisTemplate => "analysistemplates",
             SourceKind::ClusterAnalysisTemplate => "clusteranalysistemplates",
+            SourceKind::ScheduledAnalysis => "scheduledanalyses",
         }
     }
 
@@ -138,6 +147,8 @@ pub struct ResourceVersions {
     pub templates: String,
     /// Of the ClusterAnalysisTemplate list.
     pub cluster_templates: String,
+    /// Of the ScheduledAnalysis list.
+    pub scheduled: String,
 }
 
 impl ResourceVersions {
@@ -146,6 +157,7 @@ impl ResourceVersions {
             SourceKind::Canary => self.canaries = rv,
             SourceKind::AnalysisTemplate => self.templates = rv,
             SourceKind::ClusterAnalysisTemplate => self.cluster_templates = rv,
+            SourceKind::ScheduledAnalysis => self.scheduled = rv,
         }
     }
 }
@@ -157,10 +169,29 @@ pub struct Snapshot {
     pub canaries: Vec<KubeCanary>,
     /// Valid templates (namespaced and cluster-scoped).
     pub templates: Vec<LoadedTemplate>,
+    /// Valid ScheduledAnalyses, ordered by namespace and name.
+    pub scheduled: Vec<LoadedScheduled>,
     /// Objects that failed validation, with all their problems.
     pub errors: Vec<(ObjectId, Vec<ConfigError>)>,
     /// Where the lists were taken.
     pub resource_version: ResourceVersions,
+    /// False when only `status.command` requests changed since the previous snapshot: the
+    /// drivers keep running and just hear the requests.
+    pub specs_changed: bool,
+}
+
+impl Snapshot {
+    /// The pending `status.command` requests, per canary (namespace, name).
+    pub fn command_requests(&self) -> Vec<(String, String, CommandRequest)> {
+        self.canaries
+            .iter()
+            .filter_map(|c| {
+                let req = c.status().ok().flatten()?.command?;
+                let name = c.canary.doc.metadata.name.clone();
+                Some((c.canary.namespace().to_string(), name, req))
+            })
+            .collect()
+    }
 }
 
 /// What [`KubeSource::watch`] reports.
@@ -278,10 +309,11 @@ impl KubeSource {
         let mut objects: BTreeMap<ObjectId, Value> = BTreeMap::new();
         let mut listed: BTreeSet<SourceKind> = BTreeSet::new();
         let mut rvs = ResourceVersions::default();
-        // What drivers act on, per object, as of the last snapshot sent (None: none sent yet),
-        // and the objects touched since: only those are compared, so a status-only write costs
-        // one object's fingerprint, not the whole set's.
+        // What drivers act on, per object, and each Canary's `status.command`, as of the last
+        // snapshot sent (None: none sent yet), and the objects touched since: only those are
+        // compared, so a status-only write costs one object's fingerprint, not the whole set's.
         let mut sent: Option<BTreeMap<ObjectId, Value>> = None;
+        let mut sent_commands: BTreeMap<ObjectId, Value> = BTreeMap::new();
         let mut touched: BTreeSet<ObjectId> = BTreeSet::new();
         loop {
             let msg = tokio::select! {
@@ -324,7 +356,7 @@ impl KubeSource {
             if listed.len() < SourceKind::ALL.len() {
                 continue;
             }
-            let changed = match &mut sent {
+            let (specs_changed, commands_changed) = match &mut sent {
                 None => {
                     sent = Some(
                         objects
@@ -332,28 +364,32 @@ impl KubeSource {
                             .map(|(id, o)| (id.clone(), fingerprint(o)))
                             .collect(),
                     );
-                    true
+                    sent_commands = objects
+                        .iter()
+                        .filter_map(|(id, o)| Some((id.clone(), command_print(id, o)?)))
+                        .collect();
+                    (true, true)
                 }
                 Some(prints) => {
-                    let mut changed = false;
+                    let (mut specs, mut commands) = (false, false);
                     for id in &touched {
-                        let now = objects.get(id).map(fingerprint);
-                        if now.as_ref() != prints.get(id) {
-                            changed = true;
-                            match now {
-                                Some(p) => prints.insert(id.clone(), p),
-                                None => prints.remove(id),
-                            };
-                        }
+                        let obj = objects.get(id);
+                        specs |= update(prints, id, obj.map(fingerprint));
+                        commands |= update(
+                            &mut sent_commands,
+                            id,
+                            obj.and_then(|o| command_print(id, o)),
+                        );
                     }
-                    changed
+                    (specs, commands)
                 }
             };
             touched.clear();
-            if !changed {
+            if !specs_changed && !commands_changed {
                 continue;
             }
-            let snapshot = build_snapshot(&objects, rvs.clone());
+            let mut snapshot = build_snapshot(&objects, rvs.clone());
+            snapshot.specs_changed = specs_changed;
             if tx.send(SourceEvent::Changed(snapshot)).await.is_err() {
                 return;
             }
@@ -619,6 +655,29 @@ fn fingerprint(obj: &Value) -> Value {
     Value::Object(out)
 }
 
+/// The `status.command` of a Canary that has one: a new request must reach its driver
+/// although the daemon ignores status changes otherwise.
+fn command_print(id: &ObjectId, obj: &Value) -> Option<Value> {
+    if id.kind != SourceKind::Canary {
+        return None;
+    }
+    let cmd = obj.get("status")?.get("command")?;
+    (!cmd.is_null()).then(|| cmd.clone())
+}
+
+/// Records `now` as `id`'s entry in `prints` (None: no entry); true when it differs from the
+/// entry before.
+fn update(prints: &mut BTreeMap<ObjectId, Value>, id: &ObjectId, now: Option<Value>) -> bool {
+    if now.as_ref() == prints.get(id) {
+        return false;
+    }
+    match now {
+        Some(p) => prints.insert(id.clone(), p),
+        None => prints.remove(id),
+    };
+    true
+}
+
 /// Validates every object like the file loader does, collecting errors per object.
 fn build_snapshot(objects: &BTreeMap<ObjectId, Value>, rvs: ResourceVersions) -> Snapshot {
     let mut snap = Snapshot {
@@ -647,6 +706,18 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, Value>, rvs: ResourceVersions) ->
                                 .and_then(Value::as_str)
                                 .map(str::to_string),
                         });
+                    }
+                }
+                if !errs.is_empty() {
+                    snap.errors.push((id.clone(), errs));
+                }
+            }
+            SourceKind::ScheduledAnalysis => {
+                let (parsed, mut errs) = deserialize_all::<ScheduledAnalysisDoc>(obj, &origin);
+                if let Some(doc) = parsed {
+                    errs.extend(validate_scheduled(&doc, &origin));
+                    if errs.is_empty() {
+                        snap.scheduled.push(LoadedScheduled { doc, origin });
                     }
                 }
                 if !errs.is_empty() {

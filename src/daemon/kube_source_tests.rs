@@ -228,6 +228,7 @@ async fn namespace_scoped_source_lists_one_namespace_and_cluster_templates() {
             "/apis/skycanary.io/v1alpha1/namespaces/bookinfo/canaries",
             "/apis/skycanary.io/v1alpha1/namespaces/bookinfo/analysistemplates",
             "/apis/skycanary.io/v1alpha1/clusteranalysistemplates",
+            "/apis/skycanary.io/v1alpha1/namespaces/bookinfo/scheduledanalyses",
         ]
     );
 }

@@ -300,25 +300,51 @@ pub struct RouteMatchSpec {
     pub headers: std::collections::BTreeMap<String, StringMatchSpec>,
 }
 
-/// `rollbackOn`.
+/// `rollbackOn`: what rolls the canary back at once while it is Progressing, Paused or in
+/// its `postPromotion.watch`. Every regex is fully anchored (`reviews` matches only
+/// `reviews`; write `reviews.*` for a prefix), like Prometheus label matchers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RollbackOn {
-    /// Alarm matchers (regexes on rule name and entity name).
-    #[serde(default)]
+    /// SkyWalking alarm matchers (webhook `POST /webhooks/skywalking` and `getAlarm` polling).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<AlarmMatcher>,
+    /// Prometheus Alertmanager alert matchers (`POST /webhooks/alertmanager`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertMatcher>,
 }
 
-/// One alarm matcher; every given regex must match.
+/// One SkyWalking alarm matcher; every criterion it sets must match. A criterion on a field
+/// the alarm does not carry (polled alarms have no `ruleName`, and no `name` for relation
+/// scopes before OAP 10.2) does not match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlarmMatcher {
-    /// Regex on the alarm rule name.
+    /// Regex on the alarm rule name (`service_resp_time_rule`); webhook alarms only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_name: Option<String>,
-    /// Regex on the alarm's entity name.
+    /// Regex on the alarm's entity name (`reviews.bookinfo`, `inst of svc`, `ep in svc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Regex on the scope, as OAP spells it in webhooks (`SERVICE`, `SERVICE_INSTANCE`) or
+    /// in GraphQL (`Service`, `ServiceInstance`); either spelling matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Regex on the rendered alarm message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Regexes on tag values by tag key (OAP 8.6+); a missing tag reads as "".
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// One Alertmanager alert matcher: every label regex must match the alert's label value
+/// (a missing label reads as "", as in Prometheus).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertMatcher {
+    /// Regexes on label values by label name, e.g. `{alertname: HighErrorRate, service: "reviews.*"}`.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What an analysis Error does.

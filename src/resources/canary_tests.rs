@@ -166,3 +166,81 @@ fn bad_regexes_and_durations_are_errors() {
         r.errors
     );
 }
+
+const ROLLBACK_ON: &str = "  rollbackOn:\n    alarms: [{ruleName: \"service_(sla|resp_time)_rule\", name: \"reviews.*\"}]\n";
+
+fn with_rollback_on(block: &str) -> String {
+    CANARY.replace(ROLLBACK_ON, block)
+}
+
+#[test]
+fn rollback_on_takes_alarm_and_alert_matchers() {
+    let r = both(&with_rollback_on(
+        "  rollbackOn:\n    alarms:\n    - {scope: SERVICE, tags: {level: \"WARNING|CRITICAL\"}}\n    - {message: \"Response time of .*\"}\n    alerts:\n    - labels: {alertname: HighErrorRate, service: \"reviews.*\"}\n",
+    ));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let rb = r.canaries[0]
+        .doc
+        .spec
+        .rollback_on
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(rb.alarms[0].tags["level"], "WARNING|CRITICAL");
+    assert_eq!(rb.alerts[0].labels["service"], "reviews.*");
+}
+
+#[test]
+fn an_invalid_alert_label_regex_names_file_line_and_field() {
+    let r = both(&with_rollback_on(
+        "  rollbackOn:\n    alerts:\n    - labels:\n        alertname: HighErrorRate\n        service: \"reviews(\"\n",
+    ));
+    let e = r
+        .errors
+        .iter()
+        .find(|e| e.path == "spec.rollbackOn.alerts[0].labels.service")
+        .unwrap_or_else(|| panic!("{:?}", r.errors));
+    assert!(e.message.contains("invalid regex"), "{e}");
+    assert_eq!(e.line, Some(27), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("c.yaml:27: spec.rollbackOn.alerts[0].labels.service"),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_or_misnamed_matchers_are_errors() {
+    let r = both(&with_rollback_on(
+        "  rollbackOn:\n    alarms: [{}]\n    alerts: [{labels: {}}, {labels: {\"bad-name\": x}}]\n",
+    ));
+    let paths: Vec<&str> = r.errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"spec.rollbackOn.alarms[0]"), "{paths:?}");
+    assert!(
+        paths.contains(&"spec.rollbackOn.alerts[0].labels"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"spec.rollbackOn.alerts[1].labels.bad-name"),
+        "{paths:?}"
+    );
+    let r = both(&with_rollback_on(
+        "  rollbackOn:\n    alarms: [{tags: {level: \"(\"}, scope: \"[\"}]\n",
+    ));
+    let paths: Vec<&str> = r.errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        paths.contains(&"spec.rollbackOn.alarms[0].tags.level"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"spec.rollbackOn.alarms[0].scope"),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn unknown_matcher_fields_are_errors() {
+    let r = both(&with_rollback_on(
+        "  rollbackOn:\n    alerts: [{lables: {alertname: X}}]\n",
+    ));
+    assert!(!r.errors.is_empty());
+}

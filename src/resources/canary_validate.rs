@@ -211,19 +211,7 @@ pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
         }
     }
     if let Some(rb) = &c.spec.rollback_on {
-        for (i, a) in rb.alarms.iter().enumerate() {
-            let ap = index_path("spec.rollbackOn.alarms", i);
-            if a.rule_name.is_none() && a.name.is_none() {
-                errs.push(o.error(&ap, "set ruleName and/or name"));
-            }
-            for (field, re) in [("ruleName", &a.rule_name), ("name", &a.name)] {
-                if let Some(re) = re
-                    && let Err(e) = regex::Regex::new(re)
-                {
-                    errs.push(o.error(&child_path(&ap, field), format!("invalid regex: {e}")));
-                }
-            }
-        }
+        check_rollback_on(rb, o, &mut errs);
     }
     if let Some(w) = c
         .spec
@@ -235,6 +223,73 @@ pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
         errs.push(o.error("spec.postPromotion.watch", e));
     }
     errs
+}
+
+/// `rollbackOn`: every matcher sets something, and every regex compiles (anchored, as it is
+/// matched).
+fn check_rollback_on(rb: &RollbackOn, o: &Origin, errs: &mut Vec<ConfigError>) {
+    let mut regex = |p: &str, re: &str| {
+        if let Err(e) = crate::alarm::anchored(re) {
+            errs.push(o.error(p, format!("invalid regex: {e}")));
+        }
+    };
+    for (i, a) in rb.alarms.iter().enumerate() {
+        let ap = index_path("spec.rollbackOn.alarms", i);
+        for (field, re) in [
+            ("ruleName", &a.rule_name),
+            ("name", &a.name),
+            ("scope", &a.scope),
+            ("message", &a.message),
+        ] {
+            if let Some(re) = re {
+                regex(&child_path(&ap, field), re);
+            }
+        }
+        for (k, re) in &a.tags {
+            regex(&child_path(&child_path(&ap, "tags"), k), re);
+        }
+    }
+    for (i, a) in rb.alerts.iter().enumerate() {
+        let ap = index_path("spec.rollbackOn.alerts", i);
+        for (k, re) in &a.labels {
+            regex(&child_path(&child_path(&ap, "labels"), k), re);
+        }
+    }
+    for (i, a) in rb.alarms.iter().enumerate() {
+        let empty = a.rule_name.is_none()
+            && a.name.is_none()
+            && a.scope.is_none()
+            && a.message.is_none()
+            && a.tags.is_empty();
+        if empty {
+            errs.push(o.error(
+                &index_path("spec.rollbackOn.alarms", i),
+                "set at least one of ruleName, name, scope, message or tags",
+            ));
+        }
+    }
+    for (i, a) in rb.alerts.iter().enumerate() {
+        let p = child_path(&index_path("spec.rollbackOn.alerts", i), "labels");
+        if a.labels.is_empty() {
+            errs.push(o.error(&p, "set at least one label matcher"));
+        }
+        for k in a.labels.keys() {
+            if !is_label_name(k) {
+                errs.push(o.error(
+                    &child_path(&p, k),
+                    format!("{k:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                ));
+            }
+        }
+    }
+}
+
+/// Prometheus label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn is_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
 fn check_templates(ts: &[TemplateRef], p: &str, o: &Origin, errs: &mut Vec<ConfigError>) {

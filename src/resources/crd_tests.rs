@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::analysis::{Measurement, MetricResult, Phase, RunState};
 use crate::canary::model::{
-    AbortStatus, AnalysisRunKind, AnalysisRunStatus, CanaryPhase, PauseReason, PauseStatus,
-    StatusCondition,
+    AbortStatus, AnalysisRunKind, AnalysisRunStatus, CanaryPhase, CommandAction, CommandOutcome,
+    CommandRequest, PauseReason, PauseStatus, StatusCondition,
 };
 use crate::resources::yaml::parse_documents;
 use crate::traffic::{
@@ -63,11 +63,20 @@ fn deploy_crds_match_the_rust_types() {
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".yaml") && !generated.iter().any(|c| &c.file_name == n))
+                .filter(|n| {
+                    n.ends_with(".yaml")
+                        && n != KUSTOMIZATION_FILE
+                        && !generated.iter().any(|c| &c.file_name == n)
+                })
                 .collect()
         })
         .unwrap_or_default();
     stale.sort();
+    let on_disk = std::fs::read_to_string(dir.join(KUSTOMIZATION_FILE)).unwrap_or_default();
+    assert!(
+        on_disk == kustomization(&generated),
+        "{CRD_DIR}/{KUSTOMIZATION_FILE} does not list exactly the generated CRDs: {REGENERATE}"
+    );
     assert!(
         stale.is_empty(),
         "stale files in {CRD_DIR}: {stale:?}; delete them and {REGENERATE}"
@@ -103,6 +112,11 @@ fn names_scope_and_files() {
                 "clusteranalysistemplates.skycanary.io".to_string(),
                 "skycanary.io_clusteranalysistemplates.yaml".to_string(),
                 json!("Cluster")
+            ),
+            (
+                "scheduledanalyses.skycanary.io".to_string(),
+                "skycanary.io_scheduledanalyses.yaml".to_string(),
+                json!("Namespaced")
             ),
         ]
     );
@@ -365,6 +379,7 @@ fn examples_and_bundled_templates_validate() {
     let mut files = vec![
         repo().join("deploy/examples/bookinfo/canary.yaml"),
         repo().join("deploy/examples/bookinfo/apdex.yaml"),
+        repo().join("deploy/examples/bookinfo/scheduled.yaml"),
     ];
     let mut templates: Vec<PathBuf> = std::fs::read_dir(repo().join("analysis-templates"))
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -388,6 +403,29 @@ fn examples_and_bundled_templates_validate() {
         }
     }
     assert!(checked >= 2, "only {checked} documents checked");
+}
+
+#[test]
+fn scheduled_analysis_crd_has_a_status_subresource_and_a_status_schema() {
+    let c = crd("ScheduledAnalysis");
+    let v = &c.value["spec"]["versions"][0];
+    assert_eq!(v["subresources"]["status"], json!({}));
+    assert_eq!(c.value["spec"]["names"]["shortNames"], json!(["sksa"]));
+    let status = &root_schema("ScheduledAnalysis")["properties"]["status"]["properties"];
+    for field in [
+        "lastScheduleTime",
+        "nextScheduleTime",
+        "lastSuccessfulTime",
+        "active",
+        "history",
+    ] {
+        assert!(status.get(field).is_some(), "{field}");
+    }
+    let spec = &root_schema("ScheduledAnalysis")["properties"]["spec"];
+    assert_eq!(
+        spec["properties"]["concurrencyPolicy"]["enum"],
+        json!(["Forbid", "Replace", "Allow"])
+    );
 }
 
 #[test]
@@ -599,7 +637,32 @@ fn full_status() -> CanaryStatus {
         background_analysis_run: Some("v2-bg".into()),
         step_drifts: 1,
         drifts: 2,
+        command: Some(CommandRequest {
+            id: "17a-1".into(),
+            action: CommandAction::Abort,
+            full: false,
+            reason: Some("latency".into()),
+            requested_at: Some(t(40)),
+            requested_by: Some("ops@laptop".into()),
+        }),
+        last_command: Some(CommandOutcome {
+            id: "17a-0".into(),
+            action: CommandAction::Promote,
+            accepted: false,
+            message: Some("cannot promote".into()),
+            at: t(41),
+        }),
     }
+}
+
+/// The request `skycanary <action> --kube` writes is accepted by the status schema (a real API
+/// server would prune it otherwise).
+#[test]
+fn command_request_validates() {
+    let schema = &root_schema("Canary")["properties"]["status"];
+    let req = full_status().command.expect("set");
+    let v = json!({ "command": req });
+    assert_eq!(validate(schema, &v), Vec::<String>::new(), "{v:#}");
 }
 
 /// What the daemon writes to `.status` is accepted by the status schema.

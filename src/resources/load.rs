@@ -124,6 +124,22 @@ impl LoadedCanary {
     }
 }
 
+/// A parsed, validated ScheduledAnalysis.
+#[derive(Debug, Clone)]
+pub struct LoadedScheduled {
+    /// The resource.
+    pub doc: super::scheduled::ScheduledAnalysisDoc,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl LoadedScheduled {
+    /// Namespace, `default` when unset (file mode).
+    pub fn namespace(&self) -> &str {
+        self.doc.metadata.namespace.as_deref().unwrap_or("default")
+    }
+}
+
 /// Everything loaded from a set of paths.
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
@@ -131,6 +147,8 @@ pub struct LoadResult {
     pub templates: Vec<LoadedTemplate>,
     /// Valid canaries.
     pub canaries: Vec<LoadedCanary>,
+    /// Valid scheduled analyses.
+    pub scheduled: Vec<LoadedScheduled>,
     /// Notes that are not errors (e.g. checks that could not run).
     pub notes: Vec<String>,
     /// Every problem found.
@@ -267,13 +285,20 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
                 }
                 result.errors.extend(errs);
             }
-            (API_VERSION, "ScheduledAnalysis") => result.errors.push(origin.error(
-                "kind",
-                format!("kind {kind} is not supported by this version of skycanary yet"),
-            )),
+            (API_VERSION, "ScheduledAnalysis") => {
+                let (parsed, mut errs) =
+                    deserialize_all::<super::scheduled::ScheduledAnalysisDoc>(&doc.value, &origin);
+                if let Some(s) = parsed {
+                    errs.extend(super::scheduled_validate::validate_scheduled(&s, &origin));
+                    if errs.is_empty() {
+                        result.scheduled.push(LoadedScheduled { doc: s, origin });
+                    }
+                }
+                result.errors.extend(errs);
+            }
             (API_VERSION, other) => result.errors.push(origin.error(
                 "kind",
-                format!("unknown kind {other:?} in {API_VERSION} (expected AnalysisTemplate or ClusterAnalysisTemplate)"),
+                format!("unknown kind {other:?} in {API_VERSION} (expected AnalysisTemplate, ClusterAnalysisTemplate, Canary or ScheduledAnalysis)"),
             )),
             ("", _) => result.errors.push(origin.error(".", "missing apiVersion")),
             (_, "") => result.errors.push(origin.error(".", "missing kind")),
@@ -307,7 +332,28 @@ fn check_duplicates(result: &mut LoadResult) {
             canaries.insert(key, here);
         }
     }
+    let mut scheduled: BTreeMap<(String, String), String> = BTreeMap::new();
+    for s in &result.scheduled {
+        let key = (s.namespace().to_string(), s.doc.metadata.name.clone());
+        let here = format!(
+            "{}:{}",
+            s.origin.file,
+            s.origin.lines.line_of(".").unwrap_or(1)
+        );
+        if let Some(first) = scheduled.get(&key) {
+            result.errors.push(s.origin.error(
+                "metadata.name",
+                format!(
+                    "duplicate ScheduledAnalysis {}/{} (first defined at {first})",
+                    key.0, key.1
+                ),
+            ));
+        } else {
+            scheduled.insert(key, here);
+        }
+    }
     check_template_references(result);
+    check_rollback_references(result);
     let mut seen: BTreeMap<(String, String, String), String> = BTreeMap::new();
     for t in &result.templates {
         let key = (
@@ -336,17 +382,27 @@ fn check_duplicates(result: &mut LoadResult) {
 /// when only Canary files are validated for a cluster that holds the templates.
 fn check_template_references(result: &mut LoadResult) {
     use super::canary::{ArgValue, CanaryStep, TemplateRef};
-    if result.canaries.is_empty() {
+    if result.canaries.is_empty() && result.scheduled.is_empty() {
         return;
     }
     if result.templates.is_empty() {
         result.notes.push(
-            "no AnalysisTemplate was loaded: template references of Canaries were not checked"
+            "no AnalysisTemplate was loaded: template references of Canaries and ScheduledAnalyses were not checked"
                 .into(),
         );
         return;
     }
-    let mut errors = Vec::new();
+    /// Where templates are referenced: (field path, references, args given there).
+    type Group<'a> = (String, &'a [TemplateRef], Vec<&'a ArgValue>);
+    let mut users: Vec<(&Origin, &str, Vec<Group<'_>>)> = Vec::new();
+    for s in &result.scheduled {
+        let spec = &s.doc.spec;
+        users.push((
+            &s.origin,
+            s.namespace(),
+            vec![("spec".into(), &spec.templates, spec.args.iter().collect())],
+        ));
+    }
     for c in &result.canaries {
         let ns = c.namespace();
         let mut groups: Vec<(String, &[TemplateRef], Vec<&ArgValue>)> = Vec::new();
@@ -369,6 +425,10 @@ fn check_template_references(result: &mut LoadResult) {
                 ));
             }
         }
+        users.push((&c.origin, ns, groups));
+    }
+    let mut errors = Vec::new();
+    for (origin, ns, groups) in users {
         for (path, refs, args) in groups {
             for (i, r) in refs.iter().enumerate() {
                 let p = format!("{path}.templates[{i}].templateName");
@@ -385,15 +445,14 @@ fn check_template_references(result: &mut LoadResult) {
                         format!(" in namespace {ns}")
                     };
                     errors.push(
-                        c.origin
-                            .error(&p, format!("{kind} {:?} not found{scope}", r.template_name)),
+                        origin.error(&p, format!("{kind} {:?} not found{scope}", r.template_name)),
                     );
                     continue;
                 };
                 for a in &t.doc.spec.args {
                     let supplied = args.iter().any(|v| v.name == a.name);
                     if !supplied && a.value.is_none() && a.value_from.is_none() {
-                        errors.push(c.origin.error(
+                        errors.push(origin.error(
                             &format!("{path}.args"),
                             format!(
                                 "template {:?} requires arg {:?}, which is not supplied",
@@ -404,6 +463,46 @@ fn check_template_references(result: &mut LoadResult) {
                 }
             }
         }
+    }
+    result.errors.extend(errors);
+}
+
+/// Every canary a ScheduledAnalysis rolls back must be among the loaded ones. Skipped (with a
+/// note) when no Canary was loaded at all (they may live in the cluster).
+fn check_rollback_references(result: &mut LoadResult) {
+    let mut errors = Vec::new();
+    let mut unchecked = false;
+    for s in &result.scheduled {
+        let spec = &s.doc.spec;
+        for (field, actions) in [
+            ("spec.onFailure", &spec.on_failure),
+            ("spec.onInconclusive", &spec.on_inconclusive),
+            ("spec.onError", &spec.on_error),
+        ] {
+            let Some(r) = actions.as_ref().and_then(|a| a.rollback.as_ref()) else {
+                continue;
+            };
+            if result.canaries.is_empty() {
+                unchecked = true;
+                continue;
+            }
+            let (ns, name) = super::scheduled::canary_ref(&r.canary, s.namespace());
+            let found = result
+                .canaries
+                .iter()
+                .any(|c| c.namespace() == ns && c.doc.metadata.name == name);
+            if !found {
+                errors.push(s.origin.error(
+                    &format!("{field}.rollback.canary"),
+                    format!("Canary {ns}/{name} not found"),
+                ));
+            }
+        }
+    }
+    if unchecked {
+        result.notes.push(
+            "no Canary was loaded: rollback targets of ScheduledAnalyses were not checked".into(),
+        );
     }
     result.errors.extend(errors);
 }

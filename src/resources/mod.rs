@@ -5,12 +5,14 @@ pub mod canary;
 pub mod canary_validate;
 pub mod duration;
 pub mod load;
+pub mod scheduled;
+pub mod scheduled_validate;
 pub mod template;
 pub mod yaml;
 
 pub use load::{
-    ConfigError, ConfigErrors, LoadResult, LoadedCanary, LoadedTemplate, Origin, load_paths,
-    load_str,
+    ConfigError, ConfigErrors, LoadResult, LoadedCanary, LoadedScheduled, LoadedTemplate, Origin,
+    load_paths, load_str,
 };
 pub use template::*;
 pub mod crd;

@@ -4,24 +4,39 @@
 //! certificates, and the OAP version it detected. Building one per analysis run cost about a
 //! third of a MiB and a root-store load per canary, and one version probe per run; with the
 //! cache, runs that connect with the same settings share one client (BENCHMARKS.md, scale).
+//! A cache built with [`ClientCache::observed`] gives every client it builds the daemon's
+//! request observer, so shared clients still feed the provider metrics of `/metrics`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::plan::RunPlan;
-use crate::provider::skywalking::{Auth, ClientOptions, ProviderError, SkyWalkingClient};
+use crate::provider::skywalking::{
+    Auth, ClientOptions, ProviderError, RequestObserver, SkyWalkingClient,
+};
 
 /// Clients by connection settings. Cloning shares the cache; a client lives as long as a run
 /// holds it.
 #[derive(Debug, Clone, Default)]
 pub struct ClientCache {
     clients: Arc<Mutex<HashMap<String, Weak<SkyWalkingClient>>>>,
+    /// Given to every client the cache builds (one observer per cache, so not in the key).
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl ClientCache {
-    /// An empty cache.
+    /// An empty cache whose clients report to nobody.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty cache whose clients report every request to `observer` (the daemon's
+    /// `/metrics`), like [`super::connect_observed`].
+    pub fn observed(observer: Arc<dyn RequestObserver>) -> Self {
+        ClientCache {
+            clients: Arc::default(),
+            observer: Some(observer),
+        }
     }
 
     /// One client per planned connection, reusing a live client with the same settings.
@@ -35,7 +50,11 @@ impl ClientCache {
                 if let Some(c) = map.get(&key).and_then(Weak::upgrade) {
                     return Ok(c);
                 }
-                let c = Arc::new(SkyWalkingClient::new(o.clone())?);
+                let mut o = o.clone();
+                if let Some(obs) = &self.observer {
+                    o.observer = Some(obs.clone());
+                }
+                let c = Arc::new(SkyWalkingClient::new(o)?);
                 map.insert(key, Arc::downgrade(&c));
                 Ok(c)
             })
@@ -112,6 +131,44 @@ mod tests {
             }
         }
         assert_eq!(cache.len(), 4);
+    }
+
+    /// Counts the requests it hears about.
+    #[derive(Debug, Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl RequestObserver for Count {
+        fn observe(
+            &self,
+            _address: &str,
+            _kind: &str,
+            _elapsed: std::time::Duration,
+            _error: Option<&ProviderError>,
+        ) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_observed_cache_gives_its_clients_the_observer() {
+        let count = Arc::new(Count::default());
+        let cache = ClientCache::observed(count.clone());
+        // Nothing listens on port 1: the request fails, and the failure is still observed.
+        let mut o = ClientOptions::new("http://127.0.0.1:1");
+        o.timeout = std::time::Duration::from_secs(2);
+        let a = cache.connect(&plan(vec![o.clone()])).expect("connects");
+        let b = cache.connect(&plan(vec![o])).expect("connects");
+        assert!(Arc::ptr_eq(&a[0], &b[0]), "still shared");
+        assert!(a[0].server_info().await.is_err());
+        assert!(b[0].server_info().await.is_err());
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        let plain = ClientCache::new();
+        let c = plain
+            .connect(&plan(vec![ClientOptions::new("http://127.0.0.1:1")]))
+            .expect("connects");
+        assert!(c[0].server_info().await.is_err());
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

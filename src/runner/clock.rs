@@ -64,6 +64,52 @@ impl Clock for ScaledClock {
     }
 }
 
+/// Virtual time running `factor` times faster than the wall clock from a shared `origin`:
+/// `now = origin + (wall_now − origin) × factor`. Unlike [`ScaledClock`] it depends only on
+/// the wall clock, so separate processes given the same origin and factor agree on the time
+/// (the demo's simulator and the daemon it starts as a child process).
+#[derive(Debug, Clone, Copy)]
+pub struct WallScaledClock {
+    origin: DateTime<Utc>,
+    factor: f64,
+}
+
+impl WallScaledClock {
+    /// Virtual time equals wall time at `origin` and runs `factor` times faster from there
+    /// (a factor that is not finite and positive means 1).
+    pub fn new(origin: DateTime<Utc>, factor: f64) -> Self {
+        WallScaledClock {
+            origin,
+            factor: if factor.is_finite() && factor > 0.0 {
+                factor
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// The virtual time at wall-clock instant `wall`.
+    pub fn at(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        let real = (wall - self.origin).num_microseconds().unwrap_or(i64::MAX) as f64;
+        self.origin + chrono::Duration::microseconds((real * self.factor) as i64)
+    }
+
+    /// The speed-up factor.
+    pub fn factor(&self) -> f64 {
+        self.factor
+    }
+}
+
+impl Clock for WallScaledClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.at(Utc::now())
+    }
+    fn sleep_until(&self, t: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let virtual_wait = (t - self.now()).to_std().unwrap_or(Duration::ZERO);
+        Box::pin(tokio::time::sleep(virtual_wait.div_f64(self.factor)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +122,30 @@ mod tests {
         c.sleep_until(target).await;
         assert!(c.now() >= target);
         assert!(c.now() < target + chrono::Duration::seconds(2));
+    }
+
+    #[test]
+    fn wall_scaled_clocks_with_one_origin_agree() {
+        let origin = Utc::now() - chrono::Duration::seconds(10);
+        let a = WallScaledClock::new(origin, 30.0);
+        let b = WallScaledClock::new(origin, 30.0);
+        let wall = origin + chrono::Duration::seconds(2);
+        assert_eq!(a.at(wall), origin + chrono::Duration::seconds(60));
+        assert_eq!(a.at(wall), b.at(wall));
+        assert_eq!(a.at(origin), origin);
+        assert_eq!(WallScaledClock::new(origin, f64::NAN).factor(), 1.0);
+        assert_eq!(WallScaledClock::new(origin, -2.0).factor(), 1.0);
+        // Ten wall seconds have passed: about five virtual minutes.
+        let now = a.now();
+        assert!(now >= origin + chrono::Duration::seconds(300), "{now}");
+    }
+
+    #[tokio::test]
+    async fn wall_scaled_clock_sleeps_scaled() {
+        let c = WallScaledClock::new(Utc::now(), 600.0);
+        let target = c.now() + chrono::Duration::seconds(30);
+        c.sleep_until(target).await;
+        // The wall clock and tokio's monotonic clock may differ by a hair.
+        assert!(c.now() >= target - chrono::Duration::seconds(1));
     }
 }

@@ -8,7 +8,7 @@ pub mod plan;
 pub mod run;
 
 pub use clients::ClientCache;
-pub use clock::{Clock, ScaledClock, SystemClock};
+pub use clock::{Clock, ScaledClock, SystemClock, WallScaledClock};
 pub use observe::observation_from;
 pub use plan::{Defaults, PlannedMetric, RunPlan, plan, plan_many};
-pub use run::{RunEvent, connect, run_analysis, run_analysis_from};
+pub use run::{RunEvent, connect, connect_observed, run_analysis, run_analysis_from};

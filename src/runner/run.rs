@@ -12,7 +12,7 @@ use super::clock::Clock;
 use super::observe::observation_from;
 use super::plan::RunPlan;
 use crate::analysis::{self, Measurement, Phase, RunState};
-use crate::provider::skywalking::{MetricQuery, ProviderError, SkyWalkingClient};
+use crate::provider::skywalking::{MetricQuery, ProviderError, RequestObserver, SkyWalkingClient};
 
 /// Something that happened during a run, for live output.
 #[derive(Debug)]
@@ -39,6 +39,21 @@ pub fn connect(plan: &RunPlan) -> Result<Vec<Arc<SkyWalkingClient>>, ProviderErr
     plan.clients
         .iter()
         .map(|o| SkyWalkingClient::new(o.clone()).map(Arc::new))
+        .collect()
+}
+
+/// Like [`connect`], with every client reporting its requests to `observer` (`/metrics`).
+pub fn connect_observed(
+    plan: &RunPlan,
+    observer: Arc<dyn RequestObserver>,
+) -> Result<Vec<Arc<SkyWalkingClient>>, ProviderError> {
+    plan.clients
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            o.observer = Some(observer.clone());
+            SkyWalkingClient::new(o).map(Arc::new)
+        })
         .collect()
 }
 

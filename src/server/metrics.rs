@@ -24,12 +24,13 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every canary phase, so setting one phase can zero the others (a state-set gauge).
-const CANARY_PHASES: [CanaryPhase; 6] = [
+const CANARY_PHASES: [CanaryPhase; 7] = [
     CanaryPhase::Pending,
     CanaryPhase::Progressing,
     CanaryPhase::Paused,
     CanaryPhase::Promoted,
     CanaryPhase::Aborted,
+    CanaryPhase::RolledBack,
     CanaryPhase::Degraded,
 ];
 
@@ -50,14 +51,9 @@ fn canary_phase_name(phase: CanaryPhase) -> &'static str {
         CanaryPhase::Paused => "Paused",
         CanaryPhase::Promoted => "Promoted",
         CanaryPhase::Aborted => "Aborted",
+        CanaryPhase::RolledBack => "RolledBack",
         CanaryPhase::Degraded => "Degraded",
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct CanaryLabels {
-    namespace: String,
-    name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -110,8 +106,25 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AlarmMatchLabels {
+    namespace: String,
+    name: String,
+    source: String,
+    rule: String,
+    entity: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SourceLabels {
     source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ScheduledActionLabels {
+    namespace: String,
+    name: String,
+    action: String,
+    outcome: String,
 }
 
 type F64Gauge = Gauge<f64, AtomicU64>;
@@ -141,8 +154,10 @@ struct Inner {
     provider_errors: Family<ProviderLabels, Counter>,
     kube_conflicts: Family<KindLabels, Counter>,
     alarms_received: Family<SourceLabels, Counter>,
-    alarms_matched: Family<CanaryLabels, Counter>,
+    alarms_matched: Family<AlarmMatchLabels, Counter>,
     alarm_rollback_latency: Histogram,
+    scheduled_runs: Family<CanaryPhaseLabels, Counter>,
+    scheduled_actions: Family<ScheduledActionLabels, Counter>,
     series: Mutex<HashMap<(String, String), CanarySeries>>,
 }
 
@@ -230,7 +245,7 @@ impl Metrics {
             "Alarm messages received, by source",
             alarms_received.clone(),
         );
-        let alarms_matched = Family::<CanaryLabels, Counter>::default();
+        let alarms_matched = Family::<AlarmMatchLabels, Counter>::default();
         registry.register(
             "alarms_matched",
             "Alarm messages that matched a canary",
@@ -242,6 +257,18 @@ impl Metrics {
             "Time from alarm receipt to the rollback being written",
             Unit::Seconds,
             alarm_rollback_latency.clone(),
+        );
+        let scheduled_runs = Family::<CanaryPhaseLabels, Counter>::default();
+        registry.register(
+            "scheduled_runs",
+            "Scheduled analysis fire times, by outcome: the run's phase, Skipped (Forbid) or Missed",
+            scheduled_runs.clone(),
+        );
+        let scheduled_actions = Family::<ScheduledActionLabels, Counter>::default();
+        registry.register(
+            "scheduled_actions",
+            "Actions on scheduled analysis results (rollback, webhook), by outcome",
+            scheduled_actions.clone(),
         );
         Metrics {
             inner: Arc::new(Inner {
@@ -258,6 +285,8 @@ impl Metrics {
                 alarms_received,
                 alarms_matched,
                 alarm_rollback_latency,
+                scheduled_runs,
+                scheduled_actions,
                 series: Mutex::new(HashMap::new()),
             }),
         }
@@ -288,6 +317,24 @@ impl Metrics {
             };
             let value = i64::from(candidate == phase);
             self.inner.canary_phase.get_or_create(&labels).set(value);
+        }
+        // Known from now on, so `retain_canaries` can drop it when it is no longer declared.
+        self.series()
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+    }
+
+    /// Drops every series of canaries for which `keep(namespace, name)` is false (deleted
+    /// or no longer declared), so /metrics does not report canaries that are gone.
+    pub fn retain_canaries(&self, keep: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<(String, String)> = self
+            .series()
+            .keys()
+            .filter(|(ns, n)| !keep(ns, n))
+            .cloned()
+            .collect();
+        for (ns, n) in gone {
+            self.remove_canary(&ns, &n);
         }
     }
 
@@ -433,11 +480,22 @@ impl Metrics {
             .inc_by(count);
     }
 
-    /// `skycanary_alarms_matched_total`: an alarm matched this canary's rollback rules.
-    pub fn alarm_matched(&self, namespace: &str, name: &str) {
-        let labels = CanaryLabels {
+    /// `skycanary_alarms_matched_total`: an alarm from `source` (rule, entity) matched this
+    /// canary's rollback rules.
+    pub fn alarm_matched(
+        &self,
+        namespace: &str,
+        name: &str,
+        source: AlarmSource,
+        rule: &str,
+        entity: &str,
+    ) {
+        let labels = AlarmMatchLabels {
             namespace: namespace.to_string(),
             name: name.to_string(),
+            source: source.as_str().to_string(),
+            rule: rule.to_string(),
+            entity: entity.to_string(),
         };
         self.inner.alarms_matched.get_or_create(&labels).inc();
     }
@@ -447,6 +505,29 @@ impl Metrics {
         self.inner
             .alarm_rollback_latency
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// `skycanary_scheduled_runs_total`: a fire time of scheduled analysis `namespace/name`
+    /// ended as `outcome` (a run phase, `Skipped` or `Missed`).
+    pub fn scheduled_run(&self, namespace: &str, name: &str, outcome: &str) {
+        let labels = CanaryPhaseLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            phase: outcome.to_string(),
+        };
+        self.inner.scheduled_runs.get_or_create(&labels).inc();
+    }
+
+    /// `skycanary_scheduled_actions_total`: an `action` (`rollback`, `webhook`) on a scheduled
+    /// analysis' result ended `outcome` (`Succeeded`, `Failed`).
+    pub fn scheduled_action(&self, namespace: &str, name: &str, action: &str, outcome: &str) {
+        let labels = ScheduledActionLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            action: action.to_string(),
+            outcome: outcome.to_string(),
+        };
+        self.inner.scheduled_actions.get_or_create(&labels).inc();
     }
 
     /// Drops every gauge series of a deleted canary (counters stay: they are cumulative).
@@ -468,6 +549,21 @@ impl Metrics {
             for labels in &entry.values {
                 self.inner.measurement_value.remove(labels);
             }
+        }
+    }
+}
+
+impl crate::provider::skywalking::RequestObserver for Metrics {
+    fn observe(
+        &self,
+        address: &str,
+        kind: &str,
+        elapsed: Duration,
+        error: Option<&crate::provider::skywalking::ProviderError>,
+    ) {
+        self.provider_request(address, kind, elapsed);
+        if let Some(e) = error {
+            self.provider_error(address, e.kind());
         }
     }
 }

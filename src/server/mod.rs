@@ -10,6 +10,7 @@ mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -19,6 +20,7 @@ use crate::canary::{CanaryStatus, Command};
 
 pub use auth::{Auth, AuthError, TOKEN_ENV, Token, TokenError};
 pub use metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
+use routes::BodyDeadline;
 pub use routes::{MAX_BODY_BYTES, router};
 
 /// What the API shows of a canary: enough for `skycanary status` without the full resource.
@@ -43,6 +45,8 @@ pub enum AlarmSource {
     Skywalking,
     /// `POST /webhooks/alertmanager`: a Prometheus Alertmanager webhook payload.
     Alertmanager,
+    /// SkyWalking alarms polled through `getAlarm` (`run --alarm-poll-interval`).
+    SkywalkingPoll,
 }
 
 impl AlarmSource {
@@ -51,6 +55,15 @@ impl AlarmSource {
         match self {
             AlarmSource::Skywalking => "skywalking",
             AlarmSource::Alertmanager => "alertmanager",
+            AlarmSource::SkywalkingPoll => "skywalking-poll",
+        }
+    }
+
+    /// How status and events name the sender.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            AlarmSource::Skywalking | AlarmSource::SkywalkingPoll => "SkyWalking",
+            AlarmSource::Alertmanager => "Alertmanager",
         }
     }
 }
@@ -136,17 +149,115 @@ pub async fn serve(
     serve_on(listener, app, shutdown).await
 }
 
-/// Like [`serve`] on an already bound listener (tests bind port 0 and read the address).
+/// How long a client may take to send a request, so slow or stalled clients (slowloris) cannot
+/// hold the daemon's connections: first its headers, then, from there, its whole body. A client
+/// too slow with its headers is disconnected; one too slow with its body gets 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTimeouts {
+    /// From the connection's start (or the previous response) to the end of the headers.
+    pub headers: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body: Duration,
+}
+
+impl ReadTimeouts {
+    /// The same limit for headers and body.
+    pub fn both(limit: Duration) -> Self {
+        ReadTimeouts {
+            headers: limit,
+            body: limit,
+        }
+    }
+}
+
+impl Default for ReadTimeouts {
+    /// 10 s each: far beyond any real client on a cluster network, short enough that idle
+    /// connections cannot pile up.
+    fn default() -> Self {
+        ReadTimeouts::both(Duration::from_secs(10))
+    }
+}
+
+/// Like [`serve`] on an already bound listener (tests bind port 0 and read the address), with
+/// the default [`ReadTimeouts`].
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_on_with(listener, app, shutdown, ReadTimeouts::default()).await
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then stops accepting and lets every
+/// connection finish its in-flight request. Accept errors (e.g. too many open files) are logged
+/// and retried, never fatal.
+pub async fn serve_on_with(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    timeouts: ReadTimeouts,
+) -> Result<(), ServerError> {
     if let Ok(local) = listener.local_addr() {
         tracing::info!(addr = %local, "HTTP server listening");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServerError::Serve)
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        connections.spawn(serve_connection(
+            stream,
+            app.clone(),
+            timeouts,
+            closing_rx.clone(),
+        ));
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: axum::Router,
+    timeouts: ReadTimeouts,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    use tower::ServiceExt;
+
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut()
+            .insert(BodyDeadline(tokio::time::Instant::now() + timeouts.body));
+        app.clone().oneshot(req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeouts.headers);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!("HTTP connection ended: {e}");
+            }
+        }
+        () = async { let _ = closing.wait_for(|c| *c).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

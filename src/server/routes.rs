@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +23,14 @@ use crate::canary::Command;
 
 /// Largest request body accepted (DESIGN §6).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Body read limit for requests that did not come through [`super::serve_on_with`] (which sets
+/// [`BodyDeadline`] per request), e.g. in-process tests.
+const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When the request's body must be complete, set by the connection that read its headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyDeadline(pub tokio::time::Instant);
 
 /// Reason recorded when `abort` comes without one.
 const DEFAULT_ABORT_REASON: &str = "aborted via API";
@@ -48,6 +56,13 @@ impl ApiError {
 
     fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unsupported_media_type(found: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported content type {found:?}: send application/json"),
+        )
     }
 
     fn too_large() -> Self {
@@ -139,6 +154,7 @@ pub fn router(control: Arc<dyn Control>, metrics: Metrics, auth: Auth) -> Router
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(read_body_in_time))
         .layer(middleware::from_fn(reject_declared_oversize))
         .layer(middleware::from_fn_with_state(auth, require_token))
 }
@@ -154,6 +170,69 @@ async fn reject_declared_oversize(req: Request, next: Next) -> Response {
     match declared {
         Some(length) if length > MAX_BODY_BYTES as u64 => ApiError::too_large().into_response(),
         _ => next.run(req).await,
+    }
+}
+
+/// Reads the whole body, at most [`MAX_BODY_BYTES`], before [`BodyDeadline`]: a client that
+/// trickles its body (slowloris) gets 408 instead of holding the request open, and an
+/// undeclared (chunked) body over the limit gets 413 however it is sent. Handlers then see a
+/// complete body. Runs after authentication, so nobody without the token makes us read a body.
+async fn read_body_in_time(req: Request, next: Next) -> Response {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+    let deadline = req
+        .extensions()
+        .get::<BodyDeadline>()
+        .map(|d| d.0)
+        .unwrap_or_else(|| tokio::time::Instant::now() + DEFAULT_BODY_READ_TIMEOUT);
+    let (parts, body) = req.into_parts();
+    let read = Limited::new(body, MAX_BODY_BYTES).collect();
+    let bytes = match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return ApiError::too_large().into_response();
+        }
+        Ok(Err(e)) => {
+            return ApiError::bad_request(format!("cannot read the request body: {e}"))
+                .into_response();
+        }
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            )
+            .into_response();
+            // The rest of the body may still be on its way: this connection is done.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Bodies are JSON: a declared `Content-Type` must say so (`application/json`, or a
+/// `+json` type, parameters allowed). A request without the header is accepted (hand-written
+/// clients often send none); any other type is 415 before the body is looked at.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("<not text>");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type(text))
     }
 }
 
@@ -243,10 +322,14 @@ async fn canary_command(
     State(state): State<AppState>,
     path: Result<Path<(String, String, String)>, PathRejection>,
     query: Result<Query<PromoteQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CanarySummary>, ApiError> {
     let Path((namespace, name, action)) = path?;
     let body = body?;
+    if !body.trim_ascii().is_empty() {
+        require_json(&headers)?;
+    }
     let cmd = match action.as_str() {
         "promote" => Command::Promote { full: query?.full },
         "abort" => Command::Abort {
@@ -294,15 +377,19 @@ async fn run_scheduled(
 
 async fn skywalking_webhook(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    require_json(&headers)?;
     alarm(state, AlarmSource::Skywalking, body?).await
 }
 
 async fn alertmanager_webhook(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    require_json(&headers)?;
     alarm(state, AlarmSource::Alertmanager, body?).await
 }
 

@@ -151,9 +151,9 @@ impl Control for Fake {
             (AlarmSource::Skywalking, Ok(Value::Array(items))) => {
                 Ok(json!({"received": items.len()}))
             }
-            (AlarmSource::Skywalking, _) => Err(ControlError::Invalid(
-                "expected an array of AlarmMessage".into(),
-            )),
+            (AlarmSource::Skywalking | AlarmSource::SkywalkingPoll, _) => Err(
+                ControlError::Invalid("expected an array of AlarmMessage".into()),
+            ),
             (AlarmSource::Alertmanager, _) => Ok(json!({"received": 1})),
         };
         lock(&self.alarms).push((source, body));
@@ -171,6 +171,10 @@ struct Harness {
 
 impl Harness {
     async fn start(auth: Auth) -> Harness {
+        Harness::start_with(auth, ReadTimeouts::default()).await
+    }
+
+    async fn start_with(auth: Auth, timeouts: ReadTimeouts) -> Harness {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let fake = Arc::new(Fake::new());
         let metrics = Metrics::new();
@@ -180,9 +184,14 @@ impl Harness {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(serve_on(listener, app, async move {
-            let _ = rx.await;
-        }));
+        tokio::spawn(serve_on_with(
+            listener,
+            app,
+            async move {
+                let _ = rx.await;
+            },
+            timeouts,
+        ));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -772,7 +781,13 @@ fn record_everything(metrics: &Metrics) {
     metrics.provider_error("http://oap:12800", "timeout");
     metrics.kube_write_conflict("VirtualService");
     metrics.alarms_received(AlarmSource::Skywalking, 3);
-    metrics.alarm_matched("prod", "web");
+    metrics.alarm_matched(
+        "prod",
+        "web",
+        AlarmSource::Skywalking,
+        "service_sla_rule",
+        "web.prod",
+    );
     metrics.alarm_rollback_latency(Duration::from_millis(120));
 }
 
@@ -940,7 +955,15 @@ async fn metrics_scrape_is_openmetrics() {
         3.0
     );
     assert_eq!(
-        value_of(&samples, "skycanary_alarms_matched_total", &web),
+        value_of(
+            &samples,
+            "skycanary_alarms_matched_total",
+            &with(&[
+                ("source", "skywalking"),
+                ("rule", "service_sla_rule"),
+                ("entity", "web.prod")
+            ])
+        ),
         1.0
     );
 
@@ -1028,4 +1051,296 @@ fn label_values_are_escaped() {
     metrics.decision("prod", "web", "quote\"and\\slash");
     let text = metrics.encode().expect("encode");
     assert!(text.contains(r#"reason="quote\"and\\slash""#), "{text}");
+}
+
+// ---- Hostile input (issue 8, part 3): every case gets its status and reaches no handler. ----
+
+#[tokio::test]
+async fn token_variants_are_refused_and_the_scheme_is_case_insensitive() {
+    let h = Harness::secured().await;
+    let upper = TOKEN.to_uppercase();
+    assert_ne!(upper, TOKEN, "the test token must have lowercase letters");
+    for header in [
+        format!("Bearer {upper}"),          // wrong case of the token itself
+        format!("Bearer {TOKEN}{TOKEN}"),   // the token twice
+        format!("Bearer x{TOKEN}"),         // a prefix added
+        format!("Bearer {TOKEN} x"),        // a suffix after a space
+        format!("Bearer {} ", &TOKEN[..4]), // a short prefix
+        TOKEN.to_string(),                  // no scheme
+        format!("Token {TOKEN}"),           // another scheme
+        format!("Bearer\t{TOKEN}"),         // tab instead of the space
+        format!("Bearer {TOKEN}\u{0}"),     // refused by the HTTP layer or by us
+    ] {
+        let Ok(response) = h
+            .client
+            .post(h.url("/api/v1/canaries/prod/web/abort"))
+            .header("authorization", &header)
+            .send()
+            .await
+        else {
+            continue; // reqwest refused to send an invalid header value: fine
+        };
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{header:?}");
+    }
+    // Credentials anywhere but the Authorization header do not count.
+    let response = h
+        .client
+        .post(h.url(&format!(
+            "/api/v1/canaries/prod/web/abort?token={TOKEN}&access_token={TOKEN}"
+        )))
+        .header("x-api-key", TOKEN)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Two Authorization headers: only the first is read; a wrong first one fails.
+    let response = h
+        .client
+        .post(h.url("/api/v1/canaries/prod/web/abort"))
+        .header("authorization", "Bearer wrong")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(lock(&h.fake.commands).is_empty());
+
+    // RFC 7235: the scheme is case-insensitive.
+    for scheme in ["BEARER", "bearer", "bEaReR"] {
+        let response = h
+            .client
+            .get(h.url("/api/v1/canaries"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_are_415() {
+    let h = Harness::secured().await;
+    let alarm = r#"[{"scopeId":1,"name":"web","alarmMessage":"x","startTime":1}]"#;
+    for path in [
+        "/webhooks/skywalking",
+        "/webhooks/alertmanager",
+        "/api/v1/canaries/prod/web/abort",
+    ] {
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/xml",
+            "application/jsonx",
+            "text/json",
+        ] {
+            let body = if path.ends_with("abort") {
+                r#"{"reason": "x"}"#
+            } else {
+                alarm
+            };
+            let response = h
+                .client
+                .post(h.url(path))
+                .bearer_auth(TOKEN)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .expect("POST");
+            assert_eq!(
+                response.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{path} {ct}"
+            );
+            assert!(error_of(response).await.contains("application/json"));
+        }
+    }
+    assert!(lock(&h.fake.alarms).is_empty());
+    assert!(lock(&h.fake.commands).is_empty());
+
+    // JSON types with parameters, +json types, and no header at all are accepted.
+    for ct in [
+        Some("application/json; charset=utf-8"),
+        Some("Application/JSON"),
+        Some("application/vnd.skywalking.alarm+json"),
+        None,
+    ] {
+        let mut request = h
+            .client
+            .post(h.url("/webhooks/skywalking"))
+            .bearer_auth(TOKEN)
+            .body(alarm);
+        if let Some(ct) = ct {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.expect("POST");
+        assert_eq!(response.status(), StatusCode::OK, "{ct:?}");
+    }
+    // A body-less command needs no content type.
+    let response = h
+        .client
+        .post(h.url("/api/v1/canaries/prod/web/pause"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn deeply_nested_json_is_400_not_a_stack_overflow() {
+    let h = Harness::secured().await;
+    let depth = 200_000;
+    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    // serde_json stops at 128 levels: the reason field is not a string, and the Fake daemon's
+    // payload parser (a Value, as the real one) refuses it.
+    let abort = format!(r#"{{"reason": {nested}}}"#);
+    let response = h.post("/api/v1/canaries/prod/web/abort", abort).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(error_of(response).await.starts_with("invalid abort body"));
+    let objects = format!("{}{}", r#"{"a":"#.repeat(depth / 2), "}".repeat(depth / 2));
+    for body in [nested.clone(), objects, format!("[{nested}")] {
+        let response = h.post("/webhooks/skywalking", body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    assert!(lock(&h.fake.commands).is_empty());
+    // The server is still there.
+    assert_eq!(h.get("/api/v1/canaries").await.status(), StatusCode::OK);
+}
+
+/// A chunked abort body over the limit: 413 and no command (the webhook case is above).
+#[tokio::test]
+async fn streamed_command_bodies_over_the_limit_are_413() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    let fake = Arc::new(Fake::new());
+    let app = router(fake.clone(), Metrics::new(), Auth::Insecure);
+    let chunks = (0..20).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 64 * 1024])));
+    let request = axum::http::Request::post("/api/v1/canaries/prod/web/abort")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .expect("request");
+    let response = app.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(lock(&fake.commands).is_empty());
+}
+
+/// Reads what the server sends until it closes the connection (or `limit` passes: a bound that
+/// keeps a broken server from hanging the test, not a timing assertion).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_all).await.ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn slow_bodies_get_408_and_slow_headers_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+
+    let timeouts = ReadTimeouts::both(Duration::from_millis(300));
+    let h = Harness::start_with(
+        Auth::Bearer(Token::new(TOKEN, "test").expect("token")),
+        timeouts,
+    )
+    .await;
+    let addr = h.base.trim_start_matches("http://").to_string();
+    let bound = Duration::from_secs(10);
+
+    // A body that stops after 10 of its declared 100 bytes: 408, then the connection closes.
+    let mut slow_body = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /webhooks/skywalking HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n[{{\"scope\":"
+    );
+    slow_body.write_all(head.as_bytes()).await.expect("write");
+    let answer = read_until_closed(&mut slow_body, bound)
+        .await
+        .expect("the server answers and closes within the bound");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive in time"), "{answer}");
+
+    // A chunked body trickled one byte at a time, each well within any per-read timeout: the
+    // deadline is for the whole body, so it is cut too.
+    let mut trickle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/canaries/prod/web/abort HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    trickle.write_all(head.as_bytes()).await.expect("write");
+    let (mut reader, mut writer) = trickle.into_split();
+    let writing = tokio::spawn(async move {
+        for _ in 0..200 {
+            if writer.write_all(b"1\r\n \r\n").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(bound, read)
+        .await
+        .expect("answered within the bound");
+    writing.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // Headers that never end, trickled or stalled: the connection is closed without a request
+    // reaching any handler.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(b"POST /api/v1/canaries/prod/web/abort HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .expect("write");
+        stalled.push(s);
+    }
+    // Meanwhile a well-behaved client is served.
+    assert_eq!(h.get("/api/v1/canaries").await.status(), StatusCode::OK);
+    for mut s in stalled {
+        let rest = read_until_closed(&mut s, bound)
+            .await
+            .expect("closed within the bound");
+        assert!(!rest.contains("200 OK"), "{rest}");
+    }
+    // A connection that sends nothing at all is closed as well.
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    assert!(read_until_closed(&mut silent, bound).await.is_some());
+
+    assert!(lock(&h.fake.alarms).is_empty());
+    assert!(lock(&h.fake.commands).is_empty());
 }

@@ -3,6 +3,7 @@
 //! metric series and alarms, and injects faults. The CLI (`--simulator`), the
 //! demo and all integration tests drive it through [`Simulator`].
 
+pub mod blend;
 mod duration;
 mod faults;
 mod mqe;

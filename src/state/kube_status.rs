@@ -209,20 +209,26 @@ impl KubeStatusStore {
 }
 
 /// The merge patch that turns `stored` into `desired`: `desired` itself, plus `null` for every
-/// key (at any object depth) that `stored` has and `desired` lacks, except a top-level
-/// `observedGeneration`, which is kept unless the new status sets one.
+/// key (at any object depth) that `stored` has and `desired` lacks, except the top-level keys
+/// of [`KEPT_UNLESS_SET`], which are kept unless the new status sets them.
 pub fn status_merge_patch(stored: Option<&Value>, desired: &Value) -> Value {
     let mut patch = desired.clone();
     if let Some(old) = stored {
         add_deletions(old, &mut patch);
     }
-    if desired.get("observedGeneration").is_none()
-        && let Some(m) = patch.as_object_mut()
-    {
-        m.remove("observedGeneration");
+    if let Some(m) = patch.as_object_mut() {
+        for key in KEPT_UNLESS_SET {
+            if desired.get(key).is_none() {
+                m.remove(key);
+            }
+        }
     }
     patch
 }
+
+/// Status keys the daemon's writes never delete: `observedGeneration` (set only when known) and
+/// `command`, which belongs to `skycanary <action> --kube` (the daemon answers in `lastCommand`).
+const KEPT_UNLESS_SET: [&str; 2] = ["observedGeneration", "command"];
 
 fn add_deletions(old: &Value, new: &mut Value) {
     let (Value::Object(old), Value::Object(new)) = (old, new) else {

@@ -167,6 +167,32 @@ fn merge_patch_nulls_nested_removals_and_replaces_arrays() {
     assert_eq!(status_merge_patch(None, &desired), desired);
 }
 
+/// A request from `skycanary <action> --kube` is never deleted by the daemon's own writes,
+/// even one computed before the request arrived; an in-memory copy is never written back.
+#[test]
+fn merge_patch_never_touches_the_command_request() {
+    let stored = json!({"phase": "Paused", "command": {"id": "b", "action": "promote"},
+                        "lastCommand": {"id": "a"}});
+    let desired = json!({"phase": "Progressing", "lastCommand": {"id": "a"}});
+    assert_eq!(
+        status_merge_patch(Some(&stored), &desired),
+        json!({"phase": "Progressing", "lastCommand": {"id": "a"}})
+    );
+    let status = CanaryStatus {
+        command: Some(crate::canary::CommandRequest {
+            id: "old".into(),
+            action: crate::canary::CommandAction::Abort,
+            full: false,
+            reason: None,
+            requested_at: None,
+            requested_by: None,
+        }),
+        ..CanaryStatus::default()
+    };
+    let v = serde_json::to_value(&status).unwrap();
+    assert!(v.get("command").is_none(), "{v}");
+}
+
 #[tokio::test]
 async fn unparsable_status_is_an_error_not_a_reset() {
     let (fake, store) = setup();

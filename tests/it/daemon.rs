@@ -7,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skycanary::sim::{OapProfile, SimConfig, SimEntity, Simulator};
+use skycanary::sim::{OapProfile, SimAlarm, SimConfig, SimEntity, Simulator};
 
-const TOKEN: &str = "test-token-123";
+pub(crate) const TOKEN: &str = "test-token-123";
 
 const VS: &str = r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -69,13 +69,13 @@ spec:
     )
 }
 
-struct Daemon {
-    child: Child,
-    url: String,
-    dirs: Option<tempfile::TempDir>,
-    manifests: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) dirs: Option<tempfile::TempDir>,
+    pub(crate) manifests: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -93,7 +93,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
+pub(crate) fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
+    start_with(dirs, sim_url, &[])
+}
+
+pub(crate) fn start_with(dirs: tempfile::TempDir, sim_url: &str, extra: &[&str]) -> Daemon {
     let root = dirs.path().to_path_buf();
     let (config, manifests, state) = (root.join("config"), root.join("istio"), root.join("state"));
     let token_file = root.join("token");
@@ -114,6 +118,7 @@ fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
             "--token-file",
         ])
         .arg(&token_file)
+        .args(extra)
         .env("RUST_LOG", "skycanary=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -133,7 +138,7 @@ fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
     }
 }
 
-fn setup(canary_yaml: &str) -> tempfile::TempDir {
+pub(crate) fn setup(canary_yaml: &str) -> tempfile::TempDir {
     let dirs = tempfile::tempdir().unwrap();
     for d in ["config", "istio", "state"] {
         std::fs::create_dir_all(dirs.path().join(d)).unwrap();
@@ -143,7 +148,7 @@ fn setup(canary_yaml: &str) -> tempfile::TempDir {
     dirs
 }
 
-async fn sim_with_apdex(
+pub(crate) async fn sim_with_apdex(
     f: impl Fn(chrono::DateTime<chrono::Utc>) -> Option<f64> + Send + Sync + 'static,
 ) -> (Simulator, skycanary::sim::RunningSim) {
     let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
@@ -152,7 +157,7 @@ async fn sim_with_apdex(
     (sim, running)
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -188,7 +193,7 @@ async fn wait_for(d: &Daemon, what: &str, limit: Duration, pred: impl Fn(&Value)
     }
 }
 
-fn vs_weights(manifests: &Path) -> (i64, i64) {
+pub(crate) fn vs_weights(manifests: &Path) -> (i64, i64) {
     let text = std::fs::read_to_string(manifests.join("reviews.yaml")).unwrap();
     let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
     let r = &v["spec"]["http"][0]["route"];
@@ -196,6 +201,11 @@ fn vs_weights(manifests: &Path) -> (i64, i64) {
         r[0]["weight"].as_i64().unwrap(),
         r[1]["weight"].as_i64().unwrap(),
     )
+}
+
+/// Aborted, and the rollback write confirmed (the phase is published before the write ends).
+fn aborted_and_written(s: &Value) -> bool {
+    phase(s) == "Aborted" && s["status"].get("routingWrite").is_none()
 }
 
 fn phase(s: &Value) -> &str {
@@ -238,6 +248,16 @@ async fn healthy_canary_is_promoted_on_its_own() {
         ),
         "{metrics}"
     );
+    // Every OAP request is timed, by kind.
+    let measured = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("skycanary_provider_request_duration_seconds_count{")
+                && l.contains(r#"kind="metrics""#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(measured.is_some_and(|n| n > 0), "{metrics}");
     let _ = &d.config;
 }
 
@@ -246,7 +266,7 @@ async fn failing_analysis_rolls_back_to_stable_with_evidence() {
     let (_sim, running) = sim_with_apdex(|_| Some(7000.0)).await;
     let d = start(setup(&canary("Abort")), &running.url());
     let s = wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert_eq!(vs_weights(&d.manifests), (100, 0));
@@ -291,10 +311,25 @@ async fn oap_outage_holds_or_aborts_as_configured() {
     .await;
     assert_eq!(s["status"]["pause"]["reason"], "AnalysisError", "{s:#}");
     assert_eq!(vs_weights(&d.manifests), (90, 10), "weight frozen");
+    // The failed requests are in /metrics, by address and error kind.
+    let metrics = http()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            r#"skycanary_provider_errors_total{address="http://127.0.0.1:9",kind="transport"}"#
+        )),
+        "{metrics}"
+    );
 
     let d = start(setup(&canary("Abort")), "http://127.0.0.1:9");
     wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert_eq!(vs_weights(&d.manifests), (100, 0));
@@ -329,7 +364,7 @@ async fn commands_need_the_token_and_work() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let s = wait_for(&d, "Aborted", Duration::from_secs(10), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert!(
@@ -340,6 +375,17 @@ async fn commands_need_the_token_and_work() {
         "{s:#}"
     );
     assert_eq!(vs_weights(&d.manifests), (100, 0));
+    // A command the canary's state refuses is a 409 with the machine's reason, not a 200.
+    let pause = format!("{}/api/v1/canaries/bookinfo/reviews/pause", d.url);
+    let r = c.post(&pause).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot pause")),
+        "{body}"
+    );
     let retry = format!("{}/api/v1/canaries/bookinfo/reviews/retry", d.url);
     assert_eq!(
         c.post(&retry)
@@ -410,7 +456,7 @@ async fn sigkill_and_restart_resume_the_same_step_without_lowering_weights() {
     assert_eq!(done["status"]["analysisRuns"].as_array().unwrap().len(), 2);
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
+pub(crate) fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_skycanary"))
         .args(args)
         .output()
@@ -578,4 +624,289 @@ async fn config_changes_are_picked_up_and_invalid_ones_refused() {
         s["status"]["revision"] == "v3"
     })
     .await;
+    // A canary that is no longer declared leaves /metrics; the new one appears.
+    assert!(yaml.contains("{name: reviews, "), "{yaml}");
+    std::fs::write(&file, yaml.replace("{name: reviews, ", "{name: ratings, ")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let m = http()
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // Gauges describe the present and go; counters keep their history (Prometheus style).
+        let gauge_of_reviews = m.lines().any(|l| {
+            (l.starts_with("skycanary_canary_phase{")
+                || l.starts_with("skycanary_canary_weight{")
+                || l.starts_with("skycanary_measurement_value{"))
+                && l.contains(r#"name="reviews""#)
+        });
+        if m.contains(r#"name="ratings""#) && !gauge_of_reviews {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        metrics.contains(r#"skycanary_canary_phase{namespace="bookinfo",name="ratings""#),
+        "{metrics}"
+    );
+}
+
+fn alertmanager_payload(status: &str, service: &str, starts_at: &str, fingerprint: &str) -> Value {
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"HighErrorRate\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "skycanary",
+        "groupLabels": {"alertname": "HighErrorRate"},
+        "commonLabels": {"alertname": "HighErrorRate", "service": service},
+        "commonAnnotations": {"summary": "5xx ratio above 5%"},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "HighErrorRate", "namespace": "bookinfo", "service": service},
+            "annotations": {"summary": "5xx ratio above 5%"},
+            "startsAt": starts_at,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph",
+            "fingerprint": fingerprint
+        }]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matching_alertmanager_alert_rolls_back_at_once() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alerts: [{labels: {alertname: HighErrorRate, service: \"reviews.*\"}}]\n");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    let c = http();
+    let hook = format!("{}/webhooks/alertmanager", d.url);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let post = |body: Value| {
+        let c = c.clone();
+        let hook = hook.clone();
+        async move {
+            let r = c
+                .post(&hook)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let firing = alertmanager_payload("firing", "reviews-canary", &now, "c2e8d2a1f0b3e4d5");
+
+    // No token: 401, nothing changes.
+    let r = c.post(&hook).json(&firing).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Resolved, another service, older than the run, malformed: nothing changes.
+    let (s, body) = post(alertmanager_payload(
+        "resolved",
+        "reviews-canary",
+        &now,
+        "c2e8d2a1f0b3e4d5",
+    ))
+    .await;
+    assert_eq!(
+        (s, &body["resolved"]),
+        (200, &serde_json::json!(1)),
+        "{body}"
+    );
+    let (s, body) = post(alertmanager_payload("firing", "ratings", &now, "9a1b")).await;
+    assert_eq!(
+        (s, &body["matched"]),
+        (200, &serde_json::json!([])),
+        "{body}"
+    );
+    let (s, body) = post(alertmanager_payload(
+        "firing",
+        "reviews-canary",
+        "2020-01-01T00:00:00Z",
+        "0ld",
+    ))
+    .await;
+    assert_eq!(
+        (s, &body["olderThanRun"]),
+        (200, &serde_json::json!(1)),
+        "{body}"
+    );
+    let (s, body) =
+        post(serde_json::json!({"version": "4", "alerts": [{"status": "firing", "labels": {}}]}))
+            .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.to_string().contains("startsAt"), "{body}");
+    let st = status(&d).await;
+    assert_eq!(phase(&st), "Paused", "{st:#}");
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+
+    // The matching alert: rolled back when the POST returns.
+    let (s, body) = post(firing.clone()).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        body["matched"],
+        serde_json::json!(["bookinfo/reviews"]),
+        "{body}"
+    );
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let st = status(&d).await;
+    assert_eq!(phase(&st), "Aborted", "{st:#}");
+    let abort = &st["status"]["abort"];
+    assert!(
+        abort["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Alertmanager alarm HighErrorRate"),
+        "{abort:#}"
+    );
+    assert!(
+        abort["alarm"]
+            .as_str()
+            .unwrap_or("")
+            .contains("service=\"reviews-canary\""),
+        "{abort:#}"
+    );
+    // Alertmanager repeats a firing alert every repeat_interval: handled once.
+    let (_, again) = post(firing).await;
+    assert_eq!(again["duplicates"], 1, "{again}");
+    let metrics = c
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("skycanary_alarms_matched_total{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        line.contains("source=\"alertmanager\"") && line.contains("rule=\"HighErrorRate\""),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_skywalking_alarm_rolls_back() {
+    let (sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alarms: [{scope: Service, name: \"reviews\\\\.bookinfo\"}]\n");
+    let d = start_with(
+        setup(&yaml),
+        &running.url(),
+        &["--alarm-poll-interval", "200ms"],
+    );
+    let st = wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    let run_start: chrono::DateTime<chrono::Utc> = st["status"]["startedAt"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{st:#}"));
+    // Another service, and an alarm from before this run: no rollback.
+    sim.add_alarm(SimAlarm::new(
+        SimEntity::service("ratings.bookinfo"),
+        chrono::Utc::now(),
+        "Response time of service ratings.bookinfo is more than 1000ms",
+    ));
+    sim.add_alarm(SimAlarm::new(
+        SimEntity::service("reviews.bookinfo"),
+        run_start - chrono::Duration::seconds(1),
+        "an earlier release",
+    ));
+    let polls_before = sim.requests().len();
+    let start = Instant::now();
+    while sim
+        .requests()
+        .iter()
+        .skip(polls_before)
+        .filter(|r| r.raw_body.contains("SkycanaryAlarms"))
+        .count()
+        < 3
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no poll reached the OAP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = status(&d).await;
+    assert_eq!(phase(&st), "Paused", "{st:#}");
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+
+    sim.add_alarm(SimAlarm::new(
+        SimEntity::service("reviews.bookinfo"),
+        chrono::Utc::now(),
+        "Response time of service reviews.bookinfo is more than 1000ms",
+    ));
+    let st = wait_for(&d, "the polled rollback", Duration::from_secs(30), |s| {
+        phase(s) == "Aborted"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let abort = &st["status"]["abort"];
+    assert!(
+        abort["alarm"]
+            .as_str()
+            .unwrap_or("")
+            .contains("(reviews.bookinfo)"),
+        "{abort:#}"
+    );
+    assert!(
+        abort["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("SkyWalking alarm Response time"),
+        "{abort:#}"
+    );
+}
+
+#[test]
+fn alarm_polling_needs_an_oap() {
+    let dirs = setup(&canary("Abort"));
+    let root = dirs.path();
+    let token = root.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_skycanary"))
+        .args(["run", "--config"])
+        .arg(root.join("config"))
+        .arg("--manifests")
+        .arg(root.join("istio"))
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--alarm-poll-interval",
+            "30s",
+            "--token-file",
+        ])
+        .arg(&token)
+        .env_remove("SKYCANARY_SKYWALKING")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--alarm-poll-interval needs --skywalking"),
+        "{err}"
+    );
 }

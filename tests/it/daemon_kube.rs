@@ -43,9 +43,9 @@ fn seed(fake: &FakeApiServer) {
     .unwrap();
 }
 
-struct Replica {
-    child: Child,
-    url: String,
+pub(crate) struct Replica {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Replica {
@@ -55,11 +55,22 @@ impl Drop for Replica {
     }
 }
 
-fn replica(
+pub(crate) fn replica(
     identity: &str,
     kubeconfig: &std::path::Path,
     token: &std::path::Path,
     sim: &str,
+) -> Replica {
+    replica_with(identity, kubeconfig, token, sim, &[])
+}
+
+/// A replica with extra `run` arguments.
+pub(crate) fn replica_with(
+    identity: &str,
+    kubeconfig: &std::path::Path,
+    token: &std::path::Path,
+    sim: &str,
+    extra: &[&str],
 ) -> Replica {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -85,6 +96,7 @@ fn replica(
             "--token-file",
         ])
         .arg(token)
+        .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -111,7 +123,7 @@ fn holder(fake: &FakeApiServer) -> Option<String> {
     .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
 }
 
-async fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -221,4 +233,97 @@ async fn one_leader_drives_the_canary_and_the_standby_takes_over() {
         took_over.elapsed()
     );
     drop(standby_r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_analysis_from_its_crd_keeps_status_and_rolls_back_the_promoted_canary() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        move |_| {
+            Some(if h.load(Ordering::SeqCst) {
+                9950.0
+            } else {
+                7000.0
+            })
+        },
+    );
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let fake = FakeApiServer::new();
+    seed(&fake);
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "ScheduledAnalysis",
+        "metadata": {"name": "apdex-check", "namespace": "bookinfo"},
+        "spec": {"schedule": "*/2 * * * * *",
+            "templates": [{"templateName": "apdex"}],
+            "args": [{"name": "service", "value": "reviews.bookinfo"}],
+            "onFailure": {"rollback": {"canary": "reviews"}}}
+    }))
+    .unwrap();
+    let (addr, _h) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(addr, &kubeconfig).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let _a = replica("replica-a", &kubeconfig, &token, &running.url());
+    let canary = |fake: &FakeApiServer| {
+        fake.get("skycanary.io", "canaries", "bookinfo", "reviews")
+            .map(|c| c["status"].clone())
+    };
+    let scheduled = |fake: &FakeApiServer| {
+        fake.get(
+            "skycanary.io",
+            "scheduledanalyses",
+            "bookinfo",
+            "apdex-check",
+        )
+        .map(|c| c["status"].clone())
+    };
+    wait("promotion", Duration::from_secs(40), || {
+        canary(&fake).filter(|s| s["phase"] == "Promoted")
+    })
+    .await;
+    // The schedule's history lands in its .status.
+    let st = wait(
+        "a successful scheduled run",
+        Duration::from_secs(40),
+        || scheduled(&fake).filter(|s| s["lastSuccessfulTime"].is_string()),
+    )
+    .await;
+    assert_eq!(st["history"][0]["status"]["phase"], "Successful", "{st:#}");
+    assert!(st["nextScheduleTime"].is_string(), "{st:#}");
+
+    healthy.store(false, Ordering::SeqCst);
+    let c = wait("rollback", Duration::from_secs(40), || {
+        canary(&fake).filter(|s| s["phase"] == "RolledBack" && s.get("routingWrite").is_none())
+    })
+    .await;
+    assert!(
+        c["abort"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ScheduledAnalysis bookinfo/apdex-check"),
+        "{c:#}"
+    );
+    let vs = fake.virtual_service("bookinfo", "reviews").unwrap();
+    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 100);
+    assert_eq!(vs["spec"]["http"][0]["route"][1]["weight"], 0);
+    let st = wait("the failed run in .status", Duration::from_secs(20), || {
+        scheduled(&fake).filter(|s| {
+            s["history"].as_array().is_some_and(|h| {
+                h.iter().any(|r| {
+                    r["status"]["phase"] == "Failed" && r["actions"][0]["outcome"] == "Succeeded"
+                })
+            })
+        })
+    })
+    .await;
+    assert!(st["lastScheduleTime"].is_string(), "{st:#}");
 }

@@ -1,14 +1,22 @@
 //! Integration tests: the analysis engine, the SkyWalking provider and the CLI against the
 //! SkyWalking simulator over real HTTP on 127.0.0.1.
 
+mod alarm_poll;
 mod analyze_cli;
 mod bundled_templates;
+mod control_kube;
 mod daemon;
 mod daemon_kube;
+mod daemon_kube_e2e;
+mod demo;
+mod deploy;
+mod hostile_http;
 mod kube_fake;
 mod provider_sim;
+mod report_browser;
 mod route_cli;
 mod route_kube;
 mod runner;
+mod scheduled;
 mod support;
 mod tls;

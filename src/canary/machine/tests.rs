@@ -594,6 +594,7 @@ fn alarm_during_the_run_aborts() {
     s.start();
     s.ok();
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "service_sla_rule".into(),
         entity: "reviews".into(),
         message: "SLA below 99%".into(),
@@ -614,6 +615,7 @@ fn alarm_within_the_watch_aborts() {
     s.ok();
     s.now = t(599);
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "r".into(),
         entity: "e".into(),
         message: "m".into(),
@@ -630,6 +632,7 @@ fn alarm_after_the_watch_is_ignored() {
     s.ok();
     s.now = t(600);
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "r".into(),
         entity: "e".into(),
         message: "m".into(),
@@ -648,6 +651,7 @@ fn alarm_while_aborted_has_no_effect() {
     });
     let before = s.st.clone();
     let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
         rule: "r".into(),
         entity: "e".into(),
         message: "m".into(),
@@ -1079,6 +1083,7 @@ fn random_input(rng: &mut Rng, st: &CanaryStatus) -> Input {
         },
         9 => Input::Drift { detail: "d".into() },
         10 if rng.below(4) == 0 => Input::Alarm {
+            source: "SkyWalking".into(),
             rule: "r".into(),
             entity: "e".into(),
             message: "m".into(),
@@ -1179,4 +1184,159 @@ fn invariants_hold_over_random_input_sequences() {
     for phase in ["Progressing", "Paused", "Degraded", "Promoted", "Aborted"] {
         assert!(seen.contains(phase), "never reached {phase}: {seen:?}");
     }
+}
+
+// ---- rollback on a scheduled analysis' verdict ----------------------------------------
+
+fn rollback_why() -> AbortStatus {
+    AbortStatus {
+        reason: "ScheduledAnalysis bookinfo/nightly run nightly-1 ended Failed: metric apdex value [7000]".into(),
+        metric: Some("apdex".into()),
+        value: Some("[7000]".into()),
+        condition: Some("min(result) >= 9900".into()),
+        alarm: None,
+        at: t(0),
+    }
+}
+
+#[test]
+fn rollback_of_a_promoted_canary_goes_to_stable_as_rolled_back() {
+    let mut s = Sim::new(with_watch(with_bg(spec(vec![w(10)]), None), "10m"));
+    s.start();
+    s.ok();
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    let bg = s.bg_run();
+    s.now = t(3600);
+    let fx = s.feed(Input::Rollback(rollback_why()));
+    assert_eq!(s.st.phase, CanaryPhase::RolledBack);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    assert_eq!(terminated(&fx), vec![bg]);
+    assert_eq!(reasons(&fx), vec!["RolloutRolledBack".to_string()]);
+    let abort = s.st.abort.clone().unwrap();
+    assert_eq!(abort.at, t(3600), "the machine's time, not the caller's");
+    assert_eq!(abort.metric.as_deref(), Some("apdex"));
+    assert!(abort.reason.contains("ScheduledAnalysis bookinfo/nightly"));
+    assert_eq!(s.st.watch_until, None);
+    assert_eq!(s.st.desired_weight, 0);
+    // The write is confirmed; the phase stays, and the weight 0 is defended against drift.
+    let fx = s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::RolledBack);
+    assert_eq!(
+        event(&fx, "TrafficWeightUpdated").map(|e| e.message.as_str()),
+        Some("Traffic weight updated from 100 to 0")
+    );
+    let fx = s.feed(Input::Drift {
+        detail: "canary 50".into(),
+    });
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+}
+
+#[test]
+fn rollback_of_an_active_canary_aborts() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    let fx = s.feed(Input::Rollback(rollback_why()));
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    assert_eq!(reasons(&fx), vec!["RolloutAborted".to_string()]);
+    assert_eq!(
+        s.st.abort.as_ref().and_then(|a| a.condition.as_deref()),
+        Some("min(result) >= 9900")
+    );
+}
+
+#[test]
+fn rollback_when_already_at_stable_or_not_started_changes_nothing() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    let fx = s.feed(Input::Rollback(rollback_why()));
+    assert_eq!(s.st.phase, CanaryPhase::Pending);
+    assert_eq!(reasons(&fx), vec!["CommandRejected".to_string()]);
+    assert!(writes(&fx).is_empty());
+    s.start();
+    s.ok();
+    s.feed(Input::Rollback(rollback_why()));
+    s.ok();
+    let before = s.st.clone();
+    let fx = s.feed(Input::Rollback(rollback_why()));
+    assert_eq!(reasons(&fx), vec!["RollbackIgnored".to_string()]);
+    assert!(writes(&fx).is_empty());
+    assert_eq!(s.st, before);
+}
+
+#[test]
+fn a_rolled_back_canary_ignores_alarms_and_can_be_retried() {
+    let mut s = Sim::new(spec(vec![w(10)]));
+    s.start();
+    s.ok();
+    s.ok();
+    s.feed(Input::Rollback(rollback_why()));
+    s.ok();
+    let before = s.st.clone();
+    let fx = s.feed(Input::Alarm {
+        source: "SkyWalking".into(),
+        rule: "r".into(),
+        entity: "e".into(),
+        message: "m".into(),
+    });
+    assert!(fx.is_empty());
+    assert_eq!(s.st, before);
+    let fx = s.cmd(Command::Abort { reason: "x".into() });
+    assert_eq!(reasons(&fx), vec!["CommandRejected".to_string()]);
+    let fx = s.cmd(Command::Retry);
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+}
+
+#[test]
+fn alarm_while_paused_aborts_and_names_its_source() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None), w(50)]));
+    s.start();
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    let fx = s.feed(Input::Alarm {
+        source: "Alertmanager".into(),
+        rule: "HighErrorRate".into(),
+        entity: "{service=\"reviews\"}".into(),
+        message: "5xx above 5%".into(),
+    });
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    let abort = s.st.abort.clone().unwrap_or_default();
+    assert!(
+        abort.reason.starts_with("Alertmanager alarm HighErrorRate"),
+        "{}",
+        abort.reason
+    );
+}
+
+#[test]
+fn alarms_are_armed_only_while_running_or_watching() {
+    let st = |phase, watch_until| CanaryStatus {
+        phase,
+        watch_until,
+        ..CanaryStatus::default()
+    };
+    for phase in [
+        CanaryPhase::Progressing,
+        CanaryPhase::Paused,
+        CanaryPhase::Degraded,
+    ] {
+        assert!(alarm_armed(&st(phase, None), t(0)), "{phase:?}");
+    }
+    for phase in [
+        CanaryPhase::Pending,
+        CanaryPhase::Aborted,
+        CanaryPhase::RolledBack,
+    ] {
+        assert!(!alarm_armed(&st(phase, Some(t(100))), t(0)), "{phase:?}");
+    }
+    assert!(alarm_armed(&st(CanaryPhase::Promoted, Some(t(100))), t(99)));
+    assert!(!alarm_armed(
+        &st(CanaryPhase::Promoted, Some(t(100))),
+        t(100)
+    ));
+    assert!(!alarm_armed(&st(CanaryPhase::Promoted, None), t(0)));
 }

@@ -10,6 +10,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::alarms::{
+    ALARMS_OPERATION, AlarmPage, alarm_query, alarm_variables, alarm_window, decode_alarms,
+};
 use super::duration::{Window, parse_timezone, window};
 use super::queries::{
     Batch, exec_expression, get_service_instances, list_instances, read_metrics_values,
@@ -32,7 +35,8 @@ const INTROSPECTION: &str = "query SkycanaryIntrospection { \
 q: __type(name: \"Query\") { fields { name } } \
 kv: __type(name: \"KVInt\") { fields { name } } \
 mqe: __type(name: \"MQEValue\") { fields { name } } \
-dur: __type(name: \"Duration\") { inputFields { name } } }";
+dur: __type(name: \"Duration\") { inputFields { name } } \
+al: __type(name: \"AlarmMessage\") { fields { name } } }";
 
 /// Fallback when `version` itself is rejected (very old OAP).
 const TIME_INFO_ONLY: &str =
@@ -47,6 +51,8 @@ pub struct SkyWalkingClient {
     version_override: Option<OapVersion>,
     /// Detected once; a failed detection is not cached, so the next call retries.
     info: Mutex<Option<ServerInfo>>,
+    address: String,
+    observer: Option<std::sync::Arc<dyn super::RequestObserver>>,
 }
 
 /// How metrics are read on this server.
@@ -242,6 +248,8 @@ impl SkyWalkingClient {
             timezone: opts.timezone,
             version_override: opts.version_override,
             info: Mutex::new(None),
+            address: opts.address.clone(),
+            observer: opts.observer.clone(),
         })
     }
 
@@ -250,7 +258,21 @@ impl SkyWalkingClient {
         &self.url
     }
 
-    async fn post(&self, body: &Value) -> Result<Envelope, ProviderError> {
+    async fn post(&self, kind: &str, body: &Value) -> Result<Envelope, ProviderError> {
+        let started = std::time::Instant::now();
+        let result = self.send(body).await;
+        if let Some(o) = &self.observer {
+            o.observe(
+                &self.address,
+                kind,
+                started.elapsed(),
+                result.as_ref().err(),
+            );
+        }
+        result
+    }
+
+    async fn send(&self, body: &Value) -> Result<Envelope, ProviderError> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ProviderError::Internal(format!("serialize request: {e}")))?;
         let resp = self
@@ -288,7 +310,7 @@ impl SkyWalkingClient {
             (None, None)
         } else {
             let body = json!({"query": server_info_query::QUERY, "operationName": server_info_query::OPERATION_NAME});
-            match self.post(&body).await.and_then(|e| e.into_data()) {
+            match self.post("info", &body).await.and_then(|e| e.into_data()) {
                 Ok(data) => {
                     let obj: serde_json::Map<String, Value> = data.into_iter().collect();
                     let typed: server_info_query::ResponseData =
@@ -299,7 +321,7 @@ impl SkyWalkingClient {
                 Err(ProviderError::GraphQl(msgs)) => {
                     tracing::debug!(?msgs, "version query rejected; assuming an old OAP");
                     let data = self
-                        .post(&json!({"query": TIME_INFO_ONLY}))
+                        .post("info", &json!({"query": TIME_INFO_ONLY}))
                         .await?
                         .into_data()?;
                     let t = data
@@ -346,7 +368,7 @@ impl SkyWalkingClient {
 
     async fn introspect(&self) -> Result<Introspected, ProviderError> {
         let data = self
-            .post(&json!({"query": INTROSPECTION}))
+            .post("introspection", &json!({"query": INTROSPECTION}))
             .await?
             .into_data()?;
         let names = |alias: &str, list: &str| -> Option<Vec<String>> {
@@ -364,7 +386,44 @@ impl SkyWalkingClient {
             kvint_fields: names("kv", "fields"),
             mqe_value_fields: names("mqe", "fields"),
             duration_fields: names("dur", "inputFields"),
+            alarm_fields: names("al", "fields"),
         })
+    }
+
+    /// The alarms that started in `[from, to]` (minute precision in the OAP zone), with the
+    /// fields the server's version has, fetched `page_size` at a time until a page comes back
+    /// short or `max_pages` pages were read.
+    pub async fn alarms(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page_size: u32,
+        max_pages: u32,
+    ) -> Result<AlarmPage, ProviderError> {
+        let info = self.server_info().await?;
+        let query = alarm_query(&info.features);
+        let window = alarm_window(from, to, info.timezone);
+        let page_size = page_size.max(1);
+        let mut out = AlarmPage {
+            window: window.clone(),
+            ..AlarmPage::default()
+        };
+        for page in 1..=max_pages.max(1) {
+            let body = json!({
+                "query": query,
+                "variables": alarm_variables(&window, page, page_size),
+                "operationName": ALARMS_OPERATION,
+            });
+            let env = self.post("alarms", &body).await?;
+            let records = decode_alarms(env.field("getAlarm")?)?;
+            let full = records.len() >= page_size as usize;
+            out.records.extend(records);
+            if !full {
+                return Ok(out);
+            }
+        }
+        out.truncated = true;
+        Ok(out)
     }
 
     /// Measures all `queries` at `now`: one GraphQL request for every metric
@@ -499,7 +558,10 @@ impl SkyWalkingClient {
         }
         let (doc, vars) = batch.finish(INSTANCES_OPERATION);
         let env = self
-            .post(&json!({"query": doc, "variables": vars, "operationName": INSTANCES_OPERATION}))
+            .post(
+                "instances",
+                &json!({"query": doc, "variables": vars, "operationName": INSTANCES_OPERATION}),
+            )
             .await;
         for (i, alias) in alias_of {
             let (Some(q), Some(plan)) = (queries.get(i), plans.get_mut(i)) else {
@@ -638,7 +700,10 @@ impl SkyWalkingClient {
         let (doc, vars) = batch.finish(BATCH_OPERATION);
         tracing::debug!(url = %self.url, query = %doc, "SkyWalking batch");
         let env = self
-            .post(&json!({"query": doc, "variables": vars, "operationName": BATCH_OPERATION}))
+            .post(
+                "metrics",
+                &json!({"query": doc, "variables": vars, "operationName": BATCH_OPERATION}),
+            )
             .await;
         for (i, aliases, aggregated, w) in members {
             let r = env.as_ref().map_err(Clone::clone).and_then(|env| {
@@ -672,7 +737,10 @@ impl SkyWalkingClient {
         let duration = serde_json::to_value(exec_expression::Duration::from_window(w))
             .map_err(|e| ProviderError::Internal(format!("serialize duration: {e}")))?;
         let data = self
-            .post(&json!({"query": text, "variables": {"duration": duration}}))
+            .post(
+                "metrics",
+                &json!({"query": text, "variables": {"duration": duration}}),
+            )
             .await?
             .into_data()?;
         let mut named = BTreeMap::new();

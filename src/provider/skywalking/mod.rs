@@ -6,6 +6,7 @@
 //! server's schema decides which fields may be selected and which input fields
 //! may be sent (see the protocol reference, §0 and §6).
 
+mod alarms;
 mod client;
 mod duration;
 mod queries;
@@ -17,8 +18,10 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use alarms::{AlarmPage, AlarmRecord};
 pub use client::SkyWalkingClient;
 pub use duration::{MAX_POINTS, Window, parse_timezone, window};
 pub use version::{Features, OapVersion, ServerInfo};
@@ -153,6 +156,16 @@ pub struct ClientOptions {
     pub timezone: Option<chrono::FixedOffset>,
     /// Skips version detection and introspection.
     pub version_override: Option<OapVersion>,
+    /// Told about every request (the daemon's `/metrics`); None in the CLI.
+    pub observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Hears about every request a client sends, so the daemon can export provider latency and
+/// errors without the client depending on it.
+pub trait RequestObserver: Send + Sync + std::fmt::Debug {
+    /// One request to `address` of `kind` (`info`, `introspection`, `metrics`, `instances`,
+    /// `alarms`) took `elapsed`; `error` when it failed (transport, HTTP status, or body).
+    fn observe(&self, address: &str, kind: &str, elapsed: Duration, error: Option<&ProviderError>);
 }
 
 impl ClientOptions {
@@ -166,6 +179,7 @@ impl ClientOptions {
             ca_pem: None,
             timezone: None,
             version_override: None,
+            observer: None,
         }
     }
 }
@@ -224,6 +238,24 @@ pub enum ProviderError {
     NoMatchingInstances { service: String, pattern: String },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl ProviderError {
+    /// A short, bounded label for metrics (`skycanary_provider_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Transport(_) => "transport",
+            ProviderError::Timeout => "timeout",
+            ProviderError::Http { .. } => "http",
+            ProviderError::GraphQl(_) => "graphql",
+            ProviderError::NoDataField => "no_data_field",
+            ProviderError::Mqe(_) => "mqe",
+            ProviderError::Decode(_) => "decode",
+            ProviderError::Config(_) => "config",
+            ProviderError::NoMatchingInstances { .. } => "no_matching_instances",
+            ProviderError::Internal(_) => "internal",
+        }
+    }
 }
 
 #[cfg(test)]

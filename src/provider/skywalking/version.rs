@@ -71,6 +71,12 @@ pub struct Features {
     pub cold_stage: bool,
     /// metadata-v2 `listInstances` (OAP >= 9.0); else `getServiceInstances`.
     pub list_instances: bool,
+    /// `AlarmMessage.tags` in `getAlarm` (OAP >= 8.6).
+    pub alarm_tags: bool,
+    /// `AlarmMessage.name` in `getAlarm` (OAP >= 10.2).
+    pub alarm_name: bool,
+    /// `AlarmMessage.recoveryTime` in `getAlarm` (OAP >= 10.4).
+    pub alarm_recovery: bool,
 }
 
 impl Features {
@@ -83,6 +89,9 @@ impl Features {
             mqe_owner: at_least(10, 2),
             cold_stage: at_least(10, 3),
             list_instances: at_least(9, 0),
+            alarm_tags: at_least(8, 6),
+            alarm_name: at_least(10, 2),
+            alarm_recovery: at_least(10, 4),
         }
     }
 
@@ -102,6 +111,12 @@ impl Features {
         if let Some(d) = &seen.duration_fields {
             self.cold_stage = d.iter().any(|f| f == "coldStage");
         }
+        if let Some(a) = &seen.alarm_fields {
+            let has = |name: &str| a.iter().any(|f| f == name);
+            self.alarm_tags = has("tags");
+            self.alarm_name = has("name");
+            self.alarm_recovery = has("recoveryTime");
+        }
         self
     }
 }
@@ -113,6 +128,7 @@ pub(crate) struct Introspected {
     pub kvint_fields: Option<Vec<String>>,
     pub mqe_value_fields: Option<Vec<String>>,
     pub duration_fields: Option<Vec<String>>,
+    pub alarm_fields: Option<Vec<String>>,
 }
 
 /// What we know about one OAP, detected once per client.
@@ -173,6 +189,11 @@ mod tests {
         assert!(f.mqe && f.is_empty_value && !f.mqe_owner);
         let f = Features::from_version(Some(OapVersion::new(10, 2, 0)));
         assert!(f.mqe_owner && !f.cold_stage);
+        assert!(f.alarm_tags && f.alarm_name && !f.alarm_recovery);
+        let f = Features::from_version(Some(OapVersion::new(10, 4, 0)));
+        assert!(f.alarm_recovery);
+        let f = Features::from_version(Some(OapVersion::new(8, 6, 0)));
+        assert!(f.alarm_tags && !f.alarm_name);
         let f = Features::from_version(Some(OapVersion::new(8, 9, 0)));
         assert!(!f.list_instances && !f.mqe);
         assert_eq!(Features::from_version(None), Features::default());
@@ -185,8 +206,14 @@ mod tests {
             kvint_fields: Some(vec!["id".into(), "value".into()]),
             mqe_value_fields: Some(vec!["id".into(), "value".into(), "owner".into()]),
             duration_fields: None,
+            alarm_fields: Some(vec![
+                "startTime".into(),
+                "tags".into(),
+                "recoveryTime".into(),
+            ]),
         };
         let f = Features::from_version(None).refine(&seen);
         assert!(f.mqe && !f.is_empty_value && f.mqe_owner && !f.list_instances);
+        assert!(f.alarm_tags && !f.alarm_name && f.alarm_recovery);
     }
 }

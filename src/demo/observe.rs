@@ -1,0 +1,478 @@
+//! What happened, from successive canary statuses and the weight history (pure): the demo's
+//! narration and the report's events are both made of these.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::analysis::Phase;
+use crate::canary::{CanaryPhase, CanaryStatus};
+use crate::resources::canary::CanaryStep;
+use crate::sim::blend::{WeightHistory, Weights};
+
+/// Something worth a line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Happening {
+    /// The VirtualService's weights changed.
+    Weights(Weights),
+    /// The canary started a step.
+    Step {
+        /// Index.
+        index: u32,
+        /// Number of steps.
+        total: usize,
+        /// `setWeight 30`, `pause 1m`, `analysis apdex`.
+        what: String,
+    },
+    /// A measurement finished.
+    Measurement {
+        /// Analysis run.
+        run: String,
+        /// Metric.
+        metric: String,
+        /// 1-based number within the metric.
+        number: usize,
+        /// Verdict.
+        phase: Phase,
+        /// Measured value(s).
+        value: Option<String>,
+        /// The judge's explanation.
+        message: String,
+    },
+    /// An analysis run finished.
+    RunDone {
+        /// Run.
+        run: String,
+        /// Its phase.
+        phase: Phase,
+        /// Why.
+        message: Option<String>,
+    },
+    /// The canary's phase changed.
+    Phase {
+        /// New phase.
+        phase: CanaryPhase,
+        /// Reason (abort evidence, pause reason, message).
+        detail: String,
+    },
+    /// The demo (playing OAP's alarm module) posted an alarm.
+    AlarmSent {
+        /// Rule.
+        rule: String,
+        /// The metric's value that breached it.
+        value: f64,
+        /// Threshold.
+        below: f64,
+    },
+    /// The daemon answered the alarm webhook.
+    AlarmAnswered {
+        /// Its answer.
+        answer: String,
+        /// Request → answer (the rollback is written before it answers).
+        latency: Duration,
+    },
+}
+
+impl Happening {
+    /// A Kubernetes-Event-like kind for the report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Happening::Weights(_) => "TrafficWeightUpdated",
+            Happening::Step { .. } => "RolloutStepStarted",
+            Happening::Measurement { .. } => "Measurement",
+            Happening::RunDone { .. } => "AnalysisRunCompleted",
+            Happening::Phase { .. } => "CanaryPhaseChanged",
+            Happening::AlarmSent { .. } => "AlarmSent",
+            Happening::AlarmAnswered { .. } => "AlarmHandled",
+        }
+    }
+
+    /// Shown as a warning.
+    pub fn warning(&self) -> bool {
+        match self {
+            Happening::Measurement { phase, .. } | Happening::RunDone { phase, .. } => {
+                *phase != Phase::Successful
+            }
+            Happening::Phase { phase, .. } => {
+                matches!(phase, CanaryPhase::Aborted | CanaryPhase::Degraded)
+            }
+            Happening::AlarmSent { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// `setWeight 30`, `pause 1m`, `analysis apdex`.
+pub fn describe_step(step: &CanaryStep) -> String {
+    match step {
+        CanaryStep::SetWeight(w) => format!("setWeight {w}"),
+        CanaryStep::Pause(p) => match &p.duration {
+            Some(d) => format!("pause {}", int_or_string(d)),
+            None => "pause (until promoted)".to_string(),
+        },
+        CanaryStep::Analysis(a) => format!(
+            "analysis {}",
+            a.templates
+                .iter()
+                .map(|t| t.template_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        CanaryStep::SetHeaderRoute(h) => format!("setHeaderRoute {}", h.name),
+        CanaryStep::SetMirrorRoute(m) => format!("setMirrorRoute {}", m.name),
+    }
+}
+
+fn int_or_string(v: &crate::resources::IntOrString) -> String {
+    match v {
+        crate::resources::IntOrString::Int(i) => format!("{i}s"),
+        crate::resources::IntOrString::String(s) => s.clone(),
+    }
+}
+
+/// Turns statuses and weight histories into happenings, each reported once.
+#[derive(Debug, Default)]
+pub struct Observer {
+    last: Option<CanaryStatus>,
+    measurements: BTreeSet<(String, String, DateTime<Utc>)>,
+    runs_done: BTreeSet<String>,
+    weight_changes: usize,
+}
+
+impl Observer {
+    /// What changed since the previous status, each with the (daemon's) time it happened;
+    /// `now` stands in where the status records none.
+    pub fn status(
+        &mut self,
+        s: &CanaryStatus,
+        steps: &[CanaryStep],
+        now: DateTime<Utc>,
+    ) -> Vec<(DateTime<Utc>, Happening)> {
+        let mut out = Vec::new();
+        let prev = self.last.take();
+        for run in &s.analysis_runs {
+            for mr in &run.status.metric_results {
+                for (i, m) in mr.measurements.iter().enumerate() {
+                    if !m.phase.is_completed() {
+                        continue;
+                    }
+                    let key = (run.name.clone(), mr.name.clone(), m.started_at);
+                    if self.measurements.insert(key) {
+                        let trimmed = (mr.count + mr.error) as usize;
+                        let number = trimmed.saturating_sub(mr.measurements.len()) + i + 1;
+                        let at = m.finished_at.unwrap_or(m.started_at);
+                        out.push((
+                            at,
+                            Happening::Measurement {
+                                run: run.name.clone(),
+                                metric: mr.name.clone(),
+                                number,
+                                phase: m.phase,
+                                value: m.value.clone(),
+                                message: m.message.clone().unwrap_or_default(),
+                            },
+                        ));
+                    }
+                }
+            }
+            if run.status.phase.is_completed() && self.runs_done.insert(run.name.clone()) {
+                let at = run.status.completed_at.unwrap_or(now);
+                out.push((
+                    at,
+                    Happening::RunDone {
+                        run: run.name.clone(),
+                        phase: run.status.phase,
+                        message: run.status.message.clone(),
+                    },
+                ));
+            }
+        }
+        // Steps after the measurements that ended the previous one; steps that came and went
+        // between two statuses are reported too.
+        let step_changed = prev.as_ref().is_none_or(|p| {
+            p.current_step_index != s.current_step_index || p.step_started_at != s.step_started_at
+        });
+        if step_changed && s.phase != CanaryPhase::Pending {
+            let from = match &prev {
+                Some(p) if p.current_step_index < s.current_step_index => p.current_step_index + 1,
+                Some(_) => s.current_step_index,
+                None => 0,
+            };
+            for index in from..=s.current_step_index {
+                if let Some(step) = steps.get(index as usize) {
+                    let at = s.step_started_at.unwrap_or(now);
+                    out.push((
+                        at,
+                        Happening::Step {
+                            index,
+                            total: steps.len(),
+                            what: describe_step(step),
+                        },
+                    ));
+                }
+            }
+        }
+        let phase_changed = prev.as_ref().is_none_or(|p| {
+            p.phase != s.phase
+                || p.pause.as_ref().map(|x| x.reason) != s.pause.as_ref().map(|x| x.reason)
+        });
+        if phase_changed && s.phase != CanaryPhase::Pending {
+            let at = match s.phase {
+                CanaryPhase::Aborted => s.abort.as_ref().map(|a| a.at),
+                CanaryPhase::Promoted => s.promoted_at,
+                CanaryPhase::Paused => s.pause.as_ref().map(|p| p.since),
+                _ => None,
+            };
+            out.push((
+                at.unwrap_or(now),
+                Happening::Phase {
+                    phase: s.phase,
+                    detail: phase_detail(s),
+                },
+            ));
+        }
+        self.last = Some(s.clone());
+        out
+    }
+
+    /// Weight changes not reported yet, with the (virtual) time they were seen.
+    pub fn weights(&mut self, history: &WeightHistory) -> Vec<(DateTime<Utc>, Happening)> {
+        let changes = history.changes();
+        let new: Vec<_> = changes
+            .iter()
+            .skip(self.weight_changes)
+            .map(|(t, w)| (*t, Happening::Weights(w.clone())))
+            .collect();
+        self.weight_changes = changes.len();
+        new
+    }
+}
+
+/// Why the canary is in its phase.
+pub fn phase_detail(s: &CanaryStatus) -> String {
+    match s.phase {
+        CanaryPhase::Aborted | CanaryPhase::RolledBack => match &s.abort {
+            Some(a) => match (&a.alarm, &a.metric) {
+                (Some(alarm), _) => format!("rolled back on alarm {alarm}"),
+                (None, Some(m)) => format!(
+                    "rolled back: {m} = {} failed {}",
+                    a.value.as_deref().unwrap_or("?"),
+                    a.condition.as_deref().unwrap_or(&a.reason)
+                ),
+                _ => format!("rolled back: {}", a.reason),
+            },
+            None => "rolled back".to_string(),
+        },
+        CanaryPhase::Paused => match &s.pause {
+            Some(p) if p.reason == crate::canary::PauseReason::Step => match p.until {
+                Some(u) => format!("pause step until {}", u.format("%H:%M:%S")),
+                None => "pause step: waiting for promote".to_string(),
+            },
+            Some(p) => format!(
+                "paused ({:?}){}",
+                p.reason,
+                p.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+            None => "paused".to_string(),
+        },
+        CanaryPhase::Promoted | CanaryPhase::Degraded => s.message.clone().unwrap_or_default(),
+        // The message of a running canary is often about the step it just left.
+        CanaryPhase::Progressing | CanaryPhase::Pending => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{Measurement, MetricResult, RunState};
+    use crate::canary::{AbortStatus, AnalysisRunKind, AnalysisRunStatus};
+    use chrono::TimeZone;
+
+    fn t(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 10, 0, s)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn steps() -> Vec<CanaryStep> {
+        let docs = crate::demo::scenario::Scenario::Healthy.spec().config;
+        let loaded = crate::resources::load_str("c.yaml", &docs[0]);
+        loaded.canaries[0].doc.spec.steps.clone()
+    }
+
+    fn run(phase: Phase, measurements: Vec<Measurement>) -> AnalysisRunStatus {
+        AnalysisRunStatus {
+            name: "reviews-v2-step2".into(),
+            kind: AnalysisRunKind::Step { index: 2 },
+            templates: vec!["apdex".into()],
+            status: RunState {
+                phase,
+                message: Some("done".into()),
+                metric_results: vec![MetricResult {
+                    name: "apdex".into(),
+                    phase,
+                    count: measurements.len() as u32,
+                    measurements,
+                    message: None,
+                    successful: 0,
+                    failed: 0,
+                    inconclusive: 0,
+                    error: 0,
+                    consecutive_error: 0,
+                    consecutive_success: 0,
+                    dry_run: false,
+                }],
+                started_at: t(0),
+                completed_at: None,
+                terminated: false,
+                terminate_reason: None,
+            },
+        }
+    }
+
+    fn m(phase: Phase, s: u32) -> Measurement {
+        Measurement {
+            phase,
+            value: Some("[9950]".into()),
+            message: Some("ok".into()),
+            started_at: t(s),
+            finished_at: Some(t(s)),
+        }
+    }
+
+    #[test]
+    fn steps_measurements_and_phases_are_reported_once() {
+        let steps = steps();
+        let mut o = Observer::default();
+        let mut s = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            current_step_index: 0,
+            step_started_at: Some(t(0)),
+            ..Default::default()
+        };
+        let h: Vec<Happening> = o
+            .status(&s, &steps, t(59))
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
+        assert_eq!(
+            h,
+            vec![
+                Happening::Step {
+                    index: 0,
+                    total: 7,
+                    what: "setWeight 10".into()
+                },
+                Happening::Phase {
+                    phase: CanaryPhase::Progressing,
+                    detail: String::new()
+                }
+            ]
+        );
+        assert!(o.status(&s, &steps, t(59)).is_empty());
+        s.current_step_index = 2;
+        s.step_started_at = Some(t(5));
+        s.analysis_runs = vec![run(Phase::Running, vec![m(Phase::Successful, 6)])];
+        let h: Vec<Happening> = o
+            .status(&s, &steps, t(59))
+            .into_iter()
+            .map(|x| x.1)
+            .collect();
+        // The measurement first; then every step since the last status, the skipped one too.
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert!(matches!(
+            &h[0],
+            Happening::Measurement {
+                number: 1,
+                phase: Phase::Successful,
+                ..
+            }
+        ));
+        assert!(matches!(&h[1], Happening::Step { index: 1, what, .. } if what == "pause 1m"));
+        assert!(
+            matches!(&h[2], Happening::Step { index: 2, what, .. } if what == "analysis apdex")
+        );
+        s.analysis_runs = vec![run(
+            Phase::Failed,
+            vec![m(Phase::Successful, 6), m(Phase::Failed, 7)],
+        )];
+        s.phase = CanaryPhase::Aborted;
+        s.abort = Some(AbortStatus {
+            reason: "analysis failed".into(),
+            metric: Some("apdex".into()),
+            value: Some("[9120]".into()),
+            condition: Some("min(result) >= 9900".into()),
+            alarm: None,
+            at: t(8),
+        });
+        let timed = o.status(&s, &steps, t(59));
+        // Times come from the status: the measurement's end, the abort.
+        assert_eq!(
+            timed.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![t(7), t(59), t(8)]
+        );
+        let h: Vec<Happening> = timed.into_iter().map(|x| x.1).collect();
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert!(matches!(
+            &h[0],
+            Happening::Measurement {
+                number: 2,
+                phase: Phase::Failed,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &h[1],
+            Happening::RunDone {
+                phase: Phase::Failed,
+                ..
+            }
+        ));
+        assert_eq!(
+            h[2],
+            Happening::Phase {
+                phase: CanaryPhase::Aborted,
+                detail: "rolled back: apdex = [9120] failed min(result) >= 9900".into()
+            }
+        );
+        assert!(h.iter().all(Happening::warning));
+        assert!(o.status(&s, &steps, t(59)).is_empty());
+    }
+
+    #[test]
+    fn weight_changes_are_reported_once() {
+        let mut h = WeightHistory::default();
+        let mut o = Observer::default();
+        h.record(t(0), Weights::from([("v1".into(), 100.0)]));
+        assert_eq!(o.weights(&h).len(), 1);
+        assert!(o.weights(&h).is_empty());
+        h.record(
+            t(3),
+            Weights::from([("v1".into(), 90.0), ("v2".into(), 10.0)]),
+        );
+        let new = o.weights(&h);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].0, t(3));
+    }
+
+    #[test]
+    fn steps_are_described() {
+        let d: Vec<String> = steps().iter().map(describe_step).collect();
+        assert_eq!(
+            d,
+            vec![
+                "setWeight 10",
+                "pause 1m",
+                "analysis apdex",
+                "setWeight 30",
+                "analysis apdex",
+                "setWeight 60",
+                "analysis apdex"
+            ]
+        );
+    }
+}

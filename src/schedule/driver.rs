@@ -1,0 +1,700 @@
+//! The scheduler (I/O): one task per ScheduledAnalysis. It sleeps on the injected clock until
+//! the next fire time, asks the pure policy what is due, runs the templates through the
+//! analysis runner against SkyWalking, keeps the status (persisted after every change), and
+//! performs the actions on a run's result: rollback of a canary (awaited, in the same loop)
+//! and webhooks (delivered in the background with bounded retries, never blocking the
+//! schedule).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::cron::CronSchedule;
+use super::model::*;
+use super::policy::{self, Admission, Delivery, Due};
+use super::store::ScheduleStore;
+use crate::analysis::{Phase, RunSpec, RunState};
+use crate::canary::{AbortStatus, CanaryPhase, CanaryStatus};
+use crate::resources::LoadedScheduled;
+use crate::resources::load::LoadedTemplate;
+use crate::resources::scheduled::{ScheduledAnalysisDoc, WebhookAction, canary_ref};
+use crate::runner::{self, Clock, Defaults, RunEvent};
+use crate::server::Metrics;
+
+/// Rolls canaries back on a scheduled analysis' verdict (the daemon's canary tasks).
+pub trait CanaryRollback: Send + Sync {
+    /// Sends the rollback to canary `namespace/name`; resolves to its status once handled
+    /// (weights written), or why it could not be delivered.
+    fn rollback(
+        &self,
+        namespace: &str,
+        name: &str,
+        why: AbortStatus,
+    ) -> BoxFuture<'static, Result<CanaryStatus, String>>;
+}
+
+/// Everything a schedule task needs besides its ScheduledAnalysis.
+#[derive(Clone)]
+pub struct SchedulerContext {
+    /// Templates.
+    pub templates: Arc<Vec<LoadedTemplate>>,
+    /// Status persistence.
+    pub state: ScheduleStore,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Default OAP and timezone.
+    pub defaults: Defaults,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Canary rollbacks.
+    pub canaries: Arc<dyn CanaryRollback>,
+    /// Webhook client.
+    pub http: reqwest::Client,
+    /// SkyWalking clients, shared with the canary tasks (and their request observer).
+    pub clients: runner::ClientCache,
+}
+
+impl SchedulerContext {
+    /// A webhook client (rustls, no redirects to other hosts).
+    pub fn webhook_client() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    }
+}
+
+/// Why a run could not be started now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunNowError {
+    /// concurrencyPolicy Forbid and these runs are going.
+    #[error("concurrencyPolicy is Forbid and run(s) {} are still going", .0.join(", "))]
+    Busy(Vec<String>),
+    /// The task has stopped.
+    #[error("the scheduler task has stopped")]
+    Stopped,
+}
+
+/// Messages to a schedule task.
+#[derive(Debug)]
+pub enum SchedMsg {
+    /// Start a run now (respecting concurrencyPolicy).
+    RunNow(oneshot::Sender<Result<RunStarted, RunNowError>>),
+    /// Progress of a run: a measurement (`done` false) or its final state.
+    Progress {
+        /// Run name.
+        run: String,
+        /// Its state.
+        state: Box<RunState>,
+        /// The run ended.
+        done: bool,
+    },
+    /// A webhook delivery ended (or made an attempt).
+    Webhook {
+        /// Run name.
+        run: String,
+        /// The action's index in the run's `actions`.
+        index: usize,
+        /// Its record.
+        record: ActionRecord,
+    },
+    /// Stop the task (daemon shutdown or reload); runs are stopped, their state kept.
+    Stop,
+}
+
+/// Handle on a running schedule task.
+#[derive(Debug, Clone)]
+pub struct ScheduleHandle {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The object as loaded.
+    pub doc: Arc<ScheduledAnalysisDoc>,
+    /// Send messages.
+    pub tx: mpsc::UnboundedSender<SchedMsg>,
+    /// Latest status.
+    pub status: watch::Receiver<ScheduledAnalysisStatus>,
+    /// True once the task has ended.
+    pub finished: watch::Receiver<bool>,
+}
+
+impl ScheduleHandle {
+    /// Asks the task to stop and waits (bounded) until it has.
+    pub async fn stop(&self) {
+        let _ = self.tx.send(SchedMsg::Stop);
+        let mut fin = self.finished.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(15), fin.wait_for(|f| *f)).await;
+    }
+
+    /// What the API shows.
+    pub fn summary(&self) -> ScheduleSummary {
+        let spec = &self.doc.spec;
+        ScheduleSummary {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            schedule: spec.schedule.clone(),
+            time_zone: spec.time_zone.clone().unwrap_or_else(|| "UTC".into()),
+            concurrency_policy: spec.concurrency_policy,
+            suspend: spec.suspend,
+            templates: spec
+                .templates
+                .iter()
+                .map(|t| t.template_name.clone())
+                .collect(),
+            status: self.status.borrow().clone(),
+        }
+    }
+
+    /// Starts a run now.
+    pub async fn run_now(&self) -> Result<RunStarted, RunNowError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(SchedMsg::RunNow(tx))
+            .map_err(|_| RunNowError::Stopped)?;
+        rx.await.map_err(|_| RunNowError::Stopped)?
+    }
+}
+
+/// Starts the task of one ScheduledAnalysis; it resumes from its persisted status. The
+/// schedule was validated at load time; should it not parse, the task reports why and idles.
+pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
+    let namespace = s.namespace().to_string();
+    let name = s.doc.metadata.name.clone();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(ScheduledAnalysisStatus::default());
+    let (fin_tx, fin_rx) = watch::channel(false);
+    let doc = Arc::new(s.doc.clone());
+    let schedule = CronSchedule::parse(&doc.spec.schedule, doc.spec.time_zone.as_deref());
+    let task_doc = doc.clone();
+    let (task_ns, task_name, task_tx) = (namespace.clone(), name.clone(), tx.clone());
+    tokio::spawn(async move {
+        let id = format!("{task_ns}/{task_name}");
+        let loaded = ctx.state.load(&task_ns, &task_name).await;
+        match (schedule, loaded) {
+            (Ok(schedule), Ok(persisted)) => {
+                let task = Task {
+                    namespace: task_ns,
+                    name: task_name,
+                    doc: task_doc,
+                    schedule,
+                    ctx,
+                    tx: task_tx,
+                    status: persisted.unwrap_or_default(),
+                    published: None,
+                    status_tx,
+                    stops: HashMap::new(),
+                };
+                task.run(rx).await;
+            }
+            (Err(e), _) => {
+                tracing::error!(scheduled = %id, "invalid schedule, not scheduling: {e}");
+                let _ = status_tx.send(ScheduledAnalysisStatus {
+                    message: Some(format!("invalid schedule: {e}")),
+                    ..Default::default()
+                });
+            }
+            (_, Err(e)) => {
+                // Never start from scratch on unreadable state: history and the record of
+                // which fire times ran would be lost. A human decides.
+                tracing::error!(scheduled = %id, "cannot read persisted status, not scheduling: {e}");
+                let _ = status_tx.send(ScheduledAnalysisStatus {
+                    message: Some(format!("cannot read persisted status: {e}")),
+                    ..Default::default()
+                });
+            }
+        }
+        let _ = fin_tx.send(true);
+    });
+    ScheduleHandle {
+        namespace,
+        name,
+        doc,
+        tx,
+        status: status_rx,
+        finished: fin_rx,
+    }
+}
+
+struct Task {
+    namespace: String,
+    name: String,
+    doc: Arc<ScheduledAnalysisDoc>,
+    schedule: CronSchedule,
+    ctx: SchedulerContext,
+    tx: mpsc::UnboundedSender<SchedMsg>,
+    status: ScheduledAnalysisStatus,
+    published: Option<ScheduledAnalysisStatus>,
+    status_tx: watch::Sender<ScheduledAnalysisStatus>,
+    /// Stop switches of running runs.
+    stops: HashMap<String, watch::Sender<Option<String>>>,
+}
+
+impl Task {
+    fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SchedMsg>) {
+        if self.status.tracking_since.is_none() {
+            self.status.tracking_since = Some(self.ctx.clock.now());
+        }
+        self.resume_active();
+        loop {
+            let now = self.ctx.clock.now();
+            let wake = match policy::due(&self.schedule, &self.doc.spec, &self.status, now) {
+                Due::Wait { next } => next,
+                Due::Run {
+                    scheduled,
+                    missed,
+                    next,
+                } => {
+                    self.fire(scheduled, missed);
+                    next
+                }
+                Due::TooLate {
+                    scheduled,
+                    missed,
+                    next,
+                } => {
+                    self.status.last_schedule_time = Some(scheduled);
+                    self.status.missed = self.status.missed.saturating_add(missed + 1);
+                    let message = format!(
+                        "missed the fire time {scheduled}: more than startingDeadlineSeconds ({}s) ago",
+                        self.doc.spec.starting_deadline_seconds.unwrap_or_default()
+                    );
+                    tracing::warn!(scheduled = %self.id(), "{message}");
+                    self.ctx
+                        .metrics
+                        .scheduled_run(&self.namespace, &self.name, "Missed");
+                    self.status.message = Some(message);
+                    next
+                }
+            };
+            self.status.next_schedule_time = wake;
+            self.publish().await;
+            let clock = self.ctx.clock.clone();
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                () = async {
+                    match wake {
+                        Some(t) => clock.sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => continue,
+            };
+            match msg {
+                None | Some(SchedMsg::Stop) => break,
+                Some(SchedMsg::RunNow(reply)) => {
+                    let r = self.run_now();
+                    self.publish().await;
+                    let _ = reply.send(r);
+                }
+                Some(SchedMsg::Progress { run, state, done }) => {
+                    if done {
+                        self.finished(&run, *state).await;
+                    } else if let Some(r) = self.status.active.iter_mut().find(|r| r.name == run) {
+                        r.status = *state;
+                    }
+                }
+                Some(SchedMsg::Webhook { run, index, record }) => {
+                    let slot = self
+                        .status
+                        .history
+                        .iter_mut()
+                        .find(|r| r.name == run)
+                        .and_then(|r| r.actions.get_mut(index));
+                    if let Some(slot) = slot {
+                        *slot = record;
+                    }
+                }
+            }
+        }
+        // Runs stop here; their persisted state lets the next task resume them.
+        for (_, stop) in self.stops.drain() {
+            let _ = stop.send(Some("daemon stopping".into()));
+        }
+    }
+
+    async fn publish(&mut self) {
+        if self.published.as_ref() == Some(&self.status) {
+            return;
+        }
+        if let Err(e) = self
+            .ctx
+            .state
+            .save(&self.namespace, &self.name, &self.status)
+            .await
+        {
+            tracing::error!(scheduled = %self.id(), "cannot persist status: {e}");
+        }
+        self.published = Some(self.status.clone());
+        let _ = self.status_tx.send(self.status.clone());
+    }
+
+    /// A fire time is due: record it first (so a restart never runs it again), then start
+    /// the run as concurrencyPolicy allows.
+    fn fire(&mut self, scheduled: DateTime<Utc>, missed: u32) {
+        self.status.last_schedule_time = Some(scheduled);
+        if missed > 0 {
+            self.status.missed = self.status.missed.saturating_add(missed);
+            let count = if missed > policy::MISSED_COUNT_CAP {
+                format!("more than {}", policy::MISSED_COUNT_CAP)
+            } else {
+                missed.to_string()
+            };
+            tracing::warn!(scheduled = %self.id(), "{count} earlier fire time(s) were missed; running only the latest ({scheduled})");
+            for _ in 0..missed.min(policy::MISSED_COUNT_CAP) {
+                self.ctx
+                    .metrics
+                    .scheduled_run(&self.namespace, &self.name, "Missed");
+            }
+        }
+        let run = policy::run_name(&self.name, RunTrigger::Schedule, scheduled, &self.status);
+        if policy::is_recorded(&self.status, &run) {
+            return;
+        }
+        match policy::admit(self.doc.spec.concurrency_policy, &self.status.active) {
+            Admission::Skip(running) => {
+                self.status.skipped = self.status.skipped.saturating_add(1);
+                let message = format!(
+                    "skipped the fire time {scheduled}: run(s) {} still going (concurrencyPolicy Forbid)",
+                    running.join(", ")
+                );
+                tracing::info!(scheduled = %self.id(), "{message}");
+                self.ctx
+                    .metrics
+                    .scheduled_run(&self.namespace, &self.name, "Skipped");
+                self.status.message = Some(message);
+            }
+            Admission::Replace(running) => {
+                self.stop_runs(&running, &run);
+                self.start_run(run, RunTrigger::Schedule, Some(scheduled));
+            }
+            Admission::Start => self.start_run(run, RunTrigger::Schedule, Some(scheduled)),
+        }
+    }
+
+    fn run_now(&mut self) -> Result<RunStarted, RunNowError> {
+        let now = self.ctx.clock.now();
+        let run = policy::run_name(&self.name, RunTrigger::Manual, now, &self.status);
+        let replaced = match policy::admit(self.doc.spec.concurrency_policy, &self.status.active) {
+            Admission::Skip(running) => return Err(RunNowError::Busy(running)),
+            Admission::Replace(running) => {
+                self.stop_runs(&running, &run);
+                running
+            }
+            Admission::Start => Vec::new(),
+        };
+        self.start_run(run.clone(), RunTrigger::Manual, None);
+        Ok(RunStarted {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            run,
+            replaced,
+        })
+    }
+
+    fn stop_runs(&mut self, runs: &[String], by: &str) {
+        for r in runs {
+            if let Some(stop) = self.stops.remove(r) {
+                tracing::info!(scheduled = %self.id(), run = %r, "replaced by {by} (concurrencyPolicy Replace)");
+                let _ = stop.send(Some(format!("replaced by {by}")));
+            }
+        }
+    }
+
+    /// Restarts the runs that were going when the daemon stopped, from their persisted state.
+    fn resume_active(&mut self) {
+        let runs: Vec<(String, RunState)> = self
+            .status
+            .active
+            .iter()
+            .map(|r| (r.name.clone(), r.status.clone()))
+            .collect();
+        for (name, state) in runs {
+            self.launch(name, Some(state));
+        }
+    }
+
+    fn start_run(&mut self, name: String, trigger: RunTrigger, scheduled: Option<DateTime<Utc>>) {
+        let now = self.ctx.clock.now();
+        let mut state = RunState::new(&RunSpec::default(), now);
+        state.phase = Phase::Pending;
+        state.message = None;
+        tracing::info!(scheduled = %self.id(), run = %name, ?trigger, "starting run");
+        self.status.active.push(ScheduledRun {
+            name: name.clone(),
+            trigger,
+            scheduled_time: scheduled,
+            status: state,
+            actions: Vec::new(),
+        });
+        self.status.message = Some(format!("run {name} started"));
+        self.launch(name, None);
+    }
+
+    /// Spawns the analysis of run `name`; a run that cannot be planned ends in Error at once.
+    fn launch(&mut self, name: String, resume: Option<RunState>) {
+        let now = self.ctx.clock.now();
+        let tx = self.tx.clone();
+        let fail = |message: String| {
+            let mut failed = RunState::new(&RunSpec::default(), now);
+            failed.phase = Phase::Error;
+            failed.message = Some(message);
+            failed.completed_at = Some(now);
+            let _ = tx.send(SchedMsg::Progress {
+                run: name.clone(),
+                state: Box::new(failed),
+                done: true,
+            });
+        };
+        let plan = match plan(
+            &self.doc,
+            &self.namespace,
+            &self.ctx.templates,
+            &self.ctx.defaults,
+        ) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        let clients = match self.ctx.clients.connect(&plan) {
+            Ok(c) => c,
+            Err(e) => return fail(e.to_string()),
+        };
+        let (stop_tx, mut stop_rx) = watch::channel(None);
+        self.stops.insert(name.clone(), stop_tx);
+        let clock = self.ctx.clock.clone();
+        tokio::spawn(async move {
+            let state = match resume {
+                Some(s) if !s.metric_results.is_empty() => s,
+                _ => RunState::new(&plan.spec, clock.now()),
+            };
+            let mut on_event = |ev: RunEvent<'_>| {
+                if let RunEvent::Measured { state, .. } = ev {
+                    let _ = tx.send(SchedMsg::Progress {
+                        run: name.clone(),
+                        state: Box::new(state.clone()),
+                        done: false,
+                    });
+                }
+            };
+            let done = runner::run_analysis_from(
+                &plan,
+                &clients,
+                clock.as_ref(),
+                state,
+                &mut on_event,
+                &mut stop_rx,
+            )
+            .await;
+            let _ = tx.send(SchedMsg::Progress {
+                run: name,
+                state: Box::new(done),
+                done: true,
+            });
+        });
+    }
+
+    /// A run ended: into the history, then its actions.
+    async fn finished(&mut self, run: &str, state: RunState) {
+        self.stops.remove(run);
+        let now = self.ctx.clock.now();
+        let limits = self.doc.spec.history_limits();
+        let Some(done) = policy::finish(&mut self.status, run, state, limits, now) else {
+            return;
+        };
+        let phase = done.status.phase;
+        let detail = done.status.message.clone().unwrap_or_default();
+        let message = format!("run {run} {phase}: {detail}");
+        match phase {
+            Phase::Successful => tracing::info!(scheduled = %self.id(), "{message}"),
+            _ => tracing::warn!(scheduled = %self.id(), "{message}"),
+        }
+        self.status.message = Some(message);
+        self.ctx
+            .metrics
+            .scheduled_run(&self.namespace, &self.name, &phase.to_string());
+        self.act(&done).await;
+        self.publish().await;
+    }
+
+    /// The run's actions: the rollback is awaited (the weights go to stable in this loop);
+    /// the webhook is delivered in the background.
+    async fn act(&mut self, run: &ScheduledRun) {
+        let Some(actions) = policy::actions_for(&self.doc.spec, &run.status).cloned() else {
+            return;
+        };
+        let mut records = Vec::new();
+        if let Some(rb) = &actions.rollback {
+            let (ns, name) = canary_ref(&rb.canary, &self.namespace);
+            let target = format!("{ns}/{name}");
+            let why =
+                policy::rollback_abort(&self.namespace, &self.name, run, self.ctx.clock.now());
+            tracing::warn!(scheduled = %self.id(), canary = %target, "rolling back: {}", why.reason);
+            let answer = tokio::time::timeout(
+                Duration::from_secs(15),
+                self.ctx.canaries.rollback(&ns, &name, why),
+            )
+            .await
+            .unwrap_or_else(|_| Err("the canary did not answer within 15 s".into()));
+            let (outcome, message) = match answer {
+                Ok(s) if matches!(s.phase, CanaryPhase::Aborted | CanaryPhase::RolledBack) => {
+                    (ActionOutcome::Succeeded, format!("canary is {:?}", s.phase))
+                }
+                Ok(s) => (
+                    ActionOutcome::Failed,
+                    format!("canary not rolled back: it is {:?}", s.phase),
+                ),
+                Err(e) => (ActionOutcome::Failed, e),
+            };
+            if outcome == ActionOutcome::Failed {
+                tracing::error!(scheduled = %self.id(), canary = %target, "rollback failed: {message}");
+            }
+            self.ctx.metrics.scheduled_action(
+                &self.namespace,
+                &self.name,
+                "rollback",
+                outcome_label(outcome),
+            );
+            records.push(ActionRecord {
+                kind: ActionKind::Rollback,
+                target,
+                outcome,
+                message: Some(message),
+                attempts: 0,
+                at: self.ctx.clock.now(),
+            });
+        }
+        if let Some(w) = &actions.webhook {
+            let index = records.len();
+            records.push(ActionRecord {
+                kind: ActionKind::Webhook,
+                target: w.url.clone(),
+                outcome: ActionOutcome::Pending,
+                message: None,
+                attempts: 0,
+                at: self.ctx.clock.now(),
+            });
+            self.deliver(w.clone(), run, index);
+        }
+        if let Some(h) = self.status.history.iter_mut().find(|r| r.name == run.name) {
+            h.actions = records;
+        }
+    }
+
+    /// Posts the result in the background; the outcome comes back as `SchedMsg::Webhook`.
+    fn deliver(&self, w: WebhookAction, run: &ScheduledRun, index: usize) {
+        let body = policy::webhook_body(&self.namespace, &self.name, run);
+        let http = self.ctx.http.clone();
+        let clock = self.ctx.clock.clone();
+        let tx = self.tx.clone();
+        let metrics = self.ctx.metrics.clone();
+        let (ns, name, run_name) = (self.namespace.clone(), self.name.clone(), run.name.clone());
+        let timeout = w
+            .timeout
+            .as_deref()
+            .and_then(|t| crate::resources::duration::parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(10));
+        tokio::spawn(async move {
+            let mut attempt = 0u32;
+            let record = loop {
+                attempt += 1;
+                let mut req = http.post(&w.url).timeout(timeout).json(&body);
+                for h in &w.headers {
+                    req = req.header(h.name.as_str(), h.value.as_str());
+                }
+                let result = match req.send().await {
+                    Ok(r) => Delivery::Status(r.status().as_u16()),
+                    Err(e) => Delivery::Network(e.to_string()),
+                };
+                let ok = matches!(result, Delivery::Status(s) if (200..300).contains(&s));
+                let message = match &result {
+                    Delivery::Status(s) => format!("HTTP {s}"),
+                    Delivery::Network(e) => e.clone(),
+                };
+                if ok {
+                    break (ActionOutcome::Succeeded, message);
+                }
+                match policy::webhook_retry(attempt, &result) {
+                    Some(delay) => {
+                        tracing::warn!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook failed ({message}); retrying in {delay:?}");
+                        let at = clock.now()
+                            + chrono::TimeDelta::from_std(delay)
+                                .unwrap_or(chrono::TimeDelta::zero());
+                        clock.sleep_until(at).await;
+                    }
+                    None => break (ActionOutcome::Failed, message),
+                }
+            };
+            let (outcome, message) = record;
+            match outcome {
+                ActionOutcome::Succeeded => {
+                    tracing::info!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook delivered ({message})")
+                }
+                _ => {
+                    tracing::error!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook not delivered: {message}")
+                }
+            }
+            metrics.scheduled_action(&ns, &name, "webhook", outcome_label(outcome));
+            let _ = tx.send(SchedMsg::Webhook {
+                run: run_name,
+                index,
+                record: ActionRecord {
+                    kind: ActionKind::Webhook,
+                    target: w.url.clone(),
+                    outcome,
+                    message: Some(message),
+                    attempts: attempt,
+                    at: clock.now(),
+                },
+            });
+        });
+    }
+}
+
+fn outcome_label(o: ActionOutcome) -> &'static str {
+    match o {
+        ActionOutcome::Pending => "Pending",
+        ActionOutcome::Succeeded => "Succeeded",
+        ActionOutcome::Failed => "Failed",
+    }
+}
+
+/// The run plan of a ScheduledAnalysis: its templates (found like a Canary's, in its
+/// namespace or cluster-scoped) with its args.
+pub fn plan(
+    doc: &ScheduledAnalysisDoc,
+    namespace: &str,
+    templates: &[LoadedTemplate],
+    defaults: &Defaults,
+) -> Result<runner::RunPlan, String> {
+    let mut found: Vec<&LoadedTemplate> = Vec::new();
+    for r in &doc.spec.templates {
+        match templates.iter().find(|t| t.answers(r, namespace)) {
+            Some(t) => found.push(t),
+            None => return Err(format!("analysis template {:?} not found", r.template_name)),
+        }
+    }
+    let mut given = BTreeMap::new();
+    for a in &doc.spec.args {
+        match (&a.value, &a.value_from) {
+            (Some(v), _) => {
+                given.insert(a.name.clone(), v.clone());
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "arg {:?}: valueFrom.secretKeyRef is not supported for scheduled analyses yet",
+                    a.name
+                ));
+            }
+            (None, None) => {}
+        }
+    }
+    runner::plan_many(&found, &given, defaults).map_err(|e| e.to_string())
+}

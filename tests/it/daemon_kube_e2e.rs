@@ -1,0 +1,717 @@
+//! Issue 4's acceptance in cluster mode: the real `skycanary run --kube` against the fake API
+//! server and the SkyWalking simulator over loopback (the `--manifests` variants are in
+//! `daemon.rs`, the two-replica leader test in `daemon_kube.rs`).
+//!
+//! Checks about order read the fake's watch log: every stored version of the Canary, the
+//! VirtualService and the Lease, in resourceVersion order. "Back at stable within one
+//! measurement interval" is therefore "no measurement and no other routing write between the
+//! failing measurement and the rollback", and "weights never go down" covers every write, not
+//! the ones a poll happened to see. Nothing depends on how fast the daemon is.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skycanary::sim::{Fault, OapProfile, RunningSim, SimConfig, SimEntity, Simulator};
+use skycanary::testkit::{FakeApiServer, ServerHandle, write_kubeconfig};
+
+use super::daemon_kube::{Replica, replica, wait};
+
+const TOKEN: &str = "kube-e2e-token";
+/// Generous: a whole rollout here takes seconds; the limit only bounds a broken run.
+const LIMIT: Duration = Duration::from_secs(60);
+const CANARIES: &str = "apis/skycanary.io/v1alpha1/namespaces/bookinfo/canaries";
+const VIRTUAL_SERVICES: &str = "apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices";
+const LEASES: &str = "apis/coordination.k8s.io/v1/namespaces/bookinfo/leases";
+
+/// A fake API server holding a VirtualService at stable, an apdex template (`count`
+/// measurements one second apart, the first error ends the run) and a Canary that walks
+/// 10 → 30 → 60 → 100 % with that analysis after each weight.
+struct Cluster {
+    fake: FakeApiServer,
+    addr: SocketAddr,
+    _server: ServerHandle,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(on_error: &str, count: u32) -> Cluster {
+        skycanary::testkit::install_crypto_provider();
+        let fake = FakeApiServer::new();
+        // Keep every version for the history checks (the default log is bounded).
+        fake.set_event_log_capacity(1 << 20);
+        seed(&fake, on_error, count);
+        let (addr, server) = fake.serve().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write_kubeconfig(addr, &dir.path().join("kubeconfig")).unwrap();
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        Cluster {
+            fake,
+            addr,
+            _server: server,
+            dir,
+        }
+    }
+
+    /// `skycanary run --kube` as `identity`, measuring against `skywalking`.
+    fn daemon(&self, identity: &str, skywalking: &str) -> Replica {
+        let kubeconfig: PathBuf = self.dir.path().join("kubeconfig");
+        replica(
+            identity,
+            &kubeconfig,
+            &self.dir.path().join("token"),
+            skywalking,
+        )
+    }
+
+    /// The Canary's `.status` as stored in the fake.
+    fn status(&self) -> Value {
+        self.fake
+            .get("skycanary.io", "canaries", "bookinfo", "reviews")
+            .map(|c| c["status"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// (stable, canary) weights of the VirtualService as stored.
+    fn weights(&self) -> (i64, i64) {
+        weights(&self.fake.virtual_service("bookinfo", "reviews").unwrap())
+    }
+
+    async fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait(what, LIMIT, || Some(self.status()).filter(|s| pred(s))).await
+    }
+
+    /// Waits until the daemon has recorded an Event with this reason (Events are written
+    /// after the status that caused them).
+    async fn wait_event(&self, reason: &str) {
+        wait(reason, LIMIT, || {
+            self.fake
+                .events()
+                .iter()
+                .any(|e| e["reason"] == reason)
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Event reasons on the Canary, oldest first, with their notes.
+    fn events(&self) -> Vec<(String, String)> {
+        self.fake
+            .events()
+            .iter()
+            .inspect(|e| {
+                assert_eq!(e["regarding"]["kind"], "Canary", "{e:#}");
+                assert_eq!(e["regarding"]["name"], "reviews", "{e:#}");
+            })
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["note"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every stored version of the objects under `path`, oldest first, replayed from the
+    /// fake's watch log: (resourceVersion, object).
+    async fn history(&self, path: &str) -> Vec<(u64, Value)> {
+        let url = format!(
+            "http://{}/{path}?watch=true&resourceVersion=1&timeoutSeconds=1",
+            self.addr
+        );
+        let body = http().get(url).send().await.unwrap().text().await.unwrap();
+        body.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .inspect(|e| assert_ne!(e["type"], "ERROR", "{e:#}"))
+            .filter(|e| e["type"] == "ADDED" || e["type"] == "MODIFIED")
+            .map(|e| {
+                let rv = e["object"]["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap();
+                (rv, e["object"].clone())
+            })
+            .collect()
+    }
+
+    /// The canary weight of every VirtualService version, consecutive repeats collapsed.
+    async fn canary_weight_history(&self) -> Vec<i64> {
+        let mut out: Vec<i64> = Vec::new();
+        for (_, vs) in self.history(VIRTUAL_SERVICES).await {
+            let w = weights(&vs).1;
+            if out.last() != Some(&w) {
+                out.push(w);
+            }
+        }
+        out
+    }
+}
+
+fn seed(fake: &FakeApiServer, on_error: &str, count: u32) {
+    fake.seed(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "bookinfo"},
+        "spec": {"hosts": ["reviews"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "reviews-stable"}, "weight": 100},
+            {"destination": {"host": "reviews-canary"}, "weight": 0}]}]}
+    }))
+    .unwrap();
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "apdex", "namespace": "bookinfo"},
+        "spec": {"args": [{"name": "service"}], "metrics": [{
+            "name": "apdex", "interval": "1s", "count": count,
+            "consecutiveErrorLimit": 0, "errorRetryInterval": "1s",
+            "successCondition": "min(result) >= 9900",
+            "provider": {"skywalking": {"window": "3m", "timeout": "2s", "metric": "service_apdex",
+                "entity": {"serviceName": "{{args.service}}"}}}}]}
+    }))
+    .unwrap();
+    let analysis = json!({"analysis": {"templates": [{"templateName": "apdex"}],
+        "args": [{"name": "service", "value": "reviews.bookinfo"}]}});
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "reviews", "namespace": "bookinfo"},
+        "spec": {"revision": "v2", "onAnalysisError": on_error,
+            "trafficRouting": {"istio": {"virtualService": {"name": "reviews", "routes": ["primary"]},
+                "stableService": "reviews-stable", "canaryService": "reviews-canary"}},
+            "steps": [{"setWeight": 10}, analysis, {"setWeight": 30}, analysis,
+                      {"setWeight": 60}, analysis]}
+    }))
+    .unwrap();
+}
+
+/// A simulator whose `service_apdex` of reviews.bookinfo is `f(minute)`.
+async fn sim(
+    f: impl Fn(chrono::DateTime<chrono::Utc>) -> Option<f64> + Send + Sync + 'static,
+) -> (Simulator, RunningSim) {
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series("service_apdex", SimEntity::service("reviews.bookinfo"), f);
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (sim, running)
+}
+
+fn http() -> reqwest::Client {
+    skycanary::testkit::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// (stable, canary) weights of the `primary` route; a destination left out weighs 0.
+fn weights(vs: &Value) -> (i64, i64) {
+    let route = vs["spec"]["http"][0]["route"].as_array().unwrap();
+    let of = |host: &str| {
+        route
+            .iter()
+            .filter(|d| d["destination"]["host"] == host)
+            .map(|d| d["weight"].as_i64().unwrap_or(0))
+            .sum::<i64>()
+    };
+    (of("reviews-stable"), of("reviews-canary"))
+}
+
+fn phase(s: &Value) -> &str {
+    s["phase"].as_str().unwrap_or("")
+}
+
+/// Every measurement of every run in a status, oldest run first.
+fn measurements(s: &Value) -> Vec<&Value> {
+    s["analysisRuns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| {
+            r["status"]["metricResults"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .flat_map(|m| m["measurements"].as_array().into_iter().flatten())
+        .collect()
+}
+
+fn run_names(s: &Value) -> Vec<String> {
+    s["analysisRuns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The first metric result of the run named `name`.
+fn metric_of<'a>(s: &'a Value, run: &str) -> &'a Value {
+    s["analysisRuns"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["name"] == run))
+        .map(|r| &r["status"]["metricResults"][0])
+        .unwrap_or(&Value::Null)
+}
+
+fn count_of(s: &Value, run: &str) -> u64 {
+    metric_of(s, run)["measurements"]
+        .as_array()
+        .map_or(0, |m| m.len() as u64)
+}
+
+/// GET /metrics with the token (it is public, the token does no harm).
+async fn metrics(r: &Replica) -> String {
+    let resp = http()
+        .get(format!("{}/metrics", r.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+/// The value of the sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        let all = labels.iter().all(|(k, v)| {
+            let want = format!("{k}=\"{v}\"");
+            set.split(',').any(|kv| kv == want)
+        });
+        if all { value.trim().parse().ok() } else { None }
+    })
+}
+
+/// POST an action; `token` None sends no Authorization header.
+async fn post(r: &Replica, action: &str, token: Option<&str>) -> reqwest::StatusCode {
+    let mut req = http().post(format!(
+        "{}/api/v1/canaries/bookinfo/reviews/{action}",
+        r.url
+    ));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().status()
+}
+
+/// A loopback address where nothing listens.
+fn dead_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_healthy_canary_is_promoted_and_events_and_metrics_agree() {
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    let c = Cluster::start("Abort", 2).await;
+    let d = c.daemon("replica-a", &running.url());
+    let s = c.wait_status("Promoted", |s| phase(s) == "Promoted").await;
+    c.wait_event("RolloutCompleted").await;
+
+    assert_eq!(c.weights(), (0, 100));
+    assert_eq!(c.canary_weight_history().await, [0, 10, 30, 60, 100]);
+    assert_eq!(s["desiredWeight"], 100, "{s:#}");
+    assert_eq!(s["weights"][0]["canary"], 100, "{s:#}");
+    let runs = s["analysisRuns"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{s:#}");
+    for r in runs {
+        assert_eq!(r["status"]["phase"], "Successful", "{r:#}");
+        assert_eq!(r["status"]["metricResults"][0]["count"], 2, "{r:#}");
+    }
+    let taken = measurements(&s);
+    assert_eq!(taken.len(), 6);
+    assert!(taken.iter().all(|m| m["phase"] == "Successful"), "{s:#}");
+
+    // Events: one weight update per step, in order, and the completion.
+    let events = c.events();
+    let updates: Vec<&str> = events
+        .iter()
+        .filter(|(r, _)| r == "TrafficWeightUpdated")
+        .map(|(_, n)| n.as_str())
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            "Traffic weight updated from 0 to 10",
+            "Traffic weight updated from 10 to 30",
+            "Traffic weight updated from 30 to 60",
+            "Traffic weight updated from 60 to 100",
+        ],
+        "{events:#?}"
+    );
+    let reasons = |r: &str| events.iter().filter(|(x, _)| x == r).count();
+    assert_eq!(reasons("RolloutCompleted"), 1, "{events:#?}");
+    assert_eq!(reasons("AnalysisRunSuccessful"), 3, "{events:#?}");
+    assert_eq!(reasons("RolloutAborted"), 0, "{events:#?}");
+
+    // Metrics: the phase state set, the weight read back, one decision per recorded Event and
+    // one counted measurement per measurement in the status.
+    let text = metrics(&d).await;
+    let canary = [("namespace", "bookinfo"), ("name", "reviews")];
+    for p in [
+        "Pending",
+        "Progressing",
+        "Paused",
+        "Promoted",
+        "Aborted",
+        "Degraded",
+    ] {
+        let labels = [canary[0], canary[1], ("phase", p)];
+        let want = if p == "Promoted" { 1.0 } else { 0.0 };
+        assert_eq!(
+            sample(&text, "skycanary_canary_phase", &labels),
+            Some(want),
+            "{p}: {text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "skycanary_canary_weight",
+            &[canary[0], canary[1], ("route", "primary")]
+        ),
+        Some(100.0),
+        "{text}"
+    );
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for (r, _) in &events {
+        *by_reason.entry(r.as_str()).or_default() += 1;
+    }
+    for (reason, n) in by_reason {
+        let labels = [canary[0], canary[1], ("reason", reason)];
+        assert_eq!(
+            sample(&text, "skycanary_decisions_total", &labels),
+            Some(n as f64),
+            "{reason}: {text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "skycanary_measurements_total",
+            &[canary[0], canary[1], ("phase", "Successful")]
+        ),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "skycanary_analysis_runs_total",
+            &[canary[0], canary[1], ("phase", "Successful")]
+        ),
+        Some(3.0),
+        "one per run in the status: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_apdex_drop_at_30_percent_rolls_back_before_the_next_measurement() {
+    // The canary's apdex collapses as soon as it takes 30 % of the traffic: the failure comes
+    // from the state of the world, not from a timer racing the daemon.
+    let fake_view: std::sync::Arc<std::sync::OnceLock<FakeApiServer>> = Default::default();
+    let view = fake_view.clone();
+    let (_sim, running) = sim(move |_| {
+        let at_30 = view
+            .get()
+            .and_then(|f| f.virtual_service("bookinfo", "reviews"))
+            .is_some_and(|vs| weights(&vs).1 >= 30);
+        Some(if at_30 { 7000.0 } else { 9950.0 })
+    })
+    .await;
+    let c = Cluster::start("Abort", 2).await;
+    fake_view.set(c.fake.clone()).unwrap();
+    let _d = c.daemon("replica-a", &running.url());
+    let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
+    c.wait_event("RolloutAborted").await;
+
+    assert_eq!(c.weights(), (100, 0), "back at stable");
+    let abort = &s["abort"];
+    assert_eq!(abort["metric"], "apdex", "{abort:#}");
+    assert!(
+        abort["value"].as_str().unwrap_or("").contains("7000"),
+        "{abort:#}"
+    );
+    assert!(
+        abort["condition"]
+            .as_str()
+            .unwrap_or("")
+            .contains("min(result) >= 9900"),
+        "{abort:#}"
+    );
+    assert_eq!(s["currentStepIndex"], 3, "the analysis at 30 %: {s:#}");
+
+    // Order of writes: the first status holding the failed measurement, then the rollback as
+    // the very next VirtualService write, with no measurement taken in between.
+    let canaries = c.history(CANARIES).await;
+    let vss = c.history(VIRTUAL_SERVICES).await;
+    let (failed_rv, at_failure) = canaries
+        .iter()
+        .find(|(_, o)| {
+            measurements(&o["status"])
+                .iter()
+                .any(|m| m["phase"] == "Failed")
+        })
+        .expect("the failed measurement was persisted");
+    let taken = measurements(&at_failure["status"]).len();
+    let (rollback_rv, first_after) = vss
+        .iter()
+        .find(|(rv, _)| rv > failed_rv)
+        .expect("a VirtualService write after the failure");
+    assert_eq!(
+        weights(first_after),
+        (100, 0),
+        "the next routing write is the rollback"
+    );
+    for (rv, o) in &canaries {
+        if rv > failed_rv && rv < rollback_rv {
+            assert_eq!(
+                measurements(&o["status"]).len(),
+                taken,
+                "a measurement was taken before the rollback: {o:#}"
+            );
+        }
+    }
+    assert_eq!(c.canary_weight_history().await, [0, 10, 30, 0]);
+    let events = c.events();
+    assert!(
+        events
+            .iter()
+            .any(|(r, n)| r == "AnalysisRunFailed" && n.contains("apdex")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_no_traffic_pauses_inconclusive_without_promoting_or_aborting() {
+    let (_sim, running) = sim(|_| None).await;
+    let c = Cluster::start("Abort", 2).await;
+    let _d = c.daemon("replica-a", &running.url());
+    let s = c.wait_status("Paused", |s| phase(s) == "Paused").await;
+    c.wait_event("AnalysisRunInconclusive").await;
+
+    assert_eq!(s["pause"]["reason"], "Inconclusive", "{s:#}");
+    assert_eq!(s["currentStepIndex"], 1, "{s:#}");
+    assert_eq!(c.weights(), (90, 10), "weight unchanged");
+    assert_eq!(c.canary_weight_history().await, [0, 10]);
+    for (_, o) in c.history(CANARIES).await {
+        let p = phase(&o["status"]);
+        assert!(p != "Promoted" && p != "Aborted", "{o:#}");
+    }
+    assert!(
+        measurements(&s)
+            .iter()
+            .all(|m| m["phase"] == "Inconclusive"),
+        "{s:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_oap_outage_with_hold_freezes_the_weight() {
+    let (sim, running) = sim(|_| Some(9950.0)).await;
+    // The OAP answers 503 to everything.
+    sim.inject_fault(Fault::Status(503), None);
+    let c = Cluster::start("Hold", 2).await;
+    let d = c.daemon("replica-a", &running.url());
+    let s = c.wait_status("Paused", |s| phase(s) == "Paused").await;
+    c.wait_event("AnalysisRunError").await;
+
+    assert_eq!(s["pause"]["reason"], "AnalysisError", "{s:#}");
+    assert_eq!(s["currentStepIndex"], 1, "{s:#}");
+    assert_eq!(c.weights(), (90, 10), "weight frozen");
+    assert_eq!(c.canary_weight_history().await, [0, 10]);
+    for (_, o) in c.history(CANARIES).await {
+        let p = phase(&o["status"]);
+        assert!(p != "Promoted" && p != "Aborted", "{o:#}");
+    }
+    let text = metrics(&d).await;
+    assert_eq!(
+        sample(
+            &text,
+            "skycanary_canary_phase",
+            &[("name", "reviews"), ("phase", "Paused")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "skycanary_analysis_runs_total",
+            &[("name", "reviews"), ("phase", "Error")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_oap_outage_with_abort_rolls_back() {
+    let c = Cluster::start("Abort", 2).await;
+    let _d = c.daemon("replica-a", &dead_address());
+    let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
+    c.wait_event("RolloutAborted").await;
+
+    assert_eq!(c.weights(), (100, 0), "stable takes everything");
+    assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
+    assert_eq!(s["currentStepIndex"], 1, "{s:#}");
+    assert!(
+        measurements(&s).iter().all(|m| m["phase"] == "Error"),
+        "{s:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_sigkill_mid_step_resumes_with_the_same_counts_and_never_lowers_weights() {
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    // Five measurements per analysis: the daemon dies with the first analysis half done.
+    let c = Cluster::start("Abort", 5).await;
+    let mut a = c.daemon("replica-a", &running.url());
+    let mid = c
+        .wait_status("two measurements of step 1", |s| {
+            s["currentStepIndex"] == 1 && measurements(s).len() >= 2
+        })
+        .await;
+    let run = mid["stepAnalysisRun"].as_str().unwrap().to_string();
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    drop(a);
+
+    // A new pod: it takes the lease once the dead one's expires.
+    let b = c.daemon("replica-b", &running.url());
+    let s = c.wait_status("Promoted", |s| phase(s) == "Promoted").await;
+    c.wait_event("RolloutCompleted").await;
+
+    // What replica-a had persisted when replica-b took over, from the write history.
+    let leases = c.history(LEASES).await;
+    let (takeover_rv, _) = leases
+        .iter()
+        .find(|(_, l)| l["spec"]["holderIdentity"] == "replica-b")
+        .expect("replica-b took the lease");
+    let canaries = c.history(CANARIES).await;
+    let killed = &canaries
+        .iter()
+        .rev()
+        .find(|(rv, _)| rv < takeover_rv)
+        .expect("replica-a wrote a status")
+        .1["status"];
+    assert_eq!(killed["currentStepIndex"], 1, "{killed:#}");
+    assert_eq!(killed["stepAnalysisRun"], run.as_str(), "{killed:#}");
+    let killed_count = count_of(killed, &run);
+    assert!(
+        (2..5).contains(&killed_count),
+        "killed mid-analysis: {killed:#}"
+    );
+    let killed_runs = run_names(killed);
+
+    // Every status replica-b wrote: never behind what replica-a left, same runs kept.
+    let after: Vec<&Value> = canaries
+        .iter()
+        .filter(|(rv, _)| rv > takeover_rv)
+        .map(|(_, o)| &o["status"])
+        .collect();
+    let first = after.first().expect("replica-b wrote the status");
+    assert_eq!(first["currentStepIndex"], 1, "same step: {first:#}");
+    assert_eq!(
+        first["stepAnalysisRun"],
+        run.as_str(),
+        "same run: {first:#}"
+    );
+    for st in &after {
+        assert!(
+            st["currentStepIndex"].as_u64() >= killed["currentStepIndex"].as_u64(),
+            "{st:#}"
+        );
+        assert!(
+            count_of(st, &run) >= killed_count,
+            "count went back: {st:#}"
+        );
+        assert_eq!(
+            run_names(st)[..killed_runs.len()],
+            killed_runs[..],
+            "{st:#}"
+        );
+    }
+    // The interrupted run finished with exactly its count: none lost, none repeated.
+    let m = metric_of(&s, &run);
+    assert_eq!(m["count"], 5, "{m:#}");
+    assert_eq!(m["successful"], 5, "{m:#}");
+    assert_eq!(count_of(&s, &run), 5, "{m:#}");
+    assert_eq!(run_names(&s).len(), 3, "{s:#}");
+
+    // Weights never went down, and no step's side effects happened twice.
+    let all: Vec<i64> = c
+        .history(VIRTUAL_SERVICES)
+        .await
+        .iter()
+        .map(|(_, vs)| weights(vs).1)
+        .collect();
+    assert!(all.windows(2).all(|w| w[0] <= w[1]), "{all:?}");
+    assert_eq!(c.canary_weight_history().await, [0, 10, 30, 60, 100]);
+    let events = c.events();
+    let n = |r: &str| events.iter().filter(|(x, _)| x == r).count();
+    assert_eq!(n("TrafficWeightUpdated"), 4, "{events:#?}");
+    assert_eq!(n("RolloutStepCompleted"), 6, "{events:#?}");
+    assert_eq!(n("RolloutUpdated"), 1, "one release run: {events:#?}");
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_promote_abort_retry_need_the_token_and_work() {
+    // No traffic: every analysis pauses Inconclusive, so only commands move the canary.
+    let (_sim, running) = sim(|_| None).await;
+    let c = Cluster::start("Abort", 2).await;
+    let d = c.daemon("replica-a", &running.url());
+    let paused_at = |step: u64| {
+        move |s: &Value| {
+            phase(s) == "Paused"
+                && s["currentStepIndex"] == step
+                && s["pause"]["reason"] == "Inconclusive"
+        }
+    };
+    c.wait_status("paused at step 1", paused_at(1)).await;
+
+    for action in ["promote", "abort", "retry", "promote?full=true"] {
+        assert_eq!(post(&d, action, None).await, 401, "{action}");
+        assert_eq!(post(&d, action, Some("wrong")).await, 401, "{action}");
+    }
+    let s = c.status();
+    assert!(paused_at(1)(&s), "refused commands change nothing: {s:#}");
+    assert_eq!(c.weights(), (90, 10));
+
+    // promote: past the inconclusive analysis to 30 %, where the next one pauses again.
+    assert_eq!(post(&d, "promote", Some(TOKEN)).await, 200);
+    c.wait_status("paused at step 3", paused_at(3)).await;
+    assert_eq!(c.weights(), (70, 30));
+
+    // abort: the reply comes after the status and the rollback were written.
+    assert_eq!(post(&d, "abort", Some(TOKEN)).await, 200);
+    let s = c.status();
+    assert_eq!(phase(&s), "Aborted", "{s:#}");
+    assert_eq!(c.weights(), (100, 0));
+
+    // retry: a new run from step 0 with new analysis runs.
+    let runs_before = run_names(&c.status());
+    assert_eq!(post(&d, "retry", Some(TOKEN)).await, 200);
+    let s = c.wait_status("paused at step 1 again", paused_at(1)).await;
+    assert_eq!(c.weights(), (90, 10));
+    let runs_after = run_names(&s);
+    assert!(
+        runs_after.iter().any(|r| !runs_before.contains(r)),
+        "{runs_before:?} → {runs_after:?}"
+    );
+
+    // promote --full: straight to the end.
+    assert_eq!(post(&d, "promote?full=true", Some(TOKEN)).await, 200);
+    c.wait_status("Promoted", |s| phase(s) == "Promoted").await;
+    assert_eq!(c.weights(), (0, 100));
+    assert_eq!(c.canary_weight_history().await, [0, 10, 30, 0, 10, 100]);
+    c.wait_event("RolloutCompleted").await;
+    let events = c.events();
+    for reason in ["RolloutPromoted", "RolloutAborted", "RolloutRetried"] {
+        assert!(events.iter().any(|(r, _)| r == reason), "{events:#?}");
+    }
+}

@@ -1,0 +1,180 @@
+//! `skycanary demo` end to end: the binary runs each scenario non-interactively (time ×300)
+//! with the simulator, the file backend and the real daemon; the summary states the outcome
+//! and the VirtualService file holds the final weights.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use skycanary::demo::weights::VirtualServiceWeights;
+use skycanary::sim::blend::Weights;
+use skycanary::traffic::file::FileStore;
+
+const SPEED: &str = "300";
+
+fn demo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skycanary"))
+        .arg("demo")
+        .args(args)
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run skycanary demo")
+}
+
+/// Weights of the `primary` route as written in the scenario's VirtualService file.
+fn file_weights(work: &Path, scenario: &str) -> Weights {
+    let store = FileStore::open(work.join(scenario).join("istio")).expect("manifests kept");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(VirtualServiceWeights::new(store, "bookinfo", "reviews", "primary").read())
+        .expect("VirtualService readable")
+}
+
+fn w(pairs: &[(&str, f64)]) -> Weights {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// Runs one scenario with a JSON summary; returns the scenario's entry and the weights file.
+fn run_json(scenario: &str) -> (Value, Weights) {
+    let work = tempfile::tempdir().unwrap();
+    let work_s = work.path().display().to_string();
+    let out = demo(&[
+        "--scenario",
+        scenario,
+        "--speed",
+        SPEED,
+        "--output",
+        "json",
+        "--work-dir",
+        &work_s,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log =
+        std::fs::read_to_string(work.path().join(scenario).join("daemon.log")).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nnarration:\n{stderr}\ndaemon log:\n{log}"
+    );
+    let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(doc["ok"], true, "{doc}");
+    let scenarios = doc["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 1, "{doc}");
+    assert_eq!(scenarios[0]["name"], scenario);
+    // The narration went to stderr, one line per measurement with value, condition, verdict.
+    assert!(
+        stderr.contains("measure      apdex #1  value ["),
+        "{stderr}"
+    );
+    assert!(stderr.contains("condition min(result) >= args.min_apdex (min_apdex = 9900)"));
+    (scenarios[0].clone(), file_weights(work.path(), scenario))
+}
+
+#[test]
+fn healthy_scenario_promotes_v2_to_100_percent() {
+    let (s, weights) = run_json("healthy");
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(s["phase"], "Promoted", "{s}");
+    assert_eq!(s["outcome"], "Promoted (v2 at 100 %)");
+    assert_eq!(s["weights"], serde_json::json!({"v1": 0.0, "v2": 100.0}));
+    assert_eq!(weights, w(&[("v1", 0.0), ("v2", 100.0)]));
+}
+
+#[test]
+fn regression_scenario_aborts_v3_on_the_failed_apdex_analysis() {
+    let (s, weights) = run_json("regression");
+    assert_eq!(s["phase"], "Aborted", "{s}");
+    assert_eq!(s["abort"]["metric"], "apdex", "{s}");
+    assert!(s["abort"].get("alarm").is_none(), "{s}");
+    // The failing window holds a minute below the threshold.
+    let value = s["abort"]["value"].as_str().unwrap();
+    let min = value
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .fold(f64::INFINITY, f64::min);
+    assert!(min < 9900.0, "{value}");
+    assert!(
+        s["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("Aborted (apdex = ["),
+        "{s}"
+    );
+    assert_eq!(weights, w(&[("v1", 100.0), ("v3", 0.0)]));
+}
+
+#[test]
+fn alarm_scenario_rolls_back_when_the_webhook_arrives() {
+    let (s, weights) = run_json("alarm");
+    assert_eq!(s["phase"], "Aborted", "{s}");
+    let alarm = s["abort"]["alarm"].as_str().unwrap_or_default();
+    assert!(alarm.contains("service_sla_rule"), "{s}");
+    assert!(s["alarmLatencyMs"].as_f64().is_some(), "{s}");
+    assert_eq!(weights, w(&[("v1", 100.0), ("v2", 0.0)]));
+}
+
+#[test]
+fn text_output_without_a_terminal_is_plain_and_states_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("demo.html");
+    let out = demo(&[
+        "--scenario",
+        "healthy",
+        "--speed",
+        SPEED,
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains('\x1b'),
+        "escape codes in plain output: {stdout}"
+    );
+    assert!(stdout.contains("▶ scenario healthy:"), "{stdout}");
+    assert!(
+        stdout.contains("weights      v1 90 % · v2 10 %"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("weights      v1 70 % · v2 30 %"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("weights      v1 40 % · v2 60 %"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("weights      v2 100 %"), "{stdout}");
+    let summary = stdout.split("summary\n").nth(1).expect("a summary");
+    assert!(
+        summary.contains("✔ healthy: Promoted (v2 at 100 %)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("all 1 scenario(s) ended as expected"),
+        "{summary}"
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains(r#"class="chart weights""#));
+    assert!(html.contains(r#"class="chart metric""#));
+}
+
+#[test]
+fn invalid_input_exits_4() {
+    let out = demo(&["--scenario", "nope"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("healthy, regression, alarm, all"));
+    let out = demo(&["--speed", "0"]);
+    assert_eq!(out.status.code(), Some(4));
+    let out = demo(&["--report", "/nonexistent-dir/x.html"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
