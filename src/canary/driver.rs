@@ -121,6 +121,9 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub defaults: Defaults,
     /// Metrics.
     pub metrics: Metrics,
+    /// SkyWalking clients shared by every analysis run; build it with
+    /// [`runner::ClientCache::observed`] so their requests reach `/metrics`.
+    pub clients: runner::ClientCache,
 }
 
 impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
@@ -133,6 +136,7 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
             clock: self.clock.clone(),
             defaults: self.defaults.clone(),
             metrics: self.metrics.clone(),
+            clients: self.clients.clone(),
         }
     }
 }
@@ -657,7 +661,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 return;
             }
         };
-        let clients = match runner::connect_observed(&plan, Arc::new(self.ctx.metrics.clone())) {
+        let clients = match self.ctx.clients.connect(&plan) {
             Ok(c) => c,
             Err(e) => {
                 let mut failed = RunState::new(&RunSpec::default(), now);

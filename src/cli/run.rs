@@ -222,6 +222,7 @@ pub async fn run(
             timezone,
         },
         metrics: metrics.clone(),
+        clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
     };
     let handles: Vec<_> = loaded
         .canaries
@@ -242,6 +243,7 @@ pub async fn run(
         metrics: metrics.clone(),
         canaries: control.clone(),
         http: SchedulerContext::webhook_client(),
+        clients: ctx.clients.clone(),
     };
     control.replace_schedules(
         loaded

@@ -95,6 +95,7 @@ pub async fn run(
             timezone: args.timezone,
         },
         metrics: metrics.clone(),
+        clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
@@ -106,6 +107,7 @@ pub async fn run(
         metrics: metrics.clone(),
         canaries: control.clone(),
         http: SchedulerContext::webhook_client(),
+        clients: ctx.clients.clone(),
     };
     // Every replica runs the poller; it polls only while this replica leads (a standby has
     // no canary to roll back and `poll_since` is `None`).

@@ -309,8 +309,12 @@ impl KubeSource {
         let mut objects: BTreeMap<ObjectId, Value> = BTreeMap::new();
         let mut listed: BTreeSet<SourceKind> = BTreeSet::new();
         let mut rvs = ResourceVersions::default();
-        let mut last: Option<Vec<(ObjectId, Value)>> = None;
-        let mut last_commands: Option<Vec<(ObjectId, Value)>> = None;
+        // What drivers act on, per object, and each Canary's `status.command`, as of the last
+        // snapshot sent (None: none sent yet), and the objects touched since: only those are
+        // compared, so a status-only write costs one object's fingerprint, not the whole set's.
+        let mut sent: Option<BTreeMap<ObjectId, Value>> = None;
+        let mut sent_commands: BTreeMap<ObjectId, Value> = BTreeMap::new();
+        let mut touched: BTreeSet<ObjectId> = BTreeSet::new();
         loop {
             let msg = tokio::select! {
                 m = irx.recv() => m,
@@ -325,6 +329,8 @@ impl KubeSource {
             for m in batch {
                 match m {
                     KindMsg::Listed(kind, items, rv) => {
+                        touched.extend(objects.keys().filter(|id| id.kind == kind).cloned());
+                        touched.extend(items.keys().cloned());
                         objects.retain(|id, _| id.kind != kind);
                         objects.extend(items);
                         listed.insert(kind);
@@ -332,10 +338,12 @@ impl KubeSource {
                     }
                     KindMsg::Applied(id, obj, rv) => {
                         rvs.set(id.kind, rv);
+                        touched.insert(id.clone());
                         objects.insert(id, obj);
                     }
                     KindMsg::Deleted(id, rv) => {
                         rvs.set(id.kind, rv);
+                        touched.insert(id.clone());
                         objects.remove(&id);
                     }
                     KindMsg::Error(e) => {
@@ -348,14 +356,38 @@ impl KubeSource {
             if listed.len() < SourceKind::ALL.len() {
                 continue;
             }
-            let print = fingerprint(&objects);
-            let commands = command_fingerprint(&objects);
-            if last.as_ref() == Some(&print) && last_commands.as_ref() == Some(&commands) {
+            let (specs_changed, commands_changed) = match &mut sent {
+                None => {
+                    sent = Some(
+                        objects
+                            .iter()
+                            .map(|(id, o)| (id.clone(), fingerprint(o)))
+                            .collect(),
+                    );
+                    sent_commands = objects
+                        .iter()
+                        .filter_map(|(id, o)| Some((id.clone(), command_print(id, o)?)))
+                        .collect();
+                    (true, true)
+                }
+                Some(prints) => {
+                    let (mut specs, mut commands) = (false, false);
+                    for id in &touched {
+                        let obj = objects.get(id);
+                        specs |= update(prints, id, obj.map(fingerprint));
+                        commands |= update(
+                            &mut sent_commands,
+                            id,
+                            obj.and_then(|o| command_print(id, o)),
+                        );
+                    }
+                    (specs, commands)
+                }
+            };
+            touched.clear();
+            if !specs_changed && !commands_changed {
                 continue;
             }
-            let specs_changed = last.as_ref() != Some(&print);
-            last = Some(print);
-            last_commands = Some(commands);
             let mut snapshot = build_snapshot(&objects, rvs.clone());
             snapshot.specs_changed = specs_changed;
             if tx.send(SourceEvent::Changed(snapshot)).await.is_err() {
@@ -593,39 +625,57 @@ fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
 }
 
 /// What decides whether drivers must hear about an object: everything but `.status` and the
-/// server's bookkeeping (resourceVersion, managedFields, ...).
-fn fingerprint(objects: &BTreeMap<ObjectId, Value>) -> Vec<(ObjectId, Value)> {
-    objects
-        .iter()
-        .map(|(id, obj)| {
-            let mut v = obj.clone();
-            if let Some(m) = v.as_object_mut() {
-                m.remove("status");
-                let meta = m.get("metadata").cloned().unwrap_or_else(|| json!({}));
+/// server's bookkeeping (resourceVersion, managedFields, ...). Built without copying `.status`,
+/// which is most of a Canary and changes with every measurement.
+fn fingerprint(obj: &Value) -> Value {
+    let Some(m) = obj.as_object() else {
+        return obj.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        match k.as_str() {
+            "status" => {}
+            "metadata" => {
                 let mut kept = Map::new();
                 for field in ["uid", "generation", "labels", "annotations"] {
-                    if let Some(x) = meta.get(field) {
+                    if let Some(x) = v.get(field) {
                         kept.insert(field.into(), x.clone());
                     }
                 }
-                m.insert("metadata".into(), Value::Object(kept));
+                out.insert(k.clone(), Value::Object(kept));
             }
-            (id.clone(), v)
-        })
-        .collect()
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if !out.contains_key("metadata") {
+        out.insert("metadata".into(), json!({}));
+    }
+    Value::Object(out)
 }
 
-/// The `status.command` of every Canary that has one: a new request must reach its driver
+/// The `status.command` of a Canary that has one: a new request must reach its driver
 /// although the daemon ignores status changes otherwise.
-fn command_fingerprint(objects: &BTreeMap<ObjectId, Value>) -> Vec<(ObjectId, Value)> {
-    objects
-        .iter()
-        .filter(|(id, _)| id.kind == SourceKind::Canary)
-        .filter_map(|(id, obj)| {
-            let cmd = obj.get("status")?.get("command")?;
-            (!cmd.is_null()).then(|| (id.clone(), cmd.clone()))
-        })
-        .collect()
+fn command_print(id: &ObjectId, obj: &Value) -> Option<Value> {
+    if id.kind != SourceKind::Canary {
+        return None;
+    }
+    let cmd = obj.get("status")?.get("command")?;
+    (!cmd.is_null()).then(|| cmd.clone())
+}
+
+/// Records `now` as `id`'s entry in `prints` (None: no entry); true when it differs from the
+/// entry before.
+fn update(prints: &mut BTreeMap<ObjectId, Value>, id: &ObjectId, now: Option<Value>) -> bool {
+    if now.as_ref() == prints.get(id) {
+        return false;
+    }
+    match now {
+        Some(p) => prints.insert(id.clone(), p),
+        None => prints.remove(id),
+    };
+    true
 }
 
 /// Validates every object like the file loader does, collecting errors per object.

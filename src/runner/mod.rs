@@ -1,11 +1,13 @@
 //! Running an analysis: turns a loaded template into a plan (pure), then drives the pure
 //! analysis state machine against SkyWalking clients on an injected clock (the I/O loop).
 
+pub mod clients;
 pub mod clock;
 pub mod observe;
 pub mod plan;
 pub mod run;
 
+pub use clients::ClientCache;
 pub use clock::{Clock, ScaledClock, SystemClock, WallScaledClock};
 pub use observe::observation_from;
 pub use plan::{Defaults, PlannedMetric, RunPlan, plan, plan_many};

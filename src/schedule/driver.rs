@@ -54,6 +54,8 @@ pub struct SchedulerContext {
     pub canaries: Arc<dyn CanaryRollback>,
     /// Webhook client.
     pub http: reqwest::Client,
+    /// SkyWalking clients, shared with the canary tasks (and their request observer).
+    pub clients: runner::ClientCache,
 }
 
 impl SchedulerContext {
@@ -461,7 +463,7 @@ impl Task {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
-        let clients = match runner::connect_observed(&plan, Arc::new(self.ctx.metrics.clone())) {
+        let clients = match self.ctx.clients.connect(&plan) {
             Ok(c) => c,
             Err(e) => return fail(e.to_string()),
         };

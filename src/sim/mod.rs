@@ -126,12 +126,31 @@ impl RecordedRequest {
     }
 }
 
+/// One answered request, as seen by a [`Simulator::set_observer`] hook.
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The request body as received.
+    pub body: &'a [u8],
+    /// Response status.
+    pub status: u16,
+    /// When the request reached the handler.
+    pub received: std::time::Instant,
+    /// When the response was handed back to the HTTP server.
+    pub answered: std::time::Instant,
+}
+
+/// A hook told about every answered request (benchmarks time measurements with it).
+pub type Observer = Arc<dyn Fn(&Exchange<'_>) + Send + Sync>;
+
 /// Shared state behind a [`Simulator`].
 pub(crate) struct Inner {
     config: SimConfig,
     store: Mutex<Store>,
     faults: Mutex<FaultQueue>,
     log: Mutex<Vec<RecordedRequest>>,
+    observer: Mutex<Option<Observer>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,6 +203,7 @@ impl Simulator {
                 store: Mutex::new(Store::default()),
                 faults: Mutex::new(FaultQueue::default()),
                 log: Mutex::new(Vec::new()),
+                observer: Mutex::new(None),
             }),
             schema: Arc::new(schema),
             model: Arc::new(model),
@@ -302,6 +322,12 @@ impl Simulator {
 
     pub fn clear_requests(&self) {
         self.inner.log().clear();
+    }
+
+    /// Calls `observer` once per answered request, after its response is ready (replacing a
+    /// previous observer).
+    pub fn set_observer(&self, observer: impl Fn(&Exchange<'_>) + Send + Sync + 'static) {
+        *lock(&self.inner.observer) = Some(Arc::new(observer));
     }
 
     /// Formats an instant the way a correct client must for this server (its TZ, `step`'s pattern).

@@ -37,9 +37,34 @@ fn json_response(status: StatusCode, body: &Json, content_type: &'static str) ->
 
 const GATEWAY_HTML: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
 
-/// The single fallback handler: every method and path lands here.
+/// The single fallback handler: every method and path lands here. Tells the observer, if one
+/// is set, once the response is ready.
 pub async fn handle(
     State(sim): State<Simulator>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let received = std::time::Instant::now();
+    let observer = super::lock(&sim.inner.observer).clone();
+    let Some(observer) = observer else {
+        return answer(sim, method, uri, headers, body).await;
+    };
+    let response = answer(sim, method.clone(), uri.clone(), headers, body.clone()).await;
+    observer(&super::Exchange {
+        method: method.as_str(),
+        path: uri.path(),
+        body: &body,
+        status: response.status().as_u16(),
+        received,
+        answered: std::time::Instant::now(),
+    });
+    response
+}
+
+async fn answer(
+    sim: Simulator,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -679,3 +679,27 @@ async fn faults() {
     assert_eq!(post(&run, q).await.0, 200);
     assert!(started.elapsed() < Duration::from_millis(300));
 }
+
+#[tokio::test]
+async fn observer_sees_every_answered_request() {
+    let (sim, run) = start(cfg(OapProfile::V10_4)).await;
+    type Seen = (String, String, u16, bool);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let sink = seen.clone();
+    sim.set_observer(move |x| {
+        sink.lock().expect("lock").push((
+            x.method.to_string(),
+            String::from_utf8_lossy(x.body).into_owned(),
+            x.status,
+            x.answered >= x.received,
+        ));
+    });
+    let (status, _) = post(&run, json!({"query": "{ version }"})).await;
+    assert_eq!(status, 200);
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, "POST");
+    assert!(seen[0].1.contains("version"), "{}", seen[0].1);
+    assert_eq!(seen[0].2, 200);
+    assert!(seen[0].3);
+}

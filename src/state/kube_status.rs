@@ -7,7 +7,9 @@
 //! longer has (a cleared `pause`, a finished `abort`) are sent as explicit `null`s; arrays are
 //! replaced whole.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -93,7 +95,14 @@ pub fn parse_status(raw: Option<&Value>) -> Result<Option<CanaryStatus>, String>
 #[derive(Clone)]
 pub struct KubeStatusStore {
     client: Client,
+    /// Per Canary: the resourceVersion and `.status` our last write left, so the next write
+    /// needs no read first (one request per status change instead of two). Anyone else's
+    /// write changes the resourceVersion: ours then gets a 409 and re-reads.
+    written: Arc<Mutex<HashMap<(String, String), Written>>>,
 }
+
+/// resourceVersion and `.status` after one of our writes.
+type Written = (String, Value);
 
 impl fmt::Debug for KubeStatusStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -104,7 +113,10 @@ impl fmt::Debug for KubeStatusStore {
 impl KubeStatusStore {
     /// A store over an existing client.
     pub fn new(client: Client) -> Self {
-        KubeStatusStore { client }
+        KubeStatusStore {
+            client,
+            written: Arc::default(),
+        }
     }
 
     fn api(&self, namespace: &str) -> Api<DynamicObject> {
@@ -145,17 +157,28 @@ impl KubeStatusStore {
             name: name.to_string(),
             message: format!("cannot encode the status: {e}"),
         })?;
+        let key = (namespace.to_string(), name.to_string());
+        let lock = || self.written.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            let current = api
-                .get_status(name)
-                .await
-                .map_err(|e| map_error(namespace, name, e))?;
-            let rv = current
-                .metadata
-                .resource_version
-                .clone()
-                .unwrap_or_default();
-            let status_patch = status_merge_patch(current.data.get("status"), &desired);
+            let known = lock().remove(&key);
+            let (rv, stored) = match known {
+                Some(k) => k,
+                None => {
+                    let current = api
+                        .get_status(name)
+                        .await
+                        .map_err(|e| map_error(namespace, name, e))?;
+                    let rv = current
+                        .metadata
+                        .resource_version
+                        .clone()
+                        .unwrap_or_default();
+                    let stored = current.data.get("status").cloned().unwrap_or(Value::Null);
+                    (rv, stored)
+                }
+            };
+            let stored = (!stored.is_null()).then_some(&stored);
+            let status_patch = status_merge_patch(stored, &desired);
             let mut patch = json!({ "status": status_patch });
             if !rv.is_empty() {
                 patch["metadata"] = json!({ "resourceVersion": rv });
@@ -164,7 +187,15 @@ impl KubeStatusStore {
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(written) => {
+                    if let (Some(rv), Some(status)) = (
+                        written.metadata.resource_version.clone(),
+                        written.data.get("status"),
+                    ) {
+                        lock().insert(key, (rv, status.clone()));
+                    }
+                    return Ok(());
+                }
                 Err(kube::Error::Api(s)) if s.is_conflict() => continue,
                 Err(e) => return Err(map_error(namespace, name, e)),
             }

@@ -281,3 +281,50 @@ async fn stale_resource_version_is_refused_by_the_server() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_second_save_needs_no_read_and_a_foreign_write_forces_one() {
+    let (fake, store) = setup();
+    store
+        .save("bookinfo", "reviews", &paused(Some(1)))
+        .await
+        .expect("saved");
+    fake.clear_requests();
+    let mut next = paused(Some(1));
+    next.current_step_index = 2;
+    store
+        .save("bookinfo", "reviews", &next)
+        .await
+        .expect("saved");
+    let methods: Vec<String> = fake.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(
+        methods,
+        ["PATCH"],
+        "no read before writing our own last status"
+    );
+    assert_eq!(stored_status(&fake)["currentStepIndex"], json!(2));
+
+    // Someone else changes the status: our remembered version is stale, the write conflicts,
+    // is re-read and re-planned, and the other writer's extra field is removed, not kept by
+    // accident.
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(fake.client(), "bookinfo", &canary_resource());
+    api.patch_status(
+        "reviews",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"message": "edited by someone else"}})),
+    )
+    .await
+    .expect("foreign write");
+    fake.clear_requests();
+    next.current_step_index = 3;
+    store
+        .save("bookinfo", "reviews", &next)
+        .await
+        .expect("saved");
+    let methods: Vec<String> = fake.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["PATCH", "GET", "PATCH"]);
+    let stored = stored_status(&fake);
+    assert_eq!(stored["currentStepIndex"], json!(3));
+    assert!(stored.get("message").is_none(), "{stored}");
+}

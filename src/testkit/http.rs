@@ -42,8 +42,28 @@ fn result_response(result: Result<Value, ApiError>, ok: u16) -> Response {
     }
 }
 
-/// Entry point for every request.
+/// Entry point for every request: handles it and tells the observer, if one is set.
 pub(crate) async fn handle(State(server): State<FakeApiServer>, req: Request) -> Response {
+    let received = std::time::Instant::now();
+    let Some(observer) = server.lock().observer.clone() else {
+        return handle_request(server, req).await;
+    };
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let response = handle_request(server, req).await;
+    observer(&super::Answered {
+        method,
+        path,
+        query,
+        status: response.status().as_u16(),
+        received,
+        answered: std::time::Instant::now(),
+    });
+    response
+}
+
+async fn handle_request(server: FakeApiServer, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

@@ -37,6 +37,26 @@ pub use store::{
 };
 use store::{Fault, Signal, Store};
 
+/// One answered request, as seen by a [`FakeApiServer::set_observer`] hook.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// HTTP method.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Response status.
+    pub status: u16,
+    /// When the request reached the handler.
+    pub received: std::time::Instant,
+    /// When its response (headers, for watches) was handed back to the HTTP server.
+    pub answered: std::time::Instant,
+}
+
+/// A hook told about every answered request (benchmarks time routing writes with it).
+pub type RequestObserver = Arc<dyn Fn(&Answered) + Send + Sync>;
+
 /// Failures of the test API (seeding, updating objects directly).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TestkitError {
@@ -288,6 +308,12 @@ impl FakeApiServer {
     /// [`FakeApiServer::set_latency`]).
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
+    }
+
+    /// Calls `observer` once per answered request, after its response is ready (replacing a
+    /// previous observer). Unlike [`FakeApiServer::requests`], nothing is kept.
+    pub fn set_observer(&self, observer: impl Fn(&Answered) + Send + Sync + 'static) {
+        self.lock().observer = Some(Arc::new(observer));
     }
 
     /// Latency added to every request.

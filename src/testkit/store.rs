@@ -318,6 +318,7 @@ pub(crate) struct Store {
     pub tx: broadcast::Sender<Signal>,
     /// Every committed change, when enabled (unbounded: for tests that inspect all writes).
     pub writes: Option<Vec<CommittedWrite>>,
+    pub observer: Option<super::RequestObserver>,
 }
 
 /// Parsed list/watch query parameters.
@@ -344,6 +345,7 @@ impl Store {
             latency: Duration::ZERO,
             tx,
             writes: None,
+            observer: None,
         }
     }
 

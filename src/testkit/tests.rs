@@ -806,3 +806,34 @@ async fn clear_faults_forgets_pending_faults() {
     fake.clear_faults();
     api.get("reviews").await.expect("no fault left");
 }
+
+#[tokio::test]
+async fn observer_sees_every_answered_request() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("reviews", 0)).expect("seeded");
+    let seen: Arc<Mutex<Vec<Answered>>> = Arc::default();
+    let sink = seen.clone();
+    fake.set_observer(move |a| sink.lock().expect("lock").push(a.clone()));
+    let api = vs_api(fake.client(), "v1");
+    let mut obj = api.get("reviews").await.expect("get");
+    obj.data["spec"]["http"][0]["route"][1]["weight"] = json!(20);
+    api.replace("reviews", &PostParams::default(), &obj)
+        .await
+        .expect("replace");
+    let _ = api.get("missing").await.expect_err("404");
+    let seen = seen.lock().expect("lock");
+    let summary: Vec<(&str, &str, u16)> = seen
+        .iter()
+        .map(|a| (a.method.as_str(), a.path.as_str(), a.status))
+        .collect();
+    let path = "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices";
+    assert_eq!(
+        summary,
+        vec![
+            ("GET", &format!("{path}/reviews")[..], 200),
+            ("PUT", &format!("{path}/reviews")[..], 200),
+            ("GET", &format!("{path}/missing")[..], 404),
+        ]
+    );
+    assert!(seen.iter().all(|a| a.answered >= a.received));
+}
