@@ -65,7 +65,7 @@ pub enum Output {
 /// Arguments of `demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Which scenario to run: healthy, regression, alarm, or all.
+    /// Which scenario to run: healthy, regression, alarm, scheduled, or all.
     #[arg(long, default_value = "all", value_parser = parse_choice, value_name = "SCENARIO")]
     pub scenario: ScenarioChoice,
     /// Time compression: simulated seconds per real second (20: a simulated minute lasts 3 s).
@@ -172,6 +172,11 @@ pub async fn run(
                     "simulatedSeconds": r.simulated.num_seconds(),
                     "realSeconds": r.real.as_secs_f64(),
                     "alarmLatencyMs": r.alarm_latency.map(|d| d.as_secs_f64() * 1000.0),
+                    "scheduledRuns": r.scheduled_runs.iter().map(|run| json!({
+                        "name": run.name,
+                        "phase": run.status.phase,
+                        "actions": run.actions,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .chain(errors.iter().map(|(s, e)| {
@@ -250,10 +255,14 @@ mod tests {
             parse_choice("Regression"),
             Ok(ScenarioChoice::One(Scenario::Regression))
         );
+        assert_eq!(
+            parse_choice("scheduled"),
+            Ok(ScenarioChoice::One(Scenario::Scheduled))
+        );
         assert!(
             parse_choice("nope")
                 .unwrap_err()
-                .contains("healthy, regression, alarm, all")
+                .contains("healthy, regression, alarm, scheduled, all")
         );
         assert_eq!(ScenarioChoice::All.scenarios(), Scenario::ALL.to_vec());
         assert!(parse_speed("0").is_err());

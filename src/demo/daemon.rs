@@ -1,6 +1,7 @@
 //! The real daemon: `skycanary run` in file mode, started as a child process of this same
 //! binary on loopback, with a scaled clock shared with the simulator. The demo talks to it
-//! only through its HTTP API (status, alarm webhook), as a user or OAP would.
+//! only through its HTTP API (status, scheduled analyses, alarm webhook), as a user or OAP
+//! would.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,6 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::schedule::ScheduleSummary;
 use crate::server::CanarySummary;
 
 /// Failures talking to, or starting, the daemon.
@@ -181,6 +183,33 @@ impl Daemon {
             return Err(DaemonError::Http(format!("{status}: {body}")));
         }
         serde_json::from_str(&body).map_err(|e| DaemonError::Http(format!("{e}: {body}")))
+    }
+
+    /// `GET /api/v1/scheduled-analyses`: every ScheduledAnalysis with its status (runs under
+    /// way and the history, with measurements and actions).
+    pub async fn scheduled_analyses(&self) -> Result<Vec<ScheduleSummary>, DaemonError> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            items: Vec<ScheduleSummary>,
+        }
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/scheduled-analyses", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| DaemonError::Http(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| DaemonError::Http(e.to_string()))?;
+        if !status.is_success() {
+            return Err(DaemonError::Http(format!("{status}: {body}")));
+        }
+        serde_json::from_str::<List>(&body)
+            .map(|l| l.items)
+            .map_err(|e| DaemonError::Http(format!("{e}: {body}")))
     }
 
     /// `POST /webhooks/skywalking` with the bearer token, as OAP 10.2+ sends it; returns the

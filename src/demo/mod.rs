@@ -22,6 +22,7 @@ use crate::canary::{CanaryPhase, CanaryStatus};
 use crate::report::MetricInfo;
 use crate::resources::canary::CanaryStep;
 use crate::runner::{Clock, Defaults, WallScaledClock};
+use crate::schedule::{ActionKind, ScheduleSummary, ScheduledRun};
 use crate::sim::blend::{BlendedService, WeightHistory, Weights};
 use crate::sim::{OapProfile, SimConfig, Simulator};
 use crate::traffic::file::FileStore;
@@ -105,6 +106,9 @@ pub struct ScenarioRun {
     pub real: Duration,
     /// Alarm webhook round trip (the rollback is written before the answer).
     pub alarm_latency: Option<Duration>,
+    /// Every run of the scenario's scheduled analyses, in its last state seen, oldest first
+    /// (kept here even after the daemon trims its history).
+    pub scheduled_runs: Vec<ScheduledRun>,
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), DemoError> {
@@ -261,6 +265,18 @@ pub async fn run_scenario(
         "  daemon: skycanary run (file mode) on {}",
         daemon.url()
     )));
+    for s in &loaded.scheduled {
+        narrator.line(&style.dim(&format!(
+            "  ScheduledAnalysis {}: schedule \"{}\" ({})",
+            s.doc.metadata.name,
+            s.doc.spec.schedule,
+            s.doc.spec.time_zone.as_deref().unwrap_or("UTC")
+        )));
+    }
+    let has_schedules = !loaded.scheduled.is_empty();
+    let mut scheduled_runs: BTreeMap<String, ScheduledRun> = BTreeMap::new();
+    let mut rollback_seen = false;
+    let mut held: Vec<(DateTime<Utc>, Happening)> = Vec::new();
     narrator.start_bars(&versions);
 
     let started = clock.now();
@@ -314,6 +330,39 @@ pub async fn run_scenario(
                 }
             }
         }
+        let mut done = last_status
+            .as_ref()
+            .is_some_and(|s| finished(s, spec.expect.phase));
+        if has_schedules {
+            // After the status, so a run's result is not older than the canary status seen.
+            if let Ok(items) = daemon.scheduled_analyses().await {
+                rollback_seen |= rollback_recorded(&items);
+                remember_runs(&mut scheduled_runs, &items);
+                batch.extend(observer.scheduled(&items, clock.now()));
+            }
+            // The scheduler records its rollback once the canary has answered: until then the
+            // canary's RolledBack waits, so the run that caused it is told first, and the
+            // scenario is not over.
+            if rollback_seen {
+                batch.append(&mut held);
+            } else {
+                let (rolled_back, rest): (Vec<_>, Vec<_>) = batch.drain(..).partition(|(_, h)| {
+                    matches!(
+                        h,
+                        Happening::Phase {
+                            phase: CanaryPhase::RolledBack,
+                            ..
+                        }
+                    )
+                });
+                held.extend(rolled_back);
+                batch = rest;
+                done = done
+                    && last_status
+                        .as_ref()
+                        .is_none_or(|s| s.phase != CanaryPhase::RolledBack);
+            }
+        }
         pending.extend(observer.weights(&blend.weight_history()));
         let (due, later): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(t, _)| *t <= now);
         pending = later;
@@ -351,9 +400,7 @@ pub async fn run_scenario(
                 pending.push((clock.now(), Happening::AlarmAnswered { answer, latency }));
             }
         }
-        if let Some(s) = &last_status
-            && finished(s)
-        {
+        if done {
             break;
         }
         // Simulated time is the budget; a loaded machine gets at least a real minute.
@@ -369,6 +416,7 @@ pub async fn run_scenario(
         blend.record(clock.now(), w.clone());
     }
     pending.extend(observer.weights(&blend.weight_history()));
+    pending.append(&mut held);
     pending.sort_by_key(|(t, _)| *t);
     for (at, h) in pending {
         emit(narrator, &mut happenings, at, h);
@@ -416,14 +464,40 @@ pub async fn run_scenario(
         simulated: clock.now() - started,
         real: real_start.elapsed(),
         alarm_latency,
+        scheduled_runs: {
+            let mut runs: Vec<ScheduledRun> = scheduled_runs.into_values().collect();
+            runs.sort_by_key(|r| (r.status.started_at, r.name.clone()));
+            runs
+        },
+    })
+}
+
+/// Keeps the latest state of every run seen (the daemon trims its history).
+fn remember_runs(runs: &mut BTreeMap<String, ScheduledRun>, items: &[ScheduleSummary]) {
+    for s in items {
+        for r in s.status.active.iter().chain(&s.status.history) {
+            runs.insert(format!("{}/{}/{}", s.namespace, s.name, r.name), r.clone());
+        }
+    }
+}
+
+/// A finished run of a scheduled analysis has recorded a rollback.
+fn rollback_recorded(items: &[ScheduleSummary]) -> bool {
+    items.iter().any(|s| {
+        s.status
+            .history
+            .iter()
+            .any(|r| r.actions.iter().any(|a| a.kind == ActionKind::Rollback))
     })
 }
 
 /// A scenario is over when the canary is promoted or rolled back with its routing written,
-/// or stuck in a state only a human would leave.
-fn finished(s: &CanaryStatus) -> bool {
+/// or stuck in a state only a human would leave. A promoted canary is not the end of a
+/// scenario that expects it rolled back afterwards (by a scheduled analysis).
+fn finished(s: &CanaryStatus, expected: CanaryPhase) -> bool {
     match s.phase {
-        CanaryPhase::Promoted | CanaryPhase::Aborted => s.routing_write.is_none(),
+        CanaryPhase::Promoted => s.routing_write.is_none() && expected != CanaryPhase::RolledBack,
+        CanaryPhase::Aborted | CanaryPhase::RolledBack => s.routing_write.is_none(),
         CanaryPhase::Degraded => true,
         CanaryPhase::Paused => s.pause.as_ref().is_some_and(|p| {
             !matches!(p.reason, crate::canary::PauseReason::Step) || p.until.is_none()
@@ -493,7 +567,14 @@ mod tests {
             phase: CanaryPhase::Promoted,
             ..Default::default()
         };
-        assert!(finished(&s));
+        assert!(finished(&s, CanaryPhase::Promoted));
+        assert!(
+            !finished(&s, CanaryPhase::RolledBack),
+            "a scheduled analysis is still to roll it back"
+        );
+        s.phase = CanaryPhase::RolledBack;
+        assert!(finished(&s, CanaryPhase::RolledBack));
+        s.phase = CanaryPhase::Promoted;
         s.routing_write = Some(crate::canary::RoutingWrite {
             routing: crate::traffic::DesiredRouting::weight(100),
             requested_at: Utc::now(),
@@ -501,10 +582,13 @@ mod tests {
             error: None,
             failures: 0,
         });
-        assert!(!finished(&s), "the final write is still in flight");
+        assert!(
+            !finished(&s, CanaryPhase::Promoted),
+            "the final write is still in flight"
+        );
         s.phase = CanaryPhase::Progressing;
         s.routing_write = None;
-        assert!(!finished(&s));
+        assert!(!finished(&s, CanaryPhase::Promoted));
         s.phase = CanaryPhase::Paused;
         s.pause = Some(crate::canary::PauseStatus {
             reason: crate::canary::PauseReason::Step,
@@ -512,8 +596,11 @@ mod tests {
             until: Some(Utc::now()),
             message: None,
         });
-        assert!(!finished(&s), "a timed pause step ends by itself");
+        assert!(
+            !finished(&s, CanaryPhase::Promoted),
+            "a timed pause step ends by itself"
+        );
         s.pause.as_mut().unwrap().reason = crate::canary::PauseReason::Inconclusive;
-        assert!(finished(&s));
+        assert!(finished(&s, CanaryPhase::Promoted));
     }
 }

@@ -141,7 +141,9 @@ pub fn describe(h: &Happening, info: &BTreeMap<String, MetricInfo>, style: Style
             let p = format!("{phase:?}");
             let p = match phase {
                 CanaryPhase::Promoted => style.good(&p),
-                CanaryPhase::Aborted | CanaryPhase::Degraded => style.bad(&p),
+                CanaryPhase::Aborted | CanaryPhase::RolledBack | CanaryPhase::Degraded => {
+                    style.bad(&p)
+                }
                 _ => p,
             };
             if detail.is_empty() {
@@ -160,6 +162,37 @@ pub fn describe(h: &Happening, info: &BTreeMap<String, MetricInfo>, style: Style
             "webhook      answered after the rollback was written ({} ms): {answer}",
             latency.as_millis()
         ),
+        Happening::ScheduledRun {
+            schedule,
+            phase,
+            values,
+            message,
+            actions,
+            ..
+        } => {
+            let mut line = format!("scheduled    {schedule}");
+            for (metric, value) in values {
+                line.push_str(&format!(
+                    "  {metric} {}",
+                    value.as_deref().unwrap_or("no value")
+                ));
+                // Why it did not pass, against which condition.
+                let cond = condition_text(info.get(metric));
+                if *phase != Phase::Successful && !cond.is_empty() {
+                    line.push_str(&format!("  condition {cond}"));
+                }
+            }
+            line.push_str(&format!("  → {}", phase_text(style, *phase)));
+            if values.is_empty()
+                && let Some(m) = message
+            {
+                line.push_str(&format!(" ({m})"));
+            }
+            for a in actions {
+                line.push_str(&format!("  ⇒ {}", style.warn(a)));
+            }
+            line
+        }
     }
 }
 
@@ -284,6 +317,50 @@ mod tests {
         // Unknown metric: the judge's message stands in for the condition.
         let other = describe(&h, &BTreeMap::new(), Style { color: false });
         assert!(other.ends_with("→ Failed  (…)"), "{other}");
+    }
+
+    #[test]
+    fn a_scheduled_run_line_has_values_verdict_and_actions() {
+        let mut h = Happening::ScheduledRun {
+            schedule: "production-apdex".into(),
+            run: "production-apdex-1740823230".into(),
+            phase: Phase::Successful,
+            values: vec![("apdex".into(), Some("[9951, 9949, 9950]".into()))],
+            message: None,
+            actions: vec![],
+        };
+        assert_eq!(
+            describe(&h, &info(), Style { color: false }),
+            "scheduled    production-apdex  apdex [9951, 9949, 9950]  → Successful"
+        );
+        if let Happening::ScheduledRun {
+            phase,
+            values,
+            actions,
+            ..
+        } = &mut h
+        {
+            *phase = Phase::Failed;
+            values[0].1 = Some("[9950, 9949, 8120]".into());
+            actions.push("rollback bookinfo/reviews: canary is RolledBack".into());
+        }
+        assert_eq!(
+            describe(&h, &info(), Style { color: false }),
+            "scheduled    production-apdex  apdex [9950, 9949, 8120]  condition min(result) >= args.min_apdex (min_apdex = 9900)  → Failed  ⇒ rollback bookinfo/reviews: canary is RolledBack"
+        );
+        // A run that measured nothing says why.
+        let h = Happening::ScheduledRun {
+            schedule: "p".into(),
+            run: "p-1".into(),
+            phase: Phase::Error,
+            values: vec![],
+            message: Some("analysis template \"x\" not found".into()),
+            actions: vec![],
+        };
+        assert!(
+            describe(&h, &info(), Style { color: false })
+                .ends_with("→ Error (analysis template \"x\" not found)")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::analysis::Phase;
 use crate::canary::{CanaryPhase, CanaryStatus};
 use crate::resources::canary::CanaryStep;
+use crate::schedule::{ActionKind, ActionOutcome, ScheduleSummary, ScheduledRun};
 use crate::sim::blend::{WeightHistory, Weights};
 
 /// Something worth a line.
@@ -72,6 +73,21 @@ pub enum Happening {
         /// Request → answer (the rollback is written before it answers).
         latency: Duration,
     },
+    /// A run of a ScheduledAnalysis finished.
+    ScheduledRun {
+        /// The ScheduledAnalysis.
+        schedule: String,
+        /// The run.
+        run: String,
+        /// Its verdict.
+        phase: Phase,
+        /// Per metric, the deciding measurement: (metric, value).
+        values: Vec<(String, Option<String>)>,
+        /// The run's message.
+        message: Option<String>,
+        /// The actions taken on its result: `rollback bookinfo/reviews: canary is RolledBack`.
+        actions: Vec<String>,
+    },
 }
 
 impl Happening {
@@ -85,18 +101,20 @@ impl Happening {
             Happening::Phase { .. } => "CanaryPhaseChanged",
             Happening::AlarmSent { .. } => "AlarmSent",
             Happening::AlarmAnswered { .. } => "AlarmHandled",
+            Happening::ScheduledRun { .. } => "ScheduledAnalysisRun",
         }
     }
 
     /// Shown as a warning.
     pub fn warning(&self) -> bool {
         match self {
-            Happening::Measurement { phase, .. } | Happening::RunDone { phase, .. } => {
-                *phase != Phase::Successful
-            }
-            Happening::Phase { phase, .. } => {
-                matches!(phase, CanaryPhase::Aborted | CanaryPhase::Degraded)
-            }
+            Happening::Measurement { phase, .. }
+            | Happening::RunDone { phase, .. }
+            | Happening::ScheduledRun { phase, .. } => *phase != Phase::Successful,
+            Happening::Phase { phase, .. } => matches!(
+                phase,
+                CanaryPhase::Aborted | CanaryPhase::RolledBack | CanaryPhase::Degraded
+            ),
             Happening::AlarmSent { .. } => true,
             _ => false,
         }
@@ -138,6 +156,7 @@ pub struct Observer {
     measurements: BTreeSet<(String, String, DateTime<Utc>)>,
     runs_done: BTreeSet<String>,
     weight_changes: usize,
+    scheduled_done: BTreeSet<(String, String)>,
 }
 
 impl Observer {
@@ -219,7 +238,7 @@ impl Observer {
         });
         if phase_changed && s.phase != CanaryPhase::Pending {
             let at = match s.phase {
-                CanaryPhase::Aborted => s.abort.as_ref().map(|a| a.at),
+                CanaryPhase::Aborted | CanaryPhase::RolledBack => s.abort.as_ref().map(|a| a.at),
                 CanaryPhase::Promoted => s.promoted_at,
                 CanaryPhase::Paused => s.pause.as_ref().map(|p| p.since),
                 _ => None,
@@ -236,6 +255,33 @@ impl Observer {
         out
     }
 
+    /// Runs of scheduled analyses that finished since the last call, each once, at the time
+    /// it finished (`now` where none is recorded). A run is reported once it is in the
+    /// history: its actions (the rollback, awaited by the scheduler) are recorded by then.
+    pub fn scheduled(
+        &mut self,
+        schedules: &[ScheduleSummary],
+        now: DateTime<Utc>,
+    ) -> Vec<(DateTime<Utc>, Happening)> {
+        let mut out = Vec::new();
+        for sched in schedules {
+            // History is newest first: report the oldest first.
+            for run in sched.status.history.iter().rev() {
+                if !self
+                    .scheduled_done
+                    .insert((sched.name.clone(), run.name.clone()))
+                {
+                    continue;
+                }
+                out.push((
+                    run.status.completed_at.unwrap_or(now),
+                    scheduled_happening(&sched.name, run),
+                ));
+            }
+        }
+        out
+    }
+
     /// Weight changes not reported yet, with the (virtual) time they were seen.
     pub fn weights(&mut self, history: &WeightHistory) -> Vec<(DateTime<Utc>, Happening)> {
         let changes = history.changes();
@@ -249,6 +295,57 @@ impl Observer {
     }
 }
 
+/// A finished scheduled run as a happening: per metric the measurement that decided (the
+/// last one of the metric's verdict), and its actions.
+pub fn scheduled_happening(schedule: &str, run: &ScheduledRun) -> Happening {
+    let values = run
+        .status
+        .metric_results
+        .iter()
+        .map(|mr| {
+            let deciding = mr
+                .measurements
+                .iter()
+                .rev()
+                .find(|m| m.phase == mr.phase)
+                .or_else(|| mr.measurements.last());
+            (mr.name.clone(), deciding.and_then(|m| m.value.clone()))
+        })
+        .collect();
+    let actions = run
+        .actions
+        .iter()
+        .map(|a| {
+            let kind = match a.kind {
+                ActionKind::Rollback => "rollback",
+                ActionKind::Webhook => "webhook",
+            };
+            let detail = match (a.outcome, &a.message) {
+                (ActionOutcome::Succeeded, Some(m)) => m.clone(),
+                (o, Some(m)) => format!("{o:?}: {m}"),
+                (o, None) => format!("{o:?}"),
+            };
+            format!("{kind} {}: {detail}", a.target)
+        })
+        .collect();
+    Happening::ScheduledRun {
+        schedule: schedule.to_string(),
+        run: run.name.clone(),
+        phase: run.status.phase,
+        values,
+        message: run.status.message.clone(),
+        actions,
+    }
+}
+
+/// The ScheduledAnalysis (`ns/name`) that decided an abort, from its reason
+/// (`schedule::policy::rollback_abort`).
+pub fn scheduled_by(a: &crate::canary::AbortStatus) -> Option<&str> {
+    a.reason
+        .strip_prefix(crate::schedule::policy::ROLLBACK_REASON_PREFIX)
+        .and_then(|rest| rest.split_whitespace().next())
+}
+
 /// Why the canary is in its phase.
 pub fn phase_detail(s: &CanaryStatus) -> String {
     match s.phase {
@@ -256,7 +353,10 @@ pub fn phase_detail(s: &CanaryStatus) -> String {
             Some(a) => match (&a.alarm, &a.metric) {
                 (Some(alarm), _) => format!("rolled back on alarm {alarm}"),
                 (None, Some(m)) => format!(
-                    "rolled back: {m} = {} failed {}",
+                    "rolled back{}: {m} = {} failed {}",
+                    scheduled_by(a)
+                        .map(|s| format!(" by ScheduledAnalysis {s}"))
+                        .unwrap_or_default(),
                     a.value.as_deref().unwrap_or("?"),
                     a.condition.as_deref().unwrap_or(&a.reason)
                 ),
@@ -290,6 +390,7 @@ mod tests {
     use super::*;
     use crate::analysis::{Measurement, MetricResult, RunState};
     use crate::canary::{AbortStatus, AnalysisRunKind, AnalysisRunStatus};
+    use crate::schedule::ActionRecord;
     use chrono::TimeZone;
 
     fn t(s: u32) -> DateTime<Utc> {
@@ -441,6 +542,116 @@ mod tests {
         );
         assert!(h.iter().all(Happening::warning));
         assert!(o.status(&s, &steps, t(59)).is_empty());
+    }
+
+    fn sched_run(name: &str, phase: Phase, s: u32, actions: Vec<ActionRecord>) -> ScheduledRun {
+        let mut status = run(phase, vec![m(Phase::Successful, s), m(phase, s + 1)]).status;
+        status.completed_at = Some(t(s + 1));
+        ScheduledRun {
+            name: name.into(),
+            trigger: crate::schedule::RunTrigger::Schedule,
+            scheduled_time: Some(t(s)),
+            status,
+            actions,
+        }
+    }
+
+    fn summary(active: Vec<ScheduledRun>, history: Vec<ScheduledRun>) -> ScheduleSummary {
+        ScheduleSummary {
+            namespace: "bookinfo".into(),
+            name: "production-apdex".into(),
+            schedule: "*/30 * * * * *".into(),
+            time_zone: "UTC".into(),
+            concurrency_policy: crate::resources::scheduled::ConcurrencyPolicy::Forbid,
+            suspend: false,
+            templates: vec!["production-apdex".into()],
+            status: crate::schedule::ScheduledAnalysisStatus {
+                active,
+                history,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn finished_scheduled_runs_are_reported_once_with_values_and_actions() {
+        let mut o = Observer::default();
+        let going = sched_run("p-30", Phase::Running, 30, vec![]);
+        let ok = sched_run("p-0", Phase::Successful, 0, vec![]);
+        // Runs under way are not reported; finished ones oldest first.
+        let h = o.scheduled(&[summary(vec![going], vec![ok.clone()])], t(59));
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].0, t(1));
+        assert!(!h[0].1.warning());
+        let rollback = ActionRecord {
+            kind: ActionKind::Rollback,
+            target: "bookinfo/reviews".into(),
+            outcome: ActionOutcome::Succeeded,
+            message: Some("canary is RolledBack".into()),
+            attempts: 0,
+            at: t(32),
+        };
+        let webhook = ActionRecord {
+            kind: ActionKind::Webhook,
+            target: "http://127.0.0.1:9/hook".into(),
+            outcome: ActionOutcome::Failed,
+            message: Some("connection refused".into()),
+            attempts: 4,
+            at: t(40),
+        };
+        let failed = sched_run("p-30", Phase::Failed, 30, vec![rollback, webhook]);
+        let h = o.scheduled(&[summary(vec![], vec![failed, ok])], t(59));
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[0].0, t(31));
+        assert!(h[0].1.warning());
+        assert_eq!(h[0].1.kind(), "ScheduledAnalysisRun");
+        assert_eq!(
+            h[0].1,
+            Happening::ScheduledRun {
+                schedule: "production-apdex".into(),
+                run: "p-30".into(),
+                phase: Phase::Failed,
+                values: vec![("apdex".into(), Some("[9950]".into()))],
+                message: Some("done".into()),
+                actions: vec![
+                    "rollback bookinfo/reviews: canary is RolledBack".into(),
+                    "webhook http://127.0.0.1:9/hook: Failed: connection refused".into()
+                ],
+            }
+        );
+        assert!(o.scheduled(&[summary(vec![], vec![])], t(59)).is_empty());
+    }
+
+    #[test]
+    fn a_scheduled_rollback_names_its_scheduled_analysis() {
+        let s = CanaryStatus {
+            phase: CanaryPhase::RolledBack,
+            abort: Some(AbortStatus {
+                reason: "ScheduledAnalysis bookinfo/production-apdex run p-30 ended Failed: metric apdex".into(),
+                metric: Some("apdex".into()),
+                value: Some("[8120]".into()),
+                condition: Some("min(result) >= 9900".into()),
+                alarm: None,
+                at: t(8),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            phase_detail(&s),
+            "rolled back by ScheduledAnalysis bookinfo/production-apdex: apdex = [8120] failed min(result) >= 9900"
+        );
+        let mut o = Observer::default();
+        let h = o.status(&s, &steps(), t(59));
+        // The phase change is dated by the abort.
+        assert!(h.iter().any(|(at, x)| *at == t(8)
+            && matches!(
+                x,
+                Happening::Phase {
+                    phase: CanaryPhase::RolledBack,
+                    ..
+                }
+            )
+            && x.warning()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A scenario's run as a report section (pure): weights from the followed history, every
-//! metric across the canary's analysis runs against its thresholds, verdicts, events.
+//! metric across the canary's analysis runs (and the scheduled analyses' runs) against its
+//! thresholds, verdicts, events.
 
 use std::collections::BTreeMap;
 
@@ -37,38 +38,46 @@ pub fn weight_series(run: &ScenarioRun) -> Vec<WeightSeries> {
 
 /// The section of one scenario.
 pub fn section(run: &ScenarioRun) -> Section {
-    // One chart per metric across every analysis run, in time order.
+    // One chart per metric across every analysis run (the canary's and the scheduled
+    // analyses'), in time order.
     let mut metrics: BTreeMap<String, MetricSeries> = BTreeMap::new();
     let mut verdicts = Vec::new();
-    if let Some(status) = &run.status {
-        for r in &status.analysis_runs {
-            for s in crate::report::metric_series(&r.status, &run.info, None) {
-                let entry = metrics
-                    .entry(s.name.clone())
-                    .or_insert_with(|| MetricSeries {
-                        name: s.name.clone(),
-                        conditions: s.conditions.clone(),
-                        thresholds: s.thresholds.clone(),
-                        points: Vec::new(),
-                    });
-                entry.points.extend(s.points);
-            }
-            verdicts.extend(crate::report::verdicts_of_run(&r.name, &r.status));
+    let canary_runs = run
+        .status
+        .iter()
+        .flat_map(|s| &s.analysis_runs)
+        .map(|r| (&r.name, &r.status));
+    let scheduled_runs = run.scheduled_runs.iter().map(|r| (&r.name, &r.status));
+    for (name, state) in canary_runs.chain(scheduled_runs) {
+        for s in crate::report::metric_series(state, &run.info, None) {
+            let entry = metrics
+                .entry(s.name.clone())
+                .or_insert_with(|| MetricSeries {
+                    name: s.name.clone(),
+                    conditions: s.conditions.clone(),
+                    thresholds: s.thresholds.clone(),
+                    points: Vec::new(),
+                });
+            entry.points.extend(s.points);
         }
-        if let Some(a) = &status.abort {
-            verdicts.push(Verdict {
-                at: a.at,
-                run: "canary".into(),
-                metric: a.metric.clone().unwrap_or_default(),
-                phase: "Aborted".into(),
-                value: a.value.clone(),
-                reason: match (&a.alarm, &a.condition) {
-                    (Some(alarm), _) => format!("{}: alarm {alarm}", a.reason),
-                    (None, Some(c)) => format!("{}: {c}", a.reason),
-                    _ => a.reason.clone(),
-                },
-            });
-        }
+        verdicts.extend(crate::report::verdicts_of_run(name, state));
+    }
+    if let Some(status) = &run.status
+        && let Some(a) = &status.abort
+    {
+        verdicts.push(Verdict {
+            at: a.at,
+            run: "canary".into(),
+            metric: a.metric.clone().unwrap_or_default(),
+            // Aborted, or RolledBack after a promotion.
+            phase: format!("{:?}", status.phase),
+            value: a.value.clone(),
+            reason: match (&a.alarm, &a.condition) {
+                (Some(alarm), _) => format!("{}: alarm {alarm}", a.reason),
+                (None, Some(c)) => format!("{}: {c}", a.reason),
+                _ => a.reason.clone(),
+            },
+        });
     }
     for m in metrics.values_mut() {
         m.points.sort_by_key(|p| p.at);

@@ -38,12 +38,19 @@ pub enum Scenario {
     Regression,
     /// v2 fails requests; OAP's SLA alarm reaches the webhook; rollback at once.
     Alarm,
+    /// v2 is promoted, then saturates carrying all the calls: a cron analysis of production
+    /// (a ScheduledAnalysis) fails and rolls the promoted canary back.
+    Scheduled,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: &'static [Scenario] =
-        &[Scenario::Healthy, Scenario::Regression, Scenario::Alarm];
+    pub const ALL: &'static [Scenario] = &[
+        Scenario::Healthy,
+        Scenario::Regression,
+        Scenario::Alarm,
+        Scenario::Scheduled,
+    ];
 
     /// Its name on the command line and in the summary.
     pub fn name(self) -> &'static str {
@@ -51,6 +58,7 @@ impl Scenario {
             Scenario::Healthy => "healthy",
             Scenario::Regression => "regression",
             Scenario::Alarm => "alarm",
+            Scenario::Scheduled => "scheduled",
         }
     }
 
@@ -140,6 +148,41 @@ impl Scenario {
                     weights: vec![(STABLE, 100), ("v2", 0)],
                 },
             },
+            Scenario::Scheduled => ScenarioSpec {
+                scenario: self,
+                canary: "v2",
+                story: "v2 is healthy with up to 90 % of the calls, and the release promotes it after an analysis at 50 %. Carrying all of them it saturates: the cron analysis of production (a ScheduledAnalysis every 30 s) sees the service's apdex drop below 0.99 and rolls the promoted canary back to v1.",
+                config: vec![
+                    canary_yaml("v2", &scheduled_steps()),
+                    PRODUCTION_TEMPLATE.to_string(),
+                    SCHEDULED_ANALYSIS.to_string(),
+                ],
+                versions: BTreeMap::from([
+                    (STABLE.to_string(), healthy),
+                    (
+                        "v2".to_string(),
+                        VersionBehaviour::steady(VersionValues {
+                            apdex: 9950.0,
+                            sla: 9995.0,
+                            resp_time_ms: 72.0,
+                        })
+                        .overloaded_above(
+                            0.9,
+                            VersionValues {
+                                apdex: 7600.0,
+                                sla: 9950.0,
+                                resp_time_ms: 1200.0,
+                            },
+                        ),
+                    ),
+                ]),
+                alarm: None,
+                expect: Expectation {
+                    phase: CanaryPhase::RolledBack,
+                    cause: Some(AbortCause::Scheduled),
+                    weights: vec![(STABLE, 100), ("v2", 0)],
+                },
+            },
         }
     }
 }
@@ -187,10 +230,13 @@ impl AlarmRule {
 /// Why a canary is expected to be rolled back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AbortCause {
-    /// A failed analysis (the abort names a metric).
+    /// A failed analysis of the canary's (the abort names a metric).
     Analysis,
     /// An alarm (the abort names it).
     Alarm,
+    /// A failed run of a ScheduledAnalysis (the abort names the ScheduledAnalysis and the
+    /// failing metric).
+    Scheduled,
 }
 
 /// The expected end of a scenario.
@@ -270,9 +316,10 @@ pub fn judge_outcome(
             let canary_w = fmt_weight(w.get(canary).copied().unwrap_or(0.0));
             match s.phase {
                 CanaryPhase::Promoted => format!("Promoted ({canary} at {canary_w} %)"),
-                CanaryPhase::Aborted => {
+                CanaryPhase::Aborted | CanaryPhase::RolledBack => {
                     format!(
-                        "Aborted ({}; {})",
+                        "{:?} ({}; {})",
+                        s.phase,
                         abort_text(s.abort.as_ref()),
                         weight_text(w, &spec.expect.weights)
                     )
@@ -290,12 +337,17 @@ pub fn judge_outcome(
         problems.push(format!("ended {p:?}, expected {:?}", spec.expect.phase));
     }
     if let (Some(cause), Some(s)) = (spec.expect.cause, status)
-        && s.phase == CanaryPhase::Aborted
+        && matches!(s.phase, CanaryPhase::Aborted | CanaryPhase::RolledBack)
     {
         let abort = s.abort.as_ref();
         let right = match cause {
-            AbortCause::Analysis => abort.is_some_and(|a| a.metric.is_some() && a.alarm.is_none()),
+            AbortCause::Analysis => {
+                abort.is_some_and(|a| a.metric.is_some() && a.alarm.is_none() && !scheduled(a))
+            }
             AbortCause::Alarm => abort.is_some_and(|a| a.alarm.is_some()),
+            AbortCause::Scheduled => {
+                abort.is_some_and(|a| a.metric.is_some() && a.alarm.is_none() && scheduled(a))
+            }
         };
         if !right {
             problems.push(format!(
@@ -325,6 +377,11 @@ pub fn judge_outcome(
     }
 }
 
+/// The abort was decided by a ScheduledAnalysis.
+fn scheduled(a: &AbortStatus) -> bool {
+    super::observe::scheduled_by(a).is_some()
+}
+
 fn abort_text(a: Option<&AbortStatus>) -> String {
     let Some(a) = a else {
         return "no reason recorded".to_string();
@@ -332,10 +389,15 @@ fn abort_text(a: Option<&AbortStatus>) -> String {
     if let Some(alarm) = &a.alarm {
         return format!("alarm {alarm}");
     }
-    match (&a.metric, &a.value, &a.condition) {
+    let what = match (&a.metric, &a.value, &a.condition) {
         (Some(m), Some(v), Some(c)) => format!("{m} = {v} failed {c}"),
         (Some(m), _, _) => format!("metric {m}: {}", a.reason),
-        _ => a.reason.clone(),
+        _ => return a.reason.clone(),
+    };
+    // A scheduled rollback names its ScheduledAnalysis first.
+    match super::observe::scheduled_by(a) {
+        Some(scheduled) => format!("ScheduledAnalysis {scheduled}: {what}"),
+        None => what,
     }
 }
 
@@ -354,6 +416,50 @@ fn alarm_steps() -> String {
         "  - setWeight: 10\n  - pause: {{duration: 1m}}\n{analysis}  - setWeight: 30\n  - pause: {{duration: 4m}}\n  - setWeight: 60\n{analysis}"
     )
 }
+
+/// 20 % → pause → 50 % → analysis → promoted (100 %): a short release.
+fn scheduled_steps() -> String {
+    "  - setWeight: 20\n  - pause: {duration: 30s}\n  - setWeight: 50\n  - analysis: {templates: [{templateName: apdex}], args: [{name: service, value: reviews.bookinfo}]}\n".to_string()
+}
+
+/// A production check of one measurement: the service's apdex over the last 3 minutes.
+pub const PRODUCTION_TEMPLATE: &str = r#"apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: production-apdex
+  namespace: bookinfo
+spec:
+  args:
+  - name: service
+  - name: min-apdex
+    value: "9900"
+  metrics:
+  - name: apdex
+    count: 1
+    successCondition: "min(result) >= args.min_apdex"
+    provider:
+      skywalking:
+        window: 3m
+        metric: service_apdex
+        entity: {scope: Service, serviceName: "{{args.service}}"}
+"#;
+
+/// The cron analysis of production: every 30 s (seconds field), roll `reviews` back on a
+/// failed check.
+pub const SCHEDULED_ANALYSIS: &str = r#"apiVersion: skycanary.io/v1alpha1
+kind: ScheduledAnalysis
+metadata:
+  name: production-apdex
+  namespace: bookinfo
+spec:
+  schedule: "*/30 * * * * *"
+  concurrencyPolicy: Forbid
+  templates: [{templateName: production-apdex}]
+  args: [{name: service, value: reviews.bookinfo}]
+  onFailure:
+    rollback: {canary: reviews}
+  historyLimit: {successful: 3, failed: 3}
+"#;
 
 /// The Canary of Bookinfo's `reviews` (subset split, as in deploy/examples/bookinfo) for
 /// `canary` with `steps`.
@@ -402,7 +508,14 @@ mod tests {
                 loaded.errors
             );
             assert_eq!(loaded.canaries.len(), 1);
-            assert_eq!(loaded.templates.len(), 1);
+            assert!(
+                loaded
+                    .templates
+                    .iter()
+                    .any(|t| t.doc.metadata.name == "apdex")
+            );
+            let scheduled = usize::from(*s == Scenario::Scheduled);
+            assert_eq!(loaded.scheduled.len(), scheduled, "{}", s.name());
             assert!(spec.versions.contains_key(STABLE));
             assert!(spec.versions.contains_key(spec.canary));
             // The route holds the canary's subset at weight 0.
@@ -525,6 +638,58 @@ mod tests {
             false,
         );
         assert!(o.ok, "{o:?}");
+
+        // A scheduled rollback of the promoted canary: RolledBack, named by its
+        // ScheduledAnalysis, back at v1.
+        let scheduled = Scenario::Scheduled.spec();
+        let sched_abort = AbortStatus {
+            reason: "ScheduledAnalysis bookinfo/production-apdex run production-apdex-1740823230 ended Failed: metric apdex value [9950, 9120]".into(),
+            ..abort(Some("apdex"), None)
+        };
+        let back = w(&[("v1", 100.0), ("v2", 0.0)]);
+        let o = judge_outcome(
+            &scheduled,
+            Some(&status(CanaryPhase::RolledBack, Some(sched_abort.clone()))),
+            Some(&back),
+            false,
+        );
+        assert!(o.ok, "{o:?}");
+        assert_eq!(
+            o.summary,
+            "RolledBack (ScheduledAnalysis bookinfo/production-apdex: apdex = [9950, 9120] failed min(result) >= 9900; v1 100 %, v2 0 %)"
+        );
+        // The same weights reached by the canary's own analysis, or still promoted: not ok.
+        let o = judge_outcome(
+            &scheduled,
+            Some(&status(
+                CanaryPhase::Aborted,
+                Some(abort(Some("apdex"), None)),
+            )),
+            Some(&back),
+            false,
+        );
+        assert!(!o.ok);
+        assert!(
+            o.problems.iter().any(|p| p.contains("wrong reason")),
+            "{o:?}"
+        );
+        assert!(o.problems.iter().any(|p| p.contains("expected RolledBack")));
+        let o = judge_outcome(
+            &scheduled,
+            Some(&status(CanaryPhase::Promoted, None)),
+            Some(&w(&[("v1", 0.0), ("v2", 100.0)])),
+            false,
+        );
+        assert!(!o.ok);
+        assert!(o.problems.iter().any(|p| p.contains("v1 carries 0 %")));
+        // A scheduled rollback where a step analysis was expected: wrong reason.
+        let o = judge_outcome(
+            &regression,
+            Some(&status(CanaryPhase::Aborted, Some(sched_abort))),
+            Some(&w(&[("v1", 100.0), ("v3", 0.0)])),
+            false,
+        );
+        assert!(!o.ok, "{o:?}");
 
         // Promoted when an abort was expected; timeouts; no status; unreadable file.
         let o = judge_outcome(

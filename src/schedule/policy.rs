@@ -203,6 +203,9 @@ pub fn trim_history(history: &mut Vec<ScheduledRun>, successful: u32, failed: u3
     });
 }
 
+/// How the reason of a scheduled rollback begins (`ScheduledAnalysis ns/name run … ended …`).
+pub const ROLLBACK_REASON_PREFIX: &str = "ScheduledAnalysis ";
+
 /// Why the canary is rolled back: the scheduled analysis, the run, and the failing metric's
 /// value and condition.
 pub fn rollback_abort(
@@ -213,7 +216,7 @@ pub fn rollback_abort(
 ) -> AbortStatus {
     let ev = evidence(&run.status);
     let mut reason = format!(
-        "ScheduledAnalysis {namespace}/{name} run {} ended {}",
+        "{ROLLBACK_REASON_PREFIX}{namespace}/{name} run {} ended {}",
         run.name, run.status.phase
     );
     if let Some(m) = &ev.metric {

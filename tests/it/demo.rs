@@ -37,9 +37,15 @@ fn w(pairs: &[(&str, f64)]) -> Weights {
 
 /// Runs one scenario with a JSON summary; returns the scenario's entry and the weights file.
 fn run_json(scenario: &str) -> (Value, Weights) {
+    let (s, w, _) = run_json_with(scenario, &[]);
+    (s, w)
+}
+
+/// Like [`run_json`] with more arguments; also returns the narration.
+fn run_json_with(scenario: &str, extra: &[&str]) -> (Value, Weights, String) {
     let work = tempfile::tempdir().unwrap();
     let work_s = work.path().display().to_string();
-    let out = demo(&[
+    let mut args = vec![
         "--scenario",
         scenario,
         "--speed",
@@ -48,7 +54,9 @@ fn run_json(scenario: &str) -> (Value, Weights) {
         "json",
         "--work-dir",
         &work_s,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = demo(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let log =
@@ -69,7 +77,20 @@ fn run_json(scenario: &str) -> (Value, Weights) {
         "{stderr}"
     );
     assert!(stderr.contains("condition min(result) >= args.min_apdex (min_apdex = 9900)"));
-    (scenarios[0].clone(), file_weights(work.path(), scenario))
+    (
+        scenarios[0].clone(),
+        file_weights(work.path(), scenario),
+        stderr.into_owned(),
+    )
+}
+
+/// The smallest of the values in `[9951, 9949, 9859]`.
+fn min_of(value: &str) -> f64 {
+    value
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .fold(f64::INFINITY, f64::min)
 }
 
 #[test]
@@ -90,12 +111,7 @@ fn regression_scenario_aborts_v3_on_the_failed_apdex_analysis() {
     assert!(s["abort"].get("alarm").is_none(), "{s}");
     // The failing window holds a minute below the threshold.
     let value = s["abort"]["value"].as_str().unwrap();
-    let min = value
-        .trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .fold(f64::INFINITY, f64::min);
-    assert!(min < 9900.0, "{value}");
+    assert!(min_of(value) < 9900.0, "{value}");
     assert!(
         s["outcome"]
             .as_str()
@@ -114,6 +130,68 @@ fn alarm_scenario_rolls_back_when_the_webhook_arrives() {
     assert!(alarm.contains("service_sla_rule"), "{s}");
     assert!(s["alarmLatencyMs"].as_f64().is_some(), "{s}");
     assert_eq!(weights, w(&[("v1", 100.0), ("v2", 0.0)]));
+}
+
+#[test]
+fn scheduled_scenario_rolls_the_promoted_canary_back_on_a_failed_cron_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("demo.html");
+    let (s, weights, narration) =
+        run_json_with("scheduled", &["--report", report.to_str().unwrap()]);
+    assert_eq!(s["phase"], "RolledBack", "{s}");
+    assert_eq!(s["expected"], "RolledBack", "{s}");
+    // The abort names the ScheduledAnalysis, its run and the failing metric.
+    let reason = s["abort"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("ScheduledAnalysis bookinfo/production-apdex run production-apdex-"),
+        "{s}"
+    );
+    assert_eq!(s["abort"]["metric"], "apdex", "{s}");
+    assert!(s["abort"].get("alarm").is_none(), "{s}");
+    let value = s["abort"]["value"].as_str().unwrap();
+    assert!(min_of(value) < 9900.0, "{value}");
+    assert!(
+        s["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("RolledBack (ScheduledAnalysis bookinfo/production-apdex: apdex = ["),
+        "{s}"
+    );
+    // The cron runs passed while v2 carried part of the calls; the failed one rolled back.
+    let runs = s["scheduledRuns"].as_array().unwrap();
+    let failed: Vec<&Value> = runs.iter().filter(|r| r["phase"] == "Failed").collect();
+    assert!(!failed.is_empty(), "{s}");
+    assert!(runs[0]["phase"] == "Successful", "{s}");
+    assert_eq!(failed[0]["actions"][0]["kind"], "Rollback", "{s}");
+    assert_eq!(failed[0]["actions"][0]["outcome"], "Succeeded", "{s}");
+    assert_eq!(failed[0]["actions"][0]["target"], "bookinfo/reviews", "{s}");
+    // The file holds v1 at 100 % again.
+    assert_eq!(s["weights"], serde_json::json!({"v1": 100.0, "v2": 0.0}));
+    assert_eq!(weights, w(&[("v1", 100.0), ("v2", 0.0)]));
+    // Narrated in order: promotion, v2 at 100 %, the failed cron run and its rollback, the
+    // canary RolledBack, v1 at 100 %.
+    let at = |needle: &str| {
+        narration
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in:\n{narration}"))
+    };
+    let ok_run = at("scheduled    production-apdex  apdex [");
+    let promoted = at("canary       Promoted");
+    let full = at("weights      v2 100 %");
+    let failed_run = at("→ Failed  ⇒ rollback bookinfo/reviews: canary is RolledBack");
+    let rolled_back = at("canary       RolledBack: rolled back by ScheduledAnalysis");
+    let back = narration.rfind("weights      v1 100 %").unwrap();
+    assert!(ok_run < promoted, "{narration}");
+    assert!(promoted < failed_run && full < failed_run, "{narration}");
+    assert!(
+        failed_run < rolled_back && rolled_back < back,
+        "{narration}"
+    );
+    // The report holds the cron runs' verdicts and events next to the canary's.
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("ScheduledAnalysisRun"), "no scheduled events");
+    assert!(html.contains("production-apdex-"), "no scheduled verdicts");
+    assert!(html.contains("RolledBack"));
 }
 
 #[test]
@@ -171,7 +249,9 @@ fn text_output_without_a_terminal_is_plain_and_states_the_outcome() {
 fn invalid_input_exits_4() {
     let out = demo(&["--scenario", "nope"]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("healthy, regression, alarm, all"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("healthy, regression, alarm, scheduled, all")
+    );
     let out = demo(&["--speed", "0"]);
     assert_eq!(out.status.code(), Some(4));
     let out = demo(&["--report", "/nonexistent-dir/x.html"]);
