@@ -167,9 +167,27 @@ impl Daemon {
 
     /// `GET /api/v1/canaries/{ns}/{name}`.
     pub async fn canary(&self, ns: &str, name: &str) -> Result<CanarySummary, DaemonError> {
+        self.get_json(&format!("/api/v1/canaries/{ns}/{name}"))
+            .await
+    }
+
+    /// `GET /api/v1/scheduled-analyses`: every ScheduledAnalysis with its status (runs under
+    /// way and the history, with measurements and actions).
+    pub async fn scheduled_analyses(&self) -> Result<Vec<ScheduleSummary>, DaemonError> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            items: Vec<ScheduleSummary>,
+        }
+        let list: List = self.get_json("/api/v1/scheduled-analyses").await?;
+        Ok(list.items)
+    }
+
+    /// An authenticated GET of the daemon's API, decoded; a non-2xx answer is an error with
+    /// its body.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, DaemonError> {
         let resp = self
             .http
-            .get(format!("{}/api/v1/canaries/{ns}/{name}", self.url))
+            .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -183,33 +201,6 @@ impl Daemon {
             return Err(DaemonError::Http(format!("{status}: {body}")));
         }
         serde_json::from_str(&body).map_err(|e| DaemonError::Http(format!("{e}: {body}")))
-    }
-
-    /// `GET /api/v1/scheduled-analyses`: every ScheduledAnalysis with its status (runs under
-    /// way and the history, with measurements and actions).
-    pub async fn scheduled_analyses(&self) -> Result<Vec<ScheduleSummary>, DaemonError> {
-        #[derive(serde::Deserialize)]
-        struct List {
-            items: Vec<ScheduleSummary>,
-        }
-        let resp = self
-            .http
-            .get(format!("{}/api/v1/scheduled-analyses", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| DaemonError::Http(e.to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| DaemonError::Http(e.to_string()))?;
-        if !status.is_success() {
-            return Err(DaemonError::Http(format!("{status}: {body}")));
-        }
-        serde_json::from_str::<List>(&body)
-            .map(|l| l.items)
-            .map_err(|e| DaemonError::Http(format!("{e}: {body}")))
     }
 
     /// `POST /webhooks/skywalking` with the bearer token, as OAP 10.2+ sends it; returns the
