@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use skycanary::alarm::{AlarmMatchers, Deduper, Incoming, parse_payload};
+use skycanary::alarm::{AlarmMatchers, Deduper, Incoming, PatternCache, parse_payload};
 use skycanary::resources::canary::AlarmMatcher;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
             rule_name: Some("([".into()),
             ..AlarmMatcher::default()
         },
-    ]);
+    ], &mut PatternCache::default());
     let mut dedup = Deduper::new(8);
     for m in messages {
         let _ = matchers.matches(&m);

@@ -2,7 +2,8 @@
 //! alert matches them. Regexes are fully anchored, like Prometheus label matchers, so
 //! `reviews` never matches `reviews-v2`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use regex::Regex;
 
@@ -15,20 +16,76 @@ pub fn anchored(re: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{re})$"))
 }
 
-/// A regex that is either compiled or known to be invalid (validation refuses invalid ones at
-/// load time; one that slipped through matches nothing rather than everything).
+/// One `rollbackOn` criterion, compiled. Most criteria are plain names (`reviews\\.bookinfo`,
+/// a rule name): those are compared as strings, which costs no regex automaton per canary —
+/// at 1,000 canaries compiled regexes alone took ~28 MiB. The rest share one compiled regex
+/// per distinct pattern through a [`PatternCache`].
 #[derive(Debug, Clone)]
-struct Pattern(Option<Regex>);
+enum Pattern {
+    /// Invalid regex (validation refuses those at load time; one that slipped through matches
+    /// nothing rather than everything).
+    Never,
+    /// The pattern can only match this exact text.
+    Exact(Box<str>),
+    /// Anything else, fully anchored.
+    Regex(Arc<Regex>),
+}
 
 impl Pattern {
-    fn new(re: &str) -> Self {
-        Pattern(anchored(re).ok())
+    fn new(re: &str, cache: &mut PatternCache) -> Self {
+        if let Some(text) = exact_text(re) {
+            return Pattern::Exact(text.into());
+        }
+        if let Some(r) = cache.0.get(re) {
+            return Pattern::Regex(r.clone());
+        }
+        match anchored(re) {
+            Ok(r) => {
+                let r = Arc::new(r);
+                cache.0.insert(re.to_string(), r.clone());
+                Pattern::Regex(r)
+            }
+            Err(_) => Pattern::Never,
+        }
     }
 
     fn is_match(&self, text: &str) -> bool {
-        self.0.as_ref().is_some_and(|r| r.is_match(text))
+        match self {
+            Pattern::Never => false,
+            Pattern::Exact(t) => **t == *text,
+            Pattern::Regex(r) => r.is_match(text),
+        }
     }
 }
+
+/// The only text a fully anchored `re` can match, when it is a literal (optionally written
+/// with its own `^`/`$`): `svc\\.bench` → `svc.bench`. `None` for anything with classes,
+/// repetition, alternation or flags, and for an invalid regex.
+fn exact_text(re: &str) -> Option<String> {
+    use regex_syntax::hir::{HirKind, Look};
+    let hir = regex_syntax::Parser::new().parse(re).ok()?;
+    let parts = match hir.kind() {
+        HirKind::Concat(parts) => parts.as_slice(),
+        _ => std::slice::from_ref(&hir),
+    };
+    let mut text = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        match part.kind() {
+            HirKind::Literal(lit) => text.extend_from_slice(&lit.0),
+            // `^` first and `$` last are what anchoring adds anyway.
+            HirKind::Look(Look::Start) if i == 0 => {}
+            HirKind::Look(Look::End) if i == parts.len() - 1 => {}
+            HirKind::Empty => {}
+            _ => return None,
+        }
+    }
+    String::from_utf8(text).ok()
+}
+
+/// Compiled regexes by pattern text, so canaries with the same criterion (a shared rule-name
+/// regex, say) hold one automaton between them.
+#[derive(Debug, Default)]
+pub struct PatternCache(HashMap<String, Arc<Regex>>);
 
 /// One compiled [`AlarmMatcher`].
 #[derive(Debug, Clone)]
@@ -80,20 +137,22 @@ pub struct AlarmMatchers(Vec<CompiledAlarm>);
 
 impl AlarmMatchers {
     /// Compiles the matchers (an invalid regex matches nothing).
-    pub fn compile(matchers: &[AlarmMatcher]) -> Self {
-        let opt = |r: &Option<String>| r.as_deref().map(Pattern::new);
+    pub fn compile(matchers: &[AlarmMatcher], cache: &mut PatternCache) -> Self {
+        let opt = |r: &Option<String>, cache: &mut PatternCache| {
+            r.as_deref().map(|r| Pattern::new(r, cache))
+        };
         AlarmMatchers(
             matchers
                 .iter()
                 .map(|m| CompiledAlarm {
-                    rule_name: opt(&m.rule_name),
-                    name: opt(&m.name),
-                    scope: opt(&m.scope),
-                    message: opt(&m.message),
+                    rule_name: opt(&m.rule_name, cache),
+                    name: opt(&m.name, cache),
+                    scope: opt(&m.scope, cache),
+                    message: opt(&m.message, cache),
                     tags: m
                         .tags
                         .iter()
-                        .map(|(k, v)| (k.clone(), Pattern::new(v)))
+                        .map(|(k, v)| (k.clone(), Pattern::new(v, cache)))
                         .collect(),
                 })
                 .collect(),
@@ -112,14 +171,14 @@ pub struct AlertMatchers(Vec<Vec<(String, Pattern)>>);
 
 impl AlertMatchers {
     /// Compiles the matchers (an invalid regex matches nothing).
-    pub fn compile(matchers: &[AlertMatcher]) -> Self {
+    pub fn compile(matchers: &[AlertMatcher], cache: &mut PatternCache) -> Self {
         AlertMatchers(
             matchers
                 .iter()
                 .map(|m| {
                     m.labels
                         .iter()
-                        .map(|(k, v)| (k.clone(), Pattern::new(v)))
+                        .map(|(k, v)| (k.clone(), Pattern::new(v, cache)))
                         .collect()
                 })
                 .collect(),
@@ -150,11 +209,17 @@ pub struct RollbackRules {
 impl RollbackRules {
     /// Compiles a Canary's `rollbackOn` (none: nothing matches).
     pub fn compile(rb: Option<&RollbackOn>) -> Self {
+        Self::compile_cached(rb, &mut PatternCache::default())
+    }
+
+    /// [`RollbackRules::compile`] sharing regexes with every other canary compiled through
+    /// the same `cache`.
+    pub fn compile_cached(rb: Option<&RollbackOn>, cache: &mut PatternCache) -> Self {
         match rb {
             None => RollbackRules::default(),
             Some(rb) => RollbackRules {
-                alarms: AlarmMatchers::compile(&rb.alarms),
-                alerts: AlertMatchers::compile(&rb.alerts),
+                alarms: AlarmMatchers::compile(&rb.alarms, cache),
+                alerts: AlertMatchers::compile(&rb.alerts, cache),
             },
         }
     }
@@ -189,7 +254,58 @@ mod tests {
     fn m(f: impl FnOnce(&mut AlarmMatcher)) -> AlarmMatchers {
         let mut a = AlarmMatcher::default();
         f(&mut a);
-        AlarmMatchers::compile(&[a])
+        AlarmMatchers::compile(&[a], &mut PatternCache::default())
+    }
+
+    #[test]
+    fn literal_patterns_are_compared_as_text() {
+        for (re, text) in [
+            ("reviews", Some("reviews")),
+            ("reviews\\.bookinfo", Some("reviews.bookinfo")),
+            ("^svc-00001\\.bench$", Some("svc-00001.bench")),
+            ("", Some("")),
+            ("r.views", None),
+            ("reviews|ratings", None),
+            ("(?i)reviews", None),
+            ("reviews$x", None),
+            ("a^b", None),
+            ("reviews+", None),
+            ("[r]eviews", Some("reviews")),
+            ("([", None),
+        ] {
+            assert_eq!(exact_text(re).as_deref(), text, "{re}");
+        }
+        // Exact and regex patterns decide alike.
+        let mut cache = PatternCache::default();
+        for re in [
+            "reviews\\.bookinfo",
+            "^reviews\\.bookinfo$",
+            "reviews.bookinfo",
+        ] {
+            let p = Pattern::new(re, &mut cache);
+            assert!(p.is_match("reviews.bookinfo"), "{re}");
+            assert!(!p.is_match("reviews.bookinfo2"), "{re}");
+            assert!(!p.is_match("xreviews.bookinfo"), "{re}");
+        }
+        assert!(matches!(
+            Pattern::new("reviews\\.b", &mut cache),
+            Pattern::Exact(_)
+        ));
+        assert!(matches!(Pattern::new("([", &mut cache), Pattern::Never));
+        assert!(!Pattern::new("([", &mut cache).is_match("(["));
+    }
+
+    #[test]
+    fn canaries_with_the_same_regex_share_one_automaton() {
+        let mut cache = PatternCache::default();
+        let (Pattern::Regex(a), Pattern::Regex(b)) = (
+            Pattern::new("service_.*_rule", &mut cache),
+            Pattern::new("service_.*_rule", &mut cache),
+        ) else {
+            panic!("not compiled as regexes");
+        };
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(cache.0.len(), 1);
     }
 
     #[test]
@@ -293,7 +409,10 @@ mod tests {
         assert!(!m(|_| {}).matches(&alarm()));
         assert!(!m(|a| a.name = Some("(".into())).matches(&alarm()));
         assert!(!AlarmMatchers::default().matches(&alarm()));
-        assert!(!AlertMatchers::compile(&[AlertMatcher::default()]).matches(&Alert::default()));
+        assert!(
+            !AlertMatchers::compile(&[AlertMatcher::default()], &mut PatternCache::default())
+                .matches(&Alert::default())
+        );
     }
 
     #[test]
@@ -310,12 +429,15 @@ mod tests {
             ..Alert::default()
         };
         let matcher = |pairs: &[(&str, &str)]| {
-            AlertMatchers::compile(&[AlertMatcher {
-                labels: pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            }])
+            AlertMatchers::compile(
+                &[AlertMatcher {
+                    labels: pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                }],
+                &mut PatternCache::default(),
+            )
         };
         assert!(
             matcher(&[("alertname", "HighErrorRate"), ("service", "reviews.*")]).matches(&alert)

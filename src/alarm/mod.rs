@@ -9,5 +9,5 @@ pub mod poll;
 pub mod skywalking;
 
 pub use intake::{Deduper, Incoming, Verdict, verdict};
-pub use matcher::{AlarmMatchers, AlertMatchers, RollbackRules, anchored};
+pub use matcher::{AlarmMatchers, AlertMatchers, PatternCache, RollbackRules, anchored};
 pub use skywalking::{Alarm, AlarmMessage, ParseError, parse_payload};

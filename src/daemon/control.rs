@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use chrono::{DateTime, Utc};
 
 use crate::alarm::poll::AlarmSink;
-use crate::alarm::{Alarm, Deduper, Incoming, RollbackRules, Verdict, verdict};
+use crate::alarm::{Alarm, Deduper, Incoming, PatternCache, RollbackRules, Verdict, verdict};
 use crate::canary::driver::{CanaryHandle, Msg};
 use crate::canary::machine::alarm_armed;
 use crate::canary::{
@@ -28,13 +28,12 @@ type Waiter = oneshot::Receiver<crate::canary::CanaryStatus>;
 
 /// Each canary's `rollbackOn`, compiled once per (re)load.
 fn compile_rules(handles: &[CanaryHandle]) -> BTreeMap<Key, Arc<RollbackRules>> {
+    let mut cache = PatternCache::default();
     handles
         .iter()
         .map(|h| {
-            (
-                (h.namespace.clone(), h.name.clone()),
-                Arc::new(RollbackRules::compile(h.doc.spec.rollback_on.as_ref())),
-            )
+            let rules = RollbackRules::compile_cached(h.doc.spec.rollback_on.as_ref(), &mut cache);
+            ((h.namespace.clone(), h.name.clone()), Arc::new(rules))
         })
         .collect()
 }
@@ -59,9 +58,13 @@ impl Forwarder {
             Item = (String, String, Option<crate::resources::canary::RollbackOn>),
         >,
     ) -> Self {
+        let mut cache = PatternCache::default();
         let targets = canaries
             .into_iter()
-            .map(|(ns, name, rb)| ((ns, name), Arc::new(RollbackRules::compile(rb.as_ref()))))
+            .map(|(ns, name, rb)| {
+                let rules = RollbackRules::compile_cached(rb.as_ref(), &mut cache);
+                ((ns, name), Arc::new(rules))
+            })
             .filter(|(_, r)| !r.is_empty())
             .collect();
         Forwarder {

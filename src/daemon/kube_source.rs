@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::canary::{CanaryStatus, CommandRequest};
+use crate::canary::CommandRequest;
 use crate::resources::canary::CanaryDoc;
 use crate::resources::canary_validate::validate_canary;
 use crate::resources::load::{
@@ -122,7 +122,7 @@ impl fmt::Display for ObjectId {
 /// A valid Canary as read from the cluster, with what files do not have.
 #[derive(Debug, Clone)]
 pub struct KubeCanary {
-    /// The Canary; `doc.status` holds the raw `.status` as listed.
+    /// The Canary; `doc.status` holds only `status.command`, when there is one.
     pub canary: LoadedCanary,
     /// `metadata.generation`, to record as `status.observedGeneration`.
     pub generation: Option<i64>,
@@ -131,10 +131,14 @@ pub struct KubeCanary {
 }
 
 impl KubeCanary {
-    /// The parsed `.status` as of this snapshot (absent/empty → None; invalid → error). The
-    /// daemon should read fresh state with `KubeStatusStore::load` before resuming.
-    pub fn status(&self) -> Result<Option<CanaryStatus>, String> {
+    /// The pending `status.command` request as of this snapshot (the snapshot keeps no other
+    /// part of `.status`: the drivers read their state with `KubeStatusStore::load`). A request
+    /// that does not parse is ignored, like one never written.
+    pub fn command_request(&self) -> Option<CommandRequest> {
         parse_status(self.canary.doc.status.as_ref())
+            .ok()
+            .flatten()?
+            .command
     }
 }
 
@@ -186,7 +190,7 @@ impl Snapshot {
         self.canaries
             .iter()
             .filter_map(|c| {
-                let req = c.status().ok().flatten()?.command?;
+                let req = c.command_request()?;
                 let name = c.canary.doc.metadata.name.clone();
                 Some((c.canary.namespace().to_string(), name, req))
             })
@@ -312,8 +316,8 @@ impl KubeSource {
         // What drivers act on, per object, and each Canary's `status.command`, as of the last
         // snapshot sent (None: none sent yet), and the objects touched since: only those are
         // compared, so a status-only write costs one object's fingerprint, not the whole set's.
-        let mut sent: Option<BTreeMap<ObjectId, Value>> = None;
-        let mut sent_commands: BTreeMap<ObjectId, Value> = BTreeMap::new();
+        let mut sent: Option<BTreeMap<ObjectId, Print>> = None;
+        let mut sent_commands: BTreeMap<ObjectId, Print> = BTreeMap::new();
         let mut touched: BTreeSet<ObjectId> = BTreeSet::new();
         loop {
             let msg = tokio::select! {
@@ -396,6 +400,9 @@ impl KubeSource {
         }
     }
 }
+
+/// A compared form of an object ([`fingerprint`], [`command_print`]).
+type Print = Box<[u8]>;
 
 /// Per-kind updates sent by the watcher tasks to the merging task.
 enum KindMsg {
@@ -605,7 +612,11 @@ fn describe_error(e: kube::Error) -> String {
     }
 }
 
-/// The object as JSON with `apiVersion` and `kind` set (list items omit them).
+/// The object as JSON with `apiVersion` and `kind` set (list items omit them), trimmed to what
+/// the daemon reads from a snapshot: the spec, the identifying metadata and, of a Canary's
+/// `.status`, only the `command` request. Drivers read their status through the status store;
+/// keeping a copy of every status here cost a Canary's whole status (all runs and
+/// measurements) per object, and every measurement's status write replaced it.
 fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
     let id = ObjectId {
         kind,
@@ -616,32 +627,61 @@ fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
         },
         name: o.metadata.name.clone().unwrap_or_default(),
     };
-    let mut v = serde_json::to_value(&o).unwrap_or_else(|_| json!({}));
-    if let Some(m) = v.as_object_mut() {
-        m.insert("apiVersion".into(), json!(format!("{GROUP}/{VERSION}")));
-        m.insert("kind".into(), json!(kind.kind()));
+    let mut data = o.data;
+    let command = match (kind, data.get_mut("status")) {
+        (SourceKind::Canary, Some(status)) => status.get_mut("command").map(Value::take),
+        _ => None,
+    };
+    let mut v = match data {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    v.remove("status");
+    if let Some(cmd) = command.filter(|c| !c.is_null()) {
+        v.insert("status".into(), json!({ "command": cmd }));
     }
-    (id, v)
+    let m = o.metadata;
+    let mut meta = Map::new();
+    let mut keep = |k: &str, x: Option<Value>| {
+        if let Some(x) = x.filter(|x| !x.is_null()) {
+            meta.insert(k.into(), x);
+        }
+    };
+    keep("name", m.name.map(Value::from));
+    keep("namespace", m.namespace.map(Value::from));
+    keep("uid", m.uid.map(Value::from));
+    keep("generation", m.generation.map(Value::from));
+    keep("resourceVersion", m.resource_version.map(Value::from));
+    keep("labels", m.labels.map(|l| json!(l)));
+    // kubectl's last-applied copy of the object is as large as the spec and says nothing more.
+    let annotations = m.annotations.map(|mut a| {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        a
+    });
+    keep(
+        "annotations",
+        annotations.filter(|a| !a.is_empty()).map(|a| json!(a)),
+    );
+    v.insert("metadata".into(), Value::Object(meta));
+    v.insert("apiVersion".into(), json!(format!("{GROUP}/{VERSION}")));
+    v.insert("kind".into(), json!(kind.kind()));
+    (id, Value::Object(v))
 }
 
-/// What decides whether drivers must hear about an object: everything but `.status` and the
-/// server's bookkeeping (resourceVersion, managedFields, ...). Built without copying `.status`,
-/// which is most of a Canary and changes with every measurement.
-fn fingerprint(obj: &Value) -> Value {
+/// What decides whether drivers must hear about an object: everything [`raw_object`] keeps
+/// but `.status` (a `--kube` request) and the resourceVersion, as compact JSON — a tenth of the
+/// memory of a `Value` copy. (serde_json maps are ordered, so equal objects print equally.)
+fn fingerprint(obj: &Value) -> Box<[u8]> {
     let Some(m) = obj.as_object() else {
-        return obj.clone();
+        return obj.to_string().into_bytes().into();
     };
     let mut out = Map::new();
     for (k, v) in m {
         match k.as_str() {
             "status" => {}
             "metadata" => {
-                let mut kept = Map::new();
-                for field in ["uid", "generation", "labels", "annotations"] {
-                    if let Some(x) = v.get(field) {
-                        kept.insert(field.into(), x.clone());
-                    }
-                }
+                let mut kept = v.as_object().cloned().unwrap_or_default();
+                kept.remove("resourceVersion");
                 out.insert(k.clone(), Value::Object(kept));
             }
             _ => {
@@ -649,25 +689,22 @@ fn fingerprint(obj: &Value) -> Value {
             }
         }
     }
-    if !out.contains_key("metadata") {
-        out.insert("metadata".into(), json!({}));
-    }
-    Value::Object(out)
+    serde_json::to_vec(&out).unwrap_or_default().into()
 }
 
 /// The `status.command` of a Canary that has one: a new request must reach its driver
 /// although the daemon ignores status changes otherwise.
-fn command_print(id: &ObjectId, obj: &Value) -> Option<Value> {
+fn command_print(id: &ObjectId, obj: &Value) -> Option<Box<[u8]>> {
     if id.kind != SourceKind::Canary {
         return None;
     }
     let cmd = obj.get("status")?.get("command")?;
-    (!cmd.is_null()).then(|| cmd.clone())
+    (!cmd.is_null()).then(|| serde_json::to_vec(cmd).unwrap_or_default().into())
 }
 
 /// Records `now` as `id`'s entry in `prints` (None: no entry); true when it differs from the
 /// entry before.
-fn update(prints: &mut BTreeMap<ObjectId, Value>, id: &ObjectId, now: Option<Value>) -> bool {
+fn update(prints: &mut BTreeMap<ObjectId, Print>, id: &ObjectId, now: Option<Print>) -> bool {
     if now.as_ref() == prints.get(id) {
         return false;
     }

@@ -185,9 +185,10 @@ async fn snapshot_returns_valid_objects_and_reports_invalid_ones() {
 }
 
 #[tokio::test]
-async fn snapshot_carries_the_canary_status() {
+async fn snapshot_keeps_only_the_command_request_of_a_canary_status() {
     let fake = seeded();
-    let store = KubeStatusStore::new(fake.client());
+    let client = fake.client();
+    let store = KubeStatusStore::new(client.clone());
     let status = crate::canary::CanaryStatus {
         phase: CanaryPhase::Progressing,
         current_step_index: 1,
@@ -200,8 +201,63 @@ async fn snapshot_carries_the_canary_status() {
         .await
         .expect("save");
     let snap = source(&fake, None).snapshot().await.expect("snapshot");
-    assert_eq!(snap.canaries[0].status(), Ok(Some(status)));
-    assert_eq!(snap.canaries[1].status(), Ok(None));
+    assert_eq!(snap.canaries[0].canary.doc.status, None);
+    assert_eq!(snap.canaries[0].command_request(), None);
+    let req: crate::canary::CommandRequest = serde_json::from_value(json!({
+        "id": "r1", "action": "abort", "requestedAt": "2026-01-01T00:00:00Z"
+    }))
+    .expect("request");
+    crate::state::kube_status::write_request(&client, "bookinfo", "reviews", &req)
+        .await
+        .expect("request written");
+    let snap = source(&fake, None).snapshot().await.expect("snapshot");
+    assert_eq!(snap.canaries[0].command_request(), Some(req.clone()));
+    assert_eq!(
+        snap.canaries[0].canary.doc.status,
+        Some(json!({ "command": serde_json::to_value(&req).expect("json") }))
+    );
+    assert_eq!(snap.canaries[1].command_request(), None);
+    let reqs = snap.command_requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        (reqs[0].0.as_str(), reqs[0].1.as_str()),
+        ("bookinfo", "reviews")
+    );
+}
+
+#[test]
+fn kept_objects_drop_server_bookkeeping_and_kubectl_copies() {
+    let o: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "c", "namespace": "ns", "uid": "u1", "generation": 3,
+                     "resourceVersion": "77", "creationTimestamp": "2026-01-01T00:00:00Z",
+                     "managedFields": [{"manager": "kubectl"}],
+                     "labels": {"team": "a"},
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                                     "note": "kept"}},
+        "spec": {"steps": [{"setWeight": 10}]},
+        "status": {"phase": "Progressing", "analysisRuns": [{"name": "r"}]}
+    }))
+    .expect("object");
+    let (id, v) = raw_object(SourceKind::Canary, o);
+    assert_eq!(id.name, "c");
+    assert_eq!(
+        v,
+        json!({
+            "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "u1", "generation": 3,
+                         "resourceVersion": "77", "labels": {"team": "a"},
+                         "annotations": {"note": "kept"}},
+            "spec": {"steps": [{"setWeight": 10}]}
+        })
+    );
+    // The fingerprint ignores the resourceVersion and the command, not the spec.
+    let mut other = v.clone();
+    other["metadata"]["resourceVersion"] = json!("78");
+    other["status"] = json!({"command": {"id": "x"}});
+    assert_eq!(fingerprint(&v), fingerprint(&other));
+    other["spec"]["steps"][0]["setWeight"] = json!(20);
+    assert_ne!(fingerprint(&v), fingerprint(&other));
 }
 
 #[tokio::test]
@@ -280,15 +336,14 @@ async fn watch_reports_spec_changes_and_new_canaries_but_not_status_writes() {
         .expect("status");
     assert_quiet(&mut rx).await;
 
-    // The next event is the next spec change, and it carries the latest status.
+    // The next event is the next spec change (drivers read the status from the store).
     set_weight(&fake, "bookinfo", "reviews", 30);
     let s = next_snapshot(&mut rx).await;
     assert_eq!(first_weight(&s, "reviews"), Some((30, Some(3))));
-    let reviews = s
-        .canaries
-        .iter()
-        .find(|c| c.canary.doc.metadata.name == "reviews");
-    assert_eq!(reviews.map(KubeCanary::status), Some(Ok(Some(status))));
+    assert_eq!(
+        store.load("bookinfo", "reviews").await.expect("load"),
+        Some(status)
+    );
 
     // Deleting a Canary and fixing the broken one.
     fake.delete("skycanary.io", "canaries", "shop", "cart")

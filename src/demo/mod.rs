@@ -546,7 +546,10 @@ mod tests {
         let docs = scenario::Scenario::Alarm.spec().config;
         let loaded = crate::resources::load_str("c.yaml", &docs[0]);
         let rb = loaded.canaries[0].doc.spec.rollback_on.clone().unwrap();
-        assert!(crate::alarm::AlarmMatchers::compile(&rb.alarms).matches(&msgs[0]));
+        assert!(
+            crate::alarm::AlarmMatchers::compile(&rb.alarms, &mut Default::default())
+                .matches(&msgs[0])
+        );
     }
 
     #[test]

@@ -12,8 +12,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use serde_json::{Value, json};
+use kube::Resource;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use serde_json::Value;
 
 use crate::canary::CanaryStatus;
 
@@ -23,6 +26,10 @@ pub const GROUP: &str = "skycanary.io";
 pub const VERSION: &str = "v1alpha1";
 /// How often a status write is retried when another writer moved the object in between.
 const MAX_WRITE_ATTEMPTS: u32 = 5;
+/// Status writes in flight at once. Below the client's own bound
+/// ([`crate::traffic::kube::MAX_API_REQUESTS_IN_FLIGHT`]), so a burst of measurement updates
+/// never queues a rollback's routing write behind it.
+pub const MAX_STATUS_WRITES_IN_FLIGHT: usize = 16;
 
 /// Failures reading or writing a Canary's status.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -95,14 +102,83 @@ pub fn parse_status(raw: Option<&Value>) -> Result<Option<CanaryStatus>, String>
 #[derive(Clone)]
 pub struct KubeStatusStore {
     client: Client,
-    /// Per Canary: the resourceVersion and `.status` our last write left, so the next write
-    /// needs no read first (one request per status change instead of two). Anyone else's
-    /// write changes the resourceVersion: ours then gets a 409 and re-reads.
-    written: Arc<Mutex<HashMap<(String, String), Written>>>,
+    /// Per Canary: what our last write left that a write must carry over (see [`Kept`]), so
+    /// the next write needs no read first (one request per status change instead of two).
+    /// Anyone else's write changes the resourceVersion: ours then gets a 409 and re-reads.
+    written: Arc<Mutex<HashMap<(String, String), Kept>>>,
+    /// Bounds concurrent status writes ([`MAX_STATUS_WRITES_IN_FLIGHT`]).
+    writes: Arc<tokio::sync::Semaphore>,
 }
 
-/// resourceVersion and `.status` after one of our writes.
-type Written = (String, Value);
+/// Of a stored `.status`, what a status write keeps: the resourceVersion it replaces, the
+/// `--kube` request in `status.command` (the CLI's key, never the daemon's) and
+/// `observedGeneration` for writes that do not know it. Everything else is the daemon's and
+/// is replaced whole, so the daemon holds no copy of what it wrote.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+struct Kept {
+    #[serde(skip)]
+    resource_version: String,
+    #[serde(default)]
+    command: Option<Value>,
+    #[serde(default, rename = "observedGeneration")]
+    observed_generation: Option<i64>,
+}
+
+/// The parts of a Canary the status writes read back; the rest of the answer is skipped
+/// while parsing, never built.
+#[derive(serde::Deserialize)]
+struct StoredCanary {
+    metadata: StoredMeta,
+    #[serde(default)]
+    status: Option<Kept>,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+impl StoredCanary {
+    fn kept(self) -> Kept {
+        Kept {
+            resource_version: self.metadata.resource_version.unwrap_or_default(),
+            ..self.status.unwrap_or_default()
+        }
+    }
+}
+
+/// The body of a `/status` PUT: the new status plus what [`Kept`] carries over.
+#[derive(serde::Serialize)]
+struct StatusPut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: PutMeta<'a>,
+    status: PutStatus<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct PutMeta<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    #[serde(rename = "resourceVersion")]
+    resource_version: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct PutStatus<'a> {
+    #[serde(flatten)]
+    status: &'a CanaryStatus,
+    // `CanaryStatus` never serialises `command`, and `observedGeneration` only when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a Value>,
+    #[serde(rename = "observedGeneration", skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<i64>,
+}
+
+/// `apiVersion` of skycanary's CRDs.
+const API_VERSION: &str = "skycanary.io/v1alpha1";
 
 impl fmt::Debug for KubeStatusStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,6 +192,7 @@ impl KubeStatusStore {
         KubeStatusStore {
             client,
             written: Arc::default(),
+            writes: Arc::new(tokio::sync::Semaphore::new(MAX_STATUS_WRITES_IN_FLIGHT)),
         }
     }
 
@@ -142,58 +219,71 @@ impl KubeStatusStore {
         })
     }
 
-    /// Replaces the Canary's status with `status` via a merge patch on `/status`, guarded by
-    /// the resourceVersion just read. `observedGeneration` is written when the status carries
-    /// one and otherwise left as stored.
+    /// Replaces the Canary's status with `status` (a PUT of the status subresource, guarded
+    /// by the resourceVersion of our last write or of a fresh read). `status.command` is
+    /// carried over as stored, and `observedGeneration` when the status has none.
     pub async fn save(
         &self,
         namespace: &str,
         name: &str,
         status: &CanaryStatus,
     ) -> Result<(), StatusError> {
-        let api = self.api(namespace);
-        let desired = serde_json::to_value(status).map_err(|e| StatusError::Api {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            message: format!("cannot encode the status: {e}"),
-        })?;
         let key = (namespace.to_string(), name.to_string());
         let lock = || self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let _slot = self.writes.acquire().await.map_err(|_| StatusError::Api {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            message: "status writes closed".into(),
+        })?;
+        let request =
+            kube::core::Request::new(DynamicObject::url_path(&canary_resource(), Some(namespace)));
+        let fail = |message: String| StatusError::Api {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            message,
+        };
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let known = lock().remove(&key);
-            let (rv, stored) = match known {
+            let kept = match known {
                 Some(k) => k,
                 None => {
-                    let current = api
-                        .get_status(name)
+                    let req = request
+                        .get_subresource("status", name)
+                        .map_err(|e| fail(e.to_string()))?;
+                    self.client
+                        .request::<StoredCanary>(req)
                         .await
-                        .map_err(|e| map_error(namespace, name, e))?;
-                    let rv = current
-                        .metadata
-                        .resource_version
-                        .clone()
-                        .unwrap_or_default();
-                    let stored = current.data.get("status").cloned().unwrap_or(Value::Null);
-                    (rv, stored)
+                        .map_err(|e| map_error(namespace, name, e))?
+                        .kept()
                 }
             };
-            let stored = (!stored.is_null()).then_some(&stored);
-            let status_patch = status_merge_patch(stored, &desired);
-            let mut patch = json!({ "status": status_patch });
-            if !rv.is_empty() {
-                patch["metadata"] = json!({ "resourceVersion": rv });
-            }
-            match api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            let body = StatusPut {
+                api_version: API_VERSION,
+                kind: "Canary",
+                metadata: PutMeta {
+                    name,
+                    namespace,
+                    resource_version: &kept.resource_version,
+                },
+                status: PutStatus {
+                    status,
+                    command: kept.command.as_ref().filter(|c| !c.is_null()),
+                    observed_generation: status
+                        .observed_generation
+                        .is_none()
+                        .then_some(kept.observed_generation)
+                        .flatten(),
+                },
+            };
+            let body = serde_json::to_vec(&body)
+                .map_err(|e| fail(format!("cannot encode the status: {e}")))?;
+            let mut req = request
+                .replace_subresource("status", name, &PostParams::default(), body)
+                .map_err(|e| fail(e.to_string()))?;
+            req.extensions_mut().insert("replace_status");
+            match self.client.request::<StoredCanary>(req).await {
                 Ok(written) => {
-                    if let (Some(rv), Some(status)) = (
-                        written.metadata.resource_version.clone(),
-                        written.data.get("status"),
-                    ) {
-                        lock().insert(key, (rv, status.clone()));
-                    }
+                    lock().insert(key, written.kept());
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() => continue,

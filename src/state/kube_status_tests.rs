@@ -82,21 +82,18 @@ async fn save_then_load_round_trips_through_the_status_subresource() {
     );
     assert_eq!(stored_status(&fake)["observedGeneration"], json!(1));
 
-    let patches: Vec<_> = fake
+    let puts: Vec<_> = fake
         .requests()
         .into_iter()
-        .filter(|r| r.method == "PATCH")
+        .filter(|r| r.method == "PUT")
         .collect();
-    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert_eq!(puts.len(), 1, "{puts:?}");
     assert_eq!(
-        patches[0].path,
+        puts[0].path,
         "/apis/skycanary.io/v1alpha1/namespaces/bookinfo/canaries/reviews/status"
     );
-    assert_eq!(
-        patches[0].content_type.as_deref(),
-        Some("application/merge-patch+json")
-    );
-    let body: Value = serde_json::from_str(&patches[0].body).expect("json body");
+    assert_eq!(puts[0].content_type.as_deref(), Some("application/json"));
+    let body: Value = serde_json::from_str(&puts[0].body).expect("json body");
     assert!(body["metadata"]["resourceVersion"].is_string(), "{body}");
     assert_eq!(body["status"]["phase"], json!("Paused"));
 }
@@ -243,14 +240,14 @@ async fn missing_canary_is_not_found() {
 #[tokio::test]
 async fn conflicts_are_retried_with_a_fresh_read_then_reported() {
     let (fake, store) = setup();
-    fake.fail_next(Some("PATCH"), "/status", 2, 409);
+    fake.fail_next(Some("PUT"), "/status", 2, 409);
     store
         .save("bookinfo", "reviews", &paused(Some(1)))
         .await
         .expect("retried");
     assert_eq!(stored_status(&fake)["phase"], json!("Paused"));
 
-    fake.fail_next(Some("PATCH"), "/status", 100, 409);
+    fake.fail_next(Some("PUT"), "/status", 100, 409);
     assert_eq!(
         store.save("bookinfo", "reviews", &paused(Some(1))).await,
         Err(StatusError::Conflict {
@@ -299,7 +296,7 @@ async fn a_second_save_needs_no_read_and_a_foreign_write_forces_one() {
     let methods: Vec<String> = fake.requests().iter().map(|r| r.method.clone()).collect();
     assert_eq!(
         methods,
-        ["PATCH"],
+        ["PUT"],
         "no read before writing our own last status"
     );
     assert_eq!(stored_status(&fake)["currentStepIndex"], json!(2));
@@ -323,8 +320,45 @@ async fn a_second_save_needs_no_read_and_a_foreign_write_forces_one() {
         .await
         .expect("saved");
     let methods: Vec<String> = fake.requests().iter().map(|r| r.method.clone()).collect();
-    assert_eq!(methods, ["PATCH", "GET", "PATCH"]);
+    assert_eq!(methods, ["PUT", "GET", "PUT"]);
     let stored = stored_status(&fake);
     assert_eq!(stored["currentStepIndex"], json!(3));
     assert!(stored.get("message").is_none(), "{stored}");
+}
+
+/// A `--kube` request written between two of the daemon's writes survives the second one, and
+/// so does one that was already there (the daemon never holds it, it carries it over).
+#[tokio::test]
+async fn status_writes_carry_the_command_request_over() {
+    let (fake, store) = setup();
+    store
+        .save("bookinfo", "reviews", &paused(Some(1)))
+        .await
+        .expect("saved");
+    let req = crate::canary::CommandRequest {
+        id: "r1".into(),
+        action: crate::canary::CommandAction::Promote,
+        full: false,
+        reason: Some("ship it".into()),
+        requested_at: None,
+        requested_by: None,
+        alarm: None,
+    };
+    write_request(&fake.client(), "bookinfo", "reviews", &req)
+        .await
+        .expect("request");
+    let expected = serde_json::to_value(&req).expect("json");
+    for step in [2, 3] {
+        let mut next = paused(Some(1));
+        next.current_step_index = step;
+        store
+            .save("bookinfo", "reviews", &next)
+            .await
+            .expect("saved");
+        let stored = stored_status(&fake);
+        assert_eq!(stored["currentStepIndex"], json!(step));
+        assert_eq!(stored["command"], expected, "{stored}");
+    }
+    let loaded = store.load("bookinfo", "reviews").await.expect("load");
+    assert_eq!(loaded.and_then(|s| s.command), Some(req));
 }

@@ -79,6 +79,11 @@ impl fmt::Debug for KubeStore {
     }
 }
 
+/// Most requests the daemon has in flight to the API server at once (a request holds its slot
+/// until the response headers arrive, so watches do not hold one). Without a bound, a thousand
+/// canaries starting together open a thousand connections and keep them pooled.
+pub const MAX_API_REQUESTS_IN_FLIGHT: usize = 64;
+
 impl KubeStore {
     /// A store over an existing client (tests pass the fake API server's in-process client).
     pub fn new(client: Client, version: IstioApiVersion) -> Self {
@@ -89,9 +94,17 @@ impl KubeStore {
     pub async fn from_default_config(version: IstioApiVersion) -> Result<Self, StoreError> {
         // kube's TLS stack needs a process-wide rustls provider; ring is the one we build.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::try_default().await.map_err(|e| {
+        let config = kube::Config::infer().await.map_err(|e| {
             StoreError::Backend(format!("cannot configure the Kubernetes client: {e}"))
         })?;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot configure the Kubernetes client: {e}"))
+            })?
+            .with_layer(&tower::limit::ConcurrencyLimitLayer::new(
+                MAX_API_REQUESTS_IN_FLIGHT,
+            ))
+            .build();
         Ok(KubeStore::new(client, version))
     }
 

@@ -347,9 +347,9 @@ fn api_fault(fake: &FakeApiServer, rng: &mut Rng, tally: &mut Tally) {
         // A 409 storm on VirtualService writes.
         0 | 1 => fake.fail_next(Some("PUT"), "/virtualservices/", n * 2, 409),
         6 => fake.fail_next(Some("GET"), "/canaries/", n, 500),
-        2 => fake.fail_next(Some("PATCH"), "/canaries/", n, 500),
+        2 => fake.fail_next(Some("PUT"), "/canaries/", n, 500),
         3 => fake.fail_next(None, "/virtualservices/", n, 500),
-        4 => fake.fail_next(Some("PATCH"), "/canaries/", n, 409),
+        4 => fake.fail_next(Some("PUT"), "/canaries/", n, 409),
         _ => fake.delay_next(None, "", n * 3, Duration::from_millis(rng.range(100, 700))),
     }
 }

@@ -53,7 +53,15 @@ pub struct SkyWalkingClient {
     info: Mutex<Option<ServerInfo>>,
     address: String,
     observer: Option<std::sync::Arc<dyn super::RequestObserver>>,
+    /// Requests in flight at once. Canaries share one client per OAP; without a bound, a
+    /// thousand canaries due together open a thousand connections (and keep them pooled).
+    in_flight: tokio::sync::Semaphore,
+    /// Whole-request budget: waiting for a slot counts against it.
+    timeout: std::time::Duration,
 }
+
+/// Most requests one client has in flight (and connections it keeps) towards one OAP.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 /// How metrics are read on this server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,8 +236,8 @@ impl SkyWalkingClient {
             headers.insert(n, v);
         }
         let mut builder = reqwest::Client::builder()
-            .timeout(opts.timeout)
             .connect_timeout(opts.timeout)
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .default_headers(headers);
         if let Some(pem) = &opts.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -250,6 +258,8 @@ impl SkyWalkingClient {
             info: Mutex::new(None),
             address: opts.address.clone(),
             observer: opts.observer.clone(),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            timeout: opts.timeout,
         })
     }
 
@@ -275,9 +285,19 @@ impl SkyWalkingClient {
     async fn send(&self, body: &Value) -> Result<Envelope, ProviderError> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ProviderError::Internal(format!("serialize request: {e}")))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let _slot = tokio::time::timeout_at(deadline, self.in_flight.acquire())
+            .await
+            .map_err(|_| ProviderError::Timeout)?
+            .map_err(|_| ProviderError::Internal("request slots closed".into()))?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(ProviderError::Timeout);
+        }
         let resp = self
             .http
             .post(&self.url)
+            .timeout(left)
             .body(bytes)
             .send()
             .await

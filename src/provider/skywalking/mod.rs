@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use alarms::{AlarmPage, AlarmRecord};
-pub use client::{SkyWalkingClient, decode_response};
+pub use client::{MAX_IN_FLIGHT, SkyWalkingClient, decode_response};
 pub use duration::{MAX_POINTS, Window, parse_timezone, window};
 pub use version::{Features, OapVersion, ServerInfo};
 

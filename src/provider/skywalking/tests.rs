@@ -563,3 +563,84 @@ fn bad_options_are_config_errors() {
     let c = SkyWalkingClient::new(ClientOptions::new("http://oap:12800/")).expect("client");
     assert_eq!(c.url(), "http://oap:12800/graphql");
 }
+
+/// Serves MQE answers after `delay`, counting the most requests it ever had in flight.
+async fn serve_counting(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let now = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let state = (now, max.clone());
+    let app = Router::new()
+        .route(
+            "/graphql",
+            post(
+                move |State((now, max)): State<(Arc<AtomicUsize>, Arc<AtomicUsize>)>| async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let body = json!({"data": {"m0": mqe_series(&[Some("5")])}});
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), max)
+}
+
+fn pinned_client(addr: &str, timeout: Duration) -> Arc<SkyWalkingClient> {
+    let mut opts = ClientOptions::new(addr);
+    opts.version_override = Some(OapVersion::new(10, 2, 0));
+    opts.timezone = chrono::FixedOffset::east_opt(0);
+    opts.timeout = timeout;
+    Arc::new(SkyWalkingClient::new(opts).expect("client"))
+}
+
+#[tokio::test]
+async fn a_burst_of_measurements_keeps_at_most_the_bounded_requests_in_flight() {
+    let (addr, max) = serve_counting(Duration::from_millis(20)).await;
+    let c = pinned_client(&addr, Duration::from_secs(30));
+    let calls = (0..3 * MAX_IN_FLIGHT).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move { c.measure(&[metric("a", "service_cpm")], now()).await })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        let out = call.await.expect("task");
+        assert!(out[0].is_ok(), "{out:?}");
+    }
+    let max = max.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(max <= MAX_IN_FLIGHT, "{max} requests were in flight");
+    assert!(max > 1, "requests were not concurrent at all");
+}
+
+#[tokio::test]
+async fn waiting_for_a_request_slot_counts_against_the_timeout() {
+    // Each answer takes 600 ms and the budget is 1 s: the first MAX_IN_FLIGHT requests fit,
+    // the ones queued behind them have at most 400 ms left and time out instead of waiting.
+    let (addr, _) = serve_counting(Duration::from_millis(600)).await;
+    let c = pinned_client(&addr, Duration::from_secs(1));
+    let calls = (0..2 * MAX_IN_FLIGHT)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.measure(&[metric("a", "service_cpm")], now()).await })
+        })
+        .collect::<Vec<_>>();
+    let mut timeouts = 0;
+    for call in calls {
+        let out = call.await.expect("task");
+        if out[0] == Err(ProviderError::Timeout) {
+            timeouts += 1;
+        }
+    }
+    assert!(timeouts >= MAX_IN_FLIGHT, "only {timeouts} timed out");
+}
