@@ -42,20 +42,7 @@ pub enum Msg {
     /// A user command; the reply is the status after it was handled, or why it was refused.
     Command(Command, oneshot::Sender<Result<CanaryStatus, String>>),
     /// A matching alarm.
-    Alarm {
-        /// Where it came from.
-        source: crate::server::AlarmSource,
-        /// Rule name.
-        rule: String,
-        /// Entity name.
-        entity: String,
-        /// Message.
-        message: String,
-        /// When skycanary received it (for the alarm→rollback latency).
-        received: std::time::Instant,
-        /// Told once the alarm was handled (the rollback write included).
-        done: Option<oneshot::Sender<CanaryStatus>>,
-    },
+    Alarm(Box<AlarmMsg>),
     /// Progress of one of this canary's analysis runs.
     Analysis {
         /// Run name.
@@ -67,12 +54,33 @@ pub enum Msg {
     },
     /// A command request read from `status.command` (`skycanary <action> --kube`); handled
     /// once per id, its outcome recorded in `status.lastCommand`.
-    Request(CommandRequest),
+    Request(Box<CommandRequest>),
     /// Weights to stable now on a scheduled analysis' verdict (Aborted, or RolledBack when
     /// promoted); answered once handled, the rollback write included.
-    Rollback(super::model::AbortStatus, oneshot::Sender<CanaryStatus>),
+    Rollback(
+        Box<super::model::AbortStatus>,
+        oneshot::Sender<CanaryStatus>,
+    ),
     /// Stop the task (daemon shutdown).
     Stop,
+}
+
+/// A matching alarm, for its canary's task. (Boxed in [`Msg`]: every canary's channel holds
+/// a block of 32 messages, so the message's size counts a thousandfold.)
+#[derive(Debug)]
+pub struct AlarmMsg {
+    /// Where it came from.
+    pub source: crate::server::AlarmSource,
+    /// Rule name.
+    pub rule: String,
+    /// Entity name.
+    pub entity: String,
+    /// Message.
+    pub message: String,
+    /// When skycanary received it (for the alarm→rollback latency).
+    pub received: std::time::Instant,
+    /// Told once the alarm was handled (the rollback write included).
+    pub done: Option<oneshot::Sender<CanaryStatus>>,
 }
 
 /// Handle on a running canary task.
@@ -165,11 +173,12 @@ pub fn spawn<S: ManifestStore + 'static>(
         wake: None,
     };
     tokio::spawn(async move {
-        let mut task = task;
+        // Boxed: the task's state lives on the heap once, not inside every future below.
+        let mut task = Box::new(task);
         let mut rx = rx;
         let mut delay = LOAD_RETRY_FIRST;
         loop {
-            match task.ctx.state.load(&task.namespace, &task.name).await {
+            match Box::pin(task.ctx.state.load(&task.namespace, &task.name)).await {
                 Ok(persisted) => {
                     task.status = persisted.unwrap_or_default();
                     let _ = task.status_tx.send(task.status.clone());
@@ -248,11 +257,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    /// The task's loop. Every step below it is boxed (`Box::pin`): this future is held per
+    /// canary for as long as the canary runs, and unboxed it would carry the largest step's
+    /// state (status write, routing write, event) the whole time.
+    async fn run(mut self: Box<Self>, mut rx: mpsc::UnboundedReceiver<Msg>) {
         self.resume_analyses();
         let mut queue = VecDeque::from([Input::Spec, Input::Tick]);
         loop {
-            self.process(&mut queue).await;
+            Box::pin(self.process(&mut queue)).await;
             self.wake = machine::next_wake(&self.status)
                 .into_iter()
                 .chain(self.wake)
@@ -275,7 +287,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             match msg {
                 None | Some(Msg::Stop) => break,
                 Some(Msg::Command(cmd, reply)) => {
-                    let result = self.command(Input::Command(cmd), None, &mut queue).await;
+                    let result =
+                        Box::pin(self.command(Input::Command(cmd), None, &mut queue)).await;
                     let _ = reply.send(result);
                 }
                 Some(Msg::Request(req)) => {
@@ -289,7 +302,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             message: Some(why),
                             at: self.ctx.clock.now(),
                         });
-                        self.publish().await;
+                        Box::pin(self.publish()).await;
                     } else if !handled {
                         let input = match &req.alarm {
                             Some(a) if req.action == CommandAction::Alarm => Input::Alarm {
@@ -300,7 +313,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             },
                             _ => Input::Command(req.command()),
                         };
-                        match self.command(input, Some(&req), &mut queue).await {
+                        match Box::pin(self.command(input, Some(&req), &mut queue)).await {
                             Ok(_) => {
                                 tracing::info!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request carried out")
                             }
@@ -324,18 +337,19 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     });
                 }
                 Some(Msg::Rollback(why, done)) => {
-                    queue.push_back(Input::Rollback(why));
-                    self.process(&mut queue).await;
+                    queue.push_back(Input::Rollback(*why));
+                    Box::pin(self.process(&mut queue)).await;
                     let _ = done.send(self.status.clone());
                 }
-                Some(Msg::Alarm {
-                    source,
-                    rule,
-                    entity,
-                    message,
-                    received,
-                    done,
-                }) => {
+                Some(Msg::Alarm(alarm)) => {
+                    let AlarmMsg {
+                        source,
+                        rule,
+                        entity,
+                        message,
+                        received,
+                        done,
+                    } = *alarm;
                     self.ctx.metrics.alarm_matched(
                         &self.namespace,
                         &self.name,
@@ -349,14 +363,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         entity,
                         message,
                     });
-                    self.process(&mut queue).await;
+                    Box::pin(self.process(&mut queue)).await;
                     self.ctx.metrics.alarm_rollback_latency(received.elapsed());
                     if let Some(done) = done {
                         let _ = done.send(self.status.clone());
                     }
                 }
             }
-            self.process(&mut queue).await;
+            Box::pin(self.process(&mut queue)).await;
         }
         for (_, stop) in self.stops.drain() {
             let _ = stop.send(Some("daemon stopping".into()));

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::alarm::poll::AlarmSink;
 use crate::alarm::{Alarm, Deduper, Incoming, PatternCache, RollbackRules, Verdict, verdict};
-use crate::canary::driver::{CanaryHandle, Msg};
+use crate::canary::driver::{AlarmMsg, CanaryHandle, Msg};
 use crate::canary::machine::alarm_armed;
 use crate::canary::{
     AbortStatus, CanaryStatus, Command, CommandAction, CommandRequest, ForwardedAlarm,
@@ -175,7 +175,7 @@ impl DaemonControl {
         for (namespace, name, req) in requests {
             match self.get(&namespace, &name) {
                 Some(h) => {
-                    if h.tx.send(Msg::Request(req)).is_err() {
+                    if h.tx.send(Msg::Request(Box::new(req))).is_err() {
                         tracing::warn!(canary = %format!("{namespace}/{name}"), "command request not delivered: the canary task has stopped");
                     }
                 }
@@ -253,14 +253,14 @@ impl DaemonControl {
                     %rule, %entity, message = %item.message(), "alarm matched rollbackOn");
                 let (done, wait) = oneshot::channel();
                 handled.push(wait);
-                let _ = h.tx.send(Msg::Alarm {
+                let _ = h.tx.send(Msg::Alarm(Box::new(AlarmMsg {
                     source,
                     rule,
                     entity,
                     message: item.message(),
                     received,
                     done: Some(done),
-                });
+                })));
                 matched.push(format!("{}/{}", h.namespace, h.name));
             }
         }
@@ -540,7 +540,7 @@ impl CanaryRollback for DaemonControl {
         Box::pin(async move {
             let h = handle.ok_or_else(|| format!("canary {id} is not running here"))?;
             let (tx, rx) = oneshot::channel();
-            h.tx.send(Msg::Rollback(why, tx))
+            h.tx.send(Msg::Rollback(Box::new(why), tx))
                 .map_err(|_| format!("canary {id}: its task has stopped"))?;
             rx.await
                 .map_err(|_| format!("canary {id}: its task has stopped"))
@@ -674,14 +674,14 @@ mod tests {
         let task = tokio::spawn(async move {
             let mut seen = Vec::new();
             while let Some(msg) = rx.recv().await {
-                if let Msg::Alarm {
-                    source,
-                    rule,
-                    entity,
-                    done,
-                    ..
-                } = msg
-                {
+                if let Msg::Alarm(alarm) = msg {
+                    let AlarmMsg {
+                        source,
+                        rule,
+                        entity,
+                        done,
+                        ..
+                    } = *alarm;
                     seen.push((source, rule, entity));
                     if let Some(d) = done {
                         let _ = d.send(CanaryStatus::default());

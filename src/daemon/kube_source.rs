@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -310,12 +311,13 @@ impl KubeSource {
             ));
         }
         drop(itx);
-        let mut objects: BTreeMap<ObjectId, Value> = BTreeMap::new();
+        let mut objects: BTreeMap<ObjectId, KeptObject> = BTreeMap::new();
         let mut listed: BTreeSet<SourceKind> = BTreeSet::new();
         let mut rvs = ResourceVersions::default();
         // What drivers act on, per object, and each Canary's `status.command`, as of the last
-        // snapshot sent (None: none sent yet), and the objects touched since: only those are
-        // compared, so a status-only write costs one object's fingerprint, not the whole set's.
+        // snapshot sent (None: none sent yet; shared with `objects`, not copied), and the
+        // objects touched since: only those are compared, so a status-only write costs one
+        // object's comparison, not the whole set's.
         let mut sent: Option<BTreeMap<ObjectId, Print>> = None;
         let mut sent_commands: BTreeMap<ObjectId, Print> = BTreeMap::new();
         let mut touched: BTreeSet<ObjectId> = BTreeSet::new();
@@ -365,12 +367,12 @@ impl KubeSource {
                     sent = Some(
                         objects
                             .iter()
-                            .map(|(id, o)| (id.clone(), fingerprint(o)))
+                            .map(|(id, o)| (id.clone(), o.body.clone()))
                             .collect(),
                     );
                     sent_commands = objects
                         .iter()
-                        .filter_map(|(id, o)| Some((id.clone(), command_print(id, o)?)))
+                        .filter_map(|(id, o)| Some((id.clone(), o.command.clone()?)))
                         .collect();
                     (true, true)
                 }
@@ -378,12 +380,9 @@ impl KubeSource {
                     let (mut specs, mut commands) = (false, false);
                     for id in &touched {
                         let obj = objects.get(id);
-                        specs |= update(prints, id, obj.map(fingerprint));
-                        commands |= update(
-                            &mut sent_commands,
-                            id,
-                            obj.and_then(|o| command_print(id, o)),
-                        );
+                        specs |= update(prints, id, obj.map(|o| o.body.clone()));
+                        commands |=
+                            update(&mut sent_commands, id, obj.and_then(|o| o.command.clone()));
                     }
                     (specs, commands)
                 }
@@ -401,13 +400,24 @@ impl KubeSource {
     }
 }
 
-/// A compared form of an object ([`fingerprint`], [`command_print`]).
-type Print = Box<[u8]>;
+/// Compact JSON, shared between the object set and what was last sent.
+type Print = Arc<[u8]>;
+
+/// An object as the source keeps it between snapshots: what drivers act on as compact JSON
+/// (parsed again only when a snapshot is built, i.e. when something changed), and a Canary's
+/// `status.command` apart. A `Value` tree of a Canary cost ~9 KiB; its JSON, a tenth of that.
+#[derive(Debug, Clone, PartialEq)]
+struct KeptObject {
+    /// apiVersion, kind, the identifying metadata, spec (see [`kept_object`]).
+    body: Print,
+    /// A Canary's `status.command`, when it has one.
+    command: Option<Print>,
+}
 
 /// Per-kind updates sent by the watcher tasks to the merging task.
 enum KindMsg {
-    Listed(SourceKind, BTreeMap<ObjectId, Value>, String),
-    Applied(ObjectId, Value, String),
+    Listed(SourceKind, BTreeMap<ObjectId, KeptObject>, String),
+    Applied(ObjectId, KeptObject, String),
     Deleted(ObjectId, String),
     Error(String),
 }
@@ -538,13 +548,13 @@ async fn watch_once(
     while let Some(item) = stream.next().await {
         let msg = match item {
             Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
-                let (id, obj) = raw_object(kind, o);
-                advance(rv, &obj);
+                advance(rv, &o);
+                let (id, obj) = kept_object(kind, o);
                 KindMsg::Applied(id, obj, rv.clone())
             }
             Ok(WatchEvent::Deleted(o)) => {
-                let (id, obj) = raw_object(kind, o);
-                advance(rv, &obj);
+                advance(rv, &o);
+                let (id, _) = kept_object(kind, o);
                 KindMsg::Deleted(id, rv.clone())
             }
             Ok(WatchEvent::Bookmark(b)) => {
@@ -567,10 +577,11 @@ async fn watch_once(
     WatchEnd::Closed { events }
 }
 
-fn advance(rv: &mut String, obj: &Value) {
+fn advance(rv: &mut String, obj: &DynamicObject) {
     if let Some(v) = obj
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
+        .metadata
+        .resource_version
+        .as_deref()
         .filter(|v| !v.is_empty())
     {
         *rv = v.to_string();
@@ -581,7 +592,7 @@ fn advance(rv: &mut String, obj: &Value) {
 async fn list_kind(
     api: &Api<DynamicObject>,
     kind: SourceKind,
-) -> Result<(BTreeMap<ObjectId, Value>, String), String> {
+) -> Result<(BTreeMap<ObjectId, KeptObject>, String), String> {
     let mut out = BTreeMap::new();
     let mut token: Option<String> = None;
     loop {
@@ -592,7 +603,7 @@ async fn list_kind(
         let page = api.list(&lp).await.map_err(describe_error)?;
         let rv = page.metadata.resource_version.clone().unwrap_or_default();
         for o in page.items {
-            let (id, obj) = raw_object(kind, o);
+            let (id, obj) = kept_object(kind, o);
             out.insert(id, obj);
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -613,11 +624,12 @@ fn describe_error(e: kube::Error) -> String {
 }
 
 /// The object as JSON with `apiVersion` and `kind` set (list items omit them), trimmed to what
-/// the daemon reads from a snapshot: the spec, the identifying metadata and, of a Canary's
-/// `.status`, only the `command` request. Drivers read their status through the status store;
-/// keeping a copy of every status here cost a Canary's whole status (all runs and
-/// measurements) per object, and every measurement's status write replaced it.
-fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
+/// the daemon reads from a snapshot: the spec and the identifying metadata (no
+/// resourceVersion, managedFields or kubectl's last-applied copy), and apart from it, of a
+/// Canary's `.status`, only the `command` request. Drivers read their status through the
+/// status store; keeping every status here cost a Canary's whole status (all runs and
+/// measurements) per object, replaced by every measurement's status write.
+fn trimmed_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value, Option<Value>) {
     let id = ObjectId {
         kind,
         namespace: if kind.namespaced() {
@@ -637,9 +649,6 @@ fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
         _ => Map::new(),
     };
     v.remove("status");
-    if let Some(cmd) = command.filter(|c| !c.is_null()) {
-        v.insert("status".into(), json!({ "command": cmd }));
-    }
     let m = o.metadata;
     let mut meta = Map::new();
     let mut keep = |k: &str, x: Option<Value>| {
@@ -651,7 +660,6 @@ fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
     keep("namespace", m.namespace.map(Value::from));
     keep("uid", m.uid.map(Value::from));
     keep("generation", m.generation.map(Value::from));
-    keep("resourceVersion", m.resource_version.map(Value::from));
     keep("labels", m.labels.map(|l| json!(l)));
     // kubectl's last-applied copy of the object is as large as the spec and says nothing more.
     let annotations = m.annotations.map(|mut a| {
@@ -665,41 +673,29 @@ fn raw_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value) {
     v.insert("metadata".into(), Value::Object(meta));
     v.insert("apiVersion".into(), json!(format!("{GROUP}/{VERSION}")));
     v.insert("kind".into(), json!(kind.kind()));
-    (id, Value::Object(v))
+    (id, Value::Object(v), command.filter(|c| !c.is_null()))
 }
 
-/// What decides whether drivers must hear about an object: everything [`raw_object`] keeps
-/// but `.status` (a `--kube` request) and the resourceVersion, as compact JSON — a tenth of the
-/// memory of a `Value` copy. (serde_json maps are ordered, so equal objects print equally.)
-fn fingerprint(obj: &Value) -> Box<[u8]> {
-    let Some(m) = obj.as_object() else {
-        return obj.to_string().into_bytes().into();
+/// [`trimmed_object`] as kept: compact JSON. (serde_json maps are ordered, so equal objects
+/// print equally and comparing the bytes compares the objects.)
+fn kept_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, KeptObject) {
+    let (id, body, command) = trimmed_object(kind, o);
+    let print = |v: &Value| -> Print { serde_json::to_vec(v).unwrap_or_default().into() };
+    let kept = KeptObject {
+        body: print(&body),
+        command: command.as_ref().map(print),
     };
-    let mut out = Map::new();
-    for (k, v) in m {
-        match k.as_str() {
-            "status" => {}
-            "metadata" => {
-                let mut kept = v.as_object().cloned().unwrap_or_default();
-                kept.remove("resourceVersion");
-                out.insert(k.clone(), Value::Object(kept));
-            }
-            _ => {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    serde_json::to_vec(&out).unwrap_or_default().into()
+    (id, kept)
 }
 
-/// The `status.command` of a Canary that has one: a new request must reach its driver
-/// although the daemon ignores status changes otherwise.
-fn command_print(id: &ObjectId, obj: &Value) -> Option<Box<[u8]>> {
-    if id.kind != SourceKind::Canary {
-        return None;
+/// The object for validation: the kept body with its `status.command`, if any.
+fn object_value(kept: &KeptObject) -> Value {
+    let mut v: Value = serde_json::from_slice(&kept.body).unwrap_or_else(|_| json!({}));
+    if let (Some(cmd), Some(m)) = (&kept.command, v.as_object_mut()) {
+        let cmd: Value = serde_json::from_slice(cmd).unwrap_or(Value::Null);
+        m.insert("status".into(), json!({ "command": cmd }));
     }
-    let cmd = obj.get("status")?.get("command")?;
-    (!cmd.is_null()).then(|| serde_json::to_vec(cmd).unwrap_or_default().into())
+    v
 }
 
 /// Records `now` as `id`'s entry in `prints` (None: no entry); true when it differs from the
@@ -716,12 +712,14 @@ fn update(prints: &mut BTreeMap<ObjectId, Print>, id: &ObjectId, now: Option<Pri
 }
 
 /// Validates every object like the file loader does, collecting errors per object.
-fn build_snapshot(objects: &BTreeMap<ObjectId, Value>, rvs: ResourceVersions) -> Snapshot {
+fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersions) -> Snapshot {
     let mut snap = Snapshot {
         resource_version: rvs,
         ..Snapshot::default()
     };
-    for (id, obj) in objects {
+    for (id, kept) in objects {
+        let value = object_value(kept);
+        let obj = &value;
         let origin = Origin {
             file: format!("kube:{id}"),
             lines: LineIndex::default(),

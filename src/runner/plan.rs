@@ -156,9 +156,10 @@ pub fn plan(
         return Err(ConfigErrors(errs));
     }
 
-    let mut metrics = Vec::new();
-    let mut planned = Vec::new();
-    let mut clients: Vec<(String, ClientOptions)> = Vec::new();
+    // Sized up front: a plan lives as long as its run, one per canary.
+    let mut metrics = Vec::with_capacity(spec.metrics.len());
+    let mut planned = Vec::with_capacity(spec.metrics.len());
+    let mut clients: Vec<(String, ClientOptions)> = Vec::with_capacity(1);
     for (i, m) in spec.metrics.iter().enumerate() {
         let p = index_path("spec.metrics", i);
         let f = |name: &str| child_path(&p, name);
