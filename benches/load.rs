@@ -541,7 +541,7 @@ impl Daemon {
         Ok((utime + stime) / clock_ticks())
     }
 
-    /// A `/proc/PID/status` field in MiB (`VmRSS`, `VmHWM`).
+    /// A `/proc/PID/status` field in MiB (`VmRSS`, `VmHWM`, `RssAnon`, `RssFile`).
     fn mem_mib(&self, field: &str) -> Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let kb: f64 = status
@@ -600,12 +600,13 @@ async fn footprint(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
     }
     let http = http()?;
     let world = World::new(0, args.interval, 10).await?;
-    let (mut ready, mut idle) = (Vec::new(), Vec::new());
+    let (mut ready, mut idle, mut anon) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.starts {
         let mut d = world.start_daemon(bin)?;
         ready.push(ms(d.wait_ready(&http, Duration::from_secs(60)).await?));
         tokio::time::sleep(Duration::from_secs(2)).await;
         idle.push(d.mem_mib("VmRSS")?);
+        anon.push(d.mem_mib("RssAnon")?);
         drop(d);
         // The next start must take the lease over from a dead holder: delete it instead.
         let _ = world
@@ -619,6 +620,10 @@ async fn footprint(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
         "idle_rss_mib_max",
         json!(round(idle.last().copied().unwrap_or(f64::NAN), 2)),
     );
+    // RSS = memory the daemon allocated (anonymous) + pages of its binary and libraries
+    // mapped in (file-backed, shared with the page cache).
+    anon.sort_by(f64::total_cmp);
+    report.figure("idle_rss_anon_mib_p50", json!(round(pct(&anon, 0.5), 2)));
     Ok(())
 }
 
@@ -851,6 +856,7 @@ async fn scale(args: &Args, bin: &Path, n: usize, report: &mut Report) -> Result
     let harness_cpu1 = self_cpu_seconds();
     let hwm = d.mem_mib("VmHWM")?;
     let rss = d.mem_mib("VmRSS")?;
+    let (anon, file) = (d.mem_mib("RssAnon")?, d.mem_mib("RssFile")?);
     drop(d);
 
     let minutes = (t1 - t0).as_secs_f64() / 60.0;
@@ -865,6 +871,10 @@ async fn scale(args: &Args, bin: &Path, n: usize, report: &mut Report) -> Result
     );
     report.figure("peak_rss_mib", json!(round(hwm, 1)));
     report.figure("rss_at_end_mib", json!(round(rss, 1)));
+    report.figure(
+        "rss_at_end_anon_file_mib",
+        json!([round(anon, 1), round(file, 1)]),
+    );
 
     let sims = world.sim_recs();
     let mut per: HashMap<usize, Vec<&SimRec>> = HashMap::new();
