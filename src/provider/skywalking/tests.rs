@@ -69,6 +69,11 @@ async fn serve(
     let app = Router::new()
         .route("/graphql", post(handle))
         .with_state(fake);
+    (serve_app(app).await, seen)
+}
+
+/// Serves `app` on 127.0.0.1:0 until the test ends; its base URL.
+async fn serve_app(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -76,7 +81,7 @@ async fn serve(
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (format!("http://{addr}"), seen)
+    format!("http://{addr}")
 }
 
 fn ok(v: Value) -> (u16, &'static str, String) {
@@ -588,14 +593,7 @@ async fn serve_counting(delay: Duration) -> (String, Arc<std::sync::atomic::Atom
             ),
         )
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}"), max)
+    (serve_app(app).await, max)
 }
 
 fn pinned_client(addr: &str, timeout: Duration) -> Arc<SkyWalkingClient> {
