@@ -103,22 +103,22 @@ fn healthy_scenario_promotes_v2_to_100_percent() {
     assert_eq!(weights, w(&[("v1", 0.0), ("v2", 100.0)]));
 }
 
+/// The scenario ended on the apdex metric (not an alarm), with a measured minute below the
+/// threshold, and its outcome line starts with `outcome`.
+fn assert_failed_apdex(s: &Value, outcome: &str) {
+    assert_eq!(s["abort"]["metric"], "apdex", "{s}");
+    assert!(s["abort"].get("alarm").is_none(), "{s}");
+    let value = s["abort"]["value"].as_str().unwrap();
+    assert!(min_of(value) < 9900.0, "{value}");
+    assert!(s["outcome"].as_str().unwrap().starts_with(outcome), "{s}");
+}
+
 #[test]
 fn regression_scenario_aborts_v3_on_the_failed_apdex_analysis() {
     let (s, weights) = run_json("regression");
     assert_eq!(s["phase"], "Aborted", "{s}");
-    assert_eq!(s["abort"]["metric"], "apdex", "{s}");
-    assert!(s["abort"].get("alarm").is_none(), "{s}");
     // The failing window holds a minute below the threshold.
-    let value = s["abort"]["value"].as_str().unwrap();
-    assert!(min_of(value) < 9900.0, "{value}");
-    assert!(
-        s["outcome"]
-            .as_str()
-            .unwrap()
-            .starts_with("Aborted (apdex = ["),
-        "{s}"
-    );
+    assert_failed_apdex(&s, "Aborted (apdex = [");
     assert_eq!(weights, w(&[("v1", 100.0), ("v3", 0.0)]));
 }
 
@@ -146,16 +146,9 @@ fn scheduled_scenario_rolls_the_promoted_canary_back_on_a_failed_cron_run() {
         reason.starts_with("ScheduledAnalysis bookinfo/production-apdex run production-apdex-"),
         "{s}"
     );
-    assert_eq!(s["abort"]["metric"], "apdex", "{s}");
-    assert!(s["abort"].get("alarm").is_none(), "{s}");
-    let value = s["abort"]["value"].as_str().unwrap();
-    assert!(min_of(value) < 9900.0, "{value}");
-    assert!(
-        s["outcome"]
-            .as_str()
-            .unwrap()
-            .starts_with("RolledBack (ScheduledAnalysis bookinfo/production-apdex: apdex = ["),
-        "{s}"
+    assert_failed_apdex(
+        &s,
+        "RolledBack (ScheduledAnalysis bookinfo/production-apdex: apdex = [",
     );
     // The cron runs passed while v2 carried part of the calls; the failed one rolled back.
     let runs = s["scheduledRuns"].as_array().unwrap();
