@@ -35,6 +35,12 @@ use crate::traffic::{DesiredRouting, IstioRouting, RouteWeights};
 const LOAD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 /// Longest wait between two tries to read a persisted status.
 const LOAD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+/// First wait before writing a status again after a failed write; doubles up to
+/// [`SAVE_RETRY_MAX`]. Short: a rollback whose status is not saved yet would be undone by a
+/// restart in that window.
+const SAVE_RETRY_FIRST_MS: i64 = 250;
+/// Longest wait between two tries to write the status.
+const SAVE_RETRY_MAX_MS: i64 = 10_000;
 
 /// Messages to a canary task.
 #[derive(Debug)]
@@ -171,6 +177,7 @@ pub fn spawn<S: ManifestStore + 'static>(
         status_tx,
         stops: HashMap::new(),
         wake: None,
+        unsaved: None,
     };
     tokio::spawn(async move {
         // Boxed: the task's state lives on the heap once, not inside every future below.
@@ -250,6 +257,23 @@ struct CanaryTask<S: ManifestStore + 'static> {
     /// Stop switches of running analysis runs.
     stops: HashMap<String, watch::Sender<Option<String>>>,
     wake: Option<DateTime<Utc>>,
+    /// Set while the current status is not persisted. A restarted daemon resumes from the
+    /// persisted status and writes its weights, so routes ahead of it would be lowered: while
+    /// this is set, routing that exposes the canary is held (rollbacks still go through).
+    unsaved: Option<Unsaved>,
+}
+
+/// A failed status write, retried with backoff.
+struct Unsaved {
+    error: String,
+    attempts: u32,
+    retry_at: DateTime<Utc>,
+}
+
+/// Wait before the next status write after `attempts` failed ones.
+fn save_retry_delay(attempts: u32) -> chrono::TimeDelta {
+    let doublings = attempts.saturating_sub(1).min(16);
+    chrono::TimeDelta::milliseconds((SAVE_RETRY_FIRST_MS << doublings).min(SAVE_RETRY_MAX_MS))
 }
 
 impl<S: ManifestStore + 'static> CanaryTask<S> {
@@ -268,6 +292,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             self.wake = machine::next_wake(&self.status)
                 .into_iter()
                 .chain(self.wake)
+                .chain(self.unsaved.as_ref().map(|u| u.retry_at))
                 .min();
             let sleep_until = self.wake;
             let clock = self.ctx.clock.clone();
@@ -380,6 +405,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// Runs the machine over queued inputs, performing effects as they come (a routing
     /// result is fed back at once).
     async fn process(&mut self, queue: &mut VecDeque<Input>) {
+        let now = self.ctx.clock.now();
+        if self.unsaved.as_ref().is_some_and(|u| now >= u.retry_at) {
+            self.publish().await;
+        }
         while let Some(input) = queue.pop_front() {
             self.handle(&input, None, queue).await;
         }
@@ -447,7 +476,16 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             for effect in effects {
                 match effect {
                     Effect::ApplyRouting(desired) => {
-                        let result = self.apply_routing(&desired).await;
+                        let result = match &self.unsaved {
+                            // Fed back as a routing failure: the machine retries it later and
+                            // says why; the status (and its retry) gets saved meanwhile.
+                            Some(u) if desired.exposes_canary() => Err(format!(
+                                "the status could not be saved, so the canary's traffic is \
+                                 held until it is: {}",
+                                u.error
+                            )),
+                            _ => self.apply_routing(&desired).await,
+                        };
                         queue.push_back(Input::Routing(result));
                     }
                     Effect::RestoreRoutes => self.restore_routes().await,
@@ -471,13 +509,27 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 
     async fn publish(&mut self) {
-        if let Err(e) = self
+        match self
             .ctx
             .state
             .save(&self.namespace, &self.name, &self.status)
             .await
         {
-            tracing::error!(canary = %self.id(), "cannot persist status: {e}");
+            Ok(()) => {
+                if let Some(u) = self.unsaved.take() {
+                    tracing::info!(canary = %self.id(), failed = u.attempts, "status persisted again");
+                }
+            }
+            Err(e) => {
+                let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
+                let delay = save_retry_delay(attempts);
+                tracing::error!(canary = %self.id(), attempts, "cannot persist status, retrying in {} ms: {e}", delay.num_milliseconds());
+                self.unsaved = Some(Unsaved {
+                    error: e,
+                    attempts,
+                    retry_at: self.ctx.clock.now() + delay,
+                });
+            }
         }
         self.ctx
             .metrics
@@ -836,7 +888,9 @@ fn last_number(v: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CanaryStatus, Phase, dropped_runs, last_number, newly_completed};
+    use super::{
+        CanaryStatus, Phase, dropped_runs, last_number, newly_completed, save_retry_delay,
+    };
     use crate::analysis::{RunSpec, RunState};
     use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
 
@@ -882,6 +936,17 @@ mod tests {
         assert_eq!(dropped_runs(&old, &new), vec!["v1-bg", "v1-step-1"]);
         assert!(dropped_runs(&new, &new).is_empty());
         assert!(dropped_runs(&with_runs(&[]), &new).is_empty());
+    }
+
+    #[test]
+    fn status_write_retries_back_off_from_a_quarter_second_to_ten_seconds() {
+        let ms = |n| save_retry_delay(n).num_milliseconds();
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 7].map(ms),
+            [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000]
+        );
+        assert_eq!(ms(0), 250);
+        assert_eq!(ms(u32::MAX), 10_000);
     }
 
     #[test]

@@ -157,6 +157,12 @@ pub struct DesiredRouting {
 }
 
 impl DesiredRouting {
+    /// Whether this routing exposes the canary at all (weight, header or mirror routes): only
+    /// such a write can leave the routes ahead of what a restarted daemon would resume from.
+    pub fn exposes_canary(&self) -> bool {
+        self.canary_weight > 0 || !self.header_routes.is_empty() || !self.mirror_routes.is_empty()
+    }
+
     /// Only weights; no header or mirror routes.
     pub fn weight(canary_weight: i64) -> Self {
         DesiredRouting {
@@ -194,4 +200,33 @@ pub struct RouteWeights {
     pub canary: i64,
     /// Additional destinations and their weights (`host[/subset]`).
     pub others: Vec<(String, i64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_routing_without_weight_header_or_mirror_routes_hides_the_canary() {
+        assert!(!DesiredRouting::weight(0).exposes_canary());
+        assert!(DesiredRouting::weight(1).exposes_canary());
+        assert!(DesiredRouting::weight(100).exposes_canary());
+        let header = DesiredRouting {
+            header_routes: vec![HeaderRoute {
+                name: "beta".into(),
+                headers: Vec::new(),
+            }],
+            ..DesiredRouting::weight(0)
+        };
+        assert!(header.exposes_canary());
+        let mirror = DesiredRouting {
+            mirror_routes: vec![MirrorRoute {
+                name: "shadow".into(),
+                percentage: None,
+                matches: Vec::new(),
+            }],
+            ..DesiredRouting::weight(0)
+        };
+        assert!(mirror.exposes_canary());
+    }
 }

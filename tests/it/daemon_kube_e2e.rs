@@ -659,6 +659,106 @@ async fn kube_sigkill_mid_step_resumes_with_the_same_counts_and_never_lowers_wei
     drop(b);
 }
 
+/// Every VirtualService version, in write order, exposes the canary no more than the Canary's
+/// persisted `desiredWeight` at that moment: a daemon restarted from the persisted status
+/// would otherwise lower the weight.
+async fn assert_routes_never_ahead_of_the_saved_status(c: &Cluster) {
+    let canaries = c.history(CANARIES).await;
+    let vss = c.history(VIRTUAL_SERVICES).await;
+    for (rv, vs) in &vss {
+        let saved = canaries
+            .iter()
+            .rev()
+            .find(|(c_rv, _)| c_rv < rv)
+            .and_then(|(_, o)| o["status"]["desiredWeight"].as_i64())
+            .unwrap_or(0);
+        assert!(
+            weights(vs).1 <= saved,
+            "rv {rv}: canary weight {} while the saved status wants {saved}",
+            weights(vs).1
+        );
+    }
+}
+
+/// Waits for the daemon's Event saying routing waits for the status to be saved.
+async fn wait_held_for_status(c: &Cluster) {
+    wait("routing held for the status", LIMIT, || {
+        c.events()
+            .iter()
+            .any(|(reason, note)| {
+                reason == "TrafficRoutingError" && note.contains("status could not be saved")
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_status_outage_holds_the_weight_and_a_restart_never_lowers_it() {
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    let c = Cluster::start("Abort", 3).await;
+    let mut a = c.daemon("replica-a", &running.url());
+    c.wait_status("measuring step 1", |s| {
+        s["currentStepIndex"] == 1 && !measurements(s).is_empty()
+    })
+    .await;
+    // The status can no longer be written; the analysis passes and 30 % is wanted.
+    c.fake.fail_next(Some("PUT"), "/canaries/", 1_000_000, 500);
+    wait_held_for_status(&c).await;
+    assert_eq!(c.weights(), (90, 10), "held at the saved step's weight");
+    assert_eq!(c.status()["desiredWeight"], 10, "{:#}", c.status());
+
+    // The daemon dies before it could save; its successor resumes from what was saved.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    drop(a);
+    c.fake.clear_faults();
+    let b = c.daemon("replica-b", &running.url());
+    c.wait_status("Promoted", |s| phase(s) == "Promoted").await;
+
+    assert_eq!(c.canary_weight_history().await, [0, 10, 30, 60, 100]);
+    assert_routes_never_ahead_of_the_saved_status(&c).await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_status_outage_still_rolls_back_and_saves_the_abort_once_it_can() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bad = failing.clone();
+    let (_sim, running) = sim(move |_| {
+        Some(if bad.load(std::sync::atomic::Ordering::SeqCst) {
+            7000.0
+        } else {
+            9950.0
+        })
+    })
+    .await;
+    let c = Cluster::start("Abort", 5).await;
+    let d = c.daemon("replica-a", &running.url());
+    c.wait_status("measuring step 1", |s| {
+        s["currentStepIndex"] == 1 && !measurements(s).is_empty()
+    })
+    .await;
+    c.fake.fail_next(Some("PUT"), "/canaries/", 1_000_000, 500);
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // Back at stable although the abort could not be saved: safety first.
+    wait("back at stable", LIMIT, || {
+        (c.weights() == (100, 0)).then_some(())
+    })
+    .await;
+    assert_ne!(phase(&c.status()), "Aborted", "{:#}", c.status());
+
+    // Once the API server takes writes again, the retry saves the abort with nothing else
+    // happening.
+    c.fake.clear_faults();
+    let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
+    assert_eq!(s["desiredWeight"], 0, "{s:#}");
+    assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
+    assert_routes_never_ahead_of_the_saved_status(&c).await;
+    drop(d);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_promote_abort_retry_need_the_token_and_work() {
     // No traffic: every analysis pauses Inconclusive, so only commands move the canary.
