@@ -172,13 +172,18 @@ async fn one_leader_drives_the_canary_and_the_standby_takes_over() {
         Some(leader.as_str()),
         "no leadership change"
     );
-    let events = fake.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["reason"] == "RolloutCompleted" && e["regarding"]["kind"] == "Canary"),
-        "{events:#?}"
-    );
+    // Events are written after the status that caused them.
+    wait(
+        "the RolloutCompleted event",
+        Duration::from_secs(10),
+        || {
+            fake.events()
+                .iter()
+                .any(|e| e["reason"] == "RolloutCompleted" && e["regarding"]["kind"] == "Canary")
+                .then_some(())
+        },
+    )
+    .await;
 
     // The standby drives nothing and refuses commands.
     let (leader_r, standby_r) = if leader == "replica-a" {
