@@ -472,8 +472,12 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     .forget_run(&self.namespace, &self.name, &run);
             }
         }
+        // Events go last: they only report, and a rollback must not wait for their writes.
+        let (events, actions): (Vec<Effect>, Vec<Effect>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Event(_)));
         {
-            for effect in effects {
+            for effect in actions.into_iter().chain(events) {
                 match effect {
                     Effect::ApplyRouting(desired) => {
                         let result = match &self.unsaved {
