@@ -858,7 +858,7 @@ async fn a_polled_skywalking_alarm_rolls_back() {
         "Response time of service reviews.bookinfo is more than 1000ms",
     ));
     let st = wait_for(&d, "the polled rollback", Duration::from_secs(30), |s| {
-        phase(s) == "Aborted"
+        aborted_and_written(s)
     })
     .await;
     assert_eq!(vs_weights(&d.manifests), (100, 0));

@@ -901,8 +901,9 @@ async fn the_daemon_uses_only_granted_permissions_and_never_logs_its_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The status is saved before the rollback write: wait for the write to be confirmed.
     wait_for("the abort", Duration::from_secs(30), || {
-        status(&fake).filter(|s| s["phase"] == "Aborted")
+        status(&fake).filter(|s| s["phase"] == "Aborted" && s.get("routingWrite").is_none())
     })
     .await;
     let vs = fake.virtual_service("bookinfo", "reviews").unwrap();
