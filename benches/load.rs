@@ -208,8 +208,10 @@ struct ApiRec {
 enum Target {
     /// Write to VirtualService `vs-{i}`.
     VsWrite(usize),
-    VsRead,
-    CanaryStatus,
+    /// Read of VirtualService `vs-{i}`, when the path names one.
+    VsRead(Option<usize>),
+    /// Status write or read of Canary `c-{i}`.
+    CanaryStatus(Option<usize>),
     Watch,
     Lease,
     Event,
@@ -220,8 +222,8 @@ impl Target {
     fn label(&self, method: &str) -> String {
         match self {
             Target::VsWrite(_) => format!("{method} virtualservice"),
-            Target::VsRead => format!("{method} virtualservice"),
-            Target::CanaryStatus => format!("{method} canary/status"),
+            Target::VsRead(_) => format!("{method} virtualservice"),
+            Target::CanaryStatus(_) => format!("{method} canary/status"),
             Target::Watch => "watch".into(),
             Target::Lease => format!("{method} lease"),
             Target::Event => format!("{method} event"),
@@ -284,10 +286,10 @@ impl World {
                     index_after(&a.path, "/virtualservices/vs-"),
                 ) {
                     ("PUT" | "PATCH", Some(i)) => Target::VsWrite(i),
-                    _ => Target::VsRead,
+                    (_, i) => Target::VsRead(i),
                 }
             } else if a.path.contains("/canaries/") && a.path.ends_with("/status") {
-                Target::CanaryStatus
+                Target::CanaryStatus(index_after(&a.path, "/canaries/c-"))
             } else if a.path.contains("/leases") {
                 Target::Lease
             } else if a.path.contains("/events") {
@@ -627,6 +629,43 @@ async fn footprint(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// The stages between a failing answer of the simulator and the rollback's acknowledged write,
+/// from the API server's log: whose time the tail is (the daemon's or the API server's).
+const FAILURE_STAGES: [&str; 6] = [
+    "daemon: answer -> status write sent",
+    "api: status write",
+    "daemon: status saved -> VS read sent",
+    "api: VS read",
+    "daemon: VS read -> VS write sent",
+    "api: VS write",
+];
+
+/// Durations of [`FAILURE_STAGES`] for canary `i` after the failing answer at `bad`.
+fn failure_stages(recs: &[ApiRec], i: usize, bad: Instant) -> Option<[f64; 6]> {
+    let first = |pred: &dyn Fn(&ApiRec) -> bool, after: Instant| {
+        recs.iter()
+            .filter(|r| pred(r) && r.received >= after)
+            .min_by_key(|r| r.received)
+    };
+    let status = first(
+        &|r| r.method == "PUT" && r.target == Target::CanaryStatus(Some(i)),
+        bad,
+    )?;
+    let read = first(
+        &|r| r.method == "GET" && r.target == Target::VsRead(Some(i)),
+        status.answered,
+    )?;
+    let write = first(&|r| r.target == Target::VsWrite(i), read.answered)?;
+    Some([
+        ms(status.received - bad),
+        ms(status.answered - status.received),
+        ms(read.received - status.answered),
+        ms(read.answered - read.received),
+        ms(write.received - read.answered),
+        ms(write.answered - write.received),
+    ])
+}
+
 /// The first acknowledged write to VirtualService `vs-{i}` received after `after`.
 fn vs_ack(recs: &[ApiRec], i: usize, after: Instant) -> Option<Instant> {
     recs.iter()
@@ -699,6 +738,7 @@ async fn latency(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
         .filter_map(|&(i, t0)| vs_ack(&api, i, t0).map(|a| ms(a - t0)))
         .collect();
     let mut failure = Vec::new();
+    let mut stages: Vec<Vec<f64>> = vec![Vec::new(); FAILURE_STAGES.len()];
     for &(i, flip) in &flipped {
         let first_bad = sims
             .iter()
@@ -709,12 +749,20 @@ async fn latency(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
             && let Some(ack) = vs_ack(&api, i, bad)
         {
             failure.push(ms(ack - bad));
+            if let Some(split) = failure_stages(&api, i, bad) {
+                for (all, d) in stages.iter_mut().zip(split) {
+                    all.push(d);
+                }
+            }
         }
     }
     let (na, nf) = (alarm.len(), failure.len());
     report.figure("alarm_to_rollback", summary_ms(alarm));
     report.figure("alarm_webhook_answered", summary_ms(answered));
     report.figure("failed_measurement_to_rollback", summary_ms(failure));
+    for (name, all) in FAILURE_STAGES.iter().zip(stages) {
+        report.figure(&format!("failed_measurement_stage {name}"), summary_ms(all));
+    }
     if na < k || nf < k {
         bail!("only {na}/{k} alarm and {nf}/{k} failure rollbacks were observed");
     }
