@@ -5,6 +5,7 @@
 
 pub mod alarm;
 pub mod analysis;
+pub mod backoff;
 pub mod canary;
 pub mod cli;
 pub mod daemon;

@@ -17,6 +17,7 @@ use super::model::{
     CommandRequest,
 };
 use crate::analysis::{Phase, RunSpec, RunState};
+use crate::backoff::Backoff;
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
 use crate::runner::{self, Clock, Defaults, RunEvent};
@@ -38,9 +39,9 @@ const LOAD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// First wait before writing a status again after a failed write; doubles up to
 /// [`SAVE_RETRY_MAX`]. Short: a rollback whose status is not saved yet would be undone by a
 /// restart in that window.
-const SAVE_RETRY_FIRST_MS: i64 = 250;
+const SAVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 /// Longest wait between two tries to write the status.
-const SAVE_RETRY_MAX_MS: i64 = 10_000;
+const SAVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Messages to a canary task.
 #[derive(Debug)]
@@ -178,12 +179,13 @@ pub fn spawn<S: ManifestStore + 'static>(
         stops: HashMap::new(),
         wake: None,
         unsaved: None,
+        save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
     };
     tokio::spawn(async move {
         // Boxed: the task's state lives on the heap once, not inside every future below.
         let mut task = Box::new(task);
         let mut rx = rx;
-        let mut delay = LOAD_RETRY_FIRST;
+        let mut backoff = Backoff::new(LOAD_RETRY_FIRST, LOAD_RETRY_MAX);
         loop {
             match Box::pin(task.ctx.state.load(&task.namespace, &task.name)).await {
                 Ok(persisted) => {
@@ -208,6 +210,7 @@ pub fn spawn<S: ManifestStore + 'static>(
                     break;
                 }
                 Err(LoadError::Unavailable(e)) => {
+                    let delay = backoff.next_delay();
                     // Nothing is known yet, so nothing may be driven: wait and read again.
                     // Messages meanwhile go back in the queue, except Stop, which ends the task.
                     tracing::warn!(canary = %task.id(), "cannot read persisted status, retrying in {delay:?}: {e}");
@@ -228,7 +231,6 @@ pub fn spawn<S: ManifestStore + 'static>(
                     for m in held {
                         let _ = task.tx.send(m);
                     }
-                    delay = (delay * 2).min(LOAD_RETRY_MAX);
                 }
             }
         }
@@ -261,6 +263,8 @@ struct CanaryTask<S: ManifestStore + 'static> {
     /// persisted status and writes its weights, so routes ahead of it would be lowered: while
     /// this is set, routing that exposes the canary is held (rollbacks still go through).
     unsaved: Option<Unsaved>,
+    /// Delays between status writes after failed ones; reset by a successful write.
+    save_backoff: Backoff,
 }
 
 /// A failed status write, retried with backoff.
@@ -268,12 +272,6 @@ struct Unsaved {
     error: String,
     attempts: u32,
     retry_at: DateTime<Utc>,
-}
-
-/// Wait before the next status write after `attempts` failed ones.
-fn save_retry_delay(attempts: u32) -> chrono::TimeDelta {
-    let doublings = attempts.saturating_sub(1).min(16);
-    chrono::TimeDelta::milliseconds((SAVE_RETRY_FIRST_MS << doublings).min(SAVE_RETRY_MAX_MS))
 }
 
 impl<S: ManifestStore + 'static> CanaryTask<S> {
@@ -405,8 +403,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// Runs the machine over queued inputs, performing effects as they come (a routing
     /// result is fed back at once).
     async fn process(&mut self, queue: &mut VecDeque<Input>) {
-        let now = self.ctx.clock.now();
-        if self.unsaved.as_ref().is_some_and(|u| now >= u.retry_at) {
+        if let Some(u) = &self.unsaved
+            && self.ctx.clock.now() >= u.retry_at
+        {
             self.publish().await;
         }
         while let Some(input) = queue.pop_front() {
@@ -472,12 +471,12 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     .forget_run(&self.namespace, &self.name, &run);
             }
         }
-        // Events go last: they only report, and a rollback must not wait for their writes.
-        let (events, actions): (Vec<Effect>, Vec<Effect>) = effects
-            .into_iter()
-            .partition(|e| matches!(e, Effect::Event(_)));
+        // Events go last (a stable sort keeps each group's order): they only report, and a
+        // rollback must not wait for their writes.
+        let mut effects = effects;
+        effects.sort_by_key(|e| matches!(e, Effect::Event(_)));
         {
-            for effect in actions.into_iter().chain(events) {
+            for effect in effects {
                 match effect {
                     Effect::ApplyRouting(desired) => {
                         let result = match &self.unsaved {
@@ -520,18 +519,20 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             .await
         {
             Ok(()) => {
+                self.save_backoff.reset();
                 if let Some(u) = self.unsaved.take() {
                     tracing::info!(canary = %self.id(), failed = u.attempts, "status persisted again");
                 }
             }
             Err(e) => {
                 let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
-                let delay = save_retry_delay(attempts);
-                tracing::error!(canary = %self.id(), attempts, "cannot persist status, retrying in {} ms: {e}", delay.num_milliseconds());
+                let delay = self.save_backoff.next_delay();
+                tracing::error!(canary = %self.id(), attempts, "cannot persist status, retrying in {delay:?}: {e}");
                 self.unsaved = Some(Unsaved {
                     error: e,
                     attempts,
-                    retry_at: self.ctx.clock.now() + delay,
+                    retry_at: self.ctx.clock.now()
+                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
                 });
             }
         }
@@ -893,7 +894,8 @@ fn last_number(v: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::{
-        CanaryStatus, Phase, dropped_runs, last_number, newly_completed, save_retry_delay,
+        Backoff, CanaryStatus, Phase, SAVE_RETRY_FIRST, SAVE_RETRY_MAX, dropped_runs, last_number,
+        newly_completed,
     };
     use crate::analysis::{RunSpec, RunState};
     use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
@@ -944,13 +946,13 @@ mod tests {
 
     #[test]
     fn status_write_retries_back_off_from_a_quarter_second_to_ten_seconds() {
-        let ms = |n| save_retry_delay(n).num_milliseconds();
+        let mut b = Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX);
+        let mut ms = || b.next_delay().as_millis();
         assert_eq!(
-            [1, 2, 3, 4, 5, 6, 7].map(ms),
+            [(); 7].map(|()| ms()),
             [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000]
         );
-        assert_eq!(ms(0), 250);
-        assert_eq!(ms(u32::MAX), 10_000);
+        assert_eq!((0..40).map(|_| ms()).last(), Some(10_000));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::backoff::Backoff;
 use crate::canary::CommandRequest;
 use crate::resources::canary::CanaryDoc;
 use crate::resources::canary_validate::validate_canary;
@@ -427,33 +428,6 @@ struct WatchConfig {
     backoff_min: Duration,
     backoff_max: Duration,
     timeout_secs: u32,
-}
-
-/// Doubling retry delay, capped; reset after progress.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
 }
 
 /// Why a watch session ended.
