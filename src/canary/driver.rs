@@ -284,7 +284,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// state (status write, routing write, event) the whole time.
     async fn run(mut self: Box<Self>, mut rx: mpsc::UnboundedReceiver<Msg>) {
         self.resume_analyses();
-        let mut queue = VecDeque::from([Input::Spec, Input::Tick]);
+        // `Resumed` first: a pending write (a rollback saved just before a crash) goes out
+        // before anything the spec or the clock may start.
+        let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
         loop {
             Box::pin(self.process(&mut queue)).await;
             self.wake = machine::next_wake(&self.status)

@@ -37,6 +37,10 @@ pub const COMMAND_REJECTED: &str = "CommandRejected";
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
+    /// The driver (re)started on this status: a routing write the status still shows pending
+    /// (a rollback saved before a crash, say) is asked for again at once, not after
+    /// [`ROUTING_RESULT_TIMEOUT`] — the result of the earlier attempt died with the process.
+    Resumed,
     /// Time passed (ends timed pauses, ends the post-promotion watch, retries writes).
     Tick,
     /// The spec was (re)read: a changed `revision` (or first sight) starts a new run from step 0.
@@ -119,6 +123,7 @@ pub fn step(
         now,
     };
     match input {
+        Input::Resumed => m.on_resumed(),
         Input::Tick => m.on_tick(),
         Input::Spec => m.on_spec(),
         Input::Analysis { name, status } => m.on_analysis(name, status),
@@ -758,6 +763,15 @@ impl Machine<'_> {
         self.st.message = Some(message.clone());
         self.event(false, "RolloutUpdated", message);
         self.advance();
+    }
+
+    fn on_resumed(&mut self) {
+        if let Some(w) = self.st.routing_write.as_mut() {
+            w.retry_at = None;
+            w.requested_at = self.now;
+            let routing = w.routing.clone();
+            self.fx.push(Effect::ApplyRouting(routing));
+        }
     }
 
     fn on_tick(&mut self) {

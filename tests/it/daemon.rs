@@ -456,6 +456,69 @@ async fn sigkill_and_restart_resume_the_same_step_without_lowering_weights() {
     assert_eq!(done["status"]["analysisRuns"].as_array().unwrap().len(), 2);
 }
 
+/// Every `*.json` under `dir` (the state directory's per-object files).
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(json_files(&p));
+        } else if p.extension().is_some_and(|x| x == "json") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_saved_before_a_crash_is_written_first_at_restart() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {}");
+    let mut d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause step", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+
+    // The crash came after the abort was saved and before its write landed: the saved
+    // status says Aborted with the rollback write pending, the routes still say 30 %.
+    let file = json_files(&d.state)
+        .into_iter()
+        .find(|p| p.ends_with("bookinfo/reviews.json"))
+        .expect("the canary's state file");
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut routing = saved["applied"].clone();
+    assert!(routing.is_object(), "applied routing in {saved:#}");
+    routing["canaryWeight"] = 0.into();
+    saved["phase"] = "Aborted".into();
+    saved["desiredWeight"] = 0.into();
+    saved["pause"] = Value::Null;
+    saved["abort"] = serde_json::json!({"reason": "test: crash after the abort save", "at": now});
+    saved["routingWrite"] = serde_json::json!({"routing": routing, "requestedAt": now});
+    std::fs::write(&file, serde_json::to_vec_pretty(&saved).unwrap()).unwrap();
+
+    let dirs = d.dirs.take().expect("dirs");
+    drop(d);
+    let started = Instant::now();
+    let d = start(dirs, &running.url());
+    let s = wait_for(
+        &d,
+        "the rollback write",
+        Duration::from_secs(10),
+        aborted_and_written,
+    )
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0), "{s:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "re-sent at start, not after the 60 s result timeout"
+    );
+}
+
 pub(crate) fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_skycanary"))
         .args(args)

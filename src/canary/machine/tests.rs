@@ -1044,6 +1044,47 @@ fn restarted_driver_re_asks_for_a_write_that_never_reported() {
     assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
 }
 
+#[test]
+fn restarted_driver_re_sends_a_pending_rollback_at_once() {
+    // The abort was saved (write pending) and the process died before the write landed.
+    let mut s = Sim::new(spec(vec![w(30), pause(None)]));
+    s.start();
+    s.ok();
+    s.now = t(5);
+    let fx = s.feed(Input::Rollback(rollback_why()));
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    let persisted = s.st.clone();
+    // One second later a new driver starts on the saved status: the rollback goes out first,
+    // not after the 60 s result timeout.
+    let mut r = Sim {
+        spec: s.spec.clone(),
+        st: persisted,
+        now: t(6),
+    };
+    let fx = r.feed(Input::Resumed);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    assert!(r.feed(Input::Spec).is_empty());
+    assert!(r.feed(Input::Tick).is_empty(), "asked for once");
+    assert_eq!(
+        next_wake(&r.st),
+        Some(t(6) + chrono::TimeDelta::seconds(60)),
+        "a lost result is waited for from the re-send"
+    );
+    let fx = r.ok();
+    assert!(writes(&fx).is_empty());
+    assert_eq!(r.st.routing_write, None);
+}
+
+#[test]
+fn resumed_without_a_pending_write_does_nothing() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    s.ok();
+    let before = s.st.clone();
+    assert!(s.feed(Input::Resumed).is_empty());
+    assert_eq!(s.st, before);
+}
+
 /// Small deterministic generator (no extra dependency; reproducible failures).
 struct Rng(u64);
 
@@ -1089,6 +1130,7 @@ fn random_input(rng: &mut Rng, st: &CanaryStatus) -> Input {
             message: "m".into(),
         },
         11 => Input::Spec,
+        12 if rng.below(4) == 0 => Input::Resumed,
         _ => Input::Command(match rng.below(7) {
             0 => Command::Promote { full: false },
             1 => Command::Promote {
@@ -1152,11 +1194,15 @@ fn invariants_hold_over_random_input_sequences() {
                 if s.st.phase == CanaryPhase::Promoted && prev.phase != CanaryPhase::Promoted {
                     assert_eq!(s.st.applied, Some(DesiredRouting::weight(100)), "{ctx}");
                 }
-                // Idempotent: the same input again emits nothing (drift and commands are
-                // new occurrences each time, so they are not repeated here).
+                // Idempotent: the same input again emits nothing (drift, commands and driver
+                // restarts are new occurrences each time, so they are not repeated here).
                 let ignored_alarm =
                     matches!(input, Input::Alarm { .. }) && s.st.phase != CanaryPhase::Aborted;
-                if !matches!(input, Input::Drift { .. } | Input::Command(_)) && !ignored_alarm {
+                if !matches!(
+                    input,
+                    Input::Drift { .. } | Input::Command(_) | Input::Resumed
+                ) && !ignored_alarm
+                {
                     let (again, fx2) = step(&s.spec, &s.st, &input, s.now);
                     assert!(fx2.is_empty(), "repeat emitted {fx2:?}\n{ctx}");
                     assert_eq!(again, s.st, "{ctx}");
