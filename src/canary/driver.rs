@@ -5,7 +5,7 @@
 //! The iteration that receives a failing measurement runs the machine and performs the abort
 //! write before it waits for anything else, so a rollback never waits for a "next reconcile".
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -791,34 +791,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         templates: &[TemplateRef],
         args: &[ArgValue],
     ) -> Result<runner::RunPlan, String> {
-        let mut found: Vec<&LoadedTemplate> = Vec::new();
-        for r in templates {
-            let t = self
-                .ctx
-                .templates
-                .iter()
-                .find(|t| t.answers(r, &self.namespace));
-            match t {
-                Some(t) => found.push(t),
-                None => return Err(format!("analysis template {:?} not found", r.template_name)),
-            }
-        }
-        let mut given = BTreeMap::new();
-        for a in args {
-            match (&a.value, &a.value_from) {
-                (Some(v), _) => {
-                    given.insert(a.name.clone(), v.clone());
-                }
-                (None, Some(_)) => {
-                    return Err(format!(
-                        "arg {:?}: valueFrom.secretKeyRef needs cluster mode",
-                        a.name
-                    ));
-                }
-                (None, None) => {}
-            }
-        }
-        runner::plan_many(&found, &given, &self.ctx.defaults).map_err(|e| e.to_string())
+        super::preflight::plan_analysis(
+            &self.ctx.templates,
+            &self.namespace,
+            templates,
+            args,
+            &self.ctx.defaults,
+        )
     }
 
     fn observe_measurement(&self, run: &str, metric: &str, state: &RunState) {

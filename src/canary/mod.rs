@@ -4,5 +4,6 @@
 pub mod driver;
 pub mod machine;
 pub mod model;
+pub mod preflight;
 
 pub use model::*;

@@ -10,7 +10,7 @@ use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
-use crate::resources::load_paths;
+use crate::resources::{LoadResult, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock, WallScaledClock};
 use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
 use crate::schedule::store::ScheduleStore;
@@ -186,6 +186,17 @@ pub async fn run(
         return Ok(4);
     }
     let timezone = args.timezone;
+    let defaults = Defaults {
+        skywalking: args.skywalking.clone(),
+        timezone,
+    };
+    let unplannable = unplannable_analyses(&loaded, &defaults);
+    if !unplannable.is_empty() {
+        for e in &unplannable {
+            writeln!(err, "error: {e}")?;
+        }
+        return Ok(4);
+    }
     let Some(auth) = api_auth(args, err)? else {
         return Ok(4);
     };
@@ -217,10 +228,7 @@ pub async fn run(
         state: StatusStore::File(state),
         events: None,
         clock,
-        defaults: Defaults {
-            skywalking: args.skywalking.clone(),
-            timezone,
-        },
+        defaults,
         metrics: metrics.clone(),
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
     };
@@ -303,6 +311,13 @@ pub async fn run(
             }
             continue;
         }
+        let unplannable = unplannable_analyses(&reloaded, &ctx.defaults);
+        if !unplannable.is_empty() {
+            for e in &unplannable {
+                tracing::error!("config reload refused, keeping the running canaries: {e}");
+            }
+            continue;
+        }
         tracing::info!(
             canaries = reloaded.canaries.len(),
             scheduled = reloaded.scheduled.len(),
@@ -356,6 +371,37 @@ pub async fn run(
             Ok(1)
         }
     }
+}
+
+/// Every analysis of the loaded Canaries and ScheduledAnalyses that cannot be planned with
+/// these defaults (a template without an address while `--skywalking` is missing, say): `run`
+/// refuses such a configuration before any canary is exposed.
+fn unplannable_analyses(loaded: &LoadResult, defaults: &Defaults) -> Vec<String> {
+    let canaries = loaded.canaries.iter().flat_map(|c| {
+        crate::canary::preflight::unplannable(&c.doc, c.namespace(), &loaded.templates, defaults)
+            .into_iter()
+            .map(move |(path, why)| {
+                let what = format!("Canary {}/{}", c.namespace(), c.doc.metadata.name);
+                c.origin
+                    .error(&path, format!("{what}: this analysis cannot run: {why}"))
+                    .to_string()
+            })
+    });
+    let scheduled = loaded.scheduled.iter().filter_map(|s| {
+        schedule_driver::plan(&s.doc, s.namespace(), &loaded.templates, defaults)
+            .err()
+            .map(|why| {
+                let what = format!(
+                    "ScheduledAnalysis {}/{}",
+                    s.namespace(),
+                    s.doc.metadata.name
+                );
+                s.origin
+                    .error("spec.templates", format!("{what}: {why}"))
+                    .to_string()
+            })
+    });
+    canaries.chain(scheduled).collect()
 }
 
 /// The API's authentication from `--token-file` / `SKYCANARY_TOKEN` / `--insecure-api`;

@@ -5,7 +5,7 @@
 //! and webhooks (delivered in the background with bounded retries, never blocking the
 //! schedule).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -674,27 +674,11 @@ pub fn plan(
     templates: &[LoadedTemplate],
     defaults: &Defaults,
 ) -> Result<runner::RunPlan, String> {
-    let mut found: Vec<&LoadedTemplate> = Vec::new();
-    for r in &doc.spec.templates {
-        match templates.iter().find(|t| t.answers(r, namespace)) {
-            Some(t) => found.push(t),
-            None => return Err(format!("analysis template {:?} not found", r.template_name)),
-        }
-    }
-    let mut given = BTreeMap::new();
-    for a in &doc.spec.args {
-        match (&a.value, &a.value_from) {
-            (Some(v), _) => {
-                given.insert(a.name.clone(), v.clone());
-            }
-            (None, Some(_)) => {
-                return Err(format!(
-                    "arg {:?}: valueFrom.secretKeyRef is not supported for scheduled analyses yet",
-                    a.name
-                ));
-            }
-            (None, None) => {}
-        }
-    }
-    runner::plan_many(&found, &given, defaults).map_err(|e| e.to_string())
+    crate::canary::preflight::plan_analysis(
+        templates,
+        namespace,
+        &doc.spec.templates,
+        &doc.spec.args,
+        defaults,
+    )
 }

@@ -944,7 +944,12 @@ async fn a_polled_skywalking_alarm_rolls_back() {
 
 #[test]
 fn alarm_polling_needs_an_oap() {
-    let dirs = setup(&canary("Abort"));
+    // The template names its OAP, so only the poller lacks one.
+    let yaml = canary("Abort").replace(
+        "        window: 3m",
+        "        address: http://127.0.0.1:1\n        window: 3m",
+    );
+    let dirs = setup(&yaml);
     let root = dirs.path();
     let token = root.join("token");
     std::fs::write(&token, TOKEN).unwrap();
@@ -971,5 +976,43 @@ fn alarm_polling_needs_an_oap() {
     assert!(
         err.contains("--alarm-poll-interval needs --skywalking"),
         "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_analyses_without_an_oap_before_exposing_the_canary() {
+    let dirs = setup(&canary("Abort"));
+    let root = dirs.path();
+    let token = root.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let vs_before = std::fs::read(root.join("istio/reviews.yaml")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_skycanary"))
+        .args(["run", "--config"])
+        .arg(root.join("config"))
+        .arg("--manifests")
+        .arg(root.join("istio"))
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .args(["--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&token)
+        .env_remove("SKYCANARY_SKYWALKING")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Both analysis steps are named, with file, line and field.
+    for step in ["spec.steps[1].analysis", "spec.steps[5].analysis"] {
+        assert!(
+            err.lines().any(|l| l.contains("canary.yaml")
+                && l.contains(step)
+                && l.contains("Canary bookinfo/reviews")),
+            "{step} in {err}"
+        );
+    }
+    assert!(err.contains("--skywalking"), "says what to add: {err}");
+    assert_eq!(
+        std::fs::read(root.join("istio/reviews.yaml")).unwrap(),
+        vs_before,
+        "nothing was routed"
     );
 }
