@@ -103,6 +103,12 @@ pub(crate) fn start_with(dirs: tempfile::TempDir, sim_url: &str, extra: &[&str])
     let token_file = root.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let port = free_port();
+    // An empty `sim_url` starts the daemon without `--skywalking`.
+    let oap: &[&str] = if sim_url.is_empty() {
+        &[]
+    } else {
+        &["--skywalking", sim_url]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_skycanary"))
         .args(["run", "--config"])
         .arg(&config)
@@ -110,13 +116,9 @@ pub(crate) fn start_with(dirs: tempfile::TempDir, sim_url: &str, extra: &[&str])
         .arg(&manifests)
         .arg("--state-dir")
         .arg(&state)
-        .args([
-            "--skywalking",
-            sim_url,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--token-file",
-        ])
+        .args(oap)
+        .env_remove("SKYCANARY_SKYWALKING")
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
         .arg(&token_file)
         .args(extra)
         .env("RUST_LOG", "skycanary=info")
@@ -1015,4 +1017,28 @@ fn run_refuses_analyses_without_an_oap_before_exposing_the_canary() {
         vs_before,
         "nothing was routed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_whose_analyses_cannot_be_planned_is_refused() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let address = format!("        address: {}\n        window: 3m", running.url());
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("        window: 3m", &address);
+    let d = start(setup(&yaml), "");
+    wait_for(&d, "the indefinite pause", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    // A new revision whose template lost its address, with no --skywalking to fall back on.
+    let broken = yaml
+        .replace(&address, "        window: 3m")
+        .replace("  revision: v2", "  revision: v3");
+    std::fs::write(d.config.join("canary.yaml"), broken).unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let s = status(&d).await;
+    assert_eq!(s["status"]["revision"], "v2", "reload refused: {s:#}");
+    assert_eq!(s["status"]["currentStepIndex"], 3, "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
 }
