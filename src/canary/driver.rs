@@ -107,6 +107,10 @@ pub struct CanaryHandle {
     pub status: watch::Receiver<CanaryStatus>,
     /// Becomes true when the task has ended (after `Msg::Stop`).
     pub finished: watch::Receiver<bool>,
+    /// The task's last in-memory status, left here when it ends after having driven the
+    /// canary (not when it never read its persisted status). A successor takes it over, so an
+    /// abort whose save failed is not lost to a reload (issue 14).
+    pub handover: Arc<std::sync::Mutex<Option<CanaryStatus>>>,
 }
 
 impl CanaryHandle {
@@ -161,6 +165,18 @@ pub fn spawn<S: ManifestStore + 'static>(
     canary: &LoadedCanary,
     ctx: DriverContext<S>,
 ) -> CanaryHandle {
+    spawn_successor(canary, ctx, None)
+}
+
+/// Starts the task of one Canary that replaces `predecessor` (a reload changed the Canary or
+/// its templates). The new handle takes messages at once — they wait in its queue — while the
+/// task first stops the predecessor and then continues from the predecessor's in-memory status
+/// (saved again at once), or from the persisted one when the predecessor never drove.
+pub fn spawn_successor<S: ManifestStore + 'static>(
+    canary: &LoadedCanary,
+    ctx: DriverContext<S>,
+    predecessor: Option<CanaryHandle>,
+) -> CanaryHandle {
     let namespace = canary.namespace().to_string();
     let name = canary.doc.metadata.name.clone();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -181,13 +197,33 @@ pub fn spawn<S: ManifestStore + 'static>(
         unsaved: None,
         save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
     };
+    let handover = Arc::new(std::sync::Mutex::new(None));
+    let handover_out = handover.clone();
     tokio::spawn(async move {
         // Boxed: the task's state lives on the heap once, not inside every future below.
         let mut task = Box::new(task);
         let mut rx = rx;
         let mut backoff = Backoff::new(LOAD_RETRY_FIRST, LOAD_RETRY_MAX);
+        let mut inherited = None;
+        if let Some(p) = predecessor {
+            p.stop().await;
+            inherited = p.handover.lock().ok().and_then(|mut h| h.take());
+        }
         loop {
-            match Box::pin(task.ctx.state.load(&task.namespace, &task.name)).await {
+            let loaded = match inherited.take() {
+                Some(st) => {
+                    // Saved again before anything is exposed: the predecessor's last save
+                    // may have failed.
+                    task.unsaved = Some(Unsaved {
+                        error: "taken over from the task this reload replaced".into(),
+                        attempts: 0,
+                        retry_at: task.ctx.clock.now(),
+                    });
+                    Ok(Some(st))
+                }
+                None => Box::pin(task.ctx.state.load(&task.namespace, &task.name)).await,
+            };
+            match loaded {
                 Ok(persisted) => {
                     task.status = persisted.unwrap_or_default();
                     let _ = task.status_tx.send(task.status.clone());
@@ -195,7 +231,10 @@ pub fn spawn<S: ManifestStore + 'static>(
                     let m = &task.ctx.metrics;
                     m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
                     m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
-                    task.run(rx).await;
+                    let last = task.run(rx).await;
+                    if let Ok(mut h) = handover_out.lock() {
+                        *h = Some(last);
+                    }
                     break;
                 }
                 Err(LoadError::Corrupt(e)) => {
@@ -244,6 +283,7 @@ pub fn spawn<S: ManifestStore + 'static>(
         tx,
         status: status_rx,
         finished: fin_rx,
+        handover,
     }
 }
 
@@ -282,7 +322,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// The task's loop. Every step below it is boxed (`Box::pin`): this future is held per
     /// canary for as long as the canary runs, and unboxed it would carry the largest step's
     /// state (status write, routing write, event) the whole time.
-    async fn run(mut self: Box<Self>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    /// Returns the last in-memory status, for a successor.
+    async fn run(mut self: Box<Self>, mut rx: mpsc::UnboundedReceiver<Msg>) -> CanaryStatus {
         self.resume_analyses();
         // `Resumed` first: a pending write (a rollback saved just before a crash) goes out
         // before anything the spec or the clock may start.
@@ -400,6 +441,12 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         for (_, stop) in self.stops.drain() {
             let _ = stop.send(Some("daemon stopping".into()));
         }
+        if self.unsaved.is_some() {
+            // One last try before the task ends: a successor in this process takes the
+            // status over anyway, but a daemon that stops for good has only the store.
+            Box::pin(self.publish()).await;
+        }
+        std::mem::take(&mut self.status)
     }
 
     /// Runs the machine over queued inputs, performing effects as they come (a routing

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
+use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
 use crate::resources::{LoadResult, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock, WallScaledClock};
@@ -222,7 +223,7 @@ pub async fn run(
     let metrics = Metrics::new();
     let clock = daemon_clock(args);
     let schedule_state = ScheduleStore::File(state.clone());
-    let ctx = DriverContext {
+    let mut ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
         state: StatusStore::File(state),
@@ -243,7 +244,7 @@ pub async fn run(
         PollSetup::Off => None,
         PollSetup::On(p) => Some(p),
     };
-    let sched_ctx = SchedulerContext {
+    let mut sched_ctx = SchedulerContext {
         templates: ctx.templates.clone(),
         state: schedule_state,
         clock: ctx.clock.clone(),
@@ -318,40 +319,42 @@ pub async fn run(
             }
             continue;
         }
-        tracing::info!(
-            canaries = reloaded.canaries.len(),
-            scheduled = reloaded.scheduled.len(),
-            templates = reloaded.templates.len(),
-            "configuration changed; restarting canary and schedule tasks"
-        );
-        control.stop_tasks().await;
-        let ctx = DriverContext {
-            templates: Arc::new(reloaded.templates.clone()),
-            ..ctx.clone()
-        };
-        control.replace_handles(
-            reloaded
-                .canaries
-                .iter()
-                .map(|c| driver::spawn(c, ctx.clone()))
-                .collect(),
-        );
+        // Only what changed is replaced; the handle map is swapped in one step, so rollback
+        // rules are never empty while a reload runs.
+        let old_templates = ctx.templates.clone();
+        ctx.templates = Arc::new(reloaded.templates.clone());
+        sched_ctx.templates = ctx.templates.clone();
+        let canaries = reconcile_canaries(
+            &control,
+            &reloaded.canaries,
+            &old_templates,
+            &ctx.templates,
+            |c, prev| driver::spawn_successor(c, ctx.clone(), prev),
+        )
+        .await;
         metrics_of.retain_canaries(|ns, n| {
             reloaded
                 .canaries
                 .iter()
                 .any(|c| c.namespace() == ns && c.doc.metadata.name == n)
         });
-        let sched_ctx = SchedulerContext {
-            templates: ctx.templates.clone(),
-            ..sched_ctx.clone()
-        };
-        control.replace_schedules(
-            reloaded
-                .scheduled
-                .iter()
-                .map(|s| schedule_driver::spawn(s, sched_ctx.clone()))
-                .collect(),
+        let schedules = reconcile_schedules(
+            &control,
+            &reloaded.scheduled,
+            &old_templates,
+            &ctx.templates,
+            |s| schedule_driver::spawn(s, sched_ctx.clone()),
+        )
+        .await;
+        tracing::info!(
+            canaries_kept = canaries.kept,
+            canaries_started = canaries.started,
+            canaries_stopped = canaries.stopped,
+            schedules_kept = schedules.kept,
+            schedules_started = schedules.started,
+            schedules_stopped = schedules.stopped,
+            templates = reloaded.templates.len(),
+            "configuration changed; replaced what changed"
         );
     }
     control.set_ready(false);

@@ -12,6 +12,7 @@ use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::control::Forwarder;
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
+use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
 use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
@@ -151,6 +152,8 @@ pub async fn run(
 
     let mut snapshot: Option<Snapshot> = None;
     let mut leading = false;
+    // The templates the running tasks were started with (to tell what a change touched).
+    let mut running_templates: Arc<Vec<LoadedTemplate>> = Arc::new(Vec::new());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -187,8 +190,11 @@ pub async fn run(
         if !restart {
             continue;
         }
-        // Stop the current tasks before starting new ones, so two never drive one canary.
-        control.stop_tasks().await;
+        // A standby drives nothing. The leader replaces only what changed: a changed canary's
+        // successor stops its predecessor before it drives, so two never drive one canary.
+        if !leading {
+            control.stop_tasks().await;
+        }
         if leading {
             if let Some(s) = &snapshot {
                 let namespaces = s
@@ -196,20 +202,22 @@ pub async fn run(
                     .iter()
                     .map(|c| c.canary.namespace().to_string())
                     .collect();
+                let old_templates = running_templates.clone();
+                running_templates =
+                    Arc::new(merge_templates(&file_templates, &s.templates, &namespaces));
                 let ctx = DriverContext {
-                    templates: Arc::new(merge_templates(
-                        &file_templates,
-                        &s.templates,
-                        &namespaces,
-                    )),
+                    templates: running_templates.clone(),
                     ..ctx.clone()
                 };
-                let handles = s
-                    .canaries
-                    .iter()
-                    .map(|c| driver::spawn(&c.canary, ctx.clone()))
-                    .collect();
-                control.replace_handles(handles);
+                let wanted: Vec<_> = s.canaries.iter().map(|c| c.canary.clone()).collect();
+                reconcile_canaries(
+                    &control,
+                    &wanted,
+                    &old_templates,
+                    &running_templates,
+                    |c, prev| driver::spawn_successor(c, ctx.clone(), prev),
+                )
+                .await;
                 metrics_of.retain_canaries(|ns, n| {
                     s.canaries
                         .iter()
@@ -220,12 +228,14 @@ pub async fn run(
                     templates: ctx.templates.clone(),
                     ..sched_ctx.clone()
                 };
-                control.replace_schedules(
-                    s.scheduled
-                        .iter()
-                        .map(|x| schedule_driver::spawn(x, sched_ctx.clone()))
-                        .collect(),
-                );
+                reconcile_schedules(
+                    &control,
+                    &s.scheduled,
+                    &old_templates,
+                    &running_templates,
+                    |x| schedule_driver::spawn(x, sched_ctx.clone()),
+                )
+                .await;
                 control.set_standby(None);
                 control.set_forwarder(None);
                 control.set_ready(true);

@@ -598,6 +598,7 @@ mod tests {
                 tx,
                 status: status_rx,
                 finished,
+                handover: Arc::default(),
             },
             status,
             rx,

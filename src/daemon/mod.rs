@@ -6,5 +6,6 @@
 
 pub mod control;
 pub mod kube_source;
+pub mod reload;
 
 pub use control::DaemonControl;

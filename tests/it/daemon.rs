@@ -1042,3 +1042,73 @@ async fn a_reload_whose_analyses_cannot_be_planned_is_refused() {
     assert_eq!(s["status"]["currentStepIndex"], 3, "{s:#}");
     assert_eq!(vs_weights(&d.manifests), (70, 30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsaved_abort_survives_a_config_reload() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {duration: 5s}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alarms: [{ruleName: \"service_resp_time_rule\"}]\n");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the timed pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    // The state store stops taking writes: the temporary file the next save needs is taken
+    // by a directory (the saved status itself stays readable, at "Paused").
+    let file = json_files(&d.state)
+        .into_iter()
+        .find(|p| p.ends_with("bookinfo/reviews.json"))
+        .expect("the canary's state file");
+    let blocker = file
+        .parent()
+        .unwrap()
+        .join(format!(".reviews.tmp-{}", d.child.id()));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let saved_before = std::fs::read(&file).unwrap();
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let payload = serde_json::json!([{"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo",
+        "id0": "x", "id1": "", "ruleName": "service_resp_time_rule", "alarmMessage": "slow",
+        "startTime": now, "uuid": "u-unsaved"}]);
+    let r = http()
+        .post(format!("{}/webhooks/skywalking", d.url))
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    assert_eq!(phase(&status(&d).await), "Aborted");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        saved_before,
+        "the abort is not saved"
+    );
+
+    // A valid edit of the Canary (same revision) while the abort lives only in memory.
+    let edited = yaml.replace(
+        "service_resp_time_rule",
+        "service_resp_time_rule|service_sla_rule",
+    );
+    assert_ne!(edited, yaml);
+    std::fs::write(d.config.join("canary.yaml"), edited).unwrap();
+    // Past the reload and past the end of the 5 s pause the old status would resume.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let s = status(&d).await;
+    assert_eq!(phase(&s), "Aborted", "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed again");
+
+    // The store recovers: the abort is saved.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        if saved["phase"] == "Aborted" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "abort never saved: {saved:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,274 @@
+//! Per-object reloads (issue 14): a new set of Canaries and ScheduledAnalyses replaces only the
+//! tasks whose object — or a template it uses — changed. Unchanged ones keep their task (and
+//! their analyses in flight); the handle map is swapped in one step, so an alarm that arrives
+//! during a reload always finds a canary's rollback rules and a queue that takes it.
+
+use crate::canary::driver::CanaryHandle;
+use crate::resources::canary::{CanaryDoc, CanaryStep, TemplateRef};
+use crate::resources::scheduled::ScheduledAnalysisDoc;
+use crate::resources::template::AnalysisTemplateDoc;
+use crate::resources::{LoadedCanary, LoadedScheduled, LoadedTemplate};
+use crate::schedule::driver::ScheduleHandle;
+
+use super::DaemonControl;
+
+/// The templates `refs` name, found as the drivers find them (`None` for a missing one).
+fn referenced<'a>(
+    refs: impl Iterator<Item = &'a TemplateRef>,
+    namespace: &str,
+    templates: &'a [LoadedTemplate],
+) -> Vec<Option<&'a AnalysisTemplateDoc>> {
+    refs.map(|r| {
+        templates
+            .iter()
+            .find(|t| t.answers(r, namespace))
+            .map(|t| &t.doc)
+    })
+    .collect()
+}
+
+fn canary_refs(doc: &CanaryDoc) -> impl Iterator<Item = &TemplateRef> {
+    let background = doc.spec.analysis.iter().flat_map(|a| a.templates.iter());
+    let steps = doc.spec.steps.iter().flat_map(|s| match s {
+        CanaryStep::Analysis(a) => a.templates.as_slice(),
+        _ => &[],
+    });
+    background.chain(steps)
+}
+
+/// Whether the running task of `old` (with the templates it was started with) may go on
+/// driving `new`: same object, same templates.
+pub fn canary_unchanged(
+    old: &CanaryDoc,
+    new: &LoadedCanary,
+    old_templates: &[LoadedTemplate],
+    new_templates: &[LoadedTemplate],
+) -> bool {
+    let ns = new.namespace();
+    *old == new.doc
+        && referenced(canary_refs(old), ns, old_templates)
+            == referenced(canary_refs(&new.doc), ns, new_templates)
+}
+
+/// Whether the running task of `old` may go on running `new`.
+pub fn schedule_unchanged(
+    old: &ScheduledAnalysisDoc,
+    new: &LoadedScheduled,
+    old_templates: &[LoadedTemplate],
+    new_templates: &[LoadedTemplate],
+) -> bool {
+    let ns = new.namespace();
+    *old == new.doc
+        && referenced(old.spec.templates.iter(), ns, old_templates)
+            == referenced(new.doc.spec.templates.iter(), ns, new_templates)
+}
+
+/// What a reload did, for the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Tasks kept as they were.
+    pub kept: usize,
+    /// Tasks started (new objects, or successors of changed ones).
+    pub started: usize,
+    /// Tasks stopped because their object is gone.
+    pub stopped: usize,
+}
+
+/// Brings the canary tasks in line with `wanted`. A changed canary gets a successor through
+/// `spawn(canary, Some(predecessor))`, which stops the predecessor itself and takes over its
+/// in-memory status; a removed one is stopped after the swap.
+pub async fn reconcile_canaries(
+    control: &DaemonControl,
+    wanted: &[LoadedCanary],
+    old_templates: &[LoadedTemplate],
+    new_templates: &[LoadedTemplate],
+    spawn: impl Fn(&LoadedCanary, Option<CanaryHandle>) -> CanaryHandle,
+) -> Reconciled {
+    let running = control.handles();
+    let mut done = Reconciled::default();
+    let next: Vec<CanaryHandle> = wanted
+        .iter()
+        .map(|c| {
+            let prev = running
+                .iter()
+                .find(|h| h.namespace == c.namespace() && h.name == c.doc.metadata.name);
+            match prev {
+                Some(h) if canary_unchanged(&h.doc, c, old_templates, new_templates) => {
+                    done.kept += 1;
+                    h.clone()
+                }
+                _ => {
+                    done.started += 1;
+                    spawn(c, prev.cloned())
+                }
+            }
+        })
+        .collect();
+    for old in control.replace_handles(next) {
+        let still_wanted = wanted
+            .iter()
+            .any(|c| c.namespace() == old.namespace && c.doc.metadata.name == old.name);
+        if !still_wanted {
+            done.stopped += 1;
+            old.stop().await;
+        }
+    }
+    done
+}
+
+/// Brings the schedule tasks in line with `wanted`: unchanged ones are kept; a changed one is
+/// stopped (its state saved) before its successor starts; removed ones are stopped.
+pub async fn reconcile_schedules(
+    control: &DaemonControl,
+    wanted: &[LoadedScheduled],
+    old_templates: &[LoadedTemplate],
+    new_templates: &[LoadedTemplate],
+    spawn: impl Fn(&LoadedScheduled) -> ScheduleHandle,
+) -> Reconciled {
+    let running = control.schedules();
+    let mut done = Reconciled::default();
+    let mut next = Vec::new();
+    for s in wanted {
+        let prev = running
+            .iter()
+            .find(|h| h.namespace == s.namespace() && h.name == s.doc.metadata.name);
+        match prev {
+            Some(h) if schedule_unchanged(&h.doc, s, old_templates, new_templates) => {
+                done.kept += 1;
+                next.push(h.clone());
+            }
+            _ => {
+                if let Some(h) = prev {
+                    h.stop().await;
+                }
+                done.started += 1;
+                next.push(spawn(s));
+            }
+        }
+    }
+    for old in control.replace_schedules(next) {
+        let still_wanted = wanted
+            .iter()
+            .any(|s| s.namespace() == old.namespace && s.doc.metadata.name == old.name);
+        if !still_wanted {
+            done.stopped += 1;
+            old.stop().await;
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{LoadResult, load_str};
+
+    const TEMPLATES: &str = r#"
+apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: apdex, namespace: bookinfo}
+spec:
+  metrics:
+  - name: apdex
+    successCondition: "min(result) >= 9900"
+    provider: {skywalking: {metric: service_apdex, entity: {serviceName: reviews.bookinfo}}}
+---
+apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: unused, namespace: bookinfo}
+spec:
+  metrics:
+  - name: sla
+    successCondition: "min(result) >= 9900"
+    provider: {skywalking: {metric: service_sla, entity: {serviceName: reviews.bookinfo}}}
+"#;
+
+    const CANARY: &str = r#"
+apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  revision: v2
+  trafficRouting:
+    istio:
+      virtualService: {name: reviews, routes: [primary]}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+  steps:
+  - setWeight: 10
+  - analysis: {templates: [{templateName: apdex}]}
+"#;
+
+    const SCHEDULED: &str = r#"
+apiVersion: skycanary.io/v1alpha1
+kind: ScheduledAnalysis
+metadata: {name: nightly, namespace: bookinfo}
+spec:
+  schedule: "0 2 * * *"
+  templates: [{templateName: apdex}]
+"#;
+
+    fn load(templates: &str, objects: &str) -> LoadResult {
+        let r = load_str("t.yaml", &format!("{templates}---{objects}"));
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r
+    }
+
+    #[test]
+    fn a_canary_is_unchanged_only_with_the_same_object_and_the_same_templates_it_uses() {
+        let old = load(TEMPLATES, CANARY);
+        let same = load(TEMPLATES, CANARY);
+        let unchanged = |new: &LoadResult| {
+            canary_unchanged(
+                &old.canaries[0].doc,
+                &new.canaries[0],
+                &old.templates,
+                &new.templates,
+            )
+        };
+        assert!(unchanged(&same));
+        // A template it does not use changed: still the same task.
+        assert!(unchanged(&load(
+            &TEMPLATES.replace("service_sla", "service_sla_v2"),
+            CANARY
+        )));
+        // Its own template changed, or the object did: a new task.
+        assert!(!unchanged(&load(
+            &TEMPLATES.replace(
+                ">= 9900\"\n    provider: {skywalking: {metric: service_apdex",
+                ">= 9800\"\n    provider: {skywalking: {metric: service_apdex"
+            ),
+            CANARY
+        )));
+        assert!(!unchanged(&load(
+            TEMPLATES,
+            &CANARY.replace("setWeight: 10", "setWeight: 20")
+        )));
+    }
+
+    #[test]
+    fn a_schedule_is_unchanged_only_with_the_same_object_and_the_same_templates_it_uses() {
+        let old = load(TEMPLATES, SCHEDULED);
+        let unchanged = |new: &LoadResult| {
+            schedule_unchanged(
+                &old.scheduled[0].doc,
+                &new.scheduled[0],
+                &old.templates,
+                &new.templates,
+            )
+        };
+        assert!(unchanged(&load(TEMPLATES, SCHEDULED)));
+        assert!(unchanged(&load(
+            &TEMPLATES.replace("service_sla", "service_sla_v2"),
+            SCHEDULED
+        )));
+        assert!(!unchanged(&load(
+            &TEMPLATES.replace("metric: service_apdex", "metric: service_apdex_v2"),
+            SCHEDULED
+        )));
+        assert!(!unchanged(&load(
+            TEMPLATES,
+            &SCHEDULED.replace("0 2 * * *", "0 3 * * *")
+        )));
+    }
+}
