@@ -329,6 +329,7 @@ pub async fn run(
             &reloaded.canaries,
             &old_templates,
             &ctx.templates,
+            &|_, _| false,
             |c, prev| driver::spawn_successor(c, ctx.clone(), prev),
         )
         .await;

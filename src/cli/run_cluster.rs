@@ -11,7 +11,7 @@ use super::run::{
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::control::Forwarder;
-use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent};
+use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent, SourceKind};
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
@@ -215,6 +215,13 @@ pub async fn run(
                     &wanted,
                     &old_templates,
                     &running_templates,
+                    &|ns, name| {
+                        s.errors.iter().any(|(id, _)| {
+                            id.kind == SourceKind::Canary
+                                && id.name == name
+                                && id.namespace.as_deref() == Some(ns)
+                        })
+                    },
                     |c, prev| driver::spawn_successor(c, ctx.clone(), prev),
                 )
                 .await;

@@ -3,8 +3,9 @@
 //! their analyses in flight); the handle map is swapped in one step, so an alarm that arrives
 //! during a reload always finds a canary's rollback rules and a queue that takes it.
 
-use crate::canary::driver::CanaryHandle;
-use crate::resources::canary::{CanaryDoc, CanaryStep, TemplateRef};
+use crate::canary::driver::{CanaryHandle, Msg};
+use crate::canary::{AbortStatus, CanaryPhase};
+use crate::resources::canary::{CanaryDoc, CanaryStep, OnDelete, TemplateRef};
 use crate::resources::scheduled::ScheduledAnalysisDoc;
 use crate::resources::template::AnalysisTemplateDoc;
 use crate::resources::{LoadedCanary, LoadedScheduled, LoadedTemplate};
@@ -76,12 +77,15 @@ pub struct Reconciled {
 
 /// Brings the canary tasks in line with `wanted`. A changed canary gets a successor through
 /// `spawn(canary, Some(predecessor))`, which stops the predecessor itself and takes over its
-/// in-memory status; a removed one is stopped after the swap.
+/// in-memory status. A removed one is stopped after the swap — first rolled back when its
+/// release runs and `onDelete` says so; `invalid(namespace, name)` tells a Canary that is
+/// still there but failed validation (cluster mode) from a deleted one: it is only stopped.
 pub async fn reconcile_canaries(
     control: &DaemonControl,
     wanted: &[LoadedCanary],
     old_templates: &[LoadedTemplate],
     new_templates: &[LoadedTemplate],
+    invalid: &dyn Fn(&str, &str) -> bool,
     spawn: impl Fn(&LoadedCanary, Option<CanaryHandle>) -> CanaryHandle,
 ) -> Reconciled {
     let running = control.handles();
@@ -110,10 +114,56 @@ pub async fn reconcile_canaries(
             .any(|c| c.namespace() == old.namespace && c.doc.metadata.name == old.name);
         if !still_wanted {
             done.stopped += 1;
+            if !invalid(&old.namespace, &old.name) {
+                roll_back_removed(&old).await;
+            }
             old.stop().await;
         }
     }
     done
+}
+
+/// Longest wait for the rollback of a removed canary before its task is stopped anyway.
+const REMOVED_ROLLBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Rolls a removed canary back when `onDelete: Rollback` (the default) and its release runs.
+async fn roll_back_removed(h: &CanaryHandle) {
+    let phase = h.status.borrow().phase;
+    let running = matches!(
+        phase,
+        CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded
+    );
+    let id = format!("{}/{}", h.namespace, h.name);
+    if !running {
+        return;
+    }
+    if h.doc.spec.on_delete == OnDelete::Keep {
+        tracing::warn!(canary = %id, ?phase, "Canary removed mid-release; routes kept (onDelete: Keep)");
+        return;
+    }
+    let why = AbortStatus {
+        reason: format!("Canary {id} was removed mid-release (onDelete: Rollback)"),
+        metric: None,
+        value: None,
+        condition: None,
+        alarm: None,
+        at: chrono::Utc::now(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if h.tx.send(Msg::Rollback(Box::new(why), tx)).is_err() {
+        tracing::error!(canary = %id, "Canary removed mid-release, but its task has ended: routes not rolled back");
+        return;
+    }
+    match tokio::time::timeout(REMOVED_ROLLBACK_WAIT, rx).await {
+        Ok(Ok(st)) if st.routing_write.is_none() => {
+            tracing::warn!(canary = %id, "Canary removed mid-release: rolled back to stable (onDelete: Rollback)")
+        }
+        Ok(Ok(st)) => {
+            let error = st.routing_write.and_then(|w| w.error).unwrap_or_default();
+            tracing::error!(canary = %id, "Canary removed mid-release: the rollback write did not land: {error}")
+        }
+        _ => tracing::error!(canary = %id, "Canary removed mid-release: no answer to the rollback"),
+    }
 }
 
 /// Brings the schedule tasks in line with `wanted`: unchanged ones are kept; a changed one is

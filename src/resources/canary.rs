@@ -49,6 +49,9 @@ pub struct CanarySpec {
     /// Keep watching after promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_promotion: Option<PostPromotion>,
+    /// What removing the Canary mid-release does to its traffic.
+    #[serde(default)]
+    pub on_delete: OnDelete,
 }
 
 /// `spec.trafficRouting`.
@@ -369,6 +372,19 @@ pub enum OnSuccess {
     Keep,
     /// The original routes are written back.
     Restore,
+}
+
+/// What removing a Canary does while its release runs (Progressing, Paused, Degraded).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum OnDelete {
+    /// Roll back: stable 100 %, managed routes removed, then the task ends. A canary that
+    /// nothing judges any more must not keep its traffic.
+    #[default]
+    Rollback,
+    /// Leave the routes as they are.
+    Keep,
 }
 
 /// `postPromotion`.

@@ -1112,3 +1112,26 @@ async fn an_unsaved_abort_survives_a_config_reload() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_removed_mid_release_is_rolled_back() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {}");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    // Only the template stays: the Canary is gone (default onDelete: Rollback).
+    let template = yaml.split("---\n").nth(1).expect("the template document");
+    std::fs::write(d.config.join("canary.yaml"), template).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vs_weights(&d.manifests) != (100, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "traffic left on the removed canary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
