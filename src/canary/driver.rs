@@ -33,15 +33,15 @@ use crate::traffic::{DesiredRouting, IstioRouting, RouteWeights};
 
 /// First wait before reading a persisted status again after a transient error; doubles up to
 /// [`LOAD_RETRY_MAX`].
-const LOAD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+pub(crate) const LOAD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 /// Longest wait between two tries to read a persisted status.
-const LOAD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const LOAD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// First wait before writing a status again after a failed write; doubles up to
 /// [`SAVE_RETRY_MAX`]. Short: a rollback whose status is not saved yet would be undone by a
 /// restart in that window.
-const SAVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
-/// Longest wait between two tries to write the status.
-const SAVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const SAVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+/// Longest wait between two tries to write the status. Canary and schedule tasks share these.
+pub(crate) const SAVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Messages to a canary task.
 #[derive(Debug)]

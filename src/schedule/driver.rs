@@ -16,8 +16,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::cron::CronSchedule;
 use super::model::*;
 use super::policy::{self, Admission, Delivery, Due};
-use super::store::ScheduleStore;
+use super::store::{ScheduleStore, ScheduleStoreError};
 use crate::analysis::{Phase, RunSpec, RunState};
+use crate::backoff::Backoff;
+use crate::canary::driver::{LOAD_RETRY_FIRST, LOAD_RETRY_MAX, SAVE_RETRY_FIRST, SAVE_RETRY_MAX};
 use crate::canary::{AbortStatus, CanaryPhase, CanaryStatus};
 use crate::resources::LoadedScheduled;
 use crate::resources::load::LoadedTemplate;
@@ -175,7 +177,37 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
     let (task_ns, task_name, task_tx) = (namespace.clone(), name.clone(), tx.clone());
     tokio::spawn(async move {
         let id = format!("{task_ns}/{task_name}");
-        let loaded = ctx.state.load(&task_ns, &task_name).await;
+        let mut rx = rx;
+        // An unreachable store is read again with backoff (Stop still ends the task); only
+        // a status that does not parse makes the task give up.
+        let mut backoff = Backoff::new(LOAD_RETRY_FIRST, LOAD_RETRY_MAX);
+        let loaded = loop {
+            match ctx.state.load(&task_ns, &task_name).await {
+                Err(ScheduleStoreError::Io { message, .. }) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(scheduled = %id, "cannot read persisted status, retrying in {delay:?}: {message}");
+                    let deadline = tokio::time::Instant::now() + delay;
+                    let mut held = Vec::new();
+                    let stopped = loop {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(deadline) => break false,
+                            m = rx.recv() => match m {
+                                None | Some(SchedMsg::Stop) => break true,
+                                Some(m) => held.push(m),
+                            },
+                        }
+                    };
+                    if stopped {
+                        let _ = fin_tx.send(true);
+                        return;
+                    }
+                    for m in held {
+                        let _ = task_tx.send(m);
+                    }
+                }
+                other => break other,
+            }
+        };
         match (schedule, loaded) {
             (Ok(schedule), Ok(persisted)) => {
                 let task = Task {
@@ -189,6 +221,8 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
                     published: None,
                     status_tx,
                     stops: HashMap::new(),
+                    save_retry: None,
+                    save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
                 };
                 task.run(rx).await;
             }
@@ -233,6 +267,10 @@ struct Task {
     status_tx: watch::Sender<ScheduledAnalysisStatus>,
     /// Stop switches of running runs.
     stops: HashMap<String, watch::Sender<Option<String>>>,
+    /// Set while the status is not persisted: the next save attempt is due then.
+    save_retry: Option<DateTime<Utc>>,
+    /// Delays between failed saves; reset by a successful one.
+    save_backoff: Backoff,
 }
 
 impl Task {
@@ -278,6 +316,7 @@ impl Task {
             };
             self.status.next_schedule_time = wake;
             self.publish().await;
+            let wake = wake.into_iter().chain(self.save_retry).min();
             let clock = self.ctx.clock.clone();
             let msg = tokio::select! {
                 m = rx.recv() => m,
@@ -319,22 +358,40 @@ impl Task {
         for (_, stop) in self.stops.drain() {
             let _ = stop.send(Some("daemon stopping".into()));
         }
+        // One last try when the status is not persisted, so the next task does not resume
+        // from an older one (and run a fire time again).
+        self.publish().await;
     }
 
+    /// Saves the status when it changed since the last successful save; a failed save is
+    /// tried again (backoff 0.25 s doubling to 10 s) until it lands — never counted as done.
     async fn publish(&mut self) {
+        let _ = self.status_tx.send(self.status.clone());
         if self.published.as_ref() == Some(&self.status) {
             return;
         }
-        if let Err(e) = self
+        match self
             .ctx
             .state
             .save(&self.namespace, &self.name, &self.status)
             .await
         {
-            tracing::error!(scheduled = %self.id(), "cannot persist status: {e}");
+            Ok(()) => {
+                if self.save_retry.take().is_some() {
+                    tracing::info!(scheduled = %self.id(), "status persisted again");
+                }
+                self.save_backoff.reset();
+                self.published = Some(self.status.clone());
+            }
+            Err(e) => {
+                let delay = self.save_backoff.next_delay();
+                tracing::error!(scheduled = %self.id(), "cannot persist status, retrying in {delay:?}: {e}");
+                self.save_retry = Some(
+                    self.ctx.clock.now()
+                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
+                );
+            }
         }
-        self.published = Some(self.status.clone());
-        let _ = self.status_tx.send(self.status.clone());
     }
 
     /// A fire time is due: record it first (so a restart never runs it again), then start

@@ -459,7 +459,7 @@ async fn sigkill_and_restart_resume_the_same_step_without_lowering_weights() {
 }
 
 /// Every `*.json` under `dir` (the state directory's per-object files).
-fn json_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn json_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::daemon::{Daemon, TOKEN, cli, http, setup, sim_with_apdex, start, vs_weights};
+use super::daemon::{
+    Daemon, TOKEN, cli, http, json_files, setup, sim_with_apdex, start, vs_weights,
+};
 
 const CANARY_AND_TEMPLATE: &str = r#"apiVersion: skycanary.io/v1alpha1
 kind: Canary
@@ -401,4 +403,65 @@ spec:
         list
     };
     assert_eq!(history_phases(schedule_of(&list, "yearly")), ["Successful"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_status_save_is_retried_until_it_lands() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = format!(
+        r#"{CANARY_AND_TEMPLATE}---
+apiVersion: skycanary.io/v1alpha1
+kind: ScheduledAnalysis
+metadata: {{name: yearly, namespace: bookinfo}}
+spec:
+  schedule: "@yearly"
+  templates: [{{templateName: apdex}}]
+  args: [{{name: service, value: reviews.bookinfo}}]
+"#
+    );
+    let d = start(setup(&yaml), &running.url());
+    let file = loop {
+        if let Some(f) = json_files(&d.state)
+            .into_iter()
+            .find(|p| p.ends_with("bookinfo/yearly.json"))
+        {
+            break f;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The store stops taking writes for this object (its temporary file is taken).
+    let blocker = file
+        .parent()
+        .unwrap()
+        .join(format!(".yearly.tmp-{}", d.child.id()));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let r = http()
+        .post(format!(
+            "{}/api/v1/scheduled-analyses/bookinfo/yearly/run",
+            d.url
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    wait_for(&d, "/api/v1/scheduled-analyses", "the run's verdict", |v| {
+        history_phases(schedule_of(v, "yearly")) == ["Successful"]
+    })
+    .await;
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(!saved.contains("yearly-manual-"), "not saved yet: {saved}");
+    // Nothing changes any more; the store recovers and the status lands anyway.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("yearly-manual-")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the failed save was never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
