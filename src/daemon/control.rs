@@ -12,14 +12,16 @@ use tokio::sync::oneshot;
 use chrono::{DateTime, Utc};
 
 use crate::alarm::poll::AlarmSink;
-use crate::alarm::{Alarm, Deduper, Incoming, PatternCache, RollbackRules, Verdict, verdict};
+use crate::alarm::{
+    Alarm, Batch, Deduper, Incoming, PatternCache, RollbackRules, Verdict, verdict,
+};
 use crate::canary::driver::{AlarmMsg, CanaryHandle, Msg};
 use crate::canary::machine::alarm_armed;
 use crate::canary::{
     AbortStatus, CanaryStatus, Command, CommandAction, CommandRequest, ForwardedAlarm,
 };
 use crate::schedule::driver::{CanaryRollback, RunNowError, ScheduleHandle};
-use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
+use crate::server::{AlarmReply, AlarmSource, CanarySummary, Control, ControlError, Metrics};
 use crate::state::kube_status::write_request;
 
 /// A canary or schedule: (namespace, name).
@@ -226,38 +228,36 @@ impl DaemonControl {
                 recoveries += 1;
                 continue;
             }
-            let first = self
-                .dedupe
-                .lock()
-                .map(|mut d| d.first_time(&item.dedupe_keys()))
-                .unwrap_or(true);
-            if !first {
-                duplicates += 1;
-                continue;
-            }
+            // Verdicts first, de-duplication second: only an alarm that would roll a canary
+            // back is remembered, so alarms for other services neither grow nor flush the
+            // de-dup memory.
+            let mut targets = Vec::new();
             for h in &handles {
                 let Some(r) = rules.get(&(h.namespace.clone(), h.name.clone())) else {
                     continue;
                 };
                 let started = h.status.borrow().started_at;
                 match verdict(item, r, started) {
-                    Verdict::Trigger => {}
-                    Verdict::OlderThanRun => {
-                        stale += 1;
-                        continue;
-                    }
-                    Verdict::NoMatch | Verdict::Recovered => continue,
+                    Verdict::Trigger => targets.push(h),
+                    Verdict::OlderThanRun => stale += 1,
+                    Verdict::NoMatch | Verdict::Recovered => {}
                 }
-                let (rule, entity) = (item.rule(), item.entity());
+            }
+            if targets.is_empty() || !self.first_time(item) {
+                duplicates += usize::from(!targets.is_empty());
+                continue;
+            }
+            let (rule, entity, message) = (item.rule(), item.entity(), item.message());
+            for h in targets {
                 tracing::info!(canary = %format!("{}/{}", h.namespace, h.name), source = source.as_str(),
-                    %rule, %entity, message = %item.message(), "alarm matched rollbackOn");
+                    %rule, %entity, %message, "alarm matched rollbackOn");
                 let (done, wait) = oneshot::channel();
                 handled.push(wait);
                 let _ = h.tx.send(Msg::Alarm(Box::new(AlarmMsg {
                     source,
-                    rule,
-                    entity,
-                    message: item.message(),
+                    rule: rule.clone(),
+                    entity: entity.clone(),
+                    message: message.clone(),
                     received,
                     done: Some(done),
                 })));
@@ -276,6 +276,15 @@ impl DaemonControl {
         });
         summary[recovered_key] = json!(recoveries);
         (summary, handled)
+    }
+
+    /// True the first time this alarm is seen (a poisoned lock lets it through: acting twice
+    /// on an alarm is safe, missing one is not).
+    fn first_time(&self, item: &Incoming) -> bool {
+        self.dedupe
+            .lock()
+            .map(|mut d| d.first_time(&item.dedupe_keys()))
+            .unwrap_or(true)
     }
 
     /// Sets (standby) or clears (leader, file mode) alarm forwarding.
@@ -302,19 +311,18 @@ impl DaemonControl {
                 recoveries += 1;
                 continue;
             }
-            let first = self
-                .dedupe
-                .lock()
-                .map(|mut d| d.first_time(&item.dedupe_keys()))
-                .unwrap_or(true);
-            if !first {
-                duplicates += 1;
+            let targets: Vec<&Key> = f
+                .targets
+                .iter()
+                .filter(|(_, rules)| verdict(item, rules, None) == Verdict::Trigger)
+                .map(|(key, _)| key)
+                .collect();
+            if targets.is_empty() || !self.first_time(item) {
+                duplicates += usize::from(!targets.is_empty());
                 continue;
             }
-            for (key, rules) in &f.targets {
-                if verdict(item, rules, None) != Verdict::Trigger
-                    || requests.iter().any(|(k, _)| k == key)
-                {
+            for key in targets {
+                if requests.iter().any(|(k, _)| k == key) {
                     continue;
                 }
                 requests.push((
@@ -363,20 +371,18 @@ impl DaemonControl {
         })
     }
 
-    fn parse(source: AlarmSource, body: &[u8]) -> Result<Vec<Incoming>, ControlError> {
+    /// The payload's alarms, each parsed on its own (a malformed one is refused alone); a body
+    /// of the wrong shape is refused whole.
+    fn parse(source: AlarmSource, body: &[u8]) -> Result<Batch<Incoming>, ControlError> {
         let invalid = |e: &dyn std::fmt::Display| ControlError::Invalid(e.to_string());
         match source {
-            AlarmSource::Skywalking => Ok(crate::alarm::parse_payload(body)
+            AlarmSource::Skywalking => Ok(crate::alarm::parse_batch(body)
                 .map_err(|e| invalid(&e))?
-                .into_iter()
-                .map(Incoming::Alarm)
-                .collect()),
+                .map(Incoming::Alarm)),
             AlarmSource::Alertmanager => Ok(crate::alarm::alertmanager::parse_payload(body)
                 .map_err(|e| invalid(&e))?
-                .alerts
-                .into_iter()
-                .map(Incoming::Alert)
-                .collect()),
+                .into_batch()
+                .map(Incoming::Alert)),
             AlarmSource::SkywalkingPoll => {
                 Err(ControlError::Invalid("polled alarms are not posted".into()))
             }
@@ -488,24 +494,48 @@ impl Control for DaemonControl {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// Parses the body (400 with the reason, nothing changed, when it does not parse), then
-    /// rolls back every matched canary before answering. A standby replica drives no canary,
-    /// so it answers 503 and the sender sees the alarm was not acted on.
+    /// Parses the body (400 with the reason, nothing changed, when it is not a payload), then
+    /// rolls back every canary its valid alarms match before answering; malformed alarms are
+    /// listed in the reply. A standby replica drives no canary, so it answers 503 and the
+    /// sender sees the alarm was not acted on.
     fn alarm_webhook(
         &self,
         source: AlarmSource,
         body: Bytes,
-    ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
+    ) -> BoxFuture<'static, Result<AlarmReply, ControlError>> {
         let standby = self.standby.read().ok().and_then(|s| s.clone());
         let forwarder = self.forwarder.read().ok().and_then(|f| f.clone());
-        let items = match Self::parse(source, &body) {
-            Ok(items) => items,
+        let batch = match Self::parse(source, &body) {
+            Ok(batch) => batch,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        // The body is no longer needed: a large one is not held while rollbacks are awaited.
+        drop(body);
+        let refused = batch.rejected_total;
+        let reason = batch.rejection_summary("alarms");
+        let rejected = json!(
+            batch
+                .rejected
+                .iter()
+                .map(|r| json!({"index": r.index, "error": r.error}))
+                .collect::<Vec<_>>()
+        );
+        let reply = move |mut summary: serde_json::Value| {
+            if refused > 0 {
+                summary["rejected"] = rejected;
+                summary["rejectedTotal"] = json!(refused);
+            }
+            AlarmReply {
+                summary,
+                refused,
+                reason,
+            }
+        };
+        let items = batch.items;
         match (standby, forwarder) {
             (None, _) => {
                 let delivered = self.deliver(source, items);
-                Box::pin(async move { Ok(delivered.await) })
+                Box::pin(async move { Ok(reply(delivered.await)) })
             }
             (Some(why), None) => Box::pin(async move { Err(ControlError::Unavailable(why)) }),
             (Some(_), Some(f)) => {
@@ -521,7 +551,7 @@ impl Control for DaemonControl {
                         }
                         tracing::info!(canary = %format!("{ns}/{name}"), id = %req.id, "alarm forwarded to the leader");
                     }
-                    Ok(summary)
+                    Ok(reply(summary))
                 })
             }
         }
