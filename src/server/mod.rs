@@ -258,9 +258,13 @@ async fn serve_connection(
         app.clone().oneshot(req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // half_close: a client that shuts its writing side once the request is sent (`nc -N`,
+    // some proxies) is still answered; without it, hyper drops a connection whose read side
+    // ends while a large body's request is being handled, and the client gets nothing.
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(timeouts.headers);
+        .header_read_timeout(timeouts.headers)
+        .half_close(true);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
