@@ -212,7 +212,8 @@ impl DaemonControl {
         }
     }
 
-    /// Hands `items` to every canary whose `rollbackOn` matches them. The receivers resolve
+    /// Hands `items` to every canary whose `rollbackOn` matches them (the first match per
+    /// canary; later matches of the same payload change nothing). The receivers resolve
     /// once each matched canary has handled its alarm (the rollback written), so the sender
     /// can be told the rollback happened.
     fn take(&self, source: AlarmSource, items: Vec<Incoming>) -> (serde_json::Value, Vec<Waiter>) {
@@ -220,6 +221,7 @@ impl DaemonControl {
         self.metrics.alarms_received(source, items.len() as u64);
         let rules = self.rules.read().map(|r| r.clone()).unwrap_or_default();
         let handles = self.handles();
+        let mut sent = vec![false; handles.len()];
         let mut matched = Vec::new();
         let mut handled = Vec::new();
         let (mut duplicates, mut recoveries, mut stale) = (0, 0, 0);
@@ -232,13 +234,13 @@ impl DaemonControl {
             // back is remembered, so alarms for other services neither grow nor flush the
             // de-dup memory.
             let mut targets = Vec::new();
-            for h in &handles {
+            for (i, h) in handles.iter().enumerate() {
                 let Some(r) = rules.get(&(h.namespace.clone(), h.name.clone())) else {
                     continue;
                 };
                 let started = h.status.borrow().started_at;
                 match verdict(item, r, started) {
-                    Verdict::Trigger => targets.push(h),
+                    Verdict::Trigger => targets.push(i),
                     Verdict::OlderThanRun => stale += 1,
                     Verdict::NoMatch | Verdict::Recovered => {}
                 }
@@ -247,8 +249,17 @@ impl DaemonControl {
                 duplicates += usize::from(!targets.is_empty());
                 continue;
             }
+            // One message per canary per payload: the first matching alarm rolls it back and
+            // later ones of the same payload find it in the same state (acted on or not
+            // armed), so a payload of thousands of matching alerts costs a few messages.
+            targets.retain(|&i| !sent[i]);
+            if targets.is_empty() {
+                continue;
+            }
             let (rule, entity, message) = (item.rule(), item.entity(), item.message());
-            for h in targets {
+            for i in targets {
+                sent[i] = true;
+                let h = &handles[i];
                 tracing::info!(canary = %format!("{}/{}", h.namespace, h.name), source = source.as_str(),
                     %rule, %entity, %message, "alarm matched rollbackOn");
                 let (done, wait) = oneshot::channel();
@@ -758,6 +769,99 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// Drains a fake canary's inbox, answering each alarm; returns how many it got.
+    fn drain_alarms(rx: &mut mpsc::UnboundedReceiver<Msg>) -> usize {
+        let mut n = 0;
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Alarm(alarm) = msg {
+                n += 1;
+                if let Some(d) = alarm.done {
+                    let _ = d.send(CanaryStatus::default());
+                }
+            }
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn only_alarms_that_trigger_are_remembered_and_one_message_per_payload() {
+        let Fake {
+            handle,
+            status: _status,
+            mut rx,
+        } = fake("reviews", reviews_rule(), running(100));
+        let control = DaemonControl::new(vec![handle], Metrics::new());
+        let matching = Incoming::Alarm(alarm(150, "slow"));
+        let (summary, _waits) = control.take(AlarmSource::Skywalking, vec![matching.clone()]);
+        assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
+        assert_eq!(drain_alarms(&mut rx), 1);
+        // More alarms for other services than the de-dup memory holds: none is remembered, so
+        // the matched one is still known when it is delivered again.
+        let others: Vec<Incoming> = (0..20_000)
+            .map(|i| {
+                Incoming::Alarm(Alarm {
+                    name: Some(format!("other-{i}.bookinfo")),
+                    ..alarm(150, "slow")
+                })
+            })
+            .collect();
+        let (summary, _) = control.take(AlarmSource::Skywalking, others);
+        assert_eq!(summary["matched"], json!([]), "{summary}");
+        assert_eq!(summary["duplicates"], 0, "{summary}");
+        let (summary, _) = control.take(AlarmSource::Skywalking, vec![matching]);
+        assert_eq!(summary["duplicates"], 1, "{summary}");
+        assert_eq!(drain_alarms(&mut rx), 0);
+        // A payload of many distinct matching alarms: one message to the canary.
+        let many: Vec<Incoming> = (0..1_000)
+            .map(|i| Incoming::Alarm(alarm(200 + i, "slow")))
+            .collect();
+        let (summary, _) = control.take(AlarmSource::Skywalking, many);
+        assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
+        assert_eq!(drain_alarms(&mut rx), 1);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_alarm_is_refused_alone_and_reported() {
+        let Fake {
+            handle,
+            status: _status,
+            mut rx,
+        } = fake("reviews", reviews_rule(), running(100));
+        let control = Arc::new(DaemonControl::new(vec![handle], Metrics::new()));
+        let body = format!(
+            r#"[{{"name": "reviews.bookinfo"}}, {{"ruleName": "r", "name": "reviews.bookinfo", "startTime": {}}}]"#,
+            t(150).timestamp_millis()
+        );
+        let answering = tokio::spawn(tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            async move {
+                while drain_alarms(&mut rx) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            },
+        ));
+        let reply = control
+            .alarm_webhook(AlarmSource::Skywalking, Bytes::from(body))
+            .await
+            .unwrap();
+        answering
+            .await
+            .unwrap()
+            .expect("the valid alarm reached the canary");
+        assert_eq!(reply.refused, 1);
+        assert!(
+            reply
+                .reason
+                .starts_with("alarms[0]: missing field `ruleName`"),
+            "{}",
+            reply.reason
+        );
+        assert_eq!(reply.summary["matched"], json!(["bookinfo/reviews"]));
+        assert_eq!(reply.summary["received"], 1);
+        assert_eq!(reply.summary["rejectedTotal"], 1);
+        assert_eq!(reply.summary["rejected"][0]["index"], 0);
     }
 
     #[tokio::test]
