@@ -578,7 +578,7 @@ mod tests {
         };
         assert_eq!(
             polled.dedupe_keys(),
-            vec![keys[2].clone()],
+            vec![keys[2]],
             "shared with the webhook"
         );
         assert_eq!(Alarm::default().dedupe_keys().len(), 1);
