@@ -8,10 +8,12 @@
 //! - overhead: the daemon's time per measurement ÷ a bare HTTP round trip of the same request;
 //! - scale: N canaries, one metric every `--interval` seconds each, for `--duration` seconds:
 //!   CPU seconds per minute, peak RSS, lateness of measurements against their schedule,
-//!   requests per measurement cycle to the simulator and to the API server.
+//!   requests per measurement cycle to the simulator and to the API server;
+//! - alarm-flood: `--flood-requests` webhook requests of ~1 MB alarms that match no canary;
+//!   VmRSS and VmHWM after them, which must stay under 64 MiB (issue 16).
 //!
 //! ```text
-//! cargo bench --bench load -- [--scenarios footprint,latency,overhead,scale]
+//! cargo bench --bench load -- [--scenarios footprint,latency,overhead,scale,alarm-flood]
 //!     [--canaries 100,1000,5000] [--duration 60] [--interval 5] [--samples 100]
 //!     [--daemon target/release/skycanary] [--json FILE] [--quick]
 //! ```
@@ -43,7 +45,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "footprint,latency,overhead,scale"
+        default_value = "footprint,latency,overhead,scale,alarm-flood"
     )]
     scenarios: Vec<String>,
     /// Canary counts of the scale scenario.
@@ -64,13 +66,16 @@ struct Args {
     /// Measurements timed by the overhead scenario.
     #[arg(long, default_value_t = 40)]
     measurements: usize,
+    /// Webhook requests of ~1 MB sent by the alarm-flood scenario.
+    #[arg(long, default_value_t = 1000)]
+    flood_requests: usize,
     /// The daemon binary (default: the one cargo built with this harness).
     #[arg(long)]
     daemon: Option<PathBuf>,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// CI mode: 20 canaries for 10 s, 10 samples, 3 starts, 10 measurements.
+    /// CI mode: 20 canaries for 10 s, 10 samples, 3 starts, 10 measurements, 200 flood requests.
     #[arg(long)]
     quick: bool,
     /// Passed by `cargo bench`; ignored.
@@ -86,6 +91,7 @@ fn main() -> Result<()> {
         args.samples = 10;
         args.starts = 3;
         args.measurements = 10;
+        args.flood_requests = 200;
     }
     install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -113,7 +119,10 @@ async fn run(args: Args) -> Result<()> {
                     scale(&args, &daemon, n, &mut report).await?;
                 }
             }
-            other => bail!("unknown scenario {other:?} (footprint, latency, overhead, scale)"),
+            "alarm-flood" => alarm_flood(&args, &daemon, &mut report).await?,
+            other => bail!(
+                "unknown scenario {other:?} (footprint, latency, overhead, scale, alarm-flood)"
+            ),
         }
     }
     if let Some(path) = &args.json {
@@ -626,6 +635,58 @@ async fn footprint(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
     // mapped in (file-backed, shared with the page cache).
     anon.sort_by(f64::total_cmp);
     report.figure("idle_rss_anon_mib_p50", json!(round(pct(&anon, 0.5), 2)));
+    Ok(())
+}
+
+/// Issue 16's acceptance: webhook requests of ~1 MB alarms for a service no canary watches
+/// leave the daemon under 64 MiB (its de-duplicator once kept every alarm's text: 300 such
+/// requests took it from 14 to 365 MiB). Each alarm's rule, entity and message are ~330 KB and
+/// unique to its request.
+async fn alarm_flood(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
+    let requests = args.flood_requests;
+    report.line(format!(
+        "\n## alarm-flood ({requests} webhook requests of ~1 MB non-matching alarms)"
+    ));
+    let http = http()?;
+    let world = World::new(1, args.interval, 10).await?;
+    let mut d = world.start_daemon(bin)?;
+    d.wait_ready(&http, Duration::from_secs(120)).await?;
+    world.wait_steady(1, Duration::from_secs(300)).await?;
+    report.figure(
+        "alarm_flood_rss_before_mib",
+        json!(round(d.mem_mib("VmRSS")?, 2)),
+    );
+    let t0 = Instant::now();
+    for i in 0..requests {
+        let fill = |c: &str| format!("{i:06}-{}", c.repeat(330_000));
+        let body = format!(
+            r#"[{{"scopeId":1,"scope":"SERVICE","name":"{}","id0":"id-{i}","id1":"","ruleName":"{}","alarmMessage":"{}","startTime":{}}}]"#,
+            fill("n"),
+            fill("r"),
+            fill("m"),
+            chrono::Utc::now().timestamp_millis()
+        );
+        let r = http
+            .post(format!("{}/webhooks/skywalking", d.url))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("flood request {i}: {}", r.status());
+        }
+    }
+    report.figure(
+        "alarm_flood_seconds",
+        json!(round(t0.elapsed().as_secs_f64(), 2)),
+    );
+    let (rss, hwm) = (d.mem_mib("VmRSS")?, d.mem_mib("VmHWM")?);
+    report.figure("alarm_flood_rss_after_mib", json!(round(rss, 2)));
+    report.figure("alarm_flood_hwm_mib", json!(round(hwm, 2)));
+    if rss >= 64.0 || hwm >= 64.0 {
+        bail!("after {requests} flood requests: VmRSS {rss:.1} MiB, VmHWM {hwm:.1} MiB (limit 64)");
+    }
     Ok(())
 }
 

@@ -5,11 +5,55 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
-/// The webhook body Alertmanager POSTs to a `webhook_configs` receiver.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+use super::intake::{Batch, DedupeKey, Rejected, dedupe_key};
+
+/// The webhook body Alertmanager POSTs to a `webhook_configs` receiver, its alerts parsed one
+/// by one: a malformed alert is refused alone (listed in `rejected`), the others are kept.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Payload {
+    /// Payload format version; Alertmanager sends `"4"`.
+    pub version: Option<String>,
+    /// Group key.
+    pub group_key: Option<String>,
+    /// Alerts left out because of `max_alerts`.
+    pub truncated_alerts: u64,
+    /// `firing` when at least one alert fires.
+    pub status: Option<String>,
+    /// Receiver name.
+    pub receiver: Option<String>,
+    /// Labels the group is keyed by.
+    pub group_labels: BTreeMap<String, String>,
+    /// Labels every alert shares.
+    pub common_labels: BTreeMap<String, String>,
+    /// Annotations every alert shares.
+    pub common_annotations: BTreeMap<String, String>,
+    /// Alertmanager's URL.
+    pub external_url: Option<String>,
+    /// The alerts that parsed, in payload order.
+    pub alerts: Vec<Alert>,
+    /// The first refused alerts (index in `alerts` of the body, reason).
+    pub rejected: Vec<Rejected>,
+    /// How many alerts were refused in all.
+    pub rejected_total: usize,
+}
+
+impl Payload {
+    /// The alerts with the refused ones, for the intake.
+    pub fn into_batch(self) -> Batch<Alert> {
+        Batch {
+            items: self.alerts,
+            rejected: self.rejected,
+            rejected_total: self.rejected_total,
+        }
+    }
+}
+
+/// The body as sent, its alerts left raw so each is parsed on its own.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePayload<'a> {
     /// Payload format version; Alertmanager sends `"4"`.
     #[serde(default)]
     pub version: Option<String>,
@@ -37,8 +81,9 @@ pub struct Payload {
     /// Alertmanager's URL.
     #[serde(default, rename = "externalURL")]
     pub external_url: Option<String>,
-    /// The alerts.
-    pub alerts: Vec<Alert>,
+    /// The alerts, unparsed.
+    #[serde(borrow)]
+    pub alerts: Vec<&'a RawValue>,
 }
 
 /// Whether an alert fires.
@@ -112,17 +157,16 @@ impl Alert {
     }
 
     /// Identity: fingerprint (else the labels) + start time; a re-notification of the same
-    /// firing alert repeats both.
-    pub fn dedupe_keys(&self) -> Vec<String> {
-        let who = match &self.fingerprint {
-            Some(f) if !f.is_empty() => f.clone(),
-            _ => format!("{:?}", self.labels),
-        };
+    /// firing alert repeats both. Hashed: fixed size whatever the labels hold.
+    pub fn dedupe_keys(&self) -> Vec<DedupeKey> {
         let at = self
             .starts_at
-            .map(|t| t.timestamp_nanos_opt().unwrap_or_default())
-            .unwrap_or_default();
-        vec![format!("am:{who}|{at}")]
+            .map(|t| (t.timestamp(), t.timestamp_subsec_nanos()));
+        let key = match &self.fingerprint {
+            Some(f) if !f.is_empty() => dedupe_key(&("am-fp", f, at)),
+            _ => dedupe_key(&("am-labels", &self.labels, at)),
+        };
+        vec![key]
     }
 }
 
@@ -135,23 +179,34 @@ pub enum ParseError {
     /// A payload version this daemon does not know.
     #[error("unsupported Alertmanager payload version {0:?} (expected \"4\")")]
     Version(String),
-    /// An alert without a start time cannot be judged against the canary's run.
-    #[error("alerts[{0}] has no startsAt")]
-    NoStart(usize),
 }
 
-/// Parses a webhook body.
+/// Parses a webhook body: a body that is not the webhook shape, or of another version, is
+/// refused whole; then each alert on its own. An alert without `startsAt` is kept with an
+/// unknown start (it can then never count as older than a canary's run).
 pub fn parse_payload(body: &[u8]) -> Result<Payload, ParseError> {
-    let p: Payload = serde_json::from_slice(body).map_err(|e| ParseError::Shape(e.to_string()))?;
+    let p: WirePayload<'_> =
+        serde_json::from_slice(body).map_err(|e| ParseError::Shape(e.to_string()))?;
     if let Some(v) = &p.version
         && v != "4"
     {
         return Err(ParseError::Version(v.clone()));
     }
-    if let Some(i) = p.alerts.iter().position(|a| a.starts_at.is_none()) {
-        return Err(ParseError::NoStart(i));
-    }
-    Ok(p)
+    let batch = Batch::parse(&p.alerts, Ok::<Alert, String>);
+    Ok(Payload {
+        version: p.version,
+        group_key: p.group_key,
+        truncated_alerts: p.truncated_alerts,
+        status: p.status,
+        receiver: p.receiver,
+        group_labels: p.group_labels,
+        common_labels: p.common_labels,
+        common_annotations: p.common_annotations,
+        external_url: p.external_url,
+        alerts: batch.items,
+        rejected: batch.rejected,
+        rejected_total: batch.rejected_total,
+    })
 }
 
 #[cfg(test)]
@@ -264,7 +319,17 @@ mod tests {
             fingerprint: None,
             ..a.clone()
         };
-        assert!(no_fp.dedupe_keys()[0].contains("reviews-canary"));
+        let mut relabelled = no_fp.clone();
+        relabelled
+            .labels
+            .insert("service".into(), "ratings-canary".into());
+        assert_ne!(no_fp.dedupe_keys(), relabelled.dedupe_keys(), "by labels");
+        assert_ne!(no_fp.dedupe_keys(), a.dedupe_keys());
+        let unknown_start = Alert {
+            starts_at: None,
+            ..no_fp.clone()
+        };
+        assert_ne!(unknown_start.dedupe_keys(), no_fp.dedupe_keys());
     }
 
     #[test]
@@ -275,19 +340,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("version \"3\""), "{e}");
-        let e = parse_payload(br#"{"alerts": [{"status": "firing", "labels": {}}]}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("alerts[0] has no startsAt"), "{e}");
-        let e = parse_payload(
-            br#"{"alerts": [{"status": "pending", "startsAt": "2024-07-01T12:00:00Z"}]}"#,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("pending"), "{e}");
-        let e = parse_payload(br#"{"alerts": [{"status": "firing", "startsAt": "yesterday"}]}"#)
-            .unwrap_err()
-            .to_string();
+        let e = parse_payload(br#"{"alerts": 3}"#).unwrap_err().to_string();
         assert!(e.contains("not an Alertmanager"), "{e}");
         assert!(
             parse_payload(br#"{"alerts": []}"#)
@@ -295,5 +348,45 @@ mod tests {
                 .alerts
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_malformed_alert_is_refused_alone() {
+        let p = parse_payload(
+            br#"{"version": "4", "alerts": [
+                {"status": "pending", "startsAt": "2024-07-01T12:00:00Z"},
+                {"status": "firing", "labels": {"alertname": "A"}, "startsAt": "2024-07-01T12:00:00Z"},
+                {"status": "firing", "startsAt": "yesterday"},
+                {"status": "firing", "labels": {"alertname": "B"}}
+            ]}"#,
+        )
+        .unwrap();
+        let names: Vec<_> = p.alerts.iter().map(Alert::rule_label).collect();
+        assert_eq!(names, vec!["A", "B"]);
+        assert_eq!(p.rejected_total, 2);
+        assert_eq!(p.rejected[0].index, 0);
+        assert!(p.rejected[0].error.contains("pending"), "{p:?}");
+        assert_eq!(p.rejected[1].index, 2);
+        assert_eq!(p.alerts[1].starts_at, None, "kept, its start unknown");
+    }
+
+    #[test]
+    fn an_alert_without_a_plausible_start_is_never_older_than_the_run() {
+        let a = parse_payload(FIRING.as_bytes()).unwrap().alerts[0].clone();
+        for starts_at in [
+            None,
+            Some(t("0001-01-01T00:00:00Z")),
+            Some(t("1970-01-01T00:00:00Z")),
+        ] {
+            let odd = Alert {
+                starts_at,
+                ..a.clone()
+            };
+            assert_eq!(
+                judge(&odd, "2024-07-01T12:05:00Z"),
+                Verdict::Trigger,
+                "{starts_at:?}"
+            );
+        }
     }
 }

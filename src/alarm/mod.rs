@@ -8,6 +8,6 @@ pub mod matcher;
 pub mod poll;
 pub mod skywalking;
 
-pub use intake::{Deduper, Incoming, Verdict, verdict};
+pub use intake::{Batch, DedupeKey, Deduper, Incoming, Rejected, Verdict, verdict};
 pub use matcher::{AlarmMatchers, AlertMatchers, PatternCache, RollbackRules, anchored};
-pub use skywalking::{Alarm, AlarmMessage, ParseError, parse_payload};
+pub use skywalking::{Alarm, AlarmMessage, ParseError, parse_batch, parse_payload};

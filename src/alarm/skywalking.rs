@@ -8,6 +8,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::intake::{Batch, DedupeKey, dedupe_key};
 
 /// One alarm as OAP's webhook sends it (Gson: null fields are omitted, so every field but the
 /// rule name is optional; unknown fields such as HEAD's `layers` are ignored).
@@ -224,28 +227,29 @@ impl Alarm {
 
     /// De-duplication identities: the uuid (10.4+), rule + entity + start time, and entity id +
     /// start time + message, which a webhook alarm and the same alarm polled through
-    /// `getAlarm` (no uuid, no rule name) share.
-    pub fn dedupe_keys(&self) -> Vec<String> {
+    /// `getAlarm` (no uuid, no rule name) share. Hashed: fixed size whatever the fields hold;
+    /// an absent start time is its own value, never the same as `startTime: 0`.
+    pub fn dedupe_keys(&self) -> Vec<DedupeKey> {
         let mut keys = Vec::new();
         if let Some(u) = &self.uuid {
-            keys.push(format!("sw-uuid:{u}"));
+            keys.push(dedupe_key(&("sw-uuid", u)));
         }
         let entity = self.id0.as_ref().or(self.name.as_ref());
         if let (Some(rule), Some(entity)) = (&self.rule_name, entity) {
-            keys.push(format!(
-                "sw-rule:{rule}|{entity}|{}",
-                self.start_time.unwrap_or_default()
-            ));
+            keys.push(dedupe_key(&("sw-rule", rule, entity, self.start_time)));
         }
         if let (Some(id), Some(start), Some(msg)) = (&self.id0, self.start_time, &self.message) {
-            keys.push(format!("sw-id:{id}|{start}|{msg}"));
+            keys.push(dedupe_key(&("sw-id", id, start, msg)));
         }
         if keys.is_empty() {
             // Nothing identifies it: fall back to everything we have.
-            keys.push(format!(
-                "sw-all:{:?}|{:?}|{:?}|{:?}",
-                self.rule_name, self.name, self.message, self.start_time
-            ));
+            keys.push(dedupe_key(&(
+                "sw-all",
+                &self.rule_name,
+                &self.name,
+                &self.message,
+                self.start_time,
+            )));
         }
         keys
     }
@@ -281,17 +285,31 @@ pub fn name_from_id(scope: &str, id: &str) -> Option<String> {
 #[error("not a SkyWalking alarm payload (a JSON array of AlarmMessage): {0}")]
 pub struct ParseError(String);
 
-/// Parses a webhook body into matchable alarms.
+/// Parses a webhook body into matchable alarms, refusing the whole body if any element is
+/// malformed (tools and tests; the daemon uses [`parse_batch`]).
 pub fn parse_payload(body: &[u8]) -> Result<Vec<Alarm>, ParseError> {
-    let msgs: Vec<AlarmMessage> =
+    let batch = parse_batch(body)?;
+    if batch.rejected_total > 0 {
+        return Err(ParseError(batch.rejection_summary("alarms")));
+    }
+    Ok(batch.items)
+}
+
+/// Parses a webhook body element by element: a body that is not a JSON array is refused, a
+/// malformed element is refused alone (reported in the batch) and the others are kept.
+pub fn parse_batch(body: &[u8]) -> Result<Batch<Alarm>, ParseError> {
+    let elements: Vec<&RawValue> =
         serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
-    Ok(msgs.into_iter().map(AlarmMessage::into_alarm).collect())
+    Ok(Batch::parse(
+        &elements,
+        |m: AlarmMessage| Ok(m.into_alarm()),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alarm::intake::{Incoming, Verdict, verdict};
+    use crate::alarm::intake::{Incoming, Verdict, dedupe_key, verdict};
     use crate::alarm::matcher::RollbackRules;
     use crate::resources::canary::{AlarmMatcher, RollbackOn};
 
@@ -427,7 +445,7 @@ mod tests {
         assert_eq!(judge(a, &rules(|_| {}), before()), Verdict::Trigger);
         assert_eq!(
             a.dedupe_keys()[0],
-            "sw-uuid:5f0c2b7e-8d3a-4c5e-9f1a-2b3c4d5e6f70"
+            dedupe_key(&("sw-uuid", "5f0c2b7e-8d3a-4c5e-9f1a-2b3c4d5e6f70"))
         );
     }
 
@@ -544,7 +562,15 @@ mod tests {
         let a = &parse_payload(V10_4_TRIGGER.as_bytes()).unwrap()[0];
         let keys = a.dedupe_keys();
         assert_eq!(keys.len(), 3);
-        assert!(keys[1].starts_with("sw-rule:service_resp_time_rule|cmV2"));
+        assert_eq!(
+            keys[1],
+            dedupe_key(&(
+                "sw-rule",
+                "service_resp_time_rule",
+                a.id0.as_deref().unwrap(),
+                a.start_time
+            ))
+        );
         let polled = Alarm {
             rule_name: None,
             uuid: None,
@@ -552,10 +578,150 @@ mod tests {
         };
         assert_eq!(
             polled.dedupe_keys(),
-            vec![keys[2].clone()],
+            vec![keys[2]],
             "shared with the webhook"
         );
         assert_eq!(Alarm::default().dedupe_keys().len(), 1);
+    }
+
+    #[test]
+    fn dedupe_keys_are_fixed_size_whatever_the_fields_hold() {
+        let huge = "m".repeat(200_000);
+        let a = Alarm {
+            rule_name: Some(huge.clone()),
+            name: Some(huge.clone()),
+            id0: Some(huge.clone()),
+            message: Some(huge.clone()),
+            start_time: Some(1),
+            uuid: Some(huge.clone()),
+            ..Alarm::default()
+        };
+        let keys = a.dedupe_keys();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(std::mem::size_of_val(keys.as_slice()), 3 * 16);
+        let other = Alarm {
+            message: Some(format!("{huge}x")),
+            uuid: None,
+            ..a.clone()
+        };
+        assert_ne!(other.dedupe_keys()[1], keys[2], "a different message");
+        assert_ne!(other.dedupe_keys(), a.dedupe_keys());
+    }
+
+    #[test]
+    fn a_missing_start_time_is_not_the_same_alarm_as_start_time_zero() {
+        let zero = Alarm {
+            rule_name: Some("r".into()),
+            name: Some("svc".into()),
+            start_time: Some(0),
+            ..Alarm::default()
+        };
+        let missing = Alarm {
+            start_time: None,
+            ..zero.clone()
+        };
+        let mut d = crate::alarm::Deduper::new(10);
+        assert!(d.first_time(&zero.dedupe_keys()));
+        assert!(
+            d.first_time(&missing.dedupe_keys()),
+            "no startTime is not startTime 0"
+        );
+        assert!(!d.first_time(&missing.dedupe_keys()));
+    }
+
+    #[test]
+    fn absurd_start_times_are_unknown_and_never_older_than_the_run() {
+        // i64::MIN, -1, 0 and a missing time alike: a matching alarm rolls back.
+        for start in [
+            Some(i64::MIN),
+            Some(-1),
+            Some(0),
+            Some(1),
+            None,
+            Some(i64::MAX),
+        ] {
+            let a = Alarm {
+                rule_name: Some("service_sla_rule".into()),
+                name: Some("reviews.bookinfo".into()),
+                start_time: start,
+                ..Alarm::default()
+            };
+            assert_eq!(
+                judge(&a, &rules(|_| {}), START_MS),
+                Verdict::Trigger,
+                "{start:?}"
+            );
+        }
+        let just_before = Alarm {
+            rule_name: Some("service_sla_rule".into()),
+            name: Some("reviews.bookinfo".into()),
+            start_time: Some(START_MS - 1),
+            ..Alarm::default()
+        };
+        assert_eq!(
+            judge(&just_before, &rules(|_| {}), START_MS),
+            Verdict::OlderThanRun,
+            "a plausible earlier time still counts as older"
+        );
+    }
+
+    #[test]
+    fn a_malformed_alarm_is_refused_alone() {
+        let body = br#"[
+            {"ruleName": "service_sla_rule", "name": "reviews.bookinfo", "startTime": 1},
+            {"name": "no rule"},
+            42,
+            {"ruleName": "r", "startTime": "soon"},
+            {"ruleName": "service_sla_rule", "name": "ratings.bookinfo"}
+        ]"#;
+        let batch = parse_batch(body).unwrap();
+        let names: Vec<_> = batch.items.iter().map(|a| a.name.as_deref()).collect();
+        assert_eq!(
+            names,
+            vec![Some("reviews.bookinfo"), Some("ratings.bookinfo")]
+        );
+        assert_eq!(batch.rejected_total, 3);
+        let indexes: Vec<_> = batch.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, vec![1, 2, 3]);
+        assert!(batch.rejected[0].error.contains("ruleName"), "{batch:?}");
+        let text = batch.rejection_summary("alarms");
+        assert!(
+            text.starts_with("alarms[1]: missing field `ruleName`"),
+            "{text}"
+        );
+        let strict = parse_payload(body).unwrap_err().to_string();
+        assert!(strict.contains("alarms[2]"), "{strict}");
+        assert!(parse_batch(b"{}").is_err(), "not an array: refused whole");
+    }
+
+    #[test]
+    fn refusals_are_bounded_in_count_and_size() {
+        // A refused element's reason may quote its value: it is cut.
+        let huge = "x".repeat(500_000);
+        let body = format!(r#"[{{"ruleName": "r", "startTime": "{huge}"}}]"#);
+        let batch = parse_batch(body.as_bytes()).unwrap();
+        assert_eq!(batch.rejected_total, 1);
+        assert!(
+            batch.rejected[0].error.len() < 1100,
+            "{}",
+            batch.rejected[0].error.len()
+        );
+        // Many bad elements: every one counted, a few reasons kept.
+        let body = format!("[{}]", vec!["1"; 5_000].join(","));
+        let batch = parse_batch(body.as_bytes()).unwrap();
+        assert_eq!(batch.rejected_total, 5_000);
+        assert_eq!(
+            batch.rejected.len(),
+            crate::alarm::intake::MAX_REPORTED_REJECTIONS
+        );
+        assert!(batch.rejection_summary("alarms").ends_with("and 4980 more"));
+        // Too many alarms: the ones past the limit are refused.
+        let n = crate::alarm::intake::MAX_ALARMS_PER_PAYLOAD + 3;
+        let body = format!("[{}]", vec![r#"{"ruleName":"r"}"#; n].join(","));
+        let batch = parse_batch(body.as_bytes()).unwrap();
+        assert_eq!(batch.items.len(), n - 3);
+        assert_eq!(batch.rejected_total, 3);
+        assert!(batch.rejected[0].error.contains("more than 10000 alarms"));
     }
 
     #[test]

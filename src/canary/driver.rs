@@ -416,13 +416,16 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         received,
                         done,
                     } = *alarm;
-                    self.ctx.metrics.alarm_matched(
-                        &self.namespace,
-                        &self.name,
-                        source,
-                        &rule,
-                        &entity,
-                    );
+                    // A canary already rolled back is not rolled back again: not a match
+                    // worth counting.
+                    if !matches!(
+                        self.status.phase,
+                        super::model::CanaryPhase::Aborted | super::model::CanaryPhase::RolledBack
+                    ) {
+                        self.ctx
+                            .metrics
+                            .alarm_matched(&self.namespace, &self.name, source);
+                    }
                     queue.push_back(Input::Alarm {
                         source: source.display_name().to_string(),
                         rule,

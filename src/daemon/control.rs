@@ -12,14 +12,16 @@ use tokio::sync::oneshot;
 use chrono::{DateTime, Utc};
 
 use crate::alarm::poll::AlarmSink;
-use crate::alarm::{Alarm, Deduper, Incoming, PatternCache, RollbackRules, Verdict, verdict};
+use crate::alarm::{
+    Alarm, Batch, Deduper, Incoming, PatternCache, RollbackRules, Verdict, verdict,
+};
 use crate::canary::driver::{AlarmMsg, CanaryHandle, Msg};
 use crate::canary::machine::alarm_armed;
 use crate::canary::{
     AbortStatus, CanaryStatus, Command, CommandAction, CommandRequest, ForwardedAlarm,
 };
 use crate::schedule::driver::{CanaryRollback, RunNowError, ScheduleHandle};
-use crate::server::{AlarmSource, CanarySummary, Control, ControlError, Metrics};
+use crate::server::{AlarmReply, AlarmSource, CanarySummary, Control, ControlError, Metrics};
 use crate::state::kube_status::write_request;
 
 /// A canary or schedule: (namespace, name).
@@ -210,7 +212,8 @@ impl DaemonControl {
         }
     }
 
-    /// Hands `items` to every canary whose `rollbackOn` matches them. The receivers resolve
+    /// Hands `items` to every canary whose `rollbackOn` matches them (the first match per
+    /// canary; later matches of the same payload change nothing). The receivers resolve
     /// once each matched canary has handled its alarm (the rollback written), so the sender
     /// can be told the rollback happened.
     fn take(&self, source: AlarmSource, items: Vec<Incoming>) -> (serde_json::Value, Vec<Waiter>) {
@@ -218,6 +221,7 @@ impl DaemonControl {
         self.metrics.alarms_received(source, items.len() as u64);
         let rules = self.rules.read().map(|r| r.clone()).unwrap_or_default();
         let handles = self.handles();
+        let mut sent = vec![false; handles.len()];
         let mut matched = Vec::new();
         let mut handled = Vec::new();
         let (mut duplicates, mut recoveries, mut stale) = (0, 0, 0);
@@ -226,38 +230,45 @@ impl DaemonControl {
                 recoveries += 1;
                 continue;
             }
-            let first = self
-                .dedupe
-                .lock()
-                .map(|mut d| d.first_time(&item.dedupe_keys()))
-                .unwrap_or(true);
-            if !first {
-                duplicates += 1;
-                continue;
-            }
-            for h in &handles {
+            // Verdicts first, de-duplication second: only an alarm that would roll a canary
+            // back is remembered, so alarms for other services neither grow nor flush the
+            // de-dup memory.
+            let mut targets = Vec::new();
+            for (i, h) in handles.iter().enumerate() {
                 let Some(r) = rules.get(&(h.namespace.clone(), h.name.clone())) else {
                     continue;
                 };
                 let started = h.status.borrow().started_at;
                 match verdict(item, r, started) {
-                    Verdict::Trigger => {}
-                    Verdict::OlderThanRun => {
-                        stale += 1;
-                        continue;
-                    }
-                    Verdict::NoMatch | Verdict::Recovered => continue,
+                    Verdict::Trigger => targets.push(i),
+                    Verdict::OlderThanRun => stale += 1,
+                    Verdict::NoMatch | Verdict::Recovered => {}
                 }
-                let (rule, entity) = (item.rule(), item.entity());
+            }
+            if targets.is_empty() || !self.first_time(item) {
+                duplicates += usize::from(!targets.is_empty());
+                continue;
+            }
+            // One message per canary per payload: the first matching alarm rolls it back and
+            // later ones of the same payload find it in the same state (acted on or not
+            // armed), so a payload of thousands of matching alerts costs a few messages.
+            targets.retain(|&i| !sent[i]);
+            if targets.is_empty() {
+                continue;
+            }
+            let (rule, entity, message) = (item.rule(), item.entity(), item.message());
+            for i in targets {
+                sent[i] = true;
+                let h = &handles[i];
                 tracing::info!(canary = %format!("{}/{}", h.namespace, h.name), source = source.as_str(),
-                    %rule, %entity, message = %item.message(), "alarm matched rollbackOn");
+                    %rule, %entity, %message, "alarm matched rollbackOn");
                 let (done, wait) = oneshot::channel();
                 handled.push(wait);
                 let _ = h.tx.send(Msg::Alarm(Box::new(AlarmMsg {
                     source,
-                    rule,
-                    entity,
-                    message: item.message(),
+                    rule: rule.clone(),
+                    entity: entity.clone(),
+                    message: message.clone(),
                     received,
                     done: Some(done),
                 })));
@@ -276,6 +287,15 @@ impl DaemonControl {
         });
         summary[recovered_key] = json!(recoveries);
         (summary, handled)
+    }
+
+    /// True the first time this alarm is seen (a poisoned lock lets it through: acting twice
+    /// on an alarm is safe, missing one is not).
+    fn first_time(&self, item: &Incoming) -> bool {
+        self.dedupe
+            .lock()
+            .map(|mut d| d.first_time(&item.dedupe_keys()))
+            .unwrap_or(true)
     }
 
     /// Sets (standby) or clears (leader, file mode) alarm forwarding.
@@ -302,19 +322,18 @@ impl DaemonControl {
                 recoveries += 1;
                 continue;
             }
-            let first = self
-                .dedupe
-                .lock()
-                .map(|mut d| d.first_time(&item.dedupe_keys()))
-                .unwrap_or(true);
-            if !first {
-                duplicates += 1;
+            let targets: Vec<&Key> = f
+                .targets
+                .iter()
+                .filter(|(_, rules)| verdict(item, rules, None) == Verdict::Trigger)
+                .map(|(key, _)| key)
+                .collect();
+            if targets.is_empty() || !self.first_time(item) {
+                duplicates += usize::from(!targets.is_empty());
                 continue;
             }
-            for (key, rules) in &f.targets {
-                if verdict(item, rules, None) != Verdict::Trigger
-                    || requests.iter().any(|(k, _)| k == key)
-                {
+            for key in targets {
+                if requests.iter().any(|(k, _)| k == key) {
                     continue;
                 }
                 requests.push((
@@ -363,20 +382,18 @@ impl DaemonControl {
         })
     }
 
-    fn parse(source: AlarmSource, body: &[u8]) -> Result<Vec<Incoming>, ControlError> {
+    /// The payload's alarms, each parsed on its own (a malformed one is refused alone); a body
+    /// of the wrong shape is refused whole.
+    fn parse(source: AlarmSource, body: &[u8]) -> Result<Batch<Incoming>, ControlError> {
         let invalid = |e: &dyn std::fmt::Display| ControlError::Invalid(e.to_string());
         match source {
-            AlarmSource::Skywalking => Ok(crate::alarm::parse_payload(body)
+            AlarmSource::Skywalking => Ok(crate::alarm::parse_batch(body)
                 .map_err(|e| invalid(&e))?
-                .into_iter()
-                .map(Incoming::Alarm)
-                .collect()),
+                .map(Incoming::Alarm)),
             AlarmSource::Alertmanager => Ok(crate::alarm::alertmanager::parse_payload(body)
                 .map_err(|e| invalid(&e))?
-                .alerts
-                .into_iter()
-                .map(Incoming::Alert)
-                .collect()),
+                .into_batch()
+                .map(Incoming::Alert)),
             AlarmSource::SkywalkingPoll => {
                 Err(ControlError::Invalid("polled alarms are not posted".into()))
             }
@@ -488,24 +505,48 @@ impl Control for DaemonControl {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// Parses the body (400 with the reason, nothing changed, when it does not parse), then
-    /// rolls back every matched canary before answering. A standby replica drives no canary,
-    /// so it answers 503 and the sender sees the alarm was not acted on.
+    /// Parses the body (400 with the reason, nothing changed, when it is not a payload), then
+    /// rolls back every canary its valid alarms match before answering; malformed alarms are
+    /// listed in the reply. A standby replica drives no canary, so it answers 503 and the
+    /// sender sees the alarm was not acted on.
     fn alarm_webhook(
         &self,
         source: AlarmSource,
         body: Bytes,
-    ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>> {
+    ) -> BoxFuture<'static, Result<AlarmReply, ControlError>> {
         let standby = self.standby.read().ok().and_then(|s| s.clone());
         let forwarder = self.forwarder.read().ok().and_then(|f| f.clone());
-        let items = match Self::parse(source, &body) {
-            Ok(items) => items,
+        let batch = match Self::parse(source, &body) {
+            Ok(batch) => batch,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        // The body is no longer needed: a large one is not held while rollbacks are awaited.
+        drop(body);
+        let refused = batch.rejected_total;
+        let reason = batch.rejection_summary("alarms");
+        let rejected = json!(
+            batch
+                .rejected
+                .iter()
+                .map(|r| json!({"index": r.index, "error": r.error}))
+                .collect::<Vec<_>>()
+        );
+        let reply = move |mut summary: serde_json::Value| {
+            if refused > 0 {
+                summary["rejected"] = rejected;
+                summary["rejectedTotal"] = json!(refused);
+            }
+            AlarmReply {
+                summary,
+                refused,
+                reason,
+            }
+        };
+        let items = batch.items;
         match (standby, forwarder) {
             (None, _) => {
                 let delivered = self.deliver(source, items);
-                Box::pin(async move { Ok(delivered.await) })
+                Box::pin(async move { Ok(reply(delivered.await)) })
             }
             (Some(why), None) => Box::pin(async move { Err(ControlError::Unavailable(why)) }),
             (Some(_), Some(f)) => {
@@ -521,7 +562,7 @@ impl Control for DaemonControl {
                         }
                         tracing::info!(canary = %format!("{ns}/{name}"), id = %req.id, "alarm forwarded to the leader");
                     }
-                    Ok(summary)
+                    Ok(reply(summary))
                 })
             }
         }
@@ -729,6 +770,99 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// Drains a fake canary's inbox, answering each alarm; returns how many it got.
+    fn drain_alarms(rx: &mut mpsc::UnboundedReceiver<Msg>) -> usize {
+        let mut n = 0;
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Alarm(alarm) = msg {
+                n += 1;
+                if let Some(d) = alarm.done {
+                    let _ = d.send(CanaryStatus::default());
+                }
+            }
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn only_alarms_that_trigger_are_remembered_and_one_message_per_payload() {
+        let Fake {
+            handle,
+            status: _status,
+            mut rx,
+        } = fake("reviews", reviews_rule(), running(100));
+        let control = DaemonControl::new(vec![handle], Metrics::new());
+        let matching = Incoming::Alarm(alarm(150, "slow"));
+        let (summary, _waits) = control.take(AlarmSource::Skywalking, vec![matching.clone()]);
+        assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
+        assert_eq!(drain_alarms(&mut rx), 1);
+        // More alarms for other services than the de-dup memory holds: none is remembered, so
+        // the matched one is still known when it is delivered again.
+        let others: Vec<Incoming> = (0..20_000)
+            .map(|i| {
+                Incoming::Alarm(Alarm {
+                    name: Some(format!("other-{i}.bookinfo")),
+                    ..alarm(150, "slow")
+                })
+            })
+            .collect();
+        let (summary, _) = control.take(AlarmSource::Skywalking, others);
+        assert_eq!(summary["matched"], json!([]), "{summary}");
+        assert_eq!(summary["duplicates"], 0, "{summary}");
+        let (summary, _) = control.take(AlarmSource::Skywalking, vec![matching]);
+        assert_eq!(summary["duplicates"], 1, "{summary}");
+        assert_eq!(drain_alarms(&mut rx), 0);
+        // A payload of many distinct matching alarms: one message to the canary.
+        let many: Vec<Incoming> = (0..1_000)
+            .map(|i| Incoming::Alarm(alarm(200 + i, "slow")))
+            .collect();
+        let (summary, _) = control.take(AlarmSource::Skywalking, many);
+        assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
+        assert_eq!(drain_alarms(&mut rx), 1);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_alarm_is_refused_alone_and_reported() {
+        let Fake {
+            handle,
+            status: _status,
+            mut rx,
+        } = fake("reviews", reviews_rule(), running(100));
+        let control = Arc::new(DaemonControl::new(vec![handle], Metrics::new()));
+        let body = format!(
+            r#"[{{"name": "reviews.bookinfo"}}, {{"ruleName": "r", "name": "reviews.bookinfo", "startTime": {}}}]"#,
+            t(150).timestamp_millis()
+        );
+        let answering = tokio::spawn(tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            async move {
+                while drain_alarms(&mut rx) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            },
+        ));
+        let reply = control
+            .alarm_webhook(AlarmSource::Skywalking, Bytes::from(body))
+            .await
+            .unwrap();
+        answering
+            .await
+            .unwrap()
+            .expect("the valid alarm reached the canary");
+        assert_eq!(reply.refused, 1);
+        assert!(
+            reply
+                .reason
+                .starts_with("alarms[0]: missing field `ruleName`"),
+            "{}",
+            reply.reason
+        );
+        assert_eq!(reply.summary["matched"], json!(["bookinfo/reviews"]));
+        assert_eq!(reply.summary["received"], 1);
+        assert_eq!(reply.summary["rejectedTotal"], 1);
+        assert_eq!(reply.summary["rejected"][0]["index"], 0);
     }
 
     #[tokio::test]

@@ -105,13 +105,13 @@ struct KindLabels {
     kind: String,
 }
 
+/// Only the canary's own names and the (fixed) source: nothing from an alarm's payload, whose
+/// rules, entities and labels are unbounded (Alertmanager sends every label of every alert).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AlarmMatchLabels {
     namespace: String,
     name: String,
     source: String,
-    rule: String,
-    entity: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -480,22 +480,14 @@ impl Metrics {
             .inc_by(count);
     }
 
-    /// `skycanary_alarms_matched_total`: an alarm from `source` (rule, entity) matched this
-    /// canary's rollback rules.
-    pub fn alarm_matched(
-        &self,
-        namespace: &str,
-        name: &str,
-        source: AlarmSource,
-        rule: &str,
-        entity: &str,
-    ) {
+    /// `skycanary_alarms_matched_total`: an alarm from `source` matched this canary's rollback
+    /// rules. The alarm's rule and entity are in logs, status and Events, not in labels: at
+    /// most one series per canary and source.
+    pub fn alarm_matched(&self, namespace: &str, name: &str, source: AlarmSource) {
         let labels = AlarmMatchLabels {
             namespace: namespace.to_string(),
             name: name.to_string(),
             source: source.as_str().to_string(),
-            rule: rule.to_string(),
-            entity: entity.to_string(),
         };
         self.inner.alarms_matched.get_or_create(&labels).inc();
     }

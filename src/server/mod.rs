@@ -113,12 +113,26 @@ pub trait Control: Send + Sync + 'static {
     /// True once sources are loaded and (in cluster mode) the leader is known.
     fn ready(&self) -> bool;
     /// Alarm intake. The server has checked auth, the size limit and that the body is JSON;
-    /// parsing the payload is the daemon's job.
+    /// parsing the payload is the daemon's job. A payload of the wrong shape is an error; a
+    /// payload with some malformed alarms is not: the valid ones are acted on and the reply
+    /// says which were refused.
     fn alarm_webhook(
         &self,
         source: AlarmSource,
         body: Bytes,
-    ) -> BoxFuture<'static, Result<serde_json::Value, ControlError>>;
+    ) -> BoxFuture<'static, Result<AlarmReply, ControlError>>;
+}
+
+/// What the daemon made of an alarm payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmReply {
+    /// What was received, matched, de-duplicated and refused (the response body).
+    pub summary: serde_json::Value,
+    /// Alarms of the payload refused as malformed; when any, the answer is 422 (the valid
+    /// ones were still acted on), so the sender's logs show the problem.
+    pub refused: usize,
+    /// Why they were refused (the first few reasons), for the `error` field.
+    pub reason: String,
 }
 
 /// Failure to run the server.
@@ -244,9 +258,13 @@ async fn serve_connection(
         app.clone().oneshot(req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // half_close: a client that shuts its writing side once the request is sent (`nc -N`,
+    // some proxies) is still answered; without it, hyper drops a connection whose read side
+    // ends while a large body's request is being handled, and the client gets nothing.
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(timeouts.headers);
+        .header_read_timeout(timeouts.headers)
+        .half_close(true);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

@@ -379,7 +379,7 @@ async fn skywalking_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(&headers)?;
     alarm(state, AlarmSource::Skywalking, body?).await
 }
@@ -388,21 +388,38 @@ async fn alertmanager_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     require_json(&headers)?;
     alarm(state, AlarmSource::Alertmanager, body?).await
 }
 
 /// Checks only that the body is JSON (one clear 400 for both sources), then hands the raw
-/// bytes to the daemon, which owns the payload schemas.
-async fn alarm(state: AppState, source: AlarmSource, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// bytes to the daemon, which owns the payload schemas. 200 with the summary when every alarm
+/// parsed; 422 with the same summary plus `error` when some were refused (the valid ones were
+/// acted on all the same).
+async fn alarm(state: AppState, source: AlarmSource, body: Bytes) -> Result<Response, ApiError> {
     serde_json::from_slice::<IgnoredAny>(&body).map_err(|err| {
         ApiError::bad_request(format!("invalid {} payload: {err}", source.as_str()))
     })?;
-    state
+    let reply = state
         .control
         .alarm_webhook(source, body)
         .await
-        .map(Json)
-        .map_err(|err| ApiError::from_control(err, "alarm target"))
+        .map_err(|err| ApiError::from_control(err, "alarm target"))?;
+    if reply.refused == 0 {
+        return Ok(Json(reply.summary).into_response());
+    }
+    tracing::warn!(source = source.as_str(), refused = reply.refused, reason = %reply.reason,
+        "malformed alarms refused; the valid ones of the payload were handled");
+    let mut body = reply.summary;
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "error".into(),
+            Value::String(format!(
+                "{} malformed alarm(s) refused: {}",
+                reply.refused, reply.reason
+            )),
+        );
+    }
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response())
 }

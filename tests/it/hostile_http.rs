@@ -222,7 +222,8 @@ async fn hostile_requests_change_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
-    // Deeply nested JSON, and the alarm buried inside it: 400.
+    // Deeply nested JSON, and the alarm buried inside it: an array whose elements are not
+    // alarms, each refused (422), nothing acted on.
     let depth = 100_000;
     for body in [
         format!("{}{}", "[".repeat(depth), "]".repeat(depth)),
@@ -241,7 +242,10 @@ async fn hostile_requests_change_nothing() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 400);
+        assert_eq!(r.status(), 422);
+        let reply: Value = r.json().await.unwrap();
+        assert_eq!(reply["matched"], serde_json::json!([]), "{reply}");
+        assert_eq!(reply["rejectedTotal"], 1, "{reply}");
     }
     let r = http
         .post(&abort)

@@ -1,6 +1,7 @@
 //! Integration tests: the analysis engine, the SkyWalking provider and the CLI against the
 //! SkyWalking simulator over real HTTP on 127.0.0.1.
 
+mod alarm_flood;
 mod alarm_poll;
 mod analyze_cli;
 mod bundled_templates;
