@@ -25,6 +25,19 @@ use super::model::*;
 
 /// A failed routing write is asked for again after this long (DESIGN: never skip the step).
 pub const ROUTING_RETRY: Duration = Duration::from_secs(10);
+/// First retry of a failed rollback write; doubles up to [`ROLLBACK_RETRY_MAX`].
+pub const ROLLBACK_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest wait between two tries of a rollback write.
+pub const ROLLBACK_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The wait after the `failures`-th failed try of a rollback write (1-based).
+pub fn rollback_retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    ROLLBACK_RETRY_FIRST
+        .saturating_mul(1 << doublings)
+        .min(ROLLBACK_RETRY_MAX)
+}
+
 /// A write whose result never came (the driver restarted mid-write) is asked for again after
 /// this long.
 pub const ROUTING_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -830,11 +843,24 @@ impl Machine<'_> {
             self.st.phase = CanaryPhase::Progressing;
             self.st.message = None;
         }
+        if matched
+            && matches!(
+                self.st.phase,
+                CanaryPhase::Aborted | CanaryPhase::RolledBack
+            )
+            && let Some(abort) = &self.st.abort
+        {
+            // The rollback landed: the message says why again, not that it is pending.
+            self.st.message = Some(abort.reason.clone());
+        }
         self.advance();
     }
 
     fn on_routing_err(&mut self, message: &str) {
-        let retry_at = add(self.now, ROUTING_RETRY);
+        let rolling_back = matches!(
+            self.st.phase,
+            CanaryPhase::Aborted | CanaryPhase::RolledBack
+        );
         let Some(w) = self.st.routing_write.as_mut() else {
             // Nothing of ours in flight (e.g. RestoreRoutes failed): report, change nothing.
             self.event(true, "TrafficRoutingError", message.to_string());
@@ -843,25 +869,35 @@ impl Machine<'_> {
         if w.retry_at.is_some() {
             return; // already failed; the retry is scheduled
         }
-        w.retry_at = Some(retry_at);
-        w.error = Some(message.to_string());
         w.failures = w.failures.saturating_add(1);
         let failures = w.failures;
+        // A rollback that did not land leaves users on a canary judged bad: it is retried
+        // within seconds, not at the pace of a forward step.
+        let delay = if rolling_back {
+            rollback_retry_delay(failures)
+        } else {
+            ROUTING_RETRY
+        };
+        let retry_at = add(self.now, delay);
+        w.retry_at = Some(retry_at);
+        w.error = Some(message.to_string());
         self.fx.push(Effect::WakeAt(retry_at));
         self.event(
             true,
             "TrafficRoutingError",
-            format!("Traffic routing failed (attempt {failures}), retrying in 10s: {message}"),
+            format!(
+                "Traffic routing failed (attempt {failures}), retrying in {}: {message}",
+                format_duration(delay)
+            ),
         );
         if self.st.phase == CanaryPhase::Progressing {
             self.st.phase = CanaryPhase::Degraded;
         }
-        if !matches!(
-            self.st.phase,
-            CanaryPhase::Aborted | CanaryPhase::RolledBack
-        ) {
-            self.st.message = Some(format!("Traffic routing failed: {message}"));
-        }
+        self.st.message = Some(if rolling_back {
+            format!("rollback pending: {message}")
+        } else {
+            format!("Traffic routing failed: {message}")
+        });
     }
 
     fn on_drift(&mut self, detail: &str) {

@@ -28,6 +28,29 @@ use crate::state::kube_status::write_request;
 pub type Key = (String, String);
 type Waiter = oneshot::Receiver<crate::canary::CanaryStatus>;
 
+/// Why a canary's answer to a matched alarm does not show its rollback written (`None` when it
+/// does, or when the alarm rolled nothing back: the canary was not armed).
+fn rollback_not_written(
+    outcome: Result<
+        Result<crate::canary::CanaryStatus, oneshot::error::RecvError>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Option<String> {
+    match outcome {
+        Err(_) => Some("no answer from the canary task within 10 s".into()),
+        Ok(Err(_)) => Some("the canary task stopped before it answered".into()),
+        Ok(Ok(st)) => st
+            .routing_write
+            .filter(|w| w.routing.canary_weight == 0)
+            .map(|w| {
+                format!(
+                    "rollback pending: {}",
+                    w.error.as_deref().unwrap_or("write not acknowledged yet")
+                )
+            }),
+    }
+}
+
 /// Each canary's `rollbackOn`, compiled once per (re)load.
 fn compile_rules(handles: &[CanaryHandle]) -> BTreeMap<Key, Arc<RollbackRules>> {
     let mut cache = PatternCache::default();
@@ -372,11 +395,27 @@ impl DaemonControl {
         source: AlarmSource,
         items: Vec<Incoming>,
     ) -> BoxFuture<'static, serde_json::Value> {
-        let (summary, handled) = self.take(source, items);
+        let (mut summary, handled) = self.take(source, items);
+        let matched: Vec<String> = summary["matched"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
         Box::pin(async move {
-            for wait in handled {
+            let mut pending = Vec::new();
+            for (canary, wait) in matched.into_iter().zip(handled) {
                 // Bounded: a stuck routing write must not hold the sender (OAP times out at 12 s).
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
+                let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
+                if let Some(reason) = rollback_not_written(outcome) {
+                    pending.push(json!({"canary": canary, "reason": reason}));
+                }
+            }
+            if !pending.is_empty() {
+                // Only a written rollback is reported as done: the sender sees 503 and why.
+                summary["rollbackPending"] = json!(pending);
             }
             summary
         })
@@ -536,10 +575,12 @@ impl Control for DaemonControl {
                 summary["rejected"] = rejected;
                 summary["rejectedTotal"] = json!(refused);
             }
+            let pending = summary["rollbackPending"].as_array().map_or(0, Vec::len);
             AlarmReply {
                 summary,
                 refused,
                 reason,
+                pending,
             }
         };
         let items = batch.items;
@@ -877,5 +918,47 @@ mod tests {
         let body = Bytes::from_static(br#"[{"ruleName": "r", "name": "reviews.bookinfo"}]"#);
         let r = control.alarm_webhook(AlarmSource::Skywalking, body).await;
         assert!(matches!(r, Err(ControlError::Unavailable(_))), "{r:?}");
+    }
+
+    #[test]
+    fn only_a_written_rollback_counts_as_done() {
+        use crate::canary::RoutingWrite;
+        use crate::traffic::DesiredRouting;
+        let written = CanaryStatus {
+            phase: CanaryPhase::Aborted,
+            ..Default::default()
+        };
+        assert_eq!(rollback_not_written(Ok(Ok(written.clone()))), None);
+        let pending = CanaryStatus {
+            routing_write: Some(RoutingWrite {
+                routing: DesiredRouting::weight(0),
+                requested_at: t(0),
+                retry_at: Some(t(1)),
+                error: Some("409 twice".into()),
+                failures: 1,
+            }),
+            ..written.clone()
+        };
+        assert_eq!(
+            rollback_not_written(Ok(Ok(pending))).as_deref(),
+            Some("rollback pending: 409 twice")
+        );
+        // A forward write in flight is not a rollback (the alarm found the canary not armed).
+        let forward = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            routing_write: Some(RoutingWrite {
+                routing: DesiredRouting::weight(30),
+                requested_at: t(0),
+                retry_at: None,
+                error: None,
+                failures: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(rollback_not_written(Ok(Ok(forward))), None);
+        let (tx, rx) = oneshot::channel::<CanaryStatus>();
+        drop(tx);
+        let stopped = futures_util::FutureExt::now_or_never(rx).expect("closed");
+        assert!(rollback_not_written(Ok(stopped)).is_some());
     }
 }

@@ -133,6 +133,9 @@ pub struct AlarmReply {
     pub refused: usize,
     /// Why they were refused (the first few reasons), for the `error` field.
     pub reason: String,
+    /// Matched canaries whose rollback write was not acknowledged (`rollbackPending` in the
+    /// summary): the answer is then 503, never a 2xx that claims the traffic moved.
+    pub pending: usize,
 }
 
 /// Failure to run the server.

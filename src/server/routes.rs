@@ -406,6 +406,21 @@ async fn alarm(state: AppState, source: AlarmSource, body: Bytes) -> Result<Resp
         .alarm_webhook(source, body)
         .await
         .map_err(|err| ApiError::from_control(err, "alarm target"))?;
+    if reply.pending > 0 {
+        tracing::error!(source = source.as_str(), pending = reply.pending, summary = %reply.summary,
+            "matched alarm(s) answered 503: rollback not written yet (retried until it lands)");
+        let mut body = reply.summary;
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert(
+                "error".into(),
+                Value::String(format!(
+                    "{} canary rollback(s) not written yet; they are retried until they land",
+                    reply.pending
+                )),
+            );
+        }
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
+    }
     if reply.refused == 0 {
         return Ok(Json(reply.summary).into_response());
     }

@@ -149,6 +149,7 @@ impl Control for Fake {
         // else is the daemon's 400 to give.
         let parsed: Result<Value, _> = serde_json::from_slice(&body);
         let reply = |summary: Value, refused: usize| AlarmReply {
+            pending: summary["rollbackPending"].as_array().map_or(0, Vec::len),
             summary,
             refused,
             reason: format!("{refused} not an object"),
@@ -156,7 +157,17 @@ impl Control for Fake {
         let result = match (source, parsed) {
             (AlarmSource::Skywalking, Ok(Value::Array(items))) => {
                 let refused = items.iter().filter(|i| !i.is_object()).count();
-                Ok(reply(json!({"received": items.len()}), refused))
+                // An alarm marked `stuck` stands for a canary whose rollback write failed.
+                let stuck: Vec<Value> = items
+                    .iter()
+                    .filter(|i| i["stuck"] == true)
+                    .map(|_| json!({"canary": "bookinfo/reviews", "reason": "rollback pending: 503 from the API server"}))
+                    .collect();
+                let mut summary = json!({"received": items.len()});
+                if !stuck.is_empty() {
+                    summary["rollbackPending"] = json!(stuck);
+                }
+                Ok(reply(summary, refused))
             }
             (AlarmSource::Skywalking | AlarmSource::SkywalkingPoll, _) => Err(
                 ControlError::Invalid("expected an array of AlarmMessage".into()),
@@ -628,6 +639,27 @@ async fn a_payload_with_refused_alarms_is_422_with_the_summary() {
         lock(&h.fake.alarms).len(),
         1,
         "handed to the daemon all the same"
+    );
+}
+
+#[tokio::test]
+async fn a_matched_alarm_whose_rollback_is_not_written_is_answered_503() {
+    let h = Harness::secured().await;
+    let response = h
+        .post("/webhooks/skywalking", r#"[{"ruleName":"r","stuck":true}]"#)
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json_of(response).await;
+    assert_eq!(
+        body["rollbackPending"][0]["canary"], "bookinfo/reviews",
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not written yet"),
+        "{body}"
     );
 }
 

@@ -1085,6 +1085,51 @@ fn resumed_without_a_pending_write_does_nothing() {
     assert_eq!(s.st, before);
 }
 
+#[test]
+fn a_failed_rollback_write_is_retried_within_two_seconds_and_says_it_is_pending() {
+    let mut s = Sim::new(spec(vec![w(30), pause(None)]));
+    s.start();
+    s.ok();
+    s.now = t(10);
+    let fx = s.feed(Input::Rollback(rollback_why()));
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    let mut expected_ms = [250, 500, 1000, 2000, 2000].into_iter();
+    for attempt in 1..=5 {
+        let fx = s.feed(Input::Routing(Err("409 Conflict".into())));
+        let w = s.st.routing_write.clone().expect("still pending");
+        let delay = w.retry_at.expect("retry scheduled") - s.now;
+        assert_eq!(
+            delay.num_milliseconds(),
+            expected_ms.next().unwrap_or_default(),
+            "attempt {attempt}"
+        );
+        assert_eq!(wakes(&fx), vec![w.retry_at.unwrap_or_default()]);
+        assert_eq!(
+            s.st.message.as_deref(),
+            Some("rollback pending: 409 Conflict")
+        );
+        assert_eq!(s.st.phase, CanaryPhase::Aborted);
+        s.now = w.retry_at.unwrap_or_default();
+        assert_eq!(
+            writes(&s.feed(Input::Tick)),
+            vec![DesiredRouting::weight(0)]
+        );
+    }
+    s.ok();
+    assert_eq!(s.st.routing_write, None);
+    let reason = s.st.abort.as_ref().map(|a| a.reason.clone());
+    assert_eq!(s.st.message, reason, "the message says why again");
+}
+
+#[test]
+fn rollback_retry_delays_double_from_a_quarter_second_to_two_seconds() {
+    let ms: Vec<u128> = (0..=6)
+        .map(|n| rollback_retry_delay(n).as_millis())
+        .collect();
+    assert_eq!(ms, vec![250, 250, 500, 1000, 2000, 2000, 2000]);
+    assert_eq!(rollback_retry_delay(u32::MAX), ROLLBACK_RETRY_MAX);
+}
+
 /// Small deterministic generator (no extra dependency; reproducible failures).
 struct Rng(u64);
 
