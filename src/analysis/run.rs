@@ -425,39 +425,37 @@ fn assess_metric(m: &MetricSpec, r: &MetricResult, terminating: bool) -> (Phase,
     //    match on it); later overrides earlier, so Error > Inconclusive > Failed.
     let mut tripped = None;
     if m.failure_limit >= 0 && i64::from(r.failed) > i64::from(m.failure_limit) {
-        tripped = Some(said(
+        tripped = Some((
             Phase::Failed,
-            format!(
-                "due to failed ({}) > failureLimit ({})",
-                r.failed, m.failure_limit
-            ),
+            format!("failed ({}) > failureLimit ({})", r.failed, m.failure_limit),
         ));
     }
     if i64::from(r.inconclusive) > i64::from(m.inconclusive_limit) {
-        tripped = Some(said(
+        tripped = Some((
             Phase::Inconclusive,
             format!(
-                "due to inconclusive ({}) > inconclusiveLimit ({})",
+                "inconclusive ({}) > inconclusiveLimit ({})",
                 r.inconclusive, m.inconclusive_limit
             ),
         ));
     }
     if i64::from(r.consecutive_error) > i64::from(m.consecutive_error_limit) {
-        let last = r
-            .measurements
-            .last()
-            .and_then(|x| x.message.as_deref())
-            .unwrap_or("");
-        tripped = Some(said(
+        tripped = Some((
             Phase::Error,
             format!(
-                "due to consecutiveErrors ({}) > consecutiveErrorLimit ({}): \"Error Message: {last}\"",
+                "consecutiveErrors ({}) > consecutiveErrorLimit ({})",
                 r.consecutive_error, m.consecutive_error_limit
             ),
         ));
     }
-    if let Some(out) = tripped {
-        return out;
+    if let Some((phase, why)) = tripped {
+        // Argo's run message: `Metric "m" assessed <phase> due to <limit>`, followed by the
+        // last measurement's message when it has one.
+        let last = r.measurements.last().and_then(|x| x.message.as_deref());
+        return match last.filter(|l| !l.is_empty()) {
+            Some(l) => said(phase, format!("due to {why}: \"Error Message: {l}\"")),
+            None => said(phase, format!("due to {why}")),
+        };
     }
     // 4. Early success.
     let csl = m.consecutive_success_limit;

@@ -63,7 +63,9 @@ fn failure_limit_trips_only_when_strictly_greater() {
     assert_eq!(r.phase, Phase::Failed);
     assert_eq!(
         r.message.as_deref(),
-        Some("Metric \"apdex\" assessed Failed due to failed (2) > failureLimit (1)")
+        Some(
+            "Metric \"apdex\" assessed Failed due to failed (2) > failureLimit (1): \"Error Message: measured Failed\""
+        )
     );
     assert_eq!(st.phase, Phase::Failed);
     assert_eq!(st.message, r.message);
