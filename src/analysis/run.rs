@@ -554,4 +554,6 @@ fn assess_run(spec: &RunSpec, state: &mut RunState, now: DateTime<Utc>) {
 }
 
 #[cfg(test)]
+mod argo_cases;
+#[cfg(test)]
 mod tests;
