@@ -456,8 +456,8 @@ fn client_key(o: &ClientOptions) -> String {
 fn retention_limit(rules: &[crate::resources::RetentionRule], name: &str) -> usize {
     rules
         .iter()
-        .filter(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(name)))
-        .last()
+        .rev()
+        .find(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(name)))
         .and_then(|r| usize::try_from(r.limit).ok())
         .filter(|limit| *limit > 0)
         .unwrap_or(analysis::DEFAULT_RETENTION_LIMIT)

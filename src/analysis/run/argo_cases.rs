@@ -1177,7 +1177,9 @@ fn argo_scheduling_cases() {
 /// metric2) keeps the newest.
 #[test]
 fn argo_trim_measurement_history_cases() {
-    let cases: [(&str, [usize; 2], [&[&str]; 2]); 3] = [
+    /// Case name, retention limit per metric, values kept per metric.
+    type Trim = (&'static str, [usize; 2], [&'static [&'static str]; 2]);
+    let cases: [Trim; 3] = [
         ("default limit 2", [2, 2], [&["1"], &["2", "3"]]),
         ("default limit 1", [1, 1], [&["1"], &["3"]]),
         (
