@@ -641,7 +641,7 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
         } else if !names.insert(m.name.clone()) {
             errs.push(o.error(
                 &child_path(&p, "name"),
-                format!("two metrics have the same name {:?}", m.name),
+                format!("duplicate name '{}'", m.name),
             ));
         }
         validate_metric(

@@ -346,3 +346,15 @@ fn argo_raw_query_without_interval_is_refused_with_what_to_add() {
     let ours = ARGO_RAW.replace("argoproj.io/v1alpha1", "skycanary.io/v1alpha1");
     assert_eq!(errors_of(&ours), Vec::<String>::new());
 }
+
+#[test]
+fn duplicate_metric_name_in_argo_wording() {
+    let src = GOOD.replace(
+        "  metrics:\n",
+        "  metrics:\n  - name: apdex\n    provider: {skywalking: {window: 5m, metric: service_apdex, entity: {serviceName: s}}}\n",
+    );
+    assert_eq!(
+        errors_of(&src),
+        vec!["spec.metrics[1].name: duplicate name 'apdex'".to_string()]
+    );
+}
