@@ -1047,8 +1047,9 @@ mod tests {
             e.to_string().contains("compares a string with a number"),
             "{e}"
         );
-        // Same types still compare.
+        // Same types still compare, including the fix the message suggests.
         yes("asFloat(result) == 1.1", &scalar(1.1));
+        yes("asFloat(result) == asFloat(\"1.1\")", &scalar(1.1));
         yes(
             "args.env == \"prod\"",
             &scalar(0.0).with_args(args(&[("env", "prod")])),
