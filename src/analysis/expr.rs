@@ -378,7 +378,13 @@ impl Condition {
                 return Err(ExprError::Unbound(v.clone()));
             }
         }
-        match self.tree.eval_with_context(&ctx) {
+        let value = self.tree.eval_with_context(&ctx);
+        if value.is_ok()
+            && let Some(problem) = mixed_equality(&self.tree, &ctx)
+        {
+            return Err(ExprError::Eval(problem));
+        }
+        match value {
             Ok(Value::Boolean(b)) => Ok(b),
             Ok(other) => Err(ExprError::NotBool(describe_value(&other))),
             Err(e) => Err(ExprError::Eval(e.to_string())),
@@ -441,6 +447,40 @@ fn floatify_int_literals(node: &mut Node) {
     for child in node.children_mut() {
         floatify_int_literals(child);
     }
+}
+
+/// evalexpr's `==` / `!=` compare values of different types without complaint (always
+/// unequal), so `asFloat(result) == "1.1"` would be a silent false, i.e. a Failed measurement
+/// that looks like a real regression. Finds the first such comparison. evalexpr 11 evaluates
+/// every operand (no short-circuit), so re-evaluating operands here sees what `eval` saw.
+fn mixed_equality(node: &Node, ctx: &EvalContext) -> Option<String> {
+    if let (Operator::Eq | Operator::Neq, [a, b]) = (node.operator(), node.children()) {
+        let kind = |v: &Value| match v {
+            Value::Float(_) | Value::Int(_) => "number",
+            Value::String(_) => "string",
+            Value::Boolean(_) => "bool",
+            Value::Tuple(_) => "tuple",
+            Value::Empty => "empty",
+        };
+        if let (Ok(x), Ok(y)) = (a.eval_with_context(ctx), b.eval_with_context(ctx))
+            && kind(&x) != kind(&y)
+        {
+            let op = if matches!(node.operator(), Operator::Eq) {
+                "=="
+            } else {
+                "!="
+            };
+            return Some(format!(
+                "type mismatch: {} {op} {} compares a {} with a {}; convert one side \
+                 (e.g. asFloat(\"1.1\") or a number literal)",
+                describe_value(&x),
+                describe_value(&y),
+                kind(&x),
+                kind(&y)
+            ));
+        }
+    }
+    node.children().iter().find_map(|c| mixed_equality(c, ctx))
 }
 
 fn describe_value(v: &Value) -> String {
@@ -981,5 +1021,42 @@ mod tests {
         assert_eq!(b.describe("result").as_deref(), Some("[9950, 9930.5]"));
         assert_eq!(b.describe("args.min_apdex").as_deref(), Some("9900"));
         assert_eq!(b.describe("args.s").as_deref(), Some("\"a\""));
+    }
+
+    #[test]
+    fn number_compared_with_string_is_an_error_not_false() {
+        for src in [
+            "asFloat(result) == \"1.1\"",
+            "result != \"1.1\"",
+            "\"9900\" == min(result)",
+            "result > 0 && (result == \"x\" || true)",
+        ] {
+            let e = eval(src, &scalar(1.1)).expect_err(src);
+            assert!(
+                e.to_string().contains("compares a number with a string")
+                    || e.to_string().contains("compares a string with a number"),
+                "{src}: {e}"
+            );
+        }
+        let e = eval(
+            "args.env == 1",
+            &scalar(1.0).with_args(args(&[("env", "prod")])),
+        )
+        .expect_err("string arg vs number");
+        assert!(
+            e.to_string().contains("compares a string with a number"),
+            "{e}"
+        );
+        // Same types still compare, including the fix the message suggests.
+        yes("asFloat(result) == 1.1", &scalar(1.1));
+        yes("asFloat(result) == asFloat(\"1.1\")", &scalar(1.1));
+        yes(
+            "args.env == \"prod\"",
+            &scalar(0.0).with_args(args(&[("env", "prod")])),
+        );
+        yes(
+            "args.env != \"dev\"",
+            &scalar(0.0).with_args(args(&[("env", "prod")])),
+        );
     }
 }

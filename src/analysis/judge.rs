@@ -235,6 +235,15 @@ mod tests {
     }
 
     #[test]
+    fn number_vs_string_comparison_is_error_never_failed() {
+        // Argo gives Error here; a silent false would read as a real regression (Failed).
+        let m = spec(Some("asFloat(result) == \"1.1\""), None);
+        assert_eq!(run(&m, 1.1), Phase::Error);
+        let m = spec(None, Some("result != \"1.1\""));
+        assert_eq!(run(&m, 1.1), Phase::Error);
+    }
+
+    #[test]
     fn no_data_never_reaches_conditions() {
         // A condition that would error if evaluated: the policy decides instead.
         let mut m = spec(Some("result + 1"), None);

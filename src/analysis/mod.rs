@@ -2,8 +2,9 @@
 //!
 //! Flow for a driver: [`RunState::new`] at start; each tick, [`due_metrics`] names the metrics
 //! to measure; the provider turns each into an [`Observation`]; [`measure`] (or [`judge`])
-//! turns that into a [`Measurement`]; [`record`] stores it and reassesses; sleep until
-//! [`next_due`]. [`terminate`] stops a run from outside.
+//! turns that into a [`Measurement`]; [`record_batch`] stores every measurement taken at that
+//! moment, then reassesses once; sleep until [`next_due`]. [`terminate`] stops a run from
+//! outside.
 
 pub mod expr;
 mod judge;
@@ -13,8 +14,8 @@ mod spec;
 pub use expr::{Bindings, Condition, ExprError, ResultValue, fmt_num, normalize_arg_name};
 pub use judge::{Observation, judge};
 pub use run::{
-    Measurement, MetricResult, RecordError, RunState, due_metrics, measure, next_due, record,
-    terminate,
+    Measurement, MetricResult, RecordError, RunState, due_metrics, fail_run, measure, next_due,
+    record, record_batch, terminate,
 };
 pub use spec::{
     DEFAULT_CONSECUTIVE_ERROR_LIMIT, DEFAULT_ERROR_RETRY_INTERVAL, DEFAULT_RETENTION_LIMIT,

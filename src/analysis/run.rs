@@ -3,7 +3,7 @@
 //! The status types serialize like Argo's `AnalysisRun.status` (camelCase). Time is always
 //! passed in (`now`); nothing here reads a clock or does I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -124,7 +124,7 @@ pub struct RunState {
     pub terminate_reason: Option<String>,
 }
 
-/// Misuse of [`record`].
+/// Misuse of [`record`] / [`record_batch`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("no metric with index {0}")]
@@ -133,6 +133,8 @@ pub enum RecordError {
     RunCompleted,
     #[error("metric {0:?} is already completed")]
     MetricCompleted(String),
+    #[error("metric {0:?} appears twice in one batch")]
+    TwiceInBatch(String),
 }
 
 impl RunState {
@@ -218,7 +220,8 @@ pub fn next_due(spec: &RunSpec, state: &RunState, now: DateTime<Utc>) -> Option<
         .map(|t| t.max(now))
 }
 
-/// Records a measurement of metric `index` and reassesses metric and run.
+/// Records a measurement of metric `index` and reassesses metric and run: a batch of one
+/// (see [`record_batch`]).
 ///
 /// A measurement whose phase is Pending/Running marks the metric in flight (not counted);
 /// the next measurement recorded for that metric replaces it. A completed measurement
@@ -227,19 +230,64 @@ pub fn record(
     spec: &RunSpec,
     state: &mut RunState,
     index: usize,
-    mut measurement: Measurement,
+    measurement: Measurement,
     now: DateTime<Utc>,
 ) -> Result<(), RecordError> {
-    let (Some(m), Some(r)) = (spec.metrics.get(index), state.metric_results.get(index)) else {
-        return Err(RecordError::UnknownMetric(index));
-    };
+    record_batch(spec, state, vec![(index, measurement)], now)
+}
+
+/// Records every measurement taken at one moment, then reassesses the run once, as Argo's
+/// reconcile does. Recording one by one would let the first measurement that ends the run
+/// shut out the others, so the metrics' order in the template would decide the verdict
+/// (Inconclusive listed before Failed → Inconclusive); here the worst phase wins whatever
+/// the order, and no measurement of the batch is lost (dry-run ones included).
+///
+/// All-or-nothing: the batch is checked first and nothing is recorded if any entry is
+/// refused (unknown index, completed run or metric, a metric named twice).
+pub fn record_batch(
+    spec: &RunSpec,
+    state: &mut RunState,
+    batch: Vec<(usize, Measurement)>,
+    now: DateTime<Utc>,
+) -> Result<(), RecordError> {
+    for (index, _) in &batch {
+        if spec.metrics.get(*index).is_none() || state.metric_results.get(*index).is_none() {
+            return Err(RecordError::UnknownMetric(*index));
+        }
+    }
     if state.phase.is_completed() || state.terminated {
         return Err(RecordError::RunCompleted);
     }
-    if r.phase.is_completed() {
-        return Err(RecordError::MetricCompleted(r.name.clone()));
+    let mut seen = BTreeSet::new();
+    for (index, _) in &batch {
+        let r = &state.metric_results[*index];
+        if r.phase.is_completed() {
+            return Err(RecordError::MetricCompleted(r.name.clone()));
+        }
+        if !seen.insert(*index) {
+            return Err(RecordError::TwiceInBatch(r.name.clone()));
+        }
     }
-    let r = &mut state.metric_results[index];
+    for (index, measurement) in batch {
+        push_measurement(
+            &spec.metrics[index],
+            &mut state.metric_results[index],
+            measurement,
+            now,
+        );
+    }
+    reassess(spec, state, now);
+    Ok(())
+}
+
+/// Stores one measurement: replaces an in-flight one, counts a completed one, trims to the
+/// retention limit (counters keep counting trimmed measurements).
+fn push_measurement(
+    m: &MetricSpec,
+    r: &mut MetricResult,
+    mut measurement: Measurement,
+    now: DateTime<Utc>,
+) {
     if r.last_in_flight() {
         r.measurements.pop();
     }
@@ -255,8 +303,20 @@ pub fn record(
         let excess = r.measurements.len() - keep;
         r.measurements.drain(..excess);
     }
-    reassess(spec, state, now);
-    Ok(())
+}
+
+/// Ends a run with Error when its driver cannot go on (a refused [`record_batch`] means the
+/// state no longer matches the spec): never left Running, never Successful. Returns false
+/// if the run was already completed.
+pub fn fail_run(state: &mut RunState, message: impl Into<String>, now: DateTime<Utc>) -> bool {
+    if state.phase.is_completed() {
+        return false;
+    }
+    state.terminated = true;
+    state.phase = Phase::Error;
+    state.message = Some(message.into());
+    state.completed_at = Some(now);
+    true
 }
 
 /// Stops the run from outside (e.g. background analysis when the canary completes): no new
@@ -361,42 +421,41 @@ fn assess_metric(m: &MetricSpec, r: &MetricResult, terminating: bool) -> (Phase,
     if r.last_in_flight() {
         return (Phase::Running, None);
     }
-    // 3. Limits; later overrides earlier, so Error > Inconclusive > Failed.
+    // 3. Limits, in Argo's wording (`assessMetricFailureInconclusiveOrError`: alert rules
+    //    match on it); later overrides earlier, so Error > Inconclusive > Failed.
     let mut tripped = None;
     if m.failure_limit >= 0 && i64::from(r.failed) > i64::from(m.failure_limit) {
-        tripped = Some(said(
+        tripped = Some((
             Phase::Failed,
-            format!(
-                "due to failed ({}) > failureLimit ({})",
-                r.failed, m.failure_limit
-            ),
+            format!("failed ({}) > failureLimit ({})", r.failed, m.failure_limit),
         ));
     }
     if i64::from(r.inconclusive) > i64::from(m.inconclusive_limit) {
-        tripped = Some(said(
+        tripped = Some((
             Phase::Inconclusive,
             format!(
-                "due to inconclusive ({}) > inconclusiveLimit ({})",
+                "inconclusive ({}) > inconclusiveLimit ({})",
                 r.inconclusive, m.inconclusive_limit
             ),
         ));
     }
     if i64::from(r.consecutive_error) > i64::from(m.consecutive_error_limit) {
-        let last = r
-            .measurements
-            .last()
-            .and_then(|x| x.message.as_deref())
-            .unwrap_or("");
-        tripped = Some(said(
+        tripped = Some((
             Phase::Error,
             format!(
-                "due to consecutiveError ({}) > consecutiveErrorLimit ({}): \"Error Message: {last}\"",
+                "consecutiveErrors ({}) > consecutiveErrorLimit ({})",
                 r.consecutive_error, m.consecutive_error_limit
             ),
         ));
     }
-    if let Some(out) = tripped {
-        return out;
+    if let Some((phase, why)) = tripped {
+        // Argo's run message: `Metric "m" assessed <phase> due to <limit>`, followed by the
+        // last measurement's message when it has one.
+        let last = r.measurements.last().and_then(|x| x.message.as_deref());
+        return match last.filter(|l| !l.is_empty()) {
+            Some(l) => said(phase, format!("due to {why}: \"Error Message: {l}\"")),
+            None => said(phase, format!("due to {why}")),
+        };
     }
     // 4. Early success.
     let csl = m.consecutive_success_limit;
@@ -494,5 +553,7 @@ fn assess_run(spec: &RunSpec, state: &mut RunState, now: DateTime<Utc>) {
     state.completed_at.get_or_insert(now);
 }
 
+#[cfg(test)]
+mod argo_cases;
 #[cfg(test)]
 mod tests;

@@ -160,9 +160,10 @@ pub struct RunSpec {
     pub metrics: Vec<MetricSpec>,
 }
 
-/// Argo's `ValidateMetric` rules plus three of ours (positive `interval`,
-/// positive `error_retry_interval`, `retention_limit >= 1`: zero would busy-loop or lose the
-/// measurement that scheduling needs). Returns every problem, not just the first.
+/// Argo's `ValidateMetric` rules, in its wording (values added where Argo gives none), plus
+/// three of ours (positive `interval`, positive `error_retry_interval`, `retention_limit >= 1`:
+/// zero would busy-loop or lose the measurement that scheduling needs). Returns every
+/// problem, not just the first.
 pub fn validate_metric(m: &MetricSpec) -> Vec<String> {
     let mut problems = Vec::new();
     let name = &m.name;
@@ -170,26 +171,24 @@ pub fn validate_metric(m: &MetricSpec) -> Vec<String> {
     if name.is_empty() {
         bad("name must not be empty".into());
     }
-    if m.consecutive_success_limit < 0 {
+    let (fl, csl, il) = (
+        i64::from(m.failure_limit),
+        i64::from(m.consecutive_success_limit),
+        i64::from(m.inconclusive_limit),
+    );
+    if csl < 0 {
+        bad(format!("consecutiveSuccessLimit must be >= 0, got {csl}"));
+    }
+    if fl < -1 {
         bad(format!(
-            "consecutiveSuccessLimit must be >= 0, got {}",
-            m.consecutive_success_limit
+            "failureLimit must be >= 0, or -1 to be disabled, got {fl}"
         ));
     }
-    if m.failure_limit < -1 {
-        bad(format!(
-            "failureLimit must be >= -1, got {}",
-            m.failure_limit
-        ));
+    if csl == 0 && fl == -1 {
+        bad("failureLimit and consecutiveSuccessLimit cannot both be disabled".into());
     }
-    if m.failure_limit == -1 && m.consecutive_success_limit == 0 {
-        bad("failureLimit (-1) and consecutiveSuccessLimit (0) cannot both be disabled".into());
-    }
-    if m.inconclusive_limit < 0 {
-        bad(format!(
-            "inconclusiveLimit must be >= 0, got {}",
-            m.inconclusive_limit
-        ));
+    if il < 0 {
+        bad(format!("inconclusiveLimit must be >= 0, got {il}"));
     }
     if m.consecutive_error_limit < 0 {
         bad(format!(
@@ -197,26 +196,29 @@ pub fn validate_metric(m: &MetricSpec) -> Vec<String> {
             m.consecutive_error_limit
         ));
     }
-    if let Some(count) = m.count.filter(|c| *c > 0) {
-        let count = i64::from(count);
-        if count > 1 && m.interval.is_none() {
-            bad("more than one measurement requested, but no interval specified".into());
-        }
-        let (fl, csl) = (
-            i64::from(m.failure_limit),
-            i64::from(m.consecutive_success_limit),
-        );
-        if fl >= 0 && csl >= 0 && count < fl + csl {
+    let count = i64::from(m.count.unwrap_or(0));
+    if count > 0 {
+        if csl >= 0 && fl >= 0 {
+            if count < fl + csl {
+                bad(format!(
+                    "count ({count}) must be >= failureLimit + consecutiveSuccessLimit ({fl} + {csl}) if both >= 0"
+                ));
+            }
+        } else if csl >= 0 && fl < 0 && count < csl {
+            // With failures disabled only consecutive successes end the metric early, and
+            // count ends it Failed first: it could never succeed.
             bad(format!(
-                "count ({count}) must be >= failureLimit ({fl}) + consecutiveSuccessLimit ({csl})"
+                "count must be >= consecutiveSuccessLimit (count {count}, consecutiveSuccessLimit {csl})"
             ));
         }
-        if count < i64::from(m.inconclusive_limit) {
+        if count < il {
             bad(format!(
-                "count ({count}) must be >= inconclusiveLimit ({})",
-                m.inconclusive_limit
+                "count must be >= inconclusiveLimit (count {count}, inconclusiveLimit {il})"
             ));
         }
+    }
+    if count > 1 && m.interval.is_none() {
+        bad("interval must be specified when count > 1".into());
     }
     if m.interval.is_some_and(|d| d.is_zero()) {
         bad("interval must be > 0".into());
@@ -237,9 +239,9 @@ pub fn validate_run(spec: &RunSpec) -> Vec<String> {
         problems.push("no metrics specified".to_string());
     }
     let mut seen = BTreeSet::new();
-    for m in &spec.metrics {
+    for (i, m) in spec.metrics.iter().enumerate() {
         if !seen.insert(m.name.as_str()) {
-            problems.push(format!("metric {:?}: duplicate name", m.name));
+            problems.push(format!("metrics[{i}]: duplicate name '{}'", m.name));
         }
         problems.extend(validate_metric(m));
     }
@@ -300,7 +302,10 @@ mod tests {
             p.iter()
                 .any(|p| p.contains("consecutiveSuccessLimit must be >= 0"))
         );
-        assert!(p.iter().any(|p| p.contains("failureLimit must be >= -1")));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("failureLimit must be >= 0, or -1 to be disabled"))
+        );
         assert!(
             p.iter()
                 .any(|p| p.contains("inconclusiveLimit must be >= 0"))
@@ -309,7 +314,10 @@ mod tests {
             p.iter()
                 .any(|p| p.contains("consecutiveErrorLimit must be >= 0"))
         );
-        assert!(p.iter().any(|p| p.contains("no interval specified")));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("interval must be specified when count > 1"))
+        );
     }
 
     #[test]
@@ -328,11 +336,48 @@ mod tests {
         m.count = Some(3);
         m.failure_limit = 2;
         m.consecutive_success_limit = 2;
-        assert!(validate_metric(&m)[0].contains("count (3) must be >= failureLimit (2)"));
+        assert_eq!(
+            validate_metric(&m),
+            vec![
+                "metric \"m\": count (3) must be >= failureLimit + consecutiveSuccessLimit (2 + 2) if both >= 0"
+            ]
+        );
         m.failure_limit = 1;
         assert!(validate_metric(&m).is_empty());
         m.inconclusive_limit = 4;
-        assert!(validate_metric(&m)[0].contains("inconclusiveLimit (4)"));
+        assert!(
+            validate_metric(&m)[0]
+                .contains("count must be >= inconclusiveLimit (count 3, inconclusiveLimit 4)")
+        );
+    }
+
+    #[test]
+    fn validate_metric_count_below_success_limit_with_failures_disabled_can_never_succeed() {
+        // Argo's rule: with failureLimit -1 the metric ends Failed at count unless
+        // consecutiveSuccessLimit was reached first, impossible when count < the limit.
+        let mut m = MetricSpec::new("m");
+        m.interval = Some(Duration::from_secs(1));
+        m.failure_limit = -1;
+        m.consecutive_success_limit = 3;
+        m.count = Some(2);
+        assert_eq!(
+            validate_metric(&m),
+            vec![
+                "metric \"m\": count must be >= consecutiveSuccessLimit (count 2, consecutiveSuccessLimit 3)"
+            ]
+        );
+        m.count = Some(3);
+        assert!(validate_metric(&m).is_empty());
+    }
+
+    #[test]
+    fn validate_metric_disabled_limits_in_argo_wording() {
+        let mut m = MetricSpec::new("m");
+        m.failure_limit = -1;
+        assert_eq!(
+            validate_metric(&m),
+            vec!["metric \"m\": failureLimit and consecutiveSuccessLimit cannot both be disabled"]
+        );
     }
 
     #[test]
@@ -353,6 +398,6 @@ mod tests {
         let spec = RunSpec {
             metrics: vec![MetricSpec::new("a"), MetricSpec::new("a")],
         };
-        assert!(validate_run(&spec)[0].contains("duplicate name"));
+        assert_eq!(validate_run(&spec), vec!["metrics[1]: duplicate name 'a'"]);
     }
 }

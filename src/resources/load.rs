@@ -641,7 +641,7 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
         } else if !names.insert(m.name.clone()) {
             errs.push(o.error(
                 &child_path(&p, "name"),
-                format!("two metrics have the same name {:?}", m.name),
+                format!("duplicate name '{}'", m.name),
             ));
         }
         validate_metric(
@@ -664,10 +664,8 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
     }
     for (i, r) in spec.measurement_retention.iter().enumerate() {
         let p = index_path("spec.measurementRetention", i);
+        // limit 0 (or absent in Argo's Go struct) means the default, 10, as Argo documents.
         check_name_rule(&r.metric_name, &p, &names, o, &mut errs);
-        if r.limit == 0 {
-            errs.push(o.error(&child_path(&p, "limit"), "limit must be at least 1"));
-        }
     }
     errs
 }
@@ -727,10 +725,12 @@ fn check_args_in(
     }
 }
 
+/// An integer field; below `min` it is refused with `below_min` (Argo's wording) and the value.
 fn check_int(
     v: &Option<IntOrString>,
     path: &str,
     min: i64,
+    below_min: &str,
     declared: &BTreeSet<String>,
     o: &Origin,
     errs: &mut Vec<ConfigError>,
@@ -739,14 +739,14 @@ fn check_int(
         None => None,
         Some(IntOrString::Int(i)) => {
             if *i < min {
-                errs.push(o.error(path, format!("must be >= {min}, got {i}")));
+                errs.push(o.error(path, format!("{below_min}, got {i}")));
             }
             Some(*i)
         }
         Some(IntOrString::String(s)) => {
             if let Ok(i) = s.trim().parse::<i64>() {
                 if i < min {
-                    errs.push(o.error(path, format!("must be >= {min}, got {i}")));
+                    errs.push(o.error(path, format!("{below_min}, got {i}")));
                 }
                 Some(i)
             } else if args::referenced_args(s).is_empty() {
@@ -795,12 +795,30 @@ fn validate_metric(
     if interval.is_some_and(|d| d.is_zero()) {
         errs.push(o.error(&f("interval"), "must be greater than 0"));
     }
-    let count = check_int(&m.count, &f("count"), 0, declared, o, errs);
-    let failure = check_int(&m.failure_limit, &f("failureLimit"), -1, declared, o, errs);
+    // Argo's `ValidateMetric` rules, in its wording (values added where Argo gives none).
+    let count = check_int(
+        &m.count,
+        &f("count"),
+        0,
+        "count must be >= 0",
+        declared,
+        o,
+        errs,
+    );
+    let failure = check_int(
+        &m.failure_limit,
+        &f("failureLimit"),
+        -1,
+        "failureLimit must be >= 0, or -1 to be disabled",
+        declared,
+        o,
+        errs,
+    );
     let inconclusive = check_int(
         &m.inconclusive_limit,
         &f("inconclusiveLimit"),
         0,
+        "inconclusiveLimit must be >= 0",
         declared,
         o,
         errs,
@@ -809,6 +827,7 @@ fn validate_metric(
         &m.consecutive_error_limit,
         &f("consecutiveErrorLimit"),
         0,
+        "consecutiveErrorLimit must be >= 0",
         declared,
         o,
         errs,
@@ -817,35 +836,62 @@ fn validate_metric(
         &m.consecutive_success_limit,
         &f("consecutiveSuccessLimit"),
         0,
+        "consecutiveSuccessLimit must be >= 0",
         declared,
         o,
         errs,
     );
-    if count.is_some_and(|c| c > 1) && m.interval.is_none() {
-        errs.push(o.error(&f("count"), "count > 1 requires an interval"));
-    }
-    if failure == Some(-1) && csl.unwrap_or(0) == 0 && m.consecutive_success_limit.is_none() {
-        errs.push(o.error(&f("failureLimit"), "failureLimit -1 disables failures; then consecutiveSuccessLimit must be set or the metric can never end"));
+    // Absent fields take Argo's defaults (0); a field given as an `{{args.x}}` template is
+    // only known per run, where the same rules run again (`analysis::validate_metric`).
+    let known = |raw: &Option<IntOrString>, v: Option<i64>| match raw {
+        None => Some(0),
+        Some(_) => v,
+    };
+    let (count, failure, inconclusive, csl) = (
+        known(&m.count, count),
+        known(&m.failure_limit, failure),
+        known(&m.inconclusive_limit, inconclusive),
+        known(&m.consecutive_success_limit, csl),
+    );
+    if failure == Some(-1) && csl == Some(0) {
+        errs.push(o.error(
+            &f("failureLimit"),
+            "failureLimit and consecutiveSuccessLimit cannot both be disabled (failureLimit -1 \
+             needs consecutiveSuccessLimit > 0, or the metric can never end)",
+        ));
     }
     if let Some(c) = count.filter(|c| *c > 0) {
-        let fl = failure.unwrap_or(0).max(0);
-        let sl = csl.unwrap_or(0);
-        if failure.unwrap_or(0) >= 0 && c < fl + sl {
-            errs.push(o.error(
-                &f("count"),
-                format!(
-                    "count ({c}) must be >= failureLimit ({fl}) + consecutiveSuccessLimit ({sl})"
-                ),
-            ));
+        match (failure, csl) {
+            (Some(fl), Some(sl)) if fl >= 0 && sl >= 0 && c < fl.saturating_add(sl) => {
+                errs.push(o.error(
+                    &f("count"),
+                    format!(
+                        "count ({c}) must be >= failureLimit + consecutiveSuccessLimit ({fl} + {sl}) if both >= 0"
+                    ),
+                ));
+            }
+            (Some(fl), Some(sl)) if fl < 0 && sl >= 0 && c < sl => {
+                errs.push(o.error(
+                    &f("count"),
+                    format!(
+                        "count must be >= consecutiveSuccessLimit (count {c}, consecutiveSuccessLimit {sl}): \
+                         with failureLimit -1 the metric could never succeed"
+                    ),
+                ));
+            }
+            _ => {}
         }
         if let Some(il) = inconclusive
             && c < il
         {
             errs.push(o.error(
                 &f("count"),
-                format!("count ({c}) must be >= inconclusiveLimit ({il})"),
+                format!("count must be >= inconclusiveLimit (count {c}, inconclusiveLimit {il})"),
             ));
         }
+    }
+    if count.is_some_and(|c| c > 1) && m.interval.is_none() {
+        errs.push(o.error(&f("count"), "interval must be specified when count > 1"));
     }
 
     // Provider.
@@ -870,10 +916,14 @@ fn validate_metric(
         1 => {}
         _ => errs.push(o.error(&sp, "set only one of metric, expression or query")),
     }
-    if argo && sw.query.is_none() && sw.window.is_none() && sw.interval.is_none() {
+    // Argo cannot build its SkyWalking client without `interval` (every measurement is an
+    // Error); refusing it here is better than a silent default window.
+    if argo && sw.window.is_none() && sw.interval.is_none() {
         errs.push(o.error(
             &g("interval"),
-            "Argo templates need provider.skywalking.interval (the query window)",
+            "missing: an argoproj.io/v1alpha1 template must set the query window; add \
+             `interval: 5m` (or the window you want) under provider.skywalking \
+             (Argo would make every measurement of this metric an Error)",
         ));
     }
     if sw.window.is_some() && sw.interval.is_some() {

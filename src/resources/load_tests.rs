@@ -190,7 +190,7 @@ fn argo_metric_rules() {
     assert!(
         r.errors
             .iter()
-            .any(|e| e.message.contains("requires an interval")),
+            .any(|e| e.message == "interval must be specified when count > 1"),
         "{:?}",
         r.errors
     );
@@ -241,4 +241,120 @@ fn other_api_groups_are_skipped() {
     );
     assert!(r.errors.is_empty());
     assert_eq!(r.skipped.len(), 1);
+}
+
+/// The error list of `src` as `path: message` lines.
+fn errors_of(src: &str) -> Vec<String> {
+    load_str("t.yaml", src)
+        .errors
+        .iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect()
+}
+
+#[test]
+fn argo_validate_metric_rules_in_argo_wording() {
+    let with = |fields: &str| GOOD.replace("    count: 5\n", fields);
+    let cases: [(&str, &str); 7] = [
+        (
+            "    count: 2\n    failureLimit: -1\n    consecutiveSuccessLimit: 3\n",
+            "spec.metrics[0].count: count must be >= consecutiveSuccessLimit (count 2, consecutiveSuccessLimit 3): with failureLimit -1 the metric could never succeed",
+        ),
+        (
+            "    count: 2\n    failureLimit: 3\n",
+            "spec.metrics[0].count: count (2) must be >= failureLimit + consecutiveSuccessLimit (3 + 0) if both >= 0",
+        ),
+        (
+            "    count: 2\n    inconclusiveLimit: 3\n",
+            "spec.metrics[0].count: count must be >= inconclusiveLimit (count 2, inconclusiveLimit 3)",
+        ),
+        (
+            "    failureLimit: -1\n    consecutiveSuccessLimit: 0\n",
+            "spec.metrics[0].failureLimit: failureLimit and consecutiveSuccessLimit cannot both be disabled (failureLimit -1 needs consecutiveSuccessLimit > 0, or the metric can never end)",
+        ),
+        (
+            "    failureLimit: -2\n",
+            "spec.metrics[0].failureLimit: failureLimit must be >= 0, or -1 to be disabled, got -2",
+        ),
+        (
+            "    consecutiveErrorLimit: -1\n",
+            "spec.metrics[0].consecutiveErrorLimit: consecutiveErrorLimit must be >= 0, got -1",
+        ),
+        (
+            "    consecutiveSuccessLimit: -1\n",
+            "spec.metrics[0].consecutiveSuccessLimit: consecutiveSuccessLimit must be >= 0, got -1",
+        ),
+    ];
+    for (fields, want) in cases {
+        assert_eq!(errors_of(&with(fields)), vec![want.to_string()], "{fields}");
+    }
+    // The same limits that can end: accepted.
+    for fields in [
+        "    count: 3\n    failureLimit: -1\n    consecutiveSuccessLimit: 3\n",
+        "    count: 5\n    failureLimit: 2\n    consecutiveSuccessLimit: 3\n",
+        "    failureLimit: -1\n    consecutiveSuccessLimit: 1\n",
+    ] {
+        assert_eq!(errors_of(&with(fields)), Vec::<String>::new(), "{fields}");
+    }
+}
+
+#[test]
+fn measurement_retention_limit_zero_means_the_default() {
+    let src = GOOD.replace(
+        "  metrics:\n",
+        "  measurementRetention: [{metricName: apdex, limit: 0}]\n  metrics:\n",
+    );
+    assert_eq!(errors_of(&src), Vec::<String>::new());
+}
+
+const ARGO_RAW: &str = r#"apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: apdex}
+spec:
+  metrics:
+  - name: apdex
+    successCondition: "min(service_apdex) >= 9900"
+    provider:
+      skywalking:
+        address: http://oap:12800
+        query: |
+          query q($duration: Duration!) {
+            service_apdex: readMetricsValues(
+              condition: { name: "service_apdex", entity: { scope: Service, serviceName: "s", normal: true } },
+              duration: $duration) { label values { values { value } } } }
+"#;
+
+#[test]
+fn argo_raw_query_without_interval_is_refused_with_what_to_add() {
+    let r = load_str("argo.yaml", ARGO_RAW);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    let e = &r.errors[0];
+    assert_eq!(e.path, "spec.metrics[0].provider.skywalking.interval");
+    assert_eq!(e.file, "argo.yaml");
+    assert_eq!(e.line, Some(9), "the line of provider.skywalking: {e:?}");
+    assert!(
+        e.message.contains("add `interval: 5m`") && e.message.contains("under provider.skywalking"),
+        "{}",
+        e.message
+    );
+    let fixed = ARGO_RAW.replace(
+        "        address: http://oap:12800\n",
+        "        address: http://oap:12800\n        interval: 5m\n",
+    );
+    assert_eq!(errors_of(&fixed), Vec::<String>::new());
+    // skycanary's own templates keep their default window.
+    let ours = ARGO_RAW.replace("argoproj.io/v1alpha1", "skycanary.io/v1alpha1");
+    assert_eq!(errors_of(&ours), Vec::<String>::new());
+}
+
+#[test]
+fn duplicate_metric_name_in_argo_wording() {
+    let src = GOOD.replace(
+        "  metrics:\n",
+        "  metrics:\n  - name: apdex\n    provider: {skywalking: {window: 5m, metric: service_apdex, entity: {serviceName: s}}}\n",
+    );
+    assert_eq!(
+        errors_of(&src),
+        vec!["spec.metrics[1].name: duplicate name 'apdex'".to_string()]
+    );
 }

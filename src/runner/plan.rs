@@ -237,13 +237,7 @@ pub fn plan(
             .dry_run
             .iter()
             .any(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(&m.name)));
-        if let Some(r) = spec
-            .measurement_retention
-            .iter()
-            .find(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(&m.name)))
-        {
-            ms.retention_limit = r.limit.max(1) as usize;
-        }
+        ms.retention_limit = retention_limit(&spec.measurement_retention, &m.name);
 
         // Provider.
         let Some(sw) = &m.provider.skywalking else {
@@ -455,4 +449,46 @@ fn client_key(o: &ClientOptions) -> String {
         "{}|{:?}|{auth}|{:?}|{:?}",
         o.address, o.timeout, o.headers, o.ca_pem
     )
+}
+
+/// Measurements kept for metric `name`, as Argo's `garbageCollectMeasurements`: the last
+/// matching rule wins, and its limit 0 means the default (10).
+fn retention_limit(rules: &[crate::resources::RetentionRule], name: &str) -> usize {
+    rules
+        .iter()
+        .rev()
+        .find(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(name)))
+        .and_then(|r| usize::try_from(r.limit).ok())
+        .filter(|limit| *limit > 0)
+        .unwrap_or(analysis::DEFAULT_RETENTION_LIMIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::RetentionRule;
+
+    fn rule(metric_name: &str, limit: u32) -> RetentionRule {
+        RetentionRule {
+            metric_name: metric_name.into(),
+            limit,
+        }
+    }
+
+    #[test]
+    fn retention_limit_zero_is_the_default_and_the_last_matching_rule_wins() {
+        assert_eq!(retention_limit(&[], "apdex"), 10);
+        assert_eq!(retention_limit(&[rule("apdex", 0)], "apdex"), 10);
+        assert_eq!(retention_limit(&[rule("apdex", 3)], "apdex"), 3);
+        assert_eq!(retention_limit(&[rule("sla", 3)], "apdex"), 10);
+        // Argo fills its map rule by rule, so a later match overrides an earlier one.
+        assert_eq!(
+            retention_limit(&[rule(".*", 20), rule("apd", 5)], "apdex"),
+            5
+        );
+        assert_eq!(
+            retention_limit(&[rule("apd", 5), rule(".*", 0)], "apdex"),
+            10
+        );
+    }
 }

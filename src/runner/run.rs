@@ -90,22 +90,41 @@ pub async fn run_analysis_from(
         if !due.is_empty() {
             let results = measure_due(plan, clients, &due, now).await;
             let finished = clock.now();
-            for (idx, result) in due.iter().zip(results) {
-                let spec = &plan.spec.metrics[*idx];
-                let obs = observation_from(&result);
-                let m = analysis::measure(spec, &obs, &plan.metrics[*idx].args, now, finished);
-                log_measurement(&spec.name, &m);
-                if analysis::record(&plan.spec, &mut state, *idx, m.clone(), finished).is_ok() {
-                    let mr = &state.metric_results[*idx];
-                    let number = (mr.count + mr.error) as usize;
-                    let metric_phase = mr.phase;
-                    on_event(RunEvent::Measured {
-                        metric: &spec.name,
-                        number,
-                        measurement: &m,
-                        metric_phase,
-                        state: &state,
-                    });
+            let batch: Vec<(usize, Measurement)> = due
+                .iter()
+                .zip(results)
+                .map(|(idx, result)| {
+                    let spec = &plan.spec.metrics[*idx];
+                    let obs = observation_from(&result);
+                    let m = analysis::measure(spec, &obs, &plan.metrics[*idx].args, now, finished);
+                    log_measurement(&spec.name, &m);
+                    (*idx, m)
+                })
+                .collect();
+            // One moment, one assessment: every measurement is recorded before the run is
+            // reassessed, so the worst phase wins whatever the metrics' order.
+            match analysis::record_batch(&plan.spec, &mut state, batch.clone(), finished) {
+                Ok(()) => {
+                    for (idx, m) in &batch {
+                        let mr = &state.metric_results[*idx];
+                        on_event(RunEvent::Measured {
+                            metric: &plan.spec.metrics[*idx].name,
+                            number: mr.count.saturating_add(mr.error) as usize,
+                            measurement: m,
+                            metric_phase: mr.phase,
+                            state: &state,
+                        });
+                    }
+                }
+                Err(e) => {
+                    // Cannot happen while the state matches the plan; if it does, the run
+                    // ends as Error instead of re-measuring the same metrics forever.
+                    tracing::error!(run = %plan.name, "could not record measurements: {e}");
+                    analysis::fail_run(
+                        &mut state,
+                        format!("could not record measurements: {e}"),
+                        finished,
+                    );
                 }
             }
         }

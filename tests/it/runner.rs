@@ -138,3 +138,51 @@ async fn a_run_resumes_from_a_persisted_state_and_can_be_stopped() {
     assert_eq!(done.phase, Phase::Successful, "{done:?}");
     assert_eq!(done.metric_results[0].count, 3);
 }
+
+/// A template whose metrics (one measurement each, so all due at the same moment) are listed
+/// in `order`: each metric reads the apdex of the service of the same name.
+fn ordered_template(order: &[&str]) -> String {
+    let mut y = String::from(
+        "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: order}\nspec:\n  dryRun: [{metricName: \"^dry$\"}]\n  metrics:\n",
+    );
+    for name in order {
+        y.push_str(&format!(
+            "  - name: {name}\n    successCondition: \"min(result) >= 9900\"\n    failureCondition: \"min(result) < 9000\"\n    provider: {{skywalking: {{window: 3m, metric: service_apdex, entity: {{serviceName: {name}}}}}}}\n"
+        ));
+    }
+    y
+}
+
+#[tokio::test]
+async fn measurements_of_one_moment_are_all_recorded_and_the_worst_wins_in_any_order() {
+    let s = Sim::start(OapProfile::V10_4).await;
+    s.constant("service_apdex", "ok", 9950.0); // Successful
+    s.constant("service_apdex", "mid", 9500.0); // Inconclusive
+    s.constant("service_apdex", "bad", 5000.0); // Failed
+    s.constant("service_apdex", "dry", 5000.0); // Failed, but dry-run
+    let defaults = Defaults {
+        skywalking: Some(s.url()),
+        timezone: None,
+    };
+    for order in [
+        ["mid", "bad", "ok", "dry"],
+        ["dry", "ok", "bad", "mid"],
+        ["bad", "mid", "dry", "ok"],
+    ] {
+        let t = load_str("order.yaml", &ordered_template(&order));
+        assert!(t.errors.is_empty(), "{:?}", t.errors);
+        let plan = runner::plan(&t.templates[0], &BTreeMap::new(), &defaults).unwrap();
+        let clients = runner::connect(&plan).unwrap();
+        let state = runner::run_analysis(&plan, &clients, s.clock.as_ref(), &mut |_| {}).await;
+        assert_eq!(state.phase, Phase::Failed, "order {order:?}: {state:?}");
+        for r in &state.metric_results {
+            let want = match r.name.as_str() {
+                "ok" => Phase::Successful,
+                "mid" => Phase::Inconclusive,
+                _ => Phase::Failed,
+            };
+            assert_eq!(r.measurements.len(), 1, "{} in {order:?}", r.name);
+            assert_eq!(r.phase, want, "{} in {order:?}", r.name);
+        }
+    }
+}

@@ -63,7 +63,9 @@ fn failure_limit_trips_only_when_strictly_greater() {
     assert_eq!(r.phase, Phase::Failed);
     assert_eq!(
         r.message.as_deref(),
-        Some("Metric \"apdex\" assessed Failed due to failed (2) > failureLimit (1)")
+        Some(
+            "Metric \"apdex\" assessed Failed due to failed (2) > failureLimit (1): \"Error Message: measured Failed\""
+        )
     );
     assert_eq!(st.phase, Phase::Failed);
     assert_eq!(st.message, r.message);
@@ -117,7 +119,7 @@ fn consecutive_error_limit_trips_on_the_fifth_error_by_default() {
     assert_eq!(r.phase, Phase::Error);
     let msg = r.message.as_deref().unwrap_or_default();
     assert!(
-        msg.contains("consecutiveError (5) > consecutiveErrorLimit (4)"),
+        msg.contains("due to consecutiveErrors (5) > consecutiveErrorLimit (4)"),
         "{msg}"
     );
     assert!(msg.contains("Error Message: measured Error"), "{msg}");
@@ -504,4 +506,169 @@ fn resumed_state_schedules_the_same() {
     let json = serde_json::to_string(&st).expect("serializes");
     let back: RunState = serde_json::from_str(&json).expect("deserializes");
     assert_eq!(next_due(&spec, &back, at(61)), next_due(&spec, &st, at(61)));
+}
+
+/// Every ordering of `items` (Heap's algorithm), so order-independence is checked exhaustively.
+fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    fn heap<T: Clone>(k: usize, a: &mut Vec<T>, out: &mut Vec<Vec<T>>) {
+        if k <= 1 {
+            out.push(a.clone());
+            return;
+        }
+        for i in 0..k {
+            heap(k - 1, a, out);
+            let j = if k.is_multiple_of(2) { i } else { 0 };
+            a.swap(j, k - 1);
+        }
+    }
+    let mut a = items.to_vec();
+    let mut out = Vec::new();
+    heap(a.len(), &mut a, &mut out);
+    out
+}
+
+/// One single-measurement metric per phase (dry-run ones marked), listed in `order`, all
+/// measured at the same moment and recorded as one batch. consecutiveErrorLimit 0, so one
+/// Error measurement ends its metric in the same batch as the others.
+fn batch_run(order: &[(&str, Phase, bool)]) -> RunState {
+    let metrics = order
+        .iter()
+        .map(|(name, _, dry)| {
+            let mut m = metric(name);
+            m.dry_run = *dry;
+            m.consecutive_error_limit = 0;
+            m
+        })
+        .collect();
+    let (spec, mut st) = run_of(metrics);
+    let batch = order
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p, _))| (i, meas(*p, 0)))
+        .collect();
+    record_batch(&spec, &mut st, batch, at(0)).expect("recorded");
+    st
+}
+
+#[test]
+fn batch_verdict_does_not_depend_on_metric_order() {
+    let metrics = [
+        ("inconclusive", I, false),
+        ("failed", F, false),
+        ("error", E, false),
+        ("ok", S, false),
+        ("dry", F, true),
+    ];
+    for order in permutations(&metrics) {
+        let st = batch_run(&order);
+        let names: Vec<_> = order.iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(st.phase, Phase::Failed, "order {names:?}");
+        assert!(
+            st.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("Metric \"failed\" assessed Failed")),
+            "order {names:?}: {:?}",
+            st.message
+        );
+        // No measurement of the batch is lost, dry-run and Successful ones included.
+        for (r, (name, p, _)) in st.metric_results.iter().zip(&order) {
+            assert_eq!(r.measurements.len(), 1, "{name} in order {names:?}");
+            assert_eq!(r.measurements[0].phase, *p, "{name} in order {names:?}");
+            assert_eq!(r.count + r.error, 1, "{name} in order {names:?}");
+        }
+    }
+}
+
+#[test]
+fn batch_worst_phase_wins_for_each_pair() {
+    // The verdict of the reproductions, in both orders.
+    for (a, b, want) in [(I, F, F), (E, F, F), (I, E, E), (S, I, I), (S, F, F)] {
+        for order in [
+            [("a", a, false), ("b", b, false)],
+            [("b", b, false), ("a", a, false)],
+        ] {
+            assert_eq!(batch_run(&order).phase, want, "{order:?}");
+        }
+    }
+}
+
+#[test]
+fn batch_keeps_dry_run_and_successful_measurements_of_a_terminating_run() {
+    let st = batch_run(&[("bad", F, false), ("ok", S, false), ("dry", S, true)]);
+    assert_eq!(st.phase, Phase::Failed);
+    assert_eq!(st.metric_results[1].phase, Phase::Successful);
+    assert_eq!(st.metric_results[2].phase, Phase::Successful);
+    assert!(st.metric_results[2].dry_run);
+    assert!(
+        st.metric_results
+            .iter()
+            .all(|r| r.measurements.len() == 1 && r.count == 1)
+    );
+}
+
+#[test]
+fn batch_with_dry_run_failure_only_does_not_decide() {
+    let st = batch_run(&[("dry", F, true), ("ok", S, false)]);
+    assert_eq!(st.phase, Phase::Successful);
+    assert_eq!(st.metric_results[0].phase, Phase::Failed);
+    assert_eq!(st.message, None);
+}
+
+#[test]
+fn batch_terminates_unmeasured_bounded_metrics_after_recording() {
+    // "later" is not in the batch: it is assessed as terminated (never Successful, #4479).
+    let (spec, mut st) = run_of(vec![metric("bad"), metric("ok"), bounded("later", 3)]);
+    let batch = vec![(1, meas(S, 0)), (0, meas(F, 0))];
+    record_batch(&spec, &mut st, batch, at(0)).expect("recorded");
+    assert_eq!(st.metric_results[1].phase, Phase::Successful);
+    assert_eq!(st.metric_results[2].phase, Phase::Inconclusive);
+    assert_eq!(st.phase, Phase::Failed);
+}
+
+#[test]
+fn batch_is_all_or_nothing() {
+    let (spec, mut st) = run_of(vec![metric("a"), bounded("b", 2)]);
+    let before = st.clone();
+    assert_eq!(
+        record_batch(
+            &spec,
+            &mut st,
+            vec![(0, meas(S, 0)), (9, meas(S, 0))],
+            at(0)
+        ),
+        Err(RecordError::UnknownMetric(9))
+    );
+    assert_eq!(
+        record_batch(
+            &spec,
+            &mut st,
+            vec![(1, meas(S, 0)), (1, meas(S, 0))],
+            at(0)
+        ),
+        Err(RecordError::TwiceInBatch("b".into()))
+    );
+    assert_eq!(st, before);
+    record(&spec, &mut st, 0, meas(S, 0), at(0)).expect("recorded");
+    let before = st.clone();
+    assert_eq!(
+        record_batch(
+            &spec,
+            &mut st,
+            vec![(1, meas(S, 1)), (0, meas(S, 1))],
+            at(1)
+        ),
+        Err(RecordError::MetricCompleted("a".into()))
+    );
+    assert_eq!(st, before);
+}
+
+#[test]
+fn fail_run_ends_a_run_as_error_once() {
+    let (_, mut st) = run_of(vec![bounded("m", 3)]);
+    assert!(fail_run(&mut st, "state does not match the plan", at(5)));
+    assert_eq!(st.phase, Phase::Error);
+    assert!(st.terminated);
+    assert_eq!(st.completed_at, Some(at(5)));
+    assert!(!fail_run(&mut st, "again", at(6)));
+    assert_eq!(st.message.as_deref(), Some("state does not match the plan"));
 }
