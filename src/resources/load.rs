@@ -170,7 +170,7 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
     files.dedup();
     for f in files {
         let name = f.display().to_string();
-        match std::fs::read_to_string(&f) {
+        match yaml::read_file(&f, yaml::MAX_CONFIG_FILE_BYTES) {
             Ok(src) => {
                 result.files += 1;
                 load_str_into(&name, &src, &mut result);
@@ -179,7 +179,7 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
                 file: name,
                 line: None,
                 path: ".".into(),
-                message: format!("cannot read: {e}"),
+                message: e.to_string(),
             }),
         }
     }
