@@ -421,26 +421,17 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Paths, sizes and modification times of the config files: cheap change detection.
+/// Paths, sizes and modification times of the config files: cheap change detection. The
+/// files are the ones `load_paths` reads, found by the same walk (symlink loops not followed).
 fn config_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    fn walk(p: &std::path::Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(p) {
-                for e in entries.flatten() {
-                    walk(&e.path(), out);
-                }
-            }
-        } else {
-            out.push((p.to_path_buf(), meta.len(), meta.modified().ok()));
-        }
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        walk(p, &mut out);
-    }
-    out.sort();
-    out
+    let mut errors = Vec::new();
+    crate::resources::load::config_files(paths, &mut errors)
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect()
 }
