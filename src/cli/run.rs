@@ -57,7 +57,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "skycanary/skycanary-leader", requires = "kube")]
     pub lease: String,
     /// Cluster mode: Lease duration in seconds (a standby takes over within it).
-    #[arg(long, default_value_t = 15, requires = "kube")]
+    #[arg(long, default_value_t = 15, requires = "kube",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_duration: u64,
     /// Cluster mode: Istio API version.
     #[arg(long, default_value = "v1", value_name = "VERSION")]
@@ -95,10 +96,15 @@ pub struct RunArgs {
     pub alarm_poll_interval: Option<std::time::Duration>,
 }
 
+/// `--alarm-poll-interval`: between 100ms and a day (the next poll's time is computed by
+/// adding it to the clock, which must not overflow).
 fn parse_poll_interval(s: &str) -> Result<std::time::Duration, String> {
     let d = crate::resources::duration::parse_duration(s)?;
     if d < std::time::Duration::from_millis(100) {
         return Err(format!("{s:?} is too short (at least 100ms)"));
+    }
+    if d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{s:?} is too long (at most 24h)"));
     }
     Ok(d)
 }
@@ -434,4 +440,41 @@ fn config_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time:
             (p, len, modified)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn run_args(extra: &[&str]) -> Result<super::RunArgs, clap::Error> {
+        let mut argv = vec!["skycanary", "run", "--config", "c", "--manifests", "m"];
+        argv.extend(["--state-dir", "s"]);
+        argv.extend(extra);
+        Cli::try_parse_from(argv).map(|c| match c.command {
+            Command::Run(r) => r,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    /// Durations on the command line are bounded where they are parsed: the poller adds its
+    /// interval to the clock, the lease multiplies its duration.
+    #[test]
+    fn cli_durations_are_bounded() {
+        for bad in ["9000000000000000", "87601h", "25h", "50ms"] {
+            let e = run_args(&["--alarm-poll-interval", bad]).unwrap_err();
+            assert!(e.to_string().contains("--alarm-poll-interval"), "{bad}: {e}");
+        }
+        let ok = run_args(&["--alarm-poll-interval", "24h"]).unwrap();
+        assert_eq!(
+            ok.alarm_poll_interval,
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        for bad in ["9000000000000000", "18446744073709551615", "0", "3601"] {
+            let argv = ["skycanary", "run", "--kube", "--lease-duration", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["skycanary", "run", "--kube", "--lease-duration", "3600"]).is_ok());
+    }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::canary::*;
-use super::duration::parse_duration;
+use super::duration::{duration_from_secs, parse_duration};
 use super::load::{ConfigError, Origin};
 use super::template::IntOrString;
 use super::yaml::{child_path, index_path};
@@ -207,7 +207,11 @@ pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
                 Some(IntOrString::Int(s)) if *s < 0 => {
                     errs.push(o.error(&child_path(&sp, "pause.duration"), "must not be negative"))
                 }
-                Some(IntOrString::Int(_)) => {}
+                Some(IntOrString::Int(s)) => {
+                    if let Err(e) = duration_from_secs(*s) {
+                        errs.push(o.error(&child_path(&sp, "pause.duration"), e));
+                    }
+                }
                 Some(IntOrString::String(s)) => {
                     if let Err(e) = parse_duration(s) {
                         errs.push(o.error(&child_path(&sp, "pause.duration"), e));

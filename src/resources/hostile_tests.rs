@@ -169,3 +169,35 @@ fn oversized_config_file_is_an_error_naming_it() {
         )
     );
 }
+
+#[test]
+fn durations_past_the_bound_are_refused_as_integers_and_strings() {
+    let src = TEMPLATE.replace(
+        "  - name: apdex\n",
+        "  - name: apdex\n    interval: \"9000000000000000\"\n",
+    );
+    let r = load_str("t.yaml", &src);
+    let e = errors_at(&r, "spec.metrics[0].interval");
+    assert_eq!(e.len(), 1, "{:?}", r.errors);
+    assert!(e[0].starts_with("t.yaml:7: ") && e[0].contains("out of range"), "{}", e[0]);
+    let canary = doc("Canary", "  name: c\n").replace(
+        "steps: [{setWeight: 10}]",
+        "steps: [{setWeight: 10}, {pause: {duration: 9000000000000000}}]",
+    );
+    let r = load_str("c.yaml", &canary);
+    let e = errors_at(&r, "spec.steps[1].pause.duration");
+    assert_eq!(e.len(), 1, "{:?}", r.errors);
+    assert!(e[0].contains("out of range"), "{}", e[0]);
+}
+
+#[test]
+fn a_starting_deadline_past_the_bound_is_refused() {
+    let src = doc("ScheduledAnalysis", "  name: s\n").replace(
+        "  templates:",
+        "  startingDeadlineSeconds: 9223372036854775807\n  templates:",
+    );
+    let r = load_str("s.yaml", &src);
+    let e = errors_at(&r, "spec.startingDeadlineSeconds");
+    assert_eq!(e.len(), 1, "{:?}", r.errors);
+    assert!(e[0].starts_with("s.yaml:7: ") && e[0].contains("out of range"), "{}", e[0]);
+}

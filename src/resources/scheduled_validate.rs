@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::canary_validate::{check_name, check_namespace};
-use super::duration::parse_duration;
+use super::duration::{duration_from_secs, parse_duration};
 use super::load::{ConfigError, Origin};
 use super::scheduled::*;
 use super::yaml::{child_path, index_path};
@@ -28,13 +28,16 @@ pub fn validate_scheduled(s: &ScheduledAnalysisDoc, o: &Origin) -> Vec<ConfigErr
             }
         }
     }
-    if let Some(d) = spec.starting_deadline_seconds
-        && d < 1
-    {
-        errs.push(o.error(
-            "spec.startingDeadlineSeconds",
-            format!("must be at least 1, got {d}"),
-        ));
+    if let Some(d) = spec.starting_deadline_seconds {
+        if d < 1 {
+            errs.push(o.error(
+                "spec.startingDeadlineSeconds",
+                format!("must be at least 1, got {d}"),
+            ));
+        } else if let Err(e) = duration_from_secs(d) {
+            // It is added to fire times: bounded like every other duration.
+            errs.push(o.error("spec.startingDeadlineSeconds", e));
+        }
     }
     if spec.templates.is_empty() {
         errs.push(o.error("spec.templates", "at least one template is needed"));
