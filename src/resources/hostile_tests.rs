@@ -201,3 +201,36 @@ fn a_starting_deadline_past_the_bound_is_refused() {
     assert_eq!(e.len(), 1, "{:?}", r.errors);
     assert!(e[0].starts_with("s.yaml:7: ") && e[0].contains("out of range"), "{}", e[0]);
 }
+
+/// The fuzz seeds of the hostile shapes are errors, not crashes, on a tokio worker's stack, in
+/// both flavours of the YAML entry point.
+#[test]
+fn hostile_fuzz_seeds_are_errors_on_a_small_stack() {
+    use crate::resources::yaml::{MANIFEST_LIMITS, parse_documents_with};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/resources_load");
+    for seed in [
+        "seed-deep-block.yaml",
+        "seed-deep-flow.yaml",
+        "seed-deep-map.yaml",
+        "seed-alias-laughs.yaml",
+        "seed-alias-wide.yaml",
+        "seed-alias-nested.yaml",
+        "seed-hostile-names.yaml",
+        "seed-huge-duration.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(seed)).unwrap();
+        let (loaded, manifest) = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let loaded = load_str(seed, &text);
+                (loaded, parse_documents_with(&text, &MANIFEST_LIMITS))
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(!loaded.errors.is_empty(), "{seed}");
+        if seed.starts_with("seed-deep") || seed.starts_with("seed-alias") {
+            assert!(manifest.is_err(), "{seed}");
+        }
+    }
+}
