@@ -464,7 +464,10 @@ mod tests {
     fn cli_durations_are_bounded() {
         for bad in ["9000000000000000", "87601h", "25h", "50ms"] {
             let e = run_args(&["--alarm-poll-interval", bad]).unwrap_err();
-            assert!(e.to_string().contains("--alarm-poll-interval"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("--alarm-poll-interval"),
+                "{bad}: {e}"
+            );
         }
         let ok = run_args(&["--alarm-poll-interval", "24h"]).unwrap();
         assert_eq!(
@@ -475,6 +478,8 @@ mod tests {
             let argv = ["skycanary", "run", "--kube", "--lease-duration", bad];
             assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
         }
-        assert!(Cli::try_parse_from(["skycanary", "run", "--kube", "--lease-duration", "3600"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["skycanary", "run", "--kube", "--lease-duration", "3600"]).is_ok()
+        );
     }
 }

@@ -134,15 +134,28 @@ mod tests {
 
     #[test]
     fn integers_and_strings_share_the_bound() {
-        for s in ["9000000000000000", "99999999999999999999999", "315360001", "87601h", "1e400h"] {
+        for s in [
+            "9000000000000000",
+            "99999999999999999999999",
+            "315360001",
+            "87601h",
+            "1e400h",
+        ] {
             let e = parse_duration(s).unwrap_err();
-            assert!(e.contains("out of range") || e.contains("invalid"), "{s}: {e}");
+            assert!(
+                e.contains("out of range") || e.contains("invalid"),
+                "{s}: {e}"
+            );
         }
         assert_eq!(parse_duration("315360000").unwrap(), MAX_DURATION);
         assert_eq!(parse_duration("87600h").unwrap(), MAX_DURATION);
         assert_eq!(duration_from_secs(30).unwrap(), Duration::from_secs(30));
         assert!(duration_from_secs(-1).is_err());
-        assert!(duration_from_secs(i64::MAX).unwrap_err().contains("out of range"));
+        assert!(
+            duration_from_secs(i64::MAX)
+                .unwrap_err()
+                .contains("out of range")
+        );
         // whatever parses can be added to a timestamp without overflow
         let d = chrono::Duration::from_std(parse_duration("315360000").unwrap()).unwrap();
         assert!(chrono::Utc::now().checked_add_signed(d).is_some());

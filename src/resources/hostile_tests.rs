@@ -32,7 +32,10 @@ fn doc(kind: &str, meta: &str) -> String {
         "ScheduledAnalysis" => {
             "spec:\n  schedule: \"0 2 * * *\"\n  templates: [{templateName: apdex}]\n"
         }
-        _ => TEMPLATE.split_once("spec:\n").map(|(_, s)| s).unwrap_or_default(),
+        _ => TEMPLATE
+            .split_once("spec:\n")
+            .map(|(_, s)| s)
+            .unwrap_or_default(),
     };
     let spec = if kind == "AnalysisTemplate" {
         format!("spec:\n{spec}")
@@ -75,14 +78,26 @@ fn names_and_namespaces_are_validated_as_kubernetes_does() {
         let r = load_str("n.yaml", &src);
         let e = errors_at(&r, "metadata.namespace");
         assert_eq!(e.len(), 1, "{kind} {ns}: {:?}", r.errors);
-        assert!(e[0].starts_with("n.yaml:5: metadata.namespace: "), "{}", e[0]);
+        assert!(
+            e[0].starts_with("n.yaml:5: metadata.namespace: "),
+            "{}",
+            e[0]
+        );
     }
     // valid names still load
     for kind in ["Canary", "ScheduledAnalysis", "AnalysisTemplate"] {
         let r = load_str("ok.yaml", &doc(kind, "  name: a.b-1\n  namespace: x-1\n"));
-        let located: Vec<_> = r.errors.iter().filter(|e| e.path.starts_with("metadata")).collect();
+        let located: Vec<_> = r
+            .errors
+            .iter()
+            .filter(|e| e.path.starts_with("metadata"))
+            .collect();
         assert!(located.is_empty(), "{kind}: {:?}", r.errors);
-        assert!(r.errors.is_empty() || kind != "AnalysisTemplate", "{:?}", r.errors);
+        assert!(
+            r.errors.is_empty() || kind != "AnalysisTemplate",
+            "{:?}",
+            r.errors
+        );
     }
 }
 
@@ -107,10 +122,9 @@ fn the_deep_document_of_the_issue_is_an_error_with_its_line() {
 
 #[test]
 fn aliases_are_refused_with_their_line() {
-    let src = TEMPLATE.replace("window: 5m", "window: &w 5m").replace(
-        "metric: service_apdex",
-        "metric: *w",
-    );
+    let src = TEMPLATE
+        .replace("window: 5m", "window: &w 5m")
+        .replace("metric: service_apdex", "metric: *w");
     let r = load_str("a.yaml", &src);
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     assert!(
@@ -179,7 +193,11 @@ fn durations_past_the_bound_are_refused_as_integers_and_strings() {
     let r = load_str("t.yaml", &src);
     let e = errors_at(&r, "spec.metrics[0].interval");
     assert_eq!(e.len(), 1, "{:?}", r.errors);
-    assert!(e[0].starts_with("t.yaml:7: ") && e[0].contains("out of range"), "{}", e[0]);
+    assert!(
+        e[0].starts_with("t.yaml:7: ") && e[0].contains("out of range"),
+        "{}",
+        e[0]
+    );
     let canary = doc("Canary", "  name: c\n").replace(
         "steps: [{setWeight: 10}]",
         "steps: [{setWeight: 10}, {pause: {duration: 9000000000000000}}]",
@@ -199,7 +217,11 @@ fn a_starting_deadline_past_the_bound_is_refused() {
     let r = load_str("s.yaml", &src);
     let e = errors_at(&r, "spec.startingDeadlineSeconds");
     assert_eq!(e.len(), 1, "{:?}", r.errors);
-    assert!(e[0].starts_with("s.yaml:7: ") && e[0].contains("out of range"), "{}", e[0]);
+    assert!(
+        e[0].starts_with("s.yaml:7: ") && e[0].contains("out of range"),
+        "{}",
+        e[0]
+    );
 }
 
 /// The fuzz seeds of the hostile shapes are errors, not crashes, on a tokio worker's stack, in

@@ -296,10 +296,7 @@ impl<'l> Builder<'l> {
     fn too_deep(&self, line: usize) -> YamlError {
         YamlError {
             line,
-            message: format!(
-                "YAML nested deeper than {} levels",
-                self.limits.max_depth
-            ),
+            message: format!("YAML nested deeper than {} levels", self.limits.max_depth),
         }
     }
 
@@ -641,12 +638,20 @@ mod tests {
     #[test]
     fn oversized_source_and_files_are_refused() {
         let src = "#".repeat(CONFIG_LIMITS.max_source_bytes + 1);
-        assert!(parse_documents(&src).unwrap_err().message.contains("over the limit"));
+        assert!(
+            parse_documents(&src)
+                .unwrap_err()
+                .message
+                .contains("over the limit")
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("big.yaml");
         std::fs::write(&f, "a: 1\n").unwrap();
         assert_eq!(read_file(&f, 5).unwrap(), "a: 1\n");
-        assert!(matches!(read_file(&f, 4), Err(ReadError::TooLarge { limit: 4 })));
+        assert!(matches!(
+            read_file(&f, 4),
+            Err(ReadError::TooLarge { limit: 4 })
+        ));
     }
 
     #[test]

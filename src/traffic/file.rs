@@ -832,7 +832,12 @@ spec:
         );
         let dir = dir_with(&[("app.yaml", MULTI), ("deep.yaml", &deep)]);
         let store = FileStore::open(dir.path()).unwrap_err();
-        assert!(store.to_string().contains("deep.yaml:7: YAML nested deeper"), "{store}");
+        assert!(
+            store
+                .to_string()
+                .contains("deep.yaml:7: YAML nested deeper"),
+            "{store}"
+        );
         let mut bomb = format!(
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: other}}\nspec:\n  big: &b \"{}\"\n  refs:\n",
             "x".repeat(100_000)
@@ -850,6 +855,18 @@ spec:
         FileStore::open(dir.path()).unwrap();
     }
 
+    /// Symlinked directories under `--manifests` are not followed: a link loop neither hangs
+    /// the scan nor duplicates the objects.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn symlink_loops_in_manifests_are_not_followed() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        std::os::unix::fs::symlink(".", dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("b")).unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&vs_key()).await.is_ok());
+    }
+
     #[tokio::test]
     async fn oversized_manifest_file_is_refused_by_name() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
@@ -857,7 +874,11 @@ spec:
         let f = fs::File::create(dir.path().join("huge.yaml")).unwrap();
         f.set_len(MAX_MANIFEST_FILE_BYTES + 1).unwrap();
         let e = store.get(&vs_key()).await.unwrap_err();
-        assert!(e.to_string().contains("huge.yaml: manifest file is larger than the limit"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("huge.yaml: manifest file is larger than the limit"),
+            "{e}"
+        );
     }
 
     /// The router over files: conflicts from another tool are re-planned, not lost.

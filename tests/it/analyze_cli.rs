@@ -214,7 +214,9 @@ fn validate_reports_deep_yaml_and_symlink_loops_and_exits_1() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains(&format!("error: {d}:5: YAML syntax error: YAML nested deeper than 64 levels")),
+        stdout.contains(&format!(
+            "error: {d}:5: YAML syntax error: YAML nested deeper than 64 levels"
+        )),
         "{stdout}"
     );
     #[cfg(unix)]
@@ -223,8 +225,14 @@ fn validate_reports_deep_yaml_and_symlink_loops_and_exits_1() {
         let out = skycanary(&["validate", &dir.path().display().to_string()]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{stdout}");
-        assert!(stdout.contains("loop: symlink loop: leads back to"), "{stdout}");
-        assert!(stdout.contains("invalid: 2 error(s) in 1 file(s)"), "{stdout}");
+        assert!(
+            stdout.contains("loop: symlink loop: leads back to"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("invalid: 2 error(s) in 1 file(s)"),
+            "{stdout}"
+        );
     }
 }
 
