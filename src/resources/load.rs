@@ -189,8 +189,20 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
 /// symlink loop can neither hang the walk nor duplicate every resource.
 pub fn config_files(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
     let mut walk = Walk::default();
-    for p in paths {
-        walk.visit(p, errors);
+    // Depth first with an explicit stack: a deep tree cannot overflow the thread's stack.
+    let mut todo: Vec<Step> = paths.iter().rev().cloned().map(Step::Visit).collect();
+    while let Some(step) = todo.pop() {
+        match step {
+            Step::Leave => {
+                walk.ancestors.pop();
+            }
+            Step::Visit(p) => {
+                if let Some(children) = walk.visit(&p, errors) {
+                    todo.push(Step::Leave);
+                    todo.extend(children.into_iter().rev().map(Step::Visit));
+                }
+            }
+        }
     }
     let mut files = walk.files;
     files.sort();
@@ -210,16 +222,23 @@ fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
 }
 
+enum Step {
+    Visit(PathBuf),
+    /// The walk is done with the innermost directory.
+    Leave,
+}
+
 #[derive(Default)]
 struct Walk {
     files: Vec<PathBuf>,
     seen: BTreeSet<(u64, u64)>,
     /// Directories being walked, outermost first.
-    ancestors: Vec<((u64, u64), PathBuf)>,
+    ancestors: Vec<(Option<(u64, u64)>, PathBuf)>,
 }
 
 impl Walk {
-    fn visit(&mut self, p: &Path, errors: &mut Vec<ConfigError>) {
+    /// Takes `p` as a file, or enters it as a directory and returns the children to visit.
+    fn visit(&mut self, p: &Path, errors: &mut Vec<ConfigError>) -> Option<Vec<PathBuf>> {
         let file_err = |m: String| ConfigError {
             file: p.display().to_string(),
             line: None,
@@ -228,47 +247,50 @@ impl Walk {
         };
         let meta = match std::fs::metadata(p) {
             Ok(m) => m,
-            Err(e) => return errors.push(file_err(format!("cannot read: {e}"))),
+            Err(e) => {
+                errors.push(file_err(format!("cannot read: {e}")));
+                return None;
+            }
         };
         let id = file_id(&meta);
         if let Some(id) = id {
-            if let Some((_, ancestor)) = self.ancestors.iter().find(|(a, _)| *a == id) {
-                return errors.push(file_err(format!(
+            if let Some((_, ancestor)) = self.ancestors.iter().find(|(a, _)| *a == Some(id)) {
+                errors.push(file_err(format!(
                     "symlink loop: leads back to {}, not followed",
                     ancestor.display()
                 )));
+                return None;
             }
             if !self.seen.insert(id) {
                 // Already read under another name.
-                return;
+                return None;
             }
         }
         if !meta.is_dir() {
             self.files.push(p.to_path_buf());
-            return;
+            return None;
         }
         let entries = match std::fs::read_dir(p) {
             Ok(entries) => entries,
-            Err(e) => return errors.push(file_err(format!("cannot list directory: {e}"))),
-        };
-        let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        children.sort();
-        if let Some(id) = id {
-            self.ancestors.push((id, p.to_path_buf()));
-        }
-        for c in children {
-            let hidden = c
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
-            let yaml = matches!(c.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-            if !hidden && (yaml || c.is_dir()) {
-                self.visit(&c, errors);
+            Err(e) => {
+                errors.push(file_err(format!("cannot list directory: {e}")));
+                return None;
             }
-        }
-        if id.is_some() {
-            self.ancestors.pop();
-        }
+        };
+        let mut children: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|c| {
+                let hidden = c
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'));
+                let yaml = matches!(c.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+                !hidden && (yaml || c.is_dir())
+            })
+            .collect();
+        children.sort();
+        self.ancestors.push((id, p.to_path_buf()));
+        Some(children)
     }
 }
 

@@ -200,7 +200,7 @@ impl Shape {
 
 enum Container {
     Seq(Vec<Value>),
-    /// The pending key (name, line) is set between a key and its value.
+    /// The pending key is set between a key and its value.
     Map(Map<String, Value>, Option<String>),
 }
 
