@@ -458,6 +458,21 @@ mod tests {
         })
     }
 
+    /// The reload watcher's fingerprint walks like the loader: a symlink loop (which used to
+    /// hang it) is not followed, and each file counts once.
+    #[cfg(unix)]
+    #[test]
+    fn config_fingerprint_does_not_follow_symlink_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("b")).unwrap();
+        let fp = super::config_fingerprint(&[dir.path().to_path_buf()]);
+        assert_eq!(fp.len(), 1, "{fp:?}");
+        assert_eq!(fp[0].0, dir.path().join("c.yaml"));
+        assert_eq!(fp[0].1, 5);
+    }
+
     /// Durations on the command line are bounded where they are parsed: the poller adds its
     /// interval to the clock, the lease multiplies its duration.
     #[test]
