@@ -58,7 +58,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "skycanary/skycanary-leader", requires = "kube")]
     pub lease: String,
     /// Cluster mode: Lease duration in seconds (a standby takes over within it).
-    #[arg(long, default_value_t = 15, requires = "kube")]
+    #[arg(long, default_value_t = 15, requires = "kube",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_duration: u64,
     /// Cluster mode: Istio API version.
     #[arg(long, default_value = "v1", value_name = "VERSION")]
@@ -96,10 +97,15 @@ pub struct RunArgs {
     pub alarm_poll_interval: Option<std::time::Duration>,
 }
 
+/// `--alarm-poll-interval`: between 100ms and a day (the next poll's time is computed by
+/// adding it to the clock, which must not overflow).
 fn parse_poll_interval(s: &str) -> Result<std::time::Duration, String> {
     let d = crate::resources::duration::parse_duration(s)?;
     if d < std::time::Duration::from_millis(100) {
         return Err(format!("{s:?} is too short (at least 100ms)"));
+    }
+    if d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{s:?} is too long (at most 24h)"));
     }
     Ok(d)
 }
@@ -471,26 +477,74 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Paths, sizes and modification times of the config files: cheap change detection.
+/// Paths, sizes and modification times of the config files: cheap change detection. The
+/// files are the ones `load_paths` reads, found by the same walk (symlink loops not followed).
 fn config_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    fn walk(p: &std::path::Path, out: &mut Vec<(PathBuf, u64, Option<std::time::SystemTime>)>) {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(p) {
-                for e in entries.flatten() {
-                    walk(&e.path(), out);
-                }
-            }
-        } else {
-            out.push((p.to_path_buf(), meta.len(), meta.modified().ok()));
+    let mut errors = Vec::new();
+    crate::resources::load::config_files(paths, &mut errors)
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn run_args(extra: &[&str]) -> Result<super::RunArgs, clap::Error> {
+        let mut argv = vec!["skycanary", "run", "--config", "c", "--manifests", "m"];
+        argv.extend(["--state-dir", "s"]);
+        argv.extend(extra);
+        Cli::try_parse_from(argv).map(|c| match c.command {
+            Command::Run(r) => r,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    /// The reload watcher's fingerprint walks like the loader: a symlink loop (which used to
+    /// hang it) is not followed, and each file counts once.
+    #[cfg(unix)]
+    #[test]
+    fn config_fingerprint_does_not_follow_symlink_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("b")).unwrap();
+        let fp = super::config_fingerprint(&[dir.path().to_path_buf()]);
+        assert_eq!(fp.len(), 1, "{fp:?}");
+        assert_eq!(fp[0].0, dir.path().join("c.yaml"));
+        assert_eq!(fp[0].1, 5);
+    }
+
+    /// Durations on the command line are bounded where they are parsed: the poller adds its
+    /// interval to the clock, the lease multiplies its duration.
+    #[test]
+    fn cli_durations_are_bounded() {
+        for bad in ["9000000000000000", "87601h", "25h", "50ms"] {
+            let e = run_args(&["--alarm-poll-interval", bad]).unwrap_err();
+            assert!(
+                e.to_string().contains("--alarm-poll-interval"),
+                "{bad}: {e}"
+            );
         }
+        let ok = run_args(&["--alarm-poll-interval", "24h"]).unwrap();
+        assert_eq!(
+            ok.alarm_poll_interval,
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        for bad in ["9000000000000000", "18446744073709551615", "0", "3601"] {
+            let argv = ["skycanary", "run", "--kube", "--lease-duration", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
+        }
+        assert!(
+            Cli::try_parse_from(["skycanary", "run", "--kube", "--lease-duration", "3600"]).is_ok()
+        );
     }
-    let mut out = Vec::new();
-    for p in paths {
-        walk(p, &mut out);
-    }
-    out.sort();
-    out
 }

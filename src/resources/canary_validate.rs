@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::canary::*;
-use super::duration::parse_duration;
+use super::duration::{duration_from_secs, parse_duration};
 use super::load::{ConfigError, Origin};
 use super::template::IntOrString;
 use super::yaml::{child_path, index_path};
@@ -11,12 +11,74 @@ use super::yaml::{child_path, index_path};
 /// Default `maxTrafficWeight`.
 pub const DEFAULT_MAX_WEIGHT: i64 = 100;
 
+/// Longest Canary name: a Kubernetes label value's limit, which also keeps the state file
+/// (`.<name>.tmp-<pid>`, `<name>.json`) within the 255-byte file name limit.
+pub const CANARY_NAME_MAX: usize = 63;
+
+/// Longest object name Kubernetes accepts (RFC 1123 subdomain).
+pub const OBJECT_NAME_MAX: usize = 253;
+
+/// Longest namespace (RFC 1123 label).
+pub const NAMESPACE_MAX: usize = 63;
+
+/// An RFC 1123 label: lowercase letters, digits and '-', starting and ending alphanumeric.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// An RFC 1123 subdomain of at most `max` characters: dot-separated labels, so `..`, `a/b`,
+/// spaces and the like, which would escape or break file and object names, are refused.
+pub fn is_dns_subdomain(s: &str, max: usize) -> bool {
+    s.len() <= max && s.split('.').all(is_dns_label)
+}
+
+/// `metadata.name`: present, an RFC 1123 subdomain of at most `max` characters.
+pub fn check_name(name: &str, max: usize, o: &Origin, errs: &mut Vec<ConfigError>) {
+    if name.is_empty() {
+        errs.push(o.error("metadata.name", "missing name"));
+    } else if !is_dns_subdomain(name, max) {
+        errs.push(o.error(
+            "metadata.name",
+            format!(
+                "{:?} is not a valid name (at most {max} lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)",
+                clip(name)
+            ),
+        ));
+    }
+}
+
+/// `metadata.namespace`, when set: an RFC 1123 label, as Kubernetes requires.
+pub fn check_namespace(namespace: Option<&str>, o: &Origin, errs: &mut Vec<ConfigError>) {
+    if let Some(ns) = namespace
+        && !(ns.len() <= NAMESPACE_MAX && is_dns_label(ns))
+    {
+        errs.push(o.error(
+            "metadata.namespace",
+            format!(
+                "{:?} is not a valid namespace (at most {NAMESPACE_MAX} lowercase letters, digits and '-', starting and ending with a letter or digit)",
+                clip(ns)
+            ),
+        ));
+    }
+}
+
+/// The start of a long value, for messages.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Checks one Canary on its own (references to templates are checked by the loader).
 pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
     let mut errs = Vec::new();
-    if c.metadata.name.is_empty() {
-        errs.push(o.error("metadata.name", "missing name"));
-    }
+    check_name(&c.metadata.name, CANARY_NAME_MAX, o, &mut errs);
+    check_namespace(c.metadata.namespace.as_deref(), o, &mut errs);
     let tr = &c.spec.traffic_routing;
     let max = tr.max_traffic_weight.unwrap_or(DEFAULT_MAX_WEIGHT);
     if max <= 0 {
@@ -145,7 +207,11 @@ pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
                 Some(IntOrString::Int(s)) if *s < 0 => {
                     errs.push(o.error(&child_path(&sp, "pause.duration"), "must not be negative"))
                 }
-                Some(IntOrString::Int(_)) => {}
+                Some(IntOrString::Int(s)) => {
+                    if let Err(e) = duration_from_secs(*s) {
+                        errs.push(o.error(&child_path(&sp, "pause.duration"), e));
+                    }
+                }
                 Some(IntOrString::String(s)) => {
                     if let Err(e) = parse_duration(s) {
                         errs.push(o.error(&child_path(&sp, "pause.duration"), e));
@@ -346,3 +412,7 @@ fn check_string_match(s: &StringMatchSpec, p: &str, o: &Origin, errs: &mut Vec<C
 #[cfg(test)]
 #[path = "canary_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "hostile_tests.rs"]
+mod hostile_tests;

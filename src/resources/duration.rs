@@ -3,14 +3,38 @@
 
 use std::time::Duration;
 
+/// Longest duration accepted anywhere (ten years): every duration a user writes ends up added
+/// to an instant or a timestamp, which must not overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86400);
+
+/// Whole seconds (`pause: {duration: 30}`) as a duration within `0..=MAX_DURATION`.
+pub fn duration_from_secs(secs: i64) -> Result<Duration, String> {
+    match u64::try_from(secs) {
+        Err(_) => Err(format!("negative duration {secs}")),
+        Ok(s) if s > MAX_DURATION.as_secs() => Err(out_of_range(&secs.to_string())),
+        Ok(s) => Ok(Duration::from_secs(s)),
+    }
+}
+
+fn out_of_range(s: &str) -> String {
+    format!(
+        "duration {s:?} is out of range (at most {})",
+        format_duration(MAX_DURATION)
+    )
+}
+
 /// Parses a Go duration string; a bare integer means seconds (Argo accepts `pause: {duration: 30}`).
+/// Anything past [`MAX_DURATION`] is an error, integers included.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err("empty duration".into());
     }
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return match t.parse::<u64>() {
+            Ok(secs) if secs <= MAX_DURATION.as_secs() => Ok(Duration::from_secs(secs)),
+            _ => Err(out_of_range(s)),
+        };
     }
     if t.starts_with('-') {
         return Err(format!("negative duration {s:?}"));
@@ -54,8 +78,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         };
         total += num * factor;
     }
-    if !total.is_finite() || total > 10.0 * 365.0 * 86400.0 {
-        return Err(format!("duration {s:?} is out of range"));
+    if !total.is_finite() || total > MAX_DURATION.as_secs_f64() {
+        return Err(out_of_range(s));
     }
     Ok(Duration::from_secs_f64(total))
 }
@@ -106,6 +130,35 @@ mod tests {
             }
             assert!(parse_duration(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn integers_and_strings_share_the_bound() {
+        for s in [
+            "9000000000000000",
+            "99999999999999999999999",
+            "315360001",
+            "87601h",
+            "1e400h",
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(
+                e.contains("out of range") || e.contains("invalid"),
+                "{s}: {e}"
+            );
+        }
+        assert_eq!(parse_duration("315360000").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("87600h").unwrap(), MAX_DURATION);
+        assert_eq!(duration_from_secs(30).unwrap(), Duration::from_secs(30));
+        assert!(duration_from_secs(-1).is_err());
+        assert!(
+            duration_from_secs(i64::MAX)
+                .unwrap_err()
+                .contains("out of range")
+        );
+        // whatever parses can be added to a timestamp without overflow
+        let d = chrono::Duration::from_std(parse_duration("315360000").unwrap()).unwrap();
+        assert!(chrono::Utc::now().checked_add_signed(d).is_some());
     }
 
     #[test]

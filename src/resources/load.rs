@@ -162,15 +162,10 @@ pub struct LoadResult {
 /// Loads every `.yaml`/`.yml` file under `paths` (recursively for directories).
 pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
     let mut result = LoadResult::default();
-    let mut files = Vec::new();
-    for p in paths {
-        collect_files(p, &mut files, &mut result.errors);
-    }
-    files.sort();
-    files.dedup();
+    let files = config_files(paths, &mut result.errors);
     for f in files {
         let name = f.display().to_string();
-        match std::fs::read_to_string(&f) {
+        match yaml::read_file(&f, yaml::MAX_CONFIG_FILE_BYTES) {
             Ok(src) => {
                 result.files += 1;
                 load_str_into(&name, &src, &mut result);
@@ -179,7 +174,7 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
                 file: name,
                 line: None,
                 path: ".".into(),
-                message: format!("cannot read: {e}"),
+                message: e.to_string(),
             }),
         }
     }
@@ -187,39 +182,115 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
     result
 }
 
-fn collect_files(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>) {
-    let file_err = |m: String| ConfigError {
-        file: p.display().to_string(),
-        line: None,
-        path: ".".into(),
-        message: m,
-    };
-    match std::fs::metadata(p) {
-        Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
-            Ok(entries) => {
-                let mut children: Vec<PathBuf> =
-                    entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-                children.sort();
-                for c in children {
-                    let hidden = c
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with('.'));
-                    if hidden {
-                        continue;
-                    }
-                    if c.is_dir() {
-                        collect_files(&c, out, errors);
-                    } else if matches!(c.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                    {
-                        out.push(c);
-                    }
+/// The files [`load_paths`] reads under `paths`, sorted: `.yaml`/`.yml` files of directories,
+/// recursively, hidden entries skipped (a ConfigMap volume's `..data` is reached through its
+/// visible links), symlinks followed. A directory or file reached twice (through a link) is
+/// read once, and a link back to one of its own ancestors is an error naming the loop, so a
+/// symlink loop can neither hang the walk nor duplicate every resource.
+pub fn config_files(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    let mut walk = Walk::default();
+    // Depth first with an explicit stack: a deep tree cannot overflow the thread's stack.
+    let mut todo: Vec<Step> = paths.iter().rev().cloned().map(Step::Visit).collect();
+    while let Some(step) = todo.pop() {
+        match step {
+            Step::Leave => {
+                walk.ancestors.pop();
+            }
+            Step::Visit(p) => {
+                if let Some(children) = walk.visit(&p, errors) {
+                    todo.push(Step::Leave);
+                    todo.extend(children.into_iter().rev().map(Step::Visit));
                 }
             }
-            Err(e) => errors.push(file_err(format!("cannot list directory: {e}"))),
-        },
-        Ok(_) => out.push(p.to_path_buf()),
-        Err(e) => errors.push(file_err(format!("cannot read: {e}"))),
+        }
+    }
+    let mut files = walk.files;
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Identity of a file or directory (device, inode).
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+enum Step {
+    Visit(PathBuf),
+    /// The walk is done with the innermost directory.
+    Leave,
+}
+
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    seen: BTreeSet<(u64, u64)>,
+    /// Directories being walked, outermost first.
+    ancestors: Vec<(Option<(u64, u64)>, PathBuf)>,
+}
+
+impl Walk {
+    /// Takes `p` as a file, or enters it as a directory and returns the children to visit.
+    fn visit(&mut self, p: &Path, errors: &mut Vec<ConfigError>) -> Option<Vec<PathBuf>> {
+        let file_err = |m: String| ConfigError {
+            file: p.display().to_string(),
+            line: None,
+            path: ".".into(),
+            message: m,
+        };
+        let meta = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(file_err(format!("cannot read: {e}")));
+                return None;
+            }
+        };
+        let id = file_id(&meta);
+        if let Some(id) = id {
+            if let Some((_, ancestor)) = self.ancestors.iter().find(|(a, _)| *a == Some(id)) {
+                errors.push(file_err(format!(
+                    "symlink loop: leads back to {}, not followed",
+                    ancestor.display()
+                )));
+                return None;
+            }
+            if !self.seen.insert(id) {
+                // Already read under another name.
+                return None;
+            }
+        }
+        if !meta.is_dir() {
+            self.files.push(p.to_path_buf());
+            return None;
+        }
+        let entries = match std::fs::read_dir(p) {
+            Ok(entries) => entries,
+            Err(e) => {
+                errors.push(file_err(format!("cannot list directory: {e}")));
+                return None;
+            }
+        };
+        let mut children: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|c| {
+                let hidden = c
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'));
+                let yaml = matches!(c.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+                !hidden && (yaml || c.is_dir())
+            })
+            .collect();
+        children.sort();
+        self.ancestors.push((id, p.to_path_buf()));
+        Some(children)
     }
 }
 
@@ -597,17 +668,9 @@ fn split_path(path: &str) -> Vec<Seg> {
 /// Semantic checks of a template; every problem is returned.
 pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError> {
     let mut errs = Vec::new();
-    if t.metadata.name.is_empty() {
-        errs.push(o.error("metadata.name", "missing name"));
-    } else if !is_dns_subdomain(&t.metadata.name) {
-        errs.push(o.error(
-            "metadata.name",
-            format!(
-                "{:?} is not a valid name (lowercase letters, digits, '-' and '.')",
-                t.metadata.name
-            ),
-        ));
-    }
+    use super::canary_validate::{OBJECT_NAME_MAX, check_name, check_namespace};
+    check_name(&t.metadata.name, OBJECT_NAME_MAX, o, &mut errs);
+    check_namespace(t.metadata.namespace.as_deref(), o, &mut errs);
     if t.kind == "ClusterAnalysisTemplate" && t.metadata.namespace.is_some() {
         errs.push(o.error(
             "metadata.namespace",
@@ -686,18 +749,6 @@ fn check_name_rule(
         }
         Err(e) => errs.push(o.error(&fp, format!("invalid regex: {e}"))),
     }
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
 }
 
 fn check_args_in(

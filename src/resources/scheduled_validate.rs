@@ -3,29 +3,22 @@
 
 use std::collections::BTreeSet;
 
-use super::duration::parse_duration;
+use super::canary_validate::{check_name, check_namespace};
+use super::duration::{duration_from_secs, parse_duration};
 use super::load::{ConfigError, Origin};
 use super::scheduled::*;
 use super::yaml::{child_path, index_path};
 use crate::schedule::cron::{CronSchedule, parse_time_zone};
 
+/// Longest ScheduledAnalysis name: its runs are named `<name>-<timestamp>`.
+pub const SCHEDULED_NAME_MAX: usize = 52;
+
 /// Checks one ScheduledAnalysis on its own.
 pub fn validate_scheduled(s: &ScheduledAnalysisDoc, o: &Origin) -> Vec<ConfigError> {
     let mut errs = Vec::new();
-    let name = &s.metadata.name;
-    if name.is_empty() {
-        errs.push(o.error("metadata.name", "missing name"));
-    } else if name.len() > 52
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        // Run names are `<name>-<timestamp>`: keep them valid object names.
-        errs.push(o.error(
-            "metadata.name",
-            format!("{name:?} is not a valid name (at most 52 of lowercase letters, digits, '-' and '.')"),
-        ));
-    }
+    // Run names are `<name>-<timestamp>`: keep them valid object names.
+    check_name(&s.metadata.name, SCHEDULED_NAME_MAX, o, &mut errs);
+    check_namespace(s.metadata.namespace.as_deref(), o, &mut errs);
     let spec = &s.spec;
     match parse_time_zone(spec.time_zone.as_deref()) {
         Err(e) => errs.push(o.error("spec.timeZone", e.to_string())),
@@ -35,13 +28,16 @@ pub fn validate_scheduled(s: &ScheduledAnalysisDoc, o: &Origin) -> Vec<ConfigErr
             }
         }
     }
-    if let Some(d) = spec.starting_deadline_seconds
-        && d < 1
-    {
-        errs.push(o.error(
-            "spec.startingDeadlineSeconds",
-            format!("must be at least 1, got {d}"),
-        ));
+    if let Some(d) = spec.starting_deadline_seconds {
+        if d < 1 {
+            errs.push(o.error(
+                "spec.startingDeadlineSeconds",
+                format!("must be at least 1, got {d}"),
+            ));
+        } else if let Err(e) = duration_from_secs(d) {
+            // It is added to fire times: bounded like every other duration.
+            errs.push(o.error("spec.startingDeadlineSeconds", e));
+        }
     }
     if spec.templates.is_empty() {
         errs.push(o.error("spec.templates", "at least one template is needed"));

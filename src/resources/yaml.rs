@@ -1,14 +1,85 @@
-//! YAML loading with line numbers.
+//! The one bounded YAML entry point of the project: every file it reads (config, templates,
+//! manifests) goes through [`read_file`] and [`parse_documents_with`].
 //!
-//! Documents are parsed with `saphyr` (a maintained YAML 1.2 parser that keeps source spans),
-//! converted to `serde_json::Value` for typed deserialization, and every node's line is kept in a
-//! [`LineIndex`] keyed by the same field path `serde_path_to_error` reports, so each error can
-//! name file, line and field.
+//! Documents are built straight from `saphyr-parser`'s event stream (the parser itself is a
+//! state machine, so this never recurses) into `serde_json::Value` for typed deserialization,
+//! and every node's line is kept in a [`LineIndex`] keyed by the same field path
+//! `serde_path_to_error` reports, so each error can name file, line and field. Hostile input
+//! is refused before it costs anything: nesting is capped (deeply nested values would overflow
+//! the stack in every later recursive walk, drops included), and so are node count and the
+//! bytes built, aliases and field paths counted at their expanded size (billion laughs).
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::{Scalar, ScalarStyle, Tag};
+use saphyr_parser::{Event, Parser};
 use serde_json::{Map, Number, Value};
+
+/// Bounds on what one parse may read and build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of YAML text handed to one parse.
+    pub max_source_bytes: usize,
+    /// Nesting of sequences and mappings.
+    pub max_depth: usize,
+    /// Nodes built, aliases counted at their expanded size.
+    pub max_nodes: usize,
+    /// Bytes built (scalars, keys and field paths), aliases counted at their expanded size.
+    pub max_expanded_bytes: usize,
+    /// Whether aliases are expanded (within the bounds above) or refused.
+    pub aliases: bool,
+}
+
+/// Resource files (`--config`, `validate`, `analyze`, `route`): aliases are refused, as they are
+/// by the Kubernetes API server's JSON, so a file means the same thing in both modes.
+pub const CONFIG_LIMITS: Limits = Limits {
+    max_source_bytes: 4 << 20,
+    max_depth: 64,
+    max_nodes: 250_000,
+    max_expanded_bytes: 16 << 20,
+    aliases: false,
+};
+
+/// Istio documents under `--manifests`: written by other tools, so aliases are expanded, within
+/// the same bounds.
+pub const MANIFEST_LIMITS: Limits = Limits {
+    aliases: true,
+    ..CONFIG_LIMITS
+};
+
+/// Largest resource file read (`--config`, `validate`); past it the file is an error.
+pub const MAX_CONFIG_FILE_BYTES: u64 = CONFIG_LIMITS.max_source_bytes as u64;
+
+/// A file that could not be read within its size limit.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file is larger than the limit.
+    #[error("file is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Reading failed (missing, permissions, not UTF-8).
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads a UTF-8 file of at most `limit` bytes. The size is checked before reading and the read
+/// itself is capped, so a file that grows meanwhile (or a device) cannot exhaust memory.
+pub fn read_file(path: &Path, limit: u64) -> Result<String, ReadError> {
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.len() > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    let mut text = String::new();
+    f.take(limit.saturating_add(1)).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(text)
+}
 
 /// One YAML document of a file, as JSON plus the line of every node.
 #[derive(Debug, Clone)]
@@ -81,85 +152,354 @@ pub struct YamlError {
     pub message: String,
 }
 
-/// Parses every document of `src`. Empty documents (e.g. a trailing `---`) are skipped.
+/// Parses every document of `src` within [`CONFIG_LIMITS`]. Empty documents (e.g. a trailing
+/// `---`) are skipped.
 pub fn parse_documents(src: &str) -> Result<Vec<Document>, YamlError> {
-    let docs = MarkedYaml::load_from_str(src).map_err(|e| YamlError {
-        line: e.marker().line(),
-        message: e.info().to_string(),
-    })?;
-    let mut out = Vec::new();
-    for doc in docs {
-        let mut lines = HashMap::new();
-        let value = convert(&doc, ".", &mut lines)?;
-        if value.is_null() {
-            continue;
-        }
-        out.push(Document {
-            value,
-            line: doc.span.start.line(),
-            lines: LineIndex(lines),
-        });
-    }
-    Ok(out)
+    parse_documents_with(src, &CONFIG_LIMITS)
 }
 
-fn convert(
-    node: &MarkedYaml<'_>,
-    path: &str,
-    lines: &mut HashMap<String, usize>,
-) -> Result<Value, YamlError> {
-    let line = node.span.start.line();
-    lines.entry(path.to_string()).or_insert(line);
-    Ok(match &node.data {
-        YamlData::Value(s) => scalar(s),
-        YamlData::Representation(text, _, _) => Value::String(text.to_string()),
-        YamlData::Sequence(items) => {
-            let mut arr = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                arr.push(convert(item, &index_path(path, i), lines)?);
-            }
-            Value::Array(arr)
+/// Parses every document of `src` within `limits`. Empty documents are skipped.
+pub fn parse_documents_with(src: &str, limits: &Limits) -> Result<Vec<Document>, YamlError> {
+    if src.len() > limits.max_source_bytes {
+        return Err(YamlError {
+            line: 1,
+            message: format!(
+                "{} bytes of YAML, over the limit of {} bytes",
+                src.len(),
+                limits.max_source_bytes
+            ),
+        });
+    }
+    let mut b = Builder::new(limits);
+    for event in Parser::new_from_str(src) {
+        let (event, span) = event.map_err(|e| YamlError {
+            line: e.marker().line(),
+            message: e.info().to_string(),
+        })?;
+        b.event(event, span.start.line())?;
+    }
+    Ok(b.docs)
+}
+
+/// Size of a built subtree, for alias accounting.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    nodes: usize,
+    bytes: usize,
+    /// Levels of collections from the node down (0 for a scalar, 1 for a flat collection).
+    height: usize,
+}
+
+impl Shape {
+    fn add_child(&mut self, child: Shape) {
+        self.nodes = self.nodes.saturating_add(child.nodes);
+        self.bytes = self.bytes.saturating_add(child.bytes);
+        self.height = self.height.max(child.height.saturating_add(1));
+    }
+}
+
+enum Container {
+    Seq(Vec<Value>),
+    /// The pending key is set between a key and its value.
+    Map(Map<String, Value>, Option<String>),
+}
+
+/// An open sequence or mapping.
+struct Frame {
+    container: Container,
+    path: String,
+    /// Where the collection starts.
+    line: usize,
+    anchor: usize,
+    shape: Shape,
+}
+
+/// Turns parser events into documents, enforcing [`Limits`] as it goes.
+struct Builder<'l> {
+    limits: &'l Limits,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, (Value, Shape)>,
+    lines: HashMap<String, usize>,
+    root: Option<(Value, usize)>,
+    nodes: usize,
+    bytes: usize,
+    docs: Vec<Document>,
+}
+
+impl<'l> Builder<'l> {
+    fn new(limits: &'l Limits) -> Self {
+        Builder {
+            limits,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            lines: HashMap::new(),
+            root: None,
+            nodes: 0,
+            bytes: 0,
+            docs: Vec::new(),
         }
-        YamlData::Mapping(map) => {
-            let mut obj = Map::new();
-            for (k, v) in map {
-                let key = match &k.data {
-                    YamlData::Value(Scalar::String(s)) => s.to_string(),
-                    YamlData::Value(s) => match scalar(s) {
-                        Value::String(s) => s,
-                        other => other.to_string(),
+    }
+
+    /// Counts `nodes` and `bytes` against the whole parse's budget.
+    fn charge(&mut self, nodes: usize, bytes: usize, line: usize) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.nodes > self.limits.max_nodes {
+            return Err(YamlError {
+                line,
+                message: format!(
+                    "more than {} YAML nodes (aliases count expanded)",
+                    self.limits.max_nodes
+                ),
+            });
+        }
+        if self.bytes > self.limits.max_expanded_bytes {
+            return Err(YamlError {
+                line,
+                message: format!(
+                    "the YAML expands to more than {} bytes (aliases count expanded)",
+                    self.limits.max_expanded_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Path of the node that comes next; errors when a mapping key would be a collection.
+    fn next_path(&self, line: usize, collection: bool) -> Result<String, YamlError> {
+        Ok(match self.stack.last() {
+            None => ".".to_string(),
+            Some(f) => match &f.container {
+                Container::Seq(items) => index_path(&f.path, items.len()),
+                Container::Map(_, Some(key)) => child_path(&f.path, key),
+                Container::Map(_, None) if collection => {
+                    return Err(YamlError {
+                        line,
+                        message: "mapping keys must be plain scalars".into(),
+                    });
+                }
+                Container::Map(_, None) => String::new(),
+            },
+        })
+    }
+
+    fn expecting_key(&self) -> bool {
+        matches!(
+            self.stack.last(),
+            Some(Frame {
+                container: Container::Map(_, None),
+                ..
+            })
+        )
+    }
+
+    fn too_deep(&self, line: usize) -> YamlError {
+        YamlError {
+            line,
+            message: format!("YAML nested deeper than {} levels", self.limits.max_depth),
+        }
+    }
+
+    fn event(&mut self, event: Event<'_>, line: usize) -> Result<(), YamlError> {
+        match event {
+            Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
+            Event::DocumentStart(_) => {
+                self.stack.clear();
+                self.anchors.clear();
+                self.lines = HashMap::new();
+                self.root = None;
+            }
+            Event::DocumentEnd => {
+                if let Some((value, line)) = self.root.take()
+                    && !value.is_null()
+                {
+                    self.docs.push(Document {
+                        value,
+                        line,
+                        lines: LineIndex(std::mem::take(&mut self.lines)),
+                    });
+                }
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                if self.expecting_key() {
+                    return self.key(&text, style, tag.as_deref(), line);
+                }
+                let value = scalar_value(&text, style, tag.as_deref(), line)?;
+                let path = self.next_path(line, false)?;
+                self.charge(1, text.len().saturating_add(path.len()), line)?;
+                self.lines.entry(path).or_insert(line);
+                let shape = Shape {
+                    nodes: 1,
+                    bytes: text.len(),
+                    height: 0,
+                };
+                self.finish(value, shape, anchor, line)?;
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                let path = self.next_path(line, true)?;
+                if self.stack.len() >= self.limits.max_depth {
+                    return Err(self.too_deep(line));
+                }
+                self.charge(1, path.len(), line)?;
+                self.lines.entry(path.clone()).or_insert(line);
+                let container = if matches!(event, Event::SequenceStart(..)) {
+                    Container::Seq(Vec::new())
+                } else {
+                    Container::Map(Map::new(), None)
+                };
+                self.stack.push(Frame {
+                    container,
+                    path,
+                    line,
+                    anchor,
+                    shape: Shape {
+                        nodes: 1,
+                        bytes: 0,
+                        height: 1,
                     },
-                    YamlData::Representation(text, _, _) => text.to_string(),
-                    _ => {
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = self.stack.pop() else {
+                    return Err(YamlError {
+                        line,
+                        message: "unbalanced YAML collection".into(),
+                    });
+                };
+                let value = match frame.container {
+                    Container::Seq(items) => Value::Array(items),
+                    Container::Map(obj, None) => Value::Object(obj),
+                    Container::Map(_, Some(key)) => {
                         return Err(YamlError {
-                            line: k.span.start.line(),
-                            message: "mapping keys must be plain scalars".into(),
+                            line,
+                            message: format!("key {key:?} has no value"),
                         });
                     }
                 };
-                let p = child_path(path, &key);
-                lines.insert(p.clone(), k.span.start.line());
-                let value = convert(v, &p, lines)?;
-                // The key's line is where a reader looks for the field.
-                lines.insert(p, k.span.start.line());
-                obj.insert(key, value);
+                self.finish(value, frame.shape, frame.anchor, frame.line)?;
             }
-            Value::Object(obj)
+            Event::Alias(id) => {
+                if !self.limits.aliases {
+                    return Err(YamlError {
+                        line,
+                        message: "YAML aliases are not supported".into(),
+                    });
+                }
+                if self.expecting_key() {
+                    return Err(YamlError {
+                        line,
+                        message: "mapping keys must be plain scalars".into(),
+                    });
+                }
+                let Some((value, shape)) = self.anchors.get(&id).cloned() else {
+                    return Err(YamlError {
+                        line,
+                        message: "alias of an unknown anchor".into(),
+                    });
+                };
+                if self.stack.len().saturating_add(shape.height) > self.limits.max_depth {
+                    return Err(self.too_deep(line));
+                }
+                let path = self.next_path(line, false)?;
+                self.charge(shape.nodes, shape.bytes.saturating_add(path.len()), line)?;
+                self.lines.entry(path).or_insert(line);
+                self.finish(value, shape, 0, line)?;
+            }
         }
-        YamlData::Tagged(_, inner) => convert(inner, path, lines)?,
-        YamlData::Alias(_) => {
+        Ok(())
+    }
+
+    /// A scalar in key position: becomes the pending key of the open mapping.
+    fn key(
+        &mut self,
+        text: &str,
+        style: ScalarStyle,
+        tag: Option<&Tag>,
+        line: usize,
+    ) -> Result<(), YamlError> {
+        let key = match scalar_value(text, style, tag, line)? {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let Some(frame) = self.stack.last() else {
+            return Ok(());
+        };
+        if let Container::Map(obj, _) = &frame.container
+            && obj.contains_key(&key)
+        {
             return Err(YamlError {
                 line,
-                message: "YAML aliases are not supported".into(),
+                message: format!("duplicated key {key:?} in mapping"),
             });
         }
-        YamlData::BadValue => {
-            return Err(YamlError {
-                line,
-                message: "value does not match its tag".into(),
-            });
+        let path = child_path(&frame.path, &key);
+        self.charge(0, key.len().saturating_add(path.len()), line)?;
+        // The key's line is where a reader looks for the field.
+        self.lines.insert(path, line);
+        if let Some(Frame {
+            container: Container::Map(_, pending),
+            shape,
+            ..
+        }) = self.stack.last_mut()
+        {
+            shape.bytes = shape.bytes.saturating_add(key.len());
+            *pending = Some(key);
         }
-    })
+        Ok(())
+    }
+
+    /// A complete node: remembered under its anchor, then added to its parent (or made the
+    /// document's root).
+    fn finish(
+        &mut self,
+        value: Value,
+        shape: Shape,
+        anchor: usize,
+        line: usize,
+    ) -> Result<(), YamlError> {
+        if anchor > 0 && self.limits.aliases {
+            // The copy kept for aliases costs as much as the node itself.
+            self.charge(shape.nodes, shape.bytes, line)?;
+            self.anchors.insert(anchor, (value.clone(), shape));
+        }
+        let Some(parent) = self.stack.last_mut() else {
+            self.root = Some((value, line));
+            return Ok(());
+        };
+        parent.shape.add_child(shape);
+        match &mut parent.container {
+            Container::Seq(items) => items.push(value),
+            Container::Map(obj, pending) => {
+                if let Some(key) = pending.take() {
+                    obj.insert(key, value);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A scalar's value under the core schema; unknown tags are ignored, a value that does not
+/// match its core tag (`!!int x`) is an error.
+fn scalar_value(
+    text: &str,
+    style: ScalarStyle,
+    tag: Option<&Tag>,
+    line: usize,
+) -> Result<Value, YamlError> {
+    let core_tag = tag.filter(|t| t.is_yaml_core_schema()).cloned();
+    let parsed = Scalar::parse_from_cow_and_metadata(
+        std::borrow::Cow::Borrowed(text),
+        style,
+        core_tag.map(std::borrow::Cow::Owned).as_ref(),
+    );
+    match parsed {
+        Some(s) => Ok(scalar(&s)),
+        None => Err(YamlError {
+            line,
+            message: "value does not match its tag".into(),
+        }),
+    }
 }
 
 fn scalar(s: &Scalar<'_>) -> Value {
@@ -207,5 +547,134 @@ mod tests {
         assert_eq!(parent_path("a.b[0]").as_deref(), Some("a.b"));
         assert_eq!(parent_path("a").as_deref(), Some("."));
         assert_eq!(parent_path("."), None);
+    }
+    /// Runs `f` on a thread with tokio's default worker stack, where the daemon parses.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .expect("parse overflowed a 2 MiB stack")
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let block = format!(
+            "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nx:\n{}x\n",
+            "- ".repeat(20_000)
+        );
+        let flow = format!("a: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+        let maps = format!("a: {}1{}\n", "{b: ".repeat(20_000), "}".repeat(20_000));
+        let e = on_small_stack(move || parse_documents(&block)).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("nested deeper than 64"), "{e}");
+        // flow collections: the scanner's own guard or ours, either way an error on line 1
+        for src in [flow, maps] {
+            let e = on_small_stack(move || parse_documents(&src)).unwrap_err();
+            assert_eq!(e.line, 1, "{e}");
+        }
+        // the limit itself is fine
+        let ok = format!("a: {}1{}\n", "[".repeat(63), "]".repeat(63));
+        assert!(parse_documents(&ok).is_ok());
+        let over = format!("a: {}1{}\n", "[".repeat(64), "]".repeat(64));
+        assert!(parse_documents(&over).is_err());
+    }
+
+    #[test]
+    fn aliases_are_refused_in_resources() {
+        let e = parse_documents("a: &x 1\nb: *x\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("aliases are not supported"), "{e}");
+    }
+
+    #[test]
+    fn aliases_expand_in_manifests_within_bounds() {
+        let docs = parse_documents_with("a: &x {k: [1, 2]}\nb: *x\n", &MANIFEST_LIMITS).unwrap();
+        assert_eq!(docs[0].value["b"], serde_json::json!({"k": [1, 2]}));
+        assert_eq!(docs[0].lines.line_of("b.k"), Some(2));
+    }
+
+    #[test]
+    fn alias_amplification_is_bounded_by_expanded_bytes() {
+        // 100 KB referenced 3,000 times: 300 MB expanded from a 112 KB file
+        let mut src = format!("big: &b \"{}\"\nrefs:\n", "x".repeat(100_000));
+        src.push_str(&"- *b\n".repeat(3_000));
+        let e = parse_documents_with(&src, &MANIFEST_LIMITS).unwrap_err();
+        assert!(e.message.contains("expands to more than"), "{e}");
+        // billion laughs by node count
+        let mut lol = String::from("l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*l{}", i - 1); 10].join(", ");
+            lol.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
+        }
+        let e = parse_documents_with(&lol, &MANIFEST_LIMITS).unwrap_err();
+        assert!(e.message.contains("YAML nodes"), "{e}");
+    }
+
+    #[test]
+    fn an_alias_cannot_nest_past_the_depth_limit() {
+        let src = format!(
+            "a: &d {}1{}\nb: {}*d{}\n",
+            "[".repeat(40),
+            "]".repeat(40),
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        let e = parse_documents_with(&src, &MANIFEST_LIMITS).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("nested deeper"), "{e}");
+    }
+
+    #[test]
+    fn long_keys_cannot_amplify_through_field_paths() {
+        // every child's path repeats the 1 MB key: 20,000 of them would be 20 GB of paths
+        let mut src = format!("? {}\n:\n", "k".repeat(1 << 20));
+        src.push_str(&"  - 1\n".repeat(20_000));
+        let e = parse_documents(&src).unwrap_err();
+        assert!(e.message.contains("expands to more than"), "{e}");
+    }
+
+    #[test]
+    fn oversized_source_and_files_are_refused() {
+        let src = "#".repeat(CONFIG_LIMITS.max_source_bytes + 1);
+        assert!(
+            parse_documents(&src)
+                .unwrap_err()
+                .message
+                .contains("over the limit")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("big.yaml");
+        std::fs::write(&f, "a: 1\n").unwrap();
+        assert_eq!(read_file(&f, 5).unwrap(), "a: 1\n");
+        assert!(matches!(
+            read_file(&f, 4),
+            Err(ReadError::TooLarge { limit: 4 })
+        ));
+    }
+
+    #[test]
+    fn duplicate_keys_and_collection_keys_are_errors() {
+        let e = parse_documents("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(parse_documents("? [a]\n: 1\n").is_err());
+    }
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let docs =
+            parse_documents("a: 1\nb: \"1\"\nc: true\nd: ~\ne: 1.5\nf: !!str 2\ng: !custom 3\n")
+                .unwrap();
+        let v = &docs[0].value;
+        assert_eq!(v["a"], 1);
+        assert_eq!(v["b"], "1");
+        assert_eq!(v["c"], true);
+        assert!(v["d"].is_null());
+        assert_eq!(v["e"], 1.5);
+        assert_eq!(v["f"], "2");
+        assert_eq!(v["g"], 3);
+        assert_eq!(docs[0].line, 1);
+        assert!(parse_documents("a: !!int x\n").is_err());
     }
 }

@@ -118,12 +118,18 @@ impl FileStateStore {
             message: e.to_string(),
         })?;
         let tmp = dir.join(format!(".{}.tmp-{}", name, std::process::id()));
-        {
+        let written = (|| {
             let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
             f.write_all(&bytes).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
+            drop(f);
+            std::fs::rename(&tmp, &path).map_err(io(&path))
+        })();
+        if written.is_err() {
+            // A failed write (ENOSPC, EIO, ...) leaves no temporary file behind.
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        written?;
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }
@@ -186,6 +192,25 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A write that fails after the temporary file exists (here the rename, over a directory;
+    /// ENOSPC fails the write the same way) leaves nothing behind.
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStateStore::open(dir.path()).unwrap();
+        let ns = dir.path().join("canary/ns");
+        std::fs::create_dir_all(ns.join("x.json/blocker")).unwrap();
+        assert!(matches!(
+            s.save("canary", "ns", "x", &vec![1u32]),
+            Err(StateError::Io { .. })
+        ));
+        let names: Vec<String> = std::fs::read_dir(&ns)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["x.json"]);
     }
 
     #[test]

@@ -22,7 +22,12 @@ use saphyr::{LoadableYamlNode, Mapping, Scalar, Yaml, YamlEmitter};
 use serde_json::Value;
 
 use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
-use crate::resources::yaml::parse_documents;
+use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
+
+/// Largest manifest file read: the directory is re-read on every routing operation, so a
+/// bigger file is refused (naming it) rather than costing seconds and its size in memory each
+/// time. Each Istio document in it is also bounded by [`MANIFEST_LIMITS`].
+pub const MAX_MANIFEST_FILE_BYTES: u64 = 8 << 20;
 
 /// Serializes replaces within this process (different stores may share a directory).
 static WRITE_LOCK: Mutex<()> = Mutex::new(());
@@ -113,8 +118,13 @@ impl FileStore {
             texts: Vec::new(),
         };
         for file in files {
-            let text = fs::read_to_string(&file)
-                .map_err(|e| StoreError::Backend(format!("{}: {e}", file.display())))?;
+            let text = read_file(&file, MAX_MANIFEST_FILE_BYTES).map_err(|e| match e {
+                ReadError::TooLarge { limit } => StoreError::Backend(format!(
+                    "{}: manifest file is larger than the limit of {limit} bytes",
+                    file.display()
+                )),
+                ReadError::Io(e) => StoreError::Backend(format!("{}: {e}", file.display())),
+            })?;
             index_file(&file, &text, &mut scan.entries)?;
             scan.texts.push((file, text));
         }
@@ -261,7 +271,7 @@ fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>) -> Result<(), Store
         if !src.contains("networking.istio.io") {
             continue;
         }
-        let docs = parse_documents(src).map_err(|e| {
+        let docs = parse_documents_with(src, &MANIFEST_LIMITS).map_err(|e| {
             StoreError::Backend(format!(
                 "{}:{}: {}",
                 file.display(),
@@ -383,7 +393,8 @@ fn render_chunk(key: &ObjectKey, old: &str, object: &Value) -> Result<String, St
     }
     let chunk = format!("{header}{body}{trailer}");
 
-    let parsed = parse_documents(&chunk).map_err(|e| invalid(format!("rendered YAML: {e}")))?;
+    let parsed = parse_documents_with(&chunk, &MANIFEST_LIMITS)
+        .map_err(|e| invalid(format!("rendered YAML: {e}")))?;
     match parsed.as_slice() {
         [doc] if doc.value == *object => Ok(chunk),
         _ => Err(invalid(
@@ -809,6 +820,65 @@ spec:
         .unwrap();
         let e = store.get(&vs_key()).await.unwrap_err();
         assert!(e.to_string().contains("broken.yaml:"), "{e}");
+    }
+
+    /// A hostile VirtualService (6,000 levels deep, or aliases expanding past the bounds) is an
+    /// error naming its file and line, not a crash of the routing read.
+    #[tokio::test]
+    async fn deep_or_amplified_istio_manifest_is_an_error_not_a_crash() {
+        let deep = format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: other}}\nspec:\n  x:\n    {}x\n",
+            "- ".repeat(6_000)
+        );
+        let dir = dir_with(&[("app.yaml", MULTI), ("deep.yaml", &deep)]);
+        let store = FileStore::open(dir.path()).unwrap_err();
+        assert!(
+            store
+                .to_string()
+                .contains("deep.yaml:7: YAML nested deeper"),
+            "{store}"
+        );
+        let mut bomb = format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: other}}\nspec:\n  big: &b \"{}\"\n  refs:\n",
+            "x".repeat(100_000)
+        );
+        bomb.push_str(&"  - *b\n".repeat(3_000));
+        fs::write(dir.path().join("deep.yaml"), bomb).unwrap();
+        let e = FileStore::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("expands to more than"), "{e}");
+        // aliases within bounds are fine in manifests written by other tools
+        fs::write(
+            dir.path().join("deep.yaml"),
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: other}\nspec: {a: &a [1], b: *a}\n",
+        )
+        .unwrap();
+        FileStore::open(dir.path()).unwrap();
+    }
+
+    /// Symlinked directories under `--manifests` are not followed: a link loop neither hangs
+    /// the scan nor duplicates the objects.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn symlink_loops_in_manifests_are_not_followed() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        std::os::unix::fs::symlink(".", dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("b")).unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&vs_key()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn oversized_manifest_file_is_refused_by_name() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let f = fs::File::create(dir.path().join("huge.yaml")).unwrap();
+        f.set_len(MAX_MANIFEST_FILE_BYTES + 1).unwrap();
+        let e = store.get(&vs_key()).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("huge.yaml: manifest file is larger than the limit"),
+            "{e}"
+        );
     }
 
     /// The router over files: conflicts from another tool are re-planned, not lost.

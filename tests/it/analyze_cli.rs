@@ -199,6 +199,43 @@ fn validate_lists_every_error_and_exits_1() {
     );
 }
 
+/// Issue 16's reproduction: 20,000 levels of nesting used to abort the process (stack
+/// overflow); now it is an ordinary validation error (exit 1) naming file and line, and so is
+/// a symlink loop next to it.
+#[test]
+fn validate_reports_deep_yaml_and_symlink_loops_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: b}}\nx:\n{}x\n",
+        "- ".repeat(20_000)
+    );
+    let d = write_template(&dir, "d.yaml", &body);
+    let out = skycanary(&["validate", &d]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "error: {d}:5: YAML syntax error: YAML nested deeper than 64 levels"
+        )),
+        "{stdout}"
+    );
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(".", dir.path().join("loop")).unwrap();
+        let out = skycanary(&["validate", &dir.path().display().to_string()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(
+            stdout.contains("loop: symlink loop: leads back to"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("invalid: 2 error(s) in 1 file(s)"),
+            "{stdout}"
+        );
+    }
+}
+
 #[test]
 fn validate_accepts_the_bundled_templates() {
     let out = skycanary(&["validate", "analysis-templates"]);
