@@ -3,6 +3,7 @@
 
 mod alarm_poll;
 mod analyze_cli;
+mod bounded_oap;
 mod bundled_templates;
 mod chaos;
 mod control_kube;

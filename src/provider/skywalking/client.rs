@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, FixedOffset, Offset as _, Utc};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -551,7 +552,7 @@ impl SkyWalkingClient {
                 "operationName": ALARMS_OPERATION,
             });
             let env = self.post("alarms", &body).await?;
-            let records = decode_alarms(env.field("getAlarm")?)?;
+            let records = decode_alarms(env.field("getAlarm")?.clone())?;
             let full = records.len() >= page_size as usize;
             out.records.extend(records);
             if !full {
@@ -710,7 +711,7 @@ impl SkyWalkingClient {
             let names = env.as_ref().map_err(Clone::clone).and_then(|env| {
                 let v = env.field(&alias)?;
                 // listInstances and getServiceInstances select the same `{ id name }`.
-                let list: Vec<list_instances::ListInstancesResult> = serde_json::from_value(v)
+                let list: Vec<list_instances::ListInstancesResult> = Deserialize::deserialize(v)
                     .map_err(|e| ProviderError::Decode(format!("instance list: {e}")))?;
                 Ok(list.into_iter().map(|i| i.name).collect::<Vec<_>>())
             });
@@ -1001,17 +1002,17 @@ fn parse_alias(
     match mode {
         Mode::Mqe => {
             let r: exec_expression::ExecExpressionResult =
-                serde_json::from_value(v).map_err(bad)?;
+                Deserialize::deserialize(v).map_err(bad)?;
             parse_mqe(&r, check)
         }
         Mode::V2 => {
             let r: read_metrics_values::ReadMetricsValuesResult =
-                serde_json::from_value(v).map_err(bad)?;
+                Deserialize::deserialize(v).map_err(bad)?;
             Ok((parse_v2(&r, check)?, BTreeMap::new()))
         }
         Mode::V2Empty => {
             let r: read_metrics_values_empty::ReadMetricsValuesEmptyResult =
-                serde_json::from_value(v).map_err(bad)?;
+                Deserialize::deserialize(v).map_err(bad)?;
             Ok((parse_v2_empty(&r, check)?, BTreeMap::new()))
         }
     }

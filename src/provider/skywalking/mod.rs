@@ -298,6 +298,10 @@ pub enum ProviderError {
         "response body exceeds {limit} bytes (raise the bound with {MAX_RESPONSE_BYTES_ENV} if the OAP really answers that much)"
     )]
     ResponseTooLarge { limit: usize },
+    #[error(
+        "response holds more than {limit} JSON values; refusing to decode it (an OAP answers a few per point)"
+    )]
+    ResponseTooComplex { limit: usize },
     #[error("{what}: {got} points for a window of {buckets} buckets; refusing the response")]
     TooManyPoints {
         what: String,
@@ -327,7 +331,9 @@ impl ProviderError {
             ProviderError::Internal(_) => "internal",
             ProviderError::Unreachable { .. } => "unreachable",
             ProviderError::Redirect { .. } => "redirect",
-            ProviderError::ResponseTooLarge { .. } => "too_large",
+            ProviderError::ResponseTooLarge { .. } | ProviderError::ResponseTooComplex { .. } => {
+                "too_large"
+            }
             ProviderError::TooManyPoints { .. } => "too_many_points",
             ProviderError::UnknownTimezone(_) => "timezone",
         }

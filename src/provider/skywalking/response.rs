@@ -20,6 +20,100 @@ use super::{DroppedPoints, ProviderError, SampleValue};
 const EXCERPT_CHARS: usize = 200;
 /// Most GraphQL error messages kept in one error (each cut to [`EXCERPT_CHARS`]).
 const MAX_MESSAGES: usize = 5;
+/// Most JSON values (objects, arrays, scalars) one response may hold. A decoded value costs
+/// up to ~1 KiB, so this caps a response at a few tens of MiB in memory whatever its byte
+/// size; legitimate answers hold a few per point (32 aliases of 500-point windows fit).
+pub const MAX_JSON_VALUES: usize = 65_536;
+
+/// Counts the JSON values of a document without building it, stopping past `limit`.
+/// `Ok(false)`: over the limit; `Err`: not JSON (left to the real decoder to report).
+fn within_value_budget(body: &[u8], limit: usize) -> Result<bool, serde_json::Error> {
+    use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess};
+    use std::cell::Cell;
+
+    struct Budget<'a> {
+        left: &'a Cell<usize>,
+        over: &'a Cell<bool>,
+    }
+    impl Budget<'_> {
+        fn tick<E: serde::de::Error>(&self) -> Result<(), E> {
+            match self.left.get().checked_sub(1) {
+                Some(n) => {
+                    self.left.set(n);
+                    Ok(())
+                }
+                None => {
+                    self.over.set(true);
+                    Err(E::custom("too many JSON values"))
+                }
+            }
+        }
+        fn again(&self) -> Budget<'_> {
+            Budget {
+                left: self.left,
+                over: self.over,
+            }
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Budget<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Budget<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            self.tick()?;
+            while seq.next_element_seed(self.again())?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            self.tick()?;
+            while map.next_key::<IgnoredAny>()?.is_some() {
+                map.next_value_seed(self.again())?;
+            }
+            Ok(())
+        }
+    }
+    let left = Cell::new(limit);
+    let over = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match (Budget {
+        left: &left,
+        over: &over,
+    })
+    .deserialize(&mut de)
+    {
+        Ok(()) => Ok(true),
+        Err(_) if over.get() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
 
 /// One GraphQL error; only `message` and `path` matter to us.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -187,6 +281,12 @@ pub(crate) fn decode(
             ),
         });
     }
+    // Counted before anything is built: a decoded tree is ~100x the bytes of dense JSON.
+    if let Ok(false) = within_value_budget(body, MAX_JSON_VALUES) {
+        return Err(ProviderError::ResponseTooComplex {
+            limit: MAX_JSON_VALUES,
+        });
+    }
     let parsed = serde_json::from_slice::<Envelope>(body);
     if !(200..300).contains(&status) {
         // OAP 9.x+ answers validation errors with 400 and a GraphQL body.
@@ -214,7 +314,7 @@ impl Envelope {
     /// The value of one alias of a batch. An error whose `path[0]` is another
     /// alias does not fail this one (if `data` survived); an error without a
     /// path fails every alias.
-    pub fn field(&self, alias: &str) -> Result<Value, ProviderError> {
+    pub fn field(&self, alias: &str) -> Result<&Value, ProviderError> {
         let errors = self.errors();
         let Some(data) = &self.data else {
             return Err(if errors.is_empty() {
@@ -236,7 +336,7 @@ impl Envelope {
         }
         match data.0.iter().find(|(k, _)| k == alias) {
             Some((_, Value::Null)) | None => Err(ProviderError::NoDataField),
-            Some((_, v)) => Ok(v.clone()),
+            Some((_, v)) => Ok(v),
         }
     }
 
@@ -843,8 +943,8 @@ mod tests {
             .map(|i| json!({"message": format!("{i} {}", "y".repeat(10_000))}))
             .collect();
         let body = json!({"errors": many, "data": null}).to_string();
-        let e = env(&body).field("m0");
-        match e {
+        let envelope = env(&body);
+        match envelope.field("m0") {
             Err(ProviderError::GraphQl(m)) => {
                 assert_eq!(m.len(), MAX_MESSAGES + 1);
                 assert!(m.iter().all(|x| x.chars().count() <= EXCERPT_CHARS + 1));
@@ -855,6 +955,33 @@ mod tests {
         let e = mqe(json!({"type":"UNKNOWN","results":[],"error": "z".repeat(100_000)}));
         assert!(matches!(e, Err(ProviderError::Mqe(m)) if m.chars().count() == EXCERPT_CHARS + 1));
         assert_eq!(excerpt("  a \n b  "), "a b");
+    }
+
+    #[test]
+    fn responses_with_too_many_values_are_refused_before_decoding() {
+        let ok = format!(
+            "{{\"data\":{{\"m0\":[{}]}}}}",
+            vec!["{\"id\":\"1\",\"value\":\"2\"}"; 100].join(",")
+        );
+        // 3 containers + 100 objects of 2 scalars each.
+        assert_eq!(within_value_budget(ok.as_bytes(), 303).ok(), Some(true));
+        assert_eq!(within_value_budget(ok.as_bytes(), 302).ok(), Some(false));
+        assert!(within_value_budget(b"{\"a\":", 10).is_err());
+        let dense = format!(
+            "{{\"data\":{{\"m0\":[{}]}}}}",
+            vec!["1"; MAX_JSON_VALUES].join(",")
+        );
+        assert_eq!(
+            decode(200, Some("application/json"), dense.as_bytes()),
+            Err(ProviderError::ResponseTooComplex {
+                limit: MAX_JSON_VALUES
+            })
+        );
+        // Junk is still reported as junk.
+        assert!(matches!(
+            decode(200, None, b"{\"data\": [1, {}"),
+            Err(ProviderError::Decode(_))
+        ));
         assert_eq!(
             excerpt(&"w ".repeat(300)).chars().count(),
             EXCERPT_CHARS + 1
@@ -889,7 +1016,7 @@ mod tests {
             e.field("m0"),
             Err(ProviderError::GraphQl(vec!["bad m0".into()]))
         );
-        assert_eq!(e.field("m1"), Ok(json!({"x":1})));
+        assert_eq!(e.field("m1"), Ok(&json!({"x":1})));
         let e = env(r#"{"errors":[{"message":"global"}],"data":{"m1":{"x":1}}}"#);
         assert!(e.field("m1").is_err());
         let e = env(r#"{"data":{"m1":{"x":1}}}"#);
