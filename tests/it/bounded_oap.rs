@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 enum Answer {
     /// 100 MB, no Content-Length, streamed until the client hangs up.
     Huge,
-    /// 200k well-formed MQE points (~8 MB) with a Content-Length.
-    Dense,
+    /// This many well-formed MQE points (200k: ~8 MB) with a Content-Length.
+    Dense(usize),
     /// 3 MiB of bytes that are not JSON.
     Junk,
 }
@@ -94,10 +94,10 @@ fn answer(mut s: TcpStream, what: Answer) {
                 }
             }
         }
-        Answer::Dense => {
+        Answer::Dense(points) => {
             let point = br#"{"id":"1719835200000","value":"10000"}"#;
             let mut body = br#"{"data":{"m0":{"type":"TIME_SERIES_VALUES","error":null,"results":[{"metric":{"labels":[]},"values":["#.to_vec();
-            for i in 0..200_000 {
+            for i in 0..points {
                 if i > 0 {
                     body.push(b',');
                 }
@@ -195,14 +195,22 @@ fn hostile_responses_end_as_one_error_under_64_mib() {
         "response body exceeds 4194304 bytes",
     );
     // 200k points is ~8 MB: over the default body bound...
-    let dense = serve(Answer::Dense);
+    let dense = serve(Answer::Dense(200_000));
     assert_one_error("200k points", &dense, &[], "exceeds 4194304 bytes");
     // ...and with the bound raised, refused before being decoded into a tree.
     assert_one_error(
         "200k points, 16 MiB bound",
         &dense,
         &[("SKYCANARY_MAX_RESPONSE_BYTES", "16777216")],
-        "more than 65536 JSON values",
+        "more than 32768 JSON values",
+    );
+    // The most a response may hold (3 values a point, 10 around them) is decoded, then
+    // refused for having more points than the window has buckets.
+    assert_one_error(
+        "densest decodable answer",
+        &serve(Answer::Dense((32_768 - 10) / 3)),
+        &[],
+        "10919 points for a window of 5 buckets",
     );
     assert_one_error("junk", &serve(Answer::Junk), &[], "cannot decode response");
 }

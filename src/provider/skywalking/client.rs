@@ -77,12 +77,12 @@ fn resolve_max_response_bytes(opt: Option<usize>) -> Result<usize, ProviderError
     let n = match opt {
         Some(n) => n,
         None => match std::env::var(MAX_RESPONSE_BYTES_ENV) {
-            Ok(v) => v.trim().parse::<usize>().map_err(|_| {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse::<usize>().map_err(|_| {
                 ProviderError::Config(format!(
                     "{MAX_RESPONSE_BYTES_ENV}={v:?}: expected a number of bytes"
                 ))
             })?,
-            Err(_) => DEFAULT_MAX_RESPONSE_BYTES,
+            _ => DEFAULT_MAX_RESPONSE_BYTES,
         },
     };
     if n == 0 {

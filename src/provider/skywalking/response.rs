@@ -20,10 +20,10 @@ use super::{DroppedPoints, ProviderError, SampleValue};
 const EXCERPT_CHARS: usize = 200;
 /// Most GraphQL error messages kept in one error (each cut to [`EXCERPT_CHARS`]).
 const MAX_MESSAGES: usize = 5;
-/// Most JSON values (objects, arrays, scalars) one response may hold. A decoded value costs
-/// up to ~1 KiB, so this caps a response at a few tens of MiB in memory whatever its byte
-/// size; legitimate answers hold a few per point (32 aliases of 500-point windows fit).
-pub const MAX_JSON_VALUES: usize = 65_536;
+/// Most JSON values (objects, arrays, scalars) one response may hold. A decoded point costs
+/// about 1 KiB, so this caps a decoded response near 20 MiB whatever its byte size;
+/// legitimate answers hold 3 values per point (20 aliases of 500-point windows fit).
+pub const MAX_JSON_VALUES: usize = 32_768;
 
 /// Counts the JSON values of a document without building it, stopping past `limit`.
 /// `Ok(false)`: over the limit; `Err`: not JSON (left to the real decoder to report).
