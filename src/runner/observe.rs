@@ -130,6 +130,7 @@ mod tests {
             query: String::new(),
             window: ("2026-11-21 1200".into(), "2026-11-21 1204".into()),
             dropped: Default::default(),
+            data: None,
         }
     }
 

@@ -21,6 +21,7 @@ use super::queries::{
 };
 use super::response::{
     Check, Envelope, decode, excerpt, parse_mqe, parse_raw_value, parse_v2, parse_v2_empty,
+    retain_window_points,
 };
 use super::version::{Features, Introspected, ServerInfo};
 use super::{
@@ -874,6 +875,7 @@ impl SkyWalkingClient {
                     query: doc.clone(),
                     window: (w.start.clone(), w.end.clone()),
                     dropped,
+                    data: None,
                 })
             });
             out.insert(i, r);
@@ -885,7 +887,7 @@ impl SkyWalkingClient {
     async fn run_raw(&self, text: String, w: &Window) -> Result<Sample, ProviderError> {
         let duration = serde_json::to_value(exec_expression::Duration::from_window(w))
             .map_err(|e| ProviderError::Internal(format!("serialize duration: {e}")))?;
-        let data = self
+        let mut data = self
             .post(
                 "metrics",
                 &json!({"query": text, "variables": {"duration": duration}}),
@@ -895,8 +897,9 @@ impl SkyWalkingClient {
         let mut named = BTreeMap::new();
         let mut main = None;
         let mut dropped = DroppedPoints::default();
-        for (alias, v) in &data {
+        for (alias, v) in &mut data {
             let value = parse_raw_value(alias, v, w, &mut dropped)?;
+            retain_window_points(v, w);
             if main.is_none() {
                 main = Some(value.clone());
             }
@@ -909,6 +912,7 @@ impl SkyWalkingClient {
             query: text,
             window: (w.start.clone(), w.end.clone()),
             dropped,
+            data: Some(data.into_iter().collect()),
         })
     }
 }

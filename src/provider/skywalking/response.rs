@@ -698,6 +698,60 @@ pub(crate) fn parse_raw_value(
     Ok(SampleValue::Series(leaves))
 }
 
+/// Removes from one alias of a raw query's `data` the points [`parse_raw_value`] drops
+/// (dated outside the window, undated among dated ones, repeated buckets), so whoever binds
+/// the raw `data` itself (Argo's `result`) sees the same evidence as the parsed values.
+pub(crate) fn retain_window_points(v: &mut Value, w: &Window) {
+    fn retain_dated(values: &mut Vec<Value>, slot: impl Fn(&str) -> Option<usize>) {
+        let mut seen = std::collections::BTreeSet::new();
+        values.retain(|p| {
+            json_id(p)
+                .and_then(|id| slot(&id))
+                .is_some_and(|i| seen.insert(i))
+        });
+    }
+    if let Some(values) = v
+        .get_mut("values")
+        .and_then(|x| x.get_mut("values"))
+        .and_then(Value::as_array_mut)
+    {
+        if values.iter().any(|p| p.get("id").is_some()) {
+            retain_dated(values, |id| w.slot_of_bucket_id(id));
+        }
+        return;
+    }
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("TIME_SERIES_VALUES")
+        .to_string();
+    if matches!(kind.as_str(), "SORTED_LIST" | "RECORD_LIST") {
+        return;
+    }
+    let Some(results) = v.get_mut("results").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let dated = results.iter().any(|r| {
+        r.get("values")
+            .and_then(Value::as_array)
+            .is_some_and(|vs| vs.iter().any(|p| p.get("id").is_some()))
+    });
+    if !dated {
+        return;
+    }
+    for values in results
+        .iter_mut()
+        .filter_map(|r| r.get_mut("values").and_then(Value::as_array_mut))
+    {
+        if kind == "SINGLE_VALUE" {
+            // avg/sum/count have no id; a named bucket must be one of the window's.
+            values.retain(|p| json_id(p).is_none_or(|id| w.slot_of_epoch_ms(&id).is_some()));
+        } else {
+            retain_dated(values, |id| w.slot_of_epoch_ms(id));
+        }
+    }
+}
+
 fn collect_value_leaves(v: &Value, out: &mut Vec<Option<f64>>) {
     match v {
         Value::Array(items) => items.iter().for_each(|x| collect_value_leaves(x, out)),
@@ -1118,6 +1172,25 @@ mod tests {
             Ok(SampleValue::Series(vec![None, Some(10.0), None]))
         );
         assert_eq!(dropped.outside, 1);
+        let mut kept = shifted.clone();
+        retain_window_points(&mut kept, &w);
+        assert_eq!(
+            kept,
+            json!({"values": {"values": [{"id": "202407011201_x", "value": 10}]}})
+        );
+        let mut mqe = json!({"type": "TIME_SERIES_VALUES", "results": [{"values": [
+            {"id": "0", "value": "1"}, {"id": "1719835260000", "value": "2"},
+            {"id": "1719835260000", "value": "3"}, {"id": null, "value": "4"}]}]});
+        retain_window_points(&mut mqe, &w);
+        assert_eq!(
+            mqe["results"][0]["values"],
+            json!([{"id": "1719835260000", "value": "2"}])
+        );
+        // Undated raw answers cannot be checked and are left as they are.
+        let mut undated = json!({"values": {"values": [{"value": 1}, {"value": 2}]}});
+        let before = undated.clone();
+        retain_window_points(&mut undated, &w);
+        assert_eq!(undated, before);
         assert_eq!(parsed[2], SampleValue::Single(Some(42.0)));
         assert_eq!(parsed[3], SampleValue::Single(Some(7.0)));
         assert_eq!(parsed[4], SampleValue::Single(None));

@@ -960,3 +960,38 @@ async fn plain_http_to_a_tls_port_says_so() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn raw_query_data_keeps_only_the_window_points() {
+    // A raw v2 query that selects `id`: one point from yesterday among today's two.
+    let (addr, _log) = serve(Duration::ZERO, |body| {
+        detection(body, "9.7.0", "+0000", true).unwrap_or_else(|| {
+            ok(json!({"data": {"service_apdex": {"values": {"values": [
+                {"id": "202406301203_x", "value": 10000},
+                {"id": "202407011203_x", "value": 9000},
+                {"id": "202407011204_x", "value": 9100}]}}}}))
+        })
+    })
+    .await;
+    let q = MetricQuery {
+        key: "raw".into(),
+        kind: QueryKind::Raw {
+            query: "query ($duration: Duration!) { service_apdex: readMetricsValues(condition: {name: \"service_apdex\", entity: {serviceName: \"r\", normal: true}}, duration: $duration) { values { values { id value } } } }".into(),
+        },
+        entity: None,
+        window: Duration::from_secs(180),
+        step: Step::Minute,
+    };
+    let out = client(&addr).measure(&[q], now()).await;
+    let s = out[0].as_ref().expect("raw");
+    assert_eq!(
+        s.value,
+        SampleValue::Series(vec![None, Some(9000.0), Some(9100.0)])
+    );
+    assert_eq!(s.dropped.outside, 1);
+    let data = s.data.as_ref().expect("raw data");
+    assert_eq!(
+        data["service_apdex"]["values"]["values"],
+        json!([{"id": "202407011203_x", "value": 9000}, {"id": "202407011204_x", "value": 9100}])
+    );
+}
