@@ -127,6 +127,10 @@ fn serve(what: Answer) -> String {
 
 /// Runs `skycanary analyze` to the end: exit code, stdout, stderr, peak RSS in KiB
 /// (`ru_maxrss` of the reaped child, so nothing after the last poll is missed).
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped with wait4, which also reports its peak RSS"
+)]
 fn analyze(url: &str, env: &[(&str, &str)]) -> (i32, String, String, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = dir.path().join("t.yaml");
