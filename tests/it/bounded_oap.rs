@@ -234,6 +234,10 @@ fn an_unusable_oap_fails_fast_with_a_hint() {
         "took {:?}",
         started.elapsed()
     );
+    // `.invalid` never resolves (RFC 6761).
+    let (code, out, err, _) = analyze("http://no-such-oap.invalid:12800", &[]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("does not resolve"), "{err}");
     // A TLS port spoken to in plain HTTP answers with a TLS alert.
     let tls = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", tls.local_addr().expect("addr"));

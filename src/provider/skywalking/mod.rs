@@ -322,7 +322,8 @@ impl ProviderError {
     /// A short, bounded label for metrics (`skycanary_provider_errors_total{kind}`).
     pub fn kind(&self) -> &'static str {
         match self {
-            ProviderError::Transport(_) => "transport",
+            // An unreachable OAP is a transport failure to dashboards; only the hint differs.
+            ProviderError::Transport(_) | ProviderError::Unreachable { .. } => "transport",
             ProviderError::Timeout => "timeout",
             ProviderError::Http { .. } => "http",
             ProviderError::GraphQl(_) => "graphql",
@@ -332,7 +333,6 @@ impl ProviderError {
             ProviderError::Config(_) => "config",
             ProviderError::NoMatchingInstances { .. } => "no_matching_instances",
             ProviderError::Internal(_) => "internal",
-            ProviderError::Unreachable { .. } => "unreachable",
             ProviderError::Redirect { .. } => "redirect",
             ProviderError::ResponseTooLarge { .. } | ProviderError::ResponseTooComplex { .. } => {
                 "too_large"

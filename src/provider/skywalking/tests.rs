@@ -409,6 +409,8 @@ async fn connection_refused_is_unreachable_with_a_hint() {
     match &out[0] {
         Err(e @ ProviderError::Unreachable { hint, .. }) => {
             assert!(hint.contains("nothing listens there"), "{e}");
+            // Dashboards keep counting it as a transport error.
+            assert_eq!(e.kind(), "transport");
             // Every cause once, and no bare trailing ": Error".
             let text = e.to_string();
             assert!(!text.contains(": Error"), "{text}");
