@@ -12,6 +12,7 @@ mod daemon_kube;
 mod daemon_kube_e2e;
 mod demo;
 mod deploy;
+mod evidence_time;
 mod hostile_http;
 mod kube_fake;
 mod provider_sim;
