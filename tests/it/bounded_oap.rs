@@ -16,6 +16,10 @@ enum Answer {
     Dense(usize),
     /// 3 MiB of bytes that are not JSON.
     Junk,
+    /// `getTimeInfo` is null.
+    NoZone,
+    /// Every request is redirected (307) elsewhere.
+    Redirect,
 }
 
 const TEMPLATE: &str = r#"apiVersion: skycanary.io/v1alpha1
@@ -70,6 +74,18 @@ fn respond(s: &mut TcpStream, body: &[u8]) {
 
 fn answer(mut s: TcpStream, what: Answer) {
     let req = String::from_utf8_lossy(&read_request(&mut s)).to_string();
+    if let Answer::Redirect = what {
+        let _ = s.write_all(
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/graphql\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
+    if req.contains("ServerInfoQuery") && matches!(what, Answer::NoZone) {
+        return respond(
+            &mut s,
+            br#"{"data":{"version":"10.2.0","getTimeInfo":null}}"#,
+        );
+    }
     if req.contains("ServerInfoQuery") {
         return respond(
             &mut s,
@@ -110,6 +126,7 @@ fn answer(mut s: TcpStream, what: Answer) {
             let body: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
             respond(&mut s, &body);
         }
+        Answer::NoZone | Answer::Redirect => respond(&mut s, b"{}"),
     }
 }
 
@@ -238,6 +255,16 @@ fn an_unusable_oap_fails_fast_with_a_hint() {
     let (code, out, err, _) = analyze("http://no-such-oap.invalid:12800", &[]);
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(err.contains("does not resolve"), "{err}");
+    // A redirect and an unknown time zone cannot get better by retrying either.
+    let (code, out, err, _) = analyze(&serve(Answer::Redirect), &[]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(
+        err.contains("redirect to \"http://127.0.0.1:9/graphql\" not followed"),
+        "{err}"
+    );
+    let (code, out, err, _) = analyze(&serve(Answer::NoZone), &[]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("--timezone"), "{err}");
     // A TLS port spoken to in plain HTTP answers with a TLS alert.
     let tls = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", tls.local_addr().expect("addr"));
