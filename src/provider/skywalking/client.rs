@@ -406,8 +406,13 @@ impl SkyWalkingClient {
         {
             return Err(ProviderError::ResponseTooLarge { limit });
         }
-        // Read chunk by chunk and stop past the bound: never buffer more than `limit`.
-        let mut body = Vec::new();
+        // Read chunk by chunk and stop past the bound: never buffer more than `limit`
+        // (sized up front when announced, so growing never doubles past it).
+        let announced = resp
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        let mut body = Vec::with_capacity(announced.min(limit));
         while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
             if body.len().saturating_add(chunk.len()) > limit {
                 return Err(ProviderError::ResponseTooLarge { limit });
