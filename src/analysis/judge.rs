@@ -54,7 +54,7 @@ pub fn judge(
 ) -> (Phase, String) {
     let (result, named) = match obs {
         Observation::Error { message } => {
-            return (Phase::Error, format!("measurement error: {message}: Error"));
+            return (Phase::Error, format!("measurement error: {message}"));
         }
         Observation::NoData { reason } => return no_data(spec.no_data, reason),
         Observation::Value { result, named, .. } => (result, named),
@@ -279,7 +279,8 @@ mod tests {
         };
         let (p, msg) = judge(&spec(None, None), &obs, &BTreeMap::new());
         assert_eq!(p, Phase::Error);
-        assert!(msg.contains("HTTP 502"));
+        // The phase is already Error: no redundant ": Error" suffix.
+        assert_eq!(msg, "measurement error: HTTP 502");
     }
 
     #[test]

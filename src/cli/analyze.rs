@@ -14,6 +14,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::analysis::{Phase, RunState};
+use crate::provider::skywalking::ProviderError;
 use crate::resources::{ConfigError, load_paths};
 use crate::runner::{self, Clock, Defaults, RunEvent, RunPlan, ScaledClock, SystemClock};
 use crate::sim::{OapProfile, SimConfig, Simulator};
@@ -231,6 +232,21 @@ pub async fn run(
             return Ok(EXIT_INVALID);
         }
     };
+    // Fail fast: an OAP that cannot be used at all (nothing listens, the name does not
+    // resolve, plain HTTP to a TLS port, a redirect, an unknown time zone) would only give
+    // the same Error after consecutiveErrorLimit retries (~40 s). Transient failures
+    // (timeouts, 5xx) still go through the analysis and its retries, as in the daemon.
+    for (client, opts) in clients.iter().zip(&plan.clients) {
+        if let Err(
+            e @ (ProviderError::Unreachable { .. }
+            | ProviderError::Redirect { .. }
+            | ProviderError::UnknownTimezone(_)),
+        ) = client.server_info().await
+        {
+            writeln!(err, "error: OAP {}: {e}", opts.address)?;
+            return Ok(exit_code(Phase::Error));
+        }
+    }
     if args.output == Output::Text {
         header(out, &plan, args)?;
     }

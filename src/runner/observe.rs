@@ -22,10 +22,16 @@ pub fn observation_from(result: &Result<Sample, ProviderError>) -> Observation {
         }
     };
     let window = format!("[{} .. {}]", sample.window.0, sample.window.1);
+    // Points from another time were dropped by the provider; say so wherever the value shows.
+    let dropped = if sample.dropped.total() > 0 {
+        format!("; {}", sample.dropped)
+    } else {
+        String::new()
+    };
     let Some(result) = to_result(&sample.value) else {
         return Observation::NoData {
             reason: format!(
-                "no data points in window {window} ({})",
+                "no data points in window {window} ({}{dropped})",
                 describe_empty(&sample.value)
             ),
         };
@@ -47,7 +53,10 @@ pub fn observation_from(result: &Result<Sample, ProviderError>) -> Observation {
             None => {}
         }
     }
-    let display = display(&sample.value, &result);
+    let mut display = display(&sample.value, &result);
+    if !dropped.is_empty() {
+        display.push_str(&format!(" ({})", sample.dropped));
+    }
     Observation::Value {
         result,
         named,
@@ -120,7 +129,29 @@ mod tests {
             named: BTreeMap::new(),
             query: String::new(),
             window: ("2026-11-21 1200".into(), "2026-11-21 1204".into()),
+            dropped: Default::default(),
+            data: None,
         }
+    }
+
+    #[test]
+    fn dropped_points_are_shown_in_the_value_and_the_no_data_reason() {
+        let mut s = sample(SampleValue::Series(vec![Some(9950.0), None]));
+        s.dropped.outside = 3;
+        match observation_from(&Ok(s.clone())) {
+            Observation::Value { display, .. } => {
+                assert!(
+                    display.starts_with("[9950, —] (3 point(s) dropped: 3 outside"),
+                    "{display}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        s.value = SampleValue::Series(vec![None, None]);
+        assert!(matches!(
+            observation_from(&Ok(s)),
+            Observation::NoData { ref reason } if reason.contains("all empty; 3 point(s) dropped")
+        ));
     }
 
     #[test]

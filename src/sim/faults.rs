@@ -19,6 +19,13 @@ pub enum Fault {
     MqeError(String),
     /// The storage fails: MQE error text, or a resolver error for v2 queries.
     StorageError,
+    /// Every bucket id in the answer is moved by this many seconds (MQE epoch-ms ids and
+    /// v2 `yyyyMMddHHmm_…` ids): data from another time, as a stale cache or a skewed
+    /// store would serve it.
+    ShiftBuckets(i64),
+    /// `getTimeInfo` reports this zone text, or is null with `None` (OAP < 6.5, a proxy
+    /// stripping it): the client must not guess.
+    TimeZone(Option<String>),
 }
 
 impl Fault {
@@ -31,6 +38,7 @@ impl Fault {
                 | Fault::Delay(_)
                 | Fault::TruncatedJson
                 | Fault::GraphqlError(_)
+                | Fault::ShiftBuckets(_)
         )
     }
 }

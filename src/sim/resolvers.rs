@@ -19,10 +19,17 @@ pub fn root(inner: &Inner, field: &str, args: &Args, key: &str) -> Result<Json, 
     match field {
         "version" => Ok(json!(p.version_string())),
         "checkHealth" => Ok(json!({"score": 0, "details": null})),
-        "getTimeInfo" => Ok(json!({
-            "timezone": duration::tz_string(inner.config.server_tz),
-            "currentTimestamp": (inner.config.clock)().timestamp_millis(),
-        })),
+        "getTimeInfo" => {
+            let zone = match inner.faults().take(|f| matches!(f, Fault::TimeZone(_))) {
+                Some(Fault::TimeZone(None)) => return Ok(Json::Null),
+                Some(Fault::TimeZone(Some(z))) => z,
+                _ => duration::tz_string(inner.config.server_tz),
+            };
+            Ok(json!({
+                "timezone": zone,
+                "currentTimestamp": (inner.config.clock)().timestamp_millis(),
+            }))
+        }
         "typeOfMetrics" => {
             let name = str_arg(args, "name");
             let kind = match inner.store().metric_kind(name) {

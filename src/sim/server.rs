@@ -99,6 +99,7 @@ async fn answer(
     }
 
     let mut truncate = false;
+    let mut shift = None;
     let fault = inner.faults().take(Fault::is_transport);
     match fault {
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
@@ -115,6 +116,7 @@ async fn answer(
             return r;
         }
         Some(Fault::TruncatedJson) => truncate = true,
+        Some(Fault::ShiftBuckets(secs)) => shift = Some(secs),
         Some(Fault::GraphqlError(msg)) => {
             let body = json!({"errors": [{"message": msg, "locations": [],
                               "extensions": {"classification": "DataFetchingException"}}], "data": null});
@@ -127,7 +129,56 @@ async fn answer(
     if truncate {
         return cut_in_half(resp).await;
     }
+    if let Some(secs) = shift {
+        return shift_buckets(resp, secs).await;
+    }
     resp
+}
+
+/// Moves every bucket id of a JSON answer by `secs` (see [`Fault::ShiftBuckets`]).
+async fn shift_buckets(resp: Response, secs: i64) -> Response {
+    fn shift_id(id: &str, secs: i64) -> Option<String> {
+        if id.len() == 13 && id.bytes().all(|b| b.is_ascii_digit()) {
+            let ms: i64 = id.parse().ok()?;
+            return Some(ms.checked_add(secs.checked_mul(1000)?)?.to_string());
+        }
+        let (bucket, rest) = (id.get(..12)?, id.get(12..)?);
+        if !(rest.is_empty() || rest.starts_with('_')) {
+            return None;
+        }
+        let t = chrono::NaiveDateTime::parse_from_str(bucket, "%Y%m%d%H%M").ok()?;
+        let moved = t.checked_add_signed(chrono::TimeDelta::try_seconds(secs)?)?;
+        Some(format!("{}{rest}", moved.format("%Y%m%d%H%M")))
+    }
+    fn walk(v: &mut Json, secs: i64) {
+        match v {
+            Json::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    match x {
+                        Json::String(id) if k == "id" => {
+                            if let Some(moved) = shift_id(id, secs) {
+                                *id = moved;
+                            }
+                        }
+                        _ => walk(x, secs),
+                    }
+                }
+            }
+            Json::Array(items) => items.iter_mut().for_each(|x| walk(x, secs)),
+            _ => {}
+        }
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let Ok(mut v) = serde_json::from_slice::<Json>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    walk(&mut v, secs);
+    let mut r = Response::from_parts(parts, Body::from(v.to_string()));
+    r.headers_mut().remove(header::CONTENT_LENGTH);
+    r
 }
 
 async fn cut_in_half(resp: Response) -> Response {

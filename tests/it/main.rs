@@ -4,6 +4,7 @@
 mod alarm_flood;
 mod alarm_poll;
 mod analyze_cli;
+mod bounded_oap;
 mod bundled_templates;
 mod chaos;
 mod control_kube;
@@ -12,6 +13,7 @@ mod daemon_kube;
 mod daemon_kube_e2e;
 mod demo;
 mod deploy;
+mod evidence_time;
 mod hostile_http;
 mod kube_fake;
 mod provider_sim;

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, FixedOffset, Offset as _, Utc};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -18,11 +19,14 @@ use super::queries::{
     Batch, exec_expression, get_service_instances, list_instances, read_metrics_values,
     read_metrics_values_empty, server_info_query, templates,
 };
-use super::response::{Envelope, decode, parse_mqe, parse_raw_value, parse_v2, parse_v2_empty};
+use super::response::{
+    Check, Envelope, decode, excerpt, parse_mqe, parse_raw_value, parse_v2, parse_v2_empty,
+    retain_window_points,
+};
 use super::version::{Features, Introspected, ServerInfo};
 use super::{
-    Auth, ClientOptions, EntitySpec, MetricQuery, OapVersion, ProviderError, QueryKind, Sample,
-    SampleValue, Scope,
+    Auth, ClientOptions, DroppedPoints, EntitySpec, MetricQuery, OapVersion, ProviderError,
+    QueryKind, Sample, SampleValue, Scope, Step,
 };
 
 /// Operation name of batched metric requests (shows up in OAP logs).
@@ -58,6 +62,36 @@ pub struct SkyWalkingClient {
     in_flight: tokio::sync::Semaphore,
     /// Whole-request budget: waiting for a slot counts against it.
     timeout: std::time::Duration,
+    /// Largest response body read.
+    max_response_bytes: usize,
+}
+
+/// Default bound on one response body: a 500-point window of a few dozen aliases is
+/// well under 1 MiB, and 4 MiB of JSON decodes in a few tens of MiB at most.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Environment variable overriding [`DEFAULT_MAX_RESPONSE_BYTES`] (bytes).
+pub const MAX_RESPONSE_BYTES_ENV: &str = "SKYCANARY_MAX_RESPONSE_BYTES";
+
+/// The response bound: the option, else the environment variable, else the default.
+fn resolve_max_response_bytes(opt: Option<usize>) -> Result<usize, ProviderError> {
+    let n = match opt {
+        Some(n) => n,
+        None => match std::env::var(MAX_RESPONSE_BYTES_ENV) {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse::<usize>().map_err(|_| {
+                ProviderError::Config(format!(
+                    "{MAX_RESPONSE_BYTES_ENV}={v:?}: expected a number of bytes"
+                ))
+            })?,
+            _ => DEFAULT_MAX_RESPONSE_BYTES,
+        },
+    };
+    if n == 0 {
+        return Err(ProviderError::Config(
+            "the response size bound must be positive".into(),
+        ));
+    }
+    Ok(n)
 }
 
 /// Most requests one client has in flight (and connections it keeps) towards one OAP.
@@ -105,23 +139,66 @@ fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Provider
     Ok((n, v))
 }
 
-/// Flattens a reqwest error and its causes ("connection refused" sits deep in the chain).
+/// Flattens a reqwest error and its causes ("connection refused" sits deep in the chain),
+/// leaving out causes that add nothing (hyper's bare "Error", repeats), and tells an OAP
+/// that cannot be reached at all apart from a transient failure.
 fn map_reqwest(e: reqwest::Error) -> ProviderError {
     if e.is_timeout() {
         return ProviderError::Timeout;
     }
     let mut msg = e.to_string();
+    let mut causes = Vec::new();
     let mut src = e.source();
     while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        let text = s.to_string();
+        if !text.is_empty() && text != "Error" && !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        causes.push(s);
         src = s.source();
     }
     if e.is_body() || e.is_decode() {
-        ProviderError::Decode(msg)
-    } else {
-        ProviderError::Transport(msg)
+        return ProviderError::Decode(msg);
     }
+    let io_kind = causes
+        .iter()
+        .find_map(|c| c.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
+    let lower = msg.to_ascii_lowercase();
+    let hint = if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        Some("the OAP host name does not resolve: check the address")
+    } else if io_kind == Some(std::io::ErrorKind::ConnectionRefused)
+        || lower.contains("connection refused")
+    {
+        Some(
+            "nothing listens there: check the OAP address and port (the GraphQL port is usually 12800)",
+        )
+    } else if lower.contains("invalid http version")
+        || lower.contains("invalid status")
+        || lower.contains("invalid header")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("corrupt message")
+    {
+        Some(
+            "the server does not speak plain HTTP/1.1 there: if it is a TLS port use https://, and the reverse",
+        )
+    } else {
+        None
+    };
+    match hint {
+        Some(hint) => ProviderError::Unreachable {
+            detail: msg,
+            hint: hint.to_string(),
+        },
+        None => ProviderError::Transport(msg),
+    }
+}
+
+/// A body that says a TLS server received plain HTTP (Go's and nginx's wording).
+fn plain_http_to_tls(body: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(&body[..body.len().min(512)]).to_ascii_lowercase();
+    head.contains("http request to an https server")
+        || head.contains("plain http request was sent to https port")
 }
 
 /// SkyWalking service id: `base64(name)` + `.1` (normal) or `.0`.
@@ -235,7 +312,12 @@ impl SkyWalkingClient {
             let (n, v) = header(name, value)?;
             headers.insert(n, v);
         }
+        let max_response_bytes = resolve_max_response_bytes(opts.max_response_bytes)?;
+        // No redirect is followed: the Authorization and custom headers (API keys) are
+        // default headers, and must never reach another origin; a redirect is an error
+        // naming the target instead.
         let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(opts.timeout)
             .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .default_headers(headers);
@@ -260,6 +342,7 @@ impl SkyWalkingClient {
             observer: opts.observer.clone(),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             timeout: opts.timeout,
+            max_response_bytes,
         })
     }
 
@@ -294,7 +377,7 @@ impl SkyWalkingClient {
         if left.is_zero() {
             return Err(ProviderError::Timeout);
         }
-        let resp = self
+        let mut resp = self
             .http
             .post(&self.url)
             .timeout(left)
@@ -303,12 +386,45 @@ impl SkyWalkingClient {
             .await
             .map_err(map_reqwest)?;
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| excerpt(&String::from_utf8_lossy(v.as_bytes())))
+                .unwrap_or_default();
+            return Err(ProviderError::Redirect { status, location });
+        }
         let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp.bytes().await.map_err(map_reqwest)?;
+        let limit = self.max_response_bytes;
+        if resp
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
+            return Err(ProviderError::ResponseTooLarge { limit });
+        }
+        // Read chunk by chunk and stop past the bound: never buffer more than `limit`
+        // (sized up front when announced, so growing never doubles past it).
+        let announced = resp
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0);
+        let mut body = Vec::with_capacity(announced.min(limit));
+        while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
+            if body.len().saturating_add(chunk.len()) > limit {
+                return Err(ProviderError::ResponseTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status == 400 && plain_http_to_tls(&body) {
+            return Err(ProviderError::Unreachable {
+                detail: format!("HTTP 400: {}", excerpt(&String::from_utf8_lossy(&body))),
+                hint: "the OAP port speaks TLS: use an https:// address".into(),
+            });
+        }
         decode(status, content_type.as_deref(), &body)
     }
 
@@ -369,13 +485,20 @@ impl SkyWalkingClient {
             }
         }
         let server_tz = time.as_ref().and_then(|t| t.timezone.as_deref());
+        // Never guessed: a wrong zone reads buckets from hours away as if they were now.
         let timezone = match (self.timezone, server_tz) {
             (Some(tz), _) => tz,
-            (None, Some(s)) => parse_timezone(s).unwrap_or_else(|| {
-                tracing::warn!(timezone = s, "unparsable OAP timezone; assuming UTC");
-                Utc.fix()
-            }),
-            (None, None) => Utc.fix(),
+            (None, Some(s)) => parse_timezone(s).ok_or_else(|| {
+                ProviderError::UnknownTimezone(format!(
+                    "getTimeInfo.timezone is {:?}, expected an offset like +0800",
+                    excerpt(s)
+                ))
+            })?,
+            (None, None) => {
+                return Err(ProviderError::UnknownTimezone(
+                    "the OAP did not report one: getTimeInfo is null or missing".into(),
+                ));
+            }
         };
         Ok(ServerInfo {
             version: version.or_else(|| self.version_override.map(|v| v.to_string())),
@@ -435,7 +558,7 @@ impl SkyWalkingClient {
                 "operationName": ALARMS_OPERATION,
             });
             let env = self.post("alarms", &body).await?;
-            let records = decode_alarms(env.field("getAlarm")?)?;
+            let records = decode_alarms(env.field("getAlarm")?.clone())?;
             let full = records.len() >= page_size as usize;
             out.records.extend(records);
             if !full {
@@ -594,7 +717,7 @@ impl SkyWalkingClient {
             let names = env.as_ref().map_err(Clone::clone).and_then(|env| {
                 let v = env.field(&alias)?;
                 // listInstances and getServiceInstances select the same `{ id name }`.
-                let list: Vec<list_instances::ListInstancesResult> = serde_json::from_value(v)
+                let list: Vec<list_instances::ListInstancesResult> = Deserialize::deserialize(v)
                     .map_err(|e| ProviderError::Decode(format!("instance list: {e}")))?;
                 Ok(list.into_iter().map(|i| i.name).collect::<Vec<_>>())
             });
@@ -729,11 +852,22 @@ impl SkyWalkingClient {
             let r = env.as_ref().map_err(Clone::clone).and_then(|env| {
                 let mut parts = Vec::with_capacity(aliases.len());
                 let mut named = BTreeMap::new();
+                let mut dropped = DroppedPoints::default();
                 for alias in &aliases {
-                    let (v, n) = parse_alias(env, alias, mode)?;
+                    let mut check = Check {
+                        window: w,
+                        dated: true,
+                        dropped: &mut dropped,
+                    };
+                    let (v, n) = parse_alias(env, alias, mode, &mut check)?;
                     parts.push(v);
                     named = n;
                 }
+                report_dropped(
+                    queries.get(i).map_or("metric", |q| q.key.as_str()),
+                    w,
+                    &dropped,
+                );
                 let value = if aggregated {
                     named.clear();
                     mean_combine(&parts)
@@ -745,6 +879,8 @@ impl SkyWalkingClient {
                     named,
                     query: doc.clone(),
                     window: (w.start.clone(), w.end.clone()),
+                    dropped,
+                    data: None,
                 })
             });
             out.insert(i, r);
@@ -756,7 +892,7 @@ impl SkyWalkingClient {
     async fn run_raw(&self, text: String, w: &Window) -> Result<Sample, ProviderError> {
         let duration = serde_json::to_value(exec_expression::Duration::from_window(w))
             .map_err(|e| ProviderError::Internal(format!("serialize duration: {e}")))?;
-        let data = self
+        let mut data = self
             .post(
                 "metrics",
                 &json!({"query": text, "variables": {"duration": duration}}),
@@ -765,19 +901,33 @@ impl SkyWalkingClient {
             .into_data()?;
         let mut named = BTreeMap::new();
         let mut main = None;
-        for (alias, v) in &data {
-            let value = parse_raw_value(v)?;
+        let mut dropped = DroppedPoints::default();
+        for (alias, v) in &mut data {
+            let value = parse_raw_value(alias, v, w, &mut dropped)?;
+            retain_window_points(v, w);
             if main.is_none() {
                 main = Some(value.clone());
             }
             named.insert(alias.clone(), value);
         }
+        report_dropped("raw query", w, &dropped);
         Ok(Sample {
             value: main.ok_or(ProviderError::NoDataField)?,
             named,
             query: text,
             window: (w.start.clone(), w.end.clone()),
+            dropped,
+            data: Some(data.into_iter().collect()),
         })
+    }
+}
+
+/// Logs points that were not evidence: the user must see that the OAP answered with data
+/// from another time (a wrong zone, clock skew, a misbehaving proxy).
+fn report_dropped(key: &str, w: &Window, dropped: &DroppedPoints) {
+    if dropped.total() > 0 {
+        tracing::warn!(metric = key, start = %w.start, end = %w.end, %dropped,
+            "OAP returned points that are not in the requested window");
     }
 }
 
@@ -812,16 +962,36 @@ pub fn decode_response(
         .map(|d| d.0.iter().map(|(k, _)| k.clone()).collect())
         .unwrap_or_default();
     aliases.push("m0".into());
+    // A fixed five-minute window (2024-07-01 12:00..12:04 UTC) to check points against.
+    let w = match DateTime::from_timestamp(1_719_835_542, 0)
+        .ok_or_else(|| ProviderError::Internal("fixed time".into()))
+        .and_then(|now| {
+            window(
+                now,
+                Utc.fix(),
+                std::time::Duration::from_secs(300),
+                Step::Minute,
+            )
+        }) {
+        Ok(w) => w,
+        Err(e) => return vec![Err(e)],
+    };
+    let mut dropped = DroppedPoints::default();
     let mut out = Vec::new();
     for alias in &aliases {
         for mode in [Mode::Mqe, Mode::V2, Mode::V2Empty] {
-            out.push(parse_alias(&env, alias, mode).map(|(v, _)| v));
+            let mut check = Check {
+                window: &w,
+                dated: true,
+                dropped: &mut dropped,
+            };
+            out.push(parse_alias(&env, alias, mode, &mut check).map(|(v, _)| v));
         }
     }
     out.push(env.into_data().and_then(|data| {
         let mut first = None;
-        for (_, v) in &data {
-            let value = parse_raw_value(v)?;
+        for (alias, v) in &data {
+            let value = parse_raw_value(alias, v, &w, &mut dropped)?;
             first.get_or_insert(value);
         }
         first.ok_or(ProviderError::NoDataField)
@@ -834,24 +1004,25 @@ fn parse_alias(
     env: &Envelope,
     alias: &str,
     mode: Mode,
+    check: &mut Check<'_>,
 ) -> Result<(SampleValue, BTreeMap<String, SampleValue>), ProviderError> {
     let v = env.field(alias)?;
     let bad = |e: serde_json::Error| ProviderError::Decode(format!("{alias}: {e}"));
     match mode {
         Mode::Mqe => {
             let r: exec_expression::ExecExpressionResult =
-                serde_json::from_value(v).map_err(bad)?;
-            parse_mqe(&r)
+                Deserialize::deserialize(v).map_err(bad)?;
+            parse_mqe(&r, check)
         }
         Mode::V2 => {
             let r: read_metrics_values::ReadMetricsValuesResult =
-                serde_json::from_value(v).map_err(bad)?;
-            Ok((parse_v2(&r), BTreeMap::new()))
+                Deserialize::deserialize(v).map_err(bad)?;
+            Ok((parse_v2(&r, check)?, BTreeMap::new()))
         }
         Mode::V2Empty => {
             let r: read_metrics_values_empty::ReadMetricsValuesEmptyResult =
-                serde_json::from_value(v).map_err(bad)?;
-            Ok((parse_v2_empty(&r), BTreeMap::new()))
+                Deserialize::deserialize(v).map_err(bad)?;
+            Ok((parse_v2_empty(&r, check)?, BTreeMap::new()))
         }
     }
 }
@@ -868,11 +1039,17 @@ mod tests {
             [Err(ProviderError::Http { status: 502, .. })]
         ));
         let mqe = br#"{"data":{"m0":{"type":"TIME_SERIES_VALUES","error":null,
-            "results":[{"metric":{"labels":[]},"values":[{"id":"1","value":"9950"},{"id":"2","value":null}]}]}}}"#;
+            "results":[{"metric":{"labels":[]},"values":[{"id":"1719835200000","value":"9950"},{"id":"1719835260000","value":null}]}]}}}"#;
         let got = decode_response(200, Some("application/json"), mqe);
         assert_eq!(
             got[0],
-            Ok(SampleValue::Series(vec![Some(9950.0), None])),
+            Ok(SampleValue::Series(vec![
+                Some(9950.0),
+                None,
+                None,
+                None,
+                None
+            ])),
             "{got:?}"
         );
         // A v2 reading of an MQE body finds no point (no data), never an invented value.

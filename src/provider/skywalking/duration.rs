@@ -21,6 +21,64 @@ pub struct Window {
     pub points: u32,
     /// The requested span exceeded [`MAX_POINTS`] and the start was moved forward.
     pub clamped: bool,
+    /// First bucket as wall-clock seconds in the OAP zone (read as if UTC).
+    pub start_local: i64,
+    /// The OAP zone's offset from UTC, seconds.
+    pub offset_secs: i32,
+}
+
+impl Window {
+    /// Index of the bucket that starts at `local` (wall-clock seconds in the OAP zone), or
+    /// `None` when no bucket of this window starts there: the point is from another time.
+    pub fn slot_of_local(&self, local: i64) -> Option<usize> {
+        let step = self.step.seconds();
+        let since = local.checked_sub(self.start_local)?;
+        if since < 0 || since % step != 0 {
+            return None;
+        }
+        let i = usize::try_from(since / step).ok()?;
+        (i < self.points as usize).then_some(i)
+    }
+
+    /// Slot of an MQE id: the bucket start as epoch milliseconds (the OAP parses the bucket
+    /// in its zone, so a wrong zone shows up here as every point being outside).
+    pub fn slot_of_epoch_ms(&self, id: &str) -> Option<usize> {
+        let ms: i64 = id.trim().parse().ok()?;
+        if ms % 1000 != 0 {
+            return None;
+        }
+        let local = (ms / 1000).checked_add(i64::from(self.offset_secs))?;
+        self.slot_of_local(local)
+    }
+
+    /// Slot of a v2 `KVInt` id. Its shape depends on the storage (`<bucket>_<entity>`,
+    /// `<metric>_<bucket>_<entity>`), so the bucket is the `_`-separated all-digit part
+    /// with the step's length (`yyyyMMddHHmm` for MINUTE).
+    pub fn slot_of_bucket_id(&self, id: &str) -> Option<usize> {
+        let len = match self.step {
+            Step::Second => 14,
+            Step::Minute => 12,
+            Step::Hour => 10,
+            Step::Day => 8,
+        };
+        id.split('_')
+            .filter(|part| part.len() == len && part.bytes().all(|b| b.is_ascii_digit()))
+            .find_map(|part| bucket_local_secs(part).and_then(|t| self.slot_of_local(t)))
+    }
+}
+
+/// `yyyyMMdd[HH[mm[ss]]]` → wall-clock seconds (read as if UTC); `None` if not a real time.
+fn bucket_local_secs(digits: &str) -> Option<i64> {
+    let num = |a: usize, b: usize| -> Option<u32> {
+        match digits.get(a..b) {
+            Some(s) if !s.is_empty() => s.parse().ok(),
+            _ => Some(0),
+        }
+    };
+    let year = i32::try_from(num(0, 4)?).ok()?;
+    let date = chrono::NaiveDate::from_ymd_opt(year, num(4, 6)?, num(6, 8)?)?;
+    let t = date.and_hms_opt(num(8, 10)?, num(10, 12)?, num(12, 14)?)?;
+    Some(t.and_utc().timestamp())
 }
 
 /// Computes the window ending at the last *closed* bucket before `now`.
@@ -54,6 +112,8 @@ pub fn window(
         step,
         points,
         clamped,
+        start_local: start,
+        offset_secs: tz.local_minus_utc(),
     })
 }
 
@@ -216,6 +276,54 @@ mod tests {
         let x = w(at(2024, 7, 1, 12, 5, 0), "+0000", 500 * 60, Step::Minute);
         assert_eq!(x.points, MAX_POINTS);
         assert!(!x.clamped);
+    }
+
+    #[test]
+    fn slots_accept_only_the_window_buckets() {
+        // 12:00..12:04 in +0800 local time = 04:00..04:04 UTC.
+        let x = w(at(2024, 7, 1, 4, 5, 42), "+0800", 300, Step::Minute);
+        assert_eq!(x.start, "2024-07-01 1200");
+        let ms = |h, m| at(2024, 7, 1, h, m, 0).timestamp_millis().to_string();
+        assert_eq!(x.slot_of_epoch_ms(&ms(4, 0)), Some(0));
+        assert_eq!(x.slot_of_epoch_ms(&ms(4, 4)), Some(4));
+        // The still-open bucket, one before the window, the same time read as UTC, 1970,
+        // a day earlier, mid-bucket and junk are all outside.
+        for bad in [
+            ms(4, 5),
+            ms(3, 59),
+            ms(12, 0),
+            "0".to_string(),
+            at(2024, 6, 30, 4, 0, 0).timestamp_millis().to_string(),
+            (at(2024, 7, 1, 4, 1, 0).timestamp_millis() + 500).to_string(),
+            "x".to_string(),
+            i64::MAX.to_string(),
+            i64::MIN.to_string(),
+        ] {
+            assert_eq!(x.slot_of_epoch_ms(&bad), None, "{bad}");
+        }
+        assert_eq!(
+            x.slot_of_bucket_id("202407011203_cmV2aWV3cy5ib29raW5mbw==.1"),
+            Some(3)
+        );
+        assert_eq!(
+            x.slot_of_bucket_id("service_apdex_202407011200_Y2FuYXJ5=.1"),
+            Some(0)
+        );
+        for bad in [
+            "202406301203_cmV2.1",
+            "197001010000_cmV2.1",
+            "202407011205_cmV2.1",
+            "202407011299_x",
+            "2024070112_x",
+            "a",
+            "",
+        ] {
+            assert_eq!(x.slot_of_bucket_id(bad), None, "{bad}");
+        }
+        let d = w(at(2024, 7, 1, 12, 5, 42), "+0000", 2 * 86_400, Step::Day);
+        assert_eq!(d.slot_of_bucket_id("20240630_x"), Some(1));
+        let h = w(at(2024, 7, 1, 12, 5, 42), "+0000", 3 * 3600, Step::Hour);
+        assert_eq!(h.slot_of_bucket_id("2024070110_x"), Some(1));
     }
 
     #[test]

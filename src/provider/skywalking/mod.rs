@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use alarms::{AlarmPage, AlarmRecord};
-pub use client::{MAX_IN_FLIGHT, SkyWalkingClient, decode_response};
+pub use client::{
+    DEFAULT_MAX_RESPONSE_BYTES, MAX_IN_FLIGHT, MAX_RESPONSE_BYTES_ENV, SkyWalkingClient,
+    decode_response,
+};
 pub use duration::{MAX_POINTS, Window, parse_timezone, window};
 pub use version::{Features, OapVersion, ServerInfo};
 
@@ -158,6 +161,9 @@ pub struct ClientOptions {
     pub version_override: Option<OapVersion>,
     /// Told about every request (the daemon's `/metrics`); None in the CLI.
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// Largest response body read; a longer one is an error, never buffered whole.
+    /// `None`: `SKYCANARY_MAX_RESPONSE_BYTES` if set, else [`DEFAULT_MAX_RESPONSE_BYTES`].
+    pub max_response_bytes: Option<usize>,
 }
 
 /// Hears about every request a client sends, so the daemon can export provider latency and
@@ -180,6 +186,7 @@ impl ClientOptions {
             timezone: None,
             version_override: None,
             observer: None,
+            max_response_bytes: None,
         }
     }
 }
@@ -201,6 +208,46 @@ impl SampleValue {
     }
 }
 
+/// Points the OAP returned that are not evidence for the requested window. They are
+/// dropped before any condition sees them, and counted so the user sees it happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DroppedPoints {
+    /// Dated outside the requested buckets (another day, 1970, the future, a wrong zone).
+    pub outside: usize,
+    /// Without a bucket id that could be read, so their time is unknown.
+    pub undated: usize,
+    /// A second point for a bucket that already had one.
+    pub duplicate: usize,
+}
+
+impl DroppedPoints {
+    /// All dropped points.
+    pub fn total(&self) -> usize {
+        self.outside
+            .saturating_add(self.undated)
+            .saturating_add(self.duplicate)
+    }
+}
+
+impl fmt::Display for DroppedPoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.outside > 0 {
+            parts.push(format!(
+                "{} outside the requested window (is the OAP time zone right?)",
+                self.outside
+            ));
+        }
+        if self.undated > 0 {
+            parts.push(format!("{} without a readable bucket id", self.undated));
+        }
+        if self.duplicate > 0 {
+            parts.push(format!("{} duplicate bucket(s)", self.duplicate));
+        }
+        write!(f, "{} point(s) dropped: {}", self.total(), parts.join(", "))
+    }
+}
+
 /// The result of one [`MetricQuery`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -213,6 +260,11 @@ pub struct Sample {
     pub query: String,
     /// `Duration.start` and `Duration.end` as sent.
     pub window: (String, String),
+    /// Returned points that were not used (wrong time, no id, duplicates).
+    pub dropped: DroppedPoints,
+    /// Raw queries: the GraphQL `data` object (what Argo binds as `result`), with the
+    /// dropped points already removed. `None` for metrics and expressions.
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Everything that can go wrong talking to an OAP. Display gives the server's message.
@@ -238,13 +290,40 @@ pub enum ProviderError {
     NoMatchingInstances { service: String, pattern: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// The OAP could not be reached at all; `hint` says what to check.
+    #[error("{detail} ({hint})")]
+    Unreachable { detail: String, hint: String },
+    #[error(
+        "HTTP {status} redirect to {location:?} not followed: credentials and headers never leave the configured origin; set the OAP address to the final URL"
+    )]
+    Redirect { status: u16, location: String },
+    #[error(
+        "response body exceeds {limit} bytes (raise the bound with {MAX_RESPONSE_BYTES_ENV} if the OAP really answers that much)"
+    )]
+    ResponseTooLarge { limit: usize },
+    #[error(
+        "response holds more than {limit} JSON values; refusing to decode it (an OAP answers a few per point)"
+    )]
+    ResponseTooComplex { limit: usize },
+    #[error("{what}: {got} points for a window of {buckets} buckets; refusing the response")]
+    TooManyPoints {
+        what: String,
+        got: usize,
+        buckets: u32,
+    },
+    /// Buckets are wall-clock times in the OAP's zone: guessing it reads data from another time.
+    #[error(
+        "the OAP time zone is unknown ({0}); set it explicitly with --timezone (e.g. --timezone +0800)"
+    )]
+    UnknownTimezone(String),
 }
 
 impl ProviderError {
     /// A short, bounded label for metrics (`skycanary_provider_errors_total{kind}`).
     pub fn kind(&self) -> &'static str {
         match self {
-            ProviderError::Transport(_) => "transport",
+            // An unreachable OAP is a transport failure to dashboards; only the hint differs.
+            ProviderError::Transport(_) | ProviderError::Unreachable { .. } => "transport",
             ProviderError::Timeout => "timeout",
             ProviderError::Http { .. } => "http",
             ProviderError::GraphQl(_) => "graphql",
@@ -254,6 +333,12 @@ impl ProviderError {
             ProviderError::Config(_) => "config",
             ProviderError::NoMatchingInstances { .. } => "no_matching_instances",
             ProviderError::Internal(_) => "internal",
+            ProviderError::Redirect { .. } => "redirect",
+            ProviderError::ResponseTooLarge { .. } | ProviderError::ResponseTooComplex { .. } => {
+                "too_large"
+            }
+            ProviderError::TooManyPoints { .. } => "too_many_points",
+            ProviderError::UnknownTimezone(_) => "timezone",
         }
     }
 }

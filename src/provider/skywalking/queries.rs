@@ -384,6 +384,8 @@ mod tests {
             step: Step::Minute,
             points: 5,
             clamped: false,
+            start_local: 1_719_835_200,
+            offset_secs: 0,
         };
         let spec = EntitySpec::service("reviews.bookinfo");
         let mut b = Batch::default();

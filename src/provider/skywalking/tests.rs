@@ -125,9 +125,16 @@ fn detection(
     None
 }
 
+/// Epoch ms of the last closed MINUTE bucket at [`now`] (12:04 UTC, whatever the OAP zone).
+const LAST_BUCKET_MS: i64 = 1_719_835_440_000;
+
+/// An MQE series whose points are the *last* `values.len()` buckets of the window at [`now`].
 fn mqe_series(values: &[Option<&str>]) -> Value {
+    let n = values.len() as i64;
     json!({"type": "TIME_SERIES_VALUES", "error": null, "results": [{"metric": {"labels": []},
-        "values": values.iter().enumerate().map(|(i, v)| json!({"id": i.to_string(), "value": v})).collect::<Vec<_>>()}]})
+        "values": values.iter().enumerate().map(|(i, v)| json!({
+            "id": (LAST_BUCKET_MS - (n - 1 - i as i64) * 60_000).to_string(), "value": v}))
+            .collect::<Vec<_>>()}]})
 }
 
 fn now() -> chrono::DateTime<Utc> {
@@ -251,7 +258,7 @@ async fn batch_of_two_metrics_is_one_request() {
 async fn old_server_uses_v2_without_is_empty_value() {
     let (addr, log) = serve(Duration::ZERO, |body| {
         detection(body, "9.4.0-abc1234", "+0530", false).unwrap_or_else(|| {
-            ok(json!({"data": {"m0": {"label": null, "values": {"values": [{"id": "a", "value": 0}, {"id": "b", "value": 9900}]}}}}))
+            ok(json!({"data": {"m0": {"label": null, "values": {"values": [{"id": "202407011733_cmV2.1", "value": 0}, {"id": "202407011734_cmV2.1", "value": 9900}]}}}}))
         })
     })
     .await;
@@ -262,7 +269,10 @@ async fn old_server_uses_v2_without_is_empty_value() {
         .measure(&[metric("apdex", "service_apdex"), expr], now())
         .await;
     let s = out[0].as_ref().expect("v2");
-    assert_eq!(s.value, SampleValue::Series(vec![Some(0.0), Some(9900.0)]));
+    assert_eq!(
+        s.value,
+        SampleValue::Series(vec![None, None, None, Some(0.0), Some(9900.0)])
+    );
     assert_eq!(s.window.1, "2024-07-01 1734");
     assert_eq!(
         out[1],
@@ -294,7 +304,7 @@ async fn v2_with_is_empty_value_when_server_has_it() {
                 "kv": {"fields": [{"name": "isEmptyValue"}]}, "mqe": null, "dur": {"inputFields": []}}}));
         }
         detection(body, "9.5.0", "+0000", true).unwrap_or_else(|| {
-            ok(json!({"data": {"m0": {"label": null, "values": {"values": [{"id": "a", "value": 0, "isEmptyValue": true}]}}}}))
+            ok(json!({"data": {"m0": {"label": null, "values": {"values": [{"id": "202407011204_cmV2.1", "value": 0, "isEmptyValue": true}]}}}}))
         })
     })
     .await;
@@ -303,7 +313,7 @@ async fn v2_with_is_empty_value_when_server_has_it() {
         .await;
     assert_eq!(
         out[0].as_ref().map(|s| s.value.clone()),
-        Ok(SampleValue::Series(vec![None]))
+        Ok(SampleValue::Series(vec![None; 5]))
     );
     let reqs = seen(&log);
     assert!(reqs.iter().any(|s| s.query().contains("isEmptyValue")));
@@ -388,7 +398,7 @@ async fn timeout_is_an_error_and_detection_is_retried() {
 }
 
 #[tokio::test]
-async fn connection_refused_is_transport() {
+async fn connection_refused_is_unreachable_with_a_hint() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -396,10 +406,18 @@ async fn connection_refused_is_transport() {
     drop(listener);
     let c = SkyWalkingClient::new(ClientOptions::new(format!("http://{addr}"))).expect("client");
     let out = c.measure(&[metric("a", "service_cpm")], now()).await;
-    assert!(
-        matches!(&out[0], Err(ProviderError::Transport(_))),
-        "{out:?}"
-    );
+    match &out[0] {
+        Err(e @ ProviderError::Unreachable { hint, .. }) => {
+            assert!(hint.contains("nothing listens there"), "{e}");
+            // Dashboards keep counting it as a transport error.
+            assert_eq!(e.kind(), "transport");
+            // Every cause once, and no bare trailing ": Error".
+            let text = e.to_string();
+            assert!(!text.contains(": Error"), "{text}");
+            assert!(text.contains("Connection refused"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -462,7 +480,13 @@ async fn instance_aggregation() {
         .await;
     assert_eq!(
         out[0].as_ref().map(|s| s.value.clone()),
-        Ok(SampleValue::Series(vec![Some(15.0), Some(4.0)]))
+        Ok(SampleValue::Series(vec![
+            None,
+            None,
+            None,
+            Some(15.0),
+            Some(4.0)
+        ]))
     );
     assert!(out[1].is_ok());
     assert!(
@@ -641,4 +665,335 @@ async fn waiting_for_a_request_slot_counts_against_the_timeout() {
         }
     }
     assert!(timeouts >= MAX_IN_FLIGHT, "only {timeouts} timed out");
+}
+
+/// A bare TCP server: reads one request (head and `Content-Length` body) per connection
+/// and writes `answer` back as is, then closes. For answers no HTTP framework would send.
+async fn serve_bytes(answer: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let _ = sock.write_all(&answer).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Answers every metric read with MQE points at `ids` (epoch ms), all healthy (10000).
+fn serve_points(
+    tz: Option<&'static str>,
+    ids: Vec<i64>,
+) -> impl Fn(&Value) -> (u16, &'static str, String) {
+    move |body| {
+        let q = body["query"].as_str().unwrap_or_default();
+        if q.contains("ServerInfoQuery") {
+            return ok(
+                json!({"data": {"version": "10.2.0", "getTimeInfo": tz.map(|tz| json!({"timezone": tz, "currentTimestamp": 1719835500000_i64}))}}),
+            );
+        }
+        if q.contains("SkycanaryIntrospection") {
+            return ok(json!({"errors": [{"message": "introspection disabled"}]}));
+        }
+        let values: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"id": id.to_string(), "value": "10000"}))
+            .collect();
+        ok(
+            json!({"data": {"m0": {"type": "TIME_SERIES_VALUES", "error": null,
+            "results": [{"metric": {"labels": []}, "values": values}]}}}),
+        )
+    }
+}
+
+#[tokio::test]
+async fn points_from_another_time_never_become_values() {
+    let window: Vec<i64> = (0..5).map(|k| LAST_BUCKET_MS - (4 - k) * 60_000).collect();
+    let day = 86_400_000;
+    let cases: Vec<(&str, Vec<i64>, Option<f64>)> = vec![
+        ("in the window", window.clone(), Some(10000.0)),
+        (
+            "shifted 24 h back",
+            window.iter().map(|t| t - day).collect(),
+            None,
+        ),
+        ("dated 1970", vec![0, 60_000, 120_000], None),
+        ("far past", vec![LAST_BUCKET_MS - 400 * day], None),
+        (
+            "far future",
+            vec![LAST_BUCKET_MS + 3650 * day, 253_402_300_740_000],
+            None,
+        ),
+        ("the still-open bucket", vec![LAST_BUCKET_MS + 60_000], None),
+    ];
+    for (name, ids, expect) in cases {
+        let n = ids.len();
+        let (addr, _log) = serve(Duration::ZERO, serve_points(Some("+0000"), ids)).await;
+        let out = client(&addr)
+            .measure(&[metric("a", "service_apdex")], now())
+            .await;
+        let s = out[0].as_ref().expect(name);
+        match expect {
+            Some(v) => {
+                assert_eq!(s.value, SampleValue::Series(vec![Some(v); 5]), "{name}");
+                assert_eq!(s.dropped, DroppedPoints::default(), "{name}");
+            }
+            None => {
+                assert!(s.value.is_empty(), "{name}: {:?}", s.value);
+                assert_eq!(s.dropped.outside, n, "{name}");
+            }
+        }
+    }
+    // Extra points next to real ones are dropped, the real ones kept in their buckets.
+    let mut ids = window[3..].to_vec();
+    ids.insert(0, 0);
+    let (addr, _log) = serve(Duration::ZERO, serve_points(Some("+0000"), ids)).await;
+    let out = client(&addr)
+        .measure(&[metric("a", "service_apdex")], now())
+        .await;
+    let s = out[0].as_ref().expect("extra");
+    assert_eq!(
+        s.value,
+        SampleValue::Series(vec![None, None, None, Some(10000.0), Some(10000.0)])
+    );
+    assert_eq!(s.dropped.outside, 1);
+    // More points than the window has buckets: refused, not trimmed.
+    let ids: Vec<i64> = (0..6).map(|k| LAST_BUCKET_MS - k * 60_000).collect();
+    let (addr, _log) = serve(Duration::ZERO, serve_points(Some("+0000"), ids)).await;
+    let out = client(&addr)
+        .measure(&[metric("a", "service_apdex")], now())
+        .await;
+    assert!(
+        matches!(
+            &out[0],
+            Err(ProviderError::TooManyPoints {
+                got: 6,
+                buckets: 5,
+                ..
+            })
+        ),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_oap_time_zone_is_an_error_unless_configured() {
+    let ids: Vec<i64> = (0..5).map(|k| LAST_BUCKET_MS - k * 60_000).collect();
+    for tz in [None, Some("GMT+08:00"), Some("Asia/Shanghai"), Some("")] {
+        let (addr, _log) = serve(Duration::ZERO, serve_points(tz, ids.clone())).await;
+        let out = client(&addr)
+            .measure(&[metric("a", "service_apdex")], now())
+            .await;
+        match &out[0] {
+            Err(e @ ProviderError::UnknownTimezone(_)) => {
+                assert!(e.to_string().contains("--timezone"), "{e}");
+                if let Some(tz) = tz {
+                    assert!(e.to_string().contains(tz), "{e}");
+                }
+            }
+            other => panic!("{tz:?}: {other:?}"),
+        }
+        // An explicit zone is used instead (and the OAP's is not needed).
+        let mut opts = ClientOptions::new(&addr);
+        opts.timezone = chrono::FixedOffset::east_opt(0);
+        let c = SkyWalkingClient::new(opts).expect("client");
+        let out = c.measure(&[metric("a", "service_apdex")], now()).await;
+        assert!(out[0].is_ok(), "{tz:?}: {out:?}");
+    }
+    // The reported forms real OAPs use, minutes included.
+    let (addr, _log) = serve(Duration::ZERO, serve_points(Some("+0530"), ids.clone())).await;
+    let c = client(&addr);
+    assert_eq!(
+        c.server_info().await.map(|i| i.timezone.local_minus_utc()),
+        Ok(5 * 3600 + 1800)
+    );
+    // A configured zone that is wrong shows up as points outside the window, not as data:
+    // told +0800, the client asks for 20:00..20:04, which a UTC OAP reads as 20:00Z...
+    let eight: Vec<i64> = ids.iter().map(|t| t + 8 * 3_600_000).collect();
+    let (addr, _log) = serve(Duration::ZERO, serve_points(Some("+0000"), eight)).await;
+    let mut opts = ClientOptions::new(&addr);
+    opts.timezone = chrono::FixedOffset::east_opt(8 * 3600);
+    let c = SkyWalkingClient::new(opts).expect("client");
+    let out = c.measure(&[metric("a", "service_apdex")], now()).await;
+    let s = out[0].as_ref().expect("sample");
+    assert!(s.value.is_empty());
+    assert_eq!(s.dropped.outside, 5);
+}
+
+#[tokio::test]
+async fn credentials_never_follow_a_redirect() {
+    let (target, target_log) = serve(Duration::ZERO, serve_points(Some("+0000"), vec![])).await;
+    let location = format!("{target}/graphql");
+    let redirect = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let addr = serve_bytes(redirect.into_bytes()).await;
+    let mut opts = ClientOptions::new(&addr);
+    opts.headers.push(("X-Api-Key".into(), "secret".into()));
+    opts.auth = Some(Auth::Bearer("tok".into()));
+    let c = SkyWalkingClient::new(opts).expect("client");
+    let out = c.measure(&[metric("a", "service_apdex")], now()).await;
+    match &out[0] {
+        Err(
+            e @ ProviderError::Redirect {
+                status: 307,
+                location: l,
+            },
+        ) => {
+            assert_eq!(l, &location);
+            assert!(e.to_string().contains("not followed"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        seen(&target_log).is_empty(),
+        "the redirect target was contacted"
+    );
+}
+
+fn pinned(addr: &str, max: usize) -> SkyWalkingClient {
+    let mut opts = ClientOptions::new(addr);
+    opts.version_override = Some(OapVersion::new(10, 2, 0));
+    opts.timezone = chrono::FixedOffset::east_opt(0);
+    opts.max_response_bytes = Some(max);
+    SkyWalkingClient::new(opts).expect("client")
+}
+
+#[tokio::test]
+async fn response_bodies_are_bounded() {
+    // Announced too long: refused before reading.
+    let big = "x".repeat(10_000);
+    let announced = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
+        big.len()
+    );
+    let addr = serve_bytes(announced.into_bytes()).await;
+    let out = pinned(&addr, 4096)
+        .measure(&[metric("a", "service_apdex")], now())
+        .await;
+    assert_eq!(out[0], Err(ProviderError::ResponseTooLarge { limit: 4096 }));
+    // Chunked with no length: read until the bound, then refused.
+    let mut chunked = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..10 {
+        chunked.push_str(&format!("{:x}\r\n{}\r\n", 1000, "y".repeat(1000)));
+    }
+    chunked.push_str("0\r\n\r\n");
+    let addr = serve_bytes(chunked.clone().into_bytes()).await;
+    let out = pinned(&addr, 4096)
+        .measure(&[metric("a", "service_apdex")], now())
+        .await;
+    assert_eq!(out[0], Err(ProviderError::ResponseTooLarge { limit: 4096 }));
+    assert!(
+        out[0]
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains(MAX_RESPONSE_BYTES_ENV))
+    );
+    // Under the bound the same body is read (and is junk).
+    let out = pinned(&addr, 1 << 20)
+        .measure(&[metric("a", "service_apdex")], now())
+        .await;
+    assert!(matches!(&out[0], Err(ProviderError::Decode(_))), "{out:?}");
+    let mut o = ClientOptions::new("http://oap:12800");
+    o.max_response_bytes = Some(0);
+    assert!(matches!(
+        SkyWalkingClient::new(o),
+        Err(ProviderError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn plain_http_to_a_tls_port_says_so() {
+    // What a TLS server answers to a plain-HTTP request: a TLS alert record.
+    let addr = serve_bytes(b"\x15\x03\x03\x00\x02\x02\x46".to_vec()).await;
+    let out = pinned(&addr, 1 << 20)
+        .measure(&[metric("a", "service_apdex")], now())
+        .await;
+    match &out[0] {
+        Err(ProviderError::Unreachable { hint, .. }) => {
+            assert!(hint.contains("https://"), "{hint}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Go's and nginx's TLS servers answer with a 400 saying it.
+    let body = "Client sent an HTTP request to an HTTPS server.\n";
+    let go = format!(
+        "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let addr = serve_bytes(go.into_bytes()).await;
+    let out = pinned(&addr, 1 << 20)
+        .measure(&[metric("a", "service_apdex")], now())
+        .await;
+    match &out[0] {
+        Err(ProviderError::Unreachable { hint, .. }) => assert!(hint.contains("TLS"), "{hint}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn raw_query_data_keeps_only_the_window_points() {
+    // A raw v2 query that selects `id`: one point from yesterday among today's two.
+    let (addr, _log) = serve(Duration::ZERO, |body| {
+        detection(body, "9.7.0", "+0000", true).unwrap_or_else(|| {
+            ok(json!({"data": {"service_apdex": {"values": {"values": [
+                {"id": "202406301203_x", "value": 10000},
+                {"id": "202407011203_x", "value": 9000},
+                {"id": "202407011204_x", "value": 9100}]}}}}))
+        })
+    })
+    .await;
+    let q = MetricQuery {
+        key: "raw".into(),
+        kind: QueryKind::Raw {
+            query: "query ($duration: Duration!) { service_apdex: readMetricsValues(condition: {name: \"service_apdex\", entity: {serviceName: \"r\", normal: true}}, duration: $duration) { values { values { id value } } } }".into(),
+        },
+        entity: None,
+        window: Duration::from_secs(180),
+        step: Step::Minute,
+    };
+    let out = client(&addr).measure(&[q], now()).await;
+    let s = out[0].as_ref().expect("raw");
+    assert_eq!(
+        s.value,
+        SampleValue::Series(vec![None, Some(9000.0), Some(9100.0)])
+    );
+    assert_eq!(s.dropped.outside, 1);
+    let data = s.data.as_ref().expect("raw data");
+    assert_eq!(
+        data["service_apdex"]["values"]["values"],
+        json!([{"id": "202407011203_x", "value": 9000}, {"id": "202407011204_x", "value": 9100}])
+    );
 }
