@@ -52,6 +52,7 @@ pub fn observation_from(result: &Result<Sample, ProviderError>) -> Observation {
         result,
         named,
         display,
+        data: sample.data.clone(),
     }
 }
 
@@ -120,6 +121,7 @@ mod tests {
             named: BTreeMap::new(),
             query: String::new(),
             window: ("2026-11-21 1200".into(), "2026-11-21 1204".into()),
+            data: None,
         }
     }
 

@@ -745,6 +745,7 @@ impl SkyWalkingClient {
                     named,
                     query: doc.clone(),
                     window: (w.start.clone(), w.end.clone()),
+                    data: None,
                 })
             });
             out.insert(i, r);
@@ -765,6 +766,7 @@ impl SkyWalkingClient {
             .into_data()?;
         let mut named = BTreeMap::new();
         let mut main = None;
+        let raw = serde_json::Value::Object(data.iter().cloned().collect());
         for (alias, v) in &data {
             let value = parse_raw_value(v)?;
             if main.is_none() {
@@ -777,6 +779,7 @@ impl SkyWalkingClient {
             named,
             query: text,
             window: (w.start.clone(), w.end.clone()),
+            data: Some(raw),
         })
     }
 }

@@ -213,6 +213,9 @@ pub struct Sample {
     pub query: String,
     /// `Duration.start` and `Duration.end` as sent.
     pub window: (String, String),
+    /// Raw queries: the whole GraphQL `data` object, for conditions in Argo's language, which
+    /// bind it as `result`. `None` for typed and MQE queries.
+    pub data: Option<serde_json::Value>,
 }
 
 /// Everything that can go wrong talking to an OAP. Display gives the server's message.
