@@ -3,6 +3,7 @@
 
 mod alarm_poll;
 mod analyze_cli;
+mod argo_conditions;
 mod bundled_templates;
 mod chaos;
 mod control_kube;
