@@ -359,6 +359,23 @@ fn issue_examples_run() {
     );
 }
 
+/// The builtins README lists, each once.
+#[test]
+fn listed_builtins_work() {
+    let d = json!({"a": [1, 2, 3], "s": "ok-1", "m": {"k": 1}});
+    for src in [
+        "one(result.a, {# == 2}) && none(result.a, {# > 3})",
+        "find(result.a, {# > 1}) == 2 && count(result.a, {# > 1}) == 2",
+        "sum(result.a) == 6 && mean(result.a) == 2 && median(result.a) == 2",
+        "min(result.a) == 1 && max(result.a) == 3 && abs(-1) == 1",
+        "first(result.a) == 1 && last(result.a) == 3",
+        r#"result.s matches "^ok-[0-9]$" && "k" in result.m"#,
+        r#"default(result, 0) == result && !isNil(1)"#,
+    ] {
+        check(&d, src, &Want::True);
+    }
+}
+
 #[test]
 fn shorthand_is_only_rewritten_where_an_operand_starts() {
     let n = |src: &str| {
