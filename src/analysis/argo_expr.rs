@@ -11,8 +11,8 @@
 //! - Go's type checker refuses `asFloat(result) == "1.1"` (`mismatched types float64 and
 //!   string`); the crate would silently answer false. Comparisons whose two operands have a
 //!   type known from the text (literals, Argo's and expr's numeric functions) are checked here;
-//!   a comparison of a number with a string found only at run time is an Error as well
-//!   ([`ArgoCondition::eval`] checks the `result` paths it compares).
+//!   a `result` path (`result.a[0].b`) compared with a literal is checked against the data at
+//!   evaluation, so a number compared with a string there is an Error as well.
 //!
 //! Bounded work: the text is at most [`MAX_LEN`] bytes and brackets nest at most [`MAX_DEPTH`]
 //! deep before the (recursive) parser sees it; `let`, ranges (`1..n`), `reduce` and `repeat`,
@@ -707,16 +707,19 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// The text between a string literal's quotes; `None` when it is not closed.
+fn unquote(lit: &str) -> Option<&str> {
+    let q = lit.get(..1)?;
+    lit.strip_prefix(q)?.strip_suffix(q)
+}
+
 /// Rewrites a string literal holding `{{args.x}}` tags into a concatenation.
 fn rewrite_string(lit: &str) -> Result<Option<(String, Vec<String>)>, String> {
     if !lit.contains("{{") {
         return Ok(None);
     }
     let q = &lit[..1];
-    let body = lit
-        .strip_prefix(q)
-        .and_then(|s| s.strip_suffix(q))
-        .unwrap_or("");
+    let body = unquote(lit).ok_or("a string without its closing quote")?;
     let mut parts = Vec::new();
     let mut names = Vec::new();
     let mut rest = body;
@@ -1060,10 +1063,15 @@ fn operand_extent(toks: &[(usize, usize, Tok)], first: usize, start: Operand) ->
                         Err(_) => Operand::Unknown,
                     },
                     (Operand::Path(mut segs), Some([(_, _, Tok::Str(lit))]))
-                        if !lit.contains('\\') && !lit.contains("{{") && lit.len() >= 2 =>
+                        if !lit.contains('\\') && !lit.contains("{{") =>
                     {
-                        segs.push(Segment::Key(lit[1..lit.len() - 1].to_string()));
-                        Operand::Path(segs)
+                        match unquote(lit) {
+                            Some(key) => {
+                                segs.push(Segment::Key(key.to_string()));
+                                Operand::Path(segs)
+                            }
+                            None => Operand::Unknown,
+                        }
                     }
                     _ => Operand::Unknown,
                 };
@@ -1182,7 +1190,7 @@ fn rule_name(rule: &str) -> &'static str {
         "EOI" => "the end of the condition",
         "expr" | "term" | "value" | "ident" | "func" | "array" | "map" | "string" | "int"
         | "decimal" | "bool" | "nil" | "prefix" | "conditional_if" | "program" | "bytes"
-        | "string_multiline" => "a value",
+        | "string_multiline" | "negation_op" | "sign_op" => "a value",
         "predicate" | "block" => "a predicate `{...}`",
         "index_op" | "range_start_op" | "range_end_op" | "opt_index_op" => "`[`",
         "membership_op" | "opt_membership_op" | "method_call" => "`.`",

@@ -520,6 +520,17 @@ fn args_are_variables_not_text() {
         Ok(true)
     );
     assert_eq!(c.eval(&Value::String("svc-a".into()), &q), Ok(false));
+    // Unterminated strings and odd bytes are errors, not panics.
+    for src in [
+        "result == \"é",
+        "result[\"é] == 1",
+        "result == \"{{args.x}}",
+        "result == 'a\\é",
+        "résult == 1",
+        "result == 1 /* é",
+    ] {
+        assert!(ArgoCondition::compile(src).is_err(), "{src}");
+    }
     // Missing arg, bad tag.
     assert!(c.eval(&Value::Nil, &BTreeMap::new()).is_err());
     assert!(ArgoCondition::compile("result > {{secrets.x}}").is_err());

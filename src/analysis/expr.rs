@@ -41,16 +41,16 @@ pub enum ExprError {
     #[error(transparent)]
     ExprEval(super::argo_expr::ArgoExprError),
     /// A `{{ ... }}` tag that is not `{{args.NAME}}`, or one inside a string literal.
-    #[error("condition {src:?}: {message}")]
+    #[error("evalexpr condition {src:?}: {message}")]
     Template { src: String, message: String },
     /// A variable that is neither `result`, `args.*` nor a caller-supplied name.
-    #[error("condition {src:?} uses unknown variable {name:?}")]
+    #[error("evalexpr condition {src:?} uses unknown variable {name:?}")]
     UnknownVariable { src: String, name: String },
     /// A function that is neither one of our helpers nor an allowed evalexpr builtin.
-    #[error("condition {src:?} uses unknown function {name:?}")]
+    #[error("evalexpr condition {src:?} uses unknown function {name:?}")]
     UnknownFunction { src: String, name: String },
     /// Conditions are read-only; assignments would only fail at run time.
-    #[error("condition {src:?} assigns to {name:?}; conditions cannot assign")]
+    #[error("evalexpr condition {src:?} assigns to {name:?}; conditions cannot assign")]
     Assignment { src: String, name: String },
     /// A referenced variable has no value at evaluation time.
     #[error("variable {0:?} is not bound")]
