@@ -124,6 +124,8 @@ struct PathCheck {
 enum Segment {
     Key(String),
     Index(i64),
+    /// Every element of an array: the `#` of a predicate over it.
+    Each,
 }
 
 /// What the text tells about an operand's type.
@@ -323,9 +325,14 @@ impl ArgoCondition {
         result: &Value,
         args: &BTreeMap<String, String>,
     ) -> Result<bool, ArgoExprError> {
+        let mut found = Vec::new();
         for c in &self.checks {
-            if let Some(kind) = resolve(result, &c.path).and_then(Kind::of_value)
-                && kind.class() != c.other.class()
+            found.clear();
+            resolve(result, &c.path, &mut found);
+            if let Some(kind) = found
+                .iter()
+                .filter_map(|v| Kind::of_value(v))
+                .find(|k| k.class() != c.other.class())
             {
                 let (left, right) = if c.path_left {
                     (kind, c.other)
@@ -401,20 +408,37 @@ pub fn json_to_value(v: &serde_json::Value) -> Value {
     }
 }
 
-fn resolve<'a>(v: &'a Value, path: &[Segment]) -> Option<&'a Value> {
-    let mut cur = v;
-    for s in path {
-        cur = match (s, cur) {
-            (Segment::Key(k), Value::Map(m)) => m.get(k)?,
-            (Segment::Index(i), Value::Array(a)) => {
-                let len = i64::try_from(a.len()).ok()?;
-                let idx = if *i < 0 { i.checked_add(len)? } else { *i };
-                a.get(usize::try_from(idx).ok()?)?
+/// Every value at `path` below `v` (several through [`Segment::Each`]).
+fn resolve<'a>(v: &'a Value, path: &[Segment], out: &mut Vec<&'a Value>) {
+    let Some((first, rest)) = path.split_first() else {
+        out.push(v);
+        return;
+    };
+    match (first, v) {
+        (Segment::Key(k), Value::Map(m)) => {
+            if let Some(x) = m.get(k) {
+                resolve(x, rest, out);
             }
-            _ => return None,
-        };
+        }
+        (Segment::Index(i), Value::Array(a)) => {
+            let Ok(len) = i64::try_from(a.len()) else {
+                return;
+            };
+            let idx = if *i < 0 { i.checked_add(len) } else { Some(*i) };
+            if let Some(x) = idx
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| a.get(i))
+            {
+                resolve(x, rest, out);
+            }
+        }
+        (Segment::Each, Value::Array(a)) => {
+            for x in a {
+                resolve(x, rest, out);
+            }
+        }
+        _ => {}
     }
-    Some(cur)
 }
 
 fn expr_error(msg: String) -> expr::Error {
@@ -766,7 +790,9 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
         checks: Vec::new(),
     };
     // Open brackets, and how many of them are braces (predicates, maps).
-    let mut stack: Vec<char> = Vec::new();
+    let mut stack: Vec<(char, usize)> = Vec::new();
+    // For each open brace: the `result` path its predicate iterates over, when known.
+    let mut roots: Vec<Option<Vec<Segment>>> = Vec::new();
     let mut braces = 0usize;
     let mut copied = 0usize;
     let unsupported = |what: &str, at: usize, why: &'static str| ArgoExprError::Unsupported {
@@ -842,7 +868,7 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
                     n.functions.insert(w.clone());
                 } else if !member && !KEYWORDS.contains(&w.as_str()) && !w.starts_with('#') {
                     let map_key = matches!(next, Some(Tok::Punct(p)) if p == ":")
-                        && stack.last() == Some(&'{')
+                        && stack.last().map(|(c, _)| *c) == Some('{')
                         && matches!(prev, Some(Tok::Punct(p)) if p == "{" || p == ",");
                     // Inside a predicate a bare name may be a field of `#`.
                     if w != "result" && w != "$env" && braces == 0 && !map_key {
@@ -855,6 +881,8 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
                         function_kind(w).map_or(Operand::Unknown, Operand::Known)
                     } else if w == "result" {
                         Operand::Path(Vec::new())
+                    } else if w == "#" {
+                        element(&roots, None)
                     } else if w == "true" || w == "false" {
                         Operand::Known(Kind::Bool)
                     } else {
@@ -870,7 +898,11 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
                         && toks.get(idx + 1).is_some_and(|t| t.0 == end);
                     if shorthand {
                         n.push("#.", start);
-                        starts = Some(Operand::Unknown);
+                        let field = match next {
+                            Some(Tok::Ident(w)) => Some(w.clone()),
+                            _ => None,
+                        };
+                        starts = Some(element(&roots, field));
                     } else {
                         n.push(".", start);
                     }
@@ -887,7 +919,24 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
                     if !prev_ends_operand || ch == '{' {
                         starts = Some(Operand::Unknown);
                     }
-                    stack.push(ch);
+                    if ch == '{' {
+                        // `f(result.path, {...})`: `#` is an element of that path.
+                        let root = match (prev, stack.last(), idx.checked_sub(2)) {
+                            (Some(Tok::Punct(comma)), Some(('(', open)), Some(arg_end))
+                                if comma == "," =>
+                            {
+                                match ends.get(&arg_end) {
+                                    Some((Operand::Path(p), first)) if *first == open + 1 => {
+                                        Some(p.clone())
+                                    }
+                                    _ => None,
+                                }
+                            }
+                            _ => None,
+                        };
+                        roots.push(root);
+                    }
+                    stack.push((ch, idx));
                     if ch == '{' {
                         braces += 1;
                         if braces > MAX_PREDICATE_DEPTH {
@@ -906,8 +955,9 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
                     n.push(p, start);
                 }
                 ")" | "]" | "}" => {
-                    if stack.pop() == Some('{') {
+                    if stack.pop().map(|(c, _)| c) == Some('{') {
                         braces = braces.saturating_sub(1);
+                        roots.pop();
                     }
                     n.push(p, start);
                 }
@@ -945,6 +995,20 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
     n.push(&src[copied..], copied);
     n.origin.push(src.len());
     Ok(n)
+}
+
+/// The operand `#` (or `#.field`) of the innermost predicate: a path through each element of
+/// the `result` path it iterates over, when known.
+fn element(roots: &[Option<Vec<Segment>>], field: Option<String>) -> Operand {
+    match roots.last() {
+        Some(Some(root)) => {
+            let mut p = root.clone();
+            p.push(Segment::Each);
+            p.extend(field.map(Segment::Key));
+            Operand::Path(p)
+        }
+        _ => Operand::Unknown,
+    }
 }
 
 /// True when the token after `last` ends an operand of a comparison (so the operand before it

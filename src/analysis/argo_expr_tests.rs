@@ -439,6 +439,30 @@ fn number_vs_string_is_an_error_never_false() {
         r#"result["a"][-1].b == "1""#,
         &Want::Err("mismatched"),
     );
+    // Inside predicates over a `result` path: each element is checked.
+    let d = json!({"a": [{"v": 1, "b": [1, 2]}, {"v": 2, "b": ["x"]}]});
+    check(
+        &d,
+        r#"all(result.a, {.v == "1"})"#,
+        &Want::Err("mismatched types float64 and string"),
+    );
+    check(
+        &d,
+        r#"any(result.a, {"2" != #.v})"#,
+        &Want::Err("mismatched types string and float64"),
+    );
+    check(
+        &d,
+        r#"any(result.a, {all(.b, {# == "x"})})"#,
+        &Want::Err("mismatched types float64 and string"),
+    );
+    check(
+        &json!({"a": [1, 2]}),
+        r#"none(result.a, {# == "3"})"#,
+        &Want::Err("mismatched"),
+    );
+    check(&d, "all(result.a, {.v >= 1})", &Want::True);
+    check(&d, "any(result.a, {.v == 2})", &Want::True);
     // Same types compare as usual; numbers of both kinds compare numerically.
     check(&json!({"count": 10}), "result.count == 10", &Want::True);
     check(&json!({"s": "ok"}), r#"result.s == "ok""#, &Want::True);
