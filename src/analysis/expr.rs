@@ -277,7 +277,10 @@ impl EvalexprCondition {
         let mut tree =
             evalexpr::build_operator_tree(&expression).map_err(|e| ExprError::Syntax {
                 src: src.to_string(),
-                message: e.to_string(),
+                message: match first_bad_column(src) {
+                    Some(col) if expression == src => format!("at column {col}: {e}"),
+                    _ => e.to_string(),
+                },
             })?;
         let empty = tree.children().is_empty();
         if let Some(message) = empty
@@ -761,6 +764,51 @@ impl fmt::Display for ConditionLanguage {
     }
 }
 
+/// The 1-based column of the character after which `src` stops being a valid evalexpr prefix
+/// (evalexpr's errors carry no position). Cuts inside a string literal or inside a token
+/// (`&|&`, `resu|lt`) are skipped, and open parentheses are closed before parsing a prefix, so
+/// an error is the text's, not the cut's.
+fn first_bad_column(src: &str) -> Option<usize> {
+    // One parse per character: quadratic, so only for condition-sized texts.
+    if src.len() > super::argo_expr::MAX_LEN {
+        return None;
+    }
+    let op = |c: char| "&|=<>!+-*/%^".contains(c);
+    let word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | ':');
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut open = 0usize;
+    let chars: Vec<(usize, char)> = src.char_indices().collect();
+    for (n, (i, c)) in chars.iter().enumerate() {
+        let end = i + c.len_utf8();
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if *c == '\\' {
+                escaped = true;
+            } else if *c == '"' {
+                in_string = false;
+            }
+        } else if *c == '"' {
+            in_string = true;
+        } else if *c == '(' {
+            open += 1;
+        } else if *c == ')' {
+            open = open.saturating_sub(1);
+        }
+        let next = chars.get(n + 1).map(|(_, c)| *c);
+        let inside_token = next.is_some_and(|d| (op(*c) && op(d)) || (word(*c) && word(d)));
+        if in_string || inside_token {
+            continue;
+        }
+        let prefix = format!("{}{}", &src[..end], ")".repeat(open));
+        if evalexpr::build_operator_tree(&prefix).is_err() {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
 /// Where an evalexpr user whose condition reads like Argo's is sent.
 const ARGO_HINT: &str = "this looks like Argo's expr syntax: set `conditionLanguage: expr` on the \
     template, or rewrite it for evalexpr (README, \"Conditions\", the table of Argo conditions \
@@ -1183,6 +1231,15 @@ mod tests {
         }
         let msg = Condition::compile("result >").expect_err("bad").to_string();
         assert!(msg.contains("does not parse as evalexpr"), "{msg}");
+        // evalexpr's own errors have no position; ours do.
+        let msg = Condition::compile("min(result) >= 2 2 && true")
+            .expect_err("bad")
+            .to_string();
+        assert!(msg.contains("at column 18: "), "{msg}");
+        let msg = Condition::compile("(result > 1)) && true")
+            .expect_err("bad")
+            .to_string();
+        assert!(msg.contains("at column 13: "), "{msg}");
         assert!(!msg.contains("conditionLanguage"), "{msg}");
     }
 
