@@ -14,8 +14,9 @@
 //!   a `result` path (`result.a[0].b`) compared with a literal is checked against the data at
 //!   evaluation, so a number compared with a string there is an Error as well.
 //!
-//! Bounded work: the text is at most [`MAX_LEN`] bytes and brackets nest at most [`MAX_DEPTH`]
-//! deep before the (recursive) parser sees it; `let`, ranges (`1..n`), `reduce` and `repeat`,
+//! Bounded work: before the (recursive) parser sees it, the text is checked to be at most
+//! [`MAX_LEN`] bytes with at most [`MAX_OPERATORS`] operators, [`MAX_DEPTH`] nested brackets and
+//! [`MAX_PREDICATE_DEPTH`] nested predicates; `let`, ranges (`1..n`), `reduce` and `repeat`,
 //! the constructs that can build values exponentially or without bound from a short text, are
 //! refused.
 
@@ -169,70 +170,23 @@ impl Kind {
 
 /// Argo's functions (`asInt`, `asFloat`, `isNaN`, `isInf`, `isNil`, `default`) and expr's
 /// builtins this build offers. `reduce` and `repeat` are left out (unbounded work).
+#[rustfmt::skip]
 const FUNCTIONS: &[&str] = &[
-    // Argo
-    "asInt",
-    "asFloat",
-    "isNaN",
-    "isInf",
-    "isNil",
-    "default", // predicates
-    "all",
-    "any",
-    "one",
-    "none",
-    "map",
-    "filter",
-    "find",
-    "findIndex",
-    "findLast",
-    "findLastIndex",
-    "count",
-    "groupBy",
-    "sortBy", // numbers and arrays
-    "sum",
-    "mean",
-    "median",
-    "max",
-    "min",
-    "abs",
-    "ceil",
-    "floor",
-    "round",
-    "len",
-    "first",
-    "last",
-    "take",
-    "reverse",
-    "uniq",
-    "concat",
-    "flatten",
-    "sort",
-    "keys",
-    "values",
-    "toPairs",
-    "fromPairs",
-    "join",
-    "get",
-    "type",
-    "int",
-    "float",
-    "string", // strings
-    "trim",
-    "trimPrefix",
-    "trimSuffix",
-    "upper",
-    "lower",
-    "split",
-    "splitAfter",
-    "replace",
-    "indexOf",
-    "lastIndexOf",
-    "hasPrefix",
-    "hasSuffix",
+    // Argo's.
+    "asInt", "asFloat", "isNaN", "isInf", "isNil", "default",
+    // Predicates.
+    "all", "any", "one", "none", "map", "filter", "find", "findIndex", "findLast",
+    "findLastIndex", "count", "groupBy", "sortBy",
+    // Numbers and arrays.
+    "sum", "mean", "median", "max", "min", "abs", "ceil", "floor", "round", "len", "first",
+    "last", "take", "reverse", "uniq", "concat", "flatten", "sort", "keys", "values", "toPairs",
+    "fromPairs", "join", "get", "type", "int", "float", "string",
+    // Strings.
+    "trim", "trimPrefix", "trimSuffix", "upper", "lower", "split", "splitAfter", "replace",
+    "indexOf", "lastIndexOf", "hasPrefix", "hasSuffix",
 ];
 
-/// Functions whose result is a number whatever their input (for the text type check).
+/// Functions whose result type does not depend on their input (for the text type check).
 fn function_kind(name: &str) -> Option<Kind> {
     match name {
         "asInt" | "len" | "count" | "int" | "indexOf" | "lastIndexOf" | "findIndex"
