@@ -15,25 +15,42 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use evalexpr::{Context, EvalexprError, EvalexprResult, Node, Operator, Value};
+
+use super::argo_expr::{self, ArgoCondition};
 use serde::{Deserialize, Serialize};
 
 /// Errors from compiling or evaluating a condition.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExprError {
     /// The expression does not parse.
-    #[error("condition {src:?} does not parse: {message}")]
+    #[error("condition {src:?} does not parse as evalexpr: {message}")]
     Syntax { src: String, message: String },
+    /// An expr (Argo language) condition does not compile.
+    #[error("condition {src:?} is not valid expr (Argo's condition language): {source}")]
+    ExprCompile {
+        src: String,
+        source: super::argo_expr::ArgoExprError,
+    },
+    /// An evalexpr compile error for a text that reads like Argo's language.
+    #[error("{error}; {hint}")]
+    Hinted {
+        error: Box<ExprError>,
+        hint: &'static str,
+    },
+    /// An expr (Argo language) condition failed at evaluation.
+    #[error(transparent)]
+    ExprEval(super::argo_expr::ArgoExprError),
     /// A `{{ ... }}` tag that is not `{{args.NAME}}`, or one inside a string literal.
-    #[error("condition {src:?}: {message}")]
+    #[error("evalexpr condition {src:?}: {message}")]
     Template { src: String, message: String },
     /// A variable that is neither `result`, `args.*` nor a caller-supplied name.
-    #[error("condition {src:?} uses unknown variable {name:?}")]
+    #[error("evalexpr condition {src:?} uses unknown variable {name:?}")]
     UnknownVariable { src: String, name: String },
     /// A function that is neither one of our helpers nor an allowed evalexpr builtin.
-    #[error("condition {src:?} uses unknown function {name:?}")]
+    #[error("evalexpr condition {src:?} uses unknown function {name:?}")]
     UnknownFunction { src: String, name: String },
     /// Conditions are read-only; assignments would only fail at run time.
-    #[error("condition {src:?} assigns to {name:?}; conditions cannot assign")]
+    #[error("evalexpr condition {src:?} assigns to {name:?}; conditions cannot assign")]
     Assignment { src: String, name: String },
     /// A referenced variable has no value at evaluation time.
     #[error("variable {0:?} is not bound")]
@@ -102,6 +119,9 @@ pub struct Bindings {
     /// Args by their declared name; bound as `args.<name with - as _>`.
     /// A value that parses as a finite f64 becomes a Float, anything else a String.
     pub args: BTreeMap<String, String>,
+    /// Raw queries: the GraphQL `data` object, bound whole as `result` in expr conditions
+    /// (Argo's binding). `None` binds `result` from [`Bindings::result`].
+    pub data: Option<serde_json::Value>,
 }
 
 impl Bindings {
@@ -239,9 +259,9 @@ fn arg_value(v: &str) -> Value {
     }
 }
 
-/// A compiled success or failure condition.
+/// A compiled evalexpr condition.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition {
+pub struct EvalexprCondition {
     source: String,
     expression: String,
     tree: Node,
@@ -249,26 +269,18 @@ pub struct Condition {
     functions: BTreeSet<String>,
 }
 
-impl fmt::Display for Condition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.expression)
-    }
-}
-
-impl Condition {
-    /// Compiles a condition that may use `result` and `args.*`.
-    pub fn compile(src: &str) -> Result<Condition, ExprError> {
-        Self::compile_with_names(src, &[])
-    }
-
+impl EvalexprCondition {
     /// Compiles a condition that may also use the given extra variable names
     /// (raw-query aliases). Unknown variables and functions are errors here, not at run time.
-    pub fn compile_with_names(src: &str, names: &[&str]) -> Result<Condition, ExprError> {
+    pub fn compile_with_names(src: &str, names: &[&str]) -> Result<EvalexprCondition, ExprError> {
         let expression = rewrite_arg_tags(src)?;
         let mut tree =
             evalexpr::build_operator_tree(&expression).map_err(|e| ExprError::Syntax {
                 src: src.to_string(),
-                message: e.to_string(),
+                message: match first_bad_column(src) {
+                    Some(col) if expression == src => format!("at column {col}: {e}"),
+                    _ => e.to_string(),
+                },
             })?;
         let empty = tree.children().is_empty();
         if let Some(message) = empty
@@ -321,7 +333,7 @@ impl Condition {
                 });
             }
         }
-        Ok(Condition {
+        Ok(EvalexprCondition {
             source: src.to_string(),
             expression,
             tree,
@@ -774,6 +786,236 @@ fn helper_default(v: &Value) -> EvalexprResult<Value> {
     })
 }
 
+/// The language a template's conditions are written in (`conditionLanguage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionLanguage {
+    /// Argo Rollouts' language (expr), with Argo's bindings; default of `argoproj.io` templates.
+    Expr,
+    /// evalexpr 11.3 with skycanary's bindings; default of `skycanary.io` templates.
+    Evalexpr,
+}
+
+impl fmt::Display for ConditionLanguage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConditionLanguage::Expr => "expr",
+            ConditionLanguage::Evalexpr => "evalexpr",
+        })
+    }
+}
+
+/// The 1-based column of the character after which `src` stops being a valid evalexpr prefix
+/// (evalexpr's errors carry no position). Cuts inside a string literal or inside a token
+/// (`&|&`, `resu|lt`) are skipped, and open parentheses are closed before parsing a prefix, so
+/// an error is the text's, not the cut's.
+fn first_bad_column(src: &str) -> Option<usize> {
+    // One parse per character: quadratic, so only for condition-sized texts.
+    if src.len() > super::argo_expr::MAX_LEN {
+        return None;
+    }
+    let op = |c: char| "&|=<>!+-*/%^".contains(c);
+    let word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | ':');
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut open = 0usize;
+    let chars: Vec<(usize, char)> = src.char_indices().collect();
+    for (n, (i, c)) in chars.iter().enumerate() {
+        let end = i + c.len_utf8();
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if *c == '\\' {
+                escaped = true;
+            } else if *c == '"' {
+                in_string = false;
+            }
+        } else if *c == '"' {
+            in_string = true;
+        } else if *c == '(' {
+            open += 1;
+        } else if *c == ')' {
+            open = open.saturating_sub(1);
+        }
+        let next = chars.get(n + 1).map(|(_, c)| *c);
+        let inside_token = next.is_some_and(|d| (op(*c) && op(d)) || (word(*c) && word(d)));
+        if in_string || inside_token {
+            continue;
+        }
+        let prefix = format!("{}{}", &src[..end], ")".repeat(open));
+        if evalexpr::build_operator_tree(&prefix).is_err() {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+/// Where an evalexpr user whose condition reads like Argo's is sent.
+const ARGO_HINT: &str = "this looks like Argo's expr syntax: set `conditionLanguage: expr` on the \
+    template, or rewrite it for evalexpr (README, \"Conditions\", the table of Argo conditions \
+    rewritten)";
+
+/// Marks of Argo's language that evalexpr does not have: predicates, `.field`, member access
+/// on `result`, indexing, `in`, Argo's own functions.
+fn looks_like_argo(src: &str) -> bool {
+    // `{{args.x}}` tags are ours too.
+    let mut text = src.to_string();
+    while let Some(open) = text.find("{{") {
+        match text[open..].find("}}") {
+            Some(close) => text.replace_range(open..open + close + 2, "x"),
+            None => break,
+        }
+    }
+    [
+        "{", "result.", "result[", " in ", "isNil(", "isInf(", "'", "nil", "all(", "any(",
+        "filter(", "map(",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
+/// A compiled success or failure condition, in either language.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Evalexpr(EvalexprCondition),
+    Expr(ArgoCondition),
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expression())
+    }
+}
+
+/// What an expr condition reads: `result` (its functions are checked at compile time).
+static EXPR_VARIABLES: std::sync::LazyLock<BTreeSet<String>> =
+    std::sync::LazyLock::new(|| [RESULT.to_string()].into_iter().collect());
+
+impl Condition {
+    /// Compiles an evalexpr condition that may use `result` and `args.*`.
+    pub fn compile(src: &str) -> Result<Condition, ExprError> {
+        Self::compile_with_names(src, &[])
+    }
+
+    /// Compiles an evalexpr condition that may also use the given raw-query aliases.
+    pub fn compile_with_names(src: &str, names: &[&str]) -> Result<Condition, ExprError> {
+        Self::compile_as(ConditionLanguage::Evalexpr, src, names)
+    }
+
+    /// Compiles in `language`; `names` (raw-query aliases) only exist in evalexpr, where an
+    /// error on a text that reads like Argo's points at the way out.
+    pub fn compile_as(
+        language: ConditionLanguage,
+        src: &str,
+        names: &[&str],
+    ) -> Result<Condition, ExprError> {
+        match language {
+            ConditionLanguage::Evalexpr => EvalexprCondition::compile_with_names(src, names)
+                .map(Condition::Evalexpr)
+                .map_err(|e| {
+                    let fixable = matches!(
+                        e,
+                        ExprError::Syntax { .. }
+                            | ExprError::UnknownVariable { .. }
+                            | ExprError::UnknownFunction { .. }
+                    );
+                    if fixable && looks_like_argo(src) {
+                        ExprError::Hinted {
+                            error: Box::new(e),
+                            hint: ARGO_HINT,
+                        }
+                    } else {
+                        e
+                    }
+                }),
+            ConditionLanguage::Expr => {
+                ArgoCondition::compile(src)
+                    .map(Condition::Expr)
+                    .map_err(|source| ExprError::ExprCompile {
+                        src: src.to_string(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// The language it is written in.
+    pub fn language(&self) -> ConditionLanguage {
+        match self {
+            Condition::Evalexpr(_) => ConditionLanguage::Evalexpr,
+            Condition::Expr(_) => ConditionLanguage::Expr,
+        }
+    }
+
+    /// The text as written.
+    pub fn source(&self) -> &str {
+        match self {
+            Condition::Evalexpr(c) => c.source(),
+            Condition::Expr(c) => c.source(),
+        }
+    }
+
+    /// The text shown in messages (evalexpr: `{{args.x}}` rewritten; expr: as written).
+    pub fn expression(&self) -> &str {
+        match self {
+            Condition::Evalexpr(c) => c.expression(),
+            Condition::Expr(c) => c.source(),
+        }
+    }
+
+    /// Every variable read (expr: `result`).
+    pub fn referenced_variables(&self) -> &BTreeSet<String> {
+        match self {
+            Condition::Evalexpr(c) => c.referenced_variables(),
+            Condition::Expr(_) => &EXPR_VARIABLES,
+        }
+    }
+
+    /// Arg names used (evalexpr: normalized; expr: as declared).
+    pub fn arg_names(&self) -> BTreeSet<String> {
+        match self {
+            Condition::Evalexpr(c) => c.arg_names(),
+            Condition::Expr(c) => c.arg_names().clone(),
+        }
+    }
+
+    /// Function names used.
+    pub fn functions(&self) -> &BTreeSet<String> {
+        match self {
+            Condition::Evalexpr(c) => c.functions(),
+            Condition::Expr(c) => c.functions(),
+        }
+    }
+
+    /// True when the condition itself handles NaN/empty values.
+    pub fn handles_nan(&self) -> bool {
+        match self {
+            Condition::Evalexpr(c) => c.handles_nan(),
+            Condition::Expr(c) => ["isNaN", "isNil", "default"]
+                .iter()
+                .any(|f| c.functions().contains(*f)),
+        }
+    }
+
+    /// Evaluates to a boolean; anything else is an error. expr binds `result` as Argo does:
+    /// the raw query's `data` object when there is one, else the value (a number or an array).
+    pub fn eval(&self, bindings: &Bindings) -> Result<bool, ExprError> {
+        match self {
+            Condition::Evalexpr(c) => c.eval(bindings),
+            Condition::Expr(c) => {
+                let result = match (&bindings.data, &bindings.result) {
+                    (Some(d), _) => argo_expr::json_to_value(d),
+                    (None, Some(ResultValue::Scalar(v))) => ::expr::Value::Float(*v),
+                    (None, Some(ResultValue::Series(vs))) => {
+                        ::expr::Value::Array(vs.iter().map(|v| ::expr::Value::Float(*v)).collect())
+                    }
+                    (None, None) => return Err(ExprError::Unbound(RESULT.into())),
+                };
+                c.eval(&result, &bindings.args).map_err(ExprError::ExprEval)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1012,6 +1254,61 @@ mod tests {
         assert_eq!(
             c.eval(&scalar(1.0)),
             Err(ExprError::Unbound("args.missing".into()))
+        );
+    }
+
+    #[test]
+    fn evalexpr_errors_on_argo_text_point_to_the_way_out() {
+        for src in [
+            "all(result.service_apdex.values.values, {asFloat(.value) >= 9900})",
+            "result[0] >= 0.95",
+            "2 in result",
+            "isNil(result)",
+        ] {
+            let msg = Condition::compile(src).expect_err(src).to_string();
+            assert!(msg.contains("conditionLanguage: expr"), "{src}: {msg}");
+            assert!(msg.contains("README"), "{src}: {msg}");
+        }
+        let msg = Condition::compile("result >").expect_err("bad").to_string();
+        assert!(msg.contains("does not parse as evalexpr"), "{msg}");
+        // evalexpr's own errors have no position; ours do.
+        let msg = Condition::compile("min(result) >= 2 2 && true")
+            .expect_err("bad")
+            .to_string();
+        assert!(msg.contains("at column 18: "), "{msg}");
+        let msg = Condition::compile("(result > 1)) && true")
+            .expect_err("bad")
+            .to_string();
+        assert!(msg.contains("at column 13: "), "{msg}");
+        assert!(!msg.contains("conditionLanguage"), "{msg}");
+    }
+
+    #[test]
+    fn language_is_chosen_per_condition() {
+        let src = "all(result, {# >= 9900})";
+        let c = Condition::compile_as(ConditionLanguage::Expr, src, &[]).expect("expr");
+        assert_eq!(c.language(), ConditionLanguage::Expr);
+        assert_eq!(c.eval(&series(&[9950.0, 9900.0])), Ok(true));
+        assert_eq!(c.eval(&series(&[9950.0, 9800.0])), Ok(false));
+        // A raw query's data is `result` itself.
+        let mut b = series(&[1.0]);
+        b.data = Some(serde_json::json!({"a": {"values": [9950]}}));
+        let c = Condition::compile_as(
+            ConditionLanguage::Expr,
+            "all(result.a.values, {# > 9900})",
+            &[],
+        )
+        .expect("expr");
+        assert_eq!(c.eval(&b), Ok(true));
+        let msg = Condition::compile_as(ConditionLanguage::Expr, "min(result) >=", &[])
+            .expect_err("bad")
+            .to_string();
+        assert!(
+            msg.contains("is not valid expr (Argo's condition language)"),
+            "{msg}"
+        );
+        assert!(
+            Condition::compile_as(ConditionLanguage::Evalexpr, "min(result) >= 1", &[]).is_ok()
         );
     }
 

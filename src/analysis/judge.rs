@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::expr::{Bindings, Condition, ResultValue};
+use super::expr::{Bindings, Condition, ConditionLanguage, ResultValue};
 use super::spec::{MetricSpec, NoDataPolicy, Phase};
 
 /// What the provider measured.
@@ -14,6 +14,8 @@ pub enum Observation {
         result: ResultValue,
         named: BTreeMap<String, ResultValue>,
         display: String,
+        /// Raw queries: the GraphQL `data` object (expr conditions bind it as `result`).
+        data: Option<serde_json::Value>,
     },
     /// No point in the window: the metric's `noData` policy decides, never the conditions.
     NoData { reason: String },
@@ -29,6 +31,7 @@ impl Observation {
             result,
             named: BTreeMap::new(),
             display,
+            data: None,
         }
     }
 
@@ -52,17 +55,23 @@ pub fn judge(
     obs: &Observation,
     args: &BTreeMap<String, String>,
 ) -> (Phase, String) {
-    let (result, named) = match obs {
+    let (result, named, data) = match obs {
         Observation::Error { message } => {
             return (Phase::Error, format!("measurement error: {message}"));
         }
         Observation::NoData { reason } => return no_data(spec.no_data, reason),
-        Observation::Value { result, named, .. } => (result, named),
+        Observation::Value {
+            result,
+            named,
+            data,
+            ..
+        } => (result, named, data),
     };
     let bindings = Bindings {
         result: Some(result.clone()),
         named: named.clone(),
         args: args.clone(),
+        data: data.clone(),
     };
     let conditions: Vec<(&str, &Condition)> = [
         ("successCondition", spec.success_condition.as_ref()),
@@ -145,8 +154,25 @@ fn no_data(policy: NoDataPolicy, reason: &str) -> (Phase, String) {
     (phase, format!("no data: {reason}; noData policy: {phase}"))
 }
 
+/// Longest excerpt of a raw query's `data` shown in a verdict message.
+const DATA_EXCERPT: usize = 200;
+
 /// `min(result) >= args.min_apdex with result=[9950, 9930], args.min_apdex=9900 → true`
 fn describe(c: &Condition, b: &Bindings, value: bool) -> String {
+    if c.language() == ConditionLanguage::Expr
+        && let Some(d) = &b.data
+    {
+        let mut text = d.to_string();
+        if text.len() > DATA_EXCERPT {
+            let mut cut = DATA_EXCERPT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        return format!("{} with result={text} → {value}", c.expression());
+    }
     let vars = c.referenced_variables();
     let ordered = vars
         .iter()
@@ -346,6 +372,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             display: "1".into(),
+            data: None,
         };
         assert_eq!(judge(&m, &obs, &BTreeMap::new()).0, Phase::Successful);
     }

@@ -6,12 +6,15 @@
 //! moment, then reassesses once; sleep until [`next_due`]. [`terminate`] stops a run from
 //! outside.
 
+pub mod argo_expr;
 pub mod expr;
 mod judge;
 mod run;
 mod spec;
 
-pub use expr::{Bindings, Condition, ExprError, ResultValue, fmt_num, normalize_arg_name};
+pub use expr::{
+    Bindings, Condition, ConditionLanguage, ExprError, ResultValue, fmt_num, normalize_arg_name,
+};
 pub use judge::{Observation, judge};
 pub use run::{
     Measurement, MetricResult, RecordError, RunState, due_metrics, fail_run, measure, next_due,

@@ -338,6 +338,10 @@ fn enums_and_int_or_string_have_kubernetes_shapes() {
         true
     );
     assert_eq!(metric["required"], json!(["name", "provider"]));
+    for kind in ["AnalysisTemplate", "ClusterAnalysisTemplate"] {
+        let lang = &root_schema(kind)["properties"]["spec"]["properties"]["conditionLanguage"];
+        assert_eq!(lang["enum"], json!(["expr", "evalexpr"]), "{kind}: {lang}");
+    }
 }
 
 #[test]

@@ -712,6 +712,7 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
             &p,
             &declared,
             t.api_version == ARGO_API_VERSION,
+            t.condition_language(),
             o,
             &mut errs,
         );
@@ -832,6 +833,7 @@ fn validate_metric(
     p: &str,
     declared: &BTreeSet<String>,
     argo: bool,
+    language: crate::analysis::ConditionLanguage,
     o: &Origin,
     errs: &mut Vec<ConfigError>,
 ) {
@@ -1162,7 +1164,7 @@ fn validate_metric(
         ("failureCondition", &m.failure_condition),
     ] {
         let Some(src) = cond else { continue };
-        match crate::analysis::Condition::compile_with_names(src, &alias_refs) {
+        match crate::analysis::Condition::compile_as(language, src, &alias_refs) {
             Ok(c) => {
                 for a in c.arg_names() {
                     let known = declared.iter().any(|d| d == &a || d.replace('-', "_") == a);

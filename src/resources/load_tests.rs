@@ -110,21 +110,68 @@ spec:
               condition: { name: "service_apdex", entity: { scope: Service, serviceName: "{{ args.service-name }}", normal: true } },
               duration: $duration) { label values { values { value } } } }
 "#;
+    // The Argo docs' condition, unchanged: argoproj.io templates default to Argo's language.
     let r = load_str("argo.yaml", src);
-    // The Argo expr condition is not our language: it must be reported at load time.
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // In evalexpr it is refused at load time, naming the language and the way out.
+    let as_evalexpr = src.replace(
+        "  metrics:\n",
+        "  conditionLanguage: evalexpr\n  metrics:\n",
+    );
+    let r = load_str("argo.yaml", &as_evalexpr);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     assert!(
-        r.errors
-            .iter()
-            .all(|e| e.path.ends_with("successCondition")),
+        r.errors[0].path.ends_with("successCondition"),
         "{:?}",
         r.errors
     );
-    let fixed = src.replace(
+    let msg = &r.errors[0].message;
+    assert!(
+        msg.contains("evalexpr") && msg.contains("conditionLanguage: expr"),
+        "{msg}"
+    );
+    // The rewritten condition is evalexpr.
+    let fixed = as_evalexpr.replace(
         "all(result.service_apdex.values.values, {asFloat(.value) >= 9900})",
         "min(service_apdex) >= 9900",
     );
     let r = load_str("argo.yaml", &fixed);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // An expr syntax error names the language and the column.
+    let broken = src.replace(">= 9900}", ">= }");
+    let r = load_str("argo.yaml", &broken);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    let msg = &r.errors[0].message;
+    assert!(
+        msg.contains("not valid expr (Argo's condition language)"),
+        "{msg}"
+    );
+    assert!(msg.contains("column 61"), "{msg}");
+}
+
+#[test]
+fn skycanary_templates_may_choose_expr() {
+    let src = GOOD.replace("  metrics:\n", "  conditionLanguage: expr\n  metrics:\n");
+    let r = load_str("t.yaml", &src);
+    // GOOD's evalexpr condition (`min(result)`, `args.min_apdex`) is not expr.
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("not valid expr")),
+        "{:?}",
+        r.errors
+    );
+    let src = src.replace(
+        "min(result) >= args.min_apdex",
+        "all(result, {# >= {{args.min-apdex}}})",
+    );
+    let r = load_str("t.yaml", &src);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let r = load_str(
+        "t.yaml",
+        &GOOD.replace("  metrics:\n", "  conditionLanguage: lisp\n  metrics:\n"),
+    );
+    assert!(!r.errors.is_empty());
 }
 
 #[test]

@@ -65,6 +65,34 @@ pub struct AnalysisTemplateSpec {
     /// How many measurements to keep per metric (by regex on the name).
     #[serde(default)]
     pub measurement_retention: Vec<RetentionRule>,
+    /// Language of the metrics' conditions. Default: `expr` (Argo's, conditions run unchanged)
+    /// for `argoproj.io/v1alpha1` templates, `evalexpr` for `skycanary.io/v1alpha1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_language: Option<ConditionLanguageDef>,
+}
+
+/// `spec.conditionLanguage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ConditionLanguageDef {
+    /// Argo Rollouts' expr, with Argo's bindings and functions.
+    #[serde(rename = "expr")]
+    Expr,
+    /// evalexpr 11.3, with skycanary's bindings and helpers.
+    #[serde(rename = "evalexpr")]
+    Evalexpr,
+}
+
+impl AnalysisTemplateDoc {
+    /// The language its conditions are compiled in: explicit, else by API group.
+    pub fn condition_language(&self) -> crate::analysis::ConditionLanguage {
+        use crate::analysis::ConditionLanguage;
+        match self.spec.condition_language {
+            Some(ConditionLanguageDef::Expr) => ConditionLanguage::Expr,
+            Some(ConditionLanguageDef::Evalexpr) => ConditionLanguage::Evalexpr,
+            None if self.api_version == ARGO_API_VERSION => ConditionLanguage::Expr,
+            None => ConditionLanguage::Evalexpr,
+        }
+    }
 }
 
 /// A template argument.

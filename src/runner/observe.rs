@@ -61,6 +61,7 @@ pub fn observation_from(result: &Result<Sample, ProviderError>) -> Observation {
         result,
         named,
         display,
+        data: sample.data.clone(),
     }
 }
 

@@ -119,6 +119,7 @@ pub fn plan(
 ) -> Result<RunPlan, ConfigErrors> {
     let o = &t.origin;
     let spec = &t.doc.spec;
+    let language = t.doc.condition_language();
     let mut errs: Vec<ConfigError> = Vec::new();
 
     // Args: declared defaults, overridden by given values; every one must end with a value.
@@ -340,7 +341,7 @@ pub fn plan(
                        err: &mut dyn FnMut(String, String)|
          -> Option<Condition> {
             src.as_ref()
-                .and_then(|s| match Condition::compile_with_names(s, &alias_refs) {
+                .and_then(|s| match Condition::compile_as(language, s, &alias_refs) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         err(f(field), format!("condition does not compile: {e}"));

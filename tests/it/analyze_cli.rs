@@ -237,6 +237,34 @@ fn validate_reports_deep_yaml_and_symlink_loops_and_exits_1() {
 }
 
 #[test]
+fn validate_names_the_condition_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let argo = QUICK
+        .replace("skycanary.io/v1alpha1", "argoproj.io/v1alpha1")
+        .replace("min(result) >= 9900", "all(result, {# >= })");
+    write_template(&dir, "argo.yaml", &argo);
+    let ours = QUICK.replace("min(result) >= 9900", "result[0] >= 9900");
+    write_template(&dir, "ours.yaml", &ours);
+    let out = skycanary(&["validate", &dir.path().display().to_string()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // Argo's language, with where and what.
+    assert!(stdout.contains("argo.yaml:10:"), "{stdout}");
+    assert!(
+        stdout.contains("not valid expr (Argo's condition language)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("column 19: expected a value, found `}`"),
+        "{stdout}"
+    );
+    // evalexpr, with the way out for Argo syntax.
+    assert!(stdout.contains("ours.yaml:10:"), "{stdout}");
+    assert!(stdout.contains("evalexpr condition"), "{stdout}");
+    assert!(stdout.contains("conditionLanguage: expr"), "{stdout}");
+}
+
+#[test]
 fn validate_accepts_the_bundled_templates() {
     let out = skycanary(&["validate", "analysis-templates"]);
     assert_eq!(

@@ -5,6 +5,7 @@ mod alarm_flood;
 mod alarm_poll;
 mod analyze_cli;
 mod bounded_oap;
+mod argo_conditions;
 mod bundled_templates;
 mod chaos;
 mod control_kube;

@@ -317,7 +317,7 @@ spec:
   args: [{name: service-name}]
   metrics:
   - name: apdex
-    successCondition: "min(service_apdex) >= 9900"
+    successCondition: "all(result.service_apdex.values.values, {asFloat(.value) >= 9900})"
     provider:
       skywalking:
         interval: 5m

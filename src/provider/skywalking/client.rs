@@ -917,7 +917,7 @@ impl SkyWalkingClient {
             query: text,
             window: (w.start.clone(), w.end.clone()),
             dropped,
-            data: Some(data.into_iter().collect()),
+            data: Some(serde_json::Value::Object(data.into_iter().collect())),
         })
     }
 }

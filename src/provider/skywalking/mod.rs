@@ -264,7 +264,7 @@ pub struct Sample {
     pub dropped: DroppedPoints,
     /// Raw queries: the GraphQL `data` object (what Argo binds as `result`), with the
     /// dropped points already removed. `None` for metrics and expressions.
-    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    pub data: Option<serde_json::Value>,
 }
 
 /// Everything that can go wrong talking to an OAP. Display gives the server's message.
