@@ -4,8 +4,8 @@
 mod alarm_flood;
 mod alarm_poll;
 mod analyze_cli;
-mod bounded_oap;
 mod argo_conditions;
+mod bounded_oap;
 mod bundled_templates;
 mod chaos;
 mod control_kube;
