@@ -7,16 +7,22 @@
 //! Limits: comments *inside* the replaced document's body are lost (its leading comments and
 //! `---` line are kept); keys keep their original order, new keys come after. The directory is
 //! re-scanned on every call so edits by other tools are always seen.
+//!
+//! Objects are indexed per document: a file or document that cannot be read or parsed (another
+//! team's typo) is logged and skipped, so it never blocks a write to an object found elsewhere
+//! (a rollback must land). It is an error only for a lookup that does not find its object and
+//! that the broken document may define (it mentions the name, or could not be read at all).
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::future::Future;
 use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use saphyr::{LoadableYamlNode, Mapping, Scalar, Yaml, YamlEmitter};
 use serde_json::Value;
@@ -37,6 +43,54 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    /// Problems already logged, so a broken file is logged once, not on every scan.
+    logged: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// A file, directory or document under the root that could not be read or parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Path of the file or directory.
+    pub file: PathBuf,
+    /// Line of the error (1-based); `None` when the whole file could not be read.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// The broken document's text, to tell whether it may define a wanted object; `None` when
+    /// the file could not be read (then it may define anything).
+    text: Option<String>,
+}
+
+impl Problem {
+    /// Whether the unreadable content may define `key`: it mentions the name as a whole
+    /// word, or its text is unknown.
+    fn may_define(&self, key: &ObjectKey) -> bool {
+        self.text
+            .as_deref()
+            .is_none_or(|text| mentions_word(text, &key.name))
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// `word` occurs in `text` not as part of a longer DNS-style name.
+fn mentions_word(text: &str, word: &str) -> bool {
+    if word.is_empty() {
+        return false;
+    }
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(part) && !after.is_some_and(part)
+    })
 }
 
 /// One indexed Istio document.
@@ -54,13 +108,29 @@ struct Entry {
 struct Scan {
     entries: Vec<Entry>,
     texts: Vec<(PathBuf, String)>,
+    problems: Vec<Problem>,
 }
 
 impl Scan {
     fn find(&self, key: &ObjectKey) -> Result<&Entry, StoreError> {
         let found: Vec<&Entry> = self.entries.iter().filter(|e| &e.key == key).collect();
         match found.as_slice() {
-            [] => Err(StoreError::NotFound(key.clone())),
+            [] => {
+                let suspects: Vec<String> = self
+                    .problems
+                    .iter()
+                    .filter(|p| p.may_define(key))
+                    .map(ToString::to_string)
+                    .collect();
+                if suspects.is_empty() {
+                    Err(StoreError::NotFound(key.clone()))
+                } else {
+                    Err(StoreError::Unreadable {
+                        key: key.clone(),
+                        problems: suspects.join("; "),
+                    })
+                }
+            }
             [one] => Ok(one),
             many => Err(StoreError::Duplicate {
                 key: key.clone(),
@@ -92,7 +162,10 @@ impl FileStore {
                 root.display()
             )));
         }
-        let store = FileStore { root };
+        let store = FileStore {
+            root,
+            logged: Arc::default(),
+        };
         store.scan()?;
         Ok(store)
     }
@@ -110,25 +183,63 @@ impl FileStore {
         Ok(keys)
     }
 
+    /// Files, directories and documents under the root that cannot be read or parsed now.
+    pub fn problems(&self) -> Result<Vec<Problem>, StoreError> {
+        Ok(self.scan()?.problems)
+    }
+
+    /// Reads and indexes every manifest. Only an unreadable root fails the scan; any other
+    /// failure is a [`Problem`] of its file, logged once.
     fn scan(&self) -> Result<Scan, StoreError> {
-        let mut files = Vec::new();
-        collect_files(&self.root, &mut files)?;
         let mut scan = Scan {
             entries: Vec::new(),
             texts: Vec::new(),
+            problems: Vec::new(),
         };
+        let mut files = Vec::new();
+        let root_io =
+            |e: std::io::Error| StoreError::Backend(format!("{}: {e}", self.root.display()));
+        let top = read_dir_sorted(&self.root).map_err(root_io)?;
+        collect_files(top, &mut files, &mut scan.problems);
         for file in files {
-            let text = read_file(&file, MAX_MANIFEST_FILE_BYTES).map_err(|e| match e {
-                ReadError::TooLarge { limit } => StoreError::Backend(format!(
-                    "{}: manifest file is larger than the limit of {limit} bytes",
-                    file.display()
-                )),
-                ReadError::Io(e) => StoreError::Backend(format!("{}: {e}", file.display())),
-            })?;
-            index_file(&file, &text, &mut scan.entries)?;
+            let text = match read_file(&file, MAX_MANIFEST_FILE_BYTES) {
+                Ok(text) => text,
+                Err(e) => {
+                    let message = match e {
+                        ReadError::TooLarge { limit } => {
+                            format!("manifest file is larger than the limit of {limit} bytes")
+                        }
+                        ReadError::Io(e) => e.to_string(),
+                    };
+                    scan.problems.push(Problem {
+                        file,
+                        line: None,
+                        message,
+                        text: None,
+                    });
+                    continue;
+                }
+            };
+            index_file(&file, &text, &mut scan.entries, &mut scan.problems);
             scan.texts.push((file, text));
         }
+        self.log_new_problems(&scan.problems);
         Ok(scan)
+    }
+
+    /// Warns once per distinct problem; a fixed problem is forgotten, so breaking the file
+    /// again warns again.
+    fn log_new_problems(&self, problems: &[Problem]) {
+        let now: BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        for p in now.difference(&logged) {
+            tracing::warn!(
+                manifests = %self.root.display(),
+                problem = %p,
+                "skipping a manifest that cannot be read; objects it defines are unavailable"
+            );
+        }
+        *logged = now;
     }
 
     fn get_blocking(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
@@ -205,15 +316,17 @@ impl ManifestStore for FileStore {
     }
 }
 
-/// `*.yaml`/`*.yml` under `dir`, recursively, sorted, skipping hidden entries. Symlinked
-/// directories are not followed (no loops).
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
-    let io = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", dir.display()));
-    let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir)
-        .map_err(io)?
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
+/// The entries of a directory, sorted by name.
+fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<fs::DirEntry>> {
+    let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
+/// `*.yaml`/`*.yml` among `entries`, recursively, sorted, skipping hidden entries. Symlinked
+/// directories are not followed (no loops). An unreadable subdirectory is a problem, not a
+/// failure of the whole scan.
+fn collect_files(entries: Vec<fs::DirEntry>, out: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
     for entry in entries {
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -221,14 +334,25 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
             continue;
         }
         let path = entry.path();
-        let file_type = entry.file_type().map_err(io)?;
-        if file_type.is_dir() {
-            collect_files(&path, out)?;
-        } else if (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file() {
-            out.push(path);
+        let problem = |path: PathBuf, e: std::io::Error| Problem {
+            file: path,
+            line: None,
+            message: e.to_string(),
+            text: None,
+        };
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => match read_dir_sorted(&path) {
+                Ok(inner) => collect_files(inner, out, problems),
+                Err(e) => problems.push(problem(path, e)),
+            },
+            Ok(_) => {
+                if (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file() {
+                    out.push(path);
+                }
+            }
+            Err(e) => problems.push(problem(path, e)),
         }
     }
-    Ok(())
 }
 
 /// Byte ranges of the documents of a YAML stream, with their first line (1-based). A document
@@ -264,29 +388,40 @@ fn is_marker(line: &str, marker: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
 }
 
-fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>) -> Result<(), StoreError> {
+/// Indexes the Istio documents of one file; a document that does not parse becomes a
+/// [`Problem`] and the others are still indexed.
+fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>, problems: &mut Vec<Problem>) {
     for (chunk, first_line) in split_documents(text) {
         let src = &text[chunk.clone()];
-        // Only Istio documents are parsed: a broken unrelated manifest does not block routing.
+        // Only Istio documents are parsed: other kinds never hold what the router needs.
         if !src.contains("networking.istio.io") {
             continue;
         }
-        let docs = parse_documents_with(src, &MANIFEST_LIMITS).map_err(|e| {
-            StoreError::Backend(format!(
-                "{}:{}: {}",
-                file.display(),
-                first_line + e.line.saturating_sub(1),
-                e.message
-            ))
-        })?;
+        let problem = |line: usize, message: String| Problem {
+            file: file.to_path_buf(),
+            line: Some(line),
+            message,
+            text: Some(src.to_string()),
+        };
+        let docs = match parse_documents_with(src, &MANIFEST_LIMITS) {
+            Ok(docs) => docs,
+            Err(e) => {
+                problems.push(problem(
+                    first_line.saturating_add(e.line.saturating_sub(1)),
+                    e.message,
+                ));
+                continue;
+            }
+        };
         let doc = match docs.as_slice() {
             [] => continue,
             [doc] => doc,
             _ => {
-                return Err(StoreError::Backend(format!(
-                    "{}:{first_line}: cannot delimit the YAML documents",
-                    file.display()
-                )));
+                problems.push(problem(
+                    first_line,
+                    "cannot delimit the YAML documents".into(),
+                ));
+                continue;
             }
         };
         let Some(key) = istio_key(&doc.value) else {
@@ -300,7 +435,6 @@ fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>) -> Result<(), Store
             value: doc.value.clone(),
         });
     }
-    Ok(())
 }
 
 /// The key of a VirtualService/DestinationRule of `networking.istio.io/*`; `None` otherwise.
@@ -808,18 +942,75 @@ spec:
         assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
     }
 
+    /// Another team's typo in an Istio file (issue 15 item 8) blocks neither reads nor writes
+    /// of objects defined elsewhere; the store reports it instead of failing the scan.
     #[tokio::test]
-    async fn broken_unrelated_manifest_does_not_block_but_broken_istio_one_does() {
-        let dir = dir_with(&[("app.yaml", MULTI), ("junk.yaml", "a: [1\n")]);
+    async fn broken_unrelated_istio_manifest_does_not_block_a_write() {
+        let broken = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings}\nspec:\n  hosts: [ratings\n";
+        let dir = dir_with(&[
+            ("app.yaml", MULTI),
+            ("junk.yaml", "a: [1\n"),
+            ("other.yaml", broken),
+        ]);
         let store = FileStore::open(dir.path()).unwrap();
-        assert!(store.get(&vs_key()).await.is_ok());
-        fs::write(
-            dir.path().join("broken.yaml"),
-            "---\napiVersion: networking.istio.io/v1\nkind: [\n",
-        )
-        .unwrap();
-        let e = store.get(&vs_key()).await.unwrap_err();
-        assert!(e.to_string().contains("broken.yaml:"), "{e}");
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 0);
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("other.yaml")).unwrap(),
+            broken
+        );
+        let problems = store.problems().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with(&format!("{}:7: ", dir.path().join("other.yaml").display())),
+            "{}",
+            problems[0]
+        );
+        // The broken document's own object is an error naming file and line, not "not found".
+        let ratings = ObjectKey::virtual_service("default", "ratings");
+        let e = store.get(&ratings).await.unwrap_err();
+        assert!(matches!(e, StoreError::Unreadable { .. }), "{e:?}");
+        assert!(e.to_string().contains("other.yaml:7: "), "{e}");
+        // A name the broken document does not mention stays a plain "not found".
+        let absent = ObjectKey::virtual_service("default", "rating");
+        assert_eq!(store.get(&absent).await, Err(StoreError::NotFound(absent)));
+    }
+
+    /// A broken document next to the needed one in the same file: the needed one is written,
+    /// the broken one keeps its bytes.
+    #[tokio::test]
+    async fn broken_document_in_the_same_file_does_not_block_a_write() {
+        let broken = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: x}\nspec: {host: [\n";
+        let text = format!("{MULTI}{broken}");
+        let dir = dir_with(&[("app.yaml", &text)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 0);
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        let after = fs::read_to_string(dir.path().join("app.yaml")).unwrap();
+        assert!(after.ends_with(broken), "{after}");
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+    }
+
+    #[test]
+    fn mentions_whole_names_only() {
+        for (text, word, want) in [
+            ("metadata: {name: reviews}", "reviews", true),
+            ("name: reviews\n", "reviews", true),
+            ("name: \"reviews\"", "reviews", true),
+            ("name: reviews-v2", "reviews", false),
+            ("name: myreviews", "reviews", false),
+            ("host: reviews.bookinfo.svc", "reviews", true),
+            ("anything", "", false),
+        ] {
+            assert_eq!(mentions_word(text, word), want, "{text:?} {word:?}");
+        }
     }
 
     /// A hostile VirtualService (6,000 levels deep, or aliases expanding past the bounds) is an
@@ -831,12 +1022,13 @@ spec:
             "- ".repeat(6_000)
         );
         let dir = dir_with(&[("app.yaml", MULTI), ("deep.yaml", &deep)]);
-        let store = FileStore::open(dir.path()).unwrap_err();
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&vs_key()).await.is_ok());
+        let other = ObjectKey::virtual_service("default", "other");
+        let e = store.get(&other).await.unwrap_err();
         assert!(
-            store
-                .to_string()
-                .contains("deep.yaml:7: YAML nested deeper"),
-            "{store}"
+            e.to_string().contains("deep.yaml:7: YAML nested deeper"),
+            "{e}"
         );
         let mut bomb = format!(
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: other}}\nspec:\n  big: &b \"{}\"\n  refs:\n",
@@ -844,7 +1036,7 @@ spec:
         );
         bomb.push_str(&"  - *b\n".repeat(3_000));
         fs::write(dir.path().join("deep.yaml"), bomb).unwrap();
-        let e = FileStore::open(dir.path()).unwrap_err();
+        let e = store.get(&other).await.unwrap_err();
         assert!(e.to_string().contains("expands to more than"), "{e}");
         // aliases within bounds are fine in manifests written by other tools
         fs::write(
@@ -852,7 +1044,7 @@ spec:
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: other}\nspec: {a: &a [1], b: *a}\n",
         )
         .unwrap();
-        FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&other).await.is_ok());
     }
 
     /// Symlinked directories under `--manifests` are not followed: a link loop neither hangs
@@ -873,7 +1065,11 @@ spec:
         let store = FileStore::open(dir.path()).unwrap();
         let f = fs::File::create(dir.path().join("huge.yaml")).unwrap();
         f.set_len(MAX_MANIFEST_FILE_BYTES + 1).unwrap();
-        let e = store.get(&vs_key()).await.unwrap_err();
+        // It cannot be read, so it blocks nothing found elsewhere ...
+        assert!(store.get(&vs_key()).await.is_ok());
+        // ... and is named for anything not found, as it might define it.
+        let absent = ObjectKey::virtual_service("bookinfo", "absent");
+        let e = store.get(&absent).await.unwrap_err();
         assert!(
             e.to_string()
                 .contains("huge.yaml: manifest file is larger than the limit"),
