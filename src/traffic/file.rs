@@ -998,6 +998,52 @@ spec:
         assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
     }
 
+    /// A broken file is logged once, not on every scan; broken again after a fix, it is
+    /// logged again.
+    #[test]
+    fn a_broken_file_is_logged_once() {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let broken = "apiVersion: networking.istio.io/v1\nkind: [\n";
+        let dir = dir_with(&[("app.yaml", MULTI), ("other.yaml", broken)]);
+        let logged = || {
+            let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+            text.matches("skipping a manifest that cannot be read")
+                .count()
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let store = FileStore::open(dir.path()).unwrap();
+            store.get_blocking(&vs_key()).unwrap();
+            store.get_blocking(&vs_key()).unwrap();
+            assert_eq!(logged(), 1);
+            fs::write(dir.path().join("other.yaml"), "apiVersion: v1\n").unwrap();
+            store.get_blocking(&vs_key()).unwrap();
+            fs::write(dir.path().join("other.yaml"), broken).unwrap();
+            store.get_blocking(&vs_key()).unwrap();
+            assert_eq!(logged(), 2);
+        });
+        assert!(
+            String::from_utf8(capture.0.lock().unwrap().clone())
+                .unwrap()
+                .contains("other.yaml:"),
+        );
+    }
+
     #[test]
     fn mentions_whole_names_only() {
         for (text, word, want) in [
