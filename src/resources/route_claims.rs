@@ -154,11 +154,18 @@ mod tests {
         json!({"virtualService": spec, "stableService": "s", "canaryService": "c"})
     }
 
-    /// (case, canary A in `bookinfo`, canary B in its namespace, expected shared route)
+    /// (case, canary A in `bookinfo`, canary B and its namespace, expected shared route)
+    type Case = (
+        &'static str,
+        CanaryDoc,
+        (CanaryDoc, &'static str),
+        Option<&'static str>,
+    );
+
     #[test]
     fn shared_routes_table() {
         let none: &[&str] = &[];
-        let cases: Vec<(&str, CanaryDoc, (CanaryDoc, &str), Option<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "same named http route",
                 canary(vs(json!({"name": "reviews", "routes": ["primary"]})), none),
