@@ -6,7 +6,11 @@
 //!
 //! Limits: comments *inside* the replaced document's body are lost (its leading comments and
 //! `---` line are kept); keys keep their original order, new keys come after. The directory is
-//! re-scanned on every call so edits by other tools are always seen.
+//! re-listed on every call so edits by other tools are always seen, but a file is re-read and
+//! re-parsed only when its metadata changed (size, mtime, ctime, inode), so a routing
+//! operation does not cost a read and a parse of every file under the directory. A file
+//! modified less than [`SETTLE`] before it was read is read again every time, since a second
+//! edit within the file system's timestamp granularity could keep its metadata.
 //!
 //! Objects are indexed per document: a file or document that cannot be read or parsed (another
 //! team's typo) is logged and skipped, so it never blocks a write to an object found elsewhere
@@ -14,7 +18,7 @@
 //! that the broken document may define (it mentions the name, or could not be read at all).
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::future::Future;
@@ -30,7 +34,7 @@ use serde_json::Value;
 use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
 
-/// Largest manifest file read: the directory is re-read on every routing operation, so a
+/// Largest manifest file read: a changed file is re-read on the next routing operation, so a
 /// bigger file is refused (naming it) rather than costing seconds and its size in memory each
 /// time. Each Istio document in it is also bounded by [`MANIFEST_LIMITS`].
 pub const MAX_MANIFEST_FILE_BYTES: u64 = 8 << 20;
@@ -45,6 +49,48 @@ pub struct FileStore {
     root: PathBuf,
     /// Problems already logged, so a broken file is logged once, not on every scan.
     logged: Arc<Mutex<BTreeSet<String>>>,
+    /// The last reading of each file, reused while its metadata is unchanged.
+    cache: Arc<Mutex<HashMap<PathBuf, Arc<Indexed>>>>,
+    /// Files read from disk so far (the cost the cache saves).
+    files_read: Arc<AtomicU64>,
+}
+
+/// How long after its last modification a file's metadata is trusted to reflect its content
+/// (above the timestamp granularity of common file systems, FAT's 2 s included).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// ctime and inode on Unix: a rename over the file or an edit that restores mtime shows.
+    #[cfg(unix)]
+    unix: (i64, i64, u64, u64),
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt as _;
+        Stamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            #[cfg(unix)]
+            unix: (m.ctime(), m.ctime_nsec(), m.ino(), m.dev()),
+        }
+    }
+}
+
+/// One file as read and indexed.
+#[derive(Debug)]
+struct Indexed {
+    stamp: Stamp,
+    /// Whether the stamp may stand for the content next time (see [`SETTLE`]).
+    settled: bool,
+    text: String,
+    entries: Vec<Entry>,
+    problems: Vec<Problem>,
 }
 
 /// A file, directory or document under the root that could not be read or parsed.
@@ -106,14 +152,20 @@ struct Entry {
 }
 
 struct Scan {
-    entries: Vec<Entry>,
-    texts: Vec<(PathBuf, String)>,
+    files: Vec<Arc<Indexed>>,
     problems: Vec<Problem>,
 }
 
 impl Scan {
-    fn find(&self, key: &ObjectKey) -> Result<&Entry, StoreError> {
-        let found: Vec<&Entry> = self.entries.iter().filter(|e| &e.key == key).collect();
+    fn entries(&self) -> impl Iterator<Item = (&Entry, &str)> {
+        self.files
+            .iter()
+            .flat_map(|f| f.entries.iter().map(|e| (e, f.text.as_str())))
+    }
+
+    /// The object's entry and the text of its file.
+    fn find(&self, key: &ObjectKey) -> Result<(&Entry, &str), StoreError> {
+        let found: Vec<(&Entry, &str)> = self.entries().filter(|(e, _)| &e.key == key).collect();
         match found.as_slice() {
             [] => {
                 let suspects: Vec<String> = self
@@ -131,24 +183,16 @@ impl Scan {
                     })
                 }
             }
-            [one] => Ok(one),
+            [one] => Ok(*one),
             many => Err(StoreError::Duplicate {
                 key: key.clone(),
                 locations: many
                     .iter()
-                    .map(|e| format!("{}:{}", e.file.display(), e.line))
+                    .map(|(e, _)| format!("{}:{}", e.file.display(), e.line))
                     .collect::<Vec<_>>()
                     .join(", "),
             }),
         }
-    }
-
-    fn text(&self, file: &Path) -> Result<&str, StoreError> {
-        self.texts
-            .iter()
-            .find(|(p, _)| p == file)
-            .map(|(_, t)| t.as_str())
-            .ok_or_else(|| StoreError::Backend(format!("{}: vanished", file.display())))
     }
 }
 
@@ -165,6 +209,8 @@ impl FileStore {
         let store = FileStore {
             root,
             logged: Arc::default(),
+            cache: Arc::default(),
+            files_read: Arc::default(),
         };
         store.scan()?;
         Ok(store)
@@ -177,7 +223,7 @@ impl FileStore {
 
     /// Every VirtualService/DestinationRule key defined in the directory (duplicates once).
     pub fn keys(&self) -> Result<Vec<ObjectKey>, StoreError> {
-        let mut keys: Vec<ObjectKey> = self.scan()?.entries.into_iter().map(|e| e.key).collect();
+        let mut keys: Vec<ObjectKey> = self.scan()?.entries().map(|(e, _)| e.key.clone()).collect();
         keys.sort();
         keys.dedup();
         Ok(keys)
@@ -192,8 +238,7 @@ impl FileStore {
     /// failure is a [`Problem`] of its file, logged once.
     fn scan(&self) -> Result<Scan, StoreError> {
         let mut scan = Scan {
-            entries: Vec::new(),
-            texts: Vec::new(),
+            files: Vec::new(),
             problems: Vec::new(),
         };
         let mut files = Vec::new();
@@ -201,7 +246,33 @@ impl FileStore {
             |e: std::io::Error| StoreError::Backend(format!("{}: {e}", self.root.display()));
         let top = read_dir_sorted(&self.root).map_err(root_io)?;
         collect_files(top, &mut files, &mut scan.problems);
+        // Cloned (Arcs), not taken: concurrent scans all reuse it.
+        let previous = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut cache = HashMap::with_capacity(files.len());
         for file in files {
+            let stamp = match fs::metadata(&file) {
+                Ok(m) => Stamp::of(&m),
+                Err(e) => {
+                    scan.problems.push(Problem {
+                        file,
+                        line: None,
+                        message: e.to_string(),
+                        text: None,
+                    });
+                    continue;
+                }
+            };
+            if let Some(known) = previous.get(&file)
+                && known.settled
+                && known.stamp == stamp
+            {
+                scan.problems.extend(known.problems.iter().cloned());
+                scan.files.push(known.clone());
+                cache.insert(file, known.clone());
+                continue;
+            }
+            let started = std::time::SystemTime::now();
+            self.files_read.fetch_add(1, Ordering::Relaxed);
             let text = match read_file(&file, MAX_MANIFEST_FILE_BYTES) {
                 Ok(text) => text,
                 Err(e) => {
@@ -220,9 +291,26 @@ impl FileStore {
                     continue;
                 }
             };
-            index_file(&file, &text, &mut scan.entries, &mut scan.problems);
-            scan.texts.push((file, text));
+            let (mut entries, mut problems) = (Vec::new(), Vec::new());
+            index_file(&file, &text, &mut entries, &mut problems);
+            // Read from a file last modified well before the read began: a later edit gets a
+            // later timestamp, so an unchanged stamp means unchanged content.
+            let settled = stamp
+                .modified
+                .and_then(|m| m.checked_add(SETTLE))
+                .is_some_and(|m| m <= started);
+            scan.problems.extend(problems.iter().cloned());
+            let indexed = Arc::new(Indexed {
+                stamp,
+                settled,
+                text,
+                entries,
+                problems,
+            });
+            scan.files.push(indexed.clone());
+            cache.insert(file, indexed);
         }
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = cache;
         self.log_new_problems(&scan.problems);
         Ok(scan)
     }
@@ -244,8 +332,7 @@ impl FileStore {
 
     fn get_blocking(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
         let scan = self.scan()?;
-        let entry = scan.find(key)?;
-        let text = scan.text(&entry.file)?;
+        let (entry, text) = scan.find(key)?;
         Ok(Versioned {
             object: entry.value.clone(),
             version: fnv1a_hex(&text[entry.chunk.clone()]),
@@ -261,8 +348,7 @@ impl FileStore {
         check_identity(key, object)?;
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let scan = self.scan()?;
-        let entry = scan.find(key)?;
-        let text = scan.text(&entry.file)?;
+        let (entry, text) = scan.find(key)?;
         let old_chunk = &text[entry.chunk.clone()];
         if fnv1a_hex(old_chunk) != expected_version {
             return Err(StoreError::Conflict(key.clone()));
@@ -1041,6 +1127,93 @@ spec:
             String::from_utf8(capture.0.lock().unwrap().clone())
                 .unwrap()
                 .contains("other.yaml:"),
+        );
+    }
+
+    /// Sets a file's mtime an hour back, as for a manifest not edited lately.
+    fn age(path: &Path) {
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+    }
+
+    fn reads(store: &FileStore) -> u64 {
+        store.files_read.load(Ordering::Relaxed)
+    }
+
+    /// Issue 15 item 11: a routing operation re-reads only what changed, not every file.
+    #[tokio::test]
+    async fn unchanged_files_are_not_read_again() {
+        let mut files = vec![("app.yaml".to_string(), MULTI.to_string())];
+        for i in 0..30 {
+            files.push((
+                format!("team/vs-{i}.yaml"),
+                format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}}}\nspec: {{hosts: [vs-{i}]}}\n"),
+            ));
+        }
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let dir = dir_with(&refs);
+        for (name, _) in &files {
+            age(&dir.path().join(name));
+        }
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(reads(&store), 31);
+        let got = store.get(&vs_key()).await.unwrap();
+        assert_eq!(reads(&store), 31);
+        let mut o = got.object.clone();
+        set_canary(&mut o, 10);
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        assert_eq!(reads(&store), 31);
+        // The file just written is too recent to trust its metadata: it alone is read again.
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+        assert_eq!(reads(&store), 33);
+        // A new file, and a removed one, are seen.
+        let extra = ObjectKey::virtual_service("default", "vs-extra");
+        fs::write(
+            dir.path().join("team/vs-extra.yaml"),
+            files[1].1.replace("vs-0", "vs-extra"),
+        )
+        .unwrap();
+        fs::remove_file(dir.path().join("team/vs-0.yaml")).unwrap();
+        assert!(store.get(&extra).await.is_ok());
+        let gone = ObjectKey::virtual_service("default", "vs-0");
+        assert_eq!(store.get(&gone).await, Err(StoreError::NotFound(gone)));
+    }
+
+    /// An edit that keeps the size and restores the mtime is still seen (ctime and inode).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_edit_hiding_its_mtime_is_seen() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let path = dir.path().join("app.yaml");
+        age(&path);
+        let store = FileStore::open(dir.path()).unwrap();
+        let before = store.get(&vs_key()).await.unwrap();
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        let edited = MULTI
+            .replace("weight: 100\n", "weight: 90\n")
+            .replace("weight: 0\n", "weight: 10\n");
+        assert_eq!(edited.len(), MULTI.len());
+        fs::write(&path, &edited).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let after = store.get(&vs_key()).await.unwrap();
+        assert_ne!(after.version, before.version);
+        assert_eq!(
+            after.object["spec"]["http"][0]["route"][1]["weight"],
+            json!(10)
         );
     }
 
