@@ -633,6 +633,11 @@ fn trimmed_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value, Optio
     keep("name", m.name.map(Value::from));
     keep("namespace", m.namespace.map(Value::from));
     keep("uid", m.uid.map(Value::from));
+    // Orders Canaries that share a route: the later one is refused.
+    keep(
+        "creationTimestamp",
+        m.creation_timestamp.map(|t| Value::from(t.0.to_string())),
+    );
     keep("generation", m.generation.map(Value::from));
     keep("labels", m.labels.map(|l| json!(l)));
     // kubectl's last-applied copy of the object is as large as the spec and says nothing more.
@@ -747,7 +752,73 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
             }
         }
     }
+    refuse_shared_routes(&mut snap);
     snap
+}
+
+/// Two valid Canaries writing one route would overwrite each other's weights: the later one
+/// (by creationTimestamp, then name and namespace) is removed from the snapshot and reported
+/// as an invalid object. A Canary without a readable timestamp counts as the latest.
+fn refuse_shared_routes(snap: &mut Snapshot) {
+    use crate::resources::route_claims::{RouteClaim, route_claims, shared_route};
+    let created = |c: &KubeCanary| {
+        c.canary
+            .doc
+            .metadata
+            .server_fields
+            .get("creationTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let rank = |c: &KubeCanary| {
+        let t = created(c);
+        (
+            t.is_none(),
+            t,
+            c.canary.doc.metadata.name.clone(),
+            c.canary.namespace().to_string(),
+        )
+    };
+    let mut order: Vec<usize> = (0..snap.canaries.len()).collect();
+    order.sort_by_cached_key(|&i| rank(&snap.canaries[i]));
+    let mut kept: Vec<(usize, Vec<RouteClaim>)> = Vec::new();
+    let mut refused = BTreeSet::new();
+    for i in order {
+        let later = &snap.canaries[i].canary;
+        let claims = route_claims(&later.doc, later.namespace());
+        let clash = kept
+            .iter()
+            .find_map(|(k, first)| shared_route(first, &claims).map(|route| (*k, route)));
+        let Some((k, route)) = clash else {
+            kept.push((i, claims));
+            continue;
+        };
+        let first = &snap.canaries[k].canary;
+        let error = later.origin.error(
+            "spec.trafficRouting",
+            format!(
+                "Canary {}/{} manages the same route as Canary {}/{}, created earlier: {route}; \
+                 two Canaries on one route would overwrite each other's weights",
+                later.namespace(),
+                later.doc.metadata.name,
+                first.namespace(),
+                first.doc.metadata.name,
+            ),
+        );
+        let id = ObjectId {
+            kind: SourceKind::Canary,
+            namespace: Some(later.namespace().to_string()),
+            name: later.doc.metadata.name.clone(),
+        };
+        snap.errors.push((id, vec![error]));
+        refused.insert(i);
+    }
+    snap.canaries = std::mem::take(&mut snap.canaries)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !refused.contains(i))
+        .map(|(_, c)| c)
+        .collect();
 }
 
 #[cfg(test)]

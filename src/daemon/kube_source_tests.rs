@@ -22,7 +22,8 @@ fn canary(ns: &str, name: &str) -> Value {
         "spec": {
             "revision": "v2",
             "trafficRouting": {"istio": {
-                "virtualService": {"name": "reviews", "routes": ["primary"]},
+                // One VirtualService per Canary: two on one route are refused.
+                "virtualService": {"name": name, "routes": ["primary"]},
                 "destinationRule": {"name": "reviews", "stableSubsetName": "v1", "canarySubsetName": "v2"},
             }},
             "analysis": {"templates": [{"templateName": "apdex"}], "args": [{"name": "service", "value": "reviews"}]},
@@ -249,6 +250,7 @@ fn kept_objects_drop_server_bookkeeping_and_kubectl_copies() {
         json!({
             "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
             "metadata": {"name": "c", "namespace": "ns", "uid": "u1", "generation": 3,
+                         "creationTimestamp": "2026-01-01T00:00:00Z",
                          "labels": {"team": "a"}, "annotations": {"note": "kept"}},
             "spec": {"steps": [{"setWeight": 10}]}
         })
@@ -450,4 +452,63 @@ async fn watch_stops_when_the_receiver_is_dropped() {
         before,
         "no re-watch after the receiver is gone"
     );
+}
+
+/// Issue 15 item 10: of two Canaries on one route, the later one (by creationTimestamp, then
+/// name) is refused as an invalid object; the earlier one and unrelated ones run.
+#[test]
+fn the_later_of_two_canaries_on_one_route_is_refused() {
+    let object = |ns: &str, name: &str, created: Option<&str>, vs: &str| {
+        let mut v = canary(ns, name);
+        v["spec"]["trafficRouting"]["istio"]["virtualService"]["name"] = json!(vs);
+        if let Some(t) = created {
+            v["metadata"]["creationTimestamp"] = json!(t);
+        }
+        let o: DynamicObject = serde_json::from_value(v).expect("object");
+        kept_object(SourceKind::Canary, o)
+    };
+    let snapshot = |objects: Vec<(ObjectId, KeptObject)>| {
+        build_snapshot(&objects.into_iter().collect(), ResourceVersions::default())
+    };
+    // "a-new" sorts first by name but was created later; "shop/z" names the VS as
+    // `reviews.bookinfo`; "late" has the same timestamp as "a-new" and loses on the name.
+    let snap = snapshot(vec![
+        object("bookinfo", "a-new", Some("2026-03-01T00:00:00Z"), "reviews"),
+        object("bookinfo", "old", Some("2026-01-01T00:00:00Z"), "reviews"),
+        object(
+            "shop",
+            "z",
+            Some("2026-02-01T00:00:00Z"),
+            "reviews.bookinfo",
+        ),
+        object("bookinfo", "late", Some("2026-03-01T00:00:00Z"), "reviews"),
+        object("bookinfo", "ratings", None, "ratings"),
+    ]);
+    assert_eq!(names(&snap), ["bookinfo/old", "bookinfo/ratings"]);
+    let refused: Vec<String> = snap.errors.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(
+        refused,
+        [
+            "Canary/shop/z",
+            "Canary/bookinfo/a-new",
+            "Canary/bookinfo/late"
+        ]
+    );
+    let e = &snap.errors[0].1[0];
+    assert_eq!(e.file, "kube:Canary/shop/z");
+    assert_eq!(e.path, "spec.trafficRouting");
+    assert!(
+        e.message.starts_with(
+            "Canary shop/z manages the same route as Canary bookinfo/old, created earlier: \
+             VirtualService bookinfo/reviews: http route \"primary\""
+        ),
+        "{e}"
+    );
+    // Without timestamps the name decides.
+    let snap = snapshot(vec![
+        object("bookinfo", "b", None, "reviews"),
+        object("bookinfo", "a", None, "reviews"),
+    ]);
+    assert_eq!(names(&snap), ["bookinfo/a"]);
+    assert_eq!(snap.errors[0].0.to_string(), "Canary/bookinfo/b");
 }

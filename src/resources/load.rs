@@ -423,6 +423,7 @@ fn check_duplicates(result: &mut LoadResult) {
             scheduled.insert(key, here);
         }
     }
+    check_shared_routes(result);
     check_template_references(result);
     check_rollback_references(result);
     let mut seen: BTreeMap<(String, String, String), String> = BTreeMap::new();
@@ -444,6 +445,45 @@ fn check_duplicates(result: &mut LoadResult) {
             ));
         } else {
             seen.insert(key, here);
+        }
+    }
+}
+
+/// Two Canaries writing one route would overwrite each other's weights: the later one (in
+/// load order) is refused, naming the first one's file and line.
+fn check_shared_routes(result: &mut LoadResult) {
+    use super::route_claims::{route_claims, shared_route};
+    let claims: Vec<_> = result
+        .canaries
+        .iter()
+        .map(|c| route_claims(&c.doc, c.namespace()))
+        .collect();
+    for (j, later) in result.canaries.iter().enumerate() {
+        let clash = result.canaries[..j]
+            .iter()
+            .zip(&claims)
+            .find_map(|(first, fc)| {
+                let same = first.namespace() == later.namespace()
+                    && first.doc.metadata.name == later.doc.metadata.name;
+                (!same)
+                    .then(|| shared_route(fc, &claims[j]))
+                    .flatten()
+                    .map(|route| (first, route))
+            });
+        if let Some((first, route)) = clash {
+            result.errors.push(later.origin.error(
+                "spec.trafficRouting",
+                format!(
+                    "Canary {}/{} manages the same route as Canary {}/{} ({}:{}): {route}; \
+                     two Canaries on one route would overwrite each other's weights",
+                    later.namespace(),
+                    later.doc.metadata.name,
+                    first.namespace(),
+                    first.doc.metadata.name,
+                    first.origin.file,
+                    first.origin.lines.line_of(".").unwrap_or(1),
+                ),
+            ));
         }
     }
 }

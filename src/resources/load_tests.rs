@@ -407,3 +407,39 @@ fn duplicate_metric_name_in_argo_wording() {
         vec!["spec.metrics[1].name: duplicate name 'apdex'".to_string()]
     );
 }
+
+/// Issue 15 item 10: a second Canary on a route another one manages is refused, naming
+/// both files and lines; the same route named `name` and `name.namespace` is recognised.
+#[test]
+fn two_canaries_on_one_route_are_refused_with_both_locations() {
+    let canary = |name: &str, ns: &str, vs: &str| {
+        format!(
+            "apiVersion: skycanary.io/v1alpha1\nkind: Canary\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  trafficRouting:\n    istio:\n      virtualService: {{name: {vs}, routes: [primary]}}\n      stableService: reviews-stable\n      canaryService: reviews-canary\n  steps:\n  - setWeight: 10\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    std::fs::write(&a, canary("first", "bookinfo", "reviews")).unwrap();
+    // b.yaml: an unrelated Canary first, then the clashing one (its trafficRouting at line 17).
+    let b_text = format!(
+        "{}---\n{}",
+        canary("other", "bookinfo", "ratings"),
+        canary("second", "shop", "reviews.bookinfo")
+    );
+    std::fs::write(&b, b_text).unwrap();
+    let r = load_paths(&[dir.path().to_path_buf()]);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    let e = r.errors[0].to_string();
+    assert!(
+        e.starts_with(&format!("{}:17: spec.trafficRouting: Canary shop/second manages the same route as Canary bookinfo/first ({}:1): VirtualService bookinfo/reviews: http route \"primary\"", b.display(), a.display())),
+        "{e}"
+    );
+    // Routes of one VirtualService that differ are fine.
+    std::fs::write(
+        &b,
+        canary("second", "shop", "reviews.bookinfo").replace("[primary]", "[secondary]"),
+    )
+    .unwrap();
+    let r = load_paths(&[dir.path().to_path_buf()]);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+}

@@ -5,6 +5,7 @@ pub mod canary;
 pub mod canary_validate;
 pub mod duration;
 pub mod load;
+pub mod route_claims;
 pub mod scheduled;
 pub mod scheduled_validate;
 pub mod template;

@@ -6,17 +6,27 @@
 //!
 //! Limits: comments *inside* the replaced document's body are lost (its leading comments and
 //! `---` line are kept); keys keep their original order, new keys come after. The directory is
-//! re-scanned on every call so edits by other tools are always seen.
+//! re-listed on every call so edits by other tools are always seen, but a file is re-read and
+//! re-parsed only when its metadata changed (size, mtime, ctime, inode), so a routing
+//! operation does not cost a read and a parse of every file under the directory. A file
+//! modified less than [`SETTLE`] before it was read is read again every time, since a second
+//! edit within the file system's timestamp granularity could keep its metadata.
+//!
+//! Objects are indexed per document: a file or document that cannot be read or parsed (another
+//! team's typo) is logged and skipped, so it never blocks a write to an object found elsewhere
+//! (a rollback must land). It is an error only for a lookup that does not find its object and
+//! that the broken document may define (it mentions the name, or could not be read at all).
 
 use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::future::Future;
 use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use saphyr::{LoadableYamlNode, Mapping, Scalar, Yaml, YamlEmitter};
 use serde_json::Value;
@@ -24,7 +34,7 @@ use serde_json::Value;
 use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
 
-/// Largest manifest file read: the directory is re-read on every routing operation, so a
+/// Largest manifest file read: a changed file is re-read on the next routing operation, so a
 /// bigger file is refused (naming it) rather than costing seconds and its size in memory each
 /// time. Each Istio document in it is also bounded by [`MANIFEST_LIMITS`].
 pub const MAX_MANIFEST_FILE_BYTES: u64 = 8 << 20;
@@ -37,6 +47,96 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    /// Problems already logged, so a broken file is logged once, not on every scan.
+    logged: Arc<Mutex<BTreeSet<String>>>,
+    /// The last reading of each file, reused while its metadata is unchanged.
+    cache: Arc<Mutex<HashMap<PathBuf, Arc<Indexed>>>>,
+    /// Files read from disk so far (the cost the cache saves).
+    files_read: Arc<AtomicU64>,
+}
+
+/// How long after its last modification a file's metadata is trusted to reflect its content
+/// (above the timestamp granularity of common file systems, FAT's 2 s included).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// ctime and inode on Unix: a rename over the file or an edit that restores mtime shows.
+    #[cfg(unix)]
+    unix: (i64, i64, u64, u64),
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt as _;
+        Stamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            #[cfg(unix)]
+            unix: (m.ctime(), m.ctime_nsec(), m.ino(), m.dev()),
+        }
+    }
+}
+
+/// One file as read and indexed.
+#[derive(Debug)]
+struct Indexed {
+    stamp: Stamp,
+    /// Whether the stamp may stand for the content next time (see [`SETTLE`]).
+    settled: bool,
+    text: String,
+    entries: Vec<Entry>,
+    problems: Vec<Problem>,
+}
+
+/// A file, directory or document under the root that could not be read or parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Path of the file or directory.
+    pub file: PathBuf,
+    /// Line of the error (1-based); `None` when the whole file could not be read.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// The broken document's text, to tell whether it may define a wanted object; `None` when
+    /// the file could not be read (then it may define anything).
+    text: Option<String>,
+}
+
+impl Problem {
+    /// Whether the unreadable content may define `key`: it mentions the name as a whole
+    /// word, or its text is unknown.
+    fn may_define(&self, key: &ObjectKey) -> bool {
+        self.text
+            .as_deref()
+            .is_none_or(|text| mentions_word(text, &key.name))
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// `word` occurs in `text` not as part of a longer DNS-style name.
+fn mentions_word(text: &str, word: &str) -> bool {
+    if word.is_empty() {
+        return false;
+    }
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(part) && !after.is_some_and(part)
+    })
 }
 
 /// One indexed Istio document.
@@ -52,33 +152,47 @@ struct Entry {
 }
 
 struct Scan {
-    entries: Vec<Entry>,
-    texts: Vec<(PathBuf, String)>,
+    files: Vec<Arc<Indexed>>,
+    problems: Vec<Problem>,
 }
 
 impl Scan {
-    fn find(&self, key: &ObjectKey) -> Result<&Entry, StoreError> {
-        let found: Vec<&Entry> = self.entries.iter().filter(|e| &e.key == key).collect();
+    fn entries(&self) -> impl Iterator<Item = (&Entry, &str)> {
+        self.files
+            .iter()
+            .flat_map(|f| f.entries.iter().map(|e| (e, f.text.as_str())))
+    }
+
+    /// The object's entry and the text of its file.
+    fn find(&self, key: &ObjectKey) -> Result<(&Entry, &str), StoreError> {
+        let found: Vec<(&Entry, &str)> = self.entries().filter(|(e, _)| &e.key == key).collect();
         match found.as_slice() {
-            [] => Err(StoreError::NotFound(key.clone())),
-            [one] => Ok(one),
+            [] => {
+                let suspects: Vec<String> = self
+                    .problems
+                    .iter()
+                    .filter(|p| p.may_define(key))
+                    .map(ToString::to_string)
+                    .collect();
+                if suspects.is_empty() {
+                    Err(StoreError::NotFound(key.clone()))
+                } else {
+                    Err(StoreError::Unreadable {
+                        key: key.clone(),
+                        problems: suspects.join("; "),
+                    })
+                }
+            }
+            [one] => Ok(*one),
             many => Err(StoreError::Duplicate {
                 key: key.clone(),
                 locations: many
                     .iter()
-                    .map(|e| format!("{}:{}", e.file.display(), e.line))
+                    .map(|(e, _)| format!("{}:{}", e.file.display(), e.line))
                     .collect::<Vec<_>>()
                     .join(", "),
             }),
         }
-    }
-
-    fn text(&self, file: &Path) -> Result<&str, StoreError> {
-        self.texts
-            .iter()
-            .find(|(p, _)| p == file)
-            .map(|(_, t)| t.as_str())
-            .ok_or_else(|| StoreError::Backend(format!("{}: vanished", file.display())))
     }
 }
 
@@ -92,7 +206,12 @@ impl FileStore {
                 root.display()
             )));
         }
-        let store = FileStore { root };
+        let store = FileStore {
+            root,
+            logged: Arc::default(),
+            cache: Arc::default(),
+            files_read: Arc::default(),
+        };
         store.scan()?;
         Ok(store)
     }
@@ -104,37 +223,116 @@ impl FileStore {
 
     /// Every VirtualService/DestinationRule key defined in the directory (duplicates once).
     pub fn keys(&self) -> Result<Vec<ObjectKey>, StoreError> {
-        let mut keys: Vec<ObjectKey> = self.scan()?.entries.into_iter().map(|e| e.key).collect();
+        let mut keys: Vec<ObjectKey> = self.scan()?.entries().map(|(e, _)| e.key.clone()).collect();
         keys.sort();
         keys.dedup();
         Ok(keys)
     }
 
+    /// Files, directories and documents under the root that cannot be read or parsed now.
+    pub fn problems(&self) -> Result<Vec<Problem>, StoreError> {
+        Ok(self.scan()?.problems)
+    }
+
+    /// Reads and indexes every manifest. Only an unreadable root fails the scan; any other
+    /// failure is a [`Problem`] of its file, logged once.
     fn scan(&self) -> Result<Scan, StoreError> {
-        let mut files = Vec::new();
-        collect_files(&self.root, &mut files)?;
         let mut scan = Scan {
-            entries: Vec::new(),
-            texts: Vec::new(),
+            files: Vec::new(),
+            problems: Vec::new(),
         };
+        let mut files = Vec::new();
+        let root_io =
+            |e: std::io::Error| StoreError::Backend(format!("{}: {e}", self.root.display()));
+        let top = read_dir_sorted(&self.root).map_err(root_io)?;
+        collect_files(top, &mut files, &mut scan.problems);
+        // Cloned (Arcs), not taken: concurrent scans all reuse it.
+        let previous = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut cache = HashMap::with_capacity(files.len());
         for file in files {
-            let text = read_file(&file, MAX_MANIFEST_FILE_BYTES).map_err(|e| match e {
-                ReadError::TooLarge { limit } => StoreError::Backend(format!(
-                    "{}: manifest file is larger than the limit of {limit} bytes",
-                    file.display()
-                )),
-                ReadError::Io(e) => StoreError::Backend(format!("{}: {e}", file.display())),
-            })?;
-            index_file(&file, &text, &mut scan.entries)?;
-            scan.texts.push((file, text));
+            let stamp = match fs::metadata(&file) {
+                Ok(m) => Stamp::of(&m),
+                Err(e) => {
+                    scan.problems.push(Problem {
+                        file,
+                        line: None,
+                        message: e.to_string(),
+                        text: None,
+                    });
+                    continue;
+                }
+            };
+            if let Some(known) = previous.get(&file)
+                && known.settled
+                && known.stamp == stamp
+            {
+                scan.problems.extend(known.problems.iter().cloned());
+                scan.files.push(known.clone());
+                cache.insert(file, known.clone());
+                continue;
+            }
+            let started = std::time::SystemTime::now();
+            self.files_read.fetch_add(1, Ordering::Relaxed);
+            let text = match read_file(&file, MAX_MANIFEST_FILE_BYTES) {
+                Ok(text) => text,
+                Err(e) => {
+                    let message = match e {
+                        ReadError::TooLarge { limit } => {
+                            format!("manifest file is larger than the limit of {limit} bytes")
+                        }
+                        ReadError::Io(e) => e.to_string(),
+                    };
+                    scan.problems.push(Problem {
+                        file,
+                        line: None,
+                        message,
+                        text: None,
+                    });
+                    continue;
+                }
+            };
+            let (mut entries, mut problems) = (Vec::new(), Vec::new());
+            index_file(&file, &text, &mut entries, &mut problems);
+            // Read from a file last modified well before the read began: a later edit gets a
+            // later timestamp, so an unchanged stamp means unchanged content.
+            let settled = stamp
+                .modified
+                .and_then(|m| m.checked_add(SETTLE))
+                .is_some_and(|m| m <= started);
+            scan.problems.extend(problems.iter().cloned());
+            let indexed = Arc::new(Indexed {
+                stamp,
+                settled,
+                text,
+                entries,
+                problems,
+            });
+            scan.files.push(indexed.clone());
+            cache.insert(file, indexed);
         }
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = cache;
+        self.log_new_problems(&scan.problems);
         Ok(scan)
+    }
+
+    /// Warns once per distinct problem; a fixed problem is forgotten, so breaking the file
+    /// again warns again.
+    fn log_new_problems(&self, problems: &[Problem]) {
+        let now: BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        for p in now.difference(&logged) {
+            tracing::warn!(
+                manifests = %self.root.display(),
+                problem = %p,
+                "skipping a manifest that cannot be read; objects it defines are unavailable"
+            );
+        }
+        *logged = now;
     }
 
     fn get_blocking(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
         let scan = self.scan()?;
-        let entry = scan.find(key)?;
-        let text = scan.text(&entry.file)?;
+        let (entry, text) = scan.find(key)?;
         Ok(Versioned {
             object: entry.value.clone(),
             version: fnv1a_hex(&text[entry.chunk.clone()]),
@@ -150,8 +348,7 @@ impl FileStore {
         check_identity(key, object)?;
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let scan = self.scan()?;
-        let entry = scan.find(key)?;
-        let text = scan.text(&entry.file)?;
+        let (entry, text) = scan.find(key)?;
         let old_chunk = &text[entry.chunk.clone()];
         if fnv1a_hex(old_chunk) != expected_version {
             return Err(StoreError::Conflict(key.clone()));
@@ -205,15 +402,17 @@ impl ManifestStore for FileStore {
     }
 }
 
-/// `*.yaml`/`*.yml` under `dir`, recursively, sorted, skipping hidden entries. Symlinked
-/// directories are not followed (no loops).
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
-    let io = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", dir.display()));
-    let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir)
-        .map_err(io)?
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
+/// The entries of a directory, sorted by name.
+fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<fs::DirEntry>> {
+    let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
+/// `*.yaml`/`*.yml` among `entries`, recursively, sorted, skipping hidden entries. Symlinked
+/// directories are not followed (no loops). An unreadable subdirectory is a problem, not a
+/// failure of the whole scan.
+fn collect_files(entries: Vec<fs::DirEntry>, out: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
     for entry in entries {
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -221,14 +420,25 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
             continue;
         }
         let path = entry.path();
-        let file_type = entry.file_type().map_err(io)?;
-        if file_type.is_dir() {
-            collect_files(&path, out)?;
-        } else if (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file() {
-            out.push(path);
+        let problem = |path: PathBuf, e: std::io::Error| Problem {
+            file: path,
+            line: None,
+            message: e.to_string(),
+            text: None,
+        };
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => match read_dir_sorted(&path) {
+                Ok(inner) => collect_files(inner, out, problems),
+                Err(e) => problems.push(problem(path, e)),
+            },
+            Ok(_) => {
+                if (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file() {
+                    out.push(path);
+                }
+            }
+            Err(e) => problems.push(problem(path, e)),
         }
     }
-    Ok(())
 }
 
 /// Byte ranges of the documents of a YAML stream, with their first line (1-based). A document
@@ -264,29 +474,40 @@ fn is_marker(line: &str, marker: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
 }
 
-fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>) -> Result<(), StoreError> {
+/// Indexes the Istio documents of one file; a document that does not parse becomes a
+/// [`Problem`] and the others are still indexed.
+fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>, problems: &mut Vec<Problem>) {
     for (chunk, first_line) in split_documents(text) {
         let src = &text[chunk.clone()];
-        // Only Istio documents are parsed: a broken unrelated manifest does not block routing.
+        // Only Istio documents are parsed: other kinds never hold what the router needs.
         if !src.contains("networking.istio.io") {
             continue;
         }
-        let docs = parse_documents_with(src, &MANIFEST_LIMITS).map_err(|e| {
-            StoreError::Backend(format!(
-                "{}:{}: {}",
-                file.display(),
-                first_line + e.line.saturating_sub(1),
-                e.message
-            ))
-        })?;
+        let problem = |line: usize, message: String| Problem {
+            file: file.to_path_buf(),
+            line: Some(line),
+            message,
+            text: Some(src.to_string()),
+        };
+        let docs = match parse_documents_with(src, &MANIFEST_LIMITS) {
+            Ok(docs) => docs,
+            Err(e) => {
+                problems.push(problem(
+                    first_line.saturating_add(e.line.saturating_sub(1)),
+                    e.message,
+                ));
+                continue;
+            }
+        };
         let doc = match docs.as_slice() {
             [] => continue,
             [doc] => doc,
             _ => {
-                return Err(StoreError::Backend(format!(
-                    "{}:{first_line}: cannot delimit the YAML documents",
-                    file.display()
-                )));
+                problems.push(problem(
+                    first_line,
+                    "cannot delimit the YAML documents".into(),
+                ));
+                continue;
             }
         };
         let Some(key) = istio_key(&doc.value) else {
@@ -300,7 +521,6 @@ fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>) -> Result<(), Store
             value: doc.value.clone(),
         });
     }
-    Ok(())
 }
 
 /// The key of a VirtualService/DestinationRule of `networking.istio.io/*`; `None` otherwise.
@@ -808,18 +1028,208 @@ spec:
         assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
     }
 
+    /// Another team's typo in an Istio file (issue 15 item 8) blocks neither reads nor writes
+    /// of objects defined elsewhere; the store reports it instead of failing the scan.
     #[tokio::test]
-    async fn broken_unrelated_manifest_does_not_block_but_broken_istio_one_does() {
-        let dir = dir_with(&[("app.yaml", MULTI), ("junk.yaml", "a: [1\n")]);
+    async fn broken_unrelated_istio_manifest_does_not_block_a_write() {
+        let broken = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings}\nspec:\n  hosts: [ratings\n";
+        let dir = dir_with(&[
+            ("app.yaml", MULTI),
+            ("junk.yaml", "a: [1\n"),
+            ("other.yaml", broken),
+        ]);
         let store = FileStore::open(dir.path()).unwrap();
-        assert!(store.get(&vs_key()).await.is_ok());
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 0);
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("other.yaml")).unwrap(),
+            broken
+        );
+        let problems = store.problems().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with(&format!("{}:7: ", dir.path().join("other.yaml").display())),
+            "{}",
+            problems[0]
+        );
+        // The broken document's own object is an error naming file and line, not "not found".
+        let ratings = ObjectKey::virtual_service("default", "ratings");
+        let e = store.get(&ratings).await.unwrap_err();
+        assert!(matches!(e, StoreError::Unreadable { .. }), "{e:?}");
+        assert!(e.to_string().contains("other.yaml:7: "), "{e}");
+        // A name the broken document does not mention stays a plain "not found".
+        let absent = ObjectKey::virtual_service("default", "rating");
+        assert_eq!(store.get(&absent).await, Err(StoreError::NotFound(absent)));
+    }
+
+    /// A broken document next to the needed one in the same file: the needed one is written,
+    /// the broken one keeps its bytes.
+    #[tokio::test]
+    async fn broken_document_in_the_same_file_does_not_block_a_write() {
+        let broken = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: x}\nspec: {host: [\n";
+        let text = format!("{MULTI}{broken}");
+        let dir = dir_with(&[("app.yaml", &text)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 0);
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        let after = fs::read_to_string(dir.path().join("app.yaml")).unwrap();
+        assert!(after.ends_with(broken), "{after}");
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+    }
+
+    /// A broken file is logged once, not on every scan; broken again after a fix, it is
+    /// logged again.
+    #[test]
+    fn a_broken_file_is_logged_once() {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let broken = "apiVersion: networking.istio.io/v1\nkind: [\n";
+        let dir = dir_with(&[("app.yaml", MULTI), ("other.yaml", broken)]);
+        let logged = || {
+            let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+            text.matches("skipping a manifest that cannot be read")
+                .count()
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let store = FileStore::open(dir.path()).unwrap();
+            store.get_blocking(&vs_key()).unwrap();
+            store.get_blocking(&vs_key()).unwrap();
+            assert_eq!(logged(), 1);
+            fs::write(dir.path().join("other.yaml"), "apiVersion: v1\n").unwrap();
+            store.get_blocking(&vs_key()).unwrap();
+            fs::write(dir.path().join("other.yaml"), broken).unwrap();
+            store.get_blocking(&vs_key()).unwrap();
+            assert_eq!(logged(), 2);
+        });
+        assert!(
+            String::from_utf8(capture.0.lock().unwrap().clone())
+                .unwrap()
+                .contains("other.yaml:"),
+        );
+    }
+
+    /// Sets a file's mtime an hour back, as for a manifest not edited lately.
+    fn age(path: &Path) {
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+    }
+
+    fn reads(store: &FileStore) -> u64 {
+        store.files_read.load(Ordering::Relaxed)
+    }
+
+    /// Issue 15 item 11: a routing operation re-reads only what changed, not every file.
+    #[tokio::test]
+    async fn unchanged_files_are_not_read_again() {
+        let mut files = vec![("app.yaml".to_string(), MULTI.to_string())];
+        for i in 0..30 {
+            files.push((
+                format!("team/vs-{i}.yaml"),
+                format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}}}\nspec: {{hosts: [vs-{i}]}}\n"),
+            ));
+        }
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let dir = dir_with(&refs);
+        for (name, _) in &files {
+            age(&dir.path().join(name));
+        }
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(reads(&store), 31);
+        let got = store.get(&vs_key()).await.unwrap();
+        assert_eq!(reads(&store), 31);
+        let mut o = got.object.clone();
+        set_canary(&mut o, 10);
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        assert_eq!(reads(&store), 31);
+        // The file just written is too recent to trust its metadata: it alone is read again.
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+        assert_eq!(reads(&store), 33);
+        // A new file, and a removed one, are seen.
+        let extra = ObjectKey::virtual_service("default", "vs-extra");
         fs::write(
-            dir.path().join("broken.yaml"),
-            "---\napiVersion: networking.istio.io/v1\nkind: [\n",
+            dir.path().join("team/vs-extra.yaml"),
+            files[1].1.replace("vs-0", "vs-extra"),
         )
         .unwrap();
-        let e = store.get(&vs_key()).await.unwrap_err();
-        assert!(e.to_string().contains("broken.yaml:"), "{e}");
+        fs::remove_file(dir.path().join("team/vs-0.yaml")).unwrap();
+        assert!(store.get(&extra).await.is_ok());
+        let gone = ObjectKey::virtual_service("default", "vs-0");
+        assert_eq!(store.get(&gone).await, Err(StoreError::NotFound(gone)));
+    }
+
+    /// An edit that keeps the size and restores the mtime is still seen (ctime and inode).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_edit_hiding_its_mtime_is_seen() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let path = dir.path().join("app.yaml");
+        age(&path);
+        let store = FileStore::open(dir.path()).unwrap();
+        let before = store.get(&vs_key()).await.unwrap();
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        let edited = MULTI
+            .replace("weight: 100\n", "weight: 90\n")
+            .replace("weight: 0\n", "weight: 10\n");
+        assert_eq!(edited.len(), MULTI.len());
+        fs::write(&path, &edited).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let after = store.get(&vs_key()).await.unwrap();
+        assert_ne!(after.version, before.version);
+        assert_eq!(
+            after.object["spec"]["http"][0]["route"][1]["weight"],
+            json!(10)
+        );
+    }
+
+    #[test]
+    fn mentions_whole_names_only() {
+        for (text, word, want) in [
+            ("metadata: {name: reviews}", "reviews", true),
+            ("name: reviews\n", "reviews", true),
+            ("name: \"reviews\"", "reviews", true),
+            ("name: reviews-v2", "reviews", false),
+            ("name: myreviews", "reviews", false),
+            ("host: reviews.bookinfo.svc", "reviews", true),
+            ("anything", "", false),
+        ] {
+            assert_eq!(mentions_word(text, word), want, "{text:?} {word:?}");
+        }
     }
 
     /// A hostile VirtualService (6,000 levels deep, or aliases expanding past the bounds) is an
@@ -831,12 +1241,13 @@ spec:
             "- ".repeat(6_000)
         );
         let dir = dir_with(&[("app.yaml", MULTI), ("deep.yaml", &deep)]);
-        let store = FileStore::open(dir.path()).unwrap_err();
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&vs_key()).await.is_ok());
+        let other = ObjectKey::virtual_service("default", "other");
+        let e = store.get(&other).await.unwrap_err();
         assert!(
-            store
-                .to_string()
-                .contains("deep.yaml:7: YAML nested deeper"),
-            "{store}"
+            e.to_string().contains("deep.yaml:7: YAML nested deeper"),
+            "{e}"
         );
         let mut bomb = format!(
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: other}}\nspec:\n  big: &b \"{}\"\n  refs:\n",
@@ -844,7 +1255,7 @@ spec:
         );
         bomb.push_str(&"  - *b\n".repeat(3_000));
         fs::write(dir.path().join("deep.yaml"), bomb).unwrap();
-        let e = FileStore::open(dir.path()).unwrap_err();
+        let e = store.get(&other).await.unwrap_err();
         assert!(e.to_string().contains("expands to more than"), "{e}");
         // aliases within bounds are fine in manifests written by other tools
         fs::write(
@@ -852,7 +1263,7 @@ spec:
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: other}\nspec: {a: &a [1], b: *a}\n",
         )
         .unwrap();
-        FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&other).await.is_ok());
     }
 
     /// Symlinked directories under `--manifests` are not followed: a link loop neither hangs
@@ -873,7 +1284,11 @@ spec:
         let store = FileStore::open(dir.path()).unwrap();
         let f = fs::File::create(dir.path().join("huge.yaml")).unwrap();
         f.set_len(MAX_MANIFEST_FILE_BYTES + 1).unwrap();
-        let e = store.get(&vs_key()).await.unwrap_err();
+        // It cannot be read, so it blocks nothing found elsewhere ...
+        assert!(store.get(&vs_key()).await.is_ok());
+        // ... and is named for anything not found, as it might define it.
+        let absent = ObjectKey::virtual_service("bookinfo", "absent");
+        let e = store.get(&absent).await.unwrap_err();
         assert!(
             e.to_string()
                 .contains("huge.yaml: manifest file is larger than the limit"),

@@ -90,6 +90,14 @@ pub enum StoreError {
         /// Where (files and lines).
         locations: String,
     },
+    /// The object was not found, but a manifest that may define it cannot be read (file store).
+    #[error("{key} not found; a manifest that may define it cannot be read: {problems}")]
+    Unreadable {
+        /// The object.
+        key: ObjectKey,
+        /// The unreadable files or documents (`file:line: why`).
+        problems: String,
+    },
     /// The server or the file rejected the content.
     #[error("{key} rejected: {message}")]
     Invalid {

@@ -668,6 +668,54 @@ async fn a_matching_skywalking_alarm_rolls_back_at_once() {
     assert_eq!(bad.status(), 400);
 }
 
+/// Issue 15 item 8: another team's YAML typo in an unrelated Istio file under `--manifests`
+/// must not block the rollback of ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_unrelated_manifest_does_not_block_a_rollback() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alarms: [{ruleName: \"service_resp_time_rule\", name: \"^reviews\\\\.bookinfo$\"}]\n");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    let broken = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings, namespace: bookinfo}\nspec:\n  hosts: [ratings\n  http: []\n";
+    std::fs::write(d.manifests.join("other.yaml"), broken).unwrap();
+    let payload = serde_json::json!([
+        {"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo", "id0": "cmV2aWV3cy5ib29raW5mbw==.1", "id1": "", "ruleName": "service_resp_time_rule",
+         "alarmMessage": "Response time of service reviews.bookinfo is more than 1000ms", "startTime": chrono::Utc::now().timestamp_millis(), "uuid": "u-2"}
+    ]);
+    let r = http()
+        .post(format!("{}/webhooks/skywalking", d.url))
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["matched"],
+        serde_json::json!(["bookinfo/reviews"]),
+        "{body}"
+    );
+    wait_for(
+        &d,
+        "the rollback written",
+        Duration::from_secs(10),
+        aborted_and_written,
+    )
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    assert_eq!(
+        std::fs::read_to_string(d.manifests.join("other.yaml")).unwrap(),
+        broken
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_changes_are_picked_up_and_invalid_ones_refused() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
