@@ -601,9 +601,12 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
                 let delay = self.save_backoff.next_delay();
                 tracing::error!(canary = %self.id(), attempts, "cannot persist status, retrying in {delay:?}: {e}");
-                self.ctx
-                    .metrics
-                    .state_save_failed(StateKind::Canary, &self.namespace, &self.name, &e);
+                self.ctx.metrics.state_save_failed(
+                    StateKind::Canary,
+                    &self.namespace,
+                    &self.name,
+                    &e,
+                );
                 self.unsaved = Some(Unsaved {
                     error: e,
                     attempts,

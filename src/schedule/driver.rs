@@ -393,9 +393,12 @@ impl Task {
             Err(e) => {
                 let delay = self.save_backoff.next_delay();
                 tracing::error!(scheduled = %self.id(), "cannot persist status, retrying in {delay:?}: {e}");
-                self.ctx
-                    .metrics
-                    .state_save_failed(StateKind::Scheduled, &self.namespace, &self.name, &e.to_string());
+                self.ctx.metrics.state_save_failed(
+                    StateKind::Scheduled,
+                    &self.namespace,
+                    &self.name,
+                    &e.to_string(),
+                );
                 self.save_retry = Some(
                     self.ctx.clock.now()
                         + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),

@@ -379,9 +379,11 @@ fn reload(fake: &FakeApiServer, rng: &mut Rng, tally: &mut Tally) {
     let mut edited = Vec::new();
     if rng.chance(20) {
         let template = if rng.chance(50) { "apdex" } else { "apdex-bg" };
-        edited.push(fake.update("skycanary.io", "analysistemplates", NS, template, |o| {
-            o["metadata"]["labels"]["chaos.example/reload"] = json!(n.to_string());
-        }));
+        edited.push(
+            fake.update("skycanary.io", "analysistemplates", NS, template, |o| {
+                o["metadata"]["labels"]["chaos.example/reload"] = json!(n.to_string());
+            }),
+        );
         tally.template_reloads += 1;
     } else {
         for _ in 0..rng.range(1, 5) {
@@ -545,9 +547,8 @@ fn check(
                     if let Some(rv) = rolled_back.get(&w.name)
                         && canary > 0
                     {
-                        violations.push(format!(
-                            "{at}: weight {canary} after a rollback (rv {rv})"
-                        ));
+                        violations
+                            .push(format!("{at}: weight {canary} after a rollback (rv {rv})"));
                     }
                     if let Some(p) = prev
                         && canary < p

@@ -1180,7 +1180,10 @@ async fn readyz_and_metrics_report_a_status_that_cannot_be_saved() {
         if r.status() == 503 {
             break r.json::<Value>().await.unwrap();
         }
-        assert!(Instant::now() < deadline, "still ready with an unsavable status");
+        assert!(
+            Instant::now() < deadline,
+            "still ready with an unsavable status"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let error = body["error"].as_str().unwrap_or_default();
@@ -1255,7 +1258,10 @@ async fn an_unsaved_abort_survives_a_sigkill() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(saved["phase"], "Paused", "the abort is not saved: {saved:#}");
+    assert_eq!(
+        saved["phase"], "Paused",
+        "the abort is not saved: {saved:#}"
+    );
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     std::fs::remove_dir_all(&blocker).unwrap();
