@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{self, Effect, Input};
 use super::model::{
-    AbortStatus, AnalysisRunKind, CanaryEvent, CanaryPhase, CanaryStatus, Command, CommandAction,
-    CommandOutcome, CommandRequest,
+    AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
+    CommandRequest,
 };
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
@@ -196,7 +196,6 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         wake: None,
         unsaved: None,
         save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
-        from_store: false,
     };
     let handover = Arc::new(std::sync::Mutex::new(None));
     let handover_out = handover.clone();
@@ -222,10 +221,7 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
                     });
                     Ok(Some(st))
                 }
-                None => {
-                    task.from_store = true;
-                    Box::pin(task.ctx.state.load(&task.namespace, &task.name)).await
-                }
+                None => Box::pin(task.ctx.state.load(&task.namespace, &task.name)).await,
             };
             match loaded {
                 Ok(persisted) => {
@@ -309,9 +305,6 @@ struct CanaryTask<S: ManifestStore + 'static> {
     unsaved: Option<Unsaved>,
     /// Delays between status writes after failed ones; reset by a successful write.
     save_backoff: Backoff,
-    /// The status was read from the store (not taken over from a task of this process), so it
-    /// may be older than the routes: see [`unsaved_rollback`].
-    from_store: bool,
 }
 
 /// A failed status write, retried with backoff.
@@ -335,17 +328,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         // `Resumed` first: a pending write (a rollback saved just before a crash) goes out
         // before anything the spec or the clock may start.
         let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
-        if self.from_store
-            && let Some(why) = Box::pin(self.check_unsaved_rollback()).await
-        {
-            // Before anything else: nothing may expose the canary again.
-            tracing::warn!(canary = %self.id(), "{why}");
-            queue.push_front(Input::Rollback(AbortStatus {
-                reason: why,
-                at: self.ctx.clock.now(),
-                ..Default::default()
-            }));
-        }
         loop {
             Box::pin(self.process(&mut queue)).await;
             self.wake = machine::next_wake(&self.status)
@@ -662,34 +644,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         }
     }
 
-    /// Reads the live routes and compares them with the status read from the store (see
-    /// [`unsaved_rollback`]). A read error decides nothing: the writes that follow need the
-    /// same routes and fail the same way, and a pending rollback is re-sent by `Resumed`.
-    async fn check_unsaved_rollback(&self) -> Option<String> {
-        if !exposing_phase(self.status.phase) {
-            return None;
-        }
-        let (targets, _) = self.targets();
-        let objects = match self.ctx.router.read(&targets).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(canary = %self.id(), "cannot read the routes at start to compare them with the saved status: {e}");
-                return None;
-            }
-        };
-        let mut live = Vec::new();
-        for (o, vs) in objects.iter().zip(&self.routing.virtual_services) {
-            match istio::read_weights(&o.object, vs, &self.routing) {
-                Ok(mut w) => live.append(&mut w),
-                Err(e) => {
-                    tracing::warn!(canary = %self.id(), "cannot read the weights at start: {e}");
-                    return None;
-                }
-            }
-        }
-        unsaved_rollback(&self.status, &live)
-    }
-
     fn targets(&self) -> (Vec<ObjectKey>, Option<ObjectKey>) {
         (
             virtual_service_keys(&self.routing, &self.namespace),
@@ -928,36 +882,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
 /// Phases of the runs that reached a verdict between two statuses. Counted when the verdict
 /// is persisted, so `skycanary_analysis_runs_total` sees each run once, also across restarts
 /// (a resumed daemon reads completed runs back as completed).
-/// Phases in which the canary may hold traffic and may be exposed further.
-fn exposing_phase(phase: CanaryPhase) -> bool {
-    matches!(
-        phase,
-        CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded
-    )
-}
-
-/// A rollback whose status was never saved, seen at start: the status read from the store
-/// says the canary had traffic (weights read back after a confirmed write), but every managed
-/// route now sends it nothing. Only a rollback writes 0 after a weight above 0, and a rollback
-/// is written before its status is saved (safety first), so a crash during a status outage
-/// leaves exactly this. Resuming from that older status would expose a rolled-back canary
-/// again (issue 14); the canary is rolled back instead, with this reason. A foreign writer
-/// that set 0 while no daemon ran is read the same way: rolling back is the safe reading.
-fn unsaved_rollback(saved: &CanaryStatus, live: &[RouteWeights]) -> Option<String> {
-    let had = saved.weights.iter().map(|w| w.canary).max().unwrap_or(0);
-    if !exposing_phase(saved.phase) || had <= 0 || live.is_empty() {
-        return None;
-    }
-    live.iter().all(|w| w.canary == 0).then(|| {
-        format!(
-            "the routes send nothing to the canary while its saved status ({:?}, {had}%) says \
-             they did: a rollback whose status was not saved; rolled back again instead of \
-             resuming",
-            saved.phase
-        )
-    })
-}
-
 fn newly_completed(before: &CanaryStatus, after: &CanaryStatus) -> Vec<Phase> {
     after
         .analysis_runs
@@ -1010,8 +934,8 @@ fn last_number(v: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::{
-        Backoff, CanaryPhase, CanaryStatus, Phase, RouteWeights, SAVE_RETRY_FIRST, SAVE_RETRY_MAX,
-        dropped_runs, last_number, newly_completed, unsaved_rollback,
+        Backoff, CanaryStatus, Phase, SAVE_RETRY_FIRST, SAVE_RETRY_MAX, dropped_runs, last_number,
+        newly_completed,
     };
     use crate::analysis::{RunSpec, RunState};
     use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
@@ -1069,59 +993,6 @@ mod tests {
             [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000]
         );
         assert_eq!((0..40).map(|_| ms()).last(), Some(10_000));
-    }
-
-    fn route(canary: i64) -> RouteWeights {
-        RouteWeights {
-            virtual_service: "reviews".into(),
-            kind: crate::traffic::RouteKind::Http,
-            route: "primary".into(),
-            stable: 100 - canary,
-            canary,
-            others: vec![],
-        }
-    }
-
-    #[test]
-    fn routes_at_stable_under_a_saved_exposure_are_a_rollback_that_was_not_saved() {
-        let saved = |phase, canary| CanaryStatus {
-            phase,
-            weights: vec![route(canary)],
-            ..Default::default()
-        };
-        for phase in [
-            CanaryPhase::Progressing,
-            CanaryPhase::Paused,
-            CanaryPhase::Degraded,
-        ] {
-            let why = unsaved_rollback(&saved(phase, 30), &[route(0)]).expect("a rollback");
-            assert!(why.contains("30%"), "{why}");
-        }
-        // The routes still carry the exposure, or only part of it (a write under way): no.
-        assert_eq!(
-            unsaved_rollback(&saved(CanaryPhase::Paused, 30), &[route(30)]),
-            None
-        );
-        assert_eq!(
-            unsaved_rollback(&saved(CanaryPhase::Paused, 30), &[route(0), route(10)]),
-            None
-        );
-        // Never exposed yet (the first write may not have landed): 0 is where it starts.
-        assert_eq!(
-            unsaved_rollback(&saved(CanaryPhase::Progressing, 0), &[route(0)]),
-            None
-        );
-        // Already rolled back, promoted or not started: nothing to hold.
-        for phase in [
-            CanaryPhase::Aborted,
-            CanaryPhase::RolledBack,
-            CanaryPhase::Promoted,
-            CanaryPhase::Pending,
-        ] {
-            assert_eq!(unsaved_rollback(&saved(phase, 30), &[route(0)]), None);
-        }
-        // No route read: nothing to compare.
-        assert_eq!(unsaved_rollback(&saved(CanaryPhase::Paused, 30), &[]), None);
     }
 
     #[test]
