@@ -328,6 +328,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         // `Resumed` first: a pending write (a rollback saved just before a crash) goes out
         // before anything the spec or the clock may start.
         let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
+        // The routes as they are now: an exposed status over withdrawn routes is not resumed.
+        match Box::pin(self.observe_routes()).await {
+            Ok(routes) => queue.push_front(Input::Observed(routes)),
+            Err(e) => {
+                tracing::warn!(canary = %self.id(), "cannot read the routes at start: {e}")
+            }
+        }
         loop {
             Box::pin(self.process(&mut queue)).await;
             self.wake = machine::next_wake(&self.status)
@@ -669,6 +676,12 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         for _ in 0..report.conflicts_retried {
             self.ctx.metrics.kube_write_conflict("VirtualService");
         }
+        Ok((desired.clone(), self.observe_routes().await?))
+    }
+
+    /// The weights of every managed route as the VirtualServices hold them now.
+    async fn observe_routes(&self) -> Result<Vec<RouteWeights>, String> {
+        let (targets, _) = self.targets();
         let objects = self
             .ctx
             .router
@@ -682,7 +695,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     .map_err(|e| e.to_string())?;
             weights.append(&mut w);
         }
-        Ok((desired.clone(), weights))
+        Ok(weights)
     }
 
     /// onSuccess: Restore. A VirtualService a user edited since our last write is kept and

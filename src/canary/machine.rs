@@ -50,6 +50,11 @@ pub const COMMAND_REJECTED: &str = "CommandRejected";
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
+    /// At start, the routes as they are now (read before anything is written). A saved status
+    /// that says the canary is exposed while every route sends it nothing means a rollback (or
+    /// a human) moved the traffic after the last save: the canary is aborted, never resumed
+    /// forward from the older status.
+    Observed(Vec<RouteWeights>),
     /// The driver (re)started on this status: a routing write the status still shows pending
     /// (a rollback saved before a crash, say) is asked for again at once, not after
     /// [`ROUTING_RESULT_TIMEOUT`] — the result of the earlier attempt died with the process.
@@ -136,6 +141,7 @@ pub fn step(
         now,
     };
     match input {
+        Input::Observed(routes) => m.on_observed(routes),
         Input::Resumed => m.on_resumed(),
         Input::Tick => m.on_tick(),
         Input::Spec => m.on_spec(),
@@ -776,6 +782,30 @@ impl Machine<'_> {
         self.st.message = Some(message.clone());
         self.event(false, "RolloutUpdated", message);
         self.advance();
+    }
+
+    fn on_observed(&mut self, routes: &[RouteWeights]) {
+        let saved = self.st.applied.as_ref().map_or(0, |a| a.canary_weight);
+        let withdrawn = self.is_active()
+            && self.st.routing_write.is_none()
+            && saved > 0
+            && !routes.is_empty()
+            && routes.iter().all(|r| r.canary == 0);
+        if !withdrawn {
+            return;
+        }
+        let reason = format!(
+            "the routes send 0 % to the canary while the saved status says {saved} %: a rollback \
+             whose status was not saved, or a manual change; not resuming forward"
+        );
+        self.abort(AbortStatus {
+            reason,
+            metric: None,
+            value: None,
+            condition: None,
+            alarm: None,
+            at: self.now,
+        });
     }
 
     fn on_resumed(&mut self) {

@@ -360,7 +360,7 @@ metadata: {name: apdex}
 spec:
   metrics:
   - name: apdex
-    successCondition: "min(service_apdex) >= 9900"
+    successCondition: "all(result.service_apdex.values.values, {asFloat(.value) >= 9900})"
     provider:
       skywalking:
         address: http://oap:12800
@@ -389,8 +389,10 @@ fn argo_raw_query_without_interval_is_refused_with_what_to_add() {
         "        address: http://oap:12800\n        interval: 5m\n",
     );
     assert_eq!(errors_of(&fixed), Vec::<String>::new());
-    // skycanary's own templates keep their default window.
-    let ours = ARGO_RAW.replace("argoproj.io/v1alpha1", "skycanary.io/v1alpha1");
+    // skycanary's own templates keep their default window (the condition stays in expr).
+    let ours = ARGO_RAW
+        .replace("argoproj.io/v1alpha1", "skycanary.io/v1alpha1")
+        .replace("spec:\n", "spec:\n  conditionLanguage: expr\n");
     assert_eq!(errors_of(&ours), Vec::<String>::new());
 }
 

@@ -1223,3 +1223,47 @@ async fn readyz_and_metrics_report_a_status_that_cannot_be_saved() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Aborted", "{saved:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_never_re_exposes_a_canary_whose_rollback_was_not_saved() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {duration: 3s}");
+    let mut d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the timed pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    // The rollback landed in the routes, its status never reached the disk (full state disk,
+    // then a crash): the saved status still says "Paused at 30 %" with a pause that has ended.
+    let vs = d.manifests.join("reviews.yaml");
+    let text = std::fs::read_to_string(&vs).unwrap();
+    let rolled_back =
+        text.replacen("weight: 70", "weight: 100", 1)
+            .replacen("weight: 30", "weight: 0", 1);
+    assert_ne!(text, rolled_back);
+    std::fs::write(&vs, rolled_back).unwrap();
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let dirs = d.dirs.take().expect("dirs");
+    drop(d);
+    let d = start(dirs, &running.url());
+    let s = wait_for(
+        &d,
+        "the abort",
+        Duration::from_secs(10),
+        aborted_and_written,
+    )
+    .await;
+    assert!(
+        s["status"]["abort"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("saved status says 30 %"),
+        "{s:#}"
+    );
+    // Well past the pause's end: never moved forward again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    assert_eq!(phase(&status(&d).await), "Aborted");
+}

@@ -1130,6 +1130,67 @@ fn rollback_retry_delays_double_from_a_quarter_second_to_two_seconds() {
     assert_eq!(rollback_retry_delay(u32::MAX), ROLLBACK_RETRY_MAX);
 }
 
+fn routes_at(canary: i64) -> Vec<RouteWeights> {
+    vec![RouteWeights {
+        virtual_service: "reviews".into(),
+        kind: crate::traffic::RouteKind::Http,
+        route: "primary".into(),
+        stable: 100 - canary,
+        canary,
+        others: vec![],
+    }]
+}
+
+#[test]
+fn an_exposed_status_over_withdrawn_routes_is_aborted_not_resumed() {
+    // Saved at 30 % in a timed pause; the rollback that followed was written but not saved.
+    let mut s = Sim::new(spec(vec![w(30), pause(Some(60)), w(60)]));
+    s.start();
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Paused);
+    let mut r = Sim {
+        spec: s.spec.clone(),
+        st: s.st.clone(),
+        now: t(30),
+    };
+    let fx = r.feed(Input::Observed(routes_at(0)));
+    assert_eq!(r.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    assert_eq!(reasons(&fx), vec!["RolloutAborted".to_string()]);
+    let reason =
+        r.st.abort
+            .as_ref()
+            .map(|a| a.reason.clone())
+            .unwrap_or_default();
+    assert!(reason.contains("saved status says 30 %"), "{reason}");
+    // The pause's end no longer moves it forward.
+    r.ok();
+    assert!(writes(&r.tick_at(120)).is_empty());
+    assert_eq!(r.st.phase, CanaryPhase::Aborted);
+}
+
+#[test]
+fn observed_routes_that_match_or_a_pending_write_change_nothing() {
+    let mut s = Sim::new(spec(vec![w(30), pause(Some(60)), w(60)]));
+    s.start();
+    // The write of 30 % is pending (saved before it was sent): Resumed re-sends it.
+    let before = s.st.clone();
+    assert!(s.feed(Input::Observed(routes_at(0))).is_empty());
+    assert_eq!(s.st, before);
+    s.ok();
+    let before = s.st.clone();
+    assert!(s.feed(Input::Observed(routes_at(30))).is_empty());
+    assert!(s.feed(Input::Observed(vec![])).is_empty(), "nothing read");
+    assert_eq!(s.st, before);
+    // A finished release is not judged by its routes (onSuccess: Restore may have reset them).
+    let mut p = Sim::new(spec(vec![w(10)]));
+    p.start();
+    p.ok();
+    p.ok();
+    assert_eq!(p.st.phase, CanaryPhase::Promoted);
+    assert!(p.feed(Input::Observed(routes_at(0))).is_empty());
+}
+
 /// Small deterministic generator (no extra dependency; reproducible failures).
 struct Rng(u64);
 
