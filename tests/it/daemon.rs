@@ -1267,3 +1267,69 @@ async fn a_restart_never_re_exposes_a_canary_whose_rollback_was_not_saved() {
     assert_eq!(vs_weights(&d.manifests), (100, 0));
     assert_eq!(phase(&status(&d).await), "Aborted");
 }
+
+/// Issue 14, item 1: a rollback written while the status could not be saved, then SIGKILL.
+/// The saved status still says Paused at 30 % with a timed pause: resuming from it would move
+/// on to 60 %. The restarted daemon sees the routes at stable and aborts instead. Unlike
+/// `a_restart_never_re_exposes_a_canary_whose_rollback_was_not_saved`, the rollback is the
+/// daemon's own, written during a real store outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsaved_abort_survives_a_sigkill() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {duration: 3s}");
+    let mut d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the timed pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
+    })
+    .await;
+    let file = json_files(&d.state)
+        .into_iter()
+        .find(|p| p.ends_with("bookinfo/reviews.json"))
+        .expect("the canary's state file");
+    let blocker = file
+        .parent()
+        .unwrap()
+        .join(format!(".reviews.tmp-{}", d.child.id()));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let _ = http()
+        .post(format!("{}/api/v1/canaries/bookinfo/reviews/abort", d.url))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"reason": "unsaved"}))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vs_weights(&d.manifests) != (100, 0) {
+        assert!(Instant::now() < deadline, "never rolled back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        saved["phase"], "Paused",
+        "the abort is not saved: {saved:#}"
+    );
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    std::fs::remove_dir_all(&blocker).unwrap();
+
+    let dirs = d.dirs.take().expect("dirs");
+    drop(d);
+    let d = start(dirs, &running.url());
+    let s = wait_for(
+        &d,
+        "the rollback again",
+        Duration::from_secs(10),
+        aborted_and_written,
+    )
+    .await;
+    assert!(
+        s["status"]["abort"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not resuming forward"),
+        "{s:#}"
+    );
+    assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed again");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["phase"], "Aborted", "{saved:#}");
+}
