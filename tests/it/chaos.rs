@@ -609,11 +609,16 @@ fn check(
                             ));
                         }
                     }
+                    // A run the promotion itself terminated was still running when it was
+                    // decided; its last measurement may land after (a late report is recorded,
+                    // never acted on), and a status outage can delay the first saved Promoted
+                    // status until then.
                     if let Some(bg) = status["analysisRuns"]
                         .as_array()
                         .and_then(|rs| rs.iter().rev().find(|r| r["kind"]["type"] == "background"))
                         && ["Failed", "Error", "Inconclusive"]
                             .contains(&bg["status"]["phase"].as_str().unwrap_or_default())
+                        && bg["status"]["terminateReason"] != "promoted"
                     {
                         violations.push(format!("{at}: promoted with background run {bg}"));
                     }
@@ -1149,6 +1154,48 @@ mod checker {
             assert!(
                 found.iter().any(|v| v.contains(expected)),
                 "{expected:?} not reported: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_background_verdict_after_the_promotion_that_terminated_it_is_not_blamed() {
+        let bg = |terminated_by: Option<&str>| {
+            let mut r = json!({"name": "r1-bg", "kind": {"type": "background"},
+                "status": {"phase": "Error"}});
+            if let Some(by) = terminated_by {
+                r["status"]["terminated"] = json!(true);
+                r["status"]["terminateReason"] = json!(by);
+            }
+            r
+        };
+        let promoted = |bg_run: Value| {
+            vec![
+                write(
+                    3,
+                    "canaries",
+                    json!({}),
+                    canary("Progressing", 2, 50, vec![run("Successful", 2)]),
+                ),
+                write(
+                    4,
+                    "canaries",
+                    json!({}),
+                    canary("Promoted", 3, 100, vec![run("Successful", 2), bg_run]),
+                ),
+            ]
+        };
+        assert_eq!(
+            violations(&promoted(bg(Some("promoted")))),
+            Vec::<String>::new()
+        );
+        for blamed in [bg(None), bg(Some("aborted"))] {
+            let found = violations(&promoted(blamed));
+            assert!(
+                found
+                    .iter()
+                    .any(|v| v.contains("promoted with background run")),
+                "{found:?}"
             );
         }
     }
