@@ -21,7 +21,7 @@ use crate::backoff::Backoff;
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
 use crate::runner::{self, Clock, Defaults, RunEvent};
-use crate::server::Metrics;
+use crate::server::{Metrics, StateKind};
 use crate::state::StatusStore;
 use crate::state::status::LoadError;
 use crate::traffic::istio::{self, Restore};
@@ -579,6 +579,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         {
             Ok(()) => {
                 self.save_backoff.reset();
+                self.ctx
+                    .metrics
+                    .state_saved(StateKind::Canary, &self.namespace, &self.name);
                 if let Some(u) = self.unsaved.take() {
                     tracing::info!(canary = %self.id(), failed = u.attempts, "status persisted again");
                 }
@@ -587,6 +590,12 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
                 let delay = self.save_backoff.next_delay();
                 tracing::error!(canary = %self.id(), attempts, "cannot persist status, retrying in {delay:?}: {e}");
+                self.ctx.metrics.state_save_failed(
+                    StateKind::Canary,
+                    &self.namespace,
+                    &self.name,
+                    &e,
+                );
                 self.unsaved = Some(Unsaved {
                     error: e,
                     attempts,

@@ -785,9 +785,11 @@ impl Machine<'_> {
     }
 
     fn on_observed(&mut self, routes: &[RouteWeights]) {
+        // `applied` is the last write confirmed (read back). A write still pending does not
+        // matter: only a rollback writes 0 after a weight above 0, and the confirmation of the
+        // pending write may be what the outage lost (it landed, then the rollback did).
         let saved = self.st.applied.as_ref().map_or(0, |a| a.canary_weight);
         let withdrawn = self.is_active()
-            && self.st.routing_write.is_none()
             && saved > 0
             && !routes.is_empty()
             && routes.iter().all(|r| r.canary == 0);

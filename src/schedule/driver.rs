@@ -25,7 +25,7 @@ use crate::resources::LoadedScheduled;
 use crate::resources::load::LoadedTemplate;
 use crate::resources::scheduled::{ScheduledAnalysisDoc, WebhookAction, canary_ref};
 use crate::runner::{self, Clock, Defaults, RunEvent};
-use crate::server::Metrics;
+use crate::server::{Metrics, StateKind};
 
 /// Rolls canaries back on a scheduled analysis' verdict (the daemon's canary tasks).
 pub trait CanaryRollback: Send + Sync {
@@ -361,6 +361,10 @@ impl Task {
         // One last try when the status is not persisted, so the next task does not resume
         // from an older one (and run a fire time again).
         self.publish().await;
+        // Nothing saves this status any more: a successor (reload) reports its own failures.
+        self.ctx
+            .metrics
+            .state_saved(StateKind::Scheduled, &self.namespace, &self.name);
     }
 
     /// Saves the status when it changed since the last successful save; a failed save is
@@ -377,6 +381,9 @@ impl Task {
             .await
         {
             Ok(()) => {
+                self.ctx
+                    .metrics
+                    .state_saved(StateKind::Scheduled, &self.namespace, &self.name);
                 if self.save_retry.take().is_some() {
                     tracing::info!(scheduled = %self.id(), "status persisted again");
                 }
@@ -386,6 +393,12 @@ impl Task {
             Err(e) => {
                 let delay = self.save_backoff.next_delay();
                 tracing::error!(scheduled = %self.id(), "cannot persist status, retrying in {delay:?}: {e}");
+                self.ctx.metrics.state_save_failed(
+                    StateKind::Scheduled,
+                    &self.namespace,
+                    &self.name,
+                    &e.to_string(),
+                );
                 self.save_retry = Some(
                     self.ctx.clock.now()
                         + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),

@@ -1,7 +1,7 @@
 //! The daemon's OpenMetrics (`skycanary_*`). Typed methods keep label names and values in one
 //! place, so the daemon cannot emit the same metric with two label spellings.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -127,6 +127,48 @@ struct ScheduledActionLabels {
     outcome: String,
 }
 
+/// Whose status a save was for; `kind` label of `skycanary_state_save_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StateKind {
+    /// A Canary's status.
+    Canary,
+    /// A ScheduledAnalysis' status.
+    Scheduled,
+}
+
+impl StateKind {
+    /// The label value: `canary` or `scheduled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Canary => "canary",
+            StateKind::Scheduled => "scheduled",
+        }
+    }
+}
+
+/// An object whose latest status could not be saved (until a save of it lands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsavedState {
+    /// Canary or scheduled analysis.
+    pub kind: StateKind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Why the last save failed.
+    pub error: String,
+    /// Failed saves in a row.
+    pub failures: u64,
+}
+
+/// Labels bounded by the configured objects: nothing from the error text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateSaveLabels {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -158,6 +200,9 @@ struct Inner {
     alarm_rollback_latency: Histogram,
     scheduled_runs: Family<CanaryPhaseLabels, Counter>,
     scheduled_actions: Family<ScheduledActionLabels, Counter>,
+    state_save_failures: Family<StateSaveLabels, Counter>,
+    /// Objects whose last status save failed, for `/readyz`.
+    unsaved: Mutex<BTreeMap<(StateKind, String, String), UnsavedState>>,
     series: Mutex<HashMap<(String, String), CanarySeries>>,
 }
 
@@ -270,6 +315,12 @@ impl Metrics {
             "Actions on scheduled analysis results (rollback, webhook), by outcome",
             scheduled_actions.clone(),
         );
+        let state_save_failures = Family::<StateSaveLabels, Counter>::default();
+        registry.register(
+            "state_save_failures",
+            "Failed saves of a canary's or scheduled analysis' status (state directory or status subresource)",
+            state_save_failures.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -287,6 +338,8 @@ impl Metrics {
                 alarm_rollback_latency,
                 scheduled_runs,
                 scheduled_actions,
+                state_save_failures,
+                unsaved: Mutex::new(BTreeMap::new()),
                 series: Mutex::new(HashMap::new()),
             }),
         }
@@ -336,6 +389,8 @@ impl Metrics {
         for (ns, n) in gone {
             self.remove_canary(&ns, &n);
         }
+        self.unsaved()
+            .retain(|(kind, ns, n), _| *kind != StateKind::Canary || keep(ns, n));
     }
 
     /// `skycanary_canary_weight`: the canary weight per VirtualService route, replacing this
@@ -522,8 +577,53 @@ impl Metrics {
         self.inner.scheduled_actions.get_or_create(&labels).inc();
     }
 
-    /// Drops every gauge series of a deleted canary (counters stay: they are cumulative).
+    fn unsaved(&self) -> MutexGuard<'_, BTreeMap<(StateKind, String, String), UnsavedState>> {
+        // Each entry is replaced whole; a panic elsewhere cannot leave one half-written.
+        self.inner
+            .unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A status save of `kind` `namespace/name` failed: counts it in
+    /// `skycanary_state_save_failures_total` and keeps the object in [`Metrics::unsaved_states`]
+    /// (so `/readyz` says not ready) until [`Metrics::state_saved`].
+    pub fn state_save_failed(&self, kind: StateKind, namespace: &str, name: &str, error: &str) {
+        let labels = StateSaveLabels {
+            kind: kind.as_str().to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.inner.state_save_failures.get_or_create(&labels).inc();
+        let mut unsaved = self.unsaved();
+        let entry = unsaved
+            .entry((kind, namespace.to_string(), name.to_string()))
+            .or_insert_with(|| UnsavedState {
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                error: String::new(),
+                failures: 0,
+            });
+        entry.error = error.to_string();
+        entry.failures = entry.failures.saturating_add(1);
+    }
+
+    /// A status save of `kind` `namespace/name` landed: it no longer holds `/readyz` back.
+    pub fn state_saved(&self, kind: StateKind, namespace: &str, name: &str) {
+        self.unsaved()
+            .remove(&(kind, namespace.to_string(), name.to_string()));
+    }
+
+    /// Objects whose latest status is not saved, ordered by kind, namespace and name.
+    pub fn unsaved_states(&self) -> Vec<UnsavedState> {
+        self.unsaved().values().cloned().collect()
+    }
+
+    /// Drops every gauge series of a deleted canary (counters stay: they are cumulative), and
+    /// its unsaved status: its task is gone, and nothing will save it again.
     pub fn remove_canary(&self, namespace: &str, name: &str) {
+        self.state_saved(StateKind::Canary, namespace, name);
         for phase in CANARY_PHASES {
             self.inner.canary_phase.remove(&CanaryPhaseLabels {
                 namespace: namespace.to_string(),

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::canary::{CanaryStatus, Command};
 
 pub use auth::{Auth, AuthError, TOKEN_ENV, Token, TokenError};
-pub use metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
+pub use metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, StateKind, UnsavedState};
 use routes::BodyDeadline;
 pub use routes::{MAX_BODY_BYTES, router};
 

@@ -254,12 +254,51 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready once the daemon says so and while every status save lands: a daemon that cannot save
+/// state would lose what it decides on its next restart, so it must not look healthy (the
+/// failing objects and errors are in the body; the drivers keep retrying meanwhile).
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.control.ready() {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    if !state.control.ready() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response();
     }
+    let unsaved = state.metrics.unsaved_states();
+    if unsaved.is_empty() {
+        return Json(json!({ "status": "ready" })).into_response();
+    }
+    let named: Vec<String> = unsaved
+        .iter()
+        .map(|u| {
+            format!(
+                "{} {}/{} ({} failed save(s): {})",
+                u.kind.as_str(),
+                u.namespace,
+                u.name,
+                u.failures,
+                u.error
+            )
+        })
+        .collect();
+    let objects: Vec<Value> = unsaved
+        .iter()
+        .map(|u| {
+            json!({
+                "kind": u.kind.as_str(),
+                "namespace": u.namespace,
+                "name": u.name,
+                "failures": u.failures,
+                "error": u.error,
+            })
+        })
+        .collect();
+    // Not an ApiError: probes poll this, and the drivers already log every failed save.
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "error": format!("status cannot be saved: {}", named.join("; ")),
+            "unsaved": objects,
+        })),
+    )
+        .into_response()
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {

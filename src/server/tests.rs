@@ -1432,3 +1432,90 @@ async fn slow_bodies_get_408_and_slow_headers_are_cut_off() {
     assert!(lock(&h.fake.alarms).is_empty());
     assert!(lock(&h.fake.commands).is_empty());
 }
+
+#[tokio::test]
+async fn readyz_is_503_naming_each_unsaved_status_until_its_save_lands() {
+    let h = Harness::secured().await;
+    h.fake.ready.store(true, Ordering::SeqCst);
+    h.metrics
+        .state_save_failed(StateKind::Canary, "prod", "web", "disk full");
+    h.metrics
+        .state_save_failed(StateKind::Canary, "prod", "web", "still full");
+    h.metrics.state_save_failed(
+        StateKind::Scheduled,
+        "ops",
+        "nightly",
+        "status subresource refused",
+    );
+    let response = h.client.get(h.url("/readyz")).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json_of(response).await;
+    assert_eq!(
+        body["error"],
+        "status cannot be saved: canary prod/web (2 failed save(s): still full); \
+         scheduled ops/nightly (1 failed save(s): status subresource refused)"
+    );
+    assert_eq!(
+        body["unsaved"][0],
+        json!({"kind": "canary", "namespace": "prod", "name": "web", "failures": 2, "error": "still full"})
+    );
+
+    // One save lands: still not ready while the other does not.
+    h.metrics.state_saved(StateKind::Canary, "prod", "web");
+    let response = h.client.get(h.url("/readyz")).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json_of(response).await;
+    assert_eq!(body["unsaved"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["unsaved"][0]["name"], "nightly");
+
+    h.metrics
+        .state_saved(StateKind::Scheduled, "ops", "nightly");
+    let response = h.client.get(h.url("/readyz")).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn state_save_failures_are_counted_per_object_and_forgotten_with_the_canary() {
+    let metrics = Metrics::new();
+    metrics.state_save_failed(StateKind::Canary, "prod", "web", "disk full");
+    metrics.state_save_failed(StateKind::Canary, "prod", "web", "disk full");
+    metrics.state_save_failed(StateKind::Scheduled, "prod", "web", "refused");
+    let (samples, _) = parse_openmetrics(&metrics.encode().expect("encode"));
+    let count = |kind: &str| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == "skycanary_state_save_failures_total"
+                    && s.labels.get("kind").map(String::as_str) == Some(kind)
+                    && s.labels.get("namespace").map(String::as_str) == Some("prod")
+                    && s.labels.get("name").map(String::as_str) == Some("web")
+            })
+            .map(|s| s.value)
+    };
+    assert_eq!(count("canary"), Some(2.0));
+    assert_eq!(count("scheduled"), Some(1.0));
+    // The error text is no label: one series per object, whatever the errors say.
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.name == "skycanary_state_save_failures_total")
+            .all(|s| s.labels.len() == 3)
+    );
+    assert_eq!(metrics.unsaved_states().len(), 2);
+
+    // A canary no longer declared cannot hold readiness back (its task is gone); the
+    // scheduled analysis of the same name is another object.
+    metrics.set_canary_phase("prod", "web", CanaryPhase::Aborted);
+    metrics.retain_canaries(|_, _| false);
+    let left = metrics.unsaved_states();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].kind, StateKind::Scheduled);
+    // The counter is cumulative and stays.
+    let (samples, _) = parse_openmetrics(&metrics.encode().expect("encode"));
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.name == "skycanary_state_save_failures_total"
+                && s.labels.get("kind").map(String::as_str) == Some("canary"))
+    );
+}

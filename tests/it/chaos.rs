@@ -1,11 +1,13 @@
 //! Chaos: ~50 canaries with random step plans driven by the real daemon (`run --kube`) against
 //! the SkyWalking simulator and the fake API server, while a driver injects OAP faults (5xx,
 //! gateway pages, timeouts, truncated bodies, GraphQL/MQE/storage errors, no data), API server
-//! faults (409 storms, 500s, latency, dropped watches), foreign writes to the VirtualServices
-//! (unmanaged fields, and the weights themselves) and SIGKILLs + restarts of the daemon.
+//! faults (409 storms, 500s, latency, dropped watches), stretches of 1–6 s in which every status
+//! write fails, config reloads (edits of Canaries and of the templates they use), foreign writes
+//! to the VirtualServices (unmanaged fields, and the weights themselves) and SIGKILLs + restarts
+//! of the daemon.
 //!
 //! An invariant checker then reads every committed write of the fake API server (its write
-//! log) and fails with the seed on any violation of RELIABILITY.md's invariants 1–4:
+//! log) and fails with the seed on any violation of RELIABILITY.md's invariants 1–4 and 6:
 //! 1. a step never advances past an analysis step, and a canary is never promoted, unless the
 //!    analysis run of that step was Successful (its last measurement Successful);
 //! 2. every VirtualService write by skycanary keeps the managed route's weights ≥ 0 and summing
@@ -15,7 +17,10 @@
 //!    write (DESIGN §5);
 //! 3. per canary, `currentStepIndex`, `desiredWeight` and every run's measurement counts never
 //!    decrease across writes and kills; weight goes down only by an abort, to 0, for good;
-//! 4. the daemon never panics.
+//! 4. the daemon never panics;
+//! 6. the rollback invariant: a canary once rolled back (weight written down to 0, or status
+//!    written Aborted) is never exposed again (there is no retry here), across failed saves,
+//!    reloads and kills, and at the end its VirtualService sends it nothing.
 //!
 //! Replay: `SKYCANARY_CHAOS_SEED=<seed> cargo nextest run chaos`; `SKYCANARY_CHAOS_SECS`
 //! changes the length of the fault phase (default 40 s). Only invariants are asserted, never
@@ -275,8 +280,17 @@ struct Tally {
     foreign_unmanaged: u64,
     foreign_weights: u64,
     kills: u64,
+    /// Stretches during which every status write failed, and their total length.
+    status_outages: u64,
+    status_outage_ms: u64,
+    /// Config reloads: Canary edits (each replaces that canary's task) and template edits
+    /// (each replaces the task of every canary using the template).
+    canary_reloads: u64,
+    template_reloads: u64,
     /// Resource versions of the driver's own (foreign) writes.
     foreign_rvs: BTreeSet<u64>,
+    /// Per VirtualService: the resource version of the last foreign write of its weights.
+    foreign_weight_rv: BTreeMap<String, u64>,
     /// Per VirtualService: the last foreign label value and route-level `timeout`.
     expected_label: BTreeMap<String, String>,
     expected_timeout: BTreeMap<String, String>,
@@ -317,6 +331,9 @@ fn foreign_write(fake: &FakeApiServer, rng: &mut Rng, tally: &mut Tally) {
         .and_then(|r| r.parse().ok())
     {
         tally.foreign_rvs.insert(rv);
+        if weights {
+            tally.foreign_weight_rv.insert(vs.clone(), rv);
+        }
     }
     if weights {
         tally.foreign_weights += 1;
@@ -351,6 +368,40 @@ fn api_fault(fake: &FakeApiServer, rng: &mut Rng, tally: &mut Tally) {
         3 => fake.fail_next(None, "/virtualservices/", n, 500),
         4 => fake.fail_next(Some("PUT"), "/canaries/", n, 409),
         _ => fake.delay_next(None, "", n * 3, Duration::from_millis(rng.range(100, 700))),
+    }
+}
+
+/// A config reload: a valid edit of 1–5 Canaries (a label: same revision, same plan), or of a
+/// template all of them use. Each edit replaces the task of every canary it concerns (issue 14:
+/// per-object reloads with status handover), whatever that task holds unsaved.
+fn reload(fake: &FakeApiServer, rng: &mut Rng, tally: &mut Tally) {
+    let n = rng.next() % 1_000_000;
+    let mut edited = Vec::new();
+    if rng.chance(20) {
+        let template = if rng.chance(50) { "apdex" } else { "apdex-bg" };
+        edited.push(
+            fake.update("skycanary.io", "analysistemplates", NS, template, |o| {
+                o["metadata"]["labels"]["chaos.example/reload"] = json!(n.to_string());
+            }),
+        );
+        tally.template_reloads += 1;
+    } else {
+        for _ in 0..rng.range(1, 5) {
+            let c = format!("c{}", rng.below(CANARIES as u64));
+            edited.push(fake.update("skycanary.io", "canaries", NS, &c, |o| {
+                o["metadata"]["labels"]["chaos.example/reload"] = json!(n.to_string());
+            }));
+            tally.canary_reloads += 1;
+        }
+    }
+    for stored in edited {
+        let stored = stored.expect("config edit");
+        if let Some(rv) = stored["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+        {
+            tally.foreign_rvs.insert(rv);
+        }
     }
 }
 
@@ -448,17 +499,19 @@ fn counts(status: &Value) -> BTreeMap<(String, String), [i64; 5]> {
 }
 
 /// Checks every committed write; returns the violations and (vs writes, status writes) checked.
+/// `rolled_back` gets, per VirtualService, the resource version at which its canary was first
+/// seen rolled back: its weight written down to 0, or its status written Aborted/RolledBack.
 fn check(
     writes: &[CommittedWrite],
     plans: &[Plan],
     tally: &Tally,
     outcomes: &mut BTreeMap<String, String>,
+    rolled_back: &mut BTreeMap<String, u64>,
 ) -> (Vec<String>, u64, u64) {
     let mut violations = Vec::new();
     let mut vs_checked = 0;
     let mut status_checked = 0;
     let mut last_weight: BTreeMap<String, i64> = BTreeMap::new();
-    let mut rolled_back: BTreeSet<String> = BTreeSet::new();
     let mut last_status: BTreeMap<String, Value> = BTreeMap::new();
     let plan_of = |name: &str, prefix: &str| -> Option<&Plan> {
         name.strip_prefix(prefix)
@@ -488,16 +541,20 @@ fn check(
                     if !plan.allowed_weights().contains(&canary) {
                         violations.push(format!("{at}: canary weight {canary} is in no step"));
                     }
-                    // Invariant 3: weight only goes down by an abort, to 0, for good.
+                    // Invariant 3: weight only goes down by an abort, to 0, for good; the
+                    // rollback invariant: once rolled back, never exposed again (no retry here).
                     let prev = last_weight.insert(w.name.clone(), canary);
-                    if rolled_back.contains(&w.name) && canary > 0 {
-                        violations.push(format!("{at}: weight {canary} after a rollback"));
+                    if let Some(rv) = rolled_back.get(&w.name)
+                        && canary > 0
+                    {
+                        violations
+                            .push(format!("{at}: weight {canary} after a rollback (rv {rv})"));
                     }
                     if let Some(p) = prev
                         && canary < p
                     {
                         if canary == 0 {
-                            rolled_back.insert(w.name.clone());
+                            rolled_back.entry(w.name.clone()).or_insert(w.rv);
                         } else {
                             violations.push(format!("{at}: weight went down {p} -> {canary}"));
                         }
@@ -552,11 +609,16 @@ fn check(
                             ));
                         }
                     }
+                    // A run the promotion itself terminated was still running when it was
+                    // decided; its last measurement may land after (a late report is recorded,
+                    // never acted on), and a status outage can delay the first saved Promoted
+                    // status until then.
                     if let Some(bg) = status["analysisRuns"]
                         .as_array()
                         .and_then(|rs| rs.iter().rev().find(|r| r["kind"]["type"] == "background"))
                         && ["Failed", "Error", "Inconclusive"]
                             .contains(&bg["status"]["phase"].as_str().unwrap_or_default())
+                        && bg["status"]["terminateReason"] != "promoted"
                     {
                         violations.push(format!("{at}: promoted with background run {bg}"));
                     }
@@ -589,11 +651,41 @@ fn check(
                     }
                 }
             }
+            // A rollback the status reports holds even when its VirtualService write is still
+            // pending: no later write of that canary's VirtualService may expose it.
+            if phase == "Aborted" || phase == "RolledBack" {
+                let vs = w.name.replacen('c', "vs", 1);
+                rolled_back.entry(vs).or_insert(w.rv);
+            }
             outcomes.insert(w.name.clone(), phase);
             last_status.insert(w.name.clone(), status.clone());
         }
     }
     (violations, vs_checked, status_checked)
+}
+
+/// After the calm: every rolled-back canary's VirtualService sends nothing to the canary (its
+/// rollback write was retried until it landed), unless a foreign write set its weights later
+/// (drift is not corrected for a canary that no longer writes).
+fn rollbacks_landed(
+    rolled_back: &BTreeMap<String, u64>,
+    tally: &Tally,
+    final_weight: impl Fn(&str) -> Result<(i64, i64), String>,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    for (vs, rv) in rolled_back {
+        if tally.foreign_weight_rv.get(vs).is_some_and(|f| f > rv) {
+            continue;
+        }
+        match final_weight(vs) {
+            Ok((_, 0)) => {}
+            Ok((_, canary)) => violations.push(format!(
+                "{vs}: rolled back at rv {rv}, still {canary} on the canary at the end"
+            )),
+            Err(e) => violations.push(format!("{vs}: {e}")),
+        }
+    }
+    violations
 }
 
 fn panics(logs: &[PathBuf]) -> Vec<String> {
@@ -672,8 +764,15 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
         })
         .collect();
     let started = Instant::now();
+    // While set, every status write fails (500), across kills and reloads, until then.
+    let mut outage_until: Option<Instant> = None;
     while started.elapsed() < Duration::from_secs(chaos_secs) {
         tokio::time::sleep(Duration::from_millis(rng.range(50, 400))).await;
+        if outage_until.is_some_and(|until| Instant::now() >= until) {
+            // Also drops other pending API faults: only their count gets smaller.
+            fake.clear_faults();
+            outage_until = None;
+        }
         if tally.kills < kills && started.elapsed() >= kill_at[tally.kills as usize] {
             if let Some(d) = daemon.take() {
                 d.kill();
@@ -710,6 +809,16 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
                 fake.drop_watches();
                 tally.dropped_watches += 1;
             }
+            64..67 if outage_until.is_none() => {
+                // A long stretch of failing status writes (full disk, API server refusing
+                // `.status`): aborts and steps then live only in memory.
+                let ms = rng.range(1000, 6000);
+                fake.fail_next(Some("PUT"), "/status", usize::MAX, 500);
+                outage_until = Some(Instant::now() + Duration::from_millis(ms));
+                tally.status_outages += 1;
+                tally.status_outage_ms += ms;
+            }
+            67..72 => reload(&fake, &mut rng, &mut tally),
             _ => foreign_write(&fake, &mut rng, &mut tally),
         }
     }
@@ -723,8 +832,12 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
 
     let writes = fake.writes();
     let mut outcomes = BTreeMap::new();
+    let mut rolled_back = BTreeMap::new();
     let (mut violations, vs_checked, status_checked) =
-        check(&writes, &plans, &tally, &mut outcomes);
+        check(&writes, &plans, &tally, &mut outcomes, &mut rolled_back);
+    violations.extend(rollbacks_landed(&rolled_back, &tally, |vs| {
+        weights(&fake.virtual_service(NS, vs).ok_or("gone")?)
+    }));
     // Invariant 2: the last foreign change of every unmanaged field survived.
     for (vs, label) in &tally.expected_label {
         let obj = fake.virtual_service(NS, vs).expect("vs");
@@ -746,6 +859,7 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
     eprintln!(
         "chaos seed {seed}: {} s of faults; OAP faults {} ({} requests), API faults {} ({} requests), \
          dropped watches {}, health flips {}, foreign writes {} unmanaged + {} weights, \
+         status-write outages {} ({} ms), reloads {} canary + {} template, \
          kills {} survived; checked {} VirtualService writes and {} status writes \
          ({} writes in all); final phases {phases:?}; violations {}",
         chaos_secs,
@@ -757,6 +871,10 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
         tally.health_flips,
         tally.foreign_unmanaged,
         tally.foreign_weights,
+        tally.status_outages,
+        tally.status_outage_ms,
+        tally.canary_reloads,
+        tally.template_reloads,
         tally.kills,
         vs_checked,
         status_checked,
@@ -888,7 +1006,14 @@ mod checker {
     }
 
     fn violations(writes: &[CommittedWrite]) -> Vec<String> {
-        check(writes, &[plan()], &Tally::default(), &mut BTreeMap::new()).0
+        check(
+            writes,
+            &[plan()],
+            &Tally::default(),
+            &mut BTreeMap::new(),
+            &mut BTreeMap::new(),
+        )
+        .0
     }
 
     #[test]
@@ -1002,6 +1127,16 @@ mod checker {
                 ],
             ),
             (
+                // Aborted saved while its rollback write was still pending: a later write
+                // that exposes the canary breaks the rollback invariant.
+                "after a rollback",
+                vec![
+                    write(2, "virtualservices", vs(0, "a"), vs(20, "a")),
+                    write(3, "canaries", json!({}), canary("Aborted", 1, 0, vec![])),
+                    write(4, "virtualservices", vs(20, "a"), vs(50, "a")),
+                ],
+            ),
+            (
                 "left Aborted",
                 vec![
                     write(3, "canaries", json!({}), canary("Aborted", 1, 0, vec![])),
@@ -1024,14 +1159,79 @@ mod checker {
     }
 
     #[test]
+    fn a_background_verdict_after_the_promotion_that_terminated_it_is_not_blamed() {
+        let bg = |terminated_by: Option<&str>| {
+            let mut r = json!({"name": "r1-bg", "kind": {"type": "background"},
+                "status": {"phase": "Error"}});
+            if let Some(by) = terminated_by {
+                r["status"]["terminated"] = json!(true);
+                r["status"]["terminateReason"] = json!(by);
+            }
+            r
+        };
+        let promoted = |bg_run: Value| {
+            vec![
+                write(
+                    3,
+                    "canaries",
+                    json!({}),
+                    canary("Progressing", 2, 50, vec![run("Successful", 2)]),
+                ),
+                write(
+                    4,
+                    "canaries",
+                    json!({}),
+                    canary("Promoted", 3, 100, vec![run("Successful", 2), bg_run]),
+                ),
+            ]
+        };
+        assert_eq!(
+            violations(&promoted(bg(Some("promoted")))),
+            Vec::<String>::new()
+        );
+        for blamed in [bg(None), bg(Some("aborted"))] {
+            let found = violations(&promoted(blamed));
+            assert!(
+                found
+                    .iter()
+                    .any(|v| v.contains("promoted with background run")),
+                "{found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rollback_that_never_landed_is_reported_unless_a_foreign_write_came_later() {
+        let rolled_back = BTreeMap::from([("vs0".to_string(), 5)]);
+        let exposed = |_: &str| Ok((70, 30));
+        let found = rollbacks_landed(&rolled_back, &Tally::default(), exposed);
+        assert!(
+            found.iter().any(|v| v.contains("still 30 on the canary")),
+            "{found:?}"
+        );
+        assert!(rollbacks_landed(&rolled_back, &Tally::default(), |_| Ok((100, 0))).is_empty());
+        let mut tally = Tally::default();
+        tally.foreign_weight_rv.insert("vs0".into(), 4);
+        assert_eq!(rollbacks_landed(&rolled_back, &tally, exposed).len(), 1);
+        tally.foreign_weight_rv.insert("vs0".into(), 6);
+        assert!(rollbacks_landed(&rolled_back, &tally, exposed).is_empty());
+    }
+
+    #[test]
     fn foreign_writes_are_not_judged_as_skycanarys() {
         let mut tally = Tally::default();
         tally.foreign_rvs.insert(2);
         let writes = [write(2, "virtualservices", vs(0, "a"), vs(37, "b"))];
         assert!(
-            check(&writes, &[plan()], &tally, &mut BTreeMap::new())
-                .0
-                .is_empty()
+            check(
+                &writes,
+                &[plan()],
+                &tally,
+                &mut BTreeMap::new(),
+                &mut BTreeMap::new()
+            )
+            .0
+            .is_empty()
         );
     }
 }

@@ -1193,6 +1193,86 @@ async fn a_canary_removed_mid_release_is_rolled_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_metrics_report_a_status_that_cannot_be_saved() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {}");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    let c = http();
+    let readyz = format!("{}/readyz", d.url);
+    assert_eq!(c.get(&readyz).send().await.unwrap().status(), 200);
+    // The state store stops taking writes (a directory where the temporary file goes).
+    let file = json_files(&d.state)
+        .into_iter()
+        .find(|p| p.ends_with("bookinfo/reviews.json"))
+        .expect("the canary's state file");
+    let blocker = file
+        .parent()
+        .unwrap()
+        .join(format!(".reviews.tmp-{}", d.child.id()));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    // Any status change now needs a save: an abort (its reply may say the save failed).
+    let _ = c
+        .post(format!("{}/api/v1/canaries/bookinfo/reviews/abort", d.url))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"reason": "readiness test"}))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let r = c.get(&readyz).send().await.unwrap();
+        if r.status() == 503 {
+            break r.json::<Value>().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready with an unsavable status"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("status cannot be saved: canary bookinfo/reviews"),
+        "{body:#}"
+    );
+    assert_eq!(body["unsaved"][0]["kind"], "canary", "{body:#}");
+    let metrics = c
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("skycanary_state_save_failures_total{")
+                && l.contains(r#"kind="canary""#)
+                && l.contains(r#"namespace="bookinfo""#)
+                && l.contains(r#"name="reviews""#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no save failure counted:\n{metrics}"));
+    assert!(failures >= 1.0, "{failures}");
+
+    // The store recovers: the retried save lands and the daemon is ready again.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.get(&readyz).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["phase"], "Aborted", "{saved:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_never_re_exposes_a_canary_whose_rollback_was_not_saved() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
     let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {duration: 3s}");
@@ -1234,4 +1314,70 @@ async fn a_restart_never_re_exposes_a_canary_whose_rollback_was_not_saved() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(vs_weights(&d.manifests), (100, 0));
     assert_eq!(phase(&status(&d).await), "Aborted");
+}
+
+/// Issue 14, item 1: a rollback written while the status could not be saved, then SIGKILL.
+/// The saved status still says Paused at 30 % with a timed pause: resuming from it would move
+/// on to 60 %. The restarted daemon sees the routes at stable and aborts instead. Unlike
+/// `a_restart_never_re_exposes_a_canary_whose_rollback_was_not_saved`, the rollback is the
+/// daemon's own, written during a real store outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsaved_abort_survives_a_sigkill() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {duration: 3s}");
+    let mut d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the timed pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
+    })
+    .await;
+    let file = json_files(&d.state)
+        .into_iter()
+        .find(|p| p.ends_with("bookinfo/reviews.json"))
+        .expect("the canary's state file");
+    let blocker = file
+        .parent()
+        .unwrap()
+        .join(format!(".reviews.tmp-{}", d.child.id()));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let _ = http()
+        .post(format!("{}/api/v1/canaries/bookinfo/reviews/abort", d.url))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"reason": "unsaved"}))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vs_weights(&d.manifests) != (100, 0) {
+        assert!(Instant::now() < deadline, "never rolled back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        saved["phase"], "Paused",
+        "the abort is not saved: {saved:#}"
+    );
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    std::fs::remove_dir_all(&blocker).unwrap();
+
+    let dirs = d.dirs.take().expect("dirs");
+    drop(d);
+    let d = start(dirs, &running.url());
+    let s = wait_for(
+        &d,
+        "the rollback again",
+        Duration::from_secs(10),
+        aborted_and_written,
+    )
+    .await;
+    assert!(
+        s["status"]["abort"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not resuming forward"),
+        "{s:#}"
+    );
+    assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed again");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["phase"], "Aborted", "{saved:#}");
 }

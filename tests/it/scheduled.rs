@@ -451,6 +451,18 @@ spec:
     .await;
     let saved = std::fs::read_to_string(&file).unwrap();
     assert!(!saved.contains("yearly-manual-"), "not saved yet: {saved}");
+    // Readiness says which status cannot be saved.
+    let readyz = format!("{}/readyz", d.url);
+    let r = http().get(&readyz).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("scheduled bookinfo/yearly"),
+        "{body:#}"
+    );
     // Nothing changes any more; the store recovers and the status lands anyway.
     std::fs::remove_dir_all(&blocker).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -463,5 +475,10 @@ spec:
             "the failed save was never retried"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Ready again once the save has landed (it is marked just after the file is renamed).
+    while http().get(&readyz).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1170,6 +1170,21 @@ fn an_exposed_status_over_withdrawn_routes_is_aborted_not_resumed() {
 }
 
 #[test]
+fn withdrawn_routes_under_a_pending_write_are_aborted_too() {
+    // Saved at 30 % with the write of 60 % asked for: it landed, then its confirmation and the
+    // rollback that followed were never saved (a status outage, then a crash). Re-sending the
+    // pending write would expose a rolled-back canary again (found by the chaos test).
+    let mut s = Sim::new(spec(vec![w(30), pause(Some(60)), w(60)]));
+    s.start();
+    s.ok();
+    assert_eq!(writes(&s.tick_at(120)), vec![DesiredRouting::weight(60)]);
+    assert!(s.st.routing_write.is_some());
+    let fx = s.feed(Input::Observed(routes_at(0)));
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+}
+
+#[test]
 fn observed_routes_that_match_or_a_pending_write_change_nothing() {
     let mut s = Sim::new(spec(vec![w(30), pause(Some(60)), w(60)]));
     s.start();
