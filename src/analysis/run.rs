@@ -209,13 +209,29 @@ pub fn due_metrics(spec: &RunSpec, state: &RunState, now: DateTime<Utc>) -> Vec<
 /// something is due already. `None` when the run is completed or terminating, or when
 /// every unfinished metric has a measurement in flight (its [`record`] comes first).
 pub fn next_due(spec: &RunSpec, state: &RunState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    next_due_held(spec, state, now, &[])
+}
+
+/// [`next_due`] with some metrics held back: metric `i` in `held` is not due before its
+/// time (a canary's window that has no complete bucket since the last routing change yet).
+pub fn next_due_held(
+    spec: &RunSpec,
+    state: &RunState,
+    now: DateTime<Utc>,
+    held: &[(usize, DateTime<Utc>)],
+) -> Option<DateTime<Utc>> {
     if !schedulable(spec, state) {
         return None;
     }
     spec.metrics
         .iter()
         .zip(&state.metric_results)
-        .filter_map(|(m, r)| due_at(m, r, state.started_at))
+        .enumerate()
+        .filter_map(|(i, (m, r))| {
+            let due = due_at(m, r, state.started_at)?;
+            let hold = held.iter().filter(|(h, _)| *h == i).map(|(_, t)| *t).max();
+            Some(hold.map_or(due, |h| due.max(h)))
+        })
         .min()
         .map(|t| t.max(now))
 }

@@ -828,6 +828,10 @@ impl Machine<'_> {
             self.st.routing_write = None;
         }
         self.st.weights = weights.to_vec();
+        if self.st.applied.as_ref() != Some(routing) {
+            // Confirmed now, so no bucket that began earlier is taken for this routing.
+            self.st.routing_changed_at = Some(self.now);
+        }
         self.st.applied = Some(routing.clone());
         if from != routing.canary_weight {
             self.event(

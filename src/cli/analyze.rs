@@ -349,6 +349,8 @@ fn print_event(out: &mut dyn Write, ev: &RunEvent<'_>) -> std::io::Result<()> {
                 }
             )
         }
+        // `analyze` has no routing change to wait for; printed should a run ever wait.
+        RunEvent::Waiting(state) => writeln!(out, "{}", state.message.as_deref().unwrap_or("")),
         RunEvent::Finished(state) => {
             for mr in &state.metric_results {
                 if let Some(msg) = &mr.message {

@@ -35,6 +35,9 @@ pub struct PlannedMetric {
     pub client: usize,
     /// Resolved args of the metric's template (bound as `args.*` in its conditions).
     pub args: BTreeMap<String, String>,
+    /// `window.alignToStep` (default true): in a canary's analyses, the window starts after
+    /// the last routing change.
+    pub align_to_step: bool,
 }
 
 /// Everything needed to run one analysis.
@@ -254,12 +257,8 @@ pub fn plan(
             })
         };
         let window = dur(
-            if sw.window.is_some() {
-                &sw.window
-            } else {
-                &sw.interval
-            },
-            "provider.skywalking.window",
+            &sw.window_duration(),
+            &format!("provider.skywalking.{}", sw.window_field()),
             &mut err,
         )
         .unwrap_or(Duration::from_secs(300));
@@ -422,8 +421,10 @@ pub fn plan(
                 entity,
                 window,
                 step,
+                not_before: None,
             },
             client,
+            align_to_step: sw.align_to_step(),
         });
         metrics.push(ms);
     }
