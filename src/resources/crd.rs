@@ -64,6 +64,7 @@ impl JsonSchema for WindowDef {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "description": "Query window: a Go duration (`5m`), or `{duration: 5m, alignToStep: false}` to let the window reach back before the last routing change.",
+            "nullable": true,
             "x-kubernetes-preserve-unknown-fields": true
         })
     }

@@ -519,6 +519,7 @@ fn full_status() -> CanaryStatus {
         current_step_index: 3,
         step_started_at: Some(t(10)),
         desired_weight: 30,
+        routing_changed_at: Some(t(9)),
         applied: Some(DesiredRouting {
             canary_weight: 30,
             header_routes: vec![HeaderRoute {

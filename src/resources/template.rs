@@ -288,7 +288,7 @@ pub struct SkyWalkingDef {
 
 /// `provider.skywalking.window`: the look-back span, and whether it starts after the canary's
 /// last routing change (default) so every bucket judged was served at the current weight.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum WindowDef {
     /// `window: 5m`: a duration, aligned to the step.
@@ -308,6 +308,28 @@ pub struct WindowSpec {
     /// from the previous weight). Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub align_to_step: Option<bool>,
+}
+
+/// By hand rather than `untagged`: a mistyped key must be named (`unknown field alignTo`),
+/// not reported as "did not match any variant".
+impl<'de> Deserialize<'de> for WindowDef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WindowDef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as 5m, or {duration: 5m, alignToStep: false}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WindowDef, E> {
+                Ok(WindowDef::Duration(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<WindowDef, A::Error> {
+                WindowSpec::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(WindowDef::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl WindowDef {
