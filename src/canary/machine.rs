@@ -828,8 +828,10 @@ impl Machine<'_> {
             self.st.routing_write = None;
         }
         self.st.weights = weights.to_vec();
-        if self.st.applied.as_ref() != Some(routing) {
-            // Confirmed now, so no bucket that began earlier is taken for this routing.
+        // A new routing, or ours written back (after drift, a failure or a restart): traffic
+        // follows it from about now. Confirmed now, so no bucket that began earlier is
+        // taken as evidence for it.
+        if matched || self.st.applied.as_ref() != Some(routing) {
             self.st.routing_changed_at = Some(self.now);
         }
         self.st.applied = Some(routing.clone());
