@@ -25,6 +25,10 @@ pub struct Measurement {
     /// `None` while in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Facts about how it was taken (Argo's `metadata`): the query window (`windowStart`,
+    /// `windowEnd`, OAP time) and the routing change it was aligned to (`alignedAfter`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Measurement {
@@ -48,6 +52,7 @@ pub fn measure(
         message: Some(message),
         started_at,
         finished_at: Some(finished_at),
+        metadata: BTreeMap::new(),
     }
 }
 

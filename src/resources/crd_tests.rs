@@ -579,6 +579,7 @@ fn full_status() -> CanaryStatus {
                                 message: Some("no data".into()),
                                 started_at: t(40),
                                 finished_at: Some(t(41)),
+                                metadata: Default::default(),
                             },
                             Measurement {
                                 phase: Phase::Running,
@@ -586,6 +587,7 @@ fn full_status() -> CanaryStatus {
                                 message: None,
                                 started_at: t(50),
                                 finished_at: None,
+                                metadata: Default::default(),
                             },
                         ],
                         message: None,

@@ -149,11 +149,7 @@ pub async fn run_canary_analysis(
                         analysis::measure(spec, &obs, &plan.metrics[*idx].args, now, finished);
                     if let Ok(sample) = &result {
                         let aligned = changed.filter(|_| plan.metrics[*idx].align_to_step);
-                        let window = window_note(sample, aligned);
-                        m.message = Some(match m.message.take() {
-                            Some(msg) if !msg.is_empty() => format!("{msg}; {window}"),
-                            _ => window,
-                        });
+                        m.metadata = window_metadata(sample, aligned);
                     }
                     log_measurement(&spec.name, &m);
                     (*idx, m)
@@ -210,18 +206,17 @@ pub async fn run_canary_analysis(
 
 /// The window a measurement read, as sent (OAP wall-clock time), and the routing change it
 /// was aligned to: the status and `analyze --output json` show which buckets were judged.
-fn window_note(
+fn window_metadata(
     sample: &crate::provider::skywalking::Sample,
     aligned: Option<DateTime<Utc>>,
-) -> String {
-    let (start, end) = &sample.window;
-    match aligned {
-        Some(c) => format!(
-            "window {start} .. {end} (buckets from after the routing change at {})",
-            c.to_rfc3339()
-        ),
-        None => format!("window {start} .. {end}"),
+) -> std::collections::BTreeMap<String, String> {
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("windowStart".to_string(), sample.window.0.clone());
+    meta.insert("windowEnd".to_string(), sample.window.1.clone());
+    if let Some(c) = aligned {
+        meta.insert("alignedAfter".to_string(), c.to_rfc3339());
     }
+    meta
 }
 
 fn log_measurement(metric: &str, m: &Measurement) {

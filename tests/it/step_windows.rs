@@ -126,11 +126,16 @@ async fn after_set_weight_30_no_measurement_reads_a_bucket_from_before_the_chang
     // Only 30 % buckets were judged: the canary that is bad at 30 % fails.
     assert_eq!(out.state.phase, Phase::Failed, "{:?}", out.state);
     let m = &out.state.metric_results[0].measurements[0];
-    let msg = m.message.as_deref().unwrap_or_default();
-    assert!(
-        msg.contains(&format!("window {}", first.format("%Y-%m-%d %H%M")))
-            && msg.contains("after the routing change at"),
-        "the measurement records the window it used: {msg}"
+    assert_eq!(
+        m.metadata.get("windowStart").map(String::as_str),
+        Some(first.format("%Y-%m-%d %H%M").to_string().as_str()),
+        "the measurement records the window it used: {m:?}"
+    );
+    assert!(m.metadata.contains_key("windowEnd"), "{m:?}");
+    assert_eq!(
+        m.metadata.get("alignedAfter"),
+        Some(&changed.to_rfc3339()),
+        "{m:?}"
     );
     // It did not measure at once: it waited, said why and until when.
     assert!(
@@ -161,11 +166,6 @@ async fn align_to_step_false_reads_the_window_as_before() {
     assert!(out.waiting.is_empty(), "{:?}", out.waiting);
     let m = &out.state.metric_results[0].measurements[0];
     assert_eq!(m.phase, Phase::Successful, "{m:?}");
-    assert!(
-        !m.message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("routing change"),
-        "{m:?}"
-    );
+    assert!(m.metadata.contains_key("windowStart"), "{m:?}");
+    assert!(!m.metadata.contains_key("alignedAfter"), "{m:?}");
 }

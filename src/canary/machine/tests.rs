@@ -93,6 +93,7 @@ fn run_state(phase: Phase) -> RunState {
                 message: Some(message),
                 started_at: t(0),
                 finished_at: Some(t(1)),
+                metadata: Default::default(),
             }],
             message: metric_message,
             count: 1,
