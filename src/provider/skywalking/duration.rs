@@ -407,18 +407,21 @@ mod tests {
         }
     }
 
+    /// (changed, zone, span seconds, step, expected (start, end, points) or wait-until).
+    type Case = (
+        Option<DateTime<Utc>>,
+        &'static str,
+        u64,
+        Step,
+        Result<(String, String, u32), DateTime<Utc>>,
+    );
+
     #[test]
     fn aligned_window_starts_after_the_routing_change() {
         let now = at(2024, 7, 1, 12, 10, 30);
         let s = |a: &str, b: &str, n: u32| (a.to_string(), b.to_string(), n);
         // (changed, zone, span, step, expected window or wait)
-        let cases: Vec<(
-            Option<DateTime<Utc>>,
-            &str,
-            u64,
-            Step,
-            Result<(String, String, u32), DateTime<Utc>>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             // Opt-out / no change known: today's window.
             (
                 None,
