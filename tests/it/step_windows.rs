@@ -181,3 +181,76 @@ async fn align_to_step_false_reads_the_window_as_before() {
     assert!(m.metadata.contains_key("windowStart"), "{m:?}");
     assert!(!m.metadata.contains_key("alignedAfter"), "{m:?}");
 }
+
+/// The background analysis runs across steps: a weight change while it runs moves the start of
+/// its next windows (and holds them) without restarting it.
+#[tokio::test]
+async fn a_change_during_a_run_moves_its_next_windows() {
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::new(Utc::now(), 600.0));
+    let c = clock.clone();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4).with_clock(move || c.now()));
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        |_| Some(9950.0),
+    );
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let loaded = load_str(
+        "apdex.yaml",
+        &template("3m").replace("count: 2", "count: 3"),
+    );
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let defaults = Defaults {
+        skywalking: Some(running.url()),
+        timezone: None,
+    };
+    let plan = runner::plan(&loaded.templates[0], &BTreeMap::new(), &defaults).unwrap();
+    let clients = runner::connect(&plan).unwrap();
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(None);
+    // The last change was long ago: the first measurement is taken at once.
+    let old = clock.now() - TimeDelta::hours(1);
+    let (routing_tx, routing) = tokio::sync::watch::channel(Some(old));
+    let mut moved: Option<DateTime<Utc>> = None;
+    let ev_clock = clock.clone();
+    let mut on_event = |ev: RunEvent<'_>| {
+        if let RunEvent::Measured { number: 1, .. } = ev {
+            // setWeight 30 lands right after the first measurement.
+            let now = ev_clock.now();
+            moved = Some(now);
+            let _ = routing_tx.send(Some(now));
+        }
+    };
+    let state = runner::run_canary_analysis(
+        &plan,
+        &clients,
+        clock.as_ref(),
+        RunState::new(&plan.spec, clock.now()),
+        &mut on_event,
+        &mut stop,
+        routing,
+    )
+    .await;
+    assert_eq!(state.phase, Phase::Successful, "{state:?}");
+    let moved = moved.expect("the first measurement was reported");
+    let first = first_bucket_after(moved)
+        .format("%Y-%m-%d %H%M")
+        .to_string();
+    let ms = &state.metric_results[0].measurements;
+    assert_eq!(ms.len(), 3);
+    assert_eq!(ms[0].metadata.get("alignedAfter"), Some(&old.to_rfc3339()));
+    for m in &ms[1..] {
+        assert_eq!(
+            m.metadata.get("alignedAfter"),
+            Some(&moved.to_rfc3339()),
+            "{m:?}"
+        );
+        // Bucket strings of one format compare as times.
+        assert!(
+            m.metadata.get("windowStart").is_some_and(|s| *s >= first),
+            "{m:?} vs {first}"
+        );
+    }
+    // The second measurement waited for two buckets after the change (not just the interval).
+    let ready = first_bucket_after(moved).and_utc() + TimeDelta::minutes(2);
+    assert!(ms[1].started_at >= ready, "{:?} before {ready}", ms[1]);
+}
