@@ -18,7 +18,7 @@ pub use expr::{
 pub use judge::{Observation, judge};
 pub use run::{
     Measurement, MetricResult, RecordError, RunState, due_metrics, fail_run, measure, next_due,
-    record, record_batch, terminate,
+    next_due_held, record, record_batch, terminate,
 };
 pub use spec::{
     DEFAULT_CONSECUTIVE_ERROR_LIMIT, DEFAULT_ERROR_RETRY_INTERVAL, DEFAULT_RETENTION_LIMIT,

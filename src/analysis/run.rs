@@ -25,6 +25,10 @@ pub struct Measurement {
     /// `None` while in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Facts about how it was taken (Argo's `metadata`): the query window (`windowStart`,
+    /// `windowEnd`, OAP time) and the routing change it was aligned to (`alignedAfter`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Measurement {
@@ -48,6 +52,7 @@ pub fn measure(
         message: Some(message),
         started_at,
         finished_at: Some(finished_at),
+        metadata: BTreeMap::new(),
     }
 }
 
@@ -209,13 +214,29 @@ pub fn due_metrics(spec: &RunSpec, state: &RunState, now: DateTime<Utc>) -> Vec<
 /// something is due already. `None` when the run is completed or terminating, or when
 /// every unfinished metric has a measurement in flight (its [`record`] comes first).
 pub fn next_due(spec: &RunSpec, state: &RunState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    next_due_held(spec, state, now, &[])
+}
+
+/// [`next_due`] with some metrics held back: metric `i` in `held` is not due before its
+/// time (a canary's window that has no complete bucket since the last routing change yet).
+pub fn next_due_held(
+    spec: &RunSpec,
+    state: &RunState,
+    now: DateTime<Utc>,
+    held: &[(usize, DateTime<Utc>)],
+) -> Option<DateTime<Utc>> {
     if !schedulable(spec, state) {
         return None;
     }
     spec.metrics
         .iter()
         .zip(&state.metric_results)
-        .filter_map(|(m, r)| due_at(m, r, state.started_at))
+        .enumerate()
+        .filter_map(|(i, (m, r))| {
+            let due = due_at(m, r, state.started_at)?;
+            let hold = held.iter().filter(|(h, _)| *h == i).map(|(_, t)| *t).max();
+            Some(hold.map_or(due, |h| due.max(h)))
+        })
         .min()
         .map(|t| t.max(now))
 }

@@ -193,6 +193,7 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         status: CanaryStatus::default(),
         status_tx,
         stops: HashMap::new(),
+        routing_changes: watch::channel(None).0,
         wake: None,
         unsaved: None,
         save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
@@ -298,6 +299,8 @@ struct CanaryTask<S: ManifestStore + 'static> {
     status_tx: watch::Sender<CanaryStatus>,
     /// Stop switches of running analysis runs.
     stops: HashMap<String, watch::Sender<Option<String>>>,
+    /// `status.routingChangedAt`, for the running analyses' window alignment.
+    routing_changes: watch::Sender<Option<DateTime<Utc>>>,
     wake: Option<DateTime<Utc>>,
     /// Set while the current status is not persisted. A restarted daemon resumes from the
     /// persisted status and writes its weights, so routes ahead of it would be lowered: while
@@ -516,6 +519,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             let verdicts = newly_completed(&self.status, &next);
             let dropped = dropped_runs(&self.status, &next);
             self.status = next;
+            self.routing_changes
+                .send_if_modified(|c| replace_if_changed(c, self.status.routing_changed_at));
             self.publish().await;
             for phase in verdicts {
                 self.ctx
@@ -822,6 +827,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         };
         let (stop_tx, mut stop_rx) = watch::channel(None);
         self.stops.insert(name.clone(), stop_tx);
+        self.routing_changes
+            .send_if_modified(|c| replace_if_changed(c, self.status.routing_changed_at));
+        let routing_changes = self.routing_changes.subscribe();
         let tx = self.tx.clone();
         let clock = self.ctx.clock.clone();
         let id = self.id();
@@ -832,22 +840,32 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         tracing::info!(canary = %id, run = %name, "starting {kind_label} analysis ({} metric(s))", plan.spec.metrics.len());
         tokio::spawn(async move {
             let state = resume.unwrap_or_else(|| RunState::new(&plan.spec, clock.now()));
-            let mut on_event = |ev: RunEvent<'_>| {
-                if let RunEvent::Measured { state, metric, .. } = ev {
+            let mut on_event = |ev: RunEvent<'_>| match ev {
+                RunEvent::Measured { state, metric, .. } => {
                     let _ = tx.send(Msg::Analysis {
                         name: name.clone(),
                         state: Box::new(state.clone()),
                         measured: Some(metric.to_string()),
                     });
                 }
+                // The status says why nothing is measured yet, and until when.
+                RunEvent::Waiting(state) => {
+                    let _ = tx.send(Msg::Analysis {
+                        name: name.clone(),
+                        state: Box::new(state.clone()),
+                        measured: None,
+                    });
+                }
+                RunEvent::Finished(_) => {}
             };
-            let done = runner::run_analysis_from(
+            let done = runner::run_canary_analysis(
                 &plan,
                 &clients,
                 clock.as_ref(),
                 state,
                 &mut on_event,
                 &mut stop_rx,
+                routing_changes,
             )
             .await;
             let _ = tx.send(Msg::Analysis {
@@ -890,6 +908,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             );
         }
     }
+}
+
+/// Sets `slot` to `value`; true (receivers are told) only when it changed.
+fn replace_if_changed(slot: &mut Option<DateTime<Utc>>, value: Option<DateTime<Utc>>) -> bool {
+    let changed = *slot != value;
+    *slot = value;
+    changed
 }
 
 /// Phases of the runs that reached a verdict between two statuses. Counted when the verdict

@@ -860,6 +860,12 @@ impl Machine<'_> {
             self.st.routing_write = None;
         }
         self.st.weights = weights.to_vec();
+        // A new routing, or ours written back (after drift, a failure or a restart): traffic
+        // follows it from about now. Confirmed now, so no bucket that began earlier is
+        // taken as evidence for it.
+        if matched || self.st.applied.as_ref() != Some(routing) {
+            self.st.routing_changed_at = Some(self.now);
+        }
         self.st.applied = Some(routing.clone());
         if from != routing.canary_weight {
             self.event(

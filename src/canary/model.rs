@@ -150,6 +150,10 @@ pub struct CanaryStatus {
     /// The routing last written successfully (what is in the VirtualServices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<DesiredRouting>,
+    /// When the applied routing (weight, header or mirror route) last changed: a canary's
+    /// analysis windows start at the first bucket after it (`window.alignToStep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_changed_at: Option<DateTime<Utc>>,
     /// Weights read back per VirtualService and route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<RouteWeights>,

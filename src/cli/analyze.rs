@@ -349,6 +349,8 @@ fn print_event(out: &mut dyn Write, ev: &RunEvent<'_>) -> std::io::Result<()> {
                 }
             )
         }
+        // `analyze` has no routing change to wait for; printed should a run ever wait.
+        RunEvent::Waiting(state) => writeln!(out, "{}", state.message.as_deref().unwrap_or("")),
         RunEvent::Finished(state) => {
             for mr in &state.metric_results {
                 if let Some(msg) = &mr.message {
@@ -394,6 +396,9 @@ struct JsonMeasurement {
     message: Option<String>,
     started_at: String,
     finished_at: Option<String>,
+    /// The window read (`windowStart`, `windowEnd`, OAP time).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl From<&RunState> for JsonReport {
@@ -417,6 +422,7 @@ impl From<&RunState> for JsonReport {
                             message: x.message.clone(),
                             started_at: ts(x.started_at),
                             finished_at: x.finished_at.map(ts),
+                            metadata: x.metadata.clone(),
                         })
                         .collect(),
                 })

@@ -442,6 +442,7 @@ mod tests {
             message: Some("ok".into()),
             started_at: t(s),
             finished_at: Some(t(s)),
+            metadata: Default::default(),
         }
     }
 

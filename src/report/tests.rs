@@ -309,6 +309,7 @@ fn run_state() -> RunState {
         message: Some(format!("{phase:?} because")),
         started_at: t(min, 0),
         finished_at: Some(t(min, 1)),
+        metadata: Default::default(),
     };
     RunState {
         phase: Phase::Failed,
@@ -325,6 +326,7 @@ fn run_state() -> RunState {
                     message: None,
                     started_at: t(3, 0),
                     finished_at: None,
+                    metadata: Default::default(),
                 },
             ],
             message: Some("failed 1 > failureLimit 0".into()),

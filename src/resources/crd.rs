@@ -6,7 +6,8 @@
 //! enums of documented variants collapsed into `enum`, externally or internally tagged enums
 //! merged into one object (exactly one key via `minProperties`/`maxProperties` for the
 //! externally tagged ones), `x-kubernetes-int-or-string` for [`IntOrString`], and
-//! `x-kubernetes-preserve-unknown-fields` only for tuple items, which have no structural form.
+//! `x-kubernetes-preserve-unknown-fields` only for tuple items and the string-or-object
+//! `window`, which have no structural form.
 //! Defaults are left out on purpose: the daemon applies them, so the API server never
 //! rewrites what a user stored.
 //!
@@ -22,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::canary::CanarySpec;
 use super::scheduled::ScheduledAnalysisSpec;
-use super::template::{AnalysisTemplateSpec, IntOrString};
+use super::template::{AnalysisTemplateSpec, IntOrString, WindowDef};
 use crate::canary::model::CanaryStatus;
 use crate::schedule::model::ScheduledAnalysisStatus;
 
@@ -46,6 +47,26 @@ impl JsonSchema for IntOrString {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+}
+
+/// A duration string or an object has no structural form: the API server keeps the value as
+/// written and the loader checks it (field by field, with file and line).
+impl JsonSchema for WindowDef {
+    fn schema_name() -> Cow<'static, str> {
+        "WindowDef".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Query window: a Go duration (`5m`), or `{duration: 5m, alignToStep: false}` to let the window reach back before the last routing change.",
+            "nullable": true,
+            "x-kubernetes-preserve-unknown-fields": true
+        })
     }
 }
 

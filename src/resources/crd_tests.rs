@@ -371,7 +371,7 @@ fn preserve_unknown_fields_only_for_tuples() {
     assert!(!found.is_empty());
     for p in &found {
         assert!(
-            p.ends_with("/items"),
+            p.ends_with("/items") || p.ends_with("/skywalking/properties/window"),
             "unexpected preserve-unknown-fields at {p}"
         );
     }
@@ -519,6 +519,7 @@ fn full_status() -> CanaryStatus {
         current_step_index: 3,
         step_started_at: Some(t(10)),
         desired_weight: 30,
+        routing_changed_at: Some(t(9)),
         applied: Some(DesiredRouting {
             canary_weight: 30,
             header_routes: vec![HeaderRoute {
@@ -578,6 +579,7 @@ fn full_status() -> CanaryStatus {
                                 message: Some("no data".into()),
                                 started_at: t(40),
                                 finished_at: Some(t(41)),
+                                metadata: Default::default(),
                             },
                             Measurement {
                                 phase: Phase::Running,
@@ -585,6 +587,7 @@ fn full_status() -> CanaryStatus {
                                 message: None,
                                 started_at: t(50),
                                 finished_at: None,
+                                metadata: Default::default(),
                             },
                         ],
                         message: None,

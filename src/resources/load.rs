@@ -1011,7 +1011,7 @@ fn validate_metric(
     }
     // Argo cannot build its SkyWalking client without `interval` (every measurement is an
     // Error); refusing it here is better than a silent default window.
-    if argo && sw.window.is_none() && sw.interval.is_none() {
+    if argo && sw.window_duration().is_none() {
         errs.push(o.error(
             &g("interval"),
             "missing: an argoproj.io/v1alpha1 template must set the query window; add \
@@ -1019,27 +1019,14 @@ fn validate_metric(
              (Argo would make every measurement of this metric an Error)",
         ));
     }
-    if sw.window.is_some() && sw.interval.is_some() {
+    if sw.window.as_ref().and_then(|w| w.duration()).is_some() && sw.interval.is_some() {
         errs.push(o.error(
             &g("interval"),
             "interval is Argo's name for window: set only one",
         ));
     }
-    let window_path = if sw.window.is_some() {
-        g("window")
-    } else {
-        g("interval")
-    };
-    let window = check_duration(
-        if sw.window.is_some() {
-            &sw.window
-        } else {
-            &sw.interval
-        },
-        &window_path,
-        o,
-        errs,
-    );
+    let window_path = g(sw.window_field());
+    let window = check_duration(&sw.window_duration(), &window_path, o, errs);
     let step = sw.step.unwrap_or_default();
     if let Some(w) = window {
         let step_secs = match step {

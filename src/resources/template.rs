@@ -248,9 +248,9 @@ pub struct SkyWalkingDef {
     /// OAP base URL (`http://oap:12800`); defaults to the CLI/daemon `--skywalking`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// Query window (Go duration).
+    /// Query window: a Go duration (`5m`), or `{duration: 5m, alignToStep: false}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<String>,
+    pub window: Option<WindowDef>,
     /// Argo's name for the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
@@ -284,6 +284,96 @@ pub struct SkyWalkingDef {
     /// PEM file with extra CA certificates for https addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+}
+
+/// `provider.skywalking.window`: the look-back span, and whether it starts after the canary's
+/// last routing change (default) so every bucket judged was served at the current weight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum WindowDef {
+    /// `window: 5m`: a duration, aligned to the step.
+    Duration(String),
+    /// `window: {duration: 5m, alignToStep: false}`.
+    Spec(WindowSpec),
+}
+
+/// The object form of [`WindowDef`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Go duration; defaults to `interval`, else 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// `false`: the window may reach back before the last routing change (evidence partly
+    /// from the previous weight). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub align_to_step: Option<bool>,
+}
+
+/// By hand rather than `untagged`: a mistyped key must be named (`unknown field alignTo`),
+/// not reported as "did not match any variant".
+impl<'de> Deserialize<'de> for WindowDef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WindowDef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as 5m, or {duration: 5m, alignToStep: false}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WindowDef, E> {
+                Ok(WindowDef::Duration(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<WindowDef, A::Error> {
+                WindowSpec::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(WindowDef::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl WindowDef {
+    /// The span as written, if any.
+    pub fn duration(&self) -> Option<&String> {
+        match self {
+            WindowDef::Duration(d) => Some(d),
+            WindowDef::Spec(s) => s.duration.as_ref(),
+        }
+    }
+
+    /// Whether the window starts no earlier than the last routing change (default: yes).
+    pub fn align_to_step(&self) -> bool {
+        match self {
+            WindowDef::Duration(_) => true,
+            WindowDef::Spec(s) => s.align_to_step.unwrap_or(true),
+        }
+    }
+}
+
+impl SkyWalkingDef {
+    /// The window span as written: `window` (either form) or Argo's `interval`.
+    pub fn window_duration(&self) -> Option<String> {
+        self.window
+            .as_ref()
+            .and_then(WindowDef::duration)
+            .or(self.interval.as_ref())
+            .cloned()
+    }
+
+    /// Field path of the span: `window`, `window.duration` or `interval`.
+    pub fn window_field(&self) -> &'static str {
+        match &self.window {
+            Some(WindowDef::Duration(_)) => "window",
+            Some(WindowDef::Spec(s)) if s.duration.is_some() => "window.duration",
+            _ if self.interval.is_some() => "interval",
+            _ => "window",
+        }
+    }
+
+    /// See [`WindowDef::align_to_step`]; no `window` means aligned.
+    pub fn align_to_step(&self) -> bool {
+        self.window.as_ref().is_none_or(WindowDef::align_to_step)
+    }
 }
 
 /// The entity of a typed query.

@@ -35,6 +35,9 @@ pub struct PlannedMetric {
     pub client: usize,
     /// Resolved args of the metric's template (bound as `args.*` in its conditions).
     pub args: BTreeMap<String, String>,
+    /// `window.alignToStep` (default true): in a canary's analyses, the window starts after
+    /// the last routing change.
+    pub align_to_step: bool,
 }
 
 /// Everything needed to run one analysis.
@@ -254,12 +257,8 @@ pub fn plan(
             })
         };
         let window = dur(
-            if sw.window.is_some() {
-                &sw.window
-            } else {
-                &sw.interval
-            },
-            "provider.skywalking.window",
+            &sw.window_duration(),
+            &format!("provider.skywalking.{}", sw.window_field()),
             &mut err,
         )
         .unwrap_or(Duration::from_secs(300));
@@ -422,8 +421,10 @@ pub fn plan(
                 entity,
                 window,
                 step,
+                not_before: None,
             },
             client,
+            align_to_step: sw.align_to_step(),
         });
         metrics.push(ms);
     }
@@ -474,6 +475,63 @@ mod tests {
             metric_name: metric_name.into(),
             limit,
         }
+    }
+
+    fn template(window: &str) -> crate::resources::LoadResult {
+        let src = format!(
+            "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: apdex}}\nspec:\n  metrics:\n  - name: apdex\n    successCondition: \"min(result) >= 9900\"\n    provider:\n      skywalking:\n        address: http://oap:12800\n        metric: service_apdex\n        entity: {{serviceName: s}}\n{window}"
+        );
+        crate::resources::load::load_str("t.yaml", &src)
+    }
+
+    fn planned(window: &str) -> (Duration, bool) {
+        let r = template(window);
+        assert!(r.errors.is_empty(), "{window}: {:?}", r.errors);
+        let p = plan(&r.templates[0], &BTreeMap::new(), &Defaults::default()).expect("plan");
+        (p.metrics[0].query.window, p.metrics[0].align_to_step)
+    }
+
+    #[test]
+    fn window_is_a_duration_or_an_object_and_aligned_unless_opted_out() {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        assert_eq!(planned("        window: 3m\n"), (m(3), true));
+        assert_eq!(planned(""), (m(5), true));
+        assert_eq!(planned("        window: {duration: 3m}\n"), (m(3), true));
+        assert_eq!(
+            planned("        window: {duration: 3m, alignToStep: true}\n"),
+            (m(3), true)
+        );
+        assert_eq!(
+            planned("        window: {duration: 3m, alignToStep: false}\n"),
+            (m(3), false)
+        );
+        // The object may only opt out; the span then comes from Argo's `interval`.
+        assert_eq!(
+            planned("        window: {alignToStep: false}\n        interval: 2m\n"),
+            (m(2), false)
+        );
+        assert_eq!(
+            planned("        window: {alignToStep: false}\n"),
+            (m(5), false)
+        );
+    }
+
+    #[test]
+    fn window_mistakes_name_the_field() {
+        let errs = |w: &str| template(w).errors;
+        let e = errs("        window: {duration: 5 minutes}\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].path.ends_with("skywalking.window.duration"), "{e:?}");
+        assert_eq!(e[0].line, Some(13), "{e:?}");
+        let e = errs("        window: {alignTo: false}\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].message.contains("unknown field `alignTo`"), "{e:?}");
+        let e = errs("        window: 300\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].message.contains("a duration such as 5m"), "{e:?}");
+        let e = errs("        window: {duration: 3m}\n        interval: 2m\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].message.contains("set only one"), "{e:?}");
     }
 
     #[test]

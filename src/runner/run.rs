@@ -12,7 +12,9 @@ use super::clock::Clock;
 use super::observe::observation_from;
 use super::plan::RunPlan;
 use crate::analysis::{self, Measurement, Phase, RunState};
-use crate::provider::skywalking::{MetricQuery, ProviderError, RequestObserver, SkyWalkingClient};
+use crate::provider::skywalking::{
+    Aligned, MetricQuery, ProviderError, RequestObserver, SkyWalkingClient, aligned_window,
+};
 
 /// Something that happened during a run, for live output.
 #[derive(Debug)]
@@ -30,9 +32,16 @@ pub enum RunEvent<'a> {
         /// The whole run after recording it (for persistence).
         state: &'a RunState,
     },
+    /// Metrics are held back until their window has a complete bucket since the canary's
+    /// last routing change (`state.message` says why and until when).
+    Waiting(&'a RunState),
     /// The run ended.
     Finished(&'a RunState),
 }
+
+/// The canary's last routing change (weight, header or mirror route), as the driver last
+/// saw it; `None` outside canaries (scheduled analyses, `analyze`): windows are not aligned.
+pub type RoutingChanges = tokio::sync::watch::Receiver<Option<DateTime<Utc>>>;
 
 /// Builds one client per planned connection.
 pub fn connect(plan: &RunPlan) -> Result<Vec<Arc<SkyWalkingClient>>, ProviderError> {
@@ -76,19 +85,59 @@ pub async fn run_analysis_from(
     plan: &RunPlan,
     clients: &[Arc<SkyWalkingClient>],
     clock: &dyn Clock,
-    mut state: RunState,
+    state: RunState,
     on_event: &mut (dyn FnMut(RunEvent<'_>) + Send),
     stop: &mut tokio::sync::watch::Receiver<Option<String>>,
 ) -> RunState {
+    let (_keep, routing) = tokio::sync::watch::channel(None);
+    run_canary_analysis(plan, clients, clock, state, on_event, stop, routing).await
+}
+
+/// [`run_analysis_from`] for a canary's analysis: metrics with `window.alignToStep` (the
+/// default) read only buckets that began after the last routing change in `routing`, and
+/// wait until such a window exists (an automatic initialDelay, explained in the run's message).
+pub async fn run_canary_analysis(
+    plan: &RunPlan,
+    clients: &[Arc<SkyWalkingClient>],
+    clock: &dyn Clock,
+    mut state: RunState,
+    on_event: &mut (dyn FnMut(RunEvent<'_>) + Send),
+    stop: &mut tokio::sync::watch::Receiver<Option<String>>,
+    routing: RoutingChanges,
+) -> RunState {
+    let mut announced: Option<String> = None;
     loop {
         if let Some(reason) = stop.borrow_and_update().clone() {
             analysis::terminate(&plan.spec, &mut state, &reason, clock.now());
             break;
         }
         let now = clock.now();
-        let due = analysis::due_metrics(&plan.spec, &state, now);
+        let changed = *routing.borrow();
+        let mut due = analysis::due_metrics(&plan.spec, &state, now);
+        let held = hold_back(plan, clients, &due, changed, now).await;
+        due.retain(|i| !held.iter().any(|(h, _)| h == i));
+        if let Some((_, until)) = held.iter().max_by_key(|(_, t)| *t) {
+            let names: Vec<&str> = held
+                .iter()
+                .map(|(i, _)| plan.spec.metrics[*i].name.as_str())
+                .collect();
+            let why = format!(
+                "waiting until {} to measure {}: no complete bucket since the routing change at {} yet (window.alignToStep)",
+                until.to_rfc3339(),
+                names.join(", "),
+                changed.map(|c| c.to_rfc3339()).unwrap_or_default(),
+            );
+            if announced.as_deref() != Some(why.as_str()) {
+                tracing::info!(run = %plan.name, "{why}");
+                state.message = Some(why.clone());
+                on_event(RunEvent::Waiting(&state));
+                announced = Some(why);
+            }
+        } else if announced.take().is_some() {
+            state.message = None;
+        }
         if !due.is_empty() {
-            let results = measure_due(plan, clients, &due, now).await;
+            let results = measure_due(plan, clients, &due, now, changed).await;
             let finished = clock.now();
             let batch: Vec<(usize, Measurement)> = due
                 .iter()
@@ -96,7 +145,12 @@ pub async fn run_analysis_from(
                 .map(|(idx, result)| {
                     let spec = &plan.spec.metrics[*idx];
                     let obs = observation_from(&result);
-                    let m = analysis::measure(spec, &obs, &plan.metrics[*idx].args, now, finished);
+                    let mut m =
+                        analysis::measure(spec, &obs, &plan.metrics[*idx].args, now, finished);
+                    if let Ok(sample) = &result {
+                        let aligned = changed.filter(|_| plan.metrics[*idx].align_to_step);
+                        m.metadata = window_metadata(sample, aligned);
+                    }
                     log_measurement(&spec.name, &m);
                     (*idx, m)
                 })
@@ -131,7 +185,7 @@ pub async fn run_analysis_from(
         if state.phase.is_completed() {
             break;
         }
-        match analysis::next_due(&plan.spec, &state, clock.now()) {
+        match analysis::next_due_held(&plan.spec, &state, clock.now(), &held) {
             Some(t) => {
                 tokio::select! {
                     () = clock.sleep_until(t) => {}
@@ -150,18 +204,80 @@ pub async fn run_analysis_from(
     state
 }
 
+/// The window a measurement read, as sent (OAP wall-clock time), and the routing change it
+/// was aligned to: the status and `analyze --output json` show which buckets were judged.
+fn window_metadata(
+    sample: &crate::provider::skywalking::Sample,
+    aligned: Option<DateTime<Utc>>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("windowStart".to_string(), sample.window.0.clone());
+    meta.insert("windowEnd".to_string(), sample.window.1.clone());
+    if let Some(c) = aligned {
+        meta.insert("alignedAfter".to_string(), c.to_rfc3339());
+    }
+    meta
+}
+
 fn log_measurement(metric: &str, m: &Measurement) {
     let value = m.value.as_deref().unwrap_or("-");
     let message = m.message.as_deref().unwrap_or("");
     tracing::info!(metric, phase = ?m.phase, value, "{message}");
 }
 
-/// Measures the due metrics: one batched call per client, clients in parallel.
+/// Due metrics whose aligned window does not exist yet, with the time it will. The OAP's
+/// zone decides where its buckets begin; when it cannot be read the metric is measured and
+/// the provider's error becomes the measurement (never a window before the change).
+async fn hold_back(
+    plan: &RunPlan,
+    clients: &[Arc<SkyWalkingClient>],
+    due: &[usize],
+    changed: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<(usize, DateTime<Utc>)> {
+    let Some(changed) = changed else {
+        return Vec::new();
+    };
+    let mut held = Vec::new();
+    for &i in due {
+        let m = &plan.metrics[i];
+        if !m.align_to_step {
+            continue;
+        }
+        let Some(client) = clients.get(m.client) else {
+            continue;
+        };
+        let Ok(info) = client.server_info().await else {
+            continue;
+        };
+        if let Some(until) = alignment_wait(&m.query, info.timezone, changed, now) {
+            held.push((i, until));
+        }
+    }
+    held
+}
+
+/// When `q`, aligned to a routing change at `changed`, can first be measured; `None` if now.
+pub fn alignment_wait(
+    q: &MetricQuery,
+    tz: chrono::FixedOffset,
+    changed: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match aligned_window(now, tz, q.window, q.step, Some(changed)) {
+        Ok(Aligned::WaitUntil(t)) => Some(t),
+        Ok(Aligned::Ready(_)) | Err(_) => None,
+    }
+}
+
+/// Measures the due metrics: one batched call per client, clients in parallel. Metrics
+/// aligned to the step get the routing change as their window's lower bound.
 async fn measure_due(
     plan: &RunPlan,
     clients: &[Arc<SkyWalkingClient>],
     due: &[usize],
     now: DateTime<Utc>,
+    changed: Option<DateTime<Utc>>,
 ) -> Vec<Result<crate::provider::skywalking::Sample, ProviderError>> {
     let mut by_client: Vec<(usize, Vec<usize>)> = Vec::new();
     for &idx in due {
@@ -174,7 +290,12 @@ async fn measure_due(
     let calls = by_client.iter().map(|(c, idxs)| {
         let queries: Vec<MetricQuery> = idxs
             .iter()
-            .map(|i| plan.metrics[*i].query.clone())
+            .map(|i| {
+                let m = &plan.metrics[*i];
+                let mut q = m.query.clone();
+                q.not_before = changed.filter(|_| m.align_to_step);
+                q
+            })
             .collect();
         let client = clients.get(*c).cloned();
         async move {

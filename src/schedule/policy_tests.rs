@@ -336,6 +336,7 @@ fn failed_run() -> ScheduledRun {
             message: Some("min(result) >= 9900 with result=[7000] → false: Failed".into()),
             started_at: t("2024-01-01T00:00:00Z"),
             finished_at: Some(t("2024-01-01T00:00:01Z")),
+            metadata: Default::default(),
         }],
         message: None,
         count: 1,

@@ -142,6 +142,15 @@ fn json_output_has_the_documented_shape() {
     for k in ["phase", "value", "message", "startedAt", "finishedAt"] {
         assert!(meas.get(k).is_some(), "missing {k} in {meas}");
     }
+    // The window read (OAP time); `analyze` has no routing change to align to.
+    let meta = &meas["metadata"];
+    for k in ["windowStart", "windowEnd"] {
+        assert!(
+            meta[k].as_str().is_some_and(|s| s.len() == 15),
+            "{k} in {meas}"
+        );
+    }
+    assert!(meta.get("alignedAfter").is_none(), "{meas}");
 }
 
 #[test]

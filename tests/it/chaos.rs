@@ -152,7 +152,7 @@ fn seed_objects(fake: &FakeApiServer, plans: &[Plan]) {
             "name": "apdex", "interval": "1s", "count": 2, "errorRetryInterval": "1s",
             "successCondition": "min(result) >= 9900",
             "failureCondition": "min(result) < 9000",
-            "provider": {"skywalking": {"window": "3m", "metric": "service_apdex", "timeout": "1s",
+            "provider": {"skywalking": {"window": {"duration": "3m", "alignToStep": false}, "metric": "service_apdex", "timeout": "1s",
                 "entity": {"serviceName": "{{args.service}}"}}}}]}
     }))
     .unwrap();
@@ -162,7 +162,7 @@ fn seed_objects(fake: &FakeApiServer, plans: &[Plan]) {
         "spec": {"args": [{"name": "service"}], "metrics": [{
             "name": "apdex-bg", "interval": "2s", "errorRetryInterval": "1s",
             "failureCondition": "min(result) < 9000",
-            "provider": {"skywalking": {"window": "3m", "metric": "service_apdex", "timeout": "1s",
+            "provider": {"skywalking": {"window": {"duration": "3m", "alignToStep": false}, "metric": "service_apdex", "timeout": "1s",
                 "entity": {"serviceName": "{{args.service}}"}}}}]}
     }))
     .unwrap();

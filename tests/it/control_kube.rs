@@ -251,7 +251,7 @@ async fn file_templates_serve_crd_canaries_in_cluster_mode() {
     std::fs::create_dir(&templates).unwrap();
     std::fs::write(
         templates.join("apdex.yaml"),
-        "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: file-apdex}\nspec:\n  args: [{name: service}]\n  metrics:\n  - name: apdex\n    interval: 1s\n    count: 2\n    successCondition: min(result) >= 9900\n    provider: {skywalking: {window: 3m, metric: service_apdex, entity: {serviceName: \"{{args.service}}\"}}}\n",
+        "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: file-apdex}\nspec:\n  args: [{name: service}]\n  metrics:\n  - name: apdex\n    interval: 1s\n    count: 2\n    successCondition: min(result) >= 9900\n    provider: {skywalking: {window: {duration: 3m, alignToStep: false}, metric: service_apdex, entity: {serviceName: \"{{args.service}}\"}}}\n",
     )
     .unwrap();
     let _daemon = super::daemon_kube::replica_with(

@@ -59,9 +59,11 @@ spec:
     consecutiveErrorLimit: 0
     errorRetryInterval: 1s
     successCondition: "min(result) >= 9900"
+    # Wall-clock tests of the controller: minute buckets since each weight change would take
+    # minutes (step-aligned windows are tested in step_windows.rs).
     provider:
       skywalking:
-        window: 3m
+        window: {{duration: 3m, alignToStep: false}}
         timeout: 2s
         metric: service_apdex
         entity: {{serviceName: "{{{{args.service}}}}"}}
@@ -1004,8 +1006,8 @@ async fn a_polled_skywalking_alarm_rolls_back() {
 fn alarm_polling_needs_an_oap() {
     // The template names its OAP, so only the poller lacks one.
     let yaml = canary("Abort").replace(
-        "        window: 3m",
-        "        address: http://127.0.0.1:1\n        window: 3m",
+        "        window: {duration: 3m, alignToStep: false}",
+        "        address: http://127.0.0.1:1\n        window: {duration: 3m, alignToStep: false}",
     );
     let dirs = setup(&yaml);
     let root = dirs.path();
@@ -1078,10 +1080,16 @@ fn run_refuses_analyses_without_an_oap_before_exposing_the_canary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_whose_analyses_cannot_be_planned_is_refused() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
-    let address = format!("        address: {}\n        window: 3m", running.url());
+    let address = format!(
+        "        address: {}\n        window: {{duration: 3m, alignToStep: false}}",
+        running.url()
+    );
     let yaml = canary("Abort")
         .replace("  - pause: {duration: 1s}", "  - pause: {}")
-        .replace("        window: 3m", &address);
+        .replace(
+            "        window: {duration: 3m, alignToStep: false}",
+            &address,
+        );
     let d = start(setup(&yaml), "");
     wait_for(&d, "the indefinite pause", Duration::from_secs(30), |s| {
         s["status"]["currentStepIndex"] == 3
@@ -1089,7 +1097,10 @@ async fn a_reload_whose_analyses_cannot_be_planned_is_refused() {
     .await;
     // A new revision whose template lost its address, with no --skywalking to fall back on.
     let broken = yaml
-        .replace(&address, "        window: 3m")
+        .replace(
+            &address,
+            "        window: {duration: 3m, alignToStep: false}",
+        )
         .replace("  revision: v2", "  revision: v3");
     std::fs::write(d.config.join("canary.yaml"), broken).unwrap();
     tokio::time::sleep(Duration::from_millis(4500)).await;

@@ -27,7 +27,7 @@ fn seed(fake: &FakeApiServer) {
         "spec": {"args": [{"name": "service"}], "metrics": [{
             "name": "apdex", "interval": "1s", "count": 2,
             "successCondition": "min(result) >= 9900",
-            "provider": {"skywalking": {"window": "3m", "metric": "service_apdex", "entity": {"serviceName": "{{args.service}}"}}}}]}
+            "provider": {"skywalking": {"window": {"duration": "3m", "alignToStep": false}, "metric": "service_apdex", "entity": {"serviceName": "{{args.service}}"}}}}]}
     }))
     .unwrap();
     fake.seed(json!({

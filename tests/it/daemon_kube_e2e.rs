@@ -165,7 +165,7 @@ fn seed(fake: &FakeApiServer, on_error: &str, count: u32) {
             "name": "apdex", "interval": "1s", "count": count,
             "consecutiveErrorLimit": 0, "errorRetryInterval": "1s",
             "successCondition": "min(result) >= 9900",
-            "provider": {"skywalking": {"window": "3m", "timeout": "2s", "metric": "service_apdex",
+            "provider": {"skywalking": {"window": {"duration": "3m", "alignToStep": false}, "timeout": "2s", "metric": "service_apdex",
                 "entity": {"serviceName": "{{args.service}}"}}}}]}
     }))
     .unwrap();

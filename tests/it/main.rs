@@ -23,5 +23,6 @@ mod route_cli;
 mod route_kube;
 mod runner;
 mod scheduled;
+mod step_windows;
 mod support;
 mod tls;

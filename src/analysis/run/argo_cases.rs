@@ -504,6 +504,7 @@ fn measurement(phase: Phase, message: &str, secs: i64) -> Measurement {
         message: (!message.is_empty()).then(|| message.to_string()),
         started_at: at(secs),
         finished_at: phase.is_completed().then(|| at(secs)),
+        metadata: Default::default(),
     }
 }
 

@@ -21,6 +21,7 @@ fn meas(phase: Phase, secs: i64) -> Measurement {
         message: Some(format!("measured {phase}")),
         started_at: at(secs),
         finished_at: Some(at(secs)),
+        metadata: Default::default(),
     }
 }
 

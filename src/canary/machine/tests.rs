@@ -93,6 +93,7 @@ fn run_state(phase: Phase) -> RunState {
                 message: Some(message),
                 started_at: t(0),
                 finished_at: Some(t(1)),
+                metadata: Default::default(),
             }],
             message: metric_message,
             count: 1,
@@ -934,6 +935,35 @@ fn drift_is_counted_and_the_routing_re_applied() {
     assert_eq!(s.st.step_drifts, 1);
     assert_eq!(s.st.drifts, 1);
     assert!(event(&fx, "TrafficDrift").is_some());
+}
+
+#[test]
+fn the_routing_change_time_is_when_a_write_is_confirmed() {
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99"), w(30), pause(None)]));
+    s.start();
+    assert_eq!(s.st.routing_changed_at, None, "nothing applied yet");
+    s.now = t(5);
+    s.ok();
+    assert_eq!(s.st.routing_changed_at, Some(t(5)));
+    // Time passing and read-backs of the same routing are no change.
+    s.tick_at(40);
+    s.feed(Input::Routing(Ok((DesiredRouting::weight(10), vec![]))));
+    assert_eq!(s.st.routing_changed_at, Some(t(5)));
+    // Drift: someone moved the traffic; ours written back is a change again.
+    s.feed(Input::Drift {
+        detail: "canary weight 0, want 10".into(),
+    });
+    s.now = t(50);
+    s.ok();
+    assert_eq!(s.st.routing_changed_at, Some(t(50)));
+    // The next weight, confirmed later than asked for: the confirmation counts.
+    let run = s.step_run();
+    s.report(&run, Phase::Successful);
+    assert_eq!(s.st.desired_weight, 30);
+    s.now = t(70);
+    s.ok();
+    assert_eq!(s.st.applied, Some(DesiredRouting::weight(30)));
+    assert_eq!(s.st.routing_changed_at, Some(t(70)));
 }
 
 #[test]

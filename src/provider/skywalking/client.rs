@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use super::alarms::{
     ALARMS_OPERATION, AlarmPage, alarm_query, alarm_variables, alarm_window, decode_alarms,
 };
-use super::duration::{Window, parse_timezone, window};
+use super::duration::{Aligned, Window, aligned_window, parse_timezone, window};
 use super::queries::{
     Batch, exec_expression, get_service_instances, list_instances, read_metrics_values,
     read_metrics_values_empty, server_info_query, templates,
@@ -605,8 +605,17 @@ impl SkyWalkingClient {
     }
 
     fn plan(&self, q: &MetricQuery, info: &ServerInfo, mode: Mode, now: DateTime<Utc>) -> Plan {
-        let w = match window(now, info.timezone, q.window, q.step) {
-            Ok(w) => w,
+        let w = match aligned_window(now, info.timezone, q.window, q.step, q.not_before) {
+            Ok(Aligned::Ready(w)) => w,
+            // The runner waits for this time first; asked anyway, the answer is an Error,
+            // never a window reaching back before the change.
+            Ok(Aligned::WaitUntil(t)) => {
+                return Plan::Done(Err(ProviderError::Config(format!(
+                    "no complete {} bucket since the routing change at {} yet (one exists from {t})",
+                    q.step,
+                    q.not_before.map(|c| c.to_rfc3339()).unwrap_or_default()
+                ))));
+            }
             Err(e) => return Plan::Done(Err(e)),
         };
         if w.clamped {

@@ -117,6 +117,70 @@ pub fn window(
     })
 }
 
+/// A window that holds only evidence from after the last routing change, or when it will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aligned {
+    /// Measure with this window.
+    Ready(Window),
+    /// Fewer than two complete buckets began after the change (the OAP refuses a one-bucket
+    /// window before 9.4): nothing may be measured before this time.
+    WaitUntil(DateTime<Utc>),
+}
+
+/// [`window`], starting no earlier than the first bucket that begins at or after `changed`
+/// (the canary's last weight, header or mirror route change): a bucket that began before it
+/// holds traffic of the previous routing and is not evidence for the current one. `None`
+/// (scheduled analyses, `analyze`) is [`window`] unchanged. A change in the future waits too.
+pub fn aligned_window(
+    now: DateTime<Utc>,
+    tz: FixedOffset,
+    span: std::time::Duration,
+    step: Step,
+    changed: Option<DateTime<Utc>>,
+) -> Result<Aligned, ProviderError> {
+    let w = window(now, tz, span, step)?;
+    let Some(changed) = changed else {
+        return Ok(Aligned::Ready(w));
+    };
+    let step_secs = step.seconds();
+    let offset = i64::from(tz.local_minus_utc());
+    let out_of_range =
+        || ProviderError::Config(format!("routing change time {changed} is out of range"));
+    // First bucket starting at or after the change, in OAP wall-clock seconds.
+    let local = changed
+        .timestamp()
+        .checked_add(offset)
+        .ok_or_else(out_of_range)?;
+    let first = local
+        .div_euclid(step_secs)
+        .checked_add(i64::from(local.rem_euclid(step_secs) != 0))
+        .and_then(|b| b.checked_mul(step_secs))
+        .ok_or_else(out_of_range)?;
+    if w.start_local >= first {
+        return Ok(Aligned::Ready(w));
+    }
+    let end = w.start_local + (i64::from(w.points) - 1) * step_secs;
+    if end.checked_sub(first).is_some_and(|d| d >= step_secs) {
+        let points = u32::try_from((end - first) / step_secs + 1).map_err(|_| out_of_range())?;
+        return Ok(Aligned::Ready(Window {
+            start: format_bucket(first, step)?,
+            points,
+            clamped: false,
+            start_local: first,
+            ..w
+        }));
+    }
+    // The bucket `first + step` closes (so the window [first, first + step] exists) at
+    // `first + 2 steps`, local time.
+    let ready_local = first
+        .checked_add(step_secs.saturating_mul(2))
+        .and_then(|t| t.checked_sub(offset))
+        .ok_or_else(out_of_range)?;
+    DateTime::from_timestamp(ready_local, 0)
+        .map(Aligned::WaitUntil)
+        .ok_or_else(out_of_range)
+}
+
 /// Formats local wall-clock seconds with the OAP pattern for `step`.
 fn format_bucket(local_secs: i64, step: Step) -> Result<String, ProviderError> {
     let t = DateTime::from_timestamp(local_secs, 0)
@@ -324,6 +388,204 @@ mod tests {
         assert_eq!(d.slot_of_bucket_id("20240630_x"), Some(1));
         let h = w(at(2024, 7, 1, 12, 5, 42), "+0000", 3 * 3600, Step::Hour);
         assert_eq!(h.slot_of_bucket_id("2024070110_x"), Some(1));
+    }
+
+    fn aligned(
+        now: DateTime<Utc>,
+        zone: &str,
+        span: u64,
+        step: Step,
+        changed: Option<DateTime<Utc>>,
+    ) -> Aligned {
+        aligned_window(now, tz(zone), Duration::from_secs(span), step, changed).expect("aligned")
+    }
+
+    fn ready(a: Aligned) -> (String, String, u32) {
+        match a {
+            Aligned::Ready(w) => (w.start, w.end, w.points),
+            Aligned::WaitUntil(t) => panic!("expected a window, waits until {t}"),
+        }
+    }
+
+    /// (changed, zone, span seconds, step, expected (start, end, points) or wait-until).
+    type Case = (
+        Option<DateTime<Utc>>,
+        &'static str,
+        u64,
+        Step,
+        Result<(String, String, u32), DateTime<Utc>>,
+    );
+
+    #[test]
+    fn aligned_window_starts_after_the_routing_change() {
+        let now = at(2024, 7, 1, 12, 10, 30);
+        let s = |a: &str, b: &str, n: u32| (a.to_string(), b.to_string(), n);
+        // (changed, zone, span, step, expected window or wait)
+        let cases: Vec<Case> = vec![
+            // Opt-out / no change known: today's window.
+            (
+                None,
+                "+0000",
+                300,
+                Step::Minute,
+                Ok(s("2024-07-01 1205", "2024-07-01 1209", 5)),
+            ),
+            // Change long ago: nothing to cut.
+            (
+                Some(at(2024, 7, 1, 11, 0, 0)),
+                "+0000",
+                300,
+                Step::Minute,
+                Ok(s("2024-07-01 1205", "2024-07-01 1209", 5)),
+            ),
+            // Mid-bucket change at 12:06:20: bucket 12:06 is mixed, 12:07 is the first clean one.
+            (
+                Some(at(2024, 7, 1, 12, 6, 20)),
+                "+0000",
+                300,
+                Step::Minute,
+                Ok(s("2024-07-01 1207", "2024-07-01 1209", 3)),
+            ),
+            // Exactly on a boundary: the bucket starting at the change is clean.
+            (
+                Some(at(2024, 7, 1, 12, 7, 0)),
+                "+0000",
+                300,
+                Step::Minute,
+                Ok(s("2024-07-01 1207", "2024-07-01 1209", 3)),
+            ),
+            // Only one clean closed bucket (12:09): wait until 12:08 + 2 min... the change
+            // at 12:08:01 makes 12:09 the first clean bucket; [12:09, 12:10] closes at 12:11.
+            (
+                Some(at(2024, 7, 1, 12, 8, 1)),
+                "+0000",
+                300,
+                Step::Minute,
+                Err(at(2024, 7, 1, 12, 11, 0)),
+            ),
+            // On a boundary with one closed bucket since: wait for the second.
+            (
+                Some(at(2024, 7, 1, 12, 9, 0)),
+                "+0000",
+                300,
+                Step::Minute,
+                Err(at(2024, 7, 1, 12, 11, 0)),
+            ),
+            // A change in the future never reads the past.
+            (
+                Some(at(2024, 7, 1, 12, 30, 0)),
+                "+0000",
+                300,
+                Step::Minute,
+                Err(at(2024, 7, 1, 12, 32, 0)),
+            ),
+            // HOUR: change at 09:15 → first clean hour 10, window [10, 11] (now 12:10).
+            (
+                Some(at(2024, 7, 1, 9, 15, 0)),
+                "+0000",
+                5 * 3600,
+                Step::Hour,
+                Ok(s("2024-07-01 10", "2024-07-01 11", 2)),
+            ),
+            // HOUR, change at 10:00 exactly: [10, 11] too.
+            (
+                Some(at(2024, 7, 1, 10, 0, 0)),
+                "+0000",
+                5 * 3600,
+                Step::Hour,
+                Ok(s("2024-07-01 10", "2024-07-01 11", 2)),
+            ),
+            // HOUR, change at 10:00:01: first clean hour 11; [11, 12] closes at 13:00.
+            (
+                Some(at(2024, 7, 1, 10, 0, 1)),
+                "+0000",
+                5 * 3600,
+                Step::Hour,
+                Err(at(2024, 7, 1, 13, 0, 0)),
+            ),
+            // HOUR buckets in a +0530 zone start at :30 UTC (now = 17:40 local, last closed
+            // hour 16): change 08:45 UTC = 14:15 local → first clean hour 15, window [15, 16].
+            (
+                Some(at(2024, 7, 1, 8, 45, 0)),
+                "+0530",
+                5 * 3600,
+                Step::Hour,
+                Ok(s("2024-07-01 15", "2024-07-01 16", 2)),
+            ),
+            // Change 09:45 UTC = 15:15 local: [16, 17] closes at 18:00 local = 12:30 UTC.
+            (
+                Some(at(2024, 7, 1, 9, 45, 0)),
+                "+0530",
+                5 * 3600,
+                Step::Hour,
+                Err(at(2024, 7, 1, 12, 30, 0)),
+            ),
+            (
+                Some(at(2024, 7, 1, 10, 45, 0)),
+                "+0530",
+                5 * 3600,
+                Step::Hour,
+                Err(at(2024, 7, 1, 13, 30, 0)),
+            ),
+            // MINUTE in +0800: the change's minute boundary is the same, the strings local.
+            (
+                Some(at(2024, 7, 1, 12, 6, 20)),
+                "+0800",
+                300,
+                Step::Minute,
+                Ok(s("2024-07-01 2007", "2024-07-01 2009", 3)),
+            ),
+        ];
+        for (i, (changed, zone, span, step, want)) in cases.into_iter().enumerate() {
+            let got = aligned(now, zone, span, step, changed);
+            match want {
+                Ok(w) => assert_eq!(ready(got), w, "case {i}"),
+                Err(t) => assert_eq!(got, Aligned::WaitUntil(t), "case {i}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_aligned_window_checks_points_from_its_new_start() {
+        // The slot check follows the cut start: the mixed bucket 12:06 is outside.
+        let now = at(2024, 7, 1, 12, 10, 30);
+        let Aligned::Ready(w) = aligned(
+            now,
+            "+0000",
+            300,
+            Step::Minute,
+            Some(at(2024, 7, 1, 12, 6, 20)),
+        ) else {
+            panic!("ready");
+        };
+        let ms = |m| at(2024, 7, 1, 12, m, 0).timestamp_millis().to_string();
+        assert_eq!(w.slot_of_epoch_ms(&ms(6)), None);
+        assert_eq!(w.slot_of_epoch_ms(&ms(7)), Some(0));
+        assert_eq!(w.slot_of_epoch_ms(&ms(9)), Some(2));
+        assert_eq!(w.slot_of_epoch_ms(&ms(10)), None);
+    }
+
+    #[test]
+    fn waiting_ends_exactly_when_the_window_exists() {
+        let changed = Some(at(2024, 7, 1, 12, 8, 1));
+        let Aligned::WaitUntil(t) = aligned(
+            at(2024, 7, 1, 12, 10, 30),
+            "+0000",
+            300,
+            Step::Minute,
+            changed,
+        ) else {
+            panic!("waits");
+        };
+        assert_eq!(
+            ready(aligned(t, "+0000", 300, Step::Minute, changed)),
+            ("2024-07-01 1209".into(), "2024-07-01 1210".into(), 2)
+        );
+        let just_before = t - chrono::Duration::seconds(1);
+        assert!(matches!(
+            aligned(just_before, "+0000", 300, Step::Minute, changed),
+            Aligned::WaitUntil(_)
+        ));
     }
 
     #[test]

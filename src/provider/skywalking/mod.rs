@@ -26,7 +26,7 @@ pub use client::{
     DEFAULT_MAX_RESPONSE_BYTES, MAX_IN_FLIGHT, MAX_RESPONSE_BYTES_ENV, SkyWalkingClient,
     decode_response,
 };
-pub use duration::{MAX_POINTS, Window, parse_timezone, window};
+pub use duration::{Aligned, MAX_POINTS, Window, aligned_window, parse_timezone, window};
 pub use version::{Features, OapVersion, ServerInfo};
 
 /// Bucket size of a query; also decides the `Duration` string format.
@@ -126,6 +126,9 @@ pub struct MetricQuery {
     /// Length of the look-back window (rounded up to whole steps).
     pub window: Duration,
     pub step: Step,
+    /// The canary's last routing change: the window starts at the first bucket after it
+    /// (see [`aligned_window`]). `None`: not aligned.
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Gateway credentials (OAP itself has no auth).

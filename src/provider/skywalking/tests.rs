@@ -150,6 +150,7 @@ fn metric(key: &str, name: &str) -> MetricQuery {
         entity: Some(EntitySpec::service("reviews.bookinfo")),
         window: Duration::from_secs(300),
         step: Step::Minute,
+        not_before: None,
     }
 }
 
@@ -539,6 +540,7 @@ async fn raw_query_is_sent_verbatim_with_duration() {
         entity: None,
         window: Duration::from_secs(120),
         step: Step::Minute,
+        not_before: None,
     };
     let out = c.measure(&[q], now()).await;
     let s = out[0].as_ref().expect("raw");
@@ -983,6 +985,7 @@ async fn raw_query_data_keeps_only_the_window_points() {
         entity: None,
         window: Duration::from_secs(180),
         step: Step::Minute,
+        not_before: None,
     };
     let out = client(&addr).measure(&[q], now()).await;
     let s = out[0].as_ref().expect("raw");
