@@ -257,12 +257,17 @@ async fn healthz() -> Json<Value> {
 /// Ready once the daemon says so and while every status save lands: a daemon that cannot save
 /// state would lose what it decides on its next restart, so it must not look healthy (the
 /// failing objects and errors are in the body; the drivers keep retrying meanwhile).
-async fn readyz(State(state): State<AppState>) -> Response {
+///
+/// `?exclude=state` leaves the state check out (the kube-apiserver convention): the shipped
+/// Deployments probe that way, since a pod taken out of its Service during a state outage
+/// could no longer take the alarms that roll canaries back.
+async fn readyz(State(state): State<AppState>, Query(q): Query<ReadyzQuery>) -> Response {
     if !state.control.ready() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response();
     }
     let unsaved = state.metrics.unsaved_states();
-    if unsaved.is_empty() {
+    let excluded = q.exclude.as_deref() == Some("state");
+    if unsaved.is_empty() || excluded {
         return Json(json!({ "status": "ready" })).into_response();
     }
     let named: Vec<String> = unsaved
@@ -328,6 +333,13 @@ async fn get_canary(
                 &format!("canary {namespace}/{name}"),
             )
         })
+}
+
+/// `GET /readyz?exclude=state`.
+#[derive(Debug, Deserialize)]
+struct ReadyzQuery {
+    /// A check to leave out (`state`).
+    exclude: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

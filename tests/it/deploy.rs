@@ -616,7 +616,10 @@ fn deployment_runs_hardened() {
         assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{dir}");
         assert!(sc["capabilities"].get("add").is_none(), "{dir}");
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{dir}");
-        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{dir}");
+        assert_eq!(
+            c["readinessProbe"]["httpGet"]["path"], "/readyz?exclude=state",
+            "{dir}"
+        );
         for kind in ["requests", "limits"] {
             for res in ["cpu", "memory"] {
                 assert!(
