@@ -460,7 +460,11 @@ fn template(interval_s: u64, retention: usize) -> Value {
             "metrics": [{
                 "name": "apdex", "interval": format!("{interval_s}s"),
                 "successCondition": "min(result) >= 9900",
-                "provider": {"skywalking": {"window": "3m", "metric": "service_apdex",
+                "provider": {"skywalking": {
+                    // Measured at once: the harness times the loop, not the wait for a
+                    // complete bucket after each weight change.
+                    "window": {"duration": "3m", "alignToStep": false},
+                    "metric": "service_apdex",
                     "entity": {"serviceName": "{{args.service}}"}}}
             }],
             "measurementRetention": [{"metricName": ".*", "limit": retention}]
