@@ -254,22 +254,9 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
                     // Nothing is known yet, so nothing may be driven: wait and read again.
                     // Messages meanwhile go back in the queue, except Stop, which ends the task.
                     tracing::warn!(canary = %task.id(), "cannot read persisted status, retrying in {delay:?}: {e}");
-                    let deadline = tokio::time::Instant::now() + delay;
-                    let mut held = Vec::new();
-                    let stopped = loop {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(deadline) => break false,
-                            m = rx.recv() => match m {
-                                None | Some(Msg::Stop) => break true,
-                                Some(m) => held.push(m),
-                            },
-                        }
-                    };
-                    if stopped {
+                    let stop = |m: &Msg| matches!(m, Msg::Stop);
+                    if crate::backoff::sleep_holding(&mut rx, &task.tx, delay, stop).await {
                         break;
-                    }
-                    for m in held {
-                        let _ = task.tx.send(m);
                     }
                 }
             }

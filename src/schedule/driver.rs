@@ -186,23 +186,10 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
                 Err(ScheduleStoreError::Io { message, .. }) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(scheduled = %id, "cannot read persisted status, retrying in {delay:?}: {message}");
-                    let deadline = tokio::time::Instant::now() + delay;
-                    let mut held = Vec::new();
-                    let stopped = loop {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(deadline) => break false,
-                            m = rx.recv() => match m {
-                                None | Some(SchedMsg::Stop) => break true,
-                                Some(m) => held.push(m),
-                            },
-                        }
-                    };
-                    if stopped {
+                    let stop = |m: &SchedMsg| matches!(m, SchedMsg::Stop);
+                    if crate::backoff::sleep_holding(&mut rx, &task_tx, delay, stop).await {
                         let _ = fin_tx.send(true);
                         return;
-                    }
-                    for m in held {
-                        let _ = task_tx.send(m);
                     }
                 }
                 other => break other,
