@@ -174,12 +174,13 @@ fn scheduled_scenario_rolls_the_promoted_canary_back_on_a_failed_cron_run() {
     let failed_run = at("→ Failed  ⇒ rollback bookinfo/reviews: canary is RolledBack");
     let rolled_back = at("canary       RolledBack: rolled back by ScheduledAnalysis");
     let back = narration.rfind("weights      v1 100 %").unwrap();
+    // The cron run, the canary's phase and the weights are polled independently, so only the
+    // order within each source and against the promotion is asserted, never across sources
+    // that change at the same moment (a loaded machine may print either first).
     assert!(ok_run < promoted, "{narration}");
     assert!(promoted < failed_run && full < failed_run, "{narration}");
-    assert!(
-        failed_run < rolled_back && rolled_back < back,
-        "{narration}"
-    );
+    assert!(promoted < rolled_back, "{narration}");
+    assert!(full < back, "v1 back at 100 % after v2 had it: {narration}");
     // The report holds the cron runs' verdicts and events next to the canary's.
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.contains("ScheduledAnalysisRun"), "no scheduled events");
