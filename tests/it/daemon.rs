@@ -474,6 +474,22 @@ pub(crate) fn json_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Makes the state store refuse every save of object `name` (namespace bookinfo): a directory
+/// takes the temporary file the save writes first, while the saved status stays readable.
+/// Returns the state file and the blocker (remove it to let saves land again).
+pub(crate) fn block_state_saves(d: &Daemon, name: &str) -> (PathBuf, PathBuf) {
+    let file = json_files(&d.state)
+        .into_iter()
+        .find(|p| p.ends_with(format!("bookinfo/{name}.json")))
+        .expect("the object's state file");
+    let blocker = file
+        .parent()
+        .unwrap()
+        .join(format!(".{name}.tmp-{}", d.child.id()));
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    (file, blocker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_saved_before_a_crash_is_written_first_at_restart() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
@@ -1123,15 +1139,7 @@ async fn an_unsaved_abort_survives_a_config_reload() {
     .await;
     // The state store stops taking writes: the temporary file the next save needs is taken
     // by a directory (the saved status itself stays readable, at "Paused").
-    let file = json_files(&d.state)
-        .into_iter()
-        .find(|p| p.ends_with("bookinfo/reviews.json"))
-        .expect("the canary's state file");
-    let blocker = file
-        .parent()
-        .unwrap()
-        .join(format!(".reviews.tmp-{}", d.child.id()));
-    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let (file, blocker) = block_state_saves(&d, "reviews");
     let saved_before = std::fs::read(&file).unwrap();
 
     let now = chrono::Utc::now().timestamp_millis();
@@ -1216,15 +1224,7 @@ async fn readyz_and_metrics_report_a_status_that_cannot_be_saved() {
     let readyz = format!("{}/readyz", d.url);
     assert_eq!(c.get(&readyz).send().await.unwrap().status(), 200);
     // The state store stops taking writes (a directory where the temporary file goes).
-    let file = json_files(&d.state)
-        .into_iter()
-        .find(|p| p.ends_with("bookinfo/reviews.json"))
-        .expect("the canary's state file");
-    let blocker = file
-        .parent()
-        .unwrap()
-        .join(format!(".reviews.tmp-{}", d.child.id()));
-    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let (file, blocker) = block_state_saves(&d, "reviews");
     // Any status change now needs a save: an abort (its reply may say the save failed).
     let _ = c
         .post(format!("{}/api/v1/canaries/bookinfo/reviews/abort", d.url))
@@ -1341,15 +1341,7 @@ async fn an_unsaved_abort_survives_a_sigkill() {
         s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
     })
     .await;
-    let file = json_files(&d.state)
-        .into_iter()
-        .find(|p| p.ends_with("bookinfo/reviews.json"))
-        .expect("the canary's state file");
-    let blocker = file
-        .parent()
-        .unwrap()
-        .join(format!(".reviews.tmp-{}", d.child.id()));
-    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let (file, blocker) = block_state_saves(&d, "reviews");
     let _ = http()
         .post(format!("{}/api/v1/canaries/bookinfo/reviews/abort", d.url))
         .bearer_auth(TOKEN)

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::daemon::{
-    Daemon, TOKEN, cli, http, json_files, setup, sim_with_apdex, start, vs_weights,
+    Daemon, TOKEN, block_state_saves, cli, http, json_files, setup, sim_with_apdex, start,
+    vs_weights,
 };
 
 const CANARY_AND_TEMPLATE: &str = r#"apiVersion: skycanary.io/v1alpha1
@@ -420,21 +421,14 @@ spec:
 "#
     );
     let d = start(setup(&yaml), &running.url());
-    let file = loop {
-        if let Some(f) = json_files(&d.state)
-            .into_iter()
-            .find(|p| p.ends_with("bookinfo/yearly.json"))
-        {
-            break f;
-        }
+    while !json_files(&d.state)
+        .iter()
+        .any(|p| p.ends_with("bookinfo/yearly.json"))
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // The store stops taking writes for this object (its temporary file is taken).
-    let blocker = file
-        .parent()
-        .unwrap()
-        .join(format!(".yearly.tmp-{}", d.child.id()));
-    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    }
+    // The store stops taking writes for this object.
+    let (file, blocker) = block_state_saves(&d, "yearly");
     let r = http()
         .post(format!(
             "{}/api/v1/scheduled-analyses/bookinfo/yearly/run",
