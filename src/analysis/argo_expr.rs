@@ -200,23 +200,7 @@ fn function_kind(name: &str) -> Option<Kind> {
     }
 }
 
-/// Words that are operators or literals, not names.
-const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "not",
-    "in",
-    "contains",
-    "startsWith",
-    "endsWith",
-    "matches",
-    "true",
-    "false",
-    "nil",
-    "if",
-    "else",
-];
-
+/// Words that are operators (they never end an operand).
 const OPERATOR_WORDS: &[&str] = &[
     "and",
     "or",
@@ -229,6 +213,14 @@ const OPERATOR_WORDS: &[&str] = &[
     "if",
     "else",
 ];
+
+/// Words that are literals.
+const LITERAL_WORDS: &[&str] = &["true", "false", "nil"];
+
+/// Operators and literals: words that are not names.
+fn is_keyword(w: &str) -> bool {
+    OPERATOR_WORDS.contains(&w) || LITERAL_WORDS.contains(&w)
+}
 
 /// Bound name of the args map (`{{args.x}}` → `$args["x"]`).
 const ARGS_VAR: &str = "$args";
@@ -820,7 +812,7 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
                         return Err(ArgoExprError::UnknownFunction(w.clone()));
                     }
                     n.functions.insert(w.clone());
-                } else if !member && !KEYWORDS.contains(&w.as_str()) && !w.starts_with('#') {
+                } else if !member && !is_keyword(w) && !w.starts_with('#') {
                     let map_key = matches!(next, Some(Tok::Punct(p)) if p == ":")
                         && stack.last().map(|(c, _)| *c) == Some('{')
                         && matches!(prev, Some(Tok::Punct(p)) if p == "{" || p == ",");
