@@ -172,6 +172,7 @@ fn big_virtual_service() -> Value {
 
 fn routing(managed: &[&str]) -> IstioRouting {
     IstioRouting {
+        namespace: "bookinfo".into(),
         max_weight: 100,
         managed_routes: managed.iter().map(|s| s.to_string()).collect(),
         virtual_services: Vec::new(),

@@ -90,6 +90,29 @@ fn header_route_must_be_managed() {
 }
 
 #[test]
+fn header_listed_twice_in_one_header_route_is_refused_at_load() {
+    let twice = "match: [{headerName: end-user, headerValue: {exact: jason}}, \
+                 {headerName: End-User, headerValue: {exact: anna}}]}";
+    let r = both(&CANARY.replace(
+        "match: [{headerName: end-user, headerValue: {exact: jason}}]}",
+        twice,
+    ));
+    let e = r
+        .errors
+        .iter()
+        .find(|e| e.path == "spec.steps[3].setHeaderRoute.match[1].headerName")
+        .unwrap_or_else(|| panic!("{:?}", r.errors));
+    assert!(e.message.contains("\"End-User\" is listed twice"), "{e}");
+    assert_eq!(e.line, Some(19), "{e}");
+    // Two different headers are two alternatives: fine.
+    let r = both(&CANARY.replace(
+        "match: [{headerName: end-user, headerValue: {exact: jason}}]}",
+        "match: [{headerName: end-user, headerValue: {exact: jason}}, {headerName: x-beta, headerValue: {exact: '1'}}]}",
+    ));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+}
+
+#[test]
 fn routing_mode_must_be_one() {
     let r = both(&CANARY.replace(
         "      destinationRule: {name: reviews, stableSubsetName: v1, canarySubsetName: v2}",

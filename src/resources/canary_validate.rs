@@ -232,10 +232,23 @@ pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
             CanaryStep::SetHeaderRoute(h) => {
                 let hp = child_path(&sp, "setHeaderRoute");
                 check_managed(&h.name, &managed, &child_path(&hp, "name"), o, &mut errs);
+                let mut headers = BTreeSet::new();
                 for (j, m) in h.matches.iter().enumerate() {
                     let mp = index_path(&child_path(&hp, "match"), j);
                     if m.header_name.is_empty() {
                         errs.push(o.error(&child_path(&mp, "headerName"), "missing header name"));
+                    } else if !headers.insert(m.header_name.to_ascii_lowercase()) {
+                        // Matchers are ORed (one match entry each); a second matcher for the
+                        // same header is almost always a mistaken AND, so it is refused here
+                        // rather than at the step that writes it.
+                        errs.push(o.error(
+                            &child_path(&mp, "headerName"),
+                            format!(
+                                "header {:?} is listed twice; each match entry is an alternative (OR), \
+                                 use one regex to accept several values",
+                                m.header_name
+                            ),
+                        ));
                     }
                     check_string_match(
                         &m.header_value,

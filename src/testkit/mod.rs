@@ -23,6 +23,8 @@ mod http;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "testkit")]
+pub mod vs_schema;
 
 use std::net::SocketAddr;
 use std::path::Path;

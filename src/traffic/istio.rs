@@ -7,15 +7,23 @@
 //! from a typed view.
 //!
 //! Decisions that differ from Argo Rollouts (see DESIGN.md §5):
-//! - Hosts are compared with Kubernetes name resolution in the VirtualService namespace
-//!   (`svc` = `svc.ns` = `svc.ns.svc` = `svc.ns.svc.cluster.local`), not by the part before the
-//!   first dot, so `svc.otherns` is a different host.
+//! - Hosts are compared with Kubernetes name resolution (`svc` = `svc.ns` = `svc.ns.svc` =
+//!   `svc.ns.svc.cluster.local`), not by the part before the first dot, so `svc.otherns` is a
+//!   different host. Hosts written in the VirtualService resolve in its namespace; the Canary's
+//!   `stableService`/`canaryService`/additional hosts in the Canary's namespace. So Argo's
+//!   documented setup (VirtualService in `istio-routes` naming `stable-svc.rollouts`, Canary in
+//!   `rollouts` with `stableService: stable-svc`) matches, and a short `stable-svc` written in
+//!   `istio-routes` (another Service, for Istio) does not.
 //! - A destination that is neither stable, canary nor a declared additional destination is an
 //!   error when it has a non-zero weight (Argo deletes it silently).
 //! - Weights are computed against `max_weight`, and a negative stable weight is an error.
-//! - TLS/TCP routes are only touched when the reference selects them, or when the reference
-//!   selects nothing at all and the VirtualService has no http route and exactly one tls/tcp
-//!   route.
+//! - When the reference names no route at all, every kind present is inferred as Argo does:
+//!   its single http route (managed routes aside), its single tls route and its single tcp route
+//!   all move; several routes of one kind are an error, never a silent partial move. When the
+//!   reference names routes, the kinds it names nothing of are left alone (Argo would patch
+//!   their first route).
+//! - Header routes (`setHeaderRoute`) get one match entry per header matcher (OR), as Argo
+//!   writes them.
 //! - A selected route holding only the stable destination gets the canary destination added
 //!   (a copy of the stable one with host or subset replaced, port kept) once the canary needs
 //!   weight.
@@ -115,7 +123,7 @@ pub enum RoutingError {
         vs: String,
     },
     /// The stable or canary destination is missing from a selected route.
-    #[error("{role} {what} \"{name}\" not found in {} route \"{route}\" of VirtualService {vs}", kind_name(*kind))]
+    #[error("{role} {what} \"{name}\" not found in {} route \"{route}\" of VirtualService {vs}{hint}", kind_name(*kind))]
     DestinationNotFound {
         /// VirtualService name.
         vs: String,
@@ -129,6 +137,21 @@ pub enum RoutingError {
         what: &'static str,
         /// The host or subset looked for.
         name: String,
+        /// What the route holds instead (starts with `; `), or empty.
+        hint: String,
+    },
+    /// A selected http route delegates to another VirtualService: the weights live there.
+    #[error(
+        "http route \"{route}\" of VirtualService {vs} delegates to VirtualService {delegate} and has \
+         no destinations to weigh; name the delegate VirtualService ({delegate}) in the Canary instead"
+    )]
+    Delegated {
+        /// VirtualService name (the root).
+        vs: String,
+        /// Route name or `#index`.
+        route: String,
+        /// `name` or `name.namespace` of the delegate.
+        delegate: String,
     },
     /// More than one destination of a route is the stable (or canary) one.
     #[error(
@@ -366,7 +389,10 @@ impl Analysis {
 /// Per-call context: the VirtualService name and namespace, and the routing settings.
 struct Ctx<'a> {
     vs: &'a str,
+    /// Where hosts written in the VirtualService resolve.
     ns: String,
+    /// Where the Canary's service names resolve (its own namespace).
+    canary_ns: &'a str,
     routing: &'a IstioRouting,
 }
 
@@ -391,9 +417,15 @@ impl<'a> Ctx<'a> {
                 });
             }
         };
+        let canary_ns = if routing.namespace.is_empty() {
+            "default"
+        } else {
+            routing.namespace.as_str()
+        };
         let ctx = Ctx {
             vs: name,
             ns,
+            canary_ns,
             routing,
         };
         ctx.validate_config(vs_ref)?;
@@ -428,7 +460,7 @@ impl<'a> Ctx<'a> {
                 if stable.is_empty() || canary.is_empty() {
                     return Err(self.config_err("stable and canary hosts must be set"));
                 }
-                if self.same_host(stable, canary) {
+                if self.same_service(stable, canary) {
                     return Err(self.config_err(format!(
                         "stable host \"{stable}\" and canary host \"{canary}\" are the same service"
                     )));
@@ -467,8 +499,25 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    fn same_host(&self, a: &str, b: &str) -> bool {
-        canonical_host(a, &self.ns) == canonical_host(b, &self.ns)
+    /// Whether two of the Canary's service names are one Service.
+    fn same_service(&self, a: &str, b: &str) -> bool {
+        canonical_host(a, self.canary_ns) == canonical_host(b, self.canary_ns)
+    }
+
+    /// Whether a host written in the VirtualService is the Canary's service `svc`.
+    fn is_service(&self, vs_host: &str, svc: &str) -> bool {
+        canonical_host(vs_host, &self.ns) == canonical_host(svc, self.canary_ns)
+    }
+
+    /// The Canary's service `svc` as it must be written in the VirtualService to mean the same
+    /// Service: as given, unless it is a short name and the namespaces differ (then
+    /// `svc.<canary namespace>`).
+    fn vs_host(&self, svc: &str) -> String {
+        if self.is_service(svc, svc) {
+            svc.to_string()
+        } else {
+            format!("{svc}.{}", self.canary_ns)
+        }
     }
 
     fn check_weight(&self, weight: i64) -> Result<(), RoutingError> {
@@ -611,26 +660,27 @@ impl<'a> Ctx<'a> {
         sel.tcp.sort_unstable();
         sel.tcp.dedup();
 
-        // A reference that selects nothing at all, on a VirtualService without http routes,
-        // may mean its single tls or tcp route (Argo's `TestSingleTlsRouteReconcile`).
+        // A reference that names nothing means the single route of every kind present, as in
+        // Argo (`TestSingleTlsRouteReconcile`, and an http + tls + tcp VirtualService moves all
+        // three): never only the http one, silently.
         let nothing_named = vs_ref.http_routes.is_empty()
             && vs_ref.tls_routes.is_empty()
             && vs_ref.tcp_routes.is_empty();
-        if nothing_named && sel.http.is_empty() {
-            match (tls.len(), tcp.len()) {
-                (1, 0) => sel.tls = vec![0],
-                (0, 1) => sel.tcp = vec![0],
-                (0, 0) => {}
-                (t, c) => {
-                    return Err(RoutingError::AmbiguousRoutes {
-                        vs: self.vs.into(),
-                        kind: if t > 0 {
-                            RouteKind::Tls
-                        } else {
-                            RouteKind::Tcp
-                        },
-                        found: t + c,
-                    });
+        if nothing_named {
+            for (kind, routes, chosen) in [
+                (RouteKind::Tls, tls, &mut sel.tls),
+                (RouteKind::Tcp, tcp, &mut sel.tcp),
+            ] {
+                match routes.len() {
+                    0 => {}
+                    1 => *chosen = vec![0],
+                    found => {
+                        return Err(RoutingError::AmbiguousRoutes {
+                            vs: self.vs.into(),
+                            kind,
+                            found,
+                        });
+                    }
                 }
             }
         }
@@ -736,10 +786,10 @@ impl<'a> Ctx<'a> {
         let r = self.routing;
         match &r.backend {
             Backend::Host { stable, canary } => {
-                if self.same_host(d.host, stable) {
+                if self.is_service(d.host, stable) {
                     return Role::Stable;
                 }
-                if self.same_host(d.host, canary) {
+                if self.is_service(d.host, canary) {
                     return Role::Canary;
                 }
             }
@@ -767,7 +817,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn is_additional(&self, a: &AdditionalDestination, d: &Dest<'_>) -> bool {
-        a.host.as_deref().is_none_or(|h| self.same_host(h, d.host))
+        a.host.as_deref().is_none_or(|h| self.is_service(d.host, h))
             && a.subset.as_deref().is_none_or(|s| d.subset == Some(s))
     }
 
@@ -783,9 +833,37 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Why a route has no stable (or canary) destination, beyond "not found": a destination
+    /// that names the same Service but resolves elsewhere from the VirtualService's namespace,
+    /// else the destinations the route does hold.
+    fn missing_hint(&self, role: Role, dests: &[(Role, Option<i64>, String)]) -> String {
+        if let (Backend::Host { stable, canary }, Role::Stable | Role::Canary) =
+            (&self.routing.backend, role)
+        {
+            let svc = if role == Role::Stable { stable } else { canary };
+            let want = canonical_host(svc, self.canary_ns);
+            let short = |h: &str| h.split('.').next().unwrap_or("").to_ascii_lowercase();
+            if let Some((_, _, host)) = dests
+                .iter()
+                .find(|(r, _, h)| *r == Role::Other && short(h) == short(&want))
+            {
+                return format!(
+                    "; the route's \"{host}\" is {} (hosts in a VirtualService resolve in its \
+                     namespace {}), not {want}: write \"{}\" in the VirtualService",
+                    canonical_host(host, &self.ns),
+                    self.ns,
+                    self.vs_host(svc)
+                );
+            }
+        }
+        let present: Vec<&str> = dests.iter().map(|(_, _, l)| l.as_str()).collect();
+        format!("; its destinations: {}", present.join(", "))
+    }
+
     /// Classifies the destinations of a selected route and checks that the split is ours to
     /// make: exactly one stable, at most one canary (absent only next to a lone stable), and no
-    /// unknown destination carrying traffic.
+    /// unknown destination carrying traffic. A missing stable or canary is reported before an
+    /// unknown destination, since a misspelt name makes the real one look unknown.
     fn analyze(
         &self,
         route: &Value,
@@ -794,6 +872,21 @@ impl<'a> Ctx<'a> {
         i: usize,
     ) -> Result<Analysis, RoutingError> {
         let label = self.label(kind, route, i);
+        if kind == RouteKind::Http
+            && route.get("route").is_none()
+            && let Some(d) = route.get("delegate")
+        {
+            let name = d.get("name").and_then(Value::as_str).unwrap_or("");
+            let delegate = match d.get("namespace").and_then(Value::as_str) {
+                Some(ns) if !ns.is_empty() => format!("{name}.{ns}"),
+                _ => name.to_string(),
+            };
+            return Err(RoutingError::Delegated {
+                vs: self.vs.into(),
+                route: label,
+                delegate,
+            });
+        }
         let entries = route
             .get("route")
             .and_then(Value::as_array)
@@ -810,18 +903,6 @@ impl<'a> Ctx<'a> {
             dests.push((self.role(&d), d.weight, d.label()));
         }
         let lone = dests.len() == 1;
-        for (role, weight, name) in &dests {
-            let w = weight.unwrap_or(0);
-            if *role == Role::Other && w != 0 && !lone {
-                return Err(RoutingError::UnknownDestination {
-                    vs: self.vs.into(),
-                    kind,
-                    route: label,
-                    destination: name.clone(),
-                    weight: w,
-                });
-            }
-        }
         let find = |role: Role, role_name: &'static str| -> Result<Option<usize>, RoutingError> {
             let found: Vec<usize> = (0..dests.len()).filter(|&j| dests[j].0 == role).collect();
             if found.len() > 1 {
@@ -849,11 +930,24 @@ impl<'a> Ctx<'a> {
                 role: role_name,
                 what,
                 name,
+                hint: self.missing_hint(role, &dests),
             }
         };
         let stable = stable.ok_or_else(|| missing(Role::Stable, "stable"))?;
         if canary.is_none() && !lone {
             return Err(missing(Role::Canary, "canary"));
+        }
+        for (role, weight, name) in &dests {
+            let w = weight.unwrap_or(0);
+            if *role == Role::Other && w != 0 && !lone {
+                return Err(RoutingError::UnknownDestination {
+                    vs: self.vs.into(),
+                    kind,
+                    route: label,
+                    destination: name.clone(),
+                    weight: w,
+                });
+            }
         }
         Ok(Analysis {
             dests,
@@ -920,7 +1014,7 @@ impl<'a> Ctx<'a> {
         if let Some(d) = entry.get_mut("destination").and_then(Value::as_object_mut) {
             match &self.routing.backend {
                 Backend::Host { canary, .. } => {
-                    d.insert("host".into(), Value::String(canary.clone()));
+                    d.insert("host".into(), Value::String(self.vs_host(canary)));
                     d.remove("subset");
                 }
                 Backend::Subset { canary_subset, .. } => {
@@ -1001,7 +1095,7 @@ impl<'a> Ctx<'a> {
         let mut d = Map::new();
         match &self.routing.backend {
             Backend::Host { canary, .. } => {
-                d.insert("host".into(), Value::String(canary.clone()));
+                d.insert("host".into(), Value::String(self.vs_host(canary)));
             }
             Backend::Subset { canary_subset, .. } => {
                 let stable_host = entries
@@ -1026,9 +1120,17 @@ impl<'a> Ctx<'a> {
     fn header_route(&self, h: &HeaderRoute, weighted: &Value) -> Value {
         let mut route = Map::new();
         route.insert("name".into(), Value::String(h.name.clone()));
-        let mut m = Map::new();
-        m.insert("headers".into(), headers_value(&h.headers));
-        route.insert("match".into(), Value::Array(vec![Value::Object(m)]));
+        // One match entry per matcher: Istio ORs match entries, as Argo's setHeaderRoute means.
+        let matches = h
+            .headers
+            .iter()
+            .map(|one| {
+                let mut m = Map::new();
+                m.insert("headers".into(), headers_value(std::slice::from_ref(one)));
+                Value::Object(m)
+            })
+            .collect();
+        route.insert("match".into(), Value::Array(matches));
         let mut dest = Map::new();
         dest.insert("destination".into(), self.canary_target(weighted));
         dest.insert("weight".into(), Value::from(self.routing.max_weight));
@@ -1633,10 +1735,30 @@ pub fn current_managed_routes(
                     .collect(),
             });
         } else {
-            let headers = matches
-                .first()
-                .map(|m| headers_of(m.get("headers")))
-                .unwrap_or_default();
+            // Each match entry is one matcher (OR); an entry of another shape is not one
+            // skycanary writes, and re-writing it as ours would change what it matches.
+            let mut headers = Vec::with_capacity(matches.len());
+            for (j, m) in matches.iter().enumerate() {
+                let one = m
+                    .as_object()
+                    .filter(|o| o.len() == 1)
+                    .and_then(|o| o.get("headers"))
+                    .map(|h| headers_of(Some(h)))
+                    .filter(|h| h.len() == 1);
+                match one {
+                    Some(mut h) => headers.append(&mut h),
+                    None => {
+                        return Err(RoutingError::InvalidManagedRoute {
+                            vs: meta_str(vs, "name").unwrap_or("<unnamed>").into(),
+                            route: name.into(),
+                            reason: format!(
+                                "match[{j}] is not a single header matcher (a header route has \
+                                 one match entry per header); set weight 0 to remove the route"
+                            ),
+                        });
+                    }
+                }
+            }
             if !headers.is_empty() {
                 desired.header_routes.push(HeaderRoute {
                     name: name.to_string(),

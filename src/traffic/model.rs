@@ -84,6 +84,10 @@ pub struct AdditionalDestination {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IstioRouting {
+    /// The Canary's namespace: `stableService`, `canaryService` and additional destination
+    /// hosts are Services there when written short (as Kubernetes and Argo read them), while
+    /// hosts written in a VirtualService resolve in the VirtualService's namespace.
+    pub namespace: String,
     /// Total weight of a route (default 100).
     pub max_weight: i64,
     /// Names of routes skycanary may create and delete (header/mirror), in precedence order.
@@ -114,7 +118,7 @@ pub enum StringMatch {
 pub struct HeaderRoute {
     /// Route name; must be listed in `managed_routes`.
     pub name: String,
-    /// Every header must match (one Istio match entry with several headers).
+    /// Header matchers, ORed (each is one Istio match entry, as Argo writes setHeaderRoute).
     pub headers: Vec<(String, StringMatch)>,
 }
 

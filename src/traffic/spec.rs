@@ -70,6 +70,7 @@ pub fn routing_of(canary: &CanaryDoc, namespace: &str) -> IstioRouting {
         },
     };
     IstioRouting {
+        namespace: namespace.to_string(),
         max_weight: tr.max_traffic_weight.unwrap_or(DEFAULT_MAX_WEIGHT),
         managed_routes: tr.managed_routes.iter().map(|r| r.name.clone()).collect(),
         virtual_services,

@@ -197,8 +197,11 @@ async fn wait_for(d: &Daemon, what: &str, limit: Duration, pred: impl Fn(&Value)
     }
 }
 
+/// The stable and canary weights of the reviews route, after checking that every
+/// VirtualService the daemon wrote there is one Istio's CRD schema admits.
 pub(crate) fn vs_weights(manifests: &Path) -> (i64, i64) {
     let text = std::fs::read_to_string(manifests.join("reviews.yaml")).unwrap();
+    skycanary::testkit::vs_schema::assert_valid_virtual_services_in(&text);
     let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
     let r = &v["spec"]["http"][0]["route"];
     (

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use skycanary::testkit::vs_schema::assert_valid_virtual_services_in;
+
 fn skycanary(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skycanary"))
         .args(args)
@@ -28,12 +30,12 @@ fn manifests() -> tempfile::TempDir {
     dir
 }
 
+/// The documents of a manifest file, after checking that its VirtualServices are valid
+/// against Istio's CRD schema.
 fn docs(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .split("\n---\n")
-        .map(str::to_string)
-        .collect()
+    let text = std::fs::read_to_string(path).unwrap();
+    assert_valid_virtual_services_in(&text);
+    text.split("\n---\n").map(str::to_string).collect()
 }
 
 fn canary() -> String {
@@ -103,6 +105,7 @@ fn same_weight_twice_writes_nothing() {
         Some(0)
     );
     let first = std::fs::read_to_string(dir.path().join("reviews.yaml")).unwrap();
+    assert_valid_virtual_services_in(&first);
     let mtime = std::fs::metadata(dir.path().join("reviews.yaml"))
         .unwrap()
         .modified()
@@ -276,4 +279,71 @@ spec:
         before,
         "first VS untouched"
     );
+}
+
+/// A Canary whose header route is in the manifest with several match entries (one per
+/// matcher, as `setHeaderRoute` writes them).
+fn header_route_setup() -> (tempfile::TempDir, String) {
+    let dir = manifests();
+    let p = dir.path().join("reviews.yaml");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "  http:\n  - name: primary\n",
+        "  http:\n  - name: canary-header\n    match:\n    - headers:\n        end-user: {exact: jason}\n    - headers:\n        x-beta: {prefix: \"yes\"}\n    route:\n    - destination: {host: reviews, subset: v2}\n      weight: 100\n  - name: primary\n",
+    );
+    std::fs::write(&p, &text).unwrap();
+    assert_valid_virtual_services_in(&text);
+    (dir, canary())
+}
+
+#[test]
+fn set_weight_keeps_every_match_entry_of_a_managed_header_route() {
+    let (dir, canary) = header_route_setup();
+    let d = dir.path().display().to_string();
+    let vs_of = |dir: &tempfile::TempDir| -> serde_json::Value {
+        let text = docs(&dir.path().join("reviews.yaml")).join("\n---\n");
+        skycanary::resources::yaml::parse_documents(&text).unwrap()[0]
+            .value
+            .clone()
+    };
+    let before = vs_of(&dir);
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &canary,
+        "20",
+        "--manifests",
+        &d,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = vs_of(&dir);
+    assert_eq!(
+        after["spec"]["http"][0], before["spec"]["http"][0],
+        "header route kept whole"
+    );
+    assert_eq!(
+        after["spec"]["http"][0]["match"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(after["spec"]["http"][1]["route"][0]["weight"], 80);
+    assert_eq!(after["spec"]["http"][1]["route"][1]["weight"], 20);
+    // Weight 0 removes the managed route: nothing reaches the canary.
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &canary,
+        "0",
+        "--manifests",
+        &d,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let after = vs_of(&dir);
+    assert_eq!(after["spec"]["http"].as_array().unwrap().len(), 1);
+    assert_eq!(after["spec"]["http"][0]["name"], "primary");
 }

@@ -29,6 +29,7 @@ fn vs(name: &str) -> Value {
 
 fn routing(names: &[&str]) -> IstioRouting {
     IstioRouting {
+        namespace: "bookinfo".into(),
         max_weight: 100,
         managed_routes: vec![],
         virtual_services: names

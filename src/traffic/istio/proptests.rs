@@ -83,6 +83,20 @@ fn build(
     mirror_pct: Option<Option<u8>>,
 ) -> Case {
     let stable_w = 100 - others - current;
+    // Half the cases put the Canary in another namespace than the VirtualService: its service
+    // names must then be qualified to mean the VirtualService's Services.
+    let canary_ns = if mask & (1 << 40) != 0 {
+        "rollouts"
+    } else {
+        NS
+    };
+    let canary_form = |svc: &str, form: u8| {
+        if canary_ns == NS {
+            host_form(svc, form)
+        } else {
+            host_form(svc, 1 + form % 3)
+        }
+    };
     let infer = infer && n == 1;
     let mut http = Vec::new();
     for i in 0..n {
@@ -154,8 +168,8 @@ fn build(
         }
     } else {
         Backend::Host {
-            stable: host_form("stable", forms[0].wrapping_add(1)),
-            canary: host_form("canary", forms[0].wrapping_add(2)),
+            stable: canary_form("stable", forms[0].wrapping_add(1)),
+            canary: canary_form("canary", forms[0].wrapping_add(2)),
         }
     };
     let additional = if subset_based {
@@ -165,11 +179,12 @@ fn build(
         }
     } else {
         AdditionalDestination {
-            host: Some(host_form("extra", forms[0])),
+            host: Some(canary_form("extra", forms[0])),
             subset: None,
         }
     };
     let routing = IstioRouting {
+        namespace: canary_ns.into(),
         max_weight: 100,
         managed_routes: vec!["hdr".into(), "mirror".into()],
         virtual_services: Vec::new(),
@@ -269,6 +284,24 @@ fn without_ours(vs: &Value) -> Value {
     v
 }
 
+/// `out` without the generated unknown fields (keys `x` + letters; header names have dashes).
+fn without_generated_extras(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| {
+                    !(k.starts_with('x')
+                        && k.len() > 1
+                        && k.chars().all(|c| c.is_ascii_alphabetic()))
+                })
+                .map(|(k, v)| (k.clone(), without_generated_extras(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_generated_extras).collect()),
+        other => other.clone(),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -278,6 +311,9 @@ proptest! {
 
         // Every field we do not own survives.
         prop_assert_eq!(without_ours(&out), without_ours(&c.vs));
+        // What we write is a VirtualService Istio admits (the generated unknown `x…` fields
+        // aside, which only show that foreign fields survive).
+        crate::testkit::vs_schema::assert_valid_virtual_service(&without_generated_extras(&out));
 
         // Weights are in range and add up on every selected route.
         let read = read_weights(&out, &c.vs_ref, &c.routing).unwrap();

@@ -8,6 +8,7 @@ use crate::traffic::model::{DestinationRuleRef, MirrorMatch};
 
 fn host_routing() -> IstioRouting {
     IstioRouting {
+        namespace: "ns".into(),
         max_weight: 100,
         managed_routes: Vec::new(),
         virtual_services: Vec::new(),
@@ -487,10 +488,14 @@ fn single_tls_or_tcp_route_inferred_when_nothing_is_named() {
 }
 
 #[test]
-fn tls_routes_untouched_when_not_configured_and_http_exists() {
+fn naming_nothing_moves_the_single_route_of_every_kind_as_argo() {
+    // Issue 15 item 6: one http, one tls and one tcp route, a Canary naming none: all move
+    // (Argo patches tls[0] and tcp[0] too), never only http.
     let vs = vs_with(json!({
+        "hosts": ["reviews"],
         "http": [{"route": [dest("stable-svc", 100), dest("canary-svc", 0)]}],
-        "tls": [tls_route(3000, &[])],
+        "tls": [tls_route(3000, &["reviews.example.com"])],
+        "tcp": [tcp_route(9000)],
     }));
     let out = apply(
         &vs,
@@ -499,11 +504,72 @@ fn tls_routes_untouched_when_not_configured_and_http_exists() {
         &DesiredRouting::weight(30),
     )
     .unwrap();
+    for key in ["http", "tls", "tcp"] {
+        assert_eq!(
+            weights(&out, key, 0),
+            pairs(&[("stable-svc", 70), ("canary-svc", 30)]),
+            "{key}"
+        );
+    }
+    let rows = read_weights(&out, &http_ref(&[]), &host_routing()).unwrap();
+    assert_eq!(rows.len(), 3);
+    crate::testkit::vs_schema::assert_valid_virtual_service(&out);
+    // Two tls routes and nothing named: which one is meant cannot be told; refused.
+    let mut two = vs.clone();
+    two["spec"]["tls"] = json!([
+        tls_route(3000, &["a.example"]),
+        tls_route(3001, &["b.example"])
+    ]);
+    let err = apply(
+        &two,
+        &http_ref(&[]),
+        &host_routing(),
+        &DesiredRouting::weight(30),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RoutingError::AmbiguousRoutes {
+                kind: RouteKind::Tls,
+                found: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A tls route that is not the Canary's, with nothing named: an error naming it, not a
+    // silent http-only move.
+    let mut foreign = vs.clone();
+    foreign["spec"]["tls"][0]["route"] = json!([dest("other-svc", 100)]);
+    let err = apply(
+        &foreign,
+        &http_ref(&[]),
+        &host_routing(),
+        &DesiredRouting::weight(30),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("stable host \"stable-svc\" not found in tls route \"#0\""),
+        "{err}"
+    );
+    // Naming the http route leaves the kinds it names nothing of alone (Argo would patch them;
+    // DESIGN: touch only what the Canary names).
+    foreign["spec"]["http"][0]["name"] = json!("primary");
+    let out = apply(
+        &foreign,
+        &http_ref(&["primary"]),
+        &host_routing(),
+        &DesiredRouting::weight(30),
+    )
+    .unwrap();
     assert_eq!(
         weights(&out, "http", 0),
         pairs(&[("stable-svc", 70), ("canary-svc", 30)])
     );
-    assert_eq!(out["spec"]["tls"], vs["spec"]["tls"]);
+    assert_eq!(out["spec"]["tls"], foreign["spec"]["tls"]);
+    assert_eq!(out["spec"]["tcp"], foreign["spec"]["tcp"]);
 }
 
 #[test]
@@ -620,39 +686,207 @@ fn host_in_other_namespace_is_a_different_host() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "canary host \"canary-svc\" not found in http route \"primary\" of VirtualService vs"
+        "canary host \"canary-svc\" not found in http route \"primary\" of VirtualService vs; \
+         the route's \"canary-svc.other\" is canary-svc.other.svc.cluster.local (hosts in a \
+         VirtualService resolve in its namespace ns), not canary-svc.ns.svc.cluster.local: write \
+         \"canary-svc\" in the VirtualService"
     );
 }
 
 #[test]
-fn namespace_falls_back_to_ref_then_default() {
+fn vs_namespace_falls_back_to_ref_then_default_for_the_vs_hosts() {
+    // The VS's short hosts resolve in its own namespace; the Canary (in `team`) names its
+    // services short, in `team`.
+    let team = IstioRouting {
+        namespace: "team".into(),
+        ..host_routing()
+    };
     let mut vs = vs_with(json!({"http": [{"name": "p", "route": [
-        dest("stable-svc.team", 100), dest("canary-svc.team", 0),
+        dest("stable-svc", 100), dest("canary-svc.team", 0),
     ]}]}));
     vs["metadata"].as_object_mut().unwrap().remove("namespace");
     let mut r = http_ref(&["p"]);
-    assert!(apply(&vs, &r, &host_routing(), &DesiredRouting::weight(10)).is_err());
+    // Without metadata.namespace nor a ref namespace the VS is in `default`, so its short
+    // `stable-svc` is default's, not team's.
+    assert!(apply(&vs, &r, &team, &DesiredRouting::weight(10)).is_err());
     r.namespace = Some("team".into());
-    let out = apply(&vs, &r, &host_routing(), &DesiredRouting::weight(10)).unwrap();
+    let out = apply(&vs, &r, &team, &DesiredRouting::weight(10)).unwrap();
     assert_eq!(
         weights(&out, "http", 0),
-        pairs(&[("stable-svc.team", 90), ("canary-svc.team", 10)])
+        pairs(&[("stable-svc", 90), ("canary-svc.team", 10)])
     );
-    // Without any namespace the VS lives in `default`.
-    let vs = vs_with(json!({"http": [{"name": "p", "route": [
-        dest("stable-svc.default", 100), dest("canary-svc", 0),
+}
+
+/// Argo's documented cross-namespace setup: the VirtualService lives in `istio-routes` and
+/// names `stable-svc.rollouts`; the Canary lives in `rollouts` with short service names.
+fn argo_cross_namespace(hosts: (&str, &str)) -> (Value, IstioRouting) {
+    let mut vs = vs_with(
+        json!({"hosts": ["reviews.example.com"], "http": [{"name": "primary", "route": [
+            dest(hosts.0, 100), dest(hosts.1, 0),
+        ]}]}),
+    );
+    vs["metadata"]["namespace"] = json!("istio-routes");
+    let routing = IstioRouting {
+        namespace: "rollouts".into(),
+        managed_routes: vec!["hdr".into()],
+        ..host_routing()
+    };
+    (vs, routing)
+}
+
+#[test]
+fn canary_services_resolve_in_the_canary_namespace_as_argo_documents() {
+    for hosts in [
+        ("stable-svc.rollouts", "canary-svc.rollouts"),
+        (
+            "stable-svc.rollouts.svc.cluster.local",
+            "canary-svc.rollouts.svc",
+        ),
+    ] {
+        let (vs, routing) = argo_cross_namespace(hosts);
+        let want = with_routes(30, vec![header("hdr", "x-beta", exact("1"))], Vec::new());
+        let out = apply(&vs, &http_ref(&["primary"]), &routing, &want).unwrap();
+        assert_eq!(
+            weights(&out, "http", 1),
+            pairs(&[(hosts.0, 70), (hosts.1, 30)])
+        );
+        // The header route must reach the same Service from istio-routes: qualified.
+        assert_eq!(
+            out["spec"]["http"][0]["route"][0]["destination"]["host"],
+            "canary-svc.rollouts"
+        );
+        crate::testkit::vs_schema::assert_valid_virtual_service(&out);
+    }
+    // A lone stable destination gets the canary added, written so that it resolves to the
+    // Canary's Service from the VirtualService's namespace.
+    let (mut vs, routing) = argo_cross_namespace(("stable-svc.rollouts", "x"));
+    vs["spec"]["http"][0]["route"] = json!([{"destination": {"host": "stable-svc.rollouts"}}]);
+    let out = apply(
+        &vs,
+        &http_ref(&["primary"]),
+        &routing,
+        &DesiredRouting::weight(10),
+    )
+    .unwrap();
+    assert_eq!(
+        weights(&out, "http", 0),
+        pairs(&[("stable-svc.rollouts", 90), ("canary-svc.rollouts", 10)])
+    );
+}
+
+#[test]
+fn short_hosts_in_another_namespace_are_other_services_and_refused() {
+    // `stable-svc` written in istio-routes is istio-routes' Service, not the Canary's.
+    let (vs, routing) = argo_cross_namespace(("stable-svc", "canary-svc"));
+    let err = apply(
+        &vs,
+        &http_ref(&["primary"]),
+        &routing,
+        &DesiredRouting::weight(10),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "stable host \"stable-svc\" not found in http route \"primary\" of VirtualService vs; \
+         the route's \"stable-svc\" is stable-svc.istio-routes.svc.cluster.local (hosts in a \
+         VirtualService resolve in its namespace istio-routes), not \
+         stable-svc.rollouts.svc.cluster.local: write \"stable-svc.rollouts\" in the VirtualService"
+    );
+    assert!(read_weights(&vs, &http_ref(&["primary"]), &routing).is_err());
+}
+
+#[test]
+fn a_misnamed_stable_or_canary_is_named_not_the_real_one_called_unknown() {
+    let vs = vs_with(json!({"http": [{"name": "primary", "route": [
+        dest("reviews-stable", 80), dest("reviews-canary", 20),
     ]}]}));
-    let mut vs = vs;
-    vs["metadata"].as_object_mut().unwrap().remove("namespace");
-    assert!(
-        apply(
-            &vs,
-            &http_ref(&["p"]),
-            &host_routing(),
-            &DesiredRouting::weight(10)
-        )
-        .is_ok()
+    let typo = |stable: &str, canary: &str| IstioRouting {
+        backend: Backend::Host {
+            stable: stable.into(),
+            canary: canary.into(),
+        },
+        ..host_routing()
+    };
+    let r = http_ref(&["primary"]);
+    let err = apply(
+        &vs,
+        &r,
+        &typo("reviews-stabel", "reviews-canary"),
+        &DesiredRouting::weight(10),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "stable host \"reviews-stabel\" not found in http route \"primary\" of VirtualService vs; \
+         its destinations: reviews-stable, reviews-canary"
     );
+    let err = apply(
+        &vs,
+        &r,
+        &typo("reviews-stable", "reviews-canery"),
+        &DesiredRouting::weight(10),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, RoutingError::DestinationNotFound { role: "canary", name, .. } if name == "reviews-canery"),
+        "{err}"
+    );
+    // Subsets likewise.
+    let vs = vs_with(json!({"http": [{"name": "primary", "route": [
+        sdest("reviews", "v1", 80), sdest("reviews", "v2", 20),
+    ]}]}));
+    let subsets = |stable: &str, canary: &str| IstioRouting {
+        backend: Backend::Subset {
+            destination_rule: DestinationRuleRef {
+                name: "reviews".into(),
+                namespace: None,
+            },
+            stable_subset: stable.into(),
+            canary_subset: canary.into(),
+        },
+        ..host_routing()
+    };
+    let err = apply(&vs, &r, &subsets("v0", "v2"), &DesiredRouting::weight(10)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "stable subset \"v0\" not found in http route \"primary\" of VirtualService vs; \
+         its destinations: reviews/v1, reviews/v2"
+    );
+    let err = apply(&vs, &r, &subsets("v1", "v3"), &DesiredRouting::weight(10)).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("canary subset \"v3\" not found"),
+        "{err}"
+    );
+    // With both named right, a third weighted destination is still the unknown one.
+    let vs = vs_with(json!({"http": [{"name": "primary", "route": [
+        sdest("reviews", "v1", 70), sdest("reviews", "v2", 20), sdest("reviews", "v9", 10),
+    ]}]}));
+    let err = apply(&vs, &r, &subsets("v1", "v2"), &DesiredRouting::weight(10)).unwrap_err();
+    assert!(
+        matches!(&err, RoutingError::UnknownDestination { destination, .. } if destination == "reviews/v9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn naming_the_root_of_a_delegate_virtual_service_points_to_the_delegate() {
+    let vs = vs_with(
+        json!({"hosts": ["reviews.example.com"], "gateways": ["gw"], "http": [
+            {"name": "reviews", "match": [{"uri": {"prefix": "/reviews"}}],
+             "delegate": {"name": "reviews-delegate", "namespace": "team"}},
+        ]}),
+    );
+    crate::testkit::vs_schema::assert_valid_virtual_service(&vs);
+    for r in [http_ref(&["reviews"]), http_ref(&[])] {
+        let err = apply(&vs, &r, &host_routing(), &DesiredRouting::weight(10)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "http route \"reviews\" of VirtualService vs delegates to VirtualService \
+             reviews-delegate.team and has no destinations to weigh; name the delegate \
+             VirtualService (reviews-delegate.team) in the Canary instead"
+        );
+    }
 }
 
 #[test]
@@ -790,7 +1024,8 @@ fn missing_stable_or_canary_is_an_error() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "canary host \"canary-svc\" not found in http route \"primary\" of VirtualService vs"
+        "canary host \"canary-svc\" not found in http route \"primary\" of VirtualService vs; \
+         its destinations: stable-svc, other"
     );
     let vs = vs_with(json!({"http": [{"name": "primary", "route": [dest("canary-svc", 100)]}]}));
     let err = apply(
@@ -802,7 +1037,8 @@ fn missing_stable_or_canary_is_an_error() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "stable host \"stable-svc\" not found in http route \"primary\" of VirtualService vs"
+        "stable host \"stable-svc\" not found in http route \"primary\" of VirtualService vs; \
+         its destinations: canary-svc"
     );
     let vs = vs_with(json!({"http": [{"route": [sdest("r", "stable", 100), sdest("r", "x", 0)]}]}));
     let err = apply(
@@ -814,7 +1050,8 @@ fn missing_stable_or_canary_is_an_error() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "canary subset \"canary\" not found in http route \"#0\" of VirtualService vs"
+        "canary subset \"canary\" not found in http route \"#0\" of VirtualService vs; \
+         its destinations: r/stable, r/x"
     );
 }
 
@@ -1551,6 +1788,7 @@ fn canonical_host_forms() {
 fn managed_routes_read_back_reapply_as_identity() {
     use crate::traffic::*;
     let routing = IstioRouting {
+        namespace: "bookinfo".into(),
         max_weight: 100,
         managed_routes: vec!["hdr".into(), "mirror".into()],
         virtual_services: vec![VirtualServiceRef {
@@ -1577,7 +1815,10 @@ fn managed_routes_read_back_reapply_as_identity() {
         canary_weight: 20,
         header_routes: vec![HeaderRoute {
             name: "hdr".into(),
-            headers: vec![("end-user".into(), StringMatch::Exact("jason".into()))],
+            headers: vec![
+                ("end-user".into(), StringMatch::Exact("jason".into())),
+                ("x-beta".into(), StringMatch::Prefix("yes".into())),
+            ],
         }],
         mirror_routes: vec![MirrorRoute {
             name: "mirror".into(),
@@ -1608,4 +1849,26 @@ fn managed_routes_read_back_reapply_as_identity() {
     assert_eq!(http.len(), 3);
     let mirror = http.iter().find(|r| r["name"] == "mirror").unwrap();
     assert_eq!(mirror["route"][1]["weight"], 50);
+    // The header route is ORed, one match entry per matcher (as Argo writes it), and a new
+    // weight keeps every entry (issue 15 item 3).
+    let hdr = http.iter().find(|r| r["name"] == "hdr").unwrap();
+    assert_eq!(
+        hdr["match"],
+        serde_json::json!([
+            {"headers": {"end-user": {"exact": "jason"}}},
+            {"headers": {"x-beta": {"prefix": "yes"}}},
+        ])
+    );
+    crate::testkit::vs_schema::assert_valid_virtual_service(&moved);
+    // A match entry skycanary would not write (two headers ANDed) is not silently rewritten.
+    let mut anded = applied.clone();
+    anded["spec"]["http"][0]["match"] = serde_json::json!([
+        {"headers": {"end-user": {"exact": "jason"}, "x-beta": {"prefix": "yes"}}},
+    ]);
+    let err = current_managed_routes(&anded, &routing, 50).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("match[0] is not a single header matcher"),
+        "{err}"
+    );
 }
