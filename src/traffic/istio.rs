@@ -129,8 +129,8 @@ pub enum RoutingError {
         vs: String,
         /// Route kind.
         kind: RouteKind,
-        /// Route name or `#index`.
-        route: String,
+        /// Route name or `#index` (boxed, like `hint`, to keep the error small).
+        route: Box<str>,
         /// `stable` or `canary`.
         role: &'static str,
         /// `host` or `subset`.
@@ -138,7 +138,7 @@ pub enum RoutingError {
         /// The host or subset looked for.
         name: String,
         /// What the route holds instead (starts with `; `), or empty.
-        hint: String,
+        hint: Box<str>,
     },
     /// A selected http route delegates to another VirtualService: the weights live there.
     #[error(
@@ -926,11 +926,11 @@ impl<'a> Ctx<'a> {
             RoutingError::DestinationNotFound {
                 vs: self.vs.into(),
                 kind,
-                route: label.clone(),
+                route: label.as_str().into(),
                 role: role_name,
                 what,
                 name,
-                hint: self.missing_hint(role, &dests),
+                hint: self.missing_hint(role, &dests).into(),
             }
         };
         let stable = stable.ok_or_else(|| missing(Role::Stable, "stable"))?;

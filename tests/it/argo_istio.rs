@@ -260,3 +260,91 @@ fn argo_istio_weight_cases_hold_through_route_set_weight() {
     assert!(ran >= 20, "only {ran} weight-only cases");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Argo's documented cross-namespace setup through the daemon's steps: the VirtualService in
+/// `istio-routes` names `reviews-stable.rollouts`, the Canary lives in `rollouts` with short
+/// service names, and its header route has two matchers (ORed, one match entry each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_cross_namespace_setup_and_ored_header_route_through_the_daemon() {
+    use crate::daemon::{TOKEN, http, setup, sim_with_apdex, start};
+    let canary = r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: rollouts}
+spec:
+  revision: v2
+  trafficRouting:
+    managedRoutes: [{name: beta}]
+    istio:
+      virtualService: {name: reviews.istio-routes, routes: [primary]}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+  steps:
+  - setHeaderRoute:
+      name: beta
+      match:
+      - {headerName: end-user, headerValue: {exact: jason}}
+      - {headerName: x-beta, headerValue: {prefix: "yes"}}
+  - setWeight: 20
+  - pause: {}
+"#;
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: istio-routes}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [istio-routes/gateway]
+  http:
+  - name: primary
+    route:
+    - destination: {host: reviews-stable.rollouts, port: {number: 9080}}
+      weight: 100
+    - destination: {host: reviews-canary.rollouts, port: {number: 9080}}
+      weight: 0
+"#;
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let dirs = setup(canary);
+    std::fs::write(dirs.path().join("istio/reviews.yaml"), vs).unwrap();
+    let d = start(dirs, &running.url());
+    let start = std::time::Instant::now();
+    let status = loop {
+        let s: Value = http()
+            .get(format!("{}/api/v1/canaries/rollouts/reviews", d.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["status"]["phase"] == "Paused" && s["status"].get("routingWrite").is_none() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never paused at 20 %: {s:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let text = std::fs::read_to_string(d.manifests.join("reviews.yaml")).unwrap();
+    assert_eq!(
+        skycanary::testkit::vs_schema::assert_valid_virtual_services_in(&text),
+        1
+    );
+    let vs = &parse_documents(&text).unwrap()[0].value;
+    let http = &vs["spec"]["http"];
+    assert_eq!(http[0]["name"], "beta", "{status:#}");
+    assert_eq!(
+        http[0]["match"],
+        json!([
+            {"headers": {"end-user": {"exact": "jason"}}},
+            {"headers": {"x-beta": {"prefix": "yes"}}},
+        ])
+    );
+    assert_eq!(
+        http[0]["route"],
+        json!([{"destination": {"host": "reviews-canary.rollouts", "port": {"number": 9080}}, "weight": 100}]),
+        "the header route's target resolves to the Canary's Service from istio-routes"
+    );
+    assert_eq!(http[1]["route"][0]["weight"], 80);
+    assert_eq!(http[1]["route"][1]["weight"], 20);
+}

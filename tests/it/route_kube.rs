@@ -50,7 +50,10 @@ fn routing(names: &[&str]) -> IstioRouting {
     }
 }
 
+/// Stable and canary weights of `primary`, after checking that the VirtualService read back
+/// from the API server is valid against Istio's CRD schema.
 fn weights(v: &Value) -> (i64, i64) {
+    skycanary::testkit::vs_schema::assert_valid_virtual_service(v);
     let r = &v["spec"]["http"][0]["route"];
     (
         r[0]["weight"].as_i64().unwrap(),
