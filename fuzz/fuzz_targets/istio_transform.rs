@@ -42,6 +42,7 @@ fn vs_ref(selector: u8) -> VirtualServiceRef {
 
 fn routing(r: VirtualServiceRef) -> IstioRouting {
     IstioRouting {
+        namespace: "bookinfo".into(),
         max_weight: MAX,
         managed_routes: vec!["canary-header".into()],
         virtual_services: vec![r],
