@@ -2,8 +2,9 @@
 //! (route transforms, the `route` CLI, the daemon's manifests) must be one the API server
 //! would admit, and carry no field Istio does not define.
 //!
-//! The schema is the `openAPIV3Schema` of `virtualservices.networking.istio.io`, kept beside the
-//! repository in `shared/reference/` (override with `SKYCANARY_VS_SCHEMA`). A structural schema
+//! The schema is the `openAPIV3Schema` of `virtualservices.networking.istio.io`, vendored
+//! unchanged (Apache-2.0, provenance in its `$comment`) in `tests/data/istio/` so a clean clone
+//! checks against it (override with `SKYCANARY_VS_SCHEMA`). A structural schema
 //! leaves unknown fields to the API server's pruning; here they are errors instead, so every
 //! object schema with `properties` gets `additionalProperties: false` (unless it preserves
 //! unknown fields). CEL rules (`x-kubernetes-validations`) are not evaluated.
@@ -17,12 +18,12 @@ use serde_json::{Map, Value, json};
 pub const SCHEMA_ENV: &str = "SKYCANARY_VS_SCHEMA";
 
 /// Where the schema is read from: `$SKYCANARY_VS_SCHEMA`, else
-/// `<repository>/../shared/reference/istio-virtualservice.schema.json`.
+/// `<repository>/tests/data/istio/virtualservice.schema.json`.
 pub fn schema_path() -> PathBuf {
     match std::env::var_os(SCHEMA_ENV) {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/istio-virtualservice.schema.json"),
+            .join("tests/data/istio/virtualservice.schema.json"),
     }
 }
 
