@@ -371,6 +371,13 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
                 "kind",
                 format!("unknown kind {other:?} in {API_VERSION} (expected AnalysisTemplate, ClusterAnalysisTemplate, Canary or ScheduledAnalysis)"),
             )),
+            // Neither field: not a Kubernetes object at all (OAP's alarm-settings.yml, a
+            // simulator scenario, a values file), so not ours to judge; one field without the
+            // other is a broken object.
+            ("", "") => result.skipped.push(format!(
+                "{}:{}: not a Kubernetes object (no apiVersion, no kind)",
+                file, doc.line
+            )),
             ("", _) => result.errors.push(origin.error(".", "missing apiVersion")),
             (_, "") => result.errors.push(origin.error(".", "missing kind")),
             (ARGO_API_VERSION, other) => result.skipped.push(format!(

@@ -26,7 +26,7 @@ spec:
       weight: 0
 "#;
 
-fn canary(on_error: &str) -> String {
+pub(crate) fn canary(on_error: &str) -> String {
     format!(
         r#"apiVersion: skycanary.io/v1alpha1
 kind: Canary

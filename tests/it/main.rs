@@ -8,6 +8,7 @@ mod argo_conditions;
 mod bounded_oap;
 mod bundled_templates;
 mod chaos;
+mod cli_shape;
 mod control_kube;
 mod daemon;
 mod daemon_kube;
