@@ -386,6 +386,61 @@ fn validate_skips_what_is_not_a_kubernetes_object() {
     );
 }
 
+/// A template with a schema error (unknown field) and semantic ones, and a Canary with a
+/// semantic error, an arg not supplied and a missing template: every one in one run.
+#[test]
+fn validate_lists_every_layer_of_mistakes_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.yaml"), TEMPLATE_WITH_ERRORS).unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CANARY_WITH_ERRORS).unwrap();
+    let out = bin().arg("validate").arg(dir.path()).output().unwrap();
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    for want in [
+        "t.yaml:8: spec.metrics[0].intervall: unknown field",
+        "t.yaml:10: spec.metrics[0].successCondition: condition does not compile",
+        "c.yaml:12: spec.steps[0].setWeight: weight 120",
+        "c.yaml:13: spec.steps[1].analysis.args: template \"apdex\" requires arg \"service\"",
+        "c.yaml:14: spec.steps[2].analysis.templates[0].templateName: AnalysisTemplate \"latency\" not found",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+    // The template refused for its own errors is not reported missing on top.
+    assert!(!s.contains("\"apdex\" not found"), "{s}");
+}
+
+const TEMPLATE_WITH_ERRORS: &str = r#"apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: apdex, namespace: bookinfo}
+spec:
+  args: [{name: service}]
+  metrics:
+  - name: apdex
+    intervall: 1m
+    count: 3
+    successCondition: "min(result) >=="
+    provider:
+      skywalking:
+        metric: service_apdex
+        entity: {serviceName: "{{args.service}}"}
+"#;
+
+const CANARY_WITH_ERRORS: &str = r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  revision: v2
+  trafficRouting:
+    istio:
+      virtualService: {name: reviews, routes: [primary]}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+  steps:
+  - setWeight: 120
+  - analysis: {templates: [{templateName: apdex}]}
+  - analysis: {templates: [{templateName: latency}], args: [{name: service, value: x}]}
+"#;
+
 fn terminate(child: &std::process::Child) {
     // SAFETY: kill(2) on a child we started and have not waited for.
     unsafe {
