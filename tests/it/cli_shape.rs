@@ -573,3 +573,77 @@ async fn the_readme_try_the_daemon_commands_run_as_written() {
         "{log}"
     );
 }
+
+/// `--kube` with `--kubeconfig` / `--context`: `NAME` resolves in the context's namespace, a
+/// second context's namespace holds nothing, and `-A` lists every namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_mode_takes_the_namespace_from_the_named_context() {
+    use skycanary::testkit::{FakeApiServer, kubeconfig_yaml};
+    let fake = FakeApiServer::new();
+    fake.seed(serde_json::json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+        "metadata": {"name": "reviews", "namespace": "bookinfo"},
+        "spec": {"revision": "v2", "steps": [{"setWeight": 20}, {"pause": {}}]},
+        "status": {"phase": "Paused", "currentStepIndex": 1, "desiredWeight": 20}
+    }))
+    .unwrap();
+    let (addr, _h) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    // The fake's kubeconfig (context `fake`, namespace default) plus a context in bookinfo.
+    let yaml = kubeconfig_yaml(addr).replace(
+        "current-context: fake",
+        "- name: books\n  context:\n    cluster: fake\n    user: fake\n    namespace: bookinfo\ncurrent-context: fake",
+    );
+    std::fs::write(&kc, yaml).unwrap();
+    let kcs = kc.to_str().unwrap().to_string();
+    let run = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || bin().args(&args).output().unwrap())
+            .await
+            .unwrap()
+    };
+    let args = |a: &[&str]| -> Vec<String> {
+        a.iter()
+            .map(|s| s.to_string())
+            .chain(["--kube".into(), "--kubeconfig".into(), kcs.clone()])
+            .collect()
+    };
+    let out = run(args(&[
+        "status",
+        "reviews",
+        "--context",
+        "books",
+        "-o",
+        "json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["namespace"].as_str(), v["status"]["phase"].as_str()),
+        (Some("bookinfo"), Some("Paused"))
+    );
+    assert!(
+        text(&out.stdout).contains("\"steps\": 2"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The current context (`fake`) is in `default`: no such canary there.
+    let out = run(args(&["status", "reviews"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no Canary default/reviews"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(args(&["status", "-A", "-o", "name"])).await;
+    assert_eq!(
+        text(&out.stdout),
+        "canary.skycanary.io/reviews\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // Table: the second of two steps.
+    let out = run(args(&["status", "-n", "bookinfo"])).await;
+    assert!(text(&out.stdout).contains("2/2"), "{}", text(&out.stdout));
+}
