@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::control_kube;
+use super::output::{self, OutputFormat};
+use super::target::TargetArgs;
 use crate::canary::{CanaryPhase, CanaryStatus, CommandAction};
 use crate::server::{CanarySummary, Token};
 
@@ -26,53 +28,82 @@ pub struct ServerArgs {
 /// Arguments of `status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// One canary (`NAMESPACE/NAME`); all when omitted.
+    /// One canary (`NAME` with -n, or `NAMESPACE/NAME`); without it, every canary of the
+    /// namespace (all namespaces with -A).
     pub canary: Option<String>,
-    /// Refresh every 2 seconds until interrupted.
-    #[arg(long)]
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// List the canaries of every namespace.
+    #[arg(short = 'A', long, conflicts_with_all = ["canary", "namespace"])]
+    pub all_namespaces: bool,
+    /// Keep watching. With a canary: exit 0 when it is Promoted, 1 when Aborted or RolledBack,
+    /// 2 when --timeout passes first; without one, refresh until interrupted.
+    #[arg(short = 'w', long)]
     pub watch: bool,
-    /// Print JSON instead of a table.
-    #[arg(long)]
+    /// With --watch and a canary: give up (exit 2) after this long (e.g. `10m`).
+    #[arg(long, requires = "watch", value_parser = crate::resources::duration::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Output format (default: a table).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<OutputFormat>,
+    /// Old spelling of `-o json`.
+    #[arg(long, hide = true, conflicts_with = "output")]
     pub json: bool,
     /// Read the Canaries from the cluster (kubeconfig or in-cluster) instead of the daemon's API.
     #[arg(long)]
     pub kube: bool,
-    /// With --kube and no canary: only this namespace (default: all namespaces).
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
 
-/// Arguments of the action commands.
+/// What every action takes: the canary, where it is, how to reach whoever carries it out.
 #[derive(Debug, clap::Args)]
-pub struct ActionArgs {
-    /// The canary, `NAMESPACE/NAME`.
+pub struct ActionCommon {
+    /// The canary: `NAME` (namespace from -n or the kubeconfig context) or `NAMESPACE/NAME`.
     pub canary: String,
-    /// promote: skip every remaining step.
-    #[arg(long)]
-    pub full: bool,
-    /// abort: why (shown in status).
-    #[arg(long)]
-    pub reason: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Write the request into the Canary's `status.command` in the cluster (kubeconfig or
     /// in-cluster) instead of calling the daemon's API; the leading daemon carries it out.
     #[arg(long)]
     pub kube: bool,
     /// With --kube: how long to wait for the daemon's answer (`0s`: do not wait).
-    #[arg(long, default_value = "30s", value_parser = crate::resources::duration::parse_duration)]
+    #[arg(long, default_value = "30s", requires = "kube", value_parser = crate::resources::duration::parse_duration)]
     pub wait: Duration,
+    /// Output format of the canary afterwards (default: a table).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<OutputFormat>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
 
-/// Which action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Arguments of `promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub common: ActionCommon,
+    /// Skip every remaining step.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Arguments of `abort`.
+#[derive(Debug, clap::Args)]
+pub struct AbortArgs {
+    #[command(flatten)]
+    pub common: ActionCommon,
+    /// Why (shown in status).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// Which action, with what only it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Next step (or all with --full).
-    Promote,
+    /// Next step, or every remaining one (`full`).
+    Promote { full: bool },
     /// Roll back.
-    Abort,
+    Abort { reason: Option<String> },
     /// Start again after an abort.
     Retry,
     /// Pause.
@@ -82,14 +113,14 @@ pub enum Action {
 }
 
 impl Action {
-    fn path(self) -> &'static str {
+    fn path(&self) -> &'static str {
         self.command_action().as_str()
     }
 
-    fn command_action(self) -> CommandAction {
+    fn command_action(&self) -> CommandAction {
         match self {
-            Action::Promote => CommandAction::Promote,
-            Action::Abort => CommandAction::Abort,
+            Action::Promote { .. } => CommandAction::Promote,
+            Action::Abort { .. } => CommandAction::Abort,
             Action::Retry => CommandAction::Retry,
             Action::Pause => CommandAction::Pause,
             Action::Resume => CommandAction::Resume,
@@ -103,15 +134,36 @@ enum Source {
     Kube(kube::Client),
 }
 
+/// Which canaries `status` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selection {
+    One(String, String),
+    Namespace(String),
+    All,
+}
+
 impl Source {
-    async fn canaries(
-        &self,
-        one: Option<&str>,
-        namespace: Option<&str>,
-    ) -> Result<Vec<CanarySummary>, String> {
-        match self {
-            Source::Api(api) => api.canaries(one).await,
-            Source::Kube(client) => control_kube::canaries(client, one, namespace).await,
+    async fn canaries(&self, sel: &Selection) -> Result<Vec<CanarySummary>, String> {
+        match (self, sel) {
+            (Source::Api(api), Selection::One(ns, n)) => {
+                api.canaries(Some(&format!("{ns}/{n}"))).await
+            }
+            (Source::Api(api), Selection::Namespace(ns)) => Ok(api
+                .canaries(None)
+                .await?
+                .into_iter()
+                .filter(|c| &c.namespace == ns)
+                .collect()),
+            (Source::Api(api), Selection::All) => api.canaries(None).await,
+            (Source::Kube(client), Selection::One(ns, n)) => {
+                control_kube::canaries(client, Some(&format!("{ns}/{n}")), None).await
+            }
+            (Source::Kube(client), Selection::Namespace(ns)) => {
+                control_kube::canaries(client, None, Some(ns)).await
+            }
+            (Source::Kube(client), Selection::All) => {
+                control_kube::canaries(client, None, None).await
+            }
         }
     }
 }
@@ -120,6 +172,16 @@ pub(crate) struct Api {
     pub(crate) base: String,
     token: Option<Token>,
     pub(crate) http: reqwest::Client,
+}
+
+/// The innermost cause of an error: "Connection refused (os error 111)" rather than
+/// "error sending request for url (...)".
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 impl Api {
@@ -141,14 +203,32 @@ impl Api {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<serde_json::Value, String> {
+        self.call_status(req).await.map_err(|(_, e)| e)
+    }
+
+    /// Like [`Self::call`], with the HTTP status of a refusal (`None`: no answer at all).
+    async fn call_status(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, (Option<u16>, String)> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the daemon at {}: {e}", self.base))?;
+        let resp = req.send().await.map_err(|e| {
+            let cause = if e.is_timeout() {
+                "no answer within 10s".to_string()
+            } else {
+                root_cause(&e)
+            };
+            (
+                None,
+                format!(
+                    "cannot reach the daemon at {}: {cause} (is it running? use --server)",
+                    self.base
+                ),
+            )
+        })?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         if status.is_success() {
@@ -159,19 +239,26 @@ impl Api {
                 .and_then(|e| e.as_str())
                 .unwrap_or("")
                 .to_string();
-            Err(format!("{status}: {msg}"))
+            Err((Some(status.as_u16()), format!("{status}: {msg}")))
         }
     }
 
     async fn canaries(&self, one: Option<&str>) -> Result<Vec<CanarySummary>, String> {
+        self.canaries_status(one).await.map_err(|(_, e)| e)
+    }
+
+    async fn canaries_status(
+        &self,
+        one: Option<&str>,
+    ) -> Result<Vec<CanarySummary>, (Option<u16>, String)> {
         let body = match one {
             Some(c) => {
-                self.call(self.http.get(format!("{}/api/v1/canaries/{c}", self.base)))
+                self.call_status(self.http.get(format!("{}/api/v1/canaries/{c}", self.base)))
                     .await?
             }
             None => {
                 let list = self
-                    .call(self.http.get(format!("{}/api/v1/canaries", self.base)))
+                    .call_status(self.http.get(format!("{}/api/v1/canaries", self.base)))
                     .await?;
                 list.get("items")
                     .cloned()
@@ -183,38 +270,57 @@ impl Api {
         } else {
             serde_json::Value::Array(vec![body])
         };
-        serde_json::from_value(items).map_err(|e| format!("unexpected answer from the daemon: {e}"))
+        serde_json::from_value(items)
+            .map_err(|e| (None, format!("unexpected answer from the daemon: {e}")))
     }
 }
 
-pub(crate) fn check_name(c: &str) -> Result<(), String> {
-    match c.split_once('/') {
-        Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => Ok(()),
-        _ => Err(format!("{c:?}: expected NAMESPACE/NAME")),
+/// `NAME` resolved against -n / the kubeconfig context, or `NS/NAME`; `ns/name` for the API.
+pub(crate) fn qualified(target: &TargetArgs, name: &str) -> Result<(String, String), String> {
+    target.resolve(name).map_err(|e| e.to_string())
+}
+
+/// How a watched canary ended, for the exit code (DESIGN: 0 Promoted, 1 rolled back).
+pub fn watch_exit(phase: CanaryPhase) -> Option<u8> {
+    match phase {
+        CanaryPhase::Promoted => Some(0),
+        CanaryPhase::Aborted | CanaryPhase::RolledBack => Some(1),
+        CanaryPhase::Pending
+        | CanaryPhase::Progressing
+        | CanaryPhase::Paused
+        | CanaryPhase::Degraded => None,
     }
 }
 
-/// `status`: exit 0, or 1 when the daemon cannot be reached / answers an error.
+/// Exit code of `status --watch` when --timeout passes first.
+pub const EXIT_WATCH_TIMEOUT: u8 = 2;
+
+/// `status`: exit 0, 1 when the daemon cannot be reached / answers an error, 4 bad input;
+/// `--watch NAME`: 0 Promoted, 1 Aborted/RolledBack/not found, 2 timeout.
 pub async fn status(
     args: &StatusArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    if let Some(c) = &args.canary
-        && let Err(e) = check_name(c)
-    {
-        writeln!(err, "error: {e}")?;
-        return Ok(4);
-    }
-    if args.namespace.is_some() && !args.kube {
-        writeln!(
-            err,
-            "error: --namespace applies to --kube; the daemon's API lists every canary"
-        )?;
-        return Ok(4);
-    }
+    let sel = match (&args.canary, args.all_namespaces) {
+        (Some(c), _) => match qualified(&args.target, c) {
+            Ok((ns, n)) => Selection::One(ns, n),
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(4);
+            }
+        },
+        (None, true) => Selection::All,
+        (None, false) => match args.target.namespace() {
+            Ok(ns) => Selection::Namespace(ns),
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(4);
+            }
+        },
+    };
     let source = if args.kube {
-        match control_kube::client().await {
+        match args.target.client().await {
             Ok(c) => Source::Kube(c),
             Err(e) => {
                 writeln!(err, "error: {e}")?;
@@ -230,28 +336,43 @@ pub async fn status(
             }
         }
     };
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let format = output::pick(args.output, args.json);
+    let terminal = std::io::stdout().is_terminal();
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none();
+    let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut last_printed: Option<String> = None;
     loop {
-        match source
-            .canaries(args.canary.as_deref(), args.namespace.as_deref())
-            .await
-        {
+        match source.canaries(&sel).await {
             Ok(list) => {
+                let text = render(&list, &sel, format, colour)?;
+                // A terminal redraws; a pipe (CI) gets a new block only when something changed.
                 if args.watch && colour {
-                    write!(out, "\x1b[2J\x1b[H")?;
-                }
-                if args.json {
-                    serde_json::to_writer_pretty(&mut *out, &list)
-                        .map_err(std::io::Error::other)?;
-                    writeln!(out)?;
-                } else {
-                    write!(out, "{}", render_table(&list, colour))?;
+                    write!(out, "\x1b[2J\x1b[H{text}")?;
+                } else if last_printed.as_deref() != Some(text.as_str()) {
+                    write!(out, "{text}")?;
                 }
                 out.flush()?;
+                last_printed = Some(text);
+                if list.is_empty() && !args.watch && format.is_none() {
+                    match &sel {
+                        Selection::Namespace(ns) => writeln!(
+                            err,
+                            "No canaries in namespace {ns} (-A for all namespaces)."
+                        )?,
+                        _ => writeln!(err, "No canaries.")?,
+                    }
+                }
+                if args.watch
+                    && let Selection::One(..) = sel
+                    && let Some(code) = list.first().and_then(|c| watch_exit(c.status.phase))
+                {
+                    return Ok(code);
+                }
             }
             Err(e) => {
                 writeln!(err, "error: {e}")?;
-                if !args.watch {
+                let gone = e.starts_with("404") || e.starts_with("no Canary");
+                if !args.watch || (gone && matches!(sel, Selection::One(..))) {
                     return Ok(1);
                 }
             }
@@ -259,26 +380,71 @@ pub async fn status(
         if !args.watch {
             return Ok(0);
         }
+        let pause = tokio::time::sleep(Duration::from_secs(2));
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(0),
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = expired => {
+                writeln!(
+                    err,
+                    "error: timed out after {} waiting for the canary to finish",
+                    crate::resources::duration::format_duration(args.timeout.unwrap_or_default())
+                )?;
+                return Ok(EXIT_WATCH_TIMEOUT);
+            }
+            () = pause => {}
         }
     }
+}
+
+/// The canaries in the asked format: one object for one canary, a list otherwise.
+fn render(
+    list: &[CanarySummary],
+    sel: &Selection,
+    format: Option<OutputFormat>,
+    colour: bool,
+) -> std::io::Result<String> {
+    let mut buf = Vec::new();
+    let structured = match (format, sel, list) {
+        (Some(f), Selection::One(..), [one]) => output::write_structured(&mut buf, f, one)?,
+        (Some(f), _, _) => output::write_structured(&mut buf, f, &list)?,
+        (None, _, _) => false,
+    };
+    if !structured {
+        match format {
+            Some(OutputFormat::Name) => {
+                for c in list {
+                    writeln!(buf, "canary.skycanary.io/{}", c.name)?;
+                }
+            }
+            Some(OutputFormat::Wide) => write!(buf, "{}", render_table_wide(list, colour, true))?,
+            _ => write!(buf, "{}", render_table(list, colour))?,
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// `promote|abort|retry|pause|resume`: exit 0 done, 1 refused or unreachable, 4 bad input.
 pub async fn action(
     action: Action,
-    args: &ActionArgs,
+    args: &ActionCommon,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    if let Err(e) = check_name(&args.canary) {
-        writeln!(err, "error: {e}")?;
-        return Ok(4);
-    }
+    let (ns, name) = match qualified(&args.target, &args.canary) {
+        Ok(x) => x,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(4);
+        }
+    };
     if args.kube {
-        return action_kube(action, args, out, err).await;
+        return action_kube(action, args, &ns, &name, out, err).await;
     }
     let api = match Api::new(&args.server) {
         Ok(a) => a,
@@ -287,26 +453,18 @@ pub async fn action(
             return Ok(4);
         }
     };
-    let mut url = format!(
-        "{}/api/v1/canaries/{}/{}",
-        api.base,
-        args.canary,
-        action.path()
-    );
-    if action == Action::Promote && args.full {
+    let mut url = format!("{}/api/v1/canaries/{ns}/{name}/{}", api.base, action.path());
+    if let Action::Promote { full: true } = action {
         url.push_str("?full=true");
     }
     let mut req = api.http.post(url);
-    if action == Action::Abort
-        && let Some(r) = &args.reason
-    {
+    if let Action::Abort { reason: Some(r) } = &action {
         req = req.json(&serde_json::json!({ "reason": r }));
     }
     match api.call(req).await {
         Ok(body) => {
-            let summary: Result<CanarySummary, _> = serde_json::from_value(body);
-            match summary {
-                Ok(s) => write!(out, "{}", render_table(&[s], false))?,
+            match serde_json::from_value::<CanarySummary>(body) {
+                Ok(s) => print_one(out, &s, args.output)?,
                 Err(_) => writeln!(out, "ok")?,
             }
             Ok(0)
@@ -318,35 +476,55 @@ pub async fn action(
     }
 }
 
+/// One canary after an action, in the asked format.
+fn print_one(
+    out: &mut dyn Write,
+    s: &CanarySummary,
+    format: Option<OutputFormat>,
+) -> std::io::Result<()> {
+    let sel = Selection::One(s.namespace.clone(), s.name.clone());
+    write!(
+        out,
+        "{}",
+        render(std::slice::from_ref(s), &sel, format, false)?
+    )
+}
+
 /// `<action> --kube`: exit 0 carried out (or written, with `--wait 0s`), 1 refused, not found,
 /// unreachable or not answered within `--wait`.
 async fn action_kube(
     action: Action,
-    args: &ActionArgs,
+    args: &ActionCommon,
+    ns: &str,
+    name: &str,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    let (ns, name) = args.canary.split_once('/').unwrap_or_default();
-    let client = match control_kube::client().await {
+    let client = match args.target.client().await {
         Ok(c) => c,
         Err(e) => {
             writeln!(err, "error: {e}")?;
             return Ok(1);
         }
     };
+    let (full, reason) = match &action {
+        Action::Promote { full } => (*full, None),
+        Action::Abort { reason } => (false, reason.clone()),
+        _ => (false, None),
+    };
     let result = control_kube::request(
         &client,
         ns,
         name,
         action.command_action(),
-        args.full,
-        args.reason.clone(),
+        full,
+        reason,
         args.wait,
     )
     .await;
     match result {
         Ok(control_kube::RequestResult::Done(s)) => {
-            write!(out, "{}", render_table(&[s], false))?;
+            print_one(out, &s, args.output)?;
             Ok(0)
         }
         Ok(control_kube::RequestResult::Refused(why, _)) => {
@@ -356,19 +534,17 @@ async fn action_kube(
         Ok(control_kube::RequestResult::Pending(id)) if args.wait.is_zero() => {
             writeln!(
                 out,
-                "requested {} of {} (request {id}); the leading skycanary daemon carries it out",
+                "requested {} of {ns}/{name} (request {id}); the leading skycanary daemon carries it out",
                 action.path(),
-                args.canary
             )?;
             Ok(0)
         }
         Ok(control_kube::RequestResult::Pending(id)) => {
             writeln!(
                 err,
-                "error: no skycanary daemon answered request {id} ({} of {}) within {}; it stays in \
+                "error: no skycanary daemon answered request {id} ({} of {ns}/{name}) within {}; it stays in \
                  status.command and is carried out when a daemon leads (is one running?)",
                 action.path(),
-                args.canary,
                 crate::resources::duration::format_duration(args.wait)
             )?;
             Ok(1)
@@ -423,8 +599,25 @@ fn last_verdict(s: &CanaryStatus) -> String {
     }
 }
 
+/// `step 3/7`: the step being executed, 1-based (the last one once all are done).
+pub fn step_label(current_step_index: u32, steps: usize) -> String {
+    if steps == 0 {
+        return "0/0".into();
+    }
+    let shown = (current_step_index as usize + 1).min(steps);
+    format!("{shown}/{steps}")
+}
+
+/// Longest verdict the default table shows; `-o wide` shows it whole.
+const VERDICT_WIDTH: usize = 120;
+
 /// The status table.
 pub fn render_table(list: &[CanarySummary], colour: bool) -> String {
+    render_table_wide(list, colour, false)
+}
+
+/// The status table; `wide` adds the revision and does not cut the verdict.
+pub fn render_table_wide(list: &[CanarySummary], colour: bool, wide: bool) -> String {
     let mut s = String::new();
     let name_w = list
         .iter()
@@ -432,8 +625,19 @@ pub fn render_table(list: &[CanarySummary], colour: bool) -> String {
         .max()
         .unwrap_or(0)
         .max(6);
+    let rev_w = list
+        .iter()
+        .filter_map(|c| c.status.revision.as_ref().map(String::len))
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let revision_header = if wide {
+        format!("{:rev_w$}  ", "REVISION")
+    } else {
+        String::new()
+    };
     s.push_str(&format!(
-        "{:name_w$}  {:11}  {:5}  {:17}  {}\n",
+        "{:name_w$}  {revision_header}{:11}  {:5}  {:17}  {}\n",
         "CANARY", "PHASE", "STEP", "WEIGHT", "LAST VERDICT"
     ));
     for c in list {
@@ -444,7 +648,7 @@ pub fn render_table(list: &[CanarySummary], colour: bool) -> String {
         } else {
             format!("{phase:11}")
         };
-        let step = format!("{}/{}", st.current_step_index.min(c.steps as u32), c.steps);
+        let step = step_label(st.current_step_index, c.steps);
         let mut verdict = last_verdict(st);
         if let Some(p) = &st.pause {
             verdict = format!("paused ({:?}) — {verdict}", p.reason);
@@ -452,9 +656,16 @@ pub fn render_table(list: &[CanarySummary], colour: bool) -> String {
         if let Some(a) = &st.abort {
             verdict = format!("aborted: {}", a.reason);
         }
-        let verdict: String = verdict.chars().take(120).collect();
+        if !wide && verdict.chars().count() > VERDICT_WIDTH {
+            verdict = verdict.chars().take(VERDICT_WIDTH - 1).collect::<String>() + "…";
+        }
+        let revision = if wide {
+            format!("{:rev_w$}  ", st.revision.as_deref().unwrap_or("-"))
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "{:name_w$}  {phase}  {step:5}  {}  {verdict}\n",
+            "{:name_w$}  {revision}{phase}  {step:5}  {}  {verdict}\n",
             format!("{}/{}", c.namespace, c.name),
             weight_bar(st.desired_weight, 100),
         ));
@@ -474,10 +685,51 @@ mod tests {
     }
 
     #[test]
-    fn names() {
-        assert!(check_name("bookinfo/reviews").is_ok());
-        assert!(check_name("reviews").is_err());
-        assert!(check_name("a/b/c").is_err());
+    fn steps_are_numbered_from_one() {
+        assert_eq!(step_label(0, 7), "1/7");
+        assert_eq!(step_label(2, 7), "3/7");
+        assert_eq!(step_label(6, 7), "7/7");
+        assert_eq!(step_label(7, 7), "7/7");
+        assert_eq!(step_label(0, 0), "0/0");
+    }
+
+    #[test]
+    fn watch_ends_on_promotion_and_rollback_only() {
+        assert_eq!(watch_exit(CanaryPhase::Promoted), Some(0));
+        assert_eq!(watch_exit(CanaryPhase::Aborted), Some(1));
+        assert_eq!(watch_exit(CanaryPhase::RolledBack), Some(1));
+        for p in [
+            CanaryPhase::Pending,
+            CanaryPhase::Progressing,
+            CanaryPhase::Paused,
+            CanaryPhase::Degraded,
+        ] {
+            assert_eq!(watch_exit(p), None, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_verdict_is_cut_with_an_ellipsis_except_wide() {
+        let c = CanarySummary {
+            namespace: "bookinfo".into(),
+            name: "reviews".into(),
+            steps: 3,
+            status: CanaryStatus {
+                phase: CanaryPhase::Aborted,
+                abort: Some(crate::canary::AbortStatus {
+                    reason: "x".repeat(300),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        };
+        let t = render_table(std::slice::from_ref(&c), false);
+        assert!(t.contains('…') && !t.contains(&"x".repeat(200)), "{t}");
+        let w = render_table_wide(&[c], false, true);
+        assert!(
+            w.contains(&"x".repeat(300)) && w.contains("REVISION"),
+            "{w}"
+        );
     }
 
     #[test]
@@ -497,7 +749,7 @@ mod tests {
         assert!(
             t.contains("bookinfo/reviews")
                 && t.contains("Progressing")
-                && t.contains("2/6")
+                && t.contains("3/6")
                 && t.contains(" 30%"),
             "{t}"
         );

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
@@ -67,6 +67,11 @@ pub struct RunArgs {
     /// SkyWalking OAP for templates without `provider.skywalking.address`.
     #[arg(long, env = "SKYCANARY_SKYWALKING", value_name = "URL")]
     pub skywalking: Option<String>,
+    /// Try the daemon without an OAP: serve this scenario file (see `skycanary simulator`)
+    /// from an in-process simulated OAP on loopback, used instead of --skywalking; its
+    /// `weightsFrom` follows the VirtualServices of --manifests.
+    #[arg(long, value_name = "SCENARIO", conflicts_with = "kube")]
+    pub simulator: Option<PathBuf>,
     /// OAP timezone (`+0800`); by default read from the OAP.
     #[arg(long, value_name = "OFFSET", value_parser = super::parse_timezone_arg)]
     pub timezone: Option<chrono::FixedOffset>,
@@ -193,10 +198,34 @@ pub async fn run(
         return Ok(4);
     }
     let timezone = args.timezone;
-    let defaults = Defaults {
+    let mut defaults = Defaults {
         skywalking: args.skywalking.clone(),
         timezone,
     };
+    let mut _sim = None;
+    if let Some(scenario) = &args.simulator {
+        let started = super::simulator::start(super::simulator::SimSetup {
+            scenario,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            oap_version: None,
+            timezone,
+            manifests: Some(manifests),
+            clock: daemon_clock(args),
+        })
+        .await;
+        match started {
+            Ok(s) => {
+                defaults.skywalking = Some(s.running.url());
+                _sim = Some(s);
+            }
+            Err(errors) => {
+                for e in &errors {
+                    writeln!(err, "error: --simulator: {e}")?;
+                }
+                return Ok(4);
+            }
+        }
+    }
     let unplannable = unplannable_analyses(&loaded, &defaults);
     if !unplannable.is_empty() {
         for e in &unplannable {
@@ -275,6 +304,15 @@ pub async fn run(
         loaded.scheduled.len(),
         loaded.templates.len()
     )?;
+    if let Some(s) = &_sim {
+        writeln!(
+            out,
+            "simulated SkyWalking OAP {} on {} (scenario {})",
+            s.profile,
+            s.running.url(),
+            args.simulator.as_deref().unwrap_or(Path::new("")).display()
+        )?;
+    }
     out.flush()?;
 
     let metrics_of = metrics.clone();
@@ -427,10 +465,7 @@ pub fn api_auth(args: &RunArgs, err: &mut dyn Write) -> std::io::Result<Option<A
     match Auth::from_config(token, args.insecure_api) {
         Ok(a) => Ok(Some(a)),
         Err(e) => {
-            writeln!(
-                err,
-                "error: {e} (pass --token-file FILE, set SKYCANARY_TOKEN, or --insecure-api)"
-            )?;
+            writeln!(err, "error: {e}")?;
             Ok(None)
         }
     }

@@ -5,28 +5,27 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
-use super::control::{Api, ServerArgs, check_name};
+use super::control::{Api, ServerArgs, qualified};
+use super::output::{self, OutputFormat};
+use super::target::TargetArgs;
 use crate::schedule::model::{RunStarted, ScheduleSummary, ScheduledRun};
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// A table.
-    Text,
-    /// The API's JSON.
-    Json,
-}
 
 /// Arguments of `schedules`.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct SchedulesArgs {
-    /// `run NS/NAME` starts a run now; without a subcommand the schedules are listed.
+    /// `run NAME` starts a run now; without a subcommand the schedules of the namespace are
+    /// listed (all namespaces with -A).
     #[command(subcommand)]
     pub command: Option<SchedulesCommand>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// List the scheduled analyses of every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+    /// Output format (default: a table).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<OutputFormat>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -42,11 +41,14 @@ pub enum SchedulesCommand {
 /// Arguments of `schedules run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The ScheduledAnalysis, `NAMESPACE/NAME`.
+    /// The ScheduledAnalysis: `NAME` (namespace from -n or the kubeconfig context) or
+    /// `NAMESPACE/NAME`.
     pub scheduled: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output format (default: a sentence).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<OutputFormat>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -68,6 +70,17 @@ async fn list(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
+    let namespace = if args.all_namespaces {
+        None
+    } else {
+        match args.target.namespace() {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(4);
+            }
+        }
+    };
     let api = match Api::new(&args.server) {
         Ok(a) => a,
         Err(e) => {
@@ -94,21 +107,32 @@ async fn list(
             return Ok(1);
         }
     };
-    match args.output {
-        Output::Json => {
-            serde_json::to_writer_pretty(&mut *out, &list).map_err(std::io::Error::other)?;
-            writeln!(out)?;
+    let list: Vec<ScheduleSummary> = list
+        .into_iter()
+        .filter(|s| namespace.as_ref().is_none_or(|ns| &s.namespace == ns))
+        .collect();
+    match output::pick(args.output, false) {
+        Some(OutputFormat::Name) => {
+            for s in &list {
+                writeln!(out, "scheduledanalysis.skycanary.io/{}", s.name)?;
+            }
         }
-        Output::Text => write!(out, "{}", render_table(&list, chrono::Utc::now()))?,
+        Some(f @ (OutputFormat::Json | OutputFormat::Yaml)) => {
+            output::write_structured(out, f, &list)?;
+        }
+        _ => write!(out, "{}", render_table(&list, chrono::Utc::now()))?,
     }
     Ok(0)
 }
 
 async fn run_now(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<u8> {
-    if let Err(e) = check_name(&args.scheduled) {
-        writeln!(err, "error: {e}")?;
-        return Ok(4);
-    }
+    let (ns, name) = match qualified(&args.target, &args.scheduled) {
+        Ok(x) => x,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(4);
+        }
+    };
     let api = match Api::new(&args.server) {
         Ok(a) => a,
         Err(e) => {
@@ -116,19 +140,15 @@ async fn run_now(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> st
             return Ok(4);
         }
     };
-    let url = format!(
-        "{}/api/v1/scheduled-analyses/{}/run",
-        api.base, args.scheduled
-    );
+    let url = format!("{}/api/v1/scheduled-analyses/{ns}/{name}/run", api.base);
     match api.call(api.http.post(url)).await {
         Ok(body) => {
-            match args.output {
-                Output::Json => {
-                    serde_json::to_writer_pretty(&mut *out, &body)
-                        .map_err(std::io::Error::other)?;
-                    writeln!(out)?;
+            match output::pick(args.output, false) {
+                Some(f @ (OutputFormat::Json | OutputFormat::Yaml)) => {
+                    output::write_structured(out, f, &body)?;
                 }
-                Output::Text => match serde_json::from_value::<RunStarted>(body) {
+                Some(OutputFormat::Name) => writeln!(out, "scheduledanalysis.skycanary.io/{name}")?,
+                _ => match serde_json::from_value::<RunStarted>(body) {
                     Ok(r) if r.replaced.is_empty() => {
                         writeln!(out, "started run {} of {}/{}", r.run, r.namespace, r.name)?
                     }

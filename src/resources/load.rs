@@ -157,6 +157,22 @@ pub struct LoadResult {
     pub skipped: Vec<String>,
     /// Number of files read.
     pub files: usize,
+    /// Objects refused for their own errors (already in `errors`), as far as they parsed; with
+    /// `true` when every field parsed (only semantic errors). They keep references to them
+    /// from being reported as "not found" on top of their own errors, and the complete ones
+    /// have their own references checked, so one `validate` lists every layer of mistakes.
+    pub rejected: Rejected,
+}
+
+/// Objects refused for their own errors; see [`LoadResult::rejected`].
+#[derive(Debug, Clone, Default)]
+pub struct Rejected {
+    /// Templates, with whether every field parsed.
+    pub templates: Vec<(LoadedTemplate, bool)>,
+    /// Canaries, with whether every field parsed.
+    pub canaries: Vec<(LoadedCanary, bool)>,
+    /// Scheduled analyses, with whether every field parsed.
+    pub scheduled: Vec<(LoadedScheduled, bool)>,
 }
 
 /// Loads every `.yaml`/`.yml` file under `paths` (recursively for directories).
@@ -337,32 +353,45 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
         }
         match (api_version, kind) {
             (API_VERSION | ARGO_API_VERSION, "AnalysisTemplate" | "ClusterAnalysisTemplate") => {
-                let (parsed, mut errs) = deserialize_all::<AnalysisTemplateDoc>(&doc.value, &origin);
+                let (parsed, mut errs, removed) =
+                    deserialize_partial::<AnalysisTemplateDoc>(&doc.value, &origin);
                 if let Some(t) = parsed {
-                    errs.extend(validate_template(&t, &origin));
+                    errs.extend(not_under(validate_template(&t, &origin), &removed));
+                    let loaded = LoadedTemplate { doc: t, origin };
                     if errs.is_empty() {
-                        result.templates.push(LoadedTemplate { doc: t, origin });
+                        result.templates.push(loaded);
+                    } else {
+                        result.rejected.templates.push((loaded, removed.is_empty()));
                     }
                 }
                 result.errors.extend(errs);
             }
             (API_VERSION, "Canary") => {
-                let (parsed, mut errs) = deserialize_all::<super::canary::CanaryDoc>(&doc.value, &origin);
+                let (parsed, mut errs, removed) =
+                    deserialize_partial::<super::canary::CanaryDoc>(&doc.value, &origin);
                 if let Some(c) = parsed {
-                    errs.extend(super::canary_validate::validate_canary(&c, &origin));
+                    let semantic = super::canary_validate::validate_canary(&c, &origin);
+                    errs.extend(not_under(semantic, &removed));
+                    let loaded = LoadedCanary { doc: c, origin };
                     if errs.is_empty() {
-                        result.canaries.push(LoadedCanary { doc: c, origin });
+                        result.canaries.push(loaded);
+                    } else {
+                        result.rejected.canaries.push((loaded, removed.is_empty()));
                     }
                 }
                 result.errors.extend(errs);
             }
             (API_VERSION, "ScheduledAnalysis") => {
-                let (parsed, mut errs) =
-                    deserialize_all::<super::scheduled::ScheduledAnalysisDoc>(&doc.value, &origin);
+                let (parsed, mut errs, removed) =
+                    deserialize_partial::<super::scheduled::ScheduledAnalysisDoc>(&doc.value, &origin);
                 if let Some(s) = parsed {
-                    errs.extend(super::scheduled_validate::validate_scheduled(&s, &origin));
+                    let semantic = super::scheduled_validate::validate_scheduled(&s, &origin);
+                    errs.extend(not_under(semantic, &removed));
+                    let loaded = LoadedScheduled { doc: s, origin };
                     if errs.is_empty() {
-                        result.scheduled.push(LoadedScheduled { doc: s, origin });
+                        result.scheduled.push(loaded);
+                    } else {
+                        result.rejected.scheduled.push((loaded, removed.is_empty()));
                     }
                 }
                 result.errors.extend(errs);
@@ -370,6 +399,13 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
             (API_VERSION, other) => result.errors.push(origin.error(
                 "kind",
                 format!("unknown kind {other:?} in {API_VERSION} (expected AnalysisTemplate, ClusterAnalysisTemplate, Canary or ScheduledAnalysis)"),
+            )),
+            // Neither field: not a Kubernetes object at all (OAP's alarm-settings.yml, a
+            // simulator scenario, a values file), so not ours to judge; one field without the
+            // other is a broken object.
+            ("", "") => result.skipped.push(format!(
+                "{}:{}: not a Kubernetes object (no apiVersion, no kind)",
+                file, doc.line
             )),
             ("", _) => result.errors.push(origin.error(".", "missing apiVersion")),
             (_, "") => result.errors.push(origin.error(".", "missing kind")),
@@ -493,10 +529,29 @@ fn check_shared_routes(result: &mut LoadResult) {
 /// when only Canary files are validated for a cluster that holds the templates.
 fn check_template_references(result: &mut LoadResult) {
     use super::canary::{ArgValue, CanaryStep, TemplateRef};
-    if result.canaries.is_empty() && result.scheduled.is_empty() {
+    let complete = |ok: &bool| *ok;
+    let rejected_canaries: Vec<&LoadedCanary> = result
+        .rejected
+        .canaries
+        .iter()
+        .filter(|(_, ok)| complete(ok))
+        .map(|(c, _)| c)
+        .collect();
+    let rejected_scheduled: Vec<&LoadedScheduled> = result
+        .rejected
+        .scheduled
+        .iter()
+        .filter(|(_, ok)| complete(ok))
+        .map(|(s, _)| s)
+        .collect();
+    if result.canaries.is_empty()
+        && result.scheduled.is_empty()
+        && rejected_canaries.is_empty()
+        && rejected_scheduled.is_empty()
+    {
         return;
     }
-    if result.templates.is_empty() {
+    if result.templates.is_empty() && result.rejected.templates.is_empty() {
         result.notes.push(
             "no AnalysisTemplate was loaded: template references of Canaries and ScheduledAnalyses were not checked"
                 .into(),
@@ -506,7 +561,7 @@ fn check_template_references(result: &mut LoadResult) {
     /// Where templates are referenced: (field path, references, args given there).
     type Group<'a> = (String, &'a [TemplateRef], Vec<&'a ArgValue>);
     let mut users: Vec<(&Origin, &str, Vec<Group<'_>>)> = Vec::new();
-    for s in &result.scheduled {
+    for s in result.scheduled.iter().chain(rejected_scheduled) {
         let spec = &s.doc.spec;
         users.push((
             &s.origin,
@@ -514,7 +569,7 @@ fn check_template_references(result: &mut LoadResult) {
             vec![("spec".into(), &spec.templates, spec.args.iter().collect())],
         ));
     }
-    for c in &result.canaries {
+    for c in result.canaries.iter().chain(rejected_canaries) {
         let ns = c.namespace();
         let mut groups: Vec<(String, &[TemplateRef], Vec<&ArgValue>)> = Vec::new();
         let bg_args: Vec<&ArgValue> = c
@@ -544,6 +599,17 @@ fn check_template_references(result: &mut LoadResult) {
             for (i, r) in refs.iter().enumerate() {
                 let p = format!("{path}.templates[{i}].templateName");
                 let found = result.templates.iter().find(|t| t.answers(r, ns));
+                // A template refused for its own errors exists: those errors are listed, a
+                // "not found" would send the reader looking for a missing file.
+                let refused = || {
+                    result
+                        .rejected
+                        .templates
+                        .iter()
+                        .find(|(t, _)| t.answers(r, ns))
+                        .map(|(t, _)| t)
+                };
+                let found = found.or_else(refused);
                 let Some(t) = found else {
                     let kind = if r.cluster_scope {
                         "ClusterAnalysisTemplate"
@@ -583,7 +649,19 @@ fn check_template_references(result: &mut LoadResult) {
 fn check_rollback_references(result: &mut LoadResult) {
     let mut errors = Vec::new();
     let mut unchecked = false;
-    for s in &result.scheduled {
+    let complete_scheduled = result
+        .rejected
+        .scheduled
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(s, _)| s);
+    // Canaries refused for their own errors still exist (their errors are listed).
+    let canaries: Vec<&LoadedCanary> = result
+        .canaries
+        .iter()
+        .chain(result.rejected.canaries.iter().map(|(c, _)| c))
+        .collect();
+    for s in result.scheduled.iter().chain(complete_scheduled) {
         let spec = &s.doc.spec;
         for (field, actions) in [
             ("spec.onFailure", &spec.on_failure),
@@ -593,13 +671,12 @@ fn check_rollback_references(result: &mut LoadResult) {
             let Some(r) = actions.as_ref().and_then(|a| a.rollback.as_ref()) else {
                 continue;
             };
-            if result.canaries.is_empty() {
+            if canaries.is_empty() {
                 unchecked = true;
                 continue;
             }
             let (ns, name) = super::scheduled::canary_ref(&r.canary, s.namespace());
-            let found = result
-                .canaries
+            let found = canaries
                 .iter()
                 .any(|c| c.namespace() == ns && c.doc.metadata.name == name);
             if !found {
@@ -624,23 +701,51 @@ pub fn deserialize_all<T: serde::de::DeserializeOwned>(
     value: &Value,
     origin: &Origin,
 ) -> (Option<T>, Vec<ConfigError>) {
+    let (parsed, errors, _) = deserialize_partial(value, origin);
+    (parsed.filter(|_| errors.is_empty()), errors)
+}
+
+/// Like [`deserialize_all`], but also returns what parsed once the offending nodes were removed
+/// (so its semantics can be checked in the same pass), and the paths removed.
+pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    origin: &Origin,
+) -> (Option<T>, Vec<ConfigError>, Vec<String>) {
     let mut v = value.clone();
     let mut errors = Vec::new();
+    let mut removed = Vec::new();
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, T>(v.clone()) {
-            Ok(t) => return (errors.is_empty().then_some(t), errors),
+            Ok(t) => return (Some(t), errors, removed),
             Err(e) => {
                 let path = e.path().to_string();
                 let message = e.inner().to_string();
                 errors.push(origin.error(&path, message.clone()));
                 let removable = !message.starts_with("missing field") && path != ".";
                 if !(removable && remove_path(&mut v, &path)) {
-                    return (None, errors);
+                    return (None, errors, removed);
                 }
+                removed.push(path);
             }
         }
     }
-    (None, errors)
+    (None, errors, removed)
+}
+
+/// Semantic errors of a partly parsed object, without those about a node already reported and
+/// removed (or its parent, which lost it): they would only repeat the schema error.
+fn not_under(errors: Vec<ConfigError>, removed: &[String]) -> Vec<ConfigError> {
+    let related = |e: &ConfigError| {
+        removed.iter().any(|r| {
+            let under = |a: &str, b: &str| {
+                a == b
+                    || b == "."
+                    || (a.starts_with(b) && matches!(a.as_bytes().get(b.len()), Some(b'.' | b'[')))
+            };
+            under(&e.path, r) || under(r, &e.path)
+        })
+    };
+    errors.into_iter().filter(|e| !related(e)).collect()
 }
 
 /// Removes the node at a `serde_path_to_error` path; false if it does not exist.

@@ -32,7 +32,9 @@ fn valid_template_loads() {
 fn unknown_field_names_file_line_and_path() {
     let src = GOOD.replace("    interval: 1m", "    intervall: 1m");
     let r = load_str("t.yaml", &src);
-    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    // The semantics are checked in the same pass: without `interval`, `count: 5` is wrong too.
+    assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+    assert_eq!(r.errors[1].path, "spec.metrics[0].count");
     let e = &r.errors[0];
     assert_eq!(e.line, Some(11));
     assert_eq!(e.path, "spec.metrics[0].intervall");

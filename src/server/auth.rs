@@ -15,8 +15,10 @@ use super::routes::ApiError;
 /// Environment variable holding the API token when no `--token-file` is given.
 pub const TOKEN_ENV: &str = "SKYCANARY_TOKEN";
 
-/// Paths reachable without a token: kubelet probes and Prometheus scrapes carry none.
-const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Paths reachable without a token: kubelet probes and Prometheus scrapes carry none; `/` has
+/// no route, so a browser or a curl pointed at the daemon's address gets a plain 404 instead of
+/// an authentication challenge for a page that does not exist.
+const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/"];
 
 /// A token could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +132,7 @@ pub(crate) fn constant_time_matches(expected: &[u8], presented: &[u8]) -> bool {
 pub enum AuthError {
     /// Refusing to expose the control API unauthenticated by accident.
     #[error(
-        "no API token configured: pass --token-file or set {TOKEN_ENV}, or explicitly allow an unauthenticated API"
+        "no API token configured: pass --token-file FILE, set {TOKEN_ENV}, or --insecure-api to serve the API without authentication (local experiments only)"
     )]
     NoToken,
 }

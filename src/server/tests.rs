@@ -326,6 +326,22 @@ async fn api_without_token_is_401_with_challenge() {
 }
 
 #[tokio::test]
+async fn the_root_without_a_route_is_404_not_a_login_challenge() {
+    let h = Harness::secured().await;
+    let response = h.client.get(h.url("/")).send().await.expect("GET /");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(response.headers().get("www-authenticate").is_none());
+    // Under /api unknown paths stay protected.
+    let response = h
+        .client
+        .get(h.url("/api/v1/nope"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn wrong_tokens_are_401_and_right_token_passes() {
     let h = Harness::secured().await;
     let longer = format!("{TOKEN}x");

@@ -10,6 +10,7 @@ mod mqe;
 mod profile;
 mod resolvers;
 pub mod scenario;
+pub mod scenario_file;
 mod schema;
 mod sdl;
 mod server;

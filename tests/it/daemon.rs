@@ -26,7 +26,7 @@ spec:
       weight: 0
 "#;
 
-fn canary(on_error: &str) -> String {
+pub(crate) fn canary(on_error: &str) -> String {
     format!(
         r#"apiVersion: skycanary.io/v1alpha1
 kind: Canary
@@ -570,7 +570,17 @@ async fn cli_status_and_promote_talk_to_the_daemon() {
     let server = d.url.clone();
     let out = tokio::task::spawn_blocking({
         let (server, token_file) = (server.clone(), token_file.clone());
-        move || cli(&["status", "--server", &server, "--token-file", &token_file])
+        // -A: without it kubectl-style listing shows the default namespace only.
+        move || {
+            cli(&[
+                "status",
+                "-A",
+                "--server",
+                &server,
+                "--token-file",
+                &token_file,
+            ])
+        }
     })
     .await
     .unwrap();
@@ -579,7 +589,7 @@ async fn cli_status_and_promote_talk_to_the_daemon() {
     assert!(
         table.contains("bookinfo/reviews")
             && table.contains("Paused")
-            && table.contains("3/6")
+            && table.contains("4/6") // the fourth step (pause), numbered from 1
             && table.contains(" 30%"),
         "{table}"
     );

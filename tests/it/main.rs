@@ -9,6 +9,7 @@ mod argo_istio;
 mod bounded_oap;
 mod bundled_templates;
 mod chaos;
+mod cli_shape;
 mod control_kube;
 mod daemon;
 mod daemon_kube;

@@ -359,7 +359,7 @@ spec:
     );
     assert!(s["status"].get("lastScheduleTime").is_none(), "{s:#}");
     // The table.
-    let out = run(base(vec!["schedules"])).await.unwrap();
+    let out = run(base(vec!["schedules", "-A"])).await.unwrap();
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{table}");
     assert!(
@@ -372,7 +372,7 @@ spec:
             && table.contains("Successful (apdex Successful = [9950"),
         "{table}"
     );
-    let out = run(base(vec!["schedules", "--output", "json"]))
+    let out = run(base(vec!["schedules", "-A", "--output", "json"]))
         .await
         .unwrap();
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
