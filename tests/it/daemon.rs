@@ -305,17 +305,36 @@ async fn no_traffic_pauses_inconclusive_and_keeps_the_weight() {
     );
 }
 
+/// A simulator that answers the version probe but whose storage fails every metric query:
+/// an OAP outage that begins after the canary was exposed.
+async fn sim_with_failing_storage() -> (Simulator, skycanary::sim::RunningSim) {
+    let (sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    sim.inject_fault(skycanary::sim::Fault::StorageError, None);
+    (sim, running)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oap_outage_holds_or_aborts_as_configured() {
-    // Nothing listens on port 9: every measurement is an Error.
-    let d = start(setup(&canary("Hold")), "http://127.0.0.1:9");
+    // Every measurement is an Error.
+    let (_sim, running) = sim_with_failing_storage().await;
+    let d = start(setup(&canary("Hold")), &running.url());
     let s = wait_for(&d, "Paused", Duration::from_secs(30), |s| {
         phase(s) == "Paused"
     })
     .await;
     assert_eq!(s["status"]["pause"]["reason"], "AnalysisError", "{s:#}");
     assert_eq!(vs_weights(&d.manifests), (90, 10), "weight frozen");
-    // The failed requests are in /metrics, by address and error kind.
+
+    let d = start(setup(&canary("Abort")), &running.url());
+    wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
+        aborted_and_written(s)
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+}
+
+/// `skycanary_provider_errors_total` of `address` and `kind`, summed over request kinds.
+async fn provider_errors(d: &Daemon, address: &str, kind: &str) -> u64 {
     let metrics = http()
         .get(format!("{}/metrics", d.url))
         .send()
@@ -324,19 +343,58 @@ async fn oap_outage_holds_or_aborts_as_configured() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.lines().any(|l| l.starts_with(
-            r#"skycanary_provider_errors_total{address="http://127.0.0.1:9",kind="transport"}"#
-        )),
-        "{metrics}"
-    );
+    let prefix = format!(r#"skycanary_provider_errors_total{{address="{address}",kind="{kind}""#);
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
 
-    let d = start(setup(&canary("Abort")), "http://127.0.0.1:9");
-    wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
-        aborted_and_written(s)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_stays_pending_until_its_oap_answers_then_progresses() {
+    // Nothing listens there yet.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let d = start(setup(&canary("Abort")), &url);
+    let want = format!("waiting for SkyWalking OAP at {url}: ");
+    let s = wait_for(&d, "the waiting message", Duration::from_secs(30), |s| {
+        s["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&want))
     })
     .await;
-    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    assert_eq!(phase(&s), "Pending", "{s:#}");
+    // Probed again (with backoff), and still nothing routed to the canary.
+    let start = Instant::now();
+    while provider_errors(&d, &url, "transport").await < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not probed again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = status(&d).await;
+    assert_eq!(phase(&s), "Pending", "{s:#}");
+    assert!(s["status"].get("startedAt").is_none(), "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed");
+
+    // The OAP comes up: the release starts on its own and completes.
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        |_| Some(9950.0),
+    );
+    let _running = sim
+        .serve(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    wait_for(&d, "Promoted", Duration::from_secs(60), |s| {
+        phase(s) == "Promoted"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (0, 100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -295,6 +295,19 @@ async fn post(r: &Replica, action: &str, token: Option<&str>) -> reqwest::Status
     req.send().await.unwrap().status()
 }
 
+/// Injects `fault` for good once the daemon's version probe (the first `getTimeInfo`) was
+/// answered: an outage that begins after the canary was exposed.
+fn fail_after_the_version_probe(sim: &Simulator, fault: Fault) {
+    let once = std::sync::atomic::AtomicBool::new(false);
+    let inject = sim.clone();
+    sim.set_observer(move |ex| {
+        let probe = std::str::from_utf8(ex.body).is_ok_and(|b| b.contains("getTimeInfo"));
+        if probe && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            inject.inject_fault(fault.clone(), None);
+        }
+    });
+}
+
 /// A loopback address where nothing listens.
 fn dead_address() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -512,8 +525,8 @@ async fn kube_no_traffic_pauses_inconclusive_without_promoting_or_aborting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_oap_outage_with_hold_freezes_the_weight() {
     let (sim, running) = sim(|_| Some(9950.0)).await;
-    // The OAP answers 503 to everything.
-    sim.inject_fault(Fault::Status(503), None);
+    // The OAP answers the version probe, then 503 to everything.
+    fail_after_the_version_probe(&sim, Fault::Status(503));
     let c = Cluster::start("Hold", 2).await;
     let d = c.daemon("replica-a", &running.url());
     let s = c.wait_status("Paused", |s| phase(s) == "Paused").await;
@@ -549,9 +562,27 @@ async fn kube_oap_outage_with_hold_freezes_the_weight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kube_oap_outage_with_abort_rolls_back() {
+async fn kube_a_canary_waits_pending_while_its_oap_never_answers() {
     let c = Cluster::start("Abort", 2).await;
-    let _d = c.daemon("replica-a", &dead_address());
+    let dead = dead_address();
+    let _d = c.daemon("replica-a", &dead);
+    let want = format!("waiting for SkyWalking OAP at {dead}: ");
+    let s = c
+        .wait_status("the waiting message", |s| {
+            s["message"].as_str().is_some_and(|m| m.starts_with(&want))
+        })
+        .await;
+    assert_eq!(phase(&s), "Pending", "{s:#}");
+    assert_eq!(c.weights(), (100, 0), "never exposed");
+    assert_eq!(c.canary_weight_history().await, [0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_oap_outage_with_abort_rolls_back() {
+    let (sim, running) = sim(|_| Some(9950.0)).await;
+    fail_after_the_version_probe(&sim, Fault::Status(503));
+    let c = Cluster::start("Abort", 2).await;
+    let _d = c.daemon("replica-a", &running.url());
     let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
     c.wait_event("RolloutAborted").await;
 
