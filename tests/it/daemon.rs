@@ -1442,3 +1442,138 @@ async fn an_unsaved_abort_survives_a_sigkill() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Aborted", "{saved:#}");
 }
+
+/// A Canary `name` (no analyses) on its own VirtualService `name`, rolled back by the
+/// SkyWalking alarm `service_resp_time_rule` on `name.bookinfo` when `alarmed`; `pauses`
+/// indefinite pauses after its 10 % step.
+fn plain_canary(name: &str, alarmed: bool, pauses: usize) -> String {
+    let rollback = if alarmed {
+        format!(
+            "  rollbackOn:\n    alarms: [{{ruleName: service_resp_time_rule, name: '^{name}\\.bookinfo$'}}]\n"
+        )
+    } else {
+        String::new()
+    };
+    let steps = "  - pause: {}\n".repeat(pauses);
+    format!(
+        "apiVersion: skycanary.io/v1alpha1\nkind: Canary\nmetadata: {{name: {name}, namespace: bookinfo}}\nspec:\n  revision: v2\n{rollback}  trafficRouting:\n    istio:\n      virtualService: {{name: {name}, routes: [primary]}}\n      stableService: reviews-stable\n      canaryService: reviews-canary\n  steps:\n  - setWeight: 10\n{steps}"
+    )
+}
+
+fn named_vs_weights(manifests: &Path, name: &str) -> (i64, i64) {
+    let text = std::fs::read_to_string(manifests.join(format!("{name}.yaml"))).unwrap();
+    let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
+    let r = &v["spec"]["http"][0]["route"];
+    (
+        r[0]["weight"].as_i64().unwrap(),
+        r[1]["weight"].as_i64().unwrap(),
+    )
+}
+
+async fn get_json(url: &str) -> Value {
+    http()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_matching_alarm_rolls_back_while_the_config_reloads() {
+    const TARGETS: [&str; 3] = ["svc-0", "svc-1", "svc-2"];
+    let dirs = tempfile::tempdir().unwrap();
+    for d in ["config", "istio", "state"] {
+        std::fs::create_dir_all(dirs.path().join(d)).unwrap();
+    }
+    let targets: Vec<String> = TARGETS.iter().map(|n| plain_canary(n, true, 1)).collect();
+    std::fs::write(
+        dirs.path().join("config/targets.yaml"),
+        targets.join("---\n"),
+    )
+    .unwrap();
+    let ratings = dirs.path().join("config/ratings.yaml");
+    std::fs::write(&ratings, plain_canary("ratings", false, 1)).unwrap();
+    for n in TARGETS.iter().chain(&["ratings"]) {
+        let vs = VS.replace("name: reviews,", &format!("name: {n},"));
+        std::fs::write(dirs.path().join(format!("istio/{n}.yaml")), vs).unwrap();
+    }
+    let d = start_with(dirs, "", &[]);
+    let api = format!("{}/api/v1/canaries/bookinfo", d.url);
+    for n in TARGETS {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while phase(&get_json(&format!("{api}/{n}")).await) != "Paused" {
+            assert!(Instant::now() < deadline, "{n} never paused at 10 %");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // 20 reloads, each an edit of the unrelated canary seen through the API.
+    let reloads = tokio::spawn({
+        let api = api.clone();
+        async move {
+            for i in 0..20usize {
+                let pauses = 2 + i % 2;
+                std::fs::write(&ratings, plain_canary("ratings", false, pauses)).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while get_json(&format!("{api}/ratings")).await["steps"] != pauses + 1 {
+                    assert!(Instant::now() < deadline, "reload {i} not picked up");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    });
+
+    // Meanwhile an alarm every 5 ms, round robin; a rolled-back canary is retried before its
+    // next alarm, so every alarm is sent to an armed canary and must roll it back.
+    let hook = format!("{}/webhooks/skywalking", d.url);
+    let c = http();
+    let mut aborted = [false; 3];
+    let (mut alarms, mut n) = (0, 0usize);
+    while !reloads.is_finished() {
+        n += 1;
+        let i = n % TARGETS.len();
+        let name = TARGETS[i];
+        if aborted[i] {
+            let r = c
+                .post(format!("{api}/{name}/retry"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "retry {name}: {}", r.status());
+            assert_eq!(named_vs_weights(&d.manifests, name), (90, 10));
+            aborted[i] = false;
+        } else {
+            let payload = serde_json::json!([{"scopeId": 1, "scope": "SERVICE",
+                "name": format!("{name}.bookinfo"), "id0": "x", "id1": "",
+                "ruleName": "service_resp_time_rule", "alarmMessage": "slow",
+                "startTime": chrono::Utc::now().timestamp_millis(), "uuid": format!("u-{n}")}]);
+            let r = c
+                .post(&hook)
+                .bearer_auth(TOKEN)
+                .json(&payload)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(code, 200, "alarm {n}: {body}");
+            assert_eq!(
+                body["matched"],
+                serde_json::json!([format!("bookinfo/{name}")]),
+                "alarm {n} matched nothing during a reload: {body}"
+            );
+            // Answered only once written.
+            assert_eq!(named_vs_weights(&d.manifests, name), (100, 0), "alarm {n}");
+            aborted[i] = true;
+            alarms += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    reloads.await.unwrap();
+    assert!(alarms >= 20, "only {alarms} alarms during 20 reloads");
+}
