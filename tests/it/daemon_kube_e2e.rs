@@ -846,3 +846,70 @@ async fn kube_promote_abort_retry_need_the_token_and_work() {
         assert!(events.iter().any(|(r, _)| r == reason), "{events:#?}");
     }
 }
+
+/// Deletes the Canary once it is paused at 10 % (no traffic: its first analysis pauses
+/// Inconclusive) with `onDelete` as given (None: the default).
+async fn delete_mid_release(on_delete: Option<&str>) -> (Cluster, Replica) {
+    let (sim, running) = sim(|_| None).await;
+    let c = Cluster::start("Abort", 2).await;
+    if let Some(policy) = on_delete {
+        c.fake
+            .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+                o["spec"]["onDelete"] = json!(policy);
+            })
+            .unwrap();
+    }
+    let d = c.daemon("replica-a", &running.url());
+    c.wait_status("Paused at 10 %", |s| phase(s) == "Paused")
+        .await;
+    assert_eq!(c.weights(), (90, 10));
+    c.fake
+        .delete("skycanary.io", "canaries", "bookinfo", "reviews")
+        .unwrap();
+    // The daemon has dropped the Canary once its API no longer lists it.
+    let list = format!("{}/api/v1/canaries", d.url);
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let v: Value = http()
+            .get(&list)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !v.to_string().contains("\"reviews\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still listed: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sim);
+    (c, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_canary_deleted_mid_release_is_rolled_back_by_default() {
+    let (c, d) = delete_mid_release(None).await;
+    // Rolled back before its task stopped, with an event saying why.
+    assert_eq!(c.weights(), (100, 0));
+    assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
+    c.wait_event("RolloutAborted").await;
+    assert!(
+        c.events()
+            .iter()
+            .any(|(reason, note)| reason == "RolloutAborted" && note.contains("onDelete: Rollback")),
+        "{:?}",
+        c.events()
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_canary_deleted_with_on_delete_keep_keeps_its_routes() {
+    let (c, d) = delete_mid_release(Some("Keep")).await;
+    assert_eq!(c.weights(), (90, 10));
+    assert_eq!(c.canary_weight_history().await, [0, 10]);
+    drop(d);
+}
