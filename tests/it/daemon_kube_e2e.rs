@@ -913,3 +913,58 @@ async fn kube_a_canary_deleted_with_on_delete_keep_keeps_its_routes() {
     assert_eq!(c.canary_weight_history().await, [0, 10]);
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_an_alarm_while_status_and_routes_refuse_writes_is_503_until_the_rollback_lands() {
+    let (_sim, running) = sim(|_| None).await;
+    let c = Cluster::start("Abort", 2).await;
+    c.fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            o["spec"]["rollbackOn"] = json!({"alarms": [{"ruleName": "service_resp_time_rule"}]});
+        })
+        .unwrap();
+    let d = c.daemon("replica-a", &running.url());
+    c.wait_status("Paused at 10 %", |s| phase(s) == "Paused")
+        .await;
+    // Neither the status nor the VirtualService takes writes.
+    c.fake.fail_next(Some("PUT"), "/canaries/", 1_000_000, 500);
+    c.fake
+        .fail_next(Some("PUT"), "/virtualservices/", 1_000_000, 500);
+    let payload = json!([{"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo",
+        "id0": "x", "id1": "", "ruleName": "service_resp_time_rule", "alarmMessage": "slow",
+        "startTime": chrono::Utc::now().timestamp_millis(), "uuid": "u-kube-1"}]);
+    let r = http()
+        .post(format!("{}/webhooks/skywalking", d.url))
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.to_string().contains("rollbackPending")
+            && body.to_string().contains("rollback pending"),
+        "{body}"
+    );
+    assert_eq!(c.weights(), (90, 10), "nothing written");
+
+    // The routes take writes again (the status still does not): the retry lands on its own.
+    c.fake.clear_faults();
+    c.fake.fail_next(Some("PUT"), "/canaries/", 1_000_000, 500);
+    wait("back at stable", LIMIT, || {
+        (c.weights() == (100, 0)).then_some(())
+    })
+    .await;
+    assert_ne!(
+        phase(&c.status()),
+        "Aborted",
+        "the status still cannot be saved"
+    );
+    // And once the status can be written, the abort is saved.
+    c.fake.clear_faults();
+    let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
+    assert_eq!(s["desiredWeight"], 0, "{s:#}");
+    assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
+}
