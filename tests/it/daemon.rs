@@ -1577,3 +1577,102 @@ async fn every_matching_alarm_rolls_back_while_the_config_reloads() {
     reloads.await.unwrap();
     assert!(alarms >= 20, "only {alarms} alarms during 20 reloads");
 }
+
+/// Sets the daemon's soft RLIMIT_NOFILE to `n` while it runs (the hard limit stays, so it
+/// can be raised again without privileges).
+#[cfg(target_os = "linux")]
+fn set_nofile(d: &Daemon, n: u64) {
+    let pid = d.child.id() as libc::pid_t;
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: with a null new limit, prlimit only writes the current one into `old`.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let lim = libc::rlimit {
+        rlim_cur: n.min(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit reads `lim` and writes nothing (old limit pointer is null).
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_an_alarm_is_answered_200_only_once_written() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alarms: [{ruleName: \"service_resp_time_rule\"}]\n");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    // One connection opened before the flood carries the alarm.
+    let c = http();
+    assert!(
+        c.get(format!("{}/healthz", d.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let open = std::fs::read_dir(format!("/proc/{}/fd", d.child.id()))
+        .unwrap()
+        .count() as u64;
+    set_nofile(&d, open + 2);
+    // A connection flood takes the last descriptors (and waits in the backlog beyond them).
+    let addr = d.url.trim_start_matches("http://").to_string();
+    let flood: Vec<_> = (0..64)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let payload = serde_json::json!([{"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo",
+        "id0": "x", "id1": "", "ruleName": "service_resp_time_rule", "alarmMessage": "slow",
+        "startTime": chrono::Utc::now().timestamp_millis(), "uuid": "u-emfile"}]);
+    let r = c
+        .post(format!("{}/webhooks/skywalking", d.url))
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    let weights = vs_weights(&d.manifests);
+    match code {
+        200 => assert_eq!(
+            weights,
+            (100, 0),
+            "200 before the rollback was written: {body}"
+        ),
+        503 => assert!(body.to_string().contains("rollbackPending"), "{body}"),
+        other => panic!("{other}: {body}"),
+    }
+
+    // Descriptors come back: the rollback lands (if it had not) and the abort is saved.
+    drop(flood);
+    set_nofile(&d, 4096);
+    wait_for(&d, "Aborted and written", Duration::from_secs(30), |s| {
+        aborted_and_written(s)
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let saved: Value = serde_json::from_slice(
+            &std::fs::read(d.state.join("canary/bookinfo/reviews.json")).unwrap(),
+        )
+        .unwrap();
+        if saved["phase"] == "Aborted" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "abort never saved: {saved:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
