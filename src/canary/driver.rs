@@ -42,6 +42,11 @@ pub(crate) const LOAD_RETRY_MAX: std::time::Duration = std::time::Duration::from
 pub(crate) const SAVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 /// Longest wait between two tries to write the status. Canary and schedule tasks share these.
 pub(crate) const SAVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+/// First wait before probing an OAP that has not answered yet; doubles up to
+/// [`OAP_PROBE_RETRY_MAX`].
+pub(crate) const OAP_PROBE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest wait between two version probes of an OAP that has never answered.
+pub(crate) const OAP_PROBE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Messages to a canary task.
 #[derive(Debug)]
@@ -68,6 +73,14 @@ pub enum Msg {
         Box<super::model::AbortStatus>,
         oneshot::Sender<CanaryStatus>,
     ),
+    /// The outcome of a version probe of the OAPs the canary's analyses query: how many of
+    /// the connections still waiting answered (in order), and why the next one did not.
+    OapProbed {
+        /// Connections that answered, from the front of the waiting list.
+        answered: usize,
+        /// `waiting for SkyWalking OAP at <url>: <why>` for the first that did not.
+        failed: Option<String>,
+    },
     /// Stop the task (daemon shutdown).
     Stop,
 }
@@ -183,6 +196,12 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
     let (status_tx, status_rx) = watch::channel(CanaryStatus::default());
     let (fin_tx, fin_rx) = watch::channel(false);
     let doc = Arc::new(canary.doc.clone());
+    let oap = OapGate::new(super::preflight::oap_connections(
+        &canary.doc,
+        &namespace,
+        &ctx.templates,
+        &ctx.defaults,
+    ));
     let task = CanaryTask {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -197,6 +216,7 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         wake: None,
         unsaved: None,
         save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
+        oap,
     };
     let handover = Arc::new(std::sync::Mutex::new(None));
     let handover_out = handover.clone();
@@ -295,6 +315,59 @@ struct CanaryTask<S: ManifestStore + 'static> {
     unsaved: Option<Unsaved>,
     /// Delays between status writes after failed ones; reset by a successful write.
     save_backoff: Backoff,
+    /// Routing that exposes the canary waits until its OAPs have answered.
+    oap: OapGate,
+}
+
+/// The OAPs a canary's analyses query, until each has answered one version probe. Nothing
+/// that exposes the canary (weight > 0, header or mirror route) is written before: a canary
+/// that cannot be measured is never given traffic (issue 14). A new run waits Pending with
+/// the reason as its message; probes are retried with capped backoff.
+struct OapGate {
+    /// Connections not answered yet, in order; empty once all have.
+    waiting: Vec<crate::provider::skywalking::ClientOptions>,
+    /// A probe is in flight.
+    probing: bool,
+    /// When to probe again after a failed probe.
+    retry_at: Option<DateTime<Utc>>,
+    /// `waiting for SkyWalking OAP at <url>: <why>` after a failed probe.
+    why: Option<String>,
+    backoff: Backoff,
+    /// The `Input::Spec` that would start a run, held until every connection answered.
+    held_spec: bool,
+}
+
+impl OapGate {
+    fn new(waiting: Vec<crate::provider::skywalking::ClientOptions>) -> Self {
+        OapGate {
+            waiting,
+            probing: false,
+            retry_at: None,
+            why: None,
+            backoff: Backoff::new(OAP_PROBE_RETRY_FIRST, OAP_PROBE_RETRY_MAX),
+            held_spec: false,
+        }
+    }
+
+    fn answered(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Why exposing routing is held now, None when it may go out.
+    fn hold(&self) -> Option<String> {
+        let first = self.waiting.first()?;
+        Some(self.why.clone().unwrap_or_else(|| {
+            format!(
+                "waiting for SkyWalking OAP at {}: no answer yet",
+                first.address
+            )
+        }))
+    }
+
+    /// A probe should start now: something is waiting, none in flight, the retry is due.
+    fn due(&self, now: DateTime<Utc>) -> bool {
+        !self.answered() && !self.probing && self.retry_at.is_none_or(|t| now >= t)
+    }
 }
 
 /// A failed status write, retried with backoff.
@@ -318,6 +391,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         // `Resumed` first: a pending write (a rollback saved just before a crash) goes out
         // before anything the spec or the clock may start.
         let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
+        self.probe_oap();
         // The routes as they are now: an exposed status over withdrawn routes is not resumed.
         match Box::pin(self.observe_routes()).await {
             Ok(routes) => queue.push_front(Input::Observed(routes)),
@@ -331,6 +405,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 .into_iter()
                 .chain(self.wake)
                 .chain(self.unsaved.as_ref().map(|u| u.retry_at))
+                .chain(self.oap.retry_at.filter(|_| !self.oap.probing))
                 .min();
             let sleep_until = self.wake;
             let clock = self.ctx.clock.clone();
@@ -349,6 +424,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             };
             match msg {
                 None | Some(Msg::Stop) => break,
+                Some(Msg::OapProbed { answered, failed }) => {
+                    self.oap_probed(answered, failed, &mut queue)
+                }
                 Some(Msg::Command(cmd, reply)) => {
                     let result =
                         Box::pin(self.command(Input::Command(cmd), None, &mut queue)).await;
@@ -457,8 +535,97 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         {
             self.publish().await;
         }
+        if self.oap.due(self.ctx.clock.now()) {
+            self.probe_oap();
+        }
         while let Some(input) = queue.pop_front() {
+            if input == Input::Spec
+                && let Some(why) = self.oap.hold()
+                && machine::starts_run(&self.doc.spec, &self.status)
+            {
+                // Fed again once the OAP answered; meanwhile the status says why.
+                self.oap.held_spec = true;
+                if self.oap.why.is_some() {
+                    self.handle(&Input::Waiting(why), None, queue).await;
+                }
+                continue;
+            }
             self.handle(&input, None, queue).await;
+        }
+    }
+
+    /// Starts a version probe of the connections still waiting, unless one is in flight.
+    /// It runs beside the task (a slow OAP never delays an alarm) and reports
+    /// [`Msg::OapProbed`].
+    fn probe_oap(&mut self) {
+        if self.oap.answered() || self.oap.probing {
+            return;
+        }
+        self.oap.probing = true;
+        self.oap.retry_at = None;
+        let targets = self.oap.waiting.clone();
+        let clients = self.ctx.clients.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            let mut failed = None;
+            for o in targets {
+                let plan = runner::RunPlan {
+                    name: "preflight".into(),
+                    spec: RunSpec::default(),
+                    metrics: Vec::new(),
+                    clients: vec![o.clone()],
+                    args: Default::default(),
+                };
+                let probed = match clients.connect(&plan) {
+                    Ok(c) => match c.first() {
+                        Some(c) => c.server_info().await.map(|_| ()),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e),
+                };
+                match probed {
+                    Ok(()) => answered += 1,
+                    Err(e) => {
+                        failed = Some(format!("waiting for SkyWalking OAP at {}: {e}", o.address));
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(Msg::OapProbed { answered, failed });
+        });
+    }
+
+    /// A probe's outcome: the held run starts once everything answered; otherwise the
+    /// status says why and the next probe is scheduled.
+    fn oap_probed(&mut self, answered: usize, failed: Option<String>, queue: &mut VecDeque<Input>) {
+        self.oap.probing = false;
+        let n = answered.min(self.oap.waiting.len());
+        self.oap.waiting.drain(..n);
+        match failed {
+            None if self.oap.answered() => {
+                if self.oap.why.take().is_some() {
+                    tracing::info!(canary = %self.id(), "SkyWalking OAP answered; starting");
+                }
+                self.oap.backoff.reset();
+                if std::mem::take(&mut self.oap.held_spec) {
+                    queue.push_back(Input::Spec);
+                }
+            }
+            // More to probe (cannot happen: a probe stops only at a failure); probe again.
+            None => self.oap.retry_at = Some(self.ctx.clock.now()),
+            Some(why) => {
+                let delay = self.oap.backoff.next_delay();
+                tracing::warn!(canary = %self.id(), "not exposing the canary yet, probing again in {delay:?}: {why}");
+                self.oap.retry_at = Some(
+                    self.ctx.clock.now()
+                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
+                );
+                self.oap.why = Some(why.clone());
+                if self.oap.held_spec {
+                    queue.push_back(Input::Waiting(why));
+                }
+            }
         }
     }
 
@@ -538,6 +705,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                                  held until it is: {}",
                                 u.error
                             )),
+                            // Same for a canary whose OAP never answered (a resumed run or a
+                            // command; a new run waits Pending before any write).
+                            _ if desired.exposes_canary() && !self.oap.answered() => {
+                                Err(self.oap.hold().unwrap_or_default())
+                            }
                             _ => self.apply_routing(&desired).await,
                         };
                         queue.push_back(Input::Routing(result));

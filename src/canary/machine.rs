@@ -63,6 +63,10 @@ pub enum Input {
     Tick,
     /// The spec was (re)read: a changed `revision` (or first sight) starts a new run from step 0.
     Spec,
+    /// The driver holds back the [`Input::Spec`] that would start a run (see [`starts_run`])
+    /// because something the run needs is not there yet (the OAP has not answered): the
+    /// canary stays as it is (Pending when new) and its message says why.
+    Waiting(String),
     /// An analysis run progressed; `name` is an `AnalysisRunStatus.name` the machine created.
     Analysis {
         /// Run name.
@@ -145,6 +149,7 @@ pub fn step(
         Input::Resumed => m.on_resumed(),
         Input::Tick => m.on_tick(),
         Input::Spec => m.on_spec(),
+        Input::Waiting(why) => m.on_waiting(why),
         Input::Analysis { name, status } => m.on_analysis(name, status),
         Input::Routing(Ok((routing, weights))) => m.on_routing_ok(routing, weights),
         Input::Routing(Err(message)) => m.on_routing_err(message),
@@ -159,6 +164,13 @@ pub fn step(
         Input::Rollback(why) => m.on_rollback(why),
     }
     (m.st, m.fx)
+}
+
+/// True when [`Input::Spec`] starts a new run from step 0 on `status`: the canary has never
+/// started, or the spec's revision differs from the status'.
+pub fn starts_run(spec: &CanarySpec, status: &CanaryStatus) -> bool {
+    let first = status.started_at.is_none() && status.phase == CanaryPhase::Pending;
+    first || status.revision != spec.revision
 }
 
 /// True while a matching alarm rolls the canary back: a run is under way (Progressing,
@@ -767,8 +779,7 @@ impl Machine<'_> {
     // ---- inputs --------------------------------------------------------------------------
 
     fn on_spec(&mut self) {
-        let first = self.st.started_at.is_none() && self.st.phase == CanaryPhase::Pending;
-        if !first && self.st.revision == self.spec.revision {
+        if !starts_run(self.spec, &self.st) {
             self.advance();
             return;
         }
@@ -782,6 +793,13 @@ impl Machine<'_> {
         self.st.message = Some(message.clone());
         self.event(false, "RolloutUpdated", message);
         self.advance();
+    }
+
+    fn on_waiting(&mut self, why: &str) {
+        // Only a run that has not started yet waits; a running one keeps its own message.
+        if starts_run(self.spec, &self.st) {
+            self.st.message = Some(why.to_string());
+        }
     }
 
     fn on_observed(&mut self, routes: &[RouteWeights]) {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::provider::skywalking::ClientOptions;
 use crate::resources::LoadedTemplate;
 use crate::resources::canary::{ArgValue, CanaryDoc, CanaryStep, TemplateRef};
 use crate::runner::{self, Defaults, RunPlan};
@@ -45,6 +46,54 @@ pub fn plan_analysis(
     runner::plan_many(&found, &given, defaults).map_err(|e| e.to_string())
 }
 
+/// The analyses of `doc` (the background analysis, then each analysis step), each as (field
+/// path, templates, args).
+fn analyses(doc: &CanaryDoc) -> Vec<(String, &[TemplateRef], &[ArgValue])> {
+    let background = doc
+        .spec
+        .analysis
+        .as_ref()
+        .map(|a| ("spec.analysis".to_string(), &a.templates[..], &a.args[..]));
+    let steps = doc
+        .spec
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            CanaryStep::Analysis(a) => Some((
+                format!("spec.steps[{i}].analysis"),
+                &a.templates[..],
+                &a.args[..],
+            )),
+            _ => None,
+        });
+    background.into_iter().chain(steps).collect()
+}
+
+/// The OAP connections `doc`'s analyses will query, one per address, in the order the
+/// analyses name them. The driver exposes the canary only after each has answered one
+/// version probe: traffic that cannot be measured is never shifted (issue 14). Analyses that
+/// cannot be planned are left out here (`run` refuses them; a run of one is an Error).
+pub fn oap_connections(
+    doc: &CanaryDoc,
+    namespace: &str,
+    templates: &[LoadedTemplate],
+    defaults: &Defaults,
+) -> Vec<ClientOptions> {
+    let mut out: Vec<ClientOptions> = Vec::new();
+    for (_, refs, args) in analyses(doc) {
+        let Ok(plan) = plan_analysis(templates, namespace, refs, args, defaults) else {
+            continue;
+        };
+        for c in plan.clients {
+            if !out.iter().any(|o| o.address == c.address) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// Every analysis of `doc` (the background analysis, then each analysis step) that cannot be
 /// planned, as (field path, why). Empty when all can run.
 pub fn unplannable(
@@ -53,25 +102,8 @@ pub fn unplannable(
     templates: &[LoadedTemplate],
     defaults: &Defaults,
 ) -> Vec<(String, String)> {
-    let background = doc
-        .spec
-        .analysis
-        .as_ref()
-        .map(|a| ("spec.analysis".to_string(), &a.templates, &a.args));
-    let steps = doc
-        .spec
-        .steps
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| match s {
-            CanaryStep::Analysis(a) => {
-                Some((format!("spec.steps[{i}].analysis"), &a.templates, &a.args))
-            }
-            _ => None,
-        });
-    background
+    analyses(doc)
         .into_iter()
-        .chain(steps)
         .filter_map(|(path, refs, args)| {
             plan_analysis(templates, namespace, refs, args, defaults)
                 .err()

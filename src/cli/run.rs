@@ -336,7 +336,9 @@ pub async fn run(
     // Reload on change: the config files are checked every 2 s; a valid new set replaces the
     // running tasks (each stopped, with its state persisted, before the new one starts); an
     // invalid one is reported and the running set is kept.
-    let mut seen = config_fingerprint(&args.config);
+    // A fingerprint that could not be taken (out of file descriptors, say) is never "seen":
+    // the next one would differ and trigger a reload of what did not change (issue 14).
+    let mut seen = config_fingerprint(&args.config).unwrap_or_default();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -344,7 +346,13 @@ pub async fn run(
             () = &mut shutdown => break,
             () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
-        let now = config_fingerprint(&args.config);
+        let now = match config_fingerprint(&args.config) {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!("cannot check the configuration for changes, trying again: {e}");
+                continue;
+            }
+        };
         if now == seen {
             continue;
         }
@@ -514,18 +522,28 @@ pub async fn shutdown_signal() {
 
 /// Paths, sizes and modification times of the config files: cheap change detection. The
 /// files are the ones `load_paths` reads, found by the same walk (symlink loops not followed).
-fn config_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+/// Size and modification time of every config file; Err(why) when the walk or a file could
+/// not be read, so a failed read is never taken for "these files are gone".
+fn config_fingerprint(paths: &[PathBuf]) -> Result<Fingerprint, String> {
     let mut errors = Vec::new();
-    crate::resources::load::config_files(paths, &mut errors)
+    let files = crate::resources::load::config_files(paths, &mut errors);
+    // Read failures ("cannot read", "cannot list directory") only: a symlink loop is reported
+    // the same way on every walk and changes nothing here.
+    if let Some(e) = errors.iter().find(|e| e.message.starts_with("cannot ")) {
+        return Err(e.to_string());
+    }
+    files
         .into_iter()
         .map(|p| {
-            let meta = std::fs::metadata(&p).ok();
-            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
-            let modified = meta.and_then(|m| m.modified().ok());
-            (p, len, modified)
+            let meta = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let modified = meta.modified().ok();
+            Ok((p, meta.len(), modified))
         })
         .collect()
 }
+
+/// What the reload watcher compares: each config file with its size and modification time.
+type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
 
 #[cfg(test)]
 mod tests {
@@ -552,10 +570,22 @@ mod tests {
         std::fs::write(dir.path().join("c.yaml"), "a: 1\n").unwrap();
         std::os::unix::fs::symlink(".", dir.path().join("a")).unwrap();
         std::os::unix::fs::symlink(".", dir.path().join("b")).unwrap();
-        let fp = super::config_fingerprint(&[dir.path().to_path_buf()]);
+        let fp = super::config_fingerprint(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(fp.len(), 1, "{fp:?}");
         assert_eq!(fp[0].0, dir.path().join("c.yaml"));
         assert_eq!(fp[0].1, 5);
+    }
+
+    /// A walk that fails is an error, never an empty fingerprint: the watcher would take it
+    /// as "every file removed", then reload when the files "come back".
+    #[test]
+    fn a_config_that_cannot_be_read_has_no_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), "a: 1\n").unwrap();
+        let paths = [dir.path().to_path_buf(), dir.path().join("gone")];
+        let e = super::config_fingerprint(&paths).unwrap_err();
+        assert!(e.contains("gone"), "{e}");
+        assert!(super::config_fingerprint(&paths[..1]).is_ok());
     }
 
     /// Durations on the command line are bounded where they are parsed: the poller adds its

@@ -308,17 +308,36 @@ async fn no_traffic_pauses_inconclusive_and_keeps_the_weight() {
     );
 }
 
+/// A simulator that answers the version probe but whose storage fails every metric query:
+/// an OAP outage that begins after the canary was exposed.
+async fn sim_with_failing_storage() -> (Simulator, skycanary::sim::RunningSim) {
+    let (sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    sim.inject_fault(skycanary::sim::Fault::StorageError, None);
+    (sim, running)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oap_outage_holds_or_aborts_as_configured() {
-    // Nothing listens on port 9: every measurement is an Error.
-    let d = start(setup(&canary("Hold")), "http://127.0.0.1:9");
+    // Every measurement is an Error.
+    let (_sim, running) = sim_with_failing_storage().await;
+    let d = start(setup(&canary("Hold")), &running.url());
     let s = wait_for(&d, "Paused", Duration::from_secs(30), |s| {
         phase(s) == "Paused"
     })
     .await;
     assert_eq!(s["status"]["pause"]["reason"], "AnalysisError", "{s:#}");
     assert_eq!(vs_weights(&d.manifests), (90, 10), "weight frozen");
-    // The failed requests are in /metrics, by address and error kind.
+
+    let d = start(setup(&canary("Abort")), &running.url());
+    wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
+        aborted_and_written(s)
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+}
+
+/// `skycanary_provider_errors_total` of `address` and `kind`, summed over request kinds.
+async fn provider_errors(d: &Daemon, address: &str, kind: &str) -> u64 {
     let metrics = http()
         .get(format!("{}/metrics", d.url))
         .send()
@@ -327,19 +346,58 @@ async fn oap_outage_holds_or_aborts_as_configured() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.lines().any(|l| l.starts_with(
-            r#"skycanary_provider_errors_total{address="http://127.0.0.1:9",kind="transport"}"#
-        )),
-        "{metrics}"
-    );
+    let prefix = format!(r#"skycanary_provider_errors_total{{address="{address}",kind="{kind}""#);
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
 
-    let d = start(setup(&canary("Abort")), "http://127.0.0.1:9");
-    wait_for(&d, "Aborted", Duration::from_secs(30), |s| {
-        aborted_and_written(s)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_stays_pending_until_its_oap_answers_then_progresses() {
+    // Nothing listens there yet.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let d = start(setup(&canary("Abort")), &url);
+    let want = format!("waiting for SkyWalking OAP at {url}: ");
+    let s = wait_for(&d, "the waiting message", Duration::from_secs(30), |s| {
+        s["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&want))
     })
     .await;
-    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    assert_eq!(phase(&s), "Pending", "{s:#}");
+    // Probed again (with backoff), and still nothing routed to the canary.
+    let start = Instant::now();
+    while provider_errors(&d, &url, "transport").await < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not probed again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = status(&d).await;
+    assert_eq!(phase(&s), "Pending", "{s:#}");
+    assert!(s["status"].get("startedAt").is_none(), "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed");
+
+    // The OAP comes up: the release starts on its own and completes.
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        |_| Some(9950.0),
+    );
+    let _running = sim
+        .serve(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    wait_for(&d, "Promoted", Duration::from_secs(60), |s| {
+        phase(s) == "Promoted"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (0, 100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1396,4 +1454,238 @@ async fn an_unsaved_abort_survives_a_sigkill() {
     assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed again");
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Aborted", "{saved:#}");
+}
+
+/// A Canary `name` (no analyses) on its own VirtualService `name`, rolled back by the
+/// SkyWalking alarm `service_resp_time_rule` on `name.bookinfo` when `alarmed`; `pauses`
+/// indefinite pauses after its 10 % step.
+fn plain_canary(name: &str, alarmed: bool, pauses: usize) -> String {
+    let rollback = if alarmed {
+        format!(
+            "  rollbackOn:\n    alarms: [{{ruleName: service_resp_time_rule, name: '^{name}\\.bookinfo$'}}]\n"
+        )
+    } else {
+        String::new()
+    };
+    let steps = "  - pause: {}\n".repeat(pauses);
+    format!(
+        "apiVersion: skycanary.io/v1alpha1\nkind: Canary\nmetadata: {{name: {name}, namespace: bookinfo}}\nspec:\n  revision: v2\n{rollback}  trafficRouting:\n    istio:\n      virtualService: {{name: {name}, routes: [primary]}}\n      stableService: reviews-stable\n      canaryService: reviews-canary\n  steps:\n  - setWeight: 10\n{steps}"
+    )
+}
+
+fn named_vs_weights(manifests: &Path, name: &str) -> (i64, i64) {
+    let text = std::fs::read_to_string(manifests.join(format!("{name}.yaml"))).unwrap();
+    let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
+    let r = &v["spec"]["http"][0]["route"];
+    (
+        r[0]["weight"].as_i64().unwrap(),
+        r[1]["weight"].as_i64().unwrap(),
+    )
+}
+
+async fn get_json(url: &str) -> Value {
+    http()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_matching_alarm_rolls_back_while_the_config_reloads() {
+    const TARGETS: [&str; 3] = ["svc-0", "svc-1", "svc-2"];
+    let dirs = tempfile::tempdir().unwrap();
+    for d in ["config", "istio", "state"] {
+        std::fs::create_dir_all(dirs.path().join(d)).unwrap();
+    }
+    let targets: Vec<String> = TARGETS.iter().map(|n| plain_canary(n, true, 1)).collect();
+    std::fs::write(
+        dirs.path().join("config/targets.yaml"),
+        targets.join("---\n"),
+    )
+    .unwrap();
+    let ratings = dirs.path().join("config/ratings.yaml");
+    std::fs::write(&ratings, plain_canary("ratings", false, 1)).unwrap();
+    for n in TARGETS.iter().chain(&["ratings"]) {
+        let vs = VS.replace("name: reviews,", &format!("name: {n},"));
+        std::fs::write(dirs.path().join(format!("istio/{n}.yaml")), vs).unwrap();
+    }
+    let d = start_with(dirs, "", &[]);
+    let api = format!("{}/api/v1/canaries/bookinfo", d.url);
+    for n in TARGETS {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while phase(&get_json(&format!("{api}/{n}")).await) != "Paused" {
+            assert!(Instant::now() < deadline, "{n} never paused at 10 %");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // 20 reloads, each an edit of the unrelated canary seen through the API.
+    let reloads = tokio::spawn({
+        let api = api.clone();
+        async move {
+            for i in 0..20usize {
+                let pauses = 2 + i % 2;
+                std::fs::write(&ratings, plain_canary("ratings", false, pauses)).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while get_json(&format!("{api}/ratings")).await["steps"] != pauses + 1 {
+                    assert!(Instant::now() < deadline, "reload {i} not picked up");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    });
+
+    // Meanwhile an alarm every 5 ms, round robin; a rolled-back canary is retried before its
+    // next alarm, so every alarm is sent to an armed canary and must roll it back.
+    let hook = format!("{}/webhooks/skywalking", d.url);
+    let c = http();
+    let mut aborted = [false; 3];
+    let (mut alarms, mut n) = (0, 0usize);
+    while !reloads.is_finished() {
+        n += 1;
+        let i = n % TARGETS.len();
+        let name = TARGETS[i];
+        if aborted[i] {
+            let r = c
+                .post(format!("{api}/{name}/retry"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "retry {name}: {}", r.status());
+            assert_eq!(named_vs_weights(&d.manifests, name), (90, 10));
+            aborted[i] = false;
+        } else {
+            let payload = serde_json::json!([{"scopeId": 1, "scope": "SERVICE",
+                "name": format!("{name}.bookinfo"), "id0": "x", "id1": "",
+                "ruleName": "service_resp_time_rule", "alarmMessage": "slow",
+                "startTime": chrono::Utc::now().timestamp_millis(), "uuid": format!("u-{n}")}]);
+            let r = c
+                .post(&hook)
+                .bearer_auth(TOKEN)
+                .json(&payload)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(code, 200, "alarm {n}: {body}");
+            assert_eq!(
+                body["matched"],
+                serde_json::json!([format!("bookinfo/{name}")]),
+                "alarm {n} matched nothing during a reload: {body}"
+            );
+            // Answered only once written.
+            assert_eq!(named_vs_weights(&d.manifests, name), (100, 0), "alarm {n}");
+            aborted[i] = true;
+            alarms += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    reloads.await.unwrap();
+    assert!(alarms >= 20, "only {alarms} alarms during 20 reloads");
+}
+
+/// Sets the daemon's soft RLIMIT_NOFILE to `n` while it runs (the hard limit stays, so it
+/// can be raised again without privileges).
+#[cfg(target_os = "linux")]
+fn set_nofile(d: &Daemon, n: u64) {
+    let pid = d.child.id() as libc::pid_t;
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: with a null new limit, prlimit only writes the current one into `old`.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let lim = libc::rlimit {
+        rlim_cur: n.min(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit reads `lim` and writes nothing (old limit pointer is null).
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_an_alarm_is_answered_200_only_once_written() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alarms: [{ruleName: \"service_resp_time_rule\"}]\n");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    // One connection opened before the flood carries the alarm.
+    let c = http();
+    assert!(
+        c.get(format!("{}/healthz", d.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let open = std::fs::read_dir(format!("/proc/{}/fd", d.child.id()))
+        .unwrap()
+        .count() as u64;
+    set_nofile(&d, open + 2);
+    // A connection flood takes the last descriptors (and waits in the backlog beyond them).
+    let addr = d.url.trim_start_matches("http://").to_string();
+    let flood: Vec<_> = (0..64)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let payload = serde_json::json!([{"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo",
+        "id0": "x", "id1": "", "ruleName": "service_resp_time_rule", "alarmMessage": "slow",
+        "startTime": chrono::Utc::now().timestamp_millis(), "uuid": "u-emfile"}]);
+    let r = c
+        .post(format!("{}/webhooks/skywalking", d.url))
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    let weights = vs_weights(&d.manifests);
+    match code {
+        200 => assert_eq!(
+            weights,
+            (100, 0),
+            "200 before the rollback was written: {body}"
+        ),
+        503 => assert!(body.to_string().contains("rollbackPending"), "{body}"),
+        other => panic!("{other}: {body}"),
+    }
+
+    // Descriptors come back: the rollback lands (if it had not) and the abort is saved.
+    drop(flood);
+    set_nofile(&d, 4096);
+    wait_for(&d, "Aborted and written", Duration::from_secs(30), |s| {
+        aborted_and_written(s)
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let saved: Value = serde_json::from_slice(
+            &std::fs::read(d.state.join("canary/bookinfo/reviews.json")).unwrap(),
+        )
+        .unwrap();
+        if saved["phase"] == "Aborted" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "abort never saved: {saved:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -295,6 +295,19 @@ async fn post(r: &Replica, action: &str, token: Option<&str>) -> reqwest::Status
     req.send().await.unwrap().status()
 }
 
+/// Injects `fault` for good once the daemon's version probe (the first `getTimeInfo`) was
+/// answered: an outage that begins after the canary was exposed.
+fn fail_after_the_version_probe(sim: &Simulator, fault: Fault) {
+    let once = std::sync::atomic::AtomicBool::new(false);
+    let inject = sim.clone();
+    sim.set_observer(move |ex| {
+        let probe = std::str::from_utf8(ex.body).is_ok_and(|b| b.contains("getTimeInfo"));
+        if probe && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            inject.inject_fault(fault.clone(), None);
+        }
+    });
+}
+
 /// A loopback address where nothing listens.
 fn dead_address() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -512,8 +525,8 @@ async fn kube_no_traffic_pauses_inconclusive_without_promoting_or_aborting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_oap_outage_with_hold_freezes_the_weight() {
     let (sim, running) = sim(|_| Some(9950.0)).await;
-    // The OAP answers 503 to everything.
-    sim.inject_fault(Fault::Status(503), None);
+    // The OAP answers the version probe, then 503 to everything.
+    fail_after_the_version_probe(&sim, Fault::Status(503));
     let c = Cluster::start("Hold", 2).await;
     let d = c.daemon("replica-a", &running.url());
     let s = c.wait_status("Paused", |s| phase(s) == "Paused").await;
@@ -549,9 +562,27 @@ async fn kube_oap_outage_with_hold_freezes_the_weight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kube_oap_outage_with_abort_rolls_back() {
+async fn kube_a_canary_waits_pending_while_its_oap_never_answers() {
     let c = Cluster::start("Abort", 2).await;
-    let _d = c.daemon("replica-a", &dead_address());
+    let dead = dead_address();
+    let _d = c.daemon("replica-a", &dead);
+    let want = format!("waiting for SkyWalking OAP at {dead}: ");
+    let s = c
+        .wait_status("the waiting message", |s| {
+            s["message"].as_str().is_some_and(|m| m.starts_with(&want))
+        })
+        .await;
+    assert_eq!(phase(&s), "Pending", "{s:#}");
+    assert_eq!(c.weights(), (100, 0), "never exposed");
+    assert_eq!(c.canary_weight_history().await, [0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_oap_outage_with_abort_rolls_back() {
+    let (sim, running) = sim(|_| Some(9950.0)).await;
+    fail_after_the_version_probe(&sim, Fault::Status(503));
+    let c = Cluster::start("Abort", 2).await;
+    let _d = c.daemon("replica-a", &running.url());
     let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
     c.wait_event("RolloutAborted").await;
 
@@ -814,4 +845,126 @@ async fn kube_promote_abort_retry_need_the_token_and_work() {
     for reason in ["RolloutPromoted", "RolloutAborted", "RolloutRetried"] {
         assert!(events.iter().any(|(r, _)| r == reason), "{events:#?}");
     }
+}
+
+/// Deletes the Canary once it is paused at 10 % (no traffic: its first analysis pauses
+/// Inconclusive) with `onDelete` as given (None: the default).
+async fn delete_mid_release(on_delete: Option<&str>) -> (Cluster, Replica) {
+    let (sim, running) = sim(|_| None).await;
+    let c = Cluster::start("Abort", 2).await;
+    if let Some(policy) = on_delete {
+        c.fake
+            .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+                o["spec"]["onDelete"] = json!(policy);
+            })
+            .unwrap();
+    }
+    let d = c.daemon("replica-a", &running.url());
+    c.wait_status("Paused at 10 %", |s| phase(s) == "Paused")
+        .await;
+    assert_eq!(c.weights(), (90, 10));
+    c.fake
+        .delete("skycanary.io", "canaries", "bookinfo", "reviews")
+        .unwrap();
+    // The daemon has dropped the Canary once its API no longer lists it.
+    let list = format!("{}/api/v1/canaries", d.url);
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let v: Value = http()
+            .get(&list)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !v.to_string().contains("\"reviews\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still listed: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sim);
+    (c, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_canary_deleted_mid_release_is_rolled_back_by_default() {
+    let (c, d) = delete_mid_release(None).await;
+    // Rolled back before its task stopped, with an event saying why.
+    assert_eq!(c.weights(), (100, 0));
+    assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
+    c.wait_event("RolloutAborted").await;
+    assert!(
+        c.events()
+            .iter()
+            .any(|(reason, note)| reason == "RolloutAborted" && note.contains("onDelete: Rollback")),
+        "{:?}",
+        c.events()
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_canary_deleted_with_on_delete_keep_keeps_its_routes() {
+    let (c, d) = delete_mid_release(Some("Keep")).await;
+    assert_eq!(c.weights(), (90, 10));
+    assert_eq!(c.canary_weight_history().await, [0, 10]);
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_an_alarm_while_status_and_routes_refuse_writes_is_503_until_the_rollback_lands() {
+    let (_sim, running) = sim(|_| None).await;
+    let c = Cluster::start("Abort", 2).await;
+    c.fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            o["spec"]["rollbackOn"] = json!({"alarms": [{"ruleName": "service_resp_time_rule"}]});
+        })
+        .unwrap();
+    let d = c.daemon("replica-a", &running.url());
+    c.wait_status("Paused at 10 %", |s| phase(s) == "Paused")
+        .await;
+    // Neither the status nor the VirtualService takes writes.
+    c.fake.fail_next(Some("PUT"), "/canaries/", 1_000_000, 500);
+    c.fake
+        .fail_next(Some("PUT"), "/virtualservices/", 1_000_000, 500);
+    let payload = json!([{"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo",
+        "id0": "x", "id1": "", "ruleName": "service_resp_time_rule", "alarmMessage": "slow",
+        "startTime": chrono::Utc::now().timestamp_millis(), "uuid": "u-kube-1"}]);
+    let r = http()
+        .post(format!("{}/webhooks/skywalking", d.url))
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.to_string().contains("rollbackPending")
+            && body.to_string().contains("rollback pending"),
+        "{body}"
+    );
+    assert_eq!(c.weights(), (90, 10), "nothing written");
+
+    // The routes take writes again (the status still does not): the retry lands on its own.
+    c.fake.clear_faults();
+    c.fake.fail_next(Some("PUT"), "/canaries/", 1_000_000, 500);
+    wait("back at stable", LIMIT, || {
+        (c.weights() == (100, 0)).then_some(())
+    })
+    .await;
+    assert_ne!(
+        phase(&c.status()),
+        "Aborted",
+        "the status still cannot be saved"
+    );
+    // And once the status can be written, the abort is saved.
+    c.fake.clear_faults();
+    let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
+    assert_eq!(s["desiredWeight"], 0, "{s:#}");
+    assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
 }

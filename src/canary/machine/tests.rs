@@ -274,6 +274,36 @@ fn spec_new_revision_restarts_from_step_0_and_terminates_old_runs() {
 }
 
 #[test]
+fn waiting_keeps_a_new_canary_pending_and_only_says_why() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    assert!(starts_run(&s.spec, &s.st));
+    let fx = s.feed(Input::Waiting(
+        "waiting for SkyWalking OAP at x: down".into(),
+    ));
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(s.st.phase, CanaryPhase::Pending);
+    assert_eq!(s.st.started_at, None);
+    assert_eq!(
+        s.st.message.as_deref(),
+        Some("waiting for SkyWalking OAP at x: down")
+    );
+    // Once started, a run keeps its own message: Waiting is only for a run not begun.
+    s.start();
+    assert!(!starts_run(&s.spec, &s.st));
+    let before = s.st.clone();
+    assert!(s.feed(Input::Waiting("late".into())).is_empty());
+    assert_eq!(s.st, before);
+    // A new revision is a run not begun yet: it waits, the old run's weights untouched.
+    s.ok();
+    s.spec.revision = Some("v3".into());
+    assert!(starts_run(&s.spec, &s.st));
+    let fx = s.feed(Input::Waiting("why".into()));
+    assert!(writes(&fx).is_empty(), "{fx:?}");
+    assert_eq!(s.st.message.as_deref(), Some("why"));
+    assert_eq!(s.st.revision.as_deref(), Some("v2"));
+}
+
+#[test]
 fn spec_same_revision_is_a_no_op() {
     let mut s = Sim::new(spec(vec![w(10), pause(None)]));
     s.start();
