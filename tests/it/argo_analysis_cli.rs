@@ -76,7 +76,6 @@ const CASE: Case = Case {
     message: None,
 };
 
-const EVERY: &str = "interval: 50ms";
 const COUNT_ADDED: &str = "count added: analyze refuses indefinite metrics; it is never reached";
 const LATER: &str = "initialDelay: 1h";
 const UNMEASURED: &str = "the Go test's metric in flight (or never measured) is one whose \
@@ -657,8 +656,7 @@ fn template(case: &Case, order: &[usize], address: &str) -> String {
     t
 }
 
-/// Runs `case` with its metrics listed in `order`; returns the JSON run, indexed like
-/// `case.metrics`, or why it does not agree.
+/// Runs `case` with its metrics listed in `order`; `Err` says how the outcome differs.
 async fn play(case: &Case, order: &[usize]) -> Result<(), String> {
     let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
     // Requests that read each metric so far: the script's position.
@@ -672,7 +670,7 @@ async fn play(case: &Case, order: &[usize]) -> Result<(), String> {
         let script = metric.script.as_bytes();
         sim.set_series(
             "service_cpm",
-            SimEntity::service(&service(metric.name)),
+            SimEntity::service(service(metric.name)),
             move |_| {
                 // Past the script: no data (an Error measurement nobody expects).
                 script
