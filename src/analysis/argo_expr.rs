@@ -12,7 +12,10 @@
 //!   string`); the crate would silently answer false. Comparisons whose two operands have a
 //!   type known from the text (literals, Argo's and expr's numeric functions) are checked here;
 //!   a `result` path (`result.a[0].b`) compared with a literal is checked against the data at
-//!   evaluation, so a number compared with a string there is an Error as well.
+//!   evaluation, so a number compared with a string there is an Error as well. Any other
+//!   `==`/`!=` (a computed operand: `result.a + 1 == "2"`) runs through `$eq`/`$ne`, which
+//!   check the two values' types first, so no mismatch is ever a silent false. The ordering
+//!   operators need no help: the crate refuses mixed operands there, as Go's expr does.
 //!
 //! Bounded work: before the (recursive) parser sees it, the text is checked to be at most
 //! [`MAX_LEN`] bytes with at most [`MAX_OPERATORS`] operators, [`MAX_DEPTH`] nested brackets and
@@ -234,7 +237,15 @@ impl ArgoCondition {
             return Err(ArgoExprError::TooLong { len: src.len() });
         }
         let n = normalize(src)?;
-        let program = expr::compile(&n.text).map_err(|e| syntax_error(src, &n, e))?;
+        // Parse the text as normalised first, so a syntax error points into the source.
+        expr::compile(&n.text).map_err(|e| syntax_error(src, &n, e))?;
+        let guarded = guard_equality(&n.text)?;
+        let program = expr::compile(&guarded).map_err(|e| {
+            ArgoExprError::Eval(format!(
+                "the condition parses, but not once its comparisons are type-checked \
+                 ({guarded}): {e}"
+            ))
+        })?;
         Ok(ArgoCondition {
             source: src.to_string(),
             normalized: n.text,
@@ -481,6 +492,12 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
             c.args.len()
         ))),
     });
+    env.add_function(EQ_FN, |c| {
+        checked_equal("==", &c.args, c.env).map(Value::Bool)
+    });
+    env.add_function(NE_FN, |c| {
+        checked_equal("!=", &c.args, c.env).map(|eq| Value::Bool(!eq))
+    });
     for name in ["reduce", "repeat"] {
         env.add_function(name, move |_| {
             Err(expr_error(format!("{name} is not available in conditions")))
@@ -488,6 +505,217 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     }
     env
 });
+
+/// The function `A == B` becomes (see [`guard_equality`]); `$` keeps it out of users' reach
+/// (the scan refuses unknown functions in the source).
+const EQ_FN: &str = "$eq";
+/// The function `A != B` becomes.
+const NE_FN: &str = "$ne";
+
+/// The crate's own equality, run on two bound values (numbers of both kinds, arrays and maps
+/// compare as the crate compares them).
+static EQUAL: LazyLock<Option<Program>> = LazyLock::new(|| expr::compile("$l == $r").ok());
+
+/// `$eq`/`$ne`: two values of different kinds (number, string, bool) are an error, Go's
+/// wording; others compare as the crate's `==` does. `nil`, arrays and maps keep their
+/// usual answers (`result.x == nil` is a question, not a mistake).
+fn checked_equal(op: &str, args: &[Value], env: &Environment<'_>) -> expr::Result<bool> {
+    let [left, right] = args else {
+        return Err(expr_error(format!(
+            "{op} takes two operands, got {}",
+            args.len()
+        )));
+    };
+    if let (Some(l), Some(r)) = (Kind::of_value(left), Kind::of_value(right))
+        && l.class() != r.class()
+    {
+        return Err(expr_error(
+            ArgoExprError::Mismatch {
+                op: op.to_string(),
+                left: l.go_name(),
+                right: r.go_name(),
+            }
+            .to_string(),
+        ));
+    }
+    let program = EQUAL
+        .as_ref()
+        .ok_or_else(|| expr_error("the equality program does not compile".into()))?;
+    let mut ctx = Context::default();
+    ctx.insert("$l", left.clone());
+    ctx.insert("$r", right.clone());
+    match env.run(program, &ctx)? {
+        Value::Bool(b) => Ok(b),
+        other => Err(expr_error(format!(
+            "{op} gave {} instead of a bool",
+            go_type(&other)
+        ))),
+    }
+}
+
+/// Rewrites each `A == B` / `A != B` of the normalised text into `$eq(A, B)` / `$ne(A, B)`.
+///
+/// Operands are delimited as the crate's grammar binds them: `==` and `!=` share a level
+/// with the other comparisons, `in`, `matches`, `contains`, `startsWith` and `endsWith`
+/// (left-associative); only `and`/`or`, the ternary, the pipe, separators and brackets bind
+/// looser. The text parsed before the rewrite, so brackets balance.
+fn guard_equality(text: &str) -> Result<String, ArgoExprError> {
+    let toks = tokenize(text)?;
+    // (byte offset, span length, function): at one offset closes come before opens; outer
+    // spans open first and close last.
+    let mut opens: Vec<(usize, usize, &str)> = Vec::new();
+    let mut closes: Vec<(usize, usize)> = Vec::new();
+    let mut commas: BTreeSet<usize> = BTreeSet::new();
+    for (k, (_, _, tok)) in toks.iter().enumerate() {
+        let func = match tok {
+            Tok::Punct(p) if p == "==" => EQ_FN,
+            Tok::Punct(p) if p == "!=" => NE_FN,
+            _ => continue,
+        };
+        let (Some(first), Some(last)) = (left_start(&toks, k), right_end(&toks, k)) else {
+            continue;
+        };
+        let (start, end) = (toks[first].0, toks[last].1);
+        opens.push((start, end - start, func));
+        closes.push((end, end - start));
+        commas.insert(k);
+    }
+    if commas.is_empty() {
+        return Ok(text.to_string());
+    }
+    opens.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    closes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut marks: BTreeSet<usize> = opens.iter().map(|x| x.0).collect();
+    marks.extend(closes.iter().map(|x| x.0));
+    marks.extend(commas.iter().map(|k| toks[*k].0));
+    let mut out = String::with_capacity(text.len() + 8 * commas.len());
+    let (mut o, mut c, mut copied) = (0, 0, 0);
+    for at in marks {
+        out.push_str(&text[copied..at]);
+        copied = at;
+        while closes.get(c).is_some_and(|x| x.0 == at) {
+            out.push(')');
+            c += 1;
+        }
+        if let Some(k) = commas.iter().find(|k| toks[**k].0 == at) {
+            out.push(',');
+            copied = toks[*k].1;
+        }
+        while let Some((_, _, func)) = opens.get(o).filter(|x| x.0 == at) {
+            out.push_str(func);
+            out.push('(');
+            o += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    Ok(out)
+}
+
+/// True when token `j` is one of `words`, used as an operator (not a member name after `.`/`?.`).
+fn word_at(toks: &[(usize, usize, Tok)], j: usize, words: &[&str]) -> bool {
+    let member = j
+        .checked_sub(1)
+        .is_some_and(|p| matches!(&toks[p].2, Tok::Punct(d) if d == "." || d == "?."));
+    matches!(toks.get(j), Some((_, _, Tok::Ident(w))) if words.contains(&w.as_str())) && !member
+}
+
+/// First token of the left operand of the comparison at `k`: back to the nearest looser
+/// operator, separator or unmatched opening bracket (same-level operators stay inside: the
+/// level is left-associative).
+fn left_start(toks: &[(usize, usize, Tok)], k: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut first = k;
+    for j in (0..k).rev() {
+        match &toks[j].2 {
+            Tok::Punct(p) if matches!(p.as_str(), ")" | "]" | "}") => depth += 1,
+            Tok::Punct(p) if matches!(p.as_str(), "(" | "[" | "{") => {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+            }
+            Tok::Punct(p)
+                if depth == 0
+                    && matches!(p.as_str(), "," | ";" | "?" | ":" | "&&" | "||" | "|") =>
+            {
+                break;
+            }
+            Tok::Ident(_) if depth == 0 && word_at(toks, j, &["and", "or", "if", "else"]) => break,
+            _ => {}
+        }
+        first = j;
+    }
+    (first < k).then_some(first)
+}
+
+/// Last token of the right operand of the comparison at `k`: up to the next operator of the
+/// same or a looser level, separator, unmatched closing bracket, or an `if` block's `{`.
+fn right_end(toks: &[(usize, usize, Tok)], k: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut last = k;
+    for j in k + 1..toks.len() {
+        let prev_ends_operand = j > k + 1
+            && match &toks[j - 1].2 {
+                Tok::Ident(w) => !OPERATOR_WORDS.contains(&w.as_str()),
+                Tok::Num(..) | Tok::Str(_) | Tok::Arg => true,
+                Tok::Punct(p) => matches!(p.as_str(), ")" | "]" | "}" | "bytes"),
+            };
+        match &toks[j].2 {
+            Tok::Punct(p) if p == "{" && depth == 0 && prev_ends_operand => break,
+            Tok::Punct(p) if matches!(p.as_str(), "(" | "[" | "{") => depth += 1,
+            Tok::Punct(p) if matches!(p.as_str(), ")" | "]" | "}") => {
+                if depth == 0 {
+                    break;
+                }
+                depth -= 1;
+            }
+            Tok::Punct(p)
+                if depth == 0
+                    && matches!(
+                        p.as_str(),
+                        "," | ";"
+                            | "?"
+                            | ":"
+                            | "&&"
+                            | "||"
+                            | "|"
+                            | "=="
+                            | "!="
+                            | "<"
+                            | ">"
+                            | "<="
+                            | ">="
+                    ) =>
+            {
+                break;
+            }
+            Tok::Ident(_)
+                if depth == 0
+                    && (word_at(
+                        toks,
+                        j,
+                        &[
+                            "and",
+                            "or",
+                            "in",
+                            "contains",
+                            "startsWith",
+                            "endsWith",
+                            "matches",
+                            "else",
+                        ],
+                    ) || (prev_ends_operand
+                        && word_at(toks, j, &["not"])
+                        && word_at(toks, j + 1, &["in"]))) =>
+            {
+                break;
+            }
+            _ => {}
+        }
+        last = j;
+    }
+    (last > k).then_some(last)
+}
 
 /// The normalised text and what the scan learnt.
 struct Normalized {
@@ -792,7 +1020,9 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
             }
             Tok::Ident(w) => {
                 let member = matches!(prev, Some(Tok::Punct(p)) if p == "." || p == "?.");
-                let call = matches!(next, Some(Tok::Punct(p)) if p == "(");
+                // `not (x)` and `if (x)` are operators before a bracket, not calls.
+                let call = matches!(next, Some(Tok::Punct(p)) if p == "(")
+                    && !OPERATOR_WORDS.contains(&w.as_str());
                 if w == "let" && !member {
                     return Err(unsupported(
                         "`let`",
@@ -929,7 +1159,7 @@ fn normalize(src: &str) -> Result<Normalized, ArgoExprError> {
             ends.entry(last).or_insert((operand, idx));
         }
         if let Tok::Punct(p) = tok
-            && matches!(p.as_str(), "==" | "!=")
+            && matches!(p.as_str(), "==" | "!=" | "<" | ">" | "<=" | ">=")
         {
             let left = match idx.checked_sub(1).and_then(|l| ends.get(&l)) {
                 Some((o, first)) if boundary_before(&toks, *first) => o.clone(),

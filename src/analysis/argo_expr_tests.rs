@@ -644,3 +644,129 @@ fn work_is_bounded() {
         Err(ArgoExprError::TooManyOperators)
     ));
 }
+
+#[test]
+fn computed_operands_compared_across_types_are_errors() {
+    // Go's expr refuses these at run time (`+`, `<`) or its checker does (`string(x) < 3`);
+    // the crate used to answer `false` for every `==`/`!=` among them.
+    let mismatch = "mismatched types float64 and string";
+    for (data, src, want) in [
+        (
+            json!({"a": 1}),
+            r#"result.a + 1 == "2""#,
+            Want::Err(mismatch),
+        ),
+        (
+            json!({"a": 1}),
+            r#"result.a + 1 != "2""#,
+            Want::Err(mismatch),
+        ),
+        (json!({"a": 1}), r#"(result.a) == "1""#, Want::Err(mismatch)),
+        (
+            json!({"a": 1}),
+            r#"max(result.a, 0) == "1""#,
+            Want::Err(mismatch),
+        ),
+        (
+            json!({"a": "1"}),
+            r#"result.a + "" == 1"#,
+            Want::Err("mismatched types string and int"),
+        ),
+        (
+            json!({"a": [1]}),
+            r#"all(result.a, {# * 1 == "1"})"#,
+            Want::Err(mismatch),
+        ),
+        (
+            json!({"a": [1]}),
+            r#"filter(result.a, # * 1 == "1") == []"#,
+            Want::Err(mismatch),
+        ),
+        (
+            json!({"a": 1}),
+            r#"result.a > 0 && result.a * 2 == "2""#,
+            Want::Err(mismatch),
+        ),
+        (
+            json!({"a": 1}),
+            r#"result.a * 2 == "2" ? true : false"#,
+            Want::Err(mismatch),
+        ),
+        (
+            json!({"a": 1}),
+            r#"(result.a * 2 == "2") == true"#,
+            Want::Err(mismatch),
+        ),
+        (
+            json!({"a": 1}),
+            r#"result.a - 1 == 0 == "x""#,
+            Want::Err("mismatched types bool and string"),
+        ),
+        (
+            json!(1),
+            r#"result + "x" > 1"#,
+            Want::Err("Invalid operands for operator +"),
+        ),
+        (
+            json!({"a": "1"}),
+            "result.a < 2",
+            Want::Err("mismatched types string and int"),
+        ),
+    ] {
+        check(&data, src, &want);
+    }
+    // Same kinds still compare as before, and nil, arrays and maps keep their answers.
+    for (data, src, want) in [
+        (json!({"a": 1}), "result.a + 1 == 2", Want::True),
+        (json!({"a": 1}), "result.a + 1 != 2.0", Want::False),
+        (json!({"a": "x"}), r#"result.a + "y" == "xy""#, Want::True),
+        (json!({"a": null}), "result.a == nil", Want::True),
+        (json!({"a": 1}), "result.a == nil", Want::False),
+        (json!({"a": [1, 2]}), "result.a == [1, 2]", Want::True),
+        (
+            json!({"a": [1, 2]}),
+            "map(result.a, # * 2) == [2, 4]",
+            Want::True,
+        ),
+        (
+            json!({"a": 1}),
+            "result.a * 2 == 2 and 1 + 1 == 2",
+            Want::True,
+        ),
+        (json!({"a": 1}), "result.a == 1 == true", Want::True),
+        (json!({"a": 1}), "result.a in [1, 2] == true", Want::True),
+        (json!({"a": 1}), "not (result.a == 2)", Want::True),
+        (
+            json!({"a": [1, 2]}),
+            "any(result.a, {# - 1 == 1})",
+            Want::True,
+        ),
+        (
+            json!({"a": 1}),
+            r#"(result.a == 1 ? "y" : "n") == "y""#,
+            Want::True,
+        ),
+    ] {
+        check(&data, src, &want);
+    }
+    // Text-visible mismatches of the ordering operators are refused at load, like `==`.
+    let e = ArgoCondition::compile("string(result) < 3").expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "invalid operation: < (mismatched types string and int)"
+    );
+}
+
+#[test]
+fn equality_is_rewritten_along_the_grammar() {
+    let g = |s: &str| guard_equality(s).expect(s);
+    assert_eq!(g("a + 1 == \"2\""), "$eq(a + 1 , \"2\")");
+    assert_eq!(g("a == b == c"), "$eq($eq(a , b) , c)");
+    assert_eq!(g("x && a != b || c"), "x && $ne(a , b) || c");
+    assert_eq!(g("all(r, {#.v * 2 == 1})"), "all(r, {$eq(#.v * 2 , 1)})");
+    assert_eq!(g("a==b ? c : d==e"), "$eq(a,b) ? c : $eq(d,e)");
+    assert_eq!(g("a < b == c in d"), "$eq(a < b , c) in d");
+    assert_eq!(g("r.and == 1"), "$eq(r.and , 1)");
+    assert_eq!(g("f(a) == g(b)[0].c ?? 1"), "$eq(f(a) , g(b)[0].c ?? 1)");
+    assert_eq!(g("result > 1"), "result > 1");
+}

@@ -26,7 +26,8 @@ pub struct Measurement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     /// Facts about how it was taken (Argo's `metadata`): the query window (`windowStart`,
-    /// `windowEnd`, OAP time) and the routing change it was aligned to (`alignedAfter`).
+    /// `windowEnd`, OAP time), the routing change it was aligned to (`alignedAfter`) and the
+    /// returned points that were not evidence for the window (`droppedPoints`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
 }

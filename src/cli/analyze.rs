@@ -396,7 +396,8 @@ struct JsonMeasurement {
     message: Option<String>,
     started_at: String,
     finished_at: Option<String>,
-    /// The window read (`windowStart`, `windowEnd`, OAP time).
+    /// The window read (`windowStart`, `windowEnd`, OAP time) and the points dropped from it
+    /// (`droppedPoints`, ...).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     metadata: std::collections::BTreeMap<String, String>,
 }

@@ -204,8 +204,10 @@ pub async fn run_canary_analysis(
     state
 }
 
-/// The window a measurement read, as sent (OAP wall-clock time), and the routing change it
-/// was aligned to: the status and `analyze --output json` show which buckets were judged.
+/// The window a measurement read, as sent (OAP wall-clock time), the routing change it was
+/// aligned to, and how many returned points were not evidence for it (`droppedPoints`, always
+/// present, so "0" says the check ran; by cause when any were): the status and `analyze
+/// --output json` show which buckets were judged and what was thrown away.
 fn window_metadata(
     sample: &crate::provider::skywalking::Sample,
     aligned: Option<DateTime<Utc>>,
@@ -215,6 +217,17 @@ fn window_metadata(
     meta.insert("windowEnd".to_string(), sample.window.1.clone());
     if let Some(c) = aligned {
         meta.insert("alignedAfter".to_string(), c.to_rfc3339());
+    }
+    let d = &sample.dropped;
+    meta.insert("droppedPoints".to_string(), d.total().to_string());
+    for (key, n) in [
+        ("droppedOutsideWindow", d.outside),
+        ("droppedUndated", d.undated),
+        ("droppedDuplicate", d.duplicate),
+    ] {
+        if n > 0 {
+            meta.insert(key.to_string(), n.to_string());
+        }
     }
     meta
 }
@@ -326,4 +339,58 @@ async fn measure_due(
             r.unwrap_or_else(|| Err(ProviderError::Internal("metric was not measured".into())))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::skywalking::{DroppedPoints, Sample, SampleValue};
+
+    fn sample(dropped: DroppedPoints) -> Sample {
+        Sample {
+            value: SampleValue::Series(vec![Some(9950.0)]),
+            named: Default::default(),
+            query: String::new(),
+            window: ("2026-11-21 1200".into(), "2026-11-21 1204".into()),
+            dropped,
+            data: None,
+        }
+    }
+
+    fn entries(meta: &std::collections::BTreeMap<String, String>) -> Vec<(&str, &str)> {
+        meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    #[test]
+    fn metadata_counts_dropped_points_next_to_the_window() {
+        let clean = window_metadata(&sample(DroppedPoints::default()), None);
+        assert_eq!(
+            entries(&clean),
+            [
+                ("droppedPoints", "0"),
+                ("windowEnd", "2026-11-21 1204"),
+                ("windowStart", "2026-11-21 1200"),
+            ]
+        );
+        let dropped = DroppedPoints {
+            outside: 3,
+            undated: 0,
+            duplicate: 1,
+        };
+        let changed = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 21, 11, 58, 30)
+            .single()
+            .expect("valid time");
+        let meta = window_metadata(&sample(dropped), Some(changed));
+        assert_eq!(
+            entries(&meta),
+            [
+                ("alignedAfter", "2026-11-21T11:58:30+00:00"),
+                ("droppedDuplicate", "1"),
+                ("droppedOutsideWindow", "3"),
+                ("droppedPoints", "4"),
+                ("windowEnd", "2026-11-21 1204"),
+                ("windowStart", "2026-11-21 1200"),
+            ]
+        );
+    }
 }

@@ -249,5 +249,21 @@ async fn type_mismatch_is_error_not_failed() {
             .contains("mismatched types float64 and string"),
         "{m}"
     );
+    // A computed operand too: expr's `==` would answer false, which read as a regression.
+    let (code, v) = analyze(
+        &running,
+        &case(&q, "result.count >= 0", r#"result.count * 1 == "10""#),
+    )
+    .await;
+    assert_eq!(code, Some(3), "{v}");
+    let m = measurement(&v);
+    assert_eq!(m["phase"], "Error", "{m}");
+    assert!(
+        m["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("invalid operation: == (mismatched types float64 and string)"),
+        "{m}"
+    );
     running.shutdown().await;
 }

@@ -169,7 +169,7 @@ pub(crate) fn http() -> reqwest::Client {
         .unwrap()
 }
 
-async fn status(d: &Daemon) -> Value {
+pub(crate) async fn status(d: &Daemon) -> Value {
     http()
         .get(format!("{}/api/v1/canaries/bookinfo/reviews", d.url))
         .bearer_auth(TOKEN)
@@ -182,7 +182,12 @@ async fn status(d: &Daemon) -> Value {
 }
 
 /// Polls until `pred` holds on the canary's status (bounded).
-async fn wait_for(d: &Daemon, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_for(
+    d: &Daemon,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let start = Instant::now();
     loop {
         let s = status(d).await;
@@ -215,7 +220,7 @@ fn aborted_and_written(s: &Value) -> bool {
     phase(s) == "Aborted" && s["status"].get("routingWrite").is_none()
 }
 
-fn phase(s: &Value) -> &str {
+pub(crate) fn phase(s: &Value) -> &str {
     s["status"]["phase"].as_str().unwrap_or("")
 }
 

@@ -4,6 +4,7 @@
 mod alarm_flood;
 mod alarm_poll;
 mod analyze_cli;
+mod argo_analysis_cli;
 mod argo_conditions;
 mod argo_istio;
 mod bounded_oap;

@@ -4,7 +4,8 @@
 //!
 //! The simulator serves apdex 9950 for every bucket that began before the change (the canary
 //! at 10 % was fine) and 5000 after it (at 30 % it is not), and records every `duration` it
-//! was asked for. Simulated time runs 600x faster than the wall clock.
+//! was asked for. Simulated time runs 600x faster than the wall clock. The last test runs the
+//! real daemon (`skycanary run --time-scale`) through a canary's steps.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -253,4 +254,167 @@ async fn a_change_during_a_run_moves_its_next_windows() {
     // The second measurement waited for two buckets after the change (not just the interval).
     let ready = first_bucket_after(moved).and_utc() + TimeDelta::minutes(2);
     assert!(ms[1].started_at >= ready, "{:?} before {ready}", ms[1]);
+}
+
+/// The same through `skycanary run --time-scale` (file mode, the real binary): after
+/// `setWeight: 30` the step analysis reads only buckets that began after the canary's
+/// `status.routingChangedAt`, and judges the canary on them.
+///
+/// The simulator and the daemon share one scaled clock (120x: a minute bucket is half a real
+/// second). A poller stamps the moment the manifest's canary weight becomes 30; apdex is 9950
+/// for buckets that ended before it (10 % was fine) and 5000 from then on (30 % is not). An
+/// analysis over the 3-minute window the step would read unaligned passes on 10 % minutes;
+/// aligned, it can only see 30 % minutes, and the canary is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_time_scale_judges_only_buckets_after_routing_changed_at() {
+    use crate::daemon::{phase, setup, start_with, vs_weights, wait_for};
+    use skycanary::runner::WallScaledClock;
+    use std::time::Duration;
+
+    const SCALE: f64 = 120.0;
+    let origin = Utc::now();
+    let clock = Arc::new(WallScaledClock::new(origin, SCALE));
+    let sim_clock = clock.clone();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4).with_clock(move || sim_clock.now()));
+    // When (simulated) the manifest first held canary weight 30; i64::MAX: not yet.
+    let at_30 = Arc::new(AtomicI64::new(i64::MAX));
+    let seen = at_30.clone();
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        move |bucket| {
+            let ended = (bucket + TimeDelta::minutes(1)).timestamp_millis();
+            Some(if ended <= seen.load(Ordering::SeqCst) {
+                9950.0
+            } else {
+                5000.0
+            })
+        },
+    );
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let canary = r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  revision: v2
+  trafficRouting:
+    istio:
+      virtualService: {name: reviews, routes: [primary]}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+  steps:
+  - setWeight: 10
+  - pause: {duration: 5m}
+  - setWeight: 30
+  - analysis: {templates: [{templateName: apdex}], args: [{name: service, value: reviews.bookinfo}]}
+  - setWeight: 60
+---
+apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: apdex, namespace: bookinfo}
+spec:
+  args: [{name: service}]
+  metrics:
+  - name: apdex
+    consecutiveErrorLimit: 0
+    successCondition: "min(result) >= 9900"
+    provider:
+      skywalking:
+        window: 3m
+        metric: service_apdex
+        entity: {serviceName: "{{args.service}}"}
+"#;
+    let origin_arg = origin.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let d = start_with(
+        setup(canary),
+        &running.url(),
+        &[
+            "--time-scale",
+            &SCALE.to_string(),
+            "--clock-origin",
+            &origin_arg,
+        ],
+    );
+    // Stamp the change to 30 % as soon as the manifest shows it.
+    let manifests = d.manifests.clone();
+    let (stamp, poll) = (at_30.clone(), clock.clone());
+    let poller = tokio::spawn(async move {
+        loop {
+            if vs_weights(&manifests).1 == 30 {
+                stamp.store(poll.now().timestamp_millis(), Ordering::SeqCst);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // The analysis step after setWeight 30: the routing change it must align to.
+    let at_step = wait_for(&d, "the analysis step", Duration::from_secs(60), |s| {
+        s["status"]["currentStepIndex"].as_i64().unwrap_or(0) >= 3
+    })
+    .await;
+    let changed_text = at_step["status"]["routingChangedAt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no routingChangedAt: {at_step:#}"))
+        .to_string();
+    let changed = DateTime::parse_from_rfc3339(&changed_text)
+        .expect("RFC 3339")
+        .with_timezone(&Utc);
+    let done = wait_for(&d, "the verdict", Duration::from_secs(60), |s| {
+        matches!(phase(s), "Aborted" | "Promoted")
+    })
+    .await;
+    poller.abort();
+    assert_eq!(phase(&done), "Aborted", "{done:#}");
+    assert_eq!(
+        done["status"]["abort"]["metric"], "apdex",
+        "the step analysis failed it: {done:#}"
+    );
+
+    // Every window the OAP was asked for starts at or after the first bucket that began after
+    // the change (the simulator's zone is UTC).
+    let first = first_bucket_after(changed);
+    let starts: Vec<NaiveDateTime> = sim
+        .requests()
+        .iter()
+        .filter_map(|r| r.variables()?.as_object().cloned())
+        .flat_map(|vars| vars.into_values())
+        .filter_map(|v| v.get("start")?.as_str().map(str::to_string))
+        .map(|s| NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H%M").expect("MINUTE bucket"))
+        .collect();
+    assert!(!starts.is_empty(), "the OAP was asked");
+    for s in &starts {
+        assert!(
+            *s >= first,
+            "window start {s} is before {first} (change at {changed})"
+        );
+    }
+    // The measurement says so itself.
+    let runs = done["status"]["analysisRuns"].as_array().expect("runs");
+    let m = &runs.last().expect("a run")["status"]["metricResults"][0]["measurements"][0];
+    assert_eq!(m["phase"], "Failed", "{m:#}");
+    let meta = &m["metadata"];
+    assert_eq!(
+        meta["alignedAfter"].as_str().map(|a| {
+            DateTime::parse_from_rfc3339(a)
+                .expect("RFC 3339")
+                .with_timezone(&Utc)
+        }),
+        Some(changed),
+        "{m:#}"
+    );
+    assert_eq!(
+        meta["windowStart"],
+        first.format("%Y-%m-%d %H%M").to_string(),
+        "{m:#}"
+    );
+    assert_eq!(meta["droppedPoints"], "0", "{m:#}");
+    // It waited for complete buckets after the change instead of measuring at once (when a
+    // 3-minute window would have reached back to 10 % minutes).
+    let started = DateTime::parse_from_rfc3339(m["startedAt"].as_str().expect("startedAt"))
+        .expect("RFC 3339")
+        .with_timezone(&Utc);
+    assert!(
+        started >= first.and_utc() + TimeDelta::minutes(1),
+        "it waited for a complete bucket after the change: measured at {started}"
+    );
 }

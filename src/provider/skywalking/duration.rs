@@ -146,14 +146,16 @@ pub fn aligned_window(
     let offset = i64::from(tz.local_minus_utc());
     let out_of_range =
         || ProviderError::Config(format!("routing change time {changed} is out of range"));
-    // First bucket starting at or after the change, in OAP wall-clock seconds.
+    // First bucket starting at or after the change, in OAP wall-clock seconds. A change at
+    // 12:07:00.2 is after the start of bucket 12:07: that bucket is mixed too.
     let local = changed
         .timestamp()
         .checked_add(offset)
         .ok_or_else(out_of_range)?;
+    let on_boundary = local.rem_euclid(step_secs) == 0 && changed.timestamp_subsec_nanos() == 0;
     let first = local
         .div_euclid(step_secs)
-        .checked_add(i64::from(local.rem_euclid(step_secs) != 0))
+        .checked_add(i64::from(!on_boundary))
         .and_then(|b| b.checked_mul(step_secs))
         .ok_or_else(out_of_range)?;
     if w.start_local >= first {
@@ -453,6 +455,14 @@ mod tests {
                 300,
                 Step::Minute,
                 Ok(s("2024-07-01 1207", "2024-07-01 1209", 3)),
+            ),
+            // A fraction of a second past a boundary: that bucket began before the change.
+            (
+                Some(at(2024, 7, 1, 12, 7, 0) + chrono::TimeDelta::milliseconds(170)),
+                "+0000",
+                300,
+                Step::Minute,
+                Ok(s("2024-07-01 1208", "2024-07-01 1209", 2)),
             ),
             // Only one clean closed bucket (12:09): wait until 12:08 + 2 min... the change
             // at 12:08:01 makes 12:09 the first clean bucket; [12:09, 12:10] closes at 12:11.
