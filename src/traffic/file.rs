@@ -1,11 +1,17 @@
 //! A [`ManifestStore`] over a directory of YAML manifests (GitOps repos, `demo`, end-to-end
 //! tests). The version of an object is a hash of its document's text, so an edit by any other
-//! tool is a conflict; a replace rewrites only that document and renames a temp file over the
+//! tool is a conflict; a replace edits only that document and renames a temp file over the
 //! original, so readers never see a half-written file and other documents keep their exact
 //! bytes, comments included.
 //!
-//! Limits: comments *inside* the replaced document's body are lost (its leading comments and
-//! `---` line are kept); keys keep their original order, new keys come after. The directory is
+//! Within the document only what changed is rewritten ([`edit_document`]): a weight change
+//! replaces the weight scalars, an added or removed key (our annotation) inserts or cuts its
+//! lines, a route or destination added or removed at either end of a list inserts or cuts that
+//! item's lines; a structural change that is none of these re-renders that node alone. So a
+//! `git diff` of a weight change shows the weight lines (and our annotation), nothing else.
+//! Only a document these edits cannot handle (anchors, aliases, tags, a changed block scalar)
+//! is re-rendered whole: then comments *inside* its body are lost (its leading comments and
+//! `---` line are kept) and keys keep their original order, new keys after. The directory is
 //! re-listed on every call so edits by other tools are always seen, but a file is re-read and
 //! re-parsed only when its metadata changed (size, mtime, ctime, inode), so a routing
 //! operation does not cost a read and a parse of every file under the directory. A file
@@ -33,6 +39,7 @@ use serde_json::Value;
 
 use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
+use crate::resources::yaml_edit::edit_document;
 
 /// Largest manifest file read: a changed file is re-read on the next routing operation, so a
 /// bigger file is refused (naming it) rather than costing seconds and its size in memory each
@@ -353,7 +360,13 @@ impl FileStore {
         if fnv1a_hex(old_chunk) != expected_version {
             return Err(StoreError::Conflict(key.clone()));
         }
-        let new_chunk = render_chunk(key, old_chunk, object)?;
+        let new_chunk = match edit_document(old_chunk, &entry.value, object, &MANIFEST_LIMITS) {
+            Ok(edited) => edited,
+            Err(why) => {
+                tracing::debug!(object = %key, file = %entry.file.display(), "re-rendering the whole document: {why}");
+                render_chunk(key, old_chunk, object)?
+            }
+        };
         let new_text = format!(
             "{}{}{}",
             &text[..entry.chunk.start],
