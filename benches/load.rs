@@ -11,10 +11,13 @@
 //!   requests per measurement cycle to the simulator and to the API server;
 //! - alarm-flood: `--flood-requests` webhook requests of ~1 MB alarms that match no canary;
 //!   VmRSS and VmHWM after them, which must stay under 64 MiB (issue 16).
+//! - file-alarm: file mode (`run --config --manifests`), one VirtualService file per canary;
+//!   alarm webhook → rollback written, at each of `--file-canaries`, against the floor (the same
+//!   request for an alarm that matches nothing) (issue 15).
 //!
 //! ```text
-//! cargo bench --bench load -- [--scenarios footprint,latency,overhead,scale,alarm-flood]
-//!     [--canaries 100,1000,5000] [--duration 60] [--interval 5] [--samples 100]
+//! cargo bench --bench load -- [--scenarios footprint,latency,overhead,scale,alarm-flood,file-alarm]
+//!     [--canaries 100,1000,5000] [--file-canaries 5,40,80] [--duration 60] [--interval 5] [--samples 100]
 //!     [--daemon target/release/skycanary] [--json FILE] [--quick]
 //! ```
 //! Everything is bounded: each wait has a limit, and the daemons are killed when done.
@@ -45,19 +48,23 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "footprint,latency,overhead,scale,alarm-flood"
+        default_value = "footprint,latency,overhead,scale,alarm-flood,file-alarm"
     )]
     scenarios: Vec<String>,
     /// Canary counts of the scale scenario.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
     canaries: Vec<usize>,
+    /// Canary counts of the file-alarm scenario.
+    #[arg(long, value_delimiter = ',', default_value = "5,40,80")]
+    file_canaries: Vec<usize>,
     /// Seconds measured per scale run (after warm-up).
     #[arg(long, default_value_t = 60)]
     duration: u64,
     /// Seconds between measurements of each canary's metric.
     #[arg(long, default_value_t = 5)]
     interval: u64,
-    /// Rollbacks timed per latency kind (alarm, failed measurement).
+    /// Rollbacks timed per latency kind (alarm, failed measurement), and per canary count of
+    /// the file-alarm scenario.
     #[arg(long, default_value_t = 100)]
     samples: usize,
     /// Daemon starts timed by the footprint scenario.
@@ -75,7 +82,8 @@ struct Args {
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// CI mode: 20 canaries for 10 s, 10 samples, 3 starts, 10 measurements, 200 flood requests.
+    /// CI mode: 20 canaries for 10 s, 10 samples, 3 starts, 10 measurements, 200 flood requests,
+    /// file-alarm at 5 and 20 canaries.
     #[arg(long)]
     quick: bool,
     /// Passed by `cargo bench`; ignored.
@@ -92,6 +100,7 @@ fn main() -> Result<()> {
         args.starts = 3;
         args.measurements = 10;
         args.flood_requests = 200;
+        args.file_canaries = vec![5, 20];
     }
     install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -120,8 +129,14 @@ async fn run(args: Args) -> Result<()> {
                 }
             }
             "alarm-flood" => alarm_flood(&args, &daemon, &mut report).await?,
+            "file-alarm" => {
+                for &n in &args.file_canaries {
+                    file_alarm(&args, &daemon, n, &mut report).await?;
+                }
+            }
             other => bail!(
-                "unknown scenario {other:?} (footprint, latency, overhead, scale, alarm-flood)"
+                "unknown scenario {other:?} (footprint, latency, overhead, scale, alarm-flood, \
+                 file-alarm)"
             ),
         }
     }
@@ -1081,4 +1096,223 @@ fn self_cpu_seconds() -> f64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     (get(11) + get(12)) / clock_ticks()
+}
+
+// ---------------------------------------------------------------------------------------------
+// File mode
+
+/// A hand-formatted VirtualService as kept in Git: comments, flow and block style.
+fn file_virtual_service(i: usize) -> String {
+    format!(
+        "# Routing of svc-{i:05}; weights are written by skycanary.\n\
+         apiVersion: networking.istio.io/v1\n\
+         kind: VirtualService\n\
+         metadata:\n  name: vs-{i:05}\n  namespace: {NS}\n\
+         spec:\n  hosts: [svc-{i:05}]\n  http:\n    - name: primary  # the managed route\n      route:\n\
+         \x20       - destination: {{host: svc-{i:05}-stable}}\n          weight: 100\n\
+         \x20       - destination: {{host: svc-{i:05}-canary}}\n          weight: 0\n"
+    )
+}
+
+/// Canary `i` in file mode: weight 20, then paused for a human; rolled back by alarms on its
+/// own service. No analysis: the figure is the alarm path alone.
+fn file_canary(i: usize) -> String {
+    format!(
+        "apiVersion: skycanary.io/v1alpha1\nkind: Canary\n\
+         metadata: {{name: c-{i:05}, namespace: {NS}}}\n\
+         spec:\n  revision: v2\n  trafficRouting:\n    istio:\n\
+         \x20     virtualService: {{name: vs-{i:05}, routes: [primary]}}\n\
+         \x20     stableService: svc-{i:05}-stable\n      canaryService: svc-{i:05}-canary\n\
+         \x20 rollbackOn:\n    alarms: [{{ruleName: service_resp_time_rule, name: '^svc-{i:05}\\.bench$'}}]\n\
+         \x20 steps: [{{setWeight: 20}}, {{pause: {{}}}}]\n"
+    )
+}
+
+/// The canary weight of `vs-{i}` as written in its file.
+fn file_weight(istio: &Path, i: usize) -> Option<i64> {
+    let text = std::fs::read_to_string(istio.join(format!("vs-{i:05}.yaml"))).ok()?;
+    let docs = skycanary::resources::yaml::parse_documents_with(
+        &text,
+        &skycanary::resources::yaml::MANIFEST_LIMITS,
+    )
+    .ok()?;
+    docs.first()?.value["spec"]["http"][0]["route"][1]["weight"].as_i64()
+}
+
+/// Waits until every canary in `which` is paused at weight 20, in its status and its file.
+async fn wait_file_paused(
+    http: &reqwest::Client,
+    d: &Daemon,
+    istio: &Path,
+    which: std::ops::Range<usize>,
+    limit: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let list: Value = http
+            .get(format!("{}/api/v1/canaries", d.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let paused: std::collections::HashSet<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                c["status"]["phase"] == "Paused"
+                    && c["status"]["routingWrite"].is_null()
+                    && c["status"]["applied"]["canaryWeight"] == 20
+            })
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect();
+        let waiting: Vec<usize> = which
+            .clone()
+            .filter(|&i| {
+                !paused.contains(&format!("c-{i:05}")) || file_weight(istio, i) != Some(20)
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "{} canaries not paused at weight 20 after {limit:?} (first: c-{:05})",
+                waiting.len(),
+                waiting[0]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 15 item 11: in file mode, alarm webhook → rollback written (the webhook answers once
+/// the VirtualService write is acknowledged, or 503), with one VirtualService file per canary,
+/// against the floor: the same request for an alarm that matches nothing. The two alternate,
+/// so both see the same machine. Each canary rolls back once per round; then all are retried.
+async fn file_alarm(args: &Args, bin: &Path, n: usize, report: &mut Report) -> Result<()> {
+    let k = args.samples;
+    report.line(format!(
+        "\n## file-alarm ({n} canaries in file mode, {k} alarms and {k} floor requests)"
+    ));
+    if n == 0 {
+        bail!("file-alarm needs at least one canary");
+    }
+    let http = http()?;
+    let dir = tempfile::tempdir()?;
+    let (config, istio, state) = (
+        dir.path().join("config"),
+        dir.path().join("istio"),
+        dir.path().join("state"),
+    );
+    for d in [&config, &istio, &state] {
+        std::fs::create_dir_all(d)?;
+    }
+    for i in 0..n {
+        std::fs::write(config.join(format!("c-{i:05}.yaml")), file_canary(i))?;
+        std::fs::write(
+            istio.join(format!("vs-{i:05}.yaml")),
+            file_virtual_service(i),
+        )?;
+    }
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--manifests")
+        .arg(&istio)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--token-file")
+        .arg(&token)
+        .env_remove("RUST_LOG")
+        .env_remove("SKYCANARY_SKYWALKING")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut d = Daemon {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        started,
+    };
+    d.wait_ready(&http, Duration::from_secs(60)).await?;
+    let settle = Duration::from_secs(60 + n as u64);
+    wait_file_paused(&http, &d, &istio, 0..n, settle).await?;
+
+    let post = |body: Value| {
+        http.post(format!("{}/webhooks/skywalking", d.url))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    let (mut floor, mut hit) = (Vec::with_capacity(k), Vec::with_capacity(k));
+    for s in 0..k {
+        let i = s % n;
+        if s > 0 && i == 0 {
+            // Every canary has rolled back: start them all again.
+            for j in 0..n {
+                let r = http
+                    .post(format!("{}/api/v1/canaries/{NS}/c-{j:05}/retry", d.url))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("retry of c-{j:05}: {} {}", r.status(), r.text().await?);
+                }
+            }
+            wait_file_paused(&http, &d, &istio, 0..n, settle).await?;
+        }
+        let mut nobody = alarm_body(i, 2 * s);
+        nobody[0]["name"] = json!("nobody.elsewhere");
+        nobody[0]["id0"] = json!("nobody.elsewhere.1");
+        let t0 = Instant::now();
+        let r = post(nobody).await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        floor.push(ms(t0.elapsed()));
+        if !status.is_success() || body["matched"].as_array().map(Vec::len) != Some(0) {
+            bail!("the floor alarm matched or failed: {status} {body}");
+        }
+        let t0 = Instant::now();
+        let r = post(alarm_body(i, 2 * s + 1)).await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        hit.push(ms(t0.elapsed()));
+        if !status.is_success() || body["matched"].as_array().map(Vec::len) != Some(1) {
+            bail!("alarm for c-{i:05} not rolled back: {status} {body}");
+        }
+        if file_weight(&istio, i) != Some(0) {
+            bail!("the webhook answered but vs-{i:05}'s file is not at weight 0");
+        }
+    }
+    let ratio = {
+        let (mut f, mut h) = (floor.clone(), hit.clone());
+        f.sort_by(f64::total_cmp);
+        h.sort_by(f64::total_cmp);
+        round(pct(&h, 0.5) / pct(&f, 0.5), 2)
+    };
+    let mut figures = serde_json::Map::new();
+    for (key, value) in [
+        ("alarm_to_rollback_written", summary_ms(hit)),
+        ("floor_unmatched_alarm", summary_ms(floor)),
+        ("p50_ratio_to_floor", json!(ratio)),
+    ] {
+        println!("  {key}: {value}");
+        figures.insert(key.to_string(), value);
+    }
+    report
+        .json
+        .insert(format!("file_alarm_{n}"), Value::Object(figures));
+    Ok(())
 }

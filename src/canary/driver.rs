@@ -831,12 +831,17 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             routing: &self.routing,
             desired,
         };
-        let report = self
-            .ctx
-            .router
-            .apply(&targets, dr.as_ref(), &planner)
-            .await
-            .map_err(|e| e.to_string())?;
+        // Forward moves are all-or-nothing; a move back to stable writes every VirtualService
+        // it can and reports the rest, which the machine retries (rollback pending).
+        let applied = if desired.exposes_canary() {
+            self.ctx.router.apply(&targets, dr.as_ref(), &planner).await
+        } else {
+            self.ctx
+                .router
+                .apply_each(&targets, dr.as_ref(), &planner)
+                .await
+        };
+        let report = applied.map_err(|e| e.to_string())?;
         for _ in 0..report.conflicts_retried {
             self.ctx.metrics.kube_write_conflict("VirtualService");
         }

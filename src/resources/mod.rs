@@ -10,6 +10,7 @@ pub mod scheduled;
 pub mod scheduled_validate;
 pub mod template;
 pub mod yaml;
+pub mod yaml_edit;
 
 pub use load::{
     ConfigError, ConfigErrors, LoadResult, LoadedCanary, LoadedScheduled, LoadedTemplate, Origin,

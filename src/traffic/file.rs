@@ -1,11 +1,17 @@
 //! A [`ManifestStore`] over a directory of YAML manifests (GitOps repos, `demo`, end-to-end
 //! tests). The version of an object is a hash of its document's text, so an edit by any other
-//! tool is a conflict; a replace rewrites only that document and renames a temp file over the
+//! tool is a conflict; a replace edits only that document and renames a temp file over the
 //! original, so readers never see a half-written file and other documents keep their exact
 //! bytes, comments included.
 //!
-//! Limits: comments *inside* the replaced document's body are lost (its leading comments and
-//! `---` line are kept); keys keep their original order, new keys come after. The directory is
+//! Within the document only what changed is rewritten ([`edit_document`]): a weight change
+//! replaces the weight scalars, an added or removed key (our annotation) inserts or cuts its
+//! lines, a route or destination added or removed at either end of a list inserts or cuts that
+//! item's lines; a structural change that is none of these re-renders that node alone. So a
+//! `git diff` of a weight change shows the weight lines (and our annotation), nothing else.
+//! Only a document these edits cannot handle (anchors, aliases, tags, a changed block scalar)
+//! is re-rendered whole: then comments *inside* its body are lost (its leading comments and
+//! `---` line are kept) and keys keep their original order, new keys after. The directory is
 //! re-listed on every call so edits by other tools are always seen, but a file is re-read and
 //! re-parsed only when its metadata changed (size, mtime, ctime, inode), so a routing
 //! operation does not cost a read and a parse of every file under the directory. A file
@@ -33,6 +39,7 @@ use serde_json::Value;
 
 use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
+use crate::resources::yaml_edit::edit_document;
 
 /// Largest manifest file read: a changed file is re-read on the next routing operation, so a
 /// bigger file is refused (naming it) rather than costing seconds and its size in memory each
@@ -53,6 +60,8 @@ pub struct FileStore {
     cache: Arc<Mutex<HashMap<PathBuf, Arc<Indexed>>>>,
     /// Files read from disk so far (the cost the cache saves).
     files_read: Arc<AtomicU64>,
+    /// Files parsed so far (a read whose text had not changed is not parsed).
+    files_parsed: Arc<AtomicU64>,
 }
 
 /// How long after its last modification a file's metadata is trusted to reflect its content
@@ -211,6 +220,7 @@ impl FileStore {
             logged: Arc::default(),
             cache: Arc::default(),
             files_read: Arc::default(),
+            files_parsed: Arc::default(),
         };
         store.scan()?;
         Ok(store)
@@ -291,14 +301,25 @@ impl FileStore {
                     continue;
                 }
             };
-            let (mut entries, mut problems) = (Vec::new(), Vec::new());
-            index_file(&file, &text, &mut entries, &mut problems);
             // Read from a file last modified well before the read began: a later edit gets a
             // later timestamp, so an unchanged stamp means unchanged content.
             let settled = stamp
                 .modified
                 .and_then(|m| m.checked_add(SETTLE))
                 .is_some_and(|m| m <= started);
+            // A recently written file is read again on every scan, but parsed again only when
+            // its text changed: the files just written by rollbacks cost a read, not a parse.
+            let (entries, problems) = match previous.get(&file) {
+                Some(known) if known.text == text => {
+                    (known.entries.clone(), known.problems.clone())
+                }
+                _ => {
+                    self.files_parsed.fetch_add(1, Ordering::Relaxed);
+                    let (mut entries, mut problems) = (Vec::new(), Vec::new());
+                    index_file(&file, &text, &mut entries, &mut problems);
+                    (entries, problems)
+                }
+            };
             scan.problems.extend(problems.iter().cloned());
             let indexed = Arc::new(Indexed {
                 stamp,
@@ -353,7 +374,13 @@ impl FileStore {
         if fnv1a_hex(old_chunk) != expected_version {
             return Err(StoreError::Conflict(key.clone()));
         }
-        let new_chunk = render_chunk(key, old_chunk, object)?;
+        let new_chunk = match edit_document(old_chunk, &entry.value, object, &MANIFEST_LIMITS) {
+            Ok(edited) => edited,
+            Err(why) => {
+                tracing::debug!(object = %key, file = %entry.file.display(), "re-rendering the whole document: {why}");
+                render_chunk(key, old_chunk, object)?
+            }
+        };
         let new_text = format!(
             "{}{}{}",
             &text[..entry.chunk.start],
@@ -1186,6 +1213,40 @@ spec:
         assert!(store.get(&extra).await.is_ok());
         let gone = ObjectKey::virtual_service("default", "vs-0");
         assert_eq!(store.get(&gone).await, Err(StoreError::NotFound(gone)));
+    }
+
+    fn parses(store: &FileStore) -> u64 {
+        store.files_parsed.load(Ordering::Relaxed)
+    }
+
+    /// Issue 15 item 11: files written moments ago (every canary just moved) cannot be trusted
+    /// by their metadata, so they are read on each operation, but parsed only when their text
+    /// changed: a rollback no longer parses every recently written file.
+    #[tokio::test]
+    async fn recently_written_files_are_read_but_not_parsed_again() {
+        let mut files = vec![("app.yaml".to_string(), MULTI.to_string())];
+        for i in 0..30 {
+            files.push((
+                format!("vs-{i}.yaml"),
+                format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}}}\nspec: {{hosts: [vs-{i}]}}\n"),
+            ));
+        }
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let dir = dir_with(&refs);
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!((reads(&store), parses(&store)), (31, 31));
+        let got = store.get(&vs_key()).await.unwrap();
+        assert_eq!((reads(&store), parses(&store)), (62, 31));
+        let mut o = got.object.clone();
+        set_canary(&mut o, 10);
+        store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        // The written file alone is parsed again, once.
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
+        assert_eq!(parses(&store), 32);
     }
 
     /// An edit that keeps the size and restores the mtime is still seen (ctime and inode).

@@ -144,6 +144,15 @@ pub enum RouterError {
         /// Attempts made.
         attempts: u32,
     },
+    /// A rollback ([`Router::apply_each`]) wrote what it could; these failed. Retried as a
+    /// whole (written objects are then unchanged, so only the rest is written).
+    #[error("{}", incomplete_message(written, failed))]
+    Incomplete {
+        /// Objects written by this attempt.
+        written: Vec<ObjectKey>,
+        /// What failed, each naming its object.
+        failed: Vec<RouterError>,
+    },
     /// A later VirtualService failed after earlier ones were written; the earlier writes were
     /// undone where that was safe. `not_undone` empty means the objects are back as before.
     #[error("{cause}; {}", undo_message(written, undone, not_undone))]
@@ -172,6 +181,16 @@ fn store_message(verb: &str, key: &ObjectKey, source: &StoreError) -> String {
         StoreError::Backend(_) => format!("{verb} {key}: {source}"),
         _ => source.to_string(),
     }
+}
+
+fn incomplete_message(written: &[ObjectKey], failed: &[RouterError]) -> String {
+    let failed: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    let mut msg = format!("not written: {}", failed.join("; "));
+    if !written.is_empty() {
+        let written: Vec<String> = written.iter().map(ToString::to_string).collect();
+        msg.push_str(&format!(" (written: {})", written.join(", ")));
+    }
+    msg
 }
 
 fn undo_message(
@@ -322,6 +341,68 @@ impl<S: ManifestStore> Router<S> {
             }
         }
         Ok(report)
+    }
+
+    /// A rollback: unlike [`Router::apply`], every VirtualService that can be read, planned
+    /// and written is written, whatever happens to the others, and nothing is undone. Moving
+    /// traffic back to stable is safe object by object, and a VirtualService that is missing or
+    /// unwritable must not hold the others on the canary (issue 15 item 5). The failures are
+    /// returned together as [`RouterError::Incomplete`]; the caller retries the whole call,
+    /// which then writes only what is still not rolled back. A DestinationRule that fails its
+    /// check is reported the same way but blocks nothing.
+    pub async fn apply_each(
+        &self,
+        targets: &[ObjectKey],
+        destination_rule: Option<&ObjectKey>,
+        planner: &dyn Planner,
+    ) -> Result<ApplyReport, RouterError> {
+        for (i, key) in targets.iter().enumerate() {
+            if targets[..i].contains(key) {
+                return Err(RouterError::DuplicateTarget(key.clone()));
+            }
+        }
+        let mut failed = Vec::new();
+        if let Some(dr) = destination_rule {
+            match self.get(dr).await {
+                Ok(current) => {
+                    if let Err(message) = planner.check_destination_rule(&current.object) {
+                        failed.push(RouterError::DestinationRule {
+                            key: dr.clone(),
+                            message,
+                        });
+                    }
+                }
+                Err(e) => failed.push(e),
+            }
+        }
+        let mut report = ApplyReport::default();
+        for (index, key) in targets.iter().enumerate() {
+            let outcome = async {
+                let current = self.get(key).await?;
+                let planned = plan(planner, index, key, &current.object)?;
+                self.write_one(index, key, current, planned, planner, &mut report)
+                    .await
+            }
+            .await;
+            match outcome {
+                Ok(Some(_)) => report.changed.push(key.clone()),
+                Ok(None) => report.unchanged.push(key.clone()),
+                Err(e) => failed.push(e),
+            }
+        }
+        if failed.is_empty() {
+            Ok(report)
+        } else {
+            tracing::warn!(
+                written = report.changed.len(),
+                failed = failed.len(),
+                "rollback written only in part; the rest is retried"
+            );
+            Err(RouterError::Incomplete {
+                written: report.changed,
+                failed,
+            })
+        }
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Versioned, RouterError> {
@@ -835,6 +916,65 @@ mod tests {
         assert!(!e.left_partial_state());
         assert_eq!(store.object(&a).unwrap(), original);
         assert_eq!(store.object(&b).unwrap()["spec"]["weight"], json!(0));
+    }
+
+    /// Issue 15 item 5: a rollback with one VirtualService missing and one unwritable writes
+    /// the third and reports both; `apply` (a forward move) writes nothing in the same case.
+    #[tokio::test]
+    async fn a_rollback_writes_every_virtual_service_it_can() {
+        let store = MemoryStore::new();
+        let (a, b, dr) = setup(&store);
+        let c = ObjectKey::virtual_service("ns", "c");
+        let missing = ObjectKey::virtual_service("ns", "missing");
+        store.insert(c.clone(), vs("c", 50));
+        store.insert(a.clone(), vs("a", 50));
+        store.insert(b.clone(), vs("b", 50));
+        store.inject(Op::Replace, &b, StoreError::Backend("forbidden".into()), 1);
+        let r = router(&store, Arc::default());
+        let targets = [missing.clone(), a.clone(), b.clone(), c.clone()];
+        let forward = r
+            .apply(&targets, Some(&dr), &WeightPlanner::new(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(forward, RouterError::Read { .. }), "{forward:?}");
+        assert_eq!(replaces(&store), 0);
+
+        let e = r
+            .apply_each(&targets, Some(&dr), &WeightPlanner::new(0))
+            .await
+            .unwrap_err();
+        let RouterError::Incomplete { written, failed } = &e else {
+            panic!("unexpected {e:?}");
+        };
+        assert_eq!(written, &vec![a.clone(), c.clone()]);
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(matches!(&failed[0], RouterError::Read { key, .. } if *key == missing));
+        assert!(matches!(&failed[1], RouterError::Write { key, .. } if *key == b));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("ns/missing") && msg.contains("forbidden"),
+            "{msg}"
+        );
+        for (key, weight) in [(&a, 0), (&b, 50), (&c, 0)] {
+            assert_eq!(store.object(key).unwrap()["spec"]["weight"], json!(weight));
+        }
+        // The retry once the missing one exists writes what is still not rolled back.
+        store.insert(missing.clone(), vs("missing", 50));
+        let report = r
+            .apply_each(&targets, Some(&dr), &WeightPlanner::new(0))
+            .await
+            .unwrap();
+        assert_eq!(report.changed, vec![missing.clone(), b.clone()]);
+        assert_eq!(report.unchanged, vec![a, c]);
+        // A failing DestinationRule check is reported but blocks no rollback write.
+        store.insert(missing.clone(), vs("missing", 50));
+        let mut p = WeightPlanner::new(0);
+        p.dr_error = Some("subset v2 missing".into());
+        let e = r.apply_each(&targets, Some(&dr), &p).await.unwrap_err();
+        assert!(
+            matches!(&e, RouterError::Incomplete { written, failed } if written == &vec![missing.clone()] && failed.len() == 1),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]

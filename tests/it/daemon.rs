@@ -1693,4 +1693,71 @@ async fn out_of_file_descriptors_an_alarm_is_answered_200_only_once_written() {
         assert!(Instant::now() < deadline, "abort never saved: {saved:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+/// Issue 15 item 5, file mode: an abort while one of two VirtualServices is missing writes the
+/// other at once, says "rollback pending" naming the missing one, and lands the rest by itself
+/// once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_writes_every_virtual_service_it_can_and_retries_the_rest() {
+    let two = r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  revision: v2
+  trafficRouting:
+    istio:
+      virtualServices:
+      - {name: reviews, routes: [primary]}
+      - {name: reviews-edge, routes: [primary]}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+  steps:
+  - setWeight: 10
+  - pause: {}
+"#;
+    let dirs = setup(two);
+    let edge = VS.replace("name: reviews,", "name: reviews-edge,");
+    std::fs::write(dirs.path().join("istio/edge.yaml"), &edge).unwrap();
+    let d = start(dirs, "");
+    wait_for(&d, "Paused at 10", Duration::from_secs(30), |s| {
+        phase(s) == "Paused" && s["status"].get("routingWrite").is_none()
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (90, 10));
+    let aside = d.manifests.parent().unwrap().join("edge.yaml.aside");
+    std::fs::rename(d.manifests.join("edge.yaml"), &aside).unwrap();
+    let r = http()
+        .post(format!("{}/api/v1/canaries/bookinfo/reviews/abort", d.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = wait_for(&d, "rollback pending", Duration::from_secs(10), |s| {
+        s["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rollback pending"))
+    })
+    .await;
+    assert_eq!(phase(&s), "Aborted");
+    assert!(
+        s["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reviews-edge"),
+        "{s:#}"
+    );
+    // The VirtualService that exists is rolled back already.
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    std::fs::rename(&aside, d.manifests.join("edge.yaml")).unwrap();
+    wait_for(
+        &d,
+        "rollback landed",
+        Duration::from_secs(30),
+        aborted_and_written,
+    )
+    .await;
+    let text = std::fs::read_to_string(d.manifests.join("edge.yaml")).unwrap();
+    let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
+    assert_eq!(v["spec"]["http"][0]["route"][1]["weight"], 0);
 }

@@ -306,6 +306,55 @@ fn set_weight_keeps_every_match_entry_of_a_managed_header_route() {
             .clone()
     };
     let before = vs_of(&dir);
+
+/// A manifest as kept in Git: comments, a foreign document, flow and block styles, quoting
+/// and indentation of its own (issue 15 item 12).
+const HAND_FORMATTED: &str = "\
+# Reviews routing, kept in Git by team-books.
+# skycanary writes the weights below; everything else is ours.
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  ports: [{port: 9080, name: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: bookinfo   # same as the app
+spec:
+  hosts:
+    - reviews           # short name
+  gateways: [\"mesh\"]
+  http:
+    - name: primary
+      retries: {attempts: 3, perTryTimeout: '2s'}
+      route:
+        # stable first
+        - destination:
+            host: reviews
+            subset: v1
+          weight: 100
+        - destination: {host: reviews, subset: v2}
+          weight: 0   # canary
+---
+# DestinationRule, untouched
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: bookinfo
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels:
+      version: v2
+";
+
+fn set_weight(dir: &Path, weight: &str) {
     let out = skycanary(&[
         "route",
         "set-weight",
@@ -314,6 +363,11 @@ fn set_weight_keeps_every_match_entry_of_a_managed_header_route() {
         "20",
         "--manifests",
         &d,
+
+        &canary(),
+        weight,
+        "--manifests",
+        &dir.display().to_string(),
     ]);
     assert_eq!(
         out.status.code(),
@@ -346,4 +400,65 @@ fn set_weight_keeps_every_match_entry_of_a_managed_header_route() {
     let after = vs_of(&dir);
     assert_eq!(after["spec"]["http"].as_array().unwrap().len(), 1);
     assert_eq!(after["spec"]["http"][0]["name"], "primary");
+
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The line holding our annotation, which records the original routes.
+fn annotation_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("    skycanary.io/original-routes: "))
+        .unwrap_or_else(|| panic!("no annotation in\n{text}"));
+    format!("{line}\n")
+}
+
+/// Issue 15 item 12: `set-weight 10`, `20`, then `0` on a hand-formatted manifest change the
+/// weight lines and add, update and finally remove our annotation; every other byte stays,
+/// and after `0` the file is byte-for-byte what it was.
+#[test]
+fn set_weight_diffs_are_the_weight_lines_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reviews.yaml");
+    std::fs::write(&file, HAND_FORMATTED).unwrap();
+
+    set_weight(dir.path(), "10");
+    let after10 = std::fs::read_to_string(&file).unwrap();
+    let note10 = annotation_line(&after10);
+    let want10 = HAND_FORMATTED
+        .replace(
+            "  namespace: bookinfo   # same as the app\n",
+            &format!("  namespace: bookinfo   # same as the app\n  annotations:\n{note10}"),
+        )
+        .replace("          weight: 100\n", "          weight: 90\n")
+        .replace(
+            "          weight: 0   # canary\n",
+            "          weight: 10   # canary\n",
+        );
+    assert_eq!(after10, want10);
+    let vs = &skycanary::resources::yaml::parse_documents(&after10).unwrap()[1].value;
+    let recorded: serde_json::Value = serde_json::from_str(
+        vs["metadata"]["annotations"]["skycanary.io/original-routes"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recorded["routes"]["http"][0]["route"][0]["weight"], 100);
+
+    set_weight(dir.path(), "20");
+    let after20 = std::fs::read_to_string(&file).unwrap();
+    let want20 = after10
+        .replace(&note10, &annotation_line(&after20))
+        .replace("          weight: 90\n", "          weight: 80\n")
+        .replace(
+            "          weight: 10   # canary\n",
+            "          weight: 20   # canary\n",
+        );
+    assert_eq!(after20, want20);
+
+    set_weight(dir.path(), "0");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), HAND_FORMATTED);
 }
