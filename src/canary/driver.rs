@@ -566,7 +566,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         match self
             .ctx
             .state
-            .save(&self.namespace, &self.name, &self.status)
+            .save(
+                &self.namespace,
+                &self.name,
+                &mut self.status,
+                crate::state::conditions::generation_of(&self.doc.metadata),
+                self.ctx.clock.now(),
+            )
             .await
         {
             Ok(()) => {

@@ -741,9 +741,12 @@ impl Machine<'_> {
                 self.st.abort = Some(abort);
                 self.event(true, "RolloutRolledBack", reason);
             }
-            CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded => {
-                self.abort(abort)
-            }
+            // Invalid never reaches the machine (a status is resumed first); were it to, going
+            // back to stable is the safe reading.
+            CanaryPhase::Progressing
+            | CanaryPhase::Paused
+            | CanaryPhase::Degraded
+            | CanaryPhase::Invalid => self.abort(abort),
         }
     }
 
