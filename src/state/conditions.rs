@@ -502,6 +502,13 @@ pub fn observe_scheduled(
     st.conditions = merge(&st.conditions, desired, st.observed_generation, now);
 }
 
+/// Whether `conditions` hold `type_` with status `True`.
+pub fn is_true(conditions: &[StatusCondition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
 /// `metadata.generation` as the loaders keep it (cluster objects; file manifests that set it).
 pub fn generation_of(meta: &crate::resources::template::ObjectMeta) -> Option<i64> {
     meta.server_fields
