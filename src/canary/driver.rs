@@ -247,6 +247,17 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
             match loaded {
                 Ok(persisted) => {
                     task.status = persisted.unwrap_or_default();
+                    if crate::state::conditions::is_true(&task.status.conditions, "InvalidSpec")
+                        && task.unsaved.is_none()
+                    {
+                        // The spec is valid again: the status says so at once (written
+                        // before anything is exposed), not at the canary's next change.
+                        task.unsaved = Some(Unsaved {
+                            error: "the spec is valid again".into(),
+                            attempts: 0,
+                            retry_at: task.ctx.clock.now(),
+                        });
+                    }
                     let _ = task.status_tx.send(task.status.clone());
                     // /metrics shows the resumed state before anything changes.
                     let m = &task.ctx.metrics;
@@ -738,7 +749,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         match self
             .ctx
             .state
-            .save(&self.namespace, &self.name, &self.status)
+            .save(
+                &self.namespace,
+                &self.name,
+                &mut self.status,
+                crate::state::conditions::generation_of(&self.doc.metadata),
+                self.ctx.clock.now(),
+            )
             .await
         {
             Ok(()) => {

@@ -254,6 +254,45 @@ pub fn evidence(run: &RunState) -> Evidence {
     }
 }
 
+/// What an Event and the status say about a finished run: for a bad verdict the deciding
+/// metric, its measured value(s), the condition that judged them and the judge's message;
+/// for a good one the metrics and their counts (never an empty message).
+pub fn verdict_detail(run: &RunState) -> String {
+    if run.phase.is_unsuccessful_end() {
+        let ev = evidence(run);
+        let mut parts = Vec::new();
+        if let Some(m) = &ev.metric {
+            parts.push(format!("metric {m}"));
+        }
+        if let Some(v) = &ev.value {
+            parts.push(format!("measured {v}"));
+        }
+        if let Some(c) = &ev.condition {
+            parts.push(format!("condition {c}"));
+        }
+        let head = parts.join(", ");
+        return match (head.is_empty(), ev.message.or_else(|| run.message.clone())) {
+            (true, Some(m)) => m,
+            (true, None) => "no metric reported a verdict".into(),
+            (false, Some(m)) => format!("{head} ({m})"),
+            (false, None) => head,
+        };
+    }
+    if let Some(m) = run.message.as_deref().filter(|m| !m.trim().is_empty()) {
+        return m.to_string();
+    }
+    let metrics: Vec<String> = run
+        .metric_results
+        .iter()
+        .map(|m| format!("{} {} ({} measurement(s))", m.name, m.phase, m.count))
+        .collect();
+    if metrics.is_empty() {
+        "no metrics".into()
+    } else {
+        metrics.join(", ")
+    }
+}
+
 /// The deciding condition in a judge message such as
 /// `S with result=[…] → false; F with result=[…] → true: Failed` (here `F`). `None` when the
 /// verdict did not come from a condition (no data, provider error).
@@ -753,9 +792,12 @@ impl Machine<'_> {
                 self.st.abort = Some(abort);
                 self.event(true, "RolloutRolledBack", reason);
             }
-            CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded => {
-                self.abort(abort)
-            }
+            // Invalid never reaches the machine (a status is resumed first); were it to, going
+            // back to stable is the safe reading.
+            CanaryPhase::Progressing
+            | CanaryPhase::Paused
+            | CanaryPhase::Degraded
+            | CanaryPhase::Invalid => self.abort(abort),
         }
     }
 
@@ -1043,8 +1085,10 @@ impl Machine<'_> {
             return;
         }
         let label = if is_step { "Step-based" } else { "Background" };
-        let detail = reported.message.clone().unwrap_or_default();
-        let summary = format!("{label} analysis run {name} {phase}: {detail}");
+        let summary = format!(
+            "{label} analysis run {name} {phase}: {}",
+            verdict_detail(reported)
+        );
         let (warning, reason) = match phase {
             Phase::Failed => (true, "AnalysisRunFailed"),
             Phase::Error => (true, "AnalysisRunError"),

@@ -28,6 +28,10 @@ pub enum CanaryPhase {
     RolledBack,
     /// Traffic routing failed; weights may not be what the canary wants.
     Degraded,
+    /// The spec failed validation; nothing drives the canary until it is fixed (`message`
+    /// and the `InvalidSpec` condition say why). Never an input of the state machine: a
+    /// status read back with it resumes from `phaseBeforeInvalid`.
+    Invalid,
 }
 
 /// Why a canary is paused.
@@ -110,21 +114,25 @@ pub struct AnalysisRunStatus {
     pub status: RunState,
 }
 
-/// A Kubernetes-style condition.
+/// A Kubernetes-style condition (`metav1.Condition`), derived from the rest of the status on
+/// every status write (`src/state/conditions.rs` documents each type).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusCondition {
-    /// Condition type (`Progressing`, `Healthy`, `Paused`, ...).
+    /// Condition type (`Ready`, `Progressing`, `Paused`, `Promoted`, `Aborted`, ...).
     #[serde(rename = "type")]
     pub type_: String,
     /// `True` / `False` / `Unknown`.
     pub status: String,
-    /// Machine-readable reason.
+    /// Machine-readable reason, CamelCase.
     pub reason: String,
     /// Human-readable message.
     pub message: String,
-    /// When the status last changed.
+    /// When `status` last flipped (a new reason or message alone does not move it).
     pub last_transition_time: DateTime<Utc>,
+    /// The object's `metadata.generation` the condition was derived from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// `.status` of a Canary.
@@ -166,12 +174,18 @@ pub struct CanaryStatus {
     /// Analysis runs of this release, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis_runs: Vec<AnalysisRunStatus>,
-    /// Conditions.
+    /// Kubernetes conditions (Ready, Progressing, Reconciling, Stalled, Paused, Promoted,
+    /// Aborted, RollbackPending, Degraded, InvalidSpec, AnalysisHealthy), for `kubectl wait`,
+    /// kstatus and GitOps health checks; derived on every status write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<StatusCondition>,
     /// Generation of the spec this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// While `phase` is `Invalid`: the phase the canary had before its spec became invalid,
+    /// resumed once the spec is valid again (a release is never restarted by a typo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_before_invalid: Option<CanaryPhase>,
     /// When the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,

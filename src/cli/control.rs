@@ -571,7 +571,10 @@ pub fn weight_bar(weight: i64, max: i64) -> String {
 fn phase_colour(p: CanaryPhase) -> &'static str {
     match p {
         CanaryPhase::Promoted => "\x1b[32m",
-        CanaryPhase::Aborted | CanaryPhase::RolledBack | CanaryPhase::Degraded => "\x1b[31m",
+        CanaryPhase::Aborted
+        | CanaryPhase::RolledBack
+        | CanaryPhase::Degraded
+        | CanaryPhase::Invalid => "\x1b[31m",
         CanaryPhase::Paused => "\x1b[33m",
         CanaryPhase::Progressing | CanaryPhase::Pending => "\x1b[36m",
     }

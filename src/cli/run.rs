@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
+use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
 use crate::resources::{LoadResult, load_paths};
@@ -339,6 +340,7 @@ pub async fn run(
     // A fingerprint that could not be taken (out of file descriptors, say) is never "seen":
     // the next one would differ and trigger a reload of what did not change (issue 14).
     let mut seen = config_fingerprint(&args.config).unwrap_or_default();
+    let mut invalid_reports = InvalidReports::default();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -358,6 +360,15 @@ pub async fn run(
         }
         seen = now;
         let reloaded = load_paths(&args.config);
+        let refused = refused_objects(&reloaded, &control);
+        let sinks = InvalidSinks {
+            canaries: &ctx.state,
+            schedules: &sched_ctx.state,
+            events: None,
+            control: &control,
+        };
+        crate::daemon::invalid::report(&mut invalid_reports, &refused, &sinks, ctx.clock.now())
+            .await;
         if !reloaded.errors.is_empty() {
             for e in &reloaded.errors {
                 tracing::error!("config reload refused, keeping the running canaries: {e}");
@@ -427,6 +438,41 @@ pub async fn run(
             Ok(1)
         }
     }
+}
+
+/// The Canaries and ScheduledAnalyses of a refused reload that failed validation and that no
+/// task drives (a running one keeps its previous spec, and its own status writes).
+fn refused_objects(loaded: &LoadResult, control: &DaemonControl) -> Vec<Invalid> {
+    let canaries = control.handles();
+    let schedules = control.schedules();
+    loaded
+        .invalid
+        .iter()
+        .filter_map(|o| {
+            let kind = match o.kind {
+                "Canary" => InvalidKind::Canary,
+                _ => InvalidKind::ScheduledAnalysis,
+            };
+            let running = match kind {
+                InvalidKind::Canary => canaries
+                    .iter()
+                    .any(|h| h.namespace == o.namespace && h.name == o.name),
+                InvalidKind::ScheduledAnalysis => schedules
+                    .iter()
+                    .any(|h| h.namespace == o.namespace && h.name == o.name),
+            };
+            if running {
+                tracing::warn!(namespace = %o.namespace, canary = %o.name, kind = o.kind, "the changed spec is refused; the previous one still drives it");
+                return None;
+            }
+            Some(Invalid {
+                kind,
+                namespace: o.namespace.clone(),
+                name: o.name.clone(),
+                message: crate::daemon::invalid::message(&o.errors),
+            })
+        })
+        .collect()
 }
 
 /// Every analysis of the loaded Canaries and ScheduledAnalyses that cannot be planned with

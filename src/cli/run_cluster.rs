@@ -11,6 +11,7 @@ use super::run::{
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::control::Forwarder;
+use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent, SourceKind};
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadedTemplate, load_paths};
@@ -151,6 +152,7 @@ pub async fn run(
     });
 
     let mut snapshot: Option<Snapshot> = None;
+    let mut invalid_reports = InvalidReports::default();
     let mut leading = false;
     // The templates the running tasks were started with (to tell what a change touched).
     let mut running_templates: Arc<Vec<LoadedTemplate>> = Arc::new(Vec::new());
@@ -173,7 +175,7 @@ pub async fn run(
                 Some(SourceEvent::Changed(s)) => {
                     for (id, errs) in &s.errors {
                         for e in errs {
-                            tracing::error!(object = ?id, "invalid resource, ignored: {e}");
+                            tracing::error!(object = %id, "invalid resource, not driven until fixed: {e}");
                         }
                     }
                     // Only command requests changed: the drivers keep running and hear them.
@@ -243,6 +245,38 @@ pub async fn run(
                     |x| schedule_driver::spawn(x, sched_ctx.clone()),
                 )
                 .await;
+                // Refused Canaries and ScheduledAnalyses (their tasks stopped above) say so
+                // in their status and in an Event.
+                let refused: Vec<Invalid> = s
+                    .errors
+                    .iter()
+                    .filter_map(|(id, errs)| {
+                        let kind = match id.kind {
+                            SourceKind::Canary => InvalidKind::Canary,
+                            SourceKind::ScheduledAnalysis => InvalidKind::ScheduledAnalysis,
+                            _ => return None,
+                        };
+                        Some(Invalid {
+                            kind,
+                            namespace: id.namespace.clone()?,
+                            name: id.name.clone(),
+                            message: crate::daemon::invalid::message(errs),
+                        })
+                    })
+                    .collect();
+                let sinks = InvalidSinks {
+                    canaries: &ctx.state,
+                    schedules: &sched_ctx.state,
+                    events: ctx.events.as_ref(),
+                    control: &control,
+                };
+                crate::daemon::invalid::report(
+                    &mut invalid_reports,
+                    &refused,
+                    &sinks,
+                    ctx.clock.now(),
+                )
+                .await;
                 control.set_standby(None);
                 control.set_forwarder(None);
                 control.set_ready(true);
@@ -251,6 +285,8 @@ pub async fn run(
                 control.deliver_requests(s.command_requests());
             }
         } else {
+            // A new leader reports every refusal again.
+            invalid_reports = InvalidReports::default();
             control.set_standby(Some("this replica is not the leader".into()));
             // Alarms that reach this standby are handed to the leader, not refused.
             control.set_forwarder(snapshot.as_ref().map(|s| {

@@ -107,6 +107,9 @@ pub struct DaemonControl {
     canaries: RwLock<BTreeMap<Key, CanaryHandle>>,
     rules: RwLock<BTreeMap<Key, Arc<RollbackRules>>>,
     schedules: RwLock<BTreeMap<Key, ScheduleHandle>>,
+    /// Canaries refused by validation that no task drives, as their status says (phase
+    /// Invalid): the API lists them so `skycanary status` shows why they do nothing.
+    invalid: RwLock<BTreeMap<Key, CanarySummary>>,
     /// Why commands are refused now (a standby replica is not the leader).
     standby: RwLock<Option<String>>,
     ready: AtomicBool,
@@ -127,10 +130,23 @@ impl DaemonControl {
                     .collect(),
             ),
             schedules: RwLock::new(BTreeMap::new()),
+            invalid: RwLock::new(BTreeMap::new()),
             standby: RwLock::new(None),
             ready: AtomicBool::new(false),
             dedupe: Mutex::new(Deduper::new(16_384)),
             metrics,
+        }
+    }
+
+    /// Replaces the refused Canaries the API lists besides the driven ones (a driven canary
+    /// of the same name wins).
+    pub fn set_invalid(&self, items: Vec<CanarySummary>) {
+        let map = items
+            .into_iter()
+            .map(|s| ((s.namespace.clone(), s.name.clone()), s))
+            .collect();
+        if let Ok(mut m) = self.invalid.write() {
+            *m = map;
         }
     }
 
@@ -470,11 +486,22 @@ impl AlarmSink for DaemonControl {
 
 impl Control for DaemonControl {
     fn canaries(&self) -> Vec<CanarySummary> {
-        self.handles().iter().map(Self::summary).collect()
+        let mut all: BTreeMap<Key, CanarySummary> =
+            self.invalid.read().map(|m| m.clone()).unwrap_or_default();
+        for h in self.handles() {
+            all.insert((h.namespace.clone(), h.name.clone()), Self::summary(&h));
+        }
+        all.into_values().collect()
     }
 
     fn canary(&self, namespace: &str, name: &str) -> Option<CanarySummary> {
-        self.get(namespace, name).as_ref().map(Self::summary)
+        self.get(namespace, name)
+            .as_ref()
+            .map(Self::summary)
+            .or_else(|| {
+                let key = (namespace.to_string(), name.to_string());
+                self.invalid.read().ok()?.get(&key).cloned()
+            })
     }
 
     fn command(

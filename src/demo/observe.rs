@@ -379,7 +379,9 @@ pub fn phase_detail(s: &CanaryStatus) -> String {
             ),
             None => "paused".to_string(),
         },
-        CanaryPhase::Promoted | CanaryPhase::Degraded => s.message.clone().unwrap_or_default(),
+        CanaryPhase::Promoted | CanaryPhase::Degraded | CanaryPhase::Invalid => {
+            s.message.clone().unwrap_or_default()
+        }
         // The message of a running canary is often about the step it just left.
         CanaryPhase::Progressing | CanaryPhase::Pending => String::new(),
     }

@@ -294,6 +294,20 @@ pub fn render_all(crds: &[GeneratedCrd]) -> String {
     crds.iter().map(|c| c.yaml.as_str()).collect()
 }
 
+/// `status.conditions` is a list keyed by `type` (as `metav1.Condition` lists are): server-side
+/// apply and `kubectl wait --for=condition=…` treat each type as one entry; `status` is one of
+/// the three condition values.
+fn conditions_as_list_map(status: &mut Value) {
+    let Some(c) = status.pointer_mut("/properties/conditions") else {
+        return;
+    };
+    c["x-kubernetes-list-type"] = json!("map");
+    c["x-kubernetes-list-map-keys"] = json!(["type"]);
+    if let Some(s) = c.pointer_mut("/items/properties/status") {
+        s["enum"] = json!(["True", "False", "Unknown"]);
+    }
+}
+
 /// Builds one CRD from its source.
 pub fn build(src: &CrdSource) -> Result<GeneratedCrd, CrdError> {
     let err = |path: String, message: String| CrdError {
@@ -314,7 +328,8 @@ pub fn build(src: &CrdSource) -> Result<GeneratedCrd, CrdError> {
     properties.insert("metadata".into(), json!({"type": "object"}));
     properties.insert("spec".into(), spec);
     if let Some(status) = &src.status {
-        let status = structural(status).map_err(|(p, m)| err(format!("status{p}"), m))?;
+        let mut status = structural(status).map_err(|(p, m)| err(format!("status{p}"), m))?;
+        conditions_as_list_map(&mut status);
         properties.insert("status".into(), status);
     }
     let mut version = Map::new();
@@ -411,6 +426,7 @@ const ALLOWED: &[&str] = &[
     "x-kubernetes-int-or-string",
     "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
     "x-kubernetes-map-type",
 ];
 

@@ -140,6 +140,33 @@ impl LoadedScheduled {
     }
 }
 
+/// A Canary or ScheduledAnalysis that failed validation: enough to find its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidObject {
+    /// `Canary` or `ScheduledAnalysis`.
+    pub kind: &'static str,
+    /// `metadata.namespace`, `default` when absent (as for valid objects).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// Its problems, as `validate` prints them.
+    pub errors: Vec<ConfigError>,
+}
+
+/// Records `errs` of a `kind` document as an [`InvalidObject`] when the document names itself.
+fn note_invalid(result: &mut LoadResult, kind: &'static str, doc: &Value, errs: &[ConfigError]) {
+    let meta = doc.get("metadata");
+    let text = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+    if let (false, Some(name)) = (errs.is_empty(), text("name").filter(|n| !n.is_empty())) {
+        result.invalid.push(InvalidObject {
+            kind,
+            namespace: text("namespace").unwrap_or("default").to_string(),
+            name: name.to_string(),
+            errors: errs.to_vec(),
+        });
+    }
+}
+
 /// Everything loaded from a set of paths.
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
@@ -153,6 +180,9 @@ pub struct LoadResult {
     pub notes: Vec<String>,
     /// Every problem found.
     pub errors: Vec<ConfigError>,
+    /// Canaries and ScheduledAnalyses that failed validation but name themselves, so the
+    /// daemon can mark them Invalid (their errors are in `errors` too).
+    pub invalid: Vec<InvalidObject>,
     /// Documents of other API groups that were skipped (file, line, kind).
     pub skipped: Vec<String>,
     /// Number of files read.
@@ -379,6 +409,7 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
                         result.rejected.canaries.push((loaded, removed.is_empty()));
                     }
                 }
+                note_invalid(result, "Canary", &doc.value, &errs);
                 result.errors.extend(errs);
             }
             (API_VERSION, "ScheduledAnalysis") => {
@@ -394,6 +425,7 @@ fn load_str_into(file: &str, src: &str, result: &mut LoadResult) {
                         result.rejected.scheduled.push((loaded, removed.is_empty()));
                     }
                 }
+                note_invalid(result, "ScheduledAnalysis", &doc.value, &errs);
                 result.errors.extend(errs);
             }
             (API_VERSION, other) => result.errors.push(origin.error(

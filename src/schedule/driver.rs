@@ -204,7 +204,14 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
                     schedule,
                     ctx,
                     tx: task_tx,
-                    status: persisted.unwrap_or_default(),
+                    // The spec is valid again (this task runs it): a refusal recorded while
+                    // it was not is cleared by the first write.
+                    status: persisted
+                        .map(|s| ScheduledAnalysisStatus {
+                            invalid_spec: None,
+                            ..s
+                        })
+                        .unwrap_or_default(),
                     published: None,
                     status_tx,
                     stops: HashMap::new(),
@@ -364,7 +371,13 @@ impl Task {
         match self
             .ctx
             .state
-            .save(&self.namespace, &self.name, &self.status)
+            .save(
+                &self.namespace,
+                &self.name,
+                &mut self.status,
+                crate::state::conditions::generation_of(&self.doc.metadata),
+                self.ctx.clock.now(),
+            )
             .await
         {
             Ok(()) => {

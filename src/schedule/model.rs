@@ -119,6 +119,14 @@ pub struct ScheduledAnalysisStatus {
     /// Generation of the spec this status reflects (cluster mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Why the spec was refused (what `skycanary validate` prints, field path included);
+    /// absent while the spec is valid. No run fires while it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_spec: Option<String>,
+    /// Kubernetes conditions (Ready, Progressing, InvalidSpec, AnalysisHealthy), derived on
+    /// every status write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::canary::StatusCondition>,
 }
 
 /// What the API shows of a ScheduledAnalysis (`GET /api/v1/scheduled-analyses`).

@@ -115,13 +115,18 @@ impl ScheduleStore {
         }
     }
 
-    /// Persists `status`.
+    /// Persists `status` as of `now`, first deriving its conditions and (when `generation`,
+    /// the object's `metadata.generation`, is known) its `observedGeneration`.
     pub async fn save(
         &self,
         namespace: &str,
         name: &str,
-        status: &ScheduledAnalysisStatus,
+        status: &mut ScheduledAnalysisStatus,
+        generation: Option<i64>,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), ScheduleStoreError> {
+        crate::state::conditions::observe_scheduled(status, generation, now);
+        let status = &*status;
         let id = format!("{namespace}/{name}");
         let io = |message: String| ScheduleStoreError::Io {
             id: id.clone(),

@@ -24,7 +24,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every canary phase, so setting one phase can zero the others (a state-set gauge).
-const CANARY_PHASES: [CanaryPhase; 7] = [
+const CANARY_PHASES: [CanaryPhase; 8] = [
     CanaryPhase::Pending,
     CanaryPhase::Progressing,
     CanaryPhase::Paused,
@@ -32,6 +32,7 @@ const CANARY_PHASES: [CanaryPhase; 7] = [
     CanaryPhase::Aborted,
     CanaryPhase::RolledBack,
     CanaryPhase::Degraded,
+    CanaryPhase::Invalid,
 ];
 
 /// SkyWalking queries are usually tens of milliseconds; the tail matters up to the timeout.
@@ -53,6 +54,7 @@ fn canary_phase_name(phase: CanaryPhase) -> &'static str {
         CanaryPhase::Aborted => "Aborted",
         CanaryPhase::RolledBack => "RolledBack",
         CanaryPhase::Degraded => "Degraded",
+        CanaryPhase::Invalid => "Invalid",
     }
 }
 

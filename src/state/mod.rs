@@ -1,6 +1,7 @@
 //! Persistence of controller state: file mode writes one JSON document per object in
 //! `--state-dir`, atomically, so a restarted daemon resumes where it stopped.
 
+pub mod conditions;
 pub mod file;
 pub mod kube_status;
 pub mod lease;

@@ -1,7 +1,9 @@
 //! Where a Canary's status lives: a JSON file (file mode) or the Canary's `.status` (cluster
 //! mode). The driver persists after every change and reads it back on start.
 
-use crate::canary::CanaryStatus;
+use chrono::{DateTime, Utc};
+
+use crate::canary::{CanaryPhase, CanaryStatus};
 
 use super::file::{FileStateStore, StateError};
 use super::kube_status::{KubeStatusStore, StatusError};
@@ -50,9 +52,22 @@ pub enum StatusStore {
 }
 
 impl StatusStore {
-    /// The persisted status, `None` before the first run. A status that cannot be read is an
-    /// error, never a silent restart from scratch.
+    /// The persisted status for a task about to drive the canary, `None` before the first
+    /// run: an `Invalid` phase gives way to the one it interrupted ([`resume_from_invalid`]).
+    /// A status that cannot be read is an error, never a silent restart from scratch.
     pub async fn load(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<CanaryStatus>, LoadError> {
+        Ok(self
+            .load_raw(namespace, name)
+            .await?
+            .map(resume_from_invalid))
+    }
+
+    /// The persisted status as stored.
+    pub async fn load_raw(
         &self,
         namespace: &str,
         name: &str,
@@ -65,13 +80,19 @@ impl StatusStore {
         }
     }
 
-    /// Persists `status`.
+    /// Persists `status` as of `now`, first deriving its conditions and (when `generation`,
+    /// the Canary's `metadata.generation`, is known) its `observedGeneration`, so every write
+    /// carries both and the caller's copy matches what was written.
     pub async fn save(
         &self,
         namespace: &str,
         name: &str,
-        status: &CanaryStatus,
+        status: &mut CanaryStatus,
+        generation: Option<i64>,
+        now: DateTime<Utc>,
     ) -> Result<(), String> {
+        super::conditions::observe_canary(status, generation, now);
+        let status = &*status;
         match self {
             StatusStore::File(f) => f
                 .save(CANARY_KIND, namespace, name, status)
@@ -84,6 +105,28 @@ impl StatusStore {
     }
 }
 
+/// A status read back for a task about to drive the canary: its spec is valid again, so an
+/// `Invalid` phase gives way to the phase it interrupted (never seen by the state machine).
+pub fn resume_from_invalid(mut st: CanaryStatus) -> CanaryStatus {
+    if st.phase == CanaryPhase::Invalid {
+        st.phase = st.phase_before_invalid.take().unwrap_or_default();
+    }
+    st.phase_before_invalid = None;
+    st
+}
+
+/// `status` marked Invalid with `message` (what `skycanary validate` prints): the phase it
+/// had is kept in `phaseBeforeInvalid` (already-Invalid statuses keep the first one), the
+/// rest of the release state untouched, so fixing the spec resumes where it stopped.
+pub fn mark_invalid(mut status: CanaryStatus, message: &str) -> CanaryStatus {
+    if status.phase != CanaryPhase::Invalid {
+        status.phase_before_invalid = Some(status.phase).filter(|p| *p != CanaryPhase::Pending);
+        status.phase = CanaryPhase::Invalid;
+    }
+    status.message = Some(message.to_string());
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,7 +137,13 @@ mod tests {
         let store = StatusStore::File(FileStateStore::open(dir.path()).unwrap());
         assert_eq!(store.load("ns", "c").await, Ok(None));
         store
-            .save("ns", "c", &CanaryStatus::default())
+            .save(
+                "ns",
+                "c",
+                &mut CanaryStatus::default(),
+                None,
+                chrono::Utc::now(),
+            )
             .await
             .unwrap();
         let file = dir.path().join(CANARY_KIND).join("ns").join("c.json");

@@ -256,6 +256,29 @@ pub struct EventError {
     pub source: kube::Error,
 }
 
+/// The Event's `action` (what the controller did, a verb) for a `reason` (why): Kubernetes
+/// shows both, so repeating the reason says nothing.
+pub fn action_for(reason: &str) -> &'static str {
+    match reason {
+        r if r.starts_with("AnalysisRun") => "Analyze",
+        "TrafficWeightUpdated" => "SetWeight",
+        "TrafficRoutingRestored" => "RestoreRoutes",
+        r if r.starts_with("TrafficRouting") || r == "TrafficDrift" => "UpdateRoutes",
+        "RolloutAborted" | "RolloutRolledBack" | "RollbackIgnored" => "RollBack",
+        "RolloutCompleted" | "RolloutPromoted" => "Promote",
+        "RolloutStepCompleted" => "Advance",
+        "RolloutPaused" => "Pause",
+        "RolloutResumed" => "Resume",
+        "RolloutRetried" => "Retry",
+        "RolloutUpdated" => "Start",
+        "PostPromotionWatchEnded" => "Watch",
+        "AlarmIgnored" => "HandleAlarm",
+        "CommandRejected" => "HandleCommand",
+        "InvalidSpec" => "Validate",
+        _ => "Reconcile",
+    }
+}
+
 /// Reporting controller name written into Events.
 pub const REPORTING_CONTROLLER: &str = "skycanary.io/skycanary";
 
@@ -292,7 +315,7 @@ pub async fn emit_event(
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(now)),
-        action: Some(reason.to_string()),
+        action: Some(action_for(reason).to_string()),
         reason: Some(reason.to_string()),
         note: Some(note),
         type_: Some(event_type.as_str().to_string()),

@@ -100,6 +100,16 @@ pub(crate) fn start(dirs: tempfile::TempDir, sim_url: &str) -> Daemon {
 }
 
 pub(crate) fn start_with(dirs: tempfile::TempDir, sim_url: &str, extra: &[&str]) -> Daemon {
+    start_logging(dirs, sim_url, extra, Stdio::null())
+}
+
+/// [`start_with`], the daemon's log (stderr) going to `stderr`.
+pub(crate) fn start_logging(
+    dirs: tempfile::TempDir,
+    sim_url: &str,
+    extra: &[&str],
+    stderr: Stdio,
+) -> Daemon {
     let root = dirs.path().to_path_buf();
     let (config, manifests, state) = (root.join("config"), root.join("istio"), root.join("state"));
     let token_file = root.join("token");
@@ -125,7 +135,7 @@ pub(crate) fn start_with(dirs: tempfile::TempDir, sim_url: &str, extra: &[&str])
         .args(extra)
         .env("RUST_LOG", "skycanary=info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start daemon");
     let stdout = child.stdout.take().unwrap();
@@ -1760,4 +1770,133 @@ spec:
     let text = std::fs::read_to_string(d.manifests.join("edge.yaml")).unwrap();
     let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
     assert_eq!(v["spec"]["http"][0]["route"][1]["weight"], 0);
+
+/// Issue 18: a Canary that fails validation on a reload is never silent: phase Invalid and
+/// condition InvalidSpec with the message `validate` prints, in its state file and in the
+/// API (`skycanary status`); a valid spec clears both. The running canary is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_canary_says_so_in_its_status_until_fixed() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {}");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the indefinite pause", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    std::fs::write(
+        d.manifests.join("ratings.yaml"),
+        VS.replace("reviews", "ratings"),
+    )
+    .unwrap();
+    let ratings = canary("Abort")
+        .split("\n---\n")
+        .next()
+        .unwrap()
+        .replace("reviews", "ratings");
+    let file = d.config.join("ratings.yaml");
+    std::fs::write(&file, ratings.replace("setWeight: 30", "setWeight: 150")).unwrap();
+    let get = |name: &'static str| {
+        let url = format!("{}/api/v1/canaries/bookinfo/{name}", d.url);
+        async move {
+            let r = http().get(url).bearer_auth(TOKEN).send().await.unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let condition = |s: &Value, ty: &str| {
+        s["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == ty).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let s = get("ratings").await;
+        if s["status"]["phase"] == "Invalid" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let message = shown["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("ratings.yaml") && message.contains("spec.steps[2].setWeight"),
+        "{shown:#}"
+    );
+    let inv = condition(&shown["status"], "InvalidSpec");
+    assert_eq!(inv["status"], "True", "{shown:#}");
+    assert_eq!(inv["message"], message);
+    let saved: Value = serde_json::from_slice(
+        &std::fs::read(d.state.join("canary/bookinfo/ratings.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["phase"], "Invalid");
+    assert_eq!(condition(&saved, "InvalidSpec")["message"], message);
+    // The running canary goes on as it was.
+    let s = status(&d).await;
+    assert_eq!(s["status"]["currentStepIndex"], 3);
+    assert_eq!(condition(&s["status"], "InvalidSpec")["status"], "False");
+    assert_eq!(condition(&s["status"], "Paused")["status"], "True");
+    // Fixed: driven, and the state file says the spec is valid.
+    std::fs::write(&file, &ratings).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let saved: Value = serde_json::from_slice(
+            &std::fs::read(d.state.join("canary/bookinfo/ratings.json")).unwrap(),
+        )
+        .unwrap();
+        let api = get("ratings").await;
+        if saved["phase"] != "Invalid"
+            && condition(&saved, "InvalidSpec")["status"] == "False"
+            && api["steps"] == 6
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{saved:#} {api:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Issue 18: a plain log redirected to a file holds no ANSI escape bytes; a JSON log is one
+/// flat object per line (`timestamp`, `level`, `message` and the fields at the top level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_plain_in_files_and_flat_in_json() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {}");
+    for format in ["plain", "json"] {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let d = start_logging(
+            setup(&yaml),
+            &running.url(),
+            &["--log-format", format],
+            Stdio::from(log.reopen().unwrap()),
+        );
+        wait_for(&d, "the indefinite pause", Duration::from_secs(30), |s| {
+            s["status"]["currentStepIndex"] == 3
+        })
+        .await;
+        drop(d);
+        let text = std::fs::read(log.path()).unwrap();
+        assert!(!text.is_empty(), "{format}: no log");
+        assert!(
+            !text.contains(&0x1b),
+            "{format}: escape bytes in {}",
+            String::from_utf8_lossy(&text)
+        );
+        if format == "json" {
+            let text = String::from_utf8(text).unwrap();
+            let mut canary_lines = 0;
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                for key in ["timestamp", "level", "message"] {
+                    assert!(v.get(key).is_some(), "no {key}: {line}");
+                }
+                assert!(v.get("fields").is_none(), "nested fields: {line}");
+                if let Some(c) = v.get("canary") {
+                    canary_lines += 1;
+                    assert_eq!(c, "bookinfo/reviews", "{line}");
+                }
+            }
+            assert!(canary_lines > 0, "{text}");
+        }
+    }
 }

@@ -1706,3 +1706,42 @@ mod safety {
         }
     }
 }
+
+/// Issue 18: a run's Event names metric, measured values and condition; a successful run's
+/// Event never ends in an empty message.
+#[test]
+fn run_verdicts_name_the_evidence_and_are_never_empty() {
+    let failed = verdict_detail(&run_state(Phase::Failed));
+    for part in [
+        "metric apdex",
+        "measured [9000, 8800]",
+        "condition min(result) < 9500",
+    ] {
+        assert!(failed.contains(part), "{part}: {failed}");
+    }
+    let error = verdict_detail(&run_state(Phase::Error));
+    assert!(error.contains("connection refused"), "{error}");
+    let ok = verdict_detail(&run_state(Phase::Successful));
+    assert_eq!(ok, "apdex Successful (1 measurement(s))");
+    let mut empty = run_state(Phase::Successful);
+    empty.metric_results.clear();
+    assert_eq!(verdict_detail(&empty), "no metrics");
+    // The event the machine emits carries it.
+    let mut s = Sim::new(spec(vec![w(10), analysis("p99")]));
+    s.start();
+    s.ok();
+    let name = s.step_run();
+    assert!(!name.is_empty(), "a step run: {:?}", s.st);
+    let fx = s.report(&name, Phase::Failed);
+    let ev = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Event(ev) if ev.reason == "AnalysisRunFailed" => Some(ev.message.clone()),
+            _ => None,
+        })
+        .expect("an AnalysisRunFailed event");
+    assert!(
+        ev.contains("measured [9000, 8800]") && ev.contains("condition min(result) < 9500"),
+        "{ev}"
+    );
+}
