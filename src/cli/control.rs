@@ -280,11 +280,12 @@ pub(crate) fn qualified(target: &TargetArgs, name: &str) -> Result<(String, Stri
     target.resolve(name).map_err(|e| e.to_string())
 }
 
-/// How a watched canary ended, for the exit code (DESIGN: 0 Promoted, 1 rolled back).
+/// How a watched canary ended, for the exit code (DESIGN: 0 Promoted, 1 rolled back; an
+/// invalid spec cannot progress until someone edits it, so a CI wait ends there too).
 pub fn watch_exit(phase: CanaryPhase) -> Option<u8> {
     match phase {
         CanaryPhase::Promoted => Some(0),
-        CanaryPhase::Aborted | CanaryPhase::RolledBack => Some(1),
+        CanaryPhase::Aborted | CanaryPhase::RolledBack | CanaryPhase::Invalid => Some(1),
         CanaryPhase::Pending
         | CanaryPhase::Progressing
         | CanaryPhase::Paused
@@ -296,7 +297,7 @@ pub fn watch_exit(phase: CanaryPhase) -> Option<u8> {
 pub const EXIT_WATCH_TIMEOUT: u8 = 2;
 
 /// `status`: exit 0, 1 when the daemon cannot be reached / answers an error, 4 bad input;
-/// `--watch NAME`: 0 Promoted, 1 Aborted/RolledBack/not found, 2 timeout.
+/// `--watch NAME`: 0 Promoted, 1 Aborted/RolledBack/Invalid/not found, 2 timeout.
 pub async fn status(
     args: &StatusArgs,
     out: &mut dyn Write,
