@@ -24,7 +24,8 @@
 //! Not emulated: server-side apply field ownership and list-type semantics (an apply patch is
 //! "create, or merge into the existing object"; YAML apply bodies must be JSON), namespace
 //! existence, admission webhooks, defaulting, CRD versions conversion, finalizers,
-//! deletecollection, watches of the core Event view, and protobuf.
+//! deletecollection, watches of the core Event view, OpenAPI documents (so `kubectl apply`
+//! needs `--validate=false`; the server-side schema validation still applies), and protobuf.
 
 mod discovery;
 mod http;
