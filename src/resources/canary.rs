@@ -25,6 +25,12 @@ pub struct CanaryDoc {
 /// What a Canary wants.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))",
+    "message": "setWeight must not exceed trafficRouting.maxTrafficWeight (default 100)",
+    "fieldPath": ".steps",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct CanarySpec {
     /// The release; a change starts a new run from step 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +42,7 @@ pub struct CanarySpec {
     pub analysis: Option<BackgroundAnalysis>,
     /// The release steps.
     #[serde(default)]
+    #[schemars(length(max = super::crd::MAX_STEPS))]
     pub steps: Vec<CanaryStep>,
     /// Alarms that roll the canary back at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,6 +67,7 @@ pub struct CanarySpec {
 pub struct TrafficRoutingSpec {
     /// Total weight of a route (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_traffic_weight: Option<i64>,
     /// Routes skycanary creates and removes (header/mirror), in precedence order.
     #[serde(default)]
@@ -79,6 +87,20 @@ pub struct ManagedRoute {
 /// `spec.trafficRouting.istio`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.virtualService) != has(self.virtualServices)",
+        "message": "set either virtualService or virtualServices (exactly one)"
+    },
+    {
+        "rule": "has(self.destinationRule) ? !has(self.stableService) && !has(self.canaryService) : has(self.stableService) && has(self.canaryService)",
+        "message": "set both stableService and canaryService (host-level split) or destinationRule (subset-level split), not both"
+    },
+    {
+        "rule": "!has(self.stableService) || !has(self.canaryService) || self.stableService != self.canaryService",
+        "message": "canaryService must differ from stableService"
+    }
+]))]
 pub struct IstioSpec {
     /// One VirtualService (Argo's single form).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +163,10 @@ pub struct TcpRouteSpec {
 /// Subset-level split.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.stableSubsetName != self.canarySubsetName",
+    "message": "canary and stable subsets must differ"
+}]))]
 pub struct DestinationRuleSpec {
     /// `name` or `name.namespace`.
     pub name: String,
@@ -153,6 +179,10 @@ pub struct DestinationRuleSpec {
 /// A destination that keeps its weight.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.host) || has(self.subset)",
+    "message": "set host and/or subset"
+}]))]
 pub struct AdditionalDestinationSpec {
     /// Host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +206,10 @@ pub struct TemplateRef {
 /// An arg passed to templates.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.value) != has(self.valueFrom)",
+    "message": "set exactly one of value or valueFrom"
+}]))]
 pub struct ArgValue {
     /// Arg name.
     pub name: String,
@@ -205,8 +239,8 @@ pub struct BackgroundAnalysis {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CanaryStep {
-    /// Canary weight on every managed route.
-    SetWeight(i64),
+    /// Canary weight on every managed route (at most `maxTrafficWeight`, a rule of the spec).
+    SetWeight(#[schemars(range(min = 0))] i64),
     /// Wait: a duration, or until promoted when empty.
     Pause(PauseStep),
     /// A blocking analysis.
@@ -231,6 +265,7 @@ pub struct PauseStep {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StepAnalysis {
     /// Templates.
+    #[schemars(length(min = 1))]
     pub templates: Vec<TemplateRef>,
     /// Args.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -282,6 +317,7 @@ pub struct SetMirrorRouteStep {
     pub name: String,
     /// Percentage mirrored (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub percentage: Option<f64>,
     /// Match entries; empty removes the route.
     #[serde(default, rename = "match")]
@@ -393,5 +429,6 @@ pub enum OnDelete {
 pub struct PostPromotion {
     /// How long alarms and background analysis still roll back after promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::crd::DURATION_PATTERN))]
     pub watch: Option<String>,
 }

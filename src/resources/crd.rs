@@ -36,6 +36,24 @@ pub const CATEGORY: &str = "skycanary";
 /// The directory, relative to the repository root, that holds the generated files.
 pub const CRD_DIR: &str = "deploy/crds";
 
+/// What `parse_duration` accepts, as a schema pattern: whole seconds (`30`), or Go duration
+/// terms (`1h30m`, `1.5s`, `250ms`), optionally signed `+`. The loader gives the precise
+/// message (range, unit); the pattern lets `kubectl apply` refuse `5x` or `-1m` up front.
+pub const DURATION_PATTERN: &str =
+    r"^\s*([0-9]+|\+?(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)\s*$";
+
+/// Most steps a Canary schema admits. Far above any real release; it exists because the API
+/// server estimates the cost of the spec's CEL rule (which walks `steps`) from list bounds
+/// and refuses a CRD whose unbounded lists make that estimate too high.
+pub const MAX_STEPS: usize = 1000;
+
+/// Labels on every CRD, as the Kubernetes recommended labels say (`app.kubernetes.io/*`).
+pub const CRD_LABELS: &[(&str, &str)] = &[
+    ("app.kubernetes.io/name", "skycanary"),
+    ("app.kubernetes.io/part-of", "skycanary"),
+    ("app.kubernetes.io/component", "crd"),
+];
+
 impl JsonSchema for IntOrString {
     fn schema_name() -> Cow<'static, str> {
         "IntOrString".into()
@@ -152,7 +170,7 @@ const CANARY_COLUMNS: &[PrinterColumn] = &[
         type_: "integer",
         json_path: ".status.currentStepIndex",
         priority: 0,
-        description: "Index of the step being executed",
+        description: "Steps completed: the number before the slash in the CLI's STEP (3 in 3/7); a JSONPath cannot count spec.steps",
     },
     PrinterColumn {
         name: "Weight",
@@ -172,8 +190,8 @@ const CANARY_COLUMNS: &[PrinterColumn] = &[
         name: "Message",
         type_: "string",
         json_path: ".status.message",
-        priority: 1,
-        description: "Last human-readable message",
+        priority: 0,
+        description: "Last human-readable message (why an Invalid canary was refused)",
     },
     PrinterColumn {
         name: "Age",
@@ -185,6 +203,13 @@ const CANARY_COLUMNS: &[PrinterColumn] = &[
 ];
 
 const SCHEDULED_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn {
+        name: "Phase",
+        type_: "string",
+        json_path: ".status.phase",
+        priority: 0,
+        description: "Lifecycle phase (Invalid when the spec was refused)",
+    },
     PrinterColumn {
         name: "Schedule",
         type_: "string",
@@ -366,11 +391,15 @@ pub fn build(src: &CrdSource) -> Result<GeneratedCrd, CrdError> {
         version.insert("additionalPrinterColumns".into(), Value::Array(cols));
     }
     let singular = src.kind.to_ascii_lowercase();
+    let labels: Map<String, Value> = CRD_LABELS
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), json!(v)))
+        .collect();
     let name = format!("{}.{GROUP}", src.plural);
     let value = json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": labels},
         "spec": {
             "group": GROUP,
             "names": {
@@ -428,6 +457,7 @@ const ALLOWED: &[&str] = &[
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
     "x-kubernetes-map-type",
+    "x-kubernetes-validations",
 ];
 
 /// Keywords dropped silently: annotations Kubernetes does not need, and `default` (see the

@@ -166,6 +166,7 @@ fn canary_printer_columns() {
             ("Phase", "string", ".status.phase"),
             ("Step", "integer", ".status.currentStepIndex"),
             ("Weight", "integer", ".status.desiredWeight"),
+            ("Message", "string", ".status.message"),
             ("Age", "date", ".metadata.creationTimestamp"),
         ]
     );
@@ -695,4 +696,82 @@ fn rewrite_errors_name_the_path() {
     let mixed = json!({"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}, {"type": "object"}]}}});
     let e = structural(&mixed).expect_err("mixed");
     assert_eq!(e.0, ".x");
+}
+
+#[test]
+fn duration_pattern_agrees_with_the_loader() {
+    let re = regex::Regex::new(DURATION_PATTERN).expect("pattern compiles");
+    // Accepted by both (the loader may still refuse an out-of-range value the pattern admits).
+    for ok in [
+        "0", "30", "5m", "1h30m", "1.5s", "250ms", "10us", "3µs", "2ns", "+5m", ".5s", "5.m",
+        " 5m ",
+    ] {
+        assert!(re.is_match(ok), "pattern refuses {ok:?}");
+        assert!(
+            super::super::duration::parse_duration(ok).is_ok(),
+            "loader refuses {ok:?}"
+        );
+    }
+    // Refused by both.
+    for bad in [
+        "", "5x", "-5m", "5 m", "m", "1d", "5m-", "five", "1h+5m", "5M", "1.5",
+    ] {
+        assert!(!re.is_match(bad), "pattern admits {bad:?}");
+        assert!(
+            super::super::duration::parse_duration(bad).is_err(),
+            "loader accepts {bad:?}"
+        );
+    }
+    // A lone sign: the loader reads it as zero; the schema refuses it (stricter is safe).
+    assert!(!re.is_match("+"));
+}
+
+#[test]
+fn crds_carry_labels_bounds_and_rules() {
+    for c in crds() {
+        let labels = &c.value["metadata"]["labels"];
+        for (k, v) in CRD_LABELS {
+            assert_eq!(labels[*k], *v, "{}", c.name);
+        }
+    }
+    let spec = &root_schema("Canary")["properties"]["spec"];
+    let steps = &spec["properties"]["steps"];
+    assert_eq!(steps["maxItems"], MAX_STEPS);
+    assert_eq!(
+        steps["items"]["properties"]["setWeight"]["minimum"],
+        json!(0)
+    );
+    let rules = spec["x-kubernetes-validations"].as_array().expect("rules");
+    assert!(
+        rules[0]["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("maxTrafficWeight"))
+    );
+    let template = &root_schema("AnalysisTemplate")["properties"]["spec"]["properties"]["metrics"]
+        ["items"]["properties"]["provider"];
+    assert_eq!(template["required"], json!(["skywalking"]));
+    assert!(
+        template["properties"]["skywalking"]["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("has(self.query)"))
+    );
+    // Every rule carries a message (the apiserver would otherwise print the rule itself).
+    fn walk(v: &Value, n: &mut usize) {
+        if let Some(rules) = v.get("x-kubernetes-validations").and_then(Value::as_array) {
+            for r in rules {
+                assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+                *n += 1;
+            }
+        }
+        match v {
+            Value::Object(o) => o.values().for_each(|c| walk(c, n)),
+            Value::Array(a) => a.iter().for_each(|c| walk(c, n)),
+            _ => {}
+        }
+    }
+    let mut n = 0;
+    for c in crds() {
+        walk(&c.value["spec"]["versions"][0]["schema"], &mut n);
+    }
+    assert!(n >= 10, "{n} rules");
 }

@@ -44,11 +44,13 @@ pub struct ScheduledAnalysisSpec {
     /// A fire time missed by more than this (daemon down, suspended) is skipped; default: no
     /// deadline (only the latest missed fire time runs, as CronJob).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub starting_deadline_seconds: Option<i64>,
     /// No scheduled runs while true (runs started by hand still work).
     #[serde(default)]
     pub suspend: bool,
     /// Templates run together as one analysis run.
+    #[schemars(length(min = 1))]
     pub templates: Vec<TemplateRef>,
     /// Args for the templates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -84,6 +86,10 @@ pub enum ConcurrencyPolicy {
 /// Actions on one outcome.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.rollback) || has(self.webhook)",
+    "message": "set rollback and/or webhook"
+}]))]
 pub struct ActionsSpec {
     /// Roll a canary back to stable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,12 +112,14 @@ pub struct RollbackAction {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookAction {
     /// `http://` or `https://` URL.
+    #[schemars(pattern(r"^[hH][tT][tT][pP][sS]?://[^/?#\s]+"))]
     pub url: String,
     /// Extra request headers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderDef>,
     /// Per-attempt timeout (Go duration, default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::crd::DURATION_PATTERN))]
     pub timeout: Option<String>,
 }
 

@@ -180,12 +180,14 @@ pub struct MetricDef {
     pub name: String,
     /// Time between measurements (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::crd::DURATION_PATTERN))]
     pub interval: Option<String>,
     /// Number of measurements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<IntOrString>,
     /// Delay before the first measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::crd::DURATION_PATTERN))]
     pub initial_delay: Option<String>,
     /// Failed measurements tolerated (default 0; -1 disables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +212,7 @@ pub struct MetricDef {
     pub no_data: Option<NoData>,
     /// Delay before retrying after an Error measurement (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::crd::DURATION_PATTERN))]
     pub error_retry_interval: Option<String>,
     /// The metric provider.
     pub provider: ProviderDef,
@@ -218,6 +221,7 @@ pub struct MetricDef {
 /// Metric provider; only SkyWalking is supported.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("required" = ["skywalking"]))]
 pub struct ProviderDef {
     /// Apache SkyWalking OAP GraphQL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +248,10 @@ pub enum StepDef {
 /// `provider.skywalking`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "(has(self.metric) ? 1 : 0) + (has(self.expression) ? 1 : 0) + (has(self.query) ? 1 : 0) == 1",
+        "message": "set exactly one of metric, expression or query"
+}]))]
 pub struct SkyWalkingDef {
     /// OAP base URL (`http://oap:12800`); defaults to the CLI/daemon `--skywalking`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,6 +261,7 @@ pub struct SkyWalkingDef {
     pub window: Option<WindowDef>,
     /// Argo's name for the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::crd::DURATION_PATTERN))]
     pub interval: Option<String>,
     /// Bucket size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -274,6 +283,7 @@ pub struct SkyWalkingDef {
     pub instances: Option<InstancesDef>,
     /// Request timeout (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::crd::DURATION_PATTERN))]
     pub timeout: Option<String>,
     /// Authentication, for an OAP behind a gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -422,6 +432,10 @@ pub struct InstancesDef {
 /// Authentication for an OAP behind a gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.basic) != has(self.bearer)",
+    "message": "set exactly one of basic or bearer"
+}]))]
 pub struct AuthDef {
     /// HTTP basic auth.
     #[serde(default, skip_serializing_if = "Option::is_none")]

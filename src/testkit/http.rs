@@ -15,9 +15,10 @@ use tokio::time::Instant;
 use super::FakeApiServer;
 use super::discovery;
 use super::store::{
-    ApiError, FaultAction, ListQuery, RecordedRequest, ResourceRef, Signal, WatchRecord,
-    matches_selectors, present, reason_for, record_matches,
+    ApiError, CRD_GROUP, CRD_PLURAL, FaultAction, ListQuery, RecordedRequest, ResourceRef, Signal,
+    Store, WatchRecord, crd_version, matches_selectors, present, reason_for, record_matches,
 };
+use super::table;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -77,6 +78,12 @@ async fn handle_request(server: FakeApiServer, req: Request) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let target = match &query_str {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
@@ -136,23 +143,25 @@ async fn handle_request(server: FakeApiServer, req: Request) -> Response {
         server: &server,
         method: &method,
         content_type: content_type.as_deref().unwrap_or_default(),
+        accept: &accept,
         body: &bytes,
         param: &param,
     };
+    let crds = || server.list(CRD_GROUP, CRD_PLURAL);
     match segs.as_slice() {
         ["version"] => json_response(200, &discovery::version()),
         ["healthz" | "readyz" | "livez"] => (StatusCode::OK, "ok").into_response(),
         ["api"] => json_response(200, &discovery::api_versions()),
-        ["apis"] => json_response(200, &discovery::group_list()),
-        ["apis", g] => match discovery::group(g) {
+        ["apis"] => json_response(200, &discovery::group_list(&crds())),
+        ["apis", g] => match discovery::group(g, &crds()) {
             Some(doc) => json_response(200, &doc),
             None => error_response(&ApiError::new(
                 404,
                 "the server could not find the requested resource",
             )),
         },
-        ["api", v] => discovery_resources("", v),
-        ["apis", g, v] => discovery_resources(g, v),
+        ["api", v] => discovery_resources("", v, &[]),
+        ["apis", g, v] => discovery_resources(g, v, &crds()),
         ["api", v, rest @ ..] => resource(&ctx, ResourceRef::new("", v, ""), rest),
         ["apis", g, v, rest @ ..] => resource(&ctx, ResourceRef::new(g, v, ""), rest),
         _ => error_response(&ApiError::new(
@@ -162,8 +171,8 @@ async fn handle_request(server: FakeApiServer, req: Request) -> Response {
     }
 }
 
-fn discovery_resources(group: &str, version: &str) -> Response {
-    match discovery::resources(group, version) {
+fn discovery_resources(group: &str, version: &str, crds: &[Value]) -> Response {
+    match discovery::resources(group, version, crds) {
         Some(doc) => json_response(200, &doc),
         None => error_response(&ApiError::new(
             404,
@@ -177,11 +186,62 @@ struct Ctx<'a> {
     server: &'a FakeApiServer,
     method: &'a Method,
     content_type: &'a str,
+    accept: &'a str,
     body: &'a Bytes,
     param: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Ctx<'_> {
+    /// Runs a write with the request's `fieldValidation` in force.
+    fn write<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        let mut store = self.server.lock();
+        store.field_validation = (self.param)("fieldValidation");
+        let out = f(&mut store);
+        store.field_validation = None;
+        out
+    }
+
+    /// The answer to a GET: the object(s), or a Table of them when asked for one and a CRD
+    /// gives the columns.
+    fn read_response(&self, res: &ResourceRef, result: Result<Value, ApiError>) -> Response {
+        let value = match result {
+            Ok(v) => v,
+            Err(e) => return error_response(&e),
+        };
+        if !table::wants_table(self.accept) {
+            return json_response(200, &value);
+        }
+        let store = self.server.lock();
+        let Some(version) = store.crd(res).and_then(|c| crd_version(c, &res.version)) else {
+            return json_response(200, &value);
+        };
+        let (objects, rv) = match value.get("items").and_then(Value::as_array) {
+            Some(items) => (
+                items.clone(),
+                value
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => (vec![value.clone()], store.resource_version().to_string()),
+        };
+        let include = (self.param)("includeObject");
+        let mut t = table::table(
+            version,
+            &objects,
+            include.as_deref(),
+            &rv,
+            chrono::Utc::now(),
+        );
+        if let Some(c) = value.pointer("/metadata/continue")
+            && let Some(m) = t.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            m.insert("continue".into(), c.clone());
+        }
+        json_response(200, &t)
+    }
+
     fn json_body(&self) -> Result<Value, ApiError> {
         serde_json::from_slice(self.body)
             .map_err(|e| ApiError::new(400, format!("error decoding request body as JSON: {e}")))
@@ -220,7 +280,7 @@ fn resource(ctx: &Ctx<'_>, mut res: ResourceRef, rest: &[&str]) -> Response {
                 Method::POST => {
                     let result = ctx
                         .json_body()
-                        .and_then(|body| ctx.server.lock().create(&res, ns_str, body));
+                        .and_then(|body| ctx.write(|s| s.create(&res, ns_str, body)));
                     result_response(result, 201)
                 }
                 _ => method_not_allowed(ctx.method),
@@ -243,24 +303,29 @@ fn resource(ctx: &Ctx<'_>, mut res: ResourceRef, rest: &[&str]) -> Response {
 
 fn object(ctx: &Ctx<'_>, res: &ResourceRef, ns: &str, name: &str, status: bool) -> Response {
     match *ctx.method {
-        Method::GET => result_response(ctx.server.lock().get(res, ns, name), 200),
+        Method::GET => {
+            let result = ctx.server.lock().get(res, ns, name);
+            ctx.read_response(res, result)
+        }
         Method::PUT => {
             let result = ctx
                 .json_body()
-                .and_then(|body| ctx.server.lock().replace(res, ns, name, body, status));
+                .and_then(|body| ctx.write(|s| s.replace(res, ns, name, body, status)));
             result_response(result, 200)
         }
         Method::PATCH => {
             let manager = (ctx.param)("fieldManager");
-            let result = ctx.server.lock().patch(
-                res,
-                ns,
-                name,
-                ctx.content_type,
-                ctx.body,
-                manager.as_deref(),
-                status,
-            );
+            let result = ctx.write(|s| {
+                s.patch(
+                    res,
+                    ns,
+                    name,
+                    ctx.content_type,
+                    ctx.body,
+                    manager.as_deref(),
+                    status,
+                )
+            });
             result_response(result, 200)
         }
         Method::DELETE if !status => result_response(ctx.server.lock().delete(res, ns, name), 200),
@@ -286,7 +351,7 @@ fn list_query(ctx: &Ctx<'_>) -> Result<ListQuery, ApiError> {
 
 fn list(ctx: &Ctx<'_>, res: &ResourceRef, ns: Option<&str>) -> Response {
     let result = list_query(ctx).and_then(|q| ctx.server.lock().list(res, ns, &q));
-    result_response(result, 200)
+    ctx.read_response(res, result)
 }
 
 fn event_line(event_type: &str, object: &Value) -> Bytes {

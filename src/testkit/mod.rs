@@ -14,13 +14,26 @@
 //! replay from a bounded event log, 410 Expired, bookmarks and `timeoutSeconds`; plain
 //! discovery; and fault injection.
 //!
+//! CustomResourceDefinitions (`apiextensions.k8s.io/v1`) are served like any object and then
+//! act as in a cluster: their groups and resources (short names, categories) appear in
+//! discovery, bodies of their resources are pruned and validated against the structural
+//! schema, CEL rules included (422 `Invalid` naming each field; see `schema.rs` for what is
+//! checked), and lists and gets asked for as a `meta.k8s.io/v1` Table use their
+//! `additionalPrinterColumns`. Core `v1` Events list the `events.k8s.io/v1` ones too.
+//!
 //! Not emulated: server-side apply field ownership and list-type semantics (an apply patch is
 //! "create, or merge into the existing object"; YAML apply bodies must be JSON), namespace
-//! existence, admission, validation schemas, finalizers, deletecollection, and protobuf.
+//! existence, admission webhooks, defaulting, CRD versions conversion, finalizers,
+//! deletecollection, watches of the core Event view, OpenAPI documents (so `kubectl apply`
+//! needs `--validate=false`; the server-side schema validation still applies), and protobuf.
 
 mod discovery;
 mod http;
+mod schema;
+#[cfg(test)]
+mod schema_tests;
 mod store;
+mod table;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "testkit")]

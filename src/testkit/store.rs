@@ -78,7 +78,12 @@ const KNOWN_KINDS: &[(&str, &str)] = &[
     ("pods", "Pod"),
     ("leases", "Lease"),
     ("deployments", "Deployment"),
+    ("customresourcedefinitions", "CustomResourceDefinition"),
 ];
+
+/// Group and plural of CustomResourceDefinitions.
+pub(crate) const CRD_GROUP: &str = "apiextensions.k8s.io";
+pub(crate) const CRD_PLURAL: &str = "customresourcedefinitions";
 
 /// Kind for a plural: a table of the kinds we meet, else a capitalised singular guess.
 pub fn kind_for_plural(plural: &str) -> String {
@@ -183,6 +188,31 @@ impl ApiError {
         e.details = Some(json!({
             "name": name, "group": res.group, "kind": res.kind(),
             "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": field}],
+        }));
+        e
+    }
+
+    /// 422 for several fields at once, as the apiserver words it (`[a: x, b: y]`).
+    pub(crate) fn invalid_fields(
+        res: &ResourceRef,
+        name: &str,
+        errors: &[super::schema::FieldError],
+    ) -> Self {
+        let lines: Vec<String> = errors.iter().map(|e| e.line()).collect();
+        let joined = match lines.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let mut e = ApiError::new(
+            422,
+            format!("{} \"{name}\" is invalid: {joined}", res.qualified_kind()),
+        );
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|f| json!({"reason": f.reason, "message": f.message, "field": f.field}))
+            .collect();
+        e.details = Some(json!({
+            "name": name, "group": res.group, "kind": res.kind(), "causes": causes,
         }));
         e
     }
@@ -319,6 +349,9 @@ pub(crate) struct Store {
     /// Every committed change, when enabled (unbounded: for tests that inspect all writes).
     pub writes: Option<Vec<CommittedWrite>>,
     pub observer: Option<super::RequestObserver>,
+    /// `fieldValidation` of the request being handled (`Strict` refuses unknown fields that
+    /// are otherwise pruned); set by the HTTP edge under the same lock as the write.
+    pub field_validation: Option<String>,
 }
 
 /// Parsed list/watch query parameters.
@@ -346,6 +379,7 @@ impl Store {
             tx,
             writes: None,
             observer: None,
+            field_validation: None,
         }
     }
 
@@ -456,17 +490,31 @@ impl Store {
             .collect()
     }
 
-    /// Every stored object of a collection (all namespaces when `namespace` is None).
+    /// Every stored object of a collection (all namespaces when `namespace` is None). Core
+    /// `v1` Events also list the `events.k8s.io/v1` ones, converted, as the apiserver serves
+    /// one storage under both (`kubectl describe` reads the core view).
     pub fn all(&self, res: &ResourceRef, namespace: Option<&str>) -> Vec<Value> {
-        self.objects
+        let core_events = res.group.is_empty() && res.plural == "events";
+        let mut out: Vec<Value> = self
+            .objects
             .iter()
             .filter(|(k, _)| {
-                k.group == res.group
+                (k.group == res.group || core_events && k.group == "events.k8s.io")
                     && k.plural == res.plural
                     && namespace.is_none_or(|ns| ns == k.namespace)
             })
-            .map(|(_, o)| present(res, o))
-            .collect()
+            .map(|(k, o)| {
+                if core_events && k.group == "events.k8s.io" {
+                    core_event(o)
+                } else {
+                    present(res, o)
+                }
+            })
+            .collect();
+        if core_events {
+            out.sort_by_key(object_sort_key);
+        }
+        out
     }
 
     pub fn list(
@@ -560,6 +608,12 @@ impl Store {
             .with_reason("AlreadyExists")
             .with_details(res, &name));
         }
+        let mut checked = Value::Object(obj);
+        self.admit(res, &name, &mut checked)?;
+        let Value::Object(mut obj) = checked else {
+            return Err(no_metadata());
+        };
+        let meta = metadata_mut(&mut obj).ok_or_else(no_metadata)?;
         self.uid_seq += 1;
         let rv = self.next_rv();
         let uid = format!("00000000-0000-4000-8000-{:012x}", self.uid_seq);
@@ -617,7 +671,7 @@ impl Store {
         if rv != current_rv(&old) {
             return Err(ApiError::conflict(res, name));
         }
-        Ok(self.commit_update(res, namespace, name, old, Value::Object(obj), status_only))
+        self.commit_update(res, namespace, name, old, Value::Object(obj), status_only)
     }
 
     /// PATCH with any supported content type. `apply-patch+yaml` creates when absent.
@@ -668,7 +722,7 @@ impl Store {
                 doc
             }
             "application/strategic-merge-patch+json" => {
-                if !res.group.is_empty() {
+                if !res.group.is_empty() && res.group != CRD_GROUP {
                     return Err(unsupported_media(&media));
                 }
                 // Core kinds: approximated as a merge patch (no patch-merge keys).
@@ -732,7 +786,7 @@ impl Store {
         if !rv.is_empty() && rv != current_rv(&old) {
             return Err(ApiError::conflict(res, name));
         }
-        Ok(self.commit_update(res, namespace, name, old, Value::Object(obj), status_only))
+        self.commit_update(res, namespace, name, old, Value::Object(obj), status_only)
     }
 
     /// The common end of PUT and PATCH: keep server-owned fields, keep `.status` (or take only
@@ -745,7 +799,7 @@ impl Store {
         old: Value,
         incoming: Value,
         status_only: bool,
-    ) -> Value {
+    ) -> Result<Value, ApiError> {
         let mut new = if status_only {
             let mut n = old.clone();
             set_field(&mut n, "status", incoming.get("status").cloned());
@@ -776,8 +830,9 @@ impl Store {
             meta.insert("generation".into(), json!(generation));
             meta.insert("resourceVersion".into(), Value::String(current_rv(&old)));
         }
+        self.admit(res, name, &mut new)?;
         if new == old {
-            return present(res, &old);
+            return Ok(present(res, &old));
         }
         let rv = self.next_rv();
         if let Some(meta) = new.as_object_mut().and_then(metadata_mut) {
@@ -786,7 +841,76 @@ impl Store {
         self.record(res, namespace, "MODIFIED", &new, rv);
         self.objects
             .insert(Self::key(res, namespace, name), new.clone());
-        present(res, &new)
+        Ok(present(res, &new))
+    }
+
+    /// The CRD serving `res` (`{plural}.{group}`), if one is stored.
+    pub fn crd(&self, res: &ResourceRef) -> Option<&Value> {
+        let key = ObjKey {
+            group: CRD_GROUP.into(),
+            plural: CRD_PLURAL.into(),
+            namespace: String::new(),
+            name: format!("{}.{}", res.plural, res.group),
+        };
+        self.objects.get(&key)
+    }
+
+    /// The `openAPIV3Schema` of the served version of `res`'s CRD.
+    fn schema(&self, res: &ResourceRef) -> Option<Value> {
+        crd_version(self.crd(res)?, &res.version)?
+            .pointer("/schema/openAPIV3Schema")
+            .cloned()
+    }
+
+    /// The apiserver's checks of a body before it is stored: a CRD's CEL rules must compile;
+    /// a custom resource is pruned to its schema (unknown fields refused under
+    /// `fieldValidation=Strict`) and validated against it (422 `Invalid`, every field named).
+    fn admit(&self, res: &ResourceRef, name: &str, obj: &mut Value) -> Result<(), ApiError> {
+        if res.group == CRD_GROUP && res.plural == CRD_PLURAL {
+            let mut bad = Vec::new();
+            for (i, v) in obj
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
+                    super::schema::uncompilable_rules(
+                        s,
+                        &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                        &mut bad,
+                    );
+                }
+            }
+            return match bad.first() {
+                None => Ok(()),
+                Some(first) => {
+                    let (field, detail) = first.split_once(": ").unwrap_or(("spec", first));
+                    Err(ApiError::invalid(res, name, field, detail))
+                }
+            };
+        }
+        let Some(schema) = self.schema(res) else {
+            return Ok(());
+        };
+        let mut unknown = Vec::new();
+        super::schema::prune(&schema, obj, "", &mut unknown);
+        if !unknown.is_empty() && self.field_validation.as_deref() == Some("Strict") {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|u| format!("unknown field \"{u}\""))
+                .collect();
+            return Err(ApiError::new(
+                400,
+                format!("strict decoding error: {}", list.join(", ")),
+            ));
+        }
+        let errors = super::schema::validate(&schema, obj);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::invalid_fields(res, name, &errors))
     }
 
     pub fn delete(
@@ -830,6 +954,50 @@ impl Store {
             .cloned()
             .collect())
     }
+}
+
+/// The served version of a CRD named `version`.
+pub(crate) fn crd_version<'a>(crd: &'a Value, version: &str) -> Option<&'a Value> {
+    crd.pointer("/spec/versions")?
+        .as_array()?
+        .iter()
+        .find(|v| v.get("name").and_then(Value::as_str) == Some(version))
+}
+
+/// An `events.k8s.io/v1` Event as core `v1` shows it (the apiserver's conversion: `regarding`
+/// is `involvedObject`, `note` is `message`, the series count is `count`).
+pub(crate) fn core_event(ev: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("apiVersion".into(), json!("v1"));
+    out.insert("kind".into(), json!("Event"));
+    let get = |p: &str| ev.pointer(p).cloned();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v.filter(|v| !v.is_null()) {
+            out.insert(k.into(), v);
+        }
+    };
+    put("metadata", get("/metadata"));
+    put("involvedObject", get("/regarding"));
+    put("related", get("/related"));
+    put("reason", get("/reason"));
+    put("message", get("/note"));
+    put("type", get("/type"));
+    put("action", get("/action"));
+    put("eventTime", get("/eventTime"));
+    put("reportingComponent", get("/reportingController"));
+    put("reportingInstance", get("/reportingInstance"));
+    put("source", get("/deprecatedSource"));
+    let first = get("/deprecatedFirstTimestamp").or_else(|| get("/eventTime"));
+    let last = get("/series/lastObservedTime")
+        .or_else(|| get("/deprecatedLastTimestamp"))
+        .or_else(|| get("/eventTime"));
+    put("firstTimestamp", first);
+    put("lastTimestamp", last);
+    let count = get("/series/count")
+        .or_else(|| get("/deprecatedCount"))
+        .unwrap_or(json!(1));
+    put("count", Some(count));
+    Value::Object(out)
 }
 
 /// Whether a log record belongs to the watched collection.
