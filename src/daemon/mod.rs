@@ -5,6 +5,7 @@
 //! a `--manifests` directory, state in `--state-dir`.
 
 pub mod control;
+pub mod drift_watch;
 pub mod kube_source;
 pub mod reload;
 
