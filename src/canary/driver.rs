@@ -24,6 +24,7 @@ use crate::runner::{self, Clock, Defaults, RunEvent};
 use crate::server::{Metrics, StateKind};
 use crate::state::StatusStore;
 use crate::state::status::LoadError;
+use crate::traffic::drift::{self, DriftSignals, Intended};
 use crate::traffic::istio::{self, Restore};
 use crate::traffic::planner::DesiredPlanner;
 use crate::traffic::router::Router;
@@ -156,6 +157,8 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     /// SkyWalking clients shared by every analysis run; build it with
     /// [`runner::ClientCache::observed`] so their requests reach `/metrics`.
     pub clients: runner::ClientCache,
+    /// Notices of changed VirtualServices, on which a task re-reads its own for drift.
+    pub drift: DriftSignals,
 }
 
 impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
@@ -169,6 +172,7 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
             defaults: self.defaults.clone(),
             metrics: self.metrics.clone(),
             clients: self.clients.clone(),
+            drift: self.drift.clone(),
         }
     }
 }
@@ -217,6 +221,7 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         unsaved: None,
         save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
         oap,
+        drift_seen: HashMap::new(),
     };
     let handover = Arc::new(std::sync::Mutex::new(None));
     let handover_out = handover.clone();
@@ -379,6 +384,9 @@ impl OapGate {
     fn due(&self, now: DateTime<Utc>) -> bool {
         !self.answered() && !self.probing && self.retry_at.is_none_or(|t| now >= t)
     }
+    /// Per VirtualService, the version last reported as drift: one foreign change is one
+    /// drift, however often it is looked at. Cleared by our own writes.
+    drift_seen: HashMap<ObjectKey, String>,
 }
 
 /// A failed status write, retried with backoff.
@@ -410,7 +418,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 tracing::warn!(canary = %self.id(), "cannot read the routes at start: {e}")
             }
         }
+        let mut drift_rx = self.ctx.drift.subscribe();
+        Box::pin(self.process(&mut queue)).await;
+        // A foreign change made while no task watched is found at once.
+        let mut check_drift = true;
         loop {
+            if std::mem::take(&mut check_drift) {
+                Box::pin(self.check_drift(&mut queue)).await;
+            }
             Box::pin(self.process(&mut queue)).await;
             self.wake = machine::next_wake(&self.status)
                 .into_iter()
@@ -422,6 +437,15 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             let clock = self.ctx.clock.clone();
             let msg = tokio::select! {
                 m = rx.recv() => m,
+                notice = drift_rx.recv() => {
+                    check_drift = match notice {
+                        Ok(key) => self.targets().0.contains(&key),
+                        // Notices were lost: any of ours may have changed.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+                    };
+                    continue;
+                }
                 () = async {
                     match sleep_until {
                         Some(t) => clock.sleep_until(t).await,
@@ -430,9 +454,21 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 } => {
                     self.wake = None;
                     queue.push_back(Input::Tick);
+                    check_drift = self.ctx.drift.before_decisions();
                     continue;
                 }
             };
+            // Polled signals may be up to one poll old: the routes are re-read before a
+            // decision, so it is not taken over a foreign change nobody reported yet. Not
+            // before a rollback: it writes every managed weight anyway, and must not wait.
+            let decision = !matches!(
+                msg,
+                None | Some(Msg::Stop | Msg::Alarm(_) | Msg::Rollback(..))
+            );
+            if decision && self.ctx.drift.before_decisions() {
+                Box::pin(self.check_drift(&mut queue)).await;
+                Box::pin(self.process(&mut queue)).await;
+            }
             match msg {
                 None | Some(Msg::Stop) => break,
                 Some(Msg::OapProbed { answered, failed }) => {
@@ -723,6 +759,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             }
                             _ => self.apply_routing(&desired).await,
                         };
+                        if result.is_ok() {
+                            // The routes hold ours now: a foreign version seen before, if
+                            // written again, is a new drift.
+                            self.drift_seen.clear();
+                        }
                         queue.push_back(Input::Routing(result));
                     }
                     Effect::RestoreRoutes => self.restore_routes().await,
@@ -863,6 +904,52 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             self.ctx.metrics.kube_write_conflict("VirtualService");
         }
         Ok((desired.clone(), self.observe_routes().await?))
+    }
+
+    /// Re-reads this canary's VirtualServices and queues one [`Input::Drift`] first when
+    /// someone else changed what the canary holds there (DESIGN §5: corrected, counted, and
+    /// paused when repeated). Nothing is judged while a write of ours is pending, and a
+    /// VirtualService that cannot be read now is left to the next write to report.
+    async fn check_drift(&mut self, queue: &mut VecDeque<Input>) {
+        let Some(desired) = machine::defended_routing(&self.doc.spec, &self.status).cloned() else {
+            return;
+        };
+        let (targets, _) = self.targets();
+        let mut found = Vec::new();
+        for (key, vs_ref) in targets.iter().zip(&self.routing.virtual_services) {
+            let current = match self.ctx.router.store().get(key).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(canary = %self.id(), "drift check: cannot read {key}: {e}");
+                    continue;
+                }
+            };
+            if self.drift_seen.get(key) == Some(&current.version) {
+                continue;
+            }
+            let intended = Intended {
+                routing: &self.routing,
+                vs_ref,
+                desired: &desired,
+            };
+            match drift::detect_drift(&intended, &current.object) {
+                Some(d) => {
+                    self.ctx
+                        .metrics
+                        .traffic_drift(&self.namespace, &self.name, &vs_ref.name);
+                    self.drift_seen.insert(key.clone(), current.version);
+                    found.push(d.to_string());
+                }
+                None => {
+                    self.drift_seen.remove(key);
+                }
+            }
+        }
+        if !found.is_empty() {
+            queue.push_front(Input::Drift {
+                detail: found.join("; "),
+            });
+        }
     }
 
     /// The weights of every managed route as the VirtualServices hold them now.

@@ -202,6 +202,24 @@ pub fn next_wake(status: &CanaryStatus) -> Option<DateTime<Utc>> {
     [pause, write, watch].into_iter().flatten().min()
 }
 
+/// The routing the VirtualServices must hold now, against which a foreign change is drift:
+/// the last confirmed write, while no write of ours is pending (a pending or failed one is
+/// sent again anyway, and until it lands the routes are expected to differ). `None` before the
+/// first write and after a promotion with `onSuccess: Restore` (the original routes are back;
+/// nothing of ours to defend). A rolled-back canary's weight 0 is defended like any other.
+pub fn defended_routing<'s>(
+    spec: &CanarySpec,
+    status: &'s CanaryStatus,
+) -> Option<&'s DesiredRouting> {
+    if status.phase == CanaryPhase::Pending || status.routing_write.is_some() {
+        return None;
+    }
+    if status.phase == CanaryPhase::Promoted && spec.on_success == OnSuccess::Restore {
+        return None;
+    }
+    status.applied.as_ref()
+}
+
 /// Why an analysis run failed, taken from its failing metric's last verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Evidence {

@@ -18,6 +18,7 @@ use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
 use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Auth, Metrics, Token};
 use crate::state::{FileStateStore, StatusStore};
+use crate::traffic::drift::DriftSignals;
 use crate::traffic::file::FileStore;
 use crate::traffic::router::Router;
 
@@ -259,6 +260,14 @@ pub async fn run(
     let metrics = Metrics::new();
     let clock = daemon_clock(args);
     let schedule_state = ScheduleStore::File(state.clone());
+    // Foreign edits of the managed weights are looked for on a short poll (and before each
+    // decision); the poller only says which VirtualService changed.
+    let drift = DriftSignals::polled();
+    let drift_poll = tokio::spawn(crate::daemon::drift_watch::poll_manifests(
+        store.clone(),
+        drift.clone(),
+        crate::daemon::drift_watch::MANIFEST_POLL,
+    ));
     let mut ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
@@ -268,6 +277,7 @@ pub async fn run(
         defaults,
         metrics: metrics.clone(),
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
+        drift,
     };
     let handles: Vec<_> = loaded
         .canaries
@@ -423,6 +433,7 @@ pub async fn run(
     }
     control.set_ready(false);
     control.stop_tasks().await;
+    drift_poll.abort();
     let _ = stop_tx.send(true);
     if let Some(t) = poll_task {
         let _ = t.await;

@@ -22,6 +22,7 @@ use crate::server::{self, Metrics};
 use crate::state::StatusStore;
 use crate::state::kube_status::KubeStatusStore;
 use crate::state::lease::{LeaderElector, LeaseLock, LeaseTiming};
+use crate::traffic::drift::DriftSignals;
 use crate::traffic::kube::KubeStore;
 use crate::traffic::router::Router;
 
@@ -86,6 +87,15 @@ pub async fn run(
     let local = listener.local_addr()?;
     let metrics = Metrics::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Foreign edits of the managed weights: every replica watches the VirtualServices; the
+    // leader's canary tasks re-read those that changed.
+    let drift = DriftSignals::watched();
+    let drift_watch = tokio::spawn(crate::daemon::drift_watch::watch_virtual_services(
+        client.clone(),
+        store.version(),
+        args.namespace.clone(),
+        drift.clone(),
+    ));
     let ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(Vec::new()),
@@ -98,6 +108,7 @@ pub async fn run(
         },
         metrics: metrics.clone(),
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
+        drift,
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
@@ -309,6 +320,7 @@ pub async fn run(
     control.set_ready(false);
     control.set_standby(Some("shutting down".into()));
     control.stop_tasks().await;
+    drift_watch.abort();
     let _ = stop_tx.send(true);
     if let Some(t) = poll_task {
         let _ = t.await;

@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod invalid;
+pub mod drift_watch;
 pub mod kube_source;
 pub mod reload;
 

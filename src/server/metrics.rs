@@ -96,6 +96,14 @@ struct DecisionLabels {
     reason: String,
 }
 
+/// A canary and one of its VirtualServices: bounded by the configured objects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DriftLabels {
+    namespace: String,
+    name: String,
+    virtual_service: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProviderLabels {
     address: String,
@@ -197,6 +205,7 @@ struct Inner {
     provider_latency: HistogramFamily<ProviderLabels>,
     provider_errors: Family<ProviderLabels, Counter>,
     kube_conflicts: Family<KindLabels, Counter>,
+    traffic_drift: Family<DriftLabels, Counter>,
     alarms_received: Family<SourceLabels, Counter>,
     alarms_matched: Family<AlarmMatchLabels, Counter>,
     alarm_rollback_latency: Histogram,
@@ -286,6 +295,12 @@ impl Metrics {
             "Kubernetes writes refused with 409 Conflict, by resource kind",
             kube_conflicts.clone(),
         );
+        let traffic_drift = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "traffic_drift",
+            "Foreign changes of a canary's managed weights or routes, by VirtualService",
+            traffic_drift.clone(),
+        );
         let alarms_received = Family::<SourceLabels, Counter>::default();
         registry.register(
             "alarms_received",
@@ -335,6 +350,7 @@ impl Metrics {
                 provider_latency,
                 provider_errors,
                 kube_conflicts,
+                traffic_drift,
                 alarms_received,
                 alarms_matched,
                 alarm_rollback_latency,
@@ -524,6 +540,17 @@ impl Metrics {
             kind: kind.to_string(),
         };
         self.inner.kube_conflicts.get_or_create(&labels).inc();
+    }
+
+    /// `skycanary_traffic_drift_total`: someone else changed the weights or managed routes
+    /// this canary holds in `virtual_service` (counted once per foreign change).
+    pub fn traffic_drift(&self, namespace: &str, name: &str, virtual_service: &str) {
+        let labels = DriftLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            virtual_service: virtual_service.to_string(),
+        };
+        self.inner.traffic_drift.get_or_create(&labels).inc();
     }
 
     /// `skycanary_alarms_received_total`: `count` alarm messages parsed from one payload.

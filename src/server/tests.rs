@@ -894,6 +894,8 @@ fn record_everything(metrics: &Metrics) {
     );
     metrics.provider_error("http://oap:12800", "timeout");
     metrics.kube_write_conflict("VirtualService");
+    metrics.traffic_drift("prod", "web", "web-vs");
+    metrics.traffic_drift("prod", "web", "web-vs");
     metrics.alarms_received(AlarmSource::Skywalking, 3);
     metrics.alarm_matched("prod", "web", AlarmSource::Skywalking);
     metrics.alarm_rollback_latency(Duration::from_millis(120));
@@ -926,6 +928,7 @@ async fn metrics_scrape_is_openmetrics() {
         ("skycanary_provider_request_duration_seconds", "histogram"),
         ("skycanary_provider_errors", "counter"),
         ("skycanary_kube_write_conflicts", "counter"),
+        ("skycanary_traffic_drift", "counter"),
         ("skycanary_alarms_received", "counter"),
         ("skycanary_alarms_matched", "counter"),
         ("skycanary_alarm_rollback_duration_seconds", "histogram"),
@@ -1053,6 +1056,14 @@ async fn metrics_scrape_is_openmetrics() {
             &[("kind", "VirtualService")]
         ),
         1.0
+    );
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_traffic_drift_total",
+            &with(&[("virtual_service", "web-vs")])
+        ),
+        2.0
     );
     assert_eq!(
         value_of(

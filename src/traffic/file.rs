@@ -239,6 +239,22 @@ impl FileStore {
         Ok(keys)
     }
 
+    /// Every VirtualService/DestinationRule key with a token that changes whenever its
+    /// document's text changes or its file is written again (even back to earlier text, which
+    /// a content hash alone would miss), from one scan; a key defined twice gets both, in file
+    /// order. Lets a poll tell which objects changed without a scan per object.
+    pub fn change_tokens(&self) -> Result<Vec<(ObjectKey, String)>, StoreError> {
+        let scan = self.scan()?;
+        let mut out = Vec::new();
+        for file in &scan.files {
+            for e in &file.entries {
+                let hash = fnv1a_hex(&file.text[e.chunk.clone()]);
+                out.push((e.key.clone(), format!("{hash} {:?}", file.stamp)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Files, directories and documents under the root that cannot be read or parsed now.
     pub fn problems(&self) -> Result<Vec<Problem>, StoreError> {
         Ok(self.scan()?.problems)

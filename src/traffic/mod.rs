@@ -2,6 +2,7 @@
 //! (`istio.rs`), a generic router with optimistic concurrency over a manifest store
 //! (`router.rs`), and the stores: Kubernetes (`kube.rs`) and a directory of YAML files (`file.rs`).
 
+pub mod drift;
 pub mod file;
 pub mod istio;
 pub mod kube;

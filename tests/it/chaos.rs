@@ -13,8 +13,8 @@
 //! 2. every VirtualService write by skycanary keeps the managed route's weights ≥ 0 and summing
 //!    to 100, changes nothing but those weights (and its own annotation), and so never loses a
 //!    foreign change; foreign changes to unmanaged fields survive to the end; a foreign change
-//!    of the weights is drift that skycanary overwrites with its desired weight on its next
-//!    write (DESIGN §5);
+//!    of the weights is drift that skycanary notices and overwrites with its desired weight
+//!    (DESIGN §5);
 //! 3. per canary, `currentStepIndex`, `desiredWeight` and every run's measurement counts never
 //!    decrease across writes and kills; weight goes down only by an abort, to 0, for good;
 //! 4. the daemon never panics;
@@ -666,7 +666,7 @@ fn check(
 
 /// After the calm: every rolled-back canary's VirtualService sends nothing to the canary (its
 /// rollback write was retried until it landed), unless a foreign write set its weights later
-/// (drift is not corrected for a canary that no longer writes).
+/// (that drift is written back as well, but this check does not wait for it).
 fn rollbacks_landed(
     rolled_back: &BTreeMap<String, u64>,
     tally: &Tally,

@@ -79,6 +79,19 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
         "update",
         Need::Cluster,
     ),
+    // src/daemon/drift_watch.rs: list + watch of the VirtualServices, for drift.
+    (
+        "networking.istio.io",
+        "virtualservices",
+        "list",
+        Need::Cluster,
+    ),
+    (
+        "networking.istio.io",
+        "virtualservices",
+        "watch",
+        Need::Cluster,
+    ),
     (
         "networking.istio.io",
         "destinationrules",

@@ -1017,6 +1017,80 @@ fn three_drifts_in_one_step_pause_with_reason_drift() {
     assert_eq!(s.st.step_drifts, 0);
 }
 
+#[test]
+fn only_a_confirmed_routing_is_defended_against_drift() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None), w(30), pause(None)]));
+    assert_eq!(defended_routing(&s.spec, &s.st), None, "Pending");
+    s.start();
+    assert_eq!(
+        defended_routing(&s.spec, &s.st),
+        None,
+        "our first write in flight"
+    );
+    s.ok();
+    assert_eq!(
+        defended_routing(&s.spec, &s.st),
+        Some(&DesiredRouting::weight(10))
+    );
+    // A write that failed is retried as it is; until it lands, the old routes are no drift.
+    s.cmd(Command::Resume);
+    assert_eq!(defended_routing(&s.spec, &s.st), None);
+    s.feed(Input::Routing(Err("503".into())));
+    assert_eq!(defended_routing(&s.spec, &s.st), None, "retry pending");
+    s.tick_at(60);
+    s.ok();
+    assert_eq!(
+        defended_routing(&s.spec, &s.st),
+        Some(&DesiredRouting::weight(30))
+    );
+    // Paused for drift: still the intended routing (drift is still reported, not fought).
+    for _ in 0..DRIFT_PAUSE_THRESHOLD {
+        s.feed(Input::Drift { detail: "x".into() });
+        if s.st.routing_write.is_some() {
+            s.ok();
+        }
+    }
+    assert_eq!(
+        s.st.pause.as_ref().map(|p| p.reason),
+        Some(PauseReason::Drift)
+    );
+    assert_eq!(
+        defended_routing(&s.spec, &s.st),
+        Some(&DesiredRouting::weight(30))
+    );
+    // An aborted canary's weight 0 is defended.
+    s.cmd(Command::Abort {
+        reason: "by hand".into(),
+    });
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    assert_eq!(
+        defended_routing(&s.spec, &s.st),
+        Some(&DesiredRouting::weight(0))
+    );
+}
+
+#[test]
+fn a_promotion_defends_its_weights_unless_the_original_routes_were_restored() {
+    for restore in [false, true] {
+        let mut sp = spec(vec![w(10)]);
+        if restore {
+            sp.on_success = OnSuccess::Restore;
+        }
+        let mut s = Sim::new(sp);
+        s.start();
+        s.ok();
+        s.ok();
+        assert_eq!(s.st.phase, CanaryPhase::Promoted);
+        let defended = defended_routing(&s.spec, &s.st);
+        if restore {
+            assert_eq!(defended, None);
+        } else {
+            assert_eq!(defended, Some(&DesiredRouting::weight(100)));
+        }
+    }
+}
+
 // ---- helpers ---------------------------------------------------------------------------
 
 #[test]

@@ -1,0 +1,301 @@
+//! Where the canary tasks' drift notices come from ([`DriftSignals`]): in cluster mode a watch
+//! of the VirtualServices, in file mode a poll of the manifests directory every
+//! [`MANIFEST_POLL`]. Both only say which VirtualService may have changed; each canary task
+//! re-reads its own and decides ([`crate::traffic::drift::detect_drift`]), so a late or
+//! repeated notice costs a read, never a wrong verdict.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
+};
+
+use crate::backoff::Backoff;
+use crate::traffic::drift::DriftSignals;
+use crate::traffic::file::FileStore;
+use crate::traffic::kube::{ISTIO_NETWORKING_GROUP, IstioApiVersion};
+use crate::traffic::store::{ObjectKey, ObjectKind};
+
+/// How often file mode looks for changed manifests: a foreign edit is seen within this (plus
+/// one canary task's re-read). One poll lists the directory and stats its files; only changed
+/// files are read again.
+pub const MANIFEST_POLL: Duration = Duration::from_millis(500);
+
+/// Page size of the VirtualService LIST.
+const LIST_PAGE: u32 = 500;
+
+/// Server-side duration of one watch request (then resumed from the last version).
+const WATCH_TIMEOUT_SECS: u32 = 290;
+
+/// The keys whose version differs between two polls (new and removed ones included), in
+/// key order.
+pub fn changed_keys(
+    before: &BTreeMap<ObjectKey, String>,
+    now: &BTreeMap<ObjectKey, String>,
+) -> Vec<ObjectKey> {
+    let mut out: Vec<ObjectKey> = now
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(before.keys().filter(|k| !now.contains_key(*k)).cloned());
+    out.sort();
+    out
+}
+
+/// The VirtualServices of one poll and their change tokens; a key defined twice gets its tokens
+/// joined, so a change of either shows.
+fn virtual_service_tokens(store: &FileStore) -> Option<BTreeMap<ObjectKey, String>> {
+    let versions = match store.change_tokens() {
+        Ok(v) => v,
+        Err(e) => {
+            // The directory itself is unreadable: nothing to compare; the next poll retries.
+            tracing::debug!("drift poll: {e}");
+            return None;
+        }
+    };
+    let mut out: BTreeMap<ObjectKey, String> = BTreeMap::new();
+    for (key, version) in versions {
+        if key.kind != ObjectKind::VirtualService {
+            continue;
+        }
+        out.entry(key)
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&version);
+            })
+            .or_insert(version);
+    }
+    Some(out)
+}
+
+/// File mode: polls `store` every `every` and signals each VirtualService whose document
+/// changed. The first poll signals every one (a change made before it was not seen by
+/// anyone). Runs until the task is aborted.
+pub async fn poll_manifests(store: FileStore, signals: DriftSignals, every: Duration) {
+    let mut known = BTreeMap::new();
+    loop {
+        let s = store.clone();
+        if let Ok(Some(now)) = tokio::task::spawn_blocking(move || virtual_service_tokens(&s)).await
+        {
+            for key in changed_keys(&known, &now) {
+                signals.changed(key);
+            }
+            known = now;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Cluster mode: lists and watches the VirtualServices of `namespace` (None: all namespaces)
+/// and signals every one that is added, modified or deleted, and all of them after each
+/// (re)list. Resumes a closed watch from its last version, relists on 410 Expired, and backs
+/// off (bounded, doubling) on errors. Runs until the task is aborted.
+pub async fn watch_virtual_services(
+    client: Client,
+    version: IstioApiVersion,
+    namespace: Option<String>,
+    signals: DriftSignals,
+) {
+    let gvk = GroupVersionKind::gvk(ISTIO_NETWORKING_GROUP, version.as_str(), "VirtualService");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "virtualservices");
+    let api: Api<DynamicObject> = match &namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &resource),
+        None => Api::all_with(client, &resource),
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let mut rv = match list_and_signal(&api, &signals).await {
+            Ok(rv) => rv,
+            Err(e) => {
+                tracing::warn!("listing VirtualServices for drift: {e}; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        loop {
+            match watch_once(&api, &mut rv, &signals).await {
+                WatchEnd::Closed => {}
+                WatchEnd::Gone => break,
+                WatchEnd::Failed(e) => {
+                    tracing::warn!("watching VirtualServices for drift: {e}; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
+
+/// Why one watch request ended.
+enum WatchEnd {
+    /// The server closed it: resume from the last version.
+    Closed,
+    /// 410 Expired: relist.
+    Gone,
+    /// An error: back off, resume.
+    Failed(String),
+}
+
+fn key_of(o: &DynamicObject) -> Option<ObjectKey> {
+    Some(ObjectKey::virtual_service(
+        o.metadata.namespace.clone()?,
+        o.metadata.name.clone()?,
+    ))
+}
+
+/// Lists every page, signals every VirtualService listed, returns the list's version.
+async fn list_and_signal(
+    api: &Api<DynamicObject>,
+    signals: &DriftSignals,
+) -> Result<String, kube::Error> {
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(LIST_PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await?;
+        for key in page.items.iter().filter_map(key_of) {
+            signals.changed(key);
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => token = Some(next),
+            None => return Ok(page.metadata.resource_version.unwrap_or_default()),
+        }
+    }
+}
+
+async fn watch_once(api: &Api<DynamicObject>, rv: &mut String, signals: &DriftSignals) -> WatchEnd {
+    let wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+    let stream = match api.watch(&wp, rv).await {
+        Ok(s) => s,
+        Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Gone,
+        Err(e) => return WatchEnd::Failed(e.to_string()),
+    };
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
+                if let Some(v) = o
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .filter(|v| !v.is_empty())
+                {
+                    *rv = v.to_string();
+                }
+                if let Some(key) = key_of(&o) {
+                    signals.changed(key);
+                }
+            }
+            Ok(WatchEvent::Bookmark(b)) => {
+                if !b.metadata.resource_version.is_empty() {
+                    *rv = b.metadata.resource_version;
+                }
+            }
+            Ok(WatchEvent::Error(s)) if s.code == 410 => return WatchEnd::Gone,
+            Ok(WatchEvent::Error(s)) => {
+                return WatchEnd::Failed(format!("{} {}: {}", s.code, s.reason, s.message));
+            }
+            Err(e) => return WatchEnd::Failed(e.to_string()),
+        }
+    }
+    WatchEnd::Closed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions(pairs: &[(&str, &str)]) -> BTreeMap<ObjectKey, String> {
+        pairs
+            .iter()
+            .map(|(n, v)| (ObjectKey::virtual_service("ns", *n), v.to_string()))
+            .collect()
+    }
+
+    fn names(keys: &[ObjectKey]) -> Vec<&str> {
+        keys.iter().map(|k| k.name.as_str()).collect()
+    }
+
+    #[test]
+    fn changed_keys_are_the_new_the_modified_and_the_removed_ones() {
+        let before = versions(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let now = versions(&[("a", "1"), ("b", "2"), ("d", "1")]);
+        assert_eq!(names(&changed_keys(&before, &now)), ["b", "c", "d"]);
+        assert!(changed_keys(&now, &now).is_empty());
+        // The first poll: everything is new.
+        assert_eq!(
+            names(&changed_keys(&BTreeMap::new(), &now)),
+            ["a", "b", "d"]
+        );
+    }
+
+    #[test]
+    fn a_rewrite_back_to_the_text_of_the_last_poll_is_a_change() {
+        // Our correction, then someone's revert to the very text the last poll saw, both
+        // between two polls: the content is as before, the file is not.
+        let dir = tempfile::tempdir().unwrap();
+        let doc = |w: i64| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a, namespace: ns}}\nspec:\n  http:\n  - route:\n    - destination: {{host: a}}\n      weight: {w}\n"
+            )
+        };
+        let path = dir.path().join("a.yaml");
+        std::fs::write(&path, doc(100)).unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let before = virtual_service_tokens(&store).unwrap();
+        assert!(changed_keys(&before, &virtual_service_tokens(&store).unwrap()).is_empty());
+        std::fs::write(&path, doc(90)).unwrap();
+        // Past the file system's timestamp granularity (a few ms), not a timing assertion.
+        std::thread::sleep(Duration::from_millis(30));
+        std::fs::write(&path, doc(100)).unwrap();
+        let after = virtual_service_tokens(&store).unwrap();
+        assert_eq!(names(&changed_keys(&before, &after)), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_poll_signals_the_changed_virtual_service_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = |name: &str, w: i64| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: ns}}\nspec:\n  http:\n  - route:\n    - destination: {{host: a}}\n      weight: {w}\n"
+            )
+        };
+        std::fs::write(dir.path().join("a.yaml"), doc("a", 100)).unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            format!("{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: b, namespace: ns}}\nspec: {{host: b}}\n", doc("b", 100)),
+        )
+        .unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let signals = DriftSignals::polled();
+        let mut rx = signals.subscribe();
+        let poller = tokio::spawn(poll_manifests(
+            store,
+            signals.clone(),
+            Duration::from_millis(20),
+        ));
+        // Bounded: a notice that never comes fails the test instead of hanging it.
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("a notice")
+                .unwrap()
+        };
+        let mut first = vec![next().await, next().await];
+        first.sort();
+        assert_eq!(names(&first), ["a", "b"], "VirtualServices only, each once");
+        std::fs::write(dir.path().join("b.yaml"), doc("b", 90)).unwrap();
+        assert_eq!(next().await, ObjectKey::virtual_service("ns", "b"));
+        // Written back to the text of the first poll (someone reverts our write to what it
+        // was): a change all the same.
+        std::fs::write(dir.path().join("b.yaml"), doc("b", 100)).unwrap();
+        assert_eq!(next().await, ObjectKey::virtual_service("ns", "b"));
+        poller.abort();
+    }
+}
