@@ -333,6 +333,9 @@ struct CanaryTask<S: ManifestStore + 'static> {
     save_backoff: Backoff,
     /// Routing that exposes the canary waits until its OAPs have answered.
     oap: OapGate,
+    /// Per VirtualService, the version last reported as drift: one foreign change is one
+    /// drift, however often it is looked at. Cleared by our own writes.
+    drift_seen: HashMap<ObjectKey, String>,
 }
 
 /// The OAPs a canary's analyses query, until each has answered one version probe. Nothing
@@ -384,9 +387,6 @@ impl OapGate {
     fn due(&self, now: DateTime<Utc>) -> bool {
         !self.answered() && !self.probing && self.retry_at.is_none_or(|t| now >= t)
     }
-    /// Per VirtualService, the version last reported as drift: one foreign change is one
-    /// drift, however often it is looked at. Cleared by our own writes.
-    drift_seen: HashMap<ObjectKey, String>,
 }
 
 /// A failed status write, retried with backoff.

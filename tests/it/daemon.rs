@@ -1703,6 +1703,7 @@ async fn out_of_file_descriptors_an_alarm_is_answered_200_only_once_written() {
         assert!(Instant::now() < deadline, "abort never saved: {saved:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
 
 /// Issue 15 item 5, file mode: an abort while one of two VirtualServices is missing writes the
 /// other at once, says "rollback pending" naming the missing one, and lands the rest by itself
@@ -1770,6 +1771,7 @@ spec:
     let text = std::fs::read_to_string(d.manifests.join("edge.yaml")).unwrap();
     let v = &skycanary::resources::yaml::parse_documents(&text).unwrap()[0].value;
     assert_eq!(v["spec"]["http"][0]["route"][1]["weight"], 0);
+}
 
 /// Issue 18: a Canary that fails validation on a reload is never silent: phase Invalid and
 /// condition InvalidSpec with the message `validate` prints, in its state file and in the

@@ -306,6 +306,47 @@ fn set_weight_keeps_every_match_entry_of_a_managed_header_route() {
             .clone()
     };
     let before = vs_of(&dir);
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &canary,
+        "20",
+        "--manifests",
+        &d,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = vs_of(&dir);
+    assert_eq!(
+        after["spec"]["http"][0], before["spec"]["http"][0],
+        "header route kept whole"
+    );
+    assert_eq!(
+        after["spec"]["http"][0]["match"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(after["spec"]["http"][1]["route"][0]["weight"], 80);
+    assert_eq!(after["spec"]["http"][1]["route"][1]["weight"], 20);
+    // Weight 0 removes the managed route: nothing reaches the canary.
+    let out = skycanary(&[
+        "route",
+        "set-weight",
+        "--canary",
+        &canary,
+        "0",
+        "--manifests",
+        &d,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let after = vs_of(&dir);
+    assert_eq!(after["spec"]["http"].as_array().unwrap().len(), 1);
+    assert_eq!(after["spec"]["http"][0]["name"], "primary");
+}
 
 /// A manifest as kept in Git: comments, a foreign document, flow and block styles, quoting
 /// and indentation of its own (issue 15 item 12).
@@ -359,11 +400,6 @@ fn set_weight(dir: &Path, weight: &str) {
         "route",
         "set-weight",
         "--canary",
-        &canary,
-        "20",
-        "--manifests",
-        &d,
-
         &canary(),
         weight,
         "--manifests",
@@ -372,35 +408,6 @@ fn set_weight(dir: &Path, weight: &str) {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let after = vs_of(&dir);
-    assert_eq!(
-        after["spec"]["http"][0], before["spec"]["http"][0],
-        "header route kept whole"
-    );
-    assert_eq!(
-        after["spec"]["http"][0]["match"].as_array().unwrap().len(),
-        2
-    );
-    assert_eq!(after["spec"]["http"][1]["route"][0]["weight"], 80);
-    assert_eq!(after["spec"]["http"][1]["route"][1]["weight"], 20);
-    // Weight 0 removes the managed route: nothing reaches the canary.
-    let out = skycanary(&[
-        "route",
-        "set-weight",
-        "--canary",
-        &canary,
-        "0",
-        "--manifests",
-        &d,
-    ]);
-    assert_eq!(out.status.code(), Some(0));
-    let after = vs_of(&dir);
-    assert_eq!(after["spec"]["http"].as_array().unwrap().len(), 1);
-    assert_eq!(after["spec"]["http"][0]["name"], "primary");
-
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -11,6 +11,7 @@ use crate::traffic::model::{
 
 fn host_routing() -> IstioRouting {
     IstioRouting {
+        namespace: "bookinfo".into(),
         max_weight: 100,
         managed_routes: vec!["canary-header".into(), "mirror".into()],
         virtual_services: Vec::new(),
