@@ -5,8 +5,8 @@
 //! a `--manifests` directory, state in `--state-dir`.
 
 pub mod control;
-pub mod invalid;
 pub mod drift_watch;
+pub mod invalid;
 pub mod kube_source;
 pub mod reload;
 

@@ -567,7 +567,10 @@ async fn the_readme_try_the_daemon_commands_run_as_written() {
     let (o, e) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "stdout:\n{o}\nstderr:\n{e}");
     // How far the canary got before `promote --full` depends on the machine; the end does not.
-    assert!(o.contains("bookinfo/reviews") && o.contains("Promoted"), "{o}");
+    assert!(
+        o.contains("bookinfo/reviews") && o.contains("Promoted"),
+        "{o}"
+    );
     let log = std::fs::read_to_string(scratch_path.join("daemon.log")).unwrap_or_default();
     assert!(
         log.contains("listening on") && log.contains("simulated SkyWalking OAP"),
