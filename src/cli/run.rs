@@ -205,6 +205,15 @@ pub async fn run(
         timezone,
     };
     let mut _sim = None;
+    if let (Some(_), Some(oap)) = (&args.simulator, &args.skywalking) {
+        // One of the two would be ignored silently; a user who set both meant one of them.
+        writeln!(
+            err,
+            "error: --simulator serves its own OAP and cannot be combined with --skywalking \
+             {oap} (or SKYCANARY_SKYWALKING): give one"
+        )?;
+        return Ok(4);
+    }
     if let Some(scenario) = &args.simulator {
         let started = super::simulator::start(super::simulator::SimSetup {
             scenario,

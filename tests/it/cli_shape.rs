@@ -264,6 +264,40 @@ fn one_flag_set_per_action() {
     assert!(text(&out.stderr).contains("unexpected argument"));
 }
 
+/// `run --simulator` with an OAP address too: refused, naming both, instead of quietly
+/// measuring the simulator while the user believes the real OAP is judged.
+#[test]
+fn run_refuses_simulator_and_skywalking_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = bin()
+        .env_remove("SKYCANARY_SKYWALKING")
+        .args([
+            "run",
+            "--config",
+            &format!("{root}/deploy/examples/bookinfo"),
+        ])
+        .args([
+            "--manifests",
+            &format!("{root}/deploy/examples/bookinfo/istio"),
+        ])
+        .args(["--state-dir", &dir.path().display().to_string()])
+        .args([
+            "--simulator",
+            &format!("{root}/deploy/examples/bookinfo/simulator.yaml"),
+        ])
+        .args(["--skywalking", "http://oap.example:12800", "--insecure-api"])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("--simulator") && e.contains("http://oap.example:12800"),
+        "{e}"
+    );
+}
+
 #[test]
 fn the_daemon_unreachable_names_the_cause_and_server() {
     let out = bin()
