@@ -48,22 +48,6 @@ clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
 users: [{name: u, user: {}}]
 "#;
 
-/// A canary whose only step is an indefinite pause: never finishes on its own.
-const PAUSED: &str = r#"apiVersion: skycanary.io/v1alpha1
-kind: Canary
-metadata: {name: reviews, namespace: bookinfo}
-spec:
-  revision: v2
-  trafficRouting:
-    istio:
-      virtualService: {name: reviews, routes: [primary]}
-      stableService: reviews-stable
-      canaryService: reviews-canary
-  steps:
-  - setWeight: 20
-  - pause: {}
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_exits_0_when_promoted_and_names_resolve_like_kubectl() {
     let (_sim, running) = sim_with_apdex(|_| Some(9990.0)).await;
@@ -210,7 +194,7 @@ async fn watch_exits_1_when_aborted_and_2_on_timeout() {
     );
 
     let (_sim2, running2) = sim_with_apdex(|_| Some(9990.0)).await;
-    let d2 = start(setup(PAUSED), &running2.url());
+    let d2 = start(setup(super::daemon::PAUSED_AT_20), &running2.url());
     let token2 = d2.dirs.as_ref().unwrap().path().join("token");
     let out = cli(
         &d2.url,

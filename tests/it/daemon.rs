@@ -11,6 +11,22 @@ use skycanary::sim::{OapProfile, SimAlarm, SimConfig, SimEntity, Simulator};
 
 pub(crate) const TOKEN: &str = "test-token-123";
 
+/// A canary that takes 20 % and then waits for a human: it never finishes on its own.
+pub(crate) const PAUSED_AT_20: &str = r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  revision: v2
+  trafficRouting:
+    istio:
+      virtualService: {name: reviews, routes: [primary]}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+  steps:
+  - setWeight: 20
+  - pause: {}
+"#;
+
 const VS: &str = r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews, namespace: bookinfo}

@@ -20,20 +20,7 @@ use super::daemon_kube::{replica, wait};
 /// Bounds a broken run only; detection takes about a second.
 const LIMIT: Duration = Duration::from_secs(30);
 
-const CANARY: &str = r#"apiVersion: skycanary.io/v1alpha1
-kind: Canary
-metadata: {name: reviews, namespace: bookinfo}
-spec:
-  revision: v2
-  trafficRouting:
-    istio:
-      virtualService: {name: reviews, routes: [primary]}
-      stableService: reviews-stable
-      canaryService: reviews-canary
-  steps:
-  - setWeight: 20
-  - pause: {}
-"#;
+const CANARY: &str = super::daemon::PAUSED_AT_20;
 
 fn drifts(status: &Value) -> u64 {
     status["drifts"].as_u64().unwrap_or(0)
