@@ -143,6 +143,37 @@ fn num(v: &Value) -> String {
     }
 }
 
+/// `maxItems`/`minItems` or `maxProperties`/`minProperties`, in the apiserver's wording (which
+/// says "items" for both maxima).
+fn check_count(
+    len: usize,
+    (max, min): (Option<&Value>, Option<&Value>),
+    noun: &str,
+    path: &str,
+    here: &str,
+    out: &mut Vec<FieldError>,
+) {
+    let n = len as u64;
+    if let Some(max) = max.and_then(Value::as_u64)
+        && n > max
+    {
+        out.push(FieldError::new(
+            path,
+            "FieldValueTooMany",
+            format!("Too many: {n}: must have at most {max} items"),
+        ));
+    }
+    if let Some(min) = min.and_then(Value::as_u64)
+        && n < min
+    {
+        out.push(FieldError::new(
+            path,
+            "FieldValueInvalid",
+            format!("Invalid value: {n}: {here} in body should have at least {min} {noun}"),
+        ));
+    }
+}
+
 fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
     let s = |k: &str| schema.get(k);
     let here = display_path(path);
@@ -280,25 +311,8 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
         }
     }
     if let Some(items) = value.as_array() {
-        let n = items.len() as u64;
-        if let Some(max) = s("maxItems").and_then(Value::as_u64)
-            && n > max
-        {
-            out.push(FieldError::new(
-                path,
-                "FieldValueTooMany",
-                format!("Too many: {n}: must have at most {max} items"),
-            ));
-        }
-        if let Some(min) = s("minItems").and_then(Value::as_u64)
-            && n < min
-        {
-            out.push(FieldError::new(
-                path,
-                "FieldValueInvalid",
-                format!("Invalid value: {n}: {here} in body should have at least {min} items"),
-            ));
-        }
+        let bounds = (s("maxItems"), s("minItems"));
+        check_count(items.len(), bounds, "items", path, &here, out);
         if let Some(item) = s("items") {
             for (i, v) in items.iter().enumerate() {
                 check(item, v, &format!("{path}[{i}]"), out);
@@ -306,25 +320,8 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
         }
     }
     if let Some(map) = value.as_object() {
-        let n = map.len() as u64;
-        if let Some(max) = s("maxProperties").and_then(Value::as_u64)
-            && n > max
-        {
-            out.push(FieldError::new(
-                path,
-                "FieldValueTooMany",
-                format!("Too many: {n}: must have at most {max} items"),
-            ));
-        }
-        if let Some(min) = s("minProperties").and_then(Value::as_u64)
-            && n < min
-        {
-            out.push(FieldError::new(
-                path,
-                "FieldValueInvalid",
-                format!("Invalid value: {n}: {here} in body should have at least {min} properties"),
-            ));
-        }
+        let bounds = (s("maxProperties"), s("minProperties"));
+        check_count(map.len(), bounds, "properties", path, &here, out);
         for r in s("required")
             .and_then(Value::as_array)
             .into_iter()
