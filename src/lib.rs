@@ -18,6 +18,7 @@ pub mod schedule;
 pub mod server;
 pub mod sim;
 pub mod state;
+pub mod task;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -16,14 +16,14 @@ use super::model::{
     AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
     CommandRequest,
 };
+use crate::alarm::AlarmSource;
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
 use crate::runner::{self, Clock, Defaults, RunEvent};
-use crate::server::{Metrics, StateKind};
 use crate::state::StatusStore;
-use crate::state::status::LoadError;
+use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskHandle, TaskMsg};
 use crate::traffic::drift::{self, DriftSignals, Intended};
 use crate::traffic::istio::{self, Restore};
 use crate::traffic::planner::DesiredPlanner;
@@ -32,22 +32,44 @@ use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_key
 use crate::traffic::store::{ManifestStore, ObjectKey};
 use crate::traffic::{DesiredRouting, IstioRouting, RouteWeights};
 
-/// First wait before reading a persisted status again after a transient error; doubles up to
-/// [`LOAD_RETRY_MAX`].
-pub(crate) const LOAD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
-/// Longest wait between two tries to read a persisted status.
-pub(crate) const LOAD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
-/// First wait before writing a status again after a failed write; doubles up to
-/// [`SAVE_RETRY_MAX`]. Short: a rollback whose status is not saved yet would be undone by a
-/// restart in that window.
-pub(crate) const SAVE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
-/// Longest wait between two tries to write the status. Canary and schedule tasks share these.
-pub(crate) const SAVE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 /// First wait before probing an OAP that has not answered yet; doubles up to
 /// [`OAP_PROBE_RETRY_MAX`].
 pub(crate) const OAP_PROBE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 /// Longest wait between two version probes of an OAP that has never answered.
 pub(crate) const OAP_PROBE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a canary task reports to `/metrics` (the server's `Metrics` implements it); status
+/// save outcomes go through [`SaveMetrics`], shared with the schedule tasks.
+pub trait CanaryMetrics: SaveMetrics {
+    /// The canary's phase now.
+    fn set_canary_phase(&self, namespace: &str, name: &str, phase: super::model::CanaryPhase);
+    /// The managed routes' weights now.
+    fn set_canary_weights(&self, namespace: &str, name: &str, weights: &[RouteWeights]);
+    /// One measurement of `metric` in `run`, with its last number when it has one.
+    fn record_measurement(
+        &self,
+        namespace: &str,
+        name: &str,
+        run: &str,
+        metric: &str,
+        phase: Phase,
+        value: Option<f64>,
+    );
+    /// The status no longer keeps `run`: its series go.
+    fn forget_run(&self, namespace: &str, name: &str, run: &str);
+    /// An analysis run reached its verdict `phase` (counted once, when persisted).
+    fn analysis_run(&self, namespace: &str, name: &str, phase: Phase);
+    /// A decision of the state machine, by its event reason.
+    fn decision(&self, namespace: &str, name: &str, reason: &str);
+    /// A routing write of `kind` met a conflict and was retried.
+    fn kube_write_conflict(&self, kind: &str);
+    /// Someone else changed a managed VirtualService.
+    fn traffic_drift(&self, namespace: &str, name: &str, virtual_service: &str);
+    /// An alarm from `source` matched this canary's `rollbackOn`.
+    fn alarm_matched(&self, namespace: &str, name: &str, source: AlarmSource);
+    /// How long an alarm took from receipt to its rollback write.
+    fn alarm_rollback_latency(&self, elapsed: std::time::Duration);
+}
 
 /// Messages to a canary task.
 #[derive(Debug)]
@@ -86,12 +108,21 @@ pub enum Msg {
     Stop,
 }
 
+impl TaskMsg for Msg {
+    fn stop() -> Self {
+        Msg::Stop
+    }
+    fn is_stop(&self) -> bool {
+        matches!(self, Msg::Stop)
+    }
+}
+
 /// A matching alarm, for its canary's task. (Boxed in [`Msg`]: every canary's channel holds
 /// a block of 32 messages, so the message's size counts a thousandfold.)
 #[derive(Debug)]
 pub struct AlarmMsg {
     /// Where it came from.
-    pub source: crate::server::AlarmSource,
+    pub source: AlarmSource,
     /// Rule name.
     pub rule: String,
     /// Entity name.
@@ -131,10 +162,16 @@ impl CanaryHandle {
     /// Asks the task to stop and waits (bounded) until it has, so a replacement task never
     /// overlaps with it.
     pub async fn stop(&self) {
-        let _ = self.tx.send(Msg::Stop);
-        let mut fin = self.finished.clone();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(15), fin.wait_for(|f| *f)).await;
+        task::stop(&self.tx, &self.finished).await;
+    }
+
+    fn task(&self) -> TaskHandle<Msg, CanaryStatus> {
+        TaskHandle {
+            tx: self.tx.clone(),
+            status: self.status.clone(),
+            finished: self.finished.clone(),
+            handover: self.handover.clone(),
+        }
     }
 }
 
@@ -152,8 +189,8 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.
     pub defaults: Defaults,
-    /// Metrics.
-    pub metrics: Metrics,
+    /// Where the task's metrics go (the server's `Metrics` in the daemon).
+    pub metrics: Arc<dyn CanaryMetrics>,
     /// SkyWalking clients shared by every analysis run; build it with
     /// [`runner::ClientCache::observed`] so their requests reach `/metrics`.
     pub clients: runner::ClientCache,
@@ -196,9 +233,6 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
 ) -> CanaryHandle {
     let namespace = canary.namespace().to_string();
     let name = canary.doc.metadata.name.clone();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(CanaryStatus::default());
-    let (fin_tx, fin_rx) = watch::channel(false);
     let doc = Arc::new(canary.doc.clone());
     let oap = OapGate::new(super::preflight::oap_connections(
         &canary.doc,
@@ -206,108 +240,64 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         &ctx.templates,
         &ctx.defaults,
     ));
-    let task = CanaryTask {
+    let id = ObjectId {
+        kind: StateKind::Canary,
         namespace: namespace.clone(),
         name: name.clone(),
-        routing: routing_of(&canary.doc, &namespace),
-        doc: doc.clone(),
-        ctx,
-        tx: tx.clone(),
-        status: CanaryStatus::default(),
-        status_tx,
-        stops: HashMap::new(),
-        routing_changes: watch::channel(None).0,
-        wake: None,
-        unsaved: None,
-        save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
-        oap,
-        drift_seen: HashMap::new(),
     };
-    let handover = Arc::new(std::sync::Mutex::new(None));
-    let handover_out = handover.clone();
-    tokio::spawn(async move {
-        // Boxed: the task's state lives on the heap once, not inside every future below.
-        let mut task = Box::new(task);
-        let mut rx = rx;
-        let mut backoff = Backoff::new(LOAD_RETRY_FIRST, LOAD_RETRY_MAX);
-        let mut inherited = None;
-        if let Some(p) = predecessor {
-            p.stop().await;
-            inherited = p.handover.lock().ok().and_then(|mut h| h.take());
-        }
-        loop {
-            let loaded = match inherited.take() {
-                Some(st) => {
-                    // Saved again before anything is exposed: the predecessor's last save
-                    // may have failed.
-                    task.unsaved = Some(Unsaved {
-                        error: "taken over from the task this reload replaced".into(),
-                        attempts: 0,
-                        retry_at: task.ctx.clock.now(),
-                    });
-                    Ok(Some(st))
-                }
-                None => Box::pin(task.ctx.state.load(&task.namespace, &task.name)).await,
-            };
-            match loaded {
-                Ok(persisted) => {
-                    task.status = persisted.unwrap_or_default();
-                    if crate::state::conditions::is_true(&task.status.conditions, "InvalidSpec")
-                        && task.unsaved.is_none()
-                    {
-                        // The spec is valid again: the status says so at once (written
-                        // before anything is exposed), not at the canary's next change.
-                        task.unsaved = Some(Unsaved {
-                            error: "the spec is valid again".into(),
-                            attempts: 0,
-                            retry_at: task.ctx.clock.now(),
-                        });
-                    }
-                    let _ = task.status_tx.send(task.status.clone());
-                    // /metrics shows the resumed state before anything changes.
-                    let m = &task.ctx.metrics;
-                    m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
-                    m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
-                    let last = task.run(rx).await;
-                    if let Ok(mut h) = handover_out.lock() {
-                        *h = Some(last);
-                    }
-                    break;
-                }
-                Err(LoadError::Corrupt(e)) => {
-                    // Never restart a release from scratch because its state is unreadable:
-                    // the task stays idle and says why; a human decides (fix or delete it).
-                    tracing::error!(canary = %task.id(), "cannot read persisted status, not driving this canary: {e}");
-                    let s = CanaryStatus {
-                        message: Some(format!("cannot read persisted status: {e}")),
-                        ..Default::default()
-                    };
-                    let _ = task.status_tx.send(s);
-                    break;
-                }
-                Err(LoadError::Unavailable(e)) => {
-                    let delay = backoff.next_delay();
-                    // Nothing is known yet, so nothing may be driven: wait and read again.
-                    // Messages meanwhile go back in the queue, except Stop, which ends the task.
-                    tracing::warn!(canary = %task.id(), "cannot read persisted status, retrying in {delay:?}: {e}");
-                    let stop = |m: &Msg| matches!(m, Msg::Stop);
-                    if crate::backoff::sleep_holding(&mut rx, &task.tx, delay, stop).await {
-                        break;
-                    }
-                }
+    let routing = routing_of(&canary.doc, &namespace);
+    let task_doc = doc.clone();
+    let store = ctx.state.clone();
+    let handle = task::spawn(
+        id.clone(),
+        store,
+        predecessor.map(|p| p.task()),
+        move |started: task::Started<Msg, CanaryStatus>| async move {
+            let now = ctx.clock.now();
+            // Boxed: the task's state lives on the heap once, not inside every future below.
+            let mut task = Box::new(CanaryTask {
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+                routing,
+                doc: task_doc,
+                ctx,
+                tx: started.tx,
+                status: started.status,
+                status_tx: started.status_tx,
+                stops: HashMap::new(),
+                routing_changes: watch::channel(None).0,
+                wake: None,
+                saver: Saver::new(id),
+                oap,
+                drift_seen: HashMap::new(),
+            });
+            if started.inherited {
+                // Saved again before anything is exposed: the predecessor's last save may
+                // have failed.
+                task.saver
+                    .mark_unsaved("taken over from the task this reload replaced", now);
+            } else if crate::state::conditions::is_true(&task.status.conditions, "InvalidSpec") {
+                // The spec is valid again: the status says so at once (written before
+                // anything is exposed), not at the canary's next change.
+                task.saver.mark_unsaved("the spec is valid again", now);
             }
-        }
-        let _ = fin_tx.send(true);
-    });
+            let _ = task.status_tx.send(task.status.clone());
+            // /metrics shows the resumed state before anything changes.
+            let m = &task.ctx.metrics;
+            m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
+            m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
+            Some(task.run(started.rx).await)
+        },
+    );
     CanaryHandle {
         namespace,
         name,
         steps: canary.doc.spec.steps.len(),
         doc,
-        tx,
-        status: status_rx,
-        finished: fin_rx,
-        handover,
+        tx: handle.tx,
+        status: handle.status,
+        finished: handle.finished,
+        handover: handle.handover,
     }
 }
 
@@ -325,12 +315,11 @@ struct CanaryTask<S: ManifestStore + 'static> {
     /// `status.routingChangedAt`, for the running analyses' window alignment.
     routing_changes: watch::Sender<Option<DateTime<Utc>>>,
     wake: Option<DateTime<Utc>>,
-    /// Set while the current status is not persisted. A restarted daemon resumes from the
-    /// persisted status and writes its weights, so routes ahead of it would be lowered: while
-    /// this is set, routing that exposes the canary is held (rollbacks still go through).
-    unsaved: Option<Unsaved>,
-    /// Delays between status writes after failed ones; reset by a successful write.
-    save_backoff: Backoff,
+    /// Status writes, retried until they land. While the current status is not persisted
+    /// ([`Saver::unsaved`]), routing that exposes the canary is held (rollbacks still go
+    /// through): a restarted daemon resumes from the persisted status and writes its weights,
+    /// so routes ahead of it would be lowered.
+    saver: Saver,
     /// Routing that exposes the canary waits until its OAPs have answered.
     oap: OapGate,
     /// Per VirtualService, the version last reported as drift: one foreign change is one
@@ -389,13 +378,6 @@ impl OapGate {
     }
 }
 
-/// A failed status write, retried with backoff.
-struct Unsaved {
-    error: String,
-    attempts: u32,
-    retry_at: DateTime<Utc>,
-}
-
 impl<S: ManifestStore + 'static> CanaryTask<S> {
     fn id(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -430,7 +412,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             self.wake = machine::next_wake(&self.status)
                 .into_iter()
                 .chain(self.wake)
-                .chain(self.unsaved.as_ref().map(|u| u.retry_at))
+                .chain(self.saver.retry_at())
                 .chain(self.oap.retry_at.filter(|_| !self.oap.probing))
                 .min();
             let sleep_until = self.wake;
@@ -566,7 +548,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         for (_, stop) in self.stops.drain() {
             let _ = stop.send(Some("daemon stopping".into()));
         }
-        if self.unsaved.is_some() {
+        if self.saver.unsaved().is_some() {
             // One last try before the task ends: a successor in this process takes the
             // status over anyway, but a daemon that stops for good has only the store.
             Box::pin(self.publish()).await;
@@ -577,9 +559,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// Runs the machine over queued inputs, performing effects as they come (a routing
     /// result is fed back at once).
     async fn process(&mut self, queue: &mut VecDeque<Input>) {
-        if let Some(u) = &self.unsaved
-            && self.ctx.clock.now() >= u.retry_at
-        {
+        if self.saver.due(self.ctx.clock.now()) {
             self.publish().await;
         }
         if self.oap.due(self.ctx.clock.now()) {
@@ -744,7 +724,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             for effect in effects {
                 match effect {
                     Effect::ApplyRouting(desired) => {
-                        let result = match &self.unsaved {
+                        let result = match self.saver.unsaved() {
                             // Fed back as a routing failure: the machine retries it later and
                             // says why; the status (and its retry) gets saved meanwhile.
                             Some(u) if desired.exposes_canary() => Err(format!(
@@ -786,46 +766,18 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         refused
     }
 
+    /// Saves the status (a failed save is retried by [`Saver`] until it lands), then shows
+    /// it in `/metrics` and to the API.
     async fn publish(&mut self) {
-        match self
-            .ctx
-            .state
+        self.saver
             .save(
-                &self.namespace,
-                &self.name,
+                &self.ctx.state,
                 &mut self.status,
                 crate::state::conditions::generation_of(&self.doc.metadata),
                 self.ctx.clock.now(),
+                &*self.ctx.metrics,
             )
-            .await
-        {
-            Ok(()) => {
-                self.save_backoff.reset();
-                self.ctx
-                    .metrics
-                    .state_saved(StateKind::Canary, &self.namespace, &self.name);
-                if let Some(u) = self.unsaved.take() {
-                    tracing::info!(canary = %self.id(), failed = u.attempts, "status persisted again");
-                }
-            }
-            Err(e) => {
-                let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
-                let delay = self.save_backoff.next_delay();
-                tracing::error!(canary = %self.id(), attempts, "cannot persist status, retrying in {delay:?}: {e}");
-                self.ctx.metrics.state_save_failed(
-                    StateKind::Canary,
-                    &self.namespace,
-                    &self.name,
-                    &e,
-                );
-                self.unsaved = Some(Unsaved {
-                    error: e,
-                    attempts,
-                    retry_at: self.ctx.clock.now()
-                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
-                });
-            }
-        }
+            .await;
         self.ctx
             .metrics
             .set_canary_phase(&self.namespace, &self.name, self.status.phase);
@@ -1239,10 +1191,7 @@ fn last_number(v: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        Backoff, CanaryStatus, Phase, SAVE_RETRY_FIRST, SAVE_RETRY_MAX, dropped_runs, last_number,
-        newly_completed,
-    };
+    use super::{CanaryStatus, Phase, dropped_runs, last_number, newly_completed};
     use crate::analysis::{RunSpec, RunState};
     use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
 
@@ -1288,17 +1237,6 @@ mod tests {
         assert_eq!(dropped_runs(&old, &new), vec!["v1-bg", "v1-step-1"]);
         assert!(dropped_runs(&new, &new).is_empty());
         assert!(dropped_runs(&with_runs(&[]), &new).is_empty());
-    }
-
-    #[test]
-    fn status_write_retries_back_off_from_a_quarter_second_to_ten_seconds() {
-        let mut b = Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX);
-        let mut ms = || b.next_delay().as_millis();
-        assert_eq!(
-            [(); 7].map(|()| ms()),
-            [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000]
-        );
-        assert_eq!((0..40).map(|_| ms()).last(), Some(10_000));
     }
 
     #[test]

@@ -32,14 +32,16 @@ fn api(client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
     }
 }
 
-fn describe(err: kube::Error, what: &str) -> String {
+/// A failed request about Canary `what`: a missing Canary is said plainly, every other
+/// failure as [`crate::traffic::kube::describe`] words it.
+fn failed_for(err: kube::Error, what: &str) -> String {
     match err {
         kube::Error::Api(s) if s.is_not_found() => format!("no Canary {what}"),
-        kube::Error::Api(s) => format!(
-            "Kubernetes API answered {} {} for {what}: {}",
-            s.code, s.reason, s.message
+        e @ kube::Error::Api(_) => format!("Canary {what}: {}", crate::traffic::kube::describe(e)),
+        other => format!(
+            "cannot reach the Kubernetes API for Canary {what}: {}",
+            crate::traffic::kube::describe(other)
         ),
-        other => format!("cannot reach the Kubernetes API for {what}: {other}"),
     }
 }
 
@@ -74,14 +76,14 @@ pub async fn canaries(
         let obj = api(client, Some(ns))
             .get(name)
             .await
-            .map_err(|e| describe(e, &format!("{ns}/{name}")))?;
+            .map_err(|e| failed_for(e, &format!("{ns}/{name}")))?;
         return Ok(vec![summary(&obj)?]);
     }
     let what = namespace.map_or("in any namespace".to_string(), |n| format!("in {n}"));
     let list = api(client, namespace)
         .list(&ListParams::default())
         .await
-        .map_err(|e| describe(e, &what))?;
+        .map_err(|e| failed_for(e, &what))?;
     let mut out = list
         .items
         .iter()
@@ -134,7 +136,7 @@ pub async fn request(
     // but its message names the subresource.
     api.get_metadata(name)
         .await
-        .map_err(|e| describe(e, &what))?;
+        .map_err(|e| failed_for(e, &what))?;
     let req = CommandRequest {
         id: request_id(),
         action,
@@ -146,10 +148,10 @@ pub async fn request(
     };
     write_request(client, namespace, name, &req)
         .await
-        .map_err(|e| describe(e, &what))?;
+        .map_err(|e| failed_for(e, &what))?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let obj = api.get_status(name).await.map_err(|e| describe(e, &what))?;
+        let obj = api.get_status(name).await.map_err(|e| failed_for(e, &what))?;
         let s = summary(&obj)?;
         if let Some(outcome) = answered(&s, &req.id) {
             return Ok(if outcome.accepted {

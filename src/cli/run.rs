@@ -268,7 +268,7 @@ pub async fn run(
 
     let metrics = Metrics::new();
     let clock = daemon_clock(args);
-    let schedule_state = ScheduleStore::File(state.clone());
+    let schedule_state = ScheduleStore::file(state.clone());
     // Foreign edits of the managed weights are looked for on a short poll (and before each
     // decision); the poller only says which VirtualService changed.
     let drift = DriftSignals::polled();
@@ -280,11 +280,11 @@ pub async fn run(
     let mut ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
-        state: StatusStore::File(state),
+        state: StatusStore::file(state),
         events: None,
         clock,
         defaults,
-        metrics: metrics.clone(),
+        metrics: Arc::new(metrics.clone()),
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
         drift,
     };
@@ -304,7 +304,7 @@ pub async fn run(
         state: schedule_state,
         clock: ctx.clock.clone(),
         defaults: ctx.defaults.clone(),
-        metrics: metrics.clone(),
+        metrics: Arc::new(metrics.clone()),
         canaries: control.clone(),
         http: SchedulerContext::webhook_client(),
         clients: ctx.clients.clone(),

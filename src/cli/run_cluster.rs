@@ -96,17 +96,19 @@ pub async fn run(
         args.namespace.clone(),
         drift.clone(),
     ));
+    // One status store for Canaries and ScheduledAnalyses: its in-flight bound covers both.
+    let status_writes = KubeStatusStore::new(client.clone());
     let ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(Vec::new()),
-        state: StatusStore::Kube(KubeStatusStore::new(client.clone())),
+        state: StatusStore::kube(status_writes.clone()),
         events: Some(client.clone()),
         clock: clock.clone(),
         defaults: Defaults {
             skywalking: args.skywalking.clone(),
             timezone: args.timezone,
         },
-        metrics: metrics.clone(),
+        metrics: Arc::new(metrics.clone()),
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
         drift,
     };
@@ -114,10 +116,10 @@ pub async fn run(
     control.set_standby(Some("this replica is not the leader".into()));
     let sched_ctx = SchedulerContext {
         templates: Arc::new(Vec::new()),
-        state: ScheduleStore::Kube(client.clone()),
+        state: ScheduleStore::kube(status_writes),
         clock: clock.clone(),
         defaults: ctx.defaults.clone(),
-        metrics: metrics.clone(),
+        metrics: Arc::new(metrics.clone()),
         canaries: control.clone(),
         http: SchedulerContext::webhook_client(),
         clients: ctx.clients.clone(),

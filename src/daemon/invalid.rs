@@ -186,7 +186,7 @@ pub async fn write_status(
         }
         InvalidKind::ScheduledAnalysis => {
             let mut st = schedules
-                .load(&i.namespace, &i.name)
+                .load_raw(&i.namespace, &i.name)
                 .await
                 .map_err(|e| e.to_string())?
                 .unwrap_or_default();

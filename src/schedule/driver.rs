@@ -16,16 +16,23 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::cron::CronSchedule;
 use super::model::*;
 use super::policy::{self, Admission, Delivery, Due};
-use super::store::{ScheduleStore, ScheduleStoreError};
+use super::store::ScheduleStore;
 use crate::analysis::{Phase, RunSpec, RunState};
-use crate::backoff::Backoff;
-use crate::canary::driver::{LOAD_RETRY_FIRST, LOAD_RETRY_MAX, SAVE_RETRY_FIRST, SAVE_RETRY_MAX};
 use crate::canary::{AbortStatus, CanaryPhase, CanaryStatus};
 use crate::resources::LoadedScheduled;
 use crate::resources::load::LoadedTemplate;
 use crate::resources::scheduled::{ScheduledAnalysisDoc, WebhookAction, canary_ref};
 use crate::runner::{self, Clock, Defaults, RunEvent};
-use crate::server::{Metrics, StateKind};
+use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskMsg};
+
+/// What a schedule task reports to `/metrics` (the server's `Metrics` implements it); status
+/// save outcomes go through [`SaveMetrics`], shared with the canary tasks.
+pub trait ScheduleMetrics: SaveMetrics {
+    /// A fire time's or run's outcome (`Successful`, `Failed`, `Skipped`, `Missed`, ...).
+    fn scheduled_run(&self, namespace: &str, name: &str, outcome: &str);
+    /// An action on a run's result (`rollback`, `webhook`) and how it went.
+    fn scheduled_action(&self, namespace: &str, name: &str, action: &str, outcome: &str);
+}
 
 /// Rolls canaries back on a scheduled analysis' verdict (the daemon's canary tasks).
 pub trait CanaryRollback: Send + Sync {
@@ -50,8 +57,8 @@ pub struct SchedulerContext {
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.
     pub defaults: Defaults,
-    /// Metrics.
-    pub metrics: Metrics,
+    /// Where the task's metrics go (the server's `Metrics` in the daemon).
+    pub metrics: Arc<dyn ScheduleMetrics>,
     /// Canary rollbacks.
     pub canaries: Arc<dyn CanaryRollback>,
     /// Webhook client.
@@ -109,6 +116,15 @@ pub enum SchedMsg {
     Stop,
 }
 
+impl TaskMsg for SchedMsg {
+    fn stop() -> Self {
+        SchedMsg::Stop
+    }
+    fn is_stop(&self) -> bool {
+        matches!(self, SchedMsg::Stop)
+    }
+}
+
 /// Handle on a running schedule task.
 #[derive(Debug, Clone)]
 pub struct ScheduleHandle {
@@ -129,9 +145,7 @@ pub struct ScheduleHandle {
 impl ScheduleHandle {
     /// Asks the task to stop and waits (bounded) until it has.
     pub async fn stop(&self) {
-        let _ = self.tx.send(SchedMsg::Stop);
-        let mut fin = self.finished.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(15), fin.wait_for(|f| *f)).await;
+        task::stop(&self.tx, &self.finished).await;
     }
 
     /// What the API shows.
@@ -163,89 +177,60 @@ impl ScheduleHandle {
     }
 }
 
-/// Starts the task of one ScheduledAnalysis; it resumes from its persisted status. The
-/// schedule was validated at load time; should it not parse, the task reports why and idles.
+/// Starts the task of one ScheduledAnalysis; it resumes from its persisted status (read
+/// again with backoff while the store is unavailable). The schedule was validated at load
+/// time; should it not parse, the task reports why and idles.
 pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
     let namespace = s.namespace().to_string();
     let name = s.doc.metadata.name.clone();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (status_tx, status_rx) = watch::channel(ScheduledAnalysisStatus::default());
-    let (fin_tx, fin_rx) = watch::channel(false);
     let doc = Arc::new(s.doc.clone());
     let schedule = CronSchedule::parse(&doc.spec.schedule, doc.spec.time_zone.as_deref());
     let task_doc = doc.clone();
-    let (task_ns, task_name, task_tx) = (namespace.clone(), name.clone(), tx.clone());
-    tokio::spawn(async move {
-        let id = format!("{task_ns}/{task_name}");
-        let mut rx = rx;
-        // An unreachable store is read again with backoff (Stop still ends the task); only
-        // a status that does not parse makes the task give up.
-        let mut backoff = Backoff::new(LOAD_RETRY_FIRST, LOAD_RETRY_MAX);
-        let loaded = loop {
-            match ctx.state.load(&task_ns, &task_name).await {
-                Err(ScheduleStoreError::Io { message, .. }) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(scheduled = %id, "cannot read persisted status, retrying in {delay:?}: {message}");
-                    let stop = |m: &SchedMsg| matches!(m, SchedMsg::Stop);
-                    if crate::backoff::sleep_holding(&mut rx, &task_tx, delay, stop).await {
-                        let _ = fin_tx.send(true);
-                        return;
-                    }
+    let id = ObjectId {
+        kind: StateKind::Scheduled,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let store = ctx.state.clone();
+    let handle = task::spawn(
+        id.clone(),
+        store,
+        None,
+        move |started: task::Started<SchedMsg, ScheduledAnalysisStatus>| async move {
+            let schedule = match schedule {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(scheduled = %id, "invalid schedule, not scheduling: {e}");
+                    let _ = started.status_tx.send(ScheduledAnalysisStatus {
+                        message: Some(format!("invalid schedule: {e}")),
+                        ..Default::default()
+                    });
+                    return None;
                 }
-                other => break other,
-            }
-        };
-        match (schedule, loaded) {
-            (Ok(schedule), Ok(persisted)) => {
-                let task = Task {
-                    namespace: task_ns,
-                    name: task_name,
-                    doc: task_doc,
-                    schedule,
-                    ctx,
-                    tx: task_tx,
-                    // The spec is valid again (this task runs it): a refusal recorded while
-                    // it was not is cleared by the first write.
-                    status: persisted
-                        .map(|s| ScheduledAnalysisStatus {
-                            invalid_spec: None,
-                            ..s
-                        })
-                        .unwrap_or_default(),
-                    published: None,
-                    status_tx,
-                    stops: HashMap::new(),
-                    save_retry: None,
-                    save_backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
-                };
-                task.run(rx).await;
-            }
-            (Err(e), _) => {
-                tracing::error!(scheduled = %id, "invalid schedule, not scheduling: {e}");
-                let _ = status_tx.send(ScheduledAnalysisStatus {
-                    message: Some(format!("invalid schedule: {e}")),
-                    ..Default::default()
-                });
-            }
-            (_, Err(e)) => {
-                // Never start from scratch on unreadable state: history and the record of
-                // which fire times ran would be lost. A human decides.
-                tracing::error!(scheduled = %id, "cannot read persisted status, not scheduling: {e}");
-                let _ = status_tx.send(ScheduledAnalysisStatus {
-                    message: Some(format!("cannot read persisted status: {e}")),
-                    ..Default::default()
-                });
-            }
-        }
-        let _ = fin_tx.send(true);
-    });
+            };
+            let task = Task {
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+                doc: task_doc,
+                schedule,
+                ctx,
+                tx: started.tx,
+                status: started.status,
+                published: None,
+                status_tx: started.status_tx,
+                stops: HashMap::new(),
+                saver: Saver::new(id),
+            };
+            Some(task.run(started.rx).await)
+        },
+    );
     ScheduleHandle {
         namespace,
         name,
         doc,
-        tx,
-        status: status_rx,
-        finished: fin_rx,
+        tx: handle.tx,
+        status: handle.status,
+        finished: handle.finished,
     }
 }
 
@@ -261,10 +246,8 @@ struct Task {
     status_tx: watch::Sender<ScheduledAnalysisStatus>,
     /// Stop switches of running runs.
     stops: HashMap<String, watch::Sender<Option<String>>>,
-    /// Set while the status is not persisted: the next save attempt is due then.
-    save_retry: Option<DateTime<Utc>>,
-    /// Delays between failed saves; reset by a successful one.
-    save_backoff: Backoff,
+    /// Status writes, retried until they land.
+    saver: Saver,
 }
 
 impl Task {
@@ -272,7 +255,8 @@ impl Task {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SchedMsg>) {
+    /// The task's loop; returns the last in-memory status.
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SchedMsg>) -> ScheduledAnalysisStatus {
         if self.status.tracking_since.is_none() {
             self.status.tracking_since = Some(self.ctx.clock.now());
         }
@@ -310,7 +294,7 @@ impl Task {
             };
             self.status.next_schedule_time = wake;
             self.publish().await;
-            let wake = wake.into_iter().chain(self.save_retry).min();
+            let wake = wake.into_iter().chain(self.saver.retry_at()).min();
             let clock = self.ctx.clock.clone();
             let msg = tokio::select! {
                 m = rx.recv() => m,
@@ -359,6 +343,7 @@ impl Task {
         self.ctx
             .metrics
             .state_saved(StateKind::Scheduled, &self.namespace, &self.name);
+        self.status
     }
 
     /// Saves the status when it changed since the last successful save; a failed save is
@@ -368,42 +353,18 @@ impl Task {
         if self.published.as_ref() == Some(&self.status) {
             return;
         }
-        match self
-            .ctx
-            .state
+        let saved = self
+            .saver
             .save(
-                &self.namespace,
-                &self.name,
+                &self.ctx.state,
                 &mut self.status,
                 crate::state::conditions::generation_of(&self.doc.metadata),
                 self.ctx.clock.now(),
+                &*self.ctx.metrics,
             )
-            .await
-        {
-            Ok(()) => {
-                self.ctx
-                    .metrics
-                    .state_saved(StateKind::Scheduled, &self.namespace, &self.name);
-                if self.save_retry.take().is_some() {
-                    tracing::info!(scheduled = %self.id(), "status persisted again");
-                }
-                self.save_backoff.reset();
-                self.published = Some(self.status.clone());
-            }
-            Err(e) => {
-                let delay = self.save_backoff.next_delay();
-                tracing::error!(scheduled = %self.id(), "cannot persist status, retrying in {delay:?}: {e}");
-                self.ctx.metrics.state_save_failed(
-                    StateKind::Scheduled,
-                    &self.namespace,
-                    &self.name,
-                    &e.to_string(),
-                );
-                self.save_retry = Some(
-                    self.ctx.clock.now()
-                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
-                );
-            }
+            .await;
+        if saved {
+            self.published = Some(self.status.clone());
         }
     }
 

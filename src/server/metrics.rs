@@ -137,24 +137,7 @@ struct ScheduledActionLabels {
     outcome: String,
 }
 
-/// Whose status a save was for; `kind` label of `skycanary_state_save_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum StateKind {
-    /// A Canary's status.
-    Canary,
-    /// A ScheduledAnalysis' status.
-    Scheduled,
-}
-
-impl StateKind {
-    /// The label value: `canary` or `scheduled`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateKind::Canary => "canary",
-            StateKind::Scheduled => "scheduled",
-        }
-    }
-}
+pub use crate::task::StateKind;
 
 /// An object whose latest status could not be saved (until a save of it lands).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -686,5 +669,64 @@ impl crate::provider::skywalking::RequestObserver for Metrics {
         if let Some(e) = error {
             self.provider_error(address, e.kind());
         }
+    }
+}
+
+impl crate::task::SaveMetrics for Metrics {
+    fn state_save_failed(&self, kind: StateKind, namespace: &str, name: &str, error: &str) {
+        Metrics::state_save_failed(self, kind, namespace, name, error);
+    }
+    fn state_saved(&self, kind: StateKind, namespace: &str, name: &str) {
+        Metrics::state_saved(self, kind, namespace, name);
+    }
+}
+
+impl crate::canary::driver::CanaryMetrics for Metrics {
+    fn set_canary_phase(&self, namespace: &str, name: &str, phase: CanaryPhase) {
+        Metrics::set_canary_phase(self, namespace, name, phase);
+    }
+    fn set_canary_weights(&self, namespace: &str, name: &str, weights: &[RouteWeights]) {
+        Metrics::set_canary_weights(self, namespace, name, weights);
+    }
+    fn record_measurement(
+        &self,
+        namespace: &str,
+        name: &str,
+        run: &str,
+        metric: &str,
+        phase: Phase,
+        value: Option<f64>,
+    ) {
+        Metrics::record_measurement(self, namespace, name, run, metric, phase, value);
+    }
+    fn forget_run(&self, namespace: &str, name: &str, run: &str) {
+        Metrics::forget_run(self, namespace, name, run);
+    }
+    fn analysis_run(&self, namespace: &str, name: &str, phase: Phase) {
+        Metrics::analysis_run(self, namespace, name, phase);
+    }
+    fn decision(&self, namespace: &str, name: &str, reason: &str) {
+        Metrics::decision(self, namespace, name, reason);
+    }
+    fn kube_write_conflict(&self, kind: &str) {
+        Metrics::kube_write_conflict(self, kind);
+    }
+    fn traffic_drift(&self, namespace: &str, name: &str, virtual_service: &str) {
+        Metrics::traffic_drift(self, namespace, name, virtual_service);
+    }
+    fn alarm_matched(&self, namespace: &str, name: &str, source: AlarmSource) {
+        Metrics::alarm_matched(self, namespace, name, source);
+    }
+    fn alarm_rollback_latency(&self, elapsed: Duration) {
+        Metrics::alarm_rollback_latency(self, elapsed);
+    }
+}
+
+impl crate::schedule::driver::ScheduleMetrics for Metrics {
+    fn scheduled_run(&self, namespace: &str, name: &str, outcome: &str) {
+        Metrics::scheduled_run(self, namespace, name, outcome);
+    }
+    fn scheduled_action(&self, namespace: &str, name: &str, action: &str, outcome: &str) {
+        Metrics::scheduled_action(self, namespace, name, action, outcome);
     }
 }

@@ -37,36 +37,9 @@ pub struct CanarySummary {
     pub status: CanaryStatus,
 }
 
-/// Where an alarm payload came from; the payload shapes differ, the intake path does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum AlarmSource {
-    /// `POST /webhooks/skywalking`: a JSON array of SkyWalking `AlarmMessage`.
-    Skywalking,
-    /// `POST /webhooks/alertmanager`: a Prometheus Alertmanager webhook payload.
-    Alertmanager,
-    /// SkyWalking alarms polled through `getAlarm` (`run --alarm-poll-interval`).
-    SkywalkingPoll,
-}
-
-impl AlarmSource {
-    /// Label value used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlarmSource::Skywalking => "skywalking",
-            AlarmSource::Alertmanager => "alertmanager",
-            AlarmSource::SkywalkingPoll => "skywalking-poll",
-        }
-    }
-
-    /// How status and events name the sender.
-    pub fn display_name(self) -> &'static str {
-        match self {
-            AlarmSource::Skywalking | AlarmSource::SkywalkingPoll => "SkyWalking",
-            AlarmSource::Alertmanager => "Alertmanager",
-        }
-    }
-}
+/// Where an alarm payload came from (defined with the alarm intake, which the canary tasks
+/// also hear it from).
+pub use crate::alarm::AlarmSource;
 
 /// Why the daemon refused or could not carry out a request; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,12 +1,17 @@
-//! Cluster-mode state: a Canary's progress lives in its own `.status`, written only through the
-//! status subresource so that users editing the spec and the daemon writing progress never
-//! overwrite each other.
+//! Cluster-mode state: an object's progress (a Canary's or a ScheduledAnalysis') lives in its
+//! own `.status`, written only through the status subresource so that users editing the spec
+//! and the daemon writing progress never overwrite each other.
 //!
-//! Writes are JSON merge patches guarded by `metadata.resourceVersion` (retried on conflict,
-//! never blind). A merge patch keeps every key it does not mention, so fields the new status no
-//! longer has (a cleared `pause`, a finished `abort`) are sent as explicit `null`s; arrays are
-//! replaced whole.
-
+//! Every status write of the daemon is one PUT of the status subresource carrying the
+//! `metadata.resourceVersion` it replaces (that of our last write, or of a fresh read after
+//! someone else's): a conditional, whole replacement. It is the safer of the two ways to write
+//! `.status` (the other is a merge patch computed against a fresh read): the API server
+//! refuses it with 409 when anyone wrote in between (we then re-read and retry, never write
+//! blind), and what is stored afterwards is exactly the daemon's status — no key of an older
+//! status can survive because a diff missed it (merge patches keep every key they do not
+//! mention, so a cleared field needs an explicit `null`). It also costs one request per change
+//! instead of two. The only keys carried over from the stored status are `command` (the
+//! CLI's request, never the daemon's) and `observedGeneration` when the write does not know it.
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -18,6 +23,7 @@ use kube::api::{
 };
 use serde_json::Value;
 
+use super::status::PersistedStatus;
 use crate::canary::CanaryStatus;
 
 /// API group of skycanary's CRDs.
@@ -31,20 +37,25 @@ const MAX_WRITE_ATTEMPTS: u32 = 5;
 /// never queues a rollback's routing write behind it.
 pub const MAX_STATUS_WRITES_IN_FLIGHT: usize = 16;
 
-/// Failures reading or writing a Canary's status.
+/// Failures reading or writing an object's status.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StatusError {
-    /// The Canary does not exist (it was deleted).
-    #[error("Canary {namespace}/{name} not found: it was deleted")]
+    /// The object does not exist (it was deleted).
+    #[error("{kind} {namespace}/{name} not found: it was deleted")]
     NotFound {
+        /// `Canary` or `ScheduledAnalysis`.
+        kind: &'static str,
         /// Namespace.
         namespace: String,
         /// Name.
         name: String,
     },
-    /// The stored status cannot be read; resetting it would restart a release, so it is an error.
-    #[error("Canary {namespace}/{name}: stored .status is not valid: {message}")]
+    /// The stored status cannot be read; resetting it would restart a release (or re-fire a
+    /// recorded run), so it is an error.
+    #[error("{kind} {namespace}/{name}: stored .status is not valid: {message}")]
     Corrupt {
+        /// `Canary` or `ScheduledAnalysis`.
+        kind: &'static str,
         /// Namespace.
         namespace: String,
         /// Name.
@@ -53,8 +64,10 @@ pub enum StatusError {
         message: String,
     },
     /// Every attempt met a newer resourceVersion.
-    #[error("Canary {namespace}/{name}: status write conflicted {attempts} times in a row")]
+    #[error("{kind} {namespace}/{name}: status write conflicted {attempts} times in a row")]
     Conflict {
+        /// `Canary` or `ScheduledAnalysis`.
+        kind: &'static str,
         /// Namespace.
         namespace: String,
         /// Name.
@@ -63,8 +76,10 @@ pub enum StatusError {
         attempts: u32,
     },
     /// Any other API or transport failure.
-    #[error("Canary {namespace}/{name}: {message}")]
+    #[error("{kind} {namespace}/{name}: {message}")]
     Api {
+        /// `Canary` or `ScheduledAnalysis`.
+        kind: &'static str,
         /// Namespace.
         namespace: String,
         /// Name.
@@ -79,13 +94,20 @@ pub fn canary_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, "Canary"), "canaries")
 }
 
-/// Parses a raw `.status`: absent, `null` or `{}` mean "no state yet"; anything else must be a
-/// valid [`CanaryStatus`]. The error names the offending field path.
+/// Parses a Canary's raw `.status` ([`parse_status_as`]).
 pub fn parse_status(raw: Option<&Value>) -> Result<Option<CanaryStatus>, String> {
+    parse_status_as(raw)
+}
+
+/// Parses a raw `.status`: absent, `null` or `{}` mean "no state yet"; anything else must be a
+/// valid `St`. The error names the offending field path.
+pub fn parse_status_as<St: serde::de::DeserializeOwned>(
+    raw: Option<&Value>,
+) -> Result<Option<St>, String> {
     match raw {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) if m.is_empty() => Ok(None),
-        Some(v) => serde_path_to_error::deserialize::<_, CanaryStatus>(v.clone())
+        Some(v) => serde_path_to_error::deserialize::<_, St>(v.clone())
             .map(Some)
             .map_err(|e| {
                 let path = e.path().to_string();
@@ -98,17 +120,20 @@ pub fn parse_status(raw: Option<&Value>) -> Result<Option<CanaryStatus>, String>
     }
 }
 
-/// Reads and writes Canary `.status` through the Kubernetes API.
+/// Reads and writes the `.status` of skycanary's objects through the Kubernetes API.
 #[derive(Clone)]
 pub struct KubeStatusStore {
     client: Client,
-    /// Per Canary: what our last write left that a write must carry over (see [`Kept`]), so
+    /// Per object (kind, namespace, name): what our last write left that a write must carry over (see [`Kept`]), so
     /// the next write needs no read first (one request per status change instead of two).
     /// Anyone else's write changes the resourceVersion: ours then gets a 409 and re-reads.
-    written: Arc<Mutex<HashMap<(String, String), Kept>>>,
+    written: Arc<Mutex<HashMap<WrittenKey, Kept>>>,
     /// Bounds concurrent status writes ([`MAX_STATUS_WRITES_IN_FLIGHT`]).
     writes: Arc<tokio::sync::Semaphore>,
 }
+
+/// An object's kind, namespace and name.
+type WrittenKey = (&'static str, String, String);
 
 /// Of a stored `.status`, what a status write keeps: the resourceVersion it replaces, the
 /// `--kube` request in `status.command` (the CLI's key, never the daemon's) and
@@ -124,10 +149,10 @@ struct Kept {
     observed_generation: Option<i64>,
 }
 
-/// The parts of a Canary the status writes read back; the rest of the answer is skipped
+/// The parts of an object the status writes read back; the rest of the answer is skipped
 /// while parsing, never built.
 #[derive(serde::Deserialize)]
-struct StoredCanary {
+struct StoredObject {
     metadata: StoredMeta,
     #[serde(default)]
     status: Option<Kept>,
@@ -139,7 +164,7 @@ struct StoredMeta {
     resource_version: Option<String>,
 }
 
-impl StoredCanary {
+impl StoredObject {
     fn kept(self) -> Kept {
         Kept {
             resource_version: self.metadata.resource_version.unwrap_or_default(),
@@ -150,12 +175,12 @@ impl StoredCanary {
 
 /// The body of a `/status` PUT: the new status plus what [`Kept`] carries over.
 #[derive(serde::Serialize)]
-struct StatusPut<'a> {
+struct StatusPut<'a, St> {
     #[serde(rename = "apiVersion")]
     api_version: &'static str,
     kind: &'static str,
     metadata: PutMeta<'a>,
-    status: PutStatus<'a>,
+    status: PutStatus<'a, St>,
 }
 
 #[derive(serde::Serialize)]
@@ -167,10 +192,10 @@ struct PutMeta<'a> {
 }
 
 #[derive(serde::Serialize)]
-struct PutStatus<'a> {
+struct PutStatus<'a, St> {
     #[serde(flatten)]
-    status: &'a CanaryStatus,
-    // `CanaryStatus` never serialises `command`, and `observedGeneration` only when known.
+    status: &'a St,
+    // Statuses never serialise `command`, and `observedGeneration` only when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     command: Option<&'a Value>,
     #[serde(rename = "observedGeneration", skip_serializing_if = "Option::is_none")]
@@ -196,52 +221,52 @@ impl KubeStatusStore {
         }
     }
 
-    fn api(&self, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &canary_resource())
-    }
-
-    /// The Canary's status; `None` when it has none yet. A status that does not parse is an
+    /// The object's status; `None` when it has none yet. A status that does not parse is an
     /// error, never a silent reset.
-    pub async fn load(
+    pub async fn load<St: PersistedStatus>(
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<CanaryStatus>, StatusError> {
-        let obj = self
-            .api(namespace)
+    ) -> Result<Option<St>, StatusError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &St::resource());
+        let obj = api
             .get_status(name)
             .await
-            .map_err(|e| map_error(namespace, name, e))?;
-        parse_status(obj.data.get("status")).map_err(|message| StatusError::Corrupt {
+            .map_err(|e| map_error(St::KIND, namespace, name, e))?;
+        parse_status_as(obj.data.get("status")).map_err(|message| StatusError::Corrupt {
+            kind: St::KIND,
             namespace: namespace.to_string(),
             name: name.to_string(),
             message,
         })
     }
 
-    /// Replaces the Canary's status with `status` (a PUT of the status subresource, guarded
+    /// Replaces the object's status with `status` (a PUT of the status subresource, guarded
     /// by the resourceVersion of our last write or of a fresh read). `status.command` is
     /// carried over as stored, and `observedGeneration` when the status has none.
-    pub async fn save(
+    pub async fn save<St: PersistedStatus>(
         &self,
         namespace: &str,
         name: &str,
-        status: &CanaryStatus,
+        status: &St,
     ) -> Result<(), StatusError> {
-        let key = (namespace.to_string(), name.to_string());
+        let kind = St::KIND;
+        let key = (kind, namespace.to_string(), name.to_string());
         let lock = || self.written.lock().unwrap_or_else(|e| e.into_inner());
-        let _slot = self.writes.acquire().await.map_err(|_| StatusError::Api {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            message: "status writes closed".into(),
-        })?;
-        let request =
-            kube::core::Request::new(DynamicObject::url_path(&canary_resource(), Some(namespace)));
         let fail = |message: String| StatusError::Api {
+            kind,
             namespace: namespace.to_string(),
             name: name.to_string(),
             message,
         };
+        let _slot = self
+            .writes
+            .acquire()
+            .await
+            .map_err(|_| fail("status writes closed".into()))?;
+        let request =
+            kube::core::Request::new(DynamicObject::url_path(&St::resource(), Some(namespace)));
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let known = lock().remove(&key);
             let kept = match known {
@@ -251,15 +276,15 @@ impl KubeStatusStore {
                         .get_subresource("status", name)
                         .map_err(|e| fail(e.to_string()))?;
                     self.client
-                        .request::<StoredCanary>(req)
+                        .request::<StoredObject>(req)
                         .await
-                        .map_err(|e| map_error(namespace, name, e))?
+                        .map_err(|e| map_error(kind, namespace, name, e))?
                         .kept()
                 }
             };
             let body = StatusPut {
                 api_version: API_VERSION,
-                kind: "Canary",
+                kind,
                 metadata: PutMeta {
                     name,
                     namespace,
@@ -269,7 +294,7 @@ impl KubeStatusStore {
                     status,
                     command: kept.command.as_ref().filter(|c| !c.is_null()),
                     observed_generation: status
-                        .observed_generation
+                        .observed_generation()
                         .is_none()
                         .then_some(kept.observed_generation)
                         .flatten(),
@@ -281,16 +306,17 @@ impl KubeStatusStore {
                 .replace_subresource("status", name, &PostParams::default(), body)
                 .map_err(|e| fail(e.to_string()))?;
             req.extensions_mut().insert("replace_status");
-            match self.client.request::<StoredCanary>(req).await {
+            match self.client.request::<StoredObject>(req).await {
                 Ok(written) => {
                     lock().insert(key, written.kept());
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() => continue,
-                Err(e) => return Err(map_error(namespace, name, e)),
+                Err(e) => return Err(map_error(kind, namespace, name, e)),
             }
         }
         Err(StatusError::Conflict {
+            kind,
             namespace: namespace.to_string(),
             name: name.to_string(),
             attempts: MAX_WRITE_ATTEMPTS,
@@ -314,58 +340,19 @@ pub async fn write_request(
         .map(|_| ())
 }
 
-/// The merge patch that turns `stored` into `desired`: `desired` itself, plus `null` for every
-/// key (at any object depth) that `stored` has and `desired` lacks, except the top-level keys
-/// of [`KEPT_UNLESS_SET`], which are kept unless the new status sets them.
-pub fn status_merge_patch(stored: Option<&Value>, desired: &Value) -> Value {
-    let mut patch = desired.clone();
-    if let Some(old) = stored {
-        add_deletions(old, &mut patch);
-    }
-    if let Some(m) = patch.as_object_mut() {
-        for key in KEPT_UNLESS_SET {
-            if desired.get(key).is_none() {
-                m.remove(key);
-            }
-        }
-    }
-    patch
-}
-
-/// Status keys the daemon's writes never delete: `observedGeneration` (set only when known) and
-/// `command`, which belongs to `skycanary <action> --kube` (the daemon answers in `lastCommand`).
-const KEPT_UNLESS_SET: [&str; 2] = ["observedGeneration", "command"];
-
-fn add_deletions(old: &Value, new: &mut Value) {
-    let (Value::Object(old), Value::Object(new)) = (old, new) else {
-        return;
-    };
-    for (key, old_value) in old {
-        match new.get_mut(key) {
-            Some(new_value) => add_deletions(old_value, new_value),
-            None => {
-                new.insert(key.clone(), Value::Null);
-            }
-        }
-    }
-}
-
-fn map_error(namespace: &str, name: &str, err: kube::Error) -> StatusError {
+fn map_error(kind: &'static str, namespace: &str, name: &str, err: kube::Error) -> StatusError {
     let (namespace, name) = (namespace.to_string(), name.to_string());
     match err {
-        kube::Error::Api(s) if s.is_not_found() => StatusError::NotFound { namespace, name },
-        kube::Error::Api(s) => StatusError::Api {
+        kube::Error::Api(s) if s.is_not_found() => StatusError::NotFound {
+            kind,
             namespace,
             name,
-            message: format!(
-                "Kubernetes API answered {} {}: {}",
-                s.code, s.reason, s.message
-            ),
         },
         other => StatusError::Api {
+            kind,
             namespace,
             name,
-            message: other.to_string(),
+            message: crate::traffic::kube::describe(other),
         },
     }
 }

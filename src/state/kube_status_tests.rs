@@ -54,7 +54,7 @@ fn stored_status(fake: &FakeApiServer) -> Value {
 #[tokio::test]
 async fn absent_and_empty_status_load_as_none() {
     let (fake, store) = setup();
-    assert_eq!(store.load("bookinfo", "reviews").await, Ok(None));
+    assert_eq!(store.load::<CanaryStatus>("bookinfo", "reviews").await, Ok(None));
     let api: Api<DynamicObject> =
         Api::namespaced_with(fake.client(), "bookinfo", &canary_resource());
     api.patch_status(
@@ -64,7 +64,7 @@ async fn absent_and_empty_status_load_as_none() {
     )
     .await
     .expect("empty status");
-    assert_eq!(store.load("bookinfo", "reviews").await, Ok(None));
+    assert_eq!(store.load::<CanaryStatus>("bookinfo", "reviews").await, Ok(None));
 }
 
 #[tokio::test]
@@ -147,34 +147,10 @@ async fn cleared_fields_are_removed_and_observed_generation_kept_when_absent() {
     );
 }
 
+/// An in-memory copy of a `skycanary <action> --kube` request is never written back (the
+/// stored one is carried over by the write).
 #[test]
-fn merge_patch_nulls_nested_removals_and_replaces_arrays() {
-    let stored = json!({
-        "phase": "Paused",
-        "pause": {"reason": "Step", "since": "t", "until": "u"},
-        "weights": [1, 2, 3],
-        "observedGeneration": 4,
-    });
-    let desired =
-        json!({"phase": "Paused", "pause": {"reason": "Step", "since": "t"}, "weights": [9]});
-    assert_eq!(
-        status_merge_patch(Some(&stored), &desired),
-        json!({"phase": "Paused", "pause": {"reason": "Step", "since": "t", "until": null}, "weights": [9]})
-    );
-    assert_eq!(status_merge_patch(None, &desired), desired);
-}
-
-/// A request from `skycanary <action> --kube` is never deleted by the daemon's own writes,
-/// even one computed before the request arrived; an in-memory copy is never written back.
-#[test]
-fn merge_patch_never_touches_the_command_request() {
-    let stored = json!({"phase": "Paused", "command": {"id": "b", "action": "promote"},
-                        "lastCommand": {"id": "a"}});
-    let desired = json!({"phase": "Progressing", "lastCommand": {"id": "a"}});
-    assert_eq!(
-        status_merge_patch(Some(&stored), &desired),
-        json!({"phase": "Progressing", "lastCommand": {"id": "a"}})
-    );
+fn a_status_never_serialises_the_command_request() {
     let status = CanaryStatus {
         command: Some(crate::canary::CommandRequest {
             id: "old".into(),
@@ -205,7 +181,7 @@ async fn unparsable_status_is_an_error_not_a_reset() {
     )
     .await
     .expect("foreign status");
-    match store.load("bookinfo", "reviews").await {
+    match store.load::<CanaryStatus>("bookinfo", "reviews").await {
         Err(StatusError::Corrupt { message, .. }) => {
             assert!(message.contains("phase"), "{message}")
         }
@@ -219,6 +195,7 @@ async fn missing_canary_is_not_found() {
     fake.delete("skycanary.io", "canaries", "bookinfo", "reviews")
         .expect("delete");
     let not_found = StatusError::NotFound {
+        kind: "Canary",
         namespace: "bookinfo".into(),
         name: "reviews".into(),
     };
@@ -226,9 +203,13 @@ async fn missing_canary_is_not_found() {
         store.save("bookinfo", "reviews", &paused(None)).await,
         Err(not_found.clone())
     );
-    assert_eq!(store.load("bookinfo", "reviews").await, Err(not_found));
+    assert_eq!(
+        store.load::<CanaryStatus>("bookinfo", "reviews").await,
+        Err(not_found)
+    );
     assert!(
         StatusError::NotFound {
+            kind: "Canary",
             namespace: "a".into(),
             name: "b".into()
         }
@@ -251,6 +232,7 @@ async fn conflicts_are_retried_with_a_fresh_read_then_reported() {
     assert_eq!(
         store.save("bookinfo", "reviews", &paused(Some(1))).await,
         Err(StatusError::Conflict {
+            kind: "Canary",
             namespace: "bookinfo".into(),
             name: "reviews".into(),
             attempts: MAX_WRITE_ATTEMPTS,
@@ -360,5 +342,62 @@ async fn status_writes_carry_the_command_request_over() {
         assert_eq!(stored["command"], expected, "{stored}");
     }
     let loaded = store.load("bookinfo", "reviews").await.expect("load");
-    assert_eq!(loaded.and_then(|s| s.command), Some(req));
+    assert_eq!(loaded.and_then(|s: CanaryStatus| s.command), Some(req));
+}
+
+/// A ScheduledAnalysis' status goes through the same conditional PUT: a key the new status
+/// no longer has is gone (nothing of an older status survives), and a write that meets
+/// someone else's is retried over a fresh read.
+#[tokio::test]
+async fn scheduled_statuses_are_replaced_whole_through_the_same_store() {
+    use crate::schedule::ScheduledAnalysisStatus;
+    let fake = FakeApiServer::new();
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1",
+        "kind": "ScheduledAnalysis",
+        "metadata": {"name": "nightly", "namespace": "ops"},
+        "spec": {"schedule": "@daily", "templates": [{"templateName": "apdex"}]},
+    }))
+    .expect("seed");
+    let store = KubeStatusStore::new(fake.client());
+    assert_eq!(
+        store.load::<ScheduledAnalysisStatus>("ops", "nightly").await,
+        Ok(None)
+    );
+    let first = ScheduledAnalysisStatus {
+        message: Some("run nightly-1 started".into()),
+        invalid_spec: Some("was refused".into()),
+        skipped: 2,
+        ..Default::default()
+    };
+    store.save("ops", "nightly", &first).await.expect("first");
+    let second = ScheduledAnalysisStatus {
+        skipped: 3,
+        ..Default::default()
+    };
+    fake.fail_next(Some("PUT"), "/scheduledanalyses/nightly/status", 1, 409);
+    store.save("ops", "nightly", &second).await.expect("second");
+    assert_eq!(
+        store.load::<ScheduledAnalysisStatus>("ops", "nightly").await,
+        Ok(Some(second))
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        fake.client(),
+        "ops",
+        &crate::schedule::store::scheduled_resource(),
+    );
+    let raw = api.get_status("nightly").await.expect("get");
+    assert_eq!(raw.data["status"], json!({"skipped": 3}));
+    fake.delete("skycanary.io", "scheduledanalyses", "ops", "nightly")
+        .expect("delete");
+    assert_eq!(
+        store
+            .save("ops", "nightly", &ScheduledAnalysisStatus::default())
+            .await,
+        Err(StatusError::NotFound {
+            kind: "ScheduledAnalysis",
+            namespace: "ops".into(),
+            name: "nightly".into(),
+        })
+    );
 }

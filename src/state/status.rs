@@ -1,7 +1,13 @@
-//! Where a Canary's status lives: a JSON file (file mode) or the Canary's `.status` (cluster
-//! mode). The driver persists after every change and reads it back on start.
+//! Where an object's status lives: a JSON file (file mode) or the object's `.status`
+//! subresource (cluster mode). One store for Canaries and ScheduledAnalyses, so both are
+//! written the same way: the driver persists after every change and reads it back on start.
+
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
+use kube::api::ApiResource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::canary::{CanaryPhase, CanaryStatus};
 
@@ -11,11 +17,61 @@ use super::kube_status::{KubeStatusStore, StatusError};
 /// State-file kind of Canary statuses.
 pub const CANARY_KIND: &str = "canary";
 
+/// A status type the [`StatusStore`] persists: what distinguishes a Canary's status from a
+/// ScheduledAnalysis' one for storage (where its file goes, which resource holds it, which
+/// derived fields every write refreshes).
+pub trait PersistedStatus:
+    Serialize + DeserializeOwned + Clone + Default + PartialEq + Send + Sync + 'static
+{
+    /// Directory of its state files (`<state-dir>/<FILE_KIND>/<ns>/<name>.json`).
+    const FILE_KIND: &'static str;
+    /// The resource's kind, for messages (`Canary`, `ScheduledAnalysis`).
+    const KIND: &'static str;
+    /// The resource whose `.status` holds it in cluster mode.
+    fn resource() -> ApiResource;
+    /// Derives the conditions (and `observedGeneration` when `generation` is known) before a
+    /// write, so every write carries them and the caller's copy matches what was written.
+    fn observe(&mut self, generation: Option<i64>, now: DateTime<Utc>);
+    /// `observedGeneration` as it will be written; a write without it keeps the stored one.
+    fn observed_generation(&self) -> Option<i64>;
+    /// A status that says only why the object is not driven (its stored one is unreadable).
+    fn idle(message: String) -> Self;
+    /// The status as a task about to drive the object takes it over (the spec is valid
+    /// again, since a task runs it); the stored one by default.
+    fn resumed(self) -> Self {
+        self
+    }
+}
+
+impl PersistedStatus for CanaryStatus {
+    const FILE_KIND: &'static str = CANARY_KIND;
+    const KIND: &'static str = "Canary";
+    fn resource() -> ApiResource {
+        super::kube_status::canary_resource()
+    }
+    fn observe(&mut self, generation: Option<i64>, now: DateTime<Utc>) {
+        super::conditions::observe_canary(self, generation, now);
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+    fn idle(message: String) -> Self {
+        CanaryStatus {
+            message: Some(message),
+            ..Default::default()
+        }
+    }
+    /// An `Invalid` phase gives way to the one it interrupted ([`resume_from_invalid`]).
+    fn resumed(self) -> Self {
+        resume_from_invalid(self)
+    }
+}
+
 /// Why a persisted status could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
-    /// The stored status does not parse: resetting it would restart a release, so the canary
-    /// is not driven until a human fixes or deletes it.
+    /// The stored status does not parse: resetting it would restart a release (or re-fire
+    /// a recorded run), so the object is not driven until a human fixes or deletes it.
     #[error("{0}")]
     Corrupt(String),
     /// The store could not be reached or answered an error (API 5xx, timeout, I/O): worth
@@ -42,62 +98,83 @@ impl LoadError {
     }
 }
 
-/// Status persistence backends.
+/// Status persistence of objects whose status is `St` (Canaries by default).
+#[derive(Debug)]
+pub struct StatusStore<St = CanaryStatus> {
+    backend: Backend,
+    _status: PhantomData<fn() -> St>,
+}
+
+impl<St> Clone for StatusStore<St> {
+    fn clone(&self) -> Self {
+        StatusStore {
+            backend: self.backend.clone(),
+            _status: PhantomData,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
-pub enum StatusStore {
-    /// `--state-dir`: one JSON file per Canary.
+enum Backend {
     File(FileStateStore),
-    /// Cluster mode: the Canary's `.status` subresource.
     Kube(KubeStatusStore),
 }
 
-impl StatusStore {
-    /// The persisted status for a task about to drive the canary, `None` before the first
-    /// run: an `Invalid` phase gives way to the one it interrupted ([`resume_from_invalid`]).
-    /// A status that cannot be read is an error, never a silent restart from scratch.
-    pub async fn load(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<CanaryStatus>, LoadError> {
+impl<St: PersistedStatus> StatusStore<St> {
+    /// `--state-dir`: one JSON file per object, replaced atomically.
+    pub fn file(store: FileStateStore) -> Self {
+        StatusStore {
+            backend: Backend::File(store),
+            _status: PhantomData,
+        }
+    }
+
+    /// Cluster mode: the object's `.status` subresource.
+    pub fn kube(store: KubeStatusStore) -> Self {
+        StatusStore {
+            backend: Backend::Kube(store),
+            _status: PhantomData,
+        }
+    }
+
+    /// The persisted status for a task about to drive the object ([`PersistedStatus::resumed`]),
+    /// `None` before the first save. A status that cannot be read is an error, never a silent
+    /// restart from scratch.
+    pub async fn load(&self, namespace: &str, name: &str) -> Result<Option<St>, LoadError> {
         Ok(self
             .load_raw(namespace, name)
             .await?
-            .map(resume_from_invalid))
+            .map(PersistedStatus::resumed))
     }
 
     /// The persisted status as stored.
-    pub async fn load_raw(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<CanaryStatus>, LoadError> {
-        match self {
-            StatusStore::File(f) => f
-                .load(CANARY_KIND, namespace, name)
+    pub async fn load_raw(&self, namespace: &str, name: &str) -> Result<Option<St>, LoadError> {
+        match &self.backend {
+            Backend::File(f) => f
+                .load(St::FILE_KIND, namespace, name)
                 .map_err(LoadError::from_file),
-            StatusStore::Kube(k) => k.load(namespace, name).await.map_err(LoadError::from_kube),
+            Backend::Kube(k) => k.load(namespace, name).await.map_err(LoadError::from_kube),
         }
     }
 
     /// Persists `status` as of `now`, first deriving its conditions and (when `generation`,
-    /// the Canary's `metadata.generation`, is known) its `observedGeneration`, so every write
+    /// the object's `metadata.generation`, is known) its `observedGeneration`, so every write
     /// carries both and the caller's copy matches what was written.
     pub async fn save(
         &self,
         namespace: &str,
         name: &str,
-        status: &mut CanaryStatus,
+        status: &mut St,
         generation: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
-        super::conditions::observe_canary(status, generation, now);
+        status.observe(generation, now);
         let status = &*status;
-        match self {
-            StatusStore::File(f) => f
-                .save(CANARY_KIND, namespace, name, status)
+        match &self.backend {
+            Backend::File(f) => f
+                .save(St::FILE_KIND, namespace, name, status)
                 .map_err(|e| e.to_string()),
-            StatusStore::Kube(k) => k
+            Backend::Kube(k) => k
                 .save(namespace, name, status)
                 .await
                 .map_err(|e| e.to_string()),
@@ -134,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn an_unparseable_file_is_corrupt_and_a_missing_one_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StatusStore::File(FileStateStore::open(dir.path()).unwrap());
+        let store: StatusStore = StatusStore::file(FileStateStore::open(dir.path()).unwrap());
         assert_eq!(store.load("ns", "c").await, Ok(None));
         store
             .save(
@@ -164,7 +241,7 @@ mod tests {
             "status": {"phase": "NoSuchPhase"}
         }))
         .unwrap();
-        let store = StatusStore::Kube(KubeStatusStore::new(fake.client()));
+        let store: StatusStore = StatusStore::kube(KubeStatusStore::new(fake.client()));
         fake.fail_next(Some("GET"), "/canaries/c/status", 1, 500);
         assert!(matches!(
             store.load("ns", "c").await,

@@ -133,6 +133,19 @@ impl KubeStore {
     }
 }
 
+/// A kube client error as one line for statuses, logs and readiness: the API's answer (code,
+/// reason, message) when it answered, the transport error otherwise. The one place this is
+/// worded, so every caller reports API failures alike.
+pub fn describe(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!(
+            "Kubernetes API answered {} {}: {}",
+            s.code, s.reason, s.message
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Maps kube errors to store errors; 409 is the one the router retries.
 fn map_error(key: &ObjectKey, err: kube::Error) -> StoreError {
     match err {

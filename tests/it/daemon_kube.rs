@@ -332,3 +332,54 @@ async fn scheduled_analysis_from_its_crd_keeps_status_and_rolls_back_the_promote
     .await;
     assert!(st["lastScheduleTime"].is_string(), "{st:#}");
 }
+
+/// Issue 14 item 7, cluster mode: the ScheduledAnalysis' `.status` cannot be read, then not
+/// written, for a while. The task reads again (never gives up, never starts from scratch),
+/// keeps scheduling, and its saves land once the API server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_analysis_outlasts_failing_status_reads_and_saves() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        |_| Some(9950.0),
+    );
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let fake = FakeApiServer::new();
+    seed(&fake);
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "ScheduledAnalysis",
+        "metadata": {"name": "nightly", "namespace": "bookinfo"},
+        "spec": {"schedule": "*/2 * * * * *",
+            "templates": [{"templateName": "apdex"}],
+            "args": [{"name": "service", "value": "reviews.bookinfo"}]}
+    }))
+    .unwrap();
+    let status_path = "/scheduledanalyses/nightly/status";
+    fake.fail_next(Some("GET"), status_path, 3, 500);
+    fake.fail_next(Some("PUT"), status_path, 4, 503);
+    let (addr, _h) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(addr, &kubeconfig).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let _a = replica("replica-a", &kubeconfig, &token, &running.url());
+    let st = wait("a successful run saved", Duration::from_secs(60), || {
+        fake.get("skycanary.io", "scheduledanalyses", "bookinfo", "nightly")
+            .map(|o| o["status"].clone())
+            .filter(|s| s["lastSuccessfulTime"].is_string())
+    })
+    .await;
+    assert_eq!(st["history"][0]["status"]["phase"], "Successful", "{st:#}");
+    let count = |method: &str| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.ends_with(status_path))
+            .count()
+    };
+    // Every failed read and write was tried again until one went through.
+    assert!(count("GET") > 3, "{} reads", count("GET"));
+    assert!(count("PUT") > 4, "{} writes", count("PUT"));
+}

@@ -476,3 +476,74 @@ spec:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Issue 14 item 7, file mode: a status that cannot be read at start is read again (never
+/// given up on, never replaced), the task then runs, and its saves — failing for a while —
+/// land once the store recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_store_that_fails_reads_then_saves_is_outlasted() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = format!(
+        r#"{CANARY_AND_TEMPLATE}---
+apiVersion: skycanary.io/v1alpha1
+kind: ScheduledAnalysis
+metadata: {{name: yearly, namespace: bookinfo}}
+spec:
+  schedule: "@yearly"
+  templates: [{{templateName: apdex}}]
+  args: [{{name: service, value: reviews.bookinfo}}]
+"#
+    );
+    let dirs = setup(&yaml);
+    // A directory where the status file goes: every read and write of it fails.
+    let file = dirs
+        .path()
+        .join("state/scheduledanalysis/bookinfo/yearly.json");
+    std::fs::create_dir_all(file.join("blocked")).unwrap();
+    let d = start(dirs, &running.url());
+    // Reads keep failing (retried with backoff): the task drives nothing meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let list = get(&d, "/api/v1/scheduled-analyses").await;
+    assert!(
+        schedule_of(&list, "yearly")["status"]["trackingSince"].is_null(),
+        "{list:#}"
+    );
+    std::fs::remove_dir_all(&file).unwrap();
+    // The next read finds no status: the task starts and its first save lands.
+    wait_for(&d, "/api/v1/scheduled-analyses", "the task to start", |v| {
+        schedule_of(v, "yearly")["status"]["trackingSince"].is_string()
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !file.is_file() {
+        assert!(Instant::now() < deadline, "the first status was never saved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Now its saves fail: a run still goes on and is held in memory ...
+    let (file, blocker) = block_state_saves(&d, "yearly");
+    let r = http()
+        .post(format!(
+            "{}/api/v1/scheduled-analyses/bookinfo/yearly/run",
+            d.url
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    wait_for(&d, "/api/v1/scheduled-analyses", "the run's verdict", |v| {
+        history_phases(schedule_of(v, "yearly")) == ["Successful"]
+    })
+    .await;
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("yearly-manual-"));
+    // ... and saved once the store takes writes again.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("yearly-manual-")
+    {
+        assert!(Instant::now() < deadline, "the failed save never landed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

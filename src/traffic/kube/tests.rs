@@ -271,3 +271,17 @@ async fn emit_event_posts_an_events_k8s_io_event() {
         .expect_err("403");
     assert!(err.to_string().contains("Canary bookinfo/reviews"), "{err}");
 }
+
+/// One wording of kube client failures for every caller: the API's answer when it answered,
+/// the transport error otherwise.
+#[tokio::test]
+async fn describe_words_api_answers_and_transport_errors() {
+    let fake = crate::testkit::FakeApiServer::new();
+    fake.fail_next(Some("GET"), "/namespaces", 1, 500);
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(fake.client());
+    let answered = api.list(&Default::default()).await.expect_err("500");
+    let text = describe(answered);
+    assert!(text.starts_with("Kubernetes API answered 500 "), "{text}");
+    let transport = kube::Error::Service("connection refused".into());
+    assert_eq!(describe(transport), "ServiceError: connection refused");
+}

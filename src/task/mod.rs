@@ -1,0 +1,326 @@
+//! The lifecycle every object task shares (one task per Canary, one per ScheduledAnalysis):
+//! spawn with a handle, read the persisted status with retry before anything is driven, save
+//! the status with retry and backoff (a failed save is never counted as done, and is reported
+//! to `/metrics` and `/readyz` until one lands), and stop — flushing a status not saved yet —
+//! with the last in-memory status handed over to a successor.
+//!
+//! What an object does with its status (the canary's state machine and routing, the
+//! schedule's policy and runs) stays in its driver: the driver passes the closure that runs
+//! the task once its status is known, and calls [`Saver::save`] wherever its status changes.
+
+pub mod ports;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+
+pub use ports::{SaveMetrics, StateKind};
+
+use crate::backoff::Backoff;
+use crate::state::status::{LoadError, PersistedStatus, StatusStore};
+
+/// First wait before reading a persisted status again after a transient error; doubles up to
+/// [`LOAD_RETRY_MAX`].
+pub const LOAD_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between two tries to read a persisted status.
+pub const LOAD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// First wait before writing a status again after a failed write; doubles up to
+/// [`SAVE_RETRY_MAX`]. Short: a rollback whose status is not saved yet would be undone by a
+/// restart in that window.
+pub const SAVE_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest wait between two tries to write the status.
+pub const SAVE_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long [`TaskHandle::stop`] waits for the task to end (its last save included).
+pub const STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// Which object a task drives; its `Display` is `namespace/name`, as logs show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectId {
+    /// Canary or ScheduledAnalysis.
+    pub kind: StateKind,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Logs with the object under the field its kind's log lines use (`canary` or `scheduled`).
+macro_rules! log_for {
+    ($level:ident, $id:expr, $($rest:tt)+) => {
+        match $id.kind {
+            StateKind::Canary => tracing::$level!(canary = %$id, $($rest)+),
+            StateKind::Scheduled => tracing::$level!(scheduled = %$id, $($rest)+),
+        }
+    };
+}
+
+/// A task's message type: the lifecycle needs to make and recognise the stop message.
+pub trait TaskMsg: Send + 'static {
+    /// The message that ends the task (daemon shutdown, reload, deletion).
+    fn stop() -> Self;
+    /// Whether this is that message.
+    fn is_stop(&self) -> bool;
+}
+
+/// What the lifecycle hands the object's task once its status is known.
+pub struct Started<M, St> {
+    /// The task's inbox (messages that came while the status was read are in it, in order).
+    pub rx: mpsc::UnboundedReceiver<M>,
+    /// Sender to its own inbox, for work it spawns.
+    pub tx: mpsc::UnboundedSender<M>,
+    /// Where the task publishes its latest status.
+    pub status_tx: watch::Sender<St>,
+    /// The status to continue from: the predecessor's in-memory one, else the persisted one
+    /// ([`PersistedStatus::resumed`]), else the default.
+    pub status: St,
+    /// True when `status` was taken over from a predecessor: it may never have been saved, so
+    /// the task writes it before exposing anything.
+    pub inherited: bool,
+}
+
+/// Handle on a running object task.
+#[derive(Debug)]
+pub struct TaskHandle<M, St> {
+    /// Send messages.
+    pub tx: mpsc::UnboundedSender<M>,
+    /// Latest status.
+    pub status: watch::Receiver<St>,
+    /// Becomes true when the task has ended.
+    pub finished: watch::Receiver<bool>,
+    /// The task's last in-memory status, left here when it ends after having driven the
+    /// object (not when it never read its persisted status). A successor takes it over, so a
+    /// status whose save failed (an abort) is not lost to a reload (issue 14).
+    pub handover: Arc<Mutex<Option<St>>>,
+}
+
+impl<M, St> Clone for TaskHandle<M, St> {
+    fn clone(&self) -> Self {
+        TaskHandle {
+            tx: self.tx.clone(),
+            status: self.status.clone(),
+            finished: self.finished.clone(),
+            handover: self.handover.clone(),
+        }
+    }
+}
+
+impl<M: TaskMsg, St> TaskHandle<M, St> {
+    /// Asks the task to stop and waits (bounded by [`STOP_WAIT`]) until it has, so a
+    /// replacement task never overlaps with it.
+    pub async fn stop(&self) {
+        stop(&self.tx, &self.finished).await;
+    }
+}
+
+/// Sends the stop message on `tx` and waits (bounded) until `finished` turns true.
+pub async fn stop<M: TaskMsg>(tx: &mpsc::UnboundedSender<M>, finished: &watch::Receiver<bool>) {
+    let _ = tx.send(M::stop());
+    let mut fin = finished.clone();
+    let _ = tokio::time::timeout(STOP_WAIT, fin.wait_for(|f| *f)).await;
+}
+
+/// Starts the task of one object. The handle takes messages at once (they wait in its queue)
+/// while the task first stops `predecessor` (a reload replaced it) and takes over its
+/// in-memory status, or else reads the persisted status — again and again with backoff while
+/// the store is unavailable (only a stop message ends that wait). A status that does not parse
+/// is never replaced by a fresh one: the task publishes why and ends without driving. Then
+/// `run` drives the object; the status it returns is handed over to a successor.
+pub fn spawn<M, St, F, Fut>(
+    id: ObjectId,
+    store: StatusStore<St>,
+    predecessor: Option<TaskHandle<M, St>>,
+    run: F,
+) -> TaskHandle<M, St>
+where
+    M: TaskMsg,
+    St: PersistedStatus,
+    F: FnOnce(Started<M, St>) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<St>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(St::default());
+    let (fin_tx, fin_rx) = watch::channel(false);
+    let handover = Arc::new(Mutex::new(None));
+    let handover_out = handover.clone();
+    let task_tx = tx.clone();
+    tokio::spawn(async move {
+        let mut rx = rx;
+        let inherited = match predecessor {
+            Some(p) => {
+                p.stop().await;
+                p.handover.lock().ok().and_then(|mut h| h.take())
+            }
+            None => None,
+        };
+        let loaded = match inherited {
+            Some(st) => Some((st, true)),
+            None => load_with_retry(&id, &store, &mut rx, &task_tx, &status_tx)
+                .await
+                .map(|st| (st.unwrap_or_default(), false)),
+        };
+        if let Some((status, inherited)) = loaded {
+            let started = Started {
+                rx,
+                tx: task_tx,
+                status_tx,
+                status,
+                inherited,
+            };
+            if let Some(last) = run(started).await
+                && let Ok(mut h) = handover_out.lock()
+            {
+                *h = Some(last);
+            }
+        }
+        let _ = fin_tx.send(true);
+    });
+    TaskHandle {
+        tx,
+        status: status_rx,
+        finished: fin_rx,
+        handover,
+    }
+}
+
+/// The persisted status, read again with backoff while the store is unavailable. None when
+/// the task must not drive: stopped meanwhile, or the status does not parse (published with
+/// the reason as its message; a human decides, fix or delete it).
+async fn load_with_retry<M: TaskMsg, St: PersistedStatus>(
+    id: &ObjectId,
+    store: &StatusStore<St>,
+    rx: &mut mpsc::UnboundedReceiver<M>,
+    requeue: &mpsc::UnboundedSender<M>,
+    status_tx: &watch::Sender<St>,
+) -> Option<Option<St>> {
+    let mut backoff = Backoff::new(LOAD_RETRY_FIRST, LOAD_RETRY_MAX);
+    loop {
+        match Box::pin(store.load(&id.namespace, &id.name)).await {
+            Ok(persisted) => return Some(persisted),
+            Err(LoadError::Corrupt(e)) => {
+                log_for!(error, id, "cannot read persisted status, not driving it: {e}");
+                let idle = St::idle(format!("cannot read persisted status: {e}"));
+                let _ = status_tx.send(idle);
+                return None;
+            }
+            Err(LoadError::Unavailable(e)) => {
+                let delay = backoff.next_delay();
+                // Nothing is known yet, so nothing may be driven: wait and read again.
+                // Messages meanwhile go back in the queue, except Stop, which ends the task.
+                log_for!(warn, id, "cannot read persisted status, retrying in {delay:?}: {e}");
+                if crate::backoff::sleep_holding(rx, requeue, delay, M::is_stop).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A status not persisted yet: why its last write failed and when the next one is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsaved {
+    /// Why (or since when) the status is not saved.
+    pub error: String,
+    /// Failed writes in a row.
+    pub attempts: u32,
+    /// When to write again.
+    pub retry_at: DateTime<Utc>,
+}
+
+/// Status writes of one object task: retried with capped backoff ([`SAVE_RETRY_FIRST`] doubling
+/// to [`SAVE_RETRY_MAX`]) until one lands, each failure reported to `/metrics` and `/readyz`
+/// and cleared by the next successful write. A failed save is never counted as done.
+#[derive(Debug)]
+pub struct Saver {
+    id: ObjectId,
+    unsaved: Option<Unsaved>,
+    backoff: Backoff,
+}
+
+impl Saver {
+    /// Nothing pending yet.
+    pub fn new(id: ObjectId) -> Self {
+        Saver {
+            id,
+            unsaved: None,
+            backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
+        }
+    }
+
+    /// The object.
+    pub fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    /// Set while the current status is not persisted.
+    pub fn unsaved(&self) -> Option<&Unsaved> {
+        self.unsaved.as_ref()
+    }
+
+    /// When the pending write is due; None when nothing is pending.
+    pub fn retry_at(&self) -> Option<DateTime<Utc>> {
+        self.unsaved.as_ref().map(|u| u.retry_at)
+    }
+
+    /// A pending write is due at `now`.
+    pub fn due(&self, now: DateTime<Utc>) -> bool {
+        self.retry_at().is_some_and(|t| now >= t)
+    }
+
+    /// Marks the status as not persisted, written at the next chance (`now`): a status taken
+    /// over from a predecessor, or one that must say something at once.
+    pub fn mark_unsaved(&mut self, why: &str, now: DateTime<Utc>) {
+        self.unsaved = Some(Unsaved {
+            error: why.to_string(),
+            attempts: 0,
+            retry_at: now,
+        });
+    }
+
+    /// Writes `status` (deriving its conditions first). True when it landed; otherwise the
+    /// next try is scheduled ([`Saver::retry_at`]) and the failure reported.
+    pub async fn save<St: PersistedStatus, M: SaveMetrics + ?Sized>(
+        &mut self,
+        store: &StatusStore<St>,
+        status: &mut St,
+        generation: Option<i64>,
+        now: DateTime<Utc>,
+        metrics: &M,
+    ) -> bool {
+        let (ns, name) = (&self.id.namespace, &self.id.name);
+        match store.save(ns, name, status, generation, now).await {
+            Ok(()) => {
+                self.backoff.reset();
+                metrics.state_saved(self.id.kind, ns, name);
+                if let Some(u) = self.unsaved.take() {
+                    log_for!(info, self.id, failed = u.attempts, "status persisted again");
+                }
+                true
+            }
+            Err(e) => {
+                let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
+                let delay = self.backoff.next_delay();
+                log_for!(error, self.id, attempts, "cannot persist status, retrying in {delay:?}: {e}");
+                metrics.state_save_failed(self.id.kind, ns, name, &e);
+                self.unsaved = Some(Unsaved {
+                    error: e,
+                    attempts,
+                    retry_at: now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
+                });
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
