@@ -113,6 +113,7 @@ async fn a_failed_save_stays_pending_with_backoff_until_one_lands() {
         Some(CanaryPhase::Paused)
     );
     // The backoff starts over after a success.
+    std::fs::remove_file(dir.path().join("canary/ns/c.json")).unwrap();
     let blocked = block(&dir, "c");
     assert!(!saver.save(&store, &mut status, None, t0(), &metrics).await);
     assert_eq!(

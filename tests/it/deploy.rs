@@ -52,7 +52,7 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
     ("skycanary.io", "canaries/status", "get", Need::Cluster),
     ("skycanary.io", "canaries/status", "update", Need::Cluster),
     ("skycanary.io", "canaries/status", "patch", Need::Cluster),
-    // src/schedule/store.rs: the same for ScheduledAnalysis history.
+    // src/state/kube_status.rs: ScheduledAnalysis history, written the same way.
     (
         "skycanary.io",
         "scheduledanalyses/status",
@@ -62,7 +62,7 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
     (
         "skycanary.io",
         "scheduledanalyses/status",
-        "patch",
+        "update",
         Need::Cluster,
     ),
     // src/traffic/kube.rs: VirtualServices read and replaced (PUT with resourceVersion);
