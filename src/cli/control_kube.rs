@@ -151,7 +151,10 @@ pub async fn request(
         .map_err(|e| failed_for(e, &what))?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let obj = api.get_status(name).await.map_err(|e| failed_for(e, &what))?;
+        let obj = api
+            .get_status(name)
+            .await
+            .map_err(|e| failed_for(e, &what))?;
         let s = summary(&obj)?;
         if let Some(outcome) = answered(&s, &req.id) {
             return Ok(if outcome.accepted {

@@ -54,7 +54,10 @@ fn stored_status(fake: &FakeApiServer) -> Value {
 #[tokio::test]
 async fn absent_and_empty_status_load_as_none() {
     let (fake, store) = setup();
-    assert_eq!(store.load::<CanaryStatus>("bookinfo", "reviews").await, Ok(None));
+    assert_eq!(
+        store.load::<CanaryStatus>("bookinfo", "reviews").await,
+        Ok(None)
+    );
     let api: Api<DynamicObject> =
         Api::namespaced_with(fake.client(), "bookinfo", &canary_resource());
     api.patch_status(
@@ -64,7 +67,10 @@ async fn absent_and_empty_status_load_as_none() {
     )
     .await
     .expect("empty status");
-    assert_eq!(store.load::<CanaryStatus>("bookinfo", "reviews").await, Ok(None));
+    assert_eq!(
+        store.load::<CanaryStatus>("bookinfo", "reviews").await,
+        Ok(None)
+    );
 }
 
 #[tokio::test]
@@ -361,7 +367,9 @@ async fn scheduled_statuses_are_replaced_whole_through_the_same_store() {
     .expect("seed");
     let store = KubeStatusStore::new(fake.client());
     assert_eq!(
-        store.load::<ScheduledAnalysisStatus>("ops", "nightly").await,
+        store
+            .load::<ScheduledAnalysisStatus>("ops", "nightly")
+            .await,
         Ok(None)
     );
     let first = ScheduledAnalysisStatus {
@@ -378,7 +386,9 @@ async fn scheduled_statuses_are_replaced_whole_through_the_same_store() {
     fake.fail_next(Some("PUT"), "/scheduledanalyses/nightly/status", 1, 409);
     store.save("ops", "nightly", &second).await.expect("second");
     assert_eq!(
-        store.load::<ScheduledAnalysisStatus>("ops", "nightly").await,
+        store
+            .load::<ScheduledAnalysisStatus>("ops", "nightly")
+            .await,
         Ok(Some(second))
     );
     let api: Api<DynamicObject> = Api::namespaced_with(

@@ -207,7 +207,11 @@ async fn load_with_retry<M: TaskMsg, St: PersistedStatus>(
         match Box::pin(store.load(&id.namespace, &id.name)).await {
             Ok(persisted) => return Some(persisted),
             Err(LoadError::Corrupt(e)) => {
-                log_for!(error, id, "cannot read persisted status, not driving it: {e}");
+                log_for!(
+                    error,
+                    id,
+                    "cannot read persisted status, not driving it: {e}"
+                );
                 let idle = St::idle(format!("cannot read persisted status: {e}"));
                 let _ = status_tx.send(idle);
                 return None;
@@ -216,7 +220,11 @@ async fn load_with_retry<M: TaskMsg, St: PersistedStatus>(
                 let delay = backoff.next_delay();
                 // Nothing is known yet, so nothing may be driven: wait and read again.
                 // Messages meanwhile go back in the queue, except Stop, which ends the task.
-                log_for!(warn, id, "cannot read persisted status, retrying in {delay:?}: {e}");
+                log_for!(
+                    warn,
+                    id,
+                    "cannot read persisted status, retrying in {delay:?}: {e}"
+                );
                 if crate::backoff::sleep_holding(rx, requeue, delay, M::is_stop).await {
                     return None;
                 }
@@ -309,12 +317,18 @@ impl Saver {
             Err(e) => {
                 let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
                 let delay = self.backoff.next_delay();
-                log_for!(error, self.id, attempts, "cannot persist status, retrying in {delay:?}: {e}");
+                log_for!(
+                    error,
+                    self.id,
+                    attempts,
+                    "cannot persist status, retrying in {delay:?}: {e}"
+                );
                 metrics.state_save_failed(self.id.kind, ns, name, &e);
                 self.unsaved = Some(Unsaved {
                     error: e,
                     attempts,
-                    retry_at: now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
+                    retry_at: now
+                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
                 });
                 false
             }

@@ -64,7 +64,11 @@ fn store() -> (tempfile::TempDir, StatusStore<CanaryStatus>) {
 /// Makes the object's state file unreadable and unwritable (a directory stands where it
 /// goes); the returned path, removed, makes the store work again.
 fn block(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
-    let path = dir.path().join("canary").join("ns").join(format!("{name}.json"));
+    let path = dir
+        .path()
+        .join("canary")
+        .join("ns")
+        .join(format!("{name}.json"));
     std::fs::create_dir_all(path.join("blocker")).unwrap();
     path
 }
@@ -104,7 +108,11 @@ async fn a_failed_save_stays_pending_with_backoff_until_one_lands() {
 
     std::fs::remove_dir_all(&blocked).unwrap();
     status.phase = CanaryPhase::Paused;
-    assert!(saver.save(&store, &mut status, None, u.retry_at, &metrics).await);
+    assert!(
+        saver
+            .save(&store, &mut status, None, u.retry_at, &metrics)
+            .await
+    );
     assert_eq!(saver.unsaved(), None);
     assert_eq!(saver.retry_at(), None);
     assert_eq!(metrics.take(), ["failed canary ns/c", "saved canary ns/c"]);
@@ -116,10 +124,7 @@ async fn a_failed_save_stays_pending_with_backoff_until_one_lands() {
     std::fs::remove_file(dir.path().join("canary/ns/c.json")).unwrap();
     let blocked = block(&dir, "c");
     assert!(!saver.save(&store, &mut status, None, t0(), &metrics).await);
-    assert_eq!(
-        saver.retry_at(),
-        Some(t0() + TimeDelta::milliseconds(250))
-    );
+    assert_eq!(saver.retry_at(), Some(t0() + TimeDelta::milliseconds(250)));
     std::fs::remove_dir_all(&blocked).unwrap();
 }
 
@@ -224,7 +229,10 @@ async fn a_status_that_does_not_parse_is_never_replaced() {
     fin.wait_for(|f| *f).await.unwrap();
     assert!(seen.try_recv().is_err(), "never driven");
     let message = handle.status.borrow().message.clone().unwrap_or_default();
-    assert!(message.starts_with("cannot read persisted status"), "{message}");
+    assert!(
+        message.starts_with("cannot read persisted status"),
+        "{message}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), b"{not json");
 }
 
@@ -245,7 +253,10 @@ async fn a_successor_takes_over_the_last_in_memory_status() {
     second.tx.send(TestMsg::Hello(8)).unwrap();
     let (status, inherited) = seen.await.unwrap();
     assert!(inherited);
-    assert_eq!(status.current_step_index, 1, "the predecessor's, never saved");
+    assert_eq!(
+        status.current_step_index, 1,
+        "the predecessor's, never saved"
+    );
     assert!(*first.finished.borrow());
     assert_eq!(got.recv().await, Some(8));
 }

@@ -516,7 +516,10 @@ spec:
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !file.is_file() {
-        assert!(Instant::now() < deadline, "the first status was never saved");
+        assert!(
+            Instant::now() < deadline,
+            "the first status was never saved"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Now its saves fail: a run still goes on and is held in memory ...
@@ -535,7 +538,11 @@ spec:
         history_phases(schedule_of(v, "yearly")) == ["Successful"]
     })
     .await;
-    assert!(!std::fs::read_to_string(&file).unwrap().contains("yearly-manual-"));
+    assert!(
+        !std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("yearly-manual-")
+    );
     // ... and saved once the store takes writes again.
     std::fs::remove_dir_all(&blocker).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
