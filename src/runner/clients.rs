@@ -46,11 +46,13 @@ impl ClientCache {
         plan.clients
             .iter()
             .map(|o| {
-                let key = settings_key(o);
+                // The CA file is read here, at the edge, so a rotated file makes a new client.
+                let o = o.clone().read_ca_file()?;
+                let key = settings_key(&o);
                 if let Some(c) = map.get(&key).and_then(Weak::upgrade) {
                     return Ok(c);
                 }
-                let mut o = o.clone();
+                let mut o = o;
                 if let Some(obs) = &self.observer {
                     o.observer = Some(obs.clone());
                 }
