@@ -1044,7 +1044,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let mut failed = Vec::new();
         for (name, kind, state) in runs {
             let (templates, args) = self.analysis_spec(&kind);
-            if let Err(e) = self.start_analysis(name.clone(), kind, &templates, &args, Some(state)) {
+            if let Err(e) = self.start_analysis(name.clone(), kind, &templates, &args, Some(state))
+            {
                 let status = e.failed_run(self.ctx.clock.now());
                 failed.push(Input::Analysis { name, status });
             }

@@ -212,10 +212,9 @@ impl Compiler<'_> {
                 );
             }
             if let Some(mut c) = self.metric(m, &p, argo, language) {
-                c.spec.dry_run = spec
-                    .dry_run
-                    .iter()
-                    .any(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(&m.name)));
+                c.spec.dry_run = spec.dry_run.iter().any(|r| {
+                    regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(&m.name))
+                });
                 c.spec.retention_limit = retention_limit(&spec.measurement_retention, &m.name);
                 metrics.push(c);
             }
@@ -310,7 +309,13 @@ impl Compiler<'_> {
 
     /// An integer field; below `min` it is refused with `below_min` (Argo's wording) and the
     /// value. `None` when absent, wrong, or known only at run time.
-    fn int(&mut self, v: &Option<IntOrString>, path: &str, min: i64, below_min: &str) -> Option<i64> {
+    fn int(
+        &mut self,
+        v: &Option<IntOrString>,
+        path: &str,
+        min: i64,
+        below_min: &str,
+    ) -> Option<i64> {
         let i = match v.as_ref()? {
             IntOrString::Int(i) => *i,
             IntOrString::String(s) => {
@@ -421,7 +426,10 @@ impl Compiler<'_> {
             );
         }
         if sw.window.as_ref().and_then(|w| w.duration()).is_some() && sw.interval.is_some() {
-            self.err(&g("interval"), "interval is Argo's name for window: set only one");
+            self.err(
+                &g("interval"),
+                "interval is Argo's name for window: set only one",
+            );
         }
         let window_path = g(sw.window_field());
         let window = self.duration(&sw.window_duration(), &window_path);
@@ -652,7 +660,10 @@ impl Compiler<'_> {
             );
         }
         if e.scope != ScopeDef::Endpoint && e.endpoint_name.is_some() {
-            self.err(&child_path(&ep, "endpointName"), "only used with scope Endpoint");
+            self.err(
+                &child_path(&ep, "endpointName"),
+                "only used with scope Endpoint",
+            );
         }
         Some(EntitySpec {
             scope: match e.scope {
@@ -715,10 +726,13 @@ impl Compiler<'_> {
                 })
                 .map(|t| t.value)
             }
-            (None, Some(Defaults {
-                skywalking: Some(d),
-                ..
-            })) => Some(d.clone()),
+            (
+                None,
+                Some(Defaults {
+                    skywalking: Some(d),
+                    ..
+                }),
+            ) => Some(d.clone()),
             (None, Some(_)) => {
                 self.err(
                     &g("address"),

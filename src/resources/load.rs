@@ -238,18 +238,25 @@ fn check_ca_files(result: &mut LoadResult) {
     for t in std::mem::take(&mut result.templates) {
         let mut errs = Vec::new();
         for (i, m) in t.doc.spec.metrics.iter().enumerate() {
-            let Some(path) = m.provider.skywalking.as_ref().and_then(|s| s.ca_file.as_ref())
+            let Some(path) = m
+                .provider
+                .skywalking
+                .as_ref()
+                .and_then(|s| s.ca_file.as_ref())
             else {
                 continue;
             };
             let outcome = checked.entry(path.clone()).or_insert_with(|| {
-                read_ca_file(Path::new(path)).map(drop).map_err(|e| match e {
-                    ProviderError::Config(m) => m,
-                    other => other.to_string(),
-                })
+                read_ca_file(Path::new(path))
+                    .map(drop)
+                    .map_err(|e| match e {
+                        ProviderError::Config(m) => m,
+                        other => other.to_string(),
+                    })
             });
             if let Err(why) = outcome {
-                let field = child_path(&index_path("spec.metrics", i), "provider.skywalking.caFile");
+                let field =
+                    child_path(&index_path("spec.metrics", i), "provider.skywalking.caFile");
                 errs.push(t.origin.error(&field, why.clone()));
             }
         }

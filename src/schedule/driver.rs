@@ -498,7 +498,12 @@ impl Task {
         }
     }
 
-    async fn start_run(&mut self, name: String, trigger: RunTrigger, scheduled: Option<DateTime<Utc>>) {
+    async fn start_run(
+        &mut self,
+        name: String,
+        trigger: RunTrigger,
+        scheduled: Option<DateTime<Utc>>,
+    ) {
         let now = self.ctx.clock.now();
         let mut state = RunState::new(&RunSpec::default(), now);
         state.phase = Phase::Pending;
