@@ -388,10 +388,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// state (status write, routing write, event) the whole time.
     /// Returns the last in-memory status, for a successor.
     async fn run(mut self: Box<Self>, mut rx: mpsc::UnboundedReceiver<Msg>) -> CanaryStatus {
-        self.resume_analyses();
+        let unresumed = self.resume_analyses();
         // `Resumed` first: a pending write (a rollback saved just before a crash) goes out
         // before anything the spec or the clock may start.
         let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
+        queue.extend(unresumed);
         self.probe_oap();
         // The routes as they are now: an exposed status over withdrawn routes is not resumed.
         match Box::pin(self.observe_routes()).await {
@@ -752,7 +753,15 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         kind,
                         templates,
                         args,
-                    } => self.start_analysis(name, kind, &templates, &args, None),
+                    } => {
+                        // The machine must hear about it: an analysis that cannot run is an Error.
+                        if let Err(e) =
+                            self.start_analysis(name.clone(), kind, &templates, &args, None)
+                        {
+                            let status = e.failed_run(self.ctx.clock.now());
+                            queue.push_back(Input::Analysis { name, status });
+                        }
+                    }
                     Effect::TerminateAnalysis { name, reason } => {
                         if let Some(stop) = self.stops.remove(&name) {
                             let _ = stop.send(Some(reason));
@@ -971,7 +980,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
 
     /// Restarts the runs that were in flight when the daemon stopped, from their persisted
     /// state (same counts, same measurements).
-    fn resume_analyses(&mut self) {
+    /// Returns the Error results of runs that cannot start again, for the machine.
+    fn resume_analyses(&mut self) -> Vec<Input> {
         let runs: Vec<_> = self
             .status
             .analysis_runs
@@ -983,10 +993,16 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             })
             .map(|r| (r.name.clone(), r.kind.clone(), r.status.clone()))
             .collect();
+        let mut failed = Vec::new();
         for (name, kind, state) in runs {
             let (templates, args) = self.analysis_spec(&kind);
-            self.start_analysis(name, kind, &templates, &args, Some(state));
+            if let Err(e) = self.start_analysis(name.clone(), kind, &templates, &args, Some(state))
+            {
+                let status = e.failed_run(self.ctx.clock.now());
+                failed.push(Input::Analysis { name, status });
+            }
         }
+        failed
     }
 
     fn analysis_spec(&self, kind: &AnalysisRunKind) -> (Vec<TemplateRef>, Vec<ArgValue>) {
@@ -1006,6 +1022,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         }
     }
 
+    /// Spawns the analysis run `name`; an analysis that cannot be planned or connected is
+    /// returned as an error before anything is spawned (the caller records it as an Error).
     fn start_analysis(
         &mut self,
         name: String,
@@ -1013,38 +1031,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         templates: &[TemplateRef],
         args: &[ArgValue],
         resume: Option<RunState>,
-    ) {
-        let now = self.ctx.clock.now();
-        let plan = self.plan_analysis(templates, args);
-        let plan = match plan {
-            Ok(p) => p,
-            Err(message) => {
-                // The machine must hear about it: an analysis that cannot run is an Error.
-                let mut failed = RunState::new(&RunSpec::default(), now);
-                failed.phase = Phase::Error;
-                failed.message = Some(message);
-                let _ = self.tx.send(Msg::Analysis {
-                    name,
-                    state: Box::new(failed),
-                    measured: None,
-                });
-                return;
-            }
-        };
-        let clients = match self.ctx.clients.connect(&plan) {
-            Ok(c) => c,
-            Err(e) => {
-                let mut failed = RunState::new(&RunSpec::default(), now);
-                failed.phase = Phase::Error;
-                failed.message = Some(e.to_string());
-                let _ = self.tx.send(Msg::Analysis {
-                    name,
-                    state: Box::new(failed),
-                    measured: None,
-                });
-                return;
-            }
-        };
+    ) -> Result<(), runner::StartError> {
+        let plan = self.plan_analysis(templates, args)?;
+        let clients = self.ctx.clients.connect(&plan)?;
         let (stop_tx, mut stop_rx) = watch::channel(None);
         self.stops.insert(name.clone(), stop_tx);
         self.routing_changes
@@ -1094,13 +1083,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 measured: None,
             });
         });
+        Ok(())
     }
 
     fn plan_analysis(
         &self,
         templates: &[TemplateRef],
         args: &[ArgValue],
-    ) -> Result<runner::RunPlan, String> {
+    ) -> Result<runner::RunPlan, runner::PlanError> {
         super::preflight::plan_analysis(
             &self.ctx.templates,
             &self.namespace,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::provider::skywalking::ClientOptions;
 use crate::resources::LoadedTemplate;
 use crate::resources::canary::{ArgValue, CanaryDoc, CanaryStep, TemplateRef};
-use crate::runner::{self, Defaults, RunPlan};
+use crate::runner::{self, Defaults, PlanError, RunPlan};
 
 /// Plans one analysis (of a Canary or a ScheduledAnalysis in `namespace`): finds its
 /// templates, takes the literal args and plans them together. `valueFrom.secretKeyRef` is not
@@ -20,12 +20,12 @@ pub fn plan_analysis(
     refs: &[TemplateRef],
     args: &[ArgValue],
     defaults: &Defaults,
-) -> Result<RunPlan, String> {
+) -> Result<RunPlan, PlanError> {
     let mut found: Vec<&LoadedTemplate> = Vec::new();
     for r in refs {
         match templates.iter().find(|t| t.answers(r, namespace)) {
             Some(t) => found.push(t),
-            None => return Err(format!("analysis template {:?} not found", r.template_name)),
+            None => return Err(PlanError::TemplateNotFound(r.template_name.clone())),
         }
     }
     let mut given = BTreeMap::new();
@@ -34,16 +34,11 @@ pub fn plan_analysis(
             (Some(v), _) => {
                 given.insert(a.name.clone(), v.clone());
             }
-            (None, Some(_)) => {
-                return Err(format!(
-                    "arg {:?}: valueFrom.secretKeyRef is not resolved by this version; give `value`",
-                    a.name
-                ));
-            }
+            (None, Some(_)) => return Err(PlanError::SecretArg(a.name.clone())),
             (None, None) => {}
         }
     }
-    runner::plan_many(&found, &given, defaults).map_err(|e| e.to_string())
+    Ok(runner::plan_many(&found, &given, defaults)?)
 }
 
 /// The analyses of `doc` (the background analysis, then each analysis step), each as (field
@@ -107,7 +102,7 @@ pub fn unplannable(
         .filter_map(|(path, refs, args)| {
             plan_analysis(templates, namespace, refs, args, defaults)
                 .err()
-                .map(|e| (path, e))
+                .map(|e| (path, e.to_string()))
         })
         .collect()
 }

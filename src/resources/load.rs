@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::args;
-use super::duration::parse_duration;
 use super::template::*;
 use super::yaml::{self, LineIndex, child_path, index_path, parent_path};
 
@@ -224,8 +222,52 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
             }),
         }
     }
+    check_ca_files(&mut result);
     check_duplicates(&mut result);
     result
+}
+
+/// Every `caFile` of the loaded templates must be a readable PEM file with a certificate.
+/// Clients read it again when they are built (so a rotated file is picked up); this read
+/// refuses a wrong path when the files are loaded (`validate`, `run`, a reload), not at the
+/// first measurement. [`load_str`] reads no file: it leaves this to the client.
+fn check_ca_files(result: &mut LoadResult) {
+    use crate::provider::skywalking::{ProviderError, read_ca_file};
+    let mut checked: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(result.templates.len());
+    for t in std::mem::take(&mut result.templates) {
+        let mut errs = Vec::new();
+        for (i, m) in t.doc.spec.metrics.iter().enumerate() {
+            let Some(path) = m
+                .provider
+                .skywalking
+                .as_ref()
+                .and_then(|s| s.ca_file.as_ref())
+            else {
+                continue;
+            };
+            let outcome = checked.entry(path.clone()).or_insert_with(|| {
+                read_ca_file(Path::new(path))
+                    .map(drop)
+                    .map_err(|e| match e {
+                        ProviderError::Config(m) => m,
+                        other => other.to_string(),
+                    })
+            });
+            if let Err(why) = outcome {
+                let field =
+                    child_path(&index_path("spec.metrics", i), "provider.skywalking.caFile");
+                errs.push(t.origin.error(&field, why.clone()));
+            }
+        }
+        if errs.is_empty() {
+            kept.push(t);
+        } else {
+            result.errors.extend(errs);
+            result.rejected.templates.push((t, true));
+        }
+    }
+    result.templates = kept;
 }
 
 /// The files [`load_paths`] reads under `paths`, sorted: `.yaml`/`.yml` files of directories,
@@ -842,7 +884,9 @@ fn split_path(path: &str) -> Vec<Seg> {
     out
 }
 
-/// Semantic checks of a template; every problem is returned.
+/// Semantic checks of a template; every problem is returned. The spec is compiled with its
+/// args as run-time placeholders ([`super::compile::validate`]): the same pass a run plans
+/// with, so what validates here plans there once the args have values.
 pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError> {
     let mut errs = Vec::new();
     use super::canary_validate::{OBJECT_NAME_MAX, check_name, check_namespace};
@@ -854,492 +898,8 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
             "a ClusterAnalysisTemplate is cluster-scoped and has no namespace",
         ));
     }
-    let spec = &t.spec;
-    let mut declared = BTreeSet::new();
-    for (i, a) in spec.args.iter().enumerate() {
-        let p = index_path("spec.args", i);
-        if a.name.is_empty() {
-            errs.push(o.error(&child_path(&p, "name"), "missing arg name"));
-        } else if !declared.insert(a.name.clone()) {
-            errs.push(o.error(
-                &child_path(&p, "name"),
-                format!("duplicate arg {:?}", a.name),
-            ));
-        }
-        if a.value.is_some() && a.value_from.is_some() {
-            errs.push(o.error(&p, "set either value or valueFrom, not both"));
-        }
-    }
-    if spec.metrics.is_empty() {
-        errs.push(o.error("spec.metrics", "no metrics specified"));
-    }
-    let mut names = BTreeSet::new();
-    for (i, m) in spec.metrics.iter().enumerate() {
-        let p = index_path("spec.metrics", i);
-        if m.name.is_empty() {
-            errs.push(o.error(&child_path(&p, "name"), "missing metric name"));
-        } else if !names.insert(m.name.clone()) {
-            errs.push(o.error(
-                &child_path(&p, "name"),
-                format!("duplicate name '{}'", m.name),
-            ));
-        }
-        validate_metric(
-            m,
-            &p,
-            &declared,
-            t.api_version == ARGO_API_VERSION,
-            t.condition_language(),
-            o,
-            &mut errs,
-        );
-    }
-    for (i, r) in spec.dry_run.iter().enumerate() {
-        check_name_rule(
-            &r.metric_name,
-            &index_path("spec.dryRun", i),
-            &names,
-            o,
-            &mut errs,
-        );
-    }
-    for (i, r) in spec.measurement_retention.iter().enumerate() {
-        let p = index_path("spec.measurementRetention", i);
-        // limit 0 (or absent in Argo's Go struct) means the default, 10, as Argo documents.
-        check_name_rule(&r.metric_name, &p, &names, o, &mut errs);
-    }
+    errs.extend(super::compile::validate(t, o));
     errs
-}
-
-fn check_name_rule(
-    rule: &str,
-    p: &str,
-    names: &BTreeSet<String>,
-    o: &Origin,
-    errs: &mut Vec<ConfigError>,
-) {
-    let fp = child_path(p, "metricName");
-    match regex::Regex::new(rule) {
-        Ok(re) => {
-            if !names.iter().any(|n| re.is_match(n)) {
-                errs.push(o.error(&fp, format!("rule {rule:?} didn't match any metric name")));
-            }
-        }
-        Err(e) => errs.push(o.error(&fp, format!("invalid regex: {e}"))),
-    }
-}
-
-fn check_args_in(
-    text: &str,
-    path: &str,
-    declared: &BTreeSet<String>,
-    o: &Origin,
-    errs: &mut Vec<ConfigError>,
-) {
-    for a in args::referenced_args(text) {
-        if !declared.contains(&a) {
-            errs.push(o.error(
-                path,
-                format!(
-                    "{{{{args.{a}}}}} refers to an undeclared arg (declare it under spec.args)"
-                ),
-            ));
-        }
-    }
-    for t in args::unsupported_templates(text) {
-        errs.push(o.error(
-            path,
-            format!("unsupported template {t}: only {{{{args.NAME}}}} is supported"),
-        ));
-    }
-}
-
-/// An integer field; below `min` it is refused with `below_min` (Argo's wording) and the value.
-fn check_int(
-    v: &Option<IntOrString>,
-    path: &str,
-    min: i64,
-    below_min: &str,
-    declared: &BTreeSet<String>,
-    o: &Origin,
-    errs: &mut Vec<ConfigError>,
-) -> Option<i64> {
-    match v {
-        None => None,
-        Some(IntOrString::Int(i)) => {
-            if *i < min {
-                errs.push(o.error(path, format!("{below_min}, got {i}")));
-            }
-            Some(*i)
-        }
-        Some(IntOrString::String(s)) => {
-            if let Ok(i) = s.trim().parse::<i64>() {
-                if i < min {
-                    errs.push(o.error(path, format!("{below_min}, got {i}")));
-                }
-                Some(i)
-            } else if args::referenced_args(s).is_empty() {
-                errs.push(o.error(path, format!("{s:?} is not an integer")));
-                None
-            } else {
-                check_args_in(s, path, declared, o, errs);
-                None
-            }
-        }
-    }
-}
-
-fn check_duration(
-    v: &Option<String>,
-    path: &str,
-    o: &Origin,
-    errs: &mut Vec<ConfigError>,
-) -> Option<std::time::Duration> {
-    let s = v.as_ref()?;
-    match parse_duration(s) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            errs.push(o.error(path, e));
-            None
-        }
-    }
-}
-
-fn validate_metric(
-    m: &MetricDef,
-    p: &str,
-    declared: &BTreeSet<String>,
-    argo: bool,
-    language: crate::analysis::ConditionLanguage,
-    o: &Origin,
-    errs: &mut Vec<ConfigError>,
-) {
-    let f = |name: &str| child_path(p, name);
-    let interval = check_duration(&m.interval, &f("interval"), o, errs);
-    check_duration(&m.initial_delay, &f("initialDelay"), o, errs);
-    if let Some(d) = check_duration(&m.error_retry_interval, &f("errorRetryInterval"), o, errs)
-        && d.is_zero()
-    {
-        errs.push(o.error(&f("errorRetryInterval"), "must be greater than 0"));
-    }
-    if interval.is_some_and(|d| d.is_zero()) {
-        errs.push(o.error(&f("interval"), "must be greater than 0"));
-    }
-    // Argo's `ValidateMetric` rules, in its wording (values added where Argo gives none).
-    let count = check_int(
-        &m.count,
-        &f("count"),
-        0,
-        "count must be >= 0",
-        declared,
-        o,
-        errs,
-    );
-    let failure = check_int(
-        &m.failure_limit,
-        &f("failureLimit"),
-        -1,
-        "failureLimit must be >= 0, or -1 to be disabled",
-        declared,
-        o,
-        errs,
-    );
-    let inconclusive = check_int(
-        &m.inconclusive_limit,
-        &f("inconclusiveLimit"),
-        0,
-        "inconclusiveLimit must be >= 0",
-        declared,
-        o,
-        errs,
-    );
-    check_int(
-        &m.consecutive_error_limit,
-        &f("consecutiveErrorLimit"),
-        0,
-        "consecutiveErrorLimit must be >= 0",
-        declared,
-        o,
-        errs,
-    );
-    let csl = check_int(
-        &m.consecutive_success_limit,
-        &f("consecutiveSuccessLimit"),
-        0,
-        "consecutiveSuccessLimit must be >= 0",
-        declared,
-        o,
-        errs,
-    );
-    // Absent fields take Argo's defaults (0); a field given as an `{{args.x}}` template is
-    // only known per run, where the same rules run again (`analysis::validate_metric`).
-    let known = |raw: &Option<IntOrString>, v: Option<i64>| match raw {
-        None => Some(0),
-        Some(_) => v,
-    };
-    let (count, failure, inconclusive, csl) = (
-        known(&m.count, count),
-        known(&m.failure_limit, failure),
-        known(&m.inconclusive_limit, inconclusive),
-        known(&m.consecutive_success_limit, csl),
-    );
-    if failure == Some(-1) && csl == Some(0) {
-        errs.push(o.error(
-            &f("failureLimit"),
-            "failureLimit and consecutiveSuccessLimit cannot both be disabled (failureLimit -1 \
-             needs consecutiveSuccessLimit > 0, or the metric can never end)",
-        ));
-    }
-    if let Some(c) = count.filter(|c| *c > 0) {
-        match (failure, csl) {
-            (Some(fl), Some(sl)) if fl >= 0 && sl >= 0 && c < fl.saturating_add(sl) => {
-                errs.push(o.error(
-                    &f("count"),
-                    format!(
-                        "count ({c}) must be >= failureLimit + consecutiveSuccessLimit ({fl} + {sl}) if both >= 0"
-                    ),
-                ));
-            }
-            (Some(fl), Some(sl)) if fl < 0 && sl >= 0 && c < sl => {
-                errs.push(o.error(
-                    &f("count"),
-                    format!(
-                        "count must be >= consecutiveSuccessLimit (count {c}, consecutiveSuccessLimit {sl}): \
-                         with failureLimit -1 the metric could never succeed"
-                    ),
-                ));
-            }
-            _ => {}
-        }
-        if let Some(il) = inconclusive
-            && c < il
-        {
-            errs.push(o.error(
-                &f("count"),
-                format!("count must be >= inconclusiveLimit (count {c}, inconclusiveLimit {il})"),
-            ));
-        }
-    }
-    if count.is_some_and(|c| c > 1) && m.interval.is_none() {
-        errs.push(o.error(&f("count"), "interval must be specified when count > 1"));
-    }
-
-    // Provider.
-    let pp = f("provider");
-    let Some(sw) = &m.provider.skywalking else {
-        errs.push(o.error(
-            &pp,
-            "no provider specified: skycanary supports provider.skywalking",
-        ));
-        return;
-    };
-    let sp = child_path(&pp, "skywalking");
-    let g = |name: &str| child_path(&sp, name);
-    let mut aliases: Vec<String> = Vec::new();
-    let modes = [
-        sw.metric.is_some(),
-        sw.expression.is_some(),
-        sw.query.is_some(),
-    ];
-    match modes.iter().filter(|b| **b).count() {
-        0 => errs.push(o.error(&sp, "set exactly one of metric, expression or query")),
-        1 => {}
-        _ => errs.push(o.error(&sp, "set only one of metric, expression or query")),
-    }
-    // Argo cannot build its SkyWalking client without `interval` (every measurement is an
-    // Error); refusing it here is better than a silent default window.
-    if argo && sw.window_duration().is_none() {
-        errs.push(o.error(
-            &g("interval"),
-            "missing: an argoproj.io/v1alpha1 template must set the query window; add \
-             `interval: 5m` (or the window you want) under provider.skywalking \
-             (Argo would make every measurement of this metric an Error)",
-        ));
-    }
-    if sw.window.as_ref().and_then(|w| w.duration()).is_some() && sw.interval.is_some() {
-        errs.push(o.error(
-            &g("interval"),
-            "interval is Argo's name for window: set only one",
-        ));
-    }
-    let window_path = g(sw.window_field());
-    let window = check_duration(&sw.window_duration(), &window_path, o, errs);
-    let step = sw.step.unwrap_or_default();
-    if let Some(w) = window {
-        let step_secs = match step {
-            StepDef::Second => 1,
-            StepDef::Minute => 60,
-            StepDef::Hour => 3600,
-            StepDef::Day => 86400,
-        };
-        let points = w.as_secs() / step_secs;
-        if points < 1 {
-            errs.push(o.error(
-                &window_path,
-                format!("window is shorter than one {step:?} step"),
-            ));
-        } else if points > 500 {
-            errs.push(o.error(
-                &window_path,
-                format!("window covers {points} points; SkyWalking allows at most 500"),
-            ));
-        }
-    }
-    if let Some(t) = check_duration(&sw.timeout, &g("timeout"), o, errs)
-        && t.is_zero()
-    {
-        errs.push(o.error(&g("timeout"), "must be greater than 0"));
-    }
-    if let Some(a) = &sw.address {
-        check_args_in(a, &g("address"), declared, o, errs);
-        let probe = args::substitute(
-            a,
-            &declared
-                .iter()
-                .map(|n| (n.clone(), "x".to_string()))
-                .collect(),
-            args::ArgContext::Address,
-        );
-        match probe {
-            Ok(url) if url.starts_with("http://") || url.starts_with("https://") => {}
-            Ok(_) => {
-                errs.push(o.error(&g("address"), "address must start with http:// or https://"))
-            }
-            Err(_) => {}
-        }
-    }
-    if let Some(metric) = &sw.metric {
-        check_args_in(metric, &g("metric"), declared, o, errs);
-        if args::referenced_args(metric).is_empty()
-            && !metric
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            errs.push(o.error(
-                &g("metric"),
-                format!(
-                    "{metric:?} is not a metric name (letters, digits, '_'); use expression for MQE"
-                ),
-            ));
-        }
-    }
-    if let Some(e) = &sw.expression {
-        check_args_in(e, &g("expression"), declared, o, errs);
-        if e.trim().is_empty() {
-            errs.push(o.error(&g("expression"), "empty expression"));
-        }
-    }
-    if let Some(q) = &sw.query {
-        check_args_in(q, &g("query"), declared, o, errs);
-        let probe_args = declared
-            .iter()
-            .map(|n| (n.clone(), "x".to_string()))
-            .collect();
-        if let Ok(text) = args::substitute(q, &probe_args, args::ArgContext::GraphQl) {
-            match raw_query_aliases(&text) {
-                Ok(a) => aliases = a,
-                Err(e) => errs.push(o.error(&g("query"), e)),
-            }
-        }
-        if sw.entity.is_some() || sw.instances.is_some() {
-            errs.push(o.error(&g("entity"), "entity and instances apply to metric/expression; a raw query names its entity itself"));
-        }
-    } else {
-        match &sw.entity {
-            None if sw.metric.is_some() || sw.expression.is_some() => errs.push(o.error(
-                &g("entity"),
-                "missing entity (e.g. {scope: Service, serviceName: \"{{args.service}}\"})",
-            )),
-            None => {}
-            Some(e) => {
-                let ep = g("entity");
-                let need =
-                    |field: &Option<String>, name: &str, errs: &mut Vec<ConfigError>| match field {
-                        None => {
-                            errs.push(o.error(&ep, format!("scope {:?} needs {name}", e.scope)))
-                        }
-                        Some(v) => check_args_in(v, &child_path(&ep, name), declared, o, errs),
-                    };
-                need(&e.service_name, "serviceName", errs);
-                match e.scope {
-                    ScopeDef::Service => {}
-                    ScopeDef::ServiceInstance => {
-                        need(&e.service_instance_name, "serviceInstanceName", errs)
-                    }
-                    ScopeDef::Endpoint => need(&e.endpoint_name, "endpointName", errs),
-                }
-                if e.scope != ScopeDef::ServiceInstance && e.service_instance_name.is_some() {
-                    errs.push(o.error(
-                        &child_path(&ep, "serviceInstanceName"),
-                        "only used with scope ServiceInstance",
-                    ));
-                }
-                if e.scope != ScopeDef::Endpoint && e.endpoint_name.is_some() {
-                    errs.push(o.error(
-                        &child_path(&ep, "endpointName"),
-                        "only used with scope Endpoint",
-                    ));
-                }
-                if e.normal == Some(false) {
-                    // Allowed (conjectured peers), but it is almost always a mistake for a canary.
-                }
-            }
-        }
-        if let Some(inst) = &sw.instances {
-            let ip = child_path(&g("instances"), "namePattern");
-            check_args_in(&inst.name_pattern, &ip, declared, o, errs);
-            if args::referenced_args(&inst.name_pattern).is_empty()
-                && let Err(e) = regex::Regex::new(&inst.name_pattern)
-            {
-                errs.push(o.error(&ip, format!("invalid regex: {e}")));
-            }
-            if sw
-                .entity
-                .as_ref()
-                .is_some_and(|e| e.scope != ScopeDef::Service)
-            {
-                errs.push(o.error(
-                    &g("instances"),
-                    "instances aggregates over a Service's instances: entity.scope must be Service",
-                ));
-            }
-        }
-    }
-    if let Some(a) = &sw.auth
-        && a.basic.is_some() == a.bearer.is_some()
-    {
-        errs.push(o.error(&g("auth"), "set exactly one of basic or bearer"));
-    }
-    for (i, h) in sw.headers.iter().enumerate() {
-        let hp = index_path(&g("headers"), i);
-        if reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
-            errs.push(o.error(
-                &child_path(&hp, "name"),
-                format!("{:?} is not a valid header name", h.name),
-            ));
-        }
-        check_args_in(&h.value, &child_path(&hp, "value"), declared, o, errs);
-    }
-
-    // Conditions compile now, not at the first measurement.
-    let alias_refs: Vec<&str> = aliases.iter().map(String::as_str).collect();
-    for (field, cond) in [
-        ("successCondition", &m.success_condition),
-        ("failureCondition", &m.failure_condition),
-    ] {
-        let Some(src) = cond else { continue };
-        match crate::analysis::Condition::compile_as(language, src, &alias_refs) {
-            Ok(c) => {
-                for a in c.arg_names() {
-                    let known = declared.iter().any(|d| d == &a || d.replace('-', "_") == a);
-                    if !known {
-                        errs.push(o.error(&f(field), format!("args.{a} is not a declared arg")));
-                    }
-                }
-            }
-            Err(e) => errs.push(o.error(&f(field), format!("condition does not compile: {e}"))),
-        }
-    }
 }
 
 /// Parses a raw GraphQL query and returns its top-level response keys (aliases or field names).

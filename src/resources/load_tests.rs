@@ -445,3 +445,35 @@ fn two_canaries_on_one_route_are_refused_with_both_locations() {
     let r = load_paths(&[dir.path().to_path_buf()]);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
 }
+
+#[test]
+fn an_unreadable_or_empty_ca_file_is_refused_when_the_files_are_loaded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.pem");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here").expect("written");
+    let template = |name: &str, ca: &std::path::Path| {
+        format!(
+            "apiVersion: skycanary.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: {name}}}\nspec:\n  metrics:\n  - name: m\n    provider:\n      skywalking:\n        address: https://oap:12800\n        metric: service_apdex\n        entity: {{serviceName: s}}\n        caFile: {}\n",
+            ca.display()
+        )
+    };
+    std::fs::write(dir.path().join("a.yaml"), template("a", &missing)).expect("written");
+    std::fs::write(dir.path().join("b.yaml"), template("b", &empty)).expect("written");
+    let r = load_paths(&[dir.path().to_path_buf()]);
+    assert!(r.templates.is_empty(), "refused: {:?}", r.templates);
+    assert_eq!(r.rejected.templates.len(), 2);
+    let e: Vec<&ConfigError> = r.errors.iter().collect();
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e[0].path, "spec.metrics[0].provider.skywalking.caFile");
+    assert_eq!(e[0].line, Some(12));
+    assert!(
+        e[0].message
+            .starts_with(&format!("cannot read CA file {}: ", missing.display())),
+        "{e:?}"
+    );
+    assert_eq!(
+        e[1].message,
+        format!("CA file {} holds no certificate", empty.display())
+    );
+}

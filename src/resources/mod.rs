@@ -3,6 +3,7 @@
 pub mod args;
 pub mod canary;
 pub mod canary_validate;
+pub mod compile;
 pub mod duration;
 pub mod load;
 pub mod route_claims;

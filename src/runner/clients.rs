@@ -46,11 +46,13 @@ impl ClientCache {
         plan.clients
             .iter()
             .map(|o| {
-                let key = settings_key(o);
+                // The CA file is read here, at the edge, so a rotated file makes a new client.
+                let o = o.clone().read_ca_file()?;
+                let key = settings_key(&o);
                 if let Some(c) = map.get(&key).and_then(Weak::upgrade) {
                     return Ok(c);
                 }
-                let mut o = o.clone();
+                let mut o = o;
                 if let Some(obs) = &self.observer {
                     o.observer = Some(obs.clone());
                 }
@@ -169,6 +171,42 @@ mod tests {
             .expect("connects");
         assert!(c[0].server_info().await.is_err());
         assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A self-signed CA certificate, PEM.
+    fn ca_pem() -> String {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.self_signed(&key).expect("certificate").pem()
+    }
+
+    #[test]
+    fn the_ca_file_is_read_when_a_client_is_built() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ca.pem");
+        let mut o = ClientOptions::new("https://oap:12800");
+        o.ca_file = Some(path.clone());
+        let cache = ClientCache::new();
+        let connect = || cache.connect(&plan(vec![o.clone()]));
+        let e = connect().expect_err("no such file").to_string();
+        assert!(
+            e.contains(&format!("cannot read CA file {}: ", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, "not a certificate").expect("written");
+        let e = connect().expect_err("no certificate").to_string();
+        assert!(e.contains("holds no certificate"), "{e}");
+        assert!(cache.is_empty());
+
+        std::fs::write(&path, ca_pem()).expect("written");
+        let a = connect().expect("connects");
+        assert!(Arc::ptr_eq(&a[0], &connect().expect("connects")[0]));
+        // A rotated file is read by the next run: it gets a client that trusts the new CA.
+        std::fs::write(&path, ca_pem()).expect("written");
+        let b = connect().expect("connects");
+        assert!(!Arc::ptr_eq(&a[0], &b[0]));
     }
 
     #[test]

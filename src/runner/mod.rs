@@ -10,7 +10,7 @@ pub mod run;
 pub use clients::ClientCache;
 pub use clock::{Clock, ScaledClock, SystemClock, WallScaledClock};
 pub use observe::observation_from;
-pub use plan::{Defaults, PlannedMetric, RunPlan, plan, plan_many};
+pub use plan::{Defaults, PlanError, PlannedMetric, RunPlan, StartError, plan, plan_many};
 pub use run::{
     RoutingChanges, RunEvent, alignment_wait, connect, connect_observed, run_analysis,
     run_analysis_from, run_canary_analysis,

@@ -1,30 +1,16 @@
-//! Template + args → a runnable plan (pure): analysis specs with compiled conditions, provider
-//! queries with args substituted per context, and one client per distinct OAP connection.
-//! Every problem is reported with file, line and field, before anything is measured.
+//! Template + args → a runnable plan (pure): the template compiled with its args
+//! ([`crate::resources::compile`]: analysis specs with compiled conditions, provider queries
+//! with args substituted per context), its metrics' connections merged into one client per
+//! distinct OAP connection. Every problem is reported with file, line and field, before
+//! anything is measured; no file is read (a `caFile` is read when its client is built).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use crate::analysis::{self, Condition, MetricSpec, NoDataPolicy, RunSpec};
-use crate::provider::skywalking::{
-    Auth, ClientOptions, EntitySpec, MetricQuery, QueryKind, Scope, Step,
-};
-use crate::resources::args::{ArgContext, substitute};
-use crate::resources::duration::parse_duration;
-use crate::resources::load::raw_query_aliases;
-use crate::resources::yaml::{child_path, index_path};
-use crate::resources::{
-    ConfigError, ConfigErrors, IntOrString, LoadedTemplate, NoData, ScopeDef, StepDef,
-};
-
-/// Settings that templates may leave out.
-#[derive(Debug, Clone, Default)]
-pub struct Defaults {
-    /// OAP address used when a template has none (`--skywalking`).
-    pub skywalking: Option<String>,
-    /// OAP timezone override (skips `getTimeInfo`).
-    pub timezone: Option<chrono::FixedOffset>,
-}
+use crate::analysis::RunSpec;
+use crate::provider::skywalking::{Auth, ClientOptions, MetricQuery};
+use crate::resources::compile;
+pub use crate::resources::compile::Defaults;
+use crate::resources::{ConfigError, ConfigErrors, LoadedTemplate};
 
 /// One metric's query and the client that runs it.
 #[derive(Debug, Clone)]
@@ -53,6 +39,42 @@ pub struct RunPlan {
     pub clients: Vec<ClientOptions>,
     /// Resolved args (template defaults overridden by given values).
     pub args: BTreeMap<String, String>,
+}
+
+/// Why an analysis cannot be planned. Returned to the driver before any run is spawned; the
+/// driver records the run as an Error with this message ([`StartError::failed_run`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A `templateName` that no loaded template answers.
+    #[error("analysis template {0:?} not found")]
+    TemplateNotFound(String),
+    /// An arg given as `valueFrom.secretKeyRef`, which this version does not resolve.
+    #[error("arg {0:?}: valueFrom.secretKeyRef is not resolved by this version; give `value`")]
+    SecretArg(String),
+    /// The templates do not compile with these args and defaults.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+}
+
+/// Why an analysis run did not start: its plan, or its clients (an unreadable `caFile`).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The analysis cannot be planned.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A client cannot be built from the plan's connection settings.
+    #[error(transparent)]
+    Connect(#[from] crate::provider::skywalking::ProviderError),
+}
+
+impl StartError {
+    /// The run as its driver records it: an Error at `now` that says why, measured nothing.
+    pub fn failed_run(&self, now: chrono::DateTime<chrono::Utc>) -> crate::analysis::RunState {
+        let mut failed = crate::analysis::RunState::new(&RunSpec::default(), now);
+        failed.phase = crate::analysis::Phase::Error;
+        failed.message = Some(self.to_string());
+        failed
+    }
 }
 
 /// Builds one plan for several templates run together (a Canary's analysis): metrics are
@@ -114,329 +136,41 @@ pub fn plan_many(
     })
 }
 
-/// Builds the plan for `t` with `given` args.
+/// Builds the plan for `t` with `given` args: compiles it and gives metrics with the same
+/// connection settings one client.
 pub fn plan(
     t: &LoadedTemplate,
     given: &BTreeMap<String, String>,
     defaults: &Defaults,
 ) -> Result<RunPlan, ConfigErrors> {
-    let o = &t.origin;
-    let spec = &t.doc.spec;
-    let language = t.doc.condition_language();
-    let mut errs: Vec<ConfigError> = Vec::new();
-
-    // Args: declared defaults, overridden by given values; every one must end with a value.
-    let mut args = BTreeMap::new();
-    for (name, _) in given
-        .iter()
-        .filter(|(n, _)| !spec.args.iter().any(|a| &a.name == *n))
-    {
-        errs.push(o.error(
-            "spec.args",
-            format!("--arg {name}: the template declares no arg {name:?}"),
-        ));
-    }
-    for (i, a) in spec.args.iter().enumerate() {
-        let value = given.get(&a.name).cloned().or_else(|| a.value.clone());
-        match value {
-            Some(v) if v.chars().any(char::is_control) => errs.push(o.error(
-                &index_path("spec.args", i),
-                format!("args.{}: control characters are not allowed in values", a.name),
-            )),
-            Some(v) => {
-                args.insert(a.name.clone(), v);
-            }
-            None if a.value_from.is_some() => errs.push(o.error(
-                &index_path("spec.args", i),
-                format!("args.{}: valueFrom.secretKeyRef is resolved in cluster mode only; pass --arg {}=...", a.name, a.name),
-            )),
-            None => errs.push(o.error(
-                &index_path("spec.args", i),
-                format!("args.{} was not resolved: no default and no --arg {}=...", a.name, a.name),
-            )),
-        }
-    }
-    if !errs.is_empty() {
-        return Err(ConfigErrors(errs));
-    }
-
+    let compiled = compile::compile(&t.doc, &t.origin, given, defaults)?;
     // Sized up front: a plan lives as long as its run, one per canary.
-    let mut metrics = Vec::with_capacity(spec.metrics.len());
-    let mut planned = Vec::with_capacity(spec.metrics.len());
+    let mut metrics = Vec::with_capacity(compiled.metrics.len());
+    let mut planned = Vec::with_capacity(compiled.metrics.len());
     let mut clients: Vec<(String, ClientOptions)> = Vec::with_capacity(1);
-    for (i, m) in spec.metrics.iter().enumerate() {
-        let p = index_path("spec.metrics", i);
-        let f = |name: &str| child_path(&p, name);
-        let mut err = |path: String, msg: String| errs.push(o.error(&path, msg));
-
-        let int = |v: &Option<IntOrString>,
-                   field: &str,
-                   default: i64,
-                   err: &mut dyn FnMut(String, String)|
-         -> i64 {
-            match v {
-                None => default,
-                Some(IntOrString::Int(i)) => *i,
-                Some(IntOrString::String(s)) => match substitute(s, &args, ArgContext::Plain)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| {
-                        s.trim()
-                            .parse::<i64>()
-                            .map_err(|_| format!("{s:?} is not an integer"))
-                    }) {
-                    Ok(i) => i,
-                    Err(e) => {
-                        err(f(field), e);
-                        default
-                    }
-                },
-            }
-        };
-        let dur = |v: &Option<String>,
-                   field: &str,
-                   err: &mut dyn FnMut(String, String)|
-         -> Option<Duration> {
-            v.as_ref().and_then(|s| match parse_duration(s) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    err(f(field), e);
-                    None
-                }
-            })
-        };
-
-        let mut ms = MetricSpec::new(m.name.clone());
-        ms.interval = dur(&m.interval, "interval", &mut err);
-        ms.initial_delay = dur(&m.initial_delay, "initialDelay", &mut err);
-        if let Some(d) = dur(&m.error_retry_interval, "errorRetryInterval", &mut err) {
-            ms.error_retry_interval = d;
-        }
-        let count = int(&m.count, "count", 0, &mut err);
-        ms.count = (count > 0).then_some(count.clamp(0, u32::MAX as i64) as u32);
-        ms.failure_limit =
-            int(&m.failure_limit, "failureLimit", 0, &mut err).clamp(-1, i32::MAX as i64) as i32;
-        ms.inconclusive_limit = int(&m.inconclusive_limit, "inconclusiveLimit", 0, &mut err)
-            .clamp(0, i32::MAX as i64) as i32;
-        ms.consecutive_error_limit = int(
-            &m.consecutive_error_limit,
-            "consecutiveErrorLimit",
-            analysis::DEFAULT_CONSECUTIVE_ERROR_LIMIT as i64,
-            &mut err,
-        )
-        .clamp(0, i32::MAX as i64) as i32;
-        ms.consecutive_success_limit = int(
-            &m.consecutive_success_limit,
-            "consecutiveSuccessLimit",
-            0,
-            &mut err,
-        )
-        .clamp(0, i32::MAX as i64) as i32;
-        ms.no_data = match m.no_data.unwrap_or_default() {
-            NoData::Inconclusive => NoDataPolicy::Inconclusive,
-            NoData::Failed => NoDataPolicy::Failed,
-            NoData::Successful => NoDataPolicy::Successful,
-            NoData::Error => NoDataPolicy::Error,
-        };
-        ms.dry_run = spec
-            .dry_run
-            .iter()
-            .any(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(&m.name)));
-        ms.retention_limit = retention_limit(&spec.measurement_retention, &m.name);
-
-        // Provider.
-        let Some(sw) = &m.provider.skywalking else {
-            err(f("provider"), "no provider specified".into());
-            continue;
-        };
-        let sp = child_path(&f("provider"), "skywalking");
-        let g = |name: &str| child_path(&sp, name);
-        let plain = |text: &str, path: String, err: &mut dyn FnMut(String, String)| -> String {
-            substitute(text, &args, ArgContext::Plain).unwrap_or_else(|e| {
-                err(path, e.to_string());
-                String::new()
-            })
-        };
-        let window = dur(
-            &sw.window_duration(),
-            &format!("provider.skywalking.{}", sw.window_field()),
-            &mut err,
-        )
-        .unwrap_or(Duration::from_secs(300));
-        let step = match sw.step.unwrap_or_default() {
-            StepDef::Second => Step::Second,
-            StepDef::Minute => Step::Minute,
-            StepDef::Hour => Step::Hour,
-            StepDef::Day => Step::Day,
-        };
-        let mut aliases: Vec<String> = Vec::new();
-        let kind = if let Some(metric) = &sw.metric {
-            QueryKind::Metric(plain(metric, g("metric"), &mut err))
-        } else if let Some(e) = &sw.expression {
-            match substitute(e, &args, ArgContext::Mqe) {
-                Ok(s) => QueryKind::Expression(s),
-                Err(e) => {
-                    err(g("expression"), e.to_string());
-                    continue;
-                }
-            }
-        } else if let Some(q) = &sw.query {
-            match substitute(q, &args, ArgContext::GraphQl) {
-                Ok(s) => {
-                    match raw_query_aliases(&s) {
-                        Ok(a) => aliases = a,
-                        Err(e) => err(g("query"), e),
-                    }
-                    QueryKind::Raw { query: s }
-                }
-                Err(e) => {
-                    err(g("query"), e.to_string());
-                    continue;
-                }
-            }
-        } else {
-            err(
-                sp.clone(),
-                "set exactly one of metric, expression or query".into(),
-            );
-            continue;
-        };
-        let entity = sw.entity.as_ref().map(|e| {
-            let ep = g("entity");
-            let opt = |v: &Option<String>, name: &str, err: &mut dyn FnMut(String, String)| {
-                v.as_ref().map(|s| plain(s, child_path(&ep, name), err))
-            };
-            EntitySpec {
-                scope: match e.scope {
-                    ScopeDef::Service => Scope::Service,
-                    ScopeDef::ServiceInstance => Scope::ServiceInstance,
-                    ScopeDef::Endpoint => Scope::Endpoint,
-                },
-                service_name: opt(&e.service_name, "serviceName", &mut err).unwrap_or_default(),
-                normal: e.normal.unwrap_or(true),
-                service_instance_name: opt(
-                    &e.service_instance_name,
-                    "serviceInstanceName",
-                    &mut err,
-                ),
-                endpoint_name: opt(&e.endpoint_name, "endpointName", &mut err),
-                instance_pattern: sw.instances.as_ref().and_then(|inst| {
-                    let ip = child_path(&g("instances"), "namePattern");
-                    let pat = plain(&inst.name_pattern, ip.clone(), &mut err);
-                    match regex::Regex::new(&pat) {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            err(ip, format!("invalid regex: {e}"));
-                            None
-                        }
-                    }
-                }),
-            }
-        });
-
-        // Conditions: compiled with this query's aliases.
-        let alias_refs: Vec<&str> = aliases.iter().map(String::as_str).collect();
-        let compile = |src: &Option<String>,
-                       field: &str,
-                       err: &mut dyn FnMut(String, String)|
-         -> Option<Condition> {
-            src.as_ref()
-                .and_then(|s| match Condition::compile_as(language, s, &alias_refs) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        err(f(field), format!("condition does not compile: {e}"));
-                        None
-                    }
-                })
-        };
-        ms.success_condition = compile(&m.success_condition, "successCondition", &mut err);
-        ms.failure_condition = compile(&m.failure_condition, "failureCondition", &mut err);
-        for problem in analysis::validate_metric(&ms) {
-            err(p.clone(), problem);
-        }
-
-        // Connection.
-        let address = match (&sw.address, &defaults.skywalking) {
-            (Some(a), _) => match substitute(a, &args, ArgContext::Address) {
-                Ok(a) => a,
-                Err(e) => {
-                    err(g("address"), e.to_string());
-                    continue;
-                }
-            },
-            (None, Some(d)) => d.clone(),
-            (None, None) => {
-                err(
-                    g("address"),
-                    "no OAP address: set provider.skywalking.address or pass --skywalking URL"
-                        .into(),
-                );
-                continue;
-            }
-        };
-        let mut opts = ClientOptions::new(address.trim_end_matches('/').to_string());
-        opts.timezone = defaults.timezone;
-        if let Some(t) = dur(&sw.timeout, "provider.skywalking.timeout", &mut err) {
-            opts.timeout = t;
-        }
-        if let Some(a) = &sw.auth {
-            opts.auth = match (&a.basic, &a.bearer) {
-                (Some(b), None) => Some(Auth::Basic {
-                    user: plain(&b.username, g("auth.basic.username"), &mut err),
-                    pass: plain(&b.password, g("auth.basic.password"), &mut err),
-                }),
-                (None, Some(t)) => Some(Auth::Bearer(plain(t, g("auth.bearer"), &mut err))),
-                _ => {
-                    err(g("auth"), "set exactly one of basic or bearer".into());
-                    None
-                }
-            };
-        }
-        for (hi, h) in sw.headers.iter().enumerate() {
-            let v = plain(
-                &h.value,
-                child_path(&index_path(&g("headers"), hi), "value"),
-                &mut err,
-            );
-            opts.headers.push((h.name.clone(), v));
-        }
-        if let Some(ca) = &sw.ca_file {
-            match std::fs::read(ca) {
-                Ok(pem) => opts.ca_pem = Some(pem),
-                Err(e) => err(g("caFile"), format!("cannot read {ca}: {e}")),
-            }
-        }
-        let key = client_key(&opts);
+    for m in compiled.metrics {
+        let key = client_key(&m.connection);
         let client = match clients.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                clients.push((key, opts));
+                clients.push((key, m.connection));
                 clients.len() - 1
             }
         };
         planned.push(PlannedMetric {
-            args: args.clone(),
-            query: MetricQuery {
-                key: m.name.clone(),
-                kind,
-                entity,
-                window,
-                step,
-                not_before: None,
-            },
+            args: compiled.args.clone(),
+            query: m.query,
             client,
-            align_to_step: sw.align_to_step(),
+            align_to_step: m.align_to_step,
         });
-        metrics.push(ms);
-    }
-    if !errs.is_empty() {
-        return Err(ConfigErrors(errs));
+        metrics.push(m.spec);
     }
     Ok(RunPlan {
-        name: t.doc.metadata.name.clone(),
+        name: compiled.name,
         spec: RunSpec { metrics },
         metrics: planned,
         clients: clients.into_iter().map(|(_, c)| c).collect(),
-        args,
+        args: compiled.args,
     })
 }
 
@@ -448,34 +182,15 @@ fn client_key(o: &ClientOptions) -> String {
         Some(Auth::Bearer(t)) => format!("bearer:{t}"),
     };
     format!(
-        "{}|{:?}|{auth}|{:?}|{:?}",
-        o.address, o.timeout, o.headers, o.ca_pem
+        "{}|{:?}|{auth}|{:?}|{:?}|{:?}",
+        o.address, o.timeout, o.headers, o.ca_pem, o.ca_file
     )
-}
-
-/// Measurements kept for metric `name`, as Argo's `garbageCollectMeasurements`: the last
-/// matching rule wins, and its limit 0 means the default (10).
-fn retention_limit(rules: &[crate::resources::RetentionRule], name: &str) -> usize {
-    rules
-        .iter()
-        .rev()
-        .find(|r| regex::Regex::new(&r.metric_name).is_ok_and(|re| re.is_match(name)))
-        .and_then(|r| usize::try_from(r.limit).ok())
-        .filter(|limit| *limit > 0)
-        .unwrap_or(analysis::DEFAULT_RETENTION_LIMIT)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::RetentionRule;
-
-    fn rule(metric_name: &str, limit: u32) -> RetentionRule {
-        RetentionRule {
-            metric_name: metric_name.into(),
-            limit,
-        }
-    }
+    use std::time::Duration;
 
     fn template(window: &str) -> crate::resources::LoadResult {
         let src = format!(
@@ -532,22 +247,5 @@ mod tests {
         let e = errs("        window: {duration: 3m}\n        interval: 2m\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].message.contains("set only one"), "{e:?}");
-    }
-
-    #[test]
-    fn retention_limit_zero_is_the_default_and_the_last_matching_rule_wins() {
-        assert_eq!(retention_limit(&[], "apdex"), 10);
-        assert_eq!(retention_limit(&[rule("apdex", 0)], "apdex"), 10);
-        assert_eq!(retention_limit(&[rule("apdex", 3)], "apdex"), 3);
-        assert_eq!(retention_limit(&[rule("sla", 3)], "apdex"), 10);
-        // Argo fills its map rule by rule, so a later match overrides an earlier one.
-        assert_eq!(
-            retention_limit(&[rule(".*", 20), rule("apd", 5)], "apdex"),
-            5
-        );
-        assert_eq!(
-            retention_limit(&[rule("apd", 5), rule(".*", 0)], "apdex"),
-            10
-        );
     }
 }

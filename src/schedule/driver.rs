@@ -22,7 +22,7 @@ use crate::canary::{AbortStatus, CanaryPhase, CanaryStatus};
 use crate::resources::LoadedScheduled;
 use crate::resources::load::LoadedTemplate;
 use crate::resources::scheduled::{ScheduledAnalysisDoc, WebhookAction, canary_ref};
-use crate::runner::{self, Clock, Defaults, RunEvent};
+use crate::runner::{self, Clock, Defaults, RunEvent, StartError};
 use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskMsg};
 
 /// What a schedule task reports to `/metrics` (the server's `Metrics` implements it); status
@@ -260,7 +260,7 @@ impl Task {
         if self.status.tracking_since.is_none() {
             self.status.tracking_since = Some(self.ctx.clock.now());
         }
-        self.resume_active();
+        self.resume_active().await;
         loop {
             let now = self.ctx.clock.now();
             let wake = match policy::due(&self.schedule, &self.doc.spec, &self.status, now) {
@@ -270,7 +270,7 @@ impl Task {
                     missed,
                     next,
                 } => {
-                    self.fire(scheduled, missed);
+                    self.fire(scheduled, missed).await;
                     next
                 }
                 Due::TooLate {
@@ -308,7 +308,7 @@ impl Task {
             match msg {
                 None | Some(SchedMsg::Stop) => break,
                 Some(SchedMsg::RunNow(reply)) => {
-                    let r = self.run_now();
+                    let r = self.run_now().await;
                     self.publish().await;
                     let _ = reply.send(r);
                 }
@@ -370,7 +370,7 @@ impl Task {
 
     /// A fire time is due: record it first (so a restart never runs it again), then start
     /// the run as concurrencyPolicy allows.
-    fn fire(&mut self, scheduled: DateTime<Utc>, missed: u32) {
+    async fn fire(&mut self, scheduled: DateTime<Utc>, missed: u32) {
         self.status.last_schedule_time = Some(scheduled);
         if missed > 0 {
             self.status.missed = self.status.missed.saturating_add(missed);
@@ -405,13 +405,17 @@ impl Task {
             }
             Admission::Replace(running) => {
                 self.stop_runs(&running, &run);
-                self.start_run(run, RunTrigger::Schedule, Some(scheduled));
+                self.start_run(run, RunTrigger::Schedule, Some(scheduled))
+                    .await;
             }
-            Admission::Start => self.start_run(run, RunTrigger::Schedule, Some(scheduled)),
+            Admission::Start => {
+                self.start_run(run, RunTrigger::Schedule, Some(scheduled))
+                    .await
+            }
         }
     }
 
-    fn run_now(&mut self) -> Result<RunStarted, RunNowError> {
+    async fn run_now(&mut self) -> Result<RunStarted, RunNowError> {
         let now = self.ctx.clock.now();
         let run = policy::run_name(&self.name, RunTrigger::Manual, now, &self.status);
         let replaced = match policy::admit(self.doc.spec.concurrency_policy, &self.status.active) {
@@ -422,7 +426,7 @@ impl Task {
             }
             Admission::Start => Vec::new(),
         };
-        self.start_run(run.clone(), RunTrigger::Manual, None);
+        self.start_run(run.clone(), RunTrigger::Manual, None).await;
         Ok(RunStarted {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
@@ -441,7 +445,7 @@ impl Task {
     }
 
     /// Restarts the runs that were going when the daemon stopped, from their persisted state.
-    fn resume_active(&mut self) {
+    async fn resume_active(&mut self) {
         let runs: Vec<(String, RunState)> = self
             .status
             .active
@@ -449,11 +453,18 @@ impl Task {
             .map(|r| (r.name.clone(), r.status.clone()))
             .collect();
         for (name, state) in runs {
-            self.launch(name, Some(state));
+            if let Err(e) = self.launch(name.clone(), Some(state)) {
+                self.not_started(name, e).await;
+            }
         }
     }
 
-    fn start_run(&mut self, name: String, trigger: RunTrigger, scheduled: Option<DateTime<Utc>>) {
+    async fn start_run(
+        &mut self,
+        name: String,
+        trigger: RunTrigger,
+        scheduled: Option<DateTime<Utc>>,
+    ) {
         let now = self.ctx.clock.now();
         let mut state = RunState::new(&RunSpec::default(), now);
         state.phase = Phase::Pending;
@@ -467,37 +478,22 @@ impl Task {
             actions: Vec::new(),
         });
         self.status.message = Some(format!("run {name} started"));
-        self.launch(name, None);
+        if let Err(e) = self.launch(name.clone(), None) {
+            self.not_started(name, e).await;
+        }
     }
 
-    /// Spawns the analysis of run `name`; a run that cannot be planned ends in Error at once.
-    fn launch(&mut self, name: String, resume: Option<RunState>) {
-        let now = self.ctx.clock.now();
-        let tx = self.tx.clone();
-        let fail = |message: String| {
-            let mut failed = RunState::new(&RunSpec::default(), now);
-            failed.phase = Phase::Error;
-            failed.message = Some(message);
-            failed.completed_at = Some(now);
-            let _ = tx.send(SchedMsg::Progress {
-                run: name.clone(),
-                state: Box::new(failed),
-                done: true,
-            });
-        };
-        let plan = match plan(
+    /// Spawns the analysis of run `name`; a run that cannot be planned or connected is
+    /// returned as an error before anything is spawned (the caller ends it in Error).
+    fn launch(&mut self, name: String, resume: Option<RunState>) -> Result<(), StartError> {
+        let plan = plan(
             &self.doc,
             &self.namespace,
             &self.ctx.templates,
             &self.ctx.defaults,
-        ) {
-            Ok(p) => p,
-            Err(e) => return fail(e),
-        };
-        let clients = match self.ctx.clients.connect(&plan) {
-            Ok(c) => c,
-            Err(e) => return fail(e.to_string()),
-        };
+        )?;
+        let clients = self.ctx.clients.connect(&plan)?;
+        let tx = self.tx.clone();
         let (stop_tx, mut stop_rx) = watch::channel(None);
         self.stops.insert(name.clone(), stop_tx);
         let clock = self.ctx.clock.clone();
@@ -530,6 +526,15 @@ impl Task {
                 done: true,
             });
         });
+        Ok(())
+    }
+
+    /// A run that could not start ends in Error at once, with its actions (as any Error).
+    async fn not_started(&mut self, run: String, e: StartError) {
+        let now = self.ctx.clock.now();
+        let mut failed = e.failed_run(now);
+        failed.completed_at = Some(now);
+        self.finished(&run, failed).await;
     }
 
     /// A run ended: into the history, then its actions.
@@ -704,7 +709,7 @@ pub fn plan(
     namespace: &str,
     templates: &[LoadedTemplate],
     defaults: &Defaults,
-) -> Result<runner::RunPlan, String> {
+) -> Result<runner::RunPlan, runner::PlanError> {
     crate::canary::preflight::plan_analysis(
         templates,
         namespace,

@@ -393,6 +393,11 @@ fn rules_do_not_refuse_what_the_loader_accepts() {
     sw.as_object_mut().expect("sw").remove("metric");
     sw["expression"] = json!("service_apdex");
     sw["auth"] = json!({"bearer": "{{args.token}}"});
+    // The bearer is an arg like any other field's: it must be declared.
+    expression["spec"]["args"]
+        .as_array_mut()
+        .expect("args")
+        .push(json!({"name": "token"}));
     expression["metadata"]["name"] = json!("expression");
     let mut schedule = scheduled();
     schedule["spec"]["onFailure"]["webhook"]["url"] = json!("HTTPS://relay.example:8443/x");

@@ -1228,6 +1228,52 @@ async fn a_reload_whose_analyses_cannot_be_planned_is_refused() {
     assert_eq!(vs_weights(&d.manifests), (70, 30));
 }
 
+/// A CA file that vanishes after the config loaded: the next analysis cannot build its
+/// client, so it does not start; the driver records it as an Error run that says why, and
+/// `onAnalysisError: Abort` rolls back, as for any analysis Error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysis_whose_ca_file_vanished_is_an_error_that_says_why() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, params.self_signed(&key).unwrap().pem()).unwrap();
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {duration: 5s}")
+        .replace(
+            "        timeout: 2s\n",
+            &format!(
+                "        timeout: 2s\n        caFile: {}\n",
+                ca_file.display()
+            ),
+        );
+    let d = start(setup(&yaml), &running.url());
+    wait_for(
+        &d,
+        "the pause after the first analysis",
+        Duration::from_secs(30),
+        |s| s["status"]["currentStepIndex"] == 3,
+    )
+    .await;
+    std::fs::remove_file(&ca_file).unwrap();
+    let s = wait_for(&d, "Aborted", Duration::from_secs(30), aborted_and_written).await;
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let runs = s["status"]["analysisRuns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let last = runs.last().expect("analysis runs");
+    assert_eq!(last["status"]["phase"], "Error", "{s:#}");
+    let message = last["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(&format!("cannot read CA file {}", ca_file.display())),
+        "{s:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsaved_abort_survives_a_config_reload() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;

@@ -283,6 +283,7 @@ impl SkyWalkingClient {
     /// Builds the HTTP client; no request is made yet.
     pub fn new(opts: ClientOptions) -> Result<Self, ProviderError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let opts = opts.read_ca_file()?;
         let address = opts.address.trim().trim_end_matches('/');
         if !(address.starts_with("http://") || address.starts_with("https://")) {
             return Err(ProviderError::Config(format!(

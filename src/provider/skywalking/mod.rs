@@ -158,6 +158,9 @@ pub struct ClientOptions {
     pub headers: Vec<(String, String)>,
     /// Extra trusted root certificate(s), PEM.
     pub ca_pem: Option<Vec<u8>>,
+    /// A PEM file with more trusted roots (a template's `caFile`): read when the client is
+    /// built ([`ClientOptions::read_ca_file`]), so a rotated file is used by the next client.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Overrides the OAP timezone from `getTimeInfo`.
     pub timezone: Option<chrono::FixedOffset>,
     /// Skips version detection and introspection.
@@ -186,11 +189,56 @@ impl ClientOptions {
             auth: None,
             headers: Vec::new(),
             ca_pem: None,
+            ca_file: None,
             timezone: None,
             version_override: None,
             observer: None,
             max_response_bytes: None,
         }
+    }
+}
+
+/// Largest CA file read: a bundle of every public root is about 200 KiB.
+pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads and checks a PEM file of trusted roots: it must be readable, at most
+/// [`MAX_CA_FILE_BYTES`], and hold at least one certificate.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ProviderError> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut pem))
+        .map_err(|e| ProviderError::Config(format!("cannot read CA file {shown}: {e}")))?;
+    if pem.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(ProviderError::Config(format!(
+            "cannot read CA file {shown}: larger than {MAX_CA_FILE_BYTES} bytes"
+        )));
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| ProviderError::Config(format!("CA file {shown} is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ProviderError::Config(format!(
+            "CA file {shown} holds no certificate"
+        )));
+    }
+    Ok(pem)
+}
+
+impl ClientOptions {
+    /// These options with `ca_file` read into `ca_pem` (after any PEM already there): what
+    /// a client is built from, and what tells two clients apart once the file changed.
+    pub fn read_ca_file(mut self) -> Result<Self, ProviderError> {
+        if let Some(path) = self.ca_file.take() {
+            let pem = read_ca_file(&path)?;
+            let mut all = self.ca_pem.take().unwrap_or_default();
+            if !all.is_empty() {
+                all.push(b'\n');
+            }
+            all.extend(pem);
+            self.ca_pem = Some(all);
+        }
+        Ok(self)
     }
 }
 
