@@ -100,7 +100,7 @@ pub async fn run(
         router: Arc::new(Router::new(store)),
         templates: Arc::new(Vec::new()),
         state: StatusStore::Kube(KubeStatusStore::new(client.clone())),
-        events: Some(client.clone()),
+        events: Some(crate::traffic::kube::EventRecorder::new(client.clone())),
         clock: clock.clone(),
         defaults: Defaults {
             skywalking: args.skywalking.clone(),
