@@ -98,8 +98,11 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
         "get",
         Need::Cluster,
     ),
-    // src/traffic/kube.rs record_event: events.k8s.io/v1 Events on the Canary.
+    // src/traffic/kube.rs emit_event: events.k8s.io/v1 Events on the Canary, created; a
+    // repeat within six minutes raises the first one's series count by a merge PATCH
+    // (kube-runtime's Recorder).
     ("events.k8s.io", "events", "create", Need::Cluster),
+    ("events.k8s.io", "events", "patch", Need::Cluster),
     // src/state/lease.rs: leader election on one Lease.
     (
         "coordination.k8s.io",
