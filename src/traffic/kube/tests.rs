@@ -321,12 +321,23 @@ async fn a_repeated_event_becomes_a_series_on_one_object() {
         json!("VirtualService bookinfo/reviews not found")
     );
     assert_eq!(ev["regarding"]["name"], json!("reviews"));
-    let patches = fake
+    let patches: Vec<_> = fake
         .requests()
         .into_iter()
         .filter(|r| r.method == "PATCH" && r.path.contains("/events/"))
-        .count();
-    assert_eq!(patches, 2);
+        .collect();
+    assert_eq!(patches.len(), 2);
+    assert!(
+        patches[0]
+            .path
+            .starts_with("/apis/events.k8s.io/v1/namespaces/bookinfo/events/"),
+        "{}",
+        patches[0].path
+    );
+    assert_eq!(
+        patches[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
 
     // A clone shares the series; another recorder (another process) starts its own.
     emit_event(
