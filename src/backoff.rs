@@ -1,5 +1,5 @@
 //! Doubling retry delay, capped; reset after progress. Shared by the watches of the cluster
-//! source and the canary driver's status reads and writes.
+//! source (as kube-runtime's watcher backoff) and the canary driver's status reads and writes.
 
 use std::time::Duration;
 
@@ -31,6 +31,22 @@ impl Backoff {
     /// Back to `min`, after a success.
     pub fn reset(&mut self) {
         self.next = self.min;
+    }
+}
+
+/// The delays kube-runtime's `WatchStreamExt::backoff` waits after a watch error (it resets
+/// the backoff after every successful event); never exhausted, so a watch is retried forever.
+impl Iterator for Backoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.next_delay())
+    }
+}
+
+impl kube::runtime::utils::Backoff for Backoff {
+    fn reset(&mut self) {
+        Backoff::reset(self);
     }
 }
 

@@ -183,8 +183,8 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub templates: Arc<Vec<LoadedTemplate>>,
     /// Status persistence.
     pub state: StatusStore,
-    /// Kubernetes Events on the Canary (cluster mode).
-    pub events: Option<kube::Client>,
+    /// Kubernetes Events on the Canary (cluster mode); repeats become series.
+    pub events: Option<crate::traffic::kube::EventRecorder>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.

@@ -37,10 +37,10 @@ fn api(client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
 fn failed_for(err: kube::Error, what: &str) -> String {
     match err {
         kube::Error::Api(s) if s.is_not_found() => format!("no Canary {what}"),
-        e @ kube::Error::Api(_) => format!("Canary {what}: {}", crate::traffic::kube::describe(e)),
+        e @ kube::Error::Api(_) => format!("Canary {what}: {}", crate::traffic::kube::describe(&e)),
         other => format!(
             "cannot reach the Kubernetes API for Canary {what}: {}",
-            crate::traffic::kube::describe(other)
+            crate::traffic::kube::describe(&other)
         ),
     }
 }

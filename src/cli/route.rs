@@ -286,7 +286,8 @@ async fn execute_reporting<S: ManifestStore>(
 /// Kubernetes Events on the VirtualServices, so `kubectl describe` shows manual changes.
 /// Best effort: a failure to record an event never changes the command's result.
 async fn record_events(client: &kube::Client, version: IstioApiVersion, outcome: &Outcome) {
-    use crate::traffic::kube::{EventType, emit_event};
+    use crate::traffic::kube::{EventRecorder, EventType, emit_event};
+    let recorder = EventRecorder::new(client.clone());
     let reference = |k: &ObjectKey| k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some(format!("networking.istio.io/{version}")),
         kind: Some(k.kind.as_str().to_string()),
@@ -315,7 +316,7 @@ async fn record_events(client: &kube::Client, version: IstioApiVersion, outcome:
     };
     for (key, reason, message, kind) in events {
         if let Err(e) = emit_event(
-            client,
+            &recorder,
             &key.namespace,
             &reference(&key),
             reason,

@@ -102,7 +102,7 @@ pub async fn run(
         router: Arc::new(Router::new(store)),
         templates: Arc::new(Vec::new()),
         state: StatusStore::kube(status_writes.clone()),
-        events: Some(client.clone()),
+        events: Some(crate::traffic::kube::EventRecorder::new(client.clone())),
         clock: clock.clone(),
         defaults: Defaults {
             skywalking: args.skywalking.clone(),

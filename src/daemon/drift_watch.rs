@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::backoff::Backoff;
 use crate::traffic::drift::DriftSignals;
@@ -23,12 +22,6 @@ use crate::traffic::store::{ObjectKey, ObjectKind};
 /// one canary task's re-read). One poll lists the directory and stats its files; only changed
 /// files are read again.
 pub const MANIFEST_POLL: Duration = Duration::from_millis(500);
-
-/// Page size of the VirtualService LIST.
-const LIST_PAGE: u32 = 500;
-
-/// Server-side duration of one watch request (then resumed from the last version).
-const WATCH_TIMEOUT_SECS: u32 = 290;
 
 /// The keys whose version differs between two polls (new and removed ones included), in
 /// key order.
@@ -90,10 +83,10 @@ pub async fn poll_manifests(store: FileStore, signals: DriftSignals, every: Dura
     }
 }
 
-/// Cluster mode: lists and watches the VirtualServices of `namespace` (None: all namespaces)
-/// and signals every one that is added, modified or deleted, and all of them after each
-/// (re)list. Resumes a closed watch from its last version, relists on 410 Expired, and backs
-/// off (bounded, doubling) on errors. Runs until the task is aborted.
+/// Cluster mode: a kube-runtime watcher of the VirtualServices of `namespace` (None: all
+/// namespaces) signals every one that is added, modified or deleted, and every one listed by
+/// each (re)list; the watcher resumes a closed watch from its last version and relists on 410
+/// Expired, backed off (bounded, doubling) on errors. Runs until the task is aborted.
 pub async fn watch_virtual_services(
     client: Client,
     version: IstioApiVersion,
@@ -106,38 +99,27 @@ pub async fn watch_virtual_services(
         Some(ns) => Api::namespaced_with(client, ns, &resource),
         None => Api::all_with(client, &resource),
     };
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    loop {
-        let mut rv = match list_and_signal(&api, &signals).await {
-            Ok(rv) => rv,
-            Err(e) => {
-                tracing::warn!("listing VirtualServices for drift: {e}; retrying");
-                tokio::time::sleep(backoff.next_delay()).await;
-                continue;
-            }
-        };
-        backoff.reset();
-        loop {
-            match watch_once(&api, &mut rv, &signals).await {
-                WatchEnd::Closed => {}
-                WatchEnd::Gone => break,
-                WatchEnd::Failed(e) => {
-                    tracing::warn!("watching VirtualServices for drift: {e}; retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+    let events = watcher(api, watcher::Config::default()).backoff(Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    ));
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(
+                watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o),
+            ) => {
+                if let Some(key) = key_of(&o) {
+                    signals.changed(key);
                 }
             }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            Err(watcher::Error::WatchError(s)) if s.code == 410 => {
+                tracing::debug!("VirtualService watch expired; relisting");
+            }
+            Err(e) => tracing::warn!("watching VirtualServices for drift: {e}; retrying"),
         }
     }
-}
-
-/// Why one watch request ended.
-enum WatchEnd {
-    /// The server closed it: resume from the last version.
-    Closed,
-    /// 410 Expired: relist.
-    Gone,
-    /// An error: back off, resume.
-    Failed(String),
 }
 
 fn key_of(o: &DynamicObject) -> Option<ObjectKey> {
@@ -145,66 +127,6 @@ fn key_of(o: &DynamicObject) -> Option<ObjectKey> {
         o.metadata.namespace.clone()?,
         o.metadata.name.clone()?,
     ))
-}
-
-/// Lists every page, signals every VirtualService listed, returns the list's version.
-async fn list_and_signal(
-    api: &Api<DynamicObject>,
-    signals: &DriftSignals,
-) -> Result<String, kube::Error> {
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().limit(LIST_PAGE);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
-        let page = api.list(&lp).await?;
-        for key in page.items.iter().filter_map(key_of) {
-            signals.changed(key);
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(next) => token = Some(next),
-            None => return Ok(page.metadata.resource_version.unwrap_or_default()),
-        }
-    }
-}
-
-async fn watch_once(api: &Api<DynamicObject>, rv: &mut String, signals: &DriftSignals) -> WatchEnd {
-    let wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
-    let stream = match api.watch(&wp, rv).await {
-        Ok(s) => s,
-        Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Gone,
-        Err(e) => return WatchEnd::Failed(e.to_string()),
-    };
-    let mut stream = std::pin::pin!(stream);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
-                if let Some(v) = o
-                    .metadata
-                    .resource_version
-                    .as_deref()
-                    .filter(|v| !v.is_empty())
-                {
-                    *rv = v.to_string();
-                }
-                if let Some(key) = key_of(&o) {
-                    signals.changed(key);
-                }
-            }
-            Ok(WatchEvent::Bookmark(b)) => {
-                if !b.metadata.resource_version.is_empty() {
-                    *rv = b.metadata.resource_version;
-                }
-            }
-            Ok(WatchEvent::Error(s)) if s.code == 410 => return WatchEnd::Gone,
-            Ok(WatchEvent::Error(s)) => {
-                return WatchEnd::Failed(format!("{} {}: {}", s.code, s.reason, s.message));
-            }
-            Err(e) => return WatchEnd::Failed(e.to_string()),
-        }
-    }
-    WatchEnd::Closed
 }
 
 #[cfg(test)]

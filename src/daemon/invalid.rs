@@ -112,7 +112,7 @@ pub struct InvalidSinks<'a> {
     /// ScheduledAnalysis statuses.
     pub schedules: &'a ScheduleStore,
     /// Cluster mode: Events.
-    pub events: Option<&'a kube::Client>,
+    pub events: Option<&'a crate::traffic::kube::EventRecorder>,
     /// The API's list of canaries.
     pub control: &'a DaemonControl,
 }
@@ -201,7 +201,10 @@ pub async fn write_status(
 }
 
 /// Announces the refusal as a Warning Event on the object (cluster mode).
-pub async fn emit_event(client: &kube::Client, i: &Invalid) -> Result<(), String> {
+pub async fn emit_event(
+    events: &crate::traffic::kube::EventRecorder,
+    i: &Invalid,
+) -> Result<(), String> {
     use crate::traffic::kube::{EventType, emit_event};
     let involved = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some(crate::resources::API_VERSION.to_string()),
@@ -211,7 +214,7 @@ pub async fn emit_event(client: &kube::Client, i: &Invalid) -> Result<(), String
         ..Default::default()
     };
     emit_event(
-        client,
+        events,
         &i.namespace,
         &involved,
         "InvalidSpec",

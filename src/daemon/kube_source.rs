@@ -4,24 +4,24 @@
 //!
 //! Each object is checked on its own and its problems are reported with its id
 //! (`kube:<kind>/<ns>/<name>`) instead of failing the whole load, so one bad object never stops
-//! the others. [`KubeSource::watch`] lists each kind, watches from the list's resourceVersion,
-//! resumes from the last seen version when a watch ends, relists on 410 Expired, and backs off
-//! (bounded, exponential) on errors. It emits a new [`Snapshot`] only when something the
-//! drivers act on changed: status-only writes (the daemon's own) are ignored.
+//! the others. [`KubeSource::watch`] runs one kube-runtime watcher per kind (list, watch from
+//! the list's resourceVersion with bookmarks, resume a closed watch from the last version,
+//! relist on 410 Expired), backed off (bounded, doubling) on errors. It emits a new
+//! [`Snapshot`] only when something the drivers act on changed: status-only writes (the
+//! daemon's own) are ignored. No reflector store: what is kept per object is the trimmed
+//! spec ([`KeptObject`]), a tenth of the object a store would hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::backoff::Backoff;
 use crate::canary::CommandRequest;
@@ -37,7 +37,7 @@ use crate::resources::template::AnalysisTemplateDoc;
 use crate::resources::yaml::LineIndex;
 use crate::state::kube_status::{GROUP, VERSION, parse_status};
 
-/// Page size of LIST requests (kube's watcher uses the same).
+/// Page size of the one-shot LIST requests (kube's watcher uses the same).
 const LIST_PAGE: u32 = 500;
 
 /// The kinds this source reads.
@@ -144,7 +144,9 @@ impl KubeCanary {
     }
 }
 
-/// resourceVersions the snapshot reflects, one per collection (they are opaque and per-list).
+/// resourceVersions the snapshot reflects, one per collection (opaque): of the list, for
+/// [`KubeSource::snapshot`]; of the newest object event seen, for a watched snapshot (the
+/// list's and bookmarks' versions are the watcher's own business).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResourceVersions {
     /// Of the Canary list.
@@ -179,7 +181,7 @@ pub struct Snapshot {
     pub scheduled: Vec<LoadedScheduled>,
     /// Objects that failed validation, with all their problems.
     pub errors: Vec<(ObjectId, Vec<ConfigError>)>,
-    /// Where the lists were taken.
+    /// Where the lists were taken (see [`ResourceVersions`]).
     pub resource_version: ResourceVersions,
     /// False when only `status.command` requests changed since the previous snapshot: the
     /// drivers keep running and just hear the requests.
@@ -295,109 +297,189 @@ impl KubeSource {
         rx
     }
 
+    /// One kube-runtime [`watcher`] per kind (list, watch from the list's version, resume a
+    /// closed watch, relist on 410), each backed off on errors, merged into one view.
     async fn run(self, tx: mpsc::Sender<SourceEvent>) {
-        let (itx, mut irx) = mpsc::channel::<KindMsg>(256);
-        // Dropping the set (when this task ends) aborts the per-kind watchers.
-        let mut watchers = JoinSet::new();
-        for kind in SourceKind::ALL {
-            watchers.spawn(watch_kind(
-                self.api(kind),
-                kind,
-                itx.clone(),
-                WatchConfig {
-                    backoff_min: self.backoff_min,
-                    backoff_max: self.backoff_max,
-                    timeout_secs: self.watch_timeout_secs,
-                },
-            ));
-        }
-        drop(itx);
-        let mut objects: BTreeMap<ObjectId, KeptObject> = BTreeMap::new();
-        let mut listed: BTreeSet<SourceKind> = BTreeSet::new();
-        let mut rvs = ResourceVersions::default();
-        // What drivers act on, per object, and each Canary's `status.command`, as of the last
-        // snapshot sent (None: none sent yet; shared with `objects`, not copied), and the
-        // objects touched since: only those are compared, so a status-only write costs one
-        // object's comparison, not the whole set's.
-        let mut sent: Option<BTreeMap<ObjectId, Print>> = None;
-        let mut sent_commands: BTreeMap<ObjectId, Print> = BTreeMap::new();
-        let mut touched: BTreeSet<ObjectId> = BTreeSet::new();
+        let streams = SourceKind::ALL.map(|kind| {
+            let config = watcher::Config::default().timeout(self.watch_timeout_secs);
+            watcher(self.api(kind), config)
+                .backoff(Backoff::new(self.backoff_min, self.backoff_max))
+                .map(move |event| (kind, event))
+                .boxed()
+        });
+        // Dropping the merged stream (when this task ends) ends every watch.
+        let mut events = futures_util::stream::select_all(streams);
+        let mut view = View::default();
         loop {
-            let msg = tokio::select! {
-                m = irx.recv() => m,
-                _ = tx.closed() => return,
+            let first = tokio::select! {
+                e = events.next() => e,
+                () = tx.closed() => return,
             };
-            let Some(msg) = msg else { return };
-            let mut batch = vec![msg];
-            // Coalesce what is already queued into one snapshot.
-            while let Ok(m) = irx.try_recv() {
-                batch.push(m);
+            let Some(first) = first else { return };
+            let mut errors = Vec::new();
+            view.apply(first, &mut errors);
+            // Coalesce what is already at hand into one snapshot.
+            while let Some(Some(next)) = events.next().now_or_never() {
+                view.apply(next, &mut errors);
             }
-            for m in batch {
-                match m {
-                    KindMsg::Listed(kind, items, rv) => {
-                        touched.extend(objects.keys().filter(|id| id.kind == kind).cloned());
-                        touched.extend(items.keys().cloned());
-                        objects.retain(|id, _| id.kind != kind);
-                        objects.extend(items);
-                        listed.insert(kind);
-                        rvs.set(kind, rv);
-                    }
-                    KindMsg::Applied(id, obj, rv) => {
-                        rvs.set(id.kind, rv);
-                        touched.insert(id.clone());
-                        objects.insert(id, obj);
-                    }
-                    KindMsg::Deleted(id, rv) => {
-                        rvs.set(id.kind, rv);
-                        touched.insert(id.clone());
-                        objects.remove(&id);
-                    }
-                    KindMsg::Error(e) => {
-                        if tx.send(SourceEvent::Error(e)).await.is_err() {
-                            return;
-                        }
-                    }
+            for e in errors {
+                if tx.send(SourceEvent::Error(e)).await.is_err() {
+                    return;
                 }
             }
-            if listed.len() < SourceKind::ALL.len() {
-                continue;
-            }
-            let (specs_changed, commands_changed) = match &mut sent {
-                None => {
-                    sent = Some(
-                        objects
-                            .iter()
-                            .map(|(id, o)| (id.clone(), o.body.clone()))
-                            .collect(),
-                    );
-                    sent_commands = objects
-                        .iter()
-                        .filter_map(|(id, o)| Some((id.clone(), o.command.clone()?)))
-                        .collect();
-                    (true, true)
-                }
-                Some(prints) => {
-                    let (mut specs, mut commands) = (false, false);
-                    for id in &touched {
-                        let obj = objects.get(id);
-                        specs |= update(prints, id, obj.map(|o| o.body.clone()));
-                        commands |=
-                            update(&mut sent_commands, id, obj.and_then(|o| o.command.clone()));
-                    }
-                    (specs, commands)
-                }
-            };
-            touched.clear();
-            if !specs_changed && !commands_changed {
-                continue;
-            }
-            let mut snapshot = build_snapshot(&objects, rvs.clone());
-            snapshot.specs_changed = specs_changed;
-            if tx.send(SourceEvent::Changed(snapshot)).await.is_err() {
+            if let Some(snapshot) = view.snapshot()
+                && tx.send(SourceEvent::Changed(snapshot)).await.is_err()
+            {
                 return;
             }
         }
+    }
+}
+
+/// The merged view of the four watches, and what the last snapshot sent reflected: a pure
+/// state machine over watcher events, so "emit only when a spec changed" is tested without
+/// a server.
+#[derive(Default)]
+struct View {
+    /// Every object of the kinds listed so far.
+    objects: BTreeMap<ObjectId, KeptObject>,
+    /// Objects of a (re)list in progress, per kind: they replace the kind's objects at once
+    /// when the list is complete, so an object missing from it counts as deleted.
+    relisting: BTreeMap<SourceKind, BTreeMap<ObjectId, KeptObject>>,
+    /// Kinds whose first list completed: no snapshot before all have.
+    listed: BTreeSet<SourceKind>,
+    rvs: ResourceVersions,
+    /// What drivers act on, per object, and each Canary's `status.command`, as of the last
+    /// snapshot sent (None: none sent yet; shared with `objects`, not copied).
+    sent: Option<BTreeMap<ObjectId, Print>>,
+    sent_commands: BTreeMap<ObjectId, Print>,
+    /// Objects touched since the last snapshot: only those are compared, so a status-only
+    /// write costs one object's comparison, not the whole set's.
+    touched: BTreeSet<ObjectId>,
+}
+
+impl View {
+    /// Folds one watcher event (or error, described into `errors`) into the view.
+    fn apply(
+        &mut self,
+        (kind, event): (
+            SourceKind,
+            Result<watcher::Event<DynamicObject>, watcher::Error>,
+        ),
+        errors: &mut Vec<String>,
+    ) {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                if let Some(message) = describe_watch_error(kind, &e) {
+                    tracing::warn!(%kind, error = %message, "retrying");
+                    errors.push(message);
+                } else {
+                    tracing::info!(%kind, "resourceVersion expired; relisting");
+                }
+                return;
+            }
+        };
+        match event {
+            watcher::Event::Init => {
+                self.relisting.insert(kind, BTreeMap::new());
+            }
+            watcher::Event::InitApply(o) => {
+                self.note_version(kind, &o);
+                let (id, obj) = kept_object(kind, o);
+                self.relisting.entry(kind).or_default().insert(id, obj);
+            }
+            watcher::Event::InitDone => {
+                let items = self.relisting.remove(&kind).unwrap_or_default();
+                let old = self.objects.keys().filter(|id| id.kind == kind).cloned();
+                self.touched.extend(old);
+                self.touched.extend(items.keys().cloned());
+                self.objects.retain(|id, _| id.kind != kind);
+                self.objects.extend(items);
+                self.listed.insert(kind);
+            }
+            watcher::Event::Apply(o) => {
+                self.note_version(kind, &o);
+                let (id, obj) = kept_object(kind, o);
+                self.touched.insert(id.clone());
+                self.objects.insert(id, obj);
+            }
+            watcher::Event::Delete(o) => {
+                self.note_version(kind, &o);
+                let (id, _) = kept_object(kind, o);
+                self.touched.insert(id.clone());
+                self.objects.remove(&id);
+            }
+        }
+    }
+
+    fn note_version(&mut self, kind: SourceKind, o: &DynamicObject) {
+        if let Some(rv) = o
+            .metadata
+            .resource_version
+            .as_deref()
+            .filter(|v| !v.is_empty())
+        {
+            self.rvs.set(kind, rv.to_string());
+        }
+    }
+
+    /// The snapshot to send now: the first once every kind is listed, then one whenever a
+    /// spec-relevant part or a `status.command` changed; None otherwise.
+    fn snapshot(&mut self) -> Option<Snapshot> {
+        if self.listed.len() < SourceKind::ALL.len() {
+            return None;
+        }
+        let (specs_changed, commands_changed) = match &mut self.sent {
+            None => {
+                let prints = self.objects.iter();
+                self.sent = Some(prints.map(|(id, o)| (id.clone(), o.body.clone())).collect());
+                self.sent_commands = self
+                    .objects
+                    .iter()
+                    .filter_map(|(id, o)| Some((id.clone(), o.command.clone()?)))
+                    .collect();
+                (true, true)
+            }
+            Some(prints) => {
+                let (mut specs, mut commands) = (false, false);
+                for id in &self.touched {
+                    let obj = self.objects.get(id);
+                    specs |= update(prints, id, obj.map(|o| o.body.clone()));
+                    let command = obj.and_then(|o| o.command.clone());
+                    commands |= update(&mut self.sent_commands, id, command);
+                }
+                (specs, commands)
+            }
+        };
+        self.touched.clear();
+        if !specs_changed && !commands_changed {
+            return None;
+        }
+        let mut snapshot = build_snapshot(&self.objects, self.rvs.clone());
+        snapshot.specs_changed = specs_changed;
+        Some(snapshot)
+    }
+}
+
+/// What to report for a watcher error; None for a 410 Expired, which the watcher answers by
+/// relisting (routine after a compaction, not a failure).
+fn describe_watch_error(kind: SourceKind, e: &watcher::Error) -> Option<String> {
+    match e {
+        watcher::Error::WatchError(s) if s.code == 410 => None,
+        watcher::Error::InitialListFailed(e) => {
+            Some(format!("listing {kind} objects: {}", crate::traffic::kube::describe(e)))
+        }
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            Some(format!("watching {kind} objects: {}", crate::traffic::kube::describe(e)))
+        }
+        watcher::Error::WatchError(s) => Some(format!(
+            "watching {kind} objects: Kubernetes API answered {} {}: {}",
+            s.code, s.reason, s.message
+        )),
+        watcher::Error::NoResourceVersion => Some(format!(
+            "watching {kind} objects: the server sent no resourceVersion"
+        )),
     }
 }
 
@@ -415,153 +497,6 @@ struct KeptObject {
     command: Option<Print>,
 }
 
-/// Per-kind updates sent by the watcher tasks to the merging task.
-enum KindMsg {
-    Listed(SourceKind, BTreeMap<ObjectId, KeptObject>, String),
-    Applied(ObjectId, KeptObject, String),
-    Deleted(ObjectId, String),
-    Error(String),
-}
-
-#[derive(Clone, Copy)]
-struct WatchConfig {
-    backoff_min: Duration,
-    backoff_max: Duration,
-    timeout_secs: u32,
-}
-
-/// Why a watch session ended.
-enum WatchEnd {
-    /// The server closed it (timeout, dropped connection): resume from the last version.
-    Closed { events: bool },
-    /// 410 Expired: the version is gone, relist.
-    Gone,
-    /// An error: report, back off, resume.
-    Failed(String),
-    /// Nobody listens any more.
-    Stop,
-}
-
-/// List, then watch from the list's version; resume on a closed watch, relist on 410.
-async fn watch_kind(
-    api: Api<DynamicObject>,
-    kind: SourceKind,
-    tx: mpsc::Sender<KindMsg>,
-    cfg: WatchConfig,
-) {
-    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
-    loop {
-        let (items, mut rv) = match list_kind(&api, kind).await {
-            Ok(l) => l,
-            Err(e) => {
-                let msg = format!("listing {kind} objects: {e}");
-                tracing::warn!(%kind, error = %e, "list failed; retrying");
-                if tx.send(KindMsg::Error(msg)).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-                continue;
-            }
-        };
-        if tx
-            .send(KindMsg::Listed(kind, items, rv.clone()))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        backoff.reset();
-        loop {
-            let started = Instant::now();
-            match watch_once(&api, kind, &mut rv, &tx, cfg.timeout_secs).await {
-                WatchEnd::Stop => return,
-                WatchEnd::Gone => {
-                    tracing::info!(%kind, "resourceVersion expired; relisting");
-                    break;
-                }
-                WatchEnd::Closed { events } => {
-                    if events {
-                        backoff.reset();
-                    } else if started.elapsed() < Duration::from_secs(1) {
-                        // A server that closes at once must not make us spin.
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                }
-                WatchEnd::Failed(e) => {
-                    tracing::warn!(%kind, error = %e, "watch failed; retrying");
-                    if tx
-                        .send(KindMsg::Error(format!("watching {kind} objects: {e}")))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            }
-        }
-    }
-}
-
-/// One watch request from `rv`, advancing `rv` with every event and bookmark.
-async fn watch_once(
-    api: &Api<DynamicObject>,
-    kind: SourceKind,
-    rv: &mut String,
-    tx: &mpsc::Sender<KindMsg>,
-    timeout_secs: u32,
-) -> WatchEnd {
-    let wp = WatchParams::default().timeout(timeout_secs);
-    let stream = match api.watch(&wp, rv).await {
-        Ok(s) => s,
-        Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Gone,
-        Err(e) => return WatchEnd::Failed(e.to_string()),
-    };
-    let mut stream = std::pin::pin!(stream);
-    let mut events = false;
-    while let Some(item) = stream.next().await {
-        let msg = match item {
-            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
-                advance(rv, &o);
-                let (id, obj) = kept_object(kind, o);
-                KindMsg::Applied(id, obj, rv.clone())
-            }
-            Ok(WatchEvent::Deleted(o)) => {
-                advance(rv, &o);
-                let (id, _) = kept_object(kind, o);
-                KindMsg::Deleted(id, rv.clone())
-            }
-            Ok(WatchEvent::Bookmark(b)) => {
-                if !b.metadata.resource_version.is_empty() {
-                    *rv = b.metadata.resource_version;
-                }
-                continue;
-            }
-            Ok(WatchEvent::Error(s)) if s.code == 410 => return WatchEnd::Gone,
-            Ok(WatchEvent::Error(s)) => {
-                return WatchEnd::Failed(format!("{} {}: {}", s.code, s.reason, s.message));
-            }
-            Err(e) => return WatchEnd::Failed(e.to_string()),
-        };
-        events = true;
-        if tx.send(msg).await.is_err() {
-            return WatchEnd::Stop;
-        }
-    }
-    WatchEnd::Closed { events }
-}
-
-fn advance(rv: &mut String, obj: &DynamicObject) {
-    if let Some(v) = obj
-        .metadata
-        .resource_version
-        .as_deref()
-        .filter(|v| !v.is_empty())
-    {
-        *rv = v.to_string();
-    }
-}
-
 /// All objects of one kind (following `continue` pages) and the list's resourceVersion.
 async fn list_kind(
     api: &Api<DynamicObject>,
@@ -574,7 +509,7 @@ async fn list_kind(
         if let Some(t) = &token {
             lp = lp.continue_token(t);
         }
-        let page = api.list(&lp).await.map_err(describe_error)?;
+        let page = api.list(&lp).await.map_err(|e| crate::traffic::kube::describe(&e))?;
         let rv = page.metadata.resource_version.clone().unwrap_or_default();
         for o in page.items {
             let (id, obj) = kept_object(kind, o);
@@ -584,16 +519,6 @@ async fn list_kind(
             Some(next) => token = Some(next),
             None => return Ok((out, rv)),
         }
-    }
-}
-
-fn describe_error(e: kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!(
-            "Kubernetes API answered {} {}: {}",
-            s.code, s.reason, s.message
-        ),
-        other => other.to_string(),
     }
 }
 

@@ -512,3 +512,164 @@ fn the_later_of_two_canaries_on_one_route_is_refused() {
     assert_eq!(names(&snap), ["bookinfo/a"]);
     assert_eq!(snap.errors[0].0.to_string(), "Canary/bookinfo/b");
 }
+
+/// The view as a pure state machine over watcher events.
+mod view {
+    use super::*;
+
+    fn obj(v: Value, rv: &str) -> DynamicObject {
+        let mut v = v;
+        v["metadata"]["resourceVersion"] = json!(rv);
+        serde_json::from_value(v).expect("object")
+    }
+
+    type Ev = (
+        SourceKind,
+        Result<watcher::Event<DynamicObject>, watcher::Error>,
+    );
+
+    /// Every kind listed, with `canaries` as the Canaries and one template.
+    fn listed(canaries: Vec<DynamicObject>) -> Vec<Ev> {
+        let mut out = Vec::new();
+        for kind in SourceKind::ALL {
+            out.push((kind, Ok(watcher::Event::Init)));
+            let items = match kind {
+                SourceKind::Canary => canaries.clone(),
+                SourceKind::AnalysisTemplate => vec![obj(
+                    template("AnalysisTemplate", Some("bookinfo"), "apdex"),
+                    "1",
+                )],
+                _ => Vec::new(),
+            };
+            for o in items {
+                out.push((kind, Ok(watcher::Event::InitApply(o))));
+            }
+            out.push((kind, Ok(watcher::Event::InitDone)));
+        }
+        out
+    }
+
+    fn feed(view: &mut View, events: Vec<Ev>) -> Vec<String> {
+        let mut errors = Vec::new();
+        for e in events {
+            view.apply(e, &mut errors);
+        }
+        errors
+    }
+
+    #[test]
+    fn no_snapshot_before_every_kind_is_listed_then_one() {
+        let mut view = View::default();
+        let mut events = listed(vec![obj(canary("bookinfo", "reviews"), "5")]);
+        let last = events.pop().expect("last");
+        feed(&mut view, events);
+        assert!(view.snapshot().is_none(), "one kind is still listing");
+        feed(&mut view, vec![last]);
+        let s = view.snapshot().expect("first snapshot");
+        assert!(s.specs_changed);
+        assert_eq!(names(&s), ["bookinfo/reviews"]);
+        assert_eq!(s.templates.len(), 1);
+        assert_eq!(s.resource_version.canaries, "5");
+        assert!(view.snapshot().is_none(), "nothing changed since");
+    }
+
+    #[test]
+    fn status_writes_are_ignored_and_commands_are_heard() {
+        let mut view = View::default();
+        feed(
+            &mut view,
+            listed(vec![obj(canary("bookinfo", "reviews"), "5")]),
+        );
+        view.snapshot().expect("first");
+        let mut with_status = canary("bookinfo", "reviews");
+        with_status["status"] = json!({"phase": "Progressing", "currentStepIndex": 1});
+        with_status["metadata"]["managedFields"] = json!([{"manager": "skycanary"}]);
+        let apply =
+            |v: Value, rv: &str| (SourceKind::Canary, Ok(watcher::Event::Apply(obj(v, rv))));
+        feed(&mut view, vec![apply(with_status.clone(), "6")]);
+        assert!(view.snapshot().is_none(), "a status write is no change");
+        with_status["status"]["command"] =
+            json!({"id": "r1", "action": "abort", "requestedAt": "2026-01-01T00:00:00Z"});
+        feed(&mut view, vec![apply(with_status, "7")]);
+        let s = view.snapshot().expect("a command is heard");
+        assert!(!s.specs_changed, "but it is no spec change");
+        assert_eq!(s.command_requests().len(), 1);
+    }
+
+    #[test]
+    fn a_relist_replaces_the_kind_and_drops_what_is_gone() {
+        let mut view = View::default();
+        feed(
+            &mut view,
+            listed(vec![
+                obj(canary("bookinfo", "reviews"), "5"),
+                obj(canary("shop", "cart"), "6"),
+            ]),
+        );
+        view.snapshot().expect("first");
+        // A relist after 410: "cart" was deleted meanwhile, "ratings" added.
+        let relist = vec![
+            (SourceKind::Canary, Ok(watcher::Event::Init)),
+            (
+                SourceKind::Canary,
+                Ok(watcher::Event::InitApply(obj(
+                    canary("bookinfo", "reviews"),
+                    "5",
+                ))),
+            ),
+            (
+                SourceKind::Canary,
+                Ok(watcher::Event::InitApply(obj(
+                    canary("bookinfo", "ratings"),
+                    "9",
+                ))),
+            ),
+        ];
+        feed(&mut view, relist);
+        assert!(
+            view.snapshot().is_none(),
+            "a relist half done changes nothing"
+        );
+        feed(
+            &mut view,
+            vec![(SourceKind::Canary, Ok(watcher::Event::InitDone))],
+        );
+        let s = view.snapshot().expect("changed");
+        assert_eq!(names(&s), ["bookinfo/ratings", "bookinfo/reviews"]);
+        // Deleting one.
+        let del = watcher::Event::Delete(obj(canary("bookinfo", "ratings"), "10"));
+        feed(&mut view, vec![(SourceKind::Canary, Ok(del))]);
+        assert_eq!(
+            names(&view.snapshot().expect("deleted")),
+            ["bookinfo/reviews"]
+        );
+    }
+
+    #[test]
+    fn errors_are_reported_except_expiry() {
+        let mut view = View::default();
+        let status = |code: u16| kube::core::Status {
+            code,
+            ..kube::core::Status::failure("too old resource version", "Expired")
+        };
+        let errors = feed(
+            &mut view,
+            vec![
+                (
+                    SourceKind::Canary,
+                    Err(watcher::Error::WatchError(Box::new(status(410)))),
+                ),
+                (
+                    SourceKind::ScheduledAnalysis,
+                    Err(watcher::Error::WatchError(Box::new(status(500)))),
+                ),
+            ],
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .starts_with("watching ScheduledAnalysis objects: Kubernetes API answered 500"),
+            "{errors:?}"
+        );
+    }
+}

@@ -352,7 +352,7 @@ fn map_error(kind: &'static str, namespace: &str, name: &str, err: kube::Error) 
             kind,
             namespace,
             name,
-            message: crate::traffic::kube::describe(other),
+            message: crate::traffic::kube::describe(&other),
         },
     }
 }

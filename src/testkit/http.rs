@@ -346,6 +346,8 @@ fn list_query(ctx: &Ctx<'_>) -> Result<ListQuery, ApiError> {
         field_selector: (ctx.param)("fieldSelector"),
         limit,
         continue_token: (ctx.param)("continue"),
+        resource_version: (ctx.param)("resourceVersion"),
+        resource_version_match: (ctx.param)("resourceVersionMatch"),
     })
 }
 
@@ -390,6 +392,9 @@ fn watch(ctx: &Ctx<'_>, res: &ResourceRef, ns: Option<&str>) -> Response {
     let bookmarks = param("allowWatchBookmarks").is_some_and(|v| v == "true");
     let send_initial = param("sendInitialEvents").is_some_and(|v| v == "true");
     let rv_param = param("resourceVersion").unwrap_or_default();
+    if let Err(e) = validate_watch(&q, send_initial, bookmarks) {
+        return error_response(&e);
+    }
 
     let mut lines: Vec<Bytes> = Vec::new();
     let (rx, current) = {
@@ -420,6 +425,13 @@ fn watch(ctx: &Ctx<'_>, res: &ResourceRef, ns: Option<&str>) -> Response {
                     ));
                 }
             };
+            if since > current {
+                // The apiserver waits a few seconds for its cache to catch up, then gives up.
+                return error_response(&ApiError::new(
+                    504,
+                    format!("Too large resource version: {since}, current: {current}"),
+                ));
+            }
             match store.replay(res, ns, since) {
                 Ok(records) => {
                     for r in records {
@@ -459,6 +471,31 @@ fn watch(ctx: &Ctx<'_>, res: &ResourceRef, ns: Option<&str>) -> Response {
     )
 }
 
+/// The apiserver's checks of a WATCH's streaming-list parameters: `sendInitialEvents` needs
+/// `resourceVersionMatch=NotOlderThan` and bookmarks (its end is a bookmark), and
+/// `resourceVersionMatch` means nothing on a watch without it.
+fn validate_watch(q: &ListQuery, send_initial: bool, bookmarks: bool) -> Result<(), ApiError> {
+    let invalid = |m: &str| Err(ApiError::new(422, format!("ListOptions is invalid: {m}")));
+    let rv_match = q.resource_version_match.as_deref().unwrap_or_default();
+    if send_initial {
+        if rv_match != "NotOlderThan" {
+            return invalid(
+                "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            );
+        }
+        if !bookmarks {
+            return invalid(
+                "allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
+            );
+        }
+    } else if !rv_match.is_empty() {
+        return invalid(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        );
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn stream_response(
     initial: Vec<Bytes>,
@@ -491,7 +528,12 @@ fn stream_response(
                 }
                 _ = tx.closed() => break,
                 msg = rx.recv() => match msg {
-                    Ok(Signal::Event(rec)) => live_line(&rec, &res, ns.as_deref(), &q),
+                    Ok(Signal::Event(rec)) => {
+                        // A bookmark says "everything up to here was seen", filtered out or
+                        // not: a later re-watch need not replay the others' changes.
+                        last_rv = last_rv.max(rec.rv);
+                        live_line(&rec, &res, ns.as_deref(), &q)
+                    }
                     Ok(Signal::DropWatches) | Err(broadcast::error::RecvError::Closed) => break,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let err = ApiError::new(410, "watch fell behind the event log");

@@ -7,11 +7,16 @@
 //!
 //! Copied behaviours: one global integer resourceVersion; uid/creationTimestamp/generation on
 //! create, generation bumps on spec change, no-op writes keep the RV; GET/LIST (`limit`,
-//! `continue`, equality label and field selectors); POST (409 AlreadyExists); PUT (422 without
+//! `continue`, equality label and field selectors; `resourceVersion` unset, `0` or N with
+//! `resourceVersionMatch` checked as the apiserver does, 504 for a version from the future,
+//! the pages of a continued list at the first page's version, 410 for an expired `continue`);
+//! POST (409 AlreadyExists); PUT (422 without
 //! RV, 409 on a stale RV); DELETE; PATCH as JSON Patch (400 undecodable, 422 failed op incl.
 //! `test`), merge patch (409 on a stale `metadata.resourceVersion`), strategic merge (415 for
 //! custom resources; a plain merge for core kinds); the `/status` subresource; watches with
-//! replay from a bounded event log, 410 Expired, bookmarks and `timeoutSeconds`; plain
+//! replay from a bounded event log, 410 Expired, bookmarks (at the newest version the watch
+//! went past) and `timeoutSeconds`, streaming lists (`sendInitialEvents`, ended by a bookmark
+//! annotated `k8s.io/initial-events-end`); plain
 //! discovery; and fault injection.
 //!
 //! CustomResourceDefinitions (`apiextensions.k8s.io/v1`) are served like any object and then
@@ -21,7 +26,9 @@
 //! checked), and lists and gets asked for as a `meta.k8s.io/v1` Table use their
 //! `additionalPrinterColumns`. Core `v1` Events list the `events.k8s.io/v1` ones too.
 //!
-//! Not emulated: server-side apply field ownership and list-type semantics (an apply patch is
+//! Not emulated: past states (an `Exact` list of an older, not yet compacted version answers
+//! 500 saying so; the pages of a continued list show the current objects, and a watch from the
+//! list's version replays what changed meanwhile), periodic bookmarks, server-side apply field ownership and list-type semantics (an apply patch is
 //! "create, or merge into the existing object"; YAML apply bodies must be JSON), namespace
 //! existence, admission webhooks, defaulting, CRD versions conversion, finalizers,
 //! deletecollection, watches of the core Event view, OpenAPI documents (so `kubectl apply`

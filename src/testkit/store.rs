@@ -361,6 +361,60 @@ pub(crate) struct ListQuery {
     pub field_selector: Option<String>,
     pub limit: Option<usize>,
     pub continue_token: Option<String>,
+    /// `resourceVersion`: empty for the most recent state, `0` for any, else a version.
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`: `NotOlderThan` or `Exact`.
+    pub resource_version_match: Option<String>,
+}
+
+impl ListQuery {
+    /// The apiserver's checks of a LIST's version parameters
+    /// (`ValidateListOptions`, and the storage's refusal of a version with `continue`).
+    fn validate(&self) -> Result<(), ApiError> {
+        let rv = self.resource_version.as_deref().unwrap_or_default();
+        let has_continue = self
+            .continue_token
+            .as_deref()
+            .is_some_and(|c| !c.is_empty());
+        let invalid = |m: &str| Err(ApiError::new(422, format!("ListOptions is invalid: {m}")));
+        match self.resource_version_match.as_deref().unwrap_or_default() {
+            "" => {}
+            _ if rv.is_empty() => {
+                return invalid(
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+                );
+            }
+            _ if has_continue => {
+                return invalid(
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided",
+                );
+            }
+            "Exact" if rv == "0" => {
+                return invalid(
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                );
+            }
+            "Exact" | "NotOlderThan" => {}
+            other => {
+                return invalid(&format!(
+                    "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+                ));
+            }
+        }
+        if has_continue && !rv.is_empty() && rv != "0" {
+            return Err(ApiError::new(
+                400,
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        if !rv.is_empty() && rv.parse::<u64>().is_err() {
+            return Err(ApiError::new(
+                400,
+                format!("invalid resource version: {rv:?}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -523,6 +577,55 @@ impl Store {
         namespace: Option<&str>,
         q: &ListQuery,
     ) -> Result<Value, ApiError> {
+        q.validate()?;
+        // The version the list is at: the store's (it keeps no past states), or the first
+        // page's for a continued list (its pages form one list, as the apiserver's do).
+        let mut list_rv = self.rv;
+        let rv = q.resource_version.as_deref().unwrap_or_default();
+        if let Ok(wanted) = rv.parse::<u64>()
+            && wanted > 0
+        {
+            if wanted > self.rv {
+                return Err(ApiError::new(
+                    504,
+                    format!("Too large resource version: {wanted}, current: {}", self.rv),
+                ));
+            }
+            if q.resource_version_match.as_deref() == Some("Exact") && wanted != self.rv {
+                if wanted < self.compacted_rv {
+                    return Err(ApiError::new(
+                        410,
+                        format!(
+                            "too old resource version: {wanted} ({})",
+                            self.compacted_rv + 1
+                        ),
+                    ));
+                }
+                return Err(ApiError::new(
+                    500,
+                    format!(
+                        "the fake API server keeps no past states: an Exact list at {wanted} \
+                         (current {}) is not served",
+                        self.rv
+                    ),
+                ));
+            }
+        }
+        let mut after = None;
+        if let Some(token) = q.continue_token.as_deref().filter(|t| !t.is_empty()) {
+            let (at, key) = decode_continue(token).ok_or_else(|| {
+                ApiError::new(400, "invalid continue token").with_reason("BadRequest")
+            })?;
+            if at < self.compacted_rv {
+                return Err(ApiError::new(
+                    410,
+                    "The provided continue parameter is too old to display a consistent list \
+                     result. You can start a new list without the continue parameter.",
+                ));
+            }
+            list_rv = at;
+            after = Some(key);
+        }
         let mut items = Vec::new();
         for obj in self.all(res, namespace) {
             if matches_selectors(
@@ -533,21 +636,16 @@ impl Store {
                 items.push(obj);
             }
         }
-        let start = match &q.continue_token {
-            Some(token) if !token.is_empty() => {
-                let after = decode_continue(token).ok_or_else(|| {
-                    ApiError::new(400, "invalid continue token").with_reason("BadRequest")
-                })?;
-                items
-                    .iter()
-                    .position(|o| object_sort_key(o) > after)
-                    .unwrap_or(items.len())
-            }
-            _ => 0,
+        let start = match &after {
+            Some(after) => items
+                .iter()
+                .position(|o| object_sort_key(o) > *after)
+                .unwrap_or(items.len()),
+            None => 0,
         };
         let mut page: Vec<Value> = items.get(start..).unwrap_or_default().to_vec();
         let mut meta = Map::new();
-        meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        meta.insert("resourceVersion".into(), Value::String(list_rv.to_string()));
         if let Some(limit) = q.limit.filter(|l| *l > 0)
             && page.len() > limit
         {
@@ -556,7 +654,7 @@ impl Store {
             if let Some(last) = page.last() {
                 meta.insert(
                     "continue".into(),
-                    Value::String(encode_continue(&object_sort_key(last))),
+                    Value::String(encode_continue(list_rv, &object_sort_key(last))),
                 );
                 meta.insert("remainingItemCount".into(), json!(remaining));
             }
@@ -1145,17 +1243,20 @@ fn object_sort_key(obj: &Value) -> String {
     format!("{ns}/{name}")
 }
 
-fn encode_continue(key: &str) -> String {
+/// A continue token: the list's version and the last key served (opaque to clients).
+fn encode_continue(rv: u64, key: &str) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rv}/{key}"))
 }
 
-fn decode_continue(token: &str) -> Option<String> {
+fn decode_continue(token: &str) -> Option<(u64, String)> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()?;
-    String::from_utf8(bytes).ok()
+    let text = String::from_utf8(bytes).ok()?;
+    let (rv, key) = text.split_once('/')?;
+    Some((rv.parse().ok()?, key.to_string()))
 }
 
 /// Equality-based label selectors (`a=b`, `a==b`, `a!=b`, `a`, `!a`) and field selectors on

@@ -837,3 +837,255 @@ async fn observer_sees_every_answered_request() {
     );
     assert!(seen.iter().all(|a| a.answered >= a.received));
 }
+
+/// A raw GET through kube's client (its own parameter types refuse some of what is tried).
+async fn raw_get(client: &kube::Client, path_and_query: &str) -> Result<Value, (u16, String)> {
+    let req = axum::http::Request::get(path_and_query)
+        .body(Vec::new())
+        .expect("request");
+    match client.request_text(req).await {
+        Ok(text) => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
+        Err(kube::Error::Api(s)) => Err((s.code, s.message.clone())),
+        Err(e) => Err((0, e.to_string())),
+    }
+}
+
+const VS_PATH: &str = "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices";
+
+#[tokio::test]
+async fn list_resource_version_parameters_follow_the_apiserver() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("a", 0)).expect("seed");
+    let client = fake.client();
+    let now = fake.resource_version();
+    let list_rv = |v: &Value| {
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string)
+    };
+    // Most recent, any, not older than a past version, exactly the current one.
+    for q in [
+        String::new(),
+        "?resourceVersion=0".into(),
+        "?resourceVersion=0&resourceVersionMatch=NotOlderThan".into(),
+        "?resourceVersion=1&resourceVersionMatch=NotOlderThan".into(),
+        format!("?resourceVersion={now}&resourceVersionMatch=Exact"),
+    ] {
+        let got = raw_get(&client, &format!("{VS_PATH}{q}")).await.expect(&q);
+        assert_eq!(got["items"].as_array().map(Vec::len), Some(1), "{q}");
+        assert_eq!(list_rv(&got), Some(now.to_string()), "{q}");
+    }
+    let refused = [
+        (
+            format!("?resourceVersion={}", now + 5),
+            504,
+            "Too large resource version",
+        ),
+        (
+            "?resourceVersionMatch=NotOlderThan".into(),
+            422,
+            "unless resourceVersion is provided",
+        ),
+        (
+            "?resourceVersion=0&resourceVersionMatch=Exact".into(),
+            422,
+            "forbidden for resourceVersion \"0\"",
+        ),
+        (
+            "?resourceVersion=1&resourceVersionMatch=Newest".into(),
+            422,
+            "supported values",
+        ),
+        (
+            "?resourceVersion=1&continue=abc".into(),
+            400,
+            "not allowed when using continue",
+        ),
+        (
+            "?resourceVersion=0&resourceVersionMatch=NotOlderThan&continue=abc".into(),
+            422,
+            "when continue is provided",
+        ),
+        ("?resourceVersion=x".into(), 400, "invalid resource version"),
+    ];
+    for (q, code, message) in refused {
+        let (got, text) = raw_get(&client, &format!("{VS_PATH}{q}"))
+            .await
+            .expect_err(&q);
+        assert_eq!(got, code, "{q}: {text}");
+        assert!(text.contains(message), "{q}: {text}");
+    }
+    // An Exact list of a compacted version is gone.
+    fake.seed(vs("b", 0)).expect("seed");
+    fake.compact();
+    let (code, _) = raw_get(
+        &client,
+        &format!("{VS_PATH}?resourceVersion=1&resourceVersionMatch=Exact"),
+    )
+    .await
+    .expect_err("410");
+    assert_eq!(code, 410);
+}
+
+/// The pages of one list are at the first page's version, so a watch from the list's version
+/// replays what changed while it was paged; a token older than the log is 410.
+#[tokio::test]
+async fn a_continued_list_is_at_its_first_pages_version() {
+    let fake = FakeApiServer::new();
+    for n in ["a", "b", "c"] {
+        fake.seed(vs(n, 0)).expect("seed");
+    }
+    let api = vs_api(fake.client(), "v1");
+    let first = api
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("page 1");
+    let at = first.metadata.resource_version.clone().expect("rv");
+    let token = first.metadata.continue_.clone().expect("continue");
+    // "a" (already listed) changes between the pages.
+    fake.update(
+        "networking.istio.io",
+        "virtualservices",
+        "bookinfo",
+        "a",
+        |o| o["spec"]["hosts"] = json!(["changed"]),
+    )
+    .expect("update");
+    let second = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect("page 2");
+    assert_eq!(
+        second.metadata.resource_version.as_deref(),
+        Some(at.as_str())
+    );
+    assert_eq!(second.items.len(), 1);
+    let events = collect_watch(
+        &api,
+        &WatchParams::default().timeout(1).disable_bookmarks(),
+        &at,
+        10,
+    )
+    .await;
+    assert_eq!(event_names(&events), ["MODIFIED a"]);
+
+    fake.compact();
+    let (code, reason, _) = status_code(
+        api.list(&ListParams::default().limit(2).continue_token(&token))
+            .await
+            .expect_err("410"),
+    );
+    assert_eq!((code, reason.as_str()), (410, "Expired"));
+}
+
+/// A bookmark carries the newest version the watch has gone past, changes it filtered out
+/// included, so a resumed watch does not fall behind a compaction for others' writes.
+#[tokio::test]
+async fn a_bookmark_carries_the_newest_version_seen() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("a", 0)).expect("seed");
+    let api = vs_api(fake.client(), "v1");
+    let from = fake.resource_version().to_string();
+    let writer = fake.clone();
+    let elsewhere = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut o = vs("x", 0);
+        o["metadata"]["namespace"] = json!("other");
+        writer.seed(o).expect("seed");
+    });
+    let events = collect_watch(&api, &WatchParams::default().timeout(1), &from, 10).await;
+    elsewhere.await.expect("writer");
+    match events.as_slice() {
+        [WatchEvent::Bookmark(b)] => {
+            assert_eq!(
+                b.metadata.resource_version,
+                fake.resource_version().to_string()
+            );
+        }
+        other => panic!("expected one bookmark, got {:?}", event_names(other)),
+    }
+}
+
+#[tokio::test]
+async fn watch_streaming_list_parameters_are_checked() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("a", 0)).expect("seed");
+    let client = fake.client();
+    let watch = "?watch=true&timeoutSeconds=1";
+    for (q, message) in [
+        (
+            "&sendInitialEvents=true&allowWatchBookmarks=true",
+            "requires setting resourceVersionMatch",
+        ),
+        (
+            "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
+            "requires setting allowWatchBookmarks",
+        ),
+        (
+            "&resourceVersion=0&resourceVersionMatch=NotOlderThan",
+            "unless sendInitialEvents",
+        ),
+    ] {
+        let (code, text) = raw_get(&client, &format!("{VS_PATH}{watch}{q}"))
+            .await
+            .expect_err(q);
+        assert_eq!(code, 422, "{q}: {text}");
+        assert!(text.contains(message), "{q}: {text}");
+    }
+    let too_new = format!(
+        "{VS_PATH}{watch}&resourceVersion={}",
+        fake.resource_version() + 3
+    );
+    let (code, _) = raw_get(&client, &too_new).await.expect_err("504");
+    assert_eq!(code, 504);
+    // kube's streaming list: the state as ADDED, then the bookmark that ends it.
+    let api = vs_api(client, "v1");
+    let wp = WatchParams::default().timeout(1).initial_events();
+    let events = collect_watch(&api, &wp, "0", 1).await;
+    assert_eq!(event_names(&events), ["ADDED a"]);
+    let stream = api.watch(&wp, "0").await.expect("watch");
+    let mut stream = std::pin::pin!(stream);
+    let mut end = None;
+    while let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+        if let WatchEvent::Bookmark(b) = ev {
+            end = Some(b);
+            break;
+        }
+    }
+    let end = end.expect("a bookmark");
+    assert!(
+        end.metadata
+            .annotations
+            .contains_key("k8s.io/initial-events-end")
+    );
+}
+
+/// kube-runtime's watcher, in both initial-list strategies, sees the state and then changes.
+#[tokio::test]
+async fn kube_runtime_watcher_lists_then_watches() {
+    use kube::runtime::watcher;
+    for config in [
+        watcher::Config::default().page_size(1),
+        watcher::Config::default().any_semantic(),
+        watcher::Config::default().streaming_lists(),
+    ] {
+        let fake = FakeApiServer::new();
+        fake.seed(vs("a", 0)).expect("seed");
+        let api = vs_api(fake.client(), "v1");
+        let events = watcher::watcher(api, config.clone().timeout(5));
+        let mut events = std::pin::pin!(events);
+        let mut next =
+            async || match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+                Ok(Some(Ok(e))) => e.to_string(),
+                other => panic!("{config:?}: {other:?}"),
+            };
+        let mut seen = vec![next().await];
+        while seen.last().is_some_and(|s| s != "InitDone") {
+            seen.push(next().await);
+        }
+        assert_eq!(seen, ["Init", "InitApply(a)", "InitDone"], "{config:?}");
+        let name = format!("n{}", fake.resource_version());
+        fake.seed(vs(&name, 0)).expect("seed");
+        assert_eq!(next().await, format!("Apply({name})"), "{config:?}");
+    }
+}

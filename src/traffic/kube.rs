@@ -1,15 +1,21 @@
 //! The Kubernetes [`ManifestStore`]: Istio objects through `Api<DynamicObject>`, so unknown
 //! fields survive a GET → PUT round trip, with `metadata.resourceVersion` as the version.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::runtime::events::{
+    Event as RuntimeEvent, EventType as RuntimeEventType, Recorder, Reporter,
+};
 use serde_json::Value;
 
 use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
@@ -136,7 +142,7 @@ impl KubeStore {
 /// A kube client error as one line for statuses, logs and readiness: the API's answer (code,
 /// reason, message) when it answered, the transport error otherwise. The one place this is
 /// worded, so every caller reports API failures alike.
-pub fn describe(e: kube::Error) -> String {
+pub fn describe(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!(
             "Kubernetes API answered {} {}: {}",
@@ -295,61 +301,208 @@ pub fn action_for(reason: &str) -> &'static str {
 /// Reporting controller name written into Events.
 pub const REPORTING_CONTROLLER: &str = "skycanary.io/skycanary";
 
-/// Distinguishes events created in the same nanosecond.
-static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
+/// Longest `note` the API accepts, in bytes.
+const NOTE_MAX_BYTES: usize = 1024;
+
+/// Longest involved-object name kube-runtime's Recorder can name an Event after: it appends
+/// `.` and up to 16 hex digits of the time, and Event names are at most 253 characters.
+const RECORDER_NAME_MAX: usize = 253 - 17;
+
+/// Most distinct notes with a series in progress; past it the least recently used one is
+/// forgotten (its next repeat becomes a new Event: nothing is lost, a count is split).
+pub const MAX_EVENT_SERIES_NOTES: usize = 1024;
+
+/// How long kube-runtime's Recorder continues a series (its cache lifetime); a Recorder unused
+/// this long has nothing left to continue.
+const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+
+/// Records `events.k8s.io/v1` Events through kube-runtime's [`Recorder`], so an Event repeated
+/// within six minutes — same type, reason, action, note and object — becomes a series on the
+/// first one (`series.count`, `series.lastObservedTime`, written by a PATCH) instead of a new
+/// object. Cheap to clone; clones share the series.
+///
+/// The Recorder's own series key leaves the note out, so two different notes would be counted
+/// as one series showing only the first note; one Recorder per note keeps every note visible.
+#[derive(Clone)]
+pub struct EventRecorder {
+    client: Client,
+    reporter: Reporter,
+    by_note: Arc<Mutex<HashMap<String, (Recorder, Instant)>>>,
+}
+
+impl fmt::Debug for EventRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventRecorder")
+            .field("reporter", &self.reporter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventRecorder {
+    /// A recorder writing through `client`, reporting as [`REPORTING_CONTROLLER`] from this
+    /// pod (`HOSTNAME`, else `skycanary`).
+    pub fn new(client: Client) -> Self {
+        let instance = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "skycanary".to_string());
+        EventRecorder {
+            client,
+            reporter: Reporter {
+                controller: REPORTING_CONTROLLER.to_string(),
+                instance: Some(instance),
+            },
+            by_note: Arc::default(),
+        }
+    }
+
+    /// The Recorder that continues `note`'s series, made when there is none; `fresh` forgets
+    /// the one there is (its cached Event is gone from the server).
+    fn recorder(&self, note: &str, fresh: bool) -> Recorder {
+        let now = Instant::now();
+        let mut map = self.by_note.lock().unwrap_or_else(|e| e.into_inner());
+        if fresh {
+            map.remove(note);
+        }
+        if let Some((recorder, used)) = map.get_mut(note) {
+            *used = now;
+            return recorder.clone();
+        }
+        map.retain(|_, (_, used)| now.duration_since(*used) < SERIES_WINDOW);
+        if map.len() >= MAX_EVENT_SERIES_NOTES
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        map.insert(note.to_string(), (recorder.clone(), now));
+        recorder
+    }
+
+    /// Distinct notes with a series in progress (for tests of the bound).
+    pub fn series_notes(&self) -> usize {
+        self.by_note.lock().map(|m| m.len()).unwrap_or_default()
+    }
+}
+
+/// `message` cut to the API's note limit, on a character boundary.
+fn note_of(message: &str) -> String {
+    let mut end = message.len().min(NOTE_MAX_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}
 
 /// Records an `events.k8s.io/v1` Event about `involved` (reasons such as
-/// `TrafficWeightUpdated`, `TrafficRoutingError`), so `kubectl describe` shows what we did.
+/// `TrafficWeightUpdated`, `TrafficRoutingError`), so `kubectl describe` shows what we did. A
+/// repeat of an Event within six minutes raises its series count instead (see
+/// [`EventRecorder`]). The Event is written in the involved object's namespace (`namespace`
+/// when the reference has none).
 pub async fn emit_event(
-    client: &Client,
+    events: &EventRecorder,
     namespace: &str,
     involved: &ObjectReference,
     reason: &str,
     message: &str,
     event_type: EventType,
-) -> Result<Event, EventError> {
+) -> Result<(), EventError> {
+    let mut regarding = involved.clone();
+    regarding
+        .namespace
+        .get_or_insert_with(|| namespace.to_string());
+    let note = note_of(message);
+    let event = RuntimeEvent {
+        type_: match event_type {
+            EventType::Normal => RuntimeEventType::Normal,
+            EventType::Warning => RuntimeEventType::Warning,
+        },
+        reason: reason.to_string(),
+        note: Some(note.clone()),
+        action: action_for(reason).to_string(),
+        secondary: None,
+    };
+    let long_name = regarding
+        .name
+        .as_deref()
+        .is_some_and(|n| n.len() > RECORDER_NAME_MAX);
+    let result = if long_name {
+        create_event(events, &regarding, &event, event_type).await
+    } else {
+        let mut result = events
+            .recorder(&note, false)
+            .publish(&event, &regarding)
+            .await;
+        match &result {
+            // The series' Event is gone (deleted, or expired on the server): start anew.
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                result = events
+                    .recorder(&note, true)
+                    .publish(&event, &regarding)
+                    .await;
+            }
+            // Two Events named after the same nanosecond: the retry is named after another.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                result = events
+                    .recorder(&note, false)
+                    .publish(&event, &regarding)
+                    .await;
+            }
+            _ => {}
+        }
+        result
+    };
+    result.map_err(|source| EventError {
+        reason: reason.to_string(),
+        object: format!(
+            "{} {}/{}",
+            regarding.kind.as_deref().unwrap_or_default(),
+            regarding.namespace.as_deref().unwrap_or_default(),
+            regarding.name.as_deref().unwrap_or_default(),
+        ),
+        source,
+    })
+}
+
+/// Distinguishes Events created in the same nanosecond by [`create_event`].
+static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A new Event (no series) about an object whose name is too long for the Recorder's naming:
+/// named after the name's first characters, within the API's 253.
+async fn create_event(
+    events: &EventRecorder,
+    regarding: &ObjectReference,
+    event: &RuntimeEvent,
+    event_type: EventType,
+) -> Result<(), kube::Error> {
     let now = k8s_openapi::jiff::Timestamp::now();
-    let base = involved.name.as_deref().unwrap_or("skycanary");
     let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
     let suffix = format!(".{:x}{:x}", now.as_nanosecond(), seq);
-    // Names are at most 253 characters; keep the suffix whole.
+    let base = regarding.name.as_deref().unwrap_or("skycanary");
     let keep = 253usize.saturating_sub(suffix.len());
     let name = format!("{}{suffix}", base.chars().take(keep).collect::<String>());
-    let instance = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "skycanary".to_string());
-    // The API caps the note at 1 KiB.
-    let note: String = message.chars().take(1024).collect();
-    let event = Event {
+    let namespace = regarding.namespace.clone().unwrap_or_default();
+    let body = Event {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: Some(namespace.to_string()),
+            namespace: Some(namespace.clone()),
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(now)),
-        action: Some(action_for(reason).to_string()),
-        reason: Some(reason.to_string()),
-        note: Some(note),
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        note: event.note.clone(),
         type_: Some(event_type.as_str().to_string()),
-        regarding: Some(involved.clone()),
-        reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
-        reporting_instance: Some(instance),
+        regarding: Some(regarding.clone()),
+        reporting_controller: Some(events.reporter.controller.clone()),
+        reporting_instance: events.reporter.instance.clone(),
         ..Event::default()
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    api.create(&PostParams::default(), &event)
-        .await
-        .map_err(|source| EventError {
-            reason: reason.to_string(),
-            object: format!(
-                "{} {}/{}",
-                involved.kind.as_deref().unwrap_or_default(),
-                involved.namespace.as_deref().unwrap_or_default(),
-                base
-            ),
-            source,
-        })
+    let api: Api<Event> = Api::namespaced(events.client.clone(), &namespace);
+    api.create(&PostParams::default(), &body).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -244,12 +244,23 @@ fn edit_cluster(fake: &FakeApiServer, change: impl FnOnce(&mut Value)) {
     .unwrap();
 }
 
-fn drift_events(fake: &FakeApiServer) -> Vec<String> {
-    fake.events()
-        .iter()
+/// The notes of the TrafficDrift Events, and how many drifts they record in all: an identical
+/// repeat raises the first Event's `series.count` instead of adding one.
+fn drift_events(fake: &FakeApiServer) -> (Vec<String>, u64) {
+    let events: Vec<Value> = fake
+        .events()
+        .into_iter()
         .filter(|e| e["reason"] == "TrafficDrift")
+        .collect();
+    let total = events
+        .iter()
+        .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+        .sum();
+    let notes = events
+        .iter()
         .map(|e| e["note"].as_str().unwrap_or_default().to_string())
-        .collect()
+        .collect();
+    (notes, total)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,10 +328,12 @@ async fn cluster_mode_drift_is_seen_by_the_watch_corrected_counted_and_pauses_wh
         }
         // Events are written after the status that caused them.
         let events = wait("the TrafficDrift event", LIMIT, || {
-            let e = drift_events(&fake);
-            (e.len() as u64 == n).then_some(e)
+            let (notes, total) = drift_events(&fake);
+            (total == n).then_some(notes)
         })
         .await;
+        // The same drift each time: one Event, its series counting the repeats.
+        assert_eq!(events.len(), 1, "{events:?}");
         assert!(
             events[0].contains("VirtualService reviews")
                 && events[0].contains("stable 100, canary 0 (intended 80, 20)"),
@@ -331,4 +344,58 @@ async fn cluster_mode_drift_is_seen_by_the_watch_corrected_counted_and_pauses_wh
         assert_eq!(vs["spec"]["http"][0]["timeout"], "7s", "{vs:#}");
         assert_eq!(vs["metadata"]["labels"]["team"], "books", "{vs:#}");
     }
+}
+
+/// Issue 17 item 7: the daemon's Canary watch (kube-runtime's watcher) finds its version
+/// compacted away while it was reconnecting: it relists (410 Expired) and still sees the spec
+/// change made meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_sees_a_spec_change_made_while_its_watch_expired() {
+    skycanary::testkit::install_crypto_provider();
+    let fake = FakeApiServer::new();
+    seed_cluster(&fake);
+    let (addr, _server) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_kubeconfig(addr, &dir.path().join("kubeconfig")).unwrap();
+    std::fs::write(dir.path().join("token"), "drift-token\n").unwrap();
+    let _r = replica(
+        "relist",
+        &dir.path().join("kubeconfig"),
+        &dir.path().join("token"),
+        "http://127.0.0.1:9",
+    );
+    wait("paused at 20 %", LIMIT, || {
+        (cluster_status(&fake)["phase"] == "Paused" && cluster_weights(&fake) == (80, 20))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(cluster_status(&fake)["observedGeneration"], 1);
+    let lists = || {
+        fake.requests()
+            .iter()
+            .filter(|q| {
+                q.method == "GET"
+                    && q.path.ends_with("/canaries")
+                    && !q.query.as_deref().unwrap_or_default().contains("watch=")
+            })
+            .count()
+    };
+    let before = lists();
+    // The re-watches are held until the change and the compaction are done.
+    fake.delay_next(Some("GET"), "watch=", 8, Duration::from_millis(300));
+    fake.drop_watches();
+    fake.update("skycanary.io", "canaries", "bookinfo", "reviews", |c| {
+        c["spec"]["steps"]
+            .as_array_mut()
+            .expect("steps")
+            .push(json!({"setWeight": 50}));
+    })
+    .unwrap();
+    fake.compact();
+    wait("the change seen (observedGeneration 2)", LIMIT, || {
+        (cluster_status(&fake)["observedGeneration"] == 2).then_some(())
+    })
+    .await;
+    assert!(lists() > before, "410 must relist");
+    assert_eq!(cluster_status(&fake)["phase"], "Paused");
 }

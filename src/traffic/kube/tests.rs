@@ -210,20 +210,24 @@ async fn server_errors_are_backend_errors() {
     assert_eq!(got, Err(StoreError::Conflict(key.clone())));
 }
 
-#[tokio::test]
-async fn emit_event_posts_an_events_k8s_io_event() {
-    let fake = FakeApiServer::new();
-    let client = fake.client();
-    let involved = ObjectReference {
+fn canary_ref(name: &str) -> ObjectReference {
+    ObjectReference {
         api_version: Some("skycanary.io/v1alpha1".into()),
         kind: Some("Canary".into()),
-        name: Some("reviews".into()),
+        name: Some(name.into()),
         namespace: Some("bookinfo".into()),
         uid: Some("u-1".into()),
         ..ObjectReference::default()
-    };
-    let ev = emit_event(
-        &client,
+    }
+}
+
+#[tokio::test]
+async fn emit_event_posts_an_events_k8s_io_event() {
+    let fake = FakeApiServer::new();
+    let recorder = EventRecorder::new(fake.client());
+    let involved = canary_ref("reviews");
+    emit_event(
+        &recorder,
         "bookinfo",
         &involved,
         "TrafficWeightUpdated",
@@ -232,9 +236,8 @@ async fn emit_event_posts_an_events_k8s_io_event() {
     )
     .await
     .expect("event");
-    assert!(ev.metadata.resource_version.is_some());
     emit_event(
-        &client,
+        &recorder,
         "bookinfo",
         &involved,
         "TrafficRoutingError",
@@ -246,15 +249,23 @@ async fn emit_event_posts_an_events_k8s_io_event() {
     let events = fake.events();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["reason"], json!("TrafficWeightUpdated"));
+    assert_eq!(events[0]["action"], json!("SetWeight"));
     assert_eq!(events[0]["type"], json!("Normal"));
     assert_eq!(events[0]["note"], json!("canary weight 20"));
     assert_eq!(events[0]["regarding"]["kind"], json!("Canary"));
+    assert_eq!(events[0]["regarding"]["uid"], json!("u-1"));
     assert_eq!(
         events[0]["reportingController"],
         json!(REPORTING_CONTROLLER)
     );
+    assert!(events[0]["reportingInstance"].is_string());
     assert!(events[0]["eventTime"].is_string());
+    assert!(
+        events[0].get("series").is_none(),
+        "a first Event is no series"
+    );
     assert_eq!(events[1]["type"], json!("Warning"));
+    assert_eq!(events[1]["action"], json!("UpdateRoutes"));
     let post = fake
         .requests()
         .into_iter()
@@ -266,9 +277,16 @@ async fn emit_event_posts_an_events_k8s_io_event() {
     );
 
     fake.fail_next(Some("POST"), "/events", 1, 403);
-    let err = emit_event(&client, "bookinfo", &involved, "X", "y", EventType::Normal)
-        .await
-        .expect_err("403");
+    let err = emit_event(
+        &recorder,
+        "bookinfo",
+        &involved,
+        "X",
+        "y",
+        EventType::Normal,
+    )
+    .await
+    .expect_err("403");
     assert!(err.to_string().contains("Canary bookinfo/reviews"), "{err}");
 }
 
@@ -280,8 +298,198 @@ async fn describe_words_api_answers_and_transport_errors() {
     fake.fail_next(Some("GET"), "/namespaces", 1, 500);
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(fake.client());
     let answered = api.list(&Default::default()).await.expect_err("500");
-    let text = describe(answered);
+    let text = describe(&answered);
     assert!(text.starts_with("Kubernetes API answered 500 "), "{text}");
     let transport = kube::Error::Service("connection refused".into());
-    assert_eq!(describe(transport), "ServiceError: connection refused");
+    assert_eq!(describe(&transport), "ServiceError: connection refused");
+}
+
+/// Issue 18: the same failure twice is one Event with a series count, written by a PATCH;
+/// the note, reason, action and object stay those of the Event.
+#[tokio::test]
+async fn a_repeated_event_becomes_a_series_on_one_object() {
+    let fake = FakeApiServer::new();
+    let recorder = EventRecorder::new(fake.client());
+    let involved = canary_ref("reviews");
+    for _ in 0..3 {
+        emit_event(
+            &recorder,
+            "bookinfo",
+            &involved,
+            "TrafficRoutingError",
+            "VirtualService bookinfo/reviews not found",
+            EventType::Warning,
+        )
+        .await
+        .expect("event");
+    }
+    let events = fake.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let ev = &events[0];
+    assert_eq!(ev["series"]["count"], json!(3));
+    assert!(ev["series"]["lastObservedTime"].is_string());
+    assert_eq!(ev["reason"], json!("TrafficRoutingError"));
+    assert_eq!(ev["action"], json!("UpdateRoutes"));
+    assert_eq!(
+        ev["note"],
+        json!("VirtualService bookinfo/reviews not found")
+    );
+    assert_eq!(ev["regarding"]["name"], json!("reviews"));
+    let patches: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/events/"))
+        .collect();
+    assert_eq!(patches.len(), 2);
+    assert!(
+        patches[0]
+            .path
+            .starts_with("/apis/events.k8s.io/v1/namespaces/bookinfo/events/"),
+        "{}",
+        patches[0].path
+    );
+    assert_eq!(
+        patches[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+
+    // A clone shares the series; another recorder (another process) starts its own.
+    emit_event(
+        &recorder.clone(),
+        "bookinfo",
+        &involved,
+        "TrafficRoutingError",
+        "VirtualService bookinfo/reviews not found",
+        EventType::Warning,
+    )
+    .await
+    .expect("event");
+    assert_eq!(fake.events()[0]["series"]["count"], json!(4));
+}
+
+/// A different note is a different Event: the Recorder's series would show the first note
+/// only, and the weights or failures a note tells of would be lost.
+#[tokio::test]
+async fn events_with_different_notes_are_separate_objects() {
+    let fake = FakeApiServer::new();
+    let recorder = EventRecorder::new(fake.client());
+    for w in [10, 20, 10] {
+        emit_event(
+            &recorder,
+            "bookinfo",
+            &canary_ref("reviews"),
+            "TrafficWeightUpdated",
+            &format!("canary weight {w}"),
+            EventType::Normal,
+        )
+        .await
+        .expect("event");
+    }
+    // Another object with the same note is another Event too.
+    emit_event(
+        &recorder,
+        "bookinfo",
+        &canary_ref("ratings"),
+        "TrafficWeightUpdated",
+        "canary weight 10",
+        EventType::Normal,
+    )
+    .await
+    .expect("event");
+    let events = fake.events();
+    let mut notes: Vec<(String, String, Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["regarding"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e["note"].as_str().unwrap_or_default().to_string(),
+                e["series"]["count"].clone(),
+            )
+        })
+        .collect();
+    notes.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(
+        notes,
+        [
+            ("ratings".into(), "canary weight 10".into(), Value::Null),
+            ("reviews".into(), "canary weight 10".into(), json!(2)),
+            ("reviews".into(), "canary weight 20".into(), Value::Null),
+        ]
+    );
+}
+
+/// The series' Event deleted meanwhile (someone cleaned up): the repeat is created anew
+/// instead of failing until the series expires.
+#[tokio::test]
+async fn a_series_whose_event_was_deleted_starts_again() {
+    let fake = FakeApiServer::new();
+    let recorder = EventRecorder::new(fake.client());
+    let involved = canary_ref("reviews");
+    let emit = || {
+        emit_event(
+            &recorder,
+            "bookinfo",
+            &involved,
+            "AnalysisRunFailed",
+            "apdex below 0.99",
+            EventType::Warning,
+        )
+    };
+    emit().await.expect("event");
+    let name = fake.events()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    fake.delete("events.k8s.io", "events", "bookinfo", &name)
+        .expect("delete");
+    emit().await.expect("recreated");
+    let events = fake.events();
+    assert_eq!(events.len(), 1);
+    assert_ne!(events[0]["metadata"]["name"], json!(name));
+    emit().await.expect("series again");
+    assert_eq!(fake.events()[0]["series"]["count"], json!(2));
+}
+
+/// An object named near the 253-character limit: the Recorder's `<name>.<time>` would be too
+/// long, so the Event is named after a prefix (and recorded, without a series).
+#[tokio::test]
+async fn an_event_about_a_long_named_object_is_recorded() {
+    let fake = FakeApiServer::new();
+    let recorder = EventRecorder::new(fake.client());
+    let long = "r".repeat(250);
+    let note = "é".repeat(600);
+    for _ in 0..2 {
+        emit_event(
+            &recorder,
+            "bookinfo",
+            &canary_ref(&long),
+            "RolloutPaused",
+            &note,
+            EventType::Normal,
+        )
+        .await
+        .expect("event");
+    }
+    let events = fake.events();
+    assert_eq!(events.len(), 2);
+    let name = events[0]["metadata"]["name"].as_str().unwrap_or_default();
+    assert!(name.len() <= 253 && name.starts_with("rrr"), "{name}");
+    assert_eq!(events[0]["regarding"]["name"], json!(long));
+    let kept = events[0]["note"].as_str().unwrap_or_default();
+    assert_eq!(kept.len(), 1024, "cut to the API's 1024 bytes");
+    assert!(note.starts_with(kept));
+}
+
+/// Distinct notes in progress are bounded; the oldest is forgotten, never an Event.
+#[tokio::test]
+async fn series_notes_are_bounded() {
+    let fake = FakeApiServer::new();
+    let recorder = EventRecorder::new(fake.client());
+    for i in 0..MAX_EVENT_SERIES_NOTES + 5 {
+        let _ = recorder.recorder(&format!("note {i}"), false);
+    }
+    assert_eq!(recorder.series_notes(), MAX_EVENT_SERIES_NOTES);
 }
