@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::machine::{self, Effect, Input};
 use super::model::{
     AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
-    CommandRequest,
+    CommandRequest, step_label,
 };
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
@@ -225,7 +226,10 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
     };
     let handover = Arc::new(std::sync::Mutex::new(None));
     let handover_out = handover.clone();
-    tokio::spawn(async move {
+    // Every line the task logs, its analysis runs included, carries the canary's identity
+    // (a root span: a reload spawning the successor is not its parent).
+    let span = tracing::info_span!(parent: None, "canary", namespace = %namespace, canary = %name, kind = "Canary");
+    let task_future = async move {
         // Boxed: the task's state lives on the heap once, not inside every future below.
         let mut task = Box::new(task);
         let mut rx = rx;
@@ -277,7 +281,7 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
                 Err(LoadError::Corrupt(e)) => {
                     // Never restart a release from scratch because its state is unreadable:
                     // the task stays idle and says why; a human decides (fix or delete it).
-                    tracing::error!(canary = %task.id(), "cannot read persisted status, not driving this canary: {e}");
+                    tracing::error!("cannot read persisted status, not driving this canary: {e}");
                     let s = CanaryStatus {
                         message: Some(format!("cannot read persisted status: {e}")),
                         ..Default::default()
@@ -289,7 +293,7 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
                     let delay = backoff.next_delay();
                     // Nothing is known yet, so nothing may be driven: wait and read again.
                     // Messages meanwhile go back in the queue, except Stop, which ends the task.
-                    tracing::warn!(canary = %task.id(), "cannot read persisted status, retrying in {delay:?}: {e}");
+                    tracing::warn!("cannot read persisted status, retrying in {delay:?}: {e}");
                     let stop = |m: &Msg| matches!(m, Msg::Stop);
                     if crate::backoff::sleep_holding(&mut rx, &task.tx, delay, stop).await {
                         break;
@@ -298,7 +302,8 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
             }
         }
         let _ = fin_tx.send(true);
-    });
+    };
+    tokio::spawn(task_future.instrument(span));
     CanaryHandle {
         namespace,
         name,
@@ -397,10 +402,6 @@ struct Unsaved {
 }
 
 impl<S: ManifestStore + 'static> CanaryTask<S> {
-    fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     /// The task's loop. Every step below it is boxed (`Box::pin`): this future is held per
     /// canary for as long as the canary runs, and unboxed it would carry the largest step's
     /// state (status write, routing write, event) the whole time.
@@ -415,7 +416,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         match Box::pin(self.observe_routes()).await {
             Ok(routes) => queue.push_front(Input::Observed(routes)),
             Err(e) => {
-                tracing::warn!(canary = %self.id(), "cannot read the routes at start: {e}")
+                tracing::warn!("cannot read the routes at start: {e}")
             }
         }
         let mut drift_rx = self.ctx.drift.subscribe();
@@ -482,7 +483,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 Some(Msg::Request(req)) => {
                     let handled = self.status.last_command.as_ref().map(|c| &c.id) == Some(&req.id);
                     if !handled && let Some(why) = stale_forwarded_alarm(&self.status, &req) {
-                        tracing::info!(canary = %self.id(), id = %req.id, "forwarded alarm ignored: {why}");
+                        tracing::info!(id = %req.id, "forwarded alarm ignored: {why}");
                         self.status.last_command = Some(CommandOutcome {
                             id: req.id.clone(),
                             action: req.action,
@@ -503,10 +504,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         };
                         match Box::pin(self.command(input, Some(&req), &mut queue)).await {
                             Ok(_) => {
-                                tracing::info!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request carried out")
+                                tracing::info!(id = %req.id, action = req.action.as_str(), "command request carried out")
                             }
                             Err(why) => {
-                                tracing::warn!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request refused: {why}")
+                                tracing::warn!(id = %req.id, action = req.action.as_str(), "command request refused: {why}")
                             }
                         }
                     }
@@ -613,34 +614,38 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let targets = self.oap.waiting.clone();
         let clients = self.ctx.clients.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let mut answered = 0;
-            let mut failed = None;
-            for o in targets {
-                let plan = runner::RunPlan {
-                    name: "preflight".into(),
-                    spec: RunSpec::default(),
-                    metrics: Vec::new(),
-                    clients: vec![o.clone()],
-                    args: Default::default(),
-                };
-                let probed = match clients.connect(&plan) {
-                    Ok(c) => match c.first() {
-                        Some(c) => c.server_info().await.map(|_| ()),
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(e),
-                };
-                match probed {
-                    Ok(()) => answered += 1,
-                    Err(e) => {
-                        failed = Some(format!("waiting for SkyWalking OAP at {}: {e}", o.address));
-                        break;
+        tokio::spawn(
+            async move {
+                let mut answered = 0;
+                let mut failed = None;
+                for o in targets {
+                    let plan = runner::RunPlan {
+                        name: "preflight".into(),
+                        spec: RunSpec::default(),
+                        metrics: Vec::new(),
+                        clients: vec![o.clone()],
+                        args: Default::default(),
+                    };
+                    let probed = match clients.connect(&plan) {
+                        Ok(c) => match c.first() {
+                            Some(c) => c.server_info().await.map(|_| ()),
+                            None => Ok(()),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    match probed {
+                        Ok(()) => answered += 1,
+                        Err(e) => {
+                            failed =
+                                Some(format!("waiting for SkyWalking OAP at {}: {e}", o.address));
+                            break;
+                        }
                     }
                 }
+                let _ = tx.send(Msg::OapProbed { answered, failed });
             }
-            let _ = tx.send(Msg::OapProbed { answered, failed });
-        });
+            .in_current_span(),
+        );
     }
 
     /// A probe's outcome: the held run starts once everything answered; otherwise the
@@ -652,7 +657,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         match failed {
             None if self.oap.answered() => {
                 if self.oap.why.take().is_some() {
-                    tracing::info!(canary = %self.id(), "SkyWalking OAP answered; starting");
+                    tracing::info!("SkyWalking OAP answered; starting");
                 }
                 self.oap.backoff.reset();
                 if std::mem::take(&mut self.oap.held_spec) {
@@ -663,7 +668,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             None => self.oap.retry_at = Some(self.ctx.clock.now()),
             Some(why) => {
                 let delay = self.oap.backoff.next_delay();
-                tracing::warn!(canary = %self.id(), "not exposing the canary yet, probing again in {delay:?}: {why}");
+                tracing::warn!("not exposing the canary yet, probing again in {delay:?}: {why}");
                 self.oap.retry_at = Some(
                     self.ctx.clock.now()
                         + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
@@ -805,13 +810,16 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     .metrics
                     .state_saved(StateKind::Canary, &self.namespace, &self.name);
                 if let Some(u) = self.unsaved.take() {
-                    tracing::info!(canary = %self.id(), failed = u.attempts, "status persisted again");
+                    tracing::info!(failed = u.attempts, "status persisted again");
                 }
             }
             Err(e) => {
                 let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
                 let delay = self.save_backoff.next_delay();
-                tracing::error!(canary = %self.id(), attempts, "cannot persist status, retrying in {delay:?}: {e}");
+                tracing::error!(
+                    attempts,
+                    "cannot persist status, retrying in {delay:?}: {e}"
+                );
                 self.ctx.metrics.state_save_failed(
                     StateKind::Canary,
                     &self.namespace,
@@ -836,10 +844,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 
     async fn event(&self, ev: &CanaryEvent) {
+        let step = step_label(ev.step, self.doc.spec.steps.len());
         if ev.warning {
-            tracing::warn!(canary = %self.id(), reason = %ev.reason, "{}", ev.message);
+            tracing::warn!(reason = %ev.reason, %step, "{}", ev.message);
         } else {
-            tracing::info!(canary = %self.id(), reason = %ev.reason, "{}", ev.message);
+            tracing::info!(reason = %ev.reason, %step, "{}", ev.message);
         }
         self.ctx
             .metrics
@@ -868,7 +877,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             )
             .await
             {
-                tracing::warn!(canary = %self.id(), "could not record event {}: {e}", ev.reason);
+                tracing::warn!("could not record event {}: {e}", ev.reason);
             }
         }
     }
@@ -920,7 +929,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             let current = match self.ctx.router.store().get(key).await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::debug!(canary = %self.id(), "drift check: cannot read {key}: {e}");
+                    tracing::debug!("drift check: cannot read {key}: {e}");
                     continue;
                 }
             };
@@ -1006,11 +1015,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     warning: false,
                     reason: "TrafficRoutingRestored".into(),
                     message: format!("{key}: {m}"),
+                    step: self.status.current_step_index,
                 },
                 Err(m) => CanaryEvent {
                     warning: true,
                     reason: "TrafficRoutingDrift".into(),
                     message: format!("{key}: {m}"),
+                    step: self.status.current_step_index,
                 },
             };
             self.event(&ev).await;
@@ -1100,13 +1111,26 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let routing_changes = self.routing_changes.subscribe();
         let tx = self.tx.clone();
         let clock = self.ctx.clock.clone();
-        let id = self.id();
         let kind_label = match kind {
             AnalysisRunKind::Background => "background".to_string(),
-            AnalysisRunKind::Step { index } => format!("step {index}"),
+            AnalysisRunKind::Step { index } => {
+                format!("step {}", step_label(index, self.doc.spec.steps.len()))
+            }
         };
-        tracing::info!(canary = %id, run = %name, "starting {kind_label} analysis ({} metric(s))", plan.spec.metrics.len());
-        tokio::spawn(async move {
+        let template_names = templates
+            .iter()
+            .map(|t| t.template_name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        // A child of the canary's span: its measurements' lines carry the run and templates.
+        let span = tracing::info_span!("analysis", run = %name, templates = %template_names);
+        span.in_scope(|| {
+            tracing::info!(
+                "starting {kind_label} analysis ({} metric(s))",
+                plan.spec.metrics.len()
+            );
+        });
+        let run = async move {
             let state = resume.unwrap_or_else(|| RunState::new(&plan.spec, clock.now()));
             let mut on_event = |ev: RunEvent<'_>| match ev {
                 RunEvent::Measured { state, metric, .. } => {
@@ -1141,7 +1165,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 state: Box::new(done),
                 measured: None,
             });
-        });
+        };
+        tokio::spawn(run.instrument(span));
     }
 
     fn plan_analysis(

@@ -58,6 +58,24 @@ impl std::fmt::Display for Invalid {
     }
 }
 
+/// A span naming one object the way the drivers' spans do (`namespace` plus `canary` or
+/// `scheduledanalysis`, and `kind`), for the lines logged about it outside its task; other
+/// kinds (templates) get `name`. `namespace` is empty for cluster-scoped objects.
+pub fn object_span(kind: &str, namespace: &str, name: &str) -> tracing::Span {
+    match kind {
+        "Canary" => tracing::info_span!("canary", namespace, canary = name, kind),
+        "ScheduledAnalysis" => {
+            tracing::info_span!(
+                "scheduledanalysis",
+                namespace,
+                scheduledanalysis = name,
+                kind
+            )
+        }
+        _ => tracing::info_span!("object", namespace, name, kind),
+    }
+}
+
 /// Longest refusal message kept in a status (the rest is in the daemon's log and `validate`).
 pub const MAX_INVALID_MESSAGE_CHARS: usize = 4096;
 
@@ -128,7 +146,8 @@ pub async fn report(
 ) {
     for i in reports.due(invalid) {
         let kind = i.kind.kind();
-        tracing::error!(namespace = %i.namespace, name = %i.name, kind, "invalid {kind}, not driven until fixed: {}", i.message);
+        let span = object_span(kind, &i.namespace, &i.name);
+        tracing::error!(parent: &span, "invalid {kind}, not driven until fixed: {}", i.message);
         match write_status(&i, sinks.canaries, sinks.schedules, now).await {
             Ok(st) => {
                 if let Some(st) = st {
@@ -139,14 +158,14 @@ pub async fn report(
                 reports.written(&i);
             }
             Err(e) => {
-                tracing::warn!(namespace = %i.namespace, name = %i.name, kind, "cannot record the refusal in the status: {e}");
+                tracing::warn!(parent: &span, "cannot record the refusal in the status: {e}");
                 continue;
             }
         }
         if let Some(client) = sinks.events
             && let Err(e) = emit_event(client, &i).await
         {
-            tracing::warn!(namespace = %i.namespace, name = %i.name, kind, "cannot record the InvalidSpec event: {e}");
+            tracing::warn!(parent: &span, "cannot record the InvalidSpec event: {e}");
         }
     }
     sinks.control.set_invalid(

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::cron::CronSchedule;
 use super::model::*;
@@ -175,8 +176,10 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
     let schedule = CronSchedule::parse(&doc.spec.schedule, doc.spec.time_zone.as_deref());
     let task_doc = doc.clone();
     let (task_ns, task_name, task_tx) = (namespace.clone(), name.clone(), tx.clone());
-    tokio::spawn(async move {
-        let id = format!("{task_ns}/{task_name}");
+    // Every line the task logs, its runs and webhooks included, names the object (a root
+    // span: a reload spawning the task is not its parent).
+    let span = tracing::info_span!(parent: None, "scheduledanalysis", namespace = %namespace, scheduledanalysis = %name, kind = "ScheduledAnalysis");
+    let task = async move {
         let mut rx = rx;
         // An unreachable store is read again with backoff (Stop still ends the task); only
         // a status that does not parse makes the task give up.
@@ -185,7 +188,9 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
             match ctx.state.load(&task_ns, &task_name).await {
                 Err(ScheduleStoreError::Io { message, .. }) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(scheduled = %id, "cannot read persisted status, retrying in {delay:?}: {message}");
+                    tracing::warn!(
+                        "cannot read persisted status, retrying in {delay:?}: {message}"
+                    );
                     let stop = |m: &SchedMsg| matches!(m, SchedMsg::Stop);
                     if crate::backoff::sleep_holding(&mut rx, &task_tx, delay, stop).await {
                         let _ = fin_tx.send(true);
@@ -221,7 +226,7 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
                 task.run(rx).await;
             }
             (Err(e), _) => {
-                tracing::error!(scheduled = %id, "invalid schedule, not scheduling: {e}");
+                tracing::error!("invalid schedule, not scheduling: {e}");
                 let _ = status_tx.send(ScheduledAnalysisStatus {
                     message: Some(format!("invalid schedule: {e}")),
                     ..Default::default()
@@ -230,7 +235,7 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
             (_, Err(e)) => {
                 // Never start from scratch on unreadable state: history and the record of
                 // which fire times ran would be lost. A human decides.
-                tracing::error!(scheduled = %id, "cannot read persisted status, not scheduling: {e}");
+                tracing::error!("cannot read persisted status, not scheduling: {e}");
                 let _ = status_tx.send(ScheduledAnalysisStatus {
                     message: Some(format!("cannot read persisted status: {e}")),
                     ..Default::default()
@@ -238,7 +243,8 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
             }
         }
         let _ = fin_tx.send(true);
-    });
+    };
+    tokio::spawn(task.instrument(span));
     ScheduleHandle {
         namespace,
         name,
@@ -268,10 +274,6 @@ struct Task {
 }
 
 impl Task {
-    fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SchedMsg>) {
         if self.status.tracking_since.is_none() {
             self.status.tracking_since = Some(self.ctx.clock.now());
@@ -300,7 +302,7 @@ impl Task {
                         "missed the fire time {scheduled}: more than startingDeadlineSeconds ({}s) ago",
                         self.doc.spec.starting_deadline_seconds.unwrap_or_default()
                     );
-                    tracing::warn!(scheduled = %self.id(), "{message}");
+                    tracing::warn!("{message}");
                     self.ctx
                         .metrics
                         .scheduled_run(&self.namespace, &self.name, "Missed");
@@ -385,14 +387,14 @@ impl Task {
                     .metrics
                     .state_saved(StateKind::Scheduled, &self.namespace, &self.name);
                 if self.save_retry.take().is_some() {
-                    tracing::info!(scheduled = %self.id(), "status persisted again");
+                    tracing::info!("status persisted again");
                 }
                 self.save_backoff.reset();
                 self.published = Some(self.status.clone());
             }
             Err(e) => {
                 let delay = self.save_backoff.next_delay();
-                tracing::error!(scheduled = %self.id(), "cannot persist status, retrying in {delay:?}: {e}");
+                tracing::error!("cannot persist status, retrying in {delay:?}: {e}");
                 self.ctx.metrics.state_save_failed(
                     StateKind::Scheduled,
                     &self.namespace,
@@ -418,7 +420,9 @@ impl Task {
             } else {
                 missed.to_string()
             };
-            tracing::warn!(scheduled = %self.id(), "{count} earlier fire time(s) were missed; running only the latest ({scheduled})");
+            tracing::warn!(
+                "{count} earlier fire time(s) were missed; running only the latest ({scheduled})"
+            );
             for _ in 0..missed.min(policy::MISSED_COUNT_CAP) {
                 self.ctx
                     .metrics
@@ -436,7 +440,7 @@ impl Task {
                     "skipped the fire time {scheduled}: run(s) {} still going (concurrencyPolicy Forbid)",
                     running.join(", ")
                 );
-                tracing::info!(scheduled = %self.id(), "{message}");
+                tracing::info!("{message}");
                 self.ctx
                     .metrics
                     .scheduled_run(&self.namespace, &self.name, "Skipped");
@@ -473,7 +477,7 @@ impl Task {
     fn stop_runs(&mut self, runs: &[String], by: &str) {
         for r in runs {
             if let Some(stop) = self.stops.remove(r) {
-                tracing::info!(scheduled = %self.id(), run = %r, "replaced by {by} (concurrencyPolicy Replace)");
+                tracing::info!(run = %r, "replaced by {by} (concurrencyPolicy Replace)");
                 let _ = stop.send(Some(format!("replaced by {by}")));
             }
         }
@@ -497,7 +501,7 @@ impl Task {
         let mut state = RunState::new(&RunSpec::default(), now);
         state.phase = Phase::Pending;
         state.message = None;
-        tracing::info!(scheduled = %self.id(), run = %name, ?trigger, "starting run");
+        tracing::info!(run = %name, ?trigger, "starting run");
         self.status.active.push(ScheduledRun {
             name: name.clone(),
             trigger,
@@ -540,7 +544,9 @@ impl Task {
         let (stop_tx, mut stop_rx) = watch::channel(None);
         self.stops.insert(name.clone(), stop_tx);
         let clock = self.ctx.clock.clone();
-        tokio::spawn(async move {
+        // A child of the task's span: the run's measurement lines carry its name.
+        let span = tracing::info_span!("run", run = %name);
+        let run = async move {
             let state = match resume {
                 Some(s) if !s.metric_results.is_empty() => s,
                 _ => RunState::new(&plan.spec, clock.now()),
@@ -568,7 +574,8 @@ impl Task {
                 state: Box::new(done),
                 done: true,
             });
-        });
+        };
+        tokio::spawn(run.instrument(span));
     }
 
     /// A run ended: into the history, then its actions.
@@ -583,8 +590,8 @@ impl Task {
         let detail = done.status.message.clone().unwrap_or_default();
         let message = format!("run {run} {phase}: {detail}");
         match phase {
-            Phase::Successful => tracing::info!(scheduled = %self.id(), "{message}"),
-            _ => tracing::warn!(scheduled = %self.id(), "{message}"),
+            Phase::Successful => tracing::info!("{message}"),
+            _ => tracing::warn!("{message}"),
         }
         self.status.message = Some(message);
         self.ctx
@@ -606,7 +613,7 @@ impl Task {
             let target = format!("{ns}/{name}");
             let why =
                 policy::rollback_abort(&self.namespace, &self.name, run, self.ctx.clock.now());
-            tracing::warn!(scheduled = %self.id(), canary = %target, "rolling back: {}", why.reason);
+            tracing::warn!(namespace = %ns, canary = %name, "rolling back: {}", why.reason);
             let answer = tokio::time::timeout(
                 Duration::from_secs(15),
                 self.ctx.canaries.rollback(&ns, &name, why),
@@ -624,7 +631,7 @@ impl Task {
                 Err(e) => (ActionOutcome::Failed, e),
             };
             if outcome == ActionOutcome::Failed {
-                tracing::error!(scheduled = %self.id(), canary = %target, "rollback failed: {message}");
+                tracing::error!(namespace = %ns, canary = %name, "rollback failed: {message}");
             }
             self.ctx.metrics.scheduled_action(
                 &self.namespace,
@@ -671,7 +678,8 @@ impl Task {
             .as_deref()
             .and_then(|t| crate::resources::duration::parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(10));
-        tokio::spawn(async move {
+        let span = tracing::info_span!("webhook", run = %run_name, url = %w.url);
+        let delivery = async move {
             let mut attempt = 0u32;
             let record = loop {
                 attempt += 1;
@@ -693,7 +701,10 @@ impl Task {
                 }
                 match policy::webhook_retry(attempt, &result) {
                     Some(delay) => {
-                        tracing::warn!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook failed ({message}); retrying in {delay:?}");
+                        tracing::warn!(
+                            attempt,
+                            "webhook failed ({message}); retrying in {delay:?}"
+                        );
                         let at = clock.now()
                             + chrono::TimeDelta::from_std(delay)
                                 .unwrap_or(chrono::TimeDelta::zero());
@@ -705,10 +716,10 @@ impl Task {
             let (outcome, message) = record;
             match outcome {
                 ActionOutcome::Succeeded => {
-                    tracing::info!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook delivered ({message})")
+                    tracing::info!(attempt, "webhook delivered ({message})")
                 }
                 _ => {
-                    tracing::error!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook not delivered: {message}")
+                    tracing::error!(attempt, "webhook not delivered: {message}")
                 }
             }
             metrics.scheduled_action(&ns, &name, "webhook", outcome_label(outcome));
@@ -724,7 +735,8 @@ impl Task {
                     at: clock.now(),
                 },
             });
-        });
+        };
+        tokio::spawn(delivery.instrument(span));
     }
 }
 
