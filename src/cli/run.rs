@@ -491,6 +491,7 @@ fn refused_objects(loaded: &LoadResult, control: &DaemonControl) -> Vec<Invalid>
                 namespace: o.namespace.clone(),
                 name: o.name.clone(),
                 message: crate::daemon::invalid::message(&o.errors),
+                generation: None,
             })
         })
         .collect()

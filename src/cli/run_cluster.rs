@@ -277,6 +277,7 @@ pub async fn run(
                             namespace: id.namespace.clone()?,
                             name: id.name.clone(),
                             message: crate::daemon::invalid::message(errs),
+                            generation: s.refused_generations.get(id).copied(),
                         })
                     })
                     .collect();

@@ -179,6 +179,9 @@ pub struct Snapshot {
     pub scheduled: Vec<LoadedScheduled>,
     /// Objects that failed validation, with all their problems.
     pub errors: Vec<(ObjectId, Vec<ConfigError>)>,
+    /// `metadata.generation` of the refused objects that have one: their status records
+    /// which version of the spec was refused (`observedGeneration`).
+    pub refused_generations: BTreeMap<ObjectId, i64>,
     /// Where the lists were taken.
     pub resource_version: ResourceVersions,
     /// False when only `status.command` requests changed since the previous snapshot: the
@@ -699,6 +702,9 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
     for (id, kept) in objects {
         let value = object_value(kept);
         let obj = &value;
+        if let Some(g) = obj.pointer("/metadata/generation").and_then(Value::as_i64) {
+            snap.refused_generations.insert(id.clone(), g);
+        }
         let origin = Origin {
             file: format!("kube:{id}"),
             lines: LineIndex::default(),
@@ -753,6 +759,9 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
         }
     }
     refuse_shared_routes(&mut snap);
+    // Kept for the refused objects only.
+    let refused: BTreeSet<&ObjectId> = snap.errors.iter().map(|(id, _)| id).collect();
+    snap.refused_generations.retain(|id, _| refused.contains(id));
     snap
 }
 
