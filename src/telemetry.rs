@@ -1,8 +1,8 @@
 //! Logging setup: `tracing` to stderr, plain or JSON.
 //!
 //! JSON lines are flat, as Kubernetes structured logs are: `ts`, `level`, `msg`, then the fields
-//! of every span the event is in (outermost first: a canary task's `namespace`, `canary` and
-//! `kind`, an analysis run's `run`, ...), then the event's own fields, then `target`. A field
+//! of every span the event is in (a canary task's `namespace`, `canary` and `kind`, an analysis
+//! run's `run`, ..., identity first), then the event's own fields, then `target`. A field
 //! set again by an inner span or by the event replaces the outer value in place, so every key
 //! appears once. Log collectors can then filter on `canary` without knowing which call site
 //! wrote the line. Colour only when stderr is a terminal, so a log redirected to a file or
@@ -64,6 +64,9 @@ where
 /// replacing them.
 const RESERVED: [&str; 4] = ["ts", "level", "msg", "target"];
 
+/// Span fields written first, in this order, when present.
+const IDENTITY: [&str; 5] = ["namespace", "canary", "scheduledanalysis", "kind", "run"];
+
 /// The flat JSON line format (see the module doc).
 struct FlatJson;
 
@@ -95,6 +98,14 @@ where
                 }
             }
         }
+        // Span fields arrive sorted by name; the object's identity goes first, as a reader
+        // scans for it (the rest keep their order: the sort is stable).
+        fields.0.sort_by_key(|(k, _)| {
+            IDENTITY
+                .iter()
+                .position(|i| i == k)
+                .unwrap_or(IDENTITY.len())
+        });
         let mut visitor = EventVisitor {
             message: None,
             fields,
@@ -301,10 +312,12 @@ mod tests {
         let first = text.lines().next().unwrap();
         let at = |k: &str| first.find(&format!("\"{k}\":")).unwrap();
         assert!(at("ts") < at("level") && at("level") < at("msg"), "{first}");
+        assert!(at("msg") < at("namespace"), "{first}");
         assert!(
-            at("msg") < at("namespace") && at("canary") < at("reason"),
+            at("namespace") < at("canary") && at("canary") < at("kind"),
             "{first}"
         );
+        assert!(at("kind") < at("reason"), "{first}");
     }
 
     #[test]

@@ -322,7 +322,10 @@ mod tests {
             .unwrap();
         assert_eq!(cond.status, "True");
         assert_eq!(cond.observed_generation, Some(7));
-        assert!(cond.message.contains("spec.analysis.startingStep"), "{cond:?}");
+        assert!(
+            cond.message.contains("spec.analysis.startingStep"),
+            "{cond:?}"
+        );
     }
 
     #[test]

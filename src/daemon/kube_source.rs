@@ -761,7 +761,8 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
     refuse_shared_routes(&mut snap);
     // Kept for the refused objects only.
     let refused: BTreeSet<&ObjectId> = snap.errors.iter().map(|(id, _)| id).collect();
-    snap.refused_generations.retain(|id, _| refused.contains(id));
+    snap.refused_generations
+        .retain(|id, _| refused.contains(id));
     snap
 }
 

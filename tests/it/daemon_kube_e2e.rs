@@ -986,9 +986,7 @@ async fn kube_an_invalid_edit_is_invalid_for_its_generation_until_fixed() {
     let (_sim, running) = sim(|_| Some(9950.0)).await;
     let c = Cluster::start("Abort", 2).await;
     let _d = c.daemon("replica-a", &running.url());
-    let s = c
-        .wait_status("driven", |s| phase(s) == "Progressing")
-        .await;
+    let s = c.wait_status("driven", |s| phase(s) == "Progressing").await;
     assert_eq!(s["observedGeneration"], 1, "{s:#}");
 
     let edited = c
@@ -1016,7 +1014,10 @@ async fn kube_an_invalid_edit_is_invalid_for_its_generation_until_fixed() {
     assert_eq!(s["message"], message, "{s:#}");
     c.wait_event("InvalidSpec").await;
     let events = c.fake.events();
-    let warning = events.iter().find(|e| e["reason"] == "InvalidSpec").unwrap();
+    let warning = events
+        .iter()
+        .find(|e| e["reason"] == "InvalidSpec")
+        .unwrap();
     assert_eq!(warning["type"], "Warning", "{warning:#}");
     assert_eq!(warning["regarding"]["name"], "reviews", "{warning:#}");
     assert!(
