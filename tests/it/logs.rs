@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::daemon::{TOKEN, canary, http, phase, setup, start_logging, wait_for};
+use super::daemon_kube::{Replica, wait};
+use serde_json::json;
 use skycanary::sim::{OapProfile, SimConfig, SimEntity, Simulator};
+use skycanary::testkit::{FakeApiServer, write_kubeconfig};
 
 const SCHEDULED: &str = r#"---
 apiVersion: skycanary.io/v1alpha1
@@ -23,8 +26,14 @@ spec:
   args: [{name: service, value: reviews.bookinfo}]
 "#;
 
-/// Checks one parsed line; returns which object it is about ("canary", "scheduled" or "").
+/// Checks one parsed line of a log about the `reviews` canary; returns which object it is about
+/// ("canary", "scheduled" or "").
 fn check_line(v: &Value, line: &str) -> &'static str {
+    check_line_of(v, line, &["reviews"])
+}
+
+/// [`check_line`] for a log about the canaries `canaries` (all in namespace bookinfo).
+fn check_line_of(v: &Value, line: &str, canaries: &[&str]) -> &'static str {
     for key in ["ts", "level", "msg", "target"] {
         assert!(v.get(key).is_some_and(Value::is_string), "no {key}: {line}");
     }
@@ -50,9 +59,10 @@ fn check_line(v: &Value, line: &str) -> &'static str {
         assert_eq!(v["kind"], "ScheduledAnalysis", "{line}");
         return "scheduled";
     }
-    if v.get("canary").is_some() || msg.contains("reviews") {
+    if v.get("canary").is_some() || canaries.iter().any(|c| msg.contains(c)) {
         assert_eq!(v["namespace"], "bookinfo", "{line}");
-        assert_eq!(v["canary"], "reviews", "{line}");
+        let named = v["canary"].as_str().unwrap_or_default();
+        assert!(canaries.contains(&named), "{line}");
         return "canary";
     }
     ""
@@ -187,6 +197,132 @@ async fn every_json_log_line_about_a_canary_names_it() {
             .as_str()
             .unwrap()
             .starts_with("starting step 6/6 analysis")),
+        "{text}"
+    );
+}
+
+/// Cluster mode: a Canary from its CRD promoted, and one whose spec the daemon refuses; every
+/// line of the JSON log parses, and each line about either names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_json_log_line_in_cluster_mode_names_its_canary() {
+    use std::io::{BufRead, BufReader};
+    skycanary::testkit::install_crypto_provider();
+    let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
+    sim.set_series(
+        "service_apdex",
+        SimEntity::service("reviews.bookinfo"),
+        |_| Some(9950.0),
+    );
+    let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let fake = FakeApiServer::new();
+    for name in ["reviews", "ratings"] {
+        fake.seed(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": "bookinfo"},
+            "spec": {"hosts": [name], "http": [{"name": "primary", "route": [
+                {"destination": {"host": format!("{name}-stable")}, "weight": 100},
+                {"destination": {"host": format!("{name}-canary")}, "weight": 0}]}]}
+        }))
+        .unwrap();
+    }
+    fake.seed(json!({
+        "apiVersion": "skycanary.io/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "apdex", "namespace": "bookinfo"},
+        "spec": {"args": [{"name": "service"}], "metrics": [{
+            "name": "apdex", "interval": "1s", "count": 2,
+            "successCondition": "min(result) >= 9900",
+            "provider": {"skywalking": {"window": {"duration": "3m", "alignToStep": false},
+                "metric": "service_apdex", "entity": {"serviceName": "{{args.service}}"}}}}]}
+    }))
+    .unwrap();
+    let analysis = json!({"templates": [{"templateName": "apdex"}],
+        "args": [{"name": "service", "value": "reviews.bookinfo"}]});
+    for (name, background) in [("reviews", Value::Null), ("ratings", json!(9))] {
+        let mut spec = json!({"revision": "v2",
+            "trafficRouting": {"istio": {"virtualService": {"name": name, "routes": ["primary"]},
+                "stableService": format!("{name}-stable"), "canaryService": format!("{name}-canary")}},
+            "steps": [{"setWeight": 20}, {"analysis": analysis}, {"setWeight": 50}]});
+        if !background.is_null() {
+            // Admitted by the schema, refused by the daemon: startingStep past the last step.
+            let mut a = analysis.clone();
+            a["startingStep"] = background;
+            spec["analysis"] = a;
+        }
+        fake.seed(json!({
+            "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+            "metadata": {"name": name, "namespace": "bookinfo"}, "spec": spec
+        }))
+        .unwrap();
+    }
+    let (addr, _server) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(addr, &kubeconfig).unwrap();
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let log = dir.path().join("daemon.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skycanary"))
+        .args([
+            "run",
+            "--kube",
+            "--identity",
+            "a",
+            "--lease",
+            "bookinfo/leader",
+        ])
+        .args(["--skywalking", &running.url(), "--token-file"])
+        .arg(dir.path().join("token"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--log-format", "json", "--log-level", "skycanary=info"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let replica = Replica {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let status = |name: &str| {
+        fake.get("skycanary.io", "canaries", "bookinfo", name)
+            .map(|c| c["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    wait("reviews Promoted", Duration::from_secs(60), || {
+        (status("reviews")["phase"] == "Promoted").then_some(())
+    })
+    .await;
+    wait("ratings Invalid", Duration::from_secs(60), || {
+        (status("ratings")["phase"] == "Invalid").then_some(())
+    })
+    .await;
+    drop(replica);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut about = std::collections::BTreeMap::<String, usize>::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if check_line_of(&v, line, &["reviews", "ratings"]) == "canary" {
+            *about
+                .entry(v["canary"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert!(about.get("reviews").is_some_and(|n| *n > 0), "{text}");
+    // The refusal is logged about ratings, with its field path.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"canary\":\"ratings\"")
+                && l.contains("spec.analysis.startingStep")),
         "{text}"
     );
 }
