@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::machine::{self, Effect, Input};
 use super::model::{
     AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
-    CommandRequest,
+    CommandRequest, step_label,
 };
 use crate::alarm::AlarmSource;
 use crate::analysis::{Phase, RunSpec, RunState};
@@ -248,10 +249,13 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
     let routing = routing_of(&canary.doc, &namespace);
     let task_doc = doc.clone();
     let store = ctx.state.clone();
+    // Every line the task logs, its analysis runs included, carries the canary's identity.
+    let span = tracing::info_span!(parent: None, "canary", namespace = %namespace, canary = %name, kind = "Canary");
     let handle = task::spawn(
         id.clone(),
         store,
         predecessor.map(|p| p.task()),
+        span,
         move |started: task::Started<Msg, CanaryStatus>| async move {
             let now = ctx.clock.now();
             // Boxed: the task's state lives on the heap once, not inside every future below.
@@ -379,10 +383,6 @@ impl OapGate {
 }
 
 impl<S: ManifestStore + 'static> CanaryTask<S> {
-    fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     /// The task's loop. Every step below it is boxed (`Box::pin`): this future is held per
     /// canary for as long as the canary runs, and unboxed it would carry the largest step's
     /// state (status write, routing write, event) the whole time.
@@ -398,7 +398,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         match Box::pin(self.observe_routes()).await {
             Ok(routes) => queue.push_front(Input::Observed(routes)),
             Err(e) => {
-                tracing::warn!(canary = %self.id(), "cannot read the routes at start: {e}")
+                tracing::warn!("cannot read the routes at start: {e}")
             }
         }
         let mut drift_rx = self.ctx.drift.subscribe();
@@ -465,7 +465,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 Some(Msg::Request(req)) => {
                     let handled = self.status.last_command.as_ref().map(|c| &c.id) == Some(&req.id);
                     if !handled && let Some(why) = stale_forwarded_alarm(&self.status, &req) {
-                        tracing::info!(canary = %self.id(), id = %req.id, "forwarded alarm ignored: {why}");
+                        tracing::info!(id = %req.id, "forwarded alarm ignored: {why}");
                         self.status.last_command = Some(CommandOutcome {
                             id: req.id.clone(),
                             action: req.action,
@@ -486,10 +486,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         };
                         match Box::pin(self.command(input, Some(&req), &mut queue)).await {
                             Ok(_) => {
-                                tracing::info!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request carried out")
+                                tracing::info!(id = %req.id, action = req.action.as_str(), "command request carried out")
                             }
                             Err(why) => {
-                                tracing::warn!(canary = %self.id(), id = %req.id, action = req.action.as_str(), "command request refused: {why}")
+                                tracing::warn!(id = %req.id, action = req.action.as_str(), "command request refused: {why}")
                             }
                         }
                     }
@@ -594,34 +594,38 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let targets = self.oap.waiting.clone();
         let clients = self.ctx.clients.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let mut answered = 0;
-            let mut failed = None;
-            for o in targets {
-                let plan = runner::RunPlan {
-                    name: "preflight".into(),
-                    spec: RunSpec::default(),
-                    metrics: Vec::new(),
-                    clients: vec![o.clone()],
-                    args: Default::default(),
-                };
-                let probed = match clients.connect(&plan) {
-                    Ok(c) => match c.first() {
-                        Some(c) => c.server_info().await.map(|_| ()),
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(e),
-                };
-                match probed {
-                    Ok(()) => answered += 1,
-                    Err(e) => {
-                        failed = Some(format!("waiting for SkyWalking OAP at {}: {e}", o.address));
-                        break;
+        tokio::spawn(
+            async move {
+                let mut answered = 0;
+                let mut failed = None;
+                for o in targets {
+                    let plan = runner::RunPlan {
+                        name: "preflight".into(),
+                        spec: RunSpec::default(),
+                        metrics: Vec::new(),
+                        clients: vec![o.clone()],
+                        args: Default::default(),
+                    };
+                    let probed = match clients.connect(&plan) {
+                        Ok(c) => match c.first() {
+                            Some(c) => c.server_info().await.map(|_| ()),
+                            None => Ok(()),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    match probed {
+                        Ok(()) => answered += 1,
+                        Err(e) => {
+                            failed =
+                                Some(format!("waiting for SkyWalking OAP at {}: {e}", o.address));
+                            break;
+                        }
                     }
                 }
+                let _ = tx.send(Msg::OapProbed { answered, failed });
             }
-            let _ = tx.send(Msg::OapProbed { answered, failed });
-        });
+            .in_current_span(),
+        );
     }
 
     /// A probe's outcome: the held run starts once everything answered; otherwise the
@@ -633,7 +637,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         match failed {
             None if self.oap.answered() => {
                 if self.oap.why.take().is_some() {
-                    tracing::info!(canary = %self.id(), "SkyWalking OAP answered; starting");
+                    tracing::info!("SkyWalking OAP answered; starting");
                 }
                 self.oap.backoff.reset();
                 if std::mem::take(&mut self.oap.held_spec) {
@@ -644,7 +648,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             None => self.oap.retry_at = Some(self.ctx.clock.now()),
             Some(why) => {
                 let delay = self.oap.backoff.next_delay();
-                tracing::warn!(canary = %self.id(), "not exposing the canary yet, probing again in {delay:?}: {why}");
+                tracing::warn!("not exposing the canary yet, probing again in {delay:?}: {why}");
                 self.oap.retry_at = Some(
                     self.ctx.clock.now()
                         + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
@@ -797,10 +801,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 
     async fn event(&self, ev: &CanaryEvent) {
+        let step = step_label(ev.step, self.doc.spec.steps.len());
         if ev.warning {
-            tracing::warn!(canary = %self.id(), reason = %ev.reason, "{}", ev.message);
+            tracing::warn!(reason = %ev.reason, %step, "{}", ev.message);
         } else {
-            tracing::info!(canary = %self.id(), reason = %ev.reason, "{}", ev.message);
+            tracing::info!(reason = %ev.reason, %step, "{}", ev.message);
         }
         self.ctx
             .metrics
@@ -829,7 +834,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             )
             .await
             {
-                tracing::warn!(canary = %self.id(), "could not record event {}: {e}", ev.reason);
+                tracing::warn!("could not record event {}: {e}", ev.reason);
             }
         }
     }
@@ -881,7 +886,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             let current = match self.ctx.router.store().get(key).await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::debug!(canary = %self.id(), "drift check: cannot read {key}: {e}");
+                    tracing::debug!("drift check: cannot read {key}: {e}");
                     continue;
                 }
             };
@@ -967,11 +972,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     warning: false,
                     reason: "TrafficRoutingRestored".into(),
                     message: format!("{key}: {m}"),
+                    step: self.status.current_step_index,
                 },
                 Err(m) => CanaryEvent {
                     warning: true,
                     reason: "TrafficRoutingDrift".into(),
                     message: format!("{key}: {m}"),
+                    step: self.status.current_step_index,
                 },
             };
             self.event(&ev).await;
@@ -1041,13 +1048,26 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let routing_changes = self.routing_changes.subscribe();
         let tx = self.tx.clone();
         let clock = self.ctx.clock.clone();
-        let id = self.id();
         let kind_label = match kind {
             AnalysisRunKind::Background => "background".to_string(),
-            AnalysisRunKind::Step { index } => format!("step {index}"),
+            AnalysisRunKind::Step { index } => {
+                format!("step {}", step_label(index, self.doc.spec.steps.len()))
+            }
         };
-        tracing::info!(canary = %id, run = %name, "starting {kind_label} analysis ({} metric(s))", plan.spec.metrics.len());
-        tokio::spawn(async move {
+        let template_names = templates
+            .iter()
+            .map(|t| t.template_name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        // A child of the canary's span: its measurements' lines carry the run and templates.
+        let span = tracing::info_span!("analysis", run = %name, templates = %template_names);
+        span.in_scope(|| {
+            tracing::info!(
+                "starting {kind_label} analysis ({} metric(s))",
+                plan.spec.metrics.len()
+            );
+        });
+        let run = async move {
             let state = resume.unwrap_or_else(|| RunState::new(&plan.spec, clock.now()));
             let mut on_event = |ev: RunEvent<'_>| match ev {
                 RunEvent::Measured { state, metric, .. } => {
@@ -1082,7 +1102,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 state: Box::new(done),
                 measured: None,
             });
-        });
+        };
+        tokio::spawn(run.instrument(span));
         Ok(())
     }
 

@@ -392,6 +392,7 @@ impl Machine<'_> {
             warning,
             reason: reason.into(),
             message: message.into(),
+            step: self.st.current_step_index,
         }));
     }
 
@@ -404,6 +405,11 @@ impl Machine<'_> {
             .traffic_routing
             .max_traffic_weight
             .unwrap_or(DEFAULT_MAX_WEIGHT)
+    }
+
+    /// The current step as `skycanary status` shows it (`3/7`), for Event messages.
+    fn step_now(&self) -> String {
+        step_label(self.st.current_step_index, self.spec.steps.len())
     }
 
     fn steps_len(&self) -> u32 {
@@ -627,11 +633,12 @@ impl Machine<'_> {
 
     fn pause_step(&mut self, duration: Option<&IntOrString>) -> bool {
         let since = self.st.step_started_at.unwrap_or(self.now);
+        let at = self.step_now();
         let (until, message) = match duration.map(pause_duration) {
-            None => (None, "Paused at a pause step until promoted".to_string()),
+            None => (None, format!("Paused at step {at} until promoted")),
             Some(Ok(d)) => (
                 Some(add(since, d)),
-                format!("Paused at a pause step for {}", format_duration(d)),
+                format!("Paused at step {at} for {}", format_duration(d)),
             ),
             // Never continue on an ambiguous duration: wait for a human instead.
             Some(Err(e)) => (None, format!("Paused until promoted: {e}")),
@@ -697,11 +704,11 @@ impl Machine<'_> {
             .get(i as usize)
             .map(describe)
             .unwrap_or_default();
-        let total = self.steps_len();
+        let at = self.step_now();
         self.event(
             false,
             "RolloutStepCompleted",
-            format!("Rollout step {}/{total} completed ({what})", i + 1),
+            format!("Rollout step {at} completed ({what})"),
         );
         self.st.current_step_index = i.saturating_add(1);
         self.st.step_started_at = Some(self.now);
@@ -1296,8 +1303,12 @@ impl Machine<'_> {
             return;
         }
         let i = self.st.current_step_index;
+        let total = self.spec.steps.len();
         let message = if i != before {
-            format!("Promoted by user: step {} passed", before + 1)
+            format!(
+                "Promoted by user: step {} passed",
+                step_label(before, total)
+            )
         } else {
             match self.spec.steps.get(i as usize) {
                 Some(CanaryStep::Analysis(_) | CanaryStep::Pause(_)) => {
@@ -1305,11 +1316,11 @@ impl Machine<'_> {
                         self.terminate_run(&run, "promoted");
                     }
                     self.complete_step();
-                    format!("Promoted by user: step {} skipped", i + 1)
+                    format!("Promoted by user: step {} skipped", step_label(i, total))
                 }
                 Some(_) => format!(
                     "Promoted by user: step {} completes when its routing is applied",
-                    i + 1
+                    step_label(i, total)
                 ),
                 None => "Promoted by user".to_string(),
             }

@@ -403,4 +403,18 @@ pub struct CanaryEvent {
     pub reason: String,
     /// Message.
     pub message: String,
+    /// `status.currentStepIndex` when the event was decided (0-based; a step-completed
+    /// event names the step it completed). Logged 1-based as `step: "3/7"`, as `status` shows it.
+    #[serde(default)]
+    pub step: u32,
+}
+
+/// `3/7`: step `current_step_index` (0-based) of `steps`, numbered from 1 (the last one once
+/// all are done), as `skycanary status`, log lines and Event messages all show it.
+pub fn step_label(current_step_index: u32, steps: usize) -> String {
+    if steps == 0 {
+        return "0/0".into();
+    }
+    let shown = (current_step_index as usize).saturating_add(1).min(steps);
+    format!("{shown}/{steps}")
 }

@@ -603,14 +603,9 @@ fn last_verdict(s: &CanaryStatus) -> String {
     }
 }
 
-/// `step 3/7`: the step being executed, 1-based (the last one once all are done).
-pub fn step_label(current_step_index: u32, steps: usize) -> String {
-    if steps == 0 {
-        return "0/0".into();
-    }
-    let shown = (current_step_index as usize + 1).min(steps);
-    format!("{shown}/{steps}")
-}
+/// `step 3/7`: the step being executed, 1-based (the last one once all are done); shared with
+/// the daemon's logs and Event messages.
+pub use crate::canary::model::step_label;
 
 /// Longest verdict the default table shows; `-o wide` shows it whole.
 const VERDICT_WIDTH: usize = 120;

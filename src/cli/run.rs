@@ -482,7 +482,8 @@ fn refused_objects(loaded: &LoadResult, control: &DaemonControl) -> Vec<Invalid>
                     .any(|h| h.namespace == o.namespace && h.name == o.name),
             };
             if running {
-                tracing::warn!(namespace = %o.namespace, canary = %o.name, kind = o.kind, "the changed spec is refused; the previous one still drives it");
+                let span = crate::daemon::invalid::object_span(o.kind, &o.namespace, &o.name);
+                tracing::warn!(parent: &span, "the changed spec is refused; the previous one still drives it");
                 return None;
             }
             Some(Invalid {
@@ -490,6 +491,7 @@ fn refused_objects(loaded: &LoadResult, control: &DaemonControl) -> Vec<Invalid>
                 namespace: o.namespace.clone(),
                 name: o.name.clone(),
                 message: crate::daemon::invalid::message(&o.errors),
+                generation: None,
             })
         })
         .collect()

@@ -187,8 +187,13 @@ pub async fn run(
             ev = source.recv() => match ev {
                 Some(SourceEvent::Changed(s)) => {
                     for (id, errs) in &s.errors {
+                        let span = crate::daemon::invalid::object_span(
+                            id.kind.kind(),
+                            id.namespace.as_deref().unwrap_or_default(),
+                            &id.name,
+                        );
                         for e in errs {
-                            tracing::error!(object = %id, "invalid resource, not driven until fixed: {e}");
+                            tracing::error!(parent: &span, "invalid resource, not driven until fixed: {e}");
                         }
                     }
                     // Only command requests changed: the drivers keep running and hear them.
@@ -274,6 +279,7 @@ pub async fn run(
                             namespace: id.namespace.clone()?,
                             name: id.name.clone(),
                             message: crate::daemon::invalid::message(errs),
+                            generation: s.refused_generations.get(id).copied(),
                         })
                     })
                     .collect();

@@ -217,11 +217,11 @@ impl DaemonControl {
             match self.get(&namespace, &name) {
                 Some(h) => {
                     if h.tx.send(Msg::Request(Box::new(req))).is_err() {
-                        tracing::warn!(canary = %format!("{namespace}/{name}"), "command request not delivered: the canary task has stopped");
+                        tracing::warn!(%namespace, canary = %name, "command request not delivered: the canary task has stopped");
                     }
                 }
                 None => {
-                    tracing::debug!(canary = %format!("{namespace}/{name}"), "command request for a canary without a driver")
+                    tracing::debug!(%namespace, canary = %name, "command request for a canary without a driver")
                 }
             }
         }
@@ -299,7 +299,7 @@ impl DaemonControl {
             for i in targets {
                 sent[i] = true;
                 let h = &handles[i];
-                tracing::info!(canary = %format!("{}/{}", h.namespace, h.name), source = source.as_str(),
+                tracing::info!(namespace = %h.namespace, canary = %h.name, source = source.as_str(),
                     %rule, %entity, %message, "alarm matched rollbackOn");
                 let (done, wait) = oneshot::channel();
                 handled.push(wait);
@@ -623,12 +623,12 @@ impl Control for DaemonControl {
                     for ((ns, name), req) in requests {
                         if let Err(e) = write_request(&f.client, &ns, &name, &req).await {
                             // Not written: the sender must learn it (a 503 it may retry).
-                            tracing::error!(canary = %format!("{ns}/{name}"), "cannot forward alarm to the leader: {e}");
+                            tracing::error!(namespace = %ns, canary = %name, "cannot forward alarm to the leader: {e}");
                             return Err(ControlError::Unavailable(format!(
                                 "cannot hand the alarm for {ns}/{name} to the leader: {e}"
                             )));
                         }
-                        tracing::info!(canary = %format!("{ns}/{name}"), id = %req.id, "alarm forwarded to the leader");
+                        tracing::info!(namespace = %ns, canary = %name, id = %req.id, "alarm forwarded to the leader");
                     }
                     Ok(reply(summary))
                 })

@@ -50,11 +50,32 @@ pub struct Invalid {
     pub name: String,
     /// What `validate` prints, one problem per `; `.
     pub message: String,
+    /// The refused object's `metadata.generation` (cluster mode), written as
+    /// `status.observedGeneration`: the status says which version of the spec it refused.
+    pub generation: Option<i64>,
 }
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}/{}", self.kind.kind(), self.namespace, self.name)
+    }
+}
+
+/// A span naming one object the way the drivers' spans do (`namespace` plus `canary` or
+/// `scheduledanalysis`, and `kind`), for the lines logged about it outside its task; other
+/// kinds (templates) get `name`. `namespace` is empty for cluster-scoped objects.
+pub fn object_span(kind: &str, namespace: &str, name: &str) -> tracing::Span {
+    match kind {
+        "Canary" => tracing::info_span!("canary", namespace, canary = name, kind),
+        "ScheduledAnalysis" => {
+            tracing::info_span!(
+                "scheduledanalysis",
+                namespace,
+                scheduledanalysis = name,
+                kind
+            )
+        }
+        _ => tracing::info_span!("object", namespace, name, kind),
     }
 }
 
@@ -72,10 +93,10 @@ pub fn message(errors: &[ConfigError]) -> String {
 }
 
 /// What was reported, so each refusal is written and announced once — again only when its
-/// message changes, or after the object was valid (or gone) in between.
+/// message or its generation changes, or after the object was valid (or gone) in between.
 #[derive(Debug, Default)]
 pub struct InvalidReports {
-    reported: BTreeMap<(InvalidKind, String, String), String>,
+    reported: BTreeMap<(InvalidKind, String, String), (String, Option<i64>)>,
     /// The refused Canaries' statuses as last written, for the API.
     listed: BTreeMap<(String, String), CanaryStatus>,
 }
@@ -91,7 +112,7 @@ impl InvalidReports {
                 .any(|i| i.kind == InvalidKind::Canary && i.namespace == *ns && i.name == *n)
         });
         now.iter()
-            .filter(|i| self.reported.get(&key(i)) != Some(&i.message))
+            .filter(|i| self.reported.get(&key(i)) != Some(&(i.message.clone(), i.generation)))
             .cloned()
             .collect()
     }
@@ -100,7 +121,7 @@ impl InvalidReports {
     pub fn written(&mut self, i: &Invalid) {
         self.reported.insert(
             (i.kind, i.namespace.clone(), i.name.clone()),
-            i.message.clone(),
+            (i.message.clone(), i.generation),
         );
     }
 }
@@ -128,7 +149,8 @@ pub async fn report(
 ) {
     for i in reports.due(invalid) {
         let kind = i.kind.kind();
-        tracing::error!(namespace = %i.namespace, name = %i.name, kind, "invalid {kind}, not driven until fixed: {}", i.message);
+        let span = object_span(kind, &i.namespace, &i.name);
+        tracing::error!(parent: &span, "invalid {kind}, not driven until fixed: {}", i.message);
         match write_status(&i, sinks.canaries, sinks.schedules, now).await {
             Ok(st) => {
                 if let Some(st) = st {
@@ -139,14 +161,14 @@ pub async fn report(
                 reports.written(&i);
             }
             Err(e) => {
-                tracing::warn!(namespace = %i.namespace, name = %i.name, kind, "cannot record the refusal in the status: {e}");
+                tracing::warn!(parent: &span, "cannot record the refusal in the status: {e}");
                 continue;
             }
         }
         if let Some(client) = sinks.events
             && let Err(e) = emit_event(client, &i).await
         {
-            tracing::warn!(namespace = %i.namespace, name = %i.name, kind, "cannot record the InvalidSpec event: {e}");
+            tracing::warn!(parent: &span, "cannot record the InvalidSpec event: {e}");
         }
     }
     sinks.control.set_invalid(
@@ -180,7 +202,7 @@ pub async fn write_status(
                 .unwrap_or_default();
             let mut st = mark_invalid(current, &i.message);
             canaries
-                .save(&i.namespace, &i.name, &mut st, None, now)
+                .save(&i.namespace, &i.name, &mut st, i.generation, now)
                 .await?;
             Ok(Some(st))
         }
@@ -192,7 +214,7 @@ pub async fn write_status(
                 .unwrap_or_default();
             st.invalid_spec = Some(i.message.clone());
             schedules
-                .save(&i.namespace, &i.name, &mut st, None, now)
+                .save(&i.namespace, &i.name, &mut st, i.generation, now)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(None)
@@ -236,6 +258,7 @@ mod tests {
             namespace: "ns".into(),
             name: name.into(),
             message: message.into(),
+            generation: Some(1),
         }
     }
 
@@ -261,6 +284,51 @@ mod tests {
             ..a2.clone()
         };
         assert_eq!(r.due(&[a2.clone(), s.clone()]), vec![s]);
+    }
+
+    #[test]
+    fn a_new_generation_with_the_same_message_is_reported_again() {
+        let mut r = InvalidReports::default();
+        let a = inv("a", "spec.analysis.startingStep: step 9 does not exist");
+        r.written(&a);
+        assert!(r.due(std::slice::from_ref(&a)).is_empty());
+        // Edited, still refused for the same reason: the status must name the new generation.
+        let a2 = Invalid {
+            generation: Some(2),
+            ..a.clone()
+        };
+        assert_eq!(r.due(std::slice::from_ref(&a2)), vec![a2.clone()]);
+    }
+
+    #[tokio::test]
+    async fn the_refusal_is_written_with_the_refused_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = crate::state::FileStateStore::open(dir.path()).unwrap();
+        let canaries = StatusStore::file(files.clone());
+        let schedules = ScheduleStore::file(files);
+        let a = Invalid {
+            generation: Some(7),
+            ..inv("a", "spec.analysis.startingStep: step 9 does not exist")
+        };
+        let st = write_status(&a, &canaries, &schedules, chrono::Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(st.observed_generation, Some(7));
+        let saved = canaries.load_raw("ns", "a").await.unwrap().unwrap();
+        assert_eq!(saved.phase, crate::canary::CanaryPhase::Invalid);
+        assert_eq!(saved.observed_generation, Some(7));
+        let cond = saved
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "InvalidSpec")
+            .unwrap();
+        assert_eq!(cond.status, "True");
+        assert_eq!(cond.observed_generation, Some(7));
+        assert!(
+            cond.message.contains("spec.analysis.startingStep"),
+            "{cond:?}"
+        );
     }
 
     #[test]

@@ -181,7 +181,10 @@ pub struct Snapshot {
     pub scheduled: Vec<LoadedScheduled>,
     /// Objects that failed validation, with all their problems.
     pub errors: Vec<(ObjectId, Vec<ConfigError>)>,
-    /// Where the lists were taken (see [`ResourceVersions`]).
+    /// `metadata.generation` of the refused objects that have one: their status records
+    /// which version of the spec was refused (`observedGeneration`).
+    pub refused_generations: BTreeMap<ObjectId, i64>,
+    /// Where the lists were taken.
     pub resource_version: ResourceVersions,
     /// False when only `status.command` requests changed since the previous snapshot: the
     /// drivers keep running and just hear the requests.
@@ -467,12 +470,14 @@ impl View {
 fn describe_watch_error(kind: SourceKind, e: &watcher::Error) -> Option<String> {
     match e {
         watcher::Error::WatchError(s) if s.code == 410 => None,
-        watcher::Error::InitialListFailed(e) => {
-            Some(format!("listing {kind} objects: {}", crate::traffic::kube::describe(e)))
-        }
-        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
-            Some(format!("watching {kind} objects: {}", crate::traffic::kube::describe(e)))
-        }
+        watcher::Error::InitialListFailed(e) => Some(format!(
+            "listing {kind} objects: {}",
+            crate::traffic::kube::describe(e)
+        )),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => Some(format!(
+            "watching {kind} objects: {}",
+            crate::traffic::kube::describe(e)
+        )),
         watcher::Error::WatchError(s) => Some(format!(
             "watching {kind} objects: Kubernetes API answered {} {}: {}",
             s.code, s.reason, s.message
@@ -509,7 +514,10 @@ async fn list_kind(
         if let Some(t) = &token {
             lp = lp.continue_token(t);
         }
-        let page = api.list(&lp).await.map_err(|e| crate::traffic::kube::describe(&e))?;
+        let page = api
+            .list(&lp)
+            .await
+            .map_err(|e| crate::traffic::kube::describe(&e))?;
         let rv = page.metadata.resource_version.clone().unwrap_or_default();
         for o in page.items {
             let (id, obj) = kept_object(kind, o);
@@ -624,6 +632,9 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
     for (id, kept) in objects {
         let value = object_value(kept);
         let obj = &value;
+        if let Some(g) = obj.pointer("/metadata/generation").and_then(Value::as_i64) {
+            snap.refused_generations.insert(id.clone(), g);
+        }
         let origin = Origin {
             file: format!("kube:{id}"),
             lines: LineIndex::default(),
@@ -678,6 +689,10 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
         }
     }
     refuse_shared_routes(&mut snap);
+    // Kept for the refused objects only.
+    let refused: BTreeSet<&ObjectId> = snap.errors.iter().map(|(id, _)| id).collect();
+    snap.refused_generations
+        .retain(|id, _| refused.contains(id));
     snap
 }
 

@@ -138,7 +138,7 @@ async fn roll_back_removed(h: &CanaryHandle) {
         return;
     }
     if h.doc.spec.on_delete == OnDelete::Keep {
-        tracing::warn!(canary = %id, ?phase, "Canary removed mid-release; routes kept (onDelete: Keep)");
+        tracing::warn!(namespace = %h.namespace, canary = %h.name, ?phase, "Canary removed mid-release; routes kept (onDelete: Keep)");
         return;
     }
     let why = AbortStatus {
@@ -151,18 +151,20 @@ async fn roll_back_removed(h: &CanaryHandle) {
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if h.tx.send(Msg::Rollback(Box::new(why), tx)).is_err() {
-        tracing::error!(canary = %id, "Canary removed mid-release, but its task has ended: routes not rolled back");
+        tracing::error!(namespace = %h.namespace, canary = %h.name, "Canary removed mid-release, but its task has ended: routes not rolled back");
         return;
     }
     match tokio::time::timeout(REMOVED_ROLLBACK_WAIT, rx).await {
         Ok(Ok(st)) if st.routing_write.is_none() => {
-            tracing::warn!(canary = %id, "Canary removed mid-release: rolled back to stable (onDelete: Rollback)")
+            tracing::warn!(namespace = %h.namespace, canary = %h.name, "Canary removed mid-release: rolled back to stable (onDelete: Rollback)")
         }
         Ok(Ok(st)) => {
             let error = st.routing_write.and_then(|w| w.error).unwrap_or_default();
-            tracing::error!(canary = %id, "Canary removed mid-release: the rollback write did not land: {error}")
+            tracing::error!(namespace = %h.namespace, canary = %h.name, "Canary removed mid-release: the rollback write did not land: {error}")
         }
-        _ => tracing::error!(canary = %id, "Canary removed mid-release: no answer to the rollback"),
+        _ => {
+            tracing::error!(namespace = %h.namespace, canary = %h.name, "Canary removed mid-release: no answer to the rollback")
+        }
     }
 }
 

@@ -128,7 +128,7 @@ pub async fn run_canary_analysis(
                 changed.map(|c| c.to_rfc3339()).unwrap_or_default(),
             );
             if announced.as_deref() != Some(why.as_str()) {
-                tracing::info!(run = %plan.name, "{why}");
+                tracing::info!(template = %plan.name, "{why}");
                 state.message = Some(why.clone());
                 on_event(RunEvent::Waiting(&state));
                 announced = Some(why);
@@ -173,7 +173,7 @@ pub async fn run_canary_analysis(
                 Err(e) => {
                     // Cannot happen while the state matches the plan; if it does, the run
                     // ends as Error instead of re-measuring the same metrics forever.
-                    tracing::error!(run = %plan.name, "could not record measurements: {e}");
+                    tracing::error!(template = %plan.name, "could not record measurements: {e}");
                     analysis::fail_run(
                         &mut state,
                         format!("could not record measurements: {e}"),

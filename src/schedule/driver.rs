@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::cron::CronSchedule;
 use super::model::*;
@@ -192,15 +193,18 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
         name: name.clone(),
     };
     let store = ctx.state.clone();
+    // Every line the task logs, its runs and webhooks included, names the object.
+    let span = tracing::info_span!(parent: None, "scheduledanalysis", namespace = %namespace, scheduledanalysis = %name, kind = "ScheduledAnalysis");
     let handle = task::spawn(
         id.clone(),
         store,
         None,
+        span,
         move |started: task::Started<SchedMsg, ScheduledAnalysisStatus>| async move {
             let schedule = match schedule {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(scheduled = %id, "invalid schedule, not scheduling: {e}");
+                    tracing::error!("invalid schedule, not scheduling: {e}");
                     let _ = started.status_tx.send(ScheduledAnalysisStatus {
                         message: Some(format!("invalid schedule: {e}")),
                         ..Default::default()
@@ -215,7 +219,12 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
                 schedule,
                 ctx,
                 tx: started.tx,
-                status: started.status,
+                // The spec is valid again (this task runs it): a refusal recorded while it
+                // was not is cleared by the first write.
+                status: ScheduledAnalysisStatus {
+                    invalid_spec: None,
+                    ..started.status
+                },
                 published: None,
                 status_tx: started.status_tx,
                 stops: HashMap::new(),
@@ -251,10 +260,6 @@ struct Task {
 }
 
 impl Task {
-    fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     /// The task's loop; returns the last in-memory status.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SchedMsg>) -> ScheduledAnalysisStatus {
         if self.status.tracking_since.is_none() {
@@ -284,7 +289,7 @@ impl Task {
                         "missed the fire time {scheduled}: more than startingDeadlineSeconds ({}s) ago",
                         self.doc.spec.starting_deadline_seconds.unwrap_or_default()
                     );
-                    tracing::warn!(scheduled = %self.id(), "{message}");
+                    tracing::warn!("{message}");
                     self.ctx
                         .metrics
                         .scheduled_run(&self.namespace, &self.name, "Missed");
@@ -379,7 +384,9 @@ impl Task {
             } else {
                 missed.to_string()
             };
-            tracing::warn!(scheduled = %self.id(), "{count} earlier fire time(s) were missed; running only the latest ({scheduled})");
+            tracing::warn!(
+                "{count} earlier fire time(s) were missed; running only the latest ({scheduled})"
+            );
             for _ in 0..missed.min(policy::MISSED_COUNT_CAP) {
                 self.ctx
                     .metrics
@@ -397,7 +404,7 @@ impl Task {
                     "skipped the fire time {scheduled}: run(s) {} still going (concurrencyPolicy Forbid)",
                     running.join(", ")
                 );
-                tracing::info!(scheduled = %self.id(), "{message}");
+                tracing::info!("{message}");
                 self.ctx
                     .metrics
                     .scheduled_run(&self.namespace, &self.name, "Skipped");
@@ -438,7 +445,7 @@ impl Task {
     fn stop_runs(&mut self, runs: &[String], by: &str) {
         for r in runs {
             if let Some(stop) = self.stops.remove(r) {
-                tracing::info!(scheduled = %self.id(), run = %r, "replaced by {by} (concurrencyPolicy Replace)");
+                tracing::info!(run = %r, "replaced by {by} (concurrencyPolicy Replace)");
                 let _ = stop.send(Some(format!("replaced by {by}")));
             }
         }
@@ -469,7 +476,7 @@ impl Task {
         let mut state = RunState::new(&RunSpec::default(), now);
         state.phase = Phase::Pending;
         state.message = None;
-        tracing::info!(scheduled = %self.id(), run = %name, ?trigger, "starting run");
+        tracing::info!(run = %name, ?trigger, "starting run");
         self.status.active.push(ScheduledRun {
             name: name.clone(),
             trigger,
@@ -497,7 +504,9 @@ impl Task {
         let (stop_tx, mut stop_rx) = watch::channel(None);
         self.stops.insert(name.clone(), stop_tx);
         let clock = self.ctx.clock.clone();
-        tokio::spawn(async move {
+        // A child of the task's span: the run's measurement lines carry its name.
+        let span = tracing::info_span!("run", run = %name);
+        let run = async move {
             let state = match resume {
                 Some(s) if !s.metric_results.is_empty() => s,
                 _ => RunState::new(&plan.spec, clock.now()),
@@ -525,7 +534,8 @@ impl Task {
                 state: Box::new(done),
                 done: true,
             });
-        });
+        };
+        tokio::spawn(run.instrument(span));
         Ok(())
     }
 
@@ -549,8 +559,8 @@ impl Task {
         let detail = done.status.message.clone().unwrap_or_default();
         let message = format!("run {run} {phase}: {detail}");
         match phase {
-            Phase::Successful => tracing::info!(scheduled = %self.id(), "{message}"),
-            _ => tracing::warn!(scheduled = %self.id(), "{message}"),
+            Phase::Successful => tracing::info!("{message}"),
+            _ => tracing::warn!("{message}"),
         }
         self.status.message = Some(message);
         self.ctx
@@ -572,7 +582,7 @@ impl Task {
             let target = format!("{ns}/{name}");
             let why =
                 policy::rollback_abort(&self.namespace, &self.name, run, self.ctx.clock.now());
-            tracing::warn!(scheduled = %self.id(), canary = %target, "rolling back: {}", why.reason);
+            tracing::warn!(namespace = %ns, canary = %name, "rolling back: {}", why.reason);
             let answer = tokio::time::timeout(
                 Duration::from_secs(15),
                 self.ctx.canaries.rollback(&ns, &name, why),
@@ -590,7 +600,7 @@ impl Task {
                 Err(e) => (ActionOutcome::Failed, e),
             };
             if outcome == ActionOutcome::Failed {
-                tracing::error!(scheduled = %self.id(), canary = %target, "rollback failed: {message}");
+                tracing::error!(namespace = %ns, canary = %name, "rollback failed: {message}");
             }
             self.ctx.metrics.scheduled_action(
                 &self.namespace,
@@ -637,7 +647,8 @@ impl Task {
             .as_deref()
             .and_then(|t| crate::resources::duration::parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(10));
-        tokio::spawn(async move {
+        let span = tracing::info_span!("webhook", run = %run_name, url = %w.url);
+        let delivery = async move {
             let mut attempt = 0u32;
             let record = loop {
                 attempt += 1;
@@ -659,7 +670,10 @@ impl Task {
                 }
                 match policy::webhook_retry(attempt, &result) {
                     Some(delay) => {
-                        tracing::warn!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook failed ({message}); retrying in {delay:?}");
+                        tracing::warn!(
+                            attempt,
+                            "webhook failed ({message}); retrying in {delay:?}"
+                        );
                         let at = clock.now()
                             + chrono::TimeDelta::from_std(delay)
                                 .unwrap_or(chrono::TimeDelta::zero());
@@ -671,10 +685,10 @@ impl Task {
             let (outcome, message) = record;
             match outcome {
                 ActionOutcome::Succeeded => {
-                    tracing::info!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook delivered ({message})")
+                    tracing::info!(attempt, "webhook delivered ({message})")
                 }
                 _ => {
-                    tracing::error!(scheduled = %format!("{ns}/{name}"), url = %w.url, attempt, "webhook not delivered: {message}")
+                    tracing::error!(attempt, "webhook not delivered: {message}")
                 }
             }
             metrics.scheduled_action(&ns, &name, "webhook", outcome_label(outcome));
@@ -690,7 +704,8 @@ impl Task {
                     at: clock.now(),
                 },
             });
-        });
+        };
+        tokio::spawn(delivery.instrument(span));
     }
 }
 

@@ -398,7 +398,7 @@ async fn canary_command(
             ));
         }
     };
-    tracing::info!(%namespace, %name, command = ?cmd, "API command");
+    tracing::info!(%namespace, canary = %name, command = ?cmd, "API command");
     state
         .control
         .command(&namespace, &name, cmd)

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 pub use ports::{SaveMetrics, StateKind};
 
@@ -134,11 +135,14 @@ pub async fn stop<M: TaskMsg>(tx: &mpsc::UnboundedSender<M>, finished: &watch::R
 /// in-memory status, or else reads the persisted status — again and again with backoff while
 /// the store is unavailable (only a stop message ends that wait). A status that does not parse
 /// is never replaced by a fresh one: the task publishes why and ends without driving. Then
-/// `run` drives the object; the status it returns is handed over to a successor.
+/// `run` drives the object; the status it returns is handed over to a successor. Every line
+/// the task logs is inside `span` (the object's identity: a root span, since the reload that
+/// spawns a successor is not its parent).
 pub fn spawn<M, St, F, Fut>(
     id: ObjectId,
     store: StatusStore<St>,
     predecessor: Option<TaskHandle<M, St>>,
+    span: tracing::Span,
     run: F,
 ) -> TaskHandle<M, St>
 where
@@ -153,37 +157,40 @@ where
     let handover = Arc::new(Mutex::new(None));
     let handover_out = handover.clone();
     let task_tx = tx.clone();
-    tokio::spawn(async move {
-        let mut rx = rx;
-        let inherited = match predecessor {
-            Some(p) => {
-                p.stop().await;
-                p.handover.lock().ok().and_then(|mut h| h.take())
-            }
-            None => None,
-        };
-        let loaded = match inherited {
-            Some(st) => Some((st, true)),
-            None => load_with_retry(&id, &store, &mut rx, &task_tx, &status_tx)
-                .await
-                .map(|st| (st.unwrap_or_default(), false)),
-        };
-        if let Some((status, inherited)) = loaded {
-            let started = Started {
-                rx,
-                tx: task_tx,
-                status_tx,
-                status,
-                inherited,
+    tokio::spawn(
+        async move {
+            let mut rx = rx;
+            let inherited = match predecessor {
+                Some(p) => {
+                    p.stop().await;
+                    p.handover.lock().ok().and_then(|mut h| h.take())
+                }
+                None => None,
             };
-            if let Some(last) = run(started).await
-                && let Ok(mut h) = handover_out.lock()
-            {
-                *h = Some(last);
+            let loaded = match inherited {
+                Some(st) => Some((st, true)),
+                None => load_with_retry(&id, &store, &mut rx, &task_tx, &status_tx)
+                    .await
+                    .map(|st| (st.unwrap_or_default(), false)),
+            };
+            if let Some((status, inherited)) = loaded {
+                let started = Started {
+                    rx,
+                    tx: task_tx,
+                    status_tx,
+                    status,
+                    inherited,
+                };
+                if let Some(last) = run(started).await
+                    && let Ok(mut h) = handover_out.lock()
+                {
+                    *h = Some(last);
+                }
             }
+            let _ = fin_tx.send(true);
         }
-        let _ = fin_tx.send(true);
-    });
+        .instrument(span),
+    );
     TaskHandle {
         tx,
         status: status_rx,

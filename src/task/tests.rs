@@ -181,7 +181,13 @@ async fn an_unreadable_store_is_read_again_and_messages_wait_in_order() {
 
     let (seen_tx, seen) = oneshot::channel();
     let (got_tx, mut got) = mpsc::unbounded_channel();
-    let handle = spawn(id("c"), store, None, echo(seen_tx, got_tx));
+    let handle = spawn(
+        id("c"),
+        store,
+        None,
+        tracing::Span::none(),
+        echo(seen_tx, got_tx),
+    );
     handle.tx.send(TestMsg::Hello(1)).unwrap();
     handle.tx.send(TestMsg::Hello(2)).unwrap();
     // Several read attempts fail (backoff 0.5 s, 1 s, 2 s ...): nothing is driven meanwhile.
@@ -208,7 +214,13 @@ async fn a_stop_ends_a_task_still_waiting_for_its_status() {
     let _blocked = block(&dir, "c");
     let (seen_tx, mut seen) = oneshot::channel();
     let (got_tx, _got) = mpsc::unbounded_channel();
-    let handle = spawn(id("c"), store, None, echo(seen_tx, got_tx));
+    let handle = spawn(
+        id("c"),
+        store,
+        None,
+        tracing::Span::none(),
+        echo(seen_tx, got_tx),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     handle.stop().await;
     assert!(*handle.finished.borrow());
@@ -224,7 +236,13 @@ async fn a_status_that_does_not_parse_is_never_replaced() {
     std::fs::write(&path, b"{not json").unwrap();
     let (seen_tx, mut seen) = oneshot::channel();
     let (got_tx, _got) = mpsc::unbounded_channel();
-    let handle = spawn(id("c"), store, None, echo(seen_tx, got_tx));
+    let handle = spawn(
+        id("c"),
+        store,
+        None,
+        tracing::Span::none(),
+        echo(seen_tx, got_tx),
+    );
     let mut fin = handle.finished.clone();
     fin.wait_for(|f| *f).await.unwrap();
     assert!(seen.try_recv().is_err(), "never driven");
@@ -241,14 +259,26 @@ async fn a_successor_takes_over_the_last_in_memory_status() {
     let (_dir, store) = store();
     let (seen_tx, seen) = oneshot::channel();
     let (got_tx, mut got) = mpsc::unbounded_channel();
-    let first = spawn(id("c"), store.clone(), None, echo(seen_tx, got_tx));
+    let first = spawn(
+        id("c"),
+        store.clone(),
+        None,
+        tracing::Span::none(),
+        echo(seen_tx, got_tx),
+    );
     seen.await.unwrap();
     first.tx.send(TestMsg::Hello(7)).unwrap();
     assert_eq!(got.recv().await, Some(7));
 
     let (seen_tx, seen) = oneshot::channel();
     let (got_tx, mut got) = mpsc::unbounded_channel();
-    let second = spawn(id("c"), store, Some(first.clone()), echo(seen_tx, got_tx));
+    let second = spawn(
+        id("c"),
+        store,
+        Some(first.clone()),
+        tracing::Span::none(),
+        echo(seen_tx, got_tx),
+    );
     // Taken at once, handled after the predecessor stopped.
     second.tx.send(TestMsg::Hello(8)).unwrap();
     let (status, inherited) = seen.await.unwrap();

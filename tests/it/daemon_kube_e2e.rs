@@ -968,3 +968,84 @@ async fn kube_an_alarm_while_status_and_routes_refuse_writes_is_503_until_the_ro
     assert_eq!(s["desiredWeight"], 0, "{s:#}");
     assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
 }
+
+/// The condition of `type_` in a stored status.
+fn condition<'a>(s: &'a Value, type_: &str) -> &'a Value {
+    s["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+/// An edit the CRD schema admits but the daemon refuses (`startingStep` past the last step:
+/// a cross-field rule no CEL rule covers) turns the Canary Invalid: `InvalidSpec` carries the
+/// validate message with its field path, a Warning Event says so, and the status names the
+/// generation it refused. The fixed spec drives again and the status follows its generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_an_invalid_edit_is_invalid_for_its_generation_until_fixed() {
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    let c = Cluster::start("Abort", 2).await;
+    let _d = c.daemon("replica-a", &running.url());
+    let s = c.wait_status("driven", |s| phase(s) == "Progressing").await;
+    assert_eq!(s["observedGeneration"], 1, "{s:#}");
+
+    let edited = c
+        .fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            o["spec"]["analysis"] = json!({"templates": [{"templateName": "apdex"}],
+                "args": [{"name": "service", "value": "reviews.bookinfo"}], "startingStep": 9});
+        })
+        .unwrap();
+    let generation = edited["metadata"]["generation"].as_i64().unwrap();
+    assert_eq!(generation, 2);
+    let s = c
+        .wait_status("Invalid", |s| {
+            phase(s) == "Invalid" && s["observedGeneration"] == generation
+        })
+        .await;
+    let inv = condition(&s, "InvalidSpec");
+    assert_eq!(inv["status"], "True", "{s:#}");
+    assert_eq!(inv["observedGeneration"], generation, "{s:#}");
+    let message = inv["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.analysis.startingStep") && message.contains("step 9 does not exist"),
+        "{s:#}"
+    );
+    assert_eq!(s["message"], message, "{s:#}");
+    c.wait_event("InvalidSpec").await;
+    let events = c.fake.events();
+    let warning = events
+        .iter()
+        .find(|e| e["reason"] == "InvalidSpec")
+        .unwrap();
+    assert_eq!(warning["type"], "Warning", "{warning:#}");
+    assert_eq!(warning["regarding"]["name"], "reviews", "{warning:#}");
+    assert!(
+        warning["note"]
+            .as_str()
+            .unwrap()
+            .contains("spec.analysis.startingStep"),
+        "{warning:#}"
+    );
+
+    // Fixed: driven again from where it stopped, the status written for the new generation.
+    let fixed = c
+        .fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            o["spec"]["analysis"]["startingStep"] = json!(1);
+        })
+        .unwrap();
+    let generation = fixed["metadata"]["generation"].as_i64().unwrap();
+    assert_eq!(generation, 3);
+    let s = c
+        .wait_status("valid again", |s| {
+            phase(s) != "Invalid" && s["observedGeneration"] == generation
+        })
+        .await;
+    assert_eq!(condition(&s, "InvalidSpec")["status"], "False", "{s:#}");
+    assert_eq!(
+        condition(&s, "InvalidSpec")["observedGeneration"],
+        generation,
+        "{s:#}"
+    );
+}
