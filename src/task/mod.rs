@@ -55,14 +55,13 @@ impl fmt::Display for ObjectId {
     }
 }
 
-/// Logs with the object under the field its kind's log lines use (`canary` or `scheduled`).
+/// Logs about the object. Its identity (`namespace`, `canary` or `scheduledanalysis`) comes
+/// from the task's span, which every line of the task is inside (see [`spawn`]).
 macro_rules! log_for {
-    ($level:ident, $id:expr, $($rest:tt)+) => {
-        match $id.kind {
-            StateKind::Canary => tracing::$level!(canary = %$id, $($rest)+),
-            StateKind::Scheduled => tracing::$level!(scheduled = %$id, $($rest)+),
-        }
-    };
+    ($level:ident, $id:expr, $($rest:tt)+) => {{
+        let _: &ObjectId = &$id;
+        tracing::$level!($($rest)+)
+    }};
 }
 
 /// A task's message type: the lifecycle needs to make and recognise the stop message.
