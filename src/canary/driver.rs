@@ -16,7 +16,7 @@ use super::model::{
     AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
     CommandRequest,
 };
-use crate::analysis::{Phase, RunSpec, RunState};
+use crate::analysis::{ConditionKind, MeasurementEvidence, Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
@@ -704,7 +704,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let now = self.ctx.clock.now();
         let (mut next, effects) = machine::step(&self.doc.spec, &self.status, input, now);
         let refused = effects.iter().find_map(|e| match e {
-            Effect::Event(ev) if ev.reason == machine::COMMAND_REJECTED => Some(ev.message.clone()),
+            Effect::CommandRejected(why) => Some(why.clone()),
             _ => None,
         });
         if let Some(req) = request {
@@ -780,6 +780,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     }
                     Effect::Event(ev) => self.event(&ev).await,
                     Effect::WakeAt(t) => self.wake = Some(self.wake.map_or(t, |w| w.min(t))),
+                    // Taken as `refused` above; its Event is among the effects.
+                    Effect::CommandRejected(_) => {}
                 }
             }
         }
@@ -1165,14 +1167,26 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             .find(|m| m.name == metric)
             .and_then(|m| m.measurements.last());
         if let Some(m) = last {
-            let value = m.value.as_deref().and_then(last_number);
+            let evidence = m.evidence.as_ref();
             self.ctx.metrics.record_measurement(
                 &self.namespace,
                 &self.name,
                 run,
                 metric,
                 m.phase,
-                value,
+                evidence.and_then(MeasurementEvidence::last_value),
+            );
+            let thresholds: Vec<(ConditionKind, f64)> =
+                [ConditionKind::Success, ConditionKind::Failure]
+                    .into_iter()
+                    .filter_map(|kind| Some((kind, evidence?.threshold(kind)?.1)))
+                    .collect();
+            self.ctx.metrics.set_measurement_thresholds(
+                &self.namespace,
+                &self.name,
+                run,
+                metric,
+                &thresholds,
             );
         }
     }
@@ -1229,18 +1243,10 @@ fn dropped_runs(before: &CanaryStatus, after: &CanaryStatus) -> Vec<String> {
         .collect()
 }
 
-/// The last number of a measurement's display value (`[9950, 9930]` → 9930).
-fn last_number(v: &str) -> Option<f64> {
-    v.trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .filter_map(|p| p.trim().parse::<f64>().ok())
-        .next_back()
-}
-
 #[cfg(test)]
 mod tests {
     use super::{
-        Backoff, CanaryStatus, Phase, SAVE_RETRY_FIRST, SAVE_RETRY_MAX, dropped_runs, last_number,
+        Backoff, CanaryStatus, Phase, SAVE_RETRY_FIRST, SAVE_RETRY_MAX, dropped_runs,
         newly_completed,
     };
     use crate::analysis::{RunSpec, RunState};
@@ -1299,12 +1305,5 @@ mod tests {
             [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000]
         );
         assert_eq!((0..40).map(|_| ms()).last(), Some(10_000));
-    }
-
-    #[test]
-    fn last_number_of_values() {
-        assert_eq!(last_number("[9950, —, 9930]"), Some(9930.0));
-        assert_eq!(last_number("42.5"), Some(42.5));
-        assert_eq!(last_number("-"), None);
     }
 }
