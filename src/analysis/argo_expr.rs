@@ -379,6 +379,7 @@ fn comparison_shape(text: &str) -> Option<(CompareOp, Program)> {
     let toks = tokenize(text).ok()?;
     let mut depth = 0usize;
     let mut at = None;
+    let mut comparisons = 0usize;
     for (j, (_, _, tok)) in toks.iter().enumerate() {
         match tok {
             Tok::Punct(p) if matches!(p.as_str(), "(" | "[" | "{") => depth += 1,
@@ -388,9 +389,8 @@ fn comparison_shape(text: &str) -> Option<(CompareOp, Program)> {
             _ if depth > 0 => {}
             Tok::Punct(p) => match p.as_str() {
                 "<" | "<=" | ">" | ">=" | "==" | "!=" => {
-                    if at.replace(j).is_some() {
-                        return None;
-                    }
+                    comparisons += 1;
+                    at = Some(j);
                 }
                 "&&" | "||" | "?" | "??" | ":" | "," | ";" | "|" | ".." | "!" => return None,
                 _ => {}
@@ -399,7 +399,7 @@ fn comparison_shape(text: &str) -> Option<(CompareOp, Program)> {
             _ => {}
         }
     }
-    let k = at?;
+    let k = at.filter(|_| comparisons == 1)?;
     let op = match &toks[k].2 {
         Tok::Punct(p) => match p.as_str() {
             "<" => CompareOp::Lt,

@@ -1432,7 +1432,8 @@ mod tests {
         use ConditionLanguage::{Evalexpr, Expr};
         let a = args(&[("x", "9500"), ("min-apdex", "9900"), ("name", "abc")]);
         let b = scalar(1.0).with_args(a.clone());
-        let table: &[(ConditionLanguage, &str, Option<(CompareOp, f64)>)] = &[
+        type Case<'a> = (ConditionLanguage, &'a str, Option<(CompareOp, f64)>);
+        let table: &[Case<'_>] = &[
             (Evalexpr, "result >= 0.9", Some((Ge, 0.9))),
             (Evalexpr, "first(result) >= 0.95", Some((Ge, 0.95))),
             (Evalexpr, "min(result) < args.x", Some((Lt, 9500.0))),
