@@ -92,6 +92,7 @@ fn measurement(phase: Phase, at: DateTime<Utc>) -> Measurement {
         started_at: at,
         finished_at: Some(at),
         metadata: Default::default(),
+        evidence: None,
     }
 }
 

@@ -29,6 +29,8 @@ use std::sync::LazyLock;
 
 use expr::{Context, Environment, Program, Value};
 
+use super::evidence::{CompareOp, Comparison};
+
 /// Longest accepted condition, in bytes. Argo's documented conditions are under 200.
 pub const MAX_LEN: usize = 1024;
 /// Deepest accepted bracket nesting (`(`, `[`, `{` together).
@@ -103,6 +105,9 @@ pub struct ArgoCondition {
     arg_names: BTreeSet<String>,
     /// `result` paths compared with a literal of a known type, checked at evaluation.
     checks: Vec<PathCheck>,
+    /// When the whole condition is one comparison of a side reading `result` with a side
+    /// that does not: the operator (measured side on the left) and the other side, compiled.
+    comparison: Option<(CompareOp, Program)>,
 }
 
 impl PartialEq for ArgoCondition {
@@ -246,6 +251,7 @@ impl ArgoCondition {
                  ({guarded}): {e}"
             ))
         })?;
+        let comparison = comparison_shape(&n.text);
         Ok(ArgoCondition {
             source: src.to_string(),
             normalized: n.text,
@@ -253,6 +259,7 @@ impl ArgoCondition {
             functions: n.functions,
             arg_names: n.arg_names,
             checks: n.checks,
+            comparison,
         })
     }
 
@@ -303,14 +310,8 @@ impl ArgoCondition {
                 });
             }
         }
-        let mut ctx = Context::default();
+        let mut ctx = args_context(args);
         ctx.insert("result", result.clone());
-        let typed = args.iter().map(|(k, v)| (k.clone(), arg_value(v)));
-        let text = args
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())));
-        ctx.insert(ARGS_VAR, Value::Map(typed.collect()));
-        ctx.insert(ARGTEXT_VAR, Value::Map(text.collect()));
         for a in &self.arg_names {
             if !args.contains_key(a) {
                 return Err(ArgoExprError::Eval(format!("args.{a} is not bound")));
@@ -322,6 +323,123 @@ impl ArgoCondition {
             Err(e) => Err(ArgoExprError::Eval(e.to_string())),
         }
     }
+}
+
+impl ArgoCondition {
+    /// The comparison this condition is, with its constant side evaluated against `args`;
+    /// `None` when it is not one comparison of `result` with a constant or an arg, or that
+    /// side is not a finite number.
+    pub fn comparison(&self, args: &BTreeMap<String, String>) -> Option<Comparison> {
+        let (op, constant) = self.comparison.as_ref()?;
+        let threshold = match ENV.run(constant, &args_context(args)).ok()? {
+            Value::Integer(i) => i as f64,
+            Value::Float(f) => f,
+            _ => return None,
+        };
+        threshold
+            .is_finite()
+            .then_some(Comparison { op: *op, threshold })
+    }
+}
+
+/// The args bound as a condition sees them: typed (`{{args.x}}`) and as text (inside strings).
+fn args_context(args: &BTreeMap<String, String>) -> Context {
+    let mut ctx = Context::default();
+    let typed = args.iter().map(|(k, v)| (k.clone(), arg_value(v)));
+    let text = args
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())));
+    ctx.insert(ARGS_VAR, Value::Map(typed.collect()));
+    ctx.insert(ARGTEXT_VAR, Value::Map(text.collect()));
+    ctx
+}
+
+/// Words that bind as loosely as a comparison or looser, or change its meaning: with one of
+/// them outside brackets a comparison is not the whole condition.
+const NOT_SIMPLE_WORDS: &[&str] = &[
+    "and",
+    "or",
+    "not",
+    "in",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "if",
+    "else",
+    "let",
+];
+
+/// The normalised condition as `measured OP constant` (either order), from its tokens as the
+/// crate's grammar binds them: exactly one comparison outside brackets and nothing that binds
+/// as loosely (`&&`, `||`, the ternary, `??`, the pipe, `in`, `matches`, ...) or negates it.
+/// The measured side reads `result`; the constant side reads neither `result` nor a predicate
+/// element (`#`), and it is compiled on its own so evaluating it sees what the condition sees.
+fn comparison_shape(text: &str) -> Option<(CompareOp, Program)> {
+    let toks = tokenize(text).ok()?;
+    let mut depth = 0usize;
+    let mut at = None;
+    let mut comparisons = 0usize;
+    for (j, (_, _, tok)) in toks.iter().enumerate() {
+        match tok {
+            Tok::Punct(p) if matches!(p.as_str(), "(" | "[" | "{") => depth += 1,
+            Tok::Punct(p) if matches!(p.as_str(), ")" | "]" | "}") => {
+                depth = depth.checked_sub(1)?;
+            }
+            _ if depth > 0 => {}
+            Tok::Punct(p) => match p.as_str() {
+                "<" | "<=" | ">" | ">=" | "==" | "!=" => {
+                    comparisons += 1;
+                    at = Some(j);
+                }
+                "&&" | "||" | "?" | "??" | ":" | "," | ";" | "|" | ".." | "!" => return None,
+                _ => {}
+            },
+            Tok::Ident(_) if word_at(&toks, j, NOT_SIMPLE_WORDS) => return None,
+            _ => {}
+        }
+    }
+    let k = at.filter(|_| comparisons == 1)?;
+    let op = match &toks[k].2 {
+        Tok::Punct(p) => match p.as_str() {
+            "<" => CompareOp::Lt,
+            "<=" => CompareOp::Le,
+            ">" => CompareOp::Gt,
+            ">=" => CompareOp::Ge,
+            "==" => CompareOp::Eq,
+            _ => CompareOp::Ne,
+        },
+        _ => return None,
+    };
+    // A name (not a member after `.`/`?.`) among tokens `range`.
+    let names = |range: std::ops::Range<usize>, want: &dyn Fn(&str) -> bool| {
+        range.into_iter().any(|j| match &toks[j].2 {
+            Tok::Ident(w) => {
+                let member = j
+                    .checked_sub(1)
+                    .is_some_and(|p| matches!(&toks[p].2, Tok::Punct(d) if d == "." || d == "?."));
+                !member && want(w)
+            }
+            _ => false,
+        })
+    };
+    let reads_result = |r: std::ops::Range<usize>| names(r, &|w| w == "result");
+    let is_constant = |r: std::ops::Range<usize>| {
+        !r.is_empty()
+            && !names(r.clone(), &|w| w == "result" || w.starts_with('#'))
+            && !r
+                .into_iter()
+                .any(|j| matches!(&toks[j].2, Tok::Punct(p) if p == "{"))
+    };
+    let (left, right) = (0..k, k + 1..toks.len());
+    let (op, constant) = if reads_result(left.clone()) && is_constant(right.clone()) {
+        (op, &text[toks[k].1..])
+    } else if reads_result(right) && is_constant(left) {
+        (op.mirrored(), &text[..toks[k].0])
+    } else {
+        return None;
+    };
+    Some((op, expr::compile(constant.trim()).ok()?))
 }
 
 /// An arg's value as Argo's text splicing would read it: a number when it is one, else a string.

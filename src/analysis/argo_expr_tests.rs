@@ -286,7 +286,11 @@ fn argo_evaluate_result_table() {
         ),
     ];
     for (name, s, f, want) in cases {
-        let (phase, msg) = judge(&expr_spec(*s, *f), &data_obs(json!(true)), &BTreeMap::new());
+        let crate::analysis::Judgement {
+            phase,
+            message: msg,
+            ..
+        } = judge(&expr_spec(*s, *f), &data_obs(json!(true)), &BTreeMap::new());
         assert_eq!(phase, *want, "{name}: {msg}");
     }
     assert_eq!(
@@ -296,7 +300,7 @@ fn argo_evaluate_result_table() {
         "condition \"a == true\" is not valid expr (Argo's condition language): unknown name a"
     );
     // The error names the condition and its text, as Argo's does.
-    let (_, msg) = judge(
+    let crate::analysis::Judgement { message: msg, .. } = judge(
         &expr_spec(Some("true"), Some("result.x > 1")),
         &data_obs(json!(true)),
         &BTreeMap::new(),
@@ -311,7 +315,7 @@ fn argo_evaluate_result_table() {
     let obs = Observation::NoData {
         reason: "no data points".into(),
     };
-    assert_eq!(judge(&m, &obs, &BTreeMap::new()).0, Phase::Inconclusive);
+    assert_eq!(judge(&m, &obs, &BTreeMap::new()).phase, Phase::Inconclusive);
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::fmt;
 use evalexpr::{Context, EvalexprError, EvalexprResult, Node, Operator, Value};
 
 use super::argo_expr::{self, ArgoCondition};
+use super::evidence::{CompareOp, Comparison};
 use serde::{Deserialize, Serialize};
 
 /// Errors from compiling or evaluating a condition.
@@ -267,6 +268,42 @@ pub struct EvalexprCondition {
     tree: Node,
     variables: BTreeSet<String>,
     functions: BTreeSet<String>,
+    /// When the whole condition is one comparison of a measured side with a side that reads
+    /// only args and literals: the operator (measured side on the left) and that side.
+    comparison: Option<(CompareOp, Node)>,
+}
+
+/// The root of `tree` when it is `measured OP constant` (either order): the operator as seen
+/// from the measured side and the constant side. A side is measured when it reads a variable
+/// other than an arg; the other side must read none.
+fn comparison_shape(tree: &Node) -> Option<(CompareOp, Node)> {
+    let mut node = tree;
+    while matches!(node.operator(), Operator::RootNode) && node.children().len() == 1 {
+        node = &node.children()[0];
+    }
+    let op = match node.operator() {
+        Operator::Gt => CompareOp::Gt,
+        Operator::Geq => CompareOp::Ge,
+        Operator::Lt => CompareOp::Lt,
+        Operator::Leq => CompareOp::Le,
+        Operator::Eq => CompareOp::Eq,
+        Operator::Neq => CompareOp::Ne,
+        _ => return None,
+    };
+    let [left, right] = node.children() else {
+        return None;
+    };
+    // evalexpr's identifier iterators skip the node they start from; walk it whole.
+    fn measured(n: &Node) -> bool {
+        matches!(n.operator(), Operator::VariableIdentifierRead { identifier }
+            if !identifier.starts_with(ARGS_PREFIX))
+            || n.children().iter().any(measured)
+    }
+    match (measured(left), measured(right)) {
+        (true, false) => Some((op, right.clone())),
+        (false, true) => Some((op.mirrored(), left.clone())),
+        _ => None,
+    }
 }
 
 impl EvalexprCondition {
@@ -333,12 +370,14 @@ impl EvalexprCondition {
                 });
             }
         }
+        let comparison = comparison_shape(&tree);
         Ok(EvalexprCondition {
             source: src.to_string(),
             expression,
             tree,
             variables,
             functions,
+            comparison,
         })
     }
 
@@ -378,6 +417,23 @@ impl EvalexprCondition {
         ["isNaN", "default", "math::is_nan"]
             .iter()
             .any(|f| self.functions.contains(*f))
+    }
+
+    /// The comparison this condition is, with its constant side evaluated against the
+    /// bindings' args; `None` when it is not one comparison or that side is not a finite number.
+    pub fn comparison(&self, bindings: &Bindings) -> Option<Comparison> {
+        let (op, constant) = self.comparison.as_ref()?;
+        let ctx = EvalContext {
+            vars: bindings.variables(),
+        };
+        let threshold = match constant.eval_with_context(&ctx).ok()? {
+            Value::Float(f) => f,
+            Value::Int(i) => i as f64,
+            _ => return None,
+        };
+        threshold
+            .is_finite()
+            .then_some(Comparison { op: *op, threshold })
     }
 
     /// Evaluates to a boolean; anything else is an error.
@@ -996,6 +1052,16 @@ impl Condition {
         }
     }
 
+    /// The comparison `measured OP threshold` this condition is, read from the compiled
+    /// expression (either order of operands), with the threshold evaluated against the args;
+    /// `None` for anything else (`&&`, arithmetic on both sides, a non-numeric arg, ...).
+    pub fn comparison(&self, bindings: &Bindings) -> Option<Comparison> {
+        match self {
+            Condition::Evalexpr(c) => c.comparison(bindings),
+            Condition::Expr(c) => c.comparison(&bindings.args),
+        }
+    }
+
     /// Evaluates to a boolean; anything else is an error. expr binds `result` as Argo does:
     /// the raw query's `data` object when there is one, else the value (a number or an array).
     pub fn eval(&self, bindings: &Bindings) -> Result<bool, ExprError> {
@@ -1355,5 +1421,73 @@ mod tests {
             "args.env != \"dev\"",
             &scalar(0.0).with_args(args(&[("env", "prod")])),
         );
+    }
+
+    /// The threshold of a condition, read from its compiled form: the operator as seen from
+    /// the measured side and the constant side's value, or `None` when the condition is not
+    /// one comparison of the measured value with a constant or arg.
+    #[test]
+    fn thresholds_come_from_the_compiled_condition() {
+        use super::CompareOp::*;
+        use ConditionLanguage::{Evalexpr, Expr};
+        let a = args(&[("x", "9500"), ("min-apdex", "9900"), ("name", "abc")]);
+        let b = scalar(1.0).with_args(a.clone());
+        type Case<'a> = (ConditionLanguage, &'a str, Option<(CompareOp, f64)>);
+        let table: &[Case<'_>] = &[
+            (Evalexpr, "result >= 0.9", Some((Ge, 0.9))),
+            (Evalexpr, "first(result) >= 0.95", Some((Ge, 0.95))),
+            (Evalexpr, "min(result) < args.x", Some((Lt, 9500.0))),
+            (
+                Evalexpr,
+                "min(result) >= {{args.min-apdex}}",
+                Some((Ge, 9900.0)),
+            ),
+            (Evalexpr, "0.9 <= result", Some((Ge, 0.9))),
+            (Evalexpr, "args.x > max(result)", Some((Lt, 9500.0))),
+            (Evalexpr, "(result >= 0.9)", Some((Ge, 0.9))),
+            (Evalexpr, "result > -5", Some((Gt, -5.0))),
+            (Evalexpr, "result >= 10 / 4", Some((Ge, 2.5))),
+            (Evalexpr, "avg(result) * 100 != args.x", Some((Ne, 9500.0))),
+            (
+                Evalexpr,
+                "len(\"a with b; c → true\") < result",
+                Some((Gt, 18.0)),
+            ),
+            (Evalexpr, "result > 5 && result < 10", None),
+            (Evalexpr, "isNaN(result) || result >= 0.95", None),
+            (Evalexpr, "result + 1 > result", None),
+            (Evalexpr, "1 < 2", None),
+            (Evalexpr, "args.name == str::from(result)", None),
+            (Evalexpr, "min(result)", None),
+            (Expr, "result[0] > 100", Some((Gt, 100.0))),
+            (Expr, "100 < result[0]", Some((Gt, 100.0))),
+            (Expr, "result[0] >= {{args.min-apdex}}", Some((Ge, 9900.0))),
+            (Expr, "{{args.x}} >= mean(result)", Some((Le, 9500.0))),
+            (
+                Expr,
+                "mean(result) >= asFloat(\"{{args.x}}\")",
+                Some((Ge, 9500.0)),
+            ),
+            (Expr, "result[0] <= 0.5 * 2", Some((Le, 1.0))),
+            (
+                Expr,
+                "len(\"a with b; c → true\") == len(result)",
+                Some((Eq, 18.0)),
+            ),
+            (Expr, "result[0] > 1 and result[0] < 5", None),
+            (Expr, "result[0] > 1 && result[0] < 5", None),
+            (Expr, "not (result[0] > 5)", None),
+            (Expr, "all(result, {# > 5})", None),
+            (Expr, "len(result) in [1, 2]", None),
+            (Expr, "result[0] > 1 ? true : false", None),
+            (Expr, "result[0] == \"up\"", None),
+            (Expr, "result[0] >= {{args.name}}", None),
+            (Expr, "result[0] > result[1]", None),
+        ];
+        for (language, src, want) in table {
+            let c = Condition::compile_as(*language, src, &[]).expect(src);
+            let got = c.comparison(&b).map(|x| (x.op, x.threshold));
+            assert_eq!(got, *want, "{language}: {src}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::evidence::{ConditionEvidence, ConditionKind, MeasurementEvidence, decisive};
 use super::expr::{Bindings, Condition, ConditionLanguage, ResultValue};
 use super::spec::{MetricSpec, NoDataPolicy, Phase};
 
@@ -44,28 +45,57 @@ impl Observation {
     }
 }
 
-/// Judges one observation. The message explains the verdict: values, conditions, outcome.
+/// A verdict: the phase, the message that explains it in words, and the same evidence as
+/// data (`None` when no value was measured: no data, provider error).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub phase: Phase,
+    pub message: String,
+    pub evidence: Option<MeasurementEvidence>,
+}
+
+impl Judgement {
+    fn without_evidence((phase, message): (Phase, String)) -> Self {
+        Judgement {
+            phase,
+            message,
+            evidence: None,
+        }
+    }
+}
+
+/// Judges one observation. The message explains the verdict: values, conditions, outcome;
+/// the evidence holds the values, each condition's outcome, which decided, and the threshold
+/// of each condition that is a plain comparison.
 ///
 /// NaN: a value holding NaN counts as *no data* (the `noData` policy decides) unless every
 /// condition that reads it tests for NaN itself (`isNaN`, `default`, `math::is_nan`).
 /// Without this, `failureCondition: result < 9000` would pass a NaN (every comparison with
 /// NaN is false), i.e. NaN would look healthy by accident.
-pub fn judge(
-    spec: &MetricSpec,
-    obs: &Observation,
-    args: &BTreeMap<String, String>,
-) -> (Phase, String) {
+pub fn judge(spec: &MetricSpec, obs: &Observation, args: &BTreeMap<String, String>) -> Judgement {
     let (result, named, data) = match obs {
         Observation::Error { message } => {
-            return (Phase::Error, format!("measurement error: {message}"));
+            return Judgement::without_evidence((
+                Phase::Error,
+                format!("measurement error: {message}"),
+            ));
         }
-        Observation::NoData { reason } => return no_data(spec.no_data, reason),
+        Observation::NoData { reason } => {
+            return Judgement::without_evidence(no_data(spec.no_data, reason));
+        }
         Observation::Value {
             result,
             named,
             data,
             ..
         } => (result, named, data),
+    };
+    let mut evidence = MeasurementEvidence {
+        values: match result {
+            ResultValue::Scalar(v) => vec![*v],
+            ResultValue::Series(vs) => vs.clone(),
+        },
+        conditions: Vec::new(),
     };
     let bindings = Bindings {
         result: Some(result.clone()),
@@ -95,14 +125,25 @@ pub fn judge(
             .iter()
             .any(|(_, c)| !c.handles_nan() && c.referenced_variables().iter().any(|v| has_nan(v)))
     };
+    let with = |(phase, message): (Phase, String), evidence: MeasurementEvidence| Judgement {
+        phase,
+        message,
+        evidence: Some(evidence),
+    };
     if nan_unhandled {
-        return no_data(spec.no_data, &format!("value is NaN ({result})"));
+        return with(
+            no_data(spec.no_data, &format!("value is NaN ({result})")),
+            evidence,
+        );
     }
 
     if conditions.is_empty() {
-        return (
-            Phase::Successful,
-            format!("result={result}, no conditions: Successful"),
+        return with(
+            (
+                Phase::Successful,
+                format!("result={result}, no conditions: Successful"),
+            ),
+            evidence,
         );
     }
 
@@ -119,22 +160,47 @@ pub fn judge(
         .as_ref()
         .map(|c| eval("failureCondition", c));
     let (s, f) = match (success, failure) {
-        (Some(Err(e)), _) | (_, Some(Err(e))) => return (Phase::Error, format!("{e}: Error")),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            return with((Phase::Error, format!("{e}: Error")), evidence);
+        }
         (Some(Ok(s)), Some(Ok(f))) => (Some(s), Some(f)),
         (Some(Ok(s)), None) => (Some(s), None),
         (None, Some(Ok(f))) => (None, Some(f)),
         (None, None) => (None, None),
     };
     let phase = verdict(s, f);
+    let (s_decided, f_decided) = decisive(s, f);
 
     let mut parts = Vec::new();
-    if let (Some(c), Some(v)) = (&spec.success_condition, s) {
-        parts.push(describe(c, &bindings, v));
+    for (kind, condition, holds, decided) in [
+        (
+            ConditionKind::Success,
+            &spec.success_condition,
+            s,
+            s_decided,
+        ),
+        (
+            ConditionKind::Failure,
+            &spec.failure_condition,
+            f,
+            f_decided,
+        ),
+    ] {
+        let (Some(c), Some(holds)) = (condition, holds) else {
+            continue;
+        };
+        parts.push(describe(c, &bindings, holds));
+        let comparison = c.comparison(&bindings);
+        evidence.conditions.push(ConditionEvidence {
+            kind,
+            expression: c.expression().to_string(),
+            holds,
+            decided,
+            operator: comparison.map(|x| x.op),
+            threshold: comparison.map(|x| x.threshold),
+        });
     }
-    if let (Some(c), Some(v)) = (&spec.failure_condition, f) {
-        parts.push(describe(c, &bindings, v));
-    }
-    (phase, format!("{}: {phase}", parts.join("; ")))
+    with((phase, format!("{}: {phase}", parts.join("; "))), evidence)
 }
 
 /// DESIGN §3 truth table; the failure condition wins.
@@ -209,7 +275,7 @@ mod tests {
             &Observation::value(ResultValue::Scalar(v)),
             &BTreeMap::new(),
         )
-        .0
+        .phase
     }
 
     #[test]
@@ -248,7 +314,11 @@ mod tests {
     #[test]
     fn eval_error_or_non_bool_is_error() {
         let m = spec(Some("result + 1"), None);
-        let (p, msg) = judge(
+        let Judgement {
+            phase: p,
+            message: msg,
+            ..
+        } = judge(
             &m,
             &Observation::value(ResultValue::Scalar(1.0)),
             &BTreeMap::new(),
@@ -283,7 +353,11 @@ mod tests {
             let obs = Observation::NoData {
                 reason: "no point in window".into(),
             };
-            let (p, msg) = judge(&m, &obs, &BTreeMap::new());
+            let Judgement {
+                phase: p,
+                message: msg,
+                ..
+            } = judge(&m, &obs, &BTreeMap::new());
             assert_eq!(p, phase);
             assert!(msg.contains("no data: no point in window"), "{msg}");
         }
@@ -293,7 +367,7 @@ mod tests {
     fn no_data_defaults_to_inconclusive() {
         let obs = Observation::NoData { reason: "x".into() };
         assert_eq!(
-            judge(&spec(None, None), &obs, &BTreeMap::new()).0,
+            judge(&spec(None, None), &obs, &BTreeMap::new()).phase,
             Phase::Inconclusive
         );
     }
@@ -303,7 +377,11 @@ mod tests {
         let obs = Observation::Error {
             message: "HTTP 502".into(),
         };
-        let (p, msg) = judge(&spec(None, None), &obs, &BTreeMap::new());
+        let Judgement {
+            phase: p,
+            message: msg,
+            ..
+        } = judge(&spec(None, None), &obs, &BTreeMap::new());
         assert_eq!(p, Phase::Error);
         // The phase is already Error: no redundant ": Error" suffix.
         assert_eq!(msg, "measurement error: HTTP 502");
@@ -341,14 +419,18 @@ mod tests {
             .into_iter()
             .collect();
         let obs = Observation::value(ResultValue::Series(vec![9950.0, 9930.0]));
-        let (p, msg) = judge(&m, &obs, &args);
+        let Judgement {
+            phase: p,
+            message: msg,
+            ..
+        } = judge(&m, &obs, &args);
         assert_eq!(p, Phase::Successful);
         assert_eq!(
             msg,
             "min(result) >= args.min_apdex with result=[9950, 9930], args.min_apdex=9900 → true: Successful"
         );
         let m = spec(Some("result > 5"), Some("result < 3"));
-        let (_, msg) = judge(
+        let Judgement { message: msg, .. } = judge(
             &m,
             &Observation::value(ResultValue::Scalar(4.0)),
             &BTreeMap::new(),
@@ -374,6 +456,6 @@ mod tests {
             display: "1".into(),
             data: None,
         };
-        assert_eq!(judge(&m, &obs, &BTreeMap::new()).0, Phase::Successful);
+        assert_eq!(judge(&m, &obs, &BTreeMap::new()).phase, Phase::Successful);
     }
 }

@@ -2,20 +2,22 @@
 //!
 //! Flow for a driver: [`RunState::new`] at start; each tick, [`due_metrics`] names the metrics
 //! to measure; the provider turns each into an [`Observation`]; [`measure`] (or [`judge`])
-//! turns that into a [`Measurement`]; [`record_batch`] stores every measurement taken at that
+//! turns that into a [`Measurement`] (with its typed [`MeasurementEvidence`]); [`record_batch`] stores every measurement taken at that
 //! moment, then reassesses once; sleep until [`next_due`]. [`terminate`] stops a run from
 //! outside.
 
 pub mod argo_expr;
+pub mod evidence;
 pub mod expr;
 mod judge;
 mod run;
 mod spec;
 
+pub use evidence::{CompareOp, Comparison, ConditionEvidence, ConditionKind, MeasurementEvidence};
 pub use expr::{
     Bindings, Condition, ConditionLanguage, ExprError, ResultValue, fmt_num, normalize_arg_name,
 };
-pub use judge::{Observation, judge};
+pub use judge::{Judgement, Observation, judge};
 pub use run::{
     Measurement, MetricResult, RecordError, RunState, due_metrics, fail_run, measure, next_due,
     next_due_held, record, record_batch, terminate,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::evidence::MeasurementEvidence;
 use super::judge::{Observation, judge};
 use super::spec::{MetricSpec, Phase, RunSpec};
 
@@ -30,6 +31,11 @@ pub struct Measurement {
     /// returned points that were not evidence for the window (`droppedPoints`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// The verdict as data: values, each condition's outcome, which decided, thresholds.
+    /// Not one of Argo's fields (its readers ignore it); absent in statuses saved before it
+    /// existed, and for measurements without a value (no data, provider error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<MeasurementEvidence>,
 }
 
 impl Measurement {
@@ -38,7 +44,8 @@ impl Measurement {
     }
 }
 
-/// Judges an observation into a finished measurement (value = the observation's display).
+/// Judges an observation into a finished measurement (value = the observation's display,
+/// evidence = the judge's).
 pub fn measure(
     spec: &MetricSpec,
     obs: &Observation,
@@ -46,14 +53,15 @@ pub fn measure(
     started_at: DateTime<Utc>,
     finished_at: DateTime<Utc>,
 ) -> Measurement {
-    let (phase, message) = judge(spec, obs, args);
+    let verdict = judge(spec, obs, args);
     Measurement {
-        phase,
+        phase: verdict.phase,
         value: obs.display(),
-        message: Some(message),
+        message: Some(verdict.message),
         started_at,
         finished_at: Some(finished_at),
         metadata: BTreeMap::new(),
+        evidence: verdict.evidence,
     }
 }
 

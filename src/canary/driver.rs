@@ -18,7 +18,7 @@ use super::model::{
     CommandRequest, step_label,
 };
 use crate::alarm::AlarmSource;
-use crate::analysis::{Phase, RunSpec, RunState};
+use crate::analysis::{ConditionKind, MeasurementEvidence, Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
 use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
@@ -55,6 +55,16 @@ pub trait CanaryMetrics: SaveMetrics {
         metric: &str,
         phase: Phase,
         value: Option<f64>,
+    );
+    /// The numeric thresholds of `metric`'s conditions at its last measurement (none drops
+    /// the series).
+    fn set_measurement_thresholds(
+        &self,
+        namespace: &str,
+        name: &str,
+        run: &str,
+        metric: &str,
+        thresholds: &[(ConditionKind, f64)],
     );
     /// The status no longer keeps `run`: its series go.
     fn forget_run(&self, namespace: &str, name: &str, run: &str);
@@ -689,7 +699,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let now = self.ctx.clock.now();
         let (mut next, effects) = machine::step(&self.doc.spec, &self.status, input, now);
         let refused = effects.iter().find_map(|e| match e {
-            Effect::Event(ev) if ev.reason == machine::COMMAND_REJECTED => Some(ev.message.clone()),
+            Effect::CommandRejected(why) => Some(why.clone()),
             _ => None,
         });
         if let Some(req) = request {
@@ -773,6 +783,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     }
                     Effect::Event(ev) => self.event(&ev).await,
                     Effect::WakeAt(t) => self.wake = Some(self.wake.map_or(t, |w| w.min(t))),
+                    // Taken as `refused` above; its Event is among the effects.
+                    Effect::CommandRejected(_) => {}
                 }
             }
         }
@@ -1128,14 +1140,26 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             .find(|m| m.name == metric)
             .and_then(|m| m.measurements.last());
         if let Some(m) = last {
-            let value = m.value.as_deref().and_then(last_number);
+            let evidence = m.evidence.as_ref();
             self.ctx.metrics.record_measurement(
                 &self.namespace,
                 &self.name,
                 run,
                 metric,
                 m.phase,
-                value,
+                evidence.and_then(MeasurementEvidence::last_value),
+            );
+            let thresholds: Vec<(ConditionKind, f64)> =
+                [ConditionKind::Success, ConditionKind::Failure]
+                    .into_iter()
+                    .filter_map(|kind| Some((kind, evidence?.threshold(kind)?.1)))
+                    .collect();
+            self.ctx.metrics.set_measurement_thresholds(
+                &self.namespace,
+                &self.name,
+                run,
+                metric,
+                &thresholds,
             );
         }
     }
@@ -1192,17 +1216,9 @@ fn dropped_runs(before: &CanaryStatus, after: &CanaryStatus) -> Vec<String> {
         .collect()
 }
 
-/// The last number of a measurement's display value (`[9950, 9930]` → 9930).
-fn last_number(v: &str) -> Option<f64> {
-    v.trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .filter_map(|p| p.trim().parse::<f64>().ok())
-        .next_back()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{CanaryStatus, Phase, dropped_runs, last_number, newly_completed};
+    use super::{CanaryStatus, Phase, dropped_runs, newly_completed};
     use crate::analysis::{RunSpec, RunState};
     use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
 
@@ -1248,12 +1264,5 @@ mod tests {
         assert_eq!(dropped_runs(&old, &new), vec!["v1-bg", "v1-step-1"]);
         assert!(dropped_runs(&new, &new).is_empty());
         assert!(dropped_runs(&with_runs(&[]), &new).is_empty());
-    }
-
-    #[test]
-    fn last_number_of_values() {
-        assert_eq!(last_number("[9950, —, 9930]"), Some(9930.0));
-        assert_eq!(last_number("42.5"), Some(42.5));
-        assert_eq!(last_number("-"), None);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::analysis::{Phase, RunState};
+use crate::analysis::{CompareOp, MeasurementEvidence, Phase, RunState, fmt_num};
 use crate::resources::canary::{
     ArgValue, CanaryDoc, CanarySpec, CanaryStep, OnAnalysisError, OnSuccess, TemplateRef,
 };
@@ -44,7 +44,7 @@ pub const ROUTING_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Drift reports within one step that pause the canary (reason Drift) instead of fighting.
 pub const DRIFT_PAUSE_THRESHOLD: u32 = 3;
 
-/// Event reason of a refused user command; the driver turns it into the command's error reply.
+/// Event reason of a refused user command (the Event beside [`Effect::CommandRejected`]).
 pub const COMMAND_REJECTED: &str = "CommandRejected";
 
 /// What happened.
@@ -129,6 +129,10 @@ pub enum Effect {
     Event(CanaryEvent),
     /// Wake me at this time even if nothing else happens.
     WakeAt(DateTime<Utc>),
+    /// The input was a user command refused in the current state, for this reason: the
+    /// driver answers the command with it (an Event with reason [`COMMAND_REJECTED`] is
+    /// emitted as well).
+    CommandRejected(String),
 }
 
 /// One transition: the next status and the effects to perform.
@@ -221,16 +225,27 @@ pub fn defended_routing<'s>(
 }
 
 /// Why an analysis run failed, taken from its failing metric's last verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Evidence {
     /// The metric that decided the run.
     pub metric: Option<String>,
     /// The measured value(s) of its last decisive measurement.
     pub value: Option<String>,
-    /// The condition that judged it (expression only), when the verdict came from one.
+    /// The condition(s) that decided it (expressions only, `; ` between two), when the
+    /// verdict came from conditions: read from the measurement's typed evidence.
     pub condition: Option<String>,
+    /// The deciding condition's comparison, when it is one with a numeric threshold.
+    pub threshold: Option<(CompareOp, f64)>,
     /// The measurement's full message (condition, values, outcome), or the metric's.
     pub message: Option<String>,
+}
+
+impl Evidence {
+    /// `>= 9900`: the deciding condition's operator and threshold, for events and logs.
+    pub fn threshold_text(&self) -> Option<String> {
+        self.threshold
+            .map(|(op, value)| format!("{op} {}", fmt_num(value)))
+    }
 }
 
 /// Extracts the evidence of a run that ended Failed, Error or Inconclusive: the first
@@ -262,19 +277,19 @@ pub fn evidence(run: &RunState) -> Evidence {
     let message = measurement
         .and_then(|m| m.message.clone())
         .or_else(|| metric.message.clone());
+    let typed = measurement.and_then(|m| m.evidence.as_ref());
     Evidence {
         metric: Some(metric.name.clone()),
         value: measurement.and_then(|m| m.value.clone()),
-        condition: measurement
-            .and_then(|m| Some((m.message.as_deref()?, m.phase)))
-            .and_then(|(msg, phase)| condition_of(msg, phase)),
+        condition: typed.and_then(MeasurementEvidence::decided_expression),
+        threshold: typed.and_then(MeasurementEvidence::decided_threshold),
         message,
     }
 }
 
 /// What an Event and the status say about a finished run: for a bad verdict the deciding
-/// metric, its measured value(s), the condition that judged them and the judge's message;
-/// for a good one the metrics and their counts (never an empty message).
+/// metric, its measured value(s), the condition that judged them, its threshold and the
+/// judge's message; for a good one the metrics and their counts (never an empty message).
 pub fn verdict_detail(run: &RunState) -> String {
     if run.phase.is_unsuccessful_end() {
         let ev = evidence(run);
@@ -287,6 +302,9 @@ pub fn verdict_detail(run: &RunState) -> String {
         }
         if let Some(c) = &ev.condition {
             parts.push(format!("condition {c}"));
+        }
+        if let Some(t) = ev.threshold_text() {
+            parts.push(format!("threshold {t}"));
         }
         let head = parts.join(", ");
         return match (head.is_empty(), ev.message.or_else(|| run.message.clone())) {
@@ -309,32 +327,6 @@ pub fn verdict_detail(run: &RunState) -> String {
     } else {
         metrics.join(", ")
     }
-}
-
-/// The deciding condition in a judge message such as
-/// `S with result=[…] → false; F with result=[…] → true: Failed` (here `F`). `None` when the
-/// verdict did not come from a condition (no data, provider error).
-fn condition_of(message: &str, phase: Phase) -> Option<String> {
-    let suffix = format!(": {phase}");
-    let body = message.strip_suffix(suffix.as_str()).unwrap_or(message);
-    let clauses: Vec<&str> = body.split("; ").collect();
-    if clauses.is_empty() || !clauses.iter().all(|c| c.contains(" → ")) {
-        return None;
-    }
-    let expression = |c: &str| -> String {
-        let end = c
-            .find(" with ")
-            .or_else(|| c.rfind(" → "))
-            .unwrap_or(c.len());
-        c[..end].trim().to_string()
-    };
-    // A failureCondition that held decides alone; otherwise every clause took part.
-    let decisive: Vec<&str> = match clauses.iter().find(|c| c.ends_with("→ true")) {
-        Some(c) if phase == Phase::Failed && clauses.len() > 1 => vec![*c],
-        _ => clauses,
-    };
-    let exprs: Vec<String> = decisive.into_iter().map(expression).collect();
-    Some(exprs.join("; "))
 }
 
 /// Adds a std duration, saturating instead of panicking.
@@ -397,6 +389,8 @@ impl Machine<'_> {
     }
 
     fn reject(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        self.fx.push(Effect::CommandRejected(message.clone()));
         self.event(true, COMMAND_REJECTED, message);
     }
 

@@ -445,6 +445,7 @@ mod tests {
             started_at: t(s),
             finished_at: Some(t(s)),
             metadata: Default::default(),
+            evidence: None,
         }
     }
 

@@ -1,14 +1,10 @@
-//! From analysis status to report data (pure): thresholds read from conditions, measured
-//! values parsed from their display, verdicts of a run.
+//! From analysis status to report data (pure): thresholds and measured values read from the
+//! measurements' typed evidence, verdicts of a run.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
-
-use regex::Regex;
 
 use super::{Event, MetricPoint, MetricSeries, Section, Threshold, ThresholdKind, Tone, Verdict};
-use crate::analysis::expr::normalize_arg_name;
-use crate::analysis::{Phase, RunState};
+use crate::analysis::{CompareOp, ConditionKind, MetricResult, Phase, RunState};
 
 /// What a report needs to know about a metric besides its measurements.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -83,80 +79,31 @@ pub fn run_section(title: &str, run: &RunState, info: &BTreeMap<String, MetricIn
     }
 }
 
-/// A threshold operand: `{{args.x}}`, `args.x` or a number.
-const OPERAND: &str = r"(?:\{\{\s*args\.([A-Za-z0-9_-]+)\s*\}\}|args\.([A-Za-z0-9_]+)|(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?))";
-
-/// `OP operand` (the threshold on the right).
-fn right() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(&format!(r"(>=|<=|>|<)\s*{OPERAND}")).expect("static regex"))
-}
-
-/// `operand OP` (the threshold on the left: `9900 <= min(result)`).
-fn left() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(&format!(r"{OPERAND}\s*(>=|<=|>|<)")).expect("static regex"))
-}
-
-/// The operator seen from the other side.
-fn mirrored(op: &str) -> &'static str {
-    match op {
-        ">=" => "<=",
-        "<=" => ">=",
-        ">" => "<",
-        _ => ">",
-    }
-}
-
-/// The threshold of each comparison `… OP number` / `number OP …` (or `args.x`, resolved) in
-/// a condition, in the order written; comparisons against anything else are not drawn.
-pub fn thresholds_of(
-    condition: &str,
-    kind: ThresholdKind,
-    args: &BTreeMap<String, String>,
-) -> Vec<Threshold> {
-    let normalized: BTreeMap<String, &String> = args
-        .iter()
-        .map(|(k, v)| (normalize_arg_name(k), v))
-        .collect();
-    let value = |c: &regex::Captures<'_>, first: usize| -> Option<f64> {
-        let text = if let Some(name) = c.get(first).or_else(|| c.get(first + 1)) {
-            normalized
-                .get(&normalize_arg_name(name.as_str()))?
-                .trim()
-                .to_string()
-        } else {
-            c.get(first + 2)?.as_str().to_string()
-        };
-        text.parse::<f64>().ok().filter(|v| v.is_finite())
-    };
-    let mut found: Vec<(usize, Threshold)> = Vec::new();
-    for c in right().captures_iter(condition) {
-        let (Some(op), Some(v)) = (c.get(1), value(&c, 2)) else {
-            continue;
-        };
-        let op = op.as_str().to_string();
-        found.push((
-            c.get(0).map_or(0, |m| m.start()),
-            Threshold { value: v, kind, op },
-        ));
-    }
-    for c in left().captures_iter(condition) {
-        let (Some(op), Some(v)) = (c.get(4), value(&c, 1)) else {
-            continue;
-        };
-        let op = mirrored(op.as_str()).to_string();
-        found.push((
-            c.get(0).map_or(0, |m| m.start()),
-            Threshold { value: v, kind, op },
-        ));
-    }
-    found.sort_by_key(|(at, _)| *at);
-    found.into_iter().map(|(_, t)| t).collect()
+/// The threshold lines of a metric: for each condition, the typed threshold of the newest
+/// completed measurement that has one (a condition that is one ordering comparison of the
+/// measured value with a number or an arg; see [`crate::analysis::Condition::comparison`]).
+/// Equality comparisons are not drawn: a line says nothing about which side is healthy.
+pub fn thresholds_of(mr: &MetricResult) -> Vec<Threshold> {
+    [
+        (ConditionKind::Success, ThresholdKind::Success),
+        (ConditionKind::Failure, ThresholdKind::Failure),
+    ]
+    .into_iter()
+    .filter_map(|(condition, kind)| {
+        let (op, value) = mr
+            .measurements
+            .iter()
+            .rev()
+            .filter(|m| m.phase.is_completed())
+            .find_map(|m| m.evidence.as_ref()?.threshold(condition))?;
+        (!matches!(op, CompareOp::Eq | CompareOp::Ne)).then_some(Threshold { value, kind, op })
+    })
+    .collect()
 }
 
 /// The numbers of a measurement's display value: `[9950, —, 9930]` → [9950, NaN, 9930];
-/// `42.5` → [42.5]; empty buckets and unparsable parts are NaN.
+/// `42.5` → [42.5]; empty buckets and unparsable parts are NaN. Only for measurements saved
+/// before they carried typed evidence (`Measurement::evidence`).
 pub fn parse_values(display: &str) -> Vec<f64> {
     let inner = display.trim().trim_start_matches('[').trim_end_matches(']');
     if inner.trim().is_empty() {
@@ -189,14 +136,12 @@ pub fn metric_series(
         .iter()
         .map(|mr| {
             let i = info.get(&mr.name).cloned().unwrap_or_default();
-            let mut thresholds = Vec::new();
+            let thresholds = thresholds_of(mr);
             let mut conditions = Vec::new();
             if let Some(s) = &i.success {
-                thresholds.extend(thresholds_of(s, ThresholdKind::Success, &i.args));
                 conditions.push(format!("success: {s}"));
             }
             if let Some(f) = &i.failure {
-                thresholds.extend(thresholds_of(f, ThresholdKind::Failure, &i.args));
                 conditions.push(format!("failure: {f}"));
             }
             let points = mr
@@ -204,7 +149,10 @@ pub fn metric_series(
                 .iter()
                 .filter(|m| m.phase.is_completed())
                 .map(|m| {
-                    let values = m.value.as_deref().map(parse_values).unwrap_or_default();
+                    let values = match &m.evidence {
+                        Some(e) => e.values.clone(),
+                        None => m.value.as_deref().map(parse_values).unwrap_or_default(),
+                    };
                     MetricPoint {
                         at: m.finished_at.unwrap_or(m.started_at),
                         summary: summary_value(&values, &thresholds),

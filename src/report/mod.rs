@@ -14,6 +14,8 @@ mod tests;
 
 use chrono::{DateTime, Utc};
 
+use crate::analysis::CompareOp;
+
 pub use data::{
     MetricInfo, metric_series, parse_values, run_section, summary_value, thresholds_of,
     verdicts_of_run,
@@ -108,8 +110,8 @@ pub struct Threshold {
     pub value: f64,
     /// Which condition it comes from.
     pub kind: ThresholdKind,
-    /// Comparison operator as written (`>=`, `<`, ...).
-    pub op: String,
+    /// Comparison operator, measured value on the left (`9900 <= min(result)` is `>=`).
+    pub op: CompareOp,
 }
 
 /// Which condition a threshold belongs to.
@@ -124,10 +126,9 @@ pub enum ThresholdKind {
 impl Threshold {
     /// True when values must stay above it (success `>=`/`>`, failure `<`/`<=`).
     pub fn is_lower_bound(&self) -> bool {
-        let below = self.op.starts_with('<');
         match self.kind {
-            ThresholdKind::Success => !below,
-            ThresholdKind::Failure => below,
+            ThresholdKind::Success => self.op.is_lower_bound(),
+            ThresholdKind::Failure => matches!(self.op, CompareOp::Lt | CompareOp::Le),
         }
     }
 
@@ -137,10 +138,10 @@ impl Threshold {
             ThresholdKind::Success => "success",
             ThresholdKind::Failure => "failure",
         };
-        let op = match self.op.as_str() {
-            ">=" => "≥",
-            "<=" => "≤",
-            other => other,
+        let op = match self.op {
+            CompareOp::Ge => "≥",
+            CompareOp::Le => "≤",
+            other => other.as_str(),
         };
         format!("{kind} {op} {}", crate::analysis::expr::fmt_num(self.value))
     }

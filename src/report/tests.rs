@@ -3,7 +3,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
-use crate::analysis::{Measurement, MetricResult, Phase, RunState};
+use crate::analysis::{
+    CompareOp, Condition, Measurement, MetricResult, MetricSpec, Observation, Phase, ResultValue,
+    RunState, measure,
+};
 
 fn t(min: u32, sec: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 1, 10, min, sec)
@@ -25,7 +28,7 @@ fn threshold(v: f64) -> Threshold {
     Threshold {
         value: v,
         kind: ThresholdKind::Success,
-        op: ">=".into(),
+        op: CompareOp::Ge,
     }
 }
 
@@ -195,7 +198,7 @@ fn nan_and_infinity_never_reach_the_svg() {
     s.metrics[0].thresholds.push(Threshold {
         value: f64::NAN,
         kind: ThresholdKind::Failure,
-        op: "<".into(),
+        op: CompareOp::Lt,
     });
     s.weights[0].points.push((t(5, 0), f64::NAN));
     let html = render(&report(vec![s]));
@@ -247,40 +250,95 @@ fn empty_series_and_sections_render() {
     assert!(html.contains("Nothing to report."));
 }
 
-#[test]
-fn thresholds_are_read_from_conditions() {
+/// A run of metric `apdex` whose measurements were judged by these conditions (evalexpr,
+/// `args.min_apdex = 9900`) over these values.
+fn judged_run(success: Option<&str>, failure: Option<&str>, values: &[&[f64]]) -> RunState {
+    let mut spec = MetricSpec::new("apdex");
+    spec.success_condition = success.map(|c| Condition::compile(c).expect("compiles"));
+    spec.failure_condition = failure.map(|c| Condition::compile(c).expect("compiles"));
     let args = BTreeMap::from([("min-apdex".to_string(), "9900".to_string())]);
-    let ts = thresholds_of(
-        "min(result) >= args.min_apdex",
-        ThresholdKind::Success,
-        &args,
-    );
+    let mut run = run_state();
+    run.metric_results[0].measurements = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let obs = Observation::value(ResultValue::Series(v.to_vec()));
+            let at = t(i as u32 + 1, 0);
+            measure(&spec, &obs, &args, at, at)
+        })
+        .collect();
+    run
+}
+
+#[test]
+fn thresholds_are_read_from_the_typed_evidence() {
+    let run = judged_run(Some("min(result) >= args.min_apdex"), None, &[&[9950.0]]);
+    let ts = thresholds_of(&run.metric_results[0]);
     assert_eq!(ts, vec![threshold(9900.0)]);
     assert!(ts[0].is_lower_bound());
-    let ts = thresholds_of(
-        "{{ args.min-apdex }} <= min(result)",
-        ThresholdKind::Success,
-        &args,
+    // Reversed operands, both conditions: oriented from the measured side.
+    let run = judged_run(
+        Some("{{ args.min-apdex }} <= min(result)"),
+        Some("max(result) > 9990"),
+        &[&[9950.0]],
     );
-    assert_eq!(ts, vec![threshold(9900.0)]);
-    let ts = thresholds_of(
-        "max(result) > 500 || avg(result) < -1.5e2",
-        ThresholdKind::Failure,
-        &args,
-    );
+    let ts = thresholds_of(&run.metric_results[0]);
     assert_eq!(
         ts.iter()
-            .map(|t| (t.op.as_str(), t.value))
+            .map(|t| (t.kind, t.op, t.value))
             .collect::<Vec<_>>(),
-        vec![(">", 500.0), ("<", -150.0)]
+        vec![
+            (ThresholdKind::Success, CompareOp::Ge, 9900.0),
+            (ThresholdKind::Failure, CompareOp::Gt, 9990.0)
+        ]
     );
-    assert!(!ts[0].is_lower_bound());
-    assert!(ts[1].is_lower_bound());
-    // Unknown args and non-numeric args are not drawn.
-    assert!(thresholds_of("result >= args.nope", ThresholdKind::Success, &args).is_empty());
-    let text = BTreeMap::from([("x".to_string(), "abc".to_string())]);
-    assert!(thresholds_of("result >= args.x", ThresholdKind::Success, &text).is_empty());
-    assert!(thresholds_of("len(result) == 3", ThresholdKind::Success, &args).is_empty());
+    assert!(ts[0].is_lower_bound());
+    assert!(!ts[1].is_lower_bound());
+    // Not one comparison, or an equality: nothing drawn.
+    for c in [
+        "max(result) > 500 || avg(result) < -1.5e2",
+        "len(result) == 3",
+    ] {
+        let run = judged_run(Some(c), None, &[&[9950.0]]);
+        assert!(thresholds_of(&run.metric_results[0]).is_empty(), "{c}");
+    }
+    // A status saved before typed evidence: no threshold is guessed from the text.
+    let mut run = judged_run(Some("min(result) >= 9900"), None, &[&[9950.0]]);
+    run.metric_results[0].measurements[0].evidence = None;
+    assert!(thresholds_of(&run.metric_results[0]).is_empty());
+}
+
+#[test]
+fn series_draw_typed_thresholds_and_values() {
+    let run = judged_run(
+        Some("min(result) >= args.min_apdex"),
+        Some("min(result) < 9500"),
+        &[&[9950.0, 9940.0], &[9950.0, 9100.0]],
+    );
+    let series = metric_series(&run, &BTreeMap::new(), None);
+    assert_eq!(
+        series[0]
+            .thresholds
+            .iter()
+            .map(|t| t.label())
+            .collect::<Vec<_>>(),
+        vec!["success ≥ 9900", "failure < 9500"]
+    );
+    assert_eq!(series[0].points[1].values, vec![9950.0, 9100.0]);
+    assert_eq!(series[0].points[1].summary, Some(9100.0));
+    let html = render(&report(vec![Section {
+        title: "s".into(),
+        metrics: series,
+        ..Default::default()
+    }]));
+    assert_eq!(
+        html.matches(r#"<line class="threshold success""#).count(),
+        1
+    );
+    assert_eq!(
+        html.matches(r#"<line class="threshold failure""#).count(),
+        1
+    );
 }
 
 #[test]
@@ -295,7 +353,7 @@ fn values_and_summaries() {
     let upper = Threshold {
         value: 500.0,
         kind: ThresholdKind::Success,
-        op: "<=".into(),
+        op: CompareOp::Le,
     };
     assert_eq!(summary_value(&v, &[upper]), Some(9950.0));
     assert_eq!(summary_value(&v, &[]), Some(9930.0));
@@ -310,6 +368,7 @@ fn run_state() -> RunState {
         started_at: t(min, 0),
         finished_at: Some(t(min, 1)),
         metadata: Default::default(),
+        evidence: None,
     };
     RunState {
         phase: Phase::Failed,
@@ -327,6 +386,7 @@ fn run_state() -> RunState {
                     started_at: t(3, 0),
                     finished_at: None,
                     metadata: Default::default(),
+                    evidence: None,
                 },
             ],
             message: Some("failed 1 > failureLimit 0".into()),
@@ -362,8 +422,10 @@ fn series_and_verdicts_from_a_run() {
     assert_eq!(series[0].name, "step 2 · apdex");
     // The in-flight measurement is not a point.
     assert_eq!(series[0].points.len(), 2);
+    // Saved without typed evidence: values from the display, no threshold guessed.
+    assert_eq!(series[0].points[1].values, vec![9950.0, 9100.0]);
     assert_eq!(series[0].points[1].summary, Some(9100.0));
-    assert_eq!(series[0].thresholds, vec![threshold(9900.0)]);
+    assert_eq!(series[0].thresholds, vec![]);
     let verdicts = verdicts_of_run("reviews-v3-step2", &run);
     let phases: Vec<_> = verdicts
         .iter()

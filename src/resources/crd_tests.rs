@@ -581,6 +581,7 @@ fn full_status() -> CanaryStatus {
                                 started_at: t(40),
                                 finished_at: Some(t(41)),
                                 metadata: Default::default(),
+                                evidence: None,
                             },
                             Measurement {
                                 phase: Phase::Running,
@@ -589,6 +590,7 @@ fn full_status() -> CanaryStatus {
                                 started_at: t(50),
                                 finished_at: None,
                                 metadata: Default::default(),
+                                evidence: None,
                             },
                         ],
                         message: None,

@@ -227,6 +227,9 @@ pub fn rollback_abort(
         if let Some(c) = &ev.condition {
             reason.push_str(&format!(" condition {c}"));
         }
+        if let Some(t) = ev.threshold_text() {
+            reason.push_str(&format!(" threshold {t}"));
+        }
     } else if let Some(msg) = ev.message.as_ref().or(run.status.message.as_ref()) {
         reason.push_str(&format!(": {msg}"));
     }

@@ -325,19 +325,28 @@ fn history_limit_zero_keeps_nothing_of_that_outcome() {
     assert_eq!(spec("@daily").history_limits(), (3, 1));
 }
 
+/// `min(result) >= 9900` judging `[7000]`, as the judge records it.
+fn judged_7000() -> Measurement {
+    let mut spec = crate::analysis::MetricSpec::new("apdex");
+    spec.success_condition =
+        Some(crate::analysis::Condition::compile("min(result) >= 9900").expect("compiles"));
+    let obs =
+        crate::analysis::Observation::value(crate::analysis::ResultValue::Series(vec![7000.0]));
+    crate::analysis::measure(
+        &spec,
+        &obs,
+        &Default::default(),
+        t("2024-01-01T00:00:00Z"),
+        t("2024-01-01T00:00:01Z"),
+    )
+}
+
 fn failed_run() -> ScheduledRun {
     let mut st = state(Phase::Failed);
     st.metric_results.push(MetricResult {
         name: "apdex".into(),
         phase: Phase::Failed,
-        measurements: vec![Measurement {
-            phase: Phase::Failed,
-            value: Some("[7000]".into()),
-            message: Some("min(result) >= 9900 with result=[7000] → false: Failed".into()),
-            started_at: t("2024-01-01T00:00:00Z"),
-            finished_at: Some(t("2024-01-01T00:00:01Z")),
-            metadata: Default::default(),
-        }],
+        measurements: vec![judged_7000()],
         message: None,
         count: 1,
         successful: 0,
@@ -367,7 +376,7 @@ fn the_rollback_reason_names_analysis_metric_value_and_condition() {
     );
     assert_eq!(
         a.reason,
-        "ScheduledAnalysis bookinfo/nightly run nightly-1 ended Failed: metric apdex value [7000] condition min(result) >= 9900"
+        "ScheduledAnalysis bookinfo/nightly run nightly-1 ended Failed: metric apdex value [7000] condition min(result) >= 9900 threshold >= 9900"
     );
     assert_eq!(a.metric.as_deref(), Some("apdex"));
     assert_eq!(a.value.as_deref(), Some("[7000]"));

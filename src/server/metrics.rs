@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::AlarmSource;
-use crate::analysis::Phase;
+use crate::analysis::{ConditionKind, Phase};
 use crate::canary::CanaryPhase;
 use crate::traffic::RouteWeights;
 
@@ -79,6 +79,16 @@ struct MeasurementLabels {
     name: String,
     run: String,
     metric: String,
+}
+
+/// A measured value's labels plus which condition (`success` / `failure`) a threshold is of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ThresholdLabels {
+    namespace: String,
+    name: String,
+    run: String,
+    metric: String,
+    condition: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -175,6 +185,7 @@ fn provider_histogram() -> Histogram {
 struct CanarySeries {
     weights: HashSet<WeightLabels>,
     values: HashSet<MeasurementLabels>,
+    thresholds: HashSet<ThresholdLabels>,
 }
 
 struct Inner {
@@ -182,6 +193,7 @@ struct Inner {
     canary_phase: Family<CanaryPhaseLabels, Gauge>,
     canary_weight: Family<WeightLabels, Gauge>,
     measurement_value: Family<MeasurementLabels, F64Gauge>,
+    measurement_threshold: Family<ThresholdLabels, F64Gauge>,
     measurements: Family<MeasurementPhaseLabels, Counter>,
     analysis_runs: Family<CanaryPhaseLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
@@ -239,6 +251,12 @@ impl Metrics {
             "measurement_value",
             "Last measured value per analysis run and metric",
             measurement_value.clone(),
+        );
+        let measurement_threshold = Family::<ThresholdLabels, F64Gauge>::default();
+        registry.register(
+            "measurement_threshold",
+            "Threshold of the last measurement's success or failure condition, per analysis run and metric, when the condition is one comparison with a number or arg",
+            measurement_threshold.clone(),
         );
         let measurements = Family::<MeasurementPhaseLabels, Counter>::default();
         registry.register(
@@ -327,6 +345,7 @@ impl Metrics {
                 canary_phase,
                 canary_weight,
                 measurement_value,
+                measurement_threshold,
                 measurements,
                 analysis_runs,
                 decisions,
@@ -458,8 +477,49 @@ impl Metrics {
         }
     }
 
-    /// Drops the measurement values of a finished run once it is no longer interesting, so
-    /// series do not pile up one run after another.
+    /// `skycanary_measurement_threshold{condition}`: the thresholds of the last measurement of
+    /// the run and metric, by condition, replacing the previous ones (a condition without a
+    /// numeric threshold this time has none).
+    pub fn set_measurement_thresholds(
+        &self,
+        namespace: &str,
+        name: &str,
+        run: &str,
+        metric: &str,
+        thresholds: &[(ConditionKind, f64)],
+    ) {
+        let mut series = self.series();
+        let entry = series
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        let labels = |kind: ConditionKind| ThresholdLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            run: run.to_string(),
+            metric: metric.to_string(),
+            condition: kind.as_str().to_string(),
+        };
+        for kind in [ConditionKind::Success, ConditionKind::Failure] {
+            let l = labels(kind);
+            match thresholds.iter().find(|(k, _)| *k == kind) {
+                Some((_, value)) => {
+                    self.inner
+                        .measurement_threshold
+                        .get_or_create(&l)
+                        .set(*value);
+                    entry.thresholds.insert(l);
+                }
+                None => {
+                    if entry.thresholds.remove(&l) {
+                        self.inner.measurement_threshold.remove(&l);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the measurement values and thresholds of a finished run once it is no longer
+    /// interesting, so series do not pile up one run after another.
     pub fn forget_run(&self, namespace: &str, name: &str, run: &str) {
         let mut series = self.series();
         if let Some(entry) = series.get_mut(&(namespace.to_string(), name.to_string())) {
@@ -467,6 +527,13 @@ impl Metrics {
                 let keep = labels.run != run;
                 if !keep {
                     self.inner.measurement_value.remove(labels);
+                }
+                keep
+            });
+            entry.thresholds.retain(|labels| {
+                let keep = labels.run != run;
+                if !keep {
+                    self.inner.measurement_threshold.remove(labels);
                 }
                 keep
             });
@@ -653,6 +720,9 @@ impl Metrics {
             for labels in &entry.values {
                 self.inner.measurement_value.remove(labels);
             }
+            for labels in &entry.thresholds {
+                self.inner.measurement_threshold.remove(labels);
+            }
         }
     }
 }
@@ -698,6 +768,16 @@ impl crate::canary::driver::CanaryMetrics for Metrics {
         value: Option<f64>,
     ) {
         Metrics::record_measurement(self, namespace, name, run, metric, phase, value);
+    }
+    fn set_measurement_thresholds(
+        &self,
+        namespace: &str,
+        name: &str,
+        run: &str,
+        metric: &str,
+        thresholds: &[(crate::analysis::ConditionKind, f64)],
+    ) {
+        Metrics::set_measurement_thresholds(self, namespace, name, run, metric, thresholds);
     }
     fn forget_run(&self, namespace: &str, name: &str, run: &str) {
         Metrics::forget_run(self, namespace, name, run);

@@ -1160,6 +1160,77 @@ fn canary_gauges_are_replaced_and_removed() {
     );
 }
 
+/// `skycanary_measurement_threshold{condition}` beside the value: set per condition that has
+/// a threshold, replaced by the next measurement (a condition without one loses its series),
+/// dropped with the run and with the canary.
+#[test]
+fn threshold_gauges_follow_the_last_measurement() {
+    use crate::analysis::ConditionKind::{Failure, Success};
+    let metrics = Metrics::new();
+    let thresholds = |m: &Metrics| {
+        let (samples, _) = parse_openmetrics(&m.encode().expect("encode"));
+        let mut out: Vec<(String, String, f64)> = samples
+            .iter()
+            .filter(|s| s.name == "skycanary_measurement_threshold")
+            .map(|s| {
+                (
+                    s.labels["run"].clone(),
+                    s.labels["condition"].clone(),
+                    s.value,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    };
+    metrics.set_measurement_thresholds(
+        "prod",
+        "web",
+        "r0",
+        "apdex",
+        &[(Success, 9900.0), (Failure, 9500.0)],
+    );
+    metrics.set_measurement_thresholds("prod", "web", "r1", "apdex", &[(Success, 0.95)]);
+    assert_eq!(
+        thresholds(&metrics),
+        vec![
+            ("r0".into(), "failure".into(), 9500.0),
+            ("r0".into(), "success".into(), 9900.0),
+            ("r1".into(), "success".into(), 0.95),
+        ]
+    );
+    let (samples, types) = parse_openmetrics(&metrics.encode().expect("encode"));
+    assert_eq!(
+        types
+            .get("skycanary_measurement_threshold")
+            .map(String::as_str),
+        Some("gauge")
+    );
+    let s = find(
+        &samples,
+        "skycanary_measurement_threshold",
+        &[
+            ("namespace", "prod"),
+            ("name", "web"),
+            ("run", "r0"),
+            ("metric", "apdex"),
+            ("condition", "success"),
+        ],
+    );
+    assert!(
+        s.is_some(),
+        "labels follow the value gauge's plus condition"
+    );
+    metrics.set_measurement_thresholds("prod", "web", "r0", "apdex", &[(Failure, 9400.0)]);
+    metrics.forget_run("prod", "web", "r1");
+    assert_eq!(
+        thresholds(&metrics),
+        vec![("r0".into(), "failure".into(), 9400.0)]
+    );
+    metrics.remove_canary("prod", "web");
+    assert_eq!(thresholds(&metrics), vec![]);
+}
+
 #[test]
 fn label_values_are_escaped() {
     let metrics = Metrics::new();

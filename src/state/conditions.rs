@@ -150,9 +150,10 @@ fn pause_reason_name(r: PauseReason) -> &'static str {
 }
 
 /// Why a run ended badly, in one line: `run r: metric apdex Failed, value [9000], condition
-/// min(result) >= 9500`.
+/// min(result) >= 9500, threshold >= 9500`.
 fn run_evidence(name: &str, run: &RunState) -> String {
     let ev = evidence(run);
+    let threshold = ev.threshold_text();
     let mut parts = vec![format!("analysis run {name} {:?}", run.phase)];
     if let Some(m) = ev.metric {
         parts.push(format!("metric {m}"));
@@ -162,6 +163,9 @@ fn run_evidence(name: &str, run: &RunState) -> String {
     }
     if let Some(c) = ev.condition {
         parts.push(format!("condition {c}"));
+        if let Some(t) = threshold {
+            parts.push(format!("threshold {t}"));
+        }
     } else if let Some(m) = ev.message {
         parts.push(m);
     }

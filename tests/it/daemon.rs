@@ -321,6 +321,65 @@ async fn failing_analysis_rolls_back_to_stable_with_evidence() {
             .contains("min(result) >= 9900"),
         "{abort:#}"
     );
+    // The abort reason carries the typed threshold; the measurement keeps its evidence.
+    assert!(
+        abort["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("threshold >= 9900"),
+        "{abort:#}"
+    );
+    let runs = s["status"]["analysisRuns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let evidence = runs
+        .iter()
+        .flat_map(|r| {
+            r["status"]["metricResults"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|m| m["measurements"].as_array().cloned().unwrap_or_default())
+        .find_map(|m| m.get("evidence").cloned())
+        .unwrap_or_default();
+    assert_eq!(evidence["values"][0], 7000.0, "{evidence:#}");
+    assert_eq!(
+        evidence["conditions"][0]["threshold"], 9900.0,
+        "{evidence:#}"
+    );
+    // /metrics: the threshold gauge next to the value gauge, for the same run and metric.
+    let metrics = http()
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains(r#"metric="apdex""#)
+                    && (name != "skycanary_measurement_threshold"
+                        || l.contains(r#"condition="success""#))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        sample("skycanary_measurement_value"),
+        Some(7000.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("skycanary_measurement_threshold"),
+        Some(9900.0),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -505,6 +505,7 @@ fn measurement(phase: Phase, message: &str, secs: i64) -> Measurement {
         started_at: at(secs),
         finished_at: phase.is_completed().then(|| at(secs)),
         metadata: Default::default(),
+        evidence: None,
     }
 }
 

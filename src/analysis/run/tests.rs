@@ -22,6 +22,7 @@ fn meas(phase: Phase, secs: i64) -> Measurement {
         started_at: at(secs),
         finished_at: Some(at(secs)),
         metadata: Default::default(),
+        evidence: None,
     }
 }
 
@@ -672,4 +673,56 @@ fn fail_run_ends_a_run_as_error_once() {
     assert_eq!(st.completed_at, Some(at(5)));
     assert!(!fail_run(&mut st, "again", at(6)));
     assert_eq!(st.message.as_deref(), Some("state does not match the plan"));
+}
+
+/// A run status saved before measurements carried typed evidence (this file was written by
+/// the code of that time) still loads, with no evidence; one saved now keeps its evidence and
+/// its Argo fields unchanged, and an older reader that ignores `evidence` sees the same status.
+#[test]
+fn statuses_load_with_and_without_typed_evidence() {
+    let old: RunState = serde_json::from_str(include_str!("status_before_evidence.json"))
+        .expect("old status loads");
+    let m = &old.metric_results[0].measurements[0];
+    assert_eq!(m.phase, Phase::Failed);
+    assert_eq!(m.value.as_deref(), Some("[7000, 6900]"));
+    assert_eq!(m.metadata["windowStart"], "2025-01-01T00:00:00Z");
+    assert_eq!(m.evidence, None);
+    // Written back, it is what it was: no `evidence` key appears.
+    let again = serde_json::to_value(&old).expect("serialize");
+    assert!(
+        again["metricResults"][0]["measurements"][0]
+            .get("evidence")
+            .is_none()
+    );
+
+    let mut spec = metric("apdex");
+    spec.success_condition = Some(Condition::compile("min(result) >= 9900").expect("compiles"));
+    let obs = Observation::value(ResultValue::Series(vec![7000.0, 6900.0]));
+    let new = measure(&spec, &obs, &BTreeMap::new(), at(60), at(60));
+    let json = serde_json::to_value(&new).expect("serialize");
+    assert_eq!(json["value"], "[7000, 6900]");
+    assert_eq!(
+        json["evidence"]["values"],
+        serde_json::json!([7000.0, 6900.0])
+    );
+    let c = &json["evidence"]["conditions"][0];
+    assert_eq!(c["kind"], "success");
+    assert_eq!(c["expression"], "min(result) >= 9900");
+    assert_eq!(c["operator"], ">=");
+    assert_eq!(c["threshold"], 9900.0);
+    assert_eq!(c["decided"], true);
+    let back: Measurement = serde_json::from_value(json.clone()).expect("round trip");
+    assert_eq!(back, new);
+    // An older reader's view (no `evidence` field) of the new status.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Before {
+        phase: Phase,
+        value: Option<String>,
+        message: Option<String>,
+    }
+    let before: Before = serde_json::from_value(json).expect("older shape reads it");
+    assert_eq!(before.phase, Phase::Failed);
+    assert_eq!(before.value, new.value);
+    assert_eq!(before.message, new.message);
 }

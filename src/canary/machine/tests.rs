@@ -1,7 +1,9 @@
 //! One test per transition, then invariants over generated input sequences.
 
 use super::*;
-use crate::analysis::{Measurement, MetricResult};
+use crate::analysis::{
+    Condition, Measurement, MetricResult, MetricSpec, Observation, ResultValue, measure,
+};
 use crate::resources::canary::{
     BackgroundAnalysis, HeaderMatchSpec, PauseStep, PostPromotion, RouteMatchSpec,
     SetHeaderRouteStep, SetMirrorRouteStep, StepAnalysis, StringMatchSpec,
@@ -64,13 +66,36 @@ fn with_watch(mut s: CanarySpec, watch: &str) -> CanarySpec {
 const FAILED_MSG: &str = "min(result) >= 9900 with result=[9000, 8800] → false; \
                           min(result) < 9500 with result=[9000, 8800] → true: Failed";
 
-/// A completed run whose only metric `apdex` ended in `phase`.
-fn run_state(phase: Phase) -> RunState {
-    let message = match phase {
-        Phase::Failed => FAILED_MSG.to_string(),
-        Phase::Error => "measurement error: connection refused: Error".to_string(),
-        p => format!("min(result) >= 9900 with result=[9950] → true: {p}"),
+/// The judged measurement of a metric with `success`/`failure` conditions (evalexpr) over
+/// `values`, or of a provider error when `values` is `None`.
+fn judged(success: &str, failure: Option<&str>, values: Option<&[f64]>) -> Measurement {
+    let mut spec = MetricSpec::new("apdex");
+    spec.success_condition = Some(Condition::compile(success).expect("compiles"));
+    spec.failure_condition = failure.map(|f| Condition::compile(f).expect("compiles"));
+    let obs = match values {
+        Some(v) => Observation::value(ResultValue::Series(v.to_vec())),
+        None => Observation::Error {
+            message: "connection refused".into(),
+        },
     };
+    measure(&spec, &obs, &Default::default(), t(0), t(1))
+}
+
+/// A completed run whose only metric `apdex` ended in `phase`, its measurement judged by
+/// `min(result) >= 9900` / `min(result) < 9500`.
+fn run_state(phase: Phase) -> RunState {
+    let values: Option<&[f64]> = match phase {
+        Phase::Failed => Some(&[9000.0, 8800.0]),
+        Phase::Error => None,
+        Phase::Inconclusive => Some(&[9600.0, 9700.0]),
+        _ => Some(&[9950.0]),
+    };
+    let measurement = judged("min(result) >= 9900", Some("min(result) < 9500"), values);
+    run_with(phase, measurement)
+}
+
+/// A completed run whose only metric `apdex` ended in `phase` with this measurement.
+fn run_with(phase: Phase, measurement: Measurement) -> RunState {
     let metric_message = match phase {
         Phase::Successful | Phase::Running | Phase::Pending => None,
         p => Some(format!(
@@ -83,18 +108,7 @@ fn run_state(phase: Phase) -> RunState {
         metric_results: vec![MetricResult {
             name: "apdex".into(),
             phase,
-            measurements: vec![Measurement {
-                phase: if phase.is_completed() {
-                    phase
-                } else {
-                    Phase::Successful
-                },
-                value: Some("[9000, 8800]".into()),
-                message: Some(message),
-                started_at: t(0),
-                finished_at: Some(t(1)),
-                metadata: Default::default(),
-            }],
+            measurements: vec![measurement],
             message: metric_message,
             count: 1,
             successful: 0,
@@ -835,7 +849,12 @@ fn retry_while_progressing_is_rejected() {
     assert_eq!(s.st, before);
     let ev = event(&fx, "CommandRejected");
     assert!(ev.is_some_and(|e| e.warning && e.message.contains("Progressing")));
-    assert_eq!(fx.len(), 1);
+    // The refusal itself is a typed effect the driver answers with; the Event reports it.
+    assert_eq!(fx.len(), 2);
+    assert!(
+        matches!(&fx[0], Effect::CommandRejected(why) if why.contains("Progressing")),
+        "{fx:?}"
+    );
 }
 
 #[test]
@@ -1099,25 +1118,60 @@ fn evidence_names_metric_value_and_condition() {
     assert_eq!(ev.metric.as_deref(), Some("apdex"));
     assert_eq!(ev.value.as_deref(), Some("[9000, 8800]"));
     assert_eq!(ev.condition.as_deref(), Some("min(result) < 9500"));
+    assert_eq!(ev.threshold, Some((CompareOp::Lt, 9500.0)));
+    assert_eq!(ev.threshold_text().as_deref(), Some("< 9500"));
     assert_eq!(ev.message.as_deref(), Some(FAILED_MSG));
-    assert_eq!(
-        condition_of(
-            "min(result) >= 9900 with result=[9000] → false: Failed",
-            Phase::Failed
-        )
-        .as_deref(),
-        Some("min(result) >= 9900")
-    );
-    assert_eq!(
-        condition_of(
-            "no data: empty window; noData policy: Failed",
-            Phase::Failed
-        ),
-        None
-    );
     let ev = evidence(&run_state(Phase::Error));
     assert_eq!(ev.condition, None);
+    assert_eq!(ev.threshold, None);
     assert!(ev.message.is_some_and(|m| m.contains("connection refused")));
+    // Neither condition held: both took part.
+    let ev = evidence(&run_state(Phase::Inconclusive));
+    assert_eq!(
+        ev.condition.as_deref(),
+        Some("min(result) >= 9900; min(result) < 9500")
+    );
+    assert_eq!(ev.threshold, Some((CompareOp::Ge, 9900.0)));
+}
+
+/// The decided condition is read from the measurement's data, so separators the judge's
+/// message uses (` with `, `; `, ` → `) inside an expression cannot cut it.
+#[test]
+fn evidence_keeps_conditions_with_message_separators_whole() {
+    let tricky = "min(result) < 9500 && str::from(\"a with b; c → true\") != \"\"";
+    let failed = judged("max(result) > 0", Some(tricky), Some(&[9000.0]));
+    assert_eq!(failed.phase, Phase::Failed);
+    let ev = evidence(&run_with(Phase::Failed, failed));
+    assert_eq!(ev.condition.as_deref(), Some(tricky));
+    // `&&` makes it more than one comparison: no threshold.
+    assert_eq!(ev.threshold, None);
+    // A success condition that failed alone decides, with its (reversed) threshold.
+    let s = "9900 <= min(result) || str::from(\"x → true; y\") == \"z\"";
+    let failed = judged(s, None, Some(&[9000.0]));
+    assert_eq!(failed.phase, Phase::Failed);
+    let ev = evidence(&run_with(Phase::Failed, failed));
+    assert_eq!(ev.condition.as_deref(), Some(s));
+    let lone = judged("9900 <= min(result)", None, Some(&[9000.0]));
+    let ev = evidence(&run_with(Phase::Failed, lone));
+    assert_eq!(ev.condition.as_deref(), Some("9900 <= min(result)"));
+    assert_eq!(ev.threshold_text().as_deref(), Some(">= 9900"));
+}
+
+/// A status saved before measurements carried typed evidence still yields metric, value and
+/// message (no condition: it is never guessed from the message).
+#[test]
+fn evidence_of_a_measurement_without_typed_evidence() {
+    let mut m = judged(
+        "min(result) >= 9900",
+        Some("min(result) < 9500"),
+        Some(&[9000.0, 8800.0]),
+    );
+    m.evidence = None;
+    let ev = evidence(&run_with(Phase::Failed, m));
+    assert_eq!(ev.metric.as_deref(), Some("apdex"));
+    assert_eq!(ev.value.as_deref(), Some("[9000, 8800]"));
+    assert_eq!(ev.condition, None);
+    assert_eq!(ev.message.as_deref(), Some(FAILED_MSG));
 }
 
 #[test]
@@ -1790,6 +1844,7 @@ fn run_verdicts_name_the_evidence_and_are_never_empty() {
         "metric apdex",
         "measured [9000, 8800]",
         "condition min(result) < 9500",
+        "threshold < 9500",
     ] {
         assert!(failed.contains(part), "{part}: {failed}");
     }
