@@ -26,11 +26,15 @@ use crate::state::StatusStore;
 use crate::state::status::LoadError;
 use crate::traffic::drift::{self, DriftSignals, Intended};
 use crate::traffic::istio::{self, Restore};
-use crate::traffic::planner::DesiredPlanner;
+use crate::traffic::planner::{DesiredPlanner, MarkedPlanner, MarkerOp};
 use crate::traffic::router::Router;
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
 use crate::traffic::store::{ManifestStore, ObjectKey};
 use crate::traffic::{DesiredRouting, IstioRouting, RouteWeights};
+
+/// An exposing write refused because the routes carry this run's rollback marker (fed to the
+/// machine as [`Input::RolledBackMarker`], not as a failed write).
+const ROLLED_BACK_REFUSAL: &str = "refused: the routes carry a rollback marker for this run";
 
 /// First wait before reading a persisted status again after a transient error; doubles up to
 /// [`LOAD_RETRY_MAX`].
@@ -412,8 +416,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
         self.probe_oap();
         // The routes as they are now: an exposed status over withdrawn routes is not resumed.
-        match Box::pin(self.observe_routes()).await {
-            Ok(routes) => queue.push_front(Input::Observed(routes)),
+        match Box::pin(self.observe()).await {
+            Ok((routes, markers)) => {
+                queue.push_front(Input::Observed(routes));
+                // A rollback marker for this run aborts it even when no exposure was saved.
+                for run in markers {
+                    queue.push_front(Input::RolledBackMarker(run));
+                }
+            }
             Err(e) => {
                 tracing::warn!(canary = %self.id(), "cannot read the routes at start: {e}")
             }
@@ -759,6 +769,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             }
                             _ => self.apply_routing(&desired).await,
                         };
+                        // The routes say this run was rolled back: the machine aborts it
+                        // (and asks for the rollback) instead of retrying the exposure.
+                        if matches!(&result, Err(e) if e == ROLLED_BACK_REFUSAL) {
+                            queue.push_back(Input::RolledBackMarker(machine::run_marker(
+                                &self.status,
+                            )));
+                            continue;
+                        }
                         if result.is_ok() {
                             // The routes hold ours now: a foreign version seen before, if
                             // written again, is a new drift.
@@ -885,10 +903,30 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         desired: &DesiredRouting,
     ) -> Result<(DesiredRouting, Vec<RouteWeights>), String> {
         let (targets, dr) = self.targets();
-        let planner = DesiredPlanner {
+        let desired_planner = DesiredPlanner {
             routing: &self.routing,
             desired,
         };
+        // The rollback marker: written with a rollback, checked by exposing writes.
+        let run = machine::run_marker(&self.status);
+        let op = if desired.exposes_canary() {
+            MarkerOp::Guard { run }
+        } else if matches!(
+            self.status.phase,
+            super::model::CanaryPhase::Aborted | super::model::CanaryPhase::RolledBack
+        ) {
+            MarkerOp::Set {
+                run,
+                at: self
+                    .ctx
+                    .clock
+                    .now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            }
+        } else {
+            MarkerOp::Keep
+        };
+        let planner = MarkedPlanner::new(&desired_planner, op);
         // Forward moves are all-or-nothing; a move back to stable writes every VirtualService
         // it can and reports the rest, which the machine retries (rollback pending).
         let applied = if desired.exposes_canary() {
@@ -899,6 +937,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 .apply_each(&targets, dr.as_ref(), &planner)
                 .await
         };
+        if planner.refused() {
+            return Err(ROLLED_BACK_REFUSAL.to_string());
+        }
         let report = applied.map_err(|e| e.to_string())?;
         for _ in 0..report.conflicts_retried {
             self.ctx.metrics.kube_write_conflict("VirtualService");
@@ -954,6 +995,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
 
     /// The weights of every managed route as the VirtualServices hold them now.
     async fn observe_routes(&self) -> Result<Vec<RouteWeights>, String> {
+        Ok(self.observe().await?.0)
+    }
+
+    /// The weights, and the runs the VirtualServices' rollback markers name.
+    async fn observe(&self) -> Result<(Vec<RouteWeights>, Vec<String>), String> {
         let (targets, _) = self.targets();
         let objects = self
             .ctx
@@ -962,13 +1008,19 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             .await
             .map_err(|e| e.to_string())?;
         let mut weights = Vec::new();
+        let mut markers = Vec::new();
         for (i, o) in objects.iter().enumerate() {
             let mut w =
                 istio::read_weights(&o.object, &self.routing.virtual_services[i], &self.routing)
                     .map_err(|e| e.to_string())?;
             weights.append(&mut w);
+            if let Some(run) = istio::rollback_marker(&o.object)
+                && !markers.iter().any(|m| m == run)
+            {
+                markers.push(run.to_string());
+            }
         }
-        Ok(weights)
+        Ok((weights, markers))
     }
 
     /// onSuccess: Restore. A VirtualService a user edited since our last write is kept and

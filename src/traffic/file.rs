@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use saphyr::{LoadableYamlNode, Mapping, Scalar, Yaml, YamlEmitter};
 use serde_json::Value;
 
+use super::sidecar;
 use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
 use crate::resources::yaml_edit::edit_document;
@@ -56,8 +57,9 @@ pub struct FileStore {
     root: PathBuf,
     /// Problems already logged, so a broken file is logged once, not on every scan.
     logged: Arc<Mutex<BTreeSet<String>>>,
-    /// The last reading of each file, reused while its metadata is unchanged.
-    cache: Arc<Mutex<HashMap<PathBuf, Arc<Indexed>>>>,
+    /// The last reading of each file and where each object is, reused while metadata is
+    /// unchanged.
+    index: Arc<Mutex<Index>>,
     /// Files read from disk so far (the cost the cache saves).
     files_read: Arc<AtomicU64>,
     /// Files parsed so far (a read whose text had not changed is not parsed).
@@ -89,6 +91,48 @@ impl Stamp {
             unix: (m.ctime(), m.ctime_nsec(), m.ino(), m.dev()),
         }
     }
+}
+
+/// What the last full scan found, kept current file by file.
+#[derive(Debug, Default)]
+struct Index {
+    /// Every manifest file, as last read.
+    files: HashMap<PathBuf, Arc<Indexed>>,
+    /// The files defining each object (more than one: a duplicate, reported by a full scan).
+    by_key: HashMap<ObjectKey, Vec<PathBuf>>,
+    /// Each directory walked and its stamp then: a file added, removed or renamed changes it.
+    dirs: Vec<(PathBuf, Stamp)>,
+    /// Whether a full scan has filled the index.
+    complete: bool,
+}
+
+impl Index {
+    /// Points the keys of `path` at its new reading.
+    fn put(&mut self, path: &Path, indexed: Arc<Indexed>) {
+        if let Some(old) = self.files.get(path) {
+            for e in &old.entries {
+                if let Some(paths) = self.by_key.get_mut(&e.key) {
+                    paths.retain(|p| p != path);
+                    if paths.is_empty() {
+                        self.by_key.remove(&e.key);
+                    }
+                }
+            }
+        }
+        for e in &indexed.entries {
+            let paths = self.by_key.entry(e.key.clone()).or_default();
+            if !paths.iter().any(|p| p == path) {
+                paths.push(path.to_path_buf());
+            }
+        }
+        self.files.insert(path.to_path_buf(), indexed);
+    }
+}
+
+/// One object found: its entry and the text of its file.
+struct Found {
+    entry: Entry,
+    file: Arc<Indexed>,
 }
 
 /// One file as read and indexed.
@@ -218,7 +262,7 @@ impl FileStore {
         let store = FileStore {
             root,
             logged: Arc::default(),
-            cache: Arc::default(),
+            index: Arc::default(),
             files_read: Arc::default(),
             files_parsed: Arc::default(),
         };
@@ -268,88 +312,185 @@ impl FileStore {
             problems: Vec::new(),
         };
         let mut files = Vec::new();
+        let mut dirs = Vec::new();
         let root_io =
             |e: std::io::Error| StoreError::Backend(format!("{}: {e}", self.root.display()));
+        // Stamped before listing: a change after the stamp is a change next time.
+        let root_stamp = fs::metadata(&self.root).map_err(root_io)?;
+        dirs.push((self.root.clone(), Stamp::of(&root_stamp)));
         let top = read_dir_sorted(&self.root).map_err(root_io)?;
-        collect_files(top, &mut files, &mut scan.problems);
+        collect_files(top, &mut files, &mut dirs, &mut scan.problems);
         // Cloned (Arcs), not taken: concurrent scans all reuse it.
-        let previous = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut cache = HashMap::with_capacity(files.len());
+        let previous = self
+            .index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .files
+            .clone();
+        let mut index = Index {
+            dirs,
+            complete: true,
+            ..Index::default()
+        };
         for file in files {
-            let stamp = match fs::metadata(&file) {
-                Ok(m) => Stamp::of(&m),
-                Err(e) => {
-                    scan.problems.push(Problem {
-                        file,
-                        line: None,
-                        message: e.to_string(),
-                        text: None,
-                    });
-                    continue;
+            match self.read_indexed(&file, previous.get(&file)) {
+                Ok(indexed) => {
+                    scan.problems.extend(indexed.problems.iter().cloned());
+                    scan.files.push(indexed.clone());
+                    index.put(&file, indexed);
                 }
-            };
-            if let Some(known) = previous.get(&file)
-                && known.settled
-                && known.stamp == stamp
-            {
-                scan.problems.extend(known.problems.iter().cloned());
-                scan.files.push(known.clone());
-                cache.insert(file, known.clone());
-                continue;
+                Err(problem) => scan.problems.push(problem),
             }
-            let started = std::time::SystemTime::now();
-            self.files_read.fetch_add(1, Ordering::Relaxed);
-            let text = match read_file(&file, MAX_MANIFEST_FILE_BYTES) {
-                Ok(text) => text,
-                Err(e) => {
-                    let message = match e {
-                        ReadError::TooLarge { limit } => {
-                            format!("manifest file is larger than the limit of {limit} bytes")
-                        }
-                        ReadError::Io(e) => e.to_string(),
-                    };
-                    scan.problems.push(Problem {
-                        file,
-                        line: None,
-                        message,
-                        text: None,
-                    });
-                    continue;
+        }
+        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+        self.log_new_problems(&scan.problems);
+        Ok(scan)
+    }
+
+    /// One file's reading: the previous one while its stamp stands for its content, else the
+    /// file read again (and parsed again only when its text changed).
+    fn read_indexed(
+        &self,
+        file: &Path,
+        previous: Option<&Arc<Indexed>>,
+    ) -> Result<Arc<Indexed>, Problem> {
+        let unreadable = |message: String| Problem {
+            file: file.to_path_buf(),
+            line: None,
+            message,
+            text: None,
+        };
+        let stamp = Stamp::of(&fs::metadata(file).map_err(|e| unreadable(e.to_string()))?);
+        if let Some(known) = previous
+            && known.settled
+            && known.stamp == stamp
+        {
+            return Ok(known.clone());
+        }
+        let started = std::time::SystemTime::now();
+        self.files_read.fetch_add(1, Ordering::Relaxed);
+        let text = read_file(file, MAX_MANIFEST_FILE_BYTES).map_err(|e| {
+            unreadable(match e {
+                ReadError::TooLarge { limit } => {
+                    format!("manifest file is larger than the limit of {limit} bytes")
                 }
+                ReadError::Io(e) => e.to_string(),
+            })
+        })?;
+        // Read from a file last modified well before the read began: a later edit gets a
+        // later timestamp, so an unchanged stamp means unchanged content.
+        let settled = stamp
+            .modified
+            .and_then(|m| m.checked_add(SETTLE))
+            .is_some_and(|m| m <= started);
+        // A recently written file is read again each time it is needed, but parsed again only
+        // when its text changed: a file just written by a rollback costs a read, not a parse.
+        let (entries, problems) = match previous {
+            Some(known) if known.text == text => (known.entries.clone(), known.problems.clone()),
+            _ => {
+                self.files_parsed.fetch_add(1, Ordering::Relaxed);
+                let (mut entries, mut problems) = (Vec::new(), Vec::new());
+                index_file(file, &text, &mut entries, &mut problems);
+                (entries, problems)
+            }
+        };
+        Ok(Arc::new(Indexed {
+            stamp,
+            settled,
+            text,
+            entries,
+            problems,
+        }))
+    }
+
+    /// Finds one object. From the index when it can: no directory walked has changed (one
+    /// `stat` per directory), the object is defined in exactly one file, and that file, checked
+    /// by its stamp (read again only when changed or recent), still defines it once. Anything
+    /// else (a miss, a duplicate, a changed directory, an unreadable file) falls back to a full
+    /// scan, which is also what reports the problem. So the cost of a lookup does not grow
+    /// with the number of manifests.
+    fn lookup(&self, key: &ObjectKey) -> Result<Found, StoreError> {
+        if let Some(found) = self.lookup_indexed(key) {
+            return Ok(found);
+        }
+        let scan = self.scan()?;
+        let (entry, _) = scan.find(key)?;
+        let entry = entry.clone();
+        let file = scan
+            .files
+            .iter()
+            .find(|f| f.entries.iter().any(|e| e.key == *key && e.file == entry.file))
+            .cloned()
+            .ok_or_else(|| StoreError::Backend(format!("{key}: lost from the index")))?;
+        Ok(Found { entry, file })
+    }
+
+    fn lookup_indexed(&self, key: &ObjectKey) -> Option<Found> {
+        let (dirs, path, known) = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if !index.complete {
+                return None;
+            }
+            let [path] = index.by_key.get(key)?.as_slice() else {
+                return None;
             };
-            // Read from a file last modified well before the read began: a later edit gets a
-            // later timestamp, so an unchanged stamp means unchanged content.
-            let settled = stamp
-                .modified
-                .and_then(|m| m.checked_add(SETTLE))
-                .is_some_and(|m| m <= started);
-            // A recently written file is read again on every scan, but parsed again only when
-            // its text changed: the files just written by rollbacks cost a read, not a parse.
-            let (entries, problems) = match previous.get(&file) {
-                Some(known) if known.text == text => {
-                    (known.entries.clone(), known.problems.clone())
-                }
-                _ => {
-                    self.files_parsed.fetch_add(1, Ordering::Relaxed);
-                    let (mut entries, mut problems) = (Vec::new(), Vec::new());
-                    index_file(&file, &text, &mut entries, &mut problems);
-                    (entries, problems)
-                }
-            };
-            scan.problems.extend(problems.iter().cloned());
-            let indexed = Arc::new(Indexed {
+            let known = index.files.get(path)?.clone();
+            (index.dirs.clone(), path.clone(), known)
+        };
+        for (dir, stamp) in &dirs {
+            if fs::metadata(dir).map(|m| Stamp::of(&m)).ok().as_ref() != Some(stamp) {
+                return None;
+            }
+        }
+        let indexed = self.read_indexed(&path, Some(&known)).ok()?;
+        let mut found = indexed.entries.iter().filter(|e| e.key == *key);
+        let entry = found.next()?.clone();
+        if found.next().is_some() {
+            return None;
+        }
+        if !Arc::ptr_eq(&indexed, &known) {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if index.complete {
+                index.put(&path, indexed.clone());
+            }
+        }
+        Some(Found {
+            entry,
+            file: indexed,
+        })
+    }
+
+    /// Records a file this store just wrote: its new text (no need to read it back) and the
+    /// new stamp of its directory, which the rename changed.
+    fn record_write(&self, path: &Path, text: String) {
+        let stamp = fs::metadata(path).map(|m| Stamp::of(&m));
+        let dir_stamp = path
+            .parent()
+            .map(|d| (d.to_path_buf(), fs::metadata(d).map(|m| Stamp::of(&m))));
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(stamp) = stamp else {
+            index.complete = false;
+            return;
+        };
+        let (mut entries, mut problems) = (Vec::new(), Vec::new());
+        self.files_parsed.fetch_add(1, Ordering::Relaxed);
+        index_file(path, &text, &mut entries, &mut problems);
+        index.put(
+            path,
+            Arc::new(Indexed {
                 stamp,
-                settled,
+                // Just written: another tool's edit in the same clock tick would keep it.
+                settled: false,
                 text,
                 entries,
                 problems,
-            });
-            scan.files.push(indexed.clone());
-            cache.insert(file, indexed);
+            }),
+        );
+        if let Some((dir, Ok(new))) = dir_stamp
+            && let Some(known) = index.dirs.iter_mut().find(|(d, _)| *d == dir)
+        {
+            known.1 = new;
         }
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = cache;
-        self.log_new_problems(&scan.problems);
-        Ok(scan)
     }
 
     /// Warns once per distinct problem; a fixed problem is forgotten, so breaking the file
@@ -368,12 +509,27 @@ impl FileStore {
     }
 
     fn get_blocking(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
-        let scan = self.scan()?;
-        let (entry, text) = scan.find(key)?;
+        let found = self.lookup(key)?;
+        let chunk = &found.file.text[found.entry.chunk.clone()];
+        let (sidecar, kept) = self.read_sidecar(key)?;
         Ok(Versioned {
-            object: entry.value.clone(),
-            version: fnv1a_hex(&text[entry.chunk.clone()]),
+            object: sidecar::merge(&found.entry.value, &kept),
+            version: version_of(chunk, sidecar.as_deref()),
         })
+    }
+
+    /// The sidecar's text and annotations of `key` (see [`sidecar`]).
+    fn read_sidecar(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(Option<String>, serde_json::Map<String, Value>), StoreError> {
+        let path = sidecar::path_of(&self.root, key)?;
+        let text = sidecar::read(&path, key)?;
+        let kept = match &text {
+            Some(t) => sidecar::parse(t, &path, key)?,
+            None => serde_json::Map::new(),
+        };
+        Ok((text, kept))
     }
 
     fn replace_blocking(
@@ -384,17 +540,25 @@ impl FileStore {
     ) -> Result<String, StoreError> {
         check_identity(key, object)?;
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let scan = self.scan()?;
-        let (entry, text) = scan.find(key)?;
+        let found = self.lookup(key)?;
+        let (entry, text) = (&found.entry, found.file.text.as_str());
         let old_chunk = &text[entry.chunk.clone()];
-        if fnv1a_hex(old_chunk) != expected_version {
+        let (old_sidecar, _) = self.read_sidecar(key)?;
+        if version_of(old_chunk, old_sidecar.as_deref()) != expected_version {
             return Err(StoreError::Conflict(key.clone()));
         }
-        let new_chunk = match edit_document(old_chunk, &entry.value, object, &MANIFEST_LIMITS) {
-            Ok(edited) => edited,
-            Err(why) => {
-                tracing::debug!(object = %key, file = %entry.file.display(), "re-rendering the whole document: {why}");
-                render_chunk(key, old_chunk, object)?
+        // skycanary's annotations go to the sidecar, the rest to the manifest.
+        let (document, kept) = sidecar::split(object, &entry.value);
+        let new_sidecar = sidecar::render(&kept);
+        let new_chunk = if document == entry.value {
+            old_chunk.to_string()
+        } else {
+            match edit_document(old_chunk, &entry.value, &document, &MANIFEST_LIMITS) {
+                Ok(edited) => edited,
+                Err(why) => {
+                    tracing::debug!(object = %key, file = %entry.file.display(), "re-rendering the whole document: {why}");
+                    render_chunk(key, old_chunk, &document)?
+                }
             }
         };
         let new_text = format!(
@@ -409,8 +573,32 @@ impl FileStore {
                 message: "the rendered document would change the file's document structure".into(),
             });
         }
-        write_atomically(&entry.file, text, &new_text, key)?;
-        Ok(fnv1a_hex(&new_chunk))
+        // The sidecar first: a crash between the two writes leaves the original routes and
+        // the rollback marker recorded over routes not yet changed, never changed routes
+        // with nothing recorded.
+        let sidecar_path = sidecar::path_of(&self.root, key)?;
+        let sidecar_changed = new_sidecar != old_sidecar;
+        if sidecar_changed {
+            sidecar::write(&sidecar_path, new_sidecar.as_deref())?;
+        }
+        if new_text != text {
+            if let Err(e) = write_atomically(&entry.file, text, &new_text, key) {
+                if sidecar_changed && let Err(undo) = sidecar::write(&sidecar_path, old_sidecar.as_deref()) {
+                    tracing::warn!(object = %key, "could not put the state file back after a failed write: {undo}");
+                }
+                return Err(e);
+            }
+            self.record_write(&entry.file, new_text);
+        }
+        Ok(version_of(&new_chunk, new_sidecar.as_deref()))
+    }
+}
+
+/// An object's version: its document's text and, when it has one, its sidecar's.
+fn version_of(chunk: &str, sidecar: Option<&str>) -> String {
+    match sidecar {
+        None => fnv1a_hex(chunk),
+        Some(s) => format!("{}+{}", fnv1a_hex(chunk), fnv1a_hex(s)),
     }
 }
 
@@ -455,7 +643,12 @@ fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<fs::DirEntry>> {
 /// `*.yaml`/`*.yml` among `entries`, recursively, sorted, skipping hidden entries. Symlinked
 /// directories are not followed (no loops). An unreadable subdirectory is a problem, not a
 /// failure of the whole scan.
-fn collect_files(entries: Vec<fs::DirEntry>, out: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
+fn collect_files(
+    entries: Vec<fs::DirEntry>,
+    out: &mut Vec<PathBuf>,
+    dirs: &mut Vec<(PathBuf, Stamp)>,
+    problems: &mut Vec<Problem>,
+) {
     for entry in entries {
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -470,10 +663,15 @@ fn collect_files(entries: Vec<fs::DirEntry>, out: &mut Vec<PathBuf>, problems: &
             text: None,
         };
         match entry.file_type() {
-            Ok(t) if t.is_dir() => match read_dir_sorted(&path) {
-                Ok(inner) => collect_files(inner, out, problems),
-                Err(e) => problems.push(problem(path, e)),
-            },
+            Ok(t) if t.is_dir() => {
+                match fs::metadata(&path).and_then(|m| Ok((m, read_dir_sorted(&path)?))) {
+                    Ok((meta, inner)) => {
+                        dirs.push((path, Stamp::of(&meta)));
+                        collect_files(inner, out, dirs, problems)
+                    }
+                    Err(e) => problems.push(problem(path, e)),
+                }
+            }
             Ok(_) => {
                 if (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file() {
                     out.push(path);
