@@ -5,18 +5,27 @@
 //! bytes, comments included.
 //!
 //! Within the document only what changed is rewritten ([`edit_document`]): a weight change
-//! replaces the weight scalars, an added or removed key (our annotation) inserts or cuts its
-//! lines, a route or destination added or removed at either end of a list inserts or cuts that
-//! item's lines; a structural change that is none of these re-renders that node alone. So a
-//! `git diff` of a weight change shows the weight lines (and our annotation), nothing else.
-//! Only a document these edits cannot handle (anchors, aliases, tags, a changed block scalar)
+//! replaces the weight scalars, an added or removed key inserts or cuts its lines, a route or
+//! destination added or removed at either end of a list inserts or cuts that item's lines; a
+//! structural change that is none of these re-renders that node alone. skycanary's own
+//! bookkeeping (the original routes, the rollback marker:
+//! [`STATE_ANNOTATIONS`](super::istio::STATE_ANNOTATIONS)) never
+//! enters the manifest: it is kept in a sidecar state file ([`sidecar`]) and merged into the
+//! objects read, so a `git diff` of a weight change shows the weight lines, nothing else. Only
+//! a document these edits cannot handle (anchors, aliases, tags, a changed block scalar)
 //! is re-rendered whole: then comments *inside* its body are lost (its leading comments and
-//! `---` line are kept) and keys keep their original order, new keys after. The directory is
-//! re-listed on every call so edits by other tools are always seen, but a file is re-read and
-//! re-parsed only when its metadata changed (size, mtime, ctime, inode), so a routing
-//! operation does not cost a read and a parse of every file under the directory. A file
-//! modified less than [`SETTLE`] before it was read is read again every time, since a second
-//! edit within the file system's timestamp granularity could keep its metadata.
+//! `---` line are kept) and keys keep their original order, new keys after.
+//!
+//! Lookups cost the same however many manifests there are: objects are indexed by file, and a
+//! lookup checks only the directories walked (one `stat` each: a file added, removed or renamed
+//! changes its directory) and the one file defining the object (re-read only when its size,
+//! mtime, ctime or inode changed). The directory is walked again only when a lookup misses,
+//! finds a duplicate, or a directory changed, and on every call of the watchers' methods
+//! ([`FileStore::change_tokens`], [`FileStore::problems`], [`FileStore::keys`]); the drift poll
+//! calls one every 0.5 s, which also bounds how long a file added in the same clock tick as
+//! one of our writes (its directory's stamp then looks unchanged) goes unseen. A file
+//! modified less than [`SETTLE`] before it was read is read again each time it is needed,
+//! since a second edit within the file system's timestamp granularity could keep its metadata.
 //!
 //! Objects are indexed per document: a file or document that cannot be read or parsed (another
 //! team's typo) is logged and skipped, so it never blocks a write to an object found elsewhere
@@ -1003,6 +1012,7 @@ fn fnv1a_hex(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traffic::istio;
     use serde_json::json;
 
     const MULTI: &str = "\
@@ -1358,10 +1368,14 @@ spec:
             store.get_blocking(&vs_key()).unwrap();
             store.get_blocking(&vs_key()).unwrap();
             assert_eq!(logged(), 1);
+            store.problems().unwrap();
+            assert_eq!(logged(), 1);
+            // Lookups no longer walk the directory; the watchers' walks (the drift poll's
+            // every 0.5 s) see the file fixed, then broken again.
             fs::write(dir.path().join("other.yaml"), "apiVersion: v1\n").unwrap();
-            store.get_blocking(&vs_key()).unwrap();
+            store.problems().unwrap();
             fs::write(dir.path().join("other.yaml"), broken).unwrap();
-            store.get_blocking(&vs_key()).unwrap();
+            store.problems().unwrap();
             assert_eq!(logged(), 2);
         });
         assert!(
@@ -1452,15 +1466,121 @@ spec:
         let dir = dir_with(&refs);
         let store = FileStore::open(dir.path()).unwrap();
         assert_eq!((reads(&store), parses(&store)), (31, 31));
+        // A lookup reads the one file defining the object, not the 30 other recent ones.
         let got = store.get(&vs_key()).await.unwrap();
-        assert_eq!((reads(&store), parses(&store)), (62, 31));
+        assert_eq!((reads(&store), parses(&store)), (32, 31));
         let mut o = got.object.clone();
         set_canary(&mut o, 10);
         store.replace(&vs_key(), &o, &got.version).await.unwrap();
-        // The written file alone is parsed again, once.
+        assert_eq!(reads(&store), 33);
+        // The written file alone is parsed again, once (when written), and read per lookup.
         assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
         assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
-        assert_eq!(parses(&store), 32);
+        assert_eq!((reads(&store), parses(&store)), (35, 32));
+    }
+
+    /// Issue 15 item 11: the cost of a rollback does not grow with the directory. With 30 or
+    /// 120 other manifests, a read-and-write of one object reads the same files.
+    #[tokio::test]
+    async fn a_write_costs_the_same_whatever_the_number_of_manifests() {
+        let mut costs = Vec::new();
+        for others in [30, 120] {
+            let mut files = vec![("app.yaml".to_string(), MULTI.to_string())];
+            for i in 0..others {
+                files.push((
+                    format!("vs-{i}.yaml"),
+                    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}}}\nspec: {{hosts: [vs-{i}]}}\n"),
+                ));
+            }
+            let refs: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            let dir = dir_with(&refs);
+            let store = FileStore::open(dir.path()).unwrap();
+            let before = (reads(&store), parses(&store));
+            for w in [10, 0, 10] {
+                let got = store.get(&vs_key()).await.unwrap();
+                let mut o = got.object;
+                set_canary(&mut o, w);
+                store.replace(&vs_key(), &o, &got.version).await.unwrap();
+            }
+            costs.push((reads(&store) - before.0, parses(&store) - before.1));
+        }
+        assert_eq!(costs[0], costs[1], "{costs:?}");
+        assert!(costs[0].0 <= 6, "{costs:?}");
+    }
+
+    /// Sets a directory's mtime an hour back, so that adding a file visibly changes it.
+    fn age_dir(path: &Path) {
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::open(path).unwrap().set_modified(past).unwrap();
+    }
+
+    /// A file added since the last walk changes its directory's stamp: the next lookup walks
+    /// the directory again and sees the duplicate it brings.
+    #[tokio::test]
+    async fn a_new_file_is_seen_by_the_next_lookup_through_its_directory() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        age_dir(dir.path());
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&vs_key()).await.is_ok());
+        fs::write(
+            dir.path().join("copy.yaml"),
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: bookinfo}\nspec: {}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            store.get(&vs_key()).await,
+            Err(StoreError::Duplicate { .. })
+        ));
+    }
+
+    /// Issue 15 acceptance: skycanary's annotations never enter the manifest. They are kept in
+    /// the sidecar, read back with the object, and gone (file and all) when removed.
+    #[tokio::test]
+    async fn state_annotations_live_in_the_sidecar_not_in_the_manifest() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 10);
+        o["metadata"]["annotations"] = json!({
+            istio::ORIGINAL_ROUTES_ANNOTATION: "{\"routes\":{}}",
+            istio::ROLLED_BACK_ANNOTATION: "r@t; rolled back t2",
+        });
+        let version = store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        let text = fs::read_to_string(dir.path().join("app.yaml")).unwrap();
+        assert!(!text.contains("skycanary.io"), "{text}");
+        assert!(!text.contains("annotations"), "{text}");
+        assert_eq!(
+            text,
+            MULTI
+                .replacen("      weight: 100\n", "      weight: 90\n", 1)
+                .replacen("      weight: 0\n", "      weight: 10\n", 1)
+        );
+        let again = store.get(&vs_key()).await.unwrap();
+        assert_eq!((again.object.clone(), again.version.clone()), (o.clone(), version));
+        let state = dir
+            .path()
+            .join(".skycanary/virtualservice_bookinfo_reviews.state");
+        assert!(state.is_file());
+        // The sidecar is part of the version: another writer's change of it is a conflict.
+        fs::write(&state, "{\"annotations\":{}}\n").unwrap();
+        assert_eq!(
+            store.replace(&vs_key(), &o, &again.version).await,
+            Err(StoreError::Conflict(vs_key()))
+        );
+        // Removing our annotations removes the file; the manifest keeps its bytes.
+        let now = store.get(&vs_key()).await.unwrap();
+        let mut plain = o.clone();
+        plain["metadata"].as_object_mut().unwrap().remove("annotations");
+        store.replace(&vs_key(), &plain, &now.version).await.unwrap();
+        assert!(!state.exists());
+        assert_eq!(fs::read_to_string(dir.path().join("app.yaml")).unwrap(), text);
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, plain);
+        // The sidecar directory is never read as manifests.
+        assert_eq!(store.problems().unwrap(), vec![]);
     }
 
     /// An edit that keeps the size and restores the mtime is still seen (ctime and inode).
