@@ -428,7 +428,11 @@ impl FileStore {
         let file = scan
             .files
             .iter()
-            .find(|f| f.entries.iter().any(|e| e.key == *key && e.file == entry.file))
+            .find(|f| {
+                f.entries
+                    .iter()
+                    .any(|e| e.key == *key && e.file == entry.file)
+            })
             .cloned()
             .ok_or_else(|| StoreError::Backend(format!("{key}: lost from the index")))?;
         Ok(Found { entry, file })
@@ -592,7 +596,9 @@ impl FileStore {
         }
         if new_text != text {
             if let Err(e) = write_atomically(&entry.file, text, &new_text, key) {
-                if sidecar_changed && let Err(undo) = sidecar::write(&sidecar_path, old_sidecar.as_deref()) {
+                if sidecar_changed
+                    && let Err(undo) = sidecar::write(&sidecar_path, old_sidecar.as_deref())
+                {
                     tracing::warn!(object = %key, "could not put the state file back after a failed write: {undo}");
                 }
                 return Err(e);
@@ -1560,7 +1566,10 @@ spec:
                 .replacen("      weight: 0\n", "      weight: 10\n", 1)
         );
         let again = store.get(&vs_key()).await.unwrap();
-        assert_eq!((again.object.clone(), again.version.clone()), (o.clone(), version));
+        assert_eq!(
+            (again.object.clone(), again.version.clone()),
+            (o.clone(), version)
+        );
         let state = dir
             .path()
             .join(".skycanary/virtualservice_bookinfo_reviews.state");
@@ -1574,10 +1583,19 @@ spec:
         // Removing our annotations removes the file; the manifest keeps its bytes.
         let now = store.get(&vs_key()).await.unwrap();
         let mut plain = o.clone();
-        plain["metadata"].as_object_mut().unwrap().remove("annotations");
-        store.replace(&vs_key(), &plain, &now.version).await.unwrap();
+        plain["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
+        store
+            .replace(&vs_key(), &plain, &now.version)
+            .await
+            .unwrap();
         assert!(!state.exists());
-        assert_eq!(fs::read_to_string(dir.path().join("app.yaml")).unwrap(), text);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("app.yaml")).unwrap(),
+            text
+        );
         assert_eq!(store.get(&vs_key()).await.unwrap().object, plain);
         // The sidecar directory is never read as manifests.
         assert_eq!(store.problems().unwrap(), vec![]);

@@ -189,12 +189,22 @@ mod tests {
     #[test]
     fn an_exposing_write_of_the_marked_run_is_refused_and_others_clear_it() {
         let marked = istio::with_rollback_marker(&vs(), "r1@t0", "t1");
-        let same = MarkedPlanner::new(&Touch, MarkerOp::Guard { run: "r1@t0".into() });
+        let same = MarkedPlanner::new(
+            &Touch,
+            MarkerOp::Guard {
+                run: "r1@t0".into(),
+            },
+        );
         let e = same.plan_virtual_service(0, &marked).unwrap_err();
         assert!(e.contains("rollback marker"), "{e}");
         assert!(same.refused());
         // A retry is a new run: it goes through and removes the old marker.
-        let retry = MarkedPlanner::new(&Touch, MarkerOp::Guard { run: "r1@t5".into() });
+        let retry = MarkedPlanner::new(
+            &Touch,
+            MarkerOp::Guard {
+                run: "r1@t5".into(),
+            },
+        );
         let planned = retry.plan_virtual_service(0, &marked).unwrap();
         assert!(!retry.refused());
         assert_eq!(istio::rollback_marker(&planned), None);

@@ -67,10 +67,7 @@ pub fn read(path: &Path, key: &ObjectKey) -> Result<Option<String>, StoreError> 
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(ReadError::TooLarge { limit }) => Err(StoreError::Invalid {
             key: key.clone(),
-            message: format!(
-                "{}: larger than the limit of {limit} bytes",
-                path.display()
-            ),
+            message: format!("{}: larger than the limit of {limit} bytes", path.display()),
         }),
         Err(ReadError::Io(e)) => Err(StoreError::Backend(format!("{}: {e}", path.display()))),
     }
@@ -150,7 +147,10 @@ pub fn split(object: &Value, manifest_now: &Value) -> (Value, Map<String, Value>
         None => false,
     };
     if now_empty {
-        match manifest_now.get("metadata").and_then(|m| m.get("annotations")) {
+        match manifest_now
+            .get("metadata")
+            .and_then(|m| m.get("annotations"))
+        {
             None => {
                 meta.remove("annotations");
             }
@@ -186,8 +186,11 @@ pub fn write(path: &Path, text: Option<&str>) -> Result<(), StoreError> {
     if !dir.is_dir() {
         fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let ignore = dir.join(".gitignore");
-        fs::write(&ignore, "# skycanary's state of the manifests; not a manifest, not for Git\n*\n")
-            .map_err(|e| io(&ignore, e))?;
+        fs::write(
+            &ignore,
+            "# skycanary's state of the manifests; not a manifest, not for Git\n*\n",
+        )
+        .map_err(|e| io(&ignore, e))?;
         if let Some(root) = dir.parent() {
             sync_dir(root).map_err(|e| io(root, e))?;
         }
@@ -257,7 +260,10 @@ mod tests {
         let object = json!({"metadata": {"name": "reviews", "annotations": {
             ORIGINAL_ROUTES_ANNOTATION: "{}", ROLLED_BACK_ANNOTATION: "r@t"}}, "spec": {"x": 1}});
         let (doc, kept) = split(&object, &manifest);
-        assert_eq!(doc, json!({"metadata": {"name": "reviews"}, "spec": {"x": 1}}));
+        assert_eq!(
+            doc,
+            json!({"metadata": {"name": "reviews"}, "spec": {"x": 1}})
+        );
         assert_eq!(kept.len(), 2);
         assert_eq!(merge(&doc, &kept), object);
         let text = render(&kept).unwrap();
@@ -267,14 +273,24 @@ mod tests {
 
     #[test]
     fn split_keeps_the_users_annotations_and_the_shape_of_an_empty_map() {
-        let theirs = json!({"metadata": {"annotations": {"team": "a", ORIGINAL_ROUTES_ANNOTATION: "{}"}}});
-        let (doc, kept) = split(&theirs, &json!({"metadata": {"annotations": {"team": "a"}}}));
+        let theirs =
+            json!({"metadata": {"annotations": {"team": "a", ORIGINAL_ROUTES_ANNOTATION: "{}"}}});
+        let (doc, kept) = split(
+            &theirs,
+            &json!({"metadata": {"annotations": {"team": "a"}}}),
+        );
         assert_eq!(doc, json!({"metadata": {"annotations": {"team": "a"}}}));
         assert_eq!(kept.len(), 1);
         let ours = json!({"metadata": {"annotations": {ORIGINAL_ROUTES_ANNOTATION: "{}"}}});
         for (now, want) in [
-            (json!({"metadata": {"annotations": null}}), json!({"metadata": {"annotations": null}})),
-            (json!({"metadata": {"annotations": {}}}), json!({"metadata": {"annotations": {}}})),
+            (
+                json!({"metadata": {"annotations": null}}),
+                json!({"metadata": {"annotations": null}}),
+            ),
+            (
+                json!({"metadata": {"annotations": {}}}),
+                json!({"metadata": {"annotations": {}}}),
+            ),
             (json!({"metadata": {}}), json!({"metadata": {}})),
             // An older version's annotation in the manifest moves out.
             (ours.clone(), json!({"metadata": {}})),

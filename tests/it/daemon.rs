@@ -1543,7 +1543,10 @@ async fn a_rollback_marker_stops_a_restart_from_re_sending_an_unconfirmed_first_
     );
     // Make the saved status the first exposure's: asked for (pending), never confirmed.
     let mut saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(saved["phase"], "Paused", "the abort is not saved: {saved:#}");
+    assert_eq!(
+        saved["phase"], "Paused",
+        "the abort is not saved: {saved:#}"
+    );
     let exposure = saved["applied"].clone();
     assert_eq!(exposure["canaryWeight"], 30, "{saved:#}");
     let obj = saved.as_object_mut().unwrap();

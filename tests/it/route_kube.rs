@@ -331,7 +331,10 @@ async fn route_takes_kubeconfig_context_and_namespace_like_kubectl() {
         &canary,
         std::fs::read_to_string(bookinfo_canary(dir.path()))
             .unwrap()
-            .replace("metadata: {name: reviews, namespace: bookinfo}", "metadata: {name: reviews}"),
+            .replace(
+                "metadata: {name: reviews, namespace: bookinfo}",
+                "metadata: {name: reviews}",
+            ),
     )
     .unwrap();
     let run = |args: Vec<String>| {
@@ -356,9 +359,12 @@ async fn route_takes_kubeconfig_context_and_namespace_like_kubectl() {
     };
     let kc = kubeconfig.display().to_string();
     // The context's namespace (bookinfo) is where the Canary's VirtualService is.
-    let out = run(base("25", &["--kube", "--kubeconfig", &kc, "--context", "bench"]))
-        .await
-        .unwrap();
+    let out = run(base(
+        "25",
+        &["--kube", "--kubeconfig", &kc, "--context", "bench"],
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -373,7 +379,15 @@ async fn route_takes_kubeconfig_context_and_namespace_like_kubectl() {
     // `-n` wins over the context's namespace: there is no VirtualService in `other`.
     let out = run(base(
         "30",
-        &["--kube", "--kubeconfig", &kc, "--context", "bench", "-n", "other"],
+        &[
+            "--kube",
+            "--kubeconfig",
+            &kc,
+            "--context",
+            "bench",
+            "-n",
+            "other",
+        ],
     ))
     .await
     .unwrap();
@@ -387,18 +401,29 @@ async fn route_takes_kubeconfig_context_and_namespace_like_kubectl() {
         .collect();
     show.push(canary.display().to_string());
     show.extend(
-        ["--kube", "--kubeconfig", &kc, "--context", "bench", "--namespace", "bookinfo"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "--kube",
+            "--kubeconfig",
+            &kc,
+            "--context",
+            "bench",
+            "--namespace",
+            "bookinfo",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     let out = run(show).await.unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("75") && stdout.contains("25"), "{stdout}");
     // An unknown context is named.
-    let out = run(base("30", &["--kube", "--kubeconfig", &kc, "--context", "nope"]))
-        .await
-        .unwrap();
+    let out = run(base(
+        "30",
+        &["--kube", "--kubeconfig", &kc, "--context", "nope"],
+    ))
+    .await
+    .unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("nope"),
@@ -406,9 +431,17 @@ async fn route_takes_kubeconfig_context_and_namespace_like_kubectl() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Cluster flags without --kube are refused, not ignored.
-    let out = run(base("30", &["--manifests", &dir.path().display().to_string(), "--context", "bench"]))
-        .await
-        .unwrap();
+    let out = run(base(
+        "30",
+        &[
+            "--manifests",
+            &dir.path().display().to_string(),
+            "--context",
+            "bench",
+        ],
+    ))
+    .await
+    .unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("use them with --kube"));
     assert_eq!(

@@ -1363,10 +1363,20 @@ fn a_rollback_marker_for_this_run_aborts_even_an_unconfirmed_first_exposure() {
     let fx = r.feed(Input::RolledBackMarker(run.clone()));
     assert_eq!(r.st.phase, CanaryPhase::Aborted);
     assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
-    let reason = r.st.abort.as_ref().map(|a| a.reason.clone()).unwrap_or_default();
-    assert!(reason.contains("rollback marker") && reason.contains(&run), "{reason}");
+    let reason =
+        r.st.abort
+            .as_ref()
+            .map(|a| a.reason.clone())
+            .unwrap_or_default();
+    assert!(
+        reason.contains("rollback marker") && reason.contains(&run),
+        "{reason}"
+    );
     // Resumed then re-sends the rollback, never the exposure.
-    assert_eq!(writes(&r.feed(Input::Resumed)), vec![DesiredRouting::weight(0)]);
+    assert_eq!(
+        writes(&r.feed(Input::Resumed)),
+        vec![DesiredRouting::weight(0)]
+    );
 }
 
 #[test]
