@@ -775,7 +775,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             queue.push_back(Input::RolledBackMarker(machine::run_marker(
                                 &self.status,
                             )));
-                            continue;
                         }
                         if result.is_ok() {
                             // The routes hold ours now: a foreign version seen before, if
