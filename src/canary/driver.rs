@@ -27,11 +27,15 @@ use crate::state::StatusStore;
 use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskHandle, TaskMsg};
 use crate::traffic::drift::{self, DriftSignals, Intended};
 use crate::traffic::istio::{self, Restore};
-use crate::traffic::planner::DesiredPlanner;
+use crate::traffic::planner::{DesiredPlanner, MarkedPlanner, MarkerOp};
 use crate::traffic::router::Router;
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
 use crate::traffic::store::{ManifestStore, ObjectKey};
 use crate::traffic::{DesiredRouting, IstioRouting, RouteWeights};
+
+/// An exposing write refused because the routes carry this run's rollback marker (fed to the
+/// machine as [`Input::RolledBackMarker`], not as a failed write).
+const ROLLED_BACK_REFUSAL: &str = "refused: the routes carry a rollback marker for this run";
 
 /// First wait before probing an OAP that has not answered yet; doubles up to
 /// [`OAP_PROBE_RETRY_MAX`].
@@ -405,8 +409,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         queue.extend(unresumed);
         self.probe_oap();
         // The routes as they are now: an exposed status over withdrawn routes is not resumed.
-        match Box::pin(self.observe_routes()).await {
-            Ok(routes) => queue.push_front(Input::Observed(routes)),
+        match Box::pin(self.observe()).await {
+            Ok((routes, markers)) => {
+                queue.push_front(Input::Observed(routes));
+                // A rollback marker for this run aborts it even when no exposure was saved.
+                for run in markers {
+                    queue.push_front(Input::RolledBackMarker(run));
+                }
+            }
             Err(e) => {
                 tracing::warn!("cannot read the routes at start: {e}")
             }
@@ -754,6 +764,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             }
                             _ => self.apply_routing(&desired).await,
                         };
+                        // The routes say this run was rolled back: the machine aborts it
+                        // (and asks for the rollback) instead of retrying the exposure.
+                        if matches!(&result, Err(e) if e == ROLLED_BACK_REFUSAL) {
+                            queue.push_back(Input::RolledBackMarker(machine::run_marker(
+                                &self.status,
+                            )));
+                        }
                         if result.is_ok() {
                             // The routes hold ours now: a foreign version seen before, if
                             // written again, is a new drift.
@@ -863,10 +880,30 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         desired: &DesiredRouting,
     ) -> Result<(DesiredRouting, Vec<RouteWeights>), String> {
         let (targets, dr) = self.targets();
-        let planner = DesiredPlanner {
+        let desired_planner = DesiredPlanner {
             routing: &self.routing,
             desired,
         };
+        // The rollback marker: written with a rollback, checked by exposing writes.
+        let run = machine::run_marker(&self.status);
+        let op = if desired.exposes_canary() {
+            MarkerOp::Guard { run }
+        } else if matches!(
+            self.status.phase,
+            super::model::CanaryPhase::Aborted | super::model::CanaryPhase::RolledBack
+        ) {
+            MarkerOp::Set {
+                run,
+                at: self
+                    .ctx
+                    .clock
+                    .now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            }
+        } else {
+            MarkerOp::Keep
+        };
+        let planner = MarkedPlanner::new(&desired_planner, op);
         // Forward moves are all-or-nothing; a move back to stable writes every VirtualService
         // it can and reports the rest, which the machine retries (rollback pending).
         let applied = if desired.exposes_canary() {
@@ -877,6 +914,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 .apply_each(&targets, dr.as_ref(), &planner)
                 .await
         };
+        if planner.refused() {
+            return Err(ROLLED_BACK_REFUSAL.to_string());
+        }
         let report = applied.map_err(|e| e.to_string())?;
         for _ in 0..report.conflicts_retried {
             self.ctx.metrics.kube_write_conflict("VirtualService");
@@ -932,6 +972,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
 
     /// The weights of every managed route as the VirtualServices hold them now.
     async fn observe_routes(&self) -> Result<Vec<RouteWeights>, String> {
+        Ok(self.observe().await?.0)
+    }
+
+    /// The weights, and the runs the VirtualServices' rollback markers name.
+    async fn observe(&self) -> Result<(Vec<RouteWeights>, Vec<String>), String> {
         let (targets, _) = self.targets();
         let objects = self
             .ctx
@@ -940,13 +985,19 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             .await
             .map_err(|e| e.to_string())?;
         let mut weights = Vec::new();
+        let mut markers = Vec::new();
         for (i, o) in objects.iter().enumerate() {
             let mut w =
                 istio::read_weights(&o.object, &self.routing.virtual_services[i], &self.routing)
                     .map_err(|e| e.to_string())?;
             weights.append(&mut w);
+            if let Some(run) = istio::rollback_marker(&o.object)
+                && !markers.iter().any(|m| m == run)
+            {
+                markers.push(run.to_string());
+            }
         }
-        Ok(weights)
+        Ok((weights, markers))
     }
 
     /// onSuccess: Restore. A VirtualService a user edited since our last write is kept and

@@ -55,6 +55,11 @@ pub enum Input {
     /// a human) moved the traffic after the last save: the canary is aborted, never resumed
     /// forward from the older status.
     Observed(Vec<RouteWeights>),
+    /// The routes carry a rollback marker naming this run ([`run_marker`]): a rollback was
+    /// written for it, whether or not its status was saved (at start), or an exposing write
+    /// found the marker and was refused. An active canary of that run is aborted, never
+    /// resumed forward, even when no exposure of it was ever confirmed.
+    RolledBackMarker(String),
     /// The driver (re)started on this status: a routing write the status still shows pending
     /// (a rollback saved before a crash, say) is asked for again at once, not after
     /// [`ROUTING_RESULT_TIMEOUT`] — the result of the earlier attempt died with the process.
@@ -150,6 +155,7 @@ pub fn step(
     };
     match input {
         Input::Observed(routes) => m.on_observed(routes),
+        Input::RolledBackMarker(run) => m.on_rolled_back_marker(run),
         Input::Resumed => m.on_resumed(),
         Input::Tick => m.on_tick(),
         Input::Spec => m.on_spec(),
@@ -168,6 +174,16 @@ pub fn step(
         Input::Rollback(why) => m.on_rollback(why),
     }
     (m.st, m.fx)
+}
+
+/// The run a status is on, as a rollback marker names it: its revision and when it started
+/// (a retry or a new revision starts a new run, so an old marker never aborts it).
+pub fn run_marker(status: &CanaryStatus) -> String {
+    let started = status.started_at.map_or_else(
+        || "-".to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    format!("{}@{started}", status.revision.as_deref().unwrap_or("-"))
 }
 
 /// True when [`Input::Spec`] starts a new run from step 0 on `status`: the canary has never
@@ -881,6 +897,23 @@ impl Machine<'_> {
         );
         self.abort(AbortStatus {
             reason,
+            metric: None,
+            value: None,
+            condition: None,
+            alarm: None,
+            at: self.now,
+        });
+    }
+
+    fn on_rolled_back_marker(&mut self, run: &str) {
+        if !self.is_active() || run_marker(&self.st) != run {
+            return;
+        }
+        self.abort(AbortStatus {
+            reason: format!(
+                "the routes carry a rollback marker for this run ({run}): a rollback whose \
+                 status was not saved; not resuming forward"
+            ),
             metric: None,
             value: None,
             condition: None,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::cli::target::{TargetArgs, TargetError};
 use crate::resources::{LoadedCanary, load_paths};
 use crate::traffic::file::FileStore;
 use crate::traffic::istio;
@@ -37,9 +38,11 @@ pub struct CanaryArgs {
     /// Canary name, when the file holds several.
     #[arg(long)]
     pub name: Option<String>,
-    /// Namespace of the Canary when its metadata has none (default: `default`).
-    #[arg(long, value_name = "NS")]
-    pub namespace: Option<String>,
+    /// `-n/--namespace` (of the Canary when its metadata has none; with --kube the default is
+    /// the kubeconfig context's namespace, else `default`), `--context`, `--kubeconfig` (with
+    /// --kube), as kubectl takes them.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Istio API version used with --kube.
     #[arg(long, default_value = "v1", value_name = "VERSION")]
     pub istio_api_version: IstioApiVersion,
@@ -86,6 +89,14 @@ pub async fn run(
     let args = match cmd {
         RouteCommand::Show { canary, .. } | RouteCommand::SetWeight { canary, .. } => canary,
     };
+    // They name a cluster: refused without --kube rather than silently ignored.
+    if !args.backend.kube && args.target.names_cluster() {
+        writeln!(
+            err,
+            "error: --context and --kubeconfig name a cluster: use them with --kube"
+        )?;
+        return Ok(4);
+    }
     let Some((canary, namespace)) = load_canary(args, err)? else {
         return Ok(4);
     };
@@ -111,8 +122,9 @@ pub async fn run(
                 Ok(4)
             }
         },
-        (None, true) => match KubeStore::from_default_config(args.istio_api_version).await {
-            Ok(store) => {
+        (None, true) => match args.target.client().await {
+            Ok(client) => {
+                let store = KubeStore::new(client, args.istio_api_version);
                 let client = store.client().clone();
                 let version = store.version();
                 let router = Router::new(store);
@@ -175,9 +187,26 @@ fn load_canary(
         .metadata
         .namespace
         .clone()
-        .or_else(|| args.namespace.clone())
-        .unwrap_or_else(|| "default".into());
-    Ok(Some((c.clone(), ns)))
+        .map_or_else(|| default_namespace(args), Ok);
+    match ns {
+        Ok(ns) => Ok(Some((c.clone(), ns))),
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(None)
+        }
+    }
+}
+
+/// The namespace of a Canary whose metadata names none: `-n`; with --kube, else the
+/// kubeconfig context's; else `default`.
+fn default_namespace(args: &CanaryArgs) -> Result<String, TargetError> {
+    if args.backend.kube {
+        return args.target.namespace();
+    }
+    match &args.target.namespace {
+        Some(_) => args.target.namespace(),
+        None => Ok("default".into()),
+    }
 }
 
 /// What a `set-weight` did, for Kubernetes Events.

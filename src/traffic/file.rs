@@ -5,18 +5,27 @@
 //! bytes, comments included.
 //!
 //! Within the document only what changed is rewritten ([`edit_document`]): a weight change
-//! replaces the weight scalars, an added or removed key (our annotation) inserts or cuts its
-//! lines, a route or destination added or removed at either end of a list inserts or cuts that
-//! item's lines; a structural change that is none of these re-renders that node alone. So a
-//! `git diff` of a weight change shows the weight lines (and our annotation), nothing else.
-//! Only a document these edits cannot handle (anchors, aliases, tags, a changed block scalar)
+//! replaces the weight scalars, an added or removed key inserts or cuts its lines, a route or
+//! destination added or removed at either end of a list inserts or cuts that item's lines; a
+//! structural change that is none of these re-renders that node alone. skycanary's own
+//! bookkeeping (the original routes, the rollback marker:
+//! [`STATE_ANNOTATIONS`](super::istio::STATE_ANNOTATIONS)) never
+//! enters the manifest: it is kept in a sidecar state file ([`sidecar`]) and merged into the
+//! objects read, so a `git diff` of a weight change shows the weight lines, nothing else. Only
+//! a document these edits cannot handle (anchors, aliases, tags, a changed block scalar)
 //! is re-rendered whole: then comments *inside* its body are lost (its leading comments and
-//! `---` line are kept) and keys keep their original order, new keys after. The directory is
-//! re-listed on every call so edits by other tools are always seen, but a file is re-read and
-//! re-parsed only when its metadata changed (size, mtime, ctime, inode), so a routing
-//! operation does not cost a read and a parse of every file under the directory. A file
-//! modified less than [`SETTLE`] before it was read is read again every time, since a second
-//! edit within the file system's timestamp granularity could keep its metadata.
+//! `---` line are kept) and keys keep their original order, new keys after.
+//!
+//! Lookups cost the same however many manifests there are: objects are indexed by file, and a
+//! lookup checks only the directories walked (one `stat` each: a file added, removed or renamed
+//! changes its directory) and the one file defining the object (re-read only when its size,
+//! mtime, ctime or inode changed). The directory is walked again only when a lookup misses,
+//! finds a duplicate, or a directory changed, and on every call of the watchers' methods
+//! ([`FileStore::change_tokens`], [`FileStore::problems`], [`FileStore::keys`]); the drift poll
+//! calls one every 0.5 s, which also bounds how long a file added in the same clock tick as
+//! one of our writes (its directory's stamp then looks unchanged) goes unseen. A file
+//! modified less than [`SETTLE`] before it was read is read again each time it is needed,
+//! since a second edit within the file system's timestamp granularity could keep its metadata.
 //!
 //! Objects are indexed per document: a file or document that cannot be read or parsed (another
 //! team's typo) is logged and skipped, so it never blocks a write to an object found elsewhere
@@ -37,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use saphyr::{LoadableYamlNode, Mapping, Scalar, Yaml, YamlEmitter};
 use serde_json::Value;
 
+use super::sidecar;
 use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
 use crate::resources::yaml_edit::edit_document;
@@ -56,8 +66,9 @@ pub struct FileStore {
     root: PathBuf,
     /// Problems already logged, so a broken file is logged once, not on every scan.
     logged: Arc<Mutex<BTreeSet<String>>>,
-    /// The last reading of each file, reused while its metadata is unchanged.
-    cache: Arc<Mutex<HashMap<PathBuf, Arc<Indexed>>>>,
+    /// The last reading of each file and where each object is, reused while metadata is
+    /// unchanged.
+    index: Arc<Mutex<Index>>,
     /// Files read from disk so far (the cost the cache saves).
     files_read: Arc<AtomicU64>,
     /// Files parsed so far (a read whose text had not changed is not parsed).
@@ -89,6 +100,48 @@ impl Stamp {
             unix: (m.ctime(), m.ctime_nsec(), m.ino(), m.dev()),
         }
     }
+}
+
+/// What the last full scan found, kept current file by file.
+#[derive(Debug, Default)]
+struct Index {
+    /// Every manifest file, as last read.
+    files: HashMap<PathBuf, Arc<Indexed>>,
+    /// The files defining each object (more than one: a duplicate, reported by a full scan).
+    by_key: HashMap<ObjectKey, Vec<PathBuf>>,
+    /// Each directory walked and its stamp then: a file added, removed or renamed changes it.
+    dirs: Vec<(PathBuf, Stamp)>,
+    /// Whether a full scan has filled the index.
+    complete: bool,
+}
+
+impl Index {
+    /// Points the keys of `path` at its new reading.
+    fn put(&mut self, path: &Path, indexed: Arc<Indexed>) {
+        if let Some(old) = self.files.get(path) {
+            for e in &old.entries {
+                if let Some(paths) = self.by_key.get_mut(&e.key) {
+                    paths.retain(|p| p != path);
+                    if paths.is_empty() {
+                        self.by_key.remove(&e.key);
+                    }
+                }
+            }
+        }
+        for e in &indexed.entries {
+            let paths = self.by_key.entry(e.key.clone()).or_default();
+            if !paths.iter().any(|p| p == path) {
+                paths.push(path.to_path_buf());
+            }
+        }
+        self.files.insert(path.to_path_buf(), indexed);
+    }
+}
+
+/// One object found: its entry and the text of its file.
+struct Found {
+    entry: Entry,
+    file: Arc<Indexed>,
 }
 
 /// One file as read and indexed.
@@ -218,7 +271,7 @@ impl FileStore {
         let store = FileStore {
             root,
             logged: Arc::default(),
-            cache: Arc::default(),
+            index: Arc::default(),
             files_read: Arc::default(),
             files_parsed: Arc::default(),
         };
@@ -268,88 +321,189 @@ impl FileStore {
             problems: Vec::new(),
         };
         let mut files = Vec::new();
+        let mut dirs = Vec::new();
         let root_io =
             |e: std::io::Error| StoreError::Backend(format!("{}: {e}", self.root.display()));
+        // Stamped before listing: a change after the stamp is a change next time.
+        let root_stamp = fs::metadata(&self.root).map_err(root_io)?;
+        dirs.push((self.root.clone(), Stamp::of(&root_stamp)));
         let top = read_dir_sorted(&self.root).map_err(root_io)?;
-        collect_files(top, &mut files, &mut scan.problems);
+        collect_files(top, &mut files, &mut dirs, &mut scan.problems);
         // Cloned (Arcs), not taken: concurrent scans all reuse it.
-        let previous = self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut cache = HashMap::with_capacity(files.len());
+        let previous = self
+            .index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .files
+            .clone();
+        let mut index = Index {
+            dirs,
+            complete: true,
+            ..Index::default()
+        };
         for file in files {
-            let stamp = match fs::metadata(&file) {
-                Ok(m) => Stamp::of(&m),
-                Err(e) => {
-                    scan.problems.push(Problem {
-                        file,
-                        line: None,
-                        message: e.to_string(),
-                        text: None,
-                    });
-                    continue;
+            match self.read_indexed(&file, previous.get(&file)) {
+                Ok(indexed) => {
+                    scan.problems.extend(indexed.problems.iter().cloned());
+                    scan.files.push(indexed.clone());
+                    index.put(&file, indexed);
                 }
-            };
-            if let Some(known) = previous.get(&file)
-                && known.settled
-                && known.stamp == stamp
-            {
-                scan.problems.extend(known.problems.iter().cloned());
-                scan.files.push(known.clone());
-                cache.insert(file, known.clone());
-                continue;
+                Err(problem) => scan.problems.push(problem),
             }
-            let started = std::time::SystemTime::now();
-            self.files_read.fetch_add(1, Ordering::Relaxed);
-            let text = match read_file(&file, MAX_MANIFEST_FILE_BYTES) {
-                Ok(text) => text,
-                Err(e) => {
-                    let message = match e {
-                        ReadError::TooLarge { limit } => {
-                            format!("manifest file is larger than the limit of {limit} bytes")
-                        }
-                        ReadError::Io(e) => e.to_string(),
-                    };
-                    scan.problems.push(Problem {
-                        file,
-                        line: None,
-                        message,
-                        text: None,
-                    });
-                    continue;
+        }
+        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+        self.log_new_problems(&scan.problems);
+        Ok(scan)
+    }
+
+    /// One file's reading: the previous one while its stamp stands for its content, else the
+    /// file read again (and parsed again only when its text changed).
+    fn read_indexed(
+        &self,
+        file: &Path,
+        previous: Option<&Arc<Indexed>>,
+    ) -> Result<Arc<Indexed>, Problem> {
+        let unreadable = |message: String| Problem {
+            file: file.to_path_buf(),
+            line: None,
+            message,
+            text: None,
+        };
+        let stamp = Stamp::of(&fs::metadata(file).map_err(|e| unreadable(e.to_string()))?);
+        if let Some(known) = previous
+            && known.settled
+            && known.stamp == stamp
+        {
+            return Ok(known.clone());
+        }
+        let started = std::time::SystemTime::now();
+        self.files_read.fetch_add(1, Ordering::Relaxed);
+        let text = read_file(file, MAX_MANIFEST_FILE_BYTES).map_err(|e| {
+            unreadable(match e {
+                ReadError::TooLarge { limit } => {
+                    format!("manifest file is larger than the limit of {limit} bytes")
                 }
+                ReadError::Io(e) => e.to_string(),
+            })
+        })?;
+        // Read from a file last modified well before the read began: a later edit gets a
+        // later timestamp, so an unchanged stamp means unchanged content.
+        let settled = stamp
+            .modified
+            .and_then(|m| m.checked_add(SETTLE))
+            .is_some_and(|m| m <= started);
+        // A recently written file is read again each time it is needed, but parsed again only
+        // when its text changed: a file just written by a rollback costs a read, not a parse.
+        let (entries, problems) = match previous {
+            Some(known) if known.text == text => (known.entries.clone(), known.problems.clone()),
+            _ => {
+                self.files_parsed.fetch_add(1, Ordering::Relaxed);
+                let (mut entries, mut problems) = (Vec::new(), Vec::new());
+                index_file(file, &text, &mut entries, &mut problems);
+                (entries, problems)
+            }
+        };
+        Ok(Arc::new(Indexed {
+            stamp,
+            settled,
+            text,
+            entries,
+            problems,
+        }))
+    }
+
+    /// Finds one object. From the index when it can: no directory walked has changed (one
+    /// `stat` per directory), the object is defined in exactly one file, and that file, checked
+    /// by its stamp (read again only when changed or recent), still defines it once. Anything
+    /// else (a miss, a duplicate, a changed directory, an unreadable file) falls back to a full
+    /// scan, which is also what reports the problem. So the cost of a lookup does not grow
+    /// with the number of manifests.
+    fn lookup(&self, key: &ObjectKey) -> Result<Found, StoreError> {
+        if let Some(found) = self.lookup_indexed(key) {
+            return Ok(found);
+        }
+        let scan = self.scan()?;
+        let (entry, _) = scan.find(key)?;
+        let entry = entry.clone();
+        let file = scan
+            .files
+            .iter()
+            .find(|f| {
+                f.entries
+                    .iter()
+                    .any(|e| e.key == *key && e.file == entry.file)
+            })
+            .cloned()
+            .ok_or_else(|| StoreError::Backend(format!("{key}: lost from the index")))?;
+        Ok(Found { entry, file })
+    }
+
+    fn lookup_indexed(&self, key: &ObjectKey) -> Option<Found> {
+        let (dirs, path, known) = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if !index.complete {
+                return None;
+            }
+            let [path] = index.by_key.get(key)?.as_slice() else {
+                return None;
             };
-            // Read from a file last modified well before the read began: a later edit gets a
-            // later timestamp, so an unchanged stamp means unchanged content.
-            let settled = stamp
-                .modified
-                .and_then(|m| m.checked_add(SETTLE))
-                .is_some_and(|m| m <= started);
-            // A recently written file is read again on every scan, but parsed again only when
-            // its text changed: the files just written by rollbacks cost a read, not a parse.
-            let (entries, problems) = match previous.get(&file) {
-                Some(known) if known.text == text => {
-                    (known.entries.clone(), known.problems.clone())
-                }
-                _ => {
-                    self.files_parsed.fetch_add(1, Ordering::Relaxed);
-                    let (mut entries, mut problems) = (Vec::new(), Vec::new());
-                    index_file(&file, &text, &mut entries, &mut problems);
-                    (entries, problems)
-                }
-            };
-            scan.problems.extend(problems.iter().cloned());
-            let indexed = Arc::new(Indexed {
+            let known = index.files.get(path)?.clone();
+            (index.dirs.clone(), path.clone(), known)
+        };
+        for (dir, stamp) in &dirs {
+            if fs::metadata(dir).map(|m| Stamp::of(&m)).ok().as_ref() != Some(stamp) {
+                return None;
+            }
+        }
+        let indexed = self.read_indexed(&path, Some(&known)).ok()?;
+        let mut found = indexed.entries.iter().filter(|e| e.key == *key);
+        let entry = found.next()?.clone();
+        if found.next().is_some() {
+            return None;
+        }
+        if !Arc::ptr_eq(&indexed, &known) {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            if index.complete {
+                index.put(&path, indexed.clone());
+            }
+        }
+        Some(Found {
+            entry,
+            file: indexed,
+        })
+    }
+
+    /// Records a file this store just wrote: its new text (no need to read it back) and the
+    /// new stamp of its directory, which the rename changed.
+    fn record_write(&self, path: &Path, text: String) {
+        let stamp = fs::metadata(path).map(|m| Stamp::of(&m));
+        let dir_stamp = path
+            .parent()
+            .map(|d| (d.to_path_buf(), fs::metadata(d).map(|m| Stamp::of(&m))));
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(stamp) = stamp else {
+            index.complete = false;
+            return;
+        };
+        let (mut entries, mut problems) = (Vec::new(), Vec::new());
+        self.files_parsed.fetch_add(1, Ordering::Relaxed);
+        index_file(path, &text, &mut entries, &mut problems);
+        index.put(
+            path,
+            Arc::new(Indexed {
                 stamp,
-                settled,
+                // Just written: another tool's edit in the same clock tick would keep it.
+                settled: false,
                 text,
                 entries,
                 problems,
-            });
-            scan.files.push(indexed.clone());
-            cache.insert(file, indexed);
+            }),
+        );
+        if let Some((dir, Ok(new))) = dir_stamp
+            && let Some(known) = index.dirs.iter_mut().find(|(d, _)| *d == dir)
+        {
+            known.1 = new;
         }
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = cache;
-        self.log_new_problems(&scan.problems);
-        Ok(scan)
     }
 
     /// Warns once per distinct problem; a fixed problem is forgotten, so breaking the file
@@ -368,12 +522,27 @@ impl FileStore {
     }
 
     fn get_blocking(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
-        let scan = self.scan()?;
-        let (entry, text) = scan.find(key)?;
+        let found = self.lookup(key)?;
+        let chunk = &found.file.text[found.entry.chunk.clone()];
+        let (sidecar, kept) = self.read_sidecar(key)?;
         Ok(Versioned {
-            object: entry.value.clone(),
-            version: fnv1a_hex(&text[entry.chunk.clone()]),
+            object: sidecar::merge(&found.entry.value, &kept),
+            version: version_of(chunk, sidecar.as_deref()),
         })
+    }
+
+    /// The sidecar's text and annotations of `key` (see [`sidecar`]).
+    fn read_sidecar(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(Option<String>, serde_json::Map<String, Value>), StoreError> {
+        let path = sidecar::path_of(&self.root, key)?;
+        let text = sidecar::read(&path, key)?;
+        let kept = match &text {
+            Some(t) => sidecar::parse(t, &path, key)?,
+            None => serde_json::Map::new(),
+        };
+        Ok((text, kept))
     }
 
     fn replace_blocking(
@@ -384,17 +553,25 @@ impl FileStore {
     ) -> Result<String, StoreError> {
         check_identity(key, object)?;
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let scan = self.scan()?;
-        let (entry, text) = scan.find(key)?;
+        let found = self.lookup(key)?;
+        let (entry, text) = (&found.entry, found.file.text.as_str());
         let old_chunk = &text[entry.chunk.clone()];
-        if fnv1a_hex(old_chunk) != expected_version {
+        let (old_sidecar, _) = self.read_sidecar(key)?;
+        if version_of(old_chunk, old_sidecar.as_deref()) != expected_version {
             return Err(StoreError::Conflict(key.clone()));
         }
-        let new_chunk = match edit_document(old_chunk, &entry.value, object, &MANIFEST_LIMITS) {
-            Ok(edited) => edited,
-            Err(why) => {
-                tracing::debug!(object = %key, file = %entry.file.display(), "re-rendering the whole document: {why}");
-                render_chunk(key, old_chunk, object)?
+        // skycanary's annotations go to the sidecar, the rest to the manifest.
+        let (document, kept) = sidecar::split(object, &entry.value);
+        let new_sidecar = sidecar::render(&kept);
+        let new_chunk = if document == entry.value {
+            old_chunk.to_string()
+        } else {
+            match edit_document(old_chunk, &entry.value, &document, &MANIFEST_LIMITS) {
+                Ok(edited) => edited,
+                Err(why) => {
+                    tracing::debug!(object = %key, file = %entry.file.display(), "re-rendering the whole document: {why}");
+                    render_chunk(key, old_chunk, &document)?
+                }
             }
         };
         let new_text = format!(
@@ -409,8 +586,34 @@ impl FileStore {
                 message: "the rendered document would change the file's document structure".into(),
             });
         }
-        write_atomically(&entry.file, text, &new_text, key)?;
-        Ok(fnv1a_hex(&new_chunk))
+        // The sidecar first: a crash between the two writes leaves the original routes and
+        // the rollback marker recorded over routes not yet changed, never changed routes
+        // with nothing recorded.
+        let sidecar_path = sidecar::path_of(&self.root, key)?;
+        let sidecar_changed = new_sidecar != old_sidecar;
+        if sidecar_changed {
+            sidecar::write(&sidecar_path, new_sidecar.as_deref())?;
+        }
+        if new_text != text {
+            if let Err(e) = write_atomically(&entry.file, text, &new_text, key) {
+                if sidecar_changed
+                    && let Err(undo) = sidecar::write(&sidecar_path, old_sidecar.as_deref())
+                {
+                    tracing::warn!(object = %key, "could not put the state file back after a failed write: {undo}");
+                }
+                return Err(e);
+            }
+            self.record_write(&entry.file, new_text);
+        }
+        Ok(version_of(&new_chunk, new_sidecar.as_deref()))
+    }
+}
+
+/// An object's version: its document's text and, when it has one, its sidecar's.
+fn version_of(chunk: &str, sidecar: Option<&str>) -> String {
+    match sidecar {
+        None => fnv1a_hex(chunk),
+        Some(s) => format!("{}+{}", fnv1a_hex(chunk), fnv1a_hex(s)),
     }
 }
 
@@ -455,7 +658,12 @@ fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<fs::DirEntry>> {
 /// `*.yaml`/`*.yml` among `entries`, recursively, sorted, skipping hidden entries. Symlinked
 /// directories are not followed (no loops). An unreadable subdirectory is a problem, not a
 /// failure of the whole scan.
-fn collect_files(entries: Vec<fs::DirEntry>, out: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
+fn collect_files(
+    entries: Vec<fs::DirEntry>,
+    out: &mut Vec<PathBuf>,
+    dirs: &mut Vec<(PathBuf, Stamp)>,
+    problems: &mut Vec<Problem>,
+) {
     for entry in entries {
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -470,10 +678,15 @@ fn collect_files(entries: Vec<fs::DirEntry>, out: &mut Vec<PathBuf>, problems: &
             text: None,
         };
         match entry.file_type() {
-            Ok(t) if t.is_dir() => match read_dir_sorted(&path) {
-                Ok(inner) => collect_files(inner, out, problems),
-                Err(e) => problems.push(problem(path, e)),
-            },
+            Ok(t) if t.is_dir() => {
+                match fs::metadata(&path).and_then(|m| Ok((m, read_dir_sorted(&path)?))) {
+                    Ok((meta, inner)) => {
+                        dirs.push((path, Stamp::of(&meta)));
+                        collect_files(inner, out, dirs, problems)
+                    }
+                    Err(e) => problems.push(problem(path, e)),
+                }
+            }
             Ok(_) => {
                 if (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file() {
                     out.push(path);
@@ -805,6 +1018,7 @@ fn fnv1a_hex(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traffic::istio;
     use serde_json::json;
 
     const MULTI: &str = "\
@@ -1160,10 +1374,14 @@ spec:
             store.get_blocking(&vs_key()).unwrap();
             store.get_blocking(&vs_key()).unwrap();
             assert_eq!(logged(), 1);
+            store.problems().unwrap();
+            assert_eq!(logged(), 1);
+            // Lookups no longer walk the directory; the watchers' walks (the drift poll's
+            // every 0.5 s) see the file fixed, then broken again.
             fs::write(dir.path().join("other.yaml"), "apiVersion: v1\n").unwrap();
-            store.get_blocking(&vs_key()).unwrap();
+            store.problems().unwrap();
             fs::write(dir.path().join("other.yaml"), broken).unwrap();
-            store.get_blocking(&vs_key()).unwrap();
+            store.problems().unwrap();
             assert_eq!(logged(), 2);
         });
         assert!(
@@ -1254,15 +1472,133 @@ spec:
         let dir = dir_with(&refs);
         let store = FileStore::open(dir.path()).unwrap();
         assert_eq!((reads(&store), parses(&store)), (31, 31));
+        // A lookup reads the one file defining the object, not the 30 other recent ones.
         let got = store.get(&vs_key()).await.unwrap();
-        assert_eq!((reads(&store), parses(&store)), (62, 31));
+        assert_eq!((reads(&store), parses(&store)), (32, 31));
         let mut o = got.object.clone();
         set_canary(&mut o, 10);
         store.replace(&vs_key(), &o, &got.version).await.unwrap();
-        // The written file alone is parsed again, once.
+        assert_eq!(reads(&store), 33);
+        // The written file alone is parsed again, once (when written), and read per lookup.
         assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
         assert_eq!(store.get(&vs_key()).await.unwrap().object, o);
-        assert_eq!(parses(&store), 32);
+        assert_eq!((reads(&store), parses(&store)), (35, 32));
+    }
+
+    /// Issue 15 item 11: the cost of a rollback does not grow with the directory. With 30 or
+    /// 120 other manifests, a read-and-write of one object reads the same files.
+    #[tokio::test]
+    async fn a_write_costs_the_same_whatever_the_number_of_manifests() {
+        let mut costs = Vec::new();
+        for others in [30, 120] {
+            let mut files = vec![("app.yaml".to_string(), MULTI.to_string())];
+            for i in 0..others {
+                files.push((
+                    format!("vs-{i}.yaml"),
+                    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}}}\nspec: {{hosts: [vs-{i}]}}\n"),
+                ));
+            }
+            let refs: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            let dir = dir_with(&refs);
+            let store = FileStore::open(dir.path()).unwrap();
+            let before = (reads(&store), parses(&store));
+            for w in [10, 0, 10] {
+                let got = store.get(&vs_key()).await.unwrap();
+                let mut o = got.object;
+                set_canary(&mut o, w);
+                store.replace(&vs_key(), &o, &got.version).await.unwrap();
+            }
+            costs.push((reads(&store) - before.0, parses(&store) - before.1));
+        }
+        assert_eq!(costs[0], costs[1], "{costs:?}");
+        assert!(costs[0].0 <= 6, "{costs:?}");
+    }
+
+    /// Sets a directory's mtime an hour back, so that adding a file visibly changes it.
+    fn age_dir(path: &Path) {
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::open(path).unwrap().set_modified(past).unwrap();
+    }
+
+    /// A file added since the last walk changes its directory's stamp: the next lookup walks
+    /// the directory again and sees the duplicate it brings.
+    #[tokio::test]
+    async fn a_new_file_is_seen_by_the_next_lookup_through_its_directory() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        age_dir(dir.path());
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.get(&vs_key()).await.is_ok());
+        fs::write(
+            dir.path().join("copy.yaml"),
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: bookinfo}\nspec: {}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            store.get(&vs_key()).await,
+            Err(StoreError::Duplicate { .. })
+        ));
+    }
+
+    /// Issue 15 acceptance: skycanary's annotations never enter the manifest. They are kept in
+    /// the sidecar, read back with the object, and gone (file and all) when removed.
+    #[tokio::test]
+    async fn state_annotations_live_in_the_sidecar_not_in_the_manifest() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 10);
+        o["metadata"]["annotations"] = json!({
+            istio::ORIGINAL_ROUTES_ANNOTATION: "{\"routes\":{}}",
+            istio::ROLLED_BACK_ANNOTATION: "r@t; rolled back t2",
+        });
+        let version = store.replace(&vs_key(), &o, &got.version).await.unwrap();
+        let text = fs::read_to_string(dir.path().join("app.yaml")).unwrap();
+        assert!(!text.contains("skycanary.io"), "{text}");
+        assert!(!text.contains("annotations"), "{text}");
+        assert_eq!(
+            text,
+            MULTI
+                .replacen("      weight: 100\n", "      weight: 90\n", 1)
+                .replacen("      weight: 0\n", "      weight: 10\n", 1)
+        );
+        let again = store.get(&vs_key()).await.unwrap();
+        assert_eq!(
+            (again.object.clone(), again.version.clone()),
+            (o.clone(), version)
+        );
+        let state = dir
+            .path()
+            .join(".skycanary/virtualservice_bookinfo_reviews.state");
+        assert!(state.is_file());
+        // The sidecar is part of the version: another writer's change of it is a conflict.
+        fs::write(&state, "{\"annotations\":{}}\n").unwrap();
+        assert_eq!(
+            store.replace(&vs_key(), &o, &again.version).await,
+            Err(StoreError::Conflict(vs_key()))
+        );
+        // Removing our annotations removes the file; the manifest keeps its bytes.
+        let now = store.get(&vs_key()).await.unwrap();
+        let mut plain = o.clone();
+        plain["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
+        store
+            .replace(&vs_key(), &plain, &now.version)
+            .await
+            .unwrap();
+        assert!(!state.exists());
+        assert_eq!(
+            fs::read_to_string(dir.path().join("app.yaml")).unwrap(),
+            text
+        );
+        assert_eq!(store.get(&vs_key()).await.unwrap().object, plain);
+        // The sidecar directory is never read as manifests.
+        assert_eq!(store.problems().unwrap(), vec![]);
     }
 
     /// An edit that keeps the size and restores the mtime is still seen (ctime and inode).

@@ -44,6 +44,60 @@ use super::model::{
 /// routes it last wrote, so that a user's later edit is never overwritten by [`restore`].
 pub const ORIGINAL_ROUTES_ANNOTATION: &str = "skycanary.io/original-routes";
 
+/// Annotation written with a rollback's weights, naming the run it rolled back
+/// (`<run>; rolled back <time>`): a restarted daemon whose saved status is older than the
+/// rollback reads it and aborts that run instead of resuming it forward (RELIABILITY.md, the
+/// rollback invariant). Any forward write removes it; a forward write of the run it names is
+/// refused.
+pub const ROLLED_BACK_ANNOTATION: &str = "skycanary.io/rolled-back";
+
+/// skycanary's bookkeeping annotations: in file mode they live in a sidecar file, not in the
+/// manifest (`traffic::sidecar`); they are never drift.
+pub const STATE_ANNOTATIONS: [&str; 2] = [ORIGINAL_ROUTES_ANNOTATION, ROLLED_BACK_ANNOTATION];
+
+/// The run a VirtualService's rollback marker names, if it carries one.
+pub fn rollback_marker(vs: &Value) -> Option<&str> {
+    let raw = vs
+        .get("metadata")?
+        .get("annotations")?
+        .get(ROLLED_BACK_ANNOTATION)?
+        .as_str()?;
+    Some(raw.split_once("; ").map_or(raw, |(run, _)| run))
+}
+
+/// The VirtualService with a rollback marker naming `run`, written at `at` (RFC 3339).
+pub fn with_rollback_marker(vs: &Value, run: &str, at: &str) -> Value {
+    let mut out = vs.clone();
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        if !matches!(meta.get("annotations"), Some(Value::Object(_))) {
+            meta.insert("annotations".into(), Value::Object(Map::new()));
+        }
+        if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.insert(
+                ROLLED_BACK_ANNOTATION.into(),
+                Value::String(format!("{run}; rolled back {at}")),
+            );
+        }
+    }
+    out
+}
+
+/// The VirtualService without a rollback marker (the annotations map goes too when the marker
+/// was all it held).
+pub fn without_rollback_marker(vs: &Value) -> Value {
+    let mut out = vs.clone();
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        let now_empty = match meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            Some(a) => a.remove(ROLLED_BACK_ANNOTATION).is_some() && a.is_empty(),
+            None => false,
+        };
+        if now_empty {
+            meta.remove("annotations");
+        }
+    }
+    out
+}
+
 /// Route kinds and their key under `spec`.
 const KINDS: [(RouteKind, &str); 3] = [
     (RouteKind::Http, "http"),

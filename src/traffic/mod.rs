@@ -10,6 +10,7 @@ pub mod memory;
 pub mod model;
 pub mod planner;
 pub mod router;
+pub mod sidecar;
 pub mod spec;
 pub mod store;
 

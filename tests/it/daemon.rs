@@ -207,6 +207,17 @@ pub(crate) async fn status(d: &Daemon) -> Value {
         .unwrap()
 }
 
+/// The canary's status, or why it cannot be had yet (the daemon still starting).
+async fn try_status(d: &Daemon) -> Result<Value, reqwest::Error> {
+    http()
+        .get(format!("{}/api/v1/canaries/bookinfo/reviews", d.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await
+}
+
 /// Polls until `pred` holds on the canary's status (bounded).
 pub(crate) async fn wait_for(
     d: &Daemon,
@@ -1587,6 +1598,89 @@ async fn an_unsaved_abort_survives_a_sigkill() {
             .contains("not resuming forward"),
         "{s:#}"
     );
+    assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed again");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["phase"], "Aborted", "{saved:#}");
+}
+
+/// Issue 14, RELIABILITY.md window (1): the first exposure was never confirmed in the saved
+/// status (only its write is pending), the canary was rolled back and the daemon killed before
+/// any save. Routes at 0 cannot tell this from "the first write never landed", and the pending
+/// write would be re-sent; the rollback marker the rollback left (file mode: in the sidecar
+/// state file, not in the manifest) makes the restarted daemon abort instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_marker_stops_a_restart_from_re_sending_an_unconfirmed_first_exposure() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace("  - pause: {duration: 1s}", "  - pause: {}");
+    let mut d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
+    })
+    .await;
+    let manifest_before_abort = std::fs::read_to_string(d.manifests.join("reviews.yaml")).unwrap();
+    let (file, blocker) = block_state_saves(&d, "reviews");
+    let _ = http()
+        .post(format!("{}/api/v1/canaries/bookinfo/reviews/abort", d.url))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"reason": "unsaved"}))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vs_weights(&d.manifests) != (100, 0) {
+        assert!(Instant::now() < deadline, "never rolled back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    std::fs::remove_dir_all(&blocker).unwrap();
+    // The marker is in the sidecar; the manifest changed only in its weight lines.
+    let sidecar = d
+        .manifests
+        .join(".skycanary/virtualservice_bookinfo_reviews.state");
+    let kept = std::fs::read_to_string(&sidecar).expect("the sidecar state file");
+    assert!(kept.contains("skycanary.io/rolled-back"), "{kept}");
+    let manifest = std::fs::read_to_string(d.manifests.join("reviews.yaml")).unwrap();
+    assert!(!manifest.contains("skycanary.io"), "{manifest}");
+    assert_eq!(
+        manifest.lines().count(),
+        manifest_before_abort.lines().count()
+    );
+    // Make the saved status the first exposure's: asked for (pending), never confirmed.
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        saved["phase"], "Paused",
+        "the abort is not saved: {saved:#}"
+    );
+    let exposure = saved["applied"].clone();
+    assert_eq!(exposure["canaryWeight"], 30, "{saved:#}");
+    let obj = saved.as_object_mut().unwrap();
+    obj.remove("applied");
+    obj.remove("pause");
+    obj.insert("phase".into(), "Progressing".into());
+    obj.insert(
+        "routingWrite".into(),
+        serde_json::json!({"routing": exposure, "requestedAt": obj["stepStartedAt"], "failures": 0}),
+    );
+    std::fs::write(&file, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let dirs = d.dirs.take().expect("dirs");
+    drop(d);
+    let d = start(dirs, &running.url());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        assert_eq!(vs_weights(&d.manifests), (100, 0), "exposed again");
+        if let Ok(s) = try_status(&d).await
+            && aborted_and_written(&s)
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never aborted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let reason = s["status"]["abort"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("rollback marker"), "{s:#}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed again");
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Aborted", "{saved:#}");

@@ -83,7 +83,16 @@ fn set_weight_moves_only_weights() {
     assert_eq!(route["route"][0]["weight"], 80);
     assert_eq!(route["route"][1]["weight"], 20);
     assert_eq!(route["retries"]["attempts"], 3, "unknown fields survive");
-    assert!(vs["metadata"]["annotations"]["skycanary.io/original-routes"].is_string());
+    // The original routes are recorded beside the manifests, not in them (file mode).
+    assert!(vs["metadata"].get("annotations").is_none(), "{vs}");
+    let state = dir
+        .path()
+        .join(".skycanary/virtualservice_bookinfo_reviews.state");
+    assert!(
+        std::fs::read_to_string(state)
+            .unwrap()
+            .contains("skycanary.io/original-routes")
+    );
 }
 
 #[test]
@@ -414,51 +423,44 @@ fn set_weight(dir: &Path, weight: &str) {
     );
 }
 
-/// The line holding our annotation, which records the original routes.
-fn annotation_line(text: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("    skycanary.io/original-routes: "))
-        .unwrap_or_else(|| panic!("no annotation in\n{text}"));
-    format!("{line}\n")
-}
-
-/// Issue 15 item 12: `set-weight 10`, `20`, then `0` on a hand-formatted manifest change the
-/// weight lines and add, update and finally remove our annotation; every other byte stays,
-/// and after `0` the file is byte-for-byte what it was.
+/// Issue 15 acceptance: `set-weight 10` (the first: the original routes are recorded), `20`,
+/// then `0` on a hand-formatted, commented manifest change the weight lines and nothing else,
+/// byte for byte: skycanary's record of the original routes lives in the sidecar state file
+/// `.skycanary/` (ignored by Git through its own `.gitignore`), not in the manifest; after `0`
+/// the file is byte-for-byte what it was and the state file is gone.
 #[test]
 fn set_weight_diffs_are_the_weight_lines_only() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reviews.yaml");
     std::fs::write(&file, HAND_FORMATTED).unwrap();
+    let state = dir
+        .path()
+        .join(".skycanary/virtualservice_bookinfo_reviews.state");
 
     set_weight(dir.path(), "10");
     let after10 = std::fs::read_to_string(&file).unwrap();
-    let note10 = annotation_line(&after10);
     let want10 = HAND_FORMATTED
-        .replace(
-            "  namespace: bookinfo   # same as the app\n",
-            &format!("  namespace: bookinfo   # same as the app\n  annotations:\n{note10}"),
-        )
         .replace("          weight: 100\n", "          weight: 90\n")
         .replace(
             "          weight: 0   # canary\n",
             "          weight: 10   # canary\n",
         );
     assert_eq!(after10, want10);
-    let vs = &skycanary::resources::yaml::parse_documents(&after10).unwrap()[1].value;
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     let recorded: serde_json::Value = serde_json::from_str(
-        vs["metadata"]["annotations"]["skycanary.io/original-routes"]
+        kept["annotations"]["skycanary.io/original-routes"]
             .as_str()
             .unwrap(),
     )
     .unwrap();
     assert_eq!(recorded["routes"]["http"][0]["route"][0]["weight"], 100);
+    let ignore = std::fs::read_to_string(dir.path().join(".skycanary/.gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "*"), "{ignore}");
 
     set_weight(dir.path(), "20");
     let after20 = std::fs::read_to_string(&file).unwrap();
     let want20 = after10
-        .replace(&note10, &annotation_line(&after20))
         .replace("          weight: 90\n", "          weight: 80\n")
         .replace(
             "          weight: 10   # canary\n",
@@ -468,4 +470,5 @@ fn set_weight_diffs_are_the_weight_lines_only() {
 
     set_weight(dir.path(), "0");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), HAND_FORMATTED);
+    assert!(!state.exists(), "nothing left to remember");
 }

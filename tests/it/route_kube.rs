@@ -303,3 +303,149 @@ async fn set_weight_with_kube_is_visible_to_kubectl_and_recorded_as_events() {
     );
     assert!(yaml.contains("skycanary.io/original-routes"), "{yaml}");
 }
+
+/// Issue 20: `route` takes kubectl's `--kubeconfig`, `--context` and `-n`. A Canary without a
+/// namespace lands in the context's namespace, `-n` overrides it, the current context (which
+/// points nowhere) is not used when `--context` names another; without --kube the cluster
+/// flags are refused.
+#[tokio::test]
+async fn route_takes_kubeconfig_context_and_namespace_like_kubectl() {
+    let (fake, _router, _h) = served(&["reviews"]).await;
+    let (addr, _h2) = fake.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The current context points at a closed port; `bench` names the fake, namespace bookinfo.
+    let kubeconfig = dir.path().join("kubeconfig");
+    let kc_yaml = skycanary::testkit::kubeconfig_yaml(addr)
+        .replace("current-context: fake", "current-context: broken")
+        .replace(
+            "contexts:\n",
+            "contexts:\n- name: broken\n  context:\n    cluster: nowhere\n    user: fake\n- name: bench\n  context:\n    cluster: fake\n    user: fake\n    namespace: bookinfo\n",
+        )
+        .replace(
+            "clusters:\n",
+            "clusters:\n- name: nowhere\n  cluster:\n    server: http://127.0.0.1:1\n",
+        );
+    std::fs::write(&kubeconfig, kc_yaml).unwrap();
+    let canary = dir.path().join("canary.yaml");
+    std::fs::write(
+        &canary,
+        std::fs::read_to_string(bookinfo_canary(dir.path()))
+            .unwrap()
+            .replace(
+                "metadata: {name: reviews, namespace: bookinfo}",
+                "metadata: {name: reviews}",
+            ),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_skycanary"))
+                .args(&args)
+                .env_remove("KUBECONFIG")
+                .env("HOME", "/nonexistent")
+                .output()
+                .unwrap()
+        })
+    };
+    let base = |weight: &str, extra: &[&str]| {
+        let mut v: Vec<String> = ["route", "set-weight", "--canary"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push(canary.display().to_string());
+        v.push(weight.into());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let kc = kubeconfig.display().to_string();
+    // The context's namespace (bookinfo) is where the Canary's VirtualService is.
+    let out = run(base(
+        "25",
+        &["--kube", "--kubeconfig", &kc, "--context", "bench"],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        weights(&fake.virtual_service("bookinfo", "reviews").unwrap()),
+        (75, 25)
+    );
+    // `-n` wins over the context's namespace: there is no VirtualService in `other`.
+    let out = run(base(
+        "30",
+        &[
+            "--kube",
+            "--kubeconfig",
+            &kc,
+            "--context",
+            "bench",
+            "-n",
+            "other",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("other/reviews"), "{stderr}");
+    // `--namespace bookinfo` with `show`, through the same context.
+    let mut show: Vec<String> = ["route", "show", "--canary"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    show.push(canary.display().to_string());
+    show.extend(
+        [
+            "--kube",
+            "--kubeconfig",
+            &kc,
+            "--context",
+            "bench",
+            "--namespace",
+            "bookinfo",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let out = run(show).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("75") && stdout.contains("25"), "{stdout}");
+    // An unknown context is named.
+    let out = run(base(
+        "30",
+        &["--kube", "--kubeconfig", &kc, "--context", "nope"],
+    ))
+    .await
+    .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Cluster flags without --kube are refused, not ignored.
+    let out = run(base(
+        "30",
+        &[
+            "--manifests",
+            &dir.path().display().to_string(),
+            "--context",
+            "bench",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use them with --kube"));
+    assert_eq!(
+        weights(&fake.virtual_service("bookinfo", "reviews").unwrap()),
+        (75, 25)
+    );
+}

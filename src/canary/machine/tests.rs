@@ -1394,6 +1394,78 @@ fn observed_routes_that_match_or_a_pending_write_change_nothing() {
     assert!(p.feed(Input::Observed(routes_at(0))).is_empty());
 }
 
+/// Issue 14, RELIABILITY.md window (1): the first exposure was asked for (pending, never
+/// confirmed), the canary was rolled back and the daemon killed before any save. The saved
+/// status cannot tell this from "the first write never landed"; the marker the rollback left
+/// on the routes can: the run is aborted, and the pending exposing write is not re-sent.
+#[test]
+fn a_rollback_marker_for_this_run_aborts_even_an_unconfirmed_first_exposure() {
+    let mut s = Sim::new(spec(vec![w(30), pause(Some(60)), w(60)]));
+    s.start();
+    assert!(s.st.routing_write.is_some(), "the first write is pending");
+    assert!(s.st.applied.is_none(), "and was never confirmed");
+    let run = run_marker(&s.st);
+    let restarted = || Sim {
+        spec: s.spec.clone(),
+        st: s.st.clone(),
+        now: t(5),
+    };
+    // Routes at 0 alone do not tell (the first write may never have landed)...
+    assert!(restarted().feed(Input::Observed(routes_at(0))).is_empty());
+    // ...the marker does.
+    let mut r = restarted();
+    let fx = r.feed(Input::RolledBackMarker(run.clone()));
+    assert_eq!(r.st.phase, CanaryPhase::Aborted);
+    assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+    let reason =
+        r.st.abort
+            .as_ref()
+            .map(|a| a.reason.clone())
+            .unwrap_or_default();
+    assert!(
+        reason.contains("rollback marker") && reason.contains(&run),
+        "{reason}"
+    );
+    // Resumed then re-sends the rollback, never the exposure.
+    assert_eq!(
+        writes(&r.feed(Input::Resumed)),
+        vec![DesiredRouting::weight(0)]
+    );
+}
+
+#[test]
+fn a_marker_of_another_run_or_over_a_finished_canary_changes_nothing() {
+    let mut s = Sim::new(spec(vec![w(30), pause(Some(60)), w(60)]));
+    s.start();
+    s.ok();
+    let before = s.st.clone();
+    // An older run of the same revision (retried since) and another revision.
+    for other in ["rev-1@2020-01-01T00:00:00.000Z", "other@-"] {
+        assert!(s.feed(Input::RolledBackMarker(other.into())).is_empty());
+        assert_eq!(s.st, before);
+    }
+    // A retry starts a new run: the old run's marker no longer applies.
+    let run = run_marker(&s.st);
+    s.feed(Input::RolledBackMarker(run.clone()));
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    s.ok();
+    s.now = t(10);
+    s.cmd(Command::Retry);
+    assert_eq!(s.st.phase, CanaryPhase::Progressing);
+    assert_ne!(run_marker(&s.st), run);
+    let retried = s.st.clone();
+    assert!(s.feed(Input::RolledBackMarker(run)).is_empty());
+    assert_eq!(s.st, retried);
+    // A promoted canary is not judged by a marker.
+    let mut p = Sim::new(spec(vec![w(10)]));
+    p.start();
+    p.ok();
+    p.ok();
+    assert_eq!(p.st.phase, CanaryPhase::Promoted);
+    let m = run_marker(&p.st);
+    assert!(p.feed(Input::RolledBackMarker(m)).is_empty());
+}
+
 /// Small deterministic generator (no extra dependency; reproducible failures).
 struct Rng(u64);
 

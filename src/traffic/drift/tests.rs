@@ -424,6 +424,10 @@ fn foreign_changes_of_unmanaged_parts_are_left_alone() {
     let ours = written(&original(), &routing, &r, &d);
     let edits: Vec<(&str, Edit)> = vec![
         (
+            "a rollback marker (skycanary's own bookkeeping, never drift)",
+            Box::new(|v| *v = istio::with_rollback_marker(v, "v2@2026-01-01T00:00:00.000Z", "t")),
+        ),
+        (
             "another route added",
             Box::new(|v| {
                 v["spec"]["http"]
