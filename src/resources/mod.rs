@@ -18,3 +18,4 @@ pub use load::{
 };
 pub use template::*;
 pub mod crd;
+pub mod cron;
