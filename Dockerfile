@@ -9,7 +9,8 @@ RUN apk add --no-cache musl-dev
 WORKDIR /src
 # The whole crate (every target the manifest declares must exist); .dockerignore drops target/.
 COPY . .
-RUN cargo build --release --locked --bin skycanary \
+# Without the `demo` feature: a cluster's daemon needs neither the simulator nor the demo.
+RUN cargo build --release --locked --no-default-features --bin skycanary \
  && cp target/release/skycanary /skycanary
 
 # distroless/static: CA certificates, /etc/passwd with `nonroot` (65532), tzdata; nothing else.

@@ -5,10 +5,12 @@
 
 pub mod alarm;
 pub mod analysis;
+pub mod api;
 pub mod backoff;
 pub mod canary;
 pub mod cli;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod provider;
 pub mod report;
@@ -16,6 +18,7 @@ pub mod resources;
 pub mod runner;
 pub mod schedule;
 pub mod server;
+#[cfg(feature = "demo")]
 pub mod sim;
 pub mod state;
 pub mod task;

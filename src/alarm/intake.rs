@@ -1,5 +1,6 @@
-//! The one decision every alarm channel shares (SkyWalking webhook, `getAlarm` polling,
-//! Alertmanager webhook): does this alarm roll this canary back, and has it been seen before.
+//! What every alarm channel shares (SkyWalking webhook, `getAlarm` polling, Alertmanager
+//! webhook): parsing payloads element by element, the alarm's identity and de-duplication
+//! memory; whether an alarm acts on a canary is decided in `accept.rs`.
 //!
 //! Everything here is bounded in bytes whatever the sender does: a payload holds at most
 //! [`MAX_ALARMS_PER_PAYLOAD`] alarms, a malformed one is refused alone (its index and reason
@@ -16,7 +17,6 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::alertmanager::Alert;
-use super::matcher::RollbackRules;
 use super::skywalking::Alarm;
 
 /// Most alarms one payload may carry; the ones past it are refused (reported like malformed
@@ -176,18 +176,8 @@ pub enum Incoming {
     Alert(Alert),
 }
 
-/// What an alarm means for one canary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Roll back now.
-    Trigger,
-    /// A recovery notice or a resolved alert: never a reason to roll back.
-    Recovered,
-    /// Matches, but started before this canary's run: it is about an earlier release.
-    OlderThanRun,
-    /// Not for this canary.
-    NoMatch,
-}
+/// What an alarm means for a canary, decided in one place (`accept.rs`) for every channel.
+pub use super::accept::{Verdict, verdict};
 
 impl Incoming {
     /// A recovery (SkyWalking 10.4 `recoveryTime`) or a resolved alert.
@@ -240,30 +230,6 @@ impl Incoming {
     }
 }
 
-/// Decides what `item` means for a canary with `rules` whose run started at `run_start`.
-/// Recoveries are checked first so a recovery never counts, whatever the matchers say.
-pub fn verdict(
-    item: &Incoming,
-    rules: &RollbackRules,
-    run_start: Option<DateTime<Utc>>,
-) -> Verdict {
-    if item.is_recovery() {
-        return Verdict::Recovered;
-    }
-    let matched = match item {
-        Incoming::Alarm(a) => rules.alarms.matches(a),
-        Incoming::Alert(a) => rules.alerts.matches(a),
-    };
-    if !matched {
-        return Verdict::NoMatch;
-    }
-    // An unknown or implausible start cannot show the alarm is about an earlier release.
-    match (run_start, item.started()) {
-        (Some(run), Some(at)) if at < run => Verdict::OlderThanRun,
-        _ => Verdict::Trigger,
-    }
-}
-
 /// Remembers the identities of the last `capacity` alarms, so a re-delivered alarm (or one
 /// seen by the webhook and again by polling) is handled once. Identities are 16-byte hashes,
 /// so its memory is bounded by `capacity` whatever the alarms carry (about 100 bytes each).
@@ -312,6 +278,7 @@ impl Deduper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alarm::matcher::RollbackRules;
     use crate::resources::canary::{AlarmMatcher, RollbackOn};
 
     fn keys(ks: &[&str]) -> Vec<DedupeKey> {

@@ -2,6 +2,7 @@
 //! payloads, matching against a Canary's `rollbackOn`, and de-duplication of repeated
 //! deliveries.
 
+pub mod accept;
 pub mod alertmanager;
 pub mod intake;
 pub mod matcher;

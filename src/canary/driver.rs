@@ -1244,17 +1244,9 @@ fn newly_completed(before: &CanaryStatus, after: &CanaryStatus) -> Vec<Phase> {
 /// Why a forwarded alarm must not act: it started before the canary's current run (an alarm
 /// about the previous release). None for every other request.
 fn stale_forwarded_alarm(status: &CanaryStatus, req: &CommandRequest) -> Option<String> {
-    let alarm = req
-        .alarm
-        .as_ref()
-        .filter(|_| req.action == CommandAction::Alarm)?;
-    match (alarm.started_at, status.started_at) {
-        (Some(at), Some(run)) if at < run => Some(format!(
-            "alarm {} started at {at}, before this run ({run})",
-            alarm.rule
-        )),
-        _ => None,
-    }
+    let decision = crate::alarm::accept::forwarded(req, status.started_at)?;
+    let rule = req.alarm.as_ref().map_or("", |a| a.rule.as_str());
+    (!decision.acts()).then(|| decision.reason(rule))
 }
 
 /// Names of the runs `before` kept that `after` no longer has.

@@ -17,9 +17,14 @@ use crate::analysis::{Phase, RunState};
 use crate::provider::skywalking::ProviderError;
 use crate::resources::{ConfigError, load_paths};
 use crate::runner::{self, Clock, Defaults, RunEvent, RunPlan, ScaledClock, SystemClock};
-use crate::sim::{OapProfile, SimConfig, Simulator};
-
+#[cfg(feature = "demo")]
 use crate::sim::scenario::Scenario;
+#[cfg(feature = "demo")]
+use crate::sim::{OapProfile, SimConfig, Simulator};
+/// Without the `demo` feature the flag still parses, so that using it says what is missing
+/// (`cli::missing_feature`).
+#[cfg(not(feature = "demo"))]
+type Scenario = String;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,13 +56,16 @@ pub struct AnalyzeArgs {
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Serve the template's entities from the built-in simulator with this scenario.
-    #[arg(long, value_enum, value_name = "SCENARIO")]
+    #[cfg_attr(feature = "demo", arg(long, value_enum, value_name = "SCENARIO"))]
+    #[cfg_attr(not(feature = "demo"), arg(long, value_name = "SCENARIO", hide = true))]
     pub simulator: Option<Scenario>,
     /// OAP version the simulator emulates (8.9, 9.4, 9.7, 10.2, 10.4).
     #[arg(long, default_value = "10.4", requires = "simulator")]
+    #[cfg_attr(not(feature = "demo"), arg(hide = true))]
     pub sim_version: String,
     /// With --simulator: run simulated time this many times faster than real time.
     #[arg(long, default_value_t = 1.0, requires = "simulator")]
+    #[cfg_attr(not(feature = "demo"), arg(hide = true))]
     pub time_scale: f64,
     /// Also write a self-contained HTML report (charts of every metric against its
     /// thresholds, verdicts with reasons) to this file.
@@ -163,12 +171,16 @@ pub async fn run(
         Some(_) => Arc::new(ScaledClock::new(Utc::now(), args.time_scale)),
         None => Arc::new(SystemClock),
     };
+    #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
     let mut defaults = Defaults {
         skywalking: args.skywalking.clone(),
         timezone,
     };
+    #[cfg(feature = "demo")]
     let mut _sim_guard = None;
+    #[cfg(feature = "demo")]
     let plan_for_sim;
+    #[cfg(feature = "demo")]
     if let Some(scenario) = args.simulator {
         let profile: OapProfile = match args.sim_version.parse() {
             Ok(p) => p,
@@ -305,7 +317,7 @@ pub async fn run(
 
 fn header(out: &mut dyn Write, plan: &RunPlan, args: &AnalyzeArgs) -> std::io::Result<()> {
     let addrs: Vec<&str> = plan.clients.iter().map(|c| c.address.as_str()).collect();
-    let sim = match args.simulator {
+    let sim = match &args.simulator {
         Some(s) => format!(
             " (simulator: {s:?}, OAP {}, time x{})",
             args.sim_version, args.time_scale
@@ -433,6 +445,7 @@ impl From<&RunState> for JsonReport {
 }
 
 /// Service names a plan queries: typed entities, and `serviceName: "..."` in raw queries.
+#[cfg(feature = "demo")]
 fn services_of(plan: &RunPlan) -> std::collections::BTreeSet<String> {
     let raw = regex::Regex::new(r#"serviceName\s*:\s*"((?:[^"\\]|\\.)*)""#).expect("static regex");
     let mut out = std::collections::BTreeSet::new();

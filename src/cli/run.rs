@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
@@ -73,6 +73,7 @@ pub struct RunArgs {
     /// from an in-process simulated OAP on loopback, used instead of --skywalking; its
     /// `weightsFrom` follows the VirtualServices of --manifests.
     #[arg(long, value_name = "SCENARIO", conflicts_with = "kube")]
+    #[cfg_attr(not(feature = "demo"), arg(hide = true))]
     pub simulator: Option<PathBuf>,
     /// OAP timezone (`+0800`); by default read from the OAP.
     #[arg(long, value_name = "OFFSET", value_parser = super::parse_timezone_arg)]
@@ -200,10 +201,13 @@ pub async fn run(
         return Ok(4);
     }
     let timezone = args.timezone;
+    // Without the `demo` feature nothing replaces the OAP (`--simulator` is refused earlier).
+    #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
     let mut defaults = Defaults {
         skywalking: args.skywalking.clone(),
         timezone,
     };
+    #[cfg(feature = "demo")]
     let mut _sim = None;
     if let (Some(_), Some(oap)) = (&args.simulator, &args.skywalking) {
         // One of the two would be ignored silently; a user who set both meant one of them.
@@ -214,6 +218,7 @@ pub async fn run(
         )?;
         return Ok(4);
     }
+    #[cfg(feature = "demo")]
     if let Some(scenario) = &args.simulator {
         let started = super::simulator::start(super::simulator::SimSetup {
             scenario,
@@ -324,13 +329,14 @@ pub async fn run(
         loaded.scheduled.len(),
         loaded.templates.len()
     )?;
-    if let Some(s) = &_sim {
+    #[cfg(feature = "demo")]
+    if let (Some(s), Some(scenario)) = (&_sim, &args.simulator) {
         writeln!(
             out,
             "simulated SkyWalking OAP {} on {} (scenario {})",
             s.profile,
             s.running.url(),
-            args.simulator.as_deref().unwrap_or(Path::new("")).display()
+            scenario.display()
         )?;
     }
     out.flush()?;

@@ -12,9 +12,7 @@ use tokio::sync::oneshot;
 use chrono::{DateTime, Utc};
 
 use crate::alarm::poll::AlarmSink;
-use crate::alarm::{
-    Alarm, Batch, Deduper, Incoming, PatternCache, RollbackRules, Verdict, verdict,
-};
+use crate::alarm::{Alarm, Batch, Deduper, Incoming, PatternCache, RollbackRules};
 use crate::canary::driver::{AlarmMsg, CanaryHandle, Msg};
 use crate::canary::machine::alarm_armed;
 use crate::canary::{
@@ -265,29 +263,17 @@ impl DaemonControl {
         let mut handled = Vec::new();
         let (mut duplicates, mut recoveries, mut stale) = (0, 0, 0);
         for item in &items {
-            if item.is_recovery() {
-                recoveries += 1;
-                continue;
-            }
-            // Verdicts first, de-duplication second: only an alarm that would roll a canary
-            // back is remembered, so alarms for other services neither grow nor flush the
-            // de-dup memory.
-            let mut targets = Vec::new();
-            for (i, h) in handles.iter().enumerate() {
-                let Some(r) = rules.get(&(h.namespace.clone(), h.name.clone())) else {
-                    continue;
-                };
-                let started = h.status.borrow().started_at;
-                match verdict(item, r, started) {
-                    Verdict::Trigger => targets.push(i),
-                    Verdict::OlderThanRun => stale += 1,
-                    Verdict::NoMatch | Verdict::Recovered => {}
-                }
-            }
-            if targets.is_empty() || !self.first_time(item) {
-                duplicates += usize::from(!targets.is_empty());
-                continue;
-            }
+            // Verdicts first, de-duplication second (`alarm::accept`): only an alarm that
+            // would roll a canary back is remembered.
+            let canaries = handles.iter().enumerate().filter_map(|(i, h)| {
+                let r = rules.get(&(h.namespace.clone(), h.name.clone()))?;
+                Some((i, &**r, h.status.borrow().started_at))
+            });
+            let routed = crate::alarm::accept::route(item, canaries, || self.first_time(item));
+            recoveries += usize::from(routed.recovery);
+            stale += routed.older_than_run;
+            duplicates += usize::from(routed.duplicate);
+            let mut targets = routed.act_on;
             // One message per canary per payload: the first matching alarm rolls it back and
             // later ones of the same payload find it in the same state (acted on or not
             // armed), so a payload of thousands of matching alerts costs a few messages.
@@ -357,21 +343,12 @@ impl DaemonControl {
         let mut requests: Vec<(Key, CommandRequest)> = Vec::new();
         let (mut duplicates, mut recoveries) = (0, 0);
         for item in &items {
-            if item.is_recovery() {
-                recoveries += 1;
-                continue;
-            }
-            let targets: Vec<&Key> = f
-                .targets
-                .iter()
-                .filter(|(_, rules)| verdict(item, rules, None) == Verdict::Trigger)
-                .map(|(key, _)| key)
-                .collect();
-            if targets.is_empty() || !self.first_time(item) {
-                duplicates += usize::from(!targets.is_empty());
-                continue;
-            }
-            for key in targets {
+            // The standby does not know the runs: their start is the leader's to check.
+            let canaries = f.targets.iter().map(|(key, rules)| (key, &**rules, None));
+            let routed = crate::alarm::accept::route(item, canaries, || self.first_time(item));
+            recoveries += usize::from(routed.recovery);
+            duplicates += usize::from(routed.duplicate);
+            for key in routed.act_on {
                 if requests.iter().any(|(k, _)| k == key) {
                     continue;
                 }
@@ -533,11 +510,8 @@ impl Control for DaemonControl {
         })
     }
 
-    fn scheduled_analyses(&self) -> Vec<serde_json::Value> {
-        self.schedules()
-            .iter()
-            .filter_map(|h| serde_json::to_value(h.summary()).ok())
-            .collect()
+    fn scheduled_analyses(&self) -> Vec<crate::schedule::ScheduleSummary> {
+        self.schedules().iter().map(|h| h.summary()).collect()
     }
 
     /// Starts a run now, as concurrencyPolicy allows (Forbid with a run going → 409).

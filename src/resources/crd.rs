@@ -24,8 +24,8 @@ use serde_json::{Map, Value, json};
 use super::canary::CanarySpec;
 use super::scheduled::ScheduledAnalysisSpec;
 use super::template::{AnalysisTemplateSpec, IntOrString, WindowDef};
-use crate::canary::model::CanaryStatus;
-use crate::schedule::model::ScheduledAnalysisStatus;
+use crate::api::canary::CanaryStatus;
+use crate::api::scheduled::ScheduledAnalysisStatus;
 
 /// API group of every skycanary resource.
 pub const GROUP: &str = "skycanary.io";

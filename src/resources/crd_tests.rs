@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::analysis::{Measurement, MetricResult, Phase, RunState};
-use crate::canary::model::{
+use crate::api::canary::{
     AbortStatus, AnalysisRunKind, AnalysisRunStatus, CanaryPhase, CommandAction, CommandOutcome,
     CommandRequest, PauseReason, PauseStatus, StatusCondition,
 };
@@ -638,7 +638,7 @@ fn full_status() -> CanaryStatus {
         promoted_at: None,
         watch_until: Some(t(3600)),
         message: Some("waiting".into()),
-        routing_write: Some(crate::canary::RoutingWrite {
+        routing_write: Some(crate::api::canary::RoutingWrite {
             routing: DesiredRouting::weight(10),
             requested_at: t(10),
             retry_at: Some(t(20)),

@@ -905,8 +905,8 @@ pub fn validate_template(t: &AnalysisTemplateDoc, o: &Origin) -> Vec<ConfigError
 /// Parses a raw GraphQL query and returns its top-level response keys (aliases or field names).
 /// Only a single `query` operation is allowed.
 pub fn raw_query_aliases(text: &str) -> Result<Vec<String>, String> {
-    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
-    let doc = async_graphql::parser::parse_query(text)
+    use async_graphql_parser::types::{DocumentOperations, OperationType, Selection};
+    let doc = async_graphql_parser::parse_query(text)
         .map_err(|e| format!("GraphQL syntax error: {e}"))?;
     let op = match &doc.operations {
         DocumentOperations::Single(op) => op,

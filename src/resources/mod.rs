@@ -19,3 +19,4 @@ pub use load::{
 };
 pub use template::*;
 pub mod crd;
+pub mod cron;

@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 
 use super::canary_validate::{check_name, check_namespace};
+use super::cron::{CronSchedule, parse_time_zone};
 use super::duration::{duration_from_secs, parse_duration};
 use super::load::{ConfigError, Origin};
 use super::scheduled::*;
 use super::yaml::{child_path, index_path};
-use crate::schedule::cron::{CronSchedule, parse_time_zone};
 
 /// Longest ScheduledAnalysis name: its runs are named `<name>-<timestamp>`.
 pub const SCHEDULED_NAME_MAX: usize = 52;

@@ -75,8 +75,8 @@ pub trait Control: Send + Sync + 'static {
         name: &str,
         cmd: Command,
     ) -> BoxFuture<'static, Result<CanarySummary, ControlError>>;
-    /// Scheduled analyses (shape owned by the daemon; an empty list until schedules exist).
-    fn scheduled_analyses(&self) -> Vec<serde_json::Value>;
+    /// Scheduled analyses: spec summary and status of each (`GET /api/v1/scheduled-analyses`).
+    fn scheduled_analyses(&self) -> Vec<crate::schedule::ScheduleSummary>;
     /// Starts a scheduled analysis now.
     fn run_scheduled(
         &self,

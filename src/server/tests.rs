@@ -119,8 +119,21 @@ impl Control for Fake {
         ready(self.apply(namespace, name, cmd)).boxed()
     }
 
-    fn scheduled_analyses(&self) -> Vec<Value> {
-        vec![json!({"namespace": "prod", "name": "nightly"})]
+    fn scheduled_analyses(&self) -> Vec<crate::schedule::ScheduleSummary> {
+        vec![crate::schedule::ScheduleSummary {
+            namespace: "prod".into(),
+            name: "nightly".into(),
+            schedule: "0 3 * * *".into(),
+            time_zone: "Europe/Berlin".into(),
+            concurrency_policy: crate::resources::scheduled::ConcurrencyPolicy::Forbid,
+            suspend: false,
+            templates: vec!["apdex".into()],
+            status: crate::schedule::ScheduledAnalysisStatus {
+                next_schedule_time: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+                skipped: 2,
+                ..Default::default()
+            },
+        }]
     }
 
     fn run_scheduled(
@@ -579,9 +592,19 @@ async fn scheduled_analyses_list_and_run() {
     let h = Harness::secured().await;
     let response = h.get("/api/v1/scheduled-analyses").await;
     assert_eq!(response.status(), StatusCode::OK);
+    // The API's JSON, field by field (camelCase, empty status fields left out).
     assert_eq!(
         json_of(response).await,
-        json!({"items": [{"namespace": "prod", "name": "nightly"}]})
+        json!({"items": [{
+            "namespace": "prod",
+            "name": "nightly",
+            "schedule": "0 3 * * *",
+            "timeZone": "Europe/Berlin",
+            "concurrencyPolicy": "Forbid",
+            "suspend": false,
+            "templates": ["apdex"],
+            "status": {"nextScheduleTime": "2023-11-14T22:13:20Z", "skipped": 2},
+        }]})
     );
 
     let response = h

@@ -6,6 +6,7 @@ pub mod drift;
 pub mod file;
 pub mod istio;
 pub mod kube;
+#[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 pub mod model;
 pub mod planner;

@@ -701,6 +701,15 @@ fn dockerfile_builds_in_stages_and_runs_as_the_deployments_user() {
         .expect("numeric USER (runAsNonRoot needs a number)");
     assert!(uid > 0);
     assert!(!final_stage.contains("RUN "), "no shell in the final stage");
+    // The image's daemon is built without the simulator and the demo (docs/operations.md).
+    let build = text
+        .lines()
+        .find(|l| l.contains("cargo build"))
+        .expect("a cargo build in the build stage");
+    assert!(
+        build.contains("--release") && build.contains("--no-default-features"),
+        "{build}"
+    );
     let objects = render("deploy");
     let (pod, _) = container(&objects, "skycanary", "skycanary");
     assert_eq!(pod["securityContext"]["runAsUser"], uid);
