@@ -844,6 +844,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         self.ctx
             .metrics
             .decision(&self.namespace, &self.name, &ev.reason);
+        self.ctx
+            .metrics
+            .canary_event(&ev.reason, self.status.started_at, self.ctx.clock.now());
         if let Some(client) = &self.ctx.events {
             use crate::traffic::kube::{EventType, emit_event};
             let involved = k8s_openapi::api::core::v1::ObjectReference {
