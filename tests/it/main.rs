@@ -23,6 +23,7 @@ mod evidence_time;
 mod hostile_http;
 mod kube_fake;
 mod kubectl;
+mod metrics_export;
 mod provider_sim;
 mod report_browser;
 mod route_cli;
