@@ -138,7 +138,14 @@ mod tests {
     #[test]
     fn verbs_and_resources_follow_the_api_paths() {
         let vs = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices";
-        let cases: [(Method, String, Option<&str>, (&str, &str)); 12] = [
+        /// Method, path, query and the expected (verb, resource).
+        type Case = (
+            Method,
+            String,
+            Option<&'static str>,
+            (&'static str, &'static str),
+        );
+        let cases: [Case; 12] = [
             (Method::GET, vs.into(), None, ("list", "virtualservices")),
             (
                 Method::GET,
