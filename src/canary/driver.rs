@@ -74,6 +74,14 @@ pub trait CanaryMetrics: SaveMetrics {
     fn forget_run(&self, namespace: &str, name: &str, run: &str);
     /// An analysis run reached its verdict `phase` (counted once, when persisted).
     fn analysis_run(&self, namespace: &str, name: &str, phase: Phase);
+    /// An event of the canary: a release's end (`RolloutCompleted`, `RolloutAborted`) records
+    /// its duration since `started_at`.
+    fn canary_event(
+        &self,
+        reason: &str,
+        started_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    );
     /// A decision of the state machine, by its event reason.
     fn decision(&self, namespace: &str, name: &str, reason: &str);
     /// A routing write of `kind` met a conflict and was retried.
@@ -839,6 +847,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         self.ctx
             .metrics
             .decision(&self.namespace, &self.name, &ev.reason);
+        self.ctx
+            .metrics
+            .canary_event(&ev.reason, self.status.started_at, self.ctx.clock.now());
         if let Some(client) = &self.ctx.events {
             use crate::traffic::kube::{EventType, emit_event};
             let involved = k8s_openapi::api::core::v1::ObjectReference {

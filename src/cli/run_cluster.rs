@@ -63,13 +63,18 @@ pub async fn run(
         renew_every: Duration::from_millis(d * 1000 / 4),
         clock_skew: Duration::from_millis(d * 1000 / 5),
     };
-    let store = match KubeStore::from_default_config(args.istio_api_version).await {
-        Ok(s) => s,
-        Err(e) => {
-            writeln!(err, "error: {e}")?;
-            return Ok(1);
-        }
-    };
+    let metrics = Metrics::new();
+    let observer: Arc<dyn crate::traffic::kube_observe::KubeRequestObserver> =
+        Arc::new(metrics.clone());
+    let store =
+        match KubeStore::from_default_config_observed(args.istio_api_version, Some(observer)).await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(1);
+            }
+        };
     let client = store.client().clone();
     let forward_client = client.clone();
     let lock = match LeaseLock::new(client.clone(), lease_ns, lease_name, identity.clone())
@@ -85,7 +90,6 @@ pub async fn run(
         return Ok(4);
     };
     let local = listener.local_addr()?;
-    let metrics = Metrics::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Foreign edits of the managed weights: every replica watches the VirtualServices; the
     // leader's canary tasks re-read those that changed.

@@ -7,11 +7,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::AlarmSource;
@@ -19,9 +21,114 @@ use crate::analysis::{ConditionKind, Phase};
 use crate::canary::CanaryPhase;
 use crate::traffic::RouteWeights;
 
-/// Content type of `GET /metrics`.
+/// Content type of `GET /metrics` when the scraper asks for OpenMetrics (Prometheus does).
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Content type of `GET /metrics` otherwise: the classic text format (0.0.4), which `curl`,
+/// `promtool check metrics` and older scrapers read.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The two exposition formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 (`# EOF`, counter families named without `_total`, `# UNIT`).
+    OpenMetrics,
+    /// Prometheus text 0.0.4.
+    Classic,
+}
+
+impl Format {
+    /// Negotiated from an `Accept` header: OpenMetrics when it is accepted (q > 0), as
+    /// Prometheus asks for it first; the classic format for everyone else, as the official
+    /// client libraries do.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Classic;
+        };
+        let wanted = accept.split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f64>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !q_zero
+        });
+        if wanted {
+            Format::OpenMetrics
+        } else {
+            Format::Classic
+        }
+    }
+
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Format::Classic => CLASSIC_CONTENT_TYPE,
+        }
+    }
+}
+
+/// Rewrites this registry's OpenMetrics text as the classic format: counter families take
+/// their samples' `_total` name (the classic parser matches `# HELP`/`# TYPE` by sample name,
+/// so without it a counter has no help text), info families become `_info` gauges, and the
+/// OpenMetrics-only `# UNIT` and `# EOF` lines go. Sample lines are the same in both formats.
+pub fn openmetrics_to_classic(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some((name, h)) = help.take() {
+                push_help(&mut out, name, h);
+            }
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (classic_name, classic_kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
+                _ => (name.to_string(), "untyped"),
+            };
+            match help.take() {
+                Some((help_name, h)) if help_name == name => push_help(&mut out, &classic_name, h),
+                Some((help_name, h)) => push_help(&mut out, help_name, h),
+                None => {}
+            }
+            out.push_str("# TYPE ");
+            out.push_str(&classic_name);
+            out.push(' ');
+            out.push_str(classic_kind);
+            out.push('\n');
+            continue;
+        }
+        if let Some((name, h)) = help.take() {
+            push_help(&mut out, name, h);
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some((name, h)) = help {
+        push_help(&mut out, name, h);
+    }
+    out
+}
+
+fn push_help(out: &mut String, name: &str, help: &str) {
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(help);
+    out.push('\n');
+}
 
 /// Every canary phase, so setting one phase can zero the others (a state-set gauge).
 const CANARY_PHASES: [CanaryPhase; 8] = [
@@ -38,6 +145,16 @@ const CANARY_PHASES: [CanaryPhase; 8] = [
 /// SkyWalking queries are usually tens of milliseconds; the tail matters up to the timeout.
 const PROVIDER_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Kubernetes API requests: a few ms in-cluster; watches answer their headers at once.
+const KUBE_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A canary release, start to Promoted/Aborted: a minute to a day.
+const CANARY_DURATION_BUCKETS: [f64; 12] = [
+    30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
 ];
 
 /// From alarm receipt to rollback written: 1 ms to 10 s.
@@ -120,9 +237,43 @@ struct ProviderLabels {
     kind: String,
 }
 
+/// One OAP request: its operation and how it ended (`ok`, `4xx`, `5xx` or the error kind).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProviderRequestLabels {
+    address: String,
+    kind: String,
+    status: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+/// Verb and resource come from API paths the daemon builds (never object names).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KubeRequestLabels {
+    verb: String,
+    resource: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KubeLatencyLabels {
+    verb: String,
+    resource: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+    target: String,
 }
 
 /// Only the canary's own names and the (fixed) source: nothing from an alarm's payload, whose
@@ -172,11 +323,35 @@ struct StateSaveLabels {
     name: String,
 }
 
+/// Registers a family so it is listed (`# HELP`/`# TYPE`) before its first series:
+/// prometheus-client leaves empty families out, and then a dashboard or an `absent()` alert
+/// cannot tell "never happened" from "not exported".
+#[derive(Debug)]
+struct Listed<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Listed<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn provider_histogram() -> Histogram {
     Histogram::new(PROVIDER_BUCKETS)
+}
+
+fn kube_histogram() -> Histogram {
+    Histogram::new(KUBE_BUCKETS)
+}
+
+fn canary_duration_histogram() -> Histogram {
+    Histogram::new(CANARY_DURATION_BUCKETS)
 }
 
 /// Per-canary gauge series with free-form labels, remembered so they can be dropped when the
@@ -199,6 +374,10 @@ struct Inner {
     decisions: Family<DecisionLabels, Counter>,
     provider_latency: HistogramFamily<ProviderLabels>,
     provider_errors: Family<ProviderLabels, Counter>,
+    provider_requests: Family<ProviderRequestLabels, Counter>,
+    kube_requests: Family<KubeRequestLabels, Counter>,
+    kube_latency: HistogramFamily<KubeLatencyLabels>,
+    canary_duration: HistogramFamily<OutcomeLabels>,
     kube_conflicts: Family<KindLabels, Counter>,
     traffic_drift: Family<DriftLabels, Counter>,
     alarms_received: Family<SourceLabels, Counter>,
@@ -231,50 +410,65 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every `skycanary_` metric registered (families start empty).
+    /// A fresh registry with every `skycanary_` metric registered (families start empty, yet
+    /// each is listed with its help and type from the first scrape), the build info, and on
+    /// Linux the `process_*` metrics.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("skycanary");
+        let mut root = Registry::default();
+        if let Some(process) = super::process::ProcessCollector::for_self() {
+            root.register_collector(Box::new(process));
+        }
+        let registry = root.sub_registry_with_prefix("skycanary");
+        registry.register(
+            "build",
+            "The running build: version, git commit and target triple (value 1)",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: env!("SKYCANARY_GIT_COMMIT").to_string(),
+                target: env!("SKYCANARY_TARGET").to_string(),
+            }),
+        );
         let canary_phase = Family::<CanaryPhaseLabels, Gauge>::default();
         registry.register(
             "canary_phase",
             "1 for the canary's current phase, 0 for the others",
-            canary_phase.clone(),
+            Listed(canary_phase.clone()),
         );
         let canary_weight = Family::<WeightLabels, Gauge>::default();
         registry.register(
             "canary_weight",
             "Canary weight (percent) read back per VirtualService route",
-            canary_weight.clone(),
+            Listed(canary_weight.clone()),
         );
         let measurement_value = Family::<MeasurementLabels, F64Gauge>::default();
         registry.register(
             "measurement_value",
             "Last measured value per analysis run and metric",
-            measurement_value.clone(),
+            Listed(measurement_value.clone()),
         );
         let measurement_threshold = Family::<ThresholdLabels, F64Gauge>::default();
         registry.register(
             "measurement_threshold",
             "Threshold of the last measurement's success or failure condition, per analysis run and metric, when the condition is one comparison with a number or arg",
-            measurement_threshold.clone(),
+            Listed(measurement_threshold.clone()),
         );
         let measurements = Family::<MeasurementPhaseLabels, Counter>::default();
         registry.register(
             "measurements",
             "Measurements taken, by resulting phase",
-            measurements.clone(),
+            Listed(measurements.clone()),
         );
         let analysis_runs = Family::<CanaryPhaseLabels, Counter>::default();
         registry.register(
             "analysis_runs",
             "Analysis runs completed, by phase",
-            analysis_runs.clone(),
+            Listed(analysis_runs.clone()),
         );
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "decisions",
             "Controller decisions, by reason",
-            decisions.clone(),
+            Listed(decisions.clone()),
         );
         let provider_latency: HistogramFamily<ProviderLabels> =
             Family::new_with_constructor(provider_histogram);
@@ -282,66 +476,94 @@ impl Metrics {
             "provider_request_duration",
             "Metric provider request latency",
             Unit::Seconds,
-            provider_latency.clone(),
+            Listed(provider_latency.clone()),
         );
         let provider_errors = Family::<ProviderLabels, Counter>::default();
         registry.register(
             "provider_errors",
             "Metric provider request failures, by error kind",
-            provider_errors.clone(),
+            Listed(provider_errors.clone()),
+        );
+        let provider_requests = Family::<ProviderRequestLabels, Counter>::default();
+        registry.register(
+            "provider_requests",
+            "Metric provider (OAP) requests, by operation and outcome (ok, 4xx, 5xx or the error kind)",
+            Listed(provider_requests.clone()),
+        );
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Kubernetes API requests, by verb, resource and status class (error: no response)",
+            Listed(kube_requests.clone()),
+        );
+        let kube_latency: HistogramFamily<KubeLatencyLabels> =
+            Family::new_with_constructor(kube_histogram);
+        registry.register_with_unit(
+            "kube_request_duration",
+            "Kubernetes API request latency to the response headers, by verb and resource",
+            Unit::Seconds,
+            Listed(kube_latency.clone()),
+        );
+        let canary_duration: HistogramFamily<OutcomeLabels> =
+            Family::new_with_constructor(canary_duration_histogram);
+        registry.register_with_unit(
+            "canary_duration",
+            "Canary releases from start to Promoted or Aborted, by outcome",
+            Unit::Seconds,
+            Listed(canary_duration.clone()),
         );
         let kube_conflicts = Family::<KindLabels, Counter>::default();
         registry.register(
             "kube_write_conflicts",
             "Kubernetes writes refused with 409 Conflict, by resource kind",
-            kube_conflicts.clone(),
+            Listed(kube_conflicts.clone()),
         );
         let traffic_drift = Family::<DriftLabels, Counter>::default();
         registry.register(
             "traffic_drift",
             "Foreign changes of a canary's managed weights or routes, by VirtualService",
-            traffic_drift.clone(),
+            Listed(traffic_drift.clone()),
         );
         let alarms_received = Family::<SourceLabels, Counter>::default();
         registry.register(
             "alarms_received",
             "Alarm messages received, by source",
-            alarms_received.clone(),
+            Listed(alarms_received.clone()),
         );
         let alarms_matched = Family::<AlarmMatchLabels, Counter>::default();
         registry.register(
             "alarms_matched",
             "Alarm messages that matched a canary",
-            alarms_matched.clone(),
+            Listed(alarms_matched.clone()),
         );
         let alarm_rollback_latency = Histogram::new(ROLLBACK_BUCKETS);
         registry.register_with_unit(
             "alarm_rollback_duration",
             "Time from alarm receipt to the rollback being written",
             Unit::Seconds,
-            alarm_rollback_latency.clone(),
+            Listed(alarm_rollback_latency.clone()),
         );
         let scheduled_runs = Family::<CanaryPhaseLabels, Counter>::default();
         registry.register(
             "scheduled_runs",
             "Scheduled analysis fire times, by outcome: the run's phase, Skipped (Forbid) or Missed",
-            scheduled_runs.clone(),
+            Listed(scheduled_runs.clone()),
         );
         let scheduled_actions = Family::<ScheduledActionLabels, Counter>::default();
         registry.register(
             "scheduled_actions",
             "Actions on scheduled analysis results (rollback, webhook), by outcome",
-            scheduled_actions.clone(),
+            Listed(scheduled_actions.clone()),
         );
         let state_save_failures = Family::<StateSaveLabels, Counter>::default();
         registry.register(
             "state_save_failures",
             "Failed saves of a canary's or scheduled analysis' status (state directory or status subresource)",
-            state_save_failures.clone(),
+            Listed(state_save_failures.clone()),
         );
         Metrics {
             inner: Arc::new(Inner {
-                registry,
+                registry: root,
                 canary_phase,
                 canary_weight,
                 measurement_value,
@@ -351,6 +573,10 @@ impl Metrics {
                 decisions,
                 provider_latency,
                 provider_errors,
+                provider_requests,
+                kube_requests,
+                kube_latency,
+                canary_duration,
                 kube_conflicts,
                 traffic_drift,
                 alarms_received,
@@ -370,6 +596,15 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)?;
         Ok(out)
+    }
+
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Format) -> Result<String, fmt::Error> {
+        let text = self.encode()?;
+        Ok(match format {
+            Format::OpenMetrics => text,
+            Format::Classic => openmetrics_to_classic(&text),
+        })
     }
 
     fn series(&self) -> MutexGuard<'_, HashMap<(String, String), CanarySeries>> {
@@ -584,6 +819,52 @@ impl Metrics {
         self.inner.provider_errors.get_or_create(&labels).inc();
     }
 
+    /// `skycanary_kube_requests_total` and `skycanary_kube_request_duration_seconds`: one
+    /// Kubernetes API request (see [`crate::traffic::kube_observe::classify`]).
+    pub fn kube_request(&self, verb: &str, resource: &str, status: &str, elapsed: Duration) {
+        let counted = KubeRequestLabels {
+            verb: verb.to_string(),
+            resource: resource.to_string(),
+            status: status.to_string(),
+        };
+        self.inner.kube_requests.get_or_create(&counted).inc();
+        let timed = KubeLatencyLabels {
+            verb: verb.to_string(),
+            resource: resource.to_string(),
+        };
+        self.inner
+            .kube_latency
+            .get_or_create(&timed)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// `skycanary_canary_duration_seconds`: on a canary's `RolloutCompleted` (Promoted) or
+    /// `RolloutAborted` (Aborted) event, the time since its run started; other events, or a
+    /// canary without a start time, record nothing.
+    pub fn canary_event(
+        &self,
+        reason: &str,
+        started_at: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let outcome = match reason {
+            "RolloutCompleted" => "Promoted",
+            "RolloutAborted" => "Aborted",
+            _ => return,
+        };
+        let Some(started) = started_at else {
+            return;
+        };
+        // A clock that went backwards counts as zero, not as a negative duration.
+        let seconds = (now - started).to_std().unwrap_or_default().as_secs_f64();
+        self.inner
+            .canary_duration
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .observe(seconds);
+    }
+
     /// `skycanary_kube_write_conflicts_total`: a write to a `kind` object got 409 Conflict.
     pub fn kube_write_conflict(&self, kind: &str) {
         let labels = KindLabels {
@@ -736,6 +1017,21 @@ impl crate::provider::skywalking::RequestObserver for Metrics {
         error: Option<&crate::provider::skywalking::ProviderError>,
     ) {
         self.provider_request(address, kind, elapsed);
+        let status = match error {
+            None => "ok",
+            Some(crate::provider::skywalking::ProviderError::Http { status, .. }) => {
+                crate::traffic::kube_observe::status_class(*status)
+            }
+            Some(e) => e.kind(),
+        };
+        self.inner
+            .provider_requests
+            .get_or_create(&ProviderRequestLabels {
+                address: address.to_string(),
+                kind: kind.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
         if let Some(e) = error {
             self.provider_error(address, e.kind());
         }
@@ -785,6 +1081,14 @@ impl crate::canary::driver::CanaryMetrics for Metrics {
     fn analysis_run(&self, namespace: &str, name: &str, phase: Phase) {
         Metrics::analysis_run(self, namespace, name, phase);
     }
+    fn canary_event(
+        &self,
+        reason: &str,
+        started_at: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        Metrics::canary_event(self, reason, started_at, now);
+    }
     fn decision(&self, namespace: &str, name: &str, reason: &str) {
         Metrics::decision(self, namespace, name, reason);
     }
@@ -808,5 +1112,11 @@ impl crate::schedule::driver::ScheduleMetrics for Metrics {
     }
     fn scheduled_action(&self, namespace: &str, name: &str, action: &str, outcome: &str) {
         Metrics::scheduled_action(self, namespace, name, action, outcome);
+    }
+}
+
+impl crate::traffic::kube_observe::KubeRequestObserver for Metrics {
+    fn observe(&self, verb: &str, resource: &str, status: &str, elapsed: Duration) {
+        self.kube_request(verb, resource, status, elapsed);
     }
 }

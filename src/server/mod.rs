@@ -4,6 +4,7 @@
 
 mod auth;
 mod metrics;
+mod process;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::canary::{CanaryStatus, Command};
 
 pub use auth::{Auth, AuthError, TOKEN_ENV, Token, TokenError};
-pub use metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, StateKind, UnsavedState};
+pub use metrics::{
+    CLASSIC_CONTENT_TYPE, Format, Metrics, OPENMETRICS_CONTENT_TYPE, StateKind, UnsavedState,
+    openmetrics_to_classic,
+};
 use routes::BodyDeadline;
 pub use routes::{MAX_BODY_BYTES, router};
 

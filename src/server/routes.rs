@@ -17,7 +17,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::auth::{Auth, require_token};
-use super::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
+use super::metrics::{Format, Metrics};
 use super::{AlarmSource, CanarySummary, Control, ControlError};
 use crate::canary::Command;
 
@@ -306,9 +306,12 @@ async fn readyz(State(state): State<AppState>, Query(q): Query<ReadyzQuery>) -> 
         .into_response()
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    match state.metrics.encode() {
-        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response(),
+/// OpenMetrics for scrapers that ask for it (Prometheus), the classic text format otherwise.
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    match state.metrics.encode_as(format) {
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type())], text).into_response(),
         Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics")
             .into_response(),
     }

@@ -843,7 +843,10 @@ fn parse_openmetrics(text: &str) -> (Vec<Sample>, BTreeMap<String, String>) {
             "+Inf" => f64::INFINITY,
             other => other.parse().expect("numeric value"),
         };
-        assert!(name.starts_with("skycanary_"), "{name}");
+        assert!(
+            name.starts_with("skycanary_") || name.starts_with("process_"),
+            "{name}"
+        );
         samples.push(Sample {
             name: name.to_string(),
             labels,
@@ -928,8 +931,17 @@ fn record_everything(metrics: &Metrics) {
 async fn metrics_scrape_is_openmetrics() {
     let h = Harness::secured().await;
     record_everything(&h.metrics);
-    // Public: Prometheus scrapes without a token.
-    let response = h.client.get(h.url("/metrics")).send().await.expect("GET");
+    // Public: Prometheus scrapes without a token, and asks for OpenMetrics first.
+    let response = h
+        .client
+        .get(h.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response
@@ -1260,6 +1272,316 @@ fn label_values_are_escaped() {
     metrics.decision("prod", "web", "quote\"and\\slash");
     let text = metrics.encode().expect("encode");
     assert!(text.contains(r#"reason="quote\"and\\slash""#), "{text}");
+}
+
+/// Every family the daemon registers, by its OpenMetrics name and type: listed by a fresh
+/// daemon before anything happened (process metrics aside: they are Linux-only).
+pub(crate) const FAMILIES: [(&str, &str); 23] = [
+    ("skycanary_build", "info"),
+    ("skycanary_canary_phase", "gauge"),
+    ("skycanary_canary_weight", "gauge"),
+    ("skycanary_measurement_value", "gauge"),
+    ("skycanary_measurements", "counter"),
+    ("skycanary_analysis_runs", "counter"),
+    ("skycanary_decisions", "counter"),
+    ("skycanary_provider_request_duration_seconds", "histogram"),
+    ("skycanary_provider_errors", "counter"),
+    ("skycanary_provider_requests", "counter"),
+    ("skycanary_kube_requests", "counter"),
+    ("skycanary_kube_request_duration_seconds", "histogram"),
+    ("skycanary_canary_duration_seconds", "histogram"),
+    ("skycanary_kube_write_conflicts", "counter"),
+    ("skycanary_traffic_drift", "counter"),
+    ("skycanary_alarms_received", "counter"),
+    ("skycanary_alarms_matched", "counter"),
+    ("skycanary_alarm_rollback_duration_seconds", "histogram"),
+    ("skycanary_scheduled_runs", "counter"),
+    ("skycanary_scheduled_actions", "counter"),
+    ("skycanary_state_save_failures", "counter"),
+    ("process_cpu_seconds", "counter"),
+    ("process_resident_memory_bytes", "gauge"),
+];
+
+#[test]
+fn a_fresh_registry_lists_every_family() {
+    let text = Metrics::new().encode().expect("encode");
+    let (samples, types) = parse_openmetrics(&text);
+    for (name, kind) in FAMILIES {
+        if name.starts_with("process_") && !cfg!(target_os = "linux") {
+            continue;
+        }
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some(kind),
+            "{name}\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no help"
+        );
+    }
+    // Nothing else is registered without being listed above (process extras aside).
+    let unlisted: Vec<&String> = types
+        .keys()
+        .filter(|k| !k.starts_with("process_") && !FAMILIES.iter().any(|(n, _)| n == k))
+        .collect();
+    assert!(unlisted.is_empty(), "{unlisted:?}");
+    // Labelled families have no series yet: the samples are the build, the unlabelled alarm
+    // histogram (zero) and the process' own.
+    let build = find(
+        &samples,
+        "skycanary_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("SKYCANARY_GIT_COMMIT")),
+            ("target", env!("SKYCANARY_TARGET")),
+        ],
+    );
+    assert_eq!(build.map(|s| s.value), Some(1.0), "{text}");
+    assert!(
+        samples.iter().all(|s| s.name == "skycanary_build_info"
+            || s.name
+                .starts_with("skycanary_alarm_rollback_duration_seconds_")
+            || s.name.starts_with("process_")),
+        "{text}"
+    );
+}
+
+#[test]
+fn accept_negotiates_openmetrics_or_the_classic_format() {
+    let cases = [
+        (None, Format::Classic),
+        (Some("*/*"), Format::Classic),
+        (Some("text/plain"), Format::Classic),
+        (Some("application/openmetrics-text"), Format::OpenMetrics),
+        (
+            Some("text/plain;version=0.0.4;q=0.5, Application/OpenMetrics-Text; version=1.0.0"),
+            Format::OpenMetrics,
+        ),
+        (Some("application/openmetrics-text;q=0"), Format::Classic),
+        (Some("application/openmetrics-text-x"), Format::Classic),
+    ];
+    for (accept, want) in cases {
+        assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+    }
+    assert_eq!(Format::Classic.content_type(), CLASSIC_CONTENT_TYPE);
+    assert_eq!(Format::OpenMetrics.content_type(), OPENMETRICS_CONTENT_TYPE);
+}
+
+#[test]
+fn the_classic_format_names_counters_and_info_by_their_samples() {
+    let om = "# HELP skycanary_decisions Controller decisions.\n\
+        # TYPE skycanary_decisions counter\n\
+        skycanary_decisions_total{reason=\"a\"} 2\n\
+        # HELP skycanary_build The build.\n\
+        # TYPE skycanary_build info\n\
+        skycanary_build_info{version=\"1\"} 1\n\
+        # HELP skycanary_x_seconds Latency.\n\
+        # TYPE skycanary_x_seconds histogram\n\
+        # UNIT skycanary_x_seconds seconds\n\
+        skycanary_x_seconds_sum 0.5\n\
+        skycanary_x_seconds_count 1\n\
+        skycanary_x_seconds_bucket{le=\"+Inf\"} 1\n\
+        # HELP skycanary_g A gauge.\n\
+        # TYPE skycanary_g gauge\n\
+        # HELP skycanary_u Unknown.\n\
+        # TYPE skycanary_u unknown\n\
+        skycanary_u 3\n\
+        # EOF\n";
+    let classic = "# HELP skycanary_decisions_total Controller decisions.\n\
+        # TYPE skycanary_decisions_total counter\n\
+        skycanary_decisions_total{reason=\"a\"} 2\n\
+        # HELP skycanary_build_info The build.\n\
+        # TYPE skycanary_build_info gauge\n\
+        skycanary_build_info{version=\"1\"} 1\n\
+        # HELP skycanary_x_seconds Latency.\n\
+        # TYPE skycanary_x_seconds histogram\n\
+        skycanary_x_seconds_sum 0.5\n\
+        skycanary_x_seconds_count 1\n\
+        skycanary_x_seconds_bucket{le=\"+Inf\"} 1\n\
+        # HELP skycanary_g A gauge.\n\
+        # TYPE skycanary_g gauge\n\
+        # HELP skycanary_u Unknown.\n\
+        # TYPE skycanary_u untyped\n\
+        skycanary_u 3\n";
+    assert_eq!(openmetrics_to_classic(om), classic);
+}
+
+#[tokio::test]
+async fn a_plain_scrape_gets_the_classic_format_with_help_for_every_sample() {
+    let h = Harness::secured().await;
+    record_everything(&h.metrics);
+    let response = h.client.get(h.url("/metrics")).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some(CLASSIC_CONTENT_TYPE)
+    );
+    let text = response.text().await.expect("text");
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    let mut helped = std::collections::BTreeSet::new();
+    let mut typed = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.insert(rest.split(' ').next().unwrap().to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            typed.insert(name.to_string(), kind.to_string());
+        } else {
+            // The classic parser finds a sample's family by its name (histograms by the name
+            // without _bucket/_sum/_count).
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| typed.get(*f).map(String::as_str) == Some("histogram"))
+                })
+                .unwrap_or(name);
+            assert!(helped.contains(family), "{name} has no help\n{text}");
+            assert!(typed.contains_key(family), "{name} has no type\n{text}");
+        }
+    }
+    assert_eq!(
+        typed.get("skycanary_decisions_total").map(String::as_str),
+        Some("counter")
+    );
+    assert!(text.contains("skycanary_decisions_total{namespace=\"prod\",name=\"web\",reason=\"TrafficWeightUpdated\"} 1"));
+}
+
+#[test]
+fn canary_duration_is_recorded_when_a_release_ends() {
+    let metrics = Metrics::new();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let later = |secs| start + chrono::TimeDelta::seconds(secs);
+    metrics.canary_event("RolloutCompleted", Some(start), later(90));
+    metrics.canary_event("RolloutAborted", Some(start), later(45));
+    metrics.canary_event("RolloutAborted", Some(start), later(4000));
+    // Not an end, or no start: nothing.
+    metrics.canary_event("RolloutStepCompleted", Some(start), later(10));
+    metrics.canary_event("RolloutCompleted", None, later(10));
+    // A clock that went backwards counts as zero.
+    metrics.canary_event("RolloutCompleted", Some(start), later(-5));
+    let (samples, _) = parse_openmetrics(&metrics.encode().expect("encode"));
+    let count = |outcome| {
+        value_of(
+            &samples,
+            "skycanary_canary_duration_seconds_count",
+            &[("outcome", outcome)],
+        )
+    };
+    let sum = |outcome| {
+        value_of(
+            &samples,
+            "skycanary_canary_duration_seconds_sum",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!((count("Promoted"), sum("Promoted")), (2.0, 90.0));
+    assert_eq!((count("Aborted"), sum("Aborted")), (2.0, 4045.0));
+    let bucket = |outcome, le| {
+        value_of(
+            &samples,
+            "skycanary_canary_duration_seconds_bucket",
+            &[("outcome", outcome), ("le", le)],
+        )
+    };
+    assert_eq!(bucket("Aborted", "60.0"), 1.0);
+    assert_eq!(bucket("Aborted", "7200.0"), 2.0);
+}
+
+#[test]
+fn client_requests_are_counted_by_outcome_and_timed() {
+    use crate::provider::skywalking::{ProviderError, RequestObserver};
+    use crate::traffic::kube_observe::KubeRequestObserver;
+    let metrics = Metrics::new();
+    let oap = "http://oap:12800";
+    let ms = Duration::from_millis(20);
+    RequestObserver::observe(&metrics, oap, "metrics", ms, None);
+    RequestObserver::observe(&metrics, oap, "metrics", ms, None);
+    let unavailable = ProviderError::Http {
+        status: 503,
+        body_excerpt: String::new(),
+    };
+    RequestObserver::observe(&metrics, oap, "metrics", ms, Some(&unavailable));
+    RequestObserver::observe(&metrics, oap, "alarms", ms, Some(&ProviderError::Timeout));
+    KubeRequestObserver::observe(&metrics, "patch", "virtualservices", "2xx", ms);
+    KubeRequestObserver::observe(&metrics, "patch", "virtualservices", "4xx", ms);
+    KubeRequestObserver::observe(&metrics, "watch", "canaries", "error", ms);
+    let (samples, _) = parse_openmetrics(&metrics.encode().expect("encode"));
+    let oap_count = |kind, status| {
+        value_of(
+            &samples,
+            "skycanary_provider_requests_total",
+            &[("address", oap), ("kind", kind), ("status", status)],
+        )
+    };
+    assert_eq!(oap_count("metrics", "ok"), 2.0);
+    assert_eq!(oap_count("metrics", "5xx"), 1.0);
+    assert_eq!(oap_count("alarms", "timeout"), 1.0);
+    let kube = |verb, resource, status| {
+        value_of(
+            &samples,
+            "skycanary_kube_requests_total",
+            &[("verb", verb), ("resource", resource), ("status", status)],
+        )
+    };
+    assert_eq!(kube("patch", "virtualservices", "2xx"), 1.0);
+    assert_eq!(kube("patch", "virtualservices", "4xx"), 1.0);
+    assert_eq!(kube("watch", "canaries", "error"), 1.0);
+    assert_eq!(
+        value_of(
+            &samples,
+            "skycanary_kube_request_duration_seconds_count",
+            &[("verb", "patch"), ("resource", "virtualservices")]
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn process_metrics_are_encoded_from_a_snapshot_and_absent_when_unreadable() {
+    use super::process::{ProcessCollector, ProcessStats};
+    use prometheus_client::registry::Registry;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ProcessCollector::with_reader(|| {
+        Ok(ProcessStats {
+            cpu_seconds: 1.5,
+            resident_bytes: 4096,
+            virtual_bytes: 8192,
+            open_fds: 9,
+            max_fds: Some(1024),
+            start_time_seconds: 1_700_000_000.25,
+        })
+    })));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "# TYPE process_cpu_seconds counter",
+        "process_cpu_seconds_total 1.5",
+        "process_resident_memory_bytes 4096.0",
+        "process_virtual_memory_bytes 8192.0",
+        "process_start_time_seconds 1700000000.25",
+        "process_open_fds 9",
+        "process_max_fds 1024",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let mut broken = Registry::default();
+    broken.register_collector(Box::new(ProcessCollector::with_reader(|| {
+        Err("no /proc".into())
+    })));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &broken).unwrap();
+    assert_eq!(text, "# EOF\n");
 }
 
 // ---- Hostile input (issue 8, part 3): every case gets its status and reaches no handler. ----

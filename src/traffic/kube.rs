@@ -98,6 +98,15 @@ impl KubeStore {
 
     /// A store from the ambient configuration: `KUBECONFIG`/`~/.kube/config`, else in-cluster.
     pub async fn from_default_config(version: IstioApiVersion) -> Result<Self, StoreError> {
+        Self::from_default_config_observed(version, None).await
+    }
+
+    /// [`KubeStore::from_default_config`], every API request reported to `observer` (the
+    /// daemon's `skycanary_kube_request*` metrics).
+    pub async fn from_default_config_observed(
+        version: IstioApiVersion,
+        observer: Option<std::sync::Arc<dyn super::kube_observe::KubeRequestObserver>>,
+    ) -> Result<Self, StoreError> {
         // kube's TLS stack needs a process-wide rustls provider; ring is the one we build.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = kube::Config::infer().await.map_err(|e| {
@@ -107,6 +116,10 @@ impl KubeStore {
             .map_err(|e| {
                 StoreError::Backend(format!("cannot configure the Kubernetes client: {e}"))
             })?
+            // Inside the concurrency limit: the latency is the API server's, not the queue's.
+            .with_layer(&tower::util::option_layer(
+                observer.map(super::kube_observe::ObserveLayer::new),
+            ))
             .with_layer(&tower::limit::ConcurrencyLimitLayer::new(
                 MAX_API_REQUESTS_IN_FLIGHT,
             ))

@@ -6,6 +6,7 @@ pub mod drift;
 pub mod file;
 pub mod istio;
 pub mod kube;
+pub mod kube_observe;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 pub mod model;

@@ -419,6 +419,28 @@ async fn kube_healthy_canary_is_promoted_and_events_and_metrics_agree() {
         Some(3.0),
         "one per run in the status: {text}"
     );
+    // The kube client's requests are counted through its tower layer: every weight write (a
+    // replace of the VirtualService), every Event, and the Canary watch.
+    let kube = |verb, resource| {
+        sample(
+            &text,
+            "skycanary_kube_requests_total",
+            &[("verb", verb), ("resource", resource), ("status", "2xx")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(kube("replace", "virtualservices") >= 4.0, "{text}");
+    assert_eq!(kube("create", "events"), events.len() as f64, "{text}");
+    assert!(kube("watch", "canaries") >= 1.0, "{text}");
+    assert!(
+        sample(
+            &text,
+            "skycanary_kube_request_duration_seconds_count",
+            &[("verb", "replace"), ("resource", "virtualservices")]
+        )
+        .is_some_and(|n| n >= 4.0),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,10 +191,25 @@ fn kubectl_render(kubectl: &Path, dir: &Path) -> Vec<Value> {
 /// kustomization), `patches` (strategic merge, lists of named items merged by name) and
 /// `images` (newName/newTag).
 fn own_render(dir: &Path) -> Vec<Value> {
+    let mut objects = Vec::new();
+    own_render_into(dir, &mut objects);
+    objects
+}
+
+/// Renders `dir` onto `objects`: a Kustomization adds its resources first, a Component (listed
+/// in `components`) adds its resources and patches what was rendered before it.
+fn own_render_into(dir: &Path, objects: &mut Vec<Value>) {
     let k = yaml_values(&read(&dir.join("kustomization.yaml")), "kustomization")
         .pop()
         .expect("a kustomization document");
-    let known = ["apiVersion", "kind", "resources", "patches", "images"];
+    let known = [
+        "apiVersion",
+        "kind",
+        "resources",
+        "components",
+        "patches",
+        "images",
+    ];
     for key in k.as_object().expect("a mapping").keys() {
         assert!(
             known.contains(&key.as_str()),
@@ -202,7 +217,6 @@ fn own_render(dir: &Path) -> Vec<Value> {
             dir.display()
         );
     }
-    let mut objects = Vec::new();
     for r in k["resources"].as_array().cloned().unwrap_or_default() {
         let path = dir.join(r.as_str().expect("a resource path"));
         if path.is_dir() {
@@ -210,6 +224,10 @@ fn own_render(dir: &Path) -> Vec<Value> {
         } else {
             objects.extend(yaml_values(&read(&path), &path.display().to_string()));
         }
+    }
+    for c in k["components"].as_array().cloned().unwrap_or_default() {
+        let path = dir.join(c.as_str().expect("a component path"));
+        own_render_into(&path, objects);
     }
     for p in k["patches"].as_array().cloned().unwrap_or_default() {
         let path = dir.join(p["path"].as_str().expect("patch path"));
@@ -222,11 +240,10 @@ fn own_render(dir: &Path) -> Vec<Value> {
         }
     }
     for image in k["images"].as_array().cloned().unwrap_or_default() {
-        for o in &mut objects {
+        for o in objects.iter_mut() {
             set_image(o, &image);
         }
     }
-    objects
 }
 
 fn strategic_merge(target: &mut Value, patch: &Value) {
@@ -551,7 +568,7 @@ fn kustomize_renders_the_install_the_sidecar_variant_and_the_examples() {
     assert_eq!(c["ports"][0]["containerPort"], 8080);
 
     // Sidecar: the OAP container is untouched, skycanary joins it and talks to OAP on loopback.
-    let sidecar = render("deploy/sidecar");
+    let sidecar = render("deploy/examples/sidecar-oap");
     let (pod, oap) = container(&sidecar, "skywalking-oap", "oap");
     assert!(
         oap["image"]
@@ -566,6 +583,24 @@ fn kustomize_renders_the_install_the_sidecar_variant_and_the_examples() {
         Some("http://127.0.0.1:12800")
     );
     assert_eq!(pod["containers"].as_array().map(Vec::len), Some(2));
+    // The variant itself is a Component with no Deployment of its own: applying it can only
+    // patch the OAP of the kustomization that includes it, never replace it with a stand-in.
+    let component = yaml_values(
+        &read(&repo().join("deploy/sidecar/kustomization.yaml")),
+        "deploy/sidecar",
+    )
+    .pop()
+    .unwrap();
+    assert_eq!(component["kind"], "Component");
+    assert_eq!(component["apiVersion"], "kustomize.config.k8s.io/v1alpha1");
+    let mut own = Vec::new();
+    for r in component["resources"].as_array().unwrap() {
+        let path = repo().join("deploy/sidecar").join(r.as_str().unwrap());
+        if path.is_file() {
+            own.extend(yaml_values(&read(&path), &path.display().to_string()));
+        }
+    }
+    assert!(own.iter().all(|o| o["kind"] != "Deployment"), "{own:?}");
     assert!(pod["volumes"].as_array().is_some_and(|v| {
         v.iter()
             .any(|v| v["secret"]["secretName"] == "skycanary-token")
@@ -594,7 +629,7 @@ fn kustomize_renders_the_install_the_sidecar_variant_and_the_examples() {
 fn rbac_grants_exactly_the_needed_permissions_without_wildcards() {
     for (dir, deployment, container_name) in [
         ("deploy", "skycanary", "skycanary"),
-        ("deploy/sidecar", "skywalking-oap", "skycanary"),
+        ("deploy/examples/sidecar-oap", "skywalking-oap", "skycanary"),
     ] {
         let objects = render(dir);
         let (ns, sa, lease_ns, lease_name) = identity(&objects, deployment, container_name);
@@ -613,7 +648,7 @@ fn rbac_grants_exactly_the_needed_permissions_without_wildcards() {
 fn deployment_runs_hardened() {
     for (dir, deployment) in [
         ("deploy", "skycanary"),
-        ("deploy/sidecar", "skywalking-oap"),
+        ("deploy/examples/sidecar-oap", "skywalking-oap"),
     ] {
         let objects = render(dir);
         let (pod, c) = container(&objects, deployment, "skycanary");
@@ -679,6 +714,57 @@ fn deployment_runs_hardened() {
     }
 }
 
+/// The Prometheus Operator monitors scrape the port the Service and the pods name, on the
+/// pods the Deployment labels, in its namespace; neither is in the default install.
+#[test]
+fn service_and_pod_monitors_scrape_the_named_http_port() {
+    let install = render("deploy");
+    assert!(
+        install
+            .iter()
+            .all(|o| o["apiVersion"] != "monitoring.coreos.com/v1"),
+        "the default install must apply without the Prometheus Operator"
+    );
+    let service = find(&install, "Service", "skycanary");
+    let service_port = &service["spec"]["ports"][0];
+    let (_, c) = container(&install, "skycanary", "skycanary");
+    let deployment = find(&install, "Deployment", "skycanary");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let namespace = deployment["metadata"]["namespace"].clone();
+
+    let monitoring = render("deploy/monitoring");
+    assert_eq!(monitoring.len(), 1, "the kustomization applies one monitor");
+    let sm = find(&monitoring, "ServiceMonitor", "skycanary");
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(sm["metadata"]["namespace"], namespace);
+    let endpoint = &sm["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], service_port["name"]);
+    assert_eq!(endpoint["path"], "/metrics");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "Service label {k}");
+    }
+    assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"][0], namespace);
+
+    let path = repo().join("deploy/monitoring/podmonitor.yaml");
+    let pm = yaml_values(&read(&path), "podmonitor.yaml").pop().unwrap();
+    assert_eq!(pm["kind"], "PodMonitor");
+    assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(pm["metadata"]["namespace"], namespace);
+    let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+    let container_port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == endpoint["port"])
+        .unwrap_or_else(|| panic!("no container port named {}", endpoint["port"]));
+    // The Service targets the same named port.
+    assert_eq!(service_port["targetPort"], container_port["name"]);
+    assert_eq!(endpoint["path"], "/metrics");
+    for (k, v) in pm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v, "pod label {k}");
+    }
+}
+
 #[test]
 fn dockerfile_builds_in_stages_and_runs_as_the_deployments_user() {
     let text = read(&repo().join("Dockerfile"));
@@ -704,12 +790,21 @@ fn dockerfile_builds_in_stages_and_runs_as_the_deployments_user() {
     // The image's daemon is built without the simulator and the demo (docs/operations.md).
     let build = text
         .lines()
-        .find(|l| l.contains("cargo build"))
+        .find(|l| l.contains("cargo auditable build"))
         .expect("a cargo build in the build stage");
     assert!(
         build.contains("--release") && build.contains("--no-default-features"),
         "{build}"
     );
+    // Multi-arch: the build maps buildx's TARGETARCH to a musl triple for both platforms, and
+    // the binary carries its dependency list (cargo auditable).
+    let build_stage = &text[..text.rfind("\nFROM ").unwrap_or(0)];
+    assert!(build_stage.contains("ARG TARGETARCH"), "{build_stage}");
+    for triple in ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"] {
+        assert!(build_stage.contains(triple), "{triple}");
+    }
+    assert!(build_stage.contains("cargo auditable build --release --locked --no-default-features"));
+    assert!(text.contains("--platform linux/amd64,linux/arm64"));
     let objects = render("deploy");
     let (pod, _) = container(&objects, "skycanary", "skycanary");
     assert_eq!(pod["securityContext"]["runAsUser"], uid);

@@ -24,6 +24,7 @@ mod hostile_http;
 mod kube_fake;
 mod kubectl;
 mod logs;
+mod metrics_export;
 mod provider_sim;
 mod report_browser;
 mod route_cli;
