@@ -1276,11 +1276,12 @@ fn label_values_are_escaped() {
 
 /// Every family the daemon registers, by its OpenMetrics name and type: listed by a fresh
 /// daemon before anything happened (process metrics aside: they are Linux-only).
-pub(crate) const FAMILIES: [(&str, &str); 23] = [
+pub(crate) const FAMILIES: [(&str, &str); 24] = [
     ("skycanary_build", "info"),
     ("skycanary_canary_phase", "gauge"),
     ("skycanary_canary_weight", "gauge"),
     ("skycanary_measurement_value", "gauge"),
+    ("skycanary_measurement_threshold", "gauge"),
     ("skycanary_measurements", "counter"),
     ("skycanary_analysis_runs", "counter"),
     ("skycanary_decisions", "counter"),
