@@ -76,12 +76,7 @@ pub trait CanaryMetrics: SaveMetrics {
     fn analysis_run(&self, namespace: &str, name: &str, phase: Phase);
     /// An event of the canary: a release's end (`RolloutCompleted`, `RolloutAborted`) records
     /// its duration since `started_at`.
-    fn canary_event(
-        &self,
-        reason: &str,
-        started_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    );
+    fn canary_event(&self, reason: &str, started_at: Option<DateTime<Utc>>, now: DateTime<Utc>);
     /// A decision of the state machine, by its event reason.
     fn decision(&self, namespace: &str, name: &str, reason: &str);
     /// A routing write of `kind` met a conflict and was retried.
