@@ -787,6 +787,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 
     async fn publish(&mut self) {
+        machine::stamp_unstarted_revision(&self.doc.spec, &mut self.status);
         match self
             .ctx
             .state
