@@ -814,6 +814,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// Saves the status (a failed save is retried by [`Saver`] until it lands), then shows
     /// it in `/metrics` and to the API.
     async fn publish(&mut self) {
+        machine::stamp_unstarted_revision(&self.doc.spec, &mut self.status);
         self.saver
             .save(
                 &self.ctx.state,

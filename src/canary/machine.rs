@@ -186,6 +186,16 @@ pub fn run_marker(status: &CanaryStatus) -> String {
     format!("{}@{started}", status.revision.as_deref().unwrap_or("-"))
 }
 
+/// A canary that never started a run is Pending *for the spec's revision*: every status saved
+/// before its first run (waiting for its OAP, a reload's handover of an unstarted task) names
+/// that revision, so no status of the canary ever carries another one (RELIABILITY invariant
+/// 3). It cannot change what [`starts_run`] says: a never-started canary starts a run anyway.
+pub fn stamp_unstarted_revision(spec: &CanarySpec, status: &mut CanaryStatus) {
+    if status.started_at.is_none() && status.phase == CanaryPhase::Pending {
+        status.revision.clone_from(&spec.revision);
+    }
+}
+
 /// True when [`Input::Spec`] starts a new run from step 0 on `status`: the canary has never
 /// started, or the spec's revision differs from the status'.
 pub fn starts_run(spec: &CanarySpec, status: &CanaryStatus) -> bool {
@@ -883,18 +893,38 @@ impl Machine<'_> {
         // `applied` is the last write confirmed (read back). A write still pending does not
         // matter: only a rollback writes 0 after a weight above 0, and the confirmation of the
         // pending write may be what the outage lost (it landed, then the rollback did).
+        //
+        // A write that exposes the canary and was in flight when the status was saved (asked
+        // for, no result: `retryAt` unset) may have landed too, with its confirmation and the
+        // rollback that followed lost (a status outage, then a crash). Over routes at 0 that
+        // cannot be told from a write that never went out, so it is not sent again: sending it
+        // would expose a canary that may have been rolled back (found by the chaos test). A
+        // write that failed and waits for its retry (`retryAt` set) never landed; it resumes.
         let saved = self.st.applied.as_ref().map_or(0, |a| a.canary_weight);
+        let in_flight = self
+            .st
+            .routing_write
+            .as_ref()
+            .filter(|w| w.retry_at.is_none() && w.routing.exposes_canary())
+            .map(|w| w.routing.canary_weight);
         let withdrawn = self.is_active()
-            && saved > 0
+            && (saved > 0 || in_flight.is_some())
             && !routes.is_empty()
             && routes.iter().all(|r| r.canary == 0);
         if !withdrawn {
             return;
         }
-        let reason = format!(
-            "the routes send 0 % to the canary while the saved status says {saved} %: a rollback \
-             whose status was not saved, or a manual change; not resuming forward"
-        );
+        let reason = match in_flight {
+            Some(w) if saved == 0 => format!(
+                "the routes send 0 % to the canary while the saved status has a write of {w} % \
+                 in flight: it may have landed and been rolled back since (a rollback whose \
+                 status was not saved); not resuming forward"
+            ),
+            _ => format!(
+                "the routes send 0 % to the canary while the saved status says {saved} %: a \
+                 rollback whose status was not saved, or a manual change; not resuming forward"
+            ),
+        };
         self.abort(AbortStatus {
             reason,
             metric: None,

@@ -469,6 +469,8 @@ async fn a_canary_stays_pending_until_its_oap_answers_then_progresses() {
     })
     .await;
     assert_eq!(phase(&s), "Pending", "{s:#}");
+    // The waiting status names the revision it waits to start (found by the chaos test).
+    assert_eq!(s["status"]["revision"], "v2", "{s:#}");
     // Probed again (with backoff), and still nothing routed to the canary.
     let start = Instant::now();
     while provider_errors(&d, &url, "transport").await < 3 {
