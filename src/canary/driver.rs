@@ -601,8 +601,35 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 }
                 continue;
             }
+            if input == Input::Spec
+                && let Some(why) = Box::pin(self.next_release_refusal()).await
+            {
+                // Fed again with the next spec change; meanwhile the status says why.
+                tracing::warn!("{why}");
+                self.handle(&Input::Waiting(why), None, queue).await;
+                continue;
+            }
             self.handle(&input, None, queue).await;
         }
+    }
+
+    /// [`machine::next_release_refusal`] over the routes as they are now, read with the
+    /// spec's roles. Routes that cannot be read refuse nothing: the run's first write reads
+    /// them again and reports why.
+    async fn next_release_refusal(&self) -> Option<String> {
+        if self.status.phase != super::model::CanaryPhase::Promoted
+            || !machine::starts_run(&self.doc.spec, &self.status)
+        {
+            return None;
+        }
+        let routes = match self.observe_routes().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("next release: cannot read the routes now: {e}");
+                return None;
+            }
+        };
+        machine::next_release_refusal(&self.doc.spec, &self.status, &routes)
     }
 
     /// Starts a version probe of the connections still waiting, unless one is in flight.

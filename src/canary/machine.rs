@@ -19,7 +19,7 @@ use crate::resources::canary_validate::DEFAULT_MAX_WEIGHT;
 use crate::resources::duration::{format_duration, parse_duration};
 use crate::resources::template::{IntOrString, ObjectMeta};
 use crate::traffic::spec::desired_after_steps;
-use crate::traffic::{DesiredRouting, RouteWeights};
+use crate::traffic::{DesiredRouting, RouteKind, RouteWeights};
 
 use super::model::*;
 
@@ -201,6 +201,52 @@ pub fn stamp_unstarted_revision(spec: &CanarySpec, status: &mut CanaryStatus) {
 pub fn starts_run(spec: &CanarySpec, status: &CanaryStatus) -> bool {
     let first = status.started_at.is_none() && status.phase == CanaryPhase::Pending;
     first || status.revision != spec.revision
+}
+
+/// Why the run the spec asks for must not start yet (None: it may). After a promotion with
+/// the roles unchanged, the canary destination still carries the promoted release: the new
+/// run's first step would send most users back to the stable destination — the release
+/// before last, whose pods may be gone. `routes` are read with the spec's roles. The driver
+/// holds the run (the status keeps its phase and says why) until the spec swaps the roles or
+/// the routes no longer favour the canary.
+pub fn next_release_refusal(
+    spec: &CanarySpec,
+    status: &CanaryStatus,
+    routes: &[RouteWeights],
+) -> Option<String> {
+    if status.phase != CanaryPhase::Promoted || !starts_run(spec, status) {
+        return None;
+    }
+    let r = routes.iter().find(|r| r.canary > 0)?;
+    let istio = &spec.traffic_routing.istio;
+    let (canary, fix) = match (&istio.destination_rule, &istio.canary_service) {
+        (Some(dr), _) => (
+            format!("subset {}", dr.canary_subset_name),
+            "swap stableSubsetName and canarySubsetName (the promoted subset becomes stable, \
+             the new version's the canary)",
+        ),
+        (None, Some(svc)) => (
+            format!("Service {svc}"),
+            "swap stableService and canaryService (the promoted Service becomes stable, the \
+             new version's the canary)",
+        ),
+        (None, None) => ("destination".to_string(), "swap the stable and canary"),
+    };
+    Some(format!(
+        "not starting revision {:?}: {} route {} of VirtualService {} sends {} % to the canary \
+         {canary}, where revision {:?} was promoted, and the first step would move users back \
+         to the stable one; {fix}, or use onSuccess: Restore (docs/releases.md)",
+        spec.revision.as_deref().unwrap_or(""),
+        match r.kind {
+            RouteKind::Http => "http",
+            RouteKind::Tls => "tls",
+            RouteKind::Tcp => "tcp",
+        },
+        r.route,
+        r.virtual_service,
+        r.canary,
+        status.revision.as_deref().unwrap_or(""),
+    ))
 }
 
 /// True while a matching alarm rolls the canary back: a run is under way (Progressing,
@@ -874,6 +920,14 @@ impl Machine<'_> {
         self.terminate_all(&format!("superseded by revision {rev:?}"));
         self.st.analysis_runs.clear();
         self.st.routing_write = None;
+        // A promotion ended the release: its routes are the next one's starting point, read
+        // with the roles the spec now names (swapped stable/canary, or restored routes). What
+        // it wrote says nothing under those roles, so it is neither defended against drift
+        // nor taken as a step already done. (A run replaced mid-way keeps its canary
+        // destination, so the weight it holds is still the truth; an abort's 0 is too.)
+        if self.st.phase == CanaryPhase::Promoted {
+            self.st.applied = None;
+        }
         self.st.revision = self.spec.revision.clone();
         self.begin_run();
         let message = format!("Rollout of revision {rev:?} started");

@@ -419,6 +419,9 @@ struct Analysis {
     dests: Vec<(Role, Option<i64>, String)>,
     stable: usize,
     canary: Option<usize>,
+    /// With no canary destination: a zero-weight destination of the stable's host whose
+    /// subset is neither role (the release before last), which the canary replaces.
+    stale: Option<usize>,
 }
 
 impl Analysis {
@@ -952,9 +955,11 @@ impl<'a> Ctx<'a> {
                 )
             })?;
         let mut dests = Vec::with_capacity(entries.len());
+        let mut hosts = Vec::with_capacity(entries.len());
         for (j, e) in entries.iter().enumerate() {
             let d = self.dest(e, &format!("spec.{key}[{i}].route[{j}]"))?;
             dests.push((self.role(&d), d.weight, d.label()));
+            hosts.push(canonical_host(d.host, &self.ns));
         }
         let lone = dests.len() == 1;
         let find = |role: Role, role_name: &'static str| -> Result<Option<usize>, RoutingError> {
@@ -988,7 +993,19 @@ impl<'a> Ctx<'a> {
             }
         };
         let stable = stable.ok_or_else(|| missing(Role::Stable, "stable"))?;
-        if canary.is_none() && !lone {
+        // The next release of a subset split swaps the roles (stable v2, canary v3) over
+        // routes that still name the previous stable (v1) at weight 0: that entry becomes the
+        // canary. Only for subsets, which the DestinationRule check proves exist before any
+        // write; a host that is not in the route is more likely a typo than a release.
+        let stale = match (&self.routing.backend, canary) {
+            (Backend::Subset { .. }, None) if !lone => (0..dests.len()).find(|&j| {
+                dests[j].0 == Role::Other
+                    && dests[j].1.unwrap_or(0) == 0
+                    && hosts[j] == hosts[stable]
+            }),
+            _ => None,
+        };
+        if canary.is_none() && !lone && stale.is_none() {
             return Err(missing(Role::Canary, "canary"));
         }
         for (role, weight, name) in &dests {
@@ -1007,6 +1024,7 @@ impl<'a> Ctx<'a> {
             dests,
             stable,
             canary,
+            stale,
         })
     }
 
@@ -1039,18 +1057,26 @@ impl<'a> Ctx<'a> {
         let Some(entries) = route.get_mut("route").and_then(Value::as_array_mut) else {
             return Err(self.malformed(format!("spec.{key}[{i}].route"), "not an array"));
         };
-        match a.canary {
-            Some(c) => {
+        match (a.canary, a.stale) {
+            (Some(c), _) => {
                 set_weight(&mut entries[a.stable], stable_w);
                 set_weight(&mut entries[c], canary_w);
             }
+            // In its place, a copy of the stable entry with the canary subset, as below.
+            (None, Some(s)) => {
+                let mut replaced = entries[a.stable].clone();
+                self.make_canary(&mut replaced);
+                set_weight(&mut replaced, canary_w);
+                set_weight(&mut entries[a.stable], stable_w);
+                entries[s] = replaced;
+            }
             // A lone stable destination already carries everything: leave it as written.
-            None if canary_w == 0 => {
+            (None, None) if canary_w == 0 => {
                 if a.dests[a.stable].1.is_some() {
                     set_weight(&mut entries[a.stable], stable_w);
                 }
             }
-            None => {
+            (None, None) => {
                 let mut added = entries[a.stable].clone();
                 self.make_canary(&mut added);
                 set_weight(&mut added, canary_w);

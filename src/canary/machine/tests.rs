@@ -287,6 +287,101 @@ fn spec_new_revision_restarts_from_step_0_and_terminates_old_runs() {
     assert_eq!(s.step_run(), "v3-step-1");
 }
 
+/// The next release after a promotion (stable/canary swapped, or `onSuccess: Restore`): the
+/// promoted weight is not the new run's, so a first step that does not route (an analysis
+/// before any traffic) is never "defended" back to 100 % on the new canary, and the first
+/// weight it writes is reported from 0.
+#[test]
+fn a_run_after_a_promotion_starts_from_no_routing_of_its_own() {
+    for on_success in [OnSuccess::Keep, OnSuccess::Restore] {
+        let mut sp = spec(vec![w(50)]);
+        sp.on_success = on_success;
+        let mut s = Sim::new(sp);
+        s.start();
+        s.ok();
+        s.ok();
+        assert_eq!(s.st.phase, CanaryPhase::Promoted);
+        s.spec.revision = Some("v3".into());
+        s.spec.steps = vec![analysis("smoke"), w(10)];
+        s.now = t(100);
+        let fx = s.feed(Input::Spec);
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        assert_eq!(s.st.current_step_index, 0);
+        assert_eq!(s.st.applied, None);
+        assert_eq!(defended_routing(&s.spec, &s.st), None, "{on_success:?}");
+        // Drift before the first write writes nothing (there is nothing of v3's to defend).
+        let fx = s.feed(Input::Drift { detail: "x".into() });
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        let fx = s.report("v3-step-0", Phase::Successful);
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+        let fx = s.ok();
+        assert_eq!(
+            event(&fx, "TrafficWeightUpdated").map(|e| e.message.as_str()),
+            Some("Traffic weight updated from 0 to 10")
+        );
+    }
+    // A run replaced mid-way keeps its canary destination: the weight it holds stays done.
+    let mut s = Sim::new(spec(vec![w(10), pause(None)]));
+    s.start();
+    s.ok();
+    s.spec.revision = Some("v3".into());
+    let fx = s.feed(Input::Spec);
+    assert!(writes(&fx).is_empty(), "{fx:?}");
+    assert_eq!(s.st.applied, Some(DesiredRouting::weight(10)));
+    assert_eq!(s.st.current_step_index, 1);
+}
+
+/// A next release that only changes `revision` after a promotion with `onSuccess: Keep`
+/// (roles unchanged): the canary subset holds the promoted release at 100 %, so step 1 would
+/// send 90 % of users back to the stable subset, the release before last. Refused with the
+/// fix; a swap (or routes back at stable) lets it start.
+#[test]
+fn a_next_release_over_routes_that_favour_the_canary_is_refused_until_the_roles_swap() {
+    use crate::resources::canary::DestinationRuleSpec;
+    let mut sp = spec(vec![w(10)]);
+    sp.traffic_routing.istio.destination_rule = Some(DestinationRuleSpec {
+        name: "reviews".into(),
+        stable_subset_name: "v1".into(),
+        canary_subset_name: "v2".into(),
+    });
+    let mut s = Sim::new(sp);
+    s.start();
+    s.ok();
+    s.ok();
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    let route = |stable: i64, canary: i64| RouteWeights {
+        virtual_service: "reviews".into(),
+        kind: RouteKind::Http,
+        route: "primary".into(),
+        stable,
+        canary,
+        others: vec![],
+    };
+    // Same revision: nothing to start, nothing refused.
+    assert_eq!(next_release_refusal(&s.spec, &s.st, &[route(0, 100)]), None);
+    s.spec.revision = Some("v3".into());
+    let why = next_release_refusal(&s.spec, &s.st, &[route(0, 100)]).unwrap();
+    assert_eq!(
+        why,
+        "not starting revision \"v3\": http route primary of VirtualService reviews sends \
+         100 % to the canary subset v2, where revision \"v2\" was promoted, and the first step \
+         would move users back to the stable one; swap stableSubsetName and canarySubsetName \
+         (the promoted subset becomes stable, the new version's the canary), or use \
+         onSuccess: Restore (docs/releases.md)"
+    );
+    // Swapped roles read the promoted subset as stable: it may start.
+    assert_eq!(next_release_refusal(&s.spec, &s.st, &[route(100, 0)]), None);
+    // Held, the status keeps its phase and says why.
+    s.feed(Input::Waiting(why.clone()));
+    assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    assert_eq!(s.st.message.as_deref(), Some(why.as_str()));
+    // Only a promotion is checked: a run replaced mid-way or after an abort starts.
+    s.st.phase = CanaryPhase::Aborted;
+    assert_eq!(next_release_refusal(&s.spec, &s.st, &[route(0, 100)]), None);
+    s.st.phase = CanaryPhase::Paused;
+    assert_eq!(next_release_refusal(&s.spec, &s.st, &[route(50, 50)]), None);
+}
+
 #[test]
 fn an_unstarted_canary_is_stamped_with_the_spec_revision_and_a_started_one_is_not() {
     // A status saved while the first run waits (for its OAP) had no revision (found by the

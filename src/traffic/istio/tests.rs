@@ -1040,7 +1040,8 @@ fn missing_stable_or_canary_is_an_error() {
         "stable host \"stable-svc\" not found in http route \"primary\" of VirtualService vs; \
          its destinations: canary-svc"
     );
-    let vs = vs_with(json!({"http": [{"route": [sdest("r", "stable", 100), sdest("r", "x", 0)]}]}));
+    // A zero-weight subset of another host is not the previous release's: still missing.
+    let vs = vs_with(json!({"http": [{"route": [sdest("r", "stable", 100), sdest("x", "x", 0)]}]}));
     let err = apply(
         &vs,
         &http_ref(&[]),
@@ -1051,7 +1052,123 @@ fn missing_stable_or_canary_is_an_error() {
     assert_eq!(
         err.to_string(),
         "canary subset \"canary\" not found in http route \"#0\" of VirtualService vs; \
-         its destinations: r/stable, r/x"
+         its destinations: r/stable, x/x"
+    );
+}
+
+/// The next release of a subset split: v2 was promoted over v1 (`onSuccess: Keep`), and the
+/// Canary now names stable v2, canary v3. The v1 entry (weight 0) becomes the canary; v1 is
+/// never given traffic again and the route never names it after the first write.
+#[test]
+fn next_release_subset_swap_turns_the_old_stable_entry_into_the_canary() {
+    let promoted = json!({"http": [{"name": "primary", "route": [
+        {"destination": {"host": "reviews", "subset": "v1", "port": {"number": 9080}}, "weight": 0},
+        {"destination": {"host": "reviews", "subset": "v2", "port": {"number": 9080}}, "weight": 100},
+    ]}]});
+    let vs = vs_with(promoted);
+    let routing = |stable: &str, canary: &str| IstioRouting {
+        backend: Backend::Subset {
+            destination_rule: DestinationRuleRef {
+                name: "reviews".into(),
+                namespace: None,
+            },
+            stable_subset: stable.into(),
+            canary_subset: canary.into(),
+        },
+        ..host_routing()
+    };
+    let r = http_ref(&["primary"]);
+    // Before the first write of v3, the routes read as 100 % stable (v2), 0 % canary.
+    let read = read_weights(&vs, &r, &routing("v2", "v3")).unwrap();
+    assert_eq!((read[0].stable, read[0].canary), (100, 0));
+    assert!(read[0].others.is_empty(), "{read:?}");
+    let out = apply(&vs, &r, &routing("v2", "v3"), &DesiredRouting::weight(10)).unwrap();
+    crate::testkit::vs_schema::assert_valid_virtual_service(&out);
+    assert_eq!(
+        weights(&out, "http", 0),
+        vec![("reviews/v3".into(), 10), ("reviews/v2".into(), 90)]
+    );
+    // The port is the stable entry's.
+    assert_eq!(
+        out["spec"]["http"][0]["route"][0]["destination"]["port"],
+        json!({"number": 9080})
+    );
+    // And it repeats: v3 promoted, then stable v3, canary v4.
+    let promoted = apply(&out, &r, &routing("v2", "v3"), &DesiredRouting::weight(100)).unwrap();
+    let out = apply(
+        &promoted,
+        &r,
+        &routing("v3", "v4"),
+        &DesiredRouting::weight(20),
+    )
+    .unwrap();
+    assert_eq!(
+        weights(&out, "http", 0),
+        vec![("reviews/v3".into(), 80), ("reviews/v4".into(), 20)]
+    );
+    // An abort before any exposure writes the canary subset at 0: v1 is gone from the route.
+    let out = apply(&vs, &r, &routing("v2", "v3"), &DesiredRouting::weight(0)).unwrap();
+    assert_eq!(
+        weights(&out, "http", 0),
+        vec![("reviews/v3".into(), 0), ("reviews/v2".into(), 100)]
+    );
+    // The old stable still carrying traffic is not a previous release: refused, by name.
+    let split = vs_with(json!({"http": [{"name": "primary", "route": [
+        sdest("reviews", "v1", 30), sdest("reviews", "v2", 70),
+    ]}]}));
+    let err = apply(
+        &split,
+        &r,
+        &routing("v2", "v3"),
+        &DesiredRouting::weight(10),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RoutingError::DestinationNotFound { role: "canary", .. }
+        ) && err.to_string().contains("reviews/v1, reviews/v2"),
+        "{err}"
+    );
+}
+
+/// Host splits never replace a destination: a canary Service missing from the route is more
+/// likely a typo than a release (there is no DestinationRule to prove the name), so the
+/// ping-pong of host mode swaps two Services that both stay in the route.
+#[test]
+fn next_release_host_swap_reweights_both_services_in_place() {
+    let vs = vs_with(json!({"http": [{"name": "primary", "route": [
+        dest("reviews-a", 0), dest("reviews-b", 100),
+    ]}]}));
+    let swapped = IstioRouting {
+        backend: Backend::Host {
+            stable: "reviews-b".into(),
+            canary: "reviews-a".into(),
+        },
+        ..host_routing()
+    };
+    let r = http_ref(&["primary"]);
+    let read = read_weights(&vs, &r, &swapped).unwrap();
+    assert_eq!((read[0].stable, read[0].canary), (100, 0));
+    let out = apply(&vs, &r, &swapped, &DesiredRouting::weight(10)).unwrap();
+    assert_eq!(
+        weights(&out, "http", 0),
+        vec![("reviews-a".into(), 10), ("reviews-b".into(), 90)]
+    );
+    let typo = IstioRouting {
+        backend: Backend::Host {
+            stable: "reviews-b".into(),
+            canary: "reviews-c".into(),
+        },
+        ..host_routing()
+    };
+    let err = apply(&vs, &r, &typo, &DesiredRouting::weight(10)).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RoutingError::DestinationNotFound { role: "canary", .. }
+        ),
+        "{err}"
     );
 }
 
