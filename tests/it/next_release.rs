@@ -251,6 +251,66 @@ async fn subset_mode_next_release_swaps_the_subsets_and_starts_from_the_promoted
     );
 }
 
+const SLOTS_VS: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - name: primary
+    route:
+    - destination: {host: reviews, subset: blue}
+      weight: 100
+    - destination: {host: reviews, subset: green}
+      weight: 0
+"#;
+
+/// Subset mode with two permanent slots (docs/releases.md "Fixed slots", the Argo CD form):
+/// a release swaps `stableSubsetName`/`canarySubsetName` (the idle slot's Deployment got the
+/// new image); the VirtualService keeps its two destinations and the DestinationRule is
+/// never edited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subset_slots_next_release_updates_the_idle_slot_and_swaps() {
+    let dirs = setup(&subset_canary("v2", "blue", "green"));
+    write(&dirs.path().join("istio/reviews.yaml"), SLOTS_VS);
+    let rule = destination_rule(&["blue", "green"]);
+    write(&dirs.path().join("istio/destinationrule.yaml"), &rule);
+    let d = start(dirs, "");
+    let canary = d.config.join("canary.yaml");
+    let sampler = Sampler::start(d.manifests.clone(), "v2");
+    paused_at_20(&d, "v2").await;
+    post(&d, "promote?full=true").await;
+    promoted(&d, "v2").await;
+    let on_green = r(&[("blue", 0), ("green", 100)]);
+    assert_eq!(route(&d.manifests), on_green);
+
+    sampler.release("v3");
+    write(&canary, &subset_canary("v3", "green", "blue"));
+    paused_at_20(&d, "v3").await;
+    assert_eq!(route(&d.manifests), r(&[("blue", 20), ("green", 80)]));
+    post(&d, "promote?full=true").await;
+    promoted(&d, "v3").await;
+    let on_blue = r(&[("blue", 100), ("green", 0)]);
+    assert_eq!(route(&d.manifests), on_blue);
+
+    sampler.release("v4");
+    write(&canary, &subset_canary("v4", "blue", "green"));
+    paused_at_20(&d, "v4").await;
+    assert_eq!(route(&d.manifests), r(&[("blue", 80), ("green", 20)]));
+
+    let seen = sampler.finish().await;
+    only(
+        &seen,
+        "v3",
+        &[on_green, r(&[("blue", 20), ("green", 80)]), on_blue.clone()],
+    );
+    only(&seen, "v4", &[on_blue, r(&[("blue", 80), ("green", 20)])]);
+    assert_eq!(
+        std::fs::read_to_string(d.manifests.join("destinationrule.yaml")).unwrap(),
+        rule
+    );
+}
+
 // ---- host mode ---------------------------------------------------------------------------
 
 /// `PAUSED_AT_20` with its Services and revision replaced.
@@ -406,7 +466,8 @@ async fn restore_mode_next_release_changes_only_the_revision() {
     assert_eq!(runs, ["v3-step-0", "v3-step-2", "v3-step-6"], "{s:#}");
 
     let seen = sampler.finish().await;
-    // v3 walked up from 100 % stable, never jumping ahead of its steps.
+    // v3 walked up from 100 % stable, never jumping ahead of its steps: its first step is an
+    // analysis, and the promoted 100 % of v2 is not "defended" on the new canary meanwhile.
     let weights: Vec<i64> = seen
         .iter()
         .filter(|(t, _)| t == "v3")
