@@ -18,6 +18,7 @@ mod daemon_kube;
 mod daemon_kube_e2e;
 mod demo;
 mod deploy;
+mod docs_links;
 mod drift;
 mod evidence_time;
 mod hostile_http;
