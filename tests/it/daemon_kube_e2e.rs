@@ -1071,3 +1071,58 @@ async fn kube_an_invalid_edit_is_invalid_for_its_generation_until_fixed() {
         "{s:#}"
     );
 }
+
+/// The next release in cluster mode (docs/releases.md, host mode): after v2 is promoted onto
+/// `reviews-canary`, an edit that only changes `revision` is held (still Promoted, the reason
+/// in the status, nothing written); the edit that swaps the Services starts v3 on
+/// `reviews-stable` from the promoted state. Over the API server's write history the canary
+/// Service's weight never jumps: up to 100 % for v2, then down step by step as v3 rises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_next_release_is_held_until_the_services_swap_then_starts_from_the_promoted_state() {
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    let c = Cluster::start("Abort", 1).await;
+    let _d = c.daemon("replica-a", &running.url());
+    c.wait_status("v2 promoted", |s| phase(s) == "Promoted")
+        .await;
+    assert_eq!(c.weights(), (0, 100));
+
+    c.fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            o["spec"]["revision"] = json!("v3");
+        })
+        .unwrap();
+    let s = c
+        .wait_status("v3 held", |s| {
+            s["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not starting revision \"v3\""))
+        })
+        .await;
+    assert_eq!(phase(&s), "Promoted", "{s:#}");
+    assert_eq!(s["revision"], "v2", "{s:#}");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("swap stableService and canaryService"),
+        "{s:#}"
+    );
+    assert_eq!(c.weights(), (0, 100));
+
+    c.fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            let istio = &mut o["spec"]["trafficRouting"]["istio"];
+            istio["stableService"] = json!("reviews-canary");
+            istio["canaryService"] = json!("reviews-stable");
+        })
+        .unwrap();
+    c.wait_status("v3 promoted", |s| {
+        s["revision"] == "v3" && phase(s) == "Promoted"
+    })
+    .await;
+    assert_eq!(c.weights(), (100, 0));
+    assert_eq!(
+        c.canary_weight_history().await,
+        [0, 10, 30, 60, 100, 90, 70, 40, 0]
+    );
+}
