@@ -478,7 +478,9 @@ async fn restore_mode_next_release_changes_only_the_revision() {
         weights.windows(2).all(|w| w[1] >= w[0] || w[1] == 0),
         "{seen:#?}"
     );
-    assert!(weights.contains(&10) && weights.contains(&100), "{seen:#?}");
+    // (100 % lasts only until the restore, which may come before a read sees it.)
+    assert!(weights.contains(&10), "{seen:#?}");
+    assert_eq!(weights.last(), Some(&0), "restored: {seen:#?}");
 }
 
 // ---- after an abort ----------------------------------------------------------------------
