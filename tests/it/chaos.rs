@@ -881,6 +881,9 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
         writes.len(),
         violations.len(),
     );
+    if !violations.is_empty() || std::env::var_os("SKYCANARY_CHAOS_KEEP").is_some() {
+        keep_evidence(dir, &writes, &violations);
+    }
     assert!(
         violations.is_empty(),
         "chaos seed {seed} (replay: SKYCANARY_CHAOS_SEED={seed}): {} violations:\n{}",
@@ -902,6 +905,29 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
         phases.get("Promoted").copied().unwrap_or(0) > 0,
         "seed {seed}: no canary was promoted: {phases:?}"
     );
+}
+
+/// Keeps the daemons' logs and the write log (`writes.jsonl`, one committed change a line,
+/// in commit order) and every violation (`violations.txt`), so a failing seed can be diagnosed
+/// after the run: its timing, and so its interleaving, cannot be replayed exactly.
+fn keep_evidence(dir: tempfile::TempDir, writes: &[CommittedWrite], violations: &[String]) {
+    let mut lines = String::new();
+    for w in writes {
+        let line = json!({
+            "rv": w.rv,
+            "plural": w.plural,
+            "name": w.name,
+            "type": w.event_type,
+            "before": w.before,
+            "after": w.after,
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    let path = dir.keep();
+    std::fs::write(path.join("writes.jsonl"), lines).unwrap();
+    std::fs::write(path.join("violations.txt"), violations.join("\n")).unwrap();
+    eprintln!("chaos evidence kept in {}", path.display());
 }
 
 /// Found while auditing failure modes for the chaos test: an API error while a canary task reads its persisted status at
