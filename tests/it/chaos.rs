@@ -23,7 +23,9 @@
 //!    reloads and kills, and at the end its VirtualService sends it nothing.
 //!
 //! Replay: `SKYCANARY_CHAOS_SEED=<seed> cargo nextest run chaos`; `SKYCANARY_CHAOS_SECS`
-//! changes the length of the fault phase (default 40 s). Only invariants are asserted, never
+//! changes the length of the fault phase (default 40 s). A seed fixes plans and faults, not
+//! timing, so a failing run keeps its logs and write log in the directory it prints
+//! (`SKYCANARY_CHAOS_KEEP=1`: a passing run too). Only invariants are asserted, never
 //! timings, so a slow machine changes how far canaries get, not the verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
