@@ -220,7 +220,7 @@ pub async fn run(
             control.stop_tasks().await;
         }
         if leading {
-            if let Some(s) = &snapshot {
+            if let Some(s) = snapshot.as_mut() {
                 let namespaces = s
                     .canaries
                     .iter()
@@ -229,6 +229,13 @@ pub async fn run(
                 let old_templates = running_templates.clone();
                 running_templates =
                     Arc::new(merge_templates(&file_templates, &s.templates, &namespaces));
+                // Never driven (so never exposed) before every analysis can be planned.
+                crate::daemon::kube_source::refuse_unplannable(
+                    s,
+                    &running_templates,
+                    &ctx.defaults,
+                );
+                let s = &*s;
                 let ctx = DriverContext {
                     templates: running_templates.clone(),
                     ..ctx.clone()

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
 use crate::canary::CommandRequest;
+use crate::canary::preflight::unplannable;
 use crate::resources::canary::CanaryDoc;
 use crate::resources::canary_validate::validate_canary;
 use crate::resources::load::{
@@ -35,6 +36,7 @@ use crate::resources::scheduled::ScheduledAnalysisDoc;
 use crate::resources::scheduled_validate::validate_scheduled;
 use crate::resources::template::AnalysisTemplateDoc;
 use crate::resources::yaml::LineIndex;
+use crate::runner::Defaults;
 use crate::state::kube_status::{GROUP, VERSION, parse_status};
 
 /// Page size of the one-shot LIST requests (kube's watcher uses the same).
@@ -694,6 +696,64 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
     snap.refused_generations
         .retain(|id, _| refused.contains(id));
     snap
+}
+
+/// Canaries and ScheduledAnalyses whose analyses cannot be planned with `templates` (the
+/// cluster's, merged with `--config`'s) and `defaults` — a template that does not exist, an arg
+/// not given, no OAP address in the template and no `--skywalking` — are moved to the refused
+/// objects (issue 14): a Canary is never driven, so never exposed, before every analysis it
+/// will need can run; its status says which analysis and why (phase Invalid), and it is driven
+/// once a change makes it plannable. File mode refuses the same configuration at start (exit 4).
+pub fn refuse_unplannable(snap: &mut Snapshot, templates: &[LoadedTemplate], defaults: &Defaults) {
+    let mut refused: Vec<(ObjectId, Vec<ConfigError>, Option<i64>)> = Vec::new();
+    snap.canaries.retain(|c| {
+        let (doc, ns) = (&c.canary.doc, c.canary.namespace());
+        let what = format!("Canary {ns}/{}", doc.metadata.name);
+        let errs: Vec<ConfigError> = unplannable(doc, ns, templates, defaults)
+            .into_iter()
+            .map(|(path, why)| {
+                c.canary
+                    .origin
+                    .error(&path, format!("{what}: this analysis cannot run: {why}"))
+            })
+            .collect();
+        if errs.is_empty() {
+            return true;
+        }
+        let id = ObjectId {
+            kind: SourceKind::Canary,
+            namespace: Some(ns.to_string()),
+            name: doc.metadata.name.clone(),
+        };
+        refused.push((id, errs, c.generation));
+        false
+    });
+    snap.scheduled.retain(|s| {
+        let (doc, ns) = (&s.doc, s.namespace());
+        let Err(why) = crate::schedule::driver::plan(doc, ns, templates, defaults) else {
+            return true;
+        };
+        let what = format!("ScheduledAnalysis {ns}/{}", doc.metadata.name);
+        let id = ObjectId {
+            kind: SourceKind::ScheduledAnalysis,
+            namespace: Some(ns.to_string()),
+            name: doc.metadata.name.clone(),
+        };
+        let generation = doc
+            .metadata
+            .server_fields
+            .get("generation")
+            .and_then(Value::as_i64);
+        let errs = vec![s.origin.error("spec.templates", format!("{what}: {why}"))];
+        refused.push((id, errs, generation));
+        false
+    });
+    for (id, errs, generation) in refused {
+        if let Some(g) = generation {
+            snap.refused_generations.insert(id.clone(), g);
+        }
+        snap.errors.push((id, errs));
+    }
 }
 
 /// Two valid Canaries writing one route would overwrite each other's weights: the later one

@@ -513,6 +513,77 @@ fn the_later_of_two_canaries_on_one_route_is_refused() {
     assert_eq!(snap.errors[0].0.to_string(), "Canary/bookinfo/b");
 }
 
+/// Issue 14, item 4 in cluster mode: a Canary whose analyses cannot be planned (no OAP
+/// address in its template and none given with `--skywalking`; a template that does not exist)
+/// is moved to the refused objects — never driven, so never exposed — naming the analysis
+/// field and why; the same Canary with an address to use runs.
+#[test]
+fn canaries_whose_analyses_cannot_be_planned_are_refused() {
+    let object = |kind: SourceKind, v: Value| {
+        let o: DynamicObject = serde_json::from_value(v).expect("object");
+        kept_object(kind, o)
+    };
+    let mut missing = canary("bookinfo", "ratings");
+    missing["spec"]["analysis"]["templates"][0]["templateName"] = json!("missing");
+    missing["metadata"]["generation"] = json!(3);
+    let objects: BTreeMap<_, _> = [
+        object(SourceKind::Canary, canary("bookinfo", "reviews")),
+        object(SourceKind::Canary, missing),
+        object(
+            SourceKind::AnalysisTemplate,
+            template("AnalysisTemplate", Some("bookinfo"), "apdex"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let snap = build_snapshot(&objects, ResourceVersions::default());
+    assert_eq!(names(&snap), ["bookinfo/ratings", "bookinfo/reviews"]);
+    let refused = |defaults: &Defaults| {
+        let mut s = snap.clone();
+        refuse_unplannable(&mut s, &snap.templates, defaults);
+        s
+    };
+
+    let s = refused(&Defaults::default());
+    assert!(names(&s).is_empty(), "{:?}", names(&s));
+    let errors: BTreeMap<String, &Vec<ConfigError>> =
+        s.errors.iter().map(|(id, e)| (id.to_string(), e)).collect();
+    let reviews = &errors["Canary/bookinfo/reviews"][0];
+    assert_eq!(reviews.file, "kube:Canary/bookinfo/reviews");
+    assert_eq!(reviews.path, "spec.analysis");
+    assert!(
+        reviews
+            .message
+            .starts_with("Canary bookinfo/reviews: this analysis cannot run: ")
+            && reviews.message.contains("--skywalking"),
+        "{reviews}"
+    );
+    assert!(
+        errors["Canary/bookinfo/ratings"][0]
+            .message
+            .contains("missing"),
+        "{:?}",
+        errors["Canary/bookinfo/ratings"]
+    );
+    // The refused spec's generation is recorded for its status.
+    let ratings_id = &s
+        .errors
+        .iter()
+        .find(|(id, _)| id.name == "ratings")
+        .unwrap()
+        .0;
+    assert_eq!(s.refused_generations.get(ratings_id), Some(&3));
+
+    // With an OAP to use, only the Canary whose template does not exist stays refused.
+    let s = refused(&Defaults {
+        skywalking: Some("http://oap:12800".into()),
+        ..Defaults::default()
+    });
+    assert_eq!(names(&s), ["bookinfo/reviews"]);
+    let refused_ids: Vec<String> = s.errors.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(refused_ids, ["Canary/bookinfo/ratings"]);
+}
+
 /// The view as a pure state machine over watcher events.
 mod view {
     use super::*;

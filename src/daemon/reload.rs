@@ -213,7 +213,9 @@ pub async fn reconcile_schedules(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canary::CanaryStatus;
     use crate::resources::{LoadResult, load_str};
+    use std::sync::Arc;
 
     const TEMPLATES: &str = r#"
 apiVersion: skycanary.io/v1alpha1
@@ -322,5 +324,221 @@ spec:
             TEMPLATES,
             &SCHEDULED.replace("0 2 * * *", "0 3 * * *")
         )));
+    }
+
+    /// What a stand-in task was sent, in order.
+    type Inbox = Arc<std::sync::Mutex<Vec<&'static str>>>;
+
+    /// A canary task stand-in in `phase`: it answers a rollback as written and ends on stop,
+    /// recording each message.
+    fn stand_in(c: &LoadedCanary, phase: CanaryPhase) -> (CanaryHandle, Inbox) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (status_tx, status) = tokio::sync::watch::channel(CanaryStatus {
+            phase,
+            ..CanaryStatus::default()
+        });
+        let (fin_tx, finished) = tokio::sync::watch::channel(false);
+        let inbox = Inbox::default();
+        let seen = inbox.clone();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                let what = match m {
+                    Msg::Rollback(_, done) => {
+                        let _ = done.send(CanaryStatus {
+                            phase: CanaryPhase::Aborted,
+                            ..CanaryStatus::default()
+                        });
+                        "rollback"
+                    }
+                    Msg::Stop => "stop",
+                    _ => "other",
+                };
+                seen.lock().unwrap().push(what);
+                if what == "stop" {
+                    let _ = fin_tx.send(true);
+                    break;
+                }
+            }
+            drop(status_tx);
+        });
+        let handle = CanaryHandle {
+            namespace: c.namespace().into(),
+            name: c.doc.metadata.name.clone(),
+            steps: c.doc.spec.steps.len(),
+            doc: Arc::new(c.doc.clone()),
+            tx,
+            status,
+            finished,
+            handover: Arc::default(),
+        };
+        (handle, inbox)
+    }
+
+    fn running(control: &DaemonControl, name: &str) -> CanaryHandle {
+        control
+            .handles()
+            .into_iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("{name} has no task"))
+    }
+
+    /// Issue 14, item 5: a reload replaces only what changed. An unchanged canary keeps its
+    /// very task (nothing is sent to it), a changed one gets a successor handed its
+    /// predecessor, and a removed one mid-release is rolled back before it is stopped —
+    /// unless `onDelete: Keep`, it is not running, or it is only invalid now.
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_tasks_and_replaces_only_changed_and_removed_ones() {
+        let ratings = CANARY.replace("reviews", "ratings");
+        let both = load(TEMPLATES, &format!("{CANARY}---{ratings}"));
+        let (reviews, reviews_seen) = stand_in(&both.canaries[0], CanaryPhase::Progressing);
+        let control = DaemonControl::new(vec![reviews.clone()], crate::server::Metrics::new());
+        let spawned: std::sync::Mutex<Vec<(String, Option<CanaryHandle>, Inbox)>> =
+            Default::default();
+        let spawn = |c: &LoadedCanary, prev: Option<CanaryHandle>| {
+            let (h, seen) = stand_in(c, CanaryPhase::Progressing);
+            spawned
+                .lock()
+                .unwrap()
+                .push((c.doc.metadata.name.clone(), prev, seen));
+            h
+        };
+        let never_invalid = |_: &str, _: &str| false;
+
+        // A new canary beside an unchanged one: only the new one is started.
+        let done = reconcile_canaries(
+            &control,
+            &both.canaries,
+            &both.templates,
+            &both.templates,
+            &never_invalid,
+            spawn,
+        )
+        .await;
+        assert_eq!(
+            done,
+            Reconciled {
+                kept: 1,
+                started: 1,
+                stopped: 0
+            }
+        );
+        assert!(running(&control, "reviews").tx.same_channel(&reviews.tx));
+        {
+            let s = spawned.lock().unwrap();
+            assert_eq!(s.len(), 1);
+            assert_eq!(s[0].0, "ratings");
+            assert!(s[0].1.is_none());
+        }
+
+        // reviews changed: its successor is handed the running task; ratings is kept.
+        let changed = load(
+            TEMPLATES,
+            &format!(
+                "{}---{ratings}",
+                CANARY.replace("setWeight: 10", "setWeight: 20")
+            ),
+        );
+        let ratings_task = running(&control, "ratings");
+        let done = reconcile_canaries(
+            &control,
+            &changed.canaries,
+            &both.templates,
+            &changed.templates,
+            &never_invalid,
+            spawn,
+        )
+        .await;
+        assert_eq!(
+            done,
+            Reconciled {
+                kept: 1,
+                started: 1,
+                stopped: 0
+            }
+        );
+        assert!(
+            running(&control, "ratings")
+                .tx
+                .same_channel(&ratings_task.tx)
+        );
+        let successor = running(&control, "reviews");
+        assert!(!successor.tx.same_channel(&reviews.tx));
+        {
+            let s = spawned.lock().unwrap();
+            assert_eq!(s.len(), 2);
+            assert_eq!(s[1].0, "reviews");
+            let prev = s[1]
+                .1
+                .as_ref()
+                .expect("the successor is handed its predecessor");
+            assert!(prev.tx.same_channel(&reviews.tx));
+        }
+        // The reload itself never messages a task it keeps (the successor stops its
+        // predecessor when it starts).
+        assert!(reviews_seen.lock().unwrap().is_empty());
+
+        // ratings removed mid-release: rolled back, then stopped; the map holds reviews only.
+        let ratings_seen = spawned.lock().unwrap()[0].2.clone();
+        let only_reviews = load(TEMPLATES, &CANARY.replace("setWeight: 10", "setWeight: 20"));
+        let done = reconcile_canaries(
+            &control,
+            &only_reviews.canaries,
+            &changed.templates,
+            &only_reviews.templates,
+            &never_invalid,
+            spawn,
+        )
+        .await;
+        assert_eq!(
+            done,
+            Reconciled {
+                kept: 1,
+                started: 0,
+                stopped: 1
+            }
+        );
+        assert_eq!(*ratings_seen.lock().unwrap(), ["rollback", "stop"]);
+        let names: Vec<String> = control.handles().into_iter().map(|h| h.name).collect();
+        assert_eq!(names, ["reviews"]);
+
+        // Removed but only stopped: onDelete Keep, a release that is not running, or an
+        // object that is still there but invalid now.
+        let keep = load(
+            TEMPLATES,
+            &ratings.replace("  revision: v2", "  revision: v2\n  onDelete: Keep"),
+        );
+        for (canary, phase, invalid) in [
+            (&keep.canaries[0], CanaryPhase::Paused, false),
+            (&both.canaries[1], CanaryPhase::Promoted, false),
+            (&both.canaries[1], CanaryPhase::Progressing, true),
+        ] {
+            let (h, seen) = stand_in(canary, phase);
+            let mut handles = control.handles();
+            handles.push(h);
+            control.replace_handles(handles);
+            let is_invalid = |_: &str, name: &str| invalid && name == "ratings";
+            let done = reconcile_canaries(
+                &control,
+                &only_reviews.canaries,
+                &only_reviews.templates,
+                &only_reviews.templates,
+                &is_invalid,
+                spawn,
+            )
+            .await;
+            assert_eq!(
+                done,
+                Reconciled {
+                    kept: 1,
+                    started: 0,
+                    stopped: 1
+                }
+            );
+            assert_eq!(
+                *seen.lock().unwrap(),
+                ["stop"],
+                "{phase:?}, invalid {invalid}"
+            );
+        }
     }
 }

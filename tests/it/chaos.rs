@@ -23,7 +23,9 @@
 //!    reloads and kills, and at the end its VirtualService sends it nothing.
 //!
 //! Replay: `SKYCANARY_CHAOS_SEED=<seed> cargo nextest run chaos`; `SKYCANARY_CHAOS_SECS`
-//! changes the length of the fault phase (default 40 s). Only invariants are asserted, never
+//! changes the length of the fault phase (default 40 s). A seed fixes plans and faults, not
+//! timing, so a failing run keeps its logs and write log in the directory it prints
+//! (`SKYCANARY_CHAOS_KEEP=1`: a passing run too). Only invariants are asserted, never
 //! timings, so a slow machine changes how far canaries get, not the verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -664,6 +666,22 @@ fn check(
     (violations, vs_checked, status_checked)
 }
 
+/// The rollbacks seen in the write log so far whose VirtualService still gives the canary
+/// traffic (see [`rollbacks_landed`]).
+fn unlanded_rollbacks(fake: &FakeApiServer, plans: &[Plan], tally: &Tally) -> Vec<String> {
+    let mut rolled_back = BTreeMap::new();
+    let _ = check(
+        &fake.writes(),
+        plans,
+        tally,
+        &mut BTreeMap::new(),
+        &mut rolled_back,
+    );
+    rollbacks_landed(&rolled_back, tally, |vs| {
+        weights(&fake.virtual_service(NS, vs).ok_or("gone")?)
+    })
+}
+
 /// After the calm: every rolled-back canary's VirtualService sends nothing to the canary (its
 /// rollback write was retried until it landed), unless a foreign write set its weights later
 /// (that drift is written back as well, but this check does not wait for it).
@@ -826,8 +844,24 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
     sim.clear_faults();
     fake.clear_faults();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    if let Some(d) = daemon.take() {
-        d.kill();
+    // Every rollback decided so far must land. One decided at the very end of the calm, or
+    // whose write a lost lease held back (its intent saved; the next leader sends it first),
+    // gets a generous bound to, and a restart when the kill came before it landed; one still
+    // not landed after that is reported below.
+    for round in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !unlanded_rollbacks(&fake, &plans, &tally).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if let Some(d) = daemon.take() {
+            d.kill();
+        }
+        if round == 2 || unlanded_rollbacks(&fake, &plans, &tally).is_empty() {
+            break;
+        }
+        let log = dir.path().join(format!("daemon-final-{round}.log"));
+        logs.push(log.clone());
+        daemon = Some(Daemon::start(&kubeconfig, &token, &running.url(), &log));
     }
 
     let writes = fake.writes();
@@ -881,6 +915,9 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
         writes.len(),
         violations.len(),
     );
+    if !violations.is_empty() || std::env::var_os("SKYCANARY_CHAOS_KEEP").is_some() {
+        keep_evidence(dir, &writes, &violations);
+    }
     assert!(
         violations.is_empty(),
         "chaos seed {seed} (replay: SKYCANARY_CHAOS_SEED={seed}): {} violations:\n{}",
@@ -902,6 +939,29 @@ async fn invariants_hold_under_faults_foreign_writes_and_kills() {
         phases.get("Promoted").copied().unwrap_or(0) > 0,
         "seed {seed}: no canary was promoted: {phases:?}"
     );
+}
+
+/// Keeps the daemons' logs and the write log (`writes.jsonl`, one committed change a line,
+/// in commit order) and every violation (`violations.txt`), so a failing seed can be diagnosed
+/// after the run: its timing, and so its interleaving, cannot be replayed exactly.
+fn keep_evidence(dir: tempfile::TempDir, writes: &[CommittedWrite], violations: &[String]) {
+    let mut lines = String::new();
+    for w in writes {
+        let line = json!({
+            "rv": w.rv,
+            "plural": w.plural,
+            "name": w.name,
+            "type": w.event_type,
+            "before": w.before,
+            "after": w.after,
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    let path = dir.keep();
+    std::fs::write(path.join("writes.jsonl"), lines).unwrap();
+    std::fs::write(path.join("violations.txt"), violations.join("\n")).unwrap();
+    eprintln!("chaos evidence kept in {}", path.display());
 }
 
 /// Found while auditing failure modes for the chaos test: an API error while a canary task reads its persisted status at

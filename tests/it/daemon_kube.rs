@@ -88,16 +88,13 @@ pub(crate) fn replica_with(
             "--lease-duration",
             "3",
         ])
-        .args([
-            "--skywalking",
-            sim,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--token-file",
-        ])
+        // An empty `sim`: no `--skywalking` at all.
+        .args(["--skywalking", sim].iter().filter(|_| !sim.is_empty()))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
         .arg(token)
         .args(extra)
         .env("KUBECONFIG", kubeconfig)
+        .env_remove("SKYCANARY_SKYWALKING")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

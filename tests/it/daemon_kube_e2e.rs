@@ -1126,3 +1126,228 @@ async fn kube_next_release_is_held_until_the_services_swap_then_starts_from_the_
         [0, 10, 30, 60, 100, 90, 70, 40, 0]
     );
 }
+
+/// Issue 14, item 1 in cluster mode: the analysis fails while `.status` refuses every write,
+/// so the rollback lands in the VirtualService but the abort lives only in memory; then
+/// SIGKILL. The saved status still says step 1 at 10 %: resuming from it would expose the
+/// canary again. The next replica sees the rollback (routes at 0, and the rollback marker) and
+/// aborts instead: the canary never gets traffic again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_an_unsaved_abort_survives_a_sigkill() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bad = failing.clone();
+    let (_sim, running) = sim(move |_| {
+        Some(if bad.load(std::sync::atomic::Ordering::SeqCst) {
+            7000.0
+        } else {
+            9950.0
+        })
+    })
+    .await;
+    let c = Cluster::start("Abort", 5).await;
+    let mut a = c.daemon("replica-a", &running.url());
+    c.wait_status("measuring step 1", |s| {
+        s["currentStepIndex"] == 1 && !measurements(s).is_empty()
+    })
+    .await;
+    c.fake.fail_next(Some("PUT"), "/canaries/", 1_000_000, 500);
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait("back at stable", LIMIT, || {
+        (c.weights() == (100, 0)).then_some(())
+    })
+    .await;
+    let saved = c.status();
+    assert_eq!(saved["currentStepIndex"], 1, "{saved:#}");
+    assert_ne!(
+        phase(&saved),
+        "Aborted",
+        "the abort is not saved: {saved:#}"
+    );
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    drop(a);
+    c.fake.clear_faults();
+
+    let b = c.daemon("replica-b", &running.url());
+    let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
+    assert_eq!(s["desiredWeight"], 0, "{s:#}");
+    // Measurements go on failing, so any resumed step would write again; give it time to.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(phase(&c.status()), "Aborted", "{:#}", c.status());
+    assert_eq!(
+        c.canary_weight_history().await,
+        [0, 10, 0],
+        "never exposed again"
+    );
+    drop(b);
+}
+
+/// Issue 14, item 1 in cluster mode, without a crash: the abort lives only in memory (`.status`
+/// refuses writes) when a valid spec edit replaces the canary's task. The successor takes over
+/// the in-memory abort, not the older saved step, so the canary is never exposed again, and the
+/// abort is saved once `.status` takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_an_unsaved_abort_survives_a_spec_edit() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bad = failing.clone();
+    let (_sim, running) = sim(move |_| {
+        Some(if bad.load(std::sync::atomic::Ordering::SeqCst) {
+            7000.0
+        } else {
+            9950.0
+        })
+    })
+    .await;
+    let c = Cluster::start("Abort", 5).await;
+    let a = c.daemon("replica-a", &running.url());
+    c.wait_status("measuring step 1", |s| {
+        s["currentStepIndex"] == 1 && !measurements(s).is_empty()
+    })
+    .await;
+    c.fake.fail_next(Some("PUT"), "/canaries/", 1_000_000, 500);
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait("back at stable", LIMIT, || {
+        (c.weights() == (100, 0)).then_some(())
+    })
+    .await;
+    assert_ne!(phase(&c.status()), "Aborted", "the abort is not saved");
+
+    // A spec edit (same revision): one more step at the end. The daemon shows it once the
+    // canary's task was replaced.
+    c.fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            o["spec"]["steps"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"pause": {"duration": "1s"}}));
+        })
+        .unwrap();
+    let api = format!("{}/api/v1/canaries/bookinfo/reviews", a.url);
+    let client = http();
+    let mut steps = Value::Null;
+    let deadline = std::time::Instant::now() + LIMIT;
+    while steps != 7 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edit never picked up: {steps}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(r) = client.get(&api).bearer_auth(TOKEN).send().await
+            && let Ok(v) = r.json::<Value>().await
+        {
+            steps = v["steps"].clone();
+        }
+    }
+    // Measurements go on failing, so a successor resumed from the saved step would write
+    // 10 % again before failing; give it time to.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        c.canary_weight_history().await,
+        [0, 10, 0],
+        "never exposed again"
+    );
+
+    c.fake.clear_faults();
+    let s = c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
+    assert_eq!(s["desiredWeight"], 0, "{s:#}");
+    assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
+    drop(a);
+}
+
+/// Issue 14, item 3 in cluster mode: the crash came after the abort was saved and before its
+/// write landed (the saved status says Aborted with the rollback write pending, the routes
+/// still give the canary 10 %). The next replica writes the rollback first, not after the
+/// pending write's 60 s result timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_rollback_saved_before_a_crash_is_written_first_at_restart() {
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    let c = Cluster::start("Abort", 5).await;
+    let mut a = c.daemon("replica-a", &running.url());
+    c.wait_status("measuring step 1", |s| {
+        s["currentStepIndex"] == 1 && !measurements(s).is_empty()
+    })
+    .await;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    drop(a);
+    assert_eq!(c.weights(), (90, 10));
+
+    // Written as the daemon writes it: through the status subresource.
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut obj = c
+        .fake
+        .get("skycanary.io", "canaries", "bookinfo", "reviews")
+        .unwrap();
+    let saved = &mut obj["status"];
+    let mut routing = saved["applied"].clone();
+    assert!(routing.is_object(), "applied routing in {saved:#}");
+    routing["canaryWeight"] = 0.into();
+    saved["phase"] = "Aborted".into();
+    saved["desiredWeight"] = 0.into();
+    saved["abort"] = json!({"reason": "test: crash after the abort save", "at": now});
+    saved["routingWrite"] = json!({"routing": routing, "requestedAt": now});
+    let r = http()
+        .put(format!("http://{}/{CANARIES}/reviews/status", c.addr))
+        .json(&obj)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    assert_eq!(phase(&c.status()), "Aborted");
+
+    let b = c.daemon("replica-b", &running.url());
+    // Well under the 60 s after which a pending write is re-sent anyway.
+    wait("the rollback write", Duration::from_secs(30), || {
+        (c.weights() == (100, 0)).then_some(())
+    })
+    .await;
+    let s = c
+        .wait_status("the rollback confirmed", |s| {
+            phase(s) == "Aborted" && s["routingWrite"].is_null()
+        })
+        .await;
+    assert_eq!(s["desiredWeight"], 0, "{s:#}");
+    assert_eq!(c.canary_weight_history().await, [0, 10, 0]);
+    drop(b);
+}
+
+/// Issue 14, item 4 in cluster mode: without `--skywalking` the template (no address of its
+/// own) cannot be planned, so the Canary is refused like an invalid one — phase Invalid, the
+/// analysis field and what to add in its message — and never exposed. Once an edit makes it
+/// plannable (the template gets an address) it is driven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_canary_whose_analyses_cannot_be_planned_is_refused_and_never_exposed() {
+    let c = Cluster::start("Abort", 3).await;
+    let a = c.daemon("replica-a", "");
+    let s = c.wait_status("Invalid", |s| phase(s) == "Invalid").await;
+    let message = s["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.steps[1].analysis")
+            && message.contains("this analysis cannot run")
+            && message.contains("--skywalking"),
+        "{s:#}"
+    );
+    c.wait_event("InvalidSpec").await;
+    // Well past the moment a driven canary would have written 10 %.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.weights(), (100, 0));
+    assert_eq!(c.canary_weight_history().await, [0], "never exposed");
+
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    c.fake
+        .update(
+            "skycanary.io",
+            "analysistemplates",
+            "bookinfo",
+            "apdex",
+            |o| {
+                o["spec"]["metrics"][0]["provider"]["skywalking"]["address"] = json!(running.url());
+            },
+        )
+        .unwrap();
+    wait("driven once plannable", LIMIT, || {
+        (c.weights() == (90, 10)).then_some(())
+    })
+    .await;
+    drop(a);
+}
