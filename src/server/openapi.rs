@@ -186,6 +186,24 @@ fn object_parameters(what: &str) -> Vec<Value> {
     ]
 }
 
+/// `response` with OpenAPI links from a list's first item to operations on that object, so
+/// clients (and schemathesis' stateful phase) can follow them: `(link name, operationId)`.
+fn with_links(mut response: Value, links: &[(&str, &str)]) -> Value {
+    let mut all = Map::new();
+    for (name, operation_id) in links {
+        let parameters = json!({
+            "namespace": "$response.body#/items/0/namespace",
+            "name": "$response.body#/items/0/name",
+        });
+        all.insert(
+            (*name).to_string(),
+            json!({ "operationId": operation_id, "parameters": parameters }),
+        );
+    }
+    response["links"] = Value::Object(all);
+    response
+}
+
 /// A JSON request body; `required: false` also accepts an empty body.
 fn json_body(description: &str, schema: Value, required: bool) -> Value {
     json!({
@@ -330,7 +348,16 @@ pub fn document() -> Value {
             true,
             vec![],
             None,
-            vec![("200", json_response("The canaries.", canaries.into()))],
+            vec![(
+                "200",
+                with_links(
+                    json_response("The canaries.", canaries.into()),
+                    &[
+                        ("GetCanary", "getCanary"),
+                        ("CommandCanary", "canaryCommand"),
+                    ],
+                ),
+            )],
         )},
         "/api/v1/canaries/{namespace}/{name}": { "get": operation(
             "getCanary",
@@ -385,7 +412,13 @@ pub fn document() -> Value {
             true,
             vec![],
             None,
-            vec![("200", json_response("The scheduled analyses.", schedules.into()))],
+            vec![(
+                "200",
+                with_links(
+                    json_response("The scheduled analyses.", schedules.into()),
+                    &[("RunScheduledAnalysis", "runScheduledAnalysis")],
+                ),
+            )],
         )},
         "/api/v1/scheduled-analyses/{namespace}/{name}/run": { "post": operation(
             "runScheduledAnalysis",
