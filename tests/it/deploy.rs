@@ -1125,13 +1125,24 @@ fn helm_render(helm: &Path, namespace: &str, args: &[&str]) -> Vec<Value> {
     yaml_values(&String::from_utf8_lossy(&out.stdout), "helm output")
 }
 
-/// The chart renders the kustomize install object for object (CRDs and ClusterRole included:
+/// The chart passes `helm lint --strict` and renders the kustomize install object for object (CRDs and ClusterRole included:
 /// the chart links to deploy/crds and deploy/rbac); without `createNamespace` it leaves out
 /// only the Namespace (helm's `--create-namespace` makes it); another namespace and image tag
 /// move every namespaced object, the bindings' subjects and the Lease.
 #[test]
 fn helm_chart_renders_the_objects_of_the_kustomize_install() {
     let Some(helm) = helm() else { return };
+    let lint = Command::new(&helm)
+        .args(["lint", "--strict"])
+        .arg(repo().join("deploy/helm/skycanary"))
+        .output()
+        .expect("run helm");
+    assert!(
+        lint.status.success(),
+        "helm lint --strict: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     let install = by_key(&render("deploy"));
     let chart = by_key(&helm_render(
         &helm,
