@@ -55,8 +55,9 @@ impl Payload {
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "AlertmanagerPayload")]
 pub(crate) struct WirePayload<'a> {
-    /// Payload format version; Alertmanager sends `"4"`.
+    /// Payload format version; Alertmanager sends `"4"`, the only one accepted.
     #[serde(default)]
+    #[schemars(extend("enum" = ["4", null]))]
     pub version: Option<String>,
     /// Group key.
     #[serde(default)]
