@@ -51,11 +51,13 @@ impl Payload {
 }
 
 /// The body as sent, its alerts left raw so each is parsed on its own.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct WirePayload<'a> {
-    /// Payload format version; Alertmanager sends `"4"`.
+#[schemars(rename = "AlertmanagerPayload")]
+pub(crate) struct WirePayload<'a> {
+    /// Payload format version; Alertmanager sends `"4"`, the only one accepted.
     #[serde(default)]
+    #[schemars(extend("enum" = ["4", null]))]
     pub version: Option<String>,
     /// Group key.
     #[serde(default)]
@@ -81,13 +83,14 @@ struct WirePayload<'a> {
     /// Alertmanager's URL.
     #[serde(default, rename = "externalURL")]
     pub external_url: Option<String>,
-    /// The alerts, unparsed.
+    /// The alerts, unparsed (each is parsed on its own).
     #[serde(borrow)]
+    #[schemars(with = "Vec<Alert>")]
     pub alerts: Vec<&'a RawValue>,
 }
 
 /// Whether an alert fires.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
     /// Firing.
@@ -98,7 +101,7 @@ pub enum AlertStatus {
 }
 
 /// One alert.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
     /// Firing or resolved.

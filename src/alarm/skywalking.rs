@@ -14,7 +14,7 @@ use super::intake::{Batch, DedupeKey, dedupe_key};
 
 /// One alarm as OAP's webhook sends it (Gson: null fields are omitted, so every field but the
 /// rule name is optional; unknown fields such as HEAD's `layers` are ignored).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlarmMessage {
     /// Scope id (1 Service, 2 ServiceInstance, 3 Endpoint, 4–6 relations).
@@ -61,7 +61,7 @@ pub struct AlarmMessage {
 }
 
 /// `{"key", "value"}` of an alarm tag.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 pub struct WireTag {
     /// Tag key.
     pub key: String,

@@ -256,3 +256,33 @@ fn hostile_fuzz_seeds_are_errors_on_a_small_stack() {
         }
     }
 }
+
+/// A Helm chart's directory is left out (its templates are Go templates) and said so; the
+/// manifests beside it are read.
+#[test]
+fn helm_charts_are_skipped_not_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.yaml"), TEMPLATE).unwrap();
+    let chart = dir.path().join("chart");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: x\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/service.yaml"),
+        "metadata:\n  namespace: {{ .Release.Namespace }}\n",
+    )
+    .unwrap();
+    let r = load_paths(&[dir.path().to_path_buf()]);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.templates.len(), 1);
+    assert_eq!(
+        r.skipped,
+        vec![format!(
+            "{}: a Helm chart (its templates are not manifests until rendered)",
+            chart.display()
+        )]
+    );
+}

@@ -206,7 +206,13 @@ pub struct Rejected {
 /// Loads every `.yaml`/`.yml` file under `paths` (recursively for directories).
 pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
     let mut result = LoadResult::default();
-    let files = config_files(paths, &mut result.errors);
+    let (files, charts) = walk_config(paths, &mut result.errors);
+    for chart in charts {
+        result.skipped.push(format!(
+            "{}: a Helm chart (its templates are not manifests until rendered)",
+            chart.display()
+        ));
+    }
     for f in files {
         let name = f.display().to_string();
         match yaml::read_file(&f, yaml::MAX_CONFIG_FILE_BYTES) {
@@ -275,7 +281,14 @@ fn check_ca_files(result: &mut LoadResult) {
 /// visible links), symlinks followed. A directory or file reached twice (through a link) is
 /// read once, and a link back to one of its own ancestors is an error naming the loop, so a
 /// symlink loop can neither hang the walk nor duplicate every resource.
+/// Helm chart directories (holding a `Chart.yaml`) are not entered: their templates are Go
+/// templates, not manifests (deploy/helm/ is one).
 pub fn config_files(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    walk_config(paths, errors).0
+}
+
+/// [`config_files`], and the Helm chart directories left out.
+fn walk_config(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut walk = Walk::default();
     // Depth first with an explicit stack: a deep tree cannot overflow the thread's stack.
     let mut todo: Vec<Step> = paths.iter().rev().cloned().map(Step::Visit).collect();
@@ -295,7 +308,7 @@ pub fn config_files(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> Vec<Pat
     let mut files = walk.files;
     files.sort();
     files.dedup();
-    files
+    (files, walk.charts)
 }
 
 /// Identity of a file or directory (device, inode).
@@ -322,6 +335,8 @@ struct Walk {
     seen: BTreeSet<(u64, u64)>,
     /// Directories being walked, outermost first.
     ancestors: Vec<(Option<(u64, u64)>, PathBuf)>,
+    /// Helm charts left out.
+    charts: Vec<PathBuf>,
 }
 
 impl Walk {
@@ -356,6 +371,10 @@ impl Walk {
         }
         if !meta.is_dir() {
             self.files.push(p.to_path_buf());
+            return None;
+        }
+        if p.join("Chart.yaml").is_file() {
+            self.charts.push(p.to_path_buf());
             return None;
         }
         let entries = match std::fs::read_dir(p) {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::api::scheduled::*;
 
 /// What the API shows of a ScheduledAnalysis (`GET /api/v1/scheduled-analyses`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleSummary {
     /// Namespace.
@@ -29,7 +29,7 @@ pub struct ScheduleSummary {
 }
 
 /// `POST /api/v1/scheduled-analyses/{ns}/{name}/run` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunStarted {
     /// Namespace.

@@ -17,8 +17,9 @@ pub const TOKEN_ENV: &str = "SKYCANARY_TOKEN";
 
 /// Paths reachable without a token: kubelet probes and Prometheus scrapes carry none; `/` has
 /// no route, so a browser or a curl pointed at the daemon's address gets a plain 404 instead of
-/// an authentication challenge for a page that does not exist.
-const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/"];
+/// an authentication challenge for a page that does not exist; the OpenAPI document describes
+/// the API and grants nothing, and API tools load it before they are given a token.
+const PUBLIC_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/", super::openapi::PATH];
 
 /// A token could not be loaded.
 #[derive(Debug, thiserror::Error)]

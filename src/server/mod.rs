@@ -4,6 +4,7 @@
 
 mod auth;
 mod metrics;
+mod openapi;
 mod process;
 mod routes;
 #[cfg(test)]
@@ -24,11 +25,12 @@ pub use metrics::{
     CLASSIC_CONTENT_TYPE, Format, Metrics, OPENMETRICS_CONTENT_TYPE, StateKind, UnsavedState,
     openmetrics_to_classic,
 };
+pub use openapi::{PATH as OPENAPI_PATH, document as openapi_document};
 use routes::BodyDeadline;
 pub use routes::{MAX_BODY_BYTES, router};
 
 /// What the API shows of a canary: enough for `skycanary status` without the full resource.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanarySummary {
     /// Namespace (`default` in file mode unless the manifest says otherwise).

@@ -8,18 +8,20 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::de::IgnoredAny;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::auth::{Auth, require_token};
 use super::metrics::{Format, Metrics};
 use super::{AlarmSource, CanarySummary, Control, ControlError};
 use crate::canary::Command;
+use crate::schedule::ScheduleSummary;
 
 /// Largest request body accepted (DESIGN §6).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -95,7 +97,10 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, error = %self.message, "API request failed");
         }
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let body = ErrorBody {
+            error: self.message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -126,30 +131,78 @@ struct AppState {
     metrics: Metrics,
 }
 
-/// The whole HTTP surface. Auth applies to everything except `/healthz`, `/readyz` and
-/// `/metrics`; take [`Auth::Insecure`] only on purpose.
+/// One route: its method, its path template and its handler. The router is built from
+/// [`routes`], and the OpenAPI document is checked against the same list, so a route cannot be
+/// served without being documented (or documented without being served).
+struct Route {
+    #[cfg_attr(not(test), allow(dead_code))] // The handler filters on it; tests read it.
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+/// A [`Route`] whose handler answers `method` only.
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    // Every method named below is a standard one, which a filter exists for.
+    let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+    Route {
+        method,
+        path,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route the daemon serves (DESIGN §6).
+fn routes() -> Vec<Route> {
+    vec![
+        route(Method::GET, "/healthz", healthz),
+        route(Method::GET, "/readyz", readyz),
+        route(Method::GET, "/metrics", metrics_text),
+        route(Method::GET, super::openapi::PATH, openapi_json),
+        route(Method::GET, "/api/v1/canaries", list_canaries),
+        route(
+            Method::GET,
+            "/api/v1/canaries/{namespace}/{name}",
+            get_canary,
+        ),
+        route(
+            Method::POST,
+            "/api/v1/canaries/{namespace}/{name}/{action}",
+            canary_command,
+        ),
+        route(Method::GET, "/api/v1/scheduled-analyses", list_scheduled),
+        route(
+            Method::POST,
+            "/api/v1/scheduled-analyses/{namespace}/{name}/run",
+            run_scheduled,
+        ),
+        route(Method::POST, "/webhooks/skywalking", skywalking_webhook),
+        route(Method::POST, "/webhooks/alertmanager", alertmanager_webhook),
+    ]
+}
+
+/// `(method, path template)` of every served route, for the OpenAPI coverage test.
+#[cfg(test)]
+pub(crate) fn served_routes() -> Vec<(Method, &'static str)> {
+    routes().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+/// The whole HTTP surface. Auth applies to everything except `/healthz`, `/readyz`,
+/// `/metrics` and the OpenAPI document; take [`Auth::Insecure`] only on purpose.
 pub fn router(control: Arc<dyn Control>, metrics: Metrics, auth: Auth) -> Router {
     if matches!(auth, Auth::Insecure) {
         tracing::warn!("the control API is unauthenticated (insecure mode)");
     }
     let state = AppState { control, metrics };
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/api/v1/canaries", get(list_canaries))
-        .route("/api/v1/canaries/{namespace}/{name}", get(get_canary))
-        .route(
-            "/api/v1/canaries/{namespace}/{name}/{action}",
-            post(canary_command),
-        )
-        .route("/api/v1/scheduled-analyses", get(list_scheduled))
-        .route(
-            "/api/v1/scheduled-analyses/{namespace}/{name}/run",
-            post(run_scheduled),
-        )
-        .route("/webhooks/skywalking", post(skywalking_webhook))
-        .route("/webhooks/alertmanager", post(alertmanager_webhook))
+    let mut router = Router::new();
+    for r in routes() {
+        router = router.route(r.path, r.handler);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -250,8 +303,68 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Every failure's body.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong, for a human.
+    pub(crate) error: String,
+}
+
+/// `/healthz` and `/readyz` when all is well.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ProbeBody {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    pub(crate) status: String,
+}
+
+/// `/readyz` when a status cannot be saved (503).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct NotReadyBody {
+    /// Every object whose status cannot be saved, in one sentence.
+    pub(crate) error: String,
+    /// The same, one entry per object.
+    pub(crate) unsaved: Vec<UnsavedBody>,
+}
+
+/// One object whose status the daemon cannot save.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct UnsavedBody {
+    /// `Canary` or `ScheduledAnalysis`.
+    pub(crate) kind: String,
+    /// Its namespace.
+    pub(crate) namespace: String,
+    /// Its name.
+    pub(crate) name: String,
+    /// Failed saves in a row.
+    pub(crate) failures: u64,
+    /// Why the last save failed.
+    pub(crate) error: String,
+}
+
+/// `GET /api/v1/canaries`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct CanaryList {
+    /// Every known canary.
+    pub(crate) items: Vec<CanarySummary>,
+}
+
+/// `GET /api/v1/scheduled-analyses`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ScheduleList {
+    /// Every known scheduled analysis.
+    pub(crate) items: Vec<ScheduleSummary>,
+}
+
+async fn healthz() -> Json<ProbeBody> {
+    Json(ProbeBody {
+        status: "ok".into(),
+    })
+}
+
+/// The OpenAPI document, built once: it depends only on the types.
+async fn openapi_json() -> Json<&'static Value> {
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(super::openapi::document))
 }
 
 /// Ready once the daemon says so and while every status save lands: a daemon that cannot save
@@ -268,7 +381,10 @@ async fn readyz(State(state): State<AppState>, Query(q): Query<ReadyzQuery>) -> 
     let unsaved = state.metrics.unsaved_states();
     let excluded = q.exclude.as_deref() == Some("state");
     if unsaved.is_empty() || excluded {
-        return Json(json!({ "status": "ready" })).into_response();
+        return Json(ProbeBody {
+            status: "ready".into(),
+        })
+        .into_response();
     }
     let named: Vec<String> = unsaved
         .iter()
@@ -283,25 +399,23 @@ async fn readyz(State(state): State<AppState>, Query(q): Query<ReadyzQuery>) -> 
             )
         })
         .collect();
-    let objects: Vec<Value> = unsaved
+    let objects: Vec<UnsavedBody> = unsaved
         .iter()
-        .map(|u| {
-            json!({
-                "kind": u.kind.as_str(),
-                "namespace": u.namespace,
-                "name": u.name,
-                "failures": u.failures,
-                "error": u.error,
-            })
+        .map(|u| UnsavedBody {
+            kind: u.kind.as_str().to_string(),
+            namespace: u.namespace.clone(),
+            name: u.name.clone(),
+            failures: u.failures,
+            error: u.error.clone(),
         })
         .collect();
     // Not an ApiError: probes poll this, and the drivers already log every failed save.
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({
-            "error": format!("status cannot be saved: {}", named.join("; ")),
-            "unsaved": objects,
-        })),
+        Json(NotReadyBody {
+            error: format!("status cannot be saved: {}", named.join("; ")),
+            unsaved: objects,
+        }),
     )
         .into_response()
 }
@@ -317,8 +431,10 @@ async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Resp
     }
 }
 
-async fn list_canaries(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "items": state.control.canaries() }))
+async fn list_canaries(State(state): State<AppState>) -> Json<CanaryList> {
+    Json(CanaryList {
+        items: state.control.canaries(),
+    })
 }
 
 async fn get_canary(
@@ -351,9 +467,11 @@ struct PromoteQuery {
     full: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST .../abort` body (optional).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AbortBody {
+pub(crate) struct AbortBody {
+    /// Why, shown in the status; `aborted via API` when absent or blank.
     #[serde(default)]
     reason: Option<String>,
 }
@@ -410,8 +528,10 @@ async fn canary_command(
         .map_err(|err| ApiError::from_control(err, &format!("canary {namespace}/{name}")))
 }
 
-async fn list_scheduled(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "items": state.control.scheduled_analyses() }))
+async fn list_scheduled(State(state): State<AppState>) -> Json<ScheduleList> {
+    Json(ScheduleList {
+        items: state.control.scheduled_analyses(),
+    })
 }
 
 async fn run_scheduled(

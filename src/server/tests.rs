@@ -1972,3 +1972,188 @@ fn state_save_failures_are_counted_per_object_and_forgotten_with_the_canary() {
                 && s.labels.get("kind").map(String::as_str) == Some("canary"))
     );
 }
+
+/// The OpenAPI document lists exactly the routes the router serves: a route added without its
+/// documentation (or documented and removed) fails here.
+#[test]
+fn openapi_documents_exactly_the_served_routes() {
+    let doc = openapi::document();
+    let documented = openapi::documented_routes(&doc);
+    let mut served: Vec<(String, String)> = routes::served_routes()
+        .into_iter()
+        .map(|(method, path)| (method.as_str().to_string(), path.to_string()))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+    assert!(served.len() >= 11, "{served:?}");
+}
+
+/// Every `$ref` of `value`.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_of_the_openapi_document_resolves() {
+    let doc = openapi::document();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 20, "{found:?}");
+    for r in found {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("external {r}"));
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+    // Each operation answers JSON errors, and every operation but the public ones needs the token.
+    for (method, path) in openapi::documented_routes(&doc) {
+        let op = &doc["paths"][&path][method.to_ascii_lowercase()];
+        let public = op.get("security") == Some(&json!([]));
+        assert_eq!(
+            public,
+            ["/healthz", "/readyz", "/metrics", OPENAPI_PATH].contains(&path.as_str()),
+            "{method} {path}"
+        );
+        assert_eq!(
+            op["responses"].get("401").is_some(),
+            !public,
+            "{method} {path}"
+        );
+    }
+}
+
+/// A validator of `instance` against the document's component `name`.
+fn component_validator(doc: &Value, name: &str) -> jsonschema::Validator {
+    let schema = json!({
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"].clone(),
+    });
+    jsonschema::draft202012::new(&schema).expect("component schema compiles")
+}
+
+fn assert_conforms(doc: &Value, name: &str, instance: &Value) {
+    let validator = component_validator(doc, name);
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{instance}");
+}
+
+/// The document is served without a token, and real answers of each kind conform to the
+/// schemas it names (the fuller check is schemathesis against a live daemon: tests/it/openapi.rs).
+#[tokio::test]
+async fn openapi_is_public_and_answers_conform_to_it() {
+    let h = Harness::secured().await;
+    let response = h.client.get(h.url(OPENAPI_PATH)).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/json")
+    );
+    let doc = json_of(response).await;
+    assert_eq!(doc, openapi::document());
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    let mut busy = summary("prod", "web", CanaryPhase::Paused);
+    busy.status.abort = Some(AbortStatus {
+        reason: "apdex below 0.9".into(),
+        metric: Some("apdex".into()),
+        value: Some("[0.8]".into()),
+        condition: Some("result[0] >= 0.9".into()),
+        alarm: None,
+        at: chrono::Utc::now(),
+    });
+    busy.status.weights = vec![route_weights("reviews", "primary", 20)];
+    lock(&h.fake.canaries)[0] = busy;
+
+    let list = json_of(h.get("/api/v1/canaries").await).await;
+    assert_conforms(&doc, "CanaryList", &list);
+    let one = json_of(h.get("/api/v1/canaries/prod/web").await).await;
+    assert_conforms(&doc, "CanarySummary", &one);
+    let scheduled = json_of(h.get("/api/v1/scheduled-analyses").await).await;
+    assert_conforms(&doc, "ScheduleList", &scheduled);
+    let missing = h.get("/api/v1/canaries/prod/nope").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_conforms(&doc, "ErrorBody", &json_of(missing).await);
+    let refused = h
+        .post("/webhooks/skywalking", r#"[{"ruleName":"r"}, 3]"#)
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_conforms(&doc, "AlarmSummary", &json_of(refused).await);
+    let health = h.client.get(h.url("/healthz")).send().await.expect("GET");
+    assert_conforms(&doc, "ProbeBody", &json_of(health).await);
+    // A wrong shape is caught: the check can fail.
+    let validator = component_validator(&doc, "CanarySummary");
+    assert!(!validator.is_valid(&json!({"namespace": "prod", "name": 3})));
+}
+
+/// Each documented operation reaches its handler (never the 404/405 fallbacks), and a method
+/// the document does not list on a path is 405.
+#[tokio::test]
+async fn every_documented_operation_is_routed_and_others_are_405() {
+    let h = Harness::secured().await;
+    lock(&h.fake.canaries)[0] = summary("prod", "web", CanaryPhase::Paused);
+    let doc = openapi::document();
+    h.fake.ready.store(true, Ordering::SeqCst);
+    let concrete = |path: &str| {
+        let name = if path.contains("scheduled") {
+            "nightly"
+        } else {
+            "web"
+        };
+        path.replace("{namespace}", "prod")
+            .replace("{name}", name)
+            .replace("{action}", "resume")
+    };
+    for (method, path) in openapi::documented_routes(&doc) {
+        let url = h.url(&concrete(&path));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = h.client.request(method.clone(), &url).bearer_auth(TOKEN);
+        if path.starts_with("/webhooks/") {
+            let body = if path.ends_with("alertmanager") {
+                r#"{"version":"4","alerts":[]}"#
+            } else {
+                "[]"
+            };
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert!(
+            !text.contains("no route for") && status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {status} {text}"
+        );
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        for other in [reqwest::Method::DELETE, reqwest::Method::PUT] {
+            let response = h
+                .client
+                .request(other.clone(), &url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{other} {path}"
+            );
+        }
+    }
+}

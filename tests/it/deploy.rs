@@ -6,6 +6,9 @@
 //! small renderer of our own (resources, images, strategic-merge patches by name: exactly the
 //! kustomize features deploy/ uses) stands in, and the same comparison checks it whenever
 //! `kubectl` is there; under CI (`CI` set) a missing kubectl is a failure.
+//!
+//! The Helm chart (deploy/helm/skycanary) renders, with a real `helm template`, exactly the
+//! objects of the kustomize install; skipped without helm unless SKYCANARY_REQUIRE_HELM=1 (CI).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1081,4 +1084,125 @@ async fn the_daemon_uses_only_granted_permissions_and_never_logs_its_token() {
             "the API token appears in the daemon's logs"
         );
     }
+}
+
+/// `SKYCANARY_HELM` (a path), else `helm` on PATH; `None` skips the chart test unless
+/// SKYCANARY_REQUIRE_HELM=1 (as in CI, which installs Helm from a pinned PyPI wheel).
+fn helm() -> Option<PathBuf> {
+    let found = std::env::var_os("SKYCANARY_HELM")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|p| p.join("helm"))
+                    .find(|p| p.is_file())
+            })
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var("SKYCANARY_REQUIRE_HELM").as_deref() != Ok("1"),
+            "helm is required (SKYCANARY_REQUIRE_HELM=1) but neither SKYCANARY_HELM nor PATH has it"
+        );
+        eprintln!("SKIPPED helm chart: helm is not installed");
+    }
+    found
+}
+
+/// `helm template skycanary deploy/helm/skycanary --include-crds -n NAMESPACE ARGS`, parsed.
+fn helm_render(helm: &Path, namespace: &str, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(helm)
+        .args(["template", "skycanary"])
+        .arg(repo().join("deploy/helm/skycanary"))
+        .args(["--include-crds", "--namespace", namespace])
+        .args(args)
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    yaml_values(&String::from_utf8_lossy(&out.stdout), "helm output")
+}
+
+/// The chart passes `helm lint --strict` and renders the kustomize install object for object (CRDs and ClusterRole included:
+/// the chart links to deploy/crds and deploy/rbac); without `createNamespace` it leaves out
+/// only the Namespace (helm's `--create-namespace` makes it); another namespace and image tag
+/// move every namespaced object, the bindings' subjects and the Lease.
+#[test]
+fn helm_chart_renders_the_objects_of_the_kustomize_install() {
+    let Some(helm) = helm() else { return };
+    let lint = Command::new(&helm)
+        .args(["lint", "--strict"])
+        .arg(repo().join("deploy/helm/skycanary"))
+        .output()
+        .expect("run helm");
+    assert!(
+        lint.status.success(),
+        "helm lint --strict: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let install = by_key(&render("deploy"));
+    let chart = by_key(&helm_render(
+        &helm,
+        "skycanary",
+        &["--set", "createNamespace=true"],
+    ));
+    let keys: BTreeSet<_> = install.keys().chain(chart.keys()).collect();
+    assert!(keys.len() >= 12, "{keys:?}");
+    for key in keys {
+        let (a, b) = (install.get(key), chart.get(key));
+        assert!(
+            a == b,
+            "the chart and `kubectl kustomize deploy` differ on {key:?}:\n  kustomize: {}\n  helm: {}",
+            a.map(Value::to_string).unwrap_or_default(),
+            b.map(Value::to_string).unwrap_or_default()
+        );
+    }
+
+    let plain = by_key(&helm_render(&helm, "skycanary", &[]));
+    let missing: Vec<_> = install.keys().filter(|k| !plain.contains_key(*k)).collect();
+    assert_eq!(
+        missing,
+        vec![&(
+            "Namespace".to_string(),
+            String::new(),
+            "skycanary".to_string()
+        )]
+    );
+
+    let moved = helm_render(
+        &helm,
+        "canaries",
+        &[
+            "--set",
+            "image.tag=1.2.3",
+            "--set",
+            "extraArgs={--namespace=bookinfo}",
+        ],
+    );
+    for o in &moved {
+        let cluster_scoped = [
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        ]
+        .contains(&o["kind"].as_str().unwrap_or_default());
+        if !cluster_scoped {
+            assert_eq!(o["metadata"]["namespace"], "canaries", "{o}");
+        }
+        for subject in o["subjects"].as_array().into_iter().flatten() {
+            assert_eq!(subject["namespace"], "canaries", "{o}");
+        }
+    }
+    let deployment = find(&moved, "Deployment", "skycanary");
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "skycanary:1.2.3");
+    let args = strings(&c["args"]);
+    assert_eq!(
+        flag(&args, "--lease").as_deref(),
+        Some("canaries/skycanary-leader")
+    );
+    assert_eq!(flag(&args, "--namespace").as_deref(), Some("bookinfo"));
 }

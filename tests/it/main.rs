@@ -27,6 +27,7 @@ mod kubectl;
 mod logs;
 mod metrics_export;
 mod next_release;
+mod openapi;
 mod provider_sim;
 mod report_browser;
 mod route_cli;
