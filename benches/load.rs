@@ -14,9 +14,14 @@
 //! - file-alarm: file mode (`run --config --manifests`), one VirtualService file per canary;
 //!   alarm webhook → rollback written, at each of `--file-canaries`, against the floor (the same
 //!   request for an alarm that matches nothing) (issue 15).
+//! - file-drift: file mode, `--samples` foreign edits of a managed weight (another tool sets a
+//!   paused canary's VirtualService back to 100/0 in its file): edit → drift recorded in the
+//!   status, and edit → the intended weights written back (issue 15 item 9). Each canary
+//!   drifts at most twice (a third drift in one step pauses it), so the run has
+//!   `⌈samples / 2⌉` canaries.
 //!
 //! ```text
-//! cargo bench --bench load -- [--scenarios footprint,latency,overhead,scale,alarm-flood,file-alarm]
+//! cargo bench --bench load -- [--scenarios footprint,latency,overhead,scale,alarm-flood,file-alarm,file-drift]
 //!     [--canaries 100,1000,5000] [--file-canaries 5,40,80] [--duration 60] [--interval 5] [--samples 100]
 //!     [--daemon target/release/skycanary] [--json FILE] [--quick]
 //! ```
@@ -48,7 +53,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "footprint,latency,overhead,scale,alarm-flood,file-alarm"
+        default_value = "footprint,latency,overhead,scale,alarm-flood,file-alarm,file-drift"
     )]
     scenarios: Vec<String>,
     /// Canary counts of the scale scenario.
@@ -63,8 +68,8 @@ struct Args {
     /// Seconds between measurements of each canary's metric.
     #[arg(long, default_value_t = 5)]
     interval: u64,
-    /// Rollbacks timed per latency kind (alarm, failed measurement), and per canary count of
-    /// the file-alarm scenario.
+    /// Rollbacks timed per latency kind (alarm, failed measurement), per canary count of the
+    /// file-alarm scenario, and foreign edits timed by the file-drift scenario.
     #[arg(long, default_value_t = 100)]
     samples: usize,
     /// Daemon starts timed by the footprint scenario.
@@ -134,9 +139,10 @@ async fn run(args: Args) -> Result<()> {
                     file_alarm(&args, &daemon, n, &mut report).await?;
                 }
             }
+            "file-drift" => file_drift(&args, &daemon, &mut report).await?,
             other => bail!(
                 "unknown scenario {other:?} (footprint, latency, overhead, scale, alarm-flood, \
-                 file-alarm)"
+                 file-alarm, file-drift)"
             ),
         }
     }
@@ -1201,54 +1207,8 @@ async fn file_alarm(args: &Args, bin: &Path, n: usize, report: &mut Report) -> R
     }
     let http = http()?;
     let dir = tempfile::tempdir()?;
-    let (config, istio, state) = (
-        dir.path().join("config"),
-        dir.path().join("istio"),
-        dir.path().join("state"),
-    );
-    for d in [&config, &istio, &state] {
-        std::fs::create_dir_all(d)?;
-    }
-    for i in 0..n {
-        std::fs::write(config.join(format!("c-{i:05}.yaml")), file_canary(i))?;
-        std::fs::write(
-            istio.join(format!("vs-{i:05}.yaml")),
-            file_virtual_service(i),
-        )?;
-    }
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = std::fs::File::create(dir.path().join("daemon.log"))?;
-    let started = Instant::now();
-    let child = Command::new(bin)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--manifests")
-        .arg(&istio)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--token-file")
-        .arg(&token)
-        .env_remove("RUST_LOG")
-        .env_remove("SKYCANARY_SKYWALKING")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let mut d = Daemon {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        started,
-    };
-    d.wait_ready(&http, Duration::from_secs(60)).await?;
+    let (d, istio) = start_file_mode(&http, bin, dir.path(), n).await?;
     let settle = Duration::from_secs(60 + n as u64);
-    wait_file_paused(&http, &d, &istio, 0..n, settle).await?;
 
     let post = |body: Value| {
         http.post(format!("{}/webhooks/skywalking", d.url))
@@ -1314,5 +1274,147 @@ async fn file_alarm(args: &Args, bin: &Path, n: usize, report: &mut Report) -> R
     report
         .json
         .insert(format!("file_alarm_{n}"), Value::Object(figures));
+    Ok(())
+}
+
+/// Starts the daemon in file mode over `n` canaries (one Canary and one VirtualService file
+/// each) and waits until every one is paused at weight 20. Returns the daemon and the
+/// VirtualService directory; `dir` holds everything.
+async fn start_file_mode(
+    http: &reqwest::Client,
+    bin: &Path,
+    dir: &Path,
+    n: usize,
+) -> Result<(Daemon, PathBuf)> {
+    let (config, istio, state) = (dir.join("config"), dir.join("istio"), dir.join("state"));
+    for d in [&config, &istio, &state] {
+        std::fs::create_dir_all(d)?;
+    }
+    for i in 0..n {
+        std::fs::write(config.join(format!("c-{i:05}.yaml")), file_canary(i))?;
+        std::fs::write(
+            istio.join(format!("vs-{i:05}.yaml")),
+            file_virtual_service(i),
+        )?;
+    }
+    let token = dir.join("token");
+    std::fs::write(&token, TOKEN)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--manifests")
+        .arg(&istio)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--token-file")
+        .arg(&token)
+        .env_remove("RUST_LOG")
+        .env_remove("SKYCANARY_SKYWALKING")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut d = Daemon {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        started,
+    };
+    d.wait_ready(http, Duration::from_secs(60)).await?;
+    let settle = Duration::from_secs(60 + n as u64);
+    wait_file_paused(http, &d, &istio, 0..n, settle).await?;
+    Ok((d, istio))
+}
+
+/// Issue 15 item 9: in file mode, another tool sets a paused canary's weights back to 100/0 in
+/// its file (renamed into place, as editors and `git checkout` do). Timed from the rename: the
+/// drift recorded in the canary's status (`status.drifts` up by one), and the intended weights
+/// written back to the file. One edit at a time, spread over the daemon's poll period; each
+/// canary is edited at most twice (the third drift in a step would pause it instead of
+/// correcting).
+async fn file_drift(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
+    let k = args.samples.max(1);
+    let n = k.div_ceil(2);
+    report.line(format!(
+        "\n## file-drift ({n} canaries in file mode, {k} foreign edits of a managed weight)"
+    ));
+    let http = http()?;
+    let dir = tempfile::tempdir()?;
+    let (d, istio) = start_file_mode(&http, bin, dir.path(), n).await?;
+    let drifts = |i: usize| {
+        let http = http.clone();
+        let url = format!("{}/api/v1/canaries/{NS}/c-{i:05}", d.url);
+        async move {
+            let v: Value = http
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            anyhow::Ok(v["status"]["drifts"].as_u64().unwrap_or(0))
+        }
+    };
+    let limit = Duration::from_secs(30);
+    let (mut detected, mut corrected) = (Vec::with_capacity(k), Vec::with_capacity(k));
+    for s in 0..k {
+        let i = s % n;
+        let before = drifts(i).await?;
+        let path = istio.join(format!("vs-{i:05}.yaml"));
+        let text = std::fs::read_to_string(&path)?;
+        let edited = text
+            .replace("          weight: 80\n", "          weight: 100\n")
+            .replace("          weight: 20\n", "          weight: 0\n");
+        if edited == text {
+            bail!("vs-{i:05} is not at 80/20 before the edit:\n{text}");
+        }
+        // Spread the edits over the 0.5 s poll period: right after a correction (which
+        // follows a poll) every edit would otherwise wait almost a whole period.
+        tokio::time::sleep(Duration::from_millis((s as u64 * 211) % 500)).await;
+        let tmp = istio.join(format!(".vs-{i:05}.yaml.edit"));
+        std::fs::write(&tmp, &edited)?;
+        let t0 = Instant::now();
+        std::fs::rename(&tmp, &path)?;
+        let (mut seen, mut back) = (None, None);
+        while seen.is_none() || back.is_none() {
+            if back.is_none() && file_weight(&istio, i) == Some(20) {
+                back = Some(ms(t0.elapsed()));
+            }
+            if seen.is_none() && drifts(i).await? > before {
+                seen = Some(ms(t0.elapsed()));
+            }
+            if t0.elapsed() > limit {
+                bail!(
+                    "drift of c-{i:05} not handled after {limit:?} (recorded: {}, written back: {})",
+                    seen.is_some(),
+                    back.is_some()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        detected.extend(seen);
+        corrected.extend(back);
+        // The correction is a write of ours: let its status settle before the next edit.
+        wait_file_paused(&http, &d, &istio, i..i + 1, limit).await?;
+    }
+    let mut figures = serde_json::Map::new();
+    for (key, value) in [
+        ("edit_to_drift_recorded", summary_ms(detected)),
+        ("edit_to_weights_written_back", summary_ms(corrected)),
+    ] {
+        println!("  {key}: {value}");
+        figures.insert(key.to_string(), value);
+    }
+    report
+        .json
+        .insert("file_drift".into(), Value::Object(figures));
     Ok(())
 }

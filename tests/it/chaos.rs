@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skycanary::sim::{Fault, OapProfile, SimConfig, SimEntity, Simulator};
+use skycanary::testkit::vs_schema::virtual_service_violations;
 use skycanary::testkit::{CommittedWrite, FakeApiServer, write_kubeconfig};
 
 const NS: &str = "chaos";
@@ -564,6 +565,10 @@ fn check(
                 }
                 Err(e) => violations.push(format!("{at}: {e}")),
             }
+            // Every VirtualService written must be one Istio's CRD admits (issue 15).
+            for e in virtual_service_violations(&w.after) {
+                violations.push(format!("{at}: not valid against Istio's schema: {e}"));
+            }
             if unmanaged(before) != unmanaged(&w.after) {
                 violations.push(format!(
                     "{at}: unmanaged fields changed:\n before {}\n after  {}",
@@ -1025,7 +1030,8 @@ mod checker {
     }
 
     fn vs(canary: i64, label: &str) -> Value {
-        json!({"metadata": {"name": "vs0", "labels": {FOREIGN_LABEL: label}, "resourceVersion": "1"},
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "vs0", "labels": {FOREIGN_LABEL: label}, "resourceVersion": "1"},
             "spec": {"http": [{"name": "primary", "route": [
                 {"destination": {"host": "svc0-stable"}, "weight": MAX - canary},
                 {"destination": {"host": "svc0-canary"}, "weight": canary}]}]}})
@@ -1170,6 +1176,14 @@ mod checker {
             (
                 "unmanaged fields changed",
                 vec![write(2, "virtualservices", vs(0, "a"), vs(20, "b"))],
+            ),
+            (
+                "not valid against Istio's schema",
+                vec![write(2, "virtualservices", vs(0, "a"), {
+                    let mut v = vs(20, "a");
+                    v["spec"]["http"][0]["route"][1]["weight"] = json!("20");
+                    v
+                })],
             ),
             (
                 "weight went down",

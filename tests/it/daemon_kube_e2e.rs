@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use skycanary::sim::{Fault, OapProfile, RunningSim, SimConfig, SimEntity, Simulator};
+use skycanary::testkit::vs_schema::virtual_service_violations;
 use skycanary::testkit::{FakeApiServer, ServerHandle, write_kubeconfig};
 
 use super::daemon_kube::{Replica, replica, wait};
@@ -201,8 +202,16 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// (stable, canary) weights of the `primary` route; a destination left out weighs 0.
+/// (stable, canary) weights of the `primary` route; a destination left out weighs 0. Checks
+/// first that the VirtualService (read back, or a version from the watch history) is one
+/// Istio's CRD schema admits: every VirtualService these tests see written is checked
+/// (issue 15).
 fn weights(vs: &Value) -> (i64, i64) {
+    let errs = virtual_service_violations(vs);
+    assert!(
+        errs.is_empty(),
+        "not valid against Istio's schema: {errs:?}\n{vs:#}"
+    );
     let route = vs["spec"]["http"][0]["route"].as_array().unwrap();
     let of = |host: &str| {
         route
