@@ -919,7 +919,15 @@ impl Machine<'_> {
         let rev = self.spec.revision.clone().unwrap_or_default();
         self.terminate_all(&format!("superseded by revision {rev:?}"));
         self.st.analysis_runs.clear();
-        self.st.routing_write = None;
+        // A withdrawal still pending (a rollback that has not landed) is not dropped by the
+        // new run: it is asked for again below, so the new revision never inherits traffic
+        // the old one was judged unfit for. The run's first step may then replace it.
+        let withdrawal = self
+            .st
+            .routing_write
+            .take()
+            .filter(|w| !w.routing.exposes_canary())
+            .map(|w| w.routing);
         // A promotion ended the release: its routes are the next one's starting point, read
         // with the roles the spec now names (swapped stable/canary, or restored routes). What
         // it wrote says nothing under those roles, so it is neither defended against drift
@@ -933,6 +941,9 @@ impl Machine<'_> {
         let message = format!("Rollout of revision {rev:?} started");
         self.st.message = Some(message.clone());
         self.event(false, "RolloutUpdated", message);
+        if let Some(routing) = withdrawal {
+            self.emit_write(routing);
+        }
         self.advance();
     }
 

@@ -292,6 +292,49 @@ fn spec_new_revision_restarts_from_step_0_and_terminates_old_runs() {
 /// before any traffic) is never "defended" back to 100 % on the new canary, and the first
 /// weight it writes is reported from 0.
 #[test]
+fn a_new_revision_keeps_a_rollback_that_has_not_landed() {
+    // Aborted at 30 % with the rollback write failing; then a new revision whose first step
+    // writes nothing (a pause). Dropping the pending rollback would leave the new revision on
+    // 30 % it was never analysed for.
+    let mut s = Sim::new(spec(vec![pause(Some(10)), w(30), pause(None)]));
+    s.start();
+    assert_eq!(writes(&s.tick_at(11)), vec![DesiredRouting::weight(30)]);
+    s.ok();
+    assert_eq!(
+        writes(&s.cmd(Command::Abort { reason: "x".into() })),
+        vec![DesiredRouting::weight(0)]
+    );
+    s.feed(Input::Routing(Err("apiserver down".into())));
+    assert_eq!(s.st.phase, CanaryPhase::Aborted);
+    s.spec.revision = Some("v3".into());
+    s.now = t(20);
+    let fx = s.feed(Input::Spec);
+    assert_eq!(s.st.phase, CanaryPhase::Paused, "in its first pause");
+    assert_eq!(s.st.current_step_index, 0);
+    assert_eq!(
+        writes(&fx),
+        vec![DesiredRouting::weight(0)],
+        "rollback asked for again"
+    );
+    assert!(
+        s.st.routing_write
+            .as_ref()
+            .is_some_and(|w| w.routing == DesiredRouting::weight(0))
+    );
+    s.ok();
+    assert_eq!(s.st.applied, Some(DesiredRouting::weight(0)));
+    // A new revision over a landed rollback writes nothing before its steps ask.
+    let mut s = Sim::new(spec(vec![pause(Some(10)), w(30), pause(None)]));
+    s.start();
+    s.tick_at(11);
+    s.ok();
+    s.cmd(Command::Abort { reason: "x".into() });
+    s.ok();
+    s.spec.revision = Some("v3".into());
+    assert!(writes(&s.feed(Input::Spec)).is_empty());
+}
+
+#[test]
 fn a_run_after_a_promotion_starts_from_no_routing_of_its_own() {
     for on_success in [OnSuccess::Keep, OnSuccess::Restore] {
         let mut sp = spec(vec![w(50)]);
