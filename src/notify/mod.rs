@@ -263,9 +263,10 @@ pub fn canary_transitions(
             NotifyEvent::Promoted => base(
                 event,
                 None,
-                next.message
-                    .clone()
-                    .unwrap_or_else(|| format!("Canary {namespace}/{name} promoted")),
+                match &next.message {
+                    Some(m) => format!("Canary {namespace}/{name} promoted: {m}"),
+                    None => format!("Canary {namespace}/{name} promoted"),
+                },
             ),
             _ => {
                 let abort = next.abort.clone().unwrap_or_default();

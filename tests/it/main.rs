@@ -25,6 +25,7 @@ mod kube_fake;
 mod kubectl;
 mod logs;
 mod metrics_export;
+mod notify;
 mod provider_sim;
 mod report_browser;
 mod route_cli;
