@@ -322,17 +322,29 @@ fn duration_within(v: &str, min: Duration, max: Duration) -> Result<Duration, St
     Ok(d)
 }
 
+/// Where a value may come from: inline, a file or an environment variable (`what` names the
+/// fields, for the error).
+struct Source<'a> {
+    inline: Option<&'a str>,
+    file: Option<&'a str>,
+    var: Option<&'a str>,
+    what: &'a str,
+}
+
 /// Exactly one of a value given inline, in a file or in an environment variable.
 fn one_of(
-    inline: Option<&str>,
-    file: Option<&str>,
-    var: Option<&str>,
-    what: &str,
+    src: Source<'_>,
     p: &str,
     o: &Origin,
     env: &dyn Fn(&str) -> Option<String>,
     errs: &mut Vec<ConfigError>,
 ) -> Option<String> {
+    let Source {
+        inline,
+        file,
+        var,
+        what,
+    } = src;
     let given = [inline.is_some(), file.is_some(), var.is_some()]
         .iter()
         .filter(|b| **b)
@@ -388,21 +400,21 @@ fn sink(
             ),
         ));
     }
+    let url_field = if s.url_file.is_some() {
+        "urlFile"
+    } else if s.url_env.is_some() {
+        "urlEnv"
+    } else {
+        "url"
+    };
     let url_text = one_of(
-        s.url.as_deref(),
-        s.url_file.as_deref(),
-        s.url_env.as_deref(),
-        "url, urlFile, urlEnv",
-        &child_path(
-            p,
-            if s.url_file.is_some() {
-                "urlFile"
-            } else if s.url_env.is_some() {
-                "urlEnv"
-            } else {
-                "url"
-            },
-        ),
+        Source {
+            inline: s.url.as_deref(),
+            file: s.url_file.as_deref(),
+            var: s.url_env.as_deref(),
+            what: "url, urlFile, urlEnv",
+        },
+        &child_path(p, url_field),
         o,
         env,
         errs,
@@ -430,10 +442,12 @@ fn sink(
     });
     let secret = match s.kind {
         SinkKind::Webhook => one_of(
-            None,
-            s.secret_file.as_deref(),
-            s.secret_env.as_deref(),
-            "secretFile, secretEnv (webhooks are signed)",
+            Source {
+                inline: None,
+                file: s.secret_file.as_deref(),
+                var: s.secret_env.as_deref(),
+                what: "secretFile, secretEnv (webhooks are signed)",
+            },
             &child_path(
                 p,
                 if s.secret_env.is_some() {
