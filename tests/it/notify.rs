@@ -406,3 +406,99 @@ fn a_subscription_to_an_undefined_sink_is_refused_at_start() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_scheduled_run_notifies_the_rollback_then_the_run() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let h = healthy.clone();
+    let (_sim, running) = sim_with_apdex(move |_| {
+        Some(if h.load(Ordering::SeqCst) {
+            9950.0
+        } else {
+            7000.0
+        })
+    })
+    .await;
+    let (url, log) = receiver(vec![]).await;
+    let yaml = r#"apiVersion: skycanary.io/v1alpha1
+kind: Canary
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  revision: v2
+  trafficRouting:
+    istio:
+      virtualService: {name: reviews, routes: [primary]}
+      stableService: reviews-stable
+      canaryService: reviews-canary
+  steps:
+  - setWeight: 50
+  notifications: [{sink: ops, events: [rolledBack]}]
+---
+apiVersion: skycanary.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: apdex, namespace: bookinfo}
+spec:
+  args: [{name: service}]
+  metrics:
+  - name: apdex
+    successCondition: "min(result) >= 9900"
+    provider:
+      skywalking:
+        window: 3m
+        timeout: 2s
+        metric: service_apdex
+        entity: {serviceName: "{{args.service}}"}
+---
+apiVersion: skycanary.io/v1alpha1
+kind: ScheduledAnalysis
+metadata: {name: apdex-check, namespace: bookinfo}
+spec:
+  schedule: "*/2 * * * * *"
+  templates: [{templateName: apdex}]
+  args: [{name: service, value: reviews.bookinfo}]
+  onFailure:
+    rollback: {canary: reviews}
+  notifications: [{sink: ops, events: [runFailed]}]
+"#;
+    let dirs = setup(yaml);
+    let file = notifications_file(&dirs, &format!("{url}/hook"), &format!("{url}/slack"), "");
+    let d = start_with(dirs, &running.url(), &["--notifications", &file]);
+    wait_for(&d, "Promoted", Duration::from_secs(60), |s| {
+        phase(s) == "Promoted"
+    })
+    .await;
+    healthy.store(false, Ordering::SeqCst);
+    let got = until(&log, "rolledBack and runFailed", |got| {
+        let e: Vec<String> = got.iter().map(event).collect();
+        e.iter().any(|e| e == "rolledBack") && e.iter().any(|e| e == "runFailed")
+    })
+    .await;
+    let ok = accepted_once(&got);
+    let events: Vec<&str> = ok.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    // The rollback the run asked for is handled (and announced) before the run's verdict.
+    assert_eq!(events[0], "rolledBack", "{events:?}");
+    assert!(events[1..].iter().all(|e| *e == "runFailed"), "{events:?}");
+    let rb = &ok[0];
+    assert_eq!(rb["evidence"]["metric"], "apdex", "{rb:#}");
+    let run = &ok[1];
+    assert_eq!(run["kind"], "ScheduledAnalysis");
+    assert!(
+        run["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ScheduledAnalysis/bookinfo/apdex-check/apdex-check-"),
+        "{run:#}"
+    );
+    assert!(
+        run["id"].as_str().unwrap().ends_with("/runFailed"),
+        "{run:#}"
+    );
+    assert_eq!(
+        run["evidence"]["condition"], "min(result) >= 9900",
+        "{run:#}"
+    );
+    assert!(
+        run["evidence"]["value"].as_str().unwrap().contains("7000"),
+        "{run:#}"
+    );
+}
