@@ -19,9 +19,12 @@
 //!   status, and edit → the intended weights written back (issue 15 item 9). Each canary
 //!   drifts at most twice (a third drift in one step pauses it), so the run has
 //!   `⌈samples / 2⌉` canaries.
+//! - notify-dead: file-alarm at the first of `--file-canaries`, twice: without notifications,
+//!   and with every lifecycle event subscribed to a webhook that accepts connections and never
+//!   answers (issue 21: a dead receiver delays no rollback).
 //!
 //! ```text
-//! cargo bench --bench load -- [--scenarios footprint,latency,overhead,scale,alarm-flood,file-alarm,file-drift]
+//! cargo bench --bench load -- [--scenarios footprint,latency,overhead,scale,alarm-flood,file-alarm,file-drift,notify-dead]
 //!     [--canaries 100,1000,5000] [--file-canaries 5,40,80] [--duration 60] [--interval 5] [--samples 100]
 //!     [--daemon target/release/skycanary] [--json FILE] [--quick]
 //! ```
@@ -136,13 +139,14 @@ async fn run(args: Args) -> Result<()> {
             "alarm-flood" => alarm_flood(&args, &daemon, &mut report).await?,
             "file-alarm" => {
                 for &n in &args.file_canaries {
-                    file_alarm(&args, &daemon, n, &mut report).await?;
+                    file_alarm(&args, &daemon, n, None, &mut report).await?;
                 }
             }
             "file-drift" => file_drift(&args, &daemon, &mut report).await?,
+            "notify-dead" => notify_dead(&args, &daemon, &mut report).await?,
             other => bail!(
                 "unknown scenario {other:?} (footprint, latency, overhead, scale, alarm-flood, \
-                 file-alarm, file-drift)"
+                 file-alarm, file-drift, notify-dead)"
             ),
         }
     }
@@ -1197,17 +1201,30 @@ async fn wait_file_paused(
 /// the VirtualService write is acknowledged, or 503), with one VirtualService file per canary,
 /// against the floor: the same request for an alarm that matches nothing. The two alternate,
 /// so both see the same machine. Each canary rolls back once per round; then all are retried.
-async fn file_alarm(args: &Args, bin: &Path, n: usize, report: &mut Report) -> Result<()> {
+/// With `notifications`, the daemon runs with that `--notifications` file and the figures are
+/// keyed `notify_dead_<n>`.
+async fn file_alarm(
+    args: &Args,
+    bin: &Path,
+    n: usize,
+    notifications: Option<&Path>,
+    report: &mut Report,
+) -> Result<()> {
     let k = args.samples;
+    let what = if notifications.is_some() {
+        ", every event notified to a dead webhook"
+    } else {
+        ""
+    };
     report.line(format!(
-        "\n## file-alarm ({n} canaries in file mode, {k} alarms and {k} floor requests)"
+        "\n## file-alarm ({n} canaries in file mode{what}, {k} alarms and {k} floor requests)"
     ));
     if n == 0 {
         bail!("file-alarm needs at least one canary");
     }
     let http = http()?;
     let dir = tempfile::tempdir()?;
-    let (d, istio) = start_file_mode(&http, bin, dir.path(), n).await?;
+    let (d, istio) = start_file_mode(&http, bin, dir.path(), n, notifications).await?;
     let settle = Duration::from_secs(60 + n as u64);
 
     let post = |body: Value| {
@@ -1271,9 +1288,55 @@ async fn file_alarm(args: &Args, bin: &Path, n: usize, report: &mut Report) -> R
         println!("  {key}: {value}");
         figures.insert(key.to_string(), value);
     }
-    report
-        .json
-        .insert(format!("file_alarm_{n}"), Value::Object(figures));
+    let key = if notifications.is_some() {
+        format!("notify_dead_{n}")
+    } else {
+        format!("file_alarm_{n}")
+    };
+    report.json.insert(key, Value::Object(figures));
+    Ok(())
+}
+
+/// Issue 21: alarm → rollback written in file mode without notifications, then with every
+/// lifecycle event of every canary subscribed to a webhook that accepts connections and never
+/// answers (one attempt of 300 s each: the sink's worker is stuck for the whole run and its
+/// queue fills and drops). The rollback path only enqueues, so both should match.
+async fn notify_dead(args: &Args, bin: &Path, report: &mut Report) -> Result<()> {
+    let n = args.file_canaries.first().copied().unwrap_or(5);
+    file_alarm(args, bin, n, None, report).await?;
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", hole.local_addr()?);
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "bench-secret")?;
+    let file = dir.path().join("notifications.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "sinks:\n- name: dead\n  type: webhook\n  url: {url}\n  secretFile: {}\n  timeout: 300s\n\
+             defaults:\n- sink: dead\ndelivery: {{maxAttempts: 1, queueSize: 64}}\n",
+            secret.display()
+        ),
+    )?;
+    let result = file_alarm(args, bin, n, Some(&file), report).await;
+    holder.abort();
+    result?;
+    let held = accepted.load(Ordering::SeqCst);
+    report.line(format!(
+        "  dead webhook: {held} connection(s) accepted, none answered"
+    ));
+    if held == 0 {
+        bail!("the dead webhook was never contacted: notifications were not enabled");
+    }
     Ok(())
 }
 
@@ -1285,6 +1348,7 @@ async fn start_file_mode(
     bin: &Path,
     dir: &Path,
     n: usize,
+    notifications: Option<&Path>,
 ) -> Result<(Daemon, PathBuf)> {
     let (config, istio, state) = (dir.join("config"), dir.join("istio"), dir.join("state"));
     for d in [&config, &istio, &state] {
@@ -1304,8 +1368,12 @@ async fn start_file_mode(
         .port();
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     let started = Instant::now();
-    let child = Command::new(bin)
-        .arg("run")
+    let mut cmd = Command::new(bin);
+    cmd.arg("run");
+    if let Some(f) = notifications {
+        cmd.arg("--notifications").arg(f);
+    }
+    let child = cmd
         .arg("--config")
         .arg(&config)
         .arg("--manifests")
@@ -1347,7 +1415,7 @@ async fn file_drift(args: &Args, bin: &Path, report: &mut Report) -> Result<()> 
     ));
     let http = http()?;
     let dir = tempfile::tempdir()?;
-    let (d, istio) = start_file_mode(&http, bin, dir.path(), n).await?;
+    let (d, istio) = start_file_mode(&http, bin, dir.path(), n, None).await?;
     let drifts = |i: usize| {
         let http = http.clone();
         let url = format!("{}/api/v1/canaries/{NS}/c-{i:05}", d.url);

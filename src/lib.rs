@@ -12,6 +12,7 @@ pub mod cli;
 pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod notify;
 pub mod provider;
 pub mod report;
 pub mod resources;

@@ -214,6 +214,8 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub clients: runner::ClientCache,
     /// Notices of changed VirtualServices, on which a task re-reads its own for drift.
     pub drift: DriftSignals,
+    /// Lifecycle notifications (the task only enqueues; delivery runs beside it).
+    pub notifier: crate::notify::Notifier,
 }
 
 impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
@@ -228,6 +230,7 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
             metrics: self.metrics.clone(),
             clients: self.clients.clone(),
             drift: self.drift.clone(),
+            notifier: self.notifier.clone(),
         }
     }
 }
@@ -754,10 +757,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         if next != self.status {
             let verdicts = newly_completed(&self.status, &next);
             let dropped = dropped_runs(&self.status, &next);
-            self.status = next;
+            let prev = std::mem::replace(&mut self.status, next);
             self.routing_changes
                 .send_if_modified(|c| replace_if_changed(c, self.status.routing_changed_at));
             self.publish().await;
+            // After the save: what is announced is written (a rollback's weights included:
+            // Aborted is announced once its routing write landed).
+            self.notify(&prev);
             for phase in verdicts {
                 self.ctx
                     .metrics
@@ -858,6 +864,23 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             .metrics
             .set_canary_weights(&self.namespace, &self.name, &self.status.weights);
         let _ = self.status_tx.send(self.status.clone());
+    }
+
+    /// Queues the notifications of the change `prev` → the current status; never waits.
+    fn notify(&self, prev: &CanaryStatus) {
+        let found = crate::notify::canary_transitions(
+            &self.namespace,
+            &self.name,
+            self.doc.spec.steps.len(),
+            prev,
+            &self.status,
+            self.ctx.clock.now(),
+        );
+        for n in &found {
+            self.ctx
+                .notifier
+                .notify(self.doc.spec.notifications.as_deref(), n);
+        }
     }
 
     async fn event(&self, ev: &CanaryEvent) {

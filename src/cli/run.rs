@@ -103,6 +103,29 @@ pub struct RunArgs {
     /// when OAP's alarm webhook cannot reach the daemon. Off by default.
     #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
     pub alarm_poll_interval: Option<std::time::Duration>,
+    /// Lifecycle notifications: a YAML file of named sinks (signed webhooks, Slack), the
+    /// default subscriptions and delivery bounds (docs/notifications.md). Read at start.
+    #[arg(long, value_name = "FILE", env = "SKYCANARY_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
+}
+
+/// Reads `--notifications`; None after reporting its problems (file, line, field) to `err`.
+pub fn notify_config(
+    args: &RunArgs,
+    err: &mut dyn Write,
+) -> std::io::Result<Option<Option<crate::notify::NotifyConfig>>> {
+    let Some(path) = &args.notifications else {
+        return Ok(Some(None));
+    };
+    match crate::notify::config::load(path, &|k| std::env::var(k).ok()) {
+        Ok(c) => Ok(Some(Some(c))),
+        Err(errors) => {
+            for e in &errors {
+                writeln!(err, "error: --notifications: {e}")?;
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// `--alarm-poll-interval`: between 100ms and a day (the next poll's time is computed by
@@ -249,6 +272,16 @@ pub async fn run(
         }
         return Ok(4);
     }
+    let Some(notify_cfg) = notify_config(args, err)? else {
+        return Ok(4);
+    };
+    let unknown_sinks = crate::notify::config::check_subscribers(&loaded, notify_cfg.as_ref());
+    if !unknown_sinks.is_empty() {
+        for e in &unknown_sinks {
+            writeln!(err, "error: {e}")?;
+        }
+        return Ok(4);
+    }
     let Some(auth) = api_auth(args, err)? else {
         return Ok(4);
     };
@@ -282,6 +315,10 @@ pub async fn run(
         drift.clone(),
         crate::daemon::drift_watch::MANIFEST_POLL,
     ));
+    let notifier = match &notify_cfg {
+        Some(c) => crate::notify::Notifier::start(c, Arc::new(metrics.clone())),
+        None => crate::notify::Notifier::disabled(),
+    };
     let mut ctx = DriverContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
@@ -292,6 +329,7 @@ pub async fn run(
         metrics: Arc::new(metrics.clone()),
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
         drift,
+        notifier: notifier.clone(),
     };
     let handles: Vec<_> = loaded
         .canaries
@@ -313,6 +351,7 @@ pub async fn run(
         canaries: control.clone(),
         http: SchedulerContext::webhook_client(),
         clients: ctx.clients.clone(),
+        notifier: notifier.clone(),
     };
     control.replace_schedules(
         loaded
@@ -391,6 +430,7 @@ pub async fn run(
             schedules: &sched_ctx.state,
             events: None,
             control: &control,
+            notifier: &notifier,
         };
         crate::daemon::invalid::report(&mut invalid_reports, &refused, &sinks, ctx.clock.now())
             .await;
@@ -400,7 +440,12 @@ pub async fn run(
             }
             continue;
         }
-        let unplannable = unplannable_analyses(&reloaded, &ctx.defaults);
+        let mut unplannable = unplannable_analyses(&reloaded, &ctx.defaults);
+        unplannable.extend(
+            crate::notify::config::check_subscribers(&reloaded, notify_cfg.as_ref())
+                .iter()
+                .map(ToString::to_string),
+        );
         if !unplannable.is_empty() {
             for e in &unplannable {
                 tracing::error!("config reload refused, keeping the running canaries: {e}");

@@ -63,7 +63,15 @@ pub async fn run(
         renew_every: Duration::from_millis(d * 1000 / 4),
         clock_skew: Duration::from_millis(d * 1000 / 5),
     };
+    // Read before anything connects: a broken file is a configuration error (exit 4).
+    let Some(notify_cfg) = super::run::notify_config(args, err)? else {
+        return Ok(4);
+    };
     let metrics = Metrics::new();
+    let notifier = match &notify_cfg {
+        Some(c) => crate::notify::Notifier::start(c, Arc::new(metrics.clone())),
+        None => crate::notify::Notifier::disabled(),
+    };
     let observer: Arc<dyn crate::traffic::kube_observe::KubeRequestObserver> =
         Arc::new(metrics.clone());
     let store =
@@ -115,6 +123,7 @@ pub async fn run(
         metrics: Arc::new(metrics.clone()),
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
         drift,
+        notifier: notifier.clone(),
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
@@ -127,6 +136,7 @@ pub async fn run(
         canaries: control.clone(),
         http: SchedulerContext::webhook_client(),
         clients: ctx.clients.clone(),
+        notifier,
     };
     // Every replica runs the poller; it polls only while this replica leads (a standby has
     // no canary to roll back and `poll_since` is `None`).
@@ -299,6 +309,7 @@ pub async fn run(
                     schedules: &sched_ctx.state,
                     events: ctx.events.as_ref(),
                     control: &control,
+                    notifier: &ctx.notifier,
                 };
                 crate::daemon::invalid::report(
                     &mut invalid_reports,

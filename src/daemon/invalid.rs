@@ -136,6 +136,9 @@ pub struct InvalidSinks<'a> {
     pub events: Option<&'a crate::traffic::kube::EventRecorder>,
     /// The API's list of canaries.
     pub control: &'a DaemonControl,
+    /// Notifications (an invalid spec's own subscriptions cannot be trusted: the daemon's
+    /// defaults get it).
+    pub notifier: &'a crate::notify::Notifier,
 }
 
 /// Reports every object of `invalid` (each driven by no task) whose report is due: logged with
@@ -165,6 +168,17 @@ pub async fn report(
                 continue;
             }
         }
+        sinks.notifier.notify(
+            None,
+            &crate::notify::invalid_spec(
+                kind,
+                &i.namespace,
+                &i.name,
+                i.generation,
+                &i.message,
+                now,
+            ),
+        );
         if let Some(client) = sinks.events
             && let Err(e) = emit_event(client, &i).await
         {

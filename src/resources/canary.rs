@@ -59,6 +59,11 @@ pub struct CanarySpec {
     /// What removing the Canary mid-release does to its traffic.
     #[serde(default)]
     pub on_delete: OnDelete,
+    /// Lifecycle notifications to the daemon's named sinks; absent: the daemon's defaults,
+    /// `[]`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = super::notifications::MAX_SUBSCRIPTIONS))]
+    pub notifications: Option<Vec<super::notifications::Subscription>>,
 }
 
 /// `spec.trafficRouting`.

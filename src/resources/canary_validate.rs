@@ -301,6 +301,15 @@ pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
     {
         errs.push(o.error("spec.postPromotion.watch", e));
     }
+    if let Some(subs) = &c.spec.notifications {
+        super::notifications::check_subscriptions(
+            subs,
+            super::notifications::SubscriberKind::Canary,
+            "spec.notifications",
+            o,
+            &mut errs,
+        );
+    }
     errs
 }
 

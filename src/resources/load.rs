@@ -811,9 +811,18 @@ pub fn deserialize_partial<T: serde::de::DeserializeOwned>(
         match serde_path_to_error::deserialize::<_, T>(v.clone()) {
             Ok(t) => return (Some(t), errors, removed),
             Err(e) => {
-                let path = e.path().to_string();
+                let mut path = e.path().to_string();
                 let message = e.inner().to_string();
-                errors.push(origin.error(&path, message.clone()));
+                if removed.contains(&path) {
+                    // A sequence element replaced by null that its type cannot take (an enum):
+                    // already reported; its sequence goes instead.
+                    match parent_path(&path) {
+                        Some(parent) if parent != "." => path = parent,
+                        _ => return (None, errors, removed),
+                    }
+                } else {
+                    errors.push(origin.error(&path, message.clone()));
+                }
                 let removable = !message.starts_with("missing field") && path != ".";
                 if !(removable && remove_path(&mut v, &path)) {
                     return (None, errors, removed);

@@ -6,6 +6,7 @@ pub mod canary_validate;
 pub mod compile;
 pub mod duration;
 pub mod load;
+pub mod notifications;
 pub mod route_claims;
 pub mod scheduled;
 pub mod scheduled_validate;

@@ -67,6 +67,11 @@ pub struct ScheduledAnalysisSpec {
     /// Finished runs kept in status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_limit: Option<HistoryLimit>,
+    /// Run notifications to the daemon's named sinks; absent: the daemon's defaults, `[]`:
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = super::notifications::MAX_SUBSCRIPTIONS))]
+    pub notifications: Option<Vec<super::notifications::Subscription>>,
 }
 
 /// What a fire time does while an earlier run is still going.

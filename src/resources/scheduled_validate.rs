@@ -74,6 +74,15 @@ pub fn validate_scheduled(s: &ScheduledAnalysisDoc, o: &Origin) -> Vec<ConfigErr
             check_actions(a, field, o, &mut errs);
         }
     }
+    if let Some(subs) = &spec.notifications {
+        super::notifications::check_subscriptions(
+            subs,
+            super::notifications::SubscriberKind::ScheduledAnalysis,
+            "spec.notifications",
+            o,
+            &mut errs,
+        );
+    }
     errs
 }
 

@@ -66,6 +66,8 @@ pub struct SchedulerContext {
     pub http: reqwest::Client,
     /// SkyWalking clients, shared with the canary tasks (and their request observer).
     pub clients: runner::ClientCache,
+    /// Run notifications (enqueued; delivered beside the task).
+    pub notifier: crate::notify::Notifier,
 }
 
 impl SchedulerContext {
@@ -568,6 +570,17 @@ impl Task {
             .scheduled_run(&self.namespace, &self.name, &phase.to_string());
         self.act(&done).await;
         self.publish().await;
+        // After the rollback it asked for was handled and the status saved.
+        if let Some(n) = crate::notify::scheduled_run_finished(
+            &self.namespace,
+            &self.name,
+            &done,
+            self.ctx.clock.now(),
+        ) {
+            self.ctx
+                .notifier
+                .notify(self.doc.spec.notifications.as_deref(), &n);
+        }
     }
 
     /// The run's actions: the rollback is awaited (the weights go to stable in this loop);

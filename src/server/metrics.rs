@@ -290,6 +290,12 @@ struct SourceLabels {
     source: String,
 }
 
+/// Sink names come from the daemon's notifications file: bounded by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ScheduledActionLabels {
     namespace: String,
@@ -386,6 +392,9 @@ struct Inner {
     scheduled_runs: Family<CanaryPhaseLabels, Counter>,
     scheduled_actions: Family<ScheduledActionLabels, Counter>,
     state_save_failures: Family<StateSaveLabels, Counter>,
+    notifications_sent: Family<SinkLabels, Counter>,
+    notifications_failed: Family<SinkLabels, Counter>,
+    notifications_dropped: Family<SinkLabels, Counter>,
     /// Objects whose last status save failed, for `/readyz`.
     unsaved: Mutex<BTreeMap<(StateKind, String, String), UnsavedState>>,
     series: Mutex<HashMap<(String, String), CanarySeries>>,
@@ -561,6 +570,24 @@ impl Metrics {
             "Failed saves of a canary's or scheduled analysis' status (state directory or status subresource)",
             Listed(state_save_failures.clone()),
         );
+        let notifications_sent = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "notifications_sent",
+            "Lifecycle notifications delivered (2xx), by sink",
+            Listed(notifications_sent.clone()),
+        );
+        let notifications_failed = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "notifications_failed",
+            "Lifecycle notifications given up (attempts exhausted, refused, or an undefined sink), by sink",
+            Listed(notifications_failed.clone()),
+        );
+        let notifications_dropped = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "notifications_dropped",
+            "Lifecycle notifications dropped unsent from a full queue (the oldest goes), by sink",
+            Listed(notifications_dropped.clone()),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry: root,
@@ -585,6 +612,9 @@ impl Metrics {
                 scheduled_runs,
                 scheduled_actions,
                 state_save_failures,
+                notifications_sent,
+                notifications_failed,
+                notifications_dropped,
                 unsaved: Mutex::new(BTreeMap::new()),
                 series: Mutex::new(HashMap::new()),
             }),
@@ -937,6 +967,15 @@ impl Metrics {
         self.inner.scheduled_actions.get_or_create(&labels).inc();
     }
 
+    /// `skycanary_notifications_{sent,failed,dropped}_total` for `sink`.
+    fn notification(&self, family: &Family<SinkLabels, Counter>, sink: &str) {
+        family
+            .get_or_create(&SinkLabels {
+                sink: sink.to_string(),
+            })
+            .inc();
+    }
+
     fn unsaved(&self) -> MutexGuard<'_, BTreeMap<(StateKind, String, String), UnsavedState>> {
         // Each entry is replaced whole; a panic elsewhere cannot leave one half-written.
         self.inner
@@ -1118,5 +1157,19 @@ impl crate::schedule::driver::ScheduleMetrics for Metrics {
 impl crate::traffic::kube_observe::KubeRequestObserver for Metrics {
     fn observe(&self, verb: &str, resource: &str, status: &str, elapsed: Duration) {
         self.kube_request(verb, resource, status, elapsed);
+    }
+}
+
+impl crate::notify::NotifyMetrics for Metrics {
+    fn notification_sent(&self, sink: &str) {
+        self.notification(&self.inner.notifications_sent, sink);
+    }
+
+    fn notification_failed(&self, sink: &str) {
+        self.notification(&self.inner.notifications_failed, sink);
+    }
+
+    fn notification_dropped(&self, sink: &str) {
+        self.notification(&self.inner.notifications_dropped, sink);
     }
 }

@@ -1276,7 +1276,7 @@ fn label_values_are_escaped() {
 
 /// Every family the daemon registers, by its OpenMetrics name and type: listed by a fresh
 /// daemon before anything happened (process metrics aside: they are Linux-only).
-pub(crate) const FAMILIES: [(&str, &str); 24] = [
+pub(crate) const FAMILIES: [(&str, &str); 27] = [
     ("skycanary_build", "info"),
     ("skycanary_canary_phase", "gauge"),
     ("skycanary_canary_weight", "gauge"),
@@ -1299,6 +1299,9 @@ pub(crate) const FAMILIES: [(&str, &str); 24] = [
     ("skycanary_scheduled_runs", "counter"),
     ("skycanary_scheduled_actions", "counter"),
     ("skycanary_state_save_failures", "counter"),
+    ("skycanary_notifications_sent", "counter"),
+    ("skycanary_notifications_failed", "counter"),
+    ("skycanary_notifications_dropped", "counter"),
     ("process_cpu_seconds", "counter"),
     ("process_resident_memory_bytes", "gauge"),
 ];

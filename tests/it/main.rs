@@ -28,6 +28,7 @@ mod logs;
 mod metrics_export;
 mod next_release;
 mod openapi;
+mod notify;
 mod provider_sim;
 mod report_browser;
 mod route_cli;
