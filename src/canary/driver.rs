@@ -815,6 +815,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// it in `/metrics` and to the API.
     async fn publish(&mut self) {
         machine::stamp_unstarted_revision(&self.doc.spec, &mut self.status);
+        machine::stamp_step_label(&self.doc.spec, &mut self.status);
         self.saver
             .save(
                 &self.ctx.state,

@@ -15,7 +15,7 @@ use crate::traffic::planner::WeightPlanner;
 use crate::traffic::router::{Router, RouterError};
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
 use crate::traffic::store::{ManifestStore, ObjectKey};
-use crate::traffic::{IstioRouting, RouteKind, RouteWeights};
+use crate::traffic::{DestinationWeight, IstioRouting, RouteKind, RouteWeights};
 
 /// Where the Istio objects live.
 #[derive(Debug, clap::Args)]
@@ -372,7 +372,7 @@ struct JsonRow<'a> {
     route: &'a str,
     stable: i64,
     canary: i64,
-    others: &'a [(String, i64)],
+    others: &'a [DestinationWeight],
 }
 
 impl<'a> From<&'a RouteWeights> for JsonRow<'a> {
@@ -417,7 +417,7 @@ fn print_table(out: &mut dyn Write, rows: &[RouteWeights]) -> std::io::Result<()
         } else {
             r.others
                 .iter()
-                .map(|(d, w)| format!("{d}={w}"))
+                .map(|o| format!("{}={}", o.destination, o.weight))
                 .collect::<Vec<_>>()
                 .join(",")
         };

@@ -313,6 +313,24 @@ fn an_unstarted_canary_is_stamped_with_the_spec_revision_and_a_started_one_is_no
     assert_eq!(s.st.revision.as_deref(), Some("v3"));
 }
 
+/// `status.step` (the STEP printer column) is the CLI's `3/7`: 1-based, the last step once
+/// all are done, while `currentStepIndex` and run names stay 0-based.
+#[test]
+fn the_step_label_written_with_every_status_counts_from_one() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None), w(50)]));
+    stamp_step_label(&s.spec, &mut s.st);
+    assert_eq!(s.st.step.as_deref(), Some("1/3"));
+    s.st.current_step_index = 1;
+    stamp_step_label(&s.spec, &mut s.st);
+    assert_eq!(s.st.step.as_deref(), Some("2/3"));
+    s.st.current_step_index = 3;
+    stamp_step_label(&s.spec, &mut s.st);
+    assert_eq!(s.st.step.as_deref(), Some("3/3"), "all done: the last step");
+    let json = serde_json::to_value(&s.st).expect("serialises");
+    assert_eq!(json["step"], "3/3");
+    assert_eq!(json["currentStepIndex"], 3);
+}
+
 #[test]
 fn waiting_keeps_a_new_canary_pending_and_only_says_why() {
     let mut s = Sim::new(spec(vec![w(10), pause(None)]));
