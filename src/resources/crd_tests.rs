@@ -165,7 +165,8 @@ fn canary_printer_columns() {
         shown,
         vec![
             ("Phase", "string", ".status.phase"),
-            ("Step", "integer", ".status.currentStepIndex"),
+            // The CLI's `3/7`, not the 0-based index (issue 18: one step numbering).
+            ("Step", "string", ".status.step"),
             ("Weight", "integer", ".status.desiredWeight"),
             ("Message", "string", ".status.message"),
             ("Age", "date", ".metadata.creationTimestamp"),
