@@ -433,3 +433,39 @@ fn print_table(out: &mut dyn Write, rows: &[RouteWeights]) -> std::io::Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> RouteWeights {
+        RouteWeights {
+            virtual_service: "reviews".into(),
+            kind: RouteKind::Http,
+            route: "primary".into(),
+            stable: 60,
+            canary: 30,
+            others: vec![DestinationWeight::new("reviews/v3", 10)],
+        }
+    }
+
+    /// `route show -o json` names each additional destination's fields, as the status does.
+    #[test]
+    fn json_rows_name_the_other_destinations_fields() {
+        let r = row();
+        let v = serde_json::to_value(JsonRow::from(&r)).expect("serialises");
+        assert_eq!(
+            v["others"],
+            serde_json::json!([{"destination": "reviews/v3", "weight": 10}])
+        );
+    }
+
+    #[test]
+    fn the_table_prints_other_destinations_as_name_equals_weight() {
+        let mut out = Vec::new();
+        print_table(&mut out, &[row()]).expect("prints");
+        let text = String::from_utf8(out).expect("utf-8");
+        let line = text.lines().nth(1).expect("a row");
+        assert!(line.ends_with("reviews/v3=10"), "{text}");
+    }
+}
