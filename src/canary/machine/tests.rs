@@ -532,6 +532,20 @@ fn step_analysis_failed_aborts_with_evidence() {
     assert!(event(&fx, "AnalysisRunFailed").is_some_and(|e| e.warning));
     let aborted = event(&fx, "RolloutAborted");
     assert!(aborted.is_some_and(|e| e.warning && e.message.contains("v2-step-1 Failed")));
+    // Issue 18: both failure Events carry the evidence (metric, values, condition, threshold).
+    for reason in ["AnalysisRunFailed", "RolloutAborted"] {
+        let m = event(&fx, reason)
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        for part in [
+            "apdex",
+            "[9000, 8800]",
+            "min(result) < 9500",
+            "threshold < 9500",
+        ] {
+            assert!(m.contains(part), "{reason}: {part:?} in {m:?}");
+        }
+    }
     let abort = s.st.abort.clone().unwrap_or_default();
     assert_eq!(abort.metric.as_deref(), Some("apdex"));
     assert_eq!(abort.value.as_deref(), Some("[9000, 8800]"));
