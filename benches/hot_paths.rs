@@ -19,7 +19,7 @@ use skycanary::analysis::{
 use skycanary::resources::canary::{AlarmMatcher, RollbackOn};
 use skycanary::traffic::istio;
 use skycanary::traffic::{
-    Backend, DesiredRouting, HeaderRoute, IstioRouting, StringMatch, VirtualServiceRef,
+    Backend, DesiredRouting, HeaderMatch, HeaderRoute, IstioRouting, StringMatch, VirtualServiceRef,
 };
 
 fn t0() -> DateTime<Utc> {
@@ -224,7 +224,10 @@ fn vs_transform(c: &mut Criterion) {
     let with_header = DesiredRouting {
         header_routes: vec![HeaderRoute {
             name: "canary-header".into(),
-            headers: vec![("end-user".into(), StringMatch::Exact("jason".into()))],
+            headers: vec![HeaderMatch::new(
+                "end-user",
+                StringMatch::Exact("jason".into()),
+            )],
         }],
         ..desired(20)
     };

@@ -90,9 +90,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again, out, "apply is idempotent");
     let weights = read_weights(&out, &r, &routing).expect("its own output reads back");
     for w in &weights {
-        let others: i64 = w.others.iter().map(|(_, v)| *v).sum();
+        let others: i64 = w.others.iter().map(|o| o.weight).sum();
         assert!(w.stable >= 0 && w.canary >= 0, "negative weight: {w:?}");
-        assert!(w.others.iter().all(|(_, v)| *v >= 0), "negative weight: {w:?}");
+        assert!(w.others.iter().all(|o| o.weight >= 0), "negative weight: {w:?}");
         assert_eq!(w.stable + w.canary + others, MAX, "weights must sum to max: {w:?}");
         assert_eq!(w.canary, desired.canary_weight, "canary must get the desired weight: {w:?}");
     }

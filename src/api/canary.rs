@@ -147,9 +147,13 @@ pub struct CanaryStatus {
     /// The revision this run is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
-    /// Index of the step being executed (== steps.len() when all are done).
+    /// Index of the step being executed, 0-based (== steps.len() when all are done).
     #[serde(default)]
     pub current_step_index: u32,
+    /// The current step as `skycanary status`, Events, logs and conditions show it: 1-based
+    /// of the spec's steps (`3/7`; the last once all are done). Rewritten on every write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// When the current step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<DateTime<Utc>>,

@@ -848,6 +848,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// it in `/metrics` and to the API.
     async fn publish(&mut self) {
         machine::stamp_unstarted_revision(&self.doc.spec, &mut self.status);
+        machine::stamp_step_label(&self.doc.spec, &mut self.status);
         self.saver
             .save(
                 &self.ctx.state,
@@ -1168,19 +1169,27 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let routing_changes = self.routing_changes.subscribe();
         let tx = self.tx.clone();
         let clock = self.ctx.clock.clone();
-        let kind_label = match kind {
-            AnalysisRunKind::Background => "background".to_string(),
-            AnalysisRunKind::Step { index } => {
-                format!("step {}", step_label(index, self.doc.spec.steps.len()))
-            }
+        // The run's step, 1-based as everywhere shown (`3/7`; the run's name keeps the index).
+        let step = match kind {
+            AnalysisRunKind::Background => None,
+            AnalysisRunKind::Step { index } => Some(step_label(index, self.doc.spec.steps.len())),
         };
+        let kind_label = step
+            .as_ref()
+            .map_or_else(|| "background".to_string(), |s| format!("step {s}"));
         let template_names = templates
             .iter()
             .map(|t| t.template_name.as_str())
             .collect::<Vec<_>>()
             .join(",");
-        // A child of the canary's span: its measurements' lines carry the run and templates.
-        let span = tracing::info_span!("analysis", run = %name, templates = %template_names);
+        // A child of the canary's span: its measurements' lines carry the run, its templates
+        // and (a step's run) the step.
+        let span = tracing::info_span!(
+            "analysis",
+            run = %name,
+            templates = %template_names,
+            step = step.as_deref()
+        );
         span.in_scope(|| {
             tracing::info!(
                 "starting {kind_label} analysis ({} metric(s))",

@@ -196,6 +196,12 @@ pub fn stamp_unstarted_revision(spec: &CanarySpec, status: &mut CanaryStatus) {
     }
 }
 
+/// Writes `status.step` (`3/7`) from the index and the spec's step count before a save, so
+/// the `kubectl get` STEP column, conditions and the CLI number steps the same way.
+pub fn stamp_step_label(spec: &CanarySpec, status: &mut CanaryStatus) {
+    status.step = Some(step_label(status.current_step_index, spec.steps.len()));
+}
+
 /// True when [`Input::Spec`] starts a new run from step 0 on `status`: the canary has never
 /// started, or the spec's revision differs from the status'.
 pub fn starts_run(spec: &CanarySpec, status: &CanaryStatus) -> bool {

@@ -15,7 +15,7 @@ use crate::traffic::planner::WeightPlanner;
 use crate::traffic::router::{Router, RouterError};
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
 use crate::traffic::store::{ManifestStore, ObjectKey};
-use crate::traffic::{IstioRouting, RouteKind, RouteWeights};
+use crate::traffic::{DestinationWeight, IstioRouting, RouteKind, RouteWeights};
 
 /// Where the Istio objects live.
 #[derive(Debug, clap::Args)]
@@ -372,7 +372,7 @@ struct JsonRow<'a> {
     route: &'a str,
     stable: i64,
     canary: i64,
-    others: &'a [(String, i64)],
+    others: &'a [DestinationWeight],
 }
 
 impl<'a> From<&'a RouteWeights> for JsonRow<'a> {
@@ -417,7 +417,7 @@ fn print_table(out: &mut dyn Write, rows: &[RouteWeights]) -> std::io::Result<()
         } else {
             r.others
                 .iter()
-                .map(|(d, w)| format!("{d}={w}"))
+                .map(|o| format!("{}={}", o.destination, o.weight))
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -432,4 +432,40 @@ fn print_table(out: &mut dyn Write, rows: &[RouteWeights]) -> std::io::Result<()
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> RouteWeights {
+        RouteWeights {
+            virtual_service: "reviews".into(),
+            kind: RouteKind::Http,
+            route: "primary".into(),
+            stable: 60,
+            canary: 30,
+            others: vec![DestinationWeight::new("reviews/v3", 10)],
+        }
+    }
+
+    /// `route show -o json` names each additional destination's fields, as the status does.
+    #[test]
+    fn json_rows_name_the_other_destinations_fields() {
+        let r = row();
+        let v = serde_json::to_value(JsonRow::from(&r)).expect("serialises");
+        assert_eq!(
+            v["others"],
+            serde_json::json!([{"destination": "reviews/v3", "weight": 10}])
+        );
+    }
+
+    #[test]
+    fn the_table_prints_other_destinations_as_name_equals_weight() {
+        let mut out = Vec::new();
+        print_table(&mut out, &[row()]).expect("prints");
+        let text = String::from_utf8(out).expect("utf-8");
+        let line = text.lines().nth(1).expect("a row");
+        assert!(line.ends_with("reviews/v3=10"), "{text}");
+    }
 }

@@ -6,8 +6,8 @@
 //! enums of documented variants collapsed into `enum`, externally or internally tagged enums
 //! merged into one object (exactly one key via `minProperties`/`maxProperties` for the
 //! externally tagged ones), `x-kubernetes-int-or-string` for [`IntOrString`], and
-//! `x-kubernetes-preserve-unknown-fields` only for tuple items and the string-or-object
-//! `window`, which have no structural form.
+//! `x-kubernetes-preserve-unknown-fields` only for the string-or-object `window`, which has no
+//! structural form. A tuple (`prefixItems`) is refused: the API types use structs instead.
 //! Defaults are left out on purpose: the daemon applies them, so the API server never
 //! rewrites what a user stored.
 //!
@@ -167,10 +167,10 @@ const CANARY_COLUMNS: &[PrinterColumn] = &[
     },
     PrinterColumn {
         name: "Step",
-        type_: "integer",
-        json_path: ".status.currentStepIndex",
+        type_: "string",
+        json_path: ".status.step",
         priority: 0,
-        description: "Steps completed: the number before the slash in the CLI's STEP (3 in 3/7); a JSONPath cannot count spec.steps",
+        description: "Current step of all steps, 1-based (3/7), as skycanary status shows it",
     },
     PrinterColumn {
         name: "Weight",
@@ -585,25 +585,14 @@ impl Rewriter {
                     out.insert(k.clone(), self.node(v, &format!("{path}[]"))?);
                 }
                 "prefixItems" => {
-                    // A tuple: Kubernetes has no positional item schemas.
-                    let mut kinds = Vec::new();
-                    if let Some(items) = v.as_array() {
-                        for (i, item) in items.iter().enumerate() {
-                            let item = self.node(item, &format!("{path}[{i}]"))?;
-                            kinds.push(
-                                item.get("type")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("any")
-                                    .to_string(),
-                            );
-                        }
-                    }
-                    out.insert(
-                        "items".into(),
-                        json!({"x-kubernetes-preserve-unknown-fields": true}),
+                    // A tuple: Kubernetes has no positional item schemas, so it could only be
+                    // an unchecked `x-kubernetes-preserve-unknown-fields` list that `kubectl
+                    // describe` prints as `[a map[..]]`. A struct says the same with names.
+                    return fail(
+                        "a tuple has no structural schema (the API server could not check it \
+                         and `kubectl describe` prints it without field names): use a struct"
+                            .into(),
                     );
-                    let note = format!("A [{}] tuple.", kinds.join(", "));
-                    append_description(&mut out, &note);
                 }
                 "additionalProperties" => match v {
                     Value::Bool(false) => {}

@@ -11,7 +11,8 @@ use crate::api::canary::{
 };
 use crate::resources::yaml::parse_documents;
 use crate::traffic::{
-    DesiredRouting, HeaderRoute, MirrorMatch, MirrorRoute, RouteKind, RouteWeights, StringMatch,
+    DesiredRouting, DestinationWeight, HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute,
+    RouteKind, RouteWeights, StringMatch,
 };
 
 fn repo() -> PathBuf {
@@ -164,7 +165,8 @@ fn canary_printer_columns() {
         shown,
         vec![
             ("Phase", "string", ".status.phase"),
-            ("Step", "integer", ".status.currentStepIndex"),
+            // The CLI's `3/7`, not the 0-based index (issue 18: one step numbering).
+            ("Step", "string", ".status.step"),
             ("Weight", "integer", ".status.desiredWeight"),
             ("Message", "string", ".status.message"),
             ("Age", "date", ".metadata.creationTimestamp"),
@@ -345,8 +347,11 @@ fn enums_and_int_or_string_have_kubernetes_shapes() {
     }
 }
 
+/// Only the string-or-object `window` is left unchecked by the API server; the status's
+/// header matchers and destination weights were `[name, match]` / `[host, weight]` tuples with
+/// unchecked items (5 in the canaries CRD before issue 18's closure, 0 now).
 #[test]
-fn preserve_unknown_fields_only_for_tuples() {
+fn preserve_unknown_fields_only_for_the_window() {
     fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
         match v {
             Value::Object(o) => {
@@ -372,10 +377,21 @@ fn preserve_unknown_fields_only_for_tuples() {
     assert!(!found.is_empty());
     for p in &found {
         assert!(
-            p.ends_with("/items") || p.ends_with("/skywalking/properties/window"),
+            p.ends_with("/skywalking/properties/window"),
             "unexpected preserve-unknown-fields at {p}"
         );
     }
+    let canaries = crds()
+        .into_iter()
+        .find(|c| c.name == "canaries.skycanary.io")
+        .expect("canaries CRD");
+    let yaml = canaries.yaml;
+    assert_eq!(
+        yaml.matches("x-kubernetes-preserve-unknown-fields").count(),
+        0,
+        "the canaries CRD keeps no unchecked field"
+    );
+    assert!(!yaml.contains("tuple"), "no tuple left in the canaries CRD");
 }
 
 /// Every skycanary.io resource in the repository validates against its CRD.
@@ -518,6 +534,7 @@ fn full_status() -> CanaryStatus {
         phase: CanaryPhase::Paused,
         revision: Some("v2".into()),
         current_step_index: 3,
+        step: Some("4/7".into()),
         step_started_at: Some(t(10)),
         desired_weight: 30,
         routing_changed_at: Some(t(9)),
@@ -525,7 +542,7 @@ fn full_status() -> CanaryStatus {
             canary_weight: 30,
             header_routes: vec![HeaderRoute {
                 name: "canary-header".into(),
-                headers: vec![("end-user".into(), exact.clone())],
+                headers: vec![HeaderMatch::new("end-user", exact.clone())],
             }],
             mirror_routes: vec![MirrorRoute {
                 name: "mirror".into(),
@@ -534,7 +551,7 @@ fn full_status() -> CanaryStatus {
                     MirrorMatch {
                         method: Some(StringMatch::Prefix("GE".into())),
                         path: None,
-                        headers: vec![("x".into(), StringMatch::Regex(".*".into()))],
+                        headers: vec![HeaderMatch::new("x", StringMatch::Regex(".*".into()))],
                     },
                     MirrorMatch::default(),
                 ],
@@ -546,7 +563,7 @@ fn full_status() -> CanaryStatus {
             route: "primary".into(),
             stable: 70,
             canary: 30,
-            others: vec![("other/v3".into(), 0)],
+            others: vec![DestinationWeight::new("other/v3", 0)],
         }],
         pause: Some(PauseStatus {
             reason: PauseReason::Inconclusive,
@@ -698,6 +715,12 @@ fn rewrite_errors_name_the_path() {
     let mixed = json!({"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}, {"type": "object"}]}}});
     let e = structural(&mixed).expect_err("mixed");
     assert_eq!(e.0, ".x");
+    // A tuple has no structural form; it is refused rather than left unchecked.
+    let tuple = json!({"type": "object", "properties": {"pair": {"type": "array", "items": {
+        "type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}]}}}});
+    let e = structural(&tuple).expect_err("tuple");
+    assert_eq!(e.0, ".pair[]");
+    assert!(e.1.contains("use a struct"), "{}", e.1);
 }
 
 #[test]

@@ -223,10 +223,7 @@ pub fn canary_desired(st: &CanaryStatus) -> Vec<Desired> {
     let message = st.message.clone().unwrap_or_default();
     let pause = st.pause.as_ref().filter(|_| phase == P::Paused);
     let pause_reason = pause.map(|p| p.reason);
-    let progress = format!(
-        "step {} at canary weight {}",
-        st.current_step_index, st.desired_weight
-    );
+    let progress = progress(st);
 
     let ready = match phase {
         P::Promoted => cond("Ready", CondStatus::True, "Promoted", message.clone()),
@@ -414,12 +411,19 @@ pub fn canary_desired(st: &CanaryStatus) -> Vec<Desired> {
     ]
 }
 
+/// `step 3/7 at canary weight 30`, numbered as `skycanary status` numbers steps (1-based, the
+/// driver's `status.step`); a status without it (written before that field) counts from 1 too.
+fn progress(st: &CanaryStatus) -> String {
+    let step = st
+        .step
+        .clone()
+        .unwrap_or_else(|| (u64::from(st.current_step_index) + 1).to_string());
+    format!("step {step} at canary weight {}", st.desired_weight)
+}
+
 fn progress_or(message: &str, st: &CanaryStatus) -> String {
     if message.is_empty() {
-        format!(
-            "step {} at canary weight {}",
-            st.current_step_index, st.desired_weight
-        )
+        progress(st)
     } else {
         message.to_string()
     }

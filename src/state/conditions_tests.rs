@@ -491,3 +491,42 @@ fn scheduled_analysis_conditions() {
     );
     assert_eq!(st.observed_generation, None);
 }
+
+/// Conditions number steps as `skycanary status`, Events and the STEP column do: 1-based of
+/// all steps (`3/7`), never the 0-based `currentStepIndex`.
+#[test]
+fn progress_messages_number_steps_from_one_as_the_cli_does() {
+    let mut st = CanaryStatus {
+        phase: CanaryPhase::Progressing,
+        current_step_index: 2,
+        step: Some("3/7".into()),
+        desired_weight: 30,
+        ..Default::default()
+    };
+    let c = derived(&st);
+    assert_eq!(
+        get(&c, "Progressing").message,
+        "step 3/7 at canary weight 30"
+    );
+    assert_eq!(
+        get(&c, "Reconciling").message,
+        "step 3/7 at canary weight 30"
+    );
+    st.phase = CanaryPhase::Paused;
+    st.pause = Some(PauseStatus {
+        reason: PauseReason::Step,
+        since: t(0),
+        until: None,
+        message: None,
+    });
+    assert_eq!(
+        get(&derived(&st), "Progressing").message,
+        "step 3/7 at canary weight 30"
+    );
+    // A status saved before `step` existed still counts from 1.
+    st.step = None;
+    assert_eq!(
+        get(&derived(&st), "Progressing").message,
+        "step 3 at canary weight 30"
+    );
+}

@@ -207,6 +207,117 @@ pub fn mark_invalid(mut status: CanaryStatus, message: &str) -> CanaryStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traffic::{DestinationWeight, HeaderMatch, StringMatch};
+
+    /// A status as the daemon wrote it before issue 18: header matchers and destination
+    /// weights as `[name, match]` / `[host, weight]` pairs.
+    const TUPLE_FORM: &str = include_str!("../../tests/data/status/canary-tuple-form.json");
+
+    /// What [`TUPLE_FORM`] holds, read field by field.
+    fn check_tuple_form_read(st: &CanaryStatus) {
+        assert_eq!(st.phase, CanaryPhase::Paused);
+        assert_eq!(st.current_step_index, 3);
+        let applied = st.applied.as_ref().expect("applied");
+        assert_eq!(applied.canary_weight, 30);
+        assert_eq!(
+            applied.header_routes[0].headers,
+            vec![
+                HeaderMatch::new("end-user", StringMatch::Exact("jason".into())),
+                HeaderMatch::new("x-beta", StringMatch::Prefix("yes".into())),
+            ]
+        );
+        assert_eq!(
+            applied.mirror_routes[0].matches[0].headers,
+            vec![HeaderMatch::new("x-debug", StringMatch::Regex(".*".into()))]
+        );
+        assert_eq!(
+            st.weights[0].others,
+            vec![DestinationWeight::new("reviews/v3", 10)]
+        );
+        let pending = st.routing_write.as_ref().expect("routing write");
+        assert_eq!(
+            pending.routing.header_routes[0].headers,
+            vec![HeaderMatch::new(
+                "end-user",
+                StringMatch::Exact("jason".into())
+            )]
+        );
+    }
+
+    /// A state file written by an older daemon loads (the restarted daemon resumes from it);
+    /// the next save writes named fields, which load to the same status.
+    #[tokio::test]
+    async fn a_file_status_with_header_and_weight_pairs_resumes_and_is_rewritten_with_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: StatusStore = StatusStore::file(FileStateStore::open(dir.path()).unwrap());
+        let file = dir
+            .path()
+            .join(CANARY_KIND)
+            .join("bookinfo")
+            .join("reviews.json");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, TUPLE_FORM).unwrap();
+        let mut st = store
+            .load("bookinfo", "reviews")
+            .await
+            .expect("loads")
+            .expect("present");
+        check_tuple_form_read(&st);
+        store
+            .save("bookinfo", "reviews", &mut st, None, chrono::Utc::now())
+            .await
+            .unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(
+            written["applied"]["headerRoutes"][0]["headers"][0],
+            serde_json::json!({"name": "end-user", "match": {"exact": "jason"}})
+        );
+        assert_eq!(
+            written["weights"][0]["others"][0],
+            serde_json::json!({"destination": "reviews/v3", "weight": 10})
+        );
+        let again = store.load("bookinfo", "reviews").await.unwrap().unwrap();
+        assert_eq!(again, st);
+    }
+
+    /// The same in cluster mode: a `.status` an older daemon wrote resumes.
+    #[tokio::test]
+    async fn a_cluster_status_with_header_and_weight_pairs_resumes() {
+        let fake = crate::testkit::FakeApiServer::new();
+        let status: serde_json::Value = serde_json::from_str(TUPLE_FORM).unwrap();
+        fake.seed(serde_json::json!({
+            "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+            "metadata": {"name": "reviews", "namespace": "bookinfo"},
+            "spec": {"steps": []},
+            "status": status,
+        }))
+        .unwrap();
+        let store: StatusStore = StatusStore::kube(KubeStatusStore::new(fake.client()));
+        let mut st = store
+            .load("bookinfo", "reviews")
+            .await
+            .expect("loads")
+            .expect("present");
+        check_tuple_form_read(&st);
+        store
+            .save("bookinfo", "reviews", &mut st, None, chrono::Utc::now())
+            .await
+            .unwrap();
+        let stored = fake
+            .get("skycanary.io", "canaries", "bookinfo", "reviews")
+            .and_then(|o| o.get("status").cloned())
+            .expect("status");
+        assert_eq!(
+            stored["routingWrite"]["routing"]["headerRoutes"][0]["headers"][0],
+            serde_json::json!({"name": "end-user", "match": {"exact": "jason"}})
+        );
+        assert_eq!(
+            stored["weights"][0]["others"][0],
+            serde_json::json!({"destination": "reviews/v3", "weight": 10})
+        );
+        assert_eq!(store.load("bookinfo", "reviews").await.unwrap(), Some(st));
+    }
 
     #[tokio::test]
     async fn an_unparseable_file_is_corrupt_and_a_missing_one_is_none() {

@@ -550,7 +550,7 @@ fn tables_follow_the_printer_columns() {
     let mut obj = fake
         .get("skycanary.io", "canaries", "bookinfo", "reviews")
         .expect("stored");
-    obj["status"] = json!({"phase": "Paused", "currentStepIndex": 3, "desiredWeight": 30,
+    obj["status"] = json!({"phase": "Paused", "currentStepIndex": 3, "step": "4/7", "desiredWeight": 30,
                            "message": "paused", "conditions": [
                                {"type": "Ready", "status": "False"}, {"type": "Paused", "status": "True"}]});
     obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
@@ -572,7 +572,7 @@ fn tables_follow_the_printer_columns() {
     );
     assert_eq!(
         t["rows"][0]["cells"],
-        json!(["reviews", "Paused", 3, 30, null, "paused", "2h"])
+        json!(["reviews", "Paused", "4/7", 30, null, "paused", "2h"])
     );
     assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "reviews");

@@ -36,8 +36,9 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 
 use super::model::{
-    AdditionalDestination, Backend, DesiredRouting, HeaderRoute, IstioRouting, MirrorMatch,
-    MirrorRoute, RouteKind, RouteWeights, StringMatch, TcpRouteRef, TlsRouteRef, VirtualServiceRef,
+    AdditionalDestination, Backend, DesiredRouting, DestinationWeight, HeaderMatch, HeaderRoute,
+    IstioRouting, MirrorMatch, MirrorRoute, RouteKind, RouteWeights, StringMatch, TcpRouteRef,
+    TlsRouteRef, VirtualServiceRef,
 };
 
 /// Annotation holding the routes before skycanary's first change and a fingerprint of the
@@ -435,10 +436,10 @@ impl Analysis {
         }
     }
 
-    fn others(&self, max: i64) -> Vec<(String, i64)> {
+    fn others(&self, max: i64) -> Vec<DestinationWeight> {
         (0..self.dests.len())
             .filter(|&i| self.dests[i].0 == Role::Additional)
-            .map(|i| (self.dests[i].2.clone(), self.effective(i, max)))
+            .map(|i| DestinationWeight::new(self.dests[i].2.clone(), self.effective(i, max)))
             .collect()
     }
 }
@@ -1042,7 +1043,7 @@ impl<'a> Ctx<'a> {
         let others = a
             .others(max)
             .iter()
-            .fold(0i64, |acc, (_, w)| acc.saturating_add(*w));
+            .fold(0i64, |acc, o| acc.saturating_add(o.weight));
         let stable_w = max.saturating_sub(canary_w).saturating_sub(others);
         if stable_w < 0 {
             return Err(RoutingError::NegativeStable {
@@ -1266,9 +1267,9 @@ fn set_weight(entry: &mut Value, weight: i64) {
 }
 
 /// Header names must be non-empty and unique: one Istio match entry is a map of headers.
-fn check_headers(headers: &[(String, StringMatch)]) -> Result<(), String> {
+fn check_headers(headers: &[HeaderMatch]) -> Result<(), String> {
     let mut seen = HashSet::new();
-    for (name, _) in headers {
+    for HeaderMatch { name, .. } in headers {
         if name.is_empty() {
             return Err("empty header name".into());
         }
@@ -1290,11 +1291,11 @@ fn string_match_value(m: &StringMatch) -> Value {
     Value::Object(o)
 }
 
-fn headers_value(headers: &[(String, StringMatch)]) -> Value {
+fn headers_value(headers: &[HeaderMatch]) -> Value {
     Value::Object(
         headers
             .iter()
-            .map(|(k, m)| (k.clone(), string_match_value(m)))
+            .map(|h| (h.name.clone(), string_match_value(&h.value)))
             .collect(),
     )
 }
@@ -1761,11 +1762,11 @@ fn string_match_of(v: &Value) -> Option<StringMatch> {
         .map(|s| StringMatch::Regex(s.to_string()))
 }
 
-fn headers_of(v: Option<&Value>) -> Vec<(String, StringMatch)> {
+fn headers_of(v: Option<&Value>) -> Vec<HeaderMatch> {
     v.and_then(Value::as_object)
         .map(|o| {
             o.iter()
-                .filter_map(|(k, m)| string_match_of(m).map(|m| (k.clone(), m)))
+                .filter_map(|(k, m)| string_match_of(m).map(|m| HeaderMatch::new(k.clone(), m)))
                 .collect()
         })
         .unwrap_or_default()

@@ -141,7 +141,12 @@ pub fn desired_after_steps(canary: &CanaryDoc, step_index: usize) -> DesiredRout
                         headers: h
                             .matches
                             .iter()
-                            .map(|m| (m.header_name.clone(), string_match(&m.header_value)))
+                            .map(|m| {
+                                HeaderMatch::new(
+                                    m.header_name.clone(),
+                                    string_match(&m.header_value),
+                                )
+                            })
                             .collect(),
                     });
                 }
@@ -161,7 +166,7 @@ pub fn desired_after_steps(canary: &CanaryDoc, step_index: usize) -> DesiredRout
                                 headers: rm
                                     .headers
                                     .iter()
-                                    .map(|(k, v)| (k.clone(), string_match(v)))
+                                    .map(|(k, v)| HeaderMatch::new(k.clone(), string_match(v)))
                                     .collect(),
                             })
                             .collect(),

@@ -527,6 +527,15 @@ async fn kube_apdex_drop_at_30_percent_rolls_back_before_the_next_measurement() 
             .any(|(r, n)| r == "AnalysisRunFailed" && n.contains("apdex")),
         "{events:#?}"
     );
+    // Issue 18: the failure Events name the measured value and the threshold.
+    for reason in ["AnalysisRunFailed", "RolloutAborted"] {
+        assert!(
+            events
+                .iter()
+                .any(|(r, n)| r == reason && n.contains("7000") && n.contains("threshold >= 9900")),
+            "{reason}: {events:#?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

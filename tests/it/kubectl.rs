@@ -200,10 +200,15 @@ async fn kubectl_sees_schema_refusals_printer_columns_conditions_and_events() {
     );
     k.ok(&["apply", "-f", &good]).await;
     let status = json!({"status": {
-        "phase": "Progressing", "currentStepIndex": 3, "desiredWeight": 30,
+        "phase": "Progressing", "currentStepIndex": 3, "step": "4/7", "desiredWeight": 30,
         "message": "step 4/7: pausing 1m",
         "conditions": [{"type": "Promoted", "status": "False", "reason": "Progressing",
                         "message": "not promoted yet", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "applied": {"canaryWeight": 30, "mirrorRoutes": [], "headerRoutes": [
+            {"name": "canary-header", "headers": [{"name": "end-user", "match": {"exact": "jason"}}]}]},
+        "weights": [{"virtualService": "reviews", "kind": "Http", "route": "primary",
+                     "stable": 60, "canary": 30,
+                     "others": [{"destination": "reviews/v3", "weight": 10}]}],
     }});
     k.ok(&[
         "patch",
@@ -229,12 +234,54 @@ async fn kubectl_sees_schema_refusals_printer_columns_conditions_and_events() {
         .find(|l| l.starts_with("reviews"))
         .unwrap_or_else(|| panic!("{table}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cells[..4], ["reviews", "Progressing", "3", "30"], "{table}");
+    // STEP numbers steps as `skycanary status` does (1-based of all), not currentStepIndex.
+    assert_eq!(
+        cells[..4],
+        ["reviews", "Progressing", "4/7", "30"],
+        "{table}"
+    );
     assert!(row.contains("step 4/7: pausing 1m"), "{table}");
     let short = k.ok(&["get", "skc", "-n", "bookinfo", "-o", "name"]).await;
     assert_eq!(short.trim(), "canary.skycanary.io/reviews");
     let all = k.ok(&["get", "skycanary", "-A", "-o", "name"]).await;
     assert_eq!(all.trim(), "canary.skycanary.io/reviews");
+
+    // The status' header matchers and destination weights are named fields: `describe`
+    // prints them as such (as tuples they printed `[end-user map[exact:jason]]`).
+    let described = k
+        .ok(&["describe", "canary", "reviews", "-n", "bookinfo"])
+        .await;
+    let lines: Vec<String> = described
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for want in [
+        "Step: 4/7",
+        "Exact: jason",
+        "Name: end-user",
+        "Destination: reviews/v3",
+        "Weight: 10",
+    ] {
+        assert!(lines.iter().any(|l| l == want), "{want:?} in\n{described}");
+    }
+    assert!(!described.contains("map["), "{described}");
+    // A status in the old pair form is refused by the schema now (it was unchecked).
+    let pairs = json!({"status": {"weights": [{"virtualService": "reviews", "kind": "Http",
+        "route": "primary", "stable": 60, "canary": 30, "others": [["reviews/v3", 10]]}]}});
+    let err = k
+        .refused(&[
+            "patch",
+            "canary",
+            "reviews",
+            "-n",
+            "bookinfo",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &pairs.to_string(),
+        ])
+        .await;
+    assert!(err.contains("status.weights[0].others[0]"), "{err}");
 
     // `kubectl wait` does not return while Promoted is False ...
     let err = k

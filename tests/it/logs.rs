@@ -164,6 +164,8 @@ async fn every_json_log_line_about_a_canary_names_it() {
         failed[0]["run"].as_str().unwrap().contains("step-5"),
         "{text}"
     );
+    // The run's name keeps the 0-based index (run ids are stable); its `step` counts from 1.
+    assert_eq!(failed[0]["step"], "6/6", "{text}");
     assert!(
         failed[0]["value"].as_str().unwrap().contains("5000"),
         "{text}"

@@ -451,6 +451,24 @@ fn an_unstarted_canary_is_stamped_with_the_spec_revision_and_a_started_one_is_no
     assert_eq!(s.st.revision.as_deref(), Some("v3"));
 }
 
+/// `status.step` (the STEP printer column) is the CLI's `3/7`: 1-based, the last step once
+/// all are done, while `currentStepIndex` and run names stay 0-based.
+#[test]
+fn the_step_label_written_with_every_status_counts_from_one() {
+    let mut s = Sim::new(spec(vec![w(10), pause(None), w(50)]));
+    stamp_step_label(&s.spec, &mut s.st);
+    assert_eq!(s.st.step.as_deref(), Some("1/3"));
+    s.st.current_step_index = 1;
+    stamp_step_label(&s.spec, &mut s.st);
+    assert_eq!(s.st.step.as_deref(), Some("2/3"));
+    s.st.current_step_index = 3;
+    stamp_step_label(&s.spec, &mut s.st);
+    assert_eq!(s.st.step.as_deref(), Some("3/3"), "all done: the last step");
+    let json = serde_json::to_value(&s.st).expect("serialises");
+    assert_eq!(json["step"], "3/3");
+    assert_eq!(json["currentStepIndex"], 3);
+}
+
 #[test]
 fn waiting_keeps_a_new_canary_pending_and_only_says_why() {
     let mut s = Sim::new(spec(vec![w(10), pause(None)]));
@@ -652,6 +670,20 @@ fn step_analysis_failed_aborts_with_evidence() {
     assert!(event(&fx, "AnalysisRunFailed").is_some_and(|e| e.warning));
     let aborted = event(&fx, "RolloutAborted");
     assert!(aborted.is_some_and(|e| e.warning && e.message.contains("v2-step-1 Failed")));
+    // Issue 18: both failure Events carry the evidence (metric, values, condition, threshold).
+    for reason in ["AnalysisRunFailed", "RolloutAborted"] {
+        let m = event(&fx, reason)
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        for part in [
+            "apdex",
+            "[9000, 8800]",
+            "min(result) < 9500",
+            "threshold < 9500",
+        ] {
+            assert!(m.contains(part), "{reason}: {part:?} in {m:?}");
+        }
+    }
     let abort = s.st.abort.clone().unwrap_or_default();
     assert_eq!(abort.metric.as_deref(), Some("apdex"));
     assert_eq!(abort.value.as_deref(), Some("[9000, 8800]"));

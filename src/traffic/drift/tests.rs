@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::traffic::model::{
-    AdditionalDestination, Backend, DestinationRuleRef, HeaderRoute, MirrorMatch, MirrorRoute,
-    StringMatch, TcpRouteRef, TlsRouteRef,
+    AdditionalDestination, Backend, DestinationRuleRef, HeaderMatch, HeaderRoute, MirrorMatch,
+    MirrorRoute, StringMatch, TcpRouteRef, TlsRouteRef,
 };
 
 fn host_routing() -> IstioRouting {
@@ -77,7 +77,10 @@ fn original() -> Value {
 fn header_route() -> HeaderRoute {
     HeaderRoute {
         name: "canary-header".into(),
-        headers: vec![("x-canary".into(), StringMatch::Exact("yes".into()))],
+        headers: vec![HeaderMatch::new(
+            "x-canary",
+            StringMatch::Exact("yes".into()),
+        )],
     }
 }
 

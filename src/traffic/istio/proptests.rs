@@ -202,7 +202,7 @@ fn build(
     if hdr {
         desired.header_routes.push(HeaderRoute {
             name: "hdr".into(),
-            headers: vec![("x-canary".into(), StringMatch::Exact("1".into()))],
+            headers: vec![HeaderMatch::new("x-canary", StringMatch::Exact("1".into()))],
         });
     }
     if let Some(p) = mirror_pct {
@@ -321,7 +321,7 @@ proptest! {
         for w in &read {
             prop_assert_eq!(w.canary, c.desired.canary_weight);
             prop_assert!(w.stable >= 0);
-            prop_assert_eq!(w.stable + w.canary + w.others.iter().map(|o| o.1).sum::<i64>(), 100);
+            prop_assert_eq!(w.stable + w.canary + w.others.iter().map(|o| o.weight).sum::<i64>(), 100);
         }
         // Routes not selected are untouched.
         for (i, r) in c.vs["spec"]["http"].as_array().unwrap().iter().enumerate() {

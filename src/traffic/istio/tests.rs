@@ -143,7 +143,7 @@ fn exact(v: &str) -> StringMatch {
 fn header(name: &str, h: &str, m: StringMatch) -> HeaderRoute {
     HeaderRoute {
         name: name.into(),
-        headers: vec![(h.into(), m)],
+        headers: vec![HeaderMatch::new(h, m)],
     }
 }
 
@@ -917,7 +917,10 @@ fn subset_based_with_additional_destination_keeps_its_weight() {
         ])
     );
     let read = read_weights(&out, &http_ref(&["primary"]), &routing).unwrap();
-    assert_eq!(read[0].others, vec![("reviews/extra".to_string(), 20)]);
+    assert_eq!(
+        read[0].others,
+        vec![DestinationWeight::new("reviews/extra", 20)]
+    );
     assert_eq!((read[0].stable, read[0].canary), (70, 10));
 }
 
@@ -1933,8 +1936,8 @@ fn managed_routes_read_back_reapply_as_identity() {
         header_routes: vec![HeaderRoute {
             name: "hdr".into(),
             headers: vec![
-                ("end-user".into(), StringMatch::Exact("jason".into())),
-                ("x-beta".into(), StringMatch::Prefix("yes".into())),
+                HeaderMatch::new("end-user", StringMatch::Exact("jason".into())),
+                HeaderMatch::new("x-beta", StringMatch::Prefix("yes".into())),
             ],
         }],
         mirror_routes: vec![MirrorRoute {
