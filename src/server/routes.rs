@@ -16,8 +16,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
-use super::auth::{Auth, require_token};
+use super::auth::{Auth, Gate, require_token};
 use super::metrics::{Format, Metrics};
+use super::session::Sessions;
+use super::ui::Dashboard;
 use super::{AlarmSource, CanarySummary, Control, ControlError};
 use crate::canary::Command;
 
@@ -54,11 +56,19 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, message)
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: &str) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub(crate) fn too_many(message: &str) -> Self {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn unsupported_media_type(found: &str) -> Self {
+    pub(crate) fn unsupported_media_type(found: &str) -> Self {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("unsupported content type {found:?}: send application/json"),
@@ -73,7 +83,7 @@ impl ApiError {
     }
 
     /// `what` names the object for 404s, which [`ControlError::NotFound`] does not carry.
-    fn from_control(err: ControlError, what: &str) -> Self {
+    pub(crate) fn from_control(err: ControlError, what: &str) -> Self {
         match err {
             ControlError::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
@@ -126,14 +136,23 @@ struct AppState {
     metrics: Metrics,
 }
 
-/// The whole HTTP surface. Auth applies to everything except `/healthz`, `/readyz` and
-/// `/metrics`; take [`Auth::Insecure`] only on purpose.
+/// The whole HTTP surface. Auth applies to everything except `/healthz`, `/readyz`,
+/// `/metrics`, `/` (a redirect) and the dashboard's static page and login; take
+/// [`Auth::Insecure`] only on purpose.
 pub fn router(control: Arc<dyn Control>, metrics: Metrics, auth: Auth) -> Router {
     if matches!(auth, Auth::Insecure) {
         tracing::warn!("the control API is unauthenticated (insecure mode)");
     }
+    let sessions = Arc::new(Sessions::default());
+    let dashboard = Arc::new(Dashboard::new(
+        control.clone(),
+        auth.clone(),
+        sessions.clone(),
+    ));
+    let gate = Gate { auth, sessions };
     let state = AppState { control, metrics };
     Router::new()
+        .route("/", get(root))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -153,10 +172,11 @@ pub fn router(control: Arc<dyn Control>, metrics: Metrics, auth: Auth) -> Router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .merge(super::ui::router(dashboard))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(read_body_in_time))
         .layer(middleware::from_fn(reject_declared_oversize))
-        .layer(middleware::from_fn_with_state(auth, require_token))
+        .layer(middleware::from_fn_with_state(gate, require_token))
 }
 
 /// Refuses a declared oversize body before any handler runs, including handlers that never
@@ -248,6 +268,12 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method {method} not allowed on {}", uri.path()),
     )
+}
+
+/// A browser pointed at the daemon's address lands on the dashboard (public: the redirect
+/// reveals nothing, and no authentication challenge is sent for it).
+async fn root() -> axum::response::Redirect {
+    axum::response::Redirect::to("/ui")
 }
 
 async fn healthz() -> Json<Value> {
