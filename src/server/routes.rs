@@ -149,6 +149,7 @@ pub fn router(control: Arc<dyn Control>, metrics: Metrics, auth: Auth) -> Router
         auth.clone(),
         sessions.clone(),
     ));
+    Dashboard::spawn_sampler(&dashboard);
     let gate = Gate { auth, sessions };
     let state = AppState { control, metrics };
     Router::new()

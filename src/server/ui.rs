@@ -34,6 +34,8 @@ pub const STATE_PATH: &str = "/ui/state";
 /// The data is rebuilt at most this often, however many pages poll (the page polls every
 /// 1.5 s): a bound on the work any number of open dashboards cause.
 pub const STATE_REFRESH: Duration = Duration::from_secs(1);
+/// How often the weights are sampled for the chart when no page asks.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Weight changes remembered per canary (oldest dropped first).
 pub const MAX_WEIGHT_POINTS: usize = 240;
 /// Measurements shown per canary (newest first).
@@ -67,6 +69,36 @@ impl Dashboard {
             history: Mutex::new(WeightHistory::default()),
             cache: Mutex::new(None),
         }
+    }
+
+    /// Records the canaries' weights now (also done by every state rebuild).
+    fn sample(&self) {
+        let canaries = self.control.canaries();
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe(&canaries, Utc::now());
+    }
+
+    /// Samples the weights every [`SAMPLE_EVERY`] while the dashboard (its router) lives, so
+    /// the chart starts with the daemon, not with the first page opened. Without a runtime
+    /// (a router built outside one) the page's own polls are the only samples.
+    pub(crate) fn spawn_sampler(dashboard: &Arc<Dashboard>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(dashboard);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(dashboard) = weak.upgrade() else {
+                    break;
+                };
+                dashboard.sample();
+            }
+        });
     }
 
     /// The state document, rebuilt when older than [`STATE_REFRESH`].

@@ -16,6 +16,7 @@ mod control_kube;
 mod daemon;
 mod daemon_kube;
 mod daemon_kube_e2e;
+mod dashboard_browser;
 mod demo;
 mod deploy;
 mod drift;

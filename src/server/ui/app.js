@@ -186,8 +186,11 @@ function canaryCard(c, key) {
     el('span', { class: 'step' }, c.step),
     el('span', { class: 'weight', 'data-weight': c.canaryWeight }, 'canary ' + c.canaryWeight + ' %'),
     c.revision ? el('span', { class: 'muted' }, 'revision ' + c.revision) : null));
-  if (c.message) card.append(el('p', { class: 'message muted' }, c.message));
-  if (c.paused) card.append(el('p', { class: 'paused' }, 'Paused: ' + c.paused));
+  const repeats = (text) => !!text && !!c.message && text.endsWith(c.message);
+  if (c.message && !(c.abort && c.abort.reason === c.message)) {
+    card.append(el('p', { class: 'message muted' }, c.message));
+  }
+  if (c.paused && !repeats(c.paused)) card.append(el('p', { class: 'paused' }, 'Paused: ' + c.paused));
   if (c.abort) {
     const dl = el('dl', { class: 'abort' });
     const field = (name, value, cls) => {
