@@ -503,7 +503,7 @@ fn measurements(c: &CanarySummary) -> Vec<MeasurementView> {
             }
         }
     }
-    rows.sort_by(|a, b| b.at.cmp(&a.at));
+    rows.sort_by_key(|m| std::cmp::Reverse(m.at));
     rows.truncate(MAX_MEASUREMENTS);
     rows
 }
