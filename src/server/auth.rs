@@ -30,6 +30,11 @@ const PUBLIC_PATHS: [&str; 8] = [
     "/ui/login",
 ];
 
+/// The dashboard's login, whose body (the token) is read without a token.
+const LOGIN_PATH: &str = "/ui/login";
+/// Largest login body accepted.
+pub(crate) const MAX_LOGIN_BODY: usize = 4096;
+
 /// A token could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -196,6 +201,21 @@ pub(crate) async fn require_token(
         Auth::Insecure => return next.run(req).await,
         Auth::Bearer(token) => token,
     };
+    if req.uri().path() == LOGIN_PATH {
+        // The one body read before authentication: a few bytes of JSON, so cap it far below
+        // the API's limit (a declared oversize is refused unread, a streamed one cut off).
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_LOGIN_BODY as u64) {
+            return ApiError::payload_too_large(MAX_LOGIN_BODY).into_response();
+        }
+        let req = req
+            .map(|body| axum::body::Body::new(http_body_util::Limited::new(body, MAX_LOGIN_BODY)));
+        return next.run(req).await;
+    }
     if PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }

@@ -75,6 +75,13 @@ impl ApiError {
         )
     }
 
+    pub(crate) fn payload_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {limit} bytes"),
+        )
+    }
+
     fn too_large() -> Self {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -197,7 +204,8 @@ async fn reject_declared_oversize(req: Request, next: Next) -> Response {
 /// Reads the whole body, at most [`MAX_BODY_BYTES`], before [`BodyDeadline`]: a client that
 /// trickles its body (slowloris) gets 408 instead of holding the request open, and an
 /// undeclared (chunked) body over the limit gets 413 however it is sent. Handlers then see a
-/// complete body. Runs after authentication, so nobody without the token makes us read a body.
+/// complete body. Runs after authentication, so nobody without the token makes us read a body
+/// (but for the dashboard's login, whose body the auth layer caps at 4 KiB).
 async fn read_body_in_time(req: Request, next: Next) -> Response {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -212,6 +220,11 @@ async fn read_body_in_time(req: Request, next: Next) -> Response {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return ApiError::too_large().into_response();
+        }
+        // A tighter limit set by an earlier layer (the login's), wrapped in the body's error.
+        Ok(Err(e)) if limited_below(e.as_ref()) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                .into_response();
         }
         Ok(Err(e)) => {
             return ApiError::bad_request(format!("cannot read the request body: {e}"))
@@ -232,6 +245,18 @@ async fn read_body_in_time(req: Request, next: Next) -> Response {
     };
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+}
+
+/// Whether a body error is, somewhere in its chain, a length limit.
+fn limited_below(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// Bodies are JSON: a declared `Content-Type` must say so (`application/json`, or a

@@ -409,6 +409,34 @@ async fn dashboard_login_sets_a_strict_cookie_and_csrf_guards_cookie_posts() {
     .await
     .unwrap();
     assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // The one body read before authentication is small.
+    let big = h
+        .client
+        .post(h.url("/ui/login"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"token":"{}"}}"#, "x".repeat(5000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Streamed (no declared length), in process like `streamed_bodies_over_the_limit_are_413`.
+    {
+        use tower::ServiceExt;
+        let app = router(
+            h.fake.clone(),
+            Metrics::new(),
+            Auth::Bearer(Token::new(TOKEN, "test").expect("token")),
+        );
+        let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 1000])));
+        let request = axum::http::Request::post("/ui/login")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
     let ok = login(r#"{"token":"s3cret-token_value"}"#, "application/json")
         .await
         .unwrap();
