@@ -7,7 +7,7 @@
 
 mod data;
 mod html;
-mod svg;
+pub mod svg;
 
 #[cfg(test)]
 mod tests;

@@ -5,21 +5,37 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::routes::ApiError;
+use super::session::{CSRF_HEADER, Sessions, session_cookie};
 
 /// Environment variable holding the API token when no `--token-file` is given.
 pub const TOKEN_ENV: &str = "SKYCANARY_TOKEN";
 
-/// Paths reachable without a token: kubelet probes and Prometheus scrapes carry none; `/` has
-/// no route, so a browser or a curl pointed at the daemon's address gets a plain 404 instead of
-/// an authentication challenge for a page that does not exist; the OpenAPI document describes
-/// the API and grants nothing, and API tools load it before they are given a token.
-const PUBLIC_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/", super::openapi::PATH];
+/// Paths reachable without a token: kubelet probes and Prometheus scrapes carry none; `/` only
+/// redirects to the dashboard, whose page, script and stylesheet are static (no data: all it
+/// shows comes from authenticated endpoints), and whose login takes the token in its body; the OpenAPI document describes the API and
+/// grants nothing, and API tools load it before they are given a token.
+const PUBLIC_PATHS: [&str; 9] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/",
+    "/ui",
+    "/ui/app.js",
+    "/ui/app.css",
+    "/ui/login",
+    super::openapi::PATH,
+];
+
+/// The dashboard's login, whose body (the token) is read without a token.
+const LOGIN_PATH: &str = "/ui/login";
+/// Largest login body accepted.
+pub(crate) const MAX_LOGIN_BODY: usize = 4096;
 
 /// A token could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -159,20 +175,76 @@ impl Auth {
     }
 }
 
+/// What the auth middleware needs: the mode and the dashboard's sessions.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    pub(crate) auth: Auth,
+    pub(crate) sessions: Arc<Sessions>,
+}
+
+/// A request authenticated by a session cookie (not by the bearer token): which session, and
+/// its CSRF token (for `GET /ui/session`, which hands it to a reloaded page).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionAuth {
+    pub(crate) id: String,
+    pub(crate) csrf: String,
+}
+
 /// Middleware: everything but [`PUBLIC_PATHS`] needs the token, including unknown paths, so a
-/// route added later is protected by default.
-pub(crate) async fn require_token(State(auth): State<Auth>, req: Request, next: Next) -> Response {
-    let token = match &auth {
+/// route added later is protected by default. A browser may instead present the session
+/// cookie of a dashboard login; then any method but `GET`/`HEAD` must also carry the
+/// session's CSRF token in `X-CSRF-Token` (the cookie is SameSite=Strict as well).
+pub(crate) async fn require_token(
+    State(gate): State<Gate>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = match &gate.auth {
         Auth::Insecure => return next.run(req).await,
         Auth::Bearer(token) => token,
     };
+    if req.uri().path() == LOGIN_PATH {
+        // The one body read before authentication: a few bytes of JSON, so cap it far below
+        // the API's limit (a declared oversize is refused unread, a streamed one cut off).
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_LOGIN_BODY as u64) {
+            return ApiError::payload_too_large(MAX_LOGIN_BODY).into_response();
+        }
+        let req = req
+            .map(|body| axum::body::Body::new(http_body_util::Limited::new(body, MAX_LOGIN_BODY)));
+        return next.run(req).await;
+    }
     if PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| bearer_credential(value.as_bytes()));
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    if authorization.is_none()
+        && let Some(id) = session_cookie(req.headers())
+    {
+        let Some(csrf) = gate.sessions.csrf(id, std::time::Instant::now()) else {
+            return unauthorized("session expired or unknown: log in again", None);
+        };
+        let safe = req.method() == Method::GET || req.method() == Method::HEAD;
+        let echoed = req
+            .headers()
+            .get(CSRF_HEADER)
+            .is_some_and(|v| constant_time_matches(csrf.as_bytes(), v.as_bytes()));
+        if !safe && !echoed {
+            return ApiError::forbidden("missing or wrong X-CSRF-Token for this session")
+                .into_response();
+        }
+        let auth = SessionAuth {
+            id: id.to_string(),
+            csrf,
+        };
+        req.extensions_mut().insert(auth);
+        return next.run(req).await;
+    }
+    let presented = authorization.and_then(|value| bearer_credential(value.as_bytes()));
     match presented {
         None => unauthorized("missing bearer token", None),
         Some(credential) if token.matches(credential) => next.run(req).await,

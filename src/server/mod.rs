@@ -1,5 +1,5 @@
-//! The daemon's HTTP edge (DESIGN §6): health, readiness, OpenMetrics, the control API and the
-//! alarm webhooks. The server owns no canary state: it authenticates, bounds and translates
+//! The daemon's HTTP edge (DESIGN §6): health, readiness, OpenMetrics, the control API, the
+//! alarm webhooks and the live dashboard (`/ui`). The server owns no canary state: it authenticates, bounds and translates
 //! requests into calls on [`Control`], which the daemon implements.
 
 mod auth;
@@ -7,8 +7,10 @@ mod metrics;
 mod openapi;
 mod process;
 mod routes;
+pub mod session;
 #[cfg(test)]
 mod tests;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -17,8 +17,10 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{Auth, require_token};
+use super::auth::{Auth, Gate, require_token};
 use super::metrics::{Format, Metrics};
+use super::session::Sessions;
+use super::ui::Dashboard;
 use super::{AlarmSource, CanarySummary, Control, ControlError};
 use crate::canary::Command;
 use crate::schedule::ScheduleSummary;
@@ -56,14 +58,29 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, message)
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: &str) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub(crate) fn too_many(message: &str) -> Self {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn unsupported_media_type(found: &str) -> Self {
+    pub(crate) fn unsupported_media_type(found: &str) -> Self {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("unsupported content type {found:?}: send application/json"),
+        )
+    }
+
+    pub(crate) fn payload_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {limit} bytes"),
         )
     }
 
@@ -75,7 +92,7 @@ impl ApiError {
     }
 
     /// `what` names the object for 404s, which [`ControlError::NotFound`] does not carry.
-    fn from_control(err: ControlError, what: &str) -> Self {
+    pub(crate) fn from_control(err: ControlError, what: &str) -> Self {
         match err {
             ControlError::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
@@ -192,13 +209,24 @@ pub(crate) fn served_routes() -> Vec<(Method, &'static str)> {
 }
 
 /// The whole HTTP surface. Auth applies to everything except `/healthz`, `/readyz`,
-/// `/metrics` and the OpenAPI document; take [`Auth::Insecure`] only on purpose.
+/// `/metrics`, the OpenAPI document, `/` (a redirect) and the dashboard's static page and
+/// login; take [`Auth::Insecure`] only on purpose.
 pub fn router(control: Arc<dyn Control>, metrics: Metrics, auth: Auth) -> Router {
     if matches!(auth, Auth::Insecure) {
         tracing::warn!("the control API is unauthenticated (insecure mode)");
     }
+    let sessions = Arc::new(Sessions::default());
+    let dashboard = Arc::new(Dashboard::new(
+        control.clone(),
+        auth.clone(),
+        sessions.clone(),
+    ));
+    Dashboard::spawn_sampler(&dashboard);
+    let gate = Gate { auth, sessions };
     let state = AppState { control, metrics };
-    let mut router = Router::new();
+    // `/` only redirects to the dashboard (whose routes are merged below): neither is part of
+    // the API the OpenAPI document describes.
+    let mut router = Router::new().route("/", axum::routing::get(root));
     for r in routes() {
         router = router.route(r.path, r.handler);
     }
@@ -206,10 +234,11 @@ pub fn router(control: Arc<dyn Control>, metrics: Metrics, auth: Auth) -> Router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .merge(super::ui::router(dashboard))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(read_body_in_time))
         .layer(middleware::from_fn(reject_declared_oversize))
-        .layer(middleware::from_fn_with_state(auth, require_token))
+        .layer(middleware::from_fn_with_state(gate, require_token))
 }
 
 /// Refuses a declared oversize body before any handler runs, including handlers that never
@@ -229,7 +258,8 @@ async fn reject_declared_oversize(req: Request, next: Next) -> Response {
 /// Reads the whole body, at most [`MAX_BODY_BYTES`], before [`BodyDeadline`]: a client that
 /// trickles its body (slowloris) gets 408 instead of holding the request open, and an
 /// undeclared (chunked) body over the limit gets 413 however it is sent. Handlers then see a
-/// complete body. Runs after authentication, so nobody without the token makes us read a body.
+/// complete body. Runs after authentication, so nobody without the token makes us read a body
+/// (but for the dashboard's login, whose body the auth layer caps at 4 KiB).
 async fn read_body_in_time(req: Request, next: Next) -> Response {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -244,6 +274,11 @@ async fn read_body_in_time(req: Request, next: Next) -> Response {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return ApiError::too_large().into_response();
+        }
+        // A tighter limit set by an earlier layer (the login's), wrapped in the body's error.
+        Ok(Err(e)) if limited_below(e.as_ref()) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                .into_response();
         }
         Ok(Err(e)) => {
             return ApiError::bad_request(format!("cannot read the request body: {e}"))
@@ -264,6 +299,18 @@ async fn read_body_in_time(req: Request, next: Next) -> Response {
     };
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+}
+
+/// Whether a body error is, somewhere in its chain, a length limit.
+fn limited_below(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// Bodies are JSON: a declared `Content-Type` must say so (`application/json`, or a
@@ -353,6 +400,12 @@ pub(crate) struct CanaryList {
 pub(crate) struct ScheduleList {
     /// Every known scheduled analysis.
     pub(crate) items: Vec<ScheduleSummary>,
+}
+
+/// A browser pointed at the daemon's address lands on the dashboard (public: the redirect
+/// reveals nothing, and no authentication challenge is sent for it).
+async fn root() -> axum::response::Redirect {
+    axum::response::Redirect::to("/ui")
 }
 
 async fn healthz() -> Json<ProbeBody> {

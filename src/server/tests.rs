@@ -339,19 +339,215 @@ async fn api_without_token_is_401_with_challenge() {
 }
 
 #[tokio::test]
-async fn the_root_without_a_route_is_404_not_a_login_challenge() {
+async fn the_root_redirects_to_the_dashboard_not_a_login_challenge() {
     let h = Harness::secured().await;
-    let response = h.client.get(h.url("/")).send().await.expect("GET /");
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = client.get(h.url("/")).send().await.expect("GET /");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/ui");
     assert!(response.headers().get("www-authenticate").is_none());
-    // Under /api unknown paths stay protected.
-    let response = h
+    // Under /api and /ui unknown paths stay protected.
+    for path in ["/api/v1/nope", "/ui/nope"] {
+        let response = h.client.get(h.url(path)).send().await.expect("GET");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+}
+
+/// The dashboard's page is static and public; its data, its actions and the API need the
+/// token or a session cookie from a login, and cookie `POST`s need the session's CSRF token.
+#[tokio::test]
+async fn dashboard_login_sets_a_strict_cookie_and_csrf_guards_cookie_posts() {
+    let h = Harness::secured().await;
+    let page = h.client.get(h.url("/ui")).send().await.expect("GET /ui");
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"<script src="/ui/app.js" defer></script>"#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external asset"
+    );
+    for asset in ["/ui/app.js", "/ui/app.css"] {
+        let r = h.client.get(h.url(asset)).send().await.expect("GET");
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+    }
+    for path in ["/ui/state", "/ui/session", "/api/v1/canaries"] {
+        let r = h.client.get(h.url(path)).send().await.expect("GET");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+
+    let login = |body: &'static str, content_type: &'static str| {
+        h.client
+            .post(h.url("/ui/login"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let wrong = login(r#"{"token":"nope"}"#, "application/json")
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    // A cross-site HTML form can only send form types: refused before the token is looked at.
+    let form = login(
+        "token=s3cret-token_value",
+        "application/x-www-form-urlencoded",
+    )
+    .await
+    .unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // The one body read before authentication is small.
+    let big = h
         .client
-        .get(h.url("/api/v1/nope"))
+        .post(h.url("/ui/login"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"token":"{}"}}"#, "x".repeat(5000)))
         .send()
         .await
-        .expect("GET");
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Streamed (no declared length), in process like `streamed_bodies_over_the_limit_are_413`.
+    {
+        use tower::ServiceExt;
+        let app = router(
+            h.fake.clone(),
+            Metrics::new(),
+            Auth::Bearer(Token::new(TOKEN, "test").expect("token")),
+        );
+        let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 1000])));
+        let request = axum::http::Request::post("/ui/login")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let ok = login(r#"{"token":"s3cret-token_value"}"#, "application/json")
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("skycanary_session="), "{cookie}");
+    assert!(
+        cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(TOKEN));
+    let session = cookie.split(';').next().unwrap().to_string();
+    let csrf = json_of(ok).await["csrf"].as_str().unwrap().to_string();
+    assert_eq!(csrf.len(), 43);
+
+    let with_cookie = |path: &str| h.client.get(h.url(path)).header("cookie", &session).send();
+    let state = json_of(with_cookie("/ui/state").await.unwrap()).await;
+    let names: Vec<&str> = state["canaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web", "api"], "{state:#}");
+    assert_eq!(
+        with_cookie("/api/v1/canaries").await.unwrap().status(),
+        StatusCode::OK
+    );
+    let who = json_of(with_cookie("/ui/session").await.unwrap()).await;
+    assert_eq!(who["csrf"], csrf.as_str());
+
+    let promote = |csrf: Option<&str>| {
+        let mut req = h
+            .client
+            .post(h.url("/api/v1/canaries/prod/web/promote"))
+            .header("cookie", &session);
+        if let Some(c) = csrf {
+            req = req.header("x-csrf-token", c);
+        }
+        req.send()
+    };
+    for bad in [None, Some("wrong")] {
+        let r = promote(bad).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{bad:?}");
+        assert!(error_of(r).await.contains("X-CSRF-Token"));
+    }
+    assert!(lock(&h.fake.commands).is_empty(), "no command without CSRF");
+    assert_eq!(promote(Some(&csrf)).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(lock(&h.fake.commands).len(), 1);
+
+    let unknown = h
+        .client
+        .get(h.url("/ui/state"))
+        .header("cookie", "skycanary_session=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+
+    let out = h
+        .client
+        .post(h.url("/ui/logout"))
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        with_cookie("/ui/state").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "the session ended with the logout"
+    );
+}
+
+#[tokio::test]
+async fn dashboard_logins_are_rate_limited_after_failures() {
+    let h = Harness::secured().await;
+    let attempt = |token: &str| {
+        h.client
+            .post(h.url("/ui/login"))
+            .header("content-type", "application/json")
+            .body(json!({ "token": token }).to_string())
+            .send()
+    };
+    for _ in 0..session::MAX_LOGIN_FAILURES {
+        assert_eq!(
+            attempt("wrong").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Even the right token waits out the window: guessing cannot go faster.
+    assert_eq!(
+        attempt(TOKEN).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn insecure_mode_needs_no_dashboard_login() {
+    let h = Harness::start(Auth::Insecure).await;
+    let who = json_of(h.client.get(h.url("/ui/session")).send().await.unwrap()).await;
+    assert_eq!(who["insecure"], true);
+    let state = h.client.get(h.url("/ui/state")).send().await.unwrap();
+    assert_eq!(state.status(), StatusCode::OK);
 }
 
 #[tokio::test]
