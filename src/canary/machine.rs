@@ -64,6 +64,19 @@ pub fn ready_for_weight(weight: i64, max_weight: i64, stable_ready: i64) -> i64 
     i64::try_from(need).unwrap_or(i64::MAX).max(1)
 }
 
+/// The message of a canary with `spec.workloadRef` that this daemon does not start: nothing
+/// watches workloads yet (cluster and file readiness sources are the open part of issue 19).
+pub fn workload_unwatched(w: &crate::resources::canary::WorkloadRef) -> String {
+    let what = match (&w.kind, &w.name) {
+        (Some(k), Some(n)) => format!("{} {n}", k.as_str()),
+        _ => "the selected pods".to_string(),
+    };
+    format!(
+        "not started: spec.workloadRef ({what}) needs a readiness source, and this daemon \
+         does not watch workloads yet; remove workloadRef to release by spec.revision"
+    )
+}
+
 /// Event reason of a refused user command (the Event beside [`Effect::CommandRejected`]).
 pub const COMMAND_REJECTED: &str = "CommandRejected";
 

@@ -2267,7 +2267,11 @@ mod readiness {
         // Weight 30 is in flight when the pods go: it is undone, 10 stays.
         assert_eq!(s.st.desired_weight, 30);
         let fx = s.feed(ready(Some(0), None, 5));
-        assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)], "the weight stays");
+        assert_eq!(
+            writes(&fx),
+            vec![DesiredRouting::weight(10)],
+            "the weight stays"
+        );
         s.ok();
         assert_eq!(s.st.phase, CanaryPhase::Paused);
         assert_eq!(pause_reason(&s), Some(PauseReason::CanaryNotReady));
