@@ -48,6 +48,10 @@ pub enum PauseReason {
     Manual,
     /// Someone else keeps changing the weights.
     Drift,
+    /// The canary workload is not ready enough for the next exposure (resumes by itself;
+    /// `until` is the progress deadline), or lost every ready pod under weight with
+    /// `onCanaryUnavailable: Hold` (`until` unset).
+    CanaryNotReady,
 }
 
 /// Pause details.
@@ -84,6 +88,9 @@ pub struct AbortStatus {
     /// The alarm that triggered the rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<String>,
+    /// The readiness that failed (ready counts), when the canary workload was not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -213,6 +220,9 @@ pub struct CanaryStatus {
     /// Name of the background analysis run whose verdicts still count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_analysis_run: Option<String>,
+    /// The readiness of the referenced workloads as last observed (`spec.workloadRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ReadinessStatus>,
     /// Drift reports during the current step (3 pause the canary with reason Drift).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub step_drifts: u32,
@@ -227,6 +237,24 @@ pub struct CanaryStatus {
     /// The last command request the daemon handled (by id), so none is applied twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<CommandOutcome>,
+}
+
+/// Ready pods of the canary (and stable) workload, as last observed. Unknown (`None`) is
+/// never ready: not read yet, a read error, or a workload that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessStatus {
+    /// Ready pods of the canary workload's current pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_ready: Option<i64>,
+    /// Ready pods of the stable workload, when `stableWorkloadRef` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_ready: Option<i64>,
+    /// When this was observed.
+    pub observed_at: DateTime<Utc>,
+    /// Why a count is unknown (read error, workload missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -593,6 +593,17 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             self.probe_oap();
         }
         while let Some(input) = queue.pop_front() {
+            // No readiness source feeds `Input::Readiness` in this build: a run that would
+            // wait for it forever (and abort at its deadline) is not started; the status says
+            // why (docs/workloads.md).
+            if input == Input::Spec
+                && let Some(w) = &self.doc.spec.workload_ref
+                && machine::starts_run(&self.doc.spec, &self.status)
+            {
+                let why = machine::workload_unwatched(w);
+                self.handle(&Input::Waiting(why), None, queue).await;
+                continue;
+            }
             if input == Input::Spec
                 && let Some(why) = self.oap.hold()
                 && machine::starts_run(&self.doc.spec, &self.status)

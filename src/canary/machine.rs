@@ -13,7 +13,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::analysis::{CompareOp, MeasurementEvidence, Phase, RunState, fmt_num};
 use crate::resources::canary::{
-    ArgValue, CanaryDoc, CanarySpec, CanaryStep, OnAnalysisError, OnSuccess, TemplateRef,
+    ArgValue, CanaryDoc, CanarySpec, CanaryStep, OnAnalysisError, OnCanaryUnavailable, OnSuccess,
+    ReadinessSpec, TemplateRef,
 };
 use crate::resources::canary_validate::DEFAULT_MAX_WEIGHT;
 use crate::resources::duration::{format_duration, parse_duration};
@@ -43,6 +44,38 @@ pub fn rollback_retry_delay(failures: u32) -> Duration {
 pub const ROUTING_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Drift reports within one step that pause the canary (reason Drift) instead of fighting.
 pub const DRIFT_PAUSE_THRESHOLD: u32 = 3;
+
+/// Event, pause and abort reason of a canary whose workload is not ready (`spec.workloadRef`).
+pub const NOT_READY: &str = "CanaryNotReady";
+
+/// How long the readiness gate waits by default before the run aborts
+/// (`readiness.progressDeadline`).
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Ready canary pods a weight needs with `minReadyForWeight`: the canary's share of the
+/// stable side's ready pods, rounded up (`ceil(weight / max × stable)`), at least 1.
+pub fn ready_for_weight(weight: i64, max_weight: i64, stable_ready: i64) -> i64 {
+    if weight <= 0 || max_weight <= 0 {
+        return 1;
+    }
+    let num = i128::from(weight.min(max_weight)) * i128::from(stable_ready.max(0));
+    let den = i128::from(max_weight);
+    let need = (num + den - 1) / den;
+    i64::try_from(need).unwrap_or(i64::MAX).max(1)
+}
+
+/// The message of a canary with `spec.workloadRef` that this daemon does not start: nothing
+/// watches workloads yet (cluster and file readiness sources are the open part of issue 19).
+pub fn workload_unwatched(w: &crate::resources::canary::WorkloadRef) -> String {
+    let what = match (&w.kind, &w.name) {
+        (Some(k), Some(n)) => format!("{} {n}", k.as_str()),
+        _ => "the selected pods".to_string(),
+    };
+    format!(
+        "not started: spec.workloadRef ({what}) needs a readiness source, and this daemon \
+         does not watch workloads yet; remove workloadRef to release by spec.revision"
+    )
+}
 
 /// Event reason of a refused user command (the Event beside [`Effect::CommandRejected`]).
 pub const COMMAND_REJECTED: &str = "CommandRejected";
@@ -102,6 +135,10 @@ pub enum Input {
     /// Weights to stable now, on someone else's verdict (a scheduled analysis): an active
     /// canary is Aborted, a promoted one RolledBack. `at` is replaced by the machine's time.
     Rollback(AbortStatus),
+    /// The readiness of the referenced workloads as observed now (`spec.workloadRef`): it
+    /// gates every step that exposes the canary more, and losing every ready canary pod under
+    /// weight rolls back (or holds).
+    Readiness(ReadinessStatus),
 }
 
 /// What the driver must do, in order.
@@ -152,6 +189,7 @@ pub fn step(
         st: status.clone(),
         fx: Vec::new(),
         now,
+        not_ready_since: None,
     };
     match input {
         Input::Observed(routes) => m.on_observed(routes),
@@ -172,6 +210,7 @@ pub fn step(
         } => m.on_alarm(source, rule, entity, message),
         Input::Command(c) => m.on_command(c),
         Input::Rollback(why) => m.on_rollback(why),
+        Input::Readiness(r) => m.on_readiness(r),
     }
     (m.st, m.fx)
 }
@@ -271,7 +310,10 @@ pub fn next_wake(status: &CanaryStatus) -> Option<DateTime<Utc>> {
     let pause = status
         .pause
         .as_ref()
-        .filter(|p| status.phase == CanaryPhase::Paused && p.reason == PauseReason::Step)
+        .filter(|p| {
+            status.phase == CanaryPhase::Paused
+                && matches!(p.reason, PauseReason::Step | PauseReason::CanaryNotReady)
+        })
         .and_then(|p| p.until);
     let write = status.routing_write.as_ref().map(|w| {
         w.retry_at
@@ -452,6 +494,9 @@ struct Machine<'a> {
     st: CanaryStatus,
     fx: Vec<Effect>,
     now: DateTime<Utc>,
+    /// Since when the readiness gate has held the canary, while [`Machine::advance`]
+    /// re-checks it (taken from the `CanaryNotReady` pause it lifted to do so).
+    not_ready_since: Option<DateTime<Utc>>,
 }
 
 impl Machine<'_> {
@@ -662,8 +707,22 @@ impl Machine<'_> {
                 .pause
                 .as_ref()
                 .is_some_and(|p| p.reason == PauseReason::Step);
+            let gate_pause = self
+                .st
+                .pause
+                .as_ref()
+                .filter(|p| p.reason == PauseReason::CanaryNotReady && p.until.is_some())
+                .map(|p| p.since);
             match self.st.phase {
                 CanaryPhase::Progressing => {}
+                // The readiness gate held the canary: the step re-checks it (and holds again,
+                // keeping the pause's start, or goes on).
+                CanaryPhase::Paused if gate_pause.is_some() => {
+                    self.not_ready_since = gate_pause;
+                    self.st.pause = None;
+                    self.st.phase = CanaryPhase::Progressing;
+                    self.st.message = None;
+                }
                 // A pause step re-checks its timer; a stale step pause (spec edited) ends.
                 CanaryPhase::Paused if step_pause => {
                     if !on_pause_step {
@@ -699,8 +758,257 @@ impl Machine<'_> {
             self.st.desired_weight = target.canary_weight;
             return true;
         }
+        if !self.gate(&target) {
+            return false;
+        }
         self.request_routing(target);
         false
+    }
+
+    // ---- the readiness gate (spec.workloadRef) -----------------------------------------
+
+    /// True when `target` may be written: it exposes the canary no more than now, or the
+    /// canary workload is ready enough for it. Otherwise the canary is held (Paused, reason
+    /// CanaryNotReady), or aborted once the progress deadline has passed.
+    fn gate(&mut self, target: &DesiredRouting) -> bool {
+        if self.spec.workload_ref.is_none() || !self.exposes_more(target) {
+            self.not_ready_since = None;
+            return true;
+        }
+        match self.not_ready_for(target) {
+            None => {
+                if self.not_ready_since.take().is_some() {
+                    let message = format!("Resumed: the canary is ready ({})", self.ready_counts());
+                    self.st.message = None;
+                    self.event(false, "RolloutResumed", message);
+                }
+                true
+            }
+            Some(why) => {
+                self.hold_not_ready(why);
+                false
+            }
+        }
+    }
+
+    /// `target` routes more to the canary than what is written or asked for now: a higher
+    /// weight, or a header or mirror route it does not have yet.
+    fn exposes_more(&self, target: &DesiredRouting) -> bool {
+        let now = self
+            .current_target()
+            .unwrap_or_else(|| DesiredRouting::weight(0));
+        exposes_more(target, &now)
+    }
+
+    /// The write in flight exposes the canary more than `held`.
+    fn exposes_more_than(&self, held: &DesiredRouting) -> bool {
+        self.st
+            .routing_write
+            .as_ref()
+            .is_some_and(|w| exposes_more(&w.routing, held))
+    }
+}
+
+/// `target` routes more to the canary than `now`: a higher weight, or a header or mirror route
+/// `now` does not have.
+fn exposes_more(target: &DesiredRouting, now: &DesiredRouting) -> bool {
+    target.canary_weight > now.canary_weight
+        || target
+            .header_routes
+            .iter()
+            .any(|h| !now.header_routes.contains(h))
+        || target
+            .mirror_routes
+            .iter()
+            .any(|m| !now.mirror_routes.contains(m))
+}
+
+impl Machine<'_> {
+    fn readiness_spec(&self) -> ReadinessSpec {
+        self.spec.readiness.clone().unwrap_or_default()
+    }
+
+    fn min_ready(&self) -> i64 {
+        self.readiness_spec().min_ready.unwrap_or(1).max(1)
+    }
+
+    fn progress_deadline(&self) -> Duration {
+        self.readiness_spec()
+            .progress_deadline
+            .and_then(|d| parse_duration(&d).ok())
+            .unwrap_or(DEFAULT_PROGRESS_DEADLINE)
+    }
+
+    /// `3 canary / 10 stable pod(s) ready`, for messages.
+    fn ready_counts(&self) -> String {
+        let count = |n: Option<i64>| n.map_or_else(|| "unknown".to_string(), |n| n.to_string());
+        match &self.st.readiness {
+            None => "readiness not observed yet".into(),
+            Some(r) => {
+                let mut s = format!("{} canary pod(s) ready", count(r.canary_ready));
+                if self.spec.stable_workload_ref.is_some() {
+                    s.push_str(&format!(", {} stable", count(r.stable_ready)));
+                }
+                if let Some(m) = &r.message {
+                    s.push_str(&format!(": {m}"));
+                }
+                s
+            }
+        }
+    }
+
+    /// Why the canary is not ready enough for `target`; `None` when it is. Unknown readiness
+    /// (never observed, a read error) is not ready.
+    fn not_ready_for(&self, target: &DesiredRouting) -> Option<String> {
+        let rd = self.readiness_spec();
+        let Some(obs) = &self.st.readiness else {
+            return Some("the canary workload's readiness is not observed yet".into());
+        };
+        let Some(ready) = obs.canary_ready else {
+            return Some(format!(
+                "the canary workload's readiness is unknown ({})",
+                self.ready_counts()
+            ));
+        };
+        let mut need = self.min_ready();
+        if rd.min_ready_for_weight && target.canary_weight > 0 {
+            let Some(stable) = obs.stable_ready else {
+                return Some(format!(
+                    "the stable workload's readiness is unknown ({})",
+                    self.ready_counts()
+                ));
+            };
+            need = need.max(ready_for_weight(
+                target.canary_weight,
+                self.max_weight(),
+                stable,
+            ));
+        }
+        (ready < need).then(|| {
+            format!(
+                "{ready} of {need} canary pod(s) needed are ready for canary weight {} ({})",
+                target.canary_weight,
+                self.ready_counts()
+            )
+        })
+    }
+
+    /// Holds the canary before an exposure it is not ready for; past the progress deadline
+    /// (counted from when the hold began) aborts with reason CanaryNotReady.
+    fn hold_not_ready(&mut self, why: String) {
+        let held = self.not_ready_since.take();
+        let since = held.unwrap_or(self.now);
+        let deadline = self.progress_deadline();
+        let until = add(since, deadline);
+        if self.now >= until {
+            let reason = format!(
+                "CanaryNotReady: the canary was not ready within the progress deadline of {}: \
+                 {why}",
+                format_duration(deadline)
+            );
+            self.event(true, NOT_READY, reason.clone());
+            self.abort(AbortStatus {
+                reason,
+                not_ready: Some(self.ready_counts()),
+                at: self.now,
+                ..AbortStatus::default()
+            });
+            return;
+        }
+        let message = format!(
+            "Paused at step {}: waiting for the canary to be ready: {why}",
+            self.step_now()
+        );
+        self.st.pause = Some(PauseStatus {
+            reason: PauseReason::CanaryNotReady,
+            since,
+            until: Some(until),
+            message: Some(message.clone()),
+        });
+        self.st.phase = CanaryPhase::Paused;
+        self.st.message = Some(message.clone());
+        if held.is_none() {
+            self.event(true, NOT_READY, message);
+            self.fx.push(Effect::WakeAt(until));
+        }
+    }
+
+    fn on_readiness(&mut self, r: &ReadinessStatus) {
+        self.st.readiness = Some(r.clone());
+        if self.spec.workload_ref.is_none() || !self.is_active() {
+            return;
+        }
+        let held = self
+            .st
+            .pause
+            .as_ref()
+            .filter(|_| self.st.phase == CanaryPhase::Paused)
+            .filter(|p| p.reason == PauseReason::CanaryNotReady && p.until.is_none())
+            .is_some();
+        let exposed = self.st.applied.as_ref().is_some_and(|a| a.exposes_canary())
+            || self.current_target().is_some_and(|t| t.exposes_canary());
+        if r.canary_ready == Some(0) && exposed && !held {
+            let weight = self.current_target().map_or(0, |t| t.canary_weight);
+            let what = format!(
+                "every canary pod became unready while the canary carries traffic (weight \
+                 {weight}; {})",
+                self.ready_counts()
+            );
+            match self.readiness_spec().on_canary_unavailable {
+                OnCanaryUnavailable::Rollback => {
+                    let reason = format!("CanaryNotReady: {what}");
+                    self.event(true, NOT_READY, reason.clone());
+                    self.abort(AbortStatus {
+                        reason,
+                        not_ready: Some(self.ready_counts()),
+                        at: self.now,
+                        ..AbortStatus::default()
+                    });
+                }
+                OnCanaryUnavailable::Hold => {
+                    let holdable = match self.st.phase {
+                        CanaryPhase::Progressing | CanaryPhase::Degraded => true,
+                        CanaryPhase::Paused => self.st.pause.as_ref().is_some_and(|p| {
+                            matches!(p.reason, PauseReason::Step | PauseReason::CanaryNotReady)
+                        }),
+                        _ => false,
+                    };
+                    if holdable {
+                        // Keep the confirmed weight: an increase still in flight is undone.
+                        let held = self
+                            .st
+                            .applied
+                            .clone()
+                            .unwrap_or_else(|| DesiredRouting::weight(0));
+                        if self.exposes_more_than(&held) {
+                            self.emit_write(held);
+                        }
+                        let message = format!("Paused (onCanaryUnavailable: Hold): {what}");
+                        self.st.pause = Some(PauseStatus {
+                            reason: PauseReason::CanaryNotReady,
+                            since: self.now,
+                            until: None,
+                            message: Some(message.clone()),
+                        });
+                        self.st.phase = CanaryPhase::Paused;
+                        self.st.message = Some(message.clone());
+                        self.event(true, NOT_READY, message);
+                    }
+                }
+            }
+            return;
+        }
+        if held && r.canary_ready.is_some_and(|n| n >= self.min_ready()) {
+            self.st.pause = None;
+            self.st.phase = CanaryPhase::Progressing;
+            self.st.message = None;
+            let message = format!(
+                "Resumed: the canary is ready again ({})",
+                self.ready_counts()
+            );
+            self.event(false, "RolloutResumed", message);
+        }
+        self.advance();
     }
 
     fn pause_step(&mut self, duration: Option<&IntOrString>) -> bool {
@@ -796,7 +1104,9 @@ impl Machine<'_> {
     fn complete_run(&mut self) {
         let target = DesiredRouting::weight(self.max_weight());
         if !self.confirmed(&target) {
-            self.request_routing(target);
+            if self.gate(&target) {
+                self.request_routing(target);
+            }
             return;
         }
         self.st.phase = CanaryPhase::Promoted;
@@ -997,6 +1307,7 @@ impl Machine<'_> {
             ),
         };
         self.abort(AbortStatus {
+            not_ready: None,
             reason,
             metric: None,
             value: None,
@@ -1011,6 +1322,7 @@ impl Machine<'_> {
             return;
         }
         self.abort(AbortStatus {
+            not_ready: None,
             reason: format!(
                 "the routes carry a rollback marker for this run ({run}): a rollback whose \
                  status was not saved; not resuming forward"
@@ -1209,6 +1521,7 @@ impl Machine<'_> {
             return;
         }
         self.abort(AbortStatus {
+            not_ready: None,
             reason: format!("{source} alarm {rule} on {entity}: {message}"),
             metric: None,
             value: None,
@@ -1274,6 +1587,7 @@ impl Machine<'_> {
     fn abort_on(&mut self, run: &RunState, summary: String) {
         let ev = evidence(run);
         self.abort(AbortStatus {
+            not_ready: None,
             reason: summary,
             metric: ev.metric,
             value: ev.value,

@@ -142,6 +142,7 @@ async fn roll_back_removed(h: &CanaryHandle) {
         return;
     }
     let why = AbortStatus {
+        not_ready: None,
         reason: format!("Canary {id} was removed mid-release (onDelete: Rollback)"),
         metric: None,
         value: None,

@@ -507,6 +507,7 @@ mod tests {
         )];
         s.phase = CanaryPhase::Aborted;
         s.abort = Some(AbortStatus {
+            not_ready: None,
             reason: "analysis failed".into(),
             metric: Some("apdex".into()),
             value: Some("[9120]".into()),
@@ -631,6 +632,7 @@ mod tests {
         let s = CanaryStatus {
             phase: CanaryPhase::RolledBack,
             abort: Some(AbortStatus {
+                not_ready: None,
                 reason: "ScheduledAnalysis bookinfo/production-apdex run p-30 ended Failed: metric apdex".into(),
                 metric: Some("apdex".into()),
                 value: Some("[8120]".into()),

@@ -561,6 +561,7 @@ mod tests {
 
     fn abort(metric: Option<&str>, alarm: Option<&str>) -> AbortStatus {
         AbortStatus {
+            not_ready: None,
             reason: "analysis failed".into(),
             metric: metric.map(str::to_string),
             value: Some("[9950, 9120]".into()),

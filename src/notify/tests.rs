@@ -161,6 +161,7 @@ fn aborted(written: bool) -> CanaryStatus {
         value: Some("[7000]".into()),
         condition: Some("min(result) >= 9900".into()),
         alarm: None,
+        not_ready: None,
         at: t(9),
     });
     if !written {

@@ -64,6 +64,95 @@ pub struct CanarySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = super::notifications::MAX_SUBSCRIPTIONS))]
     pub notifications: Option<Vec<super::notifications::Subscription>>,
+    /// The canary side's workload: its readiness gates every step that exposes the canary,
+    /// and a change of its pod template starts a new run (docs/workloads.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
+    /// The stable side's workload, read for `readiness.minReadyForWeight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_workload_ref: Option<WorkloadRef>,
+    /// How ready the canary must be (used with `workloadRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ReadinessSpec>,
+}
+
+/// A workload in the Canary's namespace: a Deployment or StatefulSet by name, or the pods
+/// matching a label selector (Argo-style). skycanary reads it, never scales or edits it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadRef {
+    /// `Deployment` or `StatefulSet` (with `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<WorkloadKind>,
+    /// The workload's name (with `kind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub name: Option<String>,
+    /// Pods by label (instead of kind and name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<PodSelector>,
+}
+
+/// Kind of a referenced workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum WorkloadKind {
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    /// The kind as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// A pod label selector (`matchLabels` only: every label must match).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSelector {
+    /// Labels every selected pod carries.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `spec.readiness`: how ready the canary workload must be before it takes more traffic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadinessSpec {
+    /// Ready canary pods needed before any step exposes the canary (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub min_ready: Option<i64>,
+    /// Also need `ceil(weight / maxTrafficWeight × stable ready)` ready canary pods before a
+    /// weight (needs the stable side's readiness: `stableWorkloadRef`).
+    #[serde(default)]
+    pub min_ready_for_weight: bool,
+    /// How long the canary may wait for readiness before the run aborts (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    pub progress_deadline: Option<String>,
+    /// What losing every ready canary pod while the canary carries weight does.
+    #[serde(default)]
+    pub on_canary_unavailable: OnCanaryUnavailable,
+}
+
+/// What losing every ready canary pod under weight does.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum OnCanaryUnavailable {
+    /// Roll back to stable at once.
+    #[default]
+    Rollback,
+    /// Keep the weight, pause with reason CanaryNotReady until the pods are ready again.
+    Hold,
 }
 
 /// `spec.trafficRouting`.

@@ -1,3 +1,4 @@
+use crate::resources::canary::{OnCanaryUnavailable, WorkloadKind};
 use crate::resources::{LoadResult, load_str};
 
 const CANARY: &str = r#"apiVersion: skycanary.io/v1alpha1
@@ -266,4 +267,123 @@ fn unknown_matcher_fields_are_errors() {
         "  rollbackOn:\n    alerts: [{lables: {alertname: X}}]\n",
     ));
     assert!(!r.errors.is_empty());
+}
+
+fn with_workload(extra: &str) -> String {
+    format!("{CANARY}{extra}")
+}
+
+#[test]
+fn workload_ref_and_readiness_load() {
+    let r = both(&with_workload(
+        "  workloadRef: {kind: Deployment, name: reviews-v2}\n  \
+         stableWorkloadRef: {selector: {matchLabels: {app: reviews, version: v1}}}\n  \
+         readiness: {minReady: 2, minReadyForWeight: true, progressDeadline: 5m, onCanaryUnavailable: Hold}\n",
+    ));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let spec = &r.canaries[0].doc.spec;
+    let w = spec.workload_ref.as_ref().expect("workloadRef");
+    assert_eq!(w.kind, Some(WorkloadKind::Deployment));
+    assert_eq!(w.name.as_deref(), Some("reviews-v2"));
+    let rd = spec.readiness.as_ref().expect("readiness");
+    assert_eq!(rd.min_ready, Some(2));
+    assert!(rd.min_ready_for_weight);
+    assert_eq!(rd.on_canary_unavailable, OnCanaryUnavailable::Hold);
+}
+
+#[test]
+fn bad_workload_refs_and_readiness_are_errors_with_field_and_line() {
+    // (extra spec, field path, message part)
+    let cases = [
+        (
+            "  workloadRef: {kind: Deployment}\n",
+            "spec.workloadRef.name",
+            "missing name",
+        ),
+        (
+            "  workloadRef: {name: reviews-v2}\n",
+            "spec.workloadRef.kind",
+            "missing kind",
+        ),
+        (
+            "  workloadRef: {}\n",
+            "spec.workloadRef",
+            "set kind and name",
+        ),
+        (
+            "  workloadRef: {kind: Deployment, name: x, selector: {matchLabels: {a: b}}}\n",
+            "spec.workloadRef",
+            "not both",
+        ),
+        (
+            "  workloadRef: {kind: Deployment, name: Reviews_V2}\n",
+            "spec.workloadRef.name",
+            "not a valid object name",
+        ),
+        (
+            "  workloadRef: {selector: {matchLabels: {}}}\n",
+            "spec.workloadRef.selector.matchLabels",
+            "at least one label",
+        ),
+        (
+            "  workloadRef: {selector: {matchLabels: {app: 'not ok'}}}\n",
+            "spec.workloadRef.selector.matchLabels.app",
+            "not a Kubernetes label value",
+        ),
+        (
+            "  readiness: {minReady: 1}\n",
+            "spec.readiness",
+            "readiness needs workloadRef",
+        ),
+        (
+            "  stableWorkloadRef: {kind: Deployment, name: reviews-v1}\n",
+            "spec.stableWorkloadRef",
+            "needs workloadRef",
+        ),
+        (
+            "  workloadRef: {kind: Deployment, name: r}\n  readiness: {minReady: 0}\n",
+            "spec.readiness.minReady",
+            "outside 1..=100000",
+        ),
+        (
+            "  workloadRef: {kind: Deployment, name: r}\n  readiness: {minReadyForWeight: true}\n",
+            "spec.readiness.minReadyForWeight",
+            "set stableWorkloadRef",
+        ),
+        (
+            "  workloadRef: {kind: Deployment, name: r}\n  readiness: {progressDeadline: 0s}\n",
+            "spec.readiness.progressDeadline",
+            "greater than 0",
+        ),
+        (
+            "  workloadRef: {kind: Deployment, name: r}\n  readiness: {progressDeadline: 200h}\n",
+            "spec.readiness.progressDeadline",
+            "at most 168h",
+        ),
+    ];
+    for (extra, path, part) in cases {
+        let r = both(&with_workload(extra));
+        let e = r
+            .errors
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{extra}: no error at {path}: {:?}", r.errors));
+        assert!(e.message.contains(part), "{extra}: {e}");
+        assert!(e.line.is_some_and(|l| l >= 28), "{extra}: {e}");
+    }
+    // An unknown kind or option is a parse error naming it.
+    for (extra, word) in [
+        ("  workloadRef: {kind: DaemonSet, name: r}\n", "DaemonSet"),
+        (
+            "  workloadRef: {kind: Deployment, name: r}\n  readiness: {onCanaryUnavailable: Ignore}\n",
+            "Ignore",
+        ),
+    ] {
+        let r = both(&with_workload(extra));
+        assert!(
+            r.errors.iter().any(|e| e.to_string().contains(word)),
+            "{extra}: {:?}",
+            r.errors
+        );
+    }
 }

@@ -310,7 +310,145 @@ pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
             &mut errs,
         );
     }
+    check_workloads(&c.spec, o, &mut errs);
     errs
+}
+
+/// Most labels a workload selector may list.
+pub const SELECTOR_LABELS_MAX: usize = 32;
+
+/// Most ready pods `readiness.minReady` may ask for.
+pub const MIN_READY_MAX: i64 = 100_000;
+
+/// Longest `readiness.progressDeadline`.
+pub const PROGRESS_DEADLINE_MAX: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// `workloadRef`, `stableWorkloadRef` and `readiness`: each reference names one workload, and
+/// the readiness options have what they read.
+fn check_workloads(spec: &CanarySpec, o: &Origin, errs: &mut Vec<ConfigError>) {
+    for (field, r) in [
+        ("spec.workloadRef", &spec.workload_ref),
+        ("spec.stableWorkloadRef", &spec.stable_workload_ref),
+    ] {
+        if let Some(r) = r {
+            check_workload_ref(r, field, o, errs);
+        }
+    }
+    if spec.workload_ref.is_none() {
+        if spec.stable_workload_ref.is_some() {
+            errs.push(o.error(
+                "spec.stableWorkloadRef",
+                "stableWorkloadRef needs workloadRef (the canary side) as well",
+            ));
+        }
+        if spec.readiness.is_some() {
+            errs.push(o.error(
+                "spec.readiness",
+                "readiness needs workloadRef: without it there is no canary workload to watch",
+            ));
+        }
+    }
+    let Some(r) = &spec.readiness else {
+        return;
+    };
+    if let Some(n) = r.min_ready
+        && !(1..=MIN_READY_MAX).contains(&n)
+    {
+        errs.push(o.error(
+            "spec.readiness.minReady",
+            format!("{n} is outside 1..={MIN_READY_MAX}"),
+        ));
+    }
+    if r.min_ready_for_weight && spec.stable_workload_ref.is_none() {
+        errs.push(o.error(
+            "spec.readiness.minReadyForWeight",
+            "minReadyForWeight compares with the stable side's ready pods: set stableWorkloadRef",
+        ));
+    }
+    if let Some(d) = &r.progress_deadline {
+        match parse_duration(d) {
+            Err(e) => errs.push(o.error("spec.readiness.progressDeadline", e)),
+            Ok(d) if d.is_zero() => {
+                errs.push(o.error("spec.readiness.progressDeadline", "must be greater than 0"))
+            }
+            Ok(d) if d > PROGRESS_DEADLINE_MAX => {
+                errs.push(o.error("spec.readiness.progressDeadline", "must be at most 168h"))
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+fn check_workload_ref(r: &WorkloadRef, p: &str, o: &Origin, errs: &mut Vec<ConfigError>) {
+    match (&r.kind, &r.name, &r.selector) {
+        (Some(_), Some(name), None) => {
+            if !is_dns_subdomain(name, OBJECT_NAME_MAX) {
+                errs.push(o.error(
+                    &child_path(p, "name"),
+                    format!("{:?} is not a valid object name", clip(name)),
+                ));
+            }
+        }
+        (None, None, Some(sel)) => {
+            let sp = child_path(&child_path(p, "selector"), "matchLabels");
+            if sel.match_labels.is_empty() {
+                errs.push(o.error(&sp, "set at least one label"));
+            } else if sel.match_labels.len() > SELECTOR_LABELS_MAX {
+                errs.push(o.error(
+                    &sp,
+                    format!(
+                        "{} labels; at most {SELECTOR_LABELS_MAX}",
+                        sel.match_labels.len()
+                    ),
+                ));
+            }
+            for (k, v) in &sel.match_labels {
+                if !is_label_key(k) {
+                    errs.push(o.error(
+                        &child_path(&sp, k),
+                        format!("{:?} is not a Kubernetes label key", clip(k)),
+                    ));
+                } else if !is_label_value(v) {
+                    errs.push(o.error(
+                        &child_path(&sp, k),
+                        format!("{:?} is not a Kubernetes label value", clip(v)),
+                    ));
+                }
+            }
+        }
+        (None, None, None) => errs.push(o.error(
+            p,
+            "set kind and name (Deployment or StatefulSet) or selector.matchLabels",
+        )),
+        (_, _, Some(_)) => errs.push(o.error(p, "set either kind and name or selector, not both")),
+        (None, Some(_), None) => errs.push(o.error(
+            &child_path(p, "kind"),
+            "missing kind (Deployment or StatefulSet)",
+        )),
+        (Some(_), None, None) => errs.push(o.error(&child_path(p, "name"), "missing name")),
+    }
+}
+
+/// A label value: at most 63 characters, alphanumerics, '-', '_' and '.', starting and ending
+/// alphanumeric (or empty).
+fn is_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && v.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric()))
+}
+
+/// A label key: an optional DNS-subdomain prefix and '/', then a non-empty label-value name.
+fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    !name.is_empty()
+        && is_label_value(name)
+        && prefix.is_none_or(|p| is_dns_subdomain(p, OBJECT_NAME_MAX))
 }
 
 /// `rollbackOn`: every matcher sets something, and every regex compiles (anchored, as it is

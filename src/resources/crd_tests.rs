@@ -531,6 +531,7 @@ fn t(s: i64) -> chrono::DateTime<Utc> {
 fn full_status() -> CanaryStatus {
     let exact = StringMatch::Exact("jason".into());
     CanaryStatus {
+        readiness: None,
         phase: CanaryPhase::Paused,
         revision: Some("v2".into()),
         current_step_index: 3,
@@ -572,6 +573,7 @@ fn full_status() -> CanaryStatus {
             message: Some("apdex inconclusive".into()),
         }),
         abort: Some(AbortStatus {
+            not_ready: None,
             reason: "apdex failed".into(),
             metric: Some("apdex".into()),
             value: Some("[8000, 8100]".into()),

@@ -234,6 +234,7 @@ pub fn rollback_abort(
         reason.push_str(&format!(": {msg}"));
     }
     AbortStatus {
+        not_ready: None,
         reason,
         metric: ev.metric,
         value: ev.value,

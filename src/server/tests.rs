@@ -2274,6 +2274,7 @@ async fn openapi_is_public_and_answers_conform_to_it() {
         value: Some("[0.8]".into()),
         condition: Some("result[0] >= 0.9".into()),
         alarm: None,
+        not_ready: None,
         at: chrono::Utc::now(),
     });
     busy.status.weights = vec![route_weights("reviews", "primary", 20)];

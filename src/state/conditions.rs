@@ -146,6 +146,7 @@ fn pause_reason_name(r: PauseReason) -> &'static str {
         PauseReason::AnalysisError => "AnalysisError",
         PauseReason::Manual => "Manual",
         PauseReason::Drift => "Drift",
+        PauseReason::CanaryNotReady => "CanaryNotReady",
     }
 }
 
@@ -325,6 +326,8 @@ pub fn canary_desired(st: &CanaryStatus) -> Vec<Desired> {
         (Some(a), P::Aborted | P::RolledBack) => {
             let reason = if phase == P::RolledBack {
                 "RolledBack"
+            } else if a.not_ready.is_some() {
+                "CanaryNotReady"
             } else if a.alarm.is_some() {
                 "AlarmTriggered"
             } else if a.metric.is_some() {

@@ -280,6 +280,7 @@ fn pause_reasons_decide_stalled_and_reconciling() {
 
 fn abort(metric: Option<&str>, alarm: Option<&str>) -> AbortStatus {
     AbortStatus {
+        not_ready: None,
         reason: "Step-based analysis run r Failed".into(),
         metric: metric.map(Into::into),
         value: metric.map(|_| "[9000, 8800]".into()),

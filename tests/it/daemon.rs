@@ -2121,3 +2121,31 @@ async fn logs_are_plain_in_files_and_flat_in_json() {
         }
     }
 }
+
+/// Issue 19 (partial): a canary gated on a workload this daemon cannot watch is never started
+/// (it would wait for readiness forever and abort at its deadline): it stays Pending, says
+/// why, and the canary gets no traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_with_a_workload_ref_is_not_started_without_a_readiness_source() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort").replace(
+        "  onAnalysisError: Abort\n",
+        "  onAnalysisError: Abort\n  workloadRef: {kind: Deployment, name: reviews-v2}\n",
+    );
+    assert!(yaml.contains("workloadRef"));
+    let d = start(setup(&yaml), &running.url());
+    let s = wait_for(
+        &d,
+        "the not-started message",
+        Duration::from_secs(30),
+        |s| {
+            s["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("spec.workloadRef (Deployment reviews-v2)"))
+        },
+    )
+    .await;
+    assert_eq!(phase(&s), "Pending", "{s:#}");
+    assert!(s["status"].get("startedAt").is_none(), "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed");
+}

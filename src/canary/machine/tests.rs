@@ -1849,6 +1849,7 @@ fn invariants_hold_over_random_input_sequences() {
 
 fn rollback_why() -> AbortStatus {
     AbortStatus {
+        not_ready: None,
         reason: "ScheduledAnalysis bookinfo/nightly run nightly-1 ended Failed: metric apdex value [7000]".into(),
         metric: Some("apdex".into()),
         value: Some("[7000]".into()),
@@ -2177,4 +2178,400 @@ fn run_verdicts_name_the_evidence_and_are_never_empty() {
         ev.contains("measured [9000, 8800]") && ev.contains("condition min(result) < 9500"),
         "{ev}"
     );
+}
+
+// ---- readiness gate (spec.workloadRef, issue 19) ------------------------------------------
+
+mod readiness {
+    use super::*;
+    use crate::resources::canary::{OnCanaryUnavailable, ReadinessSpec, WorkloadKind, WorkloadRef};
+
+    fn deployment(name: &str) -> WorkloadRef {
+        WorkloadRef {
+            kind: Some(WorkloadKind::Deployment),
+            name: Some(name.into()),
+            selector: None,
+        }
+    }
+
+    /// A spec whose canary side is the Deployment `reviews-v2`.
+    fn gated(steps: Vec<CanaryStep>) -> CanarySpec {
+        let mut s = spec(steps);
+        s.workload_ref = Some(deployment("reviews-v2"));
+        s
+    }
+
+    fn ready(canary: Option<i64>, stable: Option<i64>, at: i64) -> Input {
+        Input::Readiness(ReadinessStatus {
+            canary_ready: canary,
+            stable_ready: stable,
+            observed_at: t(at),
+            message: canary.is_none().then(|| "read failed".to_string()),
+        })
+    }
+
+    fn pause_reason(s: &Sim) -> Option<PauseReason> {
+        s.st.pause.as_ref().map(|p| p.reason)
+    }
+
+    #[test]
+    fn ready_for_weight_is_the_canarys_share_of_stable_rounded_up() {
+        for (weight, max, stable, need) in [
+            (10, 100, 10, 1),
+            (30, 100, 10, 3),
+            (25, 100, 10, 3),
+            (50, 100, 0, 1),
+            (100, 100, 7, 7),
+            (5, 1000, 100, 1),
+            (500, 1000, 9, 5),
+            (0, 100, 10, 1),
+            (i64::MAX, i64::MAX, i64::MAX, i64::MAX),
+        ] {
+            assert_eq!(
+                ready_for_weight(weight, max, stable),
+                need,
+                "{weight}/{max} of {stable}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_canary_without_readiness_is_held_before_its_first_weight_then_resumes() {
+        let mut s = Sim::new(gated(vec![w(10), pause(None)]));
+        let fx = s.start();
+        assert!(writes(&fx).is_empty(), "no weight before readiness: {fx:?}");
+        assert_eq!(s.st.phase, CanaryPhase::Paused);
+        assert_eq!(pause_reason(&s), Some(PauseReason::CanaryNotReady));
+        let ev = event(&fx, NOT_READY).expect("a CanaryNotReady event");
+        assert!(ev.warning);
+        assert!(ev.message.contains("not observed yet"), "{}", ev.message);
+        assert_eq!(wakes(&fx), vec![t(600)], "woken at the default deadline");
+        assert_eq!(next_wake(&s.st), Some(t(600)));
+        // Pods not ready yet: still held, the message names the counts, no second event.
+        s.now = t(30);
+        let fx = s.feed(ready(Some(0), None, 30));
+        assert!(writes(&fx).is_empty() && reasons(&fx).is_empty(), "{fx:?}");
+        assert_eq!(s.st.phase, CanaryPhase::Paused);
+        let msg = s.st.message.clone().unwrap_or_default();
+        assert!(
+            msg.contains("0 of 1 canary pod(s) needed are ready for canary weight 10"),
+            "{msg}"
+        );
+        // The same again changes nothing.
+        let before = s.st.clone();
+        assert!(s.feed(ready(Some(0), None, 30)).is_empty());
+        assert_eq!(s.st, before);
+        // Ready: the weight goes out and the canary resumes by itself.
+        s.now = t(90);
+        let fx = s.feed(ready(Some(1), None, 90));
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+        assert!(event(&fx, "RolloutResumed").is_some(), "{fx:?}");
+        assert_eq!(s.st.phase, CanaryPhase::Progressing);
+        assert_eq!(s.st.pause, None);
+        s.ok();
+        assert_eq!(s.st.current_step_index, 1);
+    }
+
+    #[test]
+    fn unknown_readiness_is_not_ready() {
+        let mut s = Sim::new(gated(vec![w(10), pause(Some(60)), w(20)]));
+        s.feed(ready(Some(3), None, 0));
+        s.start();
+        s.ok();
+        assert_eq!(s.st.applied, Some(DesiredRouting::weight(10)));
+        // A read error: the next increase waits, the canary keeps its weight.
+        s.feed(ready(None, None, 5));
+        let fx = s.tick_at(60);
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        assert_eq!(s.st.current_step_index, 2);
+        assert_eq!(pause_reason(&s), Some(PauseReason::CanaryNotReady));
+        assert!(
+            s.st.message
+                .as_deref()
+                .is_some_and(|m| m.contains("unknown") && m.contains("read failed")),
+            "{:?}",
+            s.st.message
+        );
+        let fx = s.feed(ready(Some(3), None, 61));
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+    }
+
+    #[test]
+    fn min_ready_for_weight_asks_for_the_weights_share_of_stable_pods() {
+        let mut sp = gated(vec![w(10), w(30), w(50)]);
+        sp.stable_workload_ref = Some(deployment("reviews-v1"));
+        sp.readiness = Some(ReadinessSpec {
+            min_ready: Some(1),
+            min_ready_for_weight: true,
+            ..ReadinessSpec::default()
+        });
+        let mut s = Sim::new(sp);
+        s.feed(ready(Some(2), Some(10), 0));
+        let fx = s.start();
+        assert_eq!(
+            writes(&fx),
+            vec![DesiredRouting::weight(10)],
+            "1 of 10 needed"
+        );
+        let fx = s.ok();
+        assert!(writes(&fx).is_empty(), "30 % needs 3 of 10: {fx:?}");
+        assert!(
+            s.st.message
+                .as_deref()
+                .is_some_and(|m| m.contains("2 of 3") && m.contains("10 stable")),
+            "{:?}",
+            s.st.message
+        );
+        let fx = s.feed(ready(Some(3), Some(10), 20));
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(30)]);
+        let fx = s.ok();
+        assert!(writes(&fx).is_empty(), "50 % needs 5: {fx:?}");
+        // Stable readiness unknown: not ready either.
+        let fx = s.feed(ready(Some(9), None, 30));
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        let fx = s.feed(ready(Some(5), Some(10), 40));
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(50)]);
+    }
+
+    #[test]
+    fn min_ready_is_an_absolute_floor() {
+        let mut sp = gated(vec![w(10)]);
+        sp.readiness = Some(ReadinessSpec {
+            min_ready: Some(3),
+            ..ReadinessSpec::default()
+        });
+        let mut s = Sim::new(sp);
+        s.feed(ready(Some(2), None, 0));
+        assert!(writes(&s.start()).is_empty());
+        let fx = s.feed(ready(Some(3), None, 1));
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+    }
+
+    #[test]
+    fn the_progress_deadline_aborts_with_canary_not_ready() {
+        let mut sp = gated(vec![w(10), w(50)]);
+        sp.readiness = Some(ReadinessSpec {
+            progress_deadline: Some("2m".into()),
+            ..ReadinessSpec::default()
+        });
+        let mut s = Sim::new(sp);
+        s.feed(ready(Some(1), None, 0));
+        s.start();
+        s.now = t(10);
+        s.feed(ready(None, None, 10));
+        let fx = s.ok();
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        assert_eq!(
+            wakes(&fx),
+            vec![t(130)],
+            "deadline from when the hold began"
+        );
+        // Restarted driver: Resumed, Spec, Tick keep the hold and its start.
+        for input in [Input::Resumed, Input::Spec, Input::Tick] {
+            s.now = t(60);
+            let fx = s.feed(input);
+            assert!(writes(&fx).is_empty() && reasons(&fx).is_empty(), "{fx:?}");
+        }
+        assert_eq!(s.st.pause.as_ref().map(|p| p.since), Some(t(10)));
+        assert_eq!(next_wake(&s.st), Some(t(130)));
+        let fx = s.tick_at(129);
+        assert!(fx.is_empty(), "{fx:?}");
+        let fx = s.tick_at(130);
+        assert_eq!(s.st.phase, CanaryPhase::Aborted);
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+        assert!(event(&fx, NOT_READY).is_some() && event(&fx, "RolloutAborted").is_some());
+        let abort = s.st.abort.clone().expect("abort");
+        assert!(
+            abort.reason.starts_with("CanaryNotReady:"),
+            "{}",
+            abort.reason
+        );
+        assert!(abort.reason.contains("2m"), "{}", abort.reason);
+        assert!(abort.not_ready.is_some());
+        let aborted = crate::state::conditions::canary_desired(&s.st)
+            .into_iter()
+            .find(|c| c.type_ == "Aborted")
+            .expect("Aborted condition");
+        assert_eq!(aborted.reason, NOT_READY);
+    }
+
+    #[test]
+    fn readiness_lost_under_weight_rolls_back() {
+        let mut s = Sim::new(gated(vec![w(10), w(30), pause(None)]));
+        s.feed(ready(Some(2), None, 0));
+        s.start();
+        s.ok();
+        s.ok();
+        assert_eq!(s.st.applied, Some(DesiredRouting::weight(30)));
+        s.now = t(40);
+        let fx = s.feed(ready(Some(1), None, 40));
+        assert!(fx.is_empty(), "still one ready: {fx:?}");
+        let fx = s.feed(ready(Some(0), None, 41));
+        assert_eq!(s.st.phase, CanaryPhase::Aborted);
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)]);
+        let abort = s.st.abort.clone().expect("abort");
+        assert!(
+            abort.reason.contains("weight 30") && abort.reason.starts_with("CanaryNotReady"),
+            "{}",
+            abort.reason
+        );
+        // A read error is not a loss: it only holds further increases.
+        let mut s = Sim::new(gated(vec![w(10), pause(None)]));
+        s.feed(ready(Some(2), None, 0));
+        s.start();
+        s.ok();
+        let fx = s.feed(ready(None, None, 5));
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        assert_eq!(s.st.phase, CanaryPhase::Paused);
+        assert_eq!(pause_reason(&s), Some(PauseReason::Step));
+    }
+
+    #[test]
+    fn readiness_lost_with_hold_keeps_the_weight_and_resumes_when_ready() {
+        let mut sp = gated(vec![w(10), w(30), w(60)]);
+        sp.readiness = Some(ReadinessSpec {
+            on_canary_unavailable: OnCanaryUnavailable::Hold,
+            ..ReadinessSpec::default()
+        });
+        let mut s = Sim::new(sp);
+        s.feed(ready(Some(2), None, 0));
+        s.start();
+        s.ok();
+        // Weight 30 is in flight when the pods go: it is undone, 10 stays.
+        assert_eq!(s.st.desired_weight, 30);
+        let fx = s.feed(ready(Some(0), None, 5));
+        assert_eq!(
+            writes(&fx),
+            vec![DesiredRouting::weight(10)],
+            "the weight stays"
+        );
+        s.ok();
+        assert_eq!(s.st.phase, CanaryPhase::Paused);
+        assert_eq!(pause_reason(&s), Some(PauseReason::CanaryNotReady));
+        assert_eq!(
+            s.st.pause.as_ref().and_then(|p| p.until),
+            None,
+            "no deadline"
+        );
+        assert!(event(&fx, NOT_READY).is_some());
+        // A write confirmation or a tick does not move it on.
+        assert!(writes(&s.tick_at(5000)).is_empty());
+        assert_eq!(s.st.phase, CanaryPhase::Paused);
+        let fx = s.feed(ready(Some(1), None, 5001));
+        assert!(event(&fx, "RolloutResumed").is_some(), "{fx:?}");
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(30)]);
+    }
+
+    #[test]
+    fn header_and_mirror_routes_are_exposures_and_decreases_are_not_gated() {
+        let mut sp = gated(vec![
+            CanaryStep::SetHeaderRoute(SetHeaderRouteStep {
+                name: "h".into(),
+                matches: vec![HeaderMatchSpec {
+                    header_name: "x-canary".into(),
+                    header_value: StringMatchSpec {
+                        exact: Some("1".into()),
+                        ..StringMatchSpec::default()
+                    },
+                }],
+            }),
+            w(0),
+        ]);
+        sp.traffic_routing.managed_routes =
+            vec![crate::resources::canary::ManagedRoute { name: "h".into() }];
+        let mut s = Sim::new(sp);
+        let fx = s.start();
+        assert!(writes(&fx).is_empty(), "a header route waits too: {fx:?}");
+        let fx = s.feed(ready(Some(1), None, 1));
+        assert_eq!(writes(&fx).len(), 1);
+        assert!(writes(&fx)[0].exposes_canary());
+        s.ok();
+        // setWeight 0 after the header route exposes nothing more: it goes out unready.
+        s.feed(ready(Some(0), None, 2));
+        assert_eq!(
+            s.st.phase,
+            CanaryPhase::Aborted,
+            "lost under a header route"
+        );
+    }
+
+    #[test]
+    fn without_workload_ref_readiness_changes_nothing() {
+        let mut s = Sim::new(spec(vec![w(10), w(30)]));
+        s.feed(ready(Some(0), None, 0));
+        let fx = s.start();
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+        s.ok();
+        let fx = s.feed(ready(Some(0), None, 1));
+        assert!(fx.is_empty(), "{fx:?}");
+        assert_eq!(s.st.phase, CanaryPhase::Progressing);
+    }
+
+    #[test]
+    fn promotion_to_max_weight_is_gated_too() {
+        let mut s = Sim::new(gated(vec![w(10)]));
+        s.feed(ready(Some(1), None, 0));
+        s.start();
+        s.feed(ready(None, None, 1));
+        let fx = s.ok();
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        assert_eq!(s.st.phase, CanaryPhase::Paused);
+        let fx = s.feed(ready(Some(1), None, 2));
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(100)]);
+        s.ok();
+        assert_eq!(s.st.phase, CanaryPhase::Promoted);
+    }
+
+    mod safety {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever the order of readiness reports, confirmations and ticks, no write
+            /// exposes the canary more than before while the last readiness seen was not
+            /// ready; and losing every pod under weight ends the run at 0.
+            #[test]
+            fn no_exposure_without_ready_pods(
+                weights in prop::collection::vec(0i64..=100, 1..6),
+                inputs in prop::collection::vec((0u8..5, prop::option::of(0i64..3), 0i64..200), 1..60),
+            ) {
+                let mut s = Sim::new(gated(weights.into_iter().map(w).collect()));
+                let mut last: Option<i64> = None;
+                s.start();
+                for (kind, count, secs) in inputs {
+                    s.now += TimeDelta::seconds(secs);
+                    let input = match kind {
+                        0 | 1 => ready(count, None, 0),
+                        2 => Input::Tick,
+                        _ => match &s.st.routing_write {
+                            Some(w) => Input::Routing(Ok((w.routing.clone(), vec![]))),
+                            None => Input::Tick,
+                        },
+                    };
+                    if let Input::Readiness(r) = &input {
+                        last = r.canary_ready;
+                    }
+                    let before = s.st.routing_write.as_ref().map(|w| w.routing.clone())
+                        .or_else(|| s.st.applied.clone())
+                        .map_or(0, |r| r.canary_weight);
+                    let prev = s.st.clone();
+                    let fx = s.feed(input.clone());
+                    let ctx = format!("input {input:?}\nprev {prev:?}\nnow {:?}\nfx {fx:?}", s.st);
+                    for r in writes(&fx) {
+                        if r.canary_weight > before {
+                            prop_assert!(last.is_some_and(|n| n >= 1), "{}", ctx);
+                        }
+                    }
+                    if matches!(input, Input::Readiness(_)) && last == Some(0) && before > 0
+                        && matches!(prev.phase, CanaryPhase::Progressing | CanaryPhase::Paused | CanaryPhase::Degraded)
+                    {
+                        prop_assert_eq!(s.st.phase, CanaryPhase::Aborted, "{}", ctx);
+                    }
+                }
+            }
+        }
+    }
 }
