@@ -915,6 +915,14 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 kind: Some("Canary".into()),
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
+                // `kubectl describe` lists an object's Events by its uid.
+                uid: self
+                    .doc
+                    .metadata
+                    .server_fields
+                    .get("uid")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string),
                 ..Default::default()
             };
             let kind = if ev.warning {

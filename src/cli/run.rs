@@ -543,6 +543,7 @@ fn refused_objects(loaded: &LoadResult, control: &DaemonControl) -> Vec<Invalid>
                 name: o.name.clone(),
                 message: crate::daemon::invalid::message(&o.errors),
                 generation: None,
+                uid: None,
             })
         })
         .collect()

@@ -301,6 +301,7 @@ pub async fn run(
                             name: id.name.clone(),
                             message: crate::daemon::invalid::message(errs),
                             generation: s.refused_generations.get(id).copied(),
+                            uid: s.refused_uids.get(id).cloned(),
                         })
                     })
                     .collect();

@@ -53,6 +53,9 @@ pub struct Invalid {
     /// The refused object's `metadata.generation` (cluster mode), written as
     /// `status.observedGeneration`: the status says which version of the spec it refused.
     pub generation: Option<i64>,
+    /// The refused object's `metadata.uid` (cluster mode): its Warning Event names it, or
+    /// `kubectl describe` would not list the Event.
+    pub uid: Option<String>,
 }
 
 impl std::fmt::Display for Invalid {
@@ -247,6 +250,7 @@ pub async fn emit_event(
         kind: Some(i.kind.kind().into()),
         name: Some(i.name.clone()),
         namespace: Some(i.namespace.clone()),
+        uid: i.uid.clone(),
         ..Default::default()
     };
     emit_event(
@@ -273,6 +277,7 @@ mod tests {
             name: name.into(),
             message: message.into(),
             generation: Some(1),
+            uid: None,
         }
     }
 
@@ -309,6 +314,7 @@ mod tests {
         // Edited, still refused for the same reason: the status must name the new generation.
         let a2 = Invalid {
             generation: Some(2),
+            uid: None,
             ..a.clone()
         };
         assert_eq!(r.due(std::slice::from_ref(&a2)), vec![a2.clone()]);
@@ -322,6 +328,7 @@ mod tests {
         let schedules = ScheduleStore::file(files);
         let a = Invalid {
             generation: Some(7),
+            uid: None,
             ..inv("a", "spec.analysis.startingStep: step 9 does not exist")
         };
         let st = write_status(&a, &canaries, &schedules, chrono::Utc::now())

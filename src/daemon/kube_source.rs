@@ -186,6 +186,9 @@ pub struct Snapshot {
     /// `metadata.generation` of the refused objects that have one: their status records
     /// which version of the spec was refused (`observedGeneration`).
     pub refused_generations: BTreeMap<ObjectId, i64>,
+    /// `metadata.uid` of the refused objects: their Warning Event names it, as `kubectl
+    /// describe` finds an object's Events by uid.
+    pub refused_uids: BTreeMap<ObjectId, String>,
     /// Where the lists were taken.
     pub resource_version: ResourceVersions,
     /// False when only `status.command` requests changed since the previous snapshot: the
@@ -637,6 +640,9 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
         if let Some(g) = obj.pointer("/metadata/generation").and_then(Value::as_i64) {
             snap.refused_generations.insert(id.clone(), g);
         }
+        if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
+            snap.refused_uids.insert(id.clone(), uid.to_string());
+        }
         let origin = Origin {
             file: format!("kube:{id}"),
             lines: LineIndex::default(),
@@ -695,6 +701,7 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
     let refused: BTreeSet<&ObjectId> = snap.errors.iter().map(|(id, _)| id).collect();
     snap.refused_generations
         .retain(|id, _| refused.contains(id));
+    snap.refused_uids.retain(|id, _| refused.contains(id));
     snap
 }
 
@@ -705,7 +712,7 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
 /// will need can run; its status says which analysis and why (phase Invalid), and it is driven
 /// once a change makes it plannable. File mode refuses the same configuration at start (exit 4).
 pub fn refuse_unplannable(snap: &mut Snapshot, templates: &[LoadedTemplate], defaults: &Defaults) {
-    let mut refused: Vec<(ObjectId, Vec<ConfigError>, Option<i64>)> = Vec::new();
+    let mut refused: Vec<(ObjectId, Vec<ConfigError>, Option<i64>, Option<String>)> = Vec::new();
     snap.canaries.retain(|c| {
         let (doc, ns) = (&c.canary.doc, c.canary.namespace());
         let what = format!("Canary {ns}/{}", doc.metadata.name);
@@ -725,7 +732,7 @@ pub fn refuse_unplannable(snap: &mut Snapshot, templates: &[LoadedTemplate], def
             namespace: Some(ns.to_string()),
             name: doc.metadata.name.clone(),
         };
-        refused.push((id, errs, c.generation));
+        refused.push((id, errs, c.generation, c.uid.clone()));
         false
     });
     snap.scheduled.retain(|s| {
@@ -744,13 +751,22 @@ pub fn refuse_unplannable(snap: &mut Snapshot, templates: &[LoadedTemplate], def
             .server_fields
             .get("generation")
             .and_then(Value::as_i64);
+        let uid = doc
+            .metadata
+            .server_fields
+            .get("uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let errs = vec![s.origin.error("spec.templates", format!("{what}: {why}"))];
-        refused.push((id, errs, generation));
+        refused.push((id, errs, generation, uid));
         false
     });
-    for (id, errs, generation) in refused {
+    for (id, errs, generation, uid) in refused {
         if let Some(g) = generation {
             snap.refused_generations.insert(id.clone(), g);
+        }
+        if let Some(uid) = uid {
+            snap.refused_uids.insert(id.clone(), uid);
         }
         snap.errors.push((id, errs));
     }

@@ -1369,3 +1369,137 @@ async fn kube_a_canary_whose_analyses_cannot_be_planned_is_refused_and_never_exp
     .await;
     drop(a);
 }
+
+/// What an operator sees with kubectl while a real daemon drives the cluster (issue 18's
+/// acceptance, end to end): an edit the schema accepts but the daemon refuses shows as Invalid
+/// with `validate`'s message in `kubectl get`; fixed, the canary is driven again and
+/// `kubectl wait --for=condition=Promoted` returns when the daemon promotes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_kubectl_shows_the_daemons_invalid_verdict_and_waits_for_its_promotion() {
+    let Some(bin) = super::kubectl::kubectl() else {
+        return;
+    };
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    let c = Cluster::start("Abort", 1).await;
+    let k = super::kubectl::Kubectl::new(bin, c.addr);
+    k.ok(&["apply", "-k", &super::kubectl::crd_dir()]).await;
+    k.forget_discovery();
+    // Held before its first step by a kubectl edit the schema lets through.
+    let invalid = json!({"spec": {"analysis": {"templates": [{"templateName": "apdex"}],
+        "args": [{"name": "service", "value": "reviews.bookinfo"}], "startingStep": 9}}});
+    k.ok(&[
+        "patch",
+        "canary",
+        "reviews",
+        "-n",
+        "bookinfo",
+        "--type=merge",
+        "-p",
+        &invalid.to_string(),
+    ])
+    .await;
+    let _d = c.daemon("replica-a", &running.url());
+    let deadline = std::time::Instant::now() + LIMIT;
+    let row = loop {
+        let table = k.ok(&["get", "canaries", "-n", "bookinfo"]).await;
+        if let Some(row) = table
+            .lines()
+            .find(|l| l.starts_with("reviews") && l.contains("Invalid"))
+        {
+            break row.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never shown Invalid:\n{table}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        row.contains("spec.analysis.startingStep") && row.contains("step 9 does not exist"),
+        "{row}"
+    );
+    assert_eq!(c.weights(), (100, 0), "an invalid canary is never exposed");
+    let described = k
+        .ok(&["describe", "canary", "reviews", "-n", "bookinfo"])
+        .await;
+    // The Warning Event is listed under Events (found by the Canary's uid, as kubectl does).
+    let events = described.split("\nEvents:").nth(1).unwrap_or_default();
+    assert!(
+        events.lines().any(|l| l.contains("Warning")
+            && l.contains("InvalidSpec")
+            && l.contains("spec.analysis.startingStep")),
+        "the Warning Event in describe:\n{described}"
+    );
+
+    // Fixed with kubectl: driven, promoted, and `kubectl wait` sees it.
+    k.ok(&[
+        "patch",
+        "canary",
+        "reviews",
+        "-n",
+        "bookinfo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"analysis":{"startingStep":1}}}"#,
+    ])
+    .await;
+    let waited = k
+        .ok(&[
+            "wait",
+            "--for=condition=Promoted",
+            "canary/reviews",
+            "-n",
+            "bookinfo",
+            "--timeout=120s",
+        ])
+        .await;
+    assert!(waited.contains("condition met"), "{waited}");
+    assert_eq!(c.weights(), (0, 100));
+    let table = k.ok(&["get", "canaries", "-n", "bookinfo"]).await;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("reviews") && l.contains("Promoted")),
+        "{table}"
+    );
+}
+
+/// `kubectl describe` of a Canary the daemon rolled back shows the failure Event with the
+/// measured value and the threshold (issue 18's acceptance, from a running daemon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_kubectl_describe_shows_the_daemons_failure_event_with_value_and_threshold() {
+    let Some(bin) = super::kubectl::kubectl() else {
+        return;
+    };
+    let (_sim, running) = sim(|_| Some(7000.0)).await;
+    let c = Cluster::start("Abort", 1).await;
+    let k = super::kubectl::Kubectl::new(bin, c.addr);
+    k.ok(&["apply", "-k", &super::kubectl::crd_dir()]).await;
+    k.forget_discovery();
+    let _d = c.daemon("replica-a", &running.url());
+    c.wait_status("Aborted", |s| phase(s) == "Aborted").await;
+    c.wait_event("AnalysisRunFailed").await;
+    let described = k
+        .ok(&["describe", "canary", "reviews", "-n", "bookinfo"])
+        .await;
+    let events = described
+        .split("\nEvents:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Events section in describe:\n{described}"));
+    let failure = events
+        .lines()
+        .find(|l| l.contains("AnalysisRunFailed"))
+        .unwrap_or_else(|| panic!("no failure Event in describe:\n{described}"));
+    assert!(failure.contains("Warning"), "{failure}");
+    assert!(
+        failure.contains("7000") && failure.contains("9900"),
+        "value and threshold: {failure}"
+    );
+    let table = k.ok(&["get", "canaries", "-n", "bookinfo"]).await;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("reviews") && l.contains("Aborted")),
+        "{table}"
+    );
+}

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use serde_json::json;
 use skycanary::testkit::{FakeApiServer, write_kubeconfig};
 
-fn kubectl() -> Option<PathBuf> {
+pub(crate) fn kubectl() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join("kubectl"))
@@ -26,13 +26,13 @@ fn kubectl() -> Option<PathBuf> {
 }
 
 /// Runs kubectl against the fake with its own kubeconfig and discovery cache.
-struct Kubectl {
+pub(crate) struct Kubectl {
     bin: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl Kubectl {
-    fn new(bin: PathBuf, addr: std::net::SocketAddr) -> Self {
+    pub(crate) fn new(bin: PathBuf, addr: std::net::SocketAddr) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         write_kubeconfig(addr, &dir.path().join("kubeconfig")).expect("kubeconfig");
         Kubectl { bin, dir }
@@ -46,7 +46,7 @@ impl Kubectl {
 
     /// Drops kubectl's discovery cache, as its expiry would: kubectl re-reads discovery for an
     /// unknown name, but not for an unknown category.
-    fn forget_discovery(&self) {
+    pub(crate) fn forget_discovery(&self) {
         let _ = std::fs::remove_dir_all(self.dir.path().join("cache"));
     }
 
@@ -71,7 +71,7 @@ impl Kubectl {
             .expect("run kubectl")
     }
 
-    async fn ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args).await;
         assert!(
             out.status.success(),
@@ -112,7 +112,7 @@ spec:
     )
 }
 
-fn crd_dir() -> String {
+pub(crate) fn crd_dir() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy/crds")
         .display()
