@@ -317,13 +317,17 @@ async fn execute_reporting<S: ManifestStore>(
 async fn record_events(client: &kube::Client, version: IstioApiVersion, outcome: &Outcome) {
     use crate::traffic::kube::{EventRecorder, EventType, emit_event};
     let recorder = EventRecorder::new(client.clone());
-    let reference = |k: &ObjectKey| k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(format!("networking.istio.io/{version}")),
-        kind: Some(k.kind.as_str().to_string()),
-        name: Some(k.name.clone()),
-        namespace: Some(k.namespace.clone()),
-        ..Default::default()
-    };
+    let store = crate::traffic::kube::KubeStore::new(client.clone(), version);
+    let reference =
+        |k: &ObjectKey, uid: Option<String>| k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(format!("networking.istio.io/{version}")),
+            kind: Some(k.kind.as_str().to_string()),
+            name: Some(k.name.clone()),
+            namespace: Some(k.namespace.clone()),
+            // `kubectl describe` lists an object's Events by its uid.
+            uid,
+            ..Default::default()
+        };
     let events: Vec<(ObjectKey, &str, String, EventType)> = match outcome {
         Outcome::Changed(keys, w) => keys
             .iter()
@@ -344,10 +348,11 @@ async fn record_events(client: &kube::Client, version: IstioApiVersion, outcome:
         )],
     };
     for (key, reason, message, kind) in events {
+        let uid = store.uid(&key).await;
         if let Err(e) = emit_event(
             &recorder,
             &key.namespace,
-            &reference(&key),
+            &reference(&key, uid),
             reason,
             &message,
             kind,

@@ -137,6 +137,12 @@ impl KubeStore {
         self.version
     }
 
+    /// The object's `metadata.uid`, for an Event about it (`kubectl describe` lists an
+    /// object's Events by uid); `None` when it cannot be read.
+    pub async fn uid(&self, key: &ObjectKey) -> Option<String> {
+        self.api(key).get(&key.name).await.ok()?.metadata.uid
+    }
+
     fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
         let gvk = GroupVersionKind::gvk(
             ISTIO_NETWORKING_GROUP,

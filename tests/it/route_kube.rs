@@ -265,6 +265,15 @@ async fn set_weight_with_kube_is_visible_to_kubectl_and_recorded_as_events() {
             .any(|e| e["reason"] == "TrafficWeightUpdated" && e["regarding"]["name"] == "reviews"),
         "{events:?}"
     );
+    // Named by uid, or `kubectl describe virtualservice reviews` would not list it.
+    let uid = fake.virtual_service("bookinfo", "reviews").unwrap()["metadata"]["uid"].clone();
+    assert!(uid.is_string(), "the fake gives objects a uid");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "TrafficWeightUpdated" && e["regarding"]["uid"] == uid),
+        "{events:?}"
+    );
 
     let kubectl = std::path::Path::new("/usr/bin/kubectl");
     if !kubectl.exists() {
