@@ -244,6 +244,7 @@ pub async fn run(
                     s,
                     &running_templates,
                     &ctx.defaults,
+                    notify_cfg.as_ref(),
                 );
                 let s = &*s;
                 let ctx = DriverContext {

@@ -711,12 +711,17 @@ fn build_snapshot(objects: &BTreeMap<ObjectId, KeptObject>, rvs: ResourceVersion
 /// objects (issue 14): a Canary is never driven, so never exposed, before every analysis it
 /// will need can run; its status says which analysis and why (phase Invalid), and it is driven
 /// once a change makes it plannable. File mode refuses the same configuration at start (exit 4).
-pub fn refuse_unplannable(snap: &mut Snapshot, templates: &[LoadedTemplate], defaults: &Defaults) {
+pub fn refuse_unplannable(
+    snap: &mut Snapshot,
+    templates: &[LoadedTemplate],
+    defaults: &Defaults,
+    notifications: Option<&crate::notify::config::NotifyConfig>,
+) {
     let mut refused: Vec<(ObjectId, Vec<ConfigError>, Option<i64>, Option<String>)> = Vec::new();
     snap.canaries.retain(|c| {
         let (doc, ns) = (&c.canary.doc, c.canary.namespace());
         let what = format!("Canary {ns}/{}", doc.metadata.name);
-        let errs: Vec<ConfigError> = unplannable(doc, ns, templates, defaults)
+        let mut errs: Vec<ConfigError> = unplannable(doc, ns, templates, defaults)
             .into_iter()
             .map(|(path, why)| {
                 c.canary
@@ -724,6 +729,12 @@ pub fn refuse_unplannable(snap: &mut Snapshot, templates: &[LoadedTemplate], def
                     .error(&path, format!("{what}: this analysis cannot run: {why}"))
             })
             .collect();
+        // A subscription to a sink the daemon does not have would lose every notification.
+        errs.extend(
+            crate::notify::config::unknown_sinks(doc.spec.notifications.as_deref(), notifications)
+                .into_iter()
+                .map(|(path, why)| c.canary.origin.error(&path, format!("{what}: {why}"))),
+        );
         if errs.is_empty() {
             return true;
         }
@@ -737,10 +748,18 @@ pub fn refuse_unplannable(snap: &mut Snapshot, templates: &[LoadedTemplate], def
     });
     snap.scheduled.retain(|s| {
         let (doc, ns) = (&s.doc, s.namespace());
-        let Err(why) = crate::schedule::driver::plan(doc, ns, templates, defaults) else {
-            return true;
-        };
         let what = format!("ScheduledAnalysis {ns}/{}", doc.metadata.name);
+        let mut errs: Vec<ConfigError> =
+            crate::notify::config::unknown_sinks(doc.spec.notifications.as_deref(), notifications)
+                .into_iter()
+                .map(|(path, why)| s.origin.error(&path, format!("{what}: {why}")))
+                .collect();
+        if let Err(why) = crate::schedule::driver::plan(doc, ns, templates, defaults) {
+            errs.push(s.origin.error("spec.templates", format!("{what}: {why}")));
+        }
+        if errs.is_empty() {
+            return true;
+        }
         let id = ObjectId {
             kind: SourceKind::ScheduledAnalysis,
             namespace: Some(ns.to_string()),
@@ -757,7 +776,6 @@ pub fn refuse_unplannable(snap: &mut Snapshot, templates: &[LoadedTemplate], def
             .get("uid")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let errs = vec![s.origin.error("spec.templates", format!("{what}: {why}"))];
         refused.push((id, errs, generation, uid));
         false
     });

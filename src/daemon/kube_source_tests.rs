@@ -540,7 +540,7 @@ fn canaries_whose_analyses_cannot_be_planned_are_refused() {
     assert_eq!(names(&snap), ["bookinfo/ratings", "bookinfo/reviews"]);
     let refused = |defaults: &Defaults| {
         let mut s = snap.clone();
-        refuse_unplannable(&mut s, &snap.templates, defaults);
+        refuse_unplannable(&mut s, &snap.templates, defaults, None);
         s
     };
 
@@ -582,6 +582,46 @@ fn canaries_whose_analyses_cannot_be_planned_are_refused() {
     assert_eq!(names(&s), ["bookinfo/reviews"]);
     let refused_ids: Vec<String> = s.errors.iter().map(|(id, _)| id.to_string()).collect();
     assert_eq!(refused_ids, ["Canary/bookinfo/ratings"]);
+}
+
+/// A Canary subscribed to a notification sink the daemon does not have is refused in cluster
+/// mode too (file mode refuses it at start): it would lose every notification silently.
+#[test]
+fn canaries_subscribed_to_an_unknown_sink_are_refused() {
+    let object = |kind: SourceKind, v: Value| {
+        let o: DynamicObject = serde_json::from_value(v).expect("object");
+        kept_object(kind, o)
+    };
+    let mut subscribed = canary("bookinfo", "ratings");
+    subscribed["spec"]["notifications"] = json!([{"sink": "ops"}]);
+    subscribed["metadata"]["uid"] = json!("u-ratings");
+    let objects: BTreeMap<_, _> = [
+        object(SourceKind::Canary, canary("bookinfo", "reviews")),
+        object(SourceKind::Canary, subscribed),
+        object(
+            SourceKind::AnalysisTemplate,
+            template("AnalysisTemplate", Some("bookinfo"), "apdex"),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let snap = build_snapshot(&objects, ResourceVersions::default());
+    let defaults = Defaults {
+        skywalking: Some("http://oap:12800".into()),
+        ..Defaults::default()
+    };
+    let mut s = snap.clone();
+    refuse_unplannable(&mut s, &snap.templates, &defaults, None);
+    assert_eq!(names(&s), ["bookinfo/reviews"]);
+    let (id, errs) = &s.errors[0];
+    assert_eq!(id.to_string(), "Canary/bookinfo/ratings");
+    assert_eq!(errs[0].path, "spec.notifications[0].sink");
+    assert!(errs[0].message.contains("no sink \"ops\""), "{}", errs[0]);
+    // The refusal's Warning Event names the Canary's uid.
+    assert_eq!(
+        s.refused_uids.get(id).map(String::as_str),
+        Some("u-ratings")
+    );
 }
 
 /// The view as a pure state machine over watcher events.

@@ -503,7 +503,6 @@ fn sink(
 /// The objects' subscriptions that name a sink the notifications file does not define (each
 /// with the object's file, line and field); `config` None: no file was given.
 pub fn check_subscribers(loaded: &LoadResult, config: Option<&NotifyConfig>) -> Vec<ConfigError> {
-    let mut errs = Vec::new();
     let objects = loaded
         .canaries
         .iter()
@@ -514,22 +513,37 @@ pub fn check_subscribers(loaded: &LoadResult, config: Option<&NotifyConfig>) -> 
                 .iter()
                 .map(|s| (s.doc.spec.notifications.as_deref(), &s.origin)),
         );
-    for (subs, origin) in objects {
-        for (i, s) in subs.unwrap_or_default().iter().enumerate() {
-            if config.and_then(|c| c.sink(&s.sink)).is_none() {
-                let why = match config {
-                    None => format!(
-                        "no sink {:?}: the daemon has no --notifications file",
-                        s.sink
-                    ),
-                    Some(_) => format!("no sink {:?} in the daemon's --notifications file", s.sink),
-                };
-                errs.push(origin.error(
-                    &child_path(&index_path("spec.notifications", i), "sink"),
-                    why,
-                ));
-            }
-        }
-    }
-    errs
+    objects
+        .flat_map(|(subs, origin)| {
+            unknown_sinks(subs, config)
+                .into_iter()
+                .map(move |(path, why)| origin.error(&path, why))
+        })
+        .collect()
+}
+
+/// One object's subscriptions that name a sink `config` does not define: `(field path, why)`.
+/// File mode refuses them at start; cluster mode refuses the object (phase Invalid).
+pub fn unknown_sinks(
+    subs: Option<&[Subscription]>,
+    config: Option<&NotifyConfig>,
+) -> Vec<(String, String)> {
+    subs.unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| config.and_then(|c| c.sink(&s.sink)).is_none())
+        .map(|(i, s)| {
+            let why = match config {
+                None => format!(
+                    "no sink {:?}: the daemon has no --notifications file",
+                    s.sink
+                ),
+                Some(_) => format!("no sink {:?} in the daemon's --notifications file", s.sink),
+            };
+            (
+                child_path(&index_path("spec.notifications", i), "sink"),
+                why,
+            )
+        })
+        .collect()
 }
