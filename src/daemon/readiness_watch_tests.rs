@@ -184,3 +184,69 @@ fn slices_count_ready_endpoints_per_service_and_address_type() {
     let r = idx.readiness("other", &deploy("v2"), None, Some("reviews-canary"), now());
     assert_eq!(r.canary_ready, None);
 }
+
+/// Polls `f` until it holds (generous deadline; no timing is asserted).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_watchers_follow_the_api_server_and_a_failed_watch_is_unknown_until_relisted() {
+    crate::testkit::install_crypto_provider();
+    let fake = crate::testkit::FakeApiServer::new();
+    fake.seed(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "v2", "namespace": "ns"},
+        "spec": {"selector": {"matchLabels": {"app": "r"}},
+            "template": {"metadata": {"labels": {"app": "r"}}, "spec": {"containers": []}}},
+        "status": {"observedGeneration": 1, "readyReplicas": 2}
+    }))
+    .unwrap();
+    fake.seed(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "c-1", "namespace": "ns",
+            "labels": {"kubernetes.io/service-name": "canary"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": false}}]
+    }))
+    .unwrap();
+    // The first lists of Deployments fail: unknown, with why, until one succeeds.
+    fake.fail_next(Some("GET"), "/deployments", 3, 500);
+    let (feed, tasks) = ClusterReadiness::start(fake.client(), Some("ns".into()));
+    let read = || {
+        feed.source
+            .readiness_with_service("ns", &deploy("v2"), None, Some("canary"))
+    };
+    eventually("the failed list is reported", || {
+        let r = read();
+        r.canary_ready.is_none() && r.message.is_some_and(|m| m.contains("Deployments failed"))
+    })
+    .await;
+    // Listed: the fewer of 2 ready pods and 0 ready endpoints.
+    eventually("listed", || read().canary_ready == Some(0)).await;
+    fake.update("discovery.k8s.io", "endpointslices", "ns", "c-1", |o| {
+        o["endpoints"][0]["conditions"]["ready"] = true.into();
+    })
+    .unwrap();
+    eventually("the endpoint is ready", || read().canary_ready == Some(1)).await;
+    // A watch that cannot be resumed: unknown until listed again.
+    fake.fail_next(Some("GET"), "endpointslices", 3, 500);
+    fake.drop_watches();
+    eventually("the failed watch is reported", || {
+        read()
+            .message
+            .is_some_and(|m| m.contains("EndpointSlices failed"))
+    })
+    .await;
+    eventually("listed again", || read().canary_ready == Some(1)).await;
+    for t in tasks {
+        t.abort();
+    }
+}
