@@ -28,8 +28,9 @@ use crate::resources::canary::{WorkloadKind, WorkloadRef};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Most objects of one kind the index keeps; past it the kind is unknown (a watch of a
-/// cluster this large should be narrowed with `--namespace`).
+/// Most objects of one kind the index keeps; past it nothing more is kept and the kind is
+/// unknown until a list fits again (a watch of a cluster this large should be narrowed with
+/// `--namespace`).
 pub const MAX_OBJECTS: usize = 100_000;
 
 /// (namespace, name)
@@ -78,6 +79,9 @@ pub struct Table<V> {
     error: Option<String>,
     items: BTreeMap<Key, V>,
     listing: Option<BTreeMap<Key, V>>,
+    /// An object was not kept because [`MAX_OBJECTS`] were: in `items`, in `listing`.
+    full: bool,
+    listing_full: bool,
 }
 
 impl<V> Default for Table<V> {
@@ -87,6 +91,8 @@ impl<V> Default for Table<V> {
             error: None,
             items: BTreeMap::new(),
             listing: None,
+            full: false,
+            listing_full: false,
         }
     }
 }
@@ -95,21 +101,25 @@ impl<V> Table<V> {
     /// Applies one watcher report.
     pub fn apply(&mut self, seen: Seen<V>) {
         match seen {
-            Seen::Init => self.listing = Some(BTreeMap::new()),
+            Seen::Init => {
+                self.listing = Some(BTreeMap::new());
+                self.listing_full = false;
+            }
             Seen::InitItem(k, v) => {
                 if let Some(l) = &mut self.listing {
-                    l.insert(k, v);
+                    self.listing_full |= !bounded_insert(l, k, v);
                 }
             }
             Seen::InitDone => {
                 if let Some(l) = self.listing.take() {
                     self.items = l;
+                    self.full = self.listing_full;
                     self.synced = true;
                     self.error = None;
                 }
             }
             Seen::Upsert(k, v) => {
-                self.items.insert(k, v);
+                self.full |= !bounded_insert(&mut self.items, k, v);
             }
             Seen::Delete(k) => {
                 self.items.remove(&k);
@@ -130,13 +140,22 @@ impl<V> Table<V> {
         if !self.synced {
             return Err(format!("{what} are not listed yet"));
         }
-        if self.items.len() > MAX_OBJECTS {
+        if self.full {
             return Err(format!(
                 "more than {MAX_OBJECTS} {what} are watched; narrow the daemon with --namespace"
             ));
         }
         Ok(&self.items)
     }
+}
+
+/// Inserts unless that would make `map` hold more than [`MAX_OBJECTS`]; false when refused.
+fn bounded_insert<V>(map: &mut BTreeMap<Key, V>, k: Key, v: V) -> bool {
+    if map.len() >= MAX_OBJECTS && !map.contains_key(&k) {
+        return false;
+    }
+    map.insert(k, v);
+    true
 }
 
 /// Everything the watchers know.

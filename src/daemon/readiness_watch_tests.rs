@@ -185,6 +185,32 @@ fn slices_count_ready_endpoints_per_service_and_address_type() {
     assert_eq!(r.canary_ready, None);
 }
 
+#[test]
+fn more_objects_than_the_bound_are_not_kept_and_make_the_kind_unknown() {
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| (key("ns", &format!("d{i}")), count(1)))
+            .collect()
+    };
+    let mut idx = Index {
+        deployments: listed(many(MAX_OBJECTS + 1)),
+        ..Index::default()
+    };
+    assert_eq!(idx.deployments.items.len(), MAX_OBJECTS);
+    let e = idx.workload_ready("ns", &deploy("d0")).unwrap_err();
+    assert!(e.contains("--namespace"), "{e}");
+    // A list that fits again is trusted again; an update past the bound is not.
+    idx.deployments = listed(many(MAX_OBJECTS));
+    assert_eq!(idx.workload_ready("ns", &deploy("d0")), Ok(1));
+    idx.deployments
+        .apply(Seen::Upsert(key("ns", "d0"), count(2)));
+    assert_eq!(idx.workload_ready("ns", &deploy("d0")), Ok(2));
+    idx.deployments
+        .apply(Seen::Upsert(key("ns", "new"), count(2)));
+    assert!(idx.workload_ready("ns", &deploy("d0")).is_err());
+    assert_eq!(idx.deployments.items.len(), MAX_OBJECTS);
+}
+
 /// Polls `f` until it holds (generous deadline; no timing is asserted).
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
