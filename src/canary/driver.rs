@@ -216,6 +216,9 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub drift: DriftSignals,
     /// Lifecycle notifications (the task only enqueues; delivery runs beside it).
     pub notifier: crate::notify::Notifier,
+    /// Where the readiness of `spec.workloadRef` comes from; without one, a canary that sets
+    /// it is not started (docs/workloads.md).
+    pub readiness: Option<super::readiness::ReadinessFeed>,
 }
 
 impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
@@ -231,6 +234,7 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
             clients: self.clients.clone(),
             drift: self.drift.clone(),
             notifier: self.notifier.clone(),
+            readiness: self.readiness.clone(),
         }
     }
 }
@@ -413,6 +417,16 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         // before anything the spec or the clock may start.
         let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
         queue.extend(unresumed);
+        // Readiness as known now, before the spec may start a run that needs it.
+        if let Some(r) = self.readiness_input() {
+            queue.insert(1, r);
+        }
+        let mut readiness_rx = self
+            .ctx
+            .readiness
+            .as_ref()
+            .filter(|_| self.doc.spec.workload_ref.is_some())
+            .map(|f| f.changed.clone());
         self.probe_oap();
         // The routes as they are now: an exposed status over withdrawn routes is not resumed.
         match Box::pin(self.observe()).await {
@@ -446,6 +460,19 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             let clock = self.ctx.clock.clone();
             let msg = tokio::select! {
                 m = rx.recv() => m,
+                () = async {
+                    let Some(rx) = readiness_rx.as_mut() else {
+                        return std::future::pending().await;
+                    };
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    if let Some(r) = self.readiness_input() {
+                        queue.push_back(r);
+                    }
+                    continue;
+                }
                 notice = drift_rx.recv() => {
                     check_drift = match notice {
                         Ok(key) => self.targets().0.contains(&key),
@@ -583,6 +610,29 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         std::mem::take(&mut self.status)
     }
 
+    /// The readiness of the canary's workloads as the source knows it now, as an input when
+    /// it differs from the last one the machine saw (counts or message; not the time).
+    fn readiness_input(&self) -> Option<Input> {
+        let feed = self.ctx.readiness.as_ref()?;
+        let canary = self.doc.spec.workload_ref.as_ref()?;
+        let service = match &self.routing.backend {
+            crate::traffic::Backend::Host { canary, .. } => Some(canary.as_str()),
+            crate::traffic::Backend::Subset { .. } => None,
+        };
+        let mut r = feed.source.readiness_with_service(
+            &self.namespace,
+            canary,
+            self.doc.spec.stable_workload_ref.as_ref(),
+            service,
+        );
+        r.observed_at = self.ctx.clock.now();
+        let same = self.status.readiness.as_ref().is_some_and(|l| {
+            (&l.canary_ready, &l.stable_ready, &l.message)
+                == (&r.canary_ready, &r.stable_ready, &r.message)
+        });
+        (!same).then_some(Input::Readiness(r))
+    }
+
     /// Runs the machine over queued inputs, performing effects as they come (a routing
     /// result is fed back at once).
     async fn process(&mut self, queue: &mut VecDeque<Input>) {
@@ -593,10 +643,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             self.probe_oap();
         }
         while let Some(input) = queue.pop_front() {
-            // No readiness source feeds `Input::Readiness` in this build: a run that would
+            // Without a readiness source nothing feeds `Input::Readiness`: a run that would
             // wait for it forever (and abort at its deadline) is not started; the status says
             // why (docs/workloads.md).
             if input == Input::Spec
+                && self.ctx.readiness.is_none()
                 && let Some(w) = &self.doc.spec.workload_ref
                 && machine::starts_run(&self.doc.spec, &self.status)
             {

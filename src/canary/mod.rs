@@ -5,5 +5,6 @@ pub mod driver;
 pub mod machine;
 pub mod model;
 pub mod preflight;
+pub mod readiness;
 
 pub use model::*;

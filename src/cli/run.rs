@@ -330,6 +330,7 @@ pub async fn run(
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
         drift,
         notifier: notifier.clone(),
+        readiness: None,
     };
     let handles: Vec<_> = loaded
         .canaries

@@ -108,6 +108,12 @@ pub async fn run(
         args.namespace.clone(),
         drift.clone(),
     ));
+    // Readiness of the canaries' workloads (`spec.workloadRef`): every replica watches the
+    // Deployments, StatefulSets and Service EndpointSlices, so a new leader knows at once.
+    let (readiness, readiness_watches) = crate::daemon::readiness_watch::ClusterReadiness::start(
+        client.clone(),
+        args.namespace.clone(),
+    );
     // One status store for Canaries and ScheduledAnalyses: its in-flight bound covers both.
     let status_writes = KubeStatusStore::new(client.clone());
     let ctx = DriverContext {
@@ -124,6 +130,7 @@ pub async fn run(
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
         drift,
         notifier: notifier.clone(),
+        readiness: Some(readiness),
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
@@ -353,6 +360,9 @@ pub async fn run(
     control.set_standby(Some("shutting down".into()));
     control.stop_tasks().await;
     drift_watch.abort();
+    for w in &readiness_watches {
+        w.abort();
+    }
     let _ = stop_tx.send(true);
     if let Some(t) = poll_task {
         let _ = t.await;

@@ -8,6 +8,7 @@ pub mod control;
 pub mod drift_watch;
 pub mod invalid;
 pub mod kube_source;
+pub mod readiness_watch;
 pub mod reload;
 
 pub use control::DaemonControl;

@@ -45,6 +45,19 @@ const GROUPS: &[(&str, &[&str], &[ResourceRow])] = &[
         )],
     ),
     (
+        "apps",
+        &["v1"],
+        &[
+            ("deployments", "Deployment", &["deploy"], true, true),
+            ("statefulsets", "StatefulSet", &["sts"], true, true),
+        ],
+    ),
+    (
+        "discovery.k8s.io",
+        &["v1"],
+        &[("endpointslices", "EndpointSlice", &[], true, false)],
+    ),
+    (
         "coordination.k8s.io",
         &["v1"],
         &[("leases", "Lease", &[], true, false)],

@@ -78,6 +78,8 @@ const KNOWN_KINDS: &[(&str, &str)] = &[
     ("pods", "Pod"),
     ("leases", "Lease"),
     ("deployments", "Deployment"),
+    ("statefulsets", "StatefulSet"),
+    ("endpointslices", "EndpointSlice"),
     ("customresourcedefinitions", "CustomResourceDefinition"),
 ];
 

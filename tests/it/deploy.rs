@@ -55,6 +55,14 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
     ),
     ("skycanary.io", "scheduledanalyses", "list", Need::Cluster),
     ("skycanary.io", "scheduledanalyses", "watch", Need::Cluster),
+    // src/daemon/readiness_watch.rs: readiness of the canaries' workloads (spec.workloadRef),
+    // watched by every replica.
+    ("apps", "deployments", "list", Need::Cluster),
+    ("apps", "deployments", "watch", Need::Cluster),
+    ("apps", "statefulsets", "list", Need::Cluster),
+    ("apps", "statefulsets", "watch", Need::Cluster),
+    ("discovery.k8s.io", "endpointslices", "list", Need::Cluster),
+    ("discovery.k8s.io", "endpointslices", "watch", Need::Cluster),
     // src/state/kube_status.rs: the status subresource, read then replaced (PUT with
     // resourceVersion); src/daemon/control.rs: a standby merge-patches `status.command`.
     ("skycanary.io", "canaries/status", "get", Need::Cluster),

@@ -31,6 +31,7 @@ mod next_release;
 mod notify;
 mod openapi;
 mod provider_sim;
+mod readiness_kube;
 mod report_browser;
 mod route_cli;
 mod route_kube;
