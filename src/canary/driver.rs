@@ -17,6 +17,7 @@ use super::model::{
     AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
     CommandRequest, step_label,
 };
+use super::readiness::{self, ReadinessQuery, ReadinessSource};
 use crate::alarm::AlarmSource;
 use crate::analysis::{ConditionKind, MeasurementEvidence, Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
@@ -122,6 +123,8 @@ pub enum Msg {
         /// `waiting for SkyWalking OAP at <url>: <why>` for the first that did not.
         failed: Option<String>,
     },
+    /// A changed readiness of the canary's workloads (from the [`ReadinessSource`]).
+    Readiness(Box<super::model::ReadinessStatus>),
     /// Stop the task (daemon shutdown).
     Stop,
 }
@@ -216,6 +219,9 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub drift: DriftSignals,
     /// Lifecycle notifications (the task only enqueues; delivery runs beside it).
     pub notifier: crate::notify::Notifier,
+    /// Where canaries with `spec.workloadRef` learn their ready pods. Without one such a
+    /// canary is not started (it would wait for readiness forever).
+    pub readiness: Option<Arc<dyn ReadinessSource>>,
 }
 
 impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
@@ -231,6 +237,7 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
             clients: self.clients.clone(),
             drift: self.drift.clone(),
             notifier: self.notifier.clone(),
+            readiness: self.readiness.clone(),
         }
     }
 }
@@ -413,6 +420,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         // before anything the spec or the clock may start.
         let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
         queue.extend(unresumed);
+        // Read once before the spec is looked at, so a run does not start on a stale or
+        // missing observation; then watched beside the task.
+        if let Some(first) = Box::pin(self.watch_readiness()).await {
+            queue.insert(1, Input::Readiness(first));
+        }
         self.probe_oap();
         // The routes as they are now: an exposed status over withdrawn routes is not resumed.
         match Box::pin(self.observe()).await {
@@ -483,6 +495,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 Some(Msg::OapProbed { answered, failed }) => {
                     self.oap_probed(answered, failed, &mut queue)
                 }
+                Some(Msg::Readiness(r)) => queue.push_back(Input::Readiness(*r)),
                 Some(Msg::Command(cmd, reply)) => {
                     let result =
                         Box::pin(self.command(Input::Command(cmd), None, &mut queue)).await;
@@ -593,10 +606,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             self.probe_oap();
         }
         while let Some(input) = queue.pop_front() {
-            // No readiness source feeds `Input::Readiness` in this build: a run that would
+            // Without a readiness source nothing feeds `Input::Readiness`: a run that would
             // wait for it forever (and abort at its deadline) is not started; the status says
             // why (docs/workloads.md).
             if input == Input::Spec
+                && self.ctx.readiness.is_none()
                 && let Some(w) = &self.doc.spec.workload_ref
                 && machine::starts_run(&self.doc.spec, &self.status)
             {
@@ -625,6 +639,42 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             }
             self.handle(&input, None, queue).await;
         }
+    }
+
+    /// Reads the canary's readiness once and starts polling it beside the task: every
+    /// change is sent as [`Msg::Readiness`] until the task ends. `None` without a source or
+    /// without `spec.workloadRef`.
+    async fn watch_readiness(&self) -> Option<super::model::ReadinessStatus> {
+        let source = self.ctx.readiness.clone()?;
+        let query = ReadinessQuery::of(&self.doc, &self.namespace)?;
+        let first = source.readiness(&query, self.ctx.clock.now()).await;
+        let (tx, clock) = (self.tx.clone(), self.ctx.clock.clone());
+        let mut last = first.clone();
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(source.interval()).await;
+                    if tx.is_closed() {
+                        break;
+                    }
+                    let now = source.readiness(&query, clock.now()).await;
+                    if readiness::changed(Some(&last), &now) {
+                        tracing::info!(
+                            canary_ready = ?now.canary_ready,
+                            stable_ready = ?now.stable_ready,
+                            message = now.message.as_deref().unwrap_or(""),
+                            "workload readiness changed"
+                        );
+                        if tx.send(Msg::Readiness(Box::new(now.clone()))).is_err() {
+                            break;
+                        }
+                        last = now;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Some(first)
     }
 
     /// [`machine::next_release_refusal`] over the routes as they are now, read with the

@@ -5,5 +5,7 @@ pub mod driver;
 pub mod machine;
 pub mod model;
 pub mod preflight;
+pub mod readiness;
+pub mod readiness_file;
 
 pub use model::*;

@@ -124,6 +124,8 @@ pub async fn run(
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
         drift,
         notifier: notifier.clone(),
+        // No workload watchers in cluster mode yet: canaries with workloadRef stay Pending.
+        readiness: None,
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
