@@ -1369,3 +1369,30 @@ async fn kube_a_canary_whose_analyses_cannot_be_planned_is_refused_and_never_exp
     .await;
     drop(a);
 }
+
+/// Issue 19: cluster mode has no readiness source yet, so a canary gated on a workload is
+/// never started (it would wait for readiness forever and abort at its deadline): it stays
+/// Pending, says why, and gets no traffic. (File mode reads readiness from `--manifests`:
+/// `daemon::a_file_mode_canary_waits_for_its_deployment_and_rolls_back_when_it_is_lost`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_canary_with_a_workload_ref_is_not_started_without_a_readiness_source() {
+    let (_sim, running) = sim(|_| Some(9950.0)).await;
+    let c = Cluster::start("Abort", 2).await;
+    c.fake
+        .update("skycanary.io", "canaries", "bookinfo", "reviews", |o| {
+            o["spec"]["workloadRef"] = json!({"kind": "Deployment", "name": "reviews-v2"});
+        })
+        .unwrap();
+    let _d = c.daemon("replica-a", &running.url());
+    let s = c
+        .wait_status("the not-started message", |s| {
+            s["message"].as_str().is_some_and(|m| {
+                m.contains("spec.workloadRef (Deployment reviews-v2) needs a readiness source")
+            })
+        })
+        .await;
+    assert_eq!(phase(&s), "Pending", "{s:#}");
+    assert!(s.get("startedAt").is_none(), "{s:#}");
+    assert_eq!(c.weights(), (100, 0), "never exposed");
+    assert_eq!(c.canary_weight_history().await, [0]);
+}
