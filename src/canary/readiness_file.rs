@@ -510,6 +510,35 @@ mod tests {
     }
 
     #[test]
+    fn scans_past_the_depth_or_file_count_limit_are_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().to_path_buf();
+        for i in 0..=MAX_DEPTH {
+            deep.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("v2.yaml"), deploy("reviews-v2", 1, Some(1))).unwrap();
+        let s = Snapshot::scan(dir.path());
+        assert!(s.workloads.is_empty(), "{s:?}");
+        assert_eq!(s.problems.len(), 1, "{s:?}");
+        assert!(
+            s.problems[0].contains("deeper than 16 directories"),
+            "{s:?}"
+        );
+        let many = tempfile::tempdir().unwrap();
+        for i in 0..=MAX_FILES {
+            std::fs::write(many.path().join(format!("f{i:05}.yaml")), "").unwrap();
+        }
+        let s = Snapshot::scan(many.path());
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(
+            s.problems[0].contains("more than 10000 manifest files"),
+            "{:?}",
+            s.problems
+        );
+    }
+
+    #[test]
     fn a_scan_reads_nested_files_skips_hidden_ones_and_reports_oversized_ones() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("apps/.git")).unwrap();
