@@ -17,6 +17,7 @@ use super::model::{
     AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
     CommandRequest, step_label,
 };
+use super::readiness::{self, ReadinessQuery, ReadinessSource};
 use crate::alarm::AlarmSource;
 use crate::analysis::{ConditionKind, MeasurementEvidence, Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
@@ -122,6 +123,8 @@ pub enum Msg {
         /// `waiting for SkyWalking OAP at <url>: <why>` for the first that did not.
         failed: Option<String>,
     },
+    /// A changed readiness of the canary's workloads (from the [`ReadinessSource`]).
+    Readiness(Box<super::model::ReadinessStatus>),
     /// Stop the task (daemon shutdown).
     Stop,
 }
@@ -216,9 +219,9 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub drift: DriftSignals,
     /// Lifecycle notifications (the task only enqueues; delivery runs beside it).
     pub notifier: crate::notify::Notifier,
-    /// Where the readiness of `spec.workloadRef` comes from; without one, a canary that sets
-    /// it is not started (docs/workloads.md).
-    pub readiness: Option<super::readiness::ReadinessFeed>,
+    /// Where canaries with `spec.workloadRef` learn their ready pods. Without one such a
+    /// canary is not started (it would wait for readiness forever).
+    pub readiness: Option<Arc<dyn ReadinessSource>>,
 }
 
 impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
@@ -417,16 +420,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         // before anything the spec or the clock may start.
         let mut queue = VecDeque::from([Input::Resumed, Input::Spec, Input::Tick]);
         queue.extend(unresumed);
-        // Readiness as known now, before the spec may start a run that needs it.
-        if let Some(r) = self.readiness_input() {
-            queue.insert(1, r);
+        // Read once before the spec is looked at, so a run does not start on a stale or
+        // missing observation; then watched beside the task.
+        if let Some(first) = Box::pin(self.watch_readiness()).await {
+            queue.insert(1, Input::Readiness(first));
         }
-        let mut readiness_rx = self
-            .ctx
-            .readiness
-            .as_ref()
-            .filter(|_| self.doc.spec.workload_ref.is_some())
-            .map(|f| f.changed.clone());
         self.probe_oap();
         // The routes as they are now: an exposed status over withdrawn routes is not resumed.
         match Box::pin(self.observe()).await {
@@ -460,19 +458,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             let clock = self.ctx.clock.clone();
             let msg = tokio::select! {
                 m = rx.recv() => m,
-                () = async {
-                    let Some(rx) = readiness_rx.as_mut() else {
-                        return std::future::pending().await;
-                    };
-                    if rx.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                } => {
-                    if let Some(r) = self.readiness_input() {
-                        queue.push_back(r);
-                    }
-                    continue;
-                }
                 notice = drift_rx.recv() => {
                     check_drift = match notice {
                         Ok(key) => self.targets().0.contains(&key),
@@ -510,6 +495,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 Some(Msg::OapProbed { answered, failed }) => {
                     self.oap_probed(answered, failed, &mut queue)
                 }
+                Some(Msg::Readiness(r)) => queue.push_back(Input::Readiness(*r)),
                 Some(Msg::Command(cmd, reply)) => {
                     let result =
                         Box::pin(self.command(Input::Command(cmd), None, &mut queue)).await;
@@ -610,29 +596,6 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         std::mem::take(&mut self.status)
     }
 
-    /// The readiness of the canary's workloads as the source knows it now, as an input when
-    /// it differs from the last one the machine saw (counts or message; not the time).
-    fn readiness_input(&self) -> Option<Input> {
-        let feed = self.ctx.readiness.as_ref()?;
-        let canary = self.doc.spec.workload_ref.as_ref()?;
-        let service = match &self.routing.backend {
-            crate::traffic::Backend::Host { canary, .. } => Some(canary.as_str()),
-            crate::traffic::Backend::Subset { .. } => None,
-        };
-        let mut r = feed.source.readiness_with_service(
-            &self.namespace,
-            canary,
-            self.doc.spec.stable_workload_ref.as_ref(),
-            service,
-        );
-        r.observed_at = self.ctx.clock.now();
-        let same = self.status.readiness.as_ref().is_some_and(|l| {
-            (&l.canary_ready, &l.stable_ready, &l.message)
-                == (&r.canary_ready, &r.stable_ready, &r.message)
-        });
-        (!same).then_some(Input::Readiness(r))
-    }
-
     /// Runs the machine over queued inputs, performing effects as they come (a routing
     /// result is fed back at once).
     async fn process(&mut self, queue: &mut VecDeque<Input>) {
@@ -676,6 +639,42 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             }
             self.handle(&input, None, queue).await;
         }
+    }
+
+    /// Reads the canary's readiness once and starts polling it beside the task: every
+    /// change is sent as [`Msg::Readiness`] until the task ends. `None` without a source or
+    /// without `spec.workloadRef`.
+    async fn watch_readiness(&self) -> Option<super::model::ReadinessStatus> {
+        let source = self.ctx.readiness.clone()?;
+        let query = ReadinessQuery::of(&self.doc, &self.namespace)?;
+        let first = source.readiness(&query, self.ctx.clock.now()).await;
+        let (tx, clock) = (self.tx.clone(), self.ctx.clock.clone());
+        let mut last = first.clone();
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(source.interval()).await;
+                    if tx.is_closed() {
+                        break;
+                    }
+                    let now = source.readiness(&query, clock.now()).await;
+                    if readiness::changed(Some(&last), &now) {
+                        tracing::info!(
+                            canary_ready = ?now.canary_ready,
+                            stable_ready = ?now.stable_ready,
+                            message = now.message.as_deref().unwrap_or(""),
+                            "workload readiness changed"
+                        );
+                        if tx.send(Msg::Readiness(Box::new(now.clone()))).is_err() {
+                            break;
+                        }
+                        last = now;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Some(first)
     }
 
     /// [`machine::next_release_refusal`] over the routes as they are now, read with the

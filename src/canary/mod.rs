@@ -6,5 +6,6 @@ pub mod machine;
 pub mod model;
 pub mod preflight;
 pub mod readiness;
+pub mod readiness_file;
 
 pub use model::*;

@@ -65,7 +65,7 @@ pub enum Output {
 /// Arguments of `demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Which scenario to run: healthy, regression, alarm, scheduled, or all.
+    /// Which scenario to run: healthy, regression, alarm, scheduled, late-ready, or all.
     #[arg(long, default_value = "all", value_parser = parse_choice, value_name = "SCENARIO")]
     pub scenario: ScenarioChoice,
     /// Time compression: simulated seconds per real second (20: a simulated minute lasts 3 s).
@@ -262,7 +262,7 @@ mod tests {
         assert!(
             parse_choice("nope")
                 .unwrap_err()
-                .contains("healthy, regression, alarm, scheduled, all")
+                .contains("healthy, regression, alarm, scheduled, late-ready, all")
         );
         assert_eq!(ScenarioChoice::All.scenarios(), Scenario::ALL.to_vec());
         assert!(parse_speed("0").is_err());

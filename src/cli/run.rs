@@ -330,7 +330,11 @@ pub async fn run(
         clients: crate::runner::ClientCache::observed(Arc::new(metrics.clone())),
         drift,
         notifier: notifier.clone(),
-        readiness: None,
+        // Workload readiness from the same directory, at the drift poll's cadence.
+        readiness: Some(Arc::new(crate::canary::readiness_file::FileReadiness::new(
+            manifests.clone(),
+            crate::daemon::drift_watch::MANIFEST_POLL,
+        ))),
     };
     let handles: Vec<_> = loaded
         .canaries

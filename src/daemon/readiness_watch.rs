@@ -18,11 +18,10 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 
 use crate::api::canary::ReadinessStatus;
 use crate::backoff::Backoff;
-use crate::canary::readiness::{ReadinessFeed, ReadinessSource};
+use crate::canary::readiness::{ReadinessFuture, ReadinessQuery, ReadinessSource};
 use crate::resources::canary::{WorkloadKind, WorkloadRef};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -305,51 +304,59 @@ impl Index {
     }
 }
 
-/// The cluster-mode readiness source: the index the watchers keep, and the change signal.
+/// The cluster-mode readiness source: the index the watchers keep. Tasks ask it every
+/// [`ReadinessSource::interval`] (an in-memory lookup).
 pub struct ClusterReadiness {
     index: Mutex<Index>,
-    changed: watch::Sender<u64>,
 }
 
+/// How often a canary task asks: the watchers keep the index current, so this is only the
+/// delay between a watch event and the task hearing of it.
+pub const POLL: Duration = Duration::from_millis(250);
+
 impl ReadinessSource for ClusterReadiness {
-    fn readiness(
-        &self,
-        namespace: &str,
-        canary: &WorkloadRef,
-        stable: Option<&WorkloadRef>,
-    ) -> ReadinessStatus {
-        self.readiness_with_service(namespace, canary, stable, None)
+    fn readiness<'a>(
+        &'a self,
+        query: &'a ReadinessQuery,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> ReadinessFuture<'a> {
+        let status = self.current(
+            &query.namespace,
+            &query.workload,
+            query.stable.as_ref(),
+            query.canary_service.as_deref(),
+            now,
+        );
+        Box::pin(std::future::ready(status))
     }
 
-    fn readiness_with_service(
+    fn interval(&self) -> Duration {
+        POLL
+    }
+}
+
+impl ClusterReadiness {
+    /// The readiness of a canary as the index knows it now.
+    pub fn current(
         &self,
         namespace: &str,
         canary: &WorkloadRef,
         stable: Option<&WorkloadRef>,
         canary_service: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> ReadinessStatus {
         let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        index.readiness(
-            namespace,
-            canary,
-            stable,
-            canary_service,
-            chrono::Utc::now(),
-        )
+        index.readiness(namespace, canary, stable, canary_service, now)
     }
-}
 
-impl ClusterReadiness {
     /// Starts the three watchers over `namespace` (None: all namespaces); they run until
     /// the returned tasks are aborted.
     pub fn start(
         client: Client,
         namespace: Option<String>,
-    ) -> (ReadinessFeed, Vec<tokio::task::JoinHandle<()>>) {
-        let (changed, rx) = watch::channel(0u64);
+    ) -> (Arc<ClusterReadiness>, Vec<tokio::task::JoinHandle<()>>) {
         let this = Arc::new(ClusterReadiness {
             index: Mutex::new(Index::default()),
-            changed,
         });
         let all = watcher::Config::default();
         let slices = watcher::Config::default().labels(SERVICE_NAME_LABEL);
@@ -376,21 +383,12 @@ impl ClusterReadiness {
                 slice_count,
             )),
         ];
-        (
-            ReadinessFeed {
-                source: this,
-                changed: rx,
-            },
-            tasks,
-        )
+        (this, tasks)
     }
 
     fn apply<V>(&self, table: fn(&mut Index) -> &mut Table<V>, seen: Seen<V>) {
-        {
-            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            table(&mut index).apply(seen);
-        }
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        table(&mut index).apply(seen);
     }
 }
 

@@ -246,10 +246,7 @@ async fn the_watchers_follow_the_api_server_and_a_failed_watch_is_unknown_until_
     // The first lists of Deployments fail: unknown, with why, until one succeeds.
     fake.fail_next(Some("GET"), "/deployments", 3, 500);
     let (feed, tasks) = ClusterReadiness::start(fake.client(), Some("ns".into()));
-    let read = || {
-        feed.source
-            .readiness_with_service("ns", &deploy("v2"), None, Some("canary"))
-    };
+    let read = || feed.current("ns", &deploy("v2"), None, Some("canary"), now());
     eventually("the failed list is reported", || {
         let r = read();
         r.canary_ready.is_none() && r.message.is_some_and(|m| m.contains("Deployments failed"))

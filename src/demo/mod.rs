@@ -196,6 +196,16 @@ pub async fn run_scenario(
     write_file(&config.join("apdex.yaml"), scenario::APDEX_TEMPLATE)?;
     write_file(&config.join("canary.yaml"), &spec.config.join("---\n"))?;
     write_file(&istio.join("reviews.yaml"), &spec.manifests())?;
+    // The canary's Deployment, not ready yet: file mode reads its readiness from there.
+    let workload_file = spec
+        .workload
+        .map(|w| istio.join(format!("{}.yaml", w.name)));
+    if let (Some(w), Some(f)) = (&spec.workload, &workload_file) {
+        write_file(f, &w.manifest(0))?;
+    }
+    let mut workload_ready = spec.workload.is_none();
+    let mut saw_not_ready = false;
+    let mut exposed_before_ready = false;
     let token = token();
     let token_file = root.join("token");
     write_file(&token_file, &format!("{token}\n"))?;
@@ -330,9 +340,41 @@ pub async fn run_scenario(
                 }
             }
         }
-        let mut done = last_status
-            .as_ref()
-            .is_some_and(|s| finished(s, spec.expect.phase));
+        if let (Some(w), Some(f)) = (&spec.workload, &workload_file)
+            && !workload_ready
+        {
+            saw_not_ready |= last_status.as_ref().is_some_and(|s| {
+                s.pause
+                    .as_ref()
+                    .is_some_and(|p| p.reason == crate::canary::PauseReason::CanaryNotReady)
+            });
+            exposed_before_ready |= provider
+                .read()
+                .await
+                .ok()
+                .and_then(|ws| ws.get(spec.canary).copied())
+                .is_some_and(|x| x > 0.0);
+            if now - started >= w.ready_after {
+                write_file(f, &w.manifest(w.replicas))?;
+                workload_ready = true;
+                let rel = now - started;
+                narrator.line(&format!(
+                    "  {}  Deployment {}: {} of {} pods ready now (manifest updated)",
+                    style.dim(&format!(
+                        "+{:02}:{:02}",
+                        rel.num_minutes().max(0),
+                        rel.num_seconds().max(0) % 60
+                    )),
+                    w.name,
+                    w.replicas,
+                    w.replicas
+                ));
+            }
+        }
+        let mut done = workload_ready
+            && last_status
+                .as_ref()
+                .is_some_and(|s| finished(s, spec.expect.phase));
         if has_schedules {
             // After the status, so a run's result is not older than the canary status seen.
             if let Ok(items) = daemon.scheduled_analyses().await {
@@ -424,12 +466,25 @@ pub async fn run_scenario(
     drop(follow);
     narrator.finish_bars();
     daemon.stop().await;
-    let outcome = scenario::judge_outcome(
+    let mut outcome = scenario::judge_outcome(
         &spec,
         last_status.as_ref(),
         final_weights.as_ref(),
         timed_out,
     );
+    if spec.workload.is_some() {
+        if !saw_not_ready {
+            outcome
+                .problems
+                .push("the canary was never seen waiting with reason CanaryNotReady".into());
+        }
+        if exposed_before_ready {
+            outcome
+                .problems
+                .push("the canary got traffic before its pods were ready".into());
+        }
+        outcome.ok = outcome.ok && saw_not_ready && !exposed_before_ready;
+    }
     let verdict = if outcome.ok {
         style.good(&format!("✔ {}: {}", spec.scenario.name(), outcome.summary))
     } else {
@@ -500,7 +555,11 @@ fn finished(s: &CanaryStatus, expected: CanaryPhase) -> bool {
         CanaryPhase::Aborted | CanaryPhase::RolledBack => s.routing_write.is_none(),
         CanaryPhase::Degraded => true,
         CanaryPhase::Paused => s.pause.as_ref().is_some_and(|p| {
-            !matches!(p.reason, crate::canary::PauseReason::Step) || p.until.is_none()
+            // Waiting for the canary's pods resumes by itself.
+            !matches!(
+                p.reason,
+                crate::canary::PauseReason::Step | crate::canary::PauseReason::CanaryNotReady
+            ) || (p.until.is_none() && p.reason == crate::canary::PauseReason::Step)
         }),
         _ => false,
     }

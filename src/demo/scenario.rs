@@ -41,6 +41,9 @@ pub enum Scenario {
     /// v2 is promoted, then saturates carrying all the calls: a cron analysis of production
     /// (a ScheduledAnalysis) fails and rolls the promoted canary back.
     Scheduled,
+    /// v2's pods become ready only after three minutes: the canary waits, Paused with reason
+    /// CanaryNotReady and no traffic, then is promoted on healthy apdex.
+    LateReady,
 }
 
 impl Scenario {
@@ -50,6 +53,7 @@ impl Scenario {
         Scenario::Regression,
         Scenario::Alarm,
         Scenario::Scheduled,
+        Scenario::LateReady,
     ];
 
     /// Its name on the command line and in the summary.
@@ -59,6 +63,7 @@ impl Scenario {
             Scenario::Regression => "regression",
             Scenario::Alarm => "alarm",
             Scenario::Scheduled => "scheduled",
+            Scenario::LateReady => "late-ready",
         }
     }
 
@@ -83,6 +88,7 @@ impl Scenario {
                     ),
                 ]),
                 alarm: None,
+                workload: None,
                 expect: Expectation {
                     phase: CanaryPhase::Promoted,
                     cause: None,
@@ -114,6 +120,7 @@ impl Scenario {
                     ),
                 ]),
                 alarm: None,
+                workload: None,
                 expect: Expectation {
                     phase: CanaryPhase::Aborted,
                     cause: Some(AbortCause::Analysis),
@@ -136,6 +143,7 @@ impl Scenario {
                         }),
                     ),
                 ]),
+                workload: None,
                 alarm: Some(AlarmRule {
                     name: "service_sla_rule",
                     metric: BlendMetric::Sla,
@@ -177,13 +185,68 @@ impl Scenario {
                     ),
                 ]),
                 alarm: None,
+                workload: None,
                 expect: Expectation {
                     phase: CanaryPhase::RolledBack,
                     cause: Some(AbortCause::Scheduled),
                     weights: vec![(STABLE, 100), ("v2", 0)],
                 },
             },
+            Scenario::LateReady => ScenarioSpec {
+                scenario: self,
+                canary: "v2",
+                story: "v2's Deployment is rolled out but its pods take three minutes to become ready. The canary names it in workloadRef: it waits, Paused with reason CanaryNotReady and no traffic to v2, until the Deployment's manifest reports ready replicas, then v2 is promoted 10 → 30 → 60 → 100 %.",
+                config: vec![canary_yaml("v2", &analysis_steps()).replace(
+                    "  steps:\n",
+                    "  workloadRef: {kind: Deployment, name: reviews-v2}\n  readiness: {progressDeadline: 30m}\n  steps:\n",
+                )],
+                versions: BTreeMap::from([
+                    (STABLE.to_string(), healthy),
+                    (
+                        "v2".to_string(),
+                        VersionBehaviour::steady(VersionValues {
+                            apdex: 9960.0,
+                            sla: 9995.0,
+                            resp_time_ms: 70.0,
+                        }),
+                    ),
+                ]),
+                alarm: None,
+                workload: Some(LateWorkload {
+                    name: "reviews-v2",
+                    replicas: 2,
+                    ready_after: chrono::Duration::minutes(3),
+                }),
+                expect: Expectation {
+                    phase: CanaryPhase::Promoted,
+                    cause: None,
+                    weights: vec![(STABLE, 0), ("v2", 100)],
+                },
+            },
         }
+    }
+}
+
+/// The canary's Deployment, written to the manifests directory (file mode reads readiness
+/// there): no ready replica until `ready_after` (simulated), then all of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LateWorkload {
+    /// Deployment name (the Canary's `workloadRef`).
+    pub name: &'static str,
+    /// `spec.replicas`.
+    pub replicas: i64,
+    /// When its pods become ready, from the scenario's start.
+    pub ready_after: chrono::Duration,
+}
+
+impl LateWorkload {
+    /// Its manifest with `ready` ready replicas.
+    pub fn manifest(&self, ready: i64) -> String {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {}, namespace: {NAMESPACE}}}\n\
+             spec: {{replicas: {}}}\nstatus: {{replicas: {}, readyReplicas: {ready}}}\n",
+            self.name, self.replicas, self.replicas
+        )
     }
 }
 
@@ -202,6 +265,8 @@ pub struct ScenarioSpec {
     pub versions: BTreeMap<String, VersionBehaviour>,
     /// An OAP alarm rule the demo evaluates, posting the webhook when it fires.
     pub alarm: Option<AlarmRule>,
+    /// The canary's Deployment, ready late (its manifest is edited when it becomes ready).
+    pub workload: Option<LateWorkload>,
     /// What must happen.
     pub expect: Expectation,
 }

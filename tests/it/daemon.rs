@@ -2122,30 +2122,108 @@ async fn logs_are_plain_in_files_and_flat_in_json() {
     }
 }
 
-/// Issue 19 (partial): a canary gated on a workload this daemon cannot watch is never started
-/// (it would wait for readiness forever and abort at its deadline): it stays Pending, says
-/// why, and the canary gets no traffic.
+/// The canary Deployment's manifest as file mode reads it (`status.readyReplicas`).
+fn reviews_v2(ready: i64) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: reviews-v2, namespace: bookinfo}}\n\
+         spec: {{replicas: 2}}\nstatus: {{replicas: 2, readyReplicas: {ready}}}\n"
+    )
+}
+
+/// Issue 19, file mode: a canary gated on a Deployment in `--manifests` waits, Paused with
+/// reason CanaryNotReady and no exposing write, while the Deployment has no ready replica;
+/// progresses by itself once it has; and is rolled back when its ready replicas drop to 0
+/// under weight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_with_a_workload_ref_is_not_started_without_a_readiness_source() {
+async fn a_file_mode_canary_waits_for_its_deployment_and_rolls_back_when_it_is_lost() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace(
+            "  onAnalysisError: Abort\n",
+            "  onAnalysisError: Abort\n  workloadRef: {kind: Deployment, name: reviews-v2}\n",
+        )
+        .replace("  - pause: {duration: 1s}", "  - pause: {}");
+    assert!(yaml.contains("workloadRef") && yaml.contains("pause: {}"));
+    let dirs = setup(&yaml);
+    let deployment = dirs.path().join("istio/reviews-v2.yaml");
+    std::fs::write(&deployment, reviews_v2(0)).unwrap();
+    let d = start(dirs, &running.url());
+    let s = wait_for(
+        &d,
+        "the CanaryNotReady pause",
+        Duration::from_secs(60),
+        |s| s["status"]["pause"]["reason"] == "CanaryNotReady",
+    )
+    .await;
+    assert_eq!(phase(&s), "Paused", "{s:#}");
+    assert_eq!(s["status"]["readiness"]["canaryReady"], 0, "{s:#}");
+    let message = s["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("0 of 1 canary pod(s) needed"), "{message}");
+    let paused = s["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Paused"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(paused["reason"], "CanaryNotReady", "{s:#}");
+    // Several readiness polls later, the route still sends nothing to the canary.
+    for _ in 0..20 {
+        assert_eq!(
+            vs_weights(&d.manifests),
+            (100, 0),
+            "exposed while not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(phase(&status(&d).await), "Paused");
+    // Ready: it resumes by itself and reaches the indefinite pause at 30 %.
+    std::fs::write(&deployment, reviews_v2(2)).unwrap();
+    let s = wait_for(&d, "the pause at 30 %", Duration::from_secs(90), |s| {
+        s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
+    })
+    .await;
+    assert_eq!(s["status"]["readiness"]["canaryReady"], 2, "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    // Every pod unready under weight: rolled back.
+    std::fs::write(&deployment, reviews_v2(0)).unwrap();
+    let s = wait_for(
+        &d,
+        "the rollback",
+        Duration::from_secs(60),
+        aborted_and_written,
+    )
+    .await;
+    let reason = s["status"]["abort"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("CanaryNotReady:"), "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+}
+
+/// A Deployment missing from `--manifests` is unknown readiness: the canary waits, the
+/// reason in its status, and gets no traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_mode_canary_whose_deployment_is_missing_is_held_with_the_reason() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
     let yaml = canary("Abort").replace(
         "  onAnalysisError: Abort\n",
         "  onAnalysisError: Abort\n  workloadRef: {kind: Deployment, name: reviews-v2}\n",
     );
-    assert!(yaml.contains("workloadRef"));
     let d = start(setup(&yaml), &running.url());
     let s = wait_for(
         &d,
-        "the not-started message",
-        Duration::from_secs(30),
-        |s| {
-            s["status"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("spec.workloadRef (Deployment reviews-v2)"))
-        },
+        "the CanaryNotReady pause",
+        Duration::from_secs(60),
+        |s| s["status"]["pause"]["reason"] == "CanaryNotReady",
     )
     .await;
-    assert_eq!(phase(&s), "Pending", "{s:#}");
-    assert!(s["status"].get("startedAt").is_none(), "{s:#}");
+    let why = s["status"]["readiness"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("Deployment bookinfo/reviews-v2 not found in --manifests"),
+        "{s:#}"
+    );
+    assert!(
+        s["status"]["readiness"].get("canaryReady").is_none(),
+        "{s:#}"
+    );
     assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed");
 }

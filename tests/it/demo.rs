@@ -244,11 +244,29 @@ fn invalid_input_exits_4() {
     let out = demo(&["--scenario", "nope"]);
     assert_eq!(out.status.code(), Some(4));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("healthy, regression, alarm, scheduled, all")
+        String::from_utf8_lossy(&out.stderr)
+            .contains("healthy, regression, alarm, scheduled, late-ready, all")
     );
     let out = demo(&["--speed", "0"]);
     assert_eq!(out.status.code(), Some(4));
     let out = demo(&["--report", "/nonexistent-dir/x.html"]);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// Issue 19: v2's Deployment reports no ready replica for three simulated minutes; the
+/// canary waits (the scenario itself fails when the wait is not seen or v2 got traffic
+/// before), then is promoted.
+#[test]
+fn late_ready_scenario_waits_for_v2s_pods_then_promotes() {
+    let (s, weights, narration) = run_json_with("late-ready", &[]);
+    assert_eq!(s["ok"], true, "{s}");
+    assert_eq!(s["phase"], "Promoted", "{s}");
+    assert!(s["problems"].as_array().is_some_and(Vec::is_empty), "{s}");
+    assert!(narration.contains("CanaryNotReady"), "{narration}");
+    assert!(
+        narration.contains("Deployment reviews-v2: 2 of 2 pods ready now"),
+        "{narration}"
+    );
+    assert_eq!(weights, w(&[("v1", 0.0), ("v2", 100.0)]));
 }
