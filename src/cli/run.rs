@@ -366,24 +366,26 @@ pub async fn run(
             .collect(),
     );
     control.set_ready(true);
-    writeln!(
+    // Announcements are best effort: a daemon whose stdout was closed (a supervisor that read
+    // the first line, `| head -1`) keeps running; its log goes to stderr.
+    let _ = writeln!(
         out,
         "skycanary running: {} canary(ies), {} scheduled analysis(es), {} template(s); listening on http://{local}",
         loaded.canaries.len(),
         loaded.scheduled.len(),
         loaded.templates.len()
-    )?;
+    );
     #[cfg(feature = "demo")]
     if let (Some(s), Some(scenario)) = (&_sim, &args.simulator) {
-        writeln!(
+        let _ = writeln!(
             out,
             "simulated SkyWalking OAP {} on {} (scenario {})",
             s.profile,
             s.running.url(),
             scenario.display()
-        )?;
+        );
     }
-    out.flush()?;
+    let _ = out.flush();
 
     let metrics_of = metrics.clone();
     let app = server::router(control.clone(), metrics, auth);
@@ -506,7 +508,7 @@ pub async fn run(
     let served = server_task.await.unwrap_or(Ok(()));
     match served {
         Ok(()) => {
-            writeln!(out, "skycanary stopped")?;
+            let _ = writeln!(out, "skycanary stopped");
             Ok(0)
         }
         Err(e) => {

@@ -152,11 +152,12 @@ pub async fn run(
         PollSetup::Off => None,
         PollSetup::On(p) => Some(p),
     };
-    writeln!(
+    // Best effort, as in file mode: a closed stdout does not stop the daemon.
+    let _ = writeln!(
         out,
         "skycanary running in cluster mode as {identity}; listening on http://{local}"
-    )?;
-    out.flush()?;
+    );
+    let _ = out.flush();
 
     let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -369,7 +370,7 @@ pub async fn run(
     }
     let _ = elector_task.await;
     let _ = server_task.await;
-    writeln!(out, "skycanary stopped")?;
+    let _ = writeln!(out, "skycanary stopped");
     Ok(0)
 }
 

@@ -2227,3 +2227,72 @@ async fn a_file_mode_canary_whose_deployment_is_missing_is_held_with_the_reason(
     );
     assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed");
 }
+
+/// A daemon whose stdout is closed (a supervisor that read its first line, `| head -1`) keeps
+/// running: its announcements are best effort, its log goes to stderr. (It used to exit on
+/// the broken pipe of its second line; found by the OpenAPI test under load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_whose_stdout_is_closed_keeps_running() {
+    let root = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/bookinfo");
+    let (config, istio, state) = (
+        root.path().join("config"),
+        root.path().join("istio"),
+        root.path().join("state"),
+    );
+    for d in [&config, &istio, &state] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(example.join("canary.yaml"), config.join("canary.yaml")).unwrap();
+    std::fs::copy(example.join("apdex.yaml"), config.join("apdex.yaml")).unwrap();
+    std::fs::copy(
+        example.join("istio/reviews.yaml"),
+        istio.join("reviews.yaml"),
+    )
+    .unwrap();
+    let token = root.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skycanary"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--manifests")
+        .arg(&istio)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--simulator")
+        .arg(example.join("simulator.yaml"))
+        .env_remove("SKYCANARY_SKYWALKING")
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
+        .arg(&token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon");
+    // Closed before the daemon writes anything: every announcement meets a broken pipe.
+    drop(child.stdout.take());
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let start = Instant::now();
+    let mut answered = 0;
+    while answered < 5 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the daemon exited ({status}) after its stdout was closed");
+        }
+        if http()
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            answered += 1;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the daemon never answered /healthz"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let _ = child.kill();
+    let _ = child.wait();
+}
