@@ -223,7 +223,7 @@ pub async fn run(
                     if !restart && leading {
                         control.deliver_requests(s.command_requests());
                     }
-                    snapshot = Some(s);
+                    snapshot = Some(*s);
                 }
                 Some(SourceEvent::Error(e)) => tracing::warn!("resource watch: {e}"),
                 None => break,

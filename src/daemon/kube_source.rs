@@ -214,7 +214,7 @@ impl Snapshot {
 #[derive(Debug, Clone)]
 pub enum SourceEvent {
     /// The first complete view, and every later one whose specs changed.
-    Changed(Snapshot),
+    Changed(Box<Snapshot>),
     /// A list or watch failed; the source retries by itself.
     Error(String),
 }
@@ -336,7 +336,10 @@ impl KubeSource {
                 }
             }
             if let Some(snapshot) = view.snapshot()
-                && tx.send(SourceEvent::Changed(snapshot)).await.is_err()
+                && tx
+                    .send(SourceEvent::Changed(Box::new(snapshot)))
+                    .await
+                    .is_err()
             {
                 return;
             }
@@ -717,7 +720,9 @@ pub fn refuse_unplannable(
     defaults: &Defaults,
     notifications: Option<&crate::notify::config::NotifyConfig>,
 ) {
-    let mut refused: Vec<(ObjectId, Vec<ConfigError>, Option<i64>, Option<String>)> = Vec::new();
+    // (object, why, metadata.generation, metadata.uid)
+    type Refused = (ObjectId, Vec<ConfigError>, Option<i64>, Option<String>);
+    let mut refused: Vec<Refused> = Vec::new();
     snap.canaries.retain(|c| {
         let (doc, ns) = (&c.canary.doc, c.canary.namespace());
         let what = format!("Canary {ns}/{}", doc.metadata.name);

@@ -99,7 +99,7 @@ fn source(fake: &FakeApiServer, ns: Option<&str>) -> KubeSource {
 /// The next Changed snapshot; Error events are returned as Err.
 async fn next(rx: &mut Receiver<SourceEvent>) -> Result<Snapshot, String> {
     match tokio::time::timeout(WAIT, rx.recv()).await {
-        Ok(Some(SourceEvent::Changed(s))) => Ok(s),
+        Ok(Some(SourceEvent::Changed(s))) => Ok(*s),
         Ok(Some(SourceEvent::Error(e))) => Err(e),
         Ok(None) => Err("channel closed".into()),
         Err(_) => Err("no event within the deadline".into()),
