@@ -345,29 +345,33 @@ async fn a_black_hole_receiver_delays_no_rollback() {
 fn a_subscription_to_an_undefined_sink_is_refused_at_start() {
     let dirs = setup(&subscribed_canary());
     let file = dirs.path().join("n.yaml");
+    // The daemon started on `file`: it refuses to run (exit 4) with what is wrong.
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_skycanary"))
+            .args(["run", "--config"])
+            .arg(dirs.path().join("config"))
+            .arg("--manifests")
+            .arg(dirs.path().join("istio"))
+            .arg("--state-dir")
+            .arg(dirs.path().join("state"))
+            .args([
+                "--skywalking",
+                "http://127.0.0.1:9",
+                "--insecure-api",
+                "--listen",
+                "127.0.0.1:0",
+                "--notifications",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
     std::fs::write(
         &file,
         "sinks:\n- {name: ops, type: slack, url: 'http://127.0.0.1:9/x'}\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skycanary"))
-        .args(["run", "--config"])
-        .arg(dirs.path().join("config"))
-        .arg("--manifests")
-        .arg(dirs.path().join("istio"))
-        .arg("--state-dir")
-        .arg(dirs.path().join("state"))
-        .args([
-            "--skywalking",
-            "http://127.0.0.1:9",
-            "--insecure-api",
-            "--listen",
-            "127.0.0.1:0",
-            "--notifications",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = start();
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -381,24 +385,7 @@ fn a_subscription_to_an_undefined_sink_is_refused_at_start() {
         "sinks:\n- name: ops\n  type: webhook\n  url: http://127.0.0.1:9/x\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skycanary"))
-        .args(["run", "--config"])
-        .arg(dirs.path().join("config"))
-        .arg("--manifests")
-        .arg(dirs.path().join("istio"))
-        .arg("--state-dir")
-        .arg(dirs.path().join("state"))
-        .args([
-            "--skywalking",
-            "http://127.0.0.1:9",
-            "--insecure-api",
-            "--listen",
-            "127.0.0.1:0",
-            "--notifications",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = start();
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
