@@ -6,6 +6,7 @@
 pub mod blend;
 mod duration;
 mod faults;
+pub mod launch;
 mod mqe;
 mod profile;
 mod resolvers;

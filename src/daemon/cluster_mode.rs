@@ -1,12 +1,14 @@
-//! `skycanary run --kube`: Canaries and templates from CRDs, routing through the API server,
-//! status in `.status`, Events on the Canary; only the Lease holder drives canaries.
+//! Cluster mode (`skycanary run --kube`): Canaries and templates from CRDs, routing through
+//! the API server, status in `.status`, Events on the Canary; only the Lease holder drives
+//! canaries.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{
-    PollSetup, RunArgs, alarm_poller, api_auth, bind, read_timeouts, shutdown_signal,
+use super::assembly::{
+    Outcome, PollSetup, RunConfig, Serving, alarm_poller, api_auth, bind, notify_config,
+    schedule_context, shutdown_signal, start_notifier,
 };
 use crate::canary::driver::{self, DriverContext};
 use crate::daemon::DaemonControl;
@@ -26,14 +28,15 @@ use crate::traffic::drift::DriftSignals;
 use crate::traffic::kube::KubeStore;
 use crate::traffic::router::Router;
 
-/// Runs until SIGINT/SIGTERM.
+/// Runs until SIGINT/SIGTERM; a configuration refused before anything runs is reported to
+/// `err` ([`Outcome::Invalid`]), as is a cluster that cannot be reached ([`Outcome::Failed`]).
 pub async fn run(
-    args: &RunArgs,
+    args: &RunConfig,
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
-) -> std::io::Result<u8> {
+) -> std::io::Result<Outcome> {
     let Some(auth) = api_auth(args, err)? else {
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let file_templates = match config_templates(&args.config) {
         Ok(t) => t,
@@ -41,7 +44,7 @@ pub async fn run(
             for e in errors {
                 writeln!(err, "error: {e}")?;
             }
-            return Ok(4);
+            return Ok(Outcome::Invalid);
         }
     };
     let Some((lease_ns, lease_name)) = args.lease.split_once('/') else {
@@ -50,7 +53,7 @@ pub async fn run(
             "error: --lease {:?}: expected NAMESPACE/NAME",
             args.lease
         )?;
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let identity = args
         .identity
@@ -64,14 +67,11 @@ pub async fn run(
         clock_skew: Duration::from_millis(d * 1000 / 5),
     };
     // Read before anything connects: a broken file is a configuration error (exit 4).
-    let Some(notify_cfg) = super::run::notify_config(args, err)? else {
-        return Ok(4);
+    let Some(notify_cfg) = notify_config(args, err)? else {
+        return Ok(Outcome::Invalid);
     };
     let metrics = Metrics::new();
-    let notifier = match &notify_cfg {
-        Some(c) => crate::notify::Notifier::start(c, Arc::new(metrics.clone())),
-        None => crate::notify::Notifier::disabled(),
-    };
+    let notifier = start_notifier(notify_cfg.as_ref(), &metrics);
     let observer: Arc<dyn crate::traffic::kube_observe::KubeRequestObserver> =
         Arc::new(metrics.clone());
     let store =
@@ -80,7 +80,7 @@ pub async fn run(
             Ok(s) => s,
             Err(e) => {
                 writeln!(err, "error: {e}")?;
-                return Ok(1);
+                return Ok(Outcome::Failed);
             }
         };
     let client = store.client().clone();
@@ -91,11 +91,11 @@ pub async fn run(
         Ok(l) => l,
         Err(e) => {
             writeln!(err, "error: --lease-duration: {e}")?;
-            return Ok(4);
+            return Ok(Outcome::Invalid);
         }
     };
     let Some(listener) = bind(args, err).await? else {
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let local = listener.local_addr()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -134,21 +134,16 @@ pub async fn run(
     };
     let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
     control.set_standby(Some("this replica is not the leader".into()));
-    let sched_ctx = SchedulerContext {
-        templates: Arc::new(Vec::new()),
-        state: ScheduleStore::kube(status_writes),
-        clock: clock.clone(),
-        defaults: ctx.defaults.clone(),
-        metrics: Arc::new(metrics.clone()),
-        canaries: control.clone(),
-        http: SchedulerContext::webhook_client(),
-        clients: ctx.clients.clone(),
-        notifier,
-    };
+    let sched_ctx = schedule_context(
+        &ctx,
+        ScheduleStore::kube(status_writes),
+        &metrics,
+        control.clone(),
+    );
     // Every replica runs the poller; it polls only while this replica leads (a standby has
     // no canary to roll back and `poll_since` is `None`).
     let poller = match alarm_poller(args, control.clone(), clock.clone(), err)? {
-        PollSetup::Invalid => return Ok(4),
+        PollSetup::Invalid => return Ok(Outcome::Invalid),
         PollSetup::Off => None,
         PollSetup::On(p) => Some(p),
     };
@@ -159,32 +154,13 @@ pub async fn run(
     );
     let _ = out.flush();
 
-    let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(false);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let elector = LeaderElector::new(lock, clock);
-    let mut stop_elector = stop_rx.clone();
-    let elector_task = tokio::spawn(elector.run(leader_tx, async move {
-        let _ = stop_elector.wait_for(|s| *s).await;
-    }));
-    let mut source = KubeSource::new(client, args.namespace.clone()).watch();
-
     let metrics_of = metrics.clone();
     let app = server::router(control.clone(), metrics, auth);
-    let mut stop_server = stop_rx.clone();
-    let server_task = tokio::spawn(server::serve_on_with(
-        listener,
-        app,
-        async move {
-            let _ = stop_server.wait_for(|s| *s).await;
-        },
-        read_timeouts(args),
-    ));
-    let poll_task = poller.map(|p| {
-        let mut stop_poll = stop_rx.clone();
-        tokio::spawn(p.run(async move {
-            let _ = stop_poll.wait_for(|s| *s).await;
-        }))
-    });
+    let serving = Serving::start(args, listener, app, poller);
+    let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(false);
+    let elector = LeaderElector::new(lock, clock);
+    let elector_task = tokio::spawn(elector.run(leader_tx, serving.stopped()));
+    let mut source = KubeSource::new(client, args.namespace.clone()).watch();
 
     let mut snapshot: Option<Snapshot> = None;
     let mut invalid_reports = InvalidReports::default();
@@ -364,14 +340,11 @@ pub async fn run(
     for w in &readiness_watches {
         w.abort();
     }
-    let _ = stop_tx.send(true);
-    if let Some(t) = poll_task {
-        let _ = t.await;
-    }
+    serving.stop();
     let _ = elector_task.await;
-    let _ = server_task.await;
+    let _ = serving.finished().await;
     let _ = writeln!(out, "skycanary stopped");
-    Ok(0)
+    Ok(Outcome::Stopped)
 }
 
 /// `--config` in cluster mode: templates shipped as files (e.g. the bundled
