@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
-use crate::canary::driver::DriverContext;
+use crate::canary::driver::CanaryTaskContext;
 use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
 use crate::runner::{Clock, SystemClock, WallScaledClock};
-use crate::schedule::driver::SchedulerContext;
+use crate::schedule::driver::ScheduleTaskContext;
 use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Auth, Metrics, ServerError, Token};
 use crate::traffic::store::ManifestStore;
@@ -227,19 +227,19 @@ pub fn start_notifier(
 /// clients and notifier, with their own status store; their rollbacks go to the canary
 /// tasks through `canaries`.
 pub fn schedule_context<S: ManifestStore + 'static>(
-    canary: &DriverContext<S>,
+    canary: &CanaryTaskContext<S>,
     state: ScheduleStore,
     metrics: &Metrics,
     canaries: Arc<DaemonControl>,
-) -> SchedulerContext {
-    SchedulerContext {
+) -> ScheduleTaskContext {
+    ScheduleTaskContext {
         templates: canary.templates.clone(),
         state,
         clock: canary.clock.clone(),
         defaults: canary.defaults.clone(),
         metrics: Arc::new(metrics.clone()),
         canaries,
-        http: SchedulerContext::webhook_client(),
+        http: ScheduleTaskContext::webhook_client(),
         clients: canary.clients.clone(),
         notifier: canary.notifier.clone(),
     }

@@ -10,7 +10,7 @@ use super::assembly::{
     Outcome, PollSetup, RunConfig, Serving, alarm_poller, api_auth, bind, notify_config,
     schedule_context, shutdown_signal, start_notifier,
 };
-use crate::canary::driver::{self, DriverContext};
+use crate::canary::driver::{self, CanaryTaskContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::control::Forwarder;
 use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
@@ -18,7 +18,7 @@ use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent, SourceKind};
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
-use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
+use crate::schedule::driver::{self as schedule_driver, ScheduleTaskContext};
 use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Metrics};
 use crate::state::StatusStore;
@@ -116,7 +116,7 @@ pub async fn run(
     );
     // One status store for Canaries and ScheduledAnalyses: its in-flight bound covers both.
     let status_writes = KubeStatusStore::new(client.clone());
-    let ctx = DriverContext {
+    let ctx = CanaryTaskContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(Vec::new()),
         state: StatusStore::kube(status_writes.clone()),
@@ -231,7 +231,7 @@ pub async fn run(
                     notify_cfg.as_ref(),
                 );
                 let s = &*s;
-                let ctx = DriverContext {
+                let ctx = CanaryTaskContext {
                     templates: running_templates.clone(),
                     ..ctx.clone()
                 };
@@ -257,7 +257,7 @@ pub async fn run(
                         .any(|c| c.canary.namespace() == ns && c.canary.doc.metadata.name == n)
                 });
                 // Only the leader runs schedules.
-                let sched_ctx = SchedulerContext {
+                let sched_ctx = ScheduleTaskContext {
                     templates: ctx.templates.clone(),
                     ..sched_ctx.clone()
                 };

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::alarm::poll::AlarmSink;
 use crate::alarm::{Alarm, Batch, Deduper, Incoming, PatternCache, RollbackRules};
-use crate::canary::driver::{AlarmMsg, CanaryHandle, Msg};
+use crate::canary::driver::{AlarmMsg, CanaryHandle, CanaryTaskMsg};
 use crate::canary::machine::alarm_armed;
 use crate::canary::{
     AbortStatus, CanaryStatus, Command, CommandAction, CommandRequest, ForwardedAlarm,
@@ -214,7 +214,7 @@ impl DaemonControl {
         for (namespace, name, req) in requests {
             match self.get(&namespace, &name) {
                 Some(h) => {
-                    if h.tx.send(Msg::Request(Box::new(req))).is_err() {
+                    if h.tx.send(CanaryTaskMsg::Request(Box::new(req))).is_err() {
                         tracing::warn!(%namespace, canary = %name, "command request not delivered: the canary task has stopped");
                     }
                 }
@@ -289,7 +289,7 @@ impl DaemonControl {
                     %rule, %entity, %message, "alarm matched rollbackOn");
                 let (done, wait) = oneshot::channel();
                 handled.push(wait);
-                let _ = h.tx.send(Msg::Alarm(Box::new(AlarmMsg {
+                let _ = h.tx.send(CanaryTaskMsg::Alarm(Box::new(AlarmMsg {
                     source,
                     rule: rule.clone(),
                     entity: entity.clone(),
@@ -495,7 +495,7 @@ impl Control for DaemonControl {
             }
             let h = handle.ok_or(ControlError::NotFound)?;
             let (tx, rx) = oneshot::channel();
-            h.tx.send(Msg::Command(cmd, tx))
+            h.tx.send(CanaryTaskMsg::Command(cmd, tx))
                 .map_err(|_| ControlError::Unavailable("the canary task has stopped".into()))?;
             let status = rx
                 .await
@@ -623,7 +623,7 @@ impl CanaryRollback for DaemonControl {
         Box::pin(async move {
             let h = handle.ok_or_else(|| format!("canary {id} is not running here"))?;
             let (tx, rx) = oneshot::channel();
-            h.tx.send(Msg::Rollback(Box::new(why), tx))
+            h.tx.send(CanaryTaskMsg::Rollback(Box::new(why), tx))
                 .map_err(|_| format!("canary {id}: its task has stopped"))?;
             rx.await
                 .map_err(|_| format!("canary {id}: its task has stopped"))
@@ -651,7 +651,7 @@ mod tests {
     struct Fake {
         handle: CanaryHandle,
         status: watch::Sender<CanaryStatus>,
-        rx: mpsc::UnboundedReceiver<Msg>,
+        rx: mpsc::UnboundedReceiver<CanaryTaskMsg>,
     }
 
     fn fake(name: &str, rollback: Option<RollbackOn>, st: CanaryStatus) -> Fake {
@@ -758,7 +758,7 @@ mod tests {
         let task = tokio::spawn(async move {
             let mut seen = Vec::new();
             while let Some(msg) = rx.recv().await {
-                if let Msg::Alarm(alarm) = msg {
+                if let CanaryTaskMsg::Alarm(alarm) = msg {
                     let AlarmMsg {
                         source,
                         rule,
@@ -815,10 +815,10 @@ mod tests {
     }
 
     /// Drains a fake canary's inbox, answering each alarm; returns how many it got.
-    fn drain_alarms(rx: &mut mpsc::UnboundedReceiver<Msg>) -> usize {
+    fn drain_alarms(rx: &mut mpsc::UnboundedReceiver<CanaryTaskMsg>) -> usize {
         let mut n = 0;
         while let Ok(msg) = rx.try_recv() {
-            if let Msg::Alarm(alarm) = msg {
+            if let CanaryTaskMsg::Alarm(alarm) = msg {
                 n += 1;
                 if let Some(d) = alarm.done {
                     let _ = d.send(CanaryStatus::default());

@@ -13,7 +13,7 @@ use super::assembly::{
     Outcome, PollSetup, RunConfig, Serving, alarm_poller, api_auth, bind, daemon_clock,
     notify_config, schedule_context, shutdown_signal, start_notifier,
 };
-use crate::canary::driver::{self, DriverContext};
+use crate::canary::driver::{self, CanaryTaskContext};
 use crate::daemon::DaemonControl;
 use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
@@ -141,7 +141,7 @@ pub async fn run(
         crate::daemon::drift_watch::MANIFEST_POLL,
     ));
     let notifier = start_notifier(notify_cfg.as_ref(), &metrics);
-    let mut ctx = DriverContext {
+    let mut ctx = CanaryTaskContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
         state: StatusStore::file(state),

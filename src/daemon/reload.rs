@@ -3,7 +3,7 @@
 //! their analyses in flight); the handle map is swapped in one step, so an alarm that arrives
 //! during a reload always finds a canary's rollback rules and a queue that takes it.
 
-use crate::canary::driver::{CanaryHandle, Msg};
+use crate::canary::driver::{CanaryHandle, CanaryTaskMsg};
 use crate::canary::{AbortStatus, CanaryPhase};
 use crate::resources::canary::{CanaryDoc, CanaryStep, OnDelete, TemplateRef};
 use crate::resources::scheduled::ScheduledAnalysisDoc;
@@ -151,7 +151,10 @@ async fn roll_back_removed(h: &CanaryHandle) {
         at: chrono::Utc::now(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if h.tx.send(Msg::Rollback(Box::new(why), tx)).is_err() {
+    if h.tx
+        .send(CanaryTaskMsg::Rollback(Box::new(why), tx))
+        .is_err()
+    {
         tracing::error!(namespace = %h.namespace, canary = %h.name, "Canary removed mid-release, but its task has ended: routes not rolled back");
         return;
     }
@@ -344,14 +347,14 @@ spec:
         tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
                 let what = match m {
-                    Msg::Rollback(_, done) => {
+                    CanaryTaskMsg::Rollback(_, done) => {
                         let _ = done.send(CanaryStatus {
                             phase: CanaryPhase::Aborted,
                             ..CanaryStatus::default()
                         });
                         "rollback"
                     }
-                    Msg::Stop => "stop",
+                    CanaryTaskMsg::Stop => "stop",
                     _ => "other",
                 };
                 seen.lock().unwrap().push(what);
