@@ -20,7 +20,7 @@ use crate::schedule::store::ScheduleStore;
 use crate::server::{self, Auth, Metrics, ServerError, Token};
 use crate::traffic::store::ManifestStore;
 
-use super::DaemonControl;
+use super::TaskRegistry;
 
 /// What `skycanary run` asks of the daemon, as plain data: the CLI fills it from its flags
 /// (each field names its flag; errors about a field name the flag too).
@@ -230,7 +230,7 @@ pub fn schedule_context<S: ManifestStore + 'static>(
     canary: &CanaryTaskContext<S>,
     state: ScheduleStore,
     metrics: &Metrics,
-    canaries: Arc<DaemonControl>,
+    canaries: Arc<TaskRegistry>,
 ) -> ScheduleTaskContext {
     ScheduleTaskContext {
         templates: canary.templates.clone(),

@@ -11,10 +11,10 @@ use super::assembly::{
     schedule_context, shutdown_signal, start_notifier,
 };
 use crate::canary::driver::{self, CanaryTaskContext};
-use crate::daemon::DaemonControl;
-use crate::daemon::control::Forwarder;
+use crate::daemon::TaskRegistry;
 use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent, SourceKind};
+use crate::daemon::registry::Forwarder;
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
@@ -132,17 +132,17 @@ pub async fn run(
         notifier: notifier.clone(),
         readiness: Some(readiness),
     };
-    let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
-    control.set_standby(Some("this replica is not the leader".into()));
+    let registry = Arc::new(TaskRegistry::new(Vec::new(), metrics.clone()));
+    registry.set_standby(Some("this replica is not the leader".into()));
     let sched_ctx = schedule_context(
         &ctx,
         ScheduleStore::kube(status_writes),
         &metrics,
-        control.clone(),
+        registry.clone(),
     );
     // Every replica runs the poller; it polls only while this replica leads (a standby has
     // no canary to roll back and `poll_since` is `None`).
-    let poller = match alarm_poller(args, control.clone(), clock.clone(), err)? {
+    let poller = match alarm_poller(args, registry.clone(), clock.clone(), err)? {
         PollSetup::Invalid => return Ok(Outcome::Invalid),
         PollSetup::Off => None,
         PollSetup::On(p) => Some(p),
@@ -155,7 +155,7 @@ pub async fn run(
     let _ = out.flush();
 
     let metrics_of = metrics.clone();
-    let app = server::router(control.clone(), metrics, auth);
+    let app = server::router(registry.clone(), metrics, auth);
     let serving = Serving::start(args, listener, app, poller);
     let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(false);
     let elector = LeaderElector::new(lock, clock);
@@ -197,7 +197,7 @@ pub async fn run(
                     // Only command requests changed: the drivers keep running and hear them.
                     restart = s.specs_changed || snapshot.is_none();
                     if !restart && leading {
-                        control.deliver_requests(s.command_requests());
+                        registry.deliver_requests(s.command_requests());
                     }
                     snapshot = Some(*s);
                 }
@@ -211,7 +211,7 @@ pub async fn run(
         // A standby drives nothing. The leader replaces only what changed: a changed canary's
         // successor stops its predecessor before it drives, so two never drive one canary.
         if !leading {
-            control.stop_tasks().await;
+            registry.stop_tasks().await;
         }
         if leading {
             if let Some(s) = snapshot.as_mut() {
@@ -237,7 +237,7 @@ pub async fn run(
                 };
                 let wanted: Vec<_> = s.canaries.iter().map(|c| c.canary.clone()).collect();
                 reconcile_canaries(
-                    &control,
+                    &registry,
                     &wanted,
                     &old_templates,
                     &running_templates,
@@ -262,7 +262,7 @@ pub async fn run(
                     ..sched_ctx.clone()
                 };
                 reconcile_schedules(
-                    &control,
+                    &registry,
                     &s.scheduled,
                     &old_templates,
                     &running_templates,
@@ -294,7 +294,7 @@ pub async fn run(
                     canaries: &ctx.state,
                     schedules: &sched_ctx.state,
                     events: ctx.events.as_ref(),
-                    control: &control,
+                    registry: &registry,
                     notifier: &ctx.notifier,
                 };
                 crate::daemon::invalid::report(
@@ -304,19 +304,19 @@ pub async fn run(
                     ctx.clock.now(),
                 )
                 .await;
-                control.set_standby(None);
-                control.set_forwarder(None);
-                control.set_ready(true);
+                registry.set_standby(None);
+                registry.set_forwarder(None);
+                registry.set_ready(true);
                 // Requests written while no driver ran (or before this restart); a driver
                 // ignores one it already handled (`lastCommand.id`).
-                control.deliver_requests(s.command_requests());
+                registry.deliver_requests(s.command_requests());
             }
         } else {
             // A new leader reports every refusal again.
             invalid_reports = InvalidReports::default();
-            control.set_standby(Some("this replica is not the leader".into()));
+            registry.set_standby(Some("this replica is not the leader".into()));
             // Alarms that reach this standby are handed to the leader, not refused.
-            control.set_forwarder(snapshot.as_ref().map(|s| {
+            registry.set_forwarder(snapshot.as_ref().map(|s| {
                 Forwarder::new(
                     forward_client.clone(),
                     identity.clone(),
@@ -329,13 +329,13 @@ pub async fn run(
                     }),
                 )
             }));
-            control.set_ready(snapshot.is_some());
+            registry.set_ready(snapshot.is_some());
         }
     }
-    control.set_forwarder(None);
-    control.set_ready(false);
-    control.set_standby(Some("shutting down".into()));
-    control.stop_tasks().await;
+    registry.set_forwarder(None);
+    registry.set_ready(false);
+    registry.set_standby(Some("shutting down".into()));
+    registry.stop_tasks().await;
     drift_watch.abort();
     for w in &readiness_watches {
         w.abort();

@@ -14,7 +14,7 @@ use super::assembly::{
     notify_config, schedule_context, shutdown_signal, start_notifier,
 };
 use crate::canary::driver::{self, CanaryTaskContext};
-use crate::daemon::DaemonControl;
+use crate::daemon::TaskRegistry;
 use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadResult, load_paths};
@@ -163,21 +163,21 @@ pub async fn run(
         .iter()
         .map(|c| driver::spawn(c, ctx.clone()))
         .collect();
-    let control = Arc::new(DaemonControl::new(handles, metrics.clone()));
-    let poller = match alarm_poller(args, control.clone(), ctx.clock.clone(), err)? {
+    let registry = Arc::new(TaskRegistry::new(handles, metrics.clone()));
+    let poller = match alarm_poller(args, registry.clone(), ctx.clock.clone(), err)? {
         PollSetup::Invalid => return Ok(Outcome::Invalid),
         PollSetup::Off => None,
         PollSetup::On(p) => Some(p),
     };
-    let mut sched_ctx = schedule_context(&ctx, schedule_state, &metrics, control.clone());
-    control.replace_schedules(
+    let mut sched_ctx = schedule_context(&ctx, schedule_state, &metrics, registry.clone());
+    registry.replace_schedules(
         loaded
             .scheduled
             .iter()
             .map(|s| schedule_driver::spawn(s, sched_ctx.clone()))
             .collect(),
     );
-    control.set_ready(true);
+    registry.set_ready(true);
     // Announcements are best effort: a daemon whose stdout was closed (a supervisor that read
     // the first line, `| head -1`) keeps running; its log goes to stderr.
     let _ = writeln!(
@@ -200,7 +200,7 @@ pub async fn run(
     let _ = out.flush();
 
     let metrics_of = metrics.clone();
-    let app = server::router(control.clone(), metrics, auth);
+    let app = server::router(registry.clone(), metrics, auth);
     let serving = Serving::start(args, listener, app, poller);
 
     // Reload on change: the config files are checked every 2 s; a valid new set replaces the
@@ -229,12 +229,12 @@ pub async fn run(
         }
         seen = now;
         let reloaded = load_paths(&args.config);
-        let refused = refused_objects(&reloaded, &control);
+        let refused = refused_objects(&reloaded, &registry);
         let sinks = InvalidSinks {
             canaries: &ctx.state,
             schedules: &sched_ctx.state,
             events: None,
-            control: &control,
+            registry: &registry,
             notifier: &notifier,
         };
         crate::daemon::invalid::report(&mut invalid_reports, &refused, &sinks, ctx.clock.now())
@@ -263,7 +263,7 @@ pub async fn run(
         ctx.templates = Arc::new(reloaded.templates.clone());
         sched_ctx.templates = ctx.templates.clone();
         let canaries = reconcile_canaries(
-            &control,
+            &registry,
             &reloaded.canaries,
             &old_templates,
             &ctx.templates,
@@ -278,7 +278,7 @@ pub async fn run(
                 .any(|c| c.namespace() == ns && c.doc.metadata.name == n)
         });
         let schedules = reconcile_schedules(
-            &control,
+            &registry,
             &reloaded.scheduled,
             &old_templates,
             &ctx.templates,
@@ -296,8 +296,8 @@ pub async fn run(
             "configuration changed; replaced what changed"
         );
     }
-    control.set_ready(false);
-    control.stop_tasks().await;
+    registry.set_ready(false);
+    registry.stop_tasks().await;
     drift_poll.abort();
     serving.stop();
     match serving.finished().await {
@@ -314,9 +314,9 @@ pub async fn run(
 
 /// The Canaries and ScheduledAnalyses of a refused reload that failed validation and that no
 /// task drives (a running one keeps its previous spec, and its own status writes).
-fn refused_objects(loaded: &LoadResult, control: &DaemonControl) -> Vec<Invalid> {
-    let canaries = control.handles();
-    let schedules = control.schedules();
+fn refused_objects(loaded: &LoadResult, registry: &TaskRegistry) -> Vec<Invalid> {
+    let canaries = registry.handles();
+    let schedules = registry.schedules();
     loaded
         .invalid
         .iter()

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::DaemonControl;
+use super::TaskRegistry;
 use crate::canary::CanaryStatus;
 use crate::resources::ConfigError;
 use crate::schedule::store::ScheduleStore;
@@ -138,7 +138,7 @@ pub struct InvalidSinks<'a> {
     /// Cluster mode: Events.
     pub events: Option<&'a crate::traffic::kube::EventRecorder>,
     /// The API's list of canaries.
-    pub control: &'a DaemonControl,
+    pub registry: &'a TaskRegistry,
     /// Notifications (an invalid spec's own subscriptions cannot be trusted: the daemon's
     /// defaults get it).
     pub notifier: &'a crate::notify::Notifier,
@@ -188,7 +188,7 @@ pub async fn report(
             tracing::warn!(parent: &span, "cannot record the InvalidSpec event: {e}");
         }
     }
-    sinks.control.set_invalid(
+    sinks.registry.set_invalid(
         reports
             .listed
             .iter()

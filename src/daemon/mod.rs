@@ -13,18 +13,18 @@
 
 pub mod assembly;
 pub mod cluster_mode;
-pub mod control;
 pub mod drift_watch;
 pub mod file_mode;
 pub mod invalid;
 pub mod kube_source;
 pub mod readiness_watch;
+pub mod registry;
 pub mod reload;
 
 use std::io::Write;
 
 pub use assembly::{Outcome, RunConfig};
-pub use control::DaemonControl;
+pub use registry::TaskRegistry;
 
 /// Runs the daemon in the mode `config` asks for until SIGINT/SIGTERM. Announcements go to
 /// `out`; a refused configuration is reported to `err`, naming the flag.
