@@ -16,7 +16,7 @@ use crate::canary::driver::CanaryTaskContext;
 use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
 use crate::runner::{Clock, SystemClock, WallScaledClock};
 use crate::schedule::driver::ScheduleTaskContext;
-use crate::schedule::store::ScheduleStore;
+use crate::schedule::store::ScheduleStatusStore;
 use crate::server::{self, Auth, Metrics, ServerError, Token};
 use crate::traffic::store::ManifestStore;
 
@@ -228,7 +228,7 @@ pub fn start_notifier(
 /// tasks through `canaries`.
 pub fn schedule_context<S: ManifestStore + 'static>(
     canary: &CanaryTaskContext<S>,
-    state: ScheduleStore,
+    state: ScheduleStatusStore,
     metrics: &Metrics,
     canaries: Arc<TaskRegistry>,
 ) -> ScheduleTaskContext {

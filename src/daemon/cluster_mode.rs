@@ -19,13 +19,13 @@ use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
 use crate::schedule::driver::{self as schedule_driver, ScheduleTaskContext};
-use crate::schedule::store::ScheduleStore;
+use crate::schedule::store::ScheduleStatusStore;
 use crate::server::{self, Metrics};
 use crate::state::StatusStore;
 use crate::state::kube_status::KubeStatusStore;
 use crate::state::lease::{LeaderElector, LeaseLock, LeaseTiming};
 use crate::traffic::drift::DriftSignals;
-use crate::traffic::kube::KubeStore;
+use crate::traffic::kube::KubeManifestStore;
 use crate::traffic::router::Router;
 
 /// Runs until SIGINT/SIGTERM; a configuration refused before anything runs is reported to
@@ -74,15 +74,18 @@ pub async fn run(
     let notifier = start_notifier(notify_cfg.as_ref(), &metrics);
     let observer: Arc<dyn crate::traffic::kube_observe::KubeRequestObserver> =
         Arc::new(metrics.clone());
-    let store =
-        match KubeStore::from_default_config_observed(args.istio_api_version, Some(observer)).await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                writeln!(err, "error: {e}")?;
-                return Ok(Outcome::Failed);
-            }
-        };
+    let store = match KubeManifestStore::from_default_config_observed(
+        args.istio_api_version,
+        Some(observer),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(Outcome::Failed);
+        }
+    };
     let client = store.client().clone();
     let forward_client = client.clone();
     let lock = match LeaseLock::new(client.clone(), lease_ns, lease_name, identity.clone())
@@ -136,7 +139,7 @@ pub async fn run(
     registry.set_standby(Some("this replica is not the leader".into()));
     let sched_ctx = schedule_context(
         &ctx,
-        ScheduleStore::kube(status_writes),
+        ScheduleStatusStore::kube(status_writes),
         &metrics,
         registry.clone(),
     );

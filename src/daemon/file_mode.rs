@@ -20,11 +20,11 @@ use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadResult, load_paths};
 use crate::runner::Defaults;
 use crate::schedule::driver as schedule_driver;
-use crate::schedule::store::ScheduleStore;
+use crate::schedule::store::ScheduleStatusStore;
 use crate::server::{self, Metrics};
-use crate::state::{FileStateStore, StatusStore};
+use crate::state::{FileStatusStore, StatusStore};
 use crate::traffic::drift::DriftSignals;
-use crate::traffic::file::FileStore;
+use crate::traffic::file::FileManifestStore;
 use crate::traffic::router::Router;
 
 /// Runs until SIGINT/SIGTERM; a configuration refused before anything runs is reported to
@@ -110,14 +110,14 @@ pub async fn run(
     let Some(auth) = api_auth(args, err)? else {
         return Ok(Outcome::Invalid);
     };
-    let store = match FileStore::open(manifests) {
+    let store = match FileManifestStore::open(manifests) {
         Ok(s) => s,
         Err(e) => {
             writeln!(err, "error: --manifests {}: {e}", manifests.display())?;
             return Ok(Outcome::Invalid);
         }
     };
-    let state = match FileStateStore::open(state_dir) {
+    let state = match FileStatusStore::open(state_dir) {
         Ok(s) => s,
         Err(e) => {
             writeln!(err, "error: --state-dir: {e}")?;
@@ -131,7 +131,7 @@ pub async fn run(
 
     let metrics = Metrics::new();
     let clock = daemon_clock(args);
-    let schedule_state = ScheduleStore::file(state.clone());
+    let schedule_state = ScheduleStatusStore::file(state.clone());
     // Foreign edits of the managed weights are looked for on a short poll (and before each
     // decision); the poller only says which VirtualService changed.
     let drift = DriftSignals::polled();

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use super::TaskRegistry;
 use crate::canary::CanaryStatus;
 use crate::resources::ConfigError;
-use crate::schedule::store::ScheduleStore;
+use crate::schedule::store::ScheduleStatusStore;
 use crate::server::CanarySummary;
 use crate::state::StatusStore;
 use crate::state::status::mark_invalid;
@@ -134,7 +134,7 @@ pub struct InvalidSinks<'a> {
     /// Canary statuses.
     pub canaries: &'a StatusStore,
     /// ScheduledAnalysis statuses.
-    pub schedules: &'a ScheduleStore,
+    pub schedules: &'a ScheduleStatusStore,
     /// Cluster mode: Events.
     pub events: Option<&'a crate::traffic::kube::EventRecorder>,
     /// The API's list of canaries.
@@ -207,7 +207,7 @@ pub async fn report(
 pub async fn write_status(
     i: &Invalid,
     canaries: &StatusStore,
-    schedules: &ScheduleStore,
+    schedules: &ScheduleStatusStore,
     now: DateTime<Utc>,
 ) -> Result<Option<CanaryStatus>, String> {
     match i.kind {
@@ -323,9 +323,9 @@ mod tests {
     #[tokio::test]
     async fn the_refusal_is_written_with_the_refused_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let files = crate::state::FileStateStore::open(dir.path()).unwrap();
+        let files = crate::state::FileStatusStore::open(dir.path()).unwrap();
         let canaries = StatusStore::file(files.clone());
-        let schedules = ScheduleStore::file(files);
+        let schedules = ScheduleStatusStore::file(files);
         let a = Invalid {
             generation: Some(7),
             uid: None,

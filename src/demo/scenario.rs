@@ -587,7 +587,7 @@ mod tests {
             let manifests = spec.manifests();
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("reviews.yaml"), &manifests).unwrap();
-            let store = crate::traffic::file::FileStore::open(dir.path()).unwrap();
+            let store = crate::traffic::file::FileManifestStore::open(dir.path()).unwrap();
             let w = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap()

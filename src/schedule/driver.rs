@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::cron::CronSchedule;
 use super::model::*;
 use super::policy::{self, Admission, Delivery, Due};
-use super::store::ScheduleStore;
+use super::store::ScheduleStatusStore;
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::canary::{AbortStatus, CanaryPhase, CanaryStatus};
 use crate::resources::LoadedScheduled;
@@ -53,7 +53,7 @@ pub struct ScheduleTaskContext {
     /// Templates.
     pub templates: Arc<Vec<LoadedTemplate>>,
     /// Status persistence.
-    pub state: ScheduleStore,
+    pub state: ScheduleStatusStore,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.

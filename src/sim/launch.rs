@@ -12,7 +12,7 @@ use crate::runner::Clock;
 use crate::sim::blend::{BlendedService, FollowHandle};
 use crate::sim::scenario_file::{self, ScenarioPlan, ServicePlan};
 use crate::sim::{OapProfile, RunningSim, SimConfig, Simulator};
-use crate::traffic::file::FileStore;
+use crate::traffic::file::FileManifestStore;
 
 /// A started simulator; dropping it stops the server and the weight followers.
 pub struct StartedSim {
@@ -80,7 +80,7 @@ async fn install(
     let mut follow = Vec::new();
     let store = match manifests {
         Some(dir) => Some(
-            FileStore::open(dir)
+            FileManifestStore::open(dir)
                 .map_err(|e| vec![format!("--manifests {}: {e}", dir.display())])?,
         ),
         None => None,
