@@ -148,7 +148,7 @@ pub struct AlarmMsg {
     pub rule: String,
     /// Entity name.
     pub entity: String,
-    /// Message.
+    /// The alarm's text, as its sender wrote it.
     pub message: String,
     /// When skycanary received it (for the alarm→rollback latency).
     pub received: std::time::Instant,
@@ -159,9 +159,9 @@ pub struct AlarmMsg {
 /// Handle on a running canary task.
 #[derive(Debug, Clone)]
 pub struct CanaryHandle {
-    /// Namespace.
+    /// The canary's namespace; with the name, the registry's key.
     pub namespace: String,
-    /// Name.
+    /// The canary's name.
     pub name: String,
     /// Number of steps.
     pub steps: usize,
@@ -206,7 +206,7 @@ pub struct CanaryTaskContext<S: ManifestStore + 'static> {
     pub state: StatusStore,
     /// Kubernetes Events on the Canary (cluster mode); repeats become series.
     pub events: Option<crate::traffic::kube::EventRecorder>,
-    /// Time.
+    /// The daemon's clock (scaled in demos and tests), for every wait and timestamp.
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.
     pub defaults: Defaults,

@@ -43,7 +43,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Commands.
+/// The subcommands; each runs from its own file in `cli/`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one analysis now; exit 0 Successful, 1 Failed, 2 Inconclusive, 3 Error, 4 invalid input.

@@ -42,11 +42,11 @@ impl InvalidKind {
 /// One refused object and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    /// Kind.
+    /// Which resource was refused: its status and Event are written on that kind.
     pub kind: InvalidKind,
-    /// Namespace.
+    /// The refused object's namespace.
     pub namespace: String,
-    /// Name.
+    /// The refused object's name.
     pub name: String,
     /// What `validate` prints, one problem per `; `.
     pub message: String,

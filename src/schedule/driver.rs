@@ -50,11 +50,11 @@ pub trait CanaryRollback: Send + Sync {
 /// Everything a schedule task needs besides its ScheduledAnalysis.
 #[derive(Clone)]
 pub struct ScheduleTaskContext {
-    /// Templates.
+    /// The templates the analyses are planned from (file and cluster ones merged).
     pub templates: Arc<Vec<LoadedTemplate>>,
     /// Status persistence.
     pub state: ScheduleStatusStore,
-    /// Time.
+    /// The daemon's clock: fire times and run windows are computed on it.
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.
     pub defaults: Defaults,
@@ -131,9 +131,9 @@ impl TaskMsg for ScheduleTaskMsg {
 /// Handle on a running schedule task.
 #[derive(Debug, Clone)]
 pub struct ScheduleHandle {
-    /// Namespace.
+    /// The ScheduledAnalysis' namespace; with the name, the registry's key.
     pub namespace: String,
-    /// Name.
+    /// The ScheduledAnalysis' name.
     pub name: String,
     /// The object as loaded.
     pub doc: Arc<ScheduledAnalysisDoc>,

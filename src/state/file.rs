@@ -14,7 +14,7 @@ pub enum StateError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Cause.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The file exists but does not hold valid state.
@@ -22,7 +22,7 @@ pub enum StateError {
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// Cause.
+        /// What does not parse, with its field path.
         message: String,
     },
     /// A name that would escape the state directory.

@@ -54,14 +54,14 @@ impl Target {
 pub enum LogEntry {
     /// A `get` and its outcome (the version read).
     Get {
-        /// Object.
+        /// The object asked for.
         key: ObjectKey,
         /// Version read, or the error.
         result: Result<String, ManifestStoreError>,
     },
     /// A `replace` attempt and its outcome (the new version).
     Replace {
-        /// Object.
+        /// The object asked for.
         key: ObjectKey,
         /// Content sent.
         object: Value,

@@ -107,7 +107,7 @@ pub enum RouterError {
     /// Reading failed (not found, duplicate definition, backend failure...).
     #[error("{}", store_message("reading", key, source))]
     Read {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Store error (boxed: keeps `Result`s small).
         source: Box<ManifestStoreError>,
@@ -115,7 +115,7 @@ pub enum RouterError {
     /// The planner refused the VirtualService.
     #[error("{key}: {message}")]
     Plan {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Planner message.
         message: String,
@@ -123,7 +123,7 @@ pub enum RouterError {
     /// The DestinationRule check failed.
     #[error("{key}: {message}")]
     DestinationRule {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Check message.
         message: String,
@@ -131,7 +131,7 @@ pub enum RouterError {
     /// A write failed with an error that is not a version conflict.
     #[error("{}", store_message("writing", key, source))]
     Write {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Store error (boxed: keeps `Result`s small).
         source: Box<ManifestStoreError>,
@@ -139,7 +139,7 @@ pub enum RouterError {
     /// Version conflicts on every attempt.
     #[error("{key}: still modified concurrently after {attempts} attempts")]
     ConflictRetriesExhausted {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Attempts made.
         attempts: u32,

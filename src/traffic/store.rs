@@ -29,11 +29,11 @@ impl ObjectKind {
 /// Identifies one object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
-    /// Kind.
+    /// VirtualService or DestinationRule.
     pub kind: ObjectKind,
-    /// Namespace.
+    /// Its namespace (`default` when a file mode manifest names none).
     pub namespace: String,
-    /// Name.
+    /// Its name.
     pub name: String,
 }
 
@@ -103,7 +103,7 @@ pub enum ManifestStoreError {
     Invalid {
         /// The object.
         key: ObjectKey,
-        /// Why.
+        /// What the API server or the file loader said.
         message: String,
     },
     /// Transport, permission or file-system failure.
