@@ -88,9 +88,15 @@ pub struct WorkloadRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub name: Option<String>,
-    /// Pods by label (instead of kind and name).
+    /// Pods by label (instead of kind and name). With `fromSubset`, labels added to the
+    /// subset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<PodSelector>,
+    /// The pods the DestinationRule subset of this side selects (`spec.subsets[].labels`);
+    /// subset-level routing only. Read again while the canary runs, so a relabelled subset is
+    /// followed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_subset: bool,
 }
 
 /// Kind of a referenced workload.
