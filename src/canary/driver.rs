@@ -1498,4 +1498,50 @@ mod tests {
         assert!(dropped_runs(&new, &new).is_empty());
         assert!(dropped_runs(&with_runs(&[]), &new).is_empty());
     }
+
+    /// `fromSubset` follows a relabelled or removed subset: the DestinationRule is read again
+    /// once [`super::SUBSET_REFRESH`] has passed, not on every readiness poll.
+    #[tokio::test(start_paused = true)]
+    async fn subset_labels_are_read_again_after_the_refresh_interval() {
+        use crate::canary::readiness::{SubsetRefs, resolve_ref};
+        use crate::resources::canary::WorkloadRef;
+        use crate::traffic::memory::MemoryStore;
+        use crate::traffic::store::ObjectKey;
+        let store = MemoryStore::new();
+        let key = ObjectKey::destination_rule("bookinfo", "reviews");
+        let dr = |v: &str| serde_json::json!({"spec": {"subsets": [{"name": "v2", "labels": {"version": v}}]}});
+        store.insert(key.clone(), dr("v2"));
+        let refs = SubsetRefs {
+            destination_rule: key.to_string(),
+            canary: "v2".into(),
+            stable: "v1".into(),
+        };
+        let router = std::sync::Arc::new(crate::traffic::router::Router::new(store.clone()));
+        let mut s = super::SubsetLabels::new(router, key.clone(), refs);
+        let r = WorkloadRef {
+            from_subset: true,
+            ..WorkloadRef::default()
+        };
+        let version = |s: &super::SubsetLabels<MemoryStore>| {
+            resolve_ref(&r, "v2", &s.refs, &s.dr)
+                .map(|w| w.selector.unwrap().match_labels["version"].clone())
+        };
+        s.refresh().await;
+        assert_eq!(version(&s), Ok("v2".to_string()));
+        store.insert(key.clone(), dr("v2b"));
+        tokio::time::advance(super::SUBSET_REFRESH / 2).await;
+        s.refresh().await;
+        assert_eq!(version(&s), Ok("v2".to_string()), "not read again yet");
+        tokio::time::advance(super::SUBSET_REFRESH / 2).await;
+        s.refresh().await;
+        assert_eq!(version(&s), Ok("v2b".to_string()));
+        store.remove(&key);
+        tokio::time::advance(super::SUBSET_REFRESH).await;
+        s.refresh().await;
+        let e = version(&s).unwrap_err();
+        assert!(
+            e.contains("DestinationRule bookinfo/reviews not found"),
+            "{e}"
+        );
+    }
 }

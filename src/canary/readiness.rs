@@ -104,10 +104,7 @@ impl SubsetRefs {
             .flatten()
             .any(|r| r.from_subset);
         let dr = spec.traffic_routing.istio.destination_rule.as_ref()?;
-        let (name, ns) = match dr.name.split_once('.') {
-            Some((n, ns)) => (n, ns),
-            None => (dr.name.as_str(), namespace),
-        };
+        let (name, ns) = crate::traffic::spec::split_name(&dr.name, namespace);
         any.then(|| SubsetRefs {
             destination_rule: format!("DestinationRule {ns}/{name}"),
             canary: dr.canary_subset_name.clone(),
@@ -377,5 +374,42 @@ mod tests {
         let s = read(&src, &q, Some((&refs(), &only_v2)), at(0)).await;
         assert_eq!(s.canary_ready, None);
         assert!(s.message.unwrap().contains("contradicts label version=v2"));
+    }
+
+    #[test]
+    fn subset_refs_name_the_destination_rule_only_when_a_side_reads_it() {
+        let doc = |refs: serde_json::Value| -> CanaryDoc {
+            let mut spec = serde_json::json!({
+                "trafficRouting": {"istio": {
+                    "virtualService": {"name": "reviews"},
+                    "destinationRule": {"name": "reviews.mesh", "stableSubsetName": "v1",
+                        "canarySubsetName": "v2"}}}
+            });
+            spec.as_object_mut()
+                .unwrap()
+                .extend(refs.as_object().unwrap().clone());
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+                "metadata": {"name": "reviews", "namespace": "bookinfo"},
+                "spec": spec
+            }))
+            .unwrap()
+        };
+        let stable_only = doc(serde_json::json!({
+            "workloadRef": {"kind": "Deployment", "name": "reviews-v2"},
+            "stableWorkloadRef": {"fromSubset": true}
+        }));
+        assert_eq!(
+            SubsetRefs::of(&stable_only, "bookinfo"),
+            Some(SubsetRefs {
+                destination_rule: "DestinationRule mesh/reviews".into(),
+                canary: "v2".into(),
+                stable: "v1".into(),
+            })
+        );
+        let named = doc(serde_json::json!({
+            "workloadRef": {"kind": "Deployment", "name": "reviews-v2"}
+        }));
+        assert_eq!(SubsetRefs::of(&named, "bookinfo"), None);
     }
 }
