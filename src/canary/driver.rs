@@ -17,7 +17,7 @@ use super::model::{
     AnalysisRunKind, CanaryEvent, CanaryStatus, Command, CommandAction, CommandOutcome,
     CommandRequest, step_label,
 };
-use super::readiness::{self, ReadinessQuery, ReadinessSource};
+use super::readiness::{self, ReadinessQuery, ReadinessSource, SubsetRefs};
 use crate::alarm::AlarmSource;
 use crate::analysis::{ConditionKind, MeasurementEvidence, Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
@@ -194,6 +194,58 @@ impl CanaryHandle {
             handover: self.handover.clone(),
         }
     }
+}
+
+/// How often a canary with `fromSubset` references reads its DestinationRule again: a
+/// relabelled or removed subset is followed within this (one GET, not a watch).
+pub const SUBSET_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The DestinationRule that `fromSubset` references read, as last read through the router's
+/// store (the same read the router checks the subsets with before a write).
+struct SubsetLabels<S: ManifestStore + 'static> {
+    router: Arc<Router<S>>,
+    key: ObjectKey,
+    refs: SubsetRefs,
+    dr: Result<serde_json::Value, String>,
+    read_at: Option<tokio::time::Instant>,
+}
+
+impl<S: ManifestStore + 'static> SubsetLabels<S> {
+    fn new(router: Arc<Router<S>>, key: ObjectKey, refs: SubsetRefs) -> Self {
+        SubsetLabels {
+            router,
+            key,
+            refs,
+            dr: Err("not read yet".into()),
+            read_at: None,
+        }
+    }
+
+    /// Reads the DestinationRule when it was never read or [`SUBSET_REFRESH`] has passed.
+    async fn refresh(&mut self) {
+        if self.read_at.is_some_and(|t| t.elapsed() < SUBSET_REFRESH) {
+            return;
+        }
+        self.dr = match self.router.store().get(&self.key).await {
+            Ok(v) => Ok(v.object),
+            Err(e) => Err(e.to_string()),
+        };
+        self.read_at = Some(tokio::time::Instant::now());
+    }
+}
+
+/// The readiness of `query` now, `fromSubset` references read from their DestinationRule.
+async fn read_readiness<S: ManifestStore + 'static>(
+    source: &dyn ReadinessSource,
+    query: &ReadinessQuery,
+    subsets: &mut Option<SubsetLabels<S>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> super::model::ReadinessStatus {
+    if let Some(s) = subsets.as_mut() {
+        s.refresh().await;
+    }
+    let subsets = subsets.as_ref().map(|s| (&s.refs, &s.dr));
+    readiness::read(source, query, subsets, now).await
 }
 
 /// Everything a canary task needs besides its Canary.
@@ -654,7 +706,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     async fn watch_readiness(&self) -> Option<super::model::ReadinessStatus> {
         let source = self.ctx.readiness.clone()?;
         let query = ReadinessQuery::of(&self.doc, &self.namespace)?;
-        let first = source.readiness(&query, self.ctx.clock.now()).await;
+        let mut subsets = SubsetRefs::of(&self.doc, &self.namespace)
+            .zip(destination_rule_key(&self.routing, &self.namespace))
+            .map(|(refs, key)| SubsetLabels::new(self.ctx.router.clone(), key, refs));
+        let first = read_readiness(&*source, &query, &mut subsets, self.ctx.clock.now()).await;
         let (tx, clock) = (self.tx.clone(), self.ctx.clock.clone());
         let mut last = first.clone();
         tokio::spawn(
@@ -664,7 +719,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                     if tx.is_closed() {
                         break;
                     }
-                    let now = source.readiness(&query, clock.now()).await;
+                    let now = read_readiness(&*source, &query, &mut subsets, clock.now()).await;
                     if readiness::changed(Some(&last), &now) {
                         tracing::info!(
                             canary_ready = ?now.canary_ready,
@@ -1452,5 +1507,51 @@ mod tests {
         assert_eq!(dropped_runs(&old, &new), vec!["v1-bg", "v1-step-1"]);
         assert!(dropped_runs(&new, &new).is_empty());
         assert!(dropped_runs(&with_runs(&[]), &new).is_empty());
+    }
+
+    /// `fromSubset` follows a relabelled or removed subset: the DestinationRule is read again
+    /// once [`super::SUBSET_REFRESH`] has passed, not on every readiness poll.
+    #[tokio::test(start_paused = true)]
+    async fn subset_labels_are_read_again_after_the_refresh_interval() {
+        use crate::canary::readiness::{SubsetRefs, resolve_ref};
+        use crate::resources::canary::WorkloadRef;
+        use crate::traffic::memory::MemoryStore;
+        use crate::traffic::store::ObjectKey;
+        let store = MemoryStore::new();
+        let key = ObjectKey::destination_rule("bookinfo", "reviews");
+        let dr = |v: &str| serde_json::json!({"spec": {"subsets": [{"name": "v2", "labels": {"version": v}}]}});
+        store.insert(key.clone(), dr("v2"));
+        let refs = SubsetRefs {
+            destination_rule: key.to_string(),
+            canary: "v2".into(),
+            stable: "v1".into(),
+        };
+        let router = std::sync::Arc::new(crate::traffic::router::Router::new(store.clone()));
+        let mut s = super::SubsetLabels::new(router, key.clone(), refs);
+        let r = WorkloadRef {
+            from_subset: true,
+            ..WorkloadRef::default()
+        };
+        let version = |s: &super::SubsetLabels<MemoryStore>| {
+            resolve_ref(&r, "v2", &s.refs, &s.dr)
+                .map(|w| w.selector.unwrap().match_labels["version"].clone())
+        };
+        s.refresh().await;
+        assert_eq!(version(&s), Ok("v2".to_string()));
+        store.insert(key.clone(), dr("v2b"));
+        tokio::time::advance(super::SUBSET_REFRESH / 2).await;
+        s.refresh().await;
+        assert_eq!(version(&s), Ok("v2".to_string()), "not read again yet");
+        tokio::time::advance(super::SUBSET_REFRESH / 2).await;
+        s.refresh().await;
+        assert_eq!(version(&s), Ok("v2b".to_string()));
+        store.remove(&key);
+        tokio::time::advance(super::SUBSET_REFRESH).await;
+        s.refresh().await;
+        let e = version(&s).unwrap_err();
+        assert!(
+            e.contains("DestinationRule bookinfo/reviews not found"),
+            "{e}"
+        );
     }
 }

@@ -83,6 +83,124 @@ pub fn changed(prev: Option<&ReadinessStatus>, now: &ReadinessStatus) -> bool {
     })
 }
 
+/// The DestinationRule subsets that `fromSubset` references read (subset-level routing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubsetRefs {
+    /// `DestinationRule ns/name`, for messages.
+    pub destination_rule: String,
+    /// `canarySubsetName`.
+    pub canary: String,
+    /// `stableSubsetName`.
+    pub stable: String,
+}
+
+impl SubsetRefs {
+    /// The subsets a canary's `fromSubset` references read; `None` when none has one (or the
+    /// canary has no DestinationRule, which validation refuses with `fromSubset`).
+    pub fn of(doc: &CanaryDoc, namespace: &str) -> Option<Self> {
+        let spec = &doc.spec;
+        let any = [&spec.workload_ref, &spec.stable_workload_ref]
+            .into_iter()
+            .flatten()
+            .any(|r| r.from_subset);
+        let dr = spec.traffic_routing.istio.destination_rule.as_ref()?;
+        let (name, ns) = crate::traffic::spec::split_name(&dr.name, namespace);
+        any.then(|| SubsetRefs {
+            destination_rule: format!("DestinationRule {ns}/{name}"),
+            canary: dr.canary_subset_name.clone(),
+            stable: dr.stable_subset_name.clone(),
+        })
+    }
+}
+
+/// `r` as a plain selector: a `fromSubset` reference gets the labels of `subset` in `dr`
+/// (the DestinationRule as read, or why it could not be) plus its own `matchLabels`; other
+/// references are kept. Unknown (with why) when the labels cannot be read or contradict.
+pub fn resolve_ref(
+    r: &WorkloadRef,
+    subset: &str,
+    refs: &SubsetRefs,
+    dr: &Result<serde_json::Value, String>,
+) -> Result<WorkloadRef, String> {
+    if !r.from_subset {
+        return Ok(r.clone());
+    }
+    let dr = dr.as_ref().map_err(Clone::clone)?;
+    let mut labels = crate::traffic::istio::subset_labels(dr, subset)
+        .map_err(|e| format!("{}: {e}", refs.destination_rule))?;
+    for (k, v) in r.selector.iter().flat_map(|s| &s.match_labels) {
+        match labels.get(k) {
+            Some(theirs) if theirs != v => {
+                return Err(format!(
+                    "selector.matchLabels {k}={v} contradicts label {k}={theirs} of subset \
+                     {subset} in {}: no pod can match both",
+                    refs.destination_rule
+                ));
+            }
+            _ => {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(WorkloadRef {
+        selector: Some(crate::resources::canary::PodSelector {
+            match_labels: labels,
+        }),
+        from_subset: false,
+        ..WorkloadRef::default()
+    })
+}
+
+/// The readiness of `query` from `source`, its `fromSubset` references first turned into
+/// the selectors of their DestinationRule subsets (`subsets`: which ones, and the
+/// DestinationRule as last read). A side whose subset cannot be read is unknown with why —
+/// not ready — and is not asked of the source.
+pub async fn read(
+    source: &dyn ReadinessSource,
+    query: &ReadinessQuery,
+    subsets: Option<(&SubsetRefs, &Result<serde_json::Value, String>)>,
+    now: DateTime<Utc>,
+) -> ReadinessStatus {
+    let Some((refs, dr)) = subsets else {
+        return source.readiness(query, now).await;
+    };
+    let canary = resolve_ref(&query.workload, &refs.canary, refs, dr);
+    let stable = query
+        .stable
+        .as_ref()
+        .map(|s| resolve_ref(s, &refs.stable, refs, dr));
+    let workload = match canary {
+        Ok(w) => w,
+        Err(why) => {
+            let stable = stable.map(|s| match s {
+                Err(e) => Err(e),
+                Ok(_) => Err("not counted while the canary's pods are unknown".to_string()),
+            });
+            return status_of(Err(why), stable, now);
+        }
+    };
+    let (stable, stable_err) = match stable {
+        None => (None, None),
+        Some(Ok(s)) => (Some(s), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
+    let resolved = ReadinessQuery {
+        workload,
+        stable,
+        ..query.clone()
+    };
+    let mut status = source.readiness(&resolved, now).await;
+    if let Some(e) = stable_err {
+        status.stable_ready = None;
+        let why = format!("stable: {e}");
+        status.message = Some(match status.message.take() {
+            Some(m) => format!("{m}; {why}"),
+            None => why,
+        });
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +232,184 @@ mod tests {
             Some(&a),
             &status_of(Err("gone".into()), None, at(5))
         ));
+    }
+
+    /// A source that records what it is asked and answers 2 canary / 5 stable ready pods.
+    #[derive(Default)]
+    struct Recording(std::sync::Mutex<Vec<ReadinessQuery>>);
+
+    impl ReadinessSource for Recording {
+        fn readiness<'a>(
+            &'a self,
+            query: &'a ReadinessQuery,
+            now: DateTime<Utc>,
+        ) -> ReadinessFuture<'a> {
+            self.0.lock().unwrap().push(query.clone());
+            let stable = query.stable.as_ref().map(|_| Ok(5));
+            Box::pin(std::future::ready(status_of(Ok(2), stable, now)))
+        }
+        fn interval(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn from_subset(extra: &[(&str, &str)]) -> WorkloadRef {
+        WorkloadRef {
+            from_subset: true,
+            selector: (!extra.is_empty()).then(|| crate::resources::canary::PodSelector {
+                match_labels: labels(extra),
+            }),
+            ..WorkloadRef::default()
+        }
+    }
+
+    fn query(canary: WorkloadRef, stable: Option<WorkloadRef>) -> ReadinessQuery {
+        ReadinessQuery {
+            namespace: "bookinfo".into(),
+            workload: canary,
+            stable,
+            canary_service: None,
+        }
+    }
+
+    fn refs() -> SubsetRefs {
+        SubsetRefs {
+            destination_rule: "DestinationRule bookinfo/reviews".into(),
+            canary: "v2".into(),
+            stable: "v1".into(),
+        }
+    }
+
+    fn dr(subsets: serde_json::Value) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!({"spec": {"host": "reviews", "subsets": subsets}}))
+    }
+
+    fn selector_of(r: &WorkloadRef) -> std::collections::BTreeMap<String, String> {
+        assert!(!r.from_subset && r.kind.is_none(), "{r:?}");
+        r.selector.clone().unwrap().match_labels
+    }
+
+    #[tokio::test]
+    async fn from_subset_refs_count_the_subsets_labels_and_their_own() {
+        let src = Recording::default();
+        let q = query(from_subset(&[("app", "reviews")]), Some(from_subset(&[])));
+        let dr = dr(serde_json::json!([
+            {"name": "v1", "labels": {"version": "v1"}},
+            {"name": "v2", "labels": {"version": "v2"}}
+        ]));
+        let s = read(&src, &q, Some((&refs(), &dr)), at(0)).await;
+        assert_eq!(
+            (s.canary_ready, s.stable_ready, s.message),
+            (Some(2), Some(5), None)
+        );
+        let asked = src.0.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(
+            selector_of(&asked[0].workload),
+            labels(&[("app", "reviews"), ("version", "v2")])
+        );
+        assert_eq!(
+            selector_of(asked[0].stable.as_ref().unwrap()),
+            labels(&[("version", "v1")])
+        );
+        // References that name their workload are asked as they are.
+        let named = WorkloadRef {
+            kind: Some(crate::resources::canary::WorkloadKind::Deployment),
+            name: Some("reviews-v1".into()),
+            ..WorkloadRef::default()
+        };
+        let q = query(from_subset(&[]), Some(named.clone()));
+        read(&src, &q, Some((&refs(), &dr)), at(0)).await;
+        assert_eq!(src.0.lock().unwrap()[1].stable, Some(named.clone()));
+        // Without fromSubset nothing is resolved.
+        let q = query(named, None);
+        read(&src, &q, None, at(0)).await;
+        assert_eq!(src.0.lock().unwrap()[2], q);
+    }
+
+    #[tokio::test]
+    async fn a_missing_destination_rule_or_subset_is_unknown_and_never_counted() {
+        let src = Recording::default();
+        let q = query(from_subset(&[]), Some(from_subset(&[])));
+        // The DestinationRule cannot be read: neither side is counted.
+        let gone: Result<serde_json::Value, String> =
+            Err("DestinationRule bookinfo/reviews not found".into());
+        let s = read(&src, &q, Some((&refs(), &gone)), at(0)).await;
+        assert_eq!((s.canary_ready, s.stable_ready), (None, None));
+        assert_eq!(
+            s.message.as_deref(),
+            Some(
+                "canary: DestinationRule bookinfo/reviews not found; \
+                 stable: DestinationRule bookinfo/reviews not found"
+            )
+        );
+        // The canary's subset is missing: unknown, and the stable side is not counted either.
+        let only_v1 = dr(serde_json::json!([{"name": "v1", "labels": {"version": "v1"}}]));
+        let s = read(&src, &q, Some((&refs(), &only_v1)), at(0)).await;
+        assert_eq!((s.canary_ready, s.stable_ready), (None, None));
+        let m = s.message.unwrap();
+        assert!(
+            m.starts_with("canary: DestinationRule bookinfo/reviews: subset v2 not found"),
+            "{m}"
+        );
+        assert!(src.0.lock().unwrap().is_empty(), "nothing was asked");
+        // The stable subset is missing: the canary is counted, the stable side is unknown.
+        let only_v2 = dr(serde_json::json!([{"name": "v2", "labels": {"version": "v2"}}]));
+        let s = read(&src, &q, Some((&refs(), &only_v2)), at(0)).await;
+        assert_eq!((s.canary_ready, s.stable_ready), (Some(2), None));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("stable: DestinationRule bookinfo/reviews: subset v1 not found")
+        );
+        assert_eq!(src.0.lock().unwrap()[0].stable, None);
+        // Own labels that contradict the subset's select nothing: unknown, not 0.
+        let q = query(from_subset(&[("version", "v3")]), None);
+        let s = read(&src, &q, Some((&refs(), &only_v2)), at(0)).await;
+        assert_eq!(s.canary_ready, None);
+        assert!(s.message.unwrap().contains("contradicts label version=v2"));
+    }
+
+    #[test]
+    fn subset_refs_name_the_destination_rule_only_when_a_side_reads_it() {
+        let doc = |refs: serde_json::Value| -> CanaryDoc {
+            let mut spec = serde_json::json!({
+                "trafficRouting": {"istio": {
+                    "virtualService": {"name": "reviews"},
+                    "destinationRule": {"name": "reviews.mesh", "stableSubsetName": "v1",
+                        "canarySubsetName": "v2"}}}
+            });
+            spec.as_object_mut()
+                .unwrap()
+                .extend(refs.as_object().unwrap().clone());
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
+                "metadata": {"name": "reviews", "namespace": "bookinfo"},
+                "spec": spec
+            }))
+            .unwrap()
+        };
+        let stable_only = doc(serde_json::json!({
+            "workloadRef": {"kind": "Deployment", "name": "reviews-v2"},
+            "stableWorkloadRef": {"fromSubset": true}
+        }));
+        assert_eq!(
+            SubsetRefs::of(&stable_only, "bookinfo"),
+            Some(SubsetRefs {
+                destination_rule: "DestinationRule mesh/reviews".into(),
+                canary: "v2".into(),
+                stable: "v1".into(),
+            })
+        );
+        let named = doc(serde_json::json!({
+            "workloadRef": {"kind": "Deployment", "name": "reviews-v2"}
+        }));
+        assert_eq!(SubsetRefs::of(&named, "bookinfo"), None);
     }
 }

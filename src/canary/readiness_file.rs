@@ -223,6 +223,10 @@ impl Snapshot {
 
     /// Ready pods of one reference in `namespace`.
     fn count(&self, namespace: &str, r: &WorkloadRef) -> Count {
+        if r.from_subset {
+            // The canary task turns it into a selector first (readiness::read).
+            return Err("a fromSubset reference is not resolved to its subset's labels".into());
+        }
         if let (Some(kind), Some(name)) = (r.kind, &r.name) {
             let found: Vec<&Workload> = self
                 .workloads
@@ -369,6 +373,7 @@ mod tests {
             kind: Some(kind),
             name: Some(name.into()),
             selector: None,
+            from_subset: false,
         }
     }
 

@@ -1,18 +1,21 @@
 //! Cluster mode's readiness source ([`ReadinessSource`], docs/workloads.md): kube-runtime
 //! watchers of the Deployments, StatefulSets and Service EndpointSlices in the watched
 //! namespaces keep a compact index (ready counts only, not whole objects), from which each
-//! canary task reads the readiness of its `workloadRef`.
+//! canary task reads the readiness of its `workloadRef`. Pods are watched only once a canary
+//! asks about a pod selector, and only ready pods' labels are kept.
 //!
 //! Unknown is never ready: a kind not listed yet, a watch error (until the relist after it
 //! completes), a missing workload or a generation its controller has not observed yet give
 //! no count, with a message saying why.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::watcher;
@@ -32,8 +35,71 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// `--namespace`).
 pub const MAX_OBJECTS: usize = 100_000;
 
+/// Most labels kept of one pod (in key order); a selector that names a label past them
+/// cannot be decided for that pod, which makes the count unknown, never larger.
+pub const MAX_POD_LABELS: usize = 64;
+
 /// (namespace, name)
 type Key = (String, String);
+
+/// A ready pod as the index keeps it: its labels, nothing else (a pod that is not ready is
+/// not kept at all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyPod {
+    /// At most [`MAX_POD_LABELS`], sorted by key.
+    labels: Box<[(Box<str>, Box<str>)]>,
+    /// The pod has more labels than kept.
+    truncated: bool,
+}
+
+impl ReadyPod {
+    /// Whether the pod carries every label of `sel`; `None` when a label past the kept ones
+    /// decides it.
+    fn matches(&self, sel: &BTreeMap<String, String>) -> Option<bool> {
+        let last = self.labels.last().map(|(k, _)| &**k);
+        for (k, v) in sel {
+            match self
+                .labels
+                .binary_search_by(|(lk, _)| (**lk).cmp(k.as_str()))
+            {
+                Ok(i) if *self.labels[i].1 == **v => {}
+                Ok(_) => return Some(false),
+                Err(_) if self.truncated && last.is_some_and(|l| k.as_str() > l) => return None,
+                Err(_) => return Some(false),
+            }
+        }
+        Some(true)
+    }
+}
+
+/// The index entry of a Pod: its labels when it is ready (condition `Ready` is `True`) and
+/// not terminating (no `deletionTimestamp`); `None` otherwise.
+pub fn ready_pod(p: &Pod) -> Option<ReadyPod> {
+    if p.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let ready = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready {
+        return None;
+    }
+    let all = p.metadata.labels.as_ref();
+    let labels = all
+        .into_iter()
+        .flatten()
+        .take(MAX_POD_LABELS)
+        .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+        .collect();
+    Some(ReadyPod {
+        labels,
+        truncated: all.is_some_and(|l| l.len() > MAX_POD_LABELS),
+    })
+}
 
 /// Ready pods of one Deployment or StatefulSet; `None` with why when not known.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +232,8 @@ pub struct Index {
     pub stateful_sets: Table<WorkloadCount>,
     /// EndpointSlices that belong to a Service.
     pub slices: Table<SliceCount>,
+    /// Ready Pods (watched once a canary asks about a selector).
+    pub pods: Table<ReadyPod>,
 }
 
 /// The ready count a workload's status gives, once its controller has seen its spec.
@@ -224,12 +292,15 @@ pub fn slice_count(s: &EndpointSlice) -> Option<SliceCount> {
 impl Index {
     /// Ready pods of `w` in `namespace`, or why not known.
     pub fn workload_ready(&self, namespace: &str, w: &WorkloadRef) -> Result<i64, String> {
+        if w.from_subset {
+            // The canary task turns it into a selector first (canary::readiness::read).
+            return Err("a fromSubset reference is not resolved to its subset's labels".into());
+        }
         let (Some(kind), Some(name)) = (w.kind, &w.name) else {
-            return Err(
-                "a pod selector is not watched in cluster mode; name a Deployment \
-                        or StatefulSet in workloadRef"
-                    .into(),
-            );
+            return match &w.selector {
+                Some(sel) => self.pods_ready(namespace, &sel.match_labels),
+                None => Err("workloadRef names no workload".into()),
+            };
         };
         let (table, what) = match kind {
             WorkloadKind::Deployment => (&self.deployments, "Deployment"),
@@ -243,6 +314,33 @@ impl Index {
                 .clone()
                 .map_err(|e| format!("{what} {namespace}/{name}: {e}")),
         }
+    }
+
+    /// Ready pods in `namespace` carrying every label of `sel`, or why not known.
+    pub fn pods_ready(
+        &self,
+        namespace: &str,
+        sel: &BTreeMap<String, String>,
+    ) -> Result<i64, String> {
+        let items = self.pods.known("Pods")?;
+        let from = (namespace.to_string(), String::new());
+        let mut n: i64 = 0;
+        for ((ns, name), pod) in items.range(from..) {
+            if ns != namespace {
+                break;
+            }
+            match pod.matches(sel) {
+                Some(true) => n = n.saturating_add(1),
+                Some(false) => {}
+                None => {
+                    return Err(format!(
+                        "Pod {ns}/{name} has more than {MAX_POD_LABELS} labels and the \
+                         selector names one past them"
+                    ));
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Ready endpoints of the Service `host` (short, `svc.ns` or FQDN; short names are in
@@ -308,6 +406,9 @@ impl Index {
 /// [`ReadinessSource::interval`] (an in-memory lookup).
 pub struct ClusterReadiness {
     index: Mutex<Index>,
+    /// Set by the first query about a pod selector; starts the Pod watch (once).
+    pods_asked: AtomicBool,
+    pods_wanted: tokio::sync::Notify,
 }
 
 /// How often a canary task asks: the watchers keep the index current, so this is only the
@@ -345,18 +446,29 @@ impl ClusterReadiness {
         canary_service: Option<&str>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> ReadinessStatus {
+        let selects = |w: &WorkloadRef| w.kind.is_none() && w.selector.is_some();
+        if (selects(canary) || stable.is_some_and(selects))
+            && !self.pods_asked.swap(true, Ordering::Relaxed)
+        {
+            // A stored permit: the Pod watch starts even if it is not waiting yet.
+            self.pods_wanted.notify_one();
+        }
         let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         index.readiness(namespace, canary, stable, canary_service, now)
     }
 
-    /// Starts the three watchers over `namespace` (None: all namespaces); they run until
-    /// the returned tasks are aborted.
+    /// Starts the watchers over `namespace` (None: all namespaces); they run until the
+    /// returned tasks are aborted. The Pod watcher waits for the first query about a pod
+    /// selector: a daemon whose canaries name only Deployments and StatefulSets never lists
+    /// the cluster's pods.
     pub fn start(
         client: Client,
         namespace: Option<String>,
     ) -> (Arc<ClusterReadiness>, Vec<tokio::task::JoinHandle<()>>) {
         let this = Arc::new(ClusterReadiness {
             index: Mutex::new(Index::default()),
+            pods_asked: AtomicBool::new(false),
+            pods_wanted: tokio::sync::Notify::new(),
         });
         let all = watcher::Config::default();
         let slices = watcher::Config::default().labels(SERVICE_NAME_LABEL);
@@ -382,6 +494,14 @@ impl ClusterReadiness {
                 |i| &mut i.slices,
                 slice_count,
             )),
+            tokio::spawn({
+                let (this, api) = (this.clone(), api::<Pod>(&client, &namespace));
+                async move {
+                    this.pods_wanted.notified().await;
+                    let config = watcher::Config::default();
+                    run_watch(api, config, this, |i| &mut i.pods, ready_pod).await;
+                }
+            }),
         ];
         (this, tasks)
     }

@@ -6,6 +6,7 @@ fn deploy(name: &str) -> WorkloadRef {
         kind: Some(WorkloadKind::Deployment),
         name: Some(name.into()),
         selector: None,
+        from_subset: false,
     }
 }
 
@@ -90,18 +91,168 @@ fn updates_deletes_missing_workloads_and_selectors() {
     assert!(idx.workload_ready("ns", &sts).is_err());
     idx.stateful_sets = listed(vec![(key("ns", "v2"), count(4))]);
     assert_eq!(idx.workload_ready("ns", &sts), Ok(4));
-    let sel = WorkloadRef {
-        kind: None,
-        name: None,
-        selector: Some(PodSelector {
-            match_labels: [("app".to_string(), "x".to_string())].into(),
-        }),
-    };
-    assert!(
-        idx.workload_ready("ns", &sel)
-            .unwrap_err()
-            .contains("pod selector")
+    // Pods are not listed until a selector asks for them.
+    let sel = selector(&[("app", "x")]);
+    assert_eq!(
+        idx.workload_ready("ns", &sel).unwrap_err(),
+        "Pods are not listed yet"
     );
+    // An unresolved fromSubset reference is never counted.
+    let sub = WorkloadRef {
+        from_subset: true,
+        ..sel.clone()
+    };
+    idx.pods = listed(Vec::new());
+    assert!(
+        idx.workload_ready("ns", &sub)
+            .unwrap_err()
+            .contains("fromSubset")
+    );
+}
+
+fn selector(labels: &[(&str, &str)]) -> WorkloadRef {
+    WorkloadRef {
+        selector: Some(PodSelector {
+            match_labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }),
+        ..WorkloadRef::default()
+    }
+}
+
+fn pod(name: &str, labels: serde_json::Value, ready: &str, terminating: bool) -> Pod {
+    let mut meta = serde_json::json!({"name": name, "namespace": "ns", "labels": labels});
+    if terminating {
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": meta,
+        "status": {"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": ready}
+        ]}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn only_ready_pods_that_are_not_terminating_are_kept_with_their_labels() {
+    let v2 = serde_json::json!({"app": "reviews", "version": "v2"});
+    let kept = ready_pod(&pod("a", v2.clone(), "True", false)).unwrap();
+    assert_eq!(
+        kept.matches(
+            &selector(&[("version", "v2")])
+                .selector
+                .unwrap()
+                .match_labels
+        ),
+        Some(true)
+    );
+    assert_eq!(ready_pod(&pod("b", v2.clone(), "False", false)), None);
+    assert_eq!(ready_pod(&pod("c", v2.clone(), "True", true)), None);
+    let mut no_status = pod("d", v2, "True", false);
+    no_status.status = None;
+    assert_eq!(ready_pod(&no_status), None);
+}
+
+#[test]
+fn selectors_count_ready_pods_in_the_namespace_with_every_label() {
+    let entry = |name: &str, labels: serde_json::Value| {
+        let mut p = pod(name, labels, "True", false);
+        p.metadata.namespace = Some(
+            if name.starts_with("other") {
+                "other"
+            } else {
+                "ns"
+            }
+            .into(),
+        );
+        (
+            key(p.metadata.namespace.as_deref().unwrap(), name),
+            ready_pod(&p).unwrap(),
+        )
+    };
+    let mut idx = Index {
+        pods: listed(vec![
+            entry(
+                "r2-a",
+                serde_json::json!({"app": "reviews", "version": "v2"}),
+            ),
+            entry(
+                "r2-b",
+                serde_json::json!({"app": "reviews", "version": "v2", "x": "y"}),
+            ),
+            entry(
+                "r1-a",
+                serde_json::json!({"app": "reviews", "version": "v1"}),
+            ),
+            // bookinfo's other apps carry version labels too.
+            entry(
+                "ratings",
+                serde_json::json!({"app": "ratings", "version": "v2"}),
+            ),
+            entry(
+                "other-r2",
+                serde_json::json!({"app": "reviews", "version": "v2"}),
+            ),
+        ]),
+        ..Index::default()
+    };
+    let r2 = selector(&[("app", "reviews"), ("version", "v2")]);
+    assert_eq!(idx.workload_ready("ns", &r2), Ok(2));
+    assert_eq!(
+        idx.workload_ready("ns", &selector(&[("version", "v2")])),
+        Ok(3)
+    );
+    assert_eq!(idx.workload_ready("other", &r2), Ok(1));
+    assert_eq!(idx.workload_ready("empty", &r2), Ok(0));
+    assert_eq!(
+        idx.workload_ready("ns", &selector(&[("app", "nope")])),
+        Ok(0)
+    );
+    // A pod turning unready is dropped; one turning ready is added.
+    idx.pods.apply(Seen::Delete(key("ns", "r2-a")));
+    assert_eq!(idx.workload_ready("ns", &r2), Ok(1));
+    let r = idx.readiness(
+        "ns",
+        &r2,
+        Some(&selector(&[("version", "v1")])),
+        None,
+        now(),
+    );
+    assert_eq!(
+        (r.canary_ready, r.stable_ready, r.message),
+        (Some(1), Some(1), None)
+    );
+    // A watch error: unknown until listed again.
+    idx.pods.apply(Seen::Error("gone".into()));
+    assert!(
+        idx.workload_ready("ns", &r2)
+            .unwrap_err()
+            .contains("Pods failed")
+    );
+}
+
+#[test]
+fn pods_with_more_labels_than_kept_are_unknown_for_a_selector_past_them() {
+    let many: serde_json::Map<String, serde_json::Value> = (0..MAX_POD_LABELS + 1)
+        .map(|i| (format!("l{i:03}"), "x".into()))
+        .collect();
+    let p = ready_pod(&pod("big", many.into(), "True", false)).unwrap();
+    assert_eq!(p.labels.len(), MAX_POD_LABELS);
+    let idx = Index {
+        pods: listed(vec![(key("ns", "big"), p)]),
+        ..Index::default()
+    };
+    // Labels within the kept ones decide; one past them cannot be decided: unknown, not 0.
+    assert_eq!(idx.workload_ready("ns", &selector(&[("l000", "x")])), Ok(1));
+    assert_eq!(idx.workload_ready("ns", &selector(&[("l000", "z")])), Ok(0));
+    let e = idx
+        .workload_ready("ns", &selector(&[(&format!("l{MAX_POD_LABELS:03}"), "x")]))
+        .unwrap_err();
+    assert!(e.contains("more than 64 labels"), "{e}");
 }
 
 #[test]
@@ -269,6 +420,46 @@ async fn the_watchers_follow_the_api_server_and_a_failed_watch_is_unknown_until_
     })
     .await;
     eventually("listed again", || read().canary_ready == Some(1)).await;
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn pods_are_watched_only_once_a_selector_is_asked_about() {
+    crate::testkit::install_crypto_provider();
+    let fake = crate::testkit::FakeApiServer::new();
+    fake.seed(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "r2-a", "namespace": "ns", "labels": {"app": "r", "version": "v2"}},
+        "spec": {"containers": [{"name": "r", "image": "r:2"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "False"}]}
+    }))
+    .unwrap();
+    let (feed, tasks) = ClusterReadiness::start(fake.client(), Some("ns".into()));
+    let pods_requested = || fake.requests().iter().any(|r| r.path.ends_with("/pods"));
+    eventually("Deployments listed", || {
+        feed.current("ns", &deploy("v2"), None, None, now())
+            .message
+            .is_some_and(|m| m.contains("not found"))
+    })
+    .await;
+    // Names only: the Pods are never listed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pods_requested(), "{:?}", fake.requests());
+    // The first selector starts the Pod watch; the count follows the pod's readiness.
+    let sel = selector(&[("version", "v2")]);
+    let read = || feed.current("ns", &sel, None, None, now());
+    assert_eq!(read().message.as_deref(), Some("Pods are not listed yet"));
+    eventually("listed", || read().canary_ready == Some(0)).await;
+    assert!(pods_requested());
+    fake.update_status("", "pods", "ns", "r2-a", |o| {
+        o["status"]["conditions"][0]["status"] = "True".into();
+    })
+    .unwrap();
+    eventually("the pod is ready", || read().canary_ready == Some(1)).await;
+    fake.delete("", "pods", "ns", "r2-a").unwrap();
+    eventually("the pod is gone", || read().canary_ready == Some(0)).await;
     for t in tasks {
         t.abort();
     }

@@ -30,6 +30,9 @@ pub struct CanaryDoc {
     "message": "setWeight must not exceed trafficRouting.maxTrafficWeight (default 100)",
     "fieldPath": ".steps",
     "reason": "FieldValueInvalid"
+}, {
+    "rule": "((has(self.workloadRef) && has(self.workloadRef.fromSubset) && self.workloadRef.fromSubset) || (has(self.stableWorkloadRef) && has(self.stableWorkloadRef.fromSubset) && self.stableWorkloadRef.fromSubset)) ? has(self.trafficRouting.istio.destinationRule) : true",
+    "message": "fromSubset reads a DestinationRule subset's labels: it needs trafficRouting.istio.destinationRule (subset-level routing)"
 }]))]
 pub struct CanarySpec {
     /// The release; a change starts a new run from step 0.
@@ -80,6 +83,10 @@ pub struct CanarySpec {
 /// matching a label selector (Argo-style). skycanary reads it, never scales or edits it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.fromSubset) && self.fromSubset) || (!has(self.kind) && !has(self.name))",
+    "message": "fromSubset selects pods by the subset's labels: remove kind and name"
+}]))]
 pub struct WorkloadRef {
     /// `Deployment` or `StatefulSet` (with `name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,9 +95,15 @@ pub struct WorkloadRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub name: Option<String>,
-    /// Pods by label (instead of kind and name).
+    /// Pods by label (instead of kind and name). With `fromSubset`, labels added to the
+    /// subset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<PodSelector>,
+    /// The pods the DestinationRule subset of this side selects (`spec.subsets[].labels`);
+    /// subset-level routing only. Read again while the canary runs, so a relabelled subset is
+    /// followed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_subset: bool,
 }
 
 /// Kind of a referenced workload.

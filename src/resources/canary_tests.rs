@@ -292,6 +292,75 @@ fn workload_ref_and_readiness_load() {
 }
 
 #[test]
+fn from_subset_refs_load_with_a_destination_rule() {
+    let r = both(&with_workload(
+        "  workloadRef: {fromSubset: true, selector: {matchLabels: {app: reviews}}}\n  \
+         stableWorkloadRef: {fromSubset: true}\n",
+    ));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let spec = &r.canaries[0].doc.spec;
+    let w = spec.workload_ref.as_ref().expect("workloadRef");
+    assert!(w.from_subset);
+    assert_eq!(w.kind, None);
+    assert!(
+        spec.stable_workload_ref
+            .as_ref()
+            .is_some_and(|s| s.from_subset)
+    );
+}
+
+#[test]
+fn from_subset_needs_a_destination_rule_and_no_kind_or_name() {
+    // (canary text, field path, message part)
+    let host = CANARY.replace(
+        "      destinationRule: {name: reviews, stableSubsetName: v1, canarySubsetName: v2}\n",
+        "      stableService: reviews-stable\n      canaryService: reviews-canary\n",
+    );
+    assert!(both(&host).errors.is_empty());
+    let cases = [
+        (
+            format!("{host}  workloadRef: {{fromSubset: true}}\n"),
+            "spec.workloadRef.fromSubset",
+            "needs trafficRouting.istio.destinationRule",
+        ),
+        (
+            format!(
+                "{host}  workloadRef: {{kind: Deployment, name: v2}}\n  \
+                 stableWorkloadRef: {{fromSubset: true}}\n"
+            ),
+            "spec.stableWorkloadRef.fromSubset",
+            "needs trafficRouting.istio.destinationRule",
+        ),
+        (
+            with_workload("  workloadRef: {fromSubset: true, kind: Deployment, name: v2}\n"),
+            "spec.workloadRef.fromSubset",
+            "remove kind and name",
+        ),
+        (
+            with_workload("  workloadRef: {fromSubset: true, selector: {matchLabels: {}}}\n"),
+            "spec.workloadRef.selector.matchLabels",
+            "at least one label",
+        ),
+        (
+            with_workload("  workloadRef: {fromSubset: false}\n"),
+            "spec.workloadRef",
+            "or fromSubset: true",
+        ),
+    ];
+    for (text, path, part) in cases {
+        let r = both(&text);
+        let e = r
+            .errors
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no error at {path}: {:?}", r.errors));
+        assert!(e.message.contains(part), "{e}");
+        assert!(e.line.is_some_and(|l| l >= 28), "{e}");
+        assert_eq!(e.file, "c.yaml", "{e}");
+    }
+}
+
+#[test]
 fn bad_workload_refs_and_readiness_are_errors_with_field_and_line() {
     // (extra spec, field path, message part)
     let cases = [

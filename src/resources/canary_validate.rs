@@ -332,6 +332,14 @@ fn check_workloads(spec: &CanarySpec, o: &Origin, errs: &mut Vec<ConfigError>) {
     ] {
         if let Some(r) = r {
             check_workload_ref(r, field, o, errs);
+            if r.from_subset && spec.traffic_routing.istio.destination_rule.is_none() {
+                errs.push(o.error(
+                    &child_path(field, "fromSubset"),
+                    "fromSubset reads a DestinationRule subset's labels: it needs \
+                     trafficRouting.istio.destinationRule (subset-level routing); name a \
+                     Deployment, StatefulSet or selector instead",
+                ));
+            }
         }
     }
     if spec.workload_ref.is_none() {
@@ -380,6 +388,19 @@ fn check_workloads(spec: &CanarySpec, o: &Origin, errs: &mut Vec<ConfigError>) {
 }
 
 fn check_workload_ref(r: &WorkloadRef, p: &str, o: &Origin, errs: &mut Vec<ConfigError>) {
+    if r.from_subset {
+        if r.kind.is_some() || r.name.is_some() {
+            errs.push(o.error(
+                &child_path(p, "fromSubset"),
+                "fromSubset selects pods by the subset's labels: remove kind and name",
+            ));
+        }
+        // Extra labels narrow the subset's (e.g. the host Service's `app`).
+        if let Some(sel) = &r.selector {
+            check_selector(sel, p, o, errs);
+        }
+        return;
+    }
     match (&r.kind, &r.name, &r.selector) {
         (Some(_), Some(name), None) => {
             if !is_dns_subdomain(name, OBJECT_NAME_MAX) {
@@ -389,36 +410,11 @@ fn check_workload_ref(r: &WorkloadRef, p: &str, o: &Origin, errs: &mut Vec<Confi
                 ));
             }
         }
-        (None, None, Some(sel)) => {
-            let sp = child_path(&child_path(p, "selector"), "matchLabels");
-            if sel.match_labels.is_empty() {
-                errs.push(o.error(&sp, "set at least one label"));
-            } else if sel.match_labels.len() > SELECTOR_LABELS_MAX {
-                errs.push(o.error(
-                    &sp,
-                    format!(
-                        "{} labels; at most {SELECTOR_LABELS_MAX}",
-                        sel.match_labels.len()
-                    ),
-                ));
-            }
-            for (k, v) in &sel.match_labels {
-                if !is_label_key(k) {
-                    errs.push(o.error(
-                        &child_path(&sp, k),
-                        format!("{:?} is not a Kubernetes label key", clip(k)),
-                    ));
-                } else if !is_label_value(v) {
-                    errs.push(o.error(
-                        &child_path(&sp, k),
-                        format!("{:?} is not a Kubernetes label value", clip(v)),
-                    ));
-                }
-            }
-        }
+        (None, None, Some(sel)) => check_selector(sel, p, o, errs),
         (None, None, None) => errs.push(o.error(
             p,
-            "set kind and name (Deployment or StatefulSet) or selector.matchLabels",
+            "set kind and name (Deployment or StatefulSet), selector.matchLabels, or \
+             fromSubset: true",
         )),
         (_, _, Some(_)) => errs.push(o.error(p, "set either kind and name or selector, not both")),
         (None, Some(_), None) => errs.push(o.error(
@@ -426,6 +422,35 @@ fn check_workload_ref(r: &WorkloadRef, p: &str, o: &Origin, errs: &mut Vec<Confi
             "missing kind (Deployment or StatefulSet)",
         )),
         (Some(_), None, None) => errs.push(o.error(&child_path(p, "name"), "missing name")),
+    }
+}
+
+/// `selector.matchLabels` of the reference at `p`: 1 to [`SELECTOR_LABELS_MAX`] valid labels.
+fn check_selector(sel: &PodSelector, p: &str, o: &Origin, errs: &mut Vec<ConfigError>) {
+    let sp = child_path(&child_path(p, "selector"), "matchLabels");
+    if sel.match_labels.is_empty() {
+        errs.push(o.error(&sp, "set at least one label"));
+    } else if sel.match_labels.len() > SELECTOR_LABELS_MAX {
+        errs.push(o.error(
+            &sp,
+            format!(
+                "{} labels; at most {SELECTOR_LABELS_MAX}",
+                sel.match_labels.len()
+            ),
+        ));
+    }
+    for (k, v) in &sel.match_labels {
+        if !is_label_key(k) {
+            errs.push(o.error(
+                &child_path(&sp, k),
+                format!("{:?} is not a Kubernetes label key", clip(k)),
+            ));
+        } else if !is_label_value(v) {
+            errs.push(o.error(
+                &child_path(&sp, k),
+                format!("{:?} is not a Kubernetes label value", clip(v)),
+            ));
+        }
     }
 }
 

@@ -210,6 +210,31 @@ impl FakeApiServer {
         name: &str,
         change: impl FnOnce(&mut Value),
     ) -> Result<Value, TestkitError> {
+        self.update_part(group, plural, namespace, name, change, false)
+    }
+
+    /// Changes an object's `status` as its controller would (the `/status` subresource:
+    /// [`FakeApiServer::update`] keeps the stored status, as a PUT of the object does).
+    pub fn update_status(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> Result<Value, TestkitError> {
+        self.update_part(group, plural, namespace, name, change, true)
+    }
+
+    fn update_part(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+        status_only: bool,
+    ) -> Result<Value, TestkitError> {
         let Some(mut obj) = self.get(group, plural, namespace, name) else {
             return Err(TestkitError::Api(ApiError::new(
                 404,
@@ -234,7 +259,7 @@ impl FakeApiServer {
             m.insert("resourceVersion".into(), cur);
         }
         store
-            .replace(&res, namespace, name, obj, false)
+            .replace(&res, namespace, name, obj, status_only)
             .map_err(TestkitError::Api)
     }
 

@@ -1706,6 +1706,56 @@ pub fn check_destination_rule(dr: &Value, routing: &IstioRouting) -> Result<(), 
     Ok(())
 }
 
+/// Most labels a subset may have for its pods to be counted (`workloadRef.fromSubset`): the
+/// bound of a workload selector.
+pub const SUBSET_LABELS_MAX: usize = crate::resources::canary_validate::SELECTOR_LABELS_MAX;
+
+/// The labels of the DestinationRule subset `subset` (`spec.subsets[].labels`): the pods
+/// Istio sends that subset's traffic to, read for `workloadRef.fromSubset`. A subset that is
+/// missing, has no labels (it would select every pod) or more than [`SUBSET_LABELS_MAX`], or
+/// a malformed DestinationRule, is an error saying so: its pods cannot be counted.
+pub fn subset_labels(
+    dr: &Value,
+    subset: &str,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let subsets = match dr.pointer("/spec/subsets") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(a)) => a.as_slice(),
+        Some(_) => return Err("spec.subsets is not an array".into()),
+    };
+    let mut found = subsets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.get("name").and_then(Value::as_str) == Some(subset));
+    let Some((i, s)) = found.next() else {
+        return Err(format!("subset {subset} not found"));
+    };
+    if found.next().is_some() {
+        return Err(format!("subset {subset} is defined more than once"));
+    }
+    let labels = match s.get("labels") {
+        None | Some(Value::Null) => return Err(format!("subset {subset} has no labels")),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(format!("spec.subsets[{i}].labels is not a map")),
+    };
+    if labels.is_empty() {
+        return Err(format!("subset {subset} has no labels"));
+    }
+    if labels.len() > SUBSET_LABELS_MAX {
+        return Err(format!(
+            "subset {subset} has {} labels; at most {SUBSET_LABELS_MAX} are matched",
+            labels.len()
+        ));
+    }
+    labels
+        .iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(v) => Ok((k.clone(), v.to_string())),
+            None => Err(format!("spec.subsets[{i}].labels.{k} is not a string")),
+        })
+        .collect()
+}
+
 /// Puts back the routes recorded before skycanary's first change and removes the annotation —
 /// unless the routes changed since skycanary last wrote them, in which case the user's version
 /// is kept ([`Restore::Drift`]).

@@ -2197,6 +2197,109 @@ async fn a_file_mode_canary_waits_for_its_deployment_and_rolls_back_when_it_is_l
     assert_eq!(vs_weights(&d.manifests), (100, 0));
 }
 
+/// Bookinfo's reviews split by DestinationRule subsets (v1 stable, v2 canary), as file mode
+/// reads it.
+const SUBSET_VS_AND_DR: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - name: primary
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 100
+    - destination: {host: reviews, subset: v2}
+      weight: 0
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+/// Pod manifests: `reviews-v2-a` ready as `ready`, and a ready pod of another app that
+/// carries the subset's `version: v2` label too.
+fn v2_pods(ready: bool) -> String {
+    let pod = |name: &str, app: &str, ready: bool| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: bookinfo, \
+             labels: {{app: {app}, version: v2}}}}\nstatus:\n  conditions:\n  \
+             - {{type: Ready, status: \"{}\"}}\n",
+            if ready { "True" } else { "False" }
+        )
+    };
+    format!(
+        "{}---\n{}",
+        pod("reviews-v2-a", "reviews", ready),
+        pod("ratings-v2-a", "ratings", true)
+    )
+}
+
+/// Issue 19, file mode, `workloadRef: {fromSubset: true}`: the canary's pods are the Pod
+/// manifests carrying the DestinationRule's `v2` labels (and `app: reviews`). It waits while
+/// none is ready (another app's ready `version: v2` pod does not count), progresses once one
+/// is, and rolls back when it turns unready under weight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_mode_from_subset_canary_waits_for_the_subsets_pods() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace(
+            "      stableService: reviews-stable\n      canaryService: reviews-canary\n",
+            "      destinationRule: {name: reviews, stableSubsetName: v1, canarySubsetName: v2}\n",
+        )
+        .replace(
+            "  onAnalysisError: Abort\n",
+            "  onAnalysisError: Abort\n  \
+             workloadRef: {fromSubset: true, selector: {matchLabels: {app: reviews}}}\n",
+        )
+        .replace("  - pause: {duration: 1s}", "  - pause: {}");
+    assert!(yaml.contains("fromSubset") && yaml.contains("destinationRule"));
+    let dirs = setup(&yaml);
+    std::fs::write(dirs.path().join("istio/reviews.yaml"), SUBSET_VS_AND_DR).unwrap();
+    let pods = dirs.path().join("istio/pods.yaml");
+    std::fs::write(&pods, v2_pods(false)).unwrap();
+    let d = start(dirs, &running.url());
+    let s = wait_for(
+        &d,
+        "the CanaryNotReady pause",
+        Duration::from_secs(60),
+        |s| s["status"]["pause"]["reason"] == "CanaryNotReady",
+    )
+    .await;
+    assert_eq!(s["status"]["readiness"]["canaryReady"], 0, "{s:#}");
+    for _ in 0..20 {
+        assert_eq!(
+            vs_weights(&d.manifests),
+            (100, 0),
+            "exposed while not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&pods, v2_pods(true)).unwrap();
+    let s = wait_for(&d, "the pause at 30 %", Duration::from_secs(90), |s| {
+        s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
+    })
+    .await;
+    assert_eq!(s["status"]["readiness"]["canaryReady"], 1, "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    std::fs::write(&pods, v2_pods(false)).unwrap();
+    let s = wait_for(
+        &d,
+        "the rollback",
+        Duration::from_secs(60),
+        aborted_and_written,
+    )
+    .await;
+    let reason = s["status"]["abort"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("CanaryNotReady:"), "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+}
+
 /// A Deployment missing from `--manifests` is unknown readiness: the canary waits, the
 /// reason in its status, and gets no traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

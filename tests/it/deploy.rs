@@ -32,6 +32,12 @@ const STANDBY_ONLY: &[(&str, &str, &str)] = &[("skycanary.io", "canaries/status"
 /// `traffic::kube::tests::a_repeated_event_becomes_a_series_on_one_object`.
 const REPEAT_ONLY: &[(&str, &str, &str)] = &[("events.k8s.io", "events", "patch")];
 
+/// Of [`NEEDED`], what only a Canary whose `workloadRef` is a pod selector or `fromSubset`
+/// uses: the Pod watch starts with the first such query. The Bookinfo example names none, so
+/// the run here must not list Pods at all (the equality below fails if it does); the watch:
+/// `readiness_kube::kube_from_subset_waits_for_ready_pods_and_rolls_back_when_they_are_lost`.
+const SELECTOR_ONLY: &[(&str, &str, &str)] = &[("", "pods", "list"), ("", "pods", "watch")];
+
 /// Every permission `skycanary run --kube` needs, and where it is used. Namespace `None` means
 /// cluster-wide (ClusterRole); `Some` a Role in the Lease's namespace. Leases are limited to the
 /// Lease named by the Deployment's `--lease` (`create` cannot be limited by name).
@@ -63,6 +69,9 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
     ("apps", "statefulsets", "watch", Need::Cluster),
     ("discovery.k8s.io", "endpointslices", "list", Need::Cluster),
     ("discovery.k8s.io", "endpointslices", "watch", Need::Cluster),
+    // The same, for pod selectors and DestinationRule subsets (`fromSubset`); started lazily.
+    ("", "pods", "list", Need::Cluster),
+    ("", "pods", "watch", Need::Cluster),
     // src/state/kube_status.rs: the status subresource, read then replaced (PUT with
     // resourceVersion); src/daemon/control.rs: a standby merge-patches `status.command`.
     ("skycanary.io", "canaries/status", "get", Need::Cluster),
@@ -1073,7 +1082,7 @@ async fn the_daemon_uses_only_granted_permissions_and_never_logs_its_token() {
         .map(|p| (p.group, p.resource, p.verb))
         .filter(|(g, r, v)| {
             let p = (g.as_str(), r.as_str(), v.as_str());
-            !STANDBY_ONLY.contains(&p) && !REPEAT_ONLY.contains(&p)
+            !STANDBY_ONLY.contains(&p) && !REPEAT_ONLY.contains(&p) && !SELECTOR_ONLY.contains(&p)
         })
         .collect();
     assert_eq!(used, needed_kinds, "permissions used vs NEEDED");

@@ -144,7 +144,7 @@ async fn kubectl_sees_schema_refusals_printer_columns_conditions_and_events() {
         &canary(
             "bad",
             "[{setWeight: 150}, {setWeight: -5}]",
-            "  onSuccess: Bogus\n",
+            "  onSuccess: Bogus\n  workloadRef: {fromSubset: true, kind: Deployment, name: r}\n",
         ),
     );
     let err = k.refused(&["apply", "-f", &bad]).await;
@@ -159,6 +159,15 @@ async fn kubectl_sees_schema_refusals_printer_columns_conditions_and_events() {
     );
     assert!(
         err.contains("spec.steps") && err.contains("setWeight must not exceed"),
+        "{err}"
+    );
+    // fromSubset needs subset-level routing, and no kind or name.
+    assert!(
+        err.contains("needs trafficRouting.istio.destinationRule"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.workloadRef") && err.contains("remove kind and name"),
         "{err}"
     );
     assert!(

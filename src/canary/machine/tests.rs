@@ -2191,6 +2191,7 @@ mod readiness {
             kind: Some(WorkloadKind::Deployment),
             name: Some(name.into()),
             selector: None,
+            from_subset: false,
         }
     }
 

@@ -1992,3 +1992,51 @@ fn managed_routes_read_back_reapply_as_identity() {
         "{err}"
     );
 }
+
+#[test]
+fn subset_labels_are_read_and_unusable_subsets_say_why() {
+    let dr = json!({"spec": {"host": "reviews", "subsets": [
+        {"name": "v1", "labels": {"version": "v1"}},
+        {"name": "v2", "labels": {"version": "v2", "app": "reviews"}},
+        {"name": "all"},
+        {"name": "empty", "labels": {}},
+        {"name": "num", "labels": {"version": 2}},
+        {"name": "twice", "labels": {"a": "b"}},
+        {"name": "twice", "labels": {"a": "c"}}
+    ]}});
+    let v2 = subset_labels(&dr, "v2").unwrap();
+    assert_eq!(
+        v2.into_iter().collect::<Vec<_>>(),
+        [
+            ("app".to_string(), "reviews".to_string()),
+            ("version".to_string(), "v2".to_string())
+        ]
+    );
+    for (subset, why) in [
+        ("v3", "subset v3 not found"),
+        // No labels would select every pod in the namespace: refused, not counted.
+        ("all", "subset all has no labels"),
+        ("empty", "subset empty has no labels"),
+        ("num", "spec.subsets[4].labels.version is not a string"),
+        ("twice", "subset twice is defined more than once"),
+    ] {
+        assert_eq!(subset_labels(&dr, subset).unwrap_err(), why, "{subset}");
+    }
+    assert_eq!(
+        subset_labels(&json!({"spec": {"subsets": {}}}), "v1").unwrap_err(),
+        "spec.subsets is not an array"
+    );
+    assert_eq!(
+        subset_labels(&json!({"spec": {}}), "v1").unwrap_err(),
+        "subset v1 not found"
+    );
+    let many: serde_json::Map<String, Value> = (0..=SUBSET_LABELS_MAX)
+        .map(|i| (format!("l{i}"), json!("x")))
+        .collect();
+    let dr = json!({"spec": {"subsets": [{"name": "big", "labels": many}]}});
+    assert!(
+        subset_labels(&dr, "big")
+            .unwrap_err()
+            .contains("at most 32")
+    );
+}
