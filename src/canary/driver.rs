@@ -1515,9 +1515,9 @@ mod tests {
     async fn subset_labels_are_read_again_after_the_refresh_interval() {
         use crate::canary::readiness::{SubsetRefs, resolve_ref};
         use crate::resources::canary::WorkloadRef;
-        use crate::traffic::memory::MemoryStore;
+        use crate::traffic::memory::MemoryManifestStore;
         use crate::traffic::store::ObjectKey;
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let key = ObjectKey::destination_rule("bookinfo", "reviews");
         let dr = |v: &str| serde_json::json!({"spec": {"subsets": [{"name": "v2", "labels": {"version": v}}]}});
         store.insert(key.clone(), dr("v2"));
@@ -1532,7 +1532,7 @@ mod tests {
             from_subset: true,
             ..WorkloadRef::default()
         };
-        let version = |s: &super::SubsetLabels<MemoryStore>| {
+        let version = |s: &super::SubsetLabels<MemoryManifestStore>| {
             resolve_ref(&r, "v2", &s.refs, &s.dr)
                 .map(|w| w.selector.unwrap().match_labels["version"].clone())
         };
