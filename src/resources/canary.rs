@@ -86,6 +86,9 @@ pub struct CanarySpec {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!(has(self.fromSubset) && self.fromSubset) || (!has(self.kind) && !has(self.name))",
     "message": "fromSubset selects pods by the subset's labels: remove kind and name"
+}, {
+    "rule": "!(has(self.fromSubset) && self.fromSubset) || has(self.selector)",
+    "message": "fromSubset needs selector.matchLabels with the host Service's selector labels (e.g. app: reviews)"
 }]))]
 pub struct WorkloadRef {
     /// `Deployment` or `StatefulSet` (with `name`).

@@ -295,7 +295,7 @@ fn workload_ref_and_readiness_load() {
 fn from_subset_refs_load_with_a_destination_rule() {
     let r = both(&with_workload(
         "  workloadRef: {fromSubset: true, selector: {matchLabels: {app: reviews}}}\n  \
-         stableWorkloadRef: {fromSubset: true}\n",
+         stableWorkloadRef: {fromSubset: true, selector: {matchLabels: {app: reviews}}}\n",
     ));
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let spec = &r.canaries[0].doc.spec;
@@ -340,6 +340,12 @@ fn from_subset_needs_a_destination_rule_and_no_kind_or_name() {
             with_workload("  workloadRef: {fromSubset: true, selector: {matchLabels: {}}}\n"),
             "spec.workloadRef.selector.matchLabels",
             "at least one label",
+        ),
+        (
+            // Without the host's labels a subset's `version: v2` would count other apps' pods.
+            with_workload("  workloadRef: {fromSubset: true}\n"),
+            "spec.workloadRef.selector",
+            "host Service's selector labels",
         ),
         (
             with_workload("  workloadRef: {fromSubset: false}\n"),

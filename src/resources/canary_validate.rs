@@ -395,9 +395,18 @@ fn check_workload_ref(r: &WorkloadRef, p: &str, o: &Origin, errs: &mut Vec<Confi
                 "fromSubset selects pods by the subset's labels: remove kind and name",
             ));
         }
-        // Extra labels narrow the subset's (e.g. the host Service's `app`).
-        if let Some(sel) = &r.selector {
-            check_selector(sel, p, o, errs);
+        // Istio applies a subset's labels within the host Service's pods only; skycanary
+        // matches Pods in the whole namespace, so the host's own labels (e.g. `app`) must be
+        // named, or a `version: v2` subset would count another app's ready v2 pods.
+        match &r.selector {
+            Some(sel) => check_selector(sel, p, o, errs),
+            None => errs.push(o.error(
+                &child_path(p, "selector"),
+                "fromSubset needs selector.matchLabels with the host Service's selector labels \
+                 (e.g. {app: reviews}): Istio applies the subset's labels within the host's \
+                 pods only, and without them a label such as version: v2 would also count \
+                 other apps' ready pods",
+            )),
         }
         return;
     }
