@@ -21,7 +21,9 @@ use serde::de::DeserializeOwned;
 
 use crate::api::canary::ReadinessStatus;
 use crate::backoff::Backoff;
-use crate::canary::readiness::{ReadinessFuture, ReadinessQuery, ReadinessSource};
+use crate::canary::readiness::{
+    ReadinessFuture, ReadinessQuery, ReadinessSource, WorkloadTemplate, workload_template,
+};
 use crate::resources::canary::{WorkloadKind, WorkloadRef};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -40,6 +42,8 @@ type Key = (String, String);
 pub struct WorkloadCount {
     /// `status.readyReplicas`, once the controller observed the current generation.
     pub ready: Result<i64, String>,
+    /// `spec.template`'s hash and images: kept, not the template (the index stays small).
+    pub template: Option<WorkloadTemplate>,
 }
 
 /// Ready endpoints of one EndpointSlice.
@@ -181,29 +185,43 @@ fn workload_count(
         )),
         _ => Ok(i64::from(ready.unwrap_or(0))),
     };
-    WorkloadCount { ready }
+    WorkloadCount {
+        ready,
+        template: None,
+    }
+}
+
+/// The hash and images of a typed pod template (serialized as the API server stores it).
+fn template_of(t: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<WorkloadTemplate> {
+    serde_json::to_value(t).ok().map(|v| workload_template(&v))
 }
 
 /// The index entry of a Deployment.
 pub fn deployment_count(d: &Deployment) -> WorkloadCount {
     let s = d.status.as_ref();
-    workload_count(
-        "Deployment",
-        d.metadata.generation,
-        s.and_then(|s| s.observed_generation),
-        s.and_then(|s| s.ready_replicas),
-    )
+    WorkloadCount {
+        template: d.spec.as_ref().and_then(|s| template_of(&s.template)),
+        ..workload_count(
+            "Deployment",
+            d.metadata.generation,
+            s.and_then(|s| s.observed_generation),
+            s.and_then(|s| s.ready_replicas),
+        )
+    }
 }
 
 /// The index entry of a StatefulSet.
 pub fn stateful_set_count(d: &StatefulSet) -> WorkloadCount {
     let s = d.status.as_ref();
-    workload_count(
-        "StatefulSet",
-        d.metadata.generation,
-        s.and_then(|s| s.observed_generation),
-        s.and_then(|s| s.ready_replicas),
-    )
+    WorkloadCount {
+        template: d.spec.as_ref().and_then(|s| template_of(&s.template)),
+        ..workload_count(
+            "StatefulSet",
+            d.metadata.generation,
+            s.and_then(|s| s.observed_generation),
+            s.and_then(|s| s.ready_replicas),
+        )
+    }
 }
 
 /// The index entry of an EndpointSlice; none for a slice of no Service.
@@ -243,6 +261,22 @@ impl Index {
                 .clone()
                 .map_err(|e| format!("{what} {namespace}/{name}: {e}")),
         }
+    }
+
+    /// The pod template of `w` (named by kind and name) in `namespace`, when known.
+    pub fn workload_template(&self, namespace: &str, w: &WorkloadRef) -> Option<WorkloadTemplate> {
+        let (Some(kind), Some(name)) = (w.kind, &w.name) else {
+            return None;
+        };
+        let table = match kind {
+            WorkloadKind::Deployment => &self.deployments,
+            WorkloadKind::StatefulSet => &self.stateful_sets,
+        };
+        let items = table.known("workloads").ok()?;
+        items
+            .get(&(namespace.to_string(), name.clone()))?
+            .template
+            .clone()
     }
 
     /// Ready endpoints of the Service `host` (short, `svc.ns` or FQDN; short names are in
@@ -300,7 +334,10 @@ impl Index {
             stable_ready,
             observed_at: now,
             message: (!why.is_empty()).then(|| why.join("; ")),
+            template_hash: None,
+            images: Vec::new(),
         }
+        .with_template(self.workload_template(namespace, canary))
     }
 }
 

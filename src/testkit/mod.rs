@@ -200,6 +200,19 @@ impl FakeApiServer {
         self.lock().stored_all(group, plural)
     }
 
+    /// Changes an object's `.status` as its controller would through the `/status`
+    /// subresource (the rest of `change` is ignored). Returns the stored object.
+    pub fn update_status(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> Result<Value, TestkitError> {
+        self.write(group, plural, namespace, name, change, true)
+    }
+
     /// Changes an object as another writer would (bumps RV when something changed, emits a
     /// watch event). Returns the stored object.
     pub fn update(
@@ -209,6 +222,18 @@ impl FakeApiServer {
         namespace: &str,
         name: &str,
         change: impl FnOnce(&mut Value),
+    ) -> Result<Value, TestkitError> {
+        self.write(group, plural, namespace, name, change, false)
+    }
+
+    fn write(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+        status_only: bool,
     ) -> Result<Value, TestkitError> {
         let Some(mut obj) = self.get(group, plural, namespace, name) else {
             return Err(TestkitError::Api(ApiError::new(
@@ -234,7 +259,7 @@ impl FakeApiServer {
             m.insert("resourceVersion".into(), cur);
         }
         store
-            .replace(&res, namespace, name, obj, false)
+            .replace(&res, namespace, name, obj, status_only)
             .map_err(TestkitError::Api)
     }
 
