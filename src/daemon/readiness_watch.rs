@@ -191,6 +191,22 @@ fn workload_count(
     }
 }
 
+/// Ready pods that surely run the current template: during a rollout `readyReplicas` also
+/// counts old pods, so at most `readyReplicas − (replicas − updatedReplicas)` of them are
+/// new (every old pod counted as ready; exact once the rollout is done). Kubernetes omits
+/// zero counts: absent is 0.
+fn current_template_ready(
+    mut count: WorkloadCount,
+    replicas: Option<i32>,
+    updated: Option<i32>,
+) -> WorkloadCount {
+    let old = i64::from(replicas.unwrap_or(0)) - i64::from(updated.unwrap_or(0));
+    if let Ok(n) = &mut count.ready {
+        *n = (*n - old.max(0)).max(0);
+    }
+    count
+}
+
 /// The hash and images of a typed pod template (serialized as the API server stores it).
 fn template_of(t: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<WorkloadTemplate> {
     serde_json::to_value(t).ok().map(|v| workload_template(&v))
@@ -199,13 +215,18 @@ fn template_of(t: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<Worklo
 /// The index entry of a Deployment.
 pub fn deployment_count(d: &Deployment) -> WorkloadCount {
     let s = d.status.as_ref();
+    let count = workload_count(
+        "Deployment",
+        d.metadata.generation,
+        s.and_then(|s| s.observed_generation),
+        s.and_then(|s| s.ready_replicas),
+    );
     WorkloadCount {
         template: d.spec.as_ref().and_then(|s| template_of(&s.template)),
-        ..workload_count(
-            "Deployment",
-            d.metadata.generation,
-            s.and_then(|s| s.observed_generation),
-            s.and_then(|s| s.ready_replicas),
+        ..current_template_ready(
+            count,
+            s.and_then(|s| s.replicas),
+            s.and_then(|s| s.updated_replicas),
         )
     }
 }
@@ -213,13 +234,18 @@ pub fn deployment_count(d: &Deployment) -> WorkloadCount {
 /// The index entry of a StatefulSet.
 pub fn stateful_set_count(d: &StatefulSet) -> WorkloadCount {
     let s = d.status.as_ref();
+    let count = workload_count(
+        "StatefulSet",
+        d.metadata.generation,
+        s.and_then(|s| s.observed_generation),
+        s.and_then(|s| s.ready_replicas),
+    );
     WorkloadCount {
         template: d.spec.as_ref().and_then(|s| template_of(&s.template)),
-        ..workload_count(
-            "StatefulSet",
-            d.metadata.generation,
-            s.and_then(|s| s.observed_generation),
-            s.and_then(|s| s.ready_replicas),
+        ..current_template_ready(
+            count,
+            s.map(|s| s.replicas),
+            s.and_then(|s| s.updated_replicas),
         )
     }
 }

@@ -332,3 +332,50 @@ fn workloads_report_their_template_hash_and_images() {
         Some(vec!["db:7".to_string()])
     );
 }
+
+#[test]
+fn during_a_rollout_only_pods_surely_of_the_new_template_count() {
+    let d = |status: serde_json::Value| -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "v2", "namespace": "ns", "generation": 2},
+            "status": status
+        }))
+        .unwrap()
+    };
+    let ready = |status| deployment_count(&d(status)).ready;
+    // Two old pods ready, one new pod (surge) not ready: none surely new.
+    assert_eq!(
+        ready(serde_json::json!({"observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 1, "readyReplicas": 2})),
+        Ok(0)
+    );
+    // The new pod ready too: at least one new.
+    assert_eq!(
+        ready(serde_json::json!({"observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 1, "readyReplicas": 3})),
+        Ok(1)
+    );
+    // No new pod yet (Kubernetes omits updatedReplicas: 0).
+    assert_eq!(
+        ready(serde_json::json!({"observedGeneration": 2, "replicas": 2, "readyReplicas": 2})),
+        Ok(0)
+    );
+    // Rolled out.
+    assert_eq!(
+        ready(serde_json::json!({"observedGeneration": 2, "replicas": 2,
+            "updatedReplicas": 2, "readyReplicas": 2})),
+        Ok(2)
+    );
+    // A StatefulSet the same way.
+    let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "ns", "generation": 1},
+        "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}}},
+        "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1,
+            "readyReplicas": 3}
+    }))
+    .unwrap();
+    assert_eq!(stateful_set_count(&sts).ready, Ok(1));
+}

@@ -57,7 +57,8 @@ impl Cluster {
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "reviews"}},
                 "template": {"metadata": {"labels": {"app": "reviews"}},
                     "spec": {"containers": [{"name": "reviews", "image": "reviews:v2"}]}}},
-            "status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2}
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                "readyReplicas": 2}
         }))
         .unwrap();
         fake.seed(slice(ready)).unwrap();
@@ -141,8 +142,9 @@ impl Cluster {
         rv(&stored)
     }
 
-    /// The Deployment controller has observed the current generation, `ready` pods ready.
-    fn observe_deployment(&self, ready: i64) {
+    /// The Deployment controller has observed the current generation and rolled it out:
+    /// `replicas` pods, `updated` of the current template, `ready` ready (old ones included).
+    fn observe_deployment(&self, replicas: i64, updated: i64, ready: i64) {
         let generation = self
             .fake
             .get("apps", "deployments", "bookinfo", "reviews-v2")
@@ -150,8 +152,8 @@ impl Cluster {
             .clone();
         self.fake
             .update_status("apps", "deployments", "bookinfo", "reviews-v2", |o| {
-                o["status"] =
-                    json!({"observedGeneration": generation, "replicas": 2, "readyReplicas": ready});
+                o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
+                        "updatedReplicas": updated, "readyReplicas": ready});
             })
             .unwrap();
     }
@@ -366,7 +368,7 @@ async fn kube_an_image_change_starts_the_canary_and_a_second_one_restarts_it_at_
         c.event_notes("RolloutUpdated")
     );
     c.set_ready(false);
-    c.observe_deployment(2);
+    c.observe_deployment(2, 2, 2);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(paused_not_ready(&c.status()), "{:#}", c.status());
     let ready_rv = c.set_ready(true);
@@ -400,8 +402,18 @@ async fn kube_an_image_change_starts_the_canary_and_a_second_one_restarts_it_at_
             .filter(|vs| canary_weight(vs) == 0)
     })
     .await;
+    // Mid-rollout: one new pod (not ready) beside the two old ones, whose endpoints are
+    // still ready. Ready pods of the new template: at most 2 - (3 - 1) = 0.
+    c.observe_deployment(3, 1, 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = c.status();
+    assert!(
+        paused_not_ready(&s),
+        "old pods are not the new template's: {s:#}"
+    );
+    assert_eq!(s["readiness"]["canaryReady"], 0, "{s:#}");
     c.set_ready(false);
-    c.observe_deployment(2);
+    c.observe_deployment(2, 2, 2);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let s = c.status();
     assert!(paused_not_ready(&s), "{s:#}");
