@@ -223,6 +223,11 @@ pub struct CanaryStatus {
     /// The readiness of the referenced workloads as last observed (`spec.workloadRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<ReadinessStatus>,
+    /// The canary workload's pod template hash the current revision stands for, when
+    /// skycanary derives revisions from it (no `spec.revision`): a different template starts
+    /// a new run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
     /// Drift reports during the current step (3 pause the canary with reason Drift).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub step_drifts: u32,
@@ -255,6 +260,13 @@ pub struct ReadinessStatus {
     /// Why a count is unknown (read error, workload missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Hash of the canary workload's pod template (`spec.template`), when the workload was
+    /// found: without `spec.revision` it is the revision (docs/workloads.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
+    /// The images of that template's containers, for messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -18,6 +18,7 @@ use super::model::{
     CommandRequest, step_label,
 };
 use super::readiness::{self, ReadinessQuery, ReadinessSource, SubsetRefs};
+use super::revision::{self, Resolution};
 use crate::alarm::AlarmSource;
 use crate::analysis::{ConditionKind, MeasurementEvidence, Phase, RunSpec, RunState};
 use crate::backoff::Backoff;
@@ -337,12 +338,20 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         span,
         move |started: task::Started<CanaryTaskMsg, CanaryStatus>| async move {
             let now = ctx.clock.now();
+            // Without spec.revision the revision comes from the workload's template: until
+            // the first observation says otherwise, the status' own.
+            let automatic = revision::automatic(&task_doc.spec);
+            let mut task_doc = task_doc;
+            if automatic {
+                Arc::make_mut(&mut task_doc).spec.revision = started.status.revision.clone();
+            }
             // Boxed: the task's state lives on the heap once, not inside every future below.
             let mut task = Box::new(CanaryTask {
                 namespace: id.namespace.clone(),
                 name: id.name.clone(),
                 routing,
                 doc: task_doc,
+                automatic,
                 ctx,
                 tx: started.tx,
                 status: started.status,
@@ -389,7 +398,11 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
 struct CanaryTask<S: ManifestStore + 'static> {
     namespace: String,
     name: String,
+    /// The Canary, its `spec.revision` the effective one when [`Self::automatic`].
     doc: Arc<CanaryDoc>,
+    /// The revision comes from the canary workload's pod template ([`revision::automatic`]):
+    /// resolved before every [`Input::Spec`].
+    automatic: bool,
     routing: IstioRouting,
     ctx: CanaryTaskContext<S>,
     tx: mpsc::UnboundedSender<CanaryTaskMsg>,
@@ -554,7 +567,17 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 Some(CanaryTaskMsg::OapProbed { answered, failed }) => {
                     self.oap_probed(answered, failed, &mut queue)
                 }
-                Some(CanaryTaskMsg::Readiness(r)) => queue.push_back(Input::Readiness(*r)),
+                Some(CanaryTaskMsg::Readiness(r)) => {
+                    // A new pod template is a new revision: the spec is looked at again
+                    // once the machine has the observation.
+                    let template = self.automatic
+                        && self.status.readiness.as_ref().map(|p| &p.template_hash)
+                            != Some(&r.template_hash);
+                    queue.push_back(Input::Readiness(*r));
+                    if template {
+                        queue.push_back(Input::Spec);
+                    }
+                }
                 Some(CanaryTaskMsg::Command(cmd, reply)) => {
                     let result =
                         Box::pin(self.command(Input::Command(cmd), None, &mut queue)).await;
@@ -665,6 +688,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             self.probe_oap();
         }
         while let Some(input) = queue.pop_front() {
+            if input == Input::Spec
+                && self.automatic
+                && self.ctx.readiness.is_some()
+                && self.resolve_revision(queue).await
+            {
+                continue;
+            }
             // Without a readiness source nothing feeds `Input::Readiness`: a run that would
             // wait for it forever (and abort at its deadline) is not started; the status says
             // why (docs/workloads.md).
@@ -697,6 +727,28 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 continue;
             }
             self.handle(&input, None, queue).await;
+        }
+    }
+
+    /// Sets the effective revision of an automatic canary from the last observed template
+    /// ([`revision::resolve`]); true when no run can start (the status says why).
+    async fn resolve_revision(&mut self, queue: &mut VecDeque<Input>) -> bool {
+        let resolution = revision::resolve(&self.status);
+        let rev = revision::effective(&resolution, &self.status);
+        if self.doc.spec.revision != rev {
+            Arc::make_mut(&mut self.doc).spec.revision = rev;
+        }
+        match resolution {
+            Resolution::Wait(why) => {
+                self.handle(&Input::Waiting(why), None, queue).await;
+                true
+            }
+            Resolution::Adopt(hash) => {
+                self.handle(&Input::TemplateAdopted(hash), None, queue)
+                    .await;
+                false
+            }
+            Resolution::Template(_) | Resolution::Keep => false,
         }
     }
 

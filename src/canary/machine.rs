@@ -64,8 +64,9 @@ pub fn ready_for_weight(weight: i64, max_weight: i64, stable_ready: i64) -> i64 
     i64::try_from(need).unwrap_or(i64::MAX).max(1)
 }
 
-/// The message of a canary with `spec.workloadRef` that this daemon does not start: nothing
-/// watches workloads yet (cluster and file readiness sources are the open part of issue 19).
+/// The message of a canary with `spec.workloadRef` that a driver without a readiness source
+/// (`DriverContext::readiness` unset: neither `--kube` nor `--manifests`) does not start: its
+/// gate would wait for readiness nobody reports.
 pub fn workload_unwatched(w: &crate::resources::canary::WorkloadRef) -> String {
     let what = match (&w.kind, &w.name) {
         (Some(k), Some(n)) => format!("{} {n}", k.as_str()),
@@ -73,7 +74,8 @@ pub fn workload_unwatched(w: &crate::resources::canary::WorkloadRef) -> String {
     };
     format!(
         "not started: spec.workloadRef ({what}) needs a readiness source, and this daemon \
-         does not watch workloads yet; remove workloadRef to release by spec.revision"
+         watches no workloads (run it with --kube or --manifests); remove workloadRef to \
+         release by spec.revision"
     )
 }
 
@@ -139,6 +141,9 @@ pub enum Input {
     /// gates every step that exposes the canary more, and losing every ready canary pod under
     /// weight rolls back (or holds).
     Readiness(ReadinessStatus),
+    /// `spec.revision` was removed: the canary workload's template (this hash) is recorded as
+    /// the one the status' revision stands for, without a run ([`super::revision::Resolution::Adopt`]).
+    TemplateAdopted(String),
 }
 
 /// What the driver must do, in order.
@@ -211,6 +216,7 @@ pub fn step(
         Input::Command(c) => m.on_command(c),
         Input::Rollback(why) => m.on_rollback(why),
         Input::Readiness(r) => m.on_readiness(r),
+        Input::TemplateAdopted(hash) => m.on_template_adopted(hash),
     }
     (m.st, m.fx)
 }
@@ -824,6 +830,17 @@ fn exposes_more(target: &DesiredRouting, now: &DesiredRouting) -> bool {
 }
 
 impl Machine<'_> {
+    /// The last observation is of another pod template than the one this run stands for
+    /// (runs that know theirs: no `spec.revision`).
+    fn new_template(&self) -> bool {
+        let observed = self
+            .st
+            .readiness
+            .as_ref()
+            .and_then(|r| r.template_hash.as_ref());
+        matches!((observed, &self.st.template_hash), (Some(o), Some(t)) if o != t)
+    }
+
     fn readiness_spec(&self) -> ReadinessSpec {
         self.spec.readiness.clone().unwrap_or_default()
     }
@@ -864,6 +881,11 @@ impl Machine<'_> {
         let Some(obs) = &self.st.readiness else {
             return Some("the canary workload's readiness is not observed yet".into());
         };
+        if self.new_template() {
+            return Some(
+                "the canary workload has a new pod template; the run restarts for it".into(),
+            );
+        }
         let Some(ready) = obs.canary_ready else {
             return Some(format!(
                 "the canary workload's readiness is unknown ({})",
@@ -935,7 +957,9 @@ impl Machine<'_> {
 
     fn on_readiness(&mut self, r: &ReadinessStatus) {
         self.st.readiness = Some(r.clone());
-        if self.spec.workload_ref.is_none() || !self.is_active() {
+        if self.spec.workload_ref.is_none() || !self.is_active() || self.new_template() {
+            // A new template is not a loss: the run restarts for it (the driver feeds the
+            // spec next), its weight back at 0 first.
             return;
         }
         let held = self
@@ -945,8 +969,9 @@ impl Machine<'_> {
             .filter(|_| self.st.phase == CanaryPhase::Paused)
             .filter(|p| p.reason == PauseReason::CanaryNotReady && p.until.is_none())
             .is_some();
-        let exposed = self.st.applied.as_ref().is_some_and(|a| a.exposes_canary())
-            || self.current_target().is_some_and(|t| t.exposes_canary());
+        // What the canary carries once our writes land: a withdrawal in flight (a restarted
+        // run's move to 0) is no exposure to lose.
+        let exposed = self.current_target().is_some_and(|t| t.exposes_canary());
         if r.canary_ready == Some(0) && exposed && !held {
             let weight = self.current_target().map_or(0, |t| t.canary_weight);
             let what = format!(
@@ -1233,6 +1258,10 @@ impl Machine<'_> {
             return;
         }
         let rev = self.spec.revision.clone().unwrap_or_default();
+        // A run replaced mid-way sends the canary nothing until the new one's first step
+        // (Argo semantics): its pods are being replaced by the new version's, which must pass
+        // the readiness gate before they take traffic.
+        let exposed = self.is_active() && self.current_target().is_some_and(|t| t.exposes_canary());
         self.terminate_all(&format!("superseded by revision {rev:?}"));
         self.st.analysis_runs.clear();
         // A withdrawal still pending (a rollback that has not landed) is not dropped by the
@@ -1254,13 +1283,46 @@ impl Machine<'_> {
         }
         self.st.revision = self.spec.revision.clone();
         self.begin_run();
-        let message = format!("Rollout of revision {rev:?} started");
+        // The run stands for the observed pod template when its revision is that template's
+        // hash (no spec.revision): a different template later starts the next run.
+        let template = self
+            .st
+            .readiness
+            .as_ref()
+            .filter(|r| r.template_hash.is_some() && r.template_hash == self.spec.revision);
+        let images = template.and_then(|r| super::revision::images_text(&r.images));
+        self.st.template_hash = template.and_then(|r| r.template_hash.clone());
+        let message = match images {
+            Some(images) => format!("Rollout of revision {rev:?} ({images}) started"),
+            None => format!("Rollout of revision {rev:?} started"),
+        };
         self.st.message = Some(message.clone());
         self.event(false, "RolloutUpdated", message);
-        if let Some(routing) = withdrawal {
-            self.emit_write(routing);
+        match withdrawal {
+            Some(routing) => self.emit_write(routing),
+            None if exposed => self.emit_write(DesiredRouting::weight(0)),
+            None => {}
         }
         self.advance();
+    }
+
+    fn on_template_adopted(&mut self, hash: &str) {
+        if self.st.template_hash.as_deref() == Some(hash) {
+            return;
+        }
+        self.st.template_hash = Some(hash.to_string());
+        let images = self
+            .st
+            .readiness
+            .as_ref()
+            .and_then(|r| super::revision::images_text(&r.images))
+            .map_or_else(String::new, |i| format!(" ({i})"));
+        let message = format!(
+            "spec.revision was removed: pod template {hash}{images} of the canary workload is \
+             taken as revision {:?} without a new run; its next template change starts one",
+            self.st.revision.as_deref().unwrap_or("")
+        );
+        self.event(false, "RevisionAdopted", message);
     }
 
     fn on_waiting(&mut self, why: &str) {

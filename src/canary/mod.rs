@@ -7,5 +7,6 @@ pub mod model;
 pub mod preflight;
 pub mod readiness;
 pub mod readiness_file;
+pub mod revision;
 
 pub use model::*;

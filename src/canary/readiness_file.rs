@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::readiness::{Count, ReadinessFuture, ReadinessQuery, ReadinessSource, status_of};
+use super::readiness::{
+    Count, ReadinessFuture, ReadinessQuery, ReadinessSource, WorkloadTemplate, status_of,
+    workload_template,
+};
 use crate::resources::canary::{WorkloadKind, WorkloadRef};
 use crate::resources::yaml::{MANIFEST_LIMITS, parse_documents_with, read_file};
 use crate::traffic::file::MAX_MANIFEST_FILE_BYTES;
@@ -93,6 +96,8 @@ struct Workload {
     name: String,
     /// `min(status.readyReplicas, spec.replicas)`.
     ready: i64,
+    /// `spec.template`'s hash and images (none without a template).
+    template: Option<WorkloadTemplate>,
 }
 
 /// Everything one scan found.
@@ -173,6 +178,7 @@ impl Snapshot {
                     namespace,
                     name: name.to_string(),
                     ready: ready.min(wanted),
+                    template: v.pointer("/spec/template").map(workload_template),
                 });
             }
             ("v1", "Pod") => {
@@ -284,7 +290,22 @@ impl Snapshot {
             *n = (*n).min(*eps);
         }
         let stable = query.stable.as_ref().map(|s| self.count(ns, s));
-        status_of(canary, stable, now)
+        status_of(canary, stable, now).with_template(self.template(ns, &query.workload))
+    }
+
+    /// The pod template of a workload named by kind and name, when it is defined once.
+    fn template(&self, namespace: &str, r: &WorkloadRef) -> Option<WorkloadTemplate> {
+        let (Some(kind), Some(name)) = (r.kind, &r.name) else {
+            return None;
+        };
+        let mut found = self
+            .workloads
+            .iter()
+            .filter(|w| w.kind == kind && w.namespace == namespace && &w.name == name);
+        match (found.next(), found.next()) {
+            (Some(w), None) => w.template.clone(),
+            _ => None,
+        }
     }
 }
 
@@ -409,6 +430,37 @@ mod tests {
             at(1),
         );
         assert_eq!(r.canary_ready, None);
+    }
+
+    #[test]
+    fn the_canary_workloads_template_is_reported_with_its_images() {
+        let with_image = |image: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: reviews-v2, namespace: bookinfo}}\nspec:\n  replicas: 1\n  template:\n    metadata: {{labels: {{app: reviews}}}}\n    spec:\n      containers:\n      - {{name: reviews, image: \"{image}\"}}\nstatus: {{readyReplicas: 1}}\n"
+            )
+        };
+        let q = query(named(WorkloadKind::Deployment, "reviews-v2"), None);
+        let a = snap(&[&with_image("reviews:2.1.0")]).status(&q, at(0));
+        assert_eq!(a.canary_ready, Some(1), "{a:?}");
+        assert_eq!(a.images, ["reviews:2.1.0"]);
+        let hash = a.template_hash.clone().unwrap();
+        assert_eq!(hash.len(), 10);
+        let b = snap(&[&with_image("reviews:2.2.0")]).status(&q, at(0));
+        assert_ne!(b.template_hash.as_deref(), Some(hash.as_str()));
+        assert_eq!(b.images, ["reviews:2.2.0"]);
+        // The same manifest read again: the same hash.
+        let again = snap(&[&with_image("reviews:2.1.0")]).status(&q, at(5));
+        assert_eq!(again.template_hash, a.template_hash);
+        // Missing, duplicated or without a template: no hash.
+        let v1 = deploy("reviews-v1", 1, Some(1));
+        assert_eq!(snap(&[&v1]).status(&q, at(0)).template_hash, None);
+        let twice = with_image("reviews:2.1.0");
+        assert_eq!(
+            snap(&[&twice, &twice]).status(&q, at(0)).template_hash,
+            None
+        );
+        let bare = deploy("reviews-v2", 1, Some(1));
+        assert_eq!(snap(&[&bare]).status(&q, at(0)).template_hash, None);
     }
 
     #[test]

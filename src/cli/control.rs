@@ -615,6 +615,21 @@ pub fn render_table(list: &[CanarySummary], colour: bool) -> String {
     render_table_wide(list, colour, false)
 }
 
+/// The revision as `-o wide` shows it: a pod template's hash with its images
+/// (`3f2a9c01bd (reviews:2.1.0)`), so a human sees the version and not just a hash.
+fn revision_text(st: &CanaryStatus) -> String {
+    let rev = st.revision.as_deref().unwrap_or("-");
+    let images = st
+        .readiness
+        .as_ref()
+        .filter(|r| r.template_hash.is_some() && r.template_hash == st.revision)
+        .and_then(|r| crate::canary::revision::images_text(&r.images));
+    match images {
+        Some(i) => format!("{rev} ({i})"),
+        None => rev.to_string(),
+    }
+}
+
 /// The status table; `wide` adds the revision and does not cut the verdict.
 pub fn render_table_wide(list: &[CanarySummary], colour: bool, wide: bool) -> String {
     let mut s = String::new();
@@ -626,7 +641,7 @@ pub fn render_table_wide(list: &[CanarySummary], colour: bool, wide: bool) -> St
         .max(6);
     let rev_w = list
         .iter()
-        .filter_map(|c| c.status.revision.as_ref().map(String::len))
+        .map(|c| revision_text(&c.status).chars().count())
         .max()
         .unwrap_or(0)
         .max(8);
@@ -659,7 +674,7 @@ pub fn render_table_wide(list: &[CanarySummary], colour: bool, wide: bool) -> St
             verdict = verdict.chars().take(VERDICT_WIDTH - 1).collect::<String>() + "…";
         }
         let revision = if wide {
-            format!("{:rev_w$}  ", st.revision.as_deref().unwrap_or("-"))
+            format!("{:rev_w$}  ", revision_text(st))
         } else {
             String::new()
         };
@@ -727,6 +742,37 @@ mod tests {
         let w = render_table_wide(&[c], false, true);
         assert!(
             w.contains(&"x".repeat(300)) && w.contains("REVISION"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn wide_shows_a_template_revision_with_its_images() {
+        let observed = |hash: &str| crate::canary::ReadinessStatus {
+            canary_ready: Some(1),
+            stable_ready: None,
+            observed_at: chrono::DateTime::UNIX_EPOCH,
+            message: None,
+            template_hash: Some(hash.into()),
+            images: vec!["reviews:2.1.0".into()],
+        };
+        let mut c = CanarySummary {
+            namespace: "bookinfo".into(),
+            name: "reviews".into(),
+            steps: 3,
+            status: CanaryStatus {
+                revision: Some("3f2a9c01bd".into()),
+                readiness: Some(observed("3f2a9c01bd")),
+                ..Default::default()
+            },
+        };
+        let w = render_table_wide(std::slice::from_ref(&c), false, true);
+        assert!(w.contains("3f2a9c01bd (reviews:2.1.0)  "), "{w}");
+        // An observation of another template is not this revision's.
+        c.status.readiness = Some(observed("0000000000"));
+        let w = render_table_wide(&[c], false, true);
+        assert!(
+            w.contains("3f2a9c01bd  ") && !w.contains("reviews:2.1.0"),
             "{w}"
         );
     }

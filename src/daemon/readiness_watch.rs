@@ -24,7 +24,9 @@ use serde::de::DeserializeOwned;
 
 use crate::api::canary::ReadinessStatus;
 use crate::backoff::Backoff;
-use crate::canary::readiness::{ReadinessFuture, ReadinessQuery, ReadinessSource};
+use crate::canary::readiness::{
+    ReadinessFuture, ReadinessQuery, ReadinessSource, WorkloadTemplate, workload_template,
+};
 use crate::resources::canary::{WorkloadKind, WorkloadRef};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -106,6 +108,8 @@ pub fn ready_pod(p: &Pod) -> Option<ReadyPod> {
 pub struct WorkloadCount {
     /// `status.readyReplicas`, once the controller observed the current generation.
     pub ready: Result<i64, String>,
+    /// `spec.template`'s hash and images: kept, not the template (the index stays small).
+    pub template: Option<WorkloadTemplate>,
 }
 
 /// Ready endpoints of one EndpointSlice.
@@ -249,29 +253,69 @@ fn workload_count(
         )),
         _ => Ok(i64::from(ready.unwrap_or(0))),
     };
-    WorkloadCount { ready }
+    WorkloadCount {
+        ready,
+        template: None,
+    }
+}
+
+/// Ready pods that surely run the current template: during a rollout `readyReplicas` also
+/// counts old pods, so at most `readyReplicas − (replicas − updatedReplicas)` of them are
+/// new (every old pod counted as ready; exact once the rollout is done). Kubernetes omits
+/// zero counts: absent is 0.
+fn current_template_ready(
+    mut count: WorkloadCount,
+    replicas: Option<i32>,
+    updated: Option<i32>,
+) -> WorkloadCount {
+    let old = i64::from(replicas.unwrap_or(0)) - i64::from(updated.unwrap_or(0));
+    if let Ok(n) = &mut count.ready {
+        *n = (*n - old.max(0)).max(0);
+    }
+    count
+}
+
+/// The hash and images of a typed pod template (serialized as the API server stores it).
+fn template_of(t: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<WorkloadTemplate> {
+    serde_json::to_value(t).ok().map(|v| workload_template(&v))
 }
 
 /// The index entry of a Deployment.
 pub fn deployment_count(d: &Deployment) -> WorkloadCount {
     let s = d.status.as_ref();
-    workload_count(
+    let count = workload_count(
         "Deployment",
         d.metadata.generation,
         s.and_then(|s| s.observed_generation),
         s.and_then(|s| s.ready_replicas),
-    )
+    );
+    WorkloadCount {
+        template: d.spec.as_ref().and_then(|s| template_of(&s.template)),
+        ..current_template_ready(
+            count,
+            s.and_then(|s| s.replicas),
+            s.and_then(|s| s.updated_replicas),
+        )
+    }
 }
 
 /// The index entry of a StatefulSet.
 pub fn stateful_set_count(d: &StatefulSet) -> WorkloadCount {
     let s = d.status.as_ref();
-    workload_count(
+    let count = workload_count(
         "StatefulSet",
         d.metadata.generation,
         s.and_then(|s| s.observed_generation),
         s.and_then(|s| s.ready_replicas),
-    )
+    );
+    WorkloadCount {
+        template: d.spec.as_ref().and_then(|s| template_of(&s.template)),
+        ..current_template_ready(
+            count,
+            s.map(|s| s.replicas),
+            s.and_then(|s| s.updated_replicas),
+        )
+    }
 }
 
 /// The index entry of an EndpointSlice; none for a slice of no Service.
@@ -343,6 +387,22 @@ impl Index {
         Ok(n)
     }
 
+    /// The pod template of `w` (named by kind and name) in `namespace`, when known.
+    pub fn workload_template(&self, namespace: &str, w: &WorkloadRef) -> Option<WorkloadTemplate> {
+        let (Some(kind), Some(name)) = (w.kind, &w.name) else {
+            return None;
+        };
+        let table = match kind {
+            WorkloadKind::Deployment => &self.deployments,
+            WorkloadKind::StatefulSet => &self.stateful_sets,
+        };
+        let items = table.known("workloads").ok()?;
+        items
+            .get(&(namespace.to_string(), name.clone()))?
+            .template
+            .clone()
+    }
+
     /// Ready endpoints of the Service `host` (short, `svc.ns` or FQDN; short names are in
     /// `namespace`), or why not known. Address types count apart; the largest counts.
     pub fn service_ready(&self, namespace: &str, host: &str) -> Result<i64, String> {
@@ -398,7 +458,10 @@ impl Index {
             stable_ready,
             observed_at: now,
             message: (!why.is_empty()).then(|| why.join("; ")),
+            template_hash: None,
+            images: Vec::new(),
         }
+        .with_template(self.workload_template(namespace, canary))
     }
 }
 

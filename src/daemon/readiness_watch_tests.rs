@@ -15,7 +15,10 @@ fn key(ns: &str, name: &str) -> Key {
 }
 
 fn count(ready: i64) -> WorkloadCount {
-    WorkloadCount { ready: Ok(ready) }
+    WorkloadCount {
+        ready: Ok(ready),
+        template: None,
+    }
 }
 
 fn slice(service: &str, ty: &str, ready: i64) -> SliceCount {
@@ -463,4 +466,108 @@ async fn pods_are_watched_only_once_a_selector_is_asked_about() {
     for t in tasks {
         t.abort();
     }
+}
+
+#[test]
+fn workloads_report_their_template_hash_and_images() {
+    let deployment = |image: &str| -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "v2", "namespace": "ns", "generation": 3},
+            "spec": {"selector": {"matchLabels": {"app": "r"}},
+                "template": {"metadata": {"labels": {"app": "r"}},
+                    "spec": {"containers": [{"name": "r", "image": image}]}}},
+            // The controller has not seen generation 3: the count is unknown, the
+            // template is not (a new template starts a run before its pods exist).
+            "status": {"observedGeneration": 2, "readyReplicas": 3}
+        }))
+        .unwrap()
+    };
+    let a = deployment_count(&deployment("reviews:2.1.0"));
+    assert!(a.ready.is_err());
+    let t = a.template.clone().unwrap();
+    assert_eq!(t.images, ["reviews:2.1.0"]);
+    assert_eq!(t.hash.len(), 10);
+    let b = deployment_count(&deployment("reviews:2.2.0"));
+    assert_ne!(b.template.as_ref().unwrap().hash, t.hash);
+    let mut idx = Index::default();
+    idx.deployments.apply(Seen::Init);
+    idx.deployments
+        .apply(Seen::InitItem(("ns".into(), "v2".into()), a));
+    idx.deployments.apply(Seen::InitDone);
+    let w = WorkloadRef {
+        kind: Some(WorkloadKind::Deployment),
+        name: Some("v2".into()),
+        selector: None,
+        from_subset: false,
+    };
+    let r = idx.readiness("ns", &w, None, None, chrono::DateTime::UNIX_EPOCH);
+    assert_eq!(r.canary_ready, None);
+    assert_eq!(r.template_hash.as_deref(), Some(t.hash.as_str()));
+    assert_eq!(r.images, ["reviews:2.1.0"]);
+    // Missing workload or a failed watch: no template.
+    let r = idx.readiness("other", &w, None, None, chrono::DateTime::UNIX_EPOCH);
+    assert_eq!((r.template_hash, r.images.len()), (None, 0));
+    idx.deployments.apply(Seen::Error("gone".into()));
+    assert_eq!(idx.workload_template("ns", &w), None);
+    // A StatefulSet's template too.
+    let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "ns"},
+        "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "db", "image": "db:7"}]}}}
+    }))
+    .unwrap();
+    assert_eq!(
+        stateful_set_count(&sts).template.map(|t| t.images),
+        Some(vec!["db:7".to_string()])
+    );
+}
+
+#[test]
+fn during_a_rollout_only_pods_surely_of_the_new_template_count() {
+    let d = |status: serde_json::Value| -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "v2", "namespace": "ns", "generation": 2},
+            "status": status
+        }))
+        .unwrap()
+    };
+    let ready = |status| deployment_count(&d(status)).ready;
+    // Two old pods ready, one new pod (surge) not ready: none surely new.
+    assert_eq!(
+        ready(serde_json::json!({"observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 1, "readyReplicas": 2})),
+        Ok(0)
+    );
+    // The new pod ready too: at least one new.
+    assert_eq!(
+        ready(serde_json::json!({"observedGeneration": 2, "replicas": 3,
+            "updatedReplicas": 1, "readyReplicas": 3})),
+        Ok(1)
+    );
+    // No new pod yet (Kubernetes omits updatedReplicas: 0).
+    assert_eq!(
+        ready(serde_json::json!({"observedGeneration": 2, "replicas": 2, "readyReplicas": 2})),
+        Ok(0)
+    );
+    // Rolled out.
+    assert_eq!(
+        ready(serde_json::json!({"observedGeneration": 2, "replicas": 2,
+            "updatedReplicas": 2, "readyReplicas": 2})),
+        Ok(2)
+    );
+    // A StatefulSet the same way.
+    let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "ns", "generation": 1},
+        "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}}},
+        "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1,
+            "readyReplicas": 3}
+    }))
+    .unwrap();
+    assert_eq!(stateful_set_count(&sts).ready, Ok(1));
 }

@@ -532,6 +532,7 @@ fn full_status() -> CanaryStatus {
     let exact = StringMatch::Exact("jason".into());
     CanaryStatus {
         readiness: None,
+        template_hash: Some("abc0123456".into()),
         phase: CanaryPhase::Paused,
         revision: Some("v2".into()),
         current_step_index: 3,

@@ -2399,3 +2399,81 @@ async fn a_daemon_whose_stdout_is_closed_keeps_running() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `reviews-v2` with a pod template running `image`.
+fn reviews_v2_image(image: &str, ready: i64) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: reviews-v2, namespace: bookinfo}}\n\
+         spec:\n  replicas: 2\n  selector: {{matchLabels: {{app: reviews, version: v2}}}}\n  \
+         template:\n    metadata: {{labels: {{app: reviews, version: v2}}}}\n    spec:\n      \
+         containers:\n      - {{name: reviews, image: \"{image}\"}}\n\
+         status: {{replicas: 2, readyReplicas: {ready}}}\n"
+    )
+}
+
+/// Issue 19, file mode: a Canary without `spec.revision` takes its revision from the
+/// Deployment's pod template in `--manifests`. The first run is for the template it finds;
+/// editing the manifest's image starts a new run by itself (from step 0, the canary's weight
+/// back at 0 first, held until the new pods are ready), its revision the new template's hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_mode_image_edit_starts_a_run_by_itself() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  revision: v2\n", "")
+        .replace(
+            "  onAnalysisError: Abort\n",
+            "  onAnalysisError: Abort\n  workloadRef: {kind: Deployment, name: reviews-v2}\n",
+        )
+        .replace("  - pause: {duration: 1s}", "  - pause: {}");
+    assert!(!yaml.contains("revision:") && yaml.contains("pause: {}"));
+    let dirs = setup(&yaml);
+    let deployment = dirs.path().join("istio/reviews-v2.yaml");
+    std::fs::write(&deployment, reviews_v2_image("reviews:2.1.0", 2)).unwrap();
+    let d = start(dirs, &running.url());
+    let at_30 = |s: &Value| s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused";
+    let s = wait_for(&d, "the first run at 30 %", Duration::from_secs(90), at_30).await;
+    let first = s["status"]["revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(first.len(), 10, "{s:#}");
+    assert_eq!(s["status"]["templateHash"], first.as_str(), "{s:#}");
+    assert_eq!(
+        s["status"]["readiness"]["images"][0], "reviews:2.1.0",
+        "{s:#}"
+    );
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+
+    // A new image, its pods not ready yet.
+    std::fs::write(&deployment, reviews_v2_image("reviews:2.2.0", 0)).unwrap();
+    let s = wait_for(
+        &d,
+        "a run for the new image",
+        Duration::from_secs(60),
+        |s| {
+            s["status"]["revision"] != first.as_str()
+                && s["status"]["pause"]["reason"] == "CanaryNotReady"
+        },
+    )
+    .await;
+    let second = s["status"]["revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(second.len(), 10, "{s:#}");
+    assert_eq!(s["status"]["currentStepIndex"], 0, "{s:#}");
+    assert!(s["status"]["abort"].is_null(), "no rollback: {s:#}");
+    let withdrawn = wait_for(&d, "the weight back at 0", Duration::from_secs(30), |_| {
+        vs_weights(&d.manifests) == (100, 0)
+    })
+    .await;
+    assert_eq!(withdrawn["status"]["revision"], second.as_str());
+    for _ in 0..10 {
+        assert_eq!(vs_weights(&d.manifests), (100, 0), "exposed before ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&deployment, reviews_v2_image("reviews:2.2.0", 2)).unwrap();
+    let s = wait_for(&d, "the new run at 30 %", Duration::from_secs(90), at_30).await;
+    assert_eq!(s["status"]["revision"], second.as_str(), "{s:#}");
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+}

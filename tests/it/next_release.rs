@@ -518,3 +518,123 @@ async fn a_fixed_version_after_an_abort_starts_cleanly() {
     let s = status(&d).await;
     assert_eq!(s["status"]["revision"], "v2.1");
 }
+
+// ---- GitOps: releases started by image changes (README "GitOps with Argo CD") -------------
+
+/// `reviews-<slot>` (labels `app: reviews, version: <slot>`) running `image`, `ready` pods.
+fn slot_deployment(slot: &str, image: &str, ready: i64) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: reviews-{slot}, namespace: bookinfo}}\n\
+         spec:\n  replicas: 2\n  selector: {{matchLabels: {{app: reviews, version: {slot}}}}}\n  \
+         template:\n    metadata: {{labels: {{app: reviews, version: {slot}}}}}\n    spec:\n      \
+         containers:\n      - {{name: reviews, image: \"{image}\"}}\n\
+         status: {{replicas: 2, readyReplicas: {ready}}}\n"
+    )
+}
+
+/// The Canary of the README's GitOps flow: subsets v1 (stable) and v2 (canary), no
+/// `revision`, `workloadRef` the v2 Deployment, `onSuccess: Restore`.
+const GITOPS_CANARY: &str = "apiVersion: skycanary.io/v1alpha1\nkind: Canary\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  workloadRef: {kind: Deployment, name: reviews-v2}\n  onSuccess: Restore\n  trafficRouting:\n    istio:\n      virtualService: {name: reviews, routes: [primary]}\n      destinationRule: {name: reviews, stableSubsetName: v1, canarySubsetName: v2}\n  steps:\n  - setWeight: 20\n  - pause: {}\n";
+
+/// README "GitOps with Argo CD", in file mode (the manifests directory stands in for what
+/// Argo CD syncs): the Canary, VirtualService and DestinationRule never change. A new image
+/// in `reviews-v2` starts a release by itself, which waits for the new pods, walks its
+/// steps and, promoted, puts the routes back at v1; rolling `reviews-v1` to the promoted
+/// image starts nothing; the next image in `reviews-v2` is the next release. Every route
+/// state seen is sampled: no release ever routes to v2 before its new pods are ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_image_changes_start_releases_by_themselves() {
+    let dirs = setup(GITOPS_CANARY);
+    write(&dirs.path().join("istio/reviews.yaml"), SUBSET_VS);
+    write(
+        &dirs.path().join("istio/destinationrule.yaml"),
+        &destination_rule(&["v1", "v2"]),
+    );
+    let (v1, v2) = (
+        dirs.path().join("istio/reviews-v1.yaml"),
+        dirs.path().join("istio/reviews-v2.yaml"),
+    );
+    write(&v1, &slot_deployment("v1", "reviews:1.0", 2));
+    write(&v2, &slot_deployment("v2", "reviews:1.0", 2));
+    let d = start(dirs, "");
+    let at_v1 = r(&[("v1", 100), ("v2", 0)]);
+    let at_20 = r(&[("v1", 80), ("v2", 20)]);
+    let at_v2 = r(&[("v1", 0), ("v2", 100)]);
+    let paused_at_20 = |s: &Value, not: &str| {
+        s["status"]["revision"] != not
+            && phase(s) == "Paused"
+            && s["status"]["currentStepIndex"] == 1
+            && s["status"].get("routingWrite").is_none()
+    };
+    // The first sight runs a release for the template reviews-v2 has.
+    let s = wait_for(
+        &d,
+        "the first release at 20 %",
+        Duration::from_secs(40),
+        |s| paused_at_20(s, ""),
+    )
+    .await;
+    let first = s["status"]["revision"].as_str().unwrap().to_string();
+    post(&d, "promote?full=true").await;
+    wait_for(&d, "promoted and restored", Duration::from_secs(40), |s| {
+        phase(s) == "Promoted" && route(&d.manifests) == at_v1
+    })
+    .await;
+
+    // Release 2: Argo CD syncs a new image into reviews-v2; its pods are not ready yet.
+    let sampler = Sampler::start(d.manifests.clone(), "2.0 not ready");
+    write(&v2, &slot_deployment("v2", "reviews:2.0", 0));
+    let s = wait_for(&d, "release 2 held", Duration::from_secs(40), |s| {
+        s["status"]["revision"] != first.as_str()
+            && s["status"]["pause"]["reason"] == "CanaryNotReady"
+    })
+    .await;
+    let second = s["status"]["revision"].as_str().unwrap().to_string();
+    assert_eq!(route(&d.manifests), at_v1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sampler.release("2.0 ready");
+    write(&v2, &slot_deployment("v2", "reviews:2.0", 2));
+    wait_for(&d, "release 2 at 20 %", Duration::from_secs(40), |s| {
+        paused_at_20(s, &first)
+    })
+    .await;
+    assert_eq!(route(&d.manifests), at_20);
+    post(&d, "promote?full=true").await;
+    wait_for(&d, "release 2 promoted", Duration::from_secs(40), |s| {
+        s["status"]["revision"] == second.as_str()
+            && phase(s) == "Promoted"
+            && route(&d.manifests) == at_v1
+    })
+    .await;
+
+    // The stable side catches up: no release.
+    sampler.release("stable");
+    write(&v1, &slot_deployment("v1", "reviews:2.0", 2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status(&d).await;
+    assert_eq!(
+        (phase(&s), s["status"]["revision"].as_str()),
+        ("Promoted", Some(second.as_str())),
+        "{s:#}"
+    );
+
+    // Release 3: the next image.
+    sampler.release("3.0");
+    write(&v2, &slot_deployment("v2", "reviews:3.0", 2));
+    let s = wait_for(&d, "release 3 at 20 %", Duration::from_secs(40), |s| {
+        paused_at_20(s, &second)
+    })
+    .await;
+    assert_ne!(s["status"]["revision"], first.as_str());
+    assert_eq!(route(&d.manifests), at_20);
+
+    let seen = sampler.finish().await;
+    only(&seen, "2.0 not ready", std::slice::from_ref(&at_v1));
+    only(
+        &seen,
+        "2.0 ready",
+        &[at_v1.clone(), at_20.clone(), at_v2.clone()],
+    );
+    only(&seen, "stable", std::slice::from_ref(&at_v1));
+    only(&seen, "3.0", &[at_v1, at_20]);
+}

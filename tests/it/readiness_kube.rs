@@ -29,6 +29,18 @@ impl Cluster {
     /// canary Service's EndpointSlice with two endpoints, ready as `ready`, and a Canary with
     /// `steps` and `readiness`.
     async fn start(steps: Value, readiness: Value, ready: bool) -> Cluster {
+        Cluster::start_with(steps, readiness, ready, Some("v2"), None).await
+    }
+
+    /// As [`Cluster::start`], the Canary's `spec.revision` as given (none: the revision comes
+    /// from the Deployment's pod template) and a `.status` as a previous daemon left it.
+    async fn start_with(
+        steps: Value,
+        readiness: Value,
+        ready: bool,
+        revision: Option<&str>,
+        status: Option<Value>,
+    ) -> Cluster {
         skycanary::testkit::install_crypto_provider();
         let fake = FakeApiServer::new();
         fake.set_event_log_capacity(1 << 20);
@@ -46,21 +58,28 @@ impl Cluster {
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "reviews"}},
                 "template": {"metadata": {"labels": {"app": "reviews"}},
                     "spec": {"containers": [{"name": "reviews", "image": "reviews:v2"}]}}},
-            "status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2}
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                "readyReplicas": 2}
         }))
         .unwrap();
         fake.seed(slice(ready)).unwrap();
-        fake.seed(json!({
+        let mut canary = json!({
             "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
             "metadata": {"name": "reviews", "namespace": "bookinfo"},
-            "spec": {"revision": "v2",
+            "spec": {
                 "workloadRef": {"kind": "Deployment", "name": "reviews-v2"},
                 "readiness": readiness,
                 "trafficRouting": {"istio": {"virtualService": {"name": "reviews", "routes": ["primary"]},
                     "stableService": "reviews-stable", "canaryService": "reviews-canary"}},
                 "steps": steps}
-        }))
-        .unwrap();
+        });
+        if let Some(r) = revision {
+            canary["spec"]["revision"] = r.into();
+        }
+        if let Some(st) = status {
+            canary["status"] = st;
+        }
+        fake.seed(canary).unwrap();
         let (addr, server) = fake.serve().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         write_kubeconfig(addr, &dir.path().join("kubeconfig")).unwrap();
@@ -110,6 +129,45 @@ impl Cluster {
             )
             .unwrap();
         rv(&stored)
+    }
+
+    /// Argo CD syncs a new image into `reviews-v2`: its pod template (and generation)
+    /// changes; its controller has not observed it yet. Returns the write's resourceVersion.
+    fn set_image(&self, image: &str) -> u64 {
+        let stored = self
+            .fake
+            .update("apps", "deployments", "bookinfo", "reviews-v2", |o| {
+                o["spec"]["template"]["spec"]["containers"][0]["image"] = image.into();
+            })
+            .unwrap();
+        rv(&stored)
+    }
+
+    /// The Deployment controller has observed the current generation and rolled it out:
+    /// `replicas` pods, `updated` of the current template, `ready` ready (old ones included).
+    fn observe_deployment(&self, replicas: i64, updated: i64, ready: i64) {
+        let generation = self
+            .fake
+            .get("apps", "deployments", "bookinfo", "reviews-v2")
+            .unwrap()["metadata"]["generation"]
+            .clone();
+        self.fake
+            .update_status("apps", "deployments", "bookinfo", "reviews-v2", |o| {
+                o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
+                        "updatedReplicas": updated, "readyReplicas": ready});
+            })
+            .unwrap();
+    }
+
+    /// Notes of the Events with `reason`, oldest first.
+    fn event_notes(&self, reason: &str) -> Vec<String> {
+        self.fake
+            .events()
+            .iter()
+            .filter(|e| e["reason"] == reason)
+            .filter_map(|e| e["note"].as_str().or(e["message"].as_str()))
+            .map(String::from)
+            .collect()
     }
 
     /// (resourceVersion, canary weight) of every stored VirtualService version.
@@ -474,4 +532,129 @@ async fn kube_from_subset_without_the_subset_is_held_with_the_reason() {
     assert!(paused_not_ready(&c.status()));
     let weights = c.canary_weights().await;
     assert!(weights.iter().all(|(_, w)| *w == 0), "{weights:?}");
+}
+
+fn paused_at_30(s: &Value) -> bool {
+    s["phase"] == "Paused" && s["pause"]["reason"] == "Step" && s["currentStepIndex"] == 3
+}
+
+/// Issue 19's automatic start, against the fake API server. The Canary has no
+/// `spec.revision`; its last release was by `spec.revision: v1` (promoted, routes back at
+/// stable). The daemon adopts the current pod template without a run; an image change of the
+/// Deployment starts a run by itself (revision = the template's hash, the image in its
+/// Event), held until the new pods' endpoints are ready; a second image change mid-run at
+/// 30 % restarts from step 0 with the canary's weight back at 0 first, and no VirtualService
+/// version gives the new template weight before its endpoints are ready (over the write log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_an_image_change_starts_the_canary_and_a_second_one_restarts_it_at_weight_0() {
+    let c = Cluster::start_with(
+        json!([{"setWeight": 10}, {"pause": {"duration": "1s"}}, {"setWeight": 30}, {"pause": {}}]),
+        json!({"minReady": 1}),
+        true,
+        None,
+        Some(
+            json!({"phase": "Promoted", "revision": "v1", "currentStepIndex": 4,
+            "startedAt": "2026-01-01T00:00:00Z", "promotedAt": "2026-01-01T00:10:00Z"}),
+        ),
+    )
+    .await;
+    let _d = c.daemon();
+    let s = c
+        .wait_status("the template adopted", |s| s["templateHash"].is_string())
+        .await;
+    assert_eq!(
+        (&s["phase"], &s["revision"]),
+        (&json!("Promoted"), &json!("v1")),
+        "{s:#}"
+    );
+    let adopted = s["templateHash"].as_str().unwrap().to_string();
+    assert_eq!(c.event_notes("RevisionAdopted").len(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        c.status()["phase"],
+        "Promoted",
+        "no run for the adopted template"
+    );
+
+    // Release 1: the image changes; the controller rolls new pods, not ready yet.
+    let change_rv = c.set_image("reviews:v3");
+    let s = c
+        .wait_status("a run for the new template", |s| {
+            s["templateHash"] != adopted.as_str() && paused_not_ready(s)
+        })
+        .await;
+    let first = s["revision"].as_str().unwrap().to_string();
+    assert_eq!(s["templateHash"], first.as_str(), "{s:#}");
+    assert_eq!(first.len(), 10, "{s:#}");
+    assert!(
+        c.event_notes("RolloutUpdated")
+            .iter()
+            .any(|n| n.contains(&first) && n.contains("reviews:v3")),
+        "{:?}",
+        c.event_notes("RolloutUpdated")
+    );
+    c.set_ready(false);
+    c.observe_deployment(2, 2, 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(paused_not_ready(&c.status()), "{:#}", c.status());
+    let ready_rv = c.set_ready(true);
+    let s = c.wait_status("release 1 at 30 %", paused_at_30).await;
+    assert_eq!(s["revision"], first.as_str());
+    let weights = c.canary_weights().await;
+    for (rv, w) in &weights {
+        assert!(
+            *w == 0 || *rv > ready_rv,
+            "weight {w} at rv {rv} before the new pods were ready (rv {ready_rv}): {weights:?}"
+        );
+    }
+    assert!(
+        weights.iter().any(|(rv, w)| *w == 30 && *rv > change_rv),
+        "{weights:?}"
+    );
+
+    // Release 2 while release 1 holds 30 %: restart from step 0, weight 0 first.
+    let change2_rv = c.set_image("reviews:v4");
+    let s = c
+        .wait_status("a restart for the second template", |s| {
+            s["revision"] != first.as_str() && paused_not_ready(s)
+        })
+        .await;
+    let second = s["revision"].as_str().unwrap().to_string();
+    assert_eq!(s["currentStepIndex"], 0, "{s:#}");
+    assert!(s["abort"].is_null(), "a new template is no rollback: {s:#}");
+    wait("the weight back at 0", LIMIT, || {
+        c.fake
+            .virtual_service("bookinfo", "reviews")
+            .filter(|vs| canary_weight(vs) == 0)
+    })
+    .await;
+    // Mid-rollout: one new pod (not ready) beside the two old ones, whose endpoints are
+    // still ready. Ready pods of the new template: at most 2 - (3 - 1) = 0.
+    c.observe_deployment(3, 1, 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = c.status();
+    assert!(
+        paused_not_ready(&s),
+        "old pods are not the new template's: {s:#}"
+    );
+    assert_eq!(s["readiness"]["canaryReady"], 0, "{s:#}");
+    c.set_ready(false);
+    c.observe_deployment(2, 2, 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = c.status();
+    assert!(paused_not_ready(&s), "{s:#}");
+    assert!(s["abort"].is_null(), "{s:#}");
+    let ready2_rv = c.set_ready(true);
+    let s = c.wait_status("release 2 at 30 %", paused_at_30).await;
+    assert_eq!(s["revision"], second.as_str());
+    let weights = c.canary_weights().await;
+    let after: Vec<&(u64, i64)> = weights.iter().filter(|(rv, _)| *rv > change2_rv).collect();
+    assert_eq!(after.first().map(|(_, w)| *w), Some(0), "{weights:?}");
+    for (rv, w) in &after {
+        assert!(
+            *w == 0 || *rv > ready2_rv,
+            "weight {w} at rv {rv} before the second template's pods were ready (rv {ready2_rv}): {weights:?}"
+        );
+    }
+    assert_eq!(after.last().map(|(_, w)| *w), Some(30), "{weights:?}");
 }

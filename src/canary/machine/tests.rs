@@ -274,6 +274,14 @@ fn spec_new_revision_restarts_from_step_0_and_terminates_old_runs() {
     assert_eq!(s.st.phase, CanaryPhase::Progressing);
     assert_eq!(s.st.pause, None);
     assert_eq!(s.st.started_at, Some(t(50)));
+    // Weight 10 goes back to 0 first (the canary's pods are the new revision's now), then
+    // step 0 writes it again; once that lands the analysis starts.
+    assert_eq!(
+        writes(&fx),
+        vec![DesiredRouting::weight(0), DesiredRouting::weight(10)]
+    );
+    assert_eq!(s.st.current_step_index, 0);
+    s.ok();
     assert_eq!(
         s.st.analysis_runs
             .iter()
@@ -282,7 +290,6 @@ fn spec_new_revision_restarts_from_step_0_and_terminates_old_runs() {
         vec!["v3-bg", "v3-step-1"],
         "only the new revision's runs"
     );
-    // Weight 10 is still applied, so step 0 completes at once and the analysis starts.
     assert_eq!(s.st.current_step_index, 1);
     assert_eq!(s.step_run(), "v3-step-1");
 }
@@ -363,13 +370,20 @@ fn a_run_after_a_promotion_starts_from_no_routing_of_its_own() {
             Some("Traffic weight updated from 0 to 10")
         );
     }
-    // A run replaced mid-way keeps its canary destination: the weight it holds stays done.
+    // A run replaced mid-way keeps its canary destination, but its pods now run the new
+    // revision: the weight goes back to 0 first, then the first step writes it again.
     let mut s = Sim::new(spec(vec![w(10), pause(None)]));
     s.start();
     s.ok();
     s.spec.revision = Some("v3".into());
     let fx = s.feed(Input::Spec);
-    assert!(writes(&fx).is_empty(), "{fx:?}");
+    assert_eq!(
+        writes(&fx),
+        vec![DesiredRouting::weight(0), DesiredRouting::weight(10)],
+        "{fx:?}"
+    );
+    assert_eq!(s.st.current_step_index, 0);
+    s.ok();
     assert_eq!(s.st.applied, Some(DesiredRouting::weight(10)));
     assert_eq!(s.st.current_step_index, 1);
 }
@@ -2208,6 +2222,8 @@ mod readiness {
             stable_ready: stable,
             observed_at: t(at),
             message: canary.is_none().then(|| "read failed".to_string()),
+            template_hash: None,
+            images: Vec::new(),
         })
     }
 
@@ -2574,5 +2590,160 @@ mod readiness {
                 }
             }
         }
+    }
+}
+
+// ---- revisions from the workload's pod template (issue 19) --------------------------------
+
+/// The driver hands the machine the template's hash as `spec.revision`
+/// (`canary::revision::resolve`); these feed it as the driver does: the observation first,
+/// then the spec.
+mod template {
+    use super::*;
+    use crate::resources::canary::{WorkloadKind, WorkloadRef};
+
+    fn auto(steps: Vec<CanaryStep>, hash: &str) -> CanarySpec {
+        let mut s = spec(steps);
+        s.revision = Some(hash.into());
+        s.workload_ref = Some(WorkloadRef {
+            kind: Some(WorkloadKind::Deployment),
+            name: Some("reviews-v2".into()),
+            selector: None,
+            from_subset: false,
+        });
+        s
+    }
+
+    fn seen(ready: Option<i64>, hash: &str, image: &str, at: i64) -> Input {
+        Input::Readiness(ReadinessStatus {
+            canary_ready: ready,
+            stable_ready: None,
+            observed_at: t(at),
+            message: ready
+                .is_none()
+                .then(|| "generation not observed".to_string()),
+            template_hash: Some(hash.into()),
+            images: vec![image.into()],
+        })
+    }
+
+    #[test]
+    fn a_run_for_a_template_records_it_and_names_its_images() {
+        let mut s = Sim::new(auto(vec![w(20), pause(None)], "aaaa000001"));
+        s.feed(seen(Some(2), "aaaa000001", "reviews:2.1.0", 0));
+        let fx = s.start();
+        assert_eq!(s.st.template_hash.as_deref(), Some("aaaa000001"));
+        assert_eq!(s.st.revision.as_deref(), Some("aaaa000001"));
+        let ev = event(&fx, "RolloutUpdated").expect("started");
+        assert_eq!(
+            ev.message,
+            "Rollout of revision \"aaaa000001\" (reviews:2.1.0) started"
+        );
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(20)]);
+        // An explicit revision never records a template (a later switch adopts one).
+        let mut s = Sim::new(auto(vec![w(20)], "v2"));
+        s.feed(seen(Some(2), "aaaa000001", "reviews:2.1.0", 0));
+        let fx = s.start();
+        assert_eq!(s.st.template_hash, None);
+        assert_eq!(
+            event(&fx, "RolloutUpdated").map(|e| e.message.as_str()),
+            Some("Rollout of revision \"v2\" started")
+        );
+    }
+
+    /// A template change at 30 %: the new template's pods are not ready, which is no loss
+    /// (no rollback); the restarted run writes weight 0 first and holds step 0 until the new
+    /// pods are ready.
+    #[test]
+    fn a_new_template_mid_run_restarts_from_step_0_at_weight_0_until_ready() {
+        let mut s = Sim::new(auto(vec![w(10), w(30), pause(None)], "aaaa000001"));
+        s.feed(seen(Some(2), "aaaa000001", "reviews:2.1.0", 0));
+        s.start();
+        s.ok();
+        s.ok();
+        assert_eq!(s.st.applied, Some(DesiredRouting::weight(30)));
+        s.now = t(50);
+        let fx = s.feed(seen(None, "bbbb000002", "reviews:2.2.0", 50));
+        assert!(fx.is_empty(), "a new template is not a loss: {fx:?}");
+        assert_eq!(s.st.phase, CanaryPhase::Paused);
+        // Even a count of 0 for the new template before the spec is looked at.
+        let fx = s.feed(seen(Some(0), "bbbb000002", "reviews:2.2.0", 50));
+        assert!(fx.is_empty(), "{fx:?}");
+        assert_eq!(s.st.abort, None);
+        s.spec.revision = Some("bbbb000002".into());
+        let fx = s.feed(Input::Spec);
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(0)], "{fx:?}");
+        assert_eq!(s.st.current_step_index, 0);
+        assert_eq!(s.st.template_hash.as_deref(), Some("bbbb000002"));
+        assert_eq!(s.st.phase, CanaryPhase::Paused);
+        assert_eq!(
+            s.st.pause.as_ref().map(|p| p.reason),
+            Some(PauseReason::CanaryNotReady)
+        );
+        assert!(
+            event(&fx, "RolloutUpdated").is_some_and(|e| e.message.contains("reviews:2.2.0")),
+            "{fx:?}"
+        );
+        s.ok();
+        assert_eq!(s.st.applied, Some(DesiredRouting::weight(0)));
+        // Ready 0 at weight 0 is no loss either; ready pods let step 0 write its weight.
+        let fx = s.feed(seen(Some(0), "bbbb000002", "reviews:2.2.0", 51));
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        assert_eq!(s.st.abort, None);
+        let fx = s.feed(seen(Some(2), "bbbb000002", "reviews:2.2.0", 52));
+        assert_eq!(writes(&fx), vec![DesiredRouting::weight(10)]);
+    }
+
+    /// While the observation is of another template than the run's, nothing is exposed
+    /// more, whatever its count says.
+    #[test]
+    fn a_run_never_progresses_on_another_templates_pods() {
+        let mut s = Sim::new(auto(vec![w(10), pause(Some(5)), w(30)], "aaaa000001"));
+        s.feed(seen(Some(2), "aaaa000001", "reviews:2.1.0", 0));
+        s.start();
+        s.ok();
+        s.feed(seen(Some(3), "bbbb000002", "reviews:2.2.0", 1));
+        let fx = s.tick_at(10);
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        assert!(
+            s.st.message
+                .as_deref()
+                .is_some_and(|m| m.contains("new pod template")),
+            "{:?}",
+            s.st.message
+        );
+    }
+
+    #[test]
+    fn an_adopted_template_is_recorded_without_a_run() {
+        let mut s = Sim::new(auto(vec![w(50)], "v2"));
+        s.feed(seen(Some(2), "aaaa000001", "reviews:2.1.0", 0));
+        s.start();
+        s.ok();
+        s.ok();
+        assert_eq!(s.st.phase, CanaryPhase::Promoted);
+        let before = s.st.clone();
+        // spec.revision removed: the driver keeps "v2" as the effective revision and
+        // adopts the template.
+        let fx = s.feed(Input::TemplateAdopted("aaaa000001".into()));
+        assert!(writes(&fx).is_empty(), "{fx:?}");
+        assert_eq!(s.st.template_hash.as_deref(), Some("aaaa000001"));
+        let ev = event(&fx, "RevisionAdopted").expect("an event");
+        assert!(ev.message.contains("reviews:2.1.0") && ev.message.contains("\"v2\""));
+        assert_eq!(
+            CanaryStatus {
+                template_hash: None,
+                ..s.st.clone()
+            },
+            before,
+            "nothing else changes"
+        );
+        let fx = s.feed(Input::Spec);
+        assert!(writes(&fx).is_empty(), "no run: {fx:?}");
+        assert_eq!(s.st.phase, CanaryPhase::Promoted);
+        assert!(
+            s.feed(Input::TemplateAdopted("aaaa000001".into()))
+                .is_empty()
+        );
     }
 }
