@@ -9,7 +9,8 @@ pub mod kube;
 pub mod kube_observe;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
-pub mod model;
+/// The routing model, in the `skycanary-core` crate.
+pub use skycanary_core::traffic::model;
 pub mod planner;
 pub mod router;
 pub mod sidecar;
