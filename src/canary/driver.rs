@@ -92,7 +92,7 @@ pub trait CanaryMetrics: SaveMetrics {
 
 /// Messages to a canary task.
 #[derive(Debug)]
-pub enum Msg {
+pub enum CanaryTaskMsg {
     /// A user command; the reply is the status after it was handled, or why it was refused.
     Command(Command, oneshot::Sender<Result<CanaryStatus, String>>),
     /// A matching alarm.
@@ -129,17 +129,17 @@ pub enum Msg {
     Stop,
 }
 
-impl TaskMsg for Msg {
+impl TaskMsg for CanaryTaskMsg {
     fn stop() -> Self {
-        Msg::Stop
+        CanaryTaskMsg::Stop
     }
     fn is_stop(&self) -> bool {
-        matches!(self, Msg::Stop)
+        matches!(self, CanaryTaskMsg::Stop)
     }
 }
 
-/// A matching alarm, for its canary's task. (Boxed in [`Msg`]: every canary's channel holds
-/// a block of 32 messages, so the message's size counts a thousandfold.)
+/// A matching alarm, for its canary's task. (Boxed in [`CanaryTaskMsg`]: every canary's
+/// channel holds a block of 32 messages, so the message's size counts a thousandfold.)
 #[derive(Debug)]
 pub struct AlarmMsg {
     /// Where it came from.
@@ -148,7 +148,7 @@ pub struct AlarmMsg {
     pub rule: String,
     /// Entity name.
     pub entity: String,
-    /// Message.
+    /// The alarm's text, as its sender wrote it.
     pub message: String,
     /// When skycanary received it (for the alarm→rollback latency).
     pub received: std::time::Instant,
@@ -159,19 +159,19 @@ pub struct AlarmMsg {
 /// Handle on a running canary task.
 #[derive(Debug, Clone)]
 pub struct CanaryHandle {
-    /// Namespace.
+    /// The canary's namespace; with the name, the registry's key.
     pub namespace: String,
-    /// Name.
+    /// The canary's name.
     pub name: String,
     /// Number of steps.
     pub steps: usize,
     /// The Canary as loaded.
     pub doc: Arc<CanaryDoc>,
     /// Send messages.
-    pub tx: mpsc::UnboundedSender<Msg>,
+    pub tx: mpsc::UnboundedSender<CanaryTaskMsg>,
     /// Latest status.
     pub status: watch::Receiver<CanaryStatus>,
-    /// Becomes true when the task has ended (after `Msg::Stop`).
+    /// Becomes true when the task has ended (after `CanaryTaskMsg::Stop`).
     pub finished: watch::Receiver<bool>,
     /// The task's last in-memory status, left here when it ends after having driven the
     /// canary (not when it never read its persisted status). A successor takes it over, so an
@@ -186,7 +186,7 @@ impl CanaryHandle {
         task::stop(&self.tx, &self.finished).await;
     }
 
-    fn task(&self) -> TaskHandle<Msg, CanaryStatus> {
+    fn task(&self) -> TaskHandle<CanaryTaskMsg, CanaryStatus> {
         TaskHandle {
             tx: self.tx.clone(),
             status: self.status.clone(),
@@ -197,7 +197,7 @@ impl CanaryHandle {
 }
 
 /// Everything a canary task needs besides its Canary.
-pub struct DriverContext<S: ManifestStore + 'static> {
+pub struct CanaryTaskContext<S: ManifestStore + 'static> {
     /// Routing writes.
     pub router: Arc<Router<S>>,
     /// Templates by namespace/name.
@@ -206,7 +206,7 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub state: StatusStore,
     /// Kubernetes Events on the Canary (cluster mode); repeats become series.
     pub events: Option<crate::traffic::kube::EventRecorder>,
-    /// Time.
+    /// The daemon's clock (scaled in demos and tests), for every wait and timestamp.
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.
     pub defaults: Defaults,
@@ -224,9 +224,9 @@ pub struct DriverContext<S: ManifestStore + 'static> {
     pub readiness: Option<Arc<dyn ReadinessSource>>,
 }
 
-impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
+impl<S: ManifestStore + 'static> Clone for CanaryTaskContext<S> {
     fn clone(&self) -> Self {
-        DriverContext {
+        CanaryTaskContext {
             router: self.router.clone(),
             templates: self.templates.clone(),
             state: self.state.clone(),
@@ -245,7 +245,7 @@ impl<S: ManifestStore + 'static> Clone for DriverContext<S> {
 /// Starts the task of one Canary; it resumes from its persisted status.
 pub fn spawn<S: ManifestStore + 'static>(
     canary: &LoadedCanary,
-    ctx: DriverContext<S>,
+    ctx: CanaryTaskContext<S>,
 ) -> CanaryHandle {
     spawn_successor(canary, ctx, None)
 }
@@ -256,7 +256,7 @@ pub fn spawn<S: ManifestStore + 'static>(
 /// (saved again at once), or from the persisted one when the predecessor never drove.
 pub fn spawn_successor<S: ManifestStore + 'static>(
     canary: &LoadedCanary,
-    ctx: DriverContext<S>,
+    ctx: CanaryTaskContext<S>,
     predecessor: Option<CanaryHandle>,
 ) -> CanaryHandle {
     let namespace = canary.namespace().to_string();
@@ -283,7 +283,7 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         store,
         predecessor.map(|p| p.task()),
         span,
-        move |started: task::Started<Msg, CanaryStatus>| async move {
+        move |started: task::Started<CanaryTaskMsg, CanaryStatus>| async move {
             let now = ctx.clock.now();
             // Boxed: the task's state lives on the heap once, not inside every future below.
             let mut task = Box::new(CanaryTask {
@@ -332,13 +332,15 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
     }
 }
 
+/// One running canary task: the Canary it drives, its in-memory status and what it waits for.
+/// Only the task's loop touches it; the rest of the daemon talks through its [`CanaryHandle`].
 struct CanaryTask<S: ManifestStore + 'static> {
     namespace: String,
     name: String,
     doc: Arc<CanaryDoc>,
     routing: IstioRouting,
-    ctx: DriverContext<S>,
-    tx: mpsc::UnboundedSender<Msg>,
+    ctx: CanaryTaskContext<S>,
+    tx: mpsc::UnboundedSender<CanaryTaskMsg>,
     status: CanaryStatus,
     status_tx: watch::Sender<CanaryStatus>,
     /// Stop switches of running analysis runs.
@@ -414,7 +416,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     /// canary for as long as the canary runs, and unboxed it would carry the largest step's
     /// state (status write, routing write, event) the whole time.
     /// Returns the last in-memory status, for a successor.
-    async fn run(mut self: Box<Self>, mut rx: mpsc::UnboundedReceiver<Msg>) -> CanaryStatus {
+    async fn run(
+        mut self: Box<Self>,
+        mut rx: mpsc::UnboundedReceiver<CanaryTaskMsg>,
+    ) -> CanaryStatus {
         let unresumed = self.resume_analyses();
         // `Resumed` first: a pending write (a rollback saved just before a crash) goes out
         // before anything the spec or the clock may start.
@@ -484,24 +489,26 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             // before a rollback: it writes every managed weight anyway, and must not wait.
             let decision = !matches!(
                 msg,
-                None | Some(Msg::Stop | Msg::Alarm(_) | Msg::Rollback(..))
+                None | Some(
+                    CanaryTaskMsg::Stop | CanaryTaskMsg::Alarm(_) | CanaryTaskMsg::Rollback(..)
+                )
             );
             if decision && self.ctx.drift.before_decisions() {
                 Box::pin(self.check_drift(&mut queue)).await;
                 Box::pin(self.process(&mut queue)).await;
             }
             match msg {
-                None | Some(Msg::Stop) => break,
-                Some(Msg::OapProbed { answered, failed }) => {
+                None | Some(CanaryTaskMsg::Stop) => break,
+                Some(CanaryTaskMsg::OapProbed { answered, failed }) => {
                     self.oap_probed(answered, failed, &mut queue)
                 }
-                Some(Msg::Readiness(r)) => queue.push_back(Input::Readiness(*r)),
-                Some(Msg::Command(cmd, reply)) => {
+                Some(CanaryTaskMsg::Readiness(r)) => queue.push_back(Input::Readiness(*r)),
+                Some(CanaryTaskMsg::Command(cmd, reply)) => {
                     let result =
                         Box::pin(self.command(Input::Command(cmd), None, &mut queue)).await;
                     let _ = reply.send(result);
                 }
-                Some(Msg::Request(req)) => {
+                Some(CanaryTaskMsg::Request(req)) => {
                     let handled = self.status.last_command.as_ref().map(|c| &c.id) == Some(&req.id);
                     if !handled && let Some(why) = stale_forwarded_alarm(&self.status, &req) {
                         tracing::info!(id = %req.id, "forwarded alarm ignored: {why}");
@@ -533,7 +540,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         }
                     }
                 }
-                Some(Msg::Analysis {
+                Some(CanaryTaskMsg::Analysis {
                     name,
                     state,
                     measured,
@@ -546,12 +553,12 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         status: *state,
                     });
                 }
-                Some(Msg::Rollback(why, done)) => {
+                Some(CanaryTaskMsg::Rollback(why, done)) => {
                     queue.push_back(Input::Rollback(*why));
                     Box::pin(self.process(&mut queue)).await;
                     let _ = done.send(self.status.clone());
                 }
-                Some(Msg::Alarm(alarm)) => {
+                Some(CanaryTaskMsg::Alarm(alarm)) => {
                     let AlarmMsg {
                         source,
                         rule,
@@ -642,8 +649,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     }
 
     /// Reads the canary's readiness once and starts polling it beside the task: every
-    /// change is sent as [`Msg::Readiness`] until the task ends. `None` without a source or
-    /// without `spec.workloadRef`.
+    /// change is sent as [`CanaryTaskMsg::Readiness`] until the task ends. `None` without a
+    /// source or without `spec.workloadRef`.
     async fn watch_readiness(&self) -> Option<super::model::ReadinessStatus> {
         let source = self.ctx.readiness.clone()?;
         let query = ReadinessQuery::of(&self.doc, &self.namespace)?;
@@ -665,7 +672,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             message = now.message.as_deref().unwrap_or(""),
                             "workload readiness changed"
                         );
-                        if tx.send(Msg::Readiness(Box::new(now.clone()))).is_err() {
+                        if tx
+                            .send(CanaryTaskMsg::Readiness(Box::new(now.clone())))
+                            .is_err()
+                        {
                             break;
                         }
                         last = now;
@@ -698,7 +708,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
 
     /// Starts a version probe of the connections still waiting, unless one is in flight.
     /// It runs beside the task (a slow OAP never delays an alarm) and reports
-    /// [`Msg::OapProbed`].
+    /// [`CanaryTaskMsg::OapProbed`].
     fn probe_oap(&mut self) {
         if self.oap.answered() || self.oap.probing {
             return;
@@ -736,7 +746,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         }
                     }
                 }
-                let _ = tx.send(Msg::OapProbed { answered, failed });
+                let _ = tx.send(CanaryTaskMsg::OapProbed { answered, failed });
             }
             .in_current_span(),
         );
@@ -1269,7 +1279,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             let state = resume.unwrap_or_else(|| RunState::new(&plan.spec, clock.now()));
             let mut on_event = |ev: RunEvent<'_>| match ev {
                 RunEvent::Measured { state, metric, .. } => {
-                    let _ = tx.send(Msg::Analysis {
+                    let _ = tx.send(CanaryTaskMsg::Analysis {
                         name: name.clone(),
                         state: Box::new(state.clone()),
                         measured: Some(metric.to_string()),
@@ -1277,7 +1287,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 }
                 // The status says why nothing is measured yet, and until when.
                 RunEvent::Waiting(state) => {
-                    let _ = tx.send(Msg::Analysis {
+                    let _ = tx.send(CanaryTaskMsg::Analysis {
                         name: name.clone(),
                         state: Box::new(state.clone()),
                         measured: None,
@@ -1295,7 +1305,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 routing_changes,
             )
             .await;
-            let _ = tx.send(Msg::Analysis {
+            let _ = tx.send(CanaryTaskMsg::Analysis {
                 name,
                 state: Box::new(done),
                 measured: None,

@@ -106,9 +106,9 @@ pub enum Action {
     Abort { reason: Option<String> },
     /// Start again after an abort.
     Retry,
-    /// Pause.
+    /// Hold the canary at its weights until resumed.
     Pause,
-    /// Resume.
+    /// Go on from where a pause held it.
     Resume,
 }
 

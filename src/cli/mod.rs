@@ -4,12 +4,11 @@ pub mod analyze;
 pub mod control;
 pub mod control_kube;
 pub mod crds;
+pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod output;
 pub mod route;
-pub mod run;
-pub mod run_cluster;
 pub mod schedules;
 #[cfg(feature = "demo")]
 pub mod simulator;
@@ -44,7 +43,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Commands.
+/// The subcommands; each runs from its own file in `cli/`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one analysis now; exit 0 Successful, 1 Failed, 2 Inconclusive, 3 Error, 4 invalid input.
@@ -64,7 +63,7 @@ pub enum Command {
     /// Resume a paused canary.
     Resume(control::ActionCommon),
     /// The daemon: drive every Canary on its own (file mode: --config, --manifests, --state-dir).
-    Run(run::RunArgs),
+    Run(daemon::RunArgs),
     /// Manual traffic control on the VirtualServices of a Canary.
     Route {
         /// What to do.
@@ -193,7 +192,7 @@ pub async fn run(cli: Cli, name: &'static str) -> anyhow::Result<u8> {
         Command::Resume(a) => {
             control::action(control::Action::Resume, a, &mut stdout, &mut stderr).await?
         }
-        Command::Run(r) => run::run(r, &mut stdout, &mut stderr).await?,
+        Command::Run(r) => daemon::run(r, &mut stdout, &mut stderr).await?,
         Command::Route { command } => route::run(command, &mut stdout, &mut stderr).await?,
         Command::Crds(c) => crds::run(c, &mut stdout)?,
         Command::Schedules(s) => schedules::run(s, &mut stdout, &mut stderr).await?,

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::cli::target::{TargetArgs, TargetError};
 use crate::resources::{LoadedCanary, load_paths};
-use crate::traffic::file::FileStore;
+use crate::traffic::file::FileManifestStore;
 use crate::traffic::istio;
-use crate::traffic::kube::{IstioApiVersion, KubeStore};
+use crate::traffic::kube::{IstioApiVersion, KubeManifestStore};
 use crate::traffic::planner::WeightPlanner;
 use crate::traffic::router::{Router, RouterError};
 use crate::traffic::spec::{destination_rule_key, routing_of, virtual_service_keys};
@@ -104,7 +104,7 @@ pub async fn run(
     let targets = virtual_service_keys(&routing, &namespace);
     let dr = destination_rule_key(&routing, &namespace);
     match (&args.backend.manifests, args.backend.kube) {
-        (Some(dir), _) => match FileStore::open(dir) {
+        (Some(dir), _) => match FileManifestStore::open(dir) {
             Ok(store) => {
                 execute(
                     cmd,
@@ -124,7 +124,7 @@ pub async fn run(
         },
         (None, true) => match args.target.client().await {
             Ok(client) => {
-                let store = KubeStore::new(client, args.istio_api_version);
+                let store = KubeManifestStore::new(client, args.istio_api_version);
                 let client = store.client().clone();
                 let version = store.version();
                 let router = Router::new(store);
@@ -317,7 +317,7 @@ async fn execute_reporting<S: ManifestStore>(
 async fn record_events(client: &kube::Client, version: IstioApiVersion, outcome: &Outcome) {
     use crate::traffic::kube::{EventRecorder, EventType, emit_event};
     let recorder = EventRecorder::new(client.clone());
-    let store = crate::traffic::kube::KubeStore::new(client.clone(), version);
+    let store = crate::traffic::kube::KubeManifestStore::new(client.clone(), version);
     let reference =
         |k: &ObjectKey, uid: Option<String>| k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some(format!("networking.istio.io/{version}")),

@@ -14,7 +14,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::backoff::Backoff;
 use crate::traffic::drift::DriftSignals;
-use crate::traffic::file::FileStore;
+use crate::traffic::file::FileManifestStore;
 use crate::traffic::kube::{ISTIO_NETWORKING_GROUP, IstioApiVersion};
 use crate::traffic::store::{ObjectKey, ObjectKind};
 
@@ -41,7 +41,7 @@ pub fn changed_keys(
 
 /// The VirtualServices of one poll and their change tokens; a key defined twice gets its tokens
 /// joined, so a change of either shows.
-fn virtual_service_tokens(store: &FileStore) -> Option<BTreeMap<ObjectKey, String>> {
+fn virtual_service_tokens(store: &FileManifestStore) -> Option<BTreeMap<ObjectKey, String>> {
     let versions = match store.change_tokens() {
         Ok(v) => v,
         Err(e) => {
@@ -68,7 +68,7 @@ fn virtual_service_tokens(store: &FileStore) -> Option<BTreeMap<ObjectKey, Strin
 /// File mode: polls `store` every `every` and signals each VirtualService whose document
 /// changed. The first poll signals every one (a change made before it was not seen by
 /// anyone). Runs until the task is aborted.
-pub async fn poll_manifests(store: FileStore, signals: DriftSignals, every: Duration) {
+pub async fn poll_manifests(store: FileManifestStore, signals: DriftSignals, every: Duration) {
     let mut known = BTreeMap::new();
     loop {
         let s = store.clone();
@@ -169,7 +169,7 @@ mod tests {
         };
         let path = dir.path().join("a.yaml");
         std::fs::write(&path, doc(100)).unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let before = virtual_service_tokens(&store).unwrap();
         assert!(changed_keys(&before, &virtual_service_tokens(&store).unwrap()).is_empty());
         std::fs::write(&path, doc(90)).unwrap();
@@ -194,7 +194,7 @@ mod tests {
             format!("{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: b, namespace: ns}}\nspec: {{host: b}}\n", doc("b", 100)),
         )
         .unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let signals = DriftSignals::polled();
         let mut rx = signals.subscribe();
         let poller = tokio::spawn(poll_manifests(

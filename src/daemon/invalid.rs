@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::DaemonControl;
+use super::TaskRegistry;
 use crate::canary::CanaryStatus;
 use crate::resources::ConfigError;
-use crate::schedule::store::ScheduleStore;
+use crate::schedule::store::ScheduleStatusStore;
 use crate::server::CanarySummary;
 use crate::state::StatusStore;
 use crate::state::status::mark_invalid;
@@ -42,11 +42,11 @@ impl InvalidKind {
 /// One refused object and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    /// Kind.
+    /// Which resource was refused: its status and Event are written on that kind.
     pub kind: InvalidKind,
-    /// Namespace.
+    /// The refused object's namespace.
     pub namespace: String,
-    /// Name.
+    /// The refused object's name.
     pub name: String,
     /// What `validate` prints, one problem per `; `.
     pub message: String,
@@ -134,11 +134,11 @@ pub struct InvalidSinks<'a> {
     /// Canary statuses.
     pub canaries: &'a StatusStore,
     /// ScheduledAnalysis statuses.
-    pub schedules: &'a ScheduleStore,
+    pub schedules: &'a ScheduleStatusStore,
     /// Cluster mode: Events.
     pub events: Option<&'a crate::traffic::kube::EventRecorder>,
     /// The API's list of canaries.
-    pub control: &'a DaemonControl,
+    pub registry: &'a TaskRegistry,
     /// Notifications (an invalid spec's own subscriptions cannot be trusted: the daemon's
     /// defaults get it).
     pub notifier: &'a crate::notify::Notifier,
@@ -188,7 +188,7 @@ pub async fn report(
             tracing::warn!(parent: &span, "cannot record the InvalidSpec event: {e}");
         }
     }
-    sinks.control.set_invalid(
+    sinks.registry.set_invalid(
         reports
             .listed
             .iter()
@@ -207,7 +207,7 @@ pub async fn report(
 pub async fn write_status(
     i: &Invalid,
     canaries: &StatusStore,
-    schedules: &ScheduleStore,
+    schedules: &ScheduleStatusStore,
     now: DateTime<Utc>,
 ) -> Result<Option<CanaryStatus>, String> {
     match i.kind {
@@ -323,9 +323,9 @@ mod tests {
     #[tokio::test]
     async fn the_refusal_is_written_with_the_refused_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let files = crate::state::FileStateStore::open(dir.path()).unwrap();
+        let files = crate::state::FileStatusStore::open(dir.path()).unwrap();
         let canaries = StatusStore::file(files.clone());
-        let schedules = ScheduleStore::file(files);
+        let schedules = ScheduleStatusStore::file(files);
         let a = Invalid {
             generation: Some(7),
             uid: None,

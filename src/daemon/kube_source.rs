@@ -106,11 +106,11 @@ impl fmt::Display for SourceKind {
 /// Identity of one object: kind, namespace (None when cluster-scoped), name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId {
-    /// Kind.
+    /// Which watched resource it is.
     pub kind: SourceKind,
-    /// Namespace.
+    /// Its namespace; `None` for cluster-scoped ones (ClusterAnalysisTemplate).
     pub namespace: Option<String>,
-    /// Name.
+    /// Its name.
     pub name: String,
 }
 

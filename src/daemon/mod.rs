@@ -1,14 +1,41 @@
-//! The daemon (`skycanary run`): loads resources, starts one driver task per Canary, serves
-//! the HTTP API, takes alarms, and stops cleanly on SIGTERM/SIGINT.
+//! The daemon (`skycanary run`): loads resources, starts one task per Canary and per
+//! ScheduledAnalysis, serves the HTTP API, takes alarms, and stops cleanly on SIGTERM/SIGINT.
 //!
-//! This version runs in file mode: resources from `--config` directories, Istio objects from
-//! a `--manifests` directory, state in `--state-dir`.
+//! It is assembled here from a plain [`RunConfig`] (the CLI only turns flags into one and the
+//! [`Outcome`] into an exit code), in one of two modes:
+//! - file mode ([`file_mode`]): resources from `--config` files, reloaded when they change;
+//!   Istio objects in a `--manifests` directory; state files in `--state-dir`;
+//! - cluster mode ([`cluster_mode`], `--kube`): resources from CRDs, routing through the API
+//!   server, status in `.status`, one leader among replicas (Lease).
+//!
+//! What both build the same way (clock, API auth and listener, notifications, alarm poller,
+//! HTTP server and shutdown, the schedule tasks' context) is in [`assembly`].
 
-pub mod control;
+pub mod assembly;
+pub mod cluster_mode;
 pub mod drift_watch;
+pub mod file_mode;
 pub mod invalid;
 pub mod kube_source;
 pub mod readiness_watch;
+pub mod registry;
 pub mod reload;
 
-pub use control::DaemonControl;
+use std::io::Write;
+
+pub use assembly::{Outcome, RunConfig};
+pub use registry::TaskRegistry;
+
+/// Runs the daemon in the mode `config` asks for until SIGINT/SIGTERM. Announcements go to
+/// `out`; a refused configuration is reported to `err`, naming the flag.
+pub async fn run(
+    config: &RunConfig,
+    out: &mut (dyn Write + Send),
+    err: &mut dyn Write,
+) -> std::io::Result<Outcome> {
+    if config.kube {
+        cluster_mode::run(config, out, err).await
+    } else {
+        file_mode::run(config, out, err).await
+    }
+}

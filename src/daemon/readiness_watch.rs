@@ -160,9 +160,9 @@ fn bounded_insert<V>(map: &mut BTreeMap<Key, V>, k: Key, v: V) -> bool {
 /// Everything the watchers know.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
-    /// Deployments.
+    /// The watched Deployments' ready replicas, as last listed and watched.
     pub deployments: Table<WorkloadCount>,
-    /// StatefulSets.
+    /// The watched StatefulSets' ready replicas, as last listed and watched.
     pub stateful_sets: Table<WorkloadCount>,
     /// EndpointSlices that belong to a Service.
     pub slices: Table<SliceCount>,

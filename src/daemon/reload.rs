@@ -3,7 +3,7 @@
 //! their analyses in flight); the handle map is swapped in one step, so an alarm that arrives
 //! during a reload always finds a canary's rollback rules and a queue that takes it.
 
-use crate::canary::driver::{CanaryHandle, Msg};
+use crate::canary::driver::{CanaryHandle, CanaryTaskMsg};
 use crate::canary::{AbortStatus, CanaryPhase};
 use crate::resources::canary::{CanaryDoc, CanaryStep, OnDelete, TemplateRef};
 use crate::resources::scheduled::ScheduledAnalysisDoc;
@@ -11,7 +11,7 @@ use crate::resources::template::AnalysisTemplateDoc;
 use crate::resources::{LoadedCanary, LoadedScheduled, LoadedTemplate};
 use crate::schedule::driver::ScheduleHandle;
 
-use super::DaemonControl;
+use super::TaskRegistry;
 
 /// The templates `refs` name, found as the drivers find them (`None` for a missing one).
 fn referenced<'a>(
@@ -81,14 +81,14 @@ pub struct Reconciled {
 /// release runs and `onDelete` says so; `invalid(namespace, name)` tells a Canary that is
 /// still there but failed validation (cluster mode) from a deleted one: it is only stopped.
 pub async fn reconcile_canaries(
-    control: &DaemonControl,
+    registry: &TaskRegistry,
     wanted: &[LoadedCanary],
     old_templates: &[LoadedTemplate],
     new_templates: &[LoadedTemplate],
     invalid: &dyn Fn(&str, &str) -> bool,
     spawn: impl Fn(&LoadedCanary, Option<CanaryHandle>) -> CanaryHandle,
 ) -> Reconciled {
-    let running = control.handles();
+    let running = registry.handles();
     let mut done = Reconciled::default();
     let next: Vec<CanaryHandle> = wanted
         .iter()
@@ -108,7 +108,7 @@ pub async fn reconcile_canaries(
             }
         })
         .collect();
-    for old in control.replace_handles(next) {
+    for old in registry.replace_handles(next) {
         let still_wanted = wanted
             .iter()
             .any(|c| c.namespace() == old.namespace && c.doc.metadata.name == old.name);
@@ -151,7 +151,10 @@ async fn roll_back_removed(h: &CanaryHandle) {
         at: chrono::Utc::now(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if h.tx.send(Msg::Rollback(Box::new(why), tx)).is_err() {
+    if h.tx
+        .send(CanaryTaskMsg::Rollback(Box::new(why), tx))
+        .is_err()
+    {
         tracing::error!(namespace = %h.namespace, canary = %h.name, "Canary removed mid-release, but its task has ended: routes not rolled back");
         return;
     }
@@ -172,13 +175,13 @@ async fn roll_back_removed(h: &CanaryHandle) {
 /// Brings the schedule tasks in line with `wanted`: unchanged ones are kept; a changed one is
 /// stopped (its state saved) before its successor starts; removed ones are stopped.
 pub async fn reconcile_schedules(
-    control: &DaemonControl,
+    registry: &TaskRegistry,
     wanted: &[LoadedScheduled],
     old_templates: &[LoadedTemplate],
     new_templates: &[LoadedTemplate],
     spawn: impl Fn(&LoadedScheduled) -> ScheduleHandle,
 ) -> Reconciled {
-    let running = control.schedules();
+    let running = registry.schedules();
     let mut done = Reconciled::default();
     let mut next = Vec::new();
     for s in wanted {
@@ -199,7 +202,7 @@ pub async fn reconcile_schedules(
             }
         }
     }
-    for old in control.replace_schedules(next) {
+    for old in registry.replace_schedules(next) {
         let still_wanted = wanted
             .iter()
             .any(|s| s.namespace() == old.namespace && s.doc.metadata.name == old.name);
@@ -344,14 +347,14 @@ spec:
         tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
                 let what = match m {
-                    Msg::Rollback(_, done) => {
+                    CanaryTaskMsg::Rollback(_, done) => {
                         let _ = done.send(CanaryStatus {
                             phase: CanaryPhase::Aborted,
                             ..CanaryStatus::default()
                         });
                         "rollback"
                     }
-                    Msg::Stop => "stop",
+                    CanaryTaskMsg::Stop => "stop",
                     _ => "other",
                 };
                 seen.lock().unwrap().push(what);
@@ -375,8 +378,8 @@ spec:
         (handle, inbox)
     }
 
-    fn running(control: &DaemonControl, name: &str) -> CanaryHandle {
-        control
+    fn running(registry: &TaskRegistry, name: &str) -> CanaryHandle {
+        registry
             .handles()
             .into_iter()
             .find(|h| h.name == name)
@@ -392,7 +395,7 @@ spec:
         let ratings = CANARY.replace("reviews", "ratings");
         let both = load(TEMPLATES, &format!("{CANARY}---{ratings}"));
         let (reviews, reviews_seen) = stand_in(&both.canaries[0], CanaryPhase::Progressing);
-        let control = DaemonControl::new(vec![reviews.clone()], crate::server::Metrics::new());
+        let registry = TaskRegistry::new(vec![reviews.clone()], crate::server::Metrics::new());
         let spawned: std::sync::Mutex<Vec<(String, Option<CanaryHandle>, Inbox)>> =
             Default::default();
         let spawn = |c: &LoadedCanary, prev: Option<CanaryHandle>| {
@@ -407,7 +410,7 @@ spec:
 
         // A new canary beside an unchanged one: only the new one is started.
         let done = reconcile_canaries(
-            &control,
+            &registry,
             &both.canaries,
             &both.templates,
             &both.templates,
@@ -423,7 +426,7 @@ spec:
                 stopped: 0
             }
         );
-        assert!(running(&control, "reviews").tx.same_channel(&reviews.tx));
+        assert!(running(&registry, "reviews").tx.same_channel(&reviews.tx));
         {
             let s = spawned.lock().unwrap();
             assert_eq!(s.len(), 1);
@@ -439,9 +442,9 @@ spec:
                 CANARY.replace("setWeight: 10", "setWeight: 20")
             ),
         );
-        let ratings_task = running(&control, "ratings");
+        let ratings_task = running(&registry, "ratings");
         let done = reconcile_canaries(
-            &control,
+            &registry,
             &changed.canaries,
             &both.templates,
             &changed.templates,
@@ -458,11 +461,11 @@ spec:
             }
         );
         assert!(
-            running(&control, "ratings")
+            running(&registry, "ratings")
                 .tx
                 .same_channel(&ratings_task.tx)
         );
-        let successor = running(&control, "reviews");
+        let successor = running(&registry, "reviews");
         assert!(!successor.tx.same_channel(&reviews.tx));
         {
             let s = spawned.lock().unwrap();
@@ -482,7 +485,7 @@ spec:
         let ratings_seen = spawned.lock().unwrap()[0].2.clone();
         let only_reviews = load(TEMPLATES, &CANARY.replace("setWeight: 10", "setWeight: 20"));
         let done = reconcile_canaries(
-            &control,
+            &registry,
             &only_reviews.canaries,
             &changed.templates,
             &only_reviews.templates,
@@ -499,7 +502,7 @@ spec:
             }
         );
         assert_eq!(*ratings_seen.lock().unwrap(), ["rollback", "stop"]);
-        let names: Vec<String> = control.handles().into_iter().map(|h| h.name).collect();
+        let names: Vec<String> = registry.handles().into_iter().map(|h| h.name).collect();
         assert_eq!(names, ["reviews"]);
 
         // Removed but only stopped: onDelete Keep, a release that is not running, or an
@@ -514,12 +517,12 @@ spec:
             (&both.canaries[1], CanaryPhase::Progressing, true),
         ] {
             let (h, seen) = stand_in(canary, phase);
-            let mut handles = control.handles();
+            let mut handles = registry.handles();
             handles.push(h);
-            control.replace_handles(handles);
+            registry.replace_handles(handles);
             let is_invalid = |_: &str, name: &str| invalid && name == "ratings";
             let done = reconcile_canaries(
-                &control,
+                &registry,
                 &only_reviews.canaries,
                 &only_reviews.templates,
                 &only_reviews.templates,

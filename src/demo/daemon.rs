@@ -22,7 +22,7 @@ pub enum DaemonError {
     Spawn {
         /// The executable.
         program: String,
-        /// Why.
+        /// Why the daemon process could not be started.
         source: std::io::Error,
     },
     /// It exited or never said where it listens.

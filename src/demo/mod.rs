@@ -25,7 +25,7 @@ use crate::runner::{Clock, Defaults, WallScaledClock};
 use crate::schedule::{ActionKind, ScheduleSummary, ScheduledRun};
 use crate::sim::blend::{BlendedService, WeightHistory, Weights};
 use crate::sim::{OapProfile, SimConfig, Simulator};
-use crate::traffic::file::FileStore;
+use crate::traffic::file::FileManifestStore;
 
 use daemon::{Daemon, DaemonConfig};
 use narrate::{Narrator, describe};
@@ -237,7 +237,7 @@ pub async fn run_scenario(
         .await?;
     let info = metric_info(&loaded.templates, &running.url());
 
-    let store = FileStore::open(&istio).map_err(|e| DemoError::Store(e.to_string()))?;
+    let store = FileManifestStore::open(&istio).map_err(|e| DemoError::Store(e.to_string()))?;
     let provider = VirtualServiceWeights::new(store, NAMESPACE, NAME, ROUTE);
     let initial = provider.read().await.map_err(DemoError::Store)?;
     blend.record(clock.now(), initial);

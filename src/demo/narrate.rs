@@ -28,23 +28,23 @@ impl Style {
             text.to_string()
         }
     }
-    /// Green.
+    /// `t` in green: a healthy outcome.
     pub fn good(self, t: &str) -> String {
         self.paint("32", t)
     }
-    /// Red.
+    /// `t` in red: a rollback or a failure.
     pub fn bad(self, t: &str) -> String {
         self.paint("31", t)
     }
-    /// Yellow.
+    /// `t` in yellow: something to watch.
     pub fn warn(self, t: &str) -> String {
         self.paint("33", t)
     }
-    /// Bold.
+    /// `t` in bold: headings.
     pub fn bold(self, t: &str) -> String {
         self.paint("1", t)
     }
-    /// Dim.
+    /// `t` dimmed: details.
     pub fn dim(self, t: &str) -> String {
         self.paint("2", t)
     }

@@ -19,7 +19,7 @@ pub enum Happening {
     Weights(Weights),
     /// The canary started a step.
     Step {
-        /// Index.
+        /// The step's index (0-based, as in the status).
         index: u32,
         /// Number of steps.
         total: usize,
@@ -30,11 +30,11 @@ pub enum Happening {
     Measurement {
         /// Analysis run.
         run: String,
-        /// Metric.
+        /// The metric measured.
         metric: String,
         /// 1-based number within the metric.
         number: usize,
-        /// Verdict.
+        /// Its verdict.
         phase: Phase,
         /// Measured value(s).
         value: Option<String>,
@@ -43,11 +43,11 @@ pub enum Happening {
     },
     /// An analysis run finished.
     RunDone {
-        /// Run.
+        /// The analysis run it belongs to.
         run: String,
         /// Its phase.
         phase: Phase,
-        /// Why.
+        /// Why, when the status says.
         message: Option<String>,
     },
     /// The canary's phase changed.
@@ -59,11 +59,11 @@ pub enum Happening {
     },
     /// The demo (playing OAP's alarm module) posted an alarm.
     AlarmSent {
-        /// Rule.
+        /// The alarm rule that fired.
         rule: String,
         /// The metric's value that breached it.
         value: f64,
-        /// Threshold.
+        /// The threshold the metric fell below.
         below: f64,
     },
     /// The daemon answered the alarm webhook.

@@ -253,7 +253,7 @@ impl LateWorkload {
 /// Everything one scenario deploys and expects.
 #[derive(Debug, Clone)]
 pub struct ScenarioSpec {
-    /// Which.
+    /// The scenario these settings belong to.
     pub scenario: Scenario,
     /// The canary's subset.
     pub canary: &'static str,
@@ -277,9 +277,9 @@ pub struct ScenarioSpec {
 pub struct AlarmRule {
     /// Rule name (matched by the Canary's `rollbackOn.alarms`).
     pub name: &'static str,
-    /// Metric.
+    /// The blended metric the alarm watches.
     pub metric: BlendMetric,
-    /// Threshold.
+    /// The alarm fires while the metric is below this.
     pub below: f64,
     /// Rendered message.
     pub message: &'static str,
@@ -587,7 +587,7 @@ mod tests {
             let manifests = spec.manifests();
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("reviews.yaml"), &manifests).unwrap();
-            let store = crate::traffic::file::FileStore::open(dir.path()).unwrap();
+            let store = crate::traffic::file::FileManifestStore::open(dir.path()).unwrap();
             let w = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap()

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use serde_json::Value;
 
 use crate::sim::blend::{Weights, WeightsProvider};
-use crate::traffic::file::FileStore;
+use crate::traffic::file::FileManifestStore;
 use crate::traffic::store::{ManifestStore, ObjectKey};
 
 /// Weight per destination subset (or host, for a host-level split) of the named http route.
@@ -51,14 +51,14 @@ pub fn route_weights(vs: &Value, route: &str) -> Result<Weights, String> {
 /// Reads one route's weights through the file store (the daemon's own backend).
 #[derive(Clone)]
 pub struct VirtualServiceWeights {
-    store: FileStore,
+    store: FileManifestStore,
     key: ObjectKey,
     route: String,
 }
 
 impl VirtualServiceWeights {
     /// The `route` of VirtualService `namespace/name` in `store`.
-    pub fn new(store: FileStore, namespace: &str, name: &str, route: &str) -> Self {
+    pub fn new(store: FileManifestStore, namespace: &str, name: &str, route: &str) -> Self {
         VirtualServiceWeights {
             store,
             key: ObjectKey::virtual_service(namespace, name),
@@ -139,14 +139,14 @@ mod tests {
             super::super::scenario::ISTIO_MANIFESTS,
         )
         .unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let w = VirtualServiceWeights::new(store, "bookinfo", "reviews", "primary");
         assert_eq!(
             w.read().await.unwrap(),
             Weights::from([("v1".into(), 100.0), ("v2".into(), 0.0)])
         );
         let missing = VirtualServiceWeights::new(
-            FileStore::open(dir.path()).unwrap(),
+            FileManifestStore::open(dir.path()).unwrap(),
             "bookinfo",
             "ratings",
             "primary",

@@ -44,9 +44,9 @@ pub struct Notification {
     pub event: NotifyEvent,
     /// `Canary` or `ScheduledAnalysis`.
     pub kind: String,
-    /// Namespace.
+    /// The object's namespace, so a receiver can route per team.
     pub namespace: String,
-    /// Name.
+    /// The object's name (Canary or ScheduledAnalysis).
     pub name: String,
     /// The canary's run (`<revision>@<started>`), or the scheduled analysis' run name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

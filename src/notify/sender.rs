@@ -101,7 +101,7 @@ impl Notifier {
 
     /// Starts one worker per sink of `config` on the current Tokio runtime.
     pub fn start(config: &NotifyConfig, metrics: Arc<dyn NotifyMetrics>) -> Self {
-        let http = crate::schedule::driver::SchedulerContext::webhook_client();
+        let http = crate::schedule::driver::ScheduleTaskContext::webhook_client();
         let policy = RetryPolicy {
             max_attempts: config.max_attempts.max(1),
             initial_backoff: config.initial_backoff,

@@ -68,7 +68,7 @@ pub enum Tone {
     Good,
     /// A rollback, a failure or an unexpected outcome.
     Bad,
-    /// Neither.
+    /// Neither (an inconclusive run, say): shown plain.
     #[default]
     Neutral,
 }
@@ -76,7 +76,7 @@ pub enum Tone {
 /// One canary or one analysis.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Section {
-    /// Heading.
+    /// The section's heading: the canary or analysis it reports on.
     pub title: String,
     /// One-line outcome (`Promoted (v2 at 100 %)`).
     pub outcome: String,
@@ -179,13 +179,13 @@ pub struct MetricPoint {
 /// A verdict with its reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// When.
+    /// When it happened (the timelines are ordered by it).
     pub at: DateTime<Utc>,
     /// Analysis run.
     pub run: String,
     /// Metric (empty for a run's overall verdict).
     pub metric: String,
-    /// Outcome.
+    /// The verdict (`Successful`, `Failed`, `Inconclusive`, `Error`).
     pub phase: String,
     /// Measured value(s).
     pub value: Option<String>,
@@ -196,11 +196,11 @@ pub struct Verdict {
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// When.
+    /// When it happened (the timelines are ordered by it).
     pub at: DateTime<Utc>,
     /// Short kind (`TrafficWeightUpdated`, `AlarmSent`, ...).
     pub kind: String,
-    /// Text.
+    /// What happened, as the event's message says it.
     pub message: String,
     /// Shown as a warning.
     pub warning: bool,

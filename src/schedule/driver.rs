@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::cron::CronSchedule;
 use super::model::*;
 use super::policy::{self, Admission, Delivery, Due};
-use super::store::ScheduleStore;
+use super::store::ScheduleStatusStore;
 use crate::analysis::{Phase, RunSpec, RunState};
 use crate::canary::{AbortStatus, CanaryPhase, CanaryStatus};
 use crate::resources::LoadedScheduled;
@@ -49,12 +49,12 @@ pub trait CanaryRollback: Send + Sync {
 
 /// Everything a schedule task needs besides its ScheduledAnalysis.
 #[derive(Clone)]
-pub struct SchedulerContext {
-    /// Templates.
+pub struct ScheduleTaskContext {
+    /// The templates the analyses are planned from (file and cluster ones merged).
     pub templates: Arc<Vec<LoadedTemplate>>,
     /// Status persistence.
-    pub state: ScheduleStore,
-    /// Time.
+    pub state: ScheduleStatusStore,
+    /// The daemon's clock: fire times and run windows are computed on it.
     pub clock: Arc<dyn Clock>,
     /// Default OAP and timezone.
     pub defaults: Defaults,
@@ -70,7 +70,7 @@ pub struct SchedulerContext {
     pub notifier: crate::notify::Notifier,
 }
 
-impl SchedulerContext {
+impl ScheduleTaskContext {
     /// A webhook client (rustls, no redirects to other hosts).
     pub fn webhook_client() -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -94,7 +94,7 @@ pub enum RunNowError {
 
 /// Messages to a schedule task.
 #[derive(Debug)]
-pub enum SchedMsg {
+pub enum ScheduleTaskMsg {
     /// Start a run now (respecting concurrencyPolicy).
     RunNow(oneshot::Sender<Result<RunStarted, RunNowError>>),
     /// Progress of a run: a measurement (`done` false) or its final state.
@@ -119,26 +119,26 @@ pub enum SchedMsg {
     Stop,
 }
 
-impl TaskMsg for SchedMsg {
+impl TaskMsg for ScheduleTaskMsg {
     fn stop() -> Self {
-        SchedMsg::Stop
+        ScheduleTaskMsg::Stop
     }
     fn is_stop(&self) -> bool {
-        matches!(self, SchedMsg::Stop)
+        matches!(self, ScheduleTaskMsg::Stop)
     }
 }
 
 /// Handle on a running schedule task.
 #[derive(Debug, Clone)]
 pub struct ScheduleHandle {
-    /// Namespace.
+    /// The ScheduledAnalysis' namespace; with the name, the registry's key.
     pub namespace: String,
-    /// Name.
+    /// The ScheduledAnalysis' name.
     pub name: String,
     /// The object as loaded.
     pub doc: Arc<ScheduledAnalysisDoc>,
     /// Send messages.
-    pub tx: mpsc::UnboundedSender<SchedMsg>,
+    pub tx: mpsc::UnboundedSender<ScheduleTaskMsg>,
     /// Latest status.
     pub status: watch::Receiver<ScheduledAnalysisStatus>,
     /// True once the task has ended.
@@ -174,7 +174,7 @@ impl ScheduleHandle {
     pub async fn run_now(&self) -> Result<RunStarted, RunNowError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(SchedMsg::RunNow(tx))
+            .send(ScheduleTaskMsg::RunNow(tx))
             .map_err(|_| RunNowError::Stopped)?;
         rx.await.map_err(|_| RunNowError::Stopped)?
     }
@@ -183,7 +183,7 @@ impl ScheduleHandle {
 /// Starts the task of one ScheduledAnalysis; it resumes from its persisted status (read
 /// again with backoff while the store is unavailable). The schedule was validated at load
 /// time; should it not parse, the task reports why and idles.
-pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
+pub fn spawn(s: &LoadedScheduled, ctx: ScheduleTaskContext) -> ScheduleHandle {
     let namespace = s.namespace().to_string();
     let name = s.doc.metadata.name.clone();
     let doc = Arc::new(s.doc.clone());
@@ -202,7 +202,7 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
         store,
         None,
         span,
-        move |started: task::Started<SchedMsg, ScheduledAnalysisStatus>| async move {
+        move |started: task::Started<ScheduleTaskMsg, ScheduledAnalysisStatus>| async move {
             let schedule = match schedule {
                 Ok(s) => s,
                 Err(e) => {
@@ -214,7 +214,7 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
                     return None;
                 }
             };
-            let task = Task {
+            let task = ScheduleTask {
                 namespace: id.namespace.clone(),
                 name: id.name.clone(),
                 doc: task_doc,
@@ -245,13 +245,16 @@ pub fn spawn(s: &LoadedScheduled, ctx: SchedulerContext) -> ScheduleHandle {
     }
 }
 
-struct Task {
+/// One running schedule task: the ScheduledAnalysis, its cron schedule and in-memory status,
+/// and its runs in flight. Only the task's loop touches it; the rest of the daemon talks
+/// through its [`ScheduleHandle`].
+struct ScheduleTask {
     namespace: String,
     name: String,
     doc: Arc<ScheduledAnalysisDoc>,
     schedule: CronSchedule,
-    ctx: SchedulerContext,
-    tx: mpsc::UnboundedSender<SchedMsg>,
+    ctx: ScheduleTaskContext,
+    tx: mpsc::UnboundedSender<ScheduleTaskMsg>,
     status: ScheduledAnalysisStatus,
     published: Option<ScheduledAnalysisStatus>,
     status_tx: watch::Sender<ScheduledAnalysisStatus>,
@@ -261,9 +264,12 @@ struct Task {
     saver: Saver,
 }
 
-impl Task {
+impl ScheduleTask {
     /// The task's loop; returns the last in-memory status.
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SchedMsg>) -> ScheduledAnalysisStatus {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<ScheduleTaskMsg>,
+    ) -> ScheduledAnalysisStatus {
         if self.status.tracking_since.is_none() {
             self.status.tracking_since = Some(self.ctx.clock.now());
         }
@@ -313,20 +319,20 @@ impl Task {
                 } => continue,
             };
             match msg {
-                None | Some(SchedMsg::Stop) => break,
-                Some(SchedMsg::RunNow(reply)) => {
+                None | Some(ScheduleTaskMsg::Stop) => break,
+                Some(ScheduleTaskMsg::RunNow(reply)) => {
                     let r = self.run_now().await;
                     self.publish().await;
                     let _ = reply.send(r);
                 }
-                Some(SchedMsg::Progress { run, state, done }) => {
+                Some(ScheduleTaskMsg::Progress { run, state, done }) => {
                     if done {
                         self.finished(&run, *state).await;
                     } else if let Some(r) = self.status.active.iter_mut().find(|r| r.name == run) {
                         r.status = *state;
                     }
                 }
-                Some(SchedMsg::Webhook { run, index, record }) => {
+                Some(ScheduleTaskMsg::Webhook { run, index, record }) => {
                     let slot = self
                         .status
                         .history
@@ -515,7 +521,7 @@ impl Task {
             };
             let mut on_event = |ev: RunEvent<'_>| {
                 if let RunEvent::Measured { state, .. } = ev {
-                    let _ = tx.send(SchedMsg::Progress {
+                    let _ = tx.send(ScheduleTaskMsg::Progress {
                         run: name.clone(),
                         state: Box::new(state.clone()),
                         done: false,
@@ -531,7 +537,7 @@ impl Task {
                 &mut stop_rx,
             )
             .await;
-            let _ = tx.send(SchedMsg::Progress {
+            let _ = tx.send(ScheduleTaskMsg::Progress {
                 run: name,
                 state: Box::new(done),
                 done: true,
@@ -647,7 +653,7 @@ impl Task {
         }
     }
 
-    /// Posts the result in the background; the outcome comes back as `SchedMsg::Webhook`.
+    /// Posts the result in the background; the outcome comes back as `ScheduleTaskMsg::Webhook`.
     fn deliver(&self, w: WebhookAction, run: &ScheduledRun, index: usize) {
         let body = policy::webhook_body(&self.namespace, &self.name, run);
         let http = self.ctx.http.clone();
@@ -705,7 +711,7 @@ impl Task {
                 }
             }
             metrics.scheduled_action(&ns, &name, "webhook", outcome_label(outcome));
-            let _ = tx.send(SchedMsg::Webhook {
+            let _ = tx.send(ScheduleTaskMsg::Webhook {
                 run: run_name,
                 index,
                 record: ActionRecord {

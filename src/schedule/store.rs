@@ -15,7 +15,7 @@ use crate::state::status::{PersistedStatus, StatusStore};
 pub const SCHEDULED_KIND: &str = "scheduledanalysis";
 
 /// Status persistence of ScheduledAnalyses.
-pub type ScheduleStore = StatusStore<ScheduledAnalysisStatus>;
+pub type ScheduleStatusStore = StatusStore<ScheduledAnalysisStatus>;
 
 /// The `skycanary.io/v1alpha1` ScheduledAnalysis resource for dynamic APIs.
 pub fn scheduled_resource() -> ApiResource {

@@ -45,7 +45,7 @@ pub enum TokenError {
     Read {
         /// File asked for.
         path: PathBuf,
-        /// Cause.
+        /// The I/O error reading it (missing file, permissions).
         source: std::io::Error,
     },
     /// Nothing left after trimming: almost certainly a deployment mistake, never "no auth".

@@ -127,7 +127,7 @@ pub enum ServerError {
     Bind {
         /// Address asked for.
         addr: SocketAddr,
-        /// Cause.
+        /// Why the bind failed (address in use, permission).
         source: std::io::Error,
     },
     /// The accept loop failed.

@@ -348,9 +348,9 @@ pub struct DashboardView {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryView {
-    /// Namespace.
+    /// The canary's namespace (file mode: `default` unless its manifest names one).
     pub namespace: String,
-    /// Name.
+    /// The canary's name.
     pub name: String,
     /// Phase (`Progressing`, `Paused`, ...).
     pub phase: String,
@@ -424,13 +424,13 @@ pub struct ConditionView {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduledView {
-    /// Namespace.
+    /// The scheduled analysis' namespace.
     pub namespace: String,
-    /// Name.
+    /// The scheduled analysis' name.
     pub name: String,
     /// Cron expression.
     pub schedule: String,
-    /// Suspended.
+    /// `spec.suspend`: no new runs start while true.
     pub suspend: bool,
     /// Next fire time.
     pub next: Option<DateTime<Utc>>,

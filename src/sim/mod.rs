@@ -6,6 +6,7 @@
 pub mod blend;
 mod duration;
 mod faults;
+pub mod launch;
 mod mqe;
 mod profile;
 mod resolvers;
@@ -31,7 +32,7 @@ pub use profile::{OapProfile, UnknownProfile};
 pub use store::{Label, SeriesFn, SimAlarm, SimEntity, service_id};
 
 use faults::FaultQueue;
-use store::Store;
+use store::SimData;
 
 /// The simulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +149,7 @@ pub type Observer = Arc<dyn Fn(&Exchange<'_>) + Send + Sync>;
 /// Shared state behind a [`Simulator`].
 pub(crate) struct Inner {
     config: SimConfig,
-    store: Mutex<Store>,
+    store: Mutex<SimData>,
     faults: Mutex<FaultQueue>,
     log: Mutex<Vec<RecordedRequest>>,
     observer: Mutex<Option<Observer>>,
@@ -160,7 +161,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn store(&self) -> MutexGuard<'_, Store> {
+    fn store(&self) -> MutexGuard<'_, SimData> {
         lock(&self.store)
     }
     fn faults(&self) -> MutexGuard<'_, FaultQueue> {
@@ -201,7 +202,7 @@ impl Simulator {
         Simulator {
             inner: Arc::new(Inner {
                 config,
-                store: Mutex::new(Store::default()),
+                store: Mutex::new(SimData::default()),
                 faults: Mutex::new(FaultQueue::default()),
                 log: Mutex::new(Vec::new()),
                 observer: Mutex::new(None),

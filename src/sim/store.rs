@@ -159,8 +159,10 @@ pub const BUILTIN_LABELED: &[&str] = &[
     "service_instance_percentile",
 ];
 
+/// What the simulator serves: the scripted series (plain and labeled), the services and
+/// instances that exist, and the alarms it reports.
 #[derive(Default)]
-pub struct Store {
+pub struct SimData {
     pub series: Vec<(String, String, SeriesFn)>,
     pub labeled: Vec<(String, String, Label, SeriesFn)>,
     pub services: BTreeSet<String>,
@@ -176,7 +178,7 @@ pub enum MetricKind {
     Labeled,
 }
 
-impl Store {
+impl SimData {
     pub fn metric_kind(&self, metric: &str) -> MetricKind {
         if BUILTIN_LABELED.contains(&metric) || self.labeled.iter().any(|(m, ..)| m == metric) {
             MetricKind::Labeled

@@ -74,13 +74,13 @@ impl CondStatus {
 /// A condition before its transition time is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
-    /// Type.
+    /// The condition type (`Ready`, `Progressing`, `InvalidSpec`, ...).
     pub type_: &'static str,
-    /// Status.
+    /// `True`, `False` or `Unknown`.
     pub status: CondStatus,
     /// CamelCase reason.
     pub reason: String,
-    /// Message.
+    /// The human-readable detail, shown by `kubectl describe`.
     pub message: String,
 }
 

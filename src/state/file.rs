@@ -14,7 +14,7 @@ pub enum StateError {
     Io {
         /// The file.
         path: PathBuf,
-        /// Cause.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The file exists but does not hold valid state.
@@ -22,7 +22,7 @@ pub enum StateError {
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// Cause.
+        /// What does not parse, with its field path.
         message: String,
     },
     /// A name that would escape the state directory.
@@ -32,7 +32,7 @@ pub enum StateError {
 
 /// A directory of JSON state files.
 #[derive(Debug, Clone)]
-pub struct FileStateStore {
+pub struct FileStatusStore {
     root: PathBuf,
 }
 
@@ -49,7 +49,7 @@ fn check_name(s: &str) -> Result<&str, StateError> {
     }
 }
 
-impl FileStateStore {
+impl FileStatusStore {
     /// Uses (and creates) `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StateError> {
         let root = root.into();
@@ -57,7 +57,7 @@ impl FileStateStore {
             path: root.clone(),
             source,
         })?;
-        Ok(FileStateStore { root })
+        Ok(FileStatusStore { root })
     }
 
     /// The directory.
@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn round_trip_and_missing() {
         let dir = tempfile::tempdir().unwrap();
-        let s = FileStateStore::open(dir.path().join("state")).unwrap();
+        let s = FileStatusStore::open(dir.path().join("state")).unwrap();
         assert_eq!(
             s.load::<Vec<u32>>("canary", "bookinfo", "reviews").unwrap(),
             None
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn names_cannot_escape_the_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let s = FileStateStore::open(dir.path()).unwrap();
+        let s = FileStatusStore::open(dir.path()).unwrap();
         for bad in ["..", "a/b", "", "x\\y"] {
             assert!(
                 matches!(
@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn a_failed_save_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
-        let s = FileStateStore::open(dir.path()).unwrap();
+        let s = FileStatusStore::open(dir.path()).unwrap();
         let ns = dir.path().join("canary/ns");
         std::fs::create_dir_all(ns.join("x.json/blocker")).unwrap();
         assert!(matches!(
@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn corrupt_state_is_an_error_not_a_reset() {
         let dir = tempfile::tempdir().unwrap();
-        let s = FileStateStore::open(dir.path()).unwrap();
+        let s = FileStatusStore::open(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path().join("canary/ns")).unwrap();
         std::fs::write(dir.path().join("canary/ns/x.json"), "{not json").unwrap();
         assert!(matches!(

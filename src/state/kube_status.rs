@@ -45,9 +45,9 @@ pub enum StatusError {
     NotFound {
         /// `Canary` or `ScheduledAnalysis`.
         kind: &'static str,
-        /// Namespace.
+        /// The object's namespace.
         namespace: String,
-        /// Name.
+        /// The object's name.
         name: String,
     },
     /// The stored status cannot be read; resetting it would restart a release (or re-fire a
@@ -56,9 +56,9 @@ pub enum StatusError {
     Corrupt {
         /// `Canary` or `ScheduledAnalysis`.
         kind: &'static str,
-        /// Namespace.
+        /// The object's namespace.
         namespace: String,
-        /// Name.
+        /// The object's name.
         name: String,
         /// What does not parse, with its field path.
         message: String,
@@ -68,9 +68,9 @@ pub enum StatusError {
     Conflict {
         /// `Canary` or `ScheduledAnalysis`.
         kind: &'static str,
-        /// Namespace.
+        /// The object's namespace.
         namespace: String,
-        /// Name.
+        /// The object's name.
         name: String,
         /// Attempts made.
         attempts: u32,
@@ -80,9 +80,9 @@ pub enum StatusError {
     Api {
         /// `Canary` or `ScheduledAnalysis`.
         kind: &'static str,
-        /// Namespace.
+        /// The object's namespace.
         namespace: String,
-        /// Name.
+        /// The object's name.
         name: String,
         /// The cause.
         message: String,

@@ -7,5 +7,5 @@ pub mod kube_status;
 pub mod lease;
 pub mod status;
 
-pub use file::{FileStateStore, StateError};
+pub use file::{FileStatusStore, StateError};
 pub use status::StatusStore;

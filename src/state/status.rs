@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::canary::{CanaryPhase, CanaryStatus};
 
-use super::file::{FileStateStore, StateError};
+use super::file::{FileStatusStore, StateError};
 use super::kube_status::{KubeStatusStore, StatusError};
 
 /// State-file kind of Canary statuses.
@@ -116,13 +116,13 @@ impl<St> Clone for StatusStore<St> {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    File(FileStateStore),
+    File(FileStatusStore),
     Kube(KubeStatusStore),
 }
 
 impl<St: PersistedStatus> StatusStore<St> {
     /// `--state-dir`: one JSON file per object, replaced atomically.
-    pub fn file(store: FileStateStore) -> Self {
+    pub fn file(store: FileStatusStore) -> Self {
         StatusStore {
             backend: Backend::File(store),
             _status: PhantomData,
@@ -249,7 +249,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_status_with_header_and_weight_pairs_resumes_and_is_rewritten_with_names() {
         let dir = tempfile::tempdir().unwrap();
-        let store: StatusStore = StatusStore::file(FileStateStore::open(dir.path()).unwrap());
+        let store: StatusStore = StatusStore::file(FileStatusStore::open(dir.path()).unwrap());
         let file = dir
             .path()
             .join(CANARY_KIND)
@@ -322,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn an_unparseable_file_is_corrupt_and_a_missing_one_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        let store: StatusStore = StatusStore::file(FileStateStore::open(dir.path()).unwrap());
+        let store: StatusStore = StatusStore::file(FileStatusStore::open(dir.path()).unwrap());
         assert_eq!(store.load("ns", "c").await, Ok(None));
         store
             .save(

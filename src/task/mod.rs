@@ -43,9 +43,9 @@ pub const STOP_WAIT: Duration = Duration::from_secs(15);
 pub struct ObjectId {
     /// Canary or ScheduledAnalysis.
     pub kind: StateKind,
-    /// Namespace.
+    /// The object's namespace (its status is read and written there).
     pub namespace: String,
-    /// Name.
+    /// The object's name.
     pub name: String,
 }
 

@@ -5,7 +5,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::canary::{CanaryPhase, CanaryStatus};
-use crate::state::FileStateStore;
+use crate::state::FileStatusStore;
 
 /// Records what the saver reports, in order.
 #[derive(Default)]
@@ -57,7 +57,7 @@ fn t0() -> DateTime<Utc> {
 
 fn store() -> (tempfile::TempDir, StatusStore<CanaryStatus>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = StatusStore::file(FileStateStore::open(dir.path()).unwrap());
+    let store = StatusStore::file(FileStatusStore::open(dir.path()).unwrap());
     (dir, store)
 }
 

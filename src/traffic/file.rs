@@ -21,7 +21,7 @@
 //! changes its directory) and the one file defining the object (re-read only when its size,
 //! mtime, ctime or inode changed). The directory is walked again only when a lookup misses,
 //! finds a duplicate, or a directory changed, and on every call of the watchers' methods
-//! ([`FileStore::change_tokens`], [`FileStore::problems`], [`FileStore::keys`]); the drift poll
+//! ([`FileManifestStore::change_tokens`], [`FileManifestStore::problems`], [`FileManifestStore::keys`]); the drift poll
 //! calls one every 0.5 s, which also bounds how long a file added in the same clock tick as
 //! one of our writes (its directory's stamp then looks unchanged) goes unseen. A file
 //! modified less than [`SETTLE`] before it was read is read again each time it is needed,
@@ -47,7 +47,7 @@ use saphyr::{LoadableYamlNode, Mapping, Scalar, Yaml, YamlEmitter};
 use serde_json::Value;
 
 use super::sidecar;
-use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
+use super::store::{ManifestStore, ManifestStoreError, ObjectKey, ObjectKind, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
 use crate::resources::yaml_edit::edit_document;
 
@@ -62,7 +62,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Istio objects in a directory of YAML files.
 #[derive(Debug, Clone)]
-pub struct FileStore {
+pub struct FileManifestStore {
     root: PathBuf,
     /// Problems already logged, so a broken file is logged once, not on every scan.
     logged: Arc<Mutex<BTreeSet<String>>>,
@@ -226,7 +226,7 @@ impl Scan {
     }
 
     /// The object's entry and the text of its file.
-    fn find(&self, key: &ObjectKey) -> Result<(&Entry, &str), StoreError> {
+    fn find(&self, key: &ObjectKey) -> Result<(&Entry, &str), ManifestStoreError> {
         let found: Vec<(&Entry, &str)> = self.entries().filter(|(e, _)| &e.key == key).collect();
         match found.as_slice() {
             [] => {
@@ -237,16 +237,16 @@ impl Scan {
                     .map(ToString::to_string)
                     .collect();
                 if suspects.is_empty() {
-                    Err(StoreError::NotFound(key.clone()))
+                    Err(ManifestStoreError::NotFound(key.clone()))
                 } else {
-                    Err(StoreError::Unreadable {
+                    Err(ManifestStoreError::Unreadable {
                         key: key.clone(),
                         problems: suspects.join("; "),
                     })
                 }
             }
             [one] => Ok(*one),
-            many => Err(StoreError::Duplicate {
+            many => Err(ManifestStoreError::Duplicate {
                 key: key.clone(),
                 locations: many
                     .iter()
@@ -258,17 +258,17 @@ impl Scan {
     }
 }
 
-impl FileStore {
+impl FileManifestStore {
     /// Opens a directory and scans it once, so a broken manifest is reported at start.
-    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ManifestStoreError> {
         let root = dir.into();
         if !root.is_dir() {
-            return Err(StoreError::Backend(format!(
+            return Err(ManifestStoreError::Backend(format!(
                 "{}: not a directory",
                 root.display()
             )));
         }
-        let store = FileStore {
+        let store = FileManifestStore {
             root,
             logged: Arc::default(),
             index: Arc::default(),
@@ -285,7 +285,7 @@ impl FileStore {
     }
 
     /// Every VirtualService/DestinationRule key defined in the directory (duplicates once).
-    pub fn keys(&self) -> Result<Vec<ObjectKey>, StoreError> {
+    pub fn keys(&self) -> Result<Vec<ObjectKey>, ManifestStoreError> {
         let mut keys: Vec<ObjectKey> = self.scan()?.entries().map(|(e, _)| e.key.clone()).collect();
         keys.sort();
         keys.dedup();
@@ -296,7 +296,7 @@ impl FileStore {
     /// document's text changes or its file is written again (even back to earlier text, which
     /// a content hash alone would miss), from one scan; a key defined twice gets both, in file
     /// order. Lets a poll tell which objects changed without a scan per object.
-    pub fn change_tokens(&self) -> Result<Vec<(ObjectKey, String)>, StoreError> {
+    pub fn change_tokens(&self) -> Result<Vec<(ObjectKey, String)>, ManifestStoreError> {
         let scan = self.scan()?;
         let mut out = Vec::new();
         for file in &scan.files {
@@ -309,21 +309,22 @@ impl FileStore {
     }
 
     /// Files, directories and documents under the root that cannot be read or parsed now.
-    pub fn problems(&self) -> Result<Vec<Problem>, StoreError> {
+    pub fn problems(&self) -> Result<Vec<Problem>, ManifestStoreError> {
         Ok(self.scan()?.problems)
     }
 
     /// Reads and indexes every manifest. Only an unreadable root fails the scan; any other
     /// failure is a [`Problem`] of its file, logged once.
-    fn scan(&self) -> Result<Scan, StoreError> {
+    fn scan(&self) -> Result<Scan, ManifestStoreError> {
         let mut scan = Scan {
             files: Vec::new(),
             problems: Vec::new(),
         };
         let mut files = Vec::new();
         let mut dirs = Vec::new();
-        let root_io =
-            |e: std::io::Error| StoreError::Backend(format!("{}: {e}", self.root.display()));
+        let root_io = |e: std::io::Error| {
+            ManifestStoreError::Backend(format!("{}: {e}", self.root.display()))
+        };
         // Stamped before listing: a change after the stamp is a change next time.
         let root_stamp = fs::metadata(&self.root).map_err(root_io)?;
         dirs.push((self.root.clone(), Stamp::of(&root_stamp)));
@@ -418,7 +419,7 @@ impl FileStore {
     /// else (a miss, a duplicate, a changed directory, an unreadable file) falls back to a full
     /// scan, which is also what reports the problem. So the cost of a lookup does not grow
     /// with the number of manifests.
-    fn lookup(&self, key: &ObjectKey) -> Result<Found, StoreError> {
+    fn lookup(&self, key: &ObjectKey) -> Result<Found, ManifestStoreError> {
         if let Some(found) = self.lookup_indexed(key) {
             return Ok(found);
         }
@@ -434,7 +435,7 @@ impl FileStore {
                     .any(|e| e.key == *key && e.file == entry.file)
             })
             .cloned()
-            .ok_or_else(|| StoreError::Backend(format!("{key}: lost from the index")))?;
+            .ok_or_else(|| ManifestStoreError::Backend(format!("{key}: lost from the index")))?;
         Ok(Found { entry, file })
     }
 
@@ -521,7 +522,7 @@ impl FileStore {
         *logged = now;
     }
 
-    fn get_blocking(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
+    fn get_blocking(&self, key: &ObjectKey) -> Result<Versioned, ManifestStoreError> {
         let found = self.lookup(key)?;
         let chunk = &found.file.text[found.entry.chunk.clone()];
         let (sidecar, kept) = self.read_sidecar(key)?;
@@ -535,7 +536,7 @@ impl FileStore {
     fn read_sidecar(
         &self,
         key: &ObjectKey,
-    ) -> Result<(Option<String>, serde_json::Map<String, Value>), StoreError> {
+    ) -> Result<(Option<String>, serde_json::Map<String, Value>), ManifestStoreError> {
         let path = sidecar::path_of(&self.root, key)?;
         let text = sidecar::read(&path, key)?;
         let kept = match &text {
@@ -550,7 +551,7 @@ impl FileStore {
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
-    ) -> Result<String, StoreError> {
+    ) -> Result<String, ManifestStoreError> {
         check_identity(key, object)?;
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let found = self.lookup(key)?;
@@ -558,7 +559,7 @@ impl FileStore {
         let old_chunk = &text[entry.chunk.clone()];
         let (old_sidecar, _) = self.read_sidecar(key)?;
         if version_of(old_chunk, old_sidecar.as_deref()) != expected_version {
-            return Err(StoreError::Conflict(key.clone()));
+            return Err(ManifestStoreError::Conflict(key.clone()));
         }
         // skycanary's annotations go to the sidecar, the rest to the manifest.
         let (document, kept) = sidecar::split(object, &entry.value);
@@ -581,7 +582,7 @@ impl FileStore {
             &text[entry.chunk.end..]
         );
         if split_documents(&new_text).len() != split_documents(text).len() {
-            return Err(StoreError::Invalid {
+            return Err(ManifestStoreError::Invalid {
                 key: key.clone(),
                 message: "the rendered document would change the file's document structure".into(),
             });
@@ -617,18 +618,21 @@ fn version_of(chunk: &str, sidecar: Option<&str>) -> String {
     }
 }
 
-impl ManifestStore for FileStore {
+impl ManifestStore for FileManifestStore {
     fn describe(&self) -> String {
         format!("manifests {}", self.root.display())
     }
 
-    fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Versioned, StoreError>> + Send {
+    fn get(
+        &self,
+        key: &ObjectKey,
+    ) -> impl Future<Output = Result<Versioned, ManifestStoreError>> + Send {
         let this = self.clone();
         let key = key.clone();
         async move {
             tokio::task::spawn_blocking(move || this.get_blocking(&key))
                 .await
-                .map_err(|e| StoreError::Backend(format!("file store task failed: {e}")))?
+                .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
         }
     }
 
@@ -637,13 +641,13 @@ impl ManifestStore for FileStore {
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
-    ) -> impl Future<Output = Result<String, StoreError>> + Send {
+    ) -> impl Future<Output = Result<String, ManifestStoreError>> + Send {
         let this = self.clone();
         let (key, object, expected) = (key.clone(), object.clone(), expected_version.to_string());
         async move {
             tokio::task::spawn_blocking(move || this.replace_blocking(&key, &object, &expected))
                 .await
-                .map_err(|e| StoreError::Backend(format!("file store task failed: {e}")))?
+                .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
         }
     }
 }
@@ -804,11 +808,11 @@ fn istio_key(v: &Value) -> Option<ObjectKey> {
 }
 
 /// The new content must still be the same object, or the write would move or duplicate it.
-fn check_identity(key: &ObjectKey, object: &Value) -> Result<(), StoreError> {
+fn check_identity(key: &ObjectKey, object: &Value) -> Result<(), ManifestStoreError> {
     if istio_key(object).as_ref() == Some(key) {
         Ok(())
     } else {
-        Err(StoreError::Invalid {
+        Err(ManifestStoreError::Invalid {
             key: key.clone(),
             message: "the new content must keep apiVersion networking.istio.io/*, kind, \
                       metadata.name and metadata.namespace"
@@ -819,8 +823,8 @@ fn check_identity(key: &ObjectKey, object: &Value) -> Result<(), StoreError> {
 
 /// The replacement text of one document: its `---` line and leading comments, the new body,
 /// then its trailing comments and `...` line. Verified by parsing it back.
-fn render_chunk(key: &ObjectKey, old: &str, object: &Value) -> Result<String, StoreError> {
-    let invalid = |message: String| StoreError::Invalid {
+fn render_chunk(key: &ObjectKey, old: &str, object: &Value) -> Result<String, ManifestStoreError> {
+    let invalid = |message: String| ManifestStoreError::Invalid {
         key: key.clone(),
         message,
     };
@@ -955,11 +959,11 @@ fn write_atomically(
     old_text: &str,
     new_text: &str,
     key: &ObjectKey,
-) -> Result<(), StoreError> {
+) -> Result<(), ManifestStoreError> {
     let real = fs::canonicalize(file).map_err(|e| backend(file, e))?;
-    let dir = real
-        .parent()
-        .ok_or_else(|| StoreError::Backend(format!("{}: no parent directory", real.display())))?;
+    let dir = real.parent().ok_or_else(|| {
+        ManifestStoreError::Backend(format!("{}: no parent directory", real.display()))
+    })?;
     let name = real
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -986,7 +990,7 @@ fn write_atomically(
         // Narrow the window for another tool's edit to the rename itself.
         let now = fs::read_to_string(&real).map_err(|e| backend(&real, e))?;
         if now != old_text {
-            return Err(StoreError::Conflict(key.clone()));
+            return Err(ManifestStoreError::Conflict(key.clone()));
         }
         fs::rename(&temp, &real).map_err(|e| backend(&real, e))?;
         fs::File::open(dir)
@@ -999,8 +1003,8 @@ fn write_atomically(
     result
 }
 
-fn backend(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{}: {e}", path.display()))
+fn backend(path: &Path, e: std::io::Error) -> ManifestStoreError {
+    ManifestStoreError::Backend(format!("{}: {e}", path.display()))
 }
 
 /// FNV-1a 64 of the text, hex: cheap, stable across runs and platforms.
@@ -1089,7 +1093,7 @@ spec:
     #[tokio::test]
     async fn replaces_only_its_document() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let got = store.get(&vs_key()).await.unwrap();
         assert_eq!(got.object["spec"]["hosts"], json!(["reviews"]));
         let mut object = got.object.clone();
@@ -1134,7 +1138,7 @@ spec:
     async fn no_temp_files_left_and_other_files_untouched() {
         let other = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings}\nspec: {hosts: [ratings]}\n";
         let dir = dir_with(&[("app.yaml", MULTI), ("sub/other.yml", other)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         for w in [10, 20, 30] {
             let got = store.get(&vs_key()).await.unwrap();
             let mut o = got.object;
@@ -1163,7 +1167,7 @@ spec:
             ("a/.dup.yaml", doc),
             ("notes.txt", doc),
         ]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let key = ObjectKey::virtual_service("default", "ratings");
         let got = store.get(&key).await.unwrap();
         assert_eq!(got.object["metadata"]["name"], json!("ratings"));
@@ -1181,10 +1185,10 @@ spec:
     async fn duplicate_names_both_locations() {
         let doc = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: bookinfo}\nspec: {}\n";
         let dir = dir_with(&[("one.yaml", MULTI), ("two.yaml", doc)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let e = store.get(&vs_key()).await.unwrap_err();
         match e {
-            StoreError::Duplicate { key, locations } => {
+            ManifestStoreError::Duplicate { key, locations } => {
                 assert_eq!(key, vs_key());
                 assert!(locations.contains("one.yaml:9"), "{locations}");
                 assert!(locations.contains("two.yaml:1"), "{locations}");
@@ -1203,17 +1207,17 @@ spec:
     #[tokio::test]
     async fn missing_is_not_found() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let key = ObjectKey::virtual_service("other", "reviews");
         assert_eq!(
             store.get(&key).await,
-            Err(StoreError::NotFound(key.clone()))
+            Err(ManifestStoreError::NotFound(key.clone()))
         );
         let o = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
                        "metadata": {"name": "reviews", "namespace": "other"}});
         assert_eq!(
             store.replace(&key, &o, "0").await,
-            Err(StoreError::NotFound(key))
+            Err(ManifestStoreError::NotFound(key))
         );
     }
 
@@ -1221,7 +1225,7 @@ spec:
     async fn concurrent_edit_of_the_document_is_a_conflict() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
         let path = dir.path().join("app.yaml");
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let got = store.get(&vs_key()).await.unwrap();
         let edited = MULTI.replace("weight: 0", "weight: 5");
         fs::write(&path, &edited).unwrap();
@@ -1229,7 +1233,7 @@ spec:
         set_canary(&mut o, 50);
         assert_eq!(
             store.replace(&vs_key(), &o, &got.version).await,
-            Err(StoreError::Conflict(vs_key()))
+            Err(ManifestStoreError::Conflict(vs_key()))
         );
         assert_eq!(fs::read_to_string(&path).unwrap(), edited);
     }
@@ -1238,7 +1242,7 @@ spec:
     async fn edit_of_another_document_is_kept() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
         let path = dir.path().join("app.yaml");
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let got = store.get(&vs_key()).await.unwrap();
         fs::write(&path, MULTI.replace("ROUND_ROBIN", "LEAST_REQUEST")).unwrap();
         let mut o = got.object.clone();
@@ -1254,13 +1258,13 @@ spec:
     #[tokio::test]
     async fn identity_change_is_refused() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let got = store.get(&vs_key()).await.unwrap();
         let mut o = got.object.clone();
         o["metadata"]["name"] = json!("renamed");
         assert!(matches!(
             store.replace(&vs_key(), &o, &got.version).await,
-            Err(StoreError::Invalid { .. })
+            Err(ManifestStoreError::Invalid { .. })
         ));
         assert_eq!(
             fs::read_to_string(dir.path().join("app.yaml")).unwrap(),
@@ -1271,7 +1275,7 @@ spec:
     #[tokio::test]
     async fn tricky_values_round_trip() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let got = store.get(&vs_key()).await.unwrap();
         let mut o = got.object.clone();
         o["metadata"]["annotations"] = json!({
@@ -1295,7 +1299,7 @@ spec:
             ("junk.yaml", "a: [1\n"),
             ("other.yaml", broken),
         ]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let got = store.get(&vs_key()).await.unwrap();
         let mut o = got.object.clone();
         set_canary(&mut o, 0);
@@ -1317,11 +1321,14 @@ spec:
         // The broken document's own object is an error naming file and line, not "not found".
         let ratings = ObjectKey::virtual_service("default", "ratings");
         let e = store.get(&ratings).await.unwrap_err();
-        assert!(matches!(e, StoreError::Unreadable { .. }), "{e:?}");
+        assert!(matches!(e, ManifestStoreError::Unreadable { .. }), "{e:?}");
         assert!(e.to_string().contains("other.yaml:7: "), "{e}");
         // A name the broken document does not mention stays a plain "not found".
         let absent = ObjectKey::virtual_service("default", "rating");
-        assert_eq!(store.get(&absent).await, Err(StoreError::NotFound(absent)));
+        assert_eq!(
+            store.get(&absent).await,
+            Err(ManifestStoreError::NotFound(absent))
+        );
     }
 
     /// A broken document next to the needed one in the same file: the needed one is written,
@@ -1331,7 +1338,7 @@ spec:
         let broken = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: x}\nspec: {host: [\n";
         let text = format!("{MULTI}{broken}");
         let dir = dir_with(&[("app.yaml", &text)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let got = store.get(&vs_key()).await.unwrap();
         let mut o = got.object.clone();
         set_canary(&mut o, 0);
@@ -1370,7 +1377,7 @@ spec:
                 .count()
         };
         tracing::subscriber::with_default(subscriber, || {
-            let store = FileStore::open(dir.path()).unwrap();
+            let store = FileManifestStore::open(dir.path()).unwrap();
             store.get_blocking(&vs_key()).unwrap();
             store.get_blocking(&vs_key()).unwrap();
             assert_eq!(logged(), 1);
@@ -1402,7 +1409,7 @@ spec:
             .unwrap();
     }
 
-    fn reads(store: &FileStore) -> u64 {
+    fn reads(store: &FileManifestStore) -> u64 {
         store.files_read.load(Ordering::Relaxed)
     }
 
@@ -1424,7 +1431,7 @@ spec:
         for (name, _) in &files {
             age(&dir.path().join(name));
         }
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         assert_eq!(reads(&store), 31);
         let got = store.get(&vs_key()).await.unwrap();
         assert_eq!(reads(&store), 31);
@@ -1446,10 +1453,13 @@ spec:
         fs::remove_file(dir.path().join("team/vs-0.yaml")).unwrap();
         assert!(store.get(&extra).await.is_ok());
         let gone = ObjectKey::virtual_service("default", "vs-0");
-        assert_eq!(store.get(&gone).await, Err(StoreError::NotFound(gone)));
+        assert_eq!(
+            store.get(&gone).await,
+            Err(ManifestStoreError::NotFound(gone))
+        );
     }
 
-    fn parses(store: &FileStore) -> u64 {
+    fn parses(store: &FileManifestStore) -> u64 {
         store.files_parsed.load(Ordering::Relaxed)
     }
 
@@ -1470,7 +1480,7 @@ spec:
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
         let dir = dir_with(&refs);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         assert_eq!((reads(&store), parses(&store)), (31, 31));
         // A lookup reads the one file defining the object, not the 30 other recent ones.
         let got = store.get(&vs_key()).await.unwrap();
@@ -1503,7 +1513,7 @@ spec:
                 .map(|(a, b)| (a.as_str(), b.as_str()))
                 .collect();
             let dir = dir_with(&refs);
-            let store = FileStore::open(dir.path()).unwrap();
+            let store = FileManifestStore::open(dir.path()).unwrap();
             let before = (reads(&store), parses(&store));
             for w in [10, 0, 10] {
                 let got = store.get(&vs_key()).await.unwrap();
@@ -1529,7 +1539,7 @@ spec:
     async fn a_new_file_is_seen_by_the_next_lookup_through_its_directory() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
         age_dir(dir.path());
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         assert!(store.get(&vs_key()).await.is_ok());
         fs::write(
             dir.path().join("copy.yaml"),
@@ -1538,7 +1548,7 @@ spec:
         .unwrap();
         assert!(matches!(
             store.get(&vs_key()).await,
-            Err(StoreError::Duplicate { .. })
+            Err(ManifestStoreError::Duplicate { .. })
         ));
     }
 
@@ -1547,7 +1557,7 @@ spec:
     #[tokio::test]
     async fn state_annotations_live_in_the_sidecar_not_in_the_manifest() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let got = store.get(&vs_key()).await.unwrap();
         let mut o = got.object.clone();
         set_canary(&mut o, 10);
@@ -1578,7 +1588,7 @@ spec:
         fs::write(&state, "{\"annotations\":{}}\n").unwrap();
         assert_eq!(
             store.replace(&vs_key(), &o, &again.version).await,
-            Err(StoreError::Conflict(vs_key()))
+            Err(ManifestStoreError::Conflict(vs_key()))
         );
         // Removing our annotations removes the file; the manifest keeps its bytes.
         let now = store.get(&vs_key()).await.unwrap();
@@ -1608,7 +1618,7 @@ spec:
         let dir = dir_with(&[("app.yaml", MULTI)]);
         let path = dir.path().join("app.yaml");
         age(&path);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let before = store.get(&vs_key()).await.unwrap();
         let mtime = fs::metadata(&path).unwrap().modified().unwrap();
         let edited = MULTI
@@ -1654,7 +1664,7 @@ spec:
             "- ".repeat(6_000)
         );
         let dir = dir_with(&[("app.yaml", MULTI), ("deep.yaml", &deep)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         assert!(store.get(&vs_key()).await.is_ok());
         let other = ObjectKey::virtual_service("default", "other");
         let e = store.get(&other).await.unwrap_err();
@@ -1687,14 +1697,14 @@ spec:
         let dir = dir_with(&[("app.yaml", MULTI)]);
         std::os::unix::fs::symlink(".", dir.path().join("a")).unwrap();
         std::os::unix::fs::symlink(".", dir.path().join("b")).unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         assert!(store.get(&vs_key()).await.is_ok());
     }
 
     #[tokio::test]
     async fn oversized_manifest_file_is_refused_by_name() {
         let dir = dir_with(&[("app.yaml", MULTI)]);
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileManifestStore::open(dir.path()).unwrap();
         let f = fs::File::create(dir.path().join("huge.yaml")).unwrap();
         f.set_len(MAX_MANIFEST_FILE_BYTES + 1).unwrap();
         // It cannot be read, so it blocks nothing found elsewhere ...
@@ -1728,7 +1738,7 @@ spec:
             }
         }
         let dir = dir_with(&[("app.yaml", MULTI)]);
-        let router = Router::new(FileStore::open(dir.path()).unwrap()).with_jitter_seed(1);
+        let router = Router::new(FileManifestStore::open(dir.path()).unwrap()).with_jitter_seed(1);
         let dr = ObjectKey::destination_rule("bookinfo", "reviews");
         let report = router
             .apply(&[vs_key()], Some(&dr), &Canary(40))

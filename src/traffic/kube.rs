@@ -18,7 +18,7 @@ use kube::runtime::events::{
 };
 use serde_json::Value;
 
-use super::store::{ManifestStore, ObjectKey, ObjectKind, StoreError, Versioned};
+use super::store::{ManifestStore, ManifestStoreError, ObjectKey, ObjectKind, Versioned};
 
 /// The Istio networking API group.
 pub const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
@@ -72,14 +72,14 @@ impl FromStr for IstioApiVersion {
 
 /// VirtualServices and DestinationRules in a Kubernetes cluster.
 #[derive(Clone)]
-pub struct KubeStore {
+pub struct KubeManifestStore {
     client: Client,
     version: IstioApiVersion,
 }
 
-impl fmt::Debug for KubeStore {
+impl fmt::Debug for KubeManifestStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KubeStore")
+        f.debug_struct("KubeManifestStore")
             .field("version", &self.version)
             .finish()
     }
@@ -90,31 +90,31 @@ impl fmt::Debug for KubeStore {
 /// canaries starting together open a thousand connections and keep them pooled.
 pub const MAX_API_REQUESTS_IN_FLIGHT: usize = 64;
 
-impl KubeStore {
+impl KubeManifestStore {
     /// A store over an existing client (tests pass the fake API server's in-process client).
     pub fn new(client: Client, version: IstioApiVersion) -> Self {
-        KubeStore { client, version }
+        KubeManifestStore { client, version }
     }
 
     /// A store from the ambient configuration: `KUBECONFIG`/`~/.kube/config`, else in-cluster.
-    pub async fn from_default_config(version: IstioApiVersion) -> Result<Self, StoreError> {
+    pub async fn from_default_config(version: IstioApiVersion) -> Result<Self, ManifestStoreError> {
         Self::from_default_config_observed(version, None).await
     }
 
-    /// [`KubeStore::from_default_config`], every API request reported to `observer` (the
+    /// [`KubeManifestStore::from_default_config`], every API request reported to `observer` (the
     /// daemon's `skycanary_kube_request*` metrics).
     pub async fn from_default_config_observed(
         version: IstioApiVersion,
         observer: Option<std::sync::Arc<dyn super::kube_observe::KubeRequestObserver>>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, ManifestStoreError> {
         // kube's TLS stack needs a process-wide rustls provider; ring is the one we build.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = kube::Config::infer().await.map_err(|e| {
-            StoreError::Backend(format!("cannot configure the Kubernetes client: {e}"))
+            ManifestStoreError::Backend(format!("cannot configure the Kubernetes client: {e}"))
         })?;
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| {
-                StoreError::Backend(format!("cannot configure the Kubernetes client: {e}"))
+                ManifestStoreError::Backend(format!("cannot configure the Kubernetes client: {e}"))
             })?
             // Inside the concurrency limit: the latency is the API server's, not the queue's.
             .with_layer(&tower::util::option_layer(
@@ -124,7 +124,7 @@ impl KubeStore {
                 MAX_API_REQUESTS_IN_FLIGHT,
             ))
             .build();
-        Ok(KubeStore::new(client, version))
+        Ok(KubeManifestStore::new(client, version))
     }
 
     /// The client, for other kube calls (events, leases).
@@ -172,48 +172,49 @@ pub fn describe(e: &kube::Error) -> String {
 }
 
 /// Maps kube errors to store errors; 409 is the one the router retries.
-fn map_error(key: &ObjectKey, err: kube::Error) -> StoreError {
+fn map_error(key: &ObjectKey, err: kube::Error) -> ManifestStoreError {
     match err {
         kube::Error::Api(status) => match status.code {
-            409 => StoreError::Conflict(key.clone()),
-            404 => StoreError::NotFound(key.clone()),
-            422 => StoreError::Invalid {
+            409 => ManifestStoreError::Conflict(key.clone()),
+            404 => ManifestStoreError::NotFound(key.clone()),
+            422 => ManifestStoreError::Invalid {
                 key: key.clone(),
                 message: status.message.clone(),
             },
-            code => StoreError::Backend(format!(
+            code => ManifestStoreError::Backend(format!(
                 "{key}: Kubernetes API answered {code} {}: {}",
                 status.reason, status.message
             )),
         },
-        other => StoreError::Backend(format!("{key}: {other}")),
+        other => ManifestStoreError::Backend(format!("{key}: {other}")),
     }
 }
 
-fn resource_version(key: &ObjectKey, obj: &DynamicObject) -> Result<String, StoreError> {
+fn resource_version(key: &ObjectKey, obj: &DynamicObject) -> Result<String, ManifestStoreError> {
     obj.metadata
         .resource_version
         .clone()
         .filter(|rv| !rv.is_empty())
         .ok_or_else(|| {
-            StoreError::Backend(format!("{key}: the server returned no resourceVersion"))
+            ManifestStoreError::Backend(format!("{key}: the server returned no resourceVersion"))
         })
 }
 
-impl ManifestStore for KubeStore {
+impl ManifestStore for KubeManifestStore {
     fn describe(&self) -> String {
         format!("kube ({ISTIO_NETWORKING_GROUP}/{})", self.version)
     }
 
-    async fn get(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
+    async fn get(&self, key: &ObjectKey) -> Result<Versioned, ManifestStoreError> {
         let obj = self
             .api(key)
             .get(&key.name)
             .await
             .map_err(|e| map_error(key, e))?;
         let version = resource_version(key, &obj)?;
-        let object = serde_json::to_value(&obj)
-            .map_err(|e| StoreError::Backend(format!("{key}: cannot encode the object: {e}")))?;
+        let object = serde_json::to_value(&obj).map_err(|e| {
+            ManifestStoreError::Backend(format!("{key}: cannot encode the object: {e}"))
+        })?;
         Ok(Versioned { object, version })
     }
 
@@ -222,8 +223,8 @@ impl ManifestStore for KubeStore {
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
-    ) -> Result<String, StoreError> {
-        let invalid = |message: String| StoreError::Invalid {
+    ) -> Result<String, ManifestStoreError> {
+        let invalid = |message: String| ManifestStoreError::Invalid {
             key: key.clone(),
             message,
         };

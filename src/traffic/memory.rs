@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use super::store::{ManifestStore, ObjectKey, StoreError, Versioned};
+use super::store::{ManifestStore, ManifestStoreError, ObjectKey, Versioned};
 
 /// Which store operation a fault or log entry concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,21 +54,21 @@ impl Target {
 pub enum LogEntry {
     /// A `get` and its outcome (the version read).
     Get {
-        /// Object.
+        /// The object asked for.
         key: ObjectKey,
         /// Version read, or the error.
-        result: Result<String, StoreError>,
+        result: Result<String, ManifestStoreError>,
     },
     /// A `replace` attempt and its outcome (the new version).
     Replace {
-        /// Object.
+        /// The object asked for.
         key: ObjectKey,
         /// Content sent.
         object: Value,
         /// Version the caller expected.
         expected_version: String,
         /// New version, or the error.
-        result: Result<String, StoreError>,
+        result: Result<String, ManifestStoreError>,
     },
 }
 
@@ -77,7 +77,7 @@ type Mutation = Box<dyn FnOnce(&mut Value) + Send>;
 struct Fault {
     op: Op,
     target: Target,
-    error: StoreError,
+    error: ManifestStoreError,
     remaining: u32,
 }
 
@@ -97,7 +97,7 @@ impl Inner {
         self.last_version
     }
 
-    fn take_fault(&mut self, op: Op, key: &ObjectKey) -> Option<StoreError> {
+    fn take_fault(&mut self, op: Op, key: &ObjectKey) -> Option<ManifestStoreError> {
         let fault = self
             .faults
             .iter_mut()
@@ -109,20 +109,21 @@ impl Inner {
     }
 }
 
-/// In-memory store. Clones share the same objects, so a test can keep a handle after giving
-/// one to a `Router`.
+/// Manifests in memory (for tests). Clones share the same objects, so a test can keep a
+/// handle after giving one to a `Router`.
 #[derive(Clone, Default)]
-pub struct MemoryStore {
+pub struct MemoryManifestStore {
     inner: Arc<Mutex<Inner>>,
 }
 
-impl std::fmt::Debug for MemoryStore {
+impl std::fmt::Debug for MemoryManifestStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").finish_non_exhaustive()
+        f.debug_struct("MemoryManifestStore")
+            .finish_non_exhaustive()
     }
 }
 
-impl MemoryStore {
+impl MemoryManifestStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
@@ -165,7 +166,7 @@ impl MemoryStore {
     }
 
     /// The next `times` calls of `op` on `target` fail with `error` (before touching anything).
-    pub fn inject(&self, op: Op, target: impl Into<Target>, error: StoreError, times: u32) {
+    pub fn inject(&self, op: Op, target: impl Into<Target>, error: ManifestStoreError, times: u32) {
         if times == 0 {
             return;
         }
@@ -209,12 +210,12 @@ impl MemoryStore {
             .collect()
     }
 
-    fn get_now(&self, key: &ObjectKey) -> Result<Versioned, StoreError> {
+    fn get_now(&self, key: &ObjectKey) -> Result<Versioned, ManifestStoreError> {
         let mut inner = self.lock();
         let result = match inner.take_fault(Op::Get, key) {
             Some(e) => Err(e),
             None => match inner.objects.get(key) {
-                None => Err(StoreError::NotFound(key.clone())),
+                None => Err(ManifestStoreError::NotFound(key.clone())),
                 Some((object, v)) => {
                     let mut object = object.clone();
                     if inner.stamp_resource_version {
@@ -242,7 +243,7 @@ impl MemoryStore {
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
-    ) -> Result<String, StoreError> {
+    ) -> Result<String, ManifestStoreError> {
         let mut inner = self.lock();
         let result = replace_locked(&mut inner, key, object, expected_version);
         inner.log.push(LogEntry::Replace {
@@ -260,7 +261,7 @@ fn replace_locked(
     key: &ObjectKey,
     object: &Value,
     expected_version: &str,
-) -> Result<String, StoreError> {
+) -> Result<String, ManifestStoreError> {
     if let Some(e) = inner.take_fault(Op::Replace, key) {
         return Err(e);
     }
@@ -274,9 +275,9 @@ fn replace_locked(
     }
     let v = inner.next_version();
     match inner.objects.get_mut(key) {
-        None => Err(StoreError::NotFound(key.clone())),
+        None => Err(ManifestStoreError::NotFound(key.clone())),
         Some((_, current)) if current.to_string() != expected_version => {
-            Err(StoreError::Conflict(key.clone()))
+            Err(ManifestStoreError::Conflict(key.clone()))
         }
         Some(entry) => {
             *entry = (strip_version(object.clone()), v);
@@ -298,12 +299,15 @@ fn strip_version(mut object: Value) -> Value {
     object
 }
 
-impl ManifestStore for MemoryStore {
+impl ManifestStore for MemoryManifestStore {
     fn describe(&self) -> String {
         "memory".to_string()
     }
 
-    fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Versioned, StoreError>> + Send {
+    fn get(
+        &self,
+        key: &ObjectKey,
+    ) -> impl Future<Output = Result<Versioned, ManifestStoreError>> + Send {
         // Lazy, like a real store: nothing happens until the future is polled.
         let this = self.clone();
         let key = key.clone();
@@ -315,7 +319,7 @@ impl ManifestStore for MemoryStore {
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
-    ) -> impl Future<Output = Result<String, StoreError>> + Send {
+    ) -> impl Future<Output = Result<String, ManifestStoreError>> + Send {
         let this = self.clone();
         let (key, object, expected) = (key.clone(), object.clone(), expected_version.to_string());
         async move { this.replace_now(&key, &object, &expected) }
@@ -333,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn version_check_and_conflict() {
-        let s = MemoryStore::new();
+        let s = MemoryManifestStore::new();
         let v1 = s.insert(key(), json!({"spec": 1}));
         let got = s.get(&key()).await.unwrap();
         assert_eq!(got.version, v1);
@@ -341,21 +345,26 @@ mod tests {
         assert_ne!(v1, v2);
         assert_eq!(
             s.replace(&key(), &json!({"spec": 3}), &v1).await,
-            Err(StoreError::Conflict(key()))
+            Err(ManifestStoreError::Conflict(key()))
         );
         assert_eq!(s.object(&key()), Some(json!({"spec": 2})));
         let missing = ObjectKey::virtual_service("ns", "nope");
         assert_eq!(
             s.get(&missing).await,
-            Err(StoreError::NotFound(missing.clone()))
+            Err(ManifestStoreError::NotFound(missing.clone()))
         );
     }
 
     #[tokio::test]
     async fn injected_faults_are_counted() {
-        let s = MemoryStore::new();
+        let s = MemoryManifestStore::new();
         s.insert(key(), json!({}));
-        s.inject(Op::Get, Target::Any, StoreError::Backend("down".into()), 2);
+        s.inject(
+            Op::Get,
+            Target::Any,
+            ManifestStoreError::Backend("down".into()),
+            2,
+        );
         assert!(s.get(&key()).await.is_err());
         assert!(s.get(&key()).await.is_err());
         assert!(s.get(&key()).await.is_ok());
@@ -364,12 +373,12 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_writer_hook_causes_conflict() {
-        let s = MemoryStore::new();
+        let s = MemoryManifestStore::new();
         let v = s.insert(key(), json!({"a": 1}));
         s.on_next_replace(&key(), |o| o["b"] = json!(2));
         assert_eq!(
             s.replace(&key(), &json!({"a": 9}), &v).await,
-            Err(StoreError::Conflict(key()))
+            Err(ManifestStoreError::Conflict(key()))
         );
         assert_eq!(s.object(&key()), Some(json!({"a": 1, "b": 2})));
         let fresh = s.get(&key()).await.unwrap();
@@ -383,7 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn kube_like_stamps_resource_version() {
-        let s = MemoryStore::kube_like();
+        let s = MemoryManifestStore::kube_like();
         s.insert(key(), json!({"metadata": {"name": "vs"}}));
         let got = s.get(&key()).await.unwrap();
         assert_eq!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::store::{ManifestStore, ObjectKey, StoreError, Versioned};
+use super::store::{ManifestStore, ManifestStoreError, ObjectKey, Versioned};
 
 /// The pure transform, injected (an adapter around `istio::apply` implements it).
 pub trait Planner: Send + Sync {
@@ -107,15 +107,15 @@ pub enum RouterError {
     /// Reading failed (not found, duplicate definition, backend failure...).
     #[error("{}", store_message("reading", key, source))]
     Read {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Store error (boxed: keeps `Result`s small).
-        source: Box<StoreError>,
+        source: Box<ManifestStoreError>,
     },
     /// The planner refused the VirtualService.
     #[error("{key}: {message}")]
     Plan {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Planner message.
         message: String,
@@ -123,7 +123,7 @@ pub enum RouterError {
     /// The DestinationRule check failed.
     #[error("{key}: {message}")]
     DestinationRule {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Check message.
         message: String,
@@ -131,15 +131,15 @@ pub enum RouterError {
     /// A write failed with an error that is not a version conflict.
     #[error("{}", store_message("writing", key, source))]
     Write {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Store error (boxed: keeps `Result`s small).
-        source: Box<StoreError>,
+        source: Box<ManifestStoreError>,
     },
     /// Version conflicts on every attempt.
     #[error("{key}: still modified concurrently after {attempts} attempts")]
     ConflictRetriesExhausted {
-        /// Object.
+        /// The VirtualService or DestinationRule concerned.
         key: ObjectKey,
         /// Attempts made.
         attempts: u32,
@@ -176,9 +176,9 @@ impl RouterError {
 }
 
 /// Store errors that already name the object are shown as they are.
-fn store_message(verb: &str, key: &ObjectKey, source: &StoreError) -> String {
+fn store_message(verb: &str, key: &ObjectKey, source: &ManifestStoreError) -> String {
     match source {
-        StoreError::Backend(_) => format!("{verb} {key}: {source}"),
+        ManifestStoreError::Backend(_) => format!("{verb} {key}: {source}"),
         _ => source.to_string(),
     }
 }
@@ -439,7 +439,7 @@ impl<S: ManifestStore> Router<S> {
                         written: planned,
                     }));
                 }
-                Err(StoreError::Conflict(_)) => {
+                Err(ManifestStoreError::Conflict(_)) => {
                     report.conflicts_retried += 1;
                     if attempt >= max {
                         return Err(RouterError::ConflictRetriesExhausted {
@@ -508,11 +508,11 @@ impl<S: ManifestStore> Router<S> {
             let restore = with_version_of(&w.before, &fresh.object);
             match self.store.replace(&w.key, &restore, &fresh.version).await {
                 Ok(_) => return Ok(()),
-                Err(StoreError::Conflict(_)) if attempt < max => {
+                Err(ManifestStoreError::Conflict(_)) if attempt < max => {
                     self.backoff(attempt).await;
                     attempt += 1;
                 }
-                Err(StoreError::Conflict(_)) => {
+                Err(ManifestStoreError::Conflict(_)) => {
                     return Err(format!(
                         "still modified concurrently after {attempt} attempts"
                     ));
@@ -606,7 +606,7 @@ fn with_version_of(content: &Value, fresh: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::memory::{LogEntry, MemoryStore, Op, Target};
+    use crate::traffic::memory::{LogEntry, MemoryManifestStore, Op, Target};
     use serde_json::json;
     use std::sync::Mutex;
 
@@ -673,7 +673,7 @@ mod tests {
         })
     }
 
-    fn setup(store: &MemoryStore) -> (ObjectKey, ObjectKey, ObjectKey) {
+    fn setup(store: &MemoryManifestStore) -> (ObjectKey, ObjectKey, ObjectKey) {
         let a = ObjectKey::virtual_service("ns", "a");
         let b = ObjectKey::virtual_service("ns", "b");
         let dr = ObjectKey::destination_rule("ns", "dr");
@@ -683,13 +683,16 @@ mod tests {
         (a, b, dr)
     }
 
-    fn router(store: &MemoryStore, sleeper: Arc<TestSleeper>) -> Router<MemoryStore> {
+    fn router(
+        store: &MemoryManifestStore,
+        sleeper: Arc<TestSleeper>,
+    ) -> Router<MemoryManifestStore> {
         Router::new(store.clone())
             .with_sleeper(sleeper)
             .with_jitter_seed(7)
     }
 
-    fn replaces(store: &MemoryStore) -> usize {
+    fn replaces(store: &MemoryManifestStore) -> usize {
         store
             .log()
             .iter()
@@ -699,7 +702,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_every_changed_virtual_service() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, b, dr) = setup(&store);
         let r = router(&store, Arc::default());
         let report = r
@@ -717,7 +720,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_write_when_nothing_changes() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, b, _) = setup(&store);
         let r = router(&store, Arc::default());
         let report = r
@@ -731,7 +734,7 @@ mod tests {
 
     #[tokio::test]
     async fn validates_everything_before_the_first_write() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, b, dr) = setup(&store);
         let r = router(&store, Arc::default());
 
@@ -758,7 +761,7 @@ mod tests {
             e,
             RouterError::Read {
                 key: missing.clone(),
-                source: Box::new(StoreError::NotFound(missing))
+                source: Box::new(ManifestStoreError::NotFound(missing))
             }
         );
 
@@ -788,7 +791,12 @@ mod tests {
         assert!(matches!(e, RouterError::Read { key, .. } if key == no_dr));
 
         // A backend failure while reading names the object.
-        store.inject(Op::Get, &b, StoreError::Backend("timeout".into()), 1);
+        store.inject(
+            Op::Get,
+            &b,
+            ManifestStoreError::Backend("timeout".into()),
+            1,
+        );
         let e = r
             .apply(&[a.clone(), b.clone()], None, &WeightPlanner::new(10))
             .await
@@ -807,7 +815,7 @@ mod tests {
 
     #[tokio::test]
     async fn conflict_replans_from_the_fresh_object() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, _, _) = setup(&store);
         store.on_next_replace(&a, |o| o["spec"]["theirs"] = json!("kept"));
         let sleeper = Arc::new(TestSleeper::default());
@@ -828,7 +836,7 @@ mod tests {
 
     #[tokio::test]
     async fn conflict_that_makes_the_change_unnecessary_writes_nothing() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, _, _) = setup(&store);
         store.on_next_replace(&a, |o| o["spec"]["weight"] = json!(30));
         let r = router(&store, Arc::default());
@@ -843,9 +851,14 @@ mod tests {
 
     #[tokio::test]
     async fn conflict_retries_are_bounded_with_growing_backoff() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, _, _) = setup(&store);
-        store.inject(Op::Replace, &a, StoreError::Conflict(a.clone()), 100);
+        store.inject(
+            Op::Replace,
+            &a,
+            ManifestStoreError::Conflict(a.clone()),
+            100,
+        );
         let sleeper = Arc::new(TestSleeper::default());
         let options = RetryOptions {
             max_attempts: 6,
@@ -874,12 +887,12 @@ mod tests {
         }
 
         // Same seed, same waits.
-        let store2 = MemoryStore::new();
+        let store2 = MemoryManifestStore::new();
         let (a2, _, _) = setup(&store2);
         store2.inject(
             Op::Replace,
             Target::Any,
-            StoreError::Conflict(a2.clone()),
+            ManifestStoreError::Conflict(a2.clone()),
             100,
         );
         let sleeper2 = Arc::new(TestSleeper::default());
@@ -890,10 +903,15 @@ mod tests {
 
     #[tokio::test]
     async fn later_failure_undoes_earlier_writes() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, b, _) = setup(&store);
         let original = store.object(&a).unwrap();
-        store.inject(Op::Replace, &b, StoreError::Backend("forbidden".into()), 1);
+        store.inject(
+            Op::Replace,
+            &b,
+            ManifestStoreError::Backend("forbidden".into()),
+            1,
+        );
         let r = router(&store, Arc::default());
         let e = r
             .apply(&[a.clone(), b.clone()], None, &WeightPlanner::new(10))
@@ -922,14 +940,19 @@ mod tests {
     /// the third and reports both; `apply` (a forward move) writes nothing in the same case.
     #[tokio::test]
     async fn a_rollback_writes_every_virtual_service_it_can() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, b, dr) = setup(&store);
         let c = ObjectKey::virtual_service("ns", "c");
         let missing = ObjectKey::virtual_service("ns", "missing");
         store.insert(c.clone(), vs("c", 50));
         store.insert(a.clone(), vs("a", 50));
         store.insert(b.clone(), vs("b", 50));
-        store.inject(Op::Replace, &b, StoreError::Backend("forbidden".into()), 1);
+        store.inject(
+            Op::Replace,
+            &b,
+            ManifestStoreError::Backend("forbidden".into()),
+            1,
+        );
         let r = router(&store, Arc::default());
         let targets = [missing.clone(), a.clone(), b.clone(), c.clone()];
         let forward = r
@@ -979,10 +1002,15 @@ mod tests {
 
     #[tokio::test]
     async fn undo_works_with_server_managed_metadata() {
-        let store = MemoryStore::kube_like();
+        let store = MemoryManifestStore::kube_like();
         let (a, b, _) = setup(&store);
         let original = store.object(&a).unwrap();
-        store.inject(Op::Replace, &b, StoreError::Conflict(b.clone()), 100);
+        store.inject(
+            Op::Replace,
+            &b,
+            ManifestStoreError::Conflict(b.clone()),
+            100,
+        );
         let r = router(&store, Arc::default());
         let e = r
             .apply(&[a.clone(), b.clone()], None, &WeightPlanner::new(10))
@@ -996,9 +1024,14 @@ mod tests {
 
     #[tokio::test]
     async fn undo_never_clobbers_a_concurrent_change() {
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let (a, b, _) = setup(&store);
-        store.inject(Op::Replace, &b, StoreError::Conflict(b.clone()), 100);
+        store.inject(
+            Op::Replace,
+            &b,
+            ManifestStoreError::Conflict(b.clone()),
+            100,
+        );
         // While we back off on b, someone edits a.
         let other = store.clone();
         let a2 = a.clone();
@@ -1037,7 +1070,7 @@ mod tests {
     #[test]
     fn apply_future_is_send() {
         fn assert_send<T: Send>(_: &T) {}
-        let store = MemoryStore::new();
+        let store = MemoryManifestStore::new();
         let r = Router::new(store);
         let p = WeightPlanner::new(1);
         let f = r.apply(&[], None, &p);

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value};
 
 use super::istio::STATE_ANNOTATIONS;
-use super::store::{ObjectKey, StoreError};
+use super::store::{ManifestStoreError, ObjectKey};
 use crate::resources::yaml::{ReadError, read_file};
 
 /// The sidecar directory under the manifest root.
@@ -36,7 +36,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The sidecar file of `key` under `root`. Names and namespaces are DNS names in Kubernetes;
 /// anything else could climb out of the directory, so it is refused.
-pub fn path_of(root: &Path, key: &ObjectKey) -> Result<PathBuf, StoreError> {
+pub fn path_of(root: &Path, key: &ObjectKey) -> Result<PathBuf, ManifestStoreError> {
     let ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
@@ -45,7 +45,7 @@ pub fn path_of(root: &Path, key: &ObjectKey) -> Result<PathBuf, StoreError> {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     };
     if !ok(&key.namespace) || !ok(&key.name) {
-        return Err(StoreError::Invalid {
+        return Err(ManifestStoreError::Invalid {
             key: key.clone(),
             message: "namespace and name must be DNS names (lower-case letters, digits, '-', \
                       '.') for skycanary to keep its state of the object"
@@ -61,22 +61,29 @@ pub fn path_of(root: &Path, key: &ObjectKey) -> Result<PathBuf, StoreError> {
 }
 
 /// The sidecar's text, `None` when there is none.
-pub fn read(path: &Path, key: &ObjectKey) -> Result<Option<String>, StoreError> {
+pub fn read(path: &Path, key: &ObjectKey) -> Result<Option<String>, ManifestStoreError> {
     match read_file(path, MAX_SIDECAR_BYTES) {
         Ok(text) => Ok(Some(text)),
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(ReadError::TooLarge { limit }) => Err(StoreError::Invalid {
+        Err(ReadError::TooLarge { limit }) => Err(ManifestStoreError::Invalid {
             key: key.clone(),
             message: format!("{}: larger than the limit of {limit} bytes", path.display()),
         }),
-        Err(ReadError::Io(e)) => Err(StoreError::Backend(format!("{}: {e}", path.display()))),
+        Err(ReadError::Io(e)) => Err(ManifestStoreError::Backend(format!(
+            "{}: {e}",
+            path.display()
+        ))),
     }
 }
 
 /// The annotations a sidecar text holds. Only [`STATE_ANNOTATIONS`] with string values are
 /// accepted: anything else means the file is not ours or was damaged, and is named.
-pub fn parse(text: &str, path: &Path, key: &ObjectKey) -> Result<Map<String, Value>, StoreError> {
-    let bad = |why: String| StoreError::Invalid {
+pub fn parse(
+    text: &str,
+    path: &Path,
+    key: &ObjectKey,
+) -> Result<Map<String, Value>, ManifestStoreError> {
+    let bad = |why: String| ManifestStoreError::Invalid {
         key: key.clone(),
         message: format!("{}: {why}", path.display()),
     };
@@ -171,11 +178,12 @@ pub fn split(object: &Value, manifest_now: &Value) -> (Value, Map<String, Value>
 
 /// Writes (temp file, fsync, rename, fsync of the directory) or, for `None`, removes the
 /// sidecar. Creates the directory, with a `.gitignore` ignoring everything, on first use.
-pub fn write(path: &Path, text: Option<&str>) -> Result<(), StoreError> {
-    let io = |p: &Path, e: std::io::Error| StoreError::Backend(format!("{}: {e}", p.display()));
-    let dir = path
-        .parent()
-        .ok_or_else(|| StoreError::Backend(format!("{}: no parent directory", path.display())))?;
+pub fn write(path: &Path, text: Option<&str>) -> Result<(), ManifestStoreError> {
+    let io =
+        |p: &Path, e: std::io::Error| ManifestStoreError::Backend(format!("{}: {e}", p.display()));
+    let dir = path.parent().ok_or_else(|| {
+        ManifestStoreError::Backend(format!("{}: no parent directory", path.display()))
+    })?;
     let Some(text) = text else {
         return match fs::remove_file(path) {
             Ok(()) => sync_dir(dir).map_err(|e| io(dir, e)),
@@ -248,7 +256,7 @@ mod tests {
         ] {
             let k = ObjectKey::virtual_service(ns, name);
             assert!(
-                matches!(path_of(root, &k), Err(StoreError::Invalid { .. })),
+                matches!(path_of(root, &k), Err(ManifestStoreError::Invalid { .. })),
                 "{ns}/{name}"
             );
         }

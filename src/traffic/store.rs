@@ -29,11 +29,11 @@ impl ObjectKind {
 /// Identifies one object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
-    /// Kind.
+    /// VirtualService or DestinationRule.
     pub kind: ObjectKind,
-    /// Namespace.
+    /// Its namespace (`default` when a file mode manifest names none).
     pub namespace: String,
-    /// Name.
+    /// Its name.
     pub name: String,
 }
 
@@ -73,9 +73,9 @@ pub struct Versioned {
     pub version: String,
 }
 
-/// Store failures. `Conflict` is the one the router retries.
+/// Why a manifest store read or write failed. `Conflict` is the one the router retries.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StoreError {
+pub enum ManifestStoreError {
     /// The object does not exist.
     #[error("{0} not found")]
     NotFound(ObjectKey),
@@ -103,7 +103,7 @@ pub enum StoreError {
     Invalid {
         /// The object.
         key: ObjectKey,
-        /// Why.
+        /// What the API server or the file loader said.
         message: String,
     },
     /// Transport, permission or file-system failure.
@@ -117,14 +117,17 @@ pub trait ManifestStore: Send + Sync {
     fn describe(&self) -> String;
 
     /// Reads one object.
-    fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Versioned, StoreError>> + Send;
+    fn get(
+        &self,
+        key: &ObjectKey,
+    ) -> impl Future<Output = Result<Versioned, ManifestStoreError>> + Send;
 
     /// Replaces the object if it is still at `expected_version`; returns the new version.
-    /// A concurrent change yields [`StoreError::Conflict`] and writes nothing.
+    /// A concurrent change yields [`ManifestStoreError::Conflict`] and writes nothing.
     fn replace(
         &self,
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
-    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+    ) -> impl Future<Output = Result<String, ManifestStoreError>> + Send;
 }

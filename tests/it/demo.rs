@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use skycanary::demo::weights::VirtualServiceWeights;
 use skycanary::sim::blend::Weights;
-use skycanary::traffic::file::FileStore;
+use skycanary::traffic::file::FileManifestStore;
 
 const SPEED: &str = "300";
 
@@ -23,7 +23,7 @@ fn demo(args: &[&str]) -> Output {
 
 /// Weights of the `primary` route as written in the scenario's VirtualService file.
 fn file_weights(work: &Path, scenario: &str) -> Weights {
-    let store = FileStore::open(work.join(scenario).join("istio")).expect("manifests kept");
+    let store = FileManifestStore::open(work.join(scenario).join("istio")).expect("manifests kept");
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

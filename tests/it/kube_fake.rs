@@ -1,10 +1,10 @@
-//! KubeStore over loopback HTTP against the served fake API server (feature `testkit`, enabled
+//! KubeManifestStore over loopback HTTP against the served fake API server (feature `testkit`, enabled
 //! for tests by the self dev-dependency in Cargo.toml).
 
 use serde_json::json;
 use skycanary::testkit::{FakeApiServer, http_client};
-use skycanary::traffic::kube::{IstioApiVersion, KubeStore};
-use skycanary::traffic::store::{ManifestStore, ObjectKey, StoreError};
+use skycanary::traffic::kube::{IstioApiVersion, KubeManifestStore};
+use skycanary::traffic::store::{ManifestStore, ManifestStoreError, ObjectKey};
 
 #[tokio::test]
 async fn kube_store_over_http_sees_concurrent_writers() {
@@ -17,7 +17,7 @@ async fn kube_store_over_http_sees_concurrent_writers() {
     }))
     .expect("seed");
     let (addr, handle) = fake.serve().await.expect("serve");
-    let store = KubeStore::new(http_client(addr).expect("client"), IstioApiVersion::V1);
+    let store = KubeManifestStore::new(http_client(addr).expect("client"), IstioApiVersion::V1);
     let key = ObjectKey::virtual_service("bookinfo", "reviews");
 
     let first = store.get(&key).await.expect("get");
@@ -33,7 +33,7 @@ async fn kube_store_over_http_sees_concurrent_writers() {
     .expect("another writer");
     assert_eq!(
         store.replace(&key, &first.object, &first.version).await,
-        Err(StoreError::Conflict(key.clone()))
+        Err(ManifestStoreError::Conflict(key.clone()))
     );
     let second = store.get(&key).await.expect("re-read");
     let rv = store

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use skycanary::testkit::{FakeApiServer, http_client, write_kubeconfig};
-use skycanary::traffic::kube::{IstioApiVersion, KubeStore};
+use skycanary::traffic::kube::{IstioApiVersion, KubeManifestStore};
 use skycanary::traffic::planner::DesiredPlanner;
 use skycanary::traffic::router::{Router, RouterError};
 use skycanary::traffic::store::ObjectKey;
@@ -65,7 +65,7 @@ async fn served(
     names: &[&str],
 ) -> (
     FakeApiServer,
-    Router<KubeStore>,
+    Router<KubeManifestStore>,
     skycanary::testkit::ServerHandle,
 ) {
     let fake = FakeApiServer::new();
@@ -73,7 +73,7 @@ async fn served(
         fake.seed(vs(n)).unwrap();
     }
     let (addr, handle) = fake.serve().await.unwrap();
-    let store = KubeStore::new(http_client(addr).unwrap(), IstioApiVersion::V1);
+    let store = KubeManifestStore::new(http_client(addr).unwrap(), IstioApiVersion::V1);
     (fake, Router::new(store), handle)
 }
 

@@ -1,4 +1,4 @@
-//! KubeStore against the in-process fake API server.
+//! KubeManifestStore against the in-process fake API server.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::{Value, json};
@@ -22,10 +22,10 @@ fn vs(name: &str) -> Value {
     })
 }
 
-fn setup() -> (FakeApiServer, KubeStore) {
+fn setup() -> (FakeApiServer, KubeManifestStore) {
     let fake = FakeApiServer::new();
     fake.seed(vs("reviews")).expect("seed");
-    let store = KubeStore::new(fake.client(), IstioApiVersion::V1);
+    let store = KubeManifestStore::new(fake.client(), IstioApiVersion::V1);
     (fake, store)
 }
 
@@ -120,7 +120,7 @@ async fn stale_version_is_conflict_and_writes_nothing() {
         .replace(&key, &mine, &got.version)
         .await
         .expect_err("conflict");
-    assert_eq!(err, StoreError::Conflict(key.clone()));
+    assert_eq!(err, ManifestStoreError::Conflict(key.clone()));
     assert_eq!(
         fake.virtual_service("bookinfo", "reviews").expect("vs"),
         before
@@ -133,12 +133,12 @@ async fn missing_object_is_not_found() {
     let key = ObjectKey::destination_rule("bookinfo", "nope");
     assert_eq!(
         store.get(&key).await,
-        Err(StoreError::NotFound(key.clone()))
+        Err(ManifestStoreError::NotFound(key.clone()))
     );
     let obj = json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "nope"}});
     assert_eq!(
         store.replace(&key, &obj, "5").await,
-        Err(StoreError::NotFound(key))
+        Err(ManifestStoreError::NotFound(key))
     );
 }
 
@@ -146,7 +146,7 @@ async fn missing_object_is_not_found() {
 async fn selected_version_uses_its_path() {
     let fake = FakeApiServer::new();
     fake.seed(vs("reviews")).expect("seed");
-    let store = KubeStore::new(fake.client(), "v1beta1".parse().expect("version"));
+    let store = KubeManifestStore::new(fake.client(), "v1beta1".parse().expect("version"));
     let key = ObjectKey::virtual_service("bookinfo", "reviews");
     let got = store.get(&key).await.expect("get");
     assert_eq!(
@@ -176,7 +176,7 @@ async fn invalid_is_surfaced_with_server_message() {
     let got = store.get(&key).await.expect("get");
     fake.fail_next(Some("PUT"), "/virtualservices/reviews", 1, 422);
     match store.replace(&key, &got.object, &got.version).await {
-        Err(StoreError::Invalid { key: k, message }) => {
+        Err(ManifestStoreError::Invalid { key: k, message }) => {
             assert_eq!(k, key);
             assert!(message.contains("injected fault"), "{message}");
         }
@@ -187,13 +187,13 @@ async fn invalid_is_surfaced_with_server_message() {
         .replace(&key, &json!([1, 2]), &got.version)
         .await
         .expect_err("invalid");
-    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert!(matches!(err, ManifestStoreError::Invalid { .. }), "{err:?}");
     // A name mismatch is refused locally.
     let err = store
         .replace(&key, &vs("other"), &got.version)
         .await
         .expect_err("invalid");
-    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert!(matches!(err, ManifestStoreError::Invalid { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -202,12 +202,12 @@ async fn server_errors_are_backend_errors() {
     let key = ObjectKey::virtual_service("bookinfo", "reviews");
     fake.fail_next(Some("GET"), "/virtualservices/reviews", 1, 500);
     match store.get(&key).await {
-        Err(StoreError::Backend(m)) => assert!(m.contains("500"), "{m}"),
+        Err(ManifestStoreError::Backend(m)) => assert!(m.contains("500"), "{m}"),
         other => panic!("expected Backend, got {other:?}"),
     }
     fake.fail_next(None, "reviews", 1, 409);
     let got = store.get(&key).await;
-    assert_eq!(got, Err(StoreError::Conflict(key.clone())));
+    assert_eq!(got, Err(ManifestStoreError::Conflict(key.clone())));
 }
 
 fn canary_ref(name: &str) -> ObjectReference {

@@ -1,4 +1,7 @@
-//! The daemon side of the HTTP API: canary handles, commands, alarm intake.
+//! The task registry: the handles of the running canary and schedule tasks, keyed by
+//! namespace/name, and what reaches them through it — the control API's commands and reads
+//! (it implements [`crate::server::Control`]), the alarm intake, and on a standby the
+//! forwarding of alarms to the leader.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::alarm::poll::AlarmSink;
 use crate::alarm::{Alarm, Batch, Deduper, Incoming, PatternCache, RollbackRules};
-use crate::canary::driver::{AlarmMsg, CanaryHandle, Msg};
+use crate::canary::driver::{AlarmMsg, CanaryHandle, CanaryTaskMsg};
 use crate::canary::machine::alarm_armed;
 use crate::canary::{
     AbortStatus, CanaryStatus, Command, CommandAction, CommandRequest, ForwardedAlarm,
@@ -98,8 +101,10 @@ impl Forwarder {
     }
 }
 
-/// Canaries the daemon drives, keyed by namespace/name.
-pub struct DaemonControl {
+/// The daemon's running tasks, keyed by namespace/name: canaries (with their compiled
+/// `rollbackOn`), scheduled analyses, and the refused canaries the API still lists. Reloads
+/// swap its maps in one step; the HTTP API and the alarm intake reach the tasks through it.
+pub struct TaskRegistry {
     /// Set on a standby in cluster mode: matching alarms become `status.command` requests.
     forwarder: RwLock<Option<Arc<Forwarder>>>,
     canaries: RwLock<BTreeMap<Key, CanaryHandle>>,
@@ -115,10 +120,10 @@ pub struct DaemonControl {
     metrics: Metrics,
 }
 
-impl DaemonControl {
+impl TaskRegistry {
     /// Wraps the running canary tasks.
     pub fn new(handles: Vec<CanaryHandle>, metrics: Metrics) -> Self {
-        DaemonControl {
+        TaskRegistry {
             forwarder: RwLock::new(None),
             rules: RwLock::new(compile_rules(&handles)),
             canaries: RwLock::new(
@@ -214,7 +219,7 @@ impl DaemonControl {
         for (namespace, name, req) in requests {
             match self.get(&namespace, &name) {
                 Some(h) => {
-                    if h.tx.send(Msg::Request(Box::new(req))).is_err() {
+                    if h.tx.send(CanaryTaskMsg::Request(Box::new(req))).is_err() {
                         tracing::warn!(%namespace, canary = %name, "command request not delivered: the canary task has stopped");
                     }
                 }
@@ -289,7 +294,7 @@ impl DaemonControl {
                     %rule, %entity, %message, "alarm matched rollbackOn");
                 let (done, wait) = oneshot::channel();
                 handled.push(wait);
-                let _ = h.tx.send(Msg::Alarm(Box::new(AlarmMsg {
+                let _ = h.tx.send(CanaryTaskMsg::Alarm(Box::new(AlarmMsg {
                     source,
                     rule: rule.clone(),
                     entity: entity.clone(),
@@ -433,7 +438,7 @@ impl DaemonControl {
     }
 }
 
-impl AlarmSink for DaemonControl {
+impl AlarmSink for TaskRegistry {
     fn poll_since(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.standby.read().ok().is_none_or(|s| s.is_some()) {
             return None;
@@ -461,7 +466,7 @@ impl AlarmSink for DaemonControl {
     }
 }
 
-impl Control for DaemonControl {
+impl Control for TaskRegistry {
     fn canaries(&self) -> Vec<CanarySummary> {
         let mut all: BTreeMap<Key, CanarySummary> =
             self.invalid.read().map(|m| m.clone()).unwrap_or_default();
@@ -495,7 +500,7 @@ impl Control for DaemonControl {
             }
             let h = handle.ok_or(ControlError::NotFound)?;
             let (tx, rx) = oneshot::channel();
-            h.tx.send(Msg::Command(cmd, tx))
+            h.tx.send(CanaryTaskMsg::Command(cmd, tx))
                 .map_err(|_| ControlError::Unavailable("the canary task has stopped".into()))?;
             let status = rx
                 .await
@@ -611,7 +616,7 @@ impl Control for DaemonControl {
     }
 }
 
-impl CanaryRollback for DaemonControl {
+impl CanaryRollback for TaskRegistry {
     fn rollback(
         &self,
         namespace: &str,
@@ -623,16 +628,13 @@ impl CanaryRollback for DaemonControl {
         Box::pin(async move {
             let h = handle.ok_or_else(|| format!("canary {id} is not running here"))?;
             let (tx, rx) = oneshot::channel();
-            h.tx.send(Msg::Rollback(Box::new(why), tx))
+            h.tx.send(CanaryTaskMsg::Rollback(Box::new(why), tx))
                 .map_err(|_| format!("canary {id}: its task has stopped"))?;
             rx.await
                 .map_err(|_| format!("canary {id}: its task has stopped"))
         })
     }
 }
-
-/// Shared handle type used by the server.
-pub type SharedControl = Arc<DaemonControl>;
 
 #[cfg(test)]
 mod tests {
@@ -651,7 +653,7 @@ mod tests {
     struct Fake {
         handle: CanaryHandle,
         status: watch::Sender<CanaryStatus>,
-        rx: mpsc::UnboundedReceiver<Msg>,
+        rx: mpsc::UnboundedReceiver<CanaryTaskMsg>,
     }
 
     fn fake(name: &str, rollback: Option<RollbackOn>, st: CanaryStatus) -> Fake {
@@ -721,12 +723,12 @@ mod tests {
         let a = fake("reviews", reviews_rule(), running(100));
         let b = fake("ratings", reviews_rule(), running(50));
         let c = fake("details", None, running(10));
-        let control = DaemonControl::new(
+        let registry = TaskRegistry::new(
             vec![a.handle.clone(), b.handle.clone(), c.handle.clone()],
             Metrics::new(),
         );
         assert_eq!(
-            control.poll_since(t(200)),
+            registry.poll_since(t(200)),
             Some(t(50)),
             "earliest armed run"
         );
@@ -734,16 +736,20 @@ mod tests {
             phase: CanaryPhase::Aborted,
             ..running(50)
         });
-        assert_eq!(control.poll_since(t(200)), Some(t(100)));
+        assert_eq!(registry.poll_since(t(200)), Some(t(100)));
         a.status.send_replace(CanaryStatus {
             phase: CanaryPhase::Promoted,
             watch_until: Some(t(300)),
             ..running(100)
         });
-        assert_eq!(control.poll_since(t(200)), Some(t(100)), "within the watch");
-        assert_eq!(control.poll_since(t(300)), None, "watch over");
-        control.set_standby(Some("not the leader".into()));
-        assert_eq!(control.poll_since(t(200)), None);
+        assert_eq!(
+            registry.poll_since(t(200)),
+            Some(t(100)),
+            "within the watch"
+        );
+        assert_eq!(registry.poll_since(t(300)), None, "watch over");
+        registry.set_standby(Some("not the leader".into()));
+        assert_eq!(registry.poll_since(t(200)), None);
     }
 
     #[tokio::test]
@@ -753,12 +759,12 @@ mod tests {
             status: _status,
             mut rx,
         } = fake("reviews", reviews_rule(), running(100));
-        let control = Arc::new(DaemonControl::new(vec![handle], Metrics::new()));
-        // The task ends when the control drops the last sender.
+        let registry = Arc::new(TaskRegistry::new(vec![handle], Metrics::new()));
+        // The task ends when the registry drops the last sender.
         let task = tokio::spawn(async move {
             let mut seen = Vec::new();
             while let Some(msg) = rx.recv().await {
-                if let Msg::Alarm(alarm) = msg {
+                if let CanaryTaskMsg::Alarm(alarm) = msg {
                     let AlarmMsg {
                         source,
                         rule,
@@ -779,23 +785,23 @@ mod tests {
             uuid: Some("u-1".into()),
             ..alarm(150, "slow")
         };
-        let summary = control
+        let summary = registry
             .deliver(AlarmSource::Skywalking, vec![Incoming::Alarm(webhook)])
             .await;
         assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
         // The same alarm polled later, plus one older than the run and a recovered one.
         let mut recovered = alarm(160, "recovered");
         recovered.recovery_time = Some(1);
-        let summary = control
+        let summary = registry
             .deliver_polled(vec![alarm(150, "slow"), alarm(90, "old"), recovered])
             .await;
         assert_eq!(summary["duplicates"], 1, "{summary}");
         assert_eq!(summary["olderThanRun"], 1, "{summary}");
         assert_eq!(summary["recoveries"], 1, "{summary}");
         assert_eq!(summary["matched"], json!([]), "{summary}");
-        let summary = control.deliver_polled(vec![alarm(170, "new")]).await;
+        let summary = registry.deliver_polled(vec![alarm(170, "new")]).await;
         assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
-        control.replace_handles(Vec::new());
+        registry.replace_handles(Vec::new());
         let seen = task.await.unwrap();
         assert_eq!(
             seen,
@@ -815,10 +821,10 @@ mod tests {
     }
 
     /// Drains a fake canary's inbox, answering each alarm; returns how many it got.
-    fn drain_alarms(rx: &mut mpsc::UnboundedReceiver<Msg>) -> usize {
+    fn drain_alarms(rx: &mut mpsc::UnboundedReceiver<CanaryTaskMsg>) -> usize {
         let mut n = 0;
         while let Ok(msg) = rx.try_recv() {
-            if let Msg::Alarm(alarm) = msg {
+            if let CanaryTaskMsg::Alarm(alarm) = msg {
                 n += 1;
                 if let Some(d) = alarm.done {
                     let _ = d.send(CanaryStatus::default());
@@ -835,9 +841,9 @@ mod tests {
             status: _status,
             mut rx,
         } = fake("reviews", reviews_rule(), running(100));
-        let control = DaemonControl::new(vec![handle], Metrics::new());
+        let registry = TaskRegistry::new(vec![handle], Metrics::new());
         let matching = Incoming::Alarm(alarm(150, "slow"));
-        let (summary, _waits) = control.take(AlarmSource::Skywalking, vec![matching.clone()]);
+        let (summary, _waits) = registry.take(AlarmSource::Skywalking, vec![matching.clone()]);
         assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
         assert_eq!(drain_alarms(&mut rx), 1);
         // More alarms for other services than the de-dup memory holds: none is remembered, so
@@ -850,17 +856,17 @@ mod tests {
                 })
             })
             .collect();
-        let (summary, _) = control.take(AlarmSource::Skywalking, others);
+        let (summary, _) = registry.take(AlarmSource::Skywalking, others);
         assert_eq!(summary["matched"], json!([]), "{summary}");
         assert_eq!(summary["duplicates"], 0, "{summary}");
-        let (summary, _) = control.take(AlarmSource::Skywalking, vec![matching]);
+        let (summary, _) = registry.take(AlarmSource::Skywalking, vec![matching]);
         assert_eq!(summary["duplicates"], 1, "{summary}");
         assert_eq!(drain_alarms(&mut rx), 0);
         // A payload of many distinct matching alarms: one message to the canary.
         let many: Vec<Incoming> = (0..1_000)
             .map(|i| Incoming::Alarm(alarm(200 + i, "slow")))
             .collect();
-        let (summary, _) = control.take(AlarmSource::Skywalking, many);
+        let (summary, _) = registry.take(AlarmSource::Skywalking, many);
         assert_eq!(summary["matched"], json!(["bookinfo/reviews"]), "{summary}");
         assert_eq!(drain_alarms(&mut rx), 1);
     }
@@ -872,7 +878,7 @@ mod tests {
             status: _status,
             mut rx,
         } = fake("reviews", reviews_rule(), running(100));
-        let control = Arc::new(DaemonControl::new(vec![handle], Metrics::new()));
+        let registry = Arc::new(TaskRegistry::new(vec![handle], Metrics::new()));
         let body = format!(
             r#"[{{"name": "reviews.bookinfo"}}, {{"ruleName": "r", "name": "reviews.bookinfo", "startTime": {}}}]"#,
             t(150).timestamp_millis()
@@ -885,7 +891,7 @@ mod tests {
                 }
             },
         ));
-        let reply = control
+        let reply = registry
             .alarm_webhook(AlarmSource::Skywalking, Bytes::from(body))
             .await
             .unwrap();
@@ -910,14 +916,14 @@ mod tests {
     #[tokio::test]
     async fn webhooks_are_refused_while_standby_and_when_malformed() {
         let a = fake("reviews", reviews_rule(), running(100));
-        let control = DaemonControl::new(vec![a.handle.clone()], Metrics::new());
-        let bad = control
+        let registry = TaskRegistry::new(vec![a.handle.clone()], Metrics::new());
+        let bad = registry
             .alarm_webhook(AlarmSource::Alertmanager, Bytes::from_static(b"[]"))
             .await;
         assert!(matches!(bad, Err(ControlError::Invalid(_))), "{bad:?}");
-        control.set_standby(Some("this replica is not the leader".into()));
+        registry.set_standby(Some("this replica is not the leader".into()));
         let body = Bytes::from_static(br#"[{"ruleName": "r", "name": "reviews.bookinfo"}]"#);
-        let r = control.alarm_webhook(AlarmSource::Skywalking, body).await;
+        let r = registry.alarm_webhook(AlarmSource::Skywalking, body).await;
         assert!(matches!(r, Err(ControlError::Unavailable(_))), "{r:?}");
     }
 

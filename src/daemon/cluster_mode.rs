@@ -1,39 +1,42 @@
-//! `skycanary run --kube`: Canaries and templates from CRDs, routing through the API server,
-//! status in `.status`, Events on the Canary; only the Lease holder drives canaries.
+//! Cluster mode (`skycanary run --kube`): Canaries and templates from CRDs, routing through
+//! the API server, status in `.status`, Events on the Canary; only the Lease holder drives
+//! canaries.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{
-    PollSetup, RunArgs, alarm_poller, api_auth, bind, read_timeouts, shutdown_signal,
+use super::assembly::{
+    Outcome, PollSetup, RunConfig, Serving, alarm_poller, api_auth, bind, notify_config,
+    schedule_context, shutdown_signal, start_notifier,
 };
-use crate::canary::driver::{self, DriverContext};
-use crate::daemon::DaemonControl;
-use crate::daemon::control::Forwarder;
+use crate::canary::driver::{self, CanaryTaskContext};
+use crate::daemon::TaskRegistry;
 use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
 use crate::daemon::kube_source::{KubeSource, Snapshot, SourceEvent, SourceKind};
+use crate::daemon::registry::Forwarder;
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
 use crate::resources::{LoadedTemplate, load_paths};
 use crate::runner::{Clock, Defaults, SystemClock};
-use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
-use crate::schedule::store::ScheduleStore;
+use crate::schedule::driver::{self as schedule_driver, ScheduleTaskContext};
+use crate::schedule::store::ScheduleStatusStore;
 use crate::server::{self, Metrics};
 use crate::state::StatusStore;
 use crate::state::kube_status::KubeStatusStore;
 use crate::state::lease::{LeaderElector, LeaseLock, LeaseTiming};
 use crate::traffic::drift::DriftSignals;
-use crate::traffic::kube::KubeStore;
+use crate::traffic::kube::KubeManifestStore;
 use crate::traffic::router::Router;
 
-/// Runs until SIGINT/SIGTERM.
+/// Runs until SIGINT/SIGTERM; a configuration refused before anything runs is reported to
+/// `err` ([`Outcome::Invalid`]), as is a cluster that cannot be reached ([`Outcome::Failed`]).
 pub async fn run(
-    args: &RunArgs,
+    args: &RunConfig,
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
-) -> std::io::Result<u8> {
+) -> std::io::Result<Outcome> {
     let Some(auth) = api_auth(args, err)? else {
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let file_templates = match config_templates(&args.config) {
         Ok(t) => t,
@@ -41,7 +44,7 @@ pub async fn run(
             for e in errors {
                 writeln!(err, "error: {e}")?;
             }
-            return Ok(4);
+            return Ok(Outcome::Invalid);
         }
     };
     let Some((lease_ns, lease_name)) = args.lease.split_once('/') else {
@@ -50,7 +53,7 @@ pub async fn run(
             "error: --lease {:?}: expected NAMESPACE/NAME",
             args.lease
         )?;
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let identity = args
         .identity
@@ -64,25 +67,25 @@ pub async fn run(
         clock_skew: Duration::from_millis(d * 1000 / 5),
     };
     // Read before anything connects: a broken file is a configuration error (exit 4).
-    let Some(notify_cfg) = super::run::notify_config(args, err)? else {
-        return Ok(4);
+    let Some(notify_cfg) = notify_config(args, err)? else {
+        return Ok(Outcome::Invalid);
     };
     let metrics = Metrics::new();
-    let notifier = match &notify_cfg {
-        Some(c) => crate::notify::Notifier::start(c, Arc::new(metrics.clone())),
-        None => crate::notify::Notifier::disabled(),
-    };
+    let notifier = start_notifier(notify_cfg.as_ref(), &metrics);
     let observer: Arc<dyn crate::traffic::kube_observe::KubeRequestObserver> =
         Arc::new(metrics.clone());
-    let store =
-        match KubeStore::from_default_config_observed(args.istio_api_version, Some(observer)).await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                writeln!(err, "error: {e}")?;
-                return Ok(1);
-            }
-        };
+    let store = match KubeManifestStore::from_default_config_observed(
+        args.istio_api_version,
+        Some(observer),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(Outcome::Failed);
+        }
+    };
     let client = store.client().clone();
     let forward_client = client.clone();
     let lock = match LeaseLock::new(client.clone(), lease_ns, lease_name, identity.clone())
@@ -91,11 +94,11 @@ pub async fn run(
         Ok(l) => l,
         Err(e) => {
             writeln!(err, "error: --lease-duration: {e}")?;
-            return Ok(4);
+            return Ok(Outcome::Invalid);
         }
     };
     let Some(listener) = bind(args, err).await? else {
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let local = listener.local_addr()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -116,7 +119,7 @@ pub async fn run(
     );
     // One status store for Canaries and ScheduledAnalyses: its in-flight bound covers both.
     let status_writes = KubeStatusStore::new(client.clone());
-    let ctx = DriverContext {
+    let ctx = CanaryTaskContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(Vec::new()),
         state: StatusStore::kube(status_writes.clone()),
@@ -132,23 +135,18 @@ pub async fn run(
         notifier: notifier.clone(),
         readiness: Some(readiness),
     };
-    let control = Arc::new(DaemonControl::new(Vec::new(), metrics.clone()));
-    control.set_standby(Some("this replica is not the leader".into()));
-    let sched_ctx = SchedulerContext {
-        templates: Arc::new(Vec::new()),
-        state: ScheduleStore::kube(status_writes),
-        clock: clock.clone(),
-        defaults: ctx.defaults.clone(),
-        metrics: Arc::new(metrics.clone()),
-        canaries: control.clone(),
-        http: SchedulerContext::webhook_client(),
-        clients: ctx.clients.clone(),
-        notifier,
-    };
+    let registry = Arc::new(TaskRegistry::new(Vec::new(), metrics.clone()));
+    registry.set_standby(Some("this replica is not the leader".into()));
+    let sched_ctx = schedule_context(
+        &ctx,
+        ScheduleStatusStore::kube(status_writes),
+        &metrics,
+        registry.clone(),
+    );
     // Every replica runs the poller; it polls only while this replica leads (a standby has
     // no canary to roll back and `poll_since` is `None`).
-    let poller = match alarm_poller(args, control.clone(), clock.clone(), err)? {
-        PollSetup::Invalid => return Ok(4),
+    let poller = match alarm_poller(args, registry.clone(), clock.clone(), err)? {
+        PollSetup::Invalid => return Ok(Outcome::Invalid),
         PollSetup::Off => None,
         PollSetup::On(p) => Some(p),
     };
@@ -159,32 +157,13 @@ pub async fn run(
     );
     let _ = out.flush();
 
-    let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(false);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let elector = LeaderElector::new(lock, clock);
-    let mut stop_elector = stop_rx.clone();
-    let elector_task = tokio::spawn(elector.run(leader_tx, async move {
-        let _ = stop_elector.wait_for(|s| *s).await;
-    }));
-    let mut source = KubeSource::new(client, args.namespace.clone()).watch();
-
     let metrics_of = metrics.clone();
-    let app = server::router(control.clone(), metrics, auth);
-    let mut stop_server = stop_rx.clone();
-    let server_task = tokio::spawn(server::serve_on_with(
-        listener,
-        app,
-        async move {
-            let _ = stop_server.wait_for(|s| *s).await;
-        },
-        read_timeouts(args),
-    ));
-    let poll_task = poller.map(|p| {
-        let mut stop_poll = stop_rx.clone();
-        tokio::spawn(p.run(async move {
-            let _ = stop_poll.wait_for(|s| *s).await;
-        }))
-    });
+    let app = server::router(registry.clone(), metrics, auth);
+    let serving = Serving::start(args, listener, app, poller);
+    let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(false);
+    let elector = LeaderElector::new(lock, clock);
+    let elector_task = tokio::spawn(elector.run(leader_tx, serving.stopped()));
+    let mut source = KubeSource::new(client, args.namespace.clone()).watch();
 
     let mut snapshot: Option<Snapshot> = None;
     let mut invalid_reports = InvalidReports::default();
@@ -221,7 +200,7 @@ pub async fn run(
                     // Only command requests changed: the drivers keep running and hear them.
                     restart = s.specs_changed || snapshot.is_none();
                     if !restart && leading {
-                        control.deliver_requests(s.command_requests());
+                        registry.deliver_requests(s.command_requests());
                     }
                     snapshot = Some(*s);
                 }
@@ -235,7 +214,7 @@ pub async fn run(
         // A standby drives nothing. The leader replaces only what changed: a changed canary's
         // successor stops its predecessor before it drives, so two never drive one canary.
         if !leading {
-            control.stop_tasks().await;
+            registry.stop_tasks().await;
         }
         if leading {
             if let Some(s) = snapshot.as_mut() {
@@ -255,13 +234,13 @@ pub async fn run(
                     notify_cfg.as_ref(),
                 );
                 let s = &*s;
-                let ctx = DriverContext {
+                let ctx = CanaryTaskContext {
                     templates: running_templates.clone(),
                     ..ctx.clone()
                 };
                 let wanted: Vec<_> = s.canaries.iter().map(|c| c.canary.clone()).collect();
                 reconcile_canaries(
-                    &control,
+                    &registry,
                     &wanted,
                     &old_templates,
                     &running_templates,
@@ -281,12 +260,12 @@ pub async fn run(
                         .any(|c| c.canary.namespace() == ns && c.canary.doc.metadata.name == n)
                 });
                 // Only the leader runs schedules.
-                let sched_ctx = SchedulerContext {
+                let sched_ctx = ScheduleTaskContext {
                     templates: ctx.templates.clone(),
                     ..sched_ctx.clone()
                 };
                 reconcile_schedules(
-                    &control,
+                    &registry,
                     &s.scheduled,
                     &old_templates,
                     &running_templates,
@@ -318,7 +297,7 @@ pub async fn run(
                     canaries: &ctx.state,
                     schedules: &sched_ctx.state,
                     events: ctx.events.as_ref(),
-                    control: &control,
+                    registry: &registry,
                     notifier: &ctx.notifier,
                 };
                 crate::daemon::invalid::report(
@@ -328,19 +307,19 @@ pub async fn run(
                     ctx.clock.now(),
                 )
                 .await;
-                control.set_standby(None);
-                control.set_forwarder(None);
-                control.set_ready(true);
+                registry.set_standby(None);
+                registry.set_forwarder(None);
+                registry.set_ready(true);
                 // Requests written while no driver ran (or before this restart); a driver
                 // ignores one it already handled (`lastCommand.id`).
-                control.deliver_requests(s.command_requests());
+                registry.deliver_requests(s.command_requests());
             }
         } else {
             // A new leader reports every refusal again.
             invalid_reports = InvalidReports::default();
-            control.set_standby(Some("this replica is not the leader".into()));
+            registry.set_standby(Some("this replica is not the leader".into()));
             // Alarms that reach this standby are handed to the leader, not refused.
-            control.set_forwarder(snapshot.as_ref().map(|s| {
+            registry.set_forwarder(snapshot.as_ref().map(|s| {
                 Forwarder::new(
                     forward_client.clone(),
                     identity.clone(),
@@ -353,25 +332,22 @@ pub async fn run(
                     }),
                 )
             }));
-            control.set_ready(snapshot.is_some());
+            registry.set_ready(snapshot.is_some());
         }
     }
-    control.set_forwarder(None);
-    control.set_ready(false);
-    control.set_standby(Some("shutting down".into()));
-    control.stop_tasks().await;
+    registry.set_forwarder(None);
+    registry.set_ready(false);
+    registry.set_standby(Some("shutting down".into()));
+    registry.stop_tasks().await;
     drift_watch.abort();
     for w in &readiness_watches {
         w.abort();
     }
-    let _ = stop_tx.send(true);
-    if let Some(t) = poll_task {
-        let _ = t.await;
-    }
+    serving.stop();
     let _ = elector_task.await;
-    let _ = server_task.await;
+    let _ = serving.finished().await;
     let _ = writeln!(out, "skycanary stopped");
-    Ok(0)
+    Ok(Outcome::Stopped)
 }
 
 /// `--config` in cluster mode: templates shipped as files (e.g. the bundled

@@ -1,227 +1,52 @@
-//! `skycanary run`: the daemon. Canaries walk their steps on their own; the HTTP API serves
-//! status, commands, metrics and alarm webhooks.
+//! File mode (`skycanary run --config --manifests --state-dir`): resources from files
+//! (reloaded when they change), Istio objects in the manifests directory, state files. Canaries
+//! walk their steps on their own; the HTTP API serves status, commands, metrics and alarm
+//! webhooks.
 
 use std::io::Write;
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::alarm::poll::{AlarmSink, PollConfig, Poller};
-use crate::canary::driver::{self, DriverContext};
-use crate::daemon::DaemonControl;
+use super::assembly::{
+    Outcome, PollSetup, RunConfig, Serving, alarm_poller, api_auth, bind, daemon_clock,
+    notify_config, schedule_context, shutdown_signal, start_notifier,
+};
+use crate::canary::driver::{self, CanaryTaskContext};
+use crate::daemon::TaskRegistry;
 use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
-use crate::provider::skywalking::{ClientOptions, SkyWalkingClient};
 use crate::resources::{LoadResult, load_paths};
-use crate::runner::{Clock, Defaults, SystemClock, WallScaledClock};
-use crate::schedule::driver::{self as schedule_driver, SchedulerContext};
-use crate::schedule::store::ScheduleStore;
-use crate::server::{self, Auth, Metrics, Token};
-use crate::state::{FileStateStore, StatusStore};
+use crate::runner::Defaults;
+use crate::schedule::driver as schedule_driver;
+use crate::schedule::store::ScheduleStatusStore;
+use crate::server::{self, Metrics};
+use crate::state::{FileStatusStore, StatusStore};
 use crate::traffic::drift::DriftSignals;
-use crate::traffic::file::FileStore;
+use crate::traffic::file::FileManifestStore;
 use crate::traffic::router::Router;
 
-/// Arguments of `run`.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Directories (or files) with Canaries, ScheduledAnalyses and AnalysisTemplates (recursive,
-    /// multi-document). With --kube: templates only (e.g. the bundled ones), read at start; CRDs
-    /// of the same kind/namespace/name override them.
-    #[arg(long = "config", value_name = "DIR", required_unless_present = "kube")]
-    pub config: Vec<PathBuf>,
-    /// Directory of Istio manifests the canaries route traffic in (file backend).
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "kube",
-        conflicts_with = "kube"
-    )]
-    pub manifests: Option<PathBuf>,
-    /// Where state is kept (one JSON file per Canary and per ScheduledAnalysis).
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "kube",
-        conflicts_with = "kube"
-    )]
-    pub state_dir: Option<PathBuf>,
-    /// Cluster mode: Canaries and templates from CRDs, routing through the API server,
-    /// state in `.status`, one leader among replicas (Lease).
-    #[arg(long)]
-    pub kube: bool,
-    /// Cluster mode: watch this namespace only (default: all).
-    #[arg(long, value_name = "NS", requires = "kube")]
-    pub namespace: Option<String>,
-    /// Cluster mode: this replica's identity in the Lease (default: HOSTNAME).
-    #[arg(long, requires = "kube")]
-    pub identity: Option<String>,
-    /// Cluster mode: the Lease, `namespace/name`.
-    #[arg(long, default_value = "skycanary/skycanary-leader", requires = "kube")]
-    pub lease: String,
-    /// Cluster mode: Lease duration in seconds (a standby takes over within it).
-    #[arg(long, default_value_t = 15, requires = "kube",
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub lease_duration: u64,
-    /// Cluster mode: Istio API version.
-    #[arg(long, default_value = "v1", value_name = "VERSION")]
-    pub istio_api_version: crate::traffic::kube::IstioApiVersion,
-    /// SkyWalking OAP for templates without `provider.skywalking.address`.
-    #[arg(long, env = "SKYCANARY_SKYWALKING", value_name = "URL")]
-    pub skywalking: Option<String>,
-    /// Try the daemon without an OAP: serve this scenario file (see `skycanary simulator`)
-    /// from an in-process simulated OAP on loopback, used instead of --skywalking; its
-    /// `weightsFrom` follows the VirtualServices of --manifests.
-    #[arg(long, value_name = "SCENARIO", conflicts_with = "kube")]
-    #[cfg_attr(not(feature = "demo"), arg(hide = true))]
-    pub simulator: Option<PathBuf>,
-    /// OAP timezone (`+0800`); by default read from the OAP.
-    #[arg(long, value_name = "OFFSET", value_parser = super::parse_timezone_arg)]
-    pub timezone: Option<chrono::FixedOffset>,
-    /// HTTP listen address.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    /// File holding the API bearer token (else SKYCANARY_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Serve /api and /webhooks without authentication (only for local experiments).
-    #[arg(long)]
-    pub insecure_api: bool,
-    /// Demos and tests: run the daemon's clock this many times faster than real time.
-    #[arg(long, hide = true, default_value_t = 1.0, value_parser = parse_time_scale)]
-    pub time_scale: f64,
-    /// Demos and tests: the wall-clock instant (RFC 3339) where the scaled clock starts; a
-    /// simulator given the same origin and scale agrees on the time (default: now).
-    #[arg(long, hide = true, value_name = "RFC3339")]
-    pub clock_origin: Option<chrono::DateTime<chrono::Utc>>,
-    /// Seconds a client has to send a request's headers, and then as long for its body; slower
-    /// clients are disconnected or answered 408 (slowloris guard).
-    #[arg(long, default_value_t = 10, value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub read_timeout: u64,
-    /// Also poll the `--skywalking` OAP's `getAlarm` at this interval (e.g. `30s`), for
-    /// when OAP's alarm webhook cannot reach the daemon. Off by default.
-    #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
-    pub alarm_poll_interval: Option<std::time::Duration>,
-    /// Lifecycle notifications: a YAML file of named sinks (signed webhooks, Slack), the
-    /// default subscriptions and delivery bounds (docs/notifications.md). Read at start.
-    #[arg(long, value_name = "FILE", env = "SKYCANARY_NOTIFICATIONS")]
-    pub notifications: Option<PathBuf>,
-}
-
-/// Reads `--notifications`; None after reporting its problems (file, line, field) to `err`.
-pub fn notify_config(
-    args: &RunArgs,
-    err: &mut dyn Write,
-) -> std::io::Result<Option<Option<crate::notify::NotifyConfig>>> {
-    let Some(path) = &args.notifications else {
-        return Ok(Some(None));
-    };
-    match crate::notify::config::load(path, &|k| std::env::var(k).ok()) {
-        Ok(c) => Ok(Some(Some(c))),
-        Err(errors) => {
-            for e in &errors {
-                writeln!(err, "error: --notifications: {e}")?;
-            }
-            Ok(None)
-        }
-    }
-}
-
-/// `--alarm-poll-interval`: between 100ms and a day (the next poll's time is computed by
-/// adding it to the clock, which must not overflow).
-fn parse_poll_interval(s: &str) -> Result<std::time::Duration, String> {
-    let d = crate::resources::duration::parse_duration(s)?;
-    if d < std::time::Duration::from_millis(100) {
-        return Err(format!("{s:?} is too short (at least 100ms)"));
-    }
-    if d > std::time::Duration::from_secs(86_400) {
-        return Err(format!("{s:?} is too long (at most 24h)"));
-    }
-    Ok(d)
-}
-
-/// The `getAlarm` poller asked for by `--alarm-poll-interval`.
-pub enum PollSetup {
-    /// Not asked for.
-    Off,
-    /// Ready to run.
-    On(Poller),
-    /// Misconfigured (already reported).
-    Invalid,
-}
-
-/// Builds the poller of `--alarm-poll-interval` against `--skywalking`.
-pub fn alarm_poller(
-    args: &RunArgs,
-    sink: Arc<dyn AlarmSink>,
-    clock: Arc<dyn Clock>,
-    err: &mut dyn Write,
-) -> std::io::Result<PollSetup> {
-    let Some(interval) = args.alarm_poll_interval else {
-        return Ok(PollSetup::Off);
-    };
-    let Some(address) = &args.skywalking else {
-        writeln!(
-            err,
-            "error: --alarm-poll-interval needs --skywalking (the OAP to poll)"
-        )?;
-        return Ok(PollSetup::Invalid);
-    };
-    let mut opts = ClientOptions::new(address.clone());
-    opts.timezone = args.timezone;
-    match SkyWalkingClient::new(opts) {
-        Ok(client) => Ok(PollSetup::On(Poller::new(
-            Arc::new(client),
-            sink,
-            clock,
-            PollConfig::new(interval),
-        ))),
-        Err(e) => {
-            writeln!(err, "error: --skywalking: {e}")?;
-            Ok(PollSetup::Invalid)
-        }
-    }
-}
-
-fn parse_time_scale(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if f.is_finite() && f > 0.0 && f <= 3600.0 => Ok(f),
-        _ => Err(format!("{s:?}: expected a number in (0, 3600]")),
-    }
-}
-
-/// The daemon's clock: real time, or wall-scaled time for demos and tests.
-pub fn daemon_clock(args: &RunArgs) -> Arc<dyn Clock> {
-    if args.time_scale == 1.0 && args.clock_origin.is_none() {
-        return Arc::new(SystemClock);
-    }
-    let origin = args.clock_origin.unwrap_or_else(chrono::Utc::now);
-    Arc::new(WallScaledClock::new(origin, args.time_scale))
-}
-
-/// Runs until SIGINT/SIGTERM. Exit 0 on a clean stop, 4 on invalid configuration.
+/// Runs until SIGINT/SIGTERM; a configuration refused before anything runs is reported to
+/// `err` ([`Outcome::Invalid`]).
 pub async fn run(
-    args: &RunArgs,
+    args: &RunConfig,
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
-) -> std::io::Result<u8> {
-    if args.kube {
-        return super::run_cluster::run(args, out, err).await;
-    }
+) -> std::io::Result<Outcome> {
     let (Some(manifests), Some(state_dir)) = (&args.manifests, &args.state_dir) else {
         writeln!(
             err,
             "error: file mode needs --manifests and --state-dir (or use --kube)"
         )?;
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let loaded = load_paths(&args.config);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             writeln!(err, "error: {e}")?;
         }
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     }
     let timezone = args.timezone;
     // Without the `demo` feature nothing replaces the OAP (`--simulator` is refused earlier).
@@ -239,11 +64,11 @@ pub async fn run(
             "error: --simulator serves its own OAP and cannot be combined with --skywalking \
              {oap} (or SKYCANARY_SKYWALKING): give one"
         )?;
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     }
     #[cfg(feature = "demo")]
     if let Some(scenario) = &args.simulator {
-        let started = super::simulator::start(super::simulator::SimSetup {
+        let started = crate::sim::launch::start(crate::sim::launch::SimSetup {
             scenario,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             oap_version: None,
@@ -261,7 +86,7 @@ pub async fn run(
                 for e in &errors {
                     writeln!(err, "error: --simulator: {e}")?;
                 }
-                return Ok(4);
+                return Ok(Outcome::Invalid);
             }
         }
     }
@@ -270,43 +95,43 @@ pub async fn run(
         for e in &unplannable {
             writeln!(err, "error: {e}")?;
         }
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     }
     let Some(notify_cfg) = notify_config(args, err)? else {
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let unknown_sinks = crate::notify::config::check_subscribers(&loaded, notify_cfg.as_ref());
     if !unknown_sinks.is_empty() {
         for e in &unknown_sinks {
             writeln!(err, "error: {e}")?;
         }
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     }
     let Some(auth) = api_auth(args, err)? else {
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
-    let store = match FileStore::open(manifests) {
+    let store = match FileManifestStore::open(manifests) {
         Ok(s) => s,
         Err(e) => {
             writeln!(err, "error: --manifests {}: {e}", manifests.display())?;
-            return Ok(4);
+            return Ok(Outcome::Invalid);
         }
     };
-    let state = match FileStateStore::open(state_dir) {
+    let state = match FileStatusStore::open(state_dir) {
         Ok(s) => s,
         Err(e) => {
             writeln!(err, "error: --state-dir: {e}")?;
-            return Ok(4);
+            return Ok(Outcome::Invalid);
         }
     };
     let Some(listener) = bind(args, err).await? else {
-        return Ok(4);
+        return Ok(Outcome::Invalid);
     };
     let local = listener.local_addr()?;
 
     let metrics = Metrics::new();
     let clock = daemon_clock(args);
-    let schedule_state = ScheduleStore::file(state.clone());
+    let schedule_state = ScheduleStatusStore::file(state.clone());
     // Foreign edits of the managed weights are looked for on a short poll (and before each
     // decision); the poller only says which VirtualService changed.
     let drift = DriftSignals::polled();
@@ -315,11 +140,8 @@ pub async fn run(
         drift.clone(),
         crate::daemon::drift_watch::MANIFEST_POLL,
     ));
-    let notifier = match &notify_cfg {
-        Some(c) => crate::notify::Notifier::start(c, Arc::new(metrics.clone())),
-        None => crate::notify::Notifier::disabled(),
-    };
-    let mut ctx = DriverContext {
+    let notifier = start_notifier(notify_cfg.as_ref(), &metrics);
+    let mut ctx = CanaryTaskContext {
         router: Arc::new(Router::new(store)),
         templates: Arc::new(loaded.templates.clone()),
         state: StatusStore::file(state),
@@ -341,31 +163,21 @@ pub async fn run(
         .iter()
         .map(|c| driver::spawn(c, ctx.clone()))
         .collect();
-    let control = Arc::new(DaemonControl::new(handles, metrics.clone()));
-    let poller = match alarm_poller(args, control.clone(), ctx.clock.clone(), err)? {
-        PollSetup::Invalid => return Ok(4),
+    let registry = Arc::new(TaskRegistry::new(handles, metrics.clone()));
+    let poller = match alarm_poller(args, registry.clone(), ctx.clock.clone(), err)? {
+        PollSetup::Invalid => return Ok(Outcome::Invalid),
         PollSetup::Off => None,
         PollSetup::On(p) => Some(p),
     };
-    let mut sched_ctx = SchedulerContext {
-        templates: ctx.templates.clone(),
-        state: schedule_state,
-        clock: ctx.clock.clone(),
-        defaults: ctx.defaults.clone(),
-        metrics: Arc::new(metrics.clone()),
-        canaries: control.clone(),
-        http: SchedulerContext::webhook_client(),
-        clients: ctx.clients.clone(),
-        notifier: notifier.clone(),
-    };
-    control.replace_schedules(
+    let mut sched_ctx = schedule_context(&ctx, schedule_state, &metrics, registry.clone());
+    registry.replace_schedules(
         loaded
             .scheduled
             .iter()
             .map(|s| schedule_driver::spawn(s, sched_ctx.clone()))
             .collect(),
     );
-    control.set_ready(true);
+    registry.set_ready(true);
     // Announcements are best effort: a daemon whose stdout was closed (a supervisor that read
     // the first line, `| head -1`) keeps running; its log goes to stderr.
     let _ = writeln!(
@@ -388,22 +200,8 @@ pub async fn run(
     let _ = out.flush();
 
     let metrics_of = metrics.clone();
-    let app = server::router(control.clone(), metrics, auth);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let mut stop_poll = stop_rx.clone();
-    let server_task = tokio::spawn(server::serve_on_with(
-        listener,
-        app,
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-        read_timeouts(args),
-    ));
-    let poll_task = poller.map(|p| {
-        tokio::spawn(p.run(async move {
-            let _ = stop_poll.wait_for(|s| *s).await;
-        }))
-    });
+    let app = server::router(registry.clone(), metrics, auth);
+    let serving = Serving::start(args, listener, app, poller);
 
     // Reload on change: the config files are checked every 2 s; a valid new set replaces the
     // running tasks (each stopped, with its state persisted, before the new one starts); an
@@ -431,12 +229,12 @@ pub async fn run(
         }
         seen = now;
         let reloaded = load_paths(&args.config);
-        let refused = refused_objects(&reloaded, &control);
+        let refused = refused_objects(&reloaded, &registry);
         let sinks = InvalidSinks {
             canaries: &ctx.state,
             schedules: &sched_ctx.state,
             events: None,
-            control: &control,
+            registry: &registry,
             notifier: &notifier,
         };
         crate::daemon::invalid::report(&mut invalid_reports, &refused, &sinks, ctx.clock.now())
@@ -465,7 +263,7 @@ pub async fn run(
         ctx.templates = Arc::new(reloaded.templates.clone());
         sched_ctx.templates = ctx.templates.clone();
         let canaries = reconcile_canaries(
-            &control,
+            &registry,
             &reloaded.canaries,
             &old_templates,
             &ctx.templates,
@@ -480,7 +278,7 @@ pub async fn run(
                 .any(|c| c.namespace() == ns && c.doc.metadata.name == n)
         });
         let schedules = reconcile_schedules(
-            &control,
+            &registry,
             &reloaded.scheduled,
             &old_templates,
             &ctx.templates,
@@ -498,31 +296,27 @@ pub async fn run(
             "configuration changed; replaced what changed"
         );
     }
-    control.set_ready(false);
-    control.stop_tasks().await;
+    registry.set_ready(false);
+    registry.stop_tasks().await;
     drift_poll.abort();
-    let _ = stop_tx.send(true);
-    if let Some(t) = poll_task {
-        let _ = t.await;
-    }
-    let served = server_task.await.unwrap_or(Ok(()));
-    match served {
+    serving.stop();
+    match serving.finished().await {
         Ok(()) => {
             let _ = writeln!(out, "skycanary stopped");
-            Ok(0)
+            Ok(Outcome::Stopped)
         }
         Err(e) => {
             writeln!(err, "error: {e}")?;
-            Ok(1)
+            Ok(Outcome::Failed)
         }
     }
 }
 
 /// The Canaries and ScheduledAnalyses of a refused reload that failed validation and that no
 /// task drives (a running one keeps its previous spec, and its own status writes).
-fn refused_objects(loaded: &LoadResult, control: &DaemonControl) -> Vec<Invalid> {
-    let canaries = control.handles();
-    let schedules = control.schedules();
+fn refused_objects(loaded: &LoadResult, registry: &TaskRegistry) -> Vec<Invalid> {
+    let canaries = registry.handles();
+    let schedules = registry.schedules();
     loaded
         .invalid
         .iter()
@@ -587,66 +381,6 @@ fn unplannable_analyses(loaded: &LoadResult, defaults: &Defaults) -> Vec<String>
     canaries.chain(scheduled).collect()
 }
 
-/// The API's authentication from `--token-file` / `SKYCANARY_TOKEN` / `--insecure-api`;
-/// `None` after printing why it is invalid.
-pub fn api_auth(args: &RunArgs, err: &mut dyn Write) -> std::io::Result<Option<Auth>> {
-    let token = match Token::load(args.token_file.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            writeln!(err, "error: {e}")?;
-            return Ok(None);
-        }
-    };
-    match Auth::from_config(token, args.insecure_api) {
-        Ok(a) => Ok(Some(a)),
-        Err(e) => {
-            writeln!(err, "error: {e}")?;
-            Ok(None)
-        }
-    }
-}
-
-/// `--read-timeout` for the HTTP server.
-pub fn read_timeouts(args: &RunArgs) -> server::ReadTimeouts {
-    server::ReadTimeouts::both(std::time::Duration::from_secs(args.read_timeout))
-}
-
-/// Binds `--listen`; `None` after printing why it failed.
-pub async fn bind(
-    args: &RunArgs,
-    err: &mut dyn Write,
-) -> std::io::Result<Option<tokio::net::TcpListener>> {
-    match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => Ok(Some(l)),
-        Err(e) => {
-            writeln!(err, "error: cannot listen on {}: {e}", args.listen)?;
-            Ok(None)
-        }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
 /// Paths, sizes and modification times of the config files: cheap change detection. The
 /// files are the ones `load_paths` reads, found by the same walk (symlink loops not followed).
 /// Size and modification time of every config file; Err(why) when the walk or a file could
@@ -674,20 +408,6 @@ type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
-    use crate::cli::{Cli, Command};
-
-    fn run_args(extra: &[&str]) -> Result<super::RunArgs, clap::Error> {
-        let mut argv = vec!["skycanary", "run", "--config", "c", "--manifests", "m"];
-        argv.extend(["--state-dir", "s"]);
-        argv.extend(extra);
-        Cli::try_parse_from(argv).map(|c| match c.command {
-            Command::Run(r) => r,
-            other => panic!("parsed as {other:?}"),
-        })
-    }
-
     /// The reload watcher's fingerprint walks like the loader: a symlink loop (which used to
     /// hang it) is not followed, and each file counts once.
     #[cfg(unix)]
@@ -713,30 +433,5 @@ mod tests {
         let e = super::config_fingerprint(&paths).unwrap_err();
         assert!(e.contains("gone"), "{e}");
         assert!(super::config_fingerprint(&paths[..1]).is_ok());
-    }
-
-    /// Durations on the command line are bounded where they are parsed: the poller adds its
-    /// interval to the clock, the lease multiplies its duration.
-    #[test]
-    fn cli_durations_are_bounded() {
-        for bad in ["9000000000000000", "87601h", "25h", "50ms"] {
-            let e = run_args(&["--alarm-poll-interval", bad]).unwrap_err();
-            assert!(
-                e.to_string().contains("--alarm-poll-interval"),
-                "{bad}: {e}"
-            );
-        }
-        let ok = run_args(&["--alarm-poll-interval", "24h"]).unwrap();
-        assert_eq!(
-            ok.alarm_poll_interval,
-            Some(std::time::Duration::from_secs(86_400))
-        );
-        for bad in ["9000000000000000", "18446744073709551615", "0", "3601"] {
-            let argv = ["skycanary", "run", "--kube", "--lease-duration", bad];
-            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
-        }
-        assert!(
-            Cli::try_parse_from(["skycanary", "run", "--kube", "--lease-duration", "3600"]).is_ok()
-        );
     }
 }
