@@ -16,7 +16,8 @@ ARG TARGETARCH
 RUN apk add --no-cache musl-dev \
  && cargo install --locked cargo-auditable
 WORKDIR /src
-# The whole crate (every target the manifest declares must exist); .dockerignore drops target/.
+# The whole workspace (crates/ too; every target the manifests declare must exist);
+# .dockerignore drops target/.
 COPY . .
 # Without the `demo` feature: a cluster's daemon needs neither the simulator nor the demo.
 RUN case "${TARGETARCH:-$(uname -m)}" in \

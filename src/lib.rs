@@ -1,11 +1,14 @@
 //! skycanary: self-driving canary releases on Istio, judged by Apache SkyWalking metrics.
 //!
 //! The crate is a pure core (resources, analysis, conditions) with thin I/O edges
-//! (the SkyWalking provider, the simulator, the CLI). See DESIGN.md §8 for the layout.
+//! (the SkyWalking provider, the simulator, the CLI). See DESIGN.md §8 for the layout. The
+//! workspace's crates `skycanary-core` (pure logic) and `skycanary-api` (status types) are
+//! re-exported under their old paths (`analysis`, `api`, and modules of `resources` and
+//! `traffic`), so callers keep their imports.
 
 pub mod alarm;
-pub mod analysis;
-pub mod api;
+pub use skycanary_api as api;
+pub use skycanary_core::analysis;
 pub mod backoff;
 pub mod canary;
 pub mod cli;

@@ -1,18 +1,19 @@
 //! Resources: serde types of the YAML/CRD objects and their validation (pure).
 
-pub mod args;
 pub mod canary;
 pub mod canary_validate;
 pub mod compile;
-pub mod duration;
+#[cfg(test)]
+mod layer_tests;
 pub mod load;
 pub mod notifications;
 pub mod route_claims;
 pub mod scheduled;
 pub mod scheduled_validate;
 pub mod template;
-pub mod yaml;
-pub mod yaml_edit;
+
+/// The pure helpers, in the `skycanary-core` crate.
+pub use skycanary_core::resources::{args, duration, yaml, yaml_edit};
 
 pub use load::{
     ConfigError, ConfigErrors, LoadResult, LoadedCanary, LoadedScheduled, LoadedTemplate, Origin,
@@ -20,4 +21,5 @@ pub use load::{
 };
 pub use template::*;
 pub mod crd;
-pub mod cron;
+/// CronJob schedules, in the `skycanary-core` crate.
+pub use skycanary_core::resources::cron;

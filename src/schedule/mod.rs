@@ -1,5 +1,5 @@
 //! Scheduled analyses (DESIGN §2 "ScheduledAnalysis", §6): cron translation on the `cron`
-//! crate (`resources/cron.rs`, pure), scheduling decisions (`policy.rs`, pure), the status model
+//! crate (`skycanary_core::resources::cron`, pure), scheduling decisions (`policy.rs`, pure), the status model
 //! (`model.rs`), and the driver that runs them (`driver.rs`, I/O: one task per object).
 
 /// Cron translation lives with the resource it validates (`resources::cron`), re-exported here.

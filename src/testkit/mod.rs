@@ -43,8 +43,9 @@ mod store;
 mod table;
 #[cfg(test)]
 mod tests;
+/// Istio's VirtualService schema check, in the `skycanary-core` crate.
 #[cfg(feature = "testkit")]
-pub mod vs_schema;
+pub use skycanary_core::testkit::vs_schema;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,15 +1,15 @@
-//! Traffic routing on Istio: pure transforms over VirtualService/DestinationRule JSON
-//! (`istio.rs`), a generic router with optimistic concurrency over a manifest store
+//! Traffic routing on Istio: pure transforms over VirtualService/DestinationRule JSON (`istio`,
+//! in `skycanary-core`), a generic router with optimistic concurrency over a manifest store
 //! (`router.rs`), and the stores: Kubernetes (`kube.rs`) and a directory of YAML files (`file.rs`).
 
 pub mod drift;
 pub mod file;
-pub mod istio;
 pub mod kube;
 pub mod kube_observe;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
-pub mod model;
+/// The routing model and the pure Istio transforms, in the `skycanary-core` crate.
+pub use skycanary_core::traffic::{istio, model};
 pub mod planner;
 pub mod router;
 pub mod sidecar;

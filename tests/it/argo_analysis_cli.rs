@@ -1,7 +1,7 @@
 //! Argo Rollouts' `analysis/analysis_test.go` cases end to end: `skycanary analyze --output
 //! json` against the SkyWalking simulator over HTTP.
 //!
-//! The same cases run through the pure state machine in `src/analysis/run/argo_cases.rs`
+//! The same cases run through the pure state machine in `crates/core/src/analysis/run/argo_cases.rs`
 //! (with Argo's preset counters). Here every measurement is real: the simulator serves each
 //! metric a scripted sequence of values, one per request that reads it, and the template's
 //! conditions turn them into phases: `1` is Successful (`successCondition: last(result) == 1`),
@@ -770,7 +770,7 @@ fn check(case: &Case, order: &[usize], v: &Value, code: Option<i32>) -> Result<(
 
 /// Every `argo:` case name of the pure table, and the trim cases' names.
 fn pure_case_names() -> Vec<String> {
-    let text = include_str!("../../src/analysis/run/argo_cases.rs");
+    let text = include_str!("../../crates/core/src/analysis/run/argo_cases.rs");
     let argo = regex::Regex::new(r#"argo: "([^"]+)""#).expect("static regex");
     let trim = regex::Regex::new(r#"\(\s*"(default limit[^"]*)",\s*\["#).expect("static regex");
     argo.captures_iter(text)

@@ -25,6 +25,7 @@ mod evidence_time;
 mod hostile_http;
 mod kube_fake;
 mod kubectl;
+mod layers;
 mod logs;
 mod metrics_export;
 mod next_release;

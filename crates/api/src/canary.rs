@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::RunState;
-use crate::traffic::{DesiredRouting, RouteWeights};
+use skycanary_core::analysis::RunState;
+use skycanary_core::traffic::{DesiredRouting, RouteWeights};
 
 /// Lifecycle phase of a Canary (DESIGN §2).
 #[derive(

@@ -23,7 +23,7 @@ pub fn schema_path() -> PathBuf {
     match std::env::var_os(SCHEMA_ENV) {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/istio/virtualservice.schema.json"),
+            .join("../../tests/data/istio/virtualservice.schema.json"),
     }
 }
 

@@ -1,0 +1,11 @@
+//! skycanary's pure core: decisions as plain functions over data, with no tokio, kube or
+//! reqwest (a test of the root package, `it layers`, runs `cargo tree` to keep it so).
+//!
+//! The module paths are the root package's (`analysis`, `traffic::{model, istio}`, `resources::yaml`,
+//! ...), which re-exports them, so code moves here without its callers changing.
+
+pub mod analysis;
+pub mod resources;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+pub mod traffic;

@@ -1,0 +1,115 @@
+//! The workspace's layering (README "Development", issue 17): the pure crates build without
+//! the runtime's stack. `cargo tree` lists what `skycanary-core` and `skycanary-api` link
+//! (normal dependencies, as a release build would); none of tokio, kube, reqwest, hyper or axum
+//! (nor their `-*` companions) may appear. Skipped, with a message, only when no `cargo` runs.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Crates the pure layers must not link: the async runtime, the Kubernetes client, the HTTP
+/// client and server stacks.
+const FORBIDDEN: [&str; 5] = ["tokio", "kube", "reqwest", "hyper", "axum"];
+
+/// The forbidden crates named in a `cargo tree --prefix none` listing, sorted, de-duplicated.
+fn forbidden_in(tree: &str) -> Vec<String> {
+    let mut found: Vec<String> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| {
+            FORBIDDEN.iter().any(|f| {
+                *name == *f
+                    || name
+                        .strip_prefix(f)
+                        .is_some_and(|rest| rest.starts_with('-'))
+            })
+        })
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// `cargo tree` of one package's normal dependencies; None when cargo cannot be started.
+fn tree(package: &str) -> Option<String> {
+    // Cargo names itself to the tests it runs; else the one on PATH.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let out = match Command::new(&cargo)
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+        ])
+        .arg(package)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run {}: {e}", Path::new(&cargo).display()),
+    };
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).expect("cargo tree prints UTF-8"))
+}
+
+#[test]
+fn core_and_api_link_no_runtime_kube_or_http_stack() {
+    // Each layer with a crate it must list, so an empty or wrong listing cannot pass.
+    for (package, expected) in [
+        ("skycanary-core", "evalexpr"),
+        ("skycanary-api", "skycanary-core"),
+    ] {
+        let Some(text) = tree(package) else {
+            eprintln!("skipped: `cargo` is not on PATH, the layering of {package} is unchecked");
+            return;
+        };
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            names.first(),
+            Some(&package),
+            "cargo tree listed another root:\n{text}"
+        );
+        assert!(
+            names.contains(&expected),
+            "{package} does not list {expected}:\n{text}"
+        );
+        let found = forbidden_in(&text);
+        assert!(
+            found.is_empty(),
+            "{package} links {found:?}, which the pure layers must not:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn the_check_names_the_forbidden_crates_and_their_companions() {
+    let tree = "skycanary-core v0.1.0 (/x)\nchrono v0.4.42\ntokio v1.48.0\ntokio-util v0.7.0\n\
+                hyper-util v0.1.0\nkube-client v5.0.0\nkubectl-like v1.0.0\nreqwest v0.13.0 (*)\n\
+                axum v0.8.0\nhyperlocal v0.9.0\ntokio v1.48.0 (*)";
+    assert_eq!(
+        forbidden_in(tree),
+        [
+            "axum",
+            "hyper-util",
+            "kube-client",
+            "reqwest",
+            "tokio",
+            "tokio-util"
+        ]
+    );
+    assert!(forbidden_in("skycanary-core v0.1.0 (/x)\nchrono v0.4.42\nserde v1.0.0").is_empty());
+}
