@@ -145,15 +145,13 @@ pub fn workload_template(template: &serde_json::Value) -> WorkloadTemplate {
     }
 }
 
-impl ReadinessStatus {
-    /// This observation with the canary workload's template (none: not known).
-    pub fn with_template(mut self, t: Option<WorkloadTemplate>) -> Self {
-        (self.template_hash, self.images) = match t {
-            Some(t) => (Some(t.hash), t.images),
-            None => (None, Vec::new()),
-        };
-        self
-    }
+/// `status` with the canary workload's template (none: not known).
+pub fn with_template(mut status: ReadinessStatus, t: Option<WorkloadTemplate>) -> ReadinessStatus {
+    (status.template_hash, status.images) = match t {
+        Some(t) => (Some(t.hash), t.images),
+        None => (None, Vec::new()),
+    };
+    status
 }
 
 /// The status of a canary side (and optionally the stable side), the reasons of unknown
@@ -367,9 +365,9 @@ mod tests {
             hash: "0123456789".into(),
             images: vec!["reviews:2".into()],
         };
-        let b = status_of(Ok(1), None, at(1)).with_template(Some(t.clone()));
+        let b = with_template(status_of(Ok(1), None, at(1)), Some(t.clone()));
         assert!(changed(Some(&a), &b));
-        assert!(!changed(Some(&b), &b.clone().with_template(Some(t))));
+        assert!(!changed(Some(&b), &with_template(b.clone(), Some(t))));
         assert_eq!(b.images, ["reviews:2"]);
     }
 

@@ -290,7 +290,10 @@ impl Snapshot {
             *n = (*n).min(*eps);
         }
         let stable = query.stable.as_ref().map(|s| self.count(ns, s));
-        status_of(canary, stable, now).with_template(self.template(ns, &query.workload))
+        super::readiness::with_template(
+            status_of(canary, stable, now),
+            self.template(ns, &query.workload),
+        )
     }
 
     /// The pod template of a workload named by kind and name, when it is defined once.

@@ -453,15 +453,15 @@ impl Index {
             }
         });
         why.dedup();
-        ReadinessStatus {
+        let status = ReadinessStatus {
             canary_ready,
             stable_ready,
             observed_at: now,
             message: (!why.is_empty()).then(|| why.join("; ")),
             template_hash: None,
             images: Vec::new(),
-        }
-        .with_template(self.workload_template(namespace, canary))
+        };
+        crate::canary::readiness::with_template(status, self.workload_template(namespace, canary))
     }
 }
 

@@ -314,8 +314,8 @@ pub fn validate_canary(c: &CanaryDoc, o: &Origin) -> Vec<ConfigError> {
     errs
 }
 
-/// Most labels a workload selector may list.
-pub const SELECTOR_LABELS_MAX: usize = 32;
+/// Most labels a workload selector may list (one bound with a subset's labels).
+pub const SELECTOR_LABELS_MAX: usize = crate::traffic::istio::SUBSET_LABELS_MAX;
 
 /// Most ready pods `readiness.minReady` may ask for.
 pub const MIN_READY_MAX: i64 = 100_000;

@@ -1707,8 +1707,8 @@ pub fn check_destination_rule(dr: &Value, routing: &IstioRouting) -> Result<(), 
 }
 
 /// Most labels a subset may have for its pods to be counted (`workloadRef.fromSubset`): the
-/// bound of a workload selector.
-pub const SUBSET_LABELS_MAX: usize = crate::resources::canary_validate::SELECTOR_LABELS_MAX;
+/// bound of a workload selector (`canary_validate::SELECTOR_LABELS_MAX` is this constant).
+pub const SUBSET_LABELS_MAX: usize = 32;
 
 /// The labels of the DestinationRule subset `subset` (`spec.subsets[].labels`): the pods
 /// Istio sends that subset's traffic to, read for `workloadRef.fromSubset`. A subset that is
