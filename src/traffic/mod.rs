@@ -4,6 +4,7 @@
 
 pub mod drift;
 pub mod file;
+pub mod gate;
 pub mod istio;
 pub mod kube;
 pub mod kube_observe;
