@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-# The bare atomic write the daemon does (temp file, fsync, rename, fsync of the directory),
+# The bare atomic write skycanary's file stores do the daemon does (temp file, fsync, rename, fsync of the directory),
 # 3 KB, N times, in DIR (default: $TMPDIR or /tmp). Prints p50 / p90 / max in ms.
-import os, sys, time, tempfile
+import os, shutil, sys, time, tempfile
 d = tempfile.mkdtemp(dir=sys.argv[1] if len(sys.argv) > 1 else None)
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 data = b"x" * 3300
@@ -15,4 +15,5 @@ for i in range(n):
     dfd = os.open(d, os.O_RDONLY); os.fsync(dfd); os.close(dfd)
     ts.append((time.perf_counter() - t0) * 1000)
 ts.sort()
+shutil.rmtree(d)
 print(f"{d}: atomic write x{n}: p50 {ts[n//2]:.2f} ms, p90 {ts[int(n*0.9)]:.2f} ms, max {ts[-1]:.2f} ms")
