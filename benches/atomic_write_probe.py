@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-# The bare atomic write skycanary's file stores do the daemon does (temp file, fsync, rename, fsync of the directory),
-# 3 KB, N times, in DIR (default: $TMPDIR or /tmp). Prints p50 / p90 / max in ms.
+# The bare atomic write skycanary's file stores do (temp file, fsync, rename, fsync of the
+# directory), 3.3 KB, N times, in DIR (default: $TMPDIR or /tmp). Prints p50 / p90 / max in ms.
+# Usage: python3 benches/atomic_write_probe.py [DIR] [N]
 import os, shutil, sys, time, tempfile
 d = tempfile.mkdtemp(dir=sys.argv[1] if len(sys.argv) > 1 else None)
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 50
