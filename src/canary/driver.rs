@@ -28,6 +28,7 @@ use crate::runner::{self, Clock, Defaults, RunEvent};
 use crate::state::StatusStore;
 use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskHandle, TaskMsg};
 use crate::traffic::drift::{self, DriftSignals, Intended};
+use crate::traffic::gate::CommitGate;
 use crate::traffic::istio::{self, Restore};
 use crate::traffic::planner::{DesiredPlanner, MarkedPlanner, MarkerOp};
 use crate::traffic::router::Router;
@@ -362,6 +363,7 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
                 saver: Saver::new(id),
                 oap,
                 drift_seen: HashMap::new(),
+                alarm_reply: None,
             });
             if started.inherited {
                 // Saved again before anything is exposed: the predecessor's last save may
@@ -423,6 +425,17 @@ struct CanaryTask<S: ManifestStore + 'static> {
     /// Per VirtualService, the version last reported as drift: one foreign change is one
     /// drift, however often it is looked at. Cleared by our own writes.
     drift_seen: HashMap<ObjectKey, String>,
+    /// The alarm being handled, answered once its rollback write is acknowledged.
+    alarm_reply: Option<AlarmReply>,
+}
+
+/// An alarm's answer. Given as soon as the machine has its rollback write's result, before the
+/// status that records the result is saved: the status saved before the write (Aborted, the
+/// write pending) already makes a restarted daemon re-send it first, so the sender waits for
+/// no second save.
+struct AlarmReply {
+    done: Option<oneshot::Sender<CanaryStatus>>,
+    received: std::time::Instant,
 }
 
 /// The OAPs a canary's analyses query, until each has answered one version probe. Nothing
@@ -658,11 +671,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                         entity,
                         message,
                     });
+                    self.alarm_reply = Some(AlarmReply { done, received });
                     Box::pin(self.process(&mut queue)).await;
-                    self.ctx.metrics.alarm_rollback_latency(received.elapsed());
-                    if let Some(done) = done {
-                        let _ = done.send(self.status.clone());
-                    }
+                    // No write acknowledged (none asked, or it failed): answered as it is now.
+                    let status = self.status.clone();
+                    self.answer_alarm(&status);
                 }
             }
             Box::pin(self.process(&mut queue)).await;
@@ -932,13 +945,24 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 at: now,
             });
         }
+        if matches!(input, Input::Routing(_)) && next.routing_write.is_none() {
+            self.answer_alarm(&next);
+        }
+        // A rollback's write is prepared while the status is saved, renamed once it is.
+        let mut overlapped = None;
         if next != self.status {
             let verdicts = newly_completed(&self.status, &next);
             let dropped = dropped_runs(&self.status, &next);
             let prev = std::mem::replace(&mut self.status, next);
             self.routing_changes
                 .send_if_modified(|c| replace_if_changed(c, self.status.routing_changed_at));
-            self.publish().await;
+            match overlappable_rollback(&effects) {
+                Some(desired) => {
+                    let result = self.publish_with_rollback(&desired).await;
+                    overlapped = Some((desired, result));
+                }
+                None => self.publish().await,
+            }
             // After the save: what is announced is written (a rollback's weights included:
             // Aborted is announced once its routing write landed).
             self.notify(&prev);
@@ -976,7 +1000,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                             _ if desired.exposes_canary() && !self.oap.answered() => {
                                 Err(self.oap.hold().unwrap_or_default())
                             }
-                            _ => self.apply_routing(&desired).await,
+                            _ => match overlapped.take() {
+                                Some((done, result)) if done == desired => result,
+                                _ => self.apply_routing(&desired).await,
+                            },
                         };
                         // The routes say this run was rolled back: the machine aborts it
                         // (and asks for the rollback) instead of retrying the exposure.
@@ -1036,6 +1063,38 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 &*self.ctx.metrics,
             )
             .await;
+        self.published();
+    }
+
+    /// [`publish`](Self::publish) together with the rollback write `desired`: the write reads,
+    /// plans and prepares while the status is saved, and becomes visible only once the save
+    /// is over ([`CommitGate`]). Failed or not, the save opens the gate: a rollback never waits
+    /// for a status that cannot be saved (RELIABILITY.md, the rollback invariant).
+    async fn publish_with_rollback(
+        &mut self,
+        desired: &DesiredRouting,
+    ) -> Result<(DesiredRouting, Vec<RouteWeights>), String> {
+        machine::stamp_unstarted_revision(&self.doc.spec, &mut self.status);
+        machine::stamp_step_label(&self.doc.spec, &mut self.status);
+        let op = self.marker_op(desired);
+        let generation = crate::state::conditions::generation_of(&self.doc.metadata);
+        let now = self.ctx.clock.now();
+        let (opener, gate) = CommitGate::closed();
+        let (saver, status, ctx) = (&mut self.saver, &mut self.status, &self.ctx);
+        let save = async move {
+            saver
+                .save(&ctx.state, status, generation, now, &*ctx.metrics)
+                .await;
+            opener.open();
+        };
+        let write = write_routing(ctx, &self.routing, &self.namespace, desired, op, &gate);
+        let ((), result) = tokio::join!(save, write);
+        self.published();
+        result
+    }
+
+    /// Shows the status just saved in `/metrics` and to the API.
+    fn published(&self) {
         self.ctx
             .metrics
             .set_canary_phase(&self.namespace, &self.name, self.status.phase);
@@ -1123,14 +1182,22 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         &self,
         desired: &DesiredRouting,
     ) -> Result<(DesiredRouting, Vec<RouteWeights>), String> {
-        let (targets, dr) = self.targets();
-        let desired_planner = DesiredPlanner {
-            routing: &self.routing,
+        let op = self.marker_op(desired);
+        write_routing(
+            &self.ctx,
+            &self.routing,
+            &self.namespace,
             desired,
-        };
-        // The rollback marker: written with a rollback, checked by exposing writes.
+            op,
+            &CommitGate::open(),
+        )
+        .await
+    }
+
+    /// The rollback marker: written with a rollback, checked by exposing writes.
+    fn marker_op(&self, desired: &DesiredRouting) -> MarkerOp {
         let run = machine::run_marker(&self.status);
-        let op = if desired.exposes_canary() {
+        if desired.exposes_canary() {
             MarkerOp::Guard { run }
         } else if matches!(
             self.status.phase,
@@ -1146,26 +1213,17 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             }
         } else {
             MarkerOp::Keep
-        };
-        let planner = MarkedPlanner::new(&desired_planner, op);
-        // Forward moves are all-or-nothing; a move back to stable writes every VirtualService
-        // it can and reports the rest, which the machine retries (rollback pending).
-        let applied = if desired.exposes_canary() {
-            self.ctx.router.apply(&targets, dr.as_ref(), &planner).await
-        } else {
-            self.ctx
-                .router
-                .apply_each(&targets, dr.as_ref(), &planner)
-                .await
-        };
-        if planner.refused() {
-            return Err(ROLLED_BACK_REFUSAL.to_string());
         }
-        let report = applied.map_err(|e| e.to_string())?;
-        for _ in 0..report.conflicts_retried {
-            self.ctx.metrics.kube_write_conflict("VirtualService");
+    }
+
+    /// Answers the alarm being handled, if any, with `status`.
+    fn answer_alarm(&mut self, status: &CanaryStatus) {
+        if let Some(AlarmReply { done, received }) = self.alarm_reply.take() {
+            self.ctx.metrics.alarm_rollback_latency(received.elapsed());
+            if let Some(done) = done {
+                let _ = done.send(status.clone());
+            }
         }
-        Ok((desired.clone(), self.observe_routes().await?))
     }
 
     /// Re-reads this canary's VirtualServices and queues one [`Input::Drift`] first when
@@ -1221,27 +1279,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
 
     /// The weights, and the runs the VirtualServices' rollback markers name.
     async fn observe(&self) -> Result<(Vec<RouteWeights>, Vec<String>), String> {
-        let (targets, _) = self.targets();
-        let objects = self
-            .ctx
-            .router
-            .read(&targets)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut weights = Vec::new();
-        let mut markers = Vec::new();
-        for (i, o) in objects.iter().enumerate() {
-            let mut w =
-                istio::read_weights(&o.object, &self.routing.virtual_services[i], &self.routing)
-                    .map_err(|e| e.to_string())?;
-            weights.append(&mut w);
-            if let Some(run) = istio::rollback_marker(&o.object)
-                && !markers.iter().any(|m| m == run)
-            {
-                markers.push(run.to_string());
-            }
-        }
-        Ok((weights, markers))
+        observe(&self.ctx, &self.routing, &self.namespace).await
     }
 
     /// onSuccess: Restore. A VirtualService a user edited since our last write is kept and
@@ -1469,6 +1507,76 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
 }
 
 /// Sets `slot` to `value`; true (receivers are told) only when it changed.
+/// The one rollback (a routing write that exposes nothing) among `effects` that may be
+/// written while the status is saved; `None` when there is none or when routes are also
+/// restored (that goes in the order the machine asked).
+fn overlappable_rollback(effects: &[Effect]) -> Option<DesiredRouting> {
+    let mut writes = effects.iter().filter_map(|e| match e {
+        Effect::ApplyRouting(d) => Some(d),
+        _ => None,
+    });
+    let desired = writes.next()?;
+    let restores = effects.iter().any(|e| matches!(e, Effect::RestoreRoutes));
+    (!desired.exposes_canary() && writes.next().is_none() && !restores).then(|| desired.clone())
+}
+
+/// Writes `desired` to the canary's VirtualServices, visible once `gate` is open, and reads
+/// the weights back. Forward moves are all-or-nothing; a move back to stable writes every
+/// VirtualService it can and reports the rest, which the machine retries (rollback pending).
+async fn write_routing<S: ManifestStore + 'static>(
+    ctx: &CanaryTaskContext<S>,
+    routing: &IstioRouting,
+    namespace: &str,
+    desired: &DesiredRouting,
+    op: MarkerOp,
+    gate: &CommitGate,
+) -> Result<(DesiredRouting, Vec<RouteWeights>), String> {
+    let targets = virtual_service_keys(routing, namespace);
+    let dr = destination_rule_key(routing, namespace);
+    let desired_planner = DesiredPlanner { routing, desired };
+    let planner = MarkedPlanner::new(&desired_planner, op);
+    let applied = if desired.exposes_canary() {
+        gate.wait().await;
+        ctx.router.apply(&targets, dr.as_ref(), &planner).await
+    } else {
+        ctx.router
+            .apply_each_after(&targets, dr.as_ref(), &planner, gate)
+            .await
+    };
+    if planner.refused() {
+        return Err(ROLLED_BACK_REFUSAL.to_string());
+    }
+    let report = applied.map_err(|e| e.to_string())?;
+    for _ in 0..report.conflicts_retried {
+        ctx.metrics.kube_write_conflict("VirtualService");
+    }
+    Ok((desired.clone(), observe(ctx, routing, namespace).await?.0))
+}
+
+/// The weights of every managed route as the VirtualServices hold them now, and the runs
+/// their rollback markers name.
+async fn observe<S: ManifestStore + 'static>(
+    ctx: &CanaryTaskContext<S>,
+    routing: &IstioRouting,
+    namespace: &str,
+) -> Result<(Vec<RouteWeights>, Vec<String>), String> {
+    let targets = virtual_service_keys(routing, namespace);
+    let objects = ctx.router.read(&targets).await.map_err(|e| e.to_string())?;
+    let mut weights = Vec::new();
+    let mut markers = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        let mut w = istio::read_weights(&o.object, &routing.virtual_services[i], routing)
+            .map_err(|e| e.to_string())?;
+        weights.append(&mut w);
+        if let Some(run) = istio::rollback_marker(&o.object)
+            && !markers.iter().any(|m| m == run)
+        {
+            markers.push(run.to_string());
+        }
+    }
+    Ok((weights, markers))
+}
+
 fn replace_if_changed(slot: &mut Option<DateTime<Utc>>, value: Option<DateTime<Utc>>) -> bool {
     let changed = *slot != value;
     *slot = value;

@@ -103,6 +103,22 @@ impl FileStatusStore {
         name: &str,
         value: &T,
     ) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
+            path: self.path(kind, namespace, name).unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+        self.save_bytes(kind, namespace, name, &bytes)
+    }
+
+    /// Writes already serialized state atomically: temp file, fsync, rename, fsync of the
+    /// directory (blocking; async callers run it on a blocking thread).
+    pub fn save_bytes(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), StateError> {
         let path = self.path(kind, namespace, name)?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -113,14 +129,10 @@ impl FileStatusStore {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
         let tmp = dir.join(format!(".{}.tmp-{}", name, std::process::id()));
         let written = (|| {
             let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&bytes).map_err(io(&tmp))?;
+            f.write_all(bytes).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
             drop(f);
             std::fs::rename(&tmp, &path).map_err(io(&path))

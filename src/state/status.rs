@@ -171,9 +171,16 @@ impl<St: PersistedStatus> StatusStore<St> {
         status.observe(generation, now);
         let status = &*status;
         match &self.backend {
-            Backend::File(f) => f
-                .save(St::FILE_KIND, namespace, name, status)
-                .map_err(|e| e.to_string()),
+            Backend::File(f) => {
+                // On a blocking thread: the fsyncs must not hold a runtime worker, and a
+                // rollback's routing write is prepared meanwhile (`CommitGate`).
+                let bytes = serde_json::to_vec_pretty(status).map_err(|e| e.to_string())?;
+                let (f, ns, n) = (f.clone(), namespace.to_string(), name.to_string());
+                tokio::task::spawn_blocking(move || f.save_bytes(St::FILE_KIND, &ns, &n, &bytes))
+                    .await
+                    .map_err(|e| format!("state file task failed: {e}"))?
+                    .map_err(|e| e.to_string())
+            }
             Backend::Kube(k) => k
                 .save(namespace, name, status)
                 .await

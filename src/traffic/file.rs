@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use saphyr::{LoadableYamlNode, Mapping, Scalar, Yaml, YamlEmitter};
 use serde_json::Value;
 
+use super::gate::CommitGate;
 use super::sidecar;
 use super::store::{ManifestStore, ManifestStoreError, ObjectKey, ObjectKind, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
@@ -546,14 +547,14 @@ impl FileManifestStore {
         Ok((text, kept))
     }
 
-    fn replace_blocking(
+    /// What replacing `key` with `object` writes: the file's text before and after, and the
+    /// sidecar's. A version that no longer matches is a conflict.
+    fn plan_replace(
         &self,
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
-    ) -> Result<String, ManifestStoreError> {
-        check_identity(key, object)?;
-        let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    ) -> Result<PlannedWrite, ManifestStoreError> {
         let found = self.lookup(key)?;
         let (entry, text) = (&found.entry, found.file.text.as_str());
         let old_chunk = &text[entry.chunk.clone()];
@@ -587,26 +588,135 @@ impl FileManifestStore {
                 message: "the rendered document would change the file's document structure".into(),
             });
         }
+        Ok(PlannedWrite {
+            file: entry.file.clone(),
+            version: version_of(&new_chunk, new_sidecar.as_deref()),
+            old_text: found.file.text.clone(),
+            new_text,
+            sidecar_path: sidecar::path_of(&self.root, key)?,
+            old_sidecar,
+            new_sidecar,
+        })
+    }
+
+    fn replace_blocking(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+    ) -> Result<String, ManifestStoreError> {
+        check_identity(key, object)?;
+        let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let w = self.plan_replace(key, object, expected_version)?;
         // The sidecar first: a crash between the two writes leaves the original routes and
         // the rollback marker recorded over routes not yet changed, never changed routes
         // with nothing recorded.
-        let sidecar_path = sidecar::path_of(&self.root, key)?;
-        let sidecar_changed = new_sidecar != old_sidecar;
-        if sidecar_changed {
-            sidecar::write(&sidecar_path, new_sidecar.as_deref())?;
+        if w.sidecar_changed() {
+            sidecar::write(&w.sidecar_path, w.new_sidecar.as_deref())?;
         }
-        if new_text != text {
-            if let Err(e) = write_atomically(&entry.file, text, &new_text, key) {
-                if sidecar_changed
-                    && let Err(undo) = sidecar::write(&sidecar_path, old_sidecar.as_deref())
-                {
-                    tracing::warn!(object = %key, "could not put the state file back after a failed write: {undo}");
+        if w.file_changed() {
+            let committed =
+                prepare_atomically(&w.file, &w.new_text).and_then(|p| p.commit(&w.old_text, key));
+            if let Err(e) = committed {
+                w.undo_sidecar(key);
+                return Err(e);
+            }
+            self.record_write(&w.file, w.new_text);
+        }
+        Ok(w.version)
+    }
+
+    /// [`FileManifestStore::replace_blocking`] whose manifest rename waits for `gate`. Before it, in
+    /// parallel: the sidecar is written (the marker may land before the status that explains
+    /// it: at start a marker over exposed routes aborts its run, which is what was decided)
+    /// and the new manifest text goes to a synced temporary file, invisible until renamed.
+    /// Only the rename and the directory's fsync are left after the gate, under the lock; a
+    /// file another writer of this process changed meanwhile is a conflict, retried by the
+    /// router. The lock is not held while waiting, so a slow save never holds another
+    /// canary's write.
+    fn replace_after_blocking(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+        gate: &CommitGate,
+    ) -> Result<String, ManifestStoreError> {
+        check_identity(key, object)?;
+        let w = {
+            let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            self.plan_replace(key, object, expected_version)?
+        };
+        let (sidecar_written, prepared) = std::thread::scope(|scope| {
+            let sidecar = w
+                .sidecar_changed()
+                .then(|| scope.spawn(|| sidecar::write(&w.sidecar_path, w.new_sidecar.as_deref())));
+            let prepared = w
+                .file_changed()
+                .then(|| prepare_atomically(&w.file, &w.new_text))
+                .transpose();
+            let written = match sidecar.map(|h| h.join()) {
+                None => Ok(false),
+                Some(Ok(r)) => r.map(|()| true),
+                Some(Err(_)) => Err(ManifestStoreError::Backend(format!(
+                    "{}: the sidecar write panicked",
+                    w.sidecar_path.display()
+                ))),
+            };
+            (written, prepared)
+        });
+        let sidecar_written = sidecar_written?;
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                if sidecar_written {
+                    w.undo_sidecar(key);
                 }
                 return Err(e);
             }
-            self.record_write(&entry.file, new_text);
+        };
+        gate.wait_blocking();
+        if let Some(prepared) = prepared {
+            let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = prepared.commit(&w.old_text, key) {
+                if sidecar_written {
+                    w.undo_sidecar(key);
+                }
+                return Err(e);
+            }
+            self.record_write(&w.file, w.new_text);
         }
-        Ok(version_of(&new_chunk, new_sidecar.as_deref()))
+        Ok(w.version)
+    }
+}
+
+/// One planned replace (see [`FileManifestStore::plan_replace`]).
+struct PlannedWrite {
+    file: PathBuf,
+    /// The object's version once written.
+    version: String,
+    old_text: String,
+    new_text: String,
+    sidecar_path: PathBuf,
+    old_sidecar: Option<String>,
+    new_sidecar: Option<String>,
+}
+
+impl PlannedWrite {
+    fn sidecar_changed(&self) -> bool {
+        self.new_sidecar != self.old_sidecar
+    }
+
+    fn file_changed(&self) -> bool {
+        self.new_text != self.old_text
+    }
+
+    /// Puts the sidecar back after the manifest write failed.
+    fn undo_sidecar(&self, key: &ObjectKey) {
+        if self.sidecar_changed()
+            && let Err(undo) = sidecar::write(&self.sidecar_path, self.old_sidecar.as_deref())
+        {
+            tracing::warn!(object = %key, "could not put the state file back after a failed write: {undo}");
+        }
     }
 }
 
@@ -648,6 +758,28 @@ impl ManifestStore for FileManifestStore {
             tokio::task::spawn_blocking(move || this.replace_blocking(&key, &object, &expected))
                 .await
                 .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
+        }
+    }
+
+    fn replace_after(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+        gate: &CommitGate,
+    ) -> impl Future<Output = Result<String, ManifestStoreError>> + Send {
+        let this = self.clone();
+        let (key, object, expected) = (key.clone(), object.clone(), expected_version.to_string());
+        let gate = gate.clone();
+        async move {
+            if gate.is_open() {
+                return this.replace(&key, &object, &expected).await;
+            }
+            tokio::task::spawn_blocking(move || {
+                this.replace_after_blocking(&key, &object, &expected, &gate)
+            })
+            .await
+            .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
         }
     }
 }
@@ -952,18 +1084,25 @@ fn yaml_key(k: &Yaml<'_>) -> Option<String> {
     }
 }
 
-/// Temp file in the same directory, fsync, re-check nobody changed the original meanwhile,
-/// rename over it, fsync the directory. Symlinks are resolved so the link itself survives.
-fn write_atomically(
-    file: &Path,
-    old_text: &str,
-    new_text: &str,
-    key: &ObjectKey,
-) -> Result<(), ManifestStoreError> {
+/// A manifest's new text in a synced temporary file beside it (symlinks resolved, so the link
+/// itself survives the rename), not yet renamed over it. Removed when dropped uncommitted.
+struct Prepared {
+    temp: PathBuf,
+    real: PathBuf,
+    dir: PathBuf,
+    committed: bool,
+}
+
+/// Temp file in the same directory with the original's permissions, written and fsynced:
+/// everything of an atomic write that stays invisible.
+fn prepare_atomically(file: &Path, new_text: &str) -> Result<Prepared, ManifestStoreError> {
     let real = fs::canonicalize(file).map_err(|e| backend(file, e))?;
-    let dir = real.parent().ok_or_else(|| {
-        ManifestStoreError::Backend(format!("{}: no parent directory", real.display()))
-    })?;
+    let dir = real
+        .parent()
+        .ok_or_else(|| {
+            ManifestStoreError::Backend(format!("{}: no parent directory", real.display()))
+        })?
+        .to_path_buf();
     let name = real
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -973,34 +1112,51 @@ fn write_atomically(
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = (|| {
-        let permissions = fs::metadata(&real)
-            .map_err(|e| backend(&real, e))?
-            .permissions();
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| backend(&temp, e))?;
-        f.write_all(new_text.as_bytes())
-            .map_err(|e| backend(&temp, e))?;
-        f.sync_all().map_err(|e| backend(&temp, e))?;
-        drop(f);
-        fs::set_permissions(&temp, permissions).map_err(|e| backend(&temp, e))?;
+    let permissions = fs::metadata(&real)
+        .map_err(|e| backend(&real, e))?
+        .permissions();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(|e| backend(&temp, e))?;
+    let prepared = Prepared {
+        temp,
+        real,
+        dir,
+        committed: false,
+    };
+    f.write_all(new_text.as_bytes())
+        .map_err(|e| backend(&prepared.temp, e))?;
+    f.sync_all().map_err(|e| backend(&prepared.temp, e))?;
+    drop(f);
+    fs::set_permissions(&prepared.temp, permissions).map_err(|e| backend(&prepared.temp, e))?;
+    Ok(prepared)
+}
+
+impl Prepared {
+    /// Re-checks nobody changed the original since `old_text` was read, renames over it and
+    /// fsyncs the directory.
+    fn commit(mut self, old_text: &str, key: &ObjectKey) -> Result<(), ManifestStoreError> {
         // Narrow the window for another tool's edit to the rename itself.
-        let now = fs::read_to_string(&real).map_err(|e| backend(&real, e))?;
+        let now = fs::read_to_string(&self.real).map_err(|e| backend(&self.real, e))?;
         if now != old_text {
             return Err(ManifestStoreError::Conflict(key.clone()));
         }
-        fs::rename(&temp, &real).map_err(|e| backend(&real, e))?;
-        fs::File::open(dir)
+        fs::rename(&self.temp, &self.real).map_err(|e| backend(&self.real, e))?;
+        self.committed = true;
+        fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| backend(dir, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+            .map_err(|e| backend(&self.dir, e))
     }
-    result
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
 }
 
 fn backend(path: &Path, e: std::io::Error) -> ManifestStoreError {
@@ -1613,6 +1769,133 @@ spec:
 
     /// An edit that keeps the size and restores the mtime is still seen (ctime and inode).
     #[cfg(unix)]
+    fn temp_files(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+            .collect()
+    }
+
+    /// The rollback path's order (issue 15 item 11): a write behind a closed gate (the status
+    /// being saved) writes its sidecar and a synced temporary file at once, but the manifest
+    /// changes only after the gate opens; another object's write is not held meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gated_write_is_prepared_at_once_and_renamed_only_once_the_gate_opens() {
+        let other = MULTI.replace(
+            "name: reviews\n  namespace: bookinfo",
+            "name: ratings\n  namespace: bookinfo",
+        );
+        let dir = dir_with(&[("app.yaml", MULTI), ("other.yaml", &other)]);
+        let store = FileManifestStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut o = got.object.clone();
+        set_canary(&mut o, 0);
+        o["spec"]["http"][0]["route"][0]["weight"] = json!(100);
+        o["metadata"]["annotations"] =
+            json!({istio::ROLLED_BACK_ANNOTATION: "r@t; rolled back t2"});
+        // From 30 % so the manifest changes.
+        let mut exposed = got.object.clone();
+        set_canary(&mut exposed, 30);
+        let v30 = store
+            .replace(&vs_key(), &exposed, &got.version)
+            .await
+            .unwrap();
+        let at30 = fs::read_to_string(dir.path().join("app.yaml")).unwrap();
+
+        let (opener, gate) = CommitGate::closed();
+        let (s2, o2, v2) = (store.clone(), o.clone(), v30.clone());
+        let mut write =
+            tokio::spawn(async move { s2.replace_after(&vs_key(), &o2, &v2, &gate).await });
+        let sidecar = dir
+            .path()
+            .join(".skycanary/virtualservice_bookinfo_reviews.state");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let marked = fs::read_to_string(&sidecar).is_ok_and(|t| t.contains("rolled back t2"));
+            let temps = temp_files(dir.path());
+            if marked
+                && temps.len() == 1
+                && fs::read_to_string(&temps[0])
+                    .unwrap()
+                    .contains("weight: 100")
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never prepared: {temps:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // Another canary's object is written while this one waits.
+        let r = store
+            .get(&ObjectKey::virtual_service("bookinfo", "ratings"))
+            .await
+            .unwrap();
+        let mut r2 = r.object.clone();
+        set_canary(&mut r2, 10);
+        store
+            .replace(
+                &ObjectKey::virtual_service("bookinfo", "ratings"),
+                &r2,
+                &r.version,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            fs::read_to_string(dir.path().join("app.yaml")).unwrap(),
+            at30,
+            "the manifest changed before the gate opened"
+        );
+        assert!(
+            !write.is_finished(),
+            "the write ended before the gate opened"
+        );
+
+        opener.open();
+        let version = (&mut write).await.unwrap().unwrap();
+        let now = store.get(&vs_key()).await.unwrap();
+        assert_eq!((now.object, now.version), (o.clone(), version));
+        assert!(temp_files(dir.path()).is_empty());
+
+        // A file another tool changed while the write waited: a conflict, nothing left
+        // behind, the sidecar put back.
+        let got = store.get(&vs_key()).await.unwrap();
+        let before_sidecar = fs::read_to_string(&sidecar).unwrap();
+        let mut o3 = got.object.clone();
+        set_canary(&mut o3, 0);
+        o3["metadata"]["annotations"] =
+            json!({istio::ROLLED_BACK_ANNOTATION: "r@t; rolled back t3"});
+        o3["spec"]["http"][0]["route"][0]["timeout"] = json!("3s");
+        let (opener, gate) = CommitGate::closed();
+        let (s3, v3) = (store.clone(), got.version.clone());
+        let write = tokio::spawn(async move { s3.replace_after(&vs_key(), &o3, &v3, &gate).await });
+        loop {
+            if fs::read_to_string(&sidecar).is_ok_and(|t| t.contains("rolled back t3"))
+                && temp_files(dir.path()).len() == 1
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never prepared");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let edited = fs::read_to_string(dir.path().join("app.yaml")).unwrap() + "# edited\n";
+        fs::write(dir.path().join("app.yaml"), &edited).unwrap();
+        opener.open();
+        assert_eq!(
+            write.await.unwrap(),
+            Err(ManifestStoreError::Conflict(vs_key()))
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("app.yaml")).unwrap(),
+            edited
+        );
+        assert_eq!(fs::read_to_string(&sidecar).unwrap(), before_sidecar);
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
     #[tokio::test]
     async fn an_edit_hiding_its_mtime_is_seen() {
         let dir = dir_with(&[("app.yaml", MULTI)]);

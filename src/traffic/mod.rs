@@ -4,6 +4,7 @@
 
 pub mod drift;
 pub mod file;
+pub mod gate;
 pub mod kube;
 pub mod kube_observe;
 #[cfg(any(test, feature = "testkit"))]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::gate::CommitGate;
 use super::store::{ManifestStore, ManifestStoreError, ObjectKey, Versioned};
 
 /// The pure transform, injected (an adapter around `istio::apply` implements it).
@@ -328,7 +329,14 @@ impl<S: ManifestStore> Router<S> {
         let mut written: Vec<Written> = Vec::new();
         for (index, key, current, planned) in plans {
             match self
-                .write_one(index, key, current, planned, planner, &mut report)
+                .write_one(
+                    (index, key),
+                    current,
+                    planned,
+                    planner,
+                    &CommitGate::open(),
+                    &mut report,
+                )
                 .await
             {
                 Ok(Some(w)) => {
@@ -356,6 +364,20 @@ impl<S: ManifestStore> Router<S> {
         destination_rule: Option<&ObjectKey>,
         planner: &dyn Planner,
     ) -> Result<ApplyReport, RouterError> {
+        self.apply_each_after(targets, destination_rule, planner, &CommitGate::open())
+            .await
+    }
+
+    /// [`Router::apply_each`] whose writes become visible only once `gate` is open (the
+    /// status that explains the rollback saved); reading, planning and whatever a store can
+    /// prepare invisibly go ahead meanwhile.
+    pub async fn apply_each_after(
+        &self,
+        targets: &[ObjectKey],
+        destination_rule: Option<&ObjectKey>,
+        planner: &dyn Planner,
+        gate: &CommitGate,
+    ) -> Result<ApplyReport, RouterError> {
         for (i, key) in targets.iter().enumerate() {
             if targets[..i].contains(key) {
                 return Err(RouterError::DuplicateTarget(key.clone()));
@@ -380,7 +402,7 @@ impl<S: ManifestStore> Router<S> {
             let outcome = async {
                 let current = self.get(key).await?;
                 let planned = plan(planner, index, key, &current.object)?;
-                self.write_one(index, key, current, planned, planner, &mut report)
+                self.write_one((index, key), current, planned, planner, gate, &mut report)
                     .await
             }
             .await;
@@ -418,11 +440,11 @@ impl<S: ManifestStore> Router<S> {
     /// Writes one VirtualService; `Ok(None)` when it already has the wanted content.
     async fn write_one(
         &self,
-        index: usize,
-        key: &ObjectKey,
+        (index, key): (usize, &ObjectKey),
         mut current: Versioned,
         mut planned: Value,
         planner: &dyn Planner,
+        gate: &CommitGate,
         report: &mut ApplyReport,
     ) -> Result<Option<Written>, RouterError> {
         let max = self.options.max_attempts.max(1);
@@ -431,7 +453,11 @@ impl<S: ManifestStore> Router<S> {
             if same_content(&planned, &current.object) {
                 return Ok(None);
             }
-            match self.store.replace(key, &planned, &current.version).await {
+            match self
+                .store
+                .replace_after(key, &planned, &current.version, gate)
+                .await
+            {
                 Ok(_) => {
                     return Ok(Some(Written {
                         key: key.clone(),

@@ -7,6 +7,8 @@ use std::future::Future;
 
 use serde_json::Value;
 
+use super::gate::CommitGate;
+
 /// The Istio kinds the traffic layer touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ObjectKind {
@@ -130,4 +132,20 @@ pub trait ManifestStore: Send + Sync {
         object: &Value,
         expected_version: &str,
     ) -> impl Future<Output = Result<String, ManifestStoreError>> + Send;
+
+    /// [`replace`](Self::replace), made visible only once `gate` is open; a store may prepare
+    /// what stays invisible until then (the file store: its temporary file and its sidecar
+    /// state) meanwhile. By default it waits, then replaces.
+    fn replace_after(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+        gate: &CommitGate,
+    ) -> impl Future<Output = Result<String, ManifestStoreError>> + Send {
+        async move {
+            gate.wait().await;
+            self.replace(key, object, expected_version).await
+        }
+    }
 }

@@ -908,6 +908,113 @@ async fn a_broken_unrelated_manifest_does_not_block_a_rollback() {
     );
 }
 
+/// Issue 15 item 11, the rollback path's order in file mode: the rollback's VirtualService is
+/// prepared (sidecar marker written, new manifest in a synced temporary file) while the abort
+/// is being saved, and renamed only once the save is over. The save is held here (a FIFO at
+/// its temporary file's name blocks its `open`) and the daemon killed at that point: the
+/// manifest must still hold the exposed weights beside the old saved status, never the
+/// rollback without the status that explains it; the restarted daemon aborts from the marker
+/// and writes the rollback. It fails if the rename could come before the status is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_while_the_abort_is_saved_never_leaves_the_route_moved_without_it() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alarms: [{ruleName: \"service_resp_time_rule\", name: \"^reviews\\\\.bookinfo$\"}]\n");
+    let mut d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3 && phase(s) == "Paused"
+    })
+    .await;
+    assert_eq!(vs_weights(&d.manifests), (70, 30));
+    let file = json_files(&d.state)
+        .into_iter()
+        .find(|p| p.ends_with("bookinfo/reviews.json"))
+        .expect("the state file");
+    let fifo = file
+        .parent()
+        .unwrap()
+        .join(format!(".reviews.tmp-{}", d.child.id()));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let payload = serde_json::json!([
+        {"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo", "id0": "cmV2aWV3cy5ib29raW5mbw==.1", "id1": "", "ruleName": "service_resp_time_rule",
+         "alarmMessage": "Response time of service reviews.bookinfo is more than 1000ms", "startTime": chrono::Utc::now().timestamp_millis(), "uuid": "u-held"}
+    ]);
+    let hook = format!("{}/webhooks/skywalking", d.url);
+    let alarm = tokio::spawn(async move {
+        http()
+            .post(hook)
+            .bearer_auth(TOKEN)
+            .json(&payload)
+            .send()
+            .await
+    });
+    // The write is prepared while the save is held: the marker is in the sidecar and the new
+    // manifest in its temporary file.
+    let sidecar = d
+        .manifests
+        .join(".skycanary/virtualservice_bookinfo_reviews.state");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let marked =
+            std::fs::read_to_string(&sidecar).is_ok_and(|t| t.contains("skycanary.io/rolled-back"));
+        let prepared = std::fs::read_dir(&d.manifests)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"));
+        if marked && prepared {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollback was not prepared while the status was saved"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        vs_weights(&d.manifests),
+        (70, 30),
+        "the route moved before the abort was saved"
+    );
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["phase"], "Paused", "{saved:#}");
+    assert!(
+        !alarm.is_finished(),
+        "answered before the rollback was written"
+    );
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    alarm.abort();
+    std::fs::remove_file(&fifo).unwrap();
+
+    let dirs = d.dirs.take().expect("dirs");
+    drop(d);
+    let d = start(dirs, &running.url());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = vs_weights(&d.manifests);
+        assert!(
+            w == (70, 30) || w == (100, 0),
+            "weights {w:?} after the restart"
+        );
+        if let Ok(s) = try_status(&d).await
+            && aborted_and_written(&s)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restart never rolled back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["phase"], "Aborted", "{saved:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_changes_are_picked_up_and_invalid_ones_refused() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
