@@ -277,7 +277,41 @@ impl FileManifestStore {
             files_parsed: Arc::default(),
         };
         store.scan()?;
+        store.remove_stale_temps();
         Ok(store)
+    }
+
+    /// Removes the temporary files of writers that were killed between writing and renaming
+    /// (`.NAME.skycanary-PID-N.tmp` beside a manifest) in every directory the scan walked,
+    /// when PID no longer runs. A running PID (this process, a concurrent `route set-weight`,
+    /// or a reused PID) keeps its files: nothing in flight is ever removed.
+    fn remove_stale_temps(&self) {
+        let dirs: Vec<PathBuf> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.dirs.iter().map(|(d, _)| d.clone()).collect()
+        };
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = temp_owner(&name.to_string_lossy()) else {
+                    continue;
+                };
+                if process_runs(pid) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(
+                        file = %path.display(),
+                        "removed the temporary file of a write interrupted by process {pid}"
+                    ),
+                    Err(e) => tracing::warn!(file = %path.display(), "{e}"),
+                }
+            }
+        }
     }
 
     /// The directory.
@@ -782,6 +816,28 @@ impl ManifestStore for FileManifestStore {
             .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
         }
     }
+}
+
+/// The writer's PID of a temporary file this store names `.NAME.skycanary-PID-N.tmp`
+/// (see `prepare_atomically`); `None` for any other name.
+fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, tail) = rest.rsplit_once(".skycanary-")?;
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(n) {
+        return None;
+    }
+    pid.parse().ok().filter(|_| digits(pid))
+}
+
+/// Whether process `pid` runs. Where this cannot be told (no `/proc`), it is assumed to run,
+/// so nothing is removed.
+fn process_runs(pid: u32) -> bool {
+    if pid == std::process::id() || !Path::new("/proc/self").exists() {
+        return true;
+    }
+    Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// The entries of a directory, sorted by name.
@@ -1764,6 +1820,52 @@ spec:
         );
         assert_eq!(store.get(&vs_key()).await.unwrap().object, plain);
         // The sidecar directory is never read as manifests.
+        assert_eq!(store.problems().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn temp_names_tell_their_writer_and_nothing_else() {
+        assert_eq!(temp_owner(".vs.yaml.skycanary-4242-7.tmp"), Some(4242));
+        assert_eq!(temp_owner(".a.skycanary-b.yaml.skycanary-1-0.tmp"), Some(1));
+        for other in [
+            "vs.yaml.skycanary-4242-7.tmp",
+            ".vs.yaml.skycanary-4242-7.tmp.bak",
+            ".vs.yaml.skycanary--7.tmp",
+            ".vs.yaml.skycanary-42x-7.tmp",
+            ".vs.yaml.skycanary-4242-.tmp",
+            ".vs.yaml.skycanary-99999999999999999999-1.tmp",
+            ".vs.yaml.tmp",
+        ] {
+            assert_eq!(temp_owner(other), None, "{other}");
+        }
+    }
+
+    /// A write killed between its synced temporary file and the rename leaves the file behind;
+    /// the next store opened on the directory removes it once its writer is gone, and keeps a
+    /// running writer's and anything else hidden.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_dead_writers_temporary_files_are_removed_at_open() {
+        let dir = dir_with(&[("vs.yaml", MULTI)]);
+        fs::create_dir(dir.path().join("team")).unwrap();
+        // No process has a PID above the kernel's limit (at most 2^22).
+        let dead = [
+            dir.path().join(".vs.yaml.skycanary-4194305-0.tmp"),
+            dir.path().join("team/.x.yaml.skycanary-4194306-3.tmp"),
+        ];
+        let alive = dir
+            .path()
+            .join(format!(".vs.yaml.skycanary-{}-9.tmp", std::process::id()));
+        let foreign = dir.path().join(".vs.yaml.swp.tmp");
+        for f in dead.iter().chain([&alive, &foreign]) {
+            fs::write(f, "partial").unwrap();
+        }
+        let store = FileManifestStore::open(dir.path()).unwrap();
+        for f in &dead {
+            assert!(!f.exists(), "{}", f.display());
+        }
+        assert!(alive.exists() && foreign.exists());
+        assert!(dir.path().join("vs.yaml").exists());
         assert_eq!(store.problems().unwrap(), vec![]);
     }
 
