@@ -80,6 +80,11 @@ impl Cluster {
             canary["status"] = st;
         }
         fake.seed(canary).unwrap();
+        Cluster::serving(fake).await
+    }
+
+    /// Serves the seeded fake, a kubeconfig with a token file and a simulated OAP.
+    async fn serving(fake: FakeApiServer) -> Cluster {
         let (addr, server) = fake.serve().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         write_kubeconfig(addr, &dir.path().join("kubeconfig")).unwrap();
@@ -311,12 +316,13 @@ async fn kube_progress_deadline_aborts_with_canary_not_ready() {
 
 /// Subset-level routing with `workloadRef: {fromSubset: true}`: the canary's pods are those
 /// with the labels of the DestinationRule's `v2` subset (and `app: reviews`), watched as Pods.
-struct SubsetCluster {
-    fake: FakeApiServer,
-    addr: std::net::SocketAddr,
-    _server: ServerHandle,
-    dir: tempfile::TempDir,
-    sim: (Simulator, RunningSim),
+struct SubsetCluster(Cluster);
+
+impl std::ops::Deref for SubsetCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
 }
 
 fn pod(name: &str, app: &str, version: &str, ready: bool) -> Value {
@@ -369,39 +375,7 @@ impl SubsetCluster {
                 "steps": [{"setWeight": 10}, {"pause": {"duration": "1s"}}, {"setWeight": 30}, {"pause": {}}]}
         }))
         .unwrap();
-        let (addr, server) = fake.serve().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        write_kubeconfig(addr, &dir.path().join("kubeconfig")).unwrap();
-        std::fs::write(dir.path().join("token"), "readiness-token\n").unwrap();
-        let sim = Simulator::new(SimConfig::new(OapProfile::V10_4));
-        let running = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        SubsetCluster {
-            fake,
-            addr,
-            _server: server,
-            dir,
-            sim: (sim, running),
-        }
-    }
-
-    fn daemon(&self) -> Replica {
-        replica(
-            "replica-a",
-            &self.dir.path().join("kubeconfig"),
-            &self.dir.path().join("token"),
-            &self.sim.1.url(),
-        )
-    }
-
-    fn status(&self) -> Value {
-        self.fake
-            .get("skycanary.io", "canaries", "bookinfo", "reviews")
-            .map(|c| c["status"].clone())
-            .unwrap_or(Value::Null)
-    }
-
-    async fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait(what, LIMIT, || Some(self.status()).filter(|s| pred(s))).await
+        SubsetCluster(Cluster::serving(fake).await)
     }
 
     /// Sets a pod's Ready condition as the kubelet would; returns the write's resourceVersion.
