@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use skycanary::alarm::{Incoming, RollbackRules, Verdict, parse_payload, verdict};
 use skycanary::analysis::{
     Bindings, Condition, Measurement, MetricSpec, Observation, Phase, ResultValue, RunSpec,
-    RunState, due_metrics, measure, next_due, record, terminate,
+    due_metrics, measure, next_due, record, start_run, terminate,
 };
 use skycanary::resources::canary::{AlarmMatcher, RollbackOn};
 use skycanary::traffic::istio;
@@ -100,7 +100,7 @@ fn state_update(c: &mut Criterion) {
     let mut g = c.benchmark_group("analysis_state");
     let spec = run_spec();
     // A run in steady state: retention (10) full on both metrics.
-    let mut steady = RunState::new(&spec, t0());
+    let mut steady = start_run(&spec, t0());
     for k in 0..10 {
         let at = t0() + TimeDelta::seconds(5 * (k + 1));
         for i in 0..2 {

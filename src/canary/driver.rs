@@ -1421,7 +1421,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             );
         });
         let run = async move {
-            let state = resume.unwrap_or_else(|| RunState::new(&plan.spec, clock.now()));
+            let state =
+                resume.unwrap_or_else(|| crate::analysis::start_run(&plan.spec, clock.now()));
             let mut on_event = |ev: RunEvent<'_>| match ev {
                 RunEvent::Measured { state, metric, .. } => {
                     let _ = tx.send(CanaryTaskMsg::Analysis {
@@ -1622,7 +1623,7 @@ fn dropped_runs(before: &CanaryStatus, after: &CanaryStatus) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::{CanaryStatus, Phase, dropped_runs, newly_completed};
-    use crate::analysis::{RunSpec, RunState};
+    use crate::analysis::{RunSpec, start_run};
     use crate::canary::model::{AnalysisRunKind, AnalysisRunStatus};
 
     fn with_runs(runs: &[(&str, Phase)]) -> CanaryStatus {
@@ -1631,7 +1632,7 @@ mod tests {
             analysis_runs: runs
                 .iter()
                 .map(|(name, phase)| {
-                    let mut status = RunState::new(&RunSpec::default(), now);
+                    let mut status = start_run(&RunSpec::default(), now);
                     status.phase = *phase;
                     AnalysisRunStatus {
                         name: name.to_string(),

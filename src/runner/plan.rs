@@ -70,7 +70,7 @@ pub enum StartError {
 impl StartError {
     /// The run as its driver records it: an Error at `now` that says why, measured nothing.
     pub fn failed_run(&self, now: chrono::DateTime<chrono::Utc>) -> crate::analysis::RunState {
-        let mut failed = crate::analysis::RunState::new(&RunSpec::default(), now);
+        let mut failed = crate::analysis::start_run(&RunSpec::default(), now);
         failed.phase = crate::analysis::Phase::Error;
         failed.message = Some(self.to_string());
         failed

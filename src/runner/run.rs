@@ -73,7 +73,7 @@ pub async fn run_analysis(
     clock: &dyn Clock,
     on_event: &mut (dyn FnMut(RunEvent<'_>) + Send),
 ) -> RunState {
-    let state = RunState::new(&plan.spec, clock.now());
+    let state = analysis::start_run(&plan.spec, clock.now());
     let (_keep, mut stop) = tokio::sync::watch::channel(None);
     run_analysis_from(plan, clients, clock, state, on_event, &mut stop).await
 }

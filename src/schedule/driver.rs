@@ -481,7 +481,7 @@ impl ScheduleTask {
         scheduled: Option<DateTime<Utc>>,
     ) {
         let now = self.ctx.clock.now();
-        let mut state = RunState::new(&RunSpec::default(), now);
+        let mut state = crate::analysis::start_run(&RunSpec::default(), now);
         state.phase = Phase::Pending;
         state.message = None;
         tracing::info!(run = %name, ?trigger, "starting run");
@@ -517,7 +517,7 @@ impl ScheduleTask {
         let run = async move {
             let state = match resume {
                 Some(s) if !s.metric_results.is_empty() => s,
-                _ => RunState::new(&plan.spec, clock.now()),
+                _ => crate::analysis::start_run(&plan.spec, clock.now()),
             };
             let mut on_event = |ev: RunEvent<'_>| {
                 if let RunEvent::Measured { state, .. } = ev {

@@ -1,7 +1,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::analysis::{RunSpec, RunState};
+use crate::analysis::{RunSpec, start_run};
 use crate::canary::{AbortStatus, AnalysisRunKind, AnalysisRunStatus, PauseStatus, RoutingWrite};
 use crate::schedule::model::{RunTrigger, ScheduledRun};
 use crate::traffic::DesiredRouting;
@@ -366,7 +366,7 @@ fn a_rollback_not_acknowledged_is_rollback_pending_and_degraded() {
 }
 
 fn run(name: &str, phase: Phase) -> AnalysisRunStatus {
-    let mut status = RunState::new(&RunSpec::default(), t(0));
+    let mut status = start_run(&RunSpec::default(), t(0));
     status.phase = phase;
     status.message = Some(format!("{name} says {phase:?}"));
     AnalysisRunStatus {
@@ -432,7 +432,7 @@ fn messages_are_bounded() {
 }
 
 fn finished(name: &str, phase: Phase) -> ScheduledRun {
-    let mut status = RunState::new(&RunSpec::default(), t(0));
+    let mut status = start_run(&RunSpec::default(), t(0));
     status.phase = phase;
     status.message = Some("no data".into());
     ScheduledRun {

@@ -1,7 +1,8 @@
-//! The workspace's layering (README "Development", issue 17): the pure crates build without
-//! the runtime's stack. `cargo tree` lists what `skycanary-core` and `skycanary-api` link
-//! (normal dependencies, as a release build would); none of tokio, kube, reqwest, hyper or axum
-//! (nor their `-*` companions) may appear. Skipped, with a message, only when no `cargo` runs.
+//! The workspace's layering (README "Development", issue 17): `skycanary-api` (the data) at the
+//! bottom, depending on no other skycanary crate; `skycanary-core` (the logic) over it; the
+//! pure crates build without the runtime's stack. `cargo tree` lists what each links (normal
+//! dependencies, as a release build would); none of tokio, kube, reqwest, hyper or axum (nor
+//! their `-*` companions) may appear. Skipped, with a message, only when no `cargo` runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -63,12 +64,27 @@ fn tree(package: &str) -> Option<String> {
     Some(String::from_utf8(out.stdout).expect("cargo tree prints UTF-8"))
 }
 
+/// The skycanary crates named in a `cargo tree --prefix none` listing other than its root.
+fn skycanary_crates_below(tree: &str) -> Vec<String> {
+    let mut found: Vec<String> = tree
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name == "skycanary" || name.starts_with("skycanary-"))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
 #[test]
 fn core_and_api_link_no_runtime_kube_or_http_stack() {
-    // Each layer with a crate it must list, so an empty or wrong listing cannot pass.
-    for (package, expected) in [
-        ("skycanary-core", "evalexpr"),
-        ("skycanary-api", "skycanary-core"),
+    // Each layer with a crate it must list, so an empty or wrong listing cannot pass, and the
+    // skycanary crates it may link: api none, core only api.
+    for (package, expected, below) in [
+        ("skycanary-core", "evalexpr", &["skycanary-api"][..]),
+        ("skycanary-api", "schemars", &[][..]),
     ] {
         let Some(text) = tree(package) else {
             eprintln!("skipped: `cargo` is not on PATH, the layering of {package} is unchecked");
@@ -86,6 +102,11 @@ fn core_and_api_link_no_runtime_kube_or_http_stack() {
         assert!(
             names.contains(&expected),
             "{package} does not list {expected}:\n{text}"
+        );
+        assert_eq!(
+            skycanary_crates_below(&text),
+            below,
+            "{package} links other skycanary crates than the layers below it:\n{text}"
         );
         let found = forbidden_in(&text);
         assert!(
@@ -112,4 +133,12 @@ fn the_check_names_the_forbidden_crates_and_their_companions() {
         ]
     );
     assert!(forbidden_in("skycanary-core v0.1.0 (/x)\nchrono v0.4.42\nserde v1.0.0").is_empty());
+}
+
+#[test]
+fn the_check_names_the_skycanary_crates_below_the_root() {
+    let tree = "skycanary-core v0.1.0 (/x)\nskycanary-api v0.1.0 (/y)\nchrono v0.4.42\n\
+                skycanary v0.1.0 (/z)\nskycanary-api v0.1.0 (/y) (*)\nskycanaryish v1.0.0";
+    assert_eq!(skycanary_crates_below(tree), ["skycanary", "skycanary-api"]);
+    assert!(skycanary_crates_below("skycanary-api v0.1.0 (/y)\nchrono v0.4.42").is_empty());
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use skycanary::analysis::{Phase, RunState};
+use skycanary::analysis::{Phase, start_run};
 use skycanary::resources::load_str;
 use skycanary::runner::{self, Defaults};
 use skycanary::sim::OapProfile;
@@ -96,7 +96,7 @@ async fn a_run_resumes_from_a_persisted_state_and_can_be_stopped() {
         &plan,
         &clients,
         s.clock.as_ref(),
-        RunState::new(&plan.spec, s.clock.now()),
+        start_run(&plan.spec, s.clock.now()),
         &mut count,
         &mut rx,
     );

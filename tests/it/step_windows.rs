@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
-use skycanary::analysis::{Phase, RunState};
+use skycanary::analysis::{Phase, RunState, start_run};
 use skycanary::resources::load_str;
 use skycanary::runner::{self, Clock, Defaults, RunEvent, ScaledClock};
 use skycanary::sim::{OapProfile, SimConfig, SimEntity, Simulator};
@@ -86,7 +86,7 @@ async fn run_after_change(window: &str) -> (Outcome, DateTime<Utc>) {
         &plan,
         &clients,
         clock.as_ref(),
-        RunState::new(&plan.spec, clock.now()),
+        start_run(&plan.spec, clock.now()),
         &mut on_event,
         &mut stop,
         routing,
@@ -225,7 +225,7 @@ async fn a_change_during_a_run_moves_its_next_windows() {
         &plan,
         &clients,
         clock.as_ref(),
-        RunState::new(&plan.spec, clock.now()),
+        start_run(&plan.spec, clock.now()),
         &mut on_event,
         &mut stop,
         routing,

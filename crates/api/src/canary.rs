@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use skycanary_core::analysis::RunState;
-use skycanary_core::traffic::{DesiredRouting, RouteWeights};
+use crate::analysis::RunState;
+use crate::routing::{DesiredRouting, RouteWeights};
 
 /// Lifecycle phase of a Canary (DESIGN §2).
 #[derive(

@@ -1,6 +1,6 @@
 //! The analysis engine: conditions, verdicts and the run state machine (pure; no I/O, no clock).
 //!
-//! Flow for a driver: [`RunState::new`] at start; each tick, [`due_metrics`] names the metrics
+//! Flow for a driver: [`start_run`] at start; each tick, [`due_metrics`] names the metrics
 //! to measure; the provider turns each into an [`Observation`]; [`measure`] (or [`judge`])
 //! turns that into a [`Measurement`] (with its typed [`MeasurementEvidence`]); [`record_batch`] stores every measurement taken at that
 //! moment, then reassesses once; sleep until [`next_due`]. [`terminate`] stops a run from
@@ -20,7 +20,7 @@ pub use expr::{
 pub use judge::{Judgement, Observation, judge};
 pub use run::{
     Measurement, MetricResult, RecordError, RunState, due_metrics, fail_run, measure, next_due,
-    next_due_held, record, record_batch, terminate,
+    next_due_held, record, record_batch, start_run, terminate,
 };
 pub use spec::{
     DEFAULT_CONSECUTIVE_ERROR_LIMIT, DEFAULT_ERROR_RETRY_INTERVAL, DEFAULT_RETENTION_LIMIT,

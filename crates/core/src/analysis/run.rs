@@ -1,48 +1,18 @@
 //! The analysis run as a pure state machine: scheduling, recording, assessment.
 //!
-//! The status types serialize like Argo's `AnalysisRun.status` (camelCase). Time is always
-//! passed in (`now`); nothing here reads a clock or does I/O.
+//! The status types (`skycanary-api`, re-exported here) serialize like Argo's
+//! `AnalysisRun.status` (camelCase). Time is always passed in (`now`); nothing here reads a
+//! clock or does I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
 
-use super::evidence::MeasurementEvidence;
+pub use skycanary_api::analysis::{Measurement, MetricResult, RunState};
+
 use super::judge::{Observation, judge};
 use super::spec::{MetricSpec, Phase, RunSpec};
-
-/// One measurement as kept in status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Measurement {
-    pub phase: Phase,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    pub started_at: DateTime<Utc>,
-    /// `None` while in flight.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Facts about how it was taken (Argo's `metadata`): the query window (`windowStart`,
-    /// `windowEnd`, OAP time), the routing change it was aligned to (`alignedAfter`) and the
-    /// returned points that were not evidence for the window (`droppedPoints`, ...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
-    /// The verdict as data: values, each condition's outcome, which decided, thresholds.
-    /// Not one of Argo's fields (its readers ignore it); absent in statuses saved before it
-    /// existed, and for measurements without a value (no data, provider error).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<MeasurementEvidence>,
-}
-
-impl Measurement {
-    fn in_flight(&self) -> bool {
-        !self.phase.is_completed()
-    }
-}
 
 /// Judges an observation into a finished measurement (value = the observation's display,
 /// evidence = the judge's).
@@ -65,79 +35,6 @@ pub fn measure(
     }
 }
 
-/// Per-metric status (Argo's `MetricResult`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MetricResult {
-    pub name: String,
-    pub phase: Phase,
-    /// Newest last, at most the metric's retention limit.
-    #[serde(default)]
-    pub measurements: Vec<Measurement>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// successful + failed + inconclusive: errors are not counted.
-    #[serde(default)]
-    pub count: u32,
-    #[serde(default)]
-    pub successful: u32,
-    #[serde(default)]
-    pub failed: u32,
-    #[serde(default)]
-    pub inconclusive: u32,
-    #[serde(default)]
-    pub error: u32,
-    #[serde(default)]
-    pub consecutive_error: u32,
-    #[serde(default)]
-    pub consecutive_success: u32,
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-impl MetricResult {
-    fn new(spec: &MetricSpec) -> Self {
-        MetricResult {
-            name: spec.name.clone(),
-            phase: Phase::Pending,
-            measurements: Vec::new(),
-            message: None,
-            count: 0,
-            successful: 0,
-            failed: 0,
-            inconclusive: 0,
-            error: 0,
-            consecutive_error: 0,
-            consecutive_success: 0,
-            dry_run: spec.dry_run,
-        }
-    }
-
-    fn last_in_flight(&self) -> bool {
-        self.measurements.last().is_some_and(Measurement::in_flight)
-    }
-}
-
-/// Run status (Argo's `AnalysisRun.status` plus what resuming needs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RunState {
-    pub phase: Phase,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    pub metric_results: Vec<MetricResult>,
-    pub started_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<DateTime<Utc>>,
-    /// No new measurements: set by [`terminate`] or by the first non-dry-run metric that
-    /// ends Failed, Error or Inconclusive.
-    #[serde(default)]
-    pub terminated: bool,
-    /// Why [`terminate`] was called (external termination only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub terminate_reason: Option<String>,
-}
-
 /// Misuse of [`record`] / [`record_batch`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -151,24 +48,41 @@ pub enum RecordError {
     TwiceInBatch(String),
 }
 
-impl RunState {
-    /// A fresh run started at `now`. A run without metrics is an Error right away.
-    pub fn new(spec: &RunSpec, now: DateTime<Utc>) -> Self {
-        let mut state = RunState {
-            phase: Phase::Running,
-            message: None,
-            metric_results: spec.metrics.iter().map(MetricResult::new).collect(),
-            started_at: now,
-            completed_at: None,
-            terminated: false,
-            terminate_reason: None,
-        };
-        if spec.metrics.is_empty() {
-            state.phase = Phase::Error;
-            state.message = Some("no metrics specified".into());
-            state.completed_at = Some(now);
-        }
-        state
+/// A fresh run of `spec` started at `now` (Argo's `AnalysisRun.status` at creation). A run
+/// without metrics is an Error right away.
+pub fn start_run(spec: &RunSpec, now: DateTime<Utc>) -> RunState {
+    let mut state = RunState {
+        phase: Phase::Running,
+        message: None,
+        metric_results: spec.metrics.iter().map(new_metric_result).collect(),
+        started_at: now,
+        completed_at: None,
+        terminated: false,
+        terminate_reason: None,
+    };
+    if spec.metrics.is_empty() {
+        state.phase = Phase::Error;
+        state.message = Some("no metrics specified".into());
+        state.completed_at = Some(now);
+    }
+    state
+}
+
+/// The result of metric `spec` before its first measurement.
+fn new_metric_result(spec: &MetricSpec) -> MetricResult {
+    MetricResult {
+        name: spec.name.clone(),
+        phase: Phase::Pending,
+        measurements: Vec::new(),
+        message: None,
+        count: 0,
+        successful: 0,
+        failed: 0,
+        inconclusive: 0,
+        error: 0,
+        consecutive_error: 0,
+        consecutive_success: 0,
+        dry_run: spec.dry_run,
     }
 }
 

@@ -518,7 +518,7 @@ fn argo_assess_metric_status_cases() {
             assert!(!why.is_empty(), "{name}: a difference needs its reason");
         }
         let m = case.limits.spec("success-rate");
-        let mut r = MetricResult::new(&m);
+        let mut r = new_metric_result(&m);
         let c = case.counters;
         r.count = c.count;
         r.successful = c.successful;
@@ -862,7 +862,7 @@ fn play(case: &RunCase, order: &[usize]) -> (RunSpec, RunState, i64) {
             })
             .collect(),
     };
-    let mut st = RunState::new(&spec, t0());
+    let mut st = start_run(&spec, t0());
     let mut now = 0;
     for step in case.steps {
         now += 60;
@@ -1155,7 +1155,7 @@ fn argo_scheduling_cases() {
                 })
                 .collect(),
         };
-        let mut st = RunState::new(&spec, at(NOW + case.started));
+        let mut st = start_run(&spec, at(NOW + case.started));
         let batch: Vec<(usize, Measurement)> = case
             .metrics
             .iter()
@@ -1202,7 +1202,7 @@ fn argo_trim_measurement_history_cases() {
                 })
                 .collect(),
         };
-        let mut st = RunState::new(&spec, t0());
+        let mut st = start_run(&spec, t0());
         let with_value = |v: &str, secs: i64| Measurement {
             value: Some(v.to_string()),
             ..measurement(S, "", secs)

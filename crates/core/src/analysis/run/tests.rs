@@ -39,7 +39,7 @@ fn bounded(name: &str, count: u32) -> MetricSpec {
 
 fn run_of(metrics: Vec<MetricSpec>) -> (RunSpec, RunState) {
     let spec = RunSpec { metrics };
-    let state = RunState::new(&spec, t0());
+    let state = start_run(&spec, t0());
     (spec, state)
 }
 
@@ -140,7 +140,7 @@ fn non_error_measurement_resets_consecutive_errors() {
 #[test]
 fn error_beats_inconclusive_beats_failed() {
     let m = bounded("m", 10);
-    let mut r = MetricResult::new(&m);
+    let mut r = new_metric_result(&m);
     r.measurements.push(meas(E, 1));
     r.failed = 1;
     r.inconclusive = 1;
