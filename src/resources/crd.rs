@@ -14,16 +14,15 @@
 //! `skycanary crds` prints the result; `deploy/crds/` holds the same text and a test fails
 //! when the two drift.
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value, json};
 
 use super::canary::CanarySpec;
 use super::scheduled::ScheduledAnalysisSpec;
-use super::template::{AnalysisTemplateSpec, IntOrString, WindowDef};
+use super::template::AnalysisTemplateSpec;
 use crate::api::canary::CanaryStatus;
 use crate::api::scheduled::ScheduledAnalysisStatus;
 
@@ -36,16 +35,8 @@ pub const CATEGORY: &str = "skycanary";
 /// The directory, relative to the repository root, that holds the generated files.
 pub const CRD_DIR: &str = "deploy/crds";
 
-/// What `parse_duration` accepts, as a schema pattern: whole seconds (`30`), or Go duration
-/// terms (`1h30m`, `1.5s`, `250ms`), optionally signed `+`. The loader gives the precise
-/// message (range, unit); the pattern lets `kubectl apply` refuse `5x` or `-1m` up front.
-pub const DURATION_PATTERN: &str =
-    r"^\s*([0-9]+|\+?(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)\s*$";
-
-/// Most steps a Canary schema admits. Far above any real release; it exists because the API
-/// server estimates the cost of the spec's CEL rule (which walks `steps`) from list bounds
-/// and refuses a CRD whose unbounded lists make that estimate too high.
-pub const MAX_STEPS: usize = 1000;
+/// The schema bounds the resource types declare, in `skycanary-api`.
+pub use skycanary_api::crd::{DURATION_PATTERN, MAX_STEPS};
 
 /// Labels on every CRD, as the Kubernetes recommended labels say (`app.kubernetes.io/*`).
 pub const CRD_LABELS: &[(&str, &str)] = &[
@@ -53,40 +44,6 @@ pub const CRD_LABELS: &[(&str, &str)] = &[
     ("app.kubernetes.io/part-of", "skycanary"),
     ("app.kubernetes.io/component", "crd"),
 ];
-
-impl JsonSchema for IntOrString {
-    fn schema_name() -> Cow<'static, str> {
-        "IntOrString".into()
-    }
-
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "x-kubernetes-int-or-string": true })
-    }
-}
-
-/// A duration string or an object has no structural form: the API server keeps the value as
-/// written and the loader checks it (field by field, with file and line).
-impl JsonSchema for WindowDef {
-    fn schema_name() -> Cow<'static, str> {
-        "WindowDef".into()
-    }
-
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "Query window: a Go duration (`5m`), or `{duration: 5m, alignToStep: false}` to let the window reach back before the last routing change.",
-            "nullable": true,
-            "x-kubernetes-preserve-unknown-fields": true
-        })
-    }
-}
 
 /// An `additionalPrinterColumns` entry.
 #[derive(Debug, Clone, Copy)]

@@ -1,5 +1,6 @@
-//! The layer rule of `resources` (docs/design.md §8), checked over its source until it moves
-//! into the `skycanary-api` crate, where the compiler enforces it.
+//! The layer rule of `resources` (docs/design.md §8), checked over its source: the resource
+//! types are in the `skycanary-api` crate, where the compiler enforces it; their loading,
+//! validation and compilation are still here.
 
 use std::path::Path;
 
@@ -55,9 +56,9 @@ fn forbidden_uses(text: &str) -> Vec<usize> {
     found
 }
 
-/// The layer rule of docs/design.md §8: the resource types (bound for the `api` crate,
-/// where the status types already are) import nothing from the controllers, so they
-/// compile without them.
+/// The layer rule of docs/design.md §8: what is left of `resources` here (loading,
+/// validation, compilation; the types are in `skycanary-api`) imports nothing from the
+/// controllers, so it can follow them into a crate below the controllers.
 #[test]
 fn resources_import_no_controller() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

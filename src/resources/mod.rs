@@ -1,6 +1,8 @@
 //! Resources: serde types of the YAML/CRD objects and their validation (pure).
 
-pub mod canary;
+/// The resource types, in the `skycanary-api` crate.
+pub use skycanary_api::resources::{canary, scheduled, template};
+
 pub mod canary_validate;
 pub mod compile;
 #[cfg(test)]
@@ -8,9 +10,7 @@ mod layer_tests;
 pub mod load;
 pub mod notifications;
 pub mod route_claims;
-pub mod scheduled;
 pub mod scheduled_validate;
-pub mod template;
 
 /// The pure helpers, in the `skycanary-core` crate.
 pub use skycanary_core::resources::{args, duration, yaml, yaml_edit};

@@ -8,5 +8,7 @@
 
 pub mod analysis;
 pub mod canary;
+pub mod crd;
+pub mod resources;
 pub mod routing;
 pub mod scheduled;

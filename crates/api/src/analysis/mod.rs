@@ -3,9 +3,11 @@
 //! is `skycanary_core::analysis`, which re-exports these types under its own paths.
 
 pub mod evidence;
+mod language;
 mod phase;
 mod run;
 
 pub use evidence::{CompareOp, Comparison, ConditionEvidence, ConditionKind, MeasurementEvidence};
+pub use language::ConditionLanguage;
 pub use phase::Phase;
 pub use run::{Measurement, MetricResult, RunState};

@@ -842,23 +842,7 @@ fn helper_default(v: &Value) -> EvalexprResult<Value> {
     })
 }
 
-/// The language a template's conditions are written in (`conditionLanguage`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConditionLanguage {
-    /// Argo Rollouts' language (expr), with Argo's bindings; default of `argoproj.io` templates.
-    Expr,
-    /// evalexpr 11.3 with skycanary's bindings; default of `skycanary.io` templates.
-    Evalexpr,
-}
-
-impl fmt::Display for ConditionLanguage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConditionLanguage::Expr => "expr",
-            ConditionLanguage::Evalexpr => "evalexpr",
-        })
-    }
-}
+pub use skycanary_api::analysis::ConditionLanguage;
 
 /// The 1-based column of the character after which `src` stops being a valid evalexpr prefix
 /// (evalexpr's errors carry no position). Cuts inside a string literal or inside a token

@@ -180,14 +180,14 @@ pub struct MetricDef {
     pub name: String,
     /// Time between measurements (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
     pub interval: Option<String>,
     /// Number of measurements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<IntOrString>,
     /// Delay before the first measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
     pub initial_delay: Option<String>,
     /// Failed measurements tolerated (default 0; -1 disables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,7 +212,7 @@ pub struct MetricDef {
     pub no_data: Option<NoData>,
     /// Delay before retrying after an Error measurement (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
     pub error_retry_interval: Option<String>,
     /// The metric provider.
     pub provider: ProviderDef,
@@ -261,7 +261,7 @@ pub struct SkyWalkingDef {
     pub window: Option<WindowDef>,
     /// Argo's name for the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
     pub interval: Option<String>,
     /// Bucket size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,7 +283,7 @@ pub struct SkyWalkingDef {
     pub instances: Option<InstancesDef>,
     /// Request timeout (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
     pub timeout: Option<String>,
     /// Authentication, for an OAP behind a gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]

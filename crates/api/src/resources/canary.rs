@@ -45,7 +45,7 @@ pub struct CanarySpec {
     pub analysis: Option<BackgroundAnalysis>,
     /// The release steps.
     #[serde(default)]
-    #[schemars(length(max = super::crd::MAX_STEPS))]
+    #[schemars(length(max = crate::crd::MAX_STEPS))]
     pub steps: Vec<CanaryStep>,
     /// Alarms that roll the canary back at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,7 +152,7 @@ pub struct ReadinessSpec {
     pub min_ready_for_weight: bool,
     /// How long the canary may wait for readiness before the run aborts (default 10m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
     pub progress_deadline: Option<String>,
     /// What losing every ready canary pod while the canary carries weight does.
     #[serde(default)]
@@ -539,6 +539,6 @@ pub enum OnDelete {
 pub struct PostPromotion {
     /// How long alarms and background analysis still roll back after promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
     pub watch: Option<String>,
 }

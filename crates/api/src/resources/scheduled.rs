@@ -124,7 +124,7 @@ pub struct WebhookAction {
     pub headers: Vec<HeaderDef>,
     /// Per-attempt timeout (Go duration, default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(super::crd::DURATION_PATTERN))]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
     pub timeout: Option<String>,
 }
 
