@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use skycanary::provider::skywalking::{SampleValue, decode_response};
+use skycanary_skywalking::{SampleValue, decode_response};
 
 const STATUSES: [u16; 8] = [200, 200, 200, 400, 404, 500, 502, 503];
 const TYPES: [Option<&str>; 4] = [

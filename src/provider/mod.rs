@@ -1,2 +1,2 @@
-//! provider
+//! Metric providers the analysis reads from; SkyWalking's OAP is the one there is.
 pub mod skywalking;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::plan::RunPlan;
 use crate::provider::skywalking::{
-    Auth, ClientOptions, ProviderError, RequestObserver, SkyWalkingClient,
+    Auth, ClientOptions, ProviderError, ReadCaFile as _, RequestObserver, SkyWalkingClient,
 };
 
 /// Clients by connection settings. Cloning shares the cache; a client lives as long as a run

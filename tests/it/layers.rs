@@ -2,7 +2,8 @@
 //! bottom, depending on no other skycanary crate; `skycanary-core` (the logic) over it; the
 //! pure crates build without the runtime's stack. `cargo tree` lists what each links (normal
 //! dependencies, as a release build would); none of tokio, kube, reqwest, hyper or axum (nor
-//! their `-*` companions) may appear. Skipped, with a message, only when no `cargo` runs.
+//! their `-*` companions) may appear. The provider crate `skycanary-skywalking` sits on core,
+//! never under it. Skipped, with a message, only when no `cargo` runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -78,6 +79,45 @@ fn skycanary_crates_below(tree: &str) -> Vec<String> {
     found
 }
 
+/// The crate names of a `cargo tree --prefix none` listing, in order (the root first).
+fn names(tree: &str) -> Vec<&str> {
+    tree.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
+#[test]
+fn the_provider_crate_sits_on_core_and_never_under_it() {
+    let Some(sw) = tree("skycanary-skywalking") else {
+        eprintln!(
+            "skipped: `cargo` is not on PATH, the layering of skycanary-skywalking is unchecked"
+        );
+        return;
+    };
+    let listed = names(&sw);
+    assert_eq!(
+        listed.first(),
+        Some(&"skycanary-skywalking"),
+        "cargo tree listed another root:\n{sw}"
+    );
+    // The edge the split exists for: the client builds core's query model, not its own.
+    assert!(
+        listed.contains(&"skycanary-core"),
+        "skycanary-skywalking does not depend on skycanary-core:\n{sw}"
+    );
+    assert!(
+        listed.contains(&"reqwest"),
+        "skycanary-skywalking does not list its HTTP client (a wrong listing?):\n{sw}"
+    );
+    for package in ["skycanary-core", "skycanary-api"] {
+        let text = tree(package).expect("cargo ran a moment ago");
+        assert!(
+            !names(&text).contains(&"skycanary-skywalking"),
+            "{package} depends on skycanary-skywalking; the pure layers sit under it:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn core_and_api_link_no_runtime_kube_or_http_stack() {
     // Each layer with a crate it must list, so an empty or wrong listing cannot pass, and the
@@ -90,17 +130,14 @@ fn core_and_api_link_no_runtime_kube_or_http_stack() {
             eprintln!("skipped: `cargo` is not on PATH, the layering of {package} is unchecked");
             return;
         };
-        let names: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .collect();
+        let listed = names(&text);
         assert_eq!(
-            names.first(),
+            listed.first(),
             Some(&package),
             "cargo tree listed another root:\n{text}"
         );
         assert!(
-            names.contains(&expected),
+            listed.contains(&expected),
             "{package} does not list {expected}:\n{text}"
         );
         assert_eq!(

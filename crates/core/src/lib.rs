@@ -2,10 +2,13 @@
 //! reqwest (a test of the root package, `it layers`, runs `cargo tree` to keep it so).
 //!
 //! The module paths are the root package's (`analysis`, `traffic::{model, istio}`, `resources::yaml`,
-//! ...), which re-exports them, so code moves here without its callers changing.
+//! ...), which re-exports them, so code moves here without its callers changing. `skywalking` is
+//! the provider's query model; the root's `provider::skywalking` re-exports it with the client
+//! of the `skycanary-skywalking` crate.
 
 pub mod analysis;
 pub mod resources;
+pub mod skywalking;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod traffic;

@@ -15,6 +15,7 @@ use super::alarms::{
     ALARMS_OPERATION, AlarmPage, alarm_query, alarm_variables, alarm_window, decode_alarms,
 };
 use super::duration::{Aligned, Window, aligned_window, parse_timezone, window};
+use super::features::{Features, Introspected, ServerInfo};
 use super::queries::{
     Batch, exec_expression, get_service_instances, list_instances, read_metrics_values,
     read_metrics_values_empty, server_info_query, templates,
@@ -23,11 +24,12 @@ use super::response::{
     Check, Envelope, decode, excerpt, parse_mqe, parse_raw_value, parse_v2, parse_v2_empty,
     retain_window_points,
 };
-use super::version::{Features, Introspected, ServerInfo};
 use super::{
-    Auth, ClientOptions, DroppedPoints, EntitySpec, MetricQuery, OapVersion, ProviderError,
-    QueryKind, Sample, SampleValue, Scope, Step,
+    Auth, ClientOptions, DEFAULT_MAX_RESPONSE_BYTES, DroppedPoints, EntitySpec,
+    MAX_RESPONSE_BYTES_ENV, MetricQuery, OapVersion, ProviderError, QueryKind, Sample, SampleValue,
+    Scope, Step,
 };
+use crate::ca::ReadCaFile as _;
 
 /// Operation name of batched metric requests (shows up in OAP logs).
 const BATCH_OPERATION: &str = "SkycanaryMetrics";
@@ -65,13 +67,6 @@ pub struct SkyWalkingClient {
     /// Largest response body read.
     max_response_bytes: usize,
 }
-
-/// Default bound on one response body: a 500-point window of a few dozen aliases is
-/// well under 1 MiB, and 4 MiB of JSON decodes in a few tens of MiB at most.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-
-/// Environment variable overriding [`DEFAULT_MAX_RESPONSE_BYTES`] (bytes).
-pub const MAX_RESPONSE_BYTES_ENV: &str = "SKYCANARY_MAX_RESPONSE_BYTES";
 
 /// The response bound: the option, else the environment variable, else the default.
 fn resolve_max_response_bytes(opt: Option<usize>) -> Result<usize, ProviderError> {

@@ -148,7 +148,7 @@ pub fn decode_alarms(get_alarm: Value) -> Result<Vec<AlarmRecord>, ProviderError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::skywalking::OapVersion;
+    use crate::OapVersion;
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

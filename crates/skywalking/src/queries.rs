@@ -13,8 +13,8 @@ pub type Long = i64;
 /// MQE `execExpression`, OAP >= 9.5.
 #[derive(GraphQLQuery)]
 #[graphql(
-    schema_path = "src/provider/skywalking/schema.graphql",
-    query_path = "src/provider/skywalking/queries/exec_expression.graphql",
+    schema_path = "src/schema.graphql",
+    query_path = "src/queries/exec_expression.graphql",
     response_derives = "Debug, Clone, PartialEq",
     variables_derives = "Debug, Clone",
     skip_serializing_none
@@ -25,8 +25,8 @@ pub struct ExecExpression;
 /// Legacy v2 `readMetricsValues` without `isEmptyValue` (OAP < 9.5 lacks it).
 #[derive(GraphQLQuery)]
 #[graphql(
-    schema_path = "src/provider/skywalking/schema.graphql",
-    query_path = "src/provider/skywalking/queries/read_metrics_values.graphql",
+    schema_path = "src/schema.graphql",
+    query_path = "src/queries/read_metrics_values.graphql",
     response_derives = "Debug, Clone, PartialEq",
     variables_derives = "Debug, Clone",
     skip_serializing_none
@@ -37,8 +37,8 @@ pub struct ReadMetricsValues;
 /// Legacy v2 `readMetricsValues` with `isEmptyValue` (OAP >= 9.5).
 #[derive(GraphQLQuery)]
 #[graphql(
-    schema_path = "src/provider/skywalking/schema.graphql",
-    query_path = "src/provider/skywalking/queries/read_metrics_values_empty.graphql",
+    schema_path = "src/schema.graphql",
+    query_path = "src/queries/read_metrics_values_empty.graphql",
     response_derives = "Debug, Clone, PartialEq",
     variables_derives = "Debug, Clone",
     skip_serializing_none
@@ -49,8 +49,8 @@ pub struct ReadMetricsValuesEmpty;
 /// metadata-v2 `listInstances`, OAP >= 9.0.
 #[derive(GraphQLQuery)]
 #[graphql(
-    schema_path = "src/provider/skywalking/schema.graphql",
-    query_path = "src/provider/skywalking/queries/list_instances.graphql",
+    schema_path = "src/schema.graphql",
+    query_path = "src/queries/list_instances.graphql",
     response_derives = "Debug, Clone, PartialEq",
     variables_derives = "Debug, Clone",
     skip_serializing_none
@@ -61,8 +61,8 @@ pub struct ListInstances;
 /// metadata v1 `getServiceInstances`, for OAP 8.x.
 #[derive(GraphQLQuery)]
 #[graphql(
-    schema_path = "src/provider/skywalking/schema.graphql",
-    query_path = "src/provider/skywalking/queries/get_service_instances.graphql",
+    schema_path = "src/schema.graphql",
+    query_path = "src/queries/get_service_instances.graphql",
     response_derives = "Debug, Clone, PartialEq",
     variables_derives = "Debug, Clone",
     skip_serializing_none
@@ -73,8 +73,8 @@ pub struct GetServiceInstances;
 /// `version` + `getTimeInfo`, sent once per client.
 #[derive(GraphQLQuery)]
 #[graphql(
-    schema_path = "src/provider/skywalking/schema.graphql",
-    query_path = "src/provider/skywalking/queries/server_info.graphql",
+    schema_path = "src/schema.graphql",
+    query_path = "src/queries/server_info.graphql",
     response_derives = "Debug, Clone, PartialEq",
     variables_derives = "Debug, Clone",
     skip_serializing_none
