@@ -22,23 +22,14 @@ pub struct VersionInfo {
 
 /// This binary's version stamps.
 pub const VERSION: VersionInfo = VersionInfo {
-    version: env!("CARGO_PKG_VERSION"),
-    git_commit: env!("SKYCANARY_GIT_COMMIT"),
-    build_date: env!("SKYCANARY_BUILD_DATE"),
-    target: env!("SKYCANARY_TARGET"),
+    version: crate::build_info::VERSION,
+    git_commit: crate::build_info::GIT_COMMIT,
+    build_date: crate::build_info::BUILD_DATE,
+    target: crate::build_info::TARGET,
 };
 
 /// `--version` / `version` in one line: `0.1.0 (commit abc123, built 2026-12-02, x86_64-…)`.
-pub const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("SKYCANARY_GIT_COMMIT"),
-    ", built ",
-    env!("SKYCANARY_BUILD_DATE"),
-    ", ",
-    env!("SKYCANARY_TARGET"),
-    ")"
-);
+pub const LONG_VERSION: &str = crate::build_info::LONG_VERSION;
 
 /// Arguments of `version`.
 #[derive(Debug, clap::Args)]

@@ -1533,8 +1533,8 @@ fn a_fresh_registry_lists_every_family() {
         "skycanary_build_info",
         &[
             ("version", env!("CARGO_PKG_VERSION")),
-            ("commit", env!("SKYCANARY_GIT_COMMIT")),
-            ("target", env!("SKYCANARY_TARGET")),
+            ("commit", crate::build_info::GIT_COMMIT),
+            ("target", crate::build_info::TARGET),
         ],
     );
     assert_eq!(build.map(|s| s.value), Some(1.0), "{text}");

@@ -433,8 +433,8 @@ impl Metrics {
             "The running build: version, git commit and target triple (value 1)",
             Info::new(BuildLabels {
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                commit: env!("SKYCANARY_GIT_COMMIT").to_string(),
-                target: env!("SKYCANARY_TARGET").to_string(),
+                commit: crate::build_info::GIT_COMMIT.to_string(),
+                target: crate::build_info::TARGET.to_string(),
             }),
         );
         let canary_phase = Family::<CanaryPhaseLabels, Gauge>::default();

@@ -419,7 +419,7 @@ fn rules_do_not_refuse_what_the_loader_accepts() {
 #[test]
 fn shipped_crds_admit_every_example_and_bundled_template() {
     let fake = fake_with_crds();
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut files = vec![
         root.join("deploy/examples/bookinfo/canary.yaml"),
         root.join("deploy/examples/bookinfo/apdex.yaml"),

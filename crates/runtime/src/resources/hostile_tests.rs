@@ -229,7 +229,7 @@ fn a_starting_deadline_past_the_bound_is_refused() {
 #[test]
 fn hostile_fuzz_seeds_are_errors_on_a_small_stack() {
     use crate::resources::yaml::{MANIFEST_LIMITS, parse_documents_with};
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/resources_load");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/resources_load");
     for seed in [
         "seed-deep-block.yaml",
         "seed-deep-flow.yaml",

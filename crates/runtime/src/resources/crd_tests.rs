@@ -16,7 +16,7 @@ use crate::traffic::{
 };
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn crds() -> Vec<GeneratedCrd> {

@@ -218,7 +218,7 @@ mod tests {
 
     /// A status as the daemon wrote it before issue 18: header matchers and destination
     /// weights as `[name, match]` / `[host, weight]` pairs.
-    const TUPLE_FORM: &str = include_str!("../../tests/data/status/canary-tuple-form.json");
+    const TUPLE_FORM: &str = include_str!("../../../../tests/data/status/canary-tuple-form.json");
 
     /// What [`TUPLE_FORM`] holds, read field by field.
     fn check_tuple_form_read(st: &CanaryStatus) {

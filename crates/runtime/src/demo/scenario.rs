@@ -25,9 +25,10 @@ pub const STABLE: &str = "v1";
 pub const TOTAL_CPM: f64 = 120.0;
 
 /// The bundled Bookinfo template (deploy/examples/bookinfo/apdex.yaml), used as it is.
-pub const APDEX_TEMPLATE: &str = include_str!("../../deploy/examples/bookinfo/apdex.yaml");
+pub const APDEX_TEMPLATE: &str = include_str!("../../../../deploy/examples/bookinfo/apdex.yaml");
 /// Bookinfo's `reviews` VirtualService and DestinationRule (subsets v1, v2, v3), as shipped.
-pub const ISTIO_MANIFESTS: &str = include_str!("../../deploy/examples/bookinfo/istio/reviews.yaml");
+pub const ISTIO_MANIFESTS: &str =
+    include_str!("../../../../deploy/examples/bookinfo/istio/reviews.yaml");
 
 /// A demo scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
