@@ -109,6 +109,7 @@ fn the_provider_crate_sits_on_core_and_never_under_it() {
         listed.contains(&"reqwest"),
         "skycanary-skywalking does not list its HTTP client (a wrong listing?):\n{sw}"
     );
+    // Core cannot list it while the edge above holds (cargo refuses a cycle); api can.
     for package in ["skycanary-core", "skycanary-api"] {
         let text = tree(package).expect("cargo ran a moment ago");
         assert!(
