@@ -6,6 +6,7 @@
 //! the provider's query model; the root's `provider::skywalking` re-exports it with the client
 //! of the `skycanary-skywalking` crate.
 
+pub mod alarm;
 pub mod analysis;
 pub mod resources;
 pub mod skywalking;

@@ -11,10 +11,7 @@ use super::alertmanager::Alert;
 use super::skywalking::Alarm;
 use crate::resources::canary::{AlarmMatcher, AlertMatcher, RollbackOn};
 
-/// Compiles `re` so it must match the whole text.
-pub fn anchored(re: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("^(?:{re})$"))
-}
+pub use skycanary_core::alarm::anchored;
 
 /// One `rollbackOn` criterion, compiled. Most criteria are plain names (`reviews\\.bookinfo`,
 /// a rule name): those are compared as strings, which costs no regex automaton per canary —
