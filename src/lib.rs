@@ -2,9 +2,9 @@
 //!
 //! The crate is a pure core (resources, analysis, conditions) with thin I/O edges
 //! (the SkyWalking provider, the simulator, the CLI). See DESIGN.md §8 for the layout. The
-//! workspace's crates `skycanary-core` (pure logic) and `skycanary-api` (status types) are
-//! re-exported under their old paths (`analysis`, `api`, and modules of `resources` and
-//! `traffic`), so callers keep their imports.
+//! workspace's crates `skycanary-core` (pure logic) and `skycanary-api` (resource and status
+//! types, CRD generation) are re-exported under their old paths (`analysis`, `api`, and modules
+//! of `resources` and `traffic`), so callers keep their imports.
 
 pub mod alarm;
 pub use skycanary_api as api;
