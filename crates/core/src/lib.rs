@@ -8,6 +8,7 @@
 
 pub mod alarm;
 pub mod analysis;
+pub mod canary;
 pub mod resources;
 pub mod skywalking;
 #[cfg(any(test, feature = "testkit"))]
