@@ -10,6 +10,7 @@ pub mod alarm;
 pub mod analysis;
 pub mod canary;
 pub mod resources;
+pub mod schedule;
 pub mod skywalking;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
