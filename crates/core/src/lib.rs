@@ -8,7 +8,9 @@
 
 pub mod alarm;
 pub mod analysis;
+pub mod canary;
 pub mod resources;
+pub mod schedule;
 pub mod skywalking;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

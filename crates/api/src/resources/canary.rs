@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::template::{IntOrString, ObjectMeta};
 
+/// Default `maxTrafficWeight`: a route's total weight when the spec names none. Validation,
+/// the routing model and the state machine all read it, so it lives with the type.
+pub const DEFAULT_MAX_WEIGHT: i64 = 100;
+
 /// A whole Canary document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

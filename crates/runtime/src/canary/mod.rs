@@ -1,12 +1,12 @@
-//! Canary controller: the pure state machine (`machine.rs`) over the status model
-//! (`model.rs`), and later the driver that performs its effects.
+//! Canary controller: the driver that performs the effects of the pure state machine, its
+//! readiness sources and preflight checks. The machine, its status model and the revision
+//! resolution are in the `skycanary-core` crate, re-exported here under their old paths.
 
 pub mod driver;
-pub mod machine;
-pub mod model;
+/// The pure state machine, its status model and revision resolution, in `skycanary-core`.
+pub use skycanary_core::canary::{machine, model, revision};
 pub mod preflight;
 pub mod readiness;
 pub mod readiness_file;
-pub mod revision;
 
 pub use model::*;

@@ -8,8 +8,8 @@ use super::load::{ConfigError, Origin};
 use super::template::IntOrString;
 use super::yaml::{child_path, index_path};
 
-/// Default `maxTrafficWeight`.
-pub const DEFAULT_MAX_WEIGHT: i64 = 100;
+/// Default `maxTrafficWeight`, defined with the resource type (the routing model reads it too).
+pub use super::canary::DEFAULT_MAX_WEIGHT;
 
 /// Longest Canary name: a Kubernetes label value's limit, which also keeps the state file
 /// (`.<name>.tmp-<pid>`, `<name>.json`) within the 255-byte file name limit.

@@ -1,12 +1,13 @@
-//! Scheduled analyses (DESIGN §2 "ScheduledAnalysis", §6): cron translation on the `cron`
-//! crate (`skycanary_core::resources::cron`, pure), scheduling decisions (`policy.rs`, pure), the status model
-//! (`model.rs`), and the driver that runs them (`driver.rs`, I/O: one task per object).
+//! Scheduled analyses (DESIGN §2 "ScheduledAnalysis", §6): the driver that runs them
+//! (`driver.rs`, I/O: one task per object) and their status store. The pure parts are in the
+//! `skycanary-core` crate and re-exported here: cron translation (`resources::cron`), the
+//! scheduling decisions (`schedule::policy`) and the status model (`schedule::model`).
 
 /// Cron translation lives with the resource it validates (`resources::cron`), re-exported here.
 pub use crate::resources::cron;
 pub mod driver;
-pub mod model;
-pub mod policy;
+/// The scheduling decisions and the status model, in `skycanary-core`.
+pub use skycanary_core::schedule::{model, policy};
 pub mod store;
 
 pub use cron::{CronError, CronSchedule};

@@ -316,6 +316,17 @@ fn aborted_names_the_evidence() {
     );
     st.abort = Some(abort(None, None));
     assert_eq!(get(&derived(&st), "Aborted").reason, "RolloutAborted");
+    // An abort for an unready canary (the machine sets `not_ready`) is named with the reason
+    // of the machine's event.
+    st.abort = Some(AbortStatus {
+        not_ready: Some("canary 0/2 ready for 2m".into()),
+        reason: "CanaryNotReady: canary 0/2 ready for 2m".into(),
+        ..abort(None, None)
+    });
+    assert_eq!(
+        get(&derived(&st), "Aborted").reason,
+        crate::canary::machine::NOT_READY
+    );
     st.phase = CanaryPhase::RolledBack;
     assert_eq!(get(&derived(&st), "Aborted").reason, "RolledBack");
     st.abort = None;

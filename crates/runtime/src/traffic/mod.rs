@@ -9,12 +9,12 @@ pub mod kube;
 pub mod kube_observe;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
-/// The routing model and the pure Istio transforms, in the `skycanary-core` crate.
-pub use skycanary_core::traffic::{istio, model};
+/// The routing model, its resolution from a Canary's spec and the pure Istio transforms, in
+/// the `skycanary-core` crate.
+pub use skycanary_core::traffic::{istio, model, spec};
 pub mod planner;
 pub mod router;
 pub mod sidecar;
-pub mod spec;
 pub mod store;
 
 pub use model::*;

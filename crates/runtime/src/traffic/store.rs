@@ -2,68 +2,14 @@
 //! manifests. Both offer the same optimistic-concurrency contract, so the router's
 //! read → plan → write-with-version → retry-on-conflict logic is written once.
 
-use std::fmt;
 use std::future::Future;
 
 use serde_json::Value;
 
 use super::gate::CommitGate;
-
-/// The Istio kinds the traffic layer touches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ObjectKind {
-    /// `networking.istio.io` VirtualService.
-    VirtualService,
-    /// `networking.istio.io` DestinationRule.
-    DestinationRule,
-}
-
-impl ObjectKind {
-    /// The Kubernetes kind name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ObjectKind::VirtualService => "VirtualService",
-            ObjectKind::DestinationRule => "DestinationRule",
-        }
-    }
-}
-
-/// Identifies one object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
-    /// VirtualService or DestinationRule.
-    pub kind: ObjectKind,
-    /// Its namespace (`default` when a file mode manifest names none).
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-}
-
-impl ObjectKey {
-    /// A VirtualService key.
-    pub fn virtual_service(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey {
-            kind: ObjectKind::VirtualService,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
-    /// A DestinationRule key.
-    pub fn destination_rule(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey {
-            kind: ObjectKind::DestinationRule,
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
-    }
-}
+/// The objects' identities, plain data in the `skycanary-core` crate (the routing model names
+/// them too).
+pub use skycanary_core::traffic::key::{ObjectKey, ObjectKind};
 
 /// An object and the version it was read at (`metadata.resourceVersion` in Kubernetes; a
 /// content hash for files).

@@ -7,11 +7,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::cron::CronSchedule;
 use super::model::{RunTrigger, ScheduledAnalysisStatus, ScheduledRun};
 use crate::analysis::{Phase, RunState};
 use crate::canary::machine::evidence;
 use crate::canary::model::AbortStatus;
+use crate::resources::cron::CronSchedule;
 use crate::resources::scheduled::{ActionsSpec, ConcurrencyPolicy, ScheduledAnalysisSpec};
 
 /// Missed fire times counted at most (CronJob stops counting at 100 too).

@@ -1,10 +1,10 @@
 //! ScheduledAnalysis status (the `.status` of the resource; the state file in file mode) and
 //! the API's summary. Shared by the policy, the driver, the HTTP API and the CLI. The status
-//! types are defined in [`crate::api::scheduled`] and re-exported here.
+//! types are defined in [`skycanary_api::scheduled`] and re-exported here.
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::api::scheduled::*;
+pub use skycanary_api::scheduled::*;
 
 /// What the API shows of a ScheduledAnalysis (`GET /api/v1/scheduled-analyses`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -1,11 +1,11 @@
 //! Canary status (the `.status` of the resource, Argo-like) and the inputs and effects of the
 //! pure state machine. Shared by the state machine, the driver, the HTTP API and the CLI. The
-//! status types are defined in [`crate::api::canary`] (the resource's types, which the CRDs
+//! status types are defined in [`skycanary_api::canary`] (the resource's types, which the CRDs
 //! need without the controller) and re-exported here.
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::api::canary::*;
+pub use skycanary_api::canary::*;
 
 /// An event to record (Kubernetes Event with an Argo-compatible reason, log line, metric).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

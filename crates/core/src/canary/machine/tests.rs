@@ -2404,12 +2404,9 @@ mod readiness {
             abort.reason
         );
         assert!(abort.reason.contains("2m"), "{}", abort.reason);
+        // `not_ready` is what the runtime's `Aborted` condition reads its reason from
+        // (`state::conditions`, tested there).
         assert!(abort.not_ready.is_some());
-        let aborted = crate::state::conditions::canary_desired(&s.st)
-            .into_iter()
-            .find(|c| c.type_ == "Aborted")
-            .expect("Aborted condition");
-        assert_eq!(aborted.reason, NOT_READY);
     }
 
     #[test]

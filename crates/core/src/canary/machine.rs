@@ -13,10 +13,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::analysis::{CompareOp, MeasurementEvidence, Phase, RunState, fmt_num};
 use crate::resources::canary::{
-    ArgValue, CanaryDoc, CanarySpec, CanaryStep, OnAnalysisError, OnCanaryUnavailable, OnSuccess,
-    ReadinessSpec, TemplateRef,
+    ArgValue, CanaryDoc, CanarySpec, CanaryStep, DEFAULT_MAX_WEIGHT, OnAnalysisError,
+    OnCanaryUnavailable, OnSuccess, ReadinessSpec, TemplateRef,
 };
-use crate::resources::canary_validate::DEFAULT_MAX_WEIGHT;
 use crate::resources::duration::{format_duration, parse_duration};
 use crate::resources::template::{IntOrString, ObjectMeta};
 use crate::traffic::spec::desired_after_steps;

@@ -1,10 +1,9 @@
 //! Canary spec → routing model: resolves names (`name.namespace`), defaults and the split mode.
 
-use crate::resources::canary::{CanaryDoc, CanaryStep, StringMatchSpec};
-use crate::resources::canary_validate::DEFAULT_MAX_WEIGHT;
+use crate::resources::canary::{CanaryDoc, CanaryStep, DEFAULT_MAX_WEIGHT, StringMatchSpec};
 
+use super::key::ObjectKey;
 use super::model::*;
-use super::store::ObjectKey;
 
 /// Splits Argo's `name.namespace` form; a trailing `.svc.cluster.local` is ignored.
 pub fn split_name(name: &str, default_namespace: &str) -> (String, String) {
@@ -182,7 +181,7 @@ pub fn desired_after_steps(canary: &CanaryDoc, step_index: usize) -> DesiredRout
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::load_str;
+    use crate::resources::yaml::parse_documents;
 
     const CANARY: &str = r#"apiVersion: skycanary.io/v1alpha1
 kind: Canary
@@ -205,10 +204,11 @@ spec:
   - setHeaderRoute: {name: hdr}
 "#;
 
+    /// The fixture as the loader reads it (YAML to JSON, then the resource's serde shape);
+    /// its validation is the runtime's, and the fixture is valid.
     fn canary() -> CanaryDoc {
-        let r = load_str("c.yaml", CANARY);
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        r.canaries[0].doc.clone()
+        let docs = parse_documents(CANARY).expect("the fixture is YAML");
+        serde_json::from_value(docs[0].value.clone()).expect("the fixture is a Canary")
     }
 
     #[test]
