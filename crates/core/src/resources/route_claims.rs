@@ -8,7 +8,20 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::canary::CanaryDoc;
-use crate::traffic::spec::split_name;
+
+/// `name`, `name.namespace` or `name.namespace.svc.cluster.local` as (name, namespace), the
+/// Canary's namespace when none is written: the rule the router resolves a VirtualService by
+/// (the runtime's `traffic::spec::split_name`), so the claims compared here are the objects it
+/// will write.
+fn split_name(name: &str, default_namespace: &str) -> (String, String) {
+    let n = name.strip_suffix(".svc.cluster.local").unwrap_or(name);
+    match n.rsplit_once('.') {
+        Some((name, ns)) if !name.is_empty() && !ns.is_empty() => {
+            (name.to_string(), ns.to_string())
+        }
+        _ => (n.to_string(), default_namespace.to_string()),
+    }
+}
 
 /// One route of one VirtualService a Canary writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
