@@ -155,6 +155,25 @@ fn core_and_api_link_no_runtime_kube_or_http_stack() {
 }
 
 #[test]
+fn the_template_compiler_in_core_takes_the_graphql_parser_not_the_server() {
+    let Some(text) = tree("skycanary-core") else {
+        eprintln!("skipped: `cargo` is not on PATH, the layering of skycanary-core is unchecked");
+        return;
+    };
+    let listed = names(&text);
+    // Raw queries of templates are parsed where they are validated (core): the parser crate,
+    // never the simulator's GraphQL server, whose executor and runtime stay in the runtime.
+    assert!(
+        listed.contains(&"async-graphql-parser"),
+        "skycanary-core does not list the GraphQL parser its compiler uses:\n{text}"
+    );
+    assert!(
+        !listed.contains(&"async-graphql"),
+        "skycanary-core links the GraphQL server:\n{text}"
+    );
+}
+
+#[test]
 fn the_check_names_the_forbidden_crates_and_their_companions() {
     let tree = "skycanary-core v0.1.0 (/x)\nchrono v0.4.42\ntokio v1.48.0\ntokio-util v0.7.0\n\
                 hyper-util v0.1.0\nkube-client v5.0.0\nkubectl-like v1.0.0\nreqwest v0.13.0 (*)\n\

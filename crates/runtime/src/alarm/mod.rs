@@ -1,17 +1,18 @@
 //! Alarm intake: SkyWalking webhook payloads and `getAlarm` polling, Alertmanager webhook
 //! payloads, matching against a Canary's `rollbackOn`, and de-duplication of repeated
-//! deliveries.
+//! deliveries. The payloads, their parsers, matching and the acceptance decision are pure and
+//! live in `skycanary-core` (`skycanary_core::alarm`), re-exported here under their old
+//! paths; polling the OAP (`poll`) is the runtime's.
 
-pub mod accept;
-pub mod alertmanager;
-pub mod intake;
-pub mod matcher;
+/// The pure side, in the `skycanary-core` crate.
+pub use skycanary_core::alarm::{accept, alertmanager, intake, matcher, skywalking};
 pub mod poll;
-pub mod skywalking;
 
-pub use intake::{Batch, DedupeKey, Deduper, Incoming, Rejected, Verdict, verdict};
-pub use matcher::{AlarmMatchers, AlertMatchers, PatternCache, RollbackRules, anchored};
-pub use skywalking::{Alarm, AlarmMessage, ParseError, parse_batch, parse_payload};
+pub use skycanary_core::alarm::{
+    Alarm, AlarmMatchers, AlarmMessage, AlertMatchers, Batch, DedupeKey, Deduper, Incoming,
+    ParseError, PatternCache, Rejected, RollbackRules, Verdict, anchored, parse_batch,
+    parse_payload, verdict,
+};
 
 use serde::{Deserialize, Serialize};
 

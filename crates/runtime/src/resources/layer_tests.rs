@@ -1,6 +1,6 @@
 //! The layer rule of `resources` (docs/design.md §8), checked over its source: the resource
-//! types are in the `skycanary-api` crate, where the compiler enforces it; their loading,
-//! validation and compilation are still here.
+//! types are in the `skycanary-api` crate and their validation and compilation in
+//! `skycanary-core`, where the compiler enforces it; the file loader is still here.
 
 use std::path::Path;
 
@@ -56,9 +56,9 @@ fn forbidden_uses(text: &str) -> Vec<usize> {
     found
 }
 
-/// The layer rule of docs/design.md §8: what is left of `resources` here (loading,
-/// validation, compilation; the types are in `skycanary-api`) imports nothing from the
-/// controllers, so it can follow them into a crate below the controllers.
+/// The layer rule of docs/design.md §8: what is left of `resources` here (the file loader;
+/// the types are in `skycanary-api`, validation and compilation in `skycanary-core`) imports
+/// nothing from the controllers.
 #[test]
 fn resources_import_no_controller() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -77,7 +77,7 @@ fn resources_import_no_controller() {
             }
         }
     }
-    assert!(files > 10, "the source files were not found ({files})");
+    assert!(files >= 3, "the source files were not found ({files})");
     assert!(offences.is_empty(), "{}", offences.join("\n"));
 }
 

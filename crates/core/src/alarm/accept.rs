@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 
 use super::intake::{Incoming, plausible_start};
 use super::matcher::RollbackRules;
-use crate::api::canary::{CommandAction, CommandRequest};
+use skycanary_api::canary::{CommandAction, CommandRequest};
 
 /// What is known of one alarm when deciding for one canary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,8 +213,8 @@ mod tests {
 
     use super::*;
     use crate::alarm::skywalking::Alarm;
-    use crate::api::canary::ForwardedAlarm;
-    use crate::resources::canary::{AlarmMatcher, RollbackOn};
+    use skycanary_api::canary::ForwardedAlarm;
+    use skycanary_api::resources::canary::{AlarmMatcher, RollbackOn};
 
     fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::canary::*;
 use super::duration::{duration_from_secs, parse_duration};
-use super::load::{ConfigError, Origin};
+use super::error::{ConfigError, Origin};
 use super::template::IntOrString;
 use super::yaml::{child_path, index_path};
 

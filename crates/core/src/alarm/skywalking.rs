@@ -311,7 +311,7 @@ mod tests {
     use super::*;
     use crate::alarm::intake::{Incoming, Verdict, dedupe_key, verdict};
     use crate::alarm::matcher::RollbackRules;
-    use crate::resources::canary::{AlarmMatcher, RollbackOn};
+    use skycanary_api::resources::canary::{AlarmMatcher, RollbackOn};
 
     const V8_0: &str = include_str!("fixtures/skywalking-8.0.json");
     const V8_6: &str = include_str!("fixtures/skywalking-8.6.json");

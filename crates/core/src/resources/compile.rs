@@ -15,13 +15,12 @@ use std::time::Duration;
 
 use super::args::{self, ArgContext};
 use super::duration::parse_duration;
-use super::load::{ConfigError, ConfigErrors, Origin, raw_query_aliases};
+use super::error::{ConfigError, ConfigErrors, Origin};
+use super::load::raw_query_aliases;
 use super::template::*;
 use super::yaml::{child_path, index_path};
 use crate::analysis::{self, Condition, ConditionLanguage, MetricSpec, NoDataPolicy};
-use crate::provider::skywalking::{
-    Auth, ClientOptions, EntitySpec, MetricQuery, QueryKind, Scope, Step,
-};
+use crate::skywalking::{Auth, ClientOptions, EntitySpec, MetricQuery, QueryKind, Scope, Step};
 
 /// Settings that templates may leave out.
 #[derive(Debug, Clone, Default)]
@@ -762,7 +761,7 @@ impl Compiler<'_> {
         }
         for (i, h) in sw.headers.iter().enumerate() {
             let hp = index_path(&g("headers"), i);
-            if reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            if http::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
                 self.err(
                     &child_path(&hp, "name"),
                     format!("{:?} is not a valid header name", h.name),

@@ -50,11 +50,12 @@ impl Payload {
     }
 }
 
-/// The body as sent, its alerts left raw so each is parsed on its own.
+/// The body as sent, its alerts left raw so each is parsed on its own. Public for the
+/// runtime's OpenAPI document, which describes the webhook's body with its schema.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "AlertmanagerPayload")]
-pub(crate) struct WirePayload<'a> {
+pub struct WirePayload<'a> {
     /// Payload format version; Alertmanager sends `"4"`, the only one accepted.
     #[serde(default)]
     #[schemars(extend("enum" = ["4", null]))]
@@ -217,7 +218,7 @@ mod tests {
     use super::*;
     use crate::alarm::intake::{Incoming, Verdict, verdict};
     use crate::alarm::matcher::RollbackRules;
-    use crate::resources::canary::{AlertMatcher, RollbackOn};
+    use skycanary_api::resources::canary::{AlertMatcher, RollbackOn};
 
     const FIRING: &str = include_str!("fixtures/alertmanager-firing.json");
     const RESOLVED: &str = include_str!("fixtures/alertmanager-resolved.json");

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::canary_validate::{check_name, check_namespace};
 use super::cron::{CronSchedule, parse_time_zone};
 use super::duration::{duration_from_secs, parse_duration};
-use super::load::{ConfigError, Origin};
+use super::error::{ConfigError, Origin};
 use super::scheduled::*;
 use super::yaml::{child_path, index_path};
 
@@ -105,7 +105,7 @@ fn check_actions(a: &ActionsSpec, p: &str, o: &Origin, errs: &mut Vec<ConfigErro
     }
     if let Some(w) = &a.webhook {
         let wp = child_path(p, "webhook");
-        match reqwest::Url::parse(&w.url) {
+        match url::Url::parse(&w.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
             Ok(_) => errs.push(o.error(
                 &child_path(&wp, "url"),
@@ -118,13 +118,13 @@ fn check_actions(a: &ActionsSpec, p: &str, o: &Origin, errs: &mut Vec<ConfigErro
         }
         for (i, h) in w.headers.iter().enumerate() {
             let hp = index_path(&child_path(&wp, "headers"), i);
-            if reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            if http::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
                 errs.push(o.error(
                     &child_path(&hp, "name"),
                     format!("{:?} is not a valid header name", h.name),
                 ));
             }
-            if reqwest::header::HeaderValue::from_str(&h.value).is_err() {
+            if http::header::HeaderValue::from_str(&h.value).is_err() {
                 errs.push(o.error(
                     &child_path(&hp, "value"),
                     "not a valid header value (control characters?)",

@@ -1,9 +1,10 @@
-//! Hostile resource files: names that would escape paths, deep or aliased YAML, symlink
-//! loops, oversized files. Each is an error naming file, line and field, never a crash.
+//! Hostile resource text: names that would escape paths, deep or aliased YAML, durations past
+//! their bounds. Each is an error naming file, line and field, never a crash. (Symlink loops,
+//! oversized files and Helm charts are the file loader's: the runtime's `load_paths_tests.rs`.)
 
 use std::path::PathBuf;
 
-use crate::resources::{LoadResult, load_paths, load_str};
+use crate::resources::{LoadResult, load_str};
 
 const TEMPLATE: &str = "apiVersion: skycanary.io/v1alpha1
 kind: AnalysisTemplate
@@ -135,55 +136,6 @@ fn aliases_are_refused_with_their_line() {
     );
 }
 
-#[cfg(unix)]
-#[test]
-fn symlink_loops_are_named_not_followed_and_links_read_once() {
-    use std::os::unix::fs::symlink;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("t.yaml"), TEMPLATE).unwrap();
-    symlink(".", dir.path().join("a")).unwrap();
-    symlink(".", dir.path().join("b")).unwrap();
-    std::fs::create_dir(dir.path().join("sub")).unwrap();
-    symlink("../sub", dir.path().join("sub-link")).unwrap();
-    std::fs::write(
-        dir.path().join("sub/u.yaml"),
-        TEMPLATE.replace("{name: apdex}", "{name: other}"),
-    )
-    .unwrap();
-    symlink("t.yaml", dir.path().join("t-link.yaml")).unwrap();
-    let r = load_paths(&[dir.path().to_path_buf()]);
-    let messages: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
-    assert_eq!(messages.len(), 2, "{messages:?}");
-    for (m, link) in messages.iter().zip(["a", "b"]) {
-        let at: PathBuf = dir.path().join(link);
-        assert!(
-            m.starts_with(&format!("{}: symlink loop: leads back to ", at.display())),
-            "{m}"
-        );
-    }
-    assert_eq!(r.templates.len(), 2, "each file read once: {messages:?}");
-    assert_eq!(r.files, 2);
-}
-
-#[test]
-fn oversized_config_file_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("big.yaml");
-    let file = std::fs::File::create(&f).unwrap();
-    file.set_len(crate::resources::yaml::MAX_CONFIG_FILE_BYTES + 1)
-        .unwrap();
-    let r = load_paths(std::slice::from_ref(&f));
-    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-    assert_eq!(
-        r.errors[0].to_string(),
-        format!(
-            "{}: file is larger than the limit of {} bytes",
-            f.display(),
-            crate::resources::yaml::MAX_CONFIG_FILE_BYTES
-        )
-    );
-}
-
 #[test]
 fn durations_past_the_bound_are_refused_as_integers_and_strings() {
     let src = TEMPLATE.replace(
@@ -255,34 +207,4 @@ fn hostile_fuzz_seeds_are_errors_on_a_small_stack() {
             assert!(manifest.is_err(), "{seed}");
         }
     }
-}
-
-/// A Helm chart's directory is left out (its templates are Go templates) and said so; the
-/// manifests beside it are read.
-#[test]
-fn helm_charts_are_skipped_not_parsed() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("t.yaml"), TEMPLATE).unwrap();
-    let chart = dir.path().join("chart");
-    std::fs::create_dir_all(chart.join("templates")).unwrap();
-    std::fs::write(
-        chart.join("Chart.yaml"),
-        "apiVersion: v2\nname: x\nversion: 0.1.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        chart.join("templates/service.yaml"),
-        "metadata:\n  namespace: {{ .Release.Namespace }}\n",
-    )
-    .unwrap();
-    let r = load_paths(&[dir.path().to_path_buf()]);
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(r.templates.len(), 1);
-    assert_eq!(
-        r.skipped,
-        vec![format!(
-            "{}: a Helm chart (its templates are not manifests until rendered)",
-            chart.display()
-        )]
-    );
 }

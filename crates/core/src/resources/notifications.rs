@@ -6,7 +6,7 @@
 
 pub use skycanary_api::resources::notifications::*;
 
-use super::load::{ConfigError, Origin};
+use super::error::{ConfigError, Origin};
 use super::yaml::{child_path, index_path};
 
 /// Which kind of object a subscription list belongs to (the events it may name differ).

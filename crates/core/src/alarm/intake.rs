@@ -279,7 +279,7 @@ impl Deduper {
 mod tests {
     use super::*;
     use crate::alarm::matcher::RollbackRules;
-    use crate::resources::canary::{AlarmMatcher, RollbackOn};
+    use skycanary_api::resources::canary::{AlarmMatcher, RollbackOn};
 
     fn keys(ks: &[&str]) -> Vec<DedupeKey> {
         ks.iter().map(dedupe_key).collect()

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::canary::CanaryDoc;
+// The rule the router resolves a VirtualService by, so the claims compared here are the
+// objects it will write.
 use crate::traffic::spec::split_name;
 
 /// One route of one VirtualService a Canary writes.

@@ -9,9 +9,9 @@ use regex::Regex;
 
 use super::alertmanager::Alert;
 use super::skywalking::Alarm;
-use crate::resources::canary::{AlarmMatcher, AlertMatcher, RollbackOn};
+use skycanary_api::resources::canary::{AlarmMatcher, AlertMatcher, RollbackOn};
 
-pub use skycanary_core::alarm::anchored;
+pub use super::anchored;
 
 /// One `rollbackOn` criterion, compiled. Most criteria are plain names (`reviews\\.bookinfo`,
 /// a rule name): those are compared as strings, which costs no regex automaton per canary —
