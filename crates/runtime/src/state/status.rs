@@ -289,7 +289,7 @@ mod tests {
     }
 
     /// A status file as daemons before the slot format wrote it (plain JSON, named fields).
-    const PLAIN_JSON: &str = include_str!("../../../../tests/data/status/canary-plain-json.json");
+    const PLAIN_JSON: &str = include_str!("../../tests/data/status/canary-plain-json.json");
 
     /// A restarted daemon resumes from the plain-JSON status file of the previous version; its
     /// first save converts the file to slots, and the saves after it go in place.
