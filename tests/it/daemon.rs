@@ -278,7 +278,10 @@ async fn healthy_canary_is_promoted_on_its_own() {
         "{runs:#?}"
     );
     // The state file and the metrics agree with the API.
-    let persisted: Value = read_state(&d.state.join("canary/bookinfo/reviews.json"));
+    let persisted: Value = serde_json::from_slice(
+        &std::fs::read(d.state.join("canary/bookinfo/reviews.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(persisted["phase"], "Promoted");
     let metrics = http()
         .get(format!("{}/metrics", d.url))
@@ -635,34 +638,19 @@ pub(crate) fn json_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The status a state file holds (the JSON of its newest valid slot, or an older daemon's
-/// plain JSON), read as the daemon's store reads it.
-pub(crate) fn read_state(file: &Path) -> Value {
-    let json = skycanary::state::read_status_json(file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    serde_json::from_slice(&json).unwrap()
-}
-
-/// Makes the state store refuse every save of object `name` (namespace bookinfo) while the
-/// saved status stays readable: the state file is put back in the plain JSON an older daemon
-/// wrote (which the next save converts by writing a whole new file through a temporary file)
-/// and a directory takes that temporary file's name. Returns the state file and the blocker
-/// (remove it to let saves land again).
+/// Makes the state store refuse every save of object `name` (namespace bookinfo): a directory
+/// takes the temporary file the save writes first, while the saved status stays readable.
+/// Returns the state file and the blocker (remove it to let saves land again).
 pub(crate) fn block_state_saves(d: &Daemon, name: &str) -> (PathBuf, PathBuf) {
     let file = json_files(&d.state)
         .into_iter()
         .find(|p| p.ends_with(format!("bookinfo/{name}.json")))
         .expect("the object's state file");
-    let dir = file.parent().unwrap();
-    let blocker = dir.join(format!(".{name}.tmp-{}", d.child.id()));
+    let blocker = file
+        .parent()
+        .unwrap()
+        .join(format!(".{name}.tmp-{}", d.child.id()));
     std::fs::create_dir_all(blocker.join("x")).unwrap();
-    let plain = dir.join(format!(".{name}.plain"));
-    std::fs::write(
-        &plain,
-        serde_json::to_vec_pretty(&read_state(&file)).unwrap(),
-    )
-    .unwrap();
-    std::fs::rename(&plain, &file).unwrap();
     (file, blocker)
 }
 
@@ -685,7 +673,7 @@ async fn a_rollback_saved_before_a_crash_is_written_first_at_restart() {
         .into_iter()
         .find(|p| p.ends_with("bookinfo/reviews.json"))
         .expect("the canary's state file");
-    let mut saved: Value = read_state(&file);
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let now = chrono::Utc::now().to_rfc3339();
     let mut routing = saved["applied"].clone();
     assert!(routing.is_object(), "applied routing in {saved:#}");
@@ -922,13 +910,11 @@ async fn a_broken_unrelated_manifest_does_not_block_a_rollback() {
 
 /// Issue 15 item 11, the rollback path's order in file mode: the rollback's VirtualService is
 /// prepared (sidecar marker written, new manifest in a synced temporary file) while the abort
-/// is being saved, and renamed only once the save is over. The save is held here (the state
-/// file, which a save overwrites in place, is moved aside and a FIFO put at its name: the
-/// save's read of it blocks) and the daemon killed at that point, then the file put back as
-/// a save that never happened leaves it: the manifest must still hold the exposed weights
-/// beside the old saved status, never the rollback without the status that explains it; the
-/// restarted daemon aborts from the marker and writes the rollback. It fails if the rename
-/// could come before the status is saved.
+/// is being saved, and renamed only once the save is over. The save is held here (a FIFO at
+/// its temporary file's name blocks its `open`) and the daemon killed at that point: the
+/// manifest must still hold the exposed weights beside the old saved status, never the
+/// rollback without the status that explains it; the restarted daemon aborts from the marker
+/// and writes the rollback. It fails if the rename could come before the status is saved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_while_the_abort_is_saved_never_leaves_the_route_moved_without_it() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
@@ -945,10 +931,12 @@ async fn a_kill_while_the_abort_is_saved_never_leaves_the_route_moved_without_it
         .into_iter()
         .find(|p| p.ends_with("bookinfo/reviews.json"))
         .expect("the state file");
-    let aside = file.with_extension("aside");
-    std::fs::rename(&file, &aside).unwrap();
+    let fifo = file
+        .parent()
+        .unwrap()
+        .join(format!(".reviews.tmp-{}", d.child.id()));
     let made = std::process::Command::new("mkfifo")
-        .arg(&file)
+        .arg(&fifo)
         .status()
         .expect("mkfifo");
     assert!(made.success());
@@ -993,7 +981,7 @@ async fn a_kill_while_the_abort_is_saved_never_leaves_the_route_moved_without_it
         (70, 30),
         "the route moved before the abort was saved"
     );
-    let saved: Value = read_state(&aside);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Paused", "{saved:#}");
     assert!(
         !alarm.is_finished(),
@@ -1002,8 +990,7 @@ async fn a_kill_while_the_abort_is_saved_never_leaves_the_route_moved_without_it
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     alarm.abort();
-    std::fs::remove_file(&file).unwrap();
-    std::fs::rename(&aside, &file).unwrap();
+    std::fs::remove_file(&fifo).unwrap();
 
     let dirs = d.dirs.take().expect("dirs");
     drop(d);
@@ -1024,7 +1011,7 @@ async fn a_kill_while_the_abort_is_saved_never_leaves_the_route_moved_without_it
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(vs_weights(&d.manifests), (100, 0));
-    let saved: Value = read_state(&file);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Aborted", "{saved:#}");
 }
 
@@ -1519,7 +1506,7 @@ async fn an_unsaved_abort_survives_a_config_reload() {
     std::fs::remove_dir_all(&blocker).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let saved: Value = read_state(&file);
+        let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         if saved["phase"] == "Aborted" {
             break;
         }
@@ -1619,7 +1606,7 @@ async fn readyz_and_metrics_report_a_status_that_cannot_be_saved() {
         assert!(Instant::now() < deadline, "never ready again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let saved: Value = read_state(&file);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Aborted", "{saved:#}");
 }
 
@@ -1694,7 +1681,7 @@ async fn an_unsaved_abort_survives_a_sigkill() {
         assert!(Instant::now() < deadline, "never rolled back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let saved: Value = read_state(&file);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(
         saved["phase"], "Paused",
         "the abort is not saved: {saved:#}"
@@ -1721,7 +1708,7 @@ async fn an_unsaved_abort_survives_a_sigkill() {
         "{s:#}"
     );
     assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed again");
-    let saved: Value = read_state(&file);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Aborted", "{saved:#}");
 }
 
@@ -1769,7 +1756,7 @@ async fn a_rollback_marker_stops_a_restart_from_re_sending_an_unconfirmed_first_
         manifest_before_abort.lines().count()
     );
     // Make the saved status the first exposure's: asked for (pending), never confirmed.
-    let mut saved: Value = read_state(&file);
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(
         saved["phase"], "Paused",
         "the abort is not saved: {saved:#}"
@@ -1804,7 +1791,7 @@ async fn a_rollback_marker_stops_a_restart_from_re_sending_an_unconfirmed_first_
     assert!(reason.contains("rollback marker"), "{s:#}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(vs_weights(&d.manifests), (100, 0), "never exposed again");
-    let saved: Value = read_state(&file);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["phase"], "Aborted", "{saved:#}");
 }
 
@@ -2030,7 +2017,10 @@ async fn out_of_file_descriptors_an_alarm_is_answered_200_only_once_written() {
     assert_eq!(vs_weights(&d.manifests), (100, 0));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let saved: Value = read_state(&d.state.join("canary/bookinfo/reviews.json"));
+        let saved: Value = serde_json::from_slice(
+            &std::fs::read(d.state.join("canary/bookinfo/reviews.json")).unwrap(),
+        )
+        .unwrap();
         if saved["phase"] == "Aborted" {
             break;
         }
@@ -2161,7 +2151,10 @@ async fn an_invalid_canary_says_so_in_its_status_until_fixed() {
     let inv = condition(&shown["status"], "InvalidSpec");
     assert_eq!(inv["status"], "True", "{shown:#}");
     assert_eq!(inv["message"], message);
-    let saved: Value = read_state(&d.state.join("canary/bookinfo/ratings.json"));
+    let saved: Value = serde_json::from_slice(
+        &std::fs::read(d.state.join("canary/bookinfo/ratings.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(saved["phase"], "Invalid");
     assert_eq!(condition(&saved, "InvalidSpec")["message"], message);
     // The running canary goes on as it was.
@@ -2173,7 +2166,10 @@ async fn an_invalid_canary_says_so_in_its_status_until_fixed() {
     std::fs::write(&file, &ratings).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let saved: Value = read_state(&d.state.join("canary/bookinfo/ratings.json"));
+        let saved: Value = serde_json::from_slice(
+            &std::fs::read(d.state.join("canary/bookinfo/ratings.json")).unwrap(),
+        )
+        .unwrap();
         let api = get("ratings").await;
         if saved["phase"] != "Invalid"
             && condition(&saved, "InvalidSpec")["status"] == "False"

@@ -446,9 +446,8 @@ fn set_weight_diffs_are_the_weight_lines_only() {
             "          weight: 10   # canary\n",
         );
     assert_eq!(after10, want10);
-    // The sidecar is a slot file like the daemon's status files (read the same way).
     let kept: serde_json::Value =
-        serde_json::from_slice(&skycanary::state::read_status_json(&state).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     let recorded: serde_json::Value = serde_json::from_str(
         kept["annotations"]["skycanary.io/original-routes"]
             .as_str()

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::daemon::{
-    Daemon, TOKEN, block_state_saves, cli, http, json_files, read_state, setup, sim_with_apdex,
-    start, vs_weights,
+    Daemon, TOKEN, block_state_saves, cli, http, json_files, setup, sim_with_apdex, start,
+    vs_weights,
 };
 
 const CANARY_AND_TEMPLATE: &str = r#"apiVersion: skycanary.io/v1alpha1
@@ -225,7 +225,10 @@ spec:
     // Later failures leave the canary as it is (already at stable).
     assert_eq!(vs_weights(&d.manifests), (100, 0));
     // Persisted in the state dir, and counted in /metrics.
-    let persisted: Value = read_state(&d.state.join("scheduledanalysis/bookinfo/apdex-check.json"));
+    let persisted: Value = serde_json::from_slice(
+        &std::fs::read(d.state.join("scheduledanalysis/bookinfo/apdex-check.json")).unwrap(),
+    )
+    .unwrap();
     assert!(persisted["lastScheduleTime"].is_string(), "{persisted:#}");
     let metrics = http()
         .get(format!("{}/metrics", d.url))

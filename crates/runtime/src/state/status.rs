@@ -275,7 +275,7 @@ mod tests {
             .await
             .unwrap();
         let written: serde_json::Value =
-            serde_json::from_slice(&crate::state::read_status_json(&file).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(
             written["applied"]["headerRoutes"][0]["headers"][0],
             serde_json::json!({"name": "end-user", "match": {"exact": "jason"}})
@@ -286,54 +286,6 @@ mod tests {
         );
         let again = store.load("bookinfo", "reviews").await.unwrap().unwrap();
         assert_eq!(again, st);
-    }
-
-    /// A status file as daemons before the slot format wrote it (plain JSON, named fields).
-    const PLAIN_JSON: &str = include_str!("../../tests/data/status/canary-plain-json.json");
-
-    /// A restarted daemon resumes from the plain-JSON status file of the previous version; its
-    /// first save converts the file to slots, and the saves after it go in place.
-    #[tokio::test]
-    async fn a_plain_json_status_file_of_the_previous_version_resumes_and_is_converted() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store: StatusStore = StatusStore::file(FileStatusStore::open(dir.path()).unwrap());
-        let file = dir
-            .path()
-            .join(CANARY_KIND)
-            .join("bookinfo")
-            .join("reviews.json");
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, PLAIN_JSON).unwrap();
-        let mut st = store
-            .load("bookinfo", "reviews")
-            .await
-            .expect("loads")
-            .expect("present");
-        check_tuple_form_read(&st);
-        store
-            .save("bookinfo", "reviews", &mut st, None, chrono::Utc::now())
-            .await
-            .unwrap();
-        let converted = std::fs::read(&file).unwrap();
-        assert!(converted.starts_with(b"skycanary-slot v1 gen 00000000000000000001 "));
-        assert_eq!(
-            store.load("bookinfo", "reviews").await.unwrap(),
-            Some(st.clone())
-        );
-        let before = std::fs::metadata(&file).unwrap();
-        st.current_step_index = 4;
-        store
-            .save("bookinfo", "reviews", &mut st, None, chrono::Utc::now())
-            .await
-            .unwrap();
-        let after = std::fs::metadata(&file).unwrap();
-        assert_eq!(
-            (after.ino(), after.len()),
-            (before.ino(), before.len()),
-            "saved in place"
-        );
-        assert_eq!(store.load("bookinfo", "reviews").await.unwrap(), Some(st));
     }
 
     /// The same in cluster mode: a `.status` an older daemon wrote resumes.

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use super::istio::STATE_ANNOTATIONS;
 use super::store::{ManifestStoreError, ObjectKey};
-use crate::state::slots;
+use crate::resources::yaml::{ReadError, read_file};
 
 /// The sidecar directory under the manifest root.
 pub const SIDECAR_DIR: &str = ".skycanary";
@@ -60,33 +60,20 @@ pub fn path_of(root: &Path, key: &ObjectKey) -> Result<PathBuf, ManifestStoreErr
     )))
 }
 
-/// The sidecar's text (its JSON), `None` when there is none. The file is a slot file
-/// ([`crate::state::slots`], saved in place on the rollback path) or the plain JSON an older
-/// version wrote.
+/// The sidecar's text, `None` when there is none.
 pub fn read(path: &Path, key: &ObjectKey) -> Result<Option<String>, ManifestStoreError> {
-    let bytes = match slots::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(ManifestStoreError::Backend(format!(
-                "{}: {e}",
-                path.display()
-            )));
-        }
-    };
-    let invalid = |why: String| ManifestStoreError::Invalid {
-        key: key.clone(),
-        message: format!("{}: {why}", path.display()),
-    };
-    let (_, json) = slots::decode(&bytes).map_err(invalid)?;
-    if json.len() as u64 > MAX_SIDECAR_BYTES {
-        return Err(invalid(format!(
-            "larger than the limit of {MAX_SIDECAR_BYTES} bytes"
-        )));
+    match read_file(path, MAX_SIDECAR_BYTES) {
+        Ok(text) => Ok(Some(text)),
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(ReadError::TooLarge { limit }) => Err(ManifestStoreError::Invalid {
+            key: key.clone(),
+            message: format!("{}: larger than the limit of {limit} bytes", path.display()),
+        }),
+        Err(ReadError::Io(e)) => Err(ManifestStoreError::Backend(format!(
+            "{}: {e}",
+            path.display()
+        ))),
     }
-    String::from_utf8(json.to_vec())
-        .map(Some)
-        .map_err(|_| invalid("not UTF-8".into()))
 }
 
 /// The annotations a sidecar text holds. Only [`STATE_ANNOTATIONS`] with string values are
@@ -189,8 +176,8 @@ pub fn split(object: &Value, manifest_now: &Value) -> (Value, Map<String, Value>
     (doc, kept)
 }
 
-/// Writes (in place into the older slot once the file exists, else [`replace`]) or, for
-/// `None`, removes the sidecar.
+/// Writes (temp file, fsync, rename, fsync of the directory) or, for `None`, removes the
+/// sidecar. Creates the directory, with a `.gitignore` ignoring everything, on first use.
 pub fn write(path: &Path, text: Option<&str>) -> Result<(), ManifestStoreError> {
     let io =
         |p: &Path, e: std::io::Error| ManifestStoreError::Backend(format!("{}: {e}", p.display()));
@@ -204,27 +191,6 @@ pub fn write(path: &Path, text: Option<&str>) -> Result<(), ManifestStoreError> 
             Err(e) => Err(io(path, e)),
         };
     };
-    if text.len() as u64 > MAX_SIDECAR_BYTES {
-        return Err(ManifestStoreError::Backend(format!(
-            "{}: {} bytes, more than the limit of {MAX_SIDECAR_BYTES}",
-            path.display(),
-            text.len()
-        )));
-    }
-    // In place once the file exists (one fdatasync on the rollback path), else replaced.
-    slots::save(
-        path,
-        text.as_bytes(),
-        |e| io(path, e),
-        |contents| replace(path, dir, contents),
-    )
-}
-
-/// Writes the whole file: temp file, fsync, rename, fsync of the directory. Creates the
-/// directory, with a `.gitignore` ignoring everything, on first use.
-fn replace(path: &Path, dir: &Path, contents: &[u8]) -> Result<(), ManifestStoreError> {
-    let io =
-        |p: &Path, e: std::io::Error| ManifestStoreError::Backend(format!("{}: {e}", p.display()));
     if !dir.is_dir() {
         fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let ignore = dir.join(".gitignore");
@@ -248,7 +214,7 @@ fn replace(path: &Path, dir: &Path, contents: &[u8]) -> Result<(), ManifestStore
             .create_new(true)
             .open(&temp)
             .map_err(|e| io(&temp, e))?;
-        f.write_all(contents).map_err(|e| io(&temp, e))?;
+        f.write_all(text.as_bytes()).map_err(|e| io(&temp, e))?;
         f.sync_all().map_err(|e| io(&temp, e))?;
         drop(f);
         fs::rename(&temp, path).map_err(|e| io(path, e))?;
