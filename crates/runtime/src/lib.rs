@@ -1,10 +1,9 @@
-//! skycanary: self-driving canary releases on Istio, judged by Apache SkyWalking metrics.
-//!
-//! The crate is a pure core (resources, analysis, conditions) with thin I/O edges
-//! (the SkyWalking provider, the simulator, the CLI). See DESIGN.md §8 for the layout. The
-//! workspace's crates `skycanary-core` (pure logic) and `skycanary-api` (status types) are
-//! re-exported under their old paths (`analysis`, `api`, and modules of `resources` and
-//! `traffic`), so callers keep their imports.
+//! skycanary's runtime: everything that does I/O — the object tasks and their drivers, the
+//! analysis runner, the manifest and status stores (files, Kubernetes), the HTTP server and
+//! metrics, alarm intake, notifications, and the daemon's assembly (DESIGN.md §8). Decisions
+//! are `skycanary-core`'s and data `skycanary-api`'s; both are re-exported under the module
+//! paths callers have always used (`analysis`, `api`, and modules of `resources`, `traffic`,
+//! `canary`, `schedule`, `alarm`).
 
 pub mod alarm;
 pub use skycanary_api as api;
