@@ -9,6 +9,7 @@
 pub mod alarm;
 pub mod analysis;
 pub mod canary;
+pub mod conditions;
 pub mod resources;
 pub mod schedule;
 pub mod skywalking;

@@ -2,6 +2,7 @@
 //! model (`model.rs`), and which revision a canary is for (`revision.rs`). The driver that
 //! feeds the machine and performs its effects is in the runtime (`canary::driver`).
 
+pub mod invalid;
 pub mod machine;
 pub mod model;
 pub mod revision;

@@ -156,7 +156,7 @@ fn every_phase_maps_to_the_documented_conditions() {
 
 #[test]
 fn invalid_spec_carries_the_validation_message() {
-    let st = crate::state::status::mark_invalid(
+    let st = crate::canary::invalid::mark_invalid(
         with_phase(CanaryPhase::Paused),
         "canary.yaml:9: spec.steps[0].setWeight: 150 is above maxTrafficWeight 100",
     );
@@ -174,21 +174,21 @@ fn invalid_spec_carries_the_validation_message() {
     );
     assert_eq!(get(&c, "Ready").reason, "Invalid");
     // Marking twice keeps the phase it interrupted; resuming restores it.
-    let again = crate::state::status::mark_invalid(st, "other");
+    let again = crate::canary::invalid::mark_invalid(st, "other");
     assert_eq!(again.phase_before_invalid, Some(CanaryPhase::Paused));
-    let resumed = crate::state::status::resume_from_invalid(again);
+    let resumed = crate::canary::invalid::resume_from_invalid(again);
     assert_eq!(resumed.phase, CanaryPhase::Paused);
     assert_eq!(resumed.phase_before_invalid, None);
     // A canary that never started resumes Pending.
-    let fresh = crate::state::status::mark_invalid(CanaryStatus::default(), "bad");
+    let fresh = crate::canary::invalid::mark_invalid(CanaryStatus::default(), "bad");
     assert_eq!(fresh.phase_before_invalid, None);
     assert_eq!(
-        crate::state::status::resume_from_invalid(fresh).phase,
+        crate::canary::invalid::resume_from_invalid(fresh).phase,
         CanaryPhase::Pending
     );
     // A valid status is left alone.
     let ok = with_phase(CanaryPhase::Progressing);
-    assert_eq!(crate::state::status::resume_from_invalid(ok.clone()), ok);
+    assert_eq!(crate::canary::invalid::resume_from_invalid(ok.clone()), ok);
 }
 
 #[test]
