@@ -65,25 +65,23 @@ fn tree(package: &str) -> Option<String> {
     Some(String::from_utf8(out.stdout).expect("cargo tree prints UTF-8"))
 }
 
-/// The skycanary crates named in a `cargo tree --prefix none` listing other than its root.
-fn skycanary_crates_below(tree: &str) -> Vec<String> {
-    let mut found: Vec<String> = tree
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| *name == "skycanary" || name.starts_with("skycanary-"))
-        .map(str::to_string)
-        .collect();
-    found.sort();
-    found.dedup();
-    found
-}
-
 /// The crate names of a `cargo tree --prefix none` listing, in order (the root first).
 fn names(tree: &str) -> Vec<&str> {
     tree.lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect()
+}
+
+/// The skycanary crates named in a `cargo tree --prefix none` listing other than its root.
+fn skycanary_crates_below(tree: &str) -> Vec<&str> {
+    let mut found: Vec<&str> = names(tree)
+        .into_iter()
+        .skip(1)
+        .filter(|name| *name == "skycanary" || name.starts_with("skycanary-"))
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 #[test]

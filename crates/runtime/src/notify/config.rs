@@ -163,12 +163,7 @@ pub fn load(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<NotifyConfig, Vec<ConfigError>> {
     let file = path.display().to_string();
-    let at_file = |message: String| ConfigError {
-        file: file.clone(),
-        line: None,
-        path: ".".into(),
-        message,
-    };
+    let at_file = |message: String| ConfigError::whole_file(file.clone(), message);
     let text = yaml::read_file(path, MAX_FILE_BYTES).map_err(|e| vec![at_file(e.to_string())])?;
     parse(&file, &text, env)
 }
@@ -188,12 +183,10 @@ pub fn parse(
         }]
     })?;
     let [doc] = docs.as_slice() else {
-        return Err(vec![ConfigError {
-            file: file.into(),
-            line: None,
-            path: ".".into(),
-            message: format!("expected one YAML document, found {}", docs.len()),
-        }]);
+        return Err(vec![ConfigError::whole_file(
+            file,
+            format!("expected one YAML document, found {}", docs.len()),
+        )]);
     };
     let o = Origin {
         file: file.into(),

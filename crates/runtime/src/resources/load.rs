@@ -27,12 +27,9 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
                 result.files += 1;
                 load_str_into(&name, &src, &mut result);
             }
-            Err(e) => result.errors.push(ConfigError {
-                file: name,
-                line: None,
-                path: ".".into(),
-                message: e.to_string(),
-            }),
+            Err(e) => result
+                .errors
+                .push(ConfigError::whole_file(name, e.to_string())),
         }
     }
     check_ca_files(&mut result);
@@ -149,12 +146,7 @@ struct Walk {
 impl Walk {
     /// Takes `p` as a file, or enters it as a directory and returns the children to visit.
     fn visit(&mut self, p: &Path, errors: &mut Vec<ConfigError>) -> Option<Vec<PathBuf>> {
-        let file_err = |m: String| ConfigError {
-            file: p.display().to_string(),
-            line: None,
-            path: ".".into(),
-            message: m,
-        };
+        let file_err = |m: String| ConfigError::whole_file(p.display().to_string(), m);
         let meta = match std::fs::metadata(p) {
             Ok(m) => m,
             Err(e) => {

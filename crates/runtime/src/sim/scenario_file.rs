@@ -186,14 +186,8 @@ pub struct ScenarioPlan {
 /// Reads and validates a scenario file; every error names file, line and field.
 pub fn load(path: &Path) -> Result<ScenarioPlan, Vec<ConfigError>> {
     let file = path.display().to_string();
-    let text = yaml::read_file(path, MAX_CONFIG_FILE_BYTES).map_err(|e| {
-        vec![ConfigError {
-            file: file.clone(),
-            line: None,
-            path: ".".into(),
-            message: e.to_string(),
-        }]
-    })?;
+    let text = yaml::read_file(path, MAX_CONFIG_FILE_BYTES)
+        .map_err(|e| vec![ConfigError::whole_file(file.clone(), e.to_string())])?;
     parse(&file, &text)
 }
 
