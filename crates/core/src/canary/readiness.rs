@@ -178,9 +178,9 @@ pub fn changed(prev: Option<&ReadinessStatus>, now: &ReadinessStatus) -> bool {
 pub struct SubsetRefs {
     /// `DestinationRule ns/name`, for messages.
     pub destination_rule: String,
-    /// `canarySubsetName`.
+    /// The canary's subset (`canarySubsetName`), whose labels select its pods.
     pub canary: String,
-    /// `stableSubsetName`.
+    /// The stable subset (`stableSubsetName`), whose labels select its pods.
     pub stable: String,
 }
 
