@@ -158,15 +158,10 @@ impl<D, M: TaskMsg, St> TaskHandle<D, M, St> {
     /// Asks the task to stop and waits (bounded by [`STOP_WAIT`]) until it has — its last
     /// status save included — so a replacement task never overlaps with it.
     pub async fn stop(&self) {
-        stop(&self.tx, &self.finished).await;
+        let _ = self.tx.send(M::stop());
+        let mut fin = self.finished.clone();
+        let _ = tokio::time::timeout(STOP_WAIT, fin.wait_for(|f| *f)).await;
     }
-}
-
-/// Sends the stop message on `tx` and waits (bounded) until `finished` turns true.
-pub async fn stop<M: TaskMsg>(tx: &mpsc::UnboundedSender<M>, finished: &watch::Receiver<bool>) {
-    let _ = tx.send(M::stop());
-    let mut fin = finished.clone();
-    let _ = tokio::time::timeout(STOP_WAIT, fin.wait_for(|f| *f)).await;
 }
 
 /// Starts the task of one object. The handle takes messages at once (they wait in its queue)
