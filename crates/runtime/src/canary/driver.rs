@@ -1002,13 +1002,15 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
     async fn publish(&mut self) {
         machine::stamp_unstarted_revision(&self.doc.spec, &mut self.status);
         machine::stamp_step_label(&self.doc.spec, &mut self.status);
-        self.saver
-            .save(
-                &mut self.status,
-                crate::state::conditions::generation_of(&self.doc.metadata),
-                self.ctx.clock.now(),
-            )
-            .await;
+        let generation = crate::state::conditions::generation_of(&self.doc.metadata);
+        let now = self.ctx.clock.now();
+        save_after_routing(
+            &mut self.saver,
+            &mut self.status,
+            (generation, now),
+            self.ctx.router.store(),
+        )
+        .await;
         self.published();
     }
 
@@ -1028,7 +1030,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let (opener, gate) = CommitGate::closed();
         let (saver, status, ctx) = (&mut self.saver, &mut self.status, &self.ctx);
         let save = async move {
-            saver.save(status, generation, now).await;
+            save_after_routing(saver, status, (generation, now), ctx.router.store()).await;
             opener.open();
         };
         let write = write_routing(ctx, &self.routing, &self.namespace, desired, op, &gate);
@@ -1465,6 +1467,27 @@ fn overlappable_rollback(effects: &[Effect]) -> Option<DesiredRouting> {
     (!desired.exposes_canary() && writes.next().is_none() && !restores).then(|| desired.clone())
 }
 
+/// Saves `status` once every routing write answered so far is durable
+/// ([`ManifestStore::sync_written`]): a status that records a write as applied never reaches
+/// the disk before the write, so after a power loss the saved status still has it pending and
+/// a restart sends it again. A write that cannot be made durable fails the save, retried.
+async fn save_after_routing<S: ManifestStore>(
+    saver: &mut Saver<CanaryStatus>,
+    status: &mut CanaryStatus,
+    (generation, now): (Option<i64>, DateTime<Utc>),
+    routes: &S,
+) {
+    match routes.sync_written().await {
+        Ok(()) => {
+            saver.save(status, generation, now).await;
+        }
+        Err(e) => saver.failed(
+            format!("not saved until the routing written before it is on disk: {e}"),
+            now,
+        ),
+    }
+}
+
 /// Writes `desired` to the canary's VirtualServices, visible once `gate` is open, and reads
 /// the weights back. Forward moves are all-or-nothing; a move back to stable writes every
 /// VirtualService it can and reports the rest, which the machine retries (rollback pending).
@@ -1658,5 +1681,72 @@ mod tests {
             e.contains("DestinationRule bookinfo/reviews not found"),
             "{e}"
         );
+    }
+
+    /// The barrier before every status save: while the routing written before it is not on
+    /// disk (`sync_written` fails), the status is not saved, the save is reported and
+    /// retried; once the routing is durable, the same call saves it.
+    #[tokio::test]
+    async fn a_status_is_saved_only_once_the_routing_written_before_it_is_on_disk() {
+        use super::save_after_routing;
+        use crate::canary::CanaryPhase;
+        use crate::state::{FileStatusStore, StatusStore};
+        use crate::task::{ObjectId, SaveMetrics, Saver, StateKind};
+        use crate::traffic::memory::{MemoryManifestStore, Op, Target};
+        use crate::traffic::store::ManifestStoreError;
+        use std::sync::Mutex;
+
+        #[derive(Default)]
+        struct Failures(Mutex<Vec<String>>);
+        impl SaveMetrics for Failures {
+            fn state_save_failed(&self, _: StateKind, _: &str, _: &str, error: &str) {
+                self.0.lock().unwrap().push(error.to_string());
+            }
+            fn state_saved(&self, _: StateKind, _: &str, _: &str) {}
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let state: StatusStore = StatusStore::file(FileStatusStore::open(dir.path()).unwrap());
+        let routes = MemoryManifestStore::new();
+        routes.inject(
+            Op::Sync,
+            Target::Any,
+            ManifestStoreError::Backend("manifests/reviews.yaml's directory: EIO".into()),
+            1,
+        );
+        let metrics = std::sync::Arc::new(Failures::default());
+        let mut saver = Saver::new(
+            ObjectId {
+                kind: StateKind::Canary,
+                namespace: "bookinfo".into(),
+                name: "reviews".into(),
+            },
+            state.clone(),
+            metrics.clone(),
+        );
+        let mut status = CanaryStatus {
+            phase: CanaryPhase::Aborted,
+            ..Default::default()
+        };
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+
+        // The first save meets the failing sync, the second a durable write.
+        for durable in [false, true] {
+            save_after_routing(&mut saver, &mut status, (None, now), &routes).await;
+            let saved = state.load_raw("bookinfo", "reviews").await.unwrap();
+            if durable {
+                assert_eq!(saved.map(|s| s.phase), Some(CanaryPhase::Aborted));
+                assert!(saver.unsaved().is_none());
+            } else {
+                assert_eq!(saved, None);
+                let unsaved = saver.unsaved().expect("the save is pending");
+                assert!(
+                    unsaved.error.contains("on disk") && unsaved.error.contains("EIO"),
+                    "{}",
+                    unsaved.error
+                );
+            }
+            assert_eq!(metrics.0.lock().unwrap().len(), 1);
+        }
     }
 }

@@ -366,35 +366,41 @@ impl<St: PersistedStatus> Saver<St> {
         now: DateTime<Utc>,
     ) -> bool {
         let (ns, name) = (&self.id.namespace, &self.id.name);
-        let metrics = &*self.metrics;
         match self.store.save(ns, name, status, generation, now).await {
             Ok(()) => {
                 self.backoff.reset();
-                metrics.state_saved(self.id.kind, ns, name);
+                self.metrics.state_saved(self.id.kind, ns, name);
                 if let Some(u) = self.unsaved.take() {
                     log_for!(info, self.id, failed = u.attempts, "status persisted again");
                 }
                 true
             }
             Err(e) => {
-                let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
-                let delay = self.backoff.next_delay();
-                log_for!(
-                    error,
-                    self.id,
-                    attempts,
-                    "cannot persist status, retrying in {delay:?}: {e}"
-                );
-                metrics.state_save_failed(self.id.kind, ns, name, &e);
-                self.unsaved = Some(Unsaved {
-                    error: e,
-                    attempts,
-                    retry_at: now
-                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
-                });
+                self.failed(e, now);
                 false
             }
         }
+    }
+
+    /// A save that could not be attempted (`error` says why): reported and retried like a
+    /// failed write.
+    pub fn failed(&mut self, error: String, now: DateTime<Utc>) {
+        let (ns, name) = (&self.id.namespace, &self.id.name);
+        let attempts = self.unsaved.as_ref().map_or(0, |u| u.attempts) + 1;
+        let delay = self.backoff.next_delay();
+        log_for!(
+            error,
+            self.id,
+            attempts,
+            "cannot persist status, retrying in {delay:?}: {error}"
+        );
+        self.metrics
+            .state_save_failed(self.id.kind, ns, name, &error);
+        self.unsaved = Some(Unsaved {
+            error,
+            attempts,
+            retry_at: now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
+        });
     }
 }
 

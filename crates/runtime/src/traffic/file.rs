@@ -74,6 +74,106 @@ pub struct FileManifestStore {
     files_read: Arc<AtomicU64>,
     /// Files parsed so far (a read whose text had not changed is not parsed).
     files_parsed: Arc<AtomicU64>,
+    /// Directory `fsync`s of gated writes already answered, still running.
+    pending: Arc<PendingSyncs>,
+}
+
+/// The directory `fsync`s a gated write leaves running after its rename (see
+/// [`FileManifestStore::replace_after_blocking`]): each starts at once on its own thread, and
+/// [`ManifestStore::sync_written`] waits for all of them. One that failed is retried by the
+/// next wait, never forgotten; the last clone of the store waits for them when dropped, so a
+/// command that exits after writing leaves nothing unsynced.
+#[derive(Debug, Default)]
+struct PendingSyncs {
+    running: Mutex<Vec<(PathBuf, std::thread::JoinHandle<std::io::Result<()>>)>>,
+    /// Directories whose `fsync` failed: synced again by the next wait.
+    failed: Mutex<BTreeSet<PathBuf>>,
+}
+
+impl PendingSyncs {
+    /// Starts the `fsync` of `dir`; a thread that cannot start syncs it here instead.
+    fn start(&self, dir: PathBuf) {
+        let for_thread = dir.clone();
+        match std::thread::Builder::new()
+            .name("skycanary-dirsync".into())
+            .spawn(move || sync_dir(&for_thread))
+        {
+            Ok(handle) => self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((dir, handle)),
+            Err(_) => {
+                if sync_dir(&dir).is_err() {
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(dir);
+                }
+            }
+        }
+    }
+
+    /// Nothing running or failed: the common case, answered without a blocking thread.
+    fn is_empty(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            && self
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+
+    /// Waits for every running `fsync` and retries the failed ones; the directories still
+    /// failing stay for the next call and are named in the error.
+    fn wait(&self) -> Result<(), ManifestStoreError> {
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut failed =
+            std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()));
+        for (dir, handle) in running {
+            let synced = handle.join().unwrap_or_else(|_| {
+                Err(std::io::Error::other("the directory sync thread panicked"))
+            });
+            if synced.is_err() {
+                failed.insert(dir);
+            }
+        }
+        let mut errors = Vec::new();
+        failed.retain(|dir| match sync_dir(dir) {
+            Ok(()) => false,
+            Err(e) => {
+                errors.push(format!("{}: {e}", dir.display()));
+                true
+            }
+        });
+        if failed.is_empty() {
+            return Ok(());
+        }
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&mut failed);
+        Err(ManifestStoreError::Backend(format!(
+            "a written manifest is not on disk yet (directory fsync failed): {}",
+            errors.join("; ")
+        )))
+    }
+}
+
+impl Drop for PendingSyncs {
+    fn drop(&mut self) {
+        if let Err(e) = self.wait() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// `fsync` of a directory: makes the renames in it durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// How long after its last modification a file's metadata is trusted to reflect its content
@@ -275,6 +375,7 @@ impl FileManifestStore {
             index: Arc::default(),
             files_read: Arc::default(),
             files_parsed: Arc::default(),
+            pending: Arc::default(),
         };
         store.scan()?;
         store.remove_stale_temps();
@@ -664,10 +765,14 @@ impl FileManifestStore {
     /// parallel: the sidecar is written (the marker may land before the status that explains
     /// it: at start a marker over exposed routes aborts its run, which is what was decided)
     /// and the new manifest text goes to a synced temporary file, invisible until renamed.
-    /// Only the rename and the directory's fsync are left after the gate, under the lock; a
-    /// file another writer of this process changed meanwhile is a conflict, retried by the
-    /// router. The lock is not held while waiting, so a slow save never holds another
-    /// canary's write.
+    /// Only the rename is left after the gate, under the lock; a file another writer of this
+    /// process changed meanwhile is a conflict, retried by the router. The lock is not held
+    /// while waiting, so a slow save never holds another canary's write. The directory's
+    /// `fsync` starts right after the rename and is not waited for: the write is answered
+    /// once visible, and [`ManifestStore::sync_written`] (called before any status recording
+    /// it is saved) waits for it. Until then the status saved before the gate opened (the
+    /// write pending) is what a restart finds, so a power loss that undoes the rename has it
+    /// sent again.
     fn replace_after_blocking(
         &self,
         key: &ObjectKey,
@@ -711,12 +816,16 @@ impl FileManifestStore {
         gate.wait_blocking();
         if let Some(prepared) = prepared {
             let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = prepared.commit(&w.old_text, key) {
-                if sidecar_written {
-                    w.undo_sidecar(key);
+            let dir = match prepared.rename(&w.old_text, key) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    if sidecar_written {
+                        w.undo_sidecar(key);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
+            };
+            self.pending.start(dir);
             self.record_write(&w.file, w.new_text);
         }
         Ok(w.version)
@@ -814,6 +923,18 @@ impl ManifestStore for FileManifestStore {
             })
             .await
             .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
+        }
+    }
+
+    fn sync_written(&self) -> impl Future<Output = Result<(), ManifestStoreError>> + Send {
+        let pending = self.pending.clone();
+        async move {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            tokio::task::spawn_blocking(move || pending.wait())
+                .await
+                .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
         }
     }
 }
@@ -1193,7 +1314,14 @@ fn prepare_atomically(file: &Path, new_text: &str) -> Result<Prepared, ManifestS
 impl Prepared {
     /// Re-checks nobody changed the original since `old_text` was read, renames over it and
     /// fsyncs the directory.
-    fn commit(mut self, old_text: &str, key: &ObjectKey) -> Result<(), ManifestStoreError> {
+    fn commit(self, old_text: &str, key: &ObjectKey) -> Result<(), ManifestStoreError> {
+        let dir = self.rename(old_text, key)?;
+        sync_dir(&dir).map_err(|e| backend(&dir, e))
+    }
+
+    /// [`Prepared::commit`] without the directory's `fsync`: the caller makes the rename
+    /// durable (returns the directory to sync).
+    fn rename(mut self, old_text: &str, key: &ObjectKey) -> Result<PathBuf, ManifestStoreError> {
         // Narrow the window for another tool's edit to the rename itself.
         let now = fs::read_to_string(&self.real).map_err(|e| backend(&self.real, e))?;
         if now != old_text {
@@ -1201,9 +1329,7 @@ impl Prepared {
         }
         fs::rename(&self.temp, &self.real).map_err(|e| backend(&self.real, e))?;
         self.committed = true;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| backend(&self.dir, e))
+        Ok(std::mem::take(&mut self.dir))
     }
 }
 
@@ -1961,6 +2087,10 @@ spec:
         let now = store.get(&vs_key()).await.unwrap();
         assert_eq!((now.object, now.version), (o.clone(), version));
         assert!(temp_files(dir.path()).is_empty());
+        // Answered once renamed; the directory's fsync is the store's to finish, and
+        // `sync_written` leaves nothing pending.
+        store.sync_written().await.unwrap();
+        assert!(store.pending.is_empty());
 
         // A file another tool changed while the write waited: a conflict, nothing left
         // behind, the sidecar put back.
@@ -2165,5 +2295,26 @@ spec:
     fn fnv_is_stable() {
         assert_eq!(fnv1a_hex(""), "cbf29ce484222325");
         assert_eq!(fnv1a_hex("a"), "af63dc4c8601ec8c");
+    }
+
+    /// A directory `fsync` that fails (here: the directory is gone) is never forgotten: every
+    /// wait retries it and names it until it succeeds, so a status waiting on it stays unsaved.
+    #[test]
+    fn a_failed_directory_sync_is_retried_by_every_wait_until_it_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("manifests");
+        let pending = PendingSyncs::default();
+        pending.start(gone.clone());
+        pending.start(dir.path().to_path_buf());
+        let first = pending.wait().unwrap_err().to_string();
+        assert!(
+            first.contains("manifests") && first.contains("not on disk"),
+            "{first}"
+        );
+        assert!(!pending.is_empty());
+        assert!(pending.wait().is_err(), "retried and failing again");
+        fs::create_dir(&gone).unwrap();
+        pending.wait().unwrap();
+        assert!(pending.is_empty());
     }
 }

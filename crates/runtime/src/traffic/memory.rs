@@ -17,6 +17,8 @@ pub enum Op {
     Get,
     /// [`ManifestStore::replace`].
     Replace,
+    /// [`ManifestStore::sync_written`] (whatever the target).
+    Sync,
 }
 
 /// The objects a fault applies to.
@@ -98,10 +100,14 @@ impl Inner {
     }
 
     fn take_fault(&mut self, op: Op, key: &ObjectKey) -> Option<ManifestStoreError> {
+        self.take_fault_where(|f| f.op == op && f.target.matches(key))
+    }
+
+    fn take_fault_where(&mut self, wanted: impl Fn(&Fault) -> bool) -> Option<ManifestStoreError> {
         let fault = self
             .faults
             .iter_mut()
-            .find(|f| f.op == op && f.remaining > 0 && f.target.matches(key))?;
+            .find(|f| f.remaining > 0 && wanted(f))?;
         fault.remaining -= 1;
         let error = fault.error.clone();
         self.faults.retain(|f| f.remaining > 0);
@@ -323,6 +329,21 @@ impl ManifestStore for MemoryManifestStore {
         let this = self.clone();
         let (key, object, expected) = (key.clone(), object.clone(), expected_version.to_string());
         async move { this.replace_now(&key, &object, &expected) }
+    }
+
+    fn sync_written(&self) -> impl Future<Output = Result<(), ManifestStoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this
+                .inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_fault_where(|f| f.op == Op::Sync)
+            {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
     }
 }
 

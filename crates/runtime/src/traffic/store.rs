@@ -94,4 +94,14 @@ pub trait ManifestStore: Send + Sync {
             self.replace(key, object, expected_version).await
         }
     }
+
+    /// Waits until every write this store has answered is durable. A store may answer a gated
+    /// write ([`replace_after`](Self::replace_after)) once it is visible and finish making it
+    /// durable in the background (the file store: the directory's `fsync` after the rename);
+    /// a status that records such a write as applied is saved only after this returns, so a
+    /// power loss before then leaves the status that re-sends the write. By default writes
+    /// are durable when answered.
+    fn sync_written(&self) -> impl Future<Output = Result<(), ManifestStoreError>> + Send {
+        async { Ok(()) }
+    }
 }
