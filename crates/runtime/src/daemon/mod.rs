@@ -20,22 +20,26 @@ pub mod kube_source;
 pub mod readiness_watch;
 pub mod registry;
 pub mod reload;
+pub mod simulated_oap;
 
 use std::io::Write;
 
 pub use assembly::{Outcome, RunConfig};
 pub use registry::TaskRegistry;
+pub use simulated_oap::SimulatedOap;
 
 /// Runs the daemon in the mode `config` asks for until SIGINT/SIGTERM. Announcements go to
-/// `out`; a refused configuration is reported to `err`, naming the flag.
+/// `out`; a refused configuration is reported to `err`, naming the flag. `simulator` serves
+/// `--simulator` (file mode); without one the flag is refused.
 pub async fn run(
     config: &RunConfig,
+    simulator: Option<&dyn SimulatedOap>,
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
 ) -> std::io::Result<Outcome> {
     if config.kube {
         cluster_mode::run(config, out, err).await
     } else {
-        file_mode::run(config, out, err).await
+        file_mode::run(config, simulator, out, err).await
     }
 }
