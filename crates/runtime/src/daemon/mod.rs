@@ -9,7 +9,9 @@
 //!   server, status in `.status`, one leader among replicas (Lease).
 //!
 //! What both build the same way (clock, API auth and listener, notifications, alarm poller,
-//! HTTP server and shutdown, the schedule tasks' context) is in [`assembly`].
+//! HTTP server and shutdown, the schedule tasks' context) is in [`assembly`]. The OAP of
+//! `run --simulator` is handed in by the binary ([`simulated_oap`]): the simulator crate sits
+//! over this one.
 
 pub mod assembly;
 pub mod cluster_mode;
