@@ -151,8 +151,17 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    let outcome = crate::daemon::run(&args.config(), out, err).await?;
+    let outcome = crate::daemon::run(&args.config(), simulator(), out, err).await?;
     Ok(exit_code(outcome))
+}
+
+/// The OAP of `run --simulator`: the simulator crate's, in builds that link it (the runtime
+/// does not; a build without the `demo` feature refuses the flag before the daemon starts).
+fn simulator() -> Option<&'static dyn crate::daemon::SimulatedOap> {
+    #[cfg(feature = "demo")]
+    return Some(&crate::sim::launch::ScenarioOap);
+    #[cfg(not(feature = "demo"))]
+    None
 }
 
 /// The exit code of a daemon run.

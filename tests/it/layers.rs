@@ -3,7 +3,9 @@
 //! pure crates build without the runtime's stack. `cargo tree` lists what each links (normal
 //! dependencies, as a release build would); none of tokio, kube, reqwest, hyper or axum (nor
 //! their `-*` companions) may appear. The provider crate `skycanary-skywalking` sits on core,
-//! never under it. Skipped, with a message, only when no `cargo` runs.
+//! never under it; the simulator crate `skycanary-sim` sits on the runtime, never under it, and
+//! only the root's `demo` feature links it (the container image's build has neither it nor
+//! the GraphQL server). Skipped, with a message, only when no `cargo` runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -34,6 +36,11 @@ fn forbidden_in(tree: &str) -> Vec<String> {
 
 /// `cargo tree` of one package's normal dependencies; None when cargo cannot be started.
 fn tree(package: &str) -> Option<String> {
+    tree_with(package, &[])
+}
+
+/// [`tree`] with more `cargo tree` arguments (`--no-default-features`).
+fn tree_with(package: &str, extra: &[&str]) -> Option<String> {
     // Cargo names itself to the tests it runs; else the one on PATH.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
@@ -49,6 +56,7 @@ fn tree(package: &str) -> Option<String> {
             "-p",
         ])
         .arg(package)
+        .args(extra)
         .arg("--manifest-path")
         .arg(&manifest)
         .output()
@@ -59,7 +67,7 @@ fn tree(package: &str) -> Option<String> {
     };
     assert!(
         out.status.success(),
-        "cargo tree -p {package} failed: {}",
+        "cargo tree -p {package} {extra:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Some(String::from_utf8(out.stdout).expect("cargo tree prints UTF-8"))
@@ -152,6 +160,81 @@ fn core_and_api_link_no_runtime_kube_or_http_stack() {
     }
 }
 
+/// The crates only the simulator and the demo need: the GraphQL server and the narration.
+const SIMULATOR_ONLY: [&str; 3] = ["skycanary-sim", "async-graphql", "indicatif"];
+
+/// The names of `listing` that are in `SIMULATOR_ONLY`.
+fn simulator_only_in<'a>(listing: &[&'a str]) -> Vec<&'a str> {
+    let mut found: Vec<&str> = listing
+        .iter()
+        .copied()
+        .filter(|n| SIMULATOR_ONLY.contains(n))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+#[test]
+fn the_simulator_crate_sits_on_the_runtime_and_never_under_it() {
+    let Some(sim) = tree("skycanary-sim") else {
+        eprintln!("skipped: `cargo` is not on PATH, the layering of skycanary-sim is unchecked");
+        return;
+    };
+    let listed = names(&sim);
+    assert_eq!(
+        listed.first(),
+        Some(&"skycanary-sim"),
+        "cargo tree listed another root:\n{sim}"
+    );
+    // The demo drives the daemon: the edge that puts the simulator over the runtime.
+    for expected in ["skycanary-runtime", "async-graphql", "indicatif"] {
+        assert!(
+            listed.contains(&expected),
+            "skycanary-sim does not list {expected}:\n{sim}"
+        );
+    }
+    // The runtime cannot list it while the edge above holds (cargo refuses a cycle), and must
+    // not link the simulator's own stack either (the daemon takes the simulator injected).
+    let runtime = tree("skycanary-runtime").expect("cargo ran a moment ago");
+    let listed = names(&runtime);
+    assert!(
+        listed.contains(&"tokio"),
+        "skycanary-runtime does not list tokio (a wrong listing?):\n{runtime}"
+    );
+    assert_eq!(
+        simulator_only_in(&listed),
+        Vec::<&str>::new(),
+        "skycanary-runtime links what only the simulator and the demo need:\n{runtime}"
+    );
+}
+
+#[test]
+fn only_the_demo_feature_links_the_simulator_and_the_graphql_server() {
+    // The container image's build (`--no-default-features`, the Dockerfile's) links neither;
+    // the default build links all of them, so an empty or wrong listing cannot pass.
+    let Some(image) = tree_with("skycanary", &["--no-default-features"]) else {
+        eprintln!("skipped: `cargo` is not on PATH, the `demo` feature's crates are unchecked");
+        return;
+    };
+    let listed = names(&image);
+    assert!(
+        listed.contains(&"skycanary-runtime"),
+        "skycanary does not list the runtime (a wrong listing?):\n{image}"
+    );
+    assert_eq!(
+        simulator_only_in(&listed),
+        Vec::<&str>::new(),
+        "a build without the `demo` feature links the simulator's crates:\n{image}"
+    );
+    let default = tree("skycanary").expect("cargo ran a moment ago");
+    assert_eq!(
+        simulator_only_in(&names(&default)),
+        ["async-graphql", "indicatif", "skycanary-sim"],
+        "the default build does not link the simulator's crates:\n{default}"
+    );
+}
+
 #[test]
 fn the_template_compiler_in_core_takes_the_graphql_parser_not_the_server() {
     let Some(text) = tree("skycanary-core") else {
@@ -160,7 +243,7 @@ fn the_template_compiler_in_core_takes_the_graphql_parser_not_the_server() {
     };
     let listed = names(&text);
     // Raw queries of templates are parsed where they are validated (core): the parser crate,
-    // never the simulator's GraphQL server, whose executor and runtime stay in the runtime.
+    // never the simulator's GraphQL server, whose executor stays in the simulator crate.
     assert!(
         listed.contains(&"async-graphql-parser"),
         "skycanary-core does not list the GraphQL parser its compiler uses:\n{text}"

@@ -12,8 +12,6 @@ pub mod backoff;
 pub mod build_info;
 pub mod canary;
 pub mod daemon;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod notify;
 pub mod provider;
 pub mod report;
@@ -21,8 +19,6 @@ pub mod resources;
 pub mod runner;
 pub mod schedule;
 pub mod server;
-#[cfg(feature = "demo")]
-pub mod sim;
 pub mod state;
 pub mod task;
 pub mod telemetry;

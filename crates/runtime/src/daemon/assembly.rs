@@ -47,8 +47,8 @@ pub struct RunConfig {
     pub istio_api_version: crate::traffic::kube::IstioApiVersion,
     /// `--skywalking`: the OAP of templates without an address of their own.
     pub skywalking: Option<String>,
-    /// `--simulator`: a scenario served by an in-process simulated OAP (file mode, builds
-    /// with the `demo` feature; the CLI refuses it in others).
+    /// `--simulator`: a scenario served by an in-process simulated OAP (file mode; the
+    /// binary passes the simulator in builds with the `demo` feature and refuses it in others).
     pub simulator: Option<PathBuf>,
     /// `--timezone`: the OAP's offset, instead of asking the OAP.
     pub timezone: Option<chrono::FixedOffset>,

@@ -4,8 +4,6 @@
 //! webhooks.
 
 use std::io::Write;
-#[cfg(feature = "demo")]
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,6 +15,7 @@ use crate::canary::driver::{self, CanaryTaskContext};
 use crate::daemon::TaskRegistry;
 use crate::daemon::invalid::{Invalid, InvalidKind, InvalidReports, InvalidSinks};
 use crate::daemon::reload::{reconcile_canaries, reconcile_schedules};
+use crate::daemon::simulated_oap::{SimulatedOap, SimulatedOapSetup};
 use crate::resources::{LoadResult, load_paths};
 use crate::runner::Defaults;
 use crate::schedule::driver as schedule_driver;
@@ -28,9 +27,10 @@ use crate::traffic::file::FileManifestStore;
 use crate::traffic::router::Router;
 
 /// Runs until SIGINT/SIGTERM; a configuration refused before anything runs is reported to
-/// `err` ([`Outcome::Invalid`]).
+/// `err` ([`Outcome::Invalid`]). `simulator` starts the OAP of `--simulator` (refused without).
 pub async fn run(
     args: &RunConfig,
+    simulator: Option<&dyn SimulatedOap>,
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
 ) -> std::io::Result<Outcome> {
@@ -49,14 +49,12 @@ pub async fn run(
         return Ok(Outcome::Invalid);
     }
     let timezone = args.timezone;
-    // Without the `demo` feature nothing replaces the OAP (`--simulator` is refused earlier).
-    #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
     let mut defaults = Defaults {
         skywalking: args.skywalking.clone(),
         timezone,
     };
-    #[cfg(feature = "demo")]
-    let mut _sim = None;
+    // Kept until the daemon stops: dropping it stops the simulated OAP.
+    let mut sim = None;
     if let (Some(_), Some(oap)) = (&args.simulator, &args.skywalking) {
         // One of the two would be ignored silently; a user who set both meant one of them.
         writeln!(
@@ -66,21 +64,29 @@ pub async fn run(
         )?;
         return Ok(Outcome::Invalid);
     }
-    #[cfg(feature = "demo")]
     if let Some(scenario) = &args.simulator {
-        let started = crate::sim::launch::start(crate::sim::launch::SimSetup {
-            scenario,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            oap_version: None,
-            timezone,
-            manifests: Some(manifests),
-            clock: daemon_clock(args),
-        })
-        .await;
+        // The binary passes a simulator when it is built with one (and refuses the flag
+        // before the daemon starts otherwise); a caller that passed none is told so here.
+        let Some(simulator) = simulator else {
+            writeln!(
+                err,
+                "error: --simulator: this daemon was started without a simulator (a build \
+                 with the `demo` cargo feature serves one)"
+            )?;
+            return Ok(Outcome::Invalid);
+        };
+        let started = simulator
+            .start(SimulatedOapSetup {
+                scenario,
+                manifests,
+                timezone,
+                clock: daemon_clock(args),
+            })
+            .await;
         match started {
             Ok(s) => {
-                defaults.skywalking = Some(s.running.url());
-                _sim = Some(s);
+                defaults.skywalking = Some(s.url());
+                sim = Some(s);
             }
             Err(errors) => {
                 for e in &errors {
@@ -187,13 +193,12 @@ pub async fn run(
         loaded.scheduled.len(),
         loaded.templates.len()
     );
-    #[cfg(feature = "demo")]
-    if let (Some(s), Some(scenario)) = (&_sim, &args.simulator) {
+    if let (Some(s), Some(scenario)) = (&sim, &args.simulator) {
         let _ = writeln!(
             out,
             "simulated SkyWalking OAP {} on {} (scenario {})",
-            s.profile,
-            s.running.url(),
+            s.release(),
+            s.url(),
             scenario.display()
         );
     }
@@ -408,6 +413,90 @@ type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::{Outcome, RunConfig};
+    use crate::daemon::simulated_oap::{SimulatedOap, SimulatedOapSetup, Started};
+
+    /// File mode over empty `config`, `manifests` and `state` directories of `dir`.
+    fn file_mode(dir: &Path, simulator: Option<PathBuf>) -> RunConfig {
+        for d in ["config", "manifests", "state"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        RunConfig {
+            config: vec![dir.join("config")],
+            manifests: Some(dir.join("manifests")),
+            state_dir: Some(dir.join("state")),
+            kube: false,
+            namespace: None,
+            identity: None,
+            lease: "skycanary/skycanary-leader".into(),
+            lease_duration: 15,
+            istio_api_version: Default::default(),
+            skywalking: None,
+            simulator,
+            timezone: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token_file: None,
+            insecure_api: true,
+            time_scale: 1.0,
+            clock_origin: None,
+            read_timeout: 10,
+            alarm_poll_interval: None,
+            notifications: None,
+        }
+    }
+
+    /// A simulator that refuses every scenario, recording what it was asked to serve.
+    struct Refusing(std::sync::Mutex<Vec<(PathBuf, PathBuf)>>);
+
+    impl SimulatedOap for Refusing {
+        fn start<'a>(&'a self, setup: SimulatedOapSetup<'a>) -> Started<'a> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((setup.scenario.to_path_buf(), setup.manifests.to_path_buf()));
+            Box::pin(async { Err(vec!["no such scenario".to_string(), "second".to_string()]) })
+        }
+    }
+
+    /// `--simulator` without a simulator to serve it (the runtime does not link one) is a
+    /// refused configuration, never a daemon silently running without its OAP.
+    #[tokio::test]
+    async fn the_simulator_flag_without_a_simulator_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = file_mode(dir.path(), Some(dir.path().join("s.yaml")));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let outcome = super::run(&config, None, &mut out, &mut err).await.unwrap();
+        assert_eq!(outcome, Outcome::Invalid);
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.starts_with("error: --simulator: "), "{err}");
+        assert!(err.contains("`demo` cargo feature"), "{err}");
+        assert!(out.is_empty());
+    }
+
+    /// The injected simulator is given the scenario and the manifests its `weightsFrom`
+    /// follows; each of its errors is reported on a line of its own, naming the flag.
+    #[tokio::test]
+    async fn the_injected_simulator_serves_the_scenario_and_its_errors_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let scenario = dir.path().join("s.yaml");
+        let config = file_mode(dir.path(), Some(scenario.clone()));
+        let sim = Refusing(Default::default());
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let outcome = super::run(&config, Some(&sim), &mut out, &mut err)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Invalid);
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "error: --simulator: no such scenario\nerror: --simulator: second\n"
+        );
+        assert_eq!(
+            *sim.0.lock().unwrap(),
+            [(scenario, dir.path().join("manifests"))]
+        );
+    }
     /// The reload watcher's fingerprint walks like the loader: a symlink loop (which used to
     /// hang it) is not followed, and each file counts once.
     #[cfg(unix)]

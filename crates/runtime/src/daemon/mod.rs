@@ -9,7 +9,9 @@
 //!   server, status in `.status`, one leader among replicas (Lease).
 //!
 //! What both build the same way (clock, API auth and listener, notifications, alarm poller,
-//! HTTP server and shutdown, the schedule tasks' context) is in [`assembly`].
+//! HTTP server and shutdown, the schedule tasks' context) is in [`assembly`]. The OAP of
+//! `run --simulator` is handed in by the binary ([`simulated_oap`]): the simulator crate sits
+//! over this one.
 
 pub mod assembly;
 pub mod cluster_mode;
@@ -20,22 +22,26 @@ pub mod kube_source;
 pub mod readiness_watch;
 pub mod registry;
 pub mod reload;
+pub mod simulated_oap;
 
 use std::io::Write;
 
 pub use assembly::{Outcome, RunConfig};
 pub use registry::TaskRegistry;
+pub use simulated_oap::SimulatedOap;
 
 /// Runs the daemon in the mode `config` asks for until SIGINT/SIGTERM. Announcements go to
-/// `out`; a refused configuration is reported to `err`, naming the flag.
+/// `out`; a refused configuration is reported to `err`, naming the flag. `simulator` serves
+/// `--simulator` (file mode); without one the flag is refused.
 pub async fn run(
     config: &RunConfig,
+    simulator: Option<&dyn SimulatedOap>,
     out: &mut (dyn Write + Send),
     err: &mut dyn Write,
 ) -> std::io::Result<Outcome> {
     if config.kube {
         cluster_mode::run(config, out, err).await
     } else {
-        file_mode::run(config, out, err).await
+        file_mode::run(config, simulator, out, err).await
     }
 }

@@ -7,12 +7,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skycanary_runtime::daemon::simulated_oap::{
+    RunningOap, SimulatedOap, SimulatedOapSetup, Started,
+};
+use skycanary_runtime::runner::Clock;
+use skycanary_runtime::traffic::file::FileManifestStore;
+
 use crate::demo::weights::VirtualServiceWeights;
-use crate::runner::Clock;
 use crate::sim::blend::{BlendedService, FollowHandle};
 use crate::sim::scenario_file::{self, ScenarioPlan, ServicePlan};
 use crate::sim::{OapProfile, RunningSim, SimConfig, Simulator};
-use crate::traffic::file::FileManifestStore;
 
 /// A started simulator; dropping it stops the server and the weight followers.
 pub struct StartedSim {
@@ -39,6 +43,39 @@ pub struct SimSetup<'a> {
     pub manifests: Option<&'a Path>,
     /// The simulator's "now" (shared with a daemon running scaled time).
     pub clock: Arc<dyn Clock>,
+}
+
+/// The daemon's `run --simulator` (file mode): the scenario served on a loopback port, its
+/// `weightsFrom` following the daemon's manifests, on the daemon's clock. The binary hands it to
+/// `skycanary_runtime::daemon::run`, which does not link the simulator.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScenarioOap;
+
+impl SimulatedOap for ScenarioOap {
+    fn start<'a>(&'a self, setup: SimulatedOapSetup<'a>) -> Started<'a> {
+        Box::pin(async move {
+            let started = start(SimSetup {
+                scenario: setup.scenario,
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                oap_version: None,
+                timezone: setup.timezone,
+                manifests: Some(setup.manifests),
+                clock: setup.clock,
+            })
+            .await?;
+            Ok(Box::new(started) as Box<dyn RunningOap>)
+        })
+    }
+}
+
+impl RunningOap for StartedSim {
+    fn url(&self) -> String {
+        self.running.url()
+    }
+
+    fn release(&self) -> String {
+        self.profile.to_string()
+    }
 }
 
 /// Loads the scenario and serves it; errors are ready to print (one per line).

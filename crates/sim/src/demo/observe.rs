@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::analysis::Phase;
-use crate::canary::{CanaryPhase, CanaryStatus};
-use crate::resources::canary::CanaryStep;
-use crate::schedule::{ActionKind, ActionOutcome, ScheduleSummary, ScheduledRun};
 use crate::sim::blend::{WeightHistory, Weights};
+use skycanary_runtime::analysis::Phase;
+use skycanary_runtime::canary::{CanaryPhase, CanaryStatus};
+use skycanary_runtime::resources::canary::CanaryStep;
+use skycanary_runtime::schedule::{ActionKind, ActionOutcome, ScheduleSummary, ScheduledRun};
 
 /// Something worth a line.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,10 +142,10 @@ pub fn describe_step(step: &CanaryStep) -> String {
     }
 }
 
-fn int_or_string(v: &crate::resources::IntOrString) -> String {
+fn int_or_string(v: &skycanary_runtime::resources::IntOrString) -> String {
     match v {
-        crate::resources::IntOrString::Int(i) => format!("{i}s"),
-        crate::resources::IntOrString::String(s) => s.clone(),
+        skycanary_runtime::resources::IntOrString::Int(i) => format!("{i}s"),
+        skycanary_runtime::resources::IntOrString::String(s) => s.clone(),
     }
 }
 
@@ -340,9 +340,9 @@ pub fn scheduled_happening(schedule: &str, run: &ScheduledRun) -> Happening {
 
 /// The ScheduledAnalysis (`ns/name`) that decided an abort, from its reason
 /// (`schedule::policy::rollback_abort`).
-pub fn scheduled_by(a: &crate::canary::AbortStatus) -> Option<&str> {
+pub fn scheduled_by(a: &skycanary_runtime::canary::AbortStatus) -> Option<&str> {
     a.reason
-        .strip_prefix(crate::schedule::policy::ROLLBACK_REASON_PREFIX)
+        .strip_prefix(skycanary_runtime::schedule::policy::ROLLBACK_REASON_PREFIX)
         .and_then(|rest| rest.split_whitespace().next())
 }
 
@@ -365,7 +365,7 @@ pub fn phase_detail(s: &CanaryStatus) -> String {
             None => "rolled back".to_string(),
         },
         CanaryPhase::Paused => match &s.pause {
-            Some(p) if p.reason == crate::canary::PauseReason::Step => match p.until {
+            Some(p) if p.reason == skycanary_runtime::canary::PauseReason::Step => match p.until {
                 Some(u) => format!("pause step until {}", u.format("%H:%M:%S")),
                 None => "pause step: waiting for promote".to_string(),
             },
@@ -390,10 +390,10 @@ pub fn phase_detail(s: &CanaryStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::{Measurement, MetricResult, RunState};
-    use crate::canary::{AbortStatus, AnalysisRunKind, AnalysisRunStatus};
-    use crate::schedule::ActionRecord;
     use chrono::TimeZone;
+    use skycanary_runtime::analysis::{Measurement, MetricResult, RunState};
+    use skycanary_runtime::canary::{AbortStatus, AnalysisRunKind, AnalysisRunStatus};
+    use skycanary_runtime::schedule::ActionRecord;
 
     fn t(s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 3, 1, 10, 0, s)
@@ -403,7 +403,7 @@ mod tests {
 
     fn steps() -> Vec<CanaryStep> {
         let docs = crate::demo::scenario::Scenario::Healthy.spec().config;
-        let loaded = crate::resources::load_str("c.yaml", &docs[0]);
+        let loaded = skycanary_runtime::resources::load_str("c.yaml", &docs[0]);
         loaded.canaries[0].doc.spec.steps.clone()
     }
 
@@ -554,7 +554,7 @@ mod tests {
         status.completed_at = Some(t(s + 1));
         ScheduledRun {
             name: name.into(),
-            trigger: crate::schedule::RunTrigger::Schedule,
+            trigger: skycanary_runtime::schedule::RunTrigger::Schedule,
             scheduled_time: Some(t(s)),
             status,
             actions,
@@ -567,10 +567,10 @@ mod tests {
             name: "production-apdex".into(),
             schedule: "*/30 * * * * *".into(),
             time_zone: "UTC".into(),
-            concurrency_policy: crate::resources::scheduled::ConcurrencyPolicy::Forbid,
+            concurrency_policy: skycanary_runtime::resources::scheduled::ConcurrencyPolicy::Forbid,
             suspend: false,
             templates: vec!["production-apdex".into()],
-            status: crate::schedule::ScheduledAnalysisStatus {
+            status: skycanary_runtime::schedule::ScheduledAnalysisStatus {
                 active,
                 history,
                 ..Default::default()

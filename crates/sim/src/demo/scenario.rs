@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::canary::{AbortStatus, CanaryPhase, CanaryStatus};
 use crate::sim::blend::{BlendMetric, VersionBehaviour, VersionValues, Weights};
+use skycanary_runtime::canary::{AbortStatus, CanaryPhase, CanaryStatus};
 
 /// Namespace and name of the demo's Canary, VirtualService and DestinationRule.
 pub const NAMESPACE: &str = "bookinfo";
@@ -357,7 +357,7 @@ fn weight_text(w: &Weights, order: &[(&str, i64)]) -> String {
 }
 
 fn fmt_weight(v: f64) -> String {
-    crate::analysis::fmt_num(v)
+    skycanary_runtime::analysis::fmt_num(v)
 }
 
 /// Judges how a scenario ended from the canary's final status and the weights read from
@@ -558,7 +558,7 @@ spec:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::load_str;
+    use skycanary_runtime::resources::load_str;
 
     #[test]
     fn every_scenario_loads_without_errors() {
@@ -588,7 +588,8 @@ mod tests {
             let manifests = spec.manifests();
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("reviews.yaml"), &manifests).unwrap();
-            let store = crate::traffic::file::FileManifestStore::open(dir.path()).unwrap();
+            let store =
+                skycanary_runtime::traffic::file::FileManifestStore::open(dir.path()).unwrap();
             let w = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap()

@@ -11,8 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::schedule::ScheduleSummary;
-use crate::server::CanarySummary;
+use skycanary_runtime::schedule::ScheduleSummary;
+use skycanary_runtime::server::CanarySummary;
 
 /// Failures talking to, or starting, the daemon.
 #[derive(Debug, thiserror::Error)]

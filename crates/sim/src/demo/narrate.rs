@@ -8,10 +8,10 @@ use std::io::Write;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::observe::Happening;
-use crate::analysis::Phase;
-use crate::canary::CanaryPhase;
-use crate::report::MetricInfo;
 use crate::sim::blend::Weights;
+use skycanary_runtime::analysis::Phase;
+use skycanary_runtime::canary::CanaryPhase;
+use skycanary_runtime::report::MetricInfo;
 
 /// ANSI styling, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub fn weights_text(w: &Weights) -> String {
     let shown: Vec<String> = w
         .iter()
         .filter(|(_, v)| **v > 0.0)
-        .map(|(k, v)| format!("{k} {} %", crate::analysis::fmt_num(*v)))
+        .map(|(k, v)| format!("{k} {} %", skycanary_runtime::analysis::fmt_num(*v)))
         .collect();
     if shown.is_empty() {
         "no traffic".to_string()
@@ -84,8 +84,15 @@ pub fn condition_text(info: Option<&MetricInfo>) -> String {
         let used: Vec<String> = i
             .args
             .iter()
-            .filter(|(k, _)| c.contains(&crate::analysis::normalize_arg_name(k)) || c.contains(*k))
-            .map(|(k, v)| format!("{} = {v}", crate::analysis::normalize_arg_name(k)))
+            .filter(|(k, _)| {
+                c.contains(&skycanary_runtime::analysis::normalize_arg_name(k)) || c.contains(*k)
+            })
+            .map(|(k, v)| {
+                format!(
+                    "{} = {v}",
+                    skycanary_runtime::analysis::normalize_arg_name(k)
+                )
+            })
             .collect();
         if used.is_empty() {
             parts.push(format!("{label}{c}"));
@@ -155,8 +162,8 @@ pub fn describe(h: &Happening, info: &BTreeMap<String, MetricInfo>, style: Style
         Happening::AlarmSent { rule, value, below } => format!(
             "OAP alarm    {} fired: service SLA {} < {} → POST /webhooks/skywalking",
             style.warn(rule),
-            crate::analysis::fmt_num(*value),
-            crate::analysis::fmt_num(*below)
+            skycanary_runtime::analysis::fmt_num(*value),
+            skycanary_runtime::analysis::fmt_num(*below)
         ),
         Happening::AlarmAnswered { answer, latency } => format!(
             "webhook      answered after the rollback was written ({} ms): {answer}",

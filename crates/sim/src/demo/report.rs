@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::ScenarioRun;
 use super::narrate::{Style, describe};
 use super::observe::Happening;
-use crate::report::{Event, MetricSeries, Section, Tone, Verdict, WeightSeries};
+use skycanary_runtime::report::{Event, MetricSeries, Section, Tone, Verdict, WeightSeries};
 
 /// Weight series per version from a history of changes.
 pub fn weight_series(run: &ScenarioRun) -> Vec<WeightSeries> {
@@ -49,7 +49,7 @@ pub fn section(run: &ScenarioRun) -> Section {
         .map(|r| (&r.name, &r.status));
     let scheduled_runs = run.scheduled_runs.iter().map(|r| (&r.name, &r.status));
     for (name, state) in canary_runs.chain(scheduled_runs) {
-        for s in crate::report::metric_series(state, &run.info, None) {
+        for s in skycanary_runtime::report::metric_series(state, &run.info, None) {
             let entry = metrics
                 .entry(s.name.clone())
                 .or_insert_with(|| MetricSeries {
@@ -60,7 +60,7 @@ pub fn section(run: &ScenarioRun) -> Section {
                 });
             entry.points.extend(s.points);
         }
-        verdicts.extend(crate::report::verdicts_of_run(name, state));
+        verdicts.extend(skycanary_runtime::report::verdicts_of_run(name, state));
     }
     if let Some(status) = &run.status
         && let Some(a) = &status.abort
@@ -116,7 +116,8 @@ pub fn section(run: &ScenarioRun) -> Section {
         },
         tone: if !run.outcome.ok {
             Tone::Bad
-        } else if run.status.as_ref().map(|s| s.phase) == Some(crate::canary::CanaryPhase::Promoted)
+        } else if run.status.as_ref().map(|s| s.phase)
+            == Some(skycanary_runtime::canary::CanaryPhase::Promoted)
         {
             Tone::Good
         } else {

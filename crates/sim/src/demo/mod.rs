@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
 
-use crate::canary::{CanaryPhase, CanaryStatus};
-use crate::report::MetricInfo;
-use crate::resources::canary::CanaryStep;
-use crate::runner::{Clock, Defaults, WallScaledClock};
-use crate::schedule::{ActionKind, ScheduleSummary, ScheduledRun};
 use crate::sim::blend::{BlendedService, WeightHistory, Weights};
 use crate::sim::{OapProfile, SimConfig, Simulator};
-use crate::traffic::file::FileManifestStore;
+use skycanary_runtime::canary::{CanaryPhase, CanaryStatus};
+use skycanary_runtime::report::MetricInfo;
+use skycanary_runtime::resources::canary::CanaryStep;
+use skycanary_runtime::runner::{Clock, Defaults, WallScaledClock};
+use skycanary_runtime::schedule::{ActionKind, ScheduleSummary, ScheduledRun};
+use skycanary_runtime::traffic::file::FileManifestStore;
 
 use daemon::{Daemon, DaemonConfig};
 use narrate::{Narrator, describe};
@@ -154,8 +154,8 @@ pub fn alarm_payload(rule: &AlarmRule, at: DateTime<Utc>, value: f64) -> serde_j
         "startTime": at.timestamp_millis(),
         "tags": [{"key": "level", "value": "CRITICAL"}],
         "hooks": ["webhook.default"],
-        "expression": format!("sum(service_sla < {}) >= 1", crate::analysis::fmt_num(rule.below)),
-        "mqeMetricsSnapshot": {"service_sla": crate::analysis::fmt_num(value)},
+        "expression": format!("sum(service_sla < {}) >= 1", skycanary_runtime::analysis::fmt_num(rule.below)),
+        "mqeMetricsSnapshot": {"service_sla": skycanary_runtime::analysis::fmt_num(value)},
         "uuid": format!("demo-{}-{}", rule.name, at.timestamp_millis()),
     }])
 }
@@ -210,7 +210,7 @@ pub async fn run_scenario(
     let token_file = root.join("token");
     write_file(&token_file, &format!("{token}\n"))?;
 
-    let loaded = crate::resources::load_paths(std::slice::from_ref(&config));
+    let loaded = skycanary_runtime::resources::load_paths(std::slice::from_ref(&config));
     if !loaded.errors.is_empty() {
         let errs: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
         return Err(DemoError::Config(errs.join("; ")));
@@ -255,7 +255,7 @@ pub async fn run_scenario(
         scenario::STABLE,
         spec.canary,
         running.url(),
-        crate::analysis::fmt_num(opts.speed)
+        skycanary_runtime::analysis::fmt_num(opts.speed)
     )));
 
     let daemon = Daemon::start(&DaemonConfig {
@@ -344,9 +344,9 @@ pub async fn run_scenario(
             && !workload_ready
         {
             saw_not_ready |= last_status.as_ref().is_some_and(|s| {
-                s.pause
-                    .as_ref()
-                    .is_some_and(|p| p.reason == crate::canary::PauseReason::CanaryNotReady)
+                s.pause.as_ref().is_some_and(|p| {
+                    p.reason == skycanary_runtime::canary::PauseReason::CanaryNotReady
+                })
             });
             exposed_before_ready |= provider
                 .read()
@@ -558,8 +558,9 @@ fn finished(s: &CanaryStatus, expected: CanaryPhase) -> bool {
             // Waiting for the canary's pods resumes by itself.
             !matches!(
                 p.reason,
-                crate::canary::PauseReason::Step | crate::canary::PauseReason::CanaryNotReady
-            ) || (p.until.is_none() && p.reason == crate::canary::PauseReason::Step)
+                skycanary_runtime::canary::PauseReason::Step
+                    | skycanary_runtime::canary::PauseReason::CanaryNotReady
+            ) || (p.until.is_none() && p.reason == skycanary_runtime::canary::PauseReason::Step)
         }),
         _ => false,
     }
@@ -568,7 +569,7 @@ fn finished(s: &CanaryStatus, expected: CanaryPhase) -> bool {
 /// Conditions and args of every metric of the loaded templates (args as the demo's
 /// Canary passes them).
 fn metric_info(
-    templates: &[crate::resources::LoadedTemplate],
+    templates: &[skycanary_runtime::resources::LoadedTemplate],
     sim_url: &str,
 ) -> BTreeMap<String, MetricInfo> {
     let given = BTreeMap::from([("service".to_string(), SERVICE.to_string())]);
@@ -578,7 +579,7 @@ fn metric_info(
     };
     let mut out = BTreeMap::new();
     for t in templates {
-        if let Ok(plan) = crate::runner::plan(t, &given, &defaults) {
+        if let Ok(plan) = skycanary_runtime::runner::plan(t, &given, &defaults) {
             out.extend(MetricInfo::of_plan(&plan));
         }
     }
@@ -595,7 +596,8 @@ mod tests {
         let rule = scenario::Scenario::Alarm.spec().alarm.unwrap();
         let at = Utc.with_ymd_and_hms(2025, 3, 1, 10, 0, 0).single().unwrap();
         let p = alarm_payload(&rule, at, 9843.0);
-        let msgs = crate::alarm::skywalking::parse_payload(p.to_string().as_bytes()).unwrap();
+        let msgs =
+            skycanary_runtime::alarm::skywalking::parse_payload(p.to_string().as_bytes()).unwrap();
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0].rule_name.as_deref(), Some("service_sla_rule"));
         assert_eq!(msgs[0].name.as_deref(), Some(SERVICE));
@@ -603,10 +605,10 @@ mod tests {
         assert!(!msgs[0].is_recovery());
         // The demo Canary's rollbackOn matches it.
         let docs = scenario::Scenario::Alarm.spec().config;
-        let loaded = crate::resources::load_str("c.yaml", &docs[0]);
+        let loaded = skycanary_runtime::resources::load_str("c.yaml", &docs[0]);
         let rb = loaded.canaries[0].doc.spec.rollback_on.clone().unwrap();
         assert!(
-            crate::alarm::AlarmMatchers::compile(&rb.alarms, &mut Default::default())
+            skycanary_runtime::alarm::AlarmMatchers::compile(&rb.alarms, &mut Default::default())
                 .matches(&msgs[0])
         );
     }
@@ -637,8 +639,8 @@ mod tests {
         s.phase = CanaryPhase::RolledBack;
         assert!(finished(&s, CanaryPhase::RolledBack));
         s.phase = CanaryPhase::Promoted;
-        s.routing_write = Some(crate::canary::RoutingWrite {
-            routing: crate::traffic::DesiredRouting::weight(100),
+        s.routing_write = Some(skycanary_runtime::canary::RoutingWrite {
+            routing: skycanary_runtime::traffic::DesiredRouting::weight(100),
             requested_at: Utc::now(),
             retry_at: None,
             error: None,
@@ -652,8 +654,8 @@ mod tests {
         s.routing_write = None;
         assert!(!finished(&s, CanaryPhase::Promoted));
         s.phase = CanaryPhase::Paused;
-        s.pause = Some(crate::canary::PauseStatus {
-            reason: crate::canary::PauseReason::Step,
+        s.pause = Some(skycanary_runtime::canary::PauseStatus {
+            reason: skycanary_runtime::canary::PauseReason::Step,
             since: Utc::now(),
             until: Some(Utc::now()),
             message: None,
@@ -662,7 +664,7 @@ mod tests {
             !finished(&s, CanaryPhase::Promoted),
             "a timed pause step ends by itself"
         );
-        s.pause.as_mut().unwrap().reason = crate::canary::PauseReason::Inconclusive;
+        s.pause.as_mut().unwrap().reason = skycanary_runtime::canary::PauseReason::Inconclusive;
         assert!(finished(&s, CanaryPhase::Promoted));
     }
 }

@@ -28,9 +28,9 @@ use serde::Deserialize;
 use super::blend::{Overload, VersionBehaviour, VersionValues, Weights};
 use super::scenario::Scenario;
 use super::{Fault, OapProfile};
-use crate::resources::ConfigError;
-use crate::resources::load::{Origin, deserialize_all};
-use crate::resources::yaml::{self, CONFIG_LIMITS, MAX_CONFIG_FILE_BYTES};
+use skycanary_runtime::resources::ConfigError;
+use skycanary_runtime::resources::load::{Origin, deserialize_all};
+use skycanary_runtime::resources::yaml::{self, CONFIG_LIMITS, MAX_CONFIG_FILE_BYTES};
 
 /// At most this many services, versions per service and faults: a scenario is a test bench.
 pub const MAX_SERVICES: usize = 64;
@@ -255,7 +255,7 @@ fn validate(sf: &ScenarioFile, origin: &Origin, errors: &mut Vec<ConfigError>) -
             }
         });
     let timezone = sf.timezone.as_deref().and_then(|t| {
-        let tz = crate::provider::skywalking::parse_timezone(t);
+        let tz = skycanary_runtime::provider::skywalking::parse_timezone(t);
         if tz.is_none() {
             errors.push(origin.error(
                 "timezone",
@@ -424,7 +424,7 @@ fn fault(f: &FaultSpec, at: &str, origin: &Origin, errors: &mut Vec<ConfigError>
         kinds.push(Fault::Status(code));
     }
     if let Some(d) = &f.delay {
-        match crate::resources::duration::parse_duration(d) {
+        match skycanary_runtime::resources::duration::parse_duration(d) {
             Ok(d) if d <= std::time::Duration::from_secs(600) => kinds.push(Fault::Delay(d)),
             Ok(_) => errors.push(origin.error(&format!("{at}.delay"), "at most 10m")),
             Err(e) => errors.push(origin.error(&format!("{at}.delay"), e)),

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use serde_json::Value;
 
 use crate::sim::blend::{Weights, WeightsProvider};
-use crate::traffic::file::FileManifestStore;
-use crate::traffic::store::{ManifestStore, ObjectKey};
+use skycanary_runtime::traffic::file::FileManifestStore;
+use skycanary_runtime::traffic::store::{ManifestStore, ObjectKey};
 
 /// Weight per destination subset (or host, for a host-level split) of the named http route.
 /// A single destination without a weight carries 100, as in Istio.
