@@ -26,6 +26,6 @@ pub mod sim;
 pub mod state;
 pub mod task;
 pub mod telemetry;
-#[cfg(any(test, feature = "testkit"))]
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod traffic;
