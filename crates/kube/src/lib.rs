@@ -18,3 +18,4 @@ pub mod lease;
 pub mod observe;
 pub mod status;
 pub mod traffic;
+pub mod watch;
