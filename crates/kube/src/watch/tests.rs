@@ -89,3 +89,42 @@ async fn a_failed_watch_is_reported_then_listed_afresh() {
     assert_eq!(listed, [Some("a".to_string()), Some("b".to_string())]);
     assert_eq!(next(&mut events).await, Relisted::InitDone);
 }
+
+#[tokio::test]
+async fn list_all_follows_continue_tokens_past_one_page() {
+    let fake = FakeApiServer::new();
+    let canary = |ns: &str, i: u32| {
+        let mut o = object("skycanary.io/v1alpha1", "Canary", &format!("c{i}"));
+        o["metadata"]["namespace"] = json!(ns);
+        o
+    };
+    for i in 0..=LIST_PAGE {
+        fake.seed(canary("ns", i)).unwrap();
+    }
+    fake.seed(canary("elsewhere", 0)).unwrap();
+    let api = source_api(&fake.client(), Some("ns"), SourceKind::Canary);
+    let (items, rv) = list_all(&api).await.expect("listed");
+    assert_eq!(items.len(), LIST_PAGE as usize + 1);
+    assert!(
+        items
+            .iter()
+            .all(|o| o.metadata.namespace.as_deref() == Some("ns"))
+    );
+    assert_eq!(rv, fake.resource_version().to_string());
+    let lists = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/canaries"))
+        .count();
+    assert_eq!(lists, 2, "two pages");
+    // Cluster-scoped kinds are listed cluster-wide even for one namespace.
+    let cluster = source_api(
+        &fake.client(),
+        Some("ns"),
+        SourceKind::ClusterAnalysisTemplate,
+    );
+    assert_eq!(
+        cluster.resource_url(),
+        "/apis/skycanary.io/v1alpha1/clusteranalysistemplates"
+    );
+}
