@@ -8,10 +8,13 @@
 //!   the status subresource);
 //! - [`lease`]: leader election among replicas over a `coordination.k8s.io/v1` Lease;
 //! - [`observe`]: the client layer that reports every API request to the daemon's metrics;
+//! - [`watch`]: kube-runtime watchers as streams of what changed (VirtualServices, a relisting
+//!   watch for the readiness index, skycanary's own kinds listed and watched);
 //! - [`backoff`]: the watches' (and the tasks') capped doubling retry delay.
 //!
 //! The runtime re-exports each under the path it has always had (`traffic::kube`,
-//! `state::kube_status`, `state::lease`, `traffic::kube_observe`, `backoff`).
+//! `state::kube_status`, `state::lease`, `traffic::kube_observe`, `backoff`,
+//! `daemon::kube_source::SourceKind`) and keeps what the watch events mean to it.
 
 pub mod backoff;
 pub mod lease;
