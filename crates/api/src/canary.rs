@@ -58,14 +58,16 @@ pub enum PauseReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PauseStatus {
-    /// Why.
+    /// What paused the canary: a step, a verdict, a user, drift or readiness.
+    #[schemars(description = "Why.")]
     pub reason: PauseReason,
     /// Since when.
     pub since: DateTime<Utc>,
     /// When a timed pause ends; `None` waits for promote/resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<DateTime<Utc>>,
-    /// Explanation.
+    /// The detail behind the reason, for humans (the UI and `kubectl` show it).
+    #[schemars(description = "Explanation.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -91,7 +93,8 @@ pub struct AbortStatus {
     /// The readiness that failed (ready counts), when the canary workload was not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready: Option<String>,
-    /// When.
+    /// When the rollback was decided; the abort timeline starts here.
+    #[schemars(description = "When.")]
     pub at: DateTime<Utc>,
 }
 

@@ -107,9 +107,9 @@ pub struct PrinterColumn {
 /// What a CRD is made of; the schemas come from the Rust types.
 #[derive(Debug, Clone)]
 pub struct CrdSource {
-    /// `Canary`.
+    /// The CRD's kind (`Canary`), as `spec.names.kind`.
     pub kind: &'static str,
-    /// `canaries`.
+    /// The plural resource name (`canaries`); with the group it names the CRD.
     pub plural: &'static str,
     /// Short names; chosen not to clash with Argo Rollouts (`ro`, `at`, `cat`, `ar`) or Flagger.
     pub short_names: &'static [&'static str],

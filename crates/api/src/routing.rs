@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum StringMatch {
     /// Exact value.
     Exact(String),
-    /// Prefix.
+    /// The value starts with this string.
+    #[schemars(description = "Prefix.")]
     Prefix(String),
     /// RE2 regex.
     Regex(String),

@@ -20,7 +20,8 @@ pub enum RunTrigger {
 pub enum ActionOutcome {
     /// Under way (webhook retries).
     Pending,
-    /// Done.
+    /// It worked: the webhook got a 2xx answer, or the Canary is rolled back (or aborted).
+    #[schemars(description = "Done.")]
     Succeeded,
     /// Gave up; `message` says why.
     Failed,

@@ -22,9 +22,11 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub enum ConditionKind {
-    /// `successCondition`.
+    /// Judged by the metric's `successCondition`: it must hold for a pass.
+    #[schemars(description = "`successCondition`.")]
     Success,
-    /// `failureCondition`.
+    /// Judged by the metric's `failureCondition`: it holding is a failure.
+    #[schemars(description = "`failureCondition`.")]
     Failure,
 }
 

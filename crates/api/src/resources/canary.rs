@@ -15,7 +15,7 @@ pub const DEFAULT_MAX_WEIGHT: i64 = 100;
 pub struct CanaryDoc {
     /// `skycanary.io/v1alpha1`.
     pub api_version: String,
-    /// `Canary`.
+    /// Must be `Canary`: the kind this document is read as.
     pub kind: String,
     /// Name and namespace.
     pub metadata: ObjectMeta,
@@ -257,7 +257,8 @@ pub struct VirtualServiceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRouteSpec {
-    /// Port.
+    /// The port of the VirtualService TLS route to manage (its match's `port`).
+    #[schemars(description = "Port.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     /// SNI hosts (as a set).
@@ -269,7 +270,8 @@ pub struct TlsRouteSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRouteSpec {
-    /// Port.
+    /// The port of the VirtualService TCP route to manage (its match's `port`).
+    #[schemars(description = "Port.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
 }
@@ -298,10 +300,12 @@ pub struct DestinationRuleSpec {
     "message": "set host and/or subset"
 }]))]
 pub struct AdditionalDestinationSpec {
-    /// Host.
+    /// The destination's `host`, as the route writes it.
+    #[schemars(description = "Host.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// Subset.
+    /// The destination's `subset`, as the route writes it.
+    #[schemars(description = "Subset.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
 }
@@ -327,7 +331,8 @@ pub struct TemplateRef {
 pub struct ArgValue {
     /// Arg name.
     pub name: String,
-    /// Value.
+    /// The arg's value, given inline (the alternative to `valueFrom`).
+    #[schemars(description = "Value.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// From a Secret (cluster mode).
@@ -365,7 +370,7 @@ pub enum CanaryStep {
     SetMirrorRoute(SetMirrorRouteStep),
 }
 
-/// `pause`.
+/// The `pause` step: holds the current weights for a while, or until promoted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PauseStep {
@@ -378,10 +383,12 @@ pub struct PauseStep {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StepAnalysis {
-    /// Templates.
+    /// The templates whose metrics this step's analysis run measures together.
+    #[schemars(description = "Templates.")]
     #[schemars(length(min = 1))]
     pub templates: Vec<TemplateRef>,
-    /// Args.
+    /// Values for the templates' args, by name.
+    #[schemars(description = "Args.")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<ArgValue>,
 }
@@ -394,7 +401,8 @@ pub struct StringMatchSpec {
     /// Exact value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
-    /// Prefix.
+    /// The value starts with this string.
+    #[schemars(description = "Prefix.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// RE2 regex.
@@ -402,7 +410,7 @@ pub struct StringMatchSpec {
     pub regex: Option<String>,
 }
 
-/// `setHeaderRoute`.
+/// The `setHeaderRoute` step: a managed route sending requests with matching headers to the canary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetHeaderRouteStep {
@@ -423,7 +431,7 @@ pub struct HeaderMatchSpec {
     pub header_value: StringMatchSpec,
 }
 
-/// `setMirrorRoute`.
+/// The `setMirrorRoute` step: a managed route mirroring matching requests to the canary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetMirrorRouteStep {
@@ -445,10 +453,12 @@ pub struct RouteMatchSpec {
     /// HTTP method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<StringMatchSpec>,
-    /// Path.
+    /// How the request's URI path matches.
+    #[schemars(description = "Path.")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<StringMatchSpec>,
-    /// Headers.
+    /// Header name to how its value matches; every one must match.
+    #[schemars(description = "Headers.")]
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, StringMatchSpec>,
 }
@@ -537,7 +547,7 @@ pub enum OnDelete {
     Keep,
 }
 
-/// `postPromotion`.
+/// `postPromotion`: how long a promoted release is still watched, and what rolls it back.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostPromotion {

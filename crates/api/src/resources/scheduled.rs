@@ -17,7 +17,7 @@ pub const DEFAULT_FAILED_HISTORY: u32 = 1;
 pub struct ScheduledAnalysisDoc {
     /// `skycanary.io/v1alpha1`.
     pub api_version: String,
-    /// `ScheduledAnalysis`.
+    /// Must be `ScheduledAnalysis`: the kind this document is read as.
     pub kind: String,
     /// Name and namespace.
     pub metadata: ObjectMeta,
@@ -104,7 +104,7 @@ pub struct ActionsSpec {
     pub webhook: Option<WebhookAction>,
 }
 
-/// `rollback`.
+/// The `rollback` action: a failed run rolls this Canary back.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RollbackAction {
@@ -112,7 +112,7 @@ pub struct RollbackAction {
     pub canary: String,
 }
 
-/// `webhook`.
+/// The `webhook` action: the run's result is POSTed to this URL.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookAction {
@@ -128,7 +128,7 @@ pub struct WebhookAction {
     pub timeout: Option<String>,
 }
 
-/// `historyLimit`.
+/// `historyLimit`: how many finished runs the status keeps, by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HistoryLimit {

@@ -451,7 +451,8 @@ pub struct AuthDef {
 pub struct BasicAuthDef {
     /// User name.
     pub username: String,
-    /// Password.
+    /// Sent with `username` as HTTP basic auth.
+    #[schemars(description = "Password.")]
     pub password: String,
 }
 

@@ -94,7 +94,7 @@ pub struct WirePayload<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
-    /// Firing.
+    /// The alert is active: a matching `rollbackOn` rule rolls its canary back.
     #[default]
     Firing,
     /// Resolved: never triggers a rollback.

@@ -168,7 +168,7 @@ pub enum Effect {
     TerminateAnalysis {
         /// Run name.
         name: String,
-        /// Why.
+        /// Why the run is stopped: the run ends terminated with this reason.
         reason: String,
     },
     /// Record an event (Kubernetes Event with an Argo-compatible reason, log, metric).

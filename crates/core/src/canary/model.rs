@@ -15,7 +15,7 @@ pub struct CanaryEvent {
     /// Argo-compatible reason: `RolloutStepCompleted`, `TrafficWeightUpdated`, `AnalysisRunFailed`,
     /// `RolloutAborted`, `RolloutCompleted`, `RolloutPaused`, `RolloutResumed`, ...
     pub reason: String,
-    /// Message.
+    /// The event's text, for humans (Event message, log line).
     pub message: String,
     /// `status.currentStepIndex` when the event was decided (0-based; a step-completed
     /// event names the step it completed). Logged 1-based as `step: "3/7"`, as `status` shows it.

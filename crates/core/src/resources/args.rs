@@ -47,7 +47,7 @@ pub enum ArgError {
         name: String,
         /// The offending value.
         value: String,
-        /// Reason.
+        /// What makes the value unsafe there (shown after the value).
         why: String,
     },
     /// A `{{...}}` that is not an args reference.

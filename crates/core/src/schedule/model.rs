@@ -10,9 +10,9 @@ pub use skycanary_api::scheduled::*;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleSummary {
-    /// Namespace.
+    /// The ScheduledAnalysis' namespace; with the name, its key in the API.
     pub namespace: String,
-    /// Name.
+    /// The ScheduledAnalysis' name.
     pub name: String,
     /// The cron expression.
     pub schedule: String,
@@ -32,9 +32,9 @@ pub struct ScheduleSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunStarted {
-    /// Namespace.
+    /// The namespace of the ScheduledAnalysis the run belongs to.
     pub namespace: String,
-    /// Name.
+    /// The name of the ScheduledAnalysis the run belongs to.
     pub name: String,
     /// The new run.
     pub run: String,

@@ -132,12 +132,7 @@ pub enum CanaryTaskMsg {
 }
 
 impl TaskMsg for CanaryTaskMsg {
-    fn stop() -> Self {
-        CanaryTaskMsg::Stop
-    }
-    fn is_stop(&self) -> bool {
-        matches!(self, CanaryTaskMsg::Stop)
-    }
+    const STOP: Self = CanaryTaskMsg::Stop;
 }
 
 /// A matching alarm, for its canary's task. (Boxed in [`CanaryTaskMsg`]: every canary's
@@ -158,43 +153,13 @@ pub struct AlarmMsg {
     pub done: Option<oneshot::Sender<CanaryStatus>>,
 }
 
-/// Handle on a running canary task.
-#[derive(Debug, Clone)]
-pub struct CanaryHandle {
-    /// The canary's namespace; with the name, the registry's key.
-    pub namespace: String,
-    /// The canary's name.
-    pub name: String,
-    /// Number of steps.
-    pub steps: usize,
-    /// The Canary as loaded.
-    pub doc: Arc<CanaryDoc>,
-    /// Send messages.
-    pub tx: mpsc::UnboundedSender<CanaryTaskMsg>,
-    /// Latest status.
-    pub status: watch::Receiver<CanaryStatus>,
-    /// Becomes true when the task has ended (after `CanaryTaskMsg::Stop`).
-    pub finished: watch::Receiver<bool>,
-    /// The task's last in-memory status, left here when it ends after having driven the
-    /// canary (not when it never read its persisted status). A successor takes it over, so an
-    /// abort whose save failed is not lost to a reload (issue 14).
-    pub handover: Arc<std::sync::Mutex<Option<CanaryStatus>>>,
-}
+/// Handle on a running canary task: the object task handle every kind shares.
+pub type CanaryHandle = TaskHandle<CanaryDoc, CanaryTaskMsg, CanaryStatus>;
 
 impl CanaryHandle {
-    /// Asks the task to stop and waits (bounded) until it has, so a replacement task never
-    /// overlaps with it.
-    pub async fn stop(&self) {
-        task::stop(&self.tx, &self.finished).await;
-    }
-
-    fn task(&self) -> TaskHandle<CanaryTaskMsg, CanaryStatus> {
-        TaskHandle {
-            tx: self.tx.clone(),
-            status: self.status.clone(),
-            finished: self.finished.clone(),
-            handover: self.handover.clone(),
-        }
+    /// Number of steps of the Canary as loaded (the API shows it with the current step).
+    pub fn steps(&self) -> usize {
+        self.doc.spec.steps.len()
     }
 }
 
@@ -329,70 +294,53 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
     };
     let routing = routing_of(&canary.doc, &namespace);
     let task_doc = doc.clone();
-    let store = ctx.state.clone();
-    // Every line the task logs, its analysis runs included, carries the canary's identity.
-    let span = tracing::info_span!(parent: None, "canary", namespace = %namespace, canary = %name, kind = "Canary");
-    let handle = task::spawn(
-        id.clone(),
-        store,
-        predecessor.map(|p| p.task()),
-        span,
-        move |started: task::Started<CanaryTaskMsg, CanaryStatus>| async move {
-            let now = ctx.clock.now();
-            // Without spec.revision the revision comes from the workload's template: until
-            // the first observation says otherwise, the status' own.
-            let automatic = revision::automatic(&task_doc.spec);
-            let mut task_doc = task_doc;
-            if automatic {
-                Arc::make_mut(&mut task_doc).spec.revision = started.status.revision.clone();
-            }
-            // Boxed: the task's state lives on the heap once, not inside every future below.
-            let mut task = Box::new(CanaryTask {
-                namespace: id.namespace.clone(),
-                name: id.name.clone(),
-                routing,
-                doc: task_doc,
-                automatic,
-                ctx,
-                tx: started.tx,
-                status: started.status,
-                status_tx: started.status_tx,
-                stops: HashMap::new(),
-                routing_changes: watch::channel(None).0,
-                wake: None,
-                saver: Saver::new(id),
-                oap,
-                drift_seen: HashMap::new(),
-                alarm_reply: None,
-            });
-            if started.inherited {
-                // Saved again before anything is exposed: the predecessor's last save may
-                // have failed.
-                task.saver
-                    .mark_unsaved("taken over from the task this reload replaced", now);
-            } else if crate::state::conditions::is_true(&task.status.conditions, "InvalidSpec") {
-                // The spec is valid again: the status says so at once (written before
-                // anything is exposed), not at the canary's next change.
-                task.saver.mark_unsaved("the spec is valid again", now);
-            }
-            let _ = task.status_tx.send(task.status.clone());
-            // /metrics shows the resumed state before anything changes.
-            let m = &task.ctx.metrics;
-            m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
-            m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
-            Some(task.run(started.rx).await)
-        },
-    );
-    CanaryHandle {
-        namespace,
-        name,
-        steps: canary.doc.spec.steps.len(),
-        doc,
-        tx: handle.tx,
-        status: handle.status,
-        finished: handle.finished,
-        handover: handle.handover,
-    }
+    let (store, metrics) = (ctx.state.clone(), ctx.metrics.clone());
+    let run = move |started: task::Started<CanaryTaskMsg, CanaryStatus>| async move {
+        let now = ctx.clock.now();
+        // Without spec.revision the revision comes from the workload's template: until
+        // the first observation says otherwise, the status' own.
+        let automatic = revision::automatic(&task_doc.spec);
+        let mut task_doc = task_doc;
+        if automatic {
+            Arc::make_mut(&mut task_doc).spec.revision = started.status.revision.clone();
+        }
+        // Boxed: the task's state lives on the heap once, not inside every future below.
+        let mut task = Box::new(CanaryTask {
+            namespace,
+            name,
+            routing,
+            doc: task_doc,
+            automatic,
+            ctx,
+            tx: started.tx,
+            status: started.status,
+            status_tx: started.status_tx,
+            stops: HashMap::new(),
+            routing_changes: watch::channel(None).0,
+            wake: None,
+            saver: started.saver,
+            oap,
+            drift_seen: HashMap::new(),
+            alarm_reply: None,
+        });
+        if started.inherited {
+            // Saved again before anything is exposed: the predecessor's last save may
+            // have failed.
+            task.saver
+                .mark_unsaved("taken over from the task this reload replaced", now);
+        } else if crate::state::conditions::is_true(&task.status.conditions, "InvalidSpec") {
+            // The spec is valid again: the status says so at once (written before
+            // anything is exposed), not at the canary's next change.
+            task.saver.mark_unsaved("the spec is valid again", now);
+        }
+        let _ = task.status_tx.send(task.status.clone());
+        // /metrics shows the resumed state before anything changes.
+        let m = &task.ctx.metrics;
+        m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
+        m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
+        Some(task.run(started.rx).await)
+    };
+    task::spawn(id, doc, store, metrics, predecessor, run)
 }
 
 /// One running canary task: the Canary it drives, its in-memory status and what it waits for.
@@ -419,7 +367,7 @@ struct CanaryTask<S: ManifestStore + 'static> {
     /// ([`Saver::unsaved`]), routing that exposes the canary is held (rollbacks still go
     /// through): a restarted daemon resumes from the persisted status and writes its weights,
     /// so routes ahead of it would be lowered.
-    saver: Saver,
+    saver: Saver<CanaryStatus>,
     /// Routing that exposes the canary waits until its OAPs have answered.
     oap: OapGate,
     /// Per VirtualService, the version last reported as drift: one foreign change is one
@@ -1056,11 +1004,9 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         machine::stamp_step_label(&self.doc.spec, &mut self.status);
         self.saver
             .save(
-                &self.ctx.state,
                 &mut self.status,
                 crate::state::conditions::generation_of(&self.doc.metadata),
                 self.ctx.clock.now(),
-                &*self.ctx.metrics,
             )
             .await;
         self.published();
@@ -1082,9 +1028,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let (opener, gate) = CommitGate::closed();
         let (saver, status, ctx) = (&mut self.saver, &mut self.status, &self.ctx);
         let save = async move {
-            saver
-                .save(&ctx.state, status, generation, now, &*ctx.metrics)
-                .await;
+            saver.save(status, generation, now).await;
             opener.open();
         };
         let write = write_routing(ctx, &self.routing, &self.namespace, desired, op, &gate);

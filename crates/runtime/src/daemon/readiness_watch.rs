@@ -453,14 +453,7 @@ impl Index {
             }
         });
         why.dedup();
-        let status = ReadinessStatus {
-            canary_ready,
-            stable_ready,
-            observed_at: now,
-            message: (!why.is_empty()).then(|| why.join("; ")),
-            template_hash: None,
-            images: Vec::new(),
-        };
+        let status = crate::canary::readiness::status_from(canary_ready, stable_ready, &why, now);
         crate::canary::readiness::with_template(status, self.workload_template(namespace, canary))
     }
 }

@@ -249,7 +249,7 @@ impl TaskRegistry {
         CanarySummary {
             namespace: h.namespace.clone(),
             name: h.name.clone(),
-            steps: h.steps,
+            steps: h.steps(),
             status: h.status.borrow().clone(),
         }
     }
@@ -509,7 +509,7 @@ impl Control for TaskRegistry {
             Ok(CanarySummary {
                 namespace: h.namespace.clone(),
                 name: h.name.clone(),
-                steps: h.steps,
+                steps: h.steps(),
                 status,
             })
         })
@@ -678,7 +678,6 @@ mod tests {
             handle: CanaryHandle {
                 namespace: "bookinfo".into(),
                 name: name.into(),
-                steps: 1,
                 doc: Arc::new(doc),
                 tx,
                 status: status_rx,

@@ -368,7 +368,6 @@ spec:
         let handle = CanaryHandle {
             namespace: c.namespace().into(),
             name: c.doc.metadata.name.clone(),
-            steps: c.doc.spec.steps.len(),
             doc: Arc::new(c.doc.clone()),
             tx,
             status,

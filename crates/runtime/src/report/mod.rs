@@ -117,9 +117,9 @@ pub struct Threshold {
 /// Which condition a threshold belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThresholdKind {
-    /// `successCondition`.
+    /// From the metric's `successCondition`: the bound a passing measurement keeps.
     Success,
-    /// `failureCondition`.
+    /// From the metric's `failureCondition`: the bound a failing measurement crosses.
     Failure,
 }
 

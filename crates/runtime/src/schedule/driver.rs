@@ -24,7 +24,7 @@ use crate::resources::LoadedScheduled;
 use crate::resources::load::LoadedTemplate;
 use crate::resources::scheduled::{ScheduledAnalysisDoc, WebhookAction, canary_ref};
 use crate::runner::{self, Clock, Defaults, RunEvent, StartError};
-use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskMsg};
+use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskHandle, TaskMsg};
 
 /// What a schedule task reports to `/metrics` (the server's `Metrics` implements it); status
 /// save outcomes go through [`SaveMetrics`], shared with the canary tasks.
@@ -120,37 +120,14 @@ pub enum ScheduleTaskMsg {
 }
 
 impl TaskMsg for ScheduleTaskMsg {
-    fn stop() -> Self {
-        ScheduleTaskMsg::Stop
-    }
-    fn is_stop(&self) -> bool {
-        matches!(self, ScheduleTaskMsg::Stop)
-    }
+    const STOP: Self = ScheduleTaskMsg::Stop;
 }
 
-/// Handle on a running schedule task.
-#[derive(Debug, Clone)]
-pub struct ScheduleHandle {
-    /// The ScheduledAnalysis' namespace; with the name, the registry's key.
-    pub namespace: String,
-    /// The ScheduledAnalysis' name.
-    pub name: String,
-    /// The object as loaded.
-    pub doc: Arc<ScheduledAnalysisDoc>,
-    /// Send messages.
-    pub tx: mpsc::UnboundedSender<ScheduleTaskMsg>,
-    /// Latest status.
-    pub status: watch::Receiver<ScheduledAnalysisStatus>,
-    /// True once the task has ended.
-    pub finished: watch::Receiver<bool>,
-}
+/// Handle on a running schedule task: the object task handle every kind shares.
+pub type ScheduleHandle =
+    TaskHandle<ScheduledAnalysisDoc, ScheduleTaskMsg, ScheduledAnalysisStatus>;
 
 impl ScheduleHandle {
-    /// Asks the task to stop and waits (bounded) until it has.
-    pub async fn stop(&self) {
-        task::stop(&self.tx, &self.finished).await;
-    }
-
     /// What the API shows.
     pub fn summary(&self) -> ScheduleSummary {
         let spec = &self.doc.spec;
@@ -194,55 +171,40 @@ pub fn spawn(s: &LoadedScheduled, ctx: ScheduleTaskContext) -> ScheduleHandle {
         namespace: namespace.clone(),
         name: name.clone(),
     };
-    let store = ctx.state.clone();
-    // Every line the task logs, its runs and webhooks included, names the object.
-    let span = tracing::info_span!(parent: None, "scheduledanalysis", namespace = %namespace, scheduledanalysis = %name, kind = "ScheduledAnalysis");
-    let handle = task::spawn(
-        id.clone(),
-        store,
-        None,
-        span,
-        move |started: task::Started<ScheduleTaskMsg, ScheduledAnalysisStatus>| async move {
-            let schedule = match schedule {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("invalid schedule, not scheduling: {e}");
-                    let _ = started.status_tx.send(ScheduledAnalysisStatus {
-                        message: Some(format!("invalid schedule: {e}")),
-                        ..Default::default()
-                    });
-                    return None;
-                }
-            };
-            let task = ScheduleTask {
-                namespace: id.namespace.clone(),
-                name: id.name.clone(),
-                doc: task_doc,
-                schedule,
-                ctx,
-                tx: started.tx,
-                // The spec is valid again (this task runs it): a refusal recorded while it
-                // was not is cleared by the first write.
-                status: ScheduledAnalysisStatus {
-                    invalid_spec: None,
-                    ..started.status
-                },
-                published: None,
-                status_tx: started.status_tx,
-                stops: HashMap::new(),
-                saver: Saver::new(id),
-            };
-            Some(task.run(started.rx).await)
-        },
-    );
-    ScheduleHandle {
-        namespace,
-        name,
-        doc,
-        tx: handle.tx,
-        status: handle.status,
-        finished: handle.finished,
-    }
+    let (store, metrics) = (ctx.state.clone(), ctx.metrics.clone());
+    let run = move |started: task::Started<ScheduleTaskMsg, ScheduledAnalysisStatus>| async move {
+        let schedule = match schedule {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("invalid schedule, not scheduling: {e}");
+                let _ = started.status_tx.send(ScheduledAnalysisStatus {
+                    message: Some(format!("invalid schedule: {e}")),
+                    ..Default::default()
+                });
+                return None;
+            }
+        };
+        let task = ScheduleTask {
+            namespace,
+            name,
+            doc: task_doc,
+            schedule,
+            ctx,
+            tx: started.tx,
+            // The spec is valid again (this task runs it): a refusal recorded while it
+            // was not is cleared by the first write.
+            status: ScheduledAnalysisStatus {
+                invalid_spec: None,
+                ..started.status
+            },
+            published: None,
+            status_tx: started.status_tx,
+            stops: HashMap::new(),
+            saver: started.saver,
+        };
+        Some(task.run(started.rx).await)
+    };
+    task::spawn(id, doc, store, metrics, None, run)
 }
 
 /// One running schedule task: the ScheduledAnalysis, its cron schedule and in-memory status,
@@ -261,7 +223,7 @@ struct ScheduleTask {
     /// Stop switches of running runs.
     stops: HashMap<String, watch::Sender<Option<String>>>,
     /// Status writes, retried until they land.
-    saver: Saver,
+    saver: Saver<ScheduledAnalysisStatus>,
 }
 
 impl ScheduleTask {
@@ -369,11 +331,9 @@ impl ScheduleTask {
         let saved = self
             .saver
             .save(
-                &self.ctx.state,
                 &mut self.status,
                 crate::state::conditions::generation_of(&self.doc.metadata),
                 self.ctx.clock.now(),
-                &*self.ctx.metrics,
             )
             .await;
         if saved {

@@ -49,6 +49,24 @@ pub struct ObjectId {
     pub name: String,
 }
 
+impl ObjectId {
+    /// The task's span, which every line the task logs (its analysis runs, webhooks and
+    /// measurements included) is inside: the object's identity as `namespace` and `canary` or
+    /// `scheduledanalysis`. A root span, since the reload that spawns a successor is not its
+    /// parent.
+    pub fn span(&self) -> tracing::Span {
+        let (ns, name) = (&self.namespace, &self.name);
+        match self.kind {
+            StateKind::Canary => {
+                tracing::info_span!(parent: None, "canary", namespace = %ns, canary = %name, kind = "Canary")
+            }
+            StateKind::Scheduled => {
+                tracing::info_span!(parent: None, "scheduledanalysis", namespace = %ns, scheduledanalysis = %name, kind = "ScheduledAnalysis")
+            }
+        }
+    }
+}
+
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
@@ -65,11 +83,20 @@ macro_rules! log_for {
 }
 
 /// A task's message type: the lifecycle needs to make and recognise the stop message.
-pub trait TaskMsg: Send + 'static {
-    /// The message that ends the task (daemon shutdown, reload, deletion).
-    fn stop() -> Self;
-    /// Whether this is that message.
-    fn is_stop(&self) -> bool;
+pub trait TaskMsg: Sized + Send + 'static {
+    /// The message that ends the task (daemon shutdown, reload, deletion): a variant without
+    /// fields, so that comparing variants recognises it.
+    const STOP: Self;
+
+    /// A new stop message.
+    fn stop() -> Self {
+        Self::STOP
+    }
+
+    /// Whether this is the stop message (same variant as [`TaskMsg::STOP`]).
+    fn is_stop(&self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(&Self::STOP)
+    }
 }
 
 /// What the lifecycle hands the object's task once its status is known.
@@ -86,16 +113,26 @@ pub struct Started<M, St> {
     /// True when `status` was taken over from a predecessor: it may never have been saved, so
     /// the task writes it before exposing anything.
     pub inherited: bool,
+    /// The object's status writes, nothing pending yet.
+    pub saver: Saver<St>,
 }
 
-/// Handle on a running object task.
+/// Handle on a running object task, one type for every kind of object: which object it drives,
+/// the document it was spawned from (a reload compares it with the new one), and the task's
+/// channels. A kind adds what it shows or asks for in an inherent `impl` on its instance.
 #[derive(Debug)]
-pub struct TaskHandle<M, St> {
+pub struct TaskHandle<D, M, St> {
+    /// The object's namespace; with the name, the registry's key.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+    /// The object as loaded, for the API and to tell whether a reload changed it.
+    pub doc: Arc<D>,
     /// Send messages.
     pub tx: mpsc::UnboundedSender<M>,
     /// Latest status.
     pub status: watch::Receiver<St>,
-    /// Becomes true when the task has ended.
+    /// Becomes true when the task has ended (after the stop message).
     pub finished: watch::Receiver<bool>,
     /// The task's last in-memory status, left here when it ends after having driven the
     /// object (not when it never read its persisted status). A successor takes it over, so a
@@ -103,9 +140,12 @@ pub struct TaskHandle<M, St> {
     pub handover: Arc<Mutex<Option<St>>>,
 }
 
-impl<M, St> Clone for TaskHandle<M, St> {
+impl<D, M, St> Clone for TaskHandle<D, M, St> {
     fn clone(&self) -> Self {
         TaskHandle {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            doc: self.doc.clone(),
             tx: self.tx.clone(),
             status: self.status.clone(),
             finished: self.finished.clone(),
@@ -114,19 +154,14 @@ impl<M, St> Clone for TaskHandle<M, St> {
     }
 }
 
-impl<M: TaskMsg, St> TaskHandle<M, St> {
-    /// Asks the task to stop and waits (bounded by [`STOP_WAIT`]) until it has, so a
-    /// replacement task never overlaps with it.
+impl<D, M: TaskMsg, St> TaskHandle<D, M, St> {
+    /// Asks the task to stop and waits (bounded by [`STOP_WAIT`]) until it has — its last
+    /// status save included — so a replacement task never overlaps with it.
     pub async fn stop(&self) {
-        stop(&self.tx, &self.finished).await;
+        let _ = self.tx.send(M::stop());
+        let mut fin = self.finished.clone();
+        let _ = tokio::time::timeout(STOP_WAIT, fin.wait_for(|f| *f)).await;
     }
-}
-
-/// Sends the stop message on `tx` and waits (bounded) until `finished` turns true.
-pub async fn stop<M: TaskMsg>(tx: &mpsc::UnboundedSender<M>, finished: &watch::Receiver<bool>) {
-    let _ = tx.send(M::stop());
-    let mut fin = finished.clone();
-    let _ = tokio::time::timeout(STOP_WAIT, fin.wait_for(|f| *f)).await;
 }
 
 /// Starts the task of one object. The handle takes messages at once (they wait in its queue)
@@ -135,16 +170,18 @@ pub async fn stop<M: TaskMsg>(tx: &mpsc::UnboundedSender<M>, finished: &watch::R
 /// the store is unavailable (only a stop message ends that wait). A status that does not parse
 /// is never replaced by a fresh one: the task publishes why and ends without driving. Then
 /// `run` drives the object; the status it returns is handed over to a successor. Every line
-/// the task logs is inside `span` (the object's identity: a root span, since the reload that
-/// spawns a successor is not its parent).
-pub fn spawn<M, St, F, Fut>(
+/// the task logs is inside [`ObjectId::span`]; its status writes go through the [`Saver`] it
+/// is started with (`store`, outcomes to `metrics`).
+pub fn spawn<D, M, St, F, Fut>(
     id: ObjectId,
+    doc: Arc<D>,
     store: StatusStore<St>,
-    predecessor: Option<TaskHandle<M, St>>,
-    span: tracing::Span,
+    metrics: Arc<dyn SaveMetrics>,
+    predecessor: Option<TaskHandle<D, M, St>>,
     run: F,
-) -> TaskHandle<M, St>
+) -> TaskHandle<D, M, St>
 where
+    D: Send + Sync + 'static,
     M: TaskMsg,
     St: PersistedStatus,
     F: FnOnce(Started<M, St>) -> Fut + Send + 'static,
@@ -156,6 +193,9 @@ where
     let handover = Arc::new(Mutex::new(None));
     let handover_out = handover.clone();
     let task_tx = tx.clone();
+    let (namespace, name) = (id.namespace.clone(), id.name.clone());
+    let span = id.span();
+    let saver = Saver::new(id.clone(), store.clone(), metrics);
     tokio::spawn(
         async move {
             let mut rx = rx;
@@ -179,6 +219,7 @@ where
                     status_tx,
                     status,
                     inherited,
+                    saver,
                 };
                 if let Some(last) = run(started).await
                     && let Ok(mut h) = handover_out.lock()
@@ -191,6 +232,9 @@ where
         .instrument(span),
     );
     TaskHandle {
+        namespace,
+        name,
+        doc,
         tx,
         status: status_rx,
         finished: fin_rx,
@@ -250,21 +294,34 @@ pub struct Unsaved {
     pub retry_at: DateTime<Utc>,
 }
 
-/// Status writes of one object task: retried with capped backoff ([`SAVE_RETRY_FIRST`] doubling
-/// to [`SAVE_RETRY_MAX`]) until one lands, each failure reported to `/metrics` and `/readyz`
-/// and cleared by the next successful write. A failed save is never counted as done.
-#[derive(Debug)]
-pub struct Saver {
+/// Status writes of one object task, to its status store: retried with capped backoff
+/// ([`SAVE_RETRY_FIRST`] doubling to [`SAVE_RETRY_MAX`]) until one lands, each failure reported
+/// to `/metrics` and `/readyz` and cleared by the next successful write. A failed save is
+/// never counted as done.
+pub struct Saver<St> {
     id: ObjectId,
+    store: StatusStore<St>,
+    metrics: Arc<dyn SaveMetrics>,
     unsaved: Option<Unsaved>,
     backoff: Backoff,
 }
 
-impl Saver {
-    /// Nothing pending yet.
-    pub fn new(id: ObjectId) -> Self {
+impl<St> fmt::Debug for Saver<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Saver")
+            .field("id", &self.id)
+            .field("unsaved", &self.unsaved)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St: PersistedStatus> Saver<St> {
+    /// Nothing pending yet; writes go to `store`, their outcomes to `metrics`.
+    pub fn new(id: ObjectId, store: StatusStore<St>, metrics: Arc<dyn SaveMetrics>) -> Self {
         Saver {
             id,
+            store,
+            metrics,
             unsaved: None,
             backoff: Backoff::new(SAVE_RETRY_FIRST, SAVE_RETRY_MAX),
         }
@@ -302,16 +359,15 @@ impl Saver {
 
     /// Writes `status` (deriving its conditions first). True when it landed; otherwise the
     /// next try is scheduled ([`Saver::retry_at`]) and the failure reported.
-    pub async fn save<St: PersistedStatus, M: SaveMetrics + ?Sized>(
+    pub async fn save(
         &mut self,
-        store: &StatusStore<St>,
         status: &mut St,
         generation: Option<i64>,
         now: DateTime<Utc>,
-        metrics: &M,
     ) -> bool {
         let (ns, name) = (&self.id.namespace, &self.id.name);
-        match store.save(ns, name, status, generation, now).await {
+        let metrics = &*self.metrics;
+        match self.store.save(ns, name, status, generation, now).await {
             Ok(()) => {
                 self.backoff.reset();
                 metrics.state_saved(self.id.kind, ns, name);

@@ -35,12 +35,7 @@ enum TestMsg {
 }
 
 impl TaskMsg for TestMsg {
-    fn stop() -> Self {
-        TestMsg::Stop
-    }
-    fn is_stop(&self) -> bool {
-        matches!(self, TestMsg::Stop)
-    }
+    const STOP: Self = TestMsg::Stop;
 }
 
 fn id(name: &str) -> ObjectId {
@@ -49,6 +44,11 @@ fn id(name: &str) -> ObjectId {
         namespace: "ns".into(),
         name: name.into(),
     }
+}
+
+/// Save outcomes for a task whose reports the test does not look at.
+fn metrics() -> Arc<dyn SaveMetrics> {
+    Arc::new(Recorded::default())
 }
 
 fn t0() -> DateTime<Utc> {
@@ -87,12 +87,12 @@ fn status_write_retries_back_off_from_a_quarter_second_to_ten_seconds() {
 #[tokio::test]
 async fn a_failed_save_stays_pending_with_backoff_until_one_lands() {
     let (dir, store) = store();
-    let metrics = Recorded::default();
-    let mut saver = Saver::new(id("c"));
+    let metrics = Arc::new(Recorded::default());
+    let mut saver = Saver::new(id("c"), store.clone(), metrics.clone());
     let mut status = CanaryStatus::default();
     let blocked = block(&dir, "c");
 
-    assert!(!saver.save(&store, &mut status, None, t0(), &metrics).await);
+    assert!(!saver.save(&mut status, None, t0()).await);
     let u = saver.unsaved().expect("pending").clone();
     assert_eq!(u.attempts, 1);
     assert_eq!(u.retry_at, t0() + TimeDelta::milliseconds(250));
@@ -101,18 +101,14 @@ async fn a_failed_save_stays_pending_with_backoff_until_one_lands() {
     assert_eq!(metrics.take(), ["failed canary ns/c"]);
 
     let later = u.retry_at;
-    assert!(!saver.save(&store, &mut status, None, later, &metrics).await);
+    assert!(!saver.save(&mut status, None, later).await);
     let u = saver.unsaved().expect("still pending").clone();
     assert_eq!(u.attempts, 2);
     assert_eq!(u.retry_at, later + TimeDelta::milliseconds(500));
 
     std::fs::remove_dir_all(&blocked).unwrap();
     status.phase = CanaryPhase::Paused;
-    assert!(
-        saver
-            .save(&store, &mut status, None, u.retry_at, &metrics)
-            .await
-    );
+    assert!(saver.save(&mut status, None, u.retry_at).await);
     assert_eq!(saver.unsaved(), None);
     assert_eq!(saver.retry_at(), None);
     assert_eq!(metrics.take(), ["failed canary ns/c", "saved canary ns/c"]);
@@ -123,14 +119,15 @@ async fn a_failed_save_stays_pending_with_backoff_until_one_lands() {
     // The backoff starts over after a success.
     std::fs::remove_file(dir.path().join("canary/ns/c.json")).unwrap();
     let blocked = block(&dir, "c");
-    assert!(!saver.save(&store, &mut status, None, t0(), &metrics).await);
+    assert!(!saver.save(&mut status, None, t0()).await);
     assert_eq!(saver.retry_at(), Some(t0() + TimeDelta::milliseconds(250)));
     std::fs::remove_dir_all(&blocked).unwrap();
 }
 
 #[test]
 fn a_status_marked_unsaved_is_due_at_once() {
-    let mut saver = Saver::new(id("c"));
+    let (_dir, store) = store();
+    let mut saver = Saver::new(id("c"), store, Arc::new(Recorded::default()));
     assert!(!saver.due(t0()));
     saver.mark_unsaved("taken over", t0());
     assert!(saver.due(t0()));
@@ -163,6 +160,26 @@ fn echo(
 
 type BoxedRun = std::pin::Pin<Box<dyn Future<Output = Option<CanaryStatus>> + Send>>;
 
+type EchoHandle = TaskHandle<&'static str, TestMsg, CanaryStatus>;
+
+/// Spawns the task of `ns/c` (spawned from `doc`) running [`echo`]: its handle, what it
+/// started with, and the messages it saw.
+fn spawn_echo(
+    store: StatusStore<CanaryStatus>,
+    doc: &'static str,
+    predecessor: Option<EchoHandle>,
+) -> (
+    EchoHandle,
+    oneshot::Receiver<(CanaryStatus, bool)>,
+    mpsc::UnboundedReceiver<u32>,
+) {
+    let (seen_tx, seen) = oneshot::channel();
+    let (got_tx, got) = mpsc::unbounded_channel();
+    let run = echo(seen_tx, got_tx);
+    let handle = spawn(id("c"), Arc::new(doc), store, metrics(), predecessor, run);
+    (handle, seen, got)
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unreadable_store_is_read_again_and_messages_wait_in_order() {
     let (dir, store) = store();
@@ -179,15 +196,7 @@ async fn an_unreadable_store_is_read_again_and_messages_wait_in_order() {
     std::fs::remove_file(&path).unwrap();
     let blocked = block(&dir, "c");
 
-    let (seen_tx, seen) = oneshot::channel();
-    let (got_tx, mut got) = mpsc::unbounded_channel();
-    let handle = spawn(
-        id("c"),
-        store,
-        None,
-        tracing::Span::none(),
-        echo(seen_tx, got_tx),
-    );
+    let (handle, seen, mut got) = spawn_echo(store, "spec", None);
     handle.tx.send(TestMsg::Hello(1)).unwrap();
     handle.tx.send(TestMsg::Hello(2)).unwrap();
     // Several read attempts fail (backoff 0.5 s, 1 s, 2 s ...): nothing is driven meanwhile.
@@ -212,15 +221,7 @@ async fn an_unreadable_store_is_read_again_and_messages_wait_in_order() {
 async fn a_stop_ends_a_task_still_waiting_for_its_status() {
     let (dir, store) = store();
     let _blocked = block(&dir, "c");
-    let (seen_tx, mut seen) = oneshot::channel();
-    let (got_tx, _got) = mpsc::unbounded_channel();
-    let handle = spawn(
-        id("c"),
-        store,
-        None,
-        tracing::Span::none(),
-        echo(seen_tx, got_tx),
-    );
+    let (handle, mut seen, _got) = spawn_echo(store, "spec", None);
     tokio::time::sleep(Duration::from_secs(1)).await;
     handle.stop().await;
     assert!(*handle.finished.borrow());
@@ -234,15 +235,7 @@ async fn a_status_that_does_not_parse_is_never_replaced() {
     let path = dir.path().join("canary/ns/c.json");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, b"{not json").unwrap();
-    let (seen_tx, mut seen) = oneshot::channel();
-    let (got_tx, _got) = mpsc::unbounded_channel();
-    let handle = spawn(
-        id("c"),
-        store,
-        None,
-        tracing::Span::none(),
-        echo(seen_tx, got_tx),
-    );
+    let (handle, mut seen, _got) = spawn_echo(store, "spec", None);
     let mut fin = handle.finished.clone();
     fin.wait_for(|f| *f).await.unwrap();
     assert!(seen.try_recv().is_err(), "never driven");
@@ -257,28 +250,12 @@ async fn a_status_that_does_not_parse_is_never_replaced() {
 #[tokio::test]
 async fn a_successor_takes_over_the_last_in_memory_status() {
     let (_dir, store) = store();
-    let (seen_tx, seen) = oneshot::channel();
-    let (got_tx, mut got) = mpsc::unbounded_channel();
-    let first = spawn(
-        id("c"),
-        store.clone(),
-        None,
-        tracing::Span::none(),
-        echo(seen_tx, got_tx),
-    );
+    let (first, seen, mut got) = spawn_echo(store.clone(), "spec v1", None);
     seen.await.unwrap();
     first.tx.send(TestMsg::Hello(7)).unwrap();
     assert_eq!(got.recv().await, Some(7));
 
-    let (seen_tx, seen) = oneshot::channel();
-    let (got_tx, mut got) = mpsc::unbounded_channel();
-    let second = spawn(
-        id("c"),
-        store,
-        Some(first.clone()),
-        tracing::Span::none(),
-        echo(seen_tx, got_tx),
-    );
+    let (second, seen, mut got) = spawn_echo(store, "spec v2", Some(first.clone()));
     // Taken at once, handled after the predecessor stopped.
     second.tx.send(TestMsg::Hello(8)).unwrap();
     let (status, inherited) = seen.await.unwrap();
@@ -289,4 +266,15 @@ async fn a_successor_takes_over_the_last_in_memory_status() {
     );
     assert!(*first.finished.borrow());
     assert_eq!(got.recv().await, Some(8));
+    // The handle names the object and carries the document it was spawned from.
+    assert_eq!(
+        (second.namespace.as_str(), second.name.as_str(), *second.doc),
+        ("ns", "c", "spec v2")
+    );
+}
+
+#[test]
+fn the_stop_message_is_recognised_by_its_variant() {
+    assert!(TestMsg::stop().is_stop());
+    assert!(!TestMsg::Hello(0).is_stop());
 }
