@@ -42,7 +42,7 @@ const SELECTOR_ONLY: &[(&str, &str, &str)] = &[("", "pods", "list"), ("", "pods"
 /// cluster-wide (ClusterRole); `Some` a Role in the Lease's namespace. Leases are limited to the
 /// Lease named by the Deployment's `--lease` (`create` cannot be limited by name).
 const NEEDED: &[(&str, &str, &str, Need)] = &[
-    // src/daemon/kube_source.rs: list + watch of the four kinds, all namespaces.
+    // crates/kube/src/watch.rs: list + watch of the four kinds, all namespaces.
     ("skycanary.io", "canaries", "list", Need::Cluster),
     ("skycanary.io", "canaries", "watch", Need::Cluster),
     ("skycanary.io", "analysistemplates", "list", Need::Cluster),
@@ -61,7 +61,7 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
     ),
     ("skycanary.io", "scheduledanalyses", "list", Need::Cluster),
     ("skycanary.io", "scheduledanalyses", "watch", Need::Cluster),
-    // src/daemon/readiness_watch.rs: readiness of the canaries' workloads (spec.workloadRef),
+    // crates/runtime/src/daemon/readiness_watch.rs: readiness of the canaries' workloads (spec.workloadRef),
     // watched by every replica.
     ("apps", "deployments", "list", Need::Cluster),
     ("apps", "deployments", "watch", Need::Cluster),
@@ -72,12 +72,12 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
     // The same, for pod selectors and DestinationRule subsets (`fromSubset`); started lazily.
     ("", "pods", "list", Need::Cluster),
     ("", "pods", "watch", Need::Cluster),
-    // src/state/kube_status.rs: the status subresource, read then replaced (PUT with
-    // resourceVersion); src/daemon/control.rs: a standby merge-patches `status.command`.
+    // crates/kube/src/status.rs: the status subresource, read then replaced (PUT with
+    // resourceVersion); its `write_request`: a standby merge-patches `status.command`.
     ("skycanary.io", "canaries/status", "get", Need::Cluster),
     ("skycanary.io", "canaries/status", "update", Need::Cluster),
     ("skycanary.io", "canaries/status", "patch", Need::Cluster),
-    // src/state/kube_status.rs: ScheduledAnalysis history, written the same way.
+    // crates/kube/src/status.rs: ScheduledAnalysis history, written the same way.
     (
         "skycanary.io",
         "scheduledanalyses/status",
@@ -90,7 +90,7 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
         "update",
         Need::Cluster,
     ),
-    // src/traffic/kube.rs: VirtualServices read and replaced (PUT with resourceVersion);
+    // crates/kube/src/traffic.rs: VirtualServices read and replaced (PUT with resourceVersion);
     // DestinationRules only read (subset mode checks the subsets).
     (
         "networking.istio.io",
@@ -104,7 +104,7 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
         "update",
         Need::Cluster,
     ),
-    // src/daemon/drift_watch.rs: list + watch of the VirtualServices, for drift.
+    // crates/kube/src/watch.rs: list + watch of the VirtualServices, for drift.
     (
         "networking.istio.io",
         "virtualservices",
@@ -123,12 +123,12 @@ const NEEDED: &[(&str, &str, &str, Need)] = &[
         "get",
         Need::Cluster,
     ),
-    // src/traffic/kube.rs emit_event: events.k8s.io/v1 Events on the Canary, created; a
+    // crates/kube/src/traffic.rs emit_event: events.k8s.io/v1 Events on the Canary, created; a
     // repeat within six minutes raises the first one's series count by a merge PATCH
     // (kube-runtime's Recorder).
     ("events.k8s.io", "events", "create", Need::Cluster),
     ("events.k8s.io", "events", "patch", Need::Cluster),
-    // src/state/lease.rs: leader election on one Lease.
+    // crates/kube/src/lease.rs: leader election on one Lease.
     (
         "coordination.k8s.io",
         "leases",

@@ -3,9 +3,11 @@
 //! pure crates build without the runtime's stack. `cargo tree` lists what each links (normal
 //! dependencies, as a release build would); none of tokio, kube, reqwest, hyper or axum (nor
 //! their `-*` companions) may appear. The provider crate `skycanary-skywalking` sits on core,
-//! never under it; the simulator crate `skycanary-sim` sits on the runtime, never under it, and
-//! only the root's `demo` feature links it (the container image's build has neither it nor
-//! the GraphQL server). Skipped, with a message, only when no `cargo` runs.
+//! never under it; the Kubernetes adapters (`skycanary-kube`) on the interfaces they implement
+//! (`skycanary-ports`, which links no kube or HTTP stack) and core, never on the runtime; the
+//! simulator crate `skycanary-sim` sits on the runtime, never under it, and only the root's
+//! `demo` feature links it (the container image's build has neither it nor the GraphQL
+//! server). Skipped, with a message, only when no `cargo` runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -232,6 +234,64 @@ fn only_the_demo_feature_links_the_simulator_and_the_graphql_server() {
         simulator_only_in(&names(&default)),
         ["async-graphql", "indicatif", "skycanary-sim"],
         "the default build does not link the simulator's crates:\n{default}"
+    );
+}
+
+#[test]
+fn the_kubernetes_adapters_sit_on_ports_and_core_never_on_the_runtime() {
+    let Some(text) = tree("skycanary-kube") else {
+        eprintln!("skipped: `cargo` is not on PATH, the layering of skycanary-kube is unchecked");
+        return;
+    };
+    let listed = names(&text);
+    assert_eq!(
+        listed.first(),
+        Some(&"skycanary-kube"),
+        "cargo tree listed another root:\n{text}"
+    );
+    assert!(
+        listed.contains(&"kube-runtime"),
+        "skycanary-kube does not list kube-runtime (a wrong listing?):\n{text}"
+    );
+    // The interfaces it implements are below it; the runtime, the provider and the fake API
+    // server (a dev-dependency) are not.
+    assert_eq!(
+        skycanary_crates_below(&text),
+        ["skycanary-api", "skycanary-core", "skycanary-ports"],
+        "skycanary-kube links other skycanary crates than the layers below it:\n{text}"
+    );
+    let runtime = tree("skycanary-runtime").expect("cargo ran a moment ago");
+    assert!(
+        names(&runtime).contains(&"skycanary-kube"),
+        "skycanary-runtime does not depend on skycanary-kube:\n{runtime}"
+    );
+}
+
+#[test]
+fn the_ports_link_no_kube_or_http_stack() {
+    let Some(text) = tree("skycanary-ports") else {
+        eprintln!("skipped: `cargo` is not on PATH, the layering of skycanary-ports is unchecked");
+        return;
+    };
+    let listed = names(&text);
+    assert_eq!(
+        listed.first(),
+        Some(&"skycanary-ports"),
+        "cargo tree listed another root:\n{text}"
+    );
+    assert_eq!(
+        skycanary_crates_below(&text),
+        ["skycanary-api", "skycanary-core"],
+        "skycanary-ports links other skycanary crates than core and api:\n{text}"
+    );
+    // tokio for the gate's waiters and the clocks' sleeps; nothing that does I/O.
+    let found: Vec<String> = forbidden_in(&text)
+        .into_iter()
+        .filter(|name| name != "tokio")
+        .collect();
+    assert!(
+        found.is_empty(),
+        "skycanary-ports links {found:?}, which an interface crate must not:\n{text}"
     );
 }
 

@@ -13,6 +13,7 @@ pub mod conditions;
 pub mod resources;
 pub mod schedule;
 pub mod skywalking;
+pub mod status;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod traffic;

@@ -22,6 +22,6 @@ pub mod server;
 pub mod state;
 pub mod task;
 pub mod telemetry;
-#[cfg(any(test, feature = "testkit"))]
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod traffic;

@@ -1,5 +1,5 @@
 //! Where the canary tasks' drift notices come from ([`DriftSignals`]): in cluster mode a watch
-//! of the VirtualServices, in file mode a poll of the manifests directory every
+//! of the VirtualServices (`skycanary-kube`'s `watch`), in file mode a poll of the manifests directory every
 //! [`MANIFEST_POLL`]. Both only say which VirtualService may have changed; each canary task
 //! re-reads its own and decides ([`crate::traffic::drift::detect_drift`]), so a late or
 //! repeated notice costs a read, never a wrong verdict.
@@ -9,13 +9,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::{WatchStreamExt, watcher};
+use skycanary_kube::watch::virtual_service_changes;
 
-use crate::backoff::Backoff;
 use crate::traffic::drift::DriftSignals;
 use crate::traffic::file::FileManifestStore;
-use crate::traffic::kube::{ISTIO_NETWORKING_GROUP, IstioApiVersion};
+use crate::traffic::kube::IstioApiVersion;
 use crate::traffic::store::{ObjectKey, ObjectKind};
 
 /// How often file mode looks for changed manifests: a foreign edit is seen within this (plus
@@ -83,50 +81,21 @@ pub async fn poll_manifests(store: FileManifestStore, signals: DriftSignals, eve
     }
 }
 
-/// Cluster mode: a kube-runtime watcher of the VirtualServices of `namespace` (None: all
-/// namespaces) signals every one that is added, modified or deleted, and every one listed by
-/// each (re)list; the watcher resumes a closed watch from its last version and relists on 410
-/// Expired, backed off (bounded, doubling) on errors. Runs until the task is aborted.
+/// Cluster mode: signals every VirtualService of `namespace` (None: all namespaces) that is
+/// added, modified or deleted, and every one listed by each (re)list
+/// ([`skycanary_kube::watch::virtual_service_changes`]: resumed, relisted on 410 Expired,
+/// backed off on errors). Runs until the task is aborted.
 pub async fn watch_virtual_services(
     client: Client,
     version: IstioApiVersion,
     namespace: Option<String>,
     signals: DriftSignals,
 ) {
-    let gvk = GroupVersionKind::gvk(ISTIO_NETWORKING_GROUP, version.as_str(), "VirtualService");
-    let resource = ApiResource::from_gvk_with_plural(&gvk, "virtualservices");
-    let api: Api<DynamicObject> = match &namespace {
-        Some(ns) => Api::namespaced_with(client, ns, &resource),
-        None => Api::all_with(client, &resource),
-    };
-    let events = watcher(api, watcher::Config::default()).backoff(Backoff::new(
-        Duration::from_millis(500),
-        Duration::from_secs(30),
-    ));
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(
-                watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o),
-            ) => {
-                if let Some(key) = key_of(&o) {
-                    signals.changed(key);
-                }
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
-            Err(watcher::Error::WatchError(s)) if s.code == 410 => {
-                tracing::debug!("VirtualService watch expired; relisting");
-            }
-            Err(e) => tracing::warn!("watching VirtualServices for drift: {e}; retrying"),
-        }
+    let changes = virtual_service_changes(client, version, namespace);
+    let mut changes = std::pin::pin!(changes);
+    while let Some(key) = changes.next().await {
+        signals.changed(key);
     }
-}
-
-fn key_of(o: &DynamicObject) -> Option<ObjectKey> {
-    Some(ObjectKey::virtual_service(
-        o.metadata.namespace.clone()?,
-        o.metadata.name.clone()?,
-    ))
 }
 
 #[cfg(test)]

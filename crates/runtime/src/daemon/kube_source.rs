@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::{Api, DynamicObject};
+use kube::runtime::watcher;
 use serde_json::{Map, Value, json};
+use skycanary_kube::watch::{list_all, source_api, source_events};
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
@@ -39,69 +40,8 @@ use crate::resources::yaml::LineIndex;
 use crate::runner::Defaults;
 use crate::state::kube_status::{GROUP, VERSION, parse_status};
 
-/// Page size of the one-shot LIST requests (kube's watcher uses the same).
-const LIST_PAGE: u32 = 500;
-
-/// The kinds this source reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SourceKind {
-    /// `Canary` (namespaced).
-    Canary,
-    /// `AnalysisTemplate` (namespaced).
-    AnalysisTemplate,
-    /// `ClusterAnalysisTemplate` (cluster-scoped).
-    ClusterAnalysisTemplate,
-    /// `ScheduledAnalysis` (namespaced).
-    ScheduledAnalysis,
-}
-
-impl SourceKind {
-    /// All kinds, in listing order.
-    pub const ALL: [SourceKind; 4] = [
-        SourceKind::Canary,
-        SourceKind::AnalysisTemplate,
-        SourceKind::ClusterAnalysisTemplate,
-        SourceKind::ScheduledAnalysis,
-    ];
-
-    /// The kind name.
-    pub fn kind(self) -> &'static str {
-        match self {
-            SourceKind::Canary => "Canary",
-            SourceKind::AnalysisTemplate => "AnalysisTemplate",
-            SourceKind::ClusterAnalysisTemplate => "ClusterAnalysisTemplate",
-            SourceKind::ScheduledAnalysis => "ScheduledAnalysis",
-        }
-    }
-
-    /// The REST collection name.
-    pub fn plural(self) -> &'static str {
-        match self {
-            SourceKind::Canary => "canaries",
-            SourceKind::AnalysisTemplate => "analysistemplates",
-            SourceKind::ClusterAnalysisTemplate => "clusteranalysistemplates",
-            SourceKind::ScheduledAnalysis => "scheduledanalyses",
-        }
-    }
-
-    /// False for cluster-scoped kinds, which are read cluster-wide even in namespace mode.
-    pub fn namespaced(self) -> bool {
-        !matches!(self, SourceKind::ClusterAnalysisTemplate)
-    }
-
-    fn resource(self) -> ApiResource {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(GROUP, VERSION, self.kind()),
-            self.plural(),
-        )
-    }
-}
-
-impl fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind())
-    }
-}
+/// The kinds this source reads, in the `skycanary-kube` crate with their watches.
+pub use skycanary_kube::watch::SourceKind;
 
 /// Identity of one object: kind, namespace (None when cluster-scoped), name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -276,19 +216,13 @@ impl KubeSource {
         self
     }
 
-    fn api(&self, kind: SourceKind) -> Api<DynamicObject> {
-        match (&self.namespace, kind.namespaced()) {
-            (Some(ns), true) => Api::namespaced_with(self.client.clone(), ns, &kind.resource()),
-            _ => Api::all_with(self.client.clone(), &kind.resource()),
-        }
-    }
-
     /// Lists the three kinds once and validates every object.
     pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
         let mut objects = BTreeMap::new();
         let mut rvs = ResourceVersions::default();
         for kind in SourceKind::ALL {
-            let (listed, rv) = list_kind(&self.api(kind), kind)
+            let api = source_api(&self.client, self.namespace.as_deref(), kind);
+            let (listed, rv) = list_kind(&api, kind)
                 .await
                 .map_err(|message| SourceError::List { kind, message })?;
             objects.extend(listed);
@@ -305,18 +239,17 @@ impl KubeSource {
         rx
     }
 
-    /// One kube-runtime [`watcher`] per kind (list, watch from the list's version, resume a
-    /// closed watch, relist on 410), each backed off on errors, merged into one view.
+    /// One kube-runtime watcher per kind ([`source_events`]: list, watch from the list's
+    /// version, resume a closed watch, relist on 410, each backed off on errors), merged into
+    /// one view.
     async fn run(self, tx: mpsc::Sender<SourceEvent>) {
-        let streams = SourceKind::ALL.map(|kind| {
-            let config = watcher::Config::default().timeout(self.watch_timeout_secs);
-            watcher(self.api(kind), config)
-                .backoff(Backoff::new(self.backoff_min, self.backoff_max))
-                .map(move |event| (kind, event))
-                .boxed()
-        });
         // Dropping the merged stream (when this task ends) ends every watch.
-        let mut events = futures_util::stream::select_all(streams);
+        let mut events = source_events(
+            &self.client,
+            self.namespace.as_deref(),
+            self.watch_timeout_secs,
+            Backoff::new(self.backoff_min, self.backoff_max),
+        );
         let mut view = View::default();
         loop {
             let first = tokio::select! {
@@ -515,27 +448,9 @@ async fn list_kind(
     api: &Api<DynamicObject>,
     kind: SourceKind,
 ) -> Result<(BTreeMap<ObjectId, KeptObject>, String), String> {
-    let mut out = BTreeMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().limit(LIST_PAGE);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
-        let page = api
-            .list(&lp)
-            .await
-            .map_err(|e| crate::traffic::kube::describe(&e))?;
-        let rv = page.metadata.resource_version.clone().unwrap_or_default();
-        for o in page.items {
-            let (id, obj) = kept_object(kind, o);
-            out.insert(id, obj);
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(next) => token = Some(next),
-            None => return Ok((out, rv)),
-        }
-    }
+    let (items, rv) = list_all(api).await?;
+    let out = items.into_iter().map(|o| kept_object(kind, o)).collect();
+    Ok((out, rv))
 }
 
 /// The object as JSON with `apiVersion` and `kind` set (list items omit them), trimmed to what

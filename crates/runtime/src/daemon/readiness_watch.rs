@@ -21,9 +21,9 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use skycanary_kube::watch::{Relisted, relisting};
 
 use crate::api::canary::ReadinessStatus;
-use crate::backoff::Backoff;
 use crate::canary::readiness::{
     ReadinessFuture, ReadinessQuery, ReadinessSource, WorkloadTemplate, workload_template,
 };
@@ -583,8 +583,9 @@ fn key_of<K: Resource>(o: &K) -> Option<Key> {
     Some((o.meta().namespace.clone()?, o.meta().name.clone()?))
 }
 
-/// Feeds one kind's watcher into its table. A watch error makes the kind unknown and starts
-/// over with a fresh list (backed off), so nothing is trusted that may have been missed.
+/// Feeds one kind's watch into its table. A watch error makes the kind unknown and starts
+/// over with a fresh list (backed off: [`relisting`]), so nothing is trusted that may have been
+/// missed.
 async fn run_watch<K, V>(
     api: Api<K>,
     config: watcher::Config,
@@ -595,39 +596,28 @@ async fn run_watch<K, V>(
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     <K as Resource>::DynamicType: Default,
 {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    loop {
-        let events = watcher(api.clone(), config.clone());
-        let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
-            let seen = match event {
-                Ok(watcher::Event::Init) => Seen::Init,
-                Ok(watcher::Event::InitDone) => {
-                    backoff.reset();
-                    Seen::InitDone
-                }
-                Ok(watcher::Event::InitApply(o)) => match (key_of(&o), convert(&o)) {
-                    (Some(k), Some(v)) => Seen::InitItem(k, v),
-                    _ => continue,
-                },
-                Ok(watcher::Event::Apply(o)) => match (key_of(&o), convert(&o)) {
-                    (Some(k), Some(v)) => Seen::Upsert(k, v),
-                    (Some(k), None) => Seen::Delete(k),
-                    _ => continue,
-                },
-                Ok(watcher::Event::Delete(o)) => match key_of(&o) {
-                    Some(k) => Seen::Delete(k),
-                    None => continue,
-                },
-                Err(e) => {
-                    tracing::warn!("readiness watch: {e}; relisting");
-                    this.apply(table, Seen::Error(e.to_string()));
-                    break;
-                }
-            };
-            this.apply(table, seen);
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
+    let events = relisting(api, config, "readiness watch");
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let seen = match event {
+            Relisted::Init => Seen::Init,
+            Relisted::InitDone => Seen::InitDone,
+            Relisted::InitApply(o) => match (key_of(&o), convert(&o)) {
+                (Some(k), Some(v)) => Seen::InitItem(k, v),
+                _ => continue,
+            },
+            Relisted::Apply(o) => match (key_of(&o), convert(&o)) {
+                (Some(k), Some(v)) => Seen::Upsert(k, v),
+                (Some(k), None) => Seen::Delete(k),
+                _ => continue,
+            },
+            Relisted::Delete(o) => match key_of(&o) {
+                Some(k) => Seen::Delete(k),
+                None => continue,
+            },
+            Relisted::Error(e) => Seen::Error(e),
+        };
+        this.apply(table, seen);
     }
 }
 

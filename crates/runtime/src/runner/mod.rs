@@ -2,7 +2,8 @@
 //! analysis state machine against SkyWalking clients on an injected clock (the I/O loop).
 
 pub mod clients;
-pub mod clock;
+/// The injected clocks, in the `skycanary-ports` crate (the Lease takes one too).
+pub use skycanary_ports::clock;
 pub mod observe;
 pub mod plan;
 pub mod run;

@@ -4,8 +4,8 @@
 /// Kubernetes-style conditions derived from a status (pure, in core).
 pub use skycanary_core::conditions;
 pub mod file;
-pub mod kube_status;
-pub mod lease;
+/// The `.status` store and the leader Lease, in the `skycanary-kube` crate.
+pub use skycanary_kube::{lease, status as kube_status};
 pub mod status;
 
 pub use file::{FileStatusStore, StateError};

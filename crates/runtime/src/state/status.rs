@@ -4,68 +4,15 @@
 
 use std::marker::PhantomData;
 
-use chrono::{DateTime, Utc};
-use kube::api::ApiResource;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::canary::CanaryStatus;
+use chrono::{DateTime, Utc};
 
 use super::file::{FileStatusStore, StateError};
 use super::kube_status::{KubeStatusStore, StatusError};
 
-/// State-file kind of Canary statuses.
-pub const CANARY_KIND: &str = "canary";
-
-/// A status type the [`StatusStore`] persists: what distinguishes a Canary's status from a
-/// ScheduledAnalysis' one for storage (where its file goes, which resource holds it, which
-/// derived fields every write refreshes).
-pub trait PersistedStatus:
-    Serialize + DeserializeOwned + Clone + Default + PartialEq + Send + Sync + 'static
-{
-    /// Directory of its state files (`<state-dir>/<FILE_KIND>/<ns>/<name>.json`).
-    const FILE_KIND: &'static str;
-    /// The resource's kind, for messages (`Canary`, `ScheduledAnalysis`).
-    const KIND: &'static str;
-    /// The resource whose `.status` holds it in cluster mode.
-    fn resource() -> ApiResource;
-    /// Derives the conditions (and `observedGeneration` when `generation` is known) before a
-    /// write, so every write carries them and the caller's copy matches what was written.
-    fn observe(&mut self, generation: Option<i64>, now: DateTime<Utc>);
-    /// `observedGeneration` as it will be written; a write without it keeps the stored one.
-    fn observed_generation(&self) -> Option<i64>;
-    /// A status that says only why the object is not driven (its stored one is unreadable).
-    fn idle(message: String) -> Self;
-    /// The status as a task about to drive the object takes it over (the spec is valid
-    /// again, since a task runs it); the stored one by default.
-    fn resumed(self) -> Self {
-        self
-    }
-}
-
-impl PersistedStatus for CanaryStatus {
-    const FILE_KIND: &'static str = CANARY_KIND;
-    const KIND: &'static str = "Canary";
-    fn resource() -> ApiResource {
-        super::kube_status::canary_resource()
-    }
-    fn observe(&mut self, generation: Option<i64>, now: DateTime<Utc>) {
-        super::conditions::observe_canary(self, generation, now);
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
-    fn idle(message: String) -> Self {
-        CanaryStatus {
-            message: Some(message),
-            ..Default::default()
-        }
-    }
-    /// An `Invalid` phase gives way to the one it interrupted ([`resume_from_invalid`]).
-    fn resumed(self) -> Self {
-        resume_from_invalid(self)
-    }
-}
+/// The status types' storage description (state-file kind, resource kind and plural), in
+/// the `skycanary-core` crate.
+pub use skycanary_core::status::{CANARY_KIND, PersistedStatus};
 
 /// Why a persisted status could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

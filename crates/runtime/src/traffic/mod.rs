@@ -4,9 +4,11 @@
 
 pub mod drift;
 pub mod file;
-pub mod gate;
-pub mod kube;
-pub mod kube_observe;
+/// The Kubernetes manifest store and Events, and the client layer reporting API requests, in
+/// the `skycanary-kube` crate.
+pub use skycanary_kube::{observe as kube_observe, traffic as kube};
+/// The gate that orders a routing write after its status save, in the `skycanary-ports` crate.
+pub use skycanary_ports::gate;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 /// The routing model, its resolution from a Canary's spec and the pure Istio transforms, in
@@ -15,6 +17,8 @@ pub use skycanary_core::traffic::{istio, model, spec};
 pub mod planner;
 pub mod router;
 pub mod sidecar;
-pub mod store;
+/// The manifest store the router writes through, in the `skycanary-ports` crate (below the
+/// Kubernetes adapters and the file store that implement it).
+pub use skycanary_ports::manifest as store;
 
 pub use model::*;

@@ -23,17 +23,15 @@ use kube::api::{
 };
 use serde_json::Value;
 
-use super::status::PersistedStatus;
-use crate::canary::CanaryStatus;
-
-/// API group of skycanary's CRDs.
-pub const GROUP: &str = "skycanary.io";
-/// Served version of skycanary's CRDs.
-pub const VERSION: &str = "v1alpha1";
+use skycanary_api::canary::{CanaryStatus, CommandRequest};
+/// API group and served version of skycanary's CRDs, from the CRD generator.
+pub use skycanary_api::crd::{GROUP, VERSION};
+/// The status types' storage description (file kind, resource kind and plural), in core.
+pub use skycanary_core::status::PersistedStatus;
 /// How often a status write is retried when another writer moved the object in between.
 const MAX_WRITE_ATTEMPTS: u32 = 5;
 /// Status writes in flight at once. Below the client's own bound
-/// ([`crate::traffic::kube::MAX_API_REQUESTS_IN_FLIGHT`]), so a burst of measurement updates
+/// ([`crate::traffic::MAX_API_REQUESTS_IN_FLIGHT`]), so a burst of measurement updates
 /// never queues a rollback's routing write behind it.
 pub const MAX_STATUS_WRITES_IN_FLIGHT: usize = 16;
 
@@ -89,9 +87,19 @@ pub enum StatusError {
     },
 }
 
+/// The `skycanary.io/v1alpha1` resource whose `.status` holds an `St`, for dynamic APIs.
+pub fn resource_of<St: PersistedStatus>() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, St::KIND), St::PLURAL)
+}
+
 /// The `skycanary.io/v1alpha1` Canary resource for dynamic APIs.
 pub fn canary_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, "Canary"), "canaries")
+    resource_of::<CanaryStatus>()
+}
+
+/// The `skycanary.io/v1alpha1` ScheduledAnalysis resource for dynamic APIs.
+pub fn scheduled_resource() -> ApiResource {
+    resource_of::<skycanary_api::scheduled::ScheduledAnalysisStatus>()
 }
 
 /// Parses a Canary's raw `.status` ([`parse_status_as`]).
@@ -229,7 +237,7 @@ impl KubeStatusStore {
         name: &str,
     ) -> Result<Option<St>, StatusError> {
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), namespace, &St::resource());
+            Api::namespaced_with(self.client.clone(), namespace, &resource_of::<St>());
         let obj = api
             .get_status(name)
             .await
@@ -265,8 +273,10 @@ impl KubeStatusStore {
             .acquire()
             .await
             .map_err(|_| fail("status writes closed".into()))?;
-        let request =
-            kube::core::Request::new(DynamicObject::url_path(&St::resource(), Some(namespace)));
+        let request = kube::core::Request::new(DynamicObject::url_path(
+            &resource_of::<St>(),
+            Some(namespace),
+        ));
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let known = lock().remove(&key);
             let kept = match known {
@@ -330,7 +340,7 @@ pub async fn write_request(
     client: &Client,
     namespace: &str,
     name: &str,
-    req: &crate::canary::CommandRequest,
+    req: &CommandRequest,
 ) -> Result<(), kube::Error> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &canary_resource());
@@ -352,11 +362,10 @@ fn map_error(kind: &'static str, namespace: &str, name: &str, err: kube::Error) 
             kind,
             namespace,
             name,
-            message: crate::traffic::kube::describe(&other),
+            message: crate::traffic::describe(&other),
         },
     }
 }
 
 #[cfg(test)]
-#[path = "kube_status_tests.rs"]
 mod tests;

@@ -303,7 +303,7 @@ pub(crate) struct WatchRecord {
     pub object: Value,
 }
 
-/// One committed change, as kept by the opt-in write log ([`crate::testkit::FakeApiServer::record_writes`]):
+/// One committed change, as kept by the opt-in write log ([`crate::FakeApiServer::record_writes`]):
 /// invariant checkers compare every stored version with the one it replaced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommittedWrite {

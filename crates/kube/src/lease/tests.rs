@@ -9,8 +9,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::runner::clock::ScaledClock;
-use crate::testkit::FakeApiServer;
+use skycanary_ports::clock::ScaledClock;
+use skycanary_testkit::FakeApiServer;
 
 const D: Duration = DEFAULT_DURATION;
 

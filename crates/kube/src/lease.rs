@@ -24,7 +24,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
-use crate::runner::clock::Clock;
+use skycanary_ports::clock::Clock;
 
 /// How long a Lease stays valid after a renewal (client-go's default too).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(15);

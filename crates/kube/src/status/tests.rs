@@ -5,8 +5,8 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::canary::{CanaryPhase, PauseReason, PauseStatus};
-use crate::testkit::FakeApiServer;
+use skycanary_api::canary::{CanaryPhase, PauseReason, PauseStatus};
+use skycanary_testkit::FakeApiServer;
 
 fn canary(ns: &str, name: &str) -> Value {
     json!({
@@ -158,9 +158,9 @@ async fn cleared_fields_are_removed_and_observed_generation_kept_when_absent() {
 #[test]
 fn a_status_never_serialises_the_command_request() {
     let status = CanaryStatus {
-        command: Some(crate::canary::CommandRequest {
+        command: Some(skycanary_api::canary::CommandRequest {
             id: "old".into(),
-            action: crate::canary::CommandAction::Abort,
+            action: skycanary_api::canary::CommandAction::Abort,
             full: false,
             reason: None,
             requested_at: None,
@@ -323,9 +323,9 @@ async fn status_writes_carry_the_command_request_over() {
         .save("bookinfo", "reviews", &paused(Some(1)))
         .await
         .expect("saved");
-    let req = crate::canary::CommandRequest {
+    let req = skycanary_api::canary::CommandRequest {
         id: "r1".into(),
-        action: crate::canary::CommandAction::Promote,
+        action: skycanary_api::canary::CommandAction::Promote,
         full: false,
         reason: Some("ship it".into()),
         requested_at: None,
@@ -356,7 +356,7 @@ async fn status_writes_carry_the_command_request_over() {
 /// someone else's is retried over a fresh read.
 #[tokio::test]
 async fn scheduled_statuses_are_replaced_whole_through_the_same_store() {
-    use crate::schedule::ScheduledAnalysisStatus;
+    use skycanary_api::scheduled::ScheduledAnalysisStatus;
     let fake = FakeApiServer::new();
     fake.seed(json!({
         "apiVersion": "skycanary.io/v1alpha1",
@@ -391,11 +391,7 @@ async fn scheduled_statuses_are_replaced_whole_through_the_same_store() {
             .await,
         Ok(Some(second))
     );
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        fake.client(),
-        "ops",
-        &crate::schedule::store::scheduled_resource(),
-    );
+    let api: Api<DynamicObject> = Api::namespaced_with(fake.client(), "ops", &scheduled_resource());
     let raw = api.get_status("nightly").await.expect("get");
     assert_eq!(raw.data["status"], json!({"skipped": 3}));
     fake.delete("skycanary.io", "scheduledanalyses", "ops", "nightly")

@@ -18,7 +18,9 @@ use kube::runtime::events::{
 };
 use serde_json::Value;
 
-use super::store::{ManifestStore, ManifestStoreError, ObjectKey, ObjectKind, Versioned};
+use skycanary_ports::manifest::{
+    ManifestStore, ManifestStoreError, ObjectKey, ObjectKind, Versioned,
+};
 
 /// The Istio networking API group.
 pub const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
@@ -105,7 +107,7 @@ impl KubeManifestStore {
     /// daemon's `skycanary_kube_request*` metrics).
     pub async fn from_default_config_observed(
         version: IstioApiVersion,
-        observer: Option<std::sync::Arc<dyn super::kube_observe::KubeRequestObserver>>,
+        observer: Option<std::sync::Arc<dyn crate::observe::KubeRequestObserver>>,
     ) -> Result<Self, ManifestStoreError> {
         // kube's TLS stack needs a process-wide rustls provider; ring is the one we build.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -118,7 +120,7 @@ impl KubeManifestStore {
             })?
             // Inside the concurrency limit: the latency is the API server's, not the queue's.
             .with_layer(&tower::util::option_layer(
-                observer.map(super::kube_observe::ObserveLayer::new),
+                observer.map(crate::observe::ObserveLayer::new),
             ))
             .with_layer(&tower::limit::ConcurrencyLimitLayer::new(
                 MAX_API_REQUESTS_IN_FLIGHT,

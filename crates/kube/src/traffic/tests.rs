@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::testkit::FakeApiServer;
+use skycanary_testkit::FakeApiServer;
 
 fn vs(name: &str) -> Value {
     json!({
@@ -294,7 +294,7 @@ async fn emit_event_posts_an_events_k8s_io_event() {
 /// the transport error otherwise.
 #[tokio::test]
 async fn describe_words_api_answers_and_transport_errors() {
-    let fake = crate::testkit::FakeApiServer::new();
+    let fake = skycanary_testkit::FakeApiServer::new();
     fake.fail_next(Some("GET"), "/namespaces", 1, 500);
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(fake.client());
     let answered = api.list(&Default::default()).await.expect_err("500");

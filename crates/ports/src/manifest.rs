@@ -6,7 +6,7 @@ use std::future::Future;
 
 use serde_json::Value;
 
-use super::gate::CommitGate;
+use crate::gate::CommitGate;
 /// The objects' identities, plain data in the `skycanary-core` crate (the routing model names
 /// them too).
 pub use skycanary_core::traffic::key::{ObjectKey, ObjectKind};
