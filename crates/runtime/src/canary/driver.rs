@@ -1331,14 +1331,10 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         resume: Option<RunState>,
     ) -> Result<(), runner::StartError> {
         let plan = self.plan_analysis(templates, args)?;
-        let clients = self.ctx.clients.connect(&plan)?;
-        let (stop_tx, mut stop_rx) = watch::channel(None);
-        self.stops.insert(name.clone(), stop_tx);
         self.routing_changes
             .send_if_modified(|c| replace_if_changed(c, self.status.routing_changed_at));
         let routing_changes = self.routing_changes.subscribe();
         let tx = self.tx.clone();
-        let clock = self.ctx.clock.clone();
         // The run's step, 1-based as everywhere shown (`3/7`; the run's name keeps the index).
         let step = match kind {
             AnalysisRunKind::Background => None,
@@ -1366,45 +1362,42 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 plan.spec.metrics.len()
             );
         });
-        let run = async move {
-            let state =
-                resume.unwrap_or_else(|| crate::analysis::start_run(&plan.spec, clock.now()));
-            let mut on_event = |ev: RunEvent<'_>| match ev {
-                RunEvent::Measured { state, metric, .. } => {
-                    let _ = tx.send(CanaryTaskMsg::Analysis {
-                        name: name.clone(),
-                        state: Box::new(state.clone()),
-                        measured: Some(metric.to_string()),
-                    });
-                }
-                // The status says why nothing is measured yet, and until when.
-                RunEvent::Waiting(state) => {
-                    let _ = tx.send(CanaryTaskMsg::Analysis {
-                        name: name.clone(),
-                        state: Box::new(state.clone()),
-                        measured: None,
-                    });
-                }
-                RunEvent::Finished(_) => {}
-            };
-            let done = runner::run_canary_analysis(
-                &plan,
-                &clients,
-                clock.as_ref(),
-                state,
-                &mut on_event,
-                &mut stop_rx,
-                routing_changes,
-            )
-            .await;
-            let _ = tx.send(CanaryTaskMsg::Analysis {
-                name,
-                state: Box::new(done),
-                measured: None,
-            });
+        let (events, run) = (tx.clone(), name.clone());
+        let on_event = move |ev: RunEvent<'_>| match ev {
+            RunEvent::Measured { state, metric, .. } => {
+                let _ = events.send(CanaryTaskMsg::Analysis {
+                    name: run.clone(),
+                    state: Box::new(state.clone()),
+                    measured: Some(metric.to_string()),
+                });
+            }
+            // The status says why nothing is measured yet, and until when.
+            RunEvent::Waiting(state) => {
+                let _ = events.send(CanaryTaskMsg::Analysis {
+                    name: run.clone(),
+                    state: Box::new(state.clone()),
+                    measured: None,
+                });
+            }
+            RunEvent::Finished(_) => {}
         };
-        tokio::spawn(run.instrument(span));
-        Ok(())
+        let start = runner::RunStart {
+            name: name.clone(),
+            plan,
+            clock: self.ctx.clock.clone(),
+            resume,
+            routing: Some(routing_changes),
+            span,
+            on_event,
+            done: move |done: RunState| {
+                let _ = tx.send(CanaryTaskMsg::Analysis {
+                    name,
+                    state: Box::new(done),
+                    measured: None,
+                });
+            },
+        };
+        runner::spawn_run(start, &self.ctx.clients, &mut self.stops)
     }
 
     fn plan_analysis(

@@ -7,6 +7,7 @@ pub use skycanary_ports::clock;
 pub mod observe;
 pub mod plan;
 pub mod run;
+pub mod spawn;
 
 pub use clients::ClientCache;
 pub use clock::{Clock, ScaledClock, SystemClock, WallScaledClock};
@@ -16,3 +17,4 @@ pub use run::{
     RoutingChanges, RunEvent, alignment_wait, connect, connect_observed, run_analysis,
     run_analysis_from, run_canary_analysis,
 };
+pub use spawn::{RunStart, RunStops, spawn_run};

@@ -467,44 +467,35 @@ impl ScheduleTask {
             &self.ctx.templates,
             &self.ctx.defaults,
         )?;
-        let clients = self.ctx.clients.connect(&plan)?;
         let tx = self.tx.clone();
-        let (stop_tx, mut stop_rx) = watch::channel(None);
-        self.stops.insert(name.clone(), stop_tx);
-        let clock = self.ctx.clock.clone();
-        // A child of the task's span: the run's measurement lines carry its name.
-        let span = tracing::info_span!("run", run = %name);
-        let run = async move {
-            let state = match resume {
-                Some(s) if !s.metric_results.is_empty() => s,
-                _ => crate::analysis::start_run(&plan.spec, clock.now()),
-            };
-            let mut on_event = |ev: RunEvent<'_>| {
+        let (events, run) = (tx.clone(), name.clone());
+        let start = runner::RunStart {
+            name: name.clone(),
+            plan,
+            clock: self.ctx.clock.clone(),
+            // A run that had measured nothing starts afresh.
+            resume: resume.filter(|s| !s.metric_results.is_empty()),
+            routing: None,
+            // A child of the task's span: the run's measurement lines carry its name.
+            span: tracing::info_span!("run", run = %name),
+            on_event: move |ev: RunEvent<'_>| {
                 if let RunEvent::Measured { state, .. } = ev {
-                    let _ = tx.send(ScheduleTaskMsg::Progress {
-                        run: name.clone(),
+                    let _ = events.send(ScheduleTaskMsg::Progress {
+                        run: run.clone(),
                         state: Box::new(state.clone()),
                         done: false,
                     });
                 }
-            };
-            let done = runner::run_analysis_from(
-                &plan,
-                &clients,
-                clock.as_ref(),
-                state,
-                &mut on_event,
-                &mut stop_rx,
-            )
-            .await;
-            let _ = tx.send(ScheduleTaskMsg::Progress {
-                run: name,
-                state: Box::new(done),
-                done: true,
-            });
+            },
+            done: move |done: RunState| {
+                let _ = tx.send(ScheduleTaskMsg::Progress {
+                    run: name,
+                    state: Box::new(done),
+                    done: true,
+                });
+            },
         };
-        tokio::spawn(run.instrument(span));
-        Ok(())
+        runner::spawn_run(start, &self.ctx.clients, &mut self.stops)
     }
 
     /// A run that could not start ends in Error at once, with its actions (as any Error).
