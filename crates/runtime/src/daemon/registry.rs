@@ -22,7 +22,9 @@ use crate::canary::{
     AbortStatus, CanaryStatus, Command, CommandAction, CommandRequest, ForwardedAlarm,
 };
 use crate::schedule::driver::{CanaryRollback, RunNowError, ScheduleHandle};
-use crate::server::{AlarmReply, AlarmSource, CanarySummary, Control, ControlError, Metrics};
+use crate::server::{
+    AlarmReply, AlarmSource, CanarySummary, CanaryWeights, Control, ControlError, Metrics,
+};
 use crate::state::kube_status::write_request;
 
 /// A canary or schedule: (namespace, name).
@@ -476,6 +478,26 @@ impl Control for TaskRegistry {
         all.into_values().collect()
     }
 
+    /// Read in place under the registry's and each status' lock, copying neither handles
+    /// nor statuses (the dashboard samples this every second).
+    fn canary_weights(&self) -> Vec<CanaryWeights> {
+        let mut all: BTreeMap<(&str, &str), CanaryWeights> = BTreeMap::new();
+        let invalid = self.invalid.read();
+        if let Ok(invalid) = &invalid {
+            for ((ns, name), c) in invalid.iter() {
+                all.insert((ns, name), CanaryWeights::of(ns, name, &c.status));
+            }
+        }
+        let running = self.canaries.read();
+        if let Ok(running) = &running {
+            for h in running.values() {
+                let weights = CanaryWeights::of(&h.namespace, &h.name, &h.status.borrow());
+                all.insert((&h.namespace, &h.name), weights);
+            }
+        }
+        all.into_values().collect()
+    }
+
     fn canary(&self, namespace: &str, name: &str) -> Option<CanarySummary> {
         self.get(namespace, name)
             .as_ref()
@@ -715,6 +737,51 @@ mod tests {
             start_time: Some(t(start).timestamp_millis()),
             ..Alarm::default()
         }
+    }
+
+    #[test]
+    fn weights_read_in_place_match_the_listed_canaries_in_order() {
+        let with_weight = |w: i64, at: i64| CanaryStatus {
+            desired_weight: w,
+            routing_changed_at: Some(t(at)),
+            ..running(0)
+        };
+        let a = fake("reviews", None, with_weight(30, 5));
+        let b = fake("details", None, with_weight(0, 6));
+        let registry = TaskRegistry::new(vec![a.handle.clone(), b.handle.clone()], Metrics::new());
+        registry.set_invalid(vec![
+            CanarySummary {
+                namespace: "bookinfo".into(),
+                name: "broken".into(),
+                steps: 0,
+                status: with_weight(10, 1),
+            },
+            // A driven canary of the same name wins, as in the list.
+            CanarySummary {
+                namespace: "bookinfo".into(),
+                name: "reviews".into(),
+                steps: 0,
+                status: with_weight(90, 2),
+            },
+        ]);
+        a.status.send_replace(with_weight(50, 9));
+        let listed: Vec<CanaryWeights> = registry
+            .canaries()
+            .iter()
+            .map(|c| CanaryWeights::of(&c.namespace, &c.name, &c.status))
+            .collect();
+        let read = registry.canary_weights();
+        assert_eq!(read, listed);
+        assert_eq!(
+            read.iter()
+                .map(|w| (w.name.as_str(), w.stable, w.canary, w.changed_at))
+                .collect::<Vec<_>>(),
+            [
+                ("broken", 90, 10, Some(t(1))),
+                ("details", 100, 0, Some(t(6))),
+                ("reviews", 50, 50, Some(t(9))),
+            ]
+        );
     }
 
     #[test]

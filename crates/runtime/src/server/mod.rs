@@ -45,6 +45,41 @@ pub struct CanarySummary {
     pub status: CanaryStatus,
 }
 
+/// A canary's traffic split as the dashboard's weight chart samples it: read from the
+/// status in place, because the chart samples every canary every second and a whole status
+/// (its measurements and evidence) is far larger than these few numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryWeights {
+    /// Namespace.
+    pub namespace: String,
+    /// Canary name.
+    pub name: String,
+    /// Percent of traffic to the stable version.
+    pub stable: i64,
+    /// Percent of traffic to the canary.
+    pub canary: i64,
+    /// When the routing last changed (`status.routingChangedAt`).
+    pub changed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl CanaryWeights {
+    /// The weights written for the canary (the last successful write, else what it wants).
+    pub fn of(namespace: &str, name: &str, status: &CanaryStatus) -> Self {
+        let canary = status
+            .applied
+            .as_ref()
+            .map_or(status.desired_weight, |a| a.canary_weight)
+            .clamp(0, 100);
+        CanaryWeights {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            stable: 100 - canary,
+            canary,
+            changed_at: status.routing_changed_at,
+        }
+    }
+}
+
 /// Where an alarm payload came from (defined with the alarm intake, which the canary tasks
 /// also hear it from).
 pub use crate::alarm::AlarmSource;
@@ -74,6 +109,14 @@ pub enum ControlError {
 pub trait Control: Send + Sync + 'static {
     /// Every known canary.
     fn canaries(&self) -> Vec<CanarySummary>;
+    /// Every known canary's weights, in the order of [`Control::canaries`]. The default
+    /// derives them from it; a daemon reads them without copying the statuses.
+    fn canary_weights(&self) -> Vec<CanaryWeights> {
+        self.canaries()
+            .iter()
+            .map(|c| CanaryWeights::of(&c.namespace, &c.name, &c.status))
+            .collect()
+    }
     /// One canary, `None` when unknown.
     fn canary(&self, namespace: &str, name: &str) -> Option<CanarySummary>;
     /// Applies a user command; resolves to the canary after the command was accepted.

@@ -4,7 +4,7 @@
 //! [`WeightHistory`] remembers the weights each canary showed, [`view`] shapes what the page
 //! draws, with the weight chart rendered by the HTML reports' SVG code.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use serde_json::json;
 use super::auth::{Auth, SessionAuth};
 use super::routes::ApiError;
 use super::session::{Sessions, clear_cookie, set_cookie};
-use super::{CanarySummary, Control};
+use super::{CanarySummary, CanaryWeights, Control};
 use crate::analysis::{Phase, fmt_num};
 use crate::report::WeightSeries;
 use crate::report::svg::{Span, weights_chart};
@@ -73,11 +73,11 @@ impl Dashboard {
 
     /// Records the canaries' weights now (also done by every state rebuild).
     fn sample(&self) {
-        let canaries = self.control.canaries();
+        let weights = self.control.canary_weights();
         self.history
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .observe(&canaries, Utc::now());
+            .observe(&weights, Utc::now());
     }
 
     /// Samples the weights every [`SAMPLE_EVERY`] while the dashboard (its router) lives, so
@@ -121,7 +121,11 @@ impl Dashboard {
                 .history
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            history.observe(&canaries, wall);
+            let weights: Vec<CanaryWeights> = canaries
+                .iter()
+                .map(|c| CanaryWeights::of(&c.namespace, &c.name, &c.status))
+                .collect();
+            history.observe(&weights, wall);
             view(&canaries, &scheduled, &history, wall)
         };
         let body = Bytes::from(serde_json::to_vec(&view)?);
@@ -281,32 +285,23 @@ pub struct WeightHistory {
     series: HashMap<(String, String), VecDeque<WeightPoint>>,
 }
 
-/// The weights written for a canary: the last successful write, else what it wants.
-fn weights_of(c: &CanarySummary) -> (i64, i64) {
-    let canary = c
-        .status
-        .applied
-        .as_ref()
-        .map_or(c.status.desired_weight, |a| a.canary_weight)
-        .clamp(0, 100);
-    (100 - canary, canary)
-}
-
 impl WeightHistory {
-    /// Adds a point for every canary whose weights changed since the last look.
-    pub fn observe(&mut self, canaries: &[CanarySummary], now: DateTime<Utc>) {
-        self.series.retain(|(ns, name), _| {
-            canaries
-                .iter()
-                .any(|c| &c.namespace == ns && &c.name == name)
-        });
+    /// Adds a point for every canary whose weights changed since the last look, and forgets
+    /// canaries that are gone.
+    pub fn observe(&mut self, canaries: &[CanaryWeights], now: DateTime<Utc>) {
+        let present: HashSet<(&str, &str)> = canaries
+            .iter()
+            .map(|c| (c.namespace.as_str(), c.name.as_str()))
+            .collect();
+        self.series
+            .retain(|(ns, name), _| present.contains(&(ns.as_str(), name.as_str())));
         for c in canaries.iter().take(MAX_OBJECTS) {
-            let (stable, canary) = weights_of(c);
+            let (stable, canary) = (c.stable, c.canary);
             let points = self
                 .series
                 .entry((c.namespace.clone(), c.name.clone()))
                 .or_default();
-            let at = c.status.routing_changed_at.unwrap_or(now);
+            let at = c.changed_at.unwrap_or(now);
             match points.back() {
                 Some(last) if (last.stable, last.canary) == (stable, canary) => continue,
                 Some(last) => points.push_back(WeightPoint {
@@ -544,7 +539,7 @@ pub fn view(
                 name: c.name.clone(),
                 phase: phase_name(&c.status.phase),
                 step: step_label(c.status.current_step_index, c.steps),
-                canary_weight: weights_of(c).1,
+                canary_weight: CanaryWeights::of(&c.namespace, &c.name, &c.status).canary,
                 revision: c.status.revision.clone(),
                 message: c.status.message.clone(),
                 paused: c.status.pause.as_ref().map(|p| {
@@ -634,6 +629,100 @@ mod tests {
         assert_eq!(step_label(0, 0), "step 1/0");
     }
 
+    fn sampled(canaries: &[CanarySummary]) -> Vec<CanaryWeights> {
+        canaries
+            .iter()
+            .map(|c| CanaryWeights::of(&c.namespace, &c.name, &c.status))
+            .collect()
+    }
+
+    /// A daemon whose statuses are costly to copy: `canaries()` is counted, and the weights
+    /// are answered on their own.
+    struct CountingControl {
+        copies: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Control for CountingControl {
+        fn canaries(&self) -> Vec<CanarySummary> {
+            self.copies
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Vec::new()
+        }
+        fn canary_weights(&self) -> Vec<CanaryWeights> {
+            vec![CanaryWeights {
+                namespace: "shop".into(),
+                name: "web".into(),
+                stable: 80,
+                canary: 20,
+                changed_at: Some(at(3)),
+            }]
+        }
+        fn canary(&self, _: &str, _: &str) -> Option<CanarySummary> {
+            None
+        }
+        fn command(
+            &self,
+            _: &str,
+            _: &str,
+            _: crate::canary::Command,
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<CanarySummary, super::super::ControlError>,
+        > {
+            Box::pin(async { Err(super::super::ControlError::NotFound) })
+        }
+        fn scheduled_analyses(&self) -> Vec<ScheduleSummary> {
+            Vec::new()
+        }
+        fn run_scheduled(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<serde_json::Value, super::super::ControlError>,
+        > {
+            Box::pin(async { Err(super::super::ControlError::NotFound) })
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+        fn alarm_webhook(
+            &self,
+            _: super::super::AlarmSource,
+            _: bytes::Bytes,
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<super::super::AlarmReply, super::super::ControlError>,
+        > {
+            Box::pin(async { Err(super::super::ControlError::NotFound) })
+        }
+    }
+
+    #[test]
+    fn the_background_sampler_reads_weights_without_copying_any_status() {
+        let control = Arc::new(CountingControl {
+            copies: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let dashboard = Dashboard::new(control.clone(), Auth::Insecure, Arc::default());
+        dashboard.sample();
+        dashboard.sample();
+        assert_eq!(
+            control.copies.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the once-a-second sample must not copy every canary's status"
+        );
+        let history = dashboard.history.lock().unwrap();
+        let points = history.points("shop", "web");
+        assert_eq!(
+            points
+                .iter()
+                .map(|p| (p.at, p.stable, p.canary))
+                .collect::<Vec<_>>(),
+            [(at(3), 80, 20)]
+        );
+    }
+
     #[test]
     fn weight_history_keeps_changes_at_their_write_time_bounded() {
         let mut h = WeightHistory::default();
@@ -641,10 +730,10 @@ mod tests {
             json!({"phase": "Progressing", "desiredWeight": w,
                    "applied": {"canaryWeight": w, "headerRoutes": [], "mirrorRoutes": []}, "routingChangedAt": at(s)})
         };
-        h.observe(&[canary("web", status(10, 5))], at(6));
-        h.observe(&[canary("web", status(10, 5))], at(7));
+        h.observe(&sampled(&[canary("web", status(10, 5))]), at(6));
+        h.observe(&sampled(&[canary("web", status(10, 5))]), at(7));
         // Seen late (at 40), placed when written (30).
-        h.observe(&[canary("web", status(30, 30))], at(40));
+        h.observe(&sampled(&[canary("web", status(30, 30))]), at(40));
         let points = h.points("shop", "web");
         assert_eq!(
             points
@@ -654,11 +743,11 @@ mod tests {
             [(at(5), 90, 10), (at(30), 70, 30)]
         );
         // A write time before the last point (clock skew) never draws backwards.
-        h.observe(&[canary("web", status(60, 1))], at(41));
+        h.observe(&sampled(&[canary("web", status(60, 1))]), at(41));
         assert_eq!(h.points("shop", "web")[2].at, at(30));
         for i in 0..MAX_WEIGHT_POINTS as u32 + 5 {
             h.observe(
-                &[canary("web", status(i64::from(i % 2), 100 + i))],
+                &sampled(&[canary("web", status(i64::from(i % 2), 100 + i))]),
                 at(100 + i),
             );
         }
@@ -694,7 +783,7 @@ mod tests {
             }),
         );
         let mut history = WeightHistory::default();
-        history.observe(std::slice::from_ref(&aborted), at(10));
+        history.observe(&sampled(std::slice::from_ref(&aborted)), at(10));
         let v = view(&[aborted], &[], &history, at(11));
         let c = &v.canaries[0];
         assert_eq!((c.phase.as_str(), c.step.as_str()), ("Aborted", "step 3/7"));
