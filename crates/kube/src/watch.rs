@@ -131,11 +131,7 @@ impl fmt::Display for SourceKind {
 
 /// The API of one kind: of `namespace` (None: all namespaces) when the kind is namespaced,
 /// cluster-wide otherwise.
-pub fn source_api(
-    client: &Client,
-    namespace: Option<&str>,
-    kind: SourceKind,
-) -> Api<DynamicObject> {
+pub fn source_api(client: &Client, namespace: Option<&str>, kind: SourceKind) -> Api<SourceObject> {
     match (namespace, kind.namespaced()) {
         (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &kind.resource()),
         _ => Api::all_with(client.clone(), &kind.resource()),
@@ -144,7 +140,7 @@ pub fn source_api(
 
 /// Every object of `api`, listed in pages of [`LIST_PAGE`], and the resourceVersion of the
 /// last page; the error is the API's answer in words ([`crate::traffic::describe`]).
-pub async fn list_all(api: &Api<DynamicObject>) -> Result<(Vec<DynamicObject>, String), String> {
+pub async fn list_all(api: &Api<SourceObject>) -> Result<(Vec<SourceObject>, String), String> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -174,7 +170,7 @@ pub fn source_events(
     namespace: Option<&str>,
     timeout_secs: u32,
     backoff: Backoff,
-) -> SelectAll<BoxStream<'static, (SourceKind, watcher::Result<watcher::Event<DynamicObject>>)>> {
+) -> SelectAll<BoxStream<'static, (SourceKind, watcher::Result<watcher::Event<SourceObject>>)>> {
     let streams = SourceKind::ALL.map(|kind| {
         let config = watcher::Config::default().timeout(timeout_secs);
         watcher(source_api(client, namespace, kind), config)
@@ -266,6 +262,9 @@ where
         }
     })
 }
+
+mod object;
+pub use object::SourceObject;
 
 #[cfg(test)]
 mod tests;

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use kube::Client;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::runtime::watcher;
 use serde_json::{Map, Value, json};
+use skycanary_kube::watch::SourceObject;
 use skycanary_kube::watch::{list_all, source_api, source_events};
 use tokio::sync::mpsc;
 
@@ -308,7 +309,7 @@ impl View {
         &mut self,
         (kind, event): (
             SourceKind,
-            Result<watcher::Event<DynamicObject>, watcher::Error>,
+            Result<watcher::Event<SourceObject>, watcher::Error>,
         ),
         errors: &mut Vec<String>,
     ) {
@@ -357,7 +358,7 @@ impl View {
         }
     }
 
-    fn note_version(&mut self, kind: SourceKind, o: &DynamicObject) {
+    fn note_version(&mut self, kind: SourceKind, o: &SourceObject) {
         if let Some(rv) = o
             .metadata
             .resource_version
@@ -445,7 +446,7 @@ struct KeptObject {
 
 /// All objects of one kind (following `continue` pages) and the list's resourceVersion.
 async fn list_kind(
-    api: &Api<DynamicObject>,
+    api: &Api<SourceObject>,
     kind: SourceKind,
 ) -> Result<(BTreeMap<ObjectId, KeptObject>, String), String> {
     let (items, rv) = list_all(api).await?;
@@ -459,7 +460,7 @@ async fn list_kind(
 /// Canary's `.status`, only the `command` request. Drivers read their status through the
 /// status store; keeping every status here cost a Canary's whole status (all runs and
 /// measurements) per object, replaced by every measurement's status write.
-fn trimmed_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value, Option<Value>) {
+fn trimmed_object(kind: SourceKind, o: SourceObject) -> (ObjectId, Value, Option<Value>) {
     let id = ObjectId {
         kind,
         namespace: if kind.namespaced() {
@@ -513,7 +514,7 @@ fn trimmed_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, Value, Optio
 
 /// [`trimmed_object`] as kept: compact JSON. (serde_json maps are ordered, so equal objects
 /// print equally and comparing the bytes compares the objects.)
-fn kept_object(kind: SourceKind, o: DynamicObject) -> (ObjectId, KeptObject) {
+fn kept_object(kind: SourceKind, o: SourceObject) -> (ObjectId, KeptObject) {
     let (id, body, command) = trimmed_object(kind, o);
     let print = |v: &Value| -> Print { serde_json::to_vec(v).unwrap_or_default().into() };
     let kept = KeptObject {

@@ -228,7 +228,7 @@ async fn snapshot_keeps_only_the_command_request_of_a_canary_status() {
 
 #[test]
 fn kept_objects_drop_server_bookkeeping_and_kubectl_copies() {
-    let object = |rv: &str, weight: i64, command: Value| -> DynamicObject {
+    let object = |rv: &str, weight: i64, command: Value| -> SourceObject {
         serde_json::from_value(json!({
             "apiVersion": "skycanary.io/v1alpha1", "kind": "Canary",
             "metadata": {"name": "c", "namespace": "ns", "uid": "u1", "generation": 3,
@@ -464,7 +464,7 @@ fn the_later_of_two_canaries_on_one_route_is_refused() {
         if let Some(t) = created {
             v["metadata"]["creationTimestamp"] = json!(t);
         }
-        let o: DynamicObject = serde_json::from_value(v).expect("object");
+        let o: SourceObject = serde_json::from_value(v).expect("object");
         kept_object(SourceKind::Canary, o)
     };
     let snapshot = |objects: Vec<(ObjectId, KeptObject)>| {
@@ -520,7 +520,7 @@ fn the_later_of_two_canaries_on_one_route_is_refused() {
 #[test]
 fn canaries_whose_analyses_cannot_be_planned_are_refused() {
     let object = |kind: SourceKind, v: Value| {
-        let o: DynamicObject = serde_json::from_value(v).expect("object");
+        let o: SourceObject = serde_json::from_value(v).expect("object");
         kept_object(kind, o)
     };
     let mut missing = canary("bookinfo", "ratings");
@@ -589,7 +589,7 @@ fn canaries_whose_analyses_cannot_be_planned_are_refused() {
 #[test]
 fn canaries_subscribed_to_an_unknown_sink_are_refused() {
     let object = |kind: SourceKind, v: Value| {
-        let o: DynamicObject = serde_json::from_value(v).expect("object");
+        let o: SourceObject = serde_json::from_value(v).expect("object");
         kept_object(kind, o)
     };
     let mut subscribed = canary("bookinfo", "ratings");
@@ -628,7 +628,7 @@ fn canaries_subscribed_to_an_unknown_sink_are_refused() {
 mod view {
     use super::*;
 
-    fn obj(v: Value, rv: &str) -> DynamicObject {
+    fn obj(v: Value, rv: &str) -> SourceObject {
         let mut v = v;
         v["metadata"]["resourceVersion"] = json!(rv);
         serde_json::from_value(v).expect("object")
@@ -636,11 +636,11 @@ mod view {
 
     type Ev = (
         SourceKind,
-        Result<watcher::Event<DynamicObject>, watcher::Error>,
+        Result<watcher::Event<SourceObject>, watcher::Error>,
     );
 
     /// Every kind listed, with `canaries` as the Canaries and one template.
-    fn listed(canaries: Vec<DynamicObject>) -> Vec<Ev> {
+    fn listed(canaries: Vec<SourceObject>) -> Vec<Ev> {
         let mut out = Vec::new();
         for kind in SourceKind::ALL {
             out.push((kind, Ok(watcher::Event::Init)));
