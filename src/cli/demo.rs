@@ -85,6 +85,7 @@ pub struct DemoArgs {
     /// Keep each scenario's files (Canary, template, Istio manifests, daemon state and log)
     /// under DIR/<scenario> instead of a temporary directory.
     #[arg(long, value_name = "DIR")]
+    #[allow(rustdoc::invalid_html_tags)] // the help text's `<scenario>`, shown as written
     pub work_dir: Option<PathBuf>,
 }
 

@@ -130,7 +130,7 @@ pub fn missing_feature(cli: &Cli, demo_built: bool) -> Option<String> {
 }
 
 /// The name this binary answers to: `kubectl skycanary` when installed as the kubectl plugin
-/// `kubectl-skycanary` (same binary; kubectl runs it with the plugin name as argv[0]).
+/// `kubectl-skycanary` (same binary; kubectl runs it with the plugin name as `argv[0]`).
 pub fn invoked_as(argv0: Option<&std::ffi::OsStr>) -> &'static str {
     let base = argv0
         .map(std::path::Path::new)

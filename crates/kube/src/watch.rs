@@ -138,7 +138,7 @@ pub fn source_api(client: &Client, namespace: Option<&str>, kind: SourceKind) ->
     }
 }
 
-/// Every object of `api`, listed in pages of [`LIST_PAGE`], and the resourceVersion of the
+/// Every object of `api`, listed in pages of `LIST_PAGE` (500), and the resourceVersion of the
 /// last page; the error is the API's answer in words ([`crate::traffic::describe`]).
 pub async fn list_all(api: &Api<SourceObject>) -> Result<(Vec<SourceObject>, String), String> {
     let mut out = Vec::new();

@@ -113,7 +113,7 @@ impl<T> Batch<T> {
         }
     }
 
-    /// "alarms[3]: missing field `ruleName`; ..." for the reported refusals.
+    /// `alarms[3]: missing field ruleName; ...` for the reported refusals.
     pub fn rejection_summary(&self, what: &str) -> String {
         let mut parts: Vec<String> = self
             .rejected

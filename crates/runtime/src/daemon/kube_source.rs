@@ -9,7 +9,7 @@
 //! relist on 410 Expired), backed off (bounded, doubling) on errors. It emits a new
 //! [`Snapshot`] only when something the drivers act on changed: status-only writes (the
 //! daemon's own) are ignored. No reflector store: what is kept per object is the trimmed
-//! spec ([`KeptObject`]), a tenth of the object a store would hold.
+//! spec (`KeptObject`), a tenth of the object a store would hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -1,5 +1,5 @@
 //! Inline SVG charts: traffic weights as step lines, metric values against their thresholds.
-//! Every coordinate is finite by construction; text is escaped by the caller's [`esc`].
+//! Every coordinate is finite by construction; text is escaped by the caller's `esc`.
 
 use std::fmt::Write as _;
 

@@ -1,7 +1,7 @@
 //! What skycanary must remember about a VirtualService in file mode, kept out of the manifest.
 //!
 //! In a cluster, skycanary's bookkeeping (the original routes, the rollback marker) rides on the
-//! object as annotations ([`istio::STATE_ANNOTATIONS`]), written in the same request as the
+//! object as annotations ([`STATE_ANNOTATIONS`]), written in the same request as the
 //! routes. In a directory of manifests kept in Git those annotation lines would show in every
 //! `git diff` of a weight change, so the file store keeps them in a *sidecar*: one small JSON
 //! file per object under `<manifests>/.skycanary/`, merged into the object it reads and split
