@@ -356,9 +356,18 @@ fn list(ctx: &Ctx<'_>, res: &ResourceRef, ns: Option<&str>) -> Response {
     ctx.read_response(res, result)
 }
 
+/// One watch event as the apiserver writes it: `type` before `object` (Go's field order).
+/// A client that reads `object` first has to buffer it whole before it knows what it is
+/// (kube's `WatchEvent` does), so the order is part of being faithful.
+#[derive(serde::Serialize)]
+struct EventLine<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    object: &'a Value,
+}
+
 fn event_line(event_type: &str, object: &Value) -> Bytes {
-    let mut line =
-        serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    let mut line = serde_json::to_vec(&EventLine { event_type, object }).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }

@@ -1060,6 +1060,26 @@ async fn watch_streaming_list_parameters_are_checked() {
     );
 }
 
+/// Watch events are written as the apiserver writes them, `type` before `object`: a client
+/// reading `object` first must buffer it whole (kube's `WatchEvent` does), which made the
+/// daemon's CPU under the fake larger than under an apiserver.
+#[tokio::test]
+async fn watch_lines_name_their_type_before_the_object() {
+    let fake = FakeApiServer::new();
+    fake.seed(vs("a", 0)).expect("seed");
+    let req = axum::http::Request::get(format!(
+        "{VS_PATH}?watch=true&timeoutSeconds=1&resourceVersion=0"
+    ))
+    .body(Vec::new())
+    .expect("request");
+    let text = fake.client().request_text(req).await.expect("watch");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty(), "no events in {text:?}");
+    for line in lines {
+        assert!(line.starts_with(r#"{"type":"ADDED","object":{"#), "{line}");
+    }
+}
+
 /// kube-runtime's watcher, in both initial-list strategies, sees the state and then changes.
 #[tokio::test]
 async fn kube_runtime_watcher_lists_then_watches() {
