@@ -3,6 +3,7 @@
 //! (`skycanary_core::analysis`); both a Canary's and a ScheduledAnalysis's status embed these.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -50,8 +51,11 @@ pub struct MetricResult {
     pub name: String,
     pub phase: Phase,
     /// Newest last, at most the metric's retention limit.
+    // Shared, never changed once recorded: the copies of a status the daemon holds (the
+    // task's, the API's, the analysis run's) and sends with every measurement share them
+    // instead of copying each one. (A comment, not a doc: docs are the CRD's descriptions.)
     #[serde(default)]
-    pub measurements: Vec<Measurement>,
+    pub measurements: Vec<Arc<Measurement>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// successful + failed + inconclusive: errors are not counted.
@@ -76,7 +80,7 @@ pub struct MetricResult {
 impl MetricResult {
     /// Whether the newest measurement is still being taken.
     pub fn last_in_flight(&self) -> bool {
-        self.measurements.last().is_some_and(Measurement::in_flight)
+        self.measurements.last().is_some_and(|m| m.in_flight())
     }
 }
 

@@ -241,7 +241,7 @@ fn push_measurement(
     } else {
         measurement.finished_at = None;
     }
-    r.measurements.push(measurement);
+    r.measurements.push(std::sync::Arc::new(measurement));
     let keep = m.retention_limit.max(1);
     if r.measurements.len() > keep {
         let excess = r.measurements.len() - keep;

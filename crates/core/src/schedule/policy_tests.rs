@@ -346,7 +346,7 @@ fn failed_run() -> ScheduledRun {
     st.metric_results.push(MetricResult {
         name: "apdex".into(),
         phase: Phase::Failed,
-        measurements: vec![judged_7000()],
+        measurements: vec![judged_7000().into()],
         message: None,
         count: 1,
         successful: 0,

@@ -264,7 +264,7 @@ fn judged_run(success: Option<&str>, failure: Option<&str>, values: &[&[f64]]) -
         .map(|(i, v)| {
             let obs = Observation::value(ResultValue::Series(v.to_vec()));
             let at = t(i as u32 + 1, 0);
-            measure(&spec, &obs, &args, at, at)
+            measure(&spec, &obs, &args, at, at).into()
         })
         .collect();
     run
@@ -304,7 +304,7 @@ fn thresholds_are_read_from_the_typed_evidence() {
     }
     // A status saved before typed evidence: no threshold is guessed from the text.
     let mut run = judged_run(Some("min(result) >= 9900"), None, &[&[9950.0]]);
-    run.metric_results[0].measurements[0].evidence = None;
+    std::sync::Arc::make_mut(&mut run.metric_results[0].measurements[0]).evidence = None;
     assert!(thresholds_of(&run.metric_results[0]).is_empty());
 }
 
@@ -377,9 +377,9 @@ fn run_state() -> RunState {
             name: "apdex".into(),
             phase: Phase::Failed,
             measurements: vec![
-                m(Phase::Successful, Some("[9950, 9950]"), 1),
-                m(Phase::Failed, Some("[9950, 9100]"), 2),
-                Measurement {
+                m(Phase::Successful, Some("[9950, 9950]"), 1).into(),
+                m(Phase::Failed, Some("[9950, 9100]"), 2).into(),
+                std::sync::Arc::new(Measurement {
                     phase: Phase::Running,
                     value: None,
                     message: None,
@@ -387,7 +387,7 @@ fn run_state() -> RunState {
                     finished_at: None,
                     metadata: Default::default(),
                     evidence: None,
-                },
+                }),
             ],
             message: Some("failed 1 > failureLimit 0".into()),
             count: 2,

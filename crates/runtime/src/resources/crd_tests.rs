@@ -571,7 +571,7 @@ fn full_status() -> CanaryStatus {
                         name: "apdex".into(),
                         phase: Phase::Inconclusive,
                         measurements: vec![
-                            Measurement {
+                            std::sync::Arc::new(Measurement {
                                 phase: Phase::Inconclusive,
                                 value: None,
                                 message: Some("no data".into()),
@@ -579,8 +579,8 @@ fn full_status() -> CanaryStatus {
                                 finished_at: Some(t(41)),
                                 metadata: Default::default(),
                                 evidence: None,
-                            },
-                            Measurement {
+                            }),
+                            std::sync::Arc::new(Measurement {
                                 phase: Phase::Running,
                                 value: None,
                                 message: None,
@@ -588,7 +588,7 @@ fn full_status() -> CanaryStatus {
                                 finished_at: None,
                                 metadata: Default::default(),
                                 evidence: None,
-                            },
+                            }),
                         ],
                         message: None,
                         count: 1,

@@ -419,7 +419,7 @@ mod tests {
                     name: "apdex".into(),
                     phase,
                     count: measurements.len() as u32,
-                    measurements,
+                    measurements: measurements.into_iter().map(Into::into).collect(),
                     message: None,
                     successful: 0,
                     failed: 0,

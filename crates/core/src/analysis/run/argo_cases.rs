@@ -529,7 +529,7 @@ fn argo_assess_metric_status_cases() {
         r.consecutive_success = c.consecutive_success;
         r.measurements = case
             .last
-            .map(|p| measurement(p, "", 0))
+            .map(|p| measurement(p, "", 0).into())
             .into_iter()
             .collect();
         for (terminating, want) in [(false, case.running), (true, case.terminating)] {

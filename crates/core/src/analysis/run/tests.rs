@@ -141,7 +141,7 @@ fn non_error_measurement_resets_consecutive_errors() {
 fn error_beats_inconclusive_beats_failed() {
     let m = bounded("m", 10);
     let mut r = new_metric_result(&m);
-    r.measurements.push(meas(E, 1));
+    r.measurements.push(meas(E, 1).into());
     r.failed = 1;
     r.inconclusive = 1;
     assert_eq!(assess_metric(&m, &r, false).0, Phase::Inconclusive);

@@ -108,7 +108,7 @@ fn run_with(phase: Phase, measurement: Measurement) -> RunState {
         metric_results: vec![MetricResult {
             name: "apdex".into(),
             phase,
-            measurements: vec![measurement],
+            measurements: vec![measurement.into()],
             message: metric_message,
             count: 1,
             successful: 0,
