@@ -17,6 +17,18 @@ pub const CANARY_KIND: &str = "canary";
 /// State-file kind of ScheduledAnalysis statuses (`<state-dir>/scheduledanalysis/<ns>/<name>.json`).
 pub const SCHEDULED_KIND: &str = "scheduledanalysis";
 
+/// Which queue a status write waits in when many are in flight. A burst of measurement
+/// updates (one write per canary per measurement) must not delay the write that precedes a
+/// rollback: rollbacks have a lane of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteLane {
+    /// Every write but a rollback's.
+    #[default]
+    Routine,
+    /// The status saved before a rollback's routing write.
+    Rollback,
+}
+
 /// A status type the status store persists: what distinguishes a Canary's status from a
 /// ScheduledAnalysis' one for storage (where its file goes, which resource holds it, which
 /// derived fields every write refreshes).

@@ -27,13 +27,16 @@ use skycanary_api::canary::{CanaryStatus, CommandRequest};
 /// API group and served version of skycanary's CRDs, from the CRD generator.
 pub use skycanary_api::crd::{GROUP, VERSION};
 /// The status types' storage description (file kind, resource kind and plural), in core.
-pub use skycanary_core::status::PersistedStatus;
+pub use skycanary_core::status::{PersistedStatus, WriteLane};
 /// How often a status write is retried when another writer moved the object in between.
 const MAX_WRITE_ATTEMPTS: u32 = 5;
 /// Status writes in flight at once. Below the client's own bound
 /// ([`crate::traffic::MAX_API_REQUESTS_IN_FLIGHT`]), so a burst of measurement updates
 /// never queues a rollback's routing write behind it.
 pub const MAX_STATUS_WRITES_IN_FLIGHT: usize = 16;
+/// Rollback status writes in flight at once, beside [`MAX_STATUS_WRITES_IN_FLIGHT`]: the
+/// status saved before a rollback never queues behind a burst of measurement updates.
+pub const MAX_ROLLBACK_STATUS_WRITES_IN_FLIGHT: usize = 4;
 
 /// Failures reading or writing an object's status.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -138,6 +141,8 @@ pub struct KubeStatusStore {
     written: Arc<Mutex<HashMap<WrittenKey, Kept>>>,
     /// Bounds concurrent status writes ([`MAX_STATUS_WRITES_IN_FLIGHT`]).
     writes: Arc<tokio::sync::Semaphore>,
+    /// Bounds concurrent rollback status writes ([`MAX_ROLLBACK_STATUS_WRITES_IN_FLIGHT`]).
+    rollback_writes: Arc<tokio::sync::Semaphore>,
 }
 
 /// An object's kind, namespace and name.
@@ -226,6 +231,9 @@ impl KubeStatusStore {
             client,
             written: Arc::default(),
             writes: Arc::new(tokio::sync::Semaphore::new(MAX_STATUS_WRITES_IN_FLIGHT)),
+            rollback_writes: Arc::new(tokio::sync::Semaphore::new(
+                MAX_ROLLBACK_STATUS_WRITES_IN_FLIGHT,
+            )),
         }
     }
 
@@ -259,6 +267,18 @@ impl KubeStatusStore {
         name: &str,
         status: &St,
     ) -> Result<(), StatusError> {
+        self.save_in(WriteLane::Routine, namespace, name, status)
+            .await
+    }
+
+    /// [`save`](Self::save), waiting for a free slot of `lane` only.
+    pub async fn save_in<St: PersistedStatus>(
+        &self,
+        lane: WriteLane,
+        namespace: &str,
+        name: &str,
+        status: &St,
+    ) -> Result<(), StatusError> {
         let kind = St::KIND;
         let key = (kind, namespace.to_string(), name.to_string());
         let lock = || self.written.lock().unwrap_or_else(|e| e.into_inner());
@@ -268,8 +288,11 @@ impl KubeStatusStore {
             name: name.to_string(),
             message,
         };
-        let _slot = self
-            .writes
+        let slots = match lane {
+            WriteLane::Routine => &self.writes,
+            WriteLane::Rollback => &self.rollback_writes,
+        };
+        let _slot = slots
             .acquire()
             .await
             .map_err(|_| fail("status writes closed".into()))?;

@@ -407,3 +407,53 @@ async fn scheduled_statuses_are_replaced_whole_through_the_same_store() {
         })
     );
 }
+
+/// A burst of routine status writes holding every slot does not delay the status saved before
+/// a rollback: it has a lane of its own (issue 17, failed measurement → rollback).
+#[tokio::test]
+async fn a_rollback_save_does_not_queue_behind_a_burst_of_routine_saves() {
+    let (fake, store) = setup();
+    let busy = MAX_STATUS_WRITES_IN_FLIGHT + 1;
+    for i in 0..busy {
+        fake.seed(canary("bookinfo", &format!("busy-{i}")))
+            .expect("seed");
+    }
+    fake.clear_requests();
+    fake.delay_next(
+        None,
+        "/canaries/busy-",
+        busy,
+        std::time::Duration::from_secs(3),
+    );
+    let routine: Vec<_> = (0..busy)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .save("bookinfo", &format!("busy-{i}"), &paused(None))
+                    .await
+            })
+        })
+        .collect();
+    // Every routine slot is taken (the last one waits for a slot).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fake.requests().len() < MAX_STATUS_WRITES_IN_FLIGHT {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the burst never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    store
+        .save_in(WriteLane::Rollback, "bookinfo", "reviews", &paused(Some(2)))
+        .await
+        .expect("rollback save");
+    assert!(
+        routine.iter().all(|h| !h.is_finished()),
+        "the rollback's save waited for the routine ones"
+    );
+    assert_eq!(stored_status(&fake)["observedGeneration"], 2);
+    for h in routine {
+        h.await.expect("join").expect("routine save");
+    }
+}

@@ -26,6 +26,7 @@ use crate::resources::canary::{ArgValue, CanaryDoc, TemplateRef};
 use crate::resources::{LoadedCanary, LoadedTemplate};
 use crate::runner::{self, Clock, Defaults, RunEvent};
 use crate::state::StatusStore;
+use crate::state::status::WriteLane;
 use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskHandle, TaskMsg};
 use crate::traffic::drift::{self, DriftSignals, Intended};
 use crate::traffic::gate::CommitGate;
@@ -1007,7 +1008,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         save_after_routing(
             &mut self.saver,
             &mut self.status,
-            (generation, now),
+            (generation, now, WriteLane::Routine),
             self.ctx.router.store(),
         )
         .await;
@@ -1030,7 +1031,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let (opener, gate) = CommitGate::closed();
         let (saver, status, ctx) = (&mut self.saver, &mut self.status, &self.ctx);
         let save = async move {
-            save_after_routing(saver, status, (generation, now), ctx.router.store()).await;
+            let when = (generation, now, WriteLane::Rollback);
+            save_after_routing(saver, status, when, ctx.router.store()).await;
             opener.open();
         };
         let write = write_routing(ctx, &self.routing, &self.namespace, desired, op, &gate);
@@ -1467,12 +1469,12 @@ fn overlappable_rollback(effects: &[Effect]) -> Option<DesiredRouting> {
 async fn save_after_routing<S: ManifestStore>(
     saver: &mut Saver<CanaryStatus>,
     status: &mut CanaryStatus,
-    (generation, now): (Option<i64>, DateTime<Utc>),
+    (generation, now, lane): (Option<i64>, DateTime<Utc>, WriteLane),
     routes: &S,
 ) {
     match routes.sync_written().await {
         Ok(()) => {
-            saver.save(status, generation, now).await;
+            saver.save_in(lane, status, generation, now).await;
         }
         Err(e) => saver.failed(
             format!("not saved until the routing written before it is on disk: {e}"),
@@ -1725,7 +1727,13 @@ mod tests {
 
         // The first save meets the failing sync, the second a durable write.
         for durable in [false, true] {
-            save_after_routing(&mut saver, &mut status, (None, now), &routes).await;
+            save_after_routing(
+                &mut saver,
+                &mut status,
+                (None, now, crate::state::status::WriteLane::Routine),
+                &routes,
+            )
+            .await;
             let saved = state.load_raw("bookinfo", "reviews").await.unwrap();
             if durable {
                 assert_eq!(saved.map(|s| s.phase), Some(CanaryPhase::Aborted));

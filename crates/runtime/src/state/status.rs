@@ -12,7 +12,7 @@ use super::kube_status::{KubeStatusStore, StatusError};
 
 /// The status types' storage description (state-file kind, resource kind and plural), in
 /// the `skycanary-core` crate.
-pub use skycanary_core::status::{CANARY_KIND, PersistedStatus};
+pub use skycanary_core::status::{CANARY_KIND, PersistedStatus, WriteLane};
 
 /// Why a persisted status could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +115,21 @@ impl<St: PersistedStatus> StatusStore<St> {
         generation: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
+        self.save_in(WriteLane::Routine, namespace, name, status, generation, now)
+            .await
+    }
+
+    /// [`save`](Self::save) in `lane`: a rollback's save does not queue behind the routine
+    /// ones of other objects (the API server's writes; a file store has no queue).
+    pub async fn save_in(
+        &self,
+        lane: WriteLane,
+        namespace: &str,
+        name: &str,
+        status: &mut St,
+        generation: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
         status.observe(generation, now);
         let status = &*status;
         match &self.backend {
@@ -129,7 +144,7 @@ impl<St: PersistedStatus> StatusStore<St> {
                     .map_err(|e| e.to_string())
             }
             Backend::Kube(k) => k
-                .save(namespace, name, status)
+                .save_in(lane, namespace, name, status)
                 .await
                 .map_err(|e| e.to_string()),
         }

@@ -22,7 +22,7 @@ use tracing::Instrument;
 pub use ports::{SaveMetrics, StateKind};
 
 use crate::backoff::Backoff;
-use crate::state::status::{LoadError, PersistedStatus, StatusStore};
+use crate::state::status::{LoadError, PersistedStatus, StatusStore, WriteLane};
 
 /// First wait before reading a persisted status again after a transient error; doubles up to
 /// [`LOAD_RETRY_MAX`].
@@ -365,8 +365,25 @@ impl<St: PersistedStatus> Saver<St> {
         generation: Option<i64>,
         now: DateTime<Utc>,
     ) -> bool {
+        self.save_in(WriteLane::Routine, status, generation, now)
+            .await
+    }
+
+    /// [`save`](Self::save) in `lane` ([`WriteLane::Rollback`] for the save before a
+    /// rollback's routing write).
+    pub async fn save_in(
+        &mut self,
+        lane: WriteLane,
+        status: &mut St,
+        generation: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> bool {
         let (ns, name) = (&self.id.namespace, &self.id.name);
-        match self.store.save(ns, name, status, generation, now).await {
+        match self
+            .store
+            .save_in(lane, ns, name, status, generation, now)
+            .await
+        {
             Ok(()) => {
                 self.backoff.reset();
                 self.metrics.state_saved(self.id.kind, ns, name);
