@@ -354,7 +354,13 @@ pub async fn run_scenario(
                 .ok()
                 .and_then(|ws| ws.get(spec.canary).copied())
                 .is_some_and(|x| x > 0.0);
-            if now - started >= w.ready_after {
+            // The pods become ready once `ready_after` has passed and the canary was seen
+            // waiting for them: on a loaded machine the daemon may reach its first step later
+            // than `ready_after`, and the story is the wait. Never waiting is still caught
+            // (ready after four times as long, then reported as a problem below).
+            if now - started >= w.ready_after
+                && (saw_not_ready || now - started >= w.ready_after * 4)
+            {
                 write_file(f, &w.manifest(w.replicas))?;
                 workload_ready = true;
                 let rel = now - started;
