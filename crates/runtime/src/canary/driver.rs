@@ -1041,14 +1041,27 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         result
     }
 
-    /// Shows the status just saved in `/metrics` and to the API.
+    /// Shows the status just saved in `/metrics` and to the API. The phase and weight gauges
+    /// are set only when they differ from the status shown before (most saves record a
+    /// measurement and change neither); the task's start sets them once.
     fn published(&self) {
-        self.ctx
-            .metrics
-            .set_canary_phase(&self.namespace, &self.name, self.status.phase);
-        self.ctx
-            .metrics
-            .set_canary_weights(&self.namespace, &self.name, &self.status.weights);
+        let (phase_changed, weights_changed) = {
+            let shown = self.status_tx.borrow();
+            (
+                shown.phase != self.status.phase,
+                shown.weights != self.status.weights,
+            )
+        };
+        if phase_changed {
+            self.ctx
+                .metrics
+                .set_canary_phase(&self.namespace, &self.name, self.status.phase);
+        }
+        if weights_changed {
+            self.ctx
+                .metrics
+                .set_canary_weights(&self.namespace, &self.name, &self.status.weights);
+        }
         let _ = self.status_tx.send(self.status.clone());
     }
 
