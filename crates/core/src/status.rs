@@ -20,10 +20,9 @@ pub const SCHEDULED_KIND: &str = "scheduledanalysis";
 /// Which queue a status write waits in when many are in flight. A burst of measurement
 /// updates (one write per canary per measurement) must not delay the write that precedes a
 /// rollback: rollbacks have a lane of their own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteLane {
     /// Every write but a rollback's.
-    #[default]
     Routine,
     /// The status saved before a rollback's routing write.
     Rollback,

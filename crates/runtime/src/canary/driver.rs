@@ -1008,7 +1008,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         save_after_routing(
             &mut self.saver,
             &mut self.status,
-            (generation, now, WriteLane::Routine),
+            (generation, now),
+            WriteLane::Routine,
             self.ctx.router.store(),
         )
         .await;
@@ -1031,8 +1032,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let (opener, gate) = CommitGate::closed();
         let (saver, status, ctx) = (&mut self.saver, &mut self.status, &self.ctx);
         let save = async move {
-            let when = (generation, now, WriteLane::Rollback);
-            save_after_routing(saver, status, when, ctx.router.store()).await;
+            let (when, lane) = ((generation, now), WriteLane::Rollback);
+            save_after_routing(saver, status, when, lane, ctx.router.store()).await;
             opener.open();
         };
         let write = write_routing(ctx, &self.routing, &self.namespace, desired, op, &gate);
@@ -1479,10 +1480,12 @@ fn overlappable_rollback(effects: &[Effect]) -> Option<DesiredRouting> {
 /// ([`ManifestStore::sync_written`]): a status that records a write as applied never reaches
 /// the disk before the write, so after a power loss the saved status still has it pending and
 /// a restart sends it again. A write that cannot be made durable fails the save, retried.
+/// `lane`: [`WriteLane::Rollback`] when a rollback's routing write waits for this save.
 async fn save_after_routing<S: ManifestStore>(
     saver: &mut Saver<CanaryStatus>,
     status: &mut CanaryStatus,
-    (generation, now, lane): (Option<i64>, DateTime<Utc>, WriteLane),
+    (generation, now): (Option<i64>, DateTime<Utc>),
+    lane: WriteLane,
     routes: &S,
 ) {
     match routes.sync_written().await {
@@ -1696,7 +1699,7 @@ mod tests {
     /// retried; once the routing is durable, the same call saves it.
     #[tokio::test]
     async fn a_status_is_saved_only_once_the_routing_written_before_it_is_on_disk() {
-        use super::save_after_routing;
+        use super::{WriteLane, save_after_routing};
         use crate::canary::CanaryPhase;
         use crate::state::{FileStatusStore, StatusStore};
         use crate::task::{ObjectId, SaveMetrics, Saver, StateKind};
@@ -1743,7 +1746,8 @@ mod tests {
             save_after_routing(
                 &mut saver,
                 &mut status,
-                (None, now, crate::state::status::WriteLane::Routine),
+                (None, now),
+                WriteLane::Routine,
                 &routes,
             )
             .await;
