@@ -294,14 +294,32 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         name: name.clone(),
     };
     let routing = routing_of(&canary.doc, &namespace);
-    let task_doc = doc.clone();
     let (store, metrics) = (ctx.state.clone(), ctx.metrics.clone());
-    let run = move |started: task::Started<CanaryTaskMsg, CanaryStatus>| async move {
+    // What the task is built from, boxed: the closure below lives inside the task's future
+    // (held per canary for as long as it runs), so it carries one pointer, not the parts.
+    let parts = Box::new(TaskParts {
+        namespace,
+        name,
+        doc: doc.clone(),
+        routing,
+        ctx,
+        oap,
+    });
+    // The task is built before its future exists (nothing is awaited on the way), so the
+    // future holds the boxed task and its inbox only, not `started` or the parts as well.
+    let run = move |started: task::Started<CanaryTaskMsg, CanaryStatus>| {
+        let TaskParts {
+            namespace,
+            name,
+            doc: mut task_doc,
+            routing,
+            ctx,
+            oap,
+        } = *parts;
         let now = ctx.clock.now();
         // Without spec.revision the revision comes from the workload's template: until
         // the first observation says otherwise, the status' own.
         let automatic = revision::automatic(&task_doc.spec);
-        let mut task_doc = task_doc;
         if automatic {
             Arc::make_mut(&mut task_doc).spec.revision = started.status.revision.clone();
         }
@@ -339,9 +357,20 @@ pub fn spawn_successor<S: ManifestStore + 'static>(
         let m = &task.ctx.metrics;
         m.set_canary_phase(&task.namespace, &task.name, task.status.phase);
         m.set_canary_weights(&task.namespace, &task.name, &task.status.weights);
-        Some(task.run(started.rx).await)
+        let rx = started.rx;
+        async move { Some(task.run(rx).await) }
     };
     task::spawn(id, doc, store, metrics, predecessor, run)
+}
+
+/// What [`spawn_successor`] builds a [`CanaryTask`] from, with what the task module hands over.
+struct TaskParts<S: ManifestStore + 'static> {
+    namespace: String,
+    name: String,
+    doc: Arc<CanaryDoc>,
+    routing: IstioRouting,
+    ctx: CanaryTaskContext<S>,
+    oap: OapGate,
 }
 
 /// One running canary task: the Canary it drives, its in-memory status and what it waits for.

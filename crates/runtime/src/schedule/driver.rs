@@ -172,7 +172,9 @@ pub fn spawn(s: &LoadedScheduled, ctx: ScheduleTaskContext) -> ScheduleHandle {
         name: name.clone(),
     };
     let (store, metrics) = (ctx.state.clone(), ctx.metrics.clone());
-    let run = move |started: task::Started<ScheduleTaskMsg, ScheduledAnalysisStatus>| async move {
+    // The task is built before its future exists (nothing is awaited on the way): the future
+    // holds the task and its inbox, not `started` as well (see the canary driver's).
+    let run = move |started: task::Started<ScheduleTaskMsg, ScheduledAnalysisStatus>| {
         let schedule = match schedule {
             Ok(s) => s,
             Err(e) => {
@@ -181,7 +183,7 @@ pub fn spawn(s: &LoadedScheduled, ctx: ScheduleTaskContext) -> ScheduleHandle {
                     message: Some(format!("invalid schedule: {e}")),
                     ..Default::default()
                 });
-                return None;
+                return futures_util::future::Either::Left(std::future::ready(None));
             }
         };
         let task = ScheduleTask {
@@ -202,7 +204,8 @@ pub fn spawn(s: &LoadedScheduled, ctx: ScheduleTaskContext) -> ScheduleHandle {
             stops: HashMap::new(),
             saver: started.saver,
         };
-        Some(task.run(started.rx).await)
+        let rx = started.rx;
+        futures_util::future::Either::Right(async move { Some(task.run(rx).await) })
     };
     task::spawn(id, doc, store, metrics, None, run)
 }

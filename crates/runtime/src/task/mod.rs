@@ -187,6 +187,30 @@ where
     F: FnOnce(Started<M, St>) -> Fut + Send + 'static,
     Fut: Future<Output = Option<St>> + Send + 'static,
 {
+    let (task, handle) = prepare(id, doc, store, metrics, predecessor, run);
+    tokio::spawn(task);
+    handle
+}
+
+/// [`spawn`]'s task, not spawned yet, and its handle.
+fn prepare<D, M, St, F, Fut>(
+    id: ObjectId,
+    doc: Arc<D>,
+    store: StatusStore<St>,
+    metrics: Arc<dyn SaveMetrics>,
+    predecessor: Option<TaskHandle<D, M, St>>,
+    run: F,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    TaskHandle<D, M, St>,
+)
+where
+    D: Send + Sync + 'static,
+    M: TaskMsg,
+    St: PersistedStatus,
+    F: FnOnce(Started<M, St>) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<St>> + Send + 'static,
+{
     let (tx, rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(St::default());
     let (fin_tx, fin_rx) = watch::channel(false);
@@ -196,42 +220,56 @@ where
     let (namespace, name) = (id.namespace.clone(), id.name.clone());
     let span = id.span();
     let saver = Saver::new(id.clone(), store.clone(), metrics);
-    tokio::spawn(
-        async move {
-            let mut rx = rx;
-            let inherited = match predecessor {
-                Some(p) => {
-                    p.stop().await;
-                    p.handover.lock().ok().and_then(|mut h| h.take())
-                }
-                None => None,
-            };
-            let loaded = match inherited {
-                Some(st) => Some((st, true)),
-                None => load_with_retry(&id, &store, &mut rx, &task_tx, &status_tx)
-                    .await
-                    .map(|st| (st.unwrap_or_default(), false)),
-            };
-            if let Some((status, inherited)) = loaded {
-                let started = Started {
+    // Everything the task's future starts from, in one box: what an `async` block captures
+    // keeps its room in the future for as long as the future lives (here: as long as the
+    // task runs), while what it takes out of the box only takes room while it is in use.
+    let parts = Box::new((
+        rx,
+        predecessor,
+        id,
+        store,
+        task_tx,
+        status_tx,
+        saver,
+        run,
+        fin_tx,
+        handover_out,
+    ));
+    let outer = async move {
+        let (mut rx, predecessor, id, store, task_tx, status_tx, saver, run, fin_tx, handover_out) =
+            *parts;
+        // Built in a block of its own, so the status on its way into `run` keeps no room in
+        // this future once the task runs; the start-up steps are boxed for the same reason.
+        let task = {
+            let loaded = Box::pin(starting_status(
+                predecessor,
+                &id,
+                &store,
+                &mut rx,
+                &task_tx,
+                &status_tx,
+            ))
+            .await;
+            loaded.map(|(status, inherited)| {
+                run(Started {
                     rx,
                     tx: task_tx,
                     status_tx,
                     status,
                     inherited,
                     saver,
-                };
-                if let Some(last) = run(started).await
-                    && let Ok(mut h) = handover_out.lock()
-                {
-                    *h = Some(last);
-                }
-            }
-            let _ = fin_tx.send(true);
+                })
+            })
+        };
+        if let Some(task) = task
+            && let Some(last) = task.await
+            && let Ok(mut h) = handover_out.lock()
+        {
+            *h = Some(last);
         }
-        .instrument(span),
-    );
-    TaskHandle {
+        let _ = fin_tx.send(true);
+    };
+    let handle = TaskHandle {
         namespace,
         name,
         doc,
@@ -239,7 +277,30 @@ where
         status: status_rx,
         finished: fin_rx,
         handover,
+    };
+    (outer.instrument(span), handle)
+}
+
+/// The status a task starts from, with whether it was taken over: its predecessor's, once that
+/// one has stopped, else the persisted one ([`load_with_retry`]). None when it must not drive.
+async fn starting_status<D, M: TaskMsg, St: PersistedStatus>(
+    predecessor: Option<TaskHandle<D, M, St>>,
+    id: &ObjectId,
+    store: &StatusStore<St>,
+    rx: &mut mpsc::UnboundedReceiver<M>,
+    requeue: &mpsc::UnboundedSender<M>,
+    status_tx: &watch::Sender<St>,
+) -> Option<(St, bool)> {
+    if let Some(p) = predecessor {
+        p.stop().await;
+        let handed = p.handover.lock().ok().and_then(|mut h| h.take());
+        if let Some(st) = handed {
+            return Some((st, true));
+        }
     }
+    load_with_retry(id, store, rx, requeue, status_tx)
+        .await
+        .map(|st| (st.unwrap_or_default(), false))
 }
 
 /// The persisted status, read again with backoff while the store is unavailable. None when

@@ -180,6 +180,32 @@ fn spawn_echo(
     (handle, seen, got)
 }
 
+/// The task's future is held for as long as the object is driven (per canary, for the
+/// daemon's life): it keeps no room for the status it starts from (the run has it) nor for the
+/// steps before the run, which would make every task's future several KiB larger.
+#[tokio::test]
+async fn the_task_future_keeps_no_room_for_the_status_it_started_from() {
+    let (_dir, store) = store();
+    let (seen_tx, _seen) = oneshot::channel();
+    let (got_tx, _got) = mpsc::unbounded_channel();
+    let (task, handle) = prepare(
+        id("c"),
+        Arc::new("spec"),
+        store,
+        metrics(),
+        None,
+        echo(seen_tx, got_tx),
+    );
+    let size = std::mem::size_of_val(&task);
+    let status = std::mem::size_of::<CanaryStatus>();
+    assert!(
+        size < status,
+        "the task's future takes {size} bytes, more than the {status} of a status"
+    );
+    drop(task);
+    drop(handle);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unreadable_store_is_read_again_and_messages_wait_in_order() {
     let (dir, store) = store();
