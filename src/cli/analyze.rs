@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::analysis::{Phase, RunState};
+use crate::analysis::{MeasurementMetadata, Phase, RunState};
 use crate::provider::skywalking::ProviderError;
 use crate::resources::{ConfigError, load_paths};
 use crate::runner::{self, Clock, Defaults, RunEvent, RunPlan, ScaledClock, SystemClock};
@@ -410,8 +410,8 @@ struct JsonMeasurement {
     finished_at: Option<String>,
     /// The window read (`windowStart`, `windowEnd`, OAP time) and the points dropped from it
     /// (`droppedPoints`, ...).
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    metadata: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "MeasurementMetadata::is_empty")]
+    metadata: MeasurementMetadata,
 }
 
 impl From<&RunState> for JsonReport {

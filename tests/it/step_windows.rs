@@ -137,14 +137,14 @@ async fn after_set_weight_30_no_measurement_reads_a_bucket_from_before_the_chang
     assert_eq!(out.state.phase, Phase::Failed, "{:?}", out.state);
     let m = &out.state.metric_results[0].measurements[0];
     assert_eq!(
-        m.metadata.get("windowStart").map(String::as_str),
+        m.metadata.get("windowStart"),
         Some(first.format("%Y-%m-%d %H%M").to_string().as_str()),
         "the measurement records the window it used: {m:?}"
     );
     assert!(m.metadata.contains_key("windowEnd"), "{m:?}");
     assert_eq!(
         m.metadata.get("alignedAfter"),
-        Some(&changed.to_rfc3339()),
+        Some(changed.to_rfc3339().as_str()),
         "{m:?}"
     );
     // It did not measure at once: it waited, said why and until when.
@@ -238,16 +238,21 @@ async fn a_change_during_a_run_moves_its_next_windows() {
         .to_string();
     let ms = &state.metric_results[0].measurements;
     assert_eq!(ms.len(), 3);
-    assert_eq!(ms[0].metadata.get("alignedAfter"), Some(&old.to_rfc3339()));
+    assert_eq!(
+        ms[0].metadata.get("alignedAfter"),
+        Some(old.to_rfc3339().as_str())
+    );
     for m in &ms[1..] {
         assert_eq!(
             m.metadata.get("alignedAfter"),
-            Some(&moved.to_rfc3339()),
+            Some(moved.to_rfc3339().as_str()),
             "{m:?}"
         );
         // Bucket strings of one format compare as times.
         assert!(
-            m.metadata.get("windowStart").is_some_and(|s| *s >= first),
+            m.metadata
+                .get("windowStart")
+                .is_some_and(|s| s >= first.as_str()),
             "{m:?} vs {first}"
         );
     }

@@ -4,10 +4,12 @@
 
 pub mod evidence;
 mod language;
+mod metadata;
 mod phase;
 mod run;
 
 pub use evidence::{CompareOp, Comparison, ConditionEvidence, ConditionKind, MeasurementEvidence};
 pub use language::ConditionLanguage;
+pub use metadata::MeasurementMetadata;
 pub use phase::Phase;
 pub use run::{Measurement, MetricResult, RunState};

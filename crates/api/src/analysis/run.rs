@@ -2,13 +2,13 @@
 //! measurements) plus what resuming needs. Scheduling, recording and assessment are the core's
 //! (`skycanary_core::analysis`); both a Canary's and a ScheduledAnalysis's status embed these.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::evidence::MeasurementEvidence;
+use super::metadata::MeasurementMetadata;
 use super::phase::Phase;
 
 /// One measurement as kept in status.
@@ -27,8 +27,8 @@ pub struct Measurement {
     /// Facts about how it was taken (Argo's `metadata`): the query window (`windowStart`,
     /// `windowEnd`, OAP time), the routing change it was aligned to (`alignedAfter`) and the
     /// returned points that were not evidence for the window (`droppedPoints`, ...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "MeasurementMetadata::is_empty")]
+    pub metadata: MeasurementMetadata,
     /// The verdict as data: values, each condition's outcome, which decided, thresholds.
     /// Not one of Argo's fields (its readers ignore it); absent in statuses saved before it
     /// existed, and for measurements without a value (no data, provider error).

@@ -19,8 +19,8 @@ pub use expr::{
 };
 pub use judge::{Judgement, Observation, judge};
 pub use run::{
-    Measurement, MetricResult, RecordError, RunState, due_metrics, fail_run, measure, next_due,
-    next_due_held, record, record_batch, start_run, terminate,
+    Measurement, MeasurementMetadata, MetricResult, RecordError, RunState, due_metrics, fail_run,
+    measure, next_due, next_due_held, record, record_batch, start_run, terminate,
 };
 pub use spec::{
     DEFAULT_CONSECUTIVE_ERROR_LIMIT, DEFAULT_ERROR_RETRY_INTERVAL, DEFAULT_RETENTION_LIMIT,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-pub use skycanary_api::analysis::{Measurement, MetricResult, RunState};
+pub use skycanary_api::analysis::{Measurement, MeasurementMetadata, MetricResult, RunState};
 
 use super::judge::{Observation, judge};
 use super::spec::{MetricSpec, Phase, RunSpec};
@@ -30,7 +30,7 @@ pub fn measure(
         message: Some(verdict.message),
         started_at,
         finished_at: Some(finished_at),
-        metadata: BTreeMap::new(),
+        metadata: Default::default(),
         evidence: verdict.evidence,
     }
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::clock::Clock;
 use super::observe::observation_from;
 use super::plan::RunPlan;
-use crate::analysis::{self, Measurement, Phase, RunState};
+use crate::analysis::{self, Measurement, MeasurementMetadata, Phase, RunState};
 use crate::provider::skywalking::{
     Aligned, MetricQuery, ProviderError, RequestObserver, SkyWalkingClient, aligned_window,
 };
@@ -211,22 +211,22 @@ pub async fn run_canary_analysis(
 fn window_metadata(
     sample: &crate::provider::skywalking::Sample,
     aligned: Option<DateTime<Utc>>,
-) -> std::collections::BTreeMap<String, String> {
-    let mut meta = std::collections::BTreeMap::new();
-    meta.insert("windowStart".to_string(), sample.window.0.clone());
-    meta.insert("windowEnd".to_string(), sample.window.1.clone());
+) -> MeasurementMetadata {
+    let mut meta = MeasurementMetadata::new();
+    meta.insert("windowStart", sample.window.0.clone());
+    meta.insert("windowEnd", sample.window.1.clone());
     if let Some(c) = aligned {
-        meta.insert("alignedAfter".to_string(), c.to_rfc3339());
+        meta.insert("alignedAfter", c.to_rfc3339());
     }
     let d = &sample.dropped;
-    meta.insert("droppedPoints".to_string(), d.total().to_string());
+    meta.insert("droppedPoints", d.total().to_string());
     for (key, n) in [
         ("droppedOutsideWindow", d.outside),
         ("droppedUndated", d.undated),
         ("droppedDuplicate", d.duplicate),
     ] {
         if n > 0 {
-            meta.insert(key.to_string(), n.to_string());
+            meta.insert(key, n.to_string());
         }
     }
     meta
@@ -357,8 +357,8 @@ mod tests {
         }
     }
 
-    fn entries(meta: &std::collections::BTreeMap<String, String>) -> Vec<(&str, &str)> {
-        meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    fn entries(meta: &MeasurementMetadata) -> Vec<(&str, &str)> {
+        meta.iter().collect()
     }
 
     #[test]
