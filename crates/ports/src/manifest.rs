@@ -95,6 +95,13 @@ pub trait ManifestStore: Send + Sync {
         }
     }
 
+    /// True when an object reads back exactly as it was replaced (no server-side defaulting
+    /// or mutation, as an API server's admission may do): a caller may take what it wrote
+    /// instead of reading it again.
+    fn reads_back_as_written(&self) -> bool {
+        false
+    }
+
     /// Waits until every write this store has answered is durable. A store may answer a gated
     /// write ([`replace_after`](Self::replace_after)) once it is visible and finish making it
     /// durable in the background (the file store: the directory's `fsync` after the rename);

@@ -1062,8 +1062,11 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let (saver, status, ctx) = (&mut self.saver, &mut self.status, &self.ctx);
         let save = async move {
             let (when, lane) = ((generation, now), WriteLane::Rollback);
-            save_after_routing(saver, status, when, lane, ctx.router.store()).await;
-            opener.open();
+            if save_after_routing(saver, status, when, lane, ctx.router.store()).await {
+                opener.saved();
+            } else {
+                opener.open();
+            }
         };
         let write = write_routing(ctx, &self.routing, &self.namespace, desired, op, &gate);
         let ((), result) = tokio::join!(save, write);
@@ -1510,26 +1513,29 @@ fn overlappable_rollback(effects: &[Effect]) -> Option<DesiredRouting> {
 /// the disk before the write, so after a power loss the saved status still has it pending and
 /// a restart sends it again. A write that cannot be made durable fails the save, retried.
 /// `lane`: [`WriteLane::Rollback`] when a rollback's routing write waits for this save.
+/// True when the status landed.
 async fn save_after_routing<S: ManifestStore>(
     saver: &mut Saver<CanaryStatus>,
     status: &mut CanaryStatus,
     (generation, now): (Option<i64>, DateTime<Utc>),
     lane: WriteLane,
     routes: &S,
-) {
+) -> bool {
     match routes.sync_written().await {
-        Ok(()) => {
-            saver.save_in(lane, status, generation, now).await;
+        Ok(()) => saver.save_in(lane, status, generation, now).await,
+        Err(e) => {
+            saver.failed(
+                format!("not saved until the routing written before it is on disk: {e}"),
+                now,
+            );
+            false
         }
-        Err(e) => saver.failed(
-            format!("not saved until the routing written before it is on disk: {e}"),
-            now,
-        ),
     }
 }
 
-/// Writes `desired` to the canary's VirtualServices, visible once `gate` is open, and reads
-/// the weights back. Forward moves are all-or-nothing; a move back to stable writes every
+/// Writes `desired` to the canary's VirtualServices, visible once `gate` is open, and returns
+/// the weights they now hold: read back, or taken from what was written when the store reads
+/// back exactly that ([`ManifestStore::reads_back_as_written`]). Forward moves are all-or-nothing; a move back to stable writes every
 /// VirtualService it can and reports the rest, which the machine retries (rollback pending).
 async fn write_routing<S: ManifestStore + 'static>(
     ctx: &CanaryTaskContext<S>,
@@ -1558,7 +1564,16 @@ async fn write_routing<S: ManifestStore + 'static>(
     for _ in 0..report.conflicts_retried {
         ctx.metrics.kube_write_conflict("VirtualService");
     }
-    Ok((desired.clone(), observe(ctx, routing, namespace).await?.0))
+    let weights =
+        if ctx.router.store().reads_back_as_written() && report.objects.len() == targets.len() {
+            // What was just written is what a read would return: no second read on the
+            // rollback's path.
+            let objects: Vec<&serde_json::Value> = report.objects.iter().map(|(_, o)| o).collect();
+            weights_of(routing, &objects)?
+        } else {
+            observe(ctx, routing, namespace).await?.0
+        };
+    Ok((desired.clone(), weights))
 }
 
 /// The weights of every managed route as the VirtualServices hold them now, and the runs
@@ -1570,12 +1585,12 @@ async fn observe<S: ManifestStore + 'static>(
 ) -> Result<(Vec<RouteWeights>, Vec<String>), String> {
     let targets = virtual_service_keys(routing, namespace);
     let objects = ctx.router.read(&targets).await.map_err(|e| e.to_string())?;
-    let mut weights = Vec::new();
+    let weights = weights_of(
+        routing,
+        &objects.iter().map(|o| &o.object).collect::<Vec<_>>(),
+    )?;
     let mut markers = Vec::new();
-    for (i, o) in objects.iter().enumerate() {
-        let mut w = istio::read_weights(&o.object, &routing.virtual_services[i], routing)
-            .map_err(|e| e.to_string())?;
-        weights.append(&mut w);
+    for o in &objects {
         if let Some(run) = istio::rollback_marker(&o.object)
             && !markers.iter().any(|m| m == run)
         {
@@ -1583,6 +1598,20 @@ async fn observe<S: ManifestStore + 'static>(
         }
     }
     Ok((weights, markers))
+}
+
+/// The weights of every managed route of `objects`, the routing's VirtualServices in order.
+fn weights_of(
+    routing: &IstioRouting,
+    objects: &[&serde_json::Value],
+) -> Result<Vec<RouteWeights>, String> {
+    let mut weights = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        let mut w = istio::read_weights(o, &routing.virtual_services[i], routing)
+            .map_err(|e| e.to_string())?;
+        weights.append(&mut w);
+    }
+    Ok(weights)
 }
 
 fn replace_if_changed(slot: &mut Option<DateTime<Utc>>, value: Option<DateTime<Utc>>) -> bool {
@@ -1772,7 +1801,7 @@ mod tests {
 
         // The first save meets the failing sync, the second a durable write.
         for durable in [false, true] {
-            save_after_routing(
+            let landed = save_after_routing(
                 &mut saver,
                 &mut status,
                 (None, now),
@@ -1780,6 +1809,10 @@ mod tests {
                 &routes,
             )
             .await;
+            assert_eq!(
+                landed, durable,
+                "the outcome a rollback's gate is opened with"
+            );
             let saved = state.load_raw("bookinfo", "reviews").await.unwrap();
             if durable {
                 assert_eq!(saved.map(|s| s.phase), Some(CanaryPhase::Aborted));

@@ -74,20 +74,23 @@ pub struct FileManifestStore {
     files_read: Arc<AtomicU64>,
     /// Files parsed so far (a read whose text had not changed is not parsed).
     files_parsed: Arc<AtomicU64>,
-    /// Directory `fsync`s of gated writes already answered, still running.
+    /// Directory `fsync`s and sidecar writes of gated writes already answered, still running.
     pending: Arc<PendingSyncs>,
 }
 
-/// The directory `fsync`s a gated write leaves running after its rename (see
-/// [`FileManifestStore::replace_after_blocking`]): each starts at once on its own thread, and
-/// [`ManifestStore::sync_written`] waits for all of them. One that failed is retried by the
-/// next wait, never forgotten; the last clone of the store waits for them when dropped, so a
-/// command that exits after writing leaves nothing unsynced.
+/// What a gated write leaves running after its rename (see
+/// [`FileManifestStore::replace_after_blocking`]): the directory's `fsync` and, when the
+/// status explaining a rollback is already saved, its sidecar write. Each runs on its own
+/// thread, and [`ManifestStore::sync_written`] waits for all of them. One that failed is
+/// retried by the next wait, never forgotten; the last clone of the store waits for them when
+/// dropped, so a command that exits after writing leaves nothing unsynced.
 #[derive(Debug, Default)]
 struct PendingSyncs {
     running: Mutex<Vec<(PathBuf, std::thread::JoinHandle<std::io::Result<()>>)>>,
     /// Directories whose `fsync` failed: synced again by the next wait.
     failed: Mutex<BTreeSet<PathBuf>>,
+    /// Sidecars written after their manifest's rename.
+    sidecars: sidecar::Owed,
 }
 
 impl PendingSyncs {
@@ -116,10 +119,12 @@ impl PendingSyncs {
 
     /// Nothing running or failed: the common case, answered without a blocking thread.
     fn is_empty(&self) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        self.sidecars.is_empty()
+            && self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
             && self
                 .failed
                 .lock()
@@ -127,9 +132,15 @@ impl PendingSyncs {
                 .is_empty()
     }
 
-    /// Waits for every running `fsync` and retries the failed ones; the directories still
-    /// failing stay for the next call and are named in the error.
+    /// Waits for every running sidecar write and `fsync` and retries the failed ones; those
+    /// still failing stay for the next call and are named in the error.
     fn wait(&self) -> Result<(), ManifestStoreError> {
+        let mut errors: Vec<String> = self
+            .sidecars
+            .settle_all()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
         let mut failed =
             std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()));
@@ -141,7 +152,6 @@ impl PendingSyncs {
                 failed.insert(dir);
             }
         }
-        let mut errors = Vec::new();
         failed.retain(|dir| match sync_dir(dir) {
             Ok(()) => false,
             Err(e) => {
@@ -149,7 +159,7 @@ impl PendingSyncs {
                 true
             }
         });
-        if failed.is_empty() {
+        if errors.is_empty() {
             return Ok(());
         }
         self.failed
@@ -157,7 +167,7 @@ impl PendingSyncs {
             .unwrap_or_else(|e| e.into_inner())
             .append(&mut failed);
         Err(ManifestStoreError::Backend(format!(
-            "a written manifest is not on disk yet (directory fsync failed): {}",
+            "a written manifest or its state is not on disk yet: {}",
             errors.join("; ")
         )))
     }
@@ -674,7 +684,10 @@ impl FileManifestStore {
         key: &ObjectKey,
     ) -> Result<(Option<String>, serde_json::Map<String, Value>), ManifestStoreError> {
         let path = sidecar::path_of(&self.root, key)?;
-        let text = sidecar::read(&path, key)?;
+        let text = match self.pending.sidecars.text(&path) {
+            Some(owed) => owed,
+            None => sidecar::read(&path, key)?,
+        };
         let kept = match &text {
             Some(t) => sidecar::parse(t, &path, key)?,
             None => serde_json::Map::new(),
@@ -741,6 +754,9 @@ impl FileManifestStore {
         expected_version: &str,
     ) -> Result<String, ManifestStoreError> {
         check_identity(key, object)?;
+        self.pending
+            .sidecars
+            .settle(&sidecar::path_of(&self.root, key)?)?;
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let w = self.plan_replace(key, object, expected_version)?;
         // The sidecar first: a crash between the two writes leaves the original routes and
@@ -762,17 +778,22 @@ impl FileManifestStore {
     }
 
     /// [`FileManifestStore::replace_blocking`] whose manifest rename waits for `gate`. Before it, in
-    /// parallel: the sidecar is written (the marker may land before the status that explains
-    /// it: at start a marker over exposed routes aborts its run, which is what was decided)
-    /// and the new manifest text goes to a synced temporary file, invisible until renamed.
-    /// Only the rename is left after the gate, under the lock; a file another writer of this
-    /// process changed meanwhile is a conflict, retried by the router. The lock is not held
-    /// while waiting, so a slow save never holds another canary's write. The directory's
-    /// `fsync` starts right after the rename and is not waited for: the write is answered
-    /// once visible, and [`ManifestStore::sync_written`] (called before any status recording
-    /// it is saved) waits for it. Until then the status saved before the gate opened (the
-    /// write pending) is what a restart finds, so a power loss that undoes the rename has it
-    /// sent again.
+    /// parallel: the sidecar is written (on its own thread) and the new manifest text goes to
+    /// a synced temporary file, invisible until renamed. Only the rename is left after the
+    /// gate, under the lock; a file another writer of this process changed meanwhile is a
+    /// conflict, retried by the router. The lock is not held while waiting, so a slow save
+    /// never holds another canary's write.
+    ///
+    /// What must be on disk before the rename is one record of the decision a restart would
+    /// honour. When the gate opens on a saved status ([`CommitGate::saved`]), that status is
+    /// the record: the rename goes ahead at once and the sidecar (the rollback marker) finishes
+    /// in the background, owed until [`ManifestStore::sync_written`]; readers meanwhile see
+    /// the text it will hold. When the save failed, the marker is the record: the rename waits
+    /// for it. The directory's `fsync` starts right after the rename and is not waited for
+    /// either: the write is answered once visible, and `sync_written` (called before any
+    /// status recording it is saved) waits for both. Until then the status saved before the
+    /// gate opened (the write pending) is what a restart finds, so a power loss that undoes
+    /// the rename has it sent again.
     fn replace_after_blocking(
         &self,
         key: &ObjectKey,
@@ -781,53 +802,65 @@ impl FileManifestStore {
         gate: &CommitGate,
     ) -> Result<String, ManifestStoreError> {
         check_identity(key, object)?;
+        self.pending
+            .sidecars
+            .settle(&sidecar::path_of(&self.root, key)?)?;
         let w = {
             let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             self.plan_replace(key, object, expected_version)?
         };
-        let (sidecar_written, prepared) = std::thread::scope(|scope| {
-            let sidecar = w
-                .sidecar_changed()
-                .then(|| scope.spawn(|| sidecar::write(&w.sidecar_path, w.new_sidecar.as_deref())));
-            let prepared = w
-                .file_changed()
-                .then(|| prepare_atomically(&w.file, &w.new_text))
-                .transpose();
-            let written = match sidecar.map(|h| h.join()) {
-                None => Ok(false),
-                Some(Ok(r)) => r.map(|()| true),
-                Some(Err(_)) => Err(ManifestStoreError::Backend(format!(
-                    "{}: the sidecar write panicked",
-                    w.sidecar_path.display()
-                ))),
-            };
-            (written, prepared)
-        });
-        let sidecar_written = sidecar_written?;
-        let prepared = match prepared {
+        let sidecar = w
+            .sidecar_changed()
+            .then(|| sidecar::Started::start(w.sidecar_path.clone(), w.new_sidecar.clone()));
+        let prepared = match w
+            .file_changed()
+            .then(|| prepare_atomically(&w.file, &w.new_text))
+            .transpose()
+        {
             Ok(p) => p,
             Err(e) => {
-                if sidecar_written {
+                if sidecar.is_some_and(|s| s.finish().is_ok()) {
                     w.undo_sidecar(key);
                 }
                 return Err(e);
             }
         };
         gate.wait_blocking();
-        if let Some(prepared) = prepared {
-            let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            let dir = match prepared.rename(&w.old_text, key) {
-                Ok(dir) => dir,
-                Err(e) => {
-                    if sidecar_written {
-                        w.undo_sidecar(key);
-                    }
-                    return Err(e);
+        let Some(prepared) = prepared else {
+            // Only the sidecar changes: nothing to rename, so nothing to answer early.
+            if let Some(s) = sidecar {
+                s.finish()?;
+            }
+            return Ok(w.version);
+        };
+        let late = match sidecar {
+            Some(s) if gate.saved() => Some(s),
+            Some(s) => {
+                // The temporary file goes with `prepared`; a failed sidecar write left the old.
+                s.finish()?;
+                None
+            }
+            None => None,
+        };
+        let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = match prepared.rename(&w.old_text, key) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let written = match late {
+                    Some(s) => s.finish().is_ok(),
+                    None => w.sidecar_changed(),
+                };
+                if written {
+                    w.undo_sidecar(key);
                 }
-            };
-            self.pending.start(dir);
-            self.record_write(&w.file, w.new_text);
+                return Err(e);
+            }
+        };
+        if let Some(s) = late {
+            self.pending.sidecars.owe(s);
         }
+        self.pending.start(dir);
+        self.record_write(&w.file, w.new_text);
         Ok(w.version)
     }
 }
@@ -915,7 +948,9 @@ impl ManifestStore for FileManifestStore {
         let (key, object, expected) = (key.clone(), object.clone(), expected_version.to_string());
         let gate = gate.clone();
         async move {
-            if gate.is_open() {
+            // A gate opened by a saved status still takes the gated path: the status is the
+            // record a restart honours, so the marker may follow the rename.
+            if gate.is_open() && !gate.saved() {
                 return this.replace(&key, &object, &expected).await;
             }
             tokio::task::spawn_blocking(move || {
@@ -924,6 +959,11 @@ impl ManifestStore for FileManifestStore {
             .await
             .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
         }
+    }
+
+    /// A replace writes the object's document and sidecar, which read back as the object.
+    fn reads_back_as_written(&self) -> bool {
+        true
     }
 
     fn sync_written(&self) -> impl Future<Output = Result<(), ManifestStoreError>> + Send {
@@ -2084,6 +2124,10 @@ spec:
 
         opener.open();
         let version = (&mut write).await.unwrap().unwrap();
+        assert!(
+            store.pending.sidecars.is_empty(),
+            "the save did not land: the marker must be on disk before the rename, not owed"
+        );
         let now = store.get(&vs_key()).await.unwrap();
         assert_eq!((now.object, now.version), (o.clone(), version));
         assert!(temp_files(dir.path()).is_empty());
@@ -2126,6 +2170,67 @@ spec:
         );
         assert_eq!(fs::read_to_string(&sidecar).unwrap(), before_sidecar);
         assert!(temp_files(dir.path()).is_empty());
+    }
+
+    /// A rollback whose status is already saved (`GateOpener::saved`) takes the gated path
+    /// even when the gate opened before the write began: answered once renamed, with the
+    /// directory's `fsync` and the marker's sidecar left to finish. Readers see the marker at
+    /// once, and after `sync_written` it is on disk and nothing is owed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rollback_behind_a_saved_status_owes_its_marker_until_synced() {
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileManifestStore::open(dir.path()).unwrap();
+        let got = store.get(&vs_key()).await.unwrap();
+        let mut exposed = got.object.clone();
+        set_canary(&mut exposed, 30);
+        let v30 = store
+            .replace(&vs_key(), &exposed, &got.version)
+            .await
+            .unwrap();
+        assert!(
+            store.pending.is_empty(),
+            "an ungated write is durable when answered"
+        );
+        let mut o = got.object.clone();
+        set_canary(&mut o, 0);
+        o["spec"]["http"][0]["route"][0]["weight"] = json!(100);
+        o["metadata"]["annotations"] =
+            json!({istio::ROLLED_BACK_ANNOTATION: "r@t; rolled back t2"});
+
+        let (opener, gate) = CommitGate::closed();
+        opener.saved();
+        let version = store
+            .replace_after(&vs_key(), &o, &v30, &gate)
+            .await
+            .unwrap();
+        assert!(
+            !store.pending.is_empty(),
+            "took the ungated path: everything synced before answering"
+        );
+        assert!(
+            !store.pending.sidecars.is_empty(),
+            "the marker was waited for although the status is saved"
+        );
+        let now = store.get(&vs_key()).await.unwrap();
+        assert_eq!((now.object, now.version), (o.clone(), version.clone()));
+
+        store.sync_written().await.unwrap();
+        assert!(store.pending.is_empty());
+        let sidecar = dir
+            .path()
+            .join(".skycanary/virtualservice_bookinfo_reviews.state");
+        assert!(
+            fs::read_to_string(&sidecar)
+                .unwrap()
+                .contains("rolled back t2")
+        );
+        // What a restarted daemon reads.
+        let again = FileManifestStore::open(dir.path())
+            .unwrap()
+            .get(&vs_key())
+            .await
+            .unwrap();
+        assert_eq!((again.object, again.version), (o, version));
     }
 
     #[tokio::test]

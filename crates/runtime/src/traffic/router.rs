@@ -97,6 +97,9 @@ pub struct ApplyReport {
     pub unchanged: Vec<ObjectKey>,
     /// Version conflicts (409s) met and retried; for metrics.
     pub conflicts_retried: u32,
+    /// Every target VirtualService as this apply left it (written or already so), in the
+    /// order of the targets; complete only when the apply succeeded.
+    pub objects: Vec<(ObjectKey, Value)>,
 }
 
 /// Why an apply or read failed. Every variant names the object.
@@ -451,6 +454,7 @@ impl<S: ManifestStore> Router<S> {
         let mut attempt = 1;
         loop {
             if same_content(&planned, &current.object) {
+                report.objects.push((key.clone(), current.object));
                 return Ok(None);
             }
             match self
@@ -459,6 +463,7 @@ impl<S: ManifestStore> Router<S> {
                 .await
             {
                 Ok(_) => {
+                    report.objects.push((key.clone(), planned.clone()));
                     return Ok(Some(Written {
                         key: key.clone(),
                         before: current.object,
@@ -740,8 +745,12 @@ mod tests {
         assert_eq!(report.conflicts_retried, 0);
         assert_eq!(store.object(&a).unwrap()["spec"]["weight"], json!(10));
         assert_eq!(store.object(&b).unwrap()["spec"]["weight"], json!(10));
-        let read = r.read(&[a, b]).await.unwrap();
+        let read = r.read(&[a.clone(), b.clone()]).await.unwrap();
         assert_eq!(read.len(), 2);
+        // What the report says each target holds is what a read returns.
+        let held: Vec<(ObjectKey, Value)> =
+            vec![(a, read[0].object.clone()), (b, read[1].object.clone())];
+        assert_eq!(report.objects, held);
     }
 
     #[tokio::test]
@@ -753,9 +762,16 @@ mod tests {
             .apply(&[a.clone(), b.clone()], None, &WeightPlanner::new(0))
             .await
             .unwrap();
-        assert_eq!(report.unchanged, vec![a, b]);
+        assert_eq!(report.unchanged, vec![a.clone(), b.clone()]);
         assert!(report.changed.is_empty());
         assert_eq!(replaces(&store), 0);
+        assert_eq!(
+            report.objects,
+            vec![
+                (a.clone(), store.object(&a).unwrap()),
+                (b.clone(), store.object(&b).unwrap())
+            ]
+        );
     }
 
     #[tokio::test]
@@ -855,6 +871,8 @@ mod tests {
         let o = store.object(&a).unwrap();
         assert_eq!(o["spec"]["weight"], json!(30));
         assert_eq!(o["spec"]["theirs"], json!("kept"));
+        // The object as re-planned after the conflict, the other writer's change included.
+        assert_eq!(report.objects, vec![(a.clone(), o.clone())]);
         let slept = sleeper.slept.lock().unwrap().clone();
         assert_eq!(slept.len(), 1);
         assert!(slept[0] <= Duration::from_millis(50) && slept[0] >= Duration::from_millis(25));

@@ -14,9 +14,11 @@
 //! `.json`, so no manifest tool reads them) and carries its own `.gitignore` (`*`), so `git
 //! status` stays clean.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
@@ -230,6 +232,129 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
+/// A sidecar [`write`](write()) running on its own thread, so its caller goes on meanwhile.
+#[derive(Debug)]
+pub struct Started {
+    path: PathBuf,
+    text: Option<String>,
+    run: Run,
+}
+
+#[derive(Debug)]
+enum Run {
+    Thread(std::thread::JoinHandle<Result<(), ManifestStoreError>>),
+    /// Written on the caller's thread (no thread could start), or failed and owed.
+    Done(Result<(), ManifestStoreError>),
+}
+
+impl Run {
+    fn join(self, path: &Path) -> Result<(), ManifestStoreError> {
+        match self {
+            Run::Done(result) => result,
+            Run::Thread(handle) => handle.join().unwrap_or_else(|_| {
+                Err(ManifestStoreError::Backend(format!(
+                    "{}: the state file write panicked",
+                    path.display()
+                )))
+            }),
+        }
+    }
+}
+
+impl Started {
+    /// Starts writing `text` (`None`: removing the file) to `path`.
+    pub fn start(path: PathBuf, text: Option<String>) -> Self {
+        let (p, t) = (path.clone(), text.clone());
+        let run = match std::thread::Builder::new()
+            .name("skycanary-sidecar".into())
+            .spawn(move || write(&p, t.as_deref()))
+        {
+            Ok(handle) => Run::Thread(handle),
+            Err(_) => Run::Done(write(&path, text.as_deref())),
+        };
+        Started { path, text, run }
+    }
+
+    /// Waits for the write: `Ok` once the file holds the text, durably.
+    pub fn finish(self) -> Result<(), ManifestStoreError> {
+        self.run.join(&self.path)
+    }
+}
+
+/// Sidecar writes finishing after the manifest write they belong to was answered (a
+/// rollback's marker, once the status explaining the rollback is on disk). Until one is
+/// settled, readers get the text it leaves; one that failed is written again by the next
+/// [`Owed::settle`]; none is forgotten.
+#[derive(Debug, Default)]
+pub struct Owed {
+    writes: Mutex<BTreeMap<PathBuf, OwedWrite>>,
+    /// One settle at a time, so a write is never joined twice.
+    settling: Mutex<()>,
+}
+
+/// What a file will hold (`None`: removed), and the write that puts it there (taken out while
+/// being settled).
+type OwedWrite = (Option<String>, Option<Run>);
+
+impl Owed {
+    /// Takes over `started`, replacing what was owed for its file (the caller settled that
+    /// first: see [`Owed::settle`]).
+    pub fn owe(&self, started: Started) {
+        lock(&self.writes).insert(started.path, (started.text, Some(started.run)));
+    }
+
+    /// What `path` will hold once its owed write lands: `Some(None)` for a removal, `None`
+    /// when nothing is owed (the file on disk is current).
+    pub fn text(&self, path: &Path) -> Option<Option<String>> {
+        lock(&self.writes).get(path).map(|(text, _)| text.clone())
+    }
+
+    /// Nothing owed.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.writes).is_empty()
+    }
+
+    /// Waits until the write owed for `path`, if any, has landed, writing it again once when
+    /// it failed. Still failing: it stays owed and the error is returned.
+    pub fn settle(&self, path: &Path) -> Result<(), ManifestStoreError> {
+        // The common case (nothing owed) does not queue behind another file's settle.
+        if !lock(&self.writes).contains_key(path) {
+            return Ok(());
+        }
+        let _one = lock(&self.settling);
+        let (text, run) = match lock(&self.writes).get_mut(path) {
+            None => return Ok(()),
+            Some((text, run)) => (text.clone(), run.take()),
+        };
+        let result = run
+            .map_or(Ok(()), |r| r.join(path))
+            .or_else(|_| write(path, text.as_deref()));
+        let mut writes = lock(&self.writes);
+        match result {
+            Ok(()) => {
+                writes.remove(path);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some((_, run)) = writes.get_mut(path) {
+                    *run = Some(Run::Done(Err(e.clone())));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Owed::settle`] for every file owed; the errors of those still failing.
+    pub fn settle_all(&self) -> Vec<ManifestStoreError> {
+        let paths: Vec<PathBuf> = lock(&self.writes).keys().cloned().collect();
+        paths.iter().filter_map(|p| self.settle(p).err()).collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +443,41 @@ mod tests {
             let e = parse(text, Path::new("/m/.skycanary/f.state"), &key()).unwrap_err();
             assert!(e.to_string().contains("/m/.skycanary/f.state"), "{e}");
         }
+    }
+
+    /// A write owed after its manifest's rename: readers get its text at once; one that
+    /// fails stays owed and is written again by each settle until it lands.
+    #[test]
+    fn an_owed_write_is_read_at_once_and_a_failed_one_is_written_again_by_settle() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("blocker");
+        fs::write(&blocker, "a file where the sidecar directory goes").unwrap();
+        let path = blocker.join("virtualservice_bookinfo_reviews.state");
+        let text = "{\"annotations\":{\"skycanary.io/rolled-back\":\"r@t\"}}\n";
+        let owed = Owed::default();
+        assert_eq!(owed.text(&path), None);
+        assert_eq!(owed.settle(&path), Ok(()), "nothing owed");
+        owed.owe(Started::start(path.clone(), Some(text.into())));
+        assert_eq!(owed.text(&path), Some(Some(text.to_string())));
+        for _ in 0..2 {
+            let e = owed.settle(&path).unwrap_err();
+            assert!(e.to_string().contains("blocker"), "{e}");
+            assert_eq!(owed.text(&path), Some(Some(text.to_string())), "forgotten");
+        }
+        assert_eq!(owed.settle_all().len(), 1);
+        assert!(!owed.is_empty());
+
+        fs::remove_file(&blocker).unwrap();
+        assert_eq!(owed.settle_all(), Vec::new());
+        assert!(owed.is_empty());
+        assert_eq!(owed.text(&path), None);
+        assert_eq!(read(&path, &key()).unwrap().as_deref(), Some(text));
+
+        // A removal is owed the same way.
+        owed.owe(Started::start(path.clone(), None));
+        assert_eq!(owed.text(&path), Some(None));
+        owed.settle(&path).unwrap();
+        assert_eq!(read(&path, &key()).unwrap(), None);
     }
 
     #[test]
