@@ -1,8 +1,9 @@
 //! A [`ManifestStore`] over a directory of YAML manifests (GitOps repos, `demo`, end-to-end
-//! tests). The version of an object is a hash of its document's text, so an edit by any other
-//! tool is a conflict; a replace edits only that document and renames a temp file over the
-//! original, so readers never see a half-written file and other documents keep their exact
-//! bytes, comments included.
+//! tests). The version of an object is a hash of its document's text, so an edit of that
+//! document by any other tool is a conflict; a replace edits only that document and renames a
+//! temp file over the original, so readers never see a half-written file and other documents
+//! keep their exact bytes, comments included (a rollback whose file changed elsewhere meanwhile
+//! puts its document onto the new text: `FileManifestStore::rebase`).
 //!
 //! Within the document only what changed is rewritten ([`edit_document`]): a weight change
 //! replaces the weight scalars, an added or removed key inserts or cuts its lines, a route or
@@ -76,6 +77,9 @@ pub struct FileManifestStore {
     files_parsed: Arc<AtomicU64>,
     /// Directory `fsync`s and sidecar writes of gated writes already answered, still running.
     pending: Arc<PendingSyncs>,
+    /// Per manifest file, held while a gated write that lost its rename to another writer
+    /// puts its document onto the file's new text ([`FileManifestStore::rebase`]).
+    rebasing: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
 }
 
 /// What a gated write leaves running after its rename (see
@@ -386,6 +390,7 @@ impl FileManifestStore {
             files_read: Arc::default(),
             files_parsed: Arc::default(),
             pending: Arc::default(),
+            rebasing: Arc::default(),
         };
         store.scan()?;
         store.remove_stale_temps();
@@ -741,6 +746,8 @@ impl FileManifestStore {
             version: version_of(&new_chunk, new_sidecar.as_deref()),
             old_text: found.file.text.clone(),
             new_text,
+            old_chunk: old_chunk.to_string(),
+            new_chunk,
             sidecar_path: sidecar::path_of(&self.root, key)?,
             old_sidecar,
             new_sidecar,
@@ -780,7 +787,8 @@ impl FileManifestStore {
     /// [`FileManifestStore::replace_blocking`] whose manifest rename waits for `gate`. Before it, in
     /// parallel: the sidecar is written (on its own thread) and the new manifest text goes to
     /// a synced temporary file, invisible until renamed. Only the rename is left after the
-    /// gate, under the lock; a file another writer of this process changed meanwhile is a
+    /// gate, under the lock; a file changed meanwhile in another document gets this document
+    /// put onto its new text ([`FileManifestStore::rebase`]), a change of this document is a
     /// conflict, retried by the router. The lock is not held while waiting, so a slow save
     /// never holds another canary's write.
     ///
@@ -842,9 +850,17 @@ impl FileManifestStore {
             }
             None => None,
         };
-        let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = match prepared.rename(&w.old_text, key) {
-            Ok(dir) => dir,
+        let guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let renamed = match prepared.rename(&w.old_text, key) {
+            Ok(dir) => Ok((dir, w.new_text.clone(), guard)),
+            Err(ManifestStoreError::Conflict(_)) => {
+                drop(guard);
+                self.rebase(key, &w)
+            }
+            Err(e) => Err(e),
+        };
+        let (dir, text, _guard) = match renamed {
+            Ok(renamed) => renamed,
             Err(e) => {
                 let written = match late {
                     Some(s) => s.finish().is_ok(),
@@ -860,9 +876,66 @@ impl FileManifestStore {
             self.pending.sidecars.owe(s);
         }
         self.pending.start(dir);
-        self.record_write(&w.file, w.new_text);
+        self.record_write(&w.file, text);
         Ok(w.version)
     }
+
+    /// A gated write whose rename found the file changed since it was planned: when its own
+    /// document is still the one it planned from (another document of the file changed:
+    /// another canary's rollback in the same file, typically), the new document goes onto the
+    /// file's current text, written and renamed again. The object's version depends on its
+    /// document only, so this is the write the caller asked for; without it, every canary
+    /// rolled back at once in one shared file would conflict with all the others and wait out
+    /// the router's backoff. Writers that get here take the file's lock in turn, so they
+    /// never conflict with each other again; a changed document is a conflict, as before.
+    /// Returns the directory to sync, the text written, and the write lock, still held.
+    fn rebase(
+        &self,
+        key: &ObjectKey,
+        w: &PlannedWrite,
+    ) -> Result<(PathBuf, String, std::sync::MutexGuard<'static, ()>), ManifestStoreError> {
+        let file_lock = self
+            .rebasing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(w.file.clone())
+            .or_default()
+            .clone();
+        let _turn = file_lock.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..REBASE_ATTEMPTS {
+            let current = read_file(&w.file, MAX_MANIFEST_FILE_BYTES)
+                .map_err(|e| ManifestStoreError::Backend(format!("{}: {e}", w.file.display())))?;
+            let new_text = splice_document(&current, &w.old_chunk, &w.new_chunk)
+                .ok_or_else(|| ManifestStoreError::Conflict(key.clone()))?;
+            let prepared = prepare_atomically(&w.file, &new_text)?;
+            let guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            match prepared.rename(&current, key) {
+                Ok(dir) => return Ok((dir, new_text, guard)),
+                Err(ManifestStoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ManifestStoreError::Conflict(key.clone()))
+    }
+}
+
+/// Renames a rebased write tries before giving up as a conflict: each failed one means another
+/// writer's rename landed in between.
+const REBASE_ATTEMPTS: usize = 64;
+
+/// `text` with the one document whose text is exactly `old` replaced by `new`; `None` when no
+/// document or more than one is `old` (the object changed, or is defined twice).
+fn splice_document(text: &str, old: &str, new: &str) -> Option<String> {
+    let mut found = split_documents(text)
+        .into_iter()
+        .map(|(range, _)| range)
+        .filter(|range| &text[range.clone()] == old);
+    let range = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let spliced = format!("{}{new}{}", &text[..range.start], &text[range.end..]);
+    (split_documents(&spliced).len() == split_documents(text).len()).then_some(spliced)
 }
 
 /// One planned replace (see [`FileManifestStore::plan_replace`]).
@@ -872,6 +945,9 @@ struct PlannedWrite {
     version: String,
     old_text: String,
     new_text: String,
+    /// The object's document before and after, within those texts.
+    old_chunk: String,
+    new_chunk: String,
     sidecar_path: PathBuf,
     old_sidecar: Option<String>,
     new_sidecar: Option<String>,
@@ -2157,7 +2233,14 @@ spec:
             assert!(std::time::Instant::now() < deadline, "never prepared");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let edited = fs::read_to_string(dir.path().join("app.yaml")).unwrap() + "# edited\n";
+        // The edit is in the document being written: a conflict (an edit elsewhere in the file
+        // is kept instead: `gated_writes_to_one_file_keep_each_other_and_never_conflict`).
+        let edited = fs::read_to_string(dir.path().join("app.yaml"))
+            .unwrap()
+            .replace(
+                "# The VirtualService we manage.",
+                "# The VirtualService we manage (edited).",
+            );
         fs::write(dir.path().join("app.yaml"), &edited).unwrap();
         opener.open();
         assert_eq!(
@@ -2231,6 +2314,88 @@ spec:
             .await
             .unwrap();
         assert_eq!((again.object, again.version), (o, version));
+    }
+
+    /// Many canaries rolled back at once whose VirtualServices share one file (a GitOps repo
+    /// with all routes in one manifest): each gated write that loses its rename to another
+    /// puts its document onto the file's new text instead of conflicting, so none waits out
+    /// the router's backoff or runs out of attempts, and every write keeps the others'. An
+    /// edit by another tool elsewhere in the file is kept the same way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gated_writes_to_one_file_keep_each_other_and_never_conflict() {
+        use crate::traffic::router::{Planner, Router};
+        struct ToStable;
+        impl Planner for ToStable {
+            fn plan_virtual_service(&self, _: usize, current: &Value) -> Result<Value, String> {
+                let mut o = current.clone();
+                set_canary(&mut o, 0);
+                Ok(o)
+            }
+            fn check_destination_rule(&self, _: &Value) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        let n = 24;
+        let mut text = String::from("# every route of the team, one file\n");
+        for i in 0..n {
+            text += &format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  \
+                 name: vs-{i}\n  namespace: ns\nspec:\n  hosts: [h{i}]\n  http:\n  - route:\n    \
+                 - destination: {{host: s{i}}}\n      weight: 70\n    - destination: {{host: c{i}}}\n      \
+                 weight: 30   # canary {i}\n"
+            );
+        }
+        let dir = dir_with(&[("all.yaml", &text)]);
+        let store = FileManifestStore::open(dir.path()).unwrap();
+        let key = |i: usize| ObjectKey::virtual_service("ns", format!("vs-{i}"));
+        // Another tool's edit of another document, made while the writes are prepared.
+        let (opener, gate) = CommitGate::closed();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let (store, gate) = (store.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                Router::new(store)
+                    .with_jitter_seed(i as u64)
+                    .apply_each_after(&[key(i)], None, &ToStable, &gate)
+                    .await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let path = dir.path().join("all.yaml");
+        let theirs = fs::read_to_string(&path).unwrap().replace(
+            "# every route of the team",
+            "# every route of the team (reviewed)",
+        );
+        fs::write(&path, &theirs).unwrap();
+        opener.saved();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let report = t.await.unwrap().unwrap_or_else(|e| panic!("vs-{i}: {e}"));
+            assert_eq!(report.changed, vec![key(i)]);
+            assert_eq!(report.conflicts_retried, 0, "vs-{i} waited out a backoff");
+        }
+        store.sync_written().await.unwrap();
+        let now = fs::read_to_string(&path).unwrap();
+        assert!(
+            now.starts_with("# every route of the team (reviewed), one file\n"),
+            "{now}"
+        );
+        let fresh = FileManifestStore::open(dir.path()).unwrap();
+        for i in 0..n {
+            let o = fresh.get(&key(i)).await.unwrap().object;
+            assert_eq!(
+                o["spec"]["http"][0]["route"][1]["weight"],
+                json!(0),
+                "vs-{i}"
+            );
+            assert_eq!(
+                o["spec"]["http"][0]["route"][0]["weight"],
+                json!(100),
+                "vs-{i}"
+            );
+        }
+        // Only the weight scalars changed; comments stay.
+        assert_eq!(now.matches("   # canary ").count(), n);
+        assert!(temp_files(dir.path()).is_empty());
     }
 
     #[tokio::test]
@@ -2374,6 +2539,26 @@ spec:
         assert_eq!(
             got[0].object["spec"]["http"][0]["route"][1]["weight"],
             json!(40)
+        );
+    }
+
+    #[test]
+    fn a_document_is_spliced_only_where_it_is_unchanged_and_unique() {
+        let text = "# head\n---\nkind: A\nw: 1\n---\nkind: B\nw: 2\n";
+        let (old, new) = ("---\nkind: B\nw: 2\n", "---\nkind: B\nw: 0\n");
+        assert_eq!(
+            splice_document(text, old, new).as_deref(),
+            Some("# head\n---\nkind: A\nw: 1\n---\nkind: B\nw: 0\n")
+        );
+        // Changed since planned, defined twice, or a new text that would split differently.
+        assert_eq!(
+            splice_document(&text.replace("w: 2", "w: 3"), old, new),
+            None
+        );
+        assert_eq!(splice_document(&format!("{text}{old}"), old, new), None);
+        assert_eq!(
+            splice_document(text, old, "---\nkind: B\n---\nkind: C\n"),
+            None
         );
     }
 
