@@ -28,6 +28,10 @@
 //! modified less than [`SETTLE`] before it was read is read again each time it is needed,
 //! since a second edit within the file system's timestamp granularity could keep its metadata.
 //!
+//! A changed file is parsed again only in the documents whose text changed (the others are
+//! taken from its last reading, shifted), so a write to one of many objects sharing a file
+//! parses one document.
+//!
 //! Objects are indexed per document: a file or document that cannot be read or parsed (another
 //! team's typo) is logged and skipped, so it never blocks a write to an object found elsewhere
 //! (a rollback must land). It is an error only for a lookup that does not find its object and
@@ -75,6 +79,8 @@ pub struct FileManifestStore {
     files_read: Arc<AtomicU64>,
     /// Files parsed so far (a read whose text had not changed is not parsed).
     files_parsed: Arc<AtomicU64>,
+    /// Istio documents parsed so far (those unchanged since the file's last reading are not).
+    documents_parsed: Arc<AtomicU64>,
     /// Directory `fsync`s and sidecar writes of gated writes already answered, still running.
     pending: Arc<PendingSyncs>,
     /// Per manifest file, held while a gated write that lost its rename to another writer
@@ -389,6 +395,7 @@ impl FileManifestStore {
             index: Arc::default(),
             files_read: Arc::default(),
             files_parsed: Arc::default(),
+            documents_parsed: Arc::default(),
             pending: Arc::default(),
             rebasing: Arc::default(),
         };
@@ -551,7 +558,14 @@ impl FileManifestStore {
             _ => {
                 self.files_parsed.fetch_add(1, Ordering::Relaxed);
                 let (mut entries, mut problems) = (Vec::new(), Vec::new());
-                index_file(file, &text, &mut entries, &mut problems);
+                let parsed = index_file_reusing(
+                    file,
+                    &text,
+                    previous.map(|p| &**p),
+                    &mut entries,
+                    &mut problems,
+                );
+                self.documents_parsed.fetch_add(parsed, Ordering::Relaxed);
                 (entries, problems)
             }
         };
@@ -639,7 +653,15 @@ impl FileManifestStore {
         };
         let (mut entries, mut problems) = (Vec::new(), Vec::new());
         self.files_parsed.fetch_add(1, Ordering::Relaxed);
-        index_file(path, &text, &mut entries, &mut problems);
+        let previous = index.files.get(path).cloned();
+        let parsed = index_file_reusing(
+            path,
+            &text,
+            previous.as_deref(),
+            &mut entries,
+            &mut problems,
+        );
+        self.documents_parsed.fetch_add(parsed, Ordering::Relaxed);
         index.put(
             path,
             Arc::new(Indexed {
@@ -1161,8 +1183,67 @@ fn is_marker(line: &str, marker: &str) -> bool {
 
 /// Indexes the Istio documents of one file; a document that does not parse becomes a
 /// [`Problem`] and the others are still indexed.
-fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>, problems: &mut Vec<Problem>) {
-    for (chunk, first_line) in split_documents(text) {
+/// [`index_file`] that takes each document whose text is the same as in `previous` (the
+/// file's last reading), at the same position among the documents, from that reading instead
+/// of parsing it again: a write changes one document, and a file holding many then costs one
+/// parse, not one per document. Returns how many documents were parsed.
+fn index_file_reusing(
+    file: &Path,
+    text: &str,
+    previous: Option<&Indexed>,
+    out: &mut Vec<Entry>,
+    problems: &mut Vec<Problem>,
+) -> u64 {
+    let new = split_documents(text);
+    let old = previous.map(|p| (p, split_documents(&p.text)));
+    let Some((previous, old)) = old.filter(|(_, old)| old.len() == new.len()) else {
+        return index_file(file, text, out, problems);
+    };
+    let mut parsed = 0;
+    for ((chunk, first_line), (old_chunk, old_line)) in new.into_iter().zip(old) {
+        if text[chunk.clone()] != previous.text[old_chunk.clone()] {
+            parsed += index_documents(file, text, [(chunk, first_line)], out, problems);
+            continue;
+        }
+        let shift = |line: usize| (line + first_line).saturating_sub(old_line);
+        for e in previous.entries.iter().filter(|e| e.chunk == old_chunk) {
+            out.push(Entry {
+                chunk: chunk.clone(),
+                line: shift(e.line),
+                ..e.clone()
+            });
+        }
+        // The document's problem: its text, at one of its lines.
+        let src = &previous.text[old_chunk.clone()];
+        let lines = old_line..=old_line + src.matches('\n').count();
+        for p in previous.problems.iter().filter(|p| {
+            p.text.as_deref() == Some(src) && p.line.is_some_and(|l| lines.contains(&l))
+        }) {
+            problems.push(Problem {
+                line: p.line.map(shift),
+                file: file.to_path_buf(),
+                ..p.clone()
+            });
+        }
+    }
+    parsed
+}
+
+/// Indexes every document of `text`; returns how many Istio documents were parsed.
+fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>, problems: &mut Vec<Problem>) -> u64 {
+    index_documents(file, text, split_documents(text), out, problems)
+}
+
+/// Indexes the documents of `text` at `chunks` (ranges and first lines).
+fn index_documents(
+    file: &Path,
+    text: &str,
+    chunks: impl IntoIterator<Item = (Range<usize>, usize)>,
+    out: &mut Vec<Entry>,
+    problems: &mut Vec<Problem>,
+) -> u64 {
+    let mut parsed = 0;
+    for (chunk, first_line) in chunks {
         let src = &text[chunk.clone()];
         // Only Istio documents are parsed: other kinds never hold what the router needs.
         if !src.contains("networking.istio.io") {
@@ -1174,6 +1255,7 @@ fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>, problems: &mut Vec<
             message,
             text: Some(src.to_string()),
         };
+        parsed += 1;
         let docs = match parse_documents_with(src, &MANIFEST_LIMITS) {
             Ok(docs) => docs,
             Err(e) => {
@@ -1206,6 +1288,7 @@ fn index_file(file: &Path, text: &str, out: &mut Vec<Entry>, problems: &mut Vec<
             value: doc.value.clone(),
         });
     }
+    parsed
 }
 
 /// The key of a VirtualService/DestinationRule of `networking.istio.io/*`; `None` otherwise.
@@ -1979,6 +2062,92 @@ spec:
         }
         assert_eq!(costs[0], costs[1], "{costs:?}");
         assert!(costs[0].0 <= 6, "{costs:?}");
+    }
+
+    /// The same property inside one file: a write to one of many VirtualServices sharing a
+    /// file parses the written document only, whatever the number of the others; the index
+    /// then finds every object where it is.
+    #[tokio::test]
+    async fn a_write_parses_only_its_document_whatever_the_number_in_the_file() {
+        for others in [30, 120] {
+            let mut text = MULTI.to_string();
+            for i in 0..others {
+                text += &format!(
+                    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+                     metadata: {{name: vs-{i}, namespace: bookinfo}}\nspec: {{hosts: [vs-{i}]}}\n"
+                );
+            }
+            let dir = dir_with(&[("all.yaml", &text)]);
+            let store = FileManifestStore::open(dir.path()).unwrap();
+            let before = store.documents_parsed.load(Ordering::Relaxed);
+            assert!(before >= others, "the first reading parses everything");
+            for w in [10, 0, 10] {
+                let got = store.get(&vs_key()).await.unwrap();
+                let mut o = got.object;
+                set_canary(&mut o, w);
+                store.replace(&vs_key(), &o, &got.version).await.unwrap();
+            }
+            assert_eq!(
+                store.documents_parsed.load(Ordering::Relaxed) - before,
+                3,
+                "one document per write with {others} others"
+            );
+            let last = ObjectKey::virtual_service("bookinfo", format!("vs-{}", others - 1));
+            assert_eq!(
+                store.get(&last).await.unwrap().object["spec"]["hosts"][0],
+                json!(format!("vs-{}", others - 1))
+            );
+        }
+    }
+
+    /// Reusing the previous reading's documents gives what parsing everything gives: the
+    /// entries (ranges and lines shifted) and the problems, for edits that change a weight,
+    /// add lines before other documents, break or repair a document, or add a document.
+    #[test]
+    fn an_index_reusing_unchanged_documents_equals_a_full_one() {
+        let broken =
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad\n";
+        let base = format!("{MULTI}{broken}");
+        let edits: Vec<String> = vec![
+            base.replace("weight: 100", "weight: 90")
+                .replace("weight: 0", "weight: 10"),
+            base.replace(
+                "# Bookinfo routing.",
+                "# Bookinfo routing.\n# two\n# more lines",
+            ),
+            base.replace("{name: bad\n", "{name: bad}\n"),
+            base.replace("weight: 0", "weight: 5")
+                .replace("{name: bad\n", "{name: bad, namespace: x\n"),
+            format!(
+                "{base}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: extra}}\n"
+            ),
+        ];
+        let file = Path::new("/m/app.yaml");
+        let view = |entries: &[Entry], problems: &[Problem]| {
+            let e: Vec<_> = entries
+                .iter()
+                .map(|e| (e.key.clone(), e.chunk.clone(), e.line, e.value.clone()))
+                .collect();
+            (e, problems.to_vec())
+        };
+        let (mut entries, mut problems) = (Vec::new(), Vec::new());
+        index_file(file, &base, &mut entries, &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let previous = Indexed {
+            stamp: Stamp::of(&fs::metadata("/").unwrap()),
+            settled: true,
+            text: base.clone(),
+            entries,
+            problems,
+        };
+        for (i, text) in edits.iter().enumerate() {
+            let (mut full_e, mut full_p) = (Vec::new(), Vec::new());
+            let all = index_file(file, text, &mut full_e, &mut full_p);
+            let (mut e, mut p) = (Vec::new(), Vec::new());
+            let parsed = index_file_reusing(file, text, Some(&previous), &mut e, &mut p);
+            assert_eq!(view(&e, &p), view(&full_e, &full_p), "edit {i}");
+            assert!(parsed < all || i == 4, "edit {i}: parsed {parsed} of {all}");
+        }
     }
 
     /// Sets a directory's mtime an hour back, so that adding a file visibly changes it.
