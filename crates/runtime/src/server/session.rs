@@ -171,17 +171,52 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
-/// `Set-Cookie` for a new session: not readable by scripts, never sent cross-site.
-pub fn set_cookie(id: &str) -> String {
+/// `Set-Cookie` for a new session: not readable by scripts, never sent cross-site, and with
+/// `secure` (the page was reached over HTTPS: [`reached_over_https`]) never sent over plain HTTP.
+pub fn set_cookie(id: &str, secure: bool) -> String {
     format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        secure_attribute(secure)
     )
 }
 
 /// `Set-Cookie` that deletes the session cookie.
-pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_cookie(secure: bool) -> String {
+    format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        secure_attribute(secure)
+    )
+}
+
+fn secure_attribute(secure: bool) -> &'static str {
+    if secure { "; Secure" } else { "" }
+}
+
+/// Whether the request reached the proxy in front of the daemon over HTTPS
+/// (`X-Forwarded-Proto: https` or `Forwarded: proto=https`, first hop). The daemon serves
+/// plain HTTP itself, so without such a proxy the cookie stays usable on `http://127.0.0.1`.
+/// A client that sends the header on plain HTTP only makes its own cookie stricter.
+pub fn reached_over_https(headers: &HeaderMap) -> bool {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let forwarded_proto = first("forwarded").and_then(|hop| {
+        hop.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("proto")
+                .then(|| v.trim().trim_matches('"'))
+        })
+    });
+    [first("x-forwarded-proto"), forwarded_proto]
+        .into_iter()
+        .flatten()
+        .any(|proto| proto.eq_ignore_ascii_case("https"))
 }
 
 #[cfg(test)]
@@ -241,7 +276,29 @@ mod tests {
         headers.append(header::COOKIE, "skycanary_sessionx=1".parse().unwrap());
         headers.append(header::COOKIE, "skycanary_session=".parse().unwrap());
         assert_eq!(session_cookie(&headers), None);
-        assert!(set_cookie("x").contains("HttpOnly; SameSite=Strict"));
-        assert!(clear_cookie().contains("Max-Age=0"));
+        assert!(set_cookie("x", false).contains("HttpOnly; SameSite=Strict"));
+        assert!(!set_cookie("x", false).contains("Secure"));
+        assert!(set_cookie("x", true).ends_with("; Secure"));
+        assert!(clear_cookie(false).contains("Max-Age=0"));
+        assert!(clear_cookie(true).ends_with("Max-Age=0; Secure"));
+    }
+
+    #[test]
+    fn https_is_told_by_the_first_hops_forwarding_headers() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            reached_over_https(&h)
+        };
+        assert!(!with(&[]));
+        assert!(with(&[("x-forwarded-proto", "https")]));
+        assert!(with(&[("x-forwarded-proto", "HTTPS, http")]));
+        assert!(!with(&[("x-forwarded-proto", "http, https")]));
+        assert!(with(&[("forwarded", "for=1.2.3.4;proto=https;by=x")]));
+        assert!(with(&[("forwarded", "Proto=\"https\", proto=http")]));
+        assert!(!with(&[("forwarded", "proto=http, proto=https")]));
+        assert!(!with(&[("forwarded", "for=https")]));
     }
 }

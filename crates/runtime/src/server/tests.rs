@@ -448,6 +448,23 @@ async fn dashboard_login_sets_a_strict_cookie_and_csrf_guards_cookie_posts() {
         "{cookie}"
     );
     assert!(!cookie.contains(TOKEN));
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP keeps the cookie usable: {cookie}"
+    );
+    // Behind a TLS-terminating proxy the cookie is never sent over plain HTTP.
+    let behind_tls = h
+        .client
+        .post(h.url("/ui/login"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-proto", "https")
+        .body(r#"{"token":"s3cret-token_value"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(behind_tls.status(), StatusCode::OK);
+    let tls_cookie = behind_tls.headers()["set-cookie"].to_str().unwrap();
+    assert!(tls_cookie.ends_with("; Secure"), "{tls_cookie}");
     let session = cookie.split(';').next().unwrap().to_string();
     let csrf = json_of(ok).await["csrf"].as_str().unwrap().to_string();
     assert_eq!(csrf.len(), 43);

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::auth::{Auth, SessionAuth};
 use super::routes::ApiError;
-use super::session::{Sessions, clear_cookie, set_cookie};
+use super::session::{Sessions, clear_cookie, reached_over_https, set_cookie};
 use super::{CanarySummary, CanaryWeights, Control};
 use crate::analysis::{Phase, fmt_num};
 use crate::report::WeightSeries;
@@ -224,7 +224,8 @@ async fn login(
     })?;
     tracing::info!("dashboard login");
     let mut response = Json(json!({ "csrf": session.csrf })).into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&set_cookie(&session.id)) {
+    let secure = reached_over_https(&headers);
+    if let Ok(cookie) = HeaderValue::from_str(&set_cookie(&session.id, secure)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
@@ -233,13 +234,14 @@ async fn login(
 /// Ends the cookie's session (CSRF-checked like every cookie `POST`).
 async fn logout(
     State(d): State<Arc<Dashboard>>,
+    headers: HeaderMap,
     session: Option<Extension<SessionAuth>>,
 ) -> Response {
     if let Some(Extension(s)) = session {
         d.sessions.remove(&s.id);
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&clear_cookie()) {
+    if let Ok(cookie) = HeaderValue::from_str(&clear_cookie(reached_over_https(&headers))) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
