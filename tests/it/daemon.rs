@@ -641,6 +641,16 @@ pub(crate) fn json_files(dir: &Path) -> Vec<PathBuf> {
 /// Makes the state store refuse every save of object `name` (namespace bookinfo): a directory
 /// takes the temporary file the save writes first, while the saved status stays readable.
 /// Returns the state file and the blocker (remove it to let saves land again).
+/// The state directory's rollback journal lost (as by a disk that never kept the write): the
+/// abort [`block_state_saves`] kept out of the JSON file is then not saved anywhere, which is
+/// what the tests of an unsaved abort need (the journal writes into preallocated blocks, so a
+/// blocked or full directory does not stop it).
+pub(crate) fn lose_the_journal(d: &Daemon) {
+    std::fs::remove_file(d.state.join(".rollback-journal")).unwrap();
+}
+
+/// Makes the JSON saves of `name`'s status fail (a directory at its temporary file's name).
+/// A rollback's status still reaches the state directory's journal.
 pub(crate) fn block_state_saves(d: &Daemon, name: &str) -> (PathBuf, PathBuf) {
     let file = json_files(&d.state)
         .into_iter()
@@ -908,15 +918,17 @@ async fn a_broken_unrelated_manifest_does_not_block_a_rollback() {
     );
 }
 
-/// Issue 15 item 11, the rollback path's order in file mode: the rollback's VirtualService is
-/// prepared (sidecar marker written, new manifest in a synced temporary file) while the abort
-/// is being saved, and renamed only once the save is over. The save is held here (a FIFO at
-/// its temporary file's name blocks its `open`) and the daemon killed at that point: the
-/// manifest must still hold the exposed weights beside the old saved status, never the
-/// rollback without the status that explains it; the restarted daemon aborts from the marker
-/// and writes the rollback. It fails if the rename could come before the status is saved.
+/// Issue 15 item 11, the rollback path's order in file mode: the Aborted status is durable in
+/// the state directory's journal (one synced write) before the VirtualService is renamed, and
+/// its JSON file is saved right after, in the background. That save is held here (a FIFO at
+/// its temporary file's name blocks its `open`) and the daemon killed at that point, after the
+/// alarm was answered: the JSON file still says Paused, the manifest holds the rollback. The
+/// restarted daemon puts the journal's Aborted status into the file before reading it: it
+/// stays aborted and never exposes the canary again. Without the journal's replay the restart
+/// would resume the pause at 30 % from the file... and find the routes at 0 (aborted "not
+/// resuming forward"): the test tells them apart by the abort's reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_while_the_abort_is_saved_never_leaves_the_route_moved_without_it() {
+async fn a_kill_after_the_abort_is_journaled_keeps_the_rollback_and_its_reason() {
     let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
     let yaml = canary("Abort")
         .replace("  - pause: {duration: 1s}", "  - pause: {}")
@@ -944,75 +956,50 @@ async fn a_kill_while_the_abort_is_saved_never_leaves_the_route_moved_without_it
         {"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo", "id0": "cmV2aWV3cy5ib29raW5mbw==.1", "id1": "", "ruleName": "service_resp_time_rule",
          "alarmMessage": "Response time of service reviews.bookinfo is more than 1000ms", "startTime": chrono::Utc::now().timestamp_millis(), "uuid": "u-held"}
     ]);
-    let hook = format!("{}/webhooks/skywalking", d.url);
-    let alarm = tokio::spawn(async move {
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
         http()
-            .post(hook)
+            .post(format!("{}/webhooks/skywalking", d.url))
             .bearer_auth(TOKEN)
             .json(&payload)
-            .send()
-            .await
-    });
-    // The write is prepared while the save is held: the marker is in the sidecar and the new
-    // manifest in its temporary file.
-    let sidecar = d
-        .manifests
-        .join(".skycanary/virtualservice_bookinfo_reviews.state");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let marked =
-            std::fs::read_to_string(&sidecar).is_ok_and(|t| t.contains("skycanary.io/rolled-back"));
-        let prepared = std::fs::read_dir(&d.manifests)
-            .unwrap()
-            .filter_map(Result::ok)
-            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"));
-        if marked && prepared {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the rollback was not prepared while the status was saved"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        vs_weights(&d.manifests),
-        (70, 30),
-        "the route moved before the abort was saved"
-    );
+            .send(),
+    )
+    .await
+    .expect("the alarm waited for the JSON file")
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(saved["phase"], "Paused", "{saved:#}");
-    assert!(
-        !alarm.is_finished(),
-        "answered before the rollback was written"
+    assert_eq!(
+        saved["phase"], "Paused",
+        "the JSON save was not held: {saved:#}"
     );
     d.child.kill().unwrap();
     d.child.wait().unwrap();
-    alarm.abort();
     std::fs::remove_file(&fifo).unwrap();
 
     let dirs = d.dirs.take().expect("dirs");
     drop(d);
+    // What the restarted daemon reads is in the file before it listens.
     let d = start(dirs, &running.url());
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["phase"], "Aborted", "{saved:#}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let w = vs_weights(&d.manifests);
-        assert!(
-            w == (70, 30) || w == (100, 0),
-            "weights {w:?} after the restart"
-        );
+        assert_eq!(vs_weights(&d.manifests), (100, 0), "exposed again");
         if let Ok(s) = try_status(&d).await
             && aborted_and_written(&s)
         {
+            let message = s["status"]["message"].to_string();
+            assert!(
+                message.contains("service_resp_time_rule"),
+                "not the alarm's abort: {s:#}"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "the restart never rolled back");
+        assert!(Instant::now() < deadline, "the restart lost the abort");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(vs_weights(&d.manifests), (100, 0));
-    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(saved["phase"], "Aborted", "{saved:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1654,9 +1641,9 @@ async fn a_restart_never_re_exposes_a_canary_whose_rollback_was_not_saved() {
     assert_eq!(phase(&status(&d).await), "Aborted");
 }
 
-/// Issue 14, item 1: a rollback written while the status could not be saved, then SIGKILL.
-/// The saved status still says Paused at 30 % with a timed pause: resuming from it would move
-/// on to 60 %. The restarted daemon sees the routes at stable and aborts instead. Unlike
+/// Issue 14, item 1: a rollback written while the status could not be saved, then SIGKILL
+/// (its JSON save blocked, its journal record lost). The saved status still says Paused at
+/// 30 % with a timed pause: resuming from it would move on to 60 %. The restarted daemon sees the routes at stable and aborts instead. Unlike
 /// `a_restart_never_re_exposes_a_canary_whose_rollback_was_not_saved`, the rollback is the
 /// daemon's own, written during a real store outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1689,6 +1676,7 @@ async fn an_unsaved_abort_survives_a_sigkill() {
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     std::fs::remove_dir_all(&blocker).unwrap();
+    lose_the_journal(&d);
 
     let dirs = d.dirs.take().expect("dirs");
     drop(d);
@@ -1714,7 +1702,7 @@ async fn an_unsaved_abort_survives_a_sigkill() {
 
 /// Issue 14, RELIABILITY.md window (1): the first exposure was never confirmed in the saved
 /// status (only its write is pending), the canary was rolled back and the daemon killed before
-/// any save. Routes at 0 cannot tell this from "the first write never landed", and the pending
+/// any save (JSON save blocked, journal record lost). Routes at 0 cannot tell this from "the first write never landed", and the pending
 /// write would be re-sent; the rollback marker the rollback left (file mode: in the sidecar
 /// state file, not in the manifest) makes the restarted daemon abort instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1743,6 +1731,7 @@ async fn a_rollback_marker_stops_a_restart_from_re_sending_an_unconfirmed_first_
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     std::fs::remove_dir_all(&blocker).unwrap();
+    lose_the_journal(&d);
     // The marker is in the sidecar; the manifest changed only in its weight lines.
     let sidecar = d
         .manifests
@@ -2027,6 +2016,80 @@ async fn out_of_file_descriptors_an_alarm_is_answered_200_only_once_written() {
         assert!(Instant::now() < deadline, "abort never saved: {saved:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The daemon's open files that are prepared rollback texts: unnamed files in `dir`
+/// (`O_TMPFILE`, shown by the kernel as `DIR/#INODE (deleted)`).
+#[cfg(target_os = "linux")]
+fn prepared_rollbacks(pid: u32, dir: &std::path::Path) -> Vec<u64> {
+    let prefix = format!("{}/#", std::fs::canonicalize(dir).unwrap().display());
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy();
+            t.strip_prefix(&prefix)?
+                .strip_suffix(" (deleted)")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// File mode: once the canary is exposed, its rollback is already written and synced in an
+/// unnamed file beside the manifest (nothing appears in the directory); the alarm's rollback
+/// uses it (the file is gone after the answer) and writes the stable weights.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exposed_canary_has_its_rollback_prepared_and_the_alarm_renames_it() {
+    let (_sim, running) = sim_with_apdex(|_| Some(9950.0)).await;
+    let yaml = canary("Abort")
+        .replace("  - pause: {duration: 1s}", "  - pause: {}")
+        .replace("  onAnalysisError: Abort\n", "  onAnalysisError: Abort\n  rollbackOn:\n    alarms: [{ruleName: \"service_resp_time_rule\"}]\n");
+    let d = start(setup(&yaml), &running.url());
+    wait_for(&d, "the pause at 30%", Duration::from_secs(30), |s| {
+        s["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    let pid = d.child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let prepared = loop {
+        if let [inode] = prepared_rollbacks(pid, &d.manifests)[..] {
+            break inode;
+        }
+        assert!(Instant::now() < deadline, "no rollback prepared at 30%");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let names: Vec<String> = std::fs::read_dir(&d.manifests)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(
+        names.is_empty(),
+        "temporary files in the manifests: {names:?}"
+    );
+    let payload = serde_json::json!([{"scopeId": 1, "scope": "SERVICE", "name": "reviews.bookinfo",
+        "id0": "x", "id1": "", "ruleName": "service_resp_time_rule", "alarmMessage": "slow",
+        "startTime": chrono::Utc::now().timestamp_millis(), "uuid": "u-prepared"}]);
+    let r = http()
+        .post(format!("{}/webhooks/skywalking", d.url))
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(vs_weights(&d.manifests), (100, 0));
+    // The manifest now is the file prepared at 30 %.
+    let vs = std::fs::read_dir(&d.manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&vs).unwrap().ino(), prepared);
+    assert!(prepared_rollbacks(pid, &d.manifests).is_empty());
 }
 
 /// Issue 15 item 5, file mode: an abort while one of two VirtualServices is missing writes the

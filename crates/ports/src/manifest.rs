@@ -95,6 +95,27 @@ pub trait ManifestStore: Send + Sync {
         }
     }
 
+    /// Prepares, invisibly, the write [`replace_after`](Self::replace_after) would make with
+    /// these arguments, so that write, if it comes while the object is unchanged, only has to
+    /// make it visible (the file store: the rollback's text in a synced unnamed file). A hint
+    /// that changes nothing anyone can read; failures are the store's to log. By default
+    /// nothing is prepared (and [`prepares_ahead`](Self::prepares_ahead) says so, so callers
+    /// do not read objects for nothing).
+    fn stand_by(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (key, object, expected_version);
+        async {}
+    }
+
+    /// Whether [`stand_by`](Self::stand_by) prepares anything.
+    fn prepares_ahead(&self) -> bool {
+        false
+    }
+
     /// True when an object reads back exactly as it was replaced (no server-side defaulting
     /// or mutation, as an API server's admission may do): a caller may take what it wrote
     /// instead of reading it again.

@@ -502,6 +502,16 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         }
         let mut drift_rx = self.ctx.drift.subscribe();
         Box::pin(self.process(&mut queue)).await;
+        if self
+            .status
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.exposes_canary())
+        {
+            // Resumed exposed: the rollback is prepared as after any exposing write.
+            let targets = virtual_service_keys(&self.routing, &self.namespace);
+            Box::pin(stand_by_rollback(&self.ctx, &self.routing, &targets)).await;
+        }
         // A foreign change made while no task watched is found at once.
         let mut check_drift = true;
         loop {
@@ -1561,6 +1571,9 @@ async fn write_routing<S: ManifestStore + 'static>(
         return Err(ROLLED_BACK_REFUSAL.to_string());
     }
     let report = applied.map_err(|e| e.to_string())?;
+    if desired.exposes_canary() {
+        stand_by_rollback(ctx, routing, &targets).await;
+    }
     for _ in 0..report.conflicts_retried {
         ctx.metrics.kube_write_conflict("VirtualService");
     }
@@ -1574,6 +1587,22 @@ async fn write_routing<S: ManifestStore + 'static>(
             observe(ctx, routing, namespace).await?.0
         };
     Ok((desired.clone(), weights))
+}
+
+/// Prepares the rollback from the routes as they are now (weight 0, managed routes removed;
+/// [`Router::stand_by_each`]), so an alarm only has to make it visible. The rollback marker
+/// it also writes goes to the file store's sidecar, not into the prepared text.
+async fn stand_by_rollback<S: ManifestStore + 'static>(
+    ctx: &CanaryTaskContext<S>,
+    routing: &IstioRouting,
+    targets: &[ObjectKey],
+) {
+    let back = DesiredRouting::weight(0);
+    let rollback = DesiredPlanner {
+        routing,
+        desired: &back,
+    };
+    ctx.router.stand_by_each(targets, &rollback).await;
 }
 
 /// The weights of every managed route as the VirtualServices hold them now, and the runs

@@ -1,8 +1,18 @@
 //! One JSON file per object (`<kind>/<namespace>/<name>.json`), written through a temporary
 //! file, fsync and rename, so a crash leaves either the old or the new state, never half.
+//!
+//! A rollback's status ([`FileStatusStore::save_journaled`]) is first made durable as one
+//! record of the directory's [journal](super::journal), and its JSON file saved the same
+//! atomic way right after, in the background: until then it is *owed* (read from memory, and
+//! saved before any other save or removal of that file); a restart writes the journal's
+//! records to their files before anything is read.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::journal::Journal;
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -34,6 +44,38 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct FileStatusStore {
     root: PathBuf,
+    journal: Arc<Journal>,
+    /// JSON files whose newest content is in the journal, their atomic save under way or
+    /// failed (then tried again by the next save of that file).
+    owed: Arc<Mutex<HashMap<PathBuf, Arc<OwedSave>>>>,
+}
+
+/// A state file saved to the journal whose JSON save is not known to have landed.
+#[derive(Debug)]
+struct OwedSave {
+    bytes: Vec<u8>,
+    slot: usize,
+    /// `None` while the background save runs; then whether it landed.
+    outcome: Mutex<Option<bool>>,
+    done: Condvar,
+}
+
+impl OwedSave {
+    fn set(&self, landed: bool) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(landed);
+        self.done.notify_all();
+    }
+
+    /// Waits for the background save; whether it landed.
+    fn wait(&self) -> bool {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(landed) = *outcome {
+                return landed;
+            }
+            outcome = self.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 fn check_name(s: &str) -> Result<&str, StateError> {
@@ -50,14 +92,52 @@ fn check_name(s: &str) -> Result<&str, StateError> {
 }
 
 impl FileStatusStore {
-    /// Uses (and creates) `root`.
+    /// Uses (and creates) `root`. Records left in its journal by a daemon that stopped before
+    /// their JSON files were saved are saved to them now, before anything is read: the caller
+    /// must be the directory's only writer (the daemon, at start).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StateError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|source| StateError::Io {
             path: root.clone(),
             source,
         })?;
-        Ok(FileStatusStore { root })
+        let journal_error = |source| StateError::Io {
+            path: root.join(super::journal::FILE_NAME),
+            source,
+        };
+        let (journal, records) = Journal::open(&root).map_err(journal_error)?;
+        let store = FileStatusStore {
+            root: root.clone(),
+            journal: Arc::new(journal),
+            owed: Arc::default(),
+        };
+        for record in &records {
+            match store.journaled_path(&record.path) {
+                Some(path) => {
+                    tracing::info!(file = %path.display(), "saving a status recorded in the journal before the last stop");
+                    store.write_file(&path, &record.bytes)?;
+                }
+                None => tracing::warn!(
+                    path = %record.path,
+                    "ignoring a journal record that names no state file"
+                ),
+            }
+        }
+        if !records.is_empty() {
+            store.journal.clear().map_err(journal_error)?;
+        }
+        Ok(store)
+    }
+
+    /// The state file a journal record names, when it is one (`<kind>/<namespace>/<name>.json`,
+    /// each part a valid name): a damaged or hostile record never writes elsewhere.
+    fn journaled_path(&self, rel: &str) -> Option<PathBuf> {
+        let mut parts = rel.split('/');
+        let (kind, namespace, file) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        self.path(kind, namespace, file.strip_suffix(".json")?).ok()
     }
 
     /// The directory.
@@ -81,7 +161,12 @@ impl FileStatusStore {
         name: &str,
     ) -> Result<Option<T>, StateError> {
         let path = self.path(kind, namespace, name)?;
-        match std::fs::read(&path) {
+        let owed = self.owed_save(&path);
+        let read = match &owed {
+            Some(o) => Ok(o.bytes.clone()),
+            None => std::fs::read(&path),
+        };
+        match read {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes)
                     .map(Some)
@@ -120,6 +205,113 @@ impl FileStatusStore {
         bytes: &[u8],
     ) -> Result<(), StateError> {
         let path = self.path(kind, namespace, name)?;
+        self.settle(&path)?;
+        self.write_file(&path, bytes)
+    }
+
+    /// [`save_bytes`](Self::save_bytes) that returns once the state is durable in the journal
+    /// (one write and `fdatasync` into preallocated blocks: no metadata to commit); the JSON
+    /// file is saved atomically on another thread right after, and owed until then: read from
+    /// memory, saved again by the next save or removal of that file if it failed. For the
+    /// status a rollback waits on. Saved the ordinary way when the journal has no room.
+    pub fn save_journaled(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), StateError> {
+        let path = self.path(kind, namespace, name)?;
+        self.settle(&path)?;
+        let rel = format!("{kind}/{namespace}/{name}.json");
+        let slot = match self.journal.append(&rel, bytes) {
+            Ok(Some(slot)) => slot,
+            Ok(None) => return self.write_file(&path, bytes),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "the rollback journal could not be written, saving the ordinary way: {e}");
+                return self.write_file(&path, bytes);
+            }
+        };
+        let owed = Arc::new(OwedSave {
+            bytes: bytes.to_vec(),
+            slot,
+            outcome: Mutex::new(None),
+            done: Condvar::new(),
+        });
+        self.owed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.clone(), owed.clone());
+        let store = self.clone();
+        let finish = move || {
+            let landed = match store.finish(&path, &owed) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        "a status saved in the journal is not in its file yet (tried again by its next save): {e}"
+                    );
+                    false
+                }
+            };
+            owed.set(landed);
+            if landed {
+                store.forget(&path, &owed);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(finish)),
+            Err(_) => drop(std::thread::spawn(finish)),
+        }
+        Ok(())
+    }
+
+    /// The owed save of `path`, if any.
+    fn owed_save(&self, path: &Path) -> Option<Arc<OwedSave>> {
+        self.owed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned()
+    }
+
+    fn forget(&self, path: &Path, owed: &Arc<OwedSave>) {
+        let mut map = self.owed.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(path).is_some_and(|o| Arc::ptr_eq(o, owed)) {
+            map.remove(path);
+        }
+    }
+
+    /// Saves `owed` to its file and retires its journal record.
+    fn finish(&self, path: &Path, owed: &OwedSave) -> Result<(), StateError> {
+        self.write_file(path, &owed.bytes)?;
+        self.journal
+            .retire(owed.slot)
+            .map_err(|source| StateError::Io {
+                path: self.journal.path().to_path_buf(),
+                source,
+            })
+    }
+
+    /// Waits for the owed save of `path` and, when it failed, makes it again: the journal
+    /// record must be retired before the file gets newer content, or a restart would put the
+    /// older back.
+    fn settle(&self, path: &Path) -> Result<(), StateError> {
+        let Some(owed) = self.owed_save(path) else {
+            return Ok(());
+        };
+        if !owed.wait() {
+            self.finish(path, &owed)?;
+        }
+        self.forget(path, &owed);
+        Ok(())
+    }
+
+    /// The atomic save itself.
+    fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+        let name = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
@@ -135,22 +327,23 @@ impl FileStatusStore {
             f.write_all(bytes).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
             drop(f);
-            std::fs::rename(&tmp, &path).map_err(io(&path))
+            std::fs::rename(&tmp, path).map_err(io(path))
         })();
         if written.is_err() {
             // A failed write (ENOSPC, EIO, ...) leaves no temporary file behind.
             let _ = std::fs::remove_file(&tmp);
         }
         written?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        // The rename is durable only with its directory; a journal record is retired on this.
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))
     }
 
     /// Deletes a state (missing is fine).
     pub fn remove(&self, kind: &str, namespace: &str, name: &str) -> Result<(), StateError> {
         let path = self.path(kind, namespace, name)?;
+        self.settle(&path)?;
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -223,6 +416,136 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["x.json"]);
+    }
+
+    fn json_path(dir: &Path) -> PathBuf {
+        dir.join("canary/ns/x.json")
+    }
+
+    /// Makes the atomic save of `canary/ns/x` fail (a rename over a non-empty directory fails
+    /// as ENOSPC or EIO would) until [`unblock`] .
+    fn block(dir: &Path) {
+        std::fs::create_dir_all(json_path(dir).join("blocker")).unwrap();
+    }
+
+    fn unblock(dir: &Path) {
+        std::fs::remove_dir_all(json_path(dir)).unwrap();
+    }
+
+    #[test]
+    fn a_journaled_save_is_read_at_once_and_lands_in_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStatusStore::open(dir.path()).unwrap();
+        s.save("canary", "ns", "x", &vec![1u32]).unwrap();
+        s.save_journaled("canary", "ns", "x", b"[2]").unwrap();
+        assert_eq!(
+            s.load::<Vec<u32>>("canary", "ns", "x").unwrap(),
+            Some(vec![2])
+        );
+        s.settle(&json_path(dir.path())).unwrap();
+        assert_eq!(std::fs::read(json_path(dir.path())).unwrap(), b"[2]");
+        assert_eq!(s.journal.free_slots(), super::super::journal::SLOTS);
+        assert!(s.owed.lock().unwrap().is_empty());
+        // Nothing is left to put back at the next start.
+        drop(s);
+        let (_, records) = Journal::open(dir.path()).unwrap();
+        assert!(records.is_empty());
+    }
+
+    /// The process stops (here: the store is dropped) after the journal write and before the
+    /// JSON file could be saved: the next open saves it before anything reads it.
+    #[test]
+    fn a_status_only_in_the_journal_is_in_its_file_after_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStatusStore::open(dir.path()).unwrap();
+        s.save("canary", "ns", "x", &vec![1u32]).unwrap();
+        std::fs::remove_file(json_path(dir.path())).unwrap();
+        block(dir.path());
+        s.save_journaled("canary", "ns", "x", b"[2]").unwrap();
+        let owed = s.owed_save(&json_path(dir.path())).expect("owed");
+        assert!(!owed.wait(), "the JSON save cannot land");
+        assert_eq!(
+            s.load::<Vec<u32>>("canary", "ns", "x").unwrap(),
+            Some(vec![2])
+        );
+        drop((s, owed));
+        unblock(dir.path());
+        let s = FileStatusStore::open(dir.path()).unwrap();
+        assert_eq!(std::fs::read(json_path(dir.path())).unwrap(), b"[2]");
+        assert_eq!(
+            s.load::<Vec<u32>>("canary", "ns", "x").unwrap(),
+            Some(vec![2])
+        );
+        drop(s);
+        let (_, records) = Journal::open(dir.path()).unwrap();
+        assert!(records.is_empty(), "put back once, then cleared");
+    }
+
+    /// A newer save of a file whose journaled save has not landed saves the journaled one
+    /// first (or fails): the journal never holds content older than the file, so a restart
+    /// never puts an older status back.
+    #[test]
+    fn a_newer_save_first_lands_the_owed_one_and_a_restart_keeps_the_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStatusStore::open(dir.path()).unwrap();
+        block(dir.path());
+        s.save_journaled("canary", "ns", "x", b"[2]").unwrap();
+        assert!(matches!(
+            s.save_bytes("canary", "ns", "x", b"[3]"),
+            Err(StateError::Io { .. })
+        ));
+        assert_eq!(
+            s.load::<Vec<u32>>("canary", "ns", "x").unwrap(),
+            Some(vec![2]),
+            "still the journaled one"
+        );
+        unblock(dir.path());
+        s.save_bytes("canary", "ns", "x", b"[3]").unwrap();
+        assert_eq!(
+            s.load::<Vec<u32>>("canary", "ns", "x").unwrap(),
+            Some(vec![3])
+        );
+        assert_eq!(s.journal.free_slots(), super::super::journal::SLOTS);
+        drop(s);
+        let s = FileStatusStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.load::<Vec<u32>>("canary", "ns", "x").unwrap(),
+            Some(vec![3])
+        );
+        // A removal waits for the owed save too (else it would come back).
+        s.save_journaled("canary", "ns", "x", b"[4]").unwrap();
+        s.remove("canary", "ns", "x").unwrap();
+        assert_eq!(s.load::<Vec<u32>>("canary", "ns", "x").unwrap(), None);
+        drop(s);
+        let s = FileStatusStore::open(dir.path()).unwrap();
+        assert_eq!(s.load::<Vec<u32>>("canary", "ns", "x").unwrap(), None);
+    }
+
+    #[test]
+    fn a_journal_record_naming_no_state_file_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        for rel in [
+            "../escape.json",
+            "canary/ns/x",
+            "canary/../x.json",
+            "a/b/c/d.json",
+            "/etc/x.json",
+        ] {
+            j.append(rel, b"[1]").unwrap().unwrap();
+        }
+        drop(j);
+        let s = FileStatusStore::open(dir.path()).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [super::super::journal::FILE_NAME]);
+        assert!(!dir.path().parent().unwrap().join("escape.json").exists());
+        drop(s);
+        let (_, records) = Journal::open(dir.path()).unwrap();
+        assert!(records.is_empty());
     }
 
     #[test]

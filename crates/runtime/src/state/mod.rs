@@ -4,6 +4,7 @@
 /// Kubernetes-style conditions derived from a status (pure, in core).
 pub use skycanary_core::conditions;
 pub mod file;
+pub mod journal;
 /// The `.status` store and the leader Lease, in the `skycanary-kube` crate.
 pub use skycanary_kube::{lease, status as kube_status};
 pub mod status;

@@ -138,10 +138,14 @@ impl<St: PersistedStatus> StatusStore<St> {
                 // rollback's routing write is prepared meanwhile (`CommitGate`).
                 let bytes = serde_json::to_vec_pretty(status).map_err(|e| e.to_string())?;
                 let (f, ns, n) = (f.clone(), namespace.to_string(), name.to_string());
-                tokio::task::spawn_blocking(move || f.save_bytes(St::FILE_KIND, &ns, &n, &bytes))
-                    .await
-                    .map_err(|e| format!("state file task failed: {e}"))?
-                    .map_err(|e| e.to_string())
+                tokio::task::spawn_blocking(move || match lane {
+                    // Durable after one synced journal write; the JSON file follows.
+                    WriteLane::Rollback => f.save_journaled(St::FILE_KIND, &ns, &n, &bytes),
+                    WriteLane::Routine => f.save_bytes(St::FILE_KIND, &ns, &n, &bytes),
+                })
+                .await
+                .map_err(|e| format!("state file task failed: {e}"))?
+                .map_err(|e| e.to_string())
             }
             Backend::Kube(k) => k
                 .save_in(lane, namespace, name, status)

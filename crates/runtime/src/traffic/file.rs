@@ -53,6 +53,7 @@ use serde_json::Value;
 
 use super::gate::CommitGate;
 use super::sidecar;
+use super::standby::Standby;
 use super::store::{ManifestStore, ManifestStoreError, ObjectKey, ObjectKind, Versioned};
 use crate::resources::yaml::{MANIFEST_LIMITS, ReadError, parse_documents_with, read_file};
 use crate::resources::yaml_edit::edit_document;
@@ -86,7 +87,15 @@ pub struct FileManifestStore {
     /// Per manifest file, held while a gated write that lost its rename to another writer
     /// puts its document onto the file's new text ([`FileManifestStore::rebase`]).
     rebasing: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    /// Rollback texts prepared ahead ([`ManifestStore::stand_by`]), by object.
+    standbys: Arc<Mutex<HashMap<ObjectKey, Standby>>>,
+    /// Gated writes that found their text prepared (tests and diagnostics).
+    standbys_used: Arc<AtomicU64>,
 }
+
+/// Rollback texts kept prepared at once (one open file descriptor each, under the process's
+/// limit); past it, objects not yet prepared roll back the ordinary way.
+pub const MAX_STANDBYS: usize = 256;
 
 /// What a gated write leaves running after its rename (see
 /// [`FileManifestStore::replace_after_blocking`]): the directory's `fsync` and, when the
@@ -398,6 +407,8 @@ impl FileManifestStore {
             documents_parsed: Arc::default(),
             pending: Arc::default(),
             rebasing: Arc::default(),
+            standbys: Arc::default(),
+            standbys_used: Arc::default(),
         };
         store.scan()?;
         store.remove_stale_temps();
@@ -786,6 +797,7 @@ impl FileManifestStore {
         self.pending
             .sidecars
             .settle(&sidecar::path_of(&self.root, key)?)?;
+        drop(self.take_standby(key));
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let w = self.plan_replace(key, object, expected_version)?;
         // The sidecar first: a crash between the two writes leaves the original routes and
@@ -842,9 +854,10 @@ impl FileManifestStore {
         let sidecar = w
             .sidecar_changed()
             .then(|| sidecar::Started::start(w.sidecar_path.clone(), w.new_sidecar.clone()));
+        let standby = self.take_standby(key);
         let prepared = match w
             .file_changed()
-            .then(|| prepare_atomically(&w.file, &w.new_text))
+            .then(|| self.prepare_gated(&w, standby))
             .transpose()
         {
             Ok(p) => p,
@@ -900,6 +913,84 @@ impl FileManifestStore {
         self.pending.start(dir);
         self.record_write(&w.file, text);
         Ok(w.version)
+    }
+
+    fn take_standby(&self, key: &ObjectKey) -> Option<Standby> {
+        self.standbys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+    }
+
+    /// The gated write's temporary file: `standby`'s, named now, when it holds exactly this
+    /// write (same file, planned from the same text to the same text); else written and
+    /// synced now.
+    fn prepare_gated(
+        &self,
+        w: &PlannedWrite,
+        standby: Option<Standby>,
+    ) -> Result<Prepared, ManifestStoreError> {
+        if let Some(s) = standby
+            && s.holds(&w.old_text, &w.new_text)
+            && fs::canonicalize(&w.file).is_ok_and(|real| real == s.real)
+        {
+            let (dir, temp) = temp_beside(&s.real)?;
+            match s.link(&temp) {
+                Ok(()) => {
+                    self.standbys_used.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Prepared {
+                        temp,
+                        real: s.real.clone(),
+                        dir,
+                        committed: false,
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(file = %s.real.display(), "the prepared rollback text could not be named, writing it again: {e}")
+                }
+            }
+        }
+        prepare_atomically(&w.file, &w.new_text)
+    }
+
+    /// [`ManifestStore::stand_by`], on a blocking thread.
+    fn stand_by_blocking(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+    ) -> Result<bool, ManifestStoreError> {
+        check_identity(key, object)?;
+        let w = {
+            let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            self.plan_replace(key, object, expected_version)?
+        };
+        drop(self.take_standby(key));
+        if !w.file_changed() {
+            return Ok(false);
+        }
+        if self
+            .standbys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+            >= MAX_STANDBYS
+        {
+            return Ok(false);
+        }
+        let real = fs::canonicalize(&w.file).map_err(|e| backend(&w.file, e))?;
+        let standby =
+            Standby::prepare(&real, &w.old_text, &w.new_text).map_err(|e| backend(&real, e))?;
+        self.standbys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), standby);
+        Ok(true)
+    }
+
+    /// Gated writes that found their text prepared so far.
+    pub fn standbys_used(&self) -> u64 {
+        self.standbys_used.load(Ordering::Relaxed)
     }
 
     /// A gated write whose rename found the file changed since it was planned: when its own
@@ -1057,6 +1148,31 @@ impl ManifestStore for FileManifestStore {
             .await
             .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
         }
+    }
+
+    fn stand_by(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        expected_version: &str,
+    ) -> impl Future<Output = ()> + Send {
+        let this = self.clone();
+        let (key, object, expected) = (key.clone(), object.clone(), expected_version.to_string());
+        async move {
+            let prepared = tokio::task::spawn_blocking(move || {
+                this.stand_by_blocking(&key, &object, &expected)
+            })
+            .await;
+            match prepared {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!("no rollback text prepared ahead: {e}"),
+                Err(e) => tracing::debug!("no rollback text prepared ahead: {e}"),
+            }
+        }
+    }
+
+    fn prepares_ahead(&self) -> bool {
+        true
     }
 
     /// A replace writes the object's document and sidecar, which read back as the object.
@@ -1469,10 +1585,8 @@ struct Prepared {
     committed: bool,
 }
 
-/// Temp file in the same directory with the original's permissions, written and fsynced:
-/// everything of an atomic write that stays invisible.
-fn prepare_atomically(file: &Path, new_text: &str) -> Result<Prepared, ManifestStoreError> {
-    let real = fs::canonicalize(file).map_err(|e| backend(file, e))?;
+/// `real`'s directory and a fresh temporary name in it (`.NAME.skycanary-PID-N.tmp`).
+fn temp_beside(real: &Path) -> Result<(PathBuf, PathBuf), ManifestStoreError> {
     let dir = real
         .parent()
         .ok_or_else(|| {
@@ -1488,6 +1602,14 @@ fn prepare_atomically(file: &Path, new_text: &str) -> Result<Prepared, ManifestS
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
+    Ok((dir, temp))
+}
+
+/// Temp file in the same directory with the original's permissions, written and fsynced:
+/// everything of an atomic write that stays invisible.
+fn prepare_atomically(file: &Path, new_text: &str) -> Result<Prepared, ManifestStoreError> {
+    let real = fs::canonicalize(file).map_err(|e| backend(file, e))?;
+    let (dir, temp) = temp_beside(&real)?;
     let permissions = fs::metadata(&real)
         .map_err(|e| backend(&real, e))?
         .permissions();
@@ -2483,6 +2605,111 @@ spec:
             .await
             .unwrap();
         assert_eq!((again.object, again.version), (o, version));
+    }
+
+    /// The rollback's text is prepared ahead (`stand_by`, after each exposing write): the gated
+    /// write that comes with the same text over the same file only names and renames it, and
+    /// writes what the ordinary path writes. A file changed meanwhile (another document here)
+    /// makes the prepared text stale: it is not used, and the write keeps the other change.
+    #[tokio::test]
+    async fn a_rollback_prepared_ahead_is_only_renamed_while_its_file_is_unchanged() {
+        let rollback = |got: &Versioned| {
+            let mut o = got.object.clone();
+            set_canary(&mut o, 0);
+            o["spec"]["http"][0]["route"][0]["weight"] = json!(100);
+            o["metadata"]["annotations"] =
+                json!({istio::ROLLED_BACK_ANNOTATION: "r@t; rolled back t2"});
+            o
+        };
+        // At 30 %, as after an exposing step.
+        async fn exposed(store: &FileManifestStore) -> Versioned {
+            let got = store.get(&vs_key()).await.unwrap();
+            let mut o = got.object.clone();
+            set_canary(&mut o, 30);
+            o["spec"]["http"][0]["route"][0]["weight"] = json!(70);
+            store.replace(&vs_key(), &o, &got.version).await.unwrap();
+            store.get(&vs_key()).await.unwrap()
+        }
+        let saved_gate = || {
+            let (opener, gate) = CommitGate::closed();
+            opener.saved();
+            gate
+        };
+        // What the ordinary path writes, for comparison.
+        let plain = dir_with(&[("app.yaml", MULTI)]);
+        let plain_store = FileManifestStore::open(plain.path()).unwrap();
+        let got = exposed(&plain_store).await;
+        plain_store
+            .replace_after(&vs_key(), &rollback(&got), &got.version, &saved_gate())
+            .await
+            .unwrap();
+        plain_store.sync_written().await.unwrap();
+        assert_eq!(plain_store.standbys_used(), 0);
+
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileManifestStore::open(dir.path()).unwrap();
+        let got = exposed(&store).await;
+        // The marker (sidecar) differs from the one planned ahead; the manifest text does not.
+        let mut ahead = rollback(&got);
+        ahead["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
+        assert!(
+            store
+                .stand_by_blocking(&vs_key(), &ahead, &got.version)
+                .unwrap()
+        );
+        assert_eq!(
+            listing(dir.path()),
+            ["app.yaml"],
+            "nothing named while prepared"
+        );
+        store
+            .replace_after(&vs_key(), &rollback(&got), &got.version, &saved_gate())
+            .await
+            .unwrap();
+        store.sync_written().await.unwrap();
+        assert_eq!(store.standbys_used(), 1);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("app.yaml")).unwrap(),
+            fs::read_to_string(plain.path().join("app.yaml")).unwrap()
+        );
+        assert_eq!(listing(dir.path()), [".skycanary", "app.yaml"]);
+
+        // Stale: another document of the file changed after the text was prepared.
+        let dir = dir_with(&[("app.yaml", MULTI)]);
+        let store = FileManifestStore::open(dir.path()).unwrap();
+        let got = exposed(&store).await;
+        store
+            .stand_by(&vs_key(), &rollback(&got), &got.version)
+            .await;
+        let file = dir.path().join("app.yaml");
+        let edited = fs::read_to_string(&file)
+            .unwrap()
+            .replace("Top comment stays.", "Top comment edited.");
+        fs::write(&file, &edited).unwrap();
+        store
+            .replace_after(&vs_key(), &rollback(&got), &got.version, &saved_gate())
+            .await
+            .unwrap();
+        store.sync_written().await.unwrap();
+        assert_eq!(store.standbys_used(), 0, "a stale text was renamed");
+        let now = fs::read_to_string(&file).unwrap();
+        assert!(now.contains("Top comment edited."));
+        assert_eq!(
+            now.replace("Top comment edited.", "Top comment stays."),
+            fs::read_to_string(plain.path().join("app.yaml")).unwrap()
+        );
+
+        // An ordinary write drops what was prepared: it would be stale.
+        let got = exposed(&store).await;
+        store
+            .stand_by(&vs_key(), &rollback(&got), &got.version)
+            .await;
+        assert_eq!(store.standbys.lock().unwrap().len(), 1);
+        exposed(&store).await;
+        assert!(store.standbys.lock().unwrap().is_empty());
     }
 
     /// Many canaries rolled back at once whose VirtualServices share one file (a GitOps repo

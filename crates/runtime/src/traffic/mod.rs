@@ -17,6 +17,7 @@ pub use skycanary_core::traffic::{istio, model, spec};
 pub mod planner;
 pub mod router;
 pub mod sidecar;
+pub mod standby;
 /// The manifest store the router writes through, in the `skycanary-ports` crate (below the
 /// Kubernetes adapters and the file store that implement it).
 pub use skycanary_ports::manifest as store;

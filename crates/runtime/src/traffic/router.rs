@@ -430,6 +430,27 @@ impl<S: ManifestStore> Router<S> {
         }
     }
 
+    /// Has the store prepare, invisibly, the write `planner` would make to each target now
+    /// ([`ManifestStore::stand_by`]): a rollback planned ahead, so that when it comes it only
+    /// has to become visible. Nothing is written; a target that cannot be read or planned is
+    /// skipped (the write, if it comes, reports it).
+    pub async fn stand_by_each(&self, targets: &[ObjectKey], planner: &dyn Planner) {
+        if !self.store.prepares_ahead() {
+            return;
+        }
+        for (index, key) in targets.iter().enumerate() {
+            let Ok(current) = self.store.get(key).await else {
+                continue;
+            };
+            let Ok(planned) = planner.plan_virtual_service(index, &current.object) else {
+                continue;
+            };
+            if !same_content(&planned, &current.object) {
+                self.store.stand_by(key, &planned, &current.version).await;
+            }
+        }
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Versioned, RouterError> {
         self.store
             .get(key)
