@@ -29,7 +29,7 @@ use crate::state::StatusStore;
 use crate::state::status::WriteLane;
 use crate::task::{self, ObjectId, SaveMetrics, Saver, StateKind, TaskHandle, TaskMsg};
 use crate::traffic::drift::{self, DriftSignals, Intended};
-use crate::traffic::gate::CommitGate;
+use crate::traffic::gate::{CommitGate, GateOpener};
 use crate::traffic::istio::{self, Restore};
 use crate::traffic::planner::{DesiredPlanner, MarkedPlanner, MarkerOp};
 use crate::traffic::router::Router;
@@ -933,8 +933,13 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
                 at: now,
             });
         }
-        if matches!(input, Input::Routing(_)) && next.routing_write.is_none() {
-            self.answer_alarm(&next);
+        if matches!(input, Input::Routing(_)) {
+            if next.routing_write.is_none() {
+                self.answer_alarm(&next);
+            }
+            // A rollback's status left in the journal goes to its JSON file now, after the
+            // write and its answer (the save below would make it otherwise).
+            self.saver.release();
         }
         // A rollback's write is prepared while the status is saved, renamed once it is.
         let mut overlapped = None;
@@ -1048,7 +1053,7 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
             &mut self.saver,
             &mut self.status,
             (generation, now),
-            WriteLane::Routine,
+            None,
             self.ctx.router.store(),
         )
         .await;
@@ -1071,12 +1076,8 @@ impl<S: ManifestStore + 'static> CanaryTask<S> {
         let (opener, gate) = CommitGate::closed();
         let (saver, status, ctx) = (&mut self.saver, &mut self.status, &self.ctx);
         let save = async move {
-            let (when, lane) = ((generation, now), WriteLane::Rollback);
-            if save_after_routing(saver, status, when, lane, ctx.router.store()).await {
-                opener.saved();
-            } else {
-                opener.open();
-            }
+            let when = (generation, now);
+            save_after_routing(saver, status, when, Some(opener), ctx.router.store()).await;
         };
         let write = write_routing(ctx, &self.routing, &self.namespace, desired, op, &gate);
         let ((), result) = tokio::join!(save, write);
@@ -1522,17 +1523,25 @@ fn overlappable_rollback(effects: &[Effect]) -> Option<DesiredRouting> {
 /// ([`ManifestStore::sync_written`]): a status that records a write as applied never reaches
 /// the disk before the write, so after a power loss the saved status still has it pending and
 /// a restart sends it again. A write that cannot be made durable fails the save, retried.
-/// `lane`: [`WriteLane::Rollback`] when a rollback's routing write waits for this save.
-/// True when the status landed.
+/// `rollback`: the opener of the gate a rollback's routing write waits on; the save goes in
+/// [`WriteLane::Rollback`] and opens it as saved the moment the status is durable, or
+/// unsaved (dropped) when it fails. True when the status landed.
 async fn save_after_routing<S: ManifestStore>(
     saver: &mut Saver<CanaryStatus>,
     status: &mut CanaryStatus,
     (generation, now): (Option<i64>, DateTime<Utc>),
-    lane: WriteLane,
+    rollback: Option<GateOpener>,
     routes: &S,
 ) -> bool {
     match routes.sync_written().await {
-        Ok(()) => saver.save_in(lane, status, generation, now).await,
+        Ok(()) => match rollback {
+            Some(opener) => saver.save_rollback(status, generation, now, opener).await,
+            None => {
+                saver
+                    .save_in(WriteLane::Routine, status, generation, now)
+                    .await
+            }
+        },
         Err(e) => {
             saver.failed(
                 format!("not saved until the routing written before it is on disk: {e}"),
@@ -1786,10 +1795,11 @@ mod tests {
     /// retried; once the routing is durable, the same call saves it.
     #[tokio::test]
     async fn a_status_is_saved_only_once_the_routing_written_before_it_is_on_disk() {
-        use super::{WriteLane, save_after_routing};
+        use super::save_after_routing;
         use crate::canary::CanaryPhase;
         use crate::state::{FileStatusStore, StatusStore};
         use crate::task::{ObjectId, SaveMetrics, Saver, StateKind};
+        use crate::traffic::gate::CommitGate;
         use crate::traffic::memory::{MemoryManifestStore, Op, Target};
         use crate::traffic::store::ManifestStoreError;
         use std::sync::Mutex;
@@ -1830,16 +1840,15 @@ mod tests {
 
         // The first save meets the failing sync, the second a durable write.
         for durable in [false, true] {
-            let landed = save_after_routing(
-                &mut saver,
-                &mut status,
-                (None, now),
-                WriteLane::Routine,
-                &routes,
-            )
-            .await;
+            let (opener, gate) = CommitGate::closed();
+            let landed =
+                save_after_routing(&mut saver, &mut status, (None, now), Some(opener), &routes)
+                    .await;
+            assert_eq!(landed, durable);
+            assert!(gate.is_open(), "a save that ended holds no rollback");
             assert_eq!(
-                landed, durable,
+                gate.saved(),
+                durable,
                 "the outcome a rollback's gate is opened with"
             );
             let saved = state.load_raw("bookinfo", "reviews").await.unwrap();

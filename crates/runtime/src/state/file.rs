@@ -55,26 +55,53 @@ pub struct FileStatusStore {
 struct OwedSave {
     bytes: Vec<u8>,
     slot: usize,
-    /// `None` while the background save runs; then whether it landed.
-    outcome: Mutex<Option<bool>>,
+    stage: Mutex<Stage>,
     done: Condvar,
+}
+
+/// Where an owed JSON save stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not started: released ([`FileStatusStore::release`]) or made by the next save.
+    Waiting,
+    Running,
+    Landed,
+    Failed,
 }
 
 impl OwedSave {
     fn set(&self, landed: bool) {
-        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(landed);
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) =
+            if landed { Stage::Landed } else { Stage::Failed };
         self.done.notify_all();
     }
 
-    /// Waits for the background save; whether it landed.
-    fn wait(&self) -> bool {
-        let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+    /// Takes the save over when nobody runs it and it has not landed (true: the caller makes
+    /// it); waits for one running first when `wait`.
+    fn claim(&self, wait: bool) -> bool {
+        let mut stage = self.stage.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(landed) = *outcome {
-                return landed;
+            match *stage {
+                Stage::Running if wait => {
+                    stage = self.done.wait(stage).unwrap_or_else(|e| e.into_inner());
+                }
+                Stage::Running | Stage::Landed => return false,
+                Stage::Waiting | Stage::Failed => {
+                    *stage = Stage::Running;
+                    return true;
+                }
             }
-            outcome = self.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Waits while the save runs; where it stands then.
+    #[cfg(test)]
+    fn wait(&self) -> Stage {
+        let mut stage = self.stage.lock().unwrap_or_else(|e| e.into_inner());
+        while *stage == Stage::Running {
+            stage = self.done.wait(stage).unwrap_or_else(|e| e.into_inner());
+        }
+        *stage
     }
 }
 
@@ -210,10 +237,12 @@ impl FileStatusStore {
     }
 
     /// [`save_bytes`](Self::save_bytes) that returns once the state is durable in the journal
-    /// (one write and `fdatasync` into preallocated blocks: no metadata to commit); the JSON
-    /// file is saved atomically on another thread right after, and owed until then: read from
-    /// memory, saved again by the next save or removal of that file if it failed. For the
-    /// status a rollback waits on. Saved the ordinary way when the journal has no room.
+    /// (one write and `fdatasync` into preallocated blocks: no metadata to commit). The JSON
+    /// file is owed until saved: reads get the journaled content, and it is saved atomically
+    /// on another thread once [`release`](Self::release)d (after the rollback's own write, so
+    /// its syncs do not compete with it), or by the next save or removal of that file, which
+    /// also makes it again if it failed. For the status a rollback waits on. Saved the
+    /// ordinary way when the journal has no room.
     pub fn save_journaled(
         &self,
         kind: &str,
@@ -235,13 +264,28 @@ impl FileStatusStore {
         let owed = Arc::new(OwedSave {
             bytes: bytes.to_vec(),
             slot,
-            outcome: Mutex::new(None),
+            stage: Mutex::new(Stage::Waiting),
             done: Condvar::new(),
         });
         self.owed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(path.clone(), owed.clone());
+            .insert(path, owed);
+        Ok(())
+    }
+
+    /// Starts the owed JSON save of an object saved with [`save_journaled`](Self::save_journaled)
+    /// on another thread, if nobody has yet. Returns at once.
+    pub fn release(&self, kind: &str, namespace: &str, name: &str) {
+        let Ok(path) = self.path(kind, namespace, name) else {
+            return;
+        };
+        let Some(owed) = self.owed_save(&path) else {
+            return;
+        };
+        if !owed.claim(false) {
+            return;
+        }
         let store = self.clone();
         let finish = move || {
             let landed = match store.finish(&path, &owed) {
@@ -262,7 +306,6 @@ impl FileStatusStore {
             Ok(handle) => drop(handle.spawn_blocking(finish)),
             Err(_) => drop(std::thread::spawn(finish)),
         }
-        Ok(())
     }
 
     /// The owed save of `path`, if any.
@@ -292,15 +335,17 @@ impl FileStatusStore {
             })
     }
 
-    /// Waits for the owed save of `path` and, when it failed, makes it again: the journal
-    /// record must be retired before the file gets newer content, or a restart would put the
-    /// older back.
+    /// Lands the owed save of `path`: waits for it if it runs, makes it if it has not started
+    /// or failed. The journal record must be retired before the file gets newer content, or a
+    /// restart would put the older back.
     fn settle(&self, path: &Path) -> Result<(), StateError> {
         let Some(owed) = self.owed_save(path) else {
             return Ok(());
         };
-        if !owed.wait() {
-            self.finish(path, &owed)?;
+        if owed.claim(true) {
+            let result = self.finish(path, &owed);
+            owed.set(result.is_ok());
+            result?;
         }
         self.forget(path, &owed);
         Ok(())
@@ -442,8 +487,12 @@ mod tests {
             s.load::<Vec<u32>>("canary", "ns", "x").unwrap(),
             Some(vec![2])
         );
-        s.settle(&json_path(dir.path())).unwrap();
+        assert_eq!(std::fs::read(json_path(dir.path())).unwrap(), b"[\n  1\n]");
+        let owed = s.owed_save(&json_path(dir.path())).expect("owed");
+        s.release("canary", "ns", "x");
+        assert_eq!(owed.wait(), Stage::Landed);
         assert_eq!(std::fs::read(json_path(dir.path())).unwrap(), b"[2]");
+        s.settle(&json_path(dir.path())).unwrap();
         assert_eq!(s.journal.free_slots(), super::super::journal::SLOTS);
         assert!(s.owed.lock().unwrap().is_empty());
         // Nothing is left to put back at the next start.
@@ -463,7 +512,9 @@ mod tests {
         block(dir.path());
         s.save_journaled("canary", "ns", "x", b"[2]").unwrap();
         let owed = s.owed_save(&json_path(dir.path())).expect("owed");
-        assert!(!owed.wait(), "the JSON save cannot land");
+        assert_eq!(owed.wait(), Stage::Waiting, "not started before released");
+        s.release("canary", "ns", "x");
+        assert_eq!(owed.wait(), Stage::Failed, "the JSON save cannot land");
         assert_eq!(
             s.load::<Vec<u32>>("canary", "ns", "x").unwrap(),
             Some(vec![2])

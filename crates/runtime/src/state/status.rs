@@ -5,6 +5,7 @@
 use std::marker::PhantomData;
 
 use crate::canary::CanaryStatus;
+use crate::traffic::gate::GateOpener;
 use chrono::{DateTime, Utc};
 
 use super::file::{FileStatusStore, StateError};
@@ -130,27 +131,82 @@ impl<St: PersistedStatus> StatusStore<St> {
         generation: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
+        self.save_opening(lane, namespace, name, status, generation, now, None)
+            .await
+    }
+
+    /// Starts saving, in the background, the JSON file a [`save_rollback`](Self::save_rollback)
+    /// left owed in the journal (file mode; nothing to do in cluster mode). Called once the
+    /// rollback's own write is done, so their syncs do not compete.
+    pub fn release(&self, namespace: &str, name: &str) {
+        if let Backend::File(f) = &self.backend {
+            f.release(St::FILE_KIND, namespace, name);
+        }
+    }
+
+    /// The save a rollback's routing write waits on ([`WriteLane::Rollback`]): `opener` is
+    /// opened as saved the moment the status is durable (file mode: on the blocking thread
+    /// whose journal write made it so, without waiting for the hop back to the task), and
+    /// unsaved when the save fails.
+    pub async fn save_rollback(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &mut St,
+        generation: Option<i64>,
+        now: DateTime<Utc>,
+        opener: GateOpener,
+    ) -> Result<(), String> {
+        let lane = WriteLane::Rollback;
+        self.save_opening(lane, namespace, name, status, generation, now, Some(opener))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn save_opening(
+        &self,
+        lane: WriteLane,
+        namespace: &str,
+        name: &str,
+        status: &mut St,
+        generation: Option<i64>,
+        now: DateTime<Utc>,
+        opener: Option<GateOpener>,
+    ) -> Result<(), String> {
         status.observe(generation, now);
         let status = &*status;
+        let saved = |result: &Result<(), String>, opener: Option<GateOpener>| {
+            if let (Ok(()), Some(o)) = (result, opener) {
+                o.saved();
+            }
+        };
         match &self.backend {
             Backend::File(f) => {
                 // On a blocking thread: the fsyncs must not hold a runtime worker, and a
                 // rollback's routing write is prepared meanwhile (`CommitGate`).
                 let bytes = serde_json::to_vec_pretty(status).map_err(|e| e.to_string())?;
                 let (f, ns, n) = (f.clone(), namespace.to_string(), name.to_string());
-                tokio::task::spawn_blocking(move || match lane {
-                    // Durable after one synced journal write; the JSON file follows.
-                    WriteLane::Rollback => f.save_journaled(St::FILE_KIND, &ns, &n, &bytes),
-                    WriteLane::Routine => f.save_bytes(St::FILE_KIND, &ns, &n, &bytes),
+                tokio::task::spawn_blocking(move || {
+                    let result = match lane {
+                        // Durable after one synced journal write; the JSON file follows.
+                        WriteLane::Rollback => f.save_journaled(St::FILE_KIND, &ns, &n, &bytes),
+                        WriteLane::Routine => f.save_bytes(St::FILE_KIND, &ns, &n, &bytes),
+                    }
+                    .map_err(|e| e.to_string());
+                    saved(&result, opener);
+                    result
                 })
                 .await
                 .map_err(|e| format!("state file task failed: {e}"))?
-                .map_err(|e| e.to_string())
             }
-            Backend::Kube(k) => k
-                .save_in(lane, namespace, name, status)
-                .await
-                .map_err(|e| e.to_string()),
+            Backend::Kube(k) => {
+                let result = k
+                    .save_in(lane, namespace, name, status)
+                    .await
+                    .map_err(|e| e.to_string());
+                saved(&result, opener);
+                result
+            }
         }
     }
 }

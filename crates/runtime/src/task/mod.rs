@@ -23,6 +23,7 @@ pub use ports::{SaveMetrics, StateKind};
 
 use crate::backoff::Backoff;
 use crate::state::status::{LoadError, PersistedStatus, StatusStore, WriteLane};
+use crate::traffic::gate::GateOpener;
 
 /// First wait before reading a persisted status again after a transient error; doubles up to
 /// [`LOAD_RETRY_MAX`].
@@ -440,11 +441,40 @@ impl<St: PersistedStatus> Saver<St> {
         now: DateTime<Utc>,
     ) -> bool {
         let (ns, name) = (&self.id.namespace, &self.id.name);
-        match self
+        let result = self
             .store
             .save_in(lane, ns, name, status, generation, now)
-            .await
-        {
+            .await;
+        self.landed(result, now)
+    }
+
+    /// The save a rollback's routing write waits on ([`StatusStore::save_rollback`]):
+    /// `opener` opens the moment the status is durable, before this returns.
+    pub async fn save_rollback(
+        &mut self,
+        status: &mut St,
+        generation: Option<i64>,
+        now: DateTime<Utc>,
+        opener: GateOpener,
+    ) -> bool {
+        let (ns, name) = (&self.id.namespace, &self.id.name);
+        let result = self
+            .store
+            .save_rollback(ns, name, status, generation, now, opener)
+            .await;
+        self.landed(result, now)
+    }
+
+    /// Lets the store finish in the background what [`save_rollback`](Self::save_rollback)
+    /// left for later ([`StatusStore::release`]).
+    pub fn release(&self) {
+        self.store.release(&self.id.namespace, &self.id.name);
+    }
+
+    /// Records how a save ended; true when it landed.
+    fn landed(&mut self, result: Result<(), String>, now: DateTime<Utc>) -> bool {
+        let (ns, name) = (&self.id.namespace, &self.id.name);
+        match result {
             Ok(()) => {
                 self.backoff.reset();
                 self.metrics.state_saved(self.id.kind, ns, name);

@@ -91,6 +91,18 @@ pub struct FileManifestStore {
     standbys: Arc<Mutex<HashMap<ObjectKey, Standby>>>,
     /// Gated writes that found their text prepared (tests and diagnostics).
     standbys_used: Arc<AtomicU64>,
+    /// Gated writes answered before their file's new reading was indexed
+    /// ([`FileManifestStore::record_later`]).
+    unrecorded: Arc<Mutex<Vec<Unrecorded>>>,
+}
+
+/// A file a gated write renamed, with its stamps right after the rename, to be indexed later.
+#[derive(Debug)]
+struct Unrecorded {
+    path: PathBuf,
+    text: String,
+    stamp: Stamp,
+    dir: Option<(PathBuf, Stamp)>,
 }
 
 /// Rollback texts kept prepared at once (one open file descriptor each, under the process's
@@ -98,7 +110,7 @@ pub struct FileManifestStore {
 pub const MAX_STANDBYS: usize = 256;
 
 /// What a gated write leaves running after its rename (see
-/// [`FileManifestStore::replace_after_blocking`]): the directory's `fsync` and, when the
+/// [`FileManifestStore::stage_gated`]): the directory's `fsync` and, when the
 /// status explaining a rollback is already saved, its sidecar write. Each runs on its own
 /// thread, and [`ManifestStore::sync_written`] waits for all of them. One that failed is
 /// retried by the next wait, never forgotten; the last clone of the store waits for them when
@@ -409,6 +421,7 @@ impl FileManifestStore {
             rebasing: Arc::default(),
             standbys: Arc::default(),
             standbys_used: Arc::default(),
+            unrecorded: Arc::default(),
         };
         store.scan()?;
         store.remove_stale_temps();
@@ -653,10 +666,71 @@ impl FileManifestStore {
     /// Records a file this store just wrote: its new text (no need to read it back) and the
     /// new stamp of its directory, which the rename changed.
     fn record_write(&self, path: &Path, text: String) {
-        let stamp = fs::metadata(path).map(|m| Stamp::of(&m));
-        let dir_stamp = path
-            .parent()
-            .map(|d| (d.to_path_buf(), fs::metadata(d).map(|m| Stamp::of(&m))));
+        let (stamp, dir_stamp) = stamps_of(path);
+        self.record_read(path, text, stamp, dir_stamp);
+    }
+
+    /// [`FileManifestStore::record_write`] left for later: the stamps are taken now (right
+    /// after the rename, under the write lock), the parse of the new text waits for the next
+    /// [`ManifestStore::sync_written`], after the write is answered. A lookup meanwhile finds
+    /// the file's stamp changed and reads it itself, as for any file changed elsewhere.
+    fn record_later(&self, path: &Path, text: String) {
+        let (stamp, dir) = stamps_of(path);
+        let Ok(stamp) = stamp else {
+            self.index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .complete = false;
+            return;
+        };
+        let dir = dir.and_then(|(d, s)| Some((d, s.ok()?)));
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Unrecorded {
+                path: path.to_path_buf(),
+                text,
+                stamp,
+                dir,
+            });
+    }
+
+    /// Indexes the writes [`FileManifestStore::record_later`] left, each only while its file
+    /// and directory still carry the stamps taken after its rename (else a lookup reads them).
+    fn record_pending(&self) {
+        let pending =
+            std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()));
+        for u in pending {
+            let (stamp, dir) = stamps_of(&u.path);
+            if stamp.as_ref().ok() != Some(&u.stamp) {
+                continue;
+            }
+            let known = self
+                .index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .files
+                .get(&u.path)
+                .is_some_and(|f| f.stamp == u.stamp);
+            if known {
+                continue;
+            }
+            let dir = match (dir, u.dir) {
+                (Some((d, Ok(now))), Some((_, then))) if now == then => Some((d, Ok(now))),
+                _ => None,
+            };
+            self.record_read(&u.path, u.text, Ok(u.stamp), dir);
+        }
+    }
+
+    /// Indexes `text` as `path`'s reading at `stamp`, and `dir_stamp` as its directory's.
+    fn record_read(
+        &self,
+        path: &Path,
+        text: String,
+        stamp: std::io::Result<Stamp>,
+        dir_stamp: Option<(PathBuf, std::io::Result<Stamp>)>,
+    ) {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         let Ok(stamp) = stamp else {
             index.complete = false;
@@ -734,12 +808,15 @@ impl FileManifestStore {
     }
 
     /// What replacing `key` with `object` writes: the file's text before and after, and the
-    /// sidecar's. A version that no longer matches is a conflict.
+    /// sidecar's. A version that no longer matches is a conflict. `known`: an edit planned
+    /// before (a prepared rollback's), reused when it is the edit of this very document into
+    /// this very content, so the document is not edited again.
     fn plan_replace(
         &self,
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
+        known: Option<&KnownEdit>,
     ) -> Result<PlannedWrite, ManifestStoreError> {
         let found = self.lookup(key)?;
         let (entry, text) = (&found.entry, found.file.text.as_str());
@@ -753,6 +830,9 @@ impl FileManifestStore {
         let new_sidecar = sidecar::render(&kept);
         let new_chunk = if document == entry.value {
             old_chunk.to_string()
+        } else if let Some(k) = known.filter(|k| k.old_chunk == old_chunk && k.document == document)
+        {
+            k.new_chunk.clone()
         } else {
             match edit_document(old_chunk, &entry.value, &document, &MANIFEST_LIMITS) {
                 Ok(edited) => edited,
@@ -799,7 +879,7 @@ impl FileManifestStore {
             .settle(&sidecar::path_of(&self.root, key)?)?;
         drop(self.take_standby(key));
         let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let w = self.plan_replace(key, object, expected_version)?;
+        let w = self.plan_replace(key, object, expected_version, None)?;
         // The sidecar first: a crash between the two writes leaves the original routes and
         // the rollback marker recorded over routes not yet changed, never changed routes
         // with nothing recorded.
@@ -836,25 +916,35 @@ impl FileManifestStore {
     /// status recording it is saved) waits for both. Until then the status saved before the
     /// gate opened (the write pending) is what a restart finds, so a power loss that undoes
     /// the rename has it sent again.
-    fn replace_after_blocking(
+    ///
+    /// Two halves: [`FileManifestStore::stage_gated`] before the gate,
+    /// [`FileManifestStore::commit_gated`] after.
+    fn stage_gated(
         &self,
         key: &ObjectKey,
         object: &Value,
         expected_version: &str,
         gate: &CommitGate,
-    ) -> Result<String, ManifestStoreError> {
+    ) -> Result<Staged, ManifestStoreError> {
         check_identity(key, object)?;
         self.pending
             .sidecars
             .settle(&sidecar::path_of(&self.root, key)?)?;
+        let standby = self.take_standby(key);
         let w = {
             let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            self.plan_replace(key, object, expected_version)?
+            self.plan_replace(
+                key,
+                object,
+                expected_version,
+                standby.as_ref().map(|s| &s.edit),
+            )?
         };
-        let sidecar = w
-            .sidecar_changed()
+        // The marker starts now only while the status is not saved yet: it is then the
+        // record a restart would honour. Once saved, it follows the rename (below), so its
+        // syncs do not hold the rename's journal handle.
+        let sidecar = (w.sidecar_changed() && !gate.saved())
             .then(|| sidecar::Started::start(w.sidecar_path.clone(), w.new_sidecar.clone()));
-        let standby = self.take_standby(key);
         let prepared = match w
             .file_changed()
             .then(|| self.prepare_gated(&w, standby))
@@ -868,16 +958,42 @@ impl FileManifestStore {
                 return Err(e);
             }
         };
-        gate.wait_blocking();
+        Ok(Staged {
+            key: key.clone(),
+            w,
+            sidecar,
+            prepared,
+        })
+    }
+
+    /// The second half of a gated write, once `gate` is open: the marker (when it is the
+    /// record), the rename, and what follows it.
+    fn commit_gated(
+        &self,
+        staged: Staged,
+        gate: &CommitGate,
+    ) -> Result<String, ManifestStoreError> {
+        let Staged {
+            key,
+            w,
+            sidecar,
+            prepared,
+        } = staged;
+        let key = &key;
         let Some(prepared) = prepared else {
             // Only the sidecar changes: nothing to rename, so nothing to answer early.
-            if let Some(s) = sidecar {
-                s.finish()?;
+            match sidecar {
+                Some(s) => s.finish()?,
+                None if w.sidecar_changed() => {
+                    sidecar::write(&w.sidecar_path, w.new_sidecar.as_deref())?;
+                }
+                None => {}
             }
             return Ok(w.version);
         };
+        let saved = gate.saved();
         let late = match sidecar {
-            Some(s) if gate.saved() => Some(s),
+            Some(s) if saved => Some(s),
             Some(s) => {
                 // The temporary file goes with `prepared`; a failed sidecar write left the old.
                 s.finish()?;
@@ -885,6 +1001,8 @@ impl FileManifestStore {
             }
             None => None,
         };
+        // Not started because the status was saved before the write was prepared.
+        let marker_after_rename = saved && w.sidecar_changed() && late.is_none();
         let guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let renamed = match prepared.rename(&w.old_text, key) {
             Ok(dir) => Ok((dir, w.new_text.clone(), guard)),
@@ -899,7 +1017,7 @@ impl FileManifestStore {
             Err(e) => {
                 let written = match late {
                     Some(s) => s.finish().is_ok(),
-                    None => w.sidecar_changed(),
+                    None => w.sidecar_changed() && !marker_after_rename,
                 };
                 if written {
                     w.undo_sidecar(key);
@@ -907,11 +1025,16 @@ impl FileManifestStore {
                 return Err(e);
             }
         };
-        if let Some(s) = late {
-            self.pending.sidecars.owe(s);
+        match late {
+            Some(s) => self.pending.sidecars.owe(s),
+            None if marker_after_rename => self.pending.sidecars.owe(sidecar::Started::start(
+                w.sidecar_path.clone(),
+                w.new_sidecar.clone(),
+            )),
+            None => {}
         }
         self.pending.start(dir);
-        self.record_write(&w.file, text);
+        self.record_later(&w.file, text);
         Ok(w.version)
     }
 
@@ -963,7 +1086,7 @@ impl FileManifestStore {
         check_identity(key, object)?;
         let w = {
             let _guard = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            self.plan_replace(key, object, expected_version)?
+            self.plan_replace(key, object, expected_version, None)?
         };
         drop(self.take_standby(key));
         if !w.file_changed() {
@@ -979,8 +1102,13 @@ impl FileManifestStore {
             return Ok(false);
         }
         let real = fs::canonicalize(&w.file).map_err(|e| backend(&w.file, e))?;
-        let standby =
-            Standby::prepare(&real, &w.old_text, &w.new_text).map_err(|e| backend(&real, e))?;
+        let edit = KnownEdit {
+            old_chunk: w.old_chunk.clone(),
+            document: sidecar::split(object, &self.lookup(key)?.entry.value).0,
+            new_chunk: w.new_chunk.clone(),
+        };
+        let standby = Standby::prepare(&real, &w.old_text, &w.new_text, edit)
+            .map_err(|e| backend(&real, e))?;
         self.standbys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1032,6 +1160,16 @@ impl FileManifestStore {
     }
 }
 
+/// A gated write between its halves ([`FileManifestStore::stage_gated`]): planned, its
+/// marker started unless the status was already saved, its new text in a temporary file
+/// (`None`: only the sidecar changes).
+struct Staged {
+    key: ObjectKey,
+    w: PlannedWrite,
+    sidecar: Option<sidecar::Started>,
+    prepared: Option<Prepared>,
+}
+
 /// Renames a rebased write tries before giving up as a conflict: each failed one means another
 /// writer's rename landed in between.
 const REBASE_ATTEMPTS: usize = 64;
@@ -1049,6 +1187,15 @@ fn splice_document(text: &str, old: &str, new: &str) -> Option<String> {
     }
     let spliced = format!("{}{new}{}", &text[..range.start], &text[range.end..]);
     (split_documents(&spliced).len() == split_documents(text).len()).then_some(spliced)
+}
+
+/// A document's edit planned before: from `old_chunk` to `new_chunk`, giving it `document`'s
+/// content (its skycanary annotations split off).
+#[derive(Debug, Clone, Default)]
+pub struct KnownEdit {
+    old_chunk: String,
+    document: Value,
+    new_chunk: String,
 }
 
 /// One planned replace (see [`FileManifestStore::plan_replace`]).
@@ -1104,11 +1251,7 @@ impl ManifestStore for FileManifestStore {
     ) -> impl Future<Output = Result<Versioned, ManifestStoreError>> + Send {
         let this = self.clone();
         let key = key.clone();
-        async move {
-            tokio::task::spawn_blocking(move || this.get_blocking(&key))
-                .await
-                .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
-        }
+        async move { run_blocking(move || this.get_blocking(&key)).await? }
     }
 
     fn replace(
@@ -1142,8 +1285,12 @@ impl ManifestStore for FileManifestStore {
             if gate.is_open() && !gate.saved() {
                 return this.replace(&key, &object, &expected).await;
             }
+            // One thread for both halves and the wait between them: measured faster than
+            // waiting on the task between two hand-overs.
             tokio::task::spawn_blocking(move || {
-                this.replace_after_blocking(&key, &object, &expected, &gate)
+                let staged = this.stage_gated(&key, &object, &expected, &gate)?;
+                gate.wait_blocking();
+                this.commit_gated(staged, &gate)
             })
             .await
             .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
@@ -1181,14 +1328,22 @@ impl ManifestStore for FileManifestStore {
     }
 
     fn sync_written(&self) -> impl Future<Output = Result<(), ManifestStoreError>> + Send {
-        let pending = self.pending.clone();
+        let this = self.clone();
         async move {
-            if pending.is_empty() {
+            let unrecorded = !this
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
+            if this.pending.is_empty() && !unrecorded {
                 return Ok(());
             }
-            tokio::task::spawn_blocking(move || pending.wait())
-                .await
-                .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                this.record_pending();
+                this.pending.wait()
+            })
+            .await
+            .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))?
         }
     }
 }
@@ -1574,6 +1729,39 @@ fn yaml_key(k: &Yaml<'_>) -> Option<String> {
         Yaml::Value(Scalar::Boolean(b)) => Some(b.to_string()),
         _ => None,
     }
+}
+
+/// Runs blocking file work for an async caller: in place on a multi-threaded runtime (the
+/// task keeps its thread; the runtime hands its other tasks to another worker), which spares
+/// the two thread hand-overs of `spawn_blocking` (tens of microseconds each on a busy host,
+/// on a rollback's path); on another thread elsewhere. Never for work that waits on
+/// something the calling task itself must do.
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ManifestStoreError> {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        return Ok(tokio::task::block_in_place(work));
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ManifestStoreError::Backend(format!("file store task failed: {e}")))
+}
+
+/// The stamps of `path` and of its directory, now.
+#[allow(clippy::type_complexity)]
+fn stamps_of(
+    path: &Path,
+) -> (
+    std::io::Result<Stamp>,
+    Option<(PathBuf, std::io::Result<Stamp>)>,
+) {
+    let stamp = fs::metadata(path).map(|m| Stamp::of(&m));
+    let dir = path
+        .parent()
+        .map(|d| (d.to_path_buf(), fs::metadata(d).map(|m| Stamp::of(&m))));
+    (stamp, dir)
 }
 
 /// A manifest's new text in a synced temporary file beside it (symlinks resolved, so the link

@@ -14,6 +14,8 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::file::KnownEdit;
+
 /// A prepared rollback text for one manifest file. The texts are kept as SHA-256 digests: a
 /// shared manifest may be megabytes, and hundreds may be prepared.
 #[derive(Debug)]
@@ -23,6 +25,9 @@ pub struct Standby {
     /// The text the manifest held when this was prepared, and the one prepared.
     old_text: [u8; 32],
     new_text: [u8; 32],
+    /// The edit of the object's document that gives the prepared text, reused by the
+    /// rollback's plan.
+    pub edit: KnownEdit,
     file: File,
 }
 
@@ -34,7 +39,12 @@ fn digest(text: &str) -> [u8; 32] {
 impl Standby {
     /// Writes `new_text` to an unnamed file in `real`'s directory with `real`'s permissions,
     /// synced. `old_text`: what `real` holds now.
-    pub fn prepare(real: &Path, old_text: &str, new_text: &str) -> std::io::Result<Standby> {
+    pub fn prepare(
+        real: &Path,
+        old_text: &str,
+        new_text: &str,
+        edit: KnownEdit,
+    ) -> std::io::Result<Standby> {
         let dir = real.parent().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "no parent directory")
         })?;
@@ -47,6 +57,7 @@ impl Standby {
             real: real.to_path_buf(),
             old_text: digest(old_text),
             new_text: digest(new_text),
+            edit,
             file,
         })
     }
@@ -109,7 +120,7 @@ mod tests {
         let real = dir.path().join("vs.yaml");
         std::fs::write(&real, "old\n").unwrap();
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let s = Standby::prepare(&real, "old\n", "new\n").unwrap();
+        let s = Standby::prepare(&real, "old\n", "new\n", KnownEdit::default()).unwrap();
         assert!(s.holds("old\n", "new\n"));
         assert!(!s.holds("old \n", "new\n") && !s.holds("old\n", "new"));
         assert_eq!(
