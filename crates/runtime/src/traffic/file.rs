@@ -2778,6 +2778,7 @@ spec:
 
         store.sync_written().await.unwrap();
         assert!(store.pending.is_empty());
+
         let sidecar = dir
             .path()
             .join(".skycanary/virtualservice_bookinfo_reviews.state");
@@ -2857,8 +2858,18 @@ spec:
             .replace_after(&vs_key(), &rollback(&got), &got.version, &saved_gate())
             .await
             .unwrap();
+        assert_eq!(
+            store.unrecorded.lock().unwrap().len(),
+            1,
+            "indexed before the answer"
+        );
         store.sync_written().await.unwrap();
         assert_eq!(store.standbys_used(), 1);
+        // The written text was indexed by the sync: the next read parses nothing.
+        assert!(store.unrecorded.lock().unwrap().is_empty());
+        let parsed = parses(&store);
+        store.get(&vs_key()).await.unwrap();
+        assert_eq!(parses(&store), parsed);
         assert_eq!(
             fs::read_to_string(dir.path().join("app.yaml")).unwrap(),
             fs::read_to_string(plain.path().join("app.yaml")).unwrap()
