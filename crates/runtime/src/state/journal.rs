@@ -68,6 +68,16 @@ impl Journal {
             .create(true)
             .truncate(false)
             .open(&path)?;
+        // One writer per state directory: a second daemon would replay and clear the first's
+        // records and write over its slots.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!("{e}: another skycanary process uses this state directory"),
+                )
+            },
+        )?;
         let size = (SLOTS * SLOT_BYTES) as u64;
         let mut content = Vec::new();
         (&mut file).take(size).read_to_end(&mut content)?;
@@ -306,6 +316,16 @@ mod tests {
         assert!(!is_preallocated(&f).unwrap(), "a hole, not written blocks");
         let (j, _) = Journal::open(dir.path()).unwrap();
         assert!(is_preallocated(&j.file).unwrap());
+    }
+
+    #[test]
+    fn a_second_process_on_the_same_directory_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = Journal::open(dir.path()).unwrap();
+        let e = Journal::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("another skycanary process"), "{e}");
+        drop(first);
+        Journal::open(dir.path()).unwrap();
     }
 
     #[test]
