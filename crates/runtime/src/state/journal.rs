@@ -69,15 +69,22 @@ impl Journal {
             .truncate(false)
             .open(&path)?;
         // One writer per state directory: a second daemon would replay and clear the first's
-        // records and write over its slots.
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |e| {
-                std::io::Error::new(
+        // records and write over its slots. A file system without locks (ENOLCK, some NFS
+        // setups) is said once and not held against the directory.
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(std::io::Error::new(
                     std::io::ErrorKind::WouldBlock,
                     format!("{e}: another skycanary process uses this state directory"),
-                )
-            },
-        )?;
+                ));
+            }
+            Err(e) => tracing::warn!(
+                file = %path.display(),
+                "the state directory cannot be locked, so a second daemon on it would not be \
+                 refused: {e}"
+            ),
+        }
         let size = (SLOTS * SLOT_BYTES) as u64;
         let mut content = Vec::new();
         (&mut file).take(size).read_to_end(&mut content)?;
