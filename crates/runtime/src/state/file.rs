@@ -463,6 +463,12 @@ mod tests {
         assert_eq!(names, ["x.json"]);
     }
 
+    /// Nothing is left in `dir`'s journal for the next start to put back.
+    fn assert_journal_empty(dir: &Path) {
+        let (_, records) = Journal::open(dir).unwrap();
+        assert!(records.is_empty(), "{records:?}");
+    }
+
     fn json_path(dir: &Path) -> PathBuf {
         dir.join("canary/ns/x.json")
     }
@@ -497,8 +503,7 @@ mod tests {
         assert!(s.owed.lock().unwrap().is_empty());
         // Nothing is left to put back at the next start.
         drop(s);
-        let (_, records) = Journal::open(dir.path()).unwrap();
-        assert!(records.is_empty());
+        assert_journal_empty(dir.path());
     }
 
     /// The process stops (here: the store is dropped) after the journal write and before the
@@ -528,8 +533,7 @@ mod tests {
             Some(vec![2])
         );
         drop(s);
-        let (_, records) = Journal::open(dir.path()).unwrap();
-        assert!(records.is_empty(), "put back once, then cleared");
+        assert_journal_empty(dir.path());
     }
 
     /// A newer save of a file whose journaled save has not landed saves the journaled one
@@ -595,8 +599,7 @@ mod tests {
         assert_eq!(names, [super::super::journal::FILE_NAME]);
         assert!(!dir.path().parent().unwrap().join("escape.json").exists());
         drop(s);
-        let (_, records) = Journal::open(dir.path()).unwrap();
-        assert!(records.is_empty());
+        assert_journal_empty(dir.path());
     }
 
     #[test]

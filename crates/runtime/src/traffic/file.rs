@@ -861,6 +861,7 @@ impl FileManifestStore {
             new_text,
             old_chunk: old_chunk.to_string(),
             new_chunk,
+            document,
             sidecar_path: sidecar::path_of(&self.root, key)?,
             old_sidecar,
             new_sidecar,
@@ -1104,7 +1105,7 @@ impl FileManifestStore {
         let real = fs::canonicalize(&w.file).map_err(|e| backend(&w.file, e))?;
         let edit = KnownEdit {
             old_chunk: w.old_chunk.clone(),
-            document: sidecar::split(object, &self.lookup(key)?.entry.value).0,
+            document: w.document.clone(),
             new_chunk: w.new_chunk.clone(),
         };
         let standby = Standby::prepare(&real, &w.old_text, &w.new_text, edit)
@@ -1208,6 +1209,8 @@ struct PlannedWrite {
     /// The object's document before and after, within those texts.
     old_chunk: String,
     new_chunk: String,
+    /// The object's document as written (its skycanary annotations split off).
+    document: Value,
     sidecar_path: PathBuf,
     old_sidecar: Option<String>,
     new_sidecar: Option<String>,
@@ -1309,11 +1312,11 @@ impl ManifestStore for FileManifestStore {
             let prepared = tokio::task::spawn_blocking(move || {
                 this.stand_by_blocking(&key, &object, &expected)
             })
-            .await;
-            match prepared {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::debug!("no rollback text prepared ahead: {e}"),
-                Err(e) => tracing::debug!("no rollback text prepared ahead: {e}"),
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = prepared {
+                tracing::debug!("no rollback text prepared ahead: {e}");
             }
         }
     }
